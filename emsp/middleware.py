@@ -1,0 +1,53 @@
+"""Request and correlation ids: generated when absent, echoed on the response and attached to every log line."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
+
+
+def _clean(value: str | None) -> str | None:
+    # Ids are echoed into headers and logs: keep them short and printable.
+    if not value:
+        return None
+    value = value.strip()[:100]
+    if not value or not all(33 <= ord(c) <= 126 for c in value):
+        return None
+    return value
+
+
+class RequestIdMiddleware:
+    """Reads X-Request-ID / X-Correlation-ID (OCPI transport §4.1.3), makes them when missing, echoes both."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = _clean(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
+        correlation_id = _clean(request.headers.get("X-Correlation-ID")) or request_id
+        request.request_id = request_id  # type: ignore[attr-defined]
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        t1 = request_id_var.set(request_id)
+        t2 = correlation_id_var.set(correlation_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(t1)
+            correlation_id_var.reset(t2)
+        response["X-Request-ID"] = request_id
+        response["X-Correlation-ID"] = correlation_id
+        return response
+
+
+class RequestIdLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.correlation_id = correlation_id_var.get()
+        return True
