@@ -1,0 +1,678 @@
+"""Pricing core: split periods at restriction boundaries, pick elements per dimension, apply step_size, VAT, min/max."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from functools import cached_property
+from typing import Any
+
+from .periods import ChargingPeriod
+from .tariff import (
+    DAY_US,
+    ENERGY,
+    EPOCH,
+    FLAT,
+    PARKING_TIME,
+    TIME,
+    ZERO,
+    Price,
+    PriceComponent,
+    Restrictions,
+    Tariff,
+    TariffElement,
+    _fmt,
+    to_us,
+)
+
+__all__ = ["DimensionCost", "PeriodCost", "PriceResult", "price_core"]
+
+# Exact arithmetic: 34 digits (IEEE decimal128) keeps a session's cost exact to far below a
+# micro-cent; a caller's global decimal context must not change prices, hence a private context.
+_CTX = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+_US_PER_HOUR = Decimal(3_600_000_000)
+_WH_PER_KWH = Decimal(1000)
+_ONE = Decimal(1)
+_WEEK_US = 7 * DAY_US
+RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
+CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
+Candidates = tuple[tuple[TariffElement, PriceComponent], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionCost:
+    """Billed volume and cost of one dimension under one tariff element (OCPI units: kWh / h / 1)."""
+
+    dimension: str
+    element_index: int
+    price: Decimal
+    vat: Decimal | None
+    step_size: int
+    volume: Decimal
+    step_added: Decimal
+    cost: Price
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dimension": self.dimension,
+            "element_index": self.element_index,
+            "price": _fmt(self.price),
+            "vat": None if self.vat is None else _fmt(self.vat),
+            "step_size": self.step_size,
+            "volume": _fmt(self.volume),
+            "step_added": _fmt(self.step_added),
+            "cost": self.cost.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodCost:
+    """One priced sub-period (an input period split where a restriction boundary was crossed)."""
+
+    start_date_time: datetime
+    end_date_time: datetime
+    costs: tuple[DimensionCost, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_date_time": _iso(self.start_date_time),
+            "end_date_time": _iso(self.end_date_time),
+            "costs": [c.to_dict() for c in self.costs],
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Line:
+    __slots__ = ("added", "category", "component", "element", "segment", "volume")
+
+    def __init__(self, category: str, element: int, component: PriceComponent, volume: Decimal, segment: int):
+        self.category = category
+        self.element = element
+        self.component = component
+        self.volume = volume  # kWh, microseconds, or 1 for FLAT
+        self.segment = segment
+        self.added = ZERO
+
+    def billed(self) -> Decimal:
+        """Volume in OCPI units (kWh, hours, 1)."""
+        if self.category in (ENERGY, FLAT, RESERVATION_FLAT):
+            return self.volume
+        return self.volume / _US_PER_HOUR
+
+
+class PriceResult:
+    """Exact Decimal totals of one priced session; `to_dict()` gives JSON-ready strings."""
+
+    def __init__(
+        self,
+        *,
+        currency: str,
+        tariff_id: str | None,
+        time_zone: str,
+        totals: dict[str, Price | None],
+        total_cost: Price,
+        total_energy: Decimal,
+        total_time: Decimal,
+        total_parking_time: Decimal,
+        total_reservation_time: Decimal,
+        min_price_applied: bool,
+        max_price_applied: bool,
+        warnings: list[str],
+        lines: list[_Line],
+        segments: list[tuple[int, int]],
+        rounding: str | None,
+        missing_vat: str,
+    ) -> None:
+        self.currency = currency
+        self.tariff_id = tariff_id
+        self.time_zone = time_zone
+        self.total_cost = total_cost
+        self.total_fixed_cost = totals[FLAT]
+        self.total_energy_cost = totals[ENERGY]
+        self.total_time_cost = totals[TIME]
+        self.total_parking_cost = totals[PARKING_TIME]
+        self.total_reservation_cost = totals["RESERVATION"]
+        self.total_energy = total_energy
+        self.total_time = total_time
+        self.total_parking_time = total_parking_time
+        self.total_reservation_time = total_reservation_time
+        self.min_price_applied = min_price_applied
+        self.max_price_applied = max_price_applied
+        self.warnings = warnings
+        self.rounding = rounding
+        self.missing_vat = missing_vat
+        self._lines = lines
+        self._segments = segments
+
+    def __repr__(self) -> str:
+        return f"<PriceResult {self.currency} {self.total_cost.excl_vat}/{self.total_cost.incl_vat}>"
+
+    def _cost(self, line: _Line, volume: Decimal) -> Price:
+        comp = line.component
+        excl = comp.price * volume
+        factor = comp.vat_factor
+        if factor is None:
+            return Price(excl, excl if self.missing_vat == "exempt" else None)
+        return Price(excl, excl * factor)
+
+    @cached_property
+    def breakdown(self) -> dict[str, list[DimensionCost]]:
+        """Per dimension, per tariff element (in order of first use): billed volume and cost."""
+        with localcontext(_CTX):
+            groups: dict[tuple[str, int], list[_Line]] = {}
+            for line in self._lines:
+                groups.setdefault((line.category, line.element), []).append(line)
+            out: dict[str, list[DimensionCost]] = {c: [] for c in CATEGORIES}
+            for (category, element), lines in groups.items():
+                comp = lines[0].component
+                volume = sum((ln.billed() for ln in lines), ZERO)
+                added = sum((_unit(ln, ln.added) for ln in lines), ZERO)
+                costs = [self._cost(ln, ln.billed()) for ln in lines]
+                excl = sum((c.excl_vat for c in costs), ZERO)
+                incl = None if any(c.incl_vat is None for c in costs) else sum((c.incl_vat for c in costs), ZERO)  # type: ignore[misc]
+                out[category].append(
+                    DimensionCost(category, element, comp.price, comp.vat, comp.step_size, volume, added, Price(excl, incl))
+                )
+            return {k: v for k, v in out.items() if v}
+
+    @cached_property
+    def periods(self) -> list[PeriodCost]:
+        """Every priced sub-period with the dimension costs billed in it (step extras included)."""
+        with localcontext(_CTX):
+            per_segment: list[list[DimensionCost]] = [[] for _ in self._segments]
+            for line in self._lines:
+                comp = line.component
+                volume = line.billed()
+                per_segment[line.segment].append(
+                    DimensionCost(
+                        line.category,
+                        line.element,
+                        comp.price,
+                        comp.vat,
+                        comp.step_size,
+                        volume,
+                        _unit(line, line.added),
+                        self._cost(line, volume),
+                    )
+                )
+            return [
+                PeriodCost(_from_us(a), _from_us(b), tuple(costs))
+                for (a, b), costs in zip(self._segments, per_segment, strict=True)
+            ]
+
+    def to_dict(self, rounding: str | None = None) -> dict[str, Any]:
+        """JSON-ready view. Money is exact unless a rounding policy is set (here or at pricing time)."""
+        policy = rounding or self.rounding
+
+        def money(price: Price | None) -> dict[str, str | None] | None:
+            if price is None:
+                return None
+            if policy is None:
+                return price.to_dict()
+            from billing.money import round_money
+
+            incl = price.incl_vat
+            return {
+                "excl_vat": _fmt(round_money(price.excl_vat, self.currency, policy)),
+                "incl_vat": None if incl is None else _fmt(round_money(incl, self.currency, policy)),
+            }
+
+        return {
+            "currency": self.currency,
+            "tariff_id": self.tariff_id,
+            "time_zone": self.time_zone,
+            "rounding": policy,
+            "total_cost": money(self.total_cost),
+            "total_fixed_cost": money(self.total_fixed_cost),
+            "total_energy_cost": money(self.total_energy_cost),
+            "total_time_cost": money(self.total_time_cost),
+            "total_parking_cost": money(self.total_parking_cost),
+            "total_reservation_cost": money(self.total_reservation_cost),
+            "total_energy": _fmt(self.total_energy),
+            "total_time": _fmt(self.total_time),
+            "total_parking_time": _fmt(self.total_parking_time),
+            "total_reservation_time": _fmt(self.total_reservation_time),
+            "min_price_applied": self.min_price_applied,
+            "max_price_applied": self.max_price_applied,
+            "breakdown": {k: [c.to_dict() for c in v] for k, v in self.breakdown.items()},
+            "periods": [p.to_dict() for p in self.periods],
+            "warnings": list(self.warnings),
+        }
+
+
+def _unit(line: _Line, volume: Decimal) -> Decimal:
+    if line.category in (ENERGY, FLAT, RESERVATION_FLAT):
+        return volume
+    return volume / _US_PER_HOUR
+
+
+def _from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def _td_us(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# --------------------------------------------------------------------------- restriction matching
+
+
+def _matches(r: Restrictions, ctx: list[Any], element: TariffElement, warnings: set[str]) -> bool:
+    """All restrictions of an element hold at this moment (mod_tariffs TariffRestrictions: logical AND)."""
+    if r.needs_local:
+        sod = ctx[0]
+        start, end = r.start_us, r.end_us
+        if start is not None and end is not None:
+            if start < end:
+                if not start <= sod < end:
+                    return False
+            elif start > end:  # window past midnight, e.g. 22:00-06:00
+                if not (sod >= start or sod < end):
+                    return False
+            # start == end: a whole-day window
+        elif start is not None:
+            if sod < start:
+                return False
+        elif end is not None and sod >= end:
+            # A lone end_time: valid from the start of the day (ocpi/ocpi#502 leaves this open).
+            return False
+        day = ctx[1]
+        if r.start_day is not None and day < r.start_day:
+            return False
+        if r.end_day is not None and day >= r.end_day:  # end_date is exclusive
+            return False
+        if r.weekdays is not None and (day + 3) % 7 not in r.weekdays:  # 1970-01-01 was a Thursday
+            return False
+    # Session-so-far values: min inclusive, max exclusive (mod_tariffs min/max_kwh, min/max_duration).
+    if r.min_kwh is not None and ctx[3] < r.min_kwh:
+        return False
+    if r.max_kwh is not None and ctx[3] >= r.max_kwh:
+        return False
+    if r.min_duration_us is not None and ctx[2] < r.min_duration_us:
+        return False
+    if r.max_duration_us is not None and ctx[2] >= r.max_duration_us:
+        return False
+    # Instantaneous values of the (sub-)period. Unknown means "cannot be shown to hold": the element
+    # is not applied and a warning says so, rather than pricing on a guess.
+    for bound, value, name, is_min in (
+        (r.min_power, ctx[5], "min_power", True),
+        (r.max_power, ctx[4], "max_power", False),
+        (r.min_current, ctx[7], "min_current", True),
+        (r.max_current, ctx[6], "max_current", False),
+    ):
+        if bound is None:
+            continue
+        if value is None:
+            warnings.add(f"unverifiable_restriction:elements[{element.index}].restrictions.{name}")
+            return False
+        if (value < bound) if is_min else (value >= bound):
+            return False
+    return True
+
+
+def _select(cands: Candidates, ctx: list[Any], warnings: set[str]) -> tuple[TariffElement, PriceComponent] | None:
+    # mod_tariffs Tariff object: per dimension, the first element in list order whose restrictions match.
+    for pair in cands:
+        r = pair[0].restrictions
+        if r is None or _matches(r, ctx, pair[0], warnings):
+            return pair
+    return None
+
+
+# --------------------------------------------------------------------------- time zones
+
+
+class _Offsets:
+    """UTC offsets of a zone at instants, with DST transitions located by bisection."""
+
+    __slots__ = ("cache", "zone")
+
+    def __init__(self, zone: tzinfo | None) -> None:
+        self.zone = zone
+        self.cache: dict[int, int] = {}
+
+    def at(self, us: int) -> int:
+        if self.zone is None:
+            return 0
+        cached = self.cache.get(us)
+        if cached is None:
+            offset = (EPOCH + timedelta(microseconds=us)).astimezone(self.zone).utcoffset()
+            cached = 0 if offset is None else _td_us(offset)
+            self.cache[us] = cached
+        return cached
+
+    def pieces(self, a: int, b: int) -> list[tuple[int, int, int]]:
+        """[a, b) cut into stretches of constant offset: (start, end, offset)."""
+        first = self.at(a)
+        if self.zone is None or b - a <= 1:
+            return [(a, b, first)]
+        last = self.at(b - 1)
+        if first == last and b - a <= _WEEK_US:
+            return [(a, b, first)]
+        # Sample weekly (zones like Africa/Casablanca switch twice within about a month) and bisect.
+        samples = [*range(a, b - 1, _WEEK_US), b - 1]
+        cuts: list[int] = []
+        for lo, hi in zip(samples, samples[1:], strict=False):
+            o_lo = self.at(lo)
+            if self.at(hi) == o_lo:
+                continue
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self.at(mid) == o_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            cuts.append(hi)
+        bounds = [a, *cuts, b]
+        return [(p, q, self.at(p)) for p, q in zip(bounds, bounds[1:], strict=False)]
+
+
+# --------------------------------------------------------------------------- core
+
+
+def price_core(
+    tariff: Tariff,
+    periods: list[ChargingPeriod],
+    *,
+    zone: tzinfo | None,
+    time_zone: str,
+    session_start: datetime,
+    session_end: datetime | None,
+    warnings: list[str],
+    rounding: str | None = None,
+    missing_vat: str = "unknown",
+) -> PriceResult:
+    with localcontext(_CTX):
+        return _price(tariff, periods, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
+
+
+def _price(
+    tariff: Tariff,
+    periods: list[ChargingPeriod],
+    zone: tzinfo | None,
+    time_zone: str,
+    session_start: datetime,
+    session_end: datetime | None,
+    warnings: list[str],
+    rounding: str | None,
+    missing_vat: str,
+) -> PriceResult:
+    soft: set[str] = set()
+    offsets = _Offsets(zone)
+    ss = to_us(session_start)
+    needs_local = tariff.needs_local
+    boundaries = tariff.local_boundaries
+    durations = tariff.duration_thresholds_us
+    kwhs = tariff.kwh_thresholds
+    charging = tariff.charging
+    c_energy, c_time, c_parking, c_flat = charging[ENERGY], charging[TIME], charging[PARKING_TIME], charging[FLAT]
+
+    # A reservation-only period belongs to the reservation, not the charging session. When nothing
+    # but reservation time exists, the reservation expired (ReservationRestrictionType).
+    def is_reservation_only(p: ChargingPeriod) -> bool:
+        return bool(p.reservation_time) and not (p.energy or p.time or p.parking_time)
+
+    has_charging = any(not is_reservation_only(p) for p in periods)
+    reservation = tariff.reserved if has_charging else tariff.expired
+    r_time, r_flat = reservation[TIME], reservation[FLAT]
+
+    lines: list[_Line] = []
+    segments: list[tuple[int, int]] = []
+    flat_done = False
+    r_flat_done = False
+    cum_energy = ZERO
+    total_energy = ZERO
+    total_parking_us = 0
+    total_reservation_us = 0
+    end_us = ss
+    first_us: int | None = None
+
+    for period in periods:
+        a = to_us(period.start_date_time)
+        t_us = _td_us(period.time)
+        p_us = _td_us(period.parking_time)
+        r_us = _td_us(period.reservation_time)
+        energy = period.energy
+        if period.end_date_time is not None:
+            b = to_us(period.end_date_time)
+        else:
+            b = a + max(t_us + p_us, r_us)
+        if b < a:
+            b = a
+        if first_us is None:
+            first_us = a
+        end_us = max(end_us, b)
+        total_energy += energy
+        total_parking_us += p_us
+        total_reservation_us += r_us
+        span = b - a
+        reservation_only = is_reservation_only(period)
+
+        # ---- where must this period be split? (mod_tariffs TariffRestrictions: elements switch mid-session)
+        cuts: list[tuple[Decimal, int]] = []
+        pieces = offsets.pieces(a, b) if needs_local else [(a, b, 0)]
+        if span > 0:
+            dspan = Decimal(span)
+            if needs_local:
+                for p, q, off in pieces:
+                    if p != a:
+                        cuts.append((Decimal(p - a) / dspan, p))  # DST transition
+                    lp, lq = p + off, q + off
+                    for day in range(lp // DAY_US, (lq - 1) // DAY_US + 1):
+                        base = day * DAY_US
+                        for sod in boundaries:
+                            c = base + sod
+                            if lp < c < lq:
+                                cuts.append((Decimal(c - lp + p - a) / dspan, c - off))
+            for d in durations:
+                c = ss + d
+                if a < c < b:
+                    cuts.append((Decimal(c - a) / dspan, c))
+        if kwhs and energy > 0:
+            top = cum_energy + energy
+            for k in kwhs:
+                if cum_energy < k < top:
+                    f = (k - cum_energy) / energy
+                    cuts.append((f, a + int(span * f)))
+
+        if cuts:
+            cuts.sort()
+            fractions = [ZERO]
+            instants = [a]
+            for f, c in cuts:
+                if ZERO < f < _ONE and f != fractions[-1]:
+                    fractions.append(f)
+                    instants.append(c)
+            fractions.append(_ONE)
+            instants.append(b)
+        else:
+            fractions = [ZERO, _ONE]
+            instants = [a, b]
+
+        # instantaneous values for power/current restrictions (mod_tariffs: not session-wide)
+        hours = Decimal(t_us) / _US_PER_HOUR if t_us else (Decimal(span) / _US_PER_HOUR if span else None)
+        average = (energy / hours if hours else None) if energy else ZERO
+        p_max = _first(period.max_power, period.power, period.min_power, average)
+        p_min = _first(period.min_power, period.power, period.max_power, average)
+        c_max = _first(period.max_current, period.current, period.min_current)
+        c_min = _first(period.min_current, period.current, period.max_current)
+
+        piece_index = 0
+        for i in range(len(fractions) - 1):
+            start = instants[i]
+            frac = fractions[i + 1] - fractions[i]
+            whole = frac == _ONE
+            seg_index = len(segments)
+            segments.append((start, instants[i + 1]))
+            if needs_local:
+                while piece_index + 1 < len(pieces) and pieces[piece_index + 1][0] <= start:
+                    piece_index += 1
+                local = start + pieces[piece_index][2]
+                day = local // DAY_US
+                sod = local - day * DAY_US
+            else:
+                day = sod = 0
+            e_before = cum_energy + energy * fractions[i]
+            ctx = [sod, day, start - ss, e_before, p_max, p_min, c_max, c_min]
+
+            if not reservation_only:
+                seg_energy = energy if whole else energy * frac
+                if seg_energy > 0 and c_energy:
+                    hit = _select(c_energy, ctx, soft)
+                    if hit:
+                        lines.append(_Line(ENERGY, hit[0].index, hit[1], seg_energy, seg_index))
+                if t_us and c_time:
+                    hit = _select(c_time, ctx, soft)
+                    if hit:
+                        lines.append(_Line(TIME, hit[0].index, hit[1], Decimal(t_us) * frac, seg_index))
+                if p_us and c_parking:
+                    hit = _select(c_parking, ctx, soft)
+                    if hit:
+                        lines.append(_Line(PARKING_TIME, hit[0].index, hit[1], Decimal(p_us) * frac, seg_index))
+                # FLAT: once per charging session, the first time a FLAT element matches.
+                if not flat_done and c_flat:
+                    hit = _select(c_flat, ctx, soft)
+                    if hit:
+                        lines.append(_Line(FLAT, hit[0].index, hit[1], _ONE, seg_index))
+                        flat_done = True
+            if r_us:
+                if r_time:
+                    hit = _select(r_time, ctx, soft)
+                    if hit:
+                        lines.append(_Line(RESERVATION_TIME, hit[0].index, hit[1], Decimal(r_us) * frac, seg_index))
+                # Reservation FLAT: once per reservation. Billed in addition to a charging FLAT - the
+                # spec's own tariff_16 example totals 8.75 = 2.00 reservation fee + 0.50 start fee +
+                # 1.25 reservation time + 5.00 energy. "One component per dimension at a time" still
+                # holds: reservation and charging elements are never active at the same moment.
+                if not r_flat_done and r_flat:
+                    hit = _select(r_flat, ctx, soft)
+                    if hit:
+                        lines.append(_Line(RESERVATION_FLAT, hit[0].index, hit[1], _ONE, seg_index))
+                        r_flat_done = True
+        cum_energy += energy
+
+    _apply_step_sizes(lines)
+
+    # ---- totals per dimension (exact), then min/max price on excl and incl independently
+    exempt = missing_vat == "exempt"
+    sums: dict[str, list[Any]] = {}
+    for line in lines:
+        comp = line.component
+        volume = line.volume if line.category in (ENERGY, FLAT, RESERVATION_FLAT) else line.volume / _US_PER_HOUR
+        excl = comp.price * volume
+        factor = comp.vat_factor
+        incl = excl * factor if factor is not None else (excl if exempt else None)
+        key = "RESERVATION" if line.category in (RESERVATION_FLAT, RESERVATION_TIME) else line.category
+        acc = sums.get(key)
+        if acc is None:
+            sums[key] = [excl, incl]
+        else:
+            acc[0] += excl
+            acc[1] = None if acc[1] is None or incl is None else acc[1] + incl
+    totals: dict[str, Price | None] = {k: None for k in (FLAT, ENERGY, TIME, PARKING_TIME, "RESERVATION")}
+    excl_total = ZERO
+    incl_total: Decimal | None = ZERO
+    for key, (excl, incl) in sums.items():
+        totals[key] = Price(excl, incl)
+        excl_total += excl
+        incl_total = None if incl_total is None or incl is None else incl_total + incl
+    if incl_total is None and not exempt:
+        # PriceComponent.vat: "If omitted, no VAT is applicable. Not providing a VAT is different
+        # from 0% VAT" - so the amount incl. VAT is not derivable from the tariff (tag 2.2.1's
+        # first-hour-free example: "As no VAT information is given, it is not possible to calculate
+        # total costs including VAT").
+        soft.add("vat_unknown:total_cost.incl_vat")
+    min_applied = max_applied = False
+    low, high = tariff.min_price, tariff.max_price
+    if low is not None:
+        if excl_total < low.excl_vat:
+            excl_total, min_applied = low.excl_vat, True
+        if incl_total is not None and low.incl_vat is not None and incl_total < low.incl_vat:
+            incl_total, min_applied = low.incl_vat, True
+    if high is not None:
+        if excl_total > high.excl_vat:
+            excl_total, max_applied = high.excl_vat, True
+        if incl_total is not None and high.incl_vat is not None and incl_total > high.incl_vat:
+            incl_total, max_applied = high.incl_vat, True
+
+    start_us = min(ss, first_us) if first_us is not None else ss
+    if session_end is not None:
+        end_us = max(to_us(session_end), start_us)
+    all_warnings = [*tariff.warnings, *warnings, *sorted(soft)] if (tariff.warnings or soft) else warnings
+    return PriceResult(
+        currency=tariff.currency,
+        tariff_id=tariff.id,
+        time_zone=time_zone,
+        totals=totals,
+        total_cost=Price(excl_total, incl_total),
+        total_energy=total_energy,
+        total_time=Decimal(end_us - start_us) / _US_PER_HOUR,
+        total_parking_time=Decimal(total_parking_us) / _US_PER_HOUR,
+        total_reservation_time=Decimal(total_reservation_us) / _US_PER_HOUR,
+        min_price_applied=min_applied,
+        max_price_applied=max_applied,
+        warnings=all_warnings,
+        lines=lines,
+        segments=segments,
+        rounding=rounding,
+        missing_vat=missing_vat,
+    )
+
+
+def _first(*values: Decimal | None) -> Decimal | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _apply_step_sizes(lines: list[_Line]) -> None:
+    """step_size per mod_cdrs [bf]: once per session on totals, extra added to the last period.
+
+    - ENERGY: total billed energy rounded up to the step of the last ENERGY component used.
+    - TIME and PARKING_TIME together: when a PARKING_TIME component was used, the parking total is
+      rounded with the last parking component's step and charging time is not rounded at all
+      (tariff_14 example #1: 0.55, #3: 0.73 per ocpi/ocpi#546); otherwise the TIME total is rounded
+      with the last TIME component's step (tariff_14 example #2: 35 -> 45 min).
+    - Reservation TIME is its own quantity (tariff_16: 13 -> 15 min with the reservation step).
+    Switching elements of one dimension never rounds in between (CDRtext: 4.3 + 1.1 -> 5.5 kWh).
+    """
+    last: dict[str, _Line] = {}
+    totals: dict[str, Decimal] = {}
+    for line in lines:
+        category = line.category
+        if category in (FLAT, RESERVATION_FLAT):
+            continue
+        last[category] = line
+        totals[category] = totals.get(category, ZERO) + line.volume
+    if not last:
+        return
+    targets = [ENERGY, RESERVATION_TIME, PARKING_TIME if PARKING_TIME in last else TIME]
+    for category in targets:
+        line = last.get(category)
+        if line is None:
+            continue
+        total = totals[category]
+        if total <= 0:
+            continue
+        if category == ENERGY:
+            step = Decimal(line.component.step) / _WH_PER_KWH  # step multiplier: 1 Wh
+        else:
+            step = Decimal(line.component.step * 1_000_000)  # step multiplier: 1 second (in µs)
+        remainder = total % step
+        if remainder:
+            extra = step - remainder
+            line.volume += extra
+            line.added = extra
