@@ -43,6 +43,7 @@ _US_PER_HOUR = Decimal(3_600_000_000)
 _WH_PER_KWH = Decimal(1000)
 _ONE = Decimal(1)
 _WEEK_US = 7 * DAY_US
+_ENERGY_QUANTUM = Decimal("1e-9")  # kWh, i.e. micro-Wh
 RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
 CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
 Candidates = tuple[tuple[TariffElement, PriceComponent], ...]
@@ -475,7 +476,7 @@ def _price(
                         for sod in boundaries:
                             c = base + sod
                             if lp < c < lq:
-                                cuts.append((Decimal(c - lp + p - a) / dspan, c - off))
+                                cuts.append((Decimal(c - off - a) / dspan, c - off))
             for d in durations:
                 c = ss + d
                 if a < c < b:
@@ -509,11 +510,25 @@ def _price(
         c_max = _first(period.max_current, period.current, period.min_current)
         c_min = _first(period.min_current, period.current, period.max_current)
 
+        # Volumes are split in proportion to wall-clock time (the CDR says nothing finer). Cumulative
+        # amounts are rounded to whole microseconds / micro-Wh so the pieces add up exactly to the
+        # period's volume - a 1e-30 excess would otherwise cost a whole extra step_size block.
+        n = len(fractions) - 1
+        if n == 1:
+            e_cum = [ZERO, energy]
+            t_cum = [0, t_us]
+            p_cum = [0, p_us]
+            r_cum = [0, r_us]
+        else:
+            inner = fractions[1:-1]
+            e_cum = [ZERO, *((energy * f).quantize(_ENERGY_QUANTUM) for f in inner), energy]
+            t_cum = [0, *(_scale(t_us, f) for f in inner), t_us]
+            p_cum = [0, *(_scale(p_us, f) for f in inner), p_us]
+            r_cum = [0, *(_scale(r_us, f) for f in inner), r_us]
+
         piece_index = 0
-        for i in range(len(fractions) - 1):
+        for i in range(n):
             start = instants[i]
-            frac = fractions[i + 1] - fractions[i]
-            whole = frac == _ONE
             seg_index = len(segments)
             segments.append((start, instants[i + 1]))
             if needs_local:
@@ -524,34 +539,37 @@ def _price(
                 sod = local - day * DAY_US
             else:
                 day = sod = 0
-            e_before = cum_energy + energy * fractions[i]
+            e_before = cum_energy + e_cum[i]
             ctx = [sod, day, start - ss, e_before, p_max, p_min, c_max, c_min]
 
             if not reservation_only:
-                seg_energy = energy if whole else energy * frac
+                seg_energy = e_cum[i + 1] - e_cum[i]
                 if seg_energy > 0 and c_energy:
                     hit = _select(c_energy, ctx, soft)
                     if hit:
                         lines.append(_Line(ENERGY, hit[0].index, hit[1], seg_energy, seg_index))
-                if t_us and c_time:
+                seg_time = t_cum[i + 1] - t_cum[i]
+                if seg_time and c_time:
                     hit = _select(c_time, ctx, soft)
                     if hit:
-                        lines.append(_Line(TIME, hit[0].index, hit[1], Decimal(t_us) * frac, seg_index))
-                if p_us and c_parking:
+                        lines.append(_Line(TIME, hit[0].index, hit[1], Decimal(seg_time), seg_index))
+                seg_parking = p_cum[i + 1] - p_cum[i]
+                if seg_parking and c_parking:
                     hit = _select(c_parking, ctx, soft)
                     if hit:
-                        lines.append(_Line(PARKING_TIME, hit[0].index, hit[1], Decimal(p_us) * frac, seg_index))
+                        lines.append(_Line(PARKING_TIME, hit[0].index, hit[1], Decimal(seg_parking), seg_index))
                 # FLAT: once per charging session, the first time a FLAT element matches.
                 if not flat_done and c_flat:
                     hit = _select(c_flat, ctx, soft)
                     if hit:
                         lines.append(_Line(FLAT, hit[0].index, hit[1], _ONE, seg_index))
                         flat_done = True
-            if r_us:
+            seg_reserved = r_cum[i + 1] - r_cum[i]
+            if seg_reserved:
                 if r_time:
                     hit = _select(r_time, ctx, soft)
                     if hit:
-                        lines.append(_Line(RESERVATION_TIME, hit[0].index, hit[1], Decimal(r_us) * frac, seg_index))
+                        lines.append(_Line(RESERVATION_TIME, hit[0].index, hit[1], Decimal(seg_reserved), seg_index))
                 # Reservation FLAT: once per reservation. Billed in addition to a charging FLAT - the
                 # spec's own tariff_16 example totals 8.75 = 2.00 reservation fee + 0.50 start fee +
                 # 1.25 reservation time + 5.00 energy. "One component per dimension at a time" still
@@ -629,6 +647,10 @@ def _price(
         rounding=rounding,
         missing_vat=missing_vat,
     )
+
+
+def _scale(us: int, fraction: Decimal) -> int:
+    return int((us * fraction).to_integral_value(ROUND_HALF_EVEN))
 
 
 def _first(*values: Decimal | None) -> Decimal | None:
