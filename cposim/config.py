@@ -1,0 +1,146 @@
+"""Simulator configuration: the CLI options (shared by `python -m cposim` and the management command)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_NAMES = (
+    "slow",
+    "http500",
+    "no_command_result",
+    "forbid_instead_of_401",
+    "broken_link",
+    "lowercase",
+    "wrap_single",
+)
+_NUMERIC_FAULTS = {"slow", "http500"}
+
+
+@dataclass
+class SimConfig:
+    """Everything the simulator needs to start; built from CLI options."""
+
+    port: int = 0
+    country_code: str = "IN"
+    party_id: str = "CPA"
+    name: str = "Sim CPO A"
+    seed: int = 42
+    locations: int = 30
+    cities: list[str] = field(default_factory=list)
+    locations_file: str | None = None
+    currency: str = "INR"
+    tariff_profile: str = "a"
+    page_limit: int = 50
+    token_a: str | None = None
+    register_with: str | None = None
+    register_token: str | None = None
+    token_encoding: str = "base64"  # noqa: S105 - an encoding name, not a secret
+    command_delay: float = 1.0
+    plug_in_delay: float = 2.0
+    meter_interval: float = 5.0
+    power_kw: float | None = None
+    session_kwh: float = 20.0
+    command_timeout: int = 30
+    faults: dict[str, Any] = field(default_factory=dict)
+    cdr_overcharge: float = 0.0
+
+
+def parse_faults(values: list[str] | None) -> dict[str, Any]:
+    """Parse repeatable/comma-separated `--fault` values like `slow=0.5,http500=0.1,lowercase`."""
+    faults: dict[str, Any] = {}
+    for value in values or []:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, _, arg = item.partition("=")
+            name = name.strip().lower()
+            if name not in FAULT_NAMES:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_NAMES)}")
+            faults[name] = normalise_fault(name, arg.strip() or None)
+    return faults
+
+
+def normalise_fault(name: str, value: Any) -> Any:
+    """Coerce a fault value: a float for slow/http500, a bool for the flags."""
+    if name in _NUMERIC_FAULTS:
+        if value is None or value is True or value == "":
+            return 1.0 if name == "slow" else 0.5
+        return float(value)
+    if isinstance(value, str):
+        return value.lower() not in ("0", "false", "no", "off")
+    return True if value is None else bool(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the simulator options on an argparse parser."""
+    p = parser
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    p.add_argument("--country-code", default="IN", help="our OCPI country_code")
+    p.add_argument("--party-id", default="CPA", help="our OCPI party_id")
+    p.add_argument("--name", default="Sim CPO A", help="business name in credentials and locations")
+    p.add_argument("--seed", type=int, default=42, help="seed for the synthetic data")
+    p.add_argument("--locations", type=int, default=30, help="number of synthetic locations")
+    p.add_argument("--cities", default="", help="comma list of built-in city names or Name:lat:lon")
+    p.add_argument("--locations-file", default=None, help="load Locations from an OCPI file instead")
+    p.add_argument("--currency", default="INR")
+    p.add_argument("--tariff-profile", choices=("a", "b"), default="a")
+    p.add_argument("--page-limit", type=int, default=50, help="X-Limit of our list endpoints")
+    p.add_argument("--token-a", default=None, help="Token A we accept for registration (default random)")
+    p.add_argument("--register-with", default=None, help="versions URL of an eMSP to register with")
+    p.add_argument("--register-token", default=None, help="Token A given by that eMSP")
+    p.add_argument("--token-encoding", choices=("base64", "raw"), default="base64")
+    p.add_argument("--command-delay", type=float, default=1.0, help="seconds before a CommandResult")
+    p.add_argument("--plug-in-delay", type=float, default=2.0, help="seconds from accepted start to ACTIVE")
+    p.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter updates")
+    p.add_argument("--power-kw", type=float, default=None, help="charging power for every EVSE")
+    p.add_argument(
+        "--session-kwh",
+        type=float,
+        default=20.0,
+        help="energy an EV takes before it only parks (PARKING_TIME)",
+    )
+    p.add_argument("--command-timeout", type=int, default=30, help="timeout announced in CommandResponse")
+    p.add_argument("--fault", action="append", default=[], help="fault mode(s), repeatable or comma list")
+    p.add_argument("--cdr-overcharge", type=float, default=0.0, help="bill CDRs this fraction above tariff")
+
+
+def config_from_options(opts: dict[str, Any]) -> SimConfig:
+    """Build a SimConfig from parsed options (argparse namespace vars or Django's options dict)."""
+    cities = [c.strip() for c in (opts.get("cities") or "").split(",") if c.strip()]
+    return SimConfig(
+        port=int(opts.get("port") or 0),
+        country_code=str(opts.get("country_code") or "IN").upper(),
+        party_id=str(opts.get("party_id") or "CPA").upper(),
+        name=opts.get("name") or "Sim CPO A",
+        seed=int(opts.get("seed") if opts.get("seed") is not None else 42),
+        locations=int(opts.get("locations") if opts.get("locations") is not None else 30),
+        cities=cities,
+        locations_file=opts.get("locations_file"),
+        currency=str(opts.get("currency") or "INR").upper(),
+        tariff_profile=opts.get("tariff_profile") or "a",
+        page_limit=max(1, int(opts.get("page_limit") or 50)),
+        token_a=opts.get("token_a"),
+        register_with=opts.get("register_with"),
+        register_token=opts.get("register_token"),
+        token_encoding=opts.get("token_encoding") or "base64",
+        command_delay=float(opts.get("command_delay") if opts.get("command_delay") is not None else 1.0),
+        plug_in_delay=float(opts.get("plug_in_delay") if opts.get("plug_in_delay") is not None else 2.0),
+        meter_interval=max(0.05, float(opts.get("meter_interval") or 5.0)),
+        power_kw=opts.get("power_kw"),
+        session_kwh=float(opts.get("session_kwh") or 20.0),
+        command_timeout=int(opts.get("command_timeout") or 30),
+        faults=parse_faults(opts.get("fault")),
+        cdr_overcharge=float(opts.get("cdr_overcharge") or 0.0),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Stand-alone parser for `python -m cposim`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cposim", description="OCPI 2.2.1 CPO simulator (test and demo peer of the eMSP)"
+    )
+    add_arguments(parser)
+    return parser
