@@ -11,7 +11,9 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+VAR_DIR = BASE_DIR / "var"  # SQLite file, the no-server Celery queue, collected static files
+for _folder in ("celery-queue", "staticfiles"):
+    (VAR_DIR / _folder).mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -225,4 +227,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_ids"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+CELERY_BEAT_SCHEDULE = {
+    "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
+    "ocpi-push-deliver-due": {"task": "ocpi.tasks.push_deliver_due", "schedule": 30.0},
+    "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 15.0},
 }

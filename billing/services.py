@@ -1,0 +1,125 @@
+"""Storing the CPOs' tariffs and CDRs (mod_tariffs, mod_cdrs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing.models import Cdr, Tariff
+from emsp.models import ChargingSession, Partner, ci_key
+from emsp.services import hooks
+from ocpi.normalize import parse_ocpi_datetime
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def tariff_key(country_code: str, party_id: str, tariff_id: str) -> str:
+    return ci_key(country_code, party_id, tariff_id)
+
+
+def tariff_get(country_code: str, party_id: str, tariff_id: str) -> Tariff | None:
+    return Tariff.objects.filter(ocpi_key=tariff_key(country_code, party_id, tariff_id)).first()
+
+
+def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, bool]:
+    """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored."""
+    key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
+    last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    start, end = obj.get("start_date_time"), obj.get("end_date_time")
+    with transaction.atomic():
+        tariff = Tariff.objects.select_for_update().filter(ocpi_key=key).first()
+        if tariff is not None and last_updated < tariff.last_updated:
+            return tariff, False, False
+        created = tariff is None
+        tariff = tariff or Tariff(partner=partner, ocpi_key=key)
+        tariff.country_code = obj["country_code"]
+        tariff.party_id = obj["party_id"]
+        tariff.tariff_id = obj["id"]
+        tariff.currency = obj["currency"]
+        tariff.type = obj.get("type") or ""
+        tariff.start_date_time = parse_ocpi_datetime(start, "start_date_time") if start else None
+        tariff.end_date_time = parse_ocpi_datetime(end, "end_date_time") if end else None
+        tariff.last_updated = last_updated
+        tariff.data = obj
+        tariff.received_at = timezone.now()
+        tariff.save()
+    return tariff, created, True
+
+
+def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
+    return sum(1 for obj in tariffs if tariff_put(partner, obj)[2])
+
+
+def tariff_delete(tariff: Tariff) -> None:
+    tariff.delete()
+
+
+def cdr_key(country_code: str, party_id: str, cdr_id: str) -> str:
+    return ci_key(country_code, party_id, cdr_id)
+
+
+@dataclass
+class CdrStored:
+    cdr: Cdr
+    created: bool
+
+
+def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
+    """Store a CDR once. CDRs are immutable (mod_cdrs): a repeated id returns the stored one unchanged."""
+    key = cdr_key(obj["country_code"], obj["party_id"], obj["id"])
+    existing = Cdr.objects.filter(ocpi_key=key).first()
+    if existing is not None:
+        return CdrStored(existing, created=False)
+    total_cost = obj.get("total_cost") or {}
+    location = obj.get("cdr_location") or {}
+    cdr_token = obj.get("cdr_token") or {}
+    cdr = Cdr(
+        partner=partner,
+        country_code=obj["country_code"],
+        party_id=obj["party_id"],
+        cdr_id=obj["id"],
+        ocpi_key=key,
+        session_id=obj.get("session_id") or "",
+        start_date_time=parse_ocpi_datetime(obj["start_date_time"], "start_date_time"),
+        end_date_time=parse_ocpi_datetime(obj["end_date_time"], "end_date_time"),
+        currency=obj["currency"],
+        total_cost_excl_vat=_decimal(total_cost.get("excl_vat")) or Decimal("0"),
+        total_cost_incl_vat=_decimal(total_cost.get("incl_vat")),
+        total_energy=_decimal(obj.get("total_energy")) or Decimal("0"),
+        total_time=_decimal(obj.get("total_time")) or Decimal("0"),
+        total_parking_time=_decimal(obj.get("total_parking_time")),
+        location_id=str(location.get("id") or ""),
+        evse_uid=str(location.get("evse_uid") or ""),
+        token_uid=str(cdr_token.get("uid") or ""),
+        credit=bool(obj.get("credit")),
+        credit_reference_id=obj.get("credit_reference_id") or "",
+        last_updated=parse_ocpi_datetime(obj["last_updated"], "last_updated"),
+        data=obj,
+    )
+    if cdr.session_id:
+        cdr.charging_session = ChargingSession.objects.filter(
+            ocpi_key=ci_key(cdr.country_code, cdr.party_id, cdr.session_id)
+        ).first()
+    if cdr.credit and cdr.credit_reference_id:
+        # A credit CDR corrects an earlier one (mod_cdrs §"Credit CDRs").
+        cdr.credited_cdr = Cdr.objects.filter(
+            ocpi_key=cdr_key(cdr.country_code, cdr.party_id, cdr.credit_reference_id)
+        ).first()
+    try:
+        with transaction.atomic():
+            cdr.save()
+            hooks.cdr_received(cdr)
+    except IntegrityError:
+        # The same CDR arrived twice at once (hubs retry): the first one stored wins.
+        return CdrStored(Cdr.objects.get(ocpi_key=key), created=False)
+    return CdrStored(cdr, created=True)
+
+
+def cdrs_store(partner: Partner, cdrs: list[dict[str, Any]]) -> int:
+    return sum(1 for obj in cdrs if cdr_store(partner, obj).created)

@@ -1,0 +1,450 @@
+"""The catalogue: storing CPOs' locations, EVSEs and connectors (pushed one at a time or pulled in bulk).
+
+Input is already normalised (ocpi.normalize): spec-shaped dicts. Writes are bulk upserts keyed by the
+case-insensitive OCPI ids; an object older than the one we hold is ignored (out-of-order pushes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from emsp.models import Connector, Evse, Location, Partner, ci_key
+from emsp.services import hooks
+from ocpi.normalize import format_ocpi_datetime, parse_ocpi_datetime
+
+BATCH = 500
+
+_LOCATION_FIELDS = [
+    "partner",
+    "country_code",
+    "party_id",
+    "location_id",
+    "name",
+    "address",
+    "city",
+    "postal_code",
+    "state",
+    "country",
+    "latitude",
+    "longitude",
+    "time_zone",
+    "publish",
+    "last_updated",
+    "data",
+    "withdrawn_at",
+    "received_at",
+]
+_EVSE_FIELDS = [
+    "uid",
+    "evse_id",
+    "status",
+    "capabilities",
+    "latitude",
+    "longitude",
+    "max_power_w",
+    "has_connectors",
+    "last_updated",
+    "status_updated_at",
+    "data",
+]
+
+
+@dataclass
+class StoreResult:
+    created: int = 0
+    updated: int = 0
+    ignored_older: int = 0
+    created_keys: set[str] = field(default_factory=set)
+    status_changes: list[tuple[int, str, str]] = field(default_factory=list)  # (evse pk, old, new)
+
+    def __iadd__(self, other: StoreResult) -> StoreResult:
+        self.created += other.created
+        self.updated += other.updated
+        self.ignored_older += other.ignored_older
+        self.created_keys |= other.created_keys
+        self.status_changes += other.status_changes
+        return self
+
+
+def location_key(country_code: str, party_id: str, location_id: str) -> str:
+    return ci_key(country_code, party_id, location_id)
+
+
+def _coordinates(obj: dict[str, Any]) -> tuple[float, float] | None:
+    coordinates = obj.get("coordinates")
+    if not isinstance(coordinates, dict):
+        return None
+    try:
+        return float(coordinates["latitude"]), float(coordinates["longitude"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def connector_power_w(connector: dict[str, Any]) -> int | None:
+    power = connector.get("max_electric_power")
+    return int(power) if isinstance(power, int | float) and power > 0 else None
+
+
+def _evse_max_power(evse: dict[str, Any]) -> int | None:
+    powers = [p for p in (connector_power_w(c) for c in evse.get("connectors") or []) if p]
+    return max(powers) if powers else None
+
+
+def _location_row(partner: Partner, obj: dict[str, Any], last_updated: datetime, now: datetime) -> Location:
+    latitude, longitude = _coordinates(obj) or (0.0, 0.0)
+    return Location(
+        partner=partner,
+        country_code=obj["country_code"],
+        party_id=obj["party_id"],
+        location_id=obj["id"],
+        ocpi_key=location_key(obj["country_code"], obj["party_id"], obj["id"]),
+        name=(obj.get("name") or "")[:255],
+        address=(obj.get("address") or "")[:255],
+        city=(obj.get("city") or "")[:45],
+        postal_code=(obj.get("postal_code") or "")[:10],
+        state=(obj.get("state") or "")[:45],
+        country=(obj.get("country") or "")[:3],
+        latitude=latitude,
+        longitude=longitude,
+        time_zone=obj.get("time_zone") or "UTC",
+        publish=bool(obj.get("publish", True)),
+        last_updated=last_updated,
+        data={k: v for k, v in obj.items() if k != "evses"},
+        withdrawn_at=None,
+        received_at=now,
+    )
+
+
+def _evse_row(
+    location: Location | int, evse: dict[str, Any], location_coordinates: tuple[float, float], now: datetime
+) -> Evse:
+    latitude, longitude = _coordinates(evse) or location_coordinates
+    connectors = evse.get("connectors") or []
+    row = Evse(
+        uid=evse["uid"],
+        uid_key=ci_key(evse["uid"]),
+        evse_id=(evse.get("evse_id") or "")[:48],
+        status=evse.get("status") or Evse.Status.UNKNOWN,
+        capabilities=list(evse.get("capabilities") or []),
+        latitude=latitude,
+        longitude=longitude,
+        max_power_w=_evse_max_power(evse),
+        has_connectors=bool(connectors),
+        last_updated=parse_ocpi_datetime(evse["last_updated"], "last_updated") if evse.get("last_updated") else now,
+        status_updated_at=now,
+        data={k: v for k, v in evse.items() if k != "connectors"},
+    )
+    if isinstance(location, int):
+        row.location_id = location
+    else:
+        row.location = location
+    return row
+
+
+def _connector_row(evse_pk: int, connector: dict[str, Any], fallback_updated: datetime) -> Connector:
+    return Connector(
+        evse_id=evse_pk,
+        connector_id=connector["id"],
+        id_key=ci_key(connector["id"]),
+        standard=connector.get("standard") or "",
+        format=connector.get("format") or "",
+        power_type=connector.get("power_type") or "",
+        max_voltage=connector.get("max_voltage"),
+        max_amperage=connector.get("max_amperage"),
+        max_electric_power=connector_power_w(connector),
+        tariff_ids=list(connector.get("tariff_ids") or []),
+        last_updated=parse_ocpi_datetime(connector["last_updated"], "last_updated")
+        if connector.get("last_updated")
+        else fallback_updated,
+        data=connector,
+    )
+
+
+def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> StoreResult:
+    """Create or replace whole Locations with their EVSEs and connectors, in bulk.
+
+    EVSEs missing from a replaced Location are marked REMOVED rather than deleted (OCPI never deletes an
+    EVSE, and reservations and sessions keep pointing at it). Connectors are replaced wholesale.
+    """
+    now = timezone.now()
+    incoming: dict[str, tuple[dict[str, Any], datetime]] = {}
+    for obj in locations:
+        last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+        key = location_key(obj["country_code"], obj["party_id"], obj["id"])
+        if key not in incoming or incoming[key][1] <= last_updated:
+            incoming[key] = (obj, last_updated)
+    result = StoreResult()
+    keys = list(incoming)
+    for start in range(0, len(keys), BATCH):
+        with transaction.atomic():
+            batch_result = _store_batch(partner, {k: incoming[k] for k in keys[start : start + BATCH]}, now)
+            for change in batch_result.status_changes:
+                hooks.evse_status_changed(*change)
+        result += batch_result
+    return result
+
+
+def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
+    result = StoreResult()
+    existing = dict(Location.objects.filter(ocpi_key__in=list(batch)).values_list("ocpi_key", "last_updated"))
+    rows = []
+    for key, (obj, last_updated) in batch.items():
+        held = existing.get(key)
+        if held is not None and last_updated < held:
+            result.ignored_older += 1
+            continue
+        if held is None:
+            result.created += 1
+            result.created_keys.add(key)
+        else:
+            result.updated += 1
+        rows.append(_location_row(partner, obj, last_updated, now))
+    if not rows:
+        return result
+    Location.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["ocpi_key"],
+        update_fields=[f for f in _LOCATION_FIELDS if f != "partner"],
+    )
+    location_ids = dict(Location.objects.filter(ocpi_key__in=[r.ocpi_key for r in rows]).values_list("ocpi_key", "id"))
+
+    old_evses: dict[tuple[int, str], tuple[int, str]] = {
+        (loc_id, uid_key): (pk, status)
+        for pk, loc_id, uid_key, status in Evse.objects.filter(location_id__in=location_ids.values()).values_list(
+            "pk", "location_id", "uid_key", "status"
+        )
+    }
+    evse_rows: list[Evse] = []
+    evse_objects: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in rows:
+        loc_pk = location_ids[row.ocpi_key]
+        location_coordinates = (row.latitude, row.longitude)
+        for evse in batch[row.ocpi_key][0].get("evses") or []:
+            evse_row = _evse_row(loc_pk, evse, location_coordinates, now)
+            evse_objects[(loc_pk, evse_row.uid_key)] = evse  # a duplicate uid: the last one wins
+            evse_rows.append(evse_row)
+    unique_rows = {(r.location_id, r.uid_key): r for r in evse_rows}
+    Evse.objects.bulk_create(
+        list(unique_rows.values()),
+        update_conflicts=True,
+        unique_fields=["location", "uid_key"],
+        update_fields=_EVSE_FIELDS,
+    )
+    for key, evse_row in unique_rows.items():
+        before = old_evses.get(key)
+        if before is not None and before[1] != evse_row.status:
+            result.status_changes.append((before[0], before[1], evse_row.status))
+    gone = {
+        pk: status
+        for key, (pk, status) in old_evses.items()
+        if key not in unique_rows and status != Evse.Status.REMOVED
+    }
+    if gone:
+        Evse.objects.filter(pk__in=list(gone)).update(status=Evse.Status.REMOVED, status_updated_at=now)
+        result.status_changes += [(pk, status, Evse.Status.REMOVED) for pk, status in gone.items()]
+
+    evse_ids = {
+        (loc_id, uid_key): pk
+        for pk, loc_id, uid_key in Evse.objects.filter(location_id__in=location_ids.values()).values_list(
+            "pk", "location_id", "uid_key"
+        )
+    }
+    touched = [evse_ids[key] for key in unique_rows]
+    Connector.objects.filter(evse_id__in=touched).delete()
+    connector_rows = []
+    for key, evse_obj in evse_objects.items():
+        evse_pk = evse_ids[key]
+        seen: set[str] = set()
+        for connector in evse_obj.get("connectors") or []:
+            id_key = ci_key(connector["id"])
+            if id_key in seen:
+                continue
+            seen.add(id_key)
+            connector_rows.append(_connector_row(evse_pk, connector, unique_rows[key].last_updated))
+    Connector.objects.bulk_create(connector_rows, batch_size=1000)
+    return result
+
+
+def location_get(country_code: str, party_id: str, location_id: str) -> Location | None:
+    return Location.objects.filter(ocpi_key=location_key(country_code, party_id, location_id)).first()
+
+
+def evse_get(location: Location, evse_uid: str) -> Evse | None:
+    return location.evses.filter(uid_key=ci_key(evse_uid)).first()
+
+
+def connector_get(evse: Evse, connector_id: str) -> Connector | None:
+    return evse.connectors.filter(id_key=ci_key(connector_id)).first()
+
+
+@dataclass
+class PatchResult:
+    applied: bool
+    status_change: tuple[int, str, str] | None = None
+
+
+def _bump_parents(location: Location, last_updated: datetime, evse: Evse | None = None) -> None:
+    """mod_locations: a change to an EVSE/connector updates its parents' last_updated."""
+    Location.objects.filter(pk=location.pk, last_updated__lt=last_updated).update(last_updated=last_updated)
+    if evse is not None:
+        Evse.objects.filter(pk=evse.pk, last_updated__lt=last_updated).update(last_updated=last_updated)
+
+
+def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, PatchResult]:
+    """PUT one EVSE (with its connectors) under a known Location."""
+    now = timezone.now()
+    last_updated = parse_ocpi_datetime(evse_obj["last_updated"], "last_updated")
+    with transaction.atomic():
+        current = Evse.objects.select_for_update().filter(location=location, uid_key=ci_key(evse_obj["uid"])).first()
+        if current is not None and last_updated < current.last_updated:
+            return current, False, PatchResult(applied=False)
+        row = _evse_row(location, evse_obj, (location.latitude, location.longitude), now)
+        old_status = current.status if current else None
+        if current is not None:
+            row.pk = current.pk
+            row.save(force_update=True)
+        else:
+            row.save(force_insert=True)
+        row.connectors.all().delete()
+        Connector.objects.bulk_create([_connector_row(row.pk, c, last_updated) for c in _unique_connectors(evse_obj)])
+        _bump_parents(location, last_updated)
+        change = (row.pk, old_status, row.status) if old_status and old_status != row.status else None
+        if change:
+            hooks.evse_status_changed(*change)
+    return row, current is None, PatchResult(applied=True, status_change=change)
+
+
+def _unique_connectors(evse_obj: dict[str, Any]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for connector in evse_obj.get("connectors") or []:
+        seen.setdefault(ci_key(connector["id"]), connector)
+    return list(seen.values())
+
+
+def connector_put(evse: Evse, connector_obj: dict[str, Any]) -> tuple[Connector, bool, bool]:
+    """PUT one connector. Returns (connector, created, applied)."""
+    last_updated = parse_ocpi_datetime(connector_obj["last_updated"], "last_updated")
+    with transaction.atomic():
+        current = Connector.objects.select_for_update().filter(evse=evse, id_key=ci_key(connector_obj["id"])).first()
+        if current is not None and last_updated < current.last_updated:
+            return current, False, False
+        row = _connector_row(evse.pk, connector_obj, last_updated)
+        if current is not None:
+            row.pk = current.pk
+            row.save(force_update=True)
+        else:
+            row.save(force_insert=True)
+        _refresh_evse_power(evse)
+        _bump_parents(evse.location, last_updated, evse)
+    return row, current is None, True
+
+
+def _refresh_evse_power(evse: Evse) -> None:
+    powers = [p for p in evse.connectors.values_list("max_electric_power", flat=True) if p]
+    Evse.objects.filter(pk=evse.pk).update(
+        max_power_w=max(powers) if powers else None, has_connectors=bool(powers) or evse.connectors.exists()
+    )
+
+
+def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
+    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    with transaction.atomic():
+        location = Location.objects.select_for_update().get(pk=location.pk)
+        if last_updated < location.last_updated:
+            return PatchResult(applied=False)
+        data = dict(location.data)
+        data.update({k: v for k, v in patch.items() if k != "evses"})
+        row = _location_row(location.partner, {**data, "evses": []}, last_updated, timezone.now())
+        row.pk = location.pk
+        row.save(force_update=True)
+    return PatchResult(applied=True)
+
+
+_EVSE_PATCHABLE_COLUMNS = {"status", "capabilities", "evse_id", "coordinates"}
+
+
+def evse_patch(location: Location, evse: Evse, patch: dict[str, Any]) -> PatchResult:
+    """PATCH an EVSE: the hot path of live availability. One conditional UPDATE per table."""
+    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    now = timezone.now()
+    with transaction.atomic():
+        current = Evse.objects.select_for_update().filter(pk=evse.pk).values("status", "last_updated", "data").first()
+        if current is None or last_updated < current["last_updated"]:
+            return PatchResult(applied=False)
+        data = dict(current["data"])
+        data.update({k: v for k, v in patch.items() if k != "connectors"})
+        columns: dict[str, Any] = {"data": data, "last_updated": last_updated}
+        if "status" in patch:
+            columns["status"] = patch["status"]
+            columns["status_updated_at"] = now
+        if "capabilities" in patch:
+            columns["capabilities"] = list(patch["capabilities"] or [])
+        if "evse_id" in patch:
+            columns["evse_id"] = (patch["evse_id"] or "")[:48]
+        coordinates = _coordinates(patch)
+        if coordinates:
+            columns["latitude"], columns["longitude"] = coordinates
+        Evse.objects.filter(pk=evse.pk).update(**columns)
+        Location.objects.filter(pk=location.pk, last_updated__lt=last_updated).update(last_updated=last_updated)
+        old_status, new_status = current["status"], patch.get("status")
+        change = (evse.pk, old_status, new_status) if new_status and new_status != old_status else None
+        if change:
+            hooks.evse_status_changed(*change)
+    return PatchResult(applied=True, status_change=change)
+
+
+def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> PatchResult:
+    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector.pk)
+        if last_updated < connector.last_updated:
+            return PatchResult(applied=False)
+        data = {**connector.data, **patch}
+        row = _connector_row(evse.pk, data, last_updated)
+        row.pk = connector.pk
+        row.save(force_update=True)
+        _refresh_evse_power(evse)
+        _bump_parents(evse.location, last_updated, evse)
+    return PatchResult(applied=True)
+
+
+def locations_withdraw_missing(partner: Partner, seen_keys: set[str], since: datetime) -> int:
+    """After a full pull: a location the partner no longer lists is withdrawn ("pages together are the new
+    truth", transport §"Pull"). Locations pushed to us during the pull are kept."""
+    stale = Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=since).exclude(
+        ocpi_key__in=seen_keys
+    )
+    return stale.update(withdrawn_at=timezone.now())
+
+
+def location_as_ocpi(location: Location) -> dict[str, Any]:
+    """The stored Location with its EVSEs and connectors, as OCPI (for GET on our receiver)."""
+    evses = []
+    for evse in location.evses.prefetch_related("connectors").order_by("pk"):
+        evses.append(evse_as_ocpi(evse))
+    return {**location.data, "evses": evses, "last_updated": _iso(location.last_updated)}
+
+
+def evse_as_ocpi(evse: Evse) -> dict[str, Any]:
+    connectors = [connector_as_ocpi(c) for c in evse.connectors.all().order_by("pk")]
+    return {
+        **evse.data,
+        "status": evse.status,
+        "connectors": connectors,
+        "last_updated": _iso(evse.last_updated),
+    }
+
+
+def connector_as_ocpi(connector: Connector) -> dict[str, Any]:
+    return {**connector.data, "last_updated": _iso(connector.last_updated)}
+
+
+def _iso(value: datetime) -> str:
+    return format_ocpi_datetime(value)

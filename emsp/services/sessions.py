@@ -1,0 +1,159 @@
+"""Charging sessions as CPOs report them (mod_sessions): PUT replaces the whole session, PATCH changes fields
+and appends charging periods. Each session is linked to our token, the EVSE, and the command or
+reservation that caused it (by `authorization_reference`) — also when that command already timed out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from emsp.models import ChargingSession, Command, Evse, Location, Partner, Reservation, Token, ci_key
+from emsp.services import hooks
+from ocpi.normalize import parse_ocpi_datetime
+
+
+def session_key(country_code: str, party_id: str, session_id: str) -> str:
+    return ci_key(country_code, party_id, session_id)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    return Decimal(str(value))
+
+
+@dataclass
+class SessionChange:
+    session: ChargingSession
+    created: bool
+    applied: bool
+    old_status: str | None
+
+
+def _apply(session: ChargingSession, obj: dict[str, Any]) -> None:
+    session.status = obj["status"]
+    session.start_date_time = parse_ocpi_datetime(obj["start_date_time"], "start_date_time")
+    end = obj.get("end_date_time")
+    session.end_date_time = parse_ocpi_datetime(end, "end_date_time") if end else None
+    session.kwh = _decimal(obj.get("kwh")) or Decimal("0")
+    session.currency = obj.get("currency") or ""
+    total_cost = obj.get("total_cost") or {}
+    session.total_cost_excl_vat = _decimal(total_cost.get("excl_vat"))
+    session.total_cost_incl_vat = _decimal(total_cost.get("incl_vat"))
+    session.ocpi_location_id = obj.get("location_id") or ""
+    session.evse_uid = obj.get("evse_uid") or ""
+    session.connector_id = obj.get("connector_id") or ""
+    cdr_token = obj.get("cdr_token") or {}
+    session.token_uid = str(cdr_token.get("uid") or "")
+    session.auth_method = obj.get("auth_method") or ""
+    session.authorization_reference = obj.get("authorization_reference") or ""
+    session.last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    session.data = obj
+    session.received_at = timezone.now()
+    _link(session, cdr_token)
+
+
+def _link(session: ChargingSession, cdr_token: dict[str, Any]) -> None:
+    """Tie the session to our objects. Ids that don't resolve (home chargers, unpublished locations) stay as
+    strings on the session; nothing is rejected for it."""
+    if session.ocpi_location_id and session.ocpi_location_id != "#NA":
+        session.location = Location.objects.filter(
+            ocpi_key=ci_key(session.country_code, session.party_id, session.ocpi_location_id)
+        ).first()
+        if session.location is not None and session.evse_uid and session.evse_uid != "#NA":
+            session.evse = Evse.objects.filter(location=session.location, uid_key=ci_key(session.evse_uid)).first()
+    ours = ci_key(
+        str(cdr_token.get("country_code") or settings.OCPI_COUNTRY_CODE),
+        str(cdr_token.get("party_id") or settings.OCPI_PARTY_ID),
+    )
+    if session.token_uid and ours == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID):
+        session.token = Token.objects.by_uid(session.token_uid, cdr_token.get("type") or None).first()
+    if session.authorization_reference:
+        command = (
+            Command.objects.filter(
+                partner=session.partner,
+                authorization_reference=session.authorization_reference,
+                type__in=[Command.Type.START_SESSION, Command.Type.RESERVE_NOW],
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if command is not None and command.reservation_id:
+            session.reservation_id = command.reservation_id
+
+
+def _after_save(change: SessionChange) -> None:
+    session = change.session
+    if session.authorization_reference:
+        # A session that arrives after its START_SESSION timed out is still ours (ocpi/ocpi#475).
+        Command.objects.filter(
+            partner=session.partner,
+            type=Command.Type.START_SESSION,
+            authorization_reference=session.authorization_reference,
+            session__isnull=True,
+        ).update(session=session)
+    if session.reservation_id and session.status in (
+        ChargingSession.Status.ACTIVE,
+        ChargingSession.Status.COMPLETED,
+    ):
+        Reservation.objects.filter(pk=session.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
+            status=Reservation.Status.FULFILLED
+        )
+    if change.applied:
+        hooks.session_changed(session, change.old_status)
+
+
+def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
+    """PUT: the whole Session, charging periods included (omitted periods mean none)."""
+    key = session_key(obj["country_code"], obj["party_id"], obj["id"])
+    last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    with transaction.atomic():
+        session = ChargingSession.objects.select_for_update().filter(ocpi_key=key).first()
+        if session is not None and last_updated < session.last_updated:
+            return SessionChange(session, created=False, applied=False, old_status=session.status)
+        created = session is None
+        old_status = None if session is None else session.status
+        if session is None:
+            session = ChargingSession(
+                partner=partner,
+                country_code=obj["country_code"],
+                party_id=obj["party_id"],
+                session_id=obj["id"],
+                ocpi_key=key,
+            )
+        _apply(session, obj)
+        session.save()
+        change = SessionChange(session, created=created, applied=True, old_status=old_status)
+        _after_save(change)
+    return change
+
+
+def session_patch(session: ChargingSession, patch: dict[str, Any]) -> SessionChange:
+    """PATCH: changed fields replace; `charging_periods` are appended (mod_sessions §"PATCH")."""
+    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    with transaction.atomic():
+        session = ChargingSession.objects.select_for_update().get(pk=session.pk)
+        if last_updated < session.last_updated:
+            return SessionChange(session, created=False, applied=False, old_status=session.status)
+        old_status = session.status
+        obj = dict(session.data)
+        for name, value in patch.items():
+            if name == "charging_periods":
+                obj["charging_periods"] = list(obj.get("charging_periods") or []) + list(value or [])
+            elif name not in ("country_code", "party_id", "id"):
+                obj[name] = value
+        _apply(session, obj)
+        session.save()
+        change = SessionChange(session, created=False, applied=True, old_status=old_status)
+        _after_save(change)
+    return change
+
+
+def sessions_store(partner: Partner, sessions: list[dict[str, Any]]) -> int:
+    """Store a pulled page of sessions (each a PUT). Returns how many were applied."""
+    return sum(1 for obj in sessions if session_put(partner, obj).applied)

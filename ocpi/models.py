@@ -1,0 +1,121 @@
+"""OCPI plumbing records: the message log, pull-sync runs, data-quality findings and the push outbox."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from emsp.models import Partner
+
+
+class OcpiMessage(models.Model):
+    """One OCPI request, in or out, searchable by X-Request-ID / X-Correlation-ID."""
+
+    class Direction(models.TextChoices):
+        IN = "IN", "Partner → us"
+        OUT = "OUT", "Us → partner"
+
+    partner = models.ForeignKey(Partner, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    method = models.CharField(max_length=8)
+    url = models.CharField(max_length=500)
+    module = models.CharField(max_length=24, blank=True, db_index=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    ocpi_status = models.PositiveIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=100, blank=True, db_index=True)
+    correlation_id = models.CharField(max_length=100, blank=True, db_index=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    request_body = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "OCPI message"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.method} {self.url} → {self.http_status}"
+
+
+class SyncRun(models.Model):
+    """One pull of one module from one partner (OCPI transport §"Pull")."""
+
+    class Mode(models.TextChoices):
+        FULL = "FULL"
+        INCREMENTAL = "INCREMENTAL"
+
+    class Outcome(models.TextChoices):
+        RUNNING = "RUNNING"
+        OK = "OK"
+        FAILED = "FAILED"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="sync_runs")
+    module = models.CharField(max_length=16)
+    mode = models.CharField(max_length=12, choices=Mode.choices)
+    date_from = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.RUNNING)
+    pages = models.PositiveIntegerField(default=0)
+    received = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    normalised = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["partner", "module", "-started_at"], name="syncrun_partner_module")]
+
+    def __str__(self) -> str:
+        return f"{self.partner} {self.module} {self.mode} {self.outcome}"
+
+
+class DataQualityIssue(models.Model):
+    """Something a partner sent that we had to fix or drop. One row per (object, path, code), kept current."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="data_quality_issues")
+    module = models.CharField(max_length=16)
+    object_id = models.CharField(max_length=120)
+    path = models.CharField(max_length=200)
+    code = models.CharField(max_length=40, db_index=True)
+    message = models.CharField(max_length=500)
+    fixed = models.BooleanField(help_text="Normalised and kept (true) or dropped (false).")
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "module", "object_id", "path", "code"], name="dq_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.module} {self.object_id} {self.path}: {self.code}"
+
+
+class PushDelivery(models.Model):
+    """Outbox of objects we push to a partner's receiver (our Tokens): a row first, delivered by Celery."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        DELIVERED = "DELIVERED"
+        FAILED = "FAILED"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="push_deliveries")
+    module = models.CharField(max_length=16)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=200, help_text="Appended to the partner's module URL.")
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "push deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.module}{self.path} → {self.partner} ({self.status})"

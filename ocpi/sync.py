@@ -1,0 +1,199 @@
+"""Pull sync (transport §"Pull"): full and incremental (`date_from`) pulls of a partner's locations, tariffs,
+sessions and CDRs. Also the ingest of one page of raw objects, shared with `manage.py ocpi_import`.
+
+Lenient in: every object goes through ocpi.normalize; a bad object becomes a data-quality issue for the
+partner and the rest of the page is kept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from billing import services as billing
+from emsp.models import Partner
+from emsp.services import catalogue, sessions
+from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
+from ocpi.models import SyncRun
+from ocpi.normalize import (
+    Issue,
+    Rejected,
+    format_ocpi_datetime,
+    normalize_cdr,
+    normalize_location,
+    normalize_session,
+    normalize_tariff,
+)
+from ocpi.quality import record_issues
+
+log = logging.getLogger(__name__)
+
+MODULES = ("locations", "tariffs", "sessions", "cdrs")
+# mod_sessions: date_from is required on GET; a full pull looks this far back.
+SESSIONS_FULL_LOOKBACK = timedelta(days=90)
+# Incremental pulls overlap the previous one a little: partners' clocks and commit times differ.
+INCREMENTAL_OVERLAP = timedelta(minutes=2)
+
+_NORMALIZERS: dict[str, Callable[..., tuple[dict[str, Any], list[Issue]]]] = {
+    "locations": normalize_location,
+    "tariffs": normalize_tariff,
+    "sessions": normalize_session,
+    "cdrs": normalize_cdr,
+}
+
+
+@dataclass
+class IngestCounts:
+    received: int = 0
+    accepted: int = 0
+    normalised: int = 0
+    rejected: int = 0
+    stored: int = 0
+    seen_keys: set[str] = field(default_factory=set)
+
+    def add(self, other: IngestCounts) -> None:
+        self.received += other.received
+        self.accepted += other.accepted
+        self.normalised += other.normalised
+        self.rejected += other.rejected
+        self.stored += other.stored
+        self.seen_keys |= other.seen_keys
+
+
+def _object_id(raw: Any) -> str:
+    if isinstance(raw, dict):
+        return str(raw.get("id") or raw.get("uid") or "?")[:120]
+    return "?"
+
+
+def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCounts:
+    """Normalise and store one page of objects from `partner`. Bad objects are recorded, not fatal."""
+    normalize = _NORMALIZERS[module]
+    counts = IngestCounts(received=len(objects))
+    clean_objects: list[dict[str, Any]] = []
+    found: list[tuple[str, Issue]] = []
+    for raw in objects:
+        object_id = _object_id(raw)
+        try:
+            if not isinstance(raw, dict):
+                raise Rejected("", "not a JSON object")
+            clean, issues = normalize(raw, country_code=partner.country_code, party_id=partner.party_id)
+            if not partner.owns(clean["country_code"], clean["party_id"]):
+                # BOLA: a partner only feeds objects of parties it owns.
+                raise Rejected("party_id", f"{clean['country_code']}*{clean['party_id']} is not this partner's party")
+        except Rejected as exc:
+            counts.rejected += 1
+            found.append(
+                (
+                    object_id,
+                    Issue(path=exc.path or "", code="rejected", message=exc.reason[:500], fixed=False),
+                )
+            )
+            found.extend((object_id, issue) for issue in getattr(exc, "issues", None) or [])
+            continue
+        counts.accepted += 1
+        if issues:
+            counts.normalised += 1
+        found.extend((object_id, issue) for issue in issues)
+        clean_objects.append(clean)
+    if module == "locations":
+        result = catalogue.locations_store(partner, clean_objects)
+        counts.stored = result.created + result.updated
+        counts.seen_keys = {catalogue.location_key(o["country_code"], o["party_id"], o["id"]) for o in clean_objects}
+    elif module == "tariffs":
+        counts.stored = billing.tariffs_store(partner, clean_objects)
+    elif module == "sessions":
+        counts.stored = sessions.sessions_store(partner, clean_objects)
+    elif module == "cdrs":
+        counts.stored = billing.cdrs_store(partner, clean_objects)
+    record_issues(partner, module, found)
+    return counts
+
+
+def _incremental_from(partner: Partner, module: str) -> datetime | None:
+    last_ok = (
+        SyncRun.objects.filter(partner=partner, module=module, outcome=SyncRun.Outcome.OK)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    return last_ok - INCREMENTAL_OVERLAP if last_ok else None
+
+
+def sync_module(
+    partner: Partner, module: str, *, full: bool = False, date_from: datetime | None = None
+) -> SyncRun | None:
+    """Pull one module. Without `date_from`, an incremental pull starts where the last good one did."""
+    url = partner.endpoint_url(module, "SENDER") or partner.endpoint_url(module)
+    if not url:
+        return None
+    if date_from is None and not full:
+        date_from = _incremental_from(partner, module)
+    if date_from is None and module == "sessions":
+        date_from = timezone.now() - SESSIONS_FULL_LOOKBACK
+    mode = SyncRun.Mode.FULL if full or date_from is None else SyncRun.Mode.INCREMENTAL
+    run = SyncRun.objects.create(partner=partner, module=module, mode=mode, date_from=date_from)
+    params = {"date_from": format_ocpi_datetime(date_from)} if date_from else {}
+    totals = IngestCounts()
+    try:
+        try:
+            _walk(partner, module, url, params, run, totals)
+        except OcpiAuthError:
+            if run.pages:
+                raise
+            # Lenient in: the partner may want the other token encoding ([d2] transport NOTE).
+            partner.outgoing_token_base64 = not partner.outgoing_token_base64
+            _walk(partner, module, url, params, run, totals)
+            Partner.objects.filter(pk=partner.pk).update(outgoing_token_base64=partner.outgoing_token_base64)
+    except OcpiClientError as exc:
+        partner.refresh_from_db(fields=["outgoing_token_base64"])
+        run.outcome = SyncRun.Outcome.FAILED
+        run.error = str(exc)[:2000]
+        log.warning("pull of %s from %s failed: %s", module, partner, exc)
+    else:
+        run.outcome = SyncRun.Outcome.OK
+        if module == "locations" and mode == SyncRun.Mode.FULL:
+            catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:
+    client = OcpiClient(partner)
+    for page in client.iter_pages(url, module=module, params=params):
+        counts = ingest_page(partner, module, page)
+        totals.add(counts)
+        run.pages += 1
+        run.received = totals.received
+        run.stored = totals.stored
+        run.normalised = totals.normalised
+        run.rejected = totals.rejected
+
+
+def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ...] = MODULES) -> list[SyncRun]:
+    runs = [run for module in modules if (run := sync_module(partner, module, full=full)) is not None]
+    if full and all(r.outcome == SyncRun.Outcome.OK for r in runs):
+        Partner.objects.filter(pk=partner.pk).update(last_full_sync_at=timezone.now())
+    return runs
+
+
+def schedule_due(now: datetime | None = None) -> list[tuple[int, bool]]:
+    """Pick partners whose pull is due and move their next_sync_at on (compare-and-set, so two beats
+    never pick the same partner twice). Returns (partner id, full?) pairs to enqueue."""
+    now = now or timezone.now()
+    due = []
+    for partner in Partner.objects.due_for_sync(now):
+        next_at = now + timedelta(minutes=max(1, partner.sync_interval_minutes))
+        claimed = Partner.objects.filter(pk=partner.pk, next_sync_at=partner.next_sync_at).update(next_sync_at=next_at)
+        if not claimed:
+            continue
+        full = partner.last_full_sync_at is None or partner.last_full_sync_at < now - timedelta(
+            hours=partner.full_sync_interval_hours
+        )
+        due.append((partner.pk, full))
+    return due

@@ -1,0 +1,303 @@
+"""OCPI 2.2.1 transport (transport_and_format.asciidoc, status_codes.asciidoc): the response envelope, status
+codes, token authentication, routing headers, pagination and the base view every OCPI endpoint uses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
+from django.http import Http404, HttpResponse
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from emsp.models import Partner, hash_token
+from ocpi.models import OcpiMessage
+from ocpi.normalize import Rejected, format_ocpi_datetime, parse_ocpi_datetime
+
+log = logging.getLogger(__name__)
+
+VERSION = "2.2.1"
+
+# status_codes.asciidoc
+SUCCESS = 1000
+CLIENT_ERROR = 2000
+INVALID_PARAMETERS = 2001
+NOT_ENOUGH_INFORMATION = 2002
+UNKNOWN_LOCATION = 2003
+UNKNOWN_TOKEN = 2004
+SERVER_ERROR = 3000
+UNABLE_TO_USE_CLIENT_API = 3001
+UNSUPPORTED_VERSION = 3002
+NO_MATCHING_ENDPOINTS = 3003
+
+LOG_BODY_LIMIT = 8000
+
+
+class OcpiError(Exception):
+    """A protocol-level error: rendered as the envelope with `status_code`, under `http_status`.
+
+    status_codes.asciidoc: a valid-JSON request from an authenticated partner that addresses an existing
+    resource has reached the OCPI layer and MUST NOT get an HTTP error, so 2xxx codes default to HTTP 200.
+    """
+
+    def __init__(self, status_code: int, message: str, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.http_status = http_status
+
+
+def envelope(data: Any = None, status_code: int = SUCCESS, message: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if data is not None:
+        body["data"] = data
+    body["status_code"] = status_code
+    if message:
+        body["status_message"] = message
+    body["timestamp"] = format_ocpi_datetime(timezone.now())
+    return body
+
+
+def ocpi_response(
+    data: Any = None,
+    *,
+    status_code: int = SUCCESS,
+    message: str | None = None,
+    http_status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    response = HttpResponse(
+        orjson.dumps(envelope(data, status_code, message)),
+        status=http_status,
+        content_type="application/json",
+    )
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+def decode_authorization(header: str | None) -> list[str]:
+    """Candidate tokens from `Authorization: Token <x>`: Base64-decoded (2.2.x) and raw (2.1.1 habits)."""
+    if not header:
+        return []
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "token" or not value.strip():
+        return []
+    value = value.strip()
+    candidates = [value]
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    # A Base64-decoded token must itself be printable ASCII (credentials.asciidoc: U+0021–U+007E).
+    if decoded and all(33 <= ord(c) <= 126 for c in decoded):
+        candidates.insert(0, decoded)
+    return candidates
+
+
+def authorization_header(partner: Partner) -> str:
+    token = partner.outgoing_token
+    if partner.outgoing_token_base64:
+        token = base64.b64encode(token.encode()).decode()
+    return f"Token {token}"
+
+
+def partner_for_token(candidates: Iterable[str], *, allow_token_a: bool) -> tuple[Partner, bool] | None:
+    """The partner owning one of the candidate tokens, and whether it was a Token A."""
+    hashes = [hash_token(c) for c in candidates]
+    if not hashes:
+        return None
+    partner = Partner.objects.filter(incoming_token_hash__in=hashes).exclude(state=Partner.State.UNREGISTERED).first()
+    if partner is not None:
+        return partner, False
+    if allow_token_a:
+        partner = Partner.objects.filter(token_a_hash__in=hashes).first()
+        if partner is not None:
+            return partner, True
+    return None
+
+
+def parse_query_datetime(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return parse_ocpi_datetime(raw.replace(" ", "+"), name)
+    except Rejected as exc:
+        raise OcpiError(INVALID_PARAMETERS, f"{name} is not an RFC 3339 date-time") from exc
+
+
+def parse_query_int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise OcpiError(INVALID_PARAMETERS, f"{name} must be an integer") from exc
+    if value < 0:
+        raise OcpiError(INVALID_PARAMETERS, f"{name} must not be negative")
+    return value
+
+
+def paginated_response(
+    request: Request,
+    queryset: QuerySet[Any],
+    serialize: Callable[[Any], dict[str, Any]],
+    *,
+    date_field: str = "last_updated",
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    """A paginated OCPI list (transport §"Pagination"): date_from (incl.), date_to (excl.), offset, limit;
+    `Link` to the next page with the same filters, `X-Total-Count`, `X-Limit`. Oldest first."""
+    date_from = parse_query_datetime(request, "date_from")
+    date_to = parse_query_datetime(request, "date_to")
+    offset = parse_query_int(request, "offset", 0)
+    server_limit = settings.OCPI_PAGE_LIMIT
+    limit = min(parse_query_int(request, "limit", server_limit) or server_limit, server_limit)
+    if date_from is not None:
+        queryset = queryset.filter(**{f"{date_field}__gte": date_from})
+    if date_to is not None:
+        queryset = queryset.filter(**{f"{date_field}__lt": date_to})
+    total = queryset.count()
+    page = list(queryset.order_by(date_field, "pk")[offset : offset + limit])
+    all_headers = dict(headers or {})
+    all_headers["X-Total-Count"] = str(total)
+    all_headers["X-Limit"] = str(server_limit)
+    if offset + len(page) < total:
+        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
+        params.update({"offset": str(offset + len(page)), "limit": str(limit)})
+        all_headers["Link"] = f'<{settings.PUBLIC_BASE_URL}{request.path}?{urlencode(params)}>; rel="next"'
+    return ocpi_response([serialize(obj) for obj in page], headers=all_headers)
+
+
+class OcpiView(APIView):
+    """Base of every OCPI endpoint we serve: token auth, envelope on every answer (errors too), request
+    and correlation ids (set by emsp.middleware), routing headers on functional modules, message log."""
+
+    module = ""
+    functional = True  # routing headers (transport §"Message Routing") on all but credentials/versions
+    allow_token_a = False
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+    parser_classes: list[Any] = []
+
+    partner: Partner
+    used_token_a: bool
+    presented_token: str
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self._started = time.monotonic()
+        candidates = decode_authorization(request.headers.get("Authorization"))
+        found = partner_for_token(candidates, allow_token_a=self.allow_token_a)
+        if found is None:
+            raise OcpiError(CLIENT_ERROR, "Missing or unknown token", 401)
+        self.partner, self.used_token_a = found
+        hashes = {self.partner.incoming_token_hash, self.partner.token_a_hash}
+        self.presented_token = next(c for c in candidates if hash_token(c) in hashes)
+
+    def body(self) -> Any:
+        """The request's JSON body; invalid JSON is HTTP 400 (transport §"Response format")."""
+        try:
+            raw = self.request._request.body
+        except RequestDataTooBig as exc:
+            raise OcpiError(CLIENT_ERROR, "Request body too large", 413) from exc
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise OcpiError(CLIENT_ERROR, f"Invalid JSON: {exc}", 400) from exc
+
+    def json_object(self) -> dict[str, Any]:
+        data = self.body()
+        # Lenient in: some partners wrap the single object in a list.
+        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+            data = data[0]
+        if not isinstance(data, dict):
+            raise OcpiError(INVALID_PARAMETERS, "Expected a JSON object")
+        return data
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        if isinstance(exc, OcpiError):
+            return ocpi_response(status_code=exc.status_code, message=exc.message, http_status=exc.http_status)
+        if isinstance(exc, Http404 | exceptions.NotFound):
+            return ocpi_response(status_code=CLIENT_ERROR, message=str(exc) or "Not found", http_status=404)
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            return ocpi_response(status_code=CLIENT_ERROR, message=str(exc.detail), http_status=405)
+        if isinstance(exc, exceptions.APIException):
+            return ocpi_response(status_code=CLIENT_ERROR, message=str(exc.detail), http_status=exc.status_code)
+        log.exception("OCPI %s failed", self.module)
+        return ocpi_response(status_code=SERVER_ERROR, message="Internal error", http_status=500)
+
+    def finalize_response(self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        partner = getattr(self, "partner", None)
+        if self.functional and partner is not None:
+            # Direct party-to-party: the response is addressed back to the requester (transport §4.2).
+            response["OCPI-to-country-code"] = request.headers.get("OCPI-from-country-code", partner.country_code)
+            response["OCPI-to-party-id"] = request.headers.get("OCPI-from-party-id", partner.party_id)
+            response["OCPI-from-country-code"] = settings.OCPI_COUNTRY_CODE
+            response["OCPI-from-party-id"] = settings.OCPI_PARTY_ID
+        self.log_message(request, response, partner)
+        return response
+
+    def log_message(self, request: Request, response: HttpResponse, partner: Partner | None) -> None:
+        status_code = None
+        response_body = b""
+        if isinstance(response, HttpResponse) and not response.streaming:
+            response_body = response.content
+            try:
+                status_code = orjson.loads(response_body).get("status_code")
+            except (orjson.JSONDecodeError, AttributeError):
+                status_code = None
+        started = getattr(self, "_started", None)
+        try:
+            request_body = request._request.body if settings.OCPI_LOG_BODIES else b""
+        except (RequestDataTooBig, Exception):
+            request_body = b""
+        OcpiMessage.objects.create(
+            partner=partner,
+            direction=OcpiMessage.Direction.IN,
+            method=request.method or "",
+            url=request.get_full_path()[:500],
+            module=self.module,
+            http_status=response.status_code,
+            ocpi_status=status_code if isinstance(status_code, int) else None,
+            request_id=getattr(request._request, "request_id", ""),
+            correlation_id=getattr(request._request, "correlation_id", ""),
+            duration_ms=int((time.monotonic() - started) * 1000) if started else None,
+            request_body=request_body[:LOG_BODY_LIMIT].decode("utf-8", "replace"),
+            response_body=response_body[:LOG_BODY_LIMIT].decode("utf-8", "replace") if settings.OCPI_LOG_BODIES else "",
+        )
+
+    def require_own_party(self, country_code: str, party_id: str) -> None:
+        """BOLA guard: a partner may only address objects under a party it owns (transport §"Client Owned
+        Object Push"); anything else is answered as unknown."""
+        if not self.partner.owns(country_code, party_id):
+            raise OcpiError(CLIENT_ERROR, "Unknown party for this token", 404)
+
+
+def object_matches_url(obj: dict[str, Any], field: str, url_value: str) -> None:
+    """The id in the body must equal the id in the URL (case-insensitive CiString), else 2001."""
+    value = obj.get(field)
+    if value is not None and str(value).strip().upper() != url_value.strip().upper():
+        raise OcpiError(INVALID_PARAMETERS, f"{field} in the body ({value}) differs from the URL ({url_value})")
+
+
+def absolute_url(path: str) -> str:
+    """A URL we hand to partners: always on PUBLIC_BASE_URL."""
+    return f"{settings.PUBLIC_BASE_URL}{path}"

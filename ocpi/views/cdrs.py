@@ -1,0 +1,46 @@
+"""CDRs receiver (mod_cdrs §"Receiver interface"): POST a final CDR (answered with a `Location` header
+that points at our copy), GET that copy. CDRs are immutable: a repeated id changes nothing."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from billing import services as billing
+from billing.models import Cdr
+from ocpi import transport
+from ocpi.normalize import Rejected, normalize_cdr
+from ocpi.quality import record_issues
+from ocpi.transport import OcpiError, OcpiView, absolute_url, ocpi_response
+
+
+def cdr_url(cdr: Cdr) -> str:
+    return absolute_url(f"/ocpi/emsp/2.2.1/cdrs/{cdr.country_code}/{cdr.party_id}/{cdr.cdr_id}")
+
+
+class CdrReceiverView(OcpiView):
+    module = "cdrs"
+
+    def post(self, request: Request) -> HttpResponse:
+        body = self.json_object()
+        country_code = str(body.get("country_code") or self.partner.country_code)
+        party_id = str(body.get("party_id") or self.partner.party_id)
+        self.require_own_party(country_code, party_id)
+        try:
+            clean, issues = normalize_cdr(body, country_code=country_code, party_id=party_id)
+        except Rejected as exc:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
+        stored = billing.cdr_store(self.partner, clean)
+        return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": cdr_url(stored.cdr)})
+
+
+class CdrDetailView(OcpiView):
+    module = "cdrs"
+
+    def get(self, request: Request, country_code: str, party_id: str, cdr_id: str) -> HttpResponse:
+        self.require_own_party(country_code, party_id)
+        cdr = Cdr.objects.filter(ocpi_key=billing.cdr_key(country_code, party_id, cdr_id)).first()
+        if cdr is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown CDR", 404)
+        return ocpi_response(cdr.data)

@@ -1,0 +1,36 @@
+"""Commands sender side (mod_commands §"Sender interface"): the CPO POSTs the CommandResult of one of our
+commands to the `response_url` we gave it: /{command}/{uid}."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from emsp.models import Command
+from emsp.services import commands
+from ocpi import transport
+from ocpi.transport import OcpiError, OcpiView, ocpi_response
+
+
+class CommandResultView(OcpiView):
+    module = "commands"
+
+    def post(self, request: Request, command: str, uid: str) -> HttpResponse:
+        body = self.json_object()
+        row = Command.objects.filter(uid=_uuid_or_none(uid), type=command.upper(), partner=self.partner).first()
+        if row is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
+        try:
+            commands.command_result_received(row, body)
+        except commands.CommandError as exc:
+            raise OcpiError(transport.INVALID_PARAMETERS, str(exc)) from exc
+        return ocpi_response()
+
+
+def _uuid_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None

@@ -1,0 +1,147 @@
+"""Locations receiver (mod_locations §"Receiver interface"): GET, PUT and PATCH at location, EVSE and
+connector level under /{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from emsp.models import Connector, Evse, Location
+from emsp.services import catalogue
+from ocpi import transport
+from ocpi.normalize import (
+    Rejected,
+    normalize_connector,
+    normalize_evse,
+    normalize_location,
+    normalize_location_patch,
+)
+from ocpi.quality import record_issues
+from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
+
+
+def rejected(exc: Rejected) -> OcpiError:
+    return OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}")
+
+
+class LocationReceiverView(OcpiView):
+    module = "locations"
+
+    def _objects(
+        self,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None,
+        connector_id: str | None,
+    ) -> tuple[Location | None, Evse | None, Connector | None]:
+        self.require_own_party(country_code, party_id)
+        location = catalogue.location_get(country_code, party_id, location_id)
+        evse = catalogue.evse_get(location, evse_uid) if location is not None and evse_uid else None
+        connector = catalogue.connector_get(evse, connector_id) if evse is not None and connector_id else None
+        return location, evse, connector
+
+    def get(
+        self,
+        request: Request,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None = None,
+        connector_id: str | None = None,
+    ) -> HttpResponse:
+        location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        if location is None:
+            raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
+        if connector_id:
+            if connector is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
+            return ocpi_response(catalogue.connector_as_ocpi(connector))
+        if evse_uid:
+            if evse is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
+            return ocpi_response(catalogue.evse_as_ocpi(evse))
+        return ocpi_response(catalogue.location_as_ocpi(location))
+
+    def put(
+        self,
+        request: Request,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None = None,
+        connector_id: str | None = None,
+    ) -> HttpResponse:
+        body = self.json_object()
+        location, evse, _ = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
+        if connector_id:
+            if evse is None:
+                raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location or EVSE: PUT it first", 404)
+            object_matches_url(body, "id", connector_id)
+            clean, issues = self._normalize(normalize_connector, {**body, "id": body.get("id", connector_id)})
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+            _, created, _ = catalogue.connector_put(evse, clean)
+            return ocpi_response(http_status=201 if created else 200)
+        if evse_uid:
+            if location is None:
+                raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location: PUT it first", 404)
+            object_matches_url(body, "uid", evse_uid)
+            clean, issues = self._normalize(normalize_evse, {**body, "uid": body.get("uid", evse_uid)})
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+            _, created, _ = catalogue.evse_put(location, clean)
+            return ocpi_response(http_status=201 if created else 200)
+        for field, value in (("id", location_id), ("country_code", country_code), ("party_id", party_id)):
+            object_matches_url(body, field, value)
+        try:
+            clean, issues = normalize_location(
+                {**body, "id": body.get("id", location_id)}, country_code=country_code, party_id=party_id
+            )
+        except Rejected as exc:
+            raise rejected(exc) from exc
+        record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        result = catalogue.locations_store(self.partner, [clean])
+        return ocpi_response(http_status=201 if result.created else 200)
+
+    def patch(
+        self,
+        request: Request,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None = None,
+        connector_id: str | None = None,
+    ) -> HttpResponse:
+        body = self.json_object()
+        location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        level = "connector" if connector_id else "evse" if evse_uid else "location"
+        try:
+            clean, issues = normalize_location_patch(body, level)
+        except Rejected as exc:
+            raise rejected(exc) from exc
+        object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
+        if issues:
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        # mod_locations: PATCH of an object we don't have is an error; the CPO then PUTs it.
+        if location is None:
+            raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
+        if level == "connector":
+            if evse is None or connector is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
+            catalogue.connector_patch(evse, connector, clean)
+        elif level == "evse":
+            if evse is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
+            catalogue.evse_patch(location, evse, clean)
+        else:
+            catalogue.location_patch(location, clean)
+        return ocpi_response()
+
+    @staticmethod
+    def _normalize(fn: Any, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        try:
+            return fn(body)
+        except Rejected as exc:
+            raise rejected(exc) from exc

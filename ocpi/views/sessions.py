@@ -1,0 +1,56 @@
+"""Sessions receiver (mod_sessions §"Receiver interface"): GET, PUT (whole session), PATCH (fields;
+charging_periods appended) at /{country_code}/{party_id}/{session_id}."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from emsp.models import ChargingSession
+from emsp.services import sessions
+from ocpi import transport
+from ocpi.normalize import Rejected, normalize_session, normalize_session_patch
+from ocpi.quality import record_issues
+from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
+
+
+class SessionReceiverView(OcpiView):
+    module = "sessions"
+
+    def _session(self, country_code: str, party_id: str, session_id: str) -> ChargingSession | None:
+        self.require_own_party(country_code, party_id)
+        return ChargingSession.objects.filter(ocpi_key=sessions.session_key(country_code, party_id, session_id)).first()
+
+    def get(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
+        session = self._session(country_code, party_id, session_id)
+        if session is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown session", 404)
+        return ocpi_response(session.data)
+
+    def put(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
+        body = self.json_object()
+        self.require_own_party(country_code, party_id)
+        for field, value in (("id", session_id), ("country_code", country_code), ("party_id", party_id)):
+            object_matches_url(body, field, value)
+        try:
+            clean, issues = normalize_session(
+                {**body, "id": body.get("id", session_id)}, country_code=country_code, party_id=party_id
+            )
+        except Rejected as exc:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        record_issues(self.partner, self.module, [(session_id, i) for i in issues])
+        change = sessions.session_put(self.partner, clean)
+        return ocpi_response(http_status=201 if change.created else 200)
+
+    def patch(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
+        body = self.json_object()
+        session = self._session(country_code, party_id, session_id)
+        try:
+            clean, issues = normalize_session_patch(body)
+        except Rejected as exc:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        if session is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown session: PUT it first", 404)
+        record_issues(self.partner, self.module, [(session_id, i) for i in issues])
+        sessions.session_patch(session, clean)
+        return ocpi_response()

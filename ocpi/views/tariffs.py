@@ -1,0 +1,46 @@
+"""Tariffs receiver (mod_tariffs §"Receiver interface"): GET, PUT, DELETE at /{country_code}/{party_id}/{tariff_id}."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from billing import services as billing
+from ocpi import transport
+from ocpi.normalize import Rejected, normalize_tariff
+from ocpi.quality import record_issues
+from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
+
+
+class TariffReceiverView(OcpiView):
+    module = "tariffs"
+
+    def get(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
+        self.require_own_party(country_code, party_id)
+        tariff = billing.tariff_get(country_code, party_id, tariff_id)
+        if tariff is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
+        return ocpi_response(tariff.data)
+
+    def put(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
+        body = self.json_object()
+        self.require_own_party(country_code, party_id)
+        for field, value in (("id", tariff_id), ("country_code", country_code), ("party_id", party_id)):
+            object_matches_url(body, field, value)
+        try:
+            clean, issues = normalize_tariff(
+                {**body, "id": body.get("id", tariff_id)}, country_code=country_code, party_id=party_id
+            )
+        except Rejected as exc:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        record_issues(self.partner, self.module, [(tariff_id, i) for i in issues])
+        _, created, _ = billing.tariff_put(self.partner, clean)
+        return ocpi_response(http_status=201 if created else 200)
+
+    def delete(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
+        self.require_own_party(country_code, party_id)
+        tariff = billing.tariff_get(country_code, party_id, tariff_id)
+        if tariff is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
+        billing.tariff_delete(tariff)
+        return ocpi_response()

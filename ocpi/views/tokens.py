@@ -1,0 +1,49 @@
+"""Tokens sender (mod_tokens §"Sender interface"): our tokens as a paginated list, and real-time
+authorization at POST {token_uid}/authorize[?type=...]."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from emsp.models import Token
+from emsp.services import tokens
+from ocpi import transport
+from ocpi.serializers import token_to_ocpi
+from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
+
+TOKEN_TYPES = {t.value for t in Token.Type}
+
+
+class TokenListView(OcpiView):
+    module = "tokens"
+
+    def get(self, request: Request) -> HttpResponse:
+        return paginated_response(request, Token.objects.all(), token_to_ocpi)
+
+
+class TokenAuthorizeView(OcpiView):
+    module = "tokens"
+
+    def post(self, request: Request, token_uid: str) -> HttpResponse:
+        token_type = (request.query_params.get("type") or "").strip().upper() or None
+        if token_type is not None and token_type not in TOKEN_TYPES:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"type must be one of {sorted(TOKEN_TYPES)}")
+        body = self.body()
+        if body is not None and not isinstance(body, dict):
+            raise OcpiError(transport.INVALID_PARAMETERS, "LocationReferences object expected")
+        try:
+            result = tokens.token_authorize(
+                uid=token_uid, token_type=token_type, partner=self.partner, location_references=body or None
+            )
+        except tokens.UnknownToken as exc:
+            # mod_tokens: unknown token → HTTP 404 with OCPI 2004 and no data (ocpi/ocpi#528).
+            raise OcpiError(transport.UNKNOWN_TOKEN, "Unknown token", 404) from exc
+        data = {
+            "allowed": result.allowed,
+            "token": token_to_ocpi(result.token),
+            "authorization_reference": result.authorization_reference,
+        }
+        if result.location is not None:
+            data["location"] = result.location
+        return ocpi_response(data)

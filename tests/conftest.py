@@ -1,0 +1,123 @@
+"""Shared fixtures: partners with known tokens, an OCPI test client, drivers and tokens, shared vectors."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from emsp.celery import app as celery_app
+from emsp.models import Partner, hash_token
+from tests import factories
+
+# Unit tests run Celery tasks inline; end-to-end tests run a real worker instead.
+celery_app.conf.task_always_eager = True
+celery_app.conf.task_eager_propagates = True
+
+CPO_TOKEN = "cpo-token-for-us-0001"
+
+
+def shared_dir() -> Path:
+    return Path(settings.SHARED_DIR)
+
+
+@pytest.fixture
+def vectors() -> Path:
+    path = Path(settings.VECTORS_DIR)
+    if not path.is_dir():
+        pytest.skip(f"shared vectors not found at {path} (set SHARED_DIR)")
+    return path
+
+
+@pytest.fixture
+def spec_example(vectors: Path) -> Callable[[str], Any]:
+    def load(name: str) -> Any:
+        fixed = vectors / "ocpi" / "spec-2.2.1" / "release-2.2.1-bugfixes" / name
+        path = fixed if fixed.exists() else vectors / "ocpi" / "spec-2.2.1" / name
+        return orjson.loads(path.read_bytes())
+
+    return load
+
+
+@pytest.fixture
+def partner(db: None) -> Partner:
+    return factories.PartnerFactory(
+        name="CPO A", country_code="IN", party_id="CPA", incoming_token_hash=hash_token(CPO_TOKEN)
+    )
+
+
+class OcpiTestClient:
+    """Django's test client with an OCPI `Authorization: Token <base64>` header and JSON bodies."""
+
+    def __init__(self, token: str | None, *, encode: bool = True) -> None:
+        self.client = Client()
+        self.headers: dict[str, str] = {}
+        if token is not None:
+            value = base64.b64encode(token.encode()).decode() if encode else token
+            self.headers["Authorization"] = f"Token {value}"
+
+    def _call(self, method: str, path: str, body: Any = None, raw: bytes | None = None, **extra: Any) -> Any:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        headers = {**self.headers, **extra.pop("headers", {})}
+        return getattr(self.client, method)(path, data=data, content_type="application/json", headers=headers, **extra)
+
+    def get(self, path: str, **extra: Any) -> Any:
+        headers = {**self.headers, **extra.pop("headers", {})}
+        return self.client.get(path, headers=headers, **extra)
+
+    def put(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self._call("put", path, body, **extra)
+
+    def patch(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self._call("patch", path, body, **extra)
+
+    def post(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self._call("post", path, body, **extra)
+
+    def delete(self, path: str, **extra: Any) -> Any:
+        return self._call("delete", path, None, **extra)
+
+
+@pytest.fixture
+def ocpi(partner: Partner) -> OcpiTestClient:
+    return OcpiTestClient(CPO_TOKEN)
+
+
+@pytest.fixture
+def anonymous() -> OcpiTestClient:
+    return OcpiTestClient(None)
+
+
+@pytest.fixture
+def client_for(db: None) -> Callable[..., OcpiTestClient]:
+    """An OCPI client for a (new or existing) connected partner owning country_code*party_id."""
+
+    def make(country_code: str, party_id: str, token: str | None = None) -> OcpiTestClient:
+        token = token or f"token-{country_code}-{party_id}".lower()
+        partner = Partner.objects.filter(country_code=country_code, party_id=party_id).first()
+        if partner is None:
+            partner = factories.PartnerFactory(country_code=country_code, party_id=party_id)
+        partner.incoming_token_hash = hash_token(token)
+        partner.save()
+        client = OcpiTestClient(token)
+        client.partner = partner  # type: ignore[attr-defined]
+        return client
+
+    return make
+
+
+@pytest.fixture
+def peer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Replace the outbound HTTP seam with a scripted partner."""
+    from emsp import outbound
+    from tests.fakes import FakePeer
+
+    fake = FakePeer()
+    monkeypatch.setattr(outbound, "send", fake.send)
+    return fake

@@ -1,0 +1,207 @@
+"""Credentials handshake in both directions, against a scripted CPO behind the outbound seam."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from emsp.models import Partner, hash_token
+from ocpi.credentials import RegistrationError, register_with_partner
+from tests.conftest import OcpiTestClient
+from tests.factories import PartnerFactory
+from tests.fakes import FakePeer, envelope
+
+pytestmark = pytest.mark.django_db
+
+CPO = "http://127.0.0.1:9999/ocpi"
+
+
+def script_cpo(peer: FakePeer, *, modules: list[str] | None = None) -> None:
+    modules = modules or ["credentials", "locations", "tariffs", "sessions", "cdrs", "tokens", "commands"]
+    roles = {"credentials": "RECEIVER", "tokens": "RECEIVER", "commands": "RECEIVER"}
+    peer.route("GET", f"{CPO}/versions", (200, envelope([{"version": "2.2.1", "url": f"{CPO}/2.2.1"}])))
+    peer.route(
+        "GET",
+        f"{CPO}/2.2.1",
+        (
+            200,
+            envelope(
+                {
+                    "version": "2.2.1",
+                    "endpoints": [
+                        {"identifier": m, "role": roles.get(m, "SENDER"), "url": f"{CPO}/2.2.1/{m}"} for m in modules
+                    ],
+                }
+            ),
+        ),
+    )
+
+
+CPO_CREDENTIALS = {
+    "token": "token-b-from-cpo",
+    "url": f"{CPO}/versions",
+    "roles": [
+        {"role": "CPO", "party_id": "CPA", "country_code": "IN", "business_details": {"name": "CPO A"}},
+    ],
+}
+
+
+@pytest.fixture
+def waiting_partner(db: None) -> tuple[Partner, str]:
+    partner = PartnerFactory(
+        country_code="IN", party_id="CPA", state=Partner.State.NEW, outgoing_token="", endpoints=[]
+    )
+    token_a = partner.issue_token_a()
+    partner.save()
+    return partner, token_a
+
+
+# -- (b) a CPO registers with us ----------------------------------------------------------------
+
+
+def test_a_cpo_registers_with_token_a_and_gets_token_c(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    partner, token_a = waiting_partner
+    script_cpo(peer)
+    response = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS)
+    body = response.json()
+    assert (response.status_code, body["status_code"]) == (200, 1000)
+    token_c = body["data"]["token"]
+    assert body["data"]["url"] == "http://127.0.0.1:8000/ocpi/versions"
+    assert body["data"]["roles"][0] == {
+        "role": "EMSP",
+        "business_details": {"name": "Open eMSP"},
+        "party_id": "EMS",
+        "country_code": "IN",
+    }
+    # We read its versions with its token B before answering.
+    assert [c["url"] for c in peer.calls[:2]] == [f"{CPO}/versions", f"{CPO}/2.2.1"]
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.CONNECTED
+    assert partner.outgoing_token == "token-b-from-cpo"
+    assert partner.incoming_token_hash == hash_token(token_c)
+    assert token_c not in (partner.incoming_token_hash, partner.token_a_hash)  # stored hashed only
+    # Token A is spent; token C works.
+    assert OcpiTestClient(token_a).get("/ocpi/versions").status_code == 401
+    assert OcpiTestClient(token_c).get("/ocpi/emsp/2.2.1/tokens").status_code == 200
+
+
+def test_a_second_post_is_405(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    _, token_a = waiting_partner
+    script_cpo(peer)
+    token_c = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).json()["data"]["token"]
+    response = OcpiTestClient(token_c).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS)
+    assert response.status_code == 405
+
+
+def test_put_and_delete_before_post_are_405(waiting_partner: tuple[Partner, str]) -> None:
+    _, token_a = waiting_partner
+    assert OcpiTestClient(token_a).put("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).status_code == 405
+    assert OcpiTestClient(token_a).delete("/ocpi/2.2.1/credentials").status_code == 405
+
+
+def test_put_rotates_the_tokens(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    partner, token_a = waiting_partner
+    script_cpo(peer)
+    token_c = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).json()["data"]["token"]
+    response = OcpiTestClient(token_c).put("/ocpi/2.2.1/credentials", {**CPO_CREDENTIALS, "token": "new-token-b"})
+    new_c = response.json()["data"]["token"]
+    assert new_c != token_c
+    partner.refresh_from_db()
+    assert partner.outgoing_token == "new-token-b"
+    assert OcpiTestClient(token_c).get("/ocpi/versions").status_code == 401
+    assert OcpiTestClient(new_c).get("/ocpi/versions").status_code == 200
+
+
+def test_delete_unregisters_and_stops_jobs(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    partner, token_a = waiting_partner
+    script_cpo(peer)
+    token_c = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).json()["data"]["token"]
+    assert OcpiTestClient(token_c).delete("/ocpi/2.2.1/credentials").json()["status_code"] == 1000
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.UNREGISTERED
+    assert not partner.sync_enabled
+    assert OcpiTestClient(token_c).get("/ocpi/versions").status_code == 401
+
+
+def test_an_unreachable_versions_url_is_3001(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    partner, token_a = waiting_partner
+    response = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS)
+    assert response.json()["status_code"] == 3001
+    partner.refresh_from_db()
+    assert partner.state != Partner.State.CONNECTED
+
+
+def test_missing_required_modules_is_3003(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    _, token_a = waiting_partner
+    script_cpo(peer, modules=["credentials", "tariffs"])
+    assert OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).json()["status_code"] == 3003
+
+
+def test_a_credentials_object_without_token_is_2001(waiting_partner: tuple[Partner, str]) -> None:
+    _, token_a = waiting_partner
+    body = {k: v for k, v in CPO_CREDENTIALS.items() if k != "token"}
+    assert OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", body).json()["status_code"] == 2001
+
+
+def test_get_credentials_returns_ours_with_the_callers_token(ocpi: OcpiTestClient) -> None:
+    data = ocpi.get("/ocpi/2.2.1/credentials").json()["data"]
+    assert data["token"] == "cpo-token-for-us-0001"
+    assert data["roles"][0]["role"] == "EMSP"
+
+
+def test_ocpi_token_a_command_prints_a_working_token(db: None, capsys: Any) -> None:
+    call_command("ocpi_token_a", "IN*NEW", "--create", "New CPO")
+    out = capsys.readouterr().out
+    token = out.split("token A:")[1].strip()
+    assert OcpiTestClient(token).get("/ocpi/versions").status_code == 200
+
+
+# -- (a) we register with a CPO -----------------------------------------------------------------
+
+
+def answer_credentials(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    assert call["json"]["url"] == "http://127.0.0.1:8000/ocpi/versions"
+    return 200, envelope({**CPO_CREDENTIALS, "token": "token-c-from-cpo"}), {}
+
+
+def test_we_register_with_a_cpo_and_store_token_c(peer: FakePeer, db: None) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", answer_credentials)
+    partner = register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo")
+    assert (partner.country_code, partner.party_id) == ("IN", "CPA")
+    assert partner.state == Partner.State.CONNECTED
+    assert partner.outgoing_token == "token-c-from-cpo"
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert partner.incoming_token_hash == hash_token(token_b)
+    assert partner.endpoint_url("locations", "SENDER") == f"{CPO}/2.2.1/locations"
+
+
+def test_we_retry_with_a_raw_token_when_base64_is_refused(peer: FakePeer, db: None) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", answer_credentials)
+    peer.only_encoding = "raw"
+    peer.refusal_status = 403  # a real quirk: 403 where 401 is due
+    partner = register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo")
+    assert partner.outgoing_token_base64 is False
+    assert peer.requests_to("/credentials")[0]["headers"]["Authorization"] == "Token token-a-from-cpo"
+
+
+def test_we_do_not_post_when_the_cpo_lacks_locations(peer: FakePeer, db: None) -> None:
+    script_cpo(peer, modules=["credentials", "tariffs"])
+    with pytest.raises(RegistrationError, match="locations"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo")
+    assert not peer.requests_to("/credentials")
+
+
+def test_ocpi_register_command_registers_and_pulls(peer: FakePeer, db: None, capsys: Any) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", answer_credentials)
+    for module in ("locations", "tariffs", "sessions", "cdrs"):
+        peer.route("GET", f"{CPO}/2.2.1/{module}", (200, envelope([])))
+    call_command("ocpi_register", "--versions-url", f"{CPO}/versions", "--token-a", "token-a-from-cpo")
+    out = capsys.readouterr().out
+    assert "Registered with" in out
+    assert "pulled locations" in out
+    assert Partner.objects.get(party_id="CPA").state == Partner.State.CONNECTED

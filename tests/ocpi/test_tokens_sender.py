@@ -1,0 +1,133 @@
+"""Tokens sender: our paginated token list and real-time authorization."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from emsp.models import Token
+from tests.conftest import OcpiTestClient
+from tests.factories import DriverFactory, PartnerFactory, TokenFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/ocpi/emsp/2.2.1/tokens"
+
+
+def authorize(client: OcpiTestClient, uid: str, body: object = None, query: str = "") -> object:
+    return client.post(f"/ocpi/emsp/2.2.1/tokens/{uid}/authorize{query}", body)
+
+
+def test_the_token_list_is_paginated_with_link_total_and_limit(ocpi: OcpiTestClient, settings: object) -> None:
+    settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
+    base = timezone.now() - timedelta(days=1)
+    for i in range(5):
+        TokenFactory(last_updated=base + timedelta(minutes=i))
+    uids: list[str] = []
+    path = LIST
+    pages = 0
+    while path:
+        response = ocpi.get(path)
+        assert response["X-Total-Count"] == "5"
+        assert response["X-Limit"] == "2"
+        uids += [t["uid"] for t in response.json()["data"]]
+        pages += 1
+        link = response.get("Link")
+        path = link[1 : link.index(">")].split("8000", 1)[1] if link else ""
+    assert pages == 3
+    assert uids == sorted(uids)  # oldest first, every token once
+    assert len(set(uids)) == 5
+
+
+def test_the_token_list_filters_by_date(ocpi: OcpiTestClient) -> None:
+    old = TokenFactory(last_updated=timezone.now() - timedelta(days=10))
+    new = TokenFactory(last_updated=timezone.now())
+    data = ocpi.get(
+        LIST, data={"date_from": (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    ).json()["data"]
+    assert [t["uid"] for t in data] == [new.uid]
+    assert old.uid not in [t["uid"] for t in data]
+
+
+def test_listed_tokens_are_spec_shaped(ocpi: OcpiTestClient) -> None:
+    TokenFactory(visual_number="1234")
+    token = ocpi.get(LIST).json()["data"][0]
+    assert set(token) >= {
+        "country_code",
+        "party_id",
+        "uid",
+        "type",
+        "contract_id",
+        "issuer",
+        "valid",
+        "whitelist",
+        "last_updated",
+    }
+    assert token["country_code"] == "IN" and token["party_id"] == "EMS"
+
+
+def test_a_bad_date_from_is_2001(ocpi: OcpiTestClient) -> None:
+    response = ocpi.get(LIST, data={"date_from": "yesterday"})
+    assert response.json()["status_code"] == 2001
+
+
+def test_it_allows_a_valid_token(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    body = authorize(ocpi, token.uid).json()
+    assert body["status_code"] == 1000
+    assert body["data"]["allowed"] == "ALLOWED"
+    assert body["data"]["token"]["uid"] == token.uid
+    assert body["data"]["authorization_reference"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda t: setattr(t, "is_blocked", True), "BLOCKED"),
+        (lambda t: setattr(t, "expires_at", timezone.now() - timedelta(days=1)), "EXPIRED"),
+        (lambda t: setattr(t.driver, "wallet_balance", Decimal("0")), "NO_CREDIT"),
+    ],
+)
+def test_it_answers_each_refusal_with_http_200(ocpi: OcpiTestClient, setup: object, expected: str) -> None:
+    token = TokenFactory()
+    setup(token)  # type: ignore[operator]
+    token.driver.save()
+    token.save()
+    response = authorize(ocpi, token.uid)
+    assert response.status_code == 200
+    assert response.json()["data"]["allowed"] == expected
+
+
+def test_a_token_restricted_to_other_partners_is_not_allowed(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    token.allowed_partners.add(PartnerFactory(party_id="OTH"))
+    assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+
+
+def test_an_unknown_token_is_404_with_2004_and_no_data(ocpi: OcpiTestClient) -> None:
+    response = authorize(ocpi, "NOPE")
+    assert response.status_code == 404
+    assert response.json()["status_code"] == 2004
+    assert "data" not in response.json()
+
+
+def test_the_type_parameter_selects_the_token(ocpi: OcpiTestClient) -> None:
+    driver = DriverFactory()
+    TokenFactory(uid="SAME", type=Token.Type.RFID, driver=driver, is_blocked=True)
+    TokenFactory(uid="SAME", type=Token.Type.APP_USER, driver=driver)
+    assert authorize(ocpi, "SAME").json()["data"]["allowed"] == "BLOCKED"
+    assert authorize(ocpi, "same", query="?type=APP_USER").json()["data"]["allowed"] == "ALLOWED"
+
+
+def test_location_references_are_echoed_when_allowed(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    body = authorize(ocpi, token.uid, {"location_id": "LOC1"}).json()
+    assert body["data"]["location"] == {"location_id": "LOC1"}
+
+
+def test_an_unknown_type_is_2001(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    assert authorize(ocpi, token.uid, query="?type=CAR").json()["status_code"] == 2001
