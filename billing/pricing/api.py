@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,6 +45,8 @@ def _aware(moment: Any, path: str) -> datetime:
 
 
 def _check_options(rounding: str | None, missing_vat: str) -> None:
+    if rounding is None and missing_vat == "unknown":
+        return
     if missing_vat not in _MISSING_VAT:
         raise CdrError("missing_vat", f"must be one of {_MISSING_VAT}")
     if rounding is not None:
@@ -100,17 +102,29 @@ def price_periods(
         elif reservation_start < session_start:
             items.insert(
                 0,
-                ChargingPeriod(
-                    reservation_start, session_start, reservation_time=session_start - reservation_start
-                ),
+                ChargingPeriod(reservation_start, session_start, reservation_time=session_start - reservation_start),
             )
     if not items:
         raise CdrError("periods", "at least one charging period is required")
+    return _run(tariff, items, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
+
+
+def _run(
+    tariff: Tariff,
+    periods: list[ChargingPeriod],
+    zone: tzinfo | None,
+    time_zone: str,
+    session_start: datetime,
+    session_end: datetime | None,
+    warnings: list[str],
+    rounding: str | None,
+    missing_vat: str,
+) -> PriceResult:
     if not tariff.valid_at(session_start):
         warnings.append("tariff_not_valid_at_session_start")
     return price_core(
         tariff,
-        items,
+        periods,
         zone=zone,
         time_zone=time_zone,
         session_start=session_start,
@@ -137,6 +151,7 @@ def price_cdr(
     """
     if not isinstance(cdr, dict):
         raise CdrError("$", "CDR must be a JSON object")
+    _check_options(rounding, missing_vat)
     warnings: list[str] = []
     for key in ("start_date_time", "end_date_time"):
         if cdr.get(key) is None:
@@ -154,11 +169,14 @@ def price_cdr(
         location = cdr.get("cdr_location")
         zone_name = location.get("time_zone") if isinstance(location, dict) else None
         if zone_name is not None:
-            resolve_zone(zone_name, "cdr_location.time_zone")
+            zone = resolve_zone(zone_name, "cdr_location.time_zone")
             time_zone = zone_name
         else:
             warnings.append("time_zone_unknown_assumed_utc")
             time_zone = "UTC"
+            zone = None
+    else:
+        zone = resolve_zone(time_zone)
 
     source_path = "tariffs"
     if tariffs is None:
@@ -180,19 +198,12 @@ def price_cdr(
         # started after energy flowed, so durations count from the first period.
         warnings.append("periods_outside_start_end_date_time")
         session_start = periods[0].start_date_time
-    return price_periods(
-        tariff,
-        periods,
-        time_zone=time_zone,
-        session_start=session_start,
-        session_end=end,
-        rounding=rounding,
-        missing_vat=missing_vat,
-        _warnings=warnings,
-    )
+    return _run(tariff, periods, zone, time_zone, session_start, end, warnings, rounding, missing_vat)
 
 
-def _choose_tariff(tariffs: list[Tariff], periods: list[ChargingPeriod], start: datetime, warnings: list[str]) -> Tariff:
+def _choose_tariff(
+    tariffs: list[Tariff], periods: list[ChargingPeriod], start: datetime, warnings: list[str]
+) -> Tariff:
     named = [p.tariff_id for p in periods if p.tariff_id]
     if named:
         wanted = named[0].casefold()  # Tariff.id is a CiString

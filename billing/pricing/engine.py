@@ -1,7 +1,9 @@
-"""Pricing core: split periods at restriction boundaries, pick elements per dimension, apply step_size, VAT, min/max."""
+"""Pricing core: split periods where restrictions change, pick elements per dimension, then apply
+step_size, VAT and min/max price."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import (
@@ -184,7 +186,16 @@ class PriceResult:
                 excl = sum((c.excl_vat for c in costs), ZERO)
                 incl = None if any(c.incl_vat is None for c in costs) else sum((c.incl_vat for c in costs), ZERO)  # type: ignore[misc]
                 out[category].append(
-                    DimensionCost(category, element, comp.price, comp.vat, comp.step_size, volume, added, Price(excl, incl))
+                    DimensionCost(
+                        category,
+                        element,
+                        comp.price,
+                        comp.vat,
+                        comp.step_size,
+                        volume,
+                        added,
+                        Price(excl, incl),
+                    )
                 )
             return {k: v for k, v in out.items() if v}
 
@@ -279,9 +290,8 @@ def _matches(r: Restrictions, ctx: list[Any], element: TariffElement, warnings: 
             if start < end:
                 if not start <= sod < end:
                     return False
-            elif start > end:  # window past midnight, e.g. 22:00-06:00
-                if not (sod >= start or sod < end):
-                    return False
+            elif start > end and end <= sod < start:  # window past midnight, e.g. 22:00-06:00
+                return False
             # start == end: a whole-day window
         elif start is not None:
             if sod < start:
@@ -335,24 +345,45 @@ def _select(cands: Candidates, ctx: list[Any], warnings: set[str]) -> tuple[Tari
 # --------------------------------------------------------------------------- time zones
 
 
+# Per zone: UTC day number -> the offset if it holds all that day, or None on a transition day.
+# Shared by all calls (a zone's rules don't change while the process runs); bounded.
+_DAY_OFFSETS: dict[tzinfo, dict[int, int | None]] = {}
+_DAY_CACHE_LIMIT = 50_000
+
+
+def _raw_offset(zone: tzinfo, us: int) -> int:
+    offset = (EPOCH + timedelta(microseconds=us)).astimezone(zone).utcoffset()
+    return 0 if offset is None else _td_us(offset)
+
+
 class _Offsets:
     """UTC offsets of a zone at instants, with DST transitions located by bisection."""
 
-    __slots__ = ("cache", "zone")
+    __slots__ = ("days", "zone")
 
     def __init__(self, zone: tzinfo | None) -> None:
         self.zone = zone
-        self.cache: dict[int, int] = {}
+        if zone is not None:
+            days = _DAY_OFFSETS.get(zone)
+            if days is None or len(days) > _DAY_CACHE_LIMIT:
+                days = _DAY_OFFSETS[zone] = {}
+            self.days = days
 
     def at(self, us: int) -> int:
-        if self.zone is None:
+        zone = self.zone
+        if zone is None:
             return 0
-        cached = self.cache.get(us)
-        if cached is None:
-            offset = (EPOCH + timedelta(microseconds=us)).astimezone(self.zone).utcoffset()
-            cached = 0 if offset is None else _td_us(offset)
-            self.cache[us] = cached
-        return cached
+        day = us // DAY_US
+        days = self.days
+        if day in days:
+            offset = days[day]
+        else:
+            # No zone switches twice within one UTC day, so equal offsets at both ends of the
+            # day mean the offset holds throughout it.
+            first = _raw_offset(zone, day * DAY_US)
+            offset = first if first == _raw_offset(zone, day * DAY_US + DAY_US - 1) else None
+            days[day] = offset
+        return _raw_offset(zone, us) if offset is None else offset
 
     def pieces(self, a: int, b: int) -> list[tuple[int, int, int]]:
         """[a, b) cut into stretches of constant offset: (start, end, offset)."""
@@ -365,7 +396,7 @@ class _Offsets:
         # Sample weekly (zones like Africa/Casablanca switch twice within about a month) and bisect.
         samples = [*range(a, b - 1, _WEEK_US), b - 1]
         cuts: list[int] = []
-        for lo, hi in zip(samples, samples[1:], strict=False):
+        for lo, hi in itertools.pairwise(samples):
             o_lo = self.at(lo)
             if self.at(hi) == o_lo:
                 continue
@@ -377,7 +408,7 @@ class _Offsets:
                     hi = mid
             cuts.append(hi)
         bounds = [a, *cuts, b]
-        return [(p, q, self.at(p)) for p, q in zip(bounds, bounds[1:], strict=False)]
+        return [(p, q, self.at(p)) for p, q in itertools.pairwise(bounds)]
 
 
 # --------------------------------------------------------------------------- core
@@ -418,7 +449,13 @@ def _price(
     durations = tariff.duration_thresholds_us
     kwhs = tariff.kwh_thresholds
     charging = tariff.charging
-    c_energy, c_time, c_parking, c_flat = charging[ENERGY], charging[TIME], charging[PARKING_TIME], charging[FLAT]
+    uses_power, uses_current = tariff.uses_power, tariff.uses_current
+    c_energy, c_time, c_parking, c_flat = (
+        charging[ENERGY],
+        charging[TIME],
+        charging[PARKING_TIME],
+        charging[FLAT],
+    )
 
     # A reservation-only period belongs to the reservation, not the charging session. When nothing
     # but reservation time exists, the reservation expired (ReservationRestrictionType).
@@ -446,10 +483,7 @@ def _price(
         p_us = _td_us(period.parking_time)
         r_us = _td_us(period.reservation_time)
         energy = period.energy
-        if period.end_date_time is not None:
-            b = to_us(period.end_date_time)
-        else:
-            b = a + max(t_us + p_us, r_us)
+        b = to_us(period.end_date_time) if period.end_date_time is not None else a + max(t_us + p_us, r_us)
         if b < a:
             b = a
         if first_us is None:
@@ -502,13 +536,25 @@ def _price(
             fractions = [ZERO, _ONE]
             instants = [a, b]
 
-        # instantaneous values for power/current restrictions (mod_tariffs: not session-wide)
-        hours = Decimal(t_us) / _US_PER_HOUR if t_us else (Decimal(span) / _US_PER_HOUR if span else None)
-        average = (energy / hours if hours else None) if energy else ZERO
-        p_max = _first(period.max_power, period.power, period.min_power, average)
-        p_min = _first(period.min_power, period.power, period.max_power, average)
-        c_max = _first(period.max_current, period.current, period.min_current)
-        c_min = _first(period.min_current, period.current, period.max_current)
+        # Instantaneous values for power/current restrictions (mod_tariffs: "NOT the minimum
+        # power over the entire Charging Session"): the period's own MAX_/MIN_ values, else its
+        # average POWER/CURRENT, else for power the energy divided by the charging time.
+        if uses_power:
+            p_max = _first(period.max_power, period.power, period.min_power)
+            p_min = _first(period.min_power, period.power, period.max_power)
+            if p_max is None:
+                if energy:
+                    hours = Decimal(t_us or span) / _US_PER_HOUR
+                    p_max = p_min = energy / hours if hours else None
+                else:
+                    p_max = p_min = ZERO
+        else:
+            p_max = p_min = None
+        if uses_current:
+            c_max = _first(period.max_current, period.current, period.min_current)
+            c_min = _first(period.min_current, period.current, period.max_current)
+        else:
+            c_max = c_min = None
 
         # Volumes are split in proportion to wall-clock time (the CDR says nothing finer). Cumulative
         # amounts are rounded to whole microseconds / micro-Wh so the pieces add up exactly to the

@@ -6,7 +6,7 @@ __all__ = ["CdrError", "PricingError", "TariffError"]
 
 
 class PricingError(ValueError):
-    """Input that cannot be priced; `path` points at the field (e.g. `elements[0].price_components[1].price`)."""
+    """Input that cannot be priced; `path` names the field, e.g. `elements[0].price_components[1].price`."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path or "$"

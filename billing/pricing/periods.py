@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -20,7 +21,6 @@ _DIMENSION_TYPES = (
     "CURRENT", "ENERGY", "ENERGY_EXPORT", "ENERGY_IMPORT", "MAX_CURRENT", "MIN_CURRENT", "MAX_POWER",
     "MIN_POWER", "PARKING_TIME", "POWER", "RESERVATION_TIME", "STATE_OF_CHARGE", "TIME",
 )  # fmt: skip
-_KNOWN = frozenset(_DIMENSION_TYPES)
 
 
 @dataclass(slots=True)
@@ -51,16 +51,52 @@ def hours_to_timedelta(hours: Decimal) -> timedelta:
     return timedelta(microseconds=int((hours * _US_PER_HOUR).to_integral_value(ROUND_HALF_EVEN)))
 
 
-_SETTERS: dict[str, str] = {
-    "ENERGY": "energy",
-    "MAX_POWER": "max_power",
-    "MIN_POWER": "min_power",
-    "POWER": "power",
-    "MAX_CURRENT": "max_current",
-    "MIN_CURRENT": "min_current",
-    "CURRENT": "current",
-}
-_TIMES: dict[str, str] = {"TIME": "time", "PARKING_TIME": "parking_time", "RESERVATION_TIME": "reservation_time"}
+# CdrDimensionType -> (ChargingPeriod field, volume is hours). Other valid types are accepted and unused.
+_FIELDS: dict[str, tuple[str, bool] | None] = dict.fromkeys(_DIMENSION_TYPES)
+_FIELDS.update(
+    {
+        "ENERGY": ("energy", False),
+        "MAX_POWER": ("max_power", False),
+        "MIN_POWER": ("min_power", False),
+        "POWER": ("power", False),
+        "MAX_CURRENT": ("max_current", False),
+        "MIN_CURRENT": ("min_current", False),
+        "CURRENT": ("current", False),
+        "TIME": ("time", True),
+        "PARKING_TIME": ("parking_time", True),
+        "RESERVATION_TIME": ("reservation_time", True),
+    }
+)
+
+
+def _volume(value: Any) -> Decimal:
+    kind = type(value)
+    if kind is float and value == value and value not in (_INF, -_INF):
+        number = Decimal(repr(value))
+    elif kind is int:
+        number = Decimal(value)
+    else:
+        number = parse_number(value, "", CdrError)
+    if number < 0:
+        raise CdrError("", "must not be negative")
+    return number
+
+
+_INF = float("inf")
+
+
+def _start(raw: Any, path: str, sink: list[str]) -> datetime:
+    value = raw.get("start_date_time")
+    if type(value) is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is UTC:  # the common "...Z" form
+            return parsed
+    if value is None:
+        raise CdrError(f"{path}.start_date_time", "is required")
+    return parse_datetime(value, f"{path}.start_date_time", CdrError, sink)
 
 
 def periods_from_ocpi(
@@ -77,49 +113,54 @@ def periods_from_ocpi(
         raise CdrError("end", "must be timezone-aware")
     sink: list[str] = warnings if warnings is not None else []
     periods: list[ChargingPeriod] = []
+    fields = _FIELDS
     for index, raw in enumerate(data):
-        item_path = f"{path}[{index}]"
-        if not isinstance(raw, dict):
-            raise CdrError(item_path, "must be a ChargingPeriod object")
-        if raw.get("start_date_time") is None:
-            raise CdrError(f"{item_path}.start_date_time", "is required")
-        start = parse_datetime(raw["start_date_time"], f"{item_path}.start_date_time", CdrError, sink)
-        period = ChargingPeriod(start)
+        if type(raw) is not dict:
+            raise CdrError(f"{path}[{index}]", "must be a ChargingPeriod object")
+        period = ChargingPeriod(_start(raw, f"{path}[{index}]", sink))
         tariff_id = raw.get("tariff_id")
         if tariff_id is not None:
-            if not isinstance(tariff_id, str):
-                raise CdrError(f"{item_path}.tariff_id", "must be a string")
+            if type(tariff_id) is not str:
+                raise CdrError(f"{path}[{index}].tariff_id", "must be a string")
             period.tariff_id = tariff_id
         dimensions = raw.get("dimensions")
-        if not isinstance(dimensions, list) or not dimensions:
-            raise CdrError(f"{item_path}.dimensions", "must be a non-empty list of CdrDimension")
+        if type(dimensions) is not list or not dimensions:
+            raise CdrError(f"{path}[{index}].dimensions", "must be a non-empty list of CdrDimension")
         seen: set[str] = set()
         for d_index, dimension in enumerate(dimensions):
-            d_path = f"{item_path}.dimensions[{d_index}]"
-            if not isinstance(dimension, dict):
-                raise CdrError(d_path, "must be a CdrDimension object")
+            if type(dimension) is not dict:
+                raise CdrError(f"{path}[{index}].dimensions[{d_index}]", "must be a CdrDimension object")
             kind = dimension.get("type")
-            if not isinstance(kind, str) or kind.strip().upper() not in _KNOWN:
-                raise CdrError(f"{d_path}.type", f"unknown CdrDimensionType {kind!r}")
-            kind = kind.strip().upper()
+            if kind not in fields:
+                normalised = kind.strip().upper() if isinstance(kind, str) else None
+                if normalised not in fields:
+                    raise CdrError(f"{path}[{index}].dimensions[{d_index}].type", f"unknown CdrDimensionType {kind!r}")
+                kind = normalised
             if kind in seen:
                 # Two volumes of one kind in a period leave it open which one was metered.
-                raise CdrError(f"{d_path}.type", f"duplicate dimension {kind} in one period")
+                raise CdrError(
+                    f"{path}[{index}].dimensions[{d_index}].type", f"duplicate dimension {kind} in one period"
+                )
             seen.add(kind)
-            if dimension.get("volume") is None:
-                raise CdrError(f"{d_path}.volume", "is required")
-            volume = parse_number(dimension["volume"], f"{d_path}.volume", CdrError)
-            if volume < 0:
-                raise CdrError(f"{d_path}.volume", "must not be negative")
-            if kind in _TIMES:
-                setattr(period, _TIMES[kind], hours_to_timedelta(volume))
-            elif kind in _SETTERS:
-                setattr(period, _SETTERS[kind], volume)
+            raw_volume = dimension.get("volume")
+            if raw_volume is None:
+                raise CdrError(f"{path}[{index}].dimensions[{d_index}].volume", "is required")
+            target = fields[kind]
+            try:
+                volume = _volume(raw_volume)
+            except CdrError as error:
+                raise CdrError(f"{path}[{index}].dimensions[{d_index}].volume", error.message) from None
+            if target is None:
+                continue
+            if target[1]:
+                setattr(period, target[0], hours_to_timedelta(volume))
+            else:
+                setattr(period, target[0], volume)
         periods.append(period)
     if any(periods[i].start_date_time > periods[i + 1].start_date_time for i in range(len(periods) - 1)):
         sink.append("charging_periods_not_chronological")
         periods.sort(key=lambda p: p.start_date_time)
-    for current, following in zip(periods, periods[1:], strict=False):
+    for current, following in itertools.pairwise(periods):
         current.end_date_time = following.start_date_time
     if periods:
         last = periods[-1]

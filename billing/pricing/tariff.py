@@ -145,7 +145,10 @@ class Price:
     incl_vat: Decimal | None
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"excl_vat": _fmt(self.excl_vat), "incl_vat": None if self.incl_vat is None else _fmt(self.incl_vat)}
+        return {
+            "excl_vat": _fmt(self.excl_vat),
+            "incl_vat": None if self.incl_vat is None else _fmt(self.incl_vat),
+        }
 
 
 def _fmt(value: Decimal) -> str:
@@ -230,6 +233,8 @@ class Tariff:
     needs_local: bool
     duration_thresholds_us: tuple[int, ...]
     kwh_thresholds: tuple[Decimal, ...]
+    uses_power: bool
+    uses_current: bool
 
     def valid_at(self, moment: datetime) -> bool:
         """Tariff.start_date_time (incl.) / end_date_time: the validity window, in UTC."""
@@ -256,7 +261,7 @@ def _parse_time(value: Any, path: str) -> tuple[str, int]:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value.strip()):
         raise TariffError(path, f"must be HH:MM (24h, leading zeros), got {value!r}")
     text = value.strip()
-    return text, (int(text[:2]) * 3600 + int(text[3:])* 60) * US_PER_S
+    return text, (int(text[:2]) * 3600 + int(text[3:]) * 60) * US_PER_S
 
 
 def _parse_date(value: Any, path: str) -> tuple[str, int]:
@@ -470,7 +475,7 @@ def _compile(
     boundaries: set[int] = set()
     durations: set[int] = set()
     kwhs: set[Decimal] = set()
-    needs_local = False
+    needs_local = uses_power = uses_current = False
     for element in elements:
         r = element.restrictions
         mode = r.reservation if r is not None else None
@@ -494,6 +499,8 @@ def _compile(
         for value in (r.min_kwh, r.max_kwh):
             if value is not None:
                 kwhs.add(value)
+        uses_power = uses_power or r.min_power is not None or r.max_power is not None
+        uses_current = uses_current or r.min_current is not None or r.max_current is not None
     # Reservation NOTE (mod_tariffs ReservationRestrictionType): for an expired reservation the
     # RESERVATION_EXPIRES element prices the time when both exist, whatever their list order; an
     # expired reservation is still a reservation, so RESERVATION elements are the fallback (T17).
@@ -517,4 +524,6 @@ def _compile(
         needs_local=needs_local,
         duration_thresholds_us=tuple(sorted(durations)),
         kwh_thresholds=tuple(sorted(kwhs)),
+        uses_power=uses_power,
+        uses_current=uses_current,
     )
