@@ -30,6 +30,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_reservation_id() -> str:
+    return str(uuid.uuid4())
+
+
 def new_credentials_token() -> str:
     # OCPI credentials token: string(64) of printable non-whitespace ASCII; urlsafe base64 qualifies.
     return secrets.token_urlsafe(48)[:64]
@@ -397,7 +401,7 @@ class Reservation(models.Model):
 
     ACTIVE_STATUSES = (Status.HELD, Status.REQUESTED, Status.RESERVED)
 
-    reservation_id = models.CharField(max_length=36, unique=True, default=uuid.uuid4)
+    reservation_id = models.CharField(max_length=36, unique=True, default=new_reservation_id)
     evse = models.ForeignKey(Evse, on_delete=models.PROTECT, related_name="reservations")
     connector_id = models.CharField(max_length=36, blank=True)
     token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="reservations")

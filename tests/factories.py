@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from django.utils import timezone
 
-from emsp.models import Driver, Partner, Token
+from emsp.models import Driver, Location, Partner, Token
 
 
 class PartnerFactory(factory.django.DjangoModelFactory):
@@ -55,3 +55,66 @@ class TokenFactory(factory.django.DjangoModelFactory):
     contract_id = factory.Sequence(lambda n: f"IN-EMS-C{n:08d}")
     issuer = "Open eMSP"
     last_updated = factory.LazyFunction(timezone.now)
+
+
+def ocpi_location(
+    country_code: str = "IN",
+    party_id: str = "CPA",
+    location_id: str = "LOC1",
+    *,
+    evses: int = 2,
+    latitude: float = 12.971599,
+    longitude: float = 77.594566,
+    capabilities: list[str] | None = None,
+    status: str = "AVAILABLE",
+    tariff_ids: list[str] | None = None,
+    last_updated: str = "2026-01-01T00:00:00Z",
+) -> dict[str, object]:
+    """A spec-valid OCPI 2.2.1 Location with `evses` EVSEs of one CCS2 connector each."""
+    return {
+        "country_code": country_code,
+        "party_id": party_id,
+        "id": location_id,
+        "publish": True,
+        "name": f"Station {location_id}",
+        "address": "1 MG Road",
+        "city": "Bengaluru",
+        "postal_code": "560001",
+        "country": "IND",
+        "coordinates": {"latitude": f"{latitude:.6f}", "longitude": f"{longitude:.6f}"},
+        "time_zone": "Asia/Kolkata",
+        "evses": [
+            {
+                "uid": f"{location_id}-E{i}",
+                "evse_id": f"{country_code}*{party_id}*E{location_id}{i}",
+                "status": status,
+                "capabilities": capabilities
+                if capabilities is not None
+                else ["RESERVABLE", "REMOTE_START_STOP_CAPABLE"],
+                "connectors": [
+                    {
+                        "id": "1",
+                        "standard": "IEC_62196_T2_COMBO",
+                        "format": "CABLE",
+                        "power_type": "DC",
+                        "max_voltage": 500,
+                        "max_amperage": 120,
+                        "max_electric_power": 60000,
+                        "tariff_ids": tariff_ids if tariff_ids is not None else ["T1"],
+                        "last_updated": last_updated,
+                    }
+                ],
+                "last_updated": last_updated,
+            }
+            for i in range(1, evses + 1)
+        ],
+        "last_updated": last_updated,
+    }
+
+
+def stored_location(partner: Partner, **kwargs: object) -> Location:
+    from emsp.services.catalogue import locations_store
+
+    location = ocpi_location(partner.country_code, partner.party_id, **kwargs)  # type: ignore[arg-type]
+    locations_store(partner, [location])
+    return Location.objects.get(location_id=location["id"], partner=partner)
