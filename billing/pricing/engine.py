@@ -236,9 +236,10 @@ class PriceResult:
             from billing.money import round_money
 
             incl = price.incl_vat
+            # Rounded amounts keep the currency's minor unit digits ("5.00"), like an invoice.
             return {
-                "excl_vat": _fmt(round_money(price.excl_vat, self.currency, policy)),
-                "incl_vat": None if incl is None else _fmt(round_money(incl, self.currency, policy)),
+                "excl_vat": str(round_money(price.excl_vat, self.currency, policy)),
+                "incl_vat": None if incl is None else str(round_money(incl, self.currency, policy)),
             }
 
         return {
