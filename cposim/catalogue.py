@@ -310,9 +310,7 @@ def resolve_cities(names: list[str]) -> list[City]:
         elif raw.lower() in by_name:
             out.append(by_name[raw.lower()])
         else:
-            raise ValueError(
-                f"unknown city {raw!r}; use one of {', '.join(c.name for c in CITIES)} or Name:lat:lon"
-            )
+            raise ValueError(f"unknown city {raw!r}; use one of {', '.join(c.name for c in CITIES)} or Name:lat:lon")
     return out
 
 

@@ -163,9 +163,7 @@ class Engine:
         outcome.entry = entry
         return outcome
 
-    def _locate(
-        self, body: dict[str, Any], need_evse: bool = False
-    ) -> tuple[Any, Any, CommandOutcome | None]:
+    def _locate(self, body: dict[str, Any], need_evse: bool = False) -> tuple[Any, Any, CommandOutcome | None]:
         with self.store.lock:
             loc = self.store.location(str(body.get("location_id", "")))
             if loc is None:
@@ -189,9 +187,7 @@ class Engine:
         with self.store.lock:
             if evse is None:
                 capable = [
-                    e
-                    for e in loc.get("evses") or []
-                    if "REMOTE_START_STOP_CAPABLE" in e.get("capabilities", [])
+                    e for e in loc.get("evses") or [] if "REMOTE_START_STOP_CAPABLE" in e.get("capabilities", [])
                 ]
                 if not capable:
                     return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "no remote start here"))
@@ -201,9 +197,7 @@ class Engine:
                 result = "ACCEPTED" if accepted else outcomes[0][0]
             else:
                 if "REMOTE_START_STOP_CAPABLE" not in evse.get("capabilities", []):
-                    return CommandOutcome(
-                        200, 1000, self._response("NOT_SUPPORTED", "EVSE not remote startable")
-                    )
+                    return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "EVSE not remote startable"))
                 result = self._evse_outcome(loc, evse, token["uid"])
             connector_id = body.get("connector_id")
             if connector_id and self.store.connector(evse, str(connector_id)) is None:
@@ -242,9 +236,7 @@ class Engine:
             if session is None:
                 return CommandOutcome(200, 1000, self._response("UNKNOWN_SESSION", "unknown session"))
             if rt is None or not rt.active:
-                return CommandOutcome(
-                    200, 1000, self._response("REJECTED", f"session is {session['status']}")
-                )
+                return CommandOutcome(200, 1000, self._response("REJECTED", f"session is {session['status']}"))
         self.scheduler.call_later(self.cfg.command_delay, self._stop_result, entry, sid)
         return CommandOutcome(200, 1000, self._response("ACCEPTED"))
 
@@ -275,9 +267,7 @@ class Engine:
                     version=existing["version"] + 1,
                     authorization_reference=body.get("authorization_reference"),
                 )
-                self.scheduler.call_later(
-                    self.cfg.command_delay, self._reserve_result, entry, "ACCEPTED", None
-                )
+                self.scheduler.call_later(self.cfg.command_delay, self._reserve_result, entry, "ACCEPTED", None)
                 self._schedule_expiry(existing)
                 return CommandOutcome(200, 1000, self._response("ACCEPTED"))
             if evse is None:
@@ -290,9 +280,7 @@ class Engine:
                 result = "ACCEPTED" if free else outcomes[0][0]
             else:
                 if "RESERVABLE" not in evse.get("capabilities", []):
-                    return CommandOutcome(
-                        200, 1000, self._response("NOT_SUPPORTED", "EVSE is not RESERVABLE")
-                    )
+                    return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "EVSE is not RESERVABLE"))
                 result = self._evse_outcome(loc, evse, None)
                 if str(evse.get("status")).upper() == "RESERVED":
                     result = "EVSE_OCCUPIED"
@@ -317,9 +305,9 @@ class Engine:
         if reservation is not None:
             key = (ci(reservation["location_id"]), ci(reservation["evse_uid"]))
             with self.store.lock:
-                self.store.reservations[
-                    (ci(reservation["location_id"]), ci(reservation["reservation_id"]))
-                ] = reservation
+                self.store.reservations[(ci(reservation["location_id"]), ci(reservation["reservation_id"]))] = (
+                    reservation
+                )
                 reservation["active"] = True
                 self.claimed.discard(key)
             self.push_evse_status(reservation["location_id"], reservation["evse_uid"], "RESERVED")
@@ -502,40 +490,6 @@ class Engine:
     def _cost(self, rt: Runtime, periods: list[dict[str, Any]]) -> Any:
         return price_session(rt.tariff, periods, rt.started, rt.tz)
 
-    def _advance(self, rt: Runtime, now: datetime) -> list[dict[str, Any]]:
-        """Meter up to `now`: periods split at tariff time boundaries and when the EV is full."""
-        t0 = rt.last_meter
-        if now <= t0:
-            return []
-        cuts = time_boundaries(rt.tariff, t0, now, rt.tz)
-        remaining = rt.target_kwh - rt.energy
-        if remaining > 1e-9 and rt.power_kw > 0:
-            full_at = t0 + timedelta(hours=remaining / rt.power_kw)
-            full_at = full_at.replace(microsecond=(full_at.microsecond // 1000) * 1000)
-            if t0 < full_at < now:
-                cuts.append(full_at)
-        edges = [t0, *sorted(set(cuts)), now]
-        tariff_id = rt.tariff["id"] if rt.tariff else None
-        periods = []
-        for a, b in itertools.pairwise(edges):
-            hours = (b - a).total_seconds() / 3600
-            if hours <= 0:
-                continue
-            if rt.target_kwh - rt.energy > 1e-9:
-                kwh = min(rt.power_kw * hours, rt.target_kwh - rt.energy)
-                rt.energy += kwh
-                vol = round(kwh, 4)
-                rt.published_kwh = round(rt.published_kwh + vol, 4)
-                dims = [{"type": "ENERGY", "volume": vol}, {"type": "TIME", "volume": round(hours, 6)}]
-            else:
-                dims = [{"type": "PARKING_TIME", "volume": round(hours, 6)}]
-            period: dict[str, Any] = {"start_date_time": iso(a, ms=True), "dimensions": dims}
-            if tariff_id:
-                period["tariff_id"] = tariff_id
-            periods.append(period)
-        rt.last_meter = now
-        return periods
-
     def _meter_tick(self, session_id: str) -> None:
         rt = self.runtimes.get(ci(session_id))
         if rt is None:
@@ -543,7 +497,7 @@ class Engine:
         with rt.lock:
             if not rt.active:
                 return
-            new = self._advance(rt, now_ms())
+            new = advance_meter(rt, now_ms())
             with self.store.lock:
                 session = self.store.session(session_id)
                 session["charging_periods"].extend(new)
@@ -569,7 +523,7 @@ class Engine:
                 return None
             rt.active = False
             end = now_ms()
-            new = self._advance(rt, end)
+            new = advance_meter(rt, end)
             with self.store.lock:
                 session = self.store.session(session_id)
                 session["charging_periods"].extend(new)
@@ -596,9 +550,7 @@ class Engine:
             self.push_evse_status(rt.location_id, rt.evse_uid, "AVAILABLE")
             res = self.client.post_cdr(clone(cdr))
             with self.store.lock:
-                self.store.cdr_locations[cdr["id"]] = res.headers.get("Location") or res.headers.get(
-                    "location"
-                )
+                self.store.cdr_locations[cdr["id"]] = res.headers.get("Location") or res.headers.get("location")
         log(f"session {session_id} COMPLETED, CDR {cdr['id']} total {cdr['total_cost']}")
         return cdr
 
@@ -612,11 +564,7 @@ class Engine:
         factor = Decimal(1) + Decimal(str(self.cfg.cdr_overcharge))
         cdr_location = {
             "id": loc["id"],
-            **{
-                k: loc[k]
-                for k in ("name", "address", "city", "postal_code", "state", "country")
-                if loc.get(k)
-            },
+            **{k: loc[k] for k in ("name", "address", "city", "postal_code", "state", "country") if loc.get(k)},
             "coordinates": loc["coordinates"],
             "evse_uid": evse["uid"],
             "evse_id": evse.get("evse_id") or evse["uid"],
@@ -656,6 +604,49 @@ class Engine:
         if self.cfg.cdr_overcharge:
             cdr["remark"] = "simulator: billed with --cdr-overcharge"
         return cdr
+
+
+def advance_meter(rt: Runtime, now: datetime) -> list[dict[str, Any]]:
+    """Meter up to `now`: periods split at tariff time boundaries and when the EV is full.
+
+    Volumes are differences of rounded cumulative readings (kWh to 4, hours to 6 decimals), so the
+    periods always add up exactly to the published session totals.
+    """
+    t0 = rt.last_meter
+    if now <= t0:
+        return []
+    cuts = time_boundaries(rt.tariff, t0, now, rt.tz)
+    remaining = rt.target_kwh - rt.energy
+    if remaining > 1e-9 and rt.power_kw > 0:
+        full_at = t0 + timedelta(hours=remaining / rt.power_kw)
+        full_at = full_at.replace(microsecond=(full_at.microsecond // 1000) * 1000)
+        if t0 < full_at < now:
+            cuts.append(full_at)
+    edges = [t0, *sorted(set(cuts)), now]
+    tariff_id = rt.tariff["id"] if rt.tariff else None
+
+    def elapsed(t: datetime) -> float:
+        return round((t - rt.started).total_seconds() / 3600, 6)
+
+    periods = []
+    for a, b in itertools.pairwise(edges):
+        hours = round(elapsed(b) - elapsed(a), 6)
+        if hours <= 0:
+            continue
+        if rt.target_kwh - rt.energy > 1e-9:
+            rt.energy = min(rt.target_kwh, rt.energy + rt.power_kw * (b - a).total_seconds() / 3600)
+            reading = round(rt.energy, 4)
+            kwh = round(reading - rt.published_kwh, 4)
+            rt.published_kwh = reading
+            dims = [{"type": "ENERGY", "volume": kwh}, {"type": "TIME", "volume": hours}]
+        else:
+            dims = [{"type": "PARKING_TIME", "volume": hours}]
+        period: dict[str, Any] = {"start_date_time": iso(a, ms=True), "dimensions": dims}
+        if tariff_id:
+            period["tariff_id"] = tariff_id
+        periods.append(period)
+    rt.last_meter = now
+    return periods
 
 
 def cdr_token(token: dict[str, Any]) -> dict[str, Any]:

@@ -203,9 +203,7 @@ class EmspClient:
         if isinstance(details, list) and details:
             details = details[0]
         if not res.ok or not isinstance(details, dict):
-            raise RegistrationError(
-                3001, f"GET version details at {version_url} failed: {res.status or res.error}"
-            )
+            raise RegistrationError(3001, f"GET version details at {version_url} failed: {res.status or res.error}")
         endpoints = [e for e in details.get("endpoints") or [] if isinstance(e, dict) and e.get("url")]
         if not endpoints:
             raise RegistrationError(3003, "eMSP version details list no endpoints")
@@ -245,9 +243,7 @@ class EmspClient:
 
     def _register_once(self, versions_url: str, token_a: str) -> Peer:
         version_url, endpoints = self.fetch_endpoints(versions_url, token_a)
-        cred_url = next(
-            (e["url"] for e in endpoints if str(e.get("identifier")).lower() == "credentials"), None
-        )
+        cred_url = next((e["url"] for e in endpoints if str(e.get("identifier")).lower() == "credentials"), None)
         if not cred_url:
             raise RegistrationError(3003, "eMSP has no credentials endpoint")
         token_b = new_token()
@@ -270,15 +266,8 @@ class EmspClient:
         if isinstance(data, list) and data:
             data = data[0]
         status_code = res.body.get("status_code") if isinstance(res.body, dict) else None
-        if (
-            not res.ok
-            or not isinstance(data, dict)
-            or not data.get("token")
-            or status_code not in (None, 1000)
-        ):
-            raise RegistrationError(
-                3001, f"credentials POST failed: HTTP {res.status} {res.body or res.error}"
-            )
+        if not res.ok or not isinstance(data, dict) or not data.get("token") or status_code not in (None, 1000):
+            raise RegistrationError(3001, f"credentials POST failed: HTTP {res.status} {res.body or res.error}")
         peer = Peer(
             versions_url=str(data.get("url") or versions_url),
             version_url=version_url,

@@ -124,9 +124,7 @@ def find_component(tariff: dict[str, Any], dim: str, ctx: Context) -> tuple[int,
     """First (element index, component) for `dim` whose element restrictions match."""
     for idx, element in enumerate(tariff.get("elements") or []):
         for comp in element.get("price_components") or []:
-            if str(comp.get("type", "")).upper() == dim and restrictions_match(
-                element.get("restrictions"), ctx
-            ):
+            if str(comp.get("type", "")).upper() == dim and restrictions_match(element.get("restrictions"), ctx):
                 return idx, comp
     return None
 
@@ -208,11 +206,7 @@ def price_session(
         return res
     _apply_step_sizes(totals, last_comp)
     if include_flat:
-        first = (
-            ctxs[0]
-            if ctxs
-            else Context(local=session_start.astimezone(tz), kwh_so_far=0.0, seconds_so_far=0.0)
-        )
+        first = ctxs[0] if ctxs else Context(local=session_start.astimezone(tz), kwh_so_far=0.0, seconds_so_far=0.0)
         hit = find_component(tariff, "FLAT", first)
         if hit is not None:
             res.fixed.add(D(hit[1]["price"]), hit[1].get("vat"))

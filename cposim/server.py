@@ -121,10 +121,8 @@ class App:
         cid = req.headers.get("X-Correlation-ID") or str(uuid.uuid4())
         path = "/" + "/".join(p for p in req.path.split("/") if p)
         try:
-            if path == "/_sim" or path.startswith("/_sim/"):
-                reply = self.control(req, path)
-            else:
-                reply = self.ocpi(req, path)
+            is_control = path == "/_sim" or path.startswith("/_sim/")
+            reply = (self.control if is_control else self.ocpi)(req, path)
         except BadJson as exc:
             reply = Reply(400, envelope(None, 2000, f"invalid JSON: {exc}"))
         except Exception as exc:
@@ -203,9 +201,7 @@ class App:
         """GET versions."""
         if req.method != "GET":
             return self._not_allowed("GET")
-        return Reply(
-            200, envelope([{"version": OCPI_VERSION, "url": f"{self.base_url}/ocpi/{OCPI_VERSION}"}])
-        )
+        return Reply(200, envelope([{"version": OCPI_VERSION, "url": f"{self.base_url}/ocpi/{OCPI_VERSION}"}]))
 
     def m_details(self, req: Request, rest: list[str], who: str) -> Reply:
         """GET version details: our modules and interface roles."""
@@ -234,9 +230,7 @@ class App:
         if req.method not in ("POST", "PUT"):
             return self._not_allowed("GET, POST, PUT, DELETE")
         if req.method == "POST" and who == "peer":
-            return Reply(
-                405, envelope(None, 2000, "already registered; use PUT"), {"Allow": "GET, PUT, DELETE"}
-            )
+            return Reply(405, envelope(None, 2000, "already registered; use PUT"), {"Allow": "GET, PUT, DELETE"})
         if req.method == "PUT" and who != "peer":
             return Reply(405, envelope(None, 2000, "not registered; use POST"), {"Allow": "GET, POST"})
         body = req.json()
@@ -474,9 +468,7 @@ class App:
         status = str(body.get("status", "")).upper()
         if status not in EVSE_STATUSES:
             return Reply(400, {"error": f"status must be one of {sorted(EVSE_STATUSES)}"})
-        res = self.engine.push_evse_status(
-            str(body.get("location_id", "")), str(body.get("evse_uid", "")), status
-        )
+        res = self.engine.push_evse_status(str(body.get("location_id", "")), str(body.get("evse_uid", "")), status)
         if res is None:
             return Reply(404, {"error": "unknown location/EVSE"})
         return Reply(200, {"status": status, "push_status": res.status, "push": res.as_dict()})
@@ -550,9 +542,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
-        req = Request(
-            self.command, split.path, parse_qs(split.query), self.headers, body, self.client_address[0]
-        )
+        req = Request(self.command, split.path, parse_qs(split.query), self.headers, body, self.client_address[0])
         app: App = self.server.app  # type: ignore[attr-defined]
         reply = app.handle(req)
         payload = dumps(reply.body) if reply.body is not None else b""

@@ -164,9 +164,7 @@ class FakeEmsp:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
     @property
@@ -297,14 +295,10 @@ class FakeEmsp:
         self.sim_token = data["data"]["token"]
         return self.sim_token
 
-    def requests_matching(
-        self, method: str, path_part: str, pred: Callable[[Seen], bool] | None = None
-    ) -> list[Seen]:
+    def requests_matching(self, method: str, path_part: str, pred: Callable[[Seen], bool] | None = None) -> list[Seen]:
         """Requests seen so far with this method whose path contains path_part."""
         with self.cv:
-            return [
-                s for s in self.seen if s.method == method and path_part in s.path and (not pred or pred(s))
-            ]
+            return [s for s in self.seen if s.method == method and path_part in s.path and (not pred or pred(s))]
 
     def wait_for(
         self, method: str, path_part: str, pred: Callable[[Seen], bool] | None = None, timeout: float = 5.0
@@ -319,8 +313,7 @@ class FakeEmsp:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"no {method} {path_part} within {timeout}s; seen: "
-                        f"{[(x.method, x.path) for x in self.seen]}"
+                        f"no {method} {path_part} within {timeout}s; seen: {[(x.method, x.path) for x in self.seen]}"
                     )
                 self.cv.wait(left)
 
