@@ -30,7 +30,7 @@ class Command(BaseCommand):
         if len(country_code) != 2 or not 1 <= len(party_id) <= 3:
             raise CommandError("--partner must look like CC*PID")
         try:
-            payload = orjson.loads(options["file"].read_bytes())
+            payload = orjson.loads(options["file"].read_bytes().removeprefix(b"\xef\xbb\xbf"))  # some feeds carry a BOM
         except (OSError, orjson.JSONDecodeError) as exc:
             raise CommandError(f"cannot read {options['file']}: {exc}") from exc
         objects = unwrap_list_payload(payload)
@@ -39,9 +39,13 @@ class Command(BaseCommand):
             party_id=party_id.upper(),
             defaults={"name": options["name"] or f"{country_code.upper()}*{party_id.upper()} (imported)"},
         )
-        # A file from a hub mixes parties: let this partner own every party found in it.
+        # A file from a hub mixes parties: let this partner own every party found in it (a missing
+        # country_code or party_id is filled from the partner, as the normaliser does).
         parties = {
-            (str(o.get("country_code") or "").strip().upper(), str(o.get("party_id") or "").strip().upper())
+            (
+                str(o.get("country_code") or partner.country_code).strip().upper(),
+                str(o.get("party_id") or partner.party_id).strip().upper(),
+            )
             for o in objects
             if isinstance(o, dict)
         }

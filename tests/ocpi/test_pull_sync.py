@@ -1,0 +1,163 @@
+"""Pull sync: paging (also with broken Link headers), full vs incremental, leniency, data-quality issues."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.utils import timezone
+
+from billing.models import Tariff
+from emsp.models import ChargingSession, Location, Partner
+from ocpi import sync
+from ocpi.models import DataQualityIssue, SyncRun
+from tests.factories import ocpi_location
+from tests.fakes import FakePeer, envelope
+
+pytestmark = pytest.mark.django_db
+
+CPO = "http://127.0.0.1:9/ocpi/cpo/2.2.1"
+
+
+def paged(items: list[dict[str, Any]], *, limit: int, link: str = "good") -> Any:
+    """A sender list: offset/limit paging with X-Total-Count and X-Limit, and a Link header that is good,
+    missing or garbage."""
+
+    def handler(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        query = parse_qs(urlsplit(call["url"]).query)
+        offset = int(query.get("offset", ["0"])[0])
+        page_limit = min(int(query.get("limit", [str(limit)])[0]), limit)
+        date_from = query.get("date_from", [None])[0]
+        matching = [i for i in items if date_from is None or i["last_updated"] >= date_from]
+        page = matching[offset : offset + page_limit]
+        headers = {"X-Total-Count": str(len(matching)), "X-Limit": str(limit)}
+        if offset + len(page) < len(matching):
+            nxt = f"{CPO}/locations?offset={offset + len(page)}&limit={page_limit}"
+            headers["Link"] = {"good": f'<{nxt}>; rel="next"', "garbage": "<not a url>; rel=next", "none": ""}[link]
+            if not headers["Link"]:
+                del headers["Link"]
+        return 200, envelope(page), headers
+
+    return handler
+
+
+def locations(n: int, party: str = "CPA") -> list[dict[str, Any]]:
+    return [
+        ocpi_location("IN", party, f"LOC{i:03d}", evses=2, last_updated=f"2026-01-{1 + i % 28:02d}T00:00:00Z")
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("link", ["good", "garbage", "none"])
+def test_a_three_page_pull_stores_everything_whatever_the_link_header(
+    peer: FakePeer, partner: Partner, link: str
+) -> None:
+    peer.route("GET", f"{CPO}/locations", paged(locations(25), limit=10, link=link))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
+    assert run.pages == 3
+    assert Location.objects.count() == 25
+    assert len(peer.requests_to("/locations")) == 3
+
+
+def test_an_incremental_pull_sends_date_from_after_a_good_run(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/locations", paged(locations(3), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    sync.sync_module(partner, "locations")
+    urls = [c["url"] for c in peer.requests_to("/locations")]
+    assert "date_from" not in urls[0]
+    assert "date_from" in urls[1]
+    assert SyncRun.objects.filter(mode=SyncRun.Mode.INCREMENTAL).count() == 1
+
+
+def test_sessions_are_always_pulled_with_date_from(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/sessions", (200, envelope([])))
+    sync.sync_module(partner, "sessions", full=True)
+    assert "date_from=" in peer.requests_to("/sessions")[0]["url"]
+
+
+def test_a_full_pull_withdraws_locations_the_partner_no_longer_lists(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/locations", paged(locations(5), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/locations", paged(locations(3), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    assert Location.objects.visible().count() == 3
+    assert Location.objects.filter(withdrawn_at__isnull=False).count() == 2
+
+
+def test_a_bad_object_is_recorded_and_the_rest_of_the_page_kept(peer: FakePeer, partner: Partner) -> None:
+    items = locations(4)
+    items[1]["coordinates"] = {"latitude": "somewhere", "longitude": "else"}
+    del items[2]["id"]
+    peer.route("GET", f"{CPO}/locations", (200, envelope(items)))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None
+    assert (run.received, run.rejected) == (4, 2)
+    assert Location.objects.count() == 2
+    assert DataQualityIssue.objects.filter(partner=partner, code="rejected").count() == 2
+
+
+def test_quirky_partner_data_is_normalised(peer: FakePeer, partner: Partner) -> None:
+    item = ocpi_location("in", "cpa", "loc-lower")
+    item["evses"][0]["status"] = "available "
+    item["evses"][0]["connectors"][0]["max_electric_power"] = 50  # kW where W is due
+    item["evses"][0]["connectors"][0]["power_type"] = "dc"
+    del item["name"]
+    peer.route("GET", f"{CPO}/locations", (200, envelope(item)))  # a single object where a list is due
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    location = Location.objects.get()
+    assert location.location_id == "loc-lower"
+    evse = location.evses.get(uid="loc-lower-E1")
+    assert evse.status == "AVAILABLE"
+    assert evse.connectors.get().max_electric_power == 50000
+    assert run.normalised == 1
+
+
+def test_a_partner_cannot_feed_another_partys_objects(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/locations", (200, envelope(locations(2, party="XYZ"))))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.rejected == 2
+    assert not Location.objects.exists()
+
+
+def test_a_refused_token_fails_the_run_without_storing(peer: FakePeer, partner: Partner) -> None:
+    peer.only_encoding = "base64"
+    peer.refusal_status = 403
+    partner.outgoing_token_base64 = False
+    partner.save()
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope([])))
+    run = sync.sync_module(partner, "tariffs", full=True)
+    # The other encoding is tried once, and kept when it works.
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    partner.refresh_from_db()
+    assert partner.outgoing_token_base64 is True
+
+
+def test_tariffs_and_sessions_are_pulled(peer: FakePeer, partner: Partner, spec_example: Any) -> None:
+    tariff = {**spec_example("tariff_4_complex.json"), "country_code": "IN", "party_id": "CPA"}
+    session = {**spec_example("session_example_2_short_finished.json"), "country_code": "IN", "party_id": "CPA"}
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope([tariff])))
+    peer.route("GET", f"{CPO}/sessions", (200, envelope([session])))
+    sync.sync_module(partner, "tariffs", full=True)
+    sync.sync_module(partner, "sessions", full=True)
+    assert Tariff.objects.count() == 1
+    assert ChargingSession.objects.count() == 1
+
+
+def test_an_unreachable_partner_gives_a_failed_run(peer: FakePeer, partner: Partner) -> None:
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.FAILED
+    assert run.error
+
+
+def test_schedule_due_claims_each_partner_once(partner: Partner) -> None:
+    partner.next_sync_at = timezone.now() - timedelta(minutes=1)
+    partner.save()
+    first = sync.schedule_due()
+    second = sync.schedule_due()
+    assert first == [(partner.pk, True)]
+    assert second == []
