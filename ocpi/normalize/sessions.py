@@ -1,0 +1,447 @@
+"""Normalisation of OCPI 2.2.1 Sessions (mod_sessions §9.3) and CDRs (mod_cdrs §10.3): the billing inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpi import enums
+from ocpi.normalize._base import (
+    Ctx,
+    Issue,
+    Rejected,
+    boolean,
+    canonical_fields,
+    country_alpha3,
+    currency,
+    dt_field,
+    enum_value,
+    identifier,
+    join,
+    number,
+    object_last_updated,
+    party,
+    price,
+    text,
+)
+from ocpi.normalize.parts import geo
+from ocpi.normalize.tariffs import tariff
+
+SESSION_FIELDS = frozenset(
+    [
+        "country_code",
+        "party_id",
+        "id",
+        "start_date_time",
+        "end_date_time",
+        "kwh",
+        "cdr_token",
+        "auth_method",
+        "authorization_reference",
+        "location_id",
+        "evse_uid",
+        "connector_id",
+        "meter_id",
+        "currency",
+        "charging_periods",
+        "total_cost",
+        "status",
+        "last_updated",
+    ]
+)
+CDR_FIELDS = frozenset(
+    [
+        "country_code",
+        "party_id",
+        "id",
+        "start_date_time",
+        "end_date_time",
+        "session_id",
+        "cdr_token",
+        "auth_method",
+        "authorization_reference",
+        "cdr_location",
+        "meter_id",
+        "currency",
+        "tariffs",
+        "charging_periods",
+        "signed_data",
+        "total_cost",
+        "total_fixed_cost",
+        "total_energy",
+        "total_energy_cost",
+        "total_time",
+        "total_time_cost",
+        "total_parking_time",
+        "total_parking_cost",
+        "total_reservation_cost",
+        "remark",
+        "invoice_reference_id",
+        "credit",
+        "credit_reference_id",
+        "home_charging_compensation",
+        "last_updated",
+    ]
+)
+CDR_TOKEN_FIELDS = frozenset({"country_code", "party_id", "uid", "type", "contract_id"})
+CDR_LOCATION_FIELDS = frozenset(
+    [
+        "id",
+        "name",
+        "address",
+        "city",
+        "postal_code",
+        "state",
+        "country",
+        "coordinates",
+        "evse_uid",
+        "evse_id",
+        "connector_id",
+        "connector_standard",
+        "connector_format",
+        "connector_power_type",
+    ]
+)
+PERIOD_FIELDS = frozenset({"start_date_time", "dimensions", "tariff_id"})
+SIGNED_DATA_FIELDS = frozenset({"encoding_method", "encoding_method_version", "public_key", "signed_values", "url"})
+
+_CDR_PRICES = (
+    "total_fixed_cost",
+    "total_energy_cost",
+    "total_time_cost",
+    "total_parking_cost",
+    "total_reservation_cost",
+)
+
+
+def _required_id(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, out: dict[str, Any]) -> None:
+    value = identifier(raw.get(key), join(prefix, key), ctx)
+    if not value:
+        raise Rejected(join(prefix, key), f"{key} missing", code=f"missing_{key}")
+    out[key] = value
+
+
+def _cdr_token(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
+    """CdrToken: uid/type identify our customer, so they are required; contract_id falls back to uid."""
+    if not isinstance(raw, dict):
+        raise Rejected(path, "cdr_token missing", code="missing_cdr_token")
+    raw = canonical_fields(raw, CDR_TOKEN_FIELDS, "cdr_token", path, ctx)
+    out: dict[str, Any] = {}
+    for key in ("country_code", "party_id"):
+        s = text(raw.get(key), join(path, key), ctx)
+        if s:
+            out[key] = s.upper()
+    if len(out) < 2:
+        # Required in 2.2.1, yet the tag-2.2.1 examples omit them (added in [d2]): kept without, reported.
+        ctx.fix(path, "missing_token_party", "cdr_token without country_code/party_id (our own party)")
+    _required_id(raw, "uid", path, ctx, out)
+    ttype = enum_value(raw.get("type"), enums.TOKEN_TYPE, join(path, "type"), ctx)
+    if ttype is None:
+        raise Rejected(join(path, "type"), f"token type {raw.get('type')!r} unknown", code="invalid_token_type")
+    out["type"] = ttype
+    contract = identifier(raw.get("contract_id"), join(path, "contract_id"), ctx)
+    if not contract:
+        contract = out["uid"]
+        ctx.fix(join(path, "contract_id"), "missing_contract_id", "contract_id missing; uid used")
+    out["contract_id"] = contract
+    return out
+
+
+def _auth_method(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx) -> None:
+    method = enum_value(raw.get("auth_method"), enums.AUTH_METHOD, "auth_method", ctx)
+    if method is None:
+        raise Rejected("auth_method", f"auth_method {raw.get('auth_method')!r} unknown", code="invalid_auth_method")
+    out["auth_method"] = method
+
+
+def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
+    """ChargingPeriods: unreadable periods/dimensions are dropped (the totals stay authoritative)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        ctx.drop(path, "invalid_type", "charging_periods is not a list")
+        return []
+    out = []
+    for i, period in enumerate(raw):
+        p = f"{path}[{i}]"
+        if not isinstance(period, dict):
+            ctx.drop(p, "invalid_charging_period", "charging period is not an object")
+            continue
+        period = canonical_fields(period, PERIOD_FIELDS, "charging_period", p, ctx)
+        try:
+            start = dt_field(period.get("start_date_time"), join(p, "start_date_time"), ctx)[1]
+        except Rejected as exc:
+            ctx.drop(p, "invalid_charging_period", f"charging period dropped: {exc.reason}")
+            continue
+        dims = []
+        for j, dim in enumerate(period.get("dimensions") or []):
+            dp = f"{p}.dimensions[{j}]"
+            dtype = (
+                enum_value(dim.get("type"), enums.CDR_DIMENSION_TYPE, join(dp, "type"), ctx)
+                if isinstance(dim, dict)
+                else None
+            )
+            volume = number(dim.get("volume"), join(dp, "volume"), ctx) if isinstance(dim, dict) else None
+            if dtype is None or volume is None:
+                ctx.drop(dp, "invalid_dimension", f"dimension {dim!r:.60} dropped")
+                continue
+            dims.append({"type": dtype, "volume": volume})
+        if not dims:
+            ctx.drop(p, "invalid_charging_period", "charging period without usable dimensions dropped")
+            continue
+        entry: dict[str, Any] = {"start_date_time": start, "dimensions": dims}
+        tid = identifier(period.get("tariff_id"), join(p, "tariff_id"), ctx)
+        if tid:
+            entry["tariff_id"] = tid
+        out.append(entry)
+    return out
+
+
+def _quantity(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx) -> int | float | None:
+    if raw.get(key) is None:
+        return None
+    n = number(raw[key], join(prefix, key), ctx)
+    if n is None:
+        raise Rejected(join(prefix, key), f"{key} {raw[key]!r} is not a number", code="invalid_number")
+    return n
+
+
+def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool) -> dict[str, Any]:
+    raw = canonical_fields(raw, SESSION_FIELDS, "session", "", ctx)
+    get = raw.get
+    out: dict[str, Any] = {}
+
+    def present(key: str) -> bool:
+        return not partial or get(key) is not None
+
+    if not partial:
+        party(raw, out, "", ctx, cc, pid)
+        _required_id(raw, "id", "", ctx, out)
+    else:
+        for key in ("country_code", "party_id", "id"):
+            s = identifier(get(key), key, ctx)
+            if s:
+                out[key] = s.upper() if key != "id" else s
+    if present("start_date_time"):
+        out["start_date_time"] = dt_field(get("start_date_time"), "start_date_time", ctx)[1]
+    if get("end_date_time") is not None:
+        out["end_date_time"] = dt_field(get("end_date_time"), "end_date_time", ctx)[1]
+    if present("kwh"):
+        kwh = _quantity(raw, "kwh", "", ctx)
+        if kwh is None:
+            # A live progress figure, not the bill (the CDR is): 0 until the CPO tells us more.
+            kwh = 0
+            ctx.fix("kwh", "missing_kwh", "kwh missing; set to 0")
+        out["kwh"] = kwh
+    if present("cdr_token"):
+        out["cdr_token"] = _cdr_token(get("cdr_token"), "cdr_token", ctx)
+    if present("auth_method"):
+        _auth_method(raw, out, ctx)
+    ref = text(get("authorization_reference"), "authorization_reference", ctx, 36)
+    if ref:
+        out["authorization_reference"] = ref
+    for key in ("location_id", "evse_uid", "connector_id"):
+        if present(key):
+            _required_id(raw, key, "", ctx, out)
+    meter = text(get("meter_id"), "meter_id", ctx, 255)
+    if meter:
+        out["meter_id"] = meter
+    if present("currency"):
+        cur = currency(get("currency"), "currency", ctx)
+        if cur is None:
+            raise Rejected("currency", f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency")
+        out["currency"] = cur
+    if get("charging_periods") is not None:
+        out["charging_periods"] = _charging_periods(get("charging_periods"), "charging_periods", ctx)
+    if get("total_cost") is not None:
+        cost = price(get("total_cost"), "total_cost", ctx)
+        if cost is None:
+            raise Rejected("total_cost", f"total_cost {get('total_cost')!r} is not a Price", code="invalid_price")
+        out["total_cost"] = cost
+    if present("status"):
+        status = enum_value(get("status"), enums.SESSION_STATUS, "status", ctx)
+        if status is None:
+            raise Rejected("status", f"status {get('status')!r} unknown", code="invalid_status")
+        out["status"] = status
+    lu = object_last_updated(raw, "", ctx, None, partial=partial)
+    if lu is None:
+        raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
+    out["last_updated"] = lu[1]
+    return out
+
+
+def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
+    """CdrLocation (no time_zone in 2.2.1: ocpi/ocpi#517). Coordinates are formatted, never swapped:
+    the spec's own cdr_example has latitude/longitude swapped and both still lie in range."""
+    if not isinstance(raw, dict):
+        raise Rejected(path, "cdr_location missing", code="missing_cdr_location")
+    raw = canonical_fields(raw, CDR_LOCATION_FIELDS, "cdr_location", path, ctx)
+    get = raw.get
+    out: dict[str, Any] = {}
+    _required_id(raw, "id", path, ctx, out)
+    for key, limit in (("name", 255), ("address", 255), ("city", 45), ("postal_code", 10), ("state", 45)):
+        s = text(get(key), join(path, key), ctx, limit)
+        if s is not None:
+            out[key] = s
+        elif key in ("address", "city"):
+            out[key] = ""
+            ctx.fix(join(path, key), "missing_required", f"{key} missing; set to an empty string")
+    country = get("country")
+    a3, code = country_alpha3(country) if isinstance(country, str) else (None, None)
+    if a3 is None:
+        # Not fatal for a CDR (billing does not read it), so kept out rather than rejecting the bill.
+        ctx.drop(join(path, "country"), "invalid_country", f"country {country!r} dropped")
+    else:
+        if code:
+            ctx.fix(join(path, "country"), code, f"country {country!r} normalised to {a3!r}")
+        out["country"] = a3
+    try:
+        out["coordinates"] = geo(get("coordinates"), join(path, "coordinates"), ctx)[0]
+    except Rejected as exc:
+        ctx.drop(exc.path, exc.code, f"coordinates dropped: {exc.reason}")
+    _required_id(raw, "evse_uid", path, ctx, out)
+    evse_id = identifier(get("evse_id"), join(path, "evse_id"), ctx)
+    if evse_id:
+        out["evse_id"] = evse_id
+    else:
+        ctx.drop(join(path, "evse_id"), "missing_evse_id", "cdr_location.evse_id missing")
+    _required_id(raw, "connector_id", path, ctx, out)
+    for key, table in (
+        ("connector_standard", enums.CONNECTOR_TYPE),
+        ("connector_format", enums.CONNECTOR_FORMAT),
+        ("connector_power_type", enums.POWER_TYPE),
+    ):
+        value = enum_value(get(key), table, join(path, key), ctx)
+        if value is None:
+            ctx.drop(join(path, key), "unknown_enum", f"{key} {get(key)!r} dropped")
+        else:
+            out[key] = value
+    return out
+
+
+def _signed_data(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    """SignedData (Eichrecht): passed through field by field, unknown fields dropped; never verified."""
+    if not isinstance(raw, dict):
+        ctx.drop(path, "invalid_type", "signed_data is not an object")
+        return None
+    raw = canonical_fields(raw, SIGNED_DATA_FIELDS, "signed_data", path, ctx)
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict[str, Any]:
+    raw = canonical_fields(raw, CDR_FIELDS, "cdr", "", ctx)
+    get = raw.get
+    out: dict[str, Any] = {}
+    party(raw, out, "", ctx, cc, pid)
+    _required_id(raw, "id", "", ctx, out)
+    for key in ("start_date_time", "end_date_time"):
+        out[key] = dt_field(get(key), key, ctx)[1]
+    sid = identifier(get("session_id"), "session_id", ctx)
+    if sid:
+        out["session_id"] = sid
+    out["cdr_token"] = _cdr_token(get("cdr_token"), "cdr_token", ctx)
+    _auth_method(raw, out, ctx)
+    ref = text(get("authorization_reference"), "authorization_reference", ctx, 36)
+    if ref:
+        out["authorization_reference"] = ref
+    out["cdr_location"] = _cdr_location(get("cdr_location"), "cdr_location", ctx)
+    meter = text(get("meter_id"), "meter_id", ctx, 255)
+    if meter:
+        out["meter_id"] = meter
+    cur = currency(get("currency"), "currency", ctx)
+    if cur is None:
+        raise Rejected("currency", f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency")
+    out["currency"] = cur
+    if get("tariffs") is not None:
+        tariffs = []
+        for i, t in enumerate(get("tariffs") if isinstance(get("tariffs"), list) else []):
+            mark = len(ctx.issues)
+            try:
+                tariffs.append(tariff(t, f"tariffs[{i}]", ctx, out["country_code"], out["party_id"]))
+            except Rejected as exc:
+                # The CDR's totals are what the CPO bills; a broken embedded tariff only costs us re-pricing.
+                del ctx.issues[mark:]
+                ctx.drop(f"tariffs[{i}]", "dropped_tariff", f"tariff dropped: {exc.path}: {exc.reason}")
+        out["tariffs"] = tariffs
+    periods = _charging_periods(get("charging_periods"), "charging_periods", ctx)
+    if not periods:
+        # mod_cdrs: 1..*. Kept: the totals below are the bill; the periods only explain it.
+        ctx.fix("charging_periods", "missing_charging_periods", "CDR without usable charging periods")
+    out["charging_periods"] = periods
+    if get("signed_data") is not None:
+        signed = _signed_data(get("signed_data"), "signed_data", ctx)
+        if signed:
+            out["signed_data"] = signed
+    cost = price(get("total_cost"), "total_cost", ctx)
+    if cost is None:
+        raise Rejected("total_cost", f"total_cost {get('total_cost')!r} missing or not a Price", code="invalid_price")
+    out["total_cost"] = cost
+    for key in ("total_energy", "total_time"):
+        n = _quantity(raw, key, "", ctx)
+        if n is None:
+            raise Rejected(key, f"{key} missing", code="invalid_number")
+        out[key] = n
+    for key in _CDR_PRICES:
+        if get(key) is not None:
+            p = price(get(key), key, ctx)
+            if p is None:
+                raise Rejected(key, f"{key} {get(key)!r} is not a Price", code="invalid_price")
+            out[key] = p
+    parking = _quantity(raw, "total_parking_time", "", ctx)
+    if parking is not None:
+        out["total_parking_time"] = parking
+    remark = text(get("remark"), "remark", ctx, 255)
+    if remark:
+        out["remark"] = remark
+    inv = identifier(get("invoice_reference_id"), "invoice_reference_id", ctx)
+    if inv:
+        out["invoice_reference_id"] = inv
+    if get("credit") is not None:
+        credit = boolean(get("credit"), "credit", ctx)
+        if credit is None:
+            raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
+        out["credit"] = credit
+    ref_id = identifier(get("credit_reference_id"), "credit_reference_id", ctx)
+    if ref_id:
+        out["credit_reference_id"] = ref_id
+    elif out.get("credit"):
+        # mod_cdrs: "required to be set for a Credit CDR"; kept so the money is not lost, flagged for review.
+        ctx.fix("credit_reference_id", "missing_credit_reference", "credit CDR without credit_reference_id")
+    if get("home_charging_compensation") is not None:
+        hcc = boolean(get("home_charging_compensation"), "home_charging_compensation", ctx)
+        if hcc is not None:
+            out["home_charging_compensation"] = hcc
+    lu = object_last_updated(raw, "", ctx, None, partial=False)
+    if lu is not None:
+        out["last_updated"] = lu[1]
+    return out
+
+
+def _run(fn: Any, raw: object, kind: str, *args: Any, **kwargs: Any) -> tuple[dict, list[Issue]]:
+    if not isinstance(raw, dict):
+        raise Rejected("", f"{kind} is not an object", code=f"invalid_{kind}")
+    ctx = Ctx()
+    try:
+        return fn(raw, ctx, *args, **kwargs), ctx.issues
+    except Rejected as exc:
+        raise ctx.reject(exc.path, exc.reason, exc.code) from None
+
+
+def normalize_session(
+    raw: dict, *, country_code: str | None = None, party_id: str | None = None
+) -> tuple[dict, list[Issue]]:
+    """A full Session (PUT body or GET page entry); raises Rejected when it cannot be attributed or billed."""
+    return _run(_session, raw, "session", country_code, party_id, partial=False)
+
+
+def normalize_session_patch(raw: dict) -> tuple[dict, list[Issue]]:
+    """A Session PATCH: only present fields; ``charging_periods`` here are to be appended by the receiver
+    (mod_sessions PATCH). ``last_updated`` is required (Rejected, path "last_updated" -> OCPI 2001)."""
+    return _run(_session, raw, "session", None, None, partial=True)
+
+
+def normalize_cdr(
+    raw: dict, *, country_code: str | None = None, party_id: str | None = None
+) -> tuple[dict, list[Issue]]:
+    """A CDR (POST body or GET page entry). Rejected without total_cost, total_energy, total_time, token,
+    auth_method, cdr_location or currency; credit CDR fields (credit, credit_reference_id) are kept."""
+    return _run(_cdr, raw, "cdr", country_code, party_id)

@@ -1,0 +1,270 @@
+"""Normalisation of OCPI 2.2.1 Tariffs (mod_tariffs §11.3): strict about anything that changes a price."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ocpi import enums
+from ocpi.normalize._base import (
+    Ctx,
+    Issue,
+    Rejected,
+    canonical_fields,
+    currency,
+    display_texts,
+    dt_field,
+    enum_value,
+    identifier,
+    integer,
+    join,
+    number,
+    object_last_updated,
+    party,
+    price,
+    text,
+)
+from ocpi.normalize.parts import energy_mix, hhmm
+
+TARIFF_FIELDS = frozenset(
+    [
+        "country_code",
+        "party_id",
+        "id",
+        "currency",
+        "type",
+        "tariff_alt_text",
+        "tariff_alt_url",
+        "min_price",
+        "max_price",
+        "elements",
+        "energy_mix",
+        "start_date_time",
+        "end_date_time",
+        "last_updated",
+    ]
+)
+ELEMENT_FIELDS = frozenset({"price_components", "restrictions"})
+COMPONENT_FIELDS = frozenset({"type", "price", "vat", "step_size"})
+RESTRICTION_FIELDS = frozenset(
+    [
+        "start_time",
+        "end_time",
+        "start_date",
+        "end_date",
+        "min_kwh",
+        "max_kwh",
+        "min_current",
+        "max_current",
+        "min_power",
+        "max_power",
+        "min_duration",
+        "max_duration",
+        "day_of_week",
+        "reservation",
+    ]
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T.*)?")
+
+
+def _component(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise Rejected(path, "price component is not an object", code="invalid_price_component")
+    raw = canonical_fields(raw, COMPONENT_FIELDS, "price_component", path, ctx)
+    dim = enum_value(raw.get("type"), enums.TARIFF_DIMENSION_TYPE, join(path, "type"), ctx)
+    if dim is None:
+        raise Rejected(join(path, "type"), f"unknown dimension {raw.get('type')!r}", code="unknown_enum")
+    amount = number(raw.get("price"), join(path, "price"), ctx)
+    if amount is None:
+        raise Rejected(join(path, "price"), f"price {raw.get('price')!r} is not a number", code="invalid_price")
+    out: dict[str, Any] = {"type": dim, "price": amount}
+    if raw.get("vat") is not None:
+        vat = number(raw["vat"], join(path, "vat"), ctx)
+        if vat is None:
+            # An absent vat means "no VAT applicable", not "unknown": dropping it would change the price.
+            raise Rejected(join(path, "vat"), f"vat {raw['vat']!r} is not a number", code="invalid_price")
+        out["vat"] = vat
+    spath = join(path, "step_size")
+    step = integer(raw.get("step_size"), spath, ctx)
+    if step is None:
+        if raw.get("step_size") is not None:
+            raise Rejected(spath, f"step_size {raw['step_size']!r} is not an integer", code="invalid_step_size")
+        step = 1
+        ctx.fix(spath, "missing_step_size", "step_size missing; set to 1 ([bf] advises step_size 1)")
+    elif step < 0:
+        raise Rejected(spath, f"negative step_size {step}", code="invalid_step_size")
+    elif step == 0:
+        # The spec's own tariff_5 example has FLAT step_size 0; billing per 0 units is meaningless, 1 is.
+        step = 1
+        ctx.fix(spath, "step_size_zero", "step_size 0 set to 1")
+    out["step_size"] = step
+    return out
+
+
+def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    """TariffRestrictions. Unknown or unusable restrictions reject the tariff: dropping one would widen (or
+    narrow) where an element applies, i.e. silently change prices."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise Rejected(path, "restrictions is not an object", code="invalid_restriction")
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        target = key if key in RESTRICTION_FIELDS else _CAMEL.sub(r"_\1", key).lower()
+        if target not in RESTRICTION_FIELDS:
+            raise Rejected(join(path, key), f"unknown tariff restriction '{key}'", code="unknown_restriction")
+        if target != key:
+            if target in raw:
+                continue
+            ctx.once(
+                "restrictions",
+                key,
+                join(path, key),
+                "renamed_field",
+                f"'{key}' read as '{target}'",
+                fixed=True,
+            )
+        if value is not None:
+            fields[target] = value
+    out: dict[str, Any] = {}
+    for key in ("start_time", "end_time"):
+        if key in fields:
+            t, changed = hhmm(fields[key])
+            if t is None:
+                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not HH:MM", code="invalid_restriction")
+            if changed:
+                ctx.fix(join(path, key), "time_format", f"{key} {fields[key]!r} rendered as {t}")
+            out[key] = t
+    for key in ("start_date", "end_date"):
+        if key in fields:
+            m = _DATE.fullmatch(str(fields[key]).strip())
+            if not m:
+                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not a date", code="invalid_restriction")
+            if m.group(0) != fields[key]:
+                ctx.fix(join(path, key), "date_format", f"{key} {fields[key]!r} reduced to {m.group(1)}")
+            out[key] = m.group(1)
+    for key in ("min_kwh", "max_kwh", "min_current", "max_current", "min_power", "max_power"):
+        if key in fields:
+            n = number(fields[key], join(path, key), ctx)
+            if n is None:
+                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not a number", code="invalid_restriction")
+            out[key] = n
+    for key in ("min_duration", "max_duration"):
+        if key in fields:
+            n = integer(fields[key], join(path, key), ctx)
+            if n is None:
+                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not seconds", code="invalid_restriction")
+            out[key] = n
+    if "day_of_week" in fields:
+        days = fields["day_of_week"]
+        dpath = join(path, "day_of_week")
+        if isinstance(days, str):
+            days = [days]
+            ctx.fix(dpath, "type_coerced", "single day wrapped in a list")
+        if not isinstance(days, list):
+            raise Rejected(dpath, "day_of_week is not a list", code="invalid_restriction")
+        out_days: list[str] = []
+        for i, day in enumerate(days):
+            canonical = enum_value(day, enums.DAY_OF_WEEK, f"{dpath}[{i}]", ctx)
+            if canonical is None:
+                raise Rejected(f"{dpath}[{i}]", f"unknown day {day!r}", code="invalid_restriction")
+            if canonical not in out_days:
+                out_days.append(canonical)
+        out["day_of_week"] = out_days
+    if "reservation" in fields:
+        res = enum_value(fields["reservation"], enums.RESERVATION_RESTRICTION_TYPE, join(path, "reservation"), ctx)
+        if res is None:
+            raise Rejected(join(path, "reservation"), f"unknown {fields['reservation']!r}", code="invalid_restriction")
+        out["reservation"] = res
+    return out or None
+
+
+def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise Rejected(path, "tariff without elements", code="missing_elements")
+    out = []
+    for i, element in enumerate(raw):
+        epath = f"{path}[{i}]"
+        if not isinstance(element, dict):
+            raise Rejected(epath, "tariff element is not an object", code="invalid_element")
+        element = canonical_fields(element, ELEMENT_FIELDS, "tariff_element", epath, ctx)
+        comps = element.get("price_components")
+        if not isinstance(comps, list) or not comps:
+            # Matches no dimension, so it can never price anything: dropping it changes no total.
+            ctx.drop(epath, "empty_tariff_element", "tariff element without price_components dropped")
+            continue
+        entry: dict[str, Any] = {
+            "price_components": [_component(c, f"{epath}.price_components[{j}]", ctx) for j, c in enumerate(comps)]
+        }
+        restrictions = _restrictions(element.get("restrictions"), join(epath, "restrictions"), ctx)
+        if restrictions:
+            entry["restrictions"] = restrictions
+        out.append(entry)
+    if not out:
+        raise Rejected(path, "tariff without usable elements", code="missing_elements")
+    return out
+
+
+def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise Rejected(prefix, "tariff is not an object", code="invalid_tariff")
+    raw = canonical_fields(raw, TARIFF_FIELDS, "tariff", prefix, ctx)
+    get = raw.get
+    out: dict[str, Any] = {}
+    party(raw, out, prefix, ctx, cc, pid)
+    tid = identifier(get("id"), join(prefix, "id"), ctx)
+    if not tid:
+        raise Rejected(join(prefix, "id"), "tariff without id", code="missing_tariff_id")
+    out["id"] = tid
+    cur = currency(get("currency"), join(prefix, "currency"), ctx)
+    if cur is None:
+        raise Rejected(
+            join(prefix, "currency"), f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency"
+        )
+    out["currency"] = cur
+    if get("type") is not None:
+        ttype = enum_value(get("type"), enums.TARIFF_TYPE, join(prefix, "type"), ctx)
+        if ttype is None:
+            ctx.drop(join(prefix, "type"), "unknown_enum", f"type {get('type')!r} dropped")
+        else:
+            out["type"] = ttype
+    if get("tariff_alt_text") is not None:
+        alt = display_texts(get("tariff_alt_text"), join(prefix, "tariff_alt_text"), ctx)
+        if alt:
+            out["tariff_alt_text"] = alt
+    url = text(get("tariff_alt_url"), join(prefix, "tariff_alt_url"), ctx, 255)
+    if url:
+        out["tariff_alt_url"] = url
+    for key in ("min_price", "max_price"):
+        if get(key) is not None:
+            p = price(get(key), join(prefix, key), ctx)
+            if p is None:
+                raise Rejected(join(prefix, key), f"{key} {get(key)!r} is not a Price", code="invalid_price")
+            out[key] = p
+    out["elements"] = _elements(get("elements"), join(prefix, "elements"), ctx)
+    if get("energy_mix") is not None:
+        mix = energy_mix(get("energy_mix"), join(prefix, "energy_mix"), ctx)
+        if mix is not None:
+            out["energy_mix"] = mix
+    for key in ("start_date_time", "end_date_time"):
+        if get(key) is not None:
+            out[key] = dt_field(get(key), join(prefix, key), ctx)[1]
+    lu = object_last_updated(raw, prefix, ctx, None, partial=False)
+    if lu is not None:
+        out["last_updated"] = lu[1]
+    return out
+
+
+def normalize_tariff(
+    raw: dict, *, country_code: str | None = None, party_id: str | None = None
+) -> tuple[dict, list[Issue]]:
+    """A full Tariff (PUT body, GET page entry, CDR.tariffs[]) -> (2.2.1-shaped dict, issues) or Rejected.
+
+    Prices, VAT and restriction bounds stay the JSON numbers received (see ``_base.number``).
+    """
+    ctx = Ctx()
+    try:
+        return tariff(raw, "", ctx, country_code, party_id), ctx.issues
+    except Rejected as exc:
+        raise ctx.reject(exc.path, exc.reason, exc.code) from None
