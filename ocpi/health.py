@@ -1,0 +1,83 @@
+"""Partner health for the staff console: last pull per module, object counts, recent errors, data quality,
+command outcomes and catalogue freshness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from billing.models import Cdr, Tariff
+from emsp.models import ChargingSession, Command, Evse, Location, Partner
+from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
+
+MODULES = ("locations", "tariffs", "sessions", "cdrs")
+STALE_AFTER = timedelta(minutes=15)
+
+
+@dataclass
+class PartnerHealth:
+    partner: Partner
+    last_runs: dict[str, SyncRun | None]
+    counts: dict[str, int]
+    recent_errors: list[OcpiMessage]
+    error_rate: float | None
+    data_quality: list[dict[str, Any]]
+    data_quality_total: int
+    commands: dict[str, int] = field(default_factory=dict)
+    command_success_rate: float | None = None
+    stale_evse_share: float | None = None
+
+
+def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHealth:
+    now = now or timezone.now()
+    last_runs = {
+        module: SyncRun.objects.filter(partner=partner, module=module).order_by("-started_at").first()
+        for module in MODULES
+    }
+    evses = Evse.objects.filter(location__partner=partner).exclude(status=Evse.Status.REMOVED)
+    evse_count = evses.count()
+    counts = {
+        "locations": Location.objects.filter(partner=partner, withdrawn_at__isnull=True).count(),
+        "evses": evse_count,
+        "tariffs": Tariff.objects.filter(partner=partner).count(),
+        "sessions": ChargingSession.objects.filter(partner=partner).count(),
+        "cdrs": Cdr.objects.filter(partner=partner).count(),
+    }
+    day_ago = now - timedelta(days=1)
+    messages = OcpiMessage.objects.filter(partner=partner, created_at__gte=day_ago)
+    totals = messages.aggregate(
+        total=Count("pk"),
+        failed=Count("pk", filter=Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000)),
+    )
+    errors = list(
+        OcpiMessage.objects.filter(partner=partner)
+        .filter(Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000))
+        .order_by("-created_at")[:10]
+    )
+    quality = list(
+        DataQualityIssue.objects.filter(partner=partner)
+        .values("module", "code", "fixed")
+        .annotate(objects=Count("object_id", distinct=True))
+        .order_by("-objects")[:20]
+    )
+    command_counts = dict(
+        Command.objects.filter(partner=partner).values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    finished = sum(command_counts.get(s, 0) for s in Command.FINAL_STATUSES)
+    stale = evses.filter(status_updated_at__lt=now - STALE_AFTER).count()
+    return PartnerHealth(
+        partner=partner,
+        last_runs=last_runs,
+        counts=counts,
+        recent_errors=errors,
+        error_rate=(totals["failed"] / totals["total"]) if totals["total"] else None,
+        data_quality=quality,
+        data_quality_total=DataQualityIssue.objects.filter(partner=partner).count(),
+        commands=command_counts,
+        command_success_rate=(command_counts.get(Command.Status.SUCCEEDED, 0) / finished) if finished else None,
+        stale_evse_share=(stale / evse_count) if evse_count else None,
+    )
