@@ -234,4 +234,3 @@ CELERY_BEAT_SCHEDULE = {
     "ocpi-push-deliver-due": {"task": "ocpi.tasks.push_deliver_due", "schedule": 30.0},
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 15.0},
 }
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 default, opted into now
