@@ -415,7 +415,7 @@ def load_locations_file(path: str, cfg: SimConfig, tariffs: list[dict[str, Any]]
     """Load Locations (and optional Tariffs) from an OCPI file: an envelope, a list, or {locations, tariffs}.
 
     Objects are re-stamped with our country_code/party_id; connectors without tariff_ids get a profile
-    tariff and EVSEs without capabilities get the default set.
+    tariff, EVSEs without capabilities get the default set, and UNKNOWN statuses become AVAILABLE.
     """
     raw = loads(Path(path).read_bytes())
     file_tariffs: list[dict[str, Any]] = []
@@ -445,7 +445,8 @@ def load_locations_file(path: str, cfg: SimConfig, tariffs: list[dict[str, Any]]
         for evse in loc.get("evses") or []:
             evse = dict(evse)
             evse.setdefault("last_updated", loc["last_updated"])
-            evse.setdefault("status", "UNKNOWN")
+            if str(evse.get("status") or "UNKNOWN").upper() == "UNKNOWN":
+                evse["status"] = "AVAILABLE"  # our simulated chargers are online and report their status
             conns = [dict(c) for c in evse.get("connectors") or []]
             kind = "DC" if any(c.get("power_type") == "DC" for c in conns) else "AC"
             if not evse.get("capabilities"):

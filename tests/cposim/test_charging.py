@@ -230,6 +230,35 @@ def test_reservation_push_expiry_and_cancel(start_sim, fake_emsp: FakeEmsp) -> N
     )
     assert nope["data"]["result"] == "NOT_SUPPORTED"
 
+    # a reserved EVSE starts only for the token holding the reservation, which consumes the reservation
+    body6 = {**body3, "reservation_id": "RES-6", "response_url": f"{fake_emsp.base}/emsp/cmd/r6"}
+    command(sim, token, "RESERVE_NOW", body6)
+    assert fake_emsp.wait_for("POST", "/emsp/cmd/r6").body["result"] == "ACCEPTED"
+    start = {
+        "response_url": f"{fake_emsp.base}/emsp/cmd/s-other",
+        "token": app_token("SOMEONE-ELSE"),
+        "location_id": loc_id,
+        "evse_uid": evse_uid,
+    }
+    command(sim, token, "START_SESSION", start)
+    assert fake_emsp.wait_for("POST", "/emsp/cmd/s-other").body["result"] == "EVSE_OCCUPIED"
+    mine = {**start, "token": app_token(), "response_url": f"{fake_emsp.base}/emsp/cmd/s-mine"}
+    command(sim, token, "START_SESSION", mine)
+    assert fake_emsp.wait_for("POST", "/emsp/cmd/s-mine").body["result"] == "ACCEPTED"
+    put = fake_emsp.wait_for("PUT", "/emsp/2.2.1/sessions/")
+    assert put.body["cdr_token"]["uid"] == "APP-USER-1" and put.body["evse_uid"] == evse_uid
+    assert sim.ctl("state")["counts"]["reservations"] == 0
+
+
+def test_lowercase_fault_in_pushes(start_sim, fake_emsp: FakeEmsp) -> None:
+    sim = start_sim(*FAST, "--fault", "lowercase", "--locations", "3")
+    fake_emsp.register_with_sim(sim)
+    loc = sim.ctl("locations")[0]
+    sim.ctl("evse_status", {"location_id": loc["id"], "evse_uid": loc["evses"][0]["uid"], "status": "BLOCKED"})
+    patch = fake_emsp.wait_for("PATCH", "/emsp/2.2.1/locations/in/cpa/")
+    assert patch.path.endswith(f"/{loc['id'].lower()}/{loc['evses'][0]['uid'].lower()}")
+    assert patch.body["status"] == "blocked"
+
 
 def test_no_command_result_fault(start_sim, fake_emsp: FakeEmsp) -> None:
     sim = start_sim(*FAST, "--fault", "no_command_result")
