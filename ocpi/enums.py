@@ -215,6 +215,7 @@ EVSE_STATUS_SYNONYMS: Mapping[str, str] = {
     "FINISHING": "CHARGING",
     "UNAVAILABLE": "INOPERATIVE",
     "OFFLINE": "UNKNOWN",
+    "DELETED": "REMOVED",
 }
 # OCPI 2.1.1 Location.type (LocationType) became 2.2.1 parking_type; OTHER/UNKNOWN have no counterpart.
 LOCATION_TYPE_211_TO_PARKING_TYPE: Mapping[str, str | None] = {

@@ -47,11 +47,21 @@ def join(prefix: str, name: str) -> str:
 class Ctx:
     """Collects the issues of one top-level normalisation call."""
 
-    __slots__ = ("_reported", "issues")
+    __slots__ = ("_once_log", "_reported", "issues")
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
         self._reported: set[tuple[str, str, str]] = set()
+        self._once_log: list[tuple[int, tuple[str, str, str]]] = []
+
+    def mark(self) -> int:
+        return len(self.issues)
+
+    def rollback(self, mark: int) -> None:
+        """Forget the issues found inside a sub-object that is then dropped (its drop issue replaces them)."""
+        del self.issues[mark:]
+        while self._once_log and self._once_log[-1][0] >= mark:
+            self._reported.discard(self._once_log.pop()[1])
 
     def fix(self, path: str, code: str, message: str) -> None:
         self.issues.append(Issue(path, code, message, True))
@@ -64,6 +74,7 @@ class Ctx:
         key = (kind, field, code)
         if key not in self._reported:
             self._reported.add(key)
+            self._once_log.append((len(self.issues), key))
             self.issues.append(Issue(path, code, message, fixed))
 
     def reject(self, path: str, reason: str, code: str = "rejected") -> Rejected:
@@ -73,12 +84,20 @@ class Ctx:
 # --- field names -------------------------------------------------------------------------------------------
 
 
+def as_list(value: object) -> list[Any]:
+    """The list, or [] for null and for anything that is not a list (reported by the caller if it matters)."""
+    return value if isinstance(value, list) else []
+
+
 def field_set(names: str) -> frozenset[str]:
     """frozenset of the space-separated field names (keeps the long OCPI field lists readable)."""
     return frozenset(names.split())
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+_PLANS: dict[tuple[str, frozenset[str]], tuple[tuple[str, str | None], ...]] = {}
 
 
 def canonical_fields(
@@ -93,26 +112,31 @@ def canonical_fields(
 
     Returns ``raw`` itself when every key is already known, a cleaned copy otherwise. Strict out: no unknown
     field survives, but each name is reported once per object kind, so a 500-connector feed stays readable.
+    ``kind`` must always come with the same ``known``/``aliases`` (it keys the cached renaming plan).
     """
     extra = raw.keys() - known
     if not extra:
         return raw
+    plan_key = (kind, frozenset(extra))
+    plan = _PLANS.get(plan_key)
+    if plan is None:
+        # sorted: the issue list must not depend on the key order of the partner's JSON
+        targets = ((k, (aliases or {}).get(k) or _CAMEL.sub(r"_\1", k).lower()) for k in sorted(extra))
+        plan = tuple((k, t if t in known else None) for k, t in targets)
+        if len(_PLANS) < 4096:  # bounded: the key sets come from partners
+            _PLANS[plan_key] = plan
     out = {k: v for k, v in raw.items() if k in known}
-    for key in sorted(extra):  # sorted: the issue list must not depend on dict order of the partner's JSON
+    reported = ctx._reported
+    for key, target in plan:
         value = raw[key]
-        target = (aliases or {}).get(key) or _CAMEL.sub(r"_\1", key).lower()
-        if target in known and target not in out:
+        if target is not None and target not in out:
             out[target] = value
-            ctx.once(
-                kind,
-                key,
-                join(prefix, key),
-                "renamed_field",
-                f"'{key}' read as 2.2.1 field '{target}'",
-                fixed=True,
-            )
-        elif value is not None:
-            ctx.once(kind, key, join(prefix, key), "unknown_field", f"unknown field '{key}' dropped", fixed=False)
+            if (kind, key, "renamed_field") not in reported:
+                message = f"'{key}' read as 2.2.1 field '{target}'"
+                ctx.once(kind, key, join(prefix, key), "renamed_field", message, fixed=True)
+        elif value is not None and (kind, key, "unknown_field") not in reported:
+            message = f"unknown field '{key}' dropped"
+            ctx.once(kind, key, join(prefix, key), "unknown_field", message, fixed=False)
     return out
 
 
@@ -280,6 +304,8 @@ def identifier(value: object, path: str, ctx: Ctx) -> str | None:
 
 def enum_value(value: object, table: enums.EnumTable, path: str, ctx: Ctx) -> str | None:
     """Canonical enum spelling, or None (caller decides whether that drops or rejects)."""
+    if value.__class__ is str and value in table.values:  # the common, clean case: no further work
+        return value
     if not isinstance(value, str):
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
@@ -315,22 +341,26 @@ def enum_list(
 
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
+_MAX_SAFE_INT = 2**53
 
 
 def number(value: object, path: str, ctx: Ctx) -> int | float | None:
     """A JSON number, returned exactly as decoded: money stays Decimal(str(x))-safe, no float arithmetic.
 
     Numeric strings are converted only when float's shortest repr round-trips them (<= 15 significant digits),
-    so Decimal(str(result)) == Decimal(original text). Anything else is None (caller reports).
+    so Decimal(str(result)) == Decimal(original text). Integers beyond 2**53 (not portable JSON, and out of
+    orjson's 64-bit range) and NaN/Infinity are refused. Anything refused is None (the caller reports).
     """
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return value
+        return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
         s = value.strip()
+        if len(s) > 40:
+            return None
         try:
             d = Decimal(s)
         except InvalidOperation:
@@ -339,6 +369,8 @@ def number(value: object, path: str, ctx: Ctx) -> int | float | None:
             return None
         if _INT_TEXT.fullmatch(s):
             result: int | float = int(s)
+            if not -_MAX_SAFE_INT <= result <= _MAX_SAFE_INT:
+                return None
         else:
             if len(d.as_tuple().digits) > 15:
                 return None
@@ -351,11 +383,13 @@ def number(value: object, path: str, ctx: Ctx) -> int | float | None:
 def integer(value: object, path: str, ctx: Ctx) -> int | None:
     """An int; integral floats and numeric strings accepted, other floats rounded (with an issue)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else None
     n = number(value, path, ctx)
     if n is None:
         return None
     if isinstance(n, float):
+        if abs(n) > _MAX_SAFE_INT:
+            return None
         r = round(n)
         if r != n:
             ctx.fix(path, "rounded", f"{n!r} rounded to integer {r}")

@@ -98,12 +98,21 @@ def _infer_power_type(standard: str, v: int | None, a: int | None, p: int | None
     return "AC_3_PHASE"  # Type 2 / Type 3 in Europe are three-phase installations
 
 
-def _positive(value: object, path: str, ctx: Ctx) -> tuple[int | None, bool]:
-    """(value > 0 or None, present): a 0 or negative voltage/amperage/power means "unknown"."""
+# Beyond these a value is a unit or typing error, not a charger (MCS: 1,250 V / 3,000 A / 3.75 MW).
+_MAX_VOLTAGE = 2_000
+_MAX_AMPERAGE = 5_000
+_MAX_POWER_W = 10_000_000
+
+
+def _positive(value: object, path: str, ctx: Ctx, limit: int) -> tuple[int | None, bool]:
+    """(value in 1..limit or None, present): 0 or negative means "unknown"; above ``limit`` is dropped."""
     if value is None:
         return None, False
-    n = integer(value, path, ctx)
+    n = value if value.__class__ is int else integer(value, path, ctx)
     if n is None or n <= 0:
+        return None, True
+    if n > limit:
+        ctx.drop(path, "implausible_value", f"{value!r} is beyond {limit}; treated as unknown")
         return None, True
     return n, True
 
@@ -155,14 +164,14 @@ def _connector(
             ctx.fix(path, "inferred_format", f"format {get('format')!r} unusable; {fmt} inferred from {standard}")
             out["format"] = fmt
 
-    v, v_present = _positive(get("max_voltage"), pp + "max_voltage", ctx)
-    a, a_present = _positive(get("max_amperage"), pp + "max_amperage", ctx)
+    v, v_present = _positive(get("max_voltage"), pp + "max_voltage", ctx, _MAX_VOLTAGE)
+    a, a_present = _positive(get("max_amperage"), pp + "max_amperage", ctx, _MAX_AMPERAGE)
     p = None
     raw_p = get("max_electric_power")
     if raw_p is not None:
         path = pp + "max_electric_power"
         n = number(raw_p, path, ctx)
-        if n is not None and n > 0:
+        if n is not None and 0 < n <= _MAX_POWER_W:
             if n < 1000:
                 # ITC/EV24 send kW (22, 150); no connector delivers less than 1 kW, so < 1000 cannot be W.
                 p = round(n * 1000)
@@ -324,12 +333,12 @@ def _evse(
             raw_conns = None
         for i, rc in enumerate(raw_conns or ()):
             cpath = f"{prefix}.connectors[{i}]" if prefix else f"connectors[{i}]"
-            mark = len(ctx.issues)
+            mark = ctx.mark()
             try:
                 conn, conn_lu = _connector(rc, cpath, ctx, child_parent)
             except Rejected as exc:
-                del ctx.issues[mark:]  # the drop issue replaces whatever was found inside the dropped connector
-                ctx.drop(exc.path or cpath, exc.code, f"connector dropped: {exc.reason}")
+                ctx.rollback(mark)
+                ctx.drop(cpath, exc.code, f"connector dropped: {exc.path}: {exc.reason}")
                 continue
             key = conn["id"].upper()  # CiString: "a" and "A" are one connector
             if key in connectors:
@@ -507,11 +516,11 @@ def _location(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *,
         parent = own[0] if own else None
         for i, re_ in enumerate(raw_evses):
             epath = f"evses[{i}]"
-            mark = len(ctx.issues)
+            mark = ctx.mark()
             try:
                 evse, evse_lu = _evse(re_, epath, ctx, parent)
             except Rejected as exc:
-                del ctx.issues[mark:]
+                ctx.rollback(mark)
                 ctx.drop(epath, "dropped_evse", f"EVSE dropped: {exc.path}: {exc.reason}")
                 continue
             key = evse["uid"].upper()

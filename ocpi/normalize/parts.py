@@ -12,6 +12,7 @@ from ocpi import enums
 from ocpi.normalize._base import (
     Ctx,
     Rejected,
+    as_list,
     boolean,
     display_texts,
     dt_field,
@@ -202,7 +203,7 @@ def business_details(value: object, path: str, ctx: Ctx) -> dict[str, Any] | Non
 
 def _periods(value: object, path: str, ctx: Ctx) -> list[dict[str, str]]:
     out = []
-    for i, item in enumerate(value if isinstance(value, list) else []):
+    for i, item in enumerate(as_list(value)):
         p = f"{path}[{i}]"
         try:
             if not isinstance(item, dict):
@@ -223,7 +224,7 @@ def opening_times(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
     regular = []
-    for i, item in enumerate(value.get("regular_hours") or []):
+    for i, item in enumerate(as_list(value.get("regular_hours"))):
         p = f"{path}.regular_hours[{i}]"
         wd = integer(item.get("weekday"), join(p, "weekday"), ctx) if isinstance(item, dict) else None
         begin, b_changed = hhmm(item.get("period_begin")) if isinstance(item, dict) else (None, False)
@@ -271,7 +272,7 @@ def energy_mix(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         ("environ_impact", "category", enums.ENVIRONMENTAL_IMPACT_CATEGORY, "amount"),
     ):
         items = []
-        for i, item in enumerate(value.get(key) or []):
+        for i, item in enumerate(as_list(value.get(key))):
             p = f"{path}.{key}[{i}]"
             cat = enum_value(item.get(sub), table, join(p, sub), ctx) if isinstance(item, dict) else None
             n = number(item.get(amount), join(p, amount), ctx) if isinstance(item, dict) else None

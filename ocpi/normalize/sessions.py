@@ -9,6 +9,7 @@ from ocpi.normalize._base import (
     Ctx,
     Issue,
     Rejected,
+    as_list,
     boolean,
     canonical_fields,
     country_alpha3,
@@ -173,7 +174,7 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
             ctx.drop(p, "invalid_charging_period", f"charging period dropped: {exc.reason}")
             continue
         dims = []
-        for j, dim in enumerate(period.get("dimensions") or []):
+        for j, dim in enumerate(as_list(period.get("dimensions"))):
             dp = f"{p}.dimensions[{j}]"
             dtype = (
                 enum_value(dim.get("type"), enums.CDR_DIMENSION_TYPE, join(dp, "type"), ctx)
@@ -353,13 +354,13 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     out["currency"] = cur
     if get("tariffs") is not None:
         tariffs = []
-        for i, t in enumerate(get("tariffs") if isinstance(get("tariffs"), list) else []):
-            mark = len(ctx.issues)
+        for i, t in enumerate(as_list(get("tariffs"))):
+            mark = ctx.mark()
             try:
                 tariffs.append(tariff(t, f"tariffs[{i}]", ctx, out["country_code"], out["party_id"]))
             except Rejected as exc:
                 # The CDR's totals are what the CPO bills; a broken embedded tariff only costs us re-pricing.
-                del ctx.issues[mark:]
+                ctx.rollback(mark)
                 ctx.drop(f"tariffs[{i}]", "dropped_tariff", f"tariff dropped: {exc.path}: {exc.reason}")
         out["tariffs"] = tariffs
     periods = _charging_periods(get("charging_periods"), "charging_periods", ctx)

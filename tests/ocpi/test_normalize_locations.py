@@ -315,7 +315,13 @@ def test_it_drops_a_connector_of_unknown_standard_and_keeps_the_rest() -> None:
     raw = evse(connectors=[connector(id="1", standard=None), connector(id="2")])
     out, issues = normalize_evse(raw)
     assert [c["id"] for c in out["connectors"]] == ["2"]
-    assert issues == [Issue("connectors[0].standard", "unknown_connector_standard", issues[0].message, False)]
+    assert issues == [Issue("connectors[0]", "unknown_connector_standard", issues[0].message, False)]
+
+
+def test_it_reports_an_unknown_field_again_after_dropping_the_connector_that_had_it() -> None:
+    conns = [{**connector(id="1", standard="??"), "cp_id": 1}, {**connector(id="2"), "cp_id": 2}]
+    _, issues = normalize_evse(evse(connectors=conns))
+    assert codes(issues) == {("unknown_connector_standard", "connectors[0]"), ("unknown_field", "connectors[1].cp_id")}
 
 
 def test_it_drops_an_evse_without_uid_and_keeps_the_rest() -> None:
