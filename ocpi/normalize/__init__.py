@@ -1,12 +1,27 @@
 """Lenient-in, strict-out normaliser for OCPI 2.2.1 objects received from CPOs (pure: no ORM, no I/O).
 
-Every ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises ``Rejected``; decisions in
-``docs`` are summarised in each function's docstring and in ``_base`` (DateTime, numbers, last_updated).
+Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises ``Rejected``.
 """
+
+# Decisions (details in the docstrings of ``_base``):
+# - DateTime out: "YYYY-MM-DDTHH:MM:SSZ", plus ".mmm" only when the milliseconds are non-zero (sub-ms digits
+#   truncated). In: "Z", no designator (= UTC, spec-valid, no issue), fractions, space separator; offsets
+#   (even "+00:00") are converted to UTC with a "datetime_offset" issue; garbage -> Rejected.
+# - Numbers (prices, VAT, kWh, volumes) are returned as the JSON numbers received (int/float from the JSON
+#   decoder; numeric strings converted only when lossless), never computed on: Decimal(str(x)) is exact.
+# - last_updated: full objects are never rejected for it (the official tariff PUT example has none): it comes
+#   from the newest child / the parent (mod_locations stamp rule) or the receive time, with an issue.
+#   PATCHes without it are Rejected with path "last_updated" (-> OCPI 2001).
+# - Ids (CiString) are stripped but keep their case; country_code/party_id are upper-cased codes.
+# - Unknown connector standard / missing id -> that connector (or EVSE) is dropped, the rest kept; only a
+#   location without usable coordinates/id/country/party, or a tariff/session/CDR with unusable money or
+#   attribution fields, is Rejected.
+# - Unknown max_voltage/max_amperage are 0 (= unknown), never an invented nominal value.
 
 from __future__ import annotations
 
 from ocpi.normalize._base import (
+    ISSUE_CODES,
     Issue,
     Rejected,
     format_ocpi_datetime,
@@ -24,6 +39,7 @@ from ocpi.normalize.sessions import normalize_cdr, normalize_session, normalize_
 from ocpi.normalize.tariffs import normalize_tariff
 
 __all__ = [
+    "ISSUE_CODES",
     "Issue",
     "Rejected",
     "format_ocpi_datetime",

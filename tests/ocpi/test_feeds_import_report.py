@@ -16,7 +16,7 @@ import pytest
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ocpi.normalize import Rejected, normalize_location, unwrap_list_payload
+from ocpi.normalize import ISSUE_CODES, Rejected, normalize_location, unwrap_list_payload
 
 SHARED = Path(os.environ.get("SHARED_DIR") or Path(__file__).resolve().parents[2].parent / "shared")
 FEEDS = SHARED / "data" / "ocm" / "ocpi-feeds"
@@ -142,6 +142,11 @@ def test_nearly_every_evse_and_connector_survives(reports: list[dict[str, Any]])
     connectors_out = sum(r["connectors_out"] for r in reports)
     assert evses_out >= 0.98 * 7600
     assert connectors_out >= 0.98 * 9696
+
+
+def test_every_issue_code_is_documented(reports: list[dict[str, Any]]) -> None:
+    used = set().union(*(r["issues"] for r in reports))
+    assert used - ISSUE_CODES.keys() == set()
 
 
 def test_it_prints_the_report_table(reports: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
