@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, DecimalException
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .engine import PriceResult, price_core
 from .errors import CdrError
-from .periods import ChargingPeriod, periods_from_ocpi
-from .tariff import ZERO, Tariff, parse_datetime, parse_number, parse_tariff
+from .periods import (
+    A_US,
+    START,
+    TARIFF_ID,
+    ChargingPeriod,
+    Record,
+    parse_period_records,
+    periods_from_ocpi,
+    records_from_periods,
+)
+from .tariff import ZERO, Tariff, parse_datetime, parse_number, parse_tariff, to_us
 
 __all__ = ["estimate_session", "price_cdr", "price_periods", "quote", "resolve_zone"]
 
@@ -41,7 +51,22 @@ def _aware(moment: Any, path: str) -> datetime:
         raise CdrError(path, "must be a datetime")
     if moment.tzinfo is None:
         raise CdrError(path, "must be timezone-aware")
+    if not 1900 <= moment.year <= 9000:
+        raise CdrError(path, "is outside the supported years 1900-9000")
     return moment
+
+
+def _guarded(function: Callable[..., PriceResult]) -> Callable[..., PriceResult]:
+    """Absurd magnitudes (a 10^9-hour parking, a year-9000 session) end as CdrError, not a crash."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> PriceResult:
+        try:
+            return function(*args, **kwargs)
+        except (OverflowError, DecimalException) as error:
+            raise CdrError("$", f"value out of range ({type(error).__name__})") from None
+
+    return wrapper
 
 
 def _check_options(rounding: str | None, missing_vat: str) -> None:
@@ -62,6 +87,7 @@ def _as_tariff(tariff: Tariff | dict[str, Any], path: str = "tariff") -> Tariff:
     return parse_tariff(tariff, path="" if path == "tariff" else path)
 
 
+@_guarded
 def price_periods(
     tariff: Tariff,
     periods: list[ChargingPeriod],
@@ -106,12 +132,13 @@ def price_periods(
             )
     if not items:
         raise CdrError("periods", "at least one charging period is required")
-    return _run(tariff, items, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
+    records = records_from_periods(items)
+    return _run(tariff, records, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
 
 
 def _run(
     tariff: Tariff,
-    periods: list[ChargingPeriod],
+    periods: list[Record],
     zone: tzinfo | None,
     time_zone: str,
     session_start: datetime,
@@ -135,6 +162,7 @@ def _run(
     )
 
 
+@_guarded
 def price_cdr(
     cdr: dict[str, Any],
     *,
@@ -163,7 +191,7 @@ def price_cdr(
     raw_periods = cdr.get("charging_periods")
     if not isinstance(raw_periods, list) or not raw_periods:
         raise CdrError("charging_periods", "must be a non-empty list of ChargingPeriod")
-    periods = periods_from_ocpi(raw_periods, end, warnings=warnings)
+    periods = parse_period_records(raw_periods, end, warnings=warnings)
 
     if time_zone is None:
         location = cdr.get("cdr_location")
@@ -193,18 +221,16 @@ def price_cdr(
         warnings.append(f"currency_mismatch:cdr={currency}:tariff={tariff.currency}")
 
     session_start = start
-    if periods[0].start_date_time < start:
+    if periods[0][A_US] < to_us(start):
         # Codeberg ocpi-tariffs issue 228: periods starting before the CDR. The session cannot have
         # started after energy flowed, so durations count from the first period.
         warnings.append("periods_outside_start_end_date_time")
-        session_start = periods[0].start_date_time
+        session_start = periods[0][START]
     return _run(tariff, periods, zone, time_zone, session_start, end, warnings, rounding, missing_vat)
 
 
-def _choose_tariff(
-    tariffs: list[Tariff], periods: list[ChargingPeriod], start: datetime, warnings: list[str]
-) -> Tariff:
-    named = [p.tariff_id for p in periods if p.tariff_id]
+def _choose_tariff(tariffs: list[Tariff], periods: list[Record], start: datetime, warnings: list[str]) -> Tariff:
+    named = [p[TARIFF_ID] for p in periods if p[TARIFF_ID]]
     if named:
         wanted = named[0].casefold()  # Tariff.id is a CiString
         if len({n.casefold() for n in named}) > 1:
@@ -214,7 +240,7 @@ def _choose_tariff(
         for tariff in tariffs:
             if tariff.id is not None and tariff.id.casefold() == wanted:
                 return tariff
-        index = next(i for i, p in enumerate(periods) if p.tariff_id)
+        index = next(i for i, p in enumerate(periods) if p[TARIFF_ID])
         raise CdrError(f"charging_periods[{index}].tariff_id", f"no tariff with id {named[0]!r}")
     for tariff in tariffs:
         if tariff.valid_at(start):
@@ -229,6 +255,7 @@ def _decimal(value: Any, path: str) -> Decimal:
     return number
 
 
+@_guarded
 def quote(
     tariff: Tariff | dict[str, Any],
     *,
@@ -290,6 +317,7 @@ def quote(
     )
 
 
+@_guarded
 def estimate_session(
     session: dict[str, Any],
     tariff: Tariff | dict[str, Any],

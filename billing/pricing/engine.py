@@ -18,7 +18,21 @@ from decimal import (
 from functools import cached_property
 from typing import Any
 
-from .periods import ChargingPeriod
+from .periods import (
+    A_US,
+    B_US,
+    CURRENT,
+    ENERGY_KWH,
+    MAX_CURRENT,
+    MAX_POWER,
+    MIN_CURRENT,
+    MIN_POWER,
+    PARKING_US,
+    POWER,
+    RESERVATION_US,
+    TIME_US,
+    Record,
+)
 from .tariff import (
     DAY_US,
     ENERGY,
@@ -46,6 +60,8 @@ _WH_PER_KWH = Decimal(1000)
 _ONE = Decimal(1)
 _WEEK_US = 7 * DAY_US
 _ENERGY_QUANTUM = Decimal("1e-9")  # kWh, i.e. micro-Wh
+_WHOLE = (ZERO, _ONE)
+_NO_PIECES: list[tuple[int, int, int]] = []
 RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
 CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
 Candidates = tuple[tuple[TariffElement, PriceComponent], ...]
@@ -308,29 +324,31 @@ def _matches(r: Restrictions, ctx: list[Any], element: TariffElement, warnings: 
         if r.weekdays is not None and (day + 3) % 7 not in r.weekdays:  # 1970-01-01 was a Thursday
             return False
     # Session-so-far values: min inclusive, max exclusive (mod_tariffs min/max_kwh, min/max_duration).
-    if r.min_kwh is not None and ctx[3] < r.min_kwh:
-        return False
-    if r.max_kwh is not None and ctx[3] >= r.max_kwh:
-        return False
-    if r.min_duration_us is not None and ctx[2] < r.min_duration_us:
-        return False
-    if r.max_duration_us is not None and ctx[2] >= r.max_duration_us:
-        return False
+    if r.has_session_limits:
+        if r.min_kwh is not None and ctx[3] < r.min_kwh:
+            return False
+        if r.max_kwh is not None and ctx[3] >= r.max_kwh:
+            return False
+        if r.min_duration_us is not None and ctx[2] < r.min_duration_us:
+            return False
+        if r.max_duration_us is not None and ctx[2] >= r.max_duration_us:
+            return False
     # Instantaneous values of the (sub-)period. Unknown means "cannot be shown to hold": the element
     # is not applied and a warning says so, rather than pricing on a guess.
-    for bound, value, name, is_min in (
-        (r.min_power, ctx[5], "min_power", True),
-        (r.max_power, ctx[4], "max_power", False),
-        (r.min_current, ctx[7], "min_current", True),
-        (r.max_current, ctx[6], "max_current", False),
-    ):
-        if bound is None:
-            continue
-        if value is None:
-            warnings.add(f"unverifiable_restriction:elements[{element.index}].restrictions.{name}")
-            return False
-        if (value < bound) if is_min else (value >= bound):
-            return False
+    if r.has_instant_limits:
+        for bound, value, name, is_min in (
+            (r.min_power, ctx[5], "min_power", True),
+            (r.max_power, ctx[4], "max_power", False),
+            (r.min_current, ctx[7], "min_current", True),
+            (r.max_current, ctx[6], "max_current", False),
+        ):
+            if bound is None:
+                continue
+            if value is None:
+                warnings.add(f"unverifiable_restriction:elements[{element.index}].restrictions.{name}")
+                return False
+            if (value < bound) if is_min else (value >= bound):
+                return False
     return True
 
 
@@ -417,7 +435,7 @@ class _Offsets:
 
 def price_core(
     tariff: Tariff,
-    periods: list[ChargingPeriod],
+    periods: list[Record],
     *,
     zone: tzinfo | None,
     time_zone: str,
@@ -433,7 +451,7 @@ def price_core(
 
 def _price(
     tariff: Tariff,
-    periods: list[ChargingPeriod],
+    periods: list[Record],
     zone: tzinfo | None,
     time_zone: str,
     session_start: datetime,
@@ -460,8 +478,8 @@ def _price(
 
     # A reservation-only period belongs to the reservation, not the charging session. When nothing
     # but reservation time exists, the reservation expired (ReservationRestrictionType).
-    def is_reservation_only(p: ChargingPeriod) -> bool:
-        return bool(p.reservation_time) and not (p.energy or p.time or p.parking_time)
+    def is_reservation_only(r: Record) -> bool:
+        return bool(r[RESERVATION_US]) and not (r[ENERGY_KWH] or r[TIME_US] or r[PARKING_US])
 
     has_charging = any(not is_reservation_only(p) for p in periods)
     reservation = tariff.reserved if has_charging else tariff.expired
@@ -479,12 +497,14 @@ def _price(
     first_us: int | None = None
 
     for period in periods:
-        a = to_us(period.start_date_time)
-        t_us = _td_us(period.time)
-        p_us = _td_us(period.parking_time)
-        r_us = _td_us(period.reservation_time)
-        energy = period.energy
-        b = to_us(period.end_date_time) if period.end_date_time is not None else a + max(t_us + p_us, r_us)
+        a = period[A_US]
+        t_us = period[TIME_US]
+        p_us = period[PARKING_US]
+        r_us = period[RESERVATION_US]
+        energy = period[ENERGY_KWH]
+        b = period[B_US]
+        if b is None:
+            b = a + max(t_us + p_us, r_us)
         if b < a:
             b = a
         if first_us is None:
@@ -497,30 +517,35 @@ def _price(
         reservation_only = is_reservation_only(period)
 
         # ---- where must this period be split? (mod_tariffs TariffRestrictions: elements switch mid-session)
-        cuts: list[tuple[Decimal, int]] = []
-        pieces = offsets.pieces(a, b) if needs_local else [(a, b, 0)]
+        times: list[int] = []  # instants where a time-of-day, date, DST or duration boundary falls
+        pieces = offsets.pieces(a, b) if needs_local else _NO_PIECES
         if span > 0:
-            dspan = Decimal(span)
             if needs_local:
                 for p, q, off in pieces:
                     if p != a:
-                        cuts.append((Decimal(p - a) / dspan, p))  # DST transition
+                        times.append(p)  # DST transition
                     lp, lq = p + off, q + off
                     for day in range(lp // DAY_US, (lq - 1) // DAY_US + 1):
                         base = day * DAY_US
                         for sod in boundaries:
                             c = base + sod
                             if lp < c < lq:
-                                cuts.append((Decimal(c - off - a) / dspan, c - off))
+                                times.append(c - off)
             for d in durations:
                 c = ss + d
                 if a < c < b:
-                    cuts.append((Decimal(c - a) / dspan, c))
+                    times.append(c)
+        cuts: list[tuple[Decimal, int]] | None = None
+        if times:
+            dspan = Decimal(span)
+            cuts = [(Decimal(c - a) / dspan, c) for c in times]
         if kwhs and energy > 0:
             top = cum_energy + energy
             for k in kwhs:
                 if cum_energy < k < top:
                     f = (k - cum_energy) / energy
+                    if cuts is None:
+                        cuts = []
                     cuts.append((f, a + int(span * f)))
 
         if cuts:
@@ -534,15 +559,15 @@ def _price(
             fractions.append(_ONE)
             instants.append(b)
         else:
-            fractions = [ZERO, _ONE]
+            fractions = _WHOLE
             instants = [a, b]
 
         # Instantaneous values for power/current restrictions (mod_tariffs: "NOT the minimum
         # power over the entire Charging Session"): the period's own MAX_/MIN_ values, else its
         # average POWER/CURRENT, else for power the energy divided by the charging time.
         if uses_power:
-            p_max = _first(period.max_power, period.power, period.min_power)
-            p_min = _first(period.min_power, period.power, period.max_power)
+            p_max = _first(period[MAX_POWER], period[POWER], period[MIN_POWER])
+            p_min = _first(period[MIN_POWER], period[POWER], period[MAX_POWER])
             if p_max is None:
                 if energy:
                     hours = Decimal(t_us or span) / _US_PER_HOUR
@@ -552,8 +577,8 @@ def _price(
         else:
             p_max = p_min = None
         if uses_current:
-            c_max = _first(period.max_current, period.current, period.min_current)
-            c_min = _first(period.min_current, period.current, period.max_current)
+            c_max = _first(period[MAX_CURRENT], period[CURRENT], period[MIN_CURRENT])
+            c_min = _first(period[MIN_CURRENT], period[CURRENT], period[MAX_CURRENT])
         else:
             c_max = c_min = None
 

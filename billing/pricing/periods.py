@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from .errors import CdrError
-from .tariff import ZERO, parse_datetime, parse_number
+from .tariff import EPOCH, ZERO, parse_datetime, parse_number, to_us
 
 __all__ = ["ChargingPeriod", "hours_to_timedelta", "periods_from_ocpi"]
 
@@ -46,27 +46,30 @@ class ChargingPeriod:
     tariff_id: str | None = None
 
 
-def hours_to_timedelta(hours: Decimal) -> timedelta:
-    """Exact for up to 9 decimals of hours (OCPI sends 4); finer digits round to the microsecond."""
-    return timedelta(microseconds=int((hours * _US_PER_HOUR).to_integral_value(ROUND_HALF_EVEN)))
+# Internal period record (a list, for speed): the engine reads these, never ChargingPeriod.
+START, A_US, B_US, ENERGY_KWH, TIME_US, PARKING_US, RESERVATION_US = 0, 1, 2, 3, 4, 5, 6
+MAX_POWER, MIN_POWER, POWER, MAX_CURRENT, MIN_CURRENT, CURRENT, TARIFF_ID = 7, 8, 9, 10, 11, 12, 13
+Record = list[Any]
 
-
-# CdrDimensionType -> (ChargingPeriod field, volume is hours). Other valid types are accepted and unused.
-_FIELDS: dict[str, tuple[str, bool] | None] = dict.fromkeys(_DIMENSION_TYPES)
+# CdrDimensionType -> (record slot, volume is hours). Other valid types are accepted and unused.
+_FIELDS: dict[str, tuple[int, bool] | None] = dict.fromkeys(_DIMENSION_TYPES)
 _FIELDS.update(
     {
-        "ENERGY": ("energy", False),
-        "MAX_POWER": ("max_power", False),
-        "MIN_POWER": ("min_power", False),
-        "POWER": ("power", False),
-        "MAX_CURRENT": ("max_current", False),
-        "MIN_CURRENT": ("min_current", False),
-        "CURRENT": ("current", False),
-        "TIME": ("time", True),
-        "PARKING_TIME": ("parking_time", True),
-        "RESERVATION_TIME": ("reservation_time", True),
+        "ENERGY": (ENERGY_KWH, False),
+        "MAX_POWER": (MAX_POWER, False),
+        "MIN_POWER": (MIN_POWER, False),
+        "POWER": (POWER, False),
+        "MAX_CURRENT": (MAX_CURRENT, False),
+        "MIN_CURRENT": (MIN_CURRENT, False),
+        "CURRENT": (CURRENT, False),
+        "TIME": (TIME_US, True),
+        "PARKING_TIME": (PARKING_US, True),
+        "RESERVATION_TIME": (RESERVATION_US, True),
     }
 )
+_INF = float("inf")
+# OCPI numbers are bounded in practice; this keeps absurd input out of timedelta/Decimal overflow.
+_MAX_VOLUME = Decimal("1e9")
 
 
 def _volume(value: Any) -> Decimal:
@@ -79,10 +82,9 @@ def _volume(value: Any) -> Decimal:
         number = parse_number(value, "", CdrError)
     if number < 0:
         raise CdrError("", "must not be negative")
+    if number > _MAX_VOLUME:
+        raise CdrError("", "is out of range")
     return number
-
-
-_INF = float("inf")
 
 
 def _start(raw: Any, path: str, sink: list[str]) -> datetime:
@@ -99,30 +101,26 @@ def _start(raw: Any, path: str, sink: list[str]) -> datetime:
     return parse_datetime(value, f"{path}.start_date_time", CdrError, sink)
 
 
-def periods_from_ocpi(
-    data: list[dict[str, Any]],
-    end: datetime,
-    *,
-    path: str = "charging_periods",
-    warnings: list[str] | None = None,
-) -> list[ChargingPeriod]:
-    """Build ChargingPeriods; each ends where the next starts and the last ends at `end`."""
+def parse_period_records(
+    data: list[dict[str, Any]], end: datetime, *, path: str = "charging_periods", warnings: list[str]
+) -> list[Record]:
+    """OCPI charging_periods -> engine records, chained (each ends where the next starts)."""
     if not isinstance(data, list):
         raise CdrError(path, "must be a list of ChargingPeriod")
     if end.tzinfo is None:
         raise CdrError("end", "must be timezone-aware")
-    sink: list[str] = warnings if warnings is not None else []
-    periods: list[ChargingPeriod] = []
+    records: list[Record] = []
     fields = _FIELDS
     for index, raw in enumerate(data):
         if type(raw) is not dict:
             raise CdrError(f"{path}[{index}]", "must be a ChargingPeriod object")
-        period = ChargingPeriod(_start(raw, f"{path}[{index}]", sink))
+        start = _start(raw, f"{path}[{index}]", warnings)
+        record: Record = [start, to_us(start), None, ZERO, 0, 0, 0, None, None, None, None, None, None, None]
         tariff_id = raw.get("tariff_id")
         if tariff_id is not None:
             if type(tariff_id) is not str:
                 raise CdrError(f"{path}[{index}].tariff_id", "must be a string")
-            period.tariff_id = tariff_id
+            record[TARIFF_ID] = tariff_id
         dimensions = raw.get("dimensions")
         if type(dimensions) is not list or not dimensions:
             raise CdrError(f"{path}[{index}].dimensions", "must be a non-empty list of CdrDimension")
@@ -131,7 +129,7 @@ def periods_from_ocpi(
             if type(dimension) is not dict:
                 raise CdrError(f"{path}[{index}].dimensions[{d_index}]", "must be a CdrDimension object")
             kind = dimension.get("type")
-            if kind not in fields:
+            if type(kind) is not str or kind not in fields:
                 normalised = kind.strip().upper() if isinstance(kind, str) else None
                 if normalised not in fields:
                     raise CdrError(f"{path}[{index}].dimensions[{d_index}].type", f"unknown CdrDimensionType {kind!r}")
@@ -145,28 +143,93 @@ def periods_from_ocpi(
             raw_volume = dimension.get("volume")
             if raw_volume is None:
                 raise CdrError(f"{path}[{index}].dimensions[{d_index}].volume", "is required")
-            target = fields[kind]
             try:
                 volume = _volume(raw_volume)
             except CdrError as error:
                 raise CdrError(f"{path}[{index}].dimensions[{d_index}].volume", error.message) from None
+            target = fields[kind]
             if target is None:
                 continue
-            if target[1]:
-                setattr(period, target[0], hours_to_timedelta(volume))
-            else:
-                setattr(period, target[0], volume)
-        periods.append(period)
-    if any(periods[i].start_date_time > periods[i + 1].start_date_time for i in range(len(periods) - 1)):
-        sink.append("charging_periods_not_chronological")
-        periods.sort(key=lambda p: p.start_date_time)
-    for current, following in itertools.pairwise(periods):
-        current.end_date_time = following.start_date_time
-    if periods:
-        last = periods[-1]
-        if end < last.start_date_time:
-            sink.append("periods_outside_start_end_date_time")
-            last.end_date_time = last.start_date_time
+            record[target[0]] = hours_to_us(volume) if target[1] else volume
+        records.append(record)
+    if any(records[i][A_US] > records[i + 1][A_US] for i in range(len(records) - 1)):
+        warnings.append("charging_periods_not_chronological")
+        records.sort(key=lambda r: r[A_US])
+    for current, following in itertools.pairwise(records):
+        current[B_US] = following[A_US]
+    if records:
+        last = records[-1]
+        end_us = to_us(end)
+        if end_us < last[A_US]:
+            warnings.append("periods_outside_start_end_date_time")
+            last[B_US] = last[A_US]
         else:
-            last.end_date_time = end
+            last[B_US] = end_us
+    return records
+
+
+def hours_to_us(hours: Decimal) -> int:
+    """Exact for up to 9 decimals of hours (OCPI sends 4); finer digits round to the microsecond."""
+    return int((hours * _US_PER_HOUR).to_integral_value(ROUND_HALF_EVEN))
+
+
+def hours_to_timedelta(hours: Decimal) -> timedelta:
+    return timedelta(microseconds=hours_to_us(hours))
+
+
+def _td_us(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def periods_from_ocpi(
+    data: list[dict[str, Any]],
+    end: datetime,
+    *,
+    path: str = "charging_periods",
+    warnings: list[str] | None = None,
+) -> list[ChargingPeriod]:
+    """Build ChargingPeriods; each ends where the next starts and the last ends at `end`."""
+    records = parse_period_records(data, end, path=path, warnings=warnings if warnings is not None else [])
+    periods = []
+    for r in records:
+        periods.append(
+            ChargingPeriod(
+                r[START],
+                EPOCH + timedelta(microseconds=r[B_US]),
+                energy=r[ENERGY_KWH],
+                time=timedelta(microseconds=r[TIME_US]),
+                parking_time=timedelta(microseconds=r[PARKING_US]),
+                reservation_time=timedelta(microseconds=r[RESERVATION_US]),
+                max_power=r[MAX_POWER],
+                min_power=r[MIN_POWER],
+                power=r[POWER],
+                max_current=r[MAX_CURRENT],
+                min_current=r[MIN_CURRENT],
+                current=r[CURRENT],
+                tariff_id=r[TARIFF_ID],
+            )
+        )
     return periods
+
+
+def records_from_periods(periods: list[ChargingPeriod]) -> list[Record]:
+    """ChargingPeriods (already validated) -> engine records; a missing end is left as None."""
+    return [
+        [
+            p.start_date_time,
+            to_us(p.start_date_time),
+            None if p.end_date_time is None else to_us(p.end_date_time),
+            p.energy,
+            _td_us(p.time),
+            _td_us(p.parking_time),
+            _td_us(p.reservation_time),
+            p.max_power,
+            p.min_power,
+            p.power,
+            p.max_current,
+            p.min_current,
+            p.current,
+            p.tariff_id,
+        ]
+        for p in periods
+    ]

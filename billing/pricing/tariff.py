@@ -118,6 +118,9 @@ def parse_datetime(value: Any, path: str, err: type[PricingError], warnings: lis
         raise err(path, f"not a valid date-time: {value!r}") from None
     if "T" not in text and " " not in text:
         raise err(path, f"not a valid date-time: {value!r}")
+    if not 1900 <= parsed.year <= 9000:
+        # Keeps every later datetime/offset computation inside datetime's range.
+        raise err(path, f"year {parsed.year} is outside the supported range 1900-9000")
     if parsed.tzinfo is None:
         # types.asciidoc: "All timestamps are formatted as string(25) following RFC 3339, with some
         # additional limitations. All timestamps SHALL be in UTC" - a missing suffix means UTC.
@@ -200,9 +203,11 @@ class Restrictions:
     min_duration_us: int | None = None
     max_duration_us: int | None = None
     needs_local: bool = False
+    has_session_limits: bool = False
+    has_instant_limits: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TariffElement:
     index: int
     price_components: tuple[PriceComponent, ...]
@@ -210,7 +215,7 @@ class TariffElement:
     by_type: dict[str, PriceComponent]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Tariff:
     """A validated Tariff plus lookup tables precomputed once (the engine's hot path reads only these)."""
 
@@ -331,6 +336,12 @@ def _parse_restrictions(value: Any, path: str) -> Restrictions | None:
             raise TariffError(_join(path, high.replace("_day", "_date")), f"is before {low.replace('_day', '_date')}")
     fields["needs_local"] = any(
         fields.get(k) is not None for k in ("start_us", "end_us", "start_day", "end_day", "weekdays")
+    )
+    fields["has_session_limits"] = any(
+        fields.get(k) is not None for k in ("min_kwh", "max_kwh", "min_duration_us", "max_duration_us")
+    )
+    fields["has_instant_limits"] = any(
+        fields.get(k) is not None for k in ("min_power", "max_power", "min_current", "max_current")
     )
     return Restrictions(**fields)
 

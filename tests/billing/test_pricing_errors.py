@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing.pricing import (
     CdrError,
@@ -190,3 +192,40 @@ def test_quote_needs_an_end_condition() -> None:
 def test_cdr_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(CdrError):
         price_cdr("cdr.json")  # type: ignore[arg-type]
+
+
+def _leaves(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [path, *(leaf for key, value in data.items() for leaf in _leaves(value, (*path, key)))]
+    if isinstance(data, list):
+        return [path, *(leaf for i, value in enumerate(data) for leaf in _leaves(value, (*path, i)))]
+    return [path]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.decimals(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(["2024-05-06T10:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "24:00", "FLAT"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_corruption_raises_a_pricing_error_or_prices(data: st.DataObject) -> None:
+    # "Never a crash with some other exception": corrupt one node of a valid CDR (tariff embedded).
+    leaves = [p for p in _leaves(CDR) if p]
+    path = data.draw(st.sampled_from(leaves))
+    value = data.draw(json_values)
+    corrupted = mutate(CDR, list(path), value)
+    try:
+        result = price_cdr(corrupted, time_zone="Europe/Amsterdam")
+    except PricingError:
+        return
+    assert result.total_cost.excl_vat >= 0
+    result.to_dict(rounding="HALF_UP")
