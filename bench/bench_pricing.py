@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from billing.pricing import Tariff, parse_tariff, price_cdr  # noqa: E402
+from billing.pricing import Tariff, parse_tariff, price_cdr
 
 TARGET = 10_000
 ZONES = ("Europe/Amsterdam", "Europe/Berlin", "Europe/Paris", "Europe/Brussels")

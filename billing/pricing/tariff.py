@@ -62,21 +62,28 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+_LIMIT = Decimal("1e15")  # far above any real price, volume or power; keeps arithmetic exact
+
+
 def parse_number(value: Any, path: str, err: type[PricingError]) -> Decimal:
     """A JSON number as an exact Decimal (floats go through their shortest repr, never binary)."""
     if isinstance(value, bool):
         raise err(path, "must be a number, got a boolean")
     if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
+        number = Decimal(value)
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise err(path, "must be a finite number")
-        return Decimal(repr(value))
-    if isinstance(value, Decimal):
+        number = Decimal(repr(value))
+    elif isinstance(value, Decimal):
         if not value.is_finite():
             raise err(path, "must be a finite number")
-        return value
-    raise err(path, f"must be a number, got {type(value).__name__}")
+        number = value
+    else:
+        raise err(path, f"must be a number, got {type(value).__name__}")
+    if abs(number) >= _LIMIT:
+        raise err(path, "is out of range")
+    return number
 
 
 def _nonneg(value: Any, path: str, err: type[PricingError]) -> Decimal:
@@ -355,6 +362,9 @@ def _parse_component(value: Any, path: str, warnings: list[str]) -> PriceCompone
     if value.get("price") is None:
         raise TariffError(_join(path, "price"), "is required")
     price = parse_number(value["price"], _join(path, "price"), TariffError)
+    if price < 0:
+        # Not forbidden by the spec (a discount?), but unusual enough to surface.
+        warnings.append(f"negative_price:{_join(path, 'price')}")
     vat_raw = value.get("vat")
     vat = None if vat_raw is None else _nonneg(vat_raw, _join(path, "vat"), TariffError)
     if value.get("step_size") is None:

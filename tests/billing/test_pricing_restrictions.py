@@ -212,7 +212,7 @@ def test_vat_less_component_makes_incl_vat_unknown() -> None:
                 {"type": "FLAT", "price": 1, "step_size": 1},
                 {"type": "ENERGY", "price": 0.25, "vat": 10, "step_size": 1},
             ]
-        }  # noqa: E501
+        }
     )
     start = datetime(2024, 5, 6, 10, 0, tzinfo=AMS)
     result = one_period(t, start, H, energy="10")

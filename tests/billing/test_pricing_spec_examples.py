@@ -185,7 +185,16 @@ BUILDERS: dict[str, Callable[[], Any]] = {
             # average power = energy / charging time: 6 kW, 48 kW, 4 kW
             ChargingPeriod(local(MONDAY, 10, 0), local(MONDAY, 10, 10), energy=Decimal(1), time=minutes(10)),
             ChargingPeriod(local(MONDAY, 10, 10), local(MONDAY, 11, 0), energy=Decimal(40), time=minutes(50)),
-            ChargingPeriod(local(MONDAY, 11, 0), local(MONDAY, 11, 7, ), energy=Decimal("0.5"), time=minutes(7.5)),
+            ChargingPeriod(
+                local(MONDAY, 11, 0),
+                local(
+                    MONDAY,
+                    11,
+                    7,
+                ),
+                energy=Decimal("0.5"),
+                time=minutes(7.5),
+            ),
         ],
         time_zone=TZ,
         session_start=local(MONDAY, 10, 0),
