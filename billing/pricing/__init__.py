@@ -5,10 +5,27 @@ Spec basis: ocpi/ocpi branch release-2.2.1-bugfixes, mod_tariffs.asciidoc and mo
 
 from __future__ import annotations
 
+# Interpretations (each is also commented where it is applied):
+# - Element selection: per dimension, the first element in list order whose restrictions all hold
+#   at that moment, in the location's local time (zoneinfo, DST-aware). Periods are split wherever
+#   a time-of-day/date/weekday boundary, a DST transition, a min/max_duration or a min/max_kwh
+#   threshold falls inside them; volumes are divided in proportion to wall-clock time.
+# - step_size ([bf] mod_cdrs): once per session on totals - ENERGY with the last ENERGY component's
+#   step; TIME/PARKING_TIME: the parking total with the last PARKING_TIME step when a parking
+#   component was used (charging time then unrounded), else the TIME total; reservation time on
+#   its own. The extra goes to the last period using that component. step_size 0 counts as 1.
+# - FLAT: once per charging session (first element whose FLAT matches) plus once per reservation
+#   (tariff_16's 8.75 bills both the 2.00 reservation fee and the 0.50 start fee).
+# - VAT: a component without `vat` has no known amount incl. VAT ("not providing a VAT is different
+#   from 0% VAT"), so incl_vat totals it touches are None; missing_vat="exempt" treats it as 0 %.
+# - min_price/max_price clamp excl. and incl. VAT independently; dimension sub-totals stay raw.
+# - Power/current restrictions use the period's MAX_/MIN_ values, else POWER/CURRENT, else (power
+#   only) energy / charging time; unknown values make the restriction fail, with a warning.
+# - Money is exact Decimal; rounding only at presentation via billing.money.round_money.
 from .api import estimate_session, price_cdr, price_periods, quote, resolve_zone
-from .engine import DimensionCost, PeriodCost, PriceResult
 from .errors import CdrError, PricingError, TariffError
 from .periods import ChargingPeriod, hours_to_timedelta, periods_from_ocpi
+from .result import DimensionCost, PeriodCost, PriceResult
 from .tariff import Price, PriceComponent, Restrictions, Tariff, TariffElement, parse_tariff
 
 __all__ = [

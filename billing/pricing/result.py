@@ -1,0 +1,245 @@
+"""Result objects of the tariff engine: exact totals, per-dimension and per-period breakdowns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
+from functools import cached_property
+from typing import Any
+
+from .tariff import ENERGY, EPOCH, FLAT, PARKING_TIME, TIME, ZERO, Price, PriceComponent, _fmt
+
+__all__ = ["CATEGORIES", "DimensionCost", "PeriodCost", "PriceResult"]
+
+# Exact arithmetic: 34 digits (IEEE decimal128) keeps a session's cost exact to far below a
+# micro-cent; a caller's global decimal context must not change prices, hence a private context.
+CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+US_PER_HOUR = Decimal(3_600_000_000)
+
+RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
+CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionCost:
+    """Billed volume and cost of one dimension under one tariff element (OCPI units: kWh / h / 1)."""
+
+    dimension: str
+    element_index: int
+    price: Decimal
+    vat: Decimal | None
+    step_size: int
+    volume: Decimal
+    step_added: Decimal
+    cost: Price
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dimension": self.dimension,
+            "element_index": self.element_index,
+            "price": _fmt(self.price),
+            "vat": None if self.vat is None else _fmt(self.vat),
+            "step_size": self.step_size,
+            "volume": _fmt(self.volume),
+            "step_added": _fmt(self.step_added),
+            "cost": self.cost.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodCost:
+    """One priced sub-period (an input period split where a restriction boundary was crossed)."""
+
+    start_date_time: datetime
+    end_date_time: datetime
+    costs: tuple[DimensionCost, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_date_time": _iso(self.start_date_time),
+            "end_date_time": _iso(self.end_date_time),
+            "costs": [c.to_dict() for c in self.costs],
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Line:
+    __slots__ = ("added", "category", "component", "element", "segment", "volume")
+
+    def __init__(self, category: str, element: int, component: PriceComponent, volume: Decimal, segment: int):
+        self.category = category
+        self.element = element
+        self.component = component
+        self.volume = volume  # kWh, microseconds, or 1 for FLAT
+        self.segment = segment
+        self.added = ZERO
+
+    def billed(self) -> Decimal:
+        """Volume in OCPI units (kWh, hours, 1)."""
+        if self.category in (ENERGY, FLAT, RESERVATION_FLAT):
+            return self.volume
+        return self.volume / US_PER_HOUR
+
+
+class PriceResult:
+    """Exact Decimal totals of one priced session; `to_dict()` gives JSON-ready strings."""
+
+    def __init__(
+        self,
+        *,
+        currency: str,
+        tariff_id: str | None,
+        time_zone: str,
+        totals: dict[str, Price | None],
+        total_cost: Price,
+        total_energy: Decimal,
+        total_time: Decimal,
+        total_parking_time: Decimal,
+        total_reservation_time: Decimal,
+        min_price_applied: bool,
+        max_price_applied: bool,
+        warnings: list[str],
+        lines: list[_Line],
+        segments: list[tuple[int, int]],
+        rounding: str | None,
+        missing_vat: str,
+    ) -> None:
+        self.currency = currency
+        self.tariff_id = tariff_id
+        self.time_zone = time_zone
+        self.total_cost = total_cost
+        self.total_fixed_cost = totals[FLAT]
+        self.total_energy_cost = totals[ENERGY]
+        self.total_time_cost = totals[TIME]
+        self.total_parking_cost = totals[PARKING_TIME]
+        self.total_reservation_cost = totals["RESERVATION"]
+        self.total_energy = total_energy
+        self.total_time = total_time
+        self.total_parking_time = total_parking_time
+        self.total_reservation_time = total_reservation_time
+        self.min_price_applied = min_price_applied
+        self.max_price_applied = max_price_applied
+        self.warnings = warnings
+        self.rounding = rounding
+        self.missing_vat = missing_vat
+        self._lines = lines
+        self._segments = segments
+
+    def __repr__(self) -> str:
+        return f"<PriceResult {self.currency} {self.total_cost.excl_vat}/{self.total_cost.incl_vat}>"
+
+    def _cost(self, line: _Line, volume: Decimal) -> Price:
+        comp = line.component
+        excl = comp.price * volume
+        factor = comp.vat_factor
+        if factor is None:
+            return Price(excl, excl if self.missing_vat == "exempt" else None)
+        return Price(excl, excl * factor)
+
+    @cached_property
+    def breakdown(self) -> dict[str, list[DimensionCost]]:
+        """Per dimension, per tariff element (in order of first use): billed volume and cost."""
+        with localcontext(CONTEXT):
+            groups: dict[tuple[str, int], list[_Line]] = {}
+            for line in self._lines:
+                groups.setdefault((line.category, line.element), []).append(line)
+            out: dict[str, list[DimensionCost]] = {c: [] for c in CATEGORIES}
+            for (category, element), lines in groups.items():
+                comp = lines[0].component
+                volume = sum((ln.billed() for ln in lines), ZERO)
+                added = sum((_unit(ln, ln.added) for ln in lines), ZERO)
+                costs = [self._cost(ln, ln.billed()) for ln in lines]
+                excl = sum((c.excl_vat for c in costs), ZERO)
+                incl = None if any(c.incl_vat is None for c in costs) else sum((c.incl_vat for c in costs), ZERO)  # type: ignore[misc]
+                out[category].append(
+                    DimensionCost(
+                        category,
+                        element,
+                        comp.price,
+                        comp.vat,
+                        comp.step_size,
+                        volume,
+                        added,
+                        Price(excl, incl),
+                    )
+                )
+            return {k: v for k, v in out.items() if v}
+
+    @cached_property
+    def periods(self) -> list[PeriodCost]:
+        """Every priced sub-period with the dimension costs billed in it (step extras included)."""
+        with localcontext(CONTEXT):
+            per_segment: list[list[DimensionCost]] = [[] for _ in self._segments]
+            for line in self._lines:
+                comp = line.component
+                volume = line.billed()
+                per_segment[line.segment].append(
+                    DimensionCost(
+                        line.category,
+                        line.element,
+                        comp.price,
+                        comp.vat,
+                        comp.step_size,
+                        volume,
+                        _unit(line, line.added),
+                        self._cost(line, volume),
+                    )
+                )
+            return [
+                PeriodCost(_from_us(a), _from_us(b), tuple(costs))
+                for (a, b), costs in zip(self._segments, per_segment, strict=True)
+            ]
+
+    def to_dict(self, rounding: str | None = None) -> dict[str, Any]:
+        """JSON-ready view. Money is exact unless a rounding policy is set (here or at pricing time)."""
+        policy = rounding or self.rounding
+
+        def money(price: Price | None) -> dict[str, str | None] | None:
+            if price is None:
+                return None
+            if policy is None:
+                return price.to_dict()
+            from billing.money import round_money
+
+            incl = price.incl_vat
+            # Rounded amounts keep the currency's minor unit digits ("5.00"), like an invoice.
+            return {
+                "excl_vat": str(round_money(price.excl_vat, self.currency, policy)),
+                "incl_vat": None if incl is None else str(round_money(incl, self.currency, policy)),
+            }
+
+        return {
+            "currency": self.currency,
+            "tariff_id": self.tariff_id,
+            "time_zone": self.time_zone,
+            "rounding": policy,
+            "total_cost": money(self.total_cost),
+            "total_fixed_cost": money(self.total_fixed_cost),
+            "total_energy_cost": money(self.total_energy_cost),
+            "total_time_cost": money(self.total_time_cost),
+            "total_parking_cost": money(self.total_parking_cost),
+            "total_reservation_cost": money(self.total_reservation_cost),
+            "total_energy": _fmt(self.total_energy),
+            "total_time": _fmt(self.total_time),
+            "total_parking_time": _fmt(self.total_parking_time),
+            "total_reservation_time": _fmt(self.total_reservation_time),
+            "min_price_applied": self.min_price_applied,
+            "max_price_applied": self.max_price_applied,
+            "breakdown": {k: [c.to_dict() for c in v] for k, v in self.breakdown.items()},
+            "periods": [p.to_dict() for p in self.periods],
+            "warnings": list(self.warnings),
+        }
+
+
+def _unit(line: _Line, volume: Decimal) -> Decimal:
+    if line.category in (ENERGY, FLAT, RESERVATION_FLAT):
+        return volume
+    return volume / US_PER_HOUR
+
+
+def _from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
