@@ -109,20 +109,26 @@ def _matches(r: Restrictions, ctx: list[Any], element: TariffElement, warnings: 
     # Instantaneous values of the (sub-)period. Unknown means "cannot be shown to hold": the element
     # is not applied and a warning says so, rather than pricing on a guess.
     if r.has_instant_limits:
-        for bound, value, name, is_min in (
-            (r.min_power, ctx[5], "min_power", True),
-            (r.max_power, ctx[4], "max_power", False),
-            (r.min_current, ctx[7], "min_current", True),
-            (r.max_current, ctx[6], "max_current", False),
-        ):
-            if bound is None:
-                continue
-            if value is None:
-                warnings.add(f"unverifiable_restriction:elements[{element.index}].restrictions.{name}")
-                return False
-            if (value < bound) if is_min else (value >= bound):
-                return False
+        bound = r.min_power
+        if bound is not None and (ctx[5] is None or ctx[5] < bound):
+            return _unknown(ctx[5], element, "min_power", warnings)
+        bound = r.max_power
+        if bound is not None and (ctx[4] is None or ctx[4] >= bound):
+            return _unknown(ctx[4], element, "max_power", warnings)
+        bound = r.min_current
+        if bound is not None and (ctx[7] is None or ctx[7] < bound):
+            return _unknown(ctx[7], element, "min_current", warnings)
+        bound = r.max_current
+        if bound is not None and (ctx[6] is None or ctx[6] >= bound):
+            return _unknown(ctx[6], element, "max_current", warnings)
     return True
+
+
+def _unknown(value: Decimal | None, element: TariffElement, name: str, warnings: set[str]) -> bool:
+    """A failed instantaneous restriction; when the value was unknown, say so (always False)."""
+    if value is None:
+        warnings.add(f"unverifiable_restriction:elements[{element.index}].restrictions.{name}")
+    return False
 
 
 def _select(cands: Candidates, ctx: list[Any], warnings: set[str]) -> tuple[TariffElement, PriceComponent] | None:
