@@ -162,7 +162,9 @@ class LocationQuerySet(models.QuerySet["Location"]):
 
 
 class Location(models.Model):
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="locations")
+    # FK indexes that a composite index or unique constraint already leads with are left out: every
+    # index costs the bulk ingest (bench/bench_ingest.py).
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="locations", db_index=False)
     country_code = models.CharField(max_length=2)
     party_id = models.CharField(max_length=3)
     location_id = models.CharField(max_length=36)
@@ -177,7 +179,7 @@ class Location(models.Model):
     longitude = models.FloatField()
     time_zone = models.CharField(max_length=64, default="UTC")
     publish = models.BooleanField(default=True)
-    last_updated = models.DateTimeField(db_index=True)
+    last_updated = models.DateTimeField()
     data = models.JSONField(help_text="The OCPI Location without its EVSEs.")
     withdrawn_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when a full pull no longer lists the location."
@@ -219,7 +221,7 @@ class Evse(models.Model):
         RESERVED = "RESERVED"
         UNKNOWN = "UNKNOWN"
 
-    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses")
+    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses", db_index=False)
     uid = models.CharField(max_length=36)
     uid_key = models.CharField(max_length=36)
     evse_id = models.CharField(max_length=48, blank=True)
@@ -257,7 +259,7 @@ class Evse(models.Model):
 
 
 class Connector(models.Model):
-    evse = models.ForeignKey(Evse, on_delete=models.CASCADE, related_name="connectors")
+    evse = models.ForeignKey(Evse, on_delete=models.CASCADE, related_name="connectors", db_index=False)
     connector_id = models.CharField(max_length=36)
     id_key = models.CharField(max_length=36)
     standard = models.CharField(max_length=32, db_index=True)

@@ -73,9 +73,10 @@ class SyncRun(models.Model):
 
 
 class DataQualityIssue(models.Model):
-    """Something a partner sent that we had to fix or drop. One row per (object, path, code), kept current."""
+    """Something a partner sent that we had to fix or drop. One row per (object, code), kept current."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="data_quality_issues")
+    # The unique constraint leads with partner: no separate FK index (every index slows the bulk ingest).
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="data_quality_issues", db_index=False)
     module = models.CharField(max_length=16)
     object_id = models.CharField(max_length=120)
     path = models.CharField(max_length=200)
@@ -83,11 +84,11 @@ class DataQualityIssue(models.Model):
     message = models.CharField(max_length=500)
     fixed = models.BooleanField(help_text="Normalised and kept (true) or dropped (false).")
     first_seen = models.DateTimeField(default=timezone.now)
-    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    last_seen = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["partner", "module", "object_id", "path", "code"], name="dq_unique"),
+            models.UniqueConstraint(fields=["partner", "module", "object_id", "code"], name="dq_unique"),
         ]
 
     def __str__(self) -> str:

@@ -6,34 +6,32 @@ from collections.abc import Iterable
 
 from django.utils import timezone
 
+from emsp import bulk
 from emsp.models import Partner
 from ocpi.models import DataQualityIssue
 from ocpi.normalize import Issue
 
+COLUMNS = ("partner_id", "module", "object_id", "path", "code", "message", "fixed", "first_seen", "last_seen")
+
 
 def record_issues(partner: Partner, module: str, found: Iterable[tuple[str, Issue]]) -> int:
-    """Upsert (object id, issue) pairs in one statement; returns how many were recorded."""
+    """Upsert findings in one statement, one row per (object, code): the first path is kept and the
+    message says how many more places had the same problem (a feed in kW repeats it per connector)."""
     now = timezone.now()
-    rows = {}
+    grouped: dict[tuple[str, str], list[Issue]] = {}
     for object_id, issue in found:
-        key = (object_id[:120], issue.path[:200], issue.code[:40])
-        rows[key] = DataQualityIssue(
-            partner=partner,
-            module=module,
-            object_id=key[0],
-            path=key[1],
-            code=key[2],
-            message=issue.message[:500],
-            fixed=issue.fixed,
-            first_seen=now,
-            last_seen=now,
-        )
-    if rows:
-        DataQualityIssue.objects.bulk_create(
-            list(rows.values()),
-            update_conflicts=True,
-            unique_fields=["partner", "module", "object_id", "path", "code"],
-            update_fields=["message", "fixed", "last_seen"],
-            batch_size=1000,
-        )
+        grouped.setdefault((object_id[:120], issue.code[:40]), []).append(issue)
+    rows = []
+    for (object_id, code), issues in grouped.items():
+        first = issues[0]
+        message = first.message if len(issues) == 1 else f"{first.message} (and {len(issues) - 1} more)"
+        fixed = all(i.fixed for i in issues)
+        rows.append((partner.pk, module, object_id, first.path[:200], code, message[:500], fixed, now, now))
+    bulk.upsert(
+        DataQualityIssue,
+        COLUMNS,
+        rows,
+        conflict=("partner_id", "module", "object_id", "code"),
+        update=("path", "message", "fixed", "last_seen"),
+    )
     return len(rows)

@@ -9,22 +9,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from emsp import bulk
 from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.services import hooks
 from ocpi.normalize import format_ocpi_datetime, parse_ocpi_datetime
 
 BATCH = 500
 
-_LOCATION_FIELDS = [
-    "partner",
+# Column order of the bulk writes (emsp.bulk); column names equal the models' attribute names.
+LOCATION_COLUMNS = (
+    "partner_id",
     "country_code",
     "party_id",
     "location_id",
+    "ocpi_key",
     "name",
     "address",
     "city",
@@ -39,9 +43,11 @@ _LOCATION_FIELDS = [
     "data",
     "withdrawn_at",
     "received_at",
-]
-_EVSE_FIELDS = [
+)
+EVSE_COLUMNS = (
+    "location_id",
     "uid",
+    "uid_key",
     "evse_id",
     "status",
     "capabilities",
@@ -52,7 +58,21 @@ _EVSE_FIELDS = [
     "last_updated",
     "status_updated_at",
     "data",
-]
+)
+CONNECTOR_COLUMNS = (
+    "evse_id",
+    "connector_id",
+    "id_key",
+    "standard",
+    "format",
+    "power_type",
+    "max_voltage",
+    "max_amperage",
+    "max_electric_power",
+    "tariff_ids",
+    "last_updated",
+    "data",
+)
 
 
 @dataclass
@@ -96,74 +116,79 @@ def _evse_max_power(evse: dict[str, Any]) -> int | None:
     return max(powers) if powers else None
 
 
-def _location_row(partner: Partner, obj: dict[str, Any], last_updated: datetime, now: datetime) -> Location:
+@lru_cache(maxsize=4096)
+def _parse_last_updated(value: str) -> datetime:
+    # A page repeats the same few timestamps across its EVSEs and connectors: parse each once.
+    return parse_ocpi_datetime(value, "last_updated")
+
+
+def _location_values(partner_id: int, obj: dict[str, Any], last_updated: datetime, now: datetime) -> dict[str, Any]:
     latitude, longitude = _coordinates(obj) or (0.0, 0.0)
-    return Location(
-        partner=partner,
-        country_code=obj["country_code"],
-        party_id=obj["party_id"],
-        location_id=obj["id"],
-        ocpi_key=location_key(obj["country_code"], obj["party_id"], obj["id"]),
-        name=(obj.get("name") or "")[:255],
-        address=(obj.get("address") or "")[:255],
-        city=(obj.get("city") or "")[:45],
-        postal_code=(obj.get("postal_code") or "")[:10],
-        state=(obj.get("state") or "")[:45],
-        country=(obj.get("country") or "")[:3],
-        latitude=latitude,
-        longitude=longitude,
-        time_zone=obj.get("time_zone") or "UTC",
-        publish=bool(obj.get("publish", True)),
-        last_updated=last_updated,
-        data={k: v for k, v in obj.items() if k != "evses"},
-        withdrawn_at=None,
-        received_at=now,
-    )
+    return {
+        "partner_id": partner_id,
+        "country_code": obj["country_code"],
+        "party_id": obj["party_id"],
+        "location_id": obj["id"],
+        "ocpi_key": location_key(obj["country_code"], obj["party_id"], obj["id"]),
+        "name": (obj.get("name") or "")[:255],
+        "address": (obj.get("address") or "")[:255],
+        "city": (obj.get("city") or "")[:45],
+        "postal_code": (obj.get("postal_code") or "")[:10],
+        "state": (obj.get("state") or "")[:45],
+        "country": (obj.get("country") or "")[:3],
+        "latitude": latitude,
+        "longitude": longitude,
+        "time_zone": obj.get("time_zone") or "UTC",
+        "publish": bool(obj.get("publish", True)),
+        "last_updated": last_updated,
+        "data": {k: v for k, v in obj.items() if k != "evses"},
+        "withdrawn_at": None,
+        "received_at": now,
+    }
 
 
-def _evse_row(
-    location: Location | int, evse: dict[str, Any], location_coordinates: tuple[float, float], now: datetime
-) -> Evse:
+def _evse_values(
+    location_id: int, evse: dict[str, Any], location_coordinates: tuple[float, float], now: datetime
+) -> dict[str, Any]:
     latitude, longitude = _coordinates(evse) or location_coordinates
-    connectors = evse.get("connectors") or []
-    row = Evse(
-        uid=evse["uid"],
-        uid_key=ci_key(evse["uid"]),
-        evse_id=(evse.get("evse_id") or "")[:48],
-        status=evse.get("status") or Evse.Status.UNKNOWN,
-        capabilities=list(evse.get("capabilities") or []),
-        latitude=latitude,
-        longitude=longitude,
-        max_power_w=_evse_max_power(evse),
-        has_connectors=bool(connectors),
-        last_updated=parse_ocpi_datetime(evse["last_updated"], "last_updated") if evse.get("last_updated") else now,
-        status_updated_at=now,
-        data={k: v for k, v in evse.items() if k != "connectors"},
-    )
-    if isinstance(location, int):
-        row.location_id = location
-    else:
-        row.location = location
-    return row
+    return {
+        "location_id": location_id,
+        "uid": evse["uid"],
+        "uid_key": ci_key(evse["uid"]),
+        "evse_id": (evse.get("evse_id") or "")[:48],
+        "status": evse.get("status") or Evse.Status.UNKNOWN,
+        "capabilities": list(evse.get("capabilities") or []),
+        "latitude": latitude,
+        "longitude": longitude,
+        "max_power_w": _evse_max_power(evse),
+        "has_connectors": bool(evse.get("connectors")),
+        "last_updated": _parse_last_updated(evse["last_updated"]) if evse.get("last_updated") else now,
+        "status_updated_at": now,
+        "data": {k: v for k, v in evse.items() if k != "connectors"},
+    }
 
 
-def _connector_row(evse_pk: int, connector: dict[str, Any], fallback_updated: datetime) -> Connector:
-    return Connector(
-        evse_id=evse_pk,
-        connector_id=connector["id"],
-        id_key=ci_key(connector["id"]),
-        standard=connector.get("standard") or "",
-        format=connector.get("format") or "",
-        power_type=connector.get("power_type") or "",
-        max_voltage=connector.get("max_voltage"),
-        max_amperage=connector.get("max_amperage"),
-        max_electric_power=connector_power_w(connector),
-        tariff_ids=list(connector.get("tariff_ids") or []),
-        last_updated=parse_ocpi_datetime(connector["last_updated"], "last_updated")
+def _connector_values(evse_id: int, connector: dict[str, Any], fallback_updated: datetime) -> dict[str, Any]:
+    return {
+        "evse_id": evse_id,
+        "connector_id": connector["id"],
+        "id_key": ci_key(connector["id"]),
+        "standard": connector.get("standard") or "",
+        "format": connector.get("format") or "",
+        "power_type": connector.get("power_type") or "",
+        "max_voltage": connector.get("max_voltage"),
+        "max_amperage": connector.get("max_amperage"),
+        "max_electric_power": connector_power_w(connector),
+        "tariff_ids": list(connector.get("tariff_ids") or []),
+        "last_updated": _parse_last_updated(connector["last_updated"])
         if connector.get("last_updated")
         else fallback_updated,
-        data=connector,
-    )
+        "data": connector,
+    }
+
+
+def _row(values: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(values[c] for c in columns)
 
 
 def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> StoreResult:
@@ -183,6 +208,7 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
     keys = list(incoming)
     for start in range(0, len(keys), BATCH):
         with transaction.atomic():
+            bulk.relax_durability()
             batch_result = _store_batch(partner, {k: incoming[k] for k in keys[start : start + BATCH]}, now)
             for change in batch_result.status_changes:
                 hooks.evse_status_changed(*change)
@@ -192,8 +218,8 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
 
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
     result = StoreResult()
-    existing = dict(Location.objects.filter(ocpi_key__in=list(batch)).values_list("ocpi_key", "last_updated"))
-    rows = []
+    existing = dict(bulk.values_in(Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated")))
+    locations: list[dict[str, Any]] = []
     for key, (obj, last_updated) in batch.items():
         held = existing.get(key)
         if held is not None and last_updated < held:
@@ -204,71 +230,61 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
             result.created_keys.add(key)
         else:
             result.updated += 1
-        rows.append(_location_row(partner, obj, last_updated, now))
-    if not rows:
+        locations.append(_location_values(partner.pk, obj, last_updated, now))
+    if not locations:
         return result
-    Location.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["ocpi_key"],
-        update_fields=[f for f in _LOCATION_FIELDS if f != "partner"],
+    written = bulk.upsert(
+        Location,
+        LOCATION_COLUMNS,
+        [_row(v, LOCATION_COLUMNS) for v in locations],
+        conflict=("ocpi_key",),
+        update=[c for c in LOCATION_COLUMNS if c not in ("partner_id", "ocpi_key")],
+        returning=("ocpi_key", "id"),
     )
-    location_ids = dict(Location.objects.filter(ocpi_key__in=[r.ocpi_key for r in rows]).values_list("ocpi_key", "id"))
+    location_ids = dict(written)
 
     old_evses: dict[tuple[int, str], tuple[int, str]] = {
         (loc_id, uid_key): (pk, status)
-        for pk, loc_id, uid_key, status in Evse.objects.filter(location_id__in=location_ids.values()).values_list(
-            "pk", "location_id", "uid_key", "status"
+        for pk, loc_id, uid_key, status in bulk.values_in(
+            Evse, "location_id", list(location_ids.values()), ("id", "location_id", "uid_key", "status")
         )
     }
-    evse_rows: list[Evse] = []
+    evses: dict[tuple[int, str], dict[str, Any]] = {}  # a duplicate uid inside a location: the last one wins
     evse_objects: dict[tuple[int, str], dict[str, Any]] = {}
-    for row in rows:
-        loc_pk = location_ids[row.ocpi_key]
-        location_coordinates = (row.latitude, row.longitude)
-        for evse in batch[row.ocpi_key][0].get("evses") or []:
-            evse_row = _evse_row(loc_pk, evse, location_coordinates, now)
-            evse_objects[(loc_pk, evse_row.uid_key)] = evse  # a duplicate uid: the last one wins
-            evse_rows.append(evse_row)
-    unique_rows = {(r.location_id, r.uid_key): r for r in evse_rows}
-    Evse.objects.bulk_create(
-        list(unique_rows.values()),
-        update_conflicts=True,
-        unique_fields=["location", "uid_key"],
-        update_fields=_EVSE_FIELDS,
+    for values in locations:
+        loc_pk = location_ids[values["ocpi_key"]]
+        location_coordinates = (values["latitude"], values["longitude"])
+        for evse in batch[values["ocpi_key"]][0].get("evses") or []:
+            evse_values = _evse_values(loc_pk, evse, location_coordinates, now)
+            evses[(loc_pk, evse_values["uid_key"])] = evse_values
+            evse_objects[(loc_pk, evse_values["uid_key"])] = evse
+    written_evses = bulk.upsert(
+        Evse,
+        EVSE_COLUMNS,
+        [_row(v, EVSE_COLUMNS) for v in evses.values()],
+        conflict=("location_id", "uid_key"),
+        update=[c for c in EVSE_COLUMNS if c not in ("location_id", "uid_key")],
+        returning=("location_id", "uid_key", "id"),
     )
-    for key, evse_row in unique_rows.items():
+    evse_ids = {(loc_id, uid_key): pk for loc_id, uid_key, pk in written_evses}
+    for key, values in evses.items():
         before = old_evses.get(key)
-        if before is not None and before[1] != evse_row.status:
-            result.status_changes.append((before[0], before[1], evse_row.status))
-    gone = {
-        pk: status
-        for key, (pk, status) in old_evses.items()
-        if key not in unique_rows and status != Evse.Status.REMOVED
-    }
+        if before is not None and before[1] != values["status"]:
+            result.status_changes.append((before[0], before[1], values["status"]))
+    gone = {pk: status for key, (pk, status) in old_evses.items() if key not in evses and status != Evse.Status.REMOVED}
     if gone:
         Evse.objects.filter(pk__in=list(gone)).update(status=Evse.Status.REMOVED, status_updated_at=now)
         result.status_changes += [(pk, status, Evse.Status.REMOVED) for pk, status in gone.items()]
 
-    evse_ids = {
-        (loc_id, uid_key): pk
-        for pk, loc_id, uid_key in Evse.objects.filter(location_id__in=location_ids.values()).values_list(
-            "pk", "location_id", "uid_key"
-        )
-    }
-    touched = [evse_ids[key] for key in unique_rows]
-    Connector.objects.filter(evse_id__in=touched).delete()
-    connector_rows = []
+    bulk.delete_in(Connector, "evse_id", [evse_ids[key] for key in evses])
+    connectors = []
     for key, evse_obj in evse_objects.items():
         evse_pk = evse_ids[key]
-        seen: set[str] = set()
-        for connector in evse_obj.get("connectors") or []:
-            id_key = ci_key(connector["id"])
-            if id_key in seen:
-                continue
-            seen.add(id_key)
-            connector_rows.append(_connector_row(evse_pk, connector, unique_rows[key].last_updated))
-    Connector.objects.bulk_create(connector_rows, batch_size=1000)
+        for connector in _unique_connectors(evse_obj):
+            connectors.append(
+                _row(_connector_values(evse_pk, connector, evses[key]["last_updated"]), CONNECTOR_COLUMNS)
+            )
+    bulk.insert(Connector, CONNECTOR_COLUMNS, connectors)
     return result
 
 
@@ -305,7 +321,7 @@ def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, 
         current = Evse.objects.select_for_update().filter(location=location, uid_key=ci_key(evse_obj["uid"])).first()
         if current is not None and last_updated < current.last_updated:
             return current, False, PatchResult(applied=False)
-        row = _evse_row(location, evse_obj, (location.latitude, location.longitude), now)
+        row = Evse(**_evse_values(location.pk, evse_obj, (location.latitude, location.longitude), now))
         old_status = current.status if current else None
         if current is not None:
             row.pk = current.pk
@@ -313,7 +329,9 @@ def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, 
         else:
             row.save(force_insert=True)
         row.connectors.all().delete()
-        Connector.objects.bulk_create([_connector_row(row.pk, c, last_updated) for c in _unique_connectors(evse_obj)])
+        Connector.objects.bulk_create(
+            [Connector(**_connector_values(row.pk, c, last_updated)) for c in _unique_connectors(evse_obj)]
+        )
         _bump_parents(location, last_updated)
         change = (row.pk, old_status, row.status) if old_status and old_status != row.status else None
         if change:
@@ -335,7 +353,7 @@ def connector_put(evse: Evse, connector_obj: dict[str, Any]) -> tuple[Connector,
         current = Connector.objects.select_for_update().filter(evse=evse, id_key=ci_key(connector_obj["id"])).first()
         if current is not None and last_updated < current.last_updated:
             return current, False, False
-        row = _connector_row(evse.pk, connector_obj, last_updated)
+        row = Connector(**_connector_values(evse.pk, connector_obj, last_updated))
         if current is not None:
             row.pk = current.pk
             row.save(force_update=True)
@@ -361,7 +379,7 @@ def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
             return PatchResult(applied=False)
         data = dict(location.data)
         data.update({k: v for k, v in patch.items() if k != "evses"})
-        row = _location_row(location.partner, {**data, "evses": []}, last_updated, timezone.now())
+        row = Location(**_location_values(location.partner_id, {**data, "evses": []}, last_updated, timezone.now()))
         row.pk = location.pk
         row.save(force_update=True)
     return PatchResult(applied=True)
@@ -407,7 +425,7 @@ def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> 
         if last_updated < connector.last_updated:
             return PatchResult(applied=False)
         data = {**connector.data, **patch}
-        row = _connector_row(evse.pk, data, last_updated)
+        row = Connector(**_connector_values(evse.pk, data, last_updated))
         row.pk = connector.pk
         row.save(force_update=True)
         _refresh_evse_power(evse)

@@ -35,6 +35,7 @@ ISSUE_CODES: dict[str, str] = {
     "rounded": "F non-integral number rounded where an int is due",
     "truncated": "F string longer than its OCPI maximum cut",
     "id_whitespace": "F whitespace around an identifier stripped (case kept)",
+    "id_too_long": "D identifier longer than its OCPI maximum dropped (treated as missing)",
     "missing_required": "F required text missing; empty string used",
     # enums
     "enum_case": "F enum/code value with wrong case or surrounding whitespace",
@@ -370,8 +371,11 @@ def text(value: object, path: str, ctx: Ctx, max_len: int | None = None) -> str 
     return s
 
 
-def identifier(value: object, path: str, ctx: Ctx) -> str | None:
-    """CiString ids: stripped, but stored in the case received (compared case-insensitively elsewhere)."""
+def identifier(value: object, path: str, ctx: Ctx, max_len: int = 36) -> str | None:
+    """CiString ids: stripped, but stored in the case received (compared case-insensitively elsewhere).
+
+    An id longer than its OCPI maximum (36; 39 for CDR ids, 48 for evse_id) is unusable — cutting it could
+    merge two objects — so it is dropped and the caller treats it as missing."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -382,6 +386,9 @@ def identifier(value: object, path: str, ctx: Ctx) -> str | None:
         s = str(value)
         ctx.fix(path, "type_coerced", f"number {value!r} read as string identifier")
     else:
+        return None
+    if len(s) > max_len:
+        ctx.drop(path, "id_too_long", f"identifier of {len(s)} characters (OCPI maximum {max_len})")
         return None
     return s or None
 

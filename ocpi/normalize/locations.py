@@ -288,7 +288,7 @@ def _evse(
     elif not partial:
         raise Rejected(pp + "uid", "EVSE without uid", code="missing_evse_uid")
 
-    evse_id = identifier(get("evse_id"), pp + "evse_id", ctx)
+    evse_id = identifier(get("evse_id"), pp + "evse_id", ctx, max_len=48)
     if evse_id:
         if len(evse_id) <= 48:
             out["evse_id"] = evse_id

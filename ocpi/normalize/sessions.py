@@ -114,8 +114,8 @@ _CDR_PRICES = (
 )
 
 
-def _required_id(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, out: dict[str, Any]) -> None:
-    value = identifier(raw.get(key), join(prefix, key), ctx)
+def _required_id(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, out: dict[str, Any], max_len: int = 36) -> None:
+    value = identifier(raw.get(key), join(prefix, key), ctx, max_len)
     if not value:
         raise Rejected(join(prefix, key), f"{key} missing", code=f"missing_{key}")
     out[key] = value
@@ -300,7 +300,7 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     except Rejected as exc:
         ctx.drop(exc.path, exc.code, f"coordinates dropped: {exc.reason}")
     _required_id(raw, "evse_uid", path, ctx, out)
-    evse_id = identifier(get("evse_id"), join(path, "evse_id"), ctx)
+    evse_id = identifier(get("evse_id"), join(path, "evse_id"), ctx, max_len=48)
     if evse_id:
         out["evse_id"] = evse_id
     else:
@@ -333,7 +333,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     get = raw.get
     out: dict[str, Any] = {}
     party(raw, out, "", ctx, cc, pid)
-    _required_id(raw, "id", "", ctx, out)
+    _required_id(raw, "id", "", ctx, out, max_len=39)  # mod_cdrs: CiString(39), room for a credit suffix
     for key in ("start_date_time", "end_date_time"):
         out[key] = dt_field(get(key), key, ctx)[1]
     sid = identifier(get("session_id"), "session_id", ctx)
@@ -393,7 +393,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     remark = text(get("remark"), "remark", ctx, 255)
     if remark:
         out["remark"] = remark
-    inv = identifier(get("invoice_reference_id"), "invoice_reference_id", ctx)
+    inv = identifier(get("invoice_reference_id"), "invoice_reference_id", ctx, max_len=39)
     if inv:
         out["invoice_reference_id"] = inv
     if get("credit") is not None:
@@ -401,7 +401,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         if credit is None:
             raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
         out["credit"] = credit
-    ref_id = identifier(get("credit_reference_id"), "credit_reference_id", ctx)
+    ref_id = identifier(get("credit_reference_id"), "credit_reference_id", ctx, max_len=39)
     if ref_id:
         out["credit_reference_id"] = ref_id
     elif out.get("credit"):

@@ -233,3 +233,17 @@ def test_quirky_values_are_normalised_and_recorded(bec: OcpiTestClient, location
     assert evse.status == "CHARGING"
     assert evse.connectors.first().max_electric_power == 22000
     assert DataQualityIssue.objects.filter(module="locations").exists()
+
+
+def test_an_overlong_location_id_is_2001_and_not_stored(bec: OcpiTestClient, location: dict[str, Any]) -> None:
+    long_id = "L" * 37
+    response = bec.put(f"{BASE}/BE/BEC/{long_id}", {**location, "id": long_id})
+    assert response.json()["status_code"] == 2001
+    assert not Location.objects.exists()
+
+
+def test_an_overlong_evse_uid_drops_that_evse_only(bec: OcpiTestClient, location: dict[str, Any]) -> None:
+    broken = copy.deepcopy(location)
+    broken["evses"][0]["uid"] = "E" * 40
+    assert put_location(bec, broken).json()["status_code"] == 1000
+    assert Evse.objects.count() == len(location["evses"]) - 1

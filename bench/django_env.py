@@ -1,0 +1,49 @@
+"""Shared set-up for benchmarks that need Django and a database of their own (PostgreSQL by default)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emsp_bench")
+
+
+def setup(fresh: bool = True) -> None:
+    """Point Django at the benchmark database (recreated when `fresh`), migrate, and set Django up."""
+    sys.path.insert(0, str(REPO))
+    os.environ["DATABASE_URL"] = BENCH_DATABASE_URL
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
+    os.environ.setdefault("OCPI_LOG_BODIES", "true")
+    os.environ.setdefault("DJANGO_DEBUG", "false")  # DEBUG records (and mogrifies) every query
+    if fresh and BENCH_DATABASE_URL.startswith("postgres"):
+        name = BENCH_DATABASE_URL.rsplit("/", 1)[1]
+        admin_url = BENCH_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def machine() -> str:
+    """One line describing where the numbers came from."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {pg or 'no psql'}"

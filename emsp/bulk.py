@@ -1,0 +1,168 @@
+"""Fast bulk writes for the catalogue ingest: on PostgreSQL rows are binary-COPYed into a temporary table
+and merged with one INSERT … ON CONFLICT … RETURNING; elsewhere (SQLite) Django's bulk_create does the job.
+
+Rows are plain tuples in `columns` order (building model instances per row cost more than the database
+work, bench/bench_ingest.py). JSON columns take Python dicts/lists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from django.db import connection, models, transaction
+from psycopg.types.json import Jsonb, set_json_dumps
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+set_json_dumps(_dumps)
+
+_COPY_TYPE_NAMES = {"timestamp with time zone": "timestamptz", "double precision": "float8"}
+
+
+def relax_durability() -> None:
+    """Inside a bulk-ingest transaction: don't wait for the WAL flush at commit. A crash can lose the last
+    moments of a pull, never corrupt it, and pulls are the recovery path anyway (OCPI transport §Pull)."""
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+
+
+def _column_types(model: type[models.Model], columns: Sequence[str]) -> list[str]:
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    return [fields[c].db_type(connection) or "text" for c in columns]
+
+
+def _copy_type(db_type: str) -> str:
+    base = re.sub(r"\(.*\)", "", db_type).strip()
+    return _COPY_TYPE_NAMES.get(base, base)
+
+
+def upsert(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict: Sequence[str],
+    update: Sequence[str],
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert rows; on a conflict on `conflict` columns overwrite the `update` columns. Returns the
+    `returning` columns of every written row (in no particular order)."""
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        return _bulk_create(model, columns, rows, conflict=conflict, update=update, returning=returning)
+    table = model._meta.db_table
+    temp = f"tmp_{table}"
+    types = _column_types(model, columns)
+    # One transaction: the temporary table empties itself at commit.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {temp} "
+            f"({', '.join(f'{c} {t}' for c, t in zip(columns, types, strict=True))}) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(f"TRUNCATE {temp}")
+        _copy(cursor, temp, columns, types, rows)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {temp} "  # noqa: S608 - names come from model metadata
+            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+        )
+        if returning:
+            sql += f" RETURNING {', '.join(returning)}"
+        cursor.execute(sql)
+        return cursor.fetchall() if returning else []
+
+
+def insert(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Plain insert of many rows."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        _bulk_create(model, columns, rows)
+        return
+    with connection.cursor() as cursor:
+        _copy(cursor, model._meta.db_table, columns, _column_types(model, columns), rows)
+
+
+def _copy(cursor: Any, table: str, columns: Sequence[str], types: list[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    json_positions = [i for i, t in enumerate(types) if t == "jsonb"]
+    raw = cursor.cursor  # psycopg's own cursor under Django's wrapper
+    with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([_copy_type(t) for t in types])
+        for row in rows:
+            if json_positions:
+                values = list(row)
+                for i in json_positions:
+                    values[i] = Jsonb(values[i])
+                copy.write_row(values)
+            else:
+                copy.write_row(row)
+
+
+def _bulk_create(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict: Sequence[str] = (),
+    update: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    by_column = {f.column: f.attname for f in model._meta.concrete_fields}
+    names = {f.column: f.name for f in model._meta.concrete_fields}
+    attnames = [by_column[c] for c in columns]
+    objects = [model(**dict(zip(attnames, row, strict=True))) for row in rows]
+    if conflict:
+        model.objects.bulk_create(
+            objects,
+            update_conflicts=True,
+            unique_fields=[names[c] for c in conflict],
+            update_fields=[names[c] for c in update],
+            batch_size=500,
+        )
+    else:
+        model.objects.bulk_create(objects, batch_size=500)
+    if not returning:
+        return []
+    positions = [list(columns).index(c) for c in conflict]
+    wanted = {tuple(row[i] for i in positions) for row in rows}
+    first = [by_column[conflict[0]]]
+    found = model.objects.filter(**{f"{first[0]}__in": {key[0] for key in wanted}}).values_list(
+        *[by_column[c] for c in returning], *[by_column[c] for c in conflict]
+    )
+    return [tuple(r[: len(returning)]) for r in found if tuple(r[len(returning) :]) in wanted]
+
+
+def values_in(
+    model: type[models.Model], column: str, values: Sequence[Any], fields: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """`SELECT fields WHERE column IN values` for long lists: one array parameter on PostgreSQL instead of
+    thousands of placeholders (Django's `__in` spent longer building them than the query took)."""
+    if not values:
+        return []
+    if connection.vendor != "postgresql":
+        return list(model.objects.filter(**{f"{column}__in": values}).values_list(*fields))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(fields)} FROM {model._meta.db_table} WHERE {column} = ANY(%s)",  # noqa: S608 - names from model metadata
+            [list(values)],
+        )
+        return cursor.fetchall()
+
+
+def delete_in(model: type[models.Model], column: str, values: Sequence[Any]) -> None:
+    """`DELETE WHERE column IN values` for rows nothing else refers to (no cascades, no signals)."""
+    if not values:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.filter(**{f"{column}__in": values})._raw_delete(model.objects.db)  # type: ignore[attr-defined]
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE {column} = ANY(%s)", [list(values)])  # noqa: S608
