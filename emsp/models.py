@@ -162,9 +162,7 @@ class LocationQuerySet(models.QuerySet["Location"]):
 
 
 class Location(models.Model):
-    # FK indexes that a composite index or unique constraint already leads with are left out: every
-    # index costs the bulk ingest (bench/bench_ingest.py).
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="locations", db_index=False)
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="locations")
     country_code = models.CharField(max_length=2)
     party_id = models.CharField(max_length=3)
     location_id = models.CharField(max_length=36)
@@ -187,9 +185,6 @@ class Location(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     objects = LocationQuerySet.as_manager()
-
-    class Meta:
-        indexes = [models.Index(fields=["partner", "last_updated"], name="location_partner_updated")]
 
     def __str__(self) -> str:
         return f"{self.name or self.location_id} ({self.country_code}*{self.party_id})"
@@ -221,11 +216,14 @@ class Evse(models.Model):
         RESERVED = "RESERVED"
         UNKNOWN = "UNKNOWN"
 
+    # Indexes are kept to what queries need: each one costs every bulk ingest and status PATCH.
     location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses", db_index=False)
     uid = models.CharField(max_length=36)
     uid_key = models.CharField(max_length=36)
     evse_id = models.CharField(max_length=48, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN, db_index=True)
+    # Not indexed on purpose: a status PATCH then changes no indexed column, so PostgreSQL can update the
+    # row in place (a HOT update) on the hot path of live availability.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
     capabilities = models.JSONField(default=list, blank=True)
     latitude = models.FloatField(help_text="The EVSE's own coordinates, or its location's.")
     longitude = models.FloatField()
@@ -313,6 +311,14 @@ class TokenQuerySet(models.QuerySet["Token"]):
         qs = self.filter(uid_key=ci_key(uid))
         return qs.filter(type=token_type) if token_type else qs
 
+    def with_partner_restriction(self, partner: Partner) -> TokenQuerySet:
+        """Annotate whether the token is restricted to some partners and whether `partner` is one of them,
+        so real-time authorization answers from a single query."""
+        through = Token.allowed_partners.through.objects.filter(token_id=models.OuterRef("pk"))
+        return self.annotate(
+            is_restricted=models.Exists(through), allowed_here=models.Exists(through.filter(partner_id=partner.pk))
+        )
+
 
 class Token(models.Model):
     """One of our OCPI Tokens (mod_tokens §"Token object"). Unique by (uid, type)."""
@@ -377,8 +383,12 @@ class Token(models.Model):
         if not self.driver.has_credit():
             return self.Allowed.NO_CREDIT
         if partner is not None:
-            restricted = [p.pk for p in self.allowed_partners.all()]
-            if restricted and partner.pk not in restricted:
+            if hasattr(self, "is_restricted"):  # annotated by TokenQuerySet.with_partner_restriction
+                restricted, allowed_here = self.is_restricted, self.allowed_here
+            else:
+                partner_ids = {p.pk for p in self.allowed_partners.all()}
+                restricted, allowed_here = bool(partner_ids), partner.pk in partner_ids
+            if restricted and not allowed_here:
                 return self.Allowed.NOT_ALLOWED
         return self.Allowed.ALLOWED
 

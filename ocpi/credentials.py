@@ -175,6 +175,7 @@ def _validate_credentials(body: Any) -> dict[str, Any]:
 def _apply_connection(
     partner: Partner, *, endpoints: PartnerEndpoints, versions_url: str, roles: list[dict[str, Any]]
 ) -> None:
+    transport.forget_cached_tokens()  # the partner's token changes: no cached answer for the old one here
     partner.versions_url = versions_url
     partner.version = endpoints.version
     partner.endpoints = endpoints.endpoints
@@ -245,6 +246,7 @@ def _fetch_or_3001(partner: Partner, credentials: dict[str, Any]) -> PartnerEndp
 
 def unregister(partner: Partner) -> None:
     """DELETE credentials (or our own decision): stop all automated communication with the partner."""
+    transport.forget_cached_tokens()
     with transaction.atomic():
         partner.state = Partner.State.UNREGISTERED
         partner.incoming_token_hash = ""

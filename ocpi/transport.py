@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.utils import timezone
@@ -114,13 +116,35 @@ def authorization_header(partner: Partner) -> str:
     return f"Token {token}"
 
 
-def partner_for_token(candidates: Iterable[str], *, allow_token_a: bool) -> tuple[Partner, bool] | None:
-    """The partner owning one of the candidate tokens, and whether it was a Token A."""
+# Token → partner, per process, for a few seconds: the lookup ran on every request of the hot paths
+# (EVSE PATCH, real-time authorization). Credentials changes clear it here at once; other processes see a
+# rotated or revoked token refused at most TOKEN_CACHE_SECONDS later.
+TOKEN_CACHE_SECONDS = 3.0
+_token_cache: dict[str, tuple[float, Partner]] = {}
+
+
+def forget_cached_tokens() -> None:
+    _token_cache.clear()
+
+
+def partner_for_token(
+    candidates: Iterable[str], *, allow_token_a: bool, cached: bool = False
+) -> tuple[Partner, bool] | None:
+    """The partner owning one of the candidate tokens, and whether it was a Token A. `cached` allows an
+    answer up to TOKEN_CACHE_SECONDS old (functional modules; never the credentials module)."""
     hashes = [hash_token(c) for c in candidates]
     if not hashes:
         return None
+    now = time.monotonic()
+    for token_hash in hashes if cached else ():
+        hit = _token_cache.get(token_hash)
+        if hit is not None and hit[0] > now:
+            return copy.copy(hit[1]), False
     partner = Partner.objects.filter(incoming_token_hash__in=hashes).exclude(state=Partner.State.UNREGISTERED).first()
     if partner is not None:
+        if len(_token_cache) > 10_000:
+            _token_cache.clear()
+        _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
         return partner, False
     if allow_token_a:
         partner = Partner.objects.filter(token_a_hash__in=hashes).first()
@@ -183,6 +207,36 @@ def paginated_response(
     return ocpi_response([serialize(obj) for obj in page], headers=all_headers)
 
 
+_MESSAGE_COLUMNS = (
+    "partner_id",
+    "direction",
+    "method",
+    "url",
+    "module",
+    "http_status",
+    "ocpi_status",
+    "request_id",
+    "correlation_id",
+    "duration_ms",
+    "request_body",
+    "response_body",
+    "error",
+    "created_at",
+)
+_INSERT_MESSAGE = (
+    f"INSERT INTO ocpi_ocpimessage ({', '.join(_MESSAGE_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join(['%s'] * len(_MESSAGE_COLUMNS))})"
+)
+
+
+def log_message_row(**values: Any) -> None:
+    """One row of the OCPI message log (plain SQL: it is written on every request of the hot paths)."""
+    values.setdefault("error", "")
+    values["created_at"] = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_MESSAGE, [values[c] for c in _MESSAGE_COLUMNS])
+
+
 class OcpiView(APIView):
     """Base of every OCPI endpoint we serve: token auth, envelope on every answer (errors too), request
     and correlation ids (set by emsp.middleware), routing headers on functional modules, message log."""
@@ -202,7 +256,7 @@ class OcpiView(APIView):
         super().initial(request, *args, **kwargs)
         self._started = time.monotonic()
         candidates = decode_authorization(request.headers.get("Authorization"))
-        found = partner_for_token(candidates, allow_token_a=self.allow_token_a)
+        found = partner_for_token(candidates, allow_token_a=self.allow_token_a, cached=self.functional)
         if found is None:
             raise OcpiError(CLIENT_ERROR, "Missing or unknown token", 401)
         self.partner, self.used_token_a = found
@@ -269,8 +323,8 @@ class OcpiView(APIView):
             request_body = request._request.body if settings.OCPI_LOG_BODIES else b""
         except (RequestDataTooBig, Exception):
             request_body = b""
-        OcpiMessage.objects.create(
-            partner=partner,
+        log_message_row(
+            partner_id=partner.pk if partner is not None else None,
             direction=OcpiMessage.Direction.IN,
             method=request.method or "",
             url=request.get_full_path()[:500],

@@ -121,3 +121,11 @@ def peer(monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = FakePeer()
     monkeypatch.setattr(outbound, "send", fake.send)
     return fake
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache() -> None:
+    """Each test starts without cached token lookups (rows from another test's database are gone)."""
+    from ocpi.transport import forget_cached_tokens
+
+    forget_cached_tokens()

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from emsp import bulk
+from emsp.expressions import JsonMerge
 from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.services import hooks
 from ocpi.normalize import format_ocpi_datetime, parse_ocpi_datetime
@@ -385,34 +386,65 @@ def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
     return PatchResult(applied=True)
 
 
-_EVSE_PATCHABLE_COLUMNS = {"status", "capabilities", "evse_id", "coordinates"}
+@dataclass(frozen=True)
+class EvseRef:
+    """Just enough of an EVSE and its location to apply a PATCH."""
+
+    pk: int
+    status: str
+    location_pk: int
+    location_last_updated: datetime
 
 
-def evse_patch(location: Location, evse: Evse, patch: dict[str, Any]) -> PatchResult:
-    """PATCH an EVSE: the hot path of live availability. One conditional UPDATE per table."""
+_EVSE_REF_SQL = (
+    "SELECT e.id, e.status, l.id, l.last_updated FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id "
+    "WHERE l.ocpi_key = %s AND e.uid_key = %s"
+)
+
+
+def evse_ref(country_code: str, party_id: str, location_id: str, evse_uid: str) -> EvseRef | None:
+    """The PATCH hot path's one lookup (plain SQL: building the ORM query cost more than running it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_EVSE_REF_SQL, [location_key(country_code, party_id, location_id), ci_key(evse_uid)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    last_updated = row[3]
+    if isinstance(last_updated, str):
+        last_updated = parse_ocpi_datetime(last_updated.replace(" ", "T"), "last_updated")
+    elif timezone.is_naive(last_updated):  # SQLite keeps UTC without a zone
+        last_updated = last_updated.replace(tzinfo=UTC)
+    return EvseRef(pk=row[0], status=row[1], location_pk=row[2], location_last_updated=last_updated)
+
+
+def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
+    """PATCH an EVSE: the hot path of live availability. One conditional UPDATE (the database merges the
+    fields into the stored object, and refuses a patch older than what we hold), then the location's
+    last_updated when it moves forward (mod_locations: parents' last_updated follow)."""
     last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
-    now = timezone.now()
-    with transaction.atomic():
-        current = Evse.objects.select_for_update().filter(pk=evse.pk).values("status", "last_updated", "data").first()
-        if current is None or last_updated < current["last_updated"]:
+    columns: dict[str, Any] = {
+        "data": JsonMerge("data", {k: v for k, v in patch.items() if k != "connectors"}),
+        "last_updated": last_updated,
+    }
+    if "status" in patch:
+        columns["status"] = patch["status"]
+        columns["status_updated_at"] = timezone.now()
+    if "capabilities" in patch:
+        columns["capabilities"] = list(patch["capabilities"] or [])
+    if "evse_id" in patch:
+        columns["evse_id"] = (patch["evse_id"] or "")[:48]
+    coordinates = _coordinates(patch)
+    if coordinates:
+        columns["latitude"], columns["longitude"] = coordinates
+    with transaction.atomic():  # one commit for both rows
+        if not Evse.objects.filter(pk=evse.pk, last_updated__lte=last_updated).update(**columns):
             return PatchResult(applied=False)
-        data = dict(current["data"])
-        data.update({k: v for k, v in patch.items() if k != "connectors"})
-        columns: dict[str, Any] = {"data": data, "last_updated": last_updated}
-        if "status" in patch:
-            columns["status"] = patch["status"]
-            columns["status_updated_at"] = now
-        if "capabilities" in patch:
-            columns["capabilities"] = list(patch["capabilities"] or [])
-        if "evse_id" in patch:
-            columns["evse_id"] = (patch["evse_id"] or "")[:48]
-        coordinates = _coordinates(patch)
-        if coordinates:
-            columns["latitude"], columns["longitude"] = coordinates
-        Evse.objects.filter(pk=evse.pk).update(**columns)
-        Location.objects.filter(pk=location.pk, last_updated__lt=last_updated).update(last_updated=last_updated)
-        old_status, new_status = current["status"], patch.get("status")
-        change = (evse.pk, old_status, new_status) if new_status and new_status != old_status else None
+        if evse.location_last_updated < last_updated:
+            Location.objects.filter(pk=evse.location_pk, last_updated__lt=last_updated).update(
+                last_updated=last_updated
+            )
+        new_status = patch.get("status")
+        change = (evse.pk, evse.status, new_status) if new_status and new_status != evse.status else None
         if change:
             hooks.evse_status_changed(*change)
     return PatchResult(applied=True, status_change=change)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from emsp.models import Driver, Evse, Location, Partner, Token, ci_key
+from emsp.models import Driver, Evse, Partner, Token, ci_key
 from ocpi import push
 
 
@@ -108,10 +108,10 @@ def token_authorize(
     """
     now = now or timezone.now()
     # `type` defaults to RFID (mod_tokens); lenient in: without a type, a token of another type still counts.
-    tokens = Token.objects.by_uid(uid, token_type or Token.Type.RFID).select_related("driver")
-    token = tokens.first()
+    tokens = Token.objects.select_related("driver").with_partner_restriction(partner)
+    token = tokens.by_uid(uid, token_type or Token.Type.RFID).first()
     if token is None and not token_type:
-        token = Token.objects.by_uid(uid).select_related("driver").order_by("pk").first()
+        token = tokens.by_uid(uid).order_by("pk").first()
     if token is None:
         raise UnknownToken(uid)
     allowed = token.allowed_status(now, partner)
@@ -134,17 +134,13 @@ def _allowed_location(partner: Partner, refs: dict[str, Any]) -> dict[str, Any] 
     echoed: dict[str, Any] = {"location_id": location_id}
     evse_uids = [str(u).strip() for u in refs.get("evse_uids") or [] if str(u).strip()]
     if evse_uids:
-        location = (
-            Location.objects.filter(partner=partner, location_id__iexact=location_id).only("pk").first()
-            if partner
-            else None
+        location_keys = [f"{party}*{ci_key(location_id)}" for party in partner.party_keys()]
+        known = set(
+            Evse.objects.filter(
+                location__ocpi_key__in=location_keys, uid_key__in=[ci_key(u) for u in evse_uids]
+            ).values_list("uid_key", flat=True)
         )
-        if location is not None:
-            known = set(
-                Evse.objects.filter(location=location, uid_key__in=[ci_key(u) for u in evse_uids]).values_list(
-                    "uid_key", flat=True
-                )
-            )
+        if known:
             evse_uids = [u for u in evse_uids if ci_key(u) in known]
         echoed["evse_uids"] = evse_uids
     return echoed

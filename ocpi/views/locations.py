@@ -115,7 +115,7 @@ class LocationReceiverView(OcpiView):
         connector_id: str | None = None,
     ) -> HttpResponse:
         body = self.json_object()
-        location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
         try:
             clean, issues = normalize_location_patch(body, level)
@@ -124,6 +124,13 @@ class LocationReceiverView(OcpiView):
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         if issues:
             record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        if level == "evse" and evse_uid:
+            # The hot path of live availability: one lookup, one conditional update.
+            ref = catalogue.evse_ref(country_code, party_id, location_id, evse_uid)
+            if ref is not None:
+                catalogue.evse_patch(ref, clean)
+                return ocpi_response()
+        location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
         # mod_locations: PATCH of an object we don't have is an error; the CPO then PUTs it.
         if location is None:
             raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
@@ -132,9 +139,7 @@ class LocationReceiverView(OcpiView):
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
             catalogue.connector_patch(evse, connector, clean)
         elif level == "evse":
-            if evse is None:
-                raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
-            catalogue.evse_patch(location, evse, clean)
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
         else:
             catalogue.location_patch(location, clean)
         return ocpi_response()

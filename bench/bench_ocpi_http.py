@@ -1,0 +1,156 @@
+"""Benchmark: the OCPI hot paths over HTTP against gunicorn on PostgreSQL.
+
+Usage: .venv/bin/python bench/bench_ocpi_http.py [--workers 4] [--duration 15]
+- EVSE status PATCH receiver (`PATCH /ocpi/emsp/2.2.1/locations/{cc}/{pid}/{loc}/{evse}`): the highest
+  throughput (wrk, closed loop, 8 connections) and the latency at a fixed 500 req/s (open loop).
+  Target: ≥ 500 req/s with p99 < 20 ms.
+- Real-time authorization (`POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize`) at a fixed 200 req/s.
+  Target: p99 < 10 ms.
+Server, load generator and PostgreSQL share the machine, so the figures are conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+from django_env import BENCH_DATABASE_URL, REPO, machine, setup
+from load import open_loop
+
+TOKEN = "bench-cpo-token"
+AUTH = {"Authorization": "Token " + base64.b64encode(TOKEN.encode()).decode(), "Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed(locations: int, tokens: int) -> tuple[list[str], list[str]]:
+    from emsp.models import Driver, Evse, Partner, Token, hash_token
+    from emsp.services.catalogue import locations_store
+    from tests.factories import ocpi_location
+
+    partner = Partner.objects.create(
+        name="Bench CPO", country_code="IN", party_id="BEN", state="CONNECTED", incoming_token_hash=hash_token(TOKEN)
+    )
+    objs = [ocpi_location("IN", "BEN", f"LOC{i:05d}", evses=2) for i in range(locations)]
+    for i in range(0, len(objs), 500):
+        locations_store(partner, objs[i : i + 500])
+    paths = [
+        f"/ocpi/emsp/2.2.1/locations/IN/BEN/{loc}/{uid}"
+        for loc, uid in Evse.objects.values_list("location__location_id", "uid")
+    ]
+    driver = Driver.objects.create(name="Bench driver")
+    Token.objects.bulk_create(
+        [
+            Token(driver=driver, uid=f"RFID{i:06d}", uid_key=f"RFID{i:06d}", contract_id=f"IN-EMS-C{i:08d}", issuer="x")
+            for i in range(tokens)
+        ]
+    )
+    return paths, [f"RFID{i:06d}" for i in range(tokens)]
+
+
+def start_server(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": BENCH_DATABASE_URL,
+        "DJANGO_DEBUG": "false",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(f"{base}/ocpi/versions", headers=AUTH, timeout=1)
+            return proc, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def wrk_patch(base: str, paths: list[str], duration: int) -> str:
+    if not shutil.which("wrk"):
+        return "wrk not installed (apt-get install wrk): closed-loop maximum skipped"
+    script = (
+        "paths = {"
+        + ",".join(f'"{p}"' for p in paths)
+        + "}\n"
+        + f'''
+counter = 0
+base = os.time{{year=2031, month=1, day=1, hour=0}}
+statuses = {{"AVAILABLE", "CHARGING", "BLOCKED", "AVAILABLE"}}
+request = function()
+  counter = counter + 1
+  local path = paths[(counter % #paths) + 1]
+  local body = '{{"status": "' .. statuses[(counter % 4) + 1] .. '", "last_updated": "' .. os.date("!%Y-%m-%dT%H:%M:%SZ", base + counter) .. '"}}'
+  return wrk.format("PATCH", path, {{["Authorization"] = "{AUTH["Authorization"]}", ["Content-Type"] = "application/json"}}, body)
+end
+'''
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", "8", "-d", f"{duration}s", "--latency", "-s", f.name, base],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    Path(f.name).unlink()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--locations", type=int, default=1000)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    setup(fresh=True)
+    paths, token_uids = seed(args.locations, 1000)
+    proc, base = start_server(args.workers)
+    try:
+        print(f"gunicorn {args.workers} sync workers; {len(paths)} EVSEs, {len(token_uids)} tokens; {machine()}")
+        print("== EVSE status PATCH, closed loop (wrk -t1 -c8):")
+        print(wrk_patch(base, paths, args.duration))
+        start = datetime(2032, 1, 1, tzinfo=UTC)
+
+        def patch(n: int) -> tuple[str, str, bytes, dict[str, str]]:
+            stamp = (start + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            status = ("AVAILABLE", "CHARGING")[n % 2]
+            return "PATCH", paths[n % len(paths)], f'{{"status": "{status}", "last_updated": "{stamp}"}}'.encode(), AUTH
+
+        print("== EVSE status PATCH, open loop at 500 req/s:")
+        print(open_loop(base, patch, rate=500, duration=args.duration).summary())
+
+        def authorize(n: int) -> tuple[str, str, bytes, dict[str, str]]:
+            body = b'{"location_id": "LOC00001", "evse_uids": ["LOC00001-E1"]}'
+            return "POST", f"/ocpi/emsp/2.2.1/tokens/{token_uids[n % len(token_uids)]}/authorize", body, AUTH
+
+        print("== Real-time authorization, open loop at 200 req/s:")
+        print(open_loop(base, authorize, rate=200, duration=args.duration).summary())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
