@@ -102,8 +102,10 @@ statuses = {{"AVAILABLE", "CHARGING", "BLOCKED", "AVAILABLE"}}
 request = function()
   counter = counter + 1
   local path = paths[(counter % #paths) + 1]
-  local body = '{{"status": "' .. statuses[(counter % 4) + 1] .. '", "last_updated": "' .. os.date("!%Y-%m-%dT%H:%M:%SZ", base + counter) .. '"}}'
-  return wrk.format("PATCH", path, {{["Authorization"] = "{AUTH["Authorization"]}", ["Content-Type"] = "application/json"}}, body)
+  local stamp = os.date("!%Y-%m-%dT%H:%M:%SZ", base + counter)
+  local body = '{{"status": "' .. statuses[(counter % 4) + 1] .. '", "last_updated": "' .. stamp .. '"}}'
+  local headers = {{["Authorization"] = "{AUTH["Authorization"]}", ["Content-Type"] = "application/json"}}
+  return wrk.format("PATCH", path, headers, body)
 end
 '''
     )

@@ -27,7 +27,7 @@ class Result:
         values = sorted(self.latencies_ms)
         if not values:
             return float("nan")
-        return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
     def summary(self) -> str:
         done = len(self.latencies_ms)
@@ -35,7 +35,8 @@ class Result:
             f"offered {self.rate:.0f} req/s for {self.duration:.0f} s: {done} answered "
             f"({done / self.duration:.0f} req/s), errors {self.errors}, statuses {self.statuses}; latency ms "
             f"p50 {self.percentile(50):.2f} p90 {self.percentile(90):.2f} p99 {self.percentile(99):.2f} "
-            f"max {max(self.latencies_ms, default=float('nan')):.2f} mean {statistics.fmean(self.latencies_ms or [0]):.2f}"
+            f"max {max(self.latencies_ms, default=float('nan')):.2f} "
+            f"mean {statistics.fmean(self.latencies_ms or [0]):.2f}"
         )
 
 
