@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from emsp.models import Partner, hash_token, new_credentials_token
-from ocpi import transport
+from ocpi import push, transport
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import PushDelivery
 from ocpi.normalize import unwrap_object_payload
@@ -207,6 +207,7 @@ def accept_registration(partner: Partner, body: Any, *, used_token_a: bool) -> d
         partner.token_a_hash = ""  # Token A is single-use (credentials.asciidoc)
         _apply_connection(partner, endpoints=endpoints, versions_url=credentials["url"], roles=credentials["roles"])
         partner.save()
+        push.tokens_to_new_partner(partner)
     log.info("%s registered with us", partner)
     return our_credentials(token_c)
 
@@ -304,7 +305,9 @@ def register_with_partner(
     partner.incoming_token_hash = hash_token(token_b)
     partner.token_a_hash = ""
     _apply_connection(partner, endpoints=endpoints, versions_url=versions_url, roles=answer["roles"])
-    partner.save()
+    with transaction.atomic():
+        partner.save()
+        push.tokens_to_new_partner(partner)
     log.info("registered with %s", partner)
     return partner
 

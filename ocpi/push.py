@@ -36,6 +36,24 @@ def token_changed(token: Token) -> list[PushDelivery]:
     return deliveries
 
 
+def tokens_to_new_partner(partner: Partner) -> int:
+    """On connecting, queue every token we have for the partner's Tokens receiver, so drivers can charge
+    there at once (the partner may also pull our list)."""
+    if not partner.endpoint_url("tokens", "RECEIVER") and not partner.endpoint_url("tokens"):
+        return 0
+    deliveries = []
+    for token in Token.objects.all().iterator(chunk_size=1000):
+        payload = token_to_ocpi(token)
+        path = f"/{payload['country_code']}/{payload['party_id']}/{token.uid}?type={token.type}"
+        deliveries.append(PushDelivery(partner=partner, module="tokens", method="PUT", path=path, payload=payload))
+    PushDelivery.objects.bulk_create(deliveries, batch_size=1000)
+    if deliveries:
+        from ocpi.tasks import push_deliver_due
+
+        transaction.on_commit(push_deliver_due.delay)
+    return len(deliveries)
+
+
 def deliver(delivery_id: int) -> PushDelivery | None:
     """Attempt one delivery. 4xx (but 408/429) is permanent; otherwise back off exponentially."""
     with transaction.atomic():

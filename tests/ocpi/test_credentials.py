@@ -205,3 +205,22 @@ def test_ocpi_register_command_registers_and_pulls(peer: FakePeer, db: None, cap
     assert "Registered with" in out
     assert "pulled locations" in out
     assert Partner.objects.get(party_id="CPA").state == Partner.State.CONNECTED
+
+
+def test_our_tokens_are_pushed_to_a_newly_connected_cpo(peer: FakePeer, db: None) -> None:
+    from ocpi.models import PushDelivery
+    from tests.factories import TokenFactory
+
+    tokens = [TokenFactory(), TokenFactory()]
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", answer_credentials)
+    for token in tokens:
+        peer.route("PUT", f"{CPO}/2.2.1/tokens/IN/EMS/{token.uid}", (200, envelope()))
+    partner = register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo")
+    assert PushDelivery.objects.filter(partner=partner).count() == 2
+    from ocpi import push
+
+    for delivery in PushDelivery.objects.filter(partner=partner):
+        push.deliver(delivery.pk)
+    assert PushDelivery.objects.filter(partner=partner, status="DELIVERED").count() == 2
+    assert {c["json"]["uid"] for c in peer.requests_to("/tokens/")} == {t.uid for t in tokens}

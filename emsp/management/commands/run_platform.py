@@ -1,0 +1,158 @@
+"""Run the whole platform on one machine: web server, Celery worker and beat, and two simulator CPOs that
+are registered over OCPI (one in each handshake direction) and pulled. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from emsp.models import Partner
+
+SIMULATORS = [
+    # party, name, tariff profile, cities, port offset, who starts the handshake
+    ("CPA", "Volt Bharat (simulated CPO)", "a", "Bengaluru,Mumbai,Pune", 101, "we"),
+    ("CPB", "ChargeGrid (simulated CPO)", "b", "Delhi,Chennai,Hyderabad", 102, "they"),
+]
+
+
+class Command(BaseCommand):
+    help = "Start the web server, a Celery worker and beat, and two simulator CPOs; register and sync them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-simulators", action="store_true", help="Only our own processes.")
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        log_dir = settings.VAR_DIR / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        port = options["port"]
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", base)}
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_all())
+        try:
+            call_command("demo_setup", stdout=self.stdout)
+            python = sys.executable
+            bin_dir = Path(python).parent
+            sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+            self.spawn(
+                "web",
+                [str(bin_dir / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(options["web_workers"]),
+                 "--timeout", "60", "--access-logfile", "-"],
+                env, log_dir,
+            )  # fmt: skip
+            # Without Redis the queue is a folder polled by one process (kombu filesystem transport).
+            pool = ["--pool", "solo"] if not settings.REDIS_URL else ["--concurrency", "2"]
+            self.spawn("worker", [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "info", *pool], env, log_dir)
+            self.spawn(
+                "beat",
+                [str(bin_dir / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(settings.VAR_DIR / "celerybeat-schedule")],
+                env, log_dir,
+            )  # fmt: skip
+            self.wait_for(f"{base}/admin/login/", "web server")
+            if not options["no_simulators"]:
+                self.start_simulators(port, env, log_dir)
+            self.stdout.write(self.style.SUCCESS("\nThe platform is running:"))
+            self.stdout.write(f"  staff console   {base}/admin/   (login printed above)")
+            self.stdout.write(f"  API docs        {base}/api/docs/")
+            self.stdout.write(f"  OCPI versions   {base}/ocpi/versions")
+            self.stdout.write(f"  Beckn endpoint  {base}/beckn/{{action}}")
+            self.stdout.write(f"  logs            {log_dir}/")
+            self.stdout.write(
+                f"  database        {'SQLite ' + str(settings.DATABASES['default']['NAME']) if sqlite else 'PostgreSQL'}"
+            )
+            self.stdout.write("Press Ctrl-C to stop every process.")
+            while all(proc.poll() is None for _, proc in self.children):
+                time.sleep(0.5)
+            dead = [name for name, proc in self.children if proc.poll() is not None]
+            self.stderr.write(f"{', '.join(dead)} stopped; see {log_dir}/ — stopping the rest.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        finally:
+            self.stop_all()
+
+    def spawn(self, name: str, command: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+        log = (log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.children.append((name, proc))
+        self.stdout.write(f"started {name} (pid {proc.pid}), log {log_dir / (name + '.log')}")
+        return proc
+
+    def wait_for(self, url: str, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=2).status_code < 500:
+                    return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise RuntimeError(f"{what} did not come up at {url}")
+
+    def start_simulators(self, port: int, env: dict[str, str], log_dir: Path) -> None:
+        from ocpi.credentials import RegistrationError, register_with_partner, versions_url
+        from ocpi.sync import sync_partner
+
+        for party, name, profile, cities, offset, initiator in SIMULATORS:
+            sim_port = port + offset
+            token_a = f"demo-token-a-{party.lower()}"
+            self.spawn(
+                f"cpo-{party.lower()}",
+                [sys.executable, "-m", "cposim", "--port", str(sim_port), "--party-id", party, "--name", name,
+                 "--tariff-profile", profile, "--cities", cities, "--token-a", token_a, "--locations", "24",
+                 "--seed", str(offset)],
+                env, log_dir,
+            )  # fmt: skip
+            sim_versions = f"http://127.0.0.1:{sim_port}/ocpi/versions"
+            self.wait_for(f"http://127.0.0.1:{sim_port}/_sim/state", name)
+            partner = Partner.objects.filter(country_code="IN", party_id=party).first()
+            if partner is not None and partner.state == Partner.State.CONNECTED:
+                self.stdout.write(f"{name}: already connected")
+            elif initiator == "we":
+                try:
+                    partner = register_with_partner(
+                        versions_url=sim_versions, token_a=token_a, partner=partner, name=name
+                    )
+                except RegistrationError as exc:
+                    self.stderr.write(f"{name}: registration failed: {exc}")
+                    continue
+                self.stdout.write(f"{name}: we registered with it (OCPI credentials, Token A from the CPO)")
+            else:
+                partner = partner or Partner.objects.create(name=name, country_code="IN", party_id=party)
+                our_token_a = partner.issue_token_a()
+                partner.save()
+                answer = requests.post(
+                    f"http://127.0.0.1:{sim_port}/_sim/register",
+                    json={"versions_url": versions_url(), "token_a": our_token_a},
+                    timeout=30,
+                )
+                partner.refresh_from_db()
+                if partner.state != Partner.State.CONNECTED:
+                    self.stderr.write(f"{name}: it could not register with us: {answer.text[:300]}")
+                    continue
+                self.stdout.write(f"{name}: it registered with us (OCPI credentials, Token A from us)")
+            for run in sync_partner(partner, full=True):
+                self.stdout.write(
+                    f"  pulled {run.module:<9} {run.outcome:<6} stored={run.stored} rejected={run.rejected}"
+                )
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in self.children:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.children = []
