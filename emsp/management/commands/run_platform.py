@@ -55,11 +55,10 @@ class Command(BaseCommand):
             # Without Redis the queue is a folder polled by one process (kombu filesystem transport).
             pool = ["--pool", "solo"] if not settings.REDIS_URL else ["--concurrency", "2"]
             self.spawn("worker", [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "info", *pool], env, log_dir)
+            schedule = str(settings.VAR_DIR / "celerybeat-schedule")
             self.spawn(
-                "beat",
-                [str(bin_dir / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(settings.VAR_DIR / "celerybeat-schedule")],
-                env, log_dir,
-            )  # fmt: skip
+                "beat", [str(bin_dir / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", schedule], env, log_dir
+            )
             self.wait_for(f"{base}/admin/login/", "web server")
             if not options["no_simulators"]:
                 self.start_simulators(port, env, log_dir)
@@ -69,9 +68,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  OCPI versions   {base}/ocpi/versions")
             self.stdout.write(f"  Beckn endpoint  {base}/beckn/{{action}}")
             self.stdout.write(f"  logs            {log_dir}/")
-            self.stdout.write(
-                f"  database        {'SQLite ' + str(settings.DATABASES['default']['NAME']) if sqlite else 'PostgreSQL'}"
-            )
+            database = f"SQLite {settings.DATABASES['default']['NAME']}" if sqlite else "PostgreSQL"
+            self.stdout.write(f"  database        {database}")
             self.stdout.write("Press Ctrl-C to stop every process.")
             while all(proc.poll() is None for _, proc in self.children):
                 time.sleep(0.5)
