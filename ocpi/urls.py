@@ -7,7 +7,7 @@ from django.urls import path
 from ocpi.views.cdrs import CdrDetailView, CdrReceiverView
 from ocpi.views.commands import CommandResultView
 from ocpi.views.credentials import CredentialsView
-from ocpi.views.locations import LocationReceiverView
+from ocpi.views.locations import ConnectorView, EvseView, LocationView
 from ocpi.views.sessions import SessionReceiverView
 from ocpi.views.tariffs import TariffReceiverView
 from ocpi.views.tokens import TokenAuthorizeView, TokenListView
@@ -15,24 +15,23 @@ from ocpi.views.versions import VersionDetailsView, VersionsView
 
 app_name = "ocpi"
 
-_locations = LocationReceiverView.as_view()
 urlpatterns = [
     path("versions", VersionsView.as_view(), name="versions"),
     path("2.2.1", VersionDetailsView.as_view(), name="version-details"),
     path("2.2.1/credentials", CredentialsView.as_view(), name="credentials"),
     path(
         "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>",
-        _locations,
+        LocationView.as_view(),
         name="location",
     ),
     path(
         "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>/<str:evse_uid>",
-        _locations,
+        EvseView.as_view(),
         name="evse",
     ),
     path(
         "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>/<str:evse_uid>/<str:connector_id>",
-        _locations,
+        ConnectorView.as_view(),
         name="connector",
     ),
     path(

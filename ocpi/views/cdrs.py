@@ -4,6 +4,7 @@ that points at our copy), GET that copy. CDRs are immutable: a repeated id chang
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
 from billing import services as billing
@@ -11,6 +12,7 @@ from billing.models import Cdr
 from ocpi import transport
 from ocpi.normalize import Rejected, normalize_cdr
 from ocpi.quality import record_issues
+from ocpi.schemas import CDR, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, absolute_url, ocpi_response
 
 
@@ -21,6 +23,16 @@ def cdr_url(cdr: Cdr) -> str:
 class CdrReceiverView(OcpiView):
     module = "cdrs"
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_cdr_post",
+        summary="Receive a CDR; the Location header points at our copy",
+        request=CDR,
+        responses={
+            201: OpenApiResponse(envelope("OcpiEmptyResponse"), description="Stored (Location header set)"),
+            200: OpenApiResponse(envelope("OcpiEmptyResponse"), description="Already stored: unchanged"),
+        },
+    )
     def post(self, request: Request) -> HttpResponse:
         body = self.json_object()
         country_code = str(body.get("country_code") or self.partner.country_code)
@@ -38,6 +50,11 @@ class CdrReceiverView(OcpiView):
 class CdrDetailView(OcpiView):
     module = "cdrs"
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_cdr_get",
+        responses={200: envelope("OcpiCdrResponse", CDR), 404: error_response("Unknown CDR")},
+    )
     def get(self, request: Request, country_code: str, party_id: str, cdr_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)
         cdr = Cdr.objects.filter(ocpi_key=billing.cdr_key(country_code, party_id, cdr_id)).first()

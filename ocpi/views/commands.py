@@ -6,17 +6,26 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 
 from emsp.models import Command
 from emsp.services import commands
 from ocpi import transport
+from ocpi.schemas import OcpiCommandResultSerializer, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
 class CommandResultView(OcpiView):
     module = "commands"
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_command_result",
+        summary="The CommandResult of one of our commands (its response_url)",
+        request=OcpiCommandResultSerializer,
+        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown command")},
+    )
     def post(self, request: Request, command: str, uid: str) -> HttpResponse:
         body = self.json_object()
         row = Command.objects.filter(uid=_uuid_or_none(uid), type=command.upper(), partner=self.partner).first()

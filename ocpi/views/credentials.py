@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from ocpi import credentials, transport
+from ocpi.schemas import OcpiCredentialsSerializer, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
+_CREDENTIALS = envelope("OcpiCredentialsResponse", OcpiCredentialsSerializer())
 
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="ocpi_credentials_get", summary="Our credentials for the caller", responses=_CREDENTIALS
+    ),
+    post=extend_schema(
+        operation_id="ocpi_credentials_register",
+        summary="Register with Token A: we fetch your versions with your token, then answer with ours",
+        request=OcpiCredentialsSerializer,
+        responses={200: _CREDENTIALS, 405: error_response("Already registered")},
+    ),
+    put=extend_schema(
+        operation_id="ocpi_credentials_update",
+        summary="Rotate tokens / switch version",
+        request=OcpiCredentialsSerializer,
+        responses={200: _CREDENTIALS, 405: error_response("Not registered")},
+    ),
+    delete=extend_schema(
+        operation_id="ocpi_credentials_unregister",
+        summary="Unregister",
+        responses={200: envelope("OcpiEmptyResponse"), 405: error_response("Not registered")},
+    ),
+)
+@extend_schema(tags=["OCPI"])
 class CredentialsView(OcpiView):
     module = "credentials"
     functional = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from emsp.models import Connector, Evse, Location
@@ -19,6 +20,7 @@ from ocpi.normalize import (
     normalize_location_patch,
 )
 from ocpi.quality import record_issues
+from ocpi.schemas import CONNECTOR, EVSE, LOCATION, PATCH_BODY, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
 
 
@@ -150,3 +152,41 @@ class LocationReceiverView(OcpiView):
             return fn(body)
         except Rejected as exc:
             raise rejected(exc) from exc
+
+
+_EMPTY = envelope("OcpiEmptyResponse")
+
+
+def _receiver_schema(level: str, obj: Any) -> Any:
+    name = level.capitalize()
+    return extend_schema_view(
+        get=extend_schema(
+            operation_id=f"ocpi_{level}_get",
+            responses={200: envelope(f"Ocpi{name}Response", obj), 404: error_response(f"Unknown {level}")},
+        ),
+        put=extend_schema(operation_id=f"ocpi_{level}_put", request=obj, responses={200: _EMPTY, 201: _EMPTY}),
+        patch=extend_schema(
+            operation_id=f"ocpi_{level}_patch",
+            request=PATCH_BODY,
+            responses={200: _EMPTY, 404: error_response(f"Unknown {level}: PUT it first")},
+        ),
+    )
+
+
+# One class per level so each has its own OpenAPI operations; the behaviour is shared.
+@_receiver_schema("location", LOCATION)
+@extend_schema(tags=["OCPI"])
+class LocationView(LocationReceiverView):
+    pass
+
+
+@_receiver_schema("evse", EVSE)
+@extend_schema(tags=["OCPI"])
+class EvseView(LocationReceiverView):
+    pass
+
+
+@_receiver_schema("connector", CONNECTOR)
+@extend_schema(tags=["OCPI"])
+class ConnectorView(LocationReceiverView):
+    pass

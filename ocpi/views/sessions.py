@@ -4,6 +4,7 @@ charging_periods appended) at /{country_code}/{party_id}/{session_id}."""
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from emsp.models import ChargingSession
@@ -11,9 +12,27 @@ from emsp.services import sessions
 from ocpi import transport
 from ocpi.normalize import Rejected, normalize_session, normalize_session_patch
 from ocpi.quality import record_issues
+from ocpi.schemas import PATCH_BODY, SESSION, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="ocpi_session_get",
+        responses={200: envelope("OcpiSessionResponse", SESSION), 404: error_response("Unknown session")},
+    ),
+    put=extend_schema(
+        operation_id="ocpi_session_put",
+        request=SESSION,
+        responses={200: envelope("OcpiEmptyResponse"), 201: envelope("OcpiEmptyResponse")},
+    ),
+    patch=extend_schema(
+        operation_id="ocpi_session_patch",
+        request=PATCH_BODY,
+        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown session")},
+    ),
+)
+@extend_schema(tags=["OCPI"])
 class SessionReceiverView(OcpiView):
     module = "sessions"
 

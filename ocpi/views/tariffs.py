@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from billing import services as billing
 from ocpi import transport
 from ocpi.normalize import Rejected, normalize_tariff
 from ocpi.quality import record_issues
+from ocpi.schemas import TARIFF, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="ocpi_tariff_get",
+        responses={200: envelope("OcpiTariffResponse", TARIFF), 404: error_response("Unknown tariff")},
+    ),
+    put=extend_schema(
+        operation_id="ocpi_tariff_put",
+        request=TARIFF,
+        responses={200: envelope("OcpiEmptyResponse"), 201: envelope("OcpiEmptyResponse")},
+    ),
+    delete=extend_schema(
+        operation_id="ocpi_tariff_delete",
+        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown tariff")},
+    ),
+)
+@extend_schema(tags=["OCPI"])
 class TariffReceiverView(OcpiView):
     module = "tariffs"
 

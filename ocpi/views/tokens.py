@@ -4,11 +4,20 @@ authorization at POST {token_uid}/authorize[?type=...]."""
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 
 from emsp.models import Token
 from emsp.services import tokens
 from ocpi import transport
+from ocpi.schemas import (
+    PAGINATION_PARAMETERS,
+    OcpiAuthorizationInfoSerializer,
+    OcpiLocationReferencesSerializer,
+    OcpiTokenSerializer,
+    envelope,
+    error_response,
+)
 from ocpi.serializers import token_to_ocpi
 from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
 
@@ -18,6 +27,13 @@ TOKEN_TYPES = {t.value for t in Token.Type}
 class TokenListView(OcpiView):
     module = "tokens"
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_tokens_list",
+        summary="Our tokens, paginated (Link, X-Total-Count, X-Limit)",
+        parameters=PAGINATION_PARAMETERS,
+        responses=envelope("OcpiTokenListResponse", OcpiTokenSerializer(many=True)),
+    )
     def get(self, request: Request) -> HttpResponse:
         return paginated_response(request, Token.objects.all(), token_to_ocpi)
 
@@ -25,6 +41,17 @@ class TokenListView(OcpiView):
 class TokenAuthorizeView(OcpiView):
     module = "tokens"
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_token_authorize",
+        summary="Real-time authorization",
+        parameters=[OpenApiParameter("type", type=str, location=OpenApiParameter.QUERY, enum=sorted(TOKEN_TYPES))],
+        request=OcpiLocationReferencesSerializer,
+        responses={
+            200: envelope("OcpiAuthorizationInfoResponse", OcpiAuthorizationInfoSerializer()),
+            404: error_response("Unknown token (OCPI 2004)"),
+        },
+    )
     def post(self, request: Request, token_uid: str) -> HttpResponse:
         token_type = (request.query_params.get("type") or "").strip().upper() or None
         if token_type is not None and token_type not in TOKEN_TYPES:

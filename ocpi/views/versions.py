@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 
 from ocpi.credentials import our_version_details, our_versions
+from ocpi.schemas import OcpiVersionDetailsSerializer, OcpiVersionSerializer, envelope
 from ocpi.transport import OcpiView, ocpi_response
 
 
@@ -14,6 +16,12 @@ class VersionsView(OcpiView):
     functional = False
     allow_token_a = True
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_versions",
+        summary="OCPI versions we support",
+        responses=envelope("OcpiVersionsResponse", OcpiVersionSerializer(many=True)),
+    )
     def get(self, request: Request) -> HttpResponse:
         return ocpi_response(our_versions())
 
@@ -23,5 +31,11 @@ class VersionDetailsView(OcpiView):
     functional = False
     allow_token_a = True
 
+    @extend_schema(
+        tags=["OCPI"],
+        operation_id="ocpi_version_details",
+        summary="The modules we implement in OCPI 2.2.1",
+        responses=envelope("OcpiVersionDetailsResponse", OcpiVersionDetailsSerializer()),
+    )
     def get(self, request: Request) -> HttpResponse:
         return ocpi_response(our_version_details())
