@@ -32,3 +32,6 @@ class CdrAdmin(admin.ModelAdmin):
     date_hierarchy = "end_date_time"
     readonly_fields = [f.name for f in Cdr._meta.fields]
     list_select_related = ("partner",)
+
+# Settlement pages and exports live in their own module.
+from billing import admin_settlement  # noqa: E402, F401

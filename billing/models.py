@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -73,3 +74,203 @@ class Cdr(models.Model):
 
     def __str__(self) -> str:
         return self.cdr_id
+
+
+class PartnerTerms(models.Model):
+    """Commercial terms with one CPO: how closely we audit its CDRs and what we add for drivers."""
+
+    partner = models.OneToOneField(Partner, on_delete=models.CASCADE, related_name="terms")
+    audit_tolerance = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal("0.01"), help_text="In the CDR currency, per total."
+    )
+    fee_flat = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal("0"), help_text="Our fee per session, excl. VAT."
+    )
+    fee_percent = models.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal("0"), help_text="Our markup on the CPO cost excl. VAT, in %."
+    )
+    fee_vat_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("18"))
+    rounding = models.CharField(
+        max_length=10,
+        default="HALF_UP",
+        choices=[(p, p) for p in ("HALF_UP", "HALF_EVEN", "HALF_DOWN", "DOWN", "UP", "CEILING", "FLOOR")],
+        help_text="How amounts are rounded for drivers and reports (OCPI leaves rounding to contracts).",
+    )
+
+    class Meta:
+        verbose_name = "partner terms"
+        verbose_name_plural = "partner terms"
+
+    def __str__(self) -> str:
+        return f"Terms with {self.partner}"
+
+
+class CdrAudit(models.Model):
+    """Our repricing of one CDR and how it compares with the CPO's totals."""
+
+    class Status(models.TextChoices):
+        MATCHED = "MATCHED", "Matches our price"
+        MISMATCH = "MISMATCH", "Differs beyond the tolerance (dispute opened)"
+        REVIEW = "REVIEW", "Needs review (unknown session, tariff or location)"
+        UNPRICEABLE = "UNPRICEABLE", "Could not be priced (malformed tariff or periods)"
+        CREDIT = "CREDIT", "Credit CDR (nets against the original)"
+
+    cdr = models.OneToOneField(Cdr, on_delete=models.CASCADE, related_name="audit")
+    status = models.CharField(max_length=12, choices=Status.choices, db_index=True)
+    currency = models.CharField(max_length=3)
+    computed_excl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    computed_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    difference_excl_vat = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True, help_text="CPO total minus ours."
+    )
+    cpo_breakdown = models.JSONField(default=dict)
+    our_breakdown = models.JSONField(default=dict)
+    flags = models.JSONField(default=list, help_text="e.g. no_session, no_tariff, unknown_location")
+    time_zone = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    audited_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Audit of {self.cdr} ({self.status})"
+
+
+class Dispute(models.Model):
+    """A CDR whose amount we do not agree with, worked by staff until it is settled."""
+
+    class State(models.TextChoices):
+        OPEN = "OPEN"
+        CONTESTED = "CONTESTED", "Contested with the CPO"
+        ACCEPTED = "ACCEPTED", "CPO amount accepted"
+        CREDITED = "CREDITED", "Resolved with a credit"
+
+    OPEN_STATES = (State.OPEN, State.CONTESTED)
+
+    cdr = models.ForeignKey(Cdr, on_delete=models.CASCADE, related_name="disputes")
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="disputes")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN, db_index=True)
+    currency = models.CharField(max_length=3)
+    cpo_amount = models.DecimalField(max_digits=14, decimal_places=4, help_text="CPO total excl. VAT")
+    our_amount = models.DecimalField(max_digits=14, decimal_places=4, help_text="Our total excl. VAT")
+    difference = models.DecimalField(max_digits=14, decimal_places=4, help_text="CPO minus ours, excl. VAT")
+    credit_amount = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True, help_text="Credit agreed, excl. VAT"
+    )
+    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cdr"], condition=models.Q(state__in=["OPEN", "CONTESTED"]), name="dispute_one_open_per_cdr"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Dispute on {self.cdr} ({self.state})"
+
+    @property
+    def amount_at_stake(self) -> Decimal:
+        return abs(self.difference)
+
+
+class DisputeEvent(models.Model):
+    """Who changed a dispute, when, and why."""
+
+    dispute = models.ForeignKey(Dispute, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    action = models.CharField(max_length=40)
+    from_state = models.CharField(max_length=10, blank=True)
+    to_state = models.CharField(max_length=10)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user or 'system'} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class Quote(models.Model):
+    """A price we offered a driver for a planned charge, with its line items."""
+
+    driver = models.ForeignKey("emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL)
+    evse = models.ForeignKey("emsp.Evse", on_delete=models.CASCADE, related_name="quotes")
+    connector_id = models.CharField(max_length=36)
+    tariff_id = models.CharField(max_length=36, blank=True)
+    tariff_snapshot = models.JSONField(default=dict)
+    currency = models.CharField(max_length=3)
+    arrival_at = models.DateTimeField()
+    energy_kwh = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    duration_minutes = models.PositiveIntegerField(null=True, blank=True)
+    parking_minutes = models.PositiveIntegerField(default=0)
+    cpo_cost_excl_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    cpo_cost_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    fee_excl_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    fee_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    total_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    breakdown = models.JSONField(default=dict)
+    valid_until = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Quote {self.pk} {self.total_incl_vat} {self.currency}"
+
+
+class DriverReceipt(models.Model):
+    """What a driver pays for one completed charge: CPO cost, our fee, VAT, total, next to the quote."""
+
+    cdr = models.OneToOneField(Cdr, on_delete=models.CASCADE, related_name="receipt")
+    driver = models.ForeignKey("emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts")
+    quote = models.ForeignKey(Quote, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts")
+    currency = models.CharField(max_length=3)
+    energy_kwh = models.DecimalField(max_digits=14, decimal_places=4)
+    cpo_cost_excl_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    cpo_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    fee_excl_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    fee_vat = models.DecimalField(max_digits=14, decimal_places=4)
+    total_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, help_text="Rounded for the currency")
+    quoted_total_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    breakdown = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Receipt for {self.cdr} {self.total_incl_vat} {self.currency}"
+
+
+class Settlement(models.Model):
+    """One CPO's period (a month by default), as finance reconciles and closes it."""
+
+    class State(models.TextChoices):
+        OPEN = "OPEN", "Open"
+        RECONCILED = "RECONCILED", "Reconciled (no open disputes)"
+        CLOSED = "CLOSED", "Closed"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="settlements")
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Exclusive")
+    currency = models.CharField(max_length=3)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    cdr_count = models.PositiveIntegerField(default=0)
+    energy_kwh = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    cpo_billed_excl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    cpo_billed_incl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    computed_excl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    disputed_excl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    charged_to_drivers = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    margin_excl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    vat_collected = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
+    open_disputes = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "period_start", "currency"], name="settlement_unique_period")
+        ]
+        permissions = [("export_settlement", "Can export settlement reports")]
+
+    def __str__(self) -> str:
+        return f"{self.partner} {self.period_start:%Y-%m} {self.currency}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.db import transaction
+
 if TYPE_CHECKING:
     from billing.models import Cdr
     from emsp.models import ChargingSession, Command, Reservation
@@ -28,4 +30,8 @@ def evse_status_changed(evse_id: int, old_status: str, new_status: str) -> None:
 
 
 def cdr_received(cdr: Cdr) -> None:
-    """A new CDR was stored."""
+    """A new CDR was stored: audit it against our tariff engine and make the driver's receipt."""
+    from billing.tasks import process_cdr
+
+    cdr_id = cdr.pk
+    transaction.on_commit(lambda: process_cdr.delay(cdr_id))

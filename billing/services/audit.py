@@ -1,0 +1,194 @@
+"""CDR audit: every received CDR is repriced with our tariff engine from its own tariffs and charging
+periods, in the location's local time, and compared with the CPO's total and sub-totals. A difference beyond
+the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tariff or location is flagged for
+review, never dropped; a credit CDR nets against the CDR it corrects."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import pricing
+from billing.models import Cdr, CdrAudit, Dispute, Tariff
+from billing.services import disputes
+from billing.services.driver_pricing import partner_terms, receipt_for_cdr
+from emsp.models import Location, ci_key
+
+log = logging.getLogger(__name__)
+
+# CDR field → the PriceResult attribute it is compared with.
+SUBTOTALS = {
+    "total_cost": "total_cost",
+    "total_energy_cost": "total_energy_cost",
+    "total_time_cost": "total_time_cost",
+    "total_parking_cost": "total_parking_cost",
+    "total_fixed_cost": "total_fixed_cost",
+    "total_reservation_cost": "total_reservation_cost",
+}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except ArithmeticError:
+        return None
+
+
+def _cpo_breakdown(cdr: Cdr) -> dict[str, Any]:
+    return {field: cdr.data.get(field) for field in SUBTOTALS if cdr.data.get(field) is not None}
+
+
+def _time_zone(cdr: Cdr, flags: list[str]) -> str | None:
+    """Tariff restrictions are in the location's local time, which the CDR does not carry (mod_cdrs
+    CdrLocation has no time_zone): take it from the Location we hold, else derive it from coordinates."""
+    location = Location.objects.filter(ocpi_key=ci_key(cdr.country_code, cdr.party_id, cdr.location_id)).first()
+    if location is not None:
+        return location.time_zone
+    flags.append("unknown_location")
+    cdr_location = cdr.data.get("cdr_location") or {}
+    if cdr_location.get("time_zone"):
+        return str(cdr_location["time_zone"])
+    coordinates = cdr_location.get("coordinates") or {}
+    try:
+        return _finder().timezone_at(lat=float(coordinates["latitude"]), lng=float(coordinates["longitude"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+_FINDER: Any = None
+
+
+def _finder() -> Any:
+    global _FINDER
+    if _FINDER is None:
+        from timezonefinder import TimezoneFinder
+
+        _FINDER = TimezoneFinder()
+    return _FINDER
+
+
+def _tariffs(cdr: Cdr, flags: list[str]) -> list[dict[str, Any]]:
+    """The CDR's own tariffs (as at session start, mod_cdrs); else the ones its periods name, as we hold them."""
+    own = cdr.data.get("tariffs") or []
+    if own:
+        return own
+    ids = {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
+    stored = [
+        t.data for t in Tariff.objects.filter(ocpi_key__in=[ci_key(cdr.country_code, cdr.party_id, i) for i in ids])
+    ]
+    if not stored:
+        flags.append("no_tariff")
+    return stored
+
+
+def cdr_audit(cdr: Cdr) -> CdrAudit:
+    """Reprice and compare one CDR (idempotent: the audit row is replaced, a dispute opened once)."""
+    flags: list[str] = []
+    if cdr.credit:
+        return _audit_credit(cdr)
+    if cdr.charging_session_id is None:
+        flags.append("no_session")
+    zone = _time_zone(cdr, flags)
+    tariffs = _tariffs(cdr, flags)
+    terms = partner_terms(cdr.partner)
+    values: dict[str, Any] = {"currency": cdr.currency, "cpo_breakdown": _cpo_breakdown(cdr), "time_zone": zone or ""}
+    if not tariffs:
+        values.update(status=CdrAudit.Status.REVIEW, flags=flags, our_breakdown={}, error="no tariff to price with")
+        return _save(cdr, values)
+    try:
+        result = pricing.price_cdr(cdr.data, tariffs=tariffs, time_zone=zone)
+    except pricing.PricingError as exc:
+        flags.append("unpriceable")
+        values.update(status=CdrAudit.Status.UNPRICEABLE, flags=flags, our_breakdown={}, error=f"{exc.path}: {exc}")
+        return _save(cdr, values)
+    ours = result.to_dict()
+    differences = _differences(cdr, result)
+    mismatch = any(abs(d) > terms.audit_tolerance for d in differences.values())
+    values.update(
+        computed_excl_vat=result.total_cost.excl_vat,
+        computed_incl_vat=result.total_cost.incl_vat,
+        difference_excl_vat=cdr.total_cost_excl_vat - result.total_cost.excl_vat,
+        our_breakdown={**ours, "differences": {k: str(v) for k, v in differences.items()}},
+        flags=flags,
+    )
+    if mismatch:
+        values["status"] = CdrAudit.Status.MISMATCH
+    elif flags:
+        values["status"] = CdrAudit.Status.REVIEW
+    else:
+        values["status"] = CdrAudit.Status.MATCHED
+    with transaction.atomic():
+        audit = _save(cdr, values)
+        if mismatch:
+            disputes.dispute_open(cdr=cdr, audit=audit)
+    return audit
+
+
+def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
+    """CPO minus ours, excl. and incl. VAT, for every (sub-)total the CPO stated."""
+    out: dict[str, Decimal] = {}
+    for field, attribute in SUBTOTALS.items():
+        stated = cdr.data.get(field)
+        if not isinstance(stated, dict):
+            continue
+        ours = getattr(result, attribute)
+        for part in ("excl_vat", "incl_vat"):
+            theirs = _decimal(stated.get(part))
+            mine = getattr(ours, part) if ours is not None else Decimal("0")
+            if theirs is None or mine is None:
+                continue
+            out[f"{field}.{part}"] = theirs - mine
+    return out
+
+
+def _save(cdr: Cdr, values: dict[str, Any]) -> CdrAudit:
+    values.setdefault("computed_excl_vat", None)
+    values.setdefault("computed_incl_vat", None)
+    values.setdefault("difference_excl_vat", None)
+    values.setdefault("error", "")
+    values["audited_at"] = timezone.now()
+    audit, _ = CdrAudit.objects.update_or_create(cdr=cdr, defaults=values)
+    return audit
+
+
+def _audit_credit(cdr: Cdr) -> CdrAudit:
+    """A credit CDR: record it, and settle the original's open dispute when the net amount now agrees."""
+    flags = [] if cdr.credited_cdr_id else ["unknown_original"]
+    audit = _save(
+        cdr,
+        {
+            "status": CdrAudit.Status.CREDIT if cdr.credited_cdr_id else CdrAudit.Status.REVIEW,
+            "currency": cdr.currency,
+            "cpo_breakdown": _cpo_breakdown(cdr),
+            "our_breakdown": {},
+            "flags": flags,
+        },
+    )
+    original = cdr.credited_cdr
+    if original is None:
+        return audit
+    dispute = Dispute.objects.filter(cdr=original, state__in=Dispute.OPEN_STATES).first()
+    original_audit = CdrAudit.objects.filter(cdr=original).first()
+    if dispute is not None and original_audit is not None and original_audit.computed_excl_vat is not None:
+        net = original.total_cost_excl_vat + sum(
+            (c.total_cost_excl_vat for c in Cdr.objects.filter(credited_cdr=original)), Decimal("0")
+        )
+        if abs(net - original_audit.computed_excl_vat) <= partner_terms(original.partner).audit_tolerance:
+            disputes.dispute_settled_by_credit_cdr(dispute=dispute, credit_cdr=cdr)
+    return audit
+
+
+def cdr_process(cdr_id: int) -> CdrAudit | None:
+    """Everything that follows a new CDR: the audit, then the driver's receipt."""
+    cdr = Cdr.objects.select_related("partner", "credited_cdr").filter(pk=cdr_id).first()
+    if cdr is None:
+        return None
+    audit = cdr_audit(cdr)
+    receipt_for_cdr(cdr)
+    return audit

@@ -1,0 +1,107 @@
+"""The dispute workflow staff follow in the console: accept the CPO's amount, contest it, or resolve it with
+a credit. Every change is a compare-and-set on the state and leaves a DisputeEvent (who, when, why)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import Cdr, CdrAudit, Dispute, DisputeEvent
+
+
+class DisputeStateError(Exception):
+    """The dispute is not in a state that allows this action (someone else moved it first)."""
+
+
+def dispute_open(*, cdr: Cdr, audit: CdrAudit) -> Dispute | None:
+    """Open a dispute for a mismatching CDR, unless one is already open (one per CDR, a DB constraint)."""
+    existing = Dispute.objects.filter(cdr=cdr, state__in=Dispute.OPEN_STATES).first()
+    if existing is not None:
+        return existing
+    assert audit.computed_excl_vat is not None
+    with transaction.atomic():
+        dispute = Dispute.objects.create(
+            cdr=cdr,
+            partner=cdr.partner,
+            currency=cdr.currency,
+            cpo_amount=cdr.total_cost_excl_vat,
+            our_amount=audit.computed_excl_vat,
+            difference=cdr.total_cost_excl_vat - audit.computed_excl_vat,
+        )
+        DisputeEvent.objects.create(
+            dispute=dispute, action="opened", to_state=dispute.state, note="CDR audit: amounts differ beyond tolerance"
+        )
+    return dispute
+
+
+def _move(
+    dispute: Dispute, *, to: str, allowed_from: tuple[str, ...], user: Any, action: str, note: str, **fields: Any
+) -> Dispute:
+    with transaction.atomic():
+        resolved = {"resolved_at": timezone.now()} if to in (Dispute.State.ACCEPTED, Dispute.State.CREDITED) else {}
+        changed = Dispute.objects.filter(pk=dispute.pk, state__in=allowed_from).update(state=to, **resolved, **fields)
+        if not changed:
+            dispute.refresh_from_db()
+            raise DisputeStateError(f"dispute {dispute.pk} is {dispute.state}; cannot {action}")
+        DisputeEvent.objects.create(
+            dispute=dispute,
+            user=user if getattr(user, "is_authenticated", False) else None,
+            action=action,
+            from_state=dispute.state,
+            to_state=to,
+            note=note,
+        )
+    dispute.refresh_from_db()
+    return dispute
+
+
+def dispute_accept_cpo_amount(*, dispute: Dispute, user: Any, note: str = "") -> Dispute:
+    return _move(
+        dispute,
+        to=Dispute.State.ACCEPTED,
+        allowed_from=Dispute.OPEN_STATES,
+        user=user,
+        action="accepted CPO amount",
+        note=note,
+    )
+
+
+def dispute_contest(*, dispute: Dispute, user: Any, note: str = "") -> Dispute:
+    return _move(
+        dispute,
+        to=Dispute.State.CONTESTED,
+        allowed_from=(Dispute.State.OPEN,),
+        user=user,
+        action="contested",
+        note=note,
+    )
+
+
+def dispute_resolve_with_credit(*, dispute: Dispute, user: Any, amount: Decimal, note: str = "") -> Dispute:
+    if amount <= 0:
+        raise ValueError("the credit must be a positive amount")
+    return _move(
+        dispute,
+        to=Dispute.State.CREDITED,
+        allowed_from=Dispute.OPEN_STATES,
+        user=user,
+        action="resolved with credit",
+        note=note or f"credit {amount} {dispute.currency}",
+        credit_amount=amount,
+    )
+
+
+def dispute_settled_by_credit_cdr(*, dispute: Dispute, credit_cdr: Cdr) -> Dispute:
+    """A credit CDR from the CPO brought the net amount within tolerance (mod_cdrs §"Credit CDRs")."""
+    return _move(
+        dispute,
+        to=Dispute.State.CREDITED,
+        allowed_from=Dispute.OPEN_STATES,
+        user=None,
+        action="credit CDR received",
+        note=f"credit CDR {credit_cdr.cdr_id} ({credit_cdr.total_cost_excl_vat} {credit_cdr.currency})",
+        credit_amount=-credit_cdr.total_cost_excl_vat,
+    )

@@ -1,0 +1,232 @@
+"""What drivers pay: quotes for a planned charge, running estimates of a session, and receipts of a completed
+one. Driver price = the CPO's price plus our fee (flat and/or a markup, per partner), each with VAT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import pricing
+from billing.models import Cdr, DriverReceipt, PartnerTerms, Quote, Tariff
+from billing.money import round_money
+from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token, ci_key
+
+ZERO = Decimal("0")
+HUNDRED = Decimal("100")
+QUOTE_TTL = timedelta(minutes=15)
+DEFAULT_AC_POWER_KW = Decimal("7.4")
+
+
+class NoTariff(Exception):
+    """The connector has no tariff we know: the price is unknown (never guessed)."""
+
+
+def partner_terms(partner: Partner) -> PartnerTerms:
+    terms, _ = PartnerTerms.objects.get_or_create(partner=partner)
+    return terms
+
+
+@dataclass(frozen=True)
+class Fee:
+    excl_vat: Decimal
+    vat: Decimal
+
+
+def emsp_fee(terms: PartnerTerms, cpo_cost_excl_vat: Decimal) -> Fee:
+    """Our fee on a charge: a flat part plus a markup on the CPO's price excl. VAT, then its VAT."""
+    excl = terms.fee_flat + max(cpo_cost_excl_vat, ZERO) * terms.fee_percent / HUNDRED
+    return Fee(excl_vat=excl, vat=excl * terms.fee_vat_percent / HUNDRED)
+
+
+def tariffs_for_connector(connector: Connector, at: datetime) -> list[Tariff]:
+    """The connector's tariffs valid at `at`, the regular (untyped) ones first (mod_tariffs TariffType)."""
+    location = connector.evse.location
+    keys = [ci_key(location.country_code, location.party_id, tariff_id) for tariff_id in connector.tariff_ids or []]
+    found = [
+        t
+        for t in Tariff.objects.filter(ocpi_key__in=keys)
+        if (t.start_date_time is None or t.start_date_time <= at) and (t.end_date_time is None or at < t.end_date_time)
+    ]
+    return sorted(found, key=lambda t: (t.type not in ("", "REGULAR"), keys.index(t.ocpi_key)))
+
+
+def connector_power_kw(connector: Connector) -> Decimal:
+    if connector.max_electric_power:
+        return Decimal(connector.max_electric_power) / 1000
+    return DEFAULT_AC_POWER_KW
+
+
+def quote_charge(
+    *,
+    evse: Evse,
+    connector: Connector,
+    arrival: datetime,
+    energy_kwh: Decimal | None = None,
+    duration: timedelta | None = None,
+    parking: timedelta = timedelta(0),
+    driver: Driver | None = None,
+) -> Quote:
+    """Price a planned charge at a connector with the tariff engine and our fee; stored as a Quote."""
+    tariffs = tariffs_for_connector(connector, arrival)
+    if not tariffs:
+        raise NoTariff(f"connector {connector.connector_id} of {evse} has no known tariff")
+    tariff = tariffs[0]
+    location = evse.location
+    result = pricing.quote(
+        tariff.data,
+        start=arrival,
+        time_zone=location.time_zone,
+        power_kw=connector_power_kw(connector),
+        energy_kwh=energy_kwh,
+        duration=duration,
+        parking=parking,
+    )
+    terms = partner_terms(location.partner)
+    fee = emsp_fee(terms, result.total_cost.excl_vat)
+    cpo_incl = result.total_cost.incl_vat
+    total = (
+        None if cpo_incl is None else round_money(cpo_incl + fee.excl_vat + fee.vat, tariff.currency, terms.rounding)
+    )
+    return Quote.objects.create(
+        driver=driver,
+        evse=evse,
+        connector_id=connector.connector_id,
+        tariff_id=tariff.tariff_id,
+        tariff_snapshot=tariff.data,
+        currency=tariff.currency,
+        arrival_at=arrival,
+        energy_kwh=energy_kwh,
+        duration_minutes=int(duration.total_seconds() // 60) if duration is not None else None,
+        parking_minutes=int(parking.total_seconds() // 60),
+        cpo_cost_excl_vat=result.total_cost.excl_vat,
+        cpo_cost_incl_vat=cpo_incl,
+        fee_excl_vat=fee.excl_vat,
+        fee_vat=fee.vat,
+        total_incl_vat=total,
+        breakdown=line_items(result, fee, tariff.currency, terms.rounding),
+        valid_until=timezone.now() + QUOTE_TTL,
+    )
+
+
+def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: str) -> dict[str, Any]:
+    """A driver-facing breakdown: one line per priced dimension, our fee, VAT and the total."""
+    lines = []
+    units = {"ENERGY": "kWh", "FLAT": "session", "RESERVATION_FLAT": "reservation"}
+    for category, costs in result.breakdown.items():
+        for cost in costs:
+            lines.append(
+                {
+                    "type": category,
+                    "volume": str(cost.volume),
+                    "unit": units.get(category, "h"),
+                    "unit_price_excl_vat": str(cost.price),
+                    "vat_percent": None if cost.vat is None else str(cost.vat),
+                    "price_excl_vat": str(round_money(cost.cost.excl_vat, currency, rounding)),
+                    "price_incl_vat": None
+                    if cost.cost.incl_vat is None
+                    else str(round_money(cost.cost.incl_vat, currency, rounding)),
+                }
+            )
+    lines.append(
+        {
+            "type": "EMSP_FEE",
+            "price_excl_vat": str(round_money(fee.excl_vat, currency, rounding)),
+            "price_incl_vat": str(round_money(fee.excl_vat + fee.vat, currency, rounding)),
+        }
+    )
+    cpo_incl = result.total_cost.incl_vat
+    return {
+        "currency": currency,
+        "lines": lines,
+        "cpo_total": result.total_cost.to_dict(),
+        "total_excl_vat": str(round_money(result.total_cost.excl_vat + fee.excl_vat, currency, rounding)),
+        "total_incl_vat": None
+        if cpo_incl is None
+        else str(round_money(cpo_incl + fee.excl_vat + fee.vat, currency, rounding)),
+        "warnings": list(result.warnings),
+    }
+
+
+def session_estimate(session: ChargingSession, now: datetime | None = None) -> pricing.PriceResult | None:
+    """The running cost of an active session from its charging periods (None when no tariff is known)."""
+    connector = (
+        Connector.objects.filter(evse=session.evse, id_key=ci_key(session.connector_id))
+        .select_related("evse__location")
+        .first()
+        if session.evse_id
+        else None
+    )
+    if connector is None:
+        return None
+    tariffs = tariffs_for_connector(connector, session.start_date_time)
+    if not tariffs:
+        return None
+    return pricing.estimate_session(
+        session.data, tariffs[0].data, time_zone=connector.evse.location.time_zone, now=now or timezone.now()
+    )
+
+
+def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | None:
+    """The driver's receipt for a CDR of one of our tokens (a credit CDR gives a refund receipt). Safe to
+    call twice: one receipt per CDR."""
+    existing = DriverReceipt.objects.filter(cdr=cdr).first()
+    if existing is not None:
+        return existing
+    token_info = cdr.data.get("cdr_token") or {}
+    token = Token.objects.by_uid(cdr.token_uid, token_info.get("type") or None).select_related("driver").first()
+    if token is None:
+        return None  # not a token of ours: nothing to charge a driver
+    terms = partner_terms(cdr.partner)
+    cpo_excl = cdr.total_cost_excl_vat
+    cpo_incl = cdr.total_cost_incl_vat if cdr.total_cost_incl_vat is not None else cpo_excl
+    fee = Fee(ZERO, ZERO) if cdr.credit else emsp_fee(terms, cpo_excl)
+    total = round_money(cpo_incl + fee.excl_vat + fee.vat, cdr.currency, terms.rounding)
+    if quote is None and cdr.charging_session_id:
+        quote = _accepted_quote_for(cdr.charging_session)
+    with transaction.atomic():
+        receipt, _ = DriverReceipt.objects.get_or_create(
+            cdr=cdr,
+            defaults={
+                "driver": token.driver,
+                "quote": quote,
+                "currency": cdr.currency,
+                "energy_kwh": cdr.total_energy,
+                "cpo_cost_excl_vat": cpo_excl,
+                "cpo_vat": cpo_incl - cpo_excl,
+                "fee_excl_vat": fee.excl_vat,
+                "fee_vat": fee.vat,
+                "total_incl_vat": total,
+                "quoted_total_incl_vat": quote.total_incl_vat if quote is not None else None,
+                "breakdown": {
+                    "cpo": {
+                        "total_cost": {"excl_vat": str(cpo_excl), "incl_vat": str(cpo_incl)},
+                        "energy_cost": cdr.data.get("total_energy_cost"),
+                        "time_cost": cdr.data.get("total_time_cost"),
+                        "parking_cost": cdr.data.get("total_parking_cost"),
+                        "fixed_cost": cdr.data.get("total_fixed_cost"),
+                    },
+                    "fee": {"excl_vat": str(fee.excl_vat), "vat": str(fee.vat)},
+                    "credit": cdr.credit,
+                },
+            },
+        )
+    return receipt
+
+
+def _accepted_quote_for(session: ChargingSession) -> Quote | None:
+    """The quote the driver accepted for this charge, when the booking recorded one."""
+    if session.evse_id is None:
+        return None
+    return (
+        Quote.objects.filter(
+            evse_id=session.evse_id, accepted_at__isnull=False, accepted_at__lte=session.start_date_time
+        )
+        .filter(driver__tokens__uid_key=ci_key(session.token_uid))
+        .order_by("-accepted_at")
+        .first()
+    )
