@@ -1,0 +1,115 @@
+"""Driver pricing: quotes for a planned charge with line items, and running estimates of a session."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from billing.models import PartnerTerms
+from billing.services import tariff_put
+from billing.services.driver_pricing import NoTariff, emsp_fee, quote_charge, session_estimate
+from emsp.models import ChargingSession, Partner
+from emsp.services.sessions import session_put
+from tests.factories import stored_location
+
+pytestmark = pytest.mark.django_db
+
+ENERGY_TARIFF = {
+    "country_code": "IN",
+    "party_id": "CPA",
+    "id": "T1",
+    "currency": "INR",
+    "elements": [
+        {
+            "price_components": [{"type": "ENERGY", "price": 14, "vat": 18, "step_size": 1}],
+            "restrictions": {"start_time": "22:00", "end_time": "06:00"},
+        },
+        {"price_components": [{"type": "ENERGY", "price": 18, "vat": 18, "step_size": 1}]},
+    ],
+    "last_updated": "2026-01-01T00:00:00Z",
+}
+
+
+@pytest.fixture
+def evse(partner: Partner) -> Any:
+    tariff_put(partner, ENERGY_TARIFF)
+    PartnerTerms.objects.create(partner=partner, fee_flat=Decimal("10"), fee_percent=Decimal("5"))
+    return stored_location(partner).evses.order_by("uid").first()
+
+
+def test_a_quote_prices_the_planned_charge_in_local_time_and_adds_our_fee(evse: Any) -> None:
+    connector = evse.connectors.get()
+    # 15:00 in Bengaluru (09:30 UTC): day rate 18/kWh; 20 kWh → 360 + 18 % GST.
+    quote = quote_charge(
+        evse=evse, connector=connector, arrival=datetime(2026, 10, 1, 9, 30, tzinfo=UTC), energy_kwh=Decimal("20")
+    )
+    assert quote.cpo_cost_excl_vat == Decimal("360")
+    assert quote.cpo_cost_incl_vat == Decimal("424.80")
+    assert quote.fee_excl_vat == Decimal("28")  # 10 flat + 5 % of 360
+    assert quote.fee_vat == Decimal("5.04")
+    assert quote.total_incl_vat == Decimal("457.84")
+    lines = quote.breakdown["lines"]
+    assert [line["type"] for line in lines] == ["ENERGY", "EMSP_FEE"]
+    assert lines[0]["volume"] == "20"
+    assert quote.valid_until > quote.created_at
+
+
+def test_a_night_arrival_gets_the_night_rate(evse: Any) -> None:
+    connector = evse.connectors.get()
+    # 23:30 in Bengaluru is 18:00 UTC: the 22:00–06:00 element applies.
+    quote = quote_charge(
+        evse=evse, connector=connector, arrival=datetime(2026, 10, 1, 18, 0, tzinfo=UTC), energy_kwh=Decimal("10")
+    )
+    assert quote.cpo_cost_excl_vat == Decimal("140")
+
+
+def test_a_duration_quote_charges_at_the_connector_power(evse: Any) -> None:
+    connector = evse.connectors.get()  # 60 kW
+    quote = quote_charge(
+        evse=evse, connector=connector, arrival=datetime(2026, 10, 1, 9, 30, tzinfo=UTC), duration=timedelta(minutes=30)
+    )
+    assert quote.cpo_cost_excl_vat == Decimal("540")  # 30 kWh at 18
+
+
+def test_no_known_tariff_means_no_quote(partner: Partner) -> None:
+    evse = stored_location(partner, tariff_ids=["UNKNOWN"]).evses.first()
+    with pytest.raises(NoTariff):
+        quote_charge(evse=evse, connector=evse.connectors.get(), arrival=datetime.now(UTC), energy_kwh=Decimal("5"))
+
+
+def test_the_fee_is_never_negative_on_a_credit(partner: Partner) -> None:
+    terms = PartnerTerms(
+        partner=partner, fee_flat=Decimal("0"), fee_percent=Decimal("10"), fee_vat_percent=Decimal("18")
+    )
+    assert emsp_fee(terms, Decimal("-50")).excl_vat == Decimal("0")
+
+
+def test_a_running_session_is_estimated_from_its_periods(evse: Any, partner: Partner) -> None:
+    start = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
+    change = session_put(
+        partner,
+        {
+            "country_code": "IN",
+            "party_id": "CPA",
+            "id": "S1",
+            "start_date_time": "2026-10-01T09:00:00Z",
+            "kwh": 5,
+            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": "X", "type": "RFID", "contract_id": "C"},
+            "auth_method": "COMMAND",
+            "location_id": "LOC1",
+            "evse_uid": evse.uid,
+            "connector_id": "1",
+            "currency": "INR",
+            "charging_periods": [
+                {"start_date_time": "2026-10-01T09:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 5}]}
+            ],
+            "status": "ACTIVE",
+            "last_updated": "2026-10-01T09:10:00Z",
+        },
+    )
+    estimate = session_estimate(ChargingSession.objects.get(pk=change.session.pk), now=start + timedelta(minutes=10))
+    assert estimate is not None
+    assert estimate.total_cost.excl_vat == Decimal("90")
