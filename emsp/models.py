@@ -464,6 +464,7 @@ class ChargingSession(models.Model):
     auth_method = models.CharField(max_length=16)
     authorization_reference = models.CharField(max_length=36, blank=True, db_index=True)
     reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.SET_NULL)
+    booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
     last_updated = models.DateTimeField(db_index=True)
     data = models.JSONField(help_text="The OCPI Session, including its charging periods.")
     received_at = models.DateTimeField(default=timezone.now)
@@ -511,6 +512,7 @@ class Command(models.Model):
     evse = models.ForeignKey(Evse, null=True, blank=True, on_delete=models.SET_NULL)
     reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.SET_NULL)
     session = models.ForeignKey(ChargingSession, null=True, blank=True, on_delete=models.SET_NULL)
+    booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.SET_NULL, related_name="commands")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -520,3 +522,46 @@ class Command(models.Model):
     @property
     def response_url(self) -> str:
         return f"{settings.PUBLIC_BASE_URL}/ocpi/emsp/2.2.1/commands/{self.type}/{self.uid}"
+
+
+class Booking(models.Model):
+    """A driver's booked charge at one connector — what a Beckn order is in the domain. It holds the EVSE
+    (a Reservation row: a CPO reservation where the EVSE is RESERVABLE, else our own hold), then the
+    START/STOP commands and the resulting session."""
+
+    class State(models.TextChoices):
+        CONFIRMED = "CONFIRMED", "Booked"
+        STARTING = "STARTING", "Start requested"
+        CHARGING = "CHARGING", "Charging"
+        STOPPING = "STOPPING", "Stop requested"
+        COMPLETED = "COMPLETED", "Finished, waiting for the CDR"
+        SETTLED = "SETTLED", "CDR received and billed"
+        CANCELLED = "CANCELLED", "Cancelled"
+        FAILED = "FAILED", "Failed"
+
+    ACTIVE_STATES = (State.CONFIRMED, State.STARTING, State.CHARGING, State.STOPPING)
+
+    order_id = models.CharField(max_length=40, unique=True)
+    driver = models.ForeignKey(Driver, null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings")
+    token = models.ForeignKey(Token, null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings")
+    evse = models.ForeignKey(Evse, on_delete=models.PROTECT, related_name="bookings")
+    connector_id = models.CharField(max_length=36)
+    quote = models.ForeignKey(
+        "billing.Quote", null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings"
+    )
+    reservation = models.ForeignKey(
+        Reservation, null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CONFIRMED, db_index=True)
+    payment_status = models.CharField(max_length=10, default="NOT-PAID")
+    payment_reference = models.CharField(max_length=100, blank=True)
+    cancellation_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.order_id} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 
 def session_changed(session: ChargingSession, old_status: str | None) -> None:
-    """A CPO created or changed a session."""
+    """A CPO created or changed a session: it moves its booking on."""
+    from emsp.services import bookings
+
+    bookings.on_session_changed(session)
 
 
 def command_finished(command: Command) -> None:

@@ -1,0 +1,235 @@
+"""Bookings: a driver's charge at one connector from confirmation to settlement. Confirming holds the EVSE
+(no two active holds may overlap on one EVSE — a database constraint on PostgreSQL, the single-writer lock on
+SQLite) and reserves it at the CPO when it is RESERVABLE; starting and stopping send OCPI commands; the
+CPO's session and CDR move the booking on."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from emsp.models import Booking, ChargingSession, Command, Driver, Evse, Reservation, Token
+from emsp.services import commands
+
+HOLD = timedelta(minutes=15)  # how long a booked EVSE is held for the driver to arrive
+
+
+class EvseUnavailable(Exception):
+    """The EVSE is held by another booking, or not in a state that can be booked."""
+
+    def __init__(self, reason: str, available_from: datetime | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.available_from = available_from
+
+
+class BookingStateError(Exception):
+    """The booking is not in a state that allows this (already started, cancelled, …)."""
+
+
+def _new_order_id() -> str:
+    return f"ORD-{timezone.now():%y%m%d}-{secrets.token_hex(5).upper()}"
+
+
+def active_hold(evse: Evse, start: datetime, end: datetime) -> Reservation | None:
+    return (
+        Reservation.objects.filter(
+            evse=evse, status__in=Reservation.ACTIVE_STATUSES, start_at__lt=end, expiry_at__gt=start
+        )
+        .order_by("expiry_at")
+        .first()
+    )
+
+
+def booking_confirm(
+    *,
+    evse: Evse,
+    connector_id: str,
+    token: Token,
+    driver: Driver | None = None,
+    quote_id: int | None = None,
+    payment_reference: str = "",
+    hold: timedelta = HOLD,
+    now: datetime | None = None,
+) -> Booking:
+    """Book a connector: hold the EVSE now (double booking is impossible, also under concurrent confirms),
+    then RESERVE_NOW at the CPO after commit when the EVSE is RESERVABLE."""
+    now = now or timezone.now()
+    if evse.status in (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED, Evse.Status.PLANNED):
+        raise EvseUnavailable(f"EVSE is {evse.status}")
+    end = now + hold
+    try:
+        with transaction.atomic():
+            # Lock the EVSE row: concurrent confirms for it queue here (PostgreSQL) and the exclusion
+            # constraint backs this up; on SQLite the IMMEDIATE transaction serialises writers.
+            Evse.objects.select_for_update().filter(pk=evse.pk).first()
+            existing = active_hold(evse, now, end)
+            if existing is not None:
+                raise EvseUnavailable("EVSE already booked", available_from=existing.expiry_at)
+            reservation = Reservation.objects.create(
+                evse=evse,
+                connector_id=connector_id,
+                token=token,
+                start_at=now,
+                expiry_at=end,
+                status=Reservation.Status.HELD,
+            )
+            booking = Booking.objects.create(
+                order_id=_new_order_id(),
+                driver=driver or token.driver,
+                token=token,
+                evse=evse,
+                connector_id=connector_id,
+                quote_id=quote_id,
+                reservation=reservation,
+                payment_status="PAID" if payment_reference else "NOT-PAID",
+                payment_reference=payment_reference,
+            )
+            if evse.is_reservable:
+                command = commands.command_reserve_now(reservation=reservation)
+                Command.objects.filter(pk=command.pk).update(booking=booking)
+                _send_after_commit(command)
+    except IntegrityError as exc:  # the exclusion constraint caught a concurrent confirm
+        raise EvseUnavailable("EVSE already booked") from exc
+    return booking
+
+
+def _send_after_commit(command: Command) -> None:
+    from emsp.tasks import command_send
+
+    pk = command.pk
+    transaction.on_commit(lambda: command_send.delay(pk))
+
+
+def _move(booking: Booking, to: str, allowed: tuple[str, ...]) -> Booking:
+    if not Booking.objects.filter(pk=booking.pk, state__in=allowed).update(state=to, updated_at=timezone.now()):
+        booking.refresh_from_db()
+        raise BookingStateError(f"booking {booking.order_id} is {booking.state}")
+    booking.refresh_from_db()
+    return booking
+
+
+def booking_start(booking: Booking) -> Command:
+    """START_SESSION for the booked connector (mod_commands §StartSession); the token goes with it."""
+    with transaction.atomic():
+        booking = _move(booking, Booking.State.STARTING, (Booking.State.CONFIRMED,))
+        reservation = booking.reservation
+        use_reservation = reservation if reservation and reservation.status == Reservation.Status.RESERVED else None
+        assert booking.token is not None
+        command = commands.command_start_session(
+            token=booking.token, evse=booking.evse, connector_id=booking.connector_id, reservation=use_reservation
+        )
+        Command.objects.filter(pk=command.pk).update(booking=booking)
+        command.booking = booking
+        _send_after_commit(command)
+    return command
+
+
+def current_session(booking: Booking) -> ChargingSession | None:
+    return booking.sessions.order_by("-start_date_time").first()
+
+
+def booking_stop(booking: Booking) -> Command:
+    """STOP_SESSION of the booking's session."""
+    session = current_session(booking)
+    if session is None:
+        raise BookingStateError(f"booking {booking.order_id} has no session to stop yet")
+    with transaction.atomic():
+        booking = _move(booking, Booking.State.STOPPING, (Booking.State.STARTING, Booking.State.CHARGING))
+        command = commands.command_stop_session(session=session)
+        Command.objects.filter(pk=command.pk).update(booking=booking)
+        _send_after_commit(command)
+    return command
+
+
+def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) -> Command | None:
+    """Cancel: before charging, release the hold (CANCEL_RESERVATION at the CPO if it was reserved there);
+    while charging, stop the session. Returns the command sent, if any."""
+    with transaction.atomic():
+        booking = Booking.objects.select_for_update().get(pk=booking.pk)
+        if not booking.is_active:
+            raise BookingStateError(f"booking {booking.order_id} is {booking.state}")
+        command = None
+        if booking.state in (
+            Booking.State.CHARGING,
+            Booking.State.STOPPING,
+            Booking.State.STARTING,
+        ) and current_session(booking):
+            session = current_session(booking)
+            assert session is not None
+            command = commands.command_stop_session(session=session)
+        elif (
+            booking.reservation
+            and booking.reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED)
+            and not by_cpo
+        ):
+            command = commands.command_cancel_reservation(reservation=booking.reservation)
+        if booking.reservation:
+            Reservation.objects.filter(pk=booking.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
+                status=Reservation.Status.CANCELLED
+            )
+        Booking.objects.filter(pk=booking.pk).update(
+            state=Booking.State.CANCELLED, cancellation_reason=reason[:200], updated_at=timezone.now()
+        )
+        if command is not None:
+            Command.objects.filter(pk=command.pk).update(booking=booking)
+            _send_after_commit(command)
+    booking.refresh_from_db()
+    return command
+
+
+def cancellation_fee(booking: Booking, now: datetime | None = None) -> Decimal:
+    """Our cancellation terms: free while only booked; once charging has been requested, the energy used
+    is billed by the CDR (no extra fee)."""
+    return Decimal("0")
+
+
+# --- the CPO's side moves bookings on (called from emsp/services/hooks.py) ----------------------------
+
+
+def on_session_changed(session: ChargingSession) -> Booking | None:
+    """Attach a session to its booking (via its START command) and follow its status."""
+    booking = session.booking
+    if booking is None:
+        command = (
+            Command.objects.filter(partner=session.partner, type=Command.Type.START_SESSION, booking__isnull=False)
+            .filter(authorization_reference=session.authorization_reference)
+            .select_related("booking")
+            .first()
+            if session.authorization_reference
+            else None
+        )
+        if command is None:
+            return None
+        booking = command.booking
+        ChargingSession.objects.filter(pk=session.pk).update(booking=booking)
+    assert booking is not None
+    if session.status == ChargingSession.Status.ACTIVE:
+        Booking.objects.filter(pk=booking.pk, state__in=(Booking.State.CONFIRMED, Booking.State.STARTING)).update(
+            state=Booking.State.CHARGING, updated_at=timezone.now()
+        )
+    elif session.status in (ChargingSession.Status.COMPLETED, ChargingSession.Status.INVALID):
+        Booking.objects.filter(pk=booking.pk, state__in=Booking.ACTIVE_STATES).update(
+            state=Booking.State.COMPLETED, updated_at=timezone.now()
+        )
+    booking.refresh_from_db()
+    return booking
+
+
+def on_cdr(session: ChargingSession | None) -> Booking | None:
+    if session is None or session.booking_id is None:
+        return None
+    Booking.objects.filter(pk=session.booking_id).exclude(state=Booking.State.CANCELLED).update(
+        state=Booking.State.SETTLED, updated_at=timezone.now()
+    )
+    return Booking.objects.get(pk=session.booking_id)
+
+
+def bookings_hit_by_evse_fault(evse_id: int) -> list[Booking]:
+    """Bookings that have not started charging on an EVSE that just went out of order (they get cancelled
+    with alternatives offered to the driver)."""
+    return list(Booking.objects.filter(evse_id=evse_id, state=Booking.State.CONFIRMED))
