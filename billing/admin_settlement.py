@@ -1,3 +1,194 @@
 """Console pages for settlement (finance): periods per CPO, reconciliation and exports."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.http import urlencode
+
+from billing.models import Settlement
+from billing.services import settlement as service
+from emsp.models import Partner
+
+
+class ComputePeriodForm(forms.Form):
+    partner = forms.ModelChoiceField(
+        queryset=Partner.objects.order_by("name"), required=False, empty_label="Every partner with CDRs"
+    )
+    month = forms.CharField(label="Month", max_length=7, help_text="YYYY-MM, e.g. 2026-10")
+
+    def clean_month(self) -> Any:
+        try:
+            return datetime.strptime(self.cleaned_data["month"].strip(), "%Y-%m").date()  # noqa: DTZ007 - a month
+        except ValueError:
+            raise forms.ValidationError("Give the month as YYYY-MM, e.g. 2026-10.") from None
+
+
+class PeriodFilter(admin.SimpleListFilter):
+    title = "period"
+    parameter_name = "period"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        starts = Settlement.objects.order_by("-period_start").values_list("period_start", flat=True).distinct()
+        return [(f"{d:%Y-%m}", f"{d:%Y-%m}") for d in starts[:36]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> QuerySet[Settlement]:
+        if not self.value():
+            return queryset
+        try:
+            start = datetime.strptime(self.value(), "%Y-%m").date()  # noqa: DTZ007
+        except ValueError:
+            return queryset.none()
+        return queryset.filter(period_start=start)
+
+
+@admin.register(Settlement)
+class SettlementAdmin(admin.ModelAdmin):
+    change_list_template = "admin/billing/settlement/change_list.html"
+    list_display = (
+        "partner",
+        "period",
+        "currency",
+        "state",
+        "cdr_count",
+        "energy_kwh",
+        "cpo_billed_excl_vat",
+        "computed_excl_vat",
+        "disputed_excl_vat",
+        "open_disputes",
+        "charged_to_drivers",
+        "margin_excl_vat",
+        "vat_collected",
+        "computed_at",
+    )
+    list_filter = ("partner", PeriodFilter, "state", "currency")
+    list_select_related = ("partner", "closed_by")
+    ordering = ("-period_start", "partner__name", "currency")
+    actions = ["recompute", "export_csv", "export_xlsx", "export_xlsx_with_cdrs", "export_cdrs_csv", "close_period"]
+    readonly_fields = [f.name for f in Settlement._meta.fields if f.name != "id"]
+
+    @admin.display(description="Period", ordering="period_start")
+    def period(self, settlement: Settlement) -> str:
+        return service.period_label(settlement.period_start, settlement.period_end)
+
+    # Rows come from settlement_compute only; finance reads, recomputes, exports and closes them.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Settlement | None = None) -> bool:
+        if obj is not None and obj.state == Settlement.State.CLOSED:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.export_settlement")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {"can_compute": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self) -> list[Any]:
+        extra = [
+            path("compute/", self.admin_site.admin_view(self.compute_view), name="billing_settlement_compute"),
+        ]
+        return extra + super().get_urls()
+
+    def compute_view(self, request: HttpRequest) -> HttpResponse:
+        """Compute (or recompute) one month for one partner or for every partner with CDRs in it."""
+        if not self.has_change_permission(request):
+            return HttpResponse(status=403)
+        form = ComputePeriodForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            start = form.cleaned_data["month"]
+            partner = form.cleaned_data["partner"]
+            rows = service.settlements_compute(period_start=start, partners=[partner] if partner else None)
+            messages.success(request, f"Computed {len(rows)} settlement row(s) for {start:%Y-%m}.")
+            query = {"period": f"{start:%Y-%m}"} | ({"partner__id__exact": partner.pk} if partner else {})
+            return HttpResponseRedirect(f"{reverse('admin:billing_settlement_changelist')}?{urlencode(query)}")
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Compute a settlement period",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/billing/settlement/compute.html", context)
+
+    def _selected(self, queryset: QuerySet[Settlement]) -> list[Settlement]:
+        return list(
+            queryset.select_related("partner", "closed_by").order_by("period_start", "partner__name", "currency")
+        )
+
+    @admin.action(description="Recompute the selected periods", permissions=["change"])
+    def recompute(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        periods = {(s.partner, s.period_start, s.period_end) for s in queryset.select_related("partner")}
+        for partner, start, end in periods:
+            service.settlement_compute(partner=partner, period_start=start, period_end=end)
+        messages.success(request, f"Recomputed {len(periods)} period(s); closed rows keep their figures.")
+
+    def _refuse_export(self, request: HttpRequest) -> bool:
+        # The action list already hides exports from users without the permission; this guards direct posts.
+        if self.has_export_permission(request):
+            return False
+        messages.error(request, "You need the permission to export settlement reports.")
+        return True
+
+    @admin.action(description="Export CSV", permissions=["export"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
+        if self._refuse_export(request):
+            return None
+        settlements = self._selected(queryset)
+        response = HttpResponse(service.settlement_csv(settlements), content_type=service.CSV_CONTENT_TYPE)
+        response["Content-Disposition"] = f'attachment; filename="{service.export_filename(settlements, "csv")}"'
+        return response
+
+    @admin.action(description="Export XLSX", permissions=["export"])
+    def export_xlsx(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
+        return self._xlsx(request, queryset, include_cdrs=False)
+
+    @admin.action(description="Export XLSX with a sheet of CDRs", permissions=["export"])
+    def export_xlsx_with_cdrs(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
+        return self._xlsx(request, queryset, include_cdrs=True)
+
+    def _xlsx(self, request: HttpRequest, queryset: QuerySet[Settlement], *, include_cdrs: bool) -> HttpResponse | None:
+        if self._refuse_export(request):
+            return None
+        settlements = self._selected(queryset)
+        try:
+            content = service.settlement_xlsx(settlements, include_cdrs=include_cdrs)
+        except service.SettlementError as error:
+            messages.error(request, str(error))
+            return None
+        response = HttpResponse(content, content_type=service.XLSX_CONTENT_TYPE)
+        filename = service.export_filename(settlements, "xlsx")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    @admin.action(description="Export the CDRs as CSV (one row per CDR)", permissions=["export"])
+    def export_cdrs_csv(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
+        if self._refuse_export(request):
+            return None
+        settlements = self._selected(queryset)
+        # Streamed: a big CPO's month is hundreds of thousands of rows, read from the database in chunks.
+        response = StreamingHttpResponse(
+            service.settlement_cdrs_csv(settlements), content_type=service.CSV_CONTENT_TYPE
+        )
+        filename = service.export_filename(settlements, "csv", suffix="-cdrs")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
+    def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        for settlement in self._selected(queryset):
+            try:
+                service.settlement_close(settlement=settlement, user=request.user)
+            except service.SettlementError as error:
+                messages.warning(request, f"Not closed: {error}.")
+            else:
+                messages.success(request, f"Closed {settlement}.")

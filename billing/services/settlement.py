@@ -1,0 +1,514 @@
+"""Settlement: one CPO's period (a month by default), one row per currency, computed with database aggregates,
+reconciled against our audits and disputes, closed by finance and exported as CSV or XLSX (tablib).
+
+A period holds the CDRs whose `end_date_time` falls in [period_start, period_end), midnight in the default time
+zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, summed in the database:
+
+- `cdr_count`: CDRs received, credit CDRs included.
+- `energy_kwh`: energy of the non-credit CDRs. A credit CDR repeats its original's energy (mod_cdrs "Credit
+  CDRs"), so a credit that voids its original (its total is exactly minus the original's) takes the original's
+  energy off, and one that only corrects the price takes none off.
+- `cpo_billed_excl_vat` / `cpo_billed_incl_vat`: the CDRs' `total_cost`, credit CDRs with their negative amounts,
+  so they net against their originals; a CDR without `incl_vat` counts with its `excl_vat` (no VAT stated).
+- `computed_excl_vat`: our repricing (CdrAudit.computed_excl_vat) of every non-credit CDR; unpriced CDRs add 0.
+  A voiding credit takes its original's repricing off (the corrected CDR that follows is repriced itself); a
+  price-correcting credit adds 0, because our price for the session has not changed.
+- `disputed_excl_vat` / `open_disputes`: the sum of |difference| and the number of disputes still OPEN or
+  CONTESTED on the period's CDRs. Credits agreed in a dispute outside a credit CDR are not in these figures.
+- `charged_to_drivers`: the drivers' receipts (total incl. VAT) for the period's CDRs, refunds negative.
+- `margin_excl_vat`: our fee on those receipts (fee_excl_vat), which is what we keep of what drivers pay.
+- `vat_collected`: the VAT on those receipts, the CPO's part (cpo_vat) plus ours (fee_vat).
+- `state`: RECONCILED when no dispute is open and every CDR has an audit MATCHED or CREDIT or a resolved
+  (ACCEPTED/CREDITED) dispute; else OPEN. Finance closes a RECONCILED period (CLOSED), which freezes its row.
+
+Stored figures are exact (4 decimals); exports round them per currency with the partner's rounding policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import tablib
+from django.db import transaction
+from django.db.models import (
+    Case,
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Abs, Coalesce
+from django.utils import timezone
+
+from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Settlement
+from billing.money import DEFAULT_POLICY, round_money
+from emsp.models import Partner
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal("0")
+AMOUNT = DecimalField(max_digits=16, decimal_places=4)
+OK_AUDITS = (CdrAudit.Status.MATCHED, CdrAudit.Status.CREDIT)
+RESOLVED_DISPUTES = (Dispute.State.ACCEPTED, Dispute.State.CREDITED)
+XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header row
+CSV_CHUNK_ROWS = 5_000
+
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class SettlementError(Exception):
+    """A settlement cannot do what was asked (not reconciled, already closed, too large for the format)."""
+
+
+# --- periods ---------------------------------------------------------------------------------------------
+
+
+def next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def parse_period(text: str) -> list[tuple[date, date]]:
+    """`2026-10` → that month; `2026-08..2026-10` → each month of the range. Raises ValueError."""
+    first, sep, last = text.strip().partition("..")
+    try:
+        start = datetime.strptime(first.strip(), "%Y-%m").date()  # noqa: DTZ007 - a calendar month, no time
+        end = datetime.strptime(last.strip(), "%Y-%m").date() if sep else start  # noqa: DTZ007
+    except ValueError:
+        raise ValueError(f"period {text!r} is not YYYY-MM or YYYY-MM..YYYY-MM") from None
+    if end < start:
+        raise ValueError(f"period {text!r} ends before it starts")
+    months = []
+    while start <= end:
+        months.append((start, next_month(start)))
+        start = next_month(start)
+    if len(months) > 120:
+        raise ValueError(f"period {text!r} spans more than 10 years")
+    return months
+
+
+def period_bounds(period_start: date, period_end: date) -> tuple[datetime, datetime]:
+    """The period's [start, end) as aware datetimes: midnight in the default time zone."""
+    zone = timezone.get_default_timezone()
+    return (
+        timezone.make_aware(datetime.combine(period_start, time.min), zone),
+        timezone.make_aware(datetime.combine(period_end, time.min), zone),
+    )
+
+
+def period_label(period_start: date, period_end: date) -> str:
+    if period_start.day == 1 and period_end == next_month(period_start):
+        return f"{period_start:%Y-%m}"
+    return f"{period_start:%Y-%m-%d}..{period_end - timedelta(days=1):%Y-%m-%d}"
+
+
+def period_cdrs(partner_id: int, period_start: date, period_end: date) -> QuerySet[Cdr]:
+    start, end = period_bounds(period_start, period_end)
+    # Served by the (partner, end_date_time) index.
+    return Cdr.objects.filter(partner_id=partner_id, end_date_time__gte=start, end_date_time__lt=end)
+
+
+# --- computing -------------------------------------------------------------------------------------------
+
+
+def _figures(cdrs: QuerySet[Cdr]) -> dict[str, dict[str, Any]]:
+    """The CDR, audit and receipt figures per currency, in one aggregate query (one-to-one joins only)."""
+    voiding = Q(credit=True, credited_cdr__isnull=False, credited_cdr__total_cost_excl_vat=-F("total_cost_excl_vat"))
+    resolved = Exists(Dispute.objects.filter(cdr=OuterRef("pk"), state__in=RESOLVED_DISPUTES))
+    zero = Value(ZERO, output_field=AMOUNT)
+    rows = (
+        cdrs.order_by()
+        .values("currency")
+        .annotate(
+            cdr_count=Count("pk"),
+            energy_kwh=Sum(
+                Case(
+                    When(credit=False, then=F("total_energy")),
+                    When(voiding, then=-F("credited_cdr__total_energy")),
+                    default=zero,
+                    output_field=AMOUNT,
+                )
+            ),
+            cpo_billed_excl_vat=Sum("total_cost_excl_vat", output_field=AMOUNT),
+            cpo_billed_incl_vat=Sum(Coalesce("total_cost_incl_vat", "total_cost_excl_vat"), output_field=AMOUNT),
+            computed_excl_vat=Sum(
+                Case(
+                    When(credit=False, then=Coalesce("audit__computed_excl_vat", zero)),
+                    When(voiding, then=-Coalesce("credited_cdr__audit__computed_excl_vat", zero)),
+                    default=zero,
+                    output_field=AMOUNT,
+                )
+            ),
+            charged_to_drivers=Sum("receipt__total_incl_vat", output_field=AMOUNT),
+            margin_excl_vat=Sum("receipt__fee_excl_vat", output_field=AMOUNT),
+            vat_collected=Sum(F("receipt__cpo_vat") + F("receipt__fee_vat"), output_field=AMOUNT),
+            # The EXISTS only runs for CDRs whose audit is not already fine (CASE evaluates in order).
+            unreconciled=Sum(
+                Case(
+                    When(audit__status__in=OK_AUDITS, then=Value(0)),
+                    When(resolved, then=Value(0)),
+                    default=Value(1),
+                )
+            ),
+        )
+    )
+    return {row.pop("currency"): row for row in rows}
+
+
+def _open_disputes(partner_id: int, period_start: date, period_end: date) -> dict[str, dict[str, Any]]:
+    """Open disputes on the period's CDRs per currency (a separate query: a CDR can have several disputes)."""
+    start, end = period_bounds(period_start, period_end)
+    rows = (
+        Dispute.objects.filter(
+            cdr__partner_id=partner_id,
+            cdr__end_date_time__gte=start,
+            cdr__end_date_time__lt=end,
+            state__in=Dispute.OPEN_STATES,
+        )
+        .order_by()
+        .values("cdr__currency")
+        .annotate(disputed=Sum(Abs("difference"), output_field=AMOUNT), count=Count("pk"))
+    )
+    return {row["cdr__currency"]: row for row in rows}
+
+
+def settlement_compute(*, partner: Partner, period_start: date, period_end: date | None = None) -> list[Settlement]:
+    """Compute and store the partner's settlement for the period (one row per currency, month by default).
+    Closed rows are left as finance closed them; rows of currencies no longer present are removed."""
+    period_end = period_end or next_month(period_start)
+    if period_end <= period_start:
+        raise ValueError("period_end must be after period_start")
+    figures = _figures(period_cdrs(partner.pk, period_start, period_end))
+    disputed = _open_disputes(partner.pk, period_start, period_end)
+    now = timezone.now()
+    with transaction.atomic():
+        for currency, row in figures.items():
+            dispute_row = disputed.get(currency, {})
+            open_disputes = dispute_row.get("count", 0)
+            values = {
+                "period_end": period_end,
+                "cdr_count": row["cdr_count"],
+                "energy_kwh": row["energy_kwh"] or ZERO,
+                "cpo_billed_excl_vat": row["cpo_billed_excl_vat"] or ZERO,
+                "cpo_billed_incl_vat": row["cpo_billed_incl_vat"] or ZERO,
+                "computed_excl_vat": row["computed_excl_vat"] or ZERO,
+                "disputed_excl_vat": dispute_row.get("disputed") or ZERO,
+                "open_disputes": open_disputes,
+                "charged_to_drivers": row["charged_to_drivers"] or ZERO,
+                "margin_excl_vat": row["margin_excl_vat"] or ZERO,
+                "vat_collected": row["vat_collected"] or ZERO,
+                "state": Settlement.State.RECONCILED
+                if open_disputes == 0 and not row["unreconciled"]
+                else Settlement.State.OPEN,
+                "computed_at": now,
+            }
+            settlement, created = Settlement.objects.get_or_create(
+                partner=partner, period_start=period_start, currency=currency, defaults=values
+            )
+            if created:
+                continue
+            # Compare-and-set: a period finance closed meanwhile keeps its closed figures.
+            changed = (
+                Settlement.objects.filter(pk=settlement.pk).exclude(state=Settlement.State.CLOSED).update(**values)
+            )
+            if not changed and row["cdr_count"] != settlement.cdr_count:
+                log.warning("settlement %s is closed but now has %s CDRs", settlement, row["cdr_count"])
+        # A currency whose CDRs all went (e.g. a custom period replaced by the month) leaves no stale open row.
+        Settlement.objects.filter(partner=partner, period_start=period_start).exclude(
+            currency__in=list(figures)
+        ).exclude(state=Settlement.State.CLOSED).delete()
+    return list(
+        Settlement.objects.filter(partner=partner, period_start=period_start)
+        .select_related("partner", "closed_by")
+        .order_by("currency")
+    )
+
+
+def settlements_compute(
+    *, period_start: date, period_end: date | None = None, partners: Iterable[Partner] | None = None
+) -> list[Settlement]:
+    """The period's settlements of several partners (default: every partner with CDRs in the period)."""
+    period_end = period_end or next_month(period_start)
+    if partners is None:
+        start, end = period_bounds(period_start, period_end)
+        with_cdrs = Cdr.objects.filter(end_date_time__gte=start, end_date_time__lt=end).values("partner_id")
+        with_rows = Settlement.objects.filter(period_start=period_start).values("partner_id")
+        partners = Partner.objects.filter(Q(pk__in=with_cdrs) | Q(pk__in=with_rows)).order_by("pk")
+    out: list[Settlement] = []
+    for partner in partners:
+        out += settlement_compute(partner=partner, period_start=period_start, period_end=period_end)
+    return out
+
+
+def settlement_close(*, settlement: Settlement, user: Any) -> Settlement:
+    """Close a reconciled period (compare-and-set RECONCILED → CLOSED), after recomputing it so that CDRs or
+    disputes that arrived since the last computation are taken into account."""
+    with transaction.atomic():
+        if settlement.state == Settlement.State.CLOSED:
+            raise SettlementError(f"{settlement} is already closed")
+        settlement_compute(
+            partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
+        )
+        changed = Settlement.objects.filter(pk=settlement.pk, state=Settlement.State.RECONCILED).update(
+            state=Settlement.State.CLOSED,
+            closed_at=timezone.now(),
+            closed_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        settlement.refresh_from_db()
+        if not changed:
+            reason = (
+                f"{settlement.open_disputes} open dispute(s)"
+                if settlement.open_disputes
+                else "CDRs that are not audited as matching and have no resolved dispute"
+            )
+            raise SettlementError(f"{settlement} is {settlement.state}, not reconciled: {reason}")
+    return settlement
+
+
+# --- exports ---------------------------------------------------------------------------------------------
+
+SUMMARY_HEADERS = [
+    "partner",
+    "party",
+    "period",
+    "period_start",
+    "period_end_exclusive",
+    "currency",
+    "state",
+    "cdr_count",
+    "energy_kwh",
+    "cpo_billed_excl_vat",
+    "cpo_billed_incl_vat",
+    "computed_excl_vat",
+    "difference_excl_vat",
+    "disputed_excl_vat",
+    "open_disputes",
+    "charged_to_drivers",
+    "margin_excl_vat",
+    "vat_collected",
+    "computed_at",
+    "closed_at",
+    "closed_by",
+]
+
+CDR_HEADERS = [
+    "party",
+    "period",
+    "cdr_id",
+    "credit",
+    "credit_reference_id",
+    "session_id",
+    "start_date_time",
+    "end_date_time",
+    "location_id",
+    "evse_uid",
+    "currency",
+    "energy_kwh",
+    "cpo_billed_excl_vat",
+    "cpo_billed_incl_vat",
+    "audit_status",
+    "computed_excl_vat",
+    "difference_excl_vat",
+    "dispute_state",
+    "dispute_difference",
+    "charged_to_driver",
+    "margin_excl_vat",
+    "vat_collected",
+]
+
+
+def _text(value: str) -> str:
+    """Partner-supplied text must not turn into a spreadsheet formula (CSV/formula injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _policies(partner_ids: Iterable[int]) -> dict[int, str]:
+    return dict(PartnerTerms.objects.filter(partner_id__in=set(partner_ids)).values_list("partner_id", "rounding"))
+
+
+def _money(amount: Decimal | None, currency: str, policy: str) -> Decimal | None:
+    if amount is None:
+        return None
+    try:
+        return round_money(amount, currency, policy)
+    except ValueError:  # a currency outside ISO 4217: shown exact rather than guessed
+        return amount
+
+
+def _moment(value: datetime | None) -> str:
+    # ISO 8601 text in UTC: spreadsheets cannot hold time zones (openpyxl refuses aware datetimes).
+    return "" if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]:
+    """The summary rows (SUMMARY_HEADERS order), money rounded per currency and the partner's policy."""
+    policies = _policies(s.partner_id for s in settlements)
+    rows = []
+    for s in settlements:
+        policy = policies.get(s.partner_id, DEFAULT_POLICY)
+
+        def money(amount: Decimal, currency: str = s.currency, policy: str = policy) -> Decimal | None:
+            return _money(amount, currency, policy)
+
+        rows.append(
+            [
+                _text(s.partner.name),
+                f"{s.partner.country_code}*{s.partner.party_id}",
+                period_label(s.period_start, s.period_end),
+                s.period_start,
+                s.period_end,
+                s.currency,
+                s.state,
+                s.cdr_count,
+                s.energy_kwh,
+                money(s.cpo_billed_excl_vat),
+                money(s.cpo_billed_incl_vat),
+                money(s.computed_excl_vat),
+                money(s.cpo_billed_excl_vat - s.computed_excl_vat),
+                money(s.disputed_excl_vat),
+                s.open_disputes,
+                money(s.charged_to_drivers),
+                money(s.margin_excl_vat),
+                money(s.vat_collected),
+                _moment(s.computed_at),
+                _moment(s.closed_at),
+                s.closed_by.get_username() if s.closed_by_id else "",
+            ]
+        )
+    return rows
+
+
+def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_ROWS) -> Iterator[list[Any]]:
+    """The settlement's CDRs one row each (CDR_HEADERS order), streamed from the database in chunks."""
+    policy = _policies([settlement.partner_id]).get(settlement.partner_id, DEFAULT_POLICY)
+    party = f"{settlement.partner.country_code}*{settlement.partner.party_id}"
+    label = period_label(settlement.period_start, settlement.period_end)
+    latest = Dispute.objects.filter(cdr=OuterRef("pk")).order_by("-opened_at", "-pk")
+    cdrs = (
+        period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end)
+        .filter(currency=settlement.currency)
+        .annotate(
+            dispute_state=Subquery(latest.values("state")[:1]),
+            dispute_difference=Subquery(latest.values("difference")[:1]),
+        )
+        .order_by("end_date_time", "pk")
+        .values_list(
+            "cdr_id",
+            "credit",
+            "credit_reference_id",
+            "session_id",
+            "start_date_time",
+            "end_date_time",
+            "location_id",
+            "evse_uid",
+            "total_energy",
+            "total_cost_excl_vat",
+            "total_cost_incl_vat",
+            "audit__status",
+            "audit__computed_excl_vat",
+            "audit__difference_excl_vat",
+            "dispute_state",
+            "dispute_difference",
+            "receipt__total_incl_vat",
+            "receipt__fee_excl_vat",
+            "receipt__cpo_vat",
+            "receipt__fee_vat",
+        )
+    )
+    currency = settlement.currency
+    for row in cdrs.iterator(chunk_size=chunk_size):
+        (cdr_id, credit, credit_ref, session_id, start, end, location_id, evse_uid, energy, excl, incl) = row[:11]
+        (status, computed, difference, dispute_state, dispute_difference, paid, fee, cpo_vat, fee_vat) = row[11:]
+        yield [
+            party,
+            label,
+            _text(cdr_id),
+            credit,
+            _text(credit_ref),
+            _text(session_id),
+            _moment(start),
+            _moment(end),
+            _text(location_id),
+            _text(evse_uid),
+            currency,
+            energy,
+            _money(excl, currency, policy),
+            _money(incl, currency, policy),
+            status or "",
+            _money(computed, currency, policy),
+            _money(difference, currency, policy),
+            dispute_state or "",
+            _money(dispute_difference, currency, policy),
+            _money(paid, currency, policy),
+            _money(fee, currency, policy),
+            _money(None if cpo_vat is None else cpo_vat + fee_vat, currency, policy),
+        ]
+
+
+def _summary_dataset(settlements: Sequence[Settlement]) -> tablib.Dataset:
+    dataset = tablib.Dataset(headers=SUMMARY_HEADERS, title="Settlement")
+    for row in settlement_report_rows(settlements):
+        dataset.append(row)
+    return dataset
+
+
+def settlement_dataset(
+    settlements: Sequence[Settlement], include_cdrs: bool = False
+) -> tablib.Dataset | tablib.Databook:
+    """The summary as a Dataset; with `include_cdrs` a Databook with a second, per-CDR sheet (for XLSX)."""
+    summary = _summary_dataset(settlements)
+    if not include_cdrs:
+        return summary
+    total = sum(s.cdr_count for s in settlements)
+    if total > XLSX_MAX_ROWS:
+        raise SettlementError(f"{total} CDRs do not fit in one spreadsheet sheet; export the CDRs as CSV")
+    detail = tablib.Dataset(headers=CDR_HEADERS, title="CDRs")
+    for settlement in settlements:
+        for row in settlement_cdr_rows(settlement):
+            detail.append(row)
+    return tablib.Databook([summary, detail])
+
+
+def settlement_csv(settlements: Sequence[Settlement]) -> str:
+    return _summary_dataset(settlements).export("csv")
+
+
+def settlement_xlsx(settlements: Sequence[Settlement], include_cdrs: bool = False) -> bytes:
+    return settlement_dataset(settlements, include_cdrs=include_cdrs).export("xlsx")
+
+
+def settlement_cdrs_csv(settlements: Sequence[Settlement], *, chunk_size: int = CSV_CHUNK_ROWS) -> Iterator[str]:
+    """The per-CDR CSV in pieces of `chunk_size` rows (header first), for streaming responses and files."""
+    yield tablib.Dataset(headers=CDR_HEADERS).export("csv")
+    chunk = tablib.Dataset()
+    for settlement in settlements:
+        for row in settlement_cdr_rows(settlement, chunk_size=chunk_size):
+            chunk.append(row)
+            if chunk.height >= chunk_size:
+                yield chunk.export("csv")
+                chunk = tablib.Dataset()
+    if chunk.height:
+        yield chunk.export("csv")
+
+
+def export_filename(settlements: Sequence[Settlement], extension: str, suffix: str = "") -> str:
+    """`settlement-IN-CPA-2026-10.csv` for one partner and period, `settlement-2026-08_2026-10.csv` otherwise."""
+    parties = {(s.partner.country_code, s.partner.party_id) for s in settlements}
+    periods = sorted({period_label(s.period_start, s.period_end) for s in settlements})
+    name = "settlement"
+    if len(parties) == 1:
+        name += "-" + "-".join(next(iter(parties)))
+    if periods:
+        name += "-" + (periods[0] if len(periods) == 1 else f"{periods[0]}_{periods[-1]}")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}{suffix}.{extension}")
