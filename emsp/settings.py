@@ -199,10 +199,14 @@ BECKN_UNIQUE_KEY_ID = env.str("BECKN_UNIQUE_KEY_ID", default="k1")
 BECKN_SIGNING_PRIVATE_KEY = env.str("BECKN_SIGNING_PRIVATE_KEY", default="")
 BECKN_REGISTRY_URL = env.str("BECKN_REGISTRY_URL", default="")
 BECKN_SIGNATURE_SKEW_SECONDS = env.int("BECKN_SIGNATURE_SKEW_SECONDS", default=5)
+# The RFC's domain and the EV-charging domains of the UEI, DEG v1 and missions examples.
 BECKN_DOMAINS = env.list(
     "BECKN_DOMAINS",
-    default=["ev-charging:beckn", "uei:ev-charging", "deg:ev-charging", "ONDC:TRV13", "beckn:ev-charging"],
+    default=["ev-charging:beckn", "ev-charging:uei", "dent:ev-charging:0.1.0", "deg", "charging"],
 )
+BECKN_MAX_BODY_BYTES = env.int("BECKN_MAX_BODY_BYTES", default=256 * 1024)
+EMSP_SUPPORT_PHONE = env.str("EMSP_SUPPORT_PHONE", default="+91-80-4000-0000")
+EMSP_SUPPORT_EMAIL = env.str("EMSP_SUPPORT_EMAIL", default="support@emsp.example.com")
 
 # --- Paths to shared reference material (tests read it in place) --------------------------------
 SHARED_DIR = Path(env.str("SHARED_DIR", default=str(BASE_DIR.parent / "shared")))
@@ -238,4 +242,5 @@ CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
     "ocpi-push-deliver-due": {"task": "ocpi.tasks.push_deliver_due", "schedule": 30.0},
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 15.0},
+    "beckn-deliver-due-callbacks": {"task": "beckn.tasks.deliver_due_callbacks", "schedule": 10.0},
 }

@@ -17,6 +17,7 @@ from billing.models import Cdr, CdrAudit, Dispute, Tariff
 from billing.services import disputes
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr
 from emsp.models import Location, ci_key
+from emsp.services import hooks
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,9 @@ def cdr_process(cdr_id: int) -> CdrAudit | None:
     cdr = Cdr.objects.select_related("partner", "credited_cdr").filter(pk=cdr_id).first()
     if cdr is None:
         return None
-    audit = cdr_audit(cdr)
-    receipt_for_cdr(cdr)
+    with transaction.atomic():
+        audit = cdr_audit(cdr)
+        receipt_for_cdr(cdr)
+        if not cdr.credit:
+            hooks.cdr_billed(cdr)
     return audit

@@ -498,3 +498,28 @@ def connector_as_ocpi(connector: Connector) -> dict[str, Any]:
 
 def _iso(value: datetime) -> str:
     return format_ocpi_datetime(value)
+
+
+def evse_refresh_from_cpo(evse: Evse, *, timeout: float = 2.0) -> bool:
+    """Ask the CPO for one EVSE right now (mod_locations Sender `GET {url}/{location_id}/{evse_uid}`) with a
+    short timeout, and store what it says. False when the CPO can't answer in time: the caller falls back to
+    the catalogue and says how old it is."""
+    from ocpi.client import OcpiClient, OcpiClientError
+    from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
+
+    location = evse.location
+    partner = location.partner
+    base = partner.endpoint_url("locations", "SENDER") or partner.endpoint_url("locations")
+    if not base or partner.state != Partner.State.CONNECTED:
+        return False
+    try:
+        reply = OcpiClient(partner, timeout=timeout).get(
+            f"{base}/{location.location_id}/{evse.uid}", module="locations", timeout=timeout
+        )
+        clean, _ = normalize_evse(unwrap_object_payload(reply.data))
+    except (OcpiClientError, Rejected, ValueError):
+        return False
+    evse_put(location, clean)
+    Evse.objects.filter(pk=evse.pk).update(status_updated_at=timezone.now())
+    evse.refresh_from_db()
+    return True

@@ -1,0 +1,377 @@
+"""Discovery: Beckn `search` answered from our own synchronised catalogue, never by calling CPOs (RFC-ERRATA:
+"search never calls a CPO"). Filters from the intent, a bounding-box query on the EVSE lat/lon index with the
+exact distance re-checked, and the Beckn 1.1.0 Catalog we render from the hits."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from billing.models import Tariff
+from emsp.models import Connector, Evse, Partner, ci_key
+from ocpi.normalize import format_ocpi_datetime
+
+EARTH_RADIUS_M = 6_371_000.0
+DEFAULT_RADIUS_M = 5_000.0
+MAX_RADIUS_M = 50_000.0
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+# How fresh an EVSE's status is decides how much a driver should trust it (perf notes §4: stale
+# availability is the drivers' first complaint).
+CONFIDENCE = ((timedelta(minutes=5), "HIGH"), (timedelta(minutes=15), "MEDIUM"))
+
+# connector-type synonyms seen in RFC, UEI, DEG and missions examples → OCPI ConnectorType.
+CONNECTOR_SYNONYMS = {
+    "CCS2": "IEC_62196_T2_COMBO",
+    "CCS": "IEC_62196_T2_COMBO",
+    "CCS-2": "IEC_62196_T2_COMBO",
+    "IEC_62196_CCS2": "IEC_62196_T2_COMBO",
+    "TYPE2": "IEC_62196_T2",
+    "TYPE-2": "IEC_62196_T2",
+    "TYPE_2": "IEC_62196_T2",
+    "TYPE 2": "IEC_62196_T2",
+    "CCS1": "IEC_62196_T1_COMBO",
+    "TYPE1": "IEC_62196_T1",
+    "TYPE 1": "IEC_62196_T1",
+    "CHADEMO": "CHADEMO",
+    "GBT": "GBT_DC",
+    "GB_T": "GBT_DC",
+    "GB/T": "GBT_DC",
+    "GBT_DC": "GBT_DC",
+    "GBT_AC": "GBT_AC",
+    "BHARAT_AC001": "DOMESTIC_D",
+    "BHARAT_DC001": "GBT_DC",
+}
+# Short names we show for OCPI standards (the RFC example shows "CCS2").
+CONNECTOR_LABELS = {
+    "IEC_62196_T2_COMBO": "CCS2",
+    "IEC_62196_T1_COMBO": "CCS1",
+    "IEC_62196_T2": "Type2",
+    "IEC_62196_T1": "Type1",
+    "CHADEMO": "CHAdeMO",
+    "GBT_DC": "GB/T DC",
+    "GBT_AC": "GB/T AC",
+}
+SPEEDS = ("SLOW", "NORMAL", "FAST", "ULTRAFAST")
+
+
+def charging_speed(power_w: int | None) -> str | None:
+    """A coarse class of charging power, as the RFC's `charging-speed` tag and the DEG v2 vocabulary use."""
+    if not power_w:
+        return None
+    if power_w < 7_500:
+        return "SLOW"
+    if power_w < 25_000:
+        return "NORMAL"
+    if power_w < 100_000:
+        return "FAST"
+    return "ULTRAFAST"
+
+
+def connector_standard(value: str) -> str:
+    key = value.strip().upper()
+    return CONNECTOR_SYNONYMS.get(key, CONNECTOR_SYNONYMS.get(key.replace(" ", ""), key))
+
+
+@dataclass
+class SearchFilters:
+    latitude: float | None = None
+    longitude: float | None = None
+    radius_m: float = DEFAULT_RADIUS_M
+    connector_types: set[str] = field(default_factory=set)
+    min_power_w: int | None = None
+    charging_speed: str | None = None
+    available_only: bool = False
+    max_price: Decimal | None = None  # per kWh, excl. VAT, in the tariff's currency
+    provider: str | None = None  # party key CC*PID
+    item_id: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+@dataclass
+class Hit:
+    evse: Evse
+    connector: Connector
+    distance_m: float | None
+    tariff: Tariff | None
+    energy_price: Decimal | None
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
+    dlon = math.degrees(radius_m / (EARTH_RADIUS_M * max(0.01, math.cos(math.radians(lat)))))
+    return lat - dlat, lat + dlat, lon - dlon, lon + dlon
+
+
+def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
+    """Nearest bookable connectors first (or by provider/name when no position is given), capped."""
+    now = now or timezone.now()
+    evses = Evse.objects.bookable().select_related("location", "location__partner")
+    if filters.latitude is not None and filters.longitude is not None:
+        min_lat, max_lat, min_lon, max_lon = _bounding_box(filters.latitude, filters.longitude, filters.radius_m)
+        evses = evses.filter(
+            latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
+        )
+    if filters.available_only:
+        evses = evses.filter(status=Evse.Status.AVAILABLE)
+    if filters.min_power_w:
+        evses = evses.filter(max_power_w__gte=filters.min_power_w)
+    if filters.provider:
+        evses = evses.filter(location__partner__in=_partners_for(filters.provider))
+    if filters.connector_types:
+        evses = evses.filter(connectors__standard__in=filters.connector_types).distinct()
+    if filters.latitude is None:
+        evses = evses.order_by("location__partner_id", "location__name", "uid")[: filters.limit * 4]
+    candidates = list(evses[:5000])
+    ranked: list[tuple[float | None, Evse]] = []
+    for evse in candidates:
+        distance = None
+        if filters.latitude is not None and filters.longitude is not None:
+            distance = haversine_m(filters.latitude, filters.longitude, evse.latitude, evse.longitude)
+            if distance > filters.radius_m:
+                continue
+        ranked.append((distance, evse))
+    ranked.sort(key=lambda pair: (pair[0] if pair[0] is not None else 0.0, pair[1].pk))
+    ranked = ranked[: filters.limit * 2]
+    connectors = _connectors_of([e for _, e in ranked])
+    tariffs = _tariffs_for(connectors, now)
+    hits: list[Hit] = []
+    for distance, evse in ranked:
+        for connector in connectors.get(evse.pk, []):
+            if filters.connector_types and connector.standard not in filters.connector_types:
+                continue
+            speed = charging_speed(connector.max_electric_power)
+            if filters.charging_speed and speed != filters.charging_speed:
+                continue
+            if filters.min_power_w and (connector.max_electric_power or 0) < filters.min_power_w:
+                continue
+            tariff = _first_tariff(connector, tariffs)
+            energy_price = energy_rate(tariff) if tariff else None
+            if filters.max_price is not None and (energy_price is None or energy_price > filters.max_price):
+                continue
+            if filters.item_id and filters.item_id != item_id(evse, connector):
+                continue
+            hits.append(Hit(evse, connector, distance, tariff, energy_price))
+            if len(hits) >= filters.limit:
+                return hits
+    return hits
+
+
+def _partners_for(provider: str) -> list[Partner]:
+    country_code, _, party_id = provider.replace(":", "*").partition("*")
+    return list(Partner.objects.filter(country_code=country_code.upper(), party_id=party_id.upper()))
+
+
+def _connectors_of(evses: list[Evse]) -> dict[int, list[Connector]]:
+    by_evse: dict[int, list[Connector]] = defaultdict(list)
+    for connector in Connector.objects.filter(evse__in=evses).order_by("evse_id", "connector_id"):
+        by_evse[connector.evse_id].append(connector)
+    for evse in evses:
+        for connector in by_evse.get(evse.pk, []):
+            connector.evse = evse  # the EVSE (with its location) is already loaded
+    return by_evse
+
+
+def _tariffs_for(connectors: dict[int, list[Connector]], now: datetime) -> dict[str, Tariff]:
+    keys = set()
+    for group in connectors.values():
+        for connector in group:
+            location = connector.evse.location
+            keys.update(ci_key(location.country_code, location.party_id, t) for t in connector.tariff_ids or [])
+    return {
+        t.ocpi_key: t
+        for t in Tariff.objects.filter(ocpi_key__in=keys)
+        if (t.start_date_time is None or t.start_date_time <= now)
+        and (t.end_date_time is None or now < t.end_date_time)
+    }
+
+
+def _first_tariff(connector: Connector, tariffs: dict[str, Tariff]) -> Tariff | None:
+    location = connector.evse.location
+    candidates = [
+        tariffs[key]
+        for key in (ci_key(location.country_code, location.party_id, t) for t in connector.tariff_ids or [])
+        if key in tariffs
+    ]
+    regular = [t for t in candidates if t.type in ("", "REGULAR")]
+    return (regular or candidates or [None])[0]
+
+
+def _component_price(tariff: Tariff, dimension: str) -> Decimal | None:
+    """The price of the first element with this dimension (the catalogue shows the headline rate; quotes
+    use the full engine)."""
+    for element in tariff.data.get("elements") or []:
+        for component in element.get("price_components") or []:
+            if component.get("type") == dimension:
+                return Decimal(str(component.get("price")))
+    return None
+
+
+def energy_rate(tariff: Tariff) -> Decimal | None:
+    return _component_price(tariff, "ENERGY")
+
+
+def item_id(evse: Evse, connector: Connector) -> str:
+    """Beckn item id of a bookable connector: unique within its provider (the CPO's party)."""
+    return f"{evse.location.location_id}/{evse.uid}/{connector.connector_id}"
+
+
+def provider_id(partner: Partner) -> str:
+    return f"{partner.country_code}*{partner.party_id}"
+
+
+def status_confidence(evse: Evse, now: datetime) -> str:
+    age = now - evse.status_updated_at
+    for limit, label in CONFIDENCE:
+        if age <= limit:
+            return label
+    return "LOW"
+
+
+def _tag(code: str, value: Any, name: str | None = None) -> dict[str, Any]:
+    descriptor: dict[str, Any] = {"code": code}
+    if name:
+        descriptor["name"] = name
+    return {"descriptor": descriptor, "value": str(value)}
+
+
+def _money(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+
+
+def item_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
+    connector, evse = hit.connector, hit.evse
+    specs = [
+        _tag("connector-id", connector.connector_id, "Connector id"),
+        _tag("connector-type", CONNECTOR_LABELS.get(connector.standard, connector.standard), "Connector type"),
+        _tag("connector-standard", connector.standard, "OCPI connector standard"),
+        _tag("connector-format", connector.format or "UNKNOWN", "Connector format"),
+        _tag("power-type", connector.power_type or "UNKNOWN", "Power type"),
+    ]
+    if connector.max_electric_power:
+        specs.append(_tag("power-rating", f"{_money(Decimal(connector.max_electric_power) / 1000)}kW", "Power rating"))
+        specs.append(_tag("charging-speed", charging_speed(connector.max_electric_power), "Charging speed"))
+    specs += [
+        _tag("status", evse.status, "Status"),
+        _tag("status-updated-at", format_ocpi_datetime(evse.status_updated_at), "Status last heard"),
+        _tag("status-confidence", status_confidence(evse, now), "Status confidence"),
+        _tag("evse-id", evse.evse_id or evse.uid, "EVSE id"),
+        _tag("reservable", "true" if evse.is_reservable else "false", "Can be reserved"),
+    ]
+    groups = [{"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}]
+    if hit.tariff is not None:
+        rates = [_tag("tariff-id", hit.tariff.tariff_id, "Tariff"), _tag("currency", hit.tariff.currency)]
+        for dimension, code, unit in (
+            ("ENERGY", "energy-rate", "per kWh"),
+            ("TIME", "time-rate", "per hour"),
+            ("PARKING_TIME", "parking-rate", "per hour"),
+            ("FLAT", "flat-fee", "per session"),
+        ):
+            price = _component_price(hit.tariff, dimension)
+            if price is not None:
+                rates.append(_tag(code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
+        groups.append({"descriptor": {"code": "tariff", "name": "Tariff"}, "list": rates})
+    return groups
+
+
+def render_catalog(hits: list[Hit], now: datetime | None = None) -> dict[str, Any]:
+    """A Beckn 1.1.0 Catalog: providers = CPOs; locations; one fulfillment (CHARGING) per location; items =
+    bookable connectors with a per-kWh price, specification and tariff tags and status freshness."""
+    now = now or timezone.now()
+    providers: dict[int, dict[str, Any]] = {}
+    seen_locations: dict[int, set[int]] = defaultdict(set)
+    for hit in hits:
+        location = hit.evse.location
+        partner = location.partner
+        provider = providers.setdefault(
+            partner.pk,
+            {
+                "id": provider_id(partner),
+                "descriptor": {"name": partner.name},
+                "locations": [],
+                "fulfillments": [],
+                "items": [],
+            },
+        )
+        location_ref = f"LOC-{location.location_id}"
+        fulfillment_ref = f"FUL-{location.location_id}"
+        if location.pk not in seen_locations[partner.pk]:
+            seen_locations[partner.pk].add(location.pk)
+            address = ", ".join(p for p in (location.address, location.city, location.postal_code) if p)
+            gps = f"{location.latitude:.6f},{location.longitude:.6f}"
+            provider["locations"].append(
+                {
+                    "id": location_ref,
+                    "descriptor": {"name": location.name or location.location_id},
+                    "gps": gps,
+                    "address": address,
+                    "city": {"name": location.city},
+                    "country": {"code": location.country},
+                }
+            )
+            provider["fulfillments"].append(
+                {
+                    "id": fulfillment_ref,
+                    "type": "CHARGING",
+                    "stops": [{"type": "start", "location": {"gps": gps, "address": address}}],
+                }
+            )
+        item: dict[str, Any] = {
+            "id": item_id(hit.evse, hit.connector),
+            "descriptor": {
+                "name": f"{CONNECTOR_LABELS.get(hit.connector.standard, hit.connector.standard)} "
+                f"{_power_label(hit.connector)} at {location.name or location.location_id}".strip(),
+                "code": "energy",
+            },
+            "location_ids": [location_ref],
+            "fulfillment_ids": [fulfillment_ref],
+            "quantity": {"unitized": {"measure": {"type": "CONSTANT", "value": "1", "unit": "kWh"}}},
+            "tags": item_tags(hit, now),
+        }
+        if hit.tariff is not None and hit.energy_price is not None:
+            # Beckn Price.currency is ISO 4217; the unit (per kWh) is in quantity and tags (RFC-ERRATA).
+            item["price"] = {"currency": hit.tariff.currency, "value": _money(hit.energy_price)}
+        provider["items"].append(item)
+    return {"descriptor": {"name": "EV charging"}, "providers": list(providers.values())}
+
+
+def _power_label(connector: Connector) -> str:
+    if not connector.max_electric_power:
+        return ""
+    return f"{_money(Decimal(connector.max_electric_power) / 1000)} kW"
+
+
+def find_item(provider: str | None, item: str) -> Hit | None:
+    """Resolve a Beckn item id (location/evse/connector) of a provider to the catalogue objects."""
+    location_id, _, rest = item.partition("/")
+    evse_uid, _, connector_id = rest.partition("/")
+    if not (location_id and evse_uid and connector_id):
+        return None
+    evses = Evse.objects.select_related("location", "location__partner").filter(
+        uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
+    )
+    if provider:
+        evses = evses.filter(location__partner__in=_partners_for(provider))
+    evse = evses.first()
+    if evse is None:
+        return None
+    connector = evse.connectors.filter(id_key=ci_key(connector_id)).first()
+    if connector is None:
+        return None
+    connector.evse = evse
+    tariff = _first_tariff(connector, _tariffs_for({evse.pk: [connector]}, timezone.now()))
+    return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)

@@ -1,0 +1,116 @@
+"""Unsolicited callbacks: what the BAP hears without asking when the CPO's side changes — on_status when
+the session changes state, on_update with the final quote and payment once the CDR is billed, on_cancel when
+a booked charger fails (with up to three nearby alternatives). Each carries a new message_id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from beckn import callbacks
+from beckn.catalogue import SearchFilters, item_id, provider_id, search
+from beckn.models import BecknTransaction
+from emsp.models import Booking, Command, Evse
+
+log = logging.getLogger(__name__)
+
+
+def _txn(booking: Booking) -> BecknTransaction | None:
+    return BecknTransaction.objects.filter(booking=booking).first()
+
+
+def _send(booking: Booking, action: str, message: dict[str, Any], error: dict[str, str] | None = None) -> None:
+    txn = _txn(booking)
+    if txn is None:
+        return  # a booking made outside Beckn (console, tests)
+    context = callbacks.callback_context(None, action, txn=txn)
+    callbacks.enqueue(action=action, context=context, message=message, error=error, txn=txn)
+
+
+def session_changed(booking: Booking) -> None:
+    from beckn.services import _order_block
+
+    _send(booking, "on_status", {"order": _order_block(booking, _txn(booking))})
+
+
+def command_finished(command: Command) -> None:
+    """A start that failed or timed out reaches the BAP (OCPI TIMEOUT: we keep watching for a late session)."""
+    booking = command.booking
+    if booking is None or command.type != Command.Type.START_SESSION:
+        return
+    if command.status == Command.Status.TIMEOUT:
+        error = {
+            "code": "40006",
+            "message": "TIMEOUT: the charger did not confirm the start in time; if charging begins we will tell you",
+        }
+    elif command.status == Command.Status.FAILED:
+        error = {
+            "code": "40006",
+            "message": "The charger refused to start: "
+            f"{command.result_type or command.response_result or command.error}",
+        }
+    else:
+        return
+    from beckn.services import _order_block
+
+    booking.refresh_from_db()
+    _send(booking, "on_status", {"order": _order_block(booking, _txn(booking))}, error=error)
+
+
+def booking_settled(booking: Booking) -> None:
+    """The CDR is billed: the final quote and the payment due (DEG00x: POST-FULFILLMENT = the CDR total)."""
+    from beckn.services import _order_block
+
+    booking.refresh_from_db()
+    _send(booking, "on_update", {"order": _order_block(booking, _txn(booking))})
+
+
+def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
+    """Up to `limit` nearby available EVSEs with a compatible connector."""
+    evse = booking.evse
+    standards = set(
+        evse.connectors.filter(connector_id__iexact=booking.connector_id).values_list("standard", flat=True)
+    )
+    filters = SearchFilters(
+        latitude=evse.latitude,
+        longitude=evse.longitude,
+        radius_m=10_000,
+        connector_types=standards,
+        available_only=True,
+        limit=limit + 2,
+    )
+    out = []
+    for hit in search(filters):
+        if hit.evse.pk == evse.pk:
+            continue
+        out.append(
+            {
+                "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
+                "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
+                f" ({int(hit.distance_m or 0)} m)",
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out
+
+
+def booking_cancelled_by_provider(booking: Booking, reason: str) -> None:
+    from beckn.services import _order_block
+
+    alternatives = alternatives_for(booking)
+    tags = (
+        [{"descriptor": {"code": "alternatives", "name": "Nearby chargers you can book instead"}, "list": alternatives}]
+        if alternatives
+        else None
+    )
+    booking.refresh_from_db()
+    order = _order_block(booking, _txn(booking), extra_tags=tags)
+    order["cancellation"] = {
+        "cancelled_by": "PROVIDER",
+        "reason": {"descriptor": {"code": "charger-error", "name": reason}},
+    }
+    _send(booking, "on_cancel", {"order": order})
+
+
+FAULT_STATUSES = (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED)

@@ -1,0 +1,401 @@
+"""Reading Beckn 1.1.0 requests: the envelope and context checks that decide ACK or NACK, and the parts of
+each action's message we need, each failure naming its JSON path (BECKN-005 codes)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from django.conf import settings
+
+from beckn.catalogue import (
+    DEFAULT_LIMIT,
+    DEFAULT_RADIUS_M,
+    MAX_LIMIT,
+    MAX_RADIUS_M,
+    SPEEDS,
+    SearchFilters,
+    connector_standard,
+)
+
+ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
+
+# BECKN-005 error codes we use.
+INVALID_REQUEST = "30000"
+PROVIDER_NOT_FOUND = "30001"
+ITEM_NOT_FOUND = "30004"
+FULFILLMENT_UNAVAILABLE = "30008"
+ORDER_NOT_FOUND = "30010"
+INVALID_CANCELLATION_REASON = "30011"
+INVALID_UPDATE_TARGET = "30012"
+RATING_ENTITY_NOT_FOUND = "30014"
+INVALID_RATING = "30015"
+BUSINESS_ERROR = "40000"
+ACTION_NOT_APPLICABLE = "40001"
+QUOTE_UNAVAILABLE = "40003"
+PAYMENT_NOT_SUPPORTED = "40004"
+FULFILMENT_AGENT_UNAVAILABLE = "40006"
+POLICY_ERROR = "50000"
+CANCELLATION_NOT_POSSIBLE = "50001"
+UPDATE_NOT_POSSIBLE = "50002"
+
+_GPS = re.compile(r"^\s*([-+]?\d{1,2}(?:\.\d+)?)\s*,\s*([-+]?\d{1,3}(?:\.\d+)?)\s*$")
+_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+MAX_ID_LENGTH = 255
+
+
+class BecknRequestError(Exception):
+    """The request is not one we can act on: NACK (or an error callback) with a BECKN-005 code and path."""
+
+    def __init__(self, code: str, path: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.path = path
+        self.message = message
+
+    def as_error(self) -> dict[str, str]:
+        return {"code": self.code, "paths": self.path, "message": self.message}
+
+
+@dataclass
+class Envelope:
+    action: str
+    context: dict[str, Any]
+    message: dict[str, Any]
+
+    @property
+    def bap_id(self) -> str:
+        return str(self.context["bap_id"])
+
+    @property
+    def message_id(self) -> str:
+        return str(self.context["message_id"])
+
+    @property
+    def transaction_id(self) -> str:
+        return str(self.context["transaction_id"])
+
+
+def _need(condition: bool, path: str, message: str, code: str = INVALID_REQUEST) -> None:
+    if not condition:
+        raise BecknRequestError(code, path, message)
+
+
+def _string(context: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = context.get(key)
+    if value is None:
+        _need(not required, f"context.{key}", f"context.{key} is required")
+        return None
+    _need(isinstance(value, str) and value.strip() != "", f"context.{key}", f"context.{key} must be a non-empty string")
+    _need(len(value) <= MAX_ID_LENGTH, f"context.{key}", f"context.{key} is too long")
+    return value
+
+
+def parse_duration(value: str) -> timedelta | None:
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0))
+
+
+def parse_envelope(raw: bytes, action: str) -> Envelope:
+    """JSON, `{context, message}`, and the context fields we rely on (core 1.1.0 makes them all optional;
+    a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BecknRequestError(INVALID_REQUEST, "", f"invalid JSON: {exc}") from exc
+    _need(isinstance(body, dict), "", "the body must be a JSON object")
+    context = body.get("context")
+    _need(isinstance(context, dict), "context", "context must be an object")
+    message = body.get("message")
+    _need(isinstance(message, dict), "message", "message must be an object")
+    _need(context.get("action") == action, "context.action", f"context.action must be {action!r} on /{action}")
+    domain = _string(context, "domain")
+    accepted = [d.lower() for d in settings.BECKN_DOMAINS]
+    _need(
+        str(domain).lower() in accepted,
+        "context.domain",
+        f"domain {domain!r} is not served here ({', '.join(settings.BECKN_DOMAINS)})",
+    )
+    version = context.get("version", context.get("core_version"))
+    if version is not None:
+        _need(
+            isinstance(version, str) and version.startswith("1.1"), "context.version", "only Beckn core 1.1.x is served"
+        )
+    _string(context, "bap_id")
+    bap_uri = _string(context, "bap_uri")
+    parts = urlsplit(str(bap_uri))
+    _need(parts.scheme in ("http", "https") and bool(parts.netloc), "context.bap_uri", "bap_uri must be an http(s) URL")
+    _string(context, "transaction_id")
+    _string(context, "message_id")
+    _string(context, "timestamp", required=False)
+    bpp_id = _string(context, "bpp_id", required=False)
+    if bpp_id is not None:
+        _need(bpp_id == settings.BECKN_SUBSCRIBER_ID, "context.bpp_id", f"this BPP is {settings.BECKN_SUBSCRIBER_ID!r}")
+    ttl = context.get("ttl")
+    if ttl is not None:
+        _need(
+            isinstance(ttl, str) and parse_duration(ttl) is not None, "context.ttl", "ttl must be an ISO 8601 duration"
+        )
+    return Envelope(action=action, context=context, message=message)
+
+
+# --- search -----------------------------------------------------------------------------------------
+
+
+def _tags(tag_groups: Any, path: str) -> dict[str, str]:
+    """Flatten TagGroups to {code: value}, lower-case codes with '_' as '-' (UEI `connector-type`,
+    missions `Connector_Type`, UEI layer-2 `CONNECTOR-TYPE` are the same thing)."""
+    out: dict[str, str] = {}
+    if tag_groups is None:
+        return out
+    _need(isinstance(tag_groups, list), path, "tags must be a list of tag groups")
+    for i, group in enumerate(tag_groups):
+        _need(isinstance(group, dict), f"{path}[{i}]", "a tag group must be an object")
+        for j, tag in enumerate(group.get("list") or []):
+            _need(isinstance(tag, dict), f"{path}[{i}].list[{j}]", "a tag must be an object")
+            code = str(((tag.get("descriptor") or {}).get("code")) or "").strip().lower().replace("_", "-")
+            if code and tag.get("value") is not None:
+                out[code] = str(tag["value"]).strip()
+    return out
+
+
+def _gps(value: Any, path: str) -> tuple[float, float]:
+    _need(isinstance(value, str), path, "gps must be a 'lat,lon' string")
+    match = _GPS.match(value)
+    _need(match is not None, path, "gps must look like '12.9716,77.5946'")
+    assert match is not None
+    lat, lon = float(match.group(1)), float(match.group(2))
+    _need(-90 <= lat <= 90 and -180 <= lon <= 180, path, "gps is out of range")
+    return lat, lon
+
+
+def _radius_m(radius: Any, path: str) -> float:
+    _need(isinstance(radius, dict), path, "radius must be a Scalar object")
+    try:
+        value = float(Decimal(str(radius.get("value"))))
+    except (InvalidOperation, ValueError) as exc:
+        raise BecknRequestError(INVALID_REQUEST, f"{path}.value", "radius value must be a number") from exc
+    unit = str(radius.get("unit") or "km").strip().lower()
+    factor = {
+        "km": 1000.0,
+        "kilometer": 1000.0,
+        "kilometers": 1000.0,
+        "m": 1.0,
+        "meter": 1.0,
+        "meters": 1.0,
+        "mi": 1609.344,
+    }
+    _need(unit in factor, f"{path}.unit", f"radius unit {unit!r} is not km, m or mi")
+    _need(value > 0, f"{path}.value", "radius must be positive")
+    return min(value * factor[unit], MAX_RADIUS_M)
+
+
+def search_filters(message: dict[str, Any]) -> SearchFilters:
+    """Filters from an intent, liberal in the vocabularies it accepts (RFC, UEI, DEG v1, missions)."""
+    filters = SearchFilters()
+    intent = message.get("intent") or {}
+    _need(isinstance(intent, dict), "message.intent", "intent must be an object")
+    fulfillment = intent.get("fulfillment") or {}
+    _need(isinstance(fulfillment, dict), "message.intent.fulfillment", "fulfillment must be an object")
+    stops = fulfillment.get("stops") or []
+    _need(isinstance(stops, list), "message.intent.fulfillment.stops", "stops must be a list")
+    for i, stop in enumerate(stops):
+        path = f"message.intent.fulfillment.stops[{i}].location"
+        location = (stop or {}).get("location") if isinstance(stop, dict) else None
+        if not isinstance(location, dict):
+            continue
+        circle = location.get("circle")
+        if isinstance(circle, dict) and circle.get("gps"):
+            filters.latitude, filters.longitude = _gps(circle["gps"], f"{path}.circle.gps")
+            if circle.get("radius") is not None:
+                filters.radius_m = _radius_m(circle["radius"], f"{path}.circle.radius")
+            break
+        if location.get("gps"):
+            filters.latitude, filters.longitude = _gps(location["gps"], f"{path}.gps")
+            break
+    tags = {
+        **_tags(intent.get("tags"), "message.intent.tags"),
+        **_tags(fulfillment.get("tags"), "message.intent.fulfillment.tags"),
+        **_tags(
+            (intent.get("item") or {}).get("tags") if isinstance(intent.get("item"), dict) else None,
+            "message.intent.item.tags",
+        ),
+    }
+    connector = tags.get("connector-type") or tags.get("connector-standard")
+    if connector:
+        filters.connector_types = {connector_standard(c) for c in connector.split(",") if c.strip()}
+    power = tags.get("power-rating") or tags.get("min-power") or tags.get("minimum-power")
+    if power:
+        filters.min_power_w = _power_w(power, "message.intent.tags(power-rating)")
+    speed = tags.get("charging-speed")
+    if speed:
+        speed = speed.strip().upper().replace("-", "").replace("_", "")
+        _need(speed in SPEEDS, "message.intent.tags(charging-speed)", f"charging-speed must be one of {SPEEDS}")
+        filters.charging_speed = speed
+    availability = (tags.get("availability") or tags.get("status") or "").strip().lower()
+    filters.available_only = availability in ("available", "true", "yes", "online")
+    if tags.get("max-price"):
+        try:
+            filters.max_price = Decimal(tags["max-price"].split()[0])
+        except InvalidOperation as exc:
+            raise BecknRequestError(
+                INVALID_REQUEST, "message.intent.tags(max-price)", "max-price must be a number"
+            ) from exc
+    provider = intent.get("provider")
+    if isinstance(provider, dict) and provider.get("id"):
+        filters.provider = str(provider["id"])
+    item = intent.get("item")
+    if isinstance(item, dict) and item.get("id"):
+        filters.item_id = str(item["id"])
+    if tags.get("limit"):
+        filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
+    if filters.latitude is None:
+        filters.radius_m = DEFAULT_RADIUS_M
+    return filters
+
+
+def _power_w(text: str, path: str) -> int:
+    """'30kW', '30 kW', '7400W', '50' (kW assumed) → watts."""
+    match = re.match(r"^\s*(?:>=?|greater than)?\s*([0-9]+(?:\.[0-9]+)?)\s*(kw|w)?\s*$", text.strip().lower())
+    _need(match is not None, path, "power must look like '30kW'")
+    assert match is not None
+    value = float(match.group(1))
+    return int(value if match.group(2) == "w" else value * 1000)
+
+
+# --- order-related messages -------------------------------------------------------------------------
+
+
+@dataclass
+class SelectedItem:
+    provider_id: str | None
+    item_id: str
+    energy_kwh: Decimal | None
+    duration: timedelta | None
+
+
+def selected_item(message: dict[str, Any]) -> SelectedItem:
+    order = message.get("order")
+    _need(isinstance(order, dict), "message.order", "order must be an object")
+    items = order.get("items")
+    _need(isinstance(items, list) and items, "message.order.items", "order.items must list one item")
+    item = items[0]
+    _need(
+        isinstance(item, dict) and isinstance(item.get("id"), str), "message.order.items[0].id", "item id is required"
+    )
+    provider = order.get("provider") if isinstance(order.get("provider"), dict) else {}
+    energy, duration = None, None
+    quantity = item.get("quantity") if isinstance(item.get("quantity"), dict) else {}
+    selected = quantity.get("selected") if isinstance(quantity.get("selected"), dict) else {}
+    measure = selected.get("measure") if isinstance(selected.get("measure"), dict) else None
+    if measure is not None:
+        unit = str(measure.get("unit") or "kWh").strip().lower()
+        try:
+            value = Decimal(str(measure.get("value")))
+        except InvalidOperation as exc:
+            raise BecknRequestError(
+                INVALID_REQUEST, "message.order.items[0].quantity.selected.measure.value", "must be a number"
+            ) from exc
+        _need(value > 0, "message.order.items[0].quantity.selected.measure.value", "must be positive")
+        if unit in ("kwh",):
+            energy = value
+        elif unit in ("min", "mins", "minute", "minutes"):
+            duration = timedelta(minutes=float(value))
+        elif unit in ("h", "hr", "hour", "hours"):
+            duration = timedelta(hours=float(value))
+        else:
+            raise BecknRequestError(
+                INVALID_REQUEST,
+                "message.order.items[0].quantity.selected.measure.unit",
+                "unit must be kWh, minutes or hours",
+            )
+    return SelectedItem(
+        provider_id=str(provider.get("id")) if provider.get("id") else None,
+        item_id=item["id"],
+        energy_kwh=energy,
+        duration=duration,
+    )
+
+
+def order_id(message: dict[str, Any], action: str) -> str:
+    value = message.get("order_id")
+    if value is None and isinstance(message.get("order"), dict):
+        value = message["order"].get("id")  # lenient: some BAPs send the order object
+    _need(isinstance(value, str) and value.strip() != "", "message.order_id", f"{action} needs message.order_id")
+    return str(value).strip()
+
+
+# Fulfillment state codes meaning "start" / "stop" in the RFC, UEI, DEG v1, missions and DEG00x vocabularies.
+START_CODES = {
+    "start-charging",
+    "charging-start",
+    "charging_started",
+    "start_charging",
+    "charging-started",
+    "active",
+    "start",
+}
+STOP_CODES = {
+    "stop-charging",
+    "end-charging",
+    "charging-end",
+    "charging_ended",
+    "end_charging",
+    "stop_charging",
+    "charging-ended",
+    "completed",
+    "stop",
+    "charging-stop",
+}
+
+
+def update_request(message: dict[str, Any]) -> tuple[str, str]:
+    """(order id, 'start' | 'stop') from an update, accepting the synonyms of every EV vocabulary."""
+    target = message.get("update_target")
+    _need(
+        isinstance(target, str) and target.strip() != "",
+        "message.update_target",
+        "update_target is required",
+        INVALID_UPDATE_TARGET,
+    )
+    order = message.get("order")
+    _need(isinstance(order, dict), "message.order", "order must be an object")
+    identifier = order.get("id")
+    _need(isinstance(identifier, str) and identifier != "", "message.order.id", "order.id is required", ORDER_NOT_FOUND)
+    _need(
+        "fulfillment" in str(target),
+        "message.update_target",
+        "only fulfillment state updates are supported",
+        INVALID_UPDATE_TARGET,
+    )
+    fulfillments = order.get("fulfillments")
+    _need(
+        isinstance(fulfillments, list) and fulfillments and isinstance(fulfillments[0], dict),
+        "message.order.fulfillments",
+        "fulfillments[0] is required",
+    )
+    state = fulfillments[0].get("state")
+    code = None
+    if isinstance(state, dict):
+        code = (state.get("descriptor") or {}).get("code")
+    elif isinstance(state, str):
+        code = state  # lenient: DEG00x sends a bare string
+    _need(isinstance(code, str), "message.order.fulfillments[0].state.descriptor.code", "a state code is required")
+    normalised = str(code).strip().lower().replace(" ", "-")
+    if normalised in START_CODES or normalised.replace("_", "-") in START_CODES:
+        return identifier, "start"
+    if normalised in STOP_CODES or normalised.replace("_", "-") in STOP_CODES:
+        return identifier, "stop"
+    raise BecknRequestError(
+        INVALID_UPDATE_TARGET,
+        "message.order.fulfillments[0].state.descriptor.code",
+        f"unknown state {code!r}: use start-charging or stop-charging",
+    )

@@ -1,0 +1,157 @@
+"""POST /beckn/{action}: verify the signature on the raw bytes, check the envelope, answer ACK or NACK at
+once, and hand the work to Celery (the on_* answer comes as a signed callback). A repeated message_id
+from the same BAP and action gets the same ACK and nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, render
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from beckn.auth import BecknAuthError, verify_beckn_request
+from beckn.models import BecknMessage
+from beckn.requests import ACTIONS, BecknRequestError, parse_envelope
+from emsp.models import Booking
+
+log = logging.getLogger(__name__)
+
+ACK = {"message": {"ack": {"status": "ACK"}}}
+
+
+def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+    body: dict[str, Any] = {"message": {"ack": {"status": "NACK"}}}
+    if error:
+        body["error"] = error
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+_ACK_SCHEMA = inline_serializer(
+    name="BecknAckResponse",
+    fields={
+        "message": inline_serializer(
+            name="BecknAckMessage",
+            fields={
+                "ack": inline_serializer(
+                    name="BecknAck", fields={"status": serializers.ChoiceField(choices=["ACK", "NACK"])}
+                )
+            },
+        ),
+        "error": inline_serializer(
+            name="BecknError",
+            fields={
+                "code": serializers.CharField(),
+                "paths": serializers.CharField(),
+                "message": serializers.CharField(),
+            },
+            required=False,
+        ),
+    },
+)
+_REQUEST_SCHEMA = inline_serializer(
+    name="BecknRequest",
+    fields={"context": serializers.JSONField(), "message": serializers.JSONField()},
+)
+
+
+class BecknActionView(APIView):
+    """One endpoint per Beckn 1.1.0 action (core transaction API): search, select, init, confirm, status,
+    track, cancel, update, rating, support."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+    parser_classes: list[Any] = []
+
+    @extend_schema(
+        tags=["Beckn"],
+        operation_id="beckn_action",
+        summary="A Beckn 1.1.0 request; answered with ACK/NACK, then an on_{action} callback",
+        parameters=[OpenApiParameter("action", type=str, location=OpenApiParameter.PATH, enum=list(ACTIONS))],
+        request=_REQUEST_SCHEMA,
+        responses={
+            200: OpenApiResponse(_ACK_SCHEMA, description="ACK"),
+            400: OpenApiResponse(_ACK_SCHEMA, description="NACK: not a valid request (error names the path)"),
+            401: OpenApiResponse(_ACK_SCHEMA, description="NACK: signature missing or invalid (WWW-Authenticate)"),
+            413: OpenApiResponse(_ACK_SCHEMA, description="NACK: body too large"),
+        },
+    )
+    def post(self, request: Request, action: str) -> HttpResponse:
+        if action not in ACTIONS:
+            return nack(
+                {"code": "40001", "paths": "context.action", "message": f"/{action} is not a Beckn action"}, 404
+            )
+        raw = request._request.read(settings.BECKN_MAX_BODY_BYTES + 1)
+        if len(raw) > settings.BECKN_MAX_BODY_BYTES:
+            return nack({"code": "30000", "paths": "", "message": "body too large"}, 413)
+        try:
+            envelope = parse_envelope(raw, action)
+        except BecknRequestError as exc:
+            return nack(exc.as_error(), 400)
+        try:
+            sender = verify_beckn_request(raw, request.headers, bap_id=envelope.bap_id)
+        except BecknAuthError as exc:
+            log.info("beckn %s from %s refused: %s", action, envelope.bap_id, exc)
+            return nack(
+                {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"},
+                401,
+                {exc.header_name: exc.header_value},
+            )
+        try:
+            with transaction.atomic():
+                message = BecknMessage.objects.create(
+                    bap_id=envelope.bap_id,
+                    action=action,
+                    message_id=envelope.message_id,
+                    via_gateway=sender.gateway_id or "",
+                    body=raw.decode("utf-8", "replace"),
+                    ack=ACK,
+                )
+                from beckn.tasks import handle_request
+
+                pk = message.pk
+                transaction.on_commit(lambda: handle_request.delay(pk))
+        except IntegrityError:
+            # The same message again (a BAP retry): the same answer, no second side effect.
+            previous = BecknMessage.objects.filter(
+                bap_id=envelope.bap_id, action=action, message_id=envelope.message_id
+            ).first()
+            return HttpResponse(orjson.dumps(previous.ack if previous else ACK), content_type="application/json")
+        return HttpResponse(orjson.dumps(ACK), content_type="application/json")
+
+
+def track_page(request: Any, order_id: str) -> HttpResponse:
+    """The tracking URL we give in on_track: the live state of one charge."""
+    booking = get_object_or_404(Booking.objects.select_related("evse__location__partner"), order_id=order_id)
+    from beckn.services import STATE_CODES, charging_details
+
+    return render(
+        request,
+        "beckn/track.html",
+        {"booking": booking, "state": STATE_CODES[booking.state], "details": charging_details(booking) or []},
+    )
+
+
+def support_page(request: Any, order_id: str) -> HttpResponse:
+    """Our and the CPO's contacts for one order (the support URL of on_support)."""
+    booking = Booking.objects.filter(order_id=order_id).select_related("evse__location__partner").first()
+    return render(
+        request,
+        "beckn/support.html",
+        {
+            "booking": booking,
+            "our_phone": settings.EMSP_SUPPORT_PHONE,
+            "our_email": settings.EMSP_SUPPORT_EMAIL,
+            "partner": booking.evse.location.partner if booking else None,
+        },
+    )
