@@ -1,0 +1,78 @@
+"""Staff console for Beckn: the subscribers (BAPs, BGs) whose signatures we accept, trusted by hand or
+seen in the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from beckn.models import BecknSubscriber
+from beckn.signing import KeyFormatError, load_public_key
+
+
+class BecknSubscriberForm(forms.ModelForm):
+    # Longer than the column so a pasted private key or hex string reaches clean_signing_public_key and gets
+    # the explanation below rather than a bare "at most 64 characters".
+    signing_public_key = forms.CharField(
+        max_length=1000, help_text="The subscriber's Ed25519 signing public key: 32 bytes in base64 (44 characters)."
+    )
+
+    class Meta:
+        model = BecknSubscriber
+        fields = (
+            "subscriber_id",
+            "unique_key_id",
+            "type",
+            "signing_public_key",
+            "trusted",
+            "status",
+            "valid_from",
+            "valid_until",
+            "subscriber_url",
+            "domains",
+        )
+
+    def clean_signing_public_key(self) -> str:
+        value = "".join(self.cleaned_data["signing_public_key"].split())
+        try:
+            load_public_key(value)
+        except KeyFormatError as exc:
+            hint = " It looks like a 64-byte private key: ask for the public key only." if len(value) == 88 else ""
+            raise forms.ValidationError(
+                "Enter the subscriber's Ed25519 signing public key: 32 bytes in base64 (44 characters, e.g. "
+                f"awGPjRK6i/Vg/lWr+0xObclVxlwZXvTjWYtlu6NeOHk=). This one is not: {exc}.{hint}"
+            ) from exc
+        return value
+
+    def clean_subscriber_id(self) -> str:
+        value = self.cleaned_data["subscriber_id"].strip()
+        if "|" in value:
+            raise forms.ValidationError("A subscriber id cannot contain '|' (it separates the parts of keyId).")
+        return value
+
+    def clean_unique_key_id(self) -> str:
+        value = self.cleaned_data["unique_key_id"].strip()
+        if "|" in value:
+            raise forms.ValidationError("A unique key id cannot contain '|' (it separates the parts of keyId).")
+        return value
+
+
+@admin.register(BecknSubscriber)
+class BecknSubscriberAdmin(admin.ModelAdmin):
+    form = BecknSubscriberForm
+    list_display = ("subscriber_id", "unique_key_id", "type", "status", "trusted", "valid_until", "last_lookup_at")
+    list_filter = ("trusted", "type", "status")
+    search_fields = ("subscriber_id", "unique_key_id", "subscriber_url")
+    readonly_fields = ("last_lookup_at", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("subscriber_id", "unique_key_id", "type", "signing_public_key", "trusted", "status")}),
+        ("Validity", {"fields": ("valid_from", "valid_until")}),
+        ("Details", {"fields": ("subscriber_url", "domains", "last_lookup_at", "created_at", "updated_at")}),
+    )
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # Rows added here are staff-entered, hence trusted; registry lookups create the others.
+        return {"trusted": True, **super().get_changeform_initial_data(request)}

@@ -1,0 +1,212 @@
+"""Public signing keys of Beckn subscribers: staff-trusted rows first, then the registry's `/lookup`
+(core 1.1.0 `registry.yaml`, and the Succinct shape most networks run), cached."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from beckn.models import BecknSubscriber
+from beckn.signing import KeyFormatError, load_public_key
+from emsp import outbound
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 300  # like beckn-onix's registry plugin: 5 min, or until the key's valid_until if sooner
+MISS_CACHE_SECONDS = 30  # "no usable key" answers, so unknown keyIds don't each cost a registry call
+REFRESH_MIN_INTERVAL_SECONDS = 10  # refresh=True within this long after a registry answer reuses that answer
+USABLE_STATUSES = {"", "SUBSCRIBED"}  # registry.yaml Subscription.status; absent = usable (many registries omit it)
+_MISS = "miss"
+
+
+@dataclass(frozen=True)
+class SubscriberKey:
+    subscriber_id: str
+    unique_key_id: str
+    signing_public_key: str
+    type: str  # BAP | BPP | BG, "" when the registry did not say
+    trusted: bool
+
+
+def public_key(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> str | None:
+    """The usable base64 Ed25519 public key for keyId `subscriber_id|unique_key_id`, or None."""
+    key = lookup(subscriber_id, unique_key_id, refresh=refresh)
+    return key.signing_public_key if key else None
+
+
+def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> SubscriberKey | None:
+    """The usable key with what we know of its subscriber. Trusted rows decide alone: a trusted row that is
+    not usable (e.g. staff set it UNSUBSCRIBED) blocks the key even if the registry still lists it.
+
+    `refresh=True` skips the cache so a rotated key is picked up after a failed verification ("looked up
+    again on failure"), except within REFRESH_MIN_INTERVAL_SECONDS of the last registry answer for this key,
+    which is as fresh as a new one and keeps a stream of bad signatures from hammering the registry."""
+    now = timezone.now()
+    trusted = list(BecknSubscriber.objects.filter(trusted=True, subscriber_id=subscriber_id))
+    if unique_key_id:
+        trusted = [row for row in trusted if row.unique_key_id == unique_key_id]
+    if trusted:
+        usable = [row for row in trusted if row.is_usable(now)]
+        if len(usable) != 1:  # none usable, or several keys for a keyId without unique_key_id
+            return None
+        row = usable[0]
+        return SubscriberKey(row.subscriber_id, row.unique_key_id, row.signing_public_key, row.type, trusted=True)
+
+    registry_url = settings.BECKN_REGISTRY_URL.rstrip("/")
+    if not registry_url:
+        return None
+    cache_key = "beckn:registry:" + hashlib.sha256(f"{subscriber_id}|{unique_key_id}".encode()).hexdigest()
+    cached = cache.get(cache_key)
+    recently_asked = cache.get(f"{cache_key}:asked") is not None
+    if cached is not None and (not refresh or recently_asked):
+        return None if cached == _MISS else SubscriberKey(**cached)
+
+    entries = _ask_registry(registry_url, subscriber_id, unique_key_id)
+    if entries is None:
+        return None  # registry unreachable or unreadable: not cached, the next request asks again
+    cache.set(f"{cache_key}:asked", 1, REFRESH_MIN_INTERVAL_SECONDS)
+    found, usable = _choose(entries, subscriber_id, unique_key_id, now)
+    if found is not None:
+        _remember(found, now)
+    if usable is None:
+        cache.set(cache_key, _MISS, MISS_CACHE_SECONDS)
+        return None
+    key = SubscriberKey(
+        subscriber_id=subscriber_id,
+        unique_key_id=usable["unique_key_id"],
+        signing_public_key=usable["signing_public_key"],
+        type=usable["type"],
+        trusted=False,
+    )
+    seconds = CACHE_SECONDS
+    if usable["valid_until"] is not None:
+        seconds = min(seconds, int((usable["valid_until"] - now).total_seconds()))
+    if seconds > 0:
+        cache.set(cache_key, asdict(key), seconds)
+    return key
+
+
+def _ask_registry(registry_url: str, subscriber_id: str, unique_key_id: str) -> list[dict[str, Any]] | None:
+    # Filter fields of both dialects: core 1.1.0 Subscription (`key_id`) and Succinct (`ukId`/`unique_key_id`).
+    query: dict[str, Any] = {"subscriber_id": subscriber_id}
+    if unique_key_id:
+        query.update(key_id=unique_key_id, ukId=unique_key_id, unique_key_id=unique_key_id)
+    try:
+        response = outbound.send("POST", f"{registry_url}/lookup", json=query)
+    except Exception as exc:
+        log.warning("registry lookup of %s|%s failed: %s", subscriber_id, unique_key_id, exc)
+        return None
+    if response.status != 200:
+        log.warning("registry lookup of %s|%s answered HTTP %s", subscriber_id, unique_key_id, response.status)
+        return None
+    try:
+        data = response.json()
+    except Exception as exc:
+        log.warning("registry lookup of %s|%s: not JSON (%s)", subscriber_id, unique_key_id, exc)
+        return None
+    if isinstance(data, dict):  # one Subscription instead of the array registry.yaml specifies
+        data = [data]
+    if not isinstance(data, list):
+        log.warning("registry lookup of %s|%s: expected an array, got %s", subscriber_id, unique_key_id, type(data))
+        return None
+    return [entry for entry in data if isinstance(entry, dict)]
+
+
+def _normalise(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """Both shapes to one: core 1.1.0 (`url`, `key_id`, `domain`) and Succinct (`subscriber_url`, `ukId`,
+    `unique_key_id`, `pub_key_id`). None when the validity dates cannot be read (we could not check them)."""
+    key_id = next((str(entry[f]) for f in ("key_id", "ukId", "unique_key_id", "pub_key_id") if entry.get(f)), None)
+    domains = entry.get("domains") or (entry.get("extended_attributes") or {}).get("domains") or []
+    if not domains and entry.get("domain"):
+        domains = [entry["domain"]]
+    try:
+        valid_from, valid_until = _when(entry.get("valid_from")), _when(entry.get("valid_until"))
+    except ValueError:
+        log.warning("registry entry for %s has unreadable validity dates", entry.get("subscriber_id"))
+        return None
+    kind = str(entry.get("type") or "").upper()
+    return {
+        "subscriber_id": str(entry.get("subscriber_id") or ""),
+        "unique_key_id": key_id,
+        "signing_public_key": str(entry.get("signing_public_key") or ""),
+        "subscriber_url": str(entry.get("subscriber_url") or entry.get("url") or ""),
+        "type": kind if kind in BecknSubscriber.Type.values else "",
+        "domains": [str(d) for d in domains] if isinstance(domains, list) else [],
+        "status": str(entry.get("status") or "").upper(),
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+    }
+
+
+def _when(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _choose(
+    entries: list[dict[str, Any]], subscriber_id: str, unique_key_id: str, now: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the entry to record, the usable entry or None)."""
+    matching = []
+    for raw in entries:
+        entry = _normalise(raw)
+        if entry is None or entry["subscriber_id"] != subscriber_id:
+            continue
+        if unique_key_id and entry["unique_key_id"] not in (None, unique_key_id):
+            continue
+        entry["unique_key_id"] = entry["unique_key_id"] or unique_key_id
+        matching.append(entry)
+    usable = [entry for entry in matching if _usable(entry, now)]
+    if not unique_key_id and len({e["signing_public_key"] for e in usable}) > 1:
+        log.warning("registry lists several keys for %s and keyId names none of them", subscriber_id)
+        usable = []
+    chosen = usable[0] if usable else None
+    return (chosen or (matching[0] if matching else None)), chosen
+
+
+def _usable(entry: dict[str, Any], now: datetime) -> bool:
+    if entry["status"] not in USABLE_STATUSES:
+        return False
+    if entry["valid_from"] is not None and now < entry["valid_from"]:
+        return False
+    if entry["valid_until"] is not None and now >= entry["valid_until"]:
+        return False
+    try:
+        load_public_key(entry["signing_public_key"])
+    except KeyFormatError:
+        log.warning("registry key of %s|%s is not Ed25519", entry["subscriber_id"], entry["unique_key_id"])
+        return False
+    return True
+
+
+def _remember(entry: dict[str, Any], now: datetime) -> None:
+    """Keep what the registry said as a non-trusted row, for the console; never overwrite a trusted one."""
+    defaults = {
+        "type": entry["type"],
+        "signing_public_key": entry["signing_public_key"][:64],
+        "subscriber_url": entry["subscriber_url"][:255],
+        "domains": entry["domains"],
+        "status": entry["status"] or BecknSubscriber.Status.SUBSCRIBED,
+        "valid_from": entry["valid_from"],
+        "valid_until": entry["valid_until"],
+        "last_lookup_at": now,
+    }
+    if defaults["status"] not in BecknSubscriber.Status.values:
+        defaults["status"] = BecknSubscriber.Status.INITIATED
+    try:
+        with transaction.atomic():
+            BecknSubscriber.objects.filter(trusted=False).update_or_create(
+                subscriber_id=entry["subscriber_id"], unique_key_id=entry["unique_key_id"][:255], defaults=defaults
+            )
+    except DatabaseError as exc:  # a trusted row with this keyId appeared meanwhile, or a concurrent insert
+        log.info("not recording registry entry %s|%s: %s", entry["subscriber_id"], entry["unique_key_id"], exc)
