@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from emsp.forms import RegisterWithPartnerForm
 from emsp.models import ChargingSession, Command, Connector, Driver, Evse, Location, Partner, Reservation, Token
+from emsp.roles import VIEW_PARTNER_CREDENTIALS
 from emsp.services import tokens as token_services
 
 
@@ -33,7 +34,10 @@ class PartnerAdmin(admin.ModelAdmin):
         "registered_at",
         "last_full_sync_at",
         "health_link",
+        "credentials_state",
     )
+    # Token values and hashes never reach a form or a page; see credentials_state for what may be shown.
+    exclude = ("outgoing_token", "incoming_token_hash", "token_a_hash")
     fieldsets = (
         (None, {"fields": ("name", "country_code", "party_id", "role", "state", "health_link")}),
         (
@@ -58,6 +62,24 @@ class PartnerAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
         return super().get_queryset(request).annotate(location_count=Count("locations"))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Partner | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not request.user.has_perm(VIEW_PARTNER_CREDENTIALS):
+            return fieldsets
+        return (*fieldsets, ("Credentials", {"fields": ("credentials_state",)}))
+
+    @admin.display(description="Credentials")
+    def credentials_state(self, partner: Partner) -> str:
+        """Whether each token is set, never its value: the last four characters of the token we send are
+        enough to tell two apart, and hashes are not shown at all."""
+        outgoing = f"set (…{partner.outgoing_token[-4:]})" if partner.outgoing_token else "not set"
+        return format_html(
+            "Token we send: {}<br>Token the partner sends us: {}<br>Token A: {}",
+            outgoing,
+            "set" if partner.incoming_token_hash else "not set",
+            "issued, not used yet" if partner.token_a_hash else "none outstanding",
+        )
 
     @admin.display(description="Party")
     def party(self, partner: Partner) -> str:
@@ -127,7 +149,8 @@ class PartnerAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/emsp/partner/health.html", context)
 
-    @admin.action(description="Issue a new Token A (for a CPO that registers with us)")
+    # Actions that change credentials need the change permission (a view-only role may not post them).
+    @admin.action(description="Issue a new Token A (for a CPO that registers with us)", permissions=["change"])
     def issue_token_a(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         from ocpi.credentials import versions_url
 
@@ -147,7 +170,7 @@ class PartnerAdmin(admin.ModelAdmin):
             sync_partner.delay(partner.pk, True)
             messages.info(request, f"Full pull of {partner} queued.")
 
-    @admin.action(description="Unregister (stop all communication)")
+    @admin.action(description="Unregister (stop all communication)", permissions=["change"])
     def unregister(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         from ocpi.credentials import unregister
 

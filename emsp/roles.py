@@ -1,0 +1,104 @@
+"""Staff roles as data: the admin, ops and finance groups and exactly the permissions each one holds.
+
+`roles_setup()` makes the database match this file (used by the `emsp` roles migration and by
+`manage.py setup_roles`); run the command again after adding models so the admin group picks up theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Reading a partner's credentials (tokens we send, hashes of tokens we accept) is its own permission so that
+# "may look at a partner" never implies "may see how we authenticate with it". Partner admin pages key on it.
+# It is created here rather than in Partner.Meta so that it needs no schema migration.
+VIEW_PARTNER_CREDENTIALS = "emsp.view_partner_credentials"
+EXTRA_PERMISSIONS = (("emsp", "partner", "view_partner_credentials", "Can view partner credentials"),)
+
+ADMIN, OPS, FINANCE = "admin", "ops", "finance"
+
+# Every permission that exists, custom ones included: the platform's administrators (user management too).
+ALL = "*"
+
+ROLES: dict[str, tuple[str, ...] | str] = {
+    ADMIN: ALL,
+    # Ops keeps the connections to CPOs running and works CDR disputes. It reads the partners' data and the
+    # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent).
+    OPS: (
+        "emsp.view_partner",
+        "emsp.view_location",
+        "emsp.view_evse",
+        "emsp.view_connector",
+        "emsp.view_chargingsession",
+        "emsp.view_command",
+        "billing.view_tariff",
+        "billing.view_cdr",
+        "billing.view_cdraudit",
+        "billing.view_dispute",
+        "billing.change_dispute",
+        "billing.view_disputeevent",
+        "billing.add_disputeevent",
+        "ocpi.view_ocpimessage",
+        "ocpi.view_syncrun",
+        "ocpi.view_dataqualityissue",
+        "ocpi.view_pushdelivery",
+    ),
+    # Finance reconciles, exports and closes settlement periods and reads what stands behind them.
+    FINANCE: (
+        "emsp.view_partner",
+        "billing.view_settlement",
+        "billing.change_settlement",
+        "billing.export_settlement",
+        "billing.view_cdr",
+        "billing.view_cdraudit",
+        "billing.view_dispute",
+        "billing.view_disputeevent",
+        "billing.view_driverreceipt",
+        "billing.view_tariff",
+        "billing.view_partnerterms",
+    ),
+}
+
+
+class RoleSetupError(Exception):
+    """A permission named in ROLES does not exist (a typo, or its app's migrations have not run)."""
+
+
+def roles_setup(*, apps: Any = None, strict: bool = True) -> dict[str, int]:
+    """Create or update the groups so each holds exactly its ROLES permissions; returns the count per group.
+
+    Idempotent, and it converges: permissions added to a group by hand are removed again. `apps` is the
+    historical app registry when called from a migration; there `strict=False` skips permissions of models
+    that a later migration creates (a fresh database runs this migration before those exist), and the
+    command, always strict, completes the groups.
+    """
+    if apps is None:
+        from django.apps import apps as global_apps
+
+        apps = global_apps
+    group_model = apps.get_model("auth", "Group")
+    permission_model = apps.get_model("auth", "Permission")
+    content_type_model = apps.get_model("contenttypes", "ContentType")
+
+    for app_label, model, codename, name in EXTRA_PERMISSIONS:
+        content_type, _ = content_type_model.objects.get_or_create(app_label=app_label, model=model)
+        permission_model.objects.get_or_create(content_type=content_type, codename=codename, defaults={"name": name})
+
+    counts: dict[str, int] = {}
+    for group_name, wanted in ROLES.items():
+        if wanted == ALL:
+            permissions = list(permission_model.objects.all())
+        else:
+            found = [_permission(permission_model, label, strict=strict) for label in wanted]
+            permissions = [p for p in found if p is not None]
+        group, _ = group_model.objects.get_or_create(name=group_name)
+        group.permissions.set(permissions)
+        counts[group_name] = len(permissions)
+    return counts
+
+
+def _permission(permission_model: Any, label: str, *, strict: bool) -> Any:
+    app_label, codename = label.split(".", 1)
+    permission = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+    if permission is None and strict:
+        raise RoleSetupError(f"permission {label} does not exist")
+    return permission
