@@ -144,10 +144,8 @@ def deliver(callback_id: int) -> BecknCallback | None:
         else:
             callback.next_attempt_at = timezone.now() + _backoff(callback.attempts)
         callback.save()
-    if callback.status == BecknCallback.Status.PENDING:
-        from beckn.tasks import deliver_callback
-
-        deliver_callback.apply_async((callback.pk,), countdown=_backoff(callback.attempts).total_seconds())
+    # Retries are picked up by the beat task (deliver_due) once next_attempt_at passes — no ETA tasks,
+    # which Redis redelivers when they outlive the visibility timeout (perf notes §3.6).
     return callback
 
 

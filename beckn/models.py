@@ -182,6 +182,9 @@ class BecknCallbackAttempt(models.Model):
     class Meta:
         ordering = ["at", "pk"]
 
+    def __str__(self) -> str:
+        return f"{self.callback} at {self.at:%H:%M:%S}: {self.http_status or self.error[:40]}"
+
 
 class BecknRating(models.Model):
     transaction = models.ForeignKey(BecknTransaction, null=True, blank=True, on_delete=models.SET_NULL)

@@ -128,6 +128,8 @@ def handle(message_pk: int) -> None:
         callbacks.enqueue(
             action=action,
             context=context,
+            # on_rating is the one callback whose schema requires `message` (core 1.1.0).
+            message={} if action == "on_rating" else None,
             error=exc.as_error(),
             txn=txn if txn.pk else None,
             request=request,
@@ -589,7 +591,7 @@ def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(CANCELLATION_NOT_POSSIBLE, "message.order_id", str(exc)) from exc
     booking.refresh_from_db()
     order = _order_block(booking, txn)
-    order["cancellation"] = {"cancelled_by": "CONSUMER", "time": {"timestamp": callbacks.now_rfc3339()}}
+    order["cancellation"] = {"cancelled_by": "CONSUMER", "time": callbacks.now_rfc3339()}
     if reason:
         order["cancellation"]["reason"] = {"id": reason}
     return {"order": order}

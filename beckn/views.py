@@ -94,19 +94,24 @@ class BecknActionView(APIView):
         raw = request._request.read(settings.BECKN_MAX_BODY_BYTES + 1)
         if len(raw) > settings.BECKN_MAX_BODY_BYTES:
             return nack({"code": "30000", "paths": "", "message": "body too large"}, 413)
+        # Verify first (on the raw bytes, BECKN-006), reading only the bap_id the keyId must match; then
+        # check the envelope. An unsigned request is 401 whatever its body.
+        try:
+            loose = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            loose = None
+        context = loose.get("context") if isinstance(loose, dict) else None
+        bap_id = context.get("bap_id") if isinstance(context, dict) and isinstance(context.get("bap_id"), str) else None
+        try:
+            sender = verify_beckn_request(raw, request.headers, bap_id=bap_id)
+        except BecknAuthError as exc:
+            log.info("beckn %s from %s refused: %s", action, bap_id, exc)
+            error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
+            return nack(error, 401, {exc.header_name: exc.header_value})
         try:
             envelope = parse_envelope(raw, action)
         except BecknRequestError as exc:
             return nack(exc.as_error(), 400)
-        try:
-            sender = verify_beckn_request(raw, request.headers, bap_id=envelope.bap_id)
-        except BecknAuthError as exc:
-            log.info("beckn %s from %s refused: %s", action, envelope.bap_id, exc)
-            return nack(
-                {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"},
-                401,
-                {exc.header_name: exc.header_value},
-            )
         try:
             with transaction.atomic():
                 message = BecknMessage.objects.create(

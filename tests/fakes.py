@@ -50,7 +50,8 @@ class FakePeer:
     ) -> outbound.OutboundResponse:
         outbound.check_target(url)
         headers = headers or {}
-        call = {"method": method.upper(), "url": url, "json": json, "headers": headers}
+        parsed = json if json is not None else (orjson.loads(body) if body else None)
+        call = {"method": method.upper(), "url": url, "json": parsed, "body": body, "headers": headers}
         self.calls.append(call)
         if self.only_encoding is not None:
             token = headers.get("Authorization", "").removeprefix("Token ")

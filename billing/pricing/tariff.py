@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from billing.money import MINOR_UNITS
+
 from .errors import PricingError, TariffError
 
 __all__ = [
@@ -399,6 +401,9 @@ def parse_tariff(data: dict[str, Any], *, path: str = "") -> Tariff:
     if not isinstance(currency_raw, str) or not _CURRENCY_RE.fullmatch(currency_raw.strip().upper()):
         raise TariffError(_join(path, "currency"), f"must be an ISO 4217 code, got {currency_raw!r}")
     currency = currency_raw.strip().upper()
+    if currency not in MINOR_UNITS:
+        # A code we can't round for would fail at presentation: refuse it here, with its path.
+        raise TariffError(_join(path, "currency"), f"is not an ISO 4217 currency code: {currency_raw!r}")
     if currency != currency_raw:
         warnings.append(f"currency_invalid_case:{_join(path, 'currency')}")
     tariff_type = None

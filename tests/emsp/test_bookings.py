@@ -112,7 +112,8 @@ def test_start_then_session_then_stop_then_cdr(
         partner,
         {
             "country_code": "IN", "party_id": "CPA", "id": "S-B1", "start_date_time": now, "kwh": 0,
-            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID", "contract_id": "C"},
+            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID",
+                          "contract_id": "C"},
             "auth_method": "COMMAND", "authorization_reference": start.authorization_reference,
             "location_id": "LOC1", "evse_uid": evse.uid, "connector_id": "1", "currency": "INR",
             "status": "ACTIVE", "last_updated": now,

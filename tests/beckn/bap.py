@@ -1,0 +1,83 @@
+"""A test BAP: signs requests with its own key (a subscriber our BPP trusts) and collects the callbacks our
+BPP posts back (through the patched outbound seam)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.test import Client
+
+from beckn.models import BecknSubscriber
+from beckn.signing import generate_keypair, load_private_key, sign_request
+from tests.fakes import FakePeer
+
+BAP_ID = "bap.test.example"
+BAP_URI = "https://bap.test.example/beckn"
+KEY_ID = "bap-key-1"
+
+
+@dataclass
+class FakeBap:
+    peer: FakePeer
+    client: Client = field(default_factory=Client)
+    private_b64: str = ""
+    public_b64: str = ""
+    transaction_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def __post_init__(self) -> None:
+        self.private_b64, self.public_b64 = generate_keypair()
+        BecknSubscriber.objects.update_or_create(
+            subscriber_id=BAP_ID,
+            unique_key_id=KEY_ID,
+            defaults={"type": "BAP", "signing_public_key": self.public_b64, "trusted": True, "subscriber_url": BAP_URI},
+        )
+        for action in ("on_search", "on_select", "on_init", "on_confirm", "on_status", "on_track", "on_cancel",
+                       "on_update", "on_rating", "on_support"):  # fmt: skip
+            self.peer.route("POST", f"{BAP_URI}/{action}", (200, {"message": {"ack": {"status": "ACK"}}}))
+
+    def context(self, endpoint: str, **overrides: Any) -> dict[str, Any]:
+        context = {
+            "domain": "ev-charging:beckn",
+            "action": endpoint,
+            "location": {"country": {"code": "IND"}, "city": {"code": "std:080"}},
+            "version": "1.1.0",
+            "bap_id": BAP_ID,
+            "bap_uri": BAP_URI,
+            "transaction_id": self.transaction_id,
+            "message_id": str(uuid.uuid4()),
+            "timestamp": "2026-11-25T10:00:00.000Z",
+            "ttl": "PT30S",
+        }
+        if endpoint != "search":
+            context.update({"bpp_id": settings.BECKN_SUBSCRIBER_ID, "bpp_uri": settings.BECKN_SUBSCRIBER_URL})
+        context.update(overrides)
+        return context
+
+    def sign(self, body: bytes) -> str:
+        now = int(time.time())
+        return sign_request(
+            body, subscriber_id=BAP_ID, unique_key_id=KEY_ID, private_key=load_private_key(self.private_b64),
+            created=now, expires=now + 300,
+        )  # fmt: skip
+
+    def post(
+        self, endpoint: str, message: dict[str, Any], *, raw: bytes | None = None, signed: bool = True, **context: Any
+    ) -> Any:
+        """POST a signed request to /beckn/{endpoint}; `context` overrides context fields (even `action`)."""
+        body = (
+            raw if raw is not None else orjson.dumps({"context": self.context(endpoint, **context), "message": message})
+        )
+        headers = {"Authorization": self.sign(body)} if signed else {}
+        return self.client.post(f"/beckn/{endpoint}", data=body, content_type="application/json", headers=headers)
+
+    def callbacks(self, action: str) -> list[dict[str, Any]]:
+        """The bodies of the `action` callbacks our BPP posted to this BAP, oldest first."""
+        return [c["json"] for c in self.calls(action)]
+
+    def calls(self, action: str) -> list[dict[str, Any]]:
+        return [c for c in self.peer.calls if c["url"] == f"{BAP_URI}/{action}"]

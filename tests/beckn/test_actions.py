@@ -1,0 +1,399 @@
+"""The Beckn BPP end to end in one process: signed requests to the literal paths, ACK/NACK, and the on_*
+callbacks (captured at the outbound seam), each validated against the official core 1.1.0 OpenAPI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from beckn.keys import our_public_key_b64
+from beckn.models import BecknCallback, BecknMessage
+from beckn.signing import parse_signature_header, verify_signature
+from billing.models import PartnerTerms
+from billing.services import tariff_put
+from emsp.models import Booking, Driver, Evse, Partner
+from emsp.services import catalogue
+from tests.beckn.bap import BAP_URI, FakeBap
+from tests.beckn.conformance import assert_valid
+from tests.factories import stored_location
+from tests.fakes import FakePeer, envelope
+
+pytestmark = pytest.mark.django_db
+
+CPO_BASE = "http://127.0.0.1:9/ocpi/cpo/2.2.1"
+TARIFF = {
+    "country_code": "IN",
+    "party_id": "CPA",
+    "id": "T1",
+    "currency": "INR",
+    "elements": [
+        {"price_components": [{"type": "ENERGY", "price": 18, "vat": 18, "step_size": 1}]},
+        {"price_components": [{"type": "FLAT", "price": 20, "vat": 18, "step_size": 1}]},
+    ],
+    "last_updated": "2026-01-01T00:00:00Z",
+}
+BENGALURU = "12.971599,77.594566"
+
+
+@pytest.fixture
+def network(partner: Partner) -> Partner:
+    tariff_put(partner, TARIFF)
+    PartnerTerms.objects.create(partner=partner, fee_flat=Decimal("5"), fee_percent=Decimal("2"))
+    stored_location(partner, location_id="NEAR", evses=2)
+    stored_location(partner, location_id="FAR", evses=1, latitude=12.990000, longitude=77.600000)
+    stored_location(partner, location_id="AWAY", evses=1, latitude=13.500000, longitude=77.600000)
+    return partner
+
+
+@pytest.fixture
+def bap(peer: FakePeer, network: Partner, django_capture_on_commit_callbacks: Any) -> Iterator[Callable[..., Any]]:
+    """post(action, message, **context) → the HTTP response, with every queued job run."""
+    test_bap = FakeBap(peer)
+    for name in ("RESERVE_NOW", "START_SESSION", "STOP_SESSION", "CANCEL_RESERVATION"):
+        peer.route("POST", f"{CPO_BASE}/commands/{name}", (200, envelope({"result": "ACCEPTED", "timeout": 30})))
+
+    def post(endpoint: str, message: dict[str, Any], **kwargs: Any) -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            return test_bap.post(endpoint, message, **kwargs)
+
+    post.bap = test_bap  # type: ignore[attr-defined]
+    yield post
+
+
+def search_message(
+    gps: str = BENGALURU, radius_km: str = "5", tags: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    fulfillment: dict[str, Any] = {
+        "stops": [
+            {"location": {"circle": {"gps": gps, "radius": {"type": "CONSTANT", "value": radius_km, "unit": "km"}}}}
+        ]
+    }
+    if tags:
+        fulfillment["tags"] = [{"list": tags}]
+    return {"intent": {"fulfillment": fulfillment}}
+
+
+def last(bap: Any, action: str) -> dict[str, Any]:
+    bodies = bap.bap.callbacks(action)
+    assert bodies, f"no {action} callback"
+    assert_valid(action, bodies[-1])
+    return bodies[-1]
+
+
+# --- search -------------------------------------------------------------------------------------------
+
+
+def test_search_is_acked_and_answered_with_a_valid_catalogue(bap: Any) -> None:
+    response = bap("search", search_message())
+    assert response.status_code == 200
+    assert response.json() == {"message": {"ack": {"status": "ACK"}}}
+    body = last(bap, "on_search")
+    assert body["context"]["action"] == "on_search"
+    assert body["context"]["bpp_id"] == "emsp.localhost"
+    provider = body["message"]["catalog"]["providers"][0]
+    assert provider["id"] == "IN*CPA"
+    items = provider["items"]
+    assert [i["id"].split("/")[0] for i in items] == ["NEAR", "NEAR", "FAR"]  # nearest first; AWAY is 58 km off
+    assert items[0]["price"] == {"currency": "INR", "value": "18"}
+    specs = {t["descriptor"]["code"]: t["value"] for t in items[0]["tags"][0]["list"]}
+    assert specs["connector-type"] == "CCS2"
+    assert specs["power-rating"] == "60kW"
+    assert specs["status"] == "AVAILABLE"
+    assert specs["status-confidence"] == "HIGH"
+    assert provider["fulfillments"][0]["type"] == "CHARGING"
+
+
+def test_the_callback_is_signed_over_the_exact_bytes_sent(bap: Any) -> None:
+    bap("search", search_message())
+    call = bap.bap.calls("on_search")[-1]
+    header = parse_signature_header(call["headers"]["Authorization"])
+    assert header.subscriber_id == "emsp.localhost"
+    verify_signature(call["body"], header, our_public_key_b64(), now=int(time.time()), skew=5)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("CCS2", 3), ("Type2", 0), ("iec_62196_t2_combo", 3)])
+def test_search_filters_by_connector_type_synonyms(bap: Any, value: str, expected: int) -> None:
+    bap("search", search_message(tags=[{"descriptor": {"code": "connector-type"}, "value": value}]))
+    providers = last(bap, "on_search")["message"]["catalog"]["providers"]
+    assert sum(len(p["items"]) for p in providers) == expected
+
+
+def test_search_filters_by_radius_availability_power_and_price(bap: Any, network: Partner) -> None:
+    bap("search", search_message(radius_km="1"))
+    assert len(last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"]) == 2
+    Evse.objects.filter(location__location_id="NEAR").update(status="CHARGING")
+    bap("search", search_message(tags=[{"descriptor": {"code": "availability"}, "value": "Available"}]))
+    assert [i["id"].split("/")[0] for i in last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"]] == [
+        "FAR"
+    ]
+    bap("search", search_message(tags=[{"descriptor": {"code": "power-rating"}, "value": "100kW"}]))
+    assert last(bap, "on_search")["message"]["catalog"]["providers"] == []
+    bap("search", search_message(tags=[{"descriptor": {"code": "max-price"}, "value": "10"}]))
+    assert last(bap, "on_search")["message"]["catalog"]["providers"] == []
+
+
+def test_a_repeated_message_id_gets_the_same_ack_and_no_second_callback(bap: Any) -> None:
+    first = bap("search", search_message(), message_id="m-1")
+    second = bap("search", search_message(), message_id="m-1")
+    assert first.json() == second.json() == {"message": {"ack": {"status": "ACK"}}}
+    assert len(bap.bap.callbacks("on_search")) == 1
+    assert BecknMessage.objects.count() == 1
+
+
+# --- NACKs ----------------------------------------------------------------------------------------------
+
+
+def test_invalid_json_is_a_nack_naming_the_problem(bap: Any) -> None:
+    response = bap("search", {}, raw=b"{nope")
+    assert response.status_code == 400
+    assert response.json()["message"]["ack"]["status"] == "NACK"
+    assert response.json()["error"]["code"] == "30000"
+    assert not BecknMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"action": "select"}, "context.action"),
+        ({"domain": "retail:1.1.0"}, "context.domain"),
+        ({"bap_uri": "not a url"}, "context.bap_uri"),
+        ({"message_id": 42}, "context.message_id"),
+        ({"version": "0.9.4"}, "context.version"),
+        ({"ttl": "ten seconds"}, "context.ttl"),
+        ({"bpp_id": "someone-else.example"}, "context.bpp_id"),
+    ],
+)
+def test_an_invalid_context_is_a_nack_with_its_path(bap: Any, overrides: dict[str, Any], path: str) -> None:
+    response = bap("search", search_message(), **overrides)
+    assert response.status_code == 400
+    assert response.json()["error"]["paths"] == path
+    assert not BecknMessage.objects.exists()
+
+
+def test_a_request_without_a_signature_is_401_with_www_authenticate(bap: Any) -> None:
+    response = bap("search", search_message(), signed=False)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith('Signature realm="emsp.localhost"')
+    assert response.json()["message"]["ack"]["status"] == "NACK"
+    assert not BecknMessage.objects.exists()
+
+
+def test_a_request_signed_for_another_bap_is_refused(bap: Any) -> None:
+    response = bap("search", search_message(), bap_id="other-bap.example")
+    assert response.status_code == 401
+
+
+def test_an_oversized_body_is_refused(bap: Any, settings: Any) -> None:
+    settings.BECKN_MAX_BODY_BYTES = 100
+    response = bap("search", search_message())
+    assert response.status_code == 413
+
+
+def test_wrong_types_in_the_intent_come_back_as_an_error_callback(bap: Any) -> None:
+    response = bap("search", search_message(gps="north"))
+    assert response.status_code == 200
+    body = last(bap, "on_search")
+    assert body["error"]["code"] == "30000"
+    assert body["error"]["paths"] == "message.intent.fulfillment.stops[0].location.circle.gps"
+
+
+def test_an_unknown_action_is_refused(bap: Any) -> None:
+    assert Client().post("/beckn/teleport", data=b"{}", content_type="application/json").status_code == 404
+
+
+# --- ordering ---------------------------------------------------------------------------------------------
+
+
+def item_of(bap: Any) -> str:
+    bap("search", search_message())
+    return last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"][0]["id"]
+
+
+def select(bap: Any, item: str, kwh: str = "20") -> dict[str, Any]:
+    bap(
+        "select",
+        {
+            "order": {
+                "provider": {"id": "IN*CPA"},
+                "items": [{"id": item, "quantity": {"selected": {"measure": {"value": kwh, "unit": "kWh"}}}}],
+            }
+        },
+    )
+    return last(bap, "on_select")
+
+
+def init(bap: Any) -> dict[str, Any]:
+    bap(
+        "init",
+        {
+            "order": {
+                "provider": {"id": "IN*CPA"},
+                "billing": {"name": "Asha", "email": "asha@example.com", "phone": "+919845000000"},
+            }
+        },
+    )
+    return last(bap, "on_init")
+
+
+def confirm(bap: Any) -> dict[str, Any]:
+    bap("confirm", {"order": {"provider": {"id": "IN*CPA"}, "payments": [{"status": "NOT-PAID"}]}})
+    return last(bap, "on_confirm")
+
+
+def test_select_quotes_with_the_tariff_engine_and_our_fee(bap: Any) -> None:
+    body = select(bap, item_of(bap))
+    quote = body["message"]["order"]["quote"]
+    # 20 kWh × 18 + 20 flat = 380 excl.; 448.40 incl. 18 % GST; fee 5 + 2 % of 380 = 12.60 (+18 %) = 14.87
+    assert quote["price"] == {"currency": "INR", "value": "463.27"}
+    assert {line["title"] for line in quote["breakup"]} == {"energy-cost", "session-fee", "service-charge"}
+
+
+def test_select_of_an_unknown_item_is_an_error_callback(bap: Any) -> None:
+    body = select(bap, "NOPE/NOPE/1")
+    assert body["error"]["code"] == "30004"
+
+
+def test_select_of_a_busy_charger_says_why(bap: Any) -> None:
+    item = item_of(bap)
+    Evse.objects.filter(location__location_id="NEAR").update(status="OUTOFORDER")
+    body = select(bap, item)
+    assert body["error"]["code"] == "30008"
+    assert "OUTOFORDER" in body["error"]["message"]
+
+
+def test_init_checks_the_driver_and_locks_the_quote(bap: Any) -> None:
+    select(bap, item_of(bap))
+    body = init(bap)
+    order = body["message"]["order"]
+    assert order["payments"][0]["type"] == "POST-FULFILLMENT"
+    assert order["cancellation_terms"]
+    driver = Driver.objects.get(email="asha@example.com")
+    assert driver.tokens.filter(type="APP_USER").exists()
+
+
+def test_init_without_contact_details_is_an_error(bap: Any) -> None:
+    select(bap, item_of(bap))
+    bap("init", {"order": {"billing": {"name": "Anonymous"}}})
+    assert last(bap, "on_init")["error"]["paths"] == "message.order.billing"
+
+
+def test_the_full_order_confirm_start_status_track_stop(bap: Any, network: Partner, peer: FakePeer) -> None:
+    select(bap, item_of(bap))
+    init(bap)
+    order = confirm(bap)["message"]["order"]
+    order_id = order["id"]
+    assert order["fulfillments"][0]["state"]["descriptor"]["code"] == "RESERVATION"
+    booking = Booking.objects.get(order_id=order_id)
+    assert peer.requests_to("RESERVE_NOW")
+
+    start_charging = {"state": {"descriptor": {"code": "start-charging"}}}
+    bap("update", {"update_target": "order.fulfillments[0].state", "order": {"id": order_id, "fulfillments": [start_charging]}})
+    assert last(bap, "on_update")["message"]["order"]["fulfillments"][0]["state"]["descriptor"]["code"] == "PENDING"
+    start = peer.requests_to("START_SESSION")[0]["json"]
+    assert start["token"]["type"] == "APP_USER"
+
+    bap("status", {"order_id": order_id})
+    assert last(bap, "on_status")["message"]["order"]["id"] == order_id
+    bap("track", {"order_id": order_id})
+    assert last(bap, "on_track")["message"]["tracking"]["url"].endswith(f"/beckn/track/{order_id}")
+    assert Client().get(f"/beckn/track/{order_id}").status_code == 200
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.STARTING
+
+
+def test_a_second_confirm_for_the_same_charger_is_refused(bap: Any, peer: FakePeer) -> None:
+    item = item_of(bap)
+    select(bap, item)
+    init(bap)
+    confirm(bap)
+    bap.bap.transaction_id = "second-transaction"  # another driver's journey for the same charger
+    select(bap, item)
+    init(bap)
+    body = confirm(bap)
+    assert body["error"]["code"] == "30008"
+    assert "already booked" in body["error"]["message"]
+
+
+def test_cancel_before_charging(bap: Any, peer: FakePeer) -> None:
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    bap("cancel", {"order_id": order_id, "cancellation_reason_id": "changed-plans"})
+    body = last(bap, "on_cancel")
+    assert body["message"]["order"]["status"] == "CANCELLED"
+    assert Booking.objects.get(order_id=order_id).state == Booking.State.CANCELLED
+    bap("cancel", {"order_id": order_id})
+    assert last(bap, "on_cancel")["error"]["code"] == "50001"
+
+
+def test_unknown_orders_are_30010(bap: Any) -> None:
+    bap("status", {"order_id": "ORD-NOPE"})
+    assert last(bap, "on_status")["error"]["code"] == "30010"
+
+
+def test_rating_and_support(bap: Any) -> None:
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    bap("rating", {"ratings": [{"rating_category": "Order", "id": order_id, "value": "4"}]})
+    last(bap, "on_rating")
+    bap("rating", {"ratings": [{"rating_category": "Order", "id": order_id, "value": "eleven"}]})
+    assert last(bap, "on_rating")["error"]["code"] == "30015"
+    bap("support", {"support": {"ref_id": order_id}})
+    support = last(bap, "on_support")["message"]["support"]
+    assert support["url"].endswith(f"/beckn/support/{order_id}")
+    assert Client().get(f"/beckn/support/{order_id}").status_code == 200
+
+
+# --- unsolicited ------------------------------------------------------------------------------------------
+
+
+def test_a_booked_charger_going_out_of_order_cancels_with_alternatives(
+    bap: Any, network: Partner, django_capture_on_commit_callbacks: Any
+) -> None:
+    item = item_of(bap)
+    select(bap, item)
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    booking = Booking.objects.get(order_id=order_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        catalogue.evse_patch(
+            catalogue.evse_ref("IN", "CPA", "NEAR", booking.evse.uid),
+            {"status": "OUTOFORDER", "last_updated": "2031-01-01T00:00:00Z"},
+        )
+    body = last(bap, "on_cancel")
+    order = body["message"]["order"]
+    assert order["status"] == "CANCELLED"
+    assert order["cancellation"]["cancelled_by"] == "PROVIDER"
+    alternatives = order["tags"][0]["list"]
+    assert 1 <= len(alternatives) <= 3
+    assert body["context"]["message_id"] != bap.bap.callbacks("on_confirm")[-1]["context"]["message_id"]
+
+
+def test_callbacks_to_a_bap_that_refuses_are_not_retried(bap: Any, peer: FakePeer) -> None:
+    peer.route("POST", f"{BAP_URI}/on_search", (400, {"error": "no"}))
+    bap("search", search_message())
+    callback = BecknCallback.objects.get(action="on_search")
+    assert callback.status == BecknCallback.Status.FAILED
+    assert callback.attempts == 1
+    assert callback.attempt_log.count() == 1
+
+
+def test_callbacks_are_retried_with_backoff_after_a_5xx(bap: Any, peer: FakePeer) -> None:
+    from beckn import callbacks
+
+    peer.route("POST", f"{BAP_URI}/on_search", (503, {"error": "busy"}))
+    bap("search", search_message())
+    callback = BecknCallback.objects.get(action="on_search")
+    assert callback.status == BecknCallback.Status.PENDING
+    assert callback.attempts >= 1
+    peer.route("POST", f"{BAP_URI}/on_search", (200, {"message": {"ack": {"status": "ACK"}}}))
+    BecknCallback.objects.update(next_attempt_at="2000-01-01T00:00:00Z")
+    callbacks.deliver_due()
+    callback.refresh_from_db()
+    assert callback.status == BecknCallback.Status.DELIVERED
