@@ -292,7 +292,8 @@ def test_the_full_order_confirm_start_status_track_stop(bap: Any, network: Partn
     assert peer.requests_to("RESERVE_NOW")
 
     start_charging = {"state": {"descriptor": {"code": "start-charging"}}}
-    bap("update", {"update_target": "order.fulfillments[0].state", "order": {"id": order_id, "fulfillments": [start_charging]}})
+    order = {"id": order_id, "fulfillments": [start_charging]}
+    bap("update", {"update_target": "order.fulfillments[0].state", "order": order})
     assert last(bap, "on_update")["message"]["order"]["fulfillments"][0]["state"]["descriptor"]["code"] == "PENDING"
     start = peer.requests_to("START_SESSION")[0]["json"]
     assert start["token"]["type"] == "APP_USER"
