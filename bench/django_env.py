@@ -12,16 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emsp_bench")
 
 
-def setup(fresh: bool = True) -> None:
-    """Point Django at the benchmark database (recreated when `fresh`), migrate, and set Django up."""
+def setup(fresh: bool = True, name: str | None = None) -> None:
+    """Point Django at the benchmark database (recreated when `fresh`), migrate, and set Django up. `name`
+    gives a benchmark its own database on the same server (default: the one BENCH_DATABASE_URL names)."""
     sys.path.insert(0, str(REPO))
-    os.environ["DATABASE_URL"] = BENCH_DATABASE_URL
+    url = BENCH_DATABASE_URL
+    if name is not None and url.startswith("postgres"):
+        url = url.rsplit("/", 1)[0] + "/" + name
+    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
     os.environ.setdefault("OCPI_LOG_BODIES", "true")
     os.environ.setdefault("DJANGO_DEBUG", "false")  # DEBUG records (and mogrifies) every query
-    if fresh and BENCH_DATABASE_URL.startswith("postgres"):
-        name = BENCH_DATABASE_URL.rsplit("/", 1)[1]
-        admin_url = BENCH_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
+    if fresh and url.startswith("postgres"):
+        name = url.rsplit("/", 1)[1]
+        admin_url = url.rsplit("/", 1)[0] + "/postgres"
         import psycopg
 
         with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -38,7 +38,6 @@ from django.db.models import (
     Case,
     Count,
     DecimalField,
-    Exists,
     F,
     OuterRef,
     Q,
@@ -113,167 +112,200 @@ def period_label(period_start: date, period_end: date) -> str:
     return f"{period_start:%Y-%m-%d}..{period_end - timedelta(days=1):%Y-%m-%d}"
 
 
-def period_cdrs(partner_id: int, period_start: date, period_end: date) -> QuerySet[Cdr]:
+def period_cdrs(partner_id: int | None, period_start: date, period_end: date) -> QuerySet[Cdr]:
+    """The period's CDRs, of one partner or (None) of all."""
     start, end = period_bounds(period_start, period_end)
-    # Served by the (partner, end_date_time) index.
-    return Cdr.objects.filter(partner_id=partner_id, end_date_time__gte=start, end_date_time__lt=end)
+    cdrs = Cdr.objects.filter(end_date_time__gte=start, end_date_time__lt=end)
+    return cdrs if partner_id is None else cdrs.filter(partner_id=partner_id)
 
 
 # --- computing -------------------------------------------------------------------------------------------
 
+Key = tuple[int, str]  # (partner_id, currency): one Settlement row of a period
 
-def _figures(cdrs: QuerySet[Cdr]) -> dict[str, dict[str, Any]]:
-    """The CDR, audit and receipt figures per currency, in one aggregate query (one-to-one joins only)."""
-    voiding = Q(credit=True, credited_cdr__isnull=False, credited_cdr__total_cost_excl_vat=-F("total_cost_excl_vat"))
-    resolved = Exists(Dispute.objects.filter(cdr=OuterRef("pk"), state__in=RESOLVED_DISPUTES))
-    zero = Value(ZERO, output_field=AMOUNT)
+
+def _keyed(rows: Iterable[dict[str, Any]], partner: str, currency: str) -> dict[Key, dict[str, Any]]:
+    return {(row.pop(partner), row.pop(currency)): row for row in rows}
+
+
+def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
+    """The CDR, audit and receipt figures in one aggregate over one-to-one joins. Nothing in it is correlated,
+    so PostgreSQL aggregates in parallel workers (bench/bench_settlement.py)."""
     rows = (
         cdrs.order_by()
-        .values("currency")
+        .values("partner_id", "currency")
         .annotate(
             cdr_count=Count("pk"),
-            energy_kwh=Sum(
-                Case(
-                    When(credit=False, then=F("total_energy")),
-                    When(voiding, then=-F("credited_cdr__total_energy")),
-                    default=zero,
-                    output_field=AMOUNT,
-                )
-            ),
+            energy_kwh=Sum("total_energy", filter=Q(credit=False), output_field=AMOUNT),
             cpo_billed_excl_vat=Sum("total_cost_excl_vat", output_field=AMOUNT),
             cpo_billed_incl_vat=Sum(Coalesce("total_cost_incl_vat", "total_cost_excl_vat"), output_field=AMOUNT),
-            computed_excl_vat=Sum(
-                Case(
-                    When(credit=False, then=Coalesce("audit__computed_excl_vat", zero)),
-                    When(voiding, then=-Coalesce("credited_cdr__audit__computed_excl_vat", zero)),
-                    default=zero,
-                    output_field=AMOUNT,
-                )
-            ),
+            computed_excl_vat=Sum("audit__computed_excl_vat", filter=Q(credit=False), output_field=AMOUNT),
             charged_to_drivers=Sum("receipt__total_incl_vat", output_field=AMOUNT),
             margin_excl_vat=Sum("receipt__fee_excl_vat", output_field=AMOUNT),
             vat_collected=Sum(F("receipt__cpo_vat") + F("receipt__fee_vat"), output_field=AMOUNT),
-            # The EXISTS only runs for CDRs whose audit is not already fine (CASE evaluates in order).
-            unreconciled=Sum(
-                Case(
-                    When(audit__status__in=OK_AUDITS, then=Value(0)),
-                    When(resolved, then=Value(0)),
-                    default=Value(1),
-                )
+            # CDRs without a MATCHED/CREDIT audit (unaudited ones included); a resolved dispute may excuse them.
+            not_ok=Sum(Case(When(audit__status__in=OK_AUDITS, then=Value(0)), default=Value(1))),
+        )
+    )
+    return _keyed(rows, "partner_id", "currency")
+
+
+def _voided(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
+    """The energy and our price of the originals that credit CDRs void (few rows)."""
+    rows = (
+        cdrs.filter(credit=True, credited_cdr__total_cost_excl_vat=-F("total_cost_excl_vat"))
+        .order_by()
+        .values("partner_id", "currency")
+        .annotate(
+            energy_kwh=Sum("credited_cdr__total_energy", output_field=AMOUNT),
+            computed_excl_vat=Sum("credited_cdr__audit__computed_excl_vat", output_field=AMOUNT),
+        )
+    )
+    return _keyed(rows, "partner_id", "currency")
+
+
+def _disputes(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
+    """Open disputes on the period's CDRs, and the CDRs whose bad audit a resolved dispute excuses. Driven from
+    the (small) dispute table; a CDR can have several disputes, hence a query of its own."""
+    start, end = period_bounds(period_start, period_end)
+    disputes = Dispute.objects.filter(cdr__end_date_time__gte=start, cdr__end_date_time__lt=end)
+    if partner_id is not None:
+        disputes = disputes.filter(cdr__partner_id=partner_id)
+    is_open = Q(state__in=Dispute.OPEN_STATES)
+    rows = (
+        disputes.order_by()
+        .values("cdr__partner_id", "cdr__currency")
+        .annotate(
+            disputed=Sum(Abs("difference"), filter=is_open, output_field=AMOUNT),
+            open=Count("pk", filter=is_open),
+            excused=Count(
+                "cdr",
+                distinct=True,
+                filter=Q(state__in=RESOLVED_DISPUTES) & ~Q(cdr__audit__status__in=OK_AUDITS),
             ),
         )
     )
-    return {row.pop("currency"): row for row in rows}
+    return _keyed(rows, "cdr__partner_id", "cdr__currency")
 
 
-def _open_disputes(partner_id: int, period_start: date, period_end: date) -> dict[str, dict[str, Any]]:
-    """Open disputes on the period's CDRs per currency (a separate query: a CDR can have several disputes)."""
-    start, end = period_bounds(period_start, period_end)
-    rows = (
-        Dispute.objects.filter(
-            cdr__partner_id=partner_id,
-            cdr__end_date_time__gte=start,
-            cdr__end_date_time__lt=end,
-            state__in=Dispute.OPEN_STATES,
-        )
-        .order_by()
-        .values("cdr__currency")
-        .annotate(disputed=Sum(Abs("difference"), output_field=AMOUNT), count=Count("pk"))
-    )
-    return {row["cdr__currency"]: row for row in rows}
-
-
-def settlement_compute(*, partner: Partner, period_start: date, period_end: date | None = None) -> list[Settlement]:
-    """Compute and store the partner's settlement for the period (one row per currency, month by default).
-    Closed rows are left as finance closed them; rows of currencies no longer present are removed."""
-    period_end = period_end or next_month(period_start)
-    if period_end <= period_start:
-        raise ValueError("period_end must be after period_start")
-    figures = _figures(period_cdrs(partner.pk, period_start, period_end))
-    disputed = _open_disputes(partner.pk, period_start, period_end)
+def _compute(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
+    """The Settlement values of the period, per (partner, currency): three aggregate queries, no CDR loop."""
+    cdrs = period_cdrs(partner_id, period_start, period_end)
+    voided = _voided(cdrs)
+    disputes = _disputes(partner_id, period_start, period_end)
     now = timezone.now()
+    out = {}
+    for key, row in _figures(cdrs).items():
+        void = voided.get(key, {})
+        dispute = disputes.get(key, {})
+        open_disputes = dispute.get("open", 0)
+        reconciled = open_disputes == 0 and row["not_ok"] - dispute.get("excused", 0) == 0
+        out[key] = {
+            "period_end": period_end,
+            "cdr_count": row["cdr_count"],
+            "energy_kwh": (row["energy_kwh"] or ZERO) - (void.get("energy_kwh") or ZERO),
+            "cpo_billed_excl_vat": row["cpo_billed_excl_vat"] or ZERO,
+            "cpo_billed_incl_vat": row["cpo_billed_incl_vat"] or ZERO,
+            "computed_excl_vat": (row["computed_excl_vat"] or ZERO) - (void.get("computed_excl_vat") or ZERO),
+            "disputed_excl_vat": dispute.get("disputed") or ZERO,
+            "open_disputes": open_disputes,
+            "charged_to_drivers": row["charged_to_drivers"] or ZERO,
+            "margin_excl_vat": row["margin_excl_vat"] or ZERO,
+            "vat_collected": row["vat_collected"] or ZERO,
+            "state": Settlement.State.RECONCILED if reconciled else Settlement.State.OPEN,
+            "computed_at": now,
+        }
+    return out
+
+
+def _store(computed: dict[Key, dict[str, Any]], partner_ids: set[int], period_start: date) -> list[Settlement]:
+    """Upsert the computed rows of these partners' period. Closed rows keep the figures finance closed them
+    with; open rows of a currency no longer present (e.g. a custom period replaced by the month) go."""
     with transaction.atomic():
-        for currency, row in figures.items():
-            dispute_row = disputed.get(currency, {})
-            open_disputes = dispute_row.get("count", 0)
-            values = {
-                "period_end": period_end,
-                "cdr_count": row["cdr_count"],
-                "energy_kwh": row["energy_kwh"] or ZERO,
-                "cpo_billed_excl_vat": row["cpo_billed_excl_vat"] or ZERO,
-                "cpo_billed_incl_vat": row["cpo_billed_incl_vat"] or ZERO,
-                "computed_excl_vat": row["computed_excl_vat"] or ZERO,
-                "disputed_excl_vat": dispute_row.get("disputed") or ZERO,
-                "open_disputes": open_disputes,
-                "charged_to_drivers": row["charged_to_drivers"] or ZERO,
-                "margin_excl_vat": row["margin_excl_vat"] or ZERO,
-                "vat_collected": row["vat_collected"] or ZERO,
-                "state": Settlement.State.RECONCILED
-                if open_disputes == 0 and not row["unreconciled"]
-                else Settlement.State.OPEN,
-                "computed_at": now,
-            }
-            settlement, created = Settlement.objects.get_or_create(
-                partner=partner, period_start=period_start, currency=currency, defaults=values
-            )
-            if created:
-                continue
+        existing = {
+            (s.partner_id, s.currency): s
+            for s in Settlement.objects.filter(partner_id__in=partner_ids, period_start=period_start)
+        }
+        for (partner_id, currency), values in computed.items():
+            settlement = existing.get((partner_id, currency))
+            if settlement is None:
+                settlement, created = Settlement.objects.get_or_create(
+                    partner_id=partner_id, period_start=period_start, currency=currency, defaults=values
+                )
+                if created:
+                    continue
             # Compare-and-set: a period finance closed meanwhile keeps its closed figures.
             changed = (
                 Settlement.objects.filter(pk=settlement.pk).exclude(state=Settlement.State.CLOSED).update(**values)
             )
-            if not changed and row["cdr_count"] != settlement.cdr_count:
-                log.warning("settlement %s is closed but now has %s CDRs", settlement, row["cdr_count"])
-        # A currency whose CDRs all went (e.g. a custom period replaced by the month) leaves no stale open row.
-        Settlement.objects.filter(partner=partner, period_start=period_start).exclude(
-            currency__in=list(figures)
-        ).exclude(state=Settlement.State.CLOSED).delete()
+            if not changed and values["cdr_count"] != settlement.cdr_count:
+                log.warning("settlement %s is closed but now has %s CDRs", settlement, values["cdr_count"])
+        stale = [s.pk for key, s in existing.items() if key not in computed and s.state != Settlement.State.CLOSED]
+        Settlement.objects.filter(pk__in=stale).exclude(state=Settlement.State.CLOSED).delete()
     return list(
-        Settlement.objects.filter(partner=partner, period_start=period_start)
+        Settlement.objects.filter(partner_id__in=partner_ids, period_start=period_start)
         .select_related("partner", "closed_by")
-        .order_by("currency")
+        .order_by("partner__name", "partner_id", "currency")
     )
+
+
+def _period_end(period_start: date, period_end: date | None) -> date:
+    period_end = period_end or next_month(period_start)
+    if period_end <= period_start:
+        raise ValueError("period_end must be after period_start")
+    return period_end
+
+
+def settlement_compute(*, partner: Partner, period_start: date, period_end: date | None = None) -> list[Settlement]:
+    """Compute and store the partner's settlement for the period (one row per currency, month by default)."""
+    period_end = _period_end(period_start, period_end)
+    return _store(_compute(partner.pk, period_start, period_end), {partner.pk}, period_start)
 
 
 def settlements_compute(
     *, period_start: date, period_end: date | None = None, partners: Iterable[Partner] | None = None
 ) -> list[Settlement]:
-    """The period's settlements of several partners (default: every partner with CDRs in the period)."""
-    period_end = period_end or next_month(period_start)
-    if partners is None:
-        start, end = period_bounds(period_start, period_end)
-        with_cdrs = Cdr.objects.filter(end_date_time__gte=start, end_date_time__lt=end).values("partner_id")
-        with_rows = Settlement.objects.filter(period_start=period_start).values("partner_id")
-        partners = Partner.objects.filter(Q(pk__in=with_cdrs) | Q(pk__in=with_rows)).order_by("pk")
-    out: list[Settlement] = []
-    for partner in partners:
-        out += settlement_compute(partner=partner, period_start=period_start, period_end=period_end)
-    return out
+    """The period's settlements of the given partners, or of every partner with CDRs or rows in the period.
+    Every partner at once is one pass over the period's CDRs, not one per partner."""
+    period_end = _period_end(period_start, period_end)
+    if partners is not None:
+        return [
+            s
+            for partner in partners
+            for s in settlement_compute(partner=partner, period_start=period_start, period_end=period_end)
+        ]
+    computed = _compute(None, period_start, period_end)
+    with_rows = Settlement.objects.filter(period_start=period_start).values_list("partner_id", flat=True)
+    return _store(computed, {partner_id for partner_id, _ in computed} | set(with_rows), period_start)
 
 
 def settlement_close(*, settlement: Settlement, user: Any) -> Settlement:
     """Close a reconciled period (compare-and-set RECONCILED → CLOSED), after recomputing it so that CDRs or
     disputes that arrived since the last computation are taken into account."""
     with transaction.atomic():
-        if settlement.state == Settlement.State.CLOSED:
-            raise SettlementError(f"{settlement} is already closed")
-        settlement_compute(
-            partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
-        )
+        if settlement.state != Settlement.State.CLOSED:
+            settlement_compute(
+                partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
+            )
         changed = Settlement.objects.filter(pk=settlement.pk, state=Settlement.State.RECONCILED).update(
             state=Settlement.State.CLOSED,
             closed_at=timezone.now(),
             closed_by=user if getattr(user, "is_authenticated", False) else None,
         )
-        settlement.refresh_from_db()
-        if not changed:
-            reason = (
-                f"{settlement.open_disputes} open dispute(s)"
-                if settlement.open_disputes
-                else "CDRs that are not audited as matching and have no resolved dispute"
-            )
-            raise SettlementError(f"{settlement} is {settlement.state}, not reconciled: {reason}")
-    return settlement
+        try:
+            settlement.refresh_from_db()
+        except Settlement.DoesNotExist:
+            raise SettlementError(f"{settlement} no longer has CDRs; recompute the period") from None
+    if changed:
+        return settlement
+    if settlement.state == Settlement.State.CLOSED:
+        raise SettlementError(f"{settlement} is already closed")
+    reason = (
+        f"{settlement.open_disputes} open dispute(s)"
+        if settlement.open_disputes
+        else "CDRs that are not audited as matching and have no resolved dispute"
+    )
+    raise SettlementError(f"{settlement} is {settlement.state}, not reconciled: {reason}")
 
 
 # --- exports ---------------------------------------------------------------------------------------------

@@ -194,6 +194,24 @@ def test_it_computes_every_partner_with_cdrs_in_the_period(scenario: dict[str, A
     assert sorted((s.partner.party_id, s.currency) for s in rows) == [("CPA", "EUR"), ("CPA", "INR"), ("CPB", "EUR")]
 
 
+def test_it_computes_all_partners_at_once_with_the_same_figures(scenario: dict[str, Any]) -> None:
+    figures = ["cdr_count", "energy_kwh", "cpo_billed_excl_vat", "computed_excl_vat", "disputed_excl_vat", "state"]
+    alone = [[getattr(s, f) for f in figures] for s in settlement_compute(partner=scenario["partner"],
+                                                                           period_start=OCTOBER)]  # fmt: skip
+
+    together = [[getattr(s, f) for f in figures] for s in settlements_compute(period_start=OCTOBER)
+                if s.partner == scenario["partner"]]  # fmt: skip
+
+    assert together == alone
+
+
+def test_it_removes_stale_rows_of_a_partner_without_cdrs_when_computing_all(db: None) -> None:
+    stale = SettlementFactory(currency="USD")
+
+    assert settlements_compute(period_start=OCTOBER) == []
+    assert not Settlement.objects.filter(pk=stale.pk).exists()
+
+
 def test_it_closes_a_reconciled_period_with_who_and_when(scenario: dict[str, Any]) -> None:
     user = get_user_model().objects.create_user("finance")
     inr = by_currency(settlement_compute(partner=scenario["partner"], period_start=OCTOBER))["INR"]
