@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from beckn import registry
 from beckn.models import BecknSubscriber
 from beckn.signing import KeyFormatError, load_public_key
 
@@ -76,3 +77,11 @@ class BecknSubscriberAdmin(admin.ModelAdmin):
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         # Rows added here are staff-entered, hence trusted; registry lookups create the others.
         return {"trusted": True, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request: HttpRequest, obj: BecknSubscriber, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        registry.forget_trusted()  # this process sees the change at once; others within seconds
+
+    def delete_model(self, request: HttpRequest, obj: BecknSubscriber) -> None:
+        super().delete_model(request, obj)
+        registry.forget_trusted()

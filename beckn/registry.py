@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,29 @@ class SubscriberKey:
     trusted: bool
 
 
+# Trusted rows per subscriber, per process, for a few seconds: the lookup runs on every signed request (the
+# ACK path). Console changes clear it in the process that made them (BecknSubscriberAdmin.save_model);
+# other processes see a change at most TRUSTED_MEMO_SECONDS later.
+TRUSTED_MEMO_SECONDS = 5.0
+_trusted_memo: dict[str, tuple[float, list[BecknSubscriber]]] = {}
+
+
+def forget_trusted() -> None:
+    _trusted_memo.clear()
+
+
+def _trusted_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]:
+    now = time.monotonic()
+    hit = _trusted_memo.get(subscriber_id)
+    if hit is not None and hit[0] > now and not refresh:
+        return hit[1]
+    rows = list(BecknSubscriber.objects.filter(trusted=True, subscriber_id=subscriber_id))
+    if len(_trusted_memo) > 10_000:
+        _trusted_memo.clear()
+    _trusted_memo[subscriber_id] = (now + TRUSTED_MEMO_SECONDS, rows)
+    return rows
+
+
 def public_key(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> str | None:
     """The usable base64 Ed25519 public key for keyId `subscriber_id|unique_key_id`, or None."""
     key = lookup(subscriber_id, unique_key_id, refresh=refresh)
@@ -50,7 +74,7 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
     again on failure"), except within REFRESH_MIN_INTERVAL_SECONDS of the last registry answer for this key,
     which is as fresh as a new one and keeps a stream of bad signatures from hammering the registry."""
     now = timezone.now()
-    trusted = list(BecknSubscriber.objects.filter(trusted=True, subscriber_id=subscriber_id))
+    trusted = _trusted_rows(subscriber_id, refresh=refresh)
     if unique_key_id:
         trusted = [row for row in trusted if row.unique_key_id == unique_key_id]
     if trusted:

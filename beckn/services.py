@@ -1,7 +1,7 @@
 """What each Beckn action does, after the ACK: discovery from the catalogue, quotes from the tariff engine,
 bookings and commands through the domain services, and the on_* answer for the BAP (or a BECKN-005 error).
 
-Request → beckn/views.py (verify, validate, ACK, store) → beckn/tasks.py → `handle()` here →
+Request → beckn/views.py (verify, validate, ACK) → beckn/tasks.py → `handle()` here (records it once) →
 emsp/services/* and billing/services/* → beckn/callbacks.py (outbox → signed POST to the BAP)."""
 
 from __future__ import annotations
@@ -99,15 +99,23 @@ def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransacti
     return txn
 
 
-def handle(message_pk: int) -> None:
-    """Process one ACKed request exactly once and queue its callback (safe to run twice)."""
-    claimed = BecknMessage.objects.filter(pk=message_pk, status=BecknMessage.Status.RECEIVED).update(
+def handle(action_name: str, body: str, via_gateway: str = "") -> None:
+    """Record an ACKed request once (bap_id, action, message_id are unique) and answer it; a duplicate
+    delivery of the task, or a repeated message the ACK path let through, changes nothing."""
+    envelope = parse_envelope(body.encode(), action_name)
+    request, created = BecknMessage.objects.get_or_create(
+        bap_id=envelope.bap_id,
+        action=action_name,
+        message_id=envelope.message_id,
+        defaults={"body": body, "via_gateway": via_gateway, "ack": {"message": {"ack": {"status": "ACK"}}}},
+    )
+    if not created:
+        return
+    claimed = BecknMessage.objects.filter(pk=request.pk, status=BecknMessage.Status.RECEIVED).update(
         status=BecknMessage.Status.PROCESSED, processed_at=timezone.now()
     )
     if not claimed:
         return
-    request = BecknMessage.objects.get(pk=message_pk)
-    envelope = parse_envelope(request.body.encode(), request.action)
     txn = transaction_for(envelope, request.via_gateway)
     if txn.pk and request.transaction_id != txn.pk:
         BecknMessage.objects.filter(pk=request.pk).update(transaction=txn)

@@ -8,8 +8,8 @@ from beckn import callbacks, services
 
 
 @shared_task(acks_late=True)
-def handle_request(message_pk: int) -> None:
-    services.handle(message_pk)
+def handle_request(action: str, body: str, via_gateway: str = "") -> None:
+    services.handle(action, body, via_gateway)
 
 
 @shared_task(acks_late=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.core.cache import cache
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -18,13 +18,43 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from beckn.auth import BecknAuthError, verify_beckn_request
-from beckn.models import BecknMessage
 from beckn.requests import ACTIONS, BecknRequestError, parse_envelope
 from emsp.models import Booking
 
 log = logging.getLogger(__name__)
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
+DEDUPE_SECONDS = 24 * 3600  # message ids are kept at least a day (payments practice, perf notes §3.2)
+
+
+_redis: Any = None
+
+
+def _redis_client() -> Any:
+    """One Redis client per process (Django's cache builds a client per call, which showed in the ACK
+    path's profile); None without REDIS_URL, where the Django cache (in-process) is used instead."""
+    global _redis
+    if _redis is None and settings.REDIS_URL:
+        import redis
+
+        _redis = redis.Redis.from_url(settings.REDIS_URL)
+    return _redis
+
+
+def first_sighting(key: str) -> bool:
+    """True the first time a key is seen within DEDUPE_SECONDS (an atomic SET NX)."""
+    client = _redis_client()
+    if client is not None:
+        return bool(client.set(key, 1, nx=True, ex=DEDUPE_SECONDS))
+    return cache.add(key, 1, timeout=DEDUPE_SECONDS)
+
+
+def forget_sighting(key: str) -> None:
+    client = _redis_client()
+    if client is not None:
+        client.delete(key)
+    else:
+        cache.delete(key)
 
 
 def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -112,26 +142,19 @@ class BecknActionView(APIView):
             envelope = parse_envelope(raw, action)
         except BecknRequestError as exc:
             return nack(exc.as_error(), 400)
-        try:
-            with transaction.atomic():
-                message = BecknMessage.objects.create(
-                    bap_id=envelope.bap_id,
-                    action=action,
-                    message_id=envelope.message_id,
-                    via_gateway=sender.gateway_id or "",
-                    body=raw.decode("utf-8", "replace"),
-                    ack=ACK,
-                )
-                from beckn.tasks import handle_request
+        # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The
+        # worker records each message once under a unique constraint, the second guard.
+        dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
+        if not first_sighting(dedupe_key):
+            return HttpResponse(orjson.dumps(ACK), content_type="application/json")  # same answer, nothing else
+        from beckn.tasks import handle_request
 
-                pk = message.pk
-                transaction.on_commit(lambda: handle_request.delay(pk))
-        except IntegrityError:
-            # The same message again (a BAP retry): the same answer, no second side effect.
-            previous = BecknMessage.objects.filter(
-                bap_id=envelope.bap_id, action=action, message_id=envelope.message_id
-            ).first()
-            return HttpResponse(orjson.dumps(previous.ack if previous else ACK), content_type="application/json")
+        try:
+            handle_request.delay(action, raw.decode("utf-8", "replace"), sender.gateway_id or "")
+        except Exception:  # the queue is down: no ACK, so the BAP retries, and this message id stays fresh
+            forget_sighting(dedupe_key)
+            log.exception("could not queue beckn %s %s", action, envelope.message_id)
+            return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)
         return HttpResponse(orjson.dumps(ACK), content_type="application/json")
 
 

@@ -41,7 +41,7 @@ class Result:
 
 
 def open_loop(
-    base_url: str, make_request: Callable[[int], Request], *, rate: float, duration: float, workers: int = 8
+    base_url: str, make_request: Callable[[int], Request], *, rate: float, duration: float, workers: int = 4
 ) -> Result:
     parts = urlsplit(base_url)
     jobs: queue.Queue[tuple[int, float] | None] = queue.Queue()

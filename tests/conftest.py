@@ -23,6 +23,12 @@ celery_app.conf.task_eager_propagates = True
 CPO_TOKEN = "cpo-token-for-us-0001"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The test process caches in memory even when REDIS_URL is set: tests travel in time (time-machine),
+    # which Redis TTLs don't follow. End-to-end tests run real processes with their own settings.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
 def shared_dir() -> Path:
     return Path(settings.SHARED_DIR)
 
@@ -125,7 +131,17 @@ def peer(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache() -> None:
-    """Each test starts without cached token lookups (rows from another test's database are gone)."""
+    """Each test starts without cached lookups (rows from another test's database are gone)."""
+    from django.core.cache import cache
+
+    from beckn import registry
+    from beckn.views import _redis_client
     from ocpi.transport import forget_cached_tokens
 
     forget_cached_tokens()
+    registry.forget_trusted()
+    cache.clear()
+    client = _redis_client()
+    if client is not None:  # message-id sightings live in Redis when REDIS_URL is set
+        for key in client.scan_iter("beckn:msg:*", count=1000):
+            client.delete(key)

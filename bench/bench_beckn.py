@@ -1,0 +1,314 @@
+"""Benchmark: the Beckn BPP on PostgreSQL and Redis, with gunicorn and a Celery worker as separate processes.
+
+Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--duration 15]
+- ack: signed `POST /beckn/search` answered ACK (signature verified on every request). Highest rate with
+  wrk (closed loop) and latency at a fixed 800 req/s (open loop). Targets: ≥ 800 verified req/s, p99 < 10 ms.
+- search: search → on_search delivered to a BAP callback receiver in this process, with a 100,000-EVSE
+  catalogue, at a steady rate; latency from sending the search to receiving the signed callback.
+  Target: p95 < 150 ms.
+- query: the catalogue query itself (beckn.catalogue.search) at 1,000,000 EVSEs. Target: < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import requests
+from django_env import BENCH_DATABASE_URL, REPO, machine, setup
+from load import open_loop
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
+CITIES = [(12.9716, 77.5946), (28.6139, 77.2090), (19.0760, 72.8777), (13.0827, 80.2707), (17.3850, 78.4867),
+          (18.5204, 73.8567), (22.5726, 88.3639), (23.0225, 72.5714)]  # fmt: skip
+
+
+def env_for(port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": BENCH_DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "DJANGO_DEBUG": "false",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "BECKN_SUBSCRIBER_URL": f"http://127.0.0.1:{port}/beckn",
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(port: int, workers: int, celery: bool) -> list[subprocess.Popen[bytes]]:
+    env = env_for(port)
+    bin_dir = REPO / ".venv" / "bin"
+    procs = [
+        subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers), "--log-level", "warning"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    if celery:
+        procs.append(
+            subprocess.Popen(
+                [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "warning", "--concurrency", "2", "-Q", "celery"],
+                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    for _ in range(100):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    time.sleep(1.0 if celery else 0.2)
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=20)
+
+
+def trusted_bap(bap_id: str = "bap.bench") -> tuple[str, object]:
+    from beckn.models import BecknSubscriber
+    from beckn.signing import generate_keypair, load_private_key
+
+    private, public = generate_keypair()
+    BecknSubscriber.objects.update_or_create(
+        subscriber_id=bap_id,
+        unique_key_id="k1",
+        defaults={"signing_public_key": public, "trusted": True, "type": "BAP"},
+    )
+    return bap_id, load_private_key(private)
+
+
+def signed_search(bap_id: str, key: object, bap_uri: str, gps: str, created: int) -> tuple[bytes, str, str]:
+    from beckn.signing import sign_request
+
+    message_id = str(uuid.uuid4())
+    body = orjson.dumps(
+        {
+            "context": {
+                "domain": "ev-charging:beckn", "action": "search", "version": "1.1.0", "bap_id": bap_id,
+                "bap_uri": bap_uri, "transaction_id": str(uuid.uuid4()), "message_id": message_id,
+                "timestamp": "2026-11-25T10:00:00Z",
+            },
+            "message": {"intent": {"fulfillment": {"stops": [{"location": {"circle": {"gps": gps, "radius": {"value": "5", "unit": "km"}}}}]}}},
+        }
+    )  # fmt: skip
+    header = sign_request(
+        body, subscriber_id=bap_id, unique_key_id="k1", private_key=key, created=created, expires=created + 900
+    )
+    return body, header, message_id
+
+
+def part_ack(duration: int, workers: int) -> None:
+    bap_id, key = trusted_bap()
+    port = free_port()
+    now = int(time.time())
+    requests_ = [signed_search(bap_id, key, "http://127.0.0.1:9/bap", "12.97,77.59", now) for _ in range(20_000)]
+    procs = start(port, workers, celery=False)  # the ACK path only: no worker drains the queue meanwhile
+    base = f"http://127.0.0.1:{port}"
+    try:
+        print(f"== ACK, gunicorn {workers} sync workers, signature verified on every request")
+        if shutil.which("wrk"):
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+                f.write("reqs = {\n")
+                for body, header, _ in requests_[:10_000]:
+                    f.write(f"  {{{json.dumps(body.decode())}, {json.dumps(header)}}},\n")
+                f.write("}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n  local r = reqs[(counter % #reqs) + 1]\n"
+                        '  return wrk.format("POST", "/beckn/search", {["Content-Type"] = "application/json", '
+                        '["Authorization"] = r[2]}, r[1])\nend\n')  # fmt: skip
+            out = subprocess.run(["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", "-s", f.name, base],
+                                 capture_output=True, text=True, check=False).stdout  # fmt: skip
+            Path(f.name).unlink()
+            print(
+                "closed loop (wrk -t1 -c8; repeated message_ids after the first 10,000 are duplicates, answered the same):"
+            )
+            print(
+                "\n".join(
+                    line
+                    for line in out.splitlines()
+                    if line.strip().startswith(("Latency", "50%", "90%", "99%", "Requests/sec", "Non-2xx"))
+                )
+            )
+        fresh = requests_[10_000:]
+
+        def make(n: int) -> tuple[str, str, bytes, dict[str, str]]:
+            body, header, _ = fresh[n % len(fresh)]
+            return "POST", "/beckn/search", body, {"Authorization": header, "Content-Type": "application/json"}
+
+        print("open loop at 800 req/s (every request a new message_id):")
+        print(open_loop(base, make, rate=800, duration=min(duration, 12)).summary())
+    finally:
+        stop(procs)
+
+
+class Receiver:
+    """The BAP's callback endpoint: records when each on_search arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                at = time.perf_counter()
+                try:
+                    receiver.arrived[orjson.loads(body)["context"]["message_id"]] = at
+                except (orjson.JSONDecodeError, KeyError):
+                    pass
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"message":{"ack":{"status":"ACK"}}}')
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/bap"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def build_catalogue(evse_count: int) -> None:
+    import random
+
+    from emsp.models import Partner
+    from emsp.services.catalogue import locations_store
+    from tests.factories import ocpi_location
+
+    rng = random.Random(7)
+    partner = Partner.objects.create(name="Bench CPO", country_code="IN", party_id="BEN", state="CONNECTED")
+    batch = []
+    started = time.perf_counter()
+    for i in range(evse_count // 2):
+        lat, lon = CITIES[i % len(CITIES)]
+        batch.append(
+            ocpi_location(
+                "IN", "BEN", f"L{i:07d}", evses=2, latitude=lat + rng.gauss(0, 0.15), longitude=lon + rng.gauss(0, 0.15)
+            )
+        )
+        if len(batch) == 2000:
+            locations_store(partner, batch)
+            batch = []
+    if batch:
+        locations_store(partner, batch)
+    print(f"catalogue: {evse_count:,} EVSEs built in {time.perf_counter() - started:.0f} s")
+
+
+def part_search(duration: int, workers: int) -> None:
+    setup(fresh=True)
+    build_catalogue(100_000)
+    bap_id, key = trusted_bap()
+    receiver = Receiver()
+    port = free_port()
+    procs = start(port, workers, celery=True)
+    base = f"http://127.0.0.1:{port}"
+    sent: dict[str, float] = {}
+    try:
+        rate, total = 20, 20 * duration
+        now = int(time.time())
+        batch = [
+            signed_search(bap_id, key, receiver.url, f"{CITIES[i % 8][0]:.4f},{CITIES[i % 8][1]:.4f}", now)
+            for i in range(total)
+        ]
+        session = requests.Session()
+        start_at = time.perf_counter()
+        for i, (body, header, message_id) in enumerate(batch):
+            delay = start_at + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent[message_id] = time.perf_counter()
+            session.post(
+                f"{base}/beckn/search",
+                data=body,
+                headers={"Authorization": header, "Content-Type": "application/json"},
+                timeout=5,
+            )
+        deadline = time.perf_counter() + 15
+        while len(receiver.arrived) < total and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        latencies = sorted((receiver.arrived[m] - sent[m]) * 1000 for m in sent if m in receiver.arrived)
+        p = lambda q: latencies[min(len(latencies) - 1, round(q / 100 * (len(latencies) - 1)))]  # noqa: E731
+        print(
+            f"== search → on_search delivered, 100,000 EVSEs, {rate} searches/s for {duration} s, gunicorn {workers} workers + Celery worker (2)"
+        )
+        print(
+            f"received {len(latencies)}/{total}; ms p50 {p(50):.1f} p95 {p(95):.1f} p99 {p(99):.1f} max {latencies[-1]:.1f} mean {statistics.fmean(latencies):.1f}"
+        )
+    finally:
+        stop(procs)
+        receiver.server.shutdown()
+
+
+def part_query(evses: int) -> None:
+    setup(fresh=True)
+    build_catalogue(evses)
+    from django.db import connection
+
+    from beckn.catalogue import SearchFilters, search
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    import random
+
+    rng = random.Random(3)
+    timings = []
+    for i in range(300):
+        lat, lon = CITIES[i % len(CITIES)]
+        filters = SearchFilters(latitude=lat + rng.gauss(0, 0.1), longitude=lon + rng.gauss(0, 0.1), radius_m=5000,
+                                connector_types={"IEC_62196_T2_COMBO"} if i % 3 == 0 else set())  # fmt: skip
+        started = time.perf_counter()
+        hits = search(filters)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert hits is not None
+    timings.sort()
+    print(f"== catalogue query (beckn.catalogue.search, 5 km, top 20) at {evses:,} EVSEs, 300 queries")
+    print(f"ms p50 {timings[150]:.1f} p95 {timings[284]:.1f} p99 {timings[296]:.1f} max {timings[-1]:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=["ack", "search", "query", "all"], default="all")
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--query-evses", type=int, default=1_000_000)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    os.environ["REDIS_URL"] = REDIS_URL
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
+    print(machine())
+    if args.part in ("ack", "all"):
+        setup(fresh=True)
+        part_ack(args.duration, args.workers)
+    if args.part in ("search", "all"):
+        part_search(args.duration, args.workers)
+    if args.part in ("query", "all"):
+        part_query(args.query_evses)
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
+
+
+if __name__ == "__main__":
+    main()
