@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install run test smoke lint format bench clean
+.PHONY: install run demo test smoke lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py run_platform
+
+## One driver's charge, search to settlement, against the platform `make run` started (other terminal).
+demo: install
+	$(PY) manage.py demo
 
 ## The whole test suite against DATABASE_URL (SQLite when unset) and REDIS_URL (end-to-end tests).
 test: install

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Exists, ExpressionWrapper, F, FloatField, OuterRef
 from django.utils import timezone
 
 from billing.models import Tariff
@@ -120,33 +121,61 @@ def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float
 def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     """Nearest bookable connectors first (or by provider/name when no position is given), capped."""
     now = now or timezone.now()
-    evses = Evse.objects.bookable().select_related("location", "location__partner")
-    if filters.latitude is not None and filters.longitude is not None:
-        min_lat, max_lat, min_lon, max_lon = _bounding_box(filters.latitude, filters.longitude, filters.radius_m)
-        evses = evses.filter(
-            latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
-        )
+    # Step 1, on the EVSE table alone (its (latitude, longitude) index and its own columns): the nearest
+    # candidates. Joins to locations and partners come after, on a few dozen rows.
+    candidates = Evse.objects.filter(has_connectors=True).exclude(
+        status__in=[Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED]
+    )
     if filters.available_only:
-        evses = evses.filter(status=Evse.Status.AVAILABLE)
+        candidates = candidates.filter(status=Evse.Status.AVAILABLE)
     if filters.min_power_w:
-        evses = evses.filter(max_power_w__gte=filters.min_power_w)
+        candidates = candidates.filter(max_power_w__gte=filters.min_power_w)
     if filters.provider:
-        evses = evses.filter(location__partner__in=_partners_for(filters.provider))
+        candidates = candidates.filter(location__partner__in=_partners_for(filters.provider))
     if filters.connector_types:
-        evses = evses.filter(connectors__standard__in=filters.connector_types).distinct()
-    if filters.latitude is None:
-        evses = evses.order_by("location__partner_id", "location__name", "uid")[: filters.limit * 4]
-    candidates = list(evses[:5000])
+        candidates = candidates.filter(
+            Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
+        )
+    if filters.latitude is not None and filters.longitude is not None:
+        lat, lon = filters.latitude, filters.longitude
+        min_lat, max_lat, min_lon, max_lon = _bounding_box(lat, lon, filters.radius_m)
+        # A bounding box on the index, ranked in SQL by an equirectangular distance (plain arithmetic, so
+        # SQLite and PostgreSQL both run it); the exact distance is checked below.
+        k = math.cos(math.radians(lat))
+        candidates = (
+            candidates.filter(
+                latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
+            )
+            .annotate(
+                d2=ExpressionWrapper(
+                    (F("latitude") - lat) * (F("latitude") - lat)
+                    + (F("longitude") - lon) * k * ((F("longitude") - lon) * k),
+                    output_field=FloatField(),
+                )
+            )
+            .order_by("d2", "pk")
+        )
+    else:
+        candidates = candidates.order_by("location__partner_id", "location__name", "uid")
+    ids = list(candidates.values_list("pk", flat=True)[: filters.limit * 5])
+    # Step 2: the visible ones among them, with their location and partner, in the same order.
+    loaded = {
+        evse.pk: evse
+        for evse in Evse.objects.filter(pk__in=ids, location__withdrawn_at__isnull=True, location__publish=True)
+        .select_related("location", "location__partner")
+        .defer("data", "location__data", "location__partner__endpoints", "location__partner__credentials_roles")
+    }
     ranked: list[tuple[float | None, Evse]] = []
-    for evse in candidates:
+    for pk in ids:
+        evse = loaded.get(pk)
+        if evse is None:
+            continue
         distance = None
         if filters.latitude is not None and filters.longitude is not None:
             distance = haversine_m(filters.latitude, filters.longitude, evse.latitude, evse.longitude)
             if distance > filters.radius_m:
                 continue
         ranked.append((distance, evse))
-    ranked.sort(key=lambda pair: (pair[0] if pair[0] is not None else 0.0, pair[1].pk))
-    ranked = ranked[: filters.limit * 2]
     connectors = _connectors_of([e for _, e in ranked])
     tariffs = _tariffs_for(connectors, now)
     hits: list[Hit] = []

@@ -19,6 +19,7 @@ from emsp import outbound
 from emsp.models import Partner
 from ocpi.models import OcpiMessage
 from ocpi.normalize import unwrap_list_payload
+from ocpi.redact import log_body
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class OcpiClient:
         error: str,
         duration_ms: int | None,
     ) -> None:
-        body = orjson.dumps(request_json).decode() if request_json is not None and settings.OCPI_LOG_BODIES else ""
+        body = orjson.dumps(request_json) if request_json is not None and settings.OCPI_LOG_BODIES else b""
         OcpiMessage.objects.create(
             partner=self.partner if self.partner is not None and self.partner.pk else None,
             direction=OcpiMessage.Direction.OUT,
@@ -189,8 +190,8 @@ class OcpiClient:
             request_id=request_id,
             correlation_id=correlation_id,
             duration_ms=duration_ms,
-            request_body=body[:LOG_BODY_LIMIT],
-            response_body=response_body[:LOG_BODY_LIMIT].decode("utf-8", "replace") if settings.OCPI_LOG_BODIES else "",
+            request_body=log_body(body, module, LOG_BODY_LIMIT),
+            response_body=log_body(response_body, module, LOG_BODY_LIMIT) if settings.OCPI_LOG_BODIES else "",
             error=error[:2000],
         )
 

@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from emsp.models import Partner, hash_token
 from ocpi.models import OcpiMessage
 from ocpi.normalize import Rejected, format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.redact import log_body
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +335,8 @@ class OcpiView(APIView):
             request_id=getattr(request._request, "request_id", ""),
             correlation_id=getattr(request._request, "correlation_id", ""),
             duration_ms=int((time.monotonic() - started) * 1000) if started else None,
-            request_body=request_body[:LOG_BODY_LIMIT].decode("utf-8", "replace"),
-            response_body=response_body[:LOG_BODY_LIMIT].decode("utf-8", "replace") if settings.OCPI_LOG_BODIES else "",
+            request_body=log_body(request_body, self.module, LOG_BODY_LIMIT),
+            response_body=log_body(response_body, self.module, LOG_BODY_LIMIT) if settings.OCPI_LOG_BODIES else "",
         )
 
     def require_own_party(self, country_code: str, party_id: str) -> None:

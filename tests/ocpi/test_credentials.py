@@ -224,3 +224,15 @@ def test_our_tokens_are_pushed_to_a_newly_connected_cpo(peer: FakePeer, db: None
         push.deliver(delivery.pk)
     assert PushDelivery.objects.filter(partner=partner, status="DELIVERED").count() == 2
     assert {c["json"]["uid"] for c in peer.requests_to("/tokens/")} == {t.uid for t in tokens}
+
+
+def test_the_message_log_never_keeps_a_credentials_token(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    from ocpi.models import OcpiMessage
+
+    _, token_a = waiting_partner
+    script_cpo(peer)
+    token_c = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS).json()["data"]["token"]
+    logged = " ".join(m.request_body + m.response_body for m in OcpiMessage.objects.filter(module="credentials"))
+    assert "[redacted]" in logged
+    assert token_c not in logged
+    assert CPO_CREDENTIALS["token"] not in logged

@@ -22,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="", help="Default: a random one, printed.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from emsp.roles import roles_setup
+
+        roles_setup()  # the admin, ops and finance groups, with every app's permissions
         user_model = get_user_model()
         user = user_model.objects.filter(username=options["username"]).first()
         if user is None:

@@ -108,7 +108,7 @@ class Command(BaseCommand):
                 f"cpo-{party.lower()}",
                 [sys.executable, "-m", "cposim", "--port", str(sim_port), "--party-id", party, "--name", name,
                  "--tariff-profile", profile, "--cities", cities, "--token-a", token_a, "--locations", "24",
-                 "--seed", str(offset)],
+                 "--seed", str(offset), "--meter-interval", "3", "--plug-in-delay", "2"],
                 env, log_dir,
             )  # fmt: skip
             sim_versions = f"http://127.0.0.1:{sim_port}/ocpi/versions"

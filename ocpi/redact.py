@@ -1,0 +1,15 @@
+"""What the OCPI message log may keep: credentials tokens are never stored (anyone who can read the log
+could otherwise act as us or as the partner)."""
+
+from __future__ import annotations
+
+import re
+
+# "token": "<value>" anywhere in a credentials body (request or response, envelope or not).
+_TOKEN = re.compile(rb'("token"\s*:\s*")([^"]*)(")')
+
+
+def log_body(body: bytes, module: str, limit: int) -> str:
+    if module == "credentials":
+        body = _TOKEN.sub(lambda m: m.group(1) + b"[redacted]" + m.group(3), body)
+    return body[:limit].decode("utf-8", "replace")
