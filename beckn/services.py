@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from beckn import callbacks
@@ -100,60 +100,68 @@ def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransacti
 
 
 def handle(action_name: str, body: str, via_gateway: str = "") -> None:
-    """Record an ACKed request once (bap_id, action, message_id are unique) and answer it; a duplicate
-    delivery of the task, or a repeated message the ACK path let through, changes nothing."""
+    """Record an ACKed request and answer it, all in one transaction: a worker killed half-way leaves
+    nothing behind and the redelivered task starts afresh; a duplicate delivery (or a repeat the ACK path
+    let through) meets the unique (bap_id, action, message_id) row and changes nothing."""
     envelope = parse_envelope(body.encode(), action_name)
-    request, created = BecknMessage.objects.get_or_create(
-        bap_id=envelope.bap_id,
-        action=action_name,
-        message_id=envelope.message_id,
-        defaults={"body": body, "via_gateway": via_gateway, "ack": {"message": {"ack": {"status": "ACK"}}}},
-    )
-    if not created:
-        return
-    claimed = BecknMessage.objects.filter(pk=request.pk, status=BecknMessage.Status.RECEIVED).update(
-        status=BecknMessage.Status.PROCESSED, processed_at=timezone.now()
-    )
-    if not claimed:
-        return
-    txn = transaction_for(envelope, request.via_gateway)
-    if txn.pk and request.transaction_id != txn.pk:
-        BecknMessage.objects.filter(pk=request.pk).update(transaction=txn)
-    action = f"on_{request.action}"
+    action = f"on_{action_name}"
     context = callbacks.callback_context(envelope.context, action)
     try:
         with transaction.atomic():
-            message = HANDLERS[request.action](envelope, txn)
+            request = BecknMessage.objects.create(
+                bap_id=envelope.bap_id,
+                action=action_name,
+                message_id=envelope.message_id,
+                body=body,
+                via_gateway=via_gateway,
+                ack={"message": {"ack": {"status": "ACK"}}},
+                status=BecknMessage.Status.PROCESSED,
+                processed_at=timezone.now(),
+            )
+            txn = transaction_for(envelope, via_gateway)
+            if txn.pk:
+                BecknMessage.objects.filter(pk=request.pk).update(transaction=txn)
+            target = txn if txn.pk else None
+            try:
+                with transaction.atomic():
+                    message = HANDLERS[action_name](envelope, txn)
+                    callbacks.enqueue(
+                        action=action,
+                        context=context,
+                        message=message,
+                        txn=target,
+                        request=request,
+                        url=txn.callback_uri,
+                    )
+            except BecknRequestError as exc:
+                callbacks.enqueue(
+                    action=action,
+                    context=context,
+                    # on_rating is the one callback whose schema requires `message` (core 1.1.0).
+                    message={} if action == "on_rating" else None,
+                    error=exc.as_error(),
+                    txn=target,
+                    request=request,
+                    url=txn.callback_uri,
+                )
+    except IntegrityError:
+        return  # this message was handled already
+    except Exception as exc:  # never leave a BAP without an answer
+        log.exception("beckn %s %s failed", action_name, envelope.message_id)
+        with transaction.atomic():
+            request, _ = BecknMessage.objects.get_or_create(
+                bap_id=envelope.bap_id,
+                action=action_name,
+                message_id=envelope.message_id,
+                defaults={"body": body, "via_gateway": via_gateway, "ack": {"message": {"ack": {"status": "ACK"}}}},
+            )
+            BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
             callbacks.enqueue(
                 action=action,
                 context=context,
-                message=message,
-                txn=txn if txn.pk else None,
+                error={"code": "40000", "message": "The request could not be processed; please retry."},
                 request=request,
-                url=txn.callback_uri,
             )
-    except BecknRequestError as exc:
-        callbacks.enqueue(
-            action=action,
-            context=context,
-            # on_rating is the one callback whose schema requires `message` (core 1.1.0).
-            message={} if action == "on_rating" else None,
-            error=exc.as_error(),
-            txn=txn if txn.pk else None,
-            request=request,
-            url=txn.callback_uri,
-        )
-    except Exception as exc:  # never leave a BAP without an answer
-        log.exception("beckn %s %s failed", request.action, request.message_id)
-        BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
-        callbacks.enqueue(
-            action=action,
-            context=context,
-            error={"code": "40000", "message": "The request could not be processed; please retry."},
-            txn=txn if txn.pk else None,
-            request=request,
-            url=txn.callback_uri,
-        )
 
 
 # --- discovery ----------------------------------------------------------------------------------------

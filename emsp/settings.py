@@ -149,7 +149,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # A task unacknowledged this long (its worker died) is handed to another worker. Longer than any task
+    # runs (time limit 300 s); tests shorten it to see redelivery quickly.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 else:
     # No server needed: kombu's filesystem transport works across processes (polls, ~1 s latency).
     _queue_dir = VAR_DIR / "celery-queue"

@@ -267,8 +267,17 @@ def command_check_timeout(command_id: int, now: datetime | None = None) -> Comma
     return command
 
 
+SENT_GRACE = timedelta(seconds=60)
+
+
 def commands_expire_due(now: datetime | None = None) -> int:
-    """Sweep for commands whose timeout task was lost (worker restarts)."""
+    """Sweep for commands whose timeout task was lost (worker restarts), and for commands left SENT by a
+    worker that died between posting and storing the CommandResponse: those become TIMEOUT too (never
+    re-sent: the CPO may have acted on the first), and the CPO's sessions are checked."""
     now = now or timezone.now()
+    stuck = Command.objects.filter(status=Command.Status.SENT, updated_at__lte=now - SENT_GRACE)
+    Command.objects.filter(pk__in=list(stuck.values_list("pk", flat=True))).update(
+        status=Command.Status.ACCEPTED, timeout_at=now, error="no CommandResponse recorded (worker interrupted)"
+    )
     ids = list(Command.objects.filter(status=Command.Status.ACCEPTED, timeout_at__lte=now).values_list("pk", flat=True))
     return sum(1 for pk in ids if command_check_timeout(pk, now) is not None)
