@@ -242,8 +242,15 @@ def part_search(duration: int, workers: int) -> None:
         rate, total = 20, 20 * duration
         now = int(time.time())
         # Warm up: the worker processes import and connect on their first tasks.
-        for body, header, message_id in [signed_search(bap_id, key, receiver.url, "12.9716,77.5946", now) for _ in range(10)]:
-            requests.post(f"{base}/beckn/search", data=body, headers={"Authorization": header, "Content-Type": "application/json"}, timeout=5)
+        for body, header, _ in [
+            signed_search(bap_id, key, receiver.url, "12.9716,77.5946", now) for _ in range(10)
+        ]:
+            requests.post(
+                f"{base}/beckn/search",
+                data=body,
+                headers={"Authorization": header, "Content-Type": "application/json"},
+                timeout=5,
+            )
         deadline = time.perf_counter() + 30
         while len(receiver.arrived) < 10 and time.perf_counter() < deadline:
             time.sleep(0.1)

@@ -222,9 +222,9 @@ def _apply_step_sizes(totals: dict[str, Decimal], last: dict[str, tuple[dict[str
 
     def bump(dim: str, unit: Decimal) -> None:
         comp, bucket = last[dim]
-        step = int(comp.get("step_size") or 0)
-        if step <= 1:
-            return
+        # step_size 1 still bills whole Wh / whole seconds ("amounts less than the step_size are rounded up",
+        # mod_tariffs PriceComponent); 0 is read as 1.
+        step = max(1, int(comp.get("step_size") or 0))
         units = totals[dim] * unit
         rounded = (units / step).to_integral_value(ROUND_CEILING) * step
         extra = (rounded - units) / unit

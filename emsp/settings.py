@@ -151,7 +151,12 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # A task unacknowledged this long (its worker died) is handed to another worker. Longer than any task
     # runs (time limit 300 s); tests shorten it to see redelivery quickly.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # How often workers look for such tasks (kombu: about interval × throttle seconds).
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+    }
 else:
     # No server needed: kombu's filesystem transport works across processes (polls, ~1 s latency).
     _queue_dir = VAR_DIR / "celery-queue"

@@ -143,9 +143,12 @@ def partner_for_token(
             return copy.copy(hit[1]), False
     partner = Partner.objects.filter(incoming_token_hash__in=hashes).exclude(state=Partner.State.UNREGISTERED).first()
     if partner is not None:
-        if len(_token_cache) > 10_000:
-            _token_cache.clear()
-        _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
+        # Only settled connections are cached: during a handshake the row still changes (its party, its
+        # state) and a copy taken then would be wrong for the next seconds.
+        if partner.state == Partner.State.CONNECTED:
+            if len(_token_cache) > 10_000:
+                _token_cache.clear()
+            _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
         return partner, False
     if allow_token_a:
         partner = Partner.objects.filter(token_a_hash__in=hashes).first()

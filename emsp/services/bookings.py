@@ -113,8 +113,20 @@ def _move(booking: Booking, to: str, allowed: tuple[str, ...]) -> Booking:
     return booking
 
 
+def reservation_pending(booking: Booking) -> bool:
+    """Is a RESERVE_NOW for this booking still waiting for the CPO's result? (A start sent meanwhile finds
+    the EVSE claimed by the reservation being made and is refused as EVSE_OCCUPIED.)"""
+    return Command.objects.filter(
+        booking=booking,
+        type=Command.Type.RESERVE_NOW,
+        status__in=(Command.Status.QUEUED, Command.Status.SENT, Command.Status.ACCEPTED),
+    ).exists()
+
+
 def booking_start(booking: Booking) -> Command:
     """START_SESSION for the booked connector (mod_commands §StartSession); the token goes with it."""
+    if reservation_pending(booking):
+        raise BookingStateError("the charger is still confirming the reservation: try again in a few seconds")
     with transaction.atomic():
         booking = _move(booking, Booking.State.STARTING, (Booking.State.CONFIRMED,))
         reservation = booking.reservation

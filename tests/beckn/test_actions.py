@@ -290,6 +290,10 @@ def test_the_full_order_confirm_start_status_track_stop(bap: Any, network: Partn
     assert order["fulfillments"][0]["state"]["descriptor"]["code"] == "RESERVATION"
     booking = Booking.objects.get(order_id=order_id)
     assert peer.requests_to("RESERVE_NOW")
+    from emsp.models import Command
+    from emsp.services.commands import command_result_received
+
+    command_result_received(Command.objects.get(booking=booking, type="RESERVE_NOW"), {"result": "ACCEPTED"})
 
     start_charging = {"state": {"descriptor": {"code": "start-charging"}}}
     order = {"id": order_id, "fulfillments": [start_charging]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import requests
 
@@ -36,23 +36,29 @@ def command(sim, token: str, name: str, body: dict) -> dict:
 
 
 def expected_total(cdr: dict) -> tuple[Decimal, Decimal]:
-    """Independent pricing of a CDR of tariff profile a (flat + energy by IST time of day + time + parking)."""
+    """Independent pricing of a CDR of tariff profile a (flat + energy by IST time of day + time + parking),
+    step_size 1: the session's energy is billed in whole Wh and its time in whole seconds, the extra at the
+    rate of the last period that used it (mod_cdrs step_size)."""
     tariff = cdr["tariffs"][0]
     dc = tariff["id"] == "A-DC-FAST"
     flat, day, night = (Decimal(30), Decimal(22), Decimal(16)) if dc else (Decimal(20), Decimal(18), Decimal(14))
     time_rate, parking_rate = (Decimal(60), Decimal(120)) if dc else (Decimal(0), Decimal(60))
     total = flat
+    sums = {"ENERGY": Decimal(0), "TIME": Decimal(0), "PARKING_TIME": Decimal(0)}
+    last_rate: dict[str, Decimal] = {}
     for period in cdr["charging_periods"]:
         local = datetime.fromisoformat(period["start_date_time"].replace("Z", "+00:00")).astimezone(IST)
         is_night = local.hour >= 22 or local.hour < 6
         for dim in period["dimensions"]:
             vol = Decimal(str(dim["volume"]))
-            if dim["type"] == "ENERGY":
-                total += vol * (night if is_night else day)
-            elif dim["type"] == "TIME":
-                total += vol * time_rate
-            elif dim["type"] == "PARKING_TIME":
-                total += vol * parking_rate
+            rate = {"ENERGY": night if is_night else day, "TIME": time_rate, "PARKING_TIME": parking_rate}[dim["type"]]
+            total += vol * rate
+            sums[dim["type"]] += vol
+            last_rate[dim["type"]] = rate
+    for dim, unit in (("ENERGY", Decimal(1000)), ("PARKING_TIME" if sums["PARKING_TIME"] else "TIME", Decimal(3600))):
+        if sums[dim]:
+            units = sums[dim] * unit
+            total += (units.to_integral_value(ROUND_CEILING) - units) / unit * last_rate[dim]
     return total, total * Decimal("1.18")
 
 

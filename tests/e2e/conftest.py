@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,39 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
     yield start
     for sim in started:
         sim.stop()
+
+
+def full_stack_available() -> str | None:
+    """Why the full-stack tests can't run here, or None."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return "the full-stack tests run on PostgreSQL (set DATABASE_URL)"
+    if not settings.REDIS_URL:
+        return "the full-stack tests need Redis for Celery (set REDIS_URL)"
+    return None
+
+
+@pytest.fixture
+def platform_factory(transactional_db: None, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Any]]:
+    """Start the platform as real processes; stopped (before the test database is flushed) at teardown."""
+    from tests.e2e.platform import Platform
+
+    reason = full_stack_available()
+    if reason:
+        pytest.skip(reason)
+    started: list[Platform] = []
+
+    def make(web_processes: int = 1, workers: int = 1) -> Platform:
+        platform = Platform(tmp_path / f"platform{len(started)}", web_processes=web_processes, workers=workers)
+        platform.tmp.mkdir()
+        started.append(platform)
+        platform.start()
+        # This test process acts as the platform too (registration, assertions): same public URL.
+        settings.PUBLIC_BASE_URL = platform.base
+        settings.BECKN_SUBSCRIBER_URL = f"{platform.base}/beckn"
+        return platform
+
+    yield make
+    for platform in started:
+        platform.stop()

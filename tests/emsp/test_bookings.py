@@ -11,7 +11,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation
-from emsp.services import bookings
+from emsp.services import bookings, commands
 from emsp.services.sessions import session_put
 from tests.factories import TokenFactory, stored_location
 from tests.fakes import FakePeer, envelope
@@ -102,6 +102,11 @@ def test_start_then_session_then_stop_then_cdr(
     accept_all(peer)
     with django_capture_on_commit_callbacks(execute=True):
         booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
+    with pytest.raises(bookings.BookingStateError, match="still confirming"):
+        bookings.booking_start(booking)  # RESERVE_NOW's result has not come yet
+    reserve = Command.objects.get(type=Command.Type.RESERVE_NOW)
+    commands.command_result_received(reserve, {"result": "ACCEPTED"})
+    with django_capture_on_commit_callbacks(execute=True):
         start = bookings.booking_start(booking)
     start.refresh_from_db()
     assert start.status == Command.Status.ACCEPTED

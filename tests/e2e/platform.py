@@ -1,0 +1,217 @@
+"""The whole platform as real processes on 127.0.0.1 for end-to-end tests: gunicorn web process(es), Celery
+worker(s) and beat on Redis, on the test PostgreSQL database, and two simulator CPOs registered over OCPI
+(one in each handshake direction). Every process is stopped when the test ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+
+from tests.cposim.conftest import SimProcess
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+E2E_REDIS_DB = 9  # a Redis database of its own, flushed before and after
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{db.get('USER') or 'postgres'}@{host}:{port}/{db['NAME']}"
+
+
+def redis_url() -> str:
+    base = settings.REDIS_URL.rsplit("/", 1)[0] if settings.REDIS_URL.count("/") >= 3 else settings.REDIS_URL
+    return f"{base}/{E2E_REDIS_DB}"
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Platform:
+    tmp: Path
+    web_processes: int = 1
+    workers: int = 1
+    procs: list[Proc] = field(default_factory=list)
+    sims: dict[str, SimProcess] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url(),
+            "PUBLIC_BASE_URL": self.base,
+            "BECKN_SUBSCRIBER_URL": f"{self.base}/beckn",
+            "CELERY_VISIBILITY_TIMEOUT": "10",
+            "CELERY_UNACKED_RESTORE_INTERVAL": "2",
+            "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+            "ALLOW_PRIVATE_NETWORKS": "true",
+            "DJANGO_DEBUG": "false",
+            "LOG_LEVEL": "INFO",
+            "DB_CONN_MAX_AGE": "0",
+        }
+
+    def _spawn(self, name: str, command: list[str]) -> Proc:
+        log = self.tmp / f"{name}.log"
+        handle = log.open("ab")
+        popen = subprocess.Popen(
+            command, cwd=REPO, env=self.env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    # -- our processes ----------------------------------------------------------------------------
+
+    def start(self) -> Platform:
+        subprocess.run(["redis-cli", "-u", redis_url(), "flushdb"], capture_output=True, check=False)
+        self.ports = [free_port() for _ in range(self.web_processes)]
+        for i, port in enumerate(self.ports):
+            self._spawn(
+                f"web{i}", [str(BIN / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "60"]
+            )
+        for i in range(self.workers):
+            self.start_worker(i)
+        self._spawn(
+            "beat",
+            [str(BIN / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(self.tmp / "celerybeat-schedule")],
+        )
+        for url in self.urls():
+            wait_http(f"{url}/admin/login/", "web server", self)
+        return self
+
+    def start_worker(self, index: int = 0) -> Proc:
+        proc = self._spawn(
+            f"worker{index}-{len(self.procs)}",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "emsp",
+                "worker",
+                "-l",
+                "info",
+                "--concurrency",
+                "2",
+                "-n",
+                f"w{index}-{time.time_ns()}@%h",
+            ],
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if " ready." in proc.log.read_text(errors="replace"):
+                return proc
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not start:\n{proc.log_tail()}")
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL a process group: no clean shutdown (what a crashed machine does)."""
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+    def workers_running(self) -> list[Proc]:
+        return [p for p in self.procs if p.name.startswith("worker") and p.popen.poll() is None]
+
+    # -- the CPOs -----------------------------------------------------------------------------------
+
+    def start_cpos(self, *extra_a: str, extra_b: tuple[str, ...] = ()) -> Platform:
+        """CPO A (IN*CPA, Bengaluru): we register with it. CPO B (IN*CPB, Delhi): it registers with us."""
+        from emsp.models import Partner
+        from ocpi.credentials import register_with_partner
+        from ocpi.sync import sync_partner
+
+        common = ("--command-delay", "0.5", "--plug-in-delay", "1", "--meter-interval", "1")
+        a_args = ["--party-id", "CPA", "--name", "CPO A", "--cities", "Bengaluru", "--locations", "8"]
+        a_args += ["--token-a", "token-a-cpa", "--tariff-profile", "a", *common, *extra_a]
+        a = SimProcess(a_args, self.tmp / "cpo-a.log")
+        self.sims["A"] = a
+        partner_a = register_with_partner(versions_url=a.versions_url, token_a="token-a-cpa")
+        b = SimProcess(["--party-id", "CPB", "--name", "CPO B", "--cities", "Bengaluru", "--locations", "6",
+                        "--tariff-profile", "b", "--seed", "2", *common, *extra_b], self.tmp / "cpo-b.log")  # fmt: skip
+        self.sims["B"] = b
+        partner_b = Partner.objects.create(name="CPO B", country_code="IN", party_id="CPB")
+        token_a = partner_b.issue_token_a()
+        partner_b.save()
+        b.ctl("register", {"versions_url": f"{self.base}/ocpi/versions", "token_a": token_a})
+        partner_b.refresh_from_db()
+        assert partner_b.state == Partner.State.CONNECTED, b.log_tail()
+        for partner in (partner_a, partner_b):
+            for run in sync_partner(partner, full=True):
+                assert run.outcome == "OK", run.error
+        return self
+
+    def stop(self) -> None:
+        for sim in self.sims.values():
+            sim.stop()
+        for proc in reversed(self.procs):
+            if proc.popen.poll() is None:
+                try:
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(timeout=5)
+        subprocess.run(["redis-cli", "-u", redis_url(), "flushdb"], capture_output=True, check=False)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.procs)
+
+
+def wait_http(url: str, what: str, platform: Platform | None = None, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not come up at {url}\n{platform.logs() if platform else ''}")
+
+
+def until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s")
