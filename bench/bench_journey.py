@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--journeys", type=int, default=50)
     args = parser.parse_args()
     setup(fresh=True)
+    from django.conf import settings
+
     from beckn.bap_client import (
         BapClient,
         confirm_message,
@@ -47,7 +49,6 @@ def main() -> None:
     )
     from beckn.keys import our_public_key_b64
     from beckn.models import BecknSubscriber
-    from django.conf import settings
     from emsp.models import Booking
     from emsp.services.bookings import reservation_pending
     from tests.e2e.platform import Platform, until
@@ -103,7 +104,11 @@ def main() -> None:
                 ),
             )
             order_id = timed("confirm", "confirm", confirm_message(provider, item["id"]))["message"]["order"]["id"]
-            until(lambda: not reservation_pending(Booking.objects.get(order_id=order_id)), 20, "reservation result")
+            until(
+                lambda oid=order_id: not reservation_pending(Booking.objects.get(order_id=oid)),
+                20,
+                "reservation result",
+            )
             started = time.perf_counter()
             timed("start", "update", update_message(order_id, "start-charging"))
             while True:
