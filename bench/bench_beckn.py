@@ -242,9 +242,7 @@ def part_search(duration: int, workers: int) -> None:
         rate, total = 20, 20 * duration
         now = int(time.time())
         # Warm up: the worker processes import and connect on their first tasks.
-        for body, header, _ in [
-            signed_search(bap_id, key, receiver.url, "12.9716,77.5946", now) for _ in range(10)
-        ]:
+        for body, header, _ in [signed_search(bap_id, key, receiver.url, "12.9716,77.5946", now) for _ in range(10)]:
             requests.post(
                 f"{base}/beckn/search",
                 data=body,
