@@ -15,7 +15,7 @@ from django.db.models import Exists, ExpressionWrapper, F, FloatField, OuterRef
 from django.utils import timezone
 
 from billing.models import Tariff
-from emsp.models import Connector, Evse, Partner, ci_key
+from emsp.models import Connector, Evse, Partner, Reservation, ci_key
 from ocpi.normalize import format_ocpi_datetime
 
 EARTH_RADIUS_M = 6_371_000.0
@@ -176,6 +176,9 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
             if distance > filters.radius_m:
                 continue
         ranked.append((distance, evse))
+    _mark_held([e for _, e in ranked], now)
+    if filters.available_only:
+        ranked = [(d, e) for d, e in ranked if e.status == Evse.Status.AVAILABLE]
     connectors = _connectors_of([e for _, e in ranked])
     tariffs = _tariffs_for(connectors, now)
     hits: list[Hit] = []
@@ -198,6 +201,18 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
             if len(hits) >= filters.limit:
                 return hits
     return hits
+
+
+def _mark_held(evses: list[Evse], now: datetime) -> None:
+    """An EVSE held for a booking of ours is not available to anyone else, whatever the CPO last said."""
+    held = set(
+        Reservation.objects.filter(
+            evse__in=evses, status__in=Reservation.ACTIVE_STATUSES, start_at__lte=now, expiry_at__gt=now
+        ).values_list("evse_id", flat=True)
+    )
+    for evse in evses:
+        if evse.pk in held and evse.status == Evse.Status.AVAILABLE:
+            evse.status = Evse.Status.RESERVED
 
 
 def _partners_for(provider: str) -> list[Partner]:
@@ -402,5 +417,6 @@ def find_item(provider: str | None, item: str) -> Hit | None:
     if connector is None:
         return None
     connector.evse = evse
+    _mark_held([evse], timezone.now())
     tariff = _first_tariff(connector, _tariffs_for({evse.pk: [connector]}, timezone.now()))
     return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)

@@ -220,6 +220,11 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
         booking = command.booking
         ChargingSession.objects.filter(pk=session.pk).update(booking=booking)
     assert booking is not None
+    if session.status in (ChargingSession.Status.ACTIVE, ChargingSession.Status.COMPLETED) and booking.reservation_id:
+        # The driver is charging: the hold has done its job and must not block the EVSE any longer.
+        Reservation.objects.filter(pk=booking.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
+            status=Reservation.Status.FULFILLED
+        )
     if session.status == ChargingSession.Status.ACTIVE:
         Booking.objects.filter(pk=booking.pk, state__in=(Booking.State.CONFIRMED, Booking.State.STARTING)).update(
             state=Booking.State.CHARGING, updated_at=timezone.now()

@@ -313,12 +313,14 @@ def test_the_full_order_confirm_start_status_track_stop(bap: Any, network: Partn
 
 def test_a_second_confirm_for_the_same_charger_is_refused(bap: Any, peer: FakePeer) -> None:
     item = item_of(bap)
-    select(bap, item)
-    init(bap)
-    confirm(bap)
-    bap.bap.transaction_id = "second-transaction"  # another driver's journey for the same charger
-    select(bap, item)
-    init(bap)
+    first, second = "first-driver", "second-driver"
+    for journey in (first, second):  # both drivers get a quote while the charger is free
+        bap.bap.transaction_id = journey
+        select(bap, item)
+        init(bap)
+    bap.bap.transaction_id = first
+    assert "error" not in confirm(bap)
+    bap.bap.transaction_id = second
     body = confirm(bap)
     assert body["error"]["code"] == "30008"
     assert "already booked" in body["error"]["message"]
@@ -402,3 +404,18 @@ def test_callbacks_are_retried_with_backoff_after_a_5xx(bap: Any, peer: FakePeer
     callbacks.deliver_due()
     callback.refresh_from_db()
     assert callback.status == BecknCallback.Status.DELIVERED
+
+
+def test_a_charger_booked_by_someone_shows_as_reserved_and_cannot_be_selected(bap: Any) -> None:
+    item = item_of(bap)
+    select(bap, item)
+    init(bap)
+    confirm(bap)
+    bap.bap.transaction_id = "another-driver"
+    bap("search", search_message())
+    statuses = {i["id"]: {t["descriptor"]["code"]: t["value"] for t in i["tags"][0]["list"]}["status"]
+                for i in last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"]}  # fmt: skip
+    assert statuses[item] == "RESERVED"
+    body = select(bap, item)
+    assert body["error"]["code"] == "30008"
+    assert "expected to be available from" in body["error"]["message"]
