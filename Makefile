@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Debian's Chromium for the real-browser tests (tests/browser); where apt can't install it they skip.
+$(VENV)/.chromium: $(VENV)/.installed
+	@if test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); \
+	then touch $@; else echo "Chromium could not be installed: the browser tests (tests/browser) will be skipped."; fi
+
 ## Run the platform: SQLite and a file-based Celery queue unless DATABASE_URL / REDIS_URL are set.
 run: install
 	$(PY) manage.py migrate --noinput
@@ -25,7 +30,7 @@ demo: install
 	$(PY) manage.py demo
 
 ## The whole test suite against DATABASE_URL (SQLite when unset) and REDIS_URL (end-to-end tests).
-test: install
+test: install $(VENV)/.chromium
 	$(VENV)/bin/pytest -q
 
 ## The embedded default must not rot: a fresh SQLite database, migrations, demo data, unit tests.
