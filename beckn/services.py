@@ -92,7 +92,8 @@ def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransacti
 
         gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()
         if gateway is not None:
-            return BecknTransaction(**{**txn.__dict__, "callback_uri": gateway.subscriber_url})
+            txn.callback_uri = gateway.subscriber_url  # for this answer only; later actions go to the BAP
+            return txn
     elif not created and txn.bap_uri != context["bap_uri"]:
         BecknTransaction.objects.filter(pk=txn.pk).update(bap_uri=context["bap_uri"], callback_uri=context["bap_uri"])
         txn.refresh_from_db()

@@ -187,7 +187,8 @@ def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | 
     fee = Fee(ZERO, ZERO) if cdr.credit else emsp_fee(terms, cpo_excl)
     total = round_money(cpo_incl + fee.excl_vat + fee.vat, cdr.currency, terms.rounding)
     if quote is None and cdr.charging_session_id:
-        quote = _accepted_quote_for(cdr.charging_session)
+        booking = cdr.charging_session.booking
+        quote = booking.quote if booking is not None and booking.quote_id else _accepted_quote_for(cdr.charging_session)
     with transaction.atomic():
         receipt, _ = DriverReceipt.objects.get_or_create(
             cdr=cdr,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from django.test import Client
 
@@ -62,6 +63,7 @@ def bap(peer: FakePeer, network: Partner, django_capture_on_commit_callbacks: An
             return test_bap.post(endpoint, message, **kwargs)
 
     post.bap = test_bap  # type: ignore[attr-defined]
+    post.capture = django_capture_on_commit_callbacks  # type: ignore[attr-defined]
     yield post
 
 
@@ -419,3 +421,46 @@ def test_a_charger_booked_by_someone_shows_as_reserved_and_cannot_be_selected(ba
     body = select(bap, item)
     assert body["error"]["code"] == "30008"
     assert "expected to be available from" in body["error"]["message"]
+
+
+def django_capture_on_commit_callbacks_for(bap: Any) -> Any:
+    return bap.capture(execute=True)
+
+
+def test_a_search_forwarded_by_a_gateway_is_answered_through_the_gateway(bap: Any, peer: FakePeer) -> None:
+    from beckn.models import BecknSubscriber
+    from beckn.signing import generate_keypair, load_private_key, sign_request
+
+    private, public = generate_keypair()
+    BecknSubscriber.objects.create(
+        subscriber_id="gateway.example", unique_key_id="g1", type="BG", signing_public_key=public,
+        trusted=True, subscriber_url="https://gateway.example/beckn",
+    )  # fmt: skip
+    peer.route("POST", "https://gateway.example/beckn/on_search", (200, {"message": {"ack": {"status": "ACK"}}}))
+    fake = bap.bap
+    body = orjson.dumps({"context": fake.context("search"), "message": search_message()})
+    now = int(time.time())
+    gateway_header = sign_request(
+        body, subscriber_id="gateway.example", unique_key_id="g1", private_key=load_private_key(private),
+        created=now, expires=now + 60,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks_for(bap):
+        response = fake.client.post(
+            "/beckn/search", data=body, content_type="application/json",
+            headers={"Authorization": fake.sign(body), "X-Gateway-Authorization": gateway_header},
+        )  # fmt: skip
+    assert response.status_code == 200
+    via_gateway = [c for c in peer.calls if c["url"] == "https://gateway.example/beckn/on_search"]
+    assert len(via_gateway) == 1
+    assert not fake.callbacks("on_search")
+
+
+def test_a_bad_gateway_signature_is_401_with_proxy_authenticate(bap: Any) -> None:
+    fake = bap.bap
+    body = orjson.dumps({"context": fake.context("search"), "message": search_message()})
+    response = fake.client.post(
+        "/beckn/search", data=body, content_type="application/json",
+        headers={"Authorization": fake.sign(body), "X-Gateway-Authorization": fake.sign(b"other bytes")},
+    )  # fmt: skip
+    assert response.status_code == 401
+    assert response["Proxy-Authenticate"].startswith("Signature realm=")
