@@ -6,6 +6,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+admin.site.site_header = "eMSP console"
+admin.site.site_title = "eMSP console"
+admin.site.index_title = "Network at a glance"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("ocpi/", include("ocpi.urls")),
