@@ -450,7 +450,10 @@ def _order_block(
                 "collected_by": "BPP",
                 "type": "POST-FULFILLMENT",
                 "status": booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID",
-                "params": {"amount": format(receipt.total_incl_vat, "f"), "currency": receipt.currency},
+                "params": {
+                    "amount": _price(receipt.total_incl_vat, receipt.currency)["value"],
+                    "currency": receipt.currency,
+                },
             }
         ]
     elif booking.quote is not None:
@@ -465,17 +468,49 @@ def _order_block(
     return order
 
 
+FINAL_COMPONENTS = (
+    ("fixed_cost", "session-fee"),
+    ("energy_cost", "energy-cost"),
+    ("time_cost", "time-cost"),
+    ("parking_cost", "parking-fee"),
+)
+
+
 def _final_quote(receipt: DriverReceipt) -> dict[str, Any]:
+    """The final bill, with the same line titles as the quote (amounts incl. VAT) so a BAP can compare
+    them; the lines add up to the price. The CPO's parts come from the CDR's component totals when it
+    sent them and they add up to its total, else as one `charging-cost` line."""
     currency = receipt.currency
+    cpo_incl = receipt.cpo_cost_excl_vat + receipt.cpo_vat
+    lines = [(title, amount) for title, amount in _cdr_components(receipt) if amount]
+    if not lines or sum(amount for _, amount in lines) != cpo_incl:
+        lines = [("charging-cost", cpo_incl)]
+    lines.append(("service-charge", receipt.fee_excl_vat + receipt.fee_vat))
+    breakup = [{"title": title, "price": _price(amount, currency)} for title, amount in lines]
+    shown = sum(Decimal(line["price"]["value"]) for line in breakup)
+    total = round_money(receipt.total_incl_vat, currency)
+    if shown != total:  # each line rounded to the minor unit: say where the cents went
+        breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
     return {
         "id": f"FINAL-{receipt.pk}",
-        "price": {"currency": currency, "value": format(receipt.total_incl_vat, "f")},
-        "breakup": [
-            {"title": "energy-cost", "price": _price(receipt.cpo_cost_excl_vat + receipt.cpo_vat, currency)},
-            {"title": "service-charge", "price": _price(receipt.fee_excl_vat + receipt.fee_vat, currency)},
-            {"title": "gst", "price": _price(receipt.cpo_vat + receipt.fee_vat, currency)},
-        ],
+        "price": _price(total, currency),
+        "breakup": breakup,
     }
+
+
+def _cdr_components(receipt: DriverReceipt) -> list[tuple[str, Decimal]]:
+    cpo = (receipt.breakdown or {}).get("cpo") or {}
+    components = []
+    for key, title in FINAL_COMPONENTS:
+        price = cpo.get(key)
+        if not isinstance(price, dict):
+            continue
+        value = price.get("incl_vat", price.get("excl_vat"))
+        try:
+            components.append((title, Decimal(str(value))))
+        except (ArithmeticError, ValueError):
+            return []  # unreadable: fall back to the CPO's total
+    return components
 
 
 def charging_details(booking: Booking) -> list[dict[str, Any]] | None:

@@ -289,6 +289,9 @@ def register_with_partner(
     token_b = new_credentials_token()
     if partner is None:
         partner = _provisional_partner(name)
+    state_before = partner.state
+    if partner.state == Partner.State.UNREGISTERED:
+        partner.state = Partner.State.NEW  # registering again: Token B must authenticate while the CPO checks us
     partner.incoming_token_hash = hash_token(token_b)
     partner.outgoing_token_base64 = endpoints.use_base64
     partner.save()
@@ -298,6 +301,9 @@ def register_with_partner(
         reply = client.request("POST", credentials_url, module="credentials", json=our_credentials(token_b))
         answer = _validate_credentials(unwrap_object_payload(reply.data))
     except (OcpiClientError, OcpiError) as exc:
+        if partner.state != state_before:
+            partner.state = state_before
+            partner.save(update_fields=["state"])
         raise RegistrationError(f"credentials POST refused: {exc}") from exc
 
     partner = _adopt_identity(partner, answer["roles"], name=name)

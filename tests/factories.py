@@ -8,6 +8,12 @@ from django.utils import timezone
 from emsp.models import Driver, Location, Partner, Token
 
 
+def base36_party_id(n: int) -> str:
+    """A distinct three-character party id for each of the first 46,656 partners a test run makes."""
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "".join(digits[(n // 36**i) % 36] for i in (2, 1, 0))
+
+
 class PartnerFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Partner
@@ -15,7 +21,7 @@ class PartnerFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"CPO {n}")
     country_code = "IN"
-    party_id = factory.Sequence(lambda n: f"C{n:02d}"[:3])
+    party_id = factory.Sequence(lambda n: base36_party_id(n))
     role = Partner.Role.CPO
     state = Partner.State.CONNECTED
     outgoing_token = factory.Sequence(lambda n: f"token-we-send-{n}")

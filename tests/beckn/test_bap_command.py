@@ -17,15 +17,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_bap_search_then_select_over_http(live_server: Any, settings: Any, partner: Partner, tmp_path: Any) -> None:
-    from emsp.celery import app
-
     settings.PUBLIC_BASE_URL = live_server.url
     settings.VAR_DIR = tmp_path
     tariff_put(partner, TARIFF)
     stored_location(partner)
-    app.conf.task_always_eager = True  # the live server runs queued work inline in these tests
+    # tests/conftest.py runs Celery eagerly: the live server does the queued work inline.
     out = StringIO()
-    call_command("bap", "search", "--bpp", f"{live_server.url}/beckn", "--gps", "12.9716,77.5946", "--wait", "20", stdout=out)
+    call_command(
+        "bap", "search", "--bpp", f"{live_server.url}/beckn", "--gps", "12.9716,77.5946", "--wait", "20", stdout=out
+    )
     text = out.getvalue()
     assert "ACK" in text
     assert "on_search after" in text and "signature verified" in text

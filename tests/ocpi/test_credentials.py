@@ -178,6 +178,32 @@ def test_we_register_with_a_cpo_and_store_token_c(peer: FakePeer, db: None) -> N
     assert partner.endpoint_url("locations", "SENDER") == f"{CPO}/2.2.1/locations"
 
 
+def test_we_register_again_with_a_cpo_we_were_unregistered_from(peer: FakePeer, db: None) -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA", state=Partner.State.UNREGISTERED, outgoing_token="")
+    script_cpo(peer)
+
+    def cpo_checks_our_versions_with_token_b(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        # A real CPO reads our versions with Token B before it answers the POST.
+        assert OcpiTestClient(call["json"]["token"]).get("/ocpi/versions").status_code == 200
+        return answer_credentials(call)
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", cpo_checks_our_versions_with_token_b)
+    again = register_with_partner(versions_url=f"{CPO}/versions", token_a="new-token-a", partner=partner)
+    assert again.pk == partner.pk
+    assert again.state == Partner.State.CONNECTED
+    assert again.outgoing_token == "token-c-from-cpo"
+
+
+def test_a_refused_registration_leaves_an_unregistered_partner_unregistered(peer: FakePeer, db: None) -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA", state=Partner.State.UNREGISTERED, outgoing_token="")
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, envelope(None, status_code=3001)))
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="new-token-a", partner=partner)
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.UNREGISTERED
+
+
 def test_we_retry_with_a_raw_token_when_base64_is_refused(peer: FakePeer, db: None) -> None:
     script_cpo(peer)
     peer.route("POST", f"{CPO}/2.2.1/credentials", answer_credentials)

@@ -57,6 +57,11 @@ class Command(BaseCommand):
 
     def step(self, client: BapClient, label: str, action: str, message: dict[str, Any]) -> Callback:
         ack, callback, seconds = client.request(action, message, timeout=30)
+        return self.step_result(label, action, ack, callback, seconds)
+
+    def step_result(
+        self, label: str, action: str, ack: dict[str, Any], callback: Callback | None, seconds: float
+    ) -> Callback:
         status = (ack.get("message") or {}).get("ack", {}).get("status", ack)
         if callback is None:
             raise CommandError(f"{label}: {status}, and no on_{action} arrived")
@@ -102,7 +107,7 @@ class Command(BaseCommand):
         confirmed = self.step(client, "4. confirm", "confirm", confirm_message(provider["id"], item["id"]))
         order_id = confirmed.body["message"]["order"]["id"]
         self.stdout.write(f"   order {order_id}, state {self.state(confirmed.body)}")
-        started = self.step(client, "5. start charging", "update", update_message(order_id, "start-charging"))
+        started = self.start_when_reserved(client, order_id)
         self.stdout.write(f"   state {self.state(started.body)}")
         self.wait_for(client, "on_status", lambda b: self.state(b) == "ACTIVE", "6. charging (ACTIVE)", 60)
         deadline = time.monotonic() + options["charge_seconds"]
@@ -125,6 +130,18 @@ class Command(BaseCommand):
             + ", ".join(f"{b['title']} {b['price']['value']}" for b in bill["breakup"])
         )
         self.settlement(order_id)
+
+    def start_when_reserved(self, client: BapClient, order_id: str) -> Callback:
+        """A driver at the charger before the CPO has answered RESERVE_NOW is asked to try again in a few
+        seconds (error 50002); the app does just that."""
+        deadline = time.monotonic() + 30
+        while True:
+            ack, callback, seconds = client.request("update", update_message(order_id, "start-charging"), timeout=30)
+            error = (callback.body.get("error") or {}) if callback else {}
+            if "still confirming" not in str(error.get("message", "")) or time.monotonic() > deadline:
+                return self.step_result("5. start charging", "update", ack, callback, seconds)
+            self.stdout.write(f"   the charger is still confirming the reservation ({seconds * 1000:.0f} ms): retrying")
+            time.sleep(1)
 
     @staticmethod
     def pick(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -40,7 +40,9 @@ class Command(BaseCommand):
         port = options["port"]
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", base)}
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_all())
+        # Ctrl-C and SIGTERM stop everything (SIGINT too when a shell started us in the background).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             call_command("demo_setup", stdout=self.stdout)
             python = sys.executable
@@ -82,7 +84,10 @@ class Command(BaseCommand):
 
     def spawn(self, name: str, command: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
         log = (log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C reaches only this command, which then stops the children in order.
+        proc = subprocess.Popen(
+            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.children.append((name, proc))
         self.stdout.write(f"started {name} (pid {proc.pid}), log {log_dir / (name + '.log')}")
         return proc
@@ -115,8 +120,10 @@ class Command(BaseCommand):
             self.wait_for(f"http://127.0.0.1:{sim_port}/_sim/state", name)
             partner = Partner.objects.filter(country_code="IN", party_id=party).first()
             if partner is not None and partner.state == Partner.State.CONNECTED:
-                self.stdout.write(f"{name}: already connected")
-            elif initiator == "we":
+                # The simulators keep nothing between runs: each start is a new CPO to register with again.
+                partner.state = Partner.State.UNREGISTERED
+                partner.save(update_fields=["state"])
+            if initiator == "we":
                 try:
                     partner = register_with_partner(
                         versions_url=sim_versions, token_a=token_a, partner=partner, name=name
