@@ -3,14 +3,14 @@ with every request to another host refused; and CPO simulator processes on 127.0
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.cposim.conftest import SimProcess
+from tests.e2e.conftest import simulator  # noqa: F401  (the CPO simulator processes, shared)
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Never `playwright install`: Playwright drives the distribution's Chromium (docs recipes, "Real browser tests").
@@ -88,18 +88,3 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[BrowserPage]:
             from django.db import connections
 
             connections.close_all()
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
-    """Start CPO simulator processes (`python -m cposim`); all are stopped at teardown."""
-    started: list[SimProcess] = []
-
-    def start(*args: str) -> SimProcess:
-        sim = SimProcess(list(args), tmp_path / f"sim{len(started)}.log")
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
