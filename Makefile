@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install run demo test smoke lint format bench clean
+.PHONY: smoke-run install run demo test smoke lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ smoke: install
 	DATABASE_URL=sqlite:///var/smoke.sqlite3 REDIS_URL= $(PY) manage.py migrate --noinput -v0
 	DATABASE_URL=sqlite:///var/smoke.sqlite3 REDIS_URL= $(PY) manage.py demo_setup
 	DATABASE_URL= REDIS_URL= $(VENV)/bin/pytest -q -m "not e2e" -p no:cacheprovider
+
+## `make run` then `make demo` on embedded SQLite, as a newcomer would: the whole platform and one driver's charge.
+SMOKE_RUN_ENV = DATABASE_URL=sqlite:///var/smoke-run.sqlite3 REDIS_URL=
+smoke-run: install
+	rm -f var/smoke-run.sqlite3 var/smoke-run.log
+	$(SMOKE_RUN_ENV) $(PY) manage.py migrate --noinput -v0
+	@$(SMOKE_RUN_ENV) $(PY) manage.py run_platform --port 8600 > var/smoke-run.log 2>&1 & pid=$$!; \
+	trap 'kill -TERM $$pid; wait $$pid' EXIT; \
+	for i in $$(seq 180); do grep -q "The platform is running" var/smoke-run.log && break; sleep 1; done; \
+	$(SMOKE_RUN_ENV) $(PY) manage.py demo --bpp http://127.0.0.1:8600/beckn --charge-seconds 4 \
+	  || { echo "--- var/smoke-run.log"; cat var/smoke-run.log; exit 1; }
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -40,6 +40,11 @@ class Command(BaseCommand):
         port = options["port"]
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", base)}
+        if "PUBLIC_BASE_URL" not in os.environ:
+            # This process registers with the simulators too: it must hand out the same URLs as the children.
+            settings.PUBLIC_BASE_URL = base
+            if "BECKN_SUBSCRIBER_URL" not in os.environ:
+                settings.BECKN_SUBSCRIBER_URL = f"{base}/beckn"
         # Ctrl-C and SIGTERM stop everything (SIGINT too when a shell started us in the background).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
