@@ -90,9 +90,7 @@ def booking_confirm(
                 payment_reference=payment_reference,
             )
             if evse.is_reservable:
-                command = commands.command_reserve_now(reservation=reservation)
-                Command.objects.filter(pk=command.pk).update(booking=booking)
-                _send_after_commit(command)
+                _send_after_commit(commands.command_reserve_now(reservation=reservation, booking=booking))
     except IntegrityError as exc:  # the exclusion constraint caught a concurrent confirm
         raise EvseUnavailable("EVSE already booked") from exc
     return booking
@@ -133,10 +131,12 @@ def booking_start(booking: Booking) -> Command:
         use_reservation = reservation if reservation and reservation.status == Reservation.Status.RESERVED else None
         assert booking.token is not None
         command = commands.command_start_session(
-            token=booking.token, evse=booking.evse, connector_id=booking.connector_id, reservation=use_reservation
+            token=booking.token,
+            evse=booking.evse,
+            connector_id=booking.connector_id,
+            reservation=use_reservation,
+            booking=booking,
         )
-        Command.objects.filter(pk=command.pk).update(booking=booking)
-        command.booking = booking
         _send_after_commit(command)
     return command
 
@@ -152,8 +152,7 @@ def booking_stop(booking: Booking) -> Command:
         raise BookingStateError(f"booking {booking.order_id} has no session to stop yet")
     with transaction.atomic():
         booking = _move(booking, Booking.State.STOPPING, (Booking.State.STARTING, Booking.State.CHARGING))
-        command = commands.command_stop_session(session=session)
-        Command.objects.filter(pk=command.pk).update(booking=booking)
+        command = commands.command_stop_session(session=session, booking=booking)
         _send_after_commit(command)
     return command
 
@@ -166,20 +165,16 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
         if not booking.is_active:
             raise BookingStateError(f"booking {booking.order_id} is {booking.state}")
         command = None
-        if booking.state in (
-            Booking.State.CHARGING,
-            Booking.State.STOPPING,
-            Booking.State.STARTING,
-        ) and current_session(booking):
-            session = current_session(booking)
-            assert session is not None
-            command = commands.command_stop_session(session=session)
+        started = booking.state in (Booking.State.CHARGING, Booking.State.STOPPING, Booking.State.STARTING)
+        session = current_session(booking) if started else None
+        if session is not None:
+            command = commands.command_stop_session(session=session, booking=booking)
         elif (
             booking.reservation
             and booking.reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED)
             and not by_cpo
         ):
-            command = commands.command_cancel_reservation(reservation=booking.reservation)
+            command = commands.command_cancel_reservation(reservation=booking.reservation, booking=booking)
         if booking.reservation:
             Reservation.objects.filter(pk=booking.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
                 status=Reservation.Status.CANCELLED
@@ -188,7 +183,6 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
             state=Booking.State.CANCELLED, cancellation_reason=reason[:200], updated_at=timezone.now()
         )
         if command is not None:
-            Command.objects.filter(pk=command.pk).update(booking=booking)
             _send_after_commit(command)
     booking.refresh_from_db()
     return command

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from emsp.models import ChargingSession, Command, Evse, Partner, Reservation, Token
+from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
 from emsp.services import hooks
 from ocpi.client import OcpiClient, OcpiClientError
 from ocpi.normalize import format_ocpi_datetime, unwrap_object_payload
@@ -51,7 +51,12 @@ def _create(partner: Partner, command_type: str, payload: dict[str, Any], **link
 
 
 def command_start_session(
-    *, token: Token, evse: Evse, connector_id: str = "", reservation: Reservation | None = None
+    *,
+    token: Token,
+    evse: Evse,
+    connector_id: str = "",
+    reservation: Reservation | None = None,
+    booking: Booking | None = None,
 ) -> Command:
     location = evse.location
     reference = _new_reference()
@@ -75,10 +80,11 @@ def command_start_session(
         evse=evse,
         reservation=reservation,
         authorization_reference=reference,
+        booking=booking,
     )
 
 
-def command_stop_session(*, session: ChargingSession) -> Command:
+def command_stop_session(*, session: ChargingSession, booking: Booking | None = None) -> Command:
     return _create(
         session.partner,
         Command.Type.STOP_SESSION,
@@ -86,10 +92,11 @@ def command_stop_session(*, session: ChargingSession) -> Command:
         session=session,
         token=session.token,
         evse=session.evse,
+        booking=booking,
     )
 
 
-def command_reserve_now(*, reservation: Reservation) -> Command:
+def command_reserve_now(*, reservation: Reservation, booking: Booking | None = None) -> Command:
     evse = reservation.evse
     payload: dict[str, Any] = {
         "token": token_to_ocpi(reservation.token),
@@ -107,16 +114,18 @@ def command_reserve_now(*, reservation: Reservation) -> Command:
         evse=evse,
         reservation=reservation,
         authorization_reference=payload["authorization_reference"],
+        booking=booking,
     )
 
 
-def command_cancel_reservation(*, reservation: Reservation) -> Command:
+def command_cancel_reservation(*, reservation: Reservation, booking: Booking | None = None) -> Command:
     return _create(
         reservation.evse.location.partner,
         Command.Type.CANCEL_RESERVATION,
         {"reservation_id": reservation.reservation_id},
         reservation=reservation,
         evse=reservation.evse,
+        booking=booking,
     )
 
 

@@ -104,7 +104,8 @@ class Command(BaseCommand):
                 if requests.get(url, timeout=2).status_code < 500:
                     return
             except requests.RequestException:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)
         raise RuntimeError(f"{what} did not come up at {url}")
 
     def start_simulators(self, port: int, env: dict[str, str], log_dir: Path) -> None:
