@@ -9,6 +9,8 @@ from decimal import ROUND_CEILING, Decimal, DecimalException
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from billing.money import ROUNDING_POLICIES
+
 from .engine import PriceResult, price_core
 from .errors import CdrError
 from .periods import (
@@ -21,12 +23,11 @@ from .periods import (
     periods_from_ocpi,
     records_from_periods,
 )
-from .tariff import ZERO, Tariff, parse_datetime, parse_number, parse_tariff, to_us
+from .tariff import US_PER_HOUR, ZERO, Tariff, parse_datetime, parse_nonnegative, parse_tariff, to_us
 
 __all__ = ["estimate_session", "price_cdr", "price_periods", "quote", "resolve_zone"]
 
 _ZONES: dict[str, tzinfo | None] = {"UTC": None, "Etc/UTC": None, "Z": None}
-_US_PER_HOUR = Decimal(3_600_000_000)
 _MISSING_VAT = ("unknown", "exempt")
 
 
@@ -74,11 +75,8 @@ def _check_options(rounding: str | None, missing_vat: str) -> None:
         return
     if missing_vat not in _MISSING_VAT:
         raise CdrError("missing_vat", f"must be one of {_MISSING_VAT}")
-    if rounding is not None:
-        from billing.money import ROUNDING_POLICIES
-
-        if not isinstance(rounding, str) or rounding.strip().upper() not in ROUNDING_POLICIES:
-            raise CdrError("rounding", f"unknown rounding policy {rounding!r}")
+    if rounding is not None and (not isinstance(rounding, str) or rounding.strip().upper() not in ROUNDING_POLICIES):
+        raise CdrError("rounding", f"unknown rounding policy {rounding!r}")
 
 
 def _as_tariff(tariff: Tariff | dict[str, Any], path: str = "tariff") -> Tariff:
@@ -133,25 +131,9 @@ def price_periods(
     if not items:
         raise CdrError("periods", "at least one charging period is required")
     records = records_from_periods(items)
-    return _run(tariff, records, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
-
-
-def _run(
-    tariff: Tariff,
-    periods: list[Record],
-    zone: tzinfo | None,
-    time_zone: str,
-    session_start: datetime,
-    session_end: datetime | None,
-    warnings: list[str],
-    rounding: str | None,
-    missing_vat: str,
-) -> PriceResult:
-    if not tariff.valid_at(session_start):
-        warnings.append("tariff_not_valid_at_session_start")
     return price_core(
         tariff,
-        periods,
+        records,
         zone=zone,
         time_zone=time_zone,
         session_start=session_start,
@@ -226,7 +208,17 @@ def price_cdr(
         # started after energy flowed, so durations count from the first period.
         warnings.append("periods_outside_start_end_date_time")
         session_start = periods[0][START]
-    return _run(tariff, periods, zone, time_zone, session_start, end, warnings, rounding, missing_vat)
+    return price_core(
+        tariff,
+        periods,
+        zone=zone,
+        time_zone=time_zone,
+        session_start=session_start,
+        session_end=end,
+        warnings=warnings,
+        rounding=rounding,
+        missing_vat=missing_vat,
+    )
 
 
 def _choose_tariff(tariffs: list[Tariff], periods: list[Record], start: datetime, warnings: list[str]) -> Tariff:
@@ -245,14 +237,7 @@ def _choose_tariff(tariffs: list[Tariff], periods: list[Record], start: datetime
     for tariff in tariffs:
         if tariff.valid_at(start):
             return tariff
-    return tariffs[0]  # price_periods adds tariff_not_valid_at_session_start
-
-
-def _decimal(value: Any, path: str) -> Decimal:
-    number = parse_number(value, path, CdrError)
-    if number < 0:
-        raise CdrError(path, "must not be negative")
-    return number
+    return tariffs[0]  # price_core adds tariff_not_valid_at_session_start
 
 
 @_guarded
@@ -273,7 +258,7 @@ def quote(
     (whichever comes first), then `parking` follows; `reservation` is the time reserved before start."""
     tariff = _as_tariff(tariff)
     start = _aware(start, "start")
-    power = _decimal(power_kw, "power_kw")
+    power = parse_nonnegative(power_kw, "power_kw", CdrError)
     if energy_kwh is None and duration is None:
         raise CdrError("energy_kwh", "give energy_kwh or duration (or both)")
     for name, value in (("duration", duration), ("parking", parking), ("reservation", reservation)):
@@ -282,14 +267,14 @@ def quote(
     candidates: list[tuple[int, Decimal]] = []
     if duration is not None:
         us = duration // timedelta(microseconds=1)
-        candidates.append((us, power * Decimal(us) / _US_PER_HOUR))
+        candidates.append((us, power * Decimal(us) / US_PER_HOUR))
     if energy_kwh is not None:
-        energy = _decimal(energy_kwh, "energy_kwh")
+        energy = parse_nonnegative(energy_kwh, "energy_kwh", CdrError)
         if energy > 0 and power == 0:
             if duration is None:
                 raise CdrError("power_kw", "must be positive to charge energy_kwh")
         elif power > 0:
-            us = int((energy / power * _US_PER_HOUR).to_integral_value(ROUND_CEILING))
+            us = int((energy / power * US_PER_HOUR).to_integral_value(ROUND_CEILING))
             candidates.append((us, energy))
         else:
             candidates.append((0, ZERO))
@@ -353,7 +338,7 @@ def estimate_session(
     periods = periods_from_ocpi(raw, end, warnings=warnings)
     if not periods:
         kwh = session.get("kwh")
-        energy = ZERO if kwh is None else _decimal(kwh, "kwh")
+        energy = ZERO if kwh is None else parse_nonnegative(kwh, "kwh", CdrError)
         periods = [ChargingPeriod(start, end, energy=energy, time=end - start)]
         warnings.append("estimate_without_charging_periods")
     elif ongoing:

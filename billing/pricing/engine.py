@@ -31,9 +31,9 @@ from .result import (
     CONTEXT,
     RESERVATION_FLAT,
     RESERVATION_TIME,
-    US_PER_HOUR,
     PriceResult,
     _Line,
+    line_amounts,
 )
 from .tariff import (
     DAY_US,
@@ -42,19 +42,19 @@ from .tariff import (
     FLAT,
     PARKING_TIME,
     TIME,
+    US_PER_HOUR,
     ZERO,
     Price,
     PriceComponent,
     Restrictions,
     Tariff,
     TariffElement,
+    td_us,
     to_us,
 )
 
 __all__ = ["price_core"]
 
-_CTX = CONTEXT
-_US_PER_HOUR = US_PER_HOUR
 _WH_PER_KWH = Decimal(1000)
 _ONE = Decimal(1)
 _WEEK_US = 7 * DAY_US
@@ -62,10 +62,6 @@ _ENERGY_QUANTUM = Decimal("1e-9")  # kWh, i.e. micro-Wh
 _WHOLE = (ZERO, _ONE)
 _NO_PIECES: list[tuple[int, int, int]] = []
 Candidates = tuple[tuple[TariffElement, PriceComponent], ...]
-
-
-def _td_us(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 # --------------------------------------------------------------------------- restriction matching
@@ -131,13 +127,23 @@ def _unknown(value: Decimal | None, element: TariffElement, name: str, warnings:
     return False
 
 
-def _select(cands: Candidates, ctx: list[Any], warnings: set[str]) -> tuple[TariffElement, PriceComponent] | None:
-    # mod_tariffs Tariff object: per dimension, the first element in list order whose restrictions match.
-    for pair in cands:
-        r = pair[0].restrictions
-        if r is None or _matches(r, ctx, pair[0], warnings):
-            return pair
-    return None
+def _bill(
+    lines: list[_Line],
+    category: str,
+    cands: Candidates,
+    ctx: list[Any],
+    warnings: set[str],
+    volume: Decimal,
+    segment: int,
+) -> bool:
+    """Bill `volume` with the component of the first element (in list order) whose restrictions match
+    (mod_tariffs Tariff object: per dimension); False when none does."""
+    for element, component in cands:
+        r = element.restrictions
+        if r is None or _matches(r, ctx, element, warnings):
+            lines.append(_Line(category, element.index, component, volume, segment))
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- time zones
@@ -151,7 +157,7 @@ _DAY_CACHE_LIMIT = 50_000
 
 def _raw_offset(zone: tzinfo, us: int) -> int:
     offset = (EPOCH + timedelta(microseconds=us)).astimezone(zone).utcoffset()
-    return 0 if offset is None else _td_us(offset)
+    return 0 if offset is None else td_us(offset)
 
 
 class _Offsets:
@@ -224,7 +230,10 @@ def price_core(
     rounding: str | None = None,
     missing_vat: str = "unknown",
 ) -> PriceResult:
-    with localcontext(_CTX):
+    """Price engine records with one tariff (the entry point of every public pricing function)."""
+    if not tariff.valid_at(session_start):
+        warnings.append("tariff_not_valid_at_session_start")
+    with localcontext(CONTEXT):
         return _price(tariff, periods, zone, time_zone, session_start, session_end, warnings, rounding, missing_vat)
 
 
@@ -349,7 +358,7 @@ def _price(
             p_min = _first(period[MIN_POWER], period[POWER], period[MAX_POWER])
             if p_max is None:
                 if energy:
-                    hours = Decimal(t_us or span) / _US_PER_HOUR
+                    hours = Decimal(t_us or span) / US_PER_HOUR
                     p_max = p_min = energy / hours if hours else None
                 else:
                     p_max = p_min = ZERO
@@ -396,40 +405,26 @@ def _price(
             if not reservation_only:
                 seg_energy = e_cum[i + 1] - e_cum[i]
                 if seg_energy > 0 and c_energy:
-                    hit = _select(c_energy, ctx, soft)
-                    if hit:
-                        lines.append(_Line(ENERGY, hit[0].index, hit[1], seg_energy, seg_index))
+                    _bill(lines, ENERGY, c_energy, ctx, soft, seg_energy, seg_index)
                 seg_time = t_cum[i + 1] - t_cum[i]
                 if seg_time and c_time:
-                    hit = _select(c_time, ctx, soft)
-                    if hit:
-                        lines.append(_Line(TIME, hit[0].index, hit[1], Decimal(seg_time), seg_index))
+                    _bill(lines, TIME, c_time, ctx, soft, Decimal(seg_time), seg_index)
                 seg_parking = p_cum[i + 1] - p_cum[i]
                 if seg_parking and c_parking:
-                    hit = _select(c_parking, ctx, soft)
-                    if hit:
-                        lines.append(_Line(PARKING_TIME, hit[0].index, hit[1], Decimal(seg_parking), seg_index))
+                    _bill(lines, PARKING_TIME, c_parking, ctx, soft, Decimal(seg_parking), seg_index)
                 # FLAT: once per charging session, the first time a FLAT element matches.
                 if not flat_done and c_flat:
-                    hit = _select(c_flat, ctx, soft)
-                    if hit:
-                        lines.append(_Line(FLAT, hit[0].index, hit[1], _ONE, seg_index))
-                        flat_done = True
+                    flat_done = _bill(lines, FLAT, c_flat, ctx, soft, _ONE, seg_index)
             seg_reserved = r_cum[i + 1] - r_cum[i]
             if seg_reserved:
                 if r_time:
-                    hit = _select(r_time, ctx, soft)
-                    if hit:
-                        lines.append(_Line(RESERVATION_TIME, hit[0].index, hit[1], Decimal(seg_reserved), seg_index))
+                    _bill(lines, RESERVATION_TIME, r_time, ctx, soft, Decimal(seg_reserved), seg_index)
                 # Reservation FLAT: once per reservation. Billed in addition to a charging FLAT - the
                 # spec's own tariff_16 example totals 8.75 = 2.00 reservation fee + 0.50 start fee +
                 # 1.25 reservation time + 5.00 energy. "One component per dimension at a time" still
                 # holds: reservation and charging elements are never active at the same moment.
                 if not r_flat_done and r_flat:
-                    hit = _select(r_flat, ctx, soft)
-                    if hit:
-                        lines.append(_Line(RESERVATION_FLAT, hit[0].index, hit[1], _ONE, seg_index))
-                        r_flat_done = True
+                    r_flat_done = _bill(lines, RESERVATION_FLAT, r_flat, ctx, soft, _ONE, seg_index)
         cum_energy += energy
 
     _apply_step_sizes(lines)
@@ -438,11 +433,7 @@ def _price(
     exempt = missing_vat == "exempt"
     sums: dict[str, list[Any]] = {}
     for line in lines:
-        comp = line.component
-        volume = line.volume if line.category in (ENERGY, FLAT, RESERVATION_FLAT) else line.volume / _US_PER_HOUR
-        excl = comp.price * volume
-        factor = comp.vat_factor
-        incl = excl * factor if factor is not None else (excl if exempt else None)
+        excl, incl = line_amounts(line.component, line.billed(), exempt)
         key = "RESERVATION" if line.category in (RESERVATION_FLAT, RESERVATION_TIME) else line.category
         acc = sums.get(key)
         if acc is None:
@@ -489,9 +480,9 @@ def _price(
         totals=totals,
         total_cost=Price(excl_total, incl_total),
         total_energy=total_energy,
-        total_time=Decimal(end_us - start_us) / _US_PER_HOUR,
-        total_parking_time=Decimal(total_parking_us) / _US_PER_HOUR,
-        total_reservation_time=Decimal(total_reservation_us) / _US_PER_HOUR,
+        total_time=Decimal(end_us - start_us) / US_PER_HOUR,
+        total_parking_time=Decimal(total_parking_us) / US_PER_HOUR,
+        total_reservation_time=Decimal(total_reservation_us) / US_PER_HOUR,
         min_price_applied=min_applied,
         max_price_applied=max_applied,
         warnings=all_warnings,

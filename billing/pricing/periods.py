@@ -9,12 +9,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from .errors import CdrError
-from .tariff import EPOCH, ZERO, parse_datetime, parse_number, to_us
+from .tariff import EPOCH, US_PER_HOUR, ZERO, parse_datetime, parse_number, td_us, to_us
 
 __all__ = ["ChargingPeriod", "hours_to_timedelta", "periods_from_ocpi"]
 
 _TD0 = timedelta(0)
-_US_PER_HOUR = Decimal(3_600_000_000)
 
 # mod_cdrs CdrDimensionType (2.2.1). Volumes in kWh, hours, A, kW or percent.
 _DIMENSION_TYPES = (
@@ -170,15 +169,11 @@ def parse_period_records(
 
 def hours_to_us(hours: Decimal) -> int:
     """Exact for up to 9 decimals of hours (OCPI sends 4); finer digits round to the microsecond."""
-    return int((hours * _US_PER_HOUR).to_integral_value(ROUND_HALF_EVEN))
+    return int((hours * US_PER_HOUR).to_integral_value(ROUND_HALF_EVEN))
 
 
 def hours_to_timedelta(hours: Decimal) -> timedelta:
     return timedelta(microseconds=hours_to_us(hours))
-
-
-def _td_us(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def periods_from_ocpi(
@@ -220,9 +215,9 @@ def records_from_periods(periods: list[ChargingPeriod]) -> list[Record]:
             to_us(p.start_date_time),
             None if p.end_date_time is None else to_us(p.end_date_time),
             p.energy,
-            _td_us(p.time),
-            _td_us(p.parking_time),
-            _td_us(p.reservation_time),
+            td_us(p.time),
+            td_us(p.parking_time),
+            td_us(p.reservation_time),
             p.max_power,
             p.min_power,
             p.power,

@@ -8,14 +8,15 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOp
 from functools import cached_property
 from typing import Any
 
-from .tariff import ENERGY, EPOCH, FLAT, PARKING_TIME, TIME, ZERO, Price, PriceComponent, _fmt
+from billing.money import round_money
+
+from .tariff import ENERGY, EPOCH, FLAT, PARKING_TIME, TIME, US_PER_HOUR, ZERO, Price, PriceComponent, _fmt
 
 __all__ = ["CATEGORIES", "DimensionCost", "PeriodCost", "PriceResult"]
 
 # Exact arithmetic: 34 digits (IEEE decimal128) keeps a session's cost exact to far below a
 # micro-cent; a caller's global decimal context must not change prices, hence a private context.
 CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
-US_PER_HOUR = Decimal(3_600_000_000)
 
 RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
 CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
@@ -78,11 +79,25 @@ class _Line:
         self.segment = segment
         self.added = ZERO
 
+    def in_units(self, volume: Decimal) -> Decimal:
+        """A volume of this line (kWh, microseconds or 1) in OCPI units (kWh, hours, 1)."""
+        if self.category in (ENERGY, FLAT, RESERVATION_FLAT):
+            return volume
+        return volume / US_PER_HOUR
+
     def billed(self) -> Decimal:
         """Volume in OCPI units (kWh, hours, 1)."""
-        if self.category in (ENERGY, FLAT, RESERVATION_FLAT):
-            return self.volume
-        return self.volume / US_PER_HOUR
+        return self.in_units(self.volume)
+
+
+def line_amounts(component: PriceComponent, volume: Decimal, exempt: bool) -> tuple[Decimal, Decimal | None]:
+    """Cost of `volume` (OCPI units) excl. and incl. VAT. A component without `vat` has no known amount
+    incl. VAT, unless VAT is treated as exempt (missing_vat="exempt")."""
+    excl = component.price * volume
+    factor = component.vat_factor
+    if factor is None:
+        return excl, (excl if exempt else None)
+    return excl, excl * factor
 
 
 class PriceResult:
@@ -132,38 +147,51 @@ class PriceResult:
     def __repr__(self) -> str:
         return f"<PriceResult {self.currency} {self.total_cost.excl_vat}/{self.total_cost.incl_vat}>"
 
-    def _cost(self, line: _Line, volume: Decimal) -> Price:
-        comp = line.component
-        excl = comp.price * volume
-        factor = comp.vat_factor
-        if factor is None:
-            return Price(excl, excl if self.missing_vat == "exempt" else None)
-        return Price(excl, excl * factor)
+    @cached_property
+    def _line_costs(self) -> list[DimensionCost]:
+        """Each line's billed volume, step extra and cost; `periods` places them, `breakdown` sums them."""
+        exempt = self.missing_vat == "exempt"
+        with localcontext(CONTEXT):
+            costs = []
+            for line in self._lines:
+                comp = line.component
+                volume = line.billed()
+                costs.append(
+                    DimensionCost(
+                        line.category,
+                        line.element,
+                        comp.price,
+                        comp.vat,
+                        comp.step_size,
+                        volume,
+                        line.in_units(line.added),
+                        Price(*line_amounts(comp, volume, exempt)),
+                    )
+                )
+            return costs
 
     @cached_property
     def breakdown(self) -> dict[str, list[DimensionCost]]:
         """Per dimension, per tariff element (in order of first use): billed volume and cost."""
         with localcontext(CONTEXT):
-            groups: dict[tuple[str, int], list[_Line]] = {}
-            for line in self._lines:
-                groups.setdefault((line.category, line.element), []).append(line)
+            groups: dict[tuple[str, int], list[DimensionCost]] = {}
+            for cost in self._line_costs:
+                groups.setdefault((cost.dimension, cost.element_index), []).append(cost)
             out: dict[str, list[DimensionCost]] = {c: [] for c in CATEGORIES}
-            for (category, element), lines in groups.items():
-                comp = lines[0].component
-                volume = sum((ln.billed() for ln in lines), ZERO)
-                added = sum((_unit(ln, ln.added) for ln in lines), ZERO)
-                costs = [self._cost(ln, ln.billed()) for ln in lines]
-                excl = sum((c.excl_vat for c in costs), ZERO)
-                incl = None if any(c.incl_vat is None for c in costs) else sum((c.incl_vat for c in costs), ZERO)  # type: ignore[misc]
+            for (category, element), costs in groups.items():
+                first = costs[0]
+                excl = sum((c.cost.excl_vat for c in costs), ZERO)
+                incls = [c.cost.incl_vat for c in costs]
+                incl = None if None in incls else sum(incls, ZERO)
                 out[category].append(
                     DimensionCost(
                         category,
                         element,
-                        comp.price,
-                        comp.vat,
-                        comp.step_size,
-                        volume,
-                        added,
+                        first.price,
+                        first.vat,
+                        first.step_size,
+                        sum((c.volume for c in costs), ZERO),
+                        sum((c.step_added for c in costs), ZERO),
                         Price(excl, incl),
                     )
                 )
@@ -172,27 +200,13 @@ class PriceResult:
     @cached_property
     def periods(self) -> list[PeriodCost]:
         """Every priced sub-period with the dimension costs billed in it (step extras included)."""
-        with localcontext(CONTEXT):
-            per_segment: list[list[DimensionCost]] = [[] for _ in self._segments]
-            for line in self._lines:
-                comp = line.component
-                volume = line.billed()
-                per_segment[line.segment].append(
-                    DimensionCost(
-                        line.category,
-                        line.element,
-                        comp.price,
-                        comp.vat,
-                        comp.step_size,
-                        volume,
-                        _unit(line, line.added),
-                        self._cost(line, volume),
-                    )
-                )
-            return [
-                PeriodCost(_from_us(a), _from_us(b), tuple(costs))
-                for (a, b), costs in zip(self._segments, per_segment, strict=True)
-            ]
+        per_segment: list[list[DimensionCost]] = [[] for _ in self._segments]
+        for line, cost in zip(self._lines, self._line_costs, strict=True):
+            per_segment[line.segment].append(cost)
+        return [
+            PeriodCost(_from_us(a), _from_us(b), tuple(costs))
+            for (a, b), costs in zip(self._segments, per_segment, strict=True)
+        ]
 
     def to_dict(self, rounding: str | None = None) -> dict[str, Any]:
         """JSON-ready view. Money is exact unless a rounding policy is set (here or at pricing time)."""
@@ -203,8 +217,6 @@ class PriceResult:
                 return None
             if policy is None:
                 return price.to_dict()
-            from billing.money import round_money
-
             incl = price.incl_vat
             # Rounded amounts keep the currency's minor unit digits ("5.00"), like an invoice.
             return {
@@ -233,12 +245,6 @@ class PriceResult:
             "periods": [p.to_dict() for p in self.periods],
             "warnings": list(self.warnings),
         }
-
-
-def _unit(line: _Line, volume: Decimal) -> Decimal:
-    if line.category in (ENERGY, FLAT, RESERVATION_FLAT):
-        return volume
-    return volume / US_PER_HOUR
 
 
 def _from_us(us: int) -> datetime:
