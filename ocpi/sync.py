@@ -7,7 +7,6 @@ partner and the rest of the page is kept."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import SyncRun
 from ocpi.normalize import (
     Issue,
+    Normalizer,
     Rejected,
     format_ocpi_datetime,
     normalize_cdr,
@@ -38,7 +38,7 @@ SESSIONS_FULL_LOOKBACK = timedelta(days=90)
 # Incremental pulls overlap the previous one a little: partners' clocks and commit times differ.
 INCREMENTAL_OVERLAP = timedelta(minutes=2)
 
-_NORMALIZERS: dict[str, Callable[..., tuple[dict[str, Any], list[Issue]]]] = {
+_NORMALIZERS: dict[str, Normalizer] = {
     "locations": normalize_location,
     "tariffs": normalize_tariff,
     "sessions": normalize_session,
@@ -93,7 +93,7 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
                     Issue(path=exc.path or "", code="rejected", message=exc.reason[:500], fixed=False),
                 )
             )
-            found.extend((object_id, issue) for issue in getattr(exc, "issues", None) or [])
+            found.extend((object_id, issue) for issue in exc.issues)
             continue
         counts.accepted += 1
         if issues:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from ocpi.normalize._base import (
     ISSUE_CODES,
     Issue,
+    Normalizer,
     Rejected,
     format_ocpi_datetime,
     parse_ocpi_datetime,
@@ -41,6 +42,7 @@ from ocpi.normalize.tariffs import normalize_tariff
 __all__ = [
     "ISSUE_CODES",
     "Issue",
+    "Normalizer",
     "Rejected",
     "format_ocpi_datetime",
     "normalize_cdr",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -110,6 +111,10 @@ ISSUE_CODES: dict[str, str] = {
 }
 
 
+# The public normalize_* functions: (raw, **options) -> (strictly 2.2.1-shaped dict, issues), or Rejected.
+Normalizer = Callable[..., tuple[dict[str, Any], list[Issue]]]
+
+
 class Rejected(ValueError):
     """The whole object cannot be used (``path`` names the offending field, ``reason`` says why)."""
 
@@ -166,6 +171,16 @@ class Ctx:
         return Rejected(path, reason, code=code, issues=self.issues)
 
 
+def collect(build: Callable[[Ctx], dict[str, Any]]) -> tuple[dict[str, Any], list[Issue]]:
+    """One top-level normalisation with a fresh Ctx: (result, issues), or Rejected carrying the issues
+    found before the rejection."""
+    ctx = Ctx()
+    try:
+        return build(ctx), ctx.issues
+    except Rejected as exc:
+        raise ctx.reject(exc.path, exc.reason, exc.code) from None
+
+
 # --- field names -------------------------------------------------------------------------------------------
 
 
@@ -180,6 +195,11 @@ def field_set(names: str) -> frozenset[str]:
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """A camelCase field name in OCPI spelling: "maxKwh" -> "max_kwh" (snake_case names stay as they are)."""
+    return _CAMEL.sub(r"_\1", name).lower()
 
 
 _PLANS: dict[tuple[str, frozenset[str]], tuple[tuple[str, str | None], ...]] = {}
@@ -206,7 +226,7 @@ def canonical_fields(
     plan = _PLANS.get(plan_key)
     if plan is None:
         # sorted: the issue list must not depend on the key order of the partner's JSON
-        targets = ((k, (aliases or {}).get(k) or _CAMEL.sub(r"_\1", k).lower()) for k in sorted(extra))
+        targets = ((k, (aliases or {}).get(k) or snake_case(k)) for k in sorted(extra))
         plan = tuple((k, t if t in known else None) for k, t in targets)
         if len(_PLANS) < 4096:  # bounded: the key sets come from partners
             _PLANS[plan_key] = plan

@@ -13,6 +13,7 @@ from ocpi.normalize._base import (
     Rejected,
     boolean,
     canonical_fields,
+    collect,
     country_alpha2,
     country_alpha3,
     display_texts,
@@ -596,31 +597,20 @@ def normalize_location(
     """
     if not isinstance(raw, dict):
         raise Rejected("", "location is not an object", code="invalid_location")
-    ctx = Ctx()
-    return _location(raw, ctx, country_code, party_id, partial=False), ctx.issues
+    return collect(lambda ctx: _location(raw, ctx, country_code, party_id, partial=False))
 
 
 def normalize_evse(raw: dict) -> tuple[dict, list[Issue]]:
     """A full EVSE (PUT on .../{location_id}/{evse_uid}); raises Rejected (e.g. no uid)."""
-    ctx = Ctx()
-    try:
-        evse, _lu_dt = _evse(raw, "", ctx, None)
-    except Rejected as exc:
-        raise ctx.reject(exc.path, exc.reason, exc.code) from None
-    return evse, ctx.issues
+    return collect(lambda ctx: _evse(raw, "", ctx, None)[0])
 
 
 def normalize_connector(raw: dict, *, power_type_hint: str | None = None) -> tuple[dict, list[Issue]]:
     """A full Connector; ``power_type_hint`` is used if power_type is unusable."""
-    ctx = Ctx()
     hint = None
     if power_type_hint is not None:
         hint, _how = enums.POWER_TYPE.resolve(str(power_type_hint))
-    try:
-        conn, _lu_dt = _connector(raw, "", ctx, None, hint)
-    except Rejected as exc:
-        raise ctx.reject(exc.path, exc.reason, exc.code) from None
-    return conn, ctx.issues
+    return collect(lambda ctx: _connector(raw, "", ctx, None, hint)[0])
 
 
 def normalize_location_patch(raw: dict, level: str) -> tuple[dict, list[Issue]]:
@@ -633,16 +623,16 @@ def normalize_location_patch(raw: dict, level: str) -> tuple[dict, list[Issue]]:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
     if not isinstance(raw, dict):
         raise Rejected("", "PATCH body is not an object", code="invalid_patch")
-    ctx = Ctx()
     if raw.get("last_updated") is None and raw.get("lastUpdated") is None:
-        raise ctx.reject("last_updated", "PATCH without last_updated", "missing_last_updated")
-    try:
+        raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
+
+    def patch(ctx: Ctx) -> dict[str, Any]:
         if level == "location":
-            return _location(raw, ctx, None, None, partial=True), ctx.issues
+            return _location(raw, ctx, None, None, partial=True)
         fn = _evse if level == "evse" else _connector
         out, _dt = fn(raw, "", ctx, None, partial=True)
-    except Rejected as exc:
-        raise ctx.reject(exc.path, exc.reason, exc.code) from None
-    if "last_updated" not in out:
-        raise ctx.reject("last_updated", "PATCH without a usable last_updated", "missing_last_updated")
-    return out, ctx.issues
+        if "last_updated" not in out:
+            raise Rejected("last_updated", "PATCH without a usable last_updated", code="missing_last_updated")
+        return out
+
+    return collect(patch)

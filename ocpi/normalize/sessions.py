@@ -12,6 +12,7 @@ from ocpi.normalize._base import (
     as_list,
     boolean,
     canonical_fields,
+    collect,
     country_alpha3,
     currency,
     dt_field,
@@ -420,11 +421,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
 def _run(fn: Any, raw: object, kind: str, *args: Any, **kwargs: Any) -> tuple[dict, list[Issue]]:
     if not isinstance(raw, dict):
         raise Rejected("", f"{kind} is not an object", code=f"invalid_{kind}")
-    ctx = Ctx()
-    try:
-        return fn(raw, ctx, *args, **kwargs), ctx.issues
-    except Rejected as exc:
-        raise ctx.reject(exc.path, exc.reason, exc.code) from None
+    return collect(lambda ctx: fn(raw, ctx, *args, **kwargs))
 
 
 def normalize_session(

@@ -11,6 +11,7 @@ from ocpi.normalize._base import (
     Issue,
     Rejected,
     canonical_fields,
+    collect,
     currency,
     display_texts,
     dt_field,
@@ -22,6 +23,7 @@ from ocpi.normalize._base import (
     object_last_updated,
     party,
     price,
+    snake_case,
     text,
 )
 from ocpi.normalize.parts import energy_mix, hhmm
@@ -64,7 +66,6 @@ RESTRICTION_FIELDS = frozenset(
         "reservation",
     ]
 )
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T.*)?")
 
 
@@ -111,7 +112,7 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         raise Rejected(path, "restrictions is not an object", code="invalid_restriction")
     fields: dict[str, Any] = {}
     for key, value in raw.items():
-        target = key if key in RESTRICTION_FIELDS else _CAMEL.sub(r"_\1", key).lower()
+        target = key if key in RESTRICTION_FIELDS else snake_case(key)
         if target not in RESTRICTION_FIELDS:
             raise Rejected(join(path, key), f"unknown tariff restriction '{key}'", code="unknown_restriction")
         if target != key:
@@ -263,8 +264,4 @@ def normalize_tariff(
 
     Prices, VAT and restriction bounds stay the JSON numbers received (see ``_base.number``).
     """
-    ctx = Ctx()
-    try:
-        return tariff(raw, "", ctx, country_code, party_id), ctx.issues
-    except Rejected as exc:
-        raise ctx.reject(exc.path, exc.reason, exc.code) from None
+    return collect(lambda ctx: tariff(raw, "", ctx, country_code, party_id))
