@@ -23,7 +23,6 @@ from ocpi.redact import log_body
 
 log = logging.getLogger(__name__)
 
-LOG_BODY_LIMIT = 8000
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
 # Modules without routing headers (transport §"Message Routing": credentials, versions, hubclientinfo).
@@ -190,8 +189,8 @@ class OcpiClient:
             request_id=request_id,
             correlation_id=correlation_id,
             duration_ms=duration_ms,
-            request_body=log_body(body, module, LOG_BODY_LIMIT),
-            response_body=log_body(response_body, module, LOG_BODY_LIMIT) if settings.OCPI_LOG_BODIES else "",
+            request_body=log_body(body, module),
+            response_body=log_body(response_body, module) if settings.OCPI_LOG_BODIES else "",
             error=error[:2000],
         )
 

@@ -21,7 +21,7 @@ from ocpi import push, transport
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import PushDelivery
 from ocpi.normalize import unwrap_object_payload
-from ocpi.transport import OcpiError
+from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,18 @@ class RegistrationError(Exception):
 
 
 def versions_url() -> str:
-    return f"{settings.PUBLIC_BASE_URL}/ocpi/versions"
+    return absolute_url("/ocpi/versions")
 
 
 def our_versions() -> list[dict[str, str]]:
-    return [{"version": VERSION, "url": f"{settings.PUBLIC_BASE_URL}/ocpi/{VERSION}"}]
+    return [{"version": VERSION, "url": absolute_url(f"/ocpi/{VERSION}")}]
 
 
 def our_version_details() -> dict[str, Any]:
     return {
         "version": VERSION,
         "endpoints": [
-            {"identifier": identifier, "role": role, "url": f"{settings.PUBLIC_BASE_URL}{path}"}
+            {"identifier": identifier, "role": role, "url": absolute_url(path)}
             for identifier, role, path in OUR_MODULES
         ],
     }
@@ -141,11 +141,7 @@ def _validate_credentials(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise OcpiError(transport.INVALID_PARAMETERS, "Credentials object expected")
     token = body.get("token")
-    if (
-        not isinstance(token, str)
-        or not 1 <= len(token.strip()) <= 64
-        or not all(33 <= ord(c) <= 126 for c in token.strip())
-    ):
+    if not isinstance(token, str) or not 1 <= len(token.strip()) <= 64 or not is_printable_token(token.strip()):
         raise OcpiError(transport.INVALID_PARAMETERS, "token: string(64) of printable ASCII required")
     url = body.get("url")
     if not isinstance(url, str) or not url.strip().startswith(("http://", "https://")):
@@ -173,9 +169,18 @@ def _validate_credentials(body: Any) -> dict[str, Any]:
 
 
 def _apply_connection(
-    partner: Partner, *, endpoints: PartnerEndpoints, versions_url: str, roles: list[dict[str, Any]]
+    partner: Partner,
+    *,
+    endpoints: PartnerEndpoints,
+    versions_url: str,
+    roles: list[dict[str, Any]],
+    their_token: str,
+    our_token: str,
 ) -> None:
+    """The handshake is done: the partner's token (for our calls) and ours (for its calls) are exchanged."""
     transport.forget_cached_tokens()  # the partner's token changes: no cached answer for the old one here
+    partner.outgoing_token = their_token
+    partner.incoming_token_hash = hash_token(our_token)
     partner.versions_url = versions_url
     partner.version = endpoints.version
     partner.endpoints = endpoints.endpoints
@@ -198,14 +203,9 @@ def accept_registration(partner: Partner, body: Any, *, used_token_a: bool) -> d
     """POST credentials: the partner presents Token A and its Token B; answer with our Token C."""
     if partner.state == Partner.State.CONNECTED or not used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Already registered: use PUT to update", 405)
-    credentials = _validate_credentials(body)
-    endpoints = _fetch_or_3001(partner, credentials)
-    token_c = new_credentials_token()
+    token_c = _take_credentials(partner, body)
+    partner.token_a_hash = ""  # Token A is single-use (credentials.asciidoc)
     with transaction.atomic():
-        partner.outgoing_token = credentials["token"]
-        partner.incoming_token_hash = hash_token(token_c)
-        partner.token_a_hash = ""  # Token A is single-use (credentials.asciidoc)
-        _apply_connection(partner, endpoints=endpoints, versions_url=credentials["url"], roles=credentials["roles"])
         partner.save()
         push.tokens_to_new_partner(partner)
     log.info("%s registered with us", partner)
@@ -216,15 +216,26 @@ def update_registration(partner: Partner, body: Any, *, used_token_a: bool) -> d
     """PUT credentials: new token and possibly a new version; endpoints re-fetched; a new Token C."""
     if partner.state != Partner.State.CONNECTED or used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Not registered: use POST first", 405)
+    token_c = _take_credentials(partner, body)
+    partner.save()
+    return our_credentials(token_c)
+
+
+def _take_credentials(partner: Partner, body: Any) -> str:
+    """Validate the partner's Credentials, read its endpoints with its token, and connect (not saved yet).
+    Returns our new Token C."""
     credentials = _validate_credentials(body)
     endpoints = _fetch_or_3001(partner, credentials)
     token_c = new_credentials_token()
-    with transaction.atomic():
-        partner.outgoing_token = credentials["token"]
-        partner.incoming_token_hash = hash_token(token_c)
-        _apply_connection(partner, endpoints=endpoints, versions_url=credentials["url"], roles=credentials["roles"])
-        partner.save()
-    return our_credentials(token_c)
+    _apply_connection(
+        partner,
+        endpoints=endpoints,
+        versions_url=credentials["url"],
+        roles=credentials["roles"],
+        their_token=credentials["token"],
+        our_token=token_c,
+    )
+    return token_c
 
 
 def _fetch_or_3001(partner: Partner, credentials: dict[str, Any]) -> PartnerEndpoints:
@@ -307,10 +318,15 @@ def register_with_partner(
         raise RegistrationError(f"credentials POST refused: {exc}") from exc
 
     partner = _adopt_identity(partner, answer["roles"], name=name)
-    partner.outgoing_token = answer["token"]
-    partner.incoming_token_hash = hash_token(token_b)
     partner.token_a_hash = ""
-    _apply_connection(partner, endpoints=endpoints, versions_url=versions_url, roles=answer["roles"])
+    _apply_connection(
+        partner,
+        endpoints=endpoints,
+        versions_url=versions_url,
+        roles=answer["roles"],
+        their_token=answer["token"],
+        our_token=token_b,
+    )
     with transaction.atomic():
         partner.save()
         push.tokens_to_new_partner(partner)

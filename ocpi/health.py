@@ -16,6 +16,8 @@ from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
 
 MODULES = ("locations", "tariffs", "sessions", "cdrs")
 STALE_AFTER = timedelta(minutes=15)
+# A message that failed: no answer, an HTTP error, or an OCPI error status.
+_FAILED = Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000)
 
 
 @dataclass
@@ -49,15 +51,8 @@ def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHeal
     }
     day_ago = now - timedelta(days=1)
     messages = OcpiMessage.objects.filter(partner=partner, created_at__gte=day_ago)
-    totals = messages.aggregate(
-        total=Count("pk"),
-        failed=Count("pk", filter=Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000)),
-    )
-    errors = list(
-        OcpiMessage.objects.filter(partner=partner)
-        .filter(Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000))
-        .order_by("-created_at")[:10]
-    )
+    totals = messages.aggregate(total=Count("pk"), failed=Count("pk", filter=_FAILED))
+    errors = list(OcpiMessage.objects.filter(partner=partner).filter(_FAILED).order_by("-created_at")[:10])
     quality = list(
         DataQualityIssue.objects.filter(partner=partner)
         .values("module", "code", "fixed")

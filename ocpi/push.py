@@ -4,6 +4,7 @@ and delivered by a Celery task after commit (ocpi.tasks.push_deliver)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -17,14 +18,24 @@ from ocpi.serializers import token_to_ocpi
 MAX_ATTEMPTS = 8
 
 
+def _receiver_url(partner: Partner, module: str) -> str | None:
+    """The partner's receiver of `module`; an endpoint without a role is taken as one."""
+    return partner.endpoint_url(module, "RECEIVER") or partner.endpoint_url(module)
+
+
+def _token_put(token: Token) -> tuple[str, dict[str, Any]]:
+    """(path under the Tokens receiver, body) of the PUT of one of our tokens."""
+    payload = token_to_ocpi(token)
+    return f"/{payload['country_code']}/{payload['party_id']}/{token.uid}?type={token.type}", payload
+
+
 def token_changed(token: Token) -> list[PushDelivery]:
     """Queue a PUT of the token to every connected partner with a Tokens receiver (mod_tokens §"Push")."""
-    payload = token_to_ocpi(token)
+    path, payload = _token_put(token)
     deliveries = []
     for partner in Partner.objects.connected():
-        if not partner.endpoint_url("tokens", "RECEIVER") and not partner.endpoint_url("tokens"):
+        if not _receiver_url(partner, "tokens"):
             continue
-        path = f"/{payload['country_code']}/{payload['party_id']}/{token.uid}?type={token.type}"
         deliveries.append(
             PushDelivery.objects.create(partner=partner, module="tokens", method="PUT", path=path, payload=payload)
         )
@@ -39,12 +50,11 @@ def token_changed(token: Token) -> list[PushDelivery]:
 def tokens_to_new_partner(partner: Partner) -> int:
     """On connecting, queue every token we have for the partner's Tokens receiver, so drivers can charge
     there at once (the partner may also pull our list)."""
-    if not partner.endpoint_url("tokens", "RECEIVER") and not partner.endpoint_url("tokens"):
+    if not _receiver_url(partner, "tokens"):
         return 0
     deliveries = []
     for token in Token.objects.all().iterator(chunk_size=1000):
-        payload = token_to_ocpi(token)
-        path = f"/{payload['country_code']}/{payload['party_id']}/{token.uid}?type={token.type}"
+        path, payload = _token_put(token)
         deliveries.append(PushDelivery(partner=partner, module="tokens", method="PUT", path=path, payload=payload))
     PushDelivery.objects.bulk_create(deliveries, batch_size=1000)
     if deliveries:
@@ -66,7 +76,7 @@ def deliver(delivery_id: int) -> PushDelivery | None:
         if delivery is None:
             return None
         partner = delivery.partner
-        base = partner.endpoint_url(delivery.module, "RECEIVER") or partner.endpoint_url(delivery.module)
+        base = _receiver_url(partner, delivery.module)
         delivery.attempts += 1
         if partner.state != Partner.State.CONNECTED or not base:
             delivery.status = PushDelivery.Status.FAILED

@@ -8,8 +8,11 @@ import re
 # "token": "<value>" anywhere in a credentials body (request or response, envelope or not).
 _TOKEN = re.compile(rb'("token"\s*:\s*")([^"]*)(")')
 
+# Bytes of a request or response body the message log keeps (both directions).
+LOG_BODY_LIMIT = 8000
 
-def log_body(body: bytes, module: str, limit: int) -> str:
+
+def log_body(body: bytes, module: str) -> str:
     if module == "credentials":
         body = _TOKEN.sub(lambda m: m.group(1) + b"[redacted]" + m.group(3), body)
-    return body[:limit].decode("utf-8", "replace")
+    return body[:LOG_BODY_LIMIT].decode("utf-8", "replace")

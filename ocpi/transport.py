@@ -26,7 +26,8 @@ from rest_framework.views import APIView
 
 from emsp.models import Partner, hash_token
 from ocpi.models import OcpiMessage
-from ocpi.normalize import Rejected, format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.normalize import Issue, Normalizer, Rejected, format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.quality import record_issues
 from ocpi.redact import log_body
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ SERVER_ERROR = 3000
 UNABLE_TO_USE_CLIENT_API = 3001
 UNSUPPORTED_VERSION = 3002
 NO_MATCHING_ENDPOINTS = 3003
-
-LOG_BODY_LIMIT = 8000
 
 
 class OcpiError(Exception):
@@ -73,6 +72,12 @@ def envelope(data: Any = None, status_code: int = SUCCESS, message: str | None =
     return body
 
 
+class OcpiResponse(HttpResponse):
+    """An OCPI envelope; keeps its status code so the message log need not parse the body back."""
+
+    ocpi_status: int | None = None
+
+
 def ocpi_response(
     data: Any = None,
     *,
@@ -80,15 +85,21 @@ def ocpi_response(
     message: str | None = None,
     http_status: int = 200,
     headers: dict[str, str] | None = None,
-) -> HttpResponse:
-    response = HttpResponse(
+) -> OcpiResponse:
+    response = OcpiResponse(
         orjson.dumps(envelope(data, status_code, message)),
         status=http_status,
         content_type="application/json",
     )
+    response.ocpi_status = status_code
     for key, value in (headers or {}).items():
         response[key] = value
     return response
+
+
+def is_printable_token(token: str) -> bool:
+    """credentials.asciidoc: a token is printable, non-whitespace ASCII (U+0021–U+007E)."""
+    return all(33 <= ord(c) <= 126 for c in token)
 
 
 def decode_authorization(header: str | None) -> list[str]:
@@ -104,17 +115,10 @@ def decode_authorization(header: str | None) -> list[str]:
         decoded = base64.b64decode(value, validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
-    # A Base64-decoded token must itself be printable ASCII (credentials.asciidoc: U+0021–U+007E).
-    if decoded and all(33 <= ord(c) <= 126 for c in decoded):
+    # A Base64-decoded token must itself be a valid token.
+    if decoded and is_printable_token(decoded):
         candidates.insert(0, decoded)
     return candidates
-
-
-def authorization_header(partner: Partner) -> str:
-    token = partner.outgoing_token
-    if partner.outgoing_token_base64:
-        token = base64.b64encode(token.encode()).decode()
-    return f"Token {token}"
 
 
 # Token → partner, per process, for a few seconds: the lookup ran on every request of the hot paths
@@ -130,17 +134,19 @@ def forget_cached_tokens() -> None:
 
 def partner_for_token(
     candidates: Iterable[str], *, allow_token_a: bool, cached: bool = False
-) -> tuple[Partner, bool] | None:
-    """The partner owning one of the candidate tokens, and whether it was a Token A. `cached` allows an
-    answer up to TOKEN_CACHE_SECONDS old (functional modules; never the credentials module)."""
-    hashes = [hash_token(c) for c in candidates]
-    if not hashes:
+) -> tuple[Partner, bool, str] | None:
+    """The partner owning one of the candidate tokens, whether it was a Token A, and the candidate that
+    matched. `cached` allows an answer up to TOKEN_CACHE_SECONDS old (functional modules; never the
+    credentials module)."""
+    by_hash = {hash_token(c): c for c in candidates}
+    if not by_hash:
         return None
     now = time.monotonic()
-    for token_hash in hashes if cached else ():
+    for token_hash in by_hash if cached else ():
         hit = _token_cache.get(token_hash)
         if hit is not None and hit[0] > now:
-            return copy.copy(hit[1]), False
+            return copy.copy(hit[1]), False, by_hash[token_hash]
+    hashes = list(by_hash)
     partner = Partner.objects.filter(incoming_token_hash__in=hashes).exclude(state=Partner.State.UNREGISTERED).first()
     if partner is not None:
         # Only settled connections are cached: during a handshake the row still changes (its party, its
@@ -149,11 +155,11 @@ def partner_for_token(
             if len(_token_cache) > 10_000:
                 _token_cache.clear()
             _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
-        return partner, False
+        return partner, False, by_hash[partner.incoming_token_hash]
     if allow_token_a:
         partner = Partner.objects.filter(token_a_hash__in=hashes).first()
         if partner is not None:
-            return partner, True
+            return partner, True, by_hash[partner.token_a_hash]
     return None
 
 
@@ -207,7 +213,7 @@ def paginated_response(
     if offset + len(page) < total:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
         params.update({"offset": str(offset + len(page)), "limit": str(limit)})
-        all_headers["Link"] = f'<{settings.PUBLIC_BASE_URL}{request.path}?{urlencode(params)}>; rel="next"'
+        all_headers["Link"] = f'<{absolute_url(request.path)}?{urlencode(params)}>; rel="next"'
     return ocpi_response([serialize(obj) for obj in page], headers=all_headers)
 
 
@@ -263,9 +269,7 @@ class OcpiView(APIView):
         found = partner_for_token(candidates, allow_token_a=self.allow_token_a, cached=self.functional)
         if found is None:
             raise OcpiError(CLIENT_ERROR, "Missing or unknown token", 401)
-        self.partner, self.used_token_a = found
-        hashes = {self.partner.incoming_token_hash, self.partner.token_a_hash}
-        self.presented_token = next(c for c in candidates if hash_token(c) in hashes)
+        self.partner, self.used_token_a, self.presented_token = found
 
     def body(self) -> Any:
         """The request's JSON body; invalid JSON is HTTP 400 (transport §"Response format")."""
@@ -318,14 +322,17 @@ class OcpiView(APIView):
         response_body = b""
         if isinstance(response, HttpResponse) and not response.streaming:
             response_body = response.content
-            try:
-                status_code = orjson.loads(response_body).get("status_code")
-            except (orjson.JSONDecodeError, AttributeError):
-                status_code = None
+            if isinstance(response, OcpiResponse):
+                status_code = response.ocpi_status
+            else:
+                try:
+                    status_code = orjson.loads(response_body).get("status_code")
+                except (orjson.JSONDecodeError, AttributeError):
+                    status_code = None
         started = getattr(self, "_started", None)
         try:
             request_body = request._request.body if settings.OCPI_LOG_BODIES else b""
-        except (RequestDataTooBig, Exception):
+        except Exception:  # RequestDataTooBig, or a stream already consumed: the log must not fail the answer
             request_body = b""
         log_message_row(
             partner_id=partner.pk if partner is not None else None,
@@ -338,8 +345,8 @@ class OcpiView(APIView):
             request_id=getattr(request._request, "request_id", ""),
             correlation_id=getattr(request._request, "correlation_id", ""),
             duration_ms=int((time.monotonic() - started) * 1000) if started else None,
-            request_body=log_body(request_body, self.module, LOG_BODY_LIMIT),
-            response_body=log_body(response_body, self.module, LOG_BODY_LIMIT) if settings.OCPI_LOG_BODIES else "",
+            request_body=log_body(request_body, self.module),
+            response_body=log_body(response_body, self.module) if settings.OCPI_LOG_BODIES else "",
         )
 
     def require_own_party(self, country_code: str, party_id: str) -> None:
@@ -348,12 +355,44 @@ class OcpiView(APIView):
         if not self.partner.owns(country_code, party_id):
             raise OcpiError(CLIENT_ERROR, "Unknown party for this token", 404)
 
+    def accept(self, normalize: Normalizer, body: dict[str, Any], object_id: str, **kwargs: Any) -> dict[str, Any]:
+        """`normalized`, with the data-quality findings recorded against `object_id`."""
+        clean, issues = normalized(normalize, body, **kwargs)
+        if issues:
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        return clean
+
+    def accept_party_object(
+        self, normalize: Normalizer, body: dict[str, Any], country_code: str, party_id: str, object_id: str
+    ) -> dict[str, Any]:
+        """A whole CPO-owned object PUT at /{country_code}/{party_id}/{object_id}: the party must be the
+        caller's, and the body's id and party those of the URL (a missing id is taken from it)."""
+        self.require_own_party(country_code, party_id)
+        body = body_with_url_id(body, "id", object_id)
+        object_matches_url(body, "country_code", country_code)
+        object_matches_url(body, "party_id", party_id)
+        return self.accept(normalize, body, object_id, country_code=country_code, party_id=party_id)
+
+
+def normalized(normalize: Normalizer, body: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Issue]]:
+    """An ocpi.normalize function applied to a request body; an unusable object is OCPI 2001 naming the field."""
+    try:
+        return normalize(body, **kwargs)
+    except Rejected as exc:
+        raise OcpiError(INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+
 
 def object_matches_url(obj: dict[str, Any], field: str, url_value: str) -> None:
     """The id in the body must equal the id in the URL (case-insensitive CiString), else 2001."""
     value = obj.get(field)
     if value is not None and str(value).strip().upper() != url_value.strip().upper():
         raise OcpiError(INVALID_PARAMETERS, f"{field} in the body ({value}) differs from the URL ({url_value})")
+
+
+def body_with_url_id(body: dict[str, Any], field: str, url_value: str) -> dict[str, Any]:
+    """The body of a PUT with its id `field` checked against the URL (object_matches_url), or taken from it."""
+    object_matches_url(body, field, url_value)
+    return {**body, field: body.get(field, url_value)}
 
 
 def absolute_url(path: str) -> str:

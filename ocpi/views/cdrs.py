@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from billing import services as billing
 from billing.models import Cdr
 from ocpi import transport
-from ocpi.normalize import Rejected, normalize_cdr
+from ocpi.normalize import normalize_cdr
 from ocpi.quality import record_issues
 from ocpi.schemas import CDR, envelope, error_response
-from ocpi.transport import OcpiError, OcpiView, absolute_url, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
 
 
 def cdr_url(cdr: Cdr) -> str:
@@ -38,10 +38,7 @@ class CdrReceiverView(OcpiView):
         country_code = str(body.get("country_code") or self.partner.country_code)
         party_id = str(body.get("party_id") or self.partner.party_id)
         self.require_own_party(country_code, party_id)
-        try:
-            clean, issues = normalize_cdr(body, country_code=country_code, party_id=party_id)
-        except Rejected as exc:
-            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
         stored = billing.cdr_store(self.partner, clean)
         return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": cdr_url(stored.cdr)})

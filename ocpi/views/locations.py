@@ -13,19 +13,13 @@ from emsp.models import Connector, Evse, Location
 from emsp.services import catalogue
 from ocpi import transport
 from ocpi.normalize import (
-    Rejected,
     normalize_connector,
     normalize_evse,
     normalize_location,
     normalize_location_patch,
 )
-from ocpi.quality import record_issues
 from ocpi.schemas import CONNECTOR, EVSE, LOCATION, PATCH_BODY, envelope, error_response
-from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
-
-
-def rejected(exc: Rejected) -> OcpiError:
-    return OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}")
+from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response
 
 
 class LocationReceiverView(OcpiView):
@@ -77,35 +71,26 @@ class LocationReceiverView(OcpiView):
         connector_id: str | None = None,
     ) -> HttpResponse:
         body = self.json_object()
-        location, evse, _ = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
-        object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
+        if not evse_uid:
+            clean = self.accept_party_object(normalize_location, body, country_code, party_id, location_id)
+            result = catalogue.locations_store(self.partner, [clean])
+            return ocpi_response(http_status=201 if result.created else 200)
+        # Only the parent is looked up: the EVSE or connector itself is replaced by the store.
+        self.require_own_party(country_code, party_id)
+        location = catalogue.location_get(country_code, party_id, location_id)
+        object_id = f"{location_id}/{evse_uid}/{connector_id or ''}".rstrip("/")
         if connector_id:
+            evse = catalogue.evse_get(location, evse_uid) if location is not None else None
             if evse is None:
                 raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location or EVSE: PUT it first", 404)
-            object_matches_url(body, "id", connector_id)
-            clean, issues = self._normalize(normalize_connector, {**body, "id": body.get("id", connector_id)})
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+            clean = self.accept(normalize_connector, body_with_url_id(body, "id", connector_id), object_id)
             _, created, _ = catalogue.connector_put(evse, clean)
-            return ocpi_response(http_status=201 if created else 200)
-        if evse_uid:
+        else:
             if location is None:
                 raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location: PUT it first", 404)
-            object_matches_url(body, "uid", evse_uid)
-            clean, issues = self._normalize(normalize_evse, {**body, "uid": body.get("uid", evse_uid)})
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+            clean = self.accept(normalize_evse, body_with_url_id(body, "uid", evse_uid), object_id)
             _, created, _ = catalogue.evse_put(location, clean)
-            return ocpi_response(http_status=201 if created else 200)
-        for field, value in (("id", location_id), ("country_code", country_code), ("party_id", party_id)):
-            object_matches_url(body, field, value)
-        try:
-            clean, issues = normalize_location(
-                {**body, "id": body.get("id", location_id)}, country_code=country_code, party_id=party_id
-            )
-        except Rejected as exc:
-            raise rejected(exc) from exc
-        record_issues(self.partner, self.module, [(object_id, i) for i in issues])
-        result = catalogue.locations_store(self.partner, [clean])
-        return ocpi_response(http_status=201 if result.created else 200)
+        return ocpi_response(http_status=201 if created else 200)
 
     def patch(
         self,
@@ -119,13 +104,8 @@ class LocationReceiverView(OcpiView):
         body = self.json_object()
         self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
-        try:
-            clean, issues = normalize_location_patch(body, level)
-        except Rejected as exc:
-            raise rejected(exc) from exc
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
-        if issues:
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        clean = self.accept(normalize_location_patch, body, object_id, level=level)
         if level == "evse" and evse_uid:
             # The hot path of live availability: one lookup, one conditional update.
             ref = catalogue.evse_ref(country_code, party_id, location_id, evse_uid)
@@ -145,13 +125,6 @@ class LocationReceiverView(OcpiView):
         else:
             catalogue.location_patch(location, clean)
         return ocpi_response()
-
-    @staticmethod
-    def _normalize(fn: Any, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        try:
-            return fn(body)
-        except Rejected as exc:
-            raise rejected(exc) from exc
 
 
 _EMPTY = envelope("OcpiEmptyResponse")

@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from emsp.models import ChargingSession
 from emsp.services import sessions
 from ocpi import transport
-from ocpi.normalize import Rejected, normalize_session, normalize_session_patch
+from ocpi.normalize import normalize_session, normalize_session_patch
 from ocpi.quality import record_issues
 from ocpi.schemas import PATCH_BODY, SESSION, envelope, error_response
-from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response
 
 
 @extend_schema_view(
@@ -48,26 +48,14 @@ class SessionReceiverView(OcpiView):
 
     def put(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()
-        self.require_own_party(country_code, party_id)
-        for field, value in (("id", session_id), ("country_code", country_code), ("party_id", party_id)):
-            object_matches_url(body, field, value)
-        try:
-            clean, issues = normalize_session(
-                {**body, "id": body.get("id", session_id)}, country_code=country_code, party_id=party_id
-            )
-        except Rejected as exc:
-            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
-        record_issues(self.partner, self.module, [(session_id, i) for i in issues])
+        clean = self.accept_party_object(normalize_session, body, country_code, party_id, session_id)
         change = sessions.session_put(self.partner, clean)
         return ocpi_response(http_status=201 if change.created else 200)
 
     def patch(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()
         session = self._session(country_code, party_id, session_id)
-        try:
-            clean, issues = normalize_session_patch(body)
-        except Rejected as exc:
-            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
+        clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
         if session is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session: PUT it first", 404)
         record_issues(self.partner, self.module, [(session_id, i) for i in issues])

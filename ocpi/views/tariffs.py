@@ -8,10 +8,9 @@ from rest_framework.request import Request
 
 from billing import services as billing
 from ocpi import transport
-from ocpi.normalize import Rejected, normalize_tariff
-from ocpi.quality import record_issues
+from ocpi.normalize import normalize_tariff
 from ocpi.schemas import TARIFF, envelope, error_response
-from ocpi.transport import OcpiError, OcpiView, object_matches_url, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
 @extend_schema_view(
@@ -42,16 +41,7 @@ class TariffReceiverView(OcpiView):
 
     def put(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         body = self.json_object()
-        self.require_own_party(country_code, party_id)
-        for field, value in (("id", tariff_id), ("country_code", country_code), ("party_id", party_id)):
-            object_matches_url(body, field, value)
-        try:
-            clean, issues = normalize_tariff(
-                {**body, "id": body.get("id", tariff_id)}, country_code=country_code, party_id=party_id
-            )
-        except Rejected as exc:
-            raise OcpiError(transport.INVALID_PARAMETERS, f"{exc.path}: {exc.reason}") from exc
-        record_issues(self.partner, self.module, [(tariff_id, i) for i in issues])
+        clean = self.accept_party_object(normalize_tariff, body, country_code, party_id, tariff_id)
         _, created, _ = billing.tariff_put(self.partner, clean)
         return ocpi_response(http_status=201 if created else 200)
 
