@@ -3,6 +3,7 @@ compare the CPO's breakdown with ours and accept, contest or credit (always thro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -292,11 +293,19 @@ def credit_limit(dispute: Dispute) -> Decimal:
     return max(dispute.difference, Decimal("0"))
 
 
-class DisputeNoteForm(forms.Form):
+class DisputeActionForm(forms.Form):
+    """The form of one action on a dispute; its cleaned fields are the keyword arguments of the service call."""
+
+    def __init__(self, *args: Any, dispute: Dispute, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispute = dispute
+
+
+class DisputeNoteForm(DisputeActionForm):
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000)
 
 
-class DisputeContestForm(forms.Form):
+class DisputeContestForm(DisputeActionForm):
     note = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
         max_length=2000,
@@ -304,14 +313,13 @@ class DisputeContestForm(forms.Form):
     )
 
 
-class DisputeCreditForm(forms.Form):
+class DisputeCreditForm(DisputeActionForm):
     # The model's column: 14 digits, 4 decimals; more precision is refused, not silently rounded.
     amount = forms.DecimalField(max_digits=14, decimal_places=4, min_value=Decimal("0.0001"), label="Credit excl. VAT")
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000)
 
     def __init__(self, *args: Any, dispute: Dispute, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.dispute = dispute
+        super().__init__(*args, dispute=dispute, **kwargs)
         self.fields[
             "amount"
         ].help_text = f"At most {credit_limit(dispute)} {dispute.currency} (the CPO's amount minus ours)."
@@ -502,8 +510,8 @@ class DisputeAdmin(admin.ModelAdmin):
             "dimension_lines": dimension_lines(audit) if audit is not None else [],
             "can_act": can_act,
             "can_contest": can_act and dispute.state == Dispute.State.OPEN,
-            "accept_form": DisputeNoteForm(prefix="accept"),
-            "contest_form": DisputeContestForm(prefix="contest"),
+            "accept_form": DisputeNoteForm(prefix="accept", dispute=dispute),
+            "contest_form": DisputeContestForm(prefix="contest", dispute=dispute),
             "credit_form": DisputeCreditForm(prefix="credit", dispute=dispute),
             "credit_limit": credit_limit(dispute),
         }
@@ -525,9 +533,28 @@ class DisputeAdmin(admin.ModelAdmin):
             for error in errors:
                 messages.error(request, f"{label or field}: {error}" if field != "__all__" else error)
 
-    def _run(self, request: HttpRequest, dispute: Dispute, success: str, call: Any) -> None:
+    def _act(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_class: type[DisputeActionForm],
+        prefix: str,
+        success: str,
+        move: Callable[..., Dispute],
+    ) -> HttpResponse:
+        """POST of one action's form: validate it, then `move(dispute=, user=, **cleaned fields)` through
+        billing.services.disputes; `success` is formatted with the cleaned fields and the dispute's currency.
+        Whatever happens, back to the dispute's page with a message."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        dispute = self._acting_on(request, object_id)
+        form = form_class(request.POST, prefix=prefix, dispute=dispute)
+        if not form.is_valid():
+            self._form_errors(request, form)
+            return self._done(dispute)
+        data = form.cleaned_data
         try:
-            moved = call()
+            moved = move(dispute=dispute, user=request.user, **data)
         except dispute_services.DisputeStateError:
             dispute.refresh_from_db()
             messages.error(
@@ -535,67 +562,43 @@ class DisputeAdmin(admin.ModelAdmin):
                 f"Nothing changed: dispute {dispute.pk} is already {dispute.get_state_display().lower()} "
                 f"({dispute.state}); someone may have moved it first.",
             )
-            return
         except ValueError as exc:
             messages.error(request, f"Nothing changed: {exc}.")
-            return
-        self.log_change(request, moved, success)
-        messages.success(request, f"Dispute {moved.pk}: {success}.")
+        else:
+            done = success.format(**data, currency=dispute.currency)
+            self.log_change(request, moved, done)
+            messages.success(request, f"Dispute {moved.pk}: {done}.")
+        return self._done(dispute)
 
     def accept_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        dispute = self._acting_on(request, object_id)
-        form = DisputeNoteForm(request.POST, prefix="accept")
-        if not form.is_valid():
-            self._form_errors(request, form)
-            return self._done(dispute)
-        self._run(
+        return self._act(
             request,
-            dispute,
+            object_id,
+            DisputeNoteForm,
+            "accept",
             "accepted the CPO amount",
-            lambda: dispute_services.dispute_accept_cpo_amount(
-                dispute=dispute, user=request.user, note=form.cleaned_data["note"]
-            ),
+            dispute_services.dispute_accept_cpo_amount,
         )
-        return self._done(dispute)
 
     def contest_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        dispute = self._acting_on(request, object_id)
-        form = DisputeContestForm(request.POST, prefix="contest")
-        if not form.is_valid():
-            self._form_errors(request, form)
-            return self._done(dispute)
-        self._run(
+        return self._act(
             request,
-            dispute,
+            object_id,
+            DisputeContestForm,
+            "contest",
             "contested with the CPO",
-            lambda: dispute_services.dispute_contest(
-                dispute=dispute, user=request.user, note=form.cleaned_data["note"]
-            ),
+            dispute_services.dispute_contest,
         )
-        return self._done(dispute)
 
     def credit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        dispute = self._acting_on(request, object_id)
-        form = DisputeCreditForm(request.POST, prefix="credit", dispute=dispute)
-        if not form.is_valid():
-            self._form_errors(request, form)
-            return self._done(dispute)
-        amount = form.cleaned_data["amount"]
-        self._run(
+        return self._act(
             request,
-            dispute,
-            f"resolved with a credit of {amount} {dispute.currency}",
-            lambda: dispute_services.dispute_resolve_with_credit(
-                dispute=dispute, user=request.user, amount=amount, note=form.cleaned_data["note"]
-            ),
+            object_id,
+            DisputeCreditForm,
+            "credit",
+            "resolved with a credit of {amount} {currency}",
+            dispute_services.dispute_resolve_with_credit,
         )
-        return self._done(dispute)
 
     # -- bulk actions on the queue -------------------------------------------------------------
 

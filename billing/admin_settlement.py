@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
@@ -16,6 +16,8 @@ from django.utils.http import urlencode
 from billing.models import Settlement
 from billing.services import settlement as service
 from emsp.models import Partner
+
+Response = TypeVar("Response", bound=HttpResponseBase)
 
 
 class ComputePeriodForm(forms.Form):
@@ -47,6 +49,12 @@ class PeriodFilter(admin.SimpleListFilter):
         except ValueError:
             return queryset.none()
         return queryset.filter(period_start=start)
+
+
+def _attachment(response: Response, filename: str) -> Response:
+    # export_filename gives only letters, digits and -_. so the name needs no quoting.
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @admin.register(Settlement)
@@ -145,8 +153,7 @@ class SettlementAdmin(admin.ModelAdmin):
             return None
         settlements = self._selected(queryset)
         response = HttpResponse(service.settlement_csv(settlements), content_type=service.CSV_CONTENT_TYPE)
-        response["Content-Disposition"] = f'attachment; filename="{service.export_filename(settlements, "csv")}"'
-        return response
+        return _attachment(response, service.export_filename(settlements, "csv"))
 
     @admin.action(description="Export XLSX", permissions=["export"])
     def export_xlsx(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
@@ -166,9 +173,7 @@ class SettlementAdmin(admin.ModelAdmin):
             messages.error(request, str(error))
             return None
         response = HttpResponse(content, content_type=service.XLSX_CONTENT_TYPE)
-        filename = service.export_filename(settlements, "xlsx")
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return _attachment(response, service.export_filename(settlements, "xlsx"))
 
     @admin.action(description="Export the CDRs as CSV (one row per CDR)", permissions=["export"])
     def export_cdrs_csv(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
@@ -179,9 +184,7 @@ class SettlementAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(
             service.settlement_cdrs_csv(settlements), content_type=service.CSV_CONTENT_TYPE
         )
-        filename = service.export_filename(settlements, "csv", suffix="-cdrs")
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return _attachment(response, service.export_filename(settlements, "csv", suffix="-cdrs"))
 
     @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
     def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from billing.money import DEFAULT_POLICY, ROUNDING_POLICIES
 from emsp.models import ChargingSession, Partner
 
 
@@ -92,8 +93,8 @@ class PartnerTerms(models.Model):
     fee_vat_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("18"))
     rounding = models.CharField(
         max_length=10,
-        default="HALF_UP",
-        choices=[(p, p) for p in ("HALF_UP", "HALF_EVEN", "HALF_DOWN", "DOWN", "UP", "CEILING", "FLOOR")],
+        default=DEFAULT_POLICY,
+        choices=[(p, p) for p in ROUNDING_POLICIES],
         help_text="How amounts are rounded for drivers and reports (OCPI leaves rounding to contracts).",
     )
 

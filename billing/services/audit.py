@@ -21,15 +21,15 @@ from emsp.services import hooks
 
 log = logging.getLogger(__name__)
 
-# CDR field → the PriceResult attribute it is compared with.
-SUBTOTALS = {
-    "total_cost": "total_cost",
-    "total_energy_cost": "total_energy_cost",
-    "total_time_cost": "total_time_cost",
-    "total_parking_cost": "total_parking_cost",
-    "total_fixed_cost": "total_fixed_cost",
-    "total_reservation_cost": "total_reservation_cost",
-}
+# The CDR's (sub-)total fields; PriceResult has an attribute of the same name for each.
+SUBTOTALS = (
+    "total_cost",
+    "total_energy_cost",
+    "total_time_cost",
+    "total_parking_cost",
+    "total_fixed_cost",
+    "total_reservation_cost",
+)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -134,11 +134,11 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
 def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
     """CPO minus ours, excl. and incl. VAT, for every (sub-)total the CPO stated."""
     out: dict[str, Decimal] = {}
-    for field, attribute in SUBTOTALS.items():
+    for field in SUBTOTALS:
         stated = cdr.data.get(field)
         if not isinstance(stated, dict):
             continue
-        ours = getattr(result, attribute)
+        ours = getattr(result, field)
         for part in ("excl_vat", "incl_vat"):
             theirs = _decimal(stated.get(part))
             mine = getattr(ours, part) if ours is not None else Decimal("0")

@@ -43,6 +43,11 @@ def emsp_fee(terms: PartnerTerms, cpo_cost_excl_vat: Decimal) -> Fee:
     return Fee(excl_vat=excl, vat=excl * terms.fee_vat_percent / HUNDRED)
 
 
+def driver_total(cpo_incl_vat: Decimal, fee: Fee, currency: str, rounding: str) -> Decimal:
+    """What the driver pays: the CPO's price incl. VAT plus our fee and its VAT, rounded for the currency."""
+    return round_money(cpo_incl_vat + fee.excl_vat + fee.vat, currency, rounding)
+
+
 def tariffs_for_connector(connector: Connector, at: datetime) -> list[Tariff]:
     """The connector's tariffs valid at `at`, the regular (untyped) ones first (mod_tariffs TariffType)."""
     location = connector.evse.location
@@ -89,9 +94,7 @@ def quote_charge(
     terms = partner_terms(location.partner)
     fee = emsp_fee(terms, result.total_cost.excl_vat)
     cpo_incl = result.total_cost.incl_vat
-    total = (
-        None if cpo_incl is None else round_money(cpo_incl + fee.excl_vat + fee.vat, tariff.currency, terms.rounding)
-    )
+    total = None if cpo_incl is None else driver_total(cpo_incl, fee, tariff.currency, terms.rounding)
     return Quote.objects.create(
         driver=driver,
         evse=evse,
@@ -145,9 +148,7 @@ def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: s
         "lines": lines,
         "cpo_total": result.total_cost.to_dict(),
         "total_excl_vat": str(round_money(result.total_cost.excl_vat + fee.excl_vat, currency, rounding)),
-        "total_incl_vat": None
-        if cpo_incl is None
-        else str(round_money(cpo_incl + fee.excl_vat + fee.vat, currency, rounding)),
+        "total_incl_vat": None if cpo_incl is None else str(driver_total(cpo_incl, fee, currency, rounding)),
         "warnings": list(result.warnings),
     }
 
@@ -185,7 +186,7 @@ def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | 
     cpo_excl = cdr.total_cost_excl_vat
     cpo_incl = cdr.total_cost_incl_vat if cdr.total_cost_incl_vat is not None else cpo_excl
     fee = Fee(ZERO, ZERO) if cdr.credit else emsp_fee(terms, cpo_excl)
-    total = round_money(cpo_incl + fee.excl_vat + fee.vat, cdr.currency, terms.rounding)
+    total = driver_total(cpo_incl, fee, cdr.currency, terms.rounding)
     if quote is None and cdr.charging_session_id:
         booking = cdr.charging_session.booking
         quote = booking.quote if booking is not None and booking.quote_id else _accepted_quote_for(cdr.charging_session)
