@@ -20,9 +20,6 @@ from billing.models import Dispute, DriverReceipt
 from emsp.charts import Bar, Series, bar_chart, column_chart
 from emsp.models import ChargingSession, Evse, Partner
 
-# The same threshold as the partner health page, so the home and that page agree on "stale".
-from ocpi.health import STALE_AFTER
-
 WINDOW_DAYS = 30
 ZERO = Decimal("0")
 
@@ -167,7 +164,7 @@ def open_disputes() -> list[OpenDisputes]:
 
 @dataclass(frozen=True)
 class Freshness:
-    """A partner's EVSEs (not REMOVED) and how many have a status older than STALE_AFTER."""
+    """A partner's EVSEs (not REMOVED) and how many have a status older than Evse.STATUS_STALE_AFTER."""
 
     partner: Partner
     evses: int
@@ -186,7 +183,7 @@ class Freshness:
 def catalogue_freshness(*, now: datetime | None = None) -> list[Freshness]:
     """Every connected partner and every partner with EVSEs, the stalest first. Counted as the health page
     counts (ocpi/health.py): withdrawn locations' EVSEs included, REMOVED ones not."""
-    cutoff = (now or timezone.now()) - STALE_AFTER
+    cutoff = (now or timezone.now()) - Evse.STATUS_STALE_AFTER
     counts = {
         row["location__partner_id"]: row
         for row in Evse.objects.exclude(status=Evse.Status.REMOVED)
@@ -256,7 +253,7 @@ class ConsoleHome:
 
     @property
     def stale_minutes(self) -> int:
-        return int(STALE_AFTER.total_seconds() // 60)
+        return int(Evse.STATUS_STALE_AFTER.total_seconds() // 60)
 
     @property
     def first_day(self) -> date:
@@ -348,7 +345,7 @@ def console_home(*, user: Any, now: datetime | None = None, days: int = WINDOW_D
         home.freshness = catalogue_freshness(now=now)
         measured = [r for r in home.freshness if r.evses][:CHART_PARTNERS]
         if measured:
-            minutes = int(STALE_AFTER.total_seconds() // 60)
+            minutes = int(Evse.STATUS_STALE_AFTER.total_seconds() // 60)
             home.charts["freshness"] = bar_chart(
                 chart_id="chart-freshness",
                 title=f"Share of EVSEs with a status older than {minutes} min, per CPO",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -215,6 +215,9 @@ class Evse(models.Model):
         REMOVED = "REMOVED"
         RESERVED = "RESERVED"
         UNKNOWN = "UNKNOWN"
+
+    # A status last heard longer ago than this is stale (console freshness, partner health).
+    STATUS_STALE_AFTER = timedelta(minutes=15)
 
     # Indexes are kept to what queries need: each one costs every bulk ingest and status PATCH.
     location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses", db_index=False)

@@ -133,6 +133,22 @@ CDR_DIMENSION_TYPES: frozenset[str] = frozenset(
     }
 )
 
+# --- Commands (mod_commands.asciidoc §"CommandResultType"; CANCELED_RESERVATION is the CPO cancelling) -----
+
+COMMAND_RESULT_TYPES: frozenset[str] = frozenset(
+    {
+        "ACCEPTED",
+        "CANCELED_RESERVATION",
+        "EVSE_OCCUPIED",
+        "EVSE_INOPERATIVE",
+        "FAILED",
+        "NOT_SUPPORTED",
+        "REJECTED",
+        "TIMEOUT",
+        "UNKNOWN_RESERVATION",
+    }
+)
+
 # --- Tariffs (mod_tariffs.asciidoc §11.4) -------------------------------------------------------------------
 
 TARIFF_TYPES: frozenset[str] = frozenset(

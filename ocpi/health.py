@@ -15,7 +15,6 @@ from emsp.models import ChargingSession, Command, Evse, Location, Partner
 from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
 
 MODULES = ("locations", "tariffs", "sessions", "cdrs")
-STALE_AFTER = timedelta(minutes=15)
 # A message that failed: no answer, an HTTP error, or an OCPI error status.
 _FAILED = Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000)
 
@@ -63,7 +62,7 @@ def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHeal
         Command.objects.filter(partner=partner).values_list("status").annotate(n=Count("pk")).values_list("status", "n")
     )
     finished = sum(command_counts.get(s, 0) for s in Command.FINAL_STATUSES)
-    stale = evses.filter(status_updated_at__lt=now - STALE_AFTER).count()
+    stale = evses.filter(status_updated_at__lt=now - Evse.STATUS_STALE_AFTER).count()
     return PartnerHealth(
         partner=partner,
         last_runs=last_runs,

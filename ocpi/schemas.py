@@ -12,6 +12,8 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
+from ocpi.enums import COMMAND_RESULT_TYPES
+
 STATUS_HELP = "OCPI status code: 1000 success, 2xxx client error, 3xxx server error (status_codes.asciidoc)."
 
 
@@ -104,19 +106,7 @@ class OcpiDisplayTextSerializer(serializers.Serializer):
 
 
 class OcpiCommandResultSerializer(serializers.Serializer):
-    result = serializers.ChoiceField(
-        choices=[
-            "ACCEPTED",
-            "CANCELED_RESERVATION",
-            "EVSE_OCCUPIED",
-            "EVSE_INOPERATIVE",
-            "FAILED",
-            "NOT_SUPPORTED",
-            "REJECTED",
-            "TIMEOUT",
-            "UNKNOWN_RESERVATION",
-        ]
-    )
+    result = serializers.ChoiceField(choices=sorted(COMMAND_RESULT_TYPES))
     message = OcpiDisplayTextSerializer(many=True, required=False)
 
 

@@ -16,23 +16,11 @@ from django.utils import timezone
 from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
 from emsp.services import hooks
 from ocpi.client import OcpiClient, OcpiClientError
+from ocpi.enums import COMMAND_RESULT_TYPES
 from ocpi.normalize import format_ocpi_datetime, unwrap_object_payload
 from ocpi.serializers import token_to_ocpi
 
 log = logging.getLogger(__name__)
-
-# CommandResult types (mod_commands §"CommandResultType"); CANCELED_RESERVATION is the CPO cancelling.
-RESULT_TYPES = {
-    "ACCEPTED",
-    "CANCELED_RESERVATION",
-    "EVSE_OCCUPIED",
-    "EVSE_INOPERATIVE",
-    "FAILED",
-    "NOT_SUPPORTED",
-    "REJECTED",
-    "TIMEOUT",
-    "UNKNOWN_RESERVATION",
-}
 
 
 class CommandError(Exception):
@@ -212,7 +200,7 @@ def _finish(command: Command, status: str, *, error: str = "", result: dict[str,
 def command_result_received(command: Command, result: dict[str, Any]) -> Command:
     """The CPO posted a CommandResult to our response_url. A late result (after TIMEOUT) still counts."""
     result_type = str(result.get("result") or "").strip().upper()
-    if result_type not in RESULT_TYPES:
+    if result_type not in COMMAND_RESULT_TYPES:
         raise CommandError(f"unknown CommandResultType {result_type!r}")
     result = {**result, "result": result_type}
     with transaction.atomic():
