@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, QuerySet, Value, When
+from django.db.models import Case, Prefetch, QuerySet, Value, When
 from django.db.models.functions import Abs
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -147,9 +147,14 @@ class CdrAuditAdmin(admin.ModelAdmin):
     def flag_list(self, audit: CdrAudit) -> str:
         return ", ".join(audit.flags or []) or "-"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CdrAudit]:
+        # dispute_links is a list column: its disputes come in one query for the page, not one per row.
+        disputes = Prefetch("cdr__disputes", queryset=Dispute.objects.order_by("opened_at"))
+        return super().get_queryset(request).prefetch_related(disputes)
+
     @admin.display(description="Disputes")
     def dispute_links(self, audit: CdrAudit) -> str:
-        disputes = Dispute.objects.filter(cdr_id=audit.cdr_id).order_by("opened_at")
+        disputes = audit.cdr.disputes.all()
         if not disputes:
             return "-"
         return format_html_join(", ", "{}", ((_admin_link(d, f"{d.pk} ({d.state})"),) for d in disputes))
