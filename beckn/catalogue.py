@@ -15,7 +15,9 @@ from django.db.models import Exists, ExpressionWrapper, F, FloatField, OuterRef
 from django.utils import timezone
 
 from billing.models import Tariff
+from billing.services.driver_pricing import tariffs_for_connector
 from emsp.models import Connector, Evse, Partner, Reservation, ci_key
+from emsp.services.catalogue import connector_get
 from ocpi.normalize import format_ocpi_datetime
 
 EARTH_RADIUS_M = 6_371_000.0
@@ -231,6 +233,7 @@ def _connectors_of(evses: list[Evse]) -> dict[int, list[Connector]]:
 
 
 def _tariffs_for(connectors: dict[int, list[Connector]], now: datetime) -> dict[str, Tariff]:
+    """The valid tariffs of many connectors in one query (for one connector: hit_for)."""
     keys = set()
     for group in connectors.values():
         for connector in group:
@@ -245,6 +248,7 @@ def _tariffs_for(connectors: dict[int, list[Connector]], now: datetime) -> dict[
 
 
 def _first_tariff(connector: Connector, tariffs: dict[str, Tariff]) -> Tariff | None:
+    """tariffs_for_connector's choice (the first regular one, else the first), among preloaded tariffs."""
     location = connector.evse.location
     candidates = [
         tariffs[key]
@@ -413,10 +417,16 @@ def find_item(provider: str | None, item: str) -> Hit | None:
     evse = evses.first()
     if evse is None:
         return None
-    connector = evse.connectors.filter(id_key=ci_key(connector_id)).first()
+    connector = connector_get(evse, connector_id)
     if connector is None:
         return None
-    connector.evse = evse
     _mark_held([evse], timezone.now())
-    tariff = _first_tariff(connector, _tariffs_for({evse.pk: [connector]}, timezone.now()))
+    return hit_for(evse, connector, timezone.now())
+
+
+def hit_for(evse: Evse, connector: Connector, now: datetime) -> Hit:
+    """One connector of a loaded EVSE (with its location) as search shows it, without a distance."""
+    connector.evse = evse
+    tariffs = tariffs_for_connector(connector, now)
+    tariff = tariffs[0] if tariffs else None
     return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)

@@ -10,27 +10,26 @@ from typing import Any
 from beckn import callbacks
 from beckn.catalogue import SearchFilters, item_id, provider_id, search
 from beckn.models import BecknTransaction
+from beckn.services import order_block
 from emsp.models import Booking, Command, Evse
 
 log = logging.getLogger(__name__)
 
 
 def _txn(booking: Booking) -> BecknTransaction | None:
+    """The Beckn journey of a booking; None for a booking made outside Beckn (console, tests)."""
     return BecknTransaction.objects.filter(booking=booking).first()
 
 
-def _send(booking: Booking, action: str, message: dict[str, Any], error: dict[str, str] | None = None) -> None:
-    txn = _txn(booking)
-    if txn is None:
-        return  # a booking made outside Beckn (console, tests)
+def _send(txn: BecknTransaction, action: str, message: dict[str, Any], error: dict[str, str] | None = None) -> None:
     context = callbacks.callback_context(None, action, txn=txn)
     callbacks.enqueue(action=action, context=context, message=message, error=error, txn=txn)
 
 
 def session_changed(booking: Booking) -> None:
-    from beckn.services import _order_block
-
-    _send(booking, "on_status", {"order": _order_block(booking, _txn(booking))})
+    txn = _txn(booking)
+    if txn is not None:
+        _send(txn, "on_status", {"order": order_block(booking, txn)})
 
 
 def command_finished(command: Command) -> None:
@@ -51,18 +50,18 @@ def command_finished(command: Command) -> None:
         }
     else:
         return
-    from beckn.services import _order_block
-
-    booking.refresh_from_db()
-    _send(booking, "on_status", {"order": _order_block(booking, _txn(booking))}, error=error)
+    txn = _txn(booking)
+    if txn is not None:
+        booking.refresh_from_db()
+        _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
 
 
 def booking_settled(booking: Booking) -> None:
     """The CDR is billed: the final quote and the payment due (DEG00x: POST-FULFILLMENT = the CDR total)."""
-    from beckn.services import _order_block
-
-    booking.refresh_from_db()
-    _send(booking, "on_update", {"order": _order_block(booking, _txn(booking))})
+    txn = _txn(booking)
+    if txn is not None:
+        booking.refresh_from_db()
+        _send(txn, "on_update", {"order": order_block(booking, txn)})
 
 
 def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
@@ -96,8 +95,9 @@ def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
 
 
 def booking_cancelled_by_provider(booking: Booking, reason: str) -> None:
-    from beckn.services import _order_block
-
+    txn = _txn(booking)
+    if txn is None:
+        return
     alternatives = alternatives_for(booking)
     tags = (
         [{"descriptor": {"code": "alternatives", "name": "Nearby chargers you can book instead"}, "list": alternatives}]
@@ -105,12 +105,12 @@ def booking_cancelled_by_provider(booking: Booking, reason: str) -> None:
         else None
     )
     booking.refresh_from_db()
-    order = _order_block(booking, _txn(booking), extra_tags=tags)
+    order = order_block(booking, txn, extra_tags=tags)
     order["cancellation"] = {
         "cancelled_by": "PROVIDER",
         "reason": {"descriptor": {"code": "charger-error", "name": reason}},
     }
-    _send(booking, "on_cancel", {"order": order})
+    _send(txn, "on_cancel", {"order": order})
 
 
 FAULT_STATUSES = (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED)

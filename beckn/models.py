@@ -6,16 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Q
-
-
-class BecknSubscriberQuerySet(models.QuerySet["BecknSubscriber"]):
-    def usable(self, now: datetime) -> BecknSubscriberQuerySet:
-        """SUBSCRIBED and inside [valid_from, valid_until); open ends count as unbounded."""
-        return self.filter(status=BecknSubscriber.Status.SUBSCRIBED).filter(
-            Q(valid_from__isnull=True) | Q(valid_from__lte=now),
-            Q(valid_until__isnull=True) | Q(valid_until__gt=now),
-        )
 
 
 class BecknSubscriber(models.Model):
@@ -58,8 +48,6 @@ class BecknSubscriber(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = BecknSubscriberQuerySet.as_manager()
-
     class Meta:
         verbose_name = "Beckn subscriber"
         constraints = [
@@ -70,6 +58,7 @@ class BecknSubscriber(models.Model):
         return f"{self.subscriber_id}|{self.unique_key_id}" if self.unique_key_id else self.subscriber_id
 
     def is_usable(self, now: datetime) -> bool:
+        """SUBSCRIBED and inside [valid_from, valid_until); open ends count as unbounded."""
         return (
             self.status == self.Status.SUBSCRIBED
             and (self.valid_from is None or self.valid_from <= now)

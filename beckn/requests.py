@@ -23,6 +23,7 @@ from beckn.catalogue import (
     connector_standard,
 )
 
+ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
 
 # BECKN-005 error codes we use.
@@ -104,13 +105,16 @@ def parse_duration(value: str) -> timedelta | None:
     return timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0))
 
 
-def parse_envelope(raw: bytes, action: str) -> Envelope:
+def parse_envelope(raw: bytes, action: str, *, parsed: Any = None) -> Envelope:
     """JSON, `{context, message}`, and the context fields we rely on (core 1.1.0 makes them all optional;
-    a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BecknRequestError(INVALID_REQUEST, "", f"invalid JSON: {exc}") from exc
+    a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too).
+    `parsed` is `raw` already parsed (the ACK path parses once, before verifying); None parses `raw`."""
+    body = parsed
+    if body is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BecknRequestError(INVALID_REQUEST, "", f"invalid JSON: {exc}") from exc
     _need(isinstance(body, dict), "", "the body must be a JSON object")
     context = body.get("context")
     _need(isinstance(context, dict), "context", "context must be an object")

@@ -20,13 +20,16 @@ from beckn.catalogue import (
     Hit,
     SearchFilters,
     find_item,
+    hit_for,
+    item_id,
     item_tags,
     provider_id,
     render_catalog,
     search,
 )
-from beckn.models import BecknMessage, BecknRating, BecknTransaction
+from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
 from beckn.requests import (
+    ACK,
     CANCELLATION_NOT_POSSIBLE,
     FULFILLMENT_UNAVAILABLE,
     INVALID_RATING,
@@ -88,8 +91,6 @@ def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransacti
     )
     if via_gateway and envelope.action == "search":
         # A search forwarded by a gateway is answered back through it (beckn-notes §4.2).
-        from beckn.models import BecknSubscriber
-
         gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()
         if gateway is not None:
             txn.callback_uri = gateway.subscriber_url  # for this answer only; later actions go to the BAP
@@ -115,7 +116,7 @@ def handle(action_name: str, body: str, via_gateway: str = "") -> None:
                 message_id=envelope.message_id,
                 body=body,
                 via_gateway=via_gateway,
-                ack={"message": {"ack": {"status": "ACK"}}},
+                ack=ACK,
                 status=BecknMessage.Status.PROCESSED,
                 processed_at=timezone.now(),
             )
@@ -154,7 +155,7 @@ def handle(action_name: str, body: str, via_gateway: str = "") -> None:
                 bap_id=envelope.bap_id,
                 action=action_name,
                 message_id=envelope.message_id,
-                defaults={"body": body, "via_gateway": via_gateway, "ack": {"message": {"ack": {"status": "ACK"}}}},
+                defaults={"body": body, "via_gateway": via_gateway, "ack": ACK},
             )
             BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
             callbacks.enqueue(
@@ -176,7 +177,7 @@ def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 # --- ordering -----------------------------------------------------------------------------------------
 
 
-def _hit_for(txn: BecknTransaction, provider: str | None, item: str) -> Hit:
+def _hit_for(provider: str | None, item: str) -> Hit:
     hit = find_item(provider, item)
     if hit is None:
         raise BecknRequestError(ITEM_NOT_FOUND, "message.order.items[0].id", f"item {item!r} not found")
@@ -229,7 +230,7 @@ def _quote_block(quote: Quote) -> dict[str, Any]:
 
 def _item_block(hit: Hit, quote: Quote | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "id": f"{hit.evse.location.location_id}/{hit.evse.uid}/{hit.connector.connector_id}",
+        "id": item_id(hit.evse, hit.connector),
         "descriptor": {
             "code": "energy",
             "name": f"Charging at {hit.evse.location.name or hit.evse.location.location_id}",
@@ -280,7 +281,7 @@ def _fulfillment_block(
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     selected = selected_item(envelope.message)
-    hit = _hit_for(txn, selected.provider_id, selected.item_id)
+    hit = _hit_for(selected.provider_id, selected.item_id)
     # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)
     unavailable = _unavailable(hit, fresh)
@@ -391,7 +392,7 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if not isinstance(order, dict):
         raise BecknRequestError(INVALID_REQUEST, "message.order", "order must be an object")
     quote = _valid_quote(txn)
-    hit = _hit_for(txn, txn.provider_id, txn.item_id)
+    hit = _hit_for(txn.provider_id, txn.item_id)
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
     # Lock the quote for its ttl from now (the driver is committing to it).
     Quote.objects.filter(pk=quote.pk).update(driver=driver, valid_until=timezone.now() + QUOTE_TTL)
@@ -410,17 +411,11 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     }
 
 
-def _order_block(
+def order_block(
     booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    connector = (
-        booking.evse.connectors.filter(id_key=booking.connector_id.upper()).first() or booking.evse.connectors.first()
-    )
-    connector.evse = booking.evse
-    from beckn.catalogue import _first_tariff, _tariffs_for, energy_rate
-
-    tariff = _first_tariff(connector, _tariffs_for({booking.evse_id: [connector]}, timezone.now()))
-    hit = Hit(booking.evse, connector, None, tariff, energy_rate(tariff) if tariff else None)
+    connector = catalogue.connector_get(booking.evse, booking.connector_id) or booking.evse.connectors.first()
+    hit = hit_for(booking.evse, connector, timezone.now())
     state = STATE_CODES[booking.state]
     status = (
         "ACTIVE"
@@ -441,6 +436,7 @@ def _order_block(
         "created_at": booking.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "updated_at": booking.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
     receipt = DriverReceipt.objects.filter(cdr__charging_session__booking=booking).first()
     if receipt is not None:
         order["quote"] = _final_quote(receipt)
@@ -449,7 +445,7 @@ def _order_block(
                 "id": f"PAY-{booking.order_id}",
                 "collected_by": "BPP",
                 "type": "POST-FULFILLMENT",
-                "status": booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID",
+                "status": payment_status,
                 "params": {
                     "amount": _price(receipt.total_incl_vat, receipt.currency)["value"],
                     "currency": receipt.currency,
@@ -458,9 +454,7 @@ def _order_block(
         ]
     elif booking.quote is not None:
         order["quote"] = _quote_block(booking.quote)
-        order["payments"] = _payments(
-            booking.quote, booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
-        )
+        order["payments"] = _payments(booking.quote, payment_status)
     if txn is not None and txn.billing:
         order["billing"] = txn.billing
     if extra_tags:
@@ -557,11 +551,11 @@ def _last_power(session: ChargingSession) -> Decimal | None:
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if txn.booking_id is not None:
         booking = Booking.objects.get(pk=txn.booking_id)
-        return {"order": _order_block(booking, txn)}  # a confirm repeated under a new message_id
+        return {"order": order_block(booking, txn)}  # a confirm repeated under a new message_id
     quote = _valid_quote(txn)
     if txn.token_id is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order", "init the order first (billing and driver)")
-    hit = _hit_for(txn, txn.provider_id, txn.item_id)
+    hit = _hit_for(txn.provider_id, txn.item_id)
     order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
     payment_reference = ""
     for payment in order.get("payments") or []:
@@ -582,7 +576,7 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     Quote.objects.filter(pk=quote.pk).update(accepted_at=timezone.now())
     BecknTransaction.objects.filter(pk=txn.pk).update(booking=booking)
     txn.booking = booking
-    return {"order": _order_block(booking, txn)}
+    return {"order": order_block(booking, txn)}
 
 
 def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:
@@ -613,12 +607,12 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "message.order.fulfillments[0].state",
             f"the charger refused: {command.error or command.response_result}",
         )
-    return {"order": _order_block(booking, txn)}
+    return {"order": order_block(booking, txn)}
 
 
 def on_status(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     booking = _booking_of(txn, order_id(envelope.message, "status"))
-    return {"order": _order_block(booking, txn)}
+    return {"order": order_block(booking, txn)}
 
 
 def on_track(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -642,7 +636,7 @@ def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     except bookings.BookingStateError as exc:
         raise BecknRequestError(CANCELLATION_NOT_POSSIBLE, "message.order_id", str(exc)) from exc
     booking.refresh_from_db()
-    order = _order_block(booking, txn)
+    order = order_block(booking, txn)
     order["cancellation"] = {"cancelled_by": "CONSUMER", "time": callbacks.now_rfc3339()}
     if reason:
         order["cancellation"]["reason"] = {"id": reason}

@@ -18,12 +18,12 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from beckn.auth import BecknAuthError, verify_beckn_request
-from beckn.requests import ACTIONS, BecknRequestError, parse_envelope
+from beckn.requests import ACK, ACTIONS, BecknRequestError, parse_envelope
 from emsp.models import Booking
 
 log = logging.getLogger(__name__)
 
-ACK = {"message": {"ack": {"status": "ACK"}}}
+ACK_BODY = orjson.dumps(ACK)
 DEDUPE_SECONDS = 24 * 3600  # message ids are kept at least a day (payments practice, perf notes §3.2)
 
 
@@ -55,6 +55,10 @@ def forget_sighting(key: str) -> None:
         client.delete(key)
     else:
         cache.delete(key)
+
+
+def _ack() -> HttpResponse:
+    return HttpResponse(ACK_BODY, content_type="application/json")
 
 
 def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -125,12 +129,12 @@ class BecknActionView(APIView):
         if len(raw) > settings.BECKN_MAX_BODY_BYTES:
             return nack({"code": "30000", "paths": "", "message": "body too large"}, 413)
         # Verify first (on the raw bytes, BECKN-006), reading only the bap_id the keyId must match; then
-        # check the envelope. An unsigned request is 401 whatever its body.
+        # check the envelope of the same parsed body. An unsigned request is 401 whatever its body.
         try:
-            loose = orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            loose = None
-        context = loose.get("context") if isinstance(loose, dict) else None
+            body = None  # parse_envelope parses again and names the JSON error
+        context = body.get("context") if isinstance(body, dict) else None
         bap_id = context.get("bap_id") if isinstance(context, dict) and isinstance(context.get("bap_id"), str) else None
         try:
             sender = verify_beckn_request(raw, request.headers, bap_id=bap_id)
@@ -139,14 +143,14 @@ class BecknActionView(APIView):
             error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
             return nack(error, 401, {exc.header_name: exc.header_value})
         try:
-            envelope = parse_envelope(raw, action)
+            envelope = parse_envelope(raw, action, parsed=body)
         except BecknRequestError as exc:
             return nack(exc.as_error(), 400)
         # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The
         # worker records each message once under a unique constraint, the second guard.
         dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
         if not first_sighting(dedupe_key):
-            return HttpResponse(orjson.dumps(ACK), content_type="application/json")  # same answer, nothing else
+            return _ack()  # same answer, nothing else
         from beckn.tasks import handle_request
 
         try:
@@ -155,7 +159,7 @@ class BecknActionView(APIView):
             forget_sighting(dedupe_key)
             log.exception("could not queue beckn %s %s", action, envelope.message_id)
             return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)
-        return HttpResponse(orjson.dumps(ACK), content_type="application/json")
+        return _ack()
 
 
 def track_page(request: Any, order_id: str) -> HttpResponse:
