@@ -48,6 +48,24 @@ def forget_trusted() -> None:
     _trusted_memo.clear()
 
 
+def trust(
+    subscriber_id: str, unique_key_id: str, signing_public_key: str, *, subscriber_url: str | None = None
+) -> None:
+    """Trust a BAP's key as staff would in the console (the demo and benchmark BAPs use it); this process
+    sees it at once, others within TRUSTED_MEMO_SECONDS."""
+    defaults: dict[str, Any] = {
+        "type": BecknSubscriber.Type.BAP,
+        "signing_public_key": signing_public_key,
+        "trusted": True,
+    }
+    if subscriber_url is not None:
+        defaults["subscriber_url"] = subscriber_url
+    BecknSubscriber.objects.update_or_create(
+        subscriber_id=subscriber_id, unique_key_id=unique_key_id, defaults=defaults
+    )
+    forget_trusted()
+
+
 def _trusted_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]:
     now = time.monotonic()
     hit = _trusted_memo.get(subscriber_id)

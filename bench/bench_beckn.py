@@ -27,8 +27,8 @@ from pathlib import Path
 
 import orjson
 import requests
-from django_env import BENCH_DATABASE_URL, REPO, machine, setup
-from load import open_loop
+from django_env import BENCH_DATABASE_URL, REPO, free_port, machine, setup
+from load import open_loop, percentile
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 CITIES = [(12.9716, 77.5946), (28.6139, 77.2090), (19.0760, 72.8777), (13.0827, 80.2707), (17.3850, 78.4867),
@@ -46,14 +46,6 @@ def env_for(port: int) -> dict[str, str]:
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "BECKN_SUBSCRIBER_URL": f"http://127.0.0.1:{port}/beckn",
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(port: int, workers: int, celery: bool) -> list[subprocess.Popen[bytes]]:
@@ -90,15 +82,11 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def trusted_bap(bap_id: str = "bap.bench") -> tuple[str, object]:
-    from beckn.models import BecknSubscriber
+    from beckn import registry
     from beckn.signing import generate_keypair, load_private_key
 
     private, public = generate_keypair()
-    BecknSubscriber.objects.update_or_create(
-        subscriber_id=bap_id,
-        unique_key_id="k1",
-        defaults={"signing_public_key": public, "trusted": True, "type": "BAP"},
-    )
+    registry.trust(bap_id, "k1", public)
     return bap_id, load_private_key(private)
 
 
@@ -274,7 +262,7 @@ def part_search(duration: int, workers: int) -> None:
         while len(receiver.arrived) < total and time.perf_counter() < deadline:
             time.sleep(0.1)
         latencies = sorted((receiver.arrived[m] - sent[m]) * 1000 for m in sent if m in receiver.arrived)
-        p = lambda q: latencies[min(len(latencies) - 1, round(q / 100 * (len(latencies) - 1)))]  # noqa: E731
+        p = lambda q: percentile(latencies, q)  # noqa: E731
         print(
             f"== search → on_search delivered, 100,000 EVSEs, {rate} searches/s for {duration} s, gunicorn {workers} workers + Celery worker (2)"
         )
@@ -308,9 +296,11 @@ def part_query(evses: int) -> None:
         hits = search(filters)
         timings.append((time.perf_counter() - started) * 1000)
         assert hits is not None
-    timings.sort()
     print(f"== catalogue query (beckn.catalogue.search, 5 km, top 20) at {evses:,} EVSEs, 300 queries")
-    print(f"ms p50 {timings[150]:.1f} p95 {timings[284]:.1f} p99 {timings[296]:.1f} max {timings[-1]:.1f}")
+    print(
+        f"ms p50 {percentile(timings, 50):.1f} p95 {percentile(timings, 95):.1f} p99 {percentile(timings, 99):.1f} "
+        f"max {max(timings):.1f}"
+    )
 
 
 def main() -> None:

@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from django_env import REPO, machine, setup
+from load import percentile
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/6")
 
 STEPS = ["search", "select", "init", "confirm", "start", "active", "status", "stop", "final bill"]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -39,6 +35,7 @@ def main() -> None:
     setup(fresh=True)
     from django.conf import settings
 
+    from beckn import registry
     from beckn.bap_client import (
         BapClient,
         confirm_message,
@@ -48,7 +45,6 @@ def main() -> None:
         update_message,
     )
     from beckn.keys import our_public_key_b64
-    from beckn.models import BecknSubscriber
     from emsp.models import Booking
     from emsp.services.bookings import reservation_pending
     from tests.e2e.platform import Platform, until
@@ -65,11 +61,7 @@ def main() -> None:
         client = BapClient(
             bpp_url=f"{platform.base}/beckn", subscriber_id="bap.bench.journey", bpp_public_key_b64=our_public_key_b64()
         )
-        BecknSubscriber.objects.update_or_create(
-            subscriber_id=client.subscriber_id,
-            unique_key_id=client.unique_key_id,
-            defaults={"type": "BAP", "signing_public_key": client.public_key_b64, "trusted": True},
-        )
+        registry.trust(client.subscriber_id, client.unique_key_id, client.public_key_b64)
         for n in range(args.journeys):
             client.transaction_id = f"bench-journey-{n}-{time.time_ns()}"
 

@@ -15,7 +15,6 @@ import argparse
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
-from django_env import BENCH_DATABASE_URL, REPO, machine, setup
+from django_env import BENCH_DATABASE_URL, REPO, free_port, machine, setup
 from load import open_loop
 
 TOKEN = "bench-cpo-token"
 AUTH = {"Authorization": "Token " + base64.b64encode(TOKEN.encode()).decode(), "Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(locations: int, tokens: int) -> tuple[list[str], list[str]]:

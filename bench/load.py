@@ -15,6 +15,14 @@ from urllib.parse import urlsplit
 Request = tuple[str, str, bytes | None, dict[str, str]]  # method, path, body, headers
 
 
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile `p` (0-100) of `values`; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 @dataclass
 class Result:
     rate: float
@@ -24,10 +32,7 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
 
     def percentile(self, p: float) -> float:
-        values = sorted(self.latencies_ms)
-        if not values:
-            return float("nan")
-        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+        return percentile(self.latencies_ms, p)
 
     def summary(self) -> str:
         done = len(self.latencies_ms)

@@ -86,21 +86,11 @@ class Command(BaseCommand):
             client.transaction_id = state["transaction_id"]
             client.bpp_id = state.get("bpp_id")
         if not options["no_trust"]:
-            from beckn.models import BecknSubscriber
-
-            BecknSubscriber.objects.update_or_create(
-                subscriber_id=client.subscriber_id,
-                unique_key_id=client.unique_key_id,
-                defaults={
-                    "type": "BAP",
-                    "signing_public_key": client.public_key_b64,
-                    "trusted": True,
-                    "subscriber_url": client.bap_uri,
-                },
-            )
             from beckn import registry
 
-            registry.forget_trusted()
+            registry.trust(
+                client.subscriber_id, client.unique_key_id, client.public_key_b64, subscriber_url=client.bap_uri
+            )
         try:
             action, message = self._message(options, state)
             ack, callback, seconds = client.request(action, message, timeout=options["wait"])

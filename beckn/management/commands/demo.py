@@ -33,22 +33,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from beckn import registry
         from beckn.keys import our_public_key_b64
-        from beckn.models import BecknSubscriber
 
         client = BapClient(
             bpp_url=options["bpp"].rstrip("/"), subscriber_id="bap.demo.local", bpp_public_key_b64=our_public_key_b64()
         )
-        BecknSubscriber.objects.update_or_create(
-            subscriber_id=client.subscriber_id,
-            unique_key_id=client.unique_key_id,
-            defaults={
-                "type": "BAP",
-                "signing_public_key": client.public_key_b64,
-                "trusted": True,
-                "subscriber_url": client.bap_uri,
-            },
-        )
-        registry.forget_trusted()
+        registry.trust(client.subscriber_id, client.unique_key_id, client.public_key_b64, subscriber_url=client.bap_uri)
         time.sleep(registry.TRUSTED_MEMO_SECONDS)  # the web processes pick up the new trusted key
         try:
             self.journey(client, options)
