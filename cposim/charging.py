@@ -108,6 +108,19 @@ class Engine:
             return "EVSE_INOPERATIVE"
         return "EVSE_OCCUPIED"
 
+    def _any_evse(
+        self, loc: dict[str, Any], capability: str, token_uid: str | None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """For a command naming no EVSE: the first EVSE with `capability` that would accept it, else the
+        first one with its outcome; (None, "") when no EVSE has the capability."""
+        capable = [e for e in loc.get("evses") or [] if capability in e.get("capabilities", [])]
+        if not capable:
+            return None, ""
+        for evse in capable:
+            if self._evse_outcome(loc, evse, token_uid) == "ACCEPTED":
+                return evse, "ACCEPTED"
+        return capable[0], self._evse_outcome(loc, capable[0], token_uid)
+
     def _reservation_on(self, location_id: str, evse_uid: str) -> dict[str, Any] | None:
         for res in self.store.reservations.values():
             if ci(res["location_id"]) == ci(location_id) and ci(res["evse_uid"]) == ci(evse_uid):
@@ -186,15 +199,9 @@ class Engine:
             return err
         with self.store.lock:
             if evse is None:
-                capable = [
-                    e for e in loc.get("evses") or [] if "REMOTE_START_STOP_CAPABLE" in e.get("capabilities", [])
-                ]
-                if not capable:
+                evse, result = self._any_evse(loc, "REMOTE_START_STOP_CAPABLE", token["uid"])
+                if evse is None:
                     return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "no remote start here"))
-                outcomes = [(self._evse_outcome(loc, e, token["uid"]), e) for e in capable]
-                accepted = [e for o, e in outcomes if o == "ACCEPTED"]
-                evse = accepted[0] if accepted else capable[0]
-                result = "ACCEPTED" if accepted else outcomes[0][0]
             else:
                 if "REMOTE_START_STOP_CAPABLE" not in evse.get("capabilities", []):
                     return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "EVSE not remote startable"))
@@ -271,13 +278,9 @@ class Engine:
                 self._schedule_expiry(existing)
                 return CommandOutcome(200, 1000, self._response("ACCEPTED"))
             if evse is None:
-                reservable = [e for e in loc.get("evses") or [] if "RESERVABLE" in e.get("capabilities", [])]
-                if not reservable:
+                evse, result = self._any_evse(loc, "RESERVABLE", None)
+                if evse is None:
                     return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "no reservable EVSE"))
-                outcomes = [(self._evse_outcome(loc, e, None), e) for e in reservable]
-                free = [e for o, e in outcomes if o == "ACCEPTED"]
-                evse = free[0] if free else reservable[0]
-                result = "ACCEPTED" if free else outcomes[0][0]
             else:
                 if "RESERVABLE" not in evse.get("capabilities", []):
                     return CommandOutcome(200, 1000, self._response("NOT_SUPPORTED", "EVSE is not RESERVABLE"))

@@ -74,66 +74,75 @@ def normalise_fault(name: str, value: Any) -> Any:
     return True if value is None else bool(value)
 
 
+DEFAULTS = SimConfig()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the simulator options on an argparse parser."""
-    p = parser
-    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
-    p.add_argument("--country-code", default="IN", help="our OCPI country_code")
-    p.add_argument("--party-id", default="CPA", help="our OCPI party_id")
-    p.add_argument("--name", default="Sim CPO A", help="business name in credentials and locations")
-    p.add_argument("--seed", type=int, default=42, help="seed for the synthetic data")
-    p.add_argument("--locations", type=int, default=30, help="number of synthetic locations")
+    """Register the simulator options on an argparse parser (defaults: SimConfig's)."""
+    p, d = parser, DEFAULTS
+    p.add_argument("--port", type=int, default=d.port, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    p.add_argument("--country-code", default=d.country_code, help="our OCPI country_code")
+    p.add_argument("--party-id", default=d.party_id, help="our OCPI party_id")
+    p.add_argument("--name", default=d.name, help="business name in credentials and locations")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the synthetic data")
+    p.add_argument("--locations", type=int, default=d.locations, help="number of synthetic locations")
     p.add_argument("--cities", default="", help="comma list of built-in city names or Name:lat:lon")
-    p.add_argument("--locations-file", default=None, help="load Locations from an OCPI file instead")
-    p.add_argument("--currency", default="INR")
-    p.add_argument("--tariff-profile", choices=("a", "b"), default="a")
-    p.add_argument("--page-limit", type=int, default=50, help="X-Limit of our list endpoints")
-    p.add_argument("--token-a", default=None, help="Token A we accept for registration (default random)")
-    p.add_argument("--register-with", default=None, help="versions URL of an eMSP to register with")
-    p.add_argument("--register-token", default=None, help="Token A given by that eMSP")
-    p.add_argument("--token-encoding", choices=("base64", "raw"), default="base64")
-    p.add_argument("--command-delay", type=float, default=1.0, help="seconds before a CommandResult")
-    p.add_argument("--plug-in-delay", type=float, default=2.0, help="seconds from accepted start to ACTIVE")
-    p.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter updates")
-    p.add_argument("--power-kw", type=float, default=None, help="charging power for every EVSE")
+    p.add_argument("--locations-file", default=d.locations_file, help="load Locations from an OCPI file instead")
+    p.add_argument("--currency", default=d.currency)
+    p.add_argument("--tariff-profile", choices=("a", "b"), default=d.tariff_profile)
+    p.add_argument("--page-limit", type=int, default=d.page_limit, help="X-Limit of our list endpoints")
+    p.add_argument("--token-a", default=d.token_a, help="Token A we accept for registration (default random)")
+    p.add_argument("--register-with", default=d.register_with, help="versions URL of an eMSP to register with")
+    p.add_argument("--register-token", default=d.register_token, help="Token A given by that eMSP")
+    p.add_argument("--token-encoding", choices=("base64", "raw"), default=d.token_encoding)
+    p.add_argument("--command-delay", type=float, default=d.command_delay, help="seconds before a CommandResult")
+    p.add_argument("--plug-in-delay", type=float, default=d.plug_in_delay, help="seconds from accepted start to ACTIVE")
+    p.add_argument("--meter-interval", type=float, default=d.meter_interval, help="seconds between meter updates")
+    p.add_argument("--power-kw", type=float, default=d.power_kw, help="charging power for every EVSE")
     p.add_argument(
         "--session-kwh",
         type=float,
-        default=20.0,
+        default=d.session_kwh,
         help="energy an EV takes before it only parks (PARKING_TIME)",
     )
-    p.add_argument("--command-timeout", type=int, default=30, help="timeout announced in CommandResponse")
+    p.add_argument(
+        "--command-timeout", type=int, default=d.command_timeout, help="timeout announced in CommandResponse"
+    )
     p.add_argument("--fault", action="append", default=[], help="fault mode(s), repeatable or comma list")
-    p.add_argument("--cdr-overcharge", type=float, default=0.0, help="bill CDRs this fraction above tariff")
+    p.add_argument(
+        "--cdr-overcharge", type=float, default=d.cdr_overcharge, help="bill CDRs this fraction above tariff"
+    )
 
 
 def config_from_options(opts: dict[str, Any]) -> SimConfig:
-    """Build a SimConfig from parsed options (argparse namespace vars or Django's options dict)."""
+    """Build a SimConfig from parsed options (argparse namespace vars or Django's options dict); options
+    missing or empty take SimConfig's defaults."""
+    d = DEFAULTS
     cities = [c.strip() for c in (opts.get("cities") or "").split(",") if c.strip()]
     return SimConfig(
-        port=int(opts.get("port") or 0),
-        country_code=str(opts.get("country_code") or "IN").upper(),
-        party_id=str(opts.get("party_id") or "CPA").upper(),
-        name=opts.get("name") or "Sim CPO A",
-        seed=int(opts.get("seed") if opts.get("seed") is not None else 42),
-        locations=int(opts.get("locations") if opts.get("locations") is not None else 30),
+        port=int(opts.get("port") or d.port),
+        country_code=str(opts.get("country_code") or d.country_code).upper(),
+        party_id=str(opts.get("party_id") or d.party_id).upper(),
+        name=opts.get("name") or d.name,
+        seed=int(opts.get("seed") if opts.get("seed") is not None else d.seed),
+        locations=int(opts.get("locations") if opts.get("locations") is not None else d.locations),
         cities=cities,
         locations_file=opts.get("locations_file"),
-        currency=str(opts.get("currency") or "INR").upper(),
-        tariff_profile=opts.get("tariff_profile") or "a",
-        page_limit=max(1, int(opts.get("page_limit") or 50)),
+        currency=str(opts.get("currency") or d.currency).upper(),
+        tariff_profile=opts.get("tariff_profile") or d.tariff_profile,
+        page_limit=max(1, int(opts.get("page_limit") or d.page_limit)),
         token_a=opts.get("token_a"),
         register_with=opts.get("register_with"),
         register_token=opts.get("register_token"),
-        token_encoding=opts.get("token_encoding") or "base64",
-        command_delay=float(opts.get("command_delay") if opts.get("command_delay") is not None else 1.0),
-        plug_in_delay=float(opts.get("plug_in_delay") if opts.get("plug_in_delay") is not None else 2.0),
-        meter_interval=max(0.05, float(opts.get("meter_interval") or 5.0)),
+        token_encoding=opts.get("token_encoding") or d.token_encoding,
+        command_delay=float(opts.get("command_delay") if opts.get("command_delay") is not None else d.command_delay),
+        plug_in_delay=float(opts.get("plug_in_delay") if opts.get("plug_in_delay") is not None else d.plug_in_delay),
+        meter_interval=max(0.05, float(opts.get("meter_interval") or d.meter_interval)),
         power_kw=opts.get("power_kw"),
-        session_kwh=float(opts.get("session_kwh") or 20.0),
-        command_timeout=int(opts.get("command_timeout") or 30),
+        session_kwh=float(opts.get("session_kwh") or d.session_kwh),
+        command_timeout=int(opts.get("command_timeout") or d.command_timeout),
         faults=parse_faults(opts.get("fault")),
-        cdr_overcharge=float(opts.get("cdr_overcharge") or 0.0),
+        cdr_overcharge=float(opts.get("cdr_overcharge") or d.cdr_overcharge),
     )
 
 

@@ -92,14 +92,7 @@ class EmspClient:
             "Accept": "application/json",
         }
         if routing:
-            with self.store.lock:
-                peer = self.store.peer
-            to_cc, to_pid = peer.party() if peer else (None, None)
-            headers["OCPI-from-country-code"] = self.cfg.country_code
-            headers["OCPI-from-party-id"] = self.cfg.party_id
-            if to_cc and to_pid:
-                headers["OCPI-to-country-code"] = str(to_cc)
-                headers["OCPI-to-party-id"] = str(to_pid)
+            headers.update(self.store.routing_headers())
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -167,7 +167,11 @@ class App:
             return Reply(404, envelope(None, 2000, f"unknown module {module}"))
         reply: Reply = handler(req, rest, who)
         if module not in CONFIG_MODULES:
-            self._routing(req, reply)
+            reply.headers.update(
+                self.store.routing_headers(
+                    req.headers.get("OCPI-from-country-code"), req.headers.get("OCPI-from-party-id")
+                )
+            )
         data = reply.body.get("data") if isinstance(reply.body, dict) else None
         if data is not None and module not in CONFIG_MODULES:  # quirks never break the handshake
             data = render(data, faults)
@@ -175,19 +179,6 @@ class App:
                 data = [data]
             reply.body["data"] = data
         return reply
-
-    def _routing(self, req: Request, reply: Reply) -> None:
-        to_cc = req.headers.get("OCPI-from-country-code")
-        to_pid = req.headers.get("OCPI-from-party-id")
-        if not (to_cc and to_pid):
-            with self.store.lock:
-                peer = self.store.peer
-            to_cc, to_pid = peer.party() if peer else (None, None)
-        reply.headers["OCPI-from-country-code"] = self.cfg.country_code
-        reply.headers["OCPI-from-party-id"] = self.cfg.party_id
-        if to_cc and to_pid:
-            reply.headers["OCPI-to-country-code"] = str(to_cc)
-            reply.headers["OCPI-to-party-id"] = str(to_pid)
 
     @staticmethod
     def _not_allowed(allowed: str) -> Reply:

@@ -75,25 +75,37 @@ class Store:
 
     # --- auth -------------------------------------------------------------------------------------
 
-    def identify(self, header: str | None) -> str | None:
-        """Who is calling: 'peer' (registered eMSP token), 'token_a', or None (unknown/missing)."""
+    def _caller(self, header: str | None) -> tuple[str, str] | None:
+        """(who, the plain token used) for a token we know: who is 'peer' or 'token_a'."""
         with self.lock:
             for cand in token_candidates(header):
                 if self.peer and cand == self.peer.token_in:
-                    return "peer"
+                    return "peer", cand
                 if (self.token_a_valid and cand == self.token_a) or cand in self.pending_tokens:
-                    return "token_a"
+                    return "token_a", cand
         return None
+
+    def identify(self, header: str | None) -> str | None:
+        """Who is calling: 'peer' (registered eMSP token), 'token_a', or None (unknown/missing)."""
+        caller = self._caller(header)
+        return caller[0] if caller else None
 
     def caller_token(self, header: str | None) -> str | None:
         """The plain token the caller used, if it is one we know."""
-        with self.lock:
-            for cand in token_candidates(header):
-                if self.peer and cand == self.peer.token_in:
-                    return cand
-                if (self.token_a_valid and cand == self.token_a) or cand in self.pending_tokens:
-                    return cand
-        return None
+        caller = self._caller(header)
+        return caller[1] if caller else None
+
+    def routing_headers(self, to_cc: str | None = None, to_pid: str | None = None) -> dict[str, str]:
+        """OCPI routing headers from us to `to_cc`/`to_pid`, by default to the registered eMSP's role."""
+        if not (to_cc and to_pid):
+            with self.lock:
+                peer = self.peer
+            to_cc, to_pid = peer.party() if peer else (None, None)
+        headers = {"OCPI-from-country-code": self.cfg.country_code, "OCPI-from-party-id": self.cfg.party_id}
+        if to_cc and to_pid:
+            headers["OCPI-to-country-code"] = str(to_cc)
+            headers["OCPI-to-party-id"] = str(to_pid)
+        return headers
 
     # --- lookups ----------------------------------------------------------------------------------
 
