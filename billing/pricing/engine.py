@@ -29,11 +29,11 @@ from .periods import (
 )
 from .result import (
     CONTEXT,
+    IN_OCPI_UNITS,
     RESERVATION_FLAT,
     RESERVATION_TIME,
     PriceResult,
     _Line,
-    line_amounts,
 )
 from .tariff import (
     DAY_US,
@@ -433,7 +433,12 @@ def _price(
     exempt = missing_vat == "exempt"
     sums: dict[str, list[Any]] = {}
     for line in lines:
-        excl, incl = line_amounts(line.component, line.billed(), exempt)
+        # Each line's cost, kept on the line for the result's breakdowns (line.billed() inlined: hot path).
+        comp = line.component
+        volume = line.volume if line.category in IN_OCPI_UNITS else line.volume / US_PER_HOUR
+        excl = line.excl = comp.price * volume
+        factor = comp.vat_factor
+        incl = line.incl = excl * factor if factor is not None else (excl if exempt else None)
         key = "RESERVATION" if line.category in (RESERVATION_FLAT, RESERVATION_TIME) else line.category
         acc = sums.get(key)
         if acc is None:

@@ -20,6 +20,7 @@ CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Di
 
 RESERVATION_TIME, RESERVATION_FLAT = "RESERVATION_TIME", "RESERVATION_FLAT"
 CATEGORIES = (FLAT, ENERGY, TIME, PARKING_TIME, RESERVATION_FLAT, RESERVATION_TIME)
+IN_OCPI_UNITS = (ENERGY, FLAT, RESERVATION_FLAT)  # line volumes in kWh or 1; the others are microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,10 @@ def _iso(moment: datetime) -> str:
 
 
 class _Line:
-    __slots__ = ("added", "category", "component", "element", "segment", "volume")
+    """One dimension billed in one sub-period. `excl`/`incl` (its cost) are set by the engine when it totals
+    the lines, after step_size; the result's breakdowns read them rather than pricing the line again."""
+
+    __slots__ = ("added", "category", "component", "element", "excl", "incl", "segment", "volume")
 
     def __init__(self, category: str, element: int, component: PriceComponent, volume: Decimal, segment: int):
         self.category = category
@@ -81,23 +85,13 @@ class _Line:
 
     def in_units(self, volume: Decimal) -> Decimal:
         """A volume of this line (kWh, microseconds or 1) in OCPI units (kWh, hours, 1)."""
-        if self.category in (ENERGY, FLAT, RESERVATION_FLAT):
+        if self.category in IN_OCPI_UNITS:
             return volume
         return volume / US_PER_HOUR
 
     def billed(self) -> Decimal:
         """Volume in OCPI units (kWh, hours, 1)."""
         return self.in_units(self.volume)
-
-
-def line_amounts(component: PriceComponent, volume: Decimal, exempt: bool) -> tuple[Decimal, Decimal | None]:
-    """Cost of `volume` (OCPI units) excl. and incl. VAT. A component without `vat` has no known amount
-    incl. VAT, unless VAT is treated as exempt (missing_vat="exempt")."""
-    excl = component.price * volume
-    factor = component.vat_factor
-    if factor is None:
-        return excl, (excl if exempt else None)
-    return excl, excl * factor
 
 
 class PriceResult:
@@ -150,7 +144,6 @@ class PriceResult:
     @cached_property
     def _line_costs(self) -> list[DimensionCost]:
         """Each line's billed volume, step extra and cost; `periods` places them, `breakdown` sums them."""
-        exempt = self.missing_vat == "exempt"
         with localcontext(CONTEXT):
             costs = []
             for line in self._lines:
@@ -165,7 +158,7 @@ class PriceResult:
                         comp.step_size,
                         volume,
                         line.in_units(line.added),
-                        Price(*line_amounts(comp, volume, exempt)),
+                        Price(line.excl, line.incl),
                     )
                 )
             return costs
