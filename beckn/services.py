@@ -219,7 +219,7 @@ def _quote_block(quote: Quote) -> dict[str, Any]:
         }.get(line["type"], line["type"].lower())
         value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
         breakup.append({"title": title, "price": {"currency": currency, "value": value}})
-    total = quote.total_incl_vat if quote.total_incl_vat is not None else quote.cpo_cost_excl_vat + quote.fee_excl_vat
+    total = _quote_total(quote)
     return {
         "id": f"Q-{quote.pk}",
         "price": _price(total, currency),
@@ -348,8 +348,13 @@ def _driver_and_token(
     return driver, token, billing
 
 
+def _quote_total(quote: Quote) -> Decimal:
+    """The quote's price; without VAT figures (a CPO tariff with no VAT given), its parts excl. VAT."""
+    return quote.total_incl_vat if quote.total_incl_vat is not None else quote.cpo_cost_excl_vat + quote.fee_excl_vat
+
+
 def _payments(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any]]:
-    amount = quote.total_incl_vat if quote.total_incl_vat is not None else quote.cpo_cost_excl_vat
+    amount = _quote_total(quote)
     return [
         {
             "id": f"PAY-{quote.pk}",

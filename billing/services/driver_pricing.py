@@ -49,13 +49,15 @@ def driver_total(cpo_incl_vat: Decimal, fee: Fee, currency: str, rounding: str) 
 
 
 def tariffs_for_connector(connector: Connector, at: datetime) -> list[Tariff]:
-    """The connector's tariffs valid at `at`, the regular (untyped) ones first (mod_tariffs TariffType)."""
+    """The connector's tariffs valid at `at`, the regular (untyped) ones first (mod_tariffs TariffType).
+    Valid as the pricing engine reads it: from start_date_time up to and including end_date_time ("the time
+    after which this tariff is no longer valid")."""
     location = connector.evse.location
     keys = [ci_key(location.country_code, location.party_id, tariff_id) for tariff_id in connector.tariff_ids or []]
     found = [
         t
         for t in Tariff.objects.filter(ocpi_key__in=keys)
-        if (t.start_date_time is None or t.start_date_time <= at) and (t.end_date_time is None or at < t.end_date_time)
+        if (t.start_date_time is None or t.start_date_time <= at) and (t.end_date_time is None or at <= t.end_date_time)
     ]
     return sorted(found, key=lambda t: (t.type not in ("", "REGULAR"), keys.index(t.ocpi_key)))
 

@@ -1,13 +1,17 @@
-"""The final bill a BAP receives once the CDR is in: the quote's line titles, lines that add up."""
+"""What a BAP is asked to pay: the quote and its payment agree; the final bill, once the CDR is in, uses the
+quote's line titles and its lines add up."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 from openapi_schema_validator import OAS30Validator
 
-from beckn.services import _final_quote
+from beckn.services import _final_quote, _payments, _quote_block
+from billing.models import Quote
 from tests.billing.factories import CdrFactory, DriverReceiptFactory
 
 pytestmark = pytest.mark.django_db
@@ -71,3 +75,18 @@ def test_the_final_bill_is_valid_beckn() -> None:
     spec = _spec()
     validator = OAS30Validator({**spec["components"]["schemas"]["Quotation"], "components": spec["components"]})
     assert not [e.message for e in validator.iter_errors(quote)]
+
+
+def test_a_quote_without_vat_figures_asks_for_the_price_it_shows() -> None:
+    now = timezone.now()
+    quote = Quote(
+        pk=7,
+        currency="INR",
+        arrival_at=now,
+        cpo_cost_excl_vat=Decimal("100"),
+        fee_excl_vat=Decimal("5"),
+        fee_vat=Decimal("0.90"),
+        total_incl_vat=None,  # the CPO's tariff gives no VAT: incl. VAT unknown
+        valid_until=now + timedelta(minutes=5),
+    )
+    assert _payments(quote)[0]["params"]["amount"] == _quote_block(quote)["price"]["value"] == "105.00"

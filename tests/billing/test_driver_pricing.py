@@ -113,3 +113,16 @@ def test_a_running_session_is_estimated_from_its_periods(evse: Any, partner: Par
     estimate = session_estimate(ChargingSession.objects.get(pk=change.session.pk), now=start + timedelta(minutes=10))
     assert estimate is not None
     assert estimate.total_cost.excl_vat == Decimal("90")
+
+
+def test_a_tariff_is_still_valid_at_its_end_date_time_as_the_engine_reads_it(partner: Partner) -> None:
+    # mod_tariffs: end_date_time is "the time after which this tariff is no longer valid".
+    from billing.pricing import parse_tariff
+    from billing.services.driver_pricing import tariffs_for_connector
+
+    tariff_put(partner, {**ENERGY_TARIFF, "end_date_time": "2026-10-01T00:00:00Z"})
+    connector = stored_location(partner).evses.order_by("uid").first().connectors.get()
+    end = datetime(2026, 10, 1, tzinfo=UTC)
+    assert parse_tariff({**ENERGY_TARIFF, "end_date_time": "2026-10-01T00:00:00Z"}).valid_at(end)
+    assert [t.tariff_id for t in tariffs_for_connector(connector, end)] == ["T1"]
+    assert tariffs_for_connector(connector, end + timedelta(seconds=1)) == []
