@@ -27,8 +27,8 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 # How fresh an EVSE's status is decides how much a driver should trust it (perf notes §4: stale
-# availability is the drivers' first complaint).
-CONFIDENCE = ((timedelta(minutes=5), "HIGH"), (timedelta(minutes=15), "MEDIUM"))
+# availability is the drivers' first complaint). LOW is what the console counts as stale.
+CONFIDENCE = ((timedelta(minutes=5), "HIGH"), (Evse.STATUS_STALE_AFTER, "MEDIUM"))
 
 # connector-type synonyms seen in RFC, UEI, DEG and missions examples → OCPI ConnectorType.
 CONNECTOR_SYNONYMS = {

@@ -41,6 +41,9 @@ class SubscriberKey:
 # ACK path). Console changes clear it in the process that made them (BecknSubscriberAdmin.save_model);
 # other processes see a change at most TRUSTED_MEMO_SECONDS later.
 TRUSTED_MEMO_SECONDS = 5.0
+# A refresh (after a failed verification) re-reads only a memo older than this: a stream of bad signatures
+# then costs this process one query per subscriber per second, not one per request, before the NACK.
+TRUSTED_REFRESH_MIN_SECONDS = 1.0
 _trusted_memo: dict[str, tuple[float, list[BecknSubscriber]]] = {}
 
 
@@ -69,8 +72,10 @@ def trust(
 def _trusted_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]:
     now = time.monotonic()
     hit = _trusted_memo.get(subscriber_id)
-    if hit is not None and hit[0] > now and not refresh:
-        return hit[1]
+    if hit is not None:
+        read_at = hit[0] - TRUSTED_MEMO_SECONDS
+        if now - read_at < (TRUSTED_REFRESH_MIN_SECONDS if refresh else TRUSTED_MEMO_SECONDS):
+            return hit[1]
     rows = list(BecknSubscriber.objects.filter(trusted=True, subscriber_id=subscriber_id))
     if len(_trusted_memo) > 10_000:
         _trusted_memo.clear()

@@ -377,3 +377,22 @@ def test_the_console_lists_registry_and_trusted_subscribers(staff: Client, peer:
 
     assert "bap.example.com" in staff.get(reverse("admin:beckn_becknsubscriber_changelist")).content.decode()
     assert staff.get(reverse("admin:beckn_becknsubscriber_change", args=[row.pk])).status_code == 200
+
+
+def test_a_refresh_right_after_reading_trusted_rows_reuses_them(
+    monkeypatch: pytest.MonkeyPatch, django_assert_num_queries: Any
+) -> None:
+    # A stream of bad signatures asks for a refresh on every request: it must not cost a query each.
+    BecknSubscriber.objects.create(
+        subscriber_id="bap.example.com", unique_key_id="k1", type="BAP", signing_public_key=KEY, trusted=True
+    )
+    now = [1000.0]
+    monkeypatch.setattr(registry.time, "monotonic", lambda: now[0])
+    registry.forget_trusted()
+    with django_assert_num_queries(1):
+        registry.lookup("bap.example.com", "k1")
+        now[0] += 0.5
+        registry.lookup("bap.example.com", "k1", refresh=True)
+    now[0] += registry.TRUSTED_REFRESH_MIN_SECONDS
+    with django_assert_num_queries(1):  # older than the minimum: a refresh reads the rows again
+        registry.lookup("bap.example.com", "k1", refresh=True)
