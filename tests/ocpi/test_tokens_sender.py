@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from emsp.models import Token
+from emsp.models import Partner, Token
 from tests.conftest import OcpiTestClient
 from tests.factories import DriverFactory, PartnerFactory, TokenFactory
 
@@ -105,6 +105,33 @@ def test_a_token_restricted_to_other_partners_is_not_allowed(ocpi: OcpiTestClien
     token = TokenFactory()
     token.allowed_partners.add(PartnerFactory(party_id="OTH"))
     assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+
+
+def test_a_token_restricted_to_this_partner_is_allowed(ocpi: OcpiTestClient, partner: Partner) -> None:
+    token = TokenFactory()
+    token.allowed_partners.add(partner, PartnerFactory(party_id="OTH"))
+    assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "ALLOWED"
+
+
+def test_a_blocked_driver_blocks_the_token(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    token.driver.is_blocked = True
+    token.driver.save()
+    assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "BLOCKED"
+
+
+def test_a_prepaid_driver_with_credit_is_allowed(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory()
+    token.driver.wallet_balance = Decimal("0.01")
+    token.driver.save()
+    assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "ALLOWED"
+
+
+def test_without_a_type_a_token_of_another_type_is_found(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory(uid="APPONLY", type=Token.Type.APP_USER)
+    body = authorize(ocpi, "apponly").json()
+    assert body["data"]["allowed"] == "ALLOWED"
+    assert body["data"]["token"]["type"] == "APP_USER" == token.type
 
 
 def test_an_unknown_token_is_404_with_2004_and_no_data(ocpi: OcpiTestClient) -> None:
