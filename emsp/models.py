@@ -314,14 +314,6 @@ class TokenQuerySet(models.QuerySet["Token"]):
         qs = self.filter(uid_key=ci_key(uid))
         return qs.filter(type=token_type) if token_type else qs
 
-    def with_partner_restriction(self, partner: Partner) -> TokenQuerySet:
-        """Annotate whether the token is restricted to some partners and whether `partner` is one of them,
-        so real-time authorization answers from a single query."""
-        through = Token.allowed_partners.through.objects.filter(token_id=models.OuterRef("pk"))
-        return self.annotate(
-            is_restricted=models.Exists(through), allowed_here=models.Exists(through.filter(partner_id=partner.pk))
-        )
-
 
 class Token(models.Model):
     """One of our OCPI Tokens (mod_tokens §"Token object"). Unique by (uid, type)."""
@@ -386,7 +378,7 @@ class Token(models.Model):
         if not self.driver.has_credit():
             return self.Allowed.NO_CREDIT
         if partner is not None:
-            if hasattr(self, "is_restricted"):  # annotated by TokenQuerySet.with_partner_restriction
+            if hasattr(self, "is_restricted"):  # read with the token by real-time authorization's query
                 restricted, allowed_here = self.is_restricted, self.allowed_here
             else:
                 partner_ids = {p.pk for p in self.allowed_partners.all()}
