@@ -51,9 +51,11 @@ smoke-run: install
 	$(SMOKE_RUN_ENV) $(PY) manage.py demo --bpp http://127.0.0.1:8600/beckn --charge-seconds 4 \
 	  || { echo "--- var/smoke-run.log"; cat var/smoke-run.log; exit 1; }
 
+## Style, and the direction of dependencies (import-linter contracts in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -1,6 +1,6 @@
-"""A small Beckn BAP for demos and tests: it signs requests to a BPP (ours, over HTTP), listens for the on_*
-callbacks on a local port, verifies their signatures, and hands them back. Used by `manage.py bap` and
-`manage.py demo`."""
+"""A small Beckn BAP for demos and tests: it signs requests to a BPP (ours, over HTTP, through the outbound
+seam), listens for the on_* callbacks on a local port, verifies their signatures, and hands them back. Used
+by `manage.py bap` and `manage.py demo`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-import requests
 
 from beckn.signing import (
     SignatureError,
@@ -23,6 +22,7 @@ from beckn.signing import (
     sign_request,
     verify_signature,
 )
+from emsp import outbound
 
 DEFAULT_DOMAIN = "ev-charging:beckn"
 
@@ -58,8 +58,6 @@ class BapClient:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        self._http = requests.Session()
-        self._http.trust_env = False
 
     @property
     def bap_uri(self) -> str:
@@ -136,17 +134,18 @@ class BapClient:
             created=now, expires=now + 300,
         )  # fmt: skip
         started = time.perf_counter()
-        response = self._http.post(
+        response = outbound.send(
+            "POST",
             f"{self.bpp_url}/{action}",
-            data=body,
+            body=body,
             headers={"Authorization": header, "Content-Type": "application/json"},
             timeout=10,
         )
         try:
             ack = response.json()
         except ValueError:
-            ack = {"raw": response.text[:500]}
-        return response.status_code, ack, context["message_id"], time.perf_counter() - started
+            ack = {"raw": response.content[:500].decode("utf-8", "replace")}
+        return response.status, ack, context["message_id"], time.perf_counter() - started
 
     def wait(self, action: str, *, message_id: str | None = None, timeout: float = 15.0) -> Callback | None:
         """The next `action` callback (for `message_id` if given); others received meanwhile are kept."""

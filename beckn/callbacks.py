@@ -1,32 +1,30 @@
-"""on_* callbacks to BAPs: built with our context, stored in the outbox (BecknCallback) inside the caller's
-transaction, delivered by Celery after commit — signed over the exact bytes sent (BECKN-006), exponential
-backoff, never retried after a 4xx, every attempt recorded."""
+"""on_* callbacks to BAPs: built with our context and stored as BecknCallback rows of the one outbox
+(emsp/outbox.py) inside the caller's transaction; `send_callback` is the outbox's sender for them: it signs
+the exact bytes stored (BECKN-006) and POSTs them. Retries, backoff and attempts are the outbox's."""
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from beckn.keys import sign_outgoing
-from beckn.models import BecknCallback, BecknCallbackAttempt, BecknMessage, BecknTransaction
-from emsp import outbound
+from beckn.models import BecknCallback, BecknMessage, BecknTransaction
+from emsp import outbound, outbox
+from emsp.datetimes import format_datetime
+from emsp.models import Delivery
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 10
 CALLBACK_TTL = "PT30S"  # ONDC's context.ttl; our callbacks are valid that long after their timestamp
 
 
 def now_rfc3339() -> str:
-    return timezone.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return format_datetime(timezone.now(), "millis")
 
 
 def callback_context(
@@ -81,6 +79,8 @@ def enqueue(
         body["error"] = error
     target = (url or (txn.callback_uri if txn else None) or context["bap_uri"]).rstrip("/")
     callback = BecknCallback.objects.create(
+        channel=Delivery.Channel.BECKN_CALLBACK,
+        target=f"{target}/{action}"[:500],
         transaction=txn,
         request=request,
         action=action,
@@ -89,71 +89,23 @@ def enqueue(
         solicited=request is not None,
         body=orjson.dumps(body).decode(),
     )
-    from beckn.tasks import deliver_callback
-
-    pk = callback.pk
-    transaction.on_commit(lambda: deliver_callback.delay(pk))
+    outbox.deliver_after_commit(callback)
     return callback
 
 
-def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(600, 2 ** (attempts - 1)))
-
-
-def deliver(callback_id: int) -> BecknCallback | None:
-    """One delivery attempt. A row lock (skip locked) keeps two workers from sending the same callback."""
-    with transaction.atomic():
-        callback = (
-            BecknCallback.objects.select_for_update(skip_locked=True)
-            .filter(pk=callback_id, status=BecknCallback.Status.PENDING)
-            .first()
+def send_callback(delivery: Delivery) -> outbox.SendResult:
+    """The outbox's sender for Beckn callbacks: the stored body, signed, POSTed to its URL."""
+    callback = BecknCallback.objects.get(pk=delivery.pk)
+    body = callback.body.encode()
+    try:
+        response = outbound.send(
+            "POST",
+            callback.url,
+            body=body,
+            headers={"Authorization": sign_outgoing(body), "Content-Type": "application/json"},
+            timeout=10,
         )
-        if callback is None:
-            return None
-        body = callback.body.encode()
-        started = time.monotonic()
-        http_status: int | None = None
-        error = ""
-        try:
-            response = outbound.send(
-                "POST",
-                callback.url,
-                body=body,
-                headers={"Authorization": sign_outgoing(body), "Content-Type": "application/json"},
-                timeout=10,
-            )
-            http_status = response.status
-            if http_status >= 300:
-                error = response.content[:500].decode("utf-8", "replace")
-        except outbound.OutboundError as exc:
-            error = str(exc)[:2000]
-        duration_ms = int((time.monotonic() - started) * 1000)
-        callback.attempts += 1
-        callback.last_http_status = http_status
-        callback.last_error = error
-        BecknCallbackAttempt.objects.create(
-            callback=callback, http_status=http_status, error=error, duration_ms=duration_ms
-        )
-        if http_status is not None and 200 <= http_status < 300:
-            callback.status = BecknCallback.Status.DELIVERED
-            callback.delivered_at = timezone.now()
-        elif http_status is not None and 400 <= http_status < 500 and http_status not in (408, 429):
-            callback.status = BecknCallback.Status.FAILED  # the BAP refused it: retrying can't help
-        elif callback.attempts >= MAX_ATTEMPTS:
-            callback.status = BecknCallback.Status.FAILED
-        else:
-            callback.next_attempt_at = timezone.now() + _backoff(callback.attempts)
-        callback.save()
-    # Retries are picked up by the beat task (deliver_due) once next_attempt_at passes — no ETA tasks,
-    # which Redis redelivers when they outlive the visibility timeout (perf notes §3.6).
-    return callback
-
-
-def deliver_due(limit: int = 200) -> int:
-    """The safety net for retries whose scheduled task was lost: deliver whatever is due."""
-    ids = list(
-        BecknCallback.objects.filter(status=BecknCallback.Status.PENDING, next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    return sum(1 for pk in ids if deliver(pk) is not None)
+    except outbound.OutboundError as exc:
+        return outbox.SendResult(None, str(exc))
+    error = response.content[:500].decode("utf-8", "replace") if response.status >= 300 else ""
+    return outbox.SendResult(response.status, error)

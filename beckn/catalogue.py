@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from billing.models import Tariff
 from billing.services.driver_pricing import tariffs_for_connector
+from emsp.datetimes import format_datetime
 from emsp.models import Connector, Evse, Partner, Reservation, ci_key
 from emsp.services.catalogue import connector_get
-from ocpi.normalize import format_ocpi_datetime
 
 EARTH_RADIUS_M = 6_371_000.0
 DEFAULT_RADIUS_M = 5_000.0
@@ -279,7 +279,8 @@ def item_id(evse: Evse, connector: Connector) -> str:
 
 
 def provider_id(partner: Partner) -> str:
-    return f"{partner.country_code}*{partner.party_id}"
+    """Beckn provider id of a CPO: its OCPI party, CC*PID."""
+    return partner.party_key
 
 
 def status_confidence(evse: Evse, now: datetime) -> str:
@@ -315,7 +316,7 @@ def item_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
         specs.append(_tag("charging-speed", charging_speed(connector.max_electric_power), "Charging speed"))
     specs += [
         _tag("status", evse.status, "Status"),
-        _tag("status-updated-at", format_ocpi_datetime(evse.status_updated_at), "Status last heard"),
+        _tag("status-updated-at", format_datetime(evse.status_updated_at), "Status last heard"),
         _tag("status-confidence", status_confidence(evse, now), "Status confidence"),
         _tag("evse-id", evse.evse_id or evse.uid, "EVSE id"),
         _tag("reservable", "true" if evse.is_reservable else "false", "Can be reserved"),

@@ -1,6 +1,7 @@
 """Unsolicited callbacks: what the BAP hears without asking when the CPO's side changes — on_status when
-the session changes state, on_update with the final quote and payment once the CDR is billed, on_cancel when
-a booked charger fails (with up to three nearby alternatives). Each carries a new message_id."""
+the session changes state or a start fails, on_update with the final quote and payment once the CDR is
+billed, on_cancel when a booked charger fails (with up to three nearby alternatives). Each carries a new
+message_id. These are handlers of the domain's events (emsp/events.py), subscribed in BecknConfig.ready()."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 from beckn import callbacks
 from beckn.catalogue import SearchFilters, item_id, provider_id, search
 from beckn.models import BecknTransaction
-from beckn.services import order_block
-from emsp.models import Booking, Command, Evse
+from beckn.rendering import order_block
+from emsp import events
+from emsp.models import Booking, Command
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,16 @@ def _send(txn: BecknTransaction, action: str, message: dict[str, Any], error: di
     callbacks.enqueue(action=action, context=context, message=message, error=error, txn=txn)
 
 
-def session_changed(booking: Booking) -> None:
+def session_changed(event: events.BookingSessionChanged) -> None:
+    booking = event.booking
     txn = _txn(booking)
     if txn is not None:
         _send(txn, "on_status", {"order": order_block(booking, txn)})
 
 
-def command_finished(command: Command) -> None:
+def command_finished(event: events.CommandFinished) -> None:
     """A start that failed or timed out reaches the BAP (OCPI TIMEOUT: we keep watching for a late session)."""
+    command = event.command
     booking = command.booking
     if booking is None or command.type != Command.Type.START_SESSION:
         return
@@ -56,8 +60,9 @@ def command_finished(command: Command) -> None:
         _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
 
 
-def booking_settled(booking: Booking) -> None:
+def booking_settled(event: events.BookingSettled) -> None:
     """The CDR is billed: the final quote and the payment due (DEG00x: POST-FULFILLMENT = the CDR total)."""
+    booking = event.booking
     txn = _txn(booking)
     if txn is not None:
         booking.refresh_from_db()
@@ -94,7 +99,8 @@ def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def booking_cancelled_by_provider(booking: Booking, reason: str) -> None:
+def booking_cancelled_by_provider(event: events.BookingCancelledByProvider) -> None:
+    booking, reason = event.booking, event.reason
     txn = _txn(booking)
     if txn is None:
         return
@@ -113,4 +119,8 @@ def booking_cancelled_by_provider(booking: Booking, reason: str) -> None:
     _send(txn, "on_cancel", {"order": order})
 
 
-FAULT_STATUSES = (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED)
+def subscribe() -> None:
+    events.subscribe(events.BookingSessionChanged, session_changed)
+    events.subscribe(events.CommandFinished, command_finished)
+    events.subscribe(events.BookingSettled, booking_settled)
+    events.subscribe(events.BookingCancelledByProvider, booking_cancelled_by_provider)

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from django.db import models
 
+from emsp.models import Delivery
+
 
 class BecknSubscriber(models.Model):
     """One signing key of one subscriber (a subscriber may rotate keys: one row per unique_key_id)."""
@@ -129,14 +131,9 @@ class BecknMessage(models.Model):
         return f"{self.action} {self.message_id} from {self.bap_id}"
 
 
-class BecknCallback(models.Model):
-    """Outbox of on_* callbacks: stored first, then delivered by Celery with exponential backoff; a 4xx is
-    final; every attempt is recorded (the Saleor webhook pattern, STYLE.md)."""
-
-    class Status(models.TextChoices):
-        PENDING = "PENDING"
-        DELIVERED = "DELIVERED"
-        FAILED = "FAILED"
+class BecknCallback(Delivery):
+    """An on_* callback we owe a BAP (or the gateway that forwarded its search): a Delivery of the one outbox
+    (emsp/outbox.py), sent by beckn/callbacks.py with the exact bytes stored here, signed."""
 
     transaction = models.ForeignKey(
         BecknTransaction, null=True, blank=True, on_delete=models.SET_NULL, related_name="callbacks"
@@ -149,30 +146,9 @@ class BecknCallback(models.Model):
     message_id = models.CharField(max_length=255)
     solicited = models.BooleanField(default=True)
     body = models.TextField(help_text="The exact JSON sent (and signed)")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(auto_now_add=True)
-    last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.action} → {self.url} ({self.status})"
-
-
-class BecknCallbackAttempt(models.Model):
-    callback = models.ForeignKey(BecknCallback, on_delete=models.CASCADE, related_name="attempt_log")
-    at = models.DateTimeField(auto_now_add=True)
-    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    duration_ms = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        ordering = ["at", "pk"]
-
-    def __str__(self) -> str:
-        return f"{self.callback} at {self.at:%H:%M:%S}: {self.http_status or self.error[:40]}"
 
 
 class BecknRating(models.Model):

@@ -17,8 +17,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
-from beckn.requests import ACK, ACTIONS, BecknRequestError, parse_envelope
+from beckn.errors import BecknRequestError
+from beckn.parsing import ACK, ACTIONS, parse_envelope
+from beckn.rendering import STATE_CODES, charging_details
 from emsp.models import Booking
 
 log = logging.getLogger(__name__)
@@ -151,10 +154,8 @@ class BecknActionView(APIView):
         dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
         if not first_sighting(dedupe_key):
             return _ack()  # same answer, nothing else
-        from beckn.tasks import handle_request
-
         try:
-            handle_request.delay(action, raw.decode("utf-8", "replace"), sender.gateway_id or "")
+            tasks.handle_request.delay(action, raw.decode("utf-8", "replace"), sender.gateway_id or "")
         except Exception:  # the queue is down: no ACK, so the BAP retries, and this message id stays fresh
             forget_sighting(dedupe_key)
             log.exception("could not queue beckn %s %s", action, envelope.message_id)
@@ -165,8 +166,6 @@ class BecknActionView(APIView):
 def track_page(request: Any, order_id: str) -> HttpResponse:
     """The tracking URL we give in on_track: the live state of one charge."""
     booking = get_object_or_404(Booking.objects.select_related("evse__location__partner"), order_id=order_id)
-    from beckn.services import STATE_CODES, charging_details
-
     return render(
         request,
         "beckn/track.html",

@@ -5,3 +5,11 @@ from django.apps import AppConfig
 
 class BillingConfig(AppConfig):
     name = "billing"
+
+    def ready(self) -> None:
+        from django.contrib import admin
+
+        from billing.dashboard import console_home_install
+
+        # The console home (charts per role) on the default admin site, which other apps register on.
+        console_home_install(admin.site)

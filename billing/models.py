@@ -218,6 +218,14 @@ class Quote(models.Model):
     def __str__(self) -> str:
         return f"Quote {self.pk} {self.total_incl_vat} {self.currency}"
 
+    @property
+    def price(self) -> Decimal:
+        """What the driver is asked to pay; without VAT figures (a CPO tariff with no VAT given), its parts
+        excl. VAT."""
+        if self.total_incl_vat is not None:
+            return self.total_incl_vat
+        return self.cpo_cost_excl_vat + self.fee_excl_vat
+
 
 class DriverReceipt(models.Model):
     """What a driver pays for one completed charge: CPO cost, our fee, VAT, total, next to the quote."""

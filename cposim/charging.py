@@ -1,30 +1,22 @@
-"""Charging behaviour: commands, reservations, RFID swipes, sessions, the meter and CDRs."""
+"""Charging behaviour: commands, reservations, RFID swipes and sessions. The meter and the CDR a session ends
+in are in meter.py."""
 
 from __future__ import annotations
 
-import itertools
-import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
 from .common import ci, clone, display_text, get_tz, iso, log, new_token, parse_dt, utcnow
 from .config import SimConfig
 from .emsp_client import CallResult, EmspClient
-from .pricing import merge_periods, price_session, time_boundaries
+from .meter import Runtime, advance_meter, build_cdr, cdr_token, now_ms
+from .pricing import price_session
 from .scheduler import Scheduler
 from .state import Store
 
 COMMANDS = ("START_SESSION", "STOP_SESSION", "RESERVE_NOW", "CANCEL_RESERVATION", "UNLOCK_CONNECTOR")
 INOPERATIVE = {"INOPERATIVE", "OUTOFORDER", "UNKNOWN", "PLANNED", "REMOVED"}
-
-
-def now_ms() -> datetime:
-    """Current UTC time truncated to milliseconds (what we publish)."""
-    now = utcnow()
-    return now.replace(microsecond=(now.microsecond // 1000) * 1000)
 
 
 @dataclass
@@ -36,26 +28,6 @@ class CommandOutcome:
     response: dict[str, Any] | None
     message: str = ""
     entry: dict[str, Any] | None = None
-
-
-@dataclass
-class Runtime:
-    """Internal meter state of an active session."""
-
-    session_id: str
-    location_id: str
-    evse_uid: str
-    connector_id: str
-    tariff: dict[str, Any] | None
-    tz: tzinfo
-    power_kw: float
-    target_kwh: float
-    started: datetime
-    last_meter: datetime
-    energy: float = 0.0
-    published_kwh: float = 0.0
-    active: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Engine:
@@ -547,7 +519,9 @@ class Engine:
                     "total_cost": cost,
                     "last_updated": now,
                 }
-                cdr = self._build_cdr(rt, session)
+                loc = self.store.location(rt.location_id)
+                evse = self.store.evse(loc, rt.evse_uid)
+                cdr = build_cdr(self.cfg, rt, session, loc, evse, self.store.connector(evse, rt.connector_id))
                 self.store.cdrs[ci(cdr["id"])] = cdr
             self.client.patch_session(session["id"], patch)
             self.push_evse_status(rt.location_id, rt.evse_uid, "AVAILABLE")
@@ -556,109 +530,3 @@ class Engine:
                 self.store.cdr_locations[cdr["id"]] = res.headers.get("Location") or res.headers.get("location")
         log(f"session {session_id} COMPLETED, CDR {cdr['id']} total {cdr['total_cost']}")
         return cdr
-
-    def _build_cdr(self, rt: Runtime, session: dict[str, Any]) -> dict[str, Any]:
-        """CDR from the session's periods, priced by our own tariff code (+ --cdr-overcharge)."""
-        loc = self.store.location(rt.location_id)
-        evse = self.store.evse(loc, rt.evse_uid)
-        conn = self.store.connector(evse, rt.connector_id)
-        periods = merge_periods(rt.tariff, session["charging_periods"], rt.started, rt.tz)
-        priced = price_session(rt.tariff, periods, rt.started, rt.tz)
-        factor = Decimal(1) + Decimal(str(self.cfg.cdr_overcharge))
-        cdr_location = {
-            "id": loc["id"],
-            **{k: loc[k] for k in ("name", "address", "city", "postal_code", "state", "country") if loc.get(k)},
-            "coordinates": loc["coordinates"],
-            "evse_uid": evse["uid"],
-            "evse_id": evse.get("evse_id") or evse["uid"],
-            "connector_id": conn["id"],
-            "connector_standard": conn["standard"],
-            "connector_format": conn["format"],
-            "connector_power_type": conn["power_type"],
-        }
-        cdr: dict[str, Any] = {
-            "country_code": self.cfg.country_code,
-            "party_id": self.cfg.party_id,
-            "id": f"CDR-{session['id']}"[:36],
-            "start_date_time": session["start_date_time"],
-            "end_date_time": session["end_date_time"],
-            "session_id": session["id"],
-            "cdr_token": clone(session["cdr_token"]),
-            "auth_method": session["auth_method"],
-            **(
-                {"authorization_reference": session["authorization_reference"]}
-                if session.get("authorization_reference")
-                else {}
-            ),
-            "cdr_location": cdr_location,
-            "currency": session["currency"],
-            "tariffs": [clone(rt.tariff)] if rt.tariff else [],
-            "charging_periods": periods,
-            "total_cost": priced.total.price(factor),
-            "total_fixed_cost": priced.fixed.price(factor),
-            "total_energy": round(priced.energy_kwh, 4),
-            "total_energy_cost": priced.energy.price(factor),
-            "total_time": round(priced.time_h + priced.parking_h, 6),
-            "total_time_cost": priced.time.price(factor),
-            "total_parking_time": round(priced.parking_h, 6),
-            "total_parking_cost": priced.parking.price(factor),
-            "last_updated": session["last_updated"],
-        }
-        if self.cfg.cdr_overcharge:
-            cdr["remark"] = "simulator: billed with --cdr-overcharge"
-        return cdr
-
-
-def advance_meter(rt: Runtime, now: datetime) -> list[dict[str, Any]]:
-    """Meter up to `now`: periods split at tariff time boundaries and when the EV is full.
-
-    Volumes are differences of rounded cumulative readings (kWh to 4, hours to 6 decimals), so the
-    periods always add up exactly to the published session totals.
-    """
-    t0 = rt.last_meter
-    if now <= t0:
-        return []
-    cuts = time_boundaries(rt.tariff, t0, now, rt.tz)
-    remaining = rt.target_kwh - rt.energy
-    if remaining > 1e-9 and rt.power_kw > 0:
-        full_at = t0 + timedelta(hours=remaining / rt.power_kw)
-        full_at = full_at.replace(microsecond=(full_at.microsecond // 1000) * 1000)
-        if t0 < full_at < now:
-            cuts.append(full_at)
-    edges = [t0, *sorted(set(cuts)), now]
-    tariff_id = rt.tariff["id"] if rt.tariff else None
-
-    def elapsed(t: datetime) -> float:
-        return round((t - rt.started).total_seconds() / 3600, 6)
-
-    periods = []
-    for a, b in itertools.pairwise(edges):
-        hours = round(elapsed(b) - elapsed(a), 6)
-        if hours <= 0:
-            continue
-        if rt.target_kwh - rt.energy > 1e-9:
-            rt.energy = min(rt.target_kwh, rt.energy + rt.power_kw * (b - a).total_seconds() / 3600)
-            reading = round(rt.energy, 4)
-            kwh = round(reading - rt.published_kwh, 4)
-            rt.published_kwh = reading
-            dims = [{"type": "ENERGY", "volume": kwh}, {"type": "TIME", "volume": hours}]
-        else:
-            dims = [{"type": "PARKING_TIME", "volume": hours}]
-        period: dict[str, Any] = {"start_date_time": iso(a, ms=True), "dimensions": dims}
-        if tariff_id:
-            period["tariff_id"] = tariff_id
-        periods.append(period)
-    rt.last_meter = now
-    return periods
-
-
-def cdr_token(token: dict[str, Any]) -> dict[str, Any]:
-    """CdrToken from a Token object (country_code, party_id, uid, type, contract_id)."""
-    out = {
-        "uid": str(token.get("uid")),
-        "type": str(token.get("type") or "RFID"),
-        "contract_id": str(token.get("contract_id") or token.get("uid")),
-    }
-    if token.get("country_code"):
-        out = {"country_code": token["country_code"], "party_id": token.get("party_id", ""), **out}
-    return out

@@ -1,4 +1,5 @@
-"""HTTP transport and routing: the OCPI 2.2.1 CPO interfaces and the `/_sim/` control API."""
+"""Routing: the OCPI 2.2.1 CPO interfaces and the `/_sim/` control API, and the Simulator that wires them to
+the HTTP server (transport.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,18 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from .charging import Engine
-from .common import OCPI_VERSION, ci, clone, dumps, iso, loads, log, new_token, parse_dt, utcnow
+from .common import OCPI_VERSION, ci, clone, iso, log, new_token, parse_dt, utcnow
 from .config import FAULT_NAMES, SimConfig, normalise_fault
 from .emsp_client import EmspClient, RegistrationError
 from .quirks import render
 from .scheduler import Scheduler
 from .state import WE_ARE_SERVER, Peer, Store
+from .transport import BadJson, Handler, Reply, Request
 
 EVSE_STATUSES = {
     "AVAILABLE",
@@ -52,45 +52,6 @@ MODULES = (
     ("commands", "RECEIVER"),
 )
 CONFIG_MODULES = {"versions", "details", "credentials"}
-
-
-class BadJson(Exception):
-    """The request body is not valid JSON (HTTP 400)."""
-
-
-@dataclass
-class Request:
-    """A parsed inbound HTTP request."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Message
-    body: bytes
-    client_ip: str
-
-    def q(self, name: str) -> str | None:
-        """First value of a query parameter."""
-        values = self.query.get(name)
-        return values[0] if values else None
-
-    def json(self) -> Any:
-        """The JSON body (None when empty)."""
-        if not self.body.strip():
-            return None
-        try:
-            return loads(self.body)
-        except ValueError as exc:
-            raise BadJson(str(exc)) from exc
-
-
-@dataclass
-class Reply:
-    """An outbound HTTP response: status, JSON body and extra headers."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def envelope(data: Any = None, status_code: int = 1000, message: str = "Success") -> dict[str, Any]:
@@ -520,41 +481,6 @@ class App:
     def c_touch(self, body: dict[str, Any]) -> Reply:
         """Bump last_updated of n Locations."""
         return Reply(200, {"touched": self.store.touch(int(body.get("n") or 1))})
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Adapter from http.server to App; one log line per request."""
-
-    server_version = "cposim/1.0"
-    protocol_version = "HTTP/1.1"
-
-    def _dispatch(self) -> None:
-        started = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        split = urlsplit(self.path)
-        req = Request(self.command, split.path, parse_qs(split.query), self.headers, body, self.client_address[0])
-        app: App = self.server.app  # type: ignore[attr-defined]
-        reply = app.handle(req)
-        payload = dumps(reply.body) if reply.body is not None else b""
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for k, v in reply.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        ms = (time.monotonic() - started) * 1000
-        log(
-            f'IN {self.client_address[0]} "{self.command} {self.path}" {reply.status} {ms:.0f}ms '
-            f"rid={reply.headers.get('X-Request-ID')}"
-        )
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default access log (we log in _dispatch)."""
 
 
 class Simulator:

@@ -1,5 +1,2 @@
-from __future__ import annotations
-
-from emsp.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""The eMSP domain (partners, catalogue, drivers, tokens, bookings, sessions, commands, the outbox) and the
+project's settings. The Celery app (emsp/celery.py) is loaded by EmspConfig.ready() and by `celery -A emsp`."""

@@ -8,9 +8,9 @@ class EmspConfig(AppConfig):
     name = "emsp"
 
     def ready(self) -> None:
-        # The console home (charts per role) on the default admin site, which other apps register on.
-        from django.contrib import admin
+        from emsp import celery, events  # noqa: F401 - loading the Celery app binds every shared_task to it
+        from emsp.services import bookings
 
-        from emsp.dashboard import console_home_install
-
-        console_home_install(admin.site)
+        # The CPO's side moves bookings on: a failed charger or a cancelled reservation cancels them.
+        events.subscribe(events.EvseStatusChanged, bookings.on_evse_status_changed)
+        events.subscribe(events.ReservationCancelledByCpo, bookings.on_reservation_cancelled_by_cpo)

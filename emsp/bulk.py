@@ -81,11 +81,14 @@ def upsert(
 
 
 def insert(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
-    """Plain insert of many rows."""
+    """Plain insert of many rows (also the child rows of a multi-table model, which bulk_create refuses)."""
     if not rows:
         return
     if connection.vendor != "postgresql":
-        _bulk_create(model, columns, rows)
+        if model._meta.parents:
+            _executemany(model, columns, rows)
+        else:
+            _bulk_create(model, columns, rows)
         return
     with connection.cursor() as cursor:
         _copy(cursor, model._meta.db_table, columns, _column_types(model, columns), rows)
@@ -104,6 +107,23 @@ def _copy(cursor: Any, table: str, columns: Sequence[str], types: list[str], row
                 copy.write_row(values)
             else:
                 copy.write_row(row)
+
+
+def _executemany(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    json_positions = [i for i, c in enumerate(columns) if isinstance(fields[c], models.JSONField)]
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "  # noqa: S608 - names from model metadata
+        f"VALUES ({', '.join(['%s'] * len(columns))})"
+    )
+    values = []
+    for row in rows:
+        row_values = list(row)
+        for i in json_positions:
+            row_values[i] = orjson.dumps(row_values[i]).decode()
+        values.append(row_values)
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, values)
 
 
 def _bulk_create(

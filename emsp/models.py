@@ -14,7 +14,6 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -113,7 +112,7 @@ class Partner(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.country_code}*{self.party_id})"
+        return f"{self.name} ({self.party_key})"
 
     def save(self, *args: object, **kwargs: object) -> None:
         # The party is compared case-insensitively everywhere; keep the canonical upper-case form.
@@ -137,10 +136,13 @@ class Partner(models.Model):
         return ci_key(country_code, party_id) in self.party_keys()
 
     def endpoint_url(self, identifier: str, role: str | None = None) -> str | None:
-        """The URL of one of the partner's modules (from its version details), or None."""
-        for endpoint in self.endpoints or []:
-            if endpoint.get("identifier") == identifier and (role is None or endpoint.get("role") == role):
-                return str(endpoint.get("url") or "").rstrip("/") or None
+        """The URL of one of the partner's modules (from its version details), or None. With a `role`, the
+        endpoint in that role, else one the partner gave without a role (OCPI 2.1.1 has no roles)."""
+        endpoints = [e for e in self.endpoints or [] if e.get("identifier") == identifier]
+        if role is not None:
+            endpoints = [e for e in endpoints if e.get("role") == role] or [e for e in endpoints if not e.get("role")]
+        for endpoint in endpoints:
+            return str(endpoint.get("url") or "").rstrip("/") or None
         return None
 
     def issue_token_a(self) -> str:
@@ -218,6 +220,8 @@ class Evse(models.Model):
 
     # A status last heard longer ago than this is stale (console freshness, partner health).
     STATUS_STALE_AFTER = timedelta(minutes=15)
+    # A charger in one of these can't serve a booking: its bookings are cancelled, alternatives offered.
+    FAULT_STATUSES = (Status.OUTOFORDER, Status.INOPERATIVE, Status.REMOVED)
 
     # Indexes are kept to what queries need: each one costs every bulk ingest and status PATCH.
     location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses", db_index=False)
@@ -491,11 +495,12 @@ class Command(models.Model):
 
     FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT)
 
-    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Our part of response_url.")
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Our id for the CPO's answers.")
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="commands")
     type = models.CharField(max_length=20, choices=Type.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    request = models.JSONField(default=dict)
+    connector_id = models.CharField(max_length=36, blank=True, help_text="START_SESSION / UNLOCK_CONNECTOR")
+    request = models.JSONField(default=dict, help_text="The request as sent to the CPO")
     response = models.JSONField(null=True, blank=True, help_text="CommandResponse")
     response_result = models.CharField(max_length=20, blank=True)
     result = models.JSONField(null=True, blank=True, help_text="CommandResult")
@@ -513,10 +518,6 @@ class Command(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.uid} ({self.status})"
-
-    @property
-    def response_url(self) -> str:
-        return f"{settings.PUBLIC_BASE_URL}/ocpi/emsp/2.2.1/commands/{self.type}/{self.uid}"
 
 
 class Booking(models.Model):
@@ -560,3 +561,64 @@ class Booking(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+
+# ---------------------------------------------------------------------------------------------
+# The outbox: messages we owe partners
+# ---------------------------------------------------------------------------------------------
+
+
+class Delivery(models.Model):
+    """One message we owe a partner — an OCPI push to a CPO, a Beckn callback to a BAP. Stored in the
+    transaction that caused it, then sent by the outbox (emsp/outbox.py) under one retry policy. What the
+    message is, and how to send it, lives in the adapter's subclass (`ocpi.PushDelivery`,
+    `beckn.BecknCallback`: multi-table inheritance), whose sender the adapter registers at start-up."""
+
+    class Channel(models.TextChoices):
+        OCPI_PUSH = "ocpi_push", "OCPI push to a CPO"
+        BECKN_CALLBACK = "beckn_callback", "Beckn callback to a BAP"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting to be sent"
+        SENDING = "SENDING", "Being sent"
+        DELIVERED = "DELIVERED"
+        FAILED = "FAILED", "Failed for good"
+
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    partner = models.ForeignKey(
+        Partner, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries", help_text="OCPI only"
+    )
+    target = models.CharField(max_length=500, help_text="Where it goes, for people reading the console.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker took it for sending.")
+    last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        # The due sweep's query: pending rows by due time, and SENDING rows left by a stopped worker.
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+        permissions = [("retry_delivery", "Can retry a delivery now")]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} → {self.target} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a Delivery: what the partner answered, or why no answer came."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    at = models.DateTimeField(default=timezone.now)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery} at {self.at:%H:%M:%S}: {self.http_status or self.error[:40]}"

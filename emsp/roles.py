@@ -22,7 +22,8 @@ ALL = "*"
 ROLES: dict[str, tuple[str, ...] | str] = {
     ADMIN: ALL,
     # Ops keeps the connections to CPOs running and works CDR disputes. It reads the partners' data and the
-    # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent).
+    # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent) and sends a stuck
+    # delivery again.
     OPS: (
         "emsp.view_partner",
         "emsp.view_location",
@@ -41,6 +42,9 @@ ROLES: dict[str, tuple[str, ...] | str] = {
         "ocpi.view_syncrun",
         "ocpi.view_dataqualityissue",
         "ocpi.view_pushdelivery",
+        "emsp.view_delivery",
+        "emsp.view_deliveryattempt",
+        "emsp.retry_delivery",
     ),
     # Finance reconciles, exports and closes settlement periods and reads what stands behind them.
     FINANCE: (

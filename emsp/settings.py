@@ -192,6 +192,11 @@ ALLOW_PRIVATE_NETWORKS = env.bool("ALLOW_PRIVATE_NETWORKS", default=not PRODUCTI
 OUTBOUND_TIMEOUT_SECONDS = env.float("OUTBOUND_TIMEOUT_SECONDS", default=10.0)
 OUTBOUND_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOUND_CONNECT_TIMEOUT_SECONDS", default=3.0)
 
+# --- The outbox (OCPI pushes and Beckn callbacks, emsp/outbox.py) ---------------------------------
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+# A row a worker has been sending for longer than this was left by a stopped worker: it is sent again.
+OUTBOX_SENDING_LEASE_SECONDS = env.int("OUTBOX_SENDING_LEASE_SECONDS", default=120)
+
 # --- OCPI --------------------------------------------------------------------------------------
 OCPI_COUNTRY_CODE = env.str("OCPI_COUNTRY_CODE", default="IN")
 OCPI_PARTY_ID = env.str("OCPI_PARTY_ID", default="EMS")
@@ -250,7 +255,6 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
-    "ocpi-push-deliver-due": {"task": "ocpi.tasks.push_deliver_due", "schedule": 30.0},
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 15.0},
-    "beckn-deliver-due-callbacks": {"task": "beckn.tasks.deliver_due_callbacks", "schedule": 10.0},
+    "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
 }

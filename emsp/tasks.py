@@ -1,9 +1,11 @@
-"""Domain background work: sending commands and timing them out."""
+"""Domain background work: sending commands and timing them out, and the outbox of messages to partners.
+Tasks take ids, load rows and call a service; running one twice is harmless (compare-and-set claims)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from emsp import outbox
 from emsp.models import Command
 from emsp.services import commands
 
@@ -24,3 +26,15 @@ def command_check_timeout(command_id: int) -> str | None:
 def commands_expire_due() -> int:
     """Beat: the safety net for timeout tasks lost in a worker restart."""
     return commands.commands_expire_due()
+
+
+@shared_task(acks_late=True)
+def outbox_deliver(delivery_id: int) -> str | None:
+    delivery = outbox.deliver(delivery_id)
+    return delivery.status if delivery else None
+
+
+@shared_task(acks_late=True)
+def outbox_deliver_due() -> int:
+    """Beat: retries whose backoff has passed, first sends that were lost, rows a stopped worker left."""
+    return outbox.deliver_due()

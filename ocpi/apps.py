@@ -6,3 +6,13 @@ from django.apps import AppConfig
 class OcpiConfig(AppConfig):
     verbose_name = "OCPI 2.2.1"
     name = "ocpi"
+
+    def ready(self) -> None:
+        from emsp import outbox, ports
+        from emsp.models import Delivery
+        from ocpi import push
+        from ocpi.gateway import OcpiGateway
+
+        # The domain reaches CPOs through this port, and its outbox sends our pushes with this sender.
+        ports.register_cpo_gateway(OcpiGateway())
+        outbox.register_sender(Delivery.Channel.OCPI_PUSH, push.send_push)

@@ -1,11 +1,11 @@
-"""OCPI plumbing records: the message log, pull-sync runs, data-quality findings and the push outbox."""
+"""OCPI plumbing records: the message log, pull-sync runs, data-quality findings and the pushes we owe CPOs."""
 
 from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
 
-from emsp.models import Partner
+from emsp.models import Delivery, Partner
 
 
 class OcpiMessage(models.Model):
@@ -98,25 +98,14 @@ class DataQualityIssue(models.Model):
         return f"{self.module} {self.object_id} {self.path}: {self.code}"
 
 
-class PushDelivery(models.Model):
-    """Outbox of objects we push to a partner's receiver (our Tokens): a row first, delivered by Celery."""
+class PushDelivery(Delivery):
+    """An object we push to a partner's receiver (our Tokens): a Delivery of the one outbox (emsp/outbox.py),
+    sent by ocpi/push.py. The URL is the partner's receiver at sending time plus `path`."""
 
-    class Status(models.TextChoices):
-        PENDING = "PENDING"
-        DELIVERED = "DELIVERED"
-        FAILED = "FAILED"
-
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="push_deliveries")
     module = models.CharField(max_length=16)
     method = models.CharField(max_length=8)
     path = models.CharField(max_length=200, help_text="Appended to the partner's module URL.")
     payload = models.JSONField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "push deliveries"

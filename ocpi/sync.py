@@ -13,7 +13,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from billing import services as billing
+from billing.services import records
+from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.services import catalogue, sessions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
@@ -22,7 +23,6 @@ from ocpi.normalize import (
     Issue,
     Normalizer,
     Rejected,
-    format_ocpi_datetime,
     normalize_cdr,
     normalize_location,
     normalize_session,
@@ -105,11 +105,11 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
         counts.stored = result.created + result.updated
         counts.seen_keys = {catalogue.location_key(o["country_code"], o["party_id"], o["id"]) for o in clean_objects}
     elif module == "tariffs":
-        counts.stored = billing.tariffs_store(partner, clean_objects)
+        counts.stored = records.tariffs_store(partner, clean_objects)
     elif module == "sessions":
         counts.stored = sessions.sessions_store(partner, clean_objects)
     elif module == "cdrs":
-        counts.stored = billing.cdrs_store(partner, clean_objects)
+        counts.stored = records.cdrs_store(partner, clean_objects)
     record_issues(partner, module, found)
     return counts
 
@@ -128,7 +128,7 @@ def sync_module(
     partner: Partner, module: str, *, full: bool = False, date_from: datetime | None = None
 ) -> SyncRun | None:
     """Pull one module. Without `date_from`, an incremental pull starts where the last good one did."""
-    url = partner.endpoint_url(module, "SENDER") or partner.endpoint_url(module)
+    url = partner.endpoint_url(module, "SENDER")
     if not url:
         return None
     if date_from is None and not full:
@@ -137,7 +137,7 @@ def sync_module(
         date_from = timezone.now() - SESSIONS_FULL_LOOKBACK
     mode = SyncRun.Mode.FULL if full or date_from is None else SyncRun.Mode.INCREMENTAL
     run = SyncRun.objects.create(partner=partner, module=module, mode=mode, date_from=date_from)
-    params = {"date_from": format_ocpi_datetime(date_from)} if date_from else {}
+    params = {"date_from": format_datetime(date_from)} if date_from else {}
     totals = IngestCounts()
     try:
         try:

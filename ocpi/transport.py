@@ -24,9 +24,10 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from emsp.datetimes import format_datetime
 from emsp.models import Partner, hash_token
 from ocpi.models import OcpiMessage
-from ocpi.normalize import Issue, Normalizer, Rejected, format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
 from ocpi.quality import record_issues
 from ocpi.redact import log_body
 
@@ -68,7 +69,7 @@ def envelope(data: Any = None, status_code: int = SUCCESS, message: str | None =
     body["status_code"] = status_code
     if message:
         body["status_message"] = message
-    body["timestamp"] = format_ocpi_datetime(timezone.now())
+    body["timestamp"] = format_datetime(timezone.now())
     return body
 
 

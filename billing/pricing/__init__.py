@@ -22,7 +22,7 @@ from __future__ import annotations
 # - Power/current restrictions use the period's MAX_/MIN_ values, else POWER/CURRENT, else (power
 #   only) energy / charging time; unknown values make the restriction fail, with a warning.
 # - Money is exact Decimal; rounding only at presentation via billing.money.round_money.
-from .api import estimate_session, price_cdr, price_periods, quote, resolve_zone
+from .calculate import estimate_session, price_cdr, price_periods, quote, resolve_zone
 from .errors import CdrError, PricingError, TariffError
 from .periods import ChargingPeriod, hours_to_timedelta, periods_from_ocpi
 from .result import DimensionCost, PeriodCost, PriceResult

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+from emsp.datetimes import DateTimeError, parse_text
 
 from .errors import CdrError
 from .tariff import EPOCH, US_PER_HOUR, ZERO, parse_datetime, parse_number, td_us, to_us
@@ -89,12 +91,15 @@ def _volume(value: Any) -> Decimal:
 def _start(raw: Any, path: str, sink: list[str]) -> datetime:
     value = raw.get("start_date_time")
     if type(value) is str:
+        # The common canonical form, straight from the shared (cached) reader; anything else, or an error,
+        # goes through parse_datetime for its checks, warnings and message.
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is UTC:  # the common "...Z" form
-            return parsed
+            moment, deviation = parse_text(value)
+        except DateTimeError:
+            pass
+        else:
+            if deviation is None and 1900 <= moment.year <= 9000:
+                return moment
     if value is None:
         raise CdrError(f"{path}.start_date_time", "is required")
     return parse_datetime(value, f"{path}.start_date_time", CdrError, sink)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
 from functools import cached_property
 from typing import Any
 
 from billing.money import round_money
+from emsp.datetimes import format_datetime
 
 from .tariff import ENERGY, EPOCH, FLAT, PARKING_TIME, TIME, US_PER_HOUR, ZERO, Price, PriceComponent, _fmt
 
@@ -59,14 +60,10 @@ class PeriodCost:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "start_date_time": _iso(self.start_date_time),
-            "end_date_time": _iso(self.end_date_time),
+            "start_date_time": format_datetime(self.start_date_time, "micros"),
+            "end_date_time": format_datetime(self.end_date_time, "micros"),
             "costs": [c.to_dict() for c in self.costs],
         }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Line:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.money import MINOR_UNITS
+from emsp.datetimes import NOT_RFC3339, OFFSET, DateTimeError, parse_text
 
 from .errors import PricingError, TariffError
 
@@ -39,6 +40,8 @@ DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUN
 _TIME_RE = re.compile(r"([0-1][0-9]|2[0-3]):([0-5][0-9])")  # mod_tariffs TariffRestrictions.start_time
 _DATE_RE = re.compile(r"([12][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
+# A zero offset in every form fromisoformat reads ("+00", "-0000", "+00:00:00.5": it ignores that fraction).
+_ZERO_OFFSET = re.compile(r"[+-]00(?::?00(?::?00(?:[.,]\d+)?)?)?$")
 
 _TARIFF_FIELDS = frozenset(
     {
@@ -118,27 +121,27 @@ def _enum(value: Any, path: str, err: type[PricingError], allowed: frozenset[str
 
 
 def parse_datetime(value: Any, path: str, err: type[PricingError], warnings: list[str] | None = None) -> datetime:
-    """OCPI DateTime (types.asciidoc): RFC 3339 in UTC, `Z` or no suffix; fractions allowed."""
+    """OCPI DateTime (types.asciidoc): RFC 3339 in UTC, `Z` or no suffix; fractions allowed. Read by the
+    shared emsp.datetimes; stricter here: a string, with a time, in the years 1900-9000."""
     if not isinstance(value, str):
         raise err(path, "must be an RFC 3339 date-time string")
-    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+        moment, deviation = parse_text(value)
+    except DateTimeError:
         raise err(path, f"not a valid date-time: {value!r}") from None
-    if "T" not in text and " " not in text:
+    if deviation == NOT_RFC3339:
+        # A bare date names a day, not an instant: no session or validity bound can start "on a day".
         raise err(path, f"not a valid date-time: {value!r}")
-    if not 1900 <= parsed.year <= 9000:
-        # Keeps every later datetime/offset computation inside datetime's range.
-        raise err(path, f"year {parsed.year} is outside the supported range 1900-9000")
-    if parsed.tzinfo is None:
-        # types.asciidoc: "All timestamps are formatted as string(25) following RFC 3339, with some
-        # additional limitations. All timestamps SHALL be in UTC" - a missing suffix means UTC.
-        return parsed.replace(tzinfo=UTC)
-    offset = parsed.utcoffset()
-    if offset and warnings is not None:
+    # Keeps every later datetime/offset computation inside datetime's range. With an offset, the year as
+    # written (the offset can move the UTC one), so the message names what the sender sent.
+    year = moment.year if deviation is None else int(value.lstrip()[:4])
+    if not 1900 <= year <= 9000:
+        raise err(path, f"year {year} is outside the supported range 1900-9000")
+    # types.asciidoc: "All timestamps SHALL be in UTC" (no suffix means UTC). Only an offset that moves the
+    # clock is flagged: "+00:00" names the same instant, so repricing it needs no second look.
+    if deviation == OFFSET and warnings is not None and not _ZERO_OFFSET.search(value.rstrip()):
         warnings.append(f"non_utc_offset:{path}")
-    return parsed.astimezone(UTC)
+    return moment
 
 
 def td_us(delta: timedelta) -> int:

@@ -16,8 +16,9 @@ from billing import pricing
 from billing.models import Cdr, CdrAudit, Dispute, Tariff
 from billing.services import disputes
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr
+from emsp import events
 from emsp.models import Location, ci_key
-from emsp.services import hooks
+from emsp.services import bookings
 
 log = logging.getLogger(__name__)
 
@@ -194,5 +195,8 @@ def cdr_process(cdr_id: int) -> CdrAudit | None:
         audit = cdr_audit(cdr)
         receipt_for_cdr(cdr)
         if not cdr.credit:
-            hooks.cdr_billed(cdr)
+            # The booking is settled; the driver's app gets the final bill.
+            booking = bookings.on_cdr(cdr.charging_session)
+            if booking is not None:
+                events.publish(events.BookingSettled(booking))
     return audit

@@ -118,6 +118,32 @@ def quote_charge(
     )
 
 
+class QuoteUnavailable(Exception):
+    """There is no quote to book with, or it expired."""
+
+
+def quote_usable(quote_id: int | None, now: datetime | None = None) -> Quote:
+    """The quote a booking would use, if it is still valid. Raises QuoteUnavailable."""
+    if quote_id is None:
+        raise QuoteUnavailable("select this item first: there is no quote")
+    quote = Quote.objects.get(pk=quote_id)
+    if quote.valid_until < (now or timezone.now()):
+        raise QuoteUnavailable("the quote expired: select again")
+    return quote
+
+
+def quote_hold(quote: Quote, *, driver: Driver) -> Quote:
+    """The driver is committing to the quote: it is theirs, and holds for its ttl from now."""
+    Quote.objects.filter(pk=quote.pk).update(driver=driver, valid_until=timezone.now() + QUOTE_TTL)
+    quote.refresh_from_db()
+    return quote
+
+
+def quote_accept(quote: Quote) -> None:
+    """The quote was booked (the receipt will show it next to the final bill)."""
+    Quote.objects.filter(pk=quote.pk).update(accepted_at=timezone.now())
+
+
 def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: str) -> dict[str, Any]:
     """A driver-facing breakdown: one line per priced dimension, our fee, VAT and the total."""
     lines = []

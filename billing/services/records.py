@@ -10,9 +10,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Cdr, Tariff
+from emsp.celery import run_after_commit
+from emsp.datetimes import parse_utc
 from emsp.models import ChargingSession, Partner, ci_key
-from emsp.services import hooks
-from ocpi.normalize import parse_ocpi_datetime
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -30,7 +30,7 @@ def tariff_get(country_code: str, party_id: str, tariff_id: str) -> Tariff | Non
 def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, bool]:
     """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
-    last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
     with transaction.atomic():
         tariff = Tariff.objects.select_for_update().filter(ocpi_key=key).first()
@@ -43,8 +43,8 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
         tariff.tariff_id = obj["id"]
         tariff.currency = obj["currency"]
         tariff.type = obj.get("type") or ""
-        tariff.start_date_time = parse_ocpi_datetime(start, "start_date_time") if start else None
-        tariff.end_date_time = parse_ocpi_datetime(end, "end_date_time") if end else None
+        tariff.start_date_time = parse_utc(start) if start else None
+        tariff.end_date_time = parse_utc(end) if end else None
         tariff.last_updated = last_updated
         tariff.data = obj
         tariff.received_at = timezone.now()
@@ -86,8 +86,8 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         cdr_id=obj["id"],
         ocpi_key=key,
         session_id=obj.get("session_id") or "",
-        start_date_time=parse_ocpi_datetime(obj["start_date_time"], "start_date_time"),
-        end_date_time=parse_ocpi_datetime(obj["end_date_time"], "end_date_time"),
+        start_date_time=parse_utc(obj["start_date_time"]),
+        end_date_time=parse_utc(obj["end_date_time"]),
         currency=obj["currency"],
         total_cost_excl_vat=_decimal(total_cost.get("excl_vat")) or Decimal("0"),
         total_cost_incl_vat=_decimal(total_cost.get("incl_vat")),
@@ -99,7 +99,7 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         token_uid=str(cdr_token.get("uid") or ""),
         credit=bool(obj.get("credit")),
         credit_reference_id=obj.get("credit_reference_id") or "",
-        last_updated=parse_ocpi_datetime(obj["last_updated"], "last_updated"),
+        last_updated=parse_utc(obj["last_updated"]),
         data=obj,
     )
     if cdr.session_id:
@@ -114,7 +114,8 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
     try:
         with transaction.atomic():
             cdr.save()
-            hooks.cdr_received(cdr)
+            # Audited against our tariff engine and receipted for the driver, in the background.
+            run_after_commit("billing.tasks.process_cdr", cdr.pk)
     except IntegrityError:
         # The same CDR arrived twice at once (hubs retry): the first one stored wins.
         return CdrStored(Cdr.objects.get(ocpi_key=key), created=False)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,7 @@ from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Settlement
 from billing.money import DEFAULT_POLICY, round_money
+from emsp.datetimes import format_datetime
 from emsp.models import Partner
 
 log = logging.getLogger(__name__)
@@ -380,7 +381,7 @@ def _money(amount: Decimal | None, currency: str, policy: str) -> Decimal | None
 
 def _moment(value: datetime | None) -> str:
     # ISO 8601 text in UTC: spreadsheets cannot hold time zones (openpyxl refuses aware datetimes).
-    return "" if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return "" if value is None else format_datetime(value, "micros")
 
 
 def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]:

@@ -1,19 +1,8 @@
 # The admin, ops and finance groups (emsp/roles.py); `manage.py setup_roles` does the same at any time.
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-
-def create_roles(apps, schema_editor):
-    from emsp.roles import roles_setup
-
-    # Permissions are created by a post_migrate signal, i.e. after every migration: on a fresh database
-    # they do not exist yet here, so create those of every model in the state this migration runs on.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    roles_setup(apps=apps, strict=False)
+from emsp.migrations._roles import create_roles
 
 
 class Migration(migrations.Migration):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from emsp import events
 from emsp.models import Booking, ChargingSession, Command, Driver, Evse, Reservation, Token
 from emsp.services import commands
 
@@ -90,17 +91,12 @@ def booking_confirm(
                 payment_reference=payment_reference,
             )
             if evse.is_reservable:
-                _send_after_commit(commands.command_reserve_now(reservation=reservation, booking=booking))
+                commands.command_send_after_commit(
+                    commands.command_reserve_now(reservation=reservation, booking=booking)
+                )
     except IntegrityError as exc:  # the exclusion constraint caught a concurrent confirm
         raise EvseUnavailable("EVSE already booked") from exc
     return booking
-
-
-def _send_after_commit(command: Command) -> None:
-    from emsp.tasks import command_send
-
-    pk = command.pk
-    transaction.on_commit(lambda: command_send.delay(pk))
 
 
 def _move(booking: Booking, to: str, allowed: tuple[str, ...]) -> Booking:
@@ -137,7 +133,7 @@ def booking_start(booking: Booking) -> Command:
             reservation=use_reservation,
             booking=booking,
         )
-        _send_after_commit(command)
+        commands.command_send_after_commit(command)
     return command
 
 
@@ -153,7 +149,7 @@ def booking_stop(booking: Booking) -> Command:
     with transaction.atomic():
         booking = _move(booking, Booking.State.STOPPING, (Booking.State.STARTING, Booking.State.CHARGING))
         command = commands.command_stop_session(session=session, booking=booking)
-        _send_after_commit(command)
+        commands.command_send_after_commit(command)
     return command
 
 
@@ -183,7 +179,7 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
             state=Booking.State.CANCELLED, cancellation_reason=reason[:200], updated_at=timezone.now()
         )
         if command is not None:
-            _send_after_commit(command)
+            commands.command_send_after_commit(command)
     booking.refresh_from_db()
     return command
 
@@ -194,7 +190,7 @@ def cancellation_fee(booking: Booking, now: datetime | None = None) -> Decimal:
     return Decimal("0")
 
 
-# --- the CPO's side moves bookings on (called from emsp/services/hooks.py) ----------------------------
+# --- the CPO's side moves bookings on ----------------------------------------------------------------
 
 
 def on_session_changed(session: ChargingSession) -> Booking | None:
@@ -244,3 +240,22 @@ def bookings_hit_by_evse_fault(evse_id: int) -> list[Booking]:
     """Bookings that have not started charging on an EVSE that just went out of order (they get cancelled
     with alternatives offered to the driver)."""
     return list(Booking.objects.filter(evse_id=evse_id, state=Booking.State.CONFIRMED))
+
+
+def cancel_by_provider(booking: Booking, reason: str) -> None:
+    booking_cancel(booking, reason=reason, by_cpo=True)
+    events.publish(events.BookingCancelledByProvider(booking, reason))
+
+
+def on_evse_status_changed(event: events.EvseStatusChanged) -> None:
+    """A booked EVSE that fails cancels its bookings that have not started charging."""
+    if event.new_status not in Evse.FAULT_STATUSES:
+        return
+    for booking in bookings_hit_by_evse_fault(event.evse_id):
+        cancel_by_provider(booking, f"the charger went {event.new_status.lower().replace('_', ' ')}")
+
+
+def on_reservation_cancelled_by_cpo(event: events.ReservationCancelledByCpo) -> None:
+    """The CPO cancelled a reservation it had accepted: its booking is cancelled, the driver told why."""
+    for booking in Booking.objects.filter(reservation=event.reservation, state=Booking.State.CONFIRMED):
+        cancel_by_provider(booking, "the operator cancelled the reservation")

@@ -1,7 +1,7 @@
 """The catalogue: storing CPOs' locations, EVSEs and connectors (pushed one at a time or pulled in bulk).
 
-Input is already normalised (ocpi.normalize): spec-shaped dicts. Writes are bulk upserts keyed by the
-case-insensitive OCPI ids; an object older than the one we hold is ignored (out-of-order pushes).
+Input is already normalised by the adapter: OCPI-shaped dicts, kept whole in `data`. Writes are bulk upserts
+keyed by the case-insensitive OCPI ids; an object older than the one we hold is ignored (out-of-order pushes).
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from emsp import bulk
+from emsp import bulk, events
+from emsp.datetimes import parse_utc
 from emsp.expressions import JsonMerge
 from emsp.models import Connector, Evse, Location, Partner, ci_key
-from emsp.services import hooks
-from ocpi.normalize import format_ocpi_datetime, parse_ocpi_datetime
+from emsp.ports import cpo_gateway
 
 BATCH = 500
 
@@ -118,12 +117,6 @@ def _evse_max_power(evse: dict[str, Any]) -> int | None:
     return max(powers) if powers else None
 
 
-@lru_cache(maxsize=4096)
-def _parse_last_updated(value: str) -> datetime:
-    # A page repeats the same few timestamps across its EVSEs and connectors: parse each once.
-    return parse_ocpi_datetime(value, "last_updated")
-
-
 def _location_values(partner_id: int, obj: dict[str, Any], last_updated: datetime, now: datetime) -> dict[str, Any]:
     latitude, longitude = _coordinates(obj) or (0.0, 0.0)
     return {
@@ -164,7 +157,7 @@ def _evse_values(
         "longitude": longitude,
         "max_power_w": _evse_max_power(evse),
         "has_connectors": bool(evse.get("connectors")),
-        "last_updated": _parse_last_updated(evse["last_updated"]) if evse.get("last_updated") else now,
+        "last_updated": parse_utc(evse["last_updated"]) if evse.get("last_updated") else now,
         "status_updated_at": now,
         "data": {k: v for k, v in evse.items() if k != "connectors"},
     }
@@ -182,9 +175,7 @@ def _connector_values(evse_id: int, connector: dict[str, Any], fallback_updated:
         "max_amperage": connector.get("max_amperage"),
         "max_electric_power": connector_power_w(connector),
         "tariff_ids": list(connector.get("tariff_ids") or []),
-        "last_updated": _parse_last_updated(connector["last_updated"])
-        if connector.get("last_updated")
-        else fallback_updated,
+        "last_updated": parse_utc(connector["last_updated"]) if connector.get("last_updated") else fallback_updated,
         "data": connector,
     }
 
@@ -202,7 +193,7 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
     now = timezone.now()
     incoming: dict[str, tuple[dict[str, Any], datetime]] = {}
     for obj in locations:
-        last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+        last_updated = parse_utc(obj["last_updated"])
         key = location_key(obj["country_code"], obj["party_id"], obj["id"])
         if key not in incoming or incoming[key][1] <= last_updated:
             incoming[key] = (obj, last_updated)
@@ -213,7 +204,7 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
             bulk.relax_durability()
             batch_result = _store_batch(partner, {k: incoming[k] for k in keys[start : start + BATCH]}, now)
             for change in batch_result.status_changes:
-                hooks.evse_status_changed(*change)
+                events.publish(events.EvseStatusChanged(*change))
         result += batch_result
     return result
 
@@ -327,7 +318,7 @@ def _save_over(row: Model, current: Model | None) -> None:
 def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, PatchResult]:
     """PUT one EVSE (with its connectors) under a known Location."""
     now = timezone.now()
-    last_updated = parse_ocpi_datetime(evse_obj["last_updated"], "last_updated")
+    last_updated = parse_utc(evse_obj["last_updated"])
     with transaction.atomic():
         current = Evse.objects.select_for_update().filter(location=location, uid_key=ci_key(evse_obj["uid"])).first()
         if current is not None and last_updated < current.last_updated:
@@ -342,7 +333,7 @@ def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, 
         _bump_parents(location, last_updated)
         change = (row.pk, old_status, row.status) if old_status and old_status != row.status else None
         if change:
-            hooks.evse_status_changed(*change)
+            events.publish(events.EvseStatusChanged(*change))
     return row, current is None, PatchResult(applied=True, status_change=change)
 
 
@@ -355,7 +346,7 @@ def _unique_connectors(evse_obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 def connector_put(evse: Evse, connector_obj: dict[str, Any]) -> tuple[Connector, bool, bool]:
     """PUT one connector. Returns (connector, created, applied)."""
-    last_updated = parse_ocpi_datetime(connector_obj["last_updated"], "last_updated")
+    last_updated = parse_utc(connector_obj["last_updated"])
     with transaction.atomic():
         current = Connector.objects.select_for_update().filter(evse=evse, id_key=ci_key(connector_obj["id"])).first()
         if current is not None and last_updated < current.last_updated:
@@ -375,7 +366,7 @@ def _refresh_evse_power(evse: Evse) -> None:
 
 
 def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
-    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    last_updated = parse_utc(patch["last_updated"])
     with transaction.atomic():
         location = Location.objects.select_for_update().get(pk=location.pk)
         if last_updated < location.last_updated:
@@ -412,7 +403,7 @@ def evse_ref(country_code: str, party_id: str, location_id: str, evse_uid: str) 
         return None
     last_updated = row[3]
     if isinstance(last_updated, str):
-        last_updated = parse_ocpi_datetime(last_updated.replace(" ", "T"), "last_updated")
+        last_updated = parse_utc(last_updated)
     elif timezone.is_naive(last_updated):  # SQLite keeps UTC without a zone
         last_updated = last_updated.replace(tzinfo=UTC)
     return EvseRef(pk=row[0], status=row[1], location_pk=row[2], location_last_updated=last_updated)
@@ -422,7 +413,7 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
     """PATCH an EVSE: the hot path of live availability. One conditional UPDATE (the database merges the
     fields into the stored object, and refuses a patch older than what we hold), then the location's
     last_updated when it moves forward (mod_locations: parents' last_updated follow)."""
-    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    last_updated = parse_utc(patch["last_updated"])
     columns: dict[str, Any] = {
         "data": JsonMerge("data", {k: v for k, v in patch.items() if k != "connectors"}),
         "last_updated": last_updated,
@@ -447,12 +438,12 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
         new_status = patch.get("status")
         change = (evse.pk, evse.status, new_status) if new_status and new_status != evse.status else None
         if change:
-            hooks.evse_status_changed(*change)
+            events.publish(events.EvseStatusChanged(*change))
     return PatchResult(applied=True, status_change=change)
 
 
 def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> PatchResult:
-    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    last_updated = parse_utc(patch["last_updated"])
     with transaction.atomic():
         connector = Connector.objects.select_for_update().get(pk=connector.pk)
         if last_updated < connector.last_updated:
@@ -474,51 +465,16 @@ def locations_withdraw_missing(partner: Partner, seen_keys: set[str], since: dat
     return stale.update(withdrawn_at=timezone.now())
 
 
-def location_as_ocpi(location: Location) -> dict[str, Any]:
-    """The stored Location with its EVSEs and connectors, as OCPI (for GET on our receiver)."""
-    evses = [evse_as_ocpi(evse) for evse in location.evses.prefetch_related("connectors").order_by("pk")]
-    return {**location.data, "evses": evses, "last_updated": _iso(location.last_updated)}
-
-
-def evse_as_ocpi(evse: Evse) -> dict[str, Any]:
-    # Sorted in Python: an order_by() here would bypass the connectors prefetched by location_as_ocpi.
-    connectors = [connector_as_ocpi(c) for c in sorted(evse.connectors.all(), key=lambda c: c.pk)]
-    return {
-        **evse.data,
-        "status": evse.status,
-        "connectors": connectors,
-        "last_updated": _iso(evse.last_updated),
-    }
-
-
-def connector_as_ocpi(connector: Connector) -> dict[str, Any]:
-    return {**connector.data, "last_updated": _iso(connector.last_updated)}
-
-
-def _iso(value: datetime) -> str:
-    return format_ocpi_datetime(value)
-
-
 def evse_refresh_from_cpo(evse: Evse, *, timeout: float = 2.0) -> bool:
-    """Ask the CPO for one EVSE right now (mod_locations Sender `GET {url}/{location_id}/{evse_uid}`) with a
-    short timeout, and store what it says. False when the CPO can't answer in time: the caller falls back to
-    the catalogue and says how old it is."""
-    from ocpi.client import OcpiClient, OcpiClientError
-    from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
-
+    """Ask the CPO for one EVSE right now, with a short timeout, and store what it says. False when the CPO
+    can't answer in time: the caller falls back to the catalogue and says how old it is."""
     location = evse.location
-    partner = location.partner
-    base = partner.endpoint_url("locations", "SENDER") or partner.endpoint_url("locations")
-    if not base or partner.state != Partner.State.CONNECTED:
+    if location.partner.state != Partner.State.CONNECTED:
         return False
-    try:
-        reply = OcpiClient(partner, timeout=timeout).get(
-            f"{base}/{location.location_id}/{evse.uid}", module="locations", timeout=timeout
-        )
-        clean, _ = normalize_evse(unwrap_object_payload(reply.data))
-    except (OcpiClientError, Rejected, ValueError):
+    fresh = cpo_gateway().fetch_evse(evse, timeout=timeout)
+    if fresh is None:
         return False
-    evse_put(location, clean)
+    evse_put(location, fresh)
     Evse.objects.filter(pk=evse.pk).update(status_updated_at=timezone.now())
     evse.refresh_from_db()
     return True

@@ -1,6 +1,6 @@
-"""Commands to chargers (mod_commands): each is a Command row with its own `response_url`; the CPO's
-synchronous CommandResponse and later CommandResult are stored on it. No result within the CPO's
-`timeout` → TIMEOUT, after which the CPO's Sessions list is checked (OCPI never retries a result)."""
+"""Commands to chargers (mod_commands): each is a Command row; the CPO gateway (emsp/ports.py) sends it and
+the CPO's synchronous answer and later result are stored on it. No result within the CPO's `timeout` →
+TIMEOUT, after which the CPO's sessions are pulled (a CPO never retries a result)."""
 
 from __future__ import annotations
 
@@ -13,29 +13,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from emsp import events
+from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
-from emsp.services import hooks
-from ocpi.client import OcpiClient, OcpiClientError
-from ocpi.enums import COMMAND_RESULT_TYPES
-from ocpi.normalize import format_ocpi_datetime, unwrap_object_payload
-from ocpi.serializers import token_to_ocpi
+from emsp.ports import CpoUnreachable, cpo_gateway
 
 log = logging.getLogger(__name__)
 
 
-class CommandError(Exception):
-    pass
-
-
 def _new_reference() -> str:
     return secrets.token_hex(12).upper()
-
-
-def _create(partner: Partner, command_type: str, payload: dict[str, Any], **links: Any) -> Command:
-    command = Command(partner=partner, type=command_type, **links)
-    command.request = {"response_url": command.response_url, **payload}
-    command.save()
-    return command
 
 
 def command_start_session(
@@ -46,26 +33,17 @@ def command_start_session(
     reservation: Reservation | None = None,
     booking: Booking | None = None,
 ) -> Command:
-    location = evse.location
-    reference = _new_reference()
-    payload: dict[str, Any] = {
-        "token": token_to_ocpi(token),
-        "location_id": location.location_id,
-        "evse_uid": evse.uid,
-        "authorization_reference": reference,
-    }
-    if connector_id or evse.needs_connector_id:
-        # START_SESSION_CONNECTOR_REQUIRED: connector_id is then mandatory (mod_commands §StartSession).
-        payload["connector_id"] = connector_id or evse.connectors.values_list("connector_id", flat=True).first()
-    if reservation is not None:
-        payload["authorization_reference"] = reservation.reservation_id[:36]
-        reference = payload["authorization_reference"]
-    return _create(
-        location.partner,
-        Command.Type.START_SESSION,
-        payload,
+    if not connector_id and evse.needs_connector_id:
+        # START_SESSION_CONNECTOR_REQUIRED: the connector must then be named (mod_commands §StartSession).
+        connector_id = evse.connectors.values_list("connector_id", flat=True).first() or ""
+    # Charging on a reservation refers to it; otherwise a fresh reference ties the session to this command.
+    reference = reservation.reservation_id[:36] if reservation is not None else _new_reference()
+    return Command.objects.create(
+        partner=evse.location.partner,
+        type=Command.Type.START_SESSION,
         token=token,
         evse=evse,
+        connector_id=connector_id,
         reservation=reservation,
         authorization_reference=reference,
         booking=booking,
@@ -73,10 +51,9 @@ def command_start_session(
 
 
 def command_stop_session(*, session: ChargingSession, booking: Booking | None = None) -> Command:
-    return _create(
-        session.partner,
-        Command.Type.STOP_SESSION,
-        {"session_id": session.session_id},
+    return Command.objects.create(
+        partner=session.partner,
+        type=Command.Type.STOP_SESSION,
         session=session,
         token=session.token,
         evse=session.evse,
@@ -85,32 +62,21 @@ def command_stop_session(*, session: ChargingSession, booking: Booking | None = 
 
 
 def command_reserve_now(*, reservation: Reservation, booking: Booking | None = None) -> Command:
-    evse = reservation.evse
-    payload: dict[str, Any] = {
-        "token": token_to_ocpi(reservation.token),
-        "expiry_date": format_ocpi_datetime(reservation.expiry_at),
-        "reservation_id": reservation.reservation_id,
-        "location_id": evse.location.location_id,
-        "evse_uid": evse.uid,
-        "authorization_reference": reservation.reservation_id[:36],
-    }
-    return _create(
-        evse.location.partner,
-        Command.Type.RESERVE_NOW,
-        payload,
+    return Command.objects.create(
+        partner=reservation.evse.location.partner,
+        type=Command.Type.RESERVE_NOW,
         token=reservation.token,
-        evse=evse,
+        evse=reservation.evse,
         reservation=reservation,
-        authorization_reference=payload["authorization_reference"],
+        authorization_reference=reservation.reservation_id[:36],
         booking=booking,
     )
 
 
 def command_cancel_reservation(*, reservation: Reservation, booking: Booking | None = None) -> Command:
-    return _create(
-        reservation.evse.location.partner,
-        Command.Type.CANCEL_RESERVATION,
-        {"reservation_id": reservation.reservation_id},
+    return Command.objects.create(
+        partner=reservation.evse.location.partner,
+        type=Command.Type.CANCEL_RESERVATION,
         reservation=reservation,
         evse=reservation.evse,
         booking=booking,
@@ -119,36 +85,40 @@ def command_cancel_reservation(*, reservation: Reservation, booking: Booking | N
 
 def command_unlock_connector(*, evse: Evse, connector_id: str) -> Command:
     """Operator/helpdesk only, never driver-triggered (mod_commands §UNLOCK_CONNECTOR)."""
-    payload = {"location_id": evse.location.location_id, "evse_uid": evse.uid, "connector_id": connector_id}
-    return _create(evse.location.partner, Command.Type.UNLOCK_CONNECTOR, payload, evse=evse)
+    return Command.objects.create(
+        partner=evse.location.partner, type=Command.Type.UNLOCK_CONNECTOR, evse=evse, connector_id=connector_id
+    )
+
+
+def command_send_after_commit(command: Command) -> None:
+    run_after_commit("emsp.tasks.command_send", command.pk)
 
 
 def command_send(command: Command) -> Command:
-    """POST the command to the CPO's Commands receiver and store its CommandResponse."""
+    """Send the command to its CPO and store the CPO's synchronous answer."""
     if not Command.objects.filter(pk=command.pk, status=Command.Status.QUEUED).update(status=Command.Status.SENT):
         command.refresh_from_db()
         return command  # already sent (a duplicate task run)
-    partner = command.partner
-    base = partner.endpoint_url("commands", "RECEIVER") or partner.endpoint_url("commands")
+    command.refresh_from_db()
     now = timezone.now()
-    if not base or partner.state != Partner.State.CONNECTED:
+    if command.partner.state != Partner.State.CONNECTED:
         return _finish(command, Command.Status.FAILED, error="The CPO has no Commands receiver or is not connected")
     try:
-        reply = OcpiClient(partner).request("POST", f"{base}/{command.type}", module="commands", json=command.request)
-        response = unwrap_object_payload(reply.data)
-    except OcpiClientError as exc:
+        reply = cpo_gateway().send_command(command)
+    except CpoUnreachable as exc:
+        command.refresh_from_db(fields=["request"])
         return _finish(command, Command.Status.FAILED, error=str(exc))
-    result = str(response.get("result") or "").strip().upper()
-    command.response = response
-    command.response_result = result
-    if result != "ACCEPTED":
-        return _finish(command, Command.Status.FAILED, error=_messages(response) or f"CommandResponse {result}")
-    timeout = _timeout_seconds(response.get("timeout"))
+    command.refresh_from_db(fields=["request"])
+    command.response = reply.response
+    command.response_result = reply.result
+    if not reply.accepted:
+        return _finish(command, Command.Status.FAILED, error=reply.message or f"CommandResponse {reply.result}")
+    timeout = reply.timeout_seconds or settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
     command.timeout_at = now + timedelta(seconds=timeout)
     Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
         status=Command.Status.ACCEPTED,
         response=command.response,
-        response_result=result,
+        response_result=reply.result,
         timeout_at=command.timeout_at,
     )
     command.refresh_from_db()
@@ -158,28 +128,14 @@ def command_send(command: Command) -> Command:
         Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
             status=Reservation.Status.REQUESTED
         )
-    _schedule_timeout(command, timeout)
+    run_after_commit("emsp.tasks.command_check_timeout", command.pk, countdown=timeout + 1)
     return command
 
 
-def _timeout_seconds(value: Any) -> int:
-    try:
-        seconds = int(value)
-    except (TypeError, ValueError):
-        seconds = 0
-    return seconds if seconds > 0 else settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
-
-
-def _schedule_timeout(command: Command, timeout: int) -> None:
-    from emsp.tasks import command_check_timeout
-
-    pk = command.pk
-    transaction.on_commit(lambda: command_check_timeout.apply_async((pk,), countdown=timeout + 1))
-
-
-def _messages(obj: dict[str, Any]) -> str:
+def result_messages(result: dict[str, Any]) -> str:
+    """The texts of a CommandResponse/CommandResult `message` (DisplayText list), joined."""
     texts = []
-    for message in obj.get("message") or []:
+    for message in result.get("message") or []:
         if isinstance(message, dict) and message.get("text"):
             texts.append(str(message["text"]))
     return "; ".join(texts)
@@ -193,15 +149,15 @@ def _finish(command: Command, status: str, *, error: str = "", result: dict[str,
         command.result_type = str(result.get("result") or "")
     command.save()
     _apply_effects(command)
-    hooks.command_finished(command)
+    if command.booking_id is not None:
+        events.publish(events.CommandFinished(command))
     return command
 
 
 def command_result_received(command: Command, result: dict[str, Any]) -> Command:
-    """The CPO posted a CommandResult to our response_url. A late result (after TIMEOUT) still counts."""
+    """The CPO sent the result of a command (its type already checked by the adapter). A late result (after
+    TIMEOUT) still counts; a repeated one changes nothing."""
     result_type = str(result.get("result") or "").strip().upper()
-    if result_type not in COMMAND_RESULT_TYPES:
-        raise CommandError(f"unknown CommandResultType {result_type!r}")
     result = {**result, "result": result_type}
     with transaction.atomic():
         command = Command.objects.select_for_update().get(pk=command.pk)
@@ -216,13 +172,13 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
                 Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
                     status=Reservation.Status.CANCELLED
                 )
-                hooks.reservation_cancelled_by_cpo(command.reservation)
+                events.publish(events.ReservationCancelledByCpo(command.reservation))
             return command
         status = Command.Status.SUCCEEDED if result_type == "ACCEPTED" else Command.Status.FAILED
         return _finish(
             command,
             status,
-            error="" if status == Command.Status.SUCCEEDED else (_messages(result) or result_type),
+            error="" if status == Command.Status.SUCCEEDED else (result_messages(result) or result_type),
             result=result,
         )
 
@@ -255,10 +211,9 @@ def command_check_timeout(command_id: int, now: datetime | None = None) -> Comma
             return None
         command = _finish(command, Command.Status.TIMEOUT, error="No CommandResult within the CPO's timeout")
     if command.type in (Command.Type.START_SESSION, Command.Type.STOP_SESSION):
-        from ocpi.sync import sync_module
-
+        # The session may have started (or stopped) without the result reaching us (ocpi/ocpi#475).
         try:
-            sync_module(command.partner, "sessions", date_from=command.created_at - timedelta(minutes=5))
+            cpo_gateway().pull(command.partner, "sessions", since=command.created_at - timedelta(minutes=5))
         except Exception:
             log.warning("sessions check after %s timed out failed", command, exc_info=True)
     return command

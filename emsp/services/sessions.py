@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from emsp import events
+from emsp.datetimes import parse_utc
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, Reservation, Token, ci_key
-from emsp.services import hooks
-from ocpi.normalize import parse_ocpi_datetime
+from emsp.services import bookings
 
 
 def session_key(country_code: str, party_id: str, session_id: str) -> str:
@@ -37,9 +38,9 @@ class SessionChange:
 
 def _apply(session: ChargingSession, obj: dict[str, Any]) -> None:
     session.status = obj["status"]
-    session.start_date_time = parse_ocpi_datetime(obj["start_date_time"], "start_date_time")
+    session.start_date_time = parse_utc(obj["start_date_time"])
     end = obj.get("end_date_time")
-    session.end_date_time = parse_ocpi_datetime(end, "end_date_time") if end else None
+    session.end_date_time = parse_utc(end) if end else None
     session.kwh = _decimal(obj.get("kwh")) or Decimal("0")
     session.currency = obj.get("currency") or ""
     total_cost = obj.get("total_cost") or {}
@@ -52,7 +53,7 @@ def _apply(session: ChargingSession, obj: dict[str, Any]) -> None:
     session.token_uid = str(cdr_token.get("uid") or "")
     session.auth_method = obj.get("auth_method") or ""
     session.authorization_reference = obj.get("authorization_reference") or ""
-    session.last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    session.last_updated = parse_utc(obj["last_updated"])
     session.data = obj
     session.received_at = timezone.now()
     _link(session, cdr_token)
@@ -105,13 +106,16 @@ def _after_save(change: SessionChange) -> None:
             status=Reservation.Status.FULFILLED
         )
     if change.applied:
-        hooks.session_changed(session, change.old_status)
+        # The session moves its booking on; the driver's app hears of each new status.
+        booking = bookings.on_session_changed(session)
+        if booking is not None and session.status != change.old_status:
+            events.publish(events.BookingSessionChanged(booking))
 
 
 def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
     """PUT: the whole Session, charging periods included (omitted periods mean none)."""
     key = session_key(obj["country_code"], obj["party_id"], obj["id"])
-    last_updated = parse_ocpi_datetime(obj["last_updated"], "last_updated")
+    last_updated = parse_utc(obj["last_updated"])
     with transaction.atomic():
         session = ChargingSession.objects.select_for_update().filter(ocpi_key=key).first()
         if session is not None and last_updated < session.last_updated:
@@ -135,7 +139,7 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
 
 def session_patch(session: ChargingSession, patch: dict[str, Any]) -> SessionChange:
     """PATCH: changed fields replace; `charging_periods` are appended (mod_sessions §"PATCH")."""
-    last_updated = parse_ocpi_datetime(patch["last_updated"], "last_updated")
+    last_updated = parse_utc(patch["last_updated"])
     with transaction.atomic():
         session = ChargingSession.objects.select_for_update().get(pk=session.pk)
         if last_updated < session.last_updated:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from emsp.models import Driver, Evse, Partner, Token, ci_key
-from ocpi import push
+from emsp.ports import cpo_gateway
 
 
 class UnknownToken(Exception):
@@ -67,7 +67,7 @@ def token_issue(
             expires_at=expires_at,
             last_updated=timezone.now(),
         )
-        push.token_changed(token)
+        cpo_gateway().push_token(token)
     return token
 
 
@@ -76,8 +76,13 @@ def token_set_blocked(*, token: Token, blocked: bool) -> Token:
         token.is_blocked = blocked
         token.last_updated = timezone.now()
         token.save(update_fields=["is_blocked", "last_updated"])
-        push.token_changed(token)
+        cpo_gateway().push_token(token)
     return token
+
+
+def token_changed(*, token: Token) -> None:
+    """A token was saved by other means (the staff console's form): every CPO hears of it (mod_tokens Push)."""
+    cpo_gateway().push_token(token)
 
 
 def token_update(*, token: Token, **fields: Any) -> Token:
@@ -90,7 +95,7 @@ def token_update(*, token: Token, **fields: Any) -> Token:
             setattr(token, name, value)
         token.last_updated = timezone.now()
         token.save()
-        push.token_changed(token)
+        cpo_gateway().push_token(token)
     return token
 
 

@@ -3,7 +3,7 @@
 Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises ``Rejected``.
 """
 
-# Decisions (details in the docstrings of ``_base``):
+# Decisions (details in the docstrings of ``issues``, ``values``, ``datetimes``, ``countries``, ``envelope``):
 # - DateTime out: "YYYY-MM-DDTHH:MM:SSZ", plus ".mmm" only when the milliseconds are non-zero (sub-ms digits
 #   truncated). In: "Z", no designator (= UTC, spec-valid, no issue), fractions, space separator; offsets
 #   (even "+00:00") are converted to UTC with a "datetime_offset" issue; garbage -> Rejected.
@@ -20,22 +20,11 @@ Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises 
 
 from __future__ import annotations
 
-from ocpi.normalize._base import (
-    ISSUE_CODES,
-    Issue,
-    Normalizer,
-    Rejected,
-    format_ocpi_datetime,
-    parse_ocpi_datetime,
-    unwrap_list_payload,
-    unwrap_object_payload,
-)
-from ocpi.normalize.locations import (
-    normalize_connector,
-    normalize_evse,
-    normalize_location,
-    normalize_location_patch,
-)
+from ocpi.normalize.datetimes import format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.normalize.envelope import unwrap_list_payload, unwrap_object_payload
+from ocpi.normalize.evses import normalize_connector, normalize_evse
+from ocpi.normalize.issues import ISSUE_CODES, Issue, Normalizer, Rejected
+from ocpi.normalize.locations import normalize_location, normalize_location_patch
 from ocpi.normalize.sessions import normalize_cdr, normalize_session, normalize_session_patch
 from ocpi.normalize.tariffs import normalize_tariff
 

@@ -9,18 +9,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ocpi import enums
-from ocpi.normalize._base import (
-    Ctx,
-    Rejected,
+from ocpi.normalize.datetimes import read_datetime
+from ocpi.normalize.issues import Ctx, Rejected, json_path
+from ocpi.normalize.values import (
     as_list,
-    boolean,
-    display_texts,
-    dt_field,
-    enum_value,
-    integer,
-    join,
-    number,
-    text,
+    read_boolean,
+    read_display_texts,
+    read_enum,
+    read_integer,
+    read_number,
+    read_text,
 )
 
 # --- coordinates -------------------------------------------------------------------------------------------
@@ -142,33 +140,33 @@ def _image(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         ctx.drop(path, "invalid_image", "Image is not an object")
         return None
-    url = text(value.get("url"), join(path, "url"), ctx)
+    url = read_text(value.get("url"), json_path(path, "url"), ctx)
     if not url:
         ctx.drop(path, "invalid_image", "Image without url dropped")
         return None
     out: dict[str, Any] = {"url": url}
-    thumb = text(value.get("thumbnail"), join(path, "thumbnail"), ctx)
+    thumb = read_text(value.get("thumbnail"), json_path(path, "thumbnail"), ctx)
     if thumb:
         out["thumbnail"] = thumb
-    cat = enum_value(value.get("category"), enums.IMAGE_CATEGORY, join(path, "category"), ctx)
+    cat = read_enum(value.get("category"), enums.IMAGE_CATEGORY, json_path(path, "category"), ctx)
     if cat is None:
         cat = "OTHER"
-        ctx.fix(join(path, "category"), "unknown_enum", f"category {value.get('category')!r} read as OTHER")
+        ctx.fix(json_path(path, "category"), "unknown_enum", f"category {value.get('category')!r} read as OTHER")
     out["category"] = cat
-    typ = text(value.get("type"), join(path, "type"), ctx)
+    typ = read_text(value.get("type"), json_path(path, "type"), ctx)
     if typ and "/" in typ:  # ITC sends the MIME type "image/jpeg"
-        ctx.fix(join(path, "type"), "image_type", f"type {typ!r} reduced to its subtype")
+        ctx.fix(json_path(path, "type"), "image_type", f"type {typ!r} reduced to its subtype")
         typ = typ.rsplit("/", 1)[1]
     if not typ:
         ext = url.rsplit(".", 1)[-1].lower() if "." in url.rsplit("/", 1)[-1] else ""
         if not ext.isalnum() or len(ext) > 4:
             ctx.drop(path, "invalid_image", "Image without type dropped")
             return None
-        ctx.fix(join(path, "type"), "image_type", f"type taken from the url extension {ext!r}")
+        ctx.fix(json_path(path, "type"), "image_type", f"type taken from the url extension {ext!r}")
         typ = ext
     out["type"] = typ[:4].lower()
     for dim in ("width", "height"):
-        n = integer(value.get(dim), join(path, dim), ctx)
+        n = read_integer(value.get(dim), json_path(path, dim), ctx)
         if n is not None and 0 < n < 100000:
             out[dim] = n
     return out
@@ -186,16 +184,16 @@ def images(value: object, path: str, ctx: Ctx) -> list[dict[str, Any]] | None:
 def business_details(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     if value is None:
         return None
-    name = text(value.get("name"), join(path, "name"), ctx, 100) if isinstance(value, dict) else None
+    name = read_text(value.get("name"), json_path(path, "name"), ctx, 100) if isinstance(value, dict) else None
     if not name:
         ctx.drop(path, "invalid_business_details", "BusinessDetails without name dropped")
         return None
     out: dict[str, Any] = {"name": name}
-    website = text(value.get("website"), join(path, "website"), ctx, 255)
+    website = read_text(value.get("website"), json_path(path, "website"), ctx, 255)
     if website:
         out["website"] = website
     if value.get("logo") is not None:
-        logo = _image(value["logo"], join(path, "logo"), ctx)
+        logo = _image(value["logo"], json_path(path, "logo"), ctx)
         if logo is not None:
             out["logo"] = logo
     return out
@@ -210,8 +208,8 @@ def _periods(value: object, path: str, ctx: Ctx) -> list[dict[str, str]]:
                 raise Rejected(p, "not an object", code="invalid_period")
             out.append(
                 {
-                    "period_begin": dt_field(item.get("period_begin"), join(p, "period_begin"), ctx)[1],
-                    "period_end": dt_field(item.get("period_end"), join(p, "period_end"), ctx)[1],
+                    "period_begin": read_datetime(item.get("period_begin"), json_path(p, "period_begin"), ctx)[1],
+                    "period_end": read_datetime(item.get("period_end"), json_path(p, "period_end"), ctx)[1],
                 }
             )
         except Rejected as exc:
@@ -226,7 +224,7 @@ def opening_times(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     regular = []
     for i, item in enumerate(as_list(value.get("regular_hours"))):
         p = f"{path}.regular_hours[{i}]"
-        wd = integer(item.get("weekday"), join(p, "weekday"), ctx) if isinstance(item, dict) else None
+        wd = read_integer(item.get("weekday"), json_path(p, "weekday"), ctx) if isinstance(item, dict) else None
         begin, b_changed = hhmm(item.get("period_begin")) if isinstance(item, dict) else (None, False)
         end, e_changed = hhmm(item.get("period_end")) if isinstance(item, dict) else (None, False)
         if wd is None or not 1 <= wd <= 7 or begin is None or end is None:
@@ -235,23 +233,23 @@ def opening_times(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         if b_changed or e_changed:
             ctx.fix(p, "time_format", "period times rendered as HH:MM")
         regular.append({"weekday": wd, "period_begin": begin, "period_end": end})
-    tfs = boolean(value.get("twentyfourseven"), join(path, "twentyfourseven"), ctx)
+    tfs = read_boolean(value.get("twentyfourseven"), json_path(path, "twentyfourseven"), ctx)
     if tfs is None:
         tfs = not regular
-        ctx.fix(join(path, "twentyfourseven"), "missing_required", f"twentyfourseven missing; set to {tfs}")
+        ctx.fix(json_path(path, "twentyfourseven"), "missing_required", f"twentyfourseven missing; set to {tfs}")
     elif tfs and regular:
-        ctx.drop(join(path, "regular_hours"), "invalid_regular_hours", "regular_hours ignored: twentyfourseven")
+        ctx.drop(json_path(path, "regular_hours"), "invalid_regular_hours", "regular_hours ignored: twentyfourseven")
         regular = []
     elif not tfs and not regular:
         # Hours with twentyfourseven=false SHALL carry regular_hours; "never open" is not what anyone sends.
-        ctx.fix(join(path, "twentyfourseven"), "missing_required", "no regular_hours; read as twentyfourseven")
+        ctx.fix(json_path(path, "twentyfourseven"), "missing_required", "no regular_hours; read as twentyfourseven")
         tfs = True
     out: dict[str, Any] = {"twentyfourseven": tfs}
     if regular:
         out["regular_hours"] = regular
     for key in ("exceptional_openings", "exceptional_closings"):
         if value.get(key):
-            periods = _periods(value[key], join(path, key), ctx)
+            periods = _periods(value[key], json_path(path, key), ctx)
             if periods:
                 out[key] = periods
     return out
@@ -261,7 +259,9 @@ def energy_mix(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     if value is None:
         return None
     green = (
-        boolean(value.get("is_green_energy"), join(path, "is_green_energy"), ctx) if isinstance(value, dict) else None
+        read_boolean(value.get("is_green_energy"), json_path(path, "is_green_energy"), ctx)
+        if isinstance(value, dict)
+        else None
     )
     if green is None:
         ctx.drop(path, "invalid_energy_mix", "EnergyMix without is_green_energy dropped")
@@ -274,8 +274,8 @@ def energy_mix(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         items = []
         for i, item in enumerate(as_list(value.get(key))):
             p = f"{path}.{key}[{i}]"
-            cat = enum_value(item.get(sub), table, join(p, sub), ctx) if isinstance(item, dict) else None
-            n = number(item.get(amount), join(p, amount), ctx) if isinstance(item, dict) else None
+            cat = read_enum(item.get(sub), table, json_path(p, sub), ctx) if isinstance(item, dict) else None
+            n = read_number(item.get(amount), json_path(p, amount), ctx) if isinstance(item, dict) else None
             if cat is None or n is None:
                 ctx.drop(p, "invalid_energy_mix", f"{key} entry dropped")
                 continue
@@ -283,7 +283,7 @@ def energy_mix(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         if items:
             out[key] = items
     for key in ("supplier_name", "energy_product_name"):
-        s = text(value.get(key), join(path, key), ctx, 64)
+        s = read_text(value.get(key), json_path(path, key), ctx, 64)
         if s:
             out[key] = s
     return out
@@ -300,11 +300,11 @@ def publish_tokens(value: object, path: str, ctx: Ctx) -> list[dict[str, str]] |
             continue
         entry: dict[str, str] = {}
         for key, limit in (("uid", 36), ("visual_number", 64), ("issuer", 64), ("group_id", 36)):
-            s = text(item.get(key), join(p, key), ctx, limit)
+            s = read_text(item.get(key), json_path(p, key), ctx, limit)
             if s:
                 entry[key] = s
         if item.get("type") is not None:
-            t = enum_value(item["type"], enums.TOKEN_TYPE, join(p, "type"), ctx)
+            t = read_enum(item["type"], enums.TOKEN_TYPE, json_path(p, "type"), ctx)
             if t:
                 entry["type"] = t
         if entry:
@@ -325,7 +325,7 @@ def related_locations(value: object, path: str, ctx: Ctx) -> list[dict[str, Any]
             continue
         name = item.get("name")
         if name is not None:
-            names = display_texts(name, join(p, "name"), ctx)
+            names = read_display_texts(name, json_path(p, "name"), ctx)
             if names:
                 g["name"] = names[0]  # AdditionalGeoLocation.name is one DisplayText
         out.append(g)

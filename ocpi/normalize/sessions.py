@@ -5,28 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from ocpi import enums
-from ocpi.normalize._base import (
-    Ctx,
-    Issue,
-    Rejected,
-    as_list,
-    boolean,
-    canonical_fields,
-    collect,
-    country_alpha3,
-    currency,
-    dt_field,
-    enum_value,
-    identifier,
-    join,
-    number,
-    object_last_updated,
-    party,
-    price,
-    text,
-)
+from ocpi.normalize.countries import country_alpha3, read_currency, read_party
+from ocpi.normalize.datetimes import read_datetime, read_last_updated
+from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import geo
 from ocpi.normalize.tariffs import tariff
+from ocpi.normalize.values import (
+    as_list,
+    canonical_fields,
+    read_boolean,
+    read_enum,
+    read_identifier,
+    read_number,
+    read_price,
+    read_text,
+)
 
 SESSION_FIELDS = frozenset(
     [
@@ -116,9 +109,9 @@ _CDR_PRICES = (
 
 
 def _required_id(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, out: dict[str, Any], max_len: int = 36) -> None:
-    value = identifier(raw.get(key), join(prefix, key), ctx, max_len)
+    value = read_identifier(raw.get(key), json_path(prefix, key), ctx, max_len)
     if not value:
-        raise Rejected(join(prefix, key), f"{key} missing", code=f"missing_{key}")
+        raise Rejected(json_path(prefix, key), f"{key} missing", code=f"missing_{key}")
     out[key] = value
 
 
@@ -129,27 +122,27 @@ def _cdr_token(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     raw = canonical_fields(raw, CDR_TOKEN_FIELDS, "cdr_token", path, ctx)
     out: dict[str, Any] = {}
     for key in ("country_code", "party_id"):
-        s = text(raw.get(key), join(path, key), ctx)
+        s = read_text(raw.get(key), json_path(path, key), ctx)
         if s:
             out[key] = s.upper()
     if len(out) < 2:
         # Required in 2.2.1, yet the tag-2.2.1 examples omit them (added in [d2]): kept without, reported.
         ctx.fix(path, "missing_token_party", "cdr_token without country_code/party_id (our own party)")
     _required_id(raw, "uid", path, ctx, out)
-    ttype = enum_value(raw.get("type"), enums.TOKEN_TYPE, join(path, "type"), ctx)
+    ttype = read_enum(raw.get("type"), enums.TOKEN_TYPE, json_path(path, "type"), ctx)
     if ttype is None:
-        raise Rejected(join(path, "type"), f"token type {raw.get('type')!r} unknown", code="invalid_token_type")
+        raise Rejected(json_path(path, "type"), f"token type {raw.get('type')!r} unknown", code="invalid_token_type")
     out["type"] = ttype
-    contract = identifier(raw.get("contract_id"), join(path, "contract_id"), ctx)
+    contract = read_identifier(raw.get("contract_id"), json_path(path, "contract_id"), ctx)
     if not contract:
         contract = out["uid"]
-        ctx.fix(join(path, "contract_id"), "missing_contract_id", "contract_id missing; uid used")
+        ctx.fix(json_path(path, "contract_id"), "missing_contract_id", "contract_id missing; uid used")
     out["contract_id"] = contract
     return out
 
 
 def _auth_method(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx) -> None:
-    method = enum_value(raw.get("auth_method"), enums.AUTH_METHOD, "auth_method", ctx)
+    method = read_enum(raw.get("auth_method"), enums.AUTH_METHOD, "auth_method", ctx)
     if method is None:
         raise Rejected("auth_method", f"auth_method {raw.get('auth_method')!r} unknown", code="invalid_auth_method")
     out["auth_method"] = method
@@ -170,7 +163,7 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
             continue
         period = canonical_fields(period, PERIOD_FIELDS, "charging_period", p, ctx)
         try:
-            start = dt_field(period.get("start_date_time"), join(p, "start_date_time"), ctx)[1]
+            start = read_datetime(period.get("start_date_time"), json_path(p, "start_date_time"), ctx)[1]
         except Rejected as exc:
             ctx.drop(p, "invalid_charging_period", f"charging period dropped: {exc.reason}")
             continue
@@ -178,11 +171,11 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
         for j, dim in enumerate(as_list(period.get("dimensions"))):
             dp = f"{p}.dimensions[{j}]"
             dtype = (
-                enum_value(dim.get("type"), enums.CDR_DIMENSION_TYPE, join(dp, "type"), ctx)
+                read_enum(dim.get("type"), enums.CDR_DIMENSION_TYPE, json_path(dp, "type"), ctx)
                 if isinstance(dim, dict)
                 else None
             )
-            volume = number(dim.get("volume"), join(dp, "volume"), ctx) if isinstance(dim, dict) else None
+            volume = read_number(dim.get("volume"), json_path(dp, "volume"), ctx) if isinstance(dim, dict) else None
             if dtype is None or volume is None:
                 ctx.drop(dp, "invalid_dimension", f"dimension {dim!r:.60} dropped")
                 continue
@@ -191,7 +184,7 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
             ctx.drop(p, "invalid_charging_period", "charging period without usable dimensions dropped")
             continue
         entry: dict[str, Any] = {"start_date_time": start, "dimensions": dims}
-        tid = identifier(period.get("tariff_id"), join(p, "tariff_id"), ctx)
+        tid = read_identifier(period.get("tariff_id"), json_path(p, "tariff_id"), ctx)
         if tid:
             entry["tariff_id"] = tid
         out.append(entry)
@@ -201,9 +194,9 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
 def _quantity(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx) -> int | float | None:
     if raw.get(key) is None:
         return None
-    n = number(raw[key], join(prefix, key), ctx)
+    n = read_number(raw[key], json_path(prefix, key), ctx)
     if n is None:
-        raise Rejected(join(prefix, key), f"{key} {raw[key]!r} is not a number", code="invalid_number")
+        raise Rejected(json_path(prefix, key), f"{key} {raw[key]!r} is not a number", code="invalid_number")
     return n
 
 
@@ -216,17 +209,17 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
         return not partial or get(key) is not None
 
     if not partial:
-        party(raw, out, "", ctx, cc, pid)
+        read_party(raw, out, "", ctx, cc, pid)
         _required_id(raw, "id", "", ctx, out)
     else:
         for key in ("country_code", "party_id", "id"):
-            s = identifier(get(key), key, ctx)
+            s = read_identifier(get(key), key, ctx)
             if s:
                 out[key] = s.upper() if key != "id" else s
     if present("start_date_time"):
-        out["start_date_time"] = dt_field(get("start_date_time"), "start_date_time", ctx)[1]
+        out["start_date_time"] = read_datetime(get("start_date_time"), "start_date_time", ctx)[1]
     if get("end_date_time") is not None:
-        out["end_date_time"] = dt_field(get("end_date_time"), "end_date_time", ctx)[1]
+        out["end_date_time"] = read_datetime(get("end_date_time"), "end_date_time", ctx)[1]
     if present("kwh"):
         kwh = _quantity(raw, "kwh", "", ctx)
         if kwh is None:
@@ -238,33 +231,33 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
         out["cdr_token"] = _cdr_token(get("cdr_token"), "cdr_token", ctx)
     if present("auth_method"):
         _auth_method(raw, out, ctx)
-    ref = text(get("authorization_reference"), "authorization_reference", ctx, 36)
+    ref = read_text(get("authorization_reference"), "authorization_reference", ctx, 36)
     if ref:
         out["authorization_reference"] = ref
     for key in ("location_id", "evse_uid", "connector_id"):
         if present(key):
             _required_id(raw, key, "", ctx, out)
-    meter = text(get("meter_id"), "meter_id", ctx, 255)
+    meter = read_text(get("meter_id"), "meter_id", ctx, 255)
     if meter:
         out["meter_id"] = meter
     if present("currency"):
-        cur = currency(get("currency"), "currency", ctx)
+        cur = read_currency(get("currency"), "currency", ctx)
         if cur is None:
             raise Rejected("currency", f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency")
         out["currency"] = cur
     if get("charging_periods") is not None:
         out["charging_periods"] = _charging_periods(get("charging_periods"), "charging_periods", ctx)
     if get("total_cost") is not None:
-        cost = price(get("total_cost"), "total_cost", ctx)
+        cost = read_price(get("total_cost"), "total_cost", ctx)
         if cost is None:
             raise Rejected("total_cost", f"total_cost {get('total_cost')!r} is not a Price", code="invalid_price")
         out["total_cost"] = cost
     if present("status"):
-        status = enum_value(get("status"), enums.SESSION_STATUS, "status", ctx)
+        status = read_enum(get("status"), enums.SESSION_STATUS, "status", ctx)
         if status is None:
             raise Rejected("status", f"status {get('status')!r} unknown", code="invalid_status")
         out["status"] = status
-    lu = object_last_updated(raw, "", ctx, None, partial=partial)
+    lu = read_last_updated(raw, "", ctx, None, partial=partial)
     if lu is None:
         raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
     out["last_updated"] = lu[1]
@@ -281,40 +274,40 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     out: dict[str, Any] = {}
     _required_id(raw, "id", path, ctx, out)
     for key, limit in (("name", 255), ("address", 255), ("city", 45), ("postal_code", 10), ("state", 45)):
-        s = text(get(key), join(path, key), ctx, limit)
+        s = read_text(get(key), json_path(path, key), ctx, limit)
         if s is not None:
             out[key] = s
         elif key in ("address", "city"):
             out[key] = ""
-            ctx.fix(join(path, key), "missing_required", f"{key} missing; set to an empty string")
+            ctx.fix(json_path(path, key), "missing_required", f"{key} missing; set to an empty string")
     country = get("country")
     a3, code = country_alpha3(country) if isinstance(country, str) else (None, None)
     if a3 is None:
         # Not fatal for a CDR (billing does not read it), so kept out rather than rejecting the bill.
-        ctx.drop(join(path, "country"), "invalid_country", f"country {country!r} dropped")
+        ctx.drop(json_path(path, "country"), "invalid_country", f"country {country!r} dropped")
     else:
         if code:
-            ctx.fix(join(path, "country"), code, f"country {country!r} normalised to {a3!r}")
+            ctx.fix(json_path(path, "country"), code, f"country {country!r} normalised to {a3!r}")
         out["country"] = a3
     try:
-        out["coordinates"] = geo(get("coordinates"), join(path, "coordinates"), ctx)[0]
+        out["coordinates"] = geo(get("coordinates"), json_path(path, "coordinates"), ctx)[0]
     except Rejected as exc:
         ctx.drop(exc.path, exc.code, f"coordinates dropped: {exc.reason}")
     _required_id(raw, "evse_uid", path, ctx, out)
-    evse_id = identifier(get("evse_id"), join(path, "evse_id"), ctx, max_len=48)
+    evse_id = read_identifier(get("evse_id"), json_path(path, "evse_id"), ctx, max_len=48)
     if evse_id:
         out["evse_id"] = evse_id
     else:
-        ctx.drop(join(path, "evse_id"), "missing_evse_id", "cdr_location.evse_id missing")
+        ctx.drop(json_path(path, "evse_id"), "missing_evse_id", "cdr_location.evse_id missing")
     _required_id(raw, "connector_id", path, ctx, out)
     for key, table in (
         ("connector_standard", enums.CONNECTOR_TYPE),
         ("connector_format", enums.CONNECTOR_FORMAT),
         ("connector_power_type", enums.POWER_TYPE),
     ):
-        value = enum_value(get(key), table, join(path, key), ctx)
+        value = read_enum(get(key), table, json_path(path, key), ctx)
         if value is None:
-            ctx.drop(join(path, key), "unknown_enum", f"{key} {get(key)!r} dropped")
+            ctx.drop(json_path(path, key), "unknown_enum", f"{key} {get(key)!r} dropped")
         else:
             out[key] = value
     return out
@@ -333,23 +326,23 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     raw = canonical_fields(raw, CDR_FIELDS, "cdr", "", ctx)
     get = raw.get
     out: dict[str, Any] = {}
-    party(raw, out, "", ctx, cc, pid)
+    read_party(raw, out, "", ctx, cc, pid)
     _required_id(raw, "id", "", ctx, out, max_len=39)  # mod_cdrs: CiString(39), room for a credit suffix
     for key in ("start_date_time", "end_date_time"):
-        out[key] = dt_field(get(key), key, ctx)[1]
-    sid = identifier(get("session_id"), "session_id", ctx)
+        out[key] = read_datetime(get(key), key, ctx)[1]
+    sid = read_identifier(get("session_id"), "session_id", ctx)
     if sid:
         out["session_id"] = sid
     out["cdr_token"] = _cdr_token(get("cdr_token"), "cdr_token", ctx)
     _auth_method(raw, out, ctx)
-    ref = text(get("authorization_reference"), "authorization_reference", ctx, 36)
+    ref = read_text(get("authorization_reference"), "authorization_reference", ctx, 36)
     if ref:
         out["authorization_reference"] = ref
     out["cdr_location"] = _cdr_location(get("cdr_location"), "cdr_location", ctx)
-    meter = text(get("meter_id"), "meter_id", ctx, 255)
+    meter = read_text(get("meter_id"), "meter_id", ctx, 255)
     if meter:
         out["meter_id"] = meter
-    cur = currency(get("currency"), "currency", ctx)
+    cur = read_currency(get("currency"), "currency", ctx)
     if cur is None:
         raise Rejected("currency", f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency")
     out["currency"] = cur
@@ -373,7 +366,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         signed = _signed_data(get("signed_data"), "signed_data", ctx)
         if signed:
             out["signed_data"] = signed
-    cost = price(get("total_cost"), "total_cost", ctx)
+    cost = read_price(get("total_cost"), "total_cost", ctx)
     if cost is None:
         raise Rejected("total_cost", f"total_cost {get('total_cost')!r} missing or not a Price", code="invalid_price")
     out["total_cost"] = cost
@@ -384,35 +377,35 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         out[key] = n
     for key in _CDR_PRICES:
         if get(key) is not None:
-            p = price(get(key), key, ctx)
+            p = read_price(get(key), key, ctx)
             if p is None:
                 raise Rejected(key, f"{key} {get(key)!r} is not a Price", code="invalid_price")
             out[key] = p
     parking = _quantity(raw, "total_parking_time", "", ctx)
     if parking is not None:
         out["total_parking_time"] = parking
-    remark = text(get("remark"), "remark", ctx, 255)
+    remark = read_text(get("remark"), "remark", ctx, 255)
     if remark:
         out["remark"] = remark
-    inv = identifier(get("invoice_reference_id"), "invoice_reference_id", ctx, max_len=39)
+    inv = read_identifier(get("invoice_reference_id"), "invoice_reference_id", ctx, max_len=39)
     if inv:
         out["invoice_reference_id"] = inv
     if get("credit") is not None:
-        credit = boolean(get("credit"), "credit", ctx)
+        credit = read_boolean(get("credit"), "credit", ctx)
         if credit is None:
             raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
         out["credit"] = credit
-    ref_id = identifier(get("credit_reference_id"), "credit_reference_id", ctx, max_len=39)
+    ref_id = read_identifier(get("credit_reference_id"), "credit_reference_id", ctx, max_len=39)
     if ref_id:
         out["credit_reference_id"] = ref_id
     elif out.get("credit"):
         # mod_cdrs: "required to be set for a Credit CDR"; kept so the money is not lost, flagged for review.
         ctx.fix("credit_reference_id", "missing_credit_reference", "credit CDR without credit_reference_id")
     if get("home_charging_compensation") is not None:
-        hcc = boolean(get("home_charging_compensation"), "home_charging_compensation", ctx)
+        hcc = read_boolean(get("home_charging_compensation"), "home_charging_compensation", ctx)
         if hcc is not None:
             out["home_charging_compensation"] = hcc
-    lu = object_last_updated(raw, "", ctx, None, partial=False)
+    lu = read_last_updated(raw, "", ctx, None, partial=False)
     if lu is not None:
         out["last_updated"] = lu[1]
     return out

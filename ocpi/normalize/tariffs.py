@@ -6,27 +6,21 @@ import re
 from typing import Any
 
 from ocpi import enums
-from ocpi.normalize._base import (
-    Ctx,
-    Issue,
-    Rejected,
-    canonical_fields,
-    collect,
-    currency,
-    display_texts,
-    dt_field,
-    enum_value,
-    identifier,
-    integer,
-    join,
-    number,
-    object_last_updated,
-    party,
-    price,
-    snake_case,
-    text,
-)
+from ocpi.normalize.countries import read_currency, read_party
+from ocpi.normalize.datetimes import read_datetime, read_last_updated
+from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import energy_mix, hhmm
+from ocpi.normalize.values import (
+    canonical_fields,
+    read_display_texts,
+    read_enum,
+    read_identifier,
+    read_integer,
+    read_number,
+    read_price,
+    read_text,
+    snake_case,
+)
 
 TARIFF_FIELDS = frozenset(
     [
@@ -73,21 +67,21 @@ def _component(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise Rejected(path, "price component is not an object", code="invalid_price_component")
     raw = canonical_fields(raw, COMPONENT_FIELDS, "price_component", path, ctx)
-    dim = enum_value(raw.get("type"), enums.TARIFF_DIMENSION_TYPE, join(path, "type"), ctx)
+    dim = read_enum(raw.get("type"), enums.TARIFF_DIMENSION_TYPE, json_path(path, "type"), ctx)
     if dim is None:
-        raise Rejected(join(path, "type"), f"unknown dimension {raw.get('type')!r}", code="unknown_enum")
-    amount = number(raw.get("price"), join(path, "price"), ctx)
+        raise Rejected(json_path(path, "type"), f"unknown dimension {raw.get('type')!r}", code="unknown_enum")
+    amount = read_number(raw.get("price"), json_path(path, "price"), ctx)
     if amount is None:
-        raise Rejected(join(path, "price"), f"price {raw.get('price')!r} is not a number", code="invalid_price")
+        raise Rejected(json_path(path, "price"), f"price {raw.get('price')!r} is not a number", code="invalid_price")
     out: dict[str, Any] = {"type": dim, "price": amount}
     if raw.get("vat") is not None:
-        vat = number(raw["vat"], join(path, "vat"), ctx)
+        vat = read_number(raw["vat"], json_path(path, "vat"), ctx)
         if vat is None:
             # An absent vat means "no VAT applicable", not "unknown": dropping it would change the price.
-            raise Rejected(join(path, "vat"), f"vat {raw['vat']!r} is not a number", code="invalid_price")
+            raise Rejected(json_path(path, "vat"), f"vat {raw['vat']!r} is not a number", code="invalid_price")
         out["vat"] = vat
-    spath = join(path, "step_size")
-    step = integer(raw.get("step_size"), spath, ctx)
+    spath = json_path(path, "step_size")
+    step = read_integer(raw.get("step_size"), spath, ctx)
     if step is None:
         if raw.get("step_size") is not None:
             raise Rejected(spath, f"step_size {raw['step_size']!r} is not an integer", code="invalid_step_size")
@@ -114,14 +108,14 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     for key, value in raw.items():
         target = key if key in RESTRICTION_FIELDS else snake_case(key)
         if target not in RESTRICTION_FIELDS:
-            raise Rejected(join(path, key), f"unknown tariff restriction '{key}'", code="unknown_restriction")
+            raise Rejected(json_path(path, key), f"unknown tariff restriction '{key}'", code="unknown_restriction")
         if target != key:
             if target in raw:
                 continue
             ctx.once(
                 "restrictions",
                 key,
-                join(path, key),
+                json_path(path, key),
                 "renamed_field",
                 f"'{key}' read as '{target}'",
                 fixed=True,
@@ -133,33 +127,37 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
         if key in fields:
             t, changed = hhmm(fields[key])
             if t is None:
-                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not HH:MM", code="invalid_restriction")
+                raise Rejected(json_path(path, key), f"{key} {fields[key]!r} is not HH:MM", code="invalid_restriction")
             if changed:
-                ctx.fix(join(path, key), "time_format", f"{key} {fields[key]!r} rendered as {t}")
+                ctx.fix(json_path(path, key), "time_format", f"{key} {fields[key]!r} rendered as {t}")
             out[key] = t
     for key in ("start_date", "end_date"):
         if key in fields:
             m = _DATE.fullmatch(str(fields[key]).strip())
             if not m:
-                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not a date", code="invalid_restriction")
+                raise Rejected(json_path(path, key), f"{key} {fields[key]!r} is not a date", code="invalid_restriction")
             if m.group(0) != fields[key]:
-                ctx.fix(join(path, key), "date_format", f"{key} {fields[key]!r} reduced to {m.group(1)}")
+                ctx.fix(json_path(path, key), "date_format", f"{key} {fields[key]!r} reduced to {m.group(1)}")
             out[key] = m.group(1)
     for key in ("min_kwh", "max_kwh", "min_current", "max_current", "min_power", "max_power"):
         if key in fields:
-            n = number(fields[key], join(path, key), ctx)
+            n = read_number(fields[key], json_path(path, key), ctx)
             if n is None:
-                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not a number", code="invalid_restriction")
+                raise Rejected(
+                    json_path(path, key), f"{key} {fields[key]!r} is not a number", code="invalid_restriction"
+                )
             out[key] = n
     for key in ("min_duration", "max_duration"):
         if key in fields:
-            n = integer(fields[key], join(path, key), ctx)
+            n = read_integer(fields[key], json_path(path, key), ctx)
             if n is None:
-                raise Rejected(join(path, key), f"{key} {fields[key]!r} is not seconds", code="invalid_restriction")
+                raise Rejected(
+                    json_path(path, key), f"{key} {fields[key]!r} is not seconds", code="invalid_restriction"
+                )
             out[key] = n
     if "day_of_week" in fields:
         days = fields["day_of_week"]
-        dpath = join(path, "day_of_week")
+        dpath = json_path(path, "day_of_week")
         if isinstance(days, str):
             days = [days]
             ctx.fix(dpath, "type_coerced", "single day wrapped in a list")
@@ -167,16 +165,18 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
             raise Rejected(dpath, "day_of_week is not a list", code="invalid_restriction")
         out_days: list[str] = []
         for i, day in enumerate(days):
-            canonical = enum_value(day, enums.DAY_OF_WEEK, f"{dpath}[{i}]", ctx)
+            canonical = read_enum(day, enums.DAY_OF_WEEK, f"{dpath}[{i}]", ctx)
             if canonical is None:
                 raise Rejected(f"{dpath}[{i}]", f"unknown day {day!r}", code="invalid_restriction")
             if canonical not in out_days:
                 out_days.append(canonical)
         out["day_of_week"] = out_days
     if "reservation" in fields:
-        res = enum_value(fields["reservation"], enums.RESERVATION_RESTRICTION_TYPE, join(path, "reservation"), ctx)
+        res = read_enum(fields["reservation"], enums.RESERVATION_RESTRICTION_TYPE, json_path(path, "reservation"), ctx)
         if res is None:
-            raise Rejected(join(path, "reservation"), f"unknown {fields['reservation']!r}", code="invalid_restriction")
+            raise Rejected(
+                json_path(path, "reservation"), f"unknown {fields['reservation']!r}", code="invalid_restriction"
+            )
         out["reservation"] = res
     return out or None
 
@@ -198,7 +198,7 @@ def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "price_components": [_component(c, f"{epath}.price_components[{j}]", ctx) for j, c in enumerate(comps)]
         }
-        restrictions = _restrictions(element.get("restrictions"), join(epath, "restrictions"), ctx)
+        restrictions = _restrictions(element.get("restrictions"), json_path(epath, "restrictions"), ctx)
         if restrictions:
             entry["restrictions"] = restrictions
         out.append(entry)
@@ -213,45 +213,45 @@ def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) 
     raw = canonical_fields(raw, TARIFF_FIELDS, "tariff", prefix, ctx)
     get = raw.get
     out: dict[str, Any] = {}
-    party(raw, out, prefix, ctx, cc, pid)
-    tid = identifier(get("id"), join(prefix, "id"), ctx)
+    read_party(raw, out, prefix, ctx, cc, pid)
+    tid = read_identifier(get("id"), json_path(prefix, "id"), ctx)
     if not tid:
-        raise Rejected(join(prefix, "id"), "tariff without id", code="missing_tariff_id")
+        raise Rejected(json_path(prefix, "id"), "tariff without id", code="missing_tariff_id")
     out["id"] = tid
-    cur = currency(get("currency"), join(prefix, "currency"), ctx)
+    cur = read_currency(get("currency"), json_path(prefix, "currency"), ctx)
     if cur is None:
         raise Rejected(
-            join(prefix, "currency"), f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency"
+            json_path(prefix, "currency"), f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency"
         )
     out["currency"] = cur
     if get("type") is not None:
-        ttype = enum_value(get("type"), enums.TARIFF_TYPE, join(prefix, "type"), ctx)
+        ttype = read_enum(get("type"), enums.TARIFF_TYPE, json_path(prefix, "type"), ctx)
         if ttype is None:
-            ctx.drop(join(prefix, "type"), "unknown_enum", f"type {get('type')!r} dropped")
+            ctx.drop(json_path(prefix, "type"), "unknown_enum", f"type {get('type')!r} dropped")
         else:
             out["type"] = ttype
     if get("tariff_alt_text") is not None:
-        alt = display_texts(get("tariff_alt_text"), join(prefix, "tariff_alt_text"), ctx)
+        alt = read_display_texts(get("tariff_alt_text"), json_path(prefix, "tariff_alt_text"), ctx)
         if alt:
             out["tariff_alt_text"] = alt
-    url = text(get("tariff_alt_url"), join(prefix, "tariff_alt_url"), ctx, 255)
+    url = read_text(get("tariff_alt_url"), json_path(prefix, "tariff_alt_url"), ctx, 255)
     if url:
         out["tariff_alt_url"] = url
     for key in ("min_price", "max_price"):
         if get(key) is not None:
-            p = price(get(key), join(prefix, key), ctx)
+            p = read_price(get(key), json_path(prefix, key), ctx)
             if p is None:
-                raise Rejected(join(prefix, key), f"{key} {get(key)!r} is not a Price", code="invalid_price")
+                raise Rejected(json_path(prefix, key), f"{key} {get(key)!r} is not a Price", code="invalid_price")
             out[key] = p
-    out["elements"] = _elements(get("elements"), join(prefix, "elements"), ctx)
+    out["elements"] = _elements(get("elements"), json_path(prefix, "elements"), ctx)
     if get("energy_mix") is not None:
-        mix = energy_mix(get("energy_mix"), join(prefix, "energy_mix"), ctx)
+        mix = energy_mix(get("energy_mix"), json_path(prefix, "energy_mix"), ctx)
         if mix is not None:
             out["energy_mix"] = mix
     for key in ("start_date_time", "end_date_time"):
         if get(key) is not None:
-            out[key] = dt_field(get(key), join(prefix, key), ctx)[1]
-    lu = object_last_updated(raw, prefix, ctx, None, partial=False)
+            out[key] = read_datetime(get(key), json_path(prefix, key), ctx)[1]
+    lu = read_last_updated(raw, prefix, ctx, None, partial=False)
     if lu is not None:
         out["last_updated"] = lu[1]
     return out
@@ -262,6 +262,6 @@ def normalize_tariff(
 ) -> tuple[dict, list[Issue]]:
     """A full Tariff (PUT body, GET page entry, CDR.tariffs[]) -> (2.2.1-shaped dict, issues) or Rejected.
 
-    Prices, VAT and restriction bounds stay the JSON numbers received (see ``_base.number``).
+    Prices, VAT and restriction bounds stay the JSON numbers received (see ``values.read_number``).
     """
     return collect(lambda ctx: tariff(raw, "", ctx, country_code, party_id))

@@ -12,7 +12,7 @@ from billing.models import Cdr
 from ocpi import transport
 from ocpi.normalize import normalize_cdr
 from ocpi.quality import record_issues
-from ocpi.schemas import CDR, envelope, error_response
+from ocpi.serializers import CDR, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
 
 

@@ -12,7 +12,8 @@ from rest_framework.request import Request
 from emsp.models import Command
 from emsp.services import commands
 from ocpi import transport
-from ocpi.schemas import OcpiCommandResultSerializer, envelope, error_response
+from ocpi.enums import COMMAND_RESULT_TYPES
+from ocpi.serializers import OcpiCommandResultSerializer, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
@@ -31,10 +32,10 @@ class CommandResultView(OcpiView):
         row = Command.objects.filter(uid=_uuid_or_none(uid), type=command.upper(), partner=self.partner).first()
         if row is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
-        try:
-            commands.command_result_received(row, body)
-        except commands.CommandError as exc:
-            raise OcpiError(transport.INVALID_PARAMETERS, str(exc)) from exc
+        result_type = str(body.get("result") or "").strip().upper()
+        if result_type not in COMMAND_RESULT_TYPES:
+            raise OcpiError(transport.INVALID_PARAMETERS, f"unknown CommandResultType {result_type!r}")
+        commands.command_result_received(row, body)
         return ocpi_response()
 
 

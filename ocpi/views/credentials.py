@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from ocpi import credentials, transport
-from ocpi.schemas import OcpiCredentialsSerializer, envelope, error_response
+from ocpi.serializers import OcpiCredentialsSerializer, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 _CREDENTIALS = envelope("OcpiCredentialsResponse", OcpiCredentialsSerializer())

@@ -11,14 +11,14 @@ from rest_framework.request import Request
 
 from emsp.models import Connector, Evse, Location
 from emsp.services import catalogue
-from ocpi import transport
+from ocpi import rendering, transport
 from ocpi.normalize import (
     normalize_connector,
     normalize_evse,
     normalize_location,
     normalize_location_patch,
 )
-from ocpi.schemas import CONNECTOR, EVSE, LOCATION, PATCH_BODY, envelope, error_response
+from ocpi.serializers import CONNECTOR, EVSE, LOCATION, PATCH_BODY, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response
 
 
@@ -54,12 +54,12 @@ class LocationReceiverView(OcpiView):
         if connector_id:
             if connector is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
-            return ocpi_response(catalogue.connector_as_ocpi(connector))
+            return ocpi_response(rendering.connector_as_ocpi(connector))
         if evse_uid:
             if evse is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
-            return ocpi_response(catalogue.evse_as_ocpi(evse))
-        return ocpi_response(catalogue.location_as_ocpi(location))
+            return ocpi_response(rendering.evse_as_ocpi(evse))
+        return ocpi_response(rendering.location_as_ocpi(location))
 
     def put(
         self,

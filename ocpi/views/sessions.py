@@ -12,7 +12,7 @@ from emsp.services import sessions
 from ocpi import transport
 from ocpi.normalize import normalize_session, normalize_session_patch
 from ocpi.quality import record_issues
-from ocpi.schemas import PATCH_BODY, SESSION, envelope, error_response
+from ocpi.serializers import PATCH_BODY, SESSION, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response
 
 

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from billing import services as billing
 from ocpi import transport
 from ocpi.normalize import normalize_tariff
-from ocpi.schemas import TARIFF, envelope, error_response
+from ocpi.serializers import TARIFF, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 

@@ -10,7 +10,8 @@ from rest_framework.request import Request
 from emsp.models import Token
 from emsp.services import tokens
 from ocpi import transport
-from ocpi.schemas import (
+from ocpi.rendering import token_as_ocpi
+from ocpi.serializers import (
     PAGINATION_PARAMETERS,
     OcpiAuthorizationInfoSerializer,
     OcpiLocationReferencesSerializer,
@@ -18,7 +19,6 @@ from ocpi.schemas import (
     envelope,
     error_response,
 )
-from ocpi.serializers import token_to_ocpi
 from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
 
 TOKEN_TYPES = {t.value for t in Token.Type}
@@ -35,7 +35,7 @@ class TokenListView(OcpiView):
         responses=envelope("OcpiTokenListResponse", OcpiTokenSerializer(many=True)),
     )
     def get(self, request: Request) -> HttpResponse:
-        return paginated_response(request, Token.objects.all(), token_to_ocpi)
+        return paginated_response(request, Token.objects.all(), token_as_ocpi)
 
 
 class TokenAuthorizeView(OcpiView):
@@ -68,7 +68,7 @@ class TokenAuthorizeView(OcpiView):
             raise OcpiError(transport.UNKNOWN_TOKEN, "Unknown token", 404) from exc
         data = {
             "allowed": result.allowed,
-            "token": token_to_ocpi(result.token),
+            "token": token_as_ocpi(result.token),
             "authorization_reference": result.authorization_reference,
         }
         if result.location is not None:

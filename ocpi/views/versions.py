@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 
 from ocpi.credentials import our_version_details, our_versions
-from ocpi.schemas import OcpiVersionDetailsSerializer, OcpiVersionSerializer, envelope
+from ocpi.serializers import OcpiVersionDetailsSerializer, OcpiVersionSerializer, envelope
 from ocpi.transport import OcpiView, ocpi_response
 
 

@@ -394,7 +394,7 @@ def test_callbacks_to_a_bap_that_refuses_are_not_retried(bap: Any, peer: FakePee
 
 
 def test_callbacks_are_retried_with_backoff_after_a_5xx(bap: Any, peer: FakePeer) -> None:
-    from beckn import callbacks
+    from emsp import outbox
 
     peer.route("POST", f"{BAP_URI}/on_search", (503, {"error": "busy"}))
     bap("search", search_message())
@@ -403,7 +403,7 @@ def test_callbacks_are_retried_with_backoff_after_a_5xx(bap: Any, peer: FakePeer
     assert callback.attempts >= 1
     peer.route("POST", f"{BAP_URI}/on_search", (200, {"message": {"ack": {"status": "ACK"}}}))
     BecknCallback.objects.update(next_attempt_at="2000-01-01T00:00:00Z")
-    callbacks.deliver_due()
+    outbox.deliver_due()
     callback.refresh_from_db()
     assert callback.status == BecknCallback.Status.DELIVERED
 

@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 from openapi_schema_validator import OAS30Validator
 
-from beckn.services import _final_quote, _payments, _quote_block
+from beckn.rendering import final_quote_block as _final_quote
+from beckn.rendering import payments_block as _payments
+from beckn.rendering import quote_block as _quote_block
 from billing.models import Quote
 from tests.billing.factories import CdrFactory, DriverReceiptFactory
 

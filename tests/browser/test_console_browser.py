@@ -19,9 +19,9 @@ from django.utils import timezone
 from emsp.models import Evse, Partner
 from tests.billing.dispute_factories import audited_dispute
 from tests.billing.factories import CdrFactory, DriverReceiptFactory
+from tests.billing.test_console_home import charging_session
 from tests.browser.conftest import ARTIFACTS, BrowserPage
 from tests.cposim.conftest import SimProcess
-from tests.emsp.test_console_home import charging_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 
 from cposim.catalogue import CITIES, synthetic_locations, tariff_profile
-from cposim.charging import Runtime, advance_meter
 from cposim.common import encode_token, get_tz, iso, token_candidates
 from cposim.config import SimConfig, config_from_options, parse_faults
+from cposim.meter import Runtime, advance_meter
 from cposim.pricing import Context, merge_periods, price_session, restrictions_match, time_boundaries
 
 from .conftest import REPO, SimProcess

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from emsp.models import Partner
-from emsp.services.catalogue import location_as_ocpi
+from ocpi.rendering import location_as_ocpi
 from tests.factories import stored_location
 
 pytestmark = pytest.mark.django_db

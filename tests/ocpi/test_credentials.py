@@ -244,10 +244,10 @@ def test_our_tokens_are_pushed_to_a_newly_connected_cpo(peer: FakePeer, db: None
         peer.route("PUT", f"{CPO}/2.2.1/tokens/IN/EMS/{token.uid}", (200, envelope()))
     partner = register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo")
     assert PushDelivery.objects.filter(partner=partner).count() == 2
-    from ocpi import push
+    from emsp import outbox
 
     for delivery in PushDelivery.objects.filter(partner=partner):
-        push.deliver(delivery.pk)
+        outbox.deliver(delivery.pk)
     assert PushDelivery.objects.filter(partner=partner, status="DELIVERED").count() == 2
     assert {c["json"]["uid"] for c in peer.requests_to("/tokens/")} == {t.uid for t in tokens}
 

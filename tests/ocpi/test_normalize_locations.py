@@ -11,7 +11,7 @@ import pytest
 from ocpi.normalize import (
     Issue,
     Rejected,
-    _base,
+    datetimes,
     normalize_connector,
     normalize_evse,
     normalize_location,
@@ -260,7 +260,7 @@ def test_it_derives_a_missing_location_last_updated_from_its_newest_evse() -> No
 
 
 def test_it_uses_the_receive_time_for_a_full_object_without_any_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_base, "_utcnow", lambda: datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    monkeypatch.setattr(datetimes, "_utcnow", lambda: datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
     raw = connector()
     del raw["last_updated"]
     out, issues = normalize_connector(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logging.getLogger("emsp.outbound").setLevel(logging.WARNING)  # our own requests: the steps say enough
         state_path = Path(settings.VAR_DIR) / STATE_FILE
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         if options["action"] == "new" or not state.get("private_key"):

@@ -3,6 +3,7 @@ settlement — printing each step, what came back and how long it took."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--charge-seconds", type=float, default=12.0, help="how long to charge before stopping")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logging.getLogger("emsp.outbound").setLevel(logging.WARNING)  # our own requests: the steps say enough
         from beckn import registry
         from beckn.keys import our_public_key_b64
 

@@ -1,8 +1,9 @@
-"""What each Beckn action does, after the ACK: discovery from the catalogue, quotes from the tariff engine,
-bookings and commands through the domain services, and the on_* answer for the BAP (or a BECKN-005 error).
+"""What each Beckn action does, after the ACK: `handle()` records the request once and answers it with the
+action's on_* builder — discovery from the catalogue, quotes from the tariff engine, bookings and commands
+through the domain services — or with a BECKN-005 error.
 
-Request → beckn/views.py (verify, validate, ACK) → beckn/tasks.py → `handle()` here (records it once) →
-emsp/services/* and billing/services/* → beckn/callbacks.py (outbox → signed POST to the BAP)."""
+Request → beckn/views.py (verify, validate, ACK) → beckn/tasks.py → `handle()` here → emsp/services/* and
+billing/services/* → beckn/rendering.py (the blocks) → beckn/callbacks.py (outbox → signed POST to the BAP)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from beckn import callbacks
-from beckn.catalogue import (
-    Hit,
-    SearchFilters,
-    find_item,
-    hit_for,
-    item_id,
-    item_tags,
-    provider_id,
-    render_catalog,
-    search,
-)
-from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
-from beckn.requests import (
-    ACK,
+from beckn.catalogue import Hit, SearchFilters, find_item, provider_id, render_catalog, search
+from beckn.errors import (
     CANCELLATION_NOT_POSSIBLE,
     FULFILLMENT_UNAVAILABLE,
     INVALID_RATING,
@@ -41,40 +30,32 @@ from beckn.requests import (
     RATING_ENTITY_NOT_FOUND,
     UPDATE_NOT_POSSIBLE,
     BecknRequestError,
-    Envelope,
-    order_id,
-    parse_envelope,
-    search_filters,
-    selected_item,
-    update_request,
 )
-from billing.models import DriverReceipt, Quote
-from billing.money import round_money
-from billing.services.driver_pricing import NoTariff, quote_charge, session_estimate
-from emsp.models import Booking, ChargingSession, Command, Driver, Evse, Token
-from emsp.services import bookings, catalogue
-from emsp.services.commands import command_send
-from emsp.services.tokens import token_issue
+from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
+from beckn.parsing import ACK, Envelope, order_id, parse_envelope, search_filters, selected_item, update_request
+from beckn.rendering import (
+    cancellation_terms,
+    fulfillment_block,
+    item_block,
+    order_block,
+    payments_block,
+    quote_block,
+)
+from billing.models import Quote
+from billing.services.driver_pricing import (
+    NoTariff,
+    QuoteUnavailable,
+    quote_accept,
+    quote_charge,
+    quote_hold,
+    quote_usable,
+)
+from emsp.models import Booking, Command, Driver, Evse, Token
+from emsp.services import bookings, catalogue, commands, drivers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUOTE_KWH = Decimal("10")
-QUOTE_TTL = timedelta(minutes=15)
-
-# Fulfillment state codes = OCPI SessionStatus words (DEG00x; journey.md), plus CANCELLED.
-STATE_CODES = {
-    Booking.State.CONFIRMED: ("RESERVATION", "Booked: the charger is held for you"),
-    Booking.State.STARTING: ("PENDING", "Starting: plug in if you have not"),
-    Booking.State.CHARGING: ("ACTIVE", "Charging"),
-    Booking.State.STOPPING: ("ACTIVE", "Stopping"),
-    Booking.State.COMPLETED: ("COMPLETED", "Charging finished"),
-    Booking.State.SETTLED: ("COMPLETED", "Charging finished and billed"),
-    Booking.State.CANCELLED: ("CANCELLED", "Cancelled"),
-    Booking.State.FAILED: ("INVALID", "Could not charge"),
-}
-
-
-# --- entry point ------------------------------------------------------------------------------------
 
 
 def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransaction:
@@ -166,15 +147,9 @@ def handle(action_name: str, body: str, via_gateway: str = "") -> None:
             )
 
 
-# --- discovery ----------------------------------------------------------------------------------------
-
-
 def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     filters: SearchFilters = search_filters(envelope.message)
     return {"catalog": render_catalog(search(filters))}
-
-
-# --- ordering -----------------------------------------------------------------------------------------
 
 
 def _hit_for(provider: str | None, item: str) -> Hit:
@@ -200,83 +175,6 @@ def _unavailable(hit: Hit, fresh: bool) -> BecknRequestError | None:
     return BecknRequestError(
         FULFILLMENT_UNAVAILABLE, "message.order.items[0].id", f"charger is {evse.status} ({age}){expected}"
     )
-
-
-def _price(value: Decimal | None, currency: str) -> dict[str, str]:
-    return {"currency": currency, "value": format(round_money(value or Decimal("0"), currency), "f")}
-
-
-def _quote_block(quote: Quote) -> dict[str, Any]:
-    currency = quote.currency
-    breakup = []
-    for line in quote.breakdown.get("lines", []):
-        title = {
-            "ENERGY": "energy-cost",
-            "TIME": "time-cost",
-            "PARKING_TIME": "parking-fee",
-            "FLAT": "session-fee",
-            "EMSP_FEE": "service-charge",
-        }.get(line["type"], line["type"].lower())
-        value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
-        breakup.append({"title": title, "price": {"currency": currency, "value": value}})
-    total = _quote_total(quote)
-    return {
-        "id": f"Q-{quote.pk}",
-        "price": _price(total, currency),
-        "breakup": breakup,
-        "ttl": f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S",
-    }
-
-
-def _item_block(hit: Hit, quote: Quote | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": item_id(hit.evse, hit.connector),
-        "descriptor": {
-            "code": "energy",
-            "name": f"Charging at {hit.evse.location.name or hit.evse.location.location_id}",
-        },
-        "tags": item_tags(hit, timezone.now()),
-        "fulfillment_ids": [f"FUL-{hit.evse.location.location_id}"],
-        "location_ids": [f"LOC-{hit.evse.location.location_id}"],
-    }
-    if hit.tariff is not None and hit.energy_price is not None:
-        item["price"] = {"currency": hit.tariff.currency, "value": format(hit.energy_price.normalize(), "f")}
-    if quote is not None and quote.energy_kwh is not None:
-        item["quantity"] = {
-            "selected": {
-                "measure": {"type": "CONSTANT", "value": format(quote.energy_kwh.normalize(), "f"), "unit": "kWh"}
-            }
-        }
-    return item
-
-
-def _fulfillment_block(
-    hit: Hit, state: tuple[str, str] | None = None, extra_tags: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    location = hit.evse.location
-    gps = f"{location.latitude:.6f},{location.longitude:.6f}"
-    fulfillment: dict[str, Any] = {
-        "id": f"FUL-{location.location_id}",
-        "type": "CHARGING",
-        "stops": [
-            {
-                "type": "start",
-                "location": {"gps": gps, "address": ", ".join(p for p in (location.address, location.city) if p)},
-                "instructions": {
-                    "name": "Plug in, then start charging from the app",
-                    "short_desc": hit.evse.evse_id or hit.evse.uid,
-                },
-            }
-        ],
-    }
-    if state is not None:
-        fulfillment["state"] = {
-            "descriptor": {"code": state[0], "name": state[1]},
-            "updated_at": callbacks.now_rfc3339(),
-        }
-    if extra_tags:
-        fulfillment["tags"] = extra_tags
-    return fulfillment
 
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -309,9 +207,9 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
                 "id": provider_id(hit.evse.location.partner),
                 "descriptor": {"name": hit.evse.location.partner.name},
             },
-            "items": [_item_block(hit, quote)],
-            "fulfillments": [_fulfillment_block(hit)],
-            "quote": _quote_block(quote),
+            "items": [item_block(hit, quote)],
+            "fulfillments": [fulfillment_block(hit)],
+            "quote": quote_block(quote),
         }
     }
 
@@ -326,70 +224,26 @@ def _driver_and_token(
     customer = fulfillments[0].get("customer") if fulfillments and isinstance(fulfillments[0], dict) else None
     contact = (customer or {}).get("contact") or {}
     person = (customer or {}).get("person") or {}
-    email = str(billing.get("email") or contact.get("email") or "").strip().lower()
-    phone = str(billing.get("phone") or contact.get("phone") or "").strip()
-    name = str(billing.get("name") or person.get("name") or "").strip()
-    if not (email or phone):
+    email = str(billing.get("email") or contact.get("email") or "")
+    phone = str(billing.get("phone") or contact.get("phone") or "")
+    name = str(billing.get("name") or person.get("name") or "")
+    if not (email.strip() or phone.strip()):
         raise BecknRequestError(INVALID_REQUEST, "message.order.billing", "billing needs an email or a phone number")
-    driver = None
-    if email:
-        driver = Driver.objects.filter(email__iexact=email).first()
-    if driver is None and phone:
-        driver = Driver.objects.filter(phone=phone).first()
-    if driver is None:
-        driver = Driver.objects.create(name=name or email or phone, email=email, phone=phone)
-    token = driver.tokens.filter(type=Token.Type.APP_USER, valid=True, is_blocked=False).order_by("pk").first()
-    if token is None:
-        token = token_issue(driver=driver, token_type=Token.Type.APP_USER)
-    allowed = token.allowed_status(timezone.now(), partner)
-    if allowed != Token.Allowed.ALLOWED:
-        raise BecknRequestError(PAYMENT_NOT_SUPPORTED if allowed == Token.Allowed.NO_CREDIT else INVALID_REQUEST,
-                                "message.order.billing", f"this driver cannot charge here: {allowed}")  # fmt: skip
+    driver = drivers.driver_for_contact(email=email, phone=phone, name=name)
+    try:
+        token = drivers.driver_app_token(driver, partner=partner)
+    except drivers.DriverCannotCharge as exc:
+        code = PAYMENT_NOT_SUPPORTED if exc.allowed == Token.Allowed.NO_CREDIT else INVALID_REQUEST
+        raise BecknRequestError(code, "message.order.billing", str(exc)) from exc
     return driver, token, billing
 
 
-def _quote_total(quote: Quote) -> Decimal:
-    """The quote's price; without VAT figures (a CPO tariff with no VAT given), its parts excl. VAT."""
-    return quote.total_incl_vat if quote.total_incl_vat is not None else quote.cpo_cost_excl_vat + quote.fee_excl_vat
-
-
-def _payments(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any]]:
-    amount = _quote_total(quote)
-    return [
-        {
-            "id": f"PAY-{quote.pk}",
-            "collected_by": "BPP",
-            # The exact amount is known only from the CPO's CDR: pay after charging (RFC 4.2, DEG00x).
-            "type": "POST-FULFILLMENT",
-            "status": status,
-            "params": {"amount": format(round_money(amount, quote.currency), "f"), "currency": quote.currency},
-        }
-    ]
-
-
-def _cancellation_terms(currency: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "fulfillment_state": {"descriptor": {"code": "RESERVATION"}},
-            "reason_required": False,
-            "cancellation_fee": {"amount": {"currency": currency, "value": "0"}},
-        },
-        {
-            "fulfillment_state": {"descriptor": {"code": "ACTIVE"}},
-            "reason_required": False,
-            "cancellation_fee": {"percentage": "0"},
-            "external_ref": {"mimetype": "text/plain", "url": f"{settings.PUBLIC_BASE_URL}/beckn/terms"},
-        },
-    ]
-
-
 def _valid_quote(txn: BecknTransaction) -> Quote:
-    if txn.quote_id is None:
-        raise BecknRequestError(QUOTE_UNAVAILABLE, "message.order", "select this item first: there is no quote")
-    quote = Quote.objects.get(pk=txn.quote_id)
-    if quote.valid_until < timezone.now():
-        raise BecknRequestError(QUOTE_UNAVAILABLE, "message.order.quote", "the quote expired: select again")
-    return quote
+    try:
+        return quote_usable(txn.quote_id)
+    except QuoteUnavailable as exc:
+        path = "message.order" if txn.quote_id is None else "message.order.quote"
+        raise BecknRequestError(QUOTE_UNAVAILABLE, path, str(exc)) from exc
 
 
 def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -399,158 +253,19 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     quote = _valid_quote(txn)
     hit = _hit_for(txn.provider_id, txn.item_id)
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
-    # Lock the quote for its ttl from now (the driver is committing to it).
-    Quote.objects.filter(pk=quote.pk).update(driver=driver, valid_until=timezone.now() + QUOTE_TTL)
-    quote.refresh_from_db()
+    quote = quote_hold(quote, driver=driver)
     BecknTransaction.objects.filter(pk=txn.pk).update(driver=driver, token=token, billing=billing)
     return {
         "order": {
             "provider": {"id": txn.provider_id},
-            "items": [_item_block(hit, quote)],
-            "fulfillments": [_fulfillment_block(hit)],
+            "items": [item_block(hit, quote)],
+            "fulfillments": [fulfillment_block(hit)],
             "billing": billing,
-            "quote": _quote_block(quote),
-            "payments": _payments(quote),
-            "cancellation_terms": _cancellation_terms(quote.currency),
+            "quote": quote_block(quote),
+            "payments": payments_block(quote),
+            "cancellation_terms": cancellation_terms(quote.currency),
         }
     }
-
-
-def order_block(
-    booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    connector = catalogue.connector_get(booking.evse, booking.connector_id) or booking.evse.connectors.first()
-    hit = hit_for(booking.evse, connector, timezone.now())
-    state = STATE_CODES[booking.state]
-    status = (
-        "ACTIVE"
-        if booking.is_active
-        else "CANCELLED"
-        if booking.state in (Booking.State.CANCELLED, Booking.State.FAILED)
-        else "COMPLETE"
-    )
-    order: dict[str, Any] = {
-        "id": booking.order_id,
-        "status": status,
-        "provider": {
-            "id": provider_id(booking.evse.location.partner),
-            "descriptor": {"name": booking.evse.location.partner.name},
-        },
-        "items": [_item_block(hit, booking.quote)],
-        "fulfillments": [_fulfillment_block(hit, state, extra_tags=charging_details(booking))],
-        "created_at": booking.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "updated_at": booking.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
-    receipt = DriverReceipt.objects.filter(cdr__charging_session__booking=booking).first()
-    if receipt is not None:
-        order["quote"] = _final_quote(receipt)
-        order["payments"] = [
-            {
-                "id": f"PAY-{booking.order_id}",
-                "collected_by": "BPP",
-                "type": "POST-FULFILLMENT",
-                "status": payment_status,
-                "params": {
-                    "amount": _price(receipt.total_incl_vat, receipt.currency)["value"],
-                    "currency": receipt.currency,
-                },
-            }
-        ]
-    elif booking.quote is not None:
-        order["quote"] = _quote_block(booking.quote)
-        order["payments"] = _payments(booking.quote, payment_status)
-    if txn is not None and txn.billing:
-        order["billing"] = txn.billing
-    if extra_tags:
-        order["tags"] = extra_tags
-    return order
-
-
-FINAL_COMPONENTS = (
-    ("fixed_cost", "session-fee"),
-    ("energy_cost", "energy-cost"),
-    ("time_cost", "time-cost"),
-    ("parking_cost", "parking-fee"),
-)
-
-
-def _final_quote(receipt: DriverReceipt) -> dict[str, Any]:
-    """The final bill, with the same line titles as the quote (amounts incl. VAT) so a BAP can compare
-    them; the lines add up to the price. The CPO's parts come from the CDR's component totals when it
-    sent them and they add up to its total, else as one `charging-cost` line."""
-    currency = receipt.currency
-    cpo_incl = receipt.cpo_cost_excl_vat + receipt.cpo_vat
-    lines = [(title, amount) for title, amount in _cdr_components(receipt) if amount]
-    if not lines or sum(amount for _, amount in lines) != cpo_incl:
-        lines = [("charging-cost", cpo_incl)]
-    lines.append(("service-charge", receipt.fee_excl_vat + receipt.fee_vat))
-    breakup = [{"title": title, "price": _price(amount, currency)} for title, amount in lines]
-    shown = sum(Decimal(line["price"]["value"]) for line in breakup)
-    total = round_money(receipt.total_incl_vat, currency)
-    if shown != total:  # each line rounded to the minor unit: say where the cents went
-        breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
-    return {
-        "id": f"FINAL-{receipt.pk}",
-        "price": _price(total, currency),
-        "breakup": breakup,
-    }
-
-
-def _cdr_components(receipt: DriverReceipt) -> list[tuple[str, Decimal]]:
-    cpo = (receipt.breakdown or {}).get("cpo") or {}
-    components = []
-    for key, title in FINAL_COMPONENTS:
-        price = cpo.get(key)
-        if not isinstance(price, dict):
-            continue
-        value = price.get("incl_vat", price.get("excl_vat"))
-        try:
-            components.append((title, Decimal(str(value))))
-        except (ArithmeticError, ValueError):
-            return []  # unreadable: fall back to the CPO's total
-    return components
-
-
-def charging_details(booking: Booking) -> list[dict[str, Any]] | None:
-    """Live session figures as the `charging-details` tag group (DEG v1 / UEI convention)."""
-    session = bookings.current_session(booking)
-    if session is None:
-        return None
-
-    def tag(code: str, value: Any) -> dict[str, Any]:
-        return {"descriptor": {"code": code}, "value": str(value)}
-
-    tags = [
-        tag("session-status", session.status),
-        tag("energy-delivered", f"{session.kwh.normalize()}kWh"),
-        tag("start-time", session.start_date_time.strftime("%Y-%m-%dT%H:%M:%SZ")),
-        tag("last-updated", session.last_updated.strftime("%Y-%m-%dT%H:%M:%SZ")),
-    ]
-    if session.end_date_time:
-        tags.append(tag("stop-time", session.end_date_time.strftime("%Y-%m-%dT%H:%M:%SZ")))
-    power = _last_power(session)
-    if power is not None:
-        tags.append(tag("power", f"{power}kW"))
-    if session.total_cost_excl_vat is not None:
-        cost = session.total_cost_incl_vat if session.total_cost_incl_vat is not None else session.total_cost_excl_vat
-        tags.append(tag("cost-so-far", f"{round_money(cost, session.currency)} {session.currency}"))
-    else:
-        estimate = session_estimate(session)
-        if estimate is not None and estimate.total_cost.incl_vat is not None:
-            tags.append(
-                tag("cost-so-far", f"{round_money(estimate.total_cost.incl_vat, session.currency)} {session.currency}")
-            )
-    return [{"descriptor": {"code": "charging-details", "name": "Charging details"}, "list": tags}]
-
-
-def _last_power(session: ChargingSession) -> Decimal | None:
-    periods = session.data.get("charging_periods") or []
-    for period in reversed(periods):
-        for dimension in period.get("dimensions") or []:
-            if dimension.get("type") in ("POWER", "MAX_POWER"):
-                return Decimal(str(dimension.get("volume")))
-    return None
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -578,7 +293,7 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     except bookings.EvseUnavailable as exc:
         when = f"; expected to be available from {exc.available_from:%Y-%m-%dT%H:%M:%SZ}" if exc.available_from else ""
         raise BecknRequestError(FULFILLMENT_UNAVAILABLE, "message.order.items[0].id", f"{exc.reason}{when}") from exc
-    Quote.objects.filter(pk=quote.pk).update(accepted_at=timezone.now())
+    quote_accept(quote)
     BecknTransaction.objects.filter(pk=txn.pk).update(booking=booking)
     txn.booking = booking
     return {"order": order_block(booking, txn)}
@@ -604,7 +319,7 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", str(exc)) from exc
     # Send now rather than after commit: the BAP's answer carries the CPO's CommandResponse (the task
     # queued by the booking service then finds the command already sent and does nothing).
-    command = command_send(command)
+    command = commands.command_send(command)
     booking.refresh_from_db()
     if command.status == Command.Status.FAILED:
         raise BecknRequestError(

@@ -1,5 +1,5 @@
 """Reading Beckn 1.1.0 requests: the envelope and context checks that decide ACK or NACK, and the parts of
-each action's message we need, each failure naming its JSON path (BECKN-005 codes)."""
+each action's message we need, each failure naming its JSON path (BECKN-005 codes, beckn/errors.py)."""
 
 from __future__ import annotations
 
@@ -22,45 +22,19 @@ from beckn.catalogue import (
     SearchFilters,
     connector_standard,
 )
+from beckn.errors import (
+    INVALID_REQUEST,
+    INVALID_UPDATE_TARGET,
+    ORDER_NOT_FOUND,
+    BecknRequestError,
+)
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
 
-# BECKN-005 error codes we use.
-INVALID_REQUEST = "30000"
-PROVIDER_NOT_FOUND = "30001"
-ITEM_NOT_FOUND = "30004"
-FULFILLMENT_UNAVAILABLE = "30008"
-ORDER_NOT_FOUND = "30010"
-INVALID_CANCELLATION_REASON = "30011"
-INVALID_UPDATE_TARGET = "30012"
-RATING_ENTITY_NOT_FOUND = "30014"
-INVALID_RATING = "30015"
-BUSINESS_ERROR = "40000"
-ACTION_NOT_APPLICABLE = "40001"
-QUOTE_UNAVAILABLE = "40003"
-PAYMENT_NOT_SUPPORTED = "40004"
-FULFILMENT_AGENT_UNAVAILABLE = "40006"
-POLICY_ERROR = "50000"
-CANCELLATION_NOT_POSSIBLE = "50001"
-UPDATE_NOT_POSSIBLE = "50002"
-
 _GPS = re.compile(r"^\s*([-+]?\d{1,2}(?:\.\d+)?)\s*,\s*([-+]?\d{1,3}(?:\.\d+)?)\s*$")
 _DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 MAX_ID_LENGTH = 255
-
-
-class BecknRequestError(Exception):
-    """The request is not one we can act on: NACK (or an error callback) with a BECKN-005 code and path."""
-
-    def __init__(self, code: str, path: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.path = path
-        self.message = message
-
-    def as_error(self) -> dict[str, str]:
-        return {"code": self.code, "paths": self.path, "message": self.message}
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Run the whole platform on one machine: web server, Celery worker and beat, and two simulator CPOs that
-are registered over OCPI (one in each handshake direction) and pulled. Ctrl-C stops everything."""
+are registered over OCPI (one in each handshake direction) and pulled. Ctrl-C stops everything.
+It lives with OCPI because connecting CPOs is the part of it that needs a protocol."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from emsp import outbound
 from emsp.models import Partner
+from ocpi.credentials import RegistrationError, register_with_partner, versions_url
+from ocpi.sync import sync_partner
 
 SIMULATORS = [
     # party, name, tariff profile, cities, port offset, who starts the handshake
@@ -101,17 +104,14 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if requests.get(url, timeout=2).status_code < 500:
+                if outbound.send("GET", url, timeout=2).status < 500:
                     return
-            except requests.RequestException:
+            except outbound.OutboundError:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"{what} did not come up at {url}")
 
     def start_simulators(self, port: int, env: dict[str, str], log_dir: Path) -> None:
-        from ocpi.credentials import RegistrationError, register_with_partner, versions_url
-        from ocpi.sync import sync_partner
-
         for party, name, profile, cities, offset, initiator in SIMULATORS:
             sim_port = port + offset
             token_a = f"demo-token-a-{party.lower()}"
@@ -142,14 +142,16 @@ class Command(BaseCommand):
                 partner = partner or Partner.objects.create(name=name, country_code="IN", party_id=party)
                 our_token_a = partner.issue_token_a()
                 partner.save()
-                answer = requests.post(
+                answer = outbound.send(
+                    "POST",
                     f"http://127.0.0.1:{sim_port}/_sim/register",
                     json={"versions_url": versions_url(), "token_a": our_token_a},
                     timeout=30,
                 )
                 partner.refresh_from_db()
                 if partner.state != Partner.State.CONNECTED:
-                    self.stderr.write(f"{name}: it could not register with us: {answer.text[:300]}")
+                    reason = answer.content[:300].decode("utf-8", "replace")
+                    self.stderr.write(f"{name}: it could not register with us: {reason}")
                     continue
                 self.stdout.write(f"{name}: it registered with us (OCPI credentials, Token A from us)")
             for run in sync_partner(partner, full=True):

@@ -16,8 +16,8 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
+from billing import charts, dashboard
 from billing.models import Dispute
-from emsp import charts, dashboard
 from emsp.models import ChargingSession, Evse, Partner
 from tests.billing.dispute_factories import QueueDisputeFactory
 from tests.billing.factories import CdrFactory, CreditCdrFactory, DriverReceiptFactory

@@ -1,5 +1,6 @@
 """The staff console home: sessions, energy, revenue and margin per day, open disputes and catalogue freshness
-per CPO, computed with database aggregates and drawn as inline SVG (emsp/charts.py); shown per role."""
+per CPO, computed with database aggregates and drawn as inline SVG (billing/charts.py); shown per role.
+It lives in billing, the top of the domain, because it reads both billing's figures and the catalogue."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from billing.charts import Bar, Series, bar_chart, column_chart
 from billing.models import Dispute, DriverReceipt
-from emsp.charts import Bar, Series, bar_chart, column_chart
 from emsp.models import ChargingSession, Evse, Partner
 
 WINDOW_DAYS = 30
@@ -367,7 +368,7 @@ def console_home(*, user: Any, now: datetime | None = None, days: int = WINDOW_D
 
 def console_home_install(site: AdminSite) -> None:
     """Give `site`'s index page the dashboard (templates/admin/index.html renders `console`), without
-    replacing the site other apps register on. Called once from EmspConfig.ready, before the URLs are built."""
+    replacing the site other apps register on. Called once from BillingConfig.ready, before the URLs are built."""
     if getattr(site.index, "with_console_home", False):
         return
     index: Callable[..., HttpResponse] = site.index

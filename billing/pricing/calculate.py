@@ -1,4 +1,5 @@
-"""Public entry points: reprice a CDR, price periods, quote a planned charge, estimate a running session."""
+"""The tariff engine's public entry points: reprice a CDR, price periods, quote a planned charge, estimate a
+running session. They check their arguments and build the period records that engine.price_core prices."""
 
 from __future__ import annotations
 

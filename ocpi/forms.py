@@ -1,4 +1,4 @@
-"""Console forms."""
+"""Console forms for OCPI partners: registering with a CPO that gave us a Token A."""
 
 from __future__ import annotations
 

@@ -1,0 +1,275 @@
+"""What we say to BAPs about orders, rendered as Beckn 1.1.0 blocks: items, fulfillments (with the live
+charging state), quotes and the final bill, payments and cancellation terms, and the whole order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from beckn.callbacks import now_rfc3339
+from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id
+from beckn.models import BecknTransaction
+from billing.models import DriverReceipt, Quote
+from billing.money import round_money
+from billing.services.driver_pricing import session_estimate
+from emsp.datetimes import format_datetime
+from emsp.models import Booking, ChargingSession
+from emsp.services import bookings, catalogue
+
+STATE_CODES = {
+    Booking.State.CONFIRMED: ("RESERVATION", "Booked: the charger is held for you"),
+    Booking.State.STARTING: ("PENDING", "Starting: plug in if you have not"),
+    Booking.State.CHARGING: ("ACTIVE", "Charging"),
+    Booking.State.STOPPING: ("ACTIVE", "Stopping"),
+    Booking.State.COMPLETED: ("COMPLETED", "Charging finished"),
+    Booking.State.SETTLED: ("COMPLETED", "Charging finished and billed"),
+    Booking.State.CANCELLED: ("CANCELLED", "Cancelled"),
+    Booking.State.FAILED: ("INVALID", "Could not charge"),
+}
+
+
+def price_block(value: Decimal | None, currency: str) -> dict[str, str]:
+    return {"currency": currency, "value": format(round_money(value or Decimal("0"), currency), "f")}
+
+
+def quote_block(quote: Quote) -> dict[str, Any]:
+    currency = quote.currency
+    breakup = []
+    for line in quote.breakdown.get("lines", []):
+        title = {
+            "ENERGY": "energy-cost",
+            "TIME": "time-cost",
+            "PARKING_TIME": "parking-fee",
+            "FLAT": "session-fee",
+            "EMSP_FEE": "service-charge",
+        }.get(line["type"], line["type"].lower())
+        value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
+        breakup.append({"title": title, "price": {"currency": currency, "value": value}})
+    total = quote.price
+    return {
+        "id": f"Q-{quote.pk}",
+        "price": price_block(total, currency),
+        "breakup": breakup,
+        "ttl": f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S",
+    }
+
+
+def item_block(hit: Hit, quote: Quote | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": item_id(hit.evse, hit.connector),
+        "descriptor": {
+            "code": "energy",
+            "name": f"Charging at {hit.evse.location.name or hit.evse.location.location_id}",
+        },
+        "tags": item_tags(hit, timezone.now()),
+        "fulfillment_ids": [f"FUL-{hit.evse.location.location_id}"],
+        "location_ids": [f"LOC-{hit.evse.location.location_id}"],
+    }
+    if hit.tariff is not None and hit.energy_price is not None:
+        item["price"] = {"currency": hit.tariff.currency, "value": format(hit.energy_price.normalize(), "f")}
+    if quote is not None and quote.energy_kwh is not None:
+        item["quantity"] = {
+            "selected": {
+                "measure": {"type": "CONSTANT", "value": format(quote.energy_kwh.normalize(), "f"), "unit": "kWh"}
+            }
+        }
+    return item
+
+
+def fulfillment_block(
+    hit: Hit, state: tuple[str, str] | None = None, extra_tags: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    location = hit.evse.location
+    gps = f"{location.latitude:.6f},{location.longitude:.6f}"
+    fulfillment: dict[str, Any] = {
+        "id": f"FUL-{location.location_id}",
+        "type": "CHARGING",
+        "stops": [
+            {
+                "type": "start",
+                "location": {"gps": gps, "address": ", ".join(p for p in (location.address, location.city) if p)},
+                "instructions": {
+                    "name": "Plug in, then start charging from the app",
+                    "short_desc": hit.evse.evse_id or hit.evse.uid,
+                },
+            }
+        ],
+    }
+    if state is not None:
+        fulfillment["state"] = {
+            "descriptor": {"code": state[0], "name": state[1]},
+            "updated_at": now_rfc3339(),
+        }
+    if extra_tags:
+        fulfillment["tags"] = extra_tags
+    return fulfillment
+
+
+def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any]]:
+    amount = quote.price
+    return [
+        {
+            "id": f"PAY-{quote.pk}",
+            "collected_by": "BPP",
+            # The exact amount is known only from the CPO's CDR: pay after charging (RFC 4.2, DEG00x).
+            "type": "POST-FULFILLMENT",
+            "status": status,
+            "params": {"amount": format(round_money(amount, quote.currency), "f"), "currency": quote.currency},
+        }
+    ]
+
+
+def cancellation_terms(currency: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "fulfillment_state": {"descriptor": {"code": "RESERVATION"}},
+            "reason_required": False,
+            "cancellation_fee": {"amount": {"currency": currency, "value": "0"}},
+        },
+        {
+            "fulfillment_state": {"descriptor": {"code": "ACTIVE"}},
+            "reason_required": False,
+            "cancellation_fee": {"percentage": "0"},
+            "external_ref": {"mimetype": "text/plain", "url": f"{settings.PUBLIC_BASE_URL}/beckn/terms"},
+        },
+    ]
+
+
+def order_block(
+    booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    connector = catalogue.connector_get(booking.evse, booking.connector_id) or booking.evse.connectors.first()
+    hit = hit_for(booking.evse, connector, timezone.now())
+    state = STATE_CODES[booking.state]
+    status = (
+        "ACTIVE"
+        if booking.is_active
+        else "CANCELLED"
+        if booking.state in (Booking.State.CANCELLED, Booking.State.FAILED)
+        else "COMPLETE"
+    )
+    order: dict[str, Any] = {
+        "id": booking.order_id,
+        "status": status,
+        "provider": {
+            "id": provider_id(booking.evse.location.partner),
+            "descriptor": {"name": booking.evse.location.partner.name},
+        },
+        "items": [item_block(hit, booking.quote)],
+        "fulfillments": [fulfillment_block(hit, state, extra_tags=charging_details(booking))],
+        "created_at": format_datetime(booking.created_at, "seconds"),
+        "updated_at": format_datetime(booking.updated_at, "seconds"),
+    }
+    payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
+    receipt = DriverReceipt.objects.filter(cdr__charging_session__booking=booking).first()
+    if receipt is not None:
+        order["quote"] = final_quote_block(receipt)
+        order["payments"] = [
+            {
+                "id": f"PAY-{booking.order_id}",
+                "collected_by": "BPP",
+                "type": "POST-FULFILLMENT",
+                "status": payment_status,
+                "params": {
+                    "amount": price_block(receipt.total_incl_vat, receipt.currency)["value"],
+                    "currency": receipt.currency,
+                },
+            }
+        ]
+    elif booking.quote is not None:
+        order["quote"] = quote_block(booking.quote)
+        order["payments"] = payments_block(booking.quote, payment_status)
+    if txn is not None and txn.billing:
+        order["billing"] = txn.billing
+    if extra_tags:
+        order["tags"] = extra_tags
+    return order
+
+
+FINAL_COMPONENTS = (
+    ("fixed_cost", "session-fee"),
+    ("energy_cost", "energy-cost"),
+    ("time_cost", "time-cost"),
+    ("parking_cost", "parking-fee"),
+)
+
+
+def final_quote_block(receipt: DriverReceipt) -> dict[str, Any]:
+    """The final bill, with the same line titles as the quote (amounts incl. VAT) so a BAP can compare
+    them; the lines add up to the price. The CPO's parts come from the CDR's component totals when it
+    sent them and they add up to its total, else as one `charging-cost` line."""
+    currency = receipt.currency
+    cpo_incl = receipt.cpo_cost_excl_vat + receipt.cpo_vat
+    lines = [(title, amount) for title, amount in _cdr_components(receipt) if amount]
+    if not lines or sum(amount for _, amount in lines) != cpo_incl:
+        lines = [("charging-cost", cpo_incl)]
+    lines.append(("service-charge", receipt.fee_excl_vat + receipt.fee_vat))
+    breakup = [{"title": title, "price": price_block(amount, currency)} for title, amount in lines]
+    shown = sum(Decimal(line["price"]["value"]) for line in breakup)
+    total = round_money(receipt.total_incl_vat, currency)
+    if shown != total:  # each line rounded to the minor unit: say where the cents went
+        breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
+    return {
+        "id": f"FINAL-{receipt.pk}",
+        "price": price_block(total, currency),
+        "breakup": breakup,
+    }
+
+
+def _cdr_components(receipt: DriverReceipt) -> list[tuple[str, Decimal]]:
+    cpo = (receipt.breakdown or {}).get("cpo") or {}
+    components = []
+    for key, title in FINAL_COMPONENTS:
+        price = cpo.get(key)
+        if not isinstance(price, dict):
+            continue
+        value = price.get("incl_vat", price.get("excl_vat"))
+        try:
+            components.append((title, Decimal(str(value))))
+        except (ArithmeticError, ValueError):
+            return []  # unreadable: fall back to the CPO's total
+    return components
+
+
+def charging_details(booking: Booking) -> list[dict[str, Any]] | None:
+    """Live session figures as the `charging-details` tag group (DEG v1 / UEI convention)."""
+    session = bookings.current_session(booking)
+    if session is None:
+        return None
+
+    def tag(code: str, value: Any) -> dict[str, Any]:
+        return {"descriptor": {"code": code}, "value": str(value)}
+
+    tags = [
+        tag("session-status", session.status),
+        tag("energy-delivered", f"{session.kwh.normalize()}kWh"),
+        tag("start-time", format_datetime(session.start_date_time, "seconds")),
+        tag("last-updated", format_datetime(session.last_updated, "seconds")),
+    ]
+    if session.end_date_time:
+        tags.append(tag("stop-time", format_datetime(session.end_date_time, "seconds")))
+    power = _last_power(session)
+    if power is not None:
+        tags.append(tag("power", f"{power}kW"))
+    if session.total_cost_excl_vat is not None:
+        cost = session.total_cost_incl_vat if session.total_cost_incl_vat is not None else session.total_cost_excl_vat
+        tags.append(tag("cost-so-far", f"{round_money(cost, session.currency)} {session.currency}"))
+    else:
+        estimate = session_estimate(session)
+        if estimate is not None and estimate.total_cost.incl_vat is not None:
+            tags.append(
+                tag("cost-so-far", f"{round_money(estimate.total_cost.incl_vat, session.currency)} {session.currency}")
+            )
+    return [{"descriptor": {"code": "charging-details", "name": "Charging details"}, "list": tags}]
+
+
+def _last_power(session: ChargingSession) -> Decimal | None:
+    periods = session.data.get("charging_periods") or []
+    for period in reversed(periods):
+        for dimension in period.get("dimensions") or []:
+            if dimension.get("type") in ("POWER", "MAX_POWER"):
+                return Decimal(str(dimension.get("volume")))
+    return None

@@ -1,0 +1,26 @@
+"""Links between billing's console pages, shared by the CDR and audit pages (admin.py) and the disputes
+console (admin_disputes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils.html import format_html
+
+from billing.models import Cdr, CdrAudit
+
+
+def admin_link(obj: Any, text: Any = None) -> str:
+    """A link to `obj`'s change page, labelled `text` (default: the object itself)."""
+    meta = obj._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, obj if text is None else text)
+
+
+def audit_of(cdr: Cdr) -> CdrAudit | None:
+    """The CDR's audit, or None before billing.services.audit has run on it."""
+    try:
+        return cdr.audit
+    except CdrAudit.DoesNotExist:
+        return None

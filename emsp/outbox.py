@@ -1,0 +1,159 @@
+"""The one outbox: every message we owe a partner (OCPI pushes, Beckn callbacks) is a Delivery row written in
+the transaction that caused it, then sent here under one retry policy (the Saleor webhook pattern).
+
+A row is claimed by compare-and-set (PENDING → SENDING), sent outside any transaction or row lock, then
+settled: 2xx is delivered; a 4xx other than 408/429 is final (the partner refused it, retrying can't help);
+anything else is retried with exponential backoff and jitter until OUTBOX_MAX_ATTEMPTS. Every try is a
+DeliveryAttempt row. A worker stopped mid-send leaves its row SENDING: after OUTBOX_SENDING_LEASE_SECONDS the
+due sweep hands it back (at-least-once; receivers deduplicate by message id, as Beckn and OCPI PUTs allow).
+
+How to send is the adapter's: each registers a sender for its channel at start-up (`register_sender`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from emsp.celery import run_after_commit
+from emsp.models import Delivery, DeliveryAttempt
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 900.0
+SWEEP_BATCH = 200
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one try gave: the HTTP status (None: no answer), an error text, whether it arrived (unset: any
+    2xx), and whether the sender already knows that trying again is pointless (the partner is gone)."""
+
+    http_status: int | None
+    error: str = ""
+    delivered: bool | None = None
+    give_up: bool = False
+
+    @property
+    def ok(self) -> bool:
+        if self.delivered is not None:
+            return self.delivered
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+
+Sender = Callable[[Delivery], SendResult]
+_senders: dict[str, Sender] = {}
+
+
+def register_sender(channel: str, sender: Sender) -> None:
+    _senders[channel] = sender
+
+
+def deliver_after_commit(delivery: Delivery) -> None:
+    """Send a new row as soon as the transaction that wrote it commits (the due sweep is the safety net)."""
+    run_after_commit("emsp.tasks.outbox_deliver", delivery.pk)
+
+
+def deliver_due_after_commit() -> None:
+    """Run the due sweep soon (many rows written at once: one task sends them all)."""
+    run_after_commit("emsp.tasks.outbox_deliver_due")
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential, capped, with full jitter in its upper half (retries of many rows don't arrive together)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=ceiling * random.uniform(0.5, 1.0))
+
+
+def is_permanent(http_status: int | None) -> bool:
+    return http_status is not None and 400 <= http_status < 500 and http_status not in (408, 429)
+
+
+def deliver(delivery_id: int, now: datetime | None = None) -> Delivery | None:
+    """One try at one row, if it is due and nobody else holds it. Returns the settled row, or None."""
+    now = now or timezone.now()
+    claimed = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now).update(
+        status=Delivery.Status.SENDING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return None
+    delivery = Delivery.objects.get(pk=delivery_id)
+    started = time.monotonic()
+    sender = _senders.get(delivery.channel)
+    try:
+        if sender is None:
+            raise LookupError(f"no sender registered for {delivery.channel}")
+        result = sender(delivery)
+    except Exception as exc:  # a fault of ours must not leave the row SENDING for good
+        log.exception("sending %s failed", delivery)
+        result = SendResult(None, f"{type(exc).__name__}: {exc}")
+    return _settle(delivery, result, int((time.monotonic() - started) * 1000))
+
+
+def _settle(delivery: Delivery, result: SendResult, duration_ms: int) -> Delivery:
+    now = timezone.now()
+    status = result.http_status
+    fields: dict[str, object] = {"last_http_status": status, "last_error": result.error[:2000], "claimed_at": None}
+    if result.ok:
+        fields.update(status=Delivery.Status.DELIVERED, delivered_at=now, last_error="")
+    elif result.give_up or is_permanent(status) or delivery.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+        fields["status"] = Delivery.Status.FAILED
+    else:
+        fields.update(status=Delivery.Status.PENDING, next_attempt_at=now + backoff(delivery.attempts))
+    with transaction.atomic():
+        # Only the claim we hold is settled: a row the sweep handed back meanwhile belongs to its new try.
+        Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, claimed_at=delivery.claimed_at).update(
+            **fields
+        )
+        DeliveryAttempt.objects.create(
+            delivery_id=delivery.pk, http_status=status, error=result.error[:2000], duration_ms=duration_ms
+        )
+    delivery.refresh_from_db()
+    return delivery
+
+
+def release_stale(now: datetime | None = None) -> int:
+    """Rows left SENDING by a worker that stopped mid-send go back to PENDING (sent again: at-least-once)."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.OUTBOX_SENDING_LEASE_SECONDS)
+    return Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_at__lt=now - lease).update(
+        status=Delivery.Status.PENDING,
+        next_attempt_at=now,
+        claimed_at=None,
+        last_error="the worker sending it stopped before it finished; sending again",
+    )
+
+
+def deliver_due(now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
+    """Beat: everything due (retries, rows whose first send was lost, rows handed back). Returns how many
+    were tried here."""
+    now = now or timezone.now()
+    release_stale(now)
+    ids = list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(1 for pk in ids if deliver(pk, now) is not None)
+
+
+def retry_now(queryset: object) -> int:
+    """Staff: send these again now (failed ones get one more try each). Rows being sent are left alone."""
+    rows = Delivery.objects.filter(pk__in=queryset.values("pk")).exclude(  # type: ignore[attr-defined]
+        status__in=(Delivery.Status.SENDING, Delivery.Status.DELIVERED)
+    )
+    ids = list(rows.values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, next_attempt_at=timezone.now())
+    for pk in ids:
+        run_after_commit("emsp.tasks.outbox_deliver", pk)
+    return len(ids)

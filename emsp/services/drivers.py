@@ -1,0 +1,45 @@
+"""Drivers: finding the account of a driver an app brings us (by email, else phone) or opening one, and the
+app token their charges are started with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+
+from emsp.models import Driver, Partner, Token
+from emsp.services.tokens import token_issue
+
+
+class DriverCannotCharge(Exception):
+    """The driver's token is not allowed to charge there: `allowed` says why (an OCPI AllowedType word)."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(f"this driver cannot charge here: {allowed}")
+        self.allowed = allowed
+
+
+def driver_for_contact(*, email: str = "", phone: str = "", name: str = "") -> Driver:
+    """The driver with this email (case-insensitive), else with this phone, else a new account."""
+    email = email.strip().lower()
+    phone = phone.strip()
+    if not (email or phone):
+        raise ValueError("a driver needs an email or a phone number")
+    driver = Driver.objects.filter(email__iexact=email).first() if email else None
+    if driver is None and phone:
+        driver = Driver.objects.filter(phone=phone).first()
+    if driver is None:
+        driver = Driver.objects.create(name=name.strip() or email or phone, email=email, phone=phone)
+    return driver
+
+
+def driver_app_token(driver: Driver, *, partner: Partner, now: datetime | None = None) -> Token:
+    """The driver's APP_USER token (issued on first use), checked as real-time authorization at `partner`
+    would check it. Raises DriverCannotCharge."""
+    token = driver.tokens.filter(type=Token.Type.APP_USER, valid=True, is_blocked=False).order_by("pk").first()
+    if token is None:
+        token = token_issue(driver=driver, token_type=Token.Type.APP_USER)
+    allowed = token.allowed_status(now or timezone.now(), partner)
+    if allowed != Token.Allowed.ALLOWED:
+        raise DriverCannotCharge(allowed)
+    return token

@@ -1,0 +1,68 @@
+"""The domain's CPO port (emsp/ports.py) spoken in OCPI 2.2.1: commands to a CPO's Commands receiver, one
+EVSE from its Locations sender, our tokens pushed to its Tokens receiver, and pulls. Registered at start-up
+by OcpiConfig.ready()."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from emsp.models import Command, Evse, Partner, Token
+from emsp.ports import CommandReply, CpoUnreachable
+from emsp.services.commands import result_messages
+from ocpi import push, sync
+from ocpi.client import OcpiClient, OcpiClientError
+from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
+from ocpi.rendering import command_as_ocpi
+
+
+class OcpiGateway:
+    def send_command(self, command: Command) -> CommandReply:
+        """POST {commands receiver}/{command type} (mod_commands §"Receiver interface")."""
+        partner = command.partner
+        base = partner.endpoint_url("commands", "RECEIVER")
+        if not base or partner.state != Partner.State.CONNECTED:
+            raise CpoUnreachable("The CPO has no Commands receiver or is not connected")
+        body = command_as_ocpi(command)
+        Command.objects.filter(pk=command.pk).update(request=body)
+        try:
+            reply = OcpiClient(partner).request("POST", f"{base}/{command.type}", module="commands", json=body)
+        except OcpiClientError as exc:
+            raise CpoUnreachable(str(exc)) from exc
+        response = unwrap_object_payload(reply.data)
+        return CommandReply(
+            result=str(response.get("result") or "").strip().upper(),
+            timeout_seconds=_positive_int(response.get("timeout")),
+            message=result_messages(response),
+            response=response,
+        )
+
+    def fetch_evse(self, evse: Evse, *, timeout: float) -> dict[str, Any] | None:
+        """GET {locations sender}/{location_id}/{evse_uid} (mod_locations §"Sender interface")."""
+        location = evse.location
+        partner = location.partner
+        base = partner.endpoint_url("locations", "SENDER")
+        if not base:
+            return None
+        try:
+            reply = OcpiClient(partner, timeout=timeout).get(
+                f"{base}/{location.location_id}/{evse.uid}", module="locations", timeout=timeout
+            )
+            clean, _ = normalize_evse(unwrap_object_payload(reply.data))
+        except (OcpiClientError, Rejected, ValueError):
+            return None
+        return clean
+
+    def push_token(self, token: Token) -> None:
+        push.token_changed(token)
+
+    def pull(self, partner: Partner, objects: str, *, since: datetime) -> None:
+        sync.sync_module(partner, objects, date_from=since)
+
+
+def _positive_int(value: Any) -> int | None:
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None

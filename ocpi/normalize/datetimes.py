@@ -1,0 +1,94 @@
+"""OCPI DateTime fields (types.asciidoc §16.2) read into issues and Rejected; parsing and formatting are the
+leaf ``emsp.datetimes``."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+from emsp.datetimes import NOT_RFC3339, OFFSET, DateTimeError, format_datetime, parse_datetime, parse_text
+from ocpi.normalize.issues import Ctx, Issue, Rejected, json_path
+
+# Strict out: "2026-11-25T10:00:00Z", or "...:00.123Z" when the milliseconds are non-zero. Sub-millisecond
+# digits are truncated (never rounded into the future); string(25) has no room for more. A naive datetime is
+# taken as UTC, like a received DateTime without designator.
+format_ocpi_datetime = format_datetime
+
+# Lenient in (the leaf's parse_text): no designator = UTC (types.asciidoc: "absence of the timezone designator
+# implies a UTC timestamp"); a space separator, 7+ fraction digits and a lower-case "z" are read silently;
+# "+00:00 is not the same as UTC" (types.asciidoc), so any explicit offset, even zero, is a deviation; a bare
+# date and (parse_datetime with epoch) epoch numbers from non-OCPI back ends are read as UTC, also reported.
+_DT_MESSAGES = {
+    OFFSET: "DateTime with a UTC offset converted to UTC 'Z'",
+    NOT_RFC3339: "non-RFC 3339 DateTime (date only or epoch number) read as UTC",
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@functools.lru_cache(maxsize=16384)
+def _read_text(text: str) -> tuple[datetime, str, str | None]:
+    """parse_text with the canonical text alongside: feeds repeat their stamps, so both are computed once."""
+    dt, deviation = parse_text(text)
+    return dt, format_datetime(dt), deviation
+
+
+def _read(value: object, path: str) -> tuple[datetime, str, str | None]:
+    """(aware UTC datetime, canonical text, deviation code or None) of a DateTime; raises Rejected."""
+    try:
+        if isinstance(value, str):
+            return _read_text(value)
+        dt, deviation = parse_datetime(value, epoch=True)
+    except DateTimeError:
+        shown = value[:40] if isinstance(value, str) else value
+        raise Rejected(path, f"not a DateTime: {shown!r}", code="invalid_datetime") from None
+    return dt, format_datetime(dt), deviation
+
+
+def parse_ocpi_datetime(value: object, path: str, *, issues: list[Issue] | None = None) -> datetime:
+    """Aware UTC datetime from an OCPI DateTime; offsets are converted (and reported into ``issues``)."""
+    dt, _text, code = _read(value, path)
+    if code is not None and issues is not None:
+        issues.append(Issue(path, code, _DT_MESSAGES[code], True))
+    return dt
+
+
+def read_datetime(value: object, path: str, ctx: Ctx) -> tuple[datetime, str]:
+    """(aware UTC datetime, canonical OCPI text) of a DateTime field, deviations reported; raises Rejected."""
+    dt, text, code = _read(value, path)
+    if code is not None:
+        ctx.fix(path, code, _DT_MESSAGES[code])
+    return dt, text
+
+
+def read_last_updated(
+    raw: dict[str, Any], prefix: str, ctx: Ctx, fallback: datetime | None, *, partial: bool
+) -> tuple[datetime, str] | None:
+    """``last_updated`` of a full object, or of a PATCH body (``partial``: required, garbage raises).
+
+    Decision: a full object is never rejected for its ``last_updated`` (the official tariff PUT example has
+    none). The stamp then comes from ``fallback`` (parent/children: mod_locations keeps the newest child
+    stamp on the parent) or the receive time, with a ``missing_last_updated`` issue. Only PATCHes are
+    rejected, because there the stamp orders partial updates (ocpi/ocpi#355 -> OCPI 2001). Returns None for
+    a PATCH without it.
+    """
+    path = json_path(prefix, "last_updated")
+    value = raw.get("last_updated")
+    if value is not None:
+        try:
+            return read_datetime(value, path, ctx)
+        except Rejected as exc:
+            if partial:
+                raise ctx.reject(path, exc.reason, exc.code) from None
+            reason = exc.reason
+    elif partial:
+        return None
+    else:
+        reason = "missing"
+    dt = fallback or _utcnow()
+    source = "taken from its parent/children" if fallback else "set to the receive time"
+    ctx.fix(path, "missing_last_updated", f"last_updated {reason}; {source}")
+    return dt, format_datetime(dt)

@@ -1,0 +1,174 @@
+"""What the normaliser found in one object (``Issue``, ``Rejected``) and the context that collects it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding: ``fixed`` True = value normalised and kept; False = sub-object/value dropped."""
+
+    path: str
+    code: str
+    message: str
+    fixed: bool
+
+
+# Vocabulary of ``Issue.code`` (metrics and the data-quality report group by it). F = fixed (kept), D = dropped.
+ISSUE_CODES: dict[str, str] = {
+    # field names and types
+    "renamed_field": "F camelCase / OCPI 2.1.1 name read as its 2.2.1 field",
+    "unknown_field": "D field unknown to 2.2.1 dropped (reported once per object kind and name)",
+    "type_coerced": "F number/string/boolean given as another JSON type",
+    "invalid_type": "D value of the wrong JSON type dropped",
+    "rounded": "F non-integral number rounded where an int is due",
+    "truncated": "F string longer than its OCPI maximum cut",
+    "id_whitespace": "F whitespace around an identifier stripped (case kept)",
+    "id_too_long": "D identifier longer than its OCPI maximum dropped (treated as missing)",
+    "missing_required": "F required text missing; empty string used",
+    # enums
+    "enum_case": "F enum/code value with wrong case or surrounding whitespace",
+    "enum_synonym": "F vendor spelling mapped to the OCPI enum (e.g. 'GB/T (DC)' -> GBT_DC)",
+    "unknown_enum": "D value outside the OCPI enum dropped",
+    "unknown_status": "F unusable EVSE status set to UNKNOWN",
+    # party and geography
+    "missing_country_code": "F country_code taken from the partner's credentials",
+    "missing_party_id": "F party_id taken from the partner's credentials",
+    "country_code_alpha3": "F alpha-3 country_code converted to alpha-2",
+    "country_alpha2": "F alpha-2 country converted to alpha-3",
+    "country_name": "F country name (e.g. 'Polska') converted to alpha-3",
+    "country_from_country_code": "F unusable country taken from country_code",
+    "invalid_country": "D unusable country dropped (CDR location / PATCH)",
+    "coordinates_format": "F coordinates re-rendered as OCPI strings (numbers, >7 decimals, ...)",
+    "coordinates_from_evse": "F location latitude == longitude; an EVSE position used",
+    "invalid_coordinates": "D unusable coordinates of an EVSE / related location dropped",
+    "missing_time_zone": "F time_zone derived from the coordinates",
+    "invalid_time_zone": "F unknown time_zone replaced from the coordinates",
+    "time_zone_format": "F misspelled IANA zone repaired ('Asia/Kuala Lumpur')",
+    # time
+    "missing_last_updated": "F last_updated taken from parent/children or the receive time",
+    "datetime_offset": "F DateTime with a UTC offset converted to 'Z'",
+    "datetime_format": "F date-only or epoch DateTime read as UTC",
+    "time_format": "F hour given as 'H:MM'/'HH:MM:SS' rendered as HH:MM",
+    "date_format": "F restriction date given with a time reduced to YYYY-MM-DD",
+    "invalid_regular_hours": "D unreadable regular_hours entry dropped",
+    "invalid_period": "D unreadable exceptional opening/closing dropped",
+    "invalid_status_schedule": "D unreadable status_schedule entry dropped",
+    # connectors and EVSEs
+    "power_in_kw": "F max_electric_power < 1000 read as kW",
+    "derived_power": "F max_electric_power derived from voltage x amperage x phases",
+    "derived_voltage": "F max_voltage derived from power / amperage",
+    "derived_amperage": "F max_amperage derived from power / voltage",
+    "unknown_voltage": "F max_voltage missing or <= 0; 0 (= unknown) used",
+    "unknown_amperage": "F max_amperage missing or <= 0; 0 (= unknown) used",
+    "invalid_power": "D max_electric_power <= 0 or unreadable dropped",
+    "implausible_value": "D voltage/amperage beyond any charger dropped",
+    "inferred_power_type": "F power_type missing/unknown; inferred from the standard",
+    "inferred_format": "F format missing/unknown; inferred from the standard",
+    "unknown_connector_standard": "D connector of unknown standard dropped",
+    "missing_connector_id": "D connector without id dropped",
+    "invalid_connector": "D connector that is not an object dropped",
+    "duplicate_connector_id": "D earlier connector with a repeated id dropped",
+    "evse_without_connectors": "F EVSE kept without connectors (not bookable)",
+    "invalid_evse_id": "D evse_id longer than 48 characters dropped",
+    "dropped_evse": "D EVSE without uid (or not an object) dropped",
+    "duplicate_evse_uid": "D earlier EVSE with a repeated uid dropped",
+    "missing_publish": "F publish missing (OCPI 2.1.1); true used",
+    "invalid_publish_allowed_to": "D publish_allowed_to ignored because publish is true",
+    "invalid_publish_token": "D unreadable publish_allowed_to entry dropped",
+    "invalid_image": "D image without url/type dropped",
+    "image_type": "F image type taken from a MIME type or the url extension",
+    "invalid_business_details": "D operator/suboperator/owner without name dropped",
+    "invalid_display_text": "D DisplayText without text or language dropped",
+    "invalid_energy_mix": "D unreadable energy mix (entry) dropped",
+    # money, sessions, CDRs
+    "price_as_number": "F bare number read as Price.excl_vat",
+    "invalid_number": "D unreadable optional number (e.g. incl_vat) dropped",
+    "missing_step_size": "F step_size missing; 1 used",
+    "step_size_zero": "F step_size 0; 1 used",
+    "empty_tariff_element": "D tariff element without price components dropped",
+    "dropped_tariff": "D unusable tariff embedded in a CDR dropped",
+    "missing_kwh": "F session kwh missing; 0 used",
+    "missing_token_party": "F cdr_token without country_code/party_id kept",
+    "missing_contract_id": "F cdr_token contract_id missing; uid used",
+    "invalid_charging_period": "D unreadable charging period dropped",
+    "invalid_dimension": "D unreadable/unknown charging period dimension dropped",
+    "missing_charging_periods": "F CDR kept without charging periods",
+    "missing_evse_id": "D CDR location without evse_id",
+    "missing_credit_reference": "F credit CDR kept without credit_reference_id",
+}
+
+
+# The public normalize_* functions: (raw, **options) -> (strictly 2.2.1-shaped dict, issues), or Rejected.
+Normalizer = Callable[..., tuple[dict[str, Any], list[Issue]]]
+
+
+class Rejected(ValueError):
+    """The whole object cannot be used (``path`` names the offending field, ``reason`` says why)."""
+
+    def __init__(self, path: str, reason: str, *, code: str = "rejected", issues: list[Issue] | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+        self.code = code
+        self.issues: list[Issue] = list(issues or [])
+
+
+def json_path(prefix: str, name: str) -> str:
+    """The path of field ``name`` inside ``prefix`` as issues name it: "evses[0]" + "uid" -> "evses[0].uid"."""
+    if not prefix:
+        return name
+    if name.startswith("["):
+        return prefix + name
+    return f"{prefix}.{name}"
+
+
+class Ctx:
+    """Collects the issues of one top-level normalisation call."""
+
+    __slots__ = ("_once_log", "issues", "reported")
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+        # (kind, field, code) already reported by once(); canonical_fields reads it to skip building messages.
+        self.reported: set[tuple[str, str, str]] = set()
+        self._once_log: list[tuple[int, tuple[str, str, str]]] = []
+
+    def mark(self) -> int:
+        return len(self.issues)
+
+    def rollback(self, mark: int) -> None:
+        """Forget the issues found inside a sub-object that is then dropped (its drop issue replaces them)."""
+        del self.issues[mark:]
+        while self._once_log and self._once_log[-1][0] >= mark:
+            self.reported.discard(self._once_log.pop()[1])
+
+    def fix(self, path: str, code: str, message: str) -> None:
+        self.issues.append(Issue(path, code, message, True))
+
+    def drop(self, path: str, code: str, message: str) -> None:
+        self.issues.append(Issue(path, code, message, False))
+
+    def once(self, kind: str, field: str, path: str, code: str, message: str, *, fixed: bool) -> None:
+        """Report a field-name problem once per object kind ("connector") and name, not per occurrence."""
+        key = (kind, field, code)
+        if key not in self.reported:
+            self.reported.add(key)
+            self._once_log.append((len(self.issues), key))
+            self.issues.append(Issue(path, code, message, fixed))
+
+    def reject(self, path: str, reason: str, code: str = "rejected") -> Rejected:
+        return Rejected(path, reason, code=code, issues=self.issues)
+
+
+def collect(build: Callable[[Ctx], dict[str, Any]]) -> tuple[dict[str, Any], list[Issue]]:
+    """One top-level normalisation with a fresh Ctx: (result, issues), or Rejected carrying the issues
+    found before the rejection."""
+    ctx = Ctx()
+    try:
+        return build(ctx), ctx.issues
+    except Rejected as exc:
+        raise ctx.reject(exc.path, exc.reason, exc.code) from None

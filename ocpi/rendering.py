@@ -1,0 +1,103 @@
+"""What we send, strict out: our objects as OCPI 2.2.1 wire objects — our Tokens, the CommandRequest bodies
+of mod_commands, and the catalogue as we hold it (GET on our Locations receiver)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from emsp.datetimes import format_datetime
+from emsp.models import Command, Connector, Evse, Location, Token
+from ocpi.transport import absolute_url
+
+
+def token_as_ocpi(token: Token) -> dict[str, Any]:
+    """mod_tokens §"Token object": only spec fields, spec types."""
+    obj: dict[str, Any] = {
+        "country_code": settings.OCPI_COUNTRY_CODE,
+        "party_id": settings.OCPI_PARTY_ID,
+        "uid": token.uid,
+        "type": token.type,
+        "contract_id": token.contract_id,
+        "issuer": token.issuer,
+        "valid": token.valid and not token.is_blocked,
+        "whitelist": token.whitelist,
+        "last_updated": format_datetime(token.last_updated),
+    }
+    if token.visual_number:
+        obj["visual_number"] = token.visual_number
+    if token.group_id:
+        obj["group_id"] = token.group_id
+    if token.language:
+        obj["language"] = token.language
+    return obj
+
+
+# --- commands (mod_commands §"Object description") ---------------------------------------------------------
+
+
+def command_response_url(command: Command) -> str:
+    """Where the CPO posts the CommandResult of this one command (ocpi/views/commands.py)."""
+    return absolute_url(f"/ocpi/emsp/2.2.1/commands/{command.type}/{command.uid}")
+
+
+def command_as_ocpi(command: Command) -> dict[str, Any]:
+    """The request body of one command, with its own response_url."""
+    body: dict[str, Any] = {"response_url": command_response_url(command)}
+    evse = command.evse
+    if command.type == Command.Type.START_SESSION:
+        assert command.token is not None and evse is not None
+        body.update(
+            token=token_as_ocpi(command.token),
+            location_id=evse.location.location_id,
+            evse_uid=evse.uid,
+            authorization_reference=command.authorization_reference,
+        )
+        if command.connector_id:
+            body["connector_id"] = command.connector_id
+    elif command.type == Command.Type.STOP_SESSION:
+        assert command.session is not None
+        body["session_id"] = command.session.session_id
+    elif command.type == Command.Type.RESERVE_NOW:
+        reservation = command.reservation
+        assert reservation is not None and command.token is not None and evse is not None
+        body.update(
+            token=token_as_ocpi(command.token),
+            expiry_date=format_datetime(reservation.expiry_at),
+            reservation_id=reservation.reservation_id,
+            location_id=evse.location.location_id,
+            evse_uid=evse.uid,
+            authorization_reference=command.authorization_reference,
+        )
+    elif command.type == Command.Type.CANCEL_RESERVATION:
+        assert command.reservation is not None
+        body["reservation_id"] = command.reservation.reservation_id
+    elif command.type == Command.Type.UNLOCK_CONNECTOR:
+        assert evse is not None
+        body.update(location_id=evse.location.location_id, evse_uid=evse.uid, connector_id=command.connector_id)
+    return body
+
+
+# --- the catalogue as we hold it (mod_locations: GET on the Receiver interface) -----------------------------
+
+
+def location_as_ocpi(location: Location) -> dict[str, Any]:
+    """The stored Location with its EVSEs and connectors."""
+    evses = [evse_as_ocpi(evse) for evse in location.evses.prefetch_related("connectors").order_by("pk")]
+    return {**location.data, "evses": evses, "last_updated": format_datetime(location.last_updated)}
+
+
+def evse_as_ocpi(evse: Evse) -> dict[str, Any]:
+    # Sorted in Python: an order_by() here would bypass the connectors prefetched by location_as_ocpi.
+    connectors = [connector_as_ocpi(c) for c in sorted(evse.connectors.all(), key=lambda c: c.pk)]
+    return {
+        **evse.data,
+        "status": evse.status,
+        "connectors": connectors,
+        "last_updated": format_datetime(evse.last_updated),
+    }
+
+
+def connector_as_ocpi(connector: Connector) -> dict[str, Any]:
+    return {**connector.data, "last_updated": format_datetime(connector.last_updated)}

@@ -1,0 +1,156 @@
+"""The one outbox: OCPI pushes and Beckn callbacks are claimed by compare-and-set, sent outside any
+transaction, retried under one policy (4xx final but 408/429, backoff with jitter, a maximum of attempts),
+handed back when a stopped worker left them SENDING, and retried by staff who may."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from emsp import outbox
+from emsp.models import Delivery, DeliveryAttempt, Partner
+from emsp.services.tokens import token_issue
+from ocpi.models import PushDelivery
+from tests.factories import DriverFactory
+from tests.fakes import FakePeer, envelope
+
+TOKENS = "http://127.0.0.1:9/ocpi/cpo/2.2.1/tokens"
+
+
+def queued_push(peer: FakePeer, answer: tuple[int, Any]) -> PushDelivery:
+    token = token_issue(driver=DriverFactory())
+    peer.route("PUT", f"{TOKENS}/IN/EMS/{token.uid}", answer)
+    return PushDelivery.objects.get()
+
+
+@pytest.mark.django_db
+def test_it_delivers_once_and_records_the_attempt(peer: FakePeer, partner: Partner) -> None:
+    push = queued_push(peer, (200, envelope()))
+    assert outbox.deliver(push.pk).status == Delivery.Status.DELIVERED
+    assert outbox.deliver(push.pk) is None  # already delivered: nothing is sent again
+    assert len(peer.requests_to("/tokens/")) == 1
+    assert DeliveryAttempt.objects.filter(delivery=push).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_row_another_worker_holds_is_not_sent(peer: FakePeer, partner: Partner) -> None:
+    push = queued_push(peer, (200, envelope()))
+    Delivery.objects.filter(pk=push.pk).update(status=Delivery.Status.SENDING, claimed_at=timezone.now())
+    assert outbox.deliver(push.pk) is None
+    assert peer.requests_to("/tokens/") == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("status", "final"), [(400, True), (404, True), (408, False), (429, False), (503, False)])
+def test_a_4xx_is_final_but_408_and_429_are_retried(peer: FakePeer, partner: Partner, status: int, final: bool) -> None:
+    push = queued_push(peer, (status, envelope(status_code=2000)))
+    delivery = outbox.deliver(push.pk)
+    assert delivery.status == (Delivery.Status.FAILED if final else Delivery.Status.PENDING)
+    assert delivery.last_http_status == status
+
+
+@pytest.mark.django_db
+def test_an_ocpi_error_status_in_an_http_200_is_retried(peer: FakePeer, partner: Partner) -> None:
+    push = queued_push(peer, (200, envelope(status_code=3000)))
+    delivery = outbox.deliver(push.pk)
+    assert delivery.status == Delivery.Status.PENDING
+    assert "OCPI 3000" in delivery.last_error
+
+
+@pytest.mark.django_db
+@override_settings(OUTBOX_MAX_ATTEMPTS=3)
+def test_it_gives_up_after_the_maximum_of_attempts(peer: FakePeer, partner: Partner) -> None:
+    push = queued_push(peer, (503, envelope(status_code=3000)))
+    for _ in range(3):
+        Delivery.objects.filter(pk=push.pk).update(next_attempt_at=timezone.now())
+        delivery = outbox.deliver(push.pk)
+    assert (delivery.status, delivery.attempts) == (Delivery.Status.FAILED, 3)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    for attempts in range(1, 20):
+        ceiling = min(outbox.BACKOFF_CAP_SECONDS, outbox.BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+        waits = {outbox.backoff(attempts).total_seconds() for _ in range(20)}
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert len(waits) > 1  # jittered
+
+
+@pytest.mark.django_db
+def test_a_row_left_sending_by_a_stopped_worker_is_sent_again_after_the_lease(peer: FakePeer, partner: Partner) -> None:
+    push = queued_push(peer, (200, envelope()))
+    stopped = timezone.now() - timedelta(seconds=30)
+    Delivery.objects.filter(pk=push.pk).update(status=Delivery.Status.SENDING, claimed_at=stopped, attempts=1)
+    assert outbox.deliver_due() == 0  # still inside the lease: the worker may yet finish
+    later = timezone.now() + timedelta(seconds=200)
+    assert outbox.deliver_due(now=later) == 1
+    push.refresh_from_db()
+    assert (push.status, push.attempts) == (Delivery.Status.DELIVERED, 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_request_is_made_outside_any_transaction(monkeypatch: pytest.MonkeyPatch, partner: Partner) -> None:
+    seen: list[bool] = []
+
+    def sender(delivery: Delivery) -> outbox.SendResult:
+        seen.append(connection.in_atomic_block)
+        return outbox.SendResult(200)
+
+    monkeypatch.setitem(outbox._senders, Delivery.Channel.OCPI_PUSH, sender)
+    row = Delivery.objects.create(channel=Delivery.Channel.OCPI_PUSH, partner=partner, target="x")
+    assert outbox.deliver(row.pk).status == Delivery.Status.DELIVERED
+    assert seen == [False]
+
+
+@pytest.mark.django_db
+def test_a_fault_in_a_sender_is_recorded_and_retried_not_left_sending(
+    monkeypatch: pytest.MonkeyPatch, partner: Partner
+) -> None:
+    def broken(delivery: Delivery) -> outbox.SendResult:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(outbox._senders, Delivery.Channel.OCPI_PUSH, broken)
+    row = Delivery.objects.create(channel=Delivery.Channel.OCPI_PUSH, partner=partner, target="x")
+    delivery = outbox.deliver(row.pk)
+    assert delivery.status == Delivery.Status.PENDING
+    assert "RuntimeError: bug" in delivery.last_error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("role", "allowed"), [("admin", True), ("ops", True), ("finance", False)])
+def test_retry_now_needs_the_retry_permission(
+    peer: FakePeer,
+    partner: Partner,
+    role: str,
+    allowed: bool,
+    django_user_model: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.contrib.auth.models import Group
+
+    from emsp.roles import roles_setup
+
+    roles_setup()
+    push = queued_push(peer, (404, envelope(status_code=2000)))
+    outbox.deliver(push.pk)
+    user = django_user_model.objects.create_user(username=role, password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    peer.route("PUT", peer.calls[0]["url"].split("?")[0], (200, envelope()))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:emsp_delivery_changelist"),
+            {"action": "retry_now", "_selected_action": [push.pk]},
+        )
+    push.refresh_from_db()
+    if allowed:
+        assert response.status_code == 302
+        assert push.status == Delivery.Status.DELIVERED  # queued again and sent (tasks run inline in tests)
+    else:
+        assert push.status == Delivery.Status.FAILED
