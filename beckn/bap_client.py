@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,6 +24,7 @@ from beckn.signing import (
     verify_signature,
 )
 from emsp import outbound
+from emsp.datetimes import format_datetime
 
 DEFAULT_DOMAIN = "ev-charging:beckn"
 
@@ -116,7 +118,7 @@ class BapClient:
             "bap_uri": self.bap_uri,
             "transaction_id": self.transaction_id,
             "message_id": message_id or str(uuid.uuid4()),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "timestamp": format_datetime(datetime.now(UTC), "millis"),
             "ttl": "PT30S",
         }
         if action != "search" and self.bpp_id:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from beckn.signing import KeyFormatError, generate_keypair, load_private_key, public_key_b64, sign_request
+from emsp.datetimes import format_datetime
 
 log = logging.getLogger(__name__)
 
@@ -120,4 +121,4 @@ def registry_entry() -> dict[str, Any]:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return format_datetime(moment, "millis")

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.utils import timezone
 from beckn.models import BecknSubscriber
 from beckn.signing import KeyFormatError, load_public_key
 from emsp import outbound
+from emsp.datetimes import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,7 @@ def _normalise(entry: dict[str, Any]) -> dict[str, Any] | None:
 def _when(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_utc(str(value))
 
 
 def _choose(

@@ -397,7 +397,7 @@ def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]
         rows.append(
             [
                 _text(s.partner.name),
-                f"{s.partner.country_code}*{s.partner.party_id}",
+                s.partner.party_key,
                 period_label(s.period_start, s.period_end),
                 s.period_start,
                 s.period_end,
@@ -425,7 +425,7 @@ def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]
 def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_ROWS) -> Iterator[list[Any]]:
     """The settlement's CDRs one row each (CDR_HEADERS order), streamed from the database in chunks."""
     policy = _policies([settlement.partner_id]).get(settlement.partner_id, DEFAULT_POLICY)
-    party = f"{settlement.partner.country_code}*{settlement.partner.party_id}"
+    party = settlement.partner.party_key
     label = period_label(settlement.period_start, settlement.period_end)
     latest = Dispute.objects.filter(cdr=OuterRef("pk")).order_by("-opened_at", "-pk")
     cdrs = (

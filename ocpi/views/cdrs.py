@@ -7,8 +7,8 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
-from billing import services as billing
 from billing.models import Cdr
+from billing.services import records
 from ocpi import transport
 from ocpi.normalize import normalize_cdr
 from ocpi.quality import record_issues
@@ -40,7 +40,7 @@ class CdrReceiverView(OcpiView):
         self.require_own_party(country_code, party_id)
         clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
-        stored = billing.cdr_store(self.partner, clean)
+        stored = records.cdr_store(self.partner, clean)
         return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": cdr_url(stored.cdr)})
 
 
@@ -54,7 +54,7 @@ class CdrDetailView(OcpiView):
     )
     def get(self, request: Request, country_code: str, party_id: str, cdr_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)
-        cdr = Cdr.objects.filter(ocpi_key=billing.cdr_key(country_code, party_id, cdr_id)).first()
+        cdr = Cdr.objects.filter(ocpi_key=records.cdr_key(country_code, party_id, cdr_id)).first()
         if cdr is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown CDR", 404)
         return ocpi_response(cdr.data)

@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
-from billing import services as billing
+from billing.services import records
 from ocpi import transport
 from ocpi.normalize import normalize_tariff
 from ocpi.serializers import TARIFF, envelope, error_response
@@ -34,7 +34,7 @@ class TariffReceiverView(OcpiView):
 
     def get(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)
-        tariff = billing.tariff_get(country_code, party_id, tariff_id)
+        tariff = records.tariff_get(country_code, party_id, tariff_id)
         if tariff is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
         return ocpi_response(tariff.data)
@@ -42,13 +42,13 @@ class TariffReceiverView(OcpiView):
     def put(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         body = self.json_object()
         clean = self.accept_party_object(normalize_tariff, body, country_code, party_id, tariff_id)
-        _, created, _ = billing.tariff_put(self.partner, clean)
+        _, created, _ = records.tariff_put(self.partner, clean)
         return ocpi_response(http_status=201 if created else 200)
 
     def delete(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)
-        tariff = billing.tariff_get(country_code, party_id, tariff_id)
+        tariff = records.tariff_get(country_code, party_id, tariff_id)
         if tariff is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
-        billing.tariff_delete(tariff)
+        records.tariff_delete(tariff)
         return ocpi_response()

@@ -1,0 +1,115 @@
+"""Our drivers and their OCPI tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+from emsp.models.keys import ci_key
+from emsp.models.partners import Partner
+
+
+class Driver(models.Model):
+    """A driver account of ours: the owner of tokens and of Beckn orders."""
+
+    name = models.CharField(max_length=100)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=32, blank=True)
+    is_blocked = models.BooleanField(default=False)
+    wallet_balance = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Prepaid balance; empty for post-paid accounts. At or below zero the driver has NO_CREDIT.",
+    )
+    currency = models.CharField(max_length=3, default="INR")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def has_credit(self) -> bool:
+        return self.wallet_balance is None or self.wallet_balance > Decimal("0")
+
+
+class TokenQuerySet(models.QuerySet["Token"]):
+    def by_uid(self, uid: str, token_type: str | None = None) -> TokenQuerySet:
+        qs = self.filter(uid_key=ci_key(uid))
+        return qs.filter(type=token_type) if token_type else qs
+
+
+class Token(models.Model):
+    """One of our OCPI Tokens (mod_tokens §"Token object"). Unique by (uid, type)."""
+
+    class Type(models.TextChoices):
+        AD_HOC_USER = "AD_HOC_USER"
+        APP_USER = "APP_USER"
+        OTHER = "OTHER"
+        RFID = "RFID"
+
+    class Whitelist(models.TextChoices):
+        ALWAYS = "ALWAYS"
+        ALLOWED = "ALLOWED"
+        ALLOWED_OFFLINE = "ALLOWED_OFFLINE"
+        NEVER = "NEVER"
+
+    class Allowed(models.TextChoices):
+        ALLOWED = "ALLOWED"
+        BLOCKED = "BLOCKED"
+        EXPIRED = "EXPIRED"
+        NO_CREDIT = "NO_CREDIT"
+        NOT_ALLOWED = "NOT_ALLOWED"
+
+    driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="tokens")
+    uid = models.CharField(max_length=36)
+    uid_key = models.CharField(max_length=36, editable=False)
+    type = models.CharField(max_length=12, choices=Type.choices, default=Type.RFID)
+    contract_id = models.CharField(max_length=36)
+    visual_number = models.CharField(max_length=64, blank=True)
+    issuer = models.CharField(max_length=64)
+    group_id = models.CharField(max_length=36, blank=True)
+    valid = models.BooleanField(default=True)
+    whitelist = models.CharField(max_length=16, choices=Whitelist.choices, default=Whitelist.ALLOWED)
+    language = models.CharField(max_length=2, blank=True)
+    is_blocked = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    allowed_partners = models.ManyToManyField(
+        Partner,
+        blank=True,
+        help_text="If any are set, the token may only charge at these partners (else NOT_ALLOWED).",
+    )
+    last_updated = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = TokenQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["uid_key", "type"], name="token_unique_uid_type")]
+
+    def __str__(self) -> str:
+        return f"{self.uid} ({self.type})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.uid_key = ci_key(self.uid)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def allowed_status(self, now: datetime, partner: Partner | None = None) -> str:
+        """The AllowedType real-time authorization answers for this token (mod_tokens §AllowedType)."""
+        if self.is_blocked or not self.valid or self.driver.is_blocked:
+            return self.Allowed.BLOCKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return self.Allowed.EXPIRED
+        if not self.driver.has_credit():
+            return self.Allowed.NO_CREDIT
+        if partner is not None:
+            if hasattr(self, "is_restricted"):  # read with the token by real-time authorization's query
+                restricted, allowed_here = self.is_restricted, self.allowed_here
+            else:
+                partner_ids = {p.pk for p in self.allowed_partners.all()}
+                restricted, allowed_here = bool(partner_ids), partner.pk in partner_ids
+            if restricted and not allowed_here:
+                return self.Allowed.NOT_ALLOWED
+        return self.Allowed.ALLOWED

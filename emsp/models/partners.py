@@ -1,0 +1,120 @@
+"""Partners: the parties we talk OCPI with (CPOs, hubs), their connection and pull settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+
+from emsp.models.keys import ci_key, hash_token, new_credentials_token
+
+
+class PartnerQuerySet(models.QuerySet["Partner"]):
+    def connected(self) -> PartnerQuerySet:
+        return self.filter(state=Partner.State.CONNECTED)
+
+    def due_for_sync(self, now: datetime) -> PartnerQuerySet:
+        return (
+            self.connected().filter(sync_enabled=True).filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
+        )
+
+
+class Partner(models.Model):
+    """A party we talk OCPI with: usually a CPO, sometimes a hub carrying several CPOs."""
+
+    class Role(models.TextChoices):
+        CPO = "CPO", "Charge point operator"
+        HUB = "HUB", "Hub"
+        OTHER = "OTHER", "Other"
+
+    class State(models.TextChoices):
+        NEW = "NEW", "New (no credentials yet)"
+        TOKEN_A_ISSUED = "TOKEN_A_ISSUED", "Token A issued, waiting for the partner to register"
+        CONNECTED = "CONNECTED", "Connected"
+        SUSPENDED = "SUSPENDED", "Suspended"
+        UNREGISTERED = "UNREGISTERED", "Unregistered"
+
+    name = models.CharField(max_length=100)
+    country_code = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2 of the partner's party.")
+    party_id = models.CharField(max_length=3, help_text="The partner's OCPI party id (CiString 3).")
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.CPO)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW, db_index=True)
+
+    # Credentials (OCPI credentials module §7). Tokens we only verify are hashed; the one we send is not,
+    # because we must present it.
+    token_a_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    incoming_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    outgoing_token = models.CharField(max_length=64, blank=True)
+    outgoing_token_base64 = models.BooleanField(
+        default=True,
+        help_text="Send 'Authorization: Token <base64>' (OCPI 2.2.x). Untick for partners that expect the raw token.",
+    )
+    versions_url = models.URLField(max_length=255, blank=True)
+    version = models.CharField(max_length=12, blank=True)
+    endpoints = models.JSONField(default=list, blank=True, help_text="The partner's version-details endpoints.")
+    credentials_roles = models.JSONField(default=list, blank=True, help_text="CredentialsRoles the partner sent.")
+    registered_at = models.DateTimeField(null=True, blank=True)
+
+    # Pull sync (OCPI transport §"Pull": the recovery path; "think in hours, not minutes").
+    sync_enabled = models.BooleanField(default=True)
+    sync_interval_minutes = models.PositiveIntegerField(default=60)
+    full_sync_interval_hours = models.PositiveIntegerField(default=24)
+    next_sync_at = models.DateTimeField(null=True, blank=True)
+    last_full_sync_at = models.DateTimeField(null=True, blank=True)
+
+    # Contacts we give drivers (Beckn support) and staff.
+    support_phone = models.CharField(max_length=32, blank=True)
+    support_email = models.EmailField(blank=True)
+    website = models.URLField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PartnerQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["country_code", "party_id"], name="partner_unique_party"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.party_key})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # The party is compared case-insensitively everywhere; keep the canonical upper-case form.
+        self.country_code = self.country_code.strip().upper()
+        self.party_id = self.party_id.strip().upper()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def party_key(self) -> str:
+        return ci_key(self.country_code, self.party_id)
+
+    def party_keys(self) -> set[str]:
+        """Every (country_code, party_id) this partner may speak for: its own and its credentials roles."""
+        keys = {self.party_key}
+        for role in self.credentials_roles or []:
+            if isinstance(role, dict) and role.get("country_code") and role.get("party_id"):
+                keys.add(ci_key(str(role["country_code"]), str(role["party_id"])))
+        return keys
+
+    def owns(self, country_code: str, party_id: str) -> bool:
+        return ci_key(country_code, party_id) in self.party_keys()
+
+    def endpoint_url(self, identifier: str, role: str | None = None) -> str | None:
+        """The URL of one of the partner's modules (from its version details), or None. With a `role`, the
+        endpoint in that role, else one the partner gave without a role (OCPI 2.1.1 has no roles)."""
+        endpoints = [e for e in self.endpoints or [] if e.get("identifier") == identifier]
+        if role is not None:
+            endpoints = [e for e in endpoints if e.get("role") == role] or [e for e in endpoints if not e.get("role")]
+        for endpoint in endpoints:
+            return str(endpoint.get("url") or "").rstrip("/") or None
+        return None
+
+    def issue_token_a(self) -> str:
+        token = new_credentials_token()
+        self.token_a_hash = hash_token(token)
+        if self.state in (self.State.NEW, self.State.UNREGISTERED):
+            self.state = self.State.TOKEN_A_ISSUED
+        return token
