@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -14,13 +15,44 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from emsp.models import Partner
+from emsp.models import Partner, PartnerParty
 from emsp.roles import VIEW_PARTNER_CREDENTIALS
+from emsp.services.partners import party_holder
 from ocpi import credentials, tasks
 from ocpi.forms import RegisterWithPartnerForm
 from ocpi.health import partner_health
 from ocpi.models import DataQualityIssue, OcpiMessage, PushDelivery, SyncRun
 from ocpi.sync import sync_partner
+
+
+class PartnerPartyForm(forms.ModelForm):
+    class Meta:
+        model = PartnerParty
+        fields = ("country_code", "party_id", "status")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("status") == PartnerParty.Status.GRANTED and data.get("country_code") and data.get("party_id"):
+            holder = party_holder(data["country_code"], data["party_id"])
+            if holder is not None and holder.pk != self.instance.partner_id:
+                raise forms.ValidationError(f"{data['country_code']}*{data['party_id']} is granted to {holder}.")
+        return data
+
+
+class PartnerPartyInline(admin.TabularInline):
+    """The further parties this connection may act for (a hub's CPOs; its own party is set above). Ours to
+    grant: parties a partner claims in its credentials arrive as REQUESTED and count only once GRANTED."""
+
+    model = PartnerParty
+    form = PartnerPartyForm
+    fields = ("country_code", "party_id", "status", "granted_by", "created_at")
+    readonly_fields = ("granted_by", "created_at")
+    extra = 0
+    verbose_name = "further party"
+    verbose_name_plural = "further parties (granted by us, never taken from the partner's credentials)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PartnerParty]:
+        return super().get_queryset(request).filter(own=False)
 
 
 @admin.register(Partner)
@@ -40,6 +72,7 @@ class PartnerAdmin(admin.ModelAdmin):
         "health_link",
         "credentials_state",
     )
+    inlines = [PartnerPartyInline]
     # Token values and hashes never reach a form or a page; see credentials_state for what may be shown.
     exclude = ("outgoing_token", "incoming_token_hash", "token_a_hash")
     fieldsets = (
@@ -63,6 +96,14 @@ class PartnerAdmin(admin.ModelAdmin):
         ),
         ("Contacts", {"fields": ("support_phone", "support_email", "website")}),
     )
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        for party in formset.save(commit=False):
+            if party.status == PartnerParty.Status.GRANTED and not party.granted_by:
+                party.granted_by = request.user.get_username()
+            party.save()
+        for party in formset.deleted_objects:
+            party.delete()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
         return super().get_queryset(request).annotate(location_count=Count("locations"))
@@ -114,7 +155,9 @@ class PartnerAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 partner = credentials.register_with_partner(
-                    versions_url=form.cleaned_data["versions_url"], token_a=form.cleaned_data["token_a"]
+                    versions_url=form.cleaned_data["versions_url"],
+                    token_a=form.cleaned_data["token_a"],
+                    party=form.cleaned_data["party"],
                 )
             except credentials.RegistrationError as exc:
                 form.add_error(None, f"Registration failed: {exc}")

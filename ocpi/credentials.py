@@ -16,7 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from emsp.models import Partner, hash_token, new_credentials_token
+from emsp.models import Partner, ci_key, hash_token, new_credentials_token
+from emsp.services.partners import partner_parties_claimed, party_holder
 from ocpi import push, transport
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import PushDelivery
@@ -225,6 +226,7 @@ def _take_credentials(partner: Partner, body: Any) -> str:
     """Validate the partner's Credentials, read its endpoints with its token, and connect (not saved yet).
     Returns our new Token C."""
     credentials = _validate_credentials(body)
+    _refuse_ungranted_parties(partner, credentials["roles"])
     endpoints = _fetch_or_3001(partner, credentials)
     token_c = new_credentials_token()
     _apply_connection(
@@ -236,6 +238,18 @@ def _take_credentials(partner: Partner, body: Any) -> str:
         our_token=token_c,
     )
     return token_c
+
+
+def _refuse_ungranted_parties(partner: Partner, roles: list[dict[str, Any]]) -> None:
+    """A partner acts for the parties we granted it, never for those it names (credentials.asciidoc leaves
+    the trust to the receiver): any other party is refused with 2001 and recorded for staff to decide on."""
+    refused = partner_parties_claimed(partner, [(r["country_code"], r["party_id"]) for r in roles])
+    if refused:
+        named = ", ".join(f"{cc}*{pid}" for cc, pid in refused)
+        raise OcpiError(
+            transport.INVALID_PARAMETERS,
+            f"roles: this connection may not act for {named}; ask the eMSP to grant it, then register again",
+        )
 
 
 def _fetch_or_3001(partner: Partner, credentials: dict[str, Any]) -> PartnerEndpoints:
@@ -278,9 +292,10 @@ def unregister(partner: Partner) -> None:
 
 
 def register_with_partner(
-    *, versions_url: str, token_a: str, partner: Partner | None = None, name: str = ""
+    *, versions_url: str, token_a: str, partner: Partner | None = None, name: str = "", party: str = ""
 ) -> Partner:
-    """Register with a CPO that gave us its versions URL and a Token A. Returns the connected partner."""
+    """Register with a CPO that gave us its versions URL and a Token A. Returns the connected partner.
+    `party` (CC*PID), when given, is the party we expect the CPO to answer as."""
     try:
         endpoints = fetch_partner_endpoints(
             versions_url,
@@ -312,12 +327,14 @@ def register_with_partner(
         reply = client.request("POST", credentials_url, module="credentials", json=our_credentials(token_b))
         answer = _validate_credentials(unwrap_object_payload(reply.data))
     except (OcpiClientError, OcpiError) as exc:
-        if partner.state != state_before:
-            partner.state = state_before
-            partner.save(update_fields=["state"])
+        _undo_registration(partner, state_before)
         raise RegistrationError(f"credentials POST refused: {exc}") from exc
 
-    partner = _adopt_identity(partner, answer["roles"], name=name)
+    try:
+        partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
+    except RegistrationError:
+        _undo_registration(partner, state_before)
+        raise
     partner.token_a_hash = ""
     _apply_connection(
         partner,
@@ -342,19 +359,43 @@ def _provisional_partner(name: str) -> Partner:
             return Partner.objects.create(name=name or "Registering…", country_code="ZZ", party_id=party_id)
 
 
-def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str) -> Partner:
-    """Give a provisional partner the party from the credentials answer, merging into an existing row."""
+def _undo_registration(partner: Partner, state_before: str) -> None:
+    """The CPO refused us or answered as a party we won't take: nothing of the attempt remains."""
+    if partner.country_code == "ZZ":
+        partner.delete()  # a provisional row made for this attempt
+        return
+    partner.incoming_token_hash = ""
+    partner.state = state_before
+    partner.save(update_fields=["state", "incoming_token_hash"])
+
+
+def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str, expected_party: str = "") -> Partner:
+    """The party the CPO answered as becomes the partner's, if it may: the one staff expected, not a party
+    another connection holds. A provisional row merges into a partner staff set up for that party but not
+    yet connected. Further parties it names are recorded for staff, not granted."""
     primary = roles[0]
     country_code, party_id = primary["country_code"], primary["party_id"]
+    key = ci_key(country_code, party_id)
+    if expected_party and ci_key(*expected_party.replace(":", "*").partition("*")[::2]) != key:
+        raise RegistrationError(f"the CPO answered as {key}, not as the expected {expected_party.upper()}")
     business_name = str((primary.get("business_details") or {}).get("name") or "").strip()
     if partner.country_code == "ZZ":
         existing = Partner.objects.filter(country_code=country_code, party_id=party_id).exclude(pk=partner.pk).first()
+        holder = party_holder(country_code, party_id)
+        if existing is not None and existing.state == Partner.State.CONNECTED:
+            raise RegistrationError(f"{key} is the party of {existing}, which is connected: unregister it first")
+        if holder is not None and holder != existing:
+            raise RegistrationError(f"{key} is granted to {holder}")
         if existing is not None:
             existing.incoming_token_hash = partner.incoming_token_hash
             partner.delete()
             partner = existing
         else:
             partner.country_code, partner.party_id = country_code, party_id
+    elif not partner.owns(country_code, party_id):
+        raise RegistrationError(f"the CPO answered as {key}, which is not {partner}'s party")
+    partner.save()
+    partner_parties_claimed(partner, [(r["country_code"], r["party_id"]) for r in roles[1:]])
     if not partner.name or partner.name == "Registering…":
-        partner.name = name or business_name or f"{country_code}*{party_id}"
+        partner.name = name or business_name or key
     return partner

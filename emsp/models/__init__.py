@@ -14,7 +14,7 @@ from emsp.models.charging import Booking, ChargingSession, Command, Reservation
 from emsp.models.deliveries import Delivery, DeliveryAttempt
 from emsp.models.drivers import Driver, Token, TokenQuerySet
 from emsp.models.keys import ci_key, hash_token, new_credentials_token, new_reservation_id
-from emsp.models.partners import Partner, PartnerQuerySet
+from emsp.models.partners import Partner, PartnerParty, PartnerQuerySet
 
 __all__ = [
     "Booking",
@@ -29,6 +29,7 @@ __all__ = [
     "Location",
     "LocationQuerySet",
     "Partner",
+    "PartnerParty",
     "PartnerQuerySet",
     "Reservation",
     "Token",

@@ -1,11 +1,13 @@
-"""Partners: the parties we talk OCPI with (CPOs, hubs), their connection and pull settings."""
+"""Partners: the connections we talk OCPI with (CPOs, hubs), their connection and pull settings, and the
+parties each may act for — granted by us, never taken from what a partner claims."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from emsp.models.keys import ci_key, hash_token, new_credentials_token
 
@@ -53,7 +55,11 @@ class Partner(models.Model):
     versions_url = models.URLField(max_length=255, blank=True)
     version = models.CharField(max_length=12, blank=True)
     endpoints = models.JSONField(default=list, blank=True, help_text="The partner's version-details endpoints.")
-    credentials_roles = models.JSONField(default=list, blank=True, help_text="CredentialsRoles the partner sent.")
+    credentials_roles = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="CredentialsRoles the partner sent, as a record only: what it may act for is its parties.",
+    )
     registered_at = models.DateTimeField(null=True, blank=True)
 
     # Pull sync (OCPI transport §"Pull": the recovery path; "think in hours, not minutes").
@@ -85,22 +91,38 @@ class Partner(models.Model):
         # The party is compared case-insensitively everywhere; keep the canonical upper-case form.
         self.country_code = self.country_code.strip().upper()
         self.party_id = self.party_id.strip().upper()
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and not {"country_code", "party_id"} & set(update_fields):  # type: ignore[call-overload]
+            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            return
+        with transaction.atomic():
+            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            # Its own party is one of its parties: held in PartnerParty too, so that one constraint there
+            # keeps every party to one connection (also against another's grant).
+            self.parties.filter(own=True).exclude(country_code=self.country_code, party_id=self.party_id).delete()
+            self.parties.filter(own=False, country_code=self.country_code, party_id=self.party_id).delete()
+            self.parties.update_or_create(
+                own=True,
+                defaults={"country_code": self.country_code, "party_id": self.party_id, "status": "GRANTED"},
+            )
+        self.__dict__.pop("_granted_keys", None)
 
     @property
     def party_key(self) -> str:
         return ci_key(self.country_code, self.party_id)
 
     def party_keys(self) -> set[str]:
-        """Every (country_code, party_id) this partner may speak for: its own and its credentials roles."""
-        keys = {self.party_key}
-        for role in self.credentials_roles or []:
-            if isinstance(role, dict) and role.get("country_code") and role.get("party_id"):
-                keys.add(ci_key(str(role["country_code"]), str(role["party_id"])))
-        return keys
+        """Every (country_code, party_id) this partner may act for: its own and those staff granted it."""
+        keys = self.__dict__.get("_granted_keys")
+        if keys is None:
+            granted = self.parties.filter(status=PartnerParty.Status.GRANTED).values_list("country_code", "party_id")
+            keys = {ci_key(cc, pid) for cc, pid in granted} if self.pk else set()
+            self.__dict__["_granted_keys"] = keys
+        return {self.party_key, *keys}
 
     def owns(self, country_code: str, party_id: str) -> bool:
-        return ci_key(country_code, party_id) in self.party_keys()
+        key = ci_key(country_code, party_id)
+        return key == self.party_key or key in self.party_keys()
 
     def endpoint_url(self, identifier: str, role: str | None = None) -> str | None:
         """The URL of one of the partner's modules (from its version details), or None. With a `role`, the
@@ -118,3 +140,42 @@ class Partner(models.Model):
         if self.state in (self.State.NEW, self.State.UNREGISTERED):
             self.state = self.State.TOKEN_A_ISSUED
         return token
+
+
+class PartnerParty(models.Model):
+    """A party a connection may act for (read and write its locations, tariffs, sessions, CDRs). Granted by
+    us — a partner's own party when we set it up, a hub's CPOs when staff confirm them — never taken from the
+    roles a partner sends in its credentials; those become REQUESTED rows for staff to decide on. A granted
+    party belongs to one connection only (a database constraint)."""
+
+    class Status(models.TextChoices):
+        GRANTED = "GRANTED", "Granted"
+        REQUESTED = "REQUESTED", "Claimed by the partner, waiting for staff"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="parties")
+    country_code = models.CharField(max_length=2)
+    party_id = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.GRANTED)
+    own = models.BooleanField(default=False, help_text="The partner's own party (set with the partner).")
+    granted_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "partner parties"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["country_code", "party_id"],
+                condition=Q(status="GRANTED"),
+                name="party_granted_to_one_connection",
+            ),
+            models.UniqueConstraint(fields=["partner", "country_code", "party_id"], name="party_once_per_partner"),
+            models.UniqueConstraint(fields=["partner"], condition=Q(own=True), name="partner_one_own_party"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.country_code}*{self.party_id} → {self.partner} ({self.status})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.country_code = self.country_code.strip().upper()
+        self.party_id = self.party_id.strip().upper()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from emsp.models import Partner
+from emsp.services.partners import PartyTaken, partner_party_grant
 from ocpi.normalize import unwrap_list_payload
 from ocpi.sync import IngestCounts, ingest_page
 
@@ -39,8 +40,9 @@ class Command(BaseCommand):
             party_id=party_id.upper(),
             defaults={"name": options["name"] or f"{country_code.upper()}*{party_id.upper()} (imported)"},
         )
-        # A file from a hub mixes parties: let this partner own every party found in it (a missing
-        # country_code or party_id is filled from the partner, as the normaliser does).
+        # A file from a hub mixes parties: whoever runs this command grants the partner every party found in
+        # it (a missing country_code or party_id is filled from the partner, as the normaliser does) —
+        # unless another connection holds one.
         parties = {
             (
                 str(o.get("country_code") or partner.country_code).strip().upper(),
@@ -49,13 +51,12 @@ class Command(BaseCommand):
             for o in objects
             if isinstance(o, dict)
         }
-        roles = list(partner.credentials_roles or [])
         for cc, pid in sorted(parties):
             if cc and pid and not partner.owns(cc, pid):
-                roles.append({"role": "CPO", "country_code": cc, "party_id": pid})
-        if roles != partner.credentials_roles:
-            partner.credentials_roles = roles
-            partner.save(update_fields=["credentials_roles"])
+                try:
+                    partner_party_grant(partner=partner, country_code=cc[:2], party_id=pid[:3], by="ocpi_import")
+                except PartyTaken as exc:
+                    raise CommandError(f"{exc}: import it as that partner") from exc
         totals = IngestCounts()
         with tqdm(total=len(objects), unit=options["module"][:-1], disable=options["verbosity"] == 0) as bar:
             for start in range(0, len(objects), PAGE):

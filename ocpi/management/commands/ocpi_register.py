@@ -19,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--token-a", required=True, help="The Token A the CPO gave us.")
         parser.add_argument("--partner", default="", help="CC*PID of an existing partner row to use.")
         parser.add_argument("--name", default="", help="Display name for a new partner.")
+        parser.add_argument(
+            "--party", default="", help="CC*PID the CPO must answer as (refused otherwise); see also --partner."
+        )
         parser.add_argument("--no-sync", action="store_true", help="Skip the first full pull.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -34,6 +37,7 @@ class Command(BaseCommand):
                 token_a=options["token_a"],
                 partner=partner,
                 name=options["name"],
+                party=options["party"],
             )
         except RegistrationError as exc:
             raise CommandError(str(exc)) from exc

@@ -132,7 +132,7 @@ class Command(BaseCommand):
             if initiator == "we":
                 try:
                     partner = register_with_partner(
-                        versions_url=sim_versions, token_a=token_a, partner=partner, name=name
+                        versions_url=sim_versions, token_a=token_a, partner=partner, name=name, party=f"IN*{party}"
                     )
                 except RegistrationError as exc:
                     self.stderr.write(f"{name}: registration failed: {exc}")
