@@ -19,7 +19,7 @@ from emsp import outbound
 from emsp.models import Partner
 from ocpi.models import OcpiMessage
 from ocpi.normalize import unwrap_list_payload
-from ocpi.redact import log_body
+from ocpi.redact import log_body, storable
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class OcpiClient:
             partner=self.partner if self.partner is not None and self.partner.pk else None,
             direction=OcpiMessage.Direction.OUT,
             method=method,
-            url=url[:500],
+            url=storable(url[:500]),
             module=module,
             http_status=http_status,
             ocpi_status=ocpi_status,
@@ -191,7 +191,7 @@ class OcpiClient:
             duration_ms=duration_ms,
             request_body=log_body(body, module),
             response_body=log_body(response_body, module) if settings.OCPI_LOG_BODIES else "",
-            error=error[:2000],
+            error=storable(error[:2000]),
         )
 
     # -- lists ---------------------------------------------------------------------------------

@@ -147,6 +147,8 @@ def _validate_credentials(body: Any) -> dict[str, Any]:
     url = body.get("url")
     if not isinstance(url, str) or not url.strip().startswith(("http://", "https://")):
         raise OcpiError(transport.INVALID_PARAMETERS, "url: the partner's versions URL is required")
+    if len(url.strip()) > 255 or not transport.is_printable_text(url.strip()):
+        raise OcpiError(transport.INVALID_PARAMETERS, "url: at most 255 printable characters")
     roles = body.get("roles")
     if isinstance(roles, dict):
         roles = [roles]
@@ -156,6 +158,11 @@ def _validate_credentials(body: Any) -> dict[str, Any]:
     for i, role in enumerate(roles):
         if not isinstance(role, dict) or not role.get("country_code") or not role.get("party_id"):
             raise OcpiError(transport.INVALID_PARAMETERS, f"roles[{i}]: country_code and party_id are required")
+        country_code, party_id = str(role["country_code"]).strip(), str(role["party_id"]).strip()
+        if not (len(country_code) == 2 and country_code.isascii() and country_code.isalpha()):
+            raise OcpiError(transport.INVALID_PARAMETERS, f"roles[{i}].country_code: ISO 3166-1 alpha-2 expected")
+        if not (1 <= len(party_id) <= 3 and party_id.isascii() and party_id.isalnum()):
+            raise OcpiError(transport.INVALID_PARAMETERS, f"roles[{i}].party_id: CiString(3) expected")
         clean_roles.append(
             {
                 "role": str(role.get("role") or "CPO").strip().upper(),

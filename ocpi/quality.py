@@ -10,6 +10,7 @@ from emsp import bulk
 from emsp.models import Partner
 from ocpi.models import DataQualityIssue
 from ocpi.normalize import Issue
+from ocpi.redact import storable
 
 COLUMNS = ("partner_id", "module", "object_id", "path", "code", "message", "fixed", "first_seen", "last_seen")
 
@@ -26,7 +27,19 @@ def record_issues(partner: Partner, module: str, found: Iterable[tuple[str, Issu
         first = issues[0]
         message = first.message if len(issues) == 1 else f"{first.message} (and {len(issues) - 1} more)"
         fixed = all(i.fixed for i in issues)
-        rows.append((partner.pk, module, object_id, first.path[:200], code, message[:500], fixed, now, now))
+        rows.append(
+            (
+                partner.pk,
+                module,
+                storable(object_id),
+                storable(first.path[:200]),
+                code,
+                storable(message[:500]),
+                fixed,
+                now,
+                now,
+            )
+        )
     bulk.upsert(
         DataQualityIssue,
         COLUMNS,

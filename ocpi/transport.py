@@ -29,7 +29,7 @@ from emsp.models import Partner, hash_token
 from ocpi.models import OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
 from ocpi.quality import record_issues
-from ocpi.redact import log_body
+from ocpi.redact import log_body, storable
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,50 @@ def parse_query_datetime(request: Request, name: str) -> datetime | None:
         raise OcpiError(INVALID_PARAMETERS, f"{name} is not an RFC 3339 date-time") from exc
 
 
+# offset/limit beyond this address no page that can exist (and would overflow the database's bigint).
+MAX_QUERY_INT = 10**9
+# The OCPI objects we take nest at most ~7 levels (tariff → elements → price_components …): far deeper is an
+# attack on our recursion (and PostgreSQL's jsonb), not data.
+MAX_BODY_DEPTH = 32
+# URL path parts (transport §"Client Owned Object Push"): country_code string(2), party_id CiString(3), ids
+# CiString(36) (39 for CDR ids), all printable ASCII (types §16.3). Anything else names no object of ours.
+_URL_ID_LIMITS = {"country_code": 2, "party_id": 3, "cdr_id": 39}
+
+
+def check_url_ids(kwargs: dict[str, Any]) -> None:
+    """Ids in the URL are printable ASCII of the spec's lengths, else 2001: never stored, echoed or looked up."""
+    for name, value in kwargs.items():
+        limit = _URL_ID_LIMITS.get(name, 36)
+        if not isinstance(value, str) or not 1 <= len(value) <= limit or not is_printable_text(value):
+            raise OcpiError(
+                INVALID_PARAMETERS, f"{name} in the URL is not a printable id of at most {limit} characters"
+            )
+
+
+def is_printable_text(value: str) -> bool:
+    return all(32 <= ord(c) <= 126 for c in value)
+
+
+def check_json(value: Any) -> None:
+    """Refuse what no OCPI object holds: nesting beyond MAX_BODY_DEPTH, a NUL in any string (no database column
+    can hold one). Iterative, so a deep document can't exhaust our stack either."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: nested deeper than {MAX_BODY_DEPTH} levels")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a string")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a field name")
+                stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+
+
 def parse_query_int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -182,8 +226,8 @@ def parse_query_int(request: Request, name: str, default: int) -> int:
         value = int(raw)
     except ValueError as exc:
         raise OcpiError(INVALID_PARAMETERS, f"{name} must be an integer") from exc
-    if value < 0:
-        raise OcpiError(INVALID_PARAMETERS, f"{name} must not be negative")
+    if not 0 <= value <= MAX_QUERY_INT:
+        raise OcpiError(INVALID_PARAMETERS, f"{name} must be between 0 and {MAX_QUERY_INT}")
     return value
 
 
@@ -244,6 +288,8 @@ def log_message_row(**values: Any) -> None:
     """One row of the OCPI message log (plain SQL: it is written on every request of the hot paths)."""
     values.setdefault("error", "")
     values["created_at"] = timezone.now()
+    for column in ("method", "url", "module", "request_id", "correlation_id", "error"):
+        values[column] = storable(values[column])
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_MESSAGE, [values[c] for c in _MESSAGE_COLUMNS])
 
@@ -271,6 +317,7 @@ class OcpiView(APIView):
         if found is None:
             raise OcpiError(CLIENT_ERROR, "Missing or unknown token", 401)
         self.partner, self.used_token_a, self.presented_token = found
+        check_url_ids(kwargs)
 
     def body(self) -> Any:
         """The request's JSON body; invalid JSON is HTTP 400 (transport §"Response format")."""
@@ -281,9 +328,11 @@ class OcpiView(APIView):
         if not raw.strip():
             return None
         try:
-            return orjson.loads(raw)
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise OcpiError(CLIENT_ERROR, f"Invalid JSON: {exc}", 400) from exc
+        check_json(data)
+        return data
 
     def json_object(self) -> dict[str, Any]:
         data = self.body()

@@ -29,6 +29,11 @@ from .tariff import US_PER_HOUR, ZERO, Tariff, parse_datetime, parse_nonnegative
 __all__ = ["estimate_session", "price_cdr", "price_periods", "quote", "resolve_zone"]
 
 _ZONES: dict[str, tzinfo | None] = {"UTC": None, "Etc/UTC": None, "Z": None}
+# Bounds on one CDR, so no input costs more than a set time and memory: its span, the lead its first period
+# may have on its start (periods aligned to the hour, ocpi-tariffs issue 228), and how many periods it has.
+MAX_SPAN = timedelta(days=31)
+PERIOD_LEEWAY = timedelta(hours=1)
+MAX_PERIODS = 10_000
 _MISSING_VAT = ("unknown", "exempt")
 
 
@@ -171,10 +176,17 @@ def price_cdr(
     end = parse_datetime(cdr["end_date_time"], "end_date_time", CdrError, warnings)
     if end < start:
         raise CdrError("end_date_time", "is before start_date_time")
+    if end - start > MAX_SPAN:
+        raise CdrError("end_date_time", f"a charge longer than {MAX_SPAN.days} days is not priced")
     raw_periods = cdr.get("charging_periods")
     if not isinstance(raw_periods, list) or not raw_periods:
         raise CdrError("charging_periods", "must be a non-empty list of ChargingPeriod")
+    if len(raw_periods) > MAX_PERIODS:
+        raise CdrError("charging_periods", f"more than {MAX_PERIODS} periods are not priced")
     periods = parse_period_records(raw_periods, end, warnings=warnings)
+    if periods[0][START] < start - PERIOD_LEEWAY:
+        # The work of pricing grows with the time the periods cover: it stays bounded by the CDR's own span.
+        raise CdrError("charging_periods[0].start_date_time", "starts long before the CDR's start_date_time")
 
     if time_zone is None:
         location = cdr.get("cdr_location")
@@ -335,7 +347,11 @@ def estimate_session(
         end = parse_datetime(session["end_date_time"], "end_date_time", CdrError, warnings)
     if end < start:
         raise CdrError("now" if ongoing else "end_date_time", "is before start_date_time")
+    if end - start > MAX_SPAN:
+        raise CdrError("start_date_time", f"a session running longer than {MAX_SPAN.days} days is not estimated")
     raw = session.get("charging_periods") or []
+    if len(raw) > MAX_PERIODS:
+        raise CdrError("charging_periods", f"more than {MAX_PERIODS} periods are not estimated")
     periods = periods_from_ocpi(raw, end, warnings=warnings)
     if not periods:
         kwh = session.get("kwh")

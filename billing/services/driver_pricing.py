@@ -182,7 +182,8 @@ def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: s
 
 
 def session_estimate(session: ChargingSession, now: datetime | None = None) -> pricing.PriceResult | None:
-    """The running cost of an active session from its charging periods (None when no tariff is known)."""
+    """The running cost of an active session from its charging periods (None when no tariff is known or the
+    session can't be priced)."""
     connector = (
         Connector.objects.filter(evse=session.evse, id_key=ci_key(session.connector_id))
         .select_related("evse__location")
@@ -195,9 +196,12 @@ def session_estimate(session: ChargingSession, now: datetime | None = None) -> p
     tariffs = tariffs_for_connector(connector, session.start_date_time)
     if not tariffs:
         return None
-    return pricing.estimate_session(
-        session.data, tariffs[0].data, time_zone=connector.evse.location.time_zone, now=now or timezone.now()
-    )
+    try:
+        return pricing.estimate_session(
+            session.data, tariffs[0].data, time_zone=connector.evse.location.time_zone, now=now or timezone.now()
+        )
+    except pricing.PricingError:
+        return None  # a session we can't estimate (beyond the engine's bounds): the live figure is left out
 
 
 def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | None:

@@ -105,6 +105,8 @@ def read_party(
     path = json_path(prefix, "party_id")
     value = raw.get("party_id")
     p = value.strip() if isinstance(value, str) else None
+    if p and not (len(p) <= 3 and p.isascii() and p.isalnum()):
+        raise ctx.reject(path, f"party_id {value[:20]!r} is not a CiString(3) party id", "invalid_party_id")
     if p:
         if p.upper() != value:
             ctx.fix(path, "enum_case", f"party_id {value!r} normalised to {p.upper()!r}")

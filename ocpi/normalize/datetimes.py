@@ -4,7 +4,7 @@ leaf ``emsp.datetimes``."""
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emsp.datetimes import NOT_RFC3339, OFFSET, DateTimeError, format_datetime, parse_datetime, parse_text
@@ -25,8 +25,27 @@ _DT_MESSAGES = {
 }
 
 
+# Plausible, not just parseable: nothing we hold happened before 2010 (before OCPI) or lies past 2100, and
+# what already happened (a session's start, a CDR's end, any last_updated) is not in the future beyond the
+# clock skew we allow a partner (OCPI_MAX_CLOCK_SKEW_SECONDS, set at start-up by OcpiConfig.ready()). A stamp
+# from year 9999 would otherwise freeze an object against every later, correct update.
+EARLIEST_EVENT = datetime(2010, 1, 1, tzinfo=UTC)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+future_skew = timedelta(minutes=5)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def implausible(moment: datetime, *, event: bool) -> str | None:
+    """Why a date-time can't be true (None when it can). `event`: something that has already happened."""
+    if moment >= LATEST or moment < (EARLIEST_EVENT if event else EARLIEST):
+        return f"{format_datetime(moment)} is outside {(EARLIEST_EVENT if event else EARLIEST).year}–2099"
+    if event and moment > _utcnow() + future_skew:
+        return f"{format_datetime(moment)} is in the future"
+    return None
 
 
 @functools.lru_cache(maxsize=16384)
@@ -56,9 +75,13 @@ def parse_ocpi_datetime(value: object, path: str, *, issues: list[Issue] | None 
     return dt
 
 
-def read_datetime(value: object, path: str, ctx: Ctx) -> tuple[datetime, str]:
-    """(aware UTC datetime, canonical OCPI text) of a DateTime field, deviations reported; raises Rejected."""
+def read_datetime(value: object, path: str, ctx: Ctx, *, event: bool = False) -> tuple[datetime, str]:
+    """(aware UTC datetime, canonical OCPI text) of a DateTime field, deviations reported; raises Rejected,
+    also for an implausible one (`event`: a moment that has already happened)."""
     dt, text, code = _read(value, path)
+    why = implausible(dt, event=event)
+    if why is not None:
+        raise Rejected(path, why, code="implausible_datetime")
     if code is not None:
         ctx.fix(path, code, _DT_MESSAGES[code])
     return dt, text
@@ -69,26 +92,33 @@ def read_last_updated(
 ) -> tuple[datetime, str] | None:
     """``last_updated`` of a full object, or of a PATCH body (``partial``: required, garbage raises).
 
-    Decision: a full object is never rejected for its ``last_updated`` (the official tariff PUT example has
-    none). The stamp then comes from ``fallback`` (parent/children: mod_locations keeps the newest child
-    stamp on the parent) or the receive time, with a ``missing_last_updated`` issue. Only PATCHes are
-    rejected, because there the stamp orders partial updates (ocpi/ocpi#355 -> OCPI 2001). Returns None for
-    a PATCH without it.
+    Decision: a full object is not rejected for a missing or unreadable ``last_updated`` (the official tariff
+    PUT example has none). The stamp then comes from ``fallback`` (parent/children: mod_locations keeps the
+    newest child stamp on the parent) or the receive time, with an issue. PATCHes are rejected, because there
+    the stamp orders partial updates (ocpi/ocpi#355 -> OCPI 2001), and so is an object stamped in the future.
+    Returns None for a PATCH without it.
     """
     path = json_path(prefix, "last_updated")
     value = raw.get("last_updated")
+    code = "missing_last_updated"
     if value is not None:
         try:
-            return read_datetime(value, path, ctx)
+            return read_datetime(value, path, ctx, event=True)
         except Rejected as exc:
-            if partial:
+            # A stamp in the future would freeze the object against every later, correct update: an object
+            # carrying one is refused (a child takes its parent's stamp). One before 2010 is a placeholder
+            # (.NET's 0001-01-01 in real feeds): read as missing.
+            future = exc.code == "implausible_datetime" and "future" in exc.reason
+            if partial or (future and not prefix):
                 raise ctx.reject(path, exc.reason, exc.code) from None
             reason = exc.reason
+            if exc.code == "implausible_datetime":
+                code = "implausible_last_updated"
     elif partial:
         return None
     else:
         reason = "missing"
     dt = fallback or _utcnow()
     source = "taken from its parent/children" if fallback else "set to the receive time"
-    ctx.fix(path, "missing_last_updated", f"last_updated {reason}; {source}")
+    ctx.fix(path, code, f"last_updated {reason}; {source}")
     return dt, format_datetime(dt)

@@ -289,7 +289,7 @@ def read_evse(
     own = None
     if get("last_updated") is not None:
         try:
-            own = read_datetime(get("last_updated"), pp + "last_updated", ctx)
+            own = read_datetime(get("last_updated"), pp + "last_updated", ctx, event=True)
         except Rejected:
             if partial:
                 raise

@@ -28,6 +28,8 @@ ISSUE_CODES: dict[str, str] = {
     "truncated": "F string longer than its OCPI maximum cut",
     "id_whitespace": "F whitespace around an identifier stripped (case kept)",
     "id_too_long": "D identifier longer than its OCPI maximum dropped (treated as missing)",
+    "invalid_identifier": "D identifier with characters outside printable ASCII dropped (treated as missing)",
+    "control_characters": "F control characters (NUL, escape, ...) removed from text",
     "missing_required": "F required text missing; empty string used",
     # enums
     "enum_case": "F enum/code value with wrong case or surrounding whitespace",
@@ -65,7 +67,6 @@ ISSUE_CODES: dict[str, str] = {
     "unknown_voltage": "F max_voltage missing or <= 0; 0 (= unknown) used",
     "unknown_amperage": "F max_amperage missing or <= 0; 0 (= unknown) used",
     "invalid_power": "D max_electric_power <= 0 or unreadable dropped",
-    "implausible_value": "D voltage/amperage beyond any charger dropped",
     "inferred_power_type": "F power_type missing/unknown; inferred from the standard",
     "inferred_format": "F format missing/unknown; inferred from the standard",
     "unknown_connector_standard": "D connector of unknown standard dropped",
@@ -99,6 +100,12 @@ ISSUE_CODES: dict[str, str] = {
     "missing_charging_periods": "F CDR kept without charging periods",
     "missing_evse_id": "D CDR location without evse_id",
     "missing_credit_reference": "F credit CDR kept without credit_reference_id",
+    # plausibility (what no real charge can be: refused, or the value replaced)
+    "implausible_datetime": "D DateTime before 2010, after 2100, or (events) in the future",
+    "implausible_last_updated": "F placeholder last_updated (before 2010), or a child's in the future; replaced",
+    "implausible_value": "D number outside what the field can hold (voltage beyond any charger, negative energy)",
+    "end_before_start": "D end_date_time before start_date_time",
+    "period_outside_session": "D charging period outside the session's own start and end",
 }
 
 

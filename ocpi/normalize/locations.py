@@ -165,10 +165,10 @@ def _location(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *,
     own = None
     if get("last_updated") is not None:
         try:
-            own = read_datetime(get("last_updated"), "last_updated", ctx)
-        except Rejected:
+            own = read_datetime(get("last_updated"), "last_updated", ctx, event=True)
+        except Rejected as exc:
             if partial:
-                raise ctx.reject("last_updated", "last_updated is not a DateTime", "invalid_datetime") from None
+                raise ctx.reject("last_updated", exc.reason, exc.code) from None
     newest: datetime | None = None
     if get("evses") is not None:
         raw_evses = get("evses")

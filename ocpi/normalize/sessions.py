@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from emsp.datetimes import parse_text
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha3, read_currency, read_party
 from ocpi.normalize.datetimes import read_datetime, read_last_updated
@@ -19,6 +21,7 @@ from ocpi.normalize.values import (
     read_number,
     read_price,
     read_text,
+    within,
 )
 
 SESSION_FIELDS = frozenset(
@@ -99,6 +102,16 @@ CDR_LOCATION_FIELDS = frozenset(
 PERIOD_FIELDS = frozenset({"start_date_time", "dimensions", "tariff_id"})
 SIGNED_DATA_FIELDS = frozenset({"encoding_method", "encoding_method_version", "public_key", "signed_values", "url"})
 
+# What one charge can plausibly be (and our columns hold): amounts in the currency's units, energy in kWh,
+# times in hours. A CDR spans at most MAX_SPAN: it bounds the work of repricing it (billing/pricing).
+MAX_AMOUNT = 10**8
+MAX_KWH = 10**5
+MAX_HOURS = 24 * 31
+MAX_SPAN = timedelta(days=31)
+# Periods may start before the recorded start: some back ends align them to the hour (a real CDR in the
+# pricing vectors, codeberg issue 228, starts its first period 20 minutes early).
+PERIOD_TOLERANCE = timedelta(hours=1)
+
 _CDR_PRICES = (
     "total_fixed_cost",
     "total_energy_cost",
@@ -163,7 +176,7 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
             continue
         period = canonical_fields(period, PERIOD_FIELDS, "charging_period", p, ctx)
         try:
-            start = read_datetime(period.get("start_date_time"), json_path(p, "start_date_time"), ctx)[1]
+            start = read_datetime(period.get("start_date_time"), json_path(p, "start_date_time"), ctx, event=True)[1]
         except Rejected as exc:
             ctx.drop(p, "invalid_charging_period", f"charging period dropped: {exc.reason}")
             continue
@@ -176,6 +189,9 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
                 else None
             )
             volume = read_number(dim.get("volume"), json_path(dp, "volume"), ctx) if isinstance(dim, dict) else None
+            if volume is not None and not within(volume, 0, MAX_AMOUNT):
+                ctx.drop(dp, "implausible_value", f"dimension volume {volume!r} is negative or absurd")
+                continue
             if dtype is None or volume is None:
                 ctx.drop(dp, "invalid_dimension", f"dimension {dim!r:.60} dropped")
                 continue
@@ -191,13 +207,59 @@ def _charging_periods(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
     return out
 
 
-def _quantity(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx) -> int | float | None:
+def _quantity(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, high: float) -> int | float | None:
+    """A non-negative quantity (energy, hours) up to `high`; anything else is Rejected."""
     if raw.get(key) is None:
         return None
     n = read_number(raw[key], json_path(prefix, key), ctx)
     if n is None:
         raise Rejected(json_path(prefix, key), f"{key} {raw[key]!r} is not a number", code="invalid_number")
+    if not within(n, 0, high):
+        raise Rejected(json_path(prefix, key), f"{key} {n!r} is negative or beyond {high}", code="implausible_value")
     return n
+
+
+def _amount(raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False) -> dict[str, Any] | None:
+    """A Price that can be true: not negative (a credit CDR's are not positive), not absurd."""
+    if raw.get(key) is None:
+        return None
+    price = read_price(raw[key], key, ctx)
+    if price is None:
+        raise Rejected(key, f"{key} {raw[key]!r} is not a Price", code="invalid_price")
+    # mod_cdrs: a credit CDR carries negative amounts (partners negate only some of them); no other may.
+    low = -MAX_AMOUNT if credit else 0
+    for part, value in price.items():
+        if not within(value, low, MAX_AMOUNT):
+            raise Rejected(
+                json_path(key, part), f"{key}.{part} {value!r} is negative or absurd", code="implausible_value"
+            )
+    return price
+
+
+def _timed(out: dict[str, Any], ctx: Ctx, *, cdr: bool) -> None:
+    """Start before end; a CDR within MAX_SPAN; charging periods inside the object's own start and end (a
+    CDR's are its bill: one outside is Rejected; a session's are progress: dropped, reported)."""
+    start = parse_text(out["start_date_time"])[0] if out.get("start_date_time") else None
+    end = parse_text(out["end_date_time"])[0] if out.get("end_date_time") else None
+    if start is not None and end is not None:
+        if end < start:
+            raise Rejected("end_date_time", "end_date_time is before start_date_time", code="end_before_start")
+        if cdr and end - start > MAX_SPAN:
+            raise Rejected("end_date_time", f"a charge longer than {MAX_SPAN.days} days", code="implausible_value")
+    if start is None or not out.get("charging_periods"):
+        return
+    latest = (end or datetime.now(UTC)) + PERIOD_TOLERANCE
+    kept = []
+    for i, period in enumerate(out["charging_periods"]):
+        moment = parse_text(period["start_date_time"])[0]
+        if start - PERIOD_TOLERANCE <= moment <= latest:
+            kept.append(period)
+            continue
+        path = f"charging_periods[{i}].start_date_time"
+        if cdr:
+            raise Rejected(path, "charging period outside the CDR's start and end", code="period_outside_session")
+        ctx.drop(path, "period_outside_session", "charging period outside the session's start and end dropped")
+    out["charging_periods"] = kept
 
 
 def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool) -> dict[str, Any]:
@@ -217,11 +279,11 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
             if s:
                 out[key] = s.upper() if key != "id" else s
     if present("start_date_time"):
-        out["start_date_time"] = read_datetime(get("start_date_time"), "start_date_time", ctx)[1]
+        out["start_date_time"] = read_datetime(get("start_date_time"), "start_date_time", ctx, event=True)[1]
     if get("end_date_time") is not None:
-        out["end_date_time"] = read_datetime(get("end_date_time"), "end_date_time", ctx)[1]
+        out["end_date_time"] = read_datetime(get("end_date_time"), "end_date_time", ctx, event=True)[1]
     if present("kwh"):
-        kwh = _quantity(raw, "kwh", "", ctx)
+        kwh = _quantity(raw, "kwh", "", ctx, MAX_KWH)
         if kwh is None:
             # A live progress figure, not the bill (the CDR is): 0 until the CPO tells us more.
             kwh = 0
@@ -247,11 +309,10 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
         out["currency"] = cur
     if get("charging_periods") is not None:
         out["charging_periods"] = _charging_periods(get("charging_periods"), "charging_periods", ctx)
-    if get("total_cost") is not None:
-        cost = read_price(get("total_cost"), "total_cost", ctx)
-        if cost is None:
-            raise Rejected("total_cost", f"total_cost {get('total_cost')!r} is not a Price", code="invalid_price")
+    cost = _amount(raw, "total_cost", ctx)
+    if cost is not None:
         out["total_cost"] = cost
+    _timed(out, ctx, cdr=False)
     if present("status"):
         status = read_enum(get("status"), enums.SESSION_STATUS, "status", ctx)
         if status is None:
@@ -329,7 +390,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     read_party(raw, out, "", ctx, cc, pid)
     _required_id(raw, "id", "", ctx, out, max_len=39)  # mod_cdrs: CiString(39), room for a credit suffix
     for key in ("start_date_time", "end_date_time"):
-        out[key] = read_datetime(get(key), key, ctx)[1]
+        out[key] = read_datetime(get(key), key, ctx, event=True)[1]
     sid = read_identifier(get("session_id"), "session_id", ctx)
     if sid:
         out["session_id"] = sid
@@ -366,22 +427,25 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         signed = _signed_data(get("signed_data"), "signed_data", ctx)
         if signed:
             out["signed_data"] = signed
-    cost = read_price(get("total_cost"), "total_cost", ctx)
+    if get("credit") is not None:
+        credit = read_boolean(get("credit"), "credit", ctx)
+        if credit is None:
+            raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
+        out["credit"] = credit
+    cost = _amount(raw, "total_cost", ctx, credit=bool(out.get("credit")))
     if cost is None:
-        raise Rejected("total_cost", f"total_cost {get('total_cost')!r} missing or not a Price", code="invalid_price")
+        raise Rejected("total_cost", "total_cost missing", code="invalid_price")
     out["total_cost"] = cost
-    for key in ("total_energy", "total_time"):
-        n = _quantity(raw, key, "", ctx)
+    for key, high in (("total_energy", MAX_KWH), ("total_time", MAX_HOURS)):
+        n = _quantity(raw, key, "", ctx, high)
         if n is None:
             raise Rejected(key, f"{key} missing", code="invalid_number")
         out[key] = n
     for key in _CDR_PRICES:
-        if get(key) is not None:
-            p = read_price(get(key), key, ctx)
-            if p is None:
-                raise Rejected(key, f"{key} {get(key)!r} is not a Price", code="invalid_price")
+        p = _amount(raw, key, ctx, credit=bool(out.get("credit")))
+        if p is not None:
             out[key] = p
-    parking = _quantity(raw, "total_parking_time", "", ctx)
+    parking = _quantity(raw, "total_parking_time", "", ctx, MAX_HOURS)
     if parking is not None:
         out["total_parking_time"] = parking
     remark = read_text(get("remark"), "remark", ctx, 255)
@@ -390,11 +454,6 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     inv = read_identifier(get("invoice_reference_id"), "invoice_reference_id", ctx, max_len=39)
     if inv:
         out["invoice_reference_id"] = inv
-    if get("credit") is not None:
-        credit = read_boolean(get("credit"), "credit", ctx)
-        if credit is None:
-            raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
-        out["credit"] = credit
     ref_id = read_identifier(get("credit_reference_id"), "credit_reference_id", ctx, max_len=39)
     if ref_id:
         out["credit_reference_id"] = ref_id
@@ -405,6 +464,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         hcc = read_boolean(get("home_charging_compensation"), "home_charging_compensation", ctx)
         if hcc is not None:
             out["home_charging_compensation"] = hcc
+    _timed(out, ctx, cdr=True)
     lu = read_last_updated(raw, "", ctx, None, partial=False)
     if lu is not None:
         out["last_updated"] = lu[1]

@@ -20,6 +20,7 @@ from ocpi.normalize.values import (
     read_price,
     read_text,
     snake_case,
+    within,
 )
 
 TARIFF_FIELDS = frozenset(
@@ -42,6 +43,13 @@ TARIFF_FIELDS = frozenset(
 )
 ELEMENT_FIELDS = frozenset({"price_components", "restrictions"})
 COMPONENT_FIELDS = frozenset({"type", "price", "vat", "step_size"})
+
+# Plausible prices (in the tariff's currency, excl. VAT): per kWh, hour or session, and a session's bounds.
+MAX_UNIT_PRICE = 10**6
+MAX_TOTAL_PRICE = 10**8
+# kWh, A, W, s: a restriction bound beyond this is no restriction a charger can meet (and int64-safe).
+MAX_RESTRICTION = 10**12
+MAX_STEP_SIZE = 10**6  # Wh or seconds: a MWh or 11 days per step
 RESTRICTION_FIELDS = frozenset(
     [
         "start_time",
@@ -73,12 +81,17 @@ def _component(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     amount = read_number(raw.get("price"), json_path(path, "price"), ctx)
     if amount is None:
         raise Rejected(json_path(path, "price"), f"price {raw.get('price')!r} is not a number", code="invalid_price")
+    if not within(amount, 0, MAX_UNIT_PRICE):
+        # A negative unit price would pay the driver to charge; an absurd one overflows every bill.
+        raise Rejected(json_path(path, "price"), f"price {amount!r} is negative or absurd", code="implausible_value")
     out: dict[str, Any] = {"type": dim, "price": amount}
     if raw.get("vat") is not None:
         vat = read_number(raw["vat"], json_path(path, "vat"), ctx)
         if vat is None:
             # An absent vat means "no VAT applicable", not "unknown": dropping it would change the price.
             raise Rejected(json_path(path, "vat"), f"vat {raw['vat']!r} is not a number", code="invalid_price")
+        if not within(vat, 0, 100):
+            raise Rejected(json_path(path, "vat"), f"vat {vat!r} is not a percentage", code="implausible_value")
         out["vat"] = vat
     spath = json_path(path, "step_size")
     step = read_integer(raw.get("step_size"), spath, ctx)
@@ -89,6 +102,8 @@ def _component(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
         ctx.fix(spath, "missing_step_size", "step_size missing; set to 1 ([bf] advises step_size 1)")
     elif step < 0:
         raise Rejected(spath, f"negative step_size {step}", code="invalid_step_size")
+    elif step > MAX_STEP_SIZE:
+        raise Rejected(spath, f"step_size {step} is beyond any billing unit", code="implausible_value")
     elif step == 0:
         # The spec's own tariff_5 example has FLAT step_size 0; billing per 0 units is meaningless, 1 is.
         step = 1
@@ -146,6 +161,8 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
                 raise Rejected(
                     json_path(path, key), f"{key} {fields[key]!r} is not a number", code="invalid_restriction"
                 )
+            if not within(n, 0, MAX_RESTRICTION):
+                raise Rejected(json_path(path, key), f"{key} {n!r} is negative or absurd", code="implausible_value")
             out[key] = n
     for key in ("min_duration", "max_duration"):
         if key in fields:
@@ -154,6 +171,8 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
                 raise Rejected(
                     json_path(path, key), f"{key} {fields[key]!r} is not seconds", code="invalid_restriction"
                 )
+            if not within(n, 0, MAX_RESTRICTION):
+                raise Rejected(json_path(path, key), f"{key} {n!r} is negative or absurd", code="implausible_value")
             out[key] = n
     if "day_of_week" in fields:
         days = fields["day_of_week"]
@@ -242,6 +261,13 @@ def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) 
             p = read_price(get(key), json_path(prefix, key), ctx)
             if p is None:
                 raise Rejected(json_path(prefix, key), f"{key} {get(key)!r} is not a Price", code="invalid_price")
+            for part, value in p.items():
+                if not within(value, 0, MAX_TOTAL_PRICE):
+                    raise Rejected(
+                        json_path(prefix, f"{key}.{part}"),
+                        f"{key} {value!r} is negative or absurd",
+                        code="implausible_value",
+                    )
             out[key] = p
     out["elements"] = _elements(get("elements"), json_path(prefix, "elements"), ctx)
     if get("energy_mix") is not None:

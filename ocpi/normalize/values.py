@@ -76,6 +76,12 @@ def canonical_fields(
 
 # --- strings, numbers, booleans -----------------------------------------------------------------------------
 
+# C0 and C1 control characters but tab, line feed and carriage return: never meaningful in OCPI text, and a
+# NUL cannot even be stored (PostgreSQL text and jsonb refuse it).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# types.asciidoc §16.1/16.3: CiString and string ids are printable ASCII.
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
 
 def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) -> str | None:
     """Free text (string): stripped; numbers accepted; over-long values truncated with an issue."""
@@ -89,6 +95,9 @@ def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) ->
     else:
         ctx.drop(path, "invalid_type", f"expected a string, got {type(value).__name__}")
         return None
+    if _CONTROL.search(s):
+        s = _CONTROL.sub("", s).strip()
+        ctx.fix(path, "control_characters", "control characters removed")
     if max_len is not None and len(s) > max_len:
         ctx.fix(path, "truncated", f"{len(s)} characters truncated to {max_len}")
         s = s[:max_len].rstrip()
@@ -113,6 +122,10 @@ def read_identifier(value: object, path: str, ctx: Ctx, max_len: int = 36) -> st
         return None
     if len(s) > max_len:
         ctx.drop(path, "id_too_long", f"identifier of {len(s)} characters (OCPI maximum {max_len})")
+        return None
+    if not _PRINTABLE_ASCII.fullmatch(s):
+        # A control character or non-ASCII letter in an id breaks URLs and headers we build from it.
+        ctx.drop(path, "invalid_identifier", f"identifier {s[:40]!r} has characters outside printable ASCII")
         return None
     return s or None
 
@@ -193,6 +206,11 @@ def read_number(value: object, path: str, ctx: Ctx) -> int | float | None:
         ctx.fix(path, "type_coerced", f"numeric string {value!r} read as number")
         return result
     return None
+
+
+def within(number: float | None, low: float, high: float) -> bool:
+    """Is a number read from a partner inside the range a field can plausibly hold (and our columns store)?"""
+    return number is not None and low <= number <= high
 
 
 def read_integer(value: object, path: str, ctx: Ctx) -> int | None:

@@ -4,6 +4,7 @@ commands to the `response_url` we gave it: /{command}/{uid}."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
@@ -32,10 +33,7 @@ class CommandResultView(OcpiView):
         row = Command.objects.filter(uid=_uuid_or_none(uid), type=command.upper(), partner=self.partner).first()
         if row is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
-        result_type = str(body.get("result") or "").strip().upper()
-        if result_type not in COMMAND_RESULT_TYPES:
-            raise OcpiError(transport.INVALID_PARAMETERS, f"unknown CommandResultType {result_type!r}")
-        commands.command_result_received(row, body)
+        commands.command_result_received(row, command_result(body))
         return ocpi_response()
 
 
@@ -44,3 +42,26 @@ def _uuid_or_none(value: str) -> str | None:
         return str(uuid.UUID(value))
     except ValueError:
         return None
+
+
+def command_result(body: dict[str, Any]) -> dict[str, Any]:
+    """mod_commands CommandResult {result, message?: DisplayText[]}: exactly that is kept, or 2001."""
+    result = body.get("result")
+    result_type = result.strip().upper() if isinstance(result, str) else ""
+    if result_type not in COMMAND_RESULT_TYPES:
+        raise OcpiError(transport.INVALID_PARAMETERS, f"result: unknown CommandResultType {str(result)[:40]!r}")
+    clean: dict[str, Any] = {"result": result_type}
+    messages = body.get("message")
+    if messages is not None:
+        if isinstance(messages, dict):
+            messages = [messages]
+        if not isinstance(messages, list):
+            raise OcpiError(transport.INVALID_PARAMETERS, "message: a list of DisplayText expected")
+        texts = []
+        for item in messages[:10]:
+            if isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"].strip():
+                language = item.get("language") if isinstance(item.get("language"), str) else ""
+                texts.append({"language": language.strip()[:2], "text": item["text"].strip()[:512]})
+        if texts:
+            clean["message"] = texts
+    return clean

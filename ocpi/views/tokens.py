@@ -3,6 +3,8 @@ authorization at POST {token_uid}/authorize[?type=...]."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
@@ -56,12 +58,10 @@ class TokenAuthorizeView(OcpiView):
         token_type = (request.query_params.get("type") or "").strip().upper() or None
         if token_type is not None and token_type not in TOKEN_TYPES:
             raise OcpiError(transport.INVALID_PARAMETERS, f"type must be one of {sorted(TOKEN_TYPES)}")
-        body = self.body()
-        if body is not None and not isinstance(body, dict):
-            raise OcpiError(transport.INVALID_PARAMETERS, "LocationReferences object expected")
+        references = location_references(self.body())
         try:
             result = tokens.token_authorize(
-                uid=token_uid, token_type=token_type, partner=self.partner, location_references=body or None
+                uid=token_uid, token_type=token_type, partner=self.partner, location_references=references
             )
         except tokens.UnknownToken as exc:
             # mod_tokens: unknown token → HTTP 404 with OCPI 2004 and no data (ocpi/ocpi#528).
@@ -74,3 +74,25 @@ class TokenAuthorizeView(OcpiView):
         if result.location is not None:
             data["location"] = result.location
         return ocpi_response(data)
+
+
+def location_references(body: Any) -> dict[str, Any] | None:
+    """mod_tokens LocationReferences {location_id CiString(36), evse_uids CiString(36)[]}: exactly that, or 2001."""
+    if body is None or body == {}:
+        return None
+    if not isinstance(body, dict):
+        raise OcpiError(transport.INVALID_PARAMETERS, "LocationReferences object expected")
+    location_id = body.get("location_id")
+    if not isinstance(location_id, str) or not 1 <= len(location_id.strip()) <= 36:
+        raise OcpiError(transport.INVALID_PARAMETERS, "location_id: a string of at most 36 characters is required")
+    evse_uids = body.get("evse_uids")
+    if evse_uids is None:
+        evse_uids = []
+    if not isinstance(evse_uids, list) or len(evse_uids) > 1000:
+        raise OcpiError(transport.INVALID_PARAMETERS, "evse_uids: a list of EVSE uids expected")
+    for i, uid in enumerate(evse_uids):
+        if not isinstance(uid, str) or not 1 <= len(uid.strip()) <= 36 or not transport.is_printable_text(uid):
+            raise OcpiError(transport.INVALID_PARAMETERS, f"evse_uids[{i}]: an EVSE uid of at most 36 characters")
+    if not transport.is_printable_text(location_id):
+        raise OcpiError(transport.INVALID_PARAMETERS, "location_id: printable characters only")
+    return {"location_id": location_id.strip(), "evse_uids": [uid.strip() for uid in evse_uids]}

@@ -373,7 +373,7 @@ def test_a_booked_charger_going_out_of_order_cancels_with_alternatives(
     with django_capture_on_commit_callbacks(execute=True):
         catalogue.evse_patch(
             catalogue.evse_ref("IN", "CPA", "NEAR", booking.evse.uid),
-            {"status": "OUTOFORDER", "last_updated": "2031-01-01T00:00:00Z"},
+            {"status": "OUTOFORDER", "last_updated": "2026-07-01T00:00:00Z"},
         )
     body = last(bap, "on_cancel")
     order = body["message"]["order"]

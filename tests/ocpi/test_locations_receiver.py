@@ -83,12 +83,12 @@ def test_patch_of_evse_status_updates_it_and_the_locations_last_updated(
 ) -> None:
     put_location(bec, location)
     uid = location["evses"][0]["uid"]
-    patch = {"status": "CHARGING", "last_updated": "2030-01-01T10:00:00Z"}
+    patch = {"status": "CHARGING", "last_updated": "2026-06-01T10:00:00Z"}
     response = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", patch)
     assert response.json()["status_code"] == 1000
     evse = Evse.objects.get(uid=uid)
     assert evse.status == "CHARGING"
-    assert evse.location.last_updated.isoformat().startswith("2030-01-01T10:00:00")
+    assert evse.location.last_updated.isoformat().startswith("2026-06-01T10:00:00")
 
 
 def test_patch_without_last_updated_is_2001_and_changes_nothing(bec: OcpiTestClient, location: dict[str, Any]) -> None:
@@ -103,13 +103,13 @@ def test_patch_without_last_updated_is_2001_and_changes_nothing(bec: OcpiTestCli
 def test_an_update_older_than_what_we_hold_is_ignored(bec: OcpiTestClient, location: dict[str, Any]) -> None:
     put_location(bec, location)
     uid = location["evses"][0]["uid"]
-    bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "CHARGING", "last_updated": "2030-01-01T10:00:00Z"})
-    response = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "AVAILABLE", "last_updated": "2029-12-31T10:00:00Z"})
+    bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "CHARGING", "last_updated": "2026-06-01T10:00:00Z"})
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "AVAILABLE", "last_updated": "2026-05-31T10:00:00Z"})
     assert response.json()["status_code"] == 1000
     assert Evse.objects.get(uid=uid).status == "CHARGING"
     older = copy.deepcopy(location)
     older["name"] = "Old name"
-    older["last_updated"] = "2000-01-01T00:00:00Z"
+    older["last_updated"] = "2011-01-01T00:00:00Z"
     put_location(bec, older)
     assert Location.objects.get().name == location["name"]
 
@@ -120,12 +120,12 @@ def test_put_of_an_evse_adds_it_and_bumps_the_location(
     put_location(bec, location)
     evse = spec_example("location_put_example_add_evse.json")
     evse["uid"] = "3258"  # the example's own uid already exists in location_example.json
-    evse["last_updated"] = "2031-01-01T00:00:00Z"
+    evse["last_updated"] = "2026-07-01T00:00:00Z"
     response = bec.put(f"{BASE}/BE/BEC/LOC1/{evse['uid']}", evse)
     assert (response.status_code, response.json()["status_code"]) == (201, 1000)
     stored = Location.objects.get()
     assert stored.evses.count() == len(location["evses"]) + 1
-    assert stored.last_updated.year == 2031
+    assert stored.last_updated.year == 2026 and stored.last_updated.month == 7
 
 
 def test_patch_of_a_connector_updates_tariffs_and_both_parents(
@@ -134,13 +134,13 @@ def test_patch_of_a_connector_updates_tariffs_and_both_parents(
     put_location(bec, location)
     evse = location["evses"][0]
     connector_id = evse["connectors"][0]["id"]
-    patch = {**spec_example("location_patch_example_tariff.json"), "last_updated": "2032-02-02T00:00:00Z"}
+    patch = {**spec_example("location_patch_example_tariff.json"), "last_updated": "2026-08-02T00:00:00Z"}
     response = bec.patch(f"{BASE}/BE/BEC/LOC1/{evse['uid']}/{connector_id}", patch)
     assert response.json()["status_code"] == 1000
     connector = Connector.objects.get(evse__uid=evse["uid"], connector_id=connector_id)
     assert connector.tariff_ids == ["15"]
-    assert connector.evse.last_updated.year == 2032
-    assert connector.evse.location.last_updated.year == 2032
+    assert connector.evse.last_updated.month == 8
+    assert connector.evse.location.last_updated.month == 8
 
 
 def test_removed_status_hides_the_evse(
@@ -150,7 +150,7 @@ def test_removed_status_hides_the_evse(
     uid = location["evses"][0]["uid"]
     patch = {
         **spec_example("location_patch_example_remove_evse.json"),
-        "last_updated": "2030-01-01T00:00:00Z",
+        "last_updated": "2026-06-01T00:00:00Z",
     }
     bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", patch)
     assert not Evse.objects.visible().filter(uid=uid).exists()
@@ -163,7 +163,7 @@ def test_ids_are_case_insensitive_and_stored_as_received(bec: OcpiTestClient, lo
     uid = location["evses"][0]["uid"]
     response = bec.patch(
         f"{BASE}/be/bec/LOC-MIXED-CASE/{uid.lower()}",
-        {"status": "BLOCKED", "last_updated": "2030-01-01T00:00:00Z"},
+        {"status": "BLOCKED", "last_updated": "2026-06-01T00:00:00Z"},
     )
     assert response.json()["status_code"] == 1000
     stored = Location.objects.get()
@@ -194,7 +194,7 @@ def test_a_partner_cannot_read_another_partys_location(
     assert intruder.get(f"{BASE}/BE/BEC/LOC1").status_code == 404
     uid = location["evses"][0]["uid"]
     patch = intruder.patch(
-        f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": "2030-01-01T00:00:00Z"}
+        f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": "2026-06-01T00:00:00Z"}
     )
     assert patch.status_code == 404
     assert Evse.objects.get(uid=uid).status != "OUTOFORDER"
@@ -215,7 +215,7 @@ def test_a_body_that_is_not_an_object_is_2001(bec: OcpiTestClient) -> None:
 
 def test_patch_of_an_unknown_evse_is_404(bec: OcpiTestClient, location: dict[str, Any]) -> None:
     put_location(bec, location)
-    response = bec.patch(f"{BASE}/BE/BEC/LOC1/NOPE", {"status": "AVAILABLE", "last_updated": "2030-01-01T00:00:00Z"})
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1/NOPE", {"status": "AVAILABLE", "last_updated": "2026-06-01T00:00:00Z"})
     assert response.status_code == 404
 
 

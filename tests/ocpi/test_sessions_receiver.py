@@ -52,7 +52,7 @@ def test_patch_appends_charging_periods(
     bec.put(f"{BASE}/BE/BEC/{session['id']}", session)
     patch = {
         **spec_example("session_patch_example_charging_period.json"),
-        "last_updated": "2030-01-01T00:00:00Z",
+        "last_updated": "2026-06-01T00:00:00Z",
     }
     response = bec.patch(f"{BASE}/BE/BEC/{session['id']}", patch)
     assert response.json()["status_code"] == 1000
@@ -64,13 +64,13 @@ def test_patch_appends_charging_periods(
 
 def test_put_replaces_the_whole_session_including_periods(bec: OcpiTestClient, session: dict[str, Any]) -> None:
     bec.put(f"{BASE}/BE/BEC/{session['id']}", session)
-    replaced = {**session, "charging_periods": [], "last_updated": "2030-01-01T00:00:00Z"}
+    replaced = {**session, "charging_periods": [], "last_updated": "2026-06-01T00:00:00Z"}
     bec.put(f"{BASE}/BE/BEC/{session['id']}", replaced)
     assert ChargingSession.objects.get().data["charging_periods"] == []
 
 
 def test_patch_of_an_unknown_session_is_404(bec: OcpiTestClient) -> None:
-    response = bec.patch(f"{BASE}/BE/BEC/NOPE", {"kwh": 1, "last_updated": "2030-01-01T00:00:00Z"})
+    response = bec.patch(f"{BASE}/BE/BEC/NOPE", {"kwh": 1, "last_updated": "2026-06-01T00:00:00Z"})
     assert response.status_code == 404
 
 
