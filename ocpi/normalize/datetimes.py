@@ -41,8 +41,10 @@ def _utcnow() -> datetime:
 
 def implausible(moment: datetime, *, event: bool) -> str | None:
     """Why a date-time can't be true (None when it can). `event`: something that has already happened."""
-    if moment >= LATEST or moment < (EARLIEST_EVENT if event else EARLIEST):
-        return f"{format_datetime(moment)} is outside {(EARLIEST_EVENT if event else EARLIEST).year}–2099"
+    if moment >= LATEST:
+        return f"{format_datetime(moment)} is in the future, past 2099"
+    if moment < (EARLIEST_EVENT if event else EARLIEST):
+        return f"{format_datetime(moment)} is before {(EARLIEST_EVENT if event else EARLIEST).year}"
     if event and moment > _utcnow() + future_skew:
         return f"{format_datetime(moment)} is in the future"
     return None
