@@ -24,7 +24,7 @@ VICTIM = ("BE", "BEC")
 LOC = "/ocpi/emsp/2.2.1/locations/BE/BEC"
 
 
-def credentials(*parties: tuple[str, str], token: str = "attacker-token-b") -> dict[str, Any]:
+def credentials(*parties: tuple[str, str], token: str = "attacker-token-b") -> dict[str, Any]:  # noqa: S107
     return {
         "token": token,
         "url": f"{CPO}/versions",
@@ -101,28 +101,29 @@ def test_for_every_module_and_verb_the_attacker_gets_nothing_of_the_victims(
 ) -> None:
     client = connected_attacker
     before = snapshot()
-    location = ocpi_location(*VICTIM, "LOC1", last_updated="2099-01-01T00:00:00Z")
+    location = ocpi_location(*VICTIM, "LOC1", last_updated="2026-06-01T00:00:00Z")
     evse = location["evses"][0]  # type: ignore[index]
     connector = evse["connectors"][0]
-    session = {**spec_example("session_example_2_short_finished.json"), "last_updated": "2099-01-01T00:00:00Z"}
+    session = {**spec_example("session_example_2_short_finished.json"), "last_updated": "2026-06-01T00:00:00Z"}
     tariff = {**spec_example("tariff_1_simple_2hour.json"), "country_code": "BE", "party_id": "BEC", "id": "T1"}
     cdr = {**spec_example("cdr_example.json"), "id": "STOLEN-1"}
-    patch = {"status": "OUTOFORDER", "last_updated": "2099-01-01T00:00:00Z"}
+    stamp = {"last_updated": "2026-06-01T00:00:00Z"}
+    patch = {"status": "OUTOFORDER", **stamp}
     calls = [
         ("get", f"{LOC}/LOC1", None),
         ("put", f"{LOC}/LOC1", location),
-        ("patch", f"{LOC}/LOC1", {"name": "mine", "last_updated": "2099-01-01T00:00:00Z"}),
+        ("patch", f"{LOC}/LOC1", {"name": "mine", "last_updated": "2026-06-01T00:00:00Z"}),
         ("get", f"{LOC}/LOC1/{evse['uid']}", None),
         ("put", f"{LOC}/LOC1/{evse['uid']}", evse),
         ("patch", f"{LOC}/LOC1/{evse['uid']}", patch),
         ("get", f"{LOC}/LOC1/{evse['uid']}/1", None),
         ("put", f"{LOC}/LOC1/{evse['uid']}/1", connector),
-        ("patch", f"{LOC}/LOC1/{evse['uid']}/1", {"max_voltage": 1, "last_updated": "2099-01-01T00:00:00Z"}),
+        ("patch", f"{LOC}/LOC1/{evse['uid']}/1", {"max_voltage": 1, "last_updated": "2026-06-01T00:00:00Z"}),
         ("get", f"/ocpi/emsp/2.2.1/sessions/BE/BEC/{session['id']}", None),
         ("put", f"/ocpi/emsp/2.2.1/sessions/BE/BEC/{session['id']}", session),
-        ("patch", f"/ocpi/emsp/2.2.1/sessions/BE/BEC/{session['id']}", {"kwh": 1, "last_updated": "2099-01-01T00:00:00Z"}),
+        ("patch", f"/ocpi/emsp/2.2.1/sessions/BE/BEC/{session['id']}", {"kwh": 1, **stamp}),
         ("get", "/ocpi/emsp/2.2.1/tariffs/BE/BEC/T1", None),
-        ("put", "/ocpi/emsp/2.2.1/tariffs/BE/BEC/T1", {**tariff, "last_updated": "2099-01-01T00:00:00Z"}),
+        ("put", "/ocpi/emsp/2.2.1/tariffs/BE/BEC/T1", {**tariff, "last_updated": "2026-06-01T00:00:00Z"}),
         ("delete", "/ocpi/emsp/2.2.1/tariffs/BE/BEC/T1", None),
         ("get", "/ocpi/emsp/2.2.1/cdrs/BE/BEC/12345", None),
         ("post", "/ocpi/emsp/2.2.1/cdrs", cdr),
