@@ -33,6 +33,7 @@ class VerifiedSender:
     subscriber_id: str
     unique_key_id: str
     gateway_id: str | None  # the BG that forwarded the request, when it carried X-Gateway-Authorization
+    subscriber_url: str = ""  # the sender's registered URL: where its callbacks go
 
 
 class BecknAuthError(Exception):
@@ -45,6 +46,9 @@ class BecknAuthError(Exception):
         self.header_value = header_value
         self.signature_header = signature_header  # which of our request headers failed
         self.detail = detail
+        # Every challenge due: a forwarded request whose gateway signature also failed gets Proxy-Authenticate
+        # next to WWW-Authenticate.
+        self.challenges: dict[str, str] = {header_name: header_value}
 
 
 def challenge() -> str:
@@ -62,22 +66,37 @@ def verify_beckn_request(
     context carries no bap_id (the caller decides whether that is acceptable)."""
     now = int(time.time()) if now is None else now
     skew = settings.BECKN_SIGNATURE_SKEW_SECONDS
-    sender = _verify_one(body, _header(headers, AUTHORIZATION), now=now, skew=skew, bap_id=bap_id)
-    gateway_id = None
     gateway_value = _header(headers, GATEWAY_AUTHORIZATION)
+    try:
+        sender, key = _verify_one(body, _header(headers, AUTHORIZATION), now=now, skew=skew, bap_id=bap_id)
+    except BecknAuthError as exc:
+        if gateway_value is not None:
+            try:
+                _verify_one(body, gateway_value, now=now, skew=skew, gateway=True)
+            except BecknAuthError as gateway_exc:
+                exc.challenges.update(gateway_exc.challenges)
+        raise
+    gateway_id = None
     if gateway_value is not None:
-        gateway_id = _verify_one(body, gateway_value, now=now, skew=skew, gateway=True).subscriber_id
-    return VerifiedSender(sender.subscriber_id, sender.unique_key_id, gateway_id)
+        gateway_id = _verify_one(body, gateway_value, now=now, skew=skew, gateway=True)[0].subscriber_id
+    return VerifiedSender(sender.subscriber_id, sender.unique_key_id, gateway_id, key.subscriber_url)
 
 
 def _verify_one(
     body: bytes, value: str | None, *, now: int, skew: int, bap_id: str | None = None, gateway: bool = False
-) -> SignatureHeader:
+) -> tuple[SignatureHeader, registry.SubscriberKey]:
     try:
         header = parse_signature_header(value)
         # Cheap checks before any registry call: a stale, mislabelled or misattributed header costs no lookup.
         check_algorithm(header)
         check_window(header, now=now, skew=skew)
+        # A signature valid for years is a replayable credential: the window must be short (ONDC: minutes).
+        if header.expires - header.created > settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS:
+            raise SignatureError(
+                "validity_too_long",
+                f"expires - created is {header.expires - header.created} s, over "
+                f"{settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS} s",
+            )
         if bap_id is not None and header.subscriber_id != bap_id:
             raise SignatureError("subscriber_mismatch", f"keyId subscriber {header.subscriber_id} is not {bap_id}")
         found = registry.lookup(header.subscriber_id, header.unique_key_id)
@@ -94,10 +113,11 @@ def _verify_one(
             fresh = registry.lookup(header.subscriber_id, header.unique_key_id, refresh=True)
             if fresh is None or fresh.signing_public_key == key.signing_public_key:
                 raise
-            verify_signature(body, header, _checked(fresh, header, gateway).signing_public_key, now=now, skew=skew)
+            key = _checked(fresh, header, gateway)
+            verify_signature(body, header, key.signing_public_key, now=now, skew=skew)
     except SignatureError as exc:
         raise _error(exc.reason, gateway, str(exc)) from exc
-    return header
+    return header, key
 
 
 def _checked(key: registry.SubscriberKey | None, header: SignatureHeader, gateway: bool) -> registry.SubscriberKey:

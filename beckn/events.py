@@ -11,7 +11,7 @@ from typing import Any
 from beckn import callbacks
 from beckn.catalogue import SearchFilters, item_id, provider_id, search
 from beckn.models import BecknTransaction
-from beckn.rendering import order_block
+from beckn.rendering import charger_answer, order_block
 from emsp import events
 from emsp.models import Booking, Command
 
@@ -49,8 +49,7 @@ def command_finished(event: events.CommandFinished) -> None:
     elif command.status == Command.Status.FAILED:
         error = {
             "code": "40006",
-            "message": "The charger refused to start: "
-            f"{command.result_type or command.response_result or command.error}",
+            "message": f"Charging could not start: {charger_answer(command)}",
         }
     else:
         return

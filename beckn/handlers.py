@@ -35,6 +35,7 @@ from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransa
 from beckn.parsing import ACK, Envelope, order_id, parse_envelope, search_filters, selected_item, update_request
 from beckn.rendering import (
     cancellation_terms,
+    charger_answer,
     fulfillment_block,
     item_block,
     order_block,
@@ -58,14 +59,16 @@ log = logging.getLogger(__name__)
 DEFAULT_QUOTE_KWH = Decimal("10")
 
 
-def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransaction:
+def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str = "") -> BecknTransaction:
+    """The BAP's journey; its callbacks go to the BAP's registered URL (checked at the ACK: `callback_url`)."""
     context = envelope.context
+    bap_uri = callback_url or context["bap_uri"]
     txn, created = BecknTransaction.objects.get_or_create(
         bap_id=envelope.bap_id,
         transaction_id=envelope.transaction_id,
         defaults={
-            "bap_uri": context["bap_uri"],
-            "callback_uri": context["bap_uri"],
+            "bap_uri": bap_uri,
+            "callback_uri": bap_uri,
             "domain": context["domain"],
             "context_location": context.get("location") or {},
         },
@@ -76,17 +79,18 @@ def transaction_for(envelope: Envelope, via_gateway: str = "") -> BecknTransacti
         if gateway is not None:
             txn.callback_uri = gateway.subscriber_url  # for this answer only; later actions go to the BAP
             return txn
-    elif not created and txn.bap_uri != context["bap_uri"]:
-        BecknTransaction.objects.filter(pk=txn.pk).update(bap_uri=context["bap_uri"], callback_uri=context["bap_uri"])
+    elif not created and txn.bap_uri != bap_uri:
+        BecknTransaction.objects.filter(pk=txn.pk).update(bap_uri=bap_uri, callback_uri=bap_uri)
         txn.refresh_from_db()
     return txn
 
 
-def handle(action_name: str, body: str, via_gateway: str = "") -> None:
+def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str = "") -> None:
     """Record an ACKed request and answer it, all in one transaction: a worker killed half-way leaves
     nothing behind and the redelivered task starts afresh; a duplicate delivery (or a repeat the ACK path
     let through) meets the unique (bap_id, action, message_id) row and changes nothing."""
-    envelope = parse_envelope(body.encode(), action_name)
+    # Checked at the ACK; its timestamp may have aged in the queue since (a worker restarting, a backlog).
+    envelope = parse_envelope(body.encode(), action_name, check_timestamp=False)
     action = f"on_{action_name}"
     context = callbacks.callback_context(envelope.context, action)
     try:
@@ -101,7 +105,7 @@ def handle(action_name: str, body: str, via_gateway: str = "") -> None:
                 status=BecknMessage.Status.PROCESSED,
                 processed_at=timezone.now(),
             )
-            txn = transaction_for(envelope, via_gateway)
+            txn = transaction_for(envelope, via_gateway, callback_url)
             if txn.pk:
                 BecknMessage.objects.filter(pk=request.pk).update(transaction=txn)
             target = txn if txn.pk else None
@@ -144,6 +148,7 @@ def handle(action_name: str, body: str, via_gateway: str = "") -> None:
                 context=context,
                 error={"code": "40000", "message": "The request could not be processed; please retry."},
                 request=request,
+                url=callback_url or None,
             )
 
 
@@ -325,7 +330,7 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(
             "40006",
             "message.order.fulfillments[0].state",
-            f"the charger refused: {command.error or command.response_result}",
+            charger_answer(command),
         )
     return {"order": order_block(booking, txn)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from beckn.errors import (
     ORDER_NOT_FOUND,
     BecknRequestError,
 )
+from emsp.datetimes import DateTimeError, parse_utc
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
@@ -35,6 +36,7 @@ ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "
 _GPS = re.compile(r"^\s*([-+]?\d{1,2}(?:\.\d+)?)\s*,\s*([-+]?\d{1,3}(?:\.\d+)?)\s*$")
 _DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 MAX_ID_LENGTH = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -68,6 +70,8 @@ def _string(context: dict[str, Any], key: str, *, required: bool = True) -> str 
         return None
     _need(isinstance(value, str) and value.strip() != "", f"context.{key}", f"context.{key} must be a non-empty string")
     _need(len(value) <= MAX_ID_LENGTH, f"context.{key}", f"context.{key} is too long")
+    # Ids go into keys, URLs, headers and logs: a control character (a NUL, a newline) has no place there.
+    _need(not _CONTROL.search(value), f"context.{key}", f"context.{key} contains control characters")
     return value
 
 
@@ -79,7 +83,7 @@ def parse_duration(value: str) -> timedelta | None:
     return timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0))
 
 
-def parse_envelope(raw: bytes, action: str, *, parsed: Any = None) -> Envelope:
+def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timestamp: bool = True) -> Envelope:
     """JSON, `{context, message}`, and the context fields we rely on (core 1.1.0 makes them all optional;
     a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too).
     `parsed` is `raw` already parsed (the ACK path parses once, before verifying); None parses `raw`."""
@@ -113,7 +117,9 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None) -> Envelope:
     _need(parts.scheme in ("http", "https") and bool(parts.netloc), "context.bap_uri", "bap_uri must be an http(s) URL")
     _string(context, "transaction_id")
     _string(context, "message_id")
-    _string(context, "timestamp", required=False)
+    timestamp = _string(context, "timestamp", required=False)
+    if timestamp is not None and check_timestamp:
+        _check_timestamp(timestamp)
     bpp_id = _string(context, "bpp_id", required=False)
     if bpp_id is not None:
         _need(bpp_id == settings.BECKN_SUBSCRIBER_ID, "context.bpp_id", f"this BPP is {settings.BECKN_SUBSCRIBER_ID!r}")
@@ -123,6 +129,22 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None) -> Envelope:
             isinstance(ttl, str) and parse_duration(ttl) is not None, "context.ttl", "ttl must be an ISO 8601 duration"
         )
     return Envelope(action=action, context=context, message=message)
+
+
+def _check_timestamp(text: str) -> None:
+    """context.timestamp (RFC 3339) within the window a signature may be good for: a request from the far past
+    or the future is a replay or a broken clock, not a request (BECKN-006 §"created/expires")."""
+    try:
+        moment = parse_utc(text)
+    except DateTimeError:
+        raise BecknRequestError(
+            INVALID_REQUEST, "context.timestamp", "timestamp is not an RFC 3339 date-time"
+        ) from None
+    now = datetime.now(UTC)
+    if moment > now + timedelta(seconds=settings.BECKN_SIGNATURE_SKEW_SECONDS):
+        raise BecknRequestError(INVALID_REQUEST, "context.timestamp", "timestamp is in the future")
+    if moment < now - timedelta(seconds=settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS):
+        raise BecknRequestError(INVALID_REQUEST, "context.timestamp", "timestamp is too old: send a new request")
 
 
 # --- search -----------------------------------------------------------------------------------------

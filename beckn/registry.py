@@ -36,6 +36,7 @@ class SubscriberKey:
     signing_public_key: str
     type: str  # BAP | BPP | BG, "" when the registry did not say
     trusted: bool
+    subscriber_url: str = ""  # where its callbacks go (its registered URL), "" when none is registered
 
 
 # Trusted rows per subscriber, per process, for a few seconds: the lookup runs on every signed request (the
@@ -106,7 +107,14 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
         if len(usable) != 1:  # none usable, or several keys for a keyId without unique_key_id
             return None
         row = usable[0]
-        return SubscriberKey(row.subscriber_id, row.unique_key_id, row.signing_public_key, row.type, trusted=True)
+        return SubscriberKey(
+            row.subscriber_id,
+            row.unique_key_id,
+            row.signing_public_key,
+            row.type,
+            trusted=True,
+            subscriber_url=row.subscriber_url,
+        )
 
     registry_url = settings.BECKN_REGISTRY_URL.rstrip("/")
     if not registry_url:
@@ -133,6 +141,7 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
         signing_public_key=usable["signing_public_key"],
         type=usable["type"],
         trusted=False,
+        subscriber_url=usable["subscriber_url"],
     )
     seconds = CACHE_SECONDS
     if usable["valid_until"] is not None:

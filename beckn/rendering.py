@@ -16,7 +16,7 @@ from billing.models import DriverReceipt, Quote
 from billing.money import round_money
 from billing.services.driver_pricing import session_estimate
 from emsp.datetimes import format_datetime
-from emsp.models import Booking, ChargingSession
+from emsp.models import Booking, ChargingSession, Command
 from emsp.services import bookings, catalogue
 
 STATE_CODES = {
@@ -273,3 +273,24 @@ def _last_power(session: ChargingSession) -> Decimal | None:
             if dimension.get("type") in ("POWER", "MAX_POWER"):
                 return Decimal(str(dimension.get("volume")))
     return None
+
+
+# What a BAP may read about a refused or failed command: the CPO's answer in words, never our internal URLs,
+# HTTP statuses or exception texts (those stay in the command's record for staff).
+_CHARGER_ANSWERS = {
+    "REJECTED": "the charger refused",
+    "NOT_SUPPORTED": "the charger cannot be started or stopped remotely",
+    "UNKNOWN_SESSION": "the charger does not know this charging session",
+    "UNKNOWN_RESERVATION": "the charger does not know this reservation",
+    "FAILED": "the charger could not do it",
+    "EVSE_OCCUPIED": "the charger is in use",
+    "EVSE_INOPERATIVE": "the charger is out of order",
+    "TIMEOUT": "the charger did not answer in time",
+    "CANCELED_RESERVATION": "the operator cancelled the reservation",
+}
+
+
+def charger_answer(command: Command) -> str:
+    """A refused or failed command in words a driver's app can show."""
+    word = command.result_type or command.response_result
+    return _CHARGER_ANSWERS.get(word, "the charger's operator could not be reached; please try again shortly")

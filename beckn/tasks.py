@@ -8,5 +8,5 @@ from beckn import handlers
 
 
 @shared_task(acks_late=True)
-def handle_request(action: str, body: str, via_gateway: str = "") -> None:
-    handlers.handle(action, body, via_gateway)
+def handle_request(action: str, body: str, via_gateway: str = "", callback_url: str = "") -> None:
+    handlers.handle(action, body, via_gateway, callback_url)

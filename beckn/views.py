@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
@@ -19,7 +20,7 @@ from rest_framework.views import APIView
 
 from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
-from beckn.errors import BecknRequestError
+from beckn.errors import INVALID_REQUEST, BecknRequestError
 from beckn.parsing import ACK, ACTIONS, parse_envelope
 from beckn.rendering import STATE_CODES, charging_details
 from emsp.models import Booking
@@ -144,9 +145,10 @@ class BecknActionView(APIView):
         except BecknAuthError as exc:
             log.info("beckn %s from %s refused: %s", action, bap_id, exc)
             error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
-            return nack(error, 401, {exc.header_name: exc.header_value})
+            return nack(error, 401, exc.challenges)
         try:
             envelope = parse_envelope(raw, action, parsed=body)
+            callback_url = registered_callback_url(envelope.context["bap_uri"], sender.subscriber_url)
         except BecknRequestError as exc:
             return nack(exc.as_error(), 400)
         # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The
@@ -155,12 +157,33 @@ class BecknActionView(APIView):
         if not first_sighting(dedupe_key):
             return _ack()  # same answer, nothing else
         try:
-            tasks.handle_request.delay(action, raw.decode("utf-8", "replace"), sender.gateway_id or "")
+            tasks.handle_request.delay(action, raw.decode("utf-8", "replace"), sender.gateway_id or "", callback_url)
         except Exception:  # the queue is down: no ACK, so the BAP retries, and this message id stays fresh
             forget_sighting(dedupe_key)
             log.exception("could not queue beckn %s %s", action, envelope.message_id)
             return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)
         return _ack()
+
+
+def _same_url(a: str, b: str) -> bool:
+    left, right = urlsplit(a.strip()), urlsplit(b.strip())
+    return (left.scheme.lower(), left.netloc.lower(), left.path.rstrip("/")) == (
+        right.scheme.lower(),
+        right.netloc.lower(),
+        right.path.rstrip("/"),
+    )
+
+
+def registered_callback_url(bap_uri: str, registered: str) -> str:
+    """Where the answers go: the sender's registered URL, never merely what its context says (else anyone
+    who can sign could direct our callbacks, and the data in them, anywhere). context.bap_uri must be it."""
+    if not registered:
+        raise BecknRequestError(
+            INVALID_REQUEST, "context.bap_uri", "this subscriber has no registered URL to send callbacks to"
+        )
+    if not _same_url(bap_uri, registered):
+        raise BecknRequestError(INVALID_REQUEST, "context.bap_uri", "bap_uri is not the subscriber's registered URL")
+    return registered
 
 
 def track_page(request: Any, order_id: str) -> HttpResponse:

@@ -81,12 +81,12 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.wait(timeout=20)
 
 
-def trusted_bap(bap_id: str = "bap.bench") -> tuple[str, object]:
+def trusted_bap(bap_uri: str, bap_id: str = "bap.bench") -> tuple[str, object]:
     from beckn import registry
     from beckn.signing import generate_keypair, load_private_key
 
     private, public = generate_keypair()
-    registry.trust(bap_id, "k1", public)
+    registry.trust(bap_id, "k1", public, subscriber_url=bap_uri)  # callbacks go only to a registered URL
     return bap_id, load_private_key(private)
 
 
@@ -99,19 +99,19 @@ def signed_search(bap_id: str, key: object, bap_uri: str, gps: str, created: int
             "context": {
                 "domain": "ev-charging:beckn", "action": "search", "version": "1.1.0", "bap_id": bap_id,
                 "bap_uri": bap_uri, "transaction_id": str(uuid.uuid4()), "message_id": message_id,
-                "timestamp": "2026-11-25T10:00:00Z",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
             },
             "message": {"intent": {"fulfillment": {"stops": [{"location": {"circle": {"gps": gps, "radius": {"value": "5", "unit": "km"}}}}]}}},
         }
     )  # fmt: skip
     header = sign_request(
-        body, subscriber_id=bap_id, unique_key_id="k1", private_key=key, created=created, expires=created + 900
+        body, subscriber_id=bap_id, unique_key_id="k1", private_key=key, created=created, expires=created + 1800
     )
     return body, header, message_id
 
 
 def part_ack(duration: int, workers: int) -> None:
-    bap_id, key = trusted_bap()
+    bap_id, key = trusted_bap("http://127.0.0.1:9/bap")
     port = free_port()
     now = int(time.time())
     requests_ = [signed_search(bap_id, key, "http://127.0.0.1:9/bap", "12.97,77.59", now) for _ in range(20_000)]
@@ -220,8 +220,8 @@ def build_catalogue(evse_count: int) -> None:
 def part_search(duration: int, workers: int) -> None:
     setup(fresh=True)
     build_catalogue(100_000)
-    bap_id, key = trusted_bap()
     receiver = Receiver()
+    bap_id, key = trusted_bap(receiver.url)
     port = free_port()
     procs = start(port, workers, celery=True)
     base = f"http://127.0.0.1:{port}"

@@ -61,7 +61,7 @@ def main() -> None:
         client = BapClient(
             bpp_url=f"{platform.base}/beckn", subscriber_id="bap.bench.journey", bpp_public_key_b64=our_public_key_b64()
         )
-        registry.trust(client.subscriber_id, client.unique_key_id, client.public_key_b64)
+        registry.trust(client.subscriber_id, client.unique_key_id, client.public_key_b64, subscriber_url=client.bap_uri)
         for n in range(args.journeys):
             client.transaction_id = f"bench-journey-{n}-{time.time_ns()}"
 

@@ -206,6 +206,9 @@ OCPI_PAGE_LIMIT = env.int("OCPI_PAGE_LIMIT", default=100)  # X-Limit of every li
 OCPI_DEFAULT_SYNC_INTERVAL_MINUTES = env.int("OCPI_DEFAULT_SYNC_INTERVAL_MINUTES", default=60)
 OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS = env.int("OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS", default=30)
 OCPI_LOG_BODIES = env.bool("OCPI_LOG_BODIES", default=True)
+# How far a partner's clock may run ahead of ours: a last_updated (or a session start) later than now plus this
+# is refused — it would freeze the object against every later, correct update.
+OCPI_MAX_CLOCK_SKEW_SECONDS = env.int("OCPI_MAX_CLOCK_SKEW_SECONDS", default=300)
 
 # --- Beckn -------------------------------------------------------------------------------------
 BECKN_SUBSCRIBER_ID = env.str("BECKN_SUBSCRIBER_ID", default="emsp.localhost")
@@ -214,6 +217,9 @@ BECKN_UNIQUE_KEY_ID = env.str("BECKN_UNIQUE_KEY_ID", default="k1")
 BECKN_SIGNING_PRIVATE_KEY = env.str("BECKN_SIGNING_PRIVATE_KEY", default="")
 BECKN_REGISTRY_URL = env.str("BECKN_REGISTRY_URL", default="")
 BECKN_SIGNATURE_SKEW_SECONDS = env.int("BECKN_SIGNATURE_SKEW_SECONDS", default=5)
+# The longest a request signature (expires - created) and a request's context.timestamp may stay good: longer
+# windows are replayable credentials. BECKN-006's own example signs for an hour; beckn-onix for 5 minutes.
+BECKN_SIGNATURE_MAX_VALIDITY_SECONDS = env.int("BECKN_SIGNATURE_MAX_VALIDITY_SECONDS", default=3600)
 # The RFC's domain and the EV-charging domains of the UEI, DEG v1 and missions examples.
 BECKN_DOMAINS = env.list(
     "BECKN_DOMAINS",

@@ -8,7 +8,12 @@ class OcpiConfig(AppConfig):
     name = "ocpi"
 
     def ready(self) -> None:
+        from datetime import timedelta
+
+        from django.conf import settings
+
         from emsp import outbox, ports
+        from ocpi.normalize import datetimes
         from emsp.models import Delivery
         from ocpi import push
         from ocpi.gateway import OcpiGateway
@@ -16,3 +21,5 @@ class OcpiConfig(AppConfig):
         # The domain reaches CPOs through this port, and its outbox sends our pushes with this sender.
         ports.register_cpo_gateway(OcpiGateway())
         outbox.register_sender(Delivery.Channel.OCPI_PUSH, push.send_push)
+        # The normaliser is pure: the clock skew it allows partners comes from the settings once, here.
+        datetimes.future_skew = timedelta(seconds=settings.OCPI_MAX_CLOCK_SKEW_SECONDS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from django.test import Client
 
 from beckn.models import BecknSubscriber
 from beckn.signing import generate_keypair, load_private_key, sign_request
+from emsp.datetimes import format_datetime
 from tests.fakes import FakePeer
 
 BAP_ID = "bap.test.example"
@@ -50,7 +52,7 @@ class FakeBap:
             "bap_uri": BAP_URI,
             "transaction_id": self.transaction_id,
             "message_id": str(uuid.uuid4()),
-            "timestamp": "2026-11-25T10:00:00.000Z",
+            "timestamp": format_datetime(datetime.now(UTC), "millis"),  # a real BAP stamps each request now
             "ttl": "PT30S",
         }
         if endpoint != "search":
@@ -66,13 +68,20 @@ class FakeBap:
         )  # fmt: skip
 
     def post(
-        self, endpoint: str, message: dict[str, Any], *, raw: bytes | None = None, signed: bool = True, **context: Any
+        self,
+        endpoint: str,
+        message: dict[str, Any],
+        *,
+        raw: bytes | None = None,
+        signed: bool = True,
+        headers: dict[str, str] | None = None,
+        **context: Any,
     ) -> Any:
         """POST a signed request to /beckn/{endpoint}; `context` overrides context fields (even `action`)."""
         body = (
             raw if raw is not None else orjson.dumps({"context": self.context(endpoint, **context), "message": message})
         )
-        headers = {"Authorization": self.sign(body)} if signed else {}
+        headers = {**({"Authorization": self.sign(body)} if signed else {}), **(headers or {})}
         return self.client.post(f"/beckn/{endpoint}", data=body, content_type="application/json", headers=headers)
 
     def callbacks(self, action: str) -> list[dict[str, Any]]:
@@ -81,3 +90,18 @@ class FakeBap:
 
     def calls(self, action: str) -> list[dict[str, Any]]:
         return [c for c in self.peer.calls if c["url"] == f"{BAP_URI}/{action}"]
+
+
+# The CPO of the Beckn tests: its Commands receiver (behind the outbound seam) and its one tariff.
+CPO_BASE = "http://127.0.0.1:9/ocpi/cpo/2.2.1"
+TARIFF = {
+    "country_code": "IN",
+    "party_id": "CPA",
+    "id": "T1",
+    "currency": "INR",
+    "elements": [
+        {"price_components": [{"type": "ENERGY", "price": 18, "vat": 18, "step_size": 1}]},
+        {"price_components": [{"type": "FLAT", "price": 20, "vat": 18, "step_size": 1}]},
+    ],
+    "last_updated": "2026-01-01T00:00:00Z",
+}

@@ -4,8 +4,6 @@ callbacks (captured at the outbound seam), each validated against the official c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,56 +13,15 @@ from django.test import Client
 from beckn.keys import our_public_key_b64
 from beckn.models import BecknCallback, BecknMessage
 from beckn.signing import parse_signature_header, verify_signature
-from billing.models import PartnerTerms
-from billing.services import tariff_put
 from emsp.models import Booking, Driver, Evse, Partner
 from emsp.services import catalogue
-from tests.beckn.bap import BAP_URI, FakeBap
+from tests.beckn.bap import BAP_URI
 from tests.beckn.conformance import assert_valid
-from tests.factories import stored_location
-from tests.fakes import FakePeer, envelope
+from tests.fakes import FakePeer
 
 pytestmark = pytest.mark.django_db
 
-CPO_BASE = "http://127.0.0.1:9/ocpi/cpo/2.2.1"
-TARIFF = {
-    "country_code": "IN",
-    "party_id": "CPA",
-    "id": "T1",
-    "currency": "INR",
-    "elements": [
-        {"price_components": [{"type": "ENERGY", "price": 18, "vat": 18, "step_size": 1}]},
-        {"price_components": [{"type": "FLAT", "price": 20, "vat": 18, "step_size": 1}]},
-    ],
-    "last_updated": "2026-01-01T00:00:00Z",
-}
 BENGALURU = "12.971599,77.594566"
-
-
-@pytest.fixture
-def network(partner: Partner) -> Partner:
-    tariff_put(partner, TARIFF)
-    PartnerTerms.objects.create(partner=partner, fee_flat=Decimal("5"), fee_percent=Decimal("2"))
-    stored_location(partner, location_id="NEAR", evses=2)
-    stored_location(partner, location_id="FAR", evses=1, latitude=12.990000, longitude=77.600000)
-    stored_location(partner, location_id="AWAY", evses=1, latitude=13.500000, longitude=77.600000)
-    return partner
-
-
-@pytest.fixture
-def bap(peer: FakePeer, network: Partner, django_capture_on_commit_callbacks: Any) -> Iterator[Callable[..., Any]]:
-    """post(action, message, **context) → the HTTP response, with every queued job run."""
-    test_bap = FakeBap(peer)
-    for name in ("RESERVE_NOW", "START_SESSION", "STOP_SESSION", "CANCEL_RESERVATION"):
-        peer.route("POST", f"{CPO_BASE}/commands/{name}", (200, envelope({"result": "ACCEPTED", "timeout": 30})))
-
-    def post(endpoint: str, message: dict[str, Any], **kwargs: Any) -> Any:
-        with django_capture_on_commit_callbacks(execute=True):
-            return test_bap.post(endpoint, message, **kwargs)
-
-    post.bap = test_bap  # type: ignore[attr-defined]
-    post.capture = django_capture_on_commit_callbacks  # type: ignore[attr-defined]
-    yield post
 
 
 def search_message(

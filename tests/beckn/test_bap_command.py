@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from billing.services import tariff_put
 from emsp.models import Partner
-from tests.beckn.test_actions import TARIFF
+from tests.beckn.bap import TARIFF
 from tests.factories import stored_location
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -91,7 +91,9 @@ def test_it_reads_the_succinct_shape(peer: Any, clock: Any) -> None:
 
     key = registry.lookup("bap.example.com", "k1")
 
-    assert key == registry.SubscriberKey("bap.example.com", "k1", KEY, "BAP", trusted=False)
+    assert key == registry.SubscriberKey(
+        "bap.example.com", "k1", KEY, "BAP", trusted=False, subscriber_url="https://bap.example.com/beckn"
+    )
 
 
 def test_it_records_the_entry_for_the_console(peer: Any, clock: Any) -> None:

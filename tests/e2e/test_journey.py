@@ -35,7 +35,12 @@ def bap_for(platform: Platform, base: str | None = None) -> BapClient:
     BecknSubscriber.objects.update_or_create(
         subscriber_id=client.subscriber_id,
         unique_key_id=client.unique_key_id,
-        defaults={"type": "BAP", "signing_public_key": client.public_key_b64, "trusted": True},
+        defaults={
+            "type": "BAP",
+            "signing_public_key": client.public_key_b64,
+            "trusted": True,
+            "subscriber_url": client.bap_uri,
+        },
     )
     return client
 

@@ -1,0 +1,125 @@
+"""Beckn hardening: short signature windows, a checked context.timestamp, no control characters in ids,
+callbacks only to the sender's registered URL, errors without internals, and Proxy-Authenticate for a failed
+gateway signature."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from beckn.models import BecknCallback, BecknMessage, BecknSubscriber
+from beckn.signing import load_private_key, sign_request
+from emsp.datetimes import format_datetime
+from emsp.models import Booking, Command
+from emsp.services.commands import command_result_received
+from tests.beckn.bap import BAP_ID, BAP_URI, CPO_BASE, KEY_ID
+from tests.beckn.test_actions import confirm, init, item_of, last, search_message, select
+from tests.fakes import FakePeer
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_for(bap: Any, seconds: int) -> Any:
+    body = orjson.dumps({"context": bap.bap.context("search"), "message": search_message()})
+    now = int(time.time())
+    header = sign_request(
+        body, subscriber_id=BAP_ID, unique_key_id=KEY_ID, private_key=load_private_key(bap.bap.private_b64),
+        created=now, expires=now + seconds,
+    )  # fmt: skip
+    return bap("search", {}, raw=body, signed=False, headers={"Authorization": header})
+
+
+def test_a_signature_valid_for_ten_years_is_refused(bap: Any) -> None:
+    response = signed_for(bap, 10 * 365 * 24 * 3600)
+    assert response.status_code == 401
+    assert "validity_too_long" in response.json()["error"]["message"]
+    assert "WWW-Authenticate" in response
+
+
+def test_the_longest_signature_window_is_configurable(bap: Any, settings: Any) -> None:
+    settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS = 300
+    assert signed_for(bap, 300).status_code == 200
+    assert signed_for(bap, 301).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "why"),
+    [
+        ("yesterday at noon", "not an RFC 3339"),
+        ("2020-01-01T00:00:00Z", "too old"),
+        (format_datetime(datetime.now(UTC) + timedelta(hours=1)), "future"),
+    ],
+)
+def test_a_context_timestamp_outside_the_window_is_a_nack(bap: Any, timestamp: str, why: str) -> None:
+    response = bap("search", search_message(), timestamp=timestamp)
+    assert response.status_code == 400
+    assert response.json()["error"]["paths"] == "context.timestamp"
+    assert why in response.json()["error"]["message"]
+    assert not BecknCallback.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["message_id", "transaction_id", "bap_id"])
+@pytest.mark.parametrize("value", ["m\x00", "line\nbreak", "esc\x1b"])
+def test_ids_with_control_characters_are_a_nack_and_never_answered(bap: Any, field: str, value: str) -> None:
+    response = bap("search", search_message(), **{field: value})
+    assert response.status_code in (400, 401)  # 401 when the bap_id no longer matches the signature's keyId
+    assert response.json()["message"]["ack"]["status"] == "NACK"
+    assert not BecknMessage.objects.exists()
+    assert not BecknCallback.objects.exists()
+
+
+def test_a_bap_uri_other_than_the_registered_one_is_a_nack(bap: Any) -> None:
+    response = bap("search", search_message(), bap_uri="https://evil.example/steal")
+    assert response.status_code == 400
+    assert response.json()["error"]["paths"] == "context.bap_uri"
+    assert not BecknCallback.objects.exists()
+
+
+def test_a_subscriber_without_a_registered_url_gets_no_callbacks(bap: Any) -> None:
+    BecknSubscriber.objects.filter(subscriber_id=BAP_ID).update(subscriber_url="")
+    from beckn import registry
+
+    registry.forget_trusted()
+    response = bap("search", search_message())
+    assert response.status_code == 400
+    assert "no registered URL" in response.json()["error"]["message"]
+
+
+def test_callbacks_go_to_the_registered_url_whatever_the_case_of_the_context(bap: Any) -> None:
+    response = bap("search", search_message(), bap_uri=BAP_URI.replace("bap.test.example", "BAP.Test.Example") + "/")
+    assert response.status_code == 200
+    assert BecknCallback.objects.get().url == f"{BAP_URI}/on_search"
+
+
+def test_a_start_the_cpo_cannot_take_tells_the_bap_without_our_internals(bap: Any, peer: FakePeer) -> None:
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    booking = Booking.objects.get(order_id=order_id)
+    command_result_received(Command.objects.get(booking=booking, type="RESERVE_NOW"), {"result": "ACCEPTED"})
+    peer.route("POST", f"{CPO_BASE}/commands/START_SESSION", (502, b"<html>upstream 10.0.0.7 failed</html>"))
+    start = {"state": {"descriptor": {"code": "start-charging"}}}
+    bap("update", {"update_target": "order.fulfillments[0].state", "order": {"id": order_id, "fulfillments": [start]}})
+    error = last(bap, "on_update")["error"]
+    assert error["code"] == "40006"
+    for internal in ("http", "127.0.0.1", "10.0.0.7", "HTTP 502", "Error", "Traceback"):
+        assert internal not in error["message"], error
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.CONFIRMED  # nothing half-done: the driver can try again
+
+
+def test_a_bad_authorization_and_a_bad_gateway_signature_get_both_challenges(bap: Any) -> None:
+    body = orjson.dumps({"context": bap.bap.context("search"), "message": search_message()})
+    headers = {
+        "Authorization": 'Signature keyId="bap.test.example|k1|ed25519",algorithm="ed25519",created="1",'
+        'expires="2",headers="(created) (expires) digest",signature="AAAA"',
+        "X-Gateway-Authorization": "garbage",
+    }
+    response = bap("search", {}, raw=body, signed=False, headers=headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Signature realm=")
+    assert response["Proxy-Authenticate"].startswith("Signature realm=")
