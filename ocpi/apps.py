@@ -13,10 +13,10 @@ class OcpiConfig(AppConfig):
         from django.conf import settings
 
         from emsp import outbox, ports
-        from ocpi.normalize import datetimes
         from emsp.models import Delivery
         from ocpi import push
         from ocpi.gateway import OcpiGateway
+        from ocpi.normalize import datetimes
 
         # The domain reaches CPOs through this port, and its outbox sends our pushes with this sender.
         ports.register_cpo_gateway(OcpiGateway())
