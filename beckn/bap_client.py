@@ -48,6 +48,7 @@ class BapClient:
     bpp_public_key_b64: str | None = None
     domain: str = DEFAULT_DOMAIN
     port: int = 0
+    reply_delay: float = 0.0  # seconds the callback receiver takes to answer (a slow BAP, in tests)
     transaction_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     bpp_id: str | None = None
 
@@ -89,6 +90,8 @@ class BapClient:
                 except orjson.JSONDecodeError:
                     body = {"unparseable": raw[:200].decode("utf-8", "replace")}
                 client._inbox.put(Callback(action, body, received, signature_ok))
+                if client.reply_delay:
+                    time.sleep(client.reply_delay)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -68,10 +68,17 @@ class Cdr(models.Model):
     last_updated = models.DateTimeField(db_index=True)
     data = models.JSONField()
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Audit and receipt run once (billing/services/audit.py): a worker claims the CDR, and the transaction that
+    # stores the audit, the receipt and the booking's settlement sets processed_at.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "CDR"
-        indexes = [models.Index(fields=["partner", "end_date_time"], name="cdr_partner_end")]
+        indexes = [
+            models.Index(fields=["partner", "end_date_time"], name="cdr_partner_end"),
+            models.Index(fields=["received_at"], condition=models.Q(processed_at__isnull=True), name="cdr_unprocessed"),
+        ]
 
     def __str__(self) -> str:
         return self.cdr_id

@@ -149,13 +149,15 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    # A task unacknowledged this long (its worker died) is handed to another worker. Longer than any task
-    # runs (time limit 300 s); tests shorten it to see redelivery quickly.
+    # A task unacknowledged this long (its worker was killed) is handed to another worker: ACKed Beckn
+    # requests and CDR audits recover within a minute. A task that runs longer may be handed out twice while
+    # it runs: every task is safe to run twice (compare-and-set claims, unique rows, leases on pulls and
+    # audits), and the long ones (pulls) are guarded by a lease on the partner.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=30),
         # How often workers look for such tasks (kombu: about interval × throttle seconds).
-        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
-        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=5),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=1),
     }
 else:
     # No server needed: kombu's filesystem transport works across processes; it polls the folder (every
@@ -196,6 +198,9 @@ OUTBOUND_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOUND_CONNECT_TIMEOUT_SECONDS",
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # A row a worker has been sending for longer than this was left by a stopped worker: it is sent again.
 OUTBOX_SENDING_LEASE_SECONDS = env.int("OUTBOX_SENDING_LEASE_SECONDS", default=120)
+# A CDR audit or a pull a worker holds longer than this was left by a stopped worker: another takes it over.
+WORK_LEASE_SECONDS = env.int("WORK_LEASE_SECONDS", default=120)
+SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=300)
 
 # --- OCPI --------------------------------------------------------------------------------------
 OCPI_COUNTRY_CODE = env.str("OCPI_COUNTRY_CODE", default="IN")
@@ -261,6 +266,7 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
-    "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 15.0},
+    "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 5.0},
+    "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
 }

@@ -112,3 +112,15 @@ class PushDelivery(Delivery):
 
     def __str__(self) -> str:
         return f"{self.method} {self.module}{self.path} → {self.partner} ({self.status})"
+
+
+class SyncLease(models.Model):
+    """Who pulls a partner now: one pull per partner at a time. A pull renews it page by page; one that
+    outlives its lease was left by a stopped worker, and the next pull takes over (SYNC_LEASE_SECONDS)."""
+
+    partner = models.OneToOneField(Partner, on_delete=models.CASCADE, related_name="sync_lease")
+    holder = models.CharField(max_length=64)
+    held_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.partner} pulled by {self.holder} until {self.held_until:%H:%M:%S}"

@@ -7,10 +7,13 @@ partner and the rest of the page is kept."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from billing.services import records
@@ -18,7 +21,7 @@ from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.services import catalogue, sessions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
-from ocpi.models import SyncRun
+from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
     Issue,
     Normalizer,
@@ -173,6 +176,7 @@ def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: 
         run.stored = totals.stored
         run.normalised = totals.normalised
         run.rejected = totals.rejected
+        _renew_lease(partner)
 
 
 def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ...] = MODULES) -> list[SyncRun]:
@@ -180,6 +184,38 @@ def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ..
     if full and all(r.outcome == SyncRun.Outcome.OK for r in runs):
         Partner.objects.filter(pk=partner.pk).update(last_full_sync_at=timezone.now())
     return runs
+
+
+# --- one pull per partner at a time (a task handed out twice, or a worker killed mid-pull) ---------------------
+
+
+def _lease_length() -> timedelta:
+    return timedelta(seconds=settings.SYNC_LEASE_SECONDS)
+
+
+def _renew_lease(partner: Partner) -> None:
+    SyncLease.objects.filter(partner=partner).update(held_until=timezone.now() + _lease_length())
+
+
+def sync_partner_leased(partner: Partner, *, full: bool = False) -> list[SyncRun] | None:
+    """sync_partner, unless another worker is pulling this partner right now (None then). Runs a stopped
+    worker left RUNNING are closed as FAILED first."""
+    holder = uuid.uuid4().hex
+    now = timezone.now()
+    with transaction.atomic():
+        lease = SyncLease.objects.select_for_update().filter(partner=partner).first()
+        if lease is not None and lease.held_until > now:
+            return None
+        SyncLease.objects.update_or_create(
+            partner=partner, defaults={"holder": holder, "held_until": now + _lease_length()}
+        )
+    try:
+        SyncRun.objects.filter(partner=partner, outcome=SyncRun.Outcome.RUNNING).update(
+            outcome=SyncRun.Outcome.FAILED, finished_at=now, error="interrupted: the worker pulling it stopped"
+        )
+        return sync_partner(partner, full=full)
+    finally:
+        SyncLease.objects.filter(partner=partner, holder=holder).delete()
 
 
 def schedule_due(now: datetime | None = None) -> list[tuple[int, bool]]:

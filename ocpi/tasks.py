@@ -23,4 +23,5 @@ def sync_partner(partner_id: int, full: bool = False) -> int:
     partner = Partner.objects.filter(pk=partner_id, state=Partner.State.CONNECTED).first()
     if partner is None:
         return 0
-    return len(sync.sync_partner(partner, full=full))
+    runs = sync.sync_partner_leased(partner, full=full)  # None: another worker is pulling it right now
+    return len(runs or [])

@@ -6,10 +6,13 @@ review, never dropped; a credit CDR nets against the CDR it corrects."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing import pricing
@@ -186,12 +189,24 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     return audit
 
 
-def cdr_process(cdr_id: int) -> CdrAudit | None:
-    """Everything that follows a new CDR: the audit, then the driver's receipt."""
-    cdr = Cdr.objects.select_related("partner", "credited_cdr").filter(pk=cdr_id).first()
-    if cdr is None:
+def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
+    """Everything that follows a new CDR, exactly once: the audit, the driver's receipt, the booking settled
+    and the BAP told. A worker claims the CDR first (another holding it, or done with it, means nothing to do
+    here); a worker stopped half-way leaves a claim that expires after WORK_LEASE_SECONDS, and
+    `cdrs_process_due` hands the CDR on. All effects commit together with processed_at."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.WORK_LEASE_SECONDS)
+    claimed = (
+        Cdr.objects.filter(pk=cdr_id, processed_at__isnull=True)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - lease))
+        .update(claimed_at=now)
+    )
+    if not claimed:
         return None
     with transaction.atomic():
+        cdr = Cdr.objects.select_for_update(of=("self",)).select_related("partner", "credited_cdr").get(pk=cdr_id)
+        if cdr.processed_at is not None:
+            return None  # finished by a worker whose claim had expired (slow, not stopped)
         audit = cdr_audit(cdr)
         receipt_for_cdr(cdr)
         if not cdr.credit:
@@ -199,4 +214,20 @@ def cdr_process(cdr_id: int) -> CdrAudit | None:
             booking = bookings.on_cdr(cdr.charging_session)
             if booking is not None:
                 events.publish(events.BookingSettled(booking))
+        Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
     return audit
+
+
+# A new CDR's task may be lost with the worker that held it; after this long, the sweep queues it again.
+UNPROCESSED_GRACE = timedelta(seconds=30)
+
+
+def cdrs_process_due(now: datetime | None = None, limit: int = 500) -> list[int]:
+    """CDRs that should have been processed by now: never claimed within the grace period (their task was
+    lost), or claimed by a worker that stopped (the claim expired). Returns their ids, to be queued."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.WORK_LEASE_SECONDS)
+    due = Cdr.objects.filter(processed_at__isnull=True, received_at__lt=now - UNPROCESSED_GRACE).filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - lease)
+    )
+    return list(due.order_by("received_at").values_list("pk", flat=True)[:limit])

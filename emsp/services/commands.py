@@ -128,7 +128,8 @@ def command_send(command: Command) -> Command:
         Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
             status=Reservation.Status.REQUESTED
         )
-    run_after_commit("emsp.tasks.command_check_timeout", command.pk, countdown=timeout + 1)
+    # No timer task: the beat's sweep (commands_expire_due, every few seconds) times it out. A timer longer
+    # than the broker's visibility timeout would be handed out again and again while it waits.
     return command
 
 

@@ -80,6 +80,8 @@ class Platform:
             "CELERY_VISIBILITY_TIMEOUT": "10",
             "CELERY_UNACKED_RESTORE_INTERVAL": "2",
             "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+            "WORK_LEASE_SECONDS": "10",
+            "OUTBOX_SENDING_LEASE_SECONDS": "10",
             "ALLOW_PRIVATE_NETWORKS": "true",
             "DJANGO_DEBUG": "false",
             "LOG_LEVEL": "INFO",
