@@ -2,6 +2,12 @@
 
 Everything that talks to a partner (OCPI client, Beckn callbacks, registry lookups) goes through `send()`.
 Tests patch `emsp.outbound.send`, or run a real peer process on 127.0.0.1.
+
+Unless private networks are allowed, the host is resolved once, every address is checked, and the
+connection is made to those checked addresses only ("pinned"): `requests` does not resolve the name again.
+Otherwise a partner-controlled DNS name could answer a public address to the check and 127.0.0.1 or
+169.254.169.254 to the connection (DNS rebinding, OWASP API7). The URL, the Host header, TLS SNI and
+certificate verification all keep the hostname; only the socket's peer address is pinned.
 """
 
 from __future__ import annotations
@@ -9,8 +15,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import sys
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,13 +27,20 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 from django.conf import settings
+from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
+from urllib3.util import parse_url
 
 from emsp.middleware import correlation_id_var
 
 log = logging.getLogger(__name__)
 
-_session = requests.Session()
-_session.trust_env = False  # no proxies from the environment: the targets are partners, not the web
+# How long a resolution is reused. The pinned connection goes to these addresses, so a forever-cache would
+# keep using a partner's old address after it moves (load balancers change addresses routinely).
+RESOLVE_TTL_SECONDS = 60
 
 
 class OutboundError(Exception):
@@ -59,30 +74,131 @@ class OutboundResponse:
         return None
 
 
+@dataclass(frozen=True)
+class _Pin:
+    host: str  # as urllib3 will name the connection's host (lower case, IDNA, no brackets, no trailing dot)
+    addresses: tuple[str, ...]  # the checked addresses, in resolver order
+
+
+# The pin of the request this thread (or task) is making. A context variable, not a module global or an
+# attribute of the shared session: web and worker threads share `_session`, and one thread's pin must never
+# steer another thread's connection.
+_pin: ContextVar[_Pin | None] = ContextVar("outbound_pin", default=None)
+
+
+def _host_key(host: str) -> str:
+    return host.strip("[]").rstrip(".").lower()
+
+
+class _PinnedConnectionMixin:
+    """Opens the socket to the pinned addresses instead of resolving `host` again; everything else (Host
+    header, SNI, certificate hostname check) still uses `host`, which stays the hostname."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        pin = _pin.get()
+        if pin is None:  # private networks allowed: resolve and connect as usual
+            return super()._new_conn()  # type: ignore[misc]
+        if _host_key(self.host) != pin.host:
+            # Only the checked host may use its pin; anything else (a proxy, a redirect) fails closed.
+            raise NewConnectionError(self, f"refusing to connect to {self.host}: the checked host is {pin.host}")  # type: ignore[arg-type]
+        error: OSError | None = None
+        for address in pin.addresses:  # like urllib3: try each address in turn, report the last failure
+            try:
+                # An IP literal: urllib3's getaddrinfo call on it parses, it does not query DNS.
+                sock = urllib3_connection.create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            sys.audit("http.client.connect", self, self.host, self.port)
+            return sock
+        if isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from error
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error  # type: ignore[arg-type]
+
+
+# Named like urllib3's own classes: their names appear in error texts (logged, and carried by OutboundError),
+# which read exactly as before.
+_PinnedHTTPConnection = type("HTTPConnection", (_PinnedConnectionMixin, HTTPConnection), {})
+_PinnedHTTPSConnection = type("HTTPSConnection", (_PinnedConnectionMixin, HTTPSConnection), {})
+_PinnedHTTPConnectionPool = type("HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": _PinnedHTTPConnection})
+_PinnedHTTPSConnectionPool = type(
+    "HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": _PinnedHTTPSConnection}
+)
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """The stock adapter (pooling, timeouts, certificate verification) with pin-aware connection classes."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PinnedHTTPConnectionPool,
+            "https": _PinnedHTTPSConnectionPool,
+        }
+
+
+_session = requests.Session()
+_session.trust_env = False  # no proxies from the environment: the targets are partners, not the web
+_session.mount("http://", _PinnedAdapter())
+_session.mount("https://", _PinnedAdapter())
+
+
 def _is_private(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
 
 
-@lru_cache(maxsize=1024)
 def _resolve(host: str) -> tuple[str, ...]:
+    """The host's addresses, in resolver order, reused for up to RESOLVE_TTL_SECONDS."""
+    return _resolve_cached(host, int(time.monotonic() // RESOLVE_TTL_SECONDS))
+
+
+@lru_cache(maxsize=1024)
+def _resolve_cached(host: str, _period: int) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
         raise OutboundError(f"cannot resolve {host}: {exc}") from exc
-    return tuple(sorted({info[4][0] for info in infos}))
+    return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 
-def check_target(url: str) -> None:
-    """Refuse URLs that are not http(s) or that resolve to a private address (SSRF, OWASP API7)."""
+def check_target(url: str) -> tuple[str, ...] | None:
+    """Refuse URLs that are not http(s) or that resolve to a private address (SSRF, OWASP API7).
+
+    Returns the checked addresses, which `send()` connects to, or None when private networks are allowed
+    (then nothing is resolved here and the connection resolves as usual)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ForbiddenTarget(f"not an http(s) URL: {url!r}")
     if settings.ALLOW_PRIVATE_NETWORKS:
-        return
-    for address in _resolve(parts.hostname):
+        return None
+    addresses = _resolve(parts.hostname)
+    for address in addresses:
         if _is_private(address):
             raise ForbiddenTarget(f"{parts.hostname} resolves to a private address ({address})")
+    return addresses
+
+
+def _pin_for(url: str, addresses: tuple[str, ...]) -> _Pin:
+    # Name the host exactly as the connection will (requests' IDNA encoding, then urllib3's parsing).
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return _Pin(host=_host_key(parse_url(prepared.url).host or ""), addresses=addresses)
 
 
 def send(
@@ -97,7 +213,7 @@ def send(
     correlation_id: str | None = None,
 ) -> OutboundResponse:
     """Make one HTTP request. Raises OutboundError when no HTTP answer came back; any status is returned."""
-    check_target(url)
+    checked = check_target(url)
     request_id = request_id or str(uuid.uuid4())
     inherited = correlation_id_var.get()
     correlation_id = correlation_id or (inherited if inherited != "-" else request_id)
@@ -112,7 +228,10 @@ def send(
     all_headers.update(headers or {})
     read_timeout = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
     started = time.monotonic()
+    token = None
     try:
+        # Set even when None, so that no pin from an enclosing context applies to this request.
+        token = _pin.set(_pin_for(url, checked) if checked is not None else None)
         response = _session.request(
             method,
             url,
@@ -124,6 +243,9 @@ def send(
     except requests.RequestException as exc:
         log.warning("%s %s failed: %s", method, url, exc)
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if token is not None:
+            _pin.reset(token)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     log.info("%s %s -> %s in %d ms", method, url, response.status_code, elapsed_ms)
     return OutboundResponse(
