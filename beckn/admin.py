@@ -7,11 +7,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.http import HttpRequest
 
 from beckn import registry
 from beckn.models import BecknSubscriber
 from beckn.signing import KeyFormatError, load_public_key
+from emsp.services.staff import form_changes, staff_action_record
 
 
 class BecknSubscriberForm(forms.ModelForm):
@@ -78,10 +80,32 @@ class BecknSubscriberAdmin(admin.ModelAdmin):
         # Rows added here are staff-entered, hence trusted; registry lookups create the others.
         return {"trusted": True, **super().get_changeform_initial_data(request)}
 
+    # Whose signatures we accept is a staff decision worth an audit record (emsp.StaffAction), in the change
+    # form's transaction. The keys are public keys: no secret reaches the details.
     def save_model(self, request: HttpRequest, obj: BecknSubscriber, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        if not change or form.changed_data:
+            details = (
+                {"changed": form_changes(form)}
+                if change
+                else {"trusted": obj.trusted, "unique_key_id": obj.unique_key_id}
+            )
+            staff_action_record(user=request.user, verb="change" if change else "add", obj=obj, details=details)
         registry.forget_trusted()  # this process sees the change at once; others within seconds
 
     def delete_model(self, request: HttpRequest, obj: BecknSubscriber) -> None:
+        staff_action_record(user=request.user, verb="delete", obj=obj, details={"unique_key_id": obj.unique_key_id})
         super().delete_model(request, obj)
+        registry.forget_trusted()
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            for subscriber in queryset:
+                staff_action_record(
+                    user=request.user,
+                    verb="delete",
+                    obj=subscriber,
+                    details={"unique_key_id": subscriber.unique_key_id},
+                )
+            super().delete_queryset(request, queryset)
         registry.forget_trusted()

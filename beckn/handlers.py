@@ -33,6 +33,7 @@ from beckn.errors import (
 )
 from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
 from beckn.parsing import ACK, Envelope, order_id, parse_envelope, search_filters, selected_item, update_request
+from beckn.privacy import redacted
 from beckn.rendering import (
     cancellation_terms,
     charger_answer,
@@ -99,7 +100,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 bap_id=envelope.bap_id,
                 action=action_name,
                 message_id=envelope.message_id,
-                body=body,
+                body=redacted(body),  # who the driver is lives on the journey, encrypted; not in the log
                 via_gateway=via_gateway,
                 ack=ACK,
                 status=BecknMessage.Status.PROCESSED,
@@ -140,7 +141,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 bap_id=envelope.bap_id,
                 action=action_name,
                 message_id=envelope.message_id,
-                defaults={"body": body, "via_gateway": via_gateway, "ack": ACK},
+                defaults={"body": redacted(body), "via_gateway": via_gateway, "ack": ACK},
             )
             BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
             callbacks.enqueue(
@@ -234,7 +235,7 @@ def _driver_and_token(
     name = str(billing.get("name") or person.get("name") or "")
     if not (email.strip() or phone.strip()):
         raise BecknRequestError(INVALID_REQUEST, "message.order.billing", "billing needs an email or a phone number")
-    driver = drivers.driver_for_contact(email=email, phone=phone, name=name)
+    driver = drivers.driver_for_contact(app_id=txn.bap_id, email=email, phone=phone, name=name)
     try:
         token = drivers.driver_app_token(driver, partner=partner)
     except drivers.DriverCannotCharge as exc:

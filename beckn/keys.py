@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from beckn.signing import KeyFormatError, generate_keypair, load_private_key, public_key_b64, sign_request
+from emsp import crypto
 from emsp.datetimes import format_datetime
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ def our_private_key() -> Ed25519PrivateKey:
 
 @lru_cache(maxsize=4)
 def _configured_key(value: str) -> Ed25519PrivateKey:
+    # The key may be given encrypted with FIELD_ENCRYPTION_KEYS (`beckn_keygen --encrypted`): then the
+    # environment holding it is not enough to sign as us.
     try:
-        return load_private_key(value)
+        return load_private_key(crypto.decrypt(value))
     except KeyFormatError as exc:
         raise ImproperlyConfigured(f"BECKN_SIGNING_PRIVATE_KEY: {exc}") from exc
 
@@ -57,14 +60,14 @@ def _development_key(path: str) -> Ed25519PrivateKey:
         # beat) got there first, and then everyone uses that one.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".beckn-key-")
         try:
-            os.write(fd, private.encode() + b"\n")
+            os.write(fd, crypto.encrypt(private).encode() + b"\n")  # at rest only with the keys
             os.close(fd)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, target)
         finally:
             os.unlink(tmp)
     try:
-        key = load_private_key(target.read_text())
+        key = load_private_key(crypto.decrypt(target.read_text().strip()))
     except KeyFormatError as exc:
         raise ImproperlyConfigured(f"{target}: {exc} (delete it to make a new development key)") from exc
     log.warning(

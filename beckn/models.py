@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.db import models
 
+from emsp.crypto import EncryptedJSONField
 from emsp.models import Delivery
 
 
@@ -85,8 +86,10 @@ class BecknTransaction(models.Model):
     )
     driver = models.ForeignKey("emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL)
     token = models.ForeignKey("emsp.Token", null=True, blank=True, on_delete=models.SET_NULL)
-    billing = models.JSONField(default=dict, blank=True)
-    customer = models.JSONField(default=dict, blank=True)
+    # The driver's billing and contact details (names, emails, phones, addresses): kept in this one place,
+    # encrypted at rest (emsp/crypto.py); stored request bodies have them redacted (beckn/privacy.py).
+    billing = EncryptedJSONField(default=dict, blank=True)
+    customer = EncryptedJSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -20,29 +20,17 @@ from rest_framework.views import APIView
 
 from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
-from beckn.errors import INVALID_REQUEST, BecknRequestError
+from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
 from beckn.parsing import ACK, ACTIONS, parse_envelope
 from beckn.rendering import STATE_CODES, charging_details
 from emsp.models import Booking
+from emsp.ratelimit import rate_limit_hit
+from emsp.ratelimit import redis_client as _redis_client
 
 log = logging.getLogger(__name__)
 
 ACK_BODY = orjson.dumps(ACK)
 DEDUPE_SECONDS = 24 * 3600  # message ids are kept at least a day (payments practice, perf notes §3.2)
-
-
-_redis: Any = None
-
-
-def _redis_client() -> Any:
-    """One Redis client per process (Django's cache builds a client per call, which showed in the ACK
-    path's profile); None without REDIS_URL, where the Django cache (in-process) is used instead."""
-    global _redis
-    if _redis is None and settings.REDIS_URL:
-        import redis
-
-        _redis = redis.Redis.from_url(settings.REDIS_URL)
-    return _redis
 
 
 def first_sighting(key: str) -> bool:
@@ -122,6 +110,7 @@ class BecknActionView(APIView):
             400: OpenApiResponse(_ACK_SCHEMA, description="NACK: not a valid request (error names the path)"),
             401: OpenApiResponse(_ACK_SCHEMA, description="NACK: signature missing or invalid (WWW-Authenticate)"),
             413: OpenApiResponse(_ACK_SCHEMA, description="NACK: body too large"),
+            429: OpenApiResponse(_ACK_SCHEMA, description="NACK 50000: over the subscriber's rate limit (Retry-After)"),
         },
     )
     def post(self, request: Request, action: str) -> HttpResponse:
@@ -146,6 +135,17 @@ class BecknActionView(APIView):
             log.info("beckn %s from %s refused: %s", action, bap_id, exc)
             error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
             return nack(error, 401, exc.challenges)
+        # Counted only once the signature holds, so nobody can spend a subscriber's allowance for it.
+        verdict = rate_limit_hit(f"beckn:{sender.subscriber_id}", settings.BECKN_RATE_LIMIT_PER_MINUTE)
+        if not verdict.allowed:
+            log.info("beckn %s from %s refused: over %d requests a minute", action, sender.subscriber_id, verdict.limit)
+            # BECKN-005 has no rate-limit code: 50000 "Policy Error", with HTTP 429 and Retry-After.
+            message = f"rate limit: at most {verdict.limit} requests a minute; retry after {verdict.retry_after} s"
+            return nack(
+                {"code": POLICY_ERROR, "paths": "", "message": message},
+                429,
+                {"Retry-After": str(verdict.retry_after)},
+            )
         try:
             envelope = parse_envelope(raw, action, parsed=body)
             callback_url = registered_callback_url(envelope.context["bap_uri"], sender.subscriber_url)

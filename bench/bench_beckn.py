@@ -45,6 +45,9 @@ def env_for(port: int) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "BECKN_SUBSCRIBER_URL": f"http://127.0.0.1:{port}/beckn",
+        # Measure the platform, not the rate limiter (emsp/ratelimit.py): one BAP sends far above the limit.
+        "OCPI_RATE_LIMIT_PER_MINUTE": "0",
+        "BECKN_RATE_LIMIT_PER_MINUTE": "0",
     }
 
 

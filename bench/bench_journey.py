@@ -24,6 +24,10 @@ from load import percentile
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/6")
+# The platform's processes inherit this environment (tests/e2e/platform.py): measure the platform, not the
+# rate limiter (emsp/ratelimit.py).
+os.environ["OCPI_RATE_LIMIT_PER_MINUTE"] = "0"
+os.environ["BECKN_RATE_LIMIT_PER_MINUTE"] = "0"
 
 STEPS = ["search", "select", "init", "confirm", "start", "active", "status", "stop", "final bill"]
 

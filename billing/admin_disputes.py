@@ -13,6 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Case, QuerySet, Value, When
 from django.db.models.functions import Abs
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -23,6 +24,7 @@ from django.utils import timezone
 from billing.admin_links import admin_link, audit_of
 from billing.models import CdrAudit, Dispute, DisputeEvent, PartnerTerms
 from billing.services import disputes as dispute_services
+from emsp.services.staff import staff_action_record
 
 # (key in the CDR / in our PriceResult.to_dict(), label) — the rows of the side-by-side table.
 BREAKDOWN_ROWS = (
@@ -393,7 +395,11 @@ class DisputeAdmin(admin.ModelAdmin):
             return self._done(dispute)
         data = form.cleaned_data
         try:
-            moved = move(dispute=dispute, user=request.user, **data)
+            # The DisputeEvent (the dispute's own history) and the staff audit record commit together.
+            with transaction.atomic():
+                state_before = dispute.state
+                moved = move(dispute=dispute, user=request.user, **data)
+                self._record(request, prefix, moved, state_before, **data)
         except dispute_services.DisputeStateError:
             dispute.refresh_from_db()
             messages.error(
@@ -439,13 +445,26 @@ class DisputeAdmin(admin.ModelAdmin):
             dispute_services.dispute_resolve_with_credit,
         )
 
+    @staticmethod
+    def _record(request: HttpRequest, verb: str, dispute: Dispute, state_before: str, **data: Any) -> None:
+        staff_action_record(
+            user=request.user,
+            verb=verb,
+            obj=dispute,
+            details={"from_state": state_before, "to_state": dispute.state, "currency": dispute.currency, **data},
+        )
+
     # -- bulk actions on the queue -------------------------------------------------------------
 
-    def _bulk(self, request: HttpRequest, queryset: QuerySet[Dispute], verb: str, call: Any) -> None:
+    def _bulk(self, request: HttpRequest, queryset: QuerySet[Dispute], verb: str, call: Any, *, record: str) -> None:
+        """`call(dispute)` on each selected dispute; `verb` for messages, `record` for the staff audit trail."""
         moved, refused = [], []
         for dispute in queryset.order_by("pk"):
             try:
-                call(dispute)
+                with transaction.atomic():
+                    state_before = dispute.state
+                    call(dispute)
+                    self._record(request, record, dispute, state_before, note="from the queue")
             except dispute_services.DisputeStateError:
                 refused.append(dispute)
             else:
@@ -466,6 +485,7 @@ class DisputeAdmin(admin.ModelAdmin):
             queryset,
             "accepted the CPO amount",
             lambda d: dispute_services.dispute_accept_cpo_amount(dispute=d, user=request.user, note="from the queue"),
+            record="accept",
         )
 
     @admin.action(description="Contest with the CPO", permissions=["change"])
@@ -475,4 +495,5 @@ class DisputeAdmin(admin.ModelAdmin):
             queryset,
             "contested",
             lambda d: dispute_services.dispute_contest(dispute=d, user=request.user, note="from the queue"),
+            record="contest",
         )

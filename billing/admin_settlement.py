@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -16,6 +17,7 @@ from django.utils.http import urlencode
 from billing.models import Settlement
 from billing.services import settlement as service
 from emsp.models import Partner
+from emsp.services.staff import staff_action_record
 
 Response = TypeVar("Response", bound=HttpResponseBase)
 
@@ -116,7 +118,10 @@ class SettlementAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             start = form.cleaned_data["month"]
             partner = form.cleaned_data["partner"]
-            rows = service.settlements_compute(period_start=start, partners=[partner] if partner else None)
+            with transaction.atomic():
+                rows = service.settlements_compute(period_start=start, partners=[partner] if partner else None)
+                scope = "one partner" if partner else "every partner with CDRs"
+                self._record(request, "compute", rows, scope=scope)
             messages.success(request, f"Computed {len(rows)} settlement row(s) for {start:%Y-%m}.")
             query = {"period": f"{start:%Y-%m}"} | ({"partner__id__exact": partner.pk} if partner else {})
             return HttpResponseRedirect(f"{reverse('admin:billing_settlement_changelist')}?{urlencode(query)}")
@@ -128,6 +133,17 @@ class SettlementAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/billing/settlement/compute.html", context)
 
+    @staticmethod
+    def _record(request: HttpRequest, verb: str, settlements: list[Settlement], **details: Any) -> None:
+        """One audit record (emsp.StaffAction) per settlement row the staff member acted on."""
+        for settlement in settlements:
+            staff_action_record(
+                user=request.user,
+                verb=verb,
+                obj=settlement,
+                details={"period": f"{settlement.period_start:%Y-%m}", "currency": settlement.currency, **details},
+            )
+
     def _selected(self, queryset: QuerySet[Settlement]) -> list[Settlement]:
         return list(
             queryset.select_related("partner", "closed_by").order_by("period_start", "partner__name", "currency")
@@ -135,9 +151,12 @@ class SettlementAdmin(admin.ModelAdmin):
 
     @admin.action(description="Recompute the selected periods", permissions=["change"])
     def recompute(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
-        periods = {(s.partner, s.period_start, s.period_end) for s in queryset.select_related("partner")}
-        for partner, start, end in periods:
-            service.settlement_compute(partner=partner, period_start=start, period_end=end)
+        selected = self._selected(queryset)
+        periods = {(s.partner, s.period_start, s.period_end) for s in selected}
+        with transaction.atomic():
+            for partner, start, end in periods:
+                service.settlement_compute(partner=partner, period_start=start, period_end=end)
+            self._record(request, "recompute", selected)
         messages.success(request, f"Recomputed {len(periods)} period(s); closed rows keep their figures.")
 
     def _refuse_export(self, request: HttpRequest) -> bool:
@@ -153,6 +172,7 @@ class SettlementAdmin(admin.ModelAdmin):
             return None
         settlements = self._selected(queryset)
         response = HttpResponse(service.settlement_csv(settlements), content_type=service.CSV_CONTENT_TYPE)
+        self._record(request, "export", settlements, format="csv")
         return _attachment(response, service.export_filename(settlements, "csv"))
 
     @admin.action(description="Export XLSX", permissions=["export"])
@@ -173,6 +193,7 @@ class SettlementAdmin(admin.ModelAdmin):
             messages.error(request, str(error))
             return None
         response = HttpResponse(content, content_type=service.XLSX_CONTENT_TYPE)
+        self._record(request, "export", settlements, format="xlsx with CDRs" if include_cdrs else "xlsx")
         return _attachment(response, service.export_filename(settlements, "xlsx"))
 
     @admin.action(description="Export the CDRs as CSV (one row per CDR)", permissions=["export"])
@@ -184,14 +205,17 @@ class SettlementAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(
             service.settlement_cdrs_csv(settlements), content_type=service.CSV_CONTENT_TYPE
         )
+        self._record(request, "export", settlements, format="CDRs csv")
         return _attachment(response, service.export_filename(settlements, "csv", suffix="-cdrs"))
 
     @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
     def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
         for settlement in self._selected(queryset):
             try:
+                # Not one transaction with the record: a refused close still keeps the recomputed figures.
                 service.settlement_close(settlement=settlement, user=request.user)
             except service.SettlementError as error:
                 messages.warning(request, f"Not closed: {error}.")
             else:
+                self._record(request, "close", [settlement])
                 messages.success(request, f"Closed {settlement}.")

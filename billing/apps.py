@@ -9,7 +9,9 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
+        from billing import privacy
         from billing.dashboard import console_home_install
 
         # The console home (charts per role) on the default admin site, which other apps register on.
         console_home_install(admin.site)
+        privacy.register()  # receipts and quotes in export, erasure and retention

@@ -1,6 +1,6 @@
-"""The staff console for the domain: catalogue, drivers and tokens, reservations, sessions and commands, and
-the outbox of messages to partners (one list of OCPI pushes and Beckn callbacks, with *retry now*).
-Partners are onboarded in the OCPI console (ocpi/admin.py)."""
+"""The staff console for the domain: catalogue, drivers and tokens, reservations, sessions and commands, the
+outbox of messages to partners (one list of OCPI pushes and Beckn callbacks, with *retry now*), and the audit
+trail of staff actions. Partners are onboarded in the OCPI console (ocpi/admin.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from emsp.models import (
     Evse,
     Location,
     Reservation,
+    StaffAction,
     Token,
 )
 from emsp.services import tokens as token_services
+from emsp.services.staff import staff_action_record
 
 
 class EvseInline(admin.TabularInline):
@@ -136,12 +138,13 @@ class TokenAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             token_services.token_changed(token=obj)
 
-    @admin.action(description="Block (pushed to every CPO)")
+    # They change the token (and push it to every CPO): the change permission, not merely view.
+    @admin.action(description="Block (pushed to every CPO)", permissions=["change"])
     def block(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
         for token in queryset:
             token_services.token_set_blocked(token=token, blocked=True)
 
-    @admin.action(description="Unblock (pushed to every CPO)")
+    @admin.action(description="Unblock (pushed to every CPO)", permissions=["change"])
     def unblock(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
         for token in queryset:
             token_services.token_set_blocked(token=token, blocked=False)
@@ -214,5 +217,36 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = outbox.retry_now(queryset)
+        # The rows outbox.retry_now will queue (it leaves those being sent or delivered alone), each recorded.
+        due = list(queryset.exclude(status__in=(Delivery.Status.SENDING, Delivery.Status.DELIVERED)))
+        with transaction.atomic():
+            count = outbox.retry_now(Delivery.objects.filter(pk__in=[d.pk for d in due]))
+            for delivery in due:
+                staff_action_record(
+                    user=request.user,
+                    verb="retry",
+                    obj=delivery,
+                    details={"status": delivery.status, "attempts": delivery.attempts},
+                )
         messages.info(request, f"{count} deliver{'y' if count == 1 else 'ies'} queued again.")
+
+
+@admin.register(StaffAction)
+class StaffActionAdmin(admin.ModelAdmin):
+    """The audit trail: who did what to which partner, dispute, settlement or delivery. Read-only for
+    everyone, administrators included; only the admin role holds its view permission (emsp/roles.py)."""
+
+    list_display = ("at", "username", "verb", "object_type", "object_id", "object_repr")
+    list_filter = ("verb", "object_type", "username")
+    search_fields = ("username", "object_repr", "=object_id", "verb")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in StaffAction._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StaffAction | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: StaffAction | None = None) -> bool:
+        return False

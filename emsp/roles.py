@@ -12,20 +12,28 @@ from typing import Any
 # "may look at a partner" never implies "may see how we authenticate with it". Partner admin pages key on it.
 # It is created here rather than in Partner.Meta so that it needs no schema migration.
 VIEW_PARTNER_CREDENTIALS = "emsp.view_partner_credentials"
-EXTRA_PERMISSIONS = (("emsp", "partner", "view_partner_credentials", "Can view partner credentials"),)
+# Pulling a partner's data now (the console's *pull now*) calls the CPO and rewrites our catalogue: an
+# operational act of its own, neither "change the partner" (which ops may not) nor merely "view" it.
+PULL_PARTNER = "emsp.pull_partner"
+EXTRA_PERMISSIONS = (
+    ("emsp", "partner", "view_partner_credentials", "Can view partner credentials"),
+    ("emsp", "partner", "pull_partner", "Can pull a partner's data now"),
+)
 
 ADMIN, OPS, FINANCE = "admin", "ops", "finance"
 
 # Every permission that exists, custom ones included: the platform's administrators (user management too).
+# Only they read the audit trail of staff actions (emsp.view_staffaction): it watches the other roles.
 ALL = "*"
 
 ROLES: dict[str, tuple[str, ...] | str] = {
     ADMIN: ALL,
     # Ops keeps the connections to CPOs running and works CDR disputes. It reads the partners' data and the
-    # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent) and sends a stuck
-    # delivery again.
+    # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent); it sends a stuck
+    # delivery again and pulls a partner now.
     OPS: (
         "emsp.view_partner",
+        PULL_PARTNER,
         "emsp.view_location",
         "emsp.view_evse",
         "emsp.view_connector",

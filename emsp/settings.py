@@ -6,9 +6,11 @@ With no environment at all it runs on SQLite with an in-process-free Celery brok
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # SQLite file, the no-server Celery queue, collected static files
@@ -47,6 +49,7 @@ INSTALLED_APPS = [
     "ocpi",
     "beckn",
     "cposim",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -59,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "emsp.urls"
@@ -101,6 +106,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Staff login brute-force protection (django-axes) ----------------------------------------------
+# Its backend comes first so a locked-out username + address is refused before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# Username and address together: failures lock that pair only, so colleagues behind the same address keep
+# working and a guesser cannot lock a staff member out from everywhere. (django-axes reads REMOTE_ADDR: behind
+# a proxy that is the proxy's, and the lockout is then per username.)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -187,6 +206,27 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# --- Secrets at rest (emsp/crypto.py) --------------------------------------------------------------
+# Fernet keys (url-safe base64, 32 bytes; `manage.py encryption_key` makes one), comma-separated: the first
+# encrypts, all decrypt, so a new key goes first and `manage.py rotate_encryption_keys` re-encrypts. Required in
+# production; in development one is derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if PRODUCTION and not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS is required in production")
+
+# --- How long each class of data is kept (emsp/privacy.py; docs/privacy.md) -------------------------------
+# Days, each overridable as RETENTION_<CLASS>_DAYS. Charging records (sessions, CDRs, receipts, settlements)
+# are tax records: 8 years covers India's GST rules (72 months after the annual return) and most EU states.
+RETENTION_DAYS = {
+    "ocpi_messages": env.int("RETENTION_OCPI_MESSAGES_DAYS", default=30),
+    "beckn_messages": env.int("RETENTION_BECKN_MESSAGES_DAYS", default=90),
+    "deliveries": env.int("RETENTION_DELIVERIES_DAYS", default=30),
+    "sync_runs": env.int("RETENTION_SYNC_RUNS_DAYS", default=180),
+    "data_quality": env.int("RETENTION_DATA_QUALITY_DAYS", default=180),
+    "quotes": env.int("RETENTION_QUOTES_DAYS", default=90),
+    "charging_records": env.int("RETENTION_CHARGING_RECORDS_DAYS", default=8 * 366),
+}
+
 # --- Outbound HTTP -----------------------------------------------------------------------------
 # Partner-supplied URLs (OCPI versions/endpoints, Beckn bap_uri) may not point at private or loopback
 # addresses in production (SSRF). Development and tests talk to peers on 127.0.0.1.
@@ -215,6 +255,10 @@ OCPI_LOG_BODIES = env.bool("OCPI_LOG_BODIES", default=True)
 # is refused — it would freeze the object against every later, correct update.
 OCPI_MAX_CLOCK_SKEW_SECONDS = env.int("OCPI_MAX_CLOCK_SKEW_SECONDS", default=300)
 
+# Requests per partner and minute, across every web process (emsp/ratelimit.py): beyond it HTTP 429 with
+# Retry-After. 0 = no limit. 12000 a minute is 200 a second, far above a CPO's normal status pushes.
+OCPI_RATE_LIMIT_PER_MINUTE = env.int("OCPI_RATE_LIMIT_PER_MINUTE", default=12000)
+
 # --- Beckn -------------------------------------------------------------------------------------
 BECKN_SUBSCRIBER_ID = env.str("BECKN_SUBSCRIBER_ID", default="emsp.localhost")
 BECKN_SUBSCRIBER_URL = env.str("BECKN_SUBSCRIBER_URL", default=f"{PUBLIC_BASE_URL}/beckn")
@@ -231,6 +275,9 @@ BECKN_DOMAINS = env.list(
     default=["ev-charging:beckn", "ev-charging:uei", "dent:ev-charging:0.1.0", "deg", "charging"],
 )
 BECKN_MAX_BODY_BYTES = env.int("BECKN_MAX_BODY_BYTES", default=256 * 1024)
+# Verified requests per signing subscriber and minute (emsp/ratelimit.py): beyond it a NACK (50000) with
+# HTTP 429 and Retry-After. 0 = no limit.
+BECKN_RATE_LIMIT_PER_MINUTE = env.int("BECKN_RATE_LIMIT_PER_MINUTE", default=6000)
 EMSP_SUPPORT_PHONE = env.str("EMSP_SUPPORT_PHONE", default="+91-80-4000-0000")
 EMSP_SUPPORT_EMAIL = env.str("EMSP_SUPPORT_EMAIL", default="support@emsp.example.com")
 
@@ -269,4 +316,5 @@ CELERY_BEAT_SCHEDULE = {
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 5.0},
     "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
+    "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
 }

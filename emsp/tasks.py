@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from emsp import outbox
+from emsp import outbox, privacy
 from emsp.models import Command
 from emsp.services import commands
 
@@ -38,3 +38,9 @@ def outbox_deliver(delivery_id: int) -> str | None:
 def outbox_deliver_due() -> int:
     """Beat: retries whose backoff has passed, first sends that were lost, rows a stopped worker left."""
     return outbox.deliver_due()
+
+
+@shared_task(acks_late=True)
+def purge_expired() -> dict[str, int]:
+    """Beat, hourly: delete what is past its retention (settings.RETENTION_DAYS, docs/privacy.md)."""
+    return privacy.purge_expired()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -16,8 +17,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from emsp.models import Partner, PartnerParty
-from emsp.roles import VIEW_PARTNER_CREDENTIALS
+from emsp.roles import PULL_PARTNER, VIEW_PARTNER_CREDENTIALS
 from emsp.services.partners import party_holder
+from emsp.services.staff import form_changes, staff_action_record
 from ocpi import credentials, tasks
 from ocpi.forms import RegisterWithPartnerForm
 from ocpi.health import partner_health
@@ -97,13 +99,47 @@ class PartnerAdmin(admin.ModelAdmin):
         ("Contacts", {"fields": ("support_phone", "support_email", "website")}),
     )
 
+    # Staff changes to partners are recorded (emsp.StaffAction); the admin's change form runs in one transaction,
+    # so the records commit with the change.
+    def save_model(self, request: HttpRequest, obj: Partner, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            staff_action_record(user=request.user, verb="add", obj=obj, details={"party": obj.party_key})
+        elif form.changed_data:
+            staff_action_record(user=request.user, verb="change", obj=obj, details={"changed": form_changes(form)})
+
+    def delete_model(self, request: HttpRequest, obj: Partner) -> None:
+        staff_action_record(user=request.user, verb="delete", obj=obj, details={"party": obj.party_key})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
+        with transaction.atomic():
+            for partner in queryset:
+                staff_action_record(user=request.user, verb="delete", obj=partner, details={"party": partner.party_key})
+            super().delete_queryset(request, queryset)
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        was = {f.instance.pk: f.initial.get("status") for f in formset.initial_forms}
         for party in formset.save(commit=False):
             if party.status == PartnerParty.Status.GRANTED and not party.granted_by:
                 party.granted_by = request.user.get_username()
+            previous = was.get(party.pk) if party.pk else None
             party.save()
+            granted = party.status == PartnerParty.Status.GRANTED and previous != PartnerParty.Status.GRANTED
+            staff_action_record(
+                user=request.user,
+                verb="grant_party" if granted else "change_party",
+                obj=form.instance,
+                details={"party": f"{party.country_code}*{party.party_id}", "status": party.status, "was": previous},
+            )
         for party in formset.deleted_objects:
             party.delete()
+            staff_action_record(
+                user=request.user,
+                verb="remove_party",
+                obj=form.instance,
+                details={"party": f"{party.country_code}*{party.party_id}", "was": party.status},
+            )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
         return super().get_queryset(request).annotate(location_count=Count("locations"))
@@ -163,7 +199,20 @@ class PartnerAdmin(admin.ModelAdmin):
                 form.add_error(None, f"Registration failed: {exc}")
             else:
                 messages.success(request, f"Registered with {partner} (OCPI {partner.version}).")
-                if form.cleaned_data["pull_now"]:
+                pull = bool(form.cleaned_data["pull_now"]) and self.has_pull_permission(request)
+                staff_action_record(
+                    user=request.user,
+                    verb="register",
+                    obj=partner,
+                    details={
+                        "versions_url": form.cleaned_data["versions_url"],
+                        "version": partner.version,
+                        "pull": pull,
+                    },
+                )
+                if form.cleaned_data["pull_now"] and not pull:
+                    messages.warning(request, "No first pull: you may not pull partners' data.")
+                if pull:
                     runs = sync_partner(partner, full=True)
                     summary = ", ".join(
                         f"{r.module}: {r.stored} stored, {r.rejected} rejected ({r.outcome})" for r in runs
@@ -191,28 +240,44 @@ class PartnerAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/emsp/partner/health.html", context)
 
+    def has_pull_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(PULL_PARTNER)
+
     # Actions that change credentials need the change permission (a view-only role may not post them).
     @admin.action(description="Issue a new Token A (for a CPO that registers with us)", permissions=["change"])
     def issue_token_a(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         for partner in queryset:
-            token = partner.issue_token_a()
-            partner.save()
+            with transaction.atomic():
+                token = partner.issue_token_a()
+                partner.save()
+                # Never the token itself: the record says one was issued.
+                staff_action_record(
+                    user=request.user, verb="issue_token_a", obj=partner, details={"state": partner.state}
+                )
             messages.warning(
                 request,
                 f"Token A for {partner}: {token} — give it with our versions URL {credentials.versions_url()}. "
                 "It is shown once.",
             )
 
-    @admin.action(description="Pull everything now (full sync)")
+    # It calls the CPO and rewrites the catalogue: its own permission (ops and admin), not view (finance).
+    @admin.action(description="Pull everything now (full sync)", permissions=["pull"])
     def pull_full_now(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
-        for partner in queryset.filter(state=Partner.State.CONNECTED):
+        for partner in queryset:
+            if partner.state != Partner.State.CONNECTED:
+                messages.warning(request, f"{partner} is not connected: nothing to pull.")
+                continue
             tasks.sync_partner.delay(partner.pk, True)
+            staff_action_record(user=request.user, verb="pull", obj=partner, details={"full": True})
             messages.info(request, f"Full pull of {partner} queued.")
 
     @admin.action(description="Unregister (stop all communication)", permissions=["change"])
     def unregister(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         for partner in queryset:
-            credentials.unregister(partner)
+            with transaction.atomic():
+                was = partner.state
+                credentials.unregister(partner)
+                staff_action_record(user=request.user, verb="unregister", obj=partner, details={"was": was})
             messages.info(request, f"{partner} unregistered.")
 
 

@@ -14,12 +14,13 @@ class OcpiConfig(AppConfig):
 
         from emsp import outbox, ports
         from emsp.models import Delivery
-        from ocpi import push
+        from ocpi import privacy, push
         from ocpi.gateway import OcpiGateway
         from ocpi.normalize import datetimes
 
         # The domain reaches CPOs through this port, and its outbox sends our pushes with this sender.
         ports.register_cpo_gateway(OcpiGateway())
         outbox.register_sender(Delivery.Channel.OCPI_PUSH, push.send_push)
+        privacy.register()  # the message log in erasure and retention
         # The normaliser is pure: the clock skew it allows partners comes from the settings once, here.
         datetimes.future_skew = timedelta(seconds=settings.OCPI_MAX_CLOCK_SKEW_SECONDS)

@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, hash_token
+from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
 from ocpi.models import OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
 from ocpi.quality import record_issues
@@ -55,11 +56,14 @@ class OcpiError(Exception):
     resource has reached the OCPI layer and MUST NOT get an HTTP error, so 2xxx codes default to HTTP 200.
     """
 
-    def __init__(self, status_code: int, message: str, http_status: int = 200) -> None:
+    def __init__(
+        self, status_code: int, message: str, http_status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.http_status = http_status
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
 
 def envelope(data: Any = None, status_code: int = SUCCESS, message: str | None = None) -> dict[str, Any]:
@@ -294,6 +298,10 @@ def log_message_row(**values: Any) -> None:
         cursor.execute(_INSERT_MESSAGE, [values[c] for c in _MESSAGE_COLUMNS])
 
 
+# Partner pk → the minute of the last rate-limit refusal this process wrote to the message log.
+_refusals_logged: dict[int, int] = {}
+
+
 class OcpiView(APIView):
     """Base of every OCPI endpoint we serve: token auth, envelope on every answer (errors too), request
     and correlation ids (set by emsp.middleware), routing headers on functional modules, message log."""
@@ -317,7 +325,27 @@ class OcpiView(APIView):
         if found is None:
             raise OcpiError(CLIENT_ERROR, "Missing or unknown token", 401)
         self.partner, self.used_token_a, self.presented_token = found
+        self.rate_limit()
         check_url_ids(kwargs)
+
+    def rate_limit(self) -> None:
+        """OCPI_RATE_LIMIT_PER_MINUTE requests per partner (all modules, all web processes): beyond it HTTP 429
+        with Retry-After. OCPI names no code for it; 2000 is the generic client error."""
+        verdict = rate_limit_hit(f"ocpi:{self.partner.pk}", settings.OCPI_RATE_LIMIT_PER_MINUTE)
+        if verdict.allowed:
+            return
+        # A flooding partner must not cost a log row per refused request: one per partner, minute and process.
+        window = int(time.time() // WINDOW_SECONDS)
+        self._skip_log = _refusals_logged.get(self.partner.pk) == window
+        if not self._skip_log:
+            _refusals_logged[self.partner.pk] = window
+            log.warning("OCPI rate limit: %s over %d requests a minute", self.partner, verdict.limit)
+        raise OcpiError(
+            CLIENT_ERROR,
+            f"Too many requests: at most {verdict.limit} a minute per partner; retry after {verdict.retry_after} s",
+            429,
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
 
     def body(self) -> Any:
         """The request's JSON body; invalid JSON is HTTP 400 (transport §"Response format")."""
@@ -345,7 +373,9 @@ class OcpiView(APIView):
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         if isinstance(exc, OcpiError):
-            return ocpi_response(status_code=exc.status_code, message=exc.message, http_status=exc.http_status)
+            return ocpi_response(
+                status_code=exc.status_code, message=exc.message, http_status=exc.http_status, headers=exc.headers
+            )
         if isinstance(exc, Http404 | exceptions.NotFound):
             return ocpi_response(status_code=CLIENT_ERROR, message=str(exc) or "Not found", http_status=404)
         if isinstance(exc, exceptions.MethodNotAllowed):
@@ -364,7 +394,8 @@ class OcpiView(APIView):
             response["OCPI-to-party-id"] = request.headers.get("OCPI-from-party-id", partner.party_id)
             response["OCPI-from-country-code"] = settings.OCPI_COUNTRY_CODE
             response["OCPI-from-party-id"] = settings.OCPI_PARTY_ID
-        self.log_message(request, response, partner)
+        if not getattr(self, "_skip_log", False):
+            self.log_message(request, response, partner)
         return response
 
     def log_message(self, request: Request, response: HttpResponse, partner: Partner | None) -> None:

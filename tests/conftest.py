@@ -142,6 +142,7 @@ def _fresh_token_cache() -> None:
     registry.forget_trusted()
     cache.clear()
     client = _redis_client()
-    if client is not None:  # message-id sightings live in Redis when REDIS_URL is set
-        for key in client.scan_iter("beckn:msg:*", count=1000):
-            client.delete(key)
+    if client is not None:  # message-id sightings and rate counters live in Redis when REDIS_URL is set
+        for pattern in ("beckn:msg:*", "ratelimit:*"):
+            for key in client.scan_iter(pattern, count=1000):
+                client.delete(key)

@@ -281,3 +281,117 @@ def test_finance_reads_a_dispute_but_cannot_act_on_it(login: Callable[[str], Cli
     dispute.refresh_from_db()
     assert dispute.state == Dispute.State.OPEN
     assert not dispute.events.exists()
+
+
+# -- every console action checks its permission (issue 11, point 7) --------------------------------------
+
+
+def action_choices(client: Client, changelist_name: str) -> set[str]:
+    """The actions the changelist offers this user."""
+    response = client.get(changelist(changelist_name))
+    assert response.status_code == 200
+    form = response.context["action_form"]  # None when no action is offered at all
+    return {name for name, _ in form.fields["action"].choices if name} if form is not None else set()
+
+
+@pytest.fixture
+def queued_pulls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    from ocpi import tasks
+
+    queued: list[tuple[object, ...]] = []
+    monkeypatch.setattr(tasks.sync_partner, "delay", lambda *args: queued.append(args))
+    return queued
+
+
+def test_ops_holds_the_pull_permission_and_finance_does_not(login: Callable[[str], Client]) -> None:
+    assert login("ops").user.has_perm(roles.PULL_PARTNER)  # type: ignore[attr-defined]
+    assert not login("finance").user.has_perm(roles.PULL_PARTNER)  # type: ignore[attr-defined]
+
+
+def test_finance_cannot_pull_a_partner_now(
+    login: Callable[[str], Client], cpo: Partner, queued_pulls: list[tuple[object, ...]]
+) -> None:
+    from emsp.models import StaffAction
+
+    client = login("finance")
+    assert "pull_full_now" not in action_choices(client, "emsp.partner")
+    client.post(changelist("emsp.partner"), {"action": "pull_full_now", "_selected_action": [cpo.pk]}, follow=True)
+    assert queued_pulls == []
+    assert not StaffAction.objects.exists()
+
+
+@pytest.mark.parametrize("group", ["ops", "admin"])
+def test_ops_and_admin_pull_a_partner_now(
+    login: Callable[[str], Client], cpo: Partner, queued_pulls: list[tuple[object, ...]], group: str
+) -> None:
+    client = login(group)
+    assert "pull_full_now" in action_choices(client, "emsp.partner")
+    client.post(changelist("emsp.partner"), {"action": "pull_full_now", "_selected_action": [cpo.pk]})
+    assert queued_pulls == [(cpo.pk, True)]
+
+
+def test_ops_is_offered_no_credential_action_on_partners(login: Callable[[str], Client], cpo: Partner) -> None:
+    assert action_choices(login("ops"), "emsp.partner") == {"pull_full_now"}
+    assert action_choices(login("finance"), "emsp.partner") == set()
+
+
+def test_only_the_admin_group_reads_the_audit_trail(login: Callable[[str], Client]) -> None:
+    assert login("admin").get(changelist("emsp.staffaction")).status_code == 200
+    for group in ("ops", "finance"):
+        assert login(group).get(changelist("emsp.staffaction")).status_code == 403
+
+
+@pytest.mark.parametrize("action", ["block", "unblock"])
+def test_a_token_reader_without_the_change_permission_cannot_block_or_unblock(db: None, action: str) -> None:
+    from emsp.models import Token
+    from tests.factories import TokenFactory
+
+    token = TokenFactory(is_blocked=action == "unblock")
+    reader = User.objects.create_user("reader", password="pw-123456-x", is_staff=True)
+    reader.user_permissions.add(Permission.objects.get(content_type__app_label="emsp", codename="view_token"))
+    client = Client()
+    client.force_login(reader)
+    assert action_choices(client, "emsp.token") == set()
+    client.post(changelist("emsp.token"), {"action": action, "_selected_action": [token.pk]})
+    assert Token.objects.get(pk=token.pk).is_blocked == (action == "unblock")
+
+
+def test_the_dispute_actions_are_offered_to_ops_and_not_to_finance(login: Callable[[str], Client]) -> None:
+    assert action_choices(login("ops"), "billing.dispute") == {"accept_cpo_amount", "contest"}
+    assert action_choices(login("finance"), "billing.dispute") == set()
+
+
+def test_finance_is_offered_the_settlement_actions_but_not_deletion(login: Callable[[str], Client]) -> None:
+    assert action_choices(login("finance"), "billing.settlement") == {
+        "recompute",
+        "export_csv",
+        "export_xlsx",
+        "export_xlsx_with_cdrs",
+        "export_cdrs_csv",
+        "close_period",
+    }
+
+
+def test_the_delivery_retry_is_offered_to_ops_and_finance_cannot_reach_deliveries(
+    login: Callable[[str], Client],
+) -> None:
+    assert action_choices(login("ops"), "emsp.delivery") == {"retry_now"}
+    assert login("finance").get(changelist("emsp.delivery")).status_code == 403
+
+
+def test_registering_without_the_pull_permission_makes_no_first_pull(
+    db: None, monkeypatch: pytest.MonkeyPatch, cpo: Partner
+) -> None:
+    from ocpi import admin as ocpi_admin
+
+    pulls: list[Partner] = []
+    monkeypatch.setattr(ocpi_admin.credentials, "register_with_partner", lambda **kwargs: cpo)
+    monkeypatch.setattr(ocpi_admin, "sync_partner", lambda partner, full: pulls.append(partner) or [])
+    registrar = User.objects.create_user("registrar", password="pw-123456-x", is_staff=True)
+    for codename in ("add_partner", "view_partner"):
+        registrar.user_permissions.add(Permission.objects.get(content_type__app_label="emsp", codename=codename))
+    client = Client()
+    client.force_login(registrar)
+    data = {"versions_url": "https://cpo.example.com/versions", "token_a": "token-a-1234", "pull_now": "on"}
+    assert client.post(reverse("admin:emsp_partner_register"), data).status_code == 302
+    assert pulls == []

@@ -1,6 +1,6 @@
 """The eMSP domain's tables: partners (partners.py), their catalogue (catalogue.py), our drivers and tokens
-(drivers.py), reservations, bookings, charging sessions and commands (charging.py), and the outbox's rows
-(deliveries.py).
+(drivers.py), reservations, bookings, charging sessions and commands (charging.py), the outbox's rows
+(deliveries.py), and the audit trail of staff actions (staff.py).
 
 OCPI objects are kept whole in `data` (as normalised on the way in) next to indexed columns used by queries.
 CiString ids (OCPI types §16.3) are stored as received; the `*_key` columns hold the upper-cased form that
@@ -15,6 +15,7 @@ from emsp.models.deliveries import Delivery, DeliveryAttempt
 from emsp.models.drivers import Driver, Token, TokenQuerySet
 from emsp.models.keys import ci_key, hash_token, new_credentials_token, new_reservation_id
 from emsp.models.partners import Partner, PartnerParty, PartnerQuerySet
+from emsp.models.staff import StaffAction
 
 __all__ = [
     "Booking",
@@ -32,6 +33,7 @@ __all__ = [
     "PartnerParty",
     "PartnerQuerySet",
     "Reservation",
+    "StaffAction",
     "Token",
     "TokenQuerySet",
     "ci_key",

@@ -13,11 +13,19 @@ from emsp.models.partners import Partner
 
 
 class Driver(models.Model):
-    """A driver account of ours: the owner of tokens and of Beckn orders."""
+    """A driver account of ours: the owner of tokens and of Beckn orders. An account opened through a
+    consumer app belongs to that app (`app_id`, its Beckn bap_id): another app finds neither it nor its orders,
+    even for the same email or phone."""
 
+    app_id = models.CharField(
+        max_length=255, blank=True, db_index=True, help_text="The consumer app (Beckn bap_id) the account is of."
+    )
     name = models.CharField(max_length=100)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=32, blank=True)
+    erased_at = models.DateTimeField(
+        null=True, blank=True, help_text="Personal data erased (manage.py driver_erase); money records kept."
+    )
     is_blocked = models.BooleanField(default=False)
     wallet_balance = models.DecimalField(
         max_digits=12,

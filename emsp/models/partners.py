@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from emsp.crypto import EncryptedTextField
 from emsp.models.keys import ci_key, hash_token, new_credentials_token
 
 
@@ -43,11 +44,11 @@ class Partner(models.Model):
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.CPO)
     state = models.CharField(max_length=16, choices=State.choices, default=State.NEW, db_index=True)
 
-    # Credentials (OCPI credentials module §7). Tokens we only verify are hashed; the one we send is not,
-    # because we must present it.
+    # Credentials (OCPI credentials module §7). Tokens we only verify are hashed; the one we send must be
+    # presented, so it is encrypted at rest with keys from the environment (emsp/crypto.py).
     token_a_hash = models.CharField(max_length=64, blank=True, db_index=True)
     incoming_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
-    outgoing_token = models.CharField(max_length=64, blank=True)
+    outgoing_token = EncryptedTextField(blank=True)
     outgoing_token_base64 = models.BooleanField(
         default=True,
         help_text="Send 'Authorization: Token <base64>' (OCPI 2.2.x). Untick for partners that expect the raw token.",

@@ -19,17 +19,19 @@ class DriverCannotCharge(Exception):
         self.allowed = allowed
 
 
-def driver_for_contact(*, email: str = "", phone: str = "", name: str = "") -> Driver:
-    """The driver with this email (case-insensitive), else with this phone, else a new account."""
+def driver_for_contact(*, app_id: str, email: str = "", phone: str = "", name: str = "") -> Driver:
+    """The app's driver with this email (case-insensitive), else with this phone, else a new account of the
+    app's. Accounts of other apps are never matched: an app can't reach another's drivers by their contact."""
     email = email.strip().lower()
     phone = phone.strip()
     if not (email or phone):
         raise ValueError("a driver needs an email or a phone number")
-    driver = Driver.objects.filter(email__iexact=email).first() if email else None
+    accounts = Driver.objects.filter(app_id=app_id, erased_at__isnull=True)
+    driver = accounts.filter(email__iexact=email).first() if email else None
     if driver is None and phone:
-        driver = Driver.objects.filter(phone=phone).first()
+        driver = accounts.filter(phone=phone).first()
     if driver is None:
-        driver = Driver.objects.create(name=name.strip() or email or phone, email=email, phone=phone)
+        driver = Driver.objects.create(app_id=app_id, name=name.strip() or email or phone, email=email, phone=phone)
     return driver
 
 

@@ -30,17 +30,24 @@ class FakeBap:
     private_b64: str = ""
     public_b64: str = ""
     transaction_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    bap_id: str = BAP_ID
+    bap_uri: str = BAP_URI
 
     def __post_init__(self) -> None:
         self.private_b64, self.public_b64 = generate_keypair()
         BecknSubscriber.objects.update_or_create(
-            subscriber_id=BAP_ID,
+            subscriber_id=self.bap_id,
             unique_key_id=KEY_ID,
-            defaults={"type": "BAP", "signing_public_key": self.public_b64, "trusted": True, "subscriber_url": BAP_URI},
+            defaults={
+                "type": "BAP",
+                "signing_public_key": self.public_b64,
+                "trusted": True,
+                "subscriber_url": self.bap_uri,
+            },
         )
         for action in ("on_search", "on_select", "on_init", "on_confirm", "on_status", "on_track", "on_cancel",
                        "on_update", "on_rating", "on_support"):  # fmt: skip
-            self.peer.route("POST", f"{BAP_URI}/{action}", (200, {"message": {"ack": {"status": "ACK"}}}))
+            self.peer.route("POST", f"{self.bap_uri}/{action}", (200, {"message": {"ack": {"status": "ACK"}}}))
 
     def context(self, endpoint: str, **overrides: Any) -> dict[str, Any]:
         context = {
@@ -48,8 +55,8 @@ class FakeBap:
             "action": endpoint,
             "location": {"country": {"code": "IND"}, "city": {"code": "std:080"}},
             "version": "1.1.0",
-            "bap_id": BAP_ID,
-            "bap_uri": BAP_URI,
+            "bap_id": self.bap_id,
+            "bap_uri": self.bap_uri,
             "transaction_id": self.transaction_id,
             "message_id": str(uuid.uuid4()),
             "timestamp": format_datetime(datetime.now(UTC), "millis"),  # a real BAP stamps each request now
@@ -63,7 +70,7 @@ class FakeBap:
     def sign(self, body: bytes) -> str:
         now = int(time.time())
         return sign_request(
-            body, subscriber_id=BAP_ID, unique_key_id=KEY_ID, private_key=load_private_key(self.private_b64),
+            body, subscriber_id=self.bap_id, unique_key_id=KEY_ID, private_key=load_private_key(self.private_b64),
             created=now, expires=now + 300,
         )  # fmt: skip
 
@@ -89,7 +96,7 @@ class FakeBap:
         return [c["json"] for c in self.calls(action)]
 
     def calls(self, action: str) -> list[dict[str, Any]]:
-        return [c for c in self.peer.calls if c["url"] == f"{BAP_URI}/{action}"]
+        return [c for c in self.peer.calls if c["url"] == f"{self.bap_uri}/{action}"]
 
 
 # The CPO of the Beckn tests: its Commands receiver (behind the outbound seam) and its one tariff.

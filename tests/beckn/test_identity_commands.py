@@ -20,6 +20,7 @@ from django.test import override_settings
 
 from beckn import keys
 from beckn.signing import load_private_key, parse_signature_header, public_key_b64, verify_signature
+from emsp import crypto
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +96,9 @@ def test_without_a_configured_key_it_keeps_a_development_key(tmp_path: Path, cap
 
     assert keys.our_public_key_b64() == first
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert public_key_b64(load_private_key(key_file.read_text())) == first
+    stored = key_file.read_text().strip()
+    assert stored.startswith(crypto.PREFIX)  # at rest only with the keys from the environment
+    assert public_key_b64(load_private_key(crypto.decrypt(stored))) == first
     assert "BECKN_SIGNING_PRIVATE_KEY is not set" in caplog.text
     assert list(tmp_path.iterdir()) == [key_file]  # no temp files left behind
 

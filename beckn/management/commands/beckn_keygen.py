@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from beckn.signing import generate_keypair, load_private_key, seed_b64
+from emsp import crypto
 
 
 class Command(BaseCommand):
@@ -17,6 +18,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
+            "--encrypted",
+            action="store_true",
+            help="Print the private key encrypted with FIELD_ENCRYPTION_KEYS (enc1:…): the key is then no secret "
+            "on its own wherever the environment is stored.",
+        )
+        parser.add_argument(
             "--seed32",
             action="store_true",
             help="Print the private key as the 32-byte seed (the form beckn-onix expects); we accept both.",
@@ -26,5 +33,7 @@ class Command(BaseCommand):
         private, public = generate_keypair()
         if options["seed32"]:
             private = seed_b64(load_private_key(private))
+        if options["encrypted"]:
+            private = crypto.encrypt(private)
         self.stdout.write(f"BECKN_SIGNING_PRIVATE_KEY={private}")
         self.stdout.write(f"signing_public_key={public}")

@@ -1,0 +1,82 @@
+"""Beckn's part of personal data (emsp/privacy.py): a driver's journeys (billing and contact details are kept
+encrypted on the journey only) and ratings. Stored request bodies have those details redacted; on erasure the
+journeys' details and stored messages go; request records go with their retention."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from beckn.models import BecknCallback, BecknMessage, BecknRating, BecknTransaction
+from emsp import privacy
+from emsp.models import Delivery, Driver
+
+# Beckn objects that carry who the driver is (core 1.1.0 Billing, Customer, Person, Contact).
+PERSONAL = frozenset({"billing", "customer", "person", "contact"})
+REDACTED = "[redacted]"
+
+
+def redacted(body: str) -> str:
+    """A request body as we keep it: the personal blocks replaced (the journey keeps them, encrypted)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    return orjson.dumps(_redact(data)).decode()
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if k in PERSONAL and v else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _export(driver: Driver) -> dict[str, Any]:
+    journeys = BecknTransaction.objects.filter(driver=driver).order_by("created_at")
+    return {
+        "journeys": [
+            {
+                "app": t.bap_id,
+                "transaction_id": t.transaction_id,
+                "billing": t.billing,
+                "customer": t.customer,
+                "order_id": t.booking.order_id if t.booking_id else None,
+                "created_at": privacy.when(t.created_at),
+            }
+            for t in journeys.select_related("booking")
+        ],
+        "ratings": [
+            {"category": r.category, "ref_id": r.ref_id, "value": r.value, "created_at": privacy.when(r.created_at)}
+            for r in BecknRating.objects.filter(transaction__driver=driver).order_by("created_at")
+        ],
+    }
+
+
+def _erase(driver: Driver) -> dict[str, int]:
+    journeys = BecknTransaction.objects.filter(driver=driver)
+    messages = BecknMessage.objects.filter(transaction__in=journeys).update(body="[erased]")
+    # Callbacks already settled no longer need their bodies; one still to be sent keeps it until it goes.
+    callbacks = BecknCallback.objects.filter(
+        transaction__in=journeys, status__in=(Delivery.Status.DELIVERED, Delivery.Status.FAILED)
+    ).update(body="{}")
+    details = 0
+    for journey in journeys:
+        journey.billing, journey.customer = {}, {}
+        journey.save(update_fields=["billing", "customer"])
+        details += 1
+    return {"journeys": details, "messages": messages, "callbacks": callbacks}
+
+
+def _purge(now: datetime) -> dict[str, int]:
+    old = BecknMessage.objects.filter(received_at__lt=privacy.kept_since("beckn_messages", now))
+    count = old.count()
+    old.delete()
+    return {"beckn_messages": count}
+
+
+def register() -> None:
+    privacy.register("beckn", export=_export, erase=_erase, purge=_purge)

@@ -1,0 +1,60 @@
+"""Billing's part of personal data (emsp/privacy.py): a driver's receipts and quotes, exported; on erasure
+the receipts stay (tax records) on the pseudonymised account; quotes never booked go with their retention,
+CDRs and receipts with the tax-law period."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from billing.models import Cdr, DriverReceipt, Quote
+from emsp import privacy
+from emsp.models import Driver
+
+
+def _export(driver: Driver) -> dict[str, Any]:
+    return {
+        "receipts": [
+            {
+                "cdr": r.cdr.cdr_id,
+                "operator": f"{r.cdr.country_code}*{r.cdr.party_id}",
+                "currency": r.currency,
+                "energy_kwh": str(r.energy_kwh),
+                "total_incl_vat": str(r.total_incl_vat),
+                "charged_from": privacy.when(r.cdr.start_date_time),
+                "charged_to": privacy.when(r.cdr.end_date_time),
+            }
+            for r in DriverReceipt.objects.filter(driver=driver).select_related("cdr").order_by("cdr__end_date_time")
+        ],
+        "quotes": [
+            {
+                "id": q.pk,
+                "currency": q.currency,
+                "total_incl_vat": str(q.total_incl_vat) if q.total_incl_vat else None,
+                "created_at": privacy.when(q.created_at),
+                "accepted_at": privacy.when(q.accepted_at),
+            }
+            for q in Quote.objects.filter(driver=driver).order_by("created_at")
+        ],
+    }
+
+
+def _erase(driver: Driver) -> dict[str, int]:
+    # A quote never booked is no record anyone needs; a booked one stays with its receipt.
+    unbooked = Quote.objects.filter(driver=driver, accepted_at__isnull=True)
+    count = unbooked.count()
+    unbooked.delete()
+    return {"quotes_deleted": count}
+
+
+def _purge(now: datetime) -> dict[str, int]:
+    quotes = Quote.objects.filter(accepted_at__isnull=True, created_at__lt=privacy.kept_since("quotes", now))
+    old_cdrs = Cdr.objects.filter(end_date_time__lt=privacy.kept_since("charging_records", now))
+    counts = {"quotes": quotes.count(), "cdrs": old_cdrs.count()}
+    quotes.delete()
+    old_cdrs.delete()  # with their audits, disputes and receipts
+    return counts
+
+
+def register() -> None:
+    privacy.register("billing", export=_export, erase=_erase, purge=_purge)

@@ -1,0 +1,178 @@
+"""Personal data, in one registry: what each part of the platform holds about a driver, exported (GDPR Art.
+15 and 20; India's DPDP Act 2023 §11) and erased (GDPR Art. 17; DPDP §12) — money records kept as tax law
+requires, pseudonymised — and how long each class of data is kept (RETENTION_DAYS). Each app contributes its
+part in its AppConfig.ready(), so the domain needs to import none of them. docs/privacy.md is the register."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from emsp.datetimes import format_datetime
+from emsp.models import Booking, ChargingSession, Delivery, Driver, Reservation
+from emsp.services.tokens import token_update
+
+Exporter = Callable[[Driver], dict[str, Any]]
+Eraser = Callable[[Driver], dict[str, int]]
+Purger = Callable[[datetime], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    export: Exporter | None
+    erase: Eraser | None
+    purge: Purger | None
+
+
+_parts: dict[str, Part] = {}
+
+
+def register(
+    name: str, *, export: Exporter | None = None, erase: Eraser | None = None, purge: Purger | None = None
+) -> None:
+    _parts[name] = Part(name, export, erase, purge)
+
+
+def kept_since(data_class: str, now: datetime) -> datetime:
+    """The oldest moment data of `data_class` may be from (settings.RETENTION_DAYS)."""
+    return now - timedelta(days=settings.RETENTION_DAYS[data_class])
+
+
+def when(moment: datetime | None) -> str | None:
+    return format_datetime(moment) if moment else None
+
+
+def driver_export(driver: Driver) -> dict[str, Any]:
+    """Everything we hold about one driver, as JSON-ready data."""
+    out: dict[str, Any] = {"exported_at": format_datetime(timezone.now())}
+    for part in _parts.values():
+        if part.export is not None:
+            out[part.name] = part.export(driver)
+    return out
+
+
+def driver_erase(driver: Driver, *, now: datetime | None = None) -> dict[str, int]:
+    """Erase a driver's personal data everywhere, in one transaction: contact details, billing details,
+    stored messages that carry them. What tax law needs (CDRs, receipts, settlements: amounts, dates, the
+    pseudonymous token ids) is kept, tied to an account that no longer says whose it is."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        # The domain's part last: the others find what is theirs by the account's details and tokens.
+        for part in sorted(_parts.values(), key=lambda p: p.name == "domain"):
+            if part.erase is not None:
+                counts.update({f"{part.name}.{k}": v for k, v in part.erase(driver).items()})
+    return counts
+
+
+def purge_expired(now: datetime | None = None) -> dict[str, int]:
+    """Delete what is past its retention, class by class."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {}
+    for part in _parts.values():
+        if part.purge is not None:
+            counts.update({f"{part.name}.{k}": v for k, v in part.purge(now).items()})
+    return counts
+
+
+# --- the domain's own part -----------------------------------------------------------------------------------
+
+
+def _export(driver: Driver) -> dict[str, Any]:
+    tokens = list(driver.tokens.all())
+    sessions = ChargingSession.objects.filter(token__in=tokens).order_by("start_date_time")
+    return {
+        "driver": {
+            "id": driver.pk,
+            "app_id": driver.app_id,
+            "name": driver.name,
+            "email": driver.email,
+            "phone": driver.phone,
+            "currency": driver.currency,
+            "wallet_balance": str(driver.wallet_balance) if driver.wallet_balance is not None else None,
+            "blocked": driver.is_blocked,
+            "created_at": when(driver.created_at),
+            "erased_at": when(driver.erased_at),
+        },
+        "tokens": [
+            {
+                "uid": t.uid,
+                "type": t.type,
+                "contract_id": t.contract_id,
+                "visual_number": t.visual_number,
+                "valid": t.valid,
+                "blocked": t.is_blocked,
+                "last_updated": when(t.last_updated),
+            }
+            for t in tokens
+        ],
+        "bookings": [
+            {
+                "order_id": b.order_id,
+                "state": b.state,
+                "connector_id": b.connector_id,
+                "evse": str(b.evse),
+                "created_at": when(b.created_at),
+                "updated_at": when(b.updated_at),
+            }
+            for b in Booking.objects.filter(driver=driver).select_related("evse").order_by("created_at")
+        ],
+        "reservations": [
+            {
+                "reservation_id": r.reservation_id,
+                "status": r.status,
+                "start_at": when(r.start_at),
+                "expiry_at": when(r.expiry_at),
+            }
+            for r in Reservation.objects.filter(token__in=tokens).order_by("start_at")
+        ],
+        "charging_sessions": [
+            {
+                "session_id": s.session_id,
+                "operator": f"{s.country_code}*{s.party_id}",
+                "status": s.status,
+                "start": when(s.start_date_time),
+                "end": when(s.end_date_time),
+                "kwh": str(s.kwh),
+                "location_id": s.ocpi_location_id,
+                "evse_uid": s.evse_uid,
+            }
+            for s in sessions
+        ],
+    }
+
+
+def _erase(driver: Driver) -> dict[str, int]:
+    tokens = list(driver.tokens.filter(valid=True))
+    for token in tokens:
+        # No longer usable, and every CPO is told (the push carries no personal data: uid and contract id).
+        token_update(token=token, valid=False, visual_number="")
+    Driver.objects.filter(pk=driver.pk).update(
+        name=f"Erased driver {driver.pk}", email="", phone="", is_blocked=True, erased_at=timezone.now()
+    )
+    return {"tokens_invalidated": len(tokens), "drivers": 1}
+
+
+def _purge(now: datetime) -> dict[str, int]:
+    # Messages we owe partners carry their bodies (Beckn orders echo billing details): once settled, kept
+    # for the console a while, then gone.
+    settled = Delivery.objects.filter(
+        status__in=(Delivery.Status.DELIVERED, Delivery.Status.FAILED), created_at__lt=kept_since("deliveries", now)
+    )
+    deliveries = settled.count()
+    settled.delete()
+    # Charging records past the tax-law period (their CDRs go with billing's part).
+    old_sessions = ChargingSession.objects.filter(last_updated__lt=kept_since("charging_records", now))
+    sessions = old_sessions.count()
+    old_sessions.delete()
+    return {"deliveries": deliveries, "charging_sessions": sessions}
+
+
+register("domain", export=_export, erase=_erase, purge=_purge)
