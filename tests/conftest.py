@@ -146,3 +146,19 @@ def _fresh_token_cache() -> None:
         for pattern in ("beckn:msg:*", "ratelimit:*"):
             for key in client.scan_iter(pattern, count=1000):
                 client.delete(key)
+
+
+@pytest.fixture
+def login(db: None) -> Callable[[str], Client]:
+    """A client logged in as a staff member of one group (the groups come from the emsp roles migration)."""
+    from django.contrib.auth.models import Group, User
+
+    def make(group: str) -> Client:
+        user = User.objects.create_user(f"{group}-user", password="pw-123456-x", is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        client = Client()
+        client.force_login(user)
+        client.user = user  # type: ignore[attr-defined]
+        return client
+
+    return make

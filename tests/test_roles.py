@@ -29,21 +29,6 @@ def perm_labels(group: Group) -> set[str]:
 
 
 @pytest.fixture
-def login(db: None) -> Callable[[str], Client]:
-    """A client logged in as a staff member of one group (the groups come from the emsp roles migration)."""
-
-    def make(group: str) -> Client:
-        user = User.objects.create_user(f"{group}-user", password="pw-123456-x", is_staff=True)
-        user.groups.add(Group.objects.get(name=group))
-        client = Client()
-        client.force_login(user)
-        client.user = user  # type: ignore[attr-defined]
-        return client
-
-    return make
-
-
-@pytest.fixture
 def cpo(db: None) -> Partner:
     return PartnerFactory(
         name="Secretive CPO",
