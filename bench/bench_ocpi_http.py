@@ -76,9 +76,9 @@ def start_server(workers: int) -> tuple[subprocess.Popen[bytes], str]:
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            requests.get(f"{base}/ocpi/versions", headers=AUTH, timeout=1)
+            requests.get(f"{base}/ocpi/versions", headers=AUTH, timeout=5)  # the first answer loads the app
             return proc, base
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("gunicorn did not start")

@@ -126,9 +126,9 @@ def decode_authorization(header: str | None) -> list[str]:
     return candidates
 
 
-# Token → partner, per process, for a few seconds: the lookup ran on every request of the hot paths
-# (EVSE PATCH, real-time authorization). Credentials changes clear it here at once; other processes see a
-# rotated or revoked token refused at most TOKEN_CACHE_SECONDS later.
+# Token → partner (with the parties granted to it), per process, for a few seconds: the lookup ran on every
+# request of the hot paths (EVSE PATCH, real-time authorization). Credentials changes clear it here at once;
+# other processes see a rotated or revoked token refused, or a new grant, at most TOKEN_CACHE_SECONDS later.
 TOKEN_CACHE_SECONDS = 3.0
 _token_cache: dict[str, tuple[float, Partner]] = {}
 
@@ -159,6 +159,7 @@ def partner_for_token(
         if partner.state == Partner.State.CONNECTED:
             if len(_token_cache) > 10_000:
                 _token_cache.clear()
+            partner.party_keys()  # read once with the partner: the copies served from the cache carry them
             _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
         return partner, False, by_hash[partner.incoming_token_hash]
     if allow_token_a:
