@@ -14,6 +14,9 @@ FAULT_NAMES = (
     "broken_link",
     "lowercase",
     "wrap_single",
+    "trailing_slash",
+    "link_elsewhere",
+    "bare_errors",
 )
 _NUMERIC_FAULTS = {"slow", "http500"}
 

@@ -63,6 +63,20 @@ def envelope(data: Any = None, status_code: int = 1000, message: str = "Success"
     return out
 
 
+def bare_error(reply: Reply) -> Reply:
+    """The bare_errors fault: an error as a web framework renders it (`{"detail": "..."}`, FastAPI's shape),
+    not in the OCPI envelope; an OCPI error that came with HTTP 200 gets HTTP 400."""
+    body = reply.body
+    if not isinstance(body, dict) or int(body.get("status_code") or 1000) < 2000:
+        return reply
+    status = reply.status if reply.status >= 400 else 400
+    return Reply(status, {"detail": body.get("status_message") or "error"}, reply.headers)
+
+
+def query_string(req: Request) -> str:
+    return f"?{urlencode(req.query, doseq=True)}" if req.query else ""
+
+
 class App:
     """Request handling for the simulator (framework-free)."""
 
@@ -81,14 +95,16 @@ class App:
         rid = req.headers.get("X-Request-ID") or str(uuid.uuid4())
         cid = req.headers.get("X-Correlation-ID") or str(uuid.uuid4())
         path = "/" + "/".join(p for p in req.path.split("/") if p)
+        is_control = path == "/_sim" or path.startswith("/_sim/")
         try:
-            is_control = path == "/_sim" or path.startswith("/_sim/")
             reply = (self.control if is_control else self.ocpi)(req, path)
         except BadJson as exc:
             reply = Reply(400, envelope(None, 2000, f"invalid JSON: {exc}"))
         except Exception as exc:
             log(f"ERROR {req.method} {path}: {type(exc).__name__}: {exc}")
             reply = Reply(500, envelope(None, 3000, f"internal error: {type(exc).__name__}"))
+        if not is_control and self.fault("bare_errors"):
+            reply = bare_error(reply)
         reply.headers.setdefault("X-Request-ID", rid)
         reply.headers.setdefault("X-Correlation-ID", cid)
         return reply
@@ -104,6 +120,10 @@ class App:
         if faults.get("http500") and self.rng.random() < float(faults["http500"]):
             return Reply(500, envelope(None, 3000, "simulated server error (fault http500)"))
         parts = path.strip("/").split("/")
+        if faults.get("trailing_slash") and len(parts) == 3 and parts[1] == OCPI_VERSION and not req.path.endswith("/"):
+            # Like a web framework whose routes end in "/" (Starlette's redirect_slashes): the list lives at
+            # ".../locations/" and ".../locations" is answered with a redirect.
+            return Reply(307, None, {"Location": self.module_url(parts[2]) + query_string(req)})
         if parts[0] != "ocpi":
             return Reply(404, envelope(None, 2000, "not found"))
         if parts[1:] in ([], ["versions"]):
@@ -145,9 +165,13 @@ class App:
     def _not_allowed(allowed: str) -> Reply:
         return Reply(405, envelope(None, 2000, "method not allowed"), {"Allow": allowed})
 
+    def fault(self, name: str) -> Any:
+        with self.store.lock:
+            return self.store.faults.get(name)
+
     def module_url(self, module: str) -> str:
-        """Absolute URL of one of our modules."""
-        return f"{self.base_url}/ocpi/{OCPI_VERSION}/{module}"
+        """Absolute URL of one of our modules (ending in "/" under the trailing_slash fault)."""
+        return f"{self.base_url}/ocpi/{OCPI_VERSION}/{module}" + ("/" if self.fault("trailing_slash") else "")
 
     def m_versions(self, req: Request, rest: list[str], who: str) -> Reply:
         """GET versions."""
@@ -239,11 +263,13 @@ class App:
         page = [r[2] for r in rows[offset : offset + limit]]
         headers = {"X-Total-Count": str(len(rows)), "X-Limit": str(self.cfg.page_limit)}
         if limit and offset + limit < len(rows):
-            with self.store.lock:
-                broken = bool(self.store.faults.get("broken_link"))
             params = {k: req.q(k) for k in ("date_from", "date_to") if req.q(k)}
             params.update(offset=str(offset + limit), limit=str(limit))
-            url = "null" if broken else f"{self.module_url(module)}?{urlencode(params)}"
+            url = f"{self.module_url(module)}?{urlencode(params)}"
+            if self.fault("broken_link"):
+                url = "null"
+            elif self.fault("link_elsewhere"):  # another scheme and path than the list's own
+                url = "https" + url.removeprefix("http").replace(f"/{module}", f"/{module}/page", 1)
             headers["Link"] = f'<{url}>; rel="next"'
         return Reply(200, envelope(page), headers)
 

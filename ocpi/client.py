@@ -1,5 +1,10 @@
 """Our OCPI client towards a partner: authenticated requests through the outbound seam, envelope parsing,
-message logging, and page walking that survives broken `Link` headers."""
+message logging, and page walking that survives broken `Link` headers.
+
+A partner's URLs are used exactly as it gave them (a trailing slash kept, its own query string kept byte for
+byte): `url_under` puts object ids below an endpoint URL and `with_params` adds query parameters. A reply
+that is not an OCPI answer — a redirect, a body that is not JSON, JSON that is not a response envelope — is
+a failed request (`OcpiReplyError`), never an empty success."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import orjson
 from django.conf import settings
@@ -50,6 +55,11 @@ class OcpiAuthError(OcpiClientError):
     """The partner refused our token: 401, or 403 from partners that use it where 401 is due."""
 
 
+class OcpiReplyError(OcpiClientError):
+    """The partner answered, but not in OCPI: a redirect (we don't follow them: a partner's URLs are used as
+    given), a body that is not JSON, or JSON without the response envelope's `status_code`."""
+
+
 @dataclass
 class OcpiReply:
     http_status: int
@@ -57,6 +67,7 @@ class OcpiReply:
     data: Any
     headers: dict[str, str] = field(default_factory=dict)
     message: str = ""
+    problem: str = ""  # why the body is not an OCPI response envelope ("" when it is one)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -98,7 +109,7 @@ class OcpiClient:
         timeout: float | None = None,
     ) -> OcpiReply:
         if params:
-            url = _with_params(url, params)
+            url = with_params(url, params)
         headers = {"Authorization": f"Token {encode_token(self.token, self.use_base64)}"}
         if module not in _CONFIGURATION_MODULES and self.partner is not None:
             headers.update(
@@ -123,6 +134,7 @@ class OcpiClient:
             self._log(method, url, module, None, None, request_id, "", json, b"", str(exc), None)
             raise OcpiClientError(f"{method} {url}: {exc}") from exc
         reply = _parse_reply(response)
+        failure = _failure(method, url, response, reply)
         self._log(
             method,
             url,
@@ -133,29 +145,11 @@ class OcpiClient:
             response.correlation_id,
             json,
             response.content,
-            "",
+            str(failure or ""),
             response.elapsed_ms,
         )
-        if response.status in (401, 403):
-            raise OcpiAuthError(
-                f"{method} {url}: HTTP {response.status}",
-                http_status=response.status,
-                ocpi_status=reply.status_code,
-            )
-        if response.status >= 400:
-            raise OcpiClientError(
-                f"{method} {url}: HTTP {response.status} {reply.message}".strip(),
-                http_status=response.status,
-                ocpi_status=reply.status_code,
-                data=reply.data,
-            )
-        if reply.status_code is not None and not 1000 <= reply.status_code < 2000:
-            raise OcpiClientError(
-                f"{method} {url}: OCPI {reply.status_code} {reply.message}".strip(),
-                http_status=response.status,
-                ocpi_status=reply.status_code,
-                data=reply.data,
-            )
+        if failure is not None:
+            raise failure
         return reply
 
     def get(
@@ -198,65 +192,120 @@ class OcpiClient:
 
     def iter_pages(
         self, url: str, *, module: str, params: dict[str, str] | None = None, timeout: float | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Walk a paginated list (transport §"Pagination"). Follows `Link: rel="next"` when it is usable;
-        otherwise (missing while `X-Total-Count` says there is more, garbage, or another host) continues by
-        offset/limit. Stops on an empty page or when the total is reached."""
+    ) -> Iterator[Page]:
+        """Walk a paginated list (transport §"Pagination"). Follows `Link: rel="next"` when it points at the
+        same endpoint (scheme, host and path); otherwise — no Link while `X-Total-Count` says there is more, a
+        garbage one, another host or path — continues by offset/limit on the endpoint's own URL. Stops on an
+        empty page or when the total is reached."""
         base_params = dict(params or {})
         offset = int(base_params.get("offset", 0))
-        next_url: str | None = _with_params(url, base_params)
+        next_url = with_params(url, base_params)
         seen_urls: set[str] = set()
         for _ in range(MAX_PAGES):
-            assert next_url is not None
             seen_urls.add(next_url)
             reply = self.request("GET", next_url, module=module, timeout=timeout)
             items = unwrap_list_payload(reply.data)
-            yield items
+            total = _int_header(reply, "X-Total-Count")
+            header = reply.header("Link")
+            link = _next_link(header, url)
+            yield Page(items=items, total=total, link_refused=bool(header and _LINK_NEXT.search(header) and not link))
             if not items:
                 return
             offset += len(items)
-            total = _int_header(reply, "X-Total-Count")
-            link = _next_link(reply.header("Link"), url)
             if link and link not in seen_urls:
                 next_url = link
                 continue
             if total is None or offset >= total:
                 return
             limit = _int_header(reply, "X-Limit") or len(items)
-            next_url = _with_params(url, {**base_params, "offset": str(offset), "limit": str(limit)})
+            next_url = with_params(url, {**base_params, "offset": str(offset), "limit": str(limit)})
             if next_url in seen_urls:
                 return
         log.warning("stopped walking %s after %d pages", url, MAX_PAGES)
 
 
+@dataclass
+class Page:
+    """One page of a list: its objects, the `X-Total-Count` it announced, and whether its `Link` pointed
+    away from the endpoint (and so was not followed)."""
+
+    items: list[dict[str, Any]]
+    total: int | None = None
+    link_refused: bool = False
+
+
 def _parse_reply(response: outbound.OutboundResponse) -> OcpiReply:
-    """Lenient in: an envelope is expected, but a bare JSON document (some partners) is taken as `data`."""
-    data: Any = None
+    """The envelope's parts. `problem` says why the body is not an OCPI response envelope, if it isn't."""
     status_code: int | None = None
-    message = ""
-    if response.content.strip():
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
-            message = response.content[:200].decode("utf-8", "replace")
-        if isinstance(body, dict) and "status_code" in body:
-            raw_code = body.get("status_code")
-            try:
-                status_code = int(raw_code) if raw_code is not None else None
-            except (TypeError, ValueError):
-                status_code = None
-            data = body.get("data")
-            message = str(body.get("status_message") or "")
-        elif body is not None:
-            data = body
+    try:
+        body = orjson.loads(response.content) if response.content.strip() else None
+    except orjson.JSONDecodeError:
+        return _reply(response, problem=f"the body is not JSON: {_excerpt(response.content)!r}")
+    if not isinstance(body, dict) or "status_code" not in body:
+        what = "empty" if body is None else f"JSON without an OCPI envelope: {_excerpt(response.content)!r}"
+        return _reply(response, data=body, problem=f"the body is {what}")
+    try:
+        status_code = int(body["status_code"])
+    except (TypeError, ValueError, OverflowError):
+        return _reply(response, data=body, problem=f"status_code {_excerpt(str(body['status_code']).encode())!r}")
+    return _reply(
+        response, status_code=status_code, data=body.get("data"), message=str(body.get("status_message") or "")
+    )
+
+
+def _reply(
+    response: outbound.OutboundResponse,
+    *,
+    status_code: int | None = None,
+    data: Any = None,
+    message: str = "",
+    problem: str = "",
+) -> OcpiReply:
     return OcpiReply(
         http_status=response.status,
         status_code=status_code,
         data=data,
         headers=response.headers,
         message=message,
+        problem=problem,
     )
+
+
+def _failure(method: str, url: str, response: outbound.OutboundResponse, reply: OcpiReply) -> OcpiClientError | None:
+    """Why this answer is a failed request, or None when it is a success."""
+    status = response.status
+    where = f"{method} {url}"
+    if 300 <= status < 400:
+        target = reply.header("Location") or "nowhere"
+        return OcpiReplyError(
+            f"{where}: HTTP {status} redirect to {_excerpt(target.encode())} (not followed: a partner's URLs are "
+            "used exactly as it gave them)",
+            http_status=status,
+        )
+    if status in (401, 403):
+        return OcpiAuthError(f"{where}: HTTP {status}", http_status=status, ocpi_status=reply.status_code)
+    if status >= 400:
+        detail = reply.message or reply.problem
+        return OcpiClientError(
+            f"{where}: HTTP {status} {detail}".strip(),
+            http_status=status,
+            ocpi_status=reply.status_code,
+            data=reply.data,
+        )
+    if reply.problem:
+        return OcpiReplyError(f"{where}: HTTP {status}, not an OCPI answer: {reply.problem}", http_status=status)
+    if not 1000 <= (reply.status_code or 0) < 2000:
+        return OcpiClientError(
+            f"{where}: OCPI {reply.status_code} {reply.message}".strip(),
+            http_status=status,
+            ocpi_status=reply.status_code,
+            data=reply.data,
+        )
+    return None
+
+
+def _excerpt(content: bytes, length: int = 200) -> str:
+    return content[:length].decode("utf-8", "replace")
 
 
 def _int_header(reply: OcpiReply, name: str) -> int | None:
@@ -267,24 +316,46 @@ def _int_header(reply: OcpiReply, name: str) -> int | None:
         return None
 
 
-def _next_link(header: str | None, base_url: str) -> str | None:
-    """The next-page URL from a `Link` header, if it is an absolute http(s) URL on the list's own host."""
+def _next_link(header: str | None, endpoint_url: str) -> str | None:
+    """The next-page URL from a `Link` header, if it points at the same endpoint: same scheme, host and path
+    (its query may differ). Anything else is not followed."""
     if not header:
         return None
     match = _LINK_NEXT.search(header)
     if not match:
         return None
     link = match.group(1)
-    parts, base = urlsplit(link), urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or parts.netloc != base.netloc:
-        return None
-    return link
+    parts, endpoint = urlsplit(link), urlsplit(endpoint_url)
+    same = (
+        parts.scheme.lower() == endpoint.scheme.lower()
+        and parts.netloc.lower() == endpoint.netloc.lower()
+        and parts.path == endpoint.path
+    )
+    return link if same else None
 
 
-def _with_params(url: str, params: dict[str, str]) -> str:
+def with_params(url: str, params: dict[str, str]) -> str:
+    """`url` with query parameters added: the partner's own query string is kept as it gave it (only a
+    parameter we set replaces one of the same name)."""
     if not params:
         return url
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    base, _, fragment = url.partition("#")
+    path, _, query = base.partition("?")
+    kept = [pair for pair in query.split("&") if pair and unquote_plus(pair.partition("=")[0]) not in params]
+    joined = "&".join([*kept, urlencode(params)])
+    return f"{path}?{joined}" + (f"#{fragment}" if fragment else "")
+
+
+def url_under(endpoint_url: str, path: str) -> str:
+    """An object's URL below a module endpoint: `path` (ids already quoted, perhaps with its own `?query`)
+    after the endpoint's path, one slash between them whether or not the endpoint ends with one."""
+    base, _, query = endpoint_url.partition("?")
+    path, _, extra = path.lstrip("/").partition("?")
+    url = f"{base}{'' if base.endswith('/') else '/'}{path}"
+    joined = "&".join(q for q in (query, extra) if q)
+    return f"{url}?{joined}" if joined else url
+
+
+def object_url(endpoint_url: str, *ids: str) -> str:
+    """The URL of one object below a module endpoint: `{endpoint}/{id}/{id}…`, each id percent-encoded."""
+    return url_under(endpoint_url, "/".join(quote(str(i), safe="") for i in ids))

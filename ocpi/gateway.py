@@ -11,7 +11,7 @@ from emsp.models import Command, Evse, Partner, Token
 from emsp.ports import CommandReply, CpoUnreachable
 from emsp.services.commands import result_messages
 from ocpi import push, sync
-from ocpi.client import OcpiClient, OcpiClientError
+from ocpi.client import OcpiClient, OcpiClientError, object_url
 from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
 from ocpi.rendering import command_as_ocpi
 
@@ -26,7 +26,7 @@ class OcpiGateway:
         body = command_as_ocpi(command)
         Command.objects.filter(pk=command.pk).update(request=body)
         try:
-            reply = OcpiClient(partner).request("POST", f"{base}/{command.type}", module="commands", json=body)
+            reply = OcpiClient(partner).request("POST", object_url(base, command.type), module="commands", json=body)
         except OcpiClientError as exc:
             raise CpoUnreachable(str(exc)) from exc
         response = unwrap_object_payload(reply.data)
@@ -46,7 +46,7 @@ class OcpiGateway:
             return None
         try:
             reply = OcpiClient(partner, timeout=timeout).get(
-                f"{base}/{location.location_id}/{evse.uid}", module="locations", timeout=timeout
+                object_url(base, location.location_id, evse.uid), module="locations", timeout=timeout
             )
             clean, _ = normalize_evse(unwrap_object_payload(reply.data))
         except (OcpiClientError, Rejected, ValueError):

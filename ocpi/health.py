@@ -15,8 +15,9 @@ from emsp.models import ChargingSession, Command, Evse, Location, Partner
 from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
 
 MODULES = ("locations", "tariffs", "sessions", "cdrs")
-# A message that failed: no answer, an HTTP error, or an OCPI error status.
-_FAILED = Q(http_status__gte=400) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000)
+# A message that failed: no answer, a redirect or an HTTP error, an OCPI error status, or (ours to them) an
+# answer that was not OCPI at all (the client writes why into `error`).
+_FAILED = Q(http_status__gte=300) | Q(http_status__isnull=True) | Q(ocpi_status__gte=2000) | ~Q(error="")
 
 
 @dataclass
@@ -26,6 +27,8 @@ class PartnerHealth:
     counts: dict[str, int]
     recent_errors: list[OcpiMessage]
     error_rate: float | None
+    failed_requests: int  # our requests to the partner that failed, last 24 h
+    unusable_replies: int  # of which the answer was not OCPI (a redirect, not JSON, no envelope)
     data_quality: list[dict[str, Any]]
     data_quality_total: int
     commands: dict[str, int] = field(default_factory=dict)
@@ -50,7 +53,14 @@ def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHeal
     }
     day_ago = now - timedelta(days=1)
     messages = OcpiMessage.objects.filter(partner=partner, created_at__gte=day_ago)
-    totals = messages.aggregate(total=Count("pk"), failed=Count("pk", filter=_FAILED))
+    outgoing = Q(direction=OcpiMessage.Direction.OUT)
+    unusable = outgoing & (Q(http_status__range=(300, 399)) | (Q(http_status__lt=300) & ~Q(error="")))
+    totals = messages.aggregate(
+        total=Count("pk"),
+        failed=Count("pk", filter=_FAILED),
+        failed_out=Count("pk", filter=_FAILED & outgoing),
+        unusable=Count("pk", filter=unusable),
+    )
     errors = list(OcpiMessage.objects.filter(partner=partner).filter(_FAILED).order_by("-created_at")[:10])
     quality = list(
         DataQualityIssue.objects.filter(partner=partner)
@@ -69,6 +79,8 @@ def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHeal
         counts=counts,
         recent_errors=errors,
         error_rate=(totals["failed"] / totals["total"]) if totals["total"] else None,
+        failed_requests=totals["failed_out"],
+        unusable_replies=totals["unusable"],
         data_quality=quality,
         data_quality_total=DataQualityIssue.objects.filter(partner=partner).count(),
         commands=command_counts,

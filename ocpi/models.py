@@ -65,6 +65,9 @@ class SyncRun(models.Model):
     stored = models.PositiveIntegerField(default=0)
     normalised = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
+    announced = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The X-Total-Count the partner's first page announced, if any."
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from itertools import islice
 from typing import Any
+from urllib.parse import quote
 
 from django.db import transaction
 
 from emsp import bulk, outbound, outbox
 from emsp.models import Delivery, Partner, Token
-from ocpi.client import OcpiClient, OcpiClientError
+from ocpi.client import OcpiClient, OcpiClientError, url_under
 from ocpi.models import PushDelivery
 from ocpi.rendering import token_as_ocpi
 
@@ -18,7 +19,8 @@ from ocpi.rendering import token_as_ocpi
 def _token_put(token: Token) -> tuple[str, dict[str, Any]]:
     """(path under the Tokens receiver, body) of the PUT of one of our tokens."""
     payload = token_as_ocpi(token)
-    return f"/{payload['country_code']}/{payload['party_id']}/{token.uid}?type={token.type}", payload
+    uid = quote(token.uid, safe="")
+    return f"/{payload['country_code']}/{payload['party_id']}/{uid}?type={token.type}", payload
 
 
 def _push(partner: Partner, path: str, payload: dict[str, Any]) -> PushDelivery:
@@ -83,7 +85,9 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
     if partner.state != Partner.State.CONNECTED or not base:
         return outbox.SendResult(None, "partner not connected or has no receiver", give_up=True)
     try:
-        reply = OcpiClient(partner).request(push.method, base + push.path, module=push.module, json=push.payload)
+        reply = OcpiClient(partner).request(
+            push.method, url_under(base, push.path), module=push.module, json=push.payload
+        )
     except (OcpiClientError, outbound.OutboundError) as exc:
         # An OCPI error status comes with HTTP 200: not delivered, and worth retrying.
         return outbox.SendResult(getattr(exc, "http_status", None), str(exc), delivered=False)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 MODULES = ("locations", "tariffs", "sessions", "cdrs")
 # mod_sessions: date_from is required on GET; a full pull looks this far back.
 SESSIONS_FULL_LOOKBACK = timedelta(days=90)
+# X-Total-Count is the partner's word: kept as announced, capped where a partner claims the absurd.
+MAX_ANNOUNCED = 10**12
 # Incremental pulls overlap the previous one a little: partners' clocks and commit times differ.
 INCREMENTAL_OVERLAP = timedelta(minutes=2)
 
@@ -168,8 +170,12 @@ def sync_module(
 
 def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:
     client = OcpiClient(partner)
+    link_refused = False
     for page in client.iter_pages(url, module=module, params=params):
-        counts = ingest_page(partner, module, page)
+        if run.pages == 0 and page.total is not None:
+            run.announced = min(page.total, MAX_ANNOUNCED)
+        link_refused = link_refused or page.link_refused
+        counts = ingest_page(partner, module, page.items)
         totals.add(counts)
         run.pages += 1
         run.received = totals.received
@@ -177,6 +183,22 @@ def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: 
         run.normalised = totals.normalised
         run.rejected = totals.rejected
         _renew_lease(partner)
+    _record_paging_findings(partner, module, run, link_refused)
+
+
+def _record_paging_findings(partner: Partner, module: str, run: SyncRun, link_refused: bool) -> None:
+    """What the paging itself showed: fewer objects than `X-Total-Count` announced, or a `Link` that pointed
+    away from the endpoint (paging went on by offset/limit)."""
+    found = []
+    if run.announced is not None and run.received < run.announced:
+        message = f"announced {run.announced} objects (X-Total-Count), sent {run.received}"
+        found.append((f"pull {run.pk}", Issue(path="X-Total-Count", code="short_list", message=message, fixed=False)))
+    if link_refused:
+        message = "Link rel=next pointed away from the endpoint (scheme, host or path); paged by offset/limit"
+        found.append((f"pull {run.pk}", Issue(path="Link", code="link_elsewhere", message=message, fixed=True)))
+    if found:
+        log.warning("pull %s of %s from %s: %s", run.pk, module, partner, "; ".join(i.message for _, i in found))
+        record_issues(partner, module, found)
 
 
 def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ...] = MODULES) -> list[SyncRun]:

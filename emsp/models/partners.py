@@ -126,13 +126,14 @@ class Partner(models.Model):
         return key == self.party_key or key in self.party_keys()
 
     def endpoint_url(self, identifier: str, role: str | None = None) -> str | None:
-        """The URL of one of the partner's modules (from its version details), or None. With a `role`, the
-        endpoint in that role, else one the partner gave without a role (OCPI 2.1.1 has no roles)."""
+        """The URL of one of the partner's modules (from its version details), exactly as the partner gave it
+        (a trailing slash is part of it), or None. With a `role`, the endpoint in that role, else one the
+        partner gave without a role (OCPI 2.1.1 has no roles)."""
         endpoints = [e for e in self.endpoints or [] if e.get("identifier") == identifier]
         if role is not None:
             endpoints = [e for e in endpoints if e.get("role") == role] or [e for e in endpoints if not e.get("role")]
         for endpoint in endpoints:
-            return str(endpoint.get("url") or "").rstrip("/") or None
+            return str(endpoint.get("url") or "") or None
         return None
 
     def issue_token_a(self) -> str:

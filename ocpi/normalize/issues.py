@@ -106,6 +106,9 @@ ISSUE_CODES: dict[str, str] = {
     "implausible_value": "D number outside what the field can hold (voltage beyond any charger, negative energy)",
     "end_before_start": "D end_date_time before start_date_time",
     "period_outside_session": "D charging period outside the session's own start and end",
+    # paging (one finding per pull, object id "pull N")
+    "short_list": "D a pull received fewer objects than the partner's X-Total-Count announced",
+    "link_elsewhere": "F Link rel=next pointing away from the endpoint ignored; paged by offset/limit",
 }
 
 

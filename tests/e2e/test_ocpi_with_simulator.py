@@ -12,9 +12,11 @@ from billing.models import Cdr
 from emsp.models import ChargingSession, Command, Evse, Location, Partner
 from emsp.services import commands
 from emsp.services.tokens import token_issue
+from ocpi.client import OcpiClient, OcpiClientError, object_url
 from ocpi.credentials import register_with_partner
+from ocpi.gateway import OcpiGateway
 from ocpi.models import SyncRun
-from ocpi.sync import sync_partner
+from ocpi.sync import sync_module, sync_partner
 from tests.cposim.conftest import SimProcess, wait_until
 from tests.factories import DriverFactory, PartnerFactory
 
@@ -113,3 +115,36 @@ def test_real_time_authorization_from_the_chargers_side(emsp_url: str, simulator
     assert unknown["started"] is False
     assert unknown["authorization"]["http_status"] == 404
     assert unknown["authorization"]["body"]["status_code"] == 2004
+
+
+def test_a_cpo_with_slashed_urls_odd_links_and_bare_errors(emsp_url: str, simulator: Callable[..., SimProcess]) -> None:
+    """The quirks of the first independent CPO we met (issue 10): module URLs ending in "/" (and a redirect
+    for the URL without it), a Link to another scheme and path, errors outside the OCPI envelope."""
+    sim = simulator(
+        "--party-id", "CPA", "--locations", "25", "--page-limit", "10", "--token-a", "sim-token-a",
+        "--fault", "trailing_slash,link_elsewhere,bare_errors",
+    )  # fmt: skip
+    partner = register_with_partner(versions_url=sim.versions_url, token_a="sim-token-a")
+    assert partner.endpoint_url("locations", "SENDER").endswith("/locations/")
+
+    runs = {run.module: run for run in sync_partner(partner, full=True)}
+    assert runs["locations"].outcome == SyncRun.Outcome.OK, runs["locations"].error
+    assert (runs["locations"].pages, runs["locations"].announced) == (3, 25)
+    assert Location.objects.filter(partner=partner).count() == 25
+    assert runs["tariffs"].outcome == SyncRun.Outcome.OK and runs["tariffs"].stored > 0
+
+    evse = Evse.objects.filter(location__partner=partner).order_by("pk").first()
+    assert OcpiGateway().fetch_evse(evse, timeout=5) is not None  # {endpoint}{location}/{evse}, one slash
+
+    # Without the slash the list is a redirect: a failed pull that says so, not an empty success.
+    endpoints = [{**e, "url": e["url"].rstrip("/")} for e in partner.endpoints]
+    Partner.objects.filter(pk=partner.pk).update(endpoints=endpoints)
+    partner.refresh_from_db()
+    failed = sync_module(partner, "locations", full=True)
+    assert failed.outcome == SyncRun.Outcome.FAILED
+    assert "HTTP 307 redirect" in failed.error
+
+    # An error as {"detail": ...} (HTTP 404): a failed request with the partner's words, not a crash.
+    missing = OcpiClient(partner).request
+    with pytest.raises(OcpiClientError, match="HTTP 404"):
+        missing("GET", object_url(partner.endpoint_url("locations", "SENDER") + "/", "NOPE"), module="locations")
