@@ -1,8 +1,11 @@
 """The credentials handshake (credentials.asciidoc), both directions, and our own versions/credentials objects.
 
-(a) We register with a CPO: Token A from the CPO → its versions and details → POST our Token B → Token C.
-(b) A CPO registers with us: staff issue Token A → the CPO POSTs its Token B → we fetch its versions and
-    details with B before answering → we answer with our Token C. PUT rotates, DELETE unregisters.
+(a) We register with a CPO: Token A from the CPO → its versions, the highest version both offer, its details
+    → POST our Token B → Token C.
+(b) A CPO registers with us: staff issue Token A → the CPO POSTs its Token B to the credentials endpoint of
+    the version it chose → we fetch its details of that version with B before answering → we answer with our
+    Token C. PUT rotates (either side may start it: `rotate_credentials` is ours), DELETE unregisters.
+Each version's Credentials and version details are mapped by ocpi.versions; the partner's version is stored.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import transaction
@@ -18,9 +21,9 @@ from django.utils import timezone
 
 from emsp.models import Partner, ci_key, hash_token, new_credentials_token
 from emsp.services.partners import partner_parties_claimed, party_holder
-from ocpi import push, transport
+from ocpi import push, transport, versions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
-from ocpi.models import PushDelivery
+from ocpi.models import CredentialsRotation, PushDelivery
 from ocpi.normalize import unwrap_object_payload
 from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
@@ -28,16 +31,18 @@ log = logging.getLogger(__name__)
 
 VERSION = transport.VERSION
 
-# What we implement, exactly (version_information_endpoint.asciidoc: list only implemented modules).
-# Our credentials endpoint is advertised as SENDER ([bf] NOTE: the role of credentials is not meaningful).
+# What we implement, exactly (version_information_endpoint.asciidoc: list only implemented modules), in every
+# version we speak: the same modules at /ocpi/{version}/credentials and /ocpi/emsp/{version}/{module}.
+# Our credentials endpoint is advertised as SENDER ([bf] NOTE: the role of credentials is not meaningful);
+# 2.1.1 version details have no roles at all.
 OUR_MODULES: list[tuple[str, str, str]] = [
-    ("credentials", "SENDER", "/ocpi/2.2.1/credentials"),
-    ("locations", "RECEIVER", "/ocpi/emsp/2.2.1/locations"),
-    ("sessions", "RECEIVER", "/ocpi/emsp/2.2.1/sessions"),
-    ("cdrs", "RECEIVER", "/ocpi/emsp/2.2.1/cdrs"),
-    ("tariffs", "RECEIVER", "/ocpi/emsp/2.2.1/tariffs"),
-    ("tokens", "SENDER", "/ocpi/emsp/2.2.1/tokens"),
-    ("commands", "SENDER", "/ocpi/emsp/2.2.1/commands"),
+    ("credentials", "SENDER", "/ocpi/{version}/credentials"),
+    ("locations", "RECEIVER", "/ocpi/emsp/{version}/locations"),
+    ("sessions", "RECEIVER", "/ocpi/emsp/{version}/sessions"),
+    ("cdrs", "RECEIVER", "/ocpi/emsp/{version}/cdrs"),
+    ("tariffs", "RECEIVER", "/ocpi/emsp/{version}/tariffs"),
+    ("tokens", "SENDER", "/ocpi/emsp/{version}/tokens"),
+    ("commands", "SENDER", "/ocpi/emsp/{version}/commands"),
 ]
 # Without a Locations sender there is nothing for an eMSP to offer drivers (status code 3003).
 REQUIRED_PARTNER_MODULES = {"credentials", "locations"}
@@ -52,20 +57,25 @@ def versions_url() -> str:
 
 
 def our_versions() -> list[dict[str, str]]:
-    return [{"version": VERSION, "url": absolute_url(f"/ocpi/{VERSION}")}]
+    return [{"version": v, "url": absolute_url(f"/ocpi/{v}")} for v in sorted(versions.SUPPORTED)]
 
 
-def our_version_details() -> dict[str, Any]:
-    return {
-        "version": VERSION,
-        "endpoints": [
-            {"identifier": identifier, "role": role, "url": absolute_url(path)}
-            for identifier, role, path in OUR_MODULES
-        ],
-    }
+def our_version_details(version: str = VERSION) -> dict[str, Any]:
+    endpoints = []
+    for identifier, role, path in OUR_MODULES:
+        endpoint = {"identifier": identifier, "role": role, "url": absolute_url(path.format(version=version))}
+        if version == "2.1.1":
+            del endpoint["role"]  # 2.1.1 Endpoint: identifier and url
+        endpoints.append(endpoint)
+    return {"version": version, "endpoints": endpoints}
 
 
-def our_credentials(token: str) -> dict[str, Any]:
+def our_credentials(token: str, version: str = VERSION) -> dict[str, Any]:
+    """Our Credentials object in `version`."""
+    return versions.downgrade(version, "credentials", _our_credentials(token))
+
+
+def _our_credentials(token: str) -> dict[str, Any]:
     business: dict[str, Any] = {"name": settings.OCPI_BUSINESS_NAME}
     if settings.OCPI_BUSINESS_WEBSITE:
         business["website"] = settings.OCPI_BUSINESS_WEBSITE
@@ -91,34 +101,41 @@ class PartnerEndpoints:
 
 
 def fetch_partner_endpoints(
-    versions_url: str, token: str, *, use_base64: bool, partner: Partner | None = None
+    versions_url: str, token: str, *, use_base64: bool, partner: Partner | None = None, version: str | None = None
 ) -> PartnerEndpoints:
-    """GET versions, pick 2.2.1, GET its details. Tries the other token encoding once when refused:
-    many 2.1.1/2.2 implementations expect the raw token ([d2] transport NOTE "by trial and error")."""
+    """GET versions, pick `version` (the one the partner registers in) or else the highest version both sides
+    offer, GET its details. Tries the other token encoding once when refused: many 2.1.1/2.2
+    implementations expect the raw token ([d2] transport NOTE "by trial and error")."""
     try:
-        return _fetch_endpoints(OcpiClient(partner, token=token, use_base64=use_base64), versions_url)
+        return _fetch_endpoints(OcpiClient(partner, token=token, use_base64=use_base64), versions_url, version)
     except OcpiAuthError:
-        endpoints = _fetch_endpoints(OcpiClient(partner, token=token, use_base64=not use_base64), versions_url)
+        client = OcpiClient(partner, token=token, use_base64=not use_base64)
+        endpoints = _fetch_endpoints(client, versions_url, version)
         log.info("%s accepts the token only %s", versions_url, "Base64-encoded" if not use_base64 else "raw")
         return endpoints
 
 
-def _fetch_endpoints(client: OcpiClient, url: str) -> PartnerEndpoints:
+def _fetch_endpoints(client: OcpiClient, url: str, version: str | None) -> PartnerEndpoints:
     reply = client.get(url, module="versions")
     data = reply.data
     if isinstance(data, dict) and "endpoints" in data:
         # A partner that hands out its version-details URL as the "versions" URL.
         details = data
+        chosen_version = str(data.get("version") or "").strip()
+        if chosen_version not in versions.SUPPORTED or (version and chosen_version != version):
+            raise OcpiClientError(f"partner's version details are for OCPI {chosen_version!r}", ocpi_status=3002)
     else:
-        versions = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-        chosen = next(
-            (v for v in versions if isinstance(v, dict) and str(v.get("version", "")).strip() == VERSION),
-            None,
-        )
-        if chosen is None or not chosen.get("url"):
-            offered = [v.get("version") for v in versions if isinstance(v, dict)]
-            raise OcpiClientError(f"partner offers no OCPI {VERSION} (offers {offered})", ocpi_status=3002)
-        details = unwrap_object_payload(client.get(str(chosen["url"]).strip(), module="versions").data)
+        offered = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        by_version = {
+            str(v.get("version", "")).strip(): str(v.get("url") or "").strip()
+            for v in offered
+            if isinstance(v, dict) and v.get("url")
+        }
+        chosen_version = version if version in by_version else None if version else versions.negotiate(by_version)
+        if chosen_version is None:
+            wanted = version or " / ".join(versions.SUPPORTED)
+            raise OcpiClientError(f"partner offers no OCPI {wanted} (offers {sorted(by_version)})", ocpi_status=3002)
+        details = unwrap_object_payload(client.get(by_version[chosen_version], module="versions").data)
     endpoints = []
     for endpoint in details.get("endpoints") or []:
         if not isinstance(endpoint, dict) or not endpoint.get("identifier") or not endpoint.get("url"):
@@ -130,17 +147,19 @@ def _fetch_endpoints(client: OcpiClient, url: str) -> PartnerEndpoints:
                 "url": str(endpoint["url"]).strip(),
             }
         )
-    return PartnerEndpoints(version=VERSION, endpoints=endpoints, use_base64=client.use_base64)
+    return PartnerEndpoints(version=chosen_version, endpoints=endpoints, use_base64=client.use_base64)
 
 
 def _missing_modules(endpoints: list[dict[str, str]]) -> set[str]:
     return REQUIRED_PARTNER_MODULES - {e["identifier"] for e in endpoints}
 
 
-def _validate_credentials(body: Any) -> dict[str, Any]:
-    """A Credentials object from a partner: token, url and roles are required (credentials.asciidoc)."""
+def _validate_credentials(body: Any, version: str = VERSION) -> dict[str, Any]:
+    """A Credentials object from a partner in `version`: token, url and roles are required
+    (credentials.asciidoc; a 2.1.1 party at the top level counts as its one role)."""
     if not isinstance(body, dict):
         raise OcpiError(transport.INVALID_PARAMETERS, "Credentials object expected")
+    body = versions.upgrade(version, "credentials", body)
     token = body.get("token")
     if not isinstance(token, str) or not 1 <= len(token.strip()) <= 64 or not is_printable_token(token.strip()):
         raise OcpiError(transport.INVALID_PARAMETERS, "token: string(64) of printable ASCII required")
@@ -207,34 +226,41 @@ def _apply_connection(
 # ---------------------------------------------------------------------------------------------
 
 
-def accept_registration(partner: Partner, body: Any, *, used_token_a: bool) -> dict[str, Any]:
-    """POST credentials: the partner presents Token A and its Token B; answer with our Token C."""
+def accept_registration(partner: Partner, body: Any, *, used_token_a: bool, version: str = VERSION) -> dict[str, Any]:
+    """POST credentials (of `version`): the partner presents Token A and its Token B; answer with our Token C.
+    The connection speaks the version of the credentials endpoint posted to (credentials.asciidoc: "A POST
+    initiates the registration process for this endpoint's version")."""
     if partner.state == Partner.State.CONNECTED or not used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Already registered: use PUT to update", 405)
-    token_c = _take_credentials(partner, body)
+    token_c = _take_credentials(partner, body, version)
     partner.token_a_hash = ""  # Token A is single-use (credentials.asciidoc)
     with transaction.atomic():
         partner.save()
         push.tokens_to_new_partner(partner)
-    log.info("%s registered with us", partner)
-    return our_credentials(token_c)
+    log.info("%s registered with us in OCPI %s", partner, partner.version)
+    return our_credentials(token_c, version)
 
 
-def update_registration(partner: Partner, body: Any, *, used_token_a: bool) -> dict[str, Any]:
-    """PUT credentials: new token and possibly a new version; endpoints re-fetched; a new Token C."""
+def update_registration(partner: Partner, body: Any, *, used_token_a: bool, version: str = VERSION) -> dict[str, Any]:
+    """PUT credentials (of `version`): the partner's new token, and the version of this endpoint ("A PUT will
+    switch to the version that contains this credentials endpoint"); its endpoints re-fetched with the new
+    token; a new Token C for it. Its old token stops working with our answer."""
     if partner.state != Partner.State.CONNECTED or used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Not registered: use POST first", 405)
-    token_c = _take_credentials(partner, body)
-    partner.save()
-    return our_credentials(token_c)
+    token_c = _take_credentials(partner, body, version)
+    with transaction.atomic():
+        partner.save()
+        _close_pending(partner, CredentialsRotation.Outcome.REFUSED, "superseded by the partner's own PUT")
+    log.info("%s updated its credentials (OCPI %s)", partner, partner.version)
+    return our_credentials(token_c, version)
 
 
-def _take_credentials(partner: Partner, body: Any) -> str:
+def _take_credentials(partner: Partner, body: Any, version: str) -> str:
     """Validate the partner's Credentials, read its endpoints with its token, and connect (not saved yet).
     Returns our new Token C."""
-    credentials = _validate_credentials(body)
+    credentials = _validate_credentials(body, version)
     _refuse_ungranted_parties(partner, credentials["roles"])
-    endpoints = _fetch_or_3001(partner, credentials)
+    endpoints = _fetch_or_3001(partner, credentials, version)
     token_c = new_credentials_token()
     _apply_connection(
         partner,
@@ -259,13 +285,14 @@ def _refuse_ungranted_parties(partner: Partner, roles: list[dict[str, Any]]) -> 
         )
 
 
-def _fetch_or_3001(partner: Partner, credentials: dict[str, Any]) -> PartnerEndpoints:
+def _fetch_or_3001(partner: Partner, credentials: dict[str, Any], version: str) -> PartnerEndpoints:
     try:
         endpoints = fetch_partner_endpoints(
             credentials["url"],
             credentials["token"],
             use_base64=partner.outgoing_token_base64,
             partner=partner,
+            version=version,
         )
     except OcpiClientError as exc:
         if exc.ocpi_status == transport.UNSUPPORTED_VERSION:
@@ -291,6 +318,7 @@ def unregister(partner: Partner) -> None:
         PushDelivery.objects.filter(partner=partner, status=PushDelivery.Status.PENDING).update(
             status=PushDelivery.Status.FAILED, last_error="partner unregistered"
         )
+        _close_pending(partner, CredentialsRotation.Outcome.REFUSED, "partner unregistered")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,8 +359,9 @@ def register_with_partner(
 
     client = OcpiClient(partner, token=token_a, use_base64=endpoints.use_base64)
     try:
-        reply = client.request("POST", credentials_url, module="credentials", json=our_credentials(token_b))
-        answer = _validate_credentials(unwrap_object_payload(reply.data))
+        body = our_credentials(token_b, endpoints.version)
+        reply = client.request("POST", credentials_url, module="credentials", json=body)
+        answer = _validate_credentials(unwrap_object_payload(reply.data), endpoints.version)
     except (OcpiClientError, OcpiError) as exc:
         _undo_registration(partner, state_before)
         raise RegistrationError(f"credentials POST refused: {exc}") from exc
@@ -406,3 +435,86 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
     if not partner.name or partner.name == "Registering…":
         partner.name = name or business_name or key
     return partner
+
+
+# ---------------------------------------------------------------------------------------------
+# we rotate: PUT our new token to the partner's credentials endpoint (credentials.asciidoc §"Updating the
+# credentials and resetting the token")
+# ---------------------------------------------------------------------------------------------
+
+
+class RotationError(Exception):
+    """Rotating the tokens with a partner failed; the message says what holds now."""
+
+
+def rotate_credentials(partner: Partner, *, started_by: str = "") -> CredentialsRotation:
+    """Give the partner a new token for calling us and take its new token for calling it, by PUT on its
+    credentials endpoint of the connection's version. Returns the finished rotation (DONE); raises
+    RotationError otherwise.
+
+    The swap is safe: the new token works (next to the old one) from before the PUT is sent, because the
+    partner may check our versions with it before it answers; the old one is dropped only when the partner
+    answers with a valid Credentials object. A refused PUT leaves everything as it was. A PUT without a
+    usable answer (timeout, connection lost, garbage) leaves both tokens valid, since the partner may have
+    switched: the next rotation, ours or the partner's, settles it."""
+    if partner.state != Partner.State.CONNECTED:
+        raise RotationError(f"{partner} is not connected: nothing to rotate")
+    credentials_url = partner.endpoint_url("credentials")
+    if not credentials_url:
+        raise RotationError(f"{partner} has no credentials endpoint in its version details")
+    new_token = new_credentials_token()
+    rotation = CredentialsRotation.objects.create(
+        partner=partner, token_hash=hash_token(new_token), started_by=started_by
+    )
+    version = partner.version or VERSION
+    try:
+        reply = OcpiClient(partner).request(
+            "PUT", credentials_url, module="credentials", json=our_credentials(new_token, version)
+        )
+        answer = _validate_credentials(unwrap_object_payload(reply.data), version)
+    except OcpiClientError as exc:
+        if exc.http_status is None:
+            _rotation_unsettled(rotation, f"no answer: {exc}")
+        _rotation_refused(rotation, str(exc))
+    except OcpiError as exc:
+        _rotation_unsettled(rotation, f"answered without usable credentials: {exc.message}")
+    with transaction.atomic():
+        partner = Partner.objects.select_for_update().get(pk=partner.pk)
+        partner.outgoing_token = answer["token"]
+        partner.incoming_token_hash = rotation.token_hash
+        partner.credentials_roles = answer["roles"]
+        partner.save(update_fields=["outgoing_token", "incoming_token_hash", "credentials_roles", "updated_at"])
+        _close_pending(partner, CredentialsRotation.Outcome.REFUSED, "superseded by a later rotation")
+        CredentialsRotation.objects.filter(pk=rotation.pk).update(
+            outcome=CredentialsRotation.Outcome.DONE, finished_at=timezone.now(), error=""
+        )
+    transport.forget_cached_tokens()
+    log.info("rotated credentials with %s (OCPI %s)", partner, version)
+    rotation.refresh_from_db()
+    return rotation
+
+
+def _rotation_refused(rotation: CredentialsRotation, error: str) -> NoReturn:
+    CredentialsRotation.objects.filter(pk=rotation.pk).update(
+        outcome=CredentialsRotation.Outcome.REFUSED, finished_at=timezone.now(), error=error[:2000]
+    )
+    transport.forget_cached_tokens()
+    raise RotationError(f"{rotation.partner} refused the new credentials ({error}); the old tokens stay")
+
+
+def _rotation_unsettled(rotation: CredentialsRotation, error: str) -> NoReturn:
+    # It may have taken our new token (and made one for us we never saw): both of ours stay valid.
+    CredentialsRotation.objects.filter(pk=rotation.pk).update(error=error[:2000])
+    log.warning("credentials PUT to %s unsettled, both our tokens stay valid: %s", rotation.partner, error)
+    raise RotationError(
+        f"{rotation.partner}: {error}. It may have switched to the new token, so both stay valid until a "
+        "rotation succeeds"
+    )
+
+
+def _close_pending(partner: Partner, outcome: str, error: str) -> None:
+    """No PENDING rotation token of `partner` authenticates any longer."""
+    CredentialsRotation.objects.filter(partner=partner, outcome=CredentialsRotation.Outcome.PENDING).update(
+        outcome=outcome, finished_at=timezone.now(), error=error
+    )
+    transport.forget_cached_tokens()

@@ -127,3 +127,28 @@ class SyncLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner} pulled by {self.holder} until {self.held_until:%H:%M:%S}"
+
+
+class CredentialsRotation(models.Model):
+    """A rotation of tokens we started with a partner (PUT on its credentials endpoint). While it is PENDING
+    its new token authenticates as the partner next to the old one: the partner may use it (to read our
+    versions) before it answers. The old token is dropped only on a valid answer (ocpi/credentials.py)."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "PENDING", "Sent, no usable answer yet: both tokens are valid"
+        DONE = "DONE", "Done: the new tokens are in use"
+        REFUSED = "REFUSED", "Refused by the partner: the old tokens stay"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="credentials_rotations")
+    token_hash = models.CharField(max_length=64, db_index=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.PENDING)
+    started_by = models.CharField(max_length=150, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"rotation with {self.partner} at {self.started_at:%Y-%m-%d %H:%M} ({self.outcome})"

@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, hash_token
 from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
-from ocpi.models import OcpiMessage
+from ocpi.models import CredentialsRotation, OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
 from ocpi.quality import record_issues
 from ocpi.redact import log_body, storable
@@ -162,6 +162,15 @@ def partner_for_token(
             partner.party_keys()  # read once with the partner: the copies served from the cache carry them
             _token_cache[partner.incoming_token_hash] = (now + TOKEN_CACHE_SECONDS, copy.copy(partner))
         return partner, False, by_hash[partner.incoming_token_hash]
+    # The new token of a rotation we started works next to the old one until the partner answers (not cached).
+    rotation = (
+        CredentialsRotation.objects.filter(token_hash__in=hashes, outcome=CredentialsRotation.Outcome.PENDING)
+        .exclude(partner__state=Partner.State.UNREGISTERED)
+        .select_related("partner")
+        .first()
+    )
+    if rotation is not None:
+        return rotation.partner, False, by_hash[rotation.token_hash]
     if allow_token_a:
         partner = Partner.objects.filter(token_a_hash__in=hashes).first()
         if partner is not None:

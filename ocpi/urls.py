@@ -1,9 +1,14 @@
-"""OCPI 2.2.1 URLs: versions at /ocpi/versions, version details at /ocpi/2.2.1, modules under /ocpi/emsp/2.2.1/."""
+"""OCPI URLs: versions at /ocpi/versions; per version (2.1.1, 2.2.1, 2.3.0) version details at /ocpi/{version},
+credentials at /ocpi/{version}/credentials, our modules under /ocpi/emsp/{version}/ (ocpi/versions/)."""
 
 from __future__ import annotations
 
-from django.urls import path
+from typing import Any
 
+from django.urls import URLPattern, path
+
+from ocpi.versions import CANONICAL, SUPPORTED
+from ocpi.versions.wire import versioned
 from ocpi.views.cdrs import CdrDetailView, CdrReceiverView
 from ocpi.views.commands import CommandResultView
 from ocpi.views.credentials import CredentialsView
@@ -15,38 +20,42 @@ from ocpi.views.versions import VersionDetailsView, VersionsView
 
 app_name = "ocpi"
 
-urlpatterns = [
-    path("versions", VersionsView.as_view(), name="versions"),
-    path("2.2.1", VersionDetailsView.as_view(), name="version-details"),
-    path("2.2.1/credentials", CredentialsView.as_view(), name="credentials"),
-    path(
-        "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>",
-        LocationView.as_view(),
-        name="location",
-    ),
-    path(
-        "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>/<str:evse_uid>",
-        EvseView.as_view(),
-        name="evse",
-    ),
-    path(
-        "emsp/2.2.1/locations/<str:country_code>/<str:party_id>/<str:location_id>/<str:evse_uid>/<str:connector_id>",
-        ConnectorView.as_view(),
-        name="connector",
-    ),
-    path(
-        "emsp/2.2.1/sessions/<str:country_code>/<str:party_id>/<str:session_id>",
-        SessionReceiverView.as_view(),
-        name="session",
-    ),
-    path(
-        "emsp/2.2.1/tariffs/<str:country_code>/<str:party_id>/<str:tariff_id>",
-        TariffReceiverView.as_view(),
-        name="tariff",
-    ),
-    path("emsp/2.2.1/cdrs", CdrReceiverView.as_view(), name="cdrs"),
-    path("emsp/2.2.1/cdrs/<str:country_code>/<str:party_id>/<str:cdr_id>", CdrDetailView.as_view(), name="cdr"),
-    path("emsp/2.2.1/tokens", TokenListView.as_view(), name="tokens"),
-    path("emsp/2.2.1/tokens/<str:token_uid>/authorize", TokenAuthorizeView.as_view(), name="token-authorize"),
-    path("emsp/2.2.1/commands/<str:command>/<str:uid>", CommandResultView.as_view(), name="command-result"),
-]
+
+def _version_urls(version: str) -> list[URLPattern]:
+    """One version's URLs: version details at /ocpi/{version}, credentials below it, our receivers under
+    /ocpi/emsp/{version}/ (the same layout in 2.1.1, 2.2.1 and 2.3.0: every receiver takes
+    {country_code}/{party_id} in its path since 2.1.1). 2.2.1 keeps the plain names, the others a suffix."""
+
+    def view(cls: type) -> Any:
+        return versioned(cls, version).as_view()
+
+    suffix = "" if version == CANONICAL else f"-{version}"
+    emsp = f"emsp/{version}"
+    object_path = "<str:country_code>/<str:party_id>"
+    return [
+        path(version, view(VersionDetailsView), name=f"version-details{suffix}"),
+        path(f"{version}/credentials", view(CredentialsView), name=f"credentials{suffix}"),
+        path(f"{emsp}/locations/{object_path}/<str:location_id>", view(LocationView), name=f"location{suffix}"),
+        path(
+            f"{emsp}/locations/{object_path}/<str:location_id>/<str:evse_uid>",
+            view(EvseView),
+            name=f"evse{suffix}",
+        ),
+        path(
+            f"{emsp}/locations/{object_path}/<str:location_id>/<str:evse_uid>/<str:connector_id>",
+            view(ConnectorView),
+            name=f"connector{suffix}",
+        ),
+        path(f"{emsp}/sessions/{object_path}/<str:session_id>", view(SessionReceiverView), name=f"session{suffix}"),
+        path(f"{emsp}/tariffs/{object_path}/<str:tariff_id>", view(TariffReceiverView), name=f"tariff{suffix}"),
+        path(f"{emsp}/cdrs", view(CdrReceiverView), name=f"cdrs{suffix}"),
+        path(f"{emsp}/cdrs/{object_path}/<str:cdr_id>", view(CdrDetailView), name=f"cdr{suffix}"),
+        path(f"{emsp}/tokens", view(TokenListView), name=f"tokens{suffix}"),
+        path(f"{emsp}/tokens/<str:token_uid>/authorize", view(TokenAuthorizeView), name=f"token-authorize{suffix}"),
+        path(f"{emsp}/commands/<str:command>/<str:uid>", view(CommandResultView), name=f"command-result{suffix}"),
+    ]
+
+
+urlpatterns = [path("versions", VersionsView.as_view(), name="versions")]
+for _version in SUPPORTED:
+    urlpatterns += _version_urls(_version)

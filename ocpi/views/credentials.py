@@ -37,22 +37,32 @@ _CREDENTIALS = envelope("OcpiCredentialsResponse", OcpiCredentialsSerializer())
 )
 @extend_schema(tags=["OCPI"])
 class CredentialsView(OcpiView):
+    """One per version (ocpi/urls.py): a POST or PUT here makes the connection speak this endpoint's version."""
+
     module = "credentials"
     functional = False
     allow_token_a = True
+    handles_versions = True
+    ocpi_version = credentials.VERSION
 
     def get(self, request: Request) -> HttpResponse:
         # Our credentials for the caller. We keep only a hash of the token the caller uses, so we answer
         # with the token it presented — which is that token (ocpi/ocpi#394).
-        return ocpi_response(credentials.our_credentials(self.presented_token))
+        return ocpi_response(credentials.our_credentials(self.presented_token, self.ocpi_version))
 
     def post(self, request: Request) -> HttpResponse:
         body = self.body()
-        return ocpi_response(credentials.accept_registration(self.partner, body, used_token_a=self.used_token_a))
+        answer = credentials.accept_registration(
+            self.partner, body, used_token_a=self.used_token_a, version=self.ocpi_version
+        )
+        return ocpi_response(answer)
 
     def put(self, request: Request) -> HttpResponse:
         body = self.body()
-        return ocpi_response(credentials.update_registration(self.partner, body, used_token_a=self.used_token_a))
+        answer = credentials.update_registration(
+            self.partner, body, used_token_a=self.used_token_a, version=self.ocpi_version
+        )
+        return ocpi_response(answer)
 
     def delete(self, request: Request) -> HttpResponse:
         if self.used_token_a or self.partner.state != self.partner.State.CONNECTED:

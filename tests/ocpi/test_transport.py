@@ -23,7 +23,9 @@ def test_it_lists_versions_with_our_public_base_url(ocpi: OcpiTestClient) -> Non
     body = response.json()
     assert response.status_code == 200
     assert body["status_code"] == 1000
-    assert body["data"] == [{"version": "2.2.1", "url": "https://emsp.example.com/ocpi/2.2.1"}]
+    assert body["data"] == [
+        {"version": v, "url": f"https://emsp.example.com/ocpi/{v}"} for v in ("2.1.1", "2.2.1", "2.3.0")
+    ]
     assert body["timestamp"].endswith("Z")
 
 

@@ -1,0 +1,313 @@
+"""OCPI 2.1.1 ↔ the 2.2.1 shape (release-2.1.1-bugfixes; the 2.2 changelog lists each difference). Pure.
+
+In: Locations (LocationType `type`, connector `voltage`/`amperage`/`tariff_id`, no `publish`, no party),
+Sessions (`start_datetime`, `auth_id`, a whole `location`, `total_cost` a number excluding VAT), the
+CommandResponse a CPO posts as a command's result, and Credentials (one party at the top level).
+Out: Tokens (`auth_id`, types RFID/OTHER, no party), AuthorizationInfo (no token, no reference), commands
+(no CANCEL_RESERVATION, no authorization_reference or connector_id, an int reservation_id) and Credentials.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ocpi.versions.common import (
+    CannotCarry,
+    Context,
+    decimal_or_none,
+    each,
+    json_number,
+    renamed,
+    without,
+)
+
+VERSION = "2.1.1"
+
+# mod_locations 2.1.1 LocationType; OTHER and UNKNOWN have no 2.2.1 ParkingType (parking_type is optional).
+_PARKING_TYPES = {"ON_STREET", "PARKING_GARAGE", "UNDERGROUND_GARAGE", "PARKING_LOT"}
+_CONNECTOR_NAMES = {"voltage": "max_voltage", "amperage": "max_amperage"}
+# mod_cdrs 2.1.1 CdrDimensionType: FLAT was removed in 2.2 ("of no use on a CDR").
+_DROPPED_DIMENSIONS = {"FLAT"}
+# mod_tokens 2.1.1 TokenType is RFID or OTHER: our app and ad-hoc tokens travel as OTHER.
+_TOKEN_TYPES = {"RFID": "RFID", "OTHER": "OTHER", "APP_USER": "OTHER", "AD_HOC_USER": "OTHER"}
+# mod_commands 2.1.1 CommandResponseType, posted as the result; UNKNOWN_SESSION is no 2.2.1 CommandResultType.
+_RESULTS = {"ACCEPTED", "REJECTED", "TIMEOUT", "NOT_SUPPORTED"}
+
+
+# --- in: locations -------------------------------------------------------------------------------------------
+
+
+def upgrade_connector(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    out = renamed(obj, _CONNECTOR_NAMES)
+    if "tariff_id" in out:
+        tariff_id = out.pop("tariff_id")
+        if "tariff_ids" not in out:
+            out["tariff_ids"] = [tariff_id] if tariff_id not in (None, "") else []
+    return out
+
+
+def upgrade_evse(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    out = dict(obj)
+    if "connectors" in out:
+        out["connectors"] = each(out["connectors"], upgrade_connector)
+    return out
+
+
+def _hours(hours: Any) -> Any:
+    # 2.1.1 Hours is regular_hours *or* twentyfourseven; 2.2.1 requires twentyfourseven.
+    if isinstance(hours, dict) and "twentyfourseven" not in hours:
+        return {**hours, "twentyfourseven": not hours.get("regular_hours")}
+    return hours
+
+
+def _energy_mix(mix: Any) -> Any:
+    # EnvironmentalImpact.source became .category in 2.2 (a copy/paste error in 2.1.1, says the changelog).
+    if isinstance(mix, dict) and "environ_impact" in mix:
+        return {**mix, "environ_impact": each(mix["environ_impact"], lambda i: renamed(i, {"source": "category"}))}
+    return mix
+
+
+def upgrade_location(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    out = _location_fields(obj)
+    country_code, party_id = ctx.owner
+    if country_code and party_id:
+        out.setdefault("country_code", country_code)
+        out.setdefault("party_id", party_id)
+    # 2.1.1 has no publish flag: a CPO lists what may be shown.
+    out.setdefault("publish", True)
+    if "evses" in out:
+        out["evses"] = each(out["evses"], upgrade_evse)
+    return out
+
+
+def _location_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    if "type" in out:
+        location_type = out.pop("type")
+        if location_type in _PARKING_TYPES and "parking_type" not in out:
+            out["parking_type"] = location_type
+    if "opening_times" in out:
+        out["opening_times"] = _hours(out["opening_times"])
+    if "energy_mix" in out:
+        out["energy_mix"] = _energy_mix(out["energy_mix"])
+    return out
+
+
+def upgrade_location_patch(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """A PATCH at location, EVSE or connector level: the field names don't overlap between the levels."""
+    out = upgrade_connector(_location_fields(obj))
+    if "evses" in out:
+        out["evses"] = each(out["evses"], upgrade_evse)
+    if "connectors" in out:
+        out["connectors"] = each(out["connectors"], upgrade_connector)
+    return out
+
+
+# --- in: sessions ------------------------------------------------------------------------------------------
+
+
+def _price(value: Any) -> Any:
+    # 2.1.1 total_cost is a number, "excluding VAT".
+    number = decimal_or_none(value)
+    return {"excl_vat": json_number(number)} if number is not None else value
+
+
+def upgrade_charging_period(period: dict[str, Any]) -> dict[str, Any]:
+    dimensions = period.get("dimensions")
+    if not isinstance(dimensions, list):
+        return period
+    kept = [d for d in dimensions if not (isinstance(d, dict) and d.get("type") in _DROPPED_DIMENSIONS)]
+    return {**period, "dimensions": kept}
+
+
+def _session_fields(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    out = renamed(obj, {"start_datetime": "start_date_time", "end_datetime": "end_date_time"})
+    if "total_cost" in out and not isinstance(out["total_cost"], dict):
+        out["total_cost"] = _price(out["total_cost"])
+    if "charging_periods" in out:
+        out["charging_periods"] = each(out["charging_periods"], upgrade_charging_period)
+    return out
+
+
+def upgrade_session(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    out = _session_fields(obj, ctx)
+    country_code, party_id = ctx.owner
+    if country_code and party_id:
+        out.setdefault("country_code", country_code)
+        out.setdefault("party_id", party_id)
+    location = out.pop("location", None)
+    if isinstance(location, dict):
+        # 2.1.1 carries the Location "including only the relevant EVSE and connector".
+        out.setdefault("location_id", location.get("id"))
+        evse = _first(location.get("evses"))
+        if evse is not None:
+            out.setdefault("evse_uid", evse.get("uid"))
+            connector = _first(evse.get("connectors"))
+            if connector is not None:
+                out.setdefault("connector_id", connector.get("id"))
+    auth_id = out.pop("auth_id", None)
+    if isinstance(auth_id, str) and auth_id.strip() and "cdr_token" not in out:
+        out["cdr_token"] = cdr_token(auth_id.strip(), ctx)
+        if "authorization_reference" not in out:
+            # 2.1.1 has no authorization_reference: the START_SESSION this session answers is found by
+            # our records (the same contract at the same EVSE), so the booking follows it as in 2.2.1.
+            reference = ctx.authorization_reference_for(out)
+            if reference:
+                out["authorization_reference"] = reference
+    return out
+
+
+def cdr_token(auth_id: str, ctx: Context) -> dict[str, Any]:
+    """2.1.1 names the driver by `auth_id` (our contract id) only; the CdrToken's uid and type come from our
+    record of that contract, else the auth_id stands for the uid (type OTHER)."""
+    found = ctx.token_for(auth_id)
+    uid, token_type = found if found is not None else (auth_id, "OTHER")
+    country_code, party_id = ctx.emsp
+    token = {"uid": uid, "type": token_type, "contract_id": auth_id}
+    if country_code and party_id:
+        token.update(country_code=country_code, party_id=party_id)
+    return token
+
+
+def upgrade_session_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    return _session_fields(obj, ctx)
+
+
+def _first(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    return None
+
+
+# --- in: commands and credentials ------------------------------------------------------------------------
+
+
+def upgrade_command_result(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """The CommandResponse a 2.1.1 CPO posts to our response_url, as a 2.2.1 CommandResult."""
+    result = obj.get("result")
+    value = result.strip().upper() if isinstance(result, str) else result
+    if value in _RESULTS or not isinstance(value, str):
+        return {**obj, "result": value}
+    message = {"language": "en", "text": f"OCPI 2.1.1 result {value}"}
+    return {**obj, "result": "FAILED", "message": [message]}
+
+
+def upgrade_command_response(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """The CPO's synchronous CommandResponse: 2.1.1 has a TIMEOUT there (2.2.1 moved it to the result) and
+    no `timeout` field (our default applies)."""
+    if isinstance(obj.get("result"), str) and obj["result"].strip().upper() == "TIMEOUT":
+        return {**obj, "result": "REJECTED", "message": [{"language": "en", "text": "OCPI 2.1.1 TIMEOUT"}]}
+    return obj
+
+
+def upgrade_credentials(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """2.1.1 Credentials name one party at the top level; 2.2 moved it into a `roles` list. The other side of
+    a 2.1.1 connection with us is a CPO."""
+    if "roles" in obj:
+        return obj
+    out = without(obj, "business_details", "party_id", "country_code")
+    out["roles"] = [
+        {
+            "role": "CPO",
+            "business_details": obj.get("business_details"),
+            "party_id": obj.get("party_id"),
+            "country_code": obj.get("country_code"),
+        }
+    ]
+    return out
+
+
+# --- out -----------------------------------------------------------------------------------------------------
+
+
+def downgrade_token(token: dict[str, Any]) -> dict[str, Any]:
+    """mod_tokens 2.1.1 Token: auth_id for contract_id, no party, no group_id/default_profile_type/
+    energy_contract."""
+    out: dict[str, Any] = {
+        "uid": token["uid"],
+        "type": _TOKEN_TYPES.get(token.get("type", ""), "OTHER"),
+        "auth_id": token["contract_id"],
+    }
+    for key in ("visual_number", "issuer", "valid", "whitelist", "language", "last_updated"):
+        if key in token:
+            out[key] = token[key]
+    return out
+
+
+def downgrade_authorization_info(info: dict[str, Any]) -> dict[str, Any]:
+    """mod_tokens 2.1.1 AuthorizationInfo: allowed, location?, info? (no token, no authorization_reference)."""
+    return {k: v for k, v in info.items() if k in ("allowed", "location", "info")}
+
+
+def downgrade_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
+    role = next((r for r in credentials.get("roles") or [] if r.get("role") == "EMSP"), None)
+    if role is None:
+        raise CannotCarry("OCPI 2.1.1 credentials name one party: we have no EMSP role to give")
+    return {
+        "token": credentials["token"],
+        "url": credentials["url"],
+        "business_details": role["business_details"],
+        "party_id": role["party_id"],
+        "country_code": role["country_code"],
+    }
+
+
+def reservation_number(reservation_id: str) -> int:
+    """2.1.1 ReserveNow.reservation_id is an int; ours are UUIDs. A stable 31-bit number from it (fits an
+    OCPP reservationId); the CPO echoes it nowhere we read, it only replaces a reservation with the same one."""
+    try:
+        return uuid.UUID(reservation_id).int & 0x7FFFFFFF
+    except ValueError:
+        if reservation_id.isdigit():
+            return int(reservation_id)
+        raise CannotCarry(f"reservation_id {reservation_id!r} is no OCPI 2.1.1 int") from None
+
+
+def _command(keep: tuple[str, ...]) -> Any:
+    def downgrade(body: dict[str, Any]) -> dict[str, Any]:
+        out = {k: body[k] for k in keep if k in body}
+        if "response_url" in out:
+            out["response_url"] = versioned_response_url(out["response_url"], VERSION)
+        if "token" in out:
+            out["token"] = downgrade_token(out["token"])
+        if "reservation_id" in out:
+            out["reservation_id"] = reservation_number(str(out["reservation_id"]))
+        return out
+
+    return downgrade
+
+
+def versioned_response_url(url: str, version: str) -> str:
+    """Our response_url under the version the command is sent in (its result comes in that version)."""
+    return url.replace("/ocpi/emsp/2.2.1/", f"/ocpi/emsp/{version}/", 1)
+
+
+def _no_cancel(body: dict[str, Any]) -> dict[str, Any]:
+    raise CannotCarry("OCPI 2.1.1 has no CANCEL_RESERVATION command (the reservation runs out at its expiry)")
+
+
+UPGRADES = {
+    "location": upgrade_location,
+    "evse": upgrade_evse,
+    "connector": upgrade_connector,
+    "location_patch": upgrade_location_patch,
+    "session": upgrade_session,
+    "session_patch": upgrade_session_patch,
+    "command_result": upgrade_command_result,
+    "command_response": upgrade_command_response,
+    "credentials": upgrade_credentials,
+}
+
+DOWNGRADES = {
+    "token": downgrade_token,
+    "authorization_info": downgrade_authorization_info,
+    "credentials": downgrade_credentials,
+    "command:START_SESSION": _command(("response_url", "token", "location_id", "evse_uid")),
+    "command:STOP_SESSION": _command(("response_url", "session_id")),
+    "command:RESERVE_NOW": _command(
+        ("response_url", "token", "expiry_date", "reservation_id", "location_id", "evse_uid")
+    ),
+    "command:CANCEL_RESERVATION": _no_cancel,
+    "command:UNLOCK_CONNECTOR": _command(("response_url", "location_id", "evse_uid", "connector_id")),
+}

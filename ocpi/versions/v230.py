@@ -1,0 +1,99 @@
+"""OCPI 2.3.0 ↔ the 2.2.1 shape (release-2.3.0-bugfixes; changelog "Changes between 2.2.1-d2 and 2.3.0"). Pure.
+
+In: Locations lose what 2.2.1 has no field for (Location `parking_places` and `help_phone`, EVSE `parking`
+and `accepted_service_providers`, Connector `capabilities`); the open ConnectorType value SAE_J3400 becomes
+TESLA_S; a Price (`before_taxes` + `taxes[]`) becomes `excl_vat`/`incl_vat`; Credentials keep `hub_party_id`.
+Out: the same objects as 2.2.1, with our response_url under 2.3.0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpi.versions.common import Context, decimal_or_none, each, json_number, without
+from ocpi.versions.v211 import versioned_response_url
+
+VERSION = "2.3.0"
+
+# mod_locations 2.3.0: "TESLA_S … Mechanically compatible with SAE J3400". MCS has no 2.2.1 value at all:
+# it is left as it is, and the normalizer drops that connector with an unknown_connector_standard finding.
+_CONNECTOR_STANDARDS = {"SAE_J3400": "TESLA_S"}
+
+
+def upgrade_connector(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    out = without(obj, "capabilities")
+    standard = out.get("standard")
+    if isinstance(standard, str) and standard.strip().upper() in _CONNECTOR_STANDARDS:
+        out["standard"] = _CONNECTOR_STANDARDS[standard.strip().upper()]
+    return out
+
+
+def upgrade_evse(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    out = without(obj, "parking", "accepted_service_providers")
+    if "connectors" in out:
+        out["connectors"] = each(out["connectors"], upgrade_connector)
+    return out
+
+
+def upgrade_location(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    out = without(obj, "parking_places", "help_phone")
+    if "evses" in out:
+        out["evses"] = each(out["evses"], upgrade_evse)
+    return out
+
+
+def upgrade_location_patch(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """A PATCH at any level: what 2.2.1 can't hold is left out, the rest applies."""
+    return upgrade_connector(upgrade_evse(upgrade_location(obj)))
+
+
+def upgrade_price(price: Any) -> Any:
+    """types 2.3.0 Price {before_taxes, taxes: TaxAmount[]} → 2.2.1 Price {excl_vat, incl_vat?}: incl_vat is
+    before_taxes plus every tax amount when taxes are listed (Decimal sums). A 2.2.1-shaped Price (some
+    CPOs keep sending it) passes through."""
+    if not isinstance(price, dict) or "excl_vat" in price or "before_taxes" not in price:
+        return price
+    before = decimal_or_none(price["before_taxes"])
+    if before is None:
+        return price  # the normalizer refuses it, naming the field
+    out: dict[str, Any] = {"excl_vat": json_number(before)}
+    taxes = price.get("taxes")
+    if isinstance(taxes, list) and taxes:
+        amounts = [decimal_or_none(t.get("amount")) if isinstance(t, dict) else None for t in taxes]
+        if all(a is not None for a in amounts):
+            out["incl_vat"] = json_number(before + sum(a for a in amounts if a is not None))
+    return out
+
+
+def upgrade_session(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    if "total_cost" not in obj:
+        return obj
+    return {**obj, "total_cost": upgrade_price(obj["total_cost"])}
+
+
+def upgrade_credentials(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """2.3.0 adds `hub_party_id` (CC+PID of the hub the platform is reached through) and lists a hub's
+    reachable parties in `roles`: both are kept as they are (roles are recorded, never granted)."""
+    return obj
+
+
+def _command(body: dict[str, Any]) -> dict[str, Any]:
+    if "response_url" not in body:
+        return body
+    return {**body, "response_url": versioned_response_url(body["response_url"], VERSION)}
+
+
+UPGRADES = {
+    "location": upgrade_location,
+    "evse": upgrade_evse,
+    "connector": upgrade_connector,
+    "location_patch": upgrade_location_patch,
+    "session": upgrade_session,
+    "session_patch": upgrade_session,
+    "credentials": upgrade_credentials,
+}
+
+DOWNGRADES = {
+    f"command:{t}": _command
+    for t in ("START_SESSION", "STOP_SESSION", "RESERVE_NOW", "CANCEL_RESERVATION", "UNLOCK_CONNECTOR")
+}

@@ -1,0 +1,196 @@
+"""Where the versions meet the wire: our receivers under /ocpi/emsp/{2.1.1,2.3.0}/ (a mixin on the 2.2.1
+views), pulled pages, EVSE reads, token pushes and commands, each mapped by the partner's `version`.
+
+The lookups 2.1.1 needs (a contract's token, a session's START_SESSION) read our records here, so that the
+mappings in v211/v230 stay pure."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
+from rest_framework.request import Request
+
+from emsp.models import ChargingSession, Command, Partner, Token, ci_key
+from ocpi.versions import CANONICAL, Context, downgrade, upgrade
+
+# A 2.1.1 session is matched to a START_SESSION of the same contract at the same EVSE sent this long before.
+START_MATCH_WINDOW = timedelta(hours=2)
+
+# (module, method) of our receivers → the kind of object in the request body.
+_BODY_KINDS = {
+    ("sessions", "PUT"): "session",
+    ("sessions", "PATCH"): "session_patch",
+    ("tariffs", "PUT"): "tariff",
+    ("cdrs", "POST"): "cdr",
+    ("commands", "POST"): "command_result",
+    ("locations", "PATCH"): "location_patch",
+}
+# Modules pulled from a partner → the kind of each object in a page.
+_PAGE_KINDS = {"locations": "location", "sessions": "session", "tariffs": "tariff", "cdrs": "cdr"}
+
+
+def context(partner: Partner, owner: tuple[str, str] | None = None) -> Context:
+    return Context(
+        owner=owner or (partner.country_code, partner.party_id),
+        emsp=(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID),
+        token_for=_token_for,
+        authorization_reference_for=lambda session: _authorization_reference_for(partner, session),
+    )
+
+
+def _token_for(contract_id: str) -> tuple[str, str] | None:
+    token = Token.objects.filter(contract_id__iexact=contract_id).order_by("-last_updated").first()
+    return (token.uid, token.type) if token is not None else None
+
+
+def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> str | None:
+    """The START_SESSION a 2.1.1 session answers: the one we hold already for this session id, else our
+    newest START_SESSION to this partner for the same contract at the same location (and EVSE, if named)
+    that no session has taken yet."""
+    session_id = str(session.get("id") or "")
+    country_code, party_id = str(session.get("country_code") or ""), str(session.get("party_id") or "")
+    known = (
+        ChargingSession.objects.filter(ocpi_key=ci_key(country_code, party_id, session_id))
+        .values_list("authorization_reference", flat=True)
+        .first()
+    )
+    if known:
+        return known
+    contract_id = str((session.get("cdr_token") or {}).get("contract_id") or "")
+    location_id = str(session.get("location_id") or "")
+    if not contract_id or not location_id:
+        return None
+    commands = Command.objects.filter(
+        partner=partner,
+        type=Command.Type.START_SESSION,
+        session__isnull=True,
+        token__contract_id__iexact=contract_id,
+        evse__location__location_id__iexact=location_id,
+        created_at__gte=timezone.now() - START_MATCH_WINDOW,
+    ).exclude(authorization_reference="")
+    evse_uid = str(session.get("evse_uid") or "")
+    if evse_uid:
+        commands = commands.filter(evse__uid__iexact=evse_uid)
+    return commands.order_by("-created_at").values_list("authorization_reference", flat=True).first()
+
+
+# --- what partners send us --------------------------------------------------------------------------------
+
+
+def page(partner: Partner, module: str, objects: list[Any]) -> list[Any]:
+    """One pulled page of `module` from `partner`, as 2.2.1-shaped objects (ocpi/sync.py)."""
+    version = partner.version or CANONICAL
+    kind = _PAGE_KINDS.get(module)
+    if version == CANONICAL or kind is None:
+        return objects
+    ctx = context(partner)
+    return [upgrade(version, kind, obj, ctx) for obj in objects]
+
+
+def evse(partner: Partner, obj: Any) -> Any:
+    """An EVSE read from the partner's Locations sender (ocpi/gateway.py)."""
+    return upgrade(partner.version or CANONICAL, "evse", obj, context(partner))
+
+
+def command_response(partner: Partner, obj: Any) -> Any:
+    """The partner's synchronous CommandResponse (ocpi/gateway.py)."""
+    return upgrade(partner.version or CANONICAL, "command_response", obj)
+
+
+# --- what we send partners ---------------------------------------------------------------------------------
+
+
+def command_body(partner: Partner, command_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A command's request body in the partner's version; CannotCarry when that version lacks the command."""
+    return downgrade(partner.version or CANONICAL, f"command:{command_type}", body)
+
+
+def push(partner: Partner, module: str, path: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(path, body) of a push to the partner's receiver in its version (ocpi/push.py). A 2.1.1 Tokens
+    receiver takes no `?type=` (mod_tokens 2.1.1 §2.1.2: country_code/party_id/token_uid only)."""
+    version = partner.version or CANONICAL
+    if module != "tokens" or version == CANONICAL:
+        return path, payload
+    if version == "2.1.1":
+        path = path.partition("?")[0]
+    return path, downgrade(version, "token", payload)
+
+
+# --- our receivers in 2.1.1 and 2.3.0 ------------------------------------------------------------------------
+
+
+class VersionedReceiver:
+    """Mixed in before one of our 2.2.1 OCPI views to serve it in another version: the request body is
+    upgraded before the view reads it, the answer's data downgraded before it is logged and sent."""
+
+    ocpi_version: str
+    module: str
+    partner: Partner
+    kwargs: dict[str, Any]
+    request: Request
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        if self.module == "tokens" and self.ocpi_version == "2.1.1":
+            _untyped_other(request)
+
+    def json_object(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().json_object()  # type: ignore[misc]
+        kind = self._body_kind()
+        if kind is None:
+            return data
+        owner = (self.kwargs["country_code"], self.kwargs["party_id"]) if "party_id" in self.kwargs else None
+        return upgrade(self.ocpi_version, kind, data, context(self.partner, owner))
+
+    def _body_kind(self) -> str | None:
+        method = self.request.method or ""
+        if self.module == "locations" and method == "PUT":
+            return (
+                "connector"
+                if self.kwargs.get("connector_id")
+                else "evse"
+                if self.kwargs.get("evse_uid")
+                else "location"
+            )
+        return _BODY_KINDS.get((self.module, method))
+
+    def finalize_response(self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any) -> HttpResponse:
+        if self.module == "tokens" and response.status_code == 200 and not getattr(response, "streaming", False):
+            kind = "authorization_info" if request.method == "POST" else "token"
+            _downgrade_data(response, self.ocpi_version, kind)
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+def _untyped_other(request: Request) -> None:
+    """2.1.1 TokenType OTHER stands for our app and ad-hoc tokens too (v211 sends them as OTHER): such an
+    authorization looks the uid up in any type."""
+    if (request.query_params.get("type") or "").strip().upper() == "OTHER":
+        query = request._request.GET.copy()
+        del query["type"]
+        request._request.GET = query
+
+
+def _downgrade_data(response: HttpResponse, version: str, kind: str) -> None:
+    body = orjson.loads(response.content)
+    data = body.get("data")
+    if isinstance(data, list):
+        body["data"] = [downgrade(version, kind, item) for item in data]
+    elif isinstance(data, dict):
+        body["data"] = downgrade(version, kind, data)
+    else:
+        return
+    response.content = orjson.dumps(body)
+
+
+def versioned(view: type, version: str) -> type:
+    """`view` (one of our 2.2.1 OCPI views) served in `version`; left out of the OpenAPI schema, which
+    describes the 2.2.1 surface."""
+    if version == CANONICAL:
+        return view
+    bases = (view,) if getattr(view, "handles_versions", False) else (VersionedReceiver, view)
+    return type(f"{view.__name__}_{version.replace('.', '')}", bases, {"ocpi_version": version, "schema": None})
