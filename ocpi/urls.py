@@ -59,3 +59,19 @@ def _version_urls(version: str) -> list[URLPattern]:
 urlpatterns = [path("versions", VersionsView.as_view(), name="versions")]
 for _version in SUPPORTED:
     urlpatterns += _version_urls(_version)
+
+
+def _glued(patterns: list[URLPattern]) -> list[URLPattern]:
+    """extrawest-ocpi (PyPI) pushes to f"{endpoint_url}{country_code}/{party_id}/{id}": on our endpoint URLs,
+    which don't end with a slash, that glues the party to the module (`…/locationsIN/EWX/LOC1`). Lenient in:
+    the same receivers answer that form too (docs/interop.md)."""
+    glued = []
+    for pattern in patterns:
+        route = str(pattern.pattern)
+        for module in ("locations", "sessions", "tariffs"):
+            if f"/{module}/<str:country_code>/" in route:
+                glued.append(path(route.replace(f"/{module}/", f"/{module}", 1), pattern.callback))
+    return glued
+
+
+urlpatterns += _glued(urlpatterns)

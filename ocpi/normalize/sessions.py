@@ -354,7 +354,11 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
         out["coordinates"] = geo(get("coordinates"), json_path(path, "coordinates"), ctx)[0]
     except Rejected as exc:
         ctx.drop(exc.path, exc.code, f"coordinates dropped: {exc.reason}")
-    _required_id(raw, "evse_uid", path, ctx, out)
+    if raw.get("evse_uid") in (None, ""):
+        # The CDR is still the bill: extrawest-ocpi's CdrLocation has no evse_uid at all (docs/interop.md).
+        ctx.drop(json_path(path, "evse_uid"), "missing_evse_uid", "cdr_location.evse_uid missing")
+    else:
+        _required_id(raw, "evse_uid", path, ctx, out)
     evse_id = read_identifier(get("evse_id"), json_path(path, "evse_id"), ctx, max_len=48)
     if evse_id:
         out["evse_id"] = evse_id

@@ -94,9 +94,16 @@ def _location_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def upgrade_location_patch(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+def _stamped(patch: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """2.1.1 PATCHes need not carry last_updated (2.2 made it required): the time it arrived stands for it."""
+    if "last_updated" not in patch and ctx.now:
+        return {**patch, "last_updated": ctx.now}
+    return patch
+
+
+def upgrade_location_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """A PATCH at location, EVSE or connector level: the field names don't overlap between the levels."""
-    out = upgrade_connector(_location_fields(obj))
+    out = upgrade_connector(_stamped(_location_fields(obj), ctx))
     if "evses" in out:
         out["evses"] = each(out["evses"], upgrade_evse)
     if "connectors" in out:
@@ -171,7 +178,7 @@ def cdr_token(auth_id: str, ctx: Context) -> dict[str, Any]:
 
 
 def upgrade_session_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    return _session_fields(obj, ctx)
+    return _stamped(_session_fields(obj, ctx), ctx)
 
 
 def _first(value: Any) -> dict[str, Any] | None:

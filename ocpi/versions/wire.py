@@ -15,6 +15,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.request import Request
 
+from emsp.datetimes import format_datetime
 from emsp.models import ChargingSession, Command, Partner, Token, ci_key
 from ocpi.versions import CANONICAL, Context, downgrade, upgrade
 
@@ -38,6 +39,7 @@ def context(partner: Partner, owner: tuple[str, str] | None = None) -> Context:
     return Context(
         owner=owner or (partner.country_code, partner.party_id),
         emsp=(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID),
+        now=format_datetime(timezone.now()),
         token_for=_token_for,
         authorization_reference_for=lambda session: _authorization_reference_for(partner, session),
     )

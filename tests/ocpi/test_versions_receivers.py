@@ -1,0 +1,149 @@
+"""Our receivers in OCPI 2.1.1 and 2.3.0 (/ocpi/emsp/{version}/…): a CPO's objects in its version's shape are
+stored as the 2.2.1 ones are, and what we answer is in its version's shape. Literal spec paths; the objects
+are the specs' examples (tests/ocpi/spec_examples/), re-addressed to the CPO's party IN*CPA."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emsp.models import ChargingSession, Command, Evse, Location, Partner, Token
+from emsp.services.catalogue import locations_store
+from ocpi.models import DataQualityIssue
+from tests.conftest import OcpiTestClient
+from tests.factories import TokenFactory, ocpi_location
+
+pytestmark = pytest.mark.django_db
+
+EXAMPLES = Path(__file__).parent / "spec_examples"
+V211: dict[str, Any] = json.loads((EXAMPLES / "ocpi-2.1.1.json").read_text())
+V230: dict[str, Any] = json.loads((EXAMPLES / "ocpi-2.3.0.json").read_text())
+
+
+def example(source: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(source[name]), **changes}
+
+
+def findings(partner: Partner) -> set[str]:
+    return set(DataQualityIssue.objects.filter(partner=partner).values_list("code", flat=True))
+
+
+# --- locations -----------------------------------------------------------------------------------------------
+
+
+def test_a_2_1_1_cpo_puts_its_location_example(ocpi: OcpiTestClient, partner: Partner) -> None:
+    response = ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", V211["location"])
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+    location = Location.objects.get(partner=partner, location_id="LOC1")
+    assert (location.data["parking_type"], location.data["publish"]) == ("ON_STREET", True)
+    evse = Evse.objects.get(location=location, uid="3256")
+    assert evse.connectors.get(connector_id="1").data["tariff_ids"] == ["11"]
+    assert not findings(partner) & {"renamed_field", "unknown_field", "missing_country_code", "missing_party_id"}
+
+
+def test_a_2_1_1_cpo_adds_an_evse_and_patches_without_last_updated(ocpi: OcpiTestClient, partner: Partner) -> None:
+    ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", V211["location"])
+    put = ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/3258", {**V211["evse_put"], "uid": "3258"})
+    assert put.json()["status_code"] == 1000
+    # mod_locations 2.1.1 examples: PATCH {"tariff_id": "15"} and {"status": "CHARGING"}, no last_updated.
+    assert (
+        ocpi.patch("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/3258/1", V211["connector_patch"]).json()["status_code"]
+        == 1000
+    )
+    assert (
+        ocpi.patch("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/3258", {"status": "CHARGING"}).json()["status_code"] == 1000
+    )
+    evse = Evse.objects.get(location__location_id="LOC1", uid="3258")
+    assert evse.status == "CHARGING"
+    assert evse.connectors.get(connector_id="1").data["tariff_ids"] == ["15"]
+
+
+def test_a_2_3_0_cpo_puts_its_location_example_with_parking(ocpi: OcpiTestClient, partner: Partner) -> None:
+    body = example(V230, "location_example", country_code="IN", party_id="CPA")
+    assert ocpi.put("/ocpi/emsp/2.3.0/locations/IN/CPA/LOC1", body).json()["status_code"] == 1000
+    location = Location.objects.get(partner=partner, location_id="LOC1")
+    assert "parking_places" not in location.data
+    assert Evse.objects.filter(location=location).count() == 2
+    assert "unknown_field" not in findings(partner)
+
+
+# --- sessions ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bengaluru(partner: Partner) -> Location:
+    locations_store(partner, [ocpi_location("IN", "CPA", "LOC1")])
+    return Location.objects.get(partner=partner, location_id="LOC1")
+
+
+def test_a_2_1_1_session_is_linked_to_our_token_and_its_start_command(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    token = TokenFactory(type=Token.Type.APP_USER, contract_id="IN-EMS-C00000042")
+    evse = bengaluru.evses.order_by("pk").first()
+    assert evse is not None
+    command = Command.objects.create(
+        partner=partner, type=Command.Type.START_SESSION, token=token, evse=evse, authorization_reference="AUTH-211"
+    )
+    session = example(V211, "session_start", auth_id="IN-EMS-C00000042")
+    session["location"] = {
+        **session["location"],
+        "id": "LOC1",
+        "evses": [{"uid": evse.uid, "connectors": [{"id": "1"}]}],
+    }
+    response = ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/101", session)
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+    stored = ChargingSession.objects.get(session_id="101")
+    assert (stored.token, stored.location, stored.evse) == (token, bengaluru, evse)
+    assert stored.authorization_reference == "AUTH-211"
+    assert stored.total_cost_excl_vat == Decimal("2.5")
+    command.refresh_from_db()
+    assert command.session == stored
+    # A PATCH without last_updated (2.1.1) moves it on.
+    patch = {"status": "ACTIVE", "kwh": 1.5}
+    assert ocpi.patch("/ocpi/emsp/2.1.1/sessions/IN/CPA/101", patch).json()["status_code"] == 1000
+    stored.refresh_from_db()
+    assert (stored.status, stored.kwh) == ("ACTIVE", Decimal("1.5"))
+
+
+def test_a_2_3_0_session_with_taxes_is_stored_excl_and_incl_vat(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    body = example(V230, "session_example_2_short_finished", country_code="IN", party_id="CPA")
+    assert ocpi.put("/ocpi/emsp/2.3.0/sessions/IN/CPA/101", body).json()["status_code"] == 1000
+    stored = ChargingSession.objects.get(session_id="101")
+    assert (stored.total_cost_excl_vat, stored.total_cost_incl_vat) == (Decimal("8.5"), Decimal("9.35"))
+
+
+# --- tokens and commands ---------------------------------------------------------------------------------------
+
+
+def test_a_2_1_1_cpo_pulls_our_tokens_in_2_1_1(ocpi: OcpiTestClient) -> None:
+    TokenFactory(type=Token.Type.APP_USER, contract_id="IN-EMS-C00000042")
+    data = ocpi.get("/ocpi/emsp/2.1.1/tokens").json()["data"]
+    assert data[0]["auth_id"] == "IN-EMS-C00000042" and data[0]["type"] == "OTHER"
+    assert set(data[0]) <= set(V211["token"])  # nothing 2.1.1 doesn't know
+    assert "contract_id" in ocpi.get("/ocpi/emsp/2.3.0/tokens").json()["data"][0]
+
+
+def test_a_2_1_1_cpo_authorizes_our_app_token_as_other(ocpi: OcpiTestClient) -> None:
+    token = TokenFactory(type=Token.Type.APP_USER, uid="APP-TOKEN-1")
+    response = ocpi.post(f"/ocpi/emsp/2.1.1/tokens/{token.uid}/authorize?type=OTHER", None)
+    body = response.json()
+    assert (response.status_code, body["status_code"]) == (200, 1000)
+    assert body["data"] == {"allowed": "ALLOWED"}  # 2.1.1 AuthorizationInfo: no token, no reference
+
+
+def test_a_2_1_1_command_response_posted_as_result_fails_an_unknown_session(
+    ocpi: OcpiTestClient, partner: Partner
+) -> None:
+    command = Command.objects.create(partner=partner, type=Command.Type.STOP_SESSION, status=Command.Status.ACCEPTED)
+    path = f"/ocpi/emsp/2.1.1/commands/STOP_SESSION/{command.uid}"
+    assert ocpi.post(path, {"result": "UNKNOWN_SESSION"}).json()["status_code"] == 1000
+    command.refresh_from_db()
+    assert command.status == Command.Status.FAILED
