@@ -302,7 +302,9 @@ def _money(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
 
 
-def item_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
+def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[dict[str, Any]]:
+    """The item's tag groups. A `status_note` (the CPO is not answering) makes the status confidence LOW and
+    says why."""
     connector, evse = hit.connector, hit.evse
     specs = [
         _tag("connector-id", connector.connector_id, "Connector id"),
@@ -317,7 +319,8 @@ def item_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
     specs += [
         _tag("status", evse.status, "Status"),
         _tag("status-updated-at", format_datetime(evse.status_updated_at), "Status last heard"),
-        _tag("status-confidence", status_confidence(evse, now), "Status confidence"),
+        _tag("status-confidence", "LOW" if status_note else status_confidence(evse, now), "Status confidence"),
+        *([_tag("status-note", status_note, "Why the status may be out of date")] if status_note else []),
         _tag("evse-id", evse.evse_id or evse.uid, "EVSE id"),
         _tag("reservable", "true" if evse.is_reservable else "false", "Can be reserved"),
     ]
@@ -431,3 +434,34 @@ def hit_for(evse: Evse, connector: Connector, now: datetime) -> Hit:
     tariffs = tariffs_for_connector(connector, now)
     tariff = tariffs[0] if tariffs else None
     return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)
+
+
+def alternatives_near(
+    evse: Evse, connector_id: str, *, limit: int = 3, other_operators: bool = False
+) -> list[dict[str, Any]]:
+    """Up to `limit` nearby available EVSEs with a connector like `connector_id` of `evse`, as Beckn tags;
+    with `other_operators`, only other CPOs' (when this one is not answering)."""
+    standards = set(evse.connectors.filter(connector_id__iexact=connector_id).values_list("standard", flat=True))
+    filters = SearchFilters(
+        latitude=evse.latitude,
+        longitude=evse.longitude,
+        radius_m=10_000,
+        connector_types=standards,
+        available_only=True,
+        limit=limit + (20 if other_operators else 2),
+    )
+    operator = evse.location.partner_id
+    out = []
+    for hit in search(filters):
+        if hit.evse.pk == evse.pk or (other_operators and hit.evse.location.partner_id == operator):
+            continue
+        out.append(
+            {
+                "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
+                "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
+                f" ({int(hit.distance_m or 0)} m)",
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from beckn import callbacks
-from beckn.catalogue import SearchFilters, item_id, provider_id, search
+from beckn.catalogue import alternatives_near
 from beckn.models import BecknTransaction
 from beckn.rendering import charger_answer, order_block
 from emsp import events
@@ -70,32 +70,7 @@ def booking_settled(event: events.BookingSettled) -> None:
 
 def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
     """Up to `limit` nearby available EVSEs with a compatible connector."""
-    evse = booking.evse
-    standards = set(
-        evse.connectors.filter(connector_id__iexact=booking.connector_id).values_list("standard", flat=True)
-    )
-    filters = SearchFilters(
-        latitude=evse.latitude,
-        longitude=evse.longitude,
-        radius_m=10_000,
-        connector_types=standards,
-        available_only=True,
-        limit=limit + 2,
-    )
-    out = []
-    for hit in search(filters):
-        if hit.evse.pk == evse.pk:
-            continue
-        out.append(
-            {
-                "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
-                "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
-                f" ({int(hit.distance_m or 0)} m)",
-            }
-        )
-        if len(out) >= limit:
-            break
-    return out
+    return alternatives_near(booking.evse, booking.connector_id, limit=limit)
 
 
 def booking_cancelled_by_provider(event: events.BookingCancelledByProvider) -> None:

@@ -17,10 +17,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from beckn import callbacks
-from beckn.catalogue import Hit, SearchFilters, find_item, provider_id, render_catalog, search
+from beckn.catalogue import Hit, SearchFilters, alternatives_near, find_item, provider_id, render_catalog, search
 from beckn.errors import (
     CANCELLATION_NOT_POSSIBLE,
     FULFILLMENT_UNAVAILABLE,
+    FULFILMENT_AGENT_UNAVAILABLE,
     INVALID_RATING,
     INVALID_REQUEST,
     ITEM_NOT_FOUND,
@@ -53,7 +54,7 @@ from billing.services.driver_pricing import (
     quote_usable,
 )
 from emsp.models import Booking, Command, Driver, Evse, Token
-from emsp.services import bookings, catalogue, commands, drivers
+from emsp.services import bookings, breakers, catalogue, commands, drivers
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,32 @@ def _unavailable(hit: Hit, fresh: bool) -> BecknRequestError | None:
     )
 
 
+def _not_answering(hit: Hit, module: str) -> str | None:
+    """Why we won't wait for the charger's CPO (its circuit breaker for `module` is open), or None."""
+    breaker = breakers.refusing(hit.evse.location.partner, module)
+    if breaker is None:
+        return None
+    age = int((timezone.now() - hit.evse.status_updated_at).total_seconds())
+    return f"{breakers.describe(breaker)}. Status from our catalogue, {age} s old."
+
+
+def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> BecknRequestError:
+    """A command the CPO can't take now: the reason and chargers of other operators nearby."""
+    nearby = alternatives_near(evse, connector_id, other_operators=True)
+    if nearby:
+        reason += " Nearby chargers you can book instead: " + "; ".join(
+            f"{a['descriptor']['name']} = {a['value']}" for a in nearby
+        )
+    return BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, reason)
+
+
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     selected = selected_item(envelope.message)
     hit = _hit_for(selected.provider_id, selected.item_id)
-    # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age.
+    # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age. While the CPO's
+    # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)
+    status_note = None if fresh else _not_answering(hit, "locations")
     unavailable = _unavailable(hit, fresh)
     if unavailable is not None:
         raise unavailable
@@ -213,7 +235,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
                 "id": provider_id(hit.evse.location.partner),
                 "descriptor": {"name": hit.evse.location.partner.name},
             },
-            "items": [item_block(hit, quote)],
+            "items": [item_block(hit, quote, status_note)],
             "fulfillments": [fulfillment_block(hit)],
             "quote": quote_block(quote),
         }
@@ -264,7 +286,7 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     return {
         "order": {
             "provider": {"id": txn.provider_id},
-            "items": [item_block(hit, quote)],
+            "items": [item_block(hit, quote, _not_answering(hit, "locations"))],
             "fulfillments": [fulfillment_block(hit)],
             "billing": billing,
             "quote": quote_block(quote),
@@ -282,6 +304,10 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if txn.token_id is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order", "init the order first (billing and driver)")
     hit = _hit_for(txn.provider_id, txn.item_id)
+    breaker = breakers.refusing(hit.evse.location.partner, "commands")
+    if breaker is not None:  # the reservation would wait on a CPO that is not answering: say so now
+        reason = breakers.describe(breaker) + "."
+        raise _cpo_down_error(hit.evse, hit.connector.connector_id, "message.order.items[0].id", reason)
     order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
     payment_reference = ""
     for payment in order.get("payments") or []:
@@ -328,10 +354,14 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     command = commands.command_send(command)
     booking.refresh_from_db()
     if command.status == Command.Status.FAILED:
+        breaker = breakers.refusing(booking.evse.location.partner, "commands")
+        if breaker is not None and what == "start":
+            reason = breakers.describe(breaker) + "."
+            raise _cpo_down_error(booking.evse, booking.connector_id, "message.order.fulfillments[0].state", reason)
         raise BecknRequestError(
-            "40006",
+            FULFILMENT_AGENT_UNAVAILABLE,
             "message.order.fulfillments[0].state",
-            charger_answer(command),
+            breakers.describe(breaker) if breaker is not None else charger_answer(command),
         )
     return {"order": order_block(booking, txn)}
 

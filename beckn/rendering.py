@@ -57,14 +57,14 @@ def quote_block(quote: Quote) -> dict[str, Any]:
     }
 
 
-def item_block(hit: Hit, quote: Quote | None = None) -> dict[str, Any]:
+def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": item_id(hit.evse, hit.connector),
         "descriptor": {
             "code": "energy",
             "name": f"Charging at {hit.evse.location.name or hit.evse.location.location_id}",
         },
-        "tags": item_tags(hit, timezone.now()),
+        "tags": item_tags(hit, timezone.now(), status_note),
         "fulfillment_ids": [f"FUL-{hit.evse.location.location_id}"],
         "location_ids": [f"LOC-{hit.evse.location.location_id}"],
     }

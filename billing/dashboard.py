@@ -19,7 +19,8 @@ from django.utils.safestring import SafeString
 
 from billing.charts import Bar, Series, bar_chart, column_chart
 from billing.models import Dispute, DriverReceipt
-from emsp.models import ChargingSession, Evse, Partner
+from emsp.models import ChargingSession, CircuitBreaker, Evse, Partner
+from emsp.services import breakers
 
 WINDOW_DAYS = 30
 ZERO = Decimal("0")
@@ -221,6 +222,7 @@ class ConsoleHome:
     revenue: list[Revenue] = field(default_factory=list)
     disputes: list[OpenDisputes] = field(default_factory=list)
     freshness: list[Freshness] = field(default_factory=list)
+    open_circuits: list[CircuitBreaker] = field(default_factory=list)
     charts: dict[str, SafeString] = field(default_factory=dict)
     can_view_partners: bool = False
     can_view_settlements: bool = False
@@ -344,6 +346,7 @@ def console_home(*, user: Any, now: datetime | None = None, days: int = WINDOW_D
             )
     if "freshness" in home.sections:
         home.freshness = catalogue_freshness(now=now)
+        home.open_circuits = breakers.not_closed()
         measured = [r for r in home.freshness if r.evses][:CHART_PARTNERS]
         if measured:
             minutes = int(Evse.STATUS_STALE_AFTER.total_seconds() // 60)

@@ -43,6 +43,9 @@ class SendResult:
     error: str = ""
     delivered: bool | None = None
     give_up: bool = False
+    # Not sent at all (the partner's circuit breaker is open): the try doesn't count, and the next one
+    # waits for the breaker.
+    not_sent_until: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +109,10 @@ def _settle(delivery: Delivery, result: SendResult, duration_ms: int) -> Deliver
     fields: dict[str, object] = {"last_http_status": status, "last_error": result.error[:2000], "claimed_at": None}
     if result.ok:
         fields.update(status=Delivery.Status.DELIVERED, delivered_at=now, last_error="")
+    elif result.not_sent_until is not None:
+        fields.update(
+            status=Delivery.Status.PENDING, next_attempt_at=max(result.not_sent_until, now), attempts=F("attempts") - 1
+        )
     elif result.give_up or is_permanent(status) or delivery.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
         fields["status"] = Delivery.Status.FAILED
     else:

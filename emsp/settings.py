@@ -255,6 +255,15 @@ OCPI_LOG_BODIES = env.bool("OCPI_LOG_BODIES", default=True)
 # is refused — it would freeze the object against every later, correct update.
 OCPI_MAX_CLOCK_SKEW_SECONDS = env.int("OCPI_MAX_CLOCK_SKEW_SECONDS", default=300)
 
+# Circuit breakers per partner and module (emsp/services/breakers.py): this many failed requests (no answer,
+# timeout, 5xx, not OCPI) within the window open it; while open, requests are refused at once and callers
+# fall back (select quotes from the catalogue, commands fail fast). After OPEN_SECONDS one probe goes through;
+# each failed probe doubles the wait, up to MAX_OPEN_SECONDS.
+OCPI_BREAKER_FAILURES = env.int("OCPI_BREAKER_FAILURES", default=3)
+OCPI_BREAKER_WINDOW_SECONDS = env.int("OCPI_BREAKER_WINDOW_SECONDS", default=60)
+OCPI_BREAKER_OPEN_SECONDS = env.int("OCPI_BREAKER_OPEN_SECONDS", default=30)
+OCPI_BREAKER_MAX_OPEN_SECONDS = env.int("OCPI_BREAKER_MAX_OPEN_SECONDS", default=600)
+
 # Requests per partner and minute, across every web process (emsp/ratelimit.py): beyond it HTTP 429 with
 # Retry-After. 0 = no limit. 12000 a minute is 200 a second, far above a CPO's normal status pushes.
 OCPI_RATE_LIMIT_PER_MINUTE = env.int("OCPI_RATE_LIMIT_PER_MINUTE", default=12000)
@@ -317,4 +326,5 @@ CELERY_BEAT_SCHEDULE = {
     "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
+    "ocpi-probe-open-circuits": {"task": "ocpi.tasks.probe_open_circuits", "schedule": 10.0},
 }

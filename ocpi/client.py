@@ -14,14 +14,17 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import orjson
 from django.conf import settings
+from django.utils import timezone
 
 from emsp import outbound
 from emsp.models import Partner
+from emsp.services import breakers
 from ocpi.models import OcpiMessage
 from ocpi.normalize import unwrap_list_payload
 from ocpi.redact import log_body, storable
@@ -53,6 +56,14 @@ class OcpiClientError(Exception):
 
 class OcpiAuthError(OcpiClientError):
     """The partner refused our token: 401, or 403 from partners that use it where 401 is due."""
+
+
+class OcpiCircuitOpen(OcpiClientError):
+    """Not sent: the partner's circuit breaker for this module is open (emsp/services/breakers.py)."""
+
+    def __init__(self, exc: breakers.CircuitOpen) -> None:
+        super().__init__(str(exc))
+        self.breaker = exc.breaker
 
 
 class OcpiReplyError(OcpiClientError):
@@ -107,9 +118,21 @@ class OcpiClient:
         json: Any = None,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
+        guarded: bool = True,
     ) -> OcpiReply:
+        """One request. `guarded` (functional modules of a stored partner): it goes through the partner's
+        circuit breaker for `module` — refused at once while open, its outcome counted."""
         if params:
             url = with_params(url, params)
+        partner = self.partner
+        breaker = (
+            partner if guarded and partner is not None and partner.pk and module not in _CONFIGURATION_MODULES else None
+        )
+        if breaker is not None:
+            try:
+                breakers.admit(breaker, module)
+            except breakers.CircuitOpen as exc:
+                raise OcpiCircuitOpen(exc) from exc
         headers = {"Authorization": f"Token {encode_token(self.token, self.use_base64)}"}
         if module not in _CONFIGURATION_MODULES and self.partner is not None:
             headers.update(
@@ -132,6 +155,8 @@ class OcpiClient:
             )
         except outbound.OutboundError as exc:
             self._log(method, url, module, None, None, request_id, "", json, b"", str(exc), None)
+            if breaker is not None:
+                breakers.failed(breaker, module, str(exc))
             raise OcpiClientError(f"{method} {url}: {exc}") from exc
         reply = _parse_reply(response)
         failure = _failure(method, url, response, reply)
@@ -148,6 +173,8 @@ class OcpiClient:
             str(failure or ""),
             response.elapsed_ms,
         )
+        if breaker is not None:
+            _count_for_breaker(breaker, module, response, reply, failure)
         if failure is not None:
             raise failure
         return reply
@@ -302,6 +329,40 @@ def _failure(method: str, url: str, response: outbound.OutboundResponse, reply: 
             data=reply.data,
         )
     return None
+
+
+def _count_for_breaker(
+    partner: Partner,
+    module: str,
+    response: outbound.OutboundResponse,
+    reply: OcpiReply,
+    failure: OcpiClientError | None,
+) -> None:
+    """What the answer says of the partner's health: a 429 opens the breaker until Retry-After; a 5xx, an
+    answer that is not OCPI or an OCPI server error (3xxx) is a failure; anything else — our own errors
+    (2xxx, 4xx) included — shows the partner is there."""
+    if response.status == 429:
+        breakers.throttled(partner, module, retry_after_seconds(reply.header("Retry-After")))
+    elif response.status >= 500 or isinstance(failure, OcpiReplyError) or 3000 <= (reply.status_code or 0) < 4000:
+        breakers.failed(partner, module, str(failure or f"HTTP {response.status}")[:200])
+    else:
+        breakers.succeeded(partner, module)
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """`Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value) if len(value) <= 9 else 10**9
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0, int((when - timezone.now()).total_seconds()))
 
 
 def _excerpt(content: bytes, length: int = 200) -> str:

@@ -8,10 +8,11 @@ from typing import Any
 from urllib.parse import quote
 
 from django.db import transaction
+from django.utils import timezone
 
 from emsp import bulk, outbound, outbox
 from emsp.models import Delivery, Partner, Token
-from ocpi.client import OcpiClient, OcpiClientError, url_under
+from ocpi.client import OcpiCircuitOpen, OcpiClient, OcpiClientError, url_under
 from ocpi.models import PushDelivery
 from ocpi.rendering import token_as_ocpi
 
@@ -88,6 +89,9 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
         reply = OcpiClient(partner).request(
             push.method, url_under(base, push.path), module=push.module, json=push.payload
         )
+    except OcpiCircuitOpen as exc:
+        until = exc.breaker.retry_at or exc.breaker.probe_until or timezone.now()
+        return outbox.SendResult(None, str(exc), delivered=False, not_sent_until=until)
     except (OcpiClientError, outbound.OutboundError) as exc:
         # An OCPI error status comes with HTTP 200: not delivered, and worth retrying.
         return outbox.SendResult(getattr(exc, "http_status", None), str(exc), delivered=False)

@@ -19,7 +19,7 @@ from django.utils import timezone
 from billing.services import records
 from emsp.datetimes import format_datetime
 from emsp.models import Partner
-from emsp.services import catalogue, sessions
+from emsp.services import breakers, catalogue, sessions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
@@ -240,6 +240,16 @@ def sync_partner_leased(partner: Partner, *, full: bool = False) -> list[SyncRun
         SyncLease.objects.filter(partner=partner, holder=holder).delete()
 
 
+def _breakers_open_until(partner: Partner) -> datetime | None:
+    """When the last of the partner's open sender-module breakers may be tried again, if any is open."""
+    open_until = [
+        b.retry_at
+        for module in MODULES
+        if (b := breakers.refusing(partner, module)) is not None and b.retry_at is not None
+    ]
+    return max(open_until) if open_until else None
+
+
 def schedule_due(now: datetime | None = None) -> list[tuple[int, bool]]:
     """Pick partners whose pull is due and move their next_sync_at on (compare-and-set, so two beats
     never pick the same partner twice). Returns (partner id, full?) pairs to enqueue."""
@@ -247,6 +257,10 @@ def schedule_due(now: datetime | None = None) -> list[tuple[int, bool]]:
     due = []
     for partner in Partner.objects.due_for_sync(now):
         next_at = now + timedelta(minutes=max(1, partner.sync_interval_minutes))
+        waiting = _breakers_open_until(partner)
+        if waiting is not None and waiting > now:  # the partner is not answering: pull after its next probe
+            Partner.objects.filter(pk=partner.pk, next_sync_at=partner.next_sync_at).update(next_sync_at=waiting)
+            continue
         claimed = Partner.objects.filter(pk=partner.pk, next_sync_at=partner.next_sync_at).update(next_sync_at=next_at)
         if not claimed:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from emsp.models import Partner
-from ocpi import sync
+from ocpi import circuits, sync
 
 
 @shared_task(acks_late=True)
@@ -25,3 +25,9 @@ def sync_partner(partner_id: int, full: bool = False) -> int:
         return 0
     runs = sync.sync_partner_leased(partner, full=full)  # None: another worker is pulling it right now
     return len(runs or [])
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def probe_open_circuits() -> int:
+    """Beat, every 10 s: one probe per open circuit breaker whose wait is over (recovery without traffic)."""
+    return circuits.probe_due()

@@ -1,6 +1,6 @@
 """The eMSP domain's tables: partners (partners.py), their catalogue (catalogue.py), our drivers and tokens
 (drivers.py), reservations, bookings, charging sessions and commands (charging.py), the outbox's rows
-(deliveries.py), and the audit trail of staff actions (staff.py).
+(deliveries.py), circuit breakers per partner and module (breakers.py), and the audit trail of staff actions (staff.py).
 
 OCPI objects are kept whole in `data` (as normalised on the way in) next to indexed columns used by queries.
 CiString ids (OCPI types §16.3) are stored as received; the `*_key` columns hold the upper-cased form that
@@ -9,6 +9,7 @@ uniqueness and lookups use, so `loc1` and `LOC1` are the same object (keys.py).
 
 from __future__ import annotations
 
+from emsp.models.breakers import BreakerChange, CircuitBreaker
 from emsp.models.catalogue import Connector, Evse, EvseQuerySet, Location, LocationQuerySet
 from emsp.models.charging import Booking, ChargingSession, Command, Reservation
 from emsp.models.deliveries import Delivery, DeliveryAttempt
@@ -19,7 +20,9 @@ from emsp.models.staff import StaffAction
 
 __all__ = [
     "Booking",
+    "BreakerChange",
     "ChargingSession",
+    "CircuitBreaker",
     "Command",
     "Connector",
     "Delivery",

@@ -53,8 +53,10 @@ def platform_factory(transactional_db: None, tmp_path: Path, settings: Any) -> I
         pytest.skip(reason)
     started: list[Platform] = []
 
-    def make(web_processes: int = 1, workers: int = 1) -> Platform:
-        platform = Platform(tmp_path / f"platform{len(started)}", web_processes=web_processes, workers=workers)
+    def make(web_processes: int = 1, workers: int = 1, env: dict[str, str] | None = None) -> Platform:
+        platform = Platform(
+            tmp_path / f"platform{len(started)}", web_processes=web_processes, workers=workers, extra_env=env or {}
+        )
         platform.tmp.mkdir()
         started.append(platform)
         platform.start()

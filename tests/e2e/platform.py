@@ -59,6 +59,7 @@ class Platform:
     tmp: Path
     web_processes: int = 1
     workers: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)  # settings for this test's processes
     procs: list[Proc] = field(default_factory=list)
     sims: dict[str, SimProcess] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
@@ -86,6 +87,7 @@ class Platform:
             "DJANGO_DEBUG": "false",
             "LOG_LEVEL": "INFO",
             "DB_CONN_MAX_AGE": "0",
+            **self.extra_env,
         }
 
     def _spawn(self, name: str, command: list[str]) -> Proc:
