@@ -1,6 +1,6 @@
-"""The OCPI console: partners (register with a CPO, issue a Token A, health page, pull now, unregister) and
-the OCPI plumbing — the message log (searchable by request/correlation id), pull runs, data-quality findings
-and our pushes."""
+"""The OCPI console: partners (register with a CPO, issue a Token A, rotate credentials, health page, pull now,
+unregister) and the OCPI plumbing — the message log (searchable by request/correlation id), pull runs,
+data-quality findings, our pushes and the credentials rotations we started."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from emsp.services.staff import form_changes, staff_action_record
 from ocpi import credentials, tasks
 from ocpi.forms import RegisterWithPartnerForm
 from ocpi.health import partner_health
-from ocpi.models import DataQualityIssue, OcpiMessage, PushDelivery, SyncRun
+from ocpi.models import CredentialsRotation, DataQualityIssue, OcpiMessage, PushDelivery, SyncRun
 from ocpi.sync import sync_partner
 
 
@@ -62,7 +62,7 @@ class PartnerAdmin(admin.ModelAdmin):
     list_display = ("name", "party", "role", "state", "version", "locations", "health_link")
     list_filter = ("state", "role")
     search_fields = ("name", "country_code", "party_id")
-    actions = ["issue_token_a", "pull_full_now", "unregister"]
+    actions = ["issue_token_a", "rotate_credentials", "pull_full_now", "unregister"]
     readonly_fields = (
         "state",
         "version",
@@ -260,6 +260,31 @@ class PartnerAdmin(admin.ModelAdmin):
                 "It is shown once.",
             )
 
+    # Not in a transaction: the new token must be visible to our web processes while the partner, before it
+    # answers the PUT, reads our versions with it.
+    @admin.action(description="Rotate credentials (PUT a new token to the partner)", permissions=["change"])
+    def rotate_credentials(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
+        for partner in queryset:
+            try:
+                rotation = credentials.rotate_credentials(partner, started_by=request.user.get_username())
+            except credentials.RotationError as exc:
+                staff_action_record(
+                    user=request.user,
+                    verb="rotate_credentials",
+                    obj=partner,
+                    details={"version": partner.version, "outcome": "FAILED", "error": str(exc)[:500]},
+                )
+                messages.error(request, f"Rotation with {partner} failed: {exc}")
+                continue
+            # Never a token: the record says a rotation was done.
+            staff_action_record(
+                user=request.user,
+                verb="rotate_credentials",
+                obj=partner,
+                details={"version": partner.version, "outcome": rotation.outcome},
+            )
+            messages.success(request, f"Credentials rotated with {partner} (OCPI {partner.version}).")
+
     # It calls the CPO and rewrites the catalogue: its own permission (ops and admin), not view (finance).
     @admin.action(description="Pull everything now (full sync)", permissions=["pull"])
     def pull_full_now(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
@@ -332,6 +357,16 @@ class DataQualityIssueAdmin(ReadOnlyAdmin):
     list_filter = ("partner", "module", "code", "fixed")
     search_fields = ("object_id", "path", "message")
     list_select_related = ("partner",)
+
+
+@admin.register(CredentialsRotation)
+class CredentialsRotationAdmin(ReadOnlyAdmin):
+    """Rotations we started (console action or `manage.py ocpi_rotate`): who, when, and how each ended."""
+
+    list_display = ("started_at", "partner", "outcome", "started_by", "finished_at", "error")
+    list_filter = ("outcome", "partner")
+    list_select_related = ("partner",)
+    exclude = ("token_hash",)
 
 
 @admin.register(PushDelivery)
