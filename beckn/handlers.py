@@ -54,7 +54,7 @@ from billing.services.driver_pricing import (
     quote_usable,
 )
 from emsp.models import Booking, Command, Driver, Evse, Token
-from emsp.services import bookings, breakers, catalogue, commands, drivers
+from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,9 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
 
 def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     filters: SearchFilters = search_filters(envelope.message)
-    return {"catalog": render_catalog(search(filters))}
+    hits = search(filters)
+    freshness.evses_watch(hit.evse.pk for hit in hits)  # shown to a driver: kept fresh for a while
+    return {"catalog": render_catalog(hits)}
 
 
 def _hit_for(provider: str | None, item: str) -> Hit:
@@ -206,6 +208,7 @@ def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> Be
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     selected = selected_item(envelope.message)
     hit = _hit_for(selected.provider_id, selected.item_id)
+    freshness.evses_watch([hit.evse.pk])
     # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age. While the CPO's
     # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)

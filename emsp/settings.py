@@ -264,6 +264,11 @@ OCPI_BREAKER_WINDOW_SECONDS = env.int("OCPI_BREAKER_WINDOW_SECONDS", default=60)
 OCPI_BREAKER_OPEN_SECONDS = env.int("OCPI_BREAKER_OPEN_SECONDS", default=30)
 OCPI_BREAKER_MAX_OPEN_SECONDS = env.int("OCPI_BREAKER_MAX_OPEN_SECONDS", default=600)
 
+# EVSEs drivers are looking at (recent search results and quotes, open bookings) of CPOs that don't push are
+# re-read one by one so their status is never older than this (RFC §8.3.1); the beat checks every tick.
+EVSE_REFRESH_SECONDS = env.int("EVSE_REFRESH_SECONDS", default=30)
+EVSE_REFRESH_TICK_SECONDS = env.int("EVSE_REFRESH_TICK_SECONDS", default=10)
+
 # Requests per partner and minute, across every web process (emsp/ratelimit.py): beyond it HTTP 429 with
 # Retry-After. 0 = no limit. 12000 a minute is 200 a second, far above a CPO's normal status pushes.
 OCPI_RATE_LIMIT_PER_MINUTE = env.int("OCPI_RATE_LIMIT_PER_MINUTE", default=12000)
@@ -327,4 +332,5 @@ CELERY_BEAT_SCHEDULE = {
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
     "ocpi-probe-open-circuits": {"task": "ocpi.tasks.probe_open_circuits", "schedule": 10.0},
+    "emsp-evses-refresh-due": {"task": "emsp.tasks.evses_refresh_due", "schedule": float(EVSE_REFRESH_TICK_SECONDS)},
 }

@@ -6,8 +6,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from emsp import outbox, privacy
-from emsp.models import Command
-from emsp.services import commands
+from emsp.models import Command, Partner
+from emsp.services import commands, freshness
 
 
 @shared_task(acks_late=True)
@@ -44,3 +44,20 @@ def outbox_deliver_due() -> int:
 def purge_expired() -> dict[str, int]:
     """Beat, hourly: delete what is past its retention (settings.RETENTION_DAYS, docs/privacy.md)."""
     return privacy.purge_expired()
+
+
+@shared_task(acks_late=True)
+def evses_refresh_due() -> int:
+    """Beat, every EVSE_REFRESH_TICK_SECONDS: one re-read task per non-pushing partner with watched or booked
+    EVSEs due (emsp/services/freshness.py)."""
+    freshness.forget_expired()
+    partners = freshness.partners_to_refresh()
+    for partner in partners:
+        evses_refresh_partner.delay(partner.pk)
+    return len(partners)
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100, expires=30)
+def evses_refresh_partner(partner_id: int) -> int:
+    partner = Partner.objects.filter(pk=partner_id, state=Partner.State.CONNECTED).first()
+    return freshness.refresh_partner(partner)[0] if partner is not None else 0

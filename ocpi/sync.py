@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -240,6 +240,22 @@ def sync_partner_leased(partner: Partner, *, full: bool = False) -> list[SyncRun
         SyncLease.objects.filter(partner=partner, holder=holder).delete()
 
 
+# Golden-ratio phases: partners' pulls spread evenly over their interval, whatever their number or ids.
+_PHASE_STEP = 0.6180339887498949
+
+
+def next_slot(partner: Partner, now: datetime) -> datetime:
+    """The partner's next pull: the first instant after `now` at its own phase of its interval, so pulls of
+    many partners are spread over the interval (splay) instead of firing together, and each partner keeps a
+    steady rhythm."""
+    interval = max(1, partner.sync_interval_minutes) * 60
+    phase = (partner.pk * _PHASE_STEP % 1.0) * interval
+    epoch_seconds = now.timestamp()
+    slots_passed = (epoch_seconds - phase) // interval
+    slot = slots_passed * interval + phase + interval
+    return datetime.fromtimestamp(slot, tz=UTC)
+
+
 def _breakers_open_until(partner: Partner) -> datetime | None:
     """When the last of the partner's open sender-module breakers may be tried again, if any is open."""
     open_until = [
@@ -256,7 +272,7 @@ def schedule_due(now: datetime | None = None) -> list[tuple[int, bool]]:
     now = now or timezone.now()
     due = []
     for partner in Partner.objects.due_for_sync(now):
-        next_at = now + timedelta(minutes=max(1, partner.sync_interval_minutes))
+        next_at = next_slot(partner, now)
         waiting = _breakers_open_until(partner)
         if waiting is not None and waiting > now:  # the partner is not answering: pull after its next probe
             Partner.objects.filter(pk=partner.pk, next_sync_at=partner.next_sync_at).update(next_sync_at=waiting)

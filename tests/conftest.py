@@ -136,9 +136,11 @@ def _fresh_token_cache() -> None:
 
     from beckn import registry
     from beckn.views import _redis_client
+    from emsp.services import freshness
     from ocpi.transport import forget_cached_tokens
 
     forget_cached_tokens()
+    freshness._push_noted.clear()
     registry.forget_trusted()
     cache.clear()
     client = _redis_client()

@@ -10,7 +10,7 @@ uniqueness and lookups use, so `loc1` and `LOC1` are the same object (keys.py).
 from __future__ import annotations
 
 from emsp.models.breakers import BreakerChange, CircuitBreaker
-from emsp.models.catalogue import Connector, Evse, EvseQuerySet, Location, LocationQuerySet
+from emsp.models.catalogue import Connector, Evse, EvseQuerySet, Location, LocationQuerySet, WatchedEvse
 from emsp.models.charging import Booking, ChargingSession, Command, Reservation
 from emsp.models.deliveries import Delivery, DeliveryAttempt
 from emsp.models.drivers import Driver, Token, TokenQuerySet
@@ -39,6 +39,7 @@ __all__ = [
     "StaffAction",
     "Token",
     "TokenQuerySet",
+    "WatchedEvse",
     "ci_key",
     "hash_token",
     "new_credentials_token",

@@ -134,3 +134,14 @@ class Connector(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connector_id} {self.standard}"
+
+
+class WatchedEvse(models.Model):
+    """An EVSE drivers are looking at (in a search result or a quote): while watched, a CPO that doesn't
+    push has it re-read at most 30 s apart (RFC §8.3.1; emsp/services/freshness.py)."""
+
+    evse = models.OneToOneField(Evse, on_delete=models.CASCADE, primary_key=True, related_name="watch")
+    until = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.evse_id} until {self.until:%H:%M:%S}"

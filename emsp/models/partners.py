@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from emsp.crypto import EncryptedTextField
 from emsp.models.keys import ci_key, hash_token, new_credentials_token
+
+
+def default_sync_interval_minutes() -> int:
+    return settings.OCPI_DEFAULT_SYNC_INTERVAL_MINUTES
 
 
 class PartnerQuerySet(models.QuerySet["Partner"]):
@@ -65,10 +70,15 @@ class Partner(models.Model):
 
     # Pull sync (OCPI transport §"Pull": the recovery path; "think in hours, not minutes").
     sync_enabled = models.BooleanField(default=True)
-    sync_interval_minutes = models.PositiveIntegerField(default=60)
+    sync_interval_minutes = models.PositiveIntegerField(
+        default=default_sync_interval_minutes, help_text="OCPI_DEFAULT_SYNC_INTERVAL_MINUTES unless set here."
+    )
     full_sync_interval_hours = models.PositiveIntegerField(default=24)
     next_sync_at = models.DateTimeField(null=True, blank=True)
     last_full_sync_at = models.DateTimeField(null=True, blank=True)
+    # The last time the partner pushed us a location/EVSE/connector (PUT or PATCH), kept to the minute: a CPO
+    # that doesn't push gets the EVSEs drivers look at re-read instead (emsp/services/freshness.py).
+    last_push_at = models.DateTimeField(null=True, blank=True)
 
     # Contacts we give drivers (Beckn support) and staff.
     support_phone = models.CharField(max_length=32, blank=True)

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from emsp.models import Connector, Evse, Location
-from emsp.services import catalogue
+from emsp.services import catalogue, freshness
 from ocpi import rendering, transport
 from ocpi.normalize import (
     normalize_connector,
@@ -70,6 +70,7 @@ class LocationReceiverView(OcpiView):
         evse_uid: str | None = None,
         connector_id: str | None = None,
     ) -> HttpResponse:
+        freshness.partner_pushed(self.partner)  # a pushing CPO: its EVSEs need no re-reading
         body = self.json_object()
         if not evse_uid:
             clean = self.accept_party_object(normalize_location, body, country_code, party_id, location_id)
@@ -101,6 +102,7 @@ class LocationReceiverView(OcpiView):
         evse_uid: str | None = None,
         connector_id: str | None = None,
     ) -> HttpResponse:
+        freshness.partner_pushed(self.partner)
         body = self.json_object()
         self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
