@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: smoke-run install run demo test smoke lint format bench clean
+.PHONY: smoke-run install interop-venv run demo test smoke lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(VENV)/.chromium: $(VENV)/.installed
 	@if test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); \
 	then touch $@; else echo "Chromium could not be installed: the browser tests (tests/browser) will be skipped."; fi
 
+# The independent OCPI peer's own virtualenv (var/interop-venv, from tests/interop/requirements.txt), built
+# once and kept while the requirements are unchanged; where the package index can't be reached, tests/interop
+# skip and say why.
+interop-venv: install
+	@$(PY) -m tests.interop.peer || true
+
 ## Run the platform: SQLite and a file-based Celery queue unless DATABASE_URL / REDIS_URL are set.
 run: install
 	$(PY) manage.py migrate --noinput
@@ -30,7 +36,7 @@ demo: install
 	$(PY) manage.py demo
 
 ## The whole test suite against DATABASE_URL (SQLite when unset) and REDIS_URL (end-to-end tests).
-test: install $(VENV)/.chromium
+test: install $(VENV)/.chromium interop-venv
 	$(VENV)/bin/pytest -q
 
 ## The embedded default must not rot: a fresh SQLite database, migrations, demo data, unit tests.
