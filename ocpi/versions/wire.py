@@ -15,12 +15,14 @@ from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.request import Request
 
-from emsp.datetimes import format_datetime
+from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import ChargingSession, Command, Partner, Token, ci_key
 from ocpi.versions import CANONICAL, Context, downgrade, upgrade
 
 # A 2.1.1 session is matched to a START_SESSION of the same contract at the same EVSE sent this long before.
 START_MATCH_WINDOW = timedelta(hours=2)
+# A 2.1.1 CDR is matched to the session of the same token and EVSE that started this close to its start.
+CDR_SESSION_SLACK = timedelta(minutes=5)
 
 # (module, method) of our receivers → the kind of object in the request body.
 _BODY_KINDS = {
@@ -91,7 +93,40 @@ def page(partner: Partner, module: str, objects: list[Any]) -> list[Any]:
     if version == CANONICAL or kind is None:
         return objects
     ctx = context(partner)
-    return [upgrade(version, kind, obj, ctx) for obj in objects]
+    return [upgraded(partner, version, kind, obj, ctx) for obj in objects]
+
+
+def upgraded(partner: Partner, version: str, kind: str, obj: Any, ctx: Context) -> Any:
+    out = upgrade(version, kind, obj, ctx)
+    if kind == "cdr" and isinstance(out, dict) and not out.get("session_id"):
+        session_id = _session_of_cdr(partner, out)
+        if session_id:
+            out["session_id"] = session_id
+    return out
+
+
+def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
+    """The session a CDR without `session_id` (2.1.1 has none) closes: the partner's session of the same
+    token at the same location and EVSE that started at the CDR's start (within CDR_SESSION_SLACK) and has no
+    CDR yet, so billing links the CDR to it (and the booking settles) as in 2.2.1."""
+    token = cdr.get("cdr_token") if isinstance(cdr.get("cdr_token"), dict) else {}
+    location = cdr.get("cdr_location") if isinstance(cdr.get("cdr_location"), dict) else {}
+    try:
+        start = parse_utc(cdr.get("start_date_time"))
+    except DateTimeError:
+        return None  # the normalizer refuses the CDR, naming the field
+    if not token.get("uid") or not location.get("id"):
+        return None
+    sessions = ChargingSession.objects.filter(
+        partner=partner,
+        token_uid=str(token["uid"]),
+        ocpi_location_id__iexact=str(location["id"]),
+        start_date_time__range=(start - CDR_SESSION_SLACK, start + CDR_SESSION_SLACK),
+        cdrs__isnull=True,
+    )
+    if location.get("evse_uid"):
+        sessions = sessions.filter(evse_uid__iexact=str(location["evse_uid"]))
+    return sessions.order_by("-start_date_time").values_list("session_id", flat=True).first()
 
 
 def evse(partner: Partner, obj: Any) -> Any:
@@ -147,7 +182,7 @@ class VersionedReceiver:
         if kind is None:
             return data
         owner = (self.kwargs["country_code"], self.kwargs["party_id"]) if "party_id" in self.kwargs else None
-        return upgrade(self.ocpi_version, kind, data, context(self.partner, owner))
+        return upgraded(self.partner, self.ocpi_version, kind, data, context(self.partner, owner))
 
     def _body_kind(self) -> str | None:
         method = self.request.method or ""
