@@ -1,6 +1,7 @@
-"""Exact OCPI 2.2.1 tariff engine (pure Python, no Django): parse tariffs, price CDRs, quote, estimate.
+"""Exact OCPI tariff engine (pure Python, no Django): parse tariffs, price CDRs, quote, estimate.
 
-Spec basis: ocpi/ocpi branch release-2.2.1-bugfixes, mod_tariffs.asciidoc and mod_cdrs.asciidoc.
+Spec basis: ocpi/ocpi branch release-2.2.1-bugfixes, mod_tariffs.asciidoc and mod_cdrs.asciidoc; 2.1.1 and 2.3.0
+tariffs arrive in the same shape (ocpi/versions/tariffs.py), a 2.3.0 one with its `tax_included`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from __future__ import annotations
 # - VAT: a component without `vat` has no known amount incl. VAT ("not providing a VAT is different
 #   from 0% VAT"), so incl_vat totals it touches are None; missing_vat="exempt" treats it as 0 %.
 # - min_price/max_price clamp excl. and incl. VAT independently; dimension sub-totals stay raw.
+# - tax_included (2.3.0 TaxIncluded): absent or NO, prices are before taxes and `vat` adds to them; YES, prices
+#   include the taxes and `vat` says how much of them (no `vat`: the amount excl. taxes is unknown); N/A, no
+#   taxes at all. The result's `taxes` lists the tax per rate, as a 2.3.0 Price's `taxes[]`.
 # - Power/current restrictions use the period's MAX_/MIN_ values, else POWER/CURRENT, else (power
 #   only) energy / charging time; unknown values make the restriction fail, with a warning.
 # - Money is exact Decimal; rounding only at presentation via billing.money.round_money.
@@ -27,6 +31,7 @@ from .errors import CdrError, PricingError, TariffError
 from .periods import ChargingPeriod, hours_to_timedelta, periods_from_ocpi
 from .result import DimensionCost, PeriodCost, PriceResult
 from .tariff import Price, PriceComponent, Restrictions, Tariff, TariffElement, parse_tariff
+from .taxes import TaxLine
 
 __all__ = [
     "CdrError",
@@ -41,6 +46,7 @@ __all__ = [
     "Tariff",
     "TariffElement",
     "TariffError",
+    "TaxLine",
     "estimate_session",
     "hours_to_timedelta",
     "parse_tariff",

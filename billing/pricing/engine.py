@@ -41,6 +41,8 @@ from .tariff import (
     EPOCH,
     FLAT,
     PARKING_TIME,
+    TAX_NO,
+    TAX_YES,
     TIME,
     US_PER_HOUR,
     ZERO,
@@ -431,27 +433,39 @@ def _price(
 
     # ---- totals per dimension (exact), then min/max price on excl and incl independently
     exempt = missing_vat == "exempt"
+    mode = tariff.tax_included
     sums: dict[str, list[Any]] = {}
     for line in lines:
         # Each line's cost, kept on the line for the result's breakdowns (line.billed() inlined: hot path).
         comp = line.component
         volume = line.volume if line.category in IN_OCPI_UNITS else line.volume / US_PER_HOUR
-        excl = line.excl = comp.price * volume
+        stated = comp.price * volume
         factor = comp.vat_factor
-        incl = line.incl = excl * factor if factor is not None else (excl if exempt else None)
+        if mode is None or mode == TAX_NO:
+            # 2.1.1, 2.2.1 and TaxIncluded NO: the price is before taxes, `vat` adds to it.
+            excl = stated
+            incl = stated * factor if factor is not None else (stated if exempt else None)
+        elif mode == TAX_YES:
+            # TaxIncluded YES: the price includes the taxes; `vat` says how much of it they are.
+            incl = stated
+            excl = stated / factor if factor is not None else (stated if exempt else None)
+        else:  # TaxIncluded N/A: no taxes apply
+            excl = incl = stated
+        line.excl = excl
+        line.incl = incl
         key = "RESERVATION" if line.category in (RESERVATION_FLAT, RESERVATION_TIME) else line.category
         acc = sums.get(key)
         if acc is None:
             sums[key] = [excl, incl]
         else:
-            acc[0] += excl
+            acc[0] = None if acc[0] is None or excl is None else acc[0] + excl
             acc[1] = None if acc[1] is None or incl is None else acc[1] + incl
     totals: dict[str, Price | None] = {k: None for k in (FLAT, ENERGY, TIME, PARKING_TIME, "RESERVATION")}
-    excl_total = ZERO
+    excl_total: Decimal | None = ZERO
     incl_total: Decimal | None = ZERO
     for key, (excl, incl) in sums.items():
         totals[key] = Price(excl, incl)
-        excl_total += excl
+        excl_total = None if excl_total is None or excl is None else excl_total + excl
         incl_total = None if incl_total is None or incl is None else incl_total + incl
     if incl_total is None and not exempt:
         # PriceComponent.vat: "If omitted, no VAT is applicable. Not providing a VAT is different
@@ -459,15 +473,19 @@ def _price(
         # first-hour-free example: "As no VAT information is given, it is not possible to calculate
         # total costs including VAT").
         soft.add("vat_unknown:total_cost.incl_vat")
+    if excl_total is None and not exempt:
+        # 2.3.0 TaxIncluded YES without `vat`: the taxes inside the prices are not stated (North American
+        # example: "All taxes that are due are included in that C$5.25 amount").
+        soft.add("tax_rate_unknown:total_cost.excl_vat")
     min_applied = max_applied = False
     low, high = tariff.min_price, tariff.max_price
     if low is not None:
-        if excl_total < low.excl_vat:
+        if excl_total is not None and excl_total < low.excl_vat:
             excl_total, min_applied = low.excl_vat, True
         if incl_total is not None and low.incl_vat is not None and incl_total < low.incl_vat:
             incl_total, min_applied = low.incl_vat, True
     if high is not None:
-        if excl_total > high.excl_vat:
+        if excl_total is not None and excl_total > high.excl_vat:
             excl_total, max_applied = high.excl_vat, True
         if incl_total is not None and high.incl_vat is not None and incl_total > high.incl_vat:
             incl_total, max_applied = high.incl_vat, True
@@ -481,6 +499,7 @@ def _price(
     return PriceResult(
         currency=tariff.currency,
         tariff_id=tariff.id,
+        tax_included=mode,
         time_zone=time_zone,
         totals=totals,
         total_cost=Price(excl_total, incl_total),

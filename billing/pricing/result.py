@@ -12,6 +12,7 @@ from billing.money import round_money
 from emsp.datetimes import format_datetime
 
 from .tariff import ENERGY, EPOCH, FLAT, PARKING_TIME, TIME, US_PER_HOUR, ZERO, Price, PriceComponent, _fmt
+from .taxes import TaxLine, tax_lines
 
 __all__ = ["CATEGORIES", "DimensionCost", "PeriodCost", "PriceResult"]
 
@@ -99,6 +100,7 @@ class PriceResult:
         *,
         currency: str,
         tariff_id: str | None,
+        tax_included: str | None,
         time_zone: str,
         totals: dict[str, Price | None],
         total_cost: Price,
@@ -116,6 +118,7 @@ class PriceResult:
     ) -> None:
         self.currency = currency
         self.tariff_id = tariff_id
+        self.tax_included = tax_included
         self.time_zone = time_zone
         self.total_cost = total_cost
         self.total_fixed_cost = totals[FLAT]
@@ -170,7 +173,8 @@ class PriceResult:
             out: dict[str, list[DimensionCost]] = {c: [] for c in CATEGORIES}
             for (category, element), costs in groups.items():
                 first = costs[0]
-                excl = sum((c.cost.excl_vat for c in costs), ZERO)
+                excls = [c.cost.excl_vat for c in costs]
+                excl = None if None in excls else sum(excls, ZERO)
                 incls = [c.cost.incl_vat for c in costs]
                 incl = None if None in incls else sum(incls, ZERO)
                 out[category].append(
@@ -186,6 +190,14 @@ class PriceResult:
                     )
                 )
             return {k: v for k, v in out.items() if v}
+
+    @cached_property
+    def taxes(self) -> list[TaxLine] | None:
+        """Taxes per rate (a 2.3.0 Price's `taxes[]`); [] when none apply, None when the tariff leaves the
+        amount before or after taxes unknown."""
+        with localcontext(CONTEXT):
+            limited = self.min_price_applied or self.max_price_applied
+            return tax_lines(self._lines, self.total_cost, limited=limited, tax_included=self.tax_included)
 
     @cached_property
     def periods(self) -> list[PeriodCost]:
@@ -207,16 +219,17 @@ class PriceResult:
                 return None
             if policy is None:
                 return price.to_dict()
-            incl = price.incl_vat
+            excl, incl = price.excl_vat, price.incl_vat
             # Rounded amounts keep the currency's minor unit digits ("5.00"), like an invoice.
             return {
-                "excl_vat": str(round_money(price.excl_vat, self.currency, policy)),
+                "excl_vat": None if excl is None else str(round_money(excl, self.currency, policy)),
                 "incl_vat": None if incl is None else str(round_money(incl, self.currency, policy)),
             }
 
         return {
             "currency": self.currency,
             "tariff_id": self.tariff_id,
+            "tax_included": self.tax_included,
             "time_zone": self.time_zone,
             "rounding": policy,
             "total_cost": money(self.total_cost),
@@ -229,6 +242,7 @@ class PriceResult:
             "total_time": _fmt(self.total_time),
             "total_parking_time": _fmt(self.total_parking_time),
             "total_reservation_time": _fmt(self.total_reservation_time),
+            "taxes": None if self.taxes is None else [t.to_dict() for t in self.taxes],
             "min_price_applied": self.min_price_applied,
             "max_price_applied": self.max_price_applied,
             "breakdown": {k: [c.to_dict() for c in v] for k, v in self.breakdown.items()},

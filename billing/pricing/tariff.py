@@ -16,6 +16,7 @@ from .errors import PricingError, TariffError
 
 __all__ = [
     "DIMENSIONS",
+    "TAX_INCLUDED",
     "Price",
     "PriceComponent",
     "Restrictions",
@@ -35,6 +36,9 @@ ENERGY, FLAT, PARKING_TIME, TIME = "ENERGY", "FLAT", "PARKING_TIME", "TIME"
 DIMENSIONS = (ENERGY, FLAT, PARKING_TIME, TIME)  # mod_tariffs TariffDimensionType
 RESERVATION, RESERVATION_EXPIRES = "RESERVATION", "RESERVATION_EXPIRES"
 TARIFF_TYPES = frozenset({"AD_HOC_PAYMENT", "PROFILE_CHEAP", "PROFILE_FAST", "PROFILE_GREEN", "REGULAR"})
+# OCPI 2.3.0 mod_tariffs TaxIncluded. Absent (2.1.1, 2.2.1): prices are excl. VAT, which is what NO means.
+TAX_YES, TAX_NO, TAX_NOT_APPLICABLE = "YES", "NO", "N/A"
+TAX_INCLUDED = (TAX_YES, TAX_NO, TAX_NOT_APPLICABLE)
 DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 
 _TIME_RE = re.compile(r"([0-1][0-9]|2[0-3]):([0-5][0-9])")  # mod_tariffs TariffRestrictions.start_time
@@ -47,7 +51,7 @@ _TARIFF_FIELDS = frozenset(
     {
         "country_code", "party_id", "id", "currency", "type", "tariff_alt_text", "tariff_alt_url",
         "min_price", "max_price", "elements", "start_date_time", "end_date_time", "energy_mix",
-        "last_updated",
+        "last_updated", "tax_included", "preauthorize_amount",
     }
 )  # fmt: skip
 _RESTRICTION_FIELDS = frozenset(
@@ -160,14 +164,19 @@ def to_us(moment: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """An OCPI Price: excl. VAT and, when known, incl. VAT (types.asciidoc Price)."""
+    """An amount before and after taxes (2.2.1 Price excl_vat/incl_vat; 2.3.0 before_taxes + taxes[]).
 
-    excl_vat: Decimal
+    Either side is None when the tariff does not say: incl_vat for a component without `vat` whose price is
+    before taxes; excl_vat only for a 2.3.0 tariff with `tax_included` YES whose component gives no `vat`
+    (its prices include taxes at rates it does not state, the spec's North American example).
+    """
+
+    excl_vat: Decimal | None
     incl_vat: Decimal | None
 
     def to_dict(self) -> dict[str, str | None]:
         return {
-            "excl_vat": _fmt(self.excl_vat),
+            "excl_vat": None if self.excl_vat is None else _fmt(self.excl_vat),
             "incl_vat": None if self.incl_vat is None else _fmt(self.incl_vat),
         }
 
@@ -240,6 +249,8 @@ class Tariff:
     id: str | None
     currency: str
     type: str | None
+    # None (2.1.1, 2.2.1) prices like NO: component prices are before taxes, `vat` adds to them.
+    tax_included: str | None
     elements: tuple[TariffElement, ...]
     min_price: Price | None
     max_price: Price | None
@@ -423,6 +434,13 @@ def parse_tariff(data: dict[str, Any], *, path: str = "") -> Tariff:
             warnings.append(f"missing_field:{_join(path, key)}")
         elif not isinstance(data[key], str):
             raise TariffError(_join(path, key), "must be a string")
+    tax_included = None
+    if data.get("tax_included") is not None:
+        # 2.3.0: whether component prices (and nothing else: PriceLimit states both sides) include taxes.
+        tax_included = _enum(data["tax_included"], _join(path, "tax_included"), TariffError, TAX_INCLUDED)
+    if data.get("preauthorize_amount") is not None:
+        # 2.3.0, for payment terminals; not a price of the session, but a garbled one is a garbled tariff.
+        parse_nonnegative(data["preauthorize_amount"], _join(path, "preauthorize_amount"), TariffError)
 
     min_price = None if data.get("min_price") is None else _parse_price(data["min_price"], _join(path, "min_price"))
     max_price = None if data.get("max_price") is None else _parse_price(data["max_price"], _join(path, "max_price"))
@@ -462,6 +480,11 @@ def parse_tariff(data: dict[str, Any], *, path: str = "") -> Tariff:
             _parse_component(c, _join(components_path, i), warnings) for i, c in enumerate(components_raw)
         )
         restrictions = _parse_restrictions(raw.get("restrictions"), _join(element_path, "restrictions"))
+        if tax_included == TAX_NOT_APPLICABLE:
+            for i, component in enumerate(components):
+                if component.vat:
+                    # TaxIncluded N/A: "No taxes are applicable to this Tariff" outranks a component's rate.
+                    warnings.append(f"vat_ignored_no_taxes_applicable:{_join(_join(components_path, i), 'vat')}")
         by_type: dict[str, PriceComponent] = {}
         for i, component in enumerate(components):
             if component.type in by_type:
@@ -480,6 +503,7 @@ def parse_tariff(data: dict[str, Any], *, path: str = "") -> Tariff:
         tariff_id,
         currency,
         tariff_type,
+        tax_included,
         tuple(elements),
         min_price,
         max_price,
@@ -495,6 +519,7 @@ def _compile(
     tariff_id: str | None,
     currency: str,
     tariff_type: str | None,
+    tax_included: str | None,
     elements: tuple[TariffElement, ...],
     min_price: Price | None,
     max_price: Price | None,
@@ -544,6 +569,7 @@ def _compile(
         id=tariff_id,
         currency=currency,
         type=tariff_type,
+        tax_included=tax_included,
         elements=elements,
         min_price=min_price,
         max_price=max_price,

@@ -10,8 +10,9 @@ from ocpi import enums
 from ocpi.normalize.countries import country_alpha3, read_currency, read_party
 from ocpi.normalize.datetimes import read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
-from ocpi.normalize.parts import geo
+from ocpi.normalize.parts import geo, iana_zone
 from ocpi.normalize.tariffs import tariff
+from ocpi.normalize.taxes import read_tax_amounts
 from ocpi.normalize.values import (
     as_list,
     canonical_fields,
@@ -97,6 +98,9 @@ CDR_LOCATION_FIELDS = frozenset(
         "connector_standard",
         "connector_format",
         "connector_power_type",
+        # Not in 2.2.1 (ocpi/ocpi#517); a 2.1.1 CDR's Location has it (ocpi/versions/cdrs.py), and our tariff
+        # restrictions are in local time.
+        "time_zone",
     ]
 )
 PERIOD_FIELDS = frozenset({"start_date_time", "dimensions", "tariff_id"})
@@ -223,7 +227,11 @@ def _amount(raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False) ->
     """A Price that can be true: not negative (a credit CDR's are not positive), not absurd."""
     if raw.get(key) is None:
         return None
-    price = read_price(raw[key], key, ctx)
+    given = raw[key]
+    taxes = given.get("taxes") if isinstance(given, dict) else None
+    if taxes is not None:
+        given = {k: v for k, v in given.items() if k != "taxes"}  # 2.3.0 TaxAmount[], kept (normalize/taxes.py)
+    price: dict[str, Any] | None = read_price(given, key, ctx)
     if price is None:
         raise Rejected(key, f"{key} {raw[key]!r} is not a Price", code="invalid_price")
     # mod_cdrs: a credit CDR carries negative amounts (partners negate only some of them); no other may.
@@ -233,6 +241,8 @@ def _amount(raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False) ->
             raise Rejected(
                 json_path(key, part), f"{key}.{part} {value!r} is negative or absurd", code="implausible_value"
             )
+    if taxes is not None:
+        price["taxes"] = read_tax_amounts(taxes, json_path(key, "taxes"), ctx)
     return price
 
 
@@ -365,6 +375,13 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     else:
         ctx.drop(json_path(path, "evse_id"), "missing_evse_id", "cdr_location.evse_id missing")
     _required_id(raw, "connector_id", path, ctx, out)
+    zone = get("time_zone")
+    if zone is not None:
+        name = iana_zone(zone) if isinstance(zone, str) else None
+        if name is None:
+            ctx.drop(json_path(path, "time_zone"), "invalid_time_zone", f"time_zone {zone!r} dropped")
+        else:
+            out["time_zone"] = name
     for key, table in (
         ("connector_standard", enums.CONNECTOR_TYPE),
         ("connector_format", enums.CONNECTOR_FORMAT),

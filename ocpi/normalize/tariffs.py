@@ -10,6 +10,7 @@ from ocpi.normalize.countries import read_currency, read_party
 from ocpi.normalize.datetimes import read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import energy_mix, hhmm
+from ocpi.normalize.taxes import read_preauthorize_amount, read_tax_included
 from ocpi.normalize.values import (
     canonical_fields,
     read_display_texts,
@@ -39,6 +40,9 @@ TARIFF_FIELDS = frozenset(
         "start_date_time",
         "end_date_time",
         "last_updated",
+        # OCPI 2.3.0, kept by our model (ocpi/normalize/taxes.py): billing.pricing reads tax_included.
+        "tax_included",
+        "preauthorize_amount",
     ]
 )
 ELEMENT_FIELDS = frozenset({"price_components", "restrictions"})
@@ -270,6 +274,12 @@ def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) 
                     )
             out[key] = p
     out["elements"] = _elements(get("elements"), json_path(prefix, "elements"), ctx)
+    if get("tax_included") is not None:
+        out["tax_included"] = read_tax_included(get("tax_included"), json_path(prefix, "tax_included"), ctx)
+    if get("preauthorize_amount") is not None:
+        amount = read_preauthorize_amount(get("preauthorize_amount"), json_path(prefix, "preauthorize_amount"), ctx)
+        if amount is not None:
+            out["preauthorize_amount"] = amount
     if get("energy_mix") is not None:
         mix = energy_mix(get("energy_mix"), json_path(prefix, "energy_mix"), ctx)
         if mix is not None:

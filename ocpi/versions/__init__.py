@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ocpi.versions import v211, v230
+from ocpi.versions import cdrs, tariffs, v211, v230
 from ocpi.versions.common import CannotCarry, Context
 
 CANONICAL = "2.2.1"
@@ -20,8 +20,12 @@ SUPPORTED: tuple[str, ...] = ("2.3.0", "2.2.1", "2.1.1")
 
 Mapper = Callable[..., dict[str, Any]]
 
-_UPGRADES: dict[str, dict[str, Mapper]] = {"2.1.1": v211.UPGRADES, "2.3.0": v230.UPGRADES}
-_DOWNGRADES: dict[str, dict[str, Mapper]] = {"2.1.1": v211.DOWNGRADES, "2.3.0": v230.DOWNGRADES}
+_UPGRADES: dict[str, dict[str, Mapper]] = {
+    v: {**m.UPGRADES, **tariffs.UPGRADES[v], **cdrs.UPGRADES[v]} for v, m in (("2.1.1", v211), ("2.3.0", v230))
+}
+_DOWNGRADES: dict[str, dict[str, Mapper]] = {
+    v: {**m.DOWNGRADES, **tariffs.DOWNGRADES[v], **cdrs.DOWNGRADES[v]} for v, m in (("2.1.1", v211), ("2.3.0", v230))
+}
 
 __all__ = ["CANONICAL", "SUPPORTED", "CannotCarry", "Context", "downgrade", "negotiate", "supported", "upgrade"]
 
