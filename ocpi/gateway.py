@@ -1,6 +1,6 @@
-"""The domain's CPO port (emsp/ports.py) spoken in OCPI 2.2.1: commands to a CPO's Commands receiver, one
-EVSE from its Locations sender, our tokens pushed to its Tokens receiver, and pulls. Registered at start-up
-by OcpiConfig.ready()."""
+"""The domain's CPO port (emsp/ports.py) spoken in OCPI, in each partner's version (ocpi/versions): commands to
+a CPO's Commands receiver, one EVSE from its Locations sender, our tokens pushed to its Tokens receiver, and
+pulls. Registered at start-up by OcpiConfig.ready()."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ocpi import push, sync
 from ocpi.client import OcpiClient, OcpiClientError, object_url
 from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
 from ocpi.rendering import command_as_ocpi
+from ocpi.versions import CannotCarry, wire
 
 
 class OcpiGateway:
@@ -23,13 +24,16 @@ class OcpiGateway:
         base = partner.endpoint_url("commands", "RECEIVER")
         if not base or partner.state != Partner.State.CONNECTED:
             raise CpoUnreachable("The CPO has no Commands receiver or is not connected")
-        body = command_as_ocpi(command)
+        try:
+            body = wire.command_body(partner, command.type, command_as_ocpi(command))
+        except CannotCarry as exc:
+            raise CpoUnreachable(f"OCPI {partner.version}: {exc}") from exc
         Command.objects.filter(pk=command.pk).update(request=body)
         try:
             reply = OcpiClient(partner).request("POST", object_url(base, command.type), module="commands", json=body)
         except OcpiClientError as exc:
             raise CpoUnreachable(str(exc)) from exc
-        response = unwrap_object_payload(reply.data)
+        response = wire.command_response(partner, unwrap_object_payload(reply.data))
         return CommandReply(
             result=str(response.get("result") or "").strip().upper(),
             timeout_seconds=_positive_int(response.get("timeout")),
@@ -48,7 +52,7 @@ class OcpiGateway:
             reply = OcpiClient(partner, timeout=timeout).get(
                 object_url(base, location.location_id, evse.uid), module="locations", timeout=timeout
             )
-            clean, _ = normalize_evse(unwrap_object_payload(reply.data))
+            clean, _ = normalize_evse(wire.evse(partner, unwrap_object_payload(reply.data)))
         except (OcpiClientError, Rejected, ValueError):
             return None
         return clean

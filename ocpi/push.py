@@ -15,6 +15,7 @@ from emsp.models import Delivery, Partner, Token
 from ocpi.client import OcpiCircuitOpen, OcpiClient, OcpiClientError, url_under
 from ocpi.models import PushDelivery
 from ocpi.rendering import token_as_ocpi
+from ocpi.versions import wire
 
 
 def _token_put(token: Token) -> tuple[str, dict[str, Any]]:
@@ -86,9 +87,9 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
     if partner.state != Partner.State.CONNECTED or not base:
         return outbox.SendResult(None, "partner not connected or has no receiver", give_up=True)
     try:
-        reply = OcpiClient(partner).request(
-            push.method, url_under(base, push.path), module=push.module, json=push.payload
-        )
+        # In the partner's version as it is now (the row holds our 2.2.1 Token).
+        path, payload = wire.push(partner, push.module, push.path, push.payload)
+        reply = OcpiClient(partner).request(push.method, url_under(base, path), module=push.module, json=payload)
     except OcpiCircuitOpen as exc:
         until = exc.breaker.retry_at or exc.breaker.probe_until or timezone.now()
         return outbox.SendResult(None, str(exc), delivered=False, not_sent_until=until)
