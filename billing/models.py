@@ -22,6 +22,13 @@ class Tariff(models.Model):
     ocpi_key = models.CharField(max_length=48, unique=True)
     currency = models.CharField(max_length=3)
     type = models.CharField(max_length=16, blank=True)
+    tax_included = models.CharField(
+        max_length=3,
+        blank=True,
+        choices=[("YES", "YES"), ("NO", "NO"), ("N/A", "N/A")],
+        help_text="OCPI 2.3.0 TaxIncluded: whether the prices include taxes. Blank for a 2.1.1/2.2.1 tariff, whose "
+        "prices are excl. VAT (as NO).",
+    )
     start_date_time = models.DateTimeField(null=True, blank=True)
     end_date_time = models.DateTimeField(null=True, blank=True)
     last_updated = models.DateTimeField(db_index=True)
@@ -49,6 +56,12 @@ class Cdr(models.Model):
     currency = models.CharField(max_length=3)
     total_cost_excl_vat = models.DecimalField(max_digits=14, decimal_places=4)
     total_cost_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    total_cost_taxes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="OCPI 2.3.0 total_cost.taxes as the CPO stated them ({name, percentage?, amount}); empty when it "
+        "listed none (2.1.1 and 2.2.1 state no taxes, only incl_vat).",
+    )
     total_energy = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
     total_time = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
     total_parking_time = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)

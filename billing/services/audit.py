@@ -115,14 +115,20 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
     ours = result.to_dict()
     differences = _differences(cdr, result)
     mismatch = any(abs(d) > terms.audit_tolerance for d in differences.values())
+    computed_excl = result.total_cost.excl_vat
     values.update(
-        computed_excl_vat=result.total_cost.excl_vat,
+        computed_excl_vat=computed_excl,
         computed_incl_vat=result.total_cost.incl_vat,
-        difference_excl_vat=cdr.total_cost_excl_vat - result.total_cost.excl_vat,
+        difference_excl_vat=None if computed_excl is None else cdr.total_cost_excl_vat - computed_excl,
         our_breakdown={**ours, "differences": {k: str(v) for k, v in differences.items()}},
         flags=flags,
     )
-    if mismatch:
+    if computed_excl is None:
+        # A 2.3.0 tariff whose prices include taxes at rates it does not state: we know the amount after taxes
+        # only, and disputes are worked on the amount before them. A difference is for staff to look at.
+        flags.append("tax_rate_unknown")
+        values["status"] = CdrAudit.Status.REVIEW
+    elif mismatch:
         values["status"] = CdrAudit.Status.MISMATCH
     elif flags:
         values["status"] = CdrAudit.Status.REVIEW
@@ -130,7 +136,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         values["status"] = CdrAudit.Status.MATCHED
     with transaction.atomic():
         audit = _save(cdr, values)
-        if mismatch:
+        if values["status"] == CdrAudit.Status.MISMATCH:
             disputes.dispute_open(cdr=cdr, audit=audit)
     return audit
 

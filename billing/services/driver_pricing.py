@@ -93,8 +93,12 @@ def quote_charge(
         duration=duration,
         parking=parking,
     )
+    cpo_excl = result.total_cost.excl_vat
+    if cpo_excl is None:
+        # 2.3.0 tax_included YES without `vat`: the price before taxes, on which our fee is set, is unknown.
+        raise NoTariff(f"tariff {tariff.tariff_id} includes taxes at rates it does not state: no price before taxes")
     terms = partner_terms(location.partner)
-    fee = emsp_fee(terms, result.total_cost.excl_vat)
+    fee = emsp_fee(terms, cpo_excl)
     cpo_incl = result.total_cost.incl_vat
     total = None if cpo_incl is None else driver_total(cpo_incl, fee, tariff.currency, terms.rounding)
     return Quote.objects.create(
@@ -108,7 +112,7 @@ def quote_charge(
         energy_kwh=energy_kwh,
         duration_minutes=int(duration.total_seconds() // 60) if duration is not None else None,
         parking_minutes=int(parking.total_seconds() // 60),
-        cpo_cost_excl_vat=result.total_cost.excl_vat,
+        cpo_cost_excl_vat=cpo_excl,
         cpo_cost_incl_vat=cpo_incl,
         fee_excl_vat=fee.excl_vat,
         fee_vat=fee.vat,
@@ -148,19 +152,25 @@ def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: s
     """A driver-facing breakdown: one line per priced dimension, our fee, VAT and the total."""
     lines = []
     units = {"ENERGY": "kWh", "FLAT": "session", "RESERVATION_FLAT": "reservation"}
+
+    def money(amount: Decimal | None) -> str | None:
+        return None if amount is None else str(round_money(amount, currency, rounding))
+
     for category, costs in result.breakdown.items():
         for cost in costs:
+            unit_price: Decimal | None = cost.price
+            if result.tax_included == "YES":
+                # 2.3.0: the tariff's unit prices include the taxes.
+                unit_price = None if cost.vat is None else cost.price / (1 + cost.vat / HUNDRED)
             lines.append(
                 {
                     "type": category,
                     "volume": str(cost.volume),
                     "unit": units.get(category, "h"),
-                    "unit_price_excl_vat": str(cost.price),
+                    "unit_price_excl_vat": None if unit_price is None else str(unit_price),
                     "vat_percent": None if cost.vat is None else str(cost.vat),
-                    "price_excl_vat": str(round_money(cost.cost.excl_vat, currency, rounding)),
-                    "price_incl_vat": None
-                    if cost.cost.incl_vat is None
-                    else str(round_money(cost.cost.incl_vat, currency, rounding)),
+                    "price_excl_vat": money(cost.cost.excl_vat),
+                    "price_incl_vat": money(cost.cost.incl_vat),
                 }
             )
     lines.append(
@@ -170,12 +180,12 @@ def line_items(result: pricing.PriceResult, fee: Fee, currency: str, rounding: s
             "price_incl_vat": str(round_money(fee.excl_vat + fee.vat, currency, rounding)),
         }
     )
-    cpo_incl = result.total_cost.incl_vat
+    cpo_excl, cpo_incl = result.total_cost.excl_vat, result.total_cost.incl_vat
     return {
         "currency": currency,
         "lines": lines,
         "cpo_total": result.total_cost.to_dict(),
-        "total_excl_vat": str(round_money(result.total_cost.excl_vat + fee.excl_vat, currency, rounding)),
+        "total_excl_vat": money(None if cpo_excl is None else cpo_excl + fee.excl_vat),
         "total_incl_vat": None if cpo_incl is None else str(driver_total(cpo_incl, fee, currency, rounding)),
         "warnings": list(result.warnings),
     }

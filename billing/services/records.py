@@ -43,6 +43,7 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
         tariff.tariff_id = obj["id"]
         tariff.currency = obj["currency"]
         tariff.type = obj.get("type") or ""
+        tariff.tax_included = obj.get("tax_included") or ""
         tariff.start_date_time = parse_utc(start) if start else None
         tariff.end_date_time = parse_utc(end) if end else None
         tariff.last_updated = last_updated
@@ -91,6 +92,7 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         currency=obj["currency"],
         total_cost_excl_vat=_decimal(total_cost.get("excl_vat")) or Decimal("0"),
         total_cost_incl_vat=_decimal(total_cost.get("incl_vat")),
+        total_cost_taxes=total_cost.get("taxes") or [],
         total_energy=_decimal(obj.get("total_energy")) or Decimal("0"),
         total_time=_decimal(obj.get("total_time")) or Decimal("0"),
         total_parking_time=_decimal(obj.get("total_parking_time")),
