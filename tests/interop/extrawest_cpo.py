@@ -201,13 +201,13 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def build_app(*, advertise_commands: bool) -> Any:
-    from fastapi import Body, FastAPI
+def build_app(*, advertise_commands: bool, page_limit: int | None = None) -> Any:
+    from fastapi import Body, FastAPI, Query
     from py_ocpi import get_application
     from py_ocpi.core.adapter import BaseAdapter
     from py_ocpi.core.authentication.authenticator import Authenticator
     from py_ocpi.core.crud import Crud
-    from py_ocpi.core.dependencies import get_endpoints
+    from py_ocpi.core.dependencies import get_endpoints, pagination_filters
     from py_ocpi.core.endpoints.v_2_2_1.utils import cpo_generator
     from py_ocpi.core.enums import Action, ModuleID, RoleEnum
     from py_ocpi.core.push import push_object
@@ -351,6 +351,18 @@ def build_app(*, advertise_commands: bool) -> Any:
         commands = cpo_generator.generate_endpoint(ModuleID.commands, InterfaceRole.receiver)
         with_commands = {k: [*v, commands] for k, v in endpoints.items()}
         app.dependency_overrides[get_endpoints] = lambda: with_commands
+
+    if page_limit is not None:
+        # The library's page size is 50 unless the client asks (it has no maximum): a CPO may change it.
+        def filters(
+            date_from: datetime = Query(default=None),  # noqa: B008
+            date_to: datetime = Query(default=None),  # noqa: B008
+            offset: int = Query(default=0),
+            limit: int = Query(default=page_limit),
+        ) -> dict[str, Any]:
+            return {"date_from": date_from, "date_to": date_to, "offset": offset, "limit": limit}
+
+        app.dependency_overrides[pagination_filters] = filters
 
     add_control_api(app, Body, FastAPI, push_object, Push, Receiver, VersionNumber, ModuleID, Adapter)
     return app
@@ -507,6 +519,7 @@ def main() -> None:
         action="store_true",
         help="leave the library's version details as they are (without the commands endpoint it omits)",
     )
+    parser.add_argument("--page-limit", type=int, help="the page size when the client asks none (library: 50)")
     args = parser.parse_args()
     configure(args.port)
 
@@ -514,7 +527,7 @@ def main() -> None:
 
     global STORE
     STORE = Store(args.locations, args.tariffs, args.token_a)
-    app = build_app(advertise_commands=not args.as_published)
+    app = build_app(advertise_commands=not args.as_published, page_limit=args.page_limit)
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
 
