@@ -17,7 +17,7 @@ from typing import Any
 from ocpi.versions.common import Context, decimal_or_none, json_number, renamed, without
 from ocpi.versions.tariffs import check_version, downgrade_tariff, upgrade_tariff
 from ocpi.versions.v211 import cdr_token, upgrade_charging_period
-from ocpi.versions.v230 import upgrade_price
+from ocpi.versions.v230 import upgrade_connector, upgrade_price
 
 PRICE_FIELDS = (
     "total_cost",
@@ -111,6 +111,11 @@ def _from_v230(raw: dict[str, Any], ctx: Context) -> dict[str, Any]:
             out[key] = converted
     if isinstance(out.get("tariffs"), list):
         out["tariffs"] = [upgrade_tariff(t, "2.3.0", ctx) for t in out["tariffs"]]
+    location = out.get("cdr_location")
+    if isinstance(location, dict) and "connector_standard" in location:
+        # As for a Location's connector: SAE_J3400 is 2.2.1's TESLA_S; MCS has no 2.2.1 value (finding, dropped).
+        standard = upgrade_connector({"standard": location["connector_standard"]})["standard"]
+        out["cdr_location"] = {**location, "connector_standard": standard}
     token = out.get("cdr_token")
     if isinstance(token, dict) and isinstance(token.get("type"), str):
         value = token["type"].strip().upper()

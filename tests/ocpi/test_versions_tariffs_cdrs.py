@@ -146,6 +146,13 @@ def test_a_2_3_0_emaid_token_is_read_as_other() -> None:
     assert obj["cdr_token"]["type"] == "OTHER"
 
 
+def test_a_2_3_0_cdr_location_nacs_connector_is_read_as_2_2_1_says_it() -> None:
+    raw = example(V230, "cdr_example")
+    raw["cdr_location"]["connector_standard"] = "SAE_J3400"
+    obj, _ = stored_cdr(raw, "2.3.0")
+    assert obj["cdr_location"]["connector_standard"] == "TESLA_S"
+
+
 def test_an_unreadable_tax_line_is_dropped_and_reported() -> None:
     raw = example(V230, "cdr_example")
     raw["total_cost"]["taxes"].append({"name": "GST", "amount": "lots"})
