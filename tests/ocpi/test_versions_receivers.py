@@ -147,3 +147,23 @@ def test_a_2_1_1_command_response_posted_as_result_fails_an_unknown_session(
     assert ocpi.post(path, {"result": "UNKNOWN_SESSION"}).json()["status_code"] == 1000
     command.refresh_from_db()
     assert command.status == Command.Status.FAILED
+
+
+def test_a_2_1_1_cdr_closes_the_session_it_names_no_id_of(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    from billing.models import Cdr
+
+    TokenFactory(uid="012345678", contract_id="DE8ACC12E46L89")
+    evse = bengaluru.evses.order_by("pk").first()
+    assert evse is not None
+    where = {"id": "LOC1", "evses": [{"uid": evse.uid, "connectors": [{"id": "1"}]}]}
+    session = example(V211, "session_finished", id="S-211", start_datetime="2015-06-29T21:39:09Z", location=where)
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-211", session).json()["status_code"] == 1000
+    cdr = example(V211, "cdr")
+    cdr["location"] = {**cdr["location"], "id": "LOC1", "country": "IND"}
+    cdr["location"]["evses"][0]["uid"] = evse.uid
+    response = ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr)
+    assert response.json()["status_code"] == 1000, response.json()
+    stored = Cdr.objects.get(cdr_id="12345")
+    assert stored.charging_session == ChargingSession.objects.get(session_id="S-211")
