@@ -17,12 +17,12 @@ import requests
 
 from billing.models import Cdr, Tariff
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, Token
-from emsp.services import commands
+from emsp.services import catalogue, commands
 from emsp.services.tokens import token_issue
 from ocpi import push
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError, OcpiReplyError
-from ocpi.credentials import register_with_partner
-from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
+from ocpi.credentials import register_with_partner, rotate_credentials
+from ocpi.models import CredentialsRotation, DataQualityIssue, OcpiMessage, SyncRun
 from ocpi.sync import sync_partner
 from tests.e2e.platform import Platform, until
 from tests.factories import DriverFactory
@@ -90,6 +90,41 @@ def test_an_incremental_pull_asks_it_for_changes_only(
     assert (run.announced, run.received) == (1, 1)
     assert Location.objects.get(partner=partner, location_id__iexact="EWX-L000042").name == "Renamed by the CPO"
     assert Location.objects.filter(partner=partner).count() == LOCATIONS  # an incremental pull withdraws nothing
+
+
+def test_an_evse_is_re_read_on_its_own_through_its_list_of_one(
+    platform_factory: Callable[..., Platform], extrawest_peer: Callable[..., PeerProcess]
+) -> None:
+    """The EVSE-level GET (freshness for CPOs that don't push): its answer is `data: [evse]`."""
+    platform_factory()
+    peer, partner = connected_peer(extrawest_peer)
+    sync_partner(partner, full=True, modules=("locations",))
+    changed = peer_location(partner, 9)
+    changed["evses"][1] = {**changed["evses"][1], "status": "CHARGING", "last_updated": changed["last_updated"]}
+    peer.ctl("objects/locations/EWX-L000009", changed)
+    evse = Evse.objects.get(location__partner=partner, uid__iexact="EWX-L000009-E2")
+    assert evse.status == "AVAILABLE"
+    assert catalogue.evse_refresh_from_cpo(evse) is True
+    evse.refresh_from_db()
+    assert evse.status == "CHARGING"
+
+
+def test_we_rotate_our_credentials_with_it(
+    platform_factory: Callable[..., Platform], extrawest_peer: Callable[..., PeerProcess]
+) -> None:
+    platform_factory()
+    peer, partner = connected_peer(extrawest_peer)
+    old_token = partner.outgoing_token
+    rotation = rotate_credentials(partner)
+    assert rotation.outcome == CredentialsRotation.Outcome.DONE, rotation.error
+    partner.refresh_from_db()
+    assert partner.outgoing_token != old_token
+    with pytest.raises(OcpiAuthError):  # its old token for us is gone on its side
+        OcpiClient(partner, token=old_token).get(partner.endpoint_url("locations", "SENDER"), module="locations")
+    [run] = sync_partner(partner, full=True, modules=("tariffs",))
+    assert (run.outcome, run.stored) == (SyncRun.Outcome.OK, TARIFFS)
+    assert peer.ctl("push/locations/EWX-L000001", {})["status_code"] == 201  # our new token works for it
+    assert Location.objects.filter(partner=partner).count() == 1
 
 
 def test_it_registers_with_us(
