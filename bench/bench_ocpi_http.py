@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import requests
-from django_env import BENCH_DATABASE_URL, REPO, free_port, machine, setup
+from django_env import REPO, machine, setup, start_server
 from load import open_loop
 
 TOKEN = "bench-cpo-token"
@@ -53,35 +50,6 @@ def seed(locations: int, tokens: int) -> tuple[list[str], list[str]]:
         ]
     )
     return paths, [f"RFID{i:06d}" for i in range(tokens)]
-
-
-def start_server(workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": BENCH_DATABASE_URL,
-        "DJANGO_DEBUG": "false",
-        "DB_CONN_MAX_AGE": "600",
-        "LOG_LEVEL": "WARNING",
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        # Measure the platform, not the rate limiter (emsp/ratelimit.py): one client sends far above the limit.
-        "OCPI_RATE_LIMIT_PER_MINUTE": "0",
-        "BECKN_RATE_LIMIT_PER_MINUTE": "0",
-    }
-    proc = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{base}/ocpi/versions", headers=AUTH, timeout=5)  # the first answer loads the app
-            return proc, base
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("gunicorn did not start")
 
 
 def wrk_patch(base: str, paths: list[str], duration: int) -> str:

@@ -47,6 +47,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(
+    workers: int, database_url: str = BENCH_DATABASE_URL, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn on 127.0.0.1 against the benchmark database, its first answer awaited (the app is loaded).
+    Rate limiters off: a benchmark measures the platform, not the limiter (emsp/ratelimit.py)."""
+    import time
+
+    import requests
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_DEBUG": "false",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        "PUBLIC_BASE_URL": base,
+        "OCPI_RATE_LIMIT_PER_MINUTE": "0",
+        "BECKN_RATE_LIMIT_PER_MINUTE": "0",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--log-level", "warning"],
+        cwd=REPO, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            requests.get(f"{base}/ocpi/versions", timeout=5)
+            return proc, base
+        except requests.RequestException:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("gunicorn did not start")
+
+
 def machine() -> str:
     """One line describing where the numbers came from."""
     cpu = "unknown CPU"

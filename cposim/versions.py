@@ -293,7 +293,8 @@ def token_in(version: str, token: Any, country_code: str, party_id: str) -> Any:
     if version != "2.1.1" or not isinstance(token, dict):
         return token
     out = {k: v for k, v in token.items() if k != "auth_id"}
-    out.setdefault("contract_id", token.get("auth_id"))
+    if "auth_id" in token:
+        out.setdefault("contract_id", token["auth_id"])
     out.setdefault("country_code", country_code)
     out.setdefault("party_id", party_id)
     return out

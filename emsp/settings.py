@@ -161,6 +161,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # OCPI has two enums called "role": a party's Role and an endpoint's InterfaceRole.
+    "ENUM_NAME_OVERRIDES": {
+        "OcpiRoleEnum": ["CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP"],
+        "OcpiInterfaceRoleEnum": ["SENDER", "RECEIVER"],
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------------

@@ -99,6 +99,13 @@ class PartnerAdmin(admin.ModelAdmin):
         ("Contacts", {"fields": ("support_phone", "support_email", "website")}),
     )
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # A callable model default (the sync interval's, read from settings) makes Django compare against a
+        # hidden "initial-" input, which a form posted without it reads as changed: compare with the object.
+        if db_field.name == "sync_interval_minutes":
+            kwargs["show_hidden_initial"] = False
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     # Staff changes to partners are recorded (emsp.StaffAction); the admin's change form runs in one transaction,
     # so the records commit with the change.
     def save_model(self, request: HttpRequest, obj: Partner, form: Any, change: bool) -> None:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from emsp import outbound
 from emsp.models import Partner
 from emsp.services import breakers
+from ocpi.hub import CONFIGURATION_MODULES, Party, routing_headers
 from ocpi.models import OcpiMessage
 from ocpi.normalize import unwrap_list_payload
 from ocpi.redact import log_body, storable
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
 # Modules without routing headers (transport §"Message Routing": credentials, versions, hubclientinfo).
-_CONFIGURATION_MODULES = {"versions", "credentials", "hubclientinfo"}
+_CONFIGURATION_MODULES = CONFIGURATION_MODULES
 
 
 class OcpiClientError(Exception):
@@ -101,8 +102,11 @@ class OcpiClient:
         token: str | None = None,
         use_base64: bool | None = None,
         timeout: float | None = None,
+        to_party: Party | None = None,
     ) -> None:
+        """`to_party`: the party behind a hub the requests are for (ocpi/hub.py); by default the partner's own."""
         self.partner = partner
+        self.to_party = to_party
         self.token = token if token is not None else (partner.outgoing_token if partner else "")
         self.use_base64 = use_base64 if use_base64 is not None else (partner.outgoing_token_base64 if partner else True)
         self.timeout = timeout
@@ -134,15 +138,7 @@ class OcpiClient:
             except breakers.CircuitOpen as exc:
                 raise OcpiCircuitOpen(exc) from exc
         headers = {"Authorization": f"Token {encode_token(self.token, self.use_base64)}"}
-        if module not in _CONFIGURATION_MODULES and self.partner is not None:
-            headers.update(
-                {
-                    "OCPI-from-country-code": settings.OCPI_COUNTRY_CODE,
-                    "OCPI-from-party-id": settings.OCPI_PARTY_ID,
-                    "OCPI-to-country-code": self.partner.country_code,
-                    "OCPI-to-party-id": self.partner.party_id,
-                }
-            )
+        headers.update(routing_headers(self.partner, module, self.to_party))
         request_id = str(uuid.uuid4())
         try:
             response = outbound.send(

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from emsp.models import Partner, ci_key, hash_token, new_credentials_token
 from emsp.services.partners import partner_parties_claimed, party_holder
-from ocpi import push, transport, versions
+from ocpi import hub, push, transport, versions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import CredentialsRotation, PushDelivery
 from ocpi.normalize import unwrap_object_payload
@@ -192,7 +192,7 @@ def _validate_credentials(body: Any, version: str = VERSION) -> dict[str, Any]:
                 else {},
             }
         )
-    return {"token": token.strip(), "url": url.strip(), "roles": clean_roles}
+    return {"token": token.strip(), "url": url.strip(), "roles": clean_roles, "hub_party_id": body.get("hub_party_id")}
 
 
 def _apply_connection(
@@ -259,6 +259,7 @@ def _take_credentials(partner: Partner, body: Any, version: str) -> str:
     """Validate the partner's Credentials, read its endpoints with its token, and connect (not saved yet).
     Returns our new Token C."""
     credentials = _validate_credentials(body, version)
+    credentials["roles"] = hub.hub_first(credentials["roles"], credentials["hub_party_id"], partner.party_key)
     _refuse_ungranted_parties(partner, credentials["roles"])
     endpoints = _fetch_or_3001(partner, credentials, version)
     token_c = new_credentials_token()
@@ -276,6 +277,10 @@ def _take_credentials(partner: Partner, body: Any, version: str) -> str:
 def _refuse_ungranted_parties(partner: Partner, roles: list[dict[str, Any]]) -> None:
     """A partner acts for the parties we granted it, never for those it names (credentials.asciidoc leaves
     the trust to the receiver): any other party is refused with 2001 and recorded for staff to decide on."""
+    if roles and roles[0]["role"] == "HUB":
+        # A hub lists the parties reachable through it (2.3.0 credentials NOTE): recorded for staff, not refused.
+        partner_parties_claimed(partner, hub.announced_parties(roles))
+        roles = roles[:1]
     refused = partner_parties_claimed(partner, [(r["country_code"], r["party_id"]) for r in roles])
     if refused:
         named = ", ".join(f"{cc}*{pid}" for cc, pid in refused)
@@ -365,6 +370,12 @@ def register_with_partner(
     except (OcpiClientError, OcpiError) as exc:
         _undo_registration(partner, state_before)
         raise RegistrationError(f"credentials POST refused: {exc}") from exc
+    own = (
+        party.replace(":", "*").strip().upper()
+        if party
+        else ("" if partner.country_code == "ZZ" else partner.party_key)
+    )
+    answer["roles"] = hub.hub_first(answer["roles"], answer["hub_party_id"], own)
 
     try:
         partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)

@@ -10,7 +10,7 @@ from typing import Any
 from emsp.models import Command, Evse, Partner, Token
 from emsp.ports import CommandReply, CpoUnreachable
 from emsp.services.commands import result_messages
-from ocpi import push, sync
+from ocpi import hub, push, sync
 from ocpi.client import OcpiClient, OcpiClientError, object_url
 from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
 from ocpi.rendering import command_as_ocpi
@@ -24,13 +24,18 @@ class OcpiGateway:
         base = partner.endpoint_url("commands", "RECEIVER")
         if not base or partner.state != Partner.State.CONNECTED:
             raise CpoUnreachable("The CPO has no Commands receiver or is not connected")
+        to_party = hub.command_party(command)  # through a hub: the party of the EVSE (or session)
+        unreachable = hub.unreachable_reason(partner, to_party)
+        if unreachable:
+            raise CpoUnreachable(unreachable)
         try:
             body = wire.command_body(partner, command.type, command_as_ocpi(command))
         except CannotCarry as exc:
             raise CpoUnreachable(f"OCPI {partner.version}: {exc}") from exc
         Command.objects.filter(pk=command.pk).update(request=body)
         try:
-            reply = OcpiClient(partner).request("POST", object_url(base, command.type), module="commands", json=body)
+            client = OcpiClient(partner, to_party=to_party)
+            reply = client.request("POST", object_url(base, command.type), module="commands", json=body)
         except OcpiClientError as exc:
             raise CpoUnreachable(str(exc)) from exc
         response = wire.command_response(partner, unwrap_object_payload(reply.data))
@@ -46,10 +51,11 @@ class OcpiGateway:
         location = evse.location
         partner = location.partner
         base = partner.endpoint_url("locations", "SENDER")
-        if not base:
+        party = (location.country_code, location.party_id)
+        if not base or hub.unreachable_reason(partner, party):
             return None
         try:
-            reply = OcpiClient(partner, timeout=timeout).get(
+            reply = OcpiClient(partner, timeout=timeout, to_party=party).get(
                 object_url(base, location.location_id, evse.uid), module="locations", timeout=timeout
             )
             clean, _ = normalize_evse(wire.evse(partner, unwrap_object_payload(reply.data)))

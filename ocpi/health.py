@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from billing.models import Cdr, Tariff
 from emsp.models import BreakerChange, ChargingSession, CircuitBreaker, Command, Evse, Location, Partner
+from ocpi.hubclientinfo import HubParty, hub_parties
 from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
 
 MODULES = ("locations", "tariffs", "sessions", "cdrs")
@@ -34,6 +35,7 @@ class PartnerHealth:
     commands: dict[str, int] = field(default_factory=dict)
     command_success_rate: float | None = None
     stale_evse_share: float | None = None
+    hub_parties: list[HubParty] = field(default_factory=list)  # a hub's parties (HubClientInfo, grants)
     breakers: list[CircuitBreaker] = field(default_factory=list)
     breaker_changes: list[BreakerChange] = field(default_factory=list)
     breaker_changes_24h: int = 0
@@ -89,6 +91,7 @@ def partner_health(partner: Partner, now: datetime | None = None) -> PartnerHeal
         commands=command_counts,
         command_success_rate=(command_counts.get(Command.Status.SUCCEEDED, 0) / finished) if finished else None,
         stale_evse_share=(stale / evse_count) if evse_count else None,
+        hub_parties=hub_parties(partner),
         breakers=list(CircuitBreaker.objects.filter(partner=partner).order_by("module")),
         breaker_changes=list(BreakerChange.objects.filter(breaker__partner=partner).select_related("breaker")[:10]),
         breaker_changes_24h=BreakerChange.objects.filter(breaker__partner=partner, at__gte=day_ago).count(),

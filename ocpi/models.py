@@ -152,3 +152,32 @@ class CredentialsRotation(models.Model):
 
     def __str__(self) -> str:
         return f"rotation with {self.partner} at {self.started_at:%Y-%m-%d %H:%M} ({self.outcome})"
+
+
+class HubClientInfo(models.Model):
+    """A party a hub connects us with, as the hub last told us (mod_hub_client_info ClientInfo): its role and
+    the state of its connection to the hub. A record, never a grant: what a connection may act for is
+    `Partner.parties`. One per (hub, party): the module addresses ClientInfo by country_code/party_id only."""
+
+    class Status(models.TextChoices):
+        CONNECTED = "CONNECTED", "Connected"
+        OFFLINE = "OFFLINE", "Offline: no requests can be sent"
+        PLANNED = "PLANNED", "Planned: never connected yet"
+        SUSPENDED = "SUSPENDED", "Suspended: will not connect anymore"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="hub_clients", db_index=False)
+    country_code = models.CharField(max_length=2)
+    party_id = models.CharField(max_length=3)
+    role = models.CharField(max_length=8, help_text="The party's OCPI Role (CPO, EMSP, HUB, NAP, NSP, OTHER, SCSP).")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    last_updated = models.DateTimeField(help_text="The ClientInfo's last_updated, as the hub stamped it.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "hub client info"
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "country_code", "party_id"], name="hubclientinfo_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.country_code}*{self.party_id} ({self.role}) via {self.partner}: {self.status}"

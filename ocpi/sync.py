@@ -20,6 +20,7 @@ from billing.services import records
 from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.services import breakers, catalogue, sessions
+from ocpi import hubclientinfo
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
@@ -32,6 +33,7 @@ from ocpi.normalize import (
     normalize_tariff,
 )
 from ocpi.quality import record_issues
+from ocpi.versions import wire
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,7 @@ def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: 
         if run.pages == 0 and page.total is not None:
             run.announced = min(page.total, MAX_ANNOUNCED)
         link_refused = link_refused or page.link_refused
-        counts = ingest_page(partner, module, page.items)
+        counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
         totals.add(counts)
         run.pages += 1
         run.received = totals.received
@@ -202,6 +204,8 @@ def _record_paging_findings(partner: Partner, module: str, run: SyncRun, link_re
 
 
 def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ...] = MODULES) -> list[SyncRun]:
+    if full:
+        hubclientinfo.client_info_refresh(partner)  # a hub's parties, from its HubClientInfo sender
     runs = [run for module in modules if (run := sync_module(partner, module, full=full)) is not None]
     if full and all(r.outcome == SyncRun.Outcome.OK for r in runs):
         Partner.objects.filter(pk=partner.pk).update(last_full_sync_at=timezone.now())

@@ -7,6 +7,7 @@ import base64
 import binascii
 import copy
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -25,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from emsp.datetimes import format_datetime
-from emsp.models import Partner, hash_token
+from emsp.models import Partner, ci_key, hash_token
 from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
 from ocpi.models import CredentialsRotation, OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
@@ -178,6 +179,27 @@ def partner_for_token(
     return None
 
 
+_PARTY_CODES = re.compile(r"^[A-Z]{2}\*[A-Z0-9]{1,3}$")
+
+
+def sender_party(request: Request, partner: Partner) -> tuple[str, str]:
+    """The party a functional request comes from (transport §"Message Routing"): the one `OCPI-from-*` names
+    when it is one of the connection's parties, else the connection's own. A hub naming a party not granted
+    to it is refused as unknown; a CPO's stray header is ignored (lenient in: what it sends is checked
+    against its parties anyway)."""
+    country_code = (request.headers.get("OCPI-from-country-code") or "").strip().upper()
+    party_id = (request.headers.get("OCPI-from-party-id") or "").strip().upper()
+    if not country_code or not party_id:
+        return partner.country_code, partner.party_id
+    if partner.owns(country_code, party_id):
+        return country_code, party_id
+    if partner.role == Partner.Role.HUB:
+        named = ci_key(country_code, party_id)
+        named = named if _PARTY_CODES.match(named) else "the OCPI-from-* party"
+        raise OcpiError(CLIENT_ERROR, f"Unknown party for this token: {named} is not granted to this hub", 404)
+    return partner.country_code, partner.party_id
+
+
 def parse_query_datetime(request: Request, name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -326,6 +348,7 @@ class OcpiView(APIView):
     partner: Partner
     used_token_a: bool
     presented_token: str
+    from_party: tuple[str, str] | None = None  # who a functional request comes from (sender_party)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -337,6 +360,8 @@ class OcpiView(APIView):
         self.partner, self.used_token_a, self.presented_token = found
         self.rate_limit()
         check_url_ids(kwargs)
+        if self.functional:
+            self.from_party = sender_party(request, self.partner)
 
     def rate_limit(self) -> None:
         """OCPI_RATE_LIMIT_PER_MINUTE requests per partner (all modules, all web processes): beyond it HTTP 429
@@ -400,8 +425,9 @@ class OcpiView(APIView):
         partner = getattr(self, "partner", None)
         if self.functional and partner is not None:
             # Direct party-to-party: the response is addressed back to the requester (transport §4.2).
-            response["OCPI-to-country-code"] = request.headers.get("OCPI-from-country-code", partner.country_code)
-            response["OCPI-to-party-id"] = request.headers.get("OCPI-from-party-id", partner.party_id)
+            to_country_code, to_party_id = self.from_party or (partner.country_code, partner.party_id)
+            response["OCPI-to-country-code"] = to_country_code
+            response["OCPI-to-party-id"] = to_party_id
             response["OCPI-from-country-code"] = settings.OCPI_COUNTRY_CODE
             response["OCPI-from-party-id"] = settings.OCPI_PARTY_ID
         if not getattr(self, "_skip_log", False):
@@ -443,8 +469,17 @@ class OcpiView(APIView):
     def require_own_party(self, country_code: str, party_id: str) -> None:
         """BOLA guard: a partner may only address objects under a party it owns (transport §"Client Owned
         Object Push"); anything else is answered as unknown."""
-        if not self.partner.owns(country_code, party_id):
+        if not self.partner.owns(country_code, party_id) or not self.routed_for(country_code, party_id):
             raise OcpiError(CLIENT_ERROR, "Unknown party for this token", 404)
+
+    def routed_for(self, country_code: str, party_id: str) -> bool:
+        """Whether this request may address the party's objects: one a hub routes from a party behind it
+        (`OCPI-from-*`) only that party's; one from the connection's own party (a CPO's, a hub's broadcast)
+        those of every party granted to it."""
+        sender = self.from_party
+        if sender is None or ci_key(*sender) == self.partner.party_key:
+            return True
+        return ci_key(*sender) == ci_key(country_code, party_id)
 
     def accept(self, normalize: Normalizer, body: dict[str, Any], object_id: str, **kwargs: Any) -> dict[str, Any]:
         """`normalized`, with the data-quality findings recorded against `object_id`."""

@@ -7,11 +7,13 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
+from ocpi.hubclientinfo import VERSIONS as HUB_CLIENT_INFO_VERSIONS
 from ocpi.versions import CANONICAL, SUPPORTED
 from ocpi.versions.wire import versioned
 from ocpi.views.cdrs import CdrDetailView, CdrReceiverView
 from ocpi.views.commands import CommandResultView
 from ocpi.views.credentials import CredentialsView
+from ocpi.views.hubclientinfo import HubClientInfoView
 from ocpi.views.locations import ConnectorView, EvseView, LocationView
 from ocpi.views.sessions import SessionReceiverView
 from ocpi.views.tariffs import TariffReceiverView
@@ -59,18 +61,29 @@ def _version_urls(version: str) -> list[URLPattern]:
 urlpatterns = [path("versions", VersionsView.as_view(), name="versions")]
 for _version in SUPPORTED:
     urlpatterns += _version_urls(_version)
+# HubClientInfo receiver (mod_hub_client_info, OCPI 2.2 onwards): the same ClientInfo in 2.2.1 and 2.3.0.
+urlpatterns += [
+    path(
+        f"emsp/{v}/hubclientinfo/<str:country_code>/<str:party_id>",
+        versioned(HubClientInfoView, v).as_view(),
+        name="hubclientinfo" if v == CANONICAL else f"hubclientinfo-{v}",
+    )
+    for v in HUB_CLIENT_INFO_VERSIONS
+]
 
 
 def _glued(patterns: list[URLPattern]) -> list[URLPattern]:
     """extrawest-ocpi (PyPI) pushes to f"{endpoint_url}{country_code}/{party_id}/{id}": on our endpoint URLs,
     which don't end with a slash, that glues the party to the module (`…/locationsIN/EWX/LOC1`). Lenient in:
-    the same receivers answer that form too (docs/interop.md)."""
+    the same receivers answer that form too (docs/interop.md), left out of the OpenAPI schema."""
     glued = []
     for pattern in patterns:
         route = str(pattern.pattern)
+        view = pattern.callback
         for module in ("locations", "sessions", "tariffs"):
             if f"/{module}/<str:country_code>/" in route:
-                glued.append(path(route.replace(f"/{module}/", f"/{module}", 1), pattern.callback))
+                unlisted = view.cls.as_view(**{**view.initkwargs, "schema": None})
+                glued.append(path(route.replace(f"/{module}/", f"/{module}", 1), unlisted))
     return glued
 
 

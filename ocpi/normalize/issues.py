@@ -76,6 +76,7 @@ ISSUE_CODES: dict[str, str] = {
     "evse_without_connectors": "F EVSE kept without connectors (not bookable)",
     "invalid_evse_id": "D evse_id longer than 48 characters dropped",
     "dropped_evse": "D EVSE without uid (or not an object) dropped",
+    "missing_evse_uid": "D CDR location without evse_uid (the CDR, the bill, is kept)",
     "duplicate_evse_uid": "D earlier EVSE with a repeated uid dropped",
     "missing_publish": "F publish missing (OCPI 2.1.1); true used",
     "invalid_publish_allowed_to": "D publish_allowed_to ignored because publish is true",

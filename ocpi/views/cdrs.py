@@ -35,8 +35,10 @@ class CdrReceiverView(OcpiView):
     )
     def post(self, request: Request) -> HttpResponse:
         body = self.json_object()
-        country_code = str(body.get("country_code") or self.partner.country_code)
-        party_id = str(body.get("party_id") or self.partner.party_id)
+        # A CDR without its party is the sender's: the party behind a hub that routed it, else the partner's.
+        sender = self.from_party or (self.partner.country_code, self.partner.party_id)
+        country_code = str(body.get("country_code") or sender[0])
+        party_id = str(body.get("party_id") or sender[1])
         self.require_own_party(country_code, party_id)
         clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 
 from emsp.models import Command
 from emsp.services import commands
-from ocpi import transport
+from ocpi import hub, transport
 from ocpi.enums import COMMAND_RESULT_TYPES
 from ocpi.serializers import OcpiCommandResultSerializer, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
@@ -31,7 +31,8 @@ class CommandResultView(OcpiView):
     def post(self, request: Request, command: str, uid: str) -> HttpResponse:
         body = self.json_object()
         row = Command.objects.filter(uid=_uuid_or_none(uid), type=command.upper(), partner=self.partner).first()
-        if row is None:
+        party = hub.command_party(row) if row is not None else None
+        if row is None or (party is not None and not self.routed_for(*party)):  # through a hub: from its party
             raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
         commands.command_result_received(row, command_result(body))
         return ocpi_response()

@@ -12,11 +12,11 @@ import pytest
 from django.utils import timezone
 
 from emsp import outbox
-from emsp.models import Command, Evse, Partner, Reservation, Token
+from emsp.models import Command, Evse, Location, Partner, Reservation, Token
 from emsp.services import commands
 from ocpi import push, sync
 from ocpi.gateway import OcpiGateway
-from ocpi.models import PushDelivery
+from ocpi.models import PushDelivery, SyncRun
 from tests.factories import PartnerFactory, TokenFactory, ocpi_location
 from tests.fakes import FakePeer, envelope
 
@@ -144,3 +144,15 @@ def test_an_evse_read_from_a_2_1_1_cpo_is_upgraded(peer: FakePeer) -> None:
     clean = OcpiGateway().fetch_evse(evse, timeout=1)
     assert clean is not None
     assert clean["connectors"][0]["max_voltage"] == 220 and clean["connectors"][0]["tariff_ids"] == ["11"]
+
+
+def test_a_pull_from_a_2_1_1_cpo_stores_its_locations_without_renaming_findings(peer: FakePeer) -> None:
+    from ocpi.models import DataQualityIssue
+
+    partner = cpo("2.1.1")
+    peer.route("GET", f"{CPO}/2.1.1/locations", (200, envelope([V211["location"]])))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
+    location = Location.objects.get(partner=partner, location_id="LOC1")
+    assert location.data["parking_type"] == "ON_STREET"
+    assert not DataQualityIssue.objects.filter(partner=partner, code="renamed_field").exists()

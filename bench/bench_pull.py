@@ -1,0 +1,89 @@
+"""Benchmark: a full pull of many locations from the CPO simulator over HTTP, in each OCPI version it speaks.
+
+Usage: .venv/bin/python bench/bench_pull.py [--locations 100000] [--page-limit 500] [--versions 2.1.1,2.2.1,2.3.0]
+
+For each version: a fresh PostgreSQL database, our web server (gunicorn, so the simulator can read our
+versions during the handshake), `python -m cposim --locations N [--ocpi-version V]` in its own process, the
+credentials handshake, then `ocpi.sync.sync_module(partner, "locations", full=True)` timed in this process
+(normalise + store, page by page, as the scheduled pull does). Prints locations/s and the count stored
+against the `X-Total-Count` the simulator announced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from django_env import REPO, machine, setup, start_server
+
+
+def start_simulator(locations: int, page_limit: int, version: str) -> tuple[subprocess.Popen[str], str]:
+    args = [sys.executable, "-m", "cposim", "--port", "0", "--locations", str(locations)]
+    args += ["--page-limit", str(page_limit), "--token-a", "bench-token-a", "--party-id", "BEN", "--name", "Bench CPO"]
+    if version != "2.2.1":
+        args += ["--ocpi-version", version]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 600  # generating 100k locations takes a while
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY "):
+            return proc, line.split(" ", 1)[1].strip()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit(f"the simulator did not start (OCPI {version}: does this cposim speak it?)")
+
+
+def pull(version: str, locations: int, page_limit: int) -> str:
+    server, base = start_server(2, env={"OCPI_LOG_BODIES": "false"})
+    os.environ["PUBLIC_BASE_URL"] = base
+    from django.conf import settings
+
+    settings.PUBLIC_BASE_URL = base
+    simulator, versions_url = start_simulator(locations, page_limit, version)
+    try:
+        from emsp.models import Connector, Evse, Location
+        from ocpi.credentials import register_with_partner
+        from ocpi.sync import sync_module
+
+        partner = register_with_partner(versions_url=versions_url, token_a="bench-token-a")
+        started = time.perf_counter()
+        run = sync_module(partner, "locations", full=True)
+        elapsed = time.perf_counter() - started
+        assert run is not None
+        stored = Location.objects.filter(partner=partner).count()
+        return (
+            f"OCPI {partner.version}: {run.outcome}, {run.pages} pages, announced {run.announced}, received "
+            f"{run.received}, stored {stored} locations ({Evse.objects.count()} EVSEs, {Connector.objects.count()} "
+            f"connectors) in {elapsed:.1f} s = {run.received / elapsed:,.0f} locations/s"
+            + (f"; error: {run.error}" if run.error else "")
+        )
+    finally:
+        simulator.terminate()
+        server.terminate()
+        simulator.wait(timeout=30)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--locations", type=int, default=100_000)
+    parser.add_argument("--page-limit", type=int, default=500, help="the simulator's X-Limit")
+    parser.add_argument("--versions", default="2.1.1,2.2.1,2.3.0")
+    args = parser.parse_args()
+    print(f"{machine()}; {args.locations} locations, pages of {args.page_limit}")
+    for i, version in enumerate(v.strip() for v in args.versions.split(",") if v.strip()):
+        if i:
+            from django.db import connection
+
+            connection.close()  # the next version gets a fresh database
+        setup(fresh=True)
+        print(pull(version, args.locations, args.page_limit), flush=True)
+
+
+if __name__ == "__main__":
+    main()
