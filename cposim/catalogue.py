@@ -13,6 +13,7 @@ from .config import SimConfig
 
 GST = 18.0
 BASE_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+MAX_SPAN_MINUTES = 365 * 24 * 60
 
 
 @dataclass(frozen=True)
@@ -330,13 +331,16 @@ def synthetic_locations(cfg: SimConfig, tariffs: list[dict[str, Any]]) -> list[d
     locations = []
     evse_counter = 0
     minutes = 0
+    # Steps of 7-97 minutes (52 on average) from BASE_TIME; a large catalogue is squeezed into a year, so no
+    # location is stamped in the future (an eMSP rightly refuses those: 100k steps would reach 2034).
+    scale = min(1.0, MAX_SPAN_MINUTES / (52 * cfg.locations)) if cfg.locations else 1.0
     for i in range(cfg.locations):
         city = cities[i % len(cities)]
         street = rng.choice(city.streets)
         poi = rng.choice(POI)
         loc_id = f"LOC-{city.code}-{i + 1:04d}"
         minutes += rng.randint(7, 97)
-        updated = iso(BASE_TIME + timedelta(minutes=minutes, seconds=rng.randint(0, 59)))
+        updated = iso(BASE_TIME + timedelta(minutes=minutes * scale, seconds=rng.randint(0, 59)))
         evses = []
         for e in range(rng.randint(1, 4)):
             kind_row = rng.choice(CONNECTOR_KINDS)

@@ -248,16 +248,19 @@ def sync_partner_leased(partner: Partner, *, full: bool = False) -> list[SyncRun
 _PHASE_STEP = 0.6180339887498949
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def next_slot(partner: Partner, now: datetime) -> datetime:
     """The partner's next pull: the first instant after `now` at its own phase of its interval, so pulls of
     many partners are spread over the interval (splay) instead of firing together, and each partner keeps a
     steady rhythm."""
-    interval = max(1, partner.sync_interval_minutes) * 60
-    phase = (partner.pk * _PHASE_STEP % 1.0) * interval
-    epoch_seconds = now.timestamp()
-    slots_passed = (epoch_seconds - phase) // interval
-    slot = slots_passed * interval + phase + interval
-    return datetime.fromtimestamp(slot, tz=UTC)
+    # In whole microseconds: float seconds could round `now` onto the slot it is (and answer it again).
+    interval = max(1, partner.sync_interval_minutes) * 60 * 1_000_000
+    phase = int((partner.pk * _PHASE_STEP % 1.0) * interval)
+    micros = (now - _EPOCH) // timedelta(microseconds=1)
+    slots_passed = (micros - phase) // interval
+    return _EPOCH + timedelta(microseconds=(slots_passed + 1) * interval + phase)
 
 
 def _breakers_open_until(partner: Partner) -> datetime | None:

@@ -21,7 +21,7 @@ from tests.cposim.conftest import SimProcess
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-E2E_REDIS_DB = 9  # a Redis database of its own, flushed before and after
+E2E_REDIS_DB_OFFSET = 8  # a Redis database of its own (REDIS_URL's + 8), flushed before and after
 
 
 def free_port() -> int:
@@ -37,8 +37,11 @@ def database_url() -> str:
 
 
 def redis_url() -> str:
-    base = settings.REDIS_URL.rsplit("/", 1)[0] if settings.REDIS_URL.count("/") >= 3 else settings.REDIS_URL
-    return f"{base}/{E2E_REDIS_DB}"
+    """REDIS_URL's database + 8 (of Redis's 16): two runs given different databases (CI beside a developer's
+    run) never share a queue, whose workers would take each other's tasks, nor flush each other's."""
+    url = settings.REDIS_URL
+    base, _, db = url.rpartition("/") if url.count("/") >= 3 else (url, "", "0")
+    return f"{base}/{(int(db.split('?')[0] or 0) + E2E_REDIS_DB_OFFSET) % 16}"
 
 
 @dataclass

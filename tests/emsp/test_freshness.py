@@ -143,3 +143,15 @@ def test_each_partner_keeps_its_rhythm(db: None) -> None:
 def test_the_default_sync_interval_is_honoured(db: None, settings: Any) -> None:
     settings.OCPI_DEFAULT_SYNC_INTERVAL_MINUTES = 15
     assert Partner.objects.create(name="New CPO", country_code="DE", party_id="NEW").sync_interval_minutes == 15
+
+
+@pytest.mark.parametrize("interval", [1, 7, 30, 60, 1440])
+def test_a_slot_is_never_answered_twice_whatever_the_microseconds(interval: int) -> None:
+    """Exact arithmetic: asked at its own slot, a partner's next pull is one interval on, never the same slot
+    (float seconds rounded some of these back onto it)."""
+    now = datetime(2026, 12, 2, 12, 23, 40, 302629, tzinfo=UTC)
+    for pk in range(1, 400):
+        partner = Partner(pk=pk, sync_interval_minutes=interval)
+        first = sync.next_slot(partner, now)
+        assert now < first <= now + timedelta(minutes=interval)
+        assert sync.next_slot(partner, first) == first + timedelta(minutes=interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +14,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE = [("emsp", "0006_roles"), ("ocpi", "0001_initial"), ("beckn", "0002_journeys_and_outbox")]
 AFTER = [("emsp", "0008_roles_for_the_outbox"), ("ocpi", "0002_pushdelivery_in_the_outbox"),
          ("beckn", "0003_callbacks_in_the_outbox")]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def back_to_the_latest_schema() -> Iterator[None]:
+    """Transactional tests run last, in one database: those after this one need every migration applied."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def migrate(targets: list[tuple[str, str]]) -> Any:
