@@ -134,7 +134,7 @@ class Engine:
     def handle_command(self, command: str, body: Any) -> CommandOutcome:
         """Validate a command, answer synchronously and schedule its asynchronous result."""
         command = command.upper()
-        if command not in COMMANDS:
+        if command not in COMMANDS or (command == "CANCEL_RESERVATION" and self.cfg.ocpi_version == "2.1.1"):
             return CommandOutcome(404, 2000, self._response("NOT_SUPPORTED", f"unknown command {command}"))
         if not isinstance(body, dict) or not body.get("response_url"):
             return CommandOutcome(200, 2001, None, "body must be an object with response_url")

@@ -32,6 +32,8 @@ def run(cfg: SimConfig, out: TextIO | None = None) -> int:
         f"{cfg.name} {cfg.country_code}/{cfg.party_id} profile {cfg.tariff_profile}: "
         f"{counts['locations']} locations, {counts['evses']} EVSEs, {counts['tariffs']} tariffs"
     )
+    if cfg.hub:
+        log(f"a hub fronting {', '.join(f'{cc}*{pid}' for cc, pid in cfg.hub)}: the catalogue is dealt out to them")
     out.write(f"TOKEN_A {sim.store.token_a}\n")
     out.write(f"READY {base}/ocpi/versions\n")
     out.flush()

@@ -19,6 +19,7 @@ FAULT_NAMES = (
     "bare_errors",
 )
 _NUMERIC_FAULTS = {"slow", "http500"}
+OCPI_VERSIONS = ("2.1.1", "2.2.1", "2.3.0")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class SimConfig:
     command_timeout: int = 30
     faults: dict[str, Any] = field(default_factory=dict)
     cdr_overcharge: float = 0.0
+    ocpi_version: str = "2.2.1"  # the one version we offer and speak (cposim/versions.py converts at the edges)
+    hub: list[tuple[str, str]] = field(default_factory=list)  # --hub: the CPO parties we front as a hub (hub.py)
 
 
 def parse_faults(values: list[str] | None) -> dict[str, Any]:
@@ -115,6 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cdr-overcharge", type=float, default=d.cdr_overcharge, help="bill CDRs this fraction above tariff"
     )
+    p.add_argument(
+        "--ocpi-version",
+        choices=OCPI_VERSIONS,
+        default=d.ocpi_version,
+        help="the one OCPI version we offer, speak and register in",
+    )
+    p.add_argument("--hub", default="", help="act as an OCPI hub fronting these CPO parties: CC*PID,CC*PID,...")
 
 
 def config_from_options(opts: dict[str, Any]) -> SimConfig:
@@ -146,13 +156,43 @@ def config_from_options(opts: dict[str, Any]) -> SimConfig:
         command_timeout=int(opts.get("command_timeout") or d.command_timeout),
         faults=parse_faults(opts.get("fault")),
         cdr_overcharge=float(opts.get("cdr_overcharge") or d.cdr_overcharge),
+        ocpi_version=ocpi_version(opts.get("ocpi_version")),
+        hub=hub_parties(opts.get("hub"), opts.get("ocpi_version"), opts.get("country_code"), opts.get("party_id")),
     )
+
+
+def ocpi_version(value: str | None) -> str:
+    """The --ocpi-version value, checked (the management command's callers may pass any string)."""
+    version = str(value or DEFAULTS.ocpi_version)
+    if version not in OCPI_VERSIONS:
+        raise ValueError(f"unknown OCPI version {version!r}; known: {', '.join(OCPI_VERSIONS)}")
+    return version
+
+
+def hub_parties(value: str | None, version: str | None, country_code: Any, party_id: Any) -> list[tuple[str, str]]:
+    """The --hub value `CC*PID,CC*PID,...`: the CPO parties a hub fronts (OCPI 2.2.1 only: 2.1.1 has no hubs,
+    and the simulator's 2.3.0 wire has no `hub_party_id`)."""
+    parties: list[tuple[str, str]] = []
+    for item in (value or "").split(","):
+        country, _, party = item.strip().upper().partition("*")
+        if not item.strip():
+            continue
+        if len(country) != 2 or not country.isalpha() or not (len(party) == 3 and party.isalnum() and party.isascii()):
+            raise ValueError(f"--hub: {item.strip()!r} is not CC*PID (2 letters, 3 letters or digits)")
+        if (country, party) not in parties:
+            parties.append((country, party))
+    own = (str(country_code or DEFAULTS.country_code).upper(), str(party_id or DEFAULTS.party_id).upper())
+    if own in parties:
+        raise ValueError(f"--hub: {own[0]}*{own[1]} is the hub itself (--country-code/--party-id)")
+    if parties and (version or DEFAULTS.ocpi_version) != "2.2.1":
+        raise ValueError("--hub needs --ocpi-version 2.2.1")
+    return parties
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Stand-alone parser for `python -m cposim`."""
     parser = argparse.ArgumentParser(
-        prog="python -m cposim", description="OCPI 2.2.1 CPO simulator (test and demo peer of the eMSP)"
+        prog="python -m cposim", description="OCPI 2.1.1/2.2.1/2.3.0 CPO simulator (test and demo peer of the eMSP)"
     )
     add_arguments(parser)
     return parser

@@ -1,5 +1,5 @@
-"""Routing: the OCPI 2.2.1 CPO interfaces and the `/_sim/` control API, and the Simulator that wires them to
-the HTTP server (transport.py)."""
+"""Routing: the OCPI CPO interfaces (2.2.1 inside; 2.1.1 or 2.3.0 on the wire with `--ocpi-version`, through
+versions.py) and the `/_sim/` control API, and the Simulator that wires them to the HTTP server (transport.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
+from . import versions as wire
 from .charging import Engine
-from .common import OCPI_VERSION, ci, clone, iso, log, new_token, parse_dt, utcnow
+from .common import ci, clone, iso, log, new_token, parse_dt, utcnow
 from .config import FAULT_NAMES, SimConfig, normalise_fault
 from .emsp_client import EmspClient, RegistrationError
+from .hub import UNROUTED, Hub
 from .quirks import render
 from .scheduler import Scheduler
 from .state import WE_ARE_SERVER, Peer, Store
@@ -86,6 +88,8 @@ def query_string(req: Request) -> str:
 class App:
     """Request handling for the simulator (framework-free)."""
 
+    hub: Hub | None = None  # --hub: we front several CPO parties (hub.py)
+
     def __init__(self, cfg: SimConfig, store: Store, client: EmspClient, engine: Engine) -> None:
         self.cfg = cfg
         self.store = store
@@ -93,6 +97,7 @@ class App:
         self.engine = engine
         self.rng = random.Random(cfg.seed)
         self.base_url = ""
+        self.version = cfg.ocpi_version
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -126,7 +131,7 @@ class App:
         if faults.get("http500") and self.rng.random() < float(faults["http500"]):
             return Reply(500, envelope(None, 3000, "simulated server error (fault http500)"))
         parts = path.strip("/").split("/")
-        if faults.get("trailing_slash") and len(parts) == 3 and parts[1] == OCPI_VERSION and not req.path.endswith("/"):
+        if faults.get("trailing_slash") and len(parts) == 3 and parts[1] == self.version and not req.path.endswith("/"):
             # Like a web framework whose routes end in "/" (Starlette's redirect_slashes): the list lives at
             # ".../locations/" and ".../locations" is answered with a redirect.
             return Reply(307, None, {"Location": self.module_url(parts[2]) + query_string(req)})
@@ -134,9 +139,9 @@ class App:
             return Reply(404, envelope(None, 2000, "not found"))
         if parts[1:] in ([], ["versions"]):
             module, rest = "versions", []
-        elif parts[1] == OCPI_VERSION and len(parts) == 2:
+        elif parts[1] == self.version and len(parts) == 2:
             module, rest = "details", []
-        elif parts[1] == OCPI_VERSION:
+        elif parts[1] == self.version:
             module, rest = parts[2], parts[3:]
         else:
             return Reply(404, envelope(None, 2000, f"unknown path {path}"))
@@ -152,13 +157,19 @@ class App:
         handler = getattr(self, f"m_{module}", None)
         if handler is None:
             return Reply(404, envelope(None, 2000, f"unknown module {module}"))
+        if self.hub is not None and module not in UNROUTED:
+            refused = self.hub.route_in(req, module, rest)
+            if refused is not None:
+                return refused
         reply: Reply = handler(req, rest, who)
-        if module not in CONFIG_MODULES:
+        if module not in UNROUTED and self.version != "2.1.1":  # 2.1.1 has no routing headers
             reply.headers.update(
                 self.store.routing_headers(
                     req.headers.get("OCPI-from-country-code"), req.headers.get("OCPI-from-party-id")
                 )
             )
+            if self.hub is not None:
+                reply.headers.update(self.hub.answer_headers(req))
         data = reply.body.get("data") if isinstance(reply.body, dict) else None
         if data is not None and module not in CONFIG_MODULES:  # quirks never break the handshake
             data = render(data, faults)
@@ -177,20 +188,24 @@ class App:
 
     def module_url(self, module: str) -> str:
         """Absolute URL of one of our modules (ending in "/" under the trailing_slash fault)."""
-        return f"{self.base_url}/ocpi/{OCPI_VERSION}/{module}" + ("/" if self.fault("trailing_slash") else "")
+        return f"{self.base_url}/ocpi/{self.version}/{module}" + ("/" if self.fault("trailing_slash") else "")
 
     def m_versions(self, req: Request, rest: list[str], who: str) -> Reply:
         """GET versions."""
         if req.method != "GET":
             return self._not_allowed("GET")
-        return Reply(200, envelope([{"version": OCPI_VERSION, "url": f"{self.base_url}/ocpi/{OCPI_VERSION}"}]))
+        # Only the version we speak, so that a negotiation ("the highest both offer") lands on it.
+        return Reply(200, envelope([{"version": self.version, "url": f"{self.base_url}/ocpi/{self.version}"}]))
 
     def m_details(self, req: Request, rest: list[str], who: str) -> Reply:
         """GET version details: our modules and interface roles."""
         if req.method != "GET":
             return self._not_allowed("GET")
         endpoints = [{"identifier": m, "role": role, "url": self.module_url(m)} for m, role in MODULES]
-        return Reply(200, envelope({"version": OCPI_VERSION, "endpoints": endpoints}))
+        if self.hub is not None:
+            endpoints.append({"identifier": "hubclientinfo", "role": "SENDER", "url": self.module_url("hubclientinfo")})
+        endpoints = wire.endpoints_out(self.version, endpoints)
+        return Reply(200, envelope({"version": self.version, "endpoints": endpoints}))
 
     # --- credentials ------------------------------------------------------------------------------
 
@@ -218,6 +233,7 @@ class App:
         body = req.json()
         if isinstance(body, list) and body:
             body = body[0]
+        body = wire.credentials_in(self.version, body)
         if not isinstance(body, dict) or not isinstance(body.get("token"), str) or not body.get("url"):
             return Reply(200, envelope(None, 2001, "credentials need token, url and roles"))
         if not isinstance(body.get("roles"), list) or not body["roles"]:
@@ -241,6 +257,8 @@ class App:
             )
             self.store.token_a_valid = False
         log(f"eMSP registered via credentials {req.method} from {body['url']}")
+        if self.hub is not None:
+            self.hub.announce_later(1.0)  # once the eMSP has read our answer, it takes our ClientInfo
         return Reply(200, envelope(self.client.our_credentials(token_c)))
 
     # --- sender lists -----------------------------------------------------------------------------
@@ -257,6 +275,8 @@ class App:
         if offset < 0 or limit < 0:
             return Reply(200, envelope(None, 2001, "offset and limit must be >= 0"))
         limit = min(limit, self.cfg.page_limit)
+        if self.hub is not None:
+            items = self.hub.addressed(req, items)
         rows = []
         for item in items:
             updated = parsed_dt(item["last_updated"])
@@ -267,6 +287,8 @@ class App:
             rows.append((updated, str(item.get("id", "")), item))
         rows.sort(key=lambda r: (r[0], r[1]))
         page = clone([r[2] for r in rows[offset : offset + limit]])  # the caller's quirks may change it
+        if self.version != "2.2.1":
+            page = [self.wire_out(module, item) for item in page]
         headers = {"X-Total-Count": str(len(rows)), "X-Limit": str(self.cfg.page_limit)}
         if limit and offset + limit < len(rows):
             params = {k: req.q(k) for k in ("date_from", "date_to") if req.q(k)}
@@ -278,6 +300,19 @@ class App:
                 url = "https" + url.removeprefix("http").replace(f"/{module}", f"/{module}/page", 1)
             headers["Link"] = f'<{url}>; rel="next"'
         return Reply(200, envelope(page), headers)
+
+    def wire_out(self, module: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """One object of a sender list in our version (2.1.1 Sessions and CDRs embed their Location)."""
+        if module == "locations":
+            return wire.location_out(self.version, obj)
+        if module == "tariffs":
+            return wire.tariff_out(self.version, obj)
+        location_id = obj.get("location_id") or (obj.get("cdr_location") or {}).get("id") or ""
+        with self.store.lock:
+            loc = clone(self.store.location(str(location_id)))
+        if module == "sessions":
+            return wire.session_out(self.version, obj, loc)
+        return wire.cdr_out(self.version, obj, loc)
 
     def m_locations(self, req: Request, rest: list[str], who: str) -> Reply:
         """Locations sender: paginated list, or one Location/EVSE/Connector."""
@@ -301,7 +336,8 @@ class App:
                         return Reply(404, envelope(None, 2003, f"unknown connector {rest[2]}"))
                 if len(rest) > 3:
                     return Reply(404, envelope(None, 2000, "not found"))
-                return Reply(200, envelope(clone(obj)))
+                out = (wire.location_out, wire.evse_out, wire.connector_out)[len(rest) - 1]
+                return Reply(200, envelope(out(self.version, clone(obj))))
         return self.paginate(req, items, "locations")
 
     def m_tariffs(self, req: Request, rest: list[str], who: str) -> Reply:
@@ -322,7 +358,7 @@ class App:
 
     def m_sessions(self, req: Request, rest: list[str], who: str) -> Reply:
         """Sessions sender: paginated list (date_from required) and PUT charging_preferences."""
-        if len(rest) == 2 and rest[1] == "charging_preferences":
+        if len(rest) == 2 and rest[1] == "charging_preferences" and self.version != "2.1.1":
             if req.method != "PUT":
                 return self._not_allowed("PUT")
             body = req.json()
@@ -342,6 +378,14 @@ class App:
             return Reply(200, envelope(None, 2001, "date_from is required for sessions"))
         return self.paginate(req, self.store.snapshot("sessions"), "sessions")
 
+    def m_hubclientinfo(self, req: Request, rest: list[str], who: str) -> Reply:
+        """HubClientInfo sender (--hub only): the parties we front, as ClientInfo (paginated)."""
+        if self.hub is None or rest:
+            return Reply(404, envelope(None, 2000, "not found"))
+        if req.method != "GET":
+            return self._not_allowed("GET")
+        return self.paginate(req, self.hub.client_infos(), "hubclientinfo")
+
     # --- receivers --------------------------------------------------------------------------------
 
     def m_tokens(self, req: Request, rest: list[str], who: str) -> Reply:
@@ -351,13 +395,16 @@ class App:
         cc, pid, uid = rest
         ttype = (req.q("type") or "RFID").upper()
         key = (ci(cc), ci(pid), ci(uid), ci(ttype))
+        if self.version == "2.1.1":  # no ?type= in 2.1.1: the uid names the token
+            with self.store.lock:
+                key = next((k for k in self.store.tokens if k[:3] == key[:3]), key)
         if req.method == "GET":
             with self.store.lock:
                 token = clone(self.store.tokens.get(key))
             if token is None:
                 return Reply(404, envelope(None, 2004, "unknown token"))
-            return Reply(200, envelope(token))
-        body = req.json()
+            return Reply(200, envelope(wire.token_out(self.version, token)))
+        body = wire.token_in(self.version, req.json(), cc, pid)
         if req.method == "PUT":
             if not isinstance(body, dict):
                 return Reply(200, envelope(None, 2001, "body must be a Token"))
@@ -394,9 +441,13 @@ class App:
             return Reply(404, envelope(None, 2000, "use commands/{command}"))
         if req.method != "POST":
             return self._not_allowed("POST")
-        outcome = self.engine.handle_command(rest[0], req.json())
+        with self.store.lock:
+            emsp_party = self.store.peer.party() if self.store.peer else (None, None)
+        body = wire.command_in(self.version, req.json(), (str(emsp_party[0] or ""), str(emsp_party[1] or "")))
+        outcome = self.engine.handle_command(rest[0], body)
         message = outcome.message or (outcome.response or {}).get("message", [{}])[0].get("text", "Success")
-        return Reply(outcome.http_status, envelope(outcome.response, outcome.ocpi_status, message))
+        response = wire.command_response_out(self.version, outcome.response)
+        return Reply(outcome.http_status, envelope(response, outcome.ocpi_status, message))
 
     # --- control API ------------------------------------------------------------------------------
 
@@ -416,7 +467,7 @@ class App:
         body = req.json() or {}
         if not isinstance(body, dict):
             return Reply(400, {"error": "body must be a JSON object"})
-        handler = getattr(self, f"c_{name}", None)
+        handler = getattr(self, f"c_{name}", None) or getattr(self.hub, f"c_{name}", None)
         if handler is None:
             return Reply(404, {"error": f"unknown control action {name!r}"})
         return handler(body)
@@ -445,6 +496,9 @@ class App:
                 "counts": self.store.counts(),
                 "last_registration_error": self.store.last_registration_error,
             }
+        if self.hub is not None:
+            out["party"]["role"] = "HUB"
+            out["hub"] = self.hub.view()
         return out
 
     def c_evse_status(self, body: dict[str, Any]) -> Reply:
@@ -525,6 +579,8 @@ class Simulator:
         self.scheduler = Scheduler()
         self.engine = Engine(self.store, cfg, self.client, self.scheduler)
         self.app = App(cfg, self.store, self.client, self.engine)
+        if cfg.hub:  # one process as a hub fronting several CPO parties
+            self.app.hub = self.client.hub = Hub(cfg, self.store, self.client, self.scheduler)
         self.httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 

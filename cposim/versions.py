@@ -15,7 +15,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-VERSIONS = ("2.1.1", "2.2.1", "2.3.0")
+from .config import OCPI_VERSIONS
+
+VERSIONS = OCPI_VERSIONS
 
 _CAPABILITIES_211 = {
     "CHARGING_PROFILE_CAPABLE",
@@ -318,6 +320,17 @@ def credentials_in(version: str, body: Any, role: str = "EMSP") -> Any:
         return body
     party = {k: body.get(k) for k in ("business_details", "party_id", "country_code")}
     return {"token": body.get("token"), "url": body.get("url"), "roles": [{"role": role, **party}]}
+
+
+def token_out(version: str, token: Any) -> Any:
+    """A stored Token as a 2.1.1 GET answers it: `auth_id`, no party, the 2.1.1 fields and types only."""
+    if version != "2.1.1" or not isinstance(token, dict):
+        return token
+    keep = ("uid", "visual_number", "issuer", "valid", "whitelist", "language", "last_updated")
+    out = {k: token[k] for k in keep if k in token}
+    out["type"] = token_type_211(str(token.get("type") or ""))
+    out["auth_id"] = token.get("contract_id") or token.get("uid")
+    return out
 
 
 def token_type_211(token_type: str) -> str:

@@ -336,9 +336,13 @@ def _count_for_breaker(
 ) -> None:
     """What the answer says of the partner's health: a 429 opens the breaker until Retry-After; a 5xx, an
     answer that is not OCPI or an OCPI server error (3xxx) is a failure; anything else — our own errors
-    (2xxx, 4xx) included — shows the partner is there."""
+    (2xxx, 4xx) included — shows the partner is there. So does a hub error (status_codes §4xxx: the party
+    behind the hub is unknown, timed out or not connected), whatever its HTTP status: the hub answered, and one
+    party it cannot reach must not close the connection to every other party behind it."""
     if response.status == 429:
         breakers.throttled(partner, module, retry_after_seconds(reply.header("Retry-After")))
+    elif 4000 <= (reply.status_code or 0) < 5000:
+        breakers.succeeded(partner, module)
     elif response.status >= 500 or isinstance(failure, OcpiReplyError) or 3000 <= (reply.status_code or 0) < 4000:
         breakers.failed(partner, module, str(failure or f"HTTP {response.status}")[:200])
     else:

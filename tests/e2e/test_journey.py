@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 
 from beckn.bap_client import (
@@ -132,7 +133,39 @@ def charge(client: BapClient, order_id: str) -> None:
 
 
 def test_a_charge_from_search_to_settlement(platform_factory: Callable[..., Platform]) -> None:
-    platform = platform_factory().start_cpos()
+    journey(platform_factory().start_cpos())
+
+
+@pytest.mark.parametrize("version", ["2.1.1", "2.3.0"])
+def test_a_charge_from_search_to_settlement_with_cpos_speaking(
+    platform_factory: Callable[..., Platform], version: str
+) -> None:
+    """The same journey with both CPOs speaking another OCPI version (cposim --ocpi-version): we register with
+    one and the other registers with us, each in that version."""
+    from emsp.models import Partner
+
+    platform = platform_factory().start_cpos("--ocpi-version", version, extra_b=("--ocpi-version", version))
+    assert set(Partner.objects.connected().values_list("version", flat=True)) == {version}
+    journey(platform)
+    assert_spoken_in(platform, version)
+
+
+def assert_spoken_in(platform: Platform, version: str) -> None:
+    """Every call the CPOs made went to our endpoints of `version`, and what they sent needed no fixing beyond
+    what that version cannot say (2.1.1 connectors have no max_electric_power: we derive it)."""
+    from ocpi.models import DataQualityIssue
+
+    base = platform.base
+    ours = (f"{base}/ocpi/versions", f"{base}/ocpi/{version}", f"{base}/ocpi/emsp/{version}/")
+    for name, sim in platform.sims.items():
+        calls = [line.split()[4] for line in sim.log_path.read_text().splitlines() if " cposim OUT " in line]
+        assert calls and all(url.startswith(ours) for url in calls), (name, calls)
+    codes = set(DataQualityIssue.objects.values_list("code", flat=True))
+    assert codes <= ({"derived_power"} if version == "2.1.1" else set()), codes
+
+
+def journey(platform: Platform) -> None:
+    """Book a charger, charge, stop: the booking settles from the CPO's CDR, which our engine matches."""
     client = bap_for(platform)
     try:
         _, _, order_id = book(client)
