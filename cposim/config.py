@@ -17,6 +17,13 @@ FAULT_NAMES = (
     "trailing_slash",
     "link_elsewhere",
     "bare_errors",
+    # the rest of extrawest-ocpi's quirks (docs/interop.md): see cposim/quirks.py and cposim/README.md
+    "glued_push_urls",
+    "no_request_ids",
+    "no_commands_endpoint",
+    "status_in_200",
+    "null_optionals",
+    "cdr_without_evse_uid",
 )
 _NUMERIC_FAULTS = {"slow", "http500"}
 OCPI_VERSIONS = ("2.1.1", "2.2.1", "2.3.0")

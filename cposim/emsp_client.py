@@ -57,6 +57,12 @@ def _url(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(quote(str(p), safe="") for p in parts)])
 
 
+def _glued_url(base: str, *parts: str) -> str:
+    """The glued_push_urls fault, as extrawest-ocpi's push helper builds it: f"{endpoint_url}{cc}/{pid}/{id}",
+    so an endpoint URL without a trailing "/" runs into the party (`.../locationsIN/CPA/LOC1`)."""
+    return base + "/".join(quote(str(p), safe="") for p in parts)
+
+
 def _data(result: CallResult) -> Any:
     body = result.body
     return body.get("data") if isinstance(body, dict) else None
@@ -94,12 +100,9 @@ class EmspClient:
         sender: tuple[str, str] | None = None,
     ) -> CallResult:
         """One OCPI request with auth, ids and (for functional modules) routing headers."""
-        headers = {
-            "Authorization": encode_token(token, self.cfg.token_encoding),
-            "X-Request-ID": str(uuid.uuid4()),
-            "X-Correlation-ID": str(uuid.uuid4()),
-            "Accept": "application/json",
-        }
+        headers = {"Authorization": encode_token(token, self.cfg.token_encoding), "Accept": "application/json"}
+        if not self._fault("no_request_ids"):
+            headers.update({"X-Request-ID": str(uuid.uuid4()), "X-Correlation-ID": str(uuid.uuid4())})
         if routing and self.version != "2.1.1":  # 2.1.1 has no routing headers
             headers.update(self.store.routing_headers())
             if sender:  # the party that owns what we send (behind a hub, one of its parties)
@@ -144,9 +147,12 @@ class EmspClient:
             return CallResult(None, error=f"eMSP has no {identifier} endpoint")
         if faults.get("lowercase"):
             parts = [p.lower() for p in parts]
-        return self.call(
-            method, _url(base, *parts), render(body, faults), token=peer.token_out, what=what, sender=sender
-        )
+        url = _glued_url(base, *parts) if faults.get("glued_push_urls") else _url(base, *parts)
+        return self.call(method, url, render(body, faults), token=peer.token_out, what=what, sender=sender)
+
+    def _fault(self, name: str) -> Any:
+        with self.store.lock:
+            return self.store.faults.get(name)
 
     def _location(self, location_id: str) -> dict[str, Any] | None:
         """A copy of our Location: 2.1.1 Sessions and CDRs carry it."""

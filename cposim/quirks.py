@@ -1,4 +1,10 @@
-"""Fault-mode rendering of outgoing OCPI objects (the `lowercase` quirky-CPO mode)."""
+"""Fault-mode rendering of outgoing OCPI objects: the quirks of CPOs we met, as modes (`--fault NAME`).
+
+- `lowercase`: enums and ids lower-cased, power in kW (feeds seen in the wild);
+- `null_optionals`: optional fields it has no value for sent as `null` (extrawest-ocpi, docs/interop.md #14);
+- `cdr_without_evse_uid`: CdrLocation without `evse_uid` (extrawest-ocpi's CdrLocation has none, #11).
+The quirks of paths and headers (`glued_push_urls`, `no_request_ids`, `no_commands_endpoint`,
+`status_in_200`) are applied where requests are made and answered (emsp_client.py, server.py)."""
 
 from __future__ import annotations
 
@@ -55,8 +61,46 @@ def lowercase(obj: Any, key: str | None = None) -> Any:
     return obj
 
 
+# Optional fields extrawest-ocpi renders as null when it has no value, per object kind (recognised by a field
+# only that kind has).
+_NULLABLE = {
+    "evses": ("state", "suboperator", "owner", "directions", "images"),  # a Location
+    "connectors": ("floor_level", "physical_reference", "directions", "images"),  # an EVSE
+    "max_electric_power": ("terms_and_conditions",),  # a Connector
+    "cdr_location": ("authorization_reference", "remark", "invoice_reference_id"),  # a CDR
+    "kwh": ("authorization_reference", "meter_id", "total_cost"),  # a Session
+}
+
+
+def null_optionals(obj: Any) -> Any:
+    """Every absent optional field of `_NULLABLE` present as `null`, all the way down."""
+    if isinstance(obj, list):
+        return [null_optionals(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: null_optionals(v) for k, v in obj.items()}
+    for marker, fields in _NULLABLE.items():
+        if marker in obj:
+            for name in fields:
+                out.setdefault(name, None)
+    return out
+
+
+def without_cdr_evse_uid(obj: Any) -> Any:
+    """CDRs (one or a list) whose `cdr_location` lacks `evse_uid`."""
+    if isinstance(obj, list):
+        return [without_cdr_evse_uid(v) for v in obj]
+    if isinstance(obj, dict) and isinstance(obj.get("cdr_location"), dict):
+        return {**obj, "cdr_location": {k: v for k, v in obj["cdr_location"].items() if k != "evse_uid"}}
+    return obj
+
+
 def render(obj: Any, faults: dict[str, Any]) -> Any:
     """Apply the active rendering faults to an outgoing object."""
+    if faults.get("cdr_without_evse_uid"):
+        obj = without_cdr_evse_uid(obj)
+    if faults.get("null_optionals"):
+        obj = null_optionals(obj)
     if faults.get("lowercase"):
         return lowercase(obj)
     return obj

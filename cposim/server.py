@@ -116,8 +116,9 @@ class App:
             reply = Reply(500, envelope(None, 3000, f"internal error: {type(exc).__name__}"))
         if not is_control and self.fault("bare_errors"):
             reply = bare_error(reply)
-        reply.headers.setdefault("X-Request-ID", rid)
-        reply.headers.setdefault("X-Correlation-ID", cid)
+        if is_control or not self.fault("no_request_ids"):
+            reply.headers.setdefault("X-Request-ID", rid)
+            reply.headers.setdefault("X-Correlation-ID", cid)
         return reply
 
     # --- OCPI -------------------------------------------------------------------------------------
@@ -147,6 +148,8 @@ class App:
             return Reply(404, envelope(None, 2000, f"unknown path {path}"))
         who = self.store.identify(req.headers.get("Authorization"))
         allowed = who is not None if module in CONFIG_MODULES else who == "peer"
+        if not allowed and faults.get("status_in_200"):  # a refusal as an OCPI server error with HTTP 200
+            return Reply(200, envelope([], 3000, "Unauthorized"))
         if not allowed:
             code = 403 if faults.get("forbid_instead_of_401") else 401
             return Reply(
@@ -202,6 +205,8 @@ class App:
         if req.method != "GET":
             return self._not_allowed("GET")
         endpoints = [{"identifier": m, "role": role, "url": self.module_url(m)} for m, role in MODULES]
+        if self.fault("no_commands_endpoint"):  # served, but left out of the details (extrawest-ocpi 2.2.1)
+            endpoints = [e for e in endpoints if e["identifier"] != "commands"]
         if self.hub is not None:
             endpoints.append({"identifier": "hubclientinfo", "role": "SENDER", "url": self.module_url("hubclientinfo")})
         endpoints = wire.endpoints_out(self.version, endpoints)

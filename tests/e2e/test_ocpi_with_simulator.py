@@ -15,7 +15,7 @@ from emsp.services.tokens import token_issue
 from ocpi.client import OcpiClient, OcpiClientError, object_url
 from ocpi.credentials import register_with_partner
 from ocpi.gateway import OcpiGateway
-from ocpi.models import SyncRun
+from ocpi.models import DataQualityIssue, SyncRun
 from ocpi.sync import sync_module, sync_partner
 from tests.cposim.conftest import SimProcess, wait_until
 from tests.factories import DriverFactory, PartnerFactory
@@ -60,10 +60,18 @@ def test_the_simulator_registers_with_us(emsp_url: str, simulator: Callable[...,
     assert runs["locations"].stored == 5
 
 
-def test_a_charge_over_http_from_command_to_cdr(emsp_url: str, simulator: Callable[..., SimProcess]) -> None:
+# extrawest-ocpi's quirks on the way of a charge (docs/interop.md #10, #11, #13, #14), as simulator modes.
+PEER_QUIRKS = "glued_push_urls,no_request_ids,null_optionals,cdr_without_evse_uid"
+
+
+@pytest.mark.parametrize("faults", ["", PEER_QUIRKS], ids=["spec", "peer_quirks"])
+def test_a_charge_over_http_from_command_to_cdr(
+    emsp_url: str, simulator: Callable[..., SimProcess], faults: str
+) -> None:
     sim = simulator(
         "--party-id", "CPA", "--locations", "3", "--token-a", "sim-token-a",
         "--command-delay", "0.2", "--plug-in-delay", "0.3", "--meter-interval", "0.3",
+        *(["--fault", faults] if faults else []),
     )  # fmt: skip
     partner = register_with_partner(versions_url=sim.versions_url, token_a="sim-token-a")
     sync_partner(partner, full=True)
@@ -91,6 +99,26 @@ def test_a_charge_over_http_from_command_to_cdr(emsp_url: str, simulator: Callab
     assert cdr.charging_session == session
     assert cdr.total_cost_excl_vat > 0
     assert ChargingSession.objects.get(pk=session.pk).status == "COMPLETED"
+    if faults:  # the CDR without evse_uid is kept, and said so
+        assert DataQualityIssue.objects.filter(partner=partner, module="cdrs", code="missing_evse_uid").exists()
+
+
+def test_a_cpo_that_hides_its_commands_and_refuses_with_http_200(
+    emsp_url: str, simulator: Callable[..., SimProcess]
+) -> None:
+    """extrawest-ocpi's 2.2.1 version details leave out its commands receiver (#9), and a token it can't read is
+    refused with HTTP 200 and OCPI 3000 (#4): a command fails at once, a refusal is a failed request."""
+    sim = simulator("--party-id", "CPA", "--locations", "2", "--token-a", "sim-token-a",
+                    "--fault", "no_commands_endpoint,status_in_200")  # fmt: skip
+    partner = register_with_partner(versions_url=sim.versions_url, token_a="sim-token-a")
+    sync_partner(partner, full=True)
+    evse = Evse.objects.filter(location__partner=partner).order_by("pk").first()
+    start = commands.command_send(commands.command_start_session(token=token_issue(driver=DriverFactory()), evse=evse))
+    assert start.status == Command.Status.FAILED and "no Commands receiver" in start.error
+    with pytest.raises(OcpiClientError, match="3000"):
+        OcpiClient(partner, token="not-our-token").request(
+            "GET", partner.endpoint_url("locations", "SENDER"), module="locations"
+        )
 
 
 def test_real_time_authorization_from_the_chargers_side(emsp_url: str, simulator: Callable[..., SimProcess]) -> None:
