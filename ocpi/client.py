@@ -341,7 +341,7 @@ def _count_for_breaker(
     party it cannot reach must not close the connection to every other party behind it."""
     if response.status == 429:
         breakers.throttled(partner, module, retry_after_seconds(reply.header("Retry-After")))
-    elif 4000 <= (reply.status_code or 0) < 5000:
+    elif partner.role == Partner.Role.HUB and 4000 <= (reply.status_code or 0) < 5000:
         breakers.succeeded(partner, module)
     elif response.status >= 500 or isinstance(failure, OcpiReplyError) or 3000 <= (reply.status_code or 0) < 4000:
         breakers.failed(partner, module, str(failure or f"HTTP {response.status}")[:200])

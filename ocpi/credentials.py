@@ -442,7 +442,7 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
     elif not partner.owns(country_code, party_id):
         raise RegistrationError(f"the CPO answered as {key}, which is not {partner}'s party")
     partner.save()
-    partner_parties_claimed(partner, [(r["country_code"], r["party_id"]) for r in roles[1:]])
+    partner_parties_claimed(partner, hub.announced_parties(roles))  # a hub's CPOs, never eMSPs or us
     if not partner.name or partner.name == "Registering…":
         partner.name = name or business_name or key
     return partner

@@ -102,7 +102,8 @@ def hub_first(roles: list[dict[str, Any]], hub_party_id: Any = None, own_party: 
 def announced_parties(roles: list[dict[str, Any]]) -> list[Party]:
     """The CPO parties a hub's credentials list after its own (`hub_first`): reachable through it, never
     granted by being named."""
-    return [_party(r) for r in roles[1:] if r["role"] == "CPO" and _party(r) != _party(roles[0])]
+    us = (settings.OCPI_COUNTRY_CODE.upper(), settings.OCPI_PARTY_ID.upper())
+    return [_party(r) for r in roles[1:] if r["role"] == "CPO" and _party(r) not in (_party(roles[0]), us)]
 
 
 def _party(role: dict[str, Any]) -> Party:

@@ -456,13 +456,20 @@ def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> 
     return PatchResult(applied=True)
 
 
+_WITHDRAW_BATCH = 5000
+
+
 def locations_withdraw_missing(partner: Partner, seen_keys: set[str], since: datetime) -> int:
     """After a full pull: a location the partner no longer lists is withdrawn ("pages together are the new
     truth", transport §"Pull"). Locations pushed to us during the pull are kept."""
-    stale = Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=since).exclude(
-        ocpi_key__in=seen_keys
-    )
-    return stale.update(withdrawn_at=timezone.now())
+    # Compared here, not in SQL: a `NOT IN` of every key seen goes past PostgreSQL's 65,535 parameters at a
+    # CPO with that many locations (measured: a 100k-location pull failed at this step).
+    candidates = Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=since)
+    stale = [pk for pk, key in candidates.values_list("pk", "ocpi_key").iterator(2000) if key not in seen_keys]
+    now, withdrawn = timezone.now(), 0
+    for start in range(0, len(stale), _WITHDRAW_BATCH):
+        withdrawn += Location.objects.filter(pk__in=stale[start : start + _WITHDRAW_BATCH]).update(withdrawn_at=now)
+    return withdrawn
 
 
 def evse_refresh_from_cpo(evse: Evse, *, timeout: float = 2.0) -> bool:

@@ -56,6 +56,9 @@ def each(value: Any, mapper: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
     return [mapper(item) if isinstance(item, dict) else item for item in value]
 
 
+_MAX_SAFE_INT = 2**53
+
+
 def decimal_or_none(value: Any) -> Decimal | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -63,10 +66,16 @@ def decimal_or_none(value: Any) -> Decimal | None:
         number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         return None
-    return number if number.is_finite() else None
+    # An exponent beyond what money can mean ("1e1000000") would overflow the first sum: not a number to us.
+    return number if number.is_finite() and -30 < number.adjusted() < 30 else None
 
 
-def json_number(value: Decimal) -> int | float:
-    """A Decimal as the JSON number the normalizers read (they take int/float, and Decimal(str(x)) of the
-    float repr gives the same Decimal back for the 15 significant digits money has)."""
-    return int(value) if value == value.to_integral_value() and abs(value) < 10**15 else float(value)
+def json_number(value: Decimal) -> int | float | str:
+    """A Decimal as the JSON value the normalizers read exactly: an int or float when Decimal(str(x)) gives
+    the same Decimal back (integers up to 2**53, at most 15 significant digits), else its text, which the
+    normalizers refuse as they would the partner's own (no silent rounding of money)."""
+    if value == value.to_integral_value() and abs(value) <= _MAX_SAFE_INT:
+        return int(value)
+    if len(value.as_tuple().digits) <= 15:
+        return float(value)
+    return str(value)

@@ -6,6 +6,7 @@ mappings in v211/v230 stay pure."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,10 @@ from rest_framework.request import Request
 
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import ChargingSession, Command, Partner, Token, ci_key
+from ocpi.transport import CLIENT_ERROR, OcpiError
 from ocpi.versions import CANONICAL, Context, downgrade, upgrade
+
+log = logging.getLogger(__name__)
 
 # A 2.1.1 session is matched to a START_SESSION of the same contract at the same EVSE sent this long before.
 START_MATCH_WINDOW = timedelta(hours=2)
@@ -47,7 +51,15 @@ def context(partner: Partner, owner: tuple[str, str] | None = None) -> Context:
     )
 
 
+def _plain(*values: Any) -> bool:
+    """Whether the first value is given and none holds a NUL (PostgreSQL refuses it in a query; the
+    normalizer refuses the object, naming the field)."""
+    return bool(values[0]) and not any("\x00" in str(v) for v in values if v is not None)
+
+
 def _token_for(contract_id: str) -> tuple[str, str] | None:
+    if not _plain(contract_id):
+        return None
     token = Token.objects.filter(contract_id__iexact=contract_id).order_by("-last_updated").first()
     return (token.uid, token.type) if token is not None else None
 
@@ -58,6 +70,8 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     that no session has taken yet."""
     session_id = str(session.get("id") or "")
     country_code, party_id = str(session.get("country_code") or ""), str(session.get("party_id") or "")
+    if not _plain(True, session_id, country_code, party_id):
+        return None
     known = (
         ChargingSession.objects.filter(ocpi_key=ci_key(country_code, party_id, session_id))
         .values_list("authorization_reference", flat=True)
@@ -65,9 +79,11 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     )
     if known:
         return known
-    contract_id = str((session.get("cdr_token") or {}).get("contract_id") or "")
+    token = session.get("cdr_token") if isinstance(session.get("cdr_token"), dict) else {}
+    contract_id = str(token.get("contract_id") or "")
     location_id = str(session.get("location_id") or "")
-    if not contract_id or not location_id:
+    evse_uid = str(session.get("evse_uid") or "")
+    if not location_id or not _plain(contract_id, location_id, evse_uid, country_code, party_id):
         return None
     commands = Command.objects.filter(
         partner=partner,
@@ -77,7 +93,10 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
         evse__location__location_id__iexact=location_id,
         created_at__gte=timezone.now() - START_MATCH_WINDOW,
     ).exclude(authorization_reference="")
-    evse_uid = str(session.get("evse_uid") or "")
+    if country_code and party_id:  # behind a hub: a command sent to that party
+        commands = commands.filter(
+            evse__location__country_code__iexact=country_code, evse__location__party_id__iexact=party_id
+        )
     if evse_uid:
         commands = commands.filter(evse__uid__iexact=evse_uid)
     return commands.order_by("-created_at").values_list("authorization_reference", flat=True).first()
@@ -93,7 +112,17 @@ def page(partner: Partner, module: str, objects: list[Any]) -> list[Any]:
     if version == CANONICAL or kind is None:
         return objects
     ctx = context(partner)
-    return [upgraded(partner, version, kind, obj, ctx) for obj in objects]
+    return [_upgraded_or_raw(partner, version, kind, obj, ctx) for obj in objects]
+
+
+def _upgraded_or_raw(partner: Partner, version: str, kind: str, obj: Any, ctx: Context) -> Any:
+    """One object of a pulled page upgraded, or as it came when its mapping fails: the normalizer then
+    refuses it and records why, and the rest of the page (and of the pull) goes on."""
+    try:
+        return upgraded(partner, version, kind, obj, ctx)
+    except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("OCPI %s %s of %s not upgraded (%s): left to the normalizer", version, kind, partner, exc)
+        return obj
 
 
 def upgraded(partner: Partner, version: str, kind: str, obj: Any, ctx: Context) -> Any:
@@ -113,17 +142,20 @@ def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
     location = cdr.get("cdr_location") if isinstance(cdr.get("cdr_location"), dict) else {}
     try:
         start = parse_utc(cdr.get("start_date_time"))
-    except DateTimeError:
+        window = (start - CDR_SESSION_SLACK, start + CDR_SESSION_SLACK)
+    except (DateTimeError, OverflowError):
         return None  # the normalizer refuses the CDR, naming the field
-    if not token.get("uid") or not location.get("id"):
+    if not _plain(token.get("uid"), location.get("id"), location.get("evse_uid")):
         return None
     sessions = ChargingSession.objects.filter(
         partner=partner,
         token_uid=str(token["uid"]),
         ocpi_location_id__iexact=str(location["id"]),
-        start_date_time__range=(start - CDR_SESSION_SLACK, start + CDR_SESSION_SLACK),
+        start_date_time__range=window,
         cdrs__isnull=True,
     )
+    if cdr.get("country_code") and cdr.get("party_id"):  # behind a hub: that party's sessions only
+        sessions = sessions.filter(country_code__iexact=str(cdr["country_code"]), party_id__iexact=str(cdr["party_id"]))
     if location.get("evse_uid"):
         sessions = sessions.filter(evse_uid__iexact=str(location["evse_uid"]))
     return sessions.order_by("-start_date_time").values_list("session_id", flat=True).first()
@@ -181,8 +213,13 @@ class VersionedReceiver:
         kind = self._body_kind()
         if kind is None:
             return data
+        # The party of the URL, else the one a hub routed it from (a CDR POST names none in its path).
         owner = (self.kwargs["country_code"], self.kwargs["party_id"]) if "party_id" in self.kwargs else None
-        return upgraded(self.partner, self.ocpi_version, kind, data, context(self.partner, owner))
+        owner = owner or getattr(self, "from_party", None)
+        try:
+            return upgraded(self.partner, self.ocpi_version, kind, data, context(self.partner, owner))
+        except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise OcpiError(CLIENT_ERROR, f"an OCPI {self.ocpi_version} {kind} we cannot read: {exc}"[:300]) from exc
 
     def _body_kind(self) -> str | None:
         method = self.request.method or ""
@@ -197,9 +234,13 @@ class VersionedReceiver:
         return _BODY_KINDS.get((self.module, method))
 
     def finalize_response(self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any) -> HttpResponse:
-        if self.module == "tokens" and response.status_code == 200 and not getattr(response, "streaming", False):
+        answered = response.status_code == 200 and not getattr(response, "streaming", False)
+        if self.module == "tokens" and answered:
             kind = "authorization_info" if request.method == "POST" else "token"
             _downgrade_data(response, self.ocpi_version, kind)
+        elif self.module in ("cdrs", "tariffs") and request.method == "GET" and answered:
+            # Our copy of a partner's CDR or tariff, read back in the version it speaks.
+            _downgrade_data(response, self.ocpi_version, self.module[:-1])
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 

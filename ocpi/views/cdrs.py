@@ -16,12 +16,13 @@ from ocpi.serializers import CDR, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
 
 
-def cdr_url(cdr: Cdr) -> str:
-    return absolute_url(f"/ocpi/emsp/2.2.1/cdrs/{cdr.country_code}/{cdr.party_id}/{cdr.cdr_id}")
+def cdr_url(cdr: Cdr, version: str = "2.2.1") -> str:
+    return absolute_url(f"/ocpi/emsp/{version}/cdrs/{cdr.country_code}/{cdr.party_id}/{cdr.cdr_id}")
 
 
 class CdrReceiverView(OcpiView):
     module = "cdrs"
+    ocpi_version = "2.2.1"  # served in 2.1.1 and 2.3.0 too (ocpi/versions/wire.py::versioned sets it)
 
     @extend_schema(
         tags=["OCPI"],
@@ -43,7 +44,8 @@ class CdrReceiverView(OcpiView):
         clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
         stored = records.cdr_store(self.partner, clean)
-        return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": cdr_url(stored.cdr)})
+        location = cdr_url(stored.cdr, self.ocpi_version)
+        return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": location})
 
 
 class CdrDetailView(OcpiView):

@@ -105,7 +105,13 @@ def test_our_own_errors_and_ocpi_client_errors_do_not_count(peer: FakePeer, part
 
 @pytest.mark.parametrize(
     "answer",
-    [(500, envelope(status_code=3000)), (200, envelope(status_code=3001)), (200, b"<html>down</html>"), (302, b"")],
+    [
+        (500, envelope(status_code=3000)),
+        (200, envelope(status_code=3001)),
+        (200, b"<html>down</html>"),
+        (302, b""),
+        (502, envelope(status_code=4001)),  # a hub's code from a CPO that is no hub: its 502 is what counts
+    ],
 )
 def test_server_errors_and_non_ocpi_answers_count(peer: FakePeer, partner: Partner, answer: Any) -> None:
     peer.route("GET", f"{CPO}/tariffs", answer)

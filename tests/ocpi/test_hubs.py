@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from billing.models import Cdr
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, PartnerParty, hash_token
@@ -378,6 +379,12 @@ def test_a_2_3_0_hub_names_itself_in_hub_party_id_and_its_parties_wait_for_staff
         {"role": "CPO", "country_code": cc, "party_id": pid, "business_details": {"name": pid}}
         for cc, pid in (("IN", "CPA"), ("DE", "ABC"))
     ]
+    # It lists an eMSP behind it and us too: neither is a party the connection could act for.
+    roles += [
+        {"role": "EMSP", "country_code": "DE", "party_id": "EMP", "business_details": {"name": "EMP"}},
+        {"role": "CPO", "country_code": settings.OCPI_COUNTRY_CODE, "party_id": settings.OCPI_PARTY_ID,
+         "business_details": {"name": "us"}},
+    ]  # fmt: skip
     script_hub(peer, "2.3.0", {"token": "token-c", "url": f"{HUB}/versions", "hub_party_id": "NLHUB", "roles": roles})
 
     partner = register_with_partner(versions_url=f"{HUB}/versions", token_a="token-a")

@@ -88,6 +88,24 @@ def test_a_full_pull_withdraws_locations_the_partner_no_longer_lists(peer: FakeP
     assert Location.objects.filter(withdrawn_at__isnull=False).count() == 2
 
 
+def test_withdrawing_after_a_pull_of_more_keys_than_postgresql_takes_parameters(
+    peer: FakePeer, partner: Partner
+) -> None:
+    """A CPO with 100k locations: the keys seen are far more than the 65,535 parameters one PostgreSQL query
+    takes (the first 100k benchmark pull failed here); the comparison is ours, the updates come in batches."""
+    from emsp.services.catalogue import location_key, locations_withdraw_missing
+
+    peer.route("GET", f"{CPO}/locations", paged(locations(3), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    seen = {location_key("IN", "CPA", f"LOC-{i}") for i in range(70_000)}
+    kept = Location.objects.order_by("pk").first()
+    assert kept is not None
+    seen.add(kept.ocpi_key)
+    withdrawn = locations_withdraw_missing(partner, seen, timezone.now() + timedelta(seconds=1))
+    assert withdrawn == 2
+    assert list(Location.objects.visible().values_list("pk", flat=True)) == [kept.pk]
+
+
 def test_a_bad_object_is_recorded_and_the_rest_of_the_page_kept(peer: FakePeer, partner: Partner) -> None:
     items = locations(4)
     items[1]["coordinates"] = {"latitude": "somewhere", "longitude": "else"}

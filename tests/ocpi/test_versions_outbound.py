@@ -156,3 +156,25 @@ def test_a_pull_from_a_2_1_1_cpo_stores_its_locations_without_renaming_findings(
     location = Location.objects.get(partner=partner, location_id="LOC1")
     assert location.data["parking_type"] == "ON_STREET"
     assert not DataQualityIssue.objects.filter(partner=partner, code="renamed_field").exists()
+
+
+def test_a_2_1_1_page_with_absurd_objects_is_pulled_to_its_end(peer: FakePeer) -> None:
+    """Objects whose 2.1.1 mapping meets an absurd value (an exponent no money has, the ends of time) are
+    refused one by one and recorded; the pull goes on and ends OK (it used to stop with an exception)."""
+    from ocpi.models import DataQualityIssue
+
+    partner = cpo("2.1.1")
+    partner.endpoints = [*partner.endpoints, {"identifier": "cdrs", "url": f"{CPO}/2.1.1/cdrs"}]
+    partner.save()
+    sessions = [
+        {**V211["session_start"], "id": "BAD1", "total_cost": "1e1000000"},
+        {**V211["session_start"], "id": "OK1"},
+    ]
+    peer.route("GET", f"{CPO}/2.1.1/sessions", (200, envelope(sessions)))
+    cdrs = [{**V211["cdr"], "id": "BAD2", "start_date_time": "0001-01-01T00:00:00Z"}, V211["cdr"]]
+    peer.route("GET", f"{CPO}/2.1.1/cdrs", (200, envelope(cdrs)))
+    for module in ("sessions", "cdrs"):
+        run = sync.sync_module(partner, module, full=True)
+        assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
+        assert run.received == 2
+    assert DataQualityIssue.objects.filter(partner=partner, object_id="BAD2", code="rejected").exists()

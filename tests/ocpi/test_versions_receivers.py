@@ -167,3 +167,67 @@ def test_a_2_1_1_cdr_closes_the_session_it_names_no_id_of(
     assert response.json()["status_code"] == 1000, response.json()
     stored = Cdr.objects.get(cdr_id="12345")
     assert stored.charging_session == ChargingSession.objects.get(session_id="S-211")
+
+
+# --- hostile input in the other versions (review of issue 10) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/ocpi/emsp/2.1.1/sessions/IN/CPA/H1", {**V211["session_start"], "total_cost": "1e1000000"}),
+        ("/ocpi/emsp/2.3.0/sessions/IN/CPA/H1", {**V230["session_example_2_short_finished"],
+                                                 "total_cost": {"before_taxes": "1e1000000"}}),
+        ("/ocpi/emsp/2.1.1/sessions/IN/CPA/H1", {**V211["session_start"], "auth_id": "C\x00X"}),
+    ],
+    ids=["2.1.1-huge-exponent", "2.3.0-huge-exponent", "2.1.1-nul-in-auth-id"],
+)  # fmt: skip
+def test_absurd_numbers_and_nul_bytes_are_protocol_errors_not_500s(
+    ocpi: OcpiTestClient, partner: Partner, body: dict[str, Any], path: str
+) -> None:
+    response = ocpi.put(path, body)
+    assert response.status_code < 500, response.content[:300]
+    assert response.json()["status_code"] != 3000
+    stored = ChargingSession.objects.filter(session_id="H1").first()
+    assert stored is None or stored.total_cost_excl_vat is None or abs(stored.total_cost_excl_vat) < 10**12
+
+
+@pytest.mark.parametrize("start", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_2_1_1_cdr_at_the_ends_of_time_is_refused_not_a_500(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location, start: str
+) -> None:
+    cdr = example(V211, "cdr", start_date_time=start)
+    cdr["location"] = {**cdr["location"], "id": "LOC1", "country": "IND"}
+    response = ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr)
+    assert response.status_code < 500 and response.json()["status_code"] == 2001, response.content[:300]
+
+
+def test_money_with_more_digits_than_we_keep_is_refused_never_rounded(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """A 2.1.1 cost is judged as the same cost in 2.2.1 would be (more than 15 significant digits: refused,
+    naming the field), not turned into a float on the way and stored rounded."""
+    evse = bengaluru.evses.order_by("pk").first()
+    assert evse is not None
+    where = {"id": "LOC1", "evses": [{"uid": evse.uid, "connectors": [{"id": "1"}]}]}
+    body = example(V211, "session_start", id="D1", total_cost="12.3456789012345678")
+    body["location"] = {**body["location"], **where}
+    answer = ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/D1", body).json()
+    assert answer["status_code"] == 2001 and "total_cost" in answer["status_message"], answer
+    assert not ChargingSession.objects.filter(session_id="D1").exists()
+    body["total_cost"] = "12.5"
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/D1", body).json()["status_code"] == 1000
+    assert ChargingSession.objects.get(session_id="D1").total_cost_excl_vat == Decimal("12.5")
+
+
+def test_our_copy_of_a_cdr_is_read_back_in_the_version_it_came_in(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    cdr = example(V211, "cdr")
+    cdr["location"] = {**cdr["location"], "id": "LOC1", "country": "IND"}
+    posted = ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr)
+    assert posted.json()["status_code"] == 1000, posted.json()
+    assert "/ocpi/emsp/2.1.1/cdrs/IN/CPA/12345" in posted["Location"]
+    read = ocpi.get("/ocpi/emsp/2.1.1/cdrs/IN/CPA/12345").json()["data"]
+    assert "location" in read and "cdr_location" not in read
+    assert not isinstance(read["total_cost"], dict)  # 2.1.1: a number, excluding VAT
