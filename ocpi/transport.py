@@ -472,6 +472,11 @@ class OcpiView(APIView):
         if not self.partner.owns(country_code, party_id) or not self.routed_for(country_code, party_id):
             raise OcpiError(CLIENT_ERROR, "Unknown party for this token", 404)
 
+    def routed_party(self) -> tuple[str, str] | None:
+        """The party behind a hub this request comes from, or None when it comes from the connection's own."""
+        sender = self.from_party
+        return None if sender is None or ci_key(*sender) == self.partner.party_key else sender
+
     def routed_for(self, country_code: str, party_id: str) -> bool:
         """Whether this request may address the party's objects: one a hub routes from a party behind it
         (`OCPI-from-*`) only that party's; one from the connection's own party (a CPO's, a hub's broadcast)

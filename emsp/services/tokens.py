@@ -106,8 +106,11 @@ def token_authorize(
     partner: Partner,
     location_references: dict[str, Any] | None = None,
     now: datetime | None = None,
+    party: tuple[str, str] | None = None,
 ) -> Authorization:
-    """Answer a CPO's real-time authorization. Unknown token → UnknownToken (HTTP 404 + 2004).
+    """Answer a CPO's real-time authorization. Unknown token → UnknownToken (HTTP 404 + 2004). `party`: the
+    one party behind a hub the request comes from (its charge points only); by default every party of the
+    partner.
 
     The eMSP SHALL NOT check opening hours or EVSE status here (mod_tokens); we check the token, the
     driver's account and where the token may be used.
@@ -119,7 +122,7 @@ def token_authorize(
     allowed = token.allowed_status(now, partner)
     location = None
     if location_references and allowed == Token.Allowed.ALLOWED:
-        location = _allowed_location(partner, location_references)
+        location = _allowed_location(partner, location_references, party)
     return Authorization(
         allowed=allowed,
         token=token,
@@ -161,7 +164,9 @@ def _token_for_authorization(uid: str, token_type: str | None, partner: Partner)
     return token
 
 
-def _allowed_location(partner: Partner, refs: dict[str, Any]) -> dict[str, Any] | None:
+def _allowed_location(
+    partner: Partner, refs: dict[str, Any], party: tuple[str, str] | None = None
+) -> dict[str, Any] | None:
     """Echo the LocationReferences, keeping only EVSEs of that location we know (mod_tokens §"LocationReferences")."""
     location_id = str(refs.get("location_id") or "").strip()
     if not location_id:
@@ -169,7 +174,8 @@ def _allowed_location(partner: Partner, refs: dict[str, Any]) -> dict[str, Any] 
     echoed: dict[str, Any] = {"location_id": location_id}
     evse_uids = [str(u).strip() for u in refs.get("evse_uids") or [] if str(u).strip()]
     if evse_uids:
-        location_keys = [f"{party}*{ci_key(location_id)}" for party in partner.party_keys()]
+        parties = [ci_key(*party)] if party is not None else partner.party_keys()
+        location_keys = [f"{key}*{ci_key(location_id)}" for key in parties]
         known = set(
             Evse.objects.filter(
                 location__ocpi_key__in=location_keys, uid_key__in=[ci_key(u) for u in evse_uids]

@@ -61,7 +61,11 @@ class TokenAuthorizeView(OcpiView):
         references = location_references(self.body())
         try:
             result = tokens.token_authorize(
-                uid=token_uid, token_type=token_type, partner=self.partner, location_references=references
+                uid=token_uid,
+                token_type=token_type,
+                partner=self.partner,
+                location_references=references,
+                party=self.routed_party(),
             )
         except tokens.UnknownToken as exc:
             # mod_tokens: unknown token → HTTP 404 with OCPI 2004 and no data (ocpi/ocpi#528).

@@ -412,3 +412,20 @@ def test_the_health_page_shows_the_parties_behind_the_hub(hub: Partner, admin_cl
     ):
         row = page.split(f">{party}<", 1)[1].split("</tr>", 1)[0]
         assert status in row and grant in row, (party, row)
+
+
+def test_an_authorization_from_a_party_behind_the_hub_names_only_its_own_evses(hub: Partner) -> None:
+    """Two parties behind one hub with the same location id: a real-time authorization routed from one of
+    them is answered with that party's EVSEs only (its LocationReferences never confirm another's)."""
+    own = evse_of(hub, "IN", "CPA", "LOC-SAME")
+    theirs = ocpi_location("IN", "CPB", "LOC-SAME", evses=1)
+    theirs["evses"][0]["uid"] = "CPB-ONLY"  # type: ignore[index]
+    locations_store(hub, [theirs])
+    token = TokenFactory()
+    response = OcpiTestClient(HUB_TOKEN).post(
+        f"/ocpi/emsp/2.2.1/tokens/{token.uid}/authorize?type={token.type}",
+        {"location_id": "LOC-SAME", "evse_uids": [own.uid, "CPB-ONLY"]},
+        headers=from_party("IN", "CPA"),
+    )
+    assert response.json()["status_code"] == 1000, response.json()
+    assert response.json()["data"]["location"]["evse_uids"] == [own.uid]
