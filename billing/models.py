@@ -303,3 +303,70 @@ class Settlement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner} {self.period_start:%Y-%m} {self.currency}"
+
+
+# --- the ledger (issue 12): double entry, in minor units, immutable ----------------------------------------
+
+
+class LedgerAccount(models.Model):
+    """One account of the ledger, in one currency. `code` names whose it is and what for, e.g.
+    `cpo:IN*CPA:payable`, `driver:42:receivable`, `revenue:fees`, `tax:GST-18`, `clearing:razorpay`."""
+
+    class Kind(models.TextChoices):
+        ASSET = "ASSET", "Asset"  # what is owed to us or held for us (receivables, provider clearing)
+        LIABILITY = "LIABILITY", "Liability"  # what we owe (CPO payables, tax payable, wallets)
+        REVENUE = "REVENUE", "Revenue"
+        EXPENSE = "EXPENSE", "Expense"
+        EQUITY = "EQUITY", "Equity"
+
+    code = models.CharField(max_length=120)
+    currency = models.CharField(max_length=3)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["code", "currency"], name="ledgeraccount_once")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.currency})"
+
+
+class LedgerEntry(models.Model):
+    """One balanced posting: its lines add up to zero (a database trigger checks it on PostgreSQL). Never
+    changed or deleted: a correction is a new entry that `reverses` this one."""
+
+    posted_at = models.DateTimeField(default=timezone.now, db_index=True)
+    event = models.CharField(max_length=40, help_text="What happened: capture, cdr_cost, fee, refund, …")
+    memo = models.CharField(max_length=200, blank=True)
+    reference = models.CharField(max_length=120, blank=True, db_index=True, help_text="e.g. cdr:123, booking:9")
+    idempotency_key = models.CharField(max_length=120, null=True, blank=True, unique=True)
+    reverses = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals")
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.event} {self.posted_at:%Y-%m-%d %H:%M}"
+
+
+class LedgerLine(models.Model):
+    """One side of an entry: debit positive, credit negative, in the account currency's minor units."""
+
+    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="lines")
+    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="lines")
+    amount_minor = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=~models.Q(amount_minor=0), name="ledgerline_not_zero")]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.amount_minor:+d}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValueError("ledger lines are immutable: post a correcting entry")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValueError("ledger lines are immutable: post a correcting entry")
