@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from django_env import REPO, machine, setup, start_server
+from django_env import REPO, machine, setup, start_server, timed_full_pull
 
 
 def start_simulator(locations: int, page_limit: int, version: str) -> tuple[subprocess.Popen[str], str]:
@@ -46,22 +46,10 @@ def pull(version: str, locations: int, page_limit: int) -> str:
     settings.PUBLIC_BASE_URL = base
     simulator, versions_url = start_simulator(locations, page_limit, version)
     try:
-        from emsp.models import Connector, Evse, Location
         from ocpi.credentials import register_with_partner
-        from ocpi.sync import sync_module
 
         partner = register_with_partner(versions_url=versions_url, token_a="bench-token-a")
-        started = time.perf_counter()
-        run = sync_module(partner, "locations", full=True)
-        elapsed = time.perf_counter() - started
-        assert run is not None
-        stored = Location.objects.filter(partner=partner).count()
-        return (
-            f"OCPI {partner.version}: {run.outcome}, {run.pages} pages, announced {run.announced}, received "
-            f"{run.received}, stored {stored} locations ({Evse.objects.count()} EVSEs, {Connector.objects.count()} "
-            f"connectors) in {elapsed:.1f} s = {run.received / elapsed:,.0f} locations/s"
-            + (f"; error: {run.error}" if run.error else "")
-        )
+        return f"OCPI {partner.version}: {timed_full_pull(partner)}"
     finally:
         simulator.terminate()
         server.terminate()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import requests
-from django_env import REPO, machine, setup, start_server
+from django_env import REPO, machine, setup, start_server, timed_full_pull
 
 DATABASE = "emsp_bench_interop"
 TOKEN_A = "bench-interop-token-a"
@@ -57,25 +57,15 @@ def run(locations: int, page_limit: int) -> str:
     args = ["--token-a", TOKEN_A, "--locations", str(locations), "--tariffs", "100"]
     peer = PeerProcess(venv_python(), Path(REPO) / "var" / "bench-interop", *args, "--page-limit", str(page_limit))
     try:
-        from emsp.models import Connector, Evse, Location
         from ocpi.credentials import register_with_partner
-        from ocpi.sync import sync_module
 
         partner = register_with_partner(versions_url=peer.versions_url, token_a=TOKEN_A)
         endpoint = partner.endpoint_url("locations", "SENDER")
         assert endpoint is not None
         pages, objects, alone = peer_alone(endpoint, partner.outgoing_token)
-        started = time.perf_counter()
-        pulled = sync_module(partner, "locations", full=True)
-        elapsed = time.perf_counter() - started
-        assert pulled is not None
-        stored = Location.objects.filter(partner=partner).count()
         return (
             f"pages of {page_limit}: the peer alone serves {objects} locations in {pages} pages in {alone:.1f} s = "
-            f"{objects / alone:,.0f} locations/s; our pull: {pulled.outcome}, {pulled.pages} pages, announced "
-            f"{pulled.announced}, received {pulled.received}, stored {stored} locations ({Evse.objects.count()} "
-            f"EVSEs, {Connector.objects.count()} connectors) in {elapsed:.1f} s = "
-            f"{pulled.received / elapsed:,.0f} locations/s" + (f"; error: {pulled.error}" if pulled.error else "")
+            f"{objects / alone:,.0f} locations/s; our pull: {timed_full_pull(partner)}"
         )
     finally:
         peer.stop()

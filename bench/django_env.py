@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +53,6 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn on 127.0.0.1 against the benchmark database, its first answer awaited (the app is loaded).
     Rate limiters off: a benchmark measures the platform, not the limiter (emsp/ratelimit.py)."""
-    import time
-
     import requests
 
     port = free_port()
@@ -96,3 +95,21 @@ def machine() -> str:
         pass
     pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {pg or 'no psql'}"
+
+
+def timed_full_pull(partner: object) -> str:
+    """A full pull of the partner's locations, timed as the scheduled pull runs it (HTTP, mapping,
+    normalising, storing, withdrawing), and what it did: pages, announced, received, stored, locations/s."""
+    from emsp.models import Connector, Evse, Location
+    from ocpi.sync import sync_module
+
+    started = time.perf_counter()
+    run = sync_module(partner, "locations", full=True)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - started
+    assert run is not None
+    stored = Location.objects.filter(partner=partner).count()
+    return (
+        f"{run.outcome}, {run.pages} pages, announced {run.announced}, received {run.received}, stored {stored} "
+        f"locations ({Evse.objects.count()} EVSEs, {Connector.objects.count()} connectors) in {elapsed:.1f} s = "
+        f"{run.received / elapsed:,.0f} locations/s" + (f"; error: {run.error}" if run.error else "")
+    )

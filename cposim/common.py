@@ -16,8 +16,6 @@ from typing import Any
 
 import orjson
 
-OCPI_VERSION = "2.2.1"
-
 _log_lock = threading.Lock()
 
 

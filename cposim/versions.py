@@ -15,10 +15,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from .config import OCPI_VERSIONS
-
-VERSIONS = OCPI_VERSIONS
-
 _CAPABILITIES_211 = {
     "CHARGING_PROFILE_CAPABLE",
     "CREDIT_CARD_PAYABLE",

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
-# Modules without routing headers (transport §"Message Routing": credentials, versions, hubclientinfo).
-_CONFIGURATION_MODULES = CONFIGURATION_MODULES
 
 
 class OcpiClientError(Exception):
@@ -130,7 +128,7 @@ class OcpiClient:
             url = with_params(url, params)
         partner = self.partner
         breaker = (
-            partner if guarded and partner is not None and partner.pk and module not in _CONFIGURATION_MODULES else None
+            partner if guarded and partner is not None and partner.pk and module not in CONFIGURATION_MODULES else None
         )
         if breaker is not None:
             try:

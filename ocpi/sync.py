@@ -246,8 +246,6 @@ def sync_partner_leased(partner: Partner, *, full: bool = False) -> list[SyncRun
 
 # Golden-ratio phases: partners' pulls spread evenly over their interval, whatever their number or ids.
 _PHASE_STEP = 0.6180339887498949
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -481,10 +481,8 @@ class OcpiView(APIView):
         """Whether this request may address the party's objects: one a hub routes from a party behind it
         (`OCPI-from-*`) only that party's; one from the connection's own party (a CPO's, a hub's broadcast)
         those of every party granted to it."""
-        sender = self.from_party
-        if sender is None or ci_key(*sender) == self.partner.party_key:
-            return True
-        return ci_key(*sender) == ci_key(country_code, party_id)
+        sender = self.routed_party()
+        return sender is None or ci_key(*sender) == ci_key(country_code, party_id)
 
     def accept(self, normalize: Normalizer, body: dict[str, Any], object_id: str, **kwargs: Any) -> dict[str, Any]:
         """`normalized`, with the data-quality findings recorded against `object_id`."""

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 START_MATCH_WINDOW = timedelta(hours=2)
 # A 2.1.1 CDR is matched to the session of the same token and EVSE that started this close to its start.
 CDR_SESSION_SLACK = timedelta(minutes=5)
+# What a version mapping may raise on an object no spec allows: the object is then judged as it came.
+MAPPING_ERRORS = (ArithmeticError, ValueError, TypeError, KeyError, AttributeError)
 
 # (module, method) of our receivers → the kind of object in the request body.
 _BODY_KINDS = {
@@ -51,14 +53,14 @@ def context(partner: Partner, owner: tuple[str, str] | None = None) -> Context:
     )
 
 
-def _plain(*values: Any) -> bool:
-    """Whether the first value is given and none holds a NUL (PostgreSQL refuses it in a query; the
-    normalizer refuses the object, naming the field)."""
-    return bool(values[0]) and not any("\x00" in str(v) for v in values if v is not None)
+def _has_nul(*values: Any) -> bool:
+    """Whether a value holds a NUL: PostgreSQL refuses it in a query, so the lookup is skipped (the normalizer
+    then refuses the object, naming the field)."""
+    return any("\x00" in str(v) for v in values if v is not None)
 
 
 def _token_for(contract_id: str) -> tuple[str, str] | None:
-    if not _plain(contract_id):
+    if not contract_id or _has_nul(contract_id):
         return None
     token = Token.objects.filter(contract_id__iexact=contract_id).order_by("-last_updated").first()
     return (token.uid, token.type) if token is not None else None
@@ -70,7 +72,7 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     that no session has taken yet."""
     session_id = str(session.get("id") or "")
     country_code, party_id = str(session.get("country_code") or ""), str(session.get("party_id") or "")
-    if not _plain(True, session_id, country_code, party_id):
+    if _has_nul(session_id, country_code, party_id):
         return None
     known = (
         ChargingSession.objects.filter(ocpi_key=ci_key(country_code, party_id, session_id))
@@ -83,7 +85,7 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     contract_id = str(token.get("contract_id") or "")
     location_id = str(session.get("location_id") or "")
     evse_uid = str(session.get("evse_uid") or "")
-    if not location_id or not _plain(contract_id, location_id, evse_uid, country_code, party_id):
+    if not contract_id or not location_id or _has_nul(contract_id, location_id, evse_uid, country_code, party_id):
         return None
     commands = Command.objects.filter(
         partner=partner,
@@ -120,7 +122,7 @@ def _upgraded_or_raw(partner: Partner, version: str, kind: str, obj: Any, ctx: C
     refuses it and records why, and the rest of the page (and of the pull) goes on."""
     try:
         return upgraded(partner, version, kind, obj, ctx)
-    except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except MAPPING_ERRORS as exc:
         log.warning("OCPI %s %s of %s not upgraded (%s): left to the normalizer", version, kind, partner, exc)
         return obj
 
@@ -145,7 +147,8 @@ def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
         window = (start - CDR_SESSION_SLACK, start + CDR_SESSION_SLACK)
     except (DateTimeError, OverflowError):
         return None  # the normalizer refuses the CDR, naming the field
-    if not _plain(token.get("uid"), location.get("id"), location.get("evse_uid")):
+    uid, location_id = token.get("uid"), location.get("id")
+    if not uid or not location_id or _has_nul(uid, location_id, location.get("evse_uid")):
         return None
     sessions = ChargingSession.objects.filter(
         partner=partner,
@@ -218,7 +221,7 @@ class VersionedReceiver:
         owner = owner or getattr(self, "from_party", None)
         try:
             return upgraded(self.partner, self.ocpi_version, kind, data, context(self.partner, owner))
-        except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except MAPPING_ERRORS as exc:
             raise OcpiError(CLIENT_ERROR, f"an OCPI {self.ocpi_version} {kind} we cannot read: {exc}"[:300]) from exc
 
     def _body_kind(self) -> str | None:
