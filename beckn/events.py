@@ -93,7 +93,17 @@ def booking_cancelled_by_provider(event: events.BookingCancelledByProvider) -> N
     _send(txn, "on_cancel", {"order": order})
 
 
+def payment_changed(event: events.BookingPaymentChanged) -> None:
+    """The money of an order moved (authorised, captured, refunded, failed, a balance to pay): on_update."""
+    booking = event.booking
+    txn = _txn(booking)
+    if txn is not None:
+        booking.refresh_from_db()
+        _send(txn, "on_update", {"order": order_block(booking, txn)})
+
+
 def subscribe() -> None:
+    events.subscribe(events.BookingPaymentChanged, payment_changed)
     events.subscribe(events.BookingSessionChanged, session_changed)
     events.subscribe(events.CommandFinished, command_finished)
     events.subscribe(events.BookingSettled, booking_settled)

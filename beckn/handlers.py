@@ -19,6 +19,7 @@ from django.utils import timezone
 from beckn import callbacks
 from beckn.catalogue import Hit, SearchFilters, alternatives_near, find_item, provider_id, render_catalog, search
 from beckn.errors import (
+    BUSINESS_ERROR,
     CANCELLATION_NOT_POSSIBLE,
     FULFILLMENT_UNAVAILABLE,
     FULFILMENT_AGENT_UNAVAILABLE,
@@ -33,18 +34,30 @@ from beckn.errors import (
     BecknRequestError,
 )
 from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
-from beckn.parsing import ACK, Envelope, order_id, parse_envelope, search_filters, selected_item, update_request
+from beckn.parsing import (
+    ACK,
+    Envelope,
+    order_id,
+    parse_envelope,
+    parse_payments,
+    search_filters,
+    selected_item,
+    update_request,
+)
 from beckn.privacy import redacted
 from beckn.rendering import (
     cancellation_terms,
     charger_answer,
     fulfillment_block,
     item_block,
+    offered_payments,
     order_block,
-    payments_block,
+    payment_block,
     quote_block,
 )
-from billing.models import Quote
+from billing.models import Payment, Quote
+from billing.payments.gateway import GatewayError
+from billing.services import payments
 from billing.services.driver_pricing import (
     NoTariff,
     QuoteUnavailable,
@@ -53,6 +66,7 @@ from billing.services.driver_pricing import (
     quote_hold,
     quote_usable,
 )
+from billing.services.ledger import from_minor
 from emsp.models import Booking, Command, Driver, Evse, Token
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
@@ -241,6 +255,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "items": [item_block(hit, quote, status_note)],
             "fulfillments": [fulfillment_block(hit)],
             "quote": quote_block(quote),
+            "payments": offered_payments(quote, payments.agreement_for(txn.bap_id)),
         }
     }
 
@@ -286,6 +301,23 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
     quote = quote_hold(quote, driver=driver)
     BecknTransaction.objects.filter(pk=txn.pk).update(driver=driver, token=token, billing=billing)
+    proposed = parse_payments(order)
+    try:
+        payment = payments.payment_open(
+            quote=quote,
+            driver=driver,
+            bap_id=txn.bap_id,
+            journey=_journey(txn),
+            proposed_by_app=proposed[0].collected_by if proposed else "",
+        )
+    except GatewayError as exc:
+        raise BecknRequestError(
+            BUSINESS_ERROR, "message.order.payments", "the payment provider is not answering; please retry shortly"
+        ) from exc
+    agreement = payments.agreement_for(txn.bap_id)
+    amount = (
+        quote.price if payment.provider == "bap" else from_minor(payments.hold_minor(payment, quote), quote.currency)
+    )
     return {
         "order": {
             "provider": {"id": txn.provider_id},
@@ -293,10 +325,24 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "fulfillments": [fulfillment_block(hit)],
             "billing": billing,
             "quote": quote_block(quote),
-            "payments": payments_block(quote),
+            "payments": [payment_block(payment, amount=amount, agreement=agreement)],
             "cancellation_terms": cancellation_terms(quote.currency),
         }
     }
+
+
+def _journey(txn: BecknTransaction) -> str:
+    return f"{txn.bap_id}|{txn.transaction_id}"
+
+
+def _reported(order: dict[str, Any]) -> payments.Reported | None:
+    proposed = parse_payments(order)
+    if not proposed:
+        return None
+    first = proposed[0]
+    return payments.Reported(
+        status=first.status, amount=first.amount, currency=first.currency, transaction_id=first.transaction_id
+    )
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -312,10 +358,16 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         reason = breakers.describe(breaker) + "."
         raise _cpo_down_error(hit.evse, hit.connector.connector_id, "message.order.items[0].id", reason)
     order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
-    payment_reference = ""
-    for payment in order.get("payments") or []:
-        if isinstance(payment, dict) and payment.get("status") == "PAID":
-            payment_reference = str((payment.get("params") or {}).get("transaction_id") or "PAID")
+    reported = _reported(order)
+    payment = (
+        Payment.objects.filter(journey=_journey(txn), driver_id=txn.driver_id, booking__isnull=True)
+        .exclude(status=Payment.Status.FAILED)
+        .order_by("-pk")
+        .first()
+    )
+    if payment is None:
+        raise BecknRequestError(INVALID_REQUEST, "message.order.payments", "init the order first (its payment terms)")
+    payment_reference = reported.transaction_id if reported is not None and reported.status == "PAID" else ""
     try:
         booking = bookings.booking_confirm(
             evse=hit.evse,
@@ -328,6 +380,10 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     except bookings.EvseUnavailable as exc:
         when = f"; expected to be available from {exc.available_from:%Y-%m-%dT%H:%M:%SZ}" if exc.available_from else ""
         raise BecknRequestError(FULFILLMENT_UNAVAILABLE, "message.order.items[0].id", f"{exc.reason}{when}") from exc
+    try:
+        payments.payment_confirm(payment=payment, booking=booking, quote=quote, reported=reported)
+    except payments.PaymentRefused as exc:
+        raise BecknRequestError(PAYMENT_NOT_SUPPORTED, "message.order.payments", str(exc)) from exc
     quote_accept(quote)
     BecknTransaction.objects.filter(pk=txn.pk).update(booking=booking)
     txn.booking = booking
@@ -348,6 +404,21 @@ def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:
 def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     identifier, what = update_request(envelope.message)
     booking = _booking_of(txn, identifier)
+    if what == "payment":
+        reported = _reported(envelope.message["order"])
+        if reported is None:
+            raise BecknRequestError(INVALID_REQUEST, "message.order.payments", "payments[0] is required")
+        try:
+            payments.payment_reported(booking=booking, reported=reported)
+        except payments.PaymentRefused as exc:
+            raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.payments", str(exc)) from exc
+        booking.refresh_from_db()
+        return {"order": order_block(booking, txn)}
+    if what == "start":
+        try:
+            payments.ready_to_charge(booking)
+        except payments.PaymentRefused as exc:
+            raise BecknRequestError(PAYMENT_NOT_SUPPORTED, "message.order.payments", str(exc)) from exc
     try:
         command = bookings.booking_start(booking) if what == "start" else bookings.booking_stop(booking)
     except bookings.BookingStateError as exc:

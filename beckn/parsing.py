@@ -358,7 +358,7 @@ STOP_CODES = {
 
 
 def update_request(message: dict[str, Any]) -> tuple[str, str]:
-    """(order id, 'start' | 'stop') from an update, accepting the synonyms of every EV vocabulary."""
+    """(order id, 'start' | 'stop' | 'payment') from an update, accepting the synonyms of every EV vocabulary."""
     target = message.get("update_target")
     _need(
         isinstance(target, str) and target.strip() != "",
@@ -370,10 +370,12 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
     _need(isinstance(order, dict), "message.order", "order must be an object")
     identifier = order.get("id")
     _need(isinstance(identifier, str) and identifier != "", "message.order.id", "order.id is required", ORDER_NOT_FOUND)
+    if "payment" in str(target):
+        return identifier, "payment"  # the app reports a payment it collected (order.payments)
     _need(
         "fulfillment" in str(target),
         "message.update_target",
-        "only fulfillment state updates are supported",
+        "only fulfillment state and payments updates are supported",
         INVALID_UPDATE_TARGET,
     )
     fulfillments = order.get("fulfillments")
@@ -399,3 +401,53 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
         "message.order.fulfillments[0].state.descriptor.code",
         f"unknown state {code!r}: use start-charging or stop-charging",
     )
+
+
+@dataclass(frozen=True)
+class ProposedPayment:
+    """A payment as an app sends it (order.payments[]): who collects, its status, amount and reference."""
+
+    collected_by: str
+    status: str
+    amount: Decimal | None
+    currency: str
+    transaction_id: str
+
+
+MAX_PAYMENT_AMOUNT = Decimal("1e9")
+
+
+def parse_payments(order: dict[str, Any]) -> list[ProposedPayment]:
+    """The app's `order.payments`, checked: an amount is a plain decimal within reason, texts are printable."""
+    raw = order.get("payments")
+    if raw is None:
+        return []
+    _need(isinstance(raw, list), "message.order.payments", "payments must be an array")
+    out = []
+    for index, item in enumerate(raw[:5]):
+        path = f"message.order.payments[{index}]"
+        _need(isinstance(item, dict), path, "a payment is an object")
+        params = item.get("params") if isinstance(item.get("params"), dict) else {}
+        amount = None
+        if params.get("amount") is not None:
+            text = str(params["amount"]).strip()
+            try:
+                amount = Decimal(text)
+            except ArithmeticError:
+                amount = None
+            _need(
+                amount is not None and amount.is_finite() and Decimal(0) <= amount < MAX_PAYMENT_AMOUNT,
+                f"{path}.params.amount",
+                "amount is a decimal number such as 123.45",
+            )
+        texts = {
+            "collected_by": str(item.get("collected_by") or "").strip().upper(),
+            "status": str(item.get("status") or "").strip().upper(),
+            "currency": str(params.get("currency") or "").strip().upper(),
+            "transaction_id": str(params.get("transaction_id") or "").strip(),
+        }
+        for name, value in texts.items():
+            _need(value.isprintable() and len(value) <= 100, f"{path}.{name}", f"{name} is a short printable text")
+        _need(texts["status"] in ("", "PAID", "NOT-PAID"), f"{path}.status", "status is PAID or NOT-PAID")
+        out.append(ProposedPayment(amount=amount, **texts))
+    return out

@@ -12,9 +12,11 @@ from django.utils import timezone
 from beckn.callbacks import now_rfc3339
 from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id
 from beckn.models import BecknTransaction
-from billing.models import DriverReceipt, Quote
+from billing.models import BapAgreement, DriverReceipt, Payment, Quote
 from billing.money import round_money
+from billing.services import payments
 from billing.services.driver_pricing import session_estimate
+from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
 from emsp.models import Booking, ChargingSession, Command
 from emsp.services import bookings, catalogue
@@ -108,7 +110,94 @@ def fulfillment_block(
     return fulfillment
 
 
+def _tag(code: str, value: str) -> dict[str, Any]:
+    return {"descriptor": {"code": code}, "value": value}
+
+
+def settlement_terms(agreement: BapAgreement) -> list[dict[str, Any]]:
+    """The settlement terms with the app, as the Beckn networks spell them (tag groups BUYER_FINDER_FEES and
+    SETTLEMENT_TERMS of the core 1.1.0 `Payment.tags`)."""
+    return [
+        {
+            "descriptor": {"code": "BUYER_FINDER_FEES"},
+            "display": False,
+            "list": [
+                _tag("BUYER_FINDER_FEES_TYPE", "percent"),
+                _tag("BUYER_FINDER_FEES_PERCENTAGE", format(agreement.finder_fee_percent.normalize(), "f")),
+            ],
+        },
+        {
+            "descriptor": {"code": "SETTLEMENT_TERMS"},
+            "display": False,
+            "list": [
+                _tag("SETTLEMENT_WINDOW", agreement.settlement_window),
+                _tag("SETTLEMENT_BASIS", agreement.settlement_basis.upper()),
+                _tag("SETTLEMENT_TYPE", "NEFT" if agreement.collects else "UPI"),
+                _tag("STATIC_TERMS", f"{settings.PUBLIC_BASE_URL}/beckn/terms"),
+            ],
+        },
+    ]
+
+
+def offered_payments(quote: Quote, agreement: BapAgreement) -> list[dict[str, Any]]:
+    """The payment terms of a quote (on_select), before we know the driver: who collects, when, how much."""
+    collected_by = "BAP" if agreement.collects else "BPP"
+    return [
+        {
+            "id": f"PAY-Q{quote.pk}",
+            "collected_by": collected_by,
+            "type": "POST-FULFILLMENT" if agreement.collects else "PRE-ORDER",
+            "status": "NOT-PAID",
+            "params": {"amount": price_block(quote.price, quote.currency)["value"], "currency": quote.currency},
+            "tags": settlement_terms(agreement),
+        }
+    ]
+
+
+def payment_block(payment: Payment, *, amount: Decimal, agreement: BapAgreement) -> dict[str, Any]:
+    """One payment of an order as the app sees it: the hosted page to authorise it (`url`) while we collect
+    and it is pending, the amount, PAID once captured (or the app reported it paid), its state as a tag."""
+    paid = payment.status in (
+        Payment.Status.CAPTURED,
+        Payment.Status.PARTIALLY_REFUNDED,
+        Payment.Status.REFUNDED,
+        Payment.Status.COLLECTED_BY_BAP,
+    )
+    params: dict[str, str] = {"amount": price_block(amount, payment.currency)["value"], "currency": payment.currency}
+    reference = payment.bap_transaction_id or payment.provider_payment_id
+    if reference:
+        params["transaction_id"] = reference
+    block: dict[str, Any] = {
+        "id": f"PAY-{payment.pk}",
+        "collected_by": payment.collected_by,
+        "type": payment.type,
+        "status": "PAID" if paid else "NOT-PAID",
+        "params": params,
+        "tags": [
+            *settlement_terms(agreement),
+            {
+                "descriptor": {"code": "PAYMENT_STATE", "name": "Where the money is"},
+                "list": [
+                    _tag("STATE", payment.status),
+                    _tag("METHOD", payment.provider),
+                    _tag("AUTHORISED", _minor_text(payment.authorised_minor, payment.currency)),
+                    _tag("CAPTURED", _minor_text(payment.captured_minor, payment.currency)),
+                    _tag("REFUNDED", _minor_text(payment.refunded_minor, payment.currency)),
+                ],
+            },
+        ],
+    }
+    if payment.url and payment.status in (Payment.Status.PENDING, Payment.Status.FAILED):
+        block["url"] = payment.url
+    return block
+
+
+def _minor_text(amount_minor: int, currency: str) -> str:
+    return format(from_minor(amount_minor, currency), "f")
+
+
 def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any]]:
+    """A quote's payment before any Payment exists (orders booked outside Beckn, older journeys)."""
     amount = quote.price
     return [
         {
@@ -120,6 +209,29 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
             "params": {"amount": format(round_money(amount, quote.currency), "f"), "currency": quote.currency},
         }
     ]
+
+
+def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt | None) -> list[dict[str, Any]] | None:
+    """The order's payments: each Payment of the booking (the charge, and a balance asked for after a bill
+    above its hold), with the bill as the charge's amount once the CDR is in."""
+    rows = list(booking.payments.order_by("pk")) if booking.pk else []
+    if not rows:
+        return None
+    out = []
+    for payment in rows:
+        agreement = payments.agreement_for(payment.bap_id)
+        if payment.billed_minor is not None:
+            amount = from_minor(payment.billed_minor, payment.currency)
+        elif receipt is not None:
+            amount = receipt.total_incl_vat
+        else:
+            amount = (
+                from_minor(payments.hold_minor(payment, quote), payment.currency)
+                if payment.provider != "bap"
+                else (quote.price if quote is not None else Decimal("0"))
+            )
+        out.append(payment_block(payment, amount=amount, agreement=agreement))
+    return out
 
 
 def cancellation_terms(currency: str) -> list[dict[str, Any]]:
@@ -165,7 +277,14 @@ def order_block(
     }
     payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
     receipt = DriverReceipt.objects.filter(cdr__charging_session__booking=booking).first()
-    if receipt is not None:
+    ours = order_payments(booking, booking.quote, receipt)
+    if ours is not None:
+        if receipt is not None:
+            order["quote"] = final_quote_block(receipt)
+        elif booking.quote is not None:
+            order["quote"] = quote_block(booking.quote)
+        order["payments"] = ours
+    elif receipt is not None:
         order["quote"] = final_quote_block(receipt)
         order["payments"] = [
             {

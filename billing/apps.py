@@ -15,3 +15,8 @@ class BillingConfig(AppConfig):
         # The console home (charts per role) on the default admin site, which other apps register on.
         console_home_install(admin.site)
         privacy.register()  # receipts and quotes in export, erasure and retention
+
+        from billing.services import payments
+        from emsp import events
+
+        events.subscribe(events.BookingCancelled, payments.booking_cancelled)

@@ -81,6 +81,9 @@ class Cdr(models.Model):
     last_updated = models.DateTimeField(db_index=True)
     data = models.JSONField()
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    carried_to = models.DateField(
+        null=True, blank=True, help_text="Settled in the period starting here: still in review when its own closed"
+    )
     # Audit and receipt run once (billing/services/audit.py): a worker claims the CDR, and the transaction that
     # stores the audit, the receipt and the booking's settlement sets processed_at.
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -244,7 +247,9 @@ class Quote(models.Model):
         excl. VAT."""
         if self.total_incl_vat is not None:
             return self.total_incl_vat
-        return self.cpo_cost_excl_vat + self.fee_excl_vat
+        # The CPO states no VAT: its price counts as it is, as on the final bill (DriverReceipt), and our fee
+        # carries its VAT in both.
+        return self.cpo_cost_excl_vat + self.fee_excl_vat + self.fee_vat
 
 
 class DriverReceipt(models.Model):
@@ -291,6 +296,13 @@ class Settlement(models.Model):
     margin_excl_vat = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
     vat_collected = models.DecimalField(max_digits=16, decimal_places=4, default=Decimal("0"))
     open_disputes = models.PositiveIntegerField(default=0)
+    ledger_payable = models.DecimalField(
+        max_digits=16,
+        decimal_places=4,
+        default=Decimal("0"),
+        help_text="Booked to the CPO's payable accounts in the period (ledger): CDR totals less credits",
+    )
+    carried_over = models.PositiveIntegerField(default=0, help_text="CDRs still in review moved to the next period")
     computed_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -370,3 +382,207 @@ class LedgerLine(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise ValueError("ledger lines are immutable: post a correcting entry")
+
+
+# --- payments (issue 12): what a driver or an app pays, through which provider ------------------------------
+
+
+class Payment(models.Model):
+    """The money of one booking: who collects it (the BAP, or we through a provider or the driver's wallet),
+    when, and what has been authorised, captured and refunded so far. Amounts in the currency's minor units.
+    Every change of the amounts posts ledger entries in the same transaction (billing/services/payments.py)."""
+
+    class CollectedBy(models.TextChoices):
+        BAP = "BAP", "The consumer app (BAP)"
+        BPP = "BPP", "Us (BPP)"
+
+    class Type(models.TextChoices):
+        PRE_ORDER = "PRE-ORDER", "Before the order"
+        ON_FULFILLMENT = "ON-FULFILLMENT", "At the charge"
+        POST_FULFILLMENT = "POST-FULFILLMENT", "After the charge"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting for the driver to pay"
+        AUTHORISED = "AUTHORISED", "Authorised (held)"
+        CAPTURED = "CAPTURED", "Captured"
+        PARTIALLY_REFUNDED = "PART-REFUND", "Partly refunded"
+        REFUNDED = "REFUNDED", "Refunded"
+        RELEASED = "RELEASED", "Released (nothing taken)"
+        FAILED = "FAILED", "Failed"
+        COLLECTED_BY_BAP = "BAP-PAID", "Paid to the BAP"
+
+    booking = models.ForeignKey(
+        "emsp.Booking", null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
+    )
+    purpose = models.CharField(
+        max_length=10, default="charge", help_text="charge (the booking's), balance (a bill above the hold), top-up"
+    )
+    driver = models.ForeignKey("emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL, related_name="payments")
+    bap_id = models.CharField(max_length=255, blank=True, db_index=True)
+    journey = models.CharField(
+        max_length=300, blank=True, db_index=True, help_text="The Beckn transaction (bap_id|transaction_id) it is of"
+    )
+    collected_by = models.CharField(max_length=3, choices=CollectedBy.choices, default=CollectedBy.BPP)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.PRE_ORDER)
+    provider = models.CharField(max_length=20, help_text="razorpay, stripe, wallet or bap")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    requested_minor = models.BigIntegerField(default=0, help_text="What the hosted page asks the driver to authorise")
+    authorised_minor = models.BigIntegerField(default=0)
+    captured_minor = models.BigIntegerField(default=0)
+    refunded_minor = models.BigIntegerField(default=0)
+    billed_minor = models.BigIntegerField(null=True, blank=True, help_text="The final bill, once the CDR is in")
+    checkout_id = models.CharField(max_length=100, blank=True, db_index=True, help_text="Provider's checkout/order id")
+    provider_payment_id = models.CharField(max_length=100, blank=True, db_index=True)
+    url = models.URLField(max_length=500, blank=True, help_text="The hosted payment page for the driver")
+    bap_transaction_id = models.CharField(max_length=100, blank=True, help_text="As the BAP reported it")
+    failure = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(authorised_minor__gte=0, captured_minor__gte=0, refunded_minor__gte=0),
+                name="payment_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(refunded_minor__lte=models.F("captured_minor")), name="payment_refund_le_capture"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Payment {self.pk} {self.provider} {self.status}"
+
+
+class PaymentOperation(models.Model):
+    """One call to a provider (authorise, capture, release, refund), written PENDING before the call with the
+    idempotency key sent to the provider, then SUCCEEDED/FAILED: a crash between the two retries the same key
+    (the provider answers the first result) and never takes money twice."""
+
+    class Kind(models.TextChoices):
+        AUTHORISE = "authorise"
+        CAPTURE = "capture"
+        RELEASE = "release"
+        REFUND = "refund"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="operations")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    amount_minor = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    provider_reference = models.CharField(max_length=100, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_minor} {self.status}"
+
+
+class ProviderWebhook(models.Model):
+    """A provider's webhook, kept once per event id: a replay of the same event is refused."""
+
+    provider = models.CharField(max_length=20)
+    event_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="providerwebhook_once")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.type} {self.event_id}"
+
+
+class BapAgreement(models.Model):
+    """What we agreed with one consumer app (BAP): who collects, the settlement window and basis, its finder
+    fee. Offered as payment terms in on_select/on_init; a BAP without a row gets the defaults."""
+
+    class Basis(models.TextChoices):
+        DELIVERY = "delivery", "After the charge (CDR)"
+        INVOICE_RECEIPT = "invoice_receipt", "After the invoice"
+
+    bap_id = models.CharField(max_length=255, unique=True)
+    legal_name = models.CharField(max_length=200, blank=True)
+    collects = models.BooleanField(default=False, help_text="The BAP collects from drivers and settles with us")
+    finder_fee_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("0"), help_text="Of the driver's total incl. VAT"
+    )
+    settlement_window = models.CharField(max_length=20, default="P7D", help_text="ISO 8601 duration")
+    settlement_basis = models.CharField(max_length=20, choices=Basis.choices, default=Basis.DELIVERY)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.legal_name or self.bap_id
+
+
+class DocumentSequence(models.Model):
+    """The last number given to one kind of document of one legal entity in one year: receipts and
+    statements are numbered without gaps (taken under a row lock)."""
+
+    entity = models.CharField(max_length=40)
+    kind = models.CharField(max_length=20)
+    year = models.PositiveIntegerField()
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["entity", "kind", "year"], name="documentsequence_once")]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.kind} {self.year}: {self.last}"
+
+
+class IssuedDocument(models.Model):
+    """A numbered PDF we issued (driver receipt, BAP statement, CPO statement, credit note): kept as issued."""
+
+    class Kind(models.TextChoices):
+        RECEIPT = "RECEIPT", "Driver receipt"
+        CREDIT_NOTE = "CREDIT", "Credit note"
+        BAP_STATEMENT = "BAP-STMT", "BAP statement"
+        CPO_STATEMENT = "CPO-STMT", "CPO statement"
+
+    entity = models.CharField(max_length=40)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    number = models.CharField(max_length=40)
+    party = models.CharField(max_length=255, help_text="driver:<id>, bap:<bap_id>, cpo:<CC*PID>")
+    reference = models.CharField(max_length=120, db_index=True, help_text="e.g. cdr:123, settlement:4")
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=16, decimal_places=4)
+    pdf = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    issued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity", "number"], name="issueddocument_number_once"),
+            models.UniqueConstraint(fields=["kind", "reference"], name="issueddocument_one_per_reference"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class PayoutReconciliation(models.Model):
+    """One run of a provider's payout file against the ledger and the CDRs, with every mismatch."""
+
+    provider = models.CharField(max_length=20)
+    file_name = models.CharField(max_length=255)
+    ran_at = models.DateTimeField(default=timezone.now)
+    rows = models.PositiveIntegerField(default=0)
+    matched = models.PositiveIntegerField(default=0)
+    mismatches = models.JSONField(default=list, help_text="At most the first 10,000, each with its reason")
+    mismatch_count = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.file_name} {self.ran_at:%Y-%m-%d %H:%M}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from billing.payments.gateway import GatewayError
+from billing.services import payments
 from billing.services.audit import cdr_process, cdrs_process_due
 
 
@@ -20,3 +22,40 @@ def process_due_cdrs() -> int:
     for cdr_id in ids:
         process_cdr.delay(cdr_id)
     return len(ids)
+
+
+# --- payments: provider calls run here, never inside a request or a CDR's transaction --------------------
+# A retryable provider error (network, 5xx, rate limit) retries with backoff under the same idempotency key;
+# a refusal marks the operation FAILED for the exceptions queue.
+
+PROVIDER_RETRY = {"autoretry_for": (GatewayError,), "retry_backoff": 5, "retry_backoff_max": 600, "max_retries": 8}
+
+
+@shared_task(acks_late=True, **PROVIDER_RETRY)
+def capture_payment(payment_id: int) -> str:
+    return payments.payment_capture(payment_id).status
+
+
+@shared_task(acks_late=True, **PROVIDER_RETRY)
+def release_payment(payment_id: int) -> str:
+    return payments.payment_release(payment_id).status
+
+
+@shared_task(acks_late=True, **PROVIDER_RETRY)
+def refund_payment(operation_key: str) -> str:
+    return payments.payment_refund(operation_key).status
+
+
+@shared_task(acks_late=True, **PROVIDER_RETRY)
+def open_balance_checkout(payment_id: int) -> str:
+    return payments.balance_checkout(payment_id).status
+
+
+@shared_task(acks_late=True)
+def retry_stuck_payment_operations() -> int:
+    """Beat: provider operations still PENDING after their task was lost (a worker killed mid-call) are run
+    again with their own idempotency key."""
+    stuck = payments.operations_stuck()
+    for operation in stuck:
+        payments.operation_retry(operation=operation)
+    return len(stuck)

@@ -87,3 +87,19 @@ class BookingSettled:
     """The CDR of a booking's charge was audited and the driver's receipt made: the final bill is known."""
 
     booking: Booking
+
+
+@dataclass(frozen=True)
+class BookingCancelled:
+    """A booking was cancelled, by the driver's app, staff or the CPO's side: its payment hold is released."""
+
+    booking: Booking
+
+
+@dataclass(frozen=True)
+class BookingPaymentChanged:
+    """The money of a booking moved: authorised, captured, refunded, failed, or paid to the app. Published by
+    billing; the driver's app hears it (Beckn on_update)."""
+
+    booking: Booking
+    status: str

@@ -334,8 +334,44 @@ CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 5.0},
     "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
+    "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
     "ocpi-probe-open-circuits": {"task": "ocpi.tasks.probe_open_circuits", "schedule": 10.0},
     "emsp-evses-refresh-due": {"task": "emsp.tasks.evses_refresh_due", "schedule": float(EVSE_REFRESH_TICK_SECONDS)},
 }
+
+# --- Payments (issue 12) -------------------------------------------------------------------------
+# Which provider collects a currency ("*": every other one), and each provider's adapter and credentials.
+# The API bases default to the sandbox `python -m paysim` (make run starts it): the providers' own SDKs talk
+# to it over HTTP exactly as they talk to the provider. Real keys come from the environment.
+PAYSIM_URL = env.str("PAYSIM_URL", default="http://127.0.0.1:8700").rstrip("/")
+PAYMENT_GATEWAYS = {"INR": "razorpay", "*": "stripe"} | env.dict("PAYMENT_GATEWAYS", default={})
+PAYMENT_PROVIDERS = {
+    "stripe": {
+        "adapter": "billing.payments.stripe_gateway.StripeGateway",
+        "options": {
+            "api_key": env.str("STRIPE_API_KEY", default="sk_test_paysim"),
+            "webhook_secret": env.str("STRIPE_WEBHOOK_SECRET", default="whsec_paysim"),
+            "api_base": env.str("STRIPE_API_BASE", default=f"{PAYSIM_URL}/stripe"),
+        },
+    },
+    "razorpay": {
+        "adapter": "billing.payments.razorpay_gateway.RazorpayGateway",
+        "options": {
+            "key_id": env.str("RAZORPAY_KEY_ID", default="rzp_test_paysim"),
+            "key_secret": env.str("RAZORPAY_KEY_SECRET", default="paysim_secret"),
+            "webhook_secret": env.str("RAZORPAY_WEBHOOK_SECRET", default="paysim_webhook_secret"),
+            "api_base": env.str("RAZORPAY_API_BASE", default=f"{PAYSIM_URL}/razorpay/v1"),
+        },
+    },
+}
+# Our legal entity on receipts and statements, and the default payment terms offered to apps (BapAgreement
+# rows override them per app).
+LEGAL_ENTITY_CODE = env.str("LEGAL_ENTITY_CODE", default="EMSP")
+LEGAL_ENTITY_NAME = env.str("LEGAL_ENTITY_NAME", default="Open eMSP Platform Pvt. Ltd.")
+LEGAL_ENTITY_ADDRESS = env.str("LEGAL_ENTITY_ADDRESS", default="12 Residency Road, Bengaluru 560025, India")
+LEGAL_ENTITY_TAX_ID = env.str("LEGAL_ENTITY_TAX_ID", default="29AAACO0000A1Z5")
+PAYMENT_AUTHORISATION_MARGIN_PERCENT = env.int("PAYMENT_AUTHORISATION_MARGIN_PERCENT", default=20)
+# Who collects for an app without a BapAgreement row: we (False) or the app itself (True).
+PAYMENT_DEFAULT_BAP_COLLECTS = env.bool("PAYMENT_DEFAULT_BAP_COLLECTS", default=True)

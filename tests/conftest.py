@@ -164,3 +164,11 @@ def login(db: None) -> Callable[[str], Client]:
         return client
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _apps_collect_unless_asked(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Tests about other things than payments run with the apps collecting from their drivers (a product
+    setting, PAYMENT_DEFAULT_BAP_COLLECTS); tests marked `we_collect`, and every end-to-end run, have us collect
+    through the sandbox provider (paysim), as the platform does by default."""
+    settings.PAYMENT_DEFAULT_BAP_COLLECTS = request.node.get_closest_marker("we_collect") is None

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from billing import pricing
 from billing.models import Cdr, CdrAudit, Dispute, Tariff
-from billing.services import disputes
+from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr
 from emsp import events
 from emsp.models import Location, ci_key
@@ -214,7 +214,9 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
         if cdr.processed_at is not None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)
         audit = cdr_audit(cdr)
-        receipt_for_cdr(cdr)
+        receipt = receipt_for_cdr(cdr)
+        if receipt is not None:
+            payments.bill(receipt)  # the ledger entries and the collection, with the receipt
         if not cdr.credit:
             # The booking is settled; the driver's app gets the final bill.
             booking = bookings.on_cdr(cdr.charging_session)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, Dispute, DisputeEvent
+from billing.services import payments
 
 
 class DisputeStateError(Exception):
@@ -80,18 +81,36 @@ def dispute_contest(*, dispute: Dispute, user: Any, note: str = "") -> Dispute:
     )
 
 
-def dispute_resolve_with_credit(*, dispute: Dispute, user: Any, amount: Decimal, note: str = "") -> Dispute:
+def dispute_resolve_with_credit(
+    *, dispute: Dispute, user: Any, amount: Decimal, note: str = "", borne_by_cpo: bool = True
+) -> Dispute:
+    """Resolve with a credit of `amount` excl. VAT: the driver gets it back with the CDR's VAT on it, borne by
+    the CPO (its payable shrinks: the CPO settlement folds it in) or by us (`borne_by_cpo=False`), refunded
+    the way the driver paid (billing/services/payments.py::dispute_credit) — in the same transaction."""
     if amount <= 0:
         raise ValueError("the credit must be a positive amount")
-    return _move(
-        dispute,
-        to=Dispute.State.CREDITED,
-        allowed_from=Dispute.OPEN_STATES,
-        user=user,
-        action="resolved with credit",
-        note=note or f"credit {amount} {dispute.currency}",
-        credit_amount=amount,
-    )
+    with transaction.atomic():
+        dispute = _move(
+            dispute,
+            to=Dispute.State.CREDITED,
+            allowed_from=Dispute.OPEN_STATES,
+            user=user,
+            action="resolved with credit",
+            note=note or f"credit {amount} {dispute.currency}",
+            credit_amount=amount,
+        )
+        cdr = dispute.cdr
+        with_vat = amount
+        if cdr.total_cost_incl_vat is not None and cdr.total_cost_excl_vat > 0:
+            with_vat = amount * cdr.total_cost_incl_vat / cdr.total_cost_excl_vat
+        payments.dispute_credit(
+            cdr_id=cdr.pk,
+            amount=with_vat,
+            currency=dispute.currency,
+            reference=f"dispute:{dispute.pk}",
+            borne_by_cpo=borne_by_cpo,
+        )
+    return dispute
 
 
 def dispute_settled_by_credit_cdr(*, dispute: Dispute, credit_cdr: Cdr) -> Dispute:

@@ -50,10 +50,11 @@ from django.db.models import (
 from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
-from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Settlement
+from billing.models import Cdr, CdrAudit, Dispute, LedgerLine, PartnerTerms, Settlement
 from billing.money import DEFAULT_POLICY, round_money
+from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
-from emsp.models import Partner
+from emsp.models import Partner, PartnerParty
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,18 @@ def period_label(period_start: date, period_end: date) -> str:
     return f"{period_start:%Y-%m-%d}..{period_end - timedelta(days=1):%Y-%m-%d}"
 
 
+def in_period(period_start: date, period_end: date, prefix: str = "") -> Q:
+    """CDRs settled in the period: those that ended in it and were not carried on, and those carried into it
+    from an earlier period closed while they were still in review (`carried_to`)."""
+    start, end = period_bounds(period_start, period_end)
+    return Q(
+        **{f"{prefix}end_date_time__gte": start, f"{prefix}end_date_time__lt": end, f"{prefix}carried_to": None}
+    ) | Q(**{f"{prefix}carried_to__gte": period_start, f"{prefix}carried_to__lt": period_end})
+
+
 def period_cdrs(partner_id: int | None, period_start: date, period_end: date) -> QuerySet[Cdr]:
     """The period's CDRs, of one partner or (None) of all."""
-    start, end = period_bounds(period_start, period_end)
-    cdrs = Cdr.objects.filter(end_date_time__gte=start, end_date_time__lt=end)
+    cdrs = Cdr.objects.filter(in_period(period_start, period_end))
     return cdrs if partner_id is None else cdrs.filter(partner_id=partner_id)
 
 
@@ -168,8 +177,7 @@ def _voided(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
 def _disputes(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
     """Open disputes on the period's CDRs, and the CDRs whose bad audit a resolved dispute excuses. Driven from
     the (small) dispute table; a CDR can have several disputes, hence a query of its own."""
-    start, end = period_bounds(period_start, period_end)
-    disputes = Dispute.objects.filter(cdr__end_date_time__gte=start, cdr__end_date_time__lt=end)
+    disputes = Dispute.objects.filter(in_period(period_start, period_end, prefix="cdr__"))
     if partner_id is not None:
         disputes = disputes.filter(cdr__partner_id=partner_id)
     is_open = Q(state__in=Dispute.OPEN_STATES)
@@ -189,11 +197,53 @@ def _disputes(partner_id: int | None, period_start: date, period_end: date) -> d
     return _keyed(rows, "cdr__partner_id", "cdr__currency")
 
 
+def _ledger_payable(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, Decimal]:
+    """What the ledger booked to each CPO's payable accounts (one per party it settles for) in the period:
+    its CDR totals less credits (CPO credit CDRs, dispute credits it bears); payouts are not counted. By posting
+    date, as books are kept."""
+    start, end = period_bounds(period_start, period_end)
+    parties = PartnerParty.objects.all() if partner_id is None else PartnerParty.objects.filter(partner_id=partner_id)
+    partner_of = {
+        f"cpo:{cc.upper()}*{pid.upper()}:payable": p
+        for p, cc, pid in parties.values_list("partner_id", "country_code", "party_id")
+    }
+    own = Partner.objects.all() if partner_id is None else Partner.objects.filter(pk=partner_id)
+    for p, cc, pid in own.values_list("pk", "country_code", "party_id"):
+        partner_of.setdefault(f"cpo:{cc.upper()}*{pid.upper()}:payable", p)
+    rows = (
+        LedgerLine.objects.filter(
+            account__code__in=list(partner_of),
+            entry__posted_at__gte=start,
+            entry__posted_at__lt=end,
+        )
+        .exclude(entry__event="settlement_payout")
+        .values("account__code", "account__currency")
+        .annotate(total=Sum("amount_minor"))
+    )
+    out: dict[Key, Decimal] = {}
+    for row in rows:
+        key = (partner_of[row["account__code"]], row["account__currency"])
+        out[key] = out.get(key, ZERO) - from_minor(row["total"], row["account__currency"])
+    return out
+
+
+def _carried_out(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, int]:
+    """CDRs that ended in the period but were carried on to a later one."""
+    start, end = period_bounds(period_start, period_end)
+    cdrs = Cdr.objects.filter(end_date_time__gte=start, end_date_time__lt=end, carried_to__gte=period_end)
+    if partner_id is not None:
+        cdrs = cdrs.filter(partner_id=partner_id)
+    rows = cdrs.order_by().values("partner_id", "currency").annotate(n=Count("pk"))
+    return {(row["partner_id"], row["currency"]): row["n"] for row in rows}
+
+
 def _compute(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
     """The Settlement values of the period, per (partner, currency): three aggregate queries, no CDR loop."""
     cdrs = period_cdrs(partner_id, period_start, period_end)
     voided = _voided(cdrs)
     disputes = _disputes(partner_id, period_start, period_end)
+    booked = _ledger_payable(partner_id, period_start, period_end)
+    carried = _carried_out(partner_id, period_start, period_end)
     now = timezone.now()
     out = {}
     for key, row in _figures(cdrs).items():
@@ -214,6 +264,8 @@ def _compute(partner_id: int | None, period_start: date, period_end: date) -> di
             "margin_excl_vat": row["margin_excl_vat"] or ZERO,
             "vat_collected": row["vat_collected"] or ZERO,
             "state": Settlement.State.RECONCILED if reconciled else Settlement.State.OPEN,
+            "ledger_payable": booked.get(key, ZERO),
+            "carried_over": carried.get(key, 0),
             "computed_at": now,
         }
     return out
@@ -280,9 +332,47 @@ def settlements_compute(
     return _store(computed, {partner_id for partner_id, _ in computed} | set(with_rows), period_start)
 
 
-def settlement_close(*, settlement: Settlement, user: Any) -> Settlement:
+def in_review(settlement: Settlement) -> QuerySet[Cdr]:
+    """The period's CDRs that keep it from reconciling: an open dispute, or an audit that isn't MATCHED/CREDIT
+    without a resolved dispute to excuse it."""
+    cdrs = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end).filter(
+        currency=settlement.currency
+    )
+    open_dispute = Q(disputes__state__in=Dispute.OPEN_STATES)
+    bad_audit = ~Q(audit__status__in=OK_AUDITS) & ~Q(disputes__state__in=RESOLVED_DISPUTES)
+    return cdrs.filter(open_dispute | bad_audit).distinct()
+
+
+def settlement_carry_over(*, settlement: Settlement, user: Any) -> int:
+    """The stated rule for a period that can't wait: its CDRs still in review move to the next period (their
+    `carried_to`), the rest reconciles and can be closed. Returns how many CDRs moved. Never for a closed
+    period; the next period is recomputed too."""
+    if settlement.state == Settlement.State.CLOSED:
+        raise SettlementError(f"{settlement} is already closed")
+    with transaction.atomic():
+        pending = list(in_review(settlement).values_list("pk", flat=True))
+        moved = Cdr.objects.filter(pk__in=pending).update(carried_to=settlement.period_end)
+        settlement_compute(
+            partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
+        )
+        next_end = (
+            next_month(settlement.period_end)
+            if settlement.period_start.day == 1 and settlement.period_end == next_month(settlement.period_start)
+            else settlement.period_end + (settlement.period_end - settlement.period_start)
+        )
+        if moved:
+            settlement_compute(partner=settlement.partner, period_start=settlement.period_end, period_end=next_end)
+        log.info("%s: %d CDR(s) in review carried to %s by %s", settlement, moved, settlement.period_end, user)
+    return moved
+
+
+def settlement_close(*, settlement: Settlement, user: Any, carry_over: bool = False) -> Settlement:
     """Close a reconciled period (compare-and-set RECONCILED → CLOSED), after recomputing it so that CDRs or
-    disputes that arrived since the last computation are taken into account."""
+    disputes that arrived since the last computation are taken into account. With `carry_over`, CDRs still
+    in review are first carried to the next period (settlement_carry_over)."""
+    if carry_over:
+        settlement_carry_over(settlement=settlement, user=user)
+        settlement.refresh_from_db()
     with transaction.atomic():
         if settlement.state != Settlement.State.CLOSED:
             settlement_compute(

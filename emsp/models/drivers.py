@@ -34,6 +34,12 @@ class Driver(models.Model):
         blank=True,
         help_text="Prepaid balance; empty for post-paid accounts. At or below zero the driver has NO_CREDIT.",
     )
+    wallet_limit = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("0"),
+        help_text="The lowest a prepaid balance may go once a charge is authorised (0: no overdraft).",
+    )
     currency = models.CharField(max_length=3, default="INR")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -180,7 +180,8 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
         )
         if command is not None:
             commands.command_send_after_commit(command)
-    booking.refresh_from_db()
+        booking.refresh_from_db()
+        events.publish(events.BookingCancelled(booking))
     return command
 
 

@@ -79,7 +79,7 @@ def test_the_final_bill_is_valid_beckn() -> None:
     assert not [e.message for e in validator.iter_errors(quote)]
 
 
-def test_a_quote_without_vat_figures_asks_for_the_price_it_shows() -> None:
+def test_a_quote_without_vat_figures_asks_for_the_price_it_shows_with_our_fee_vat_as_the_bill_does() -> None:
     now = timezone.now()
     quote = Quote(
         pk=7,
@@ -91,4 +91,6 @@ def test_a_quote_without_vat_figures_asks_for_the_price_it_shows() -> None:
         total_incl_vat=None,  # the CPO's tariff gives no VAT: incl. VAT unknown
         valid_until=now + timedelta(minutes=5),
     )
-    assert _payments(quote)[0]["params"]["amount"] == _quote_block(quote)["price"]["value"] == "105.00"
+    # The final bill of such a charge counts the CPO's price as it is plus our fee and its VAT
+    # (billing/services/driver_pricing.py::receipt_for_cdr): the quote asks for the same, 100 + 5 + 0.90.
+    assert _payments(quote)[0]["params"]["amount"] == _quote_block(quote)["price"]["value"] == "105.90"

@@ -1,0 +1,124 @@
+"""The payment-gateway port: what the domain asks of a payment provider, and nothing provider-specific.
+
+We never see card data: `checkout` opens a hosted payment page at the provider that *authorises* the amount
+(captured later, when the CDR tells us the final bill); the provider tells us the outcome by webhook, which
+`verify_webhook` checks exactly as that provider specifies and normalises into a `WebhookEvent`. Every call that
+moves money takes our idempotency key, passed on to the provider where it has one, so a retried call never
+moves money twice.
+
+Which adapter serves a currency is a setting (`PAYMENT_GATEWAYS`, e.g. INR → razorpay, anything else → stripe);
+each adapter's credentials and API base (the sandbox `paysim` by default) are in `PAYMENT_PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+# Normalised webhook event types (WebhookEvent.type).
+AUTHORISED = "authorised"  # the driver paid on the hosted page: the amount is held for us
+CAPTURED = "captured"
+RELEASED = "released"  # an authorisation cancelled or expired: nothing taken
+REFUNDED = "refunded"
+FAILED = "failed"  # the payment attempt failed or the checkout expired unpaid
+IGNORED = "ignored"  # an event we don't act on (still verified and recorded once)
+
+
+class GatewayError(Exception):
+    """The provider refused or could not be reached. `retryable` when the same call may succeed later (network,
+    5xx, rate limit); a refusal (4xx: card declined, amount too high…) is not."""
+
+    def __init__(self, message: str, *, retryable: bool = False, code: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+class WebhookRejected(Exception):
+    """A webhook that is not the provider's (bad or missing signature, too old, not JSON)."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A hosted payment page: `checkout_id` is the provider's id of it, `url` where the driver pays."""
+
+    checkout_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    """The provider's answer to a capture, release or refund: its id of the operation (refund id, payment id)
+    and the amount it moved, in minor units."""
+
+    reference: str
+    amount_minor: int
+    status: str
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    provider: str
+    event_id: str  # the provider's event id: a replay carries the same one
+    type: str  # AUTHORISED, CAPTURED, RELEASED, REFUNDED, FAILED or IGNORED
+    provider_type: str  # the provider's own event name, e.g. payment_intent.amount_capturable_updated
+    reference: str = ""  # our payment reference, as we gave it at checkout (metadata / notes / receipt)
+    checkout_id: str = ""
+    payment_id: str = ""  # the provider's payment (PaymentIntent / Razorpay payment) id
+    amount_minor: int = 0
+    currency: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    def checkout(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+        description: str,
+        return_url: str,
+        idempotency_key: str,
+    ) -> Checkout:
+        """A hosted page where the driver authorises `amount_minor` (manual capture); `reference` is ours and
+        comes back in every webhook of this payment."""
+        ...
+
+    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Take `amount_minor` (≤ the authorised amount) of an authorised payment; the rest is released."""
+        ...
+
+    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
+        """Cancel an authorisation: nothing is taken."""
+        ...
+
+    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Give back `amount_minor` of a captured payment."""
+        ...
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """The event, if the body is the provider's, signed as the provider signs; else WebhookRejected."""
+        ...
+
+
+def provider_for(currency: str) -> str:
+    """The provider that collects `currency` (settings.PAYMENT_GATEWAYS; "*" for the rest)."""
+    table = settings.PAYMENT_GATEWAYS
+    return table.get(currency.upper()) or table["*"]
+
+
+def gateway(provider: str) -> PaymentGateway:
+    """The configured adapter of `provider` (settings.PAYMENT_PROVIDERS[provider]["adapter"])."""
+    config = settings.PAYMENT_PROVIDERS[provider]
+    return import_string(config["adapter"])(**config.get("options", {}))
+
+
+def gateway_for(currency: str) -> PaymentGateway:
+    return gateway(provider_for(currency))

@@ -1,0 +1,733 @@
+"""A booking's money, from the terms offered at init to the refund of a credit (issue 12).
+
+Who collects is agreed per app (BapAgreement): by default we collect (the BPP), through the provider of the
+currency (billing/payments/gateway.py) or from a prepaid driver's wallet; an app with `collects` set collects
+itself and settles with us per its window.
+
+When we collect through a provider:
+1. init: a Payment (PENDING) and a hosted checkout for the quote plus a margin
+   (PAYMENT_AUTHORISATION_MARGIN_PERCENT): the driver authorises it on the provider's page (`payments[].url`);
+2. the provider's webhook says AUTHORISED: the hold is booked (postings.authorisation); confirm is accepted
+   only once the payment is authorised;
+3. the CDR comes: the bill is booked (postings.charge, in the CDR's transaction) and the capture is queued;
+4. capture of the bill, up to the authorised amount: the provider releases the rest. **A bill above the hold**
+   is captured up to the hold and the rest is asked for with a new checkout (a `balance` payment) — we never
+   take more than the driver authorised;
+5. a cancel before charging releases the hold (our cancellation terms charge no fee); a credit (a CPO's credit
+   CDR, or one granted in a dispute) is refunded through the provider.
+
+Prepaid wallet: confirm holds the quote plus margin on the wallet (refused if the balance less what is already
+held would go below the driver's `wallet_limit`); the bill is taken from the wallet in the CDR's transaction.
+
+Every call to a provider is a PaymentOperation written PENDING before the call, with the idempotency key that
+goes to the provider: a crash or a retry repeats the same key and never moves money twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.models import BapAgreement, DriverReceipt, LedgerAccount, Payment, PaymentOperation, ProviderWebhook, Quote
+from billing.money import minor_units, round_money
+from billing.payments import gateway as gateways
+from billing.services import accounts, postings
+from billing.services.driver_pricing import partner_terms
+from billing.services.ledger import from_minor, to_minor
+from emsp import events
+from emsp.celery import run_after_commit
+from emsp.models import Booking, ChargingSession, Driver
+
+log = logging.getLogger(__name__)
+
+HUNDRED = Decimal("100")
+BECKN_REFERENCE_PREFIX = "payment-"
+
+
+class PaymentRefused(Exception):
+    """The payment can't go on as asked (wallet too low, not authorised yet, an amount that isn't the bill)."""
+
+
+# --- terms ---------------------------------------------------------------------------------------------
+
+
+def agreement_for(bap_id: str) -> BapAgreement:
+    """The app's agreement, or the defaults (we collect, no finder fee, weekly settlement)."""
+    return BapAgreement.objects.filter(bap_id=bap_id).first() or BapAgreement(
+        bap_id=bap_id, collects=settings.PAYMENT_DEFAULT_BAP_COLLECTS
+    )
+
+
+def authorisation_minor(amount: Decimal, currency: str) -> int:
+    """What we ask the driver to authorise for a quoted `amount`: the quote plus the margin, rounded up to the
+    currency's minor unit (a charge may run above its estimate; what it doesn't use is released)."""
+    margin = Decimal(settings.PAYMENT_AUTHORISATION_MARGIN_PERCENT) / HUNDRED
+    held = (amount * (1 + margin)).quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_CEILING)
+    return to_minor(held, currency)
+
+
+def reference_of(payment: Payment) -> str:
+    """Our reference of a payment at the provider (metadata / notes): comes back in its webhooks."""
+    return f"{BECKN_REFERENCE_PREFIX}{payment.pk}"
+
+
+def _payment_of_reference(reference: str) -> Payment | None:
+    if not reference.startswith(BECKN_REFERENCE_PREFIX) or not reference[len(BECKN_REFERENCE_PREFIX) :].isdigit():
+        return None
+    return Payment.objects.filter(pk=int(reference[len(BECKN_REFERENCE_PREFIX) :])).first()
+
+
+# --- init and confirm ----------------------------------------------------------------------------------
+
+
+def payment_open(
+    *, quote: Quote, driver: Driver, bap_id: str, journey: str, proposed_by_app: str = "", return_url: str = ""
+) -> Payment:
+    """The payment of an order being initialised (`journey`: its Beckn transaction): the app's (when it asked
+    to collect and may), the driver's wallet (prepaid), or a provider's hosted checkout for the quote plus the
+    margin. An init repeated for the same journey and amount gets the same payment and page back."""
+    agreement = agreement_for(bap_id)
+    currency = quote.currency
+    amount = authorisation_minor(quote.price, currency)
+    # The app collects where we agreed it does, unless it asks us to (collected_by BPP); an app asking to
+    # collect without such an agreement gets our terms back (core 1.1.0 Payment: the BPP may overwrite them).
+    if agreement.collects and proposed_by_app != "BPP":
+        kind: dict[str, Any] = {
+            "collected_by": Payment.CollectedBy.BAP,
+            "type": Payment.Type.POST_FULFILLMENT,
+            "provider": "bap",
+        }
+    elif driver.wallet_balance is not None:
+        kind = {"provider": "wallet", "type": Payment.Type.PRE_ORDER}
+    else:
+        kind = {"provider": gateways.provider_for(currency), "type": Payment.Type.PRE_ORDER}
+    earlier = (
+        Payment.objects.filter(journey=journey, driver=driver, currency=currency, booking__isnull=True, **kind)
+        .exclude(status=Payment.Status.FAILED)
+        .order_by("-pk")
+        .first()
+    )
+    if earlier is not None and (earlier.provider in ("bap", "wallet") or earlier.requested_minor == amount):
+        if earlier.status == Payment.Status.PENDING and earlier.provider not in ("bap", "wallet") and not earlier.url:
+            _checkout(earlier, amount_minor=amount, return_url=return_url, description=f"EV charge, quote {quote.pk}")
+        return earlier
+    payment = Payment.objects.create(driver=driver, bap_id=bap_id, journey=journey[:300], currency=currency, **kind)
+    if payment.provider not in ("bap", "wallet"):
+        _checkout(payment, amount_minor=amount, return_url=return_url, description=f"EV charge, quote {quote.pk}")
+    return payment
+
+
+def hold_minor(payment: Payment, quote: Quote | None) -> int:
+    """What the payment holds, or will ask the driver to authorise for the quote."""
+    if payment.authorised_minor or quote is None:
+        return payment.authorised_minor
+    return authorisation_minor(quote.price, payment.currency)
+
+
+def _checkout(payment: Payment, *, amount_minor: int, return_url: str, description: str) -> None:
+    checkout = gateways.gateway(payment.provider).checkout(
+        amount_minor=amount_minor,
+        currency=payment.currency,
+        reference=reference_of(payment),
+        description=description,
+        return_url=return_url or f"{settings.PUBLIC_BASE_URL}/payments/return",
+        idempotency_key=f"payment:{payment.pk}:checkout",
+    )
+    Payment.objects.filter(pk=payment.pk).update(
+        checkout_id=checkout.checkout_id, url=checkout.url, requested_minor=amount_minor
+    )
+    payment.checkout_id, payment.url, payment.requested_minor = checkout.checkout_id, checkout.url, amount_minor
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What an app says of a payment (Beckn order.payments[]): its status, amount and transaction id."""
+
+    status: str
+    amount: Decimal | None
+    currency: str
+    transaction_id: str
+
+
+def payment_confirm(*, payment: Payment, booking: Booking, quote: Quote, reported: Reported | None) -> Payment:
+    """Bind the payment to the confirmed booking, in the booking's transaction. We collect: the provider must
+    have authorised it, or the wallet must hold it. The app collects: what it reports paid must be the quote."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.provider == "wallet":
+            _wallet_hold(payment, authorisation_minor(quote.price, payment.currency))
+        elif payment.collected_by == Payment.CollectedBy.BAP:
+            if reported is not None and reported.status == "PAID":
+                _check_reported(reported, expected=round_money(quote.price, quote.currency), currency=quote.currency)
+                payment.status = Payment.Status.COLLECTED_BY_BAP
+                payment.bap_transaction_id = reported.transaction_id[:100]
+        elif payment.status not in (Payment.Status.PENDING, Payment.Status.AUTHORISED):
+            raise PaymentRefused(
+                f"payment {reference_of(payment)} is {payment.status.lower()}: init the order again for a new one"
+            )
+        payment.booking = booking
+        payment.save()
+    return payment
+
+
+def ready_to_charge(booking: Booking) -> None:
+    """Charging starts only once what we collect is held: authorised at the provider, or on the wallet."""
+    payment = Payment.objects.filter(booking=booking, purpose="charge").order_by("pk").first()
+    if payment is None or payment.collected_by == Payment.CollectedBy.BAP:
+        return
+    if payment.status != Payment.Status.AUTHORISED:
+        where = f" at {payment.url}" if payment.url and payment.status == Payment.Status.PENDING else ""
+        raise PaymentRefused(
+            f"the payment is {payment.get_status_display().lower()}: the driver authorises it{where} before charging"
+        )
+
+
+def payment_reported(*, booking: Booking, reported: Reported) -> Payment:
+    """An app that collects reports a payment it took (Beckn update of order.payments): PAID for the bill once
+    the CDR is in (the quote before). We don't collect it ourselves, so nothing moves in the ledger here: the app
+    owes us the bill (bap receivable) until it settles per its window."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(booking=booking, purpose="charge").order_by("pk").first()
+        if payment is None:
+            raise PaymentRefused("this order has no payment terms")
+        if payment.collected_by != Payment.CollectedBy.BAP:
+            raise PaymentRefused("we collect this payment: the driver pays on our payment page")
+        if reported.status != "PAID":
+            raise PaymentRefused("report a payment once it is PAID")
+        if payment.status == Payment.Status.COLLECTED_BY_BAP and payment.bap_transaction_id == reported.transaction_id:
+            return payment  # the same report again
+        if payment.billed_minor is None and booking.quote is None:
+            raise PaymentRefused("the amount due is not known yet: report the payment after the final bill")
+        expected = (
+            from_minor(payment.billed_minor, payment.currency)
+            if payment.billed_minor is not None
+            else round_money(booking.quote.price, payment.currency)
+        )
+        _check_reported(reported, expected=expected, currency=payment.currency)
+        payment.status = Payment.Status.COLLECTED_BY_BAP
+        payment.bap_transaction_id = reported.transaction_id[:100]
+        payment.save()
+        _tell_app(payment)
+    return payment
+
+
+def _check_reported(reported: Reported, *, expected: Decimal, currency: str) -> None:
+    if reported.currency and reported.currency.upper() != currency:
+        raise PaymentRefused(f"the payment is in {currency}, not {reported.currency}")
+    if reported.amount is None:
+        raise PaymentRefused("a PAID payment states its amount (params.amount)")
+    if reported.amount != expected:
+        raise PaymentRefused(f"the amount due is {expected} {currency}, not {reported.amount}")
+    if not reported.transaction_id:
+        raise PaymentRefused("a PAID payment states its transaction id (params.transaction_id)")
+
+
+def _wallet_hold(payment: Payment, amount_minor: int) -> None:
+    """Hold `amount_minor` on a prepaid wallet: refused when the balance, less what other charges hold, would go
+    below the driver's limit. The driver row is locked so two confirms can't both take the last of it."""
+    driver = Driver.objects.select_for_update().get(pk=payment.driver_id)
+    balance = wallet_balance(driver.pk, payment.currency)
+    held = (
+        Payment.objects.filter(driver=driver, provider="wallet", status=Payment.Status.AUTHORISED)
+        .exclude(pk=payment.pk)
+        .aggregate(held=Sum("authorised_minor"))["held"]
+        or 0
+    )
+    available = to_minor(balance, payment.currency) - held
+    floor = to_minor(round_money(driver.wallet_limit, payment.currency), payment.currency)
+    if available - amount_minor < floor:
+        raise PaymentRefused(
+            f"the wallet holds {from_minor(available, payment.currency)} {payment.currency} free; this charge "
+            f"needs {from_minor(amount_minor, payment.currency)} authorised"
+        )
+    payment.status = Payment.Status.AUTHORISED
+    payment.authorised_minor = amount_minor
+    payment.save()
+    postings.authorisation(payment, amount_minor)
+
+
+# --- wallets -------------------------------------------------------------------------------------------
+
+
+def wallet_balance(driver_id: int, currency: str) -> Decimal:
+    """A prepaid driver's balance, from the ledger (the wallet account is a liability: its credit balance)."""
+    from billing.services.ledger import balance
+
+    return -balance(accounts.driver_wallet(driver_id, currency))
+
+
+def wallet_top_up(*, driver: Driver, amount: Decimal, key: str, source: LedgerAccount | None = None) -> Decimal:
+    """Add `amount` to a prepaid wallet (paid into our bank, or captured at a provider: `source`), once per
+    `key`. Returns the new balance, also kept on the driver for the console and real-time authorization."""
+    if amount <= 0:
+        raise PaymentRefused("a top-up is a positive amount")
+    currency = driver.currency
+    with transaction.atomic():
+        locked = Driver.objects.select_for_update().get(pk=driver.pk)
+        postings.wallet_top_up(
+            driver_id=driver.pk,
+            currency=currency,
+            amount=round_money(amount, currency),
+            source=source or accounts.bank(currency),
+            key=key,
+        )
+        return _sync_wallet(locked)
+
+
+def _sync_wallet(driver: Driver) -> Decimal:
+    """Keep Driver.wallet_balance equal to the ledger's wallet balance (the ledger is the record)."""
+    new = wallet_balance(driver.pk, driver.currency)
+    Driver.objects.filter(pk=driver.pk).update(wallet_balance=new)
+    driver.wallet_balance = new
+    return new
+
+
+# --- webhooks ------------------------------------------------------------------------------------------
+
+
+class ReplayedWebhook(Exception):
+    """An event id we have already received: not applied again."""
+
+
+def webhook_receive(event: gateways.WebhookEvent) -> str:
+    """Apply a verified provider event once (a replay of its id is refused) and say what it did."""
+    try:
+        with transaction.atomic():
+            record = ProviderWebhook.objects.create(
+                provider=event.provider,
+                event_id=event.event_id[:100],
+                type=event.provider_type[:100],
+                payload=dict(event.raw),
+            )
+    except IntegrityError:
+        raise ReplayedWebhook(f"{event.provider} event {event.event_id} was received before") from None
+    with transaction.atomic():
+        outcome = _apply(event)
+        ProviderWebhook.objects.filter(pk=record.pk).update(processed_at=timezone.now(), outcome=outcome[:300])
+    return outcome
+
+
+def _apply(event: gateways.WebhookEvent) -> str:
+    payment = _payment_of_reference(event.reference)
+    if payment is None and event.payment_id:
+        payment = Payment.objects.filter(provider=event.provider, provider_payment_id=event.payment_id).first()
+    if payment is None and event.checkout_id:
+        payment = Payment.objects.filter(provider=event.provider, checkout_id=event.checkout_id).first()
+    if payment is None:
+        return "no payment of ours"
+    payment = Payment.objects.select_for_update().get(pk=payment.pk)
+    if event.currency and event.currency.upper() != payment.currency:
+        return f"ignored: currency {event.currency} is not the payment's {payment.currency}"
+    if event.type == gateways.AUTHORISED:
+        if payment.status not in (Payment.Status.PENDING, Payment.Status.FAILED):
+            return f"already {payment.status}"
+        if event.amount_minor <= 0:
+            return "ignored: authorised nothing"
+        payment.status = Payment.Status.AUTHORISED
+        payment.authorised_minor = event.amount_minor
+        payment.provider_payment_id = event.payment_id[:100]
+        payment.failure = ""
+        payment.save()
+        postings.authorisation(payment, event.amount_minor)
+        _tell_app(payment)
+        if payment.purpose == "balance":  # the rest of a bill: take it now
+            run_after_commit("billing.tasks.capture_payment", payment.pk)
+        return "authorised"
+    if event.type == gateways.FAILED:
+        if payment.status != Payment.Status.PENDING:
+            return f"already {payment.status}"
+        payment.status = Payment.Status.FAILED
+        payment.failure = f"{event.provider_type}"[:300]
+        payment.save()
+        _tell_app(payment)
+        return "failed"
+    if event.type == gateways.RELEASED and payment.status == Payment.Status.AUTHORISED:
+        _released(payment)
+        return "released"
+    # Captures and refunds are ours: their operations booked them when the provider answered.
+    return f"noted ({event.type})"
+
+
+def _tell_app(payment: Payment) -> None:
+    if payment.booking_id is not None:
+        events.publish(events.BookingPaymentChanged(payment.booking, payment.status))
+
+
+# --- the bill ------------------------------------------------------------------------------------------
+
+
+def bill(receipt: DriverReceipt) -> None:
+    """Book a CDR's bill, in the CDR's transaction: the charge (or the credit of a credit CDR), the app's finder
+    fee, and the collection: the wallet pays now, a provider capture is queued, an app owes it per its terms."""
+    cdr = receipt.cdr
+    terms = partner_terms(cdr.partner)
+    booking = cdr.charging_session.booking if cdr.charging_session_id and cdr.charging_session.booking_id else None
+    payment = _charge_payment(booking)
+    bap_id = payment.bap_id if payment is not None else ""
+    bill_ = postings.bill_of(receipt, fee_vat_rate=terms.fee_vat_percent, policy=terms.rounding)
+    party = f"{cdr.country_code}*{cdr.party_id}"
+    if cdr.credit:
+        _credit_cdr(receipt, bill_, party, payment)
+        return
+    bap_collects = payment is not None and payment.collected_by == Payment.CollectedBy.BAP
+    payer = (
+        accounts.bap_receivable(bap_id, bill_.currency)
+        if bap_collects
+        else accounts.driver_receivable(receipt.driver_id or 0, bill_.currency)
+    )
+    postings.charge(receipt=receipt, payer=payer, cpo_party=party, bill=bill_)
+    if bap_id:
+        fee = round_money(bill_.total * agreement_for(bap_id).finder_fee_percent / HUNDRED, bill_.currency)
+        postings.finder_fee(
+            bap_id=bap_id, currency=bill_.currency, amount=fee, bap_collected=bap_collects, reference=f"cdr:{cdr.pk}"
+        )
+    if payment is None:
+        return  # a charge outside a Beckn order (an RFID card): the driver's account is invoiced
+    billed = to_minor(bill_.total, bill_.currency)
+    Payment.objects.filter(pk=payment.pk).update(billed_minor=billed)
+    payment.billed_minor = billed
+    if payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
+        _capture_wallet(payment, payer)
+    elif payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.AUTHORISED:
+        run_after_commit("billing.tasks.capture_payment", payment.pk)
+
+
+def _charge_payment(booking: Booking | None) -> Payment | None:
+    if booking is None:
+        return None
+    return Payment.objects.filter(booking=booking, purpose="charge").order_by("pk").first()
+
+
+def _credit_cdr(receipt: DriverReceipt, bill_: postings.Bill, party: str, payment: Payment | None) -> None:
+    """A CPO's credit CDR: what it gives back (its total, negative) is owed to the driver, borne by the CPO."""
+    amount = -bill_.cpo
+    if amount <= 0:
+        return
+    postings.credit(
+        currency=bill_.currency,
+        amount=amount,
+        borne_by=accounts.cpo_payable(party, bill_.currency),
+        reference=f"cdr:{receipt.cdr_id}",
+        key=f"cdr:{receipt.cdr_id}:credit",
+    )
+    original = receipt.cdr.credited_cdr
+    if payment is None and original is not None and original.charging_session_id:
+        session = original.charging_session
+        payment = _charge_payment(session.booking if session.booking_id else None)
+    refund_due(payment=payment, amount=amount, reference=f"cdr:{receipt.cdr_id}", driver_id=receipt.driver_id)
+
+
+def _capture_wallet(payment: Payment, payer: LedgerAccount) -> None:
+    amount = payment.billed_minor or 0
+    postings.capture(payment, payer=payer, amount_minor=amount, held_minor=payment.authorised_minor)
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.CAPTURED, captured_minor=amount)
+    payment.status, payment.captured_minor = Payment.Status.CAPTURED, amount
+    _sync_wallet(Driver.objects.select_for_update().get(pk=payment.driver_id))
+    _tell_app(payment)
+
+
+# --- provider operations (run by tasks, outside the request) -------------------------------------------
+
+
+def _operation(payment: Payment, kind: str, amount_minor: int, key: str) -> PaymentOperation:
+    operation, _ = PaymentOperation.objects.get_or_create(
+        idempotency_key=key, defaults={"payment": payment, "kind": kind, "amount_minor": amount_minor}
+    )
+    return operation
+
+
+def _call(operation: PaymentOperation, call: Any) -> gateways.GatewayResult | None:
+    """Run one provider call for a PENDING operation; a refusal marks it FAILED (the exceptions queue shows
+    it), a retryable error leaves it PENDING for the next try."""
+    PaymentOperation.objects.filter(pk=operation.pk).update(attempts=operation.attempts + 1)
+    try:
+        return call()
+    except gateways.GatewayError as exc:
+        fields: dict[str, Any] = {"error": str(exc)[:500]}
+        if not exc.retryable:
+            fields |= {"status": PaymentOperation.Status.FAILED, "finished_at": timezone.now()}
+        PaymentOperation.objects.filter(pk=operation.pk).update(**fields)
+        if exc.retryable:
+            raise
+        return None
+
+
+def payment_capture(payment_id: int) -> Payment:
+    """Capture a billed, authorised payment: the bill up to the hold; the rest of a larger bill gets its own
+    checkout (a `balance` payment). Safe to run again: the operation's key makes the provider answer once."""
+    payment = Payment.objects.get(pk=payment_id)
+    if payment.status != Payment.Status.AUTHORISED or payment.billed_minor is None:
+        return payment
+    amount = min(payment.billed_minor, payment.authorised_minor)
+    operation = _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"payment:{payment.pk}:capture")
+    if operation.status == PaymentOperation.Status.FAILED:
+        return payment
+    if amount == 0:
+        result: gateways.GatewayResult | None = gateways.GatewayResult(reference="", amount_minor=0, status="released")
+        provider_call = None
+    else:
+        provider = gateways.gateway(payment.provider)
+        provider_call = lambda: provider.capture(  # noqa: E731
+            payment_id=payment.provider_payment_id,
+            amount_minor=amount,
+            currency=payment.currency,
+            idempotency_key=operation.idempotency_key,
+        )
+        result = _call(operation, provider_call)
+    if result is None:
+        payment.refresh_from_db()
+        return payment
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.status != Payment.Status.AUTHORISED:
+            return payment  # captured meanwhile by another run
+        payer = _payer(payment)
+        if amount:
+            postings.capture(payment, payer=payer, amount_minor=amount, held_minor=payment.authorised_minor)
+        else:
+            postings.release(payment, held_minor=payment.authorised_minor)
+        payment.status = Payment.Status.CAPTURED if amount else Payment.Status.RELEASED
+        payment.captured_minor = amount
+        payment.save()
+        PaymentOperation.objects.filter(pk=operation.pk).update(
+            status=PaymentOperation.Status.SUCCEEDED,
+            provider_reference=result.reference[:100],
+            finished_at=timezone.now(),
+            error="",
+        )
+        if payment.purpose == "charge" and payment.billed_minor > amount:
+            rest = Payment.objects.create(
+                booking=payment.booking,
+                driver=payment.driver,
+                bap_id=payment.bap_id,
+                provider=payment.provider,
+                currency=payment.currency,
+                type=Payment.Type.POST_FULFILLMENT,
+                purpose="balance",
+                billed_minor=payment.billed_minor - amount,
+            )
+            run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
+        _tell_app(payment)
+    return payment
+
+
+def balance_checkout(payment_id: int) -> Payment:
+    """The hosted page for the rest of a bill above its hold; the driver's app gets it with on_update."""
+    payment = Payment.objects.get(pk=payment_id)
+    if payment.checkout_id or payment.status != Payment.Status.PENDING:
+        return payment
+    _checkout(
+        payment,
+        amount_minor=payment.billed_minor or 0,
+        return_url="",
+        description=f"Rest of the bill of order {payment.booking.order_id if payment.booking else ''}",
+    )
+    _tell_app(payment)
+    return payment
+
+
+def _payer(payment: Payment) -> LedgerAccount:
+    if payment.collected_by == Payment.CollectedBy.BAP:
+        return accounts.bap_receivable(payment.bap_id, payment.currency)
+    return accounts.driver_receivable(payment.driver_id or 0, payment.currency)
+
+
+def _released(payment: Payment) -> None:
+    postings.release(payment, held_minor=payment.authorised_minor)
+    payment.status = Payment.Status.RELEASED
+    payment.save()
+    if payment.provider == "wallet":
+        _sync_wallet(Driver.objects.select_for_update().get(pk=payment.driver_id))
+    _tell_app(payment)
+
+
+def booking_cancelled(event: events.BookingCancelled) -> None:
+    """A cancel before charging releases the hold (no cancellation fee); after a start the CDR is billed."""
+    booking = event.booking
+    if ChargingSession.objects.filter(booking=booking).exists():
+        return
+    for payment in Payment.objects.filter(booking=booking, status=Payment.Status.AUTHORISED):
+        if payment.provider == "wallet":
+            _released(Payment.objects.select_for_update().get(pk=payment.pk))
+        else:
+            run_after_commit("billing.tasks.release_payment", payment.pk)
+
+
+def payment_release(payment_id: int) -> Payment:
+    payment = Payment.objects.get(pk=payment_id)
+    if payment.status != Payment.Status.AUTHORISED:
+        return payment
+    operation = _operation(
+        payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"payment:{payment.pk}:release"
+    )
+    if operation.status == PaymentOperation.Status.FAILED:
+        return payment
+    provider = gateways.gateway(payment.provider)
+    result = _call(
+        operation,
+        lambda: provider.release(payment_id=payment.provider_payment_id, idempotency_key=operation.idempotency_key),
+    )
+    if result is None:
+        return payment
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.status == Payment.Status.AUTHORISED:
+            _released(payment)
+        PaymentOperation.objects.filter(pk=operation.pk).update(
+            status=PaymentOperation.Status.SUCCEEDED,
+            provider_reference=result.reference[:100],
+            finished_at=timezone.now(),
+        )
+    return payment
+
+
+# --- refunds -------------------------------------------------------------------------------------------
+
+
+def refund_due(*, payment: Payment | None, amount: Decimal, reference: str, driver_id: int | None) -> None:
+    """A credit the driver is owed (booked on refunds:pending) paid back the way the driver paid: the
+    provider refunds the card (queued), the wallet is credited, or the collecting app refunds its driver (what
+    it owes us shrinks). With no payment of ours (an RFID charge invoiced to the account), the driver's
+    receivable is credited."""
+    currency_payment = payment
+    if payment is None:
+        if driver_id is None:
+            return  # stays on refunds:pending: the exceptions queue shows it
+        currency = Driver.objects.get(pk=driver_id).currency
+        paid_from = accounts.driver_receivable(driver_id, currency)
+        postings.refund(
+            currency=currency, amount=amount, paid_from=paid_from, reference=reference, key=f"{reference}:refund"
+        )
+        return
+    currency = currency_payment.currency
+    if payment.provider == "wallet":
+        postings.refund(
+            currency=currency,
+            amount=amount,
+            paid_from=accounts.driver_wallet(payment.driver_id, currency),
+            reference=reference,
+            key=f"{reference}:refund",
+        )
+        _sync_wallet(Driver.objects.select_for_update().get(pk=payment.driver_id))
+    elif payment.collected_by == Payment.CollectedBy.BAP:
+        postings.refund(
+            currency=currency,
+            amount=amount,
+            paid_from=accounts.bap_receivable(payment.bap_id, currency),
+            reference=reference,
+            key=f"{reference}:refund",
+        )
+    else:
+        minor = to_minor(amount, currency)
+        _operation(payment, PaymentOperation.Kind.REFUND, minor, f"{reference}:refund")
+        run_after_commit("billing.tasks.refund_payment", f"{reference}:refund")
+
+
+def payment_refund(operation_key: str) -> PaymentOperation:
+    """Run a queued refund operation at the provider and book it (refunds:pending → clearing)."""
+    operation = PaymentOperation.objects.select_related("payment").get(idempotency_key=operation_key)
+    if operation.status != PaymentOperation.Status.PENDING:
+        return operation
+    payment = operation.payment
+    if payment.status not in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED):
+        return operation  # not captured yet: the capture task runs the refund after it (see operation_retry)
+    amount = min(operation.amount_minor, payment.captured_minor - payment.refunded_minor)
+    provider = gateways.gateway(payment.provider)
+    result = _call(
+        operation,
+        lambda: provider.refund(
+            payment_id=payment.provider_payment_id,
+            amount_minor=amount,
+            currency=payment.currency,
+            idempotency_key=operation.idempotency_key,
+        ),
+    )
+    if result is None:
+        operation.refresh_from_db()
+        return operation
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        postings.refund(
+            currency=payment.currency,
+            amount=from_minor(amount, payment.currency),
+            paid_from=accounts.clearing(payment.provider, payment.currency),
+            reference=operation.idempotency_key.removesuffix(":refund"),
+            key=f"{operation.idempotency_key}:paid",
+        )
+        payment.refunded_minor += amount
+        payment.status = (
+            Payment.Status.REFUNDED
+            if payment.refunded_minor >= payment.captured_minor
+            else Payment.Status.PARTIALLY_REFUNDED
+        )
+        payment.save()
+        PaymentOperation.objects.filter(pk=operation.pk).update(
+            status=PaymentOperation.Status.SUCCEEDED,
+            provider_reference=result.reference[:100],
+            finished_at=timezone.now(),
+        )
+        _tell_app(payment)
+    operation.refresh_from_db()
+    return operation
+
+
+STUCK_AFTER_SECONDS = 600
+
+
+def operations_stuck(now: Any = None, limit: int = 200) -> list[PaymentOperation]:
+    """PENDING operations older than STUCK_AFTER_SECONDS: their task died with its worker."""
+    since = (now or timezone.now()) - timedelta(seconds=STUCK_AFTER_SECONDS)
+    return list(
+        PaymentOperation.objects.filter(status=PaymentOperation.Status.PENDING, created_at__lt=since).order_by("pk")[
+            :limit
+        ]
+    )
+
+
+def operation_retry(*, operation: PaymentOperation, user: Any = None) -> PaymentOperation:
+    """Staff retry a failed or stuck provider operation from the exceptions queue: the same idempotency key
+    goes to the provider again, so a call that did go through is answered, not repeated."""
+    if operation.status == PaymentOperation.Status.SUCCEEDED:
+        return operation
+    PaymentOperation.objects.filter(pk=operation.pk).update(status=PaymentOperation.Status.PENDING)
+    log.info("payment operation %s retried by %s", operation.pk, getattr(user, "username", None))
+    try:
+        if operation.kind == PaymentOperation.Kind.CAPTURE:
+            payment_capture(operation.payment_id)
+        elif operation.kind == PaymentOperation.Kind.RELEASE:
+            payment_release(operation.payment_id)
+        elif operation.kind == PaymentOperation.Kind.REFUND:
+            payment_refund(operation.idempotency_key)
+    except gateways.GatewayError:
+        pass  # still PENDING, with the error recorded
+    operation.refresh_from_db()
+    return operation
+
+
+# --- disputes ------------------------------------------------------------------------------------------
+
+
+def dispute_credit(*, cdr_id: int, amount: Decimal, currency: str, reference: str, borne_by_cpo: bool) -> None:
+    """A credit granted to a driver from the dispute page: borne by the CPO (its payable shrinks, the CPO
+    settlement folds it in) or by us (expense), then refunded the way the driver paid."""
+    receipt = DriverReceipt.objects.select_related("cdr__charging_session").filter(cdr_id=cdr_id).first()
+    cdr = receipt.cdr if receipt is not None else None
+    if cdr is None:
+        from billing.models import Cdr
+
+        cdr = Cdr.objects.get(pk=cdr_id)
+    party = f"{cdr.country_code}*{cdr.party_id}"
+    amount = round_money(amount, currency)
+    borne_by = accounts.cpo_payable(party, currency) if borne_by_cpo else accounts.dispute_expense(currency)
+    postings.credit(currency=currency, amount=amount, borne_by=borne_by, reference=reference, key=f"{reference}:credit")
+    session = cdr.charging_session if cdr.charging_session_id else None
+    payment = _charge_payment(session.booking if session is not None and session.booking_id else None)
+    refund_due(payment=payment, amount=amount, reference=reference, driver_id=receipt.driver_id if receipt else None)

@@ -1,0 +1,1 @@
+"""paysim: a sandbox payment provider (see paysim/__main__.py)."""
