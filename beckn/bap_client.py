@@ -255,3 +255,21 @@ def update_message(order_id: str, code: str) -> dict[str, Any]:
         "update_target": "order.fulfillments[0].state",
         "order": {"id": order_id, "fulfillments": [{"state": {"descriptor": {"code": code}}}]},
     }
+
+
+def pay_on_hosted_page(url: str, outcome: str = "pay") -> int:
+    """What a driver does on the payment page the BPP's on_init links to (payments[].url): press Pay (or
+    Decline). The page belongs to the payment provider (the sandbox `paysim` here); no card data passes us."""
+    import requests
+
+    return requests.post(url, data={"outcome": outcome}, allow_redirects=False, timeout=10).status_code
+
+
+def payment_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The order's first payment in a callback, with its PAYMENT_STATE tags flattened (`state`, `captured`…)."""
+    payments = ((body.get("message") or {}).get("order") or {}).get("payments") or [{}]
+    payment = dict(payments[0])
+    for group in payment.get("tags") or []:
+        if (group.get("descriptor") or {}).get("code") == "PAYMENT_STATE":
+            payment.update({t["descriptor"]["code"].lower(): t.get("value") for t in group.get("list", [])})
+    return payment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -387,6 +388,12 @@ class LedgerLine(models.Model):
 # --- payments (issue 12): what a driver or an app pays, through which provider ------------------------------
 
 
+def new_payment_key() -> str:
+    """Random, so no two payments share a key at a provider, even across databases (a restore, a staging copy
+    on the same provider account)."""
+    return secrets.token_hex(16)
+
+
 class Payment(models.Model):
     """The money of one booking: who collects it (the BAP, or we through a provider or the driver's wallet),
     when, and what has been authorised, captured and refunded so far. Amounts in the currency's minor units.
@@ -411,6 +418,13 @@ class Payment(models.Model):
         FAILED = "FAILED", "Failed"
         COLLECTED_BY_BAP = "BAP-PAID", "Paid to the BAP"
 
+    key = models.CharField(
+        max_length=32,
+        unique=True,
+        default=new_payment_key,
+        editable=False,
+        help_text="Ours at the provider: in its reference and in every idempotency key we send it",
+    )
     booking = models.ForeignKey(
         "emsp.Booking", null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
     )

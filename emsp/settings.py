@@ -374,4 +374,4 @@ LEGAL_ENTITY_ADDRESS = env.str("LEGAL_ENTITY_ADDRESS", default="12 Residency Roa
 LEGAL_ENTITY_TAX_ID = env.str("LEGAL_ENTITY_TAX_ID", default="29AAACO0000A1Z5")
 PAYMENT_AUTHORISATION_MARGIN_PERCENT = env.int("PAYMENT_AUTHORISATION_MARGIN_PERCENT", default=20)
 # Who collects for an app without a BapAgreement row: we (False) or the app itself (True).
-PAYMENT_DEFAULT_BAP_COLLECTS = env.bool("PAYMENT_DEFAULT_BAP_COLLECTS", default=True)
+PAYMENT_DEFAULT_BAP_COLLECTS = env.bool("PAYMENT_DEFAULT_BAP_COLLECTS", default=False)

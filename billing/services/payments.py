@@ -49,7 +49,7 @@ from emsp.models import Booking, ChargingSession, Driver
 log = logging.getLogger(__name__)
 
 HUNDRED = Decimal("100")
-BECKN_REFERENCE_PREFIX = "payment-"
+REFERENCE_PREFIX = "pay-"
 
 
 class PaymentRefused(Exception):
@@ -76,13 +76,14 @@ def authorisation_minor(amount: Decimal, currency: str) -> int:
 
 def reference_of(payment: Payment) -> str:
     """Our reference of a payment at the provider (metadata / notes): comes back in its webhooks."""
-    return f"{BECKN_REFERENCE_PREFIX}{payment.pk}"
+    return f"{REFERENCE_PREFIX}{payment.key}"
 
 
 def _payment_of_reference(reference: str) -> Payment | None:
-    if not reference.startswith(BECKN_REFERENCE_PREFIX) or not reference[len(BECKN_REFERENCE_PREFIX) :].isdigit():
+    key = reference.removeprefix(REFERENCE_PREFIX)
+    if not reference.startswith(REFERENCE_PREFIX) or len(key) != 32 or not key.isalnum():
         return None
-    return Payment.objects.filter(pk=int(reference[len(BECKN_REFERENCE_PREFIX) :])).first()
+    return Payment.objects.filter(key=key).first()
 
 
 # --- init and confirm ----------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def _checkout(payment: Payment, *, amount_minor: int, return_url: str, descripti
         reference=reference_of(payment),
         description=description,
         return_url=return_url or f"{settings.PUBLIC_BASE_URL}/payments/return",
-        idempotency_key=f"payment:{payment.pk}:checkout",
+        idempotency_key=f"{payment.key}:checkout:{amount_minor}",
     )
     Payment.objects.filter(pk=payment.pk).update(
         checkout_id=checkout.checkout_id, url=checkout.url, requested_minor=amount_minor
@@ -467,7 +468,7 @@ def payment_capture(payment_id: int) -> Payment:
     if payment.status != Payment.Status.AUTHORISED or payment.billed_minor is None:
         return payment
     amount = min(payment.billed_minor, payment.authorised_minor)
-    operation = _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"payment:{payment.pk}:capture")
+    operation = _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"{payment.key}:capture")
     if operation.status == PaymentOperation.Status.FAILED:
         return payment
     if amount == 0:
@@ -565,9 +566,7 @@ def payment_release(payment_id: int) -> Payment:
     payment = Payment.objects.get(pk=payment_id)
     if payment.status != Payment.Status.AUTHORISED:
         return payment
-    operation = _operation(
-        payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"payment:{payment.pk}:release"
-    )
+    operation = _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
     if operation.status == PaymentOperation.Status.FAILED:
         return payment
     provider = gateways.gateway(payment.provider)
@@ -627,8 +626,9 @@ def refund_due(*, payment: Payment | None, amount: Decimal, reference: str, driv
         )
     else:
         minor = to_minor(amount, currency)
-        _operation(payment, PaymentOperation.Kind.REFUND, minor, f"{reference}:refund")
-        run_after_commit("billing.tasks.refund_payment", f"{reference}:refund")
+        key = f"{payment.key}|{reference}:refund"
+        _operation(payment, PaymentOperation.Kind.REFUND, minor, key)
+        run_after_commit("billing.tasks.refund_payment", key)
 
 
 def payment_refund(operation_key: str) -> PaymentOperation:
@@ -659,7 +659,7 @@ def payment_refund(operation_key: str) -> PaymentOperation:
             currency=payment.currency,
             amount=from_minor(amount, payment.currency),
             paid_from=accounts.clearing(payment.provider, payment.currency),
-            reference=operation.idempotency_key.removesuffix(":refund"),
+            reference=operation.idempotency_key.partition("|")[2].removesuffix(":refund"),
             key=f"{operation.idempotency_key}:paid",
         )
         payment.refunded_minor += amount

@@ -66,6 +66,7 @@ class Platform:
     procs: list[Proc] = field(default_factory=list)
     sims: dict[str, SimProcess] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
+    paysim_url: str = ""
 
     @property
     def base(self) -> str:
@@ -90,6 +91,7 @@ class Platform:
             "DJANGO_DEBUG": "false",
             "LOG_LEVEL": "INFO",
             "DB_CONN_MAX_AGE": "0",
+            "PAYSIM_URL": self.paysim_url,
             **self.extra_env,
         }
 
@@ -108,6 +110,7 @@ class Platform:
     def start(self) -> Platform:
         subprocess.run(["redis-cli", "-u", redis_url(), "flushdb"], capture_output=True, check=False)
         self.ports = [free_port() for _ in range(self.web_processes)]
+        self.start_paysim()
         for i, port in enumerate(self.ports):
             self._spawn(
                 f"web{i}", [str(BIN / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "60"]
@@ -121,6 +124,25 @@ class Platform:
         for url in self.urls():
             wait_http(f"{url}/admin/login/", "web server", self)
         return self
+
+    def start_paysim(self) -> Proc:
+        """The sandbox payment provider, its webhooks signed to our first web process (the providers' SDKs in
+        our processes talk to it over HTTP, as to Stripe and Razorpay)."""
+        port = free_port()
+        self.paysim_url = f"http://127.0.0.1:{port}"
+        stripe = settings.PAYMENT_PROVIDERS["stripe"]["options"]
+        razorpay = settings.PAYMENT_PROVIDERS["razorpay"]["options"]
+        proc = self._spawn(
+            "paysim",
+            [sys.executable, "-m", "paysim", "--port", str(port),
+             "--stripe-webhook", f"{self.base}/payments/webhooks/stripe",
+             "--razorpay-webhook", f"{self.base}/payments/webhooks/razorpay",
+             "--stripe-secret", stripe["webhook_secret"],
+             "--razorpay-webhook-secret", razorpay["webhook_secret"],
+             "--webhook-backoff", "0.5"],
+        )  # fmt: skip
+        wait_http(f"{self.paysim_url}/paysim/events", "paysim", self)
+        return proc
 
     def start_worker(self, index: int = 0) -> Proc:
         proc = self._spawn(

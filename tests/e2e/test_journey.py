@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,13 +16,16 @@ from beckn.bap_client import (
     Callback,
     confirm_message,
     init_message,
+    pay_on_hosted_page,
+    payment_of,
     search_message,
     select_message,
     update_message,
 )
 from beckn.keys import our_public_key_b64
 from beckn.models import BecknCallback, BecknMessage, BecknSubscriber
-from billing.models import Cdr
+from billing.models import Cdr, LedgerAccount, Payment
+from billing.money import round_money
 from emsp.models import Booking
 from tests.beckn.conformance import assert_valid
 from tests.e2e.platform import Platform, until
@@ -77,11 +81,15 @@ def book(client: BapClient, provider: str | None = None) -> tuple[str, dict[str,
     )
     quote = ask(client, "select", select_message(provider_id, item["id"], 3)).body["message"]["order"]["quote"]
     assert float(quote["price"]["value"]) > 0
-    ask(
+    initialised = ask(
         client,
         "init",
         init_message(provider_id, item["id"], name="Asha", email="asha.e2e@example.com", phone="+919845000001"),
     )
+    payment = payment_of(initialised.body)
+    assert (payment["collected_by"], payment["type"], payment["status"]) == ("BPP", "PRE-ORDER", "NOT-PAID")
+    # The driver authorises the amount on the provider's hosted page (paysim's, as Razorpay's for INR).
+    assert pay_on_hosted_page(payment["url"]) == 303
     confirmed = ask(client, "confirm", confirm_message(provider_id, item["id"]))
     assert state_of(confirmed) == "RESERVATION"
     order_id = confirmed.body["message"]["order"]["id"]
@@ -89,6 +97,11 @@ def book(client: BapClient, provider: str | None = None) -> tuple[str, dict[str,
     from emsp.services.bookings import reservation_pending
 
     until(lambda: not reservation_pending(Booking.objects.get(order_id=order_id)), 20, "the reservation result")
+    until(
+        lambda: Payment.objects.get(booking__order_id=order_id).status == Payment.Status.AUTHORISED,
+        20,
+        "the provider's signed webhook: authorised",
+    )
     return provider_id, item, order_id
 
 
@@ -129,7 +142,11 @@ def charge(client: BapClient, order_id: str) -> None:
     final = wait_unsolicited(
         client, "on_update", lambda b: b["message"]["order"].get("quote", {}).get("id", "").startswith("FINAL"), 60
     )
-    assert final.body["message"]["order"]["payments"][0]["type"] == "POST-FULFILLMENT"
+    bill = final.body["message"]["order"]["quote"]["price"]["value"]
+    paid = final.body if payment_of(final.body)["status"] == "PAID" else None
+    paid = paid or wait_unsolicited(client, "on_update", lambda b: payment_of(b)["status"] == "PAID", 60).body
+    payment = payment_of(paid)
+    assert (payment["params"]["amount"], payment["captured"]) == (bill, bill)  # the bill, captured at the provider
 
 
 def test_a_charge_from_search_to_settlement(platform_factory: Callable[..., Platform]) -> None:
@@ -189,6 +206,33 @@ def journey(platform: Platform) -> None:
     )
     assert sum(r.cdr_count for r in rows) >= 1
     assert BecknCallback.objects.exclude(status="DELIVERED").count() == 0
+    assert_books_match_the_bill(booking, cdr)
+
+
+def assert_books_match_the_bill(booking: Booking, cdr: Cdr) -> None:
+    """The ledger after a paid charge: balanced, and each party's balance what the bill says."""
+    from billing.services import ledger
+
+    receipt = cdr.receipt
+    payment = Payment.objects.get(booking=booking, purpose="charge")
+    currency = payment.currency
+
+    def balance(code: str) -> Decimal:
+        account = LedgerAccount.objects.filter(code=code, currency=currency).first()
+        return Decimal(0) if account is None else ledger.balance(account)
+
+    assert sum(ledger.trial_balance(currency).values()) == 0
+    total = round_money(receipt.total_incl_vat, currency)
+    assert payment.status == Payment.Status.CAPTURED
+    assert ledger.from_minor(payment.captured_minor, currency) == total
+    assert balance(f"driver:{receipt.driver_id}:receivable") == 0  # billed and paid
+    assert balance(f"clearing:{payment.provider}") == total  # at the provider, to be paid out to us
+    assert balance(f"holds:{payment.provider}") == 0  # the authorisation's rest released
+    cpo = balance(f"cpo:{cdr.country_code}*{cdr.party_id}:payable")
+    assert cpo == -round_money(receipt.cpo_cost_excl_vat + receipt.cpo_vat, currency)
+    ours = -(balance("revenue:fees") + balance("revenue:rounding"))
+    vat = -sum(b for code, b in ledger.trial_balance(currency).items() if code.startswith("tax:"))
+    assert total == -cpo + ours + vat
 
 
 def test_an_evse_status_push_is_in_the_next_search_within_a_second(platform_factory: Callable[..., Platform]) -> None:

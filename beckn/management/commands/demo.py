@@ -16,6 +16,8 @@ from beckn.bap_client import (
     Callback,
     confirm_message,
     init_message,
+    pay_on_hosted_page,
+    payment_of,
     search_message,
     select_message,
     update_message,
@@ -87,7 +89,7 @@ class Command(BaseCommand):
             f"   quote {quote['price']['value']} {quote['price']['currency']}: "
             + ", ".join(f"{b['title']} {b['price']['value']}" for b in quote["breakup"])
         )
-        self.step(
+        initialised = self.step(
             client,
             "3. init",
             "init",
@@ -95,6 +97,14 @@ class Command(BaseCommand):
                 provider["id"], item["id"], name="Asha Demo", email="asha.driver@example.com", phone="+919845000000"
             ),
         )
+        payment = payment_of(initialised.body)
+        self.stdout.write(
+            f"   payment: {payment.get('collected_by')} collects {payment.get('params', {}).get('amount')} "
+            f"{payment.get('params', {}).get('currency')} {payment.get('type')} by {payment.get('method')}"
+        )
+        if payment.get("url"):
+            status = pay_on_hosted_page(payment["url"])
+            self.stdout.write(f"   the driver authorises it on the provider's page {payment['url']} (HTTP {status})")
         confirmed = self.step(client, "4. confirm", "confirm", confirm_message(provider["id"], item["id"]))
         order_id = confirmed.body["message"]["order"]["id"]
         self.stdout.write(f"   order {order_id}, state {self.state(confirmed.body)}")
@@ -120,7 +130,47 @@ class Command(BaseCommand):
             f"   final {bill['price']['value']} {bill['price']['currency']}: "
             + ", ".join(f"{b['title']} {b['price']['value']}" for b in bill["breakup"])
         )
+        paid = payment_of(final.body)
+        if paid.get("collected_by") == "BPP" and paid.get("status") != "PAID":
+            paid = payment_of(
+                self.wait_for(
+                    client, "on_update", lambda b: payment_of(b).get("status") == "PAID", "10. payment captured", 60
+                ).body
+            )
+        self.stdout.write(
+            f"   payment {paid.get('status')}: captured {paid.get('captured')}, authorised {paid.get('authorised')}"
+        )
         self.settlement(order_id)
+        self.books(order_id)
+        self.stdout.write(self.style.SUCCESS(f"\nDone: order {order_id} from search to settlement."))
+
+    def books(self, order_id: str) -> None:
+        """The ledger after the charge: every account the order touched, and the trial balance."""
+        from billing.models import LedgerLine
+        from billing.services.ledger import from_minor, trial_balance
+
+        lines = LedgerLine.objects.filter(entry__reference__in=self.references(order_id)).select_related(
+            "account", "entry"
+        )
+        for line in lines.order_by("entry_id", "pk"):
+            amount = from_minor(line.amount_minor, line.account.currency)
+            self.stdout.write(f"   ledger {line.entry.event:<14} {line.account.code:<32} {amount:>10}")
+        for currency in sorted(set(lines.values_list("account__currency", flat=True))):
+            total = sum(trial_balance(currency).values())
+            self.stdout.write(f"12. trial balance {currency}: {total} (every debit has its credit)")
+
+    @staticmethod
+    def references(order_id: str) -> list[str]:
+        from billing.models import Cdr, Payment
+
+        payments = [
+            f"payment:{pk}" for pk in Payment.objects.filter(booking__order_id=order_id).values_list("pk", flat=True)
+        ]
+        cdrs = [
+            f"cdr:{pk}"
+            for pk in Cdr.objects.filter(charging_session__booking__order_id=order_id).values_list("pk", flat=True)
+        ]
+        return payments + cdrs
 
     def start_when_reserved(self, client: BapClient, order_id: str) -> Callback:
         """A driver at the charger before the CPO has answered RESERVE_NOW is asked to try again in a few
@@ -129,9 +179,10 @@ class Command(BaseCommand):
         while True:
             ack, callback, seconds = client.request("update", update_message(order_id, "start-charging"), timeout=30)
             error = (callback.body.get("error") or {}) if callback else {}
-            if "still confirming" not in str(error.get("message", "")) or time.monotonic() > deadline:
+            waiting = ("still confirming", "authorises it")  # the CPO's reservation, the provider's webhook
+            if not any(w in str(error.get("message", "")) for w in waiting) or time.monotonic() > deadline:
                 return self.step_result("5. start charging", "update", ack, callback, seconds)
-            self.stdout.write(f"   the charger is still confirming the reservation ({seconds * 1000:.0f} ms): retrying")
+            self.stdout.write(f"   not yet ({error.get('message')}, {seconds * 1000:.0f} ms): retrying")
             time.sleep(1)
 
     @staticmethod
@@ -163,9 +214,8 @@ class Command(BaseCommand):
         rows = settlement_compute(partner=booking.evse.location.partner, period_start=today.replace(day=1))
         for row in rows:
             self.stdout.write(
-                f"10. settlement {row.partner} {row.period_start:%Y-%m} {row.currency}: {row.cdr_count} CDRs, "
+                f"11. settlement {row.partner} {row.period_start:%Y-%m} {row.currency}: {row.cdr_count} CDRs, "
                 f"{row.energy_kwh.normalize()} kWh, CPO billed {row.cpo_billed_incl_vat.normalize()}, "
                 f"charged to drivers {row.charged_to_drivers.normalize()}, margin {row.margin_excl_vat.normalize()}, "
                 f"state {row.state}"
             )
-        self.stdout.write(self.style.SUCCESS(f"\nDone: order {order_id} from search to settlement."))

@@ -35,6 +35,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-simulators", action="store_true", help="Only our own processes.")
         parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument(
+            "--no-paysim", action="store_true", help="Don't start the sandbox payment provider (real keys are set)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -56,6 +59,8 @@ class Command(BaseCommand):
             python = sys.executable
             bin_dir = Path(python).parent
             sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+            if not options["no_paysim"]:
+                env["PAYSIM_URL"] = self.start_paysim(port, base, env, log_dir)
             self.spawn(
                 "web",
                 [str(bin_dir / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(options["web_workers"]),
@@ -77,6 +82,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  API docs        {base}/api/docs/")
             self.stdout.write(f"  OCPI versions   {base}/ocpi/versions")
             self.stdout.write(f"  Beckn endpoint  {base}/beckn/{{action}}")
+            if not options["no_paysim"]:
+                self.stdout.write(f"  payments        {env['PAYSIM_URL']}/paysim/events   (sandbox provider)")
             self.stdout.write(f"  logs            {log_dir}/")
             database = f"SQLite {settings.DATABASES['default']['NAME']}" if sqlite else "PostgreSQL"
             self.stdout.write(f"  database        {database}")
@@ -99,6 +106,26 @@ class Command(BaseCommand):
         self.children.append((name, proc))
         self.stdout.write(f"started {name} (pid {proc.pid}), log {log_dir / (name + '.log')}")
         return proc
+
+    def start_paysim(self, port: int, base: str, env: dict[str, str], log_dir: Path) -> str:
+        """The sandbox payment provider (python -m paysim): the providers' SDKs talk to it as to Stripe and
+        Razorpay, and it signs its webhooks to us as they do. Its hosted pages are where a driver pays."""
+        paysim_port = port + 100
+        stripe = settings.PAYMENT_PROVIDERS["stripe"]["options"]
+        razorpay = settings.PAYMENT_PROVIDERS["razorpay"]["options"]
+        self.spawn(
+            "paysim",
+            [sys.executable, "-m", "paysim", "--port", str(paysim_port),
+             "--stripe-webhook", f"{base}/payments/webhooks/stripe",
+             "--razorpay-webhook", f"{base}/payments/webhooks/razorpay",
+             "--stripe-secret", stripe["webhook_secret"],
+             "--razorpay-webhook-secret", razorpay["webhook_secret"]],
+            env, log_dir,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{paysim_port}"
+        self.wait_for(f"{url}/paysim/events", "paysim")
+        settings.PAYSIM_URL = url
+        return url
 
     def wait_for(self, url: str, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,293 @@
+"""The Razorpay adapter of the payment port, on Razorpay's own SDK: a Payment Link as the hosted page, payments
+captured in full with the difference refunded, refunds found again by our key, and webhooks verified with the SDK's
+HMAC check (docs/payments.md explains each Razorpay caveat)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import razorpay
+import requests
+from razorpay.errors import BadRequestError, SignatureVerificationError
+from razorpay.errors import GatewayError as RazorpayGatewayError
+from razorpay.errors import ServerError as RazorpayServerError
+
+from .gateway import (
+    AUTHORISED,
+    CAPTURED,
+    FAILED,
+    IGNORED,
+    REFUNDED,
+    RELEASED,
+    Checkout,
+    GatewayError,
+    GatewayResult,
+    WebhookEvent,
+    WebhookRejected,
+)
+from .stripe_gateway import header
+
+# Razorpay retries a failed delivery for up to 24 hours and signs no timestamp: an event created longer ago than that
+# is a replay of a captured delivery, not a retry. A little clock skew is allowed the other way.
+MAX_EVENT_AGE_SECONDS = 24 * 3600
+MAX_CLOCK_SKEW_SECONDS = 300
+# Notes we put on refunds so a retry finds its refund again (Razorpay has no idempotency key on payments/refunds).
+KEY_NOTE = "idempotency_key"
+PURPOSE_NOTE = "purpose"
+CAPTURE_REST = "capture_rest"  # the part of an authorisation above the final bill, refunded by capture()
+RECEIPT_MAX = 40  # Razorpay's limit on receipt / reference_id
+
+
+class _TimeoutSession(requests.Session):
+    """The SDK sets no timeout on its requests; this session gives every one of them ours."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, **kwargs)
+
+
+class RazorpayGateway:
+    """PaymentGateway for Razorpay (INR). Stateless; idempotent by looking at Razorpay's own records first: the link
+    with our reference, the payment's status, the refund that carries our key in its notes."""
+
+    name = "razorpay"
+
+    def __init__(
+        self,
+        *,
+        key_id: str,
+        key_secret: str,
+        webhook_secret: str,
+        api_base: str,
+        timeout: float = 20.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        base = api_base.rstrip("/")
+        # The SDK puts /v1 in front of every path itself (base_url defaults to https://api.razorpay.com), so an
+        # API base written the way Razorpay's docs write it (…/v1) loses its /v1 here.
+        base = base.removesuffix("/v1")
+        self.client = razorpay.Client(session=_TimeoutSession(timeout), auth=(key_id, key_secret), base_url=base)
+        self.client.set_app_details({"title": "emsp-platform"})
+        self.webhook_secret = webhook_secret
+        self.clock = clock
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BadRequestError as exc:
+            # Razorpay answers every refusal (bad amount, wrong state, bad key) with code BAD_REQUEST_ERROR.
+            raise GatewayError(f"razorpay {what}: {exc}", retryable=False, code="BAD_REQUEST_ERROR") from exc
+        except (RazorpayGatewayError, RazorpayServerError) as exc:
+            code = "GATEWAY_ERROR" if isinstance(exc, RazorpayGatewayError) else "SERVER_ERROR"
+            raise GatewayError(f"razorpay {what}: {exc}", retryable=True, code=code) from exc
+        except requests.RequestException as exc:  # connection refused, timeout, a non-JSON answer from a proxy
+            raise GatewayError(f"razorpay {what}: {exc}", retryable=True, code=type(exc).__name__) from exc
+
+    # --- the port ---------------------------------------------------------------------------------------------
+
+    def checkout(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+        description: str,
+        return_url: str,
+        idempotency_key: str,
+    ) -> Checkout:
+        """A Payment Link (Razorpay's hosted page, a plain GET URL). It authorises only when the account's payment
+        capture setting is manual, which Razorpay applies to the link's order; if the account auto-captures, capture()
+        still ends with the right amount taken (it refunds the difference). A retry finds the link it made by our
+        reference (reference_id, unique per link at Razorpay) and our key in its notes."""
+        _positive(amount_minor)
+        if len(reference) > RECEIPT_MAX:
+            raise GatewayError(f"razorpay checkout: reference longer than {RECEIPT_MAX} characters: {reference!r}")
+        found = self._call("checkout", self.client.payment_link.all, {"reference_id": reference})
+        for link in found.get("payment_links") or []:
+            if (link.get("notes") or {}).get(KEY_NOTE) == idempotency_key:
+                return Checkout(checkout_id=link["id"], url=link["short_url"])
+        link = self._call(
+            "checkout",
+            self.client.payment_link.create,
+            {
+                "amount": amount_minor,
+                "currency": currency.upper(),
+                "accept_partial": False,
+                "reference_id": reference,
+                "description": (description or reference)[:2048],
+                "callback_url": return_url,
+                "callback_method": "get",
+                "notify": {"sms": False, "email": False},
+                "reminder_enable": False,
+                "notes": {"reference": reference, KEY_NOTE: idempotency_key},
+            },
+        )
+        return Checkout(checkout_id=link["id"], url=link["short_url"])
+
+    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        """Razorpay captures only the whole authorised amount ("amount … should be equal to the authorized
+        amount"), so this captures it all and, in the same call, refunds what is above `amount_minor`. Each step
+        looks first: a captured payment is not captured again, a refund with our key is not made twice."""
+        _positive(amount_minor)
+        payment = self._fetch(payment_id)
+        if payment["currency"] != currency.upper():
+            raise GatewayError(f"razorpay capture: {payment_id} is in {payment['currency']}, not {currency}")
+        if amount_minor > payment["amount"]:
+            raise GatewayError(
+                f"razorpay capture: {amount_minor} is more than the {payment['amount']} authorised on {payment_id}"
+            )
+        if payment["status"] == "authorized":
+            payment = self._call(
+                "capture", self.client.payment.capture, payment_id, payment["amount"], {"currency": payment["currency"]}
+            )
+        elif payment["status"] not in ("captured", "refunded"):
+            raise GatewayError(f"razorpay capture: {payment_id} is {payment['status']}", code=payment["status"])
+        rest = payment["amount"] - amount_minor
+        if rest:
+            self._refund_once(payment_id, rest, f"{idempotency_key}:rest", purpose=CAPTURE_REST)
+        return GatewayResult(reference=payment_id, amount_minor=amount_minor, status="captured")
+
+    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
+        """Razorpay has no void: an authorised payment that is never captured is refunded to the driver by Razorpay
+        itself when the account's manual-capture timeout passes (3 days by default), with a refund.processed
+        webhook (which verify_webhook reports as RELEASED). So for an authorised payment this only reports
+        `release_pending`; a payment already captured (an auto-capturing account) is refunded in full at once."""
+        payment = self._fetch(payment_id)
+        status = payment["status"]
+        if status == "authorized":
+            return GatewayResult(reference=payment_id, amount_minor=payment["amount"], status="release_pending")
+        if status in ("captured", "refunded"):
+            refund = self._find_refund(payment_id, idempotency_key)
+            left = payment["amount"] - payment.get("amount_refunded", 0)
+            if refund is None and left > 0:
+                refund = self._refund_once(payment_id, left, idempotency_key, purpose="release")
+            if refund is not None:
+                return GatewayResult(reference=refund["id"], amount_minor=refund["amount"], status="refunded")
+        return GatewayResult(reference=payment_id, amount_minor=0, status=status)
+
+    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        _positive(amount_minor)
+        refund = self._refund_once(payment_id, amount_minor, idempotency_key, purpose="refund")
+        if refund.get("currency", currency.upper()) != currency.upper():
+            raise GatewayError(f"razorpay refund: {payment_id} is in {refund['currency']}, not {currency}")
+        return GatewayResult(reference=refund["id"], amount_minor=refund["amount"], status=refund["status"])
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """X-Razorpay-Signature must be the hex HMAC-SHA256 of the raw body with the webhook secret (checked by the
+        SDK's Utility.verify_webhook_signature, in constant time). The signature covers no timestamp, so the event's
+        own created_at must be within 24 h (Razorpay's retry horizon) and not in the future; replays inside that
+        window carry the same X-Razorpay-Event-Id, which the caller records once (ProviderWebhook)."""
+        signature = header(headers, "X-Razorpay-Signature")
+        event_id = header(headers, "X-Razorpay-Event-Id")
+        if not signature:
+            raise WebhookRejected("razorpay webhook: no X-Razorpay-Signature")
+        try:
+            text = body.decode("utf-8")
+            self.client.utility.verify_webhook_signature(text, signature, self.webhook_secret)
+            payload = json.loads(text)
+        except SignatureVerificationError as exc:
+            raise WebhookRejected("razorpay webhook: signature does not match") from exc
+        except ValueError as exc:
+            raise WebhookRejected(f"razorpay webhook body: {exc}") from exc
+        if not event_id:
+            raise WebhookRejected("razorpay webhook: no X-Razorpay-Event-Id")
+        if not isinstance(payload, dict) or payload.get("entity") != "event":
+            raise WebhookRejected("razorpay webhook: not an event")
+        created_at = payload.get("created_at")
+        if not isinstance(created_at, int) or isinstance(created_at, bool):
+            raise WebhookRejected("razorpay webhook: no created_at")
+        now = self.clock()
+        if created_at < now - MAX_EVENT_AGE_SECONDS:
+            raise WebhookRejected(f"razorpay webhook: created {int(now - created_at)} s ago, older than 24 h")
+        if created_at > now + MAX_CLOCK_SKEW_SECONDS:
+            raise WebhookRejected("razorpay webhook: created in the future")
+        return normalise_event(payload, event_id=event_id)
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    def _fetch(self, payment_id: str) -> dict[str, Any]:
+        return self._call("fetch payment", self.client.payment.fetch, payment_id, {})
+
+    def _find_refund(self, payment_id: str, key: str) -> dict[str, Any] | None:
+        refunds = self._call("list refunds", self.client.payment.fetch_multiple_refund, payment_id, {"count": 100})
+        for refund in refunds.get("items") or []:
+            if _notes(refund).get(KEY_NOTE) == key:
+                return refund
+        return None
+
+    def _refund_once(self, payment_id: str, amount_minor: int, key: str, *, purpose: str) -> dict[str, Any]:
+        """The refund of `payment_id` made with `key`, made now if there is none yet."""
+        refund = self._find_refund(payment_id, key)
+        if refund is not None:
+            if refund["amount"] != amount_minor:
+                raise GatewayError(
+                    f"razorpay refund: key {key!r} was used for {refund['amount']}, not {amount_minor}",
+                    code="idempotency_mismatch",
+                )
+            return refund
+        return self._call(
+            "refund",
+            self.client.payment.refund,
+            payment_id,
+            {
+                "amount": amount_minor,
+                "speed": "normal",
+                "receipt": key[:RECEIPT_MAX],
+                "notes": {KEY_NOTE: key, PURPOSE_NOTE: purpose},
+            },
+        )
+
+
+def normalise_event(payload: Mapping[str, Any], *, event_id: str) -> WebhookEvent:
+    """A verified Razorpay event in the port's words. Our reference is in the notes we gave the link (Razorpay
+    carries them to the link's order and payments) or the link's reference_id."""
+    provider_type = str(payload.get("event", ""))
+    body = payload.get("payload") or {}
+    payment = (body.get("payment") or {}).get("entity") or {}
+    refund = (body.get("refund") or {}).get("entity") or {}
+    link = (body.get("payment_link") or {}).get("entity") or {}
+    notes = _notes(payment) or _notes(link)
+    fields: dict[str, Any] = {
+        "reference": notes.get("reference") or link.get("reference_id") or "",
+        "checkout_id": link.get("id", ""),
+        "payment_id": payment.get("id", ""),
+        "currency": str(payment.get("currency") or link.get("currency") or "").upper(),
+        "amount_minor": payment.get("amount") or link.get("amount") or 0,
+    }
+    kind = IGNORED
+    if provider_type == "payment.authorized":
+        kind = AUTHORISED
+    elif provider_type == "payment.captured":
+        kind = CAPTURED  # the whole authorised amount: Razorpay captures no less (see capture())
+    elif provider_type == "payment.failed":
+        kind = FAILED
+    elif provider_type == "refund.processed" and refund:
+        fields.update(payment_id=refund.get("payment_id", fields["payment_id"]), amount_minor=refund.get("amount", 0))
+        purpose = _notes(refund).get(PURPOSE_NOTE)
+        if (payment and payment.get("captured") is False) or purpose == "release":
+            kind = RELEASED  # Razorpay's auto-refund of an authorisation never captured, or release() of a capture
+        elif purpose != CAPTURE_REST:
+            kind = REFUNDED  # the rest of a capture is part of capture(), not a refund to report
+    elif provider_type in ("payment_link.expired", "payment_link.cancelled"):
+        kind = FAILED  # the driver never paid: nothing was authorised
+    return WebhookEvent(
+        provider="razorpay", event_id=event_id, type=kind, provider_type=provider_type, raw=payload, **fields
+    )
+
+
+def _notes(entity: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Razorpay sends empty notes as [] (a PHP habit), filled ones as an object.
+    notes = entity.get("notes")
+    return notes if isinstance(notes, Mapping) else {}
+
+
+def _positive(amount_minor: int) -> None:
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
+        raise GatewayError(f"amount must be a positive whole number of minor units, not {amount_minor!r}")

@@ -1,0 +1,206 @@
+"""The Stripe adapter of the payment port, on Stripe's own SDK: Checkout Sessions with manual capture, PaymentIntent
+capture/cancel, Refunds, and webhooks verified by the SDK (docs/payments.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import stripe
+
+from .gateway import (
+    AUTHORISED,
+    CAPTURED,
+    FAILED,
+    IGNORED,
+    REFUNDED,
+    RELEASED,
+    Checkout,
+    GatewayError,
+    GatewayResult,
+    WebhookEvent,
+    WebhookRejected,
+)
+
+# Stripe's own default (stripe.Webhook.DEFAULT_TOLERANCE): a signature older than this is a replay.
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def header(headers: Mapping[str, str], name: str) -> str:
+    """`name` from a header mapping in any spelling: Django's request.headers, a plain dict, or request.META."""
+    wanted = name.lower()
+    meta = "http_" + wanted.replace("-", "_")
+    for key, value in headers.items():
+        if key.lower() in (wanted, meta):
+            return value
+    return ""
+
+
+def _retryable(exc: stripe.StripeError) -> bool:
+    """Network trouble, 5xx, 429 and 409 (another request with this idempotency key is still running) may succeed
+    on a retry with the same key; card declines and invalid requests never will. Stripe's own hint
+    (Stripe-Should-Retry) wins when it is given."""
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    hint = (exc.headers or {}).get("stripe-should-retry")
+    if hint in ("true", "false"):
+        return hint == "true"
+    status = exc.http_status or 0
+    return status == 409 or status >= 500
+
+
+class StripeGateway:
+    """PaymentGateway for Stripe. Stateless: every call is one request (or one verification) with our idempotency key
+    passed as Stripe's Idempotency-Key, so a retry of the same call gets Stripe's first answer back."""
+
+    name = "stripe"
+
+    def __init__(self, *, api_key: str, webhook_secret: str, api_base: str, timeout: float = 20.0) -> None:
+        self.webhook_secret = webhook_secret
+        # RequestsClient: the SDK would pick requests anyway when it is installed; naming it keeps one HTTP stack
+        # (and lets the tests answer at requests' transport). No SDK retries: the caller retries with the same key.
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base.rstrip("/")},
+            http_client=stripe.RequestsClient(timeout=timeout),
+            max_network_retries=0,
+        )
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except stripe.StripeError as exc:
+            code = getattr(exc, "code", None) or (exc.error.type if exc.error else "") or type(exc).__name__
+            raise GatewayError(
+                f"stripe {what}: {exc.user_message or exc}", retryable=_retryable(exc), code=str(code)
+            ) from exc
+
+    def checkout(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+        description: str,
+        return_url: str,
+        idempotency_key: str,
+    ) -> Checkout:
+        _positive(amount_minor)
+        params = {
+            "mode": "payment",
+            "success_url": return_url,
+            "client_reference_id": reference,
+            "metadata": {"reference": reference},
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount_minor,
+                        "product_data": {"name": description or reference},
+                    },
+                }
+            ],
+            # Manual capture: the page only authorises; we capture the final bill once the CDR is in.
+            "payment_intent_data": {
+                "capture_method": "manual",
+                "description": description or reference,
+                "metadata": {"reference": reference},
+            },
+        }
+        session = self._call(
+            "checkout", self.client.v1.checkout.sessions.create, params, {"idempotency_key": idempotency_key}
+        )
+        return Checkout(checkout_id=session.id, url=session.url)
+
+    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        # Stripe captures `amount_to_capture` and releases the rest of the authorisation itself.
+        _positive(amount_minor)
+        intent = self._call(
+            "capture",
+            self.client.v1.payment_intents.capture,
+            payment_id,
+            {"amount_to_capture": amount_minor},
+            {"idempotency_key": idempotency_key},
+        )
+        if intent.currency.upper() != currency.upper():
+            raise GatewayError(f"stripe capture: {payment_id} is in {intent.currency.upper()}, not {currency}")
+        return GatewayResult(reference=intent.id, amount_minor=intent.amount_received, status=intent.status)
+
+    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
+        intent = self._call(
+            "release", self.client.v1.payment_intents.cancel, payment_id, {}, {"idempotency_key": idempotency_key}
+        )
+        return GatewayResult(reference=intent.id, amount_minor=intent.amount, status=intent.status)
+
+    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+        _positive(amount_minor)
+        refund = self._call(
+            "refund",
+            self.client.v1.refunds.create,
+            {"payment_intent": payment_id, "amount": amount_minor, "metadata": {"idempotency_key": idempotency_key}},
+            {"idempotency_key": idempotency_key},
+        )
+        if refund.currency.upper() != currency.upper():
+            raise GatewayError(f"stripe refund: {payment_id} is in {refund.currency.upper()}, not {currency}")
+        return GatewayResult(reference=refund.id, amount_minor=refund.amount, status=refund.status)
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """Stripe's own check (stripe.Webhook.construct_event): HMAC-SHA256 of "<t>.<body>" with the endpoint secret
+        in the Stripe-Signature header's v1, and t no older than 300 s, so a captured delivery cannot be replayed
+        later. A replay inside the window carries the same event id, which the caller records once."""
+        try:
+            self.client.construct_event(
+                body, header(headers, "Stripe-Signature"), self.webhook_secret, SIGNATURE_TOLERANCE_SECONDS
+            )
+            payload = json.loads(body)
+        except stripe.SignatureVerificationError as exc:
+            raise WebhookRejected(f"stripe signature: {exc.user_message or exc}") from exc
+        except ValueError as exc:  # not UTF-8, not JSON, or not an event
+            raise WebhookRejected(f"stripe webhook body: {exc}") from exc
+        return normalise_event(payload)
+
+
+def normalise_event(payload: Mapping[str, Any]) -> WebhookEvent:
+    """A verified Stripe event in the port's words. The reference is ours, from the metadata we set at checkout (the
+    session's and its PaymentIntent's); refunds carry none (match them on payment_id)."""
+    if not isinstance(payload, Mapping) or payload.get("object") != "event" or not payload.get("id"):
+        raise WebhookRejected("stripe webhook: not an event")
+    provider_type = str(payload.get("type", ""))
+    obj = (payload.get("data") or {}).get("object") or {}
+    metadata = obj.get("metadata") or {}
+    reference = metadata.get("reference") or obj.get("client_reference_id") or ""
+    fields: dict[str, Any] = {"reference": reference, "currency": str(obj.get("currency") or "").upper()}
+    kind = IGNORED
+    if obj.get("object") == "payment_intent":
+        fields["payment_id"] = obj.get("id", "")
+        if provider_type == "payment_intent.amount_capturable_updated" and obj.get("amount_capturable"):
+            kind, fields["amount_minor"] = AUTHORISED, obj["amount_capturable"]
+        elif provider_type == "payment_intent.succeeded":
+            kind, fields["amount_minor"] = CAPTURED, obj.get("amount_received", 0)
+        elif provider_type == "payment_intent.canceled":
+            kind, fields["amount_minor"] = RELEASED, obj.get("amount", 0)
+        elif provider_type == "payment_intent.payment_failed":
+            kind, fields["amount_minor"] = FAILED, obj.get("amount", 0)
+    elif obj.get("object") == "checkout.session":
+        fields.update(checkout_id=obj.get("id", ""), payment_id=obj.get("payment_intent") or "")
+        fields["amount_minor"] = obj.get("amount_total") or 0
+        if provider_type == "checkout.session.expired":
+            kind = FAILED
+    elif obj.get("object") == "refund":
+        # refund.created / refund.updated: the refund is money back once its status is succeeded (card refunds
+        # usually are at once; others go pending first and succeed later, in a refund.updated).
+        fields.update(payment_id=obj.get("payment_intent") or "", amount_minor=obj.get("amount", 0))
+        if provider_type in ("refund.created", "refund.updated") and obj.get("status") == "succeeded":
+            kind = REFUNDED
+    elif obj.get("object") == "charge":
+        fields["payment_id"] = obj.get("payment_intent") or ""
+    return WebhookEvent(
+        provider="stripe", event_id=str(payload["id"]), type=kind, provider_type=provider_type, raw=payload, **fields
+    )
+
+
+def _positive(amount_minor: int) -> None:
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
+        raise GatewayError(f"amount must be a positive whole number of minor units, not {amount_minor!r}")
