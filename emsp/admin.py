@@ -110,6 +110,9 @@ class DriverAdmin(admin.ModelAdmin):
     search_fields = ("name", "email", "phone")
     list_filter = ("is_blocked",)
     inlines = [TokenInline]
+    # The ledger holds a prepaid balance (driver:<id>:wallet); this column mirrors it. Money reaches a wallet
+    # only as a posted top-up (manage.py wallet_top_up), never by editing a number.
+    readonly_fields = ("wallet_balance",)
 
 
 @admin.register(Token)

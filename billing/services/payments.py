@@ -268,7 +268,7 @@ def wallet_balance(driver_id: int, currency: str) -> Decimal:
 def wallet_top_up(*, driver: Driver, amount: Decimal, key: str, source: LedgerAccount | None = None) -> Decimal:
     """Add `amount` to a prepaid wallet (paid into our bank, or captured at a provider: `source`), once per
     `key`. Returns the new balance, also kept on the driver for the console and real-time authorization."""
-    if amount <= 0:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
         raise PaymentRefused("a top-up is a positive amount")
     currency = driver.currency
     with transaction.atomic():
@@ -276,7 +276,7 @@ def wallet_top_up(*, driver: Driver, amount: Decimal, key: str, source: LedgerAc
         postings.wallet_top_up(
             driver_id=driver.pk,
             currency=currency,
-            amount=round_money(amount, currency),
+            amount=amount,  # more decimals than the currency has are refused, not rounded away
             source=source or accounts.bank(currency),
             key=key,
         )

@@ -1,0 +1,227 @@
+"""The stated rules of money that aren't a Beckn journey: a period closed with CDRs still in review carries
+them to the next one; a CPO's settlement reads what the ledger booked to it, credits folded in; a CPO's credit
+CDR is owed back to the driver; a provider call lost with its worker is retried under the same key and takes
+the money once."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from billing.models import CdrAudit, Dispute, LedgerAccount, Payment, PaymentOperation
+from billing.payments.gateway import GatewayError
+from billing.services import accounts, ledger, payments, postings
+from billing.services.settlement import SettlementError, settlement_close, settlement_compute
+from tests.billing.factories import CdrAuditFactory, CdrFactory, DisputeFactory, DriverReceiptFactory, at
+from tests.factories import DriverFactory, PartnerFactory
+
+pytestmark = pytest.mark.django_db
+
+OCTOBER, NOVEMBER, DECEMBER = date(2026, 10, 1), date(2026, 11, 1), date(2026, 12, 1)
+
+
+def finance() -> Any:
+    user, _ = get_user_model().objects.get_or_create(username="finance", defaults={"is_staff": True})
+    return user
+
+
+# --- carry-over -------------------------------------------------------------------------------------------
+
+
+def october_with_one_cdr_in_review() -> tuple[Any, Any, Any]:
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    matched = CdrFactory(partner=partner, cdr_id="OK-1", end_date_time=at(10))
+    CdrAuditFactory(cdr=matched)
+    disputed = CdrFactory(partner=partner, cdr_id="DISPUTED-1", end_date_time=at(20), total_energy=Decimal("30"))
+    CdrAuditFactory(cdr=disputed, status=CdrAudit.Status.MISMATCH, computed_excl_vat=Decimal("8"))
+    DisputeFactory(cdr=disputed)
+    return partner, matched, disputed
+
+
+def test_a_period_in_review_closes_with_its_open_cdrs_carried_to_the_next_one() -> None:
+    partner, _, disputed = october_with_one_cdr_in_review()
+    (october,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    assert october.state == "OPEN"
+    with pytest.raises(SettlementError, match="open dispute"):
+        settlement_close(settlement=october, user=finance())
+
+    closed = settlement_close(settlement=october, user=finance(), carry_over=True)
+
+    assert (closed.state, closed.cdr_count, closed.carried_over) == ("CLOSED", 1, 1)
+    disputed.refresh_from_db()
+    assert disputed.carried_to == NOVEMBER
+    (november,) = settlement_compute(partner=partner, period_start=NOVEMBER)
+    assert (november.cdr_count, november.open_disputes, november.state) == (1, 1, "OPEN")
+    assert november.energy_kwh == Decimal("30")
+    # Once its dispute is resolved, November reconciles; October's closed figures don't move.
+    Dispute.objects.filter(cdr=disputed).update(state=Dispute.State.ACCEPTED)
+    (november,) = settlement_compute(partner=partner, period_start=NOVEMBER)
+    assert november.state == "RECONCILED"
+    (october_again,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    assert (october_again.state, october_again.cdr_count) == ("CLOSED", 1)
+
+
+def test_a_cdr_carried_twice_moves_on_again_and_a_closed_period_is_not_carried() -> None:
+    partner, _, disputed = october_with_one_cdr_in_review()
+    (october,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    settlement_close(settlement=october, user=finance(), carry_over=True)
+    CdrAuditFactory(cdr=CdrFactory(partner=partner, cdr_id="OK-NOV", end_date_time=at(5, month=11)))
+    (november,) = settlement_compute(partner=partner, period_start=NOVEMBER)
+    assert november.cdr_count == 2  # its own, and October's still disputed one
+    november = settlement_close(settlement=november, user=finance(), carry_over=True)  # still disputed
+    assert (november.state, november.cdr_count) == ("CLOSED", 1)
+    disputed.refresh_from_db()
+    assert disputed.carried_to == DECEMBER
+    with pytest.raises(SettlementError, match="already closed"):
+        settlement_close(settlement=october, user=finance(), carry_over=True)
+
+
+# --- the CPO's payable from the ledger ----------------------------------------------------------------------
+
+
+def test_the_cpo_settlement_reads_what_the_ledger_booked_to_it_credits_folded_in() -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    this_month = timezone.now().date().replace(day=1)
+    CdrAuditFactory(cdr=CdrFactory(partner=partner, currency="INR", end_date_time=timezone.now()))
+    payable = accounts.cpo_payable("IN*CPA", "INR")
+    driver = accounts.driver_receivable(1, "INR")
+    for amount, event in ((Decimal("118.00"), "charge"), (Decimal("-11.80"), "credit")):
+        ledger.post(event=event, legs=[ledger.Leg(driver, amount), ledger.Leg(payable, -amount)], idempotency_key=event)
+    ledger.post(
+        event="settlement_payout",
+        legs=[ledger.Leg(payable, Decimal("50")), ledger.Leg(accounts.bank("INR"), Decimal("-50"))],
+        idempotency_key="payout-1",
+    )
+    (row,) = settlement_compute(partner=partner, period_start=this_month)
+    assert row.ledger_payable == Decimal("106.20")  # charges less credits; the payout is not what was booked
+
+
+# --- credit CDRs ------------------------------------------------------------------------------------------
+
+
+def test_a_cpo_credit_cdr_outside_a_booking_credits_the_drivers_account_borne_by_the_cpo() -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    driver = DriverFactory(currency="INR")
+    original = CdrFactory(partner=partner, cdr_id="C-1", currency="INR")
+    credit = CdrFactory(
+        partner=partner,
+        cdr_id="C-1-CREDIT",
+        currency="INR",
+        credit=True,
+        credited_cdr=original,
+        total_cost_excl_vat=Decimal("-10"),
+        total_cost_incl_vat=Decimal("-11.80"),
+    )
+    receipt = DriverReceiptFactory(
+        cdr=credit,
+        driver=driver,
+        currency="INR",
+        cpo_cost_excl_vat=Decimal("-10"),
+        cpo_vat=Decimal("-1.80"),
+        fee_excl_vat=Decimal("0"),
+        fee_vat=Decimal("0"),
+        total_incl_vat=Decimal("-11.80"),
+    )
+    payments.bill(receipt)
+    payments.bill(receipt)  # processed again: booked once
+
+    def balance(code: str) -> Decimal:
+        return ledger.balance(LedgerAccount.objects.get(code=code, currency="INR"))
+
+    assert balance("cpo:IN*CPA:payable") == Decimal("11.80")  # the CPO owes it back: its payable shrinks
+    assert balance(f"driver:{driver.pk}:receivable") == Decimal("-11.80")  # credited to the driver's account
+    assert balance("refunds:pending") == 0
+    assert sum(ledger.trial_balance("INR").values()) == 0
+
+
+# --- a provider call lost with its worker ---------------------------------------------------------------
+
+
+def test_a_capture_lost_mid_call_is_retried_under_the_same_key_and_taken_once(settings: Any) -> None:
+    """The provider is unreachable: the operation stays PENDING with the error; the retry (beat, or staff from
+    the exceptions queue) sends the same idempotency key, and the ledger books the capture once."""
+    calls: list[dict[str, Any]] = []
+
+    class Flaky:
+        name = "flaky"
+        fail = True
+
+        def capture(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            if Flaky.fail:
+                raise GatewayError("connection reset", retryable=True)
+            from billing.payments.gateway import GatewayResult
+
+            return GatewayResult(reference="cap_1", amount_minor=kwargs["amount_minor"], status="captured")
+
+    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
+    providers["flaky"] = {"adapter": f"{__name__}.flaky_gateway"}
+    settings.PAYMENT_PROVIDERS = providers
+    global _FLAKY
+    _FLAKY = Flaky()
+    driver = DriverFactory(currency="INR")
+    payment = Payment.objects.create(
+        driver=driver,
+        provider="flaky",
+        currency="INR",
+        status=Payment.Status.AUTHORISED,
+        authorised_minor=12000,
+        billed_minor=10000,
+        provider_payment_id="pay_1",
+    )
+    postings.authorisation(payment, 12000)
+    ledger.post(
+        event="charge",
+        legs=[
+            ledger.Leg(accounts.driver_receivable(driver.pk, "INR"), Decimal("100")),
+            ledger.Leg(accounts.cpo_payable("IN*CPA", "INR"), Decimal("-100")),
+        ],
+        idempotency_key="charge-1",
+    )
+    with pytest.raises(GatewayError):
+        payments.payment_capture(payment.pk)
+    operation = PaymentOperation.objects.get(payment=payment)
+    assert (operation.status, operation.error) == ("PENDING", "connection reset")
+    Flaky.fail = False
+    payments.operation_retry(operation=operation)
+    payments.operation_retry(operation=operation)  # a second retry finds it done
+    payment.refresh_from_db()
+    assert (payment.status, payment.captured_minor) == (Payment.Status.CAPTURED, 10000)
+    assert {c["idempotency_key"] for c in calls} == {operation.idempotency_key} and len(calls) == 2
+    assert ledger.balance(accounts.clearing("flaky", "INR")) == Decimal("100")
+    assert sum(ledger.trial_balance("INR").values()) == 0
+
+
+_FLAKY: Any = None
+
+
+def flaky_gateway() -> Any:
+    return _FLAKY
+
+
+# --- wallet top-ups ---------------------------------------------------------------------------------------
+
+
+def test_a_wallet_top_up_is_posted_once_per_reference_and_absurd_amounts_are_refused() -> None:
+    from django.core.management import CommandError, call_command
+
+    driver = DriverFactory(currency="INR", wallet_balance=Decimal("0"))
+    for _ in range(2):
+        call_command("wallet_top_up", driver=driver.pk, amount="500.00", reference="NEFT-1")
+    driver.refresh_from_db()
+    assert driver.wallet_balance == Decimal("500") == payments.wallet_balance(driver.pk, "INR")
+    for amount in ("NaN", "-5", "1e30", "0.001", "abc"):
+        with pytest.raises(CommandError):
+            call_command("wallet_top_up", driver=driver.pk, amount=amount, reference=f"X-{amount}")
+    with pytest.raises(CommandError, match="printable"):
+        call_command("wallet_top_up", driver=driver.pk, amount="1", reference="NEFT\x00-2")
+    with pytest.raises(CommandError, match="post-paid"):
+        call_command("wallet_top_up", driver=DriverFactory().pk, amount="1", reference="NEFT-3")
+    assert payments.wallet_balance(driver.pk, "INR") == Decimal("500")
+    assert sum(ledger.trial_balance("INR").values()) == 0
