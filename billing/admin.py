@@ -164,4 +164,4 @@ class PartnerTermsAdmin(admin.ModelAdmin):
 
 
 # Admin autodiscovery imports only this module: the other console pages register when imported here.
-from billing import admin_disputes, admin_settlement  # noqa: E402, F401
+from billing import admin_disputes, admin_documents, admin_ledger, admin_payments, admin_settlement  # noqa: E402, F401

@@ -1,10 +1,12 @@
 """Links between billing's console pages, shared by the CDR and audit pages (admin.py) and the disputes
-console (admin_disputes.py)."""
+console (admin_disputes.py); and the read-only rule of the pages of records (ledger, payments, documents)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -24,3 +26,21 @@ def audit_of(cdr: Cdr) -> CdrAudit | None:
         return cdr.audit
     except CdrAudit.DoesNotExist:
         return None
+
+
+class ReadOnly:
+    """Nobody adds, changes or deletes here, superusers included: the rows are records, written by services
+    (for model admins and inlines alike)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):
+    actions = None

@@ -76,12 +76,23 @@ class SettlementAdmin(admin.ModelAdmin):
         "charged_to_drivers",
         "margin_excl_vat",
         "vat_collected",
+        "ledger_payable",
+        "carried_over",
         "computed_at",
     )
     list_filter = ("partner", PeriodFilter, "state", "currency")
     list_select_related = ("partner", "closed_by")
     ordering = ("-period_start", "partner__name", "currency")
-    actions = ["recompute", "export_csv", "export_xlsx", "export_xlsx_with_cdrs", "export_cdrs_csv", "close_period"]
+    actions = [
+        "recompute",
+        "export_csv",
+        "export_xlsx",
+        "export_xlsx_with_cdrs",
+        "export_cdrs_csv",
+        "close_period",
+        "close_period_carrying_over",
+        "issue_cpo_statement",
+    ]
     readonly_fields = [f.name for f in Settlement._meta.fields if f.name != "id"]
 
     @admin.display(description="Period", ordering="period_start")
@@ -105,8 +116,11 @@ class SettlementAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list[Any]:
+        from billing.admin_documents import bap_settlement_view
+
         extra = [
             path("compute/", self.admin_site.admin_view(self.compute_view), name="billing_settlement_compute"),
+            path("apps/", self.admin_site.admin_view(bap_settlement_view), name="billing_bap_settlement"),
         ]
         return extra + super().get_urls()
 
@@ -209,13 +223,33 @@ class SettlementAdmin(admin.ModelAdmin):
         return _attachment(response, service.export_filename(settlements, "csv", suffix="-cdrs"))
 
     @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
-    def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+    def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement], carry_over: bool = False) -> None:
         for settlement in self._selected(queryset):
             try:
                 # Not one transaction with the record: a refused close still keeps the recomputed figures.
-                service.settlement_close(settlement=settlement, user=request.user)
+                service.settlement_close(settlement=settlement, user=request.user, carry_over=carry_over)
             except service.SettlementError as error:
                 messages.warning(request, f"Not closed: {error}.")
             else:
                 self._record(request, "close", [settlement])
                 messages.success(request, f"Closed {settlement}.")
+
+    @admin.action(
+        description="Close, carrying CDRs still in review (open disputes, unmatched audits) to the next period",
+        permissions=["change"],
+    )
+    def close_period_carrying_over(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        self.close_period(request, queryset, carry_over=True)
+
+    @admin.action(description="Issue the CPO statement (closed periods) as a numbered PDF", permissions=["export"])
+    def issue_cpo_statement(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        from billing.services import documents
+
+        for settlement in self._selected(queryset):
+            try:
+                issued = documents.issue_cpo_statement(settlement)
+            except documents.DocumentError as error:
+                messages.warning(request, f"{settlement}: {error}")
+            else:
+                self._record(request, "statement", [settlement])
+                messages.success(request, f"{issued.number} issued for {settlement}")

@@ -59,3 +59,12 @@ def retry_stuck_payment_operations() -> int:
     for operation in stuck:
         payments.operation_retry(operation=operation)
     return len(stuck)
+
+
+@shared_task(acks_late=True)
+def issue_receipt(receipt_id: int) -> str:
+    """The driver's numbered receipt (or credit note) of a billed CDR, issued once."""
+    from billing.models import DriverReceipt
+    from billing.services import documents
+
+    return documents.issue_receipt(DriverReceipt.objects.get(pk=receipt_id)).number

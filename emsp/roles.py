@@ -67,6 +67,18 @@ ROLES: dict[str, tuple[str, ...] | str] = {
         "billing.view_driverreceipt",
         "billing.view_tariff",
         "billing.view_partnerterms",
+        # The money (issue 12): the ledger, payments and their webhooks; retrying a provider call; the numbered
+        # documents, which finance issues (never changes).
+        "billing.view_ledgeraccount",
+        "billing.view_ledgerentry",
+        "billing.view_payment",
+        "billing.change_payment",
+        "billing.view_paymentoperation",
+        "billing.view_providerwebhook",
+        "billing.view_bapagreement",
+        "billing.view_issueddocument",
+        "billing.add_issueddocument",
+        "billing.view_payoutreconciliation",
     ),
 }
 

@@ -354,7 +354,19 @@ def test_finance_is_offered_the_settlement_actions_but_not_deletion(login: Calla
         "export_xlsx_with_cdrs",
         "export_cdrs_csv",
         "close_period",
+        "close_period_carrying_over",
+        "issue_cpo_statement",
     }
+
+
+def test_finance_reads_the_money_and_retries_but_changes_no_entry(login: Callable[[str], Client]) -> None:
+    finance = login("finance")
+    for model in ("billing.ledgeraccount", "billing.ledgerentry", "billing.payment", "billing.issueddocument"):
+        assert finance.get(changelist(model)).status_code == 200, model
+    assert action_choices(finance, "billing.driverreceipt") == {"issue"}
+    ops = login("ops")
+    assert ops.get(changelist("billing.ledgerentry")).status_code == 403
+    assert ops.get(changelist("billing.payment")).status_code == 403
 
 
 def test_the_delivery_retry_is_offered_to_ops_and_finance_cannot_reach_deliveries(

@@ -20,6 +20,7 @@ from billing.models import Cdr, CdrAudit, Dispute, Tariff
 from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr
 from emsp import events
+from emsp.celery import run_after_commit
 from emsp.models import Location, ci_key
 from emsp.services import bookings
 
@@ -217,6 +218,8 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
         receipt = receipt_for_cdr(cdr)
         if receipt is not None:
             payments.bill(receipt)  # the ledger entries and the collection, with the receipt
+            # The driver's numbered PDF, after commit: the number's row lock stays out of CDR processing.
+            run_after_commit("billing.tasks.issue_receipt", receipt.pk)
         if not cdr.credit:
             # The booking is settled; the driver's app gets the final bill.
             booking = bookings.on_cdr(cdr.charging_session)

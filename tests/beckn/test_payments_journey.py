@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.models import BapAgreement, LedgerAccount, LedgerEntry, Payment
+from billing.models import BapAgreement, IssuedDocument, LedgerAccount, LedgerEntry, Payment
 from billing.services import ledger, payments
 from billing.services.records import cdr_store
 from emsp.models import Booking, Command, Driver, Partner
@@ -205,6 +205,8 @@ def test_a_prepaid_wallet_is_held_at_confirm_and_debited_by_the_bill(bap: Any, n
     assert_books_balance()
     paid = last(bap, "on_update")["message"]["order"]["payments"][0]
     assert (paid["status"], tag_values(paid, "PAYMENT_STATE")["CAPTURED"]) == ("PAID", str(BILL))
+    receipt = IssuedDocument.objects.get(kind=IssuedDocument.Kind.RECEIPT)  # numbered, issued after commit
+    assert receipt.party == f"driver:{driver.pk}" and receipt.total == BILL
 
 
 @pytest.mark.we_collect

@@ -225,3 +225,29 @@ def test_a_wallet_top_up_is_posted_once_per_reference_and_absurd_amounts_are_ref
         call_command("wallet_top_up", driver=DriverFactory().pk, amount="1", reference="NEFT-3")
     assert payments.wallet_balance(driver.pk, "INR") == Decimal("500")
     assert sum(ledger.trial_balance("INR").values()) == 0
+
+
+# --- settlement payments ------------------------------------------------------------------------------------
+
+
+def test_settlement_payments_to_cpos_and_from_apps_are_posted_once_per_reference() -> None:
+    from django.core.management import CommandError, call_command
+
+    payable, receivable = accounts.cpo_payable("IN*CPA", "INR"), accounts.bap_receivable("app.example", "INR")
+    ledger.post(
+        event="charge",
+        legs=[ledger.Leg(receivable, Decimal("118")), ledger.Leg(payable, Decimal("-118"))],
+        idempotency_key="charge-1",
+    )
+    for _ in range(2):
+        call_command("settlement_payment", party="cpo:IN*CPA", paid="100", currency="INR", reference="UTR-1")
+    call_command("settlement_payment", party="bap:app.example", received="118", currency="INR", reference="UTR-2")
+    assert ledger.balance(payable) == Decimal("-18")  # 118 owed, 100 paid once
+    assert ledger.balance(receivable) == 0
+    assert ledger.balance(accounts.bank("INR")) == Decimal("18")
+    for bad in ({"paid": "1e40"}, {"paid": "-1"}, {"paid": "0.001"}, {"received": "5"}):
+        with pytest.raises(CommandError):
+            call_command("settlement_payment", party="cpo:IN*CPA", currency="INR", reference="UTR-X", **bad)
+    with pytest.raises(CommandError):
+        call_command("settlement_payment", party="bank:x", paid="1", currency="INR", reference="UTR-3")
+    assert sum(ledger.trial_balance("INR").values()) == 0

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from billing.models import Settlement
+from billing.models import Cdr, Dispute, Settlement
 from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, settlement_compute
 from tests.billing.factories import settlement_scenario
 
@@ -122,6 +122,21 @@ def test_it_refuses_to_close_a_period_that_is_not_reconciled(
     assert Settlement.objects.get(pk=settlements["EUR"].pk).state == Settlement.State.OPEN
     assert "Not closed" in response.content.decode()
     assert "2 open dispute(s)" in response.content.decode()
+
+
+def test_it_closes_a_period_in_review_carrying_its_open_cdrs_to_the_next(
+    finance: Client, settlements: dict[str, Settlement]
+) -> None:
+    response = act(finance, "close_period_carrying_over", settlements["EUR"], follow=True)
+
+    eur = Settlement.objects.get(pk=settlements["EUR"].pk)
+    assert eur.state == Settlement.State.CLOSED
+    assert eur.carried_over >= 2 and eur.open_disputes == 0  # the disputed CDRs wait in November
+    assert "Closed CPO A (IN*CPA) 2026-10 EUR" in response.content.decode()
+    november = Settlement.objects.get(partner=eur.partner, period_start=date(2026, 11, 1), currency="EUR")
+    carried = Cdr.objects.filter(carried_to=date(2026, 11, 1), currency="EUR")
+    assert carried.filter(disputes__state__in=Dispute.OPEN_STATES).count() == 2
+    assert november.open_disputes >= 2
 
 
 def test_it_needs_the_change_permission_to_close(settlements: dict[str, Settlement]) -> None:

@@ -1,5 +1,6 @@
-"""`manage.py settlement_report --partner IN*CPA --period 2026-10 [--format csv|xlsx] [--output FILE] [--details]`:
-compute a CPO's settlement for a month (or a range of months) and export it."""
+"""`manage.py settlement_report --party cpo:IN*CPA|bap:<bap_id> --period 2026-10 [--format csv|xlsx] [--output FILE]
+[--details]`: compute a CPO's (or a consumer app's) settlement for a month (or a range of months) and export it.
+`--partner IN*CPA` and `--all-partners` work as before; `--party bap:*` reports every app."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.models import Settlement
+from billing.models import BapAgreement, LedgerAccount, Settlement
+from billing.services.bap_settlement import (
+    BapSettlement,
+    BapSettlementError,
+    bap_lines_csv,
+    bap_settlement_csv,
+    bap_settlement_xlsx,
+    bap_settlements_compute,
+)
 from billing.services.settlement import (
     SettlementError,
     parse_period,
@@ -21,6 +30,7 @@ from emsp.models import Partner
 
 # CommandError's exit status for bad input, as argparse uses for usage errors.
 EXIT_BAD_INPUT = 2
+ALL_BAPS = "*"
 
 
 def find_partner(text: str) -> Partner:
@@ -41,14 +51,35 @@ def find_partner(text: str) -> Partner:
     return partners[0]
 
 
+def find_bap(text: str) -> str:
+    """A consumer app's bap_id, known from its agreement or its ledger accounts; `*` for every app."""
+    bap_id = text.strip()
+    if bap_id == ALL_BAPS:
+        return bap_id
+    known = (
+        BapAgreement.objects.filter(bap_id=bap_id).exists()
+        or LedgerAccount.objects.filter(code__in=[f"bap:{bap_id}:receivable", f"bap:{bap_id}:payable"]).exists()
+    )
+    if not bap_id or not known:
+        raise CommandError(
+            f"no BAP {bap_id!r} (no agreement and no ledger account; give its Beckn bap_id)",
+            returncode=EXIT_BAD_INPUT,
+        )
+    return bap_id
+
+
 class Command(BaseCommand):
     help = (
-        "Compute the settlement of a CPO (or of every CPO) for a month and export it: CSV on stdout by default, "
-        "XLSX with --output. --details adds one row per CDR."
+        "Compute the settlement of a CPO (or of every CPO) or of a consumer app (BAP) for a month and export it: "
+        "CSV on stdout by default, XLSX with --output. --details adds one row per CDR (per charge for an app)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         who = parser.add_mutually_exclusive_group(required=True)
+        who.add_argument(
+            "--party",
+            help="cpo:CC*PID (e.g. cpo:IN*CPA), bap:<bap_id> (bap:* for every app), or as --partner",
+        )
         who.add_argument("--partner", help="CC*PID (e.g. IN*CPA), partner id or name")
         who.add_argument("--all-partners", action="store_true", help="every partner with CDRs in the period")
         parser.add_argument("--period", required=True, help="YYYY-MM, or YYYY-MM..YYYY-MM for several months")
@@ -57,7 +88,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--details",
             action="store_true",
-            help="per-CDR rows: a second sheet in XLSX; with CSV a second file next to --output (-cdrs.csv)",
+            help="per-CDR (per-charge) rows: a second sheet in XLSX; with CSV a second file next to --output "
+            "(-cdrs.csv, -lines.csv for an app)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -70,7 +102,17 @@ class Command(BaseCommand):
         if output is None and (fmt == "xlsx" or options["details"]):
             what = "XLSX" if fmt == "xlsx" else "--details"
             raise CommandError(f"{what} needs --output FILE", returncode=EXIT_BAD_INPUT)
-        partners = [find_partner(options["partner"])] if options["partner"] else None
+
+        partner_text = options["partner"]
+        party = (options["party"] or "").strip()
+        kind, colon, rest = party.partition(":")
+        if colon and kind.lower() == "bap":
+            bap_id = find_bap(rest)
+            self._bap(None if bap_id == ALL_BAPS else bap_id, months, fmt, output, options["details"])
+            return
+        if party:
+            partner_text = rest if colon and kind.lower() == "cpo" else party
+        partners = [find_partner(partner_text)] if partner_text else None
 
         settlements: list[Settlement] = []
         for period_start, period_end in months:
@@ -94,6 +136,28 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=EXIT_BAD_INPUT) from None
         if output is not None:
             self.stderr.write(f"{len(settlements)} settlement row(s) written to {output}")
+
+    def _bap(self, bap_id: str | None, months: list[Any], fmt: str, output: Path | None, details: bool) -> None:
+        """A consumer app's settlement (billing/services/bap_settlement.py), from the ledger."""
+        settlements: list[BapSettlement] = []
+        try:
+            for period_start, period_end in months:
+                settlements += bap_settlements_compute(period_start=period_start, period_end=period_end, bap_id=bap_id)
+        except BapSettlementError as error:
+            raise CommandError(str(error), returncode=EXIT_BAD_INPUT) from None
+        if fmt == "xlsx":
+            assert output is not None
+            self._write(output, bap_settlement_xlsx(settlements, include_lines=details))
+        elif output is None:
+            self.stdout.write(bap_settlement_csv(settlements), ending="")
+        else:
+            self._write(output, bap_settlement_csv(settlements).encode())
+            if details:
+                lines = output.with_name(f"{output.stem}-lines.csv")
+                self._write(lines, bap_lines_csv(settlements).encode())
+                self.stderr.write(f"per-charge rows written to {lines}")
+        if output is not None:
+            self.stderr.write(f"{len(settlements)} BAP settlement row(s) written to {output}")
 
     def _open(self, path: Path) -> Any:
         try:

@@ -1,0 +1,210 @@
+"""Console pages for what we issue and what apps owe: drivers' receipts (issue a numbered receipt or credit
+note), the numbered PDFs issued (read-only, downloaded as issued, their SHA-256 checked), and the settlement of
+an app (BAP) over a period with its exports and statement (served from the settlement pages' URLs). CPO
+statements of closed periods are an action of the settlement list (admin_settlement.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from billing.admin_links import ReadOnlyAdmin, admin_link
+from billing.models import BapAgreement, DriverReceipt, IssuedDocument
+from billing.services import bap_settlement, documents
+from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month
+
+PDF_CONTENT_TYPE = "application/pdf"
+
+
+def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@admin.register(DriverReceipt)
+class DriverReceiptAdmin(admin.ModelAdmin):
+    list_display = ("cdr", "driver", "currency", "total_incl_vat", "quoted_total_incl_vat", "created_at", "document")
+    list_filter = ("currency",)
+    search_fields = ("cdr__cdr_id", "driver__name", "driver__email")
+    list_select_related = ("cdr", "driver")
+    readonly_fields = [f.name for f in DriverReceipt._meta.fields if f.name != "id"]
+    actions = ["issue"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Receipt")
+    def document(self, receipt: DriverReceipt) -> str:
+        issued = (
+            IssuedDocument.objects.filter(reference=f"receipt:{receipt.pk}").first()
+            or IssuedDocument.objects.filter(
+                reference=f"cdr:{receipt.cdr_id}",
+                kind__in=(IssuedDocument.Kind.RECEIPT, IssuedDocument.Kind.CREDIT_NOTE),
+            ).first()
+        )
+        return admin_link(issued, issued.number) if issued is not None else "—"
+
+    @admin.action(description="Issue the numbered receipt (or credit note) as PDF", permissions=["view"])
+    def issue(self, request: HttpRequest, queryset: QuerySet[DriverReceipt]) -> None:
+        if not request.user.has_perm("billing.add_issueddocument"):
+            raise PermissionDenied
+        for receipt in queryset[:200]:
+            try:
+                issued = documents.issue_receipt(receipt)
+            except documents.DocumentError as exc:
+                messages.warning(request, f"{receipt}: {exc}")
+            else:
+                messages.success(request, f"{issued.number} issued for {receipt.cdr}")
+
+
+@admin.register(IssuedDocument)
+class IssuedDocumentAdmin(ReadOnlyAdmin):  # as issued, for good
+    list_display = ("number", "kind", "party", "reference", "total", "currency", "issued_at", "download")
+    list_filter = ("kind", "entity", "currency")
+    search_fields = ("number", "party", "reference")
+    readonly_fields = ("entity", "kind", "number", "party", "reference", "currency", "total", "sha256", "issued_at")
+    exclude = ("pdf",)
+    ordering = ("-issued_at",)
+
+    def get_urls(self) -> list[Any]:
+        extra = [
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="billing_issueddocument_pdf",
+            )
+        ]
+        return extra + super().get_urls()
+
+    @admin.display(description="PDF")
+    def download(self, document: IssuedDocument) -> str:
+        return format_html('<a href="{}">download</a>', reverse("admin:billing_issueddocument_pdf", args=[document.pk]))
+
+    def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        document = get_object_or_404(IssuedDocument, pk=pk)
+        try:
+            body = documents.document_pdf(document)
+        except documents.DocumentError as exc:  # the stored bytes no longer match their SHA-256
+            messages.error(request, str(exc))
+            return HttpResponse(str(exc), status=409, content_type="text/plain")
+        return _attachment(HttpResponse(body, content_type=PDF_CONTENT_TYPE), documents.document_filename(document))
+
+
+# --- the settlement of an app (BAP) --------------------------------------------------------------------------
+
+
+class BapSettlementForm(forms.Form):
+    bap_id = forms.CharField(required=False, max_length=255, help_text="Empty: every app with money in the period")
+    period_start = forms.DateField(help_text="YYYY-MM-DD")
+    period_end = forms.DateField(help_text="YYYY-MM-DD, exclusive")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("period_start"), data.get("period_end")
+        if start and end and not start < end <= start + timedelta(days=366):
+            raise forms.ValidationError("the period ends after it starts, within a year")
+        bap_id = data.get("bap_id") or ""
+        if not bap_id.isprintable():
+            raise forms.ValidationError("the app id is printable text")
+        return data
+
+
+def bap_settlement_view(request: HttpRequest) -> HttpResponse:
+    """Finance: an app's collections, finder fees and net due over a period, exported or issued as a PDF."""
+    if not request.user.has_perm("billing.view_settlement"):
+        raise PermissionDenied
+    today = timezone.localdate()
+    first = today.replace(day=1)
+    previous = (first - timedelta(days=1)).replace(day=1)
+    form = BapSettlementForm(request.GET or {"period_start": previous, "period_end": first})
+    rows: list[Any] = []
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            rows = bap_settlement.bap_settlements_compute(
+                period_start=data["period_start"], period_end=data["period_end"], bap_id=data["bap_id"] or None
+            )
+        except bap_settlement.BapSettlementError as exc:
+            form.add_error(None, str(exc))
+        export = request.GET.get("export")
+        if rows and export in ("csv", "xlsx"):
+            if not request.user.has_perm("billing.export_settlement"):
+                raise PermissionDenied
+            if export == "csv":
+                body: Any = bap_settlement.bap_settlement_csv(rows)
+                response = HttpResponse(body, content_type=CSV_CONTENT_TYPE)
+            else:
+                response = HttpResponse(
+                    bap_settlement.bap_settlement_xlsx(rows, include_lines=True), content_type=XLSX_CONTENT_TYPE
+                )
+            return _attachment(response, bap_settlement.bap_export_filename(rows, export))
+        if rows and request.GET.get("issue") and data["bap_id"]:
+            if not request.user.has_perm("billing.add_issueddocument"):
+                raise PermissionDenied
+            try:
+                for row in rows:
+                    issued = documents.issue_bap_statement(
+                        bap_id=data["bap_id"],
+                        currency=row.currency,
+                        period_start=data["period_start"],
+                        period_end=data["period_end"],
+                    )
+                    messages.success(request, f"{issued.number} issued")
+            except documents.DocumentError as exc:
+                messages.warning(request, str(exc))
+    context = {
+        **admin.site.each_context(request),
+        "title": "App (BAP) settlement",
+        "form": form,
+        "rows": rows,
+        "query": request.GET.urlencode(),
+        "months": [(previous, first), (first, next_month(first))],
+    }
+    return TemplateResponse(request, "admin/billing/settlement/apps.html", context)
+
+
+@admin.register(BapAgreement)
+class BapAgreementAdmin(admin.ModelAdmin):
+    """What we agreed with each consumer app: offered as its payment terms in on_select/on_init."""
+
+    list_display = ("bap_id", "legal_name", "collects", "finder_fee_percent", "settlement_window", "settlement_basis")
+    search_fields = ("bap_id", "legal_name")
+    list_filter = ("collects", "settlement_basis")
+    readonly_fields = ("created_at",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        def clean_settlement_window(self: Any) -> str:
+            window = self.cleaned_data["settlement_window"].strip().upper()
+            try:
+                bap_settlement.add_duration(timezone.now(), window)
+            except bap_settlement.BapSettlementError as exc:
+                raise forms.ValidationError(str(exc)) from exc
+            return window
+
+        def clean_finder_fee_percent(self: Any) -> Any:
+            fee = self.cleaned_data["finder_fee_percent"]
+            if not 0 <= fee <= 50:
+                raise forms.ValidationError("a finder fee is between 0 and 50 %")
+            return fee
+
+        form.clean_settlement_window = clean_settlement_window
+        form.clean_finder_fee_percent = clean_finder_fee_percent
+        return form

@@ -1,0 +1,411 @@
+"""The one page layout of every document we issue (receipts, credit notes, statements): the issuer's header,
+the recipient and the document's facts side by side, tables, a totals block, notes, and a footer with the
+document number and "page x of y" on every page. Content comes in as plain data (`Content`); nothing here
+reads the database, so a renderer is a pure function from `Content` to PDF bytes."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from django.utils import timezone
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_RIGHT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen import canvas as pdfcanvas
+from reportlab.platypus import (
+    BaseDocTemplate,
+    Flowable,
+    Frame,
+    KeepTogether,
+    LongTable,
+    PageTemplate,
+    Paragraph,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from billing.money import DEFAULT_POLICY, minor_units, round_money
+
+PAGE_WIDTH, PAGE_HEIGHT = A4
+MARGIN = 18 * mm
+FOOTER_HEIGHT = 14 * mm
+CONTENT_WIDTH = PAGE_WIDTH - 2 * MARGIN
+
+INK = colors.HexColor("#1f2933")
+MUTED = colors.HexColor("#616e7c")
+RULE = colors.HexColor("#9aa5b1")
+SHADE = colors.HexColor("#e4e7eb")
+ACCENT = colors.HexColor("#0b4f6c")
+
+
+# --- fonts: a TrueType face with more than Latin-1 (drivers' and partners' names), Vera as the fallback ---------
+
+_FONT_CANDIDATES = (
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
+    ("Vera.ttf", "VeraBd.ttf"),  # shipped with reportlab, so this one always loads
+)
+_fonts: tuple[str, str] | None = None
+
+
+def fonts() -> tuple[str, str]:
+    """The (regular, bold) font names, registered with reportlab on first use."""
+    global _fonts
+    if _fonts is None:
+        for regular, bold in _FONT_CANDIDATES:
+            if regular.startswith("/") and not (Path(regular).exists() and Path(bold).exists()):
+                continue
+            pdfmetrics.registerFont(TTFont("DocSans", regular))
+            pdfmetrics.registerFont(TTFont("DocSans-Bold", bold))
+            pdfmetrics.registerFontFamily("DocSans", normal="DocSans", bold="DocSans-Bold")
+            _fonts = ("DocSans", "DocSans-Bold")
+            break
+        else:  # pragma: no cover - reportlab without its Vera fonts
+            _fonts = ("Helvetica", "Helvetica-Bold")
+    return _fonts
+
+
+# --- content ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """The legal entity that issues the document (settings.LEGAL_ENTITY_*)."""
+
+    name: str
+    address: str
+    tax_id: str
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: float  # share of the content width; the shares of a table add up to 1
+    align: str = "L"  # L or R (amounts and quantities are R)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled table. `rows` are text already formatted; `total_rows` are set in bold under a rule."""
+
+    title: str
+    columns: list[Column]
+    rows: list[list[str]]
+    total_rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Content:
+    title: str  # "Receipt", "Credit note", "Settlement statement"
+    subtitle: str  # one line under the title, e.g. "Consumer app (BAP)"
+    number: str
+    issued_at: datetime
+    recipient_label: str  # "Issued to", "Statement for"
+    recipient: list[str]  # first line in bold
+    facts: list[tuple[str, str]]  # label, value: beside the recipient
+    sections: list[Section]
+    totals: list[tuple[str, str]] = field(default_factory=list)  # the last one is the grand total
+    notes: list[str] = field(default_factory=list)
+    # The totals follow this many sections (all of them when None): a statement states what is due before
+    # its long list of lines, so the figure that matters is on the first page.
+    totals_after: int | None = None
+
+
+# --- formatting ---------------------------------------------------------------------------------------------
+
+
+def rounded(amount: Decimal, currency: str, policy: str = DEFAULT_POLICY) -> Decimal:
+    """The amount rounded to the currency's minor unit with the policy; exact for a currency outside ISO 4217
+    (shown as given rather than guessed)."""
+    try:
+        return round_money(amount, currency, policy)
+    except ValueError:
+        return amount
+
+
+def money(amount: Decimal | None, currency: str, policy: str = DEFAULT_POLICY) -> str:
+    """`1,234.50` for INR, `1,235` for JPY, `1.235` for KWD: rounded to the currency's minor unit with the
+    policy, grouped by thousands, a minus sign for credits. Decimal all the way; no float."""
+    if amount is None:
+        return "–"
+    value = rounded(amount, currency, policy)
+    try:
+        places = minor_units(currency)
+    except ValueError:
+        places = max(0, -int(value.as_tuple().exponent))
+    text = f"{abs(value):,.{places}f}"
+    return f"-{text}" if value < 0 else text
+
+
+def quantity(value: Decimal | None, places: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value.quantize(Decimal(1).scaleb(-places)):,.{places}f}"
+
+
+def moment(value: datetime | None, *, zone: bool = True) -> str:
+    """Local time of the deployment (settings.TIME_ZONE), to the minute, with the zone's name (in a table
+    the column title names the zone instead)."""
+    if value is None:
+        return "–"
+    local = timezone.localtime(value)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}" if zone else f"{local:%Y-%m-%d %H:%M}"
+
+
+def day(value: Any) -> str:
+    """A date, or an aware datetime's local date."""
+    if value is None:
+        return "–"
+    if isinstance(value, datetime):
+        value = timezone.localtime(value)
+    return f"{value:%Y-%m-%d}"
+
+
+# --- rendering ----------------------------------------------------------------------------------------------
+
+
+def _styles() -> dict[str, ParagraphStyle]:
+    regular, bold = fonts()
+    base = ParagraphStyle("base", fontName=regular, fontSize=8.5, leading=11, textColor=INK)
+    return {
+        "base": base,
+        "right": ParagraphStyle("right", parent=base, alignment=TA_RIGHT),
+        "bold": ParagraphStyle("bold", parent=base, fontName=bold),
+        "bold_right": ParagraphStyle("bold_right", parent=base, fontName=bold, alignment=TA_RIGHT),
+        "issuer": ParagraphStyle("issuer", parent=base, fontName=bold, fontSize=13, leading=16, textColor=ACCENT),
+        "small": ParagraphStyle("small", parent=base, fontSize=7.5, leading=9.5, textColor=MUTED),
+        "title": ParagraphStyle(
+            "title", parent=base, fontName=bold, fontSize=18, leading=22, alignment=TA_RIGHT, textColor=ACCENT
+        ),
+        "subtitle": ParagraphStyle("subtitle", parent=base, alignment=TA_RIGHT, textColor=MUTED),
+        "label": ParagraphStyle("label", parent=base, fontSize=7.5, leading=10, textColor=MUTED),
+        "section": ParagraphStyle(
+            "section", parent=base, fontName=bold, fontSize=10, leading=13, spaceBefore=4, textColor=ACCENT
+        ),
+        "head": ParagraphStyle("head", parent=base, fontName=bold, fontSize=8, leading=10),
+        "head_right": ParagraphStyle(
+            "head_right", parent=base, fontName=bold, fontSize=8, leading=10, alignment=TA_RIGHT
+        ),
+        "total_label": ParagraphStyle("total_label", parent=base, alignment=TA_RIGHT),
+        "grand": ParagraphStyle("grand", parent=base, fontName=bold, fontSize=10, leading=13, alignment=TA_RIGHT),
+    }
+
+
+def _p(text: str, style: ParagraphStyle) -> Paragraph:
+    indent = len(text) - len(text.lstrip(" "))  # leading spaces indent a sub-item ("  of which …")
+    return Paragraph("&nbsp;" * 2 * indent + escape(text.lstrip(" ")).replace("\n", "<br/>"), style)
+
+
+def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> list[Flowable]:
+    left = [
+        _p(issuer.name, s["issuer"]),
+        _p(issuer.address, s["base"]),
+        _p(f"Tax ID: {issuer.tax_id}", s["base"]),
+    ]
+    right = [
+        _p(content.title, s["title"]),
+        _p(content.subtitle, s["subtitle"]),
+        _p(f"No. {content.number}", s["bold_right"]),
+        _p(f"Issued {moment(content.issued_at)}", s["right"]),
+    ]
+    head = Table([[left, right]], colWidths=[CONTENT_WIDTH * 0.55, CONTENT_WIDTH * 0.45])
+    head.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ("LINEBELOW", (0, 0), (-1, 0), 1.2, ACCENT),
+                ("BOTTOMPADDING", (0, 0), (-1, 0), 8),
+            ]
+        )
+    )
+    recipient = [_p(content.recipient_label.upper(), s["label"])]
+    for i, line in enumerate(content.recipient):
+        recipient.append(_p(line, s["bold"] if i == 0 else s["base"]))
+    facts = Table(
+        [[_p(label, s["label"]), _p(value, s["base"])] for label, value in content.facts],
+        colWidths=[CONTENT_WIDTH * 0.17, CONTENT_WIDTH * 0.31],
+    )
+    facts.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("TOPPADDING", (0, 0), (-1, -1), 1),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+            ]
+        )
+    )
+    parties = Table([[recipient, facts]], colWidths=[CONTENT_WIDTH * 0.52, CONTENT_WIDTH * 0.48])
+    parties.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ("TOPPADDING", (0, 0), (-1, -1), 10),
+            ]
+        )
+    )
+    return [head, parties, Spacer(1, 6 * mm)]
+
+
+def _section(section: Section, s: dict[str, ParagraphStyle]) -> list[Flowable]:
+    heads = [_p(c.title, s["head_right"] if c.align == "R" else s["head"]) for c in section.columns]
+
+    def cells(row: list[str], bold: bool = False) -> list[Paragraph]:
+        out = []
+        for column, text in zip(section.columns, row, strict=True):
+            if bold:
+                out.append(_p(text, s["bold_right"] if column.align == "R" else s["bold"]))
+            else:
+                out.append(_p(text, s["right"] if column.align == "R" else s["base"]))
+        return out
+
+    has_head = any(c.title for c in section.columns)  # a key/value table has no column titles
+    data = [heads] if has_head else []
+    data += [cells(row) for row in section.rows] + [cells(row, bold=True) for row in section.total_rows]
+    table = LongTable(data, colWidths=[CONTENT_WIDTH * c.width for c in section.columns], repeatRows=int(has_head))
+    style = [
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("TOPPADDING", (0, 0), (-1, -1), 2.5),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), 4),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 4),
+    ]
+    if has_head:
+        style += [("BACKGROUND", (0, 0), (-1, 0), SHADE), ("LINEBELOW", (0, 0), (-1, 0), 0.6, RULE)]
+    else:
+        style.append(("LINEABOVE", (0, 0), (-1, 0), 0.6, RULE))
+    first = int(has_head)
+    body_end = first + len(section.rows) - 1  # index of the last body row
+    for i in range(first + 1, body_end + 1, 2):  # zebra stripes help a reader follow a long row across
+        style.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#f5f7fa")))
+    if section.total_rows:
+        style.append(("LINEABOVE", (0, body_end + 1), (-1, body_end + 1), 0.8, INK))
+    else:
+        style.append(("LINEBELOW", (0, -1), (-1, -1), 0.6, RULE))
+    table.setStyle(TableStyle(style))
+    out: list[Flowable] = [KeepTogether([_p(section.title, s["section"]), Spacer(1, 2 * mm), table])]
+    if len(section.rows) > 40:  # a long table may break across pages; only its heading keeps with its start
+        out = [_p(section.title, s["section"]), Spacer(1, 2 * mm), table]
+    if section.note:
+        out += [Spacer(1, 1.5 * mm), _p(section.note, s["small"])]
+    out.append(Spacer(1, 5 * mm))
+    return out
+
+
+def _totals(totals: list[tuple[str, str]], s: dict[str, ParagraphStyle]) -> list[Flowable]:
+    if not totals:
+        return []
+    rows = [[_p(label, s["total_label"]), _p(value, s["right"])] for label, value in totals[:-1]]
+    label, value = totals[-1]
+    rows.append([_p(label, s["grand"]), _p(value, s["grand"])])
+    table = Table(rows, colWidths=[CONTENT_WIDTH * 0.58, CONTENT_WIDTH * 0.2], hAlign="RIGHT")
+    table.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 2),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 4),
+                ("LINEABOVE", (0, -1), (-1, -1), 1.2, INK),
+                ("TOPPADDING", (0, -1), (-1, -1), 5),
+                ("BACKGROUND", (0, -1), (-1, -1), SHADE),
+                ("BOTTOMPADDING", (0, -1), (-1, -1), 5),
+            ]
+        )
+    )
+    return [KeepTogether([table]), Spacer(1, 6 * mm)]
+
+
+class _NumberedCanvas(pdfcanvas.Canvas):
+    """A canvas that holds every page until the end, so each footer can say "page x of y"."""
+
+    footer_text = ""
+    running_head = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for state in self._pages:
+            self.__dict__.update(state)
+            self._decorate(total)
+            super().showPage()
+        super().save()
+
+    def _decorate(self, total: int) -> None:
+        regular, bold = fonts()
+        page = self._pageNumber
+        self.saveState()
+        self.setStrokeColor(RULE)
+        self.setLineWidth(0.5)
+        self.line(MARGIN, FOOTER_HEIGHT, PAGE_WIDTH - MARGIN, FOOTER_HEIGHT)
+        self.setFillColor(MUTED)
+        self.setFont(regular, 7.5)
+        self.drawString(MARGIN, FOOTER_HEIGHT - 4 * mm, self.footer_text)
+        self.setFont(bold, 7.5)
+        self.drawRightString(PAGE_WIDTH - MARGIN, FOOTER_HEIGHT - 4 * mm, f"Page {page} of {total}")
+        if page > 1:  # later pages say whose document they continue
+            self.setFont(regular, 7.5)
+            self.drawString(MARGIN, PAGE_HEIGHT - MARGIN + 5 * mm, self.running_head)
+            self.line(MARGIN, PAGE_HEIGHT - MARGIN + 3.5 * mm, PAGE_WIDTH - MARGIN, PAGE_HEIGHT - MARGIN + 3.5 * mm)
+        self.restoreState()
+
+
+def render(content: Content, issuer: Issuer) -> bytes:
+    """The document as PDF bytes (A4)."""
+    styles = _styles()
+    story: list[Flowable] = _header(issuer, content, styles)
+    after = len(content.sections) if content.totals_after is None else content.totals_after
+    for section in content.sections[:after]:
+        story += _section(section, styles)
+    story += _totals(content.totals, styles)
+    for section in content.sections[after:]:
+        story += _section(section, styles)
+    for note in content.notes:
+        story += [_p(note, styles["small"]), Spacer(1, 1.5 * mm)]
+
+    buffer = io.BytesIO()
+    doc = BaseDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=FOOTER_HEIGHT + 6 * mm,
+        title=f"{content.title} {content.number}",
+        author=issuer.name,
+        subject=content.subtitle,
+        creator="eMSP billing",
+    )
+    frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, id="body", leftPadding=0, rightPadding=0)
+    doc.addPageTemplates([PageTemplate(id="page", frames=[frame])])
+
+    footer = f"{issuer.name} · Tax ID {issuer.tax_id} · {content.title} {content.number}"
+    running = f"{issuer.name} — {content.title} {content.number} (continued)"
+    canvas_class = type("DocumentCanvas", (_NumberedCanvas,), {"footer_text": footer, "running_head": running})
+    doc.build(story, canvasmaker=canvas_class)
+    return buffer.getvalue()
+
+
+__all__ = ["Column", "Content", "Issuer", "Section", "day", "moment", "money", "quantity", "render"]

@@ -1,0 +1,230 @@
+"""Numbered documents: driver receipts and credit notes, BAP and CPO settlement statements, issued once per
+thing they document, numbered without gaps per legal entity, kind and year, and kept as issued (PDF + SHA-256).
+
+Numbering rules (docs/settlement.md):
+
+- A number is `<ENTITY>-<PREFIX>-<YEAR>-<NNNNNN>`, e.g. `EMSP-RC-2026-000001`: the legal entity's code
+  (settings.LEGAL_ENTITY_CODE), the kind's prefix (RC receipt, CN credit note, BS BAP statement, CS CPO
+  statement), the year of issue in the default time zone, and the kind's next number that year.
+- The last number of each (entity, kind, year) is a `DocumentSequence` row, taken under a row lock
+  (SELECT … FOR UPDATE) in the same transaction that stores the `IssuedDocument`: two issuers queue on the
+  row, and a rollback returns the number with the document, so the numbers have no gaps and no repeats.
+- A document is issued once per reference (`cdr:<id>`, `settlement:<id>`, `bap:<bap_id>:<CUR>:<start>..<end>`;
+  a database constraint on (kind, reference)): asking again returns the document issued first, unchanged.
+- The PDF is rendered under the lock, because the number is printed in it; that keeps one kind's issuing
+  sequential (a few milliseconds per document), which gap-free numbering needs anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import date, datetime
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from billing.documents import Content, Issuer, bap_statement_content, cpo_statement_content, receipt_content, render
+from billing.models import DocumentSequence, DriverReceipt, IssuedDocument, Settlement
+from billing.services.bap_settlement import BapSettlementError, bap_settlement_compute
+
+Kind = IssuedDocument.Kind
+
+PREFIXES: dict[str, str] = {
+    Kind.RECEIPT: "RC",
+    Kind.CREDIT_NOTE: "CN",
+    Kind.BAP_STATEMENT: "BS",
+    Kind.CPO_STATEMENT: "CS",
+}
+REFERENCE_MAX = IssuedDocument._meta.get_field("reference").max_length
+PARTY_MAX = IssuedDocument._meta.get_field("party").max_length
+
+
+class DocumentError(ValueError):
+    """A document that can't be issued as asked (an open period, nothing to state, a tampered PDF)."""
+
+
+def issuer() -> Issuer:
+    return Issuer(
+        name=settings.LEGAL_ENTITY_NAME, address=settings.LEGAL_ENTITY_ADDRESS, tax_id=settings.LEGAL_ENTITY_TAX_ID
+    )
+
+
+# --- numbers ------------------------------------------------------------------------------------------------
+
+
+def format_number(*, entity: str, kind: str, year: int, number: int) -> str:
+    return f"{entity}-{PREFIXES[kind]}-{year:04d}-{number:06d}"
+
+
+def _locked_sequence(entity: str, kind: str, year: int) -> DocumentSequence:
+    """The (entity, kind, year) sequence row, created on first use, locked until the transaction ends."""
+    if kind not in PREFIXES:
+        raise DocumentError(f"no numbering for documents of kind {kind!r}; use one of {sorted(PREFIXES)}")
+    if not connection.in_atomic_block:
+        # Taken outside the document's transaction, a number would be committed before its document and lost
+        # (a gap) if storing the document failed.
+        raise DocumentError("take a document number inside the transaction that stores the document")
+    sequences = DocumentSequence.objects.select_for_update()
+    found = sequences.filter(entity=entity, kind=kind, year=year).first()
+    if found is None:
+        try:
+            with transaction.atomic():  # a concurrent first use wins the insert; we then wait on its row
+                DocumentSequence.objects.create(entity=entity, kind=kind, year=year, last=0)
+        except IntegrityError:
+            pass
+        found = sequences.get(entity=entity, kind=kind, year=year)
+    return found
+
+
+def _take(sequence: DocumentSequence) -> str:
+    sequence.last += 1
+    sequence.save(update_fields=["last"])
+    return format_number(entity=sequence.entity, kind=sequence.kind, year=sequence.year, number=sequence.last)
+
+
+def next_number(*, entity: str, kind: str, year: int) -> str:
+    """The next number of the entity's documents of `kind` in `year`, e.g. `EMSP-RC-2026-000001`. Must be
+    called inside the transaction that stores the numbered document (it raises DocumentError otherwise): the
+    sequence row stays locked until that transaction ends, and its rollback gives the number back."""
+    return _take(_locked_sequence(entity, kind, year))
+
+
+# --- issuing --------------------------------------------------------------------------------------------------
+
+
+def _issued(kind: str, reference: str) -> IssuedDocument | None:
+    return IssuedDocument.objects.filter(kind=kind, reference=reference).first()
+
+
+def _issue(
+    *,
+    kind: str,
+    reference: str,
+    party: str,
+    currency: str,
+    total: object,
+    content: Callable[[str, datetime], Content],
+) -> IssuedDocument:
+    """Issue the document of `reference` once: number, render, store, in one transaction."""
+    existing = _issued(kind, reference)
+    if existing is not None:
+        return existing
+    entity = settings.LEGAL_ENTITY_CODE
+    try:
+        with transaction.atomic():
+            issued_at = timezone.now()
+            sequence = _locked_sequence(entity, kind, timezone.localtime(issued_at).year)
+            existing = _issued(kind, reference)  # issued by a twin while we waited for the lock
+            if existing is not None:
+                return existing
+            number = _take(sequence)
+            pdf = render(content(number, issued_at), issuer())
+            return IssuedDocument.objects.create(
+                entity=entity,
+                kind=kind,
+                number=number,
+                party=party[:PARTY_MAX],
+                reference=reference,
+                currency=currency,
+                total=total,
+                pdf=pdf,
+                sha256=hashlib.sha256(pdf).hexdigest(),
+                issued_at=issued_at,
+            )
+    except IntegrityError:
+        # A twin in another year's sequence (issued across midnight of 31 December) stored it first; our
+        # savepoint, number included, is rolled back.
+        existing = _issued(kind, reference)
+        if existing is None:
+            raise
+        return existing
+
+
+def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
+    """The driver's receipt for a charge, or a credit note for a credit CDR's receipt; once per CDR."""
+    cdr = receipt.cdr
+    kind = Kind.CREDIT_NOTE if cdr.credit else Kind.RECEIPT
+    credited = ""
+    if cdr.credit and cdr.credited_cdr_id:
+        original = _issued(Kind.RECEIPT, f"cdr:{cdr.credited_cdr_id}")
+        credited = original.number if original is not None else ""
+    return _issue(
+        kind=kind,
+        reference=f"cdr:{cdr.pk}",
+        party=f"driver:{receipt.driver_id}" if receipt.driver_id else "driver:unknown",
+        currency=receipt.currency,
+        total=receipt.total_incl_vat,
+        content=lambda number, issued_at: receipt_content(
+            receipt, number=number, issued_at=issued_at, credited_number=credited
+        ),
+    )
+
+
+def bap_statement_reference(*, bap_id: str, currency: str, period_start: date, period_end: date) -> str:
+    """`bap:<bap_id>:<CUR>:<start>..<end>`; a bap_id too long for the column is replaced by its SHA-256."""
+    tail = f":{currency.upper()}:{period_start:%Y-%m-%d}..{period_end:%Y-%m-%d}"
+    reference = f"bap:{bap_id}{tail}"
+    if len(reference) > REFERENCE_MAX:
+        reference = f"bap:sha256-{hashlib.sha256(bap_id.encode()).hexdigest()[:40]}{tail}"
+    return reference
+
+
+def issue_bap_statement(*, bap_id: str, currency: str, period_start: date, period_end: date) -> IssuedDocument:
+    """The app's statement for a period that has ended ([period_start, period_end), end exclusive), from the
+    ledger; once per app, currency and period."""
+    currency = currency.strip().upper()
+    reference = bap_statement_reference(
+        bap_id=bap_id, currency=currency, period_start=period_start, period_end=period_end
+    )
+    existing = _issued(Kind.BAP_STATEMENT, reference)
+    if existing is not None:
+        return existing
+    if period_end > timezone.localdate():
+        raise DocumentError(f"the period ends on {period_end:%Y-%m-%d}: a statement is issued once it has ended")
+    try:
+        settlement = bap_settlement_compute(
+            bap_id=bap_id, currency=currency, period_start=period_start, period_end=period_end
+        )
+    except BapSettlementError as error:
+        raise DocumentError(str(error)) from None
+    if settlement.is_empty:
+        raise DocumentError(f"nothing to state for {bap_id} in {currency} from {period_start} to {period_end}")
+    return _issue(
+        kind=Kind.BAP_STATEMENT,
+        reference=reference,
+        party=settlement.party,
+        currency=currency,
+        total=settlement.net_due,
+        content=lambda number, issued_at: bap_statement_content(settlement, number=number, issued_at=issued_at),
+    )
+
+
+def issue_cpo_statement(settlement: Settlement) -> IssuedDocument:
+    """The CPO's statement of a CLOSED settlement (its figures are frozen); once per settlement."""
+    existing = _issued(Kind.CPO_STATEMENT, f"settlement:{settlement.pk}")
+    if existing is not None:
+        return existing
+    if settlement.state != Settlement.State.CLOSED:
+        raise DocumentError(f"{settlement} is {settlement.state}: a statement is issued once finance closed it")
+    return _issue(
+        kind=Kind.CPO_STATEMENT,
+        reference=f"settlement:{settlement.pk}",
+        party=f"cpo:{settlement.partner.party_key}",
+        currency=settlement.currency,
+        total=settlement.cpo_billed_incl_vat,
+        content=lambda number, issued_at: cpo_statement_content(settlement, number=number, issued_at=issued_at),
+    )
+
+
+def document_pdf(document: IssuedDocument) -> bytes:
+    """The PDF as issued, checked against the SHA-256 stored with it."""
+    pdf = bytes(document.pdf)
+    if hashlib.sha256(pdf).hexdigest() != document.sha256:
+        raise DocumentError(f"{document.number}: the stored PDF does not match its SHA-256")
+    return pdf
+
+
+def document_filename(document: IssuedDocument) -> str:
+    return f"{document.number}.pdf"

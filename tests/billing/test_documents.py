@@ -1,0 +1,537 @@
+"""Numbered documents: gap-free numbers per entity, kind and year (under concurrency on PostgreSQL), once per
+reference, kept with their SHA-256; and the PDFs themselves, rendered, read back and written for a look to
+var/documents-preview/."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.db import connection, transaction
+from pypdf import PdfReader
+
+from billing.models import (
+    BapAgreement,
+    CdrAudit,
+    DocumentSequence,
+    DriverReceipt,
+    IssuedDocument,
+    Payment,
+    Settlement,
+)
+from billing.services import documents
+from billing.services.documents import DocumentError, issue_receipt, next_number
+from billing.services.settlement import settlement_close, settlement_compute
+from emsp.models import Booking, ChargingSession
+from tests.billing import bap_ledger
+from tests.billing.factories import (
+    CdrAuditFactory,
+    CdrFactory,
+    CreditCdrFactory,
+    DriverReceiptFactory,
+    PartnerTermsFactory,
+    settlement_scenario,
+)
+from tests.factories import DriverFactory, PartnerFactory, stored_location
+
+PREVIEW_DIR = Path(settings.BASE_DIR) / "var" / "documents-preview"
+ENTITY = settings.LEGAL_ENTITY_CODE
+AFTER_OCTOBER = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+Kind = IssuedDocument.Kind
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def preview(name: str, pdf: bytes) -> None:
+    PREVIEW_DIR.mkdir(parents=True, exist_ok=True)
+    (PREVIEW_DIR / name).write_bytes(pdf)
+
+
+CDR_LOCATION = {
+    "id": "LOC-BLR-7",
+    "name": "Koramangala Hub",
+    "address": "80 Feet Road 14",
+    "postal_code": "560034",
+    "city": "Bengaluru",
+    "country": "IND",
+    "evse_uid": "BLR7-E2",
+    "evse_id": "IN*CPA*E2",
+    "connector_id": "1",
+}
+
+
+def charge_receipt(*, credit_of: DriverReceipt | None = None, with_payment: bool = True) -> DriverReceipt:
+    """A receipt of one INR charge at CPO A with a Razorpay payment: CPO 200.00 + 18% VAT, fee 20.00 + 18%."""
+    if credit_of is not None:
+        cdr = CreditCdrFactory(credited_cdr=credit_of.cdr, cdr_id=f"{credit_of.cdr.cdr_id}-C", data=credit_of.cdr.data)
+        return DriverReceiptFactory(
+            cdr=cdr, driver=credit_of.driver, cpo_vat=-credit_of.cpo_vat, total_incl_vat=cdr.total_cost_incl_vat
+        )
+    partner = PartnerFactory(name="Charge Point A Ltd", country_code="IN", party_id="CPA")
+    PartnerTermsFactory(partner=partner)
+    driver = DriverFactory(name="Asha Verma", email="asha@example.in")
+    end = datetime(2026, 10, 15, 19, 45, tzinfo=UTC)
+    cdr = CdrFactory(
+        partner=partner,
+        cdr_id="CDR-BLR-0042",
+        session_id="S-0042",
+        currency="INR",
+        start_date_time=end - timedelta(minutes=95),
+        end_date_time=end,
+        total_cost_excl_vat=Decimal("200.0000"),
+        total_cost_incl_vat=Decimal("236.0000"),
+        total_energy=Decimal("24.5170"),
+        location_id="LOC-BLR-7",
+        evse_uid="BLR7-E2",
+        data={"cdr_location": CDR_LOCATION},
+    )
+    if with_payment:
+        location = stored_location(partner)
+        booking = Booking.objects.create(
+            order_id="ORD-42", driver=driver, evse=location.evses.first(), connector_id="1", state="SETTLED"
+        )
+        session = ChargingSession.objects.create(
+            partner=partner,
+            country_code="IN",
+            party_id="CPA",
+            session_id="S-0042",
+            ocpi_key="IN*CPA*S-0042",
+            status="COMPLETED",
+            start_date_time=cdr.start_date_time,
+            currency="INR",
+            ocpi_location_id="LOC-BLR-7",
+            evse_uid="BLR7-E2",
+            connector_id="1",
+            token_uid="TOKEN000001",
+            auth_method="WHITELIST",
+            last_updated=end,
+            data={},
+            booking=booking,
+        )
+        cdr.charging_session = session
+        cdr.save()
+        Payment.objects.create(
+            booking=booking, driver=driver, provider="razorpay", currency="INR", status=Payment.Status.CAPTURED
+        )
+    return DriverReceiptFactory(
+        cdr=cdr,
+        driver=driver,
+        cpo_vat=Decimal("36.0000"),
+        fee_excl_vat=Decimal("20.0000"),
+        fee_vat=Decimal("3.6000"),
+        quoted_total_incl_vat=Decimal("250.0000"),
+    )
+
+
+# --- numbers -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_numbers_each_kind_and_year_from_one() -> None:
+    taken = [next_number(entity=ENTITY, kind=Kind.RECEIPT, year=2026) for _ in range(3)]
+
+    assert taken == [f"{ENTITY}-RC-2026-00000{n}" for n in (1, 2, 3)]
+    assert next_number(entity=ENTITY, kind=Kind.CREDIT_NOTE, year=2026) == f"{ENTITY}-CN-2026-000001"
+    assert next_number(entity=ENTITY, kind=Kind.RECEIPT, year=2027) == f"{ENTITY}-RC-2027-000001"
+    assert next_number(entity="EMSP-DE", kind=Kind.RECEIPT, year=2026) == "EMSP-DE-RC-2026-000001"
+    assert DocumentSequence.objects.get(entity=ENTITY, kind=Kind.RECEIPT, year=2026).last == 3
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_unknown_kind() -> None:
+    with pytest.raises(DocumentError, match="no numbering"):
+        next_number(entity=ENTITY, kind="INVOICE", year=2026)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_to_number_outside_a_transaction() -> None:
+    with pytest.raises(DocumentError, match="inside the transaction"):
+        next_number(entity=ENTITY, kind=Kind.RECEIPT, year=2026)
+
+
+@pytest.mark.django_db
+def test_a_rolled_back_document_gives_its_number_back() -> None:
+    receipt = charge_receipt(with_payment=False)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        issue_receipt(receipt)
+        raise RuntimeError("the caller's transaction fails after the document was issued")
+    document = issue_receipt(receipt)
+
+    assert document.number.endswith("-000001")
+    assert IssuedDocument.objects.count() == 1
+
+
+# --- issuing -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_issues_a_receipt_once() -> None:
+    receipt = charge_receipt()
+
+    first = issue_receipt(receipt)
+    again = issue_receipt(receipt)
+
+    assert again.pk == first.pk
+    assert (first.kind, first.reference, first.party) == (
+        Kind.RECEIPT,
+        f"cdr:{receipt.cdr_id}",
+        f"driver:{receipt.driver_id}",
+    )
+    assert (first.currency, first.total) == ("INR", Decimal("259.60"))
+    assert DocumentSequence.objects.get(kind=Kind.RECEIPT).last == 1
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_pdf_with_its_sha256() -> None:
+    document = issue_receipt(charge_receipt())
+
+    assert documents.document_pdf(document).startswith(b"%PDF-")
+    assert document.sha256 == hashlib.sha256(bytes(document.pdf)).hexdigest()
+    assert documents.document_filename(document) == f"{document.number}.pdf"
+
+    document.pdf = bytes(document.pdf) + b"% appended after issue\n"
+    with pytest.raises(DocumentError, match="does not match"):
+        documents.document_pdf(document)
+
+
+@pytest.mark.django_db
+def test_the_receipt_shows_who_what_and_how_much() -> None:
+    receipt = charge_receipt()
+
+    with time_machine.travel(datetime(2026, 10, 16, 8, 0, tzinfo=UTC), tick=False):
+        document = issue_receipt(receipt)
+    text = pdf_text(bytes(document.pdf))
+    preview("receipt.pdf", bytes(document.pdf))
+
+    assert document.number == f"{ENTITY}-RC-2026-000001"
+    for expected in (
+        document.number,
+        settings.LEGAL_ENTITY_NAME,
+        f"Tax ID: {settings.LEGAL_ENTITY_TAX_ID}",
+        "Asha Verma",
+        "Koramangala Hub",
+        "80 Feet Road 14, 560034, Bengaluru",
+        "IN*CPA*E2",
+        "2026-10-15 18:10 UTC",  # started
+        "2026-10-15 19:45 UTC (1 h 35 min)",
+        "24.517 kWh",
+        "200.00",  # CPO cost excl. VAT
+        "36.00",  # its VAT
+        "20.00",  # our fee
+        "3.60",  # VAT on it
+        "259.60",  # the total
+        "250.00",  # the quote
+        "Razorpay · Captured",
+        "Total paid (INR)",
+        "Page 1 of 1",
+    ):
+        assert expected in text, expected
+
+
+@pytest.mark.django_db
+def test_a_credit_cdr_gets_a_credit_note_that_names_the_receipt() -> None:
+    original = issue_receipt(receipt := charge_receipt())
+
+    credit = charge_receipt(credit_of=receipt)
+    note = issue_receipt(credit)
+    text = pdf_text(bytes(note.pdf))
+    preview("credit-note.pdf", bytes(note.pdf))
+
+    assert note.kind == Kind.CREDIT_NOTE
+    assert note.number == f"{ENTITY}-CN-{original.issued_at:%Y}-000001"
+    assert note.total == -Decimal("236.00")
+    for expected in ("Credit note", note.number, original.number, "-236.00", "Asha Verma", "CDR-BLR-0042"):
+        assert expected in text, expected
+
+
+@pytest.mark.django_db
+def test_an_erased_driver_is_named_by_account_only() -> None:
+    receipt = charge_receipt(with_payment=False)
+    receipt.driver.name = ""
+    receipt.driver.erased_at = datetime(2026, 10, 20, tzinfo=UTC)
+    receipt.driver.save()
+
+    text = pdf_text(bytes(issue_receipt(receipt).pdf))
+
+    assert f"Driver account {receipt.driver_id}" in text
+    assert "Asha" not in text
+
+
+@pytest.mark.django_db
+def test_amounts_follow_the_currency_minor_unit() -> None:
+    cdr = CdrFactory(currency="JPY", total_cost_excl_vat=Decimal("1234.5000"), total_cost_incl_vat=Decimal("1358"))
+    receipt = DriverReceiptFactory(
+        cdr=cdr, driver=DriverFactory(name="Ken Sato"), cpo_vat=Decimal("123.5"), total_incl_vat=Decimal("1358")
+    )
+
+    text = pdf_text(bytes(issue_receipt(receipt).pdf))
+
+    assert "1,358" in text
+    assert "1,358.00" not in text
+    assert "Total (JPY)" in text
+
+
+# --- statements ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_bap_statement_states_the_net_due_and_its_date() -> None:
+    bap_ledger.october_of_app()
+
+    with time_machine.travel(AFTER_OCTOBER, tick=False):
+        document = documents.issue_bap_statement(
+            bap_id=bap_ledger.APP, currency="INR", period_start=date(2026, 10, 1), period_end=date(2026, 11, 1)
+        )
+    text = pdf_text(bytes(document.pdf))
+    preview("bap-statement.pdf", bytes(document.pdf))
+
+    assert (document.kind, document.party, document.total) == (
+        Kind.BAP_STATEMENT,
+        f"bap:{bap_ledger.APP}",
+        Decimal("262.40"),
+    )
+    assert document.number == f"{ENTITY}-BS-2026-000001"
+    for expected in (
+        document.number,
+        "Example Mobility Apps Pvt Ltd",
+        bap_ledger.APP,
+        "2026-10-01 to 2026-10-31",
+        "286.00",  # collected by the app
+        "177.00",  # collected by us
+        "-14.75",  # finder fees it kept
+        "-8.85",  # finder fees we owe
+        "262.40",  # net due
+        "265.40",  # closing balance
+        "Net due from the app by 2026-11-08 (INR)",
+        "P7D after the charge",
+        "booking:3",
+    ):
+        assert expected in text, expected
+
+
+@pytest.mark.django_db
+def test_the_bap_statement_is_issued_once_per_period() -> None:
+    bap_ledger.october_of_app()
+    october = {
+        "bap_id": bap_ledger.APP,
+        "currency": "INR",
+        "period_start": date(2026, 10, 1),
+        "period_end": date(2026, 11, 1),
+    }
+
+    with time_machine.travel(AFTER_OCTOBER, tick=False):
+        first = documents.issue_bap_statement(**october)
+        again = documents.issue_bap_statement(**october)
+        november = documents.issue_bap_statement(
+            **{**october, "period_start": date(2026, 11, 1), "period_end": date(2026, 11, 2)}
+        )
+
+    assert again.pk == first.pk
+    assert november.number.endswith("-000002")
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_bap_statement_before_the_period_ends_or_with_nothing_in_it() -> None:
+    bap_ledger.october_of_app()
+    BapAgreement.objects.create(bap_id="quiet.example")
+
+    with (
+        time_machine.travel(datetime(2026, 10, 31, 12, tzinfo=UTC), tick=False),
+        pytest.raises(DocumentError, match="has ended"),
+    ):
+        documents.issue_bap_statement(
+            bap_id=bap_ledger.APP, currency="INR", period_start=date(2026, 10, 1), period_end=date(2026, 11, 1)
+        )
+    with time_machine.travel(AFTER_OCTOBER, tick=False), pytest.raises(DocumentError, match="nothing to state"):
+        documents.issue_bap_statement(
+            bap_id="quiet.example", currency="INR", period_start=date(2026, 10, 1), period_end=date(2026, 11, 1)
+        )
+    assert not IssuedDocument.objects.exists()
+    assert not DocumentSequence.objects.filter(last__gt=0).exists()
+
+
+def closed_october() -> Settlement:
+    scenario = settlement_scenario()
+    inr = next(
+        s
+        for s in settlement_compute(partner=scenario["partner"], period_start=date(2026, 10, 1))
+        if s.currency == "INR"
+    )
+    return settlement_close(settlement=inr, user=None)
+
+
+@pytest.mark.django_db
+def test_the_cpo_statement_states_cdrs_credits_and_what_we_pay() -> None:
+    settlement = closed_october()
+
+    with time_machine.travel(AFTER_OCTOBER, tick=False):
+        document = documents.issue_cpo_statement(settlement)
+    text = pdf_text(bytes(document.pdf))
+    preview("cpo-statement.pdf", bytes(document.pdf))
+
+    assert (document.kind, document.party, document.total) == (Kind.CPO_STATEMENT, "cpo:IN*CPA", Decimal("177"))
+    assert document.number == f"{ENTITY}-CS-2026-000001"
+    for expected in (
+        document.number,
+        "CPO A",
+        "OCPI party IN*CPA",
+        "INR-1",
+        "INR-2",
+        "150.00",
+        "177.00",
+        "CPO amount accepted",
+    ):
+        assert expected in text, expected
+    assert "EUR-1" not in text  # the other currency's settlement
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_cpo_statement_of_an_open_period() -> None:
+    scenario = settlement_scenario()
+    eur = next(
+        s
+        for s in settlement_compute(partner=scenario["partner"], period_start=date(2026, 10, 1))
+        if s.currency == "EUR"
+    )
+
+    with pytest.raises(DocumentError, match="once finance closed it"):
+        documents.issue_cpo_statement(eur)
+
+
+@pytest.mark.django_db
+def test_a_long_statement_numbers_its_pages() -> None:
+    partner = PartnerFactory(name="Big CPO", country_code="IN", party_id="BIG")
+    for n in range(130):
+        CdrAuditFactory(
+            cdr=CdrFactory(partner=partner, cdr_id=f"BIG-{n:04d}", currency="INR"), status=CdrAudit.Status.MATCHED
+        )
+    (settlement,) = settlement_compute(partner=partner, period_start=date(2026, 10, 1))
+    settlement = settlement_close(settlement=settlement, user=None)
+
+    document = documents.issue_cpo_statement(settlement)
+    reader = PdfReader(io.BytesIO(bytes(document.pdf)))
+    preview("cpo-statement-long.pdf", bytes(document.pdf))
+    pages = [page.extract_text() for page in reader.pages]
+
+    assert len(pages) >= 3
+    for i, text in enumerate(pages, start=1):
+        assert f"Page {i} of {len(pages)}" in text
+        assert document.number in text
+    assert "(continued)" in pages[1]
+    assert "BIG-0129" in pages[-1]
+
+
+# --- concurrency (PostgreSQL: SQLite has no row locks, it serialises writers) -----------------------------------
+
+needs_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks (SELECT … FOR UPDATE) need PostgreSQL; SQLite has none"
+)
+
+
+def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run `work(i)` in `count` threads released at once, each on its own connection; results or exceptions."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as error:
+            results[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_numbers_have_no_gaps_and_no_repeats() -> None:
+    def take(i: int) -> str | None:
+        with transaction.atomic():
+            number = next_number(entity=ENTITY, kind=Kind.RECEIPT, year=2026)
+            if i % 4 == 0:
+                transaction.set_rollback(True)  # this document failed: its number goes back
+                return None
+            return number
+
+    results = in_threads(16, take)
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    numbers = sorted(r for r in results if r is not None)
+    assert numbers == [f"{ENTITY}-RC-2026-{n:06d}" for n in range(1, 13)]
+    assert DocumentSequence.objects.get(entity=ENTITY, kind=Kind.RECEIPT, year=2026).last == 12
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_receipts_are_numbered_once_each() -> None:
+    receipts = [
+        DriverReceiptFactory(cdr=CdrFactory(cdr_id=f"CC-{n}"), driver=DriverFactory(name=f"Driver {n}"))
+        for n in range(6)
+    ]
+
+    # Twelve threads: every receipt asked for twice at the same time.
+    results = in_threads(12, lambda i: issue_receipt(receipts[i % 6]).number)
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert sorted(set(results)) == [f"{ENTITY}-RC-{date.today():%Y}-{n:06d}" for n in range(1, 7)]
+    assert IssuedDocument.objects.count() == 6
+    for i in range(6):
+        assert results[i] == results[i + 6]
+
+
+@pytest.mark.django_db
+def test_a_rounding_line_makes_the_rounded_lines_add_up() -> None:
+    cdr = CdrFactory(currency="INR", total_cost_excl_vat=Decimal("100.0050"), total_cost_incl_vat=Decimal("118.0050"))
+    receipt = DriverReceiptFactory(
+        cdr=cdr,
+        driver=DriverFactory(name="Ravi Iyer"),
+        cpo_vat=Decimal("18.0000"),
+        fee_excl_vat=Decimal("10.0050"),
+        fee_vat=Decimal("1.8000"),
+        total_incl_vat=Decimal("129.81"),  # 129.8100 exact; the lines round to 118.01 + 11.81 = 129.82
+    )
+
+    cells = [line.strip() for line in pdf_text(bytes(issue_receipt(receipt).pdf)).splitlines()]
+
+    assert {"118.01", "11.81"} <= set(cells)  # the CPO's line and our fee's, each rounded on its own
+    assert cells[cells.index("Rounding") + 1] == "-0.01"
+    assert cells[cells.index("Rounding") + 2 : cells.index("Rounding") + 6] == ["Total", "110.01", "19.80", "129.81"]
+
+
+@pytest.mark.django_db
+def test_a_long_bap_id_still_fits_the_reference() -> None:
+    bap_id = "apps." + "x" * 240 + ".example"
+
+    reference = documents.bap_statement_reference(
+        bap_id=bap_id, currency="inr", period_start=date(2026, 10, 1), period_end=date(2026, 11, 1)
+    )
+
+    assert len(reference) <= IssuedDocument._meta.get_field("reference").max_length
+    assert reference.startswith("bap:sha256-") and reference.endswith(":INR:2026-10-01..2026-11-01")
+    assert (
+        documents.bap_statement_reference(
+            bap_id=bap_id, currency="INR", period_start=date(2026, 10, 1), period_end=date(2026, 11, 1)
+        )
+        == reference
+    )
