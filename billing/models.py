@@ -352,12 +352,19 @@ class LedgerEntry(models.Model):
     posted_at = models.DateTimeField(default=timezone.now, db_index=True)
     event = models.CharField(max_length=40, help_text="What happened: capture, cdr_cost, fee, refund, …")
     memo = models.CharField(max_length=200, blank=True)
-    reference = models.CharField(max_length=120, blank=True, db_index=True, help_text="e.g. cdr:123, booking:9")
-    idempotency_key = models.CharField(max_length=120, null=True, blank=True, unique=True)
-    reverses = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals")
+    reference = models.CharField(max_length=120, blank=True, help_text="e.g. cdr:123, booking:9")
+    idempotency_key = models.CharField(max_length=120, null=True, blank=True)
+    reverses = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals", db_index=False
+    )
 
     class Meta:
         verbose_name_plural = "ledger entries"
+        # Declared here rather than with db_index/unique on the fields: PostgreSQL then gets one index each, not
+        # also the `LIKE` twin no query of ours uses; and no index on `reverses` (rare, looked up by entry).
+        # Every index is paid on each of the thousands of entries a second (docs/benchmarks.md).
+        indexes = [models.Index(fields=["reference"], name="ledgerentry_reference")]
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="ledgerentry_idempotency_key_once")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.event} {self.posted_at:%Y-%m-%d %H:%M}"

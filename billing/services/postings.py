@@ -12,7 +12,9 @@ The events of one charge we collect:
     credit         cpo payable (or expense:disputes) / refunds:pending      a credit decided for the driver
     refund         refunds:pending / clearing:<p> (wallet, bap receivable)  the credit paid back
 
-`legs_*` functions build the legs without touching the database, for batch posting (bench/bench_ledger.py).
+`legs_*` functions build the legs without posting them, for batch posting with `ledger.post_many`
+(bench/bench_ledger.py); they look accounts up by code (opened on first use), from memory inside
+`ledger.cached_accounts()`.
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ setting PAYMENT_GATEWAYS. Each test ends with the ledger balanced and each party
 from __future__ import annotations
 
 import copy
+import io
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 from django.test import Client
 
 from billing.models import Cdr, Dispute, LedgerEntry, Payment, PaymentOperation, ProviderWebhook
 from billing.services import disputes
+from billing.services.reconciliation import reconcile_payout_file
 from emsp.models import Booking
 from tests.beckn.test_actions import confirm, init, item_of, last, select
 from tests.beckn.test_payments_journey import BILL, CPO_INCL, assert_books_balance, balance, charge_and_cdr, start
@@ -124,6 +127,13 @@ def test_the_driver_authorises_on_the_hosted_page_and_the_bill_is_captured(
     assert balance(f"holds:{provider}") == balance(f"holds:{provider}:authorised") == 0
     assert balance("cpo:IN*CPA:payable") == -CPO_INCL
     assert_books_balance()
+    # The provider's payout file (paysim's, in that provider's report format) agrees with us on this payment:
+    # our parser and paysim's writer were written apart. (Earlier tests' payments are in the file too.)
+    payout = requests.get(f"{paysim}/paysim/payouts/{provider}.csv", timeout=10)
+    run = reconcile_payout_file(provider=provider, path_or_file=io.BytesIO(payout.content))
+    ours = [m for m in run.mismatches if m.get("payment_id") == payment.provider_payment_id]
+    assert ours == [] and run.rows >= 1
+    assert all(m["kind"] == "not_ours" for m in run.mismatches), run.mismatches[:3]
 
 
 def test_a_replayed_or_forged_webhook_changes_nothing(

@@ -207,6 +207,21 @@ def journey(platform: Platform) -> None:
     assert sum(r.cdr_count for r in rows) >= 1
     assert BecknCallback.objects.exclude(status="DELIVERED").count() == 0
     assert_books_match_the_bill(booking, cdr)
+    assert_provider_payout_reconciles(platform)
+
+
+def assert_provider_payout_reconciles(platform: Platform) -> None:
+    """The sandbox provider's payout file (its own format: Razorpay's settlement recon for INR) matches our
+    payments, ledger and bills with no mismatch: paysim's file and our parser were written apart."""
+    import io
+
+    from billing.services.reconciliation import reconcile_payout_file
+
+    provider = Payment.objects.get(purpose="charge").provider
+    payout = requests.get(f"{platform.paysim_url}/paysim/payouts/{provider}.csv", timeout=10)
+    assert payout.status_code == 200 and payout.text.count("\n") >= 2, payout.text
+    run = reconcile_payout_file(provider=provider, path_or_file=io.BytesIO(payout.content))
+    assert (run.rows >= 1, run.mismatch_count) == (True, 0), run.mismatches
 
 
 def assert_books_match_the_bill(booking: Booking, cdr: Cdr) -> None:
