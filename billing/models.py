@@ -353,7 +353,7 @@ class LedgerEntry(models.Model):
     event = models.CharField(max_length=40, help_text="What happened: capture, cdr_cost, fee, refund, …")
     memo = models.CharField(max_length=200, blank=True)
     reference = models.CharField(max_length=120, blank=True, help_text="e.g. cdr:123, booking:9")
-    idempotency_key = models.CharField(max_length=120, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=120, null=True, blank=True)  # noqa: DJ001 - NULLs never collide
     reverses = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals", db_index=False
     )
