@@ -504,6 +504,11 @@ def payment_capture(payment_id: int) -> Payment:
             finished_at=timezone.now(),
             error="",
         )
+        # A refund decided before the capture (a credit that came first) can run now.
+        for key in payment.operations.filter(
+            kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
+        ).values_list("idempotency_key", flat=True):
+            run_after_commit("billing.tasks.refund_payment", key)
         if payment.purpose == "charge" and payment.billed_minor > amount:
             rest = Payment.objects.create(
                 booking=payment.booking,

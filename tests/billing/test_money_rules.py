@@ -251,3 +251,57 @@ def test_settlement_payments_to_cpos_and_from_apps_are_posted_once_per_reference
     with pytest.raises(CommandError):
         call_command("settlement_payment", party="bank:x", paid="1", currency="INR", reference="UTR-3")
     assert sum(ledger.trial_balance("INR").values()) == 0
+
+
+def test_a_refund_decided_before_the_capture_runs_right_after_it(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from billing.payments.gateway import GatewayResult
+
+    calls: list[str] = []
+
+    class Provider:
+        name = "plain"
+
+        def capture(self, **kwargs: Any) -> Any:
+            calls.append("capture")
+            return GatewayResult(reference="cap_1", amount_minor=kwargs["amount_minor"], status="captured")
+
+        def refund(self, **kwargs: Any) -> Any:
+            calls.append("refund")
+            return GatewayResult(reference="rfnd_1", amount_minor=kwargs["amount_minor"], status="processed")
+
+    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
+    providers["plain"] = {"adapter": f"{__name__}.flaky_gateway"}
+    settings.PAYMENT_PROVIDERS = providers
+    global _FLAKY
+    _FLAKY = Provider()
+    driver = DriverFactory(currency="INR")
+    payment = Payment.objects.create(
+        driver=driver, provider="plain", currency="INR", status=Payment.Status.AUTHORISED,
+        authorised_minor=12000, billed_minor=10000, provider_payment_id="pay_2",
+    )  # fmt: skip
+    postings.authorisation(payment, 12000)
+    ledger.post(
+        event="charge",
+        legs=[
+            ledger.Leg(accounts.driver_receivable(driver.pk, "INR"), Decimal("100")),
+            ledger.Leg(accounts.cpo_payable("IN*CPA", "INR"), Decimal("-100")),
+        ],
+        idempotency_key="charge-2",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        postings.credit(
+            currency="INR", amount=Decimal("10"), borne_by=accounts.cpo_payable("IN*CPA", "INR"),
+            reference="dispute:1", key="dispute:1:credit",
+        )  # fmt: skip
+        payments.refund_due(payment=payment, amount=Decimal("10"), reference="dispute:1", driver_id=driver.pk)
+    assert calls == []  # nothing captured yet: the refund waits
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.payment_capture(payment.pk)
+    payment.refresh_from_db()
+    assert calls == ["capture", "refund"]
+    assert (payment.captured_minor, payment.refunded_minor) == (10000, 1000)
+    assert ledger.balance(accounts.refunds_pending("INR")) == 0
+    assert ledger.balance(accounts.clearing("plain", "INR")) == Decimal("90")
+    assert sum(ledger.trial_balance("INR").values()) == 0
