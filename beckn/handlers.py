@@ -7,6 +7,7 @@ billing/services/* → beckn/rendering.py (the blocks) → beckn/callbacks.py (o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -332,7 +333,9 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 
 def _journey(txn: BecknTransaction) -> str:
-    return f"{txn.bap_id}|{txn.transaction_id}"
+    """The journey's key on its payment: the app and its transaction id, hashed when too long to store whole."""
+    journey = f"{txn.bap_id}|{txn.transaction_id}"
+    return journey if len(journey) <= 300 else "sha256:" + hashlib.sha256(journey.encode()).hexdigest()
 
 
 def _reported(order: dict[str, Any]) -> payments.Reported | None:

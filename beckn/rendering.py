@@ -132,7 +132,6 @@ def settlement_terms(agreement: BapAgreement) -> list[dict[str, Any]]:
             "list": [
                 _tag("SETTLEMENT_WINDOW", agreement.settlement_window),
                 _tag("SETTLEMENT_BASIS", agreement.settlement_basis.upper()),
-                _tag("SETTLEMENT_TYPE", "NEFT" if agreement.collects else "UPI"),
                 _tag("STATIC_TERMS", f"{settings.PUBLIC_BASE_URL}/beckn/terms"),
             ],
         },
@@ -220,7 +219,9 @@ def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt
     out = []
     for payment in rows:
         agreement = payments.agreement_for(payment.bap_id)
-        if payment.billed_minor is not None:
+        if payment.status in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED, Payment.Status.REFUNDED):
+            amount = from_minor(payment.captured_minor, payment.currency)  # what this payment took
+        elif payment.billed_minor is not None:
             amount = from_minor(payment.billed_minor, payment.currency)
         elif receipt is not None:
             amount = receipt.total_incl_vat

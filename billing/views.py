@@ -28,8 +28,9 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 def provider_webhook(request: HttpRequest, provider: str) -> HttpResponse:
     if provider not in settings.PAYMENT_PROVIDERS:
         return JsonResponse({"error": f"no payment provider {provider!r}"}, status=404)
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_WEBHOOK_BYTES:
-        return JsonResponse({"error": "body too large"}, status=413)
+    length = str(request.META.get("CONTENT_LENGTH") or "0")
+    if not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES:
+        return JsonResponse({"error": "a body of at most 1 MiB, with its Content-Length"}, status=413)
     body = request.body
     headers = {key.lower(): value for key, value in request.headers.items()}
     try:

@@ -26,6 +26,7 @@ goes to the provider: a crash or a retry repeats the same key and never moves mo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -299,18 +300,20 @@ class ReplayedWebhook(Exception):
 
 
 def webhook_receive(event: gateways.WebhookEvent) -> str:
-    """Apply a verified provider event once (a replay of its id is refused) and say what it did."""
-    try:
-        with transaction.atomic():
-            record = ProviderWebhook.objects.create(
-                provider=event.provider,
-                event_id=event.event_id[:100],
-                type=event.provider_type[:100],
-                payload=dict(event.raw),
-            )
-    except IntegrityError:
-        raise ReplayedWebhook(f"{event.provider} event {event.event_id} was received before") from None
+    """Apply a verified provider event once and say what it did. The event's row and its effects commit
+    together: an event that fails to apply leaves no row, so the provider's redelivery applies it; a replay of
+    an applied event is refused."""
     with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = ProviderWebhook.objects.create(
+                    provider=event.provider,
+                    event_id=event.event_id[:100],
+                    type=event.provider_type[:100],
+                    payload=dict(event.raw),
+                )
+        except IntegrityError:
+            raise ReplayedWebhook(f"{event.provider} event {event.event_id} was received before") from None
         outcome = _apply(event)
         ProviderWebhook.objects.filter(pk=record.pk).update(processed_at=timezone.now(), outcome=outcome[:300])
     return outcome
@@ -318,6 +321,8 @@ def webhook_receive(event: gateways.WebhookEvent) -> str:
 
 def _apply(event: gateways.WebhookEvent) -> str:
     payment = _payment_of_reference(event.reference)
+    if payment is not None and payment.provider != event.provider:
+        return f"ignored: payment {reference_of(payment)} is not at {event.provider}"
     if payment is None and event.payment_id:
         payment = Payment.objects.filter(provider=event.provider, provider_payment_id=event.payment_id).first()
     if payment is None and event.checkout_id:
@@ -384,7 +389,7 @@ def bill(receipt: DriverReceipt) -> None:
         if bap_collects
         else accounts.driver_receivable(receipt.driver_id or 0, bill_.currency)
     )
-    postings.charge(receipt=receipt, payer=payer, cpo_party=party, bill=bill_)
+    postings.charge(receipt=receipt, payer=payer, cpo_party=party, bill=bill_)  # nothing for a bill of zero
     if bap_id:
         fee = round_money(bill_.total * agreement_for(bap_id).finder_fee_percent / HUNDRED, bill_.currency)
         postings.finder_fee(
@@ -398,7 +403,19 @@ def bill(receipt: DriverReceipt) -> None:
     if payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
         _capture_wallet(payment, payer)
     elif payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.AUTHORISED:
-        run_after_commit("billing.tasks.capture_payment", payment.pk)
+        _queue_capture(payment)
+
+
+def _queue_capture(payment: Payment) -> None:
+    """The capture of a billed payment (a release when the bill is zero), as an operation written with the
+    bill: if its task is lost, the beat's sweep finds the operation and runs it."""
+    amount = min(payment.billed_minor or 0, payment.authorised_minor)
+    if amount == 0:
+        _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
+        run_after_commit("billing.tasks.release_payment", payment.pk)
+        return
+    _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"{payment.key}:capture")
+    run_after_commit("billing.tasks.capture_payment", payment.pk)
 
 
 def _charge_payment(booking: Booking | None) -> Payment | None:
@@ -423,7 +440,13 @@ def _credit_cdr(receipt: DriverReceipt, bill_: postings.Bill, party: str, paymen
     if payment is None and original is not None and original.charging_session_id:
         session = original.charging_session
         payment = _charge_payment(session.booking if session.booking_id else None)
-    refund_due(payment=payment, amount=amount, reference=f"cdr:{receipt.cdr_id}", driver_id=receipt.driver_id)
+    refund_due(
+        payment=payment,
+        amount=amount,
+        reference=f"cdr:{receipt.cdr_id}",
+        driver_id=receipt.driver_id,
+        currency=bill_.currency,
+    )
 
 
 def _capture_wallet(payment: Payment, payer: LedgerAccount) -> None:
@@ -445,71 +468,92 @@ def _operation(payment: Payment, kind: str, amount_minor: int, key: str) -> Paym
     return operation
 
 
-def _call(operation: PaymentOperation, call: Any) -> gateways.GatewayResult | None:
-    """Run one provider call for a PENDING operation; a refusal marks it FAILED (the exceptions queue shows
-    it), a retryable error leaves it PENDING for the next try."""
-    PaymentOperation.objects.filter(pk=operation.pk).update(attempts=operation.attempts + 1)
-    try:
-        return call()
-    except gateways.GatewayError as exc:
-        fields: dict[str, Any] = {"error": str(exc)[:500]}
-        if not exc.retryable:
-            fields |= {"status": PaymentOperation.Status.FAILED, "finished_at": timezone.now()}
-        PaymentOperation.objects.filter(pk=operation.pk).update(**fields)
-        if exc.retryable:
-            raise
-        return None
+def _execute(
+    operation: PaymentOperation,
+    call: Callable[[PaymentOperation, Payment], gateways.GatewayResult | None],
+    book: Callable[[PaymentOperation, Payment, gateways.GatewayResult], None],
+) -> PaymentOperation:
+    """Run one PENDING provider operation exactly once, however many workers try it at once: its row is locked
+    across the provider call (another runner waits, then finds it done), the call carries the operation's
+    idempotency key, and its result is booked (`book`) in the same transaction that marks it SUCCEEDED. A
+    refusal marks it FAILED (the exceptions queue shows it); a retryable error is recorded and raised after the
+    transaction, for the task's retry. `call` may answer None: nothing to ask the provider, book as done."""
+    error: gateways.GatewayError | None = None
+    with transaction.atomic():
+        operation = PaymentOperation.objects.select_for_update().get(pk=operation.pk)
+        if operation.status != PaymentOperation.Status.PENDING:
+            return operation
+        payment = Payment.objects.select_for_update().get(pk=operation.payment_id)
+        operation.attempts += 1
+        try:
+            result = call(operation, payment)
+        except gateways.GatewayError as exc:
+            error, result = exc, None
+        if error is not None:
+            operation.error = str(error)[:500]
+            if not error.retryable:
+                operation.status, operation.finished_at = PaymentOperation.Status.FAILED, timezone.now()
+            operation.save()
+        else:
+            book(operation, payment, result or gateways.GatewayResult(reference="", amount_minor=0, status="none"))
+            operation.status, operation.finished_at, operation.error = (
+                PaymentOperation.Status.SUCCEEDED,
+                timezone.now(),
+                "",
+            )
+            if result is not None:
+                operation.provider_reference = result.reference[:100]
+            operation.save()
+    if error is not None and error.retryable:
+        raise error
+    return operation
 
 
 def payment_capture(payment_id: int) -> Payment:
-    """Capture a billed, authorised payment: the bill up to the hold; the rest of a larger bill gets its own
-    checkout (a `balance` payment). Safe to run again: the operation's key makes the provider answer once."""
+    """Capture a billed, authorised payment: the bill up to the hold (the provider releases the rest); a bill
+    of zero releases the hold instead; the rest of a bill above the hold gets its own checkout (a `balance`
+    payment). Safe to run again and at once: see _execute."""
     payment = Payment.objects.get(pk=payment_id)
+    if payment.status in (Payment.Status.RELEASED, Payment.Status.FAILED):
+        # The authorisation ended (expired, released by the provider) before the bill came: nothing to capture;
+        # the bill stays on the driver's receivable and the exceptions queue shows the failed capture.
+        payment.operations.filter(kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.PENDING).update(
+            status=PaymentOperation.Status.FAILED,
+            error=f"the authorisation was {payment.status.lower()} before the capture: the bill is uncollected",
+            finished_at=timezone.now(),
+        )
+        return payment
     if payment.status != Payment.Status.AUTHORISED or payment.billed_minor is None:
         return payment
     amount = min(payment.billed_minor, payment.authorised_minor)
-    operation = _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"{payment.key}:capture")
-    if operation.status == PaymentOperation.Status.FAILED:
-        return payment
     if amount == 0:
-        result: gateways.GatewayResult | None = gateways.GatewayResult(reference="", amount_minor=0, status="released")
-        provider_call = None
-    else:
-        provider = gateways.gateway(payment.provider)
-        provider_call = lambda: provider.capture(  # noqa: E731
+        return payment_release(payment_id)
+    operation = _operation(payment, PaymentOperation.Kind.CAPTURE, amount, f"{payment.key}:capture")
+
+    def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
+        if payment.status != Payment.Status.AUTHORISED:
+            return None  # settled meanwhile
+        return gateways.gateway(payment.provider).capture(
             payment_id=payment.provider_payment_id,
-            amount_minor=amount,
+            amount_minor=operation.amount_minor,
             currency=payment.currency,
             idempotency_key=operation.idempotency_key,
         )
-        result = _call(operation, provider_call)
-    if result is None:
-        payment.refresh_from_db()
-        return payment
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+
+    def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
         if payment.status != Payment.Status.AUTHORISED:
-            return payment  # captured meanwhile by another run
-        payer = _payer(payment)
-        if amount:
-            postings.capture(payment, payer=payer, amount_minor=amount, held_minor=payment.authorised_minor)
-        else:
-            postings.release(payment, held_minor=payment.authorised_minor)
-        payment.status = Payment.Status.CAPTURED if amount else Payment.Status.RELEASED
-        payment.captured_minor = amount
-        payment.save()
-        PaymentOperation.objects.filter(pk=operation.pk).update(
-            status=PaymentOperation.Status.SUCCEEDED,
-            provider_reference=result.reference[:100],
-            finished_at=timezone.now(),
-            error="",
+            return
+        postings.capture(
+            payment, payer=_payer(payment), amount_minor=operation.amount_minor, held_minor=payment.authorised_minor
         )
+        payment.status, payment.captured_minor = Payment.Status.CAPTURED, operation.amount_minor
+        payment.save()
         # A refund decided before the capture (a credit that came first) can run now.
         for key in payment.operations.filter(
             kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
         ).values_list("idempotency_key", flat=True):
             run_after_commit("billing.tasks.refund_payment", key)
-        if payment.purpose == "charge" and payment.billed_minor > amount:
+        if payment.purpose == "charge" and (payment.billed_minor or 0) > operation.amount_minor:
             rest = Payment.objects.create(
                 booking=payment.booking,
                 driver=payment.driver,
@@ -518,10 +562,13 @@ def payment_capture(payment_id: int) -> Payment:
                 currency=payment.currency,
                 type=Payment.Type.POST_FULFILLMENT,
                 purpose="balance",
-                billed_minor=payment.billed_minor - amount,
+                billed_minor=(payment.billed_minor or 0) - operation.amount_minor,
             )
             run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
         _tell_app(payment)
+
+    _execute(operation, call, book)
+    payment.refresh_from_db()
     return payment
 
 
@@ -564,136 +611,161 @@ def booking_cancelled(event: events.BookingCancelled) -> None:
         if payment.provider == "wallet":
             _released(Payment.objects.select_for_update().get(pk=payment.pk))
         else:
+            _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
             run_after_commit("billing.tasks.release_payment", payment.pk)
 
 
 def payment_release(payment_id: int) -> Payment:
+    """Cancel an authorisation at the provider and book the hold released (once, see _execute). One the
+    provider released itself meanwhile (its RELEASED webhook) is done without a call."""
     payment = Payment.objects.get(pk=payment_id)
-    if payment.status != Payment.Status.AUTHORISED:
-        return payment
     operation = _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
-    if operation.status == PaymentOperation.Status.FAILED:
-        return payment
-    provider = gateways.gateway(payment.provider)
-    result = _call(
-        operation,
-        lambda: provider.release(payment_id=payment.provider_payment_id, idempotency_key=operation.idempotency_key),
-    )
-    if result is None:
-        return payment
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+
+    def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
+        if payment.status != Payment.Status.AUTHORISED:
+            return None
+        return gateways.gateway(payment.provider).release(
+            payment_id=payment.provider_payment_id, idempotency_key=operation.idempotency_key
+        )
+
+    def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
         if payment.status == Payment.Status.AUTHORISED:
             _released(payment)
-        PaymentOperation.objects.filter(pk=operation.pk).update(
-            status=PaymentOperation.Status.SUCCEEDED,
-            provider_reference=result.reference[:100],
-            finished_at=timezone.now(),
-        )
+
+    _execute(operation, call, book)
+    payment.refresh_from_db()
     return payment
 
 
 # --- refunds -------------------------------------------------------------------------------------------
 
+REFUNDABLE = (Payment.Status.AUTHORISED, Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED)
 
-def refund_due(*, payment: Payment | None, amount: Decimal, reference: str, driver_id: int | None) -> None:
-    """A credit the driver is owed (booked on refunds:pending) paid back the way the driver paid: the
-    provider refunds the card (queued), the wallet is credited, or the collecting app refunds its driver (what
-    it owes us shrinks). With no payment of ours (an RFID charge invoiced to the account), the driver's
-    receivable is credited."""
-    currency_payment = payment
-    if payment is None:
-        if driver_id is None:
-            return  # stays on refunds:pending: the exceptions queue shows it
-        currency = Driver.objects.get(pk=driver_id).currency
-        paid_from = accounts.driver_receivable(driver_id, currency)
-        postings.refund(
-            currency=currency, amount=amount, paid_from=paid_from, reference=reference, key=f"{reference}:refund"
-        )
-        return
-    currency = currency_payment.currency
-    if payment.provider == "wallet":
-        postings.refund(
-            currency=currency,
-            amount=amount,
-            paid_from=accounts.driver_wallet(payment.driver_id, currency),
-            reference=reference,
-            key=f"{reference}:refund",
-        )
+
+def refund_due(
+    *, payment: Payment | None, amount: Decimal, reference: str, driver_id: int | None, currency: str = ""
+) -> None:
+    """A credit the driver is owed (booked on refunds:pending, in `currency`) paid back the way the driver paid:
+    refunded at the provider over the booking's captured payments (the charge, then a balance), credited to the
+    wallet, or taken off what the collecting app owes us. What no payment can carry back — no payment of ours
+    (an RFID charge invoiced to the account), or more than was captured — is credited to the driver's
+    account (their receivable)."""
+    currency = payment.currency if payment is not None else currency
+    if payment is not None and payment.provider == "wallet":
+        _refund_to(accounts.driver_wallet(payment.driver_id, currency), amount, reference)
         _sync_wallet(Driver.objects.select_for_update().get(pk=payment.driver_id))
-    elif payment.collected_by == Payment.CollectedBy.BAP:
-        postings.refund(
-            currency=currency,
-            amount=amount,
-            paid_from=accounts.bap_receivable(payment.bap_id, currency),
-            reference=reference,
-            key=f"{reference}:refund",
+        return
+    if payment is not None and payment.collected_by == Payment.CollectedBy.BAP:
+        _refund_to(accounts.bap_receivable(payment.bap_id, currency), amount, reference)
+        return
+    rest = to_minor(amount, currency)
+    if payment is not None:
+        booking_payments = (
+            Payment.objects.filter(booking=payment.booking, status__in=REFUNDABLE).order_by("pk")
+            if payment.booking_id
+            else Payment.objects.filter(pk=payment.pk, status__in=REFUNDABLE)
         )
-    else:
-        minor = to_minor(amount, currency)
-        key = f"{payment.key}|{reference}:refund"
-        _operation(payment, PaymentOperation.Kind.REFUND, minor, key)
-        run_after_commit("billing.tasks.refund_payment", key)
+        for each in booking_payments:
+            promised = (
+                each.operations.filter(
+                    kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
+                ).aggregate(total=Sum("amount_minor"))["total"]
+                or 0
+            )
+            takes = (
+                each.captured_minor
+                if each.status != Payment.Status.AUTHORISED
+                else min(each.billed_minor or 0, each.authorised_minor)
+            )
+            share = min(rest, takes - each.refunded_minor - promised)
+            if share <= 0:
+                continue
+            key = f"{each.key}|{reference}:refund"
+            _operation(each, PaymentOperation.Kind.REFUND, share, key)
+            run_after_commit("billing.tasks.refund_payment", key)
+            rest -= share
+    if rest > 0:
+        owner = driver_id if driver_id is not None else (payment.driver_id if payment is not None else None)
+        if owner is None:
+            return  # stays on refunds:pending: the exceptions queue shows it
+        _refund_to(accounts.driver_receivable(owner, currency), from_minor(rest, currency), reference, suffix="account")
+
+
+def _refund_to(account: LedgerAccount, amount: Decimal, reference: str, suffix: str = "") -> None:
+    postings.refund(
+        currency=account.currency,
+        amount=amount,
+        paid_from=account,
+        reference=reference,
+        key=f"{reference}:refund{':' + suffix if suffix else ''}",
+    )
 
 
 def payment_refund(operation_key: str) -> PaymentOperation:
-    """Run a queued refund operation at the provider and book it (refunds:pending → clearing)."""
+    """Run a queued refund at the provider and book it (refunds:pending → clearing), once (see _execute). A
+    refund whose payment was never captured waits for the capture (which queues it again); one whose payment
+    can no longer be refunded at the provider (released, failed, already refunded) is credited to the driver's
+    account instead, so no operation waits forever."""
     operation = PaymentOperation.objects.select_related("payment").get(idempotency_key=operation_key)
     if operation.status != PaymentOperation.Status.PENDING:
         return operation
-    payment = operation.payment
-    if payment.status not in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED):
-        return operation  # not captured yet: the capture task runs the refund after it (see operation_retry)
-    amount = min(operation.amount_minor, payment.captured_minor - payment.refunded_minor)
-    provider = gateways.gateway(payment.provider)
-    result = _call(
-        operation,
-        lambda: provider.refund(
+    if operation.payment.status == Payment.Status.AUTHORISED:
+        return operation
+    reference = operation.idempotency_key.partition("|")[2].removesuffix(":refund")
+
+    def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
+        amount = min(operation.amount_minor, payment.captured_minor - payment.refunded_minor)
+        if amount <= 0 or payment.status not in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED):
+            return None
+        return gateways.gateway(payment.provider).refund(
             payment_id=payment.provider_payment_id,
             amount_minor=amount,
             currency=payment.currency,
             idempotency_key=operation.idempotency_key,
-        ),
-    )
-    if result is None:
-        operation.refresh_from_db()
-        return operation
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
-        postings.refund(
-            currency=payment.currency,
-            amount=from_minor(amount, payment.currency),
-            paid_from=accounts.clearing(payment.provider, payment.currency),
-            reference=operation.idempotency_key.partition("|")[2].removesuffix(":refund"),
-            key=f"{operation.idempotency_key}:paid",
         )
-        payment.refunded_minor += amount
-        payment.status = (
-            Payment.Status.REFUNDED
-            if payment.refunded_minor >= payment.captured_minor
-            else Payment.Status.PARTIALLY_REFUNDED
+
+    def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
+        # What `call` asked the provider for (the payment row is locked: the same figures), or 0 if it didn't.
+        refunded = (
+            min(operation.amount_minor, payment.captured_minor - payment.refunded_minor) if result.reference else 0
         )
-        payment.save()
-        PaymentOperation.objects.filter(pk=operation.pk).update(
-            status=PaymentOperation.Status.SUCCEEDED,
-            provider_reference=result.reference[:100],
-            finished_at=timezone.now(),
-        )
-        _tell_app(payment)
-    operation.refresh_from_db()
-    return operation
+        if refunded:
+            postings.refund(
+                currency=payment.currency,
+                amount=from_minor(refunded, payment.currency),
+                paid_from=accounts.clearing(payment.provider, payment.currency),
+                reference=reference,
+                key=f"{operation.idempotency_key}:paid",
+            )
+            payment.refunded_minor += refunded
+            full = payment.refunded_minor >= payment.captured_minor
+            payment.status = Payment.Status.REFUNDED if full else Payment.Status.PARTIALLY_REFUNDED
+            payment.save()
+            _tell_app(payment)
+        rest = operation.amount_minor - refunded
+        if rest > 0:  # what the provider can't give back goes to the driver's account
+            postings.refund(
+                currency=payment.currency,
+                amount=from_minor(rest, payment.currency),
+                paid_from=accounts.driver_receivable(payment.driver_id or 0, payment.currency),
+                reference=reference,
+                key=f"{operation.idempotency_key}:account",
+            )
+
+    return _execute(operation, call, book)
 
 
 STUCK_AFTER_SECONDS = 600
 
 
 def operations_stuck(now: Any = None, limit: int = 200) -> list[PaymentOperation]:
-    """PENDING operations older than STUCK_AFTER_SECONDS: their task died with its worker."""
+    """PENDING operations older than STUCK_AFTER_SECONDS (their task died with its worker, or was never
+    queued), the least tried first so a few hopeless ones never starve the rest."""
     since = (now or timezone.now()) - timedelta(seconds=STUCK_AFTER_SECONDS)
     return list(
-        PaymentOperation.objects.filter(status=PaymentOperation.Status.PENDING, created_at__lt=since).order_by("pk")[
-            :limit
-        ]
+        PaymentOperation.objects.filter(status=PaymentOperation.Status.PENDING, created_at__lt=since).order_by(
+            "attempts", "pk"
+        )[:limit]
     )
 
 
@@ -731,8 +803,16 @@ def dispute_credit(*, cdr_id: int, amount: Decimal, currency: str, reference: st
         cdr = Cdr.objects.get(pk=cdr_id)
     party = f"{cdr.country_code}*{cdr.party_id}"
     amount = round_money(amount, currency)
+    if amount <= 0:
+        return  # less than the currency's smallest unit: nothing to give back
     borne_by = accounts.cpo_payable(party, currency) if borne_by_cpo else accounts.dispute_expense(currency)
     postings.credit(currency=currency, amount=amount, borne_by=borne_by, reference=reference, key=f"{reference}:credit")
     session = cdr.charging_session if cdr.charging_session_id else None
     payment = _charge_payment(session.booking if session is not None and session.booking_id else None)
-    refund_due(payment=payment, amount=amount, reference=reference, driver_id=receipt.driver_id if receipt else None)
+    refund_due(
+        payment=payment,
+        amount=amount,
+        reference=reference,
+        driver_id=receipt.driver_id if receipt else None,
+        currency=currency,
+    )

@@ -117,10 +117,14 @@ def authorisation(payment: Payment, amount_minor: int) -> LedgerEntry:
     )
 
 
-def charge(*, receipt: DriverReceipt, payer: LedgerAccount, cpo_party: str, bill: Bill) -> LedgerEntry:
+def charge(*, receipt: DriverReceipt, payer: LedgerAccount, cpo_party: str, bill: Bill) -> LedgerEntry | None:
+    """The bill; a bill of zero (a free charge) moves no money and posts nothing."""
+    legs = legs_charge(bill=bill, payer=payer, cpo_party=cpo_party)
+    if not legs:
+        return None
     return post(
         event="charge",
-        legs=legs_charge(bill=bill, payer=payer, cpo_party=cpo_party),
+        legs=legs,
         memo=f"CDR {receipt.cdr.cdr_id}: CPO cost, our fee and VAT",
         reference=f"cdr:{receipt.cdr_id}",
         idempotency_key=f"cdr:{receipt.cdr_id}:charge",

@@ -216,7 +216,7 @@ def _ledger_payable(partner_id: int | None, period_start: date, period_end: date
             entry__posted_at__gte=start,
             entry__posted_at__lt=end,
         )
-        .exclude(entry__event="settlement_payout")
+        .exclude(entry__event__in=("settlement_payout", "reversal:settlement_payout"))
         .values("account__code", "account__currency")
         .annotate(total=Sum("amount_minor"))
     )
@@ -350,19 +350,27 @@ def settlement_carry_over(*, settlement: Settlement, user: Any) -> int:
     if settlement.state == Settlement.State.CLOSED:
         raise SettlementError(f"{settlement} is already closed")
     with transaction.atomic():
+        monthly = settlement.period_start.day == 1 and settlement.period_end == next_month(settlement.period_start)
+        length = settlement.period_end - settlement.period_start
+        target, target_end = (
+            settlement.period_end,
+            (next_month(settlement.period_end) if monthly else settlement.period_end + length),
+        )
+        closed = set(
+            Settlement.objects.filter(
+                partner=settlement.partner, currency=settlement.currency, state=Settlement.State.CLOSED
+            ).values_list("period_start", flat=True)
+        )
+        while target in closed:  # never into a period finance already closed: the first one still open
+            target, target_end = target_end, (next_month(target_end) if monthly else target_end + length)
         pending = list(in_review(settlement).values_list("pk", flat=True))
-        moved = Cdr.objects.filter(pk__in=pending).update(carried_to=settlement.period_end)
+        moved = Cdr.objects.filter(pk__in=pending).update(carried_to=target)
         settlement_compute(
             partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
         )
-        next_end = (
-            next_month(settlement.period_end)
-            if settlement.period_start.day == 1 and settlement.period_end == next_month(settlement.period_start)
-            else settlement.period_end + (settlement.period_end - settlement.period_start)
-        )
         if moved:
-            settlement_compute(partner=settlement.partner, period_start=settlement.period_end, period_end=next_end)
-        log.info("%s: %d CDR(s) in review carried to %s by %s", settlement, moved, settlement.period_end, user)
+            settlement_compute(partner=settlement.partner, period_start=target, period_end=target_end)
+        log.info("%s: %d CDR(s) in review carried to %s by %s", settlement, moved, target, user)
     return moved
 
 

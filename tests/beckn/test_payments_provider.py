@@ -15,7 +15,7 @@ import requests
 from django.test import Client
 
 from billing.models import Cdr, Dispute, LedgerEntry, Payment, PaymentOperation, ProviderWebhook
-from billing.services import disputes
+from billing.services import accounts, disputes, payments, postings
 from billing.services.reconciliation import reconcile_payout_file
 from emsp.models import Booking
 from tests.beckn.test_actions import confirm, init, item_of, last, select
@@ -186,6 +186,7 @@ def test_a_bill_above_the_hold_is_captured_up_to_it_and_the_rest_asked_for(
     assert rest.billed_minor == charge.billed_minor - 55593 and rest.url.startswith(paysim)
     order = last(bap, "on_update")["message"]["order"]
     assert [p["status"] for p in order["payments"]] == ["PAID", "NOT-PAID"] and order["payments"][1]["url"] == rest.url
+    assert order["payments"][0]["params"]["amount"] == str(HOLD)  # what the first payment took, not the bill
     driver = f"driver:{charge.driver_id}:receivable"
     assert balance(driver) == Decimal(rest.billed_minor) / 100  # what is still owed
     pay(paysim, checkout_id(rest.url))
@@ -194,6 +195,21 @@ def test_a_bill_above_the_hold_is_captured_up_to_it_and_the_rest_asked_for(
     rest.refresh_from_db()
     assert (rest.status, rest.captured_minor) == (Payment.Status.CAPTURED, rest.billed_minor)
     assert balance(driver) == 0
+    assert_books_balance()
+    # A credit above what the first payment took is refunded over both payments of the booking.
+    credit = Decimal("600.00")
+    with bap.capture(execute=True):
+        postings.credit(
+            currency="INR", amount=credit, borne_by=accounts.cpo_payable("IN*CPA", "INR"),
+            reference="dispute:77", key="dispute:77:credit",
+        )  # fmt: skip
+        payments.refund_due(payment=charge, amount=credit, reference="dispute:77", driver_id=charge.driver_id)
+    refunds = PaymentOperation.objects.filter(kind="refund").order_by("payment_id")
+    assert [(o.payment_id, o.amount_minor, o.status) for o in refunds] == [
+        (charge.pk, 55593, "SUCCEEDED"),
+        (rest.pk, 60000 - 55593, "SUCCEEDED"),
+    ]
+    assert balance("refunds:pending") == 0
     assert_books_balance()
 
 

@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if not reference.isprintable() or not 0 < len(reference) <= 80:
             raise CommandError("--reference is printable text of 1 to 80 characters")
         try:
-            balance = payments.wallet_top_up(driver=driver, amount=amount, key=f"top-up:{reference}")
+            balance = payments.wallet_top_up(driver=driver, amount=amount, key=f"top-up:{driver.pk}:{reference}")
         except (payments.PaymentRefused, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{driver}: wallet {balance} {driver.currency}")
