@@ -345,7 +345,10 @@ def _apply(event: gateways.WebhookEvent) -> str:
         postings.authorisation(payment, event.amount_minor)
         _tell_app(payment)
         if payment.purpose == "balance":  # the rest of a bill: take it now
-            run_after_commit("billing.tasks.capture_payment", payment.pk)
+            _queue_capture(payment)
+        elif payment.booking_id and payment.booking.state == Booking.State.CANCELLED:  # paid after a cancel
+            _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
+            run_after_commit("billing.tasks.release_payment", payment.pk)
         return "authorised"
     if event.type == gateways.FAILED:
         if payment.status != Payment.Status.PENDING:

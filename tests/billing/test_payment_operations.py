@@ -317,3 +317,27 @@ def test_a_webhook_with_a_content_length_that_is_not_a_number_is_refused_not_a_5
         "/payments/webhooks/stripe", data=b"{}", content_type="application/json", headers={"Content-Length": "x"}
     )
     assert response.status_code in (400, 413)
+
+
+def test_a_payment_authorised_after_its_booking_was_cancelled_is_released(
+    fake: Fake, django_capture_on_commit_callbacks: Any
+) -> None:
+    from emsp.models import Booking
+    from tests.factories import stored_location
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    evse = stored_location(partner).evses.first()
+    booking = Booking.objects.create(order_id="ORD-1", evse=evse, connector_id="1", state=Booking.State.CANCELLED)
+    driver = DriverFactory(currency="INR")
+    p = Payment.objects.create(driver=driver, booking=booking, provider="fake", currency="INR")
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.webhook_receive(
+            WebhookEvent(
+                provider="fake", event_id="evt_late", type="authorised", provider_type="payment.authorized",
+                reference=payments.reference_of(p), payment_id="pay_9", amount_minor=5000, currency="INR",
+            )
+        )  # fmt: skip
+    p.refresh_from_db()
+    assert p.status == Payment.Status.RELEASED
+    assert [c for c, _ in fake.calls] == ["release"]
+    assert bal("holds:fake") == 0
