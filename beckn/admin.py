@@ -11,7 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from beckn import registry
-from beckn.models import BecknSubscriber
+from beckn.models import BecknSubscriber, DriverFeedback
 from beckn.signing import KeyFormatError, load_public_key
 from emsp.services.staff import form_changes, staff_action_record
 
@@ -109,3 +109,19 @@ class BecknSubscriberAdmin(admin.ModelAdmin):
                 )
             super().delete_queryset(request, queryset)
         registry.forget_trusted()
+
+
+@admin.register(DriverFeedback)
+class DriverFeedbackAdmin(admin.ModelAdmin):
+    """What drivers wrote on the feedback form on_rating links to: read, never edited."""
+
+    list_display = ("created_at", "order_id", "rating", "comment")
+    search_fields = ("order_id", "comment")
+    list_filter = ("rating",)
+    readonly_fields = ("order_id", "rating", "comment", "created_at")
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False

@@ -164,3 +164,15 @@ class BecknRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.category} {self.ref_id}: {self.value}"
+
+
+class DriverFeedback(models.Model):
+    """What a driver wrote on the feedback form an on_rating links to (`/beckn/feedback`)."""
+
+    order_id = models.CharField(max_length=40, blank=True)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    comment = models.TextField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"feedback {self.order_id or '-'}: {self.rating}"

@@ -53,6 +53,7 @@ ROLES: dict[str, tuple[str, ...] | str] = {
         "emsp.view_delivery",
         "emsp.view_deliveryattempt",
         "emsp.retry_delivery",
+        "beckn.view_driverfeedback",
     ),
     # Finance reconciles, exports and closes settlement periods and reads what stands behind them.
     FINANCE: (
