@@ -426,6 +426,9 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         command = bookings.booking_start(booking) if what == "start" else bookings.booking_stop(booking)
     except bookings.BookingStateError as exc:
         raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", str(exc)) from exc
+    if command is None:  # sequenced: behind the reservation being made, or the session not yet reported
+        booking.refresh_from_db()
+        return {"order": order_block(booking, txn)}
     # Send now rather than after commit: the BAP's answer carries the CPO's CommandResponse (the task
     # queued by the booking service then finds the command already sent and does nothing).
     command = commands.command_send(command)

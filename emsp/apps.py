@@ -14,3 +14,5 @@ class EmspConfig(AppConfig):
         # The CPO's side moves bookings on: a failed charger or a cancelled reservation cancels them.
         events.subscribe(events.EvseStatusChanged, bookings.on_evse_status_changed)
         events.subscribe(events.ReservationCancelledByCpo, bookings.on_reservation_cancelled_by_cpo)
+        # A start asked for while the reservation was being made goes out once the CPO has answered it.
+        events.subscribe(events.CommandFinished, bookings.on_reservation_finished)

@@ -117,36 +117,62 @@ def reservation_pending(booking: Booking) -> bool:
     ).exists()
 
 
-def booking_start(booking: Booking) -> Command:
-    """START_SESSION for the booked connector (mod_commands §StartSession); the token goes with it."""
-    if reservation_pending(booking):
-        raise BookingStateError("the charger is still confirming the reservation: try again in a few seconds")
+def booking_start(booking: Booking) -> Command | None:
+    """START_SESSION for the booked connector (mod_commands §StartSession); the token goes with it. A driver
+    at the charger before the CPO has answered our RESERVE_NOW (walk-up: the most common case) is not turned
+    away: the start is recorded (STARTING, no command yet) and sent as soon as the reservation's result comes —
+    on the reservation when the CPO accepted it, without it otherwise (on_reservation_finished). Returns the
+    command sent now, or None when it waits for the reservation."""
     with transaction.atomic():
         booking = _move(booking, Booking.State.STARTING, (Booking.State.CONFIRMED,))
-        reservation = booking.reservation
-        use_reservation = reservation if reservation and reservation.status == Reservation.Status.RESERVED else None
-        assert booking.token is not None
-        command = commands.command_start_session(
-            token=booking.token,
-            evse=booking.evse,
-            connector_id=booking.connector_id,
-            reservation=use_reservation,
-            booking=booking,
-        )
-        commands.command_send_after_commit(command)
+        if reservation_pending(booking):
+            return None
+        return _start_now(booking)
+
+
+def _start_now(booking: Booking) -> Command:
+    reservation = booking.reservation
+    use_reservation = reservation if reservation and reservation.status == Reservation.Status.RESERVED else None
+    assert booking.token is not None
+    command = commands.command_start_session(
+        token=booking.token,
+        evse=booking.evse,
+        connector_id=booking.connector_id,
+        reservation=use_reservation,
+        booking=booking,
+    )
+    commands.command_send_after_commit(command)
     return command
+
+
+def on_reservation_finished(event: events.CommandFinished) -> None:
+    """The CPO answered a booking's RESERVE_NOW (accepted, refused, or no answer in time): a start the driver
+    asked for meanwhile goes out now."""
+    command = event.command
+    if command.type != Command.Type.RESERVE_NOW or command.booking_id is None:
+        return
+    booking = Booking.objects.select_for_update().get(pk=command.booking_id)
+    waiting = (
+        booking.state == Booking.State.STARTING
+        and not Command.objects.filter(booking=booking, type=Command.Type.START_SESSION).exists()
+    )
+    if waiting and not reservation_pending(booking):
+        _start_now(booking)
 
 
 def current_session(booking: Booking) -> ChargingSession | None:
     return booking.sessions.order_by("-start_date_time").first()
 
 
-def booking_stop(booking: Booking) -> Command:
-    """STOP_SESSION of the booking's session."""
+def booking_stop(booking: Booking) -> Command | None:
+    """STOP_SESSION of the booking's session. A stop asked for before the CPO has reported the session (the
+    driver changed their mind at once) is recorded (STOPPING, no command yet) and sent when the session
+    arrives (on_session_changed). Returns the command sent now, or None when it waits for the session."""
     session = current_session(booking)
-    if session is None:
-        raise BookingStateError(f"booking {booking.order_id} has no session to stop yet")
     with transaction.atomic():
+        if session is None:
+            _move(booking, Booking.State.STOPPING, (Booking.State.STARTING,))
+            return None
         booking = _move(booking, Booking.State.STOPPING, (Booking.State.STARTING, Booking.State.CHARGING))
         command = commands.command_stop_session(session=session, booking=booking)
         commands.command_send_after_commit(command)
@@ -220,6 +246,12 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
         Booking.objects.filter(pk=booking.pk, state__in=(Booking.State.CONFIRMED, Booking.State.STARTING)).update(
             state=Booking.State.CHARGING, updated_at=timezone.now()
         )
+        stop_waiting = (
+            Booking.objects.filter(pk=booking.pk, state=Booking.State.STOPPING).exists()
+            and not Command.objects.filter(booking=booking, type=Command.Type.STOP_SESSION).exists()
+        )
+        if stop_waiting:  # the driver asked to stop before the session was reported: stop it now
+            commands.command_send_after_commit(commands.command_stop_session(session=session, booking=booking))
     elif session.status in (ChargingSession.Status.COMPLETED, ChargingSession.Status.INVALID):
         Booking.objects.filter(pk=booking.pk, state__in=Booking.ACTIVE_STATES).update(
             state=Booking.State.COMPLETED, updated_at=timezone.now()

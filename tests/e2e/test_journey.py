@@ -71,8 +71,9 @@ def specs(item: dict[str, Any]) -> dict[str, str]:
     return {t["descriptor"]["code"]: t["value"] for g in item.get("tags", []) for t in g.get("list", [])}
 
 
-def book(client: BapClient, provider: str | None = None) -> tuple[str, dict[str, Any], str]:
-    """search → select → init → confirm; returns (provider id, item, order id)."""
+def book(client: BapClient, provider: str | None = None, walk_up: bool = False) -> tuple[str, dict[str, Any], str]:
+    """search → select → init → pay → confirm; returns (provider id, item, order id). A walk-up driver is
+    already at the charger: the start follows on_confirm at once, without waiting for the CPO's reservation."""
     found = ask(client, "search", search_message(*BENGALURU, radius_km=20))
     provider_id, item = next(
         (p, i)
@@ -90,18 +91,19 @@ def book(client: BapClient, provider: str | None = None) -> tuple[str, dict[str,
     assert (payment["collected_by"], payment["type"], payment["status"]) == ("BPP", "PRE-ORDER", "NOT-PAID")
     # The driver authorises the amount on the provider's hosted page (paysim's, as Razorpay's for INR).
     assert pay_on_hosted_page(payment["url"]) == 303
-    confirmed = ask(client, "confirm", confirm_message(provider_id, item["id"]))
-    assert state_of(confirmed) == "RESERVATION"
-    order_id = confirmed.body["message"]["order"]["id"]
-    # The driver arrives after the charger has confirmed the reservation (RESERVE_NOW's result).
-    from emsp.services.bookings import reservation_pending
-
-    until(lambda: not reservation_pending(Booking.objects.get(order_id=order_id)), 20, "the reservation result")
     until(
-        lambda: Payment.objects.get(booking__order_id=order_id).status == Payment.Status.AUTHORISED,
+        lambda: Payment.objects.filter(status=Payment.Status.AUTHORISED, url=payment["url"]).exists(),
         20,
         "the provider's signed webhook: authorised",
     )
+    confirmed = ask(client, "confirm", confirm_message(provider_id, item["id"]))
+    assert state_of(confirmed) == "RESERVATION"
+    order_id = confirmed.body["message"]["order"]["id"]
+    if not walk_up:
+        # The driver arrives after the charger has confirmed the reservation (RESERVE_NOW's result).
+        from emsp.services.bookings import reservation_pending
+
+        until(lambda: not reservation_pending(Booking.objects.get(order_id=order_id)), 20, "the reservation result")
     return provider_id, item, order_id
 
 
@@ -185,7 +187,7 @@ def journey(platform: Platform) -> None:
     """Book a charger, charge, stop: the booking settles from the CPO's CDR, which our engine matches."""
     client = bap_for(platform)
     try:
-        _, _, order_id = book(client)
+        _, _, order_id = book(client, walk_up=True)  # start sent right after on_confirm (issue 13, point 1)
         charge(client, order_id)
     finally:
         client.close()

@@ -102,12 +102,16 @@ def test_start_then_session_then_stop_then_cdr(
     accept_all(peer)
     with django_capture_on_commit_callbacks(execute=True):
         booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
-    with pytest.raises(bookings.BookingStateError, match="still confirming"):
-        bookings.booking_start(booking)  # RESERVE_NOW's result has not come yet
-    reserve = Command.objects.get(type=Command.Type.RESERVE_NOW)
-    commands.command_result_received(reserve, {"result": "ACCEPTED"})
     with django_capture_on_commit_callbacks(execute=True):
-        start = bookings.booking_start(booking)
+        # Walk-up: the driver starts before the CPO has answered RESERVE_NOW: the start waits for it.
+        assert bookings.booking_start(booking) is None
+    assert not peer.requests_to("START_SESSION")
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.STARTING
+    reserve = Command.objects.get(type=Command.Type.RESERVE_NOW)
+    with django_capture_on_commit_callbacks(execute=True):
+        commands.command_result_received(reserve, {"result": "ACCEPTED"})
+    start = Command.objects.get(type=Command.Type.START_SESSION)  # sent on the reservation once it was made
+    assert start.reservation_id == booking.reservation_id
     start.refresh_from_db()
     assert start.status == Command.Status.ACCEPTED
     body = peer.requests_to("START_SESSION")[0]["json"]

@@ -40,7 +40,11 @@ def test_the_apps_subscribe_the_bookings_workflow_and_the_beckn_adapter() -> Non
     assert events.subscribers(events.EvseStatusChanged) == [bookings.on_evse_status_changed]
     assert events.subscribers(events.ReservationCancelledByCpo) == [bookings.on_reservation_cancelled_by_cpo]
     assert events.subscribers(events.BookingSessionChanged) == [beckn_events.session_changed]
-    assert events.subscribers(events.CommandFinished) == [beckn_events.command_finished]
+    # The domain first (a start waiting for the reservation goes out), then the app hears the outcome.
+    assert events.subscribers(events.CommandFinished) == [
+        bookings.on_reservation_finished,
+        beckn_events.command_finished,
+    ]
     assert events.subscribers(events.BookingSettled) == [beckn_events.booking_settled]
     assert events.subscribers(events.BookingCancelledByProvider) == [beckn_events.booking_cancelled_by_provider]
 
