@@ -59,13 +59,17 @@ def command_finished(event: events.CommandFinished) -> None:
         _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
 
 
-def booking_settled(event: events.BookingSettled) -> None:
-    """The CDR is billed: the final quote and the payment due (DEG00x: POST-FULFILLMENT = the CDR total)."""
-    booking = event.booking
+def _order_update(booking: Booking) -> None:
+    """An unsolicited on_update with the order as it now stands (a booking made outside Beckn: nothing)."""
     txn = _txn(booking)
     if txn is not None:
         booking.refresh_from_db()
         _send(txn, "on_update", {"order": order_block(booking, txn)})
+
+
+def booking_settled(event: events.BookingSettled) -> None:
+    """The CDR is billed: the final quote and the payment due (DEG00x: POST-FULFILLMENT = the CDR total)."""
+    _order_update(event.booking)
 
 
 def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
@@ -95,11 +99,7 @@ def booking_cancelled_by_provider(event: events.BookingCancelledByProvider) -> N
 
 def payment_changed(event: events.BookingPaymentChanged) -> None:
     """The money of an order moved (authorised, captured, refunded, failed, a balance to pay): on_update."""
-    booking = event.booking
-    txn = _txn(booking)
-    if txn is not None:
-        booking.refresh_from_db()
-        _send(txn, "on_update", {"order": order_block(booking, txn)})
+    _order_update(event.booking)
 
 
 def subscribe() -> None:

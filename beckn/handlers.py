@@ -53,6 +53,7 @@ from beckn.rendering import (
     item_block,
     offered_payments,
     order_block,
+    payment_amount,
     payment_block,
     quote_block,
 )
@@ -67,7 +68,6 @@ from billing.services.driver_pricing import (
     quote_hold,
     quote_usable,
 )
-from billing.services.ledger import from_minor
 from emsp.models import Booking, Command, Driver, Evse, Token
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
@@ -302,23 +302,20 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
     quote = quote_hold(quote, driver=driver)
     BecknTransaction.objects.filter(pk=txn.pk).update(driver=driver, token=token, billing=billing)
-    proposed = parse_payments(order)
+    proposed = _reported(order)
     try:
         payment = payments.payment_open(
             quote=quote,
             driver=driver,
             bap_id=txn.bap_id,
             journey=_journey(txn),
-            proposed_by_app=proposed[0].collected_by if proposed else "",
+            proposed_by_app=proposed.collected_by if proposed else "",
         )
     except GatewayError as exc:
         raise BecknRequestError(
             BUSINESS_ERROR, "message.order.payments", "the payment provider is not answering; please retry shortly"
         ) from exc
     agreement = payments.agreement_for(txn.bap_id)
-    amount = (
-        quote.price if payment.provider == "bap" else from_minor(payments.hold_minor(payment, quote), quote.currency)
-    )
     return {
         "order": {
             "provider": {"id": txn.provider_id},
@@ -326,7 +323,7 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "fulfillments": [fulfillment_block(hit)],
             "billing": billing,
             "quote": quote_block(quote),
-            "payments": [payment_block(payment, amount=amount, agreement=agreement)],
+            "payments": [payment_block(payment, amount=payment_amount(payment, quote=quote), agreement=agreement)],
             "cancellation_terms": cancellation_terms(quote.currency),
         }
     }
@@ -339,13 +336,9 @@ def _journey(txn: BecknTransaction) -> str:
 
 
 def _reported(order: dict[str, Any]) -> payments.Reported | None:
+    """The app's first payment of the order (the one we offered), checked; None when it sends none."""
     proposed = parse_payments(order)
-    if not proposed:
-        return None
-    first = proposed[0]
-    return payments.Reported(
-        status=first.status, amount=first.amount, currency=first.currency, transaction_id=first.transaction_id
-    )
+    return proposed[0] if proposed else None
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from beckn.errors import (
     ORDER_NOT_FOUND,
     BecknRequestError,
 )
+from billing.services.payments import Reported
 from emsp.datetimes import DateTimeError, parse_utc
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
@@ -403,21 +404,10 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-@dataclass(frozen=True)
-class ProposedPayment:
-    """A payment as an app sends it (order.payments[]): who collects, its status, amount and reference."""
-
-    collected_by: str
-    status: str
-    amount: Decimal | None
-    currency: str
-    transaction_id: str
-
-
 MAX_PAYMENT_AMOUNT = Decimal("1e9")
 
 
-def parse_payments(order: dict[str, Any]) -> list[ProposedPayment]:
+def parse_payments(order: dict[str, Any]) -> list[Reported]:
     """The app's `order.payments`, checked: an amount is a plain decimal within reason, texts are printable."""
     raw = order.get("payments")
     if raw is None:
@@ -449,5 +439,5 @@ def parse_payments(order: dict[str, Any]) -> list[ProposedPayment]:
         for name, value in texts.items():
             _need(value.isprintable() and len(value) <= 100, f"{path}.{name}", f"{name} is a short printable text")
         _need(texts["status"] in ("", "PAID", "NOT-PAID"), f"{path}.status", "status is PAID or NOT-PAID")
-        out.append(ProposedPayment(amount=amount, **texts))
+        out.append(Reported(amount=amount, **texts))
     return out

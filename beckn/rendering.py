@@ -210,29 +210,31 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
     ]
 
 
+def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None) -> Decimal:
+    """What a payment is for, as the app is shown it: what it took once captured, else the bill once the CDR
+    is in, else what the driver authorises (the quote plus the margin) or, an app collecting, the quote."""
+    if payment.status in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED, Payment.Status.REFUNDED):
+        return from_minor(payment.captured_minor, payment.currency)
+    if payment.billed_minor is not None:
+        return from_minor(payment.billed_minor, payment.currency)
+    if receipt is not None:
+        return receipt.total_incl_vat
+    if payment.provider == "bap":
+        return quote.price if quote is not None else Decimal("0")
+    return from_minor(payments.hold_minor(payment, quote), payment.currency)
+
+
 def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt | None) -> list[dict[str, Any]] | None:
     """The order's payments: each Payment of the booking (the charge, and a balance asked for after a bill
     above its hold), with the bill as the charge's amount once the CDR is in."""
     rows = list(booking.payments.order_by("pk")) if booking.pk else []
     if not rows:
         return None
-    out = []
-    for payment in rows:
-        agreement = payments.agreement_for(payment.bap_id)
-        if payment.status in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED, Payment.Status.REFUNDED):
-            amount = from_minor(payment.captured_minor, payment.currency)  # what this payment took
-        elif payment.billed_minor is not None:
-            amount = from_minor(payment.billed_minor, payment.currency)
-        elif receipt is not None:
-            amount = receipt.total_incl_vat
-        else:
-            amount = (
-                from_minor(payments.hold_minor(payment, quote), payment.currency)
-                if payment.provider != "bap"
-                else (quote.price if quote is not None else Decimal("0"))
-            )
-        out.append(payment_block(payment, amount=amount, agreement=agreement))
-    return out
+    agreement = payments.agreement_for(rows[0].bap_id)  # one app's order: its terms on every payment
+    return [
+        payment_block(payment, amount=payment_amount(payment, quote=quote, receipt=receipt), agreement=agreement)
+        for payment in rows
+    ]
 
 
 def cancellation_terms(currency: str) -> list[dict[str, Any]]:
@@ -361,7 +363,7 @@ def charging_details(booking: Booking) -> list[dict[str, Any]] | None:
         return None
 
     def tag(code: str, value: Any) -> dict[str, Any]:
-        return {"descriptor": {"code": code}, "value": str(value)}
+        return _tag(code, str(value))
 
     tags = [
         tag("session-status", session.status),

@@ -21,7 +21,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 
-from billing.admin_links import admin_link, audit_of
+from billing.admin_links import ReadOnly, admin_link, audit_of
 from billing.models import CdrAudit, Dispute, DisputeEvent, PartnerTerms
 from billing.services import disputes as dispute_services
 from emsp.services.staff import staff_action_record
@@ -230,7 +230,7 @@ class AmountAtStakeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DisputeEventInline(admin.TabularInline):
+class DisputeEventInline(ReadOnly, admin.TabularInline):
     """The dispute's history; written only by billing.services.disputes, never edited."""
 
     model = DisputeEvent
@@ -239,15 +239,6 @@ class DisputeEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name_plural = "history"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Dispute)

@@ -19,17 +19,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.admin_links import ReadOnlyAdmin, admin_link
+from billing.admin_links import ReadOnlyAdmin, admin_link, attachment
 from billing.models import BapAgreement, DriverReceipt, IssuedDocument
 from billing.services import bap_settlement, documents
 from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month
 
 PDF_CONTENT_TYPE = "application/pdf"
-
-
-def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
 
 
 @admin.register(DriverReceipt)
@@ -103,7 +98,7 @@ class IssuedDocumentAdmin(ReadOnlyAdmin):  # as issued, for good
         except documents.DocumentError as exc:  # the stored bytes no longer match their SHA-256
             messages.error(request, str(exc))
             return HttpResponse(str(exc), status=409, content_type="text/plain")
-        return _attachment(HttpResponse(body, content_type=PDF_CONTENT_TYPE), documents.document_filename(document))
+        return attachment(HttpResponse(body, content_type=PDF_CONTENT_TYPE), documents.document_filename(document))
 
 
 # --- the settlement of an app (BAP) --------------------------------------------------------------------------
@@ -153,7 +148,7 @@ def bap_settlement_view(request: HttpRequest) -> HttpResponse:
                 response = HttpResponse(
                     bap_settlement.bap_settlement_xlsx(rows, include_lines=True), content_type=XLSX_CONTENT_TYPE
                 )
-            return _attachment(response, bap_settlement.bap_export_filename(rows, export))
+            return attachment(response, bap_settlement.bap_export_filename(rows, export))
         if rows and request.GET.get("issue") and data["bap_id"]:
             if not request.user.has_perm("billing.add_issueddocument"):
                 raise PermissionDenied

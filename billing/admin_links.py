@@ -1,16 +1,18 @@
-"""Links between billing's console pages, shared by the CDR and audit pages (admin.py) and the disputes
-console (admin_disputes.py); and the read-only rule of the pages of records (ledger, payments, documents)."""
+"""What billing's console pages share: links between them (CDR, audit and dispute pages), downloads, and the
+read-only rule of the pages of records (ledger, payments, documents, dispute history)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
 from django.utils.html import format_html
 
 from billing.models import Cdr, CdrAudit
+
+Response = TypeVar("Response", bound=HttpResponseBase)
 
 
 def admin_link(obj: Any, text: Any = None) -> str:
@@ -26,6 +28,12 @@ def audit_of(cdr: Cdr) -> CdrAudit | None:
         return cdr.audit
     except CdrAudit.DoesNotExist:
         return None
+
+
+def attachment(response: Response, filename: str) -> Response:
+    """A download. Our export and document file names are letters, digits and -_. only: no quoting needed."""
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 class ReadOnly:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
+from billing.admin_links import attachment
 from billing.models import Settlement
 from billing.services import settlement as service
 from emsp.models import Partner
 from emsp.services.staff import staff_action_record
-
-Response = TypeVar("Response", bound=HttpResponseBase)
 
 
 class ComputePeriodForm(forms.Form):
@@ -51,12 +50,6 @@ class PeriodFilter(admin.SimpleListFilter):
         except ValueError:
             return queryset.none()
         return queryset.filter(period_start=start)
-
-
-def _attachment(response: Response, filename: str) -> Response:
-    # export_filename gives only letters, digits and -_. so the name needs no quoting.
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
 
 
 @admin.register(Settlement)
@@ -187,7 +180,7 @@ class SettlementAdmin(admin.ModelAdmin):
         settlements = self._selected(queryset)
         response = HttpResponse(service.settlement_csv(settlements), content_type=service.CSV_CONTENT_TYPE)
         self._record(request, "export", settlements, format="csv")
-        return _attachment(response, service.export_filename(settlements, "csv"))
+        return attachment(response, service.export_filename(settlements, "csv"))
 
     @admin.action(description="Export XLSX", permissions=["export"])
     def export_xlsx(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
@@ -208,7 +201,7 @@ class SettlementAdmin(admin.ModelAdmin):
             return None
         response = HttpResponse(content, content_type=service.XLSX_CONTENT_TYPE)
         self._record(request, "export", settlements, format="xlsx with CDRs" if include_cdrs else "xlsx")
-        return _attachment(response, service.export_filename(settlements, "xlsx"))
+        return attachment(response, service.export_filename(settlements, "xlsx"))
 
     @admin.action(description="Export the CDRs as CSV (one row per CDR)", permissions=["export"])
     def export_cdrs_csv(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
@@ -220,7 +213,7 @@ class SettlementAdmin(admin.ModelAdmin):
             service.settlement_cdrs_csv(settlements), content_type=service.CSV_CONTENT_TYPE
         )
         self._record(request, "export", settlements, format="CDRs csv")
-        return _attachment(response, service.export_filename(settlements, "csv", suffix="-cdrs"))
+        return attachment(response, service.export_filename(settlements, "csv", suffix="-cdrs"))
 
     @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
     def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement], carry_over: bool = False) -> None:

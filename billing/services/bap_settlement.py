@@ -49,7 +49,7 @@ from django.utils import timezone
 from billing.models import BapAgreement, LedgerAccount, LedgerLine
 from billing.services import payments
 from billing.services.ledger import from_minor
-from billing.services.settlement import period_bounds, period_label
+from billing.services.settlement import period_bounds, period_label, spreadsheet_text
 from emsp.datetimes import format_datetime
 
 ZERO = Decimal("0")
@@ -156,12 +156,6 @@ def add_duration(moment: datetime, duration: str) -> datetime:
     return shifted + timedelta(weeks=n["W"], days=n["D"], hours=n["h"], minutes=n["m"], seconds=n["s"])
 
 
-def agreement_for(bap_id: str) -> BapAgreement:
-    """The app's agreement, or the defaults (an unsaved row) when we have none on file: the terms the app was
-    offered (billing/services/payments.py)."""
-    return payments.agreement_for(bap_id)
-
-
 def due_date(agreement: BapAgreement, period_end: date) -> date:
     """The period's end (midnight local, the exclusive bound) plus the agreed window."""
     end, _ = period_bounds(period_end, period_end + timedelta(days=1))
@@ -259,7 +253,7 @@ def bap_settlement_compute(
     if period_end <= period_start:
         raise BapSettlementError("period_end must be after period_start")
     currency = currency.strip().upper()
-    agreement = agreement or agreement_for(bap_id)
+    agreement = agreement or payments.agreement_for(bap_id)
     start, end = period_bounds(period_start, period_end)
     folds: dict[str, _Fold] = {}
     totals: dict[str, int] = defaultdict(int)
@@ -348,7 +342,7 @@ def bap_settlements_compute(
     _, end = period_bounds(period_start, period_end)
     out = []
     for app in [bap_id] if bap_id is not None else bap_ids(period_end=period_end):
-        agreement = agreement_for(app)
+        agreement = payments.agreement_for(app)
         for code in [currency.upper()] if currency else _currencies(app, end):
             settlement = bap_settlement_compute(
                 bap_id=app, currency=code, period_start=period_start, period_end=period_end, agreement=agreement
@@ -402,11 +396,6 @@ LINE_HEADERS = [
 ]
 
 
-def _text(value: str) -> str:
-    """App-supplied text must not turn into a spreadsheet formula (CSV/formula injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _moment(value: datetime) -> str:
     return format_datetime(value, "seconds")
 
@@ -415,8 +404,8 @@ def bap_settlement_rows(settlements: Sequence[BapSettlement]) -> list[list[Any]]
     """The summary rows, SUMMARY_HEADERS order. Ledger amounts are exact in minor units: nothing to round."""
     return [
         [
-            _text(s.bap_id),
-            _text(s.legal_name),
+            spreadsheet_text(s.bap_id),
+            spreadsheet_text(s.legal_name),
             period_label(s.period_start, s.period_end),
             s.period_start,
             s.period_end,
@@ -449,10 +438,10 @@ def bap_line_rows(settlements: Sequence[BapSettlement]) -> Iterator[list[Any]]:
         label = period_label(s.period_start, s.period_end)
         for line in s.lines:
             yield [
-                _text(s.bap_id),
+                spreadsheet_text(s.bap_id),
                 label,
                 s.currency,
-                _text(line.reference),
+                spreadsheet_text(line.reference),
                 _moment(line.posted_at),
                 line.collected_by,
                 line.billed,

@@ -42,7 +42,7 @@ from billing.money import minor_units, round_money
 from billing.payments import gateway as gateways
 from billing.services import accounts, postings
 from billing.services.driver_pricing import partner_terms
-from billing.services.ledger import from_minor, to_minor
+from billing.services.ledger import balance, from_minor, to_minor
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Driver
@@ -151,12 +151,14 @@ def _checkout(payment: Payment, *, amount_minor: int, return_url: str, descripti
 
 @dataclass(frozen=True)
 class Reported:
-    """What an app says of a payment (Beckn order.payments[]): its status, amount and transaction id."""
+    """What an app says of a payment (Beckn order.payments[], checked by beckn/parsing.py::parse_payments): who
+    collects, its status, amount and transaction id."""
 
     status: str
     amount: Decimal | None
     currency: str
     transaction_id: str
+    collected_by: str = ""
 
 
 def payment_confirm(*, payment: Payment, booking: Booking, quote: Quote, reported: Reported | None) -> Payment:
@@ -236,14 +238,14 @@ def _wallet_hold(payment: Payment, amount_minor: int) -> None:
     """Hold `amount_minor` on a prepaid wallet: refused when the balance, less what other charges hold, would go
     below the driver's limit. The driver row is locked so two confirms can't both take the last of it."""
     driver = Driver.objects.select_for_update().get(pk=payment.driver_id)
-    balance = wallet_balance(driver.pk, payment.currency)
+    in_wallet = wallet_balance(driver.pk, payment.currency)
     held = (
         Payment.objects.filter(driver=driver, provider="wallet", status=Payment.Status.AUTHORISED)
         .exclude(pk=payment.pk)
         .aggregate(held=Sum("authorised_minor"))["held"]
         or 0
     )
-    available = to_minor(balance, payment.currency) - held
+    available = to_minor(in_wallet, payment.currency) - held
     floor = to_minor(round_money(driver.wallet_limit, payment.currency), payment.currency)
     if available - amount_minor < floor:
         raise PaymentRefused(
@@ -261,8 +263,6 @@ def _wallet_hold(payment: Payment, amount_minor: int) -> None:
 
 def wallet_balance(driver_id: int, currency: str) -> Decimal:
     """A prepaid driver's balance, from the ledger (the wallet account is a liability: its credit balance)."""
-    from billing.services.ledger import balance
-
     return -balance(accounts.driver_wallet(driver_id, currency))
 
 

@@ -459,8 +459,8 @@ CDR_HEADERS = [
 ]
 
 
-def _text(value: str) -> str:
-    """Partner-supplied text must not turn into a spreadsheet formula (CSV/formula injection)."""
+def spreadsheet_text(value: str) -> str:
+    """Partner- or app-supplied text must not turn into a spreadsheet formula (CSV/formula injection)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
@@ -494,7 +494,7 @@ def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]
 
         rows.append(
             [
-                _text(s.partner.name),
+                spreadsheet_text(s.partner.name),
                 s.partner.party_key,
                 period_label(s.period_start, s.period_end),
                 s.period_start,
@@ -564,14 +564,14 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
         yield [
             party,
             label,
-            _text(cdr_id),
+            spreadsheet_text(cdr_id),
             credit,
-            _text(credit_ref),
-            _text(session_id),
+            spreadsheet_text(credit_ref),
+            spreadsheet_text(session_id),
             _moment(start),
             _moment(end),
-            _text(location_id),
-            _text(evse_uid),
+            spreadsheet_text(location_id),
+            spreadsheet_text(evse_uid),
             currency,
             energy,
             _money(excl, currency, policy),

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
-from pypdf import PdfReader
 
 from billing.models import BapAgreement, IssuedDocument, Settlement
 from tests.billing.bap_ledger import APP, october_of_app
-from tests.billing.test_documents import charge_receipt, closed_october
+from tests.billing.test_documents import charge_receipt, closed_october, pdf_text
 
 pytestmark = pytest.mark.django_db
 
@@ -27,12 +26,6 @@ def finance(login: Callable[[str], Client]) -> Client:
 def act(client: Client, model: str, action: str, pks: list[int]) -> Any:
     url = reverse(f"admin:billing_{model}_changelist")
     return client.post(url, {"action": action, "_selected_action": pks}, follow=True)
-
-
-def pdf_text(body: bytes) -> str:
-    import io
-
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(body)).pages)
 
 
 def test_finance_issues_a_receipt_and_downloads_it_as_issued(finance: Client) -> None:

@@ -5,7 +5,6 @@ the money once."""
 
 from __future__ import annotations
 
-import copy
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,8 @@ from billing.payments.gateway import GatewayError
 from billing.services import accounts, ledger, payments, postings
 from billing.services.settlement import SettlementError, settlement_close, settlement_compute
 from tests.billing.factories import CdrAuditFactory, CdrFactory, DisputeFactory, DriverReceiptFactory, at
+from tests.billing.provider_standin import Fake, authorised, charge_booked
+from tests.billing.provider_standin import fake as fake
 from tests.factories import DriverFactory, PartnerFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,66 +144,26 @@ def test_a_cpo_credit_cdr_outside_a_booking_credits_the_drivers_account_borne_by
 # --- a provider call lost with its worker ---------------------------------------------------------------
 
 
-def test_a_capture_lost_mid_call_is_retried_under_the_same_key_and_taken_once(settings: Any) -> None:
+def test_a_capture_lost_mid_call_is_retried_under_the_same_key_and_taken_once(fake: Fake) -> None:
     """The provider is unreachable: the operation stays PENDING with the error; the retry (beat, or staff from
     the exceptions queue) sends the same idempotency key, and the ledger books the capture once."""
-    calls: list[dict[str, Any]] = []
-
-    class Flaky:
-        name = "flaky"
-        fail = True
-
-        def capture(self, **kwargs: Any) -> Any:
-            calls.append(kwargs)
-            if Flaky.fail:
-                raise GatewayError("connection reset", retryable=True)
-            from billing.payments.gateway import GatewayResult
-
-            return GatewayResult(reference="cap_1", amount_minor=kwargs["amount_minor"], status="captured")
-
-    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
-    providers["flaky"] = {"adapter": f"{__name__}.flaky_gateway"}
-    settings.PAYMENT_PROVIDERS = providers
-    global _FLAKY
-    _FLAKY = Flaky()
+    fake.fail_capture = True
     driver = DriverFactory(currency="INR")
-    payment = Payment.objects.create(
-        driver=driver,
-        provider="flaky",
-        currency="INR",
-        status=Payment.Status.AUTHORISED,
-        authorised_minor=12000,
-        billed_minor=10000,
-        provider_payment_id="pay_1",
-    )
-    postings.authorisation(payment, 12000)
-    ledger.post(
-        event="charge",
-        legs=[
-            ledger.Leg(accounts.driver_receivable(driver.pk, "INR"), Decimal("100")),
-            ledger.Leg(accounts.cpo_payable("IN*CPA", "INR"), Decimal("-100")),
-        ],
-        idempotency_key="charge-1",
-    )
+    payment = authorised(driver, billed=10000)
+    charge_booked(driver, Decimal("100"), "charge-1")
     with pytest.raises(GatewayError):
         payments.payment_capture(payment.pk)
     operation = PaymentOperation.objects.get(payment=payment)
     assert (operation.status, operation.error) == ("PENDING", "connection reset")
-    Flaky.fail = False
+    fake.fail_capture = False
     payments.operation_retry(operation=operation)
     payments.operation_retry(operation=operation)  # a second retry finds it done
     payment.refresh_from_db()
+    calls = [kw for kind, kw in fake.calls if kind == "capture"]
     assert (payment.status, payment.captured_minor) == (Payment.Status.CAPTURED, 10000)
     assert {c["idempotency_key"] for c in calls} == {operation.idempotency_key} and len(calls) == 2
-    assert ledger.balance(accounts.clearing("flaky", "INR")) == Decimal("100")
+    assert ledger.balance(accounts.clearing("fake", "INR")) == Decimal("100")
     assert sum(ledger.trial_balance("INR").values()) == 0
-
-
-_FLAKY: Any = None
-
-
-def flaky_gateway() -> Any:
-    return _FLAKY
 
 
 # --- wallet top-ups ---------------------------------------------------------------------------------------
@@ -254,54 +215,23 @@ def test_settlement_payments_to_cpos_and_from_apps_are_posted_once_per_reference
 
 
 def test_a_refund_decided_before_the_capture_runs_right_after_it(
-    settings: Any, django_capture_on_commit_callbacks: Any
+    fake: Fake, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from billing.payments.gateway import GatewayResult
-
-    calls: list[str] = []
-
-    class Provider:
-        name = "plain"
-
-        def capture(self, **kwargs: Any) -> Any:
-            calls.append("capture")
-            return GatewayResult(reference="cap_1", amount_minor=kwargs["amount_minor"], status="captured")
-
-        def refund(self, **kwargs: Any) -> Any:
-            calls.append("refund")
-            return GatewayResult(reference="rfnd_1", amount_minor=kwargs["amount_minor"], status="processed")
-
-    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
-    providers["plain"] = {"adapter": f"{__name__}.flaky_gateway"}
-    settings.PAYMENT_PROVIDERS = providers
-    global _FLAKY
-    _FLAKY = Provider()
     driver = DriverFactory(currency="INR")
-    payment = Payment.objects.create(
-        driver=driver, provider="plain", currency="INR", status=Payment.Status.AUTHORISED,
-        authorised_minor=12000, billed_minor=10000, provider_payment_id="pay_2",
-    )  # fmt: skip
-    postings.authorisation(payment, 12000)
-    ledger.post(
-        event="charge",
-        legs=[
-            ledger.Leg(accounts.driver_receivable(driver.pk, "INR"), Decimal("100")),
-            ledger.Leg(accounts.cpo_payable("IN*CPA", "INR"), Decimal("-100")),
-        ],
-        idempotency_key="charge-2",
-    )
+    payment = authorised(driver, billed=10000)
+    charge_booked(driver, Decimal("100"), "charge-2")
     with django_capture_on_commit_callbacks(execute=True):
         postings.credit(
             currency="INR", amount=Decimal("10"), borne_by=accounts.cpo_payable("IN*CPA", "INR"),
             reference="dispute:1", key="dispute:1:credit",
         )  # fmt: skip
         payments.refund_due(payment=payment, amount=Decimal("10"), reference="dispute:1", driver_id=driver.pk)
-    assert calls == []  # nothing captured yet: the refund waits
+    assert fake.calls == []  # nothing captured yet: the refund waits
     with django_capture_on_commit_callbacks(execute=True):
         payments.payment_capture(payment.pk)
     payment.refresh_from_db()
-    assert calls == ["capture", "refund"]
+    assert [kind for kind, _ in fake.calls] == ["capture", "refund"]
     assert (payment.captured_minor, payment.refunded_minor) == (10000, 1000)
     assert ledger.balance(accounts.refunds_pending("INR")) == 0
-    assert ledger.balance(accounts.clearing("plain", "INR")) == Decimal("90")
+    assert ledger.balance(accounts.clearing("fake", "INR")) == Decimal("90")
     assert sum(ledger.trial_balance("INR").values()) == 0

@@ -7,7 +7,6 @@ The provider is a stand-in behind the gateway port (the port is the seam to the 
 
 from __future__ import annotations
 
-import copy
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -21,68 +20,12 @@ from billing.payments.gateway import GatewayError, GatewayResult, WebhookEvent
 from billing.services import accounts, ledger, payments, postings
 from billing.services.settlement import settlement_close, settlement_compute
 from tests.billing.factories import CdrAuditFactory, CdrFactory, DisputeFactory, DriverReceiptFactory, at
+from tests.billing.provider_standin import Fake, authorised, charge_booked
+from tests.billing.provider_standin import fake as fake
 from tests.billing.test_money_rules import finance
 from tests.factories import DriverFactory, PartnerFactory
 
-pytestmark = pytest.mark.django_db
-
-
-class Fake:
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.event: WebhookEvent | None = None
-        self.fail_release = False
-
-    def capture(self, **kw: Any) -> GatewayResult:
-        self.calls.append(("capture", kw))
-        return GatewayResult(reference="cap", amount_minor=kw["amount_minor"], status="captured")
-
-    def release(self, **kw: Any) -> GatewayResult:
-        self.calls.append(("release", kw))
-        if self.fail_release:
-            raise GatewayError("timeout (the provider did cancel)", retryable=True)
-        return GatewayResult(reference="rel", amount_minor=0, status="canceled")
-
-    def refund(self, **kw: Any) -> GatewayResult:
-        self.calls.append(("refund", kw))
-        return GatewayResult(reference="rf", amount_minor=kw["amount_minor"], status="succeeded")
-
-    def verify_webhook(self, **kw: Any) -> WebhookEvent:
-        assert self.event is not None
-        return self.event
-
-
-FAKE = Fake()
-
-
-def fake_gateway() -> Fake:
-    return FAKE
-
-
-@pytest.fixture(autouse=True)
-def fake(settings: Any) -> Fake:
-    global FAKE
-    FAKE = Fake()
-    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
-    providers["fake"] = {"adapter": f"{__name__}.fake_gateway"}
-    settings.PAYMENT_PROVIDERS = providers
-    return FAKE
-
-
-def authorised(driver: Any, *, auth: int = 12000, billed: int | None = None) -> Payment:
-    p = Payment.objects.create(
-        driver=driver,
-        provider="fake",
-        currency="INR",
-        status=Payment.Status.AUTHORISED,
-        authorised_minor=auth,
-        billed_minor=billed,
-        provider_payment_id="pi_1",
-    )
-    postings.authorisation(p, auth)
-    return p
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake")]
 
 
 def bal(code: str) -> Decimal:
@@ -189,14 +132,7 @@ def test_credit_above_the_charge_payments_capture_is_refunded_in_full(
 ) -> None:
     driver = DriverFactory(currency="INR")
     p = authorised(driver, auth=10000, billed=15000)
-    ledger.post(
-        event="charge",
-        legs=[
-            ledger.Leg(accounts.driver_receivable(driver.pk, "INR"), Decimal("150")),
-            ledger.Leg(accounts.cpo_payable("IN*CPA", "INR"), Decimal("-150")),
-        ],
-        idempotency_key="c1",
-    )
+    charge_booked(driver, Decimal("150"), "c1")
     with django_capture_on_commit_callbacks(execute=False):
         payments.payment_capture(p.pk)
     rest = Payment.objects.get(purpose="balance")

@@ -108,7 +108,7 @@ class Command(BaseCommand):
         confirmed = self.step(client, "4. confirm", "confirm", confirm_message(provider["id"], item["id"]))
         order_id = confirmed.body["message"]["order"]["id"]
         self.stdout.write(f"   order {order_id}, state {self.state(confirmed.body)}")
-        started = self.start_when_reserved(client, order_id)
+        started = self.start_when_paid(client, order_id)
         self.stdout.write(f"   state {self.state(started.body)}")
         self.wait_for(client, "on_status", lambda b: self.state(b) == "ACTIVE", "6. charging (ACTIVE)", 60)
         deadline = time.monotonic() + options["charge_seconds"]
@@ -172,15 +172,15 @@ class Command(BaseCommand):
         ]
         return payments + cdrs
 
-    def start_when_reserved(self, client: BapClient, order_id: str) -> Callback:
-        """A driver at the charger before the CPO has answered RESERVE_NOW is asked to try again in a few
-        seconds (error 50002); the app does just that."""
+    def start_when_paid(self, client: BapClient, order_id: str) -> Callback:
+        """The driver starts at once (walk-up: a start before the CPO has answered RESERVE_NOW waits for it on
+        our side). Until the provider's webhook has told us the payment is authorised, the start is refused
+        with error 40004 naming the payment page; the app tries again a second later."""
         deadline = time.monotonic() + 30
         while True:
             ack, callback, seconds = client.request("update", update_message(order_id, "start-charging"), timeout=30)
             error = (callback.body.get("error") or {}) if callback else {}
-            waiting = ("still confirming", "authorises it")  # the CPO's reservation, the provider's webhook
-            if not any(w in str(error.get("message", "")) for w in waiting) or time.monotonic() > deadline:
+            if "authorises it" not in str(error.get("message", "")) or time.monotonic() > deadline:
                 return self.step_result("5. start charging", "update", ack, callback, seconds)
             self.stdout.write(f"   not yet ({error.get('message')}, {seconds * 1000:.0f} ms): retrying")
             time.sleep(1)
