@@ -1,5 +1,7 @@
 # Two commands for a fresh machine:  `make run`  (platform on embedded defaults)  and  `make test`.
 SHELL := /bin/bash
+# Unset DJANGO_ENV means production (emsp/settings.py): what these targets run is a development machine's.
+export DJANGO_ENV ?= development
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,7 +33,8 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py run_platform
 
-## One driver's charge, search to settlement, against the platform `make run` started (other terminal).
+## A driver's charge, search to settlement, then a booked window, a refused reservation, a route search and a
+## no-show, against the platform `make run` started (other terminal).
 demo: install
 	$(PY) manage.py demo
 
@@ -46,7 +49,7 @@ smoke: install
 	DATABASE_URL=sqlite:///var/smoke.sqlite3 REDIS_URL= $(PY) manage.py demo_setup
 	DATABASE_URL= REDIS_URL= $(VENV)/bin/pytest -q -m "not e2e" -p no:cacheprovider
 
-## `make run` then `make demo` on embedded SQLite, as a newcomer would: the whole platform and one driver's charge.
+## `make run` then `make demo` on embedded SQLite, as a newcomer would: the whole platform and the demo's journeys.
 SMOKE_RUN_ENV = DATABASE_URL=sqlite:///var/smoke-run.sqlite3 REDIS_URL=
 smoke-run: install
 	rm -f var/smoke-run.sqlite3 var/smoke-run.log

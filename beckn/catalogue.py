@@ -14,11 +14,16 @@ from typing import Any
 from django.db.models import Exists, ExpressionWrapper, F, FloatField, OuterRef
 from django.utils import timezone
 
+from beckn import catalogue_details
+from beckn.route_search import DEFAULT_MAX_DETOUR_M, estimate_group, route_candidates, route_want, with_estimates
 from billing.models import Tariff
 from billing.services.driver_pricing import tariffs_for_connector
+from billing.services.estimates import ChargeEstimate
 from emsp.datetimes import format_datetime
+from emsp.geo import Placement, Route
 from emsp.models import Connector, Evse, Partner, Reservation, ci_key
 from emsp.services.catalogue import connector_get
+from emsp.vehicles import Vehicle
 
 EARTH_RADIUS_M = 6_371_000.0
 DEFAULT_RADIUS_M = 5_000.0
@@ -96,6 +101,17 @@ class SearchFilters:
     provider: str | None = None  # party key CC*PID
     item_id: str | None = None
     limit: int = DEFAULT_LIMIT
+    # "Available from T for D minutes" (fulfillment stop time range): EVSEs held by a booking in that window
+    # are left out, and the items carry the window. None: now.
+    window: tuple[datetime, datetime] | None = None
+    # Opening hours, facilities, parking, accessibility, energy mix (beckn/catalogue_details.py).
+    details: catalogue_details.LocationFilters = field(default_factory=catalogue_details.LocationFilters)
+    # Vehicle and route (beckn/route_search.py): along a route, results are ranked by detour; with a vehicle
+    # or a stated energy, each carries an estimate of the charge.
+    route: Route | None = None
+    max_detour_m: float = DEFAULT_MAX_DETOUR_M
+    vehicle: Vehicle | None = None
+    energy_kwh: Decimal | None = None
 
 
 @dataclass
@@ -105,6 +121,8 @@ class Hit:
     distance_m: float | None
     tariff: Tariff | None
     energy_price: Decimal | None
+    placement: Placement | None = None  # where it lies relative to the route searched along
+    estimate: ChargeEstimate | None = None
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -128,7 +146,8 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     candidates = Evse.objects.filter(has_connectors=True).exclude(
         status__in=[Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED]
     )
-    if filters.available_only:
+    ahead = _ahead(filters.window, now)
+    if filters.available_only and not ahead:
         candidates = candidates.filter(status=Evse.Status.AVAILABLE)
     if filters.min_power_w:
         candidates = candidates.filter(max_power_w__gte=filters.min_power_w)
@@ -138,7 +157,10 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
         candidates = candidates.filter(
             Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
         )
-    if filters.latitude is not None and filters.longitude is not None:
+    placements: dict[int, Placement] = {}
+    if filters.route is not None:  # along a route: the corridor's EVSEs by detour (beckn/route_search.py)
+        placements = route_candidates(candidates, filters.route, filters.max_detour_m, route_want(filters))
+    elif filters.latitude is not None and filters.longitude is not None:
         lat, lon = filters.latitude, filters.longitude
         min_lat, max_lat, min_lon, max_lon = _bounding_box(lat, lon, filters.radius_m)
         # A bounding box on the index, ranked in SQL by an equirectangular distance (plain arithmetic, so
@@ -159,7 +181,11 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
         )
     else:
         candidates = candidates.order_by("location__partner_id", "location__name", "uid")
-    ids = list(candidates.values_list("pk", flat=True)[: filters.limit * 5])
+    ids = (
+        list(placements)
+        if filters.route is not None
+        else list(candidates.values_list("pk", flat=True)[: filters.limit * 5 * filters.details.widening])
+    )
     # Step 2: the visible ones among them, with their location and partner, in the same order.
     loaded = {
         evse.pk: evse
@@ -178,9 +204,14 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
             if distance > filters.radius_m:
                 continue
         ranked.append((distance, evse))
-    _mark_held([e for _, e in ranked], now)
+    held = _mark_held([e for _, e in ranked], now, filters.window)
     if filters.available_only:
-        ranked = [(d, e) for d, e in ranked if e.status == Evse.Status.AVAILABLE]
+        # For a window ahead, what the charger does now does not matter: only whether it is booked then.
+        ranked = [(d, e) for d, e in ranked if (e.pk not in held if ahead else e.status == Evse.Status.AVAILABLE)]
+    elif filters.window is not None:
+        # A window asked for: what is booked then is not offered (its items carry the window as if free).
+        ranked = [(d, e) for d, e in ranked if e.pk not in held]
+    ranked = catalogue_details.keep_matching(filters.details, ranked, now, filters.window, want=filters.limit * 5)
     connectors = _connectors_of([e for _, e in ranked])
     tariffs = _tariffs_for(connectors, now)
     hits: list[Hit] = []
@@ -199,22 +230,32 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
                 continue
             if filters.item_id and filters.item_id != item_id(evse, connector):
                 continue
-            hits.append(Hit(evse, connector, distance, tariff, energy_price))
+            if not catalogue_details.energy_matches(filters.details, evse.location, tariff):
+                continue
+            hits.append(Hit(evse, connector, distance, tariff, energy_price, placements.get(evse.pk)))
             if len(hits) >= filters.limit:
-                return hits
-    return hits
+                return with_estimates(hits, filters, now)
+    return with_estimates(hits, filters, now)
 
 
-def _mark_held(evses: list[Evse], now: datetime) -> None:
-    """An EVSE held for a booking of ours is not available to anyone else, whatever the CPO last said."""
+def _ahead(window: tuple[datetime, datetime] | None, now: datetime) -> bool:
+    """Is this a window far enough ahead that the charger's status now says nothing about it?"""
+    return window is not None and window[0] > now + timedelta(minutes=15)
+
+
+def _mark_held(evses: list[Evse], now: datetime, window: tuple[datetime, datetime] | None = None) -> set[int]:
+    """An EVSE held for a booking of ours (now, or in `window`) is not available to anyone else, whatever the
+    CPO last said. Returns the held EVSEs' ids."""
+    start, end = window or (now, now + timedelta(seconds=1))
     held = set(
         Reservation.objects.filter(
-            evse__in=evses, status__in=Reservation.ACTIVE_STATUSES, start_at__lte=now, expiry_at__gt=now
+            evse__in=evses, status__in=Reservation.ACTIVE_STATUSES, start_at__lt=end, expiry_at__gt=start
         ).values_list("evse_id", flat=True)
     )
     for evse in evses:
-        if evse.pk in held and evse.status == Evse.Status.AVAILABLE:
+        if evse.pk in held and evse.status == Evse.Status.AVAILABLE and not _ahead(window, now):
             evse.status = Evse.Status.RESERVED
+    return held
 
 
 def _partners_for(provider: str) -> list[Partner]:
@@ -337,13 +378,26 @@ def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[d
             if price is not None:
                 rates.append(_tag(code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
         groups.append({"descriptor": {"code": "tariff", "name": "Tariff"}, "list": rates})
+    estimate = estimate_group(hit)  # detour and charge estimate (beckn/route_search.py)
+    if estimate is not None:
+        groups.append(estimate)
     return groups
 
 
-def render_catalog(hits: list[Hit], now: datetime | None = None) -> dict[str, Any]:
+def window_time(window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """A time window as a Beckn stop's `time`."""
+    return {"range": {"start": format_datetime(window[0], "seconds"), "end": format_datetime(window[1], "seconds")}}
+
+
+def render_catalog(
+    hits: list[Hit], now: datetime | None = None, window: tuple[datetime, datetime] | None = None
+) -> dict[str, Any]:
     """A Beckn 1.1.0 Catalog: providers = CPOs; locations; one fulfillment (CHARGING) per location; items =
-    bookable connectors with a per-kWh price, specification and tariff tags and status freshness."""
+    bookable connectors with a per-kWh price, specification and tariff tags and status freshness. With a
+    `window` asked for, each fulfillment's stop carries it (the items are free then)."""
     now = now or timezone.now()
+    stop_time = {"time": window_time(window)} if window else {}
+    catalogue_details.load_data([hit.evse for hit in hits])
     providers: dict[int, dict[str, Any]] = {}
     seen_locations: dict[int, set[int]] = defaultdict(set)
     for hit in hits:
@@ -375,11 +429,12 @@ def render_catalog(hits: list[Hit], now: datetime | None = None) -> dict[str, An
                     "country": {"code": location.country},
                 }
             )
+            catalogue_details.decorate_location(provider["locations"][-1], location)
             provider["fulfillments"].append(
                 {
                     "id": fulfillment_ref,
                     "type": "CHARGING",
-                    "stops": [{"type": "start", "location": {"gps": gps, "address": address}}],
+                    "stops": [{"type": "start", "location": {"gps": gps, "address": address}, **stop_time}],
                 }
             )
         item: dict[str, Any] = {
@@ -397,7 +452,10 @@ def render_catalog(hits: list[Hit], now: datetime | None = None) -> dict[str, An
         if hit.tariff is not None and hit.energy_price is not None:
             # Beckn Price.currency is ISO 4217; the unit (per kWh) is in quantity and tags (RFC-ERRATA).
             item["price"] = {"currency": hit.tariff.currency, "value": _money(hit.energy_price)}
+        catalogue_details.decorate_item(item, hit, now)
         provider["items"].append(item)
+    for provider in providers.values():
+        catalogue_details.decorate_provider(provider)
     return {"descriptor": {"name": "EV charging"}, "providers": list(providers.values())}
 
 
@@ -436,32 +494,60 @@ def hit_for(evse: Evse, connector: Connector, now: datetime) -> Hit:
     return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)
 
 
-def alternatives_near(
-    evse: Evse, connector_id: str, *, limit: int = 3, other_operators: bool = False
-) -> list[dict[str, Any]]:
-    """Up to `limit` nearby available EVSEs with a connector like `connector_id` of `evse`, as Beckn tags;
-    with `other_operators`, only other CPOs' (when this one is not answering)."""
-    standards = set(evse.connectors.filter(connector_id__iexact=connector_id).values_list("standard", flat=True))
+ALTERNATIVES_RADIUS_M = 15_000.0
+
+
+def alternatives(
+    evse: Evse,
+    connector_id: str,
+    *,
+    limit: int = 3,
+    other_operators: bool = False,
+    window: tuple[datetime, datetime] | None = None,
+) -> list[Hit]:
+    """Bookable replacements for a booking that can't go ahead at `evse`: available EVSEs nearby with a
+    connector of the same standard and at least its power, not `evse` itself (nor its operator's, with
+    `other_operators`: when that CPO is not answering), free in `window` when given. Ranked by detour from the
+    booked charger (1 km steps) and then by price, cheapest first; no price known ranks last."""
+    booked = evse.connectors.filter(connector_id__iexact=connector_id).first() or evse.connectors.first()
     filters = SearchFilters(
         latitude=evse.latitude,
         longitude=evse.longitude,
-        radius_m=10_000,
-        connector_types=standards,
+        radius_m=ALTERNATIVES_RADIUS_M,
+        connector_types={booked.standard} if booked else set(),
+        min_power_w=booked.max_electric_power if booked and booked.max_electric_power else None,
         available_only=True,
-        limit=limit + (20 if other_operators else 2),
+        window=window,
+        limit=limit * 4 + (20 if other_operators else 2),
     )
     operator = evse.location.partner_id
-    out = []
-    for hit in search(filters):
-        if hit.evse.pk == evse.pk or (other_operators and hit.evse.location.partner_id == operator):
-            continue
-        out.append(
-            {
-                "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
-                "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
-                f" ({int(hit.distance_m or 0)} m)",
-            }
-        )
-        if len(out) >= limit:
-            break
-    return out
+    found = [
+        hit
+        for hit in search(filters)
+        if hit.evse.pk != evse.pk and not (other_operators and hit.evse.location.partner_id == operator)
+    ]
+    never = Decimal("1e9")
+    found.sort(
+        key=lambda h: (int((h.distance_m or 0) // 1000), h.energy_price if h.energy_price is not None else never)
+    )
+    return found[:limit]
+
+
+def alternatives_tags(hits: list[Hit]) -> list[dict[str, Any]]:
+    """The alternatives named in tags (`provider:item (distance m)`); the items themselves go to the app in an
+    on_search catalogue it can select from."""
+    return [
+        {
+            "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
+            "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
+            f" ({int(hit.distance_m or 0)} m)",
+        }
+        for hit in hits
+    ]
+
+
+def alternatives_near(
+    evse: Evse, connector_id: str, *, limit: int = 3, other_operators: bool = False
+) -> list[dict[str, Any]]:
+    """alternatives() as tags."""
+    return alternatives_tags(alternatives(evse, connector_id, limit=limit, other_operators=other_operators))

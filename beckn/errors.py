@@ -3,6 +3,8 @@ the JSON path it concerns (a NACK before the ACK, an `error` in the on_* callbac
 
 from __future__ import annotations
 
+from typing import Any
+
 # BECKN-005 error codes we use.
 INVALID_REQUEST = "30000"
 PROVIDER_NOT_FOUND = "30001"
@@ -24,13 +26,19 @@ UPDATE_NOT_POSSIBLE = "50002"
 
 
 class BecknRequestError(Exception):
-    """The request is not one we can act on: NACK (or an error callback) with a BECKN-005 code and path."""
+    """The request is not one we can act on: NACK (or an error callback) with a BECKN-005 code and path.
+    `alternatives` (catalogue hits) are chargers the app can select instead: they follow the error as an
+    on_search catalogue in the same transaction (free in `window`, when one was asked for)."""
 
-    def __init__(self, code: str, path: str, message: str) -> None:
+    def __init__(
+        self, code: str, path: str, message: str, *, alternatives: list[Any] | None = None, window: Any = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.path = path
         self.message = message
+        self.alternatives = alternatives or []
+        self.window = window
 
     def as_error(self) -> dict[str, str]:
         return {"code": self.code, "paths": self.path, "message": self.message}

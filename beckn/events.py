@@ -9,11 +9,13 @@ import logging
 from typing import Any
 
 from beckn import callbacks
-from beckn.catalogue import alternatives_near
+from beckn.catalogue import alternatives, alternatives_tags
+from beckn.handlers import send_alternatives
 from beckn.models import BecknTransaction
-from beckn.rendering import charger_answer, order_block
+from beckn.rendering import cancellation_terms, charger_answer, order_block
 from emsp import events
 from emsp.models import Booking, Command
+from emsp.services import bookings
 
 log = logging.getLogger(__name__)
 
@@ -72,29 +74,38 @@ def booking_settled(event: events.BookingSettled) -> None:
     _order_update(event.booking)
 
 
-def alternatives_for(booking: Booking, limit: int = 3) -> list[dict[str, Any]]:
-    """Up to `limit` nearby available EVSEs with a compatible connector."""
-    return alternatives_near(booking.evse, booking.connector_id, limit=limit)
-
-
 def booking_cancelled_by_provider(event: events.BookingCancelledByProvider) -> None:
-    booking, reason = event.booking, event.reason
+    """The operator's side ended a booking before charging (charger fault, reservation refused or cancelled by
+    the CPO, or the driver's no-show): on_cancel with the reason and our cancellation terms. Unless the driver
+    simply did not come, chargers to book instead follow as an on_search catalogue (named in the order's
+    tags too)."""
+    booking, reason, code = event.booking, event.reason, event.code
     txn = _txn(booking)
     if txn is None:
         return
-    alternatives = alternatives_for(booking)
+    hits = [] if code == bookings.NO_SHOW else alternatives(booking.evse, booking.connector_id)
     tags = (
-        [{"descriptor": {"code": "alternatives", "name": "Nearby chargers you can book instead"}, "list": alternatives}]
-        if alternatives
+        [
+            {
+                "descriptor": {"code": "alternatives", "name": "Nearby chargers you can book instead"},
+                "list": alternatives_tags(hits),
+            }
+        ]
+        if hits
         else None
     )
     booking.refresh_from_db()
     order = order_block(booking, txn, extra_tags=tags)
     order["cancellation"] = {
         "cancelled_by": "PROVIDER",
-        "reason": {"descriptor": {"code": "charger-error", "name": reason}},
+        "time": callbacks.now_rfc3339(),
+        "reason": {"descriptor": {"code": code, "name": reason}},
     }
+    currency = booking.quote.currency if booking.quote is not None else "EUR"
+    order["cancellation_terms"] = cancellation_terms(currency)
     _send(txn, "on_cancel", {"order": order})
+    if hits:
+        send_alternatives(hits, txn=txn)
 
 
 def payment_changed(event: events.BookingPaymentChanged) -> None:

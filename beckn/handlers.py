@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from beckn import callbacks
-from beckn.catalogue import Hit, SearchFilters, alternatives_near, find_item, provider_id, render_catalog, search
+from beckn.catalogue import (
+    Hit,
+    SearchFilters,
+    alternatives,
+    alternatives_tags,
+    find_item,
+    provider_id,
+    render_catalog,
+    search,
+)
 from beckn.errors import (
     BUSINESS_ERROR,
     CANCELLATION_NOT_POSSIBLE,
@@ -38,6 +48,7 @@ from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransa
 from beckn.parsing import (
     ACK,
     Envelope,
+    fulfillment_window,
     order_id,
     parse_envelope,
     parse_payments,
@@ -148,6 +159,8 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                     request=request,
                     url=txn.callback_uri,
                 )
+                if exc.alternatives:
+                    send_alternatives(exc.alternatives, txn=target, request_context=envelope.context, window=exc.window)
     except IntegrityError:
         return  # this message was handled already
     except Exception as exc:  # never leave a BAP without an answer
@@ -169,11 +182,28 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
             )
 
 
+def send_alternatives(
+    hits: list[Hit],
+    *,
+    txn: BecknTransaction | None,
+    request_context: dict[str, Any] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> None:
+    """Chargers the driver can book instead, as an unsolicited on_search catalogue in the same transaction:
+    real items (provider, location, fulfillment, price) the app can `select` as they are."""
+    if txn is None:
+        return
+    context = callbacks.callback_context(request_context, "on_search", txn=txn, message_id=str(uuid.uuid4()))
+    catalog = render_catalog(hits, window=window)
+    catalog["descriptor"] = {"name": "Chargers you can book instead", "code": "alternatives"}
+    callbacks.enqueue(action="on_search", context=context, message={"catalog": catalog}, txn=txn)
+
+
 def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     filters: SearchFilters = search_filters(envelope.message)
     hits = search(filters)
     freshness.evses_watch(hit.evse.pk for hit in hits)  # shown to a driver: kept fresh for a while
-    return {"catalog": render_catalog(hits)}
+    return {"catalog": render_catalog(hits, window=filters.window)}
 
 
 def _hit_for(provider: str | None, item: str) -> Hit:
@@ -183,21 +213,33 @@ def _hit_for(provider: str | None, item: str) -> Hit:
     return hit
 
 
-def _unavailable(hit: Hit, fresh: bool) -> BecknRequestError | None:
+def _unavailable(hit: Hit, fresh: bool, window: tuple[datetime, datetime] | None = None) -> BecknRequestError | None:
+    """Why this connector can't be booked (now, or in `window`), with alternatives; None when it can."""
     evse = hit.evse
-    if evse.status in (Evse.Status.AVAILABLE, Evse.Status.UNKNOWN):
+    now = timezone.now()
+    start, end = window or (now, now + timedelta(minutes=1))
+    hold = bookings.active_hold(evse, start, end)
+    ahead = window is not None and window[0] > now + timedelta(minutes=15)
+    if ahead and evse.status not in Evse.FAULT_STATUSES and hold is None:
+        return None  # what the charger does now says nothing about a window ahead
+    if not ahead and evse.status in (Evse.Status.AVAILABLE, Evse.Status.UNKNOWN) and hold is None:
         return None
-    expected = ""
-    hold = bookings.active_hold(evse, timezone.now(), timezone.now() + timedelta(minutes=1))
-    if hold is not None:
-        expected = f"; expected to be available from {hold.expiry_at:%Y-%m-%dT%H:%M:%SZ}"
-    age = (
-        "live status from the CPO"
-        if fresh
-        else f"status {int((timezone.now() - evse.status_updated_at).total_seconds())} s old"
-    )
+    if hold is not None and (ahead or evse.status in (Evse.Status.AVAILABLE, Evse.Status.UNKNOWN)):
+        reason = f"charger is booked from {hold.start_at:%Y-%m-%dT%H:%M:%SZ} to {hold.expiry_at:%Y-%m-%dT%H:%M:%SZ}"
+    else:
+        expected = f"; expected to be available from {hold.expiry_at:%Y-%m-%dT%H:%M:%SZ}" if hold is not None else ""
+        age = (
+            "live status from the CPO"
+            if fresh
+            else f"status {int((timezone.now() - evse.status_updated_at).total_seconds())} s old"
+        )
+        reason = f"charger is {evse.status} ({age}){expected}"
     return BecknRequestError(
-        FULFILLMENT_UNAVAILABLE, "message.order.items[0].id", f"charger is {evse.status} ({age}){expected}"
+        FULFILLMENT_UNAVAILABLE,
+        "message.order.items[0].id",
+        reason,
+        alternatives=alternatives(evse, hit.connector.connector_id, window=window),
+        window=window,
     )
 
 
@@ -211,13 +253,14 @@ def _not_answering(hit: Hit, module: str) -> str | None:
 
 
 def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> BecknRequestError:
-    """A command the CPO can't take now: the reason and chargers of other operators nearby."""
-    nearby = alternatives_near(evse, connector_id, other_operators=True)
+    """A command the CPO can't take now: the reason and chargers of other operators nearby (named in the
+    message, and sent as a catalogue the app can select from)."""
+    nearby = alternatives(evse, connector_id, other_operators=True)
     if nearby:
         reason += " Nearby chargers you can book instead: " + "; ".join(
-            f"{a['descriptor']['name']} = {a['value']}" for a in nearby
+            f"{a['descriptor']['name']} = {a['value']}" for a in alternatives_tags(nearby)
         )
-    return BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, reason)
+    return BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, reason, alternatives=nearby)
 
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -228,7 +271,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)
     status_note = None if fresh else _not_answering(hit, "locations")
-    unavailable = _unavailable(hit, fresh)
+    unavailable = _unavailable(hit, fresh, selected.window)
     if unavailable is not None:
         raise unavailable
     energy = selected.energy_kwh if selected.energy_kwh or selected.duration else DEFAULT_QUOTE_KWH
@@ -236,7 +279,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         quote = quote_charge(
             evse=hit.evse,
             connector=hit.connector,
-            arrival=timezone.now(),
+            arrival=selected.window[0] if selected.window else timezone.now(),
             energy_kwh=energy,
             duration=selected.duration,
         )
@@ -244,8 +287,13 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(
             QUOTE_UNAVAILABLE, "message.order.items[0].id", "no price is known for this charger"
         ) from exc
+    window_start, window_end = selected.window or (None, None)
     BecknTransaction.objects.filter(pk=txn.pk).update(
-        provider_id=provider_id(hit.evse.location.partner), item_id=selected.item_id, quote=quote
+        provider_id=provider_id(hit.evse.location.partner),
+        item_id=selected.item_id,
+        quote=quote,
+        window_start=window_start,
+        window_end=window_end,
     )
     return {
         "order": {
@@ -254,7 +302,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
                 "descriptor": {"name": hit.evse.location.partner.name},
             },
             "items": [item_block(hit, quote, status_note)],
-            "fulfillments": [fulfillment_block(hit)],
+            "fulfillments": [fulfillment_block(hit, window=selected.window)],
             "quote": quote_block(quote),
             "payments": offered_payments(quote, payments.agreement_for(txn.bap_id)),
         }
@@ -320,13 +368,19 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         "order": {
             "provider": {"id": txn.provider_id},
             "items": [item_block(hit, quote, _not_answering(hit, "locations"))],
-            "fulfillments": [fulfillment_block(hit)],
+            "fulfillments": [fulfillment_block(hit, window=_txn_window(txn))],
             "billing": billing,
             "quote": quote_block(quote),
             "payments": [payment_block(payment, amount=payment_amount(payment, quote=quote), agreement=agreement)],
             "cancellation_terms": cancellation_terms(quote.currency),
         }
     }
+
+
+def _txn_window(txn: BecknTransaction) -> tuple[datetime, datetime] | None:
+    if txn.window_start is None or txn.window_end is None:
+        return None
+    return txn.window_start, txn.window_end
 
 
 def _journey(txn: BecknTransaction) -> str:
@@ -364,6 +418,7 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if payment is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order.payments", "init the order first (its payment terms)")
     payment_reference = reported.transaction_id if reported is not None and reported.status == "PAID" else ""
+    window = fulfillment_window(order.get("fulfillments"), "message.order.fulfillments") or _txn_window(txn)
     try:
         booking = bookings.booking_confirm(
             evse=hit.evse,
@@ -372,10 +427,19 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             driver=txn.driver,
             quote_id=quote.pk,
             payment_reference=payment_reference,
+            window=window,
         )
+    except bookings.WindowRefused as exc:
+        raise BecknRequestError(INVALID_REQUEST, "message.order.fulfillments[0].stops[0].time", str(exc)) from exc
     except bookings.EvseUnavailable as exc:
         when = f"; expected to be available from {exc.available_from:%Y-%m-%dT%H:%M:%SZ}" if exc.available_from else ""
-        raise BecknRequestError(FULFILLMENT_UNAVAILABLE, "message.order.items[0].id", f"{exc.reason}{when}") from exc
+        raise BecknRequestError(
+            FULFILLMENT_UNAVAILABLE,
+            "message.order.items[0].id",
+            f"{exc.reason}{when}",
+            alternatives=alternatives(hit.evse, hit.connector.connector_id, window=window),
+            window=window,
+        ) from exc
     try:
         payments.payment_confirm(payment=payment, booking=booking, quote=quote, reported=reported)
     except payments.PaymentRefused as exc:

@@ -86,6 +86,8 @@ class BecknTransaction(models.Model):
     )
     driver = models.ForeignKey("emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL)
     token = models.ForeignKey("emsp.Token", null=True, blank=True, on_delete=models.SET_NULL)
+    window_start = models.DateTimeField(null=True, blank=True, help_text="The time window selected, if any.")
+    window_end = models.DateTimeField(null=True, blank=True)
     # The driver's billing and contact details (names, emails, phones, addresses): kept in this one place,
     # encrypted at rest (emsp/crypto.py); stored request bodies have them redacted (beckn/privacy.py).
     billing = EncryptedJSONField(default=dict, blank=True)

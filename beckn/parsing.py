@@ -22,14 +22,17 @@ from beckn.catalogue import (
     SearchFilters,
     connector_standard,
 )
+from beckn.catalogue_details import parse_location_filters
 from beckn.errors import (
     INVALID_REQUEST,
     INVALID_UPDATE_TARGET,
     ORDER_NOT_FOUND,
     BecknRequestError,
 )
+from beckn.route_search import parse_journey
 from billing.services.payments import Reported
 from emsp.datetimes import DateTimeError, parse_utc
+from emsp.services.bookings import WindowRefused, window_check
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
@@ -81,7 +84,12 @@ def parse_duration(value: str) -> timedelta | None:
     if not match:
         return None
     days, hours, minutes, seconds = match.groups()
-    return timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0))
+    try:
+        return timedelta(
+            days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0)
+        )
+    except OverflowError:
+        return None  # "P99999999999D": not a duration anyone means
 
 
 def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timestamp: bool = True) -> Envelope:
@@ -199,6 +207,50 @@ def _radius_m(radius: Any, path: str) -> float:
     return min(value * factor[unit], MAX_RADIUS_M)
 
 
+MAX_WINDOW_TEXT = 64
+
+
+def _instant(value: Any, path: str) -> datetime:
+    _need(isinstance(value, str) and len(value) <= MAX_WINDOW_TEXT, path, "must be an RFC 3339 date-time")
+    try:
+        when = parse_utc(value)
+    except DateTimeError as exc:
+        raise BecknRequestError(INVALID_REQUEST, path, f"must be an RFC 3339 date-time: {exc}") from exc
+    return when
+
+
+def fulfillment_window(fulfillments: Any, path: str) -> tuple[datetime, datetime] | None:
+    """The time window a driver asks for: the first stop's `time.range` {start, end}, or `time.timestamp`
+    with `time.duration` (ISO 8601), of a fulfillment (an intent's) or a list of them (an order's). Checked
+    as bookings accept it (not over, not too far ahead, not too long). None when no stop carries a time."""
+    listed = fulfillments if isinstance(fulfillments, list) else [fulfillments]
+    for f, fulfillment in enumerate(listed[:5]):
+        stops = fulfillment.get("stops") if isinstance(fulfillment, dict) else None
+        for s, stop in enumerate(stops[:5] if isinstance(stops, list) else []):
+            time = stop.get("time") if isinstance(stop, dict) else None
+            if not isinstance(time, dict):
+                continue
+            where = f"{path}{f'[{f}]' if isinstance(fulfillments, list) else ''}.stops[{s}].time"
+            window: tuple[datetime, datetime] | None = None
+            time_range = time.get("range")
+            if isinstance(time_range, dict):
+                start = _instant(time_range.get("start"), f"{where}.range.start")
+                end = _instant(time_range.get("end"), f"{where}.range.end")
+                window = (start, end)
+            elif time.get("timestamp") is not None:
+                start = _instant(time.get("timestamp"), f"{where}.timestamp")
+                length = parse_duration(str(time.get("duration") or "PT15M")[:MAX_WINDOW_TEXT])
+                _need(length is not None, f"{where}.duration", "duration must be an ISO 8601 duration such as PT45M")
+                assert length is not None
+                window = (start, start + length)
+            if window is not None:
+                try:
+                    return window_check(*window)
+                except WindowRefused as exc:
+                    raise BecknRequestError(INVALID_REQUEST, where, str(exc)) from exc
+    return None
+
+
 def search_filters(message: dict[str, Any]) -> SearchFilters:
     """Filters from an intent, liberal in the vocabularies it accepts (RFC, UEI, DEG v1, missions)."""
     filters = SearchFilters()
@@ -258,6 +310,9 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
         filters.item_id = str(item["id"])
     if tags.get("limit"):
         filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
+    filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
+    filters.details = parse_location_filters(tags)  # opening hours, facilities, parking, energy mix
+    parse_journey(intent, fulfillment, tags, filters)  # route, vehicle, energy (beckn/route_search.py)
     if filters.latitude is None:
         filters.radius_m = DEFAULT_RADIUS_M
     return filters
@@ -281,6 +336,7 @@ class SelectedItem:
     item_id: str
     energy_kwh: Decimal | None
     duration: timedelta | None
+    window: tuple[datetime, datetime] | None = None
 
 
 def selected_item(message: dict[str, Any]) -> SelectedItem:
@@ -323,6 +379,7 @@ def selected_item(message: dict[str, Any]) -> SelectedItem:
         item_id=item["id"],
         energy_kwh=energy,
         duration=duration,
+        window=fulfillment_window(order.get("fulfillments"), "message.order.fulfillments"),
     )
 
 

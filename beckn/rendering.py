@@ -3,6 +3,7 @@ charging state), quotes and the final bill, payments and cancellation terms, and
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from beckn.callbacks import now_rfc3339
-from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id
+from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id, window_time
 from beckn.models import BecknTransaction
 from billing.models import BapAgreement, DriverReceipt, Payment, Quote
 from billing.money import round_money
@@ -29,6 +30,7 @@ STATE_CODES = {
     Booking.State.COMPLETED: ("COMPLETED", "Charging finished"),
     Booking.State.SETTLED: ("COMPLETED", "Charging finished and billed"),
     Booking.State.CANCELLED: ("CANCELLED", "Cancelled"),
+    Booking.State.EXPIRED: ("NO-SHOW", "The hold ended: charging did not start in time"),
     Booking.State.FAILED: ("INVALID", "Could not charge"),
 }
 
@@ -82,7 +84,11 @@ def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = N
 
 
 def fulfillment_block(
-    hit: Hit, state: tuple[str, str] | None = None, extra_tags: list[dict[str, Any]] | None = None
+    hit: Hit,
+    state: tuple[str, str] | None = None,
+    extra_tags: list[dict[str, Any]] | None = None,
+    *,
+    window: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
     location = hit.evse.location
     gps = f"{location.latitude:.6f},{location.longitude:.6f}"
@@ -97,6 +103,7 @@ def fulfillment_block(
                     "name": "Plug in, then start charging from the app",
                     "short_desc": hit.evse.evse_id or hit.evse.uid,
                 },
+                **({"time": window_time(window)} if window else {}),
             }
         ],
     }
@@ -253,6 +260,11 @@ def cancellation_terms(currency: str) -> list[dict[str, Any]]:
     ]
 
 
+def booking_window(booking: Booking) -> tuple[datetime, datetime] | None:
+    reservation = booking.reservation
+    return (reservation.start_at, reservation.expiry_at) if reservation is not None else None
+
+
 def order_block(
     booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -263,7 +275,7 @@ def order_block(
         "ACTIVE"
         if booking.is_active
         else "CANCELLED"
-        if booking.state in (Booking.State.CANCELLED, Booking.State.FAILED)
+        if booking.state in (Booking.State.CANCELLED, Booking.State.EXPIRED, Booking.State.FAILED)
         else "COMPLETE"
     )
     order: dict[str, Any] = {
@@ -274,7 +286,9 @@ def order_block(
             "descriptor": {"name": booking.evse.location.partner.name},
         },
         "items": [item_block(hit, booking.quote)],
-        "fulfillments": [fulfillment_block(hit, state, extra_tags=charging_details(booking))],
+        "fulfillments": [
+            fulfillment_block(hit, state, extra_tags=charging_details(booking), window=booking_window(booking))
+        ],
         "created_at": format_datetime(booking.created_at, "seconds"),
         "updated_at": format_datetime(booking.updated_at, "seconds"),
     }

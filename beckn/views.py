@@ -13,14 +13,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
+from beckn.openapi import SIGNATURE_AUTH, schema_ref
 from beckn.parsing import ACK, ACTIONS, parse_envelope
 from beckn.rendering import STATE_CODES, charging_details
 from emsp.models import Booking
@@ -63,32 +63,7 @@ def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | No
     return response
 
 
-_ACK_SCHEMA = inline_serializer(
-    name="BecknAckResponse",
-    fields={
-        "message": inline_serializer(
-            name="BecknAckMessage",
-            fields={
-                "ack": inline_serializer(
-                    name="BecknAck", fields={"status": serializers.ChoiceField(choices=["ACK", "NACK"])}
-                )
-            },
-        ),
-        "error": inline_serializer(
-            name="BecknError",
-            fields={
-                "code": serializers.CharField(),
-                "paths": serializers.CharField(),
-                "message": serializers.CharField(),
-            },
-            required=False,
-        ),
-    },
-)
-_REQUEST_SCHEMA = inline_serializer(
-    name="BecknRequest",
-    fields={"context": serializers.JSONField(), "message": serializers.JSONField()},
-)
+_ACK = schema_ref("BecknAckResponse")
 
 
 class BecknActionView(APIView):
@@ -104,14 +79,17 @@ class BecknActionView(APIView):
         operation_id="beckn_action",
         summary="A Beckn 1.1.0 request; answered with ACK/NACK, then an on_{action} callback",
         parameters=[OpenApiParameter("action", type=str, location=OpenApiParameter.PATH, enum=list(ACTIONS))],
-        request=_REQUEST_SCHEMA,
+        # One operation per action in the document (beckn.openapi.postprocess_schema), each with its own body.
+        request={"application/json": schema_ref("BecknRequest")},
         responses={
-            200: OpenApiResponse(_ACK_SCHEMA, description="ACK"),
-            400: OpenApiResponse(_ACK_SCHEMA, description="NACK: not a valid request (error names the path)"),
-            401: OpenApiResponse(_ACK_SCHEMA, description="NACK: signature missing or invalid (WWW-Authenticate)"),
-            413: OpenApiResponse(_ACK_SCHEMA, description="NACK: body too large"),
-            429: OpenApiResponse(_ACK_SCHEMA, description="NACK 50000: over the subscriber's rate limit (Retry-After)"),
+            200: OpenApiResponse(_ACK, description="ACK"),
+            400: OpenApiResponse(_ACK, description="NACK: not a valid request (error names the path)"),
+            401: OpenApiResponse(_ACK, description="NACK: signature missing or invalid (WWW-Authenticate)"),
+            413: OpenApiResponse(_ACK, description="NACK: body too large"),
+            429: OpenApiResponse(_ACK, description="NACK 50000: over the subscriber's rate limit (Retry-After)"),
+            503: OpenApiResponse(_ACK, description="NACK 50000: cannot queue the request now; retry"),
         },
+        auth=SIGNATURE_AUTH,
     )
     def post(self, request: Request, action: str) -> HttpResponse:
         if action not in ACTIONS:

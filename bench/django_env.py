@@ -23,6 +23,7 @@ def setup(fresh: bool = True, name: str | None = None) -> None:
         url = url.rsplit("/", 1)[0] + "/" + name
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
+    os.environ.setdefault("DJANGO_ENV", "development")  # unset means production (emsp/settings.py)
     os.environ.setdefault("OCPI_LOG_BODIES", "true")
     os.environ.setdefault("DJANGO_DEBUG", "false")  # DEBUG records (and mogrifies) every query
     if fresh and url.startswith("postgres"):

@@ -41,8 +41,8 @@ REFERENCE_MODELS = {
 
 
 def reference_url(reference: str) -> str | None:
-    """The console page of what `reference` names, or None (no such kind, or no page for it). A booking has no
-    page of its own: its payment stands for it."""
+    """The console page of what `reference` names, or None (no such kind, or no page for it). A booking without
+    a page of its own (its admin not registered) is shown by its payments."""
     kind, _, rest = (reference or "").partition(":")
     key = rest.split(":", 1)[0]
     if kind not in REFERENCE_MODELS or not key.isdigit():

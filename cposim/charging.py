@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from .common import ci, clone, display_text, get_tz, iso, log, new_token, parse_dt, utcnow
@@ -118,9 +119,11 @@ class Engine:
             body["message"] = display_text(message)
         with self.store.lock:
             entry["result"] = body
-            suppressed = bool(self.store.faults.get("no_command_result"))
-        if suppressed:
-            log(f"command {entry['command']} result {result} suppressed (fault no_command_result)")
+            fault = "no_command_result" if self.store.faults.get("no_command_result") else None
+            if fault is None and entry["command"] == "RESERVE_NOW" and self.store.faults.get("no_reservation_result"):
+                fault = "no_reservation_result"
+        if fault:
+            log(f"command {entry['command']} result {result} suppressed (fault {fault})")
             with self.store.lock:
                 entry["result_suppressed"] = True
             return
@@ -236,6 +239,21 @@ class Engine:
         loc, evse, err = self._locate(body)
         if err:
             return err
+        with self.store.lock:
+            ahead_limit = self.store.faults.get("reserve_ahead_limit")
+            reject_all = bool(self.store.faults.get("reject_reservations"))
+        if ahead_limit and expiry > utcnow() + timedelta(minutes=min(float(ahead_limit), 1e7)):
+            # As real CPOs do: a reservation is taken only so far ahead (fault reserve_ahead_limit).
+            log(f"RESERVE_NOW {body['reservation_id']} refused: expiry more than {ahead_limit:g} min ahead")
+            return CommandOutcome(
+                200, 1000, self._response("REJECTED", f"reservations are taken at most {ahead_limit:g} minutes ahead")
+            )
+        if reject_all:  # the command is taken, the charger refuses it (fault reject_reservations)
+            if evse is not None:
+                entry["target"] = {"location_id": loc["id"], "evse_uid": evse["uid"]}
+            log(f"RESERVE_NOW {body['reservation_id']} will be REJECTED (fault reject_reservations)")
+            self.scheduler.call_later(self.cfg.command_delay, self._reserve_result, entry, "REJECTED", None)
+            return CommandOutcome(200, 1000, self._response("ACCEPTED"))
         rid = str(body["reservation_id"])
         with self.store.lock:
             existing = self.store.reservations.get((ci(loc["id"]), ci(rid)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,13 @@ FAULT_NAMES = (
     "status_in_200",
     "null_optionals",
     "cdr_without_evse_uid",
+    # what CPOs do with reservations (cposim/charging.py)
+    "reject_reservations",
+    "reserve_ahead_limit",
+    "no_reservation_result",
 )
-_NUMERIC_FAULTS = {"slow", "http500"}
+_NUMERIC_FAULTS = {"slow", "http500", "reserve_ahead_limit"}
+_NUMERIC_DEFAULTS = {"slow": 1.0, "http500": 0.5, "reserve_ahead_limit": 30.0}
 OCPI_VERSIONS = ("2.1.1", "2.2.1", "2.3.0")
 
 
@@ -77,11 +83,14 @@ def parse_faults(values: list[str] | None) -> dict[str, Any]:
 
 
 def normalise_fault(name: str, value: Any) -> Any:
-    """Coerce a fault value: a float for slow/http500, a bool for the flags."""
+    """Coerce a fault value: a float for slow/http500/reserve_ahead_limit, a bool for the flags."""
     if name in _NUMERIC_FAULTS:
         if value is None or value is True or value == "":
-            return 1.0 if name == "slow" else 0.5
-        return float(value)
+            return _NUMERIC_DEFAULTS[name]
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{name} must be a finite number")
+        return number
     if isinstance(value, str):
         return value.lower() not in ("0", "false", "no", "off")
     return True if value is None else bool(value)

@@ -525,11 +525,14 @@ class App:
         unknown = [n for n in [*updates, *clear] if n not in FAULT_NAMES]
         if unknown:
             return Reply(400, {"error": f"unknown faults {unknown}; known: {list(FAULT_NAMES)}"})
+        try:
+            values = {n: normalise_fault(n, v) for n, v in updates.items()}
+        except (TypeError, ValueError) as exc:
+            return Reply(400, {"error": f"a fault value is not valid: {exc}"})
         with self.store.lock:
             for n in clear:
                 self.store.faults.pop(n, None)
-            for n, v in updates.items():
-                value = normalise_fault(n, v)
+            for n, value in values.items():
                 if value in (False, 0, 0.0):
                     self.store.faults.pop(n, None)
                 else:

@@ -1,6 +1,7 @@
-"""The staff console for the domain: catalogue, drivers and tokens, reservations, sessions and commands, the
-outbox of messages to partners (one list of OCPI pushes and Beckn callbacks, with *retry now*), and the audit
-trail of staff actions. Partners are onboarded in the OCPI console (ocpi/admin.py)."""
+"""The staff console for the domain: catalogue, drivers and tokens, reservations, bookings and reconciliation's
+findings on them, sessions and commands, the outbox of messages to partners (one list of OCPI pushes and Beckn
+callbacks, with *retry now*), and the audit trail of staff actions. Partners are onboarded in the OCPI console
+(ocpi/admin.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from emsp import outbox
 from emsp.models import (
+    Booking,
+    BookingCheck,
     ChargingSession,
     Command,
     Connector,
@@ -26,6 +31,7 @@ from emsp.models import (
     StaffAction,
     Token,
 )
+from emsp.services import booking_checks
 from emsp.services import tokens as token_services
 from emsp.services.staff import staff_action_record
 
@@ -186,6 +192,117 @@ class CommandAdmin(admin.ModelAdmin):
     search_fields = ("=uid", "authorization_reference")
     readonly_fields = [f.name for f in Command._meta.fields]
     list_select_related = ("partner",)
+
+
+class OpenBookingCheckInline(admin.TabularInline):
+    model = BookingCheck
+    verbose_name_plural = "open findings of reconciliation"
+    fields = ("kind", "detail", "first_seen", "last_seen", "times_seen")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BookingCheck]:
+        return super().get_queryset(request).filter(resolved_at__isnull=True)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Booking)
+class BookingAdmin(admin.ModelAdmin):
+    """Bookings (Beckn orders) as they stand, read-only, with reconciliation's open findings."""
+
+    list_display = ("order_id", "state", "evse", "connector_id", "payment_status", "created_at", "updated_at")
+    list_filter = ("state", "payment_status", "evse__location__partner")
+    search_fields = ("=order_id", "evse__uid", "token__uid")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Booking._meta.fields]
+    list_select_related = ("evse",)
+    inlines = [OpenBookingCheckInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Booking | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Booking | None = None) -> bool:
+        return False
+
+
+class CheckStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "open"), ("repaired", "repaired"), ("resolved", "resolved (gone or by staff)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[BookingCheck]) -> QuerySet[BookingCheck]:
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "repaired":
+            return queryset.filter(repaired=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False, repaired=False)
+        return queryset
+
+
+@admin.register(BookingCheck)
+class BookingCheckAdmin(admin.ModelAdmin):
+    """Reconciliation's findings (emsp/services/booking_checks.py): what it repaired, and what waits for staff.
+    *Check again* reruns the check of the bookings (reading the CPO's lists now); *mark resolved* closes a
+    finding staff have dealt with (that kind is then not listed again for the booking)."""
+
+    list_display = ("last_seen", "kind", "booking_link", "partner", "detail", "times_seen", "resolution")
+    list_filter = (CheckStateFilter, "kind", "booking__evse__location__partner")
+    search_fields = ("=booking__order_id", "detail")
+    date_hierarchy = "last_seen"
+    readonly_fields = [f.name for f in BookingCheck._meta.fields]
+    list_select_related = ("booking__evse__location__partner",)
+    actions = ["check_again", "mark_resolved"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: BookingCheck | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BookingCheck | None = None) -> bool:
+        return False
+
+    def has_recheck_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("emsp.recheck_bookingcheck")
+
+    @admin.display(description="booking", ordering="booking__order_id")
+    def booking_link(self, check: BookingCheck) -> str:
+        url = reverse("admin:emsp_booking_change", args=[check.booking_id])
+        return format_html('<a href="{}">{}</a>', url, check.booking.order_id)
+
+    @admin.display(description="CPO", ordering="booking__evse__location__partner__name")
+    def partner(self, check: BookingCheck) -> Any:
+        return check.booking.evse.location.partner
+
+    @admin.action(description="Check again now (reads the CPO's lists)", permissions=["recheck"])
+    def check_again(self, request: HttpRequest, queryset: QuerySet[BookingCheck]) -> None:
+        booking_ids = sorted(set(queryset.values_list("booking_id", flat=True)))
+        still_open = 0
+        for booking_id in booking_ids:
+            checks = booking_checks.booking_reconcile(booking=booking_id, force_pull=True)
+            still_open += sum(1 for c in checks if c.is_open)
+            booking = Booking.objects.get(pk=booking_id)
+            staff_action_record(user=request.user, verb="recheck", obj=booking, details={"state": booking.state})
+        messages.info(request, f"{len(booking_ids)} booking(s) checked again; {still_open} finding(s) still open.")
+
+    @admin.action(description="Mark resolved", permissions=["recheck"])
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[BookingCheck]) -> None:
+        found = list(queryset.filter(resolved_at__isnull=True))
+        with transaction.atomic():
+            count = booking_checks.booking_checks_resolve(checks=found, user=request.user)
+            for check in found:
+                staff_action_record(user=request.user, verb="resolve", obj=check, details={"kind": check.kind})
+        messages.info(request, f"{count} finding(s) marked resolved.")
 
 
 class DeliveryAttemptInline(admin.TabularInline):

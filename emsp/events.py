@@ -76,10 +76,12 @@ class BookingSessionChanged:
 
 @dataclass(frozen=True)
 class BookingCancelledByProvider:
-    """A booking ended on the operator's side before charging: the charger failed or the CPO cancelled."""
+    """A booking ended on the operator's side before charging: the charger failed, the CPO refused or
+    cancelled the reservation, or the driver did not come (code "no-show"; the booking is then EXPIRED)."""
 
     booking: Booking
     reason: str
+    code: str = "charger-error"
 
 
 @dataclass(frozen=True)

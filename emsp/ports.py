@@ -45,9 +45,10 @@ class CpoGateway(Protocol):
         """Tell every connected CPO that one of our tokens changed (queued in the caller's transaction)."""
         ...
 
-    def pull(self, partner: Partner, objects: str, *, since: datetime) -> None:
+    def pull(self, partner: Partner, objects: str, *, since: datetime) -> bool:
         """Fetch what changed at `partner` since `since` (`objects`: locations, tariffs, sessions, cdrs) and
-        store it. Failures are recorded by the adapter, not raised."""
+        store it. Failures are recorded by the adapter, not raised: True when the CPO answered the whole list,
+        False when it could not be asked (no such endpoint) or did not answer."""
         ...
 
 

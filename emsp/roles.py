@@ -30,7 +30,7 @@ ROLES: dict[str, tuple[str, ...] | str] = {
     ADMIN: ALL,
     # Ops keeps the connections to CPOs running and works CDR disputes. It reads the partners' data and the
     # OCPI plumbing, and changes nothing but disputes (each change leaves a DisputeEvent); it sends a stuck
-    # delivery again and pulls a partner now.
+    # delivery again, pulls a partner now, and works reconciliation's findings on bookings.
     OPS: (
         "emsp.view_partner",
         PULL_PARTNER,
@@ -39,6 +39,10 @@ ROLES: dict[str, tuple[str, ...] | str] = {
         "emsp.view_connector",
         "emsp.view_chargingsession",
         "emsp.view_command",
+        # Bookings and reconciliation's findings on them: checked again and resolved by ops.
+        "emsp.view_booking",
+        "emsp.view_bookingcheck",
+        "emsp.recheck_bookingcheck",
         "billing.view_tariff",
         "billing.view_cdr",
         "billing.view_cdraudit",
@@ -58,6 +62,7 @@ ROLES: dict[str, tuple[str, ...] | str] = {
     # Finance reconciles, exports and closes settlement periods and reads what stands behind them.
     FINANCE: (
         "emsp.view_partner",
+        "emsp.view_booking",  # what a ledger entry or payment was for
         "billing.view_settlement",
         "billing.change_settlement",
         "billing.export_settlement",

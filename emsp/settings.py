@@ -1,7 +1,8 @@
 """Settings for the eMSP platform: one module, driven by the environment (django-environ).
 
-With no environment at all it runs on SQLite with an in-process-free Celery broker (filesystem), so
-`make run` needs no services. Production sets DJANGO_ENV=production and must provide the secrets.
+Development (DJANGO_ENV=development, as `make run` sets it) runs on SQLite with a Celery broker that needs no
+server (filesystem). Production is the default: with DJANGO_ENV unset the secrets, an https PUBLIC_BASE_URL and
+a real broker are required, and it refuses to start without them (emsp/safe_defaults.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from emsp import safe_defaults
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # SQLite file, the no-server Celery queue, collected static files
 for _folder in ("celery-queue", "staticfiles"):
@@ -20,14 +23,16 @@ for _folder in ("celery-queue", "staticfiles"):
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DJANGO_ENV = env.str("DJANGO_ENV", default="development")  # development | test | production
+# Unset means production: a server someone forgot to configure must not run with DEBUG and a public secret key.
+# `make` targets set development, pytest (pyproject.toml) test.
+_DJANGO_ENV_SET = bool(env.str("DJANGO_ENV", default=""))
+DJANGO_ENV = env.str("DJANGO_ENV", default="") or "production"  # development | test | production
+if DJANGO_ENV not in safe_defaults.ENVIRONMENTS:
+    raise ImproperlyConfigured(f"DJANGO_ENV must be development, test or production, not {DJANGO_ENV!r}")
 PRODUCTION = DJANGO_ENV == "production"
 
 DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
-if PRODUCTION:
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY")
-else:
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="" if PRODUCTION else safe_defaults.DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 
 # The base of every URL we hand to partners (OCPI versions URL, response_url, Beckn subscriber URL).
@@ -53,6 +58,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz are answered before the host check and the HTTPS redirect (emsp/probes.py).
+    "emsp.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "emsp.middleware.RequestIdMiddleware",
@@ -161,11 +168,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # OCPI has two enums called "role": a party's Role and an endpoint's InterfaceRole.
-    "ENUM_NAME_OVERRIDES": {
-        "OcpiRoleEnum": ["CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP"],
-        "OcpiInterfaceRoleEnum": ["SENDER", "RECEIVER"],
-    },
+    # The OCPI objects (transcribed from the spec) and Beckn requests (by reference to core 1.1.0) are
+    # hand-written components; these hooks add them with the `Token` and `Signature` security schemes.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ocpi.openapi.postprocess_schema",
+        "beckn.openapi.postprocess_schema",
+    ],
 }
 
 # --- Celery -------------------------------------------------------------------------------------
@@ -204,6 +213,12 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Celery's scheduler plus a heartbeat row the beat writes (emsp/beat.py); /readyz fails when the newest is older
+# than BEAT_HEARTBEAT_MAX_AGE_SECONDS (emsp/probes.py).
+CELERY_BEAT_SCHEDULER = "emsp.beat:Scheduler"
+BEAT_HEARTBEAT_INTERVAL_SECONDS = env.float("BEAT_HEARTBEAT_INTERVAL_SECONDS", default=10.0)
+BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=60)
+READYZ_BROKER_TIMEOUT_SECONDS = env.float("READYZ_BROKER_TIMEOUT_SECONDS", default=2.0)
 
 # --- Caches ------------------------------------------------------------------------------------
 if REDIS_URL:
@@ -216,8 +231,20 @@ else:
 # encrypts, all decrypt, so a new key goes first and `manage.py rotate_encryption_keys` re-encrypts. Required in
 # production; in development one is derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
-if PRODUCTION and not FIELD_ENCRYPTION_KEYS:
-    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS is required in production")
+
+# --- Safe defaults: production refuses to start with DEBUG, a development secret key, a non-https public URL,
+# no real broker, no host names or no encryption keys, naming each setting (emsp/safe_defaults.py).
+if PRODUCTION:
+    _problems = safe_defaults.production_problems(
+        debug=DEBUG,
+        secret_key=SECRET_KEY,
+        public_base_url=PUBLIC_BASE_URL,
+        broker_url=CELERY_BROKER_URL,
+        allowed_hosts=ALLOWED_HOSTS,
+        field_encryption_keys=FIELD_ENCRYPTION_KEYS,
+    )
+    if _problems:
+        raise ImproperlyConfigured(safe_defaults.refusal_message(_problems, env_was_set=_DJANGO_ENV_SET))
 
 # --- How long each class of data is kept (emsp/privacy.py; docs/privacy.md) -------------------------------
 # Days, each overridable as RETENTION_<CLASS>_DAYS. Charging records (sessions, CDRs, receipts, settlements)
@@ -273,6 +300,25 @@ OCPI_BREAKER_MAX_OPEN_SECONDS = env.int("OCPI_BREAKER_MAX_OPEN_SECONDS", default
 # re-read one by one so their status is never older than this (RFC §8.3.1); the beat checks every tick.
 EVSE_REFRESH_SECONDS = env.int("EVSE_REFRESH_SECONDS", default=30)
 EVSE_REFRESH_TICK_SECONDS = env.int("EVSE_REFRESH_TICK_SECONDS", default=10)
+
+# --- Bookings (emsp/services/bookings.py) ------------------------------------------------------------
+# A booking for a time window: how far ahead and how long it may be; how long after the window opens the
+# driver may start before the booking is a no-show (the hold ends, the app hears on_cancel); how early before
+# the window a start is accepted; how far ahead of the window RESERVE_NOW goes to the CPO (CPOs limit how far
+# ahead they accept a reservation; many hold one 15-30 minutes).
+BOOKING_MAX_AHEAD_DAYS = env.int("BOOKING_MAX_AHEAD_DAYS", default=7)
+BOOKING_MAX_WINDOW_MINUTES = env.int("BOOKING_MAX_WINDOW_MINUTES", default=240)
+BOOKING_NO_SHOW_GRACE_MINUTES = env.int("BOOKING_NO_SHOW_GRACE_MINUTES", default=15)
+BOOKING_EARLY_START_MINUTES = env.int("BOOKING_EARLY_START_MINUTES", default=10)
+BOOKING_RESERVE_LEAD_MINUTES = env.int("BOOKING_RESERVE_LEAD_MINUTES", default=30)
+# Reconciliation of bookings with the CPO's side (emsp/services/booking_checks.py, RFC §11.7.3): how often the
+# beat checks; how long after the CPO answered a start or stop the session (or its end) may take before its
+# sessions list is read again; how long after an accepted or timed-out start with no session the booking ends
+# FAILED; how long after a charge ends its CDR may take before the CPO's CDR list is read again.
+BOOKING_CHECK_INTERVAL_SECONDS = env.int("BOOKING_CHECK_INTERVAL_SECONDS", default=60)
+BOOKING_CHECK_WAIT_MINUTES = env.int("BOOKING_CHECK_WAIT_MINUTES", default=5)
+BOOKING_CHECK_GIVE_UP_MINUTES = env.int("BOOKING_CHECK_GIVE_UP_MINUTES", default=30)
+BOOKING_CHECK_CDR_WAIT_HOURS = env.int("BOOKING_CHECK_CDR_WAIT_HOURS", default=4)
 
 # Requests per partner and minute, across every web process (emsp/ratelimit.py): beyond it HTTP 429 with
 # Retry-After. 0 = no limit. 12000 a minute is 200 a second, far above a CPO's normal status pushes.
@@ -333,6 +379,12 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},
     "emsp-commands-expire-due": {"task": "emsp.tasks.commands_expire_due", "schedule": 5.0},
+    "emsp-reservations-send-due": {"task": "emsp.tasks.reservations_send_due", "schedule": 15.0},
+    "emsp-bookings-expire-no-shows": {"task": "emsp.tasks.bookings_expire_no_shows", "schedule": 15.0},
+    "emsp-bookings-reconcile": {
+        "task": "emsp.tasks.bookings_reconcile",
+        "schedule": float(BOOKING_CHECK_INTERVAL_SECONDS),
+    },
     "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
     "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},

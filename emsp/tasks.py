@@ -7,7 +7,7 @@ from celery import shared_task
 
 from emsp import outbox, privacy
 from emsp.models import Command, Partner
-from emsp.services import commands, freshness
+from emsp.services import booking_checks, bookings, commands, freshness
 
 
 @shared_task(acks_late=True)
@@ -26,6 +26,25 @@ def command_check_timeout(command_id: int) -> str | None:
 def commands_expire_due() -> int:
     """Beat: the safety net for timeout tasks lost in a worker restart."""
     return commands.commands_expire_due()
+
+
+@shared_task(acks_late=True)
+def reservations_send_due() -> int:
+    """Beat: RESERVE_NOW for windows booked ahead that are now near."""
+    return bookings.reservations_send_due()
+
+
+@shared_task(acks_late=True)
+def bookings_expire_no_shows() -> int:
+    """Beat: bookings whose driver did not start in time end (no-show) and free the charger."""
+    return bookings.bookings_expire_no_shows()
+
+
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
+def bookings_reconcile() -> dict[str, int]:
+    """Beat, every BOOKING_CHECK_INTERVAL_SECONDS: open bookings compared with the CPO's side, repaired or
+    listed for staff (emsp/services/booking_checks.py). A second run while one is going returns at once."""
+    return booking_checks.bookings_reconcile()
 
 
 @shared_task(acks_late=True)

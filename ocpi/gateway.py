@@ -12,6 +12,7 @@ from emsp.ports import CommandReply, CpoUnreachable
 from emsp.services.commands import result_messages
 from ocpi import hub, push, sync
 from ocpi.client import OcpiClient, OcpiClientError, object_url
+from ocpi.models import SyncRun
 from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
 from ocpi.rendering import command_as_ocpi
 from ocpi.versions import CannotCarry, wire
@@ -66,8 +67,9 @@ class OcpiGateway:
     def push_token(self, token: Token) -> None:
         push.token_changed(token)
 
-    def pull(self, partner: Partner, objects: str, *, since: datetime) -> None:
-        sync.sync_module(partner, objects, date_from=since)
+    def pull(self, partner: Partner, objects: str, *, since: datetime) -> bool:
+        run = sync.sync_module(partner, objects, date_from=since)
+        return run is not None and run.outcome == SyncRun.Outcome.OK
 
 
 def _positive_int(value: Any) -> int | None:

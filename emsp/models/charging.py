@@ -21,7 +21,7 @@ class Reservation(models.Model):
     reservations overlapping on one EVSE impossible (migration emsp 0002)."""
 
     class Status(models.TextChoices):
-        HELD = "HELD", "Held by us (EVSE not reservable at the CPO)"
+        HELD = "HELD", "Held by us (not reserved at the CPO, or not yet)"
         REQUESTED = "REQUESTED", "RESERVE_NOW sent"
         RESERVED = "RESERVED", "Reserved at the CPO"
         FULFILLED = "FULFILLED", "A session started"
@@ -38,10 +38,28 @@ class Reservation(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.HELD, db_index=True)
     start_at = models.DateTimeField()
     expiry_at = models.DateTimeField()
+    reserve_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When RESERVE_NOW is due at the CPO (a window booked ahead is reserved shortly before it "
+        "opens, as far ahead as CPOs accept); empty once sent, or when the EVSE is not reservable.",
+    )
+    arrive_by = models.DateTimeField(
+        null=True, blank=True, help_text="A booking with no charge started by then is a no-show (its hold ends)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        indexes = [
+            # The beat's sweeps: reservations due at the CPO, and holds whose driver did not come.
+            models.Index(fields=["reserve_at"], name="reservation_reserve_at", condition=Q(reserve_at__isnull=False)),
+            models.Index(
+                fields=["arrive_by"],
+                name="reservation_arrive_by",
+                condition=Q(status__in=["HELD", "REQUESTED", "RESERVED"]),
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(expiry_at__gt=models.F("start_at")), name="reservation_window"),
         ]
@@ -152,6 +170,7 @@ class Booking(models.Model):
         COMPLETED = "COMPLETED", "Finished, waiting for the CDR"
         SETTLED = "SETTLED", "CDR received and billed"
         CANCELLED = "CANCELLED", "Cancelled"
+        EXPIRED = "EXPIRED", "No-show: the hold ended without a charge"
         FAILED = "FAILED", "Failed"
 
     ACTIVE_STATES = (State.CONFIRMED, State.STARTING, State.CHARGING, State.STOPPING)

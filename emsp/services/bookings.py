@@ -1,7 +1,9 @@
 """Bookings: a driver's charge at one connector from confirmation to settlement. Confirming holds the EVSE
-(no two active holds may overlap on one EVSE — a database constraint on PostgreSQL, the single-writer lock on
-SQLite) and reserves it at the CPO when it is RESERVABLE; starting and stopping send OCPI commands; the
-CPO's session and CDR move the booking on."""
+for a time window — now and the next minutes, or a window the driver chose ahead (no two active holds may
+overlap on one EVSE — an exclusion constraint on PostgreSQL, the single-writer lock on SQLite) — and reserves
+it at the CPO when it is RESERVABLE, shortly before the window opens; starting and stopping send OCPI
+commands; the CPO's session and CDR move the booking on. A driver who does not start in time is a no-show:
+the hold ends (bookings_expire_no_shows); a reservation the CPO refuses ends the booking too."""
 
 from __future__ import annotations
 
@@ -9,14 +11,47 @@ import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from emsp import events
 from emsp.models import Booking, ChargingSession, Command, Driver, Evse, Reservation, Token
 from emsp.services import commands
 
-HOLD = timedelta(minutes=15)  # how long a booked EVSE is held for the driver to arrive
+HOLD = timedelta(minutes=15)  # how long a booking "for now" holds the EVSE for the driver to arrive
+
+
+def no_show_grace() -> timedelta:
+    """How long after its window opens a booking waits for the driver's start before it is a no-show."""
+    return timedelta(minutes=settings.BOOKING_NO_SHOW_GRACE_MINUTES)
+
+
+def reserve_lead() -> timedelta:
+    """How far ahead of a window RESERVE_NOW goes to the CPO (CPOs limit how far ahead they accept one)."""
+    return timedelta(minutes=settings.BOOKING_RESERVE_LEAD_MINUTES)
+
+
+class WindowRefused(ValueError):
+    """A requested time window we don't book: in the past, too far ahead, too long, or empty."""
+
+
+def window_check(start: datetime, end: datetime, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """A window a driver may book: it ends after it starts, has not ended, opens within BOOKING_MAX_AHEAD_DAYS
+    and lasts at most BOOKING_MAX_WINDOW_MINUTES. A window already open is held from now."""
+    now = now or timezone.now()
+    if start.tzinfo is None or end.tzinfo is None:
+        raise WindowRefused("the time range needs a time zone")
+    if end <= start:
+        raise WindowRefused("the time range must end after it starts")
+    if end <= now:
+        raise WindowRefused("the time range is over")
+    if start > now + timedelta(days=settings.BOOKING_MAX_AHEAD_DAYS):
+        raise WindowRefused(f"bookings open at most {settings.BOOKING_MAX_AHEAD_DAYS} days ahead")
+    if end - start > timedelta(minutes=settings.BOOKING_MAX_WINDOW_MINUTES):
+        raise WindowRefused(f"a booking lasts at most {settings.BOOKING_MAX_WINDOW_MINUTES} minutes")
+    return max(start, now), end
 
 
 class EvseUnavailable(Exception):
@@ -55,28 +90,35 @@ def booking_confirm(
     quote_id: int | None = None,
     payment_reference: str = "",
     hold: timedelta = HOLD,
+    window: tuple[datetime, datetime] | None = None,
     now: datetime | None = None,
 ) -> Booking:
-    """Book a connector: hold the EVSE now (double booking is impossible, also under concurrent confirms),
-    then RESERVE_NOW at the CPO after commit when the EVSE is RESERVABLE."""
+    """Book a connector for `window` (default: now for `hold`): hold the EVSE for it (double booking is
+    impossible, also under concurrent confirms), then RESERVE_NOW at the CPO when the EVSE is RESERVABLE —
+    after commit when the window is near, else by the beat when it comes near (reservations_send_due)."""
     now = now or timezone.now()
     if evse.status in (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED, Evse.Status.PLANNED):
         raise EvseUnavailable(f"EVSE is {evse.status}")
-    end = now + hold
+    start, end = window_check(*window, now=now) if window else (now, now + hold)
+    arrive_by = min(end, start + (no_show_grace() if window else hold))
+    reserve_at = max(now, start - reserve_lead()) if evse.is_reservable else None
+    reserve_now = reserve_at is not None and reserve_at <= now
     try:
         with transaction.atomic():
             # Lock the EVSE row: concurrent confirms for it queue here (PostgreSQL) and the exclusion
             # constraint backs this up; on SQLite the IMMEDIATE transaction serialises writers.
             Evse.objects.select_for_update().filter(pk=evse.pk).first()
-            existing = active_hold(evse, now, end)
+            existing = active_hold(evse, start, end)
             if existing is not None:
                 raise EvseUnavailable("EVSE already booked", available_from=existing.expiry_at)
             reservation = Reservation.objects.create(
                 evse=evse,
                 connector_id=connector_id,
                 token=token,
-                start_at=now,
+                start_at=start,
                 expiry_at=end,
+                arrive_by=arrive_by,
+                reserve_at=None if reserve_now else reserve_at,
                 status=Reservation.Status.HELD,
             )
             booking = Booking.objects.create(
@@ -90,7 +132,7 @@ def booking_confirm(
                 payment_status="PAID" if payment_reference else "NOT-PAID",
                 payment_reference=payment_reference,
             )
-            if evse.is_reservable:
+            if reserve_now:
                 commands.command_send_after_commit(
                     commands.command_reserve_now(reservation=reservation, booking=booking)
                 )
@@ -123,6 +165,13 @@ def booking_start(booking: Booking) -> Command | None:
     away: the start is recorded (STARTING, no command yet) and sent as soon as the reservation's result comes —
     on the reservation when the CPO accepted it, without it otherwise (on_reservation_finished). Returns the
     command sent now, or None when it waits for the reservation."""
+    reservation = booking.reservation
+    opens = reservation.start_at - timedelta(minutes=settings.BOOKING_EARLY_START_MINUTES) if reservation else None
+    if opens is not None and timezone.now() < opens and booking.state == Booking.State.CONFIRMED:
+        raise BookingStateError(
+            f"booking {booking.order_id} is for {reservation.start_at:%Y-%m-%d %H:%M} UTC: "
+            f"charging can start from {opens:%H:%M} UTC"
+        )
     with transaction.atomic():
         booking = _move(booking, Booking.State.STARTING, (Booking.State.CONFIRMED,))
         if reservation_pending(booking):
@@ -132,6 +181,9 @@ def booking_start(booking: Booking) -> Command | None:
 
 def _start_now(booking: Booking) -> Command:
     reservation = booking.reservation
+    if reservation is not None and reservation.reserve_at is not None:
+        # The driver is here before the reservation was due at the CPO: it will not be needed.
+        Reservation.objects.filter(pk=reservation.pk).update(reserve_at=None)
     use_reservation = reservation if reservation and reservation.status == Reservation.Status.RESERVED else None
     assert booking.token is not None
     command = commands.command_start_session(
@@ -146,18 +198,47 @@ def _start_now(booking: Booking) -> Command:
 
 
 def on_reservation_finished(event: events.CommandFinished) -> None:
-    """The CPO answered a booking's RESERVE_NOW (accepted, refused, or no answer in time): a start the driver
-    asked for meanwhile goes out now."""
+    """The CPO answered a booking's RESERVE_NOW (accepted, refused, or no answer in time). A start the driver
+    asked for meanwhile goes out now (on the reservation, or straight to the EVSE). A booking still waiting
+    for its driver whose reservation the CPO refused, failed or left unanswered can't go ahead as booked: it
+    is cancelled and the driver told why, with alternatives (a TIMEOUT's reservation is cancelled at the CPO
+    too, in case it was made)."""
     command = event.command
     if command.type != Command.Type.RESERVE_NOW or command.booking_id is None:
         return
     booking = Booking.objects.select_for_update().get(pk=command.booking_id)
-    waiting = (
-        booking.state == Booking.State.STARTING
-        and not Command.objects.filter(booking=booking, type=Command.Type.START_SESSION).exists()
-    )
+    waiting = booking.state == Booking.State.STARTING and not _start_sent(booking)
     if waiting and not reservation_pending(booking):
         _start_now(booking)
+    elif booking.state == Booking.State.CONFIRMED and command.status != Command.Status.SUCCEEDED:
+        if command.status == Command.Status.TIMEOUT and command.reservation is not None:
+            commands.command_send_after_commit(
+                commands.command_cancel_reservation(reservation=command.reservation, booking=booking)
+            )
+        cancel_by_provider(booking, reservation_refusal(command), code=RESERVATION_REFUSED)
+
+
+def reservation_refusal(command: Command) -> str:
+    """Why a RESERVE_NOW did not reserve, in words a driver can read."""
+    if command.status == Command.Status.TIMEOUT:
+        return "the operator did not confirm the reservation in time"
+    answer = command.result_type or command.response_result or ""
+    detail = {
+        "REJECTED": "refused it",
+        "OCCUPIED": "reports the charger occupied",
+        "FAULTED": "reports the charger faulted",
+        "NOT_SUPPORTED": "does not take reservations for this charger",
+        "UNKNOWN_SESSION": "did not recognise it",
+        "EVSE_OCCUPIED": "reports the charger occupied",
+        "EVSE_INOPERATIVE": "reports the charger out of order",
+        "TIMEOUT": "reports that the charger did not answer",
+        "FAILED": "could not make it",
+    }.get(answer.upper(), f"answered {answer}" if answer else "could not be reached")
+    return f"the operator did not accept the reservation: it {detail}"
+
+
+def _start_sent(booking: Booking) -> bool:
+    return Command.objects.filter(booking=booking, type=Command.Type.START_SESSION).exists()
 
 
 def current_session(booking: Booking) -> ChargingSession | None:
@@ -167,9 +248,14 @@ def current_session(booking: Booking) -> ChargingSession | None:
 def booking_stop(booking: Booking) -> Command | None:
     """STOP_SESSION of the booking's session. A stop asked for before the CPO has reported the session (the
     driver changed their mind at once) is recorded (STOPPING, no command yet) and sent when the session
-    arrives (on_session_changed). Returns the command sent now, or None when it waits for the session."""
+    arrives (on_session_changed). A stop before any start went out (the start was waiting for the CPO's answer
+    to the reservation) cancels the booking: nothing was started. Returns the command sent now, or None."""
     session = current_session(booking)
     with transaction.atomic():
+        if session is None and booking.state == Booking.State.STARTING and not _start_sent(booking):
+            # Still waiting for the CPO's answer to the reservation: nothing was started, so nothing to stop.
+            booking_cancel(booking, reason="stopped before charging started")
+            return None
         if session is None:
             _move(booking, Booking.State.STOPPING, (Booking.State.STARTING,))
             return None
@@ -275,9 +361,16 @@ def bookings_hit_by_evse_fault(evse_id: int) -> list[Booking]:
     return list(Booking.objects.filter(evse_id=evse_id, state=Booking.State.CONFIRMED))
 
 
-def cancel_by_provider(booking: Booking, reason: str) -> None:
+# Why the operator's side ended a booking (the Beckn on_cancel reason code).
+CHARGER_FAULT = "charger-error"
+RESERVATION_REFUSED = "reservation-refused"
+OPERATOR_CANCELLED = "operator-cancelled"
+NO_SHOW = "no-show"
+
+
+def cancel_by_provider(booking: Booking, reason: str, *, code: str = CHARGER_FAULT) -> None:
     booking_cancel(booking, reason=reason, by_cpo=True)
-    events.publish(events.BookingCancelledByProvider(booking, reason))
+    events.publish(events.BookingCancelledByProvider(booking, reason, code))
 
 
 def on_evse_status_changed(event: events.EvseStatusChanged) -> None:
@@ -291,4 +384,65 @@ def on_evse_status_changed(event: events.EvseStatusChanged) -> None:
 def on_reservation_cancelled_by_cpo(event: events.ReservationCancelledByCpo) -> None:
     """The CPO cancelled a reservation it had accepted: its booking is cancelled, the driver told why."""
     for booking in Booking.objects.filter(reservation=event.reservation, state=Booking.State.CONFIRMED):
-        cancel_by_provider(booking, "the operator cancelled the reservation")
+        cancel_by_provider(booking, "the operator cancelled the reservation", code=OPERATOR_CANCELLED)
+
+
+# --- the clock moves bookings on (beat sweeps) ------------------------------------------------------------
+
+
+def reservations_send_due(now: datetime | None = None) -> int:
+    """RESERVE_NOW for windows booked ahead that are now near enough for the CPO. Each reservation is
+    claimed once (its reserve_at cleared in the same statement), so a sweep run twice sends nothing twice."""
+    now = now or timezone.now()
+    sent = 0
+    for reservation in Reservation.objects.filter(reserve_at__lte=now, status=Reservation.Status.HELD).select_related(
+        "evse__location__partner", "token"
+    )[:500]:
+        with transaction.atomic():
+            if not Reservation.objects.filter(pk=reservation.pk, reserve_at__isnull=False).update(reserve_at=None):
+                continue
+            booking = reservation.bookings.filter(state=Booking.State.CONFIRMED).first()
+            if booking is None or not reservation.evse.is_reservable:
+                continue  # cancelled, started, or no longer reservable at the CPO: our own hold stays
+            commands.command_send_after_commit(commands.command_reserve_now(reservation=reservation, booking=booking))
+            sent += 1
+    return sent
+
+
+def bookings_expire_no_shows(now: datetime | None = None) -> int:
+    """Bookings whose driver did not start charging by the hold's arrive-by time: the booking ends EXPIRED,
+    the hold is released (CANCEL_RESERVATION at the CPO when it was reserved there), the payment hold
+    released, and the driver's app told (on_cancel, reason no-show). Safe to run twice: compare-and-set."""
+    now = now or timezone.now()
+    due = Reservation.objects.filter(status__in=Reservation.ACTIVE_STATUSES).filter(
+        Q(arrive_by__lt=now) | Q(arrive_by__isnull=True, expiry_at__lt=now)
+    )
+    expired = 0
+    for reservation in due.select_related("evse__location__partner")[:500]:
+        with transaction.atomic():
+            at_cpo = reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED)
+            if not Reservation.objects.filter(pk=reservation.pk, status=reservation.status).update(
+                status=Reservation.Status.EXPIRED, reserve_at=None
+            ):
+                continue  # moved meanwhile (a start, a cancel)
+            booking = reservation.bookings.filter(state=Booking.State.CONFIRMED).first()
+            if at_cpo:
+                commands.command_send_after_commit(
+                    commands.command_cancel_reservation(reservation=reservation, booking=booking)
+                )
+            if booking is None or not Booking.objects.filter(pk=booking.pk, state=Booking.State.CONFIRMED).update(
+                state=Booking.State.EXPIRED,
+                cancellation_reason="no-show: charging did not start in time",
+                updated_at=now,
+            ):
+                continue
+            booking.refresh_from_db()
+            events.publish(events.BookingCancelled(booking))  # the payment hold is released
+            deadline = reservation.arrive_by or reservation.expiry_at
+            events.publish(
+                events.BookingCancelledByProvider(
+                    booking, f"charging did not start by {deadline:%Y-%m-%d %H:%M} UTC: the hold has ended", NO_SHOW
+                )
+            )
+            expired += 1
+    return expired

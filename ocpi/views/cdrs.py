@@ -4,15 +4,15 @@ that points at our copy), GET that copy. CDRs are immutable: a repeated id chang
 from __future__ import annotations
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 
 from billing.models import Cdr
 from billing.services import records
 from ocpi import transport
 from ocpi.normalize import normalize_cdr
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.quality import record_issues
-from ocpi.serializers import CDR, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
 
 
@@ -28,11 +28,12 @@ class CdrReceiverView(OcpiView):
         tags=["OCPI"],
         operation_id="ocpi_cdr_post",
         summary="Receive a CDR; the Location header points at our copy",
-        request=CDR,
+        request=json_body(ref("CDR")),
         responses={
-            201: OpenApiResponse(envelope("OcpiEmptyResponse"), description="Stored (Location header set)"),
-            200: OpenApiResponse(envelope("OcpiEmptyResponse"), description="Already stored: unchanged"),
+            201: response(description="Stored (Location header set)"),
+            200: response(description="Already stored: unchanged"),
         },
+        auth=TOKEN_AUTH,
     )
     def post(self, request: Request) -> HttpResponse:
         body = self.json_object()
@@ -54,7 +55,8 @@ class CdrDetailView(OcpiView):
     @extend_schema(
         tags=["OCPI"],
         operation_id="ocpi_cdr_get",
-        responses={200: envelope("OcpiCdrResponse", CDR), 404: error_response("Unknown CDR")},
+        responses={200: response(ref("CDR")), 404: error_response("Unknown CDR")},
+        auth=TOKEN_AUTH,
     )
     def get(self, request: Request, country_code: str, party_id: str, cdr_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)

@@ -14,7 +14,7 @@ from emsp.models import Command
 from emsp.services import commands
 from ocpi import hub, transport
 from ocpi.enums import COMMAND_RESULT_TYPES
-from ocpi.serializers import OcpiCommandResultSerializer, envelope, error_response
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
@@ -25,8 +25,9 @@ class CommandResultView(OcpiView):
         tags=["OCPI"],
         operation_id="ocpi_command_result",
         summary="The CommandResult of one of our commands (its response_url)",
-        request=OcpiCommandResultSerializer,
-        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown command")},
+        request=json_body(ref("CommandResult")),
+        responses={200: response(), 404: error_response("Unknown command")},
+        auth=TOKEN_AUTH,
     )
     def post(self, request: Request, command: str, uid: str) -> HttpResponse:
         body = self.json_object()

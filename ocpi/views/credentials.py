@@ -7,10 +7,10 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from ocpi import credentials, transport
-from ocpi.serializers import OcpiCredentialsSerializer, envelope, error_response
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
-_CREDENTIALS = envelope("OcpiCredentialsResponse", OcpiCredentialsSerializer())
+_CREDENTIALS = response(ref("Credentials"))
 
 
 @extend_schema_view(
@@ -20,22 +20,22 @@ _CREDENTIALS = envelope("OcpiCredentialsResponse", OcpiCredentialsSerializer())
     post=extend_schema(
         operation_id="ocpi_credentials_register",
         summary="Register with Token A: we fetch your versions with your token, then answer with ours",
-        request=OcpiCredentialsSerializer,
+        request=json_body(ref("Credentials")),
         responses={200: _CREDENTIALS, 405: error_response("Already registered")},
     ),
     put=extend_schema(
         operation_id="ocpi_credentials_update",
         summary="Rotate tokens / switch version",
-        request=OcpiCredentialsSerializer,
+        request=json_body(ref("Credentials")),
         responses={200: _CREDENTIALS, 405: error_response("Not registered")},
     ),
     delete=extend_schema(
         operation_id="ocpi_credentials_unregister",
         summary="Unregister",
-        responses={200: envelope("OcpiEmptyResponse"), 405: error_response("Not registered")},
+        responses={200: response(), 405: error_response("Not registered")},
     ),
 )
-@extend_schema(tags=["OCPI"])
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class CredentialsView(OcpiView):
     """One per version (ocpi/urls.py): a POST or PUT here makes the connection speak this endpoint's version."""
 

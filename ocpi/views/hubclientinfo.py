@@ -6,42 +6,31 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import serializers
 from rest_framework.request import Request
 
 from emsp.models import Partner
 from ocpi import transport
-from ocpi.hubclientinfo import ROLES, STATUSES, client_info_as_ocpi, client_info_store, normalize_client_info
+from ocpi.hubclientinfo import client_info_as_ocpi, client_info_store, normalize_client_info
 from ocpi.models import HubClientInfo
-from ocpi.serializers import envelope, error_response
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response
-
-
-class OcpiHubClientInfoSerializer(serializers.Serializer):
-    """mod_hub_client_info ClientInfo (the OpenAPI description; bodies are read by `normalize_client_info`)."""
-
-    party_id = serializers.CharField(max_length=3)
-    country_code = serializers.CharField(max_length=2)
-    role = serializers.ChoiceField(choices=sorted(ROLES))
-    status = serializers.ChoiceField(choices=sorted(STATUSES))
-    last_updated = serializers.DateTimeField()
 
 
 @extend_schema_view(
     get=extend_schema(
         operation_id="ocpi_hubclientinfo_get",
         responses={
-            200: envelope("OcpiHubClientInfoResponse", OcpiHubClientInfoSerializer()),
+            200: response(ref("ClientInfo")),
             404: error_response("Unknown ClientInfo"),
         },
     ),
     put=extend_schema(
         operation_id="ocpi_hubclientinfo_put",
-        request=OcpiHubClientInfoSerializer,
-        responses={200: envelope("OcpiEmptyResponse"), 201: envelope("OcpiEmptyResponse")},
+        request=json_body(ref("ClientInfo")),
+        responses={200: response(description="Replaced"), 201: response(description="Created")},
     ),
 )
-@extend_schema(tags=["OCPI"])
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class HubClientInfoView(OcpiView):
     module = "hubclientinfo"
     functional = False

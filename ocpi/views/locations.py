@@ -18,7 +18,7 @@ from ocpi.normalize import (
     normalize_location,
     normalize_location_patch,
 )
-from ocpi.serializers import CONNECTOR, EVSE, LOCATION, PATCH_BODY, envelope, error_response
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
 from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response
 
 
@@ -129,39 +129,39 @@ class LocationReceiverView(OcpiView):
         return ocpi_response()
 
 
-_EMPTY = envelope("OcpiEmptyResponse")
-
-
-def _receiver_schema(level: str, obj: Any) -> Any:
-    name = level.capitalize()
+def _receiver_schema(level: str, name: str) -> Any:
     return extend_schema_view(
         get=extend_schema(
             operation_id=f"ocpi_{level}_get",
-            responses={200: envelope(f"Ocpi{name}Response", obj), 404: error_response(f"Unknown {level}")},
+            responses={200: response(ref(name)), 404: error_response(f"Unknown {level}")},
         ),
-        put=extend_schema(operation_id=f"ocpi_{level}_put", request=obj, responses={200: _EMPTY, 201: _EMPTY}),
+        put=extend_schema(
+            operation_id=f"ocpi_{level}_put",
+            request=json_body(ref(name)),
+            responses={200: response(description="Replaced"), 201: response(description="Created")},
+        ),
         patch=extend_schema(
             operation_id=f"ocpi_{level}_patch",
-            request=PATCH_BODY,
-            responses={200: _EMPTY, 404: error_response(f"Unknown {level}: PUT it first")},
+            request=json_body(patch_ref(name)),
+            responses={200: response(), 404: error_response(f"Unknown {level}: PUT it first")},
         ),
     )
 
 
 # One class per level so each has its own OpenAPI operations; the behaviour is shared.
-@_receiver_schema("location", LOCATION)
-@extend_schema(tags=["OCPI"])
+@_receiver_schema("location", "Location")
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class LocationView(LocationReceiverView):
     pass
 
 
-@_receiver_schema("evse", EVSE)
-@extend_schema(tags=["OCPI"])
+@_receiver_schema("evse", "EVSE")
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class EvseView(LocationReceiverView):
     pass
 
 
-@_receiver_schema("connector", CONNECTOR)
-@extend_schema(tags=["OCPI"])
+@_receiver_schema("connector", "Connector")
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class ConnectorView(LocationReceiverView):
     pass

@@ -11,28 +11,29 @@ from emsp.models import ChargingSession
 from emsp.services import sessions
 from ocpi import transport
 from ocpi.normalize import normalize_session, normalize_session_patch
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
 from ocpi.quality import record_issues
-from ocpi.serializers import PATCH_BODY, SESSION, envelope, error_response
 from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response
 
 
 @extend_schema_view(
     get=extend_schema(
         operation_id="ocpi_session_get",
-        responses={200: envelope("OcpiSessionResponse", SESSION), 404: error_response("Unknown session")},
+        responses={200: response(ref("Session")), 404: error_response("Unknown session")},
     ),
     put=extend_schema(
         operation_id="ocpi_session_put",
-        request=SESSION,
-        responses={200: envelope("OcpiEmptyResponse"), 201: envelope("OcpiEmptyResponse")},
+        request=json_body(ref("Session")),
+        responses={200: response(description="Replaced"), 201: response(description="Created")},
     ),
     patch=extend_schema(
         operation_id="ocpi_session_patch",
-        request=PATCH_BODY,
-        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown session")},
+        summary="Changed fields of a session; charging_periods are appended",
+        request=json_body(patch_ref("Session")),
+        responses={200: response(), 404: error_response("Unknown session: PUT it first")},
     ),
 )
-@extend_schema(tags=["OCPI"])
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class SessionReceiverView(OcpiView):
     module = "sessions"
 

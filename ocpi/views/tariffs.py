@@ -9,26 +9,26 @@ from rest_framework.request import Request
 from billing.services import records
 from ocpi import transport
 from ocpi.normalize import normalize_tariff
-from ocpi.serializers import TARIFF, envelope, error_response
+from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
 @extend_schema_view(
     get=extend_schema(
         operation_id="ocpi_tariff_get",
-        responses={200: envelope("OcpiTariffResponse", TARIFF), 404: error_response("Unknown tariff")},
+        responses={200: response(ref("Tariff")), 404: error_response("Unknown tariff")},
     ),
     put=extend_schema(
         operation_id="ocpi_tariff_put",
-        request=TARIFF,
-        responses={200: envelope("OcpiEmptyResponse"), 201: envelope("OcpiEmptyResponse")},
+        request=json_body(ref("Tariff")),
+        responses={200: response(description="Replaced"), 201: response(description="Created")},
     ),
     delete=extend_schema(
         operation_id="ocpi_tariff_delete",
-        responses={200: envelope("OcpiEmptyResponse"), 404: error_response("Unknown tariff")},
+        responses={200: response(description="Deleted"), 404: error_response("Unknown tariff")},
     ),
 )
-@extend_schema(tags=["OCPI"])
+@extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class TariffReceiverView(OcpiView):
     module = "tariffs"
 

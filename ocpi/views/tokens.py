@@ -12,15 +12,8 @@ from rest_framework.request import Request
 from emsp.models import Token
 from emsp.services import tokens
 from ocpi import transport
+from ocpi.openapi import PAGINATION_PARAMETERS, TOKEN_AUTH, error_response, json_body, list_of, ref, response
 from ocpi.rendering import token_as_ocpi
-from ocpi.serializers import (
-    PAGINATION_PARAMETERS,
-    OcpiAuthorizationInfoSerializer,
-    OcpiLocationReferencesSerializer,
-    OcpiTokenSerializer,
-    envelope,
-    error_response,
-)
 from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
 
 TOKEN_TYPES = {t.value for t in Token.Type}
@@ -34,7 +27,8 @@ class TokenListView(OcpiView):
         operation_id="ocpi_tokens_list",
         summary="Our tokens, paginated (Link, X-Total-Count, X-Limit)",
         parameters=PAGINATION_PARAMETERS,
-        responses=envelope("OcpiTokenListResponse", OcpiTokenSerializer(many=True)),
+        responses={200: response(list_of("Token"))},
+        auth=TOKEN_AUTH,
     )
     def get(self, request: Request) -> HttpResponse:
         return paginated_response(request, Token.objects.all(), token_as_ocpi)
@@ -48,11 +42,12 @@ class TokenAuthorizeView(OcpiView):
         operation_id="ocpi_token_authorize",
         summary="Real-time authorization",
         parameters=[OpenApiParameter("type", type=str, location=OpenApiParameter.QUERY, enum=sorted(TOKEN_TYPES))],
-        request=OcpiLocationReferencesSerializer,
+        request=json_body(ref("LocationReferences")),
         responses={
-            200: envelope("OcpiAuthorizationInfoResponse", OcpiAuthorizationInfoSerializer()),
+            200: response(ref("AuthorizationInfo")),
             404: error_response("Unknown token (OCPI 2004)"),
         },
+        auth=TOKEN_AUTH,
     )
     def post(self, request: Request, token_uid: str) -> HttpResponse:
         token_type = (request.query_params.get("type") or "").strip().upper() or None

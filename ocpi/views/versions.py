@@ -8,7 +8,7 @@ from rest_framework.request import Request
 
 from ocpi.credentials import VERSION, our_version_details, our_versions
 from ocpi.hubclientinfo import receiver_endpoint
-from ocpi.serializers import OcpiVersionDetailsSerializer, OcpiVersionSerializer, envelope
+from ocpi.openapi import TOKEN_AUTH, list_of, ref, response
 from ocpi.transport import OcpiView, ocpi_response
 
 
@@ -21,7 +21,8 @@ class VersionsView(OcpiView):
         tags=["OCPI"],
         operation_id="ocpi_versions",
         summary="OCPI versions we support (2.1.1, 2.2.1, 2.3.0)",
-        responses=envelope("OcpiVersionsResponse", OcpiVersionSerializer(many=True)),
+        responses={200: response(list_of("Version"))},
+        auth=TOKEN_AUTH,
     )
     def get(self, request: Request) -> HttpResponse:
         return ocpi_response(our_versions())
@@ -38,7 +39,8 @@ class VersionDetailsView(OcpiView):
         tags=["OCPI"],
         operation_id="ocpi_version_details",
         summary="The modules we implement in OCPI 2.2.1 (the same at /ocpi/2.1.1 and /ocpi/2.3.0)",
-        responses=envelope("OcpiVersionDetailsResponse", OcpiVersionDetailsSerializer()),
+        responses={200: response(ref("VersionDetails"))},
+        auth=TOKEN_AUTH,
     )
     def get(self, request: Request) -> HttpResponse:
         details = our_version_details(self.ocpi_version)

@@ -78,6 +78,10 @@ def test_confirm_fails_fast_with_other_operators_nearby(
     assert "IN*CPA:" not in message
     assert not Booking.objects.exists()
     assert not peer.requests_to("RESERVE_NOW")
+    # The same chargers follow as a catalogue the app can select from.
+    offered = last(bap, "on_search")["message"]["catalog"]
+    assert offered["descriptor"]["code"] == "alternatives"
+    assert [p["id"] for p in offered["providers"]] == ["IN*CPB"]
 
 
 def test_start_fails_fast_with_alternatives(

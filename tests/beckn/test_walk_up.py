@@ -75,3 +75,19 @@ def test_a_stop_before_the_session_is_reported_goes_out_when_it_is(bap: Any, pee
     (stop,) = peer.requests_to("STOP_SESSION")
     assert stop["json"]["session_id"] == "S-WALK"
     assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
+
+
+def test_a_stop_before_the_waiting_start_went_out_cancels_the_booking(bap: Any, peer: FakePeer) -> None:
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    update(bap, order_id, "start-charging")  # waits for the CPO's answer to RESERVE_NOW
+    stopped = update(bap, order_id, "stop-charging")
+    assert "error" not in stopped
+    assert stopped["message"]["order"]["status"] == "CANCELLED"
+    booking = Booking.objects.get(order_id=order_id)
+    assert peer.requests_to("CANCEL_RESERVATION")
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(booking=booking, type="RESERVE_NOW"), {"result": "ACCEPTED"})
+    assert not peer.requests_to("START_SESSION")  # the answer came too late to start anything
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.CANCELLED

@@ -335,8 +335,7 @@ def test_an_entry_shows_its_lines_and_links_its_reference(viewer: Client, books:
     [
         ("capture", lambda b: reverse("admin:billing_payment_change", args=[b.payment.pk])),
         ("credit", lambda b: reverse("admin:billing_dispute_change", args=[b.dispute.pk])),
-        # A booking has no console page of its own: the payments of that booking stand for it.
-        ("app_charge", lambda b: f"{reverse('admin:billing_payment_changelist')}?booking__id__exact={b.booking.pk}"),
+        ("app_charge", lambda b: reverse("admin:emsp_booking_change", args=[b.booking.pk])),
     ],
 )
 def test_the_entry_list_links_each_reference_to_its_page(viewer: Client, books: Books, entry: str, target: Any) -> None:

@@ -117,12 +117,9 @@ class Platform:
             )
         for i in range(self.workers):
             self.start_worker(i)
-        self._spawn(
-            "beat",
-            [str(BIN / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(self.tmp / "celerybeat-schedule")],
-        )
+        self.start_beat()
         for url in self.urls():
-            wait_http(f"{url}/admin/login/", "web server", self)
+            wait_http(f"{url}/readyz", "web server", self, ready=True)
         return self
 
     def start_paysim(self) -> Proc:
@@ -143,6 +140,12 @@ class Platform:
         )  # fmt: skip
         wait_http(f"{self.paysim_url}/paysim/events", "paysim", self)
         return proc
+
+    def start_beat(self) -> Proc:
+        return self._spawn(
+            f"beat-{len(self.procs)}",
+            [str(BIN / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(self.tmp / "celerybeat-schedule")],
+        )
 
     def start_worker(self, index: int = 0) -> Proc:
         proc = self._spawn(
@@ -224,16 +227,20 @@ class Platform:
         return "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.procs)
 
 
-def wait_http(url: str, what: str, platform: Platform | None = None, timeout: float = 40) -> None:
+def wait_http(url: str, what: str, platform: Platform | None = None, timeout: float = 40, ready: bool = False) -> None:
+    """Until `url` answers below 500 (with `ready`: 200, as /readyz does once every check passes)."""
     deadline = time.monotonic() + timeout
+    answer = ""
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=2).status_code < 500:
+            response = requests.get(url, timeout=5)
+            if response.status_code == 200 or (not ready and response.status_code < 500):
                 return
+            answer = response.text[:500]
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"{what} did not come up at {url}\n{platform.logs() if platform else ''}")
+    raise AssertionError(f"{what} did not come up at {url} {answer}\n{platform.logs() if platform else ''}")
 
 
 def until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:

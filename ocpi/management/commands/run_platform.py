@@ -74,7 +74,8 @@ class Command(BaseCommand):
             self.spawn(
                 "beat", [str(bin_dir / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", schedule], env, log_dir
             )
-            self.wait_for(f"{base}/admin/login/", "web server")
+            # Ready: database, migrations, broker and a fresh beat heartbeat (emsp/probes.py).
+            self.wait_for(f"{base}/readyz", "web server", ready=True)
             if not options["no_simulators"]:
                 self.start_simulators(port, env, log_dir)
             self.stdout.write(self.style.SUCCESS("\nThe platform is running:"))
@@ -127,16 +128,20 @@ class Command(BaseCommand):
         settings.PAYSIM_URL = url
         return url
 
-    def wait_for(self, url: str, what: str, timeout: float = 60) -> None:
+    def wait_for(self, url: str, what: str, timeout: float = 60, ready: bool = False) -> None:
+        """Until `url` answers (any status below 500; with `ready`, 200 only)."""
         deadline = time.monotonic() + timeout
+        answer = ""
         while time.monotonic() < deadline:
             try:
-                if outbound.send("GET", url, timeout=2).status < 500:
+                response = outbound.send("GET", url, timeout=5)
+                if response.status == 200 or (not ready and response.status < 500):
                     return
+                answer = response.content[:500].decode("utf-8", "replace")
             except outbound.OutboundError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"{what} did not come up at {url}")
+        raise RuntimeError(f"{what} did not come up at {url} {answer}".rstrip())
 
     def start_simulators(self, port: int, env: dict[str, str], log_dir: Path) -> None:
         for party, name, profile, cities, offset, initiator in SIMULATORS:

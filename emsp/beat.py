@@ -1,0 +1,94 @@
+"""The beat's scheduler (CELERY_BEAT_SCHEDULER): Celery's own, plus a heartbeat row the beat process itself
+writes every BEAT_HEARTBEAT_INTERVAL_SECONDS, so `/readyz` can tell when scheduled work has stopped.
+
+The beat writes it, not a task a worker runs: a dead beat must show as a dead beat, whatever the workers do.
+Each beat has its own row (emsp.models.BeatHeartbeat) under an id made at start, which a lock that lets
+exactly one beat run can name later."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery.beat import PersistentScheduler
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_ROWS_KEPT = timedelta(days=1)  # rows of beats that stopped longer ago are deleted at a beat's start
+
+
+def new_beat_id() -> str:
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def beat_heartbeat_write(*, beat_id: str, started_at: datetime, now: datetime | None = None) -> None:
+    """Record that the beat `beat_id` is alive now (its row is created at the first call)."""
+    from emsp.models import BeatHeartbeat
+
+    now = now or timezone.now()
+    if not BeatHeartbeat.objects.filter(beat_id=beat_id).update(seen_at=now):
+        BeatHeartbeat.objects.update_or_create(
+            beat_id=beat_id,
+            defaults={"seen_at": now},
+            create_defaults={
+                "hostname": beat_id.partition(":")[0],
+                "pid": os.getpid(),
+                "started_at": started_at,
+                "seen_at": now,
+            },
+        )
+
+
+def beat_heartbeats_prune(*, now: datetime | None = None) -> int:
+    from emsp.models import BeatHeartbeat
+
+    now = now or timezone.now()
+    deleted, _ = BeatHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_ROWS_KEPT).delete()
+    return deleted
+
+
+class Scheduler(PersistentScheduler):
+    """celery.beat.PersistentScheduler that also writes this beat's heartbeat, at start and then at least every
+    BEAT_HEARTBEAT_INTERVAL_SECONDS (it never sleeps longer than that between ticks)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.beat_id = new_beat_id()
+        self.beat_started_at = timezone.now()
+        self._last_heartbeat = float("-inf")
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        try:
+            close_old_connections()
+            beat_heartbeats_prune()
+        except DatabaseError:
+            logger.warning("could not prune old beat heartbeats", exc_info=True)
+        self.heartbeat()
+        logger.info("beat %s writes its heartbeat every %s s", self.beat_id, settings.BEAT_HEARTBEAT_INTERVAL_SECONDS)
+
+    def heartbeat(self) -> None:
+        # A long-lived process: drop a connection the database closed (restart, failover) before using it.
+        close_old_connections()
+        try:
+            beat_heartbeat_write(beat_id=self.beat_id, started_at=self.beat_started_at)
+        except DatabaseError:
+            # The database is away: /readyz says so (database and beat). Keep scheduling and try next tick.
+            logger.warning("beat heartbeat not written", exc_info=True)
+            close_old_connections()
+            return
+        self._last_heartbeat = time.monotonic()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        interval = float(settings.BEAT_HEARTBEAT_INTERVAL_SECONDS)
+        if time.monotonic() - self._last_heartbeat >= interval:
+            self.heartbeat()
+        return min(super().tick(*args, **kwargs), interval)

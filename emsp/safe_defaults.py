@@ -1,0 +1,57 @@
+"""What production refuses to start with (emsp/settings.py calls this; README, *Safe defaults*). Pure: the
+settings are passed in, so tests need no reload."""
+
+from __future__ import annotations
+
+ENVIRONMENTS = ("development", "test", "production")
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - public on purpose
+NO_SERVER_BROKERS = ("filesystem://", "memory://")
+UNSET_HINT = (
+    "DJANGO_ENV is unset, so these are production settings. On a development machine set DJANGO_ENV=development "
+    "(make run, make demo and the tests do)."
+)
+
+
+def production_problems(
+    *,
+    debug: bool,
+    secret_key: str,
+    public_base_url: str,
+    broker_url: str,
+    allowed_hosts: list[str],
+    field_encryption_keys: list[str],
+) -> list[str]:
+    """Each unsafe production setting, one line each, naming the environment variable to set."""
+    problems = []
+    if debug:
+        problems.append("DJANGO_DEBUG is on: never in production (error pages show settings and code to anyone).")
+    # Django's own deploy check (security.W009) asks for 50 characters and 5 different ones.
+    if not secret_key or secret_key == DEVELOPMENT_SECRET_KEY or secret_key.startswith("django-insecure-"):
+        problems.append(
+            "DJANGO_SECRET_KEY is unset or a development key: set a random one of 50+ characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(64))')."
+        )
+    elif len(secret_key) < 50 or len(set(secret_key)) < 5:
+        problems.append("DJANGO_SECRET_KEY is too weak: use 50+ random characters.")
+    if not public_base_url.startswith("https://"):
+        problems.append(
+            f"PUBLIC_BASE_URL must be an https:// URL in production (it is {public_base_url!r}): partners "
+            "are handed URLs under it and send their tokens to them."
+        )
+    if broker_url.startswith(NO_SERVER_BROKERS):
+        problems.append(
+            "REDIS_URL is unset: production needs a real Celery broker (the filesystem queue is for one "
+            "development machine)."
+        )
+    if not [host for host in allowed_hosts if host.strip()]:
+        problems.append("DJANGO_ALLOWED_HOSTS is empty: every request would be refused (400). List our host names.")
+    if not [key for key in field_encryption_keys if key.strip()]:
+        problems.append("FIELD_ENCRYPTION_KEYS is required in production (manage.py encryption_key makes one).")
+    return problems
+
+
+def refusal_message(problems: list[str], *, env_was_set: bool) -> str:
+    lines = ["Refusing to start with unsafe production settings:", *(f"  - {p}" for p in problems)]
+    if not env_was_set:
+        lines.append(UNSET_HINT)
+    return "\n".join(lines)
