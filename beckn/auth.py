@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from beckn import registry
+from beckn import metrics, registry
 from beckn.models import BecknSubscriber
 from beckn.signing import (
     SIGNED_HEADERS,
@@ -130,6 +130,7 @@ def _checked(key: registry.SubscriberKey | None, header: SignatureHeader, gatewa
 
 def _error(reason: str, gateway: bool, detail: str) -> BecknAuthError:
     signature_header = GATEWAY_AUTHORIZATION if gateway else AUTHORIZATION
+    metrics.count_signature_failure(signature_header, reason)
     log.info("Beckn request refused: %s %s (%s)", signature_header, reason, detail)
     return BecknAuthError(
         reason,

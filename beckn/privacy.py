@@ -4,7 +4,6 @@ journeys' details and stored messages go; request records go with their retentio
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -71,12 +70,13 @@ def _erase(driver: Driver) -> dict[str, int]:
     return {"journeys": details, "messages": messages, "callbacks": callbacks}
 
 
-def _purge(now: datetime) -> dict[str, int]:
-    old = BecknMessage.objects.filter(received_at__lt=privacy.kept_since("beckn_messages", now))
-    count = old.count()
-    old.delete()
-    return {"beckn_messages": count}
+# Callbacks are deliveries: they go with the domain's settled deliveries (emsp/privacy.py).
+EXPIRING = (
+    privacy.Expiry(
+        "beckn_messages", "beckn_messages", lambda since: BecknMessage.objects.filter(received_at__lt=since)
+    ),
+)
 
 
 def register() -> None:
-    privacy.register("beckn", export=_export, erase=_erase, purge=_purge)
+    privacy.register("beckn", export=_export, erase=_erase, expiring=EXPIRING)

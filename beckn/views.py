@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from beckn import tasks
+from beckn import metrics, tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
 from beckn.openapi import SIGNATURE_AUTH, schema_ref
@@ -60,6 +60,7 @@ def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | No
     response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
     for key, value in (headers or {}).items():
         response[key] = value
+    response.beckn_nack_code = str((error or {}).get("code") or "")  # type: ignore[attr-defined]  # counted
     return response
 
 
@@ -92,6 +93,15 @@ class BecknActionView(APIView):
         auth=SIGNATURE_AUTH,
     )
     def post(self, request: Request, action: str) -> HttpResponse:
+        response = self.answer(request, action)
+        code = getattr(response, "beckn_nack_code", None)
+        if code is None:
+            metrics.count_ack(action)
+        else:
+            metrics.count_nack(action, code)
+        return response
+
+    def answer(self, request: Request, action: str) -> HttpResponse:
         if action not in ACTIONS:
             return nack(
                 {"code": "40001", "paths": "context.action", "message": f"/{action} is not a Beckn action"}, 404

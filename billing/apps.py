@@ -9,12 +9,13 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
-        from billing import privacy
+        from billing import metrics, privacy
         from billing.dashboard import console_home_install
 
         # The console home (charts per role) on the default admin site, which other apps register on.
         console_home_install(admin.site)
         privacy.register()  # receipts and quotes in export, erasure and retention
+        metrics.register()  # CDRs awaiting audit, audits, disputes, settlements in /metrics (emsp/metrics.py)
 
         from billing.services import payments
         from emsp import events

@@ -4,10 +4,9 @@ CDRs and receipts with the tax-law period."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from billing.models import Cdr, DriverReceipt, Quote
+from billing.models import Cdr, DriverReceipt, ProviderWebhook, Quote
 from emsp import privacy
 from emsp.models import Driver
 
@@ -47,14 +46,20 @@ def _erase(driver: Driver) -> dict[str, int]:
     return {"quotes_deleted": count}
 
 
-def _purge(now: datetime) -> dict[str, int]:
-    quotes = Quote.objects.filter(accepted_at__isnull=True, created_at__lt=privacy.kept_since("quotes", now))
-    old_cdrs = Cdr.objects.filter(end_date_time__lt=privacy.kept_since("charging_records", now))
-    counts = {"quotes": quotes.count(), "cdrs": old_cdrs.count()}
-    quotes.delete()
-    old_cdrs.delete()  # with their audits, disputes and receipts
-    return counts
+EXPIRING = (
+    privacy.Expiry(
+        "quotes", "quotes", lambda since: Quote.objects.filter(accepted_at__isnull=True, created_at__lt=since)
+    ),
+    # With their audits, disputes and receipts, after the tax-law period.
+    privacy.Expiry("charging_records", "cdrs", lambda since: Cdr.objects.filter(end_date_time__lt=since)),
+    # The replay guard of payment webhooks: kept far longer than any provider redelivers an event.
+    privacy.Expiry(
+        "provider_webhooks",
+        "provider_webhooks",
+        lambda since: ProviderWebhook.objects.filter(received_at__lt=since),
+    ),
+)
 
 
 def register() -> None:
-    privacy.register("billing", export=_export, erase=_erase, purge=_purge)
+    privacy.register("billing", export=_export, erase=_erase, expiring=EXPIRING)

@@ -9,13 +9,13 @@ from billing.services import payments
 from billing.services.audit import cdr_process, cdrs_process_due
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def process_cdr(cdr_id: int) -> str | None:
     audit = cdr_process(cdr_id)
     return audit.status if audit else None
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def process_due_cdrs() -> int:
     """Beat: CDRs whose task was lost, or whose worker stopped half-way, are queued again."""
     ids = cdrs_process_due()
@@ -51,7 +51,7 @@ def open_balance_checkout(payment_id: int) -> str:
     return payments.balance_checkout(payment_id).status
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
 def retry_stuck_payment_operations() -> int:
     """Beat: provider operations still PENDING after their task was lost (a worker killed mid-call) are run
     again with their own idempotency key."""
@@ -61,7 +61,7 @@ def retry_stuck_payment_operations() -> int:
     return len(stuck)
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def issue_receipt(receipt_id: int) -> str:
     """The driver's numbered receipt (or credit note) of a billed CDR, issued once."""
     from billing.models import DriverReceipt

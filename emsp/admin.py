@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from emsp import outbox
+from emsp.admin_logs import LogAdminMixin
 from emsp.models import (
     Booking,
     BookingCheck,
@@ -314,13 +315,15 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
     """Every message we owe a partner, OCPI pushes and Beckn callbacks alike, in one list."""
 
     list_display = ("created_at", "channel", "partner", "target", "status", "attempts", "next_attempt_at", "last_error")
-    list_filter = ("status", "channel", "partner")
+    # A big log (emsp/admin_logs.py): indexed filters, newest first, no date drill-down, no full count.
+    list_filter = (("created_at", admin.DateFieldListFilter), "status", "channel", "partner")
     search_fields = ("target", "last_error")
-    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-pk")
+    sortable_by = ("created_at",)
     list_select_related = ("partner",)
     readonly_fields = [f.name for f in Delivery._meta.fields]
     inlines = [DeliveryAttemptInline]

@@ -2,8 +2,9 @@
 writes every BEAT_HEARTBEAT_INTERVAL_SECONDS, so `/readyz` can tell when scheduled work has stopped.
 
 The beat writes it, not a task a worker runs: a dead beat must show as a dead beat, whatever the workers do.
-Each beat has its own row (emsp.models.BeatHeartbeat) under an id made at start, which a lock that lets
-exactly one beat run can name later."""
+Each beat has its own row (emsp.models.BeatHeartbeat) under an id made at start. Exactly one beat runs: the
+scheduler takes the beat lock (emsp/beat_lock.py) before it schedules anything, a second beat exits naming the
+newest heartbeat's beat, and each heartbeat confirms the lock."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from celery.beat import PersistentScheduler
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
+
+from emsp.beat_lock import BEAT_LOCK_EXIT_CODE, BeatLock, BeatLockRefused, beat_lock_for, other_beat_seen
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +66,12 @@ class Scheduler(PersistentScheduler):
         self.beat_id = new_beat_id()
         self.beat_started_at = timezone.now()
         self._last_heartbeat = float("-inf")
+        self.beat_lock: BeatLock | None = None
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
+        # Not in __init__: Celery also makes a scheduler that schedules nothing (lazy) for its start-up banner.
+        self.take_beat_lock()
         super().setup_schedule()
         try:
             close_old_connections()
@@ -75,7 +81,28 @@ class Scheduler(PersistentScheduler):
         self.heartbeat()
         logger.info("beat %s writes its heartbeat every %s s", self.beat_id, settings.BEAT_HEARTBEAT_INTERVAL_SECONDS)
 
+    def take_beat_lock(self) -> None:
+        lock = beat_lock_for()
+        try:
+            lock.acquire()
+        except BeatLockRefused as exc:
+            message = f"beat {self.beat_id} refuses to start: {exc}{other_beat_seen()}. Exactly one beat may run."
+            logger.critical(message)
+            raise SystemExit(BEAT_LOCK_EXIT_CODE) from exc
+        self.beat_lock = lock
+        logger.info("beat %s holds the beat lock (%s)", self.beat_id, lock.description)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.beat_lock is not None:
+                self.beat_lock.release()
+                self.beat_lock = None
+
     def heartbeat(self) -> None:
+        if self.beat_lock is not None:
+            self.beat_lock.confirm()  # BeatLockLost stops the beat (exit status 1) rather than run beside another
         # A long-lived process: drop a connection the database closed (restart, failover) before using it.
         close_old_connections()
         try:

@@ -6,14 +6,48 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init
 from django.db import transaction
 from django.utils.module_loading import import_string
+
+from emsp import logs  # noqa: F401 - its Celery signals carry the request ids into tasks and keep Django's logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
 
 app = Celery("emsp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Where a Redis worker that consumes only the bulk queue records the tasks it holds (kombu's defaults are
+# "unacked", "unacked_index" and "unacked_mutex", which every other worker restores after its visibility timeout).
+BULK_UNACKED_KEYS = {
+    "unacked_key": "unacked_bulk",
+    "unacked_index_key": "unacked_index_bulk",
+    "unacked_mutex_key": "unacked_mutex_bulk",
+}
+
+
+def bulk_transport_options(queues: Any, options: dict[str, Any], visibility_timeout: int) -> dict[str, Any]:
+    """The broker transport options of a worker consuming `queues` (its -Q): unchanged unless it consumes only
+    the bulk queue on Redis; then its own unacked keys and the bulk visibility timeout, longer than any bulk
+    task, so no worker hands out a long pull while it still runs (docs/operations.md, "Queues and workers")."""
+    from django.conf import settings
+
+    names = {q.strip() for q in (queues.split(",") if isinstance(queues, str) else queues or []) if q.strip()}
+    if names != {settings.BULK_QUEUE} or "visibility_timeout" not in options:
+        return options
+    return {**options, **BULK_UNACKED_KEYS, "visibility_timeout": visibility_timeout}
+
+
+@celeryd_init.connect
+def _bulk_worker_transport(conf: Any = None, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    from django.conf import settings
+
+    conf.broker_transport_options = bulk_transport_options(
+        (options or {}).get("queues"),
+        dict(conf.broker_transport_options or {}),
+        settings.CELERY_BULK_VISIBILITY_TIMEOUT,
+    )
 
 
 def run_after_commit(task_path: str, *args: Any, countdown: float | None = None) -> None:

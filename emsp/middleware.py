@@ -1,9 +1,9 @@
-"""Request and correlation ids: generated when absent, echoed on the response and attached to every log line."""
+"""Request and correlation ids: generated when absent, echoed on the response; every log line carries them
+(emsp/logs.py), and so do the tasks queued and the outbound calls made meanwhile."""
 
 from __future__ import annotations
 
 import contextvars
-import logging
 import uuid
 from collections.abc import Callable
 
@@ -44,10 +44,3 @@ class RequestIdMiddleware:
         response["X-Request-ID"] = request_id
         response["X-Correlation-ID"] = correlation_id
         return response
-
-
-class RequestIdLogFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        record.correlation_id = correlation_id_var.get()
-        return True

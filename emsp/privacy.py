@@ -5,22 +5,33 @@ part in its AppConfig.ready(), so the domain needs to import none of them. docs/
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from emsp.datetimes import format_datetime
-from emsp.models import Booking, ChargingSession, Delivery, Driver, Reservation
+from emsp.models import Booking, BookingCheck, ChargingSession, Delivery, DeliveryAttempt, Driver, Reservation
 from emsp.services.tokens import token_update
 
 Exporter = Callable[[Driver], dict[str, Any]]
 Eraser = Callable[[Driver], dict[str, int]]
-Purger = Callable[[datetime], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """Rows of one table that go with their retention: `kind` is the RETENTION_DAYS class (what
+    `manage.py prune --kind` names), `label` what the count is reported as, `expired(since)` the rows older
+    than the moment `since` (a queryset on the table whose rows are deleted; cascades follow)."""
+
+    kind: str
+    label: str
+    expired: Callable[[datetime], QuerySet[Any]]
 
 
 @dataclass(frozen=True)
@@ -28,16 +39,21 @@ class Part:
     name: str
     export: Exporter | None
     erase: Eraser | None
-    purge: Purger | None
+    expiring: tuple[Expiry, ...]
 
 
 _parts: dict[str, Part] = {}
 
 
 def register(
-    name: str, *, export: Exporter | None = None, erase: Eraser | None = None, purge: Purger | None = None
+    name: str, *, export: Exporter | None = None, erase: Eraser | None = None, expiring: Sequence[Expiry] = ()
 ) -> None:
-    _parts[name] = Part(name, export, erase, purge)
+    _parts[name] = Part(name, export, erase, tuple(expiring))
+
+
+def retention_kinds() -> list[str]:
+    """The classes something is pruned under (the keys `manage.py prune --kind` accepts)."""
+    return sorted({e.kind for part in _parts.values() for e in part.expiring})
 
 
 def kept_since(data_class: str, now: datetime) -> datetime:
@@ -72,14 +88,49 @@ def driver_erase(driver: Driver, *, now: datetime | None = None) -> dict[str, in
     return counts
 
 
-def purge_expired(now: datetime | None = None) -> dict[str, int]:
-    """Delete what is past its retention, class by class."""
+def purge_expired(
+    now: datetime | None = None,
+    *,
+    kinds: Collection[str] | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    max_rows: int | None = None,
+) -> dict[str, int]:
+    """Delete what is past its retention, kind by kind (all kinds, or those named), and say how many rows of
+    each went ("<app>.<label>": count). Each kind goes in batches of `batch_size` rows, at most `max_rows` per
+    run (settings.PRUNE_BATCH_SIZE, PRUNE_MAX_ROWS_PER_RUN): what is left goes on the next run. `dry_run`
+    deletes nothing and counts what would go (all of it, whatever the cap)."""
     now = now or timezone.now()
+    batch = batch_size or settings.PRUNE_BATCH_SIZE
+    cap = max_rows or settings.PRUNE_MAX_ROWS_PER_RUN
     counts: dict[str, int] = {}
     for part in _parts.values():
-        if part.purge is not None:
-            counts.update({f"{part.name}.{k}": v for k, v in part.purge(now).items()})
+        for expiry in part.expiring:
+            if kinds is not None and expiry.kind not in kinds:
+                continue
+            rows = expiry.expired(kept_since(expiry.kind, now))
+            key = f"{part.name}.{expiry.label}"
+            counts[key] = rows.count() if dry_run else delete_in_batches(rows, batch_size=batch, max_rows=cap)
     return counts
+
+
+def delete_in_batches(rows: QuerySet[Any], *, batch_size: int, max_rows: int) -> int:
+    """Delete `rows` a batch at a time, oldest primary keys first, each batch its own short transaction (no
+    single DELETE that holds locks on millions of rows, and autovacuum can follow), stopping after `max_rows`.
+    Returns how many rows of the queryset's own table went (cascaded rows go along uncounted)."""
+    model = rows.model
+    deleted = 0
+    while deleted < max_rows:
+        size = min(batch_size, max_rows - deleted)
+        pks = list(rows.order_by("pk").values_list("pk", flat=True)[:size])
+        if not pks:
+            break
+        with transaction.atomic():
+            _, per_model = model._base_manager.filter(pk__in=pks).delete()
+        deleted += per_model.get(model._meta.label, 0)
+        if len(pks) < size:
+            break
+    return deleted
 
 
 # --- the domain's own part -----------------------------------------------------------------------------------
@@ -160,19 +211,23 @@ def _erase(driver: Driver) -> dict[str, int]:
     return {"tokens_invalidated": len(tokens), "drivers": 1}
 
 
-def _purge(now: datetime) -> dict[str, int]:
-    # Messages we owe partners carry their bodies (Beckn orders echo billing details): once settled, kept
-    # for the console a while, then gone.
-    settled = Delivery.objects.filter(
-        status__in=(Delivery.Status.DELIVERED, Delivery.Status.FAILED), created_at__lt=kept_since("deliveries", now)
-    )
-    deliveries = settled.count()
-    settled.delete()
+_SETTLED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED)
+EXPIRING = (
+    # Messages we owe partners carry their bodies (Beckn orders echo billing details): once settled, kept for
+    # the console a while, then gone — OCPI pushes and Beckn callbacks alike (their rows and attempts cascade).
+    Expiry(
+        "deliveries", "deliveries", lambda since: Delivery.objects.filter(status__in=_SETTLED, created_at__lt=since)
+    ),
+    # Attempts of a delivery still kept (one retrying for long): the old tries go, the delivery stays.
+    Expiry("delivery_attempts", "delivery_attempts", lambda since: DeliveryAttempt.objects.filter(at__lt=since)),
+    # Reconciliation's findings once resolved (repaired, gone or closed by staff); open ones wait for staff.
+    Expiry("booking_checks", "booking_checks", lambda since: BookingCheck.objects.filter(resolved_at__lt=since)),
     # Charging records past the tax-law period (their CDRs go with billing's part).
-    old_sessions = ChargingSession.objects.filter(last_updated__lt=kept_since("charging_records", now))
-    sessions = old_sessions.count()
-    old_sessions.delete()
-    return {"deliveries": deliveries, "charging_sessions": sessions}
+    Expiry(
+        "charging_records",
+        "charging_sessions",
+        lambda since: ChargingSession.objects.filter(last_updated__lt=since),
+    ),
+)
 
-
-register("domain", export=_export, erase=_erase, purge=_purge)
+register("domain", export=_export, erase=_erase, expiring=EXPIRING)

@@ -18,6 +18,8 @@ PULL_PARTNER = "emsp.pull_partner"
 EXTRA_PERMISSIONS = (
     ("emsp", "partner", "view_partner_credentials", "Can view partner credentials"),
     ("emsp", "partner", "pull_partner", "Can pull a partner's data now"),
+    # Reading /metrics in the browser (Prometheus itself uses METRICS_TOKEN): partners' traffic and errors.
+    ("emsp", "partner", "view_metrics", "Can read the Prometheus metrics"),
 )
 
 ADMIN, OPS, FINANCE = "admin", "ops", "finance"
@@ -34,6 +36,7 @@ ROLES: dict[str, tuple[str, ...] | str] = {
     OPS: (
         "emsp.view_partner",
         PULL_PARTNER,
+        "emsp.view_metrics",
         "emsp.view_location",
         "emsp.view_evse",
         "emsp.view_connector",

@@ -40,8 +40,8 @@ def production_problems(
         )
     if broker_url.startswith(NO_SERVER_BROKERS):
         problems.append(
-            "REDIS_URL is unset: production needs a real Celery broker (the filesystem queue is for one "
-            "development machine)."
+            "REDIS_URL is unset (and CELERY_BROKER_URL too): production needs a real Celery broker, Redis or "
+            "RabbitMQ (the filesystem queue is for one development machine)."
         )
     if not [host for host in allowed_hosts if host.strip()]:
         problems.append("DJANGO_ALLOWED_HOSTS is empty: every request would be refused (400). List our host names.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from emsp import safe_defaults
 
@@ -33,6 +34,9 @@ PRODUCTION = DJANGO_ENV == "production"
 
 DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="" if PRODUCTION else safe_defaults.DEVELOPMENT_SECRET_KEY)
+# Rotating DJANGO_SECRET_KEY: the previous key(s) here still validate staff sessions, CSRF and password-reset
+# links signed with them until removed (docs/operations.md, "Key and token rotation").
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 
 # The base of every URL we hand to partners (OCPI versions URL, response_url, Beckn subscriber URL).
@@ -60,6 +64,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: /healthz and /readyz are answered before the host check and the HTTPS redirect (emsp/probes.py).
     "emsp.probes.ProbeMiddleware",
+    # Counts every request for /metrics and answers a scraper's bearer-token /metrics before the host check and
+    # the HTTPS redirect, like the probes (emsp/metrics.py).
+    "emsp.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "emsp.middleware.RequestIdMiddleware",
@@ -180,18 +187,65 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
-    # A task unacknowledged this long (its worker was killed) is handed to another worker: ACKed Beckn
-    # requests and CDR audits recover within a minute. A task that runs longer may be handed out twice while
-    # it runs: every task is safe to run twice (compare-and-set claims, unique rows, leases on pulls and
-    # audits), and the long ones (pulls) are guarded by a lease on the partner.
+# The broker: CELERY_BROKER_URL when set (amqp://user:password@host:5672/vhost for RabbitMQ, or a redis:// URL
+# of its own), else REDIS_URL. The cache, rate limits and Beckn message-id sightings stay on REDIS_URL.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
+# --- Queues and workers (docs/operations.md, "Queues and workers"): every task of ours is routed by name to
+# `latency` (Beckn handling and callbacks, commands, token pushes, provider calls of a driver's payment) or
+# `bulk` (pulls, audits, receipts, reconciliation, retention); tests/test_queues.py fails on a task missing here.
+# A latency task runs at most CELERY_TASK_TIME_LIMIT; each bulk task states its own limit in its decorator.
+LATENCY_QUEUE = "latency"
+BULK_QUEUE = "bulk"
+CELERY_TASK_DEFAULT_QUEUE = LATENCY_QUEUE
+CELERY_TASK_QUEUES = [Queue(LATENCY_QUEUE), Queue(BULK_QUEUE)]  # a worker started without -Q consumes both
+_TASK_QUEUES = {
+    LATENCY_QUEUE: [
+        "beckn.tasks.handle_request",
+        "emsp.tasks.outbox_deliver",  # Beckn callbacks and OCPI pushes (tokens, commands' results)
+        "emsp.tasks.outbox_deliver_due",
+        "emsp.tasks.command_send",
+        "emsp.tasks.command_check_timeout",
+        "emsp.tasks.commands_expire_due",
+        "emsp.tasks.reservations_send_due",  # RESERVE_NOW commands
+        "emsp.tasks.bookings_expire_no_shows",  # frees the charger
+        "billing.tasks.capture_payment",
+        "billing.tasks.release_payment",
+        "billing.tasks.refund_payment",
+        "billing.tasks.open_balance_checkout",
+    ],
+    BULK_QUEUE: [
+        "ocpi.tasks.sync_due_partners",
+        "ocpi.tasks.sync_partner",
+        "ocpi.tasks.probe_open_circuits",
+        "emsp.tasks.evses_refresh_due",
+        "emsp.tasks.evses_refresh_partner",
+        "emsp.tasks.bookings_reconcile",
+        "emsp.tasks.purge_expired",
+        "billing.tasks.process_cdr",
+        "billing.tasks.process_due_cdrs",
+        "billing.tasks.issue_receipt",
+        "billing.tasks.retry_stuck_payment_operations",
+    ],
+}
+CELERY_TASK_ROUTES = {name: {"queue": queue} for queue, names in _TASK_QUEUES.items() for name in names}
+# Redelivery after a worker dies. Redis hands an unacknowledged task to another worker once it has been out
+# longer than the visibility timeout, whether its worker died or is still running it; so each queue's timeout
+# is longer than its longest task (tests/test_queues.py checks the limits against it). Latency workers keep a
+# short one (a killed worker's Beckn request is answered within about a minute); a worker consuming only the
+# bulk queue records its tasks under keys of its own with CELERY_BULK_VISIBILITY_TIMEOUT (emsp/celery.py), so
+# a latency worker never hands out an hour-long pull that is still running. RabbitMQ redelivers only when the
+# worker's connection drops; its consumer_timeout (30 min by default) must exceed the longest bulk task.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)
+CELERY_BULK_VISIBILITY_TIMEOUT = env.int("CELERY_BULK_VISIBILITY_TIMEOUT", default=3900)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=30),
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
         # How often workers look for such tasks (kombu: about interval × throttle seconds).
         "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=5),
         "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=1),
     }
+elif CELERY_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}  # RabbitMQ (amqp://): no visibility timeout, see above
 else:
     # No server needed: kombu's filesystem transport works across processes; it polls the folder (every
     # 0.1 s here rather than kombu's 1 s, so a search is answered in well under a second).
@@ -209,8 +263,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = 300
-CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_TIME_LIMIT = 50  # a latency task's (bulk tasks set theirs); under CELERY_VISIBILITY_TIMEOUT
+CELERY_TASK_SOFT_TIME_LIMIT = 45
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Celery's scheduler plus a heartbeat row the beat writes (emsp/beat.py); /readyz fails when the newest is older
@@ -219,6 +273,12 @@ CELERY_BEAT_SCHEDULER = "emsp.beat:Scheduler"
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.float("BEAT_HEARTBEAT_INTERVAL_SECONDS", default=10.0)
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=60)
 READYZ_BROKER_TIMEOUT_SECONDS = env.float("READYZ_BROKER_TIMEOUT_SECONDS", default=2.0)
+
+# --- Metrics (emsp/metrics.py; docs/operations.md "Metrics and alerts") --------------------------------
+# Prometheus scrapes /metrics with `Authorization: Bearer <METRICS_TOKEN>`; unset, only staff sessions holding
+# emsp.view_metrics may read it. Several processes (gunicorn workers, Celery workers) add up their counters
+# through PROMETHEUS_MULTIPROC_DIR, which prometheus_client itself reads from the environment at import.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Caches ------------------------------------------------------------------------------------
 if REDIS_URL:
@@ -257,7 +317,17 @@ RETENTION_DAYS = {
     "data_quality": env.int("RETENTION_DATA_QUALITY_DAYS", default=180),
     "quotes": env.int("RETENTION_QUOTES_DAYS", default=90),
     "charging_records": env.int("RETENTION_CHARGING_RECORDS_DAYS", default=8 * 366),
+    # Retention (issue 14): payment providers' webhook records (the replay guard: keep them well past the
+    # providers' redelivery windows, Razorpay 24 h, Stripe 3 days), attempts of deliveries still kept, and
+    # booking-check findings once resolved (open ones stay).
+    "provider_webhooks": env.int("RETENTION_PROVIDER_WEBHOOKS_DAYS", default=90),
+    "delivery_attempts": env.int("RETENTION_DELIVERY_ATTEMPTS_DAYS", default=30),
+    "booking_checks": env.int("RETENTION_BOOKING_CHECKS_DAYS", default=90),
 }
+# Pruning deletes in batches of PRUNE_BATCH_SIZE rows (one short transaction each, by primary key) and at most
+# PRUNE_MAX_ROWS_PER_RUN rows of each kind per run (the hourly beat task; the rest goes next hour).
+PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=5000)
+PRUNE_MAX_ROWS_PER_RUN = env.int("PRUNE_MAX_ROWS_PER_RUN", default=5_000_000)
 
 # --- Outbound HTTP -----------------------------------------------------------------------------
 # Partner-supplied URLs (OCPI versions/endpoints, Beckn bap_uri) may not point at private or loopback
@@ -362,19 +432,30 @@ if PRODUCTION:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Logs (emsp/logs.py; docs/operations.md, "Logs") ------------------------------------------------------
+# One line per record on stderr, JSON in production and text in development, each with the request and
+# correlation ids (carried into Celery tasks and outbound calls), secrets and personal data masked. Celery's
+# worker and beat write the same lines (they leave logging to Django: emsp/logs.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_ids": {"()": "emsp.middleware.RequestIdLogFilter"}},
-    "formatters": {
-        "plain": {
-            "format": "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s corr=%(correlation_id)s] %(message)s"
-        }
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_ids"]}},
+    # Ids first, then redaction: the filters run in this order on every record the handler writes.
+    "filters": {"ids": {"()": "emsp.logs.ContextFilter"}, "redact": {"()": "emsp.logs.RedactFilter"}},
+    "formatters": {"json": {"()": "emsp.logs.JsonFormatter"}, "text": {"()": "emsp.logs.TextFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["ids", "redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Error reports (optional): with SENTRY_DSN set, exceptions and ERROR lines of web processes and tasks go to
+# Sentry with the same ids as tags, masked the same way, no personal data (emsp/sentry.py).
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from emsp.sentry import init_sentry
+
+    init_sentry(dsn=SENTRY_DSN, environment=env.str("SENTRY_ENVIRONMENT", default=DJANGO_ENV))
 
 CELERY_BEAT_SCHEDULE = {
     "ocpi-sync-due-partners": {"task": "ocpi.tasks.sync_due_partners", "schedule": 60.0},

@@ -59,13 +59,13 @@ def outbox_deliver_due() -> int:
     return outbox.deliver_due()
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=1800, soft_time_limit=1740)
 def purge_expired() -> dict[str, int]:
     """Beat, hourly: delete what is past its retention (settings.RETENTION_DAYS, docs/privacy.md)."""
     return privacy.purge_expired()
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def evses_refresh_due() -> int:
     """Beat, every EVSE_REFRESH_TICK_SECONDS: one re-read task per non-pushing partner with watched or booked
     EVSEs due (emsp/services/freshness.py)."""

@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from emsp.metrics import metrics_view
+
 admin.site.site_header = "eMSP console"
 admin.site.site_title = "eMSP console"
 admin.site.index_title = "Network at a glance"
@@ -18,4 +20,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # Prometheus (emsp/metrics.py): a staff session here; a scraper's bearer token is answered by the middleware.
+    path("metrics", metrics_view, name="metrics"),
 ]

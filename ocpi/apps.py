@@ -14,7 +14,7 @@ class OcpiConfig(AppConfig):
 
         from emsp import outbox, ports
         from emsp.models import Delivery
-        from ocpi import privacy, push
+        from ocpi import metrics, privacy, push
         from ocpi.gateway import OcpiGateway
         from ocpi.normalize import datetimes
 
@@ -22,5 +22,6 @@ class OcpiConfig(AppConfig):
         ports.register_cpo_gateway(OcpiGateway())
         outbox.register_sender(Delivery.Channel.OCPI_PUSH, push.send_push)
         privacy.register()  # the message log in erasure and retention
+        metrics.register()  # sync lag per partner and module in /metrics (emsp/metrics.py)
         # The normaliser is pure: the clock skew it allows partners comes from the settings once, here.
         datetimes.future_skew = timedelta(seconds=settings.OCPI_MAX_CLOCK_SKEW_SECONDS)

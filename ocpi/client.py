@@ -25,6 +25,7 @@ from django.utils import timezone
 from emsp import outbound
 from emsp.models import Partner
 from emsp.services import breakers
+from ocpi import metrics
 from ocpi.hub import CONFIGURATION_MODULES, Party, routing_headers
 from ocpi.models import OcpiMessage
 from ocpi.normalize import unwrap_list_payload
@@ -192,6 +193,9 @@ class OcpiClient:
         error: str,
         duration_ms: int | None,
     ) -> None:
+        metrics.count_request(
+            direction="OUT", partner=self.partner, module=module, http_status=http_status, ocpi_status=ocpi_status
+        )
         body = orjson.dumps(request_json) if request_json is not None and settings.OCPI_LOG_BODIES else b""
         OcpiMessage.objects.create(
             partner=self.partner if self.partner is not None and self.partner.pk else None,

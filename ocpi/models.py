@@ -33,9 +33,40 @@ class OcpiMessage(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    # What the health page and the console call failed: no answer, not a 2xx, an OCPI error, or an error noted.
+    FAILED = (
+        models.Q(http_status__gte=300)
+        | models.Q(http_status__isnull=True)
+        | models.Q(ocpi_status__gte=2000)
+        | ~models.Q(error="")
+    )
+
     class Meta:
         verbose_name = "OCPI message"
         ordering = ["-created_at"]
+        # The console's filters at tens of millions of rows (docs/benchmarks.md, "Retention"): newest first per
+        # partner and per module; failed ones (a few percent: partial indexes, cheap to write) overall and per
+        # partner.
+        indexes = [
+            models.Index(fields=["partner", "created_at"], name="ocpimessage_partner_time"),
+            models.Index(fields=["module", "created_at"], name="ocpimessage_module_time"),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(http_status__gte=300)
+                | models.Q(http_status__isnull=True)
+                | models.Q(ocpi_status__gte=2000)
+                | ~models.Q(error=""),
+                name="ocpimessage_failed_time",
+            ),
+            models.Index(
+                fields=["partner", "created_at"],
+                condition=models.Q(http_status__gte=300)
+                | models.Q(http_status__isnull=True)
+                | models.Q(ocpi_status__gte=2000)
+                | ~models.Q(error=""),
+                name="ocpimessage_partner_failed",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.direction} {self.method} {self.url} → {self.http_status}"

@@ -4,8 +4,6 @@ as do pull runs and data-quality findings."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django.db.models import Q
 
 from emsp import privacy
@@ -24,16 +22,13 @@ def _erase(driver: Driver) -> dict[str, int]:
     return {"log_bodies_erased": erased}
 
 
-def _purge(now: datetime) -> dict[str, int]:
-    counts = {}
-    for name, rows in (
-        ("ocpi_messages", OcpiMessage.objects.filter(created_at__lt=privacy.kept_since("ocpi_messages", now))),
-        ("sync_runs", SyncRun.objects.filter(started_at__lt=privacy.kept_since("sync_runs", now))),
-        ("data_quality", DataQualityIssue.objects.filter(last_seen__lt=privacy.kept_since("data_quality", now))),
-    ):
-        counts[name] = rows._raw_delete(rows.db)  # type: ignore[attr-defined] - no cascades: nothing points at them
-    return counts
+EXPIRING = (
+    privacy.Expiry("ocpi_messages", "ocpi_messages", lambda since: OcpiMessage.objects.filter(created_at__lt=since)),
+    privacy.Expiry("sync_runs", "sync_runs", lambda since: SyncRun.objects.filter(started_at__lt=since)),
+    # A finding not seen again for its retention (fixed at the CPO, or the object gone).
+    privacy.Expiry("data_quality", "data_quality", lambda since: DataQualityIssue.objects.filter(last_seen__lt=since)),
+)
 
 
 def register() -> None:
-    privacy.register("ocpi", erase=_erase, purge=_purge)
+    privacy.register("ocpi", erase=_erase, expiring=EXPIRING)

@@ -20,7 +20,7 @@ from billing.services import records
 from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.services import breakers, catalogue, sessions
-from ocpi import hubclientinfo
+from ocpi import hubclientinfo, metrics
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
@@ -167,6 +167,7 @@ def sync_module(
             catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
     run.finished_at = timezone.now()
     run.save()
+    metrics.count_sync_run(run)
     return run
 
 

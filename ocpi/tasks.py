@@ -9,7 +9,7 @@ from emsp.models import Partner
 from ocpi import circuits, sync
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def sync_due_partners() -> int:
     """Beat, every minute: enqueue a pull for every partner whose interval has passed."""
     due = sync.schedule_due()

@@ -28,6 +28,7 @@ from rest_framework.views import APIView
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, ci_key, hash_token
 from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
+from ocpi import metrics
 from ocpi.models import CredentialsRotation, OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
 from ocpi.quality import record_issues
@@ -432,6 +433,14 @@ class OcpiView(APIView):
             response["OCPI-from-party-id"] = settings.OCPI_PARTY_ID
         if not getattr(self, "_skip_log", False):
             self.log_message(request, response, partner)
+        ocpi_status = getattr(response, "ocpi_status", None)
+        metrics.count_request(
+            direction="IN",
+            partner=partner,
+            module=self.module,
+            http_status=response.status_code,
+            ocpi_status=ocpi_status if isinstance(ocpi_status, int) else None,
+        )
         return response
 
     def log_message(self, request: Request, response: HttpResponse, partner: Partner | None) -> None:

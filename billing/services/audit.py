@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import pricing
+from billing import metrics, pricing
 from billing.models import Cdr, CdrAudit, Dispute, Tariff
 from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr
@@ -166,6 +166,7 @@ def _save(cdr: Cdr, values: dict[str, Any]) -> CdrAudit:
     values.setdefault("error", "")
     values["audited_at"] = timezone.now()
     audit, _ = CdrAudit.objects.update_or_create(cdr=cdr, defaults=values)
+    metrics.count_audit(audit.status)
     return audit
 
 

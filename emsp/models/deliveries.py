@@ -41,7 +41,12 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         # The due sweep's query: pending rows by due time, and SENDING rows left by a stopped worker.
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            # The console's list at tens of millions of rows: newest first per partner and per status.
+            models.Index(fields=["partner", "created_at"], name="delivery_partner_time"),
+            models.Index(fields=["status", "created_at"], name="delivery_status_time"),
+        ]
         permissions = [("retry_delivery", "Can retry a delivery now")]
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from emsp import metrics
 from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.models.breakers import BreakerChange, CircuitBreaker
@@ -168,6 +169,7 @@ def _open(breaker: CircuitBreaker, now: datetime, seconds: int, reason: str) -> 
 
 def _record_change(breaker: CircuitBreaker, previous: str, state: str, reason: str, now: datetime) -> None:
     BreakerChange.objects.create(breaker=breaker, from_state=previous, to_state=state, reason=reason[:300], at=now)
+    metrics.BREAKER_TRANSITIONS.labels(breaker.partner.party_key, breaker.module, state).inc()
     level = logging.WARNING if state == State.OPEN else logging.INFO
     log.log(level, "circuit %s %s: %s -> %s (%s)", breaker.partner, breaker.module, previous, state, reason)
 

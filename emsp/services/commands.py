@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from emsp import events
+from emsp import events, metrics
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
 from emsp.ports import CpoUnreachable, cpo_gateway
@@ -149,6 +149,7 @@ def _finish(command: Command, status: str, *, error: str = "", result: dict[str,
         command.result = result
         command.result_type = str(result.get("result") or "")
     command.save()
+    metrics.COMMANDS_FINISHED.labels(command.type, status).inc()
     _apply_effects(command)
     if command.booking_id is not None:
         events.publish(events.CommandFinished(command))

@@ -46,16 +46,26 @@ def full_stack_available() -> str | None:
 @pytest.fixture
 def platform_factory(transactional_db: None, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Any]]:
     """Start the platform as real processes; stopped (before the test database is flushed) at teardown."""
-    from tests.e2e.platform import Platform
+    from tests.e2e.platform import E2E_BROKER, Platform, rabbitmq_unreachable
 
     reason = full_stack_available()
     if reason:
         pytest.skip(reason)
     started: list[Platform] = []
 
-    def make(web_processes: int = 1, workers: int = 1, env: dict[str, str] | None = None) -> Platform:
+    def make(
+        web_processes: int = 1, workers: int = 1, env: dict[str, str] | None = None, broker: str | None = None
+    ) -> Platform:
+        """`workers` of each queue; `broker` "redis" or "rabbitmq" (E2E_BROKER, "redis" unless set)."""
+        broker = broker or E2E_BROKER
+        if broker == "rabbitmq" and (unreachable := rabbitmq_unreachable()):
+            pytest.skip(unreachable)
         platform = Platform(
-            tmp_path / f"platform{len(started)}", web_processes=web_processes, workers=workers, extra_env=env or {}
+            tmp_path / f"platform{len(started)}",
+            web_processes=web_processes,
+            workers=workers,
+            extra_env=env or {},
+            broker=broker,
         )
         platform.tmp.mkdir()
         started.append(platform)

@@ -1,6 +1,7 @@
 """The whole platform as real processes on 127.0.0.1 for end-to-end tests: gunicorn web process(es), Celery
-worker(s) and beat on Redis, on the test PostgreSQL database, and two simulator CPOs registered over OCPI
-(one in each handshake direction). Every process is stopped when the test ends."""
+workers (one per queue, latency and bulk) and beat on Redis or RabbitMQ (E2E_BROKER), on the test PostgreSQL
+database, and two simulator CPOs registered over OCPI (one in each handshake direction). Every process is
+stopped when the test ends."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from tests.cposim.conftest import SimProcess
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 E2E_REDIS_DB_OFFSET = 8  # a Redis database of its own (REDIS_URL's + 8), flushed before and after
+QUEUES = ("latency", "bulk")  # settings.LATENCY_QUEUE, settings.BULK_QUEUE
+# The broker of the platform's processes: "redis" (REDIS_URL's database + 8) or "rabbitmq" (E2E_RABBITMQ_URL,
+# whose latency and bulk queues are purged before and after: give each concurrent run a vhost of its own).
+E2E_BROKER = os.environ.get("E2E_BROKER", "redis")
+E2E_RABBITMQ_URL = os.environ.get("E2E_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def free_port() -> int:
@@ -44,6 +50,30 @@ def redis_url() -> str:
     return f"{base}/{(int(db.split('?')[0] or 0) + E2E_REDIS_DB_OFFSET) % 16}"
 
 
+def rabbitmq_unreachable(url: str = E2E_RABBITMQ_URL) -> str | None:
+    """Why RabbitMQ can't be the broker here, or None."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # any failure means the same thing: not here
+        return f"RabbitMQ is not reachable at {url.rpartition('@')[2]} ({exc.__class__.__name__}); set E2E_RABBITMQ_URL"
+    return None
+
+
+def purge_rabbitmq(url: str = E2E_RABBITMQ_URL) -> None:
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        for queue in QUEUES:
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # not declared yet: the failed call closed the channel
+                channel = conn.channel()
+
+
 @dataclass
 class Proc:
     name: str
@@ -63,6 +93,7 @@ class Platform:
     web_processes: int = 1
     workers: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)  # settings for this test's processes
+    broker: str = E2E_BROKER  # "redis" or "rabbitmq"
     procs: list[Proc] = field(default_factory=list)
     sims: dict[str, SimProcess] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
@@ -80,9 +111,11 @@ class Platform:
             **os.environ,
             "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url(),
+            "CELERY_BROKER_URL": E2E_RABBITMQ_URL if self.broker == "rabbitmq" else "",  # "": REDIS_URL
             "PUBLIC_BASE_URL": self.base,
             "BECKN_SUBSCRIBER_URL": f"{self.base}/beckn",
             "CELERY_VISIBILITY_TIMEOUT": "10",
+            "CELERY_BULK_VISIBILITY_TIMEOUT": "30",
             "CELERY_UNACKED_RESTORE_INTERVAL": "2",
             "CELERY_UNACKED_RESTORE_THROTTLE": "1",
             "WORK_LEASE_SECONDS": "10",
@@ -107,8 +140,13 @@ class Platform:
 
     # -- our processes ----------------------------------------------------------------------------
 
-    def start(self) -> Platform:
+    def purge_broker(self) -> None:
         subprocess.run(["redis-cli", "-u", redis_url(), "flushdb"], capture_output=True, check=False)
+        if self.broker == "rabbitmq":
+            purge_rabbitmq()
+
+    def start(self) -> Platform:
+        self.purge_broker()
         self.ports = [free_port() for _ in range(self.web_processes)]
         self.start_paysim()
         for i, port in enumerate(self.ports):
@@ -116,7 +154,8 @@ class Platform:
                 f"web{i}", [str(BIN / "gunicorn"), "emsp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "60"]
             )
         for i in range(self.workers):
-            self.start_worker(i)
+            for queue in QUEUES:
+                self.start_worker(i, queue)
         self.start_beat()
         for url in self.urls():
             wait_http(f"{url}/readyz", "web server", self, ready=True)
@@ -147,9 +186,10 @@ class Platform:
             [str(BIN / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", str(self.tmp / "celerybeat-schedule")],
         )
 
-    def start_worker(self, index: int = 0) -> Proc:
+    def start_worker(self, index: int = 0, queues: str = ",".join(QUEUES)) -> Proc:
+        """A worker consuming `queues` (comma-separated; both by default, as a restart after a kill brings up)."""
         proc = self._spawn(
-            f"worker{index}-{len(self.procs)}",
+            f"worker{index}-{queues.replace(',', '+')}-{len(self.procs)}",
             [
                 str(BIN / "celery"),
                 "-A",
@@ -157,6 +197,8 @@ class Platform:
                 "worker",
                 "-l",
                 "info",
+                "-Q",
+                queues,
                 "--concurrency",
                 "2",
                 "-n",
@@ -221,7 +263,7 @@ class Platform:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(timeout=5)
-        subprocess.run(["redis-cli", "-u", redis_url(), "flushdb"], capture_output=True, check=False)
+        self.purge_broker()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.procs)

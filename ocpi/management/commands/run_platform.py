@@ -1,4 +1,5 @@
-"""Run the whole platform on one machine: web server, Celery worker and beat, and two simulator CPOs that
+"""Run the whole platform on one machine: web server, Celery workers (one for the latency queue, one for the
+bulk queue, or one for both with --single-worker) and beat, and two simulator CPOs that
 are registered over OCPI (one in each handshake direction) and pulled. Ctrl-C stops everything.
 It lives with OCPI because connecting CPOs is the part of it that needs a protocol."""
 
@@ -29,12 +30,18 @@ SIMULATORS = [
 
 
 class Command(BaseCommand):
-    help = "Start the web server, a Celery worker and beat, and two simulator CPOs; register and sync them."
+    help = "Start the web server, Celery workers and beat, and two simulator CPOs; register and sync them."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-simulators", action="store_true", help="Only our own processes.")
         parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument(
+            "--single-worker",
+            action="store_true",
+            help="One Celery worker consuming both queues instead of one per queue (a small machine; a long pull "
+            "then holds a slot Beckn callbacks could use).",
+        )
         parser.add_argument(
             "--no-paysim", action="store_true", help="Don't start the sandbox payment provider (real keys are set)."
         )
@@ -46,6 +53,12 @@ class Command(BaseCommand):
         port = options["port"]
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", base)}
+        # /metrics adds up the counters of the web and worker processes (emsp/metrics.py): one folder for all,
+        # emptied at each start (a counter's files outlive its process; old runs must not count).
+        metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.VAR_DIR / "metrics")))
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
         if "PUBLIC_BASE_URL" not in os.environ:
             # This process registers with the simulators too: it must hand out the same URLs as the children.
             settings.PUBLIC_BASE_URL = base
@@ -67,9 +80,18 @@ class Command(BaseCommand):
                  "--timeout", "60", "--access-logfile", "-"],
                 env, log_dir,
             )  # fmt: skip
-            # Without Redis the queue is a folder polled by one process (kombu filesystem transport).
-            pool = ["--pool", "solo"] if not settings.REDIS_URL else ["--concurrency", "2"]
-            self.spawn("worker", [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "info", *pool], env, log_dir)
+            # Without a broker server the queue is a folder (kombu filesystem transport): one process per worker.
+            no_server = settings.CELERY_BROKER_URL.startswith("filesystem://")
+            pool = ["--pool", "solo"] if no_server else ["--concurrency", "2"]
+            # The production topology (docs/operations.md, "Queues and workers"): latency-critical work (Beckn,
+            # commands, pushes) never waits behind a pull or an audit on the bulk worker.
+            queues = [f"{settings.LATENCY_QUEUE},{settings.BULK_QUEUE}"] if options["single_worker"] else [
+                settings.LATENCY_QUEUE, settings.BULK_QUEUE
+            ]  # fmt: skip
+            for queue in queues:
+                name = "worker" if options["single_worker"] else f"worker-{queue}"
+                command = [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "info", "-Q", queue, *pool]
+                self.spawn(name, [*command, "-n", f"{name}@%h"], env, log_dir)
             schedule = str(settings.VAR_DIR / "celerybeat-schedule")
             self.spawn(
                 "beat", [str(bin_dir / "celery"), "-A", "emsp", "beat", "-l", "info", "-s", schedule], env, log_dir
@@ -81,6 +103,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS("\nThe platform is running:"))
             self.stdout.write(f"  staff console   {base}/admin/   (login printed above)")
             self.stdout.write(f"  API docs        {base}/api/docs/")
+            self.stdout.write(f"  metrics         {base}/metrics   (staff login, or Bearer METRICS_TOKEN)")
             self.stdout.write(f"  OCPI versions   {base}/ocpi/versions")
             self.stdout.write(f"  Beckn endpoint  {base}/beckn/{{action}}")
             if not options["no_paysim"]:
