@@ -56,10 +56,11 @@ def check_broker() -> Check:
         if missing:
             return {"ok": False, "transport": "filesystem", "error": "queue folder missing or not writable"}
         return {"ok": True, "transport": "filesystem"}
-    from emsp.celery import app
+    from kombu import Connection
 
-    options = {**(app.conf.broker_transport_options or {}), "socket_timeout": timeout}
-    with app.connection_for_write(connect_timeout=timeout, transport_options=options) as conn:
+    # The broker the settings name (not a connection of the Celery app, which keeps the URL it was configured with).
+    options = {**(settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}), "socket_timeout": timeout}
+    with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
         conn.ensure_connection(max_retries=0, timeout=timeout)
         return {"ok": True, "transport": conn.transport.driver_type}
 
