@@ -544,10 +544,3 @@ def alternatives_tags(hits: list[Hit]) -> list[dict[str, Any]]:
         }
         for hit in hits
     ]
-
-
-def alternatives_near(
-    evse: Evse, connector_id: str, *, limit: int = 3, other_operators: bool = False
-) -> list[dict[str, Any]]:
-    """alternatives() as tags."""
-    return alternatives_tags(alternatives(evse, connector_id, limit=limit, other_operators=other_operators))
