@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from billing.payments.gateway import GatewayError
-from billing.services import payments
+from billing.services import ledger, payments
 from billing.services.audit import cdr_process, cdrs_process_due
+
+
+@worker_process_init.connect
+def _remember_ledger_accounts(**_: Any) -> None:
+    ledger.remember_accounts_for_this_process()
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)

@@ -108,6 +108,11 @@ class RedactFilter(logging.Filter):
     On the handler, so it sees every record the handler writes, whichever logger it came from."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if record.name.startswith("celery") and isinstance(data, dict) and ("args" in data or "kwargs" in data):
+            # Celery's task lines carry the task's arguments (a whole Beckn request with the driver's name, say):
+            # the task id and name identify it, and the arguments stay out of the log.
+            record.data = {k: v for k, v in data.items() if k not in ("args", "kwargs")}
         try:
             record.msg, record.args = redact_text(record.getMessage()), None
         except Exception:  # a malformed call (wrong argument count): logging reports it when formatting

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,9 +64,36 @@ def register_sender(channel: str, sender: Sender) -> None:
     _senders[channel] = sender
 
 
+_send_here: ContextVar[bool] = ContextVar("outbox_send_here", default=False)
+
+
+@contextmanager
+def sent_here() -> Iterator[None]:
+    """Rows written inside this block are sent by this process right after their transaction commits, not by a
+    queued task. For latency-queue tasks that answer someone (a Beckn request's on_* callback): one task instead
+    of two, and no second trip through the broker. Durability is unchanged: the row is committed before the
+    send, so a worker that dies in between leaves it PENDING for the due sweep, as a lost task would."""
+    token = _send_here.set(True)
+    try:
+        yield
+    finally:
+        _send_here.reset(token)
+
+
 def deliver_after_commit(delivery: Delivery) -> None:
     """Send a new row as soon as the transaction that wrote it commits (the due sweep is the safety net)."""
-    run_after_commit("emsp.tasks.outbox_deliver", delivery.pk)
+    if not _send_here.get():
+        run_after_commit("emsp.tasks.outbox_deliver", delivery.pk)
+        return
+    pk = delivery.pk
+
+    def send() -> None:
+        try:
+            deliver(pk)
+        except Exception:  # the row stays PENDING (or SENDING, then handed back): the sweep sends it
+            log.exception("sending delivery %s right after commit failed; the due sweep will", pk)
+
+    transaction.on_commit(send)
 
 
 def deliver_due_after_commit() -> None:

@@ -113,6 +113,19 @@ def test_handle_request_twice_answers_once(run: Any, peer: FakePeer, search_body
     assert BecknCallback.objects.get().status == "DELIVERED"
 
 
+def test_handle_request_sends_its_callback_itself_without_queueing_a_second_task(
+    run: Any, peer: FakePeer, search_body: tuple[FakeBap, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on_* callback goes out from the same task, right after its commit (outbox.sent_here): no
+    outbox_deliver task, one trip through the broker fewer. The row is committed first, as always."""
+    queued: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(emsp_tasks.outbox_deliver, "delay", lambda *args: queued.append(args))
+    bap, body = search_body
+    run(beckn_tasks.handle_request, "search", body)
+    assert queued == [] and len(bap.callbacks("on_search")) == 1
+    assert BecknCallback.objects.get().status == "DELIVERED"
+
+
 def test_a_pull_twice_stores_nothing_twice_and_a_pull_under_another_s_lease_calls_nobody(
     run: Any, peer: FakePeer, partner: Partner
 ) -> None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import metrics, pricing
 from billing.models import Cdr, CdrAudit, Dispute, Tariff
 from billing.services import disputes, payments
-from billing.services.driver_pricing import partner_terms, receipt_for_cdr
+from billing.services.driver_pricing import partner_terms, receipt_for_cdr, terms_remembered
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Location, ci_key
@@ -211,7 +211,7 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
     )
     if not claimed:
         return None
-    with transaction.atomic():
+    with transaction.atomic(), terms_remembered():
         cdr = Cdr.objects.select_for_update(of=("self",)).select_related("partner", "credited_cdr").get(pk=cdr_id)
         if cdr.processed_at is not None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)

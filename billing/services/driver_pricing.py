@@ -3,6 +3,9 @@ one. Driver price = the CPO's price plus our fee (flat and/or a markup, per part
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,8 +29,27 @@ class NoTariff(Exception):
     """The connector has no tariff we know: the price is unknown (never guessed)."""
 
 
+# A CPO's terms, read once per `terms_remembered()` block (processing one CDR asks for them three times: the
+# audit's tolerance, the receipt's fee, the ledger's split).
+_terms_memo: ContextVar[dict[int, PartnerTerms] | None] = ContextVar("partner_terms", default=None)
+
+
+@contextmanager
+def terms_remembered() -> Iterator[None]:
+    token = _terms_memo.set({})
+    try:
+        yield
+    finally:
+        _terms_memo.reset(token)
+
+
 def partner_terms(partner: Partner) -> PartnerTerms:
+    memo = _terms_memo.get()
+    if memo is not None and partner.pk in memo:
+        return memo[partner.pk]
     terms, _ = PartnerTerms.objects.get_or_create(partner=partner)
+    if memo is not None:
+        memo[partner.pk] = terms
     return terms
 
 

@@ -86,6 +86,14 @@ def cached_accounts() -> Iterator[None]:
         _account_cache.reset(token)
 
 
+def remember_accounts_for_this_process() -> None:
+    """A worker process's tasks share one account cache for the life of the process (billing/tasks.py sets it at
+    worker start): accounts are opened once and never deleted, and CDR processing names five of them per CDR.
+    The same commit rule applies, so a rolled-back opening is never remembered."""
+    if _account_cache.get() is None:
+        _account_cache.set({})
+
+
 def account(code: str, currency: str, kind: str, name: str = "") -> LedgerAccount:
     """The account `code` in `currency`, opened on first use."""
     currency = currency.strip().upper()

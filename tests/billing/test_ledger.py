@@ -3,8 +3,10 @@ trial balance and statements read from the lines; PostgreSQL itself refuses what
 
 from __future__ import annotations
 
+import contextvars
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, InternalError, connection, transaction
@@ -149,3 +151,24 @@ def test_postgresql_refuses_an_unbalanced_entry_and_any_change() -> None:
         ):
             cursor.execute(sql, [entry.pk])
     assert ledger.balance(cpo_payable) == Decimal("-90")
+
+
+def test_a_worker_process_remembers_accounts_once_committed(
+    django_assert_num_queries: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """billing/tasks.py turns the cache on in each worker process: CDR processing names five accounts per CDR."""
+    from billing import tasks
+
+    def in_a_worker() -> None:
+        tasks._remember_ledger_accounts()
+        with django_capture_on_commit_callbacks(execute=False):  # its transaction never commits: not remembered
+            ledger.account("2100-uncommitted", "EUR", LedgerAccount.Kind.LIABILITY)
+        with django_assert_num_queries(1):
+            ledger.account("2100-uncommitted", "EUR", LedgerAccount.Kind.LIABILITY)
+        with django_capture_on_commit_callbacks(execute=True):
+            opened = ledger.account("1200-receivable", "EUR", LedgerAccount.Kind.ASSET)
+        with django_assert_num_queries(0):
+            assert ledger.account("1200-receivable", "EUR", LedgerAccount.Kind.ASSET).pk == opened.pk
+
+    contextvars.Context().run(in_a_worker)
+    assert ledger._account_cache.get() is None  # the test's own context never had a cache

@@ -48,7 +48,7 @@ def test_it_runs_beckn_on_the_latency_worker_and_audits_on_the_bulk_worker_on_ea
     )
 
     latency, bulk = tasks_received(platform, "latency"), tasks_received(platform, "bulk")
-    assert {"beckn.tasks.handle_request", "emsp.tasks.outbox_deliver"} <= latency
+    assert "beckn.tasks.handle_request" in latency  # its on_* callbacks are sent by the same task (outbox.sent_here)
     assert "billing.tasks.process_cdr" in bulk
     assert not latency & {"billing.tasks.process_cdr", "ocpi.tasks.sync_due_partners"}
     assert not bulk & {"beckn.tasks.handle_request", "emsp.tasks.outbox_deliver"}

@@ -335,6 +335,24 @@ def test_it_masks_extra_fields_and_tracebacks_but_keeps_the_rest(capture: Any) -
     assert line["message"] == "push to CPA failed" and "RuntimeError" in line["exception"]
 
 
+def test_celery_task_lines_keep_the_task_and_drop_its_arguments(capture: Any) -> None:
+    """Celery's "received"/"succeeded" lines carry the task's arguments: for handle_request, a whole Beckn init
+    with the driver's name, which no pattern recognises as personal data."""
+    lines = capture("celery.app.trace")
+    body = '{"message":{"order":{"billing":{"name":"Asha Rao"}}}}'
+    logging.getLogger("celery.app.trace").info(
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        {"name": "beckn.tasks.handle_request", "id": "t-1", "runtime": 0.01, "return_value": None},
+        extra={"data": {"id": "t-1", "name": "beckn.tasks.handle_request", "runtime": 0.01,
+                        "args": f"('init', {body!r})", "kwargs": "{}"}},
+    )  # fmt: skip
+    (raw,) = lines.lines
+    assert "Asha" not in raw
+    (line,) = lines.json()
+    assert line["data"] == {"id": "t-1", "name": "beckn.tasks.handle_request", "runtime": 0.01}
+    assert line["message"] == "Task beckn.tasks.handle_request[t-1] succeeded in 0.01s: None"
+
+
 def test_it_leaves_ordinary_lines_alone(capture: Any) -> None:
     lines = capture("tests.logs.ordinary")
     text = "PUT http://127.0.0.1:9/ocpi/cpo/2.2.1/tokens/IN/EMS/TOKEN000001 -> 200 in 12 ms, 2024-05-01 10:00:00"
