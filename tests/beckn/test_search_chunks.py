@@ -1,0 +1,72 @@
+"""The catalogue search reads its candidates a chunk at a time and stops at `limit` hits (beckn/catalogue.py):
+on random catalogues and random filters it answers exactly what reading every candidate at once answers."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from beckn import catalogue
+from beckn.catalogue import SearchFilters, search
+from emsp.models import Evse, Partner, Reservation
+from emsp.services.catalogue import locations_store
+from tests.factories import TokenFactory, ocpi_location
+
+STANDARDS = ["IEC_62196_T2_COMBO", "IEC_62196_T2", "CHADEMO"]
+STATUSES = ["AVAILABLE", "AVAILABLE", "AVAILABLE", "CHARGING", "OUTOFORDER", "BLOCKED"]
+
+
+def random_catalogue(rng: random.Random, partner: Partner) -> None:
+    objs = []
+    for i in range(150):
+        obj = ocpi_location("IN", "RND", f"R{i:03d}", evses=rng.randint(1, 3),
+                            latitude=12.97 + rng.gauss(0, 0.03), longitude=77.59 + rng.gauss(0, 0.03),
+                            status=rng.choice(STATUSES))  # fmt: skip
+        obj["publish"] = rng.random() > 0.1
+        for evse in obj["evses"]:  # type: ignore[union-attr]
+            evse["status"] = rng.choice(STATUSES)
+            connector = evse["connectors"][0]
+            connector["standard"] = rng.choice(STANDARDS)
+            connector["max_electric_power"] = rng.choice([7400, 22000, 50000, 150000])
+        objs.append(obj)
+    locations_store(partner, objs)
+    token = TokenFactory()
+    now = timezone.now()
+    for evse in rng.sample(list(Evse.objects.all()), 20):  # some held by bookings of ours
+        Reservation.objects.create(evse=evse, token=token, start_at=now - timedelta(minutes=5),
+                                   expiry_at=now + timedelta(minutes=rng.choice([-1, 30])))  # fmt: skip
+
+
+def random_filters(rng: random.Random) -> SearchFilters:
+    return SearchFilters(
+        latitude=12.97 + rng.gauss(0, 0.02),
+        longitude=77.59 + rng.gauss(0, 0.02),
+        radius_m=rng.choice([1000, 3000, 5000, 20000]),
+        connector_types=set(rng.sample(STANDARDS, rng.randint(0, 1))),
+        min_power_w=rng.choice([None, None, 22000, 50000]),
+        available_only=rng.random() < 0.5,
+        max_price=rng.choice([None, None, Decimal("0.1")]),
+        limit=rng.choice([1, 5, 20]),
+    )
+
+
+@pytest.mark.django_db
+def test_chunked_search_answers_as_reading_every_candidate_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(20261203)
+    random_catalogue(rng, Partner.objects.create(name="Random CPO", country_code="IN", party_id="RND"))
+    compared = 0
+    for _ in range(60):
+        filters = random_filters(rng)
+        with monkeypatch.context() as patch:
+            patch.setattr(catalogue, "SEARCH_CHUNK_MIN", 1)  # chunks of twice the limit: often several per search
+            chunked = [(h.evse.pk, h.connector.pk, h.distance_m) for h in search(filters)]
+        with monkeypatch.context() as patch:
+            patch.setattr(catalogue, "SEARCH_CHUNK_MIN", 10**6)  # one chunk: every candidate read at once
+            at_once = [(h.evse.pk, h.connector.pk, h.distance_m) for h in search(filters)]
+        assert chunked == at_once, filters
+        compared += bool(at_once)
+    assert compared > 30  # most searches found something: the comparison is not of empty lists
