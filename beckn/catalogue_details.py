@@ -439,30 +439,22 @@ def keep_matching(
     ranked: list[tuple[float | None, Evse]],
     now: datetime,
     window: tuple[datetime, datetime] | None = None,
-    *,
-    want: int | None = None,
 ) -> list[tuple[float | None, Evse]]:
-    """The ranked candidates whose location and EVSE pass the location filters (order kept), read in chunks
-    until `want` of them pass. Locations whose hours are unknown pass the opening-hours filters; the energy
-    filters are settled here when the location states its energy mix, per hit (with the tariff's) otherwise."""
+    """The ranked candidates whose location and EVSE pass the location filters (order kept); search hands them
+    over a chunk at a time. Locations whose hours are unknown pass the opening-hours filters; the energy filters
+    are settled here when the location states its energy mix, per hit (with the tariff's) otherwise."""
     if not (details.on_location or details.on_energy):
         return ranked
     arrival = window[0] if window is not None else now  # the stop time the driver gave, else now
-    want = want or len(ranked)
-    chunk = max(want, 50)
+    load_data([evse for _, evse in ranked])
     verdicts: dict[int, bool] = {}
     out: list[tuple[float | None, Evse]] = []
-    for start in range(0, len(ranked), chunk):
-        part = ranked[start : start + chunk]
-        load_data([evse for _, evse in part])
-        for distance, evse in part:
-            location = evse.location
-            if location.pk not in verdicts:
-                verdicts[location.pk] = _location_matches(details, location, now, arrival)
-            if verdicts[location.pk] and (not details.accessible or accessible_parking(evse)):
-                out.append((distance, evse))
-        if len(out) >= want:
-            break
+    for distance, evse in ranked:
+        location = evse.location
+        if location.pk not in verdicts:
+            verdicts[location.pk] = _location_matches(details, location, now, arrival)
+        if verdicts[location.pk] and (not details.accessible or accessible_parking(evse)):
+            out.append((distance, evse))
     return out
 
 

@@ -19,14 +19,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import requests
+from bap_receiver import Receiver
 from django_env import BENCH_DATABASE_URL, REPO, free_port, machine, setup
 from load import open_loop, percentile
 
@@ -153,34 +152,6 @@ def part_ack(duration: int, workers: int) -> None:
         print(open_loop(base, make, rate=800, duration=min(duration, 12)).summary())
     finally:
         stop(procs)
-
-
-class Receiver:
-    """The BAP's callback endpoint: records when each on_search arrives."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                at = time.perf_counter()
-                try:
-                    receiver.arrived[orjson.loads(body)["context"]["message_id"]] = at
-                except (orjson.JSONDecodeError, KeyError):
-                    pass
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"message":{"ack":{"status":"ACK"}}}')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/bap"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def cluster_centres(count: int = 300) -> list[tuple[float, float]]:

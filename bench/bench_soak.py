@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 import orjson
 import redis
 import requests
+from bap_receiver import Receiver
 from django_env import REPO, free_port, machine, setup
 from load import percentile
 
@@ -202,15 +204,33 @@ def stop_processes(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
+@dataclass(frozen=True)
+class ProcessInfo:
+    parent: int
+    command: str
+    cpu_seconds: float  # user + system so far
+
+
+def process_table() -> dict[int, ProcessInfo]:
+    """Every process on the machine, from /proc/<pid>/stat (threads are counted in their process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        command, rest = text.split(" (", 1)[1].rsplit(")", 1)
+        fields = rest.split()
+        table[int(stat.parent.name)] = ProcessInfo(int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
 def process_tree_rss(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int]:
     """RSS in kB of each process and each of its descendants, named `line` or `line/child pid`."""
     children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
+    for pid, info in process_table().items():
+        children[info.parent].append(pid)
 
     def rss(pid: int) -> int | None:
         try:
@@ -235,32 +255,18 @@ def process_tree_rss(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int
 def cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
     """CPU time (user + system, seconds) used so far by each Procfile line's process tree, by PostgreSQL, by Redis
     and by this load generator: where the machine's two cores went."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    command: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, rest = text.split(" (", 1)[1].rsplit(")", 1)
-        fields = rest.split()
-        pid = int(stat.parent.name)
-        parent[pid] = int(fields[1])
-        used[pid] = (int(fields[11]) + int(fields[12])) / tick
-        command[pid] = name
+    table = process_table()
     roots = {proc.pid: line for line, proc in procs.items()}
     roots[os.getpid()] = "load generator"
     out: dict[str, float] = defaultdict(float)
-    for pid, seconds in used.items():
+    for pid, info in table.items():
         at = pid
-        while at in parent and at not in roots and at > 1:
-            at = parent[at]
+        while at in table and at not in roots and at > 1:
+            at = table[at].parent
         if at in roots:
-            out[roots[at]] += seconds
-        elif command[pid] in ("postgres", "redis-server"):
-            out[command[pid]] += seconds
+            out[roots[at]] += info.cpu_seconds
+        elif info.command in ("postgres", "redis-server"):
+            out[info.command] += info.cpu_seconds
     return dict(out)
 
 
@@ -284,42 +290,6 @@ def queue_depth(client: redis.Redis) -> dict[str, int]:
 
 
 # --- the BAP and the CPO ------------------------------------------------------------------------------------
-
-
-class Receiver:
-    """The BAP's callback endpoint: when each on_* arrived, and whether it carried an error."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.arrived: dict[str, tuple[float, str, bool]] = {}
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                at = time.perf_counter()
-                try:
-                    doc = orjson.loads(body)
-                    ctx = doc["context"]
-                    receiver.arrived[ctx["message_id"]] = (at, ctx["action"], bool(doc.get("error")))
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    pass
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "36")
-                self.end_headers()
-                self.wfile.write(b'{"message":{"ack":{"status":"ACK"}}}')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/beckn"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 class Traffic:
@@ -485,11 +455,11 @@ class Soak:
         while time.perf_counter() < deadline and any(m not in self.receiver.arrived for m in self.sent):
             time.sleep(0.5)
         for message_id, (scheduled, kind) in self.sent.items():
-            arrived = self.receiver.arrived.get(message_id)
-            if arrived is None:
+            at = self.receiver.arrived.get(message_id)
+            if at is None:
                 self.errors[f"on_{kind}"].append(f"never arrived: {message_id}")
                 continue
-            at, action, has_error = arrived
+            action, has_error = self.receiver.answered[message_id]
             self.latency[f"on_{kind}"].append((at - scheduled) * 1000)
             if has_error or action != f"on_{kind}":
                 self.errors[f"on_{kind}"].append(f"{action} with an error: {message_id}")

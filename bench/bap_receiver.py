@@ -1,0 +1,46 @@
+"""A BAP's callback endpoint for the benchmarks: it answers every on_* with an ACK and records when each arrived
+(`arrived`, by message_id) and what it was (`answered`: the action, and whether it carried an error)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+
+ACK = b'{"message":{"ack":{"status":"ACK"}}}'
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.answered: dict[str, tuple[str, bool]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real BAP's server would
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                at = time.perf_counter()
+                try:
+                    doc = orjson.loads(body)
+                    context = doc["context"]
+                    receiver.answered[context["message_id"]] = (context["action"], bool(doc.get("error")))
+                    receiver.arrived[context["message_id"]] = at
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    pass
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(ACK)))
+                self.end_headers()
+                self.wfile.write(ACK)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/beckn"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
