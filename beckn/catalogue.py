@@ -12,14 +12,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Exists, ExpressionWrapper, F, FloatField, OuterRef
+from django.db import connection
+from django.db.models import Case, Exists, ExpressionWrapper, F, FloatField, OuterRef, Q, QuerySet, When
 from django.utils import timezone
 
-from beckn import catalogue_details
+from beckn import catalogue_details, catalogue_rows
 from beckn.route_search import DEFAULT_MAX_DETOUR_M, estimate_group, route_candidates, route_want, with_estimates
 from billing.models import Tariff
 from billing.services.driver_pricing import tariffs_for_connector
 from billing.services.estimates import ChargeEstimate
+from emsp import nearest
 from emsp.datetimes import format_datetime
 from emsp.geo import Placement, Route
 from emsp.models import Connector, Evse, Partner, Reservation, ci_key
@@ -158,28 +160,19 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
         candidates = candidates.filter(
             Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
         )
+    near_a_point = filters.route is None and filters.latitude is not None and filters.longitude is not None
+    if near_a_point and FAST_PATH and connection.vendor == "postgresql":
+        # The same answer in two plain-SQL statements (beckn/catalogue_rows.py).
+        return with_estimates(_nearest_hits(filters, ahead, now), filters, now)
     placements: dict[int, Placement] = {}
     if filters.route is not None:  # along a route: the corridor's EVSEs by detour (beckn/route_search.py)
         placements = route_candidates(candidates, filters.route, filters.max_detour_m, route_want(filters))
     elif filters.latitude is not None and filters.longitude is not None:
         lat, lon = filters.latitude, filters.longitude
-        min_lat, max_lat, min_lon, max_lon = _bounding_box(lat, lon, filters.radius_m)
-        # A bounding box on the index, ranked in SQL by an equirectangular distance (plain arithmetic, so
-        # SQLite and PostgreSQL both run it); the exact distance is checked below.
-        k = math.cos(math.radians(lat))
-        candidates = (
-            candidates.filter(
-                latitude__gte=min_lat, latitude__lte=max_lat, longitude__gte=min_lon, longitude__lte=max_lon
-            )
-            .annotate(
-                d2=ExpressionWrapper(
-                    (F("latitude") - lat) * (F("latitude") - lat)
-                    + (F("longitude") - lon) * k * ((F("longitude") - lon) * k),
-                    output_field=FloatField(),
-                )
-            )
-            .order_by("d2", "pk")
-        )
+        if connection.vendor == "postgresql":  # the GiST index, nearest first (emsp/nearest.py)
+            candidates = nearest.nearest_first(candidates, lat, lon, filters.radius_m)
+        else:
+            candidates = _in_box_nearest_first(candidates, lat, lon, filters.radius_m)
     else:
         candidates = candidates.order_by("location__partner_id", "location__name", "uid")
     ids = (
@@ -201,6 +194,75 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     return with_estimates(hits, filters, now)
 
 
+def _in_box_nearest_first(evses: QuerySet, lat: float, lon: float, radius_m: float) -> QuerySet:
+    """Elsewhere than PostgreSQL: a bounding box on the (latitude, longitude) index, ranked in SQL by an
+    equirectangular distance (plain arithmetic); the exact distance is checked by the caller. A box across the
+    antimeridian is two ranges of longitude, one reaching a pole none."""
+    min_lat, max_lat, min_lon, max_lon = _bounding_box(lat, lon, radius_m)
+    k = math.cos(math.radians(lat))
+    box = Q(latitude__gte=min_lat, latitude__lte=max_lat)
+    if min_lat > -90 and max_lat < 90 and max_lon - min_lon < 360:
+        if min_lon < -180:
+            box &= Q(longitude__gte=min_lon + 360) | Q(longitude__lte=max_lon)
+        elif max_lon > 180:
+            box &= Q(longitude__gte=min_lon) | Q(longitude__lte=max_lon - 360)
+        else:
+            box &= Q(longitude__gte=min_lon, longitude__lte=max_lon)
+    # The difference in longitude the short way round.
+    dlon = Case(
+        When(longitude__lt=lon - 180, then=F("longitude") + 360 - lon),
+        When(longitude__gt=lon + 180, then=F("longitude") - 360 - lon),
+        default=F("longitude") - lon,
+        output_field=FloatField(),
+    )
+    return (
+        evses.filter(box)
+        .annotate(
+            d2=ExpressionWrapper(
+                (F("latitude") - lat) * (F("latitude") - lat) + dlon * k * (dlon * k), output_field=FloatField()
+            )
+        )
+        .order_by("d2", "pk")
+    )
+
+
+# Search near a point on PostgreSQL through beckn/catalogue_rows.py (off: through the ORM, as elsewhere; the
+# tests compare the two).
+FAST_PATH = True
+
+
+def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hit]:
+    """search near a point on PostgreSQL: the nearest visible candidates a chunk at a time, until `limit`
+    hits, reading at most as many candidates as the ORM path does."""
+    assert filters.latitude is not None and filters.longitude is not None
+    cap = filters.limit * 5 * filters.details.widening
+    chunk = max(2 * filters.limit, SEARCH_CHUNK_MIN)
+    partner_ids = [p.pk for p in _partners_for(filters.provider)] if filters.provider else None
+    hits: list[Hit] = []
+    for offset in range(0, cap, chunk):
+        count = min(chunk, cap - offset)
+        evses, held, connectors, read = catalogue_rows.nearest_candidates(
+            latitude=filters.latitude,
+            longitude=filters.longitude,
+            radius_m=filters.radius_m,
+            now=now,
+            window=filters.window,
+            available_now=filters.available_only and not ahead,
+            min_power_w=filters.min_power_w,
+            partner_ids=partner_ids,
+            connector_types=filters.connector_types,
+            offset=offset,
+            count=count,
+        )
+        for hit in _hits_of(evses, held, connectors, filters, {}, ahead, now):
+            hits.append(hit)
+            if len(hits) >= filters.limit:
+                return hits
+        if read < count:
+            break
+    return hits
+
+
 # Candidates read per step of a search (at least; twice the hits asked for otherwise).
 SEARCH_CHUNK_MIN = 20
 
@@ -208,25 +270,38 @@ SEARCH_CHUNK_MIN = 20
 def _hits_among(
     ids: list[int], filters: SearchFilters, placements: dict[int, Placement], ahead: bool, now: datetime
 ) -> Iterator[Hit]:
-    """The hits among these candidates, in their order (search's step 2)."""
+    """The hits among these candidates, in their order (search's step 2, through the ORM)."""
     loaded = {
         evse.pk: evse
         for evse in Evse.objects.filter(pk__in=ids, location__withdrawn_at__isnull=True, location__publish=True)
         .select_related("location", "location__partner")
         .defer("data", "location__data", "location__partner__endpoints", "location__partner__credentials_roles")
     }
+    evses = [loaded[pk] for pk in ids if pk in loaded]
+    held = _held(evses, now, filters.window)
+    yield from _hits_of(evses, held, None, filters, placements, ahead, now)
+
+
+def _hits_of(
+    evses: list[Evse],
+    held: set[int],
+    connectors: dict[int, list[Connector]] | None,
+    filters: SearchFilters,
+    placements: dict[int, Placement],
+    ahead: bool,
+    now: datetime,
+) -> Iterator[Hit]:
+    """The hits among these loaded candidates (with their location and partner), in their order: the exact
+    distance, holds, the location filters, then each connector's. `connectors`: already loaded, or None."""
     ranked: list[tuple[float | None, Evse]] = []
-    for pk in ids:
-        evse = loaded.get(pk)
-        if evse is None:
-            continue
+    for evse in evses:
         distance = None
         if filters.latitude is not None and filters.longitude is not None:
             distance = haversine_m(filters.latitude, filters.longitude, evse.latitude, evse.longitude)
             if distance > filters.radius_m:
                 continue
         ranked.append((distance, evse))
-    held = _mark_held([e for _, e in ranked], now, filters.window)
+    _show_held([e for _, e in ranked], held, now, filters.window)
     if filters.available_only:
         # For a window ahead, what the charger does now does not matter: only whether it is booked then.
         ranked = [(d, e) for d, e in ranked if (e.pk not in held if ahead else e.status == Evse.Status.AVAILABLE)]
@@ -234,8 +309,9 @@ def _hits_among(
         # A window asked for: what is booked then is not offered (its items carry the window as if free).
         ranked = [(d, e) for d, e in ranked if e.pk not in held]
     ranked = catalogue_details.keep_matching(filters.details, ranked, now, filters.window)
-    connectors = _connectors_of([e for _, e in ranked])
-    tariffs = _tariffs_for(connectors, now)
+    if connectors is None:
+        connectors = _connectors_of([e for _, e in ranked])
+    tariffs = _tariffs_for({e.pk: connectors.get(e.pk, []) for _, e in ranked}, now)
     for distance, evse in ranked:
         for connector in connectors.get(evse.pk, []):
             if filters.connector_types and connector.standard not in filters.connector_types:
@@ -264,16 +340,26 @@ def _ahead(window: tuple[datetime, datetime] | None, now: datetime) -> bool:
 def _mark_held(evses: list[Evse], now: datetime, window: tuple[datetime, datetime] | None = None) -> set[int]:
     """An EVSE held for a booking of ours (now, or in `window`) is not available to anyone else, whatever the
     CPO last said. Returns the held EVSEs' ids."""
+    held = _held(evses, now, window)
+    _show_held(evses, held, now, window)
+    return held
+
+
+def _held(evses: list[Evse], now: datetime, window: tuple[datetime, datetime] | None = None) -> set[int]:
+    """The ids of those EVSEs held for a booking of ours now, or in `window`."""
     start, end = window or (now, now + timedelta(seconds=1))
-    held = set(
+    return set(
         Reservation.objects.filter(
             evse__in=evses, status__in=Reservation.ACTIVE_STATUSES, start_at__lt=end, expiry_at__gt=start
         ).values_list("evse_id", flat=True)
     )
+
+
+def _show_held(evses: list[Evse], held: set[int], now: datetime, window: tuple[datetime, datetime] | None) -> None:
+    """A held EVSE the CPO calls AVAILABLE shows as RESERVED (unless the window is far enough ahead)."""
     for evse in evses:
         if evse.pk in held and evse.status == Evse.Status.AVAILABLE and not _ahead(window, now):
             evse.status = Evse.Status.RESERVED
-    return held
 
 
 def _partners_for(provider: str) -> list[Partner]:

@@ -8,12 +8,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from beckn import catalogue
 from beckn.catalogue import SearchFilters, search
+from billing.services import tariff_put
 from emsp.models import Evse, Partner, Reservation
 from emsp.services.catalogue import locations_store
+from tests.beckn.bap import TARIFF
 from tests.factories import TokenFactory, ocpi_location
 
 STANDARDS = ["IEC_62196_T2_COMBO", "IEC_62196_T2", "CHADEMO"]
@@ -32,8 +35,14 @@ def random_catalogue(rng: random.Random, partner: Partner) -> None:
             connector = evse["connectors"][0]
             connector["standard"] = rng.choice(STANDARDS)
             connector["max_electric_power"] = rng.choice([7400, 22000, 50000, 150000])
+            connector["tariff_ids"] = rng.choice([["T1"], ["T2"], ["T2", "T1"], [], ["NONE"]])
         objs.append(obj)
     locations_store(partner, objs)
+    for tariff_id, price in (("T1", "0.08"), ("T2", "0.5")):
+        energy = {"type": "ENERGY", "price": price, "step_size": 1}
+        tariff_put(
+            partner, {**TARIFF, "party_id": "RND", "id": tariff_id, "elements": [{"price_components": [energy]}]}
+        )
     token = TokenFactory()
     now = timezone.now()
     for evse in rng.sample(list(Evse.objects.all()), 20):  # some held by bookings of ours
@@ -70,3 +79,32 @@ def test_chunked_search_answers_as_reading_every_candidate_at_once(monkeypatch: 
         assert chunked == at_once, filters
         compared += bool(at_once)
     assert compared > 30  # most searches found something: the comparison is not of empty lists
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
+def test_the_plain_sql_path_answers_as_the_orm_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """beckn/catalogue_rows.py against the ORM path it replaces on PostgreSQL, on random catalogues and filters
+    (with providers, windows and held EVSEs), hit for hit and tag for tag."""
+    rng = random.Random(20261215)
+    partner = Partner.objects.create(name="Random CPO", country_code="IN", party_id="RND")
+    random_catalogue(rng, partner)
+    Partner.objects.create(name="Other CPO", country_code="IN", party_id="OTH")
+    now = timezone.now()
+    compared = 0
+    for _ in range(80):
+        filters = random_filters(rng)
+        filters.provider = rng.choice([None, None, "IN*RND", "IN*OTH"])
+        if rng.random() < 0.3:
+            start = now + timedelta(minutes=rng.choice([0, 5, 60]))
+            filters.window = (start, start + timedelta(minutes=30))
+        answers = []
+        for fast in (True, False):
+            with monkeypatch.context() as patch:
+                patch.setattr(catalogue, "FAST_PATH", fast)
+                hits = search(filters, now)
+                answers.append([(h.evse.pk, h.connector.pk, h.distance_m, h.evse.status, h.tariff and h.tariff.pk,
+                                 h.energy_price, catalogue.item_tags(h, now)) for h in hits])  # fmt: skip
+        assert answers[0] == answers[1], filters
+        compared += bool(answers[0])
+    assert compared > 25

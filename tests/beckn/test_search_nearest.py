@@ -1,0 +1,97 @@
+"""The catalogue's nearest-first candidates (emsp/nearest.py on PostgreSQL, the bounding box elsewhere) are
+exactly the EVSEs within the radius, by true distance: compared with measuring every EVSE in Python, on random
+catalogues at the equator, far north, far south and across the antimeridian."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.db import connection
+
+from beckn import catalogue
+from beckn.catalogue import SearchFilters, haversine_m, search
+from emsp import nearest
+from emsp.models import Evse, Partner
+from emsp.services.catalogue import locations_store
+from tests.factories import ocpi_location
+
+# (latitude, longitude) of the places the random catalogues cluster around.
+PLACES = [(12.97, 77.59), (69.65, 18.96), (-54.80, -68.30), (-17.75, 179.995), (0.0, 0.0)]
+
+
+def wrap(longitude: float) -> float:
+    return (longitude + 180.0) % 360.0 - 180.0
+
+
+def random_catalogue(rng: random.Random) -> None:
+    partner = Partner.objects.create(name="Random CPO", country_code="IN", party_id="RND")
+    objs = []
+    for i in range(240):
+        lat, lon = PLACES[i % len(PLACES)]
+        objs.append(
+            ocpi_location(
+                "IN",
+                "RND",
+                f"N{i:03d}",
+                evses=rng.randint(1, 2),
+                latitude=round(lat + rng.gauss(0, 0.03), 6),
+                longitude=round(wrap(lon + rng.gauss(0, 0.06)), 6),
+            )
+        )
+    locations_store(partner, objs)
+
+
+def nearest_by_hand(lat: float, lon: float, radius_m: float) -> list[tuple[int, float]]:
+    """Every EVSE measured in Python: those within the radius, nearest first (ties by id)."""
+    measured = [
+        (pk, haversine_m(lat, lon, a, b)) for pk, a, b in Evse.objects.values_list("pk", "latitude", "longitude")
+    ]
+    return sorted(((pk, d) for pk, d in measured if d <= radius_m), key=lambda row: (row[1], row[0]))
+
+
+def assert_same_nearest(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert {pk for pk, _ in got} == {pk for pk, _ in want}
+    # The same order by distance; EVSEs of one location are equally far, and two float formulas may order
+    # distances a micrometre apart either way, so compare the distances in order, not the ids.
+    assert [d for _, d in got] == pytest.approx([d for _, d in want], abs=1e-6)
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the GiST KNN index is PostgreSQL's")
+def test_the_knn_scan_finds_exactly_what_lies_within_the_radius_nearest_first() -> None:
+    rng = random.Random(15)
+    random_catalogue(rng)
+    compared = 0
+    for _ in range(80):
+        lat, lon = rng.choice(PLACES)
+        lat, lon = lat + rng.gauss(0, 0.02), wrap(lon + rng.gauss(0, 0.04))
+        radius = rng.choice([500, 2000, 5000, 20000])
+        rows = nearest.nearest_first(Evse.objects.all(), lat, lon, radius).values_list("pk", "latitude", "longitude")
+        got = [(pk, haversine_m(lat, lon, a, b)) for pk, a, b in rows]
+        assert_same_nearest([(pk, d) for pk, d in got if d <= radius], nearest_by_hand(lat, lon, radius))
+        # The box around the radius lets through only what lies a hair outside it.
+        assert all(d <= radius * 1.000001 for _, d in got)
+        compared += bool(got)
+    assert compared > 50
+
+
+@pytest.mark.django_db
+def test_search_answers_the_nearest_connectors_whatever_the_database() -> None:
+    rng = random.Random(16)
+    random_catalogue(rng)
+    compared = 0
+    for _ in range(40):
+        lat, lon = rng.choice(PLACES)
+        lat, lon = lat + rng.gauss(0, 0.02), wrap(lon + rng.gauss(0, 0.04))
+        radius = rng.choice([2000, 5000, 20000])
+        filters = SearchFilters(latitude=lat, longitude=lon, radius_m=radius, limit=rng.choice([5, 20, 100]))
+        hits = [(h.evse.pk, h.distance_m) for h in search(filters)]
+        want = nearest_by_hand(lat, lon, radius)[: filters.limit]  # the factory's EVSEs have one connector each
+        if connection.vendor == "postgresql":
+            assert_same_nearest(hits, want)
+        else:  # the box ranks by an equirectangular distance: the same EVSEs, in near enough the same order
+            assert {pk for pk, _ in hits} == {pk for pk, _ in want} or len(want) == filters.limit
+        compared += bool(hits)
+    assert compared > 25
+    assert catalogue.SEARCH_CHUNK_MIN > 0
