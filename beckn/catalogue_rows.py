@@ -1,11 +1,12 @@
-"""Catalogue search's hot path on PostgreSQL: the nearest candidates, with their location, partner and holds,
-in one plain-SQL statement on the GiST KNN index (emsp/nearest.py), then their connectors in a second, built
+"""Catalogue search's hot path on PostgreSQL: the nearest candidates, with their location, partner, connectors
+and holds, in one plain-SQL statement on the GiST KNN index (emsp/nearest.py), their tariffs in a second, built
 into model instances as the ORM would build them.
 
 Why not the ORM here: a profile of `beckn.catalogue.search` at 1 M EVSEs (cProfile, docs/benchmarks.md, issue
 15) showed a search spending more on compiling its five ORM queries and building their objects than PostgreSQL
-spent answering them. The SQL below is what those queries asked for, joined; `tests/beckn/test_search_nearest.py`
-holds it to the same answers as the ORM path (`catalogue._hits_among`) on random catalogues and filters.
+spent answering them. The SQL below is what those queries asked for, joined, with the columns a catalogue shows;
+`tests/beckn/test_search_chunks.py` holds it to the same answers as the ORM path (`catalogue._hits_among`) on
+random catalogues and filters.
 """
 
 from __future__ import annotations
@@ -16,40 +17,66 @@ from typing import Any
 import orjson
 from django.db import connection
 from django.db.models import Field, JSONField, Model
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
+from billing.models import Tariff
 from emsp import nearest
 from emsp.models import Connector, Evse, Location, Partner, Reservation
 
-# What the ORM path loads (beckn/catalogue.py `_hits_among` defers the same): the rest is loaded when read.
-EVSE_FIELDS = [f for f in Evse._meta.concrete_fields if f.attname != "data"]
-LOCATION_FIELDS = [f for f in Location._meta.concrete_fields if f.attname != "data"]
-# The partner's name and keys, what a catalogue shows of it (its other columns load when read).
+# What a catalogue shows of each row; the rest loads when read (a test counts the queries of a search and its
+# rendering, so a field read later that is missing here shows up as a query per row).
+EVSE_SHOWN = ("id", "location_id", "uid", "evse_id", "status", "capabilities", "latitude", "longitude",
+              "max_power_w", "status_updated_at")  # fmt: skip
+LOCATION_SHOWN = ("id", "partner_id", "country_code", "party_id", "location_id", "name", "address", "city",
+                  "postal_code", "state", "country", "latitude", "longitude", "time_zone", "publish")  # fmt: skip
 PARTNER_SHOWN = ("id", "name", "country_code", "party_id", "role", "state", "support_phone", "support_email", "website")
-PARTNER_FIELDS = [f for f in Partner._meta.concrete_fields if f.attname in PARTNER_SHOWN]
-CONNECTOR_FIELDS = [f for f in Connector._meta.concrete_fields if f.attname != "data"]
-HIDDEN = [Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED]
+CONNECTOR_SHOWN = ("id", "evse_id", "connector_id", "standard", "format", "power_type", "max_voltage",
+                   "max_amperage", "max_electric_power", "tariff_ids")  # fmt: skip
+
+
+def _shown(model: type[Model], names: tuple[str, ...]) -> list[Field]:
+    return [f for f in model._meta.concrete_fields if f.attname in names]
+
+
+EVSE_FIELDS = _shown(Evse, EVSE_SHOWN)
+LOCATION_FIELDS = _shown(Location, LOCATION_SHOWN)
+PARTNER_FIELDS = _shown(Partner, PARTNER_SHOWN)
+CONNECTOR_FIELDS = _shown(Connector, CONNECTOR_SHOWN)
+TARIFF_FIELDS = list(Tariff._meta.concrete_fields)
+HIDDEN = [str(s) for s in (Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED)]
 
 
 def _columns(alias: str, fields: list[Field]) -> str:
     return ", ".join(f'{alias}."{f.column}"' for f in fields)
 
 
-def _builder(model: type[Model], fields: list[Field]) -> tuple[list[str], list[int]]:
-    return [f.attname for f in fields], [i for i, f in enumerate(fields) if isinstance(f, JSONField)]
+def _builder(model: type[Model], fields: list[Field]) -> tuple[type[Model], list[str], list[int]]:
+    return model, [f.attname for f in fields], [i for i, f in enumerate(fields) if isinstance(f, JSONField)]
 
 
 def _build(model: type[Model], names: list[str], json_at: list[int], values: Any) -> Any:
+    """A model instance from its row, as `Model.from_db` builds it (the fields not in `names` deferred), without
+    running `__init__` over every field: a profile of search showed instance building costing as much as the
+    statement that read the rows. A model with init signal listeners is built by `from_db` itself."""
     values = list(values)
     for i in json_at:  # the driver hands JSON columns over as text, as the ORM's converters expect
         if isinstance(values[i], str):
             values[i] = orjson.loads(values[i])
-    return model.from_db(connection.alias, names, values)
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        return model.from_db(connection.alias, names, values)
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(names, values, strict=True))
+    state = instance._state = ModelState()
+    state.adding, state.db = False, connection.alias
+    return instance
 
 
 EVSE_BUILD = _builder(Evse, EVSE_FIELDS)
 LOCATION_BUILD = _builder(Location, LOCATION_FIELDS)
 PARTNER_BUILD = _builder(Partner, PARTNER_FIELDS)
 CONNECTOR_BUILD = _builder(Connector, CONNECTOR_FIELDS)
+TARIFF_BUILD = _builder(Tariff, TARIFF_FIELDS)
 
 
 def nearest_candidates(
@@ -76,7 +103,7 @@ def nearest_candidates(
     start, end = window or (now, now + timedelta(seconds=1))
     where = ["e.has_connectors", "e.status <> ALL(%s)"]
     params: list[Any] = [HIDDEN]
-    held_params = [list(Reservation.ACTIVE_STATUSES), end, start]
+    held_params = [[str(s) for s in Reservation.ACTIVE_STATUSES], end, start]
     if available_now:
         where.append("e.status = %s")
         params.append(Evse.Status.AVAILABLE)
@@ -97,55 +124,68 @@ def nearest_candidates(
     sql = f"""
         SELECT {_columns("e", EVSE_FIELDS)}, (l.withdrawn_at IS NULL AND l.publish),
                {_columns("l", LOCATION_FIELDS)}, {_columns("p", PARTNER_FIELDS)},
+               {_columns("c", CONNECTOR_FIELDS)},
                EXISTS (SELECT 1 FROM emsp_reservation r WHERE r.evse_id = e.id AND r.status = ANY(%s)
                        AND r.start_at < %s AND r.expiry_at > %s)
         FROM (SELECT {_columns("e", EVSE_FIELDS)}, {point} <-> cube(%s::float8[]) AS nearness
               FROM emsp_evse e WHERE {" AND ".join(where)}
               ORDER BY nearness, e.id LIMIT %s OFFSET %s) e
         JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id
-        ORDER BY e.nearness, e.id"""  # noqa: S608 - names from model metadata, values as parameters
+        LEFT JOIN emsp_connector c ON c.evse_id = e.id
+        ORDER BY e.nearness, e.id, c.connector_id"""  # noqa: S608 - names from model metadata, values as parameters
     params = [*held_params, here, *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    ne, nl, np_ = len(EVSE_FIELDS), len(LOCATION_FIELDS), len(PARTNER_FIELDS)
+    # One row per connector (an EVSE without one: a row of NULLs), an EVSE's rows together.
+    ne, nl, np_, nc = len(EVSE_FIELDS), len(LOCATION_FIELDS), len(PARTNER_FIELDS), len(CONNECTOR_FIELDS)
+    at_location, at_partner = ne + 1, ne + 1 + nl
+    at_connector = at_partner + np_
     evses: list[Evse] = []
     held: set[int] = set()
+    connectors: dict[int, list[Connector]] = {}
     locations: dict[int, Location] = {}
     partners: dict[int, Partner] = {}
     location_cache, partner_cache = Evse.location.field, Location.partner.field  # type: ignore[attr-defined]
-    for row in rows:
-        if not row[ne]:
-            continue
-        evse = _build(Evse, *EVSE_BUILD, row[:ne])
-        location_id, partner_id = row[ne + 1], row[ne + 1 + nl]
-        location = locations.get(location_id)
-        if location is None:
-            location = locations[location_id] = _build(Location, *LOCATION_BUILD, row[ne + 1 : ne + 1 + nl])
-            partner = partners.get(partner_id)
-            if partner is None:
-                partner = partners[partner_id] = _build(Partner, *PARTNER_BUILD, row[ne + 1 + nl : ne + 1 + nl + np_])
-            partner_cache.set_cached_value(location, partner)
-        location_cache.set_cached_value(evse, location)
-        if row[-1]:
-            held.add(evse.pk)
-        evses.append(evse)
-    return evses, held, connectors_of(evses), len(rows)
-
-
-def connectors_of(evses: list[Evse]) -> dict[int, list[Connector]]:
-    """The EVSEs' connectors (each pointing back at its loaded EVSE), in connector id order."""
-    by_evse: dict[int, list[Connector]] = {evse.pk: [] for evse in evses}
-    if not evses:
-        return by_evse
-    with connection.cursor() as cursor:
-        sql = f"SELECT {_columns('c', CONNECTOR_FIELDS)} FROM emsp_connector c WHERE c.evse_id = ANY(%s)"  # noqa: S608
-        cursor.execute(sql + " ORDER BY c.evse_id, c.connector_id", [list(by_evse)])
-        rows = cursor.fetchall()
-    evse_by_id = {evse.pk: evse for evse in evses}
     evse_cache = Connector.evse.field  # type: ignore[attr-defined]
+    evse: Evse | None = None
+    current, read = None, 0
     for row in rows:
-        connector = _build(Connector, *CONNECTOR_BUILD, row)
-        evse_cache.set_cached_value(connector, evse_by_id[connector.evse_id])
-        by_evse[connector.evse_id].append(connector)
-    return by_evse
+        if row[0] != current:
+            current, evse, read = row[0], None, read + 1
+            if not row[ne]:  # its location is not shown
+                continue
+            evse = _build(*EVSE_BUILD, row[:ne])
+            location = locations.get(row[at_location])
+            if location is None:
+                location = locations[row[at_location]] = _build(*LOCATION_BUILD, row[at_location:at_partner])
+                partner = partners.get(row[at_partner])
+                if partner is None:
+                    partner = partners[row[at_partner]] = _build(*PARTNER_BUILD, row[at_partner:at_connector])
+                partner_cache.set_cached_value(location, partner)
+            location_cache.set_cached_value(evse, location)
+            connectors[evse.pk] = []
+            if row[-1]:
+                held.add(evse.pk)
+            evses.append(evse)
+        if evse is not None and row[at_connector] is not None:
+            connector = _build(*CONNECTOR_BUILD, row[at_connector : at_connector + nc])
+            evse_cache.set_cached_value(connector, evse)
+            connectors[evse.pk].append(connector)
+    return evses, held, connectors, read
+
+
+def valid_tariffs(keys: set[str], now: datetime) -> dict[str, Tariff]:
+    """The tariffs with these keys that are valid at `now`, by key (catalogue._tariffs_for in plain SQL)."""
+    if not keys:
+        return {}
+    sql = f"SELECT {_columns('t', TARIFF_FIELDS)} FROM billing_tariff t WHERE t.ocpi_key = ANY(%s)"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql + " AND (t.start_date_time IS NULL OR t.start_date_time <= %s)"
+            " AND (t.end_date_time IS NULL OR %s < t.end_date_time)",
+            [sorted(keys), now, now],
+        )
+        rows = cursor.fetchall()
+    tariffs = [_build(*TARIFF_BUILD, row) for row in rows]
+    return {t.ocpi_key: t for t in tariffs}

@@ -6,7 +6,9 @@ Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--du
 - search: search → on_search delivered to a BAP callback receiver in this process, with a 100,000-EVSE
   catalogue, at a steady rate; latency from sending the search to receiving the signed callback.
   Target: p95 < 150 ms.
-- query: the catalogue query itself (beckn.catalogue.search) at 1,000,000 EVSEs. Target: < 20 ms.
+- query: the catalogue query itself (beckn.catalogue.search) against the baseline of issue 15 (one SQL statement
+  on the same index, through psycopg), query for query, at each of --query-sizes (--reuse keeps the catalogues
+  between runs). Target: p95 ≤ 3 ms at 1,000,000 EVSEs, within 2× the baseline.
 """
 
 from __future__ import annotations
@@ -248,33 +250,115 @@ def part_search(duration: int, workers: int) -> None:
         receiver.server.shutdown()
 
 
-def part_query(evses: int) -> None:
-    setup(fresh=True)
+BASELINE_SQL = """
+    SELECT e.id, e.uid, e.status, e.latitude, e.longitude, l.location_id, l.name, l.address, l.city, p.name,
+           c.connector_id, c.standard, c.max_electric_power, c.tariff_ids
+    FROM (SELECT e.*, {point} <-> cube(%(here)s::float8[]) AS nearness
+          FROM emsp_evse e
+          WHERE {point} <@ cube_enlarge(cube(%(here)s::float8[]), %(reach)s, 3)
+            AND {point} <-> cube(%(here)s::float8[]) <= %(reach)s
+            AND e.has_connectors AND e.status <> ALL(%(hidden)s) {connector_filter}
+          ORDER BY nearness LIMIT 20) e
+    JOIN emsp_location l ON l.id = e.location_id
+    JOIN emsp_partner p ON p.id = l.partner_id
+    JOIN emsp_connector c ON c.evse_id = e.id {connector_join}
+    ORDER BY e.nearness, c.connector_id"""
+
+
+def baseline_query(cursor: object, lat: float, lon: float, radius_m: float, connector_types: set[str]) -> list[tuple]:
+    """The baseline of issue 15: the one SQL statement an expert would write for a top-20 radius search (GiST KNN
+    on the same index, joining the location, partner and connectors), through psycopg with no ORM."""
+    from emsp import nearest
+
+    sql = BASELINE_SQL.format(
+        point=nearest.point_sql("e"),
+        connector_filter="AND EXISTS (SELECT 1 FROM emsp_connector x WHERE x.evse_id = e.id AND x.standard = ANY(%(types)s))"
+        if connector_types
+        else "",
+        connector_join="AND c.standard = ANY(%(types)s)" if connector_types else "",
+    )
+    params = {
+        "here": nearest.unit_vector(lat, lon),
+        "reach": nearest.chord(radius_m),
+        "hidden": ["REMOVED", "OUTOFORDER", "INOPERATIVE", "PLANNED"],
+        "types": sorted(connector_types),
+    }
+    cursor.execute(sql, params, prepare=True)  # type: ignore[attr-defined]
+    return cursor.fetchall()  # type: ignore[attr-defined]
+
+
+def query_database(evses: int, reuse: bool) -> None:
+    """Django on a database holding an `evses`-EVSE catalogue: built fresh, or reused when asked and complete."""
+    name = f"emsp_bench_query_{evses}"
+    if reuse:
+        import psycopg
+
+        admin = BENCH_DATABASE_URL.rsplit("/", 1)[0]
+        try:
+            with psycopg.connect(f"{admin}/{name}") as conn:
+                have = conn.execute("SELECT count(*) FROM emsp_evse").fetchone()[0]  # type: ignore[index]
+        except psycopg.Error:
+            have = 0
+        if have == evses:
+            setup(fresh=False, name=name)
+            print(f"catalogue: {evses:,} EVSEs reused ({name})")
+            return
+    setup(fresh=True, name=name)
     build_catalogue(evses)
     from django.db import connection
 
-    from beckn.catalogue import SearchFilters, search
-
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+
+
+def part_query(sizes: list[int], reuse: bool, queries: int = 300) -> None:
+    """beckn.catalogue.search (5 km, top 20, a third with a connector filter) against the baseline statement on
+    the same data, query for query, at each catalogue size (run in a fresh process per size)."""
     import random
 
-    rng = random.Random(3)
-    timings = []
-    centres = cluster_centres()
-    for i in range(300):
-        lat, lon = centres[i % len(centres)]
-        filters = SearchFilters(latitude=lat + rng.gauss(0, 0.1), longitude=lon + rng.gauss(0, 0.1), radius_m=5000,
-                                connector_types={"IEC_62196_T2_COMBO"} if i % 3 == 0 else set())  # fmt: skip
-        started = time.perf_counter()
-        hits = search(filters)
-        timings.append((time.perf_counter() - started) * 1000)
-        assert hits is not None
-    print(f"== catalogue query (beckn.catalogue.search, 5 km, top 20) at {evses:,} EVSEs, 300 queries")
-    print(
-        f"ms p50 {percentile(timings, 50):.1f} p95 {percentile(timings, 95):.1f} p99 {percentile(timings, 99):.1f} "
-        f"max {max(timings):.1f}"
-    )
+    for evses in sizes:
+        if evses != sizes[0]:  # Django is set up once per process: each further size in a process of its own
+            subprocess.run([sys.executable, __file__, "--part", "query", "--query-sizes", str(evses)]
+                           + (["--reuse"] if reuse else []), check=True)  # fmt: skip
+            continue
+        query_database(evses, reuse)
+        from django.db import connection
+
+        from beckn.catalogue import SearchFilters, search
+
+        rng = random.Random(3)
+        centres = cluster_centres()
+        searches = []
+        for i in range(queries):
+            lat, lon = centres[i % len(centres)]
+            types = {"IEC_62196_T2_COMBO"} if i % 3 == 0 else set()
+            searches.append((lat + rng.gauss(0, 0.1), lon + rng.gauss(0, 0.1), types))
+        connection.ensure_connection()
+        raw = connection.connection  # the same connection, so both pay the same network and server
+        ours: dict[bool, list[float]] = {True: [], False: []}
+        base: dict[bool, list[float]] = {True: [], False: []}
+        hits = rows = 0
+        for measured in (False, True):  # a first pass warms the caches, the second is measured
+            for lat, lon, types in searches:
+                filters = SearchFilters(latitude=lat, longitude=lon, radius_m=5000, connector_types=types)
+                started = time.perf_counter()
+                found = search(filters)
+                middle = time.perf_counter()
+                with raw.cursor() as cursor:
+                    got = baseline_query(cursor, lat, lon, 5000, types)
+                ended = time.perf_counter()
+                if measured:
+                    ours[bool(types)].append((middle - started) * 1000)
+                    base[bool(types)].append((ended - middle) * 1000)
+                    hits, rows = hits + len(found), rows + len(got)
+        print(f"== catalogue query at {evses:,} EVSEs: beckn.catalogue.search vs one SQL statement (5 km, top 20), "
+              f"{queries} queries, {hits / queries:.1f} hits and {rows / queries:.1f} baseline rows per query")  # fmt: skip
+        for label, key in (("all", None), ("no connector filter", False), ("connector filter", True)):
+            a = sorted(ours[True] + ours[False]) if key is None else sorted(ours[key])
+            b = sorted(base[True] + base[False]) if key is None else sorted(base[key])
+            pa, pb = (lambda q, xs=a: percentile(xs, q)), (lambda q, xs=b: percentile(xs, q))
+            print(f"{label:>20}: ours ms p50 {pa(50):.2f} p95 {pa(95):.2f} p99 {pa(99):.2f} | baseline p50 {pb(50):.2f} "
+                  f"p95 {pb(95):.2f} p99 {pb(99):.2f} | ratio p50 {pa(50) / pb(50):.2f}x p95 {pa(95) / pb(95):.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -282,7 +366,10 @@ def main() -> None:
     parser.add_argument("--part", choices=["ack", "search", "query", "all"], default="all")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--query-evses", type=int, default=1_000_000)
+    parser.add_argument(
+        "--query-sizes", default="1000000", help="catalogue sizes for --part query, e.g. 10000,100000,1000000"
+    )
+    parser.add_argument("--reuse", action="store_true", help="--part query: reuse a complete catalogue of each size")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     os.environ["REDIS_URL"] = REDIS_URL
@@ -294,7 +381,7 @@ def main() -> None:
     if args.part in ("search", "all"):
         part_search(args.duration, args.workers)
     if args.part in ("query", "all"):
-        part_query(args.query_evses)
+        part_query([int(n) for n in args.query_sizes.split(",")], args.reuse)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
 
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from beckn import catalogue
 from beckn.catalogue import SearchFilters, haversine_m, search
@@ -95,3 +96,20 @@ def test_search_answers_the_nearest_connectors_whatever_the_database() -> None:
         compared += bool(hits)
     assert compared > 25
     assert catalogue.SEARCH_CHUNK_MIN > 0
+
+
+@pytest.mark.django_db
+def test_a_search_and_its_catalogue_read_no_more_for_more_hits() -> None:
+    """The plain-SQL path loads only the columns a catalogue shows (beckn/catalogue_rows.py): a field read later
+    that it left out would cost a query per row, and would show here as more queries for more hits."""
+    rng = random.Random(17)
+    random_catalogue(rng)
+    lat, lon = PLACES[1]
+    counts = []
+    for limit in (3, 30):
+        with CaptureQueriesContext(connection) as queries:
+            hits = search(SearchFilters(latitude=lat, longitude=lon, radius_m=20000, limit=limit))
+            catalogue.render_catalog(hits)
+        assert len(hits) == limit
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
