@@ -144,12 +144,16 @@ def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float
 def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     """Nearest bookable connectors first (or by provider/name when no position is given), capped."""
     now = now or timezone.now()
+    ahead = _ahead(filters.window, now)
+    near_a_point = filters.route is None and filters.latitude is not None and filters.longitude is not None
+    if near_a_point and FAST_PATH and connection.vendor == "postgresql":
+        # The same answer in two plain-SQL statements (beckn/catalogue_rows.py).
+        return with_estimates(_nearest_hits(filters, ahead, now), filters, now)
     # Step 1, on the EVSE table alone (its (latitude, longitude) index and its own columns): the nearest
     # candidates. Joins to locations and partners come after, on a few dozen rows.
     candidates = Evse.objects.filter(has_connectors=True).exclude(
         status__in=[Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED]
     )
-    ahead = _ahead(filters.window, now)
     if filters.available_only and not ahead:
         candidates = candidates.filter(status=Evse.Status.AVAILABLE)
     if filters.min_power_w:
@@ -160,10 +164,6 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
         candidates = candidates.filter(
             Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
         )
-    near_a_point = filters.route is None and filters.latitude is not None and filters.longitude is not None
-    if near_a_point and FAST_PATH and connection.vendor == "postgresql":
-        # The same answer in two plain-SQL statements (beckn/catalogue_rows.py).
-        return with_estimates(_nearest_hits(filters, ahead, now), filters, now)
     placements: dict[int, Placement] = {}
     if filters.route is not None:  # along a route: the corridor's EVSEs by detour (beckn/route_search.py)
         placements = route_candidates(candidates, filters.route, filters.max_detour_m, route_want(filters))
