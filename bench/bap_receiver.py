@@ -1,5 +1,6 @@
 """A BAP's callback endpoint for the benchmarks: it answers every on_* with an ACK and records when each arrived
-(`arrived`, by message_id) and what it was (`answered`: the action, and whether it carried an error)."""
+(`arrived`, by message_id) and what it was (`answered`: the action, and whether it carried an error; `bodies`: the
+whole callback, when asked to keep them)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ ACK = b'{"message":{"ack":{"status":"ACK"}}}'
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, keep_bodies: bool = False) -> None:
         self.arrived: dict[str, float] = {}
         self.answered: dict[str, tuple[str, bool]] = {}
+        self.bodies: dict[str, dict] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,6 +30,8 @@ class Receiver:
                     doc = orjson.loads(body)
                     context = doc["context"]
                     receiver.answered[context["message_id"]] = (context["action"], bool(doc.get("error")))
+                    if keep_bodies:
+                        receiver.bodies[context["message_id"]] = doc
                     receiver.arrived[context["message_id"]] = at
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     pass

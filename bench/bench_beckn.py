@@ -36,10 +36,10 @@ CITIES = [(12.9716, 77.5946), (28.6139, 77.2090), (19.0760, 72.8777), (13.0827, 
           (18.5204, 73.8567), (22.5726, 88.3639), (23.0225, 72.5714)]  # fmt: skip
 
 
-def env_for(port: int) -> dict[str, str]:
+def env_for(port: int, database_url: str = BENCH_DATABASE_URL) -> dict[str, str]:
     return {
         **os.environ,
-        "DATABASE_URL": BENCH_DATABASE_URL,
+        "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "DJANGO_DEBUG": "false",
         "DB_CONN_MAX_AGE": "600",
@@ -52,8 +52,10 @@ def env_for(port: int) -> dict[str, str]:
     }
 
 
-def start(port: int, workers: int, celery: bool) -> list[subprocess.Popen[bytes]]:
-    env = env_for(port)
+def start(
+    port: int, workers: int, celery: bool, database_url: str = BENCH_DATABASE_URL
+) -> list[subprocess.Popen[bytes]]:
+    env = env_for(port, database_url)
     bin_dir = REPO / ".venv" / "bin"
     procs = [
         subprocess.Popen(
@@ -64,7 +66,7 @@ def start(port: int, workers: int, celery: bool) -> list[subprocess.Popen[bytes]
     if celery:
         procs.append(
             subprocess.Popen(
-                [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "warning", "--concurrency", "2", "-Q", "celery"],
+                [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "warning", "--concurrency", "2", "-Q", "latency"],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         )  # fmt: skip
