@@ -1,8 +1,10 @@
 """Benchmark: the Beckn BPP on PostgreSQL and Redis, with gunicorn and a Celery worker as separate processes.
 
 Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--duration 15]
-- ack: signed `POST /beckn/search` answered ACK (signature verified on every request). Highest rate with
-  wrk (closed loop) and latency at a fixed 800 req/s (open loop). Targets: ≥ 800 verified req/s, p99 < 10 ms.
+- ack: signed `POST /beckn/search` answered ACK (signature verified on every request, each a new message_id),
+  by the platform and by the bare baseline app bench/ack_baseline.py under the same gunicorn: highest rate with
+  wrk (closed loop), latency at a fixed 2,000 req/s (open loop), and their ratio. Targets (issue 15): ≥ 2,500
+  req/s, p99 < 10 ms at 2,000 req/s, ratio ≥ 0.7.
 - search: search → on_search delivered to a BAP callback receiver in this process, with a 100,000-EVSE
   catalogue, at a steady rate; latency from sending the search to receiving the signed callback.
   Target: p95 < 150 ms.
@@ -116,46 +118,85 @@ def signed_search(bap_id: str, key: object, bap_uri: str, gps: str, created: int
     return body, header, message_id
 
 
-def part_ack(duration: int, workers: int) -> None:
-    bap_id, key = trusted_bap("http://127.0.0.1:9/bap")
-    port = free_port()
-    now = int(time.time())
-    requests_ = [signed_search(bap_id, key, "http://127.0.0.1:9/bap", "12.97,77.59", now) for _ in range(20_000)]
-    procs = start(port, workers, celery=False)  # the ACK path only: no worker drains the queue meanwhile
-    base = f"http://127.0.0.1:{port}"
-    try:
-        print(f"== ACK, gunicorn {workers} sync workers, signature verified on every request")
-        if shutil.which("wrk"):
-            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-                f.write("reqs = {\n")
-                for body, header, _ in requests_[:10_000]:
-                    f.write(f"  {{{json.dumps(body.decode())}, {json.dumps(header)}}},\n")
-                f.write("}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n  local r = reqs[(counter % #reqs) + 1]\n"
-                        '  return wrk.format("POST", "/beckn/search", {["Content-Type"] = "application/json", '
-                        '["Authorization"] = r[2]}, r[1])\nend\n')  # fmt: skip
-            out = subprocess.run(["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", "-s", f.name, base],
-                                 capture_output=True, text=True, check=False).stdout  # fmt: skip
-            Path(f.name).unlink()
-            print(
-                "closed loop (wrk -t1 -c8; repeated message_ids after the first 10,000 are duplicates, answered the same):"
-            )
-            print(
-                "\n".join(
-                    line
-                    for line in out.splitlines()
-                    if line.strip().startswith(("Latency", "50%", "90%", "99%", "Requests/sec", "Non-2xx"))
-                )
-            )
-        fresh = requests_[10_000:]
+def wrk_ack(base: str, requests_: list[tuple[bytes, str, str]], duration: int) -> tuple[float, str]:
+    """wrk (closed loop, 8 connections) POSTing the given signed searches in turn: (requests/s, its summary)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("reqs = {\n")
+        for body, header, _ in requests_:
+            f.write(f"  {{{json.dumps(body.decode())}, {json.dumps(header)}}},\n")
+        f.write("}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n  local r = reqs[(counter % #reqs) + 1]\n"
+                '  return wrk.format("POST", "/beckn/search", {["Content-Type"] = "application/json", '
+                '["Authorization"] = r[2]}, r[1])\nend\n')  # fmt: skip
+    out = subprocess.run(["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", "-s", f.name, base],
+                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    Path(f.name).unlink()
+    rate = next((float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec")), 0.0)
+    summary = "\n".join(
+        line
+        for line in out.splitlines()
+        if line.strip().startswith(("Latency", "50%", "99%", "Requests/sec", "Non-2xx"))
+    )
+    return rate, summary
 
+
+def start_baseline(port: int, workers: int, bap_id: str, public_key: str) -> subprocess.Popen[bytes]:
+    """bench/ack_baseline.py under the same gunicorn, trusting the benchmark BAP's key."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'bench'}", "ACK_BASELINE_KEY_ID": f"{bap_id}|k1|ed25519",
+           "ACK_BASELINE_PUBLIC_KEY": public_key}  # fmt: skip
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "gunicorn"), "ack_baseline:application", "-b", f"127.0.0.1:{port}", "-w",
+         str(workers), "--log-level", "warning"],
+        cwd=REPO / "bench", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+            return proc
+        except requests.RequestException:
+            time.sleep(0.1)
+    return proc
+
+
+def part_ack(duration: int, workers: int, rate: int = 2000) -> None:
+    """Verified ACKs: the platform and the bare baseline (bench/ack_baseline.py) under the same gunicorn, each
+    request a new message_id: the highest rate with wrk, then latency at a fixed `rate` (open loop)."""
+    from beckn.signing import public_key_b64
+
+    bap_id, key = trusted_bap("http://127.0.0.1:9/bap")
+    now = int(time.time())
+    closed = [signed_search(bap_id, key, "http://127.0.0.1:9/bap", "12.97,77.59", now) for _ in range(60_000)]
+    opened = [signed_search(bap_id, key, "http://127.0.0.1:9/bap", "12.97,77.59", now) for _ in range(rate * 12)]
+
+    def make_from(batch: list[tuple[bytes, str, str]]) -> object:
         def make(n: int) -> tuple[str, str, bytes, dict[str, str]]:
-            body, header, _ = fresh[n % len(fresh)]
+            body, header, _ = batch[n % len(batch)]
             return "POST", "/beckn/search", body, {"Authorization": header, "Content-Type": "application/json"}
 
-        print("open loop at 800 req/s (every request a new message_id):")
-        print(open_loop(base, make, rate=800, duration=min(duration, 12)).summary())
-    finally:
-        stop(procs)
+        return make
+
+    figures: dict[str, tuple[float, str, str]] = {}
+    for who in ("platform", "baseline"):
+        port = free_port()
+        if who == "platform":  # the ACK path only: no worker drains the queue meanwhile
+            procs = start(port, workers, celery=False)
+        else:
+            procs = [start_baseline(port, workers, bap_id, public_key_b64(key))]  # type: ignore[arg-type]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            highest, summary = wrk_ack(base, closed, duration) if shutil.which("wrk") else (0.0, "wrk not installed")
+            steady = open_loop(base, make_from(opened), rate=rate, duration=10, workers=8).summary()  # type: ignore[arg-type]
+            figures[who] = (highest, summary, steady)
+        finally:
+            stop(procs)
+        subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
+    for who, (_, summary, steady) in figures.items():
+        print(
+            f"== ACK, {who}, gunicorn {workers} sync workers, signature verified on every request, each a new message_id"
+        )
+        print(f"closed loop (wrk -t1 -c8, {duration} s):\n{summary}")
+        print(f"open loop at {rate} req/s for 10 s:\n{steady}")
+    if figures["baseline"][0]:
+        print(f"ratio platform/baseline, highest rate: {figures['platform'][0] / figures['baseline'][0]:.2f}")
 
 
 def cluster_centres(count: int = 300) -> list[tuple[float, float]]:
