@@ -246,7 +246,7 @@ def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hi
     hits: list[Hit] = []
     for offset in range(0, cap, chunk):
         count = min(chunk, cap - offset)
-        evses, held, connectors, read = catalogue_rows.nearest_candidates(
+        evses, held, connectors, more = catalogue_rows.nearest_candidates(
             latitude=filters.latitude,
             longitude=filters.longitude,
             radius_m=filters.radius_m,
@@ -263,7 +263,7 @@ def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hi
             hits.append(hit)
             if len(hits) >= filters.limit:
                 return hits
-        if read < count:
+        if not more:
             break
     return hits
 

@@ -92,55 +92,82 @@ def nearest_candidates(
     connector_types: set[str],
     offset: int,
     count: int,
-) -> tuple[list[Evse], set[int], dict[int, list[Connector]], int]:
-    """The nearest EVSEs within the radius that pass search's candidate filters (beckn/catalogue.py), up to
-    `count` from the `offset`-th (ties by id): the visible ones, each with its location and partner; the ids of
-    those held for a booking of ours (now, or in `window`); their connectors; and how many were read (visible
-    or not: fewer than `count` means there are no more)."""
+) -> tuple[list[Evse], set[int], dict[int, list[Connector]], bool]:
+    """The nearest EVSEs within the radius that pass search's candidate filters (beckn/catalogue.py), `count`
+    of them from the `offset`-th in (distance, id) order: the visible ones, each with its location and partner;
+    the ids of those held for a booking of ours (now, or in `window`); their connectors; and whether more lie
+    beyond them (visible or not)."""
     point = nearest.point_sql("e")
-    here = nearest.unit_vector(latitude, longitude)
-    reach = nearest.chord(radius_m) * (1 + 1e-9) + 1e-12
     start, end = window or (now, now + timedelta(seconds=1))
-    where = ["e.has_connectors", "e.status <> ALL(%s)"]
-    params: list[Any] = [HIDDEN]
-    held_params = [[str(s) for s in Reservation.ACTIVE_STATUSES], end, start]
+    params: dict[str, Any] = {
+        "here": nearest.unit_vector(latitude, longitude),
+        "reach": nearest.chord(radius_m) * (1 + 1e-9) + 1e-12,
+        "hidden": HIDDEN,
+        "holding": [str(s) for s in Reservation.ACTIVE_STATUSES],
+        "start": start,
+        "end": end,
+        "offset": offset,
+        "count": count,
+    }
+    where = [
+        "e.has_connectors",
+        "e.status <> ALL(%(hidden)s)",
+        f"{point} <@ cube_enlarge(cube(%(here)s::float8[]), %(reach)s, 3)",
+        f"{point} <-> cube(%(here)s::float8[]) <= %(reach)s",
+    ]
     if available_now:
-        where.append("e.status = %s")
-        params.append(Evse.Status.AVAILABLE)
+        where.append("e.status = %(available)s")
+        params["available"] = str(Evse.Status.AVAILABLE)
     if min_power_w:
-        where.append("e.max_power_w >= %s")
-        params.append(min_power_w)
+        where.append("e.max_power_w >= %(min_power)s")
+        params["min_power"] = min_power_w
     if partner_ids is not None:
-        where.append("e.location_id IN (SELECT id FROM emsp_location WHERE partner_id = ANY(%s))")
-        params.append(partner_ids)
+        where.append("e.location_id IN (SELECT id FROM emsp_location WHERE partner_id = ANY(%(partners)s))")
+        params["partners"] = partner_ids
     if connector_types:
-        where.append("EXISTS (SELECT 1 FROM emsp_connector c WHERE c.evse_id = e.id AND c.standard = ANY(%s))")
-        params.append(sorted(connector_types))
-    where.append(f"{point} <@ cube_enlarge(cube(%s::float8[]), %s, 3) AND {point} <-> cube(%s::float8[]) <= %s")
-    params += [here, reach, here, reach, count, offset]
-    # The nearest EVSEs first (the KNN scan reads them from the index and stops), then their locations: a
-    # location not shown in the catalogue (withdrawn, or not to publish) costs its EVSEs their place but
-    # gives no hit, as on the ORM path.
+        where.append("EXISTS (SELECT 1 FROM emsp_connector x WHERE x.evse_id = e.id AND x.standard = ANY(%(types)s))")
+        params["types"] = sorted(connector_types)
+    # `ranked`: the nearest candidates straight from the KNN index scan, ordered by distance alone (an
+    # ORDER BY with the id as well made PostgreSQL read and sort the whole box instead: 3.4 ms against 0.5 ms
+    # at 10 M EVSEs, EXPLAIN ANALYZE). Ties (EVSEs of one location) are ordered by id in `chosen`, which is
+    # exact when the tie at the chunk's end was read whole: checked below from `ranked`'s size and farthest.
+    # Then the chosen EVSEs' locations: a location not shown in the catalogue (withdrawn, or not to publish)
+    # costs its EVSEs their place but gives no hit, as on the ORM path.
     sql = f"""
+        WITH ranked AS (
+            SELECT e.id, {point} <-> cube(%(here)s::float8[]) AS nearness
+            FROM emsp_evse e WHERE {" AND ".join(where)}
+            ORDER BY {point} <-> cube(%(here)s::float8[]) LIMIT %(read)s
+        ), chosen AS (
+            SELECT id, nearness FROM ranked ORDER BY nearness, id OFFSET %(offset)s LIMIT %(count)s
+        )
         SELECT {_columns("e", EVSE_FIELDS)}, (l.withdrawn_at IS NULL AND l.publish),
                {_columns("l", LOCATION_FIELDS)}, {_columns("p", PARTNER_FIELDS)},
                {_columns("c", CONNECTOR_FIELDS)},
-               EXISTS (SELECT 1 FROM emsp_reservation r WHERE r.evse_id = e.id AND r.status = ANY(%s)
-                       AND r.start_at < %s AND r.expiry_at > %s)
-        FROM (SELECT {_columns("e", EVSE_FIELDS)}, {point} <-> cube(%s::float8[]) AS nearness
-              FROM emsp_evse e WHERE {" AND ".join(where)}
-              ORDER BY nearness, e.id LIMIT %s OFFSET %s) e
+               EXISTS (SELECT 1 FROM emsp_reservation r WHERE r.evse_id = e.id AND r.status = ANY(%(holding)s)
+                       AND r.start_at < %(end)s AND r.expiry_at > %(start)s),
+               ch.nearness, (SELECT count(*) FROM ranked), (SELECT max(nearness) FROM ranked)
+        FROM chosen ch JOIN emsp_evse e ON e.id = ch.id
         JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id
         LEFT JOIN emsp_connector c ON c.evse_id = e.id
-        ORDER BY e.nearness, e.id, c.connector_id"""  # noqa: S608 - names from model metadata, values as parameters
-    params = [*held_params, here, *params]
+        ORDER BY ch.nearness, e.id, c.connector_id"""  # noqa: S608 - names from model metadata, values as parameters
+    params["read"] = offset + count + 1
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        while True:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            got, farthest, boundary = rows[-1][-2], rows[-1][-1], rows[-1][-3]
+            if got < params["read"] or farthest > boundary:  # the tie at the chunk's end was read whole
+                break
+            params["read"] *= 2  # more EVSEs as far as the chunk's last: read on to the end of the tie
+    more = bool(rows) and rows[-1][-2] > offset + count
     # One row per connector (an EVSE without one: a row of NULLs), an EVSE's rows together.
     ne, nl, np_, nc = len(EVSE_FIELDS), len(LOCATION_FIELDS), len(PARTNER_FIELDS), len(CONNECTOR_FIELDS)
     at_location, at_partner = ne + 1, ne + 1 + nl
     at_connector = at_partner + np_
+    at_held = at_connector + nc
     evses: list[Evse] = []
     held: set[int] = set()
     connectors: dict[int, list[Connector]] = {}
@@ -149,10 +176,10 @@ def nearest_candidates(
     location_cache, partner_cache = Evse.location.field, Location.partner.field  # type: ignore[attr-defined]
     evse_cache = Connector.evse.field  # type: ignore[attr-defined]
     evse: Evse | None = None
-    current, read = None, 0
+    current = None
     for row in rows:
         if row[0] != current:
-            current, evse, read = row[0], None, read + 1
+            current, evse = row[0], None
             if not row[ne]:  # its location is not shown
                 continue
             evse = _build(*EVSE_BUILD, row[:ne])
@@ -165,14 +192,14 @@ def nearest_candidates(
                 partner_cache.set_cached_value(location, partner)
             location_cache.set_cached_value(evse, location)
             connectors[evse.pk] = []
-            if row[-1]:
+            if row[at_held]:
                 held.add(evse.pk)
             evses.append(evse)
         if evse is not None and row[at_connector] is not None:
-            connector = _build(*CONNECTOR_BUILD, row[at_connector : at_connector + nc])
+            connector = _build(*CONNECTOR_BUILD, row[at_connector:at_held])
             evse_cache.set_cached_value(connector, evse)
             connectors[evse.pk].append(connector)
-    return evses, held, connectors, read
+    return evses, held, connectors, more
 
 
 def valid_tariffs(keys: set[str], now: datetime) -> dict[str, Tariff]:

@@ -101,7 +101,7 @@ def test_search_answers_the_nearest_connectors_whatever_the_database() -> None:
 @pytest.mark.django_db
 def test_a_search_and_its_catalogue_read_no_more_for_more_hits() -> None:
     """The plain-SQL path loads only the columns a catalogue shows (beckn/catalogue_rows.py): a field read later
-    that it left out would cost a query per row, and would show here as more queries for more hits."""
+    that it left out would cost a query per row, and would show here as many more queries for more hits."""
     rng = random.Random(17)
     random_catalogue(rng)
     lat, lon = PLACES[1]
@@ -112,4 +112,26 @@ def test_a_search_and_its_catalogue_read_no_more_for_more_hits() -> None:
             catalogue.render_catalog(hits)
         assert len(hits) == limit
         counts.append(len(queries))
-    assert counts[0] == counts[1], counts
+    # One statement more at most: the candidates' statement runs again when a tie spans a chunk's end.
+    assert counts[1] <= counts[0] + 1, counts
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
+def test_evses_equally_far_come_by_id_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub: many EVSEs at one point, which the KNN index hands out in no particular order. Chunks that end
+    inside the hub must still give them by id, as the ORM path does (beckn/catalogue_rows.py reads on to the
+    end of a tie at a chunk's end)."""
+    partner = Partner.objects.create(name="Hub CPO", country_code="IN", party_id="HUB")
+    hub = [ocpi_location("IN", "HUB", f"H{i}", evses=12, latitude=12.5, longitude=77.5) for i in range(3)]
+    near = [ocpi_location("IN", "HUB", f"N{i}", evses=1, latitude=12.5 + i / 1000, longitude=77.5) for i in range(1, 6)]
+    locations_store(partner, hub + near)
+    monkeypatch.setattr(catalogue, "SEARCH_CHUNK_MIN", 1)  # chunks of twice the limit end inside the hub
+    for limit in (1, 2, 3, 5, 7, 11, 16, 40):
+        filters = SearchFilters(latitude=12.5, longitude=77.5, radius_m=2000, limit=limit)
+        answers = []
+        for fast in (True, False):
+            monkeypatch.setattr(catalogue, "FAST_PATH", fast)
+            answers.append([h.evse.pk for h in search(filters)])
+        assert answers[0] == answers[1], limit
+        assert len(answers[0]) == limit
