@@ -43,6 +43,11 @@ def random_catalogue(rng: random.Random) -> None:
     locations_store(partner, objs)
 
 
+def near_a_place(rng: random.Random) -> tuple[float, float]:
+    lat, lon = rng.choice(PLACES)
+    return lat + rng.gauss(0, 0.02), wrap(lon + rng.gauss(0, 0.04))
+
+
 def nearest_by_hand(lat: float, lon: float, radius_m: float) -> list[tuple[int, float]]:
     """Every EVSE measured in Python: those within the radius, nearest first (ties by id)."""
     measured = [
@@ -65,13 +70,12 @@ def test_the_knn_scan_finds_exactly_what_lies_within_the_radius_nearest_first() 
     random_catalogue(rng)
     compared = 0
     for _ in range(80):
-        lat, lon = rng.choice(PLACES)
-        lat, lon = lat + rng.gauss(0, 0.02), wrap(lon + rng.gauss(0, 0.04))
+        lat, lon = near_a_place(rng)
         radius = rng.choice([500, 2000, 5000, 20000])
         rows = nearest.nearest_first(Evse.objects.all(), lat, lon, radius).values_list("pk", "latitude", "longitude")
         got = [(pk, haversine_m(lat, lon, a, b)) for pk, a, b in rows]
         assert_same_nearest([(pk, d) for pk, d in got if d <= radius], nearest_by_hand(lat, lon, radius))
-        # The box around the radius lets through only what lies a hair outside it.
+        # The distance condition trims the box's corners: nothing lies beyond the radius but by a hair.
         assert all(d <= radius * 1.000001 for _, d in got)
         compared += bool(got)
     assert compared > 50
@@ -83,8 +87,7 @@ def test_search_answers_the_nearest_connectors_whatever_the_database() -> None:
     random_catalogue(rng)
     compared = 0
     for _ in range(40):
-        lat, lon = rng.choice(PLACES)
-        lat, lon = lat + rng.gauss(0, 0.02), wrap(lon + rng.gauss(0, 0.04))
+        lat, lon = near_a_place(rng)
         radius = rng.choice([2000, 5000, 20000])
         filters = SearchFilters(latitude=lat, longitude=lon, radius_m=radius, limit=rng.choice([5, 20, 100]))
         hits = [(h.evse.pk, h.distance_m) for h in search(filters)]
