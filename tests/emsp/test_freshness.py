@@ -108,6 +108,15 @@ def test_a_failure_that_opens_the_breaker_stops_the_round(
     assert len(peer.calls) == 2  # the third EVSE is not tried: the breaker opened on the second failure
 
 
+def test_watching_again_extends_the_watch(partner: Partner, evses: list[Evse]) -> None:
+    then = timezone.now() - timedelta(hours=1)
+    freshness.evses_watch([evses[0].pk, evses[1].pk], now=then)
+    freshness.evses_watch([evses[1].pk, evses[2].pk])  # one already watched, one new: one statement for both
+    until = dict(WatchedEvse.objects.values_list("evse_id", "until"))
+    assert until[evses[0].pk] == then + freshness.WATCH_FOR
+    assert until[evses[1].pk] == until[evses[2].pk] > timezone.now()
+
+
 def test_expired_watches_are_forgotten(partner: Partner, evses: list[Evse]) -> None:
     freshness.evses_watch([evses[0].pk], now=timezone.now() - timedelta(hours=1))
     freshness.evses_watch([evses[1].pk])
