@@ -101,7 +101,7 @@ def nearest_candidates(
     start, end = window or (now, now + timedelta(seconds=1))
     params: dict[str, Any] = {
         "here": nearest.unit_vector(latitude, longitude),
-        "reach": nearest.chord(radius_m) * (1 + 1e-9) + 1e-12,
+        "reach": nearest.reach(radius_m),
         "hidden": HIDDEN,
         "holding": [str(s) for s in Reservation.ACTIVE_STATUSES],
         "start": start,

@@ -41,6 +41,12 @@ def chord(radius_m: float) -> float:
     return 2 * math.sin(min(math.pi, radius_m / EARTH_RADIUS_M) / 2)
 
 
+def reach(radius_m: float) -> float:
+    """The chord a query searches within for `radius_m`: a hair wider, so float rounding never drops an EVSE
+    right on the radius (the caller checks the exact distance)."""
+    return chord(radius_m) * (1 + 1e-9) + 1e-12
+
+
 def nearest_first(evses: QuerySet, latitude: float, longitude: float, radius_m: float) -> QuerySet:
     """`evses` within `radius_m` of the point (give or take a micrometre: the caller checks the exact distance),
     nearest first (ties by id), as a GiST KNN scan. The cube around the point lets the index stop when it has
@@ -49,12 +55,12 @@ def nearest_first(evses: QuerySet, latitude: float, longitude: float, radius_m: 
     table = evses.model._meta.db_table
     point = point_sql(table)
     here = unit_vector(latitude, longitude)
-    reach = chord(radius_m) * (1 + 1e-9) + 1e-12
+    within = reach(radius_m)
     return (
         evses.filter(
             RawSQL(  # noqa: S611 - the expression is ours, the values parameters
                 f"{point} <@ cube_enlarge(cube(%s::float8[]), %s, 3) AND {point} <-> cube(%s::float8[]) <= %s",
-                (here, reach, here, reach),
+                (here, within, here, within),
                 output_field=BooleanField(),
             )
         )
