@@ -23,6 +23,12 @@ def _clean(value: str | None) -> str | None:
     return value
 
 
+def request_ids(request: HttpRequest) -> tuple[str, str]:
+    """The request's X-Request-ID and X-Correlation-ID when usable, else a new id for both."""
+    request_id = _clean(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
+    return request_id, _clean(request.headers.get("X-Correlation-ID")) or request_id
+
+
 class RequestIdMiddleware:
     """Reads X-Request-ID / X-Correlation-ID (OCPI transport §4.1.3), makes them when missing, echoes both."""
 
@@ -30,8 +36,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = _clean(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
-        correlation_id = _clean(request.headers.get("X-Correlation-ID")) or request_id
+        request_id, correlation_id = request_ids(request)
         request.request_id = request_id  # type: ignore[attr-defined]
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         t1 = request_id_var.set(request_id)

@@ -82,6 +82,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "emsp.urls"
 WSGI_APPLICATION = "emsp.wsgi.application"
+# WSGI middlewares around Django (emsp/wsgi.py), innermost first: the Beckn ACK answered before Django's stack.
+WSGI_WRAPPERS = ["beckn.ack_lane.AckLane"]
 
 TEMPLATES = [
     {

@@ -1,10 +1,17 @@
-"""WSGI entry point (gunicorn emsp.wsgi)."""
+"""WSGI entry point (gunicorn emsp.wsgi): Django, wrapped by the WSGI_WRAPPERS of the settings (outermost last),
+such as the Beckn ACK's fast lane (beckn/ack_lane.py)."""
 
 from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+from django.utils.module_loading import import_string
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+application = django_application
+for _wrapper in settings.WSGI_WRAPPERS:
+    application = import_string(_wrapper)(application)

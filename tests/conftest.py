@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def _fresh_token_cache() -> None:
     from django.core.cache import cache
 
     from beckn import registry
-    from beckn.views import _redis_client
+    from emsp.ratelimit import redis_client as _redis_client
     from emsp.services import freshness
     from ocpi.transport import forget_cached_tokens
 
@@ -172,3 +172,21 @@ def _apps_collect_unless_asked(request: pytest.FixtureRequest, settings: Any) ->
     setting, PAYMENT_DEFAULT_BAP_COLLECTS); tests marked `we_collect`, and every end-to-end run, have us collect
     through the sandbox provider (paysim), as the platform does by default."""
     settings.PAYMENT_DEFAULT_BAP_COLLECTS = request.node.get_closest_marker("we_collect") is None
+
+
+@pytest.fixture
+def live_queue() -> Iterator[Any]:
+    """Tasks published for real to this test Redis's latency list (the suite runs them eagerly), emptied before
+    and after; skips without REDIS_URL."""
+    from emsp.ratelimit import redis_client
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (set REDIS_URL)")
+    client = redis_client()
+    client.delete(settings.LATENCY_QUEUE, "push-test:key")
+    celery_app.conf.task_always_eager = False  # (monkeypatch can't undo a Celery setting)
+    try:
+        yield client
+    finally:
+        celery_app.conf.task_always_eager = True
+        client.delete(settings.LATENCY_QUEUE, "push-test:key")

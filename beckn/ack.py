@@ -1,0 +1,146 @@
+"""The synchronous answer to POST /beckn/{action}: verify the signature on the raw bytes, count the sender's
+rate, check the envelope, drop a repeated message id, queue the work, and say ACK or NACK.
+
+Framework-free on purpose: the DRF view (beckn/views.py) and the WSGI fast lane in front of Django
+(beckn/ack_lane.py) both answer with `answer()`, so the two cannot drift apart. Nothing here touches the
+database except a registry lookup when a key is not cached (beckn/registry.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from django.conf import settings
+from django.core.cache import cache
+
+from beckn import tasks
+from beckn.auth import BecknAuthError, verify_beckn_request
+from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
+from beckn.parsing import ACK, ACTIONS, parse_envelope
+from emsp import queue_push
+from emsp.ratelimit import rate_limit_hit
+from emsp.ratelimit import redis_client as _redis_client
+
+log = logging.getLogger(__name__)
+
+ACK_BODY = orjson.dumps(ACK)
+DEDUPE_SECONDS = 24 * 3600  # message ids are kept at least a day (payments practice, perf notes §3.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send back: HTTP status, JSON body, extra headers, and the NACK's error code (None for an ACK)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    nack_code: str | None = None
+
+
+ACKED = Answer(200, ACK_BODY)
+
+
+def nack(error: dict[str, str] | None, status: int, headers: dict[str, str] | None = None) -> Answer:
+    body: dict[str, Any] = {"message": {"ack": {"status": "NACK"}}}
+    if error:
+        body["error"] = error
+    return Answer(status, orjson.dumps(body), dict(headers or {}), str((error or {}).get("code") or ""))
+
+
+def first_sighting(key: str) -> bool:
+    """True the first time a key is seen within DEDUPE_SECONDS (an atomic SET NX)."""
+    client = _redis_client()
+    if client is not None:
+        return bool(client.set(key, 1, nx=True, ex=DEDUPE_SECONDS))
+    return cache.add(key, 1, timeout=DEDUPE_SECONDS)
+
+
+def forget_sighting(key: str) -> None:
+    client = _redis_client()
+    if client is not None:
+        client.delete(key)
+    else:
+        cache.delete(key)
+
+
+def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
+    """The ACK or NACK for `raw` (the body, read up to BECKN_MAX_BODY_BYTES + 1 bytes) posted to /beckn/{action}."""
+    if action not in ACTIONS:
+        return nack({"code": "40001", "paths": "context.action", "message": f"/{action} is not a Beckn action"}, 404)
+    if len(raw) > settings.BECKN_MAX_BODY_BYTES:
+        return nack({"code": "30000", "paths": "", "message": "body too large"}, 413)
+    # Verify first (on the raw bytes, BECKN-006), reading only the bap_id the keyId must match; then check the
+    # envelope of the same parsed body. An unsigned request is 401 whatever its body.
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None  # parse_envelope parses again and names the JSON error
+    context = body.get("context") if isinstance(body, dict) else None
+    bap_id = context.get("bap_id") if isinstance(context, dict) and isinstance(context.get("bap_id"), str) else None
+    try:
+        sender = verify_beckn_request(raw, headers, bap_id=bap_id)
+    except BecknAuthError as exc:
+        log.info("beckn %s from %s refused: %s", action, bap_id, exc)
+        error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
+        return nack(error, 401, exc.challenges)
+    # Counted only once the signature holds, so nobody can spend a subscriber's allowance for it.
+    verdict = rate_limit_hit(f"beckn:{sender.subscriber_id}", settings.BECKN_RATE_LIMIT_PER_MINUTE)
+    if not verdict.allowed:
+        log.info("beckn %s from %s refused: over %d requests a minute", action, sender.subscriber_id, verdict.limit)
+        # BECKN-005 has no rate-limit code: 50000 "Policy Error", with HTTP 429 and Retry-After.
+        message = f"rate limit: at most {verdict.limit} requests a minute; retry after {verdict.retry_after} s"
+        return nack(
+            {"code": POLICY_ERROR, "paths": "", "message": message}, 429, {"Retry-After": str(verdict.retry_after)}
+        )
+    try:
+        envelope = parse_envelope(raw, action, parsed=body)
+        callback_url = registered_callback_url(envelope.context["bap_uri"], sender.subscriber_url)
+    except BecknRequestError as exc:
+        return nack(exc.as_error(), 400)
+    # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The worker
+    # records each message once under a unique constraint, the second guard.
+    dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
+    args = (action, raw.decode("utf-8", "replace"), sender.gateway_id or "", callback_url)
+    try:
+        task = tasks.handle_request._get_current_object()  # the task itself, not shared_task's proxy
+        if queue_push.pushable(task):
+            # The key and the task in one round trip, both or neither (emsp/queue_push.py).
+            argsrepr = f"({action!r}, <{len(raw)} bytes, message_id {envelope.message_id!r}>, ...)"
+            queue_push.push_once(task, args, once_key=dedupe_key, ttl=DEDUPE_SECONDS, argsrepr=argsrepr)
+            return ACKED  # queued now, or already queued for this message id: the same answer
+        if not first_sighting(dedupe_key):
+            return ACKED  # same answer, nothing else
+        try:
+            tasks.handle_request.delay(*args)
+        except Exception:
+            forget_sighting(dedupe_key)  # so the BAP's retry of this message id is not taken for a duplicate
+            raise
+    except Exception:  # the queue is down: no ACK, so the BAP retries
+        log.exception("could not queue beckn %s %s", action, envelope.message_id)
+        return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)
+    return ACKED
+
+
+def _same_url(a: str, b: str) -> bool:
+    left, right = urlsplit(a.strip()), urlsplit(b.strip())
+    return (left.scheme.lower(), left.netloc.lower(), left.path.rstrip("/")) == (
+        right.scheme.lower(),
+        right.netloc.lower(),
+        right.path.rstrip("/"),
+    )
+
+
+def registered_callback_url(bap_uri: str, registered: str) -> str:
+    """Where the answers go: the sender's registered URL, never merely what its context says (else anyone
+    who can sign could direct our callbacks, and the data in them, anywhere). context.bap_uri must be it."""
+    if not registered:
+        raise BecknRequestError(
+            INVALID_REQUEST, "context.bap_uri", "this subscriber has no registered URL to send callbacks to"
+        )
+    if not _same_url(bap_uri, registered):
+        raise BecknRequestError(INVALID_REQUEST, "context.bap_uri", "bap_uri is not the subscriber's registered URL")
+    return registered

@@ -1,0 +1,138 @@
+"""Queue a Celery task straight onto a Redis broker in one round trip, only if a key is new.
+
+`task.delay()` costs about 0.45 ms a call on the Beckn ACK path (its profile, docs/benchmarks.md): Celery builds
+the message, then kombu builds a new redis-py client for each publish (169 dictionary writes in its constructor)
+and makes the LPUSH. Here the message is built by Celery's own `as_task_v2` and wrapped as kombu's Redis
+transport would wrap it; one Lua script sets the duplicate key (SET NX EX) and LPUSHes the message to the
+queue's list, both or neither, on the process's one Redis client. A worker cannot tell the two apart:
+tests/emsp/test_queue_push.py compares the message with what `delay()` writes, and the end-to-end tests run it
+through a real worker.
+
+It applies when the broker is the Redis that REDIS_URL names (the default) and tasks are not run eagerly;
+`pushable(task)` says so and callers fall back to `delay()` otherwise (RabbitMQ, a broker of its own, tests run
+eagerly, development without Redis).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from functools import cache
+from typing import Any
+
+import orjson
+from celery import Task
+from celery.signals import after_task_publish, before_task_publish
+from celery.utils.nodenames import anon_nodename
+from django.conf import settings
+
+from emsp.ratelimit import redis_client
+
+# KEYS[1]: the key that must be new ("" for none); KEYS[2]: the queue's list. ARGV[1]: the key's lifetime in
+# seconds; ARGV[2]: the message. Returns 1 when queued, 0 when the key was already there (nothing queued). A
+# script is not rolled back on error, so a failed LPUSH (a wrong type, out of memory) deletes the key it set.
+_PUSH_ONCE = """
+if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[2])
+if type(pushed) == 'table' and pushed.err then
+  if KEYS[1] ~= '' then redis.call('DEL', KEYS[1]) end
+  return redis.error_reply(pushed.err)
+end
+return 1
+"""
+
+
+def pushable(task: Task) -> bool:
+    """True when push_once can queue `task`: its app's broker is the Redis REDIS_URL names, and it does not
+    run tasks eagerly (read from the app's configuration, which tests change at run time)."""
+    url = settings.REDIS_URL
+    conf = task.app.conf
+    return bool(
+        url and conf.broker_url == url and url.startswith(("redis://", "rediss://")) and not conf.task_always_eager
+    )
+
+
+@cache
+def _script() -> Any:
+    return redis_client().register_script(_PUSH_ONCE)
+
+
+def push_once(task: Task, args: tuple[Any, ...], *, once_key: str = "", ttl: int = 0, argsrepr: str = "") -> bool:
+    """Queue `task(*args)` unless `once_key` is already set (then nothing is queued and False is returned);
+    the key is set for `ttl` seconds with the message, atomically. Redis errors propagate (nothing was queued).
+    `argsrepr` is what Flower and the worker's log show for the arguments (Celery writes saferepr(args) there,
+    which for a request body costs more than the rest of the message)."""
+    queue = _queue_of(task)
+    message = build_message(task, args, queue=queue, argsrepr=argsrepr)
+    return bool(_script()(keys=[once_key, queue], args=[ttl, message]))
+
+
+def build_message(task: Task, args: tuple[Any, ...], *, queue: str, argsrepr: str = "") -> bytes:
+    """The bytes kombu's Redis transport LPUSHes for `task.delay(*args)` routed to `queue`: Celery's protocol 2
+    message (headers, properties, body) with the transport's envelope (base64 body, delivery tag and info)."""
+    app = task.app
+    task_id = str(uuid.uuid4())
+    options = _task_options(task)
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        task_id,
+        task.name,
+        args=args,
+        kwargs={},
+        argsrepr=argsrepr or f"({len(args)} arguments)",
+        kwargsrepr="{}",
+        origin=_origin(),
+        ignore_result=options["ignore_result"],
+        time_limit=options["time_limit"],
+        soft_time_limit=options["soft_time_limit"],
+        reply_to=str(app.thread_oid),  # as send_task gives it (no result backend reads it)
+    )
+    properties["delivery_mode"] = 2  # persistent, as Celery's default
+    properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+    properties["priority"] = 0
+    # Listeners add their headers here as for any task (emsp/logs.py: the request and correlation ids).
+    before_task_publish.send(
+        sender=task.name,
+        body=body,
+        exchange="",
+        routing_key=queue,
+        headers=headers,
+        properties=properties,
+        declare=[],
+        retry_policy=None,
+    )
+    payload = orjson.dumps(body)
+    properties["body_encoding"] = "base64"
+    properties["delivery_tag"] = str(uuid.uuid4())
+    envelope = {
+        "body": base64.b64encode(payload).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": properties,
+    }
+    after_task_publish.send(sender=task.name, body=body, exchange="", routing_key=queue, headers=headers)
+    return orjson.dumps(envelope)
+
+
+@cache
+def _queue_of(task: Task) -> str:
+    return str(task.app.amqp.router.route({}, task.name)["queue"].name)  # CELERY_TASK_ROUTES, else the default
+
+
+@cache
+def _task_options(task: Task) -> dict[str, Any]:
+    app = task.app
+    return {
+        "ignore_result": bool(task.ignore_result if task.ignore_result is not None else app.conf.task_ignore_result),
+        "time_limit": task.time_limit if task.time_limit is not None else app.conf.task_time_limit,
+        "soft_time_limit": (
+            task.soft_time_limit if task.soft_time_limit is not None else app.conf.task_soft_time_limit
+        ),
+    }
+
+
+@cache
+def _origin() -> str:
+    return anon_nodename()

@@ -1,0 +1,93 @@
+"""emsp/queue_push.py against the real Redis: the message it writes is the one `task.delay()` writes, the key and
+the message go together or not at all, and the Beckn ACK path queues through it once per message id (a real
+worker runs these messages in tests/e2e, whose gunicorn answers through the fast lane)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from django.conf import settings
+
+from beckn import tasks
+from emsp import queue_push
+from emsp.celery import app as celery_app
+from emsp.middleware import correlation_id_var, request_id_var
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (set REDIS_URL)")
+
+QUEUE = settings.LATENCY_QUEUE  # the live_queue fixture (tests/conftest.py) empties it
+TASK = tasks.handle_request._get_current_object()
+ARGS = ("search", '{"context": {}}', "", "https://bap.example/beckn")
+
+
+def queued(client: redis.Redis) -> list[dict[str, Any]]:
+    return [orjson.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+
+
+def body_of(message: dict[str, Any]) -> Any:
+    return orjson.loads(base64.b64decode(message["body"]))
+
+
+def test_the_message_is_the_one_celery_writes(live_queue: redis.Redis) -> None:
+    assert queue_push.pushable(TASK)
+    t1, t2 = request_id_var.set("req-push"), correlation_id_var.set("corr-push")
+    try:
+        tasks.handle_request.delay(*ARGS)
+        assert queue_push.push_once(TASK, ARGS, argsrepr="(4 arguments)")
+    finally:
+        request_id_var.reset(t1)
+        correlation_id_var.reset(t2)
+    ours, celerys = queued(live_queue)  # LPUSH: the newest first
+    assert ours.keys() == celerys.keys()
+    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
+        k: v for k, v in celerys.items() if k not in ("body", "headers", "properties")
+    }
+    per_message = {"id", "root_id", "argsrepr"}
+    assert ours["headers"].keys() == celerys["headers"].keys()
+    assert {k: v for k, v in ours["headers"].items() if k not in per_message} == {
+        k: v for k, v in celerys["headers"].items() if k not in per_message
+    }
+    assert ours["headers"]["emsp_request_id"] == "req-push"  # the listeners of before_task_publish ran
+    assert ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
+    assert ours["headers"]["argsrepr"] == "(4 arguments)"
+    per_delivery = {"correlation_id", "delivery_tag"}
+    assert {k: v for k, v in ours["properties"].items() if k not in per_delivery} == {
+        k: v for k, v in celerys["properties"].items() if k not in per_delivery
+    }
+    assert ours["properties"]["delivery_tag"] != celerys["properties"]["delivery_tag"]
+    assert body_of(ours) == body_of(celerys) == [list(ARGS), {}, body_of(celerys)[2]]
+
+
+def test_a_key_seen_before_queues_nothing(live_queue: redis.Redis) -> None:
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is True
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is False
+    assert live_queue.llen(QUEUE) == 1
+    assert 0 < live_queue.ttl("push-test:key") <= 60
+
+
+def test_a_failed_push_leaves_no_key_behind(live_queue: redis.Redis) -> None:
+    live_queue.set(QUEUE, "not a list")  # LPUSH fails with WRONGTYPE after the SET succeeded
+    with pytest.raises(redis.ResponseError):
+        queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60)
+    assert not live_queue.exists("push-test:key")  # so the sender's retry is not taken for a duplicate
+    live_queue.delete(QUEUE)
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is True
+    assert live_queue.llen(QUEUE) == 1
+
+
+def test_not_pushable_when_eager_or_another_broker(live_queue: redis.Redis) -> None:
+    conf = celery_app.conf
+    assert queue_push.pushable(TASK)
+    conf.task_always_eager = True
+    assert not queue_push.pushable(TASK)
+    conf.task_always_eager = False
+    broker = conf.broker_url
+    conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
+    try:
+        assert not queue_push.pushable(TASK)
+    finally:
+        conf.broker_url = broker
