@@ -9,7 +9,8 @@ gives) is wrapped in what those middlewares would add to it:
   request to Django, which answers it as always;
 - request and correlation ids are read or made, set for the logs and the queued task, and echoed
   (emsp/middleware.py);
-- the security headers (SecurityMiddleware, XFrameOptionsMiddleware) come from Django's own middlewares;
+- the security headers come from Django's own middlewares (SecurityMiddleware, XFrameOptionsMiddleware), asked
+  once per process: they are the same for every answer but for HSTS, which depends on HTTPS;
 - the request is counted for /metrics under the same route label, and the ACK or NACK per action;
 - Django's request_started / request_finished signals fire (database connections are kept and closed as for
   any request), and a 4xx is logged as Django's handler logs it.
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -44,10 +46,44 @@ log = logging.getLogger(__name__)
 PREFIX = "/beckn/"
 ENDPOINT = "/beckn/<str:action>"  # the route label Django's path gives (emsp/metrics.py endpoint_label)
 ALLOW = ", ".join(BecknActionView().allowed_methods)  # the Allow header DRF's view answers with
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
 def _unused(request: Any) -> None:  # the middlewares below are only asked for their request/response hooks
     return None
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """Request headers read straight from the WSGI environ by name (what Django's HttpHeaders gives, without
+    building a dictionary of every header for the two or three the answer reads)."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key == "HTTP_CONTENT_TYPE" or key == "HTTP_CONTENT_LENGTH":
+            key = key[5:]
+        return self.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                yield key.replace("_", "-").title()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Body(list[bytes]):
+    """The answer's bytes; closing it ends the request as closing Django's response does (request_finished)."""
+
+    def close(self) -> None:
+        signals.request_finished.send(sender=AckLane)
 
 
 class AckLane:
@@ -57,6 +93,7 @@ class AckLane:
         self.django_app = django_app
         self._security: SecurityMiddleware | None = None
         self._frame: XFrameOptionsMiddleware | None = None
+        self._static: dict[bool, list[tuple[str, str]]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -79,12 +116,13 @@ class AckLane:
     ) -> Iterable[bytes]:
         started = time.perf_counter()
         signals.request_started.send(sender=self.__class__, environ=environ)
-        request_id, correlation_id = request_ids(request)
+        headers = EnvironHeaders(environ)
+        request_id, correlation_id = request_ids(headers)
         t1 = request_id_var.set(request_id)
         t2 = correlation_id_var.set(correlation_id)
         try:
             try:
-                answer = ack.answer(action, request.read(settings.BECKN_MAX_BODY_BYTES + 1), request.headers)
+                answer = ack.answer(action, request.read(settings.BECKN_MAX_BODY_BYTES + 1), headers)
             except Exception:  # what Django would answer with a 500 page: a NACK, logged with its traceback
                 log.exception("beckn %s failed before its answer", action)
                 error = {"code": "50000", "paths": "", "message": "internal error"}
@@ -93,29 +131,37 @@ class AckLane:
                 metrics.count_ack(action)
             else:
                 metrics.count_nack(action, answer.nack_code)
-            response = self._finished(request, http_response(answer), request_id, correlation_id)
+                if answer.status >= 400:  # logged as Django's handler logs a 4xx or 5xx
+                    response = http_response(answer)
+                    log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         finally:
             request_id_var.reset(t1)
             correlation_id_var.reset(t2)
         try:
-            count_request(request, response.status_code, time.perf_counter() - started, ENDPOINT)
+            count_request(request, answer.status, time.perf_counter() - started, ENDPOINT)
         except Exception:  # counting must never cost the answer
             log.exception("could not count a request")
-        response._handler_class = self.__class__  # type: ignore[attr-defined]  # close() sends request_finished
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
-        return response
+        response_headers = [
+            ("Content-Type", "application/json"),
+            *answer.headers.items(),
+            ("Content-Length", str(len(answer.body))),
+            ("X-Request-ID", request_id),
+            ("X-Correlation-ID", correlation_id),
+            *self._static_headers(request),
+        ]
+        start_response(STATUS_LINES[answer.status], response_headers)
+        return _Body([answer.body])
 
-    def _finished(
-        self, request: WSGIRequest, response: HttpResponse, request_id: str, correlation_id: str
-    ) -> HttpResponse:
-        """The headers Django's middlewares add to this answer, in their order (innermost first)."""
-        assert self._security is not None and self._frame is not None
-        response["Allow"] = ALLOW
-        response = self._frame.process_response(request, response)
-        response.headers.setdefault("Content-Length", str(len(response.content)))  # CommonMiddleware
-        response["X-Request-ID"] = request_id
-        response["X-Correlation-ID"] = correlation_id
-        response = self._security.process_response(request, response)
-        if response.status_code >= 400:
-            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
-        return response
+    def _static_headers(self, request: WSGIRequest) -> list[tuple[str, str]]:
+        """What Django's view and middlewares add to every such answer (Allow, X-Frame-Options, the security
+        headers), got from those middlewares once per process, for plain HTTP and for HTTPS."""
+        secure = request.is_secure()
+        static = self._static.get(secure)
+        if static is None:
+            assert self._security is not None and self._frame is not None
+            response = HttpResponse(b"", content_type="application/json")
+            response["Allow"] = ALLOW
+            response = self._security.process_response(request, self._frame.process_response(request, response))
+            static = [(k, v) for k, v in response.items() if k not in ("Content-Type", "Content-Length")]
+            self._static[secure] = static
+        return static

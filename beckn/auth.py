@@ -144,7 +144,7 @@ def _error(reason: str, gateway: bool, detail: str) -> BecknAuthError:
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     """Case-insensitive, for plain dicts as well as Django's request.headers."""
     value = headers.get(name)
-    if value is None:
+    if value is None and type(headers) is dict:  # Django's HttpHeaders and the ACK lane's mapping ignore case
         lowered = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == lowered), None)
     return value

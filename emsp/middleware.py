@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from django.http import HttpRequest, HttpResponse
 
@@ -23,10 +23,10 @@ def _clean(value: str | None) -> str | None:
     return value
 
 
-def request_ids(request: HttpRequest) -> tuple[str, str]:
-    """The request's X-Request-ID and X-Correlation-ID when usable, else a new id for both."""
-    request_id = _clean(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
-    return request_id, _clean(request.headers.get("X-Correlation-ID")) or request_id
+def request_ids(headers: Mapping[str, str]) -> tuple[str, str]:
+    """The request's X-Request-ID and X-Correlation-ID (from its headers) when usable, else a new id for both."""
+    request_id = _clean(headers.get("X-Request-ID")) or str(uuid.uuid4())
+    return request_id, _clean(headers.get("X-Correlation-ID")) or request_id
 
 
 class RequestIdMiddleware:
@@ -36,7 +36,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id, correlation_id = request_ids(request)
+        request_id, correlation_id = request_ids(request.headers)
         request.request_id = request_id  # type: ignore[attr-defined]
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         t1 = request_id_var.set(request_id)

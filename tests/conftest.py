@@ -178,6 +178,7 @@ def _apps_collect_unless_asked(request: pytest.FixtureRequest, settings: Any) ->
 def live_queue() -> Iterator[Any]:
     """Tasks published for real to this test Redis's latency list (the suite runs them eagerly), emptied before
     and after; skips without REDIS_URL."""
+    from emsp import queue_push
     from emsp.ratelimit import redis_client
 
     if not settings.REDIS_URL:
@@ -185,8 +186,10 @@ def live_queue() -> Iterator[Any]:
     client = redis_client()
     client.delete(settings.LATENCY_QUEUE, "push-test:key")
     celery_app.conf.task_always_eager = False  # (monkeypatch can't undo a Celery setting)
+    queue_push.pushable.cache_clear()
     try:
         yield client
     finally:
         celery_app.conf.task_always_eager = True
+        queue_push.pushable.cache_clear()
         client.delete(settings.LATENCY_QUEUE, "push-test:key")

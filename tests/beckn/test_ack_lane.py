@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 
 from beckn.ack_lane import AckLane
 from beckn.models import BecknMessage
@@ -112,6 +112,29 @@ def test_an_ack_is_the_same_and_its_work_runs(bap: Any) -> None:
     assert {"x-content-type-options", "x-frame-options", "content-length"} <= set(lane.headers)
     assert BecknMessage.objects.filter(action="search").count() == 2  # both handled: recorded, answered
     assert len(bap.bap.callbacks("on_search")) == 2
+
+
+def test_over_https_the_same_security_headers(bap: Any, settings: Any) -> None:
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_REFERRER_POLICY = "no-referrer"
+    lane = AckLane(get_wsgi_application())  # middlewares read their settings when made
+    test_bap = bap.bap
+    answers = []
+    for path in ("django", "lane"):
+        body = search_body(test_bap)
+        sent = {"Authorization": test_bap.sign(body), **REQUEST_IDS}
+        with bap.capture(execute=True):
+            if path == "django":
+                answers.append(
+                    Client().post("/beckn/search", body, content_type="application/json", headers=sent, secure=True)
+                )
+            else:
+                answers.append(through_lane("POST", "/beckn/search", body, sent, lane=lane, secure=True))
+    django, over_lane = answers
+    assert_same(django, over_lane)
+    assert over_lane.headers["strict-transport-security"] == "max-age=3600; includeSubDomains"
+    assert over_lane.headers["referrer-policy"] == "no-referrer"
 
 
 def test_a_repeated_message_id_gets_the_same_ack_and_nothing_else(bap: Any) -> None:

@@ -81,13 +81,18 @@ def test_a_failed_push_leaves_no_key_behind(live_queue: redis.Redis) -> None:
 
 def test_not_pushable_when_eager_or_another_broker(live_queue: redis.Redis) -> None:
     conf = celery_app.conf
-    assert queue_push.pushable(TASK)
+
+    def pushable() -> bool:
+        queue_push.pushable.cache_clear()  # decided once per process; here the configuration changes
+        return queue_push.pushable(TASK)
+
+    assert pushable()
     conf.task_always_eager = True
-    assert not queue_push.pushable(TASK)
+    assert not pushable()
     conf.task_always_eager = False
     broker = conf.broker_url
     conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
     try:
-        assert not queue_push.pushable(TASK)
+        assert not pushable()
     finally:
         conf.broker_url = broker
