@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +103,7 @@ def search_body(test_bap: Any, **context: Any) -> bytes:
 def test_gunicorn_serves_the_lane_in_front_of_django() -> None:
     assert isinstance(application, AckLane)
     assert application.django_app is django_application
+    assert gc.get_freeze_count() > 10_000  # what loading made is out of the collector's walks (emsp/wsgi.py)
 
 
 def test_an_ack_is_the_same_and_its_work_runs(bap: Any) -> None:
