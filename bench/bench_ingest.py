@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=500, help="objects per page (a partner's X-Limit)")
     args = parser.parse_args()
     setup(fresh=True)
+    gc.freeze()  # as the Celery worker that runs a pull does once loaded (emsp/celery.py)
     for label, objects in (
         ("spec-valid synthetic", synthetic(args.synthetic)),
         ("real CPO feeds", load_feeds(args.copies)),

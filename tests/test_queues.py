@@ -189,3 +189,16 @@ def test_a_second_beat_refuses_to_start_while_the_first_runs_and_starts_once_it_
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def test_worker_processes_freeze_what_loading_made() -> None:
+    import gc
+
+    from celery.signals import worker_process_init
+
+    import emsp.celery  # noqa: F401 - connects the receiver
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    worker_process_init.send(sender=None)
+    assert gc.get_freeze_count() > 1_000
