@@ -2,8 +2,9 @@
 action's on_* builder — discovery from the catalogue, quotes from the tariff engine, bookings and commands
 through the domain services — or with a BECKN-005 error.
 
-Request → beckn/views.py (verify, validate, ACK) → beckn/tasks.py → `handle()` here → emsp/services/* and
-billing/services/* → beckn/rendering.py (the blocks) → beckn/callbacks.py (outbox → signed POST to the BAP)."""
+Request → beckn/ack.py (verify, validate, ACK; through beckn/ack_lane.py or beckn/views.py) → beckn/tasks.py →
+`handle()` here → emsp/services/* and billing/services/* → beckn/rendering.py (the blocks) → beckn/callbacks.py
+(outbox → signed POST to the BAP)."""
 
 from __future__ import annotations
 
