@@ -22,8 +22,9 @@ from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
 from beckn.parsing import ACK, ACTIONS, parse_envelope
 from emsp import queue_push
-from emsp.ratelimit import rate_limit_hit
+from emsp.ratelimit import Verdict, rate_limit_hit, window_of
 from emsp.ratelimit import redis_client as _redis_client
+from emsp.ratelimit import verdict as rate_verdict
 
 log = logging.getLogger(__name__)
 
@@ -87,30 +88,41 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
         log.info("beckn %s from %s refused: %s", action, bap_id, exc)
         error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
         return nack(error, 401, exc.challenges)
-    # Counted only once the signature holds, so nobody can spend a subscriber's allowance for it.
-    verdict = rate_limit_hit(f"beckn:{sender.subscriber_id}", settings.BECKN_RATE_LIMIT_PER_MINUTE)
-    if not verdict.allowed:
-        log.info("beckn %s from %s refused: over %d requests a minute", action, sender.subscriber_id, verdict.limit)
-        # BECKN-005 has no rate-limit code: 50000 "Policy Error", with HTTP 429 and Retry-After.
-        message = f"rate limit: at most {verdict.limit} requests a minute; retry after {verdict.retry_after} s"
-        return nack(
-            {"code": POLICY_ERROR, "paths": "", "message": message}, 429, {"Retry-After": str(verdict.retry_after)}
-        )
+    # Counted only once the signature holds, so nobody can spend a subscriber's allowance for it. On Redis the
+    # count goes with the duplicate key and the task in one script (emsp/queue_push.py), after the envelope
+    # checks; a request failing them is counted on its own, so either way each verified request counts once
+    # and over the limit is answered before anything else.
+    rate_key, limit = f"beckn:{sender.subscriber_id}", settings.BECKN_RATE_LIMIT_PER_MINUTE
+    task = tasks.handle_request._get_current_object()  # the task itself, not shared_task's proxy
+    fast = queue_push.pushable(task)
+    if not fast and not (verdict := rate_limit_hit(rate_key, limit)).allowed:
+        return _over_limit(action, sender.subscriber_id, verdict)
     try:
         envelope = parse_envelope(raw, action, parsed=body)
         callback_url = registered_callback_url(envelope.context["bap_uri"], sender.subscriber_url)
     except BecknRequestError as exc:
+        if fast and not (verdict := rate_limit_hit(rate_key, limit)).allowed:
+            return _over_limit(action, sender.subscriber_id, verdict)
         return nack(exc.as_error(), 400)
     # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The worker
     # records each message once under a unique constraint, the second guard.
     dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
     args = (action, raw.decode("utf-8", "replace"), sender.gateway_id or "", callback_url)
     try:
-        task = tasks.handle_request._get_current_object()  # the task itself, not shared_task's proxy
-        if queue_push.pushable(task):
-            # The key and the task in one round trip, both or neither (emsp/queue_push.py).
+        if fast:
+            window = window_of(rate_key) if limit > 0 else None
             argsrepr = f"({action!r}, <{len(raw)} bytes, message_id {envelope.message_id!r}>, ...)"
-            queue_push.push_once(task, args, once_key=dedupe_key, ttl=DEDUPE_SECONDS, argsrepr=argsrepr)
+            pushed = queue_push.push_once(
+                task,
+                args,
+                once_key=dedupe_key,
+                ttl=DEDUPE_SECONDS,
+                argsrepr=argsrepr,
+                rate=None if window is None else (window, limit),
+            )
+            if pushed.outcome == queue_push.OVER_LIMIT and window is not None:
+                refused = rate_verdict(pushed.current, pushed.previous, limit, window.elapsed)
+                return _over_limit(action, sender.subscriber_id, refused)
             return ACKED  # queued now, or already queued for this message id: the same answer
         if not first_sighting(dedupe_key):
             return ACKED  # same answer, nothing else
@@ -123,6 +135,14 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
         log.exception("could not queue beckn %s %s", action, envelope.message_id)
         return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)
     return ACKED
+
+
+def _over_limit(action: str, subscriber_id: str, verdict: Verdict) -> Answer:
+    log.info("beckn %s from %s refused: over %d requests a minute", action, subscriber_id, verdict.limit)
+    # BECKN-005 has no rate-limit code: 50000 "Policy Error", with HTTP 429 and Retry-After.
+    message = f"rate limit: at most {verdict.limit} requests a minute; retry after {verdict.retry_after} s"
+    error = {"code": POLICY_ERROR, "paths": "", "message": message}
+    return nack(error, 429, {"Retry-After": str(verdict.retry_after)})
 
 
 def _same_url(a: str, b: str) -> bool:

@@ -3,8 +3,9 @@
 `task.delay()` costs about 0.45 ms a call on the Beckn ACK path (its profile, docs/benchmarks.md): Celery builds
 the message, then kombu builds a new redis-py client for each publish (169 dictionary writes in its constructor)
 and makes the LPUSH. Here the message is built by Celery's own `as_task_v2` and wrapped as kombu's Redis
-transport would wrap it; one Lua script sets the duplicate key (SET NX EX) and LPUSHes the message to the
-queue's list, both or neither, on the process's one Redis client. A worker cannot tell the two apart:
+transport would wrap it; one Lua script counts the sender's rate (emsp/ratelimit.py), sets the duplicate key
+(SET NX EX) and LPUSHes the message to the queue's list, the key and the message both or neither, on the
+process's one Redis client: the ACK makes one round trip to Redis. A worker cannot tell the two apart:
 tests/emsp/test_queue_push.py compares the message with what `delay()` writes, and the end-to-end tests run it
 through a real worker.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -26,22 +28,47 @@ from celery.signals import after_task_publish, before_task_publish
 from celery.utils.nodenames import anon_nodename
 from django.conf import settings
 
-from emsp.ratelimit import redis_client
+from emsp.ratelimit import WINDOW_SECONDS, Window, redis_client
 
-# KEYS[1]: the key that must be new ("" for none); KEYS[2]: the queue's list. ARGV[1]: the key's lifetime in
-# seconds; ARGV[2]: the message. Returns 1 when queued, 0 when the key was already there (nothing queued). A
-# script is not rolled back on error, so a failed LPUSH (a wrong type, out of memory) deletes the key it set.
+# KEYS[1]: the key that must be new ("" for none); KEYS[2]: the queue's list; KEYS[3], KEYS[4]: a rate limit's
+# counters of this minute and the last ("" for no limit, emsp/ratelimit.py). ARGV[1]: the key's lifetime in
+# seconds; ARGV[2]: the message; ARGV[3]: the limit a minute; ARGV[4]: seconds into this minute; ARGV[5]: seconds
+# in a minute. Returns {1, current, previous} when queued, {0, ...} when the key was already there, {-1, ...}
+# when over the limit (nothing queued, no key set). The limit's arithmetic is emsp/ratelimit.py's `verdict`, in
+# the same double-precision operations. A script is not rolled back on error, so a failed LPUSH (a wrong type,
+# out of memory) deletes the key it set.
 _PUSH_ONCE = """
+local current, previous = 0, 0
+if KEYS[3] ~= '' then
+  current = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[5]))
+  previous = tonumber(redis.call('GET', KEYS[4]) or '0')
+  local window = tonumber(ARGV[5])
+  if previous * (window - tonumber(ARGV[4])) / window + current > tonumber(ARGV[3]) then
+    return {-1, current, previous}
+  end
+end
 if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return 0
+  return {0, current, previous}
 end
 local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[2])
 if type(pushed) == 'table' and pushed.err then
   if KEYS[1] ~= '' then redis.call('DEL', KEYS[1]) end
   return redis.error_reply(pushed.err)
 end
-return 1
+return {1, current, previous}
 """
+
+QUEUED, DUPLICATE, OVER_LIMIT = 1, 0, -1
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What push_once did (QUEUED, DUPLICATE or OVER_LIMIT) and, with a rate limit, the counts it saw."""
+
+    outcome: int
+    current: int = 0
+    previous: int = 0
 
 
 @cache
@@ -61,14 +88,30 @@ def _script() -> Any:
     return redis_client().register_script(_PUSH_ONCE)
 
 
-def push_once(task: Task, args: tuple[Any, ...], *, once_key: str = "", ttl: int = 0, argsrepr: str = "") -> bool:
-    """Queue `task(*args)` unless `once_key` is already set (then nothing is queued and False is returned);
-    the key is set for `ttl` seconds with the message, atomically. Redis errors propagate (nothing was queued).
+def push_once(
+    task: Task,
+    args: tuple[Any, ...],
+    *,
+    once_key: str = "",
+    ttl: int = 0,
+    argsrepr: str = "",
+    rate: tuple[Window, int] | None = None,
+) -> Pushed:
+    """Queue `task(*args)` unless `once_key` is already set (DUPLICATE: nothing queued); the key is set for `ttl`
+    seconds with the message, atomically. `rate` (a window of emsp/ratelimit.py and its limit a minute) counts
+    this request first, and over the limit queues nothing (OVER_LIMIT). Redis errors propagate (nothing queued).
     `argsrepr` is what Flower and the worker's log show for the arguments (Celery writes saferepr(args) there,
     which for a request body costs more than the rest of the message)."""
     queue = _queue_of(task)
     message = build_message(task, args, queue=queue, argsrepr=argsrepr)
-    return bool(_script()(keys=[once_key, queue], args=[ttl, message]))
+    if rate is None:
+        keys, limit_args = [once_key, queue, "", ""], [0, 0, WINDOW_SECONDS]
+    else:
+        window, limit = rate
+        keys = [once_key, queue, window.current_key, window.previous_key]
+        limit_args = [limit, repr(window.elapsed), WINDOW_SECONDS]
+    outcome, current, previous = _script()(keys=keys, args=[ttl, message, *limit_args])
+    return Pushed(int(outcome), int(current), int(previous))
 
 
 def build_message(task: Task, args: tuple[Any, ...], *, queue: str, argsrepr: str = "") -> bytes:

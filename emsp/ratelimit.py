@@ -51,16 +51,32 @@ def rate_limit_hit(key: str, limit: int, *, now: float | None = None) -> Verdict
     fails the request is allowed: the limiter must never be what takes the platform down."""
     if limit <= 0:
         return ALLOWED
-    now = time.time() if now is None else now
-    window = int(now // WINDOW_SECONDS)
-    current_key = f"{KEY_PREFIX}{key}:{window}"
-    previous_key = f"{KEY_PREFIX}{key}:{window - 1}"
+    window = window_of(key, now)
     try:
-        current, previous = _count(current_key, previous_key)
+        current, previous = _count(window.current_key, window.previous_key)
     except Exception:  # Redis down or unreachable: fail open (the rest of the request will say so if it matters)
         log.warning("rate limit counter unavailable for %s; request allowed", key, exc_info=True)
         return ALLOWED
-    elapsed = now - window * WINDOW_SECONDS
+    return verdict(current, previous, limit, window.elapsed)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where `key`'s counts are now: this minute's counter, last minute's, and the seconds into this minute."""
+
+    current_key: str
+    previous_key: str
+    elapsed: float
+
+
+def window_of(key: str, now: float | None = None) -> Window:
+    now = time.time() if now is None else now
+    minute = int(now // WINDOW_SECONDS)
+    return Window(f"{KEY_PREFIX}{key}:{minute}", f"{KEY_PREFIX}{key}:{minute - 1}", now - minute * WINDOW_SECONDS)
+
+
+def verdict(current: int, previous: int, limit: int, elapsed: float) -> Verdict:
+    """The answer for this minute's count (this request included) and last minute's."""
     if _estimate(current, previous, elapsed) <= limit:
         return Verdict(True, 0, limit)
     return Verdict(False, retry_after_seconds(current, previous, limit, elapsed), limit)

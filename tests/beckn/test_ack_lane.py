@@ -250,3 +250,45 @@ def test_the_ack_queues_once_per_message_id_and_not_when_the_queue_fails(bap: An
     assert message["headers"]["task"] == "beckn.tasks.handle_request"
     assert message["headers"]["emsp_request_id"] == "req-lane-1"
     assert orjson.loads(base64.b64decode(message["body"]))[0][1] == body.decode()
+
+
+def _rate_counts_cleared(client: Any) -> None:
+    for key in client.scan_iter(f"{ratelimit.KEY_PREFIX}beckn:*"):
+        client.delete(key)
+
+
+def test_on_redis_the_rate_limit_rides_in_the_same_script(bap: Any, live_queue: Any, settings: Any) -> None:
+    """One round trip counts the rate, sets the message id and queues; over the limit: 429, nothing queued."""
+    settings.BECKN_RATE_LIMIT_PER_MINUTE = 2
+    _rate_counts_cleared(live_queue)
+    test_bap = bap.bap
+
+    def post(**context: Any) -> LaneResponse:
+        body = search_body(test_bap, **context)
+        return through_lane("POST", "/beckn/search", body, {"Authorization": test_bap.sign(body), **REQUEST_IDS})
+
+    assert [post().status_code for _ in range(2)] == [200, 200]
+    refused = post()
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    error = orjson.loads(refused.content)["error"]
+    assert error["code"] == "50000"
+    assert "at most 2 requests a minute" in error["message"]
+    assert post(action="select").status_code == 429  # over the limit is said before what is wrong with it
+    assert live_queue.llen(settings.LATENCY_QUEUE) == 2
+    (counter,) = [k for k in live_queue.scan_iter(f"{ratelimit.KEY_PREFIX}beckn:*") if int(live_queue.get(k)) > 0]
+    assert int(live_queue.get(counter)) == 4  # each verified request counted once, refused ones too
+
+
+def test_on_redis_a_request_failing_its_checks_still_counts(bap: Any, live_queue: Any, settings: Any) -> None:
+    settings.BECKN_RATE_LIMIT_PER_MINUTE = 3
+    _rate_counts_cleared(live_queue)
+    test_bap = bap.bap
+
+    def post(**context: Any) -> LaneResponse:
+        body = search_body(test_bap, **context)
+        return through_lane("POST", "/beckn/search", body, {"Authorization": test_bap.sign(body), **REQUEST_IDS})
+
+    assert post(action="select").status_code == 400
+    assert [post().status_code for _ in range(3)] == [200, 200, 429]
+    assert live_queue.llen(settings.LATENCY_QUEUE) == 2

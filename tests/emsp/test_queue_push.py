@@ -5,6 +5,7 @@ worker runs these messages in tests/e2e, whose gunicorn answers through the fast
 from __future__ import annotations
 
 import base64
+import random
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from beckn import tasks
 from emsp import queue_push
 from emsp.celery import app as celery_app
 from emsp.middleware import correlation_id_var, request_id_var
+from emsp.ratelimit import Window, verdict
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (set REDIS_URL)")
 
@@ -37,7 +39,7 @@ def test_the_message_is_the_one_celery_writes(live_queue: redis.Redis) -> None:
     t1, t2 = request_id_var.set("req-push"), correlation_id_var.set("corr-push")
     try:
         tasks.handle_request.delay(*ARGS)
-        assert queue_push.push_once(TASK, ARGS, argsrepr="(4 arguments)")
+        assert queue_push.push_once(TASK, ARGS, argsrepr="(4 arguments)").outcome == queue_push.QUEUED
     finally:
         request_id_var.reset(t1)
         correlation_id_var.reset(t2)
@@ -63,8 +65,8 @@ def test_the_message_is_the_one_celery_writes(live_queue: redis.Redis) -> None:
 
 
 def test_a_key_seen_before_queues_nothing(live_queue: redis.Redis) -> None:
-    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is True
-    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is False
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60).outcome == queue_push.QUEUED
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60).outcome == queue_push.DUPLICATE
     assert live_queue.llen(QUEUE) == 1
     assert 0 < live_queue.ttl("push-test:key") <= 60
 
@@ -75,7 +77,7 @@ def test_a_failed_push_leaves_no_key_behind(live_queue: redis.Redis) -> None:
         queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60)
     assert not live_queue.exists("push-test:key")  # so the sender's retry is not taken for a duplicate
     live_queue.delete(QUEUE)
-    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60) is True
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60).outcome == queue_push.QUEUED
     assert live_queue.llen(QUEUE) == 1
 
 
@@ -96,3 +98,33 @@ def test_not_pushable_when_eager_or_another_broker(live_queue: redis.Redis) -> N
         assert not pushable()
     finally:
         conf.broker_url = broker
+
+
+def test_the_scripts_rate_limit_decides_as_ratelimit_verdict(live_queue: redis.Redis) -> None:
+    """Random counts and moments in the minute: the script refuses exactly when emsp/ratelimit.py would."""
+    rng = random.Random(15)
+    for trial in range(200):
+        limit = rng.randint(1, 50)
+        window = Window(f"ratelimit:push-test:{trial}:b", f"ratelimit:push-test:{trial}:a", rng.uniform(0, 59.999))
+        before, previous = rng.randint(0, 60), rng.randint(0, 80)
+        live_queue.set(window.current_key, before)
+        live_queue.set(window.previous_key, previous)
+        pushed = queue_push.push_once(TASK, ARGS, rate=(window, limit))
+        assert (pushed.current, pushed.previous) == (before + 1, previous)
+        allowed = verdict(before + 1, previous, limit, window.elapsed).allowed
+        assert pushed.outcome == (queue_push.QUEUED if allowed else queue_push.OVER_LIMIT), (trial, limit)
+        live_queue.delete(window.current_key, window.previous_key)
+    assert live_queue.ttl(QUEUE) == -1  # the list itself never expires
+
+
+def test_over_the_limit_nothing_is_queued_and_no_key_is_set(live_queue: redis.Redis) -> None:
+    window = Window("ratelimit:push-test:now", "ratelimit:push-test:before", 30.0)
+    live_queue.set(window.current_key, 5)
+    try:
+        pushed = queue_push.push_once(TASK, ARGS, once_key="push-test:key", ttl=60, rate=(window, 3))
+        assert pushed.outcome == queue_push.OVER_LIMIT
+        assert live_queue.llen(QUEUE) == 0
+        assert not live_queue.exists("push-test:key")
+        assert 0 < live_queue.ttl(window.current_key) <= 120  # counted, and the counter lives two minutes
+    finally:
+        live_queue.delete(window.current_key, window.previous_key)
