@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import gc
 from collections.abc import Iterator
 from typing import Any
@@ -252,6 +253,11 @@ def test_the_ack_queues_once_per_message_id_and_not_when_the_queue_fails(bap: An
     assert orjson.loads(base64.b64decode(message["body"]))[0][1] == body.decode()
 
 
+def signed_search_through_lane(test_bap: Any, **context: Any) -> LaneResponse:
+    body = search_body(test_bap, **context)
+    return through_lane("POST", "/beckn/search", body, {"Authorization": test_bap.sign(body), **REQUEST_IDS})
+
+
 def _rate_counts_cleared(client: Any) -> None:
     for key in client.scan_iter(f"{ratelimit.KEY_PREFIX}beckn:*"):
         client.delete(key)
@@ -261,11 +267,7 @@ def test_on_redis_the_rate_limit_rides_in_the_same_script(bap: Any, live_queue: 
     """One round trip counts the rate, sets the message id and queues; over the limit: 429, nothing queued."""
     settings.BECKN_RATE_LIMIT_PER_MINUTE = 2
     _rate_counts_cleared(live_queue)
-    test_bap = bap.bap
-
-    def post(**context: Any) -> LaneResponse:
-        body = search_body(test_bap, **context)
-        return through_lane("POST", "/beckn/search", body, {"Authorization": test_bap.sign(body), **REQUEST_IDS})
+    post = functools.partial(signed_search_through_lane, bap.bap)
 
     assert [post().status_code for _ in range(2)] == [200, 200]
     refused = post()
@@ -283,11 +285,7 @@ def test_on_redis_the_rate_limit_rides_in_the_same_script(bap: Any, live_queue: 
 def test_on_redis_a_request_failing_its_checks_still_counts(bap: Any, live_queue: Any, settings: Any) -> None:
     settings.BECKN_RATE_LIMIT_PER_MINUTE = 3
     _rate_counts_cleared(live_queue)
-    test_bap = bap.bap
-
-    def post(**context: Any) -> LaneResponse:
-        body = search_body(test_bap, **context)
-        return through_lane("POST", "/beckn/search", body, {"Authorization": test_bap.sign(body), **REQUEST_IDS})
+    post = functools.partial(signed_search_through_lane, bap.bap)
 
     assert post(action="select").status_code == 400
     assert [post().status_code for _ in range(3)] == [200, 200, 429]
