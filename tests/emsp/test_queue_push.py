@@ -128,3 +128,16 @@ def test_over_the_limit_nothing_is_queued_and_no_key_is_set(live_queue: redis.Re
         assert 0 < live_queue.ttl(window.current_key) <= 120  # counted, and the counter lives two minutes
     finally:
         live_queue.delete(window.current_key, window.previous_key)
+
+
+def test_each_process_pushes_on_a_connection_of_its_own(
+    live_queue: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = queue_push._script()
+    assert queue_push._script() is here  # one client, one connection, kept
+    assert here.registered_client.connection is not None  # single-connection: no pool round per call
+    monkeypatch.setattr(queue_push.os, "getpid", lambda: -1)  # as after a fork
+    forked = queue_push._script()
+    assert forked is not here and forked.registered_client is not here.registered_client
+    assert queue_push.push_once(TASK, ARGS).outcome == queue_push.QUEUED
+    queue_push._scripts.pop(-1).registered_client.close()
