@@ -253,6 +253,7 @@ else:
     # 0.1 s here rather than kombu's 1 s, so a search is answered in well under a second).
     _queue_dir = VAR_DIR / "celery-queue"
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "emsp.queue_files:Transport"  # kombu's, each message file written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "polling_interval": 0.1,
         "data_folder_in": str(_queue_dir),
