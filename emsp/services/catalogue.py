@@ -7,10 +7,12 @@ keyed by the case-insensitive OCPI ids; an object older than the one we hold is 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -409,11 +411,8 @@ def evse_ref(country_code: str, party_id: str, location_id: str, evse_uid: str) 
     return EvseRef(pk=row[0], status=row[1], location_pk=row[2], location_last_updated=last_updated)
 
 
-def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
-    """PATCH an EVSE: the hot path of live availability. One conditional UPDATE (the database merges the
-    fields into the stored object, and refuses a patch older than what we hold), then the location's
-    last_updated when it moves forward (mod_locations: parents' last_updated follow)."""
-    last_updated = parse_utc(patch["last_updated"])
+def _evse_patch_columns(patch: dict[str, Any], last_updated: datetime) -> dict[str, Any]:
+    """What a PATCH sets on the EVSE row (the object's fields merged into `data`, its columns replaced)."""
     columns: dict[str, Any] = {
         "data": JsonMerge("data", {k: v for k, v in patch.items() if k != "connectors"}),
         "last_updated": last_updated,
@@ -428,6 +427,20 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
     coordinates = _coordinates(patch)
     if coordinates:
         columns["latitude"], columns["longitude"] = coordinates
+    return columns
+
+
+def _status_change(evse_pk: int, old_status: str, patch: dict[str, Any]) -> tuple[int, str, str] | None:
+    new_status = patch.get("status")
+    return (evse_pk, old_status, new_status) if new_status and new_status != old_status else None
+
+
+def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
+    """PATCH an EVSE: the hot path of live availability. One conditional UPDATE (the database merges the
+    fields into the stored object, and refuses a patch older than what we hold), then the location's
+    last_updated when it moves forward (mod_locations: parents' last_updated follow)."""
+    last_updated = parse_utc(patch["last_updated"])
+    columns = _evse_patch_columns(patch, last_updated)
     with transaction.atomic():  # one commit for both rows
         if not Evse.objects.filter(pk=evse.pk, last_updated__lte=last_updated).update(**columns):
             return PatchResult(applied=False)
@@ -435,8 +448,75 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
             Location.objects.filter(pk=evse.location_pk, last_updated__lt=last_updated).update(
                 last_updated=last_updated
             )
-        new_status = patch.get("status")
-        change = (evse.pk, evse.status, new_status) if new_status and new_status != evse.status else None
+        change = _status_change(evse.pk, evse.status, patch)
+        if change:
+            events.publish(events.EvseStatusChanged(*change))
+    return PatchResult(applied=True, status_change=change)
+
+
+# The EVSE PATCH in one statement (PostgreSQL): the EVSE found by its path and locked, updated unless the patch
+# is older than what we hold, its location's last_updated moved forward; the status before, and whether it
+# applied, come back. {sets} are the EVSE's columns (_evse_patch_sql).
+_EVSE_PATCH_SQL = """
+WITH old AS (
+    SELECT e.id, e.status, e.location_id FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
+    WHERE l.ocpi_key = %s AND e.uid_key = %s FOR UPDATE OF e
+), changed AS (
+    UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id AND e.last_updated <= %s RETURNING e.id
+), bumped AS (
+    UPDATE emsp_location l SET last_updated = %s FROM old
+    WHERE l.id = old.location_id AND l.last_updated < %s AND EXISTS (SELECT 1 FROM changed) RETURNING l.id
+)
+SELECT old.id, old.status, EXISTS (SELECT 1 FROM changed) FROM old
+"""
+
+
+def _evse_patch_sql(columns: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SET list of _EVSE_PATCH_SQL with its parameters, for the columns _evse_patch_columns gives."""
+    sets, params = [], []
+    for name, value in columns.items():
+        if isinstance(value, JsonMerge):
+            sets.append(f'"{name}" = (e."{name}" || %s::jsonb)')
+            params.append(value.patch)
+        elif name == "capabilities":
+            sets.append(f'"{name}" = %s::jsonb')
+            params.append(orjson.dumps(value).decode())
+        else:
+            sets.append(f'"{name}" = %s')
+            params.append(value)
+    return ", ".join(sets), params
+
+
+# A change into one of these has consequences that must commit with it (bookings on the EVSE are cancelled,
+# emsp/services/bookings.py): its subscribers run in the statement's transaction. Other changes are facts
+# only; their subscribers run after the statement, which commits on its own.
+_CONSEQUENTIAL_STATUSES = frozenset(Evse.FAULT_STATUSES)
+
+
+def evse_patch_at(
+    country_code: str, party_id: str, location_id: str, evse_uid: str, patch: dict[str, Any]
+) -> PatchResult | None:
+    """PATCH the EVSE at a receiver path; None when we hold no such EVSE. On PostgreSQL one statement and one
+    round trip (the lookup, both updates and the commit were five: 1.2 ms of a 3 ms PATCH in its profile);
+    elsewhere evse_ref then evse_patch, which give the same rows (tests/emsp/test_evse_patch.py)."""
+    if connection.vendor != "postgresql":
+        ref = evse_ref(country_code, party_id, location_id, evse_uid)
+        return None if ref is None else evse_patch(ref, patch)
+    last_updated = parse_utc(patch["last_updated"])
+    sets, set_params = _evse_patch_sql(_evse_patch_columns(patch, last_updated))
+    params = [location_key(country_code, party_id, location_id), ci_key(evse_uid), *set_params]
+    params += [last_updated, last_updated, last_updated]
+    consequential = patch.get("status") in _CONSEQUENTIAL_STATUSES
+    with transaction.atomic() if consequential else nullcontext():
+        with connection.cursor() as cursor:
+            cursor.execute(_EVSE_PATCH_SQL.format(sets=sets), params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        evse_pk, old_status, applied = row
+        if not applied:
+            return PatchResult(applied=False)
+        change = _status_change(evse_pk, old_status, patch)
         if change:
             events.publish(events.EvseStatusChanged(*change))
     return PatchResult(applied=True, status_change=change)

@@ -108,12 +108,10 @@ class LocationReceiverView(OcpiView):
         level = "connector" if connector_id else "evse" if evse_uid else "location"
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         clean = self.accept(normalize_location_patch, body, object_id, level=level)
-        if level == "evse" and evse_uid:
-            # The hot path of live availability: one lookup, one conditional update.
-            ref = catalogue.evse_ref(country_code, party_id, location_id, evse_uid)
-            if ref is not None:
-                catalogue.evse_patch(ref, clean)
-                return ocpi_response()
+        # The hot path of live availability: one statement on PostgreSQL.
+        at = (country_code, party_id, location_id, evse_uid)
+        if level == "evse" and evse_uid and catalogue.evse_patch_at(*at, clean) is not None:
+            return ocpi_response()
         location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
         # mod_locations: PATCH of an object we don't have is an error; the CPO then PUTs it.
         if location is None:

@@ -319,19 +319,21 @@ def test_rating_and_support(bap: Any) -> None:
 # --- unsolicited ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("via", ["lookup_then_update", "receiver_statement"])
 def test_a_booked_charger_going_out_of_order_cancels_with_alternatives(
-    bap: Any, network: Partner, django_capture_on_commit_callbacks: Any
+    bap: Any, network: Partner, django_capture_on_commit_callbacks: Any, via: str
 ) -> None:
     item = item_of(bap)
     select(bap, item)
     init(bap)
     order_id = confirm(bap)["message"]["order"]["id"]
     booking = Booking.objects.get(order_id=order_id)
+    patch = {"status": "OUTOFORDER", "last_updated": "2026-07-01T00:00:00Z"}
     with django_capture_on_commit_callbacks(execute=True):
-        catalogue.evse_patch(
-            catalogue.evse_ref("IN", "CPA", "NEAR", booking.evse.uid),
-            {"status": "OUTOFORDER", "last_updated": "2026-07-01T00:00:00Z"},
-        )
+        if via == "lookup_then_update":
+            catalogue.evse_patch(catalogue.evse_ref("IN", "CPA", "NEAR", booking.evse.uid), patch)
+        else:  # what the locations receiver runs (one statement on PostgreSQL)
+            catalogue.evse_patch_at("IN", "CPA", "NEAR", booking.evse.uid, patch)
     body = last(bap, "on_cancel")
     order = body["message"]["order"]
     assert order["status"] == "CANCELLED"
