@@ -321,14 +321,25 @@ _INSERT_MESSAGE = (
 )
 
 
+# A log row alone in its transaction commits without waiting for the WAL to reach the disk (PostgreSQL's
+# asynchronous commit, for that transaction only): the wait was 0.11-0.13 ms of a 0.25 ms insert here, on every
+# OCPI request. A killed web process loses nothing (the row is committed); a PostgreSQL crash may lose the log
+# rows of its last ~0.6 s (3 × wal_writer_delay), never a business row: inside a transaction the row commits
+# with it, as that transaction does.
+_ASYNC_COMMIT = " RETURNING set_config('synchronous_commit', 'off', true)"
+
+
 def log_message_row(**values: Any) -> None:
     """One row of the OCPI message log (plain SQL: it is written on every request of the hot paths)."""
     values.setdefault("error", "")
     values["created_at"] = timezone.now()
     for column in ("method", "url", "module", "request_id", "correlation_id", "error"):
         values[column] = storable(values[column])
+    sql = _INSERT_MESSAGE
+    if connection.vendor == "postgresql" and connection.get_autocommit():
+        sql += _ASYNC_COMMIT
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_MESSAGE, [values[c] for c in _MESSAGE_COLUMNS])
+        cursor.execute(sql, [values[c] for c in _MESSAGE_COLUMNS])
 
 
 # Partner pk → the minute of the last rate-limit refusal this process wrote to the message log.

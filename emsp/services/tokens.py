@@ -10,10 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from emsp.models import Driver, Evse, Partner, Token, ci_key
+from emsp.models import Driver, Evse, Location, Partner, Token, ci_key
 from emsp.ports import cpo_gateway
 
 
@@ -134,6 +134,8 @@ def token_authorize(
 _TOKEN = Token._meta.db_table
 _DRIVER = Driver._meta.db_table
 _ALLOWED = Token.allowed_partners.through._meta.db_table
+_EVSE = Evse._meta.db_table
+_LOCATION = Location._meta.db_table
 # Plain SQL on the hot path, as for the EVSE PATCH: building this ORM query (a join and two EXISTS) cost more
 # than running it. One row: the token, its driver's standing and whether `partner` may see it used.
 _AUTHORIZE_SQL = (
@@ -164,6 +166,19 @@ def _token_for_authorization(uid: str, token_type: str | None, partner: Partner)
     return token
 
 
+def _known_evse_keys(location_keys: list[str], uid_keys: list[str]) -> set[str]:
+    """Which of the EVSE keys exist at one of the location keys (plain SQL, as above: the ORM's query building
+    was half of this lookup's cost in the authorization's profile)."""
+    sql = (
+        f"SELECT e.uid_key FROM {_EVSE} e JOIN {_LOCATION} l ON l.id = e.location_id "  # noqa: S608
+        f"WHERE l.ocpi_key IN ({', '.join(['%s'] * len(location_keys))}) "
+        f"AND e.uid_key IN ({', '.join(['%s'] * len(uid_keys))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*location_keys, *uid_keys])
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _allowed_location(
     partner: Partner, refs: dict[str, Any], party: tuple[str, str] | None = None
 ) -> dict[str, Any] | None:
@@ -176,11 +191,7 @@ def _allowed_location(
     if evse_uids:
         parties = [ci_key(*party)] if party is not None else partner.party_keys()
         location_keys = [f"{key}*{ci_key(location_id)}" for key in parties]
-        known = set(
-            Evse.objects.filter(
-                location__ocpi_key__in=location_keys, uid_key__in=[ci_key(u) for u in evse_uids]
-            ).values_list("uid_key", flat=True)
-        )
+        known = _known_evse_keys(location_keys, [ci_key(u) for u in evse_uids])
         if known:
             evse_uids = [u for u in evse_uids if ci_key(u) in known]
         echoed["evse_uids"] = evse_uids

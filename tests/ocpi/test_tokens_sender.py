@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from emsp.models import Partner, Token
 from tests.conftest import OcpiTestClient
-from tests.factories import DriverFactory, PartnerFactory, TokenFactory
+from tests.factories import DriverFactory, PartnerFactory, TokenFactory, stored_location
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +153,18 @@ def test_location_references_are_echoed_when_allowed(ocpi: OcpiTestClient) -> No
     token = TokenFactory()
     body = authorize(ocpi, token.uid, {"location_id": "LOC1"}).json()
     assert body["data"]["location"] == {"location_id": "LOC1"}
+
+
+def test_the_echoed_evses_are_those_we_know_at_that_location(ocpi: OcpiTestClient, partner: Partner) -> None:
+    stored_location(partner, location_id="LOC1", evses=2)
+    stored_location(partner, location_id="LOC2", evses=1)
+    token = TokenFactory()
+    refs = {"location_id": "loc1", "evse_uids": ["LOC1-E1", "loc1-e2", "LOC2-E1", "NOPE"]}
+    echoed = authorize(ocpi, token.uid, refs).json()["data"]["location"]
+    assert echoed == {"location_id": "loc1", "evse_uids": ["LOC1-E1", "loc1-e2"]}  # LOC2's EVSE is not at LOC1
+    # None of them known (a charge point not pushed yet): echoed as sent, lenient in.
+    refs = {"location_id": "LOC2", "evse_uids": ["X1", "X2"]}
+    assert authorize(ocpi, token.uid, refs).json()["data"]["location"] == refs
 
 
 def test_an_unknown_type_is_2001(ocpi: OcpiTestClient) -> None:

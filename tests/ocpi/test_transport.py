@@ -129,3 +129,43 @@ def test_authorization_header_without_token_scheme_is_refused(partner: object) -
     client = OcpiTestClient(None)
     client.headers["Authorization"] = "Bearer " + base64.b64encode(CPO_TOKEN.encode()).decode()
     assert client.get("/ocpi/versions").status_code == 401
+
+
+def _log_row(url: str) -> None:
+    from ocpi.transport import log_message_row
+
+    log_message_row(
+        partner_id=None, direction="IN", method="PATCH", url=url, module="locations", http_status=200,
+        ocpi_status=1000, request_id="r", correlation_id="c", duration_ms=1, request_body="{}", response_body="{}",
+    )  # fmt: skip
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_log_row_alone_commits_asynchronously_and_the_setting_ends_with_it() -> None:
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    seen: list[str] = []
+
+    def record(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        _log_row("/alone")
+        assert _synchronous_commit() == "on"  # the next transaction waits for its commit as always
+        with transaction.atomic():  # inside a business transaction the row commits with it, as it does
+            _log_row("/inside")
+            assert _synchronous_commit() == "on"
+    assert "set_config('synchronous_commit', 'off', true)" in seen[0]
+    assert "set_config" not in seen[2]
+    assert set(OcpiMessage.objects.values_list("url", flat=True)) == {"/alone", "/inside"}
