@@ -80,6 +80,8 @@ class BapClient:
         client = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 received = time.perf_counter()

@@ -107,6 +107,7 @@ def parse_stripe_form(body: str) -> dict[str, Any]:
 class Handler(BaseHTTPRequestHandler):
     server: PaysimServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for a delayed ACK
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

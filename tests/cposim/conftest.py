@@ -212,6 +212,7 @@ class FakeEmsp:
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK
 
             def _go(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
