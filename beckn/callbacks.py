@@ -95,7 +95,7 @@ def enqueue(
 
 def send_callback(delivery: Delivery) -> outbox.SendResult:
     """The outbox's sender for Beckn callbacks: the stored body, signed, POSTed to its URL."""
-    callback = BecknCallback.objects.get(pk=delivery.pk)
+    callback = delivery if isinstance(delivery, BecknCallback) else BecknCallback.objects.get(pk=delivery.pk)
     body = callback.body.encode()
     try:
         response = outbound.send(

@@ -154,3 +154,28 @@ def test_retry_now_needs_the_retry_permission(
         assert push.status == Delivery.Status.DELIVERED  # queued again and sent (tasks run inline in tests)
     else:
         assert push.status == Delivery.Status.FAILED
+
+
+@pytest.mark.django_db
+def test_a_row_sent_as_written_is_not_read_back(peer: FakePeer) -> None:
+    """Right after its commit a Beckn callback is sent from the instance its writer holds (outbox.sent_here):
+    the claim, the send and the settling, and no SELECT of the row."""
+    from django.test.utils import CaptureQueriesContext
+
+    from beckn.models import BecknCallback
+
+    url = "http://127.0.0.1:9/bap/on_search"
+    peer.route("POST", url, (200, {"message": {"ack": {"status": "ACK"}}}))
+    row = BecknCallback.objects.create(
+        channel=Delivery.Channel.BECKN_CALLBACK, target=url, action="on_search", url=url, message_id="m-1",
+        body='{"context": {"action": "on_search"}, "message": {}}',
+    )  # fmt: skip
+    with CaptureQueriesContext(connection) as seen:
+        sent = outbox.deliver(row.pk, row=row, read_back=False)
+    assert sent is row and row.status == Delivery.Status.SENDING and row.attempts == 1  # as claimed, not re-read
+    assert not [q for q in seen.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert len(peer.requests_to("/bap/on_search")) == 1
+    stored = Delivery.objects.get(pk=row.pk)
+    assert (stored.status, stored.attempts) == (Delivery.Status.DELIVERED, 1)
+    assert DeliveryAttempt.objects.filter(delivery=row, http_status=200).count() == 1
+    assert outbox.deliver(row.pk, row=row) is None  # delivered: a second try claims nothing
