@@ -7,8 +7,8 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init, worker_ready
-from django.db import transaction
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_init, worker_ready
+from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
 
 from emsp import logs  # noqa: F401 - its Celery signals carry the request ids into tasks and keep Django's logging
@@ -57,6 +57,16 @@ def _freeze_what_loading_made(**_: Any) -> None:
     """As emsp/wsgi.py does for the web: what loading made lives as long as the process, and the collector stops
     walking it. A pull's ingest makes many objects and so many collections: 1,549 → 2,216 locations/s."""
     gc.freeze()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connections_as_for_a_request(task: Any = None, **_: Any) -> None:
+    """Before and after a task, what Django does before and after a request: a connection older than
+    CONN_MAX_AGE, or left unusable by an error, is closed; a sound one is kept (settings.CELERY_DB_REUSE_MAX).
+    Not for a task run eagerly, inside its caller's transaction."""
+    if task is not None and not getattr(task.request, "is_eager", False):
+        close_old_connections()
 
 
 def run_after_commit(task_path: str, *args: Any, countdown: float | None = None) -> None:

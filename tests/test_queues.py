@@ -202,3 +202,37 @@ def test_worker_processes_freeze_what_loading_made() -> None:
     assert gc.get_freeze_count() == 0
     worker_process_init.send(sender=None)
     assert gc.get_freeze_count() > 1_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_keeps_a_sound_database_connection_and_drops_an_old_one() -> None:
+    """Celery's Django fixup closed every connection around every task (a PostgreSQL backend started for each):
+    tasks now keep theirs as requests do, and close one past CONN_MAX_AGE or left unusable."""
+    import time as clock
+    from types import SimpleNamespace
+
+    from celery.fixups.django import DjangoWorkerFixup
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's in-memory test database is never closed (and CONN_MAX_AGE is 0 there)")
+    assert DjangoWorkerFixup(app).db_reuse_max == settings.CELERY_DB_REUSE_MAX  # the fixup's own closing is off
+    class Task:  # what the receivers read of a task (a signal's sender must be hashable)
+        def __init__(self, eager: bool) -> None:
+            self.request = SimpleNamespace(is_eager=eager)
+
+    task = Task(eager=False)
+    connection.ensure_connection()
+    connection.close_at = None  # persistent
+    backend = connection.connection.info.backend_pid
+    task_prerun.send(sender=task, task=task, task_id="t1", args=(), kwargs={})
+    connection.cursor().execute("SELECT 1")
+    task_postrun.send(sender=task, task=task, task_id="t1", args=(), kwargs={}, retval=None, state="SUCCESS")
+    assert connection.connection is not None and connection.connection.info.backend_pid == backend
+    connection.close_at = clock.monotonic() - 1  # past CONN_MAX_AGE
+    eager = Task(eager=True)
+    task_postrun.send(sender=eager, task=eager, task_id="t2", args=(), kwargs={}, retval=None, state="SUCCESS")
+    assert connection.connection is not None  # a task run eagerly runs inside its caller: left alone
+    task_postrun.send(sender=task, task=task, task_id="t3", args=(), kwargs={}, retval=None, state="SUCCESS")
+    assert connection.connection is None
