@@ -225,9 +225,21 @@ def worker_app() -> Iterator[Any]:
 
     import emsp.tasks  # noqa: F401 - registered before the worker starts, or it refuses them as unknown
 
+    from celery import signals
+
     app = TestApp(config={"task_always_eager": False, "task_acks_late": True})
-    with setup_default_app(app), start_worker(app, pool="solo", perform_ping_check=False):
-        yield app
+    # Starting a worker installs Celery's Django fixup for that test app (no CELERY_DB_REUSE_MAX: it closes the
+    # database connection around every task) and leaves its receivers connected after the worker stops; put
+    # the signals back as they were so later tests see this process's own receivers only.
+    watched = [getattr(signals, name) for name in signals.__all__ if isinstance(getattr(signals, name), signals.Signal)]
+    before = {signal: list(signal.receivers) for signal in watched}
+    try:
+        with setup_default_app(app), start_worker(app, pool="solo", perform_ping_check=False):
+            yield app
+    finally:
+        for signal, receivers in before.items():
+            signal.receivers[:] = receivers
+            signal.sender_receivers_cache.clear()
 
 
 @pytest.mark.django_db(transaction=True)
