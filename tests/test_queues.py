@@ -218,6 +218,7 @@ def test_a_task_keeps_a_sound_database_connection_and_drops_an_old_one() -> None
     if connection.vendor != "postgresql":
         pytest.skip("SQLite's in-memory test database is never closed (and CONN_MAX_AGE is 0 there)")
     assert DjangoWorkerFixup(app).db_reuse_max == settings.CELERY_DB_REUSE_MAX  # the fixup's own closing is off
+
     class Task:  # what the receivers read of a task (a signal's sender must be hashable)
         def __init__(self, eager: bool) -> None:
             self.request = SimpleNamespace(is_eager=eager)

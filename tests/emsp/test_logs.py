@@ -220,12 +220,11 @@ def test_a_task_run_inline_and_its_outbound_call_carry_the_requests_ids(
 def worker_app() -> Iterator[Any]:
     """The worker path in this process: a Celery app on the in-memory broker, current while the test runs (the
     tasks are shared tasks, so queueing one publishes a real message), and a worker thread consuming it."""
+    from celery import signals
     from celery.contrib.testing.app import TestApp, setup_default_app
     from celery.contrib.testing.worker import start_worker
 
     import emsp.tasks  # noqa: F401 - registered before the worker starts, or it refuses them as unknown
-
-    from celery import signals
 
     app = TestApp(config={"task_always_eager": False, "task_acks_late": True})
     # Starting a worker installs Celery's Django fixup for that test app (no CELERY_DB_REUSE_MAX: it closes the
