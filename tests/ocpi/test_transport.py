@@ -169,3 +169,23 @@ def test_a_log_row_alone_commits_asynchronously_and_the_setting_ends_with_it() -
     assert "set_config('synchronous_commit', 'off', true)" in seen[0]
     assert "set_config" not in seen[2]
     assert set(OcpiMessage.objects.values_list("url", flat=True)) == {"/alone", "/inside"}
+
+
+def test_the_message_log_carries_only_the_indexes_its_searches_use() -> None:
+    """Every OCPI request inserts a log row, and each index is paid on every insert. The ids are searched by
+    exact match only, so they carry no LIKE (`varchar_pattern_ops`) index; the database holds what the model
+    declares (its Meta indexes and created_at's) and nothing more."""
+    from django.db import connection
+
+    table = OcpiMessage._meta.db_table
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexes = {name: info["columns"] for name, info in constraints.items() if info["index"] and not info["primary_key"]}
+    declared = {index.name for index in OcpiMessage._meta.indexes}
+    assert declared <= indexes.keys()
+    assert [indexes[name] for name in indexes.keys() - declared] == [["created_at"]]
+    assert {"request_id", "correlation_id"} <= {columns[0] for columns in indexes.values()}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [table])
+            assert not [d for (d,) in cursor.fetchall() if "pattern_ops" in d]
