@@ -14,6 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from django.utils import timezone
+from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
@@ -36,6 +37,10 @@ from reportlab.platypus import (
 )
 
 from billing.money import DEFAULT_POLICY, minor_units, round_money
+
+# Streams (pages, the embedded font subsets) go out as binary, not ASCII85-encoded: smaller files and less
+# CPU per document (reportlab's default dates from 7-bit mail transport; every PDF reader reads binary).
+rl_config.useA85 = 0
 
 PAGE_WIDTH, PAGE_HEIGHT = A4
 MARGIN = 18 * mm
