@@ -25,6 +25,7 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from emsp.async_commit import async_commit_suffix
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, ci_key, hash_token
 from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
@@ -321,12 +322,9 @@ _INSERT_MESSAGE = (
 )
 
 
-# A log row alone in its transaction commits without waiting for the WAL to reach the disk (PostgreSQL's
-# asynchronous commit, for that transaction only): the wait was 0.11-0.13 ms of a 0.25 ms insert here, on every
-# OCPI request. A killed web process loses nothing (the row is committed); a PostgreSQL crash may lose the log
-# rows of its last ~0.6 s (3 × wal_writer_delay), never a business row: inside a transaction the row commits
-# with it, as that transaction does.
-_ASYNC_COMMIT = " RETURNING set_config('synchronous_commit', 'off', true)"
+# A log row alone in its transaction commits asynchronously (emsp/async_commit.py): the wait for the WAL was
+# 0.11-0.13 ms of a 0.25 ms insert here, on every OCPI request; a PostgreSQL crash may lose the log rows of its
+# last ~0.6 s, never a business row (inside a transaction the row commits with it).
 
 
 def log_message_row(**values: Any) -> None:
@@ -335,11 +333,8 @@ def log_message_row(**values: Any) -> None:
     values["created_at"] = timezone.now()
     for column in ("method", "url", "module", "request_id", "correlation_id", "error"):
         values[column] = storable(values[column])
-    sql = _INSERT_MESSAGE
-    if connection.vendor == "postgresql" and connection.get_autocommit():
-        sql += _ASYNC_COMMIT
     with connection.cursor() as cursor:
-        cursor.execute(sql, [values[c] for c in _MESSAGE_COLUMNS])
+        cursor.execute(_INSERT_MESSAGE + async_commit_suffix(), [values[c] for c in _MESSAGE_COLUMNS])
 
 
 # Partner pk → the minute of the last rate-limit refusal this process wrote to the message log.

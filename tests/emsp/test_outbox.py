@@ -179,3 +179,43 @@ def test_a_row_sent_as_written_is_not_read_back(peer: FakePeer) -> None:
     assert (stored.status, stored.attempts) == (Delivery.Status.DELIVERED, 1)
     assert DeliveryAttempt.objects.filter(delivery=row, http_status=200).count() == 1
     assert outbox.deliver(row.pk, row=row) is None  # delivered: a second try claims nothing
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("outcome", ["delivered", "retried"])
+def test_claim_and_settlement_are_one_statement_each_committed_without_waiting_for_the_disk(
+    peer: FakePeer, outcome: str
+) -> None:
+    """On PostgreSQL, out of any transaction: the claim is one UPDATE and the settlement one statement (the row's
+    UPDATE and its attempt's INSERT), each committed asynchronously (a crash repeats a send, never loses one);
+    the setting ends with each, and the row ends as the slower path left it."""
+    from django.test.utils import CaptureQueriesContext
+
+    from beckn.models import BecknCallback
+
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    url = "http://127.0.0.1:9/bap/on_select"
+    peer.route("POST", url, (200, {"message": {"ack": {"status": "ACK"}}}) if outcome == "delivered" else (503, {}))
+    row = BecknCallback.objects.create(
+        channel=Delivery.Channel.BECKN_CALLBACK, target=url, action="on_select", url=url, message_id="m-2",
+        body='{"context": {"action": "on_select"}, "message": {}}',
+    )  # fmt: skip
+    with CaptureQueriesContext(connection) as seen:
+        outbox.deliver(row.pk, row=row, read_back=False)
+    writes = [q["sql"] for q in seen.captured_queries]
+    assert len(writes) == 2, writes
+    assert all(w.endswith("RETURNING set_config('synchronous_commit', 'off', true)") for w in writes)
+    assert writes[1].startswith("WITH settled AS (UPDATE")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    stored = Delivery.objects.get(pk=row.pk)
+    expected = Delivery.Status.DELIVERED if outcome == "delivered" else Delivery.Status.PENDING
+    assert (stored.status, stored.attempts, stored.claimed_at) == (expected, 1, None)
+    if outcome == "delivered":
+        assert stored.delivered_at is not None
+    else:
+        assert stored.next_attempt_at > timezone.now() and stored.last_http_status == 503
+    (attempt,) = DeliveryAttempt.objects.filter(delivery=stored)
+    assert attempt.http_status == (200 if outcome == "delivered" else 503)
