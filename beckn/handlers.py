@@ -80,6 +80,7 @@ from billing.services.driver_pricing import (
     quote_hold,
     quote_usable,
 )
+from emsp.inserts import insert_if_absent
 from emsp.models import Booking, Command, Driver, Evse, Token
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
@@ -92,16 +93,20 @@ def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str
     """The BAP's journey; its callbacks go to the BAP's registered URL (checked at the ACK: `callback_url`)."""
     context = envelope.context
     bap_uri = callback_url or context["bap_uri"]
-    txn, created = BecknTransaction.objects.get_or_create(
-        bap_id=envelope.bap_id,
-        transaction_id=envelope.transaction_id,
-        defaults={
-            "bap_uri": bap_uri,
-            "callback_uri": bap_uri,
-            "domain": context["domain"],
-            "context_location": context.get("location") or {},
-        },
-    )
+    key = {"bap_id": envelope.bap_id, "transaction_id": envelope.transaction_id}
+    defaults = {
+        "bap_uri": bap_uri,
+        "callback_uri": bap_uri,
+        "domain": context["domain"],
+        "context_location": context.get("location") or {},
+    }
+    if envelope.action == "search":  # a search usually opens the journey: insert first, one statement
+        txn = BecknTransaction(**key, **defaults)
+        created = insert_if_absent(txn, tuple(key))
+        if not created:
+            txn = BecknTransaction.objects.get(**key)
+    else:  # later actions usually find it
+        txn, created = BecknTransaction.objects.get_or_create(**key, defaults=defaults)
     if via_gateway and envelope.action == "search":
         # A search forwarded by a gateway is answered back through it (beckn-notes §4.2).
         gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()
@@ -124,20 +129,21 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
     context = callbacks.callback_context(envelope.context, action)
     try:
         with transaction.atomic():
+            # The journey first, so the message row is written once with it (a duplicate message still fails
+            # on its unique key below, and the whole transaction, journey included, rolls back).
+            txn = transaction_for(envelope, via_gateway, callback_url)
+            target = txn if txn.pk else None
             request = BecknMessage.objects.create(
                 bap_id=envelope.bap_id,
                 action=action_name,
                 message_id=envelope.message_id,
+                transaction=target,
                 body=redacted(body),  # who the driver is lives on the journey, encrypted; not in the log
                 via_gateway=via_gateway,
                 ack=ACK,
                 status=BecknMessage.Status.PROCESSED,
                 processed_at=timezone.now(),
             )
-            txn = transaction_for(envelope, via_gateway, callback_url)
-            if txn.pk:
-                BecknMessage.objects.filter(pk=request.pk).update(transaction=txn)
-            target = txn if txn.pk else None
             try:
                 with transaction.atomic():
                     message = HANDLERS[action_name](envelope, txn)
