@@ -135,7 +135,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         values["status"] = CdrAudit.Status.REVIEW
     else:
         values["status"] = CdrAudit.Status.MATCHED
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # in the CDR's transaction, a failure rolls all of it back
         audit = _save(cdr, values)
         if values["status"] == CdrAudit.Status.MISMATCH:
             disputes.dispute_open(cdr=cdr, audit=audit)
@@ -165,7 +165,10 @@ def _save(cdr: Cdr, values: dict[str, Any]) -> CdrAudit:
     values.setdefault("difference_excl_vat", None)
     values.setdefault("error", "")
     values["audited_at"] = timezone.now()
-    audit, _ = CdrAudit.objects.update_or_create(cdr=cdr, defaults=values)
+    # The audit row replaced in one INSERT … ON CONFLICT DO UPDATE (update_or_create: a SELECT FOR UPDATE, then
+    # an INSERT between savepoints); the fields not in `values` keep what an earlier audit stored.
+    audit = CdrAudit(cdr=cdr, **values)
+    CdrAudit.objects.bulk_create([audit], update_conflicts=True, unique_fields=["cdr"], update_fields=list(values))
     metrics.count_audit(audit.status)
     return audit
 

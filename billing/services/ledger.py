@@ -25,6 +25,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerAccount, LedgerEntry, LedgerLine
 from billing.money import minor_units
+from emsp.inserts import insert_if_absent
 
 # 10^15 minor units (10 trillion in a 2-decimal currency): far above any real settlement, far below the
 # 64-bit column's limit, so a sum of many lines never overflows it either.
@@ -140,23 +141,14 @@ def post(
     nothing is posted again."""
     legs = list(legs)
     lines = _lines(legs)
-    with transaction.atomic():
-        if idempotency_key is not None:
-            earlier = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
-            if earlier is not None:
-                return earlier
-        try:
-            with transaction.atomic():  # a concurrent twin with the same key loses here, not the caller's work
-                entry = LedgerEntry.objects.create(
-                    event=event,
-                    memo=memo[:200],
-                    reference=reference[:120],
-                    idempotency_key=idempotency_key,
-                    reverses=reverses,
-                )
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
+    # No savepoint inside the caller's transaction: a failure here rolls all of it back, never half an entry.
+    with transaction.atomic(savepoint=False):
+        entry = LedgerEntry(
+            event=event, memo=memo[:200], reference=reference[:120], idempotency_key=idempotency_key, reverses=reverses
+        )
+        # One statement whether the key is new or not; a concurrent twin with the same key is waited for, and its
+        # entry returned (a NULL key never conflicts).
+        if not insert_if_absent(entry, ["idempotency_key"]):
             return LedgerEntry.objects.get(idempotency_key=idempotency_key)
         LedgerLine.objects.bulk_create(
             [LedgerLine(entry=entry, account=account, amount_minor=amount) for account, amount in lines]

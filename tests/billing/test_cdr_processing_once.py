@@ -60,3 +60,53 @@ def test_the_sweep_task_queues_what_is_due(cdr: Cdr, django_capture_on_commit_ca
     Cdr.objects.filter(pk=cdr.pk).update(received_at=timezone.now() - timedelta(minutes=1))
     assert process_due_cdrs() == 1
     assert Cdr.objects.get(pk=cdr.pk).processed_at is not None  # tasks run inline in unit tests
+
+
+def test_processing_a_cdr_takes_no_savepoint_and_a_dozen_statements(
+    bec: Any,  # noqa: F811
+    example_cdr: dict[str, Any],  # noqa: F811
+    cdr: Cdr,
+) -> None:
+    """The audit row, the receipt and the ledger entry are one INSERT each (no SELECT before, no savepoint
+    around): 28 statements for a CDR before, 11 now (docs/benchmarks.md). Measured on a second CDR, as on a
+    running platform: the first one opens the ledger's accounts."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert cdr_process(cdr.pk) is not None
+    second = store(bec, {**example_cdr, "id": example_cdr["id"] + "-2"})
+    with CaptureQueriesContext(connection) as queries:
+        assert cdr_process(second.pk) is not None
+    # The test's own transaction makes the CDR's (a BEGIN and COMMIT in a worker) a savepoint: the only one.
+    # A worker reads the ledger's accounts once per process (billing/tasks.py), after a commit a test never makes.
+    statements = [q["sql"] for q in queries.captured_queries if '"billing_ledgeraccount"' not in q["sql"]]
+    assert len([s for s in statements if "SAVEPOINT" in s.upper()]) == 2, statements
+    assert len(statements) <= 2 + 11, statements
+    assert (CdrAudit.objects.count(), DriverReceipt.objects.count()) == (2, 2)
+
+
+def test_auditing_again_replaces_the_audit_row_in_place(cdr: Cdr) -> None:
+    from billing.services.audit import cdr_audit
+
+    first = cdr_audit(cdr)
+    CdrAudit.objects.filter(pk=first.pk).update(status=CdrAudit.Status.REVIEW, flags=["stale"], error="old")
+    again = cdr_audit(cdr)
+    stored = CdrAudit.objects.get()
+    assert again.pk == first.pk == stored.pk
+    assert (stored.status, stored.flags, stored.error) == (first.status, first.flags, "")
+    assert stored.audited_at >= first.audited_at
+
+
+def test_a_receipt_written_by_a_twin_meanwhile_is_the_one_returned(cdr: Cdr) -> None:
+    """The SELECT at the top found nothing, then a concurrent worker's INSERT won: ours is not written."""
+    from unittest import mock
+
+    from billing.services import driver_pricing
+
+    theirs = driver_pricing.receipt_for_cdr(cdr)
+    assert theirs is not None
+    empty = DriverReceipt.objects.none()
+    with mock.patch.object(DriverReceipt.objects, "filter", return_value=empty):
+        ours = driver_pricing.receipt_for_cdr(cdr)
+    assert ours is not None and ours.pk == theirs.pk
+    assert DriverReceipt.objects.count() == 1
