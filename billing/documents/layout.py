@@ -21,6 +21,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as pdfcanvas
 from reportlab.platypus import (
@@ -212,6 +213,24 @@ def _p(text: str, style: ParagraphStyle) -> Paragraph:
     return Paragraph("&nbsp;" * 2 * indent + escape(text.lstrip(" ")).replace("\n", "<br/>"), style)
 
 
+def _cell(text: str, style: ParagraphStyle, width: float) -> str | Paragraph:
+    """A table cell: the text as a plain string when it fits on one line of `width` points (the table draws it
+    with the font its style commands give: no markup parsed, no lines broken, about a third of a Paragraph's
+    cost), else a Paragraph in `style` that wraps. An indented sub-item ("  of which …") stays a Paragraph."""
+    if "\n" in text or text.startswith(" ") or stringWidth(text, style.fontName, style.fontSize) > width:
+        return _p(text, style)
+    return text
+
+
+def _string_style(style: ParagraphStyle, first: tuple[int, int], last: tuple[int, int]) -> list[tuple[Any, ...]]:
+    """Table style commands that draw the string cells of a range as `style` would."""
+    return [
+        ("FONT", first, last, style.fontName, style.fontSize, style.leading),
+        ("TEXTCOLOR", first, last, style.textColor),
+        ("ALIGN", first, last, "RIGHT" if style.alignment == TA_RIGHT else "LEFT"),
+    ]
+
+
 def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> list[Flowable]:
     left = [
         _p(issuer.name, s["issuer"]),
@@ -239,9 +258,13 @@ def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> l
     recipient = [_p(content.recipient_label.upper(), s["label"])]
     for i, line in enumerate(content.recipient):
         recipient.append(_p(line, s["bold"] if i == 0 else s["base"]))
+    widths = [CONTENT_WIDTH * 0.17, CONTENT_WIDTH * 0.31]
     facts = Table(
-        [[_p(label, s["label"]), _p(value, s["base"])] for label, value in content.facts],
-        colWidths=[CONTENT_WIDTH * 0.17, CONTENT_WIDTH * 0.31],
+        [
+            [_cell(label, s["label"], widths[0] - 6), _cell(value, s["base"], widths[1] - 6)]
+            for label, value in content.facts
+        ],
+        colWidths=widths,
     )
     facts.setStyle(
         TableStyle(
@@ -250,6 +273,8 @@ def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> l
                 ("LEFTPADDING", (0, 0), (-1, -1), 0),
                 ("TOPPADDING", (0, 0), (-1, -1), 1),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                *_string_style(s["label"], (0, 0), (0, -1)),
+                *_string_style(s["base"], (1, 0), (1, -1)),
             ]
         )
     )
@@ -268,34 +293,40 @@ def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> l
 
 
 def _section(section: Section, s: dict[str, ParagraphStyle]) -> list[Flowable]:
-    heads = [_p(c.title, s["head_right"] if c.align == "R" else s["head"]) for c in section.columns]
+    widths = [CONTENT_WIDTH * c.width for c in section.columns]
 
-    def cells(row: list[str], bold: bool = False) -> list[Paragraph]:
-        out = []
-        for column, text in zip(section.columns, row, strict=True):
-            if bold:
-                out.append(_p(text, s["bold_right"] if column.align == "R" else s["bold"]))
-            else:
-                out.append(_p(text, s["right"] if column.align == "R" else s["base"]))
-        return out
+    def cells(row: list[str], plain: str, right: str) -> list[str | Paragraph]:
+        return [
+            _cell(text, s[right if column.align == "R" else plain], width - 8)  # less the cell's padding
+            for column, text, width in zip(section.columns, row, widths, strict=True)
+        ]
 
     has_head = any(c.title for c in section.columns)  # a key/value table has no column titles
-    data = [heads] if has_head else []
-    data += [cells(row) for row in section.rows] + [cells(row, bold=True) for row in section.total_rows]
-    table = LongTable(data, colWidths=[CONTENT_WIDTH * c.width for c in section.columns], repeatRows=int(has_head))
-    style = [
+    data = [cells([c.title for c in section.columns], "head", "head_right")] if has_head else []
+    data += [cells(row, "base", "right") for row in section.rows]
+    data += [cells(row, "bold", "bold_right") for row in section.total_rows]
+    table = LongTable(data, colWidths=widths, repeatRows=int(has_head))
+    first = int(has_head)
+    body_end = first + len(section.rows) - 1  # index of the last body row
+    style: list[tuple[Any, ...]] = [
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("TOPPADDING", (0, 0), (-1, -1), 2.5),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
         ("LEFTPADDING", (0, 0), (-1, -1), 4),
         ("RIGHTPADDING", (0, 0), (-1, -1), 4),
     ]
+    # How the string cells are drawn: the same fonts, colours and alignment their Paragraphs would have.
+    rows = [("head", "head_right", 0, 0)] if has_head else []
+    rows.append(("base", "right", first, body_end))
+    if section.total_rows:
+        rows.append(("bold", "bold_right", body_end + 1, -1))
+    for plain, right, top, bottom in rows:
+        for i, column in enumerate(section.columns):
+            style += _string_style(s[right if column.align == "R" else plain], (i, top), (i, bottom))
     if has_head:
         style += [("BACKGROUND", (0, 0), (-1, 0), SHADE), ("LINEBELOW", (0, 0), (-1, 0), 0.6, RULE)]
     else:
         style.append(("LINEABOVE", (0, 0), (-1, 0), 0.6, RULE))
-    first = int(has_head)
-    body_end = first + len(section.rows) - 1  # index of the last body row
     for i in range(first + 1, body_end + 1, 2):  # zebra stripes help a reader follow a long row across
         style.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#f5f7fa")))
     if section.total_rows:
@@ -315,13 +346,20 @@ def _section(section: Section, s: dict[str, ParagraphStyle]) -> list[Flowable]:
 def _totals(totals: list[tuple[str, str]], s: dict[str, ParagraphStyle]) -> list[Flowable]:
     if not totals:
         return []
-    rows = [[_p(label, s["total_label"]), _p(value, s["right"])] for label, value in totals[:-1]]
+    widths = [CONTENT_WIDTH * 0.58, CONTENT_WIDTH * 0.2]
+    rows = [
+        [_cell(label, s["total_label"], widths[0] - 10), _cell(value, s["right"], widths[1] - 10)]
+        for label, value in totals[:-1]
+    ]
     label, value = totals[-1]
-    rows.append([_p(label, s["grand"]), _p(value, s["grand"])])
-    table = Table(rows, colWidths=[CONTENT_WIDTH * 0.58, CONTENT_WIDTH * 0.2], hAlign="RIGHT")
+    rows.append([_cell(label, s["grand"], widths[0] - 10), _cell(value, s["grand"], widths[1] - 10)])
+    table = Table(rows, colWidths=widths, hAlign="RIGHT")
     table.setStyle(
         TableStyle(
             [
+                *_string_style(s["total_label"], (0, 0), (0, -2)),
+                *_string_style(s["right"], (1, 0), (1, -2)),
+                *_string_style(s["grand"], (0, -1), (-1, -1)),
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
                 ("TOPPADDING", (0, 0), (-1, -1), 2),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
