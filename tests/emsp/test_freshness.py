@@ -117,6 +117,17 @@ def test_watching_again_extends_the_watch(partner: Partner, evses: list[Evse]) -
     assert until[evses[1].pk] == until[evses[2].pk] > timezone.now()
 
 
+def test_a_watch_shown_again_within_a_minute_is_not_rewritten(partner: Partner, evses: list[Evse]) -> None:
+    """The EVSEs of a busy area are in most searches: their watch rows are written once a minute, not in each."""
+    first = timezone.now() - timedelta(seconds=30)
+    freshness.evses_watch([evses[0].pk], now=first)
+    freshness.evses_watch([evses[0].pk])  # 30 s later: still watched for 9.5 min, left alone
+    assert WatchedEvse.objects.get(evse=evses[0]).until == first + freshness.WATCH_FOR
+    later = first + freshness.REWATCH_SLACK + timedelta(seconds=1)
+    freshness.evses_watch([evses[0].pk], now=later)
+    assert WatchedEvse.objects.get(evse=evses[0]).until == later + freshness.WATCH_FOR
+
+
 def test_expired_watches_are_forgotten(partner: Partner, evses: list[Evse]) -> None:
     freshness.evses_watch([evses[0].pk], now=timezone.now() - timedelta(hours=1))
     freshness.evses_watch([evses[1].pk])
