@@ -113,6 +113,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Bulk upserts send whole columns as arrays (Django's UNNEST inserts); server-side binding spares
     # psycopg quoting every element client-side, which dominated the bulk ingest profile.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("server_side_binding", True)
+    # A statement run DB_PREPARE_THRESHOLD times on a connection is prepared there (psycopg's prepare_threshold;
+    # Django turns it off by default): PostgreSQL then parses and plans it once per connection, not on every
+    # call. Empty: never, for a pooler that can't keep prepared statements (PgBouncer before 1.21 in
+    # transaction mode).
+    _prepare = env.str("DB_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", int(_prepare) if _prepare else None)
 DATABASES["default"].setdefault("TEST", {})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
