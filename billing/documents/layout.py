@@ -6,6 +6,7 @@ reads the database, so a renderer is a pure function from `Content` to PDF bytes
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -261,6 +262,7 @@ def _header(issuer: Issuer, content: Content, s: dict[str, ParagraphStyle]) -> l
     widths = [CONTENT_WIDTH * 0.17, CONTENT_WIDTH * 0.31]
     facts = Table(
         [
+            # Less the cell's right padding (reportlab's default of 6; the left one is 0 here).
             [_cell(label, s["label"], widths[0] - 6), _cell(value, s["base"], widths[1] - 6)]
             for label, value in content.facts
         ],
@@ -302,9 +304,12 @@ def _section(section: Section, s: dict[str, ParagraphStyle]) -> list[Flowable]:
         ]
 
     has_head = any(c.title for c in section.columns)  # a key/value table has no column titles
-    data = [cells([c.title for c in section.columns], "head", "head_right")] if has_head else []
-    data += [cells(row, "base", "right") for row in section.rows]
-    data += [cells(row, "bold", "bold_right") for row in section.total_rows]
+    # The table's row groups with their styles (left-aligned, right-aligned): each group's cells are built in
+    # those styles, and its string cells drawn in them.
+    groups = [([c.title for c in section.columns], "head", "head_right")] if has_head else []
+    groups += [(row, "base", "right") for row in section.rows]
+    groups += [(row, "bold", "bold_right") for row in section.total_rows]
+    data = [cells(row, plain, right) for row, plain, right in groups]
     table = LongTable(data, colWidths=widths, repeatRows=int(has_head))
     first = int(has_head)
     body_end = first + len(section.rows) - 1  # index of the last body row
@@ -315,14 +320,12 @@ def _section(section: Section, s: dict[str, ParagraphStyle]) -> list[Flowable]:
         ("LEFTPADDING", (0, 0), (-1, -1), 4),
         ("RIGHTPADDING", (0, 0), (-1, -1), 4),
     ]
-    # How the string cells are drawn: the same fonts, colours and alignment their Paragraphs would have.
-    rows = [("head", "head_right", 0, 0)] if has_head else []
-    rows.append(("base", "right", first, body_end))
-    if section.total_rows:
-        rows.append(("bold", "bold_right", body_end + 1, -1))
-    for plain, right, top, bottom in rows:
+    top = 0
+    for (plain, right), run in itertools.groupby(groups, key=lambda group: group[1:]):  # one command per run
+        bottom = top + len(list(run)) - 1
         for i, column in enumerate(section.columns):
             style += _string_style(s[right if column.align == "R" else plain], (i, top), (i, bottom))
+        top = bottom + 1
     if has_head:
         style += [("BACKGROUND", (0, 0), (-1, 0), SHADE), ("LINEBELOW", (0, 0), (-1, 0), 0.6, RULE)]
     else:
@@ -347,6 +350,7 @@ def _totals(totals: list[tuple[str, str]], s: dict[str, ParagraphStyle]) -> list
     if not totals:
         return []
     widths = [CONTENT_WIDTH * 0.58, CONTENT_WIDTH * 0.2]
+    # A cell's text has its width less the paddings: reportlab's default left 6 and the right 4 set below.
     rows = [
         [_cell(label, s["total_label"], widths[0] - 10), _cell(value, s["right"], widths[1] - 10)]
         for label, value in totals[:-1]

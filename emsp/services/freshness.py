@@ -49,7 +49,9 @@ def evses_watch(evse_ids: Iterable[int], now: datetime | None = None) -> int:
     # EVSEs of a busy area are in most searches: rewriting their rows each time (a new row version and its WAL
     # for every EVSE of every search) bought a watch at most a minute longer.
     ops, quote = connection.ops, connection.ops.quote_name
-    table, evse, ends = quote(WatchedEvse._meta.db_table), quote("evse_id"), quote("until")
+    meta = WatchedEvse._meta
+    table = quote(meta.db_table)
+    evse, ends = quote(meta.get_field("evse").column), quote(meta.get_field("until").column)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({evse}, {ends}) VALUES {', '.join(['(%s, %s)'] * len(ids))} "  # noqa: S608
