@@ -80,10 +80,23 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# OCPI requests (/ocpi/...) skip the console's middlewares: an OCPI view authenticates its partner by token, keeps no
+# session, is CSRF-exempt and serves no static file (ocpi/wsgi_lane.py).
+CONSOLE_ONLY_MIDDLEWARE = {
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "axes.middleware.AxesMiddleware",
+}
+OCPI_MIDDLEWARE = [m for m in MIDDLEWARE if m not in CONSOLE_ONLY_MIDDLEWARE]
+
 ROOT_URLCONF = "emsp.urls"
 WSGI_APPLICATION = "emsp.wsgi.application"
-# WSGI middlewares around Django (emsp/wsgi.py), innermost first: the Beckn ACK answered before Django's stack.
-WSGI_WRAPPERS = ["beckn.ack_lane.AckLane"]
+# WSGI middlewares around Django (emsp/wsgi.py), innermost first: the Beckn ACK answered before Django's stack;
+# OCPI through Django without the console's middlewares.
+WSGI_WRAPPERS = ["beckn.ack_lane.AckLane", "ocpi.wsgi_lane.OcpiLane"]
 
 TEMPLATES = [
     {

@@ -5,25 +5,23 @@ body and headers for an ACK, a duplicate, each kind of NACK, and it hands Django
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from django.conf import settings
-from django.core import signals
 from django.core.wsgi import get_wsgi_application
-from django.db import close_old_connections
-from django.test import Client, RequestFactory
+from django.test import Client
 
 from beckn.ack_lane import AckLane
 from beckn.models import BecknMessage
 from emsp import ratelimit
 from emsp.metrics import HTTP_REQUESTS
 from emsp.wsgi import application, django_application
+from ocpi.wsgi_lane import OcpiLane
+from tests.wsgi_calls import call_wsgi
 
 pytestmark = pytest.mark.django_db
 
@@ -45,36 +43,10 @@ class LaneResponse:
         self.content = body
 
 
-@contextlib.contextmanager
-def _connections_kept() -> Iterator[None]:
-    """As Django's test client does: a test's transaction must outlive the request's signals."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        yield
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-
-
 def through_lane(
     method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, lane: AckLane = LANE, **extra: Any
 ) -> LaneResponse:
-    request = RequestFactory().generic(
-        method, path, data=body, content_type="application/json", headers=headers or {}, **extra
-    )
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen.update(status=status, headers=response_headers)
-
-    with _connections_kept():
-        result = lane(request.environ, start_response)
-        try:
-            content = b"".join(result)
-        finally:
-            getattr(result, "close", lambda: None)()
-    return LaneResponse(seen["status"], seen["headers"], content)
+    return LaneResponse(*call_wsgi(lane, method, path, body, headers, **extra))
 
 
 def both(bap: Any, endpoint: str, make_body: Any, *, signed: bool = True, headers: dict[str, str] | None = None):
@@ -101,9 +73,10 @@ def search_body(test_bap: Any, **context: Any) -> bytes:
     return orjson.dumps({"context": test_bap.context("search", **context), "message": SEARCH})
 
 
-def test_gunicorn_serves_the_lane_in_front_of_django() -> None:
-    assert isinstance(application, AckLane)
-    assert application.django_app is django_application
+def test_gunicorn_serves_the_lanes_in_front_of_django() -> None:
+    assert isinstance(application, OcpiLane)  # the outermost: /ocpi/ to its own handler, the rest on
+    assert isinstance(application.application, AckLane)
+    assert application.application.django_app is django_application
     assert gc.get_freeze_count() > 10_000  # what loading made is out of the collector's walks (emsp/wsgi.py)
 
 
