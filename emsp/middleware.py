@@ -18,7 +18,7 @@ def _clean(value: str | None) -> str | None:
     if not value:
         return None
     value = value.strip()[:100]
-    if not value or not all(33 <= ord(c) <= 126 for c in value):
+    if not value or not (value.isascii() and value.isprintable()) or " " in value:
         return None
     return value
 

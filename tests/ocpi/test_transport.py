@@ -189,3 +189,12 @@ def test_the_message_log_carries_only_the_indexes_its_searches_use() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [table])
             assert not [d for (d,) in cursor.fetchall() if "pattern_ops" in d]
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "application/json", "*/*"])
+def test_the_answer_is_json_whatever_the_accept_header_asks(ocpi: OcpiTestClient, accept: str) -> None:
+    # Lenient in: a client asking only for HTML or XML still gets its OCPI answer (DRF answered HTTP 406).
+    response = ocpi.get("/ocpi/versions", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status_code"] == 1000
