@@ -1,0 +1,120 @@
+"""Benchmark: the CPU one OCPI request costs the web process, in one process, without HTTP or a load generator.
+
+Usage: .venv/bin/python bench/bench_ocpi_calls.py [--requests 2000] [--kind patch|authorize|both]
+       valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/bench_ocpi_calls.py --callgrind ...
+
+Each request is handed to the WSGI application gunicorn serves (emsp.wsgi: the OCPI lane in front of Django) as
+a WSGI environ, on PostgreSQL: EVSE status PATCHes, each newer than the last, and real-time authorizations with
+LocationReferences. Printed: CPU time per request (time.process_time: the client side of the database calls
+included, PostgreSQL's own work not).
+
+On a virtual machine whose neighbours take CPU (steal time), CPU time per request moves by tens of per cent
+from run to run. Under callgrind (--callgrind) instrumentation is switched on for the measured requests only
+(callgrind_control), and the instruction count it prints ("Collected") divided by --requests is the same to
+0.1 % run after run: the figure to compare two versions of the code by (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django_env import machine, setup
+
+TOKEN_HEADER = "Token YmVuY2gtY3BvLXRva2Vu"  # base64 of the bench CPO's token (bench_ocpi_http.seed)
+
+
+def environ(method: str, path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json",
+        "HTTP_AUTHORIZATION": TOKEN_HEADER,
+    }
+
+
+def requester(kind: str) -> Callable[[int], None]:
+    from emsp.models import Evse
+    from emsp.wsgi import application
+
+    paths = [
+        f"/ocpi/emsp/2.2.1/locations/IN/BEN/{loc}/{uid}"
+        for loc, uid in Evse.objects.values_list("location__location_id", "uid")
+    ]
+    start = datetime.now(UTC) - timedelta(minutes=50)
+
+    def one(n: int) -> None:
+        if kind == "authorize":
+            body = b'{"location_id": "LOC00001", "evse_uids": ["LOC00001-E1"]}'
+            request = environ("POST", f"/ocpi/emsp/2.2.1/tokens/RFID{n % 1000:06d}/authorize", body)
+        else:  # a millisecond newer each time: never refused as older, never in the future
+            stamp = (start + timedelta(milliseconds=n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            status = ("AVAILABLE", "CHARGING")[n % 2]
+            body = f'{{"status": "{status}", "last_updated": "{stamp}"}}'.encode()
+            request = environ("PATCH", paths[n % len(paths)], body)
+        seen: dict[str, str] = {}
+        answer = b"".join(application(request, lambda status, headers, exc_info=None: seen.update(status=status)))
+        if not seen["status"].startswith("200") or b'"status_code":1000' not in answer:
+            raise SystemExit(f"unexpected answer: {seen['status']} {answer[:300]!r}")
+
+    return one
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--kind", choices=("patch", "authorize", "both"), default="both")
+    parser.add_argument("--fresh", action="store_true", help="recreate and seed the benchmark database")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="switch callgrind's instrumentation on around the loop"
+    )
+    args = parser.parse_args()
+    if args.callgrind and args.kind == "both":
+        parser.error("--callgrind counts one kind of request at a time: give --kind patch or --kind authorize")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("OCPI_RATE_LIMIT_PER_MINUTE", "0")
+    setup(fresh=args.fresh)
+    from django.conf import settings
+
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    from emsp.models import Partner
+
+    if args.fresh or not Partner.objects.filter(party_id="BEN").exists():
+        from bench_ocpi_http import seed
+
+        seed(1000, 1000)
+    print(machine())
+    for kind in ("patch", "authorize") if args.kind == "both" else (args.kind,):
+        one = requester(kind)
+        for n in range(50):  # warm: the connection, prepared statements, caches
+            one(n)
+        if args.callgrind:
+            subprocess.run(["callgrind_control", "--instr=on", str(os.getpid())], check=True, capture_output=True)
+        began = time.process_time()
+        for n in range(50, 50 + args.requests):
+            one(n)
+        spent = time.process_time() - began
+        if args.callgrind:
+            subprocess.run(["callgrind_control", "--instr=off", str(os.getpid())], check=True, capture_output=True)
+        print(f"{kind}: {spent / args.requests * 1000:.3f} ms CPU a request ({args.requests} requests)")
+
+
+if __name__ == "__main__":
+    main()
