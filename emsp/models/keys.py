@@ -9,7 +9,9 @@ import uuid
 
 def ci_key(*parts: str) -> str:
     """The case-insensitive key of an OCPI CiString id (or a `*`-joined tuple of them)."""
-    return "*".join(p.strip().upper() for p in parts)
+    if len(parts) == 1:  # most keys (an EVSE uid, a token uid): no join at all
+        return parts[0].strip().upper()
+    return "*".join([p.strip().upper() for p in parts])  # a list: join() would build one from a generator
 
 
 def hash_token(token: str) -> str:

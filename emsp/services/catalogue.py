@@ -6,7 +6,9 @@ keyed by the case-insensitive OCPI ids; an object older than the one we hold is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import operator
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,8 +184,15 @@ def _connector_values(evse_id: int, connector: dict[str, Any], fallback_updated:
     }
 
 
+@functools.cache
+def _getter(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    get = operator.itemgetter(*columns)
+    return get if len(columns) > 1 else lambda values: (get(values),)
+
+
 def _row(values: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(values[c] for c in columns)
+    """The values in `columns` order (one itemgetter per column list: a generator per row was 9 % of an ingest)."""
+    return _getter(columns)(values)
 
 
 def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> StoreResult:
