@@ -3,7 +3,7 @@ applied: SQLite hands datetimes back as text), without a RawQuerySet.
 
 On the real-time authorization's path `Model.objects.raw()` cost more CPU than the statement it ran: each call
 maps the cursor's column names to fields and looks up every field's converters again. Here both are worked out
-once per model and database vendor."""
+once per model and connection."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from django.db.models import Field, Model
 M = TypeVar("M", bound=Model)
 
 Converter = Callable[[Any, Any, Any], Any]
-_converters: dict[tuple[type[Model], str], list[tuple[int, list[Converter], Any]]] = {}
+# Per model and per connection's operations object (one per thread's connection): a backend's converters are
+# bound to its connection (SQLite's read the connection's time zone).
+_converters: dict[tuple[type[Model], Any], list[tuple[int, list[Converter], Any]]] = {}
 
 
 def select_columns(model: type[Model], alias: str) -> str:
@@ -37,7 +39,7 @@ def model_from_row(model: type[M], row: Sequence[Any]) -> M:
 
 
 def _field_converters(model: type[Model]) -> list[tuple[int, list[Converter], Any]]:
-    key = (model, connection.vendor)
+    key = (model, connection.ops)
     found = _converters.get(key)
     if found is None:
         found = []

@@ -13,7 +13,9 @@ is the same byte for byte (tests/ocpi/test_wsgi_lane.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -24,18 +26,29 @@ PREFIX = "/ocpi/"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+_building = threading.Lock()
+
+
+@contextlib.contextmanager
+def ocpi_middleware() -> Iterator[None]:
+    """settings.MIDDLEWARE reads as OCPI_MIDDLEWARE while a handler loads its middlewares (Django's
+    load_middleware reads that setting; it runs once, when the handler is made: at start-up, before any request
+    is served). Also used by the tests' OCPI client, so every OCPI test runs on this middleware list."""
+    with _building:
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.OCPI_MIDDLEWARE
+        try:
+            yield
+        finally:
+            settings.MIDDLEWARE = full
+
+
 class OcpiHandler(WSGIHandler):
     """Django's WSGI handler with the middlewares of OCPI_MIDDLEWARE."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        # Django's load_middleware reads settings.MIDDLEWARE; it runs once, when the handler is made (at start-up,
-        # before any request is served).
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.OCPI_MIDDLEWARE
-        try:
+        with ocpi_middleware():
             super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = full
 
 
 class OcpiLane:

@@ -11,9 +11,11 @@ import orjson
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.test.client import ClientHandler
 
 from emsp.celery import app as celery_app
 from emsp.models import Partner, hash_token
+from ocpi.wsgi_lane import ocpi_middleware
 from tests import factories
 
 # Unit tests run Celery tasks inline; end-to-end tests run a real worker instead.
@@ -58,11 +60,22 @@ def partner(db: None) -> Partner:
     )
 
 
+class OcpiClientHandler(ClientHandler):
+    """The test client's handler with the middlewares gunicorn serves /ocpi/ with (ocpi/wsgi_lane.py): an OCPI view
+    that came to need a session, a login or CSRF would fail here as it would in production."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        with ocpi_middleware():
+            super().load_middleware(is_async)
+
+
 class OcpiTestClient:
-    """Django's test client with an OCPI `Authorization: Token <base64>` header and JSON bodies."""
+    """Django's test client with an OCPI `Authorization: Token <base64>` header and JSON bodies, through the
+    middlewares of the OCPI lane."""
 
     def __init__(self, token: str | None, *, encode: bool = True) -> None:
         self.client = Client()
+        self.client.handler = OcpiClientHandler(enforce_csrf_checks=False)
         self.headers: dict[str, str] = {}
         if token is not None:
             value = base64.b64encode(token.encode()).decode() if encode else token

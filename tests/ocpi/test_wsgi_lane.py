@@ -93,6 +93,23 @@ def test_an_ocpi_answer_is_the_same_through_the_lane(
     assert (lane_status, lane_head, comparable(lane_content)) == (status, head, comparable(content))
 
 
+def test_ocpi_requests_and_only_they_take_the_lanes_handler(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner
+) -> None:
+    _, lane = apps
+    handler, served = lane.ocpi, []
+
+    def observed(environ: dict[str, Any], start_response: Any) -> Any:  # the lane's handler, watched
+        served.append(environ["PATH_INFO"])
+        return handler(environ, start_response)
+
+    lane.ocpi = observed  # type: ignore[assignment]
+    assert call(lane, "GET", "/ocpi/versions", headers=AUTH)[0].startswith("200")
+    assert call(lane, "GET", "/admin/login/")[0].startswith("200")
+    assert call(lane, "GET", "/ocpiversions")[0].startswith("404")
+    assert served == ["/ocpi/versions"]
+
+
 def test_what_is_not_ocpi_crosses_every_middleware(apps: tuple[WSGIHandler, OcpiLane]) -> None:
     _, lane = apps
     status, head, _ = call(lane, "GET", "/admin/login/")
