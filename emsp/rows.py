@@ -19,6 +19,7 @@ Converter = Callable[[Any, Any, Any], Any]
 # Per model and per connection's operations object (one per thread's connection): a backend's converters are
 # bound to its connection (SQLite's read the connection's time zone).
 _converters: dict[tuple[type[Model], Any], list[tuple[int, list[Converter], Any]]] = {}
+_attnames: dict[type[Model], list[str]] = {}
 
 
 def select_columns(model: type[Model], alias: str) -> str:
@@ -35,7 +36,10 @@ def model_from_row(model: type[M], row: Sequence[Any]) -> M:
         for converter in converters:
             value = converter(value, expression, connection)
         values[index] = value
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+    attnames = _attnames.get(model)
+    if attnames is None:
+        attnames = _attnames[model] = [f.attname for f in fields]
+    return model.from_db(connection.alias, attnames, values)
 
 
 def _field_converters(model: type[Model]) -> list[tuple[int, list[Converter], Any]]:

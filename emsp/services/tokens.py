@@ -168,7 +168,7 @@ def _echoed_location(wanted: _WantedLocation, known_evse_keys: set[str]) -> dict
     if wanted.evse_uids:
         evse_uids = wanted.evse_uids
         if known_evse_keys:
-            evse_uids = [u for u in evse_uids if ci_key(u) in known_evse_keys]
+            evse_uids = [u for u, key in zip(evse_uids, wanted.evse_keys, strict=True) if key in known_evse_keys]
         echoed["evse_uids"] = evse_uids
     return echoed
 
