@@ -53,6 +53,7 @@ def test_the_longest_signature_window_is_configurable(bap: Any, settings: Any) -
         ("2020-01-01T00:00:00Z", "too old"),
         (format_datetime(datetime.now(UTC) + timedelta(hours=1)), "future"),
     ],
+    ids=["not RFC 3339", "too old", "an hour ahead"],  # the same on every worker (pytest-xdist)
 )
 def test_a_context_timestamp_outside_the_window_is_a_nack(bap: Any, timestamp: str, why: str) -> None:
     response = bap("search", search_message(), timestamp=timestamp)
