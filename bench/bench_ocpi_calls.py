@@ -114,6 +114,21 @@ def main() -> None:
         if args.callgrind:
             subprocess.run(["callgrind_control", "--instr=off", str(os.getpid())], check=True, capture_output=True)
         print(f"{kind}: {spent / args.requests * 1000:.3f} ms CPU a request ({args.requests} requests)")
+    planned_each_time()
+
+
+def planned_each_time() -> None:
+    """The prepared statements PostgreSQL planned on every call (custom plans past the first five): each pays
+    its planning again, as the catalogue statement did before 2026-12-04 (docs/benchmarks.md)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT custom_plans, generic_plans, left(regexp_replace(statement, '\\s+', ' ', 'g'), 110) "
+                       "FROM pg_prepared_statements WHERE custom_plans > 5 ORDER BY custom_plans DESC")  # fmt: skip
+        rows = cursor.fetchall()
+    print(f"prepared statements planned on every call: {len(rows)}")
+    for custom, generic, text in rows:
+        print(f"  {custom} custom, {generic} generic: {text}")
 
 
 if __name__ == "__main__":
