@@ -498,20 +498,34 @@ def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[d
     groups = [{"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}]
     if hit.tariff is not None:
         rates = [_tag("tariff-id", hit.tariff.tariff_id, "Tariff"), _tag("currency", hit.tariff.currency)]
-        for dimension, code, unit in (
-            ("ENERGY", "energy-rate", "per kWh"),
-            ("TIME", "time-rate", "per hour"),
-            ("PARKING_TIME", "parking-rate", "per hour"),
-            ("FLAT", "flat-fee", "per session"),
-        ):
-            price = _component_price(hit.tariff, dimension)
-            if price is not None:
-                rates.append(_tag(code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
+        rates += [_tag(code, value, name) for code, value, name in _rates(hit.tariff)]
         groups.append({"descriptor": {"code": "tariff", "name": "Tariff"}, "list": rates})
     estimate = estimate_group(hit)  # detour and charge estimate (beckn/route_search.py)
     if estimate is not None:
         groups.append(estimate)
     return groups
+
+
+_RATES = (
+    ("ENERGY", "energy-rate", "per kWh"),
+    ("TIME", "time-rate", "per hour"),
+    ("PARKING_TIME", "parking-rate", "per hour"),
+    ("FLAT", "flat-fee", "per session"),
+)
+
+
+def _rates(tariff: Tariff) -> list[tuple[str, str, str]]:
+    """The headline rates a tariff's items show (code, value, name), worked out once per tariff object and data:
+    a search's items mostly share a few tariffs, and a profile of on_search showed each item reading them again."""
+    memo = tariff.__dict__.get("_beckn_rates")
+    if memo is None or memo[0] is not tariff.data:
+        rates = []
+        for dimension, code, unit in _RATES:
+            price = _component_price(tariff, dimension)
+            if price is not None:
+                rates.append((code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
+        memo = tariff.__dict__["_beckn_rates"] = (tariff.data, rates)
+    return memo[1]
 
 
 def window_time(window: tuple[datetime, datetime]) -> dict[str, Any]:

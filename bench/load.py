@@ -30,6 +30,7 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    start: float = 0.0  # perf_counter() when request 0 was scheduled; request n is scheduled n / rate later
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -78,7 +79,7 @@ def open_loop(
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
     for t in threads:
         t.start()
-    start = time.perf_counter()
+    start = result.start = time.perf_counter()
     total = int(rate * duration)
     for n in range(total):
         scheduled = start + n / rate
