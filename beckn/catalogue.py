@@ -372,9 +372,15 @@ def _show_held(evses: list[Evse], held: set[int], now: datetime, window: tuple[d
             evse.status = Evse.Status.RESERVED
 
 
-def _partners_for(provider: str) -> list[Partner]:
+def _party_of(provider: str) -> tuple[str, str]:
+    """A Beckn provider id (CC*PID, or CC:PID) as the (country_code, party_id) partners are stored under."""
     country_code, _, party_id = provider.replace(":", "*").partition("*")
-    return list(Partner.objects.filter(country_code=country_code.upper(), party_id=party_id.upper()))
+    return country_code.upper(), party_id.upper()
+
+
+def _partners_for(provider: str) -> list[Partner]:
+    country_code, party_id = _party_of(provider)
+    return list(Partner.objects.filter(country_code=country_code, party_id=party_id))
 
 
 def _connectors_of(evses: list[Evse]) -> dict[int, list[Connector]]:
@@ -615,12 +621,17 @@ def find_item(provider: str | None, item: str) -> Hit | None:
     evse_uid, _, connector_id = rest.partition("/")
     if not (location_id and evse_uid and connector_id):
         return None
-    evses = Evse.objects.select_related("location", "location__partner").filter(
-        uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
-    )
-    if provider:
-        evses = evses.filter(location__partner__in=_partners_for(provider))
-    evse = evses.first()
+    if FAST_PATH and connection.vendor == "postgresql":  # the same query in plain SQL (beckn/catalogue_rows.py)
+        evse = catalogue_rows.item_evse(
+            location_id=location_id, evse_uid_key=ci_key(evse_uid), party=_party_of(provider) if provider else None
+        )
+    else:
+        evses = Evse.objects.select_related("location", "location__partner").filter(
+            uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
+        )
+        if provider:
+            evses = evses.filter(location__partner__in=_partners_for(provider))
+        evse = evses.first()
     if evse is None:
         return None
     connector = connector_get(evse, connector_id)

@@ -376,8 +376,8 @@ def bench_tariff() -> None:
     from emsp.models import Partner
 
     partner = Partner.objects.get(country_code="IN", party_id="BEN")
-    energy = {"type": "ENERGY", "price": "18.00", "vat": 18, "step_size": 1}
-    parking = {"type": "PARKING_TIME", "price": "60.00", "vat": 18, "step_size": 60}
+    energy = {"type": "ENERGY", "price": 18.0, "vat": 18, "step_size": 1}
+    parking = {"type": "PARKING_TIME", "price": 60.0, "vat": 18, "step_size": 60}
     tariff_put(partner, {"country_code": "IN", "party_id": "BEN", "id": "T1", "currency": "INR",
                          "elements": [{"price_components": [energy]}, {"price_components": [parking]}],
                          "last_updated": "2026-01-01T00:00:00Z"})  # fmt: skip
