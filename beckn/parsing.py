@@ -67,6 +67,14 @@ def _need(condition: bool, path: str, message: str, code: str = INVALID_REQUEST)
         raise BecknRequestError(code, path, message)
 
 
+def _plain_id(value: Any, path: str) -> str:
+    """An id from the message (item, provider, order) that we look up: text without control characters (a NUL
+    can't even reach PostgreSQL, which refused it with an error the BAP only saw as "please retry")."""
+    text = str(value)
+    _need(not _CONTROL.search(text), path, "contains control characters")
+    return text
+
+
 def _string(context: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = context.get(key)
     if value is None:
@@ -304,10 +312,10 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
             ) from exc
     provider = intent.get("provider")
     if isinstance(provider, dict) and provider.get("id"):
-        filters.provider = str(provider["id"])
+        filters.provider = _plain_id(provider["id"], "message.intent.provider.id")
     item = intent.get("item")
     if isinstance(item, dict) and item.get("id"):
-        filters.item_id = str(item["id"])
+        filters.item_id = _plain_id(item["id"], "message.intent.item.id")
     if tags.get("limit"):
         filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
     filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
@@ -375,8 +383,8 @@ def selected_item(message: dict[str, Any]) -> SelectedItem:
                 "unit must be kWh, minutes or hours",
             )
     return SelectedItem(
-        provider_id=str(provider.get("id")) if provider.get("id") else None,
-        item_id=item["id"],
+        provider_id=_plain_id(provider["id"], "message.order.provider.id") if provider.get("id") else None,
+        item_id=_plain_id(item["id"], "message.order.items[0].id"),
         energy_kwh=energy,
         duration=duration,
         window=fulfillment_window(order.get("fulfillments"), "message.order.fulfillments"),
@@ -388,7 +396,7 @@ def order_id(message: dict[str, Any], action: str) -> str:
     if value is None and isinstance(message.get("order"), dict):
         value = message["order"].get("id")  # lenient: some BAPs send the order object
     _need(isinstance(value, str) and value.strip() != "", "message.order_id", f"{action} needs message.order_id")
-    return str(value).strip()
+    return _plain_id(str(value).strip(), "message.order_id")
 
 
 # Fulfillment state codes meaning "start" / "stop" in the RFC, UEI, DEG v1, missions and DEG00x vocabularies.

@@ -124,3 +124,12 @@ def test_a_bad_authorization_and_a_bad_gateway_signature_get_both_challenges(bap
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Signature realm=")
     assert response["Proxy-Authenticate"].startswith("Signature realm=")
+
+
+@pytest.mark.parametrize("item", ["L1\x00/E1/1", "L1/E1\n/1", "L1/E1/\x1b1"])
+def test_an_item_id_with_control_characters_is_an_invalid_request_not_a_failure(bap: Any, item: str) -> None:
+    """Ids we look up reach PostgreSQL, which refuses a NUL: the BAP hears which field is wrong, not "please
+    retry", and nothing is marked failed."""
+    body = select(bap, item)
+    assert body["error"]["paths"] == "message.order.items[0].id"
+    assert not BecknMessage.objects.filter(status=BecknMessage.Status.FAILED).exists()
