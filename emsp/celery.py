@@ -28,14 +28,19 @@ BULK_UNACKED_KEYS = {
 }
 
 
+def _only_bulk(queues: Any) -> bool:
+    """Does a worker consuming `queues` (its -Q, as a list or "a,b") consume the bulk queue alone?"""
+    from django.conf import settings
+
+    names = {q.strip() for q in (queues.split(",") if isinstance(queues, str) else queues or []) if q.strip()}
+    return names == {settings.BULK_QUEUE}
+
+
 def bulk_transport_options(queues: Any, options: dict[str, Any], visibility_timeout: int) -> dict[str, Any]:
     """The broker transport options of a worker consuming `queues` (its -Q): unchanged unless it consumes only
     the bulk queue on Redis; then its own unacked keys and the bulk visibility timeout, longer than any bulk
     task, so no worker hands out a long pull while it still runs (docs/operations.md, "Queues and workers")."""
-    from django.conf import settings
-
-    names = {q.strip() for q in (queues.split(",") if isinstance(queues, str) else queues or []) if q.strip()}
-    if names != {settings.BULK_QUEUE} or "visibility_timeout" not in options:
+    if not _only_bulk(queues) or "visibility_timeout" not in options:
         return options
     return {**options, **BULK_UNACKED_KEYS, "visibility_timeout": visibility_timeout}
 
@@ -49,6 +54,25 @@ def _bulk_worker_transport(conf: Any = None, options: dict[str, Any] | None = No
         dict(conf.broker_transport_options or {}),
         settings.CELERY_BULK_VISIBILITY_TIMEOUT,
     )
+
+
+def bulk_niceness(queues: Any, niceness: int) -> int:
+    """How much a worker consuming `queues` lowers its CPU priority: `niceness` for a worker of the bulk queue
+    alone, else 0."""
+    return max(0, niceness) if _only_bulk(queues) else 0
+
+
+@celeryd_init.connect  # in the worker's main process, before its pool forks: the children inherit it
+def _bulk_worker_yields_the_cpu(options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Where bulk and latency work share cores (one host running both workers), the latency worker's tasks come
+    first: the soak at 150 req/s had 15 CDRs a second (receipts, audits, postings) taking as much CPU as the Beckn
+    callbacks, and the callbacks fell behind. CELERY_BULK_NICENESS (default 10; 0 = equal) is the bulk worker's
+    nice value; docs/operations.md gives the container and systemd equivalents."""
+    from django.conf import settings
+
+    increment = bulk_niceness((options or {}).get("queues"), settings.CELERY_BULK_NICENESS)
+    if increment and hasattr(os, "nice"):
+        os.nice(increment)
 
 
 @worker_process_init.connect  # each prefork child, after the fork

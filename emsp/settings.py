@@ -258,6 +258,9 @@ CELERY_TASK_ROUTES = {name: {"queue": queue} for queue, names in _TASK_QUEUES.it
 # worker's connection drops; its consumer_timeout (30 min by default) must exceed the longest bulk task.
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=60)
 CELERY_BULK_VISIBILITY_TIMEOUT = env.int("CELERY_BULK_VISIBILITY_TIMEOUT", default=3900)
+# A worker consuming only the bulk queue runs at this nice value (emsp/celery.py), so on shared cores the latency
+# queue's tasks get the CPU first; 0 gives both the same priority.
+CELERY_BULK_NICENESS = env.int("CELERY_BULK_NICENESS", default=10)
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,

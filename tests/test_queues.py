@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from emsp.beat_lock import BEAT_LOCK_EXIT_CODE, BeatLockRefused, FileBeatLock, beat_lock_for
-from emsp.celery import BULK_UNACKED_KEYS, app, bulk_transport_options
+from emsp.celery import BULK_UNACKED_KEYS, app, bulk_niceness, bulk_transport_options
 
 OUR_APPS = ("emsp.", "ocpi.", "beckn.", "billing.")
 REPO = Path(__file__).resolve().parents[1]
@@ -237,3 +237,22 @@ def test_a_task_keeps_a_sound_database_connection_and_drops_an_old_one() -> None
     assert connection.connection is not None  # a task run eagerly runs inside its caller: left alone
     task_postrun.send(sender=task, task=task, task_id="t3", args=(), kwargs={}, retval=None, state="SUCCESS")
     assert connection.connection is None
+
+
+def test_a_worker_of_the_bulk_queue_alone_lowers_its_cpu_priority() -> None:
+    assert bulk_niceness(["bulk"], 10) == 10
+    assert bulk_niceness("bulk", 10) == 10  # -Q as a string
+    assert bulk_niceness(["latency"], 10) == 0
+    assert bulk_niceness("bulk,latency", 10) == 0  # a worker of both queues keeps the latency work's priority
+    assert bulk_niceness(None, 10) == 0  # no -Q: every queue
+    assert bulk_niceness(["bulk"], 0) == 0
+
+
+def test_the_bulk_worker_is_niced_before_its_pool_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emsp import celery as emsp_celery
+
+    increments: list[int] = []
+    monkeypatch.setattr(emsp_celery.os, "nice", increments.append)
+    emsp_celery._bulk_worker_yields_the_cpu(options={"queues": "bulk"})
+    emsp_celery._bulk_worker_yields_the_cpu(options={"queues": ["latency"]})
+    assert increments == [10]
