@@ -53,6 +53,7 @@ from beckn.parsing import (
     order_id,
     parse_envelope,
     parse_payments,
+    plain_id,
     search_filters,
     selected_item,
     update_request,
@@ -530,7 +531,7 @@ def on_track(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     booking = _booking_of(txn, order_id(envelope.message, "cancel"))
-    reason = str(envelope.message.get("cancellation_reason_id") or "")
+    reason = plain_id(envelope.message.get("cancellation_reason_id") or "", "message.cancellation_reason_id")
     try:
         bookings.booking_cancel(booking, reason=reason or "cancelled by the driver")
     except bookings.BookingStateError as exc:
@@ -551,8 +552,8 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     for i, rating in enumerate(ratings):
         if not isinstance(rating, dict):
             raise BecknRequestError(INVALID_REQUEST, f"message.ratings[{i}]", "a rating must be an object")
-        category = str(rating.get("rating_category") or "Order")
-        ref_id = str(rating.get("id") or "")
+        category = plain_id(rating.get("rating_category") or "Order", f"message.ratings[{i}].rating_category")
+        ref_id = plain_id(rating.get("id") or "", f"message.ratings[{i}].id")
         value = str(rating.get("value") or "")
         try:
             number = Decimal(value)

@@ -67,9 +67,10 @@ def _need(condition: bool, path: str, message: str, code: str = INVALID_REQUEST)
         raise BecknRequestError(code, path, message)
 
 
-def _plain_id(value: Any, path: str) -> str:
-    """An id from the message (item, provider, order) that we look up: text without control characters (a NUL
-    can't even reach PostgreSQL, which refused it with an error the BAP only saw as "please retry")."""
+def plain_id(value: Any, path: str) -> str:
+    """An id or code from the message that we look up or store (item, provider, order, rating, cancellation
+    reason): text without control characters (a NUL can't even reach PostgreSQL, which refused it with an error
+    the BAP only saw as "please retry")."""
     text = str(value)
     _need(not _CONTROL.search(text), path, "contains control characters")
     return text
@@ -312,10 +313,10 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
             ) from exc
     provider = intent.get("provider")
     if isinstance(provider, dict) and provider.get("id"):
-        filters.provider = _plain_id(provider["id"], "message.intent.provider.id")
+        filters.provider = plain_id(provider["id"], "message.intent.provider.id")
     item = intent.get("item")
     if isinstance(item, dict) and item.get("id"):
-        filters.item_id = _plain_id(item["id"], "message.intent.item.id")
+        filters.item_id = plain_id(item["id"], "message.intent.item.id")
     if tags.get("limit"):
         filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
     filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
@@ -383,8 +384,8 @@ def selected_item(message: dict[str, Any]) -> SelectedItem:
                 "unit must be kWh, minutes or hours",
             )
     return SelectedItem(
-        provider_id=_plain_id(provider["id"], "message.order.provider.id") if provider.get("id") else None,
-        item_id=_plain_id(item["id"], "message.order.items[0].id"),
+        provider_id=plain_id(provider["id"], "message.order.provider.id") if provider.get("id") else None,
+        item_id=plain_id(item["id"], "message.order.items[0].id"),
         energy_kwh=energy,
         duration=duration,
         window=fulfillment_window(order.get("fulfillments"), "message.order.fulfillments"),
@@ -396,7 +397,7 @@ def order_id(message: dict[str, Any], action: str) -> str:
     if value is None and isinstance(message.get("order"), dict):
         value = message["order"].get("id")  # lenient: some BAPs send the order object
     _need(isinstance(value, str) and value.strip() != "", "message.order_id", f"{action} needs message.order_id")
-    return _plain_id(str(value).strip(), "message.order_id")
+    return plain_id(str(value).strip(), "message.order_id")
 
 
 # Fulfillment state codes meaning "start" / "stop" in the RFC, UEI, DEG v1, missions and DEG00x vocabularies.
@@ -436,6 +437,7 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
     _need(isinstance(order, dict), "message.order", "order must be an object")
     identifier = order.get("id")
     _need(isinstance(identifier, str) and identifier != "", "message.order.id", "order.id is required", ORDER_NOT_FOUND)
+    identifier = plain_id(identifier, "message.order.id")
     if "payment" in str(target):
         return identifier, "payment"  # the app reports a payment it collected (order.payments)
     _need(

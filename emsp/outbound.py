@@ -28,6 +28,7 @@ import certifi
 import orjson
 import urllib3
 from django.conf import settings
+from urllib3 import HTTPHeaderDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
@@ -206,16 +207,20 @@ def send(
     request_id = request_id or str(uuid.uuid4())
     inherited = correlation_id_var.get()
     correlation_id = correlation_id or (inherited if inherited != "-" else request_id)
-    all_headers = {
-        **_DEFAULT_HEADERS,
-        "X-Request-ID": request_id,
-        "X-Correlation-ID": correlation_id,
-        "User-Agent": "open-emsp/0.1",
-    }
+    # Case-insensitive, as requests merged them: a caller's "content-type" replaces ours, not joins it.
+    all_headers = HTTPHeaderDict(
+        {
+            **_DEFAULT_HEADERS,
+            "X-Request-ID": request_id,
+            "X-Correlation-ID": correlation_id,
+            "User-Agent": "open-emsp/0.1",
+        }
+    )
     if json is not None:
         body = orjson.dumps(json)
         all_headers["Content-Type"] = "application/json"
-    all_headers.update(headers or {})
+    for name, value in (headers or {}).items():
+        all_headers[name] = value
     read_timeout = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
     started = time.monotonic()
     token = None
@@ -233,7 +238,7 @@ def send(
             redirect=False,
             retries=False,
         )
-    except (HTTPError, OSError, ValueError) as exc:  # ValueError: http.client refusing a header or URL
+    except (HTTPError, OSError, ValueError, TypeError) as exc:  # http.client refusing a header, its value or a URL
         log.warning("%s %s failed: %s", method, url, exc)
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
     finally:

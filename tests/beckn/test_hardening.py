@@ -133,3 +133,22 @@ def test_an_item_id_with_control_characters_is_an_invalid_request_not_a_failure(
     body = select(bap, item)
     assert body["error"]["paths"] == "message.order.items[0].id"
     assert not BecknMessage.objects.filter(status=BecknMessage.Status.FAILED).exists()
+
+
+@pytest.mark.parametrize(
+    ("action", "message", "path"),
+    [
+        ("update", {"update_target": "fulfillments[0].state", "order": {"id": "ORD\x00"}}, "message.order.id"),
+        ("rating", {"ratings": [{"rating_category": "Order", "id": "ORD\x00", "value": "5"}]}, "message.ratings[0].id"),
+        ("rating", {"ratings": [{"rating_category": "Or\x00der", "id": "ORD", "value": "5"}]},
+         "message.ratings[0].rating_category"),
+        ("cancel", {"order_id": "ORD\x00"}, "message.order_id"),
+    ],
+)  # fmt: skip
+def test_ids_and_codes_with_control_characters_name_the_field(
+    bap: Any, action: str, message: dict[str, Any], path: str
+) -> None:
+    bap(action, message)
+    body = last(bap, f"on_{action}")
+    assert body["error"]["paths"] == path
+    assert not BecknMessage.objects.filter(status=BecknMessage.Status.FAILED).exists()

@@ -257,3 +257,31 @@ def test_a_pinned_request_really_talks_http_to_the_checked_address_with_the_host
     (headers,) = seen
     assert headers["Host"] == f"partner.example:{port}"
     assert len(lookups) == 1
+
+
+@override_settings(ALLOW_PRIVATE_NETWORKS=True)
+def test_a_callers_header_replaces_ours_whatever_its_case_and_a_bad_one_is_an_outbound_error(
+    local_server: tuple[int, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, _ = local_server
+    lines: list[list[tuple[str, str]]] = []
+    monkeypatch.setattr(_Recorder, "do_GET", _recording_lines(lines, _Recorder.do_GET))
+
+    outbound.send("GET", f"http://127.0.0.1:{port}/x", headers={"accept": "application/json", "user-agent": "t"})
+
+    (sent,) = lines
+    names = [name.lower() for name, _ in sent]
+    assert names.count("accept") == 1 and names.count("user-agent") == 1
+    assert dict((name.lower(), value) for name, value in sent)["accept"] == "application/json"
+    with pytest.raises(outbound.OutboundError):
+        outbound.send("GET", f"http://127.0.0.1:{port}/x", headers={"Authorization": None})  # type: ignore[dict-item]
+    with pytest.raises(outbound.OutboundError):
+        outbound.send("GET", f"http://127.0.0.1:{port}/x", headers={"Authorization": "Token a\nInjected: 1"})
+
+
+def _recording_lines(lines: list[list[tuple[str, str]]], handle: Callable[[Any], None]) -> Callable[[Any], None]:
+    def do_get(self: Any) -> None:
+        lines.append(list(self.headers.items()))
+        handle(self)
+
+    return do_get
