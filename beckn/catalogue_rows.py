@@ -121,6 +121,7 @@ LOCATION_BUILD = _builder(Location, LOCATION_FIELDS)
 PARTNER_BUILD = _builder(Partner, PARTNER_FIELDS)
 CONNECTOR_BUILD = _builder(Connector, CONNECTOR_FIELDS)
 TARIFF_BUILD = _builder(Tariff, TARIFF_FIELDS)
+ITEM_PARTNER_BUILD = _builder(Partner, ITEM_PARTNER_FIELDS)
 
 
 def nearest_candidates(
@@ -289,7 +290,7 @@ def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | N
     ne, nl = len(EVSE_FIELDS), len(LOCATION_FIELDS)
     evse = _maker(EVSE_BUILD, alias)(row[:ne])
     location = _maker(LOCATION_BUILD, alias)(row[ne : ne + nl])
-    partner = _maker(_builder(Partner, ITEM_PARTNER_FIELDS), alias)(row[ne + nl :])
+    partner = _maker(ITEM_PARTNER_BUILD, alias)(row[ne + nl :])
     Location.partner.field.set_cached_value(location, partner)  # type: ignore[attr-defined]
     Evse.location.field.set_cached_value(evse, location)  # type: ignore[attr-defined]
     return evse
