@@ -135,9 +135,53 @@ def test_each_process_pushes_on_a_connection_of_its_own(
 ) -> None:
     here = queue_push._script()
     assert queue_push._script() is here  # one client, one connection, kept
-    assert here.registered_client.connection is not None  # single-connection: no pool round per call
+    assert here.client.connection is not None  # single-connection: no pool round per call
     monkeypatch.setattr(queue_push.os, "getpid", lambda: -1)  # as after a fork
     forked = queue_push._script()
-    assert forked is not here and forked.registered_client is not here.registered_client
+    assert forked is not here and forked.client is not here.client
     assert queue_push.push_once(TASK, ARGS).outcome == queue_push.QUEUED
-    queue_push._scripts.pop(-1).registered_client.close()
+    queue_push._scripts.pop(-1).client.close()
+
+
+def test_a_dropped_connection_is_reconnected_and_the_push_made_once(live_queue: redis.Redis) -> None:
+    pusher = queue_push._script()
+    assert queue_push.push_once(TASK, ARGS, once_key="push-test:drop1", ttl=60).outcome == queue_push.QUEUED
+    own_id = pusher.client.client_id()
+    live_queue.client_kill_filter(_id=own_id)  # as when Redis restarts under a running web process
+    try:
+        pushed = queue_push.push_once(TASK, ARGS, once_key="push-test:drop2", ttl=60)
+        assert pushed.outcome == queue_push.QUEUED
+        assert live_queue.llen(QUEUE) == 2
+        # and the repeat of a message already pushed is still a duplicate, nothing queued
+        again = queue_push.push_once(TASK, ARGS, once_key="push-test:drop2", ttl=60)
+        assert again.outcome == queue_push.DUPLICATE and live_queue.llen(QUEUE) == 2
+    finally:
+        live_queue.delete("push-test:drop1", "push-test:drop2")
+
+
+def test_a_script_redis_forgot_is_loaded_again(live_queue: redis.Redis) -> None:
+    queue_push._script()
+    live_queue.script_flush()  # what a Redis restart does to loaded scripts
+    try:
+        assert queue_push.push_once(TASK, ARGS, once_key="push-test:flushed", ttl=60).outcome == queue_push.QUEUED
+        assert live_queue.llen(QUEUE) == 1 and live_queue.exists("push-test:flushed")
+    finally:
+        live_queue.delete("push-test:flushed")
+
+
+def test_redis_errors_reach_the_caller(live_queue: redis.Redis) -> None:
+    live_queue.set(QUEUE, "not a list")  # LPUSH fails: the caller NACKs and the key it set is removed
+    try:
+        with pytest.raises(redis.exceptions.ResponseError):
+            queue_push.push_once(TASK, ARGS, once_key="push-test:wrongtype", ttl=60)
+        assert not live_queue.exists("push-test:wrongtype")
+    finally:
+        live_queue.delete(QUEUE)
+
+
+@pytest.mark.parametrize("parts", [[b"PING"], ["EVALSHA", "é", 12, b"\x00\r\n"], ["x" * 70_000, -3]])
+def test_commands_are_packed_as_redis_reads_them(parts: list[Any]) -> None:
+    from redis.connection import PythonRespSerializer
+
+    reference = PythonRespSerializer(6000, lambda v: v if isinstance(v, bytes) else str(v).encode())
+    assert queue_push._packed(parts) == b"".join(reference.pack(*parts))
