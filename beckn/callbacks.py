@@ -16,6 +16,7 @@ from beckn.keys import sign_outgoing
 from beckn.models import BecknCallback, BecknMessage, BecknTransaction
 from emsp import outbound, outbox
 from emsp.datetimes import format_datetime
+from emsp.inserts import insert
 from emsp.models import Delivery
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def enqueue(
     if error is not None:
         body["error"] = error
     target = (url or (txn.callback_uri if txn else None) or context["bap_uri"]).rstrip("/")
-    callback = BecknCallback.objects.create(
+    callback = BecknCallback(
         channel=Delivery.Channel.BECKN_CALLBACK,
         target=f"{target}/{action}"[:500],
         transaction=txn,
@@ -89,6 +90,7 @@ def enqueue(
         solicited=request is not None,
         body=orjson.dumps(body).decode(),
     )
+    insert(callback)
     outbox.deliver_after_commit(callback)
     return callback
 

@@ -81,7 +81,7 @@ from billing.services.driver_pricing import (
     quote_hold,
     quote_usable,
 )
-from emsp.inserts import insert_if_absent
+from emsp.inserts import insert, insert_if_absent
 from emsp.models import Booking, Command, Driver, Evse, Token
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
@@ -134,7 +134,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
             # on its unique key below, and the whole transaction, journey included, rolls back).
             txn = transaction_for(envelope, via_gateway, callback_url)
             target = txn if txn.pk else None
-            request = BecknMessage.objects.create(
+            request = BecknMessage(
                 bap_id=envelope.bap_id,
                 action=action_name,
                 message_id=envelope.message_id,
@@ -145,6 +145,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 status=BecknMessage.Status.PROCESSED,
                 processed_at=timezone.now(),
             )
+            insert(request)  # a repeated message fails on its unique key: IntegrityError, as create() raised
             try:
                 with transaction.atomic():
                     message = HANDLERS[action_name](envelope, txn)

@@ -12,6 +12,7 @@ How to send is the adapter's: each registers a sender for its channel at start-u
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -26,7 +27,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from emsp.async_commit import async_commit_suffix, update_committing_async, update_sql
+from emsp.async_commit import async_commit_suffix, update_committing_async
 from emsp.celery import run_after_commit
 from emsp.models import Delivery, DeliveryAttempt
 
@@ -121,12 +122,7 @@ def deliver(
     `read_back` false: as claimed, not read again), or None when there was nothing to try. `row`: the row as its
     writer holds it, sent as it is once claimed (the sender gets that instance, a channel's own subclass)."""
     now = now or timezone.now()
-    # Committed asynchronously: a claim lost in a PostgreSQL crash leaves the row PENDING, sent again.
-    claimed = update_committing_async(
-        Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now),
-        {"status": Delivery.Status.SENDING, "claimed_at": now, "attempts": F("attempts") + 1},
-    )
-    if not claimed:
+    if not _claim(delivery_id, now):
         return None
     if row is None:
         delivery = Delivery.objects.get(pk=delivery_id)
@@ -145,6 +141,57 @@ def deliver(
     return _settle(delivery, result, int((time.monotonic() - started) * 1000), read_back)
 
 
+# The statements of a try in plain SQL on PostgreSQL (tests/emsp/test_outbox.py runs the outbox on both paths).
+_TABLE = f'"{Delivery._meta.db_table}"'
+_ATTEMPT_TABLE = f'"{DeliveryAttempt._meta.db_table}"'
+_ATTEMPT_COLUMNS = ", ".join(
+    f'"{DeliveryAttempt._meta.get_field(name).column}"'
+    for name in ("delivery", "at", "http_status", "error", "duration_ms")
+)
+_CLAIM = (
+    f'UPDATE {_TABLE} SET "status" = \'SENDING\', "claimed_at" = %s, "attempts" = "attempts" + 1 '  # noqa: S608
+    f'WHERE "id" = %s AND "status" = \'PENDING\' AND "next_attempt_at" <= %s'
+)
+ONE_TRY_BACK = object()  # a settlement's `attempts`: the try that was not made does not count
+
+
+def _claim(delivery_id: int, now: datetime) -> bool:
+    """PENDING → SENDING if due, counting the try; committed asynchronously (a claim lost in a PostgreSQL crash
+    leaves the row PENDING, sent again)."""
+    if connection.vendor != "postgresql":
+        pending = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        values = {"status": Delivery.Status.SENDING, "claimed_at": now, "attempts": F("attempts") + 1}
+        return bool(update_committing_async(pending, values))
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM + async_commit_suffix(), [now, delivery_id, now])
+        return cursor.rowcount > 0
+
+
+@functools.lru_cache(maxsize=32)
+def _set_clause(names: tuple[str, ...]) -> str:
+    fields = {f.name: f for f in Delivery._meta.concrete_fields}
+    return ", ".join(
+        f'"{fields[name].column}" = "{fields[name].column}" - 1'
+        if name == "attempts"
+        else f'"{fields[name].column}" = %s'
+        for name in names
+    )
+
+
+def _settle_sql(delivery: Delivery, fields: dict[str, object]) -> tuple[str, list[object]]:
+    """The UPDATE settling the claim `delivery` holds with these values (`attempts` can only go one back)."""
+    names = tuple(fields)
+    assert all(fields[n] is ONE_TRY_BACK for n in names if n == "attempts")
+    params = [
+        Delivery._meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in fields.items()
+        if value is not ONE_TRY_BACK
+    ]
+    held = '"claimed_at" = %s' if delivery.claimed_at is not None else '"claimed_at" IS NULL'
+    params += [delivery.pk] + ([delivery.claimed_at] if delivery.claimed_at is not None else [])
+    return f'UPDATE {_TABLE} SET {_set_clause(names)} WHERE "id" = %s AND "status" = \'SENDING\' AND {held}', params  # noqa: S608
+
+
 def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back: bool = True) -> Delivery:
     now = timezone.now()
     status = result.http_status
@@ -153,32 +200,31 @@ def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back:
         fields.update(status=Delivery.Status.DELIVERED, delivered_at=now, last_error="")
     elif result.not_sent_until is not None:
         fields.update(
-            status=Delivery.Status.PENDING, next_attempt_at=max(result.not_sent_until, now), attempts=F("attempts") - 1
+            status=Delivery.Status.PENDING, next_attempt_at=max(result.not_sent_until, now), attempts=ONE_TRY_BACK
         )
     elif result.give_up or is_permanent(status) or delivery.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
         fields["status"] = Delivery.Status.FAILED
     else:
         fields.update(status=Delivery.Status.PENDING, next_attempt_at=now + backoff(delivery.attempts))
     # Only the claim we hold is settled: a row the sweep handed back meanwhile belongs to its new try.
-    held = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, claimed_at=delivery.claimed_at)
     attempt = {"delivery_id": delivery.pk, "at": now, "http_status": status, "error": result.error[:2000]}
     attempt["duration_ms"] = duration_ms
     if connection.vendor == "postgresql":
         # One statement, committed asynchronously when alone (a settlement lost in a PostgreSQL crash leaves the
         # row SENDING: handed back after its lease and sent again). It was BEGIN, UPDATE, INSERT, COMMIT: four
-        # round trips and a wait for the disk on every callback.
-        update, params = update_sql(held, fields)
-        columns = ", ".join(connection.ops.quote_name(c) for c in attempt)
-        table = connection.ops.quote_name(DeliveryAttempt._meta.db_table)
+        # round trips and a wait for the disk on every callback. Its text is made once per set of columns: the
+        # ORM compiled it on every callback (a profile of on_search: 6 % of the worker's CPU, with the claim).
+        update, params = _settle_sql(delivery, fields)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH settled AS ({update}) INSERT INTO {table} ({columns}) "  # noqa: S608 - fixed names
-                f"VALUES ({', '.join(['%s'] * len(attempt))}){async_commit_suffix()}",
+                f"WITH settled AS ({update}) INSERT INTO {_ATTEMPT_TABLE} ({_ATTEMPT_COLUMNS}) "  # noqa: S608
+                f"VALUES (%s, %s, %s, %s, %s){async_commit_suffix()}",
                 [*params, *attempt.values()],
             )
     else:
+        held = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, claimed_at=delivery.claimed_at)
         with transaction.atomic():
-            held.update(**fields)
+            held.update(**{k: F("attempts") - 1 if v is ONE_TRY_BACK else v for k, v in fields.items()})
             DeliveryAttempt.objects.create(**attempt)
     if read_back:
         delivery.refresh_from_db()

@@ -44,3 +44,50 @@ def test_a_taken_key_inserts_nothing_and_leaves_the_object_unsaved() -> None:
         assert insert_if_absent(second, KEY) is False
     assert second.pk is None and second._state.adding
     assert list(BecknTransaction.objects.values_list("item_id", flat=True)) == ["first"]
+
+
+def _row(model: type, pk: object) -> dict[str, object]:
+    """The stored row but its key and the times its defaults and auto_now_add set (each checked to be set)."""
+    values = model.objects.filter(pk=pk).values().get()
+    stamped = {"created_at", "next_attempt_at", "received_at"}
+    assert all(values[k] is not None for k in stamped if k in values)
+    return {k: v for k, v in values.items() if k not in {"id", "delivery_ptr_id", *stamped}}
+
+
+def test_insert_writes_what_create_writes_a_child_of_two_tables_included() -> None:
+    from beckn.models import BecknCallback, BecknMessage
+    from emsp.inserts import insert
+    from emsp.models import Delivery
+
+    txn = journey()
+    txn.save()
+    message = {"bap_id": "bap.example", "action": "search", "transaction": txn, "body": "{\"x\": \"\\u00e9\"}",
+               "ack": {"message": {"ack": {"status": "ACK"}}}, "status": BecknMessage.Status.PROCESSED}  # fmt: skip
+    created = BecknMessage.objects.create(message_id="m-orm", **message)
+    inserted = insert(BecknMessage(message_id="m-plain", **message))
+    assert inserted.pk is not None and inserted.pk != created.pk and not inserted._state.adding
+    assert {**_row(BecknMessage, created.pk), "message_id": "-"} == {
+        **_row(BecknMessage, inserted.pk),
+        "message_id": "-",
+    }
+    callback = {"channel": Delivery.Channel.BECKN_CALLBACK, "target": "https://bap.example/beckn/on_search",
+                "transaction": txn, "request": inserted, "action": "on_search", "message_id": "m-1",
+                "url": "https://bap.example/beckn/on_search", "solicited": True, "body": "{}"}  # fmt: skip
+    by_orm = BecknCallback.objects.create(**callback)
+    plain = insert(BecknCallback(**callback))
+    assert plain.pk == plain.delivery_ptr_id and Delivery.objects.filter(pk=plain.pk).exists()
+    assert _row(BecknCallback, by_orm.pk) == _row(BecknCallback, plain.pk)
+    assert BecknCallback.objects.get(pk=plain.pk).status == Delivery.Status.PENDING  # the parent's default
+
+
+def test_insert_of_a_taken_key_raises_the_integrity_error_create_raises() -> None:
+    from django.db import IntegrityError
+
+    from beckn.models import BecknMessage
+    from emsp.inserts import insert
+
+    values = {"bap_id": "bap.example", "action": "search", "message_id": "dup", "body": "{}", "ack": {}}
+    insert(BecknMessage(**values))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert(BecknMessage(**values))
+    assert BecknMessage.objects.filter(message_id="dup").count() == 1
