@@ -348,6 +348,13 @@ def log_message_row(**values: Any) -> None:
         cursor.execute(_INSERT_MESSAGE + async_commit_suffix(), [values[c] for c in _MESSAGE_COLUMNS])
 
 
+def _write_log_row(values: dict[str, Any]) -> None:
+    try:
+        log_message_row(**values)
+    except Exception:  # Django's response.close() would swallow it silently: say what was lost
+        log.exception("could not write the OCPI message log row of %s %s", values["method"], values["url"])
+
+
 # Partner pk → the minute of the last rate-limit refusal this process wrote to the message log.
 _refusals_logged: dict[int, int] = {}
 
@@ -491,7 +498,7 @@ class OcpiView(APIView):
             request_body = request._request.body if settings.OCPI_LOG_BODIES else b""
         except Exception:  # RequestDataTooBig, or a stream already consumed: the log must not fail the answer
             request_body = b""
-        log_message_row(
+        values = dict(
             partner_id=partner.pk if partner is not None else None,
             direction=OcpiMessage.Direction.IN,
             method=request.method or "",
@@ -505,6 +512,10 @@ class OcpiView(APIView):
             request_body=log_body(request_body, self.module),
             response_body=log_body(response_body, self.module) if settings.OCPI_LOG_BODIES else "",
         )
+        # Written once the answer is on its way: the WSGI server closes the response after sending it (the test
+        # client too), so the partner does not wait for the log's round trip to PostgreSQL. A process killed in
+        # between loses that log row, as a PostgreSQL crash may lose the last asynchronously committed ones.
+        response._resource_closers.append(lambda: _write_log_row(values))
 
     def require_own_party(self, country_code: str, party_id: str) -> None:
         """BOLA guard: a partner may only address objects under a party it owns (transport §"Client Owned

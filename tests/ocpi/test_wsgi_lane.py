@@ -116,3 +116,37 @@ def test_what_is_not_ocpi_crosses_every_middleware(apps: tuple[WSGIHandler, Ocpi
     assert status.startswith("200")
     # The login form's CSRF cookie: CsrfViewMiddleware, left out of the OCPI lane, ran.
     assert any(name == "Set-Cookie" and value.strip().startswith("csrftoken=") for name, value in head)
+
+
+def test_the_message_log_row_is_written_after_the_answer_is_sent(partner: Partner) -> None:
+    """The row is written when the server closes the response (after sending it), so the partner never waits
+    for it; a write that fails is logged, and the answer it followed stands."""
+    from django.test import RequestFactory
+
+    from emsp.wsgi import application
+    from ocpi.models import OcpiMessage
+    from tests.wsgi_calls import connections_kept
+
+    stored_location(partner, location_id="LOC1", evses=1)
+    before = OcpiMessage.objects.count()
+    body = b'{"status": "CHARGING", "last_updated": "2024-05-01T10:00:00Z"}'
+    environ = RequestFactory().generic("PATCH", EVSE, data=body, content_type="application/json", headers=AUTH).environ
+    seen: dict[str, Any] = {}
+    with connections_kept():
+        answer = application(environ, lambda status, headers, exc_info=None: seen.update(status=status))
+        assert b'"status_code":1000' in b"".join(answer) and seen["status"].startswith("200")
+        assert OcpiMessage.objects.count() == before  # sent, not logged yet
+        answer.close()
+    row = OcpiMessage.objects.latest("id")
+    assert OcpiMessage.objects.count() == before + 1 and row.http_status == 200 and row.ocpi_status == 1000
+
+    environ = RequestFactory().generic("PATCH", EVSE, data=body, content_type="application/json", headers=AUTH).environ
+    errors: list[tuple[Any, ...]] = []
+    with connections_kept(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr("ocpi.transport._INSERT_MESSAGE", "INSERT INTO no_such_table VALUES (%s)")
+        patch.setattr("ocpi.transport.log.exception", lambda *args, **kwargs: errors.append(args))
+        answer = application(environ, lambda status, headers, exc_info=None: seen.update(status=status))
+        assert seen["status"].startswith("200") and b"".join(answer)
+        answer.close()  # no exception reaches the server
+    assert [e[0] for e in errors] == ["could not write the OCPI message log row of %s %s"] and errors[0][1] == "PATCH"
+    assert OcpiMessage.objects.count() == before + 1
