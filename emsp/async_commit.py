@@ -2,7 +2,8 @@
 
 A statement alone in its transaction (autocommit) ending in `RETURNING set_config('synchronous_commit', 'off',
 true)` commits without waiting for its WAL to reach the disk; the setting ends with that transaction. A killed
-Django process loses nothing (the row is committed); a PostgreSQL crash may lose the last ~0.6 s of such commits
+Django process loses nothing it has committed (an OCPI request's log row is written after its answer is sent:
+killed in between, that row is lost); a PostgreSQL crash may lose the last ~0.6 s of such commits
 (3 × wal_writer_delay). Use it only where that loss repeats work rather than losing it: a log row, an outbox
 claim or settlement (the row is sent again: at-least-once). Inside a transaction the statement commits with it,
 as that transaction does, so nothing is added there; elsewhere than PostgreSQL neither.

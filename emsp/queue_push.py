@@ -88,13 +88,14 @@ def pushable(task: Task) -> bool:
 class _Pusher:
     """The script on a connection of this process's own, called with a command packed here.
 
-    Through redis-py's client the call cost about 90 µs of CPU, a fifth of an ACK; its command packer (twelve
-    encoder calls) and its execute/retry layers about half of that (docs/benchmarks.md). Here the EVALSHA is
-    packed in one join and sent on the client's one connection (redis-py still connects, reads with hiredis and
-    raises Redis's errors). A dropped connection (Redis restarted) is reconnected and the call made once more:
-    the duplicate key makes a repeat of a call that did run harmless. A script Redis no longer holds (after a
-    restart) is loaded again. Thread-safe (one lock around the connection); one per process, since a connection
-    must not cross a fork."""
+    Through redis-py's client the call cost 90-120 µs of CPU, a quarter of an ACK; its command packer (twelve
+    encoder calls, 11 % of an ACK's profile) and its execute/retry layers a good part of that (docs/benchmarks.md,
+    2026-12-04, a fifth session). Here the EVALSHA is packed in one join and sent on the client's one connection
+    (redis-py still connects, reads with hiredis and raises Redis's errors). A dropped connection is reconnected
+    and the call made once more: the duplicate key makes a repeat of a call that did run harmless (with a rate
+    limit, the repeat is counted again). A script Redis no longer holds (after a restart, which also drops the
+    connection) is sent whole with EVAL, which runs it and keeps it for the next EVALSHA. Thread-safe (one lock
+    around the connection); one per process, since a connection must not cross a fork."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, single_connection_client=True)
@@ -102,18 +103,19 @@ class _Pusher:
         self.lock = threading.Lock()
 
     def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
-        command = _packed([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
+        tail = [b"%d" % len(keys), *keys, *args]
+        command = _packed([b"EVALSHA", self.sha, *tail])
         with self.lock:
             connection = self.client.connection
             assert connection is not None  # a single-connection client holds one from the start
             for attempt in (1, 2):
                 try:
                     connection.send_packed_command([command], check_health=False)
-                    return connection.read_response()
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    self.client.script_load(_PUSH_ONCE)  # the same text: the same sha
+                    try:
+                        return connection.read_response()
+                    except redis.exceptions.NoScriptError:
+                        connection.send_packed_command([_packed([b"EVAL", _PUSH_ONCE, *tail])], check_health=False)
+                        return connection.read_response()
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     connection.disconnect()
                     if attempt == 2:

@@ -352,7 +352,12 @@ def _write_log_row(values: dict[str, Any]) -> None:
     try:
         log_message_row(**values)
     except Exception:  # Django's response.close() would swallow it silently: say what was lost
-        log.exception("could not write the OCPI message log row of %s %s", values["method"], values["url"])
+        log.exception(
+            "could not write the OCPI message log row of %s %s (request %s)",
+            values["method"],
+            values["url"],
+            values["request_id"],
+        )
 
 
 # Partner pk → the minute of the last rate-limit refusal this process wrote to the message log.

@@ -91,3 +91,48 @@ def test_insert_of_a_taken_key_raises_the_integrity_error_create_raises() -> Non
     with pytest.raises(IntegrityError), transaction.atomic():
         insert(BecknMessage(**values))
     assert BecknMessage.objects.filter(message_id="dup").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_child_whose_own_row_fails_leaves_no_parent_row() -> None:
+    """Out of any transaction, the two tables of a BecknCallback are written together or not at all."""
+    from django.db import DataError
+
+    from beckn.models import BecknCallback
+    from emsp.inserts import insert
+    from emsp.models import Delivery
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not enforce a varchar's length")
+    too_long = "https://bap.example/" + "x" * 600  # the child's url column holds 500
+    with pytest.raises(DataError):
+        insert(BecknCallback(channel=Delivery.Channel.BECKN_CALLBACK, target="t", action="on_search", url=too_long,
+                             message_id="m-orphan", body="{}"))  # fmt: skip
+    assert not Delivery.objects.exists() and not BecknCallback.objects.exists()
+
+
+def test_an_unsaved_related_object_is_refused_as_save_refuses_it() -> None:
+    from beckn.models import BecknMessage
+    from emsp.inserts import insert
+
+    with pytest.raises(ValueError, match="unsaved related object"):
+        insert(BecknMessage(bap_id="b", action="search", message_id="m", body="{}", ack={}, transaction=journey()))
+
+
+def test_a_model_with_save_listeners_is_saved_by_the_orm() -> None:
+    from django.db.models.signals import post_save
+
+    from beckn.models import BecknMessage
+    from emsp.inserts import insert
+
+    heard: list[object] = []
+
+    def listener(sender: object, instance: object, created: bool, **kwargs: object) -> None:
+        heard.append((instance, created))
+
+    post_save.connect(listener, sender=BecknMessage)
+    try:
+        message = insert(BecknMessage(bap_id="b", action="search", message_id="m-heard", body="{}", ack={}))
+    finally:
+        post_save.disconnect(listener, sender=BecknMessage)
+    assert heard == [(message, True)] and BecknMessage.objects.filter(pk=message.pk).exists()

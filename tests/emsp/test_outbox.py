@@ -219,3 +219,22 @@ def test_claim_and_settlement_are_one_statement_each_committed_without_waiting_f
         assert stored.next_attempt_at > timezone.now() and stored.last_http_status == 503
     (attempt,) = DeliveryAttempt.objects.filter(delivery=stored)
     assert attempt.http_status == (200 if outcome == "delivered" else 503)
+
+
+@pytest.mark.django_db
+def test_a_try_the_breaker_refused_does_not_count_and_waits_for_it() -> None:
+    """A sender that did not send at all (the partner's breaker is open) gives the try back: `attempts` goes one
+    back and the row waits until then (on PostgreSQL the settlement's hand-written UPDATE, elsewhere the ORM)."""
+    until = timezone.now() + timedelta(minutes=5)
+    row = Delivery.objects.create(channel="test_refused", target="nowhere", attempts=3)
+    outbox.register_sender(
+        "test_refused", lambda delivery: outbox.SendResult(None, "breaker open", not_sent_until=until)
+    )
+    try:
+        outbox.deliver(row.pk)
+    finally:
+        outbox._senders.pop("test_refused")
+    stored = Delivery.objects.get(pk=row.pk)
+    assert (stored.status, stored.attempts, stored.claimed_at) == (Delivery.Status.PENDING, 3, None)
+    assert stored.next_attempt_at == until and stored.last_error == "breaker open"
+    assert DeliveryAttempt.objects.filter(delivery=row, http_status=None, error="breaker open").count() == 1

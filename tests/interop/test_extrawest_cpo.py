@@ -258,7 +258,7 @@ def test_its_pushes_reach_our_receivers(
     assert Location.objects.get(partner=partner, location_id__iexact="EWX-L000007").name == "Changed and pushed"
     # It glues the path to our endpoint URL (`…/locationsIN/EWX/…`); our receivers answer that form too.
     glued = OcpiMessage.objects.filter(direction=OcpiMessage.Direction.IN, method="PUT", url__contains="/locationsIN/")
-    assert glued.exists()
+    until(glued.exists, 5, "the PUT's log row (written once its answer is sent)")
     new = {**peer_location(partner, 8), "id": "EWX-NEW-1", "name": "Opened today"}
     new["evses"] = [{**e, "uid": e["uid"].replace("l000008", "new-1")} for e in new["evses"]]
     peer.ctl("objects/locations/EWX-NEW-1", new)

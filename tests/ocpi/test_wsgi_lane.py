@@ -148,5 +148,6 @@ def test_the_message_log_row_is_written_after_the_answer_is_sent(partner: Partne
         answer = application(environ, lambda status, headers, exc_info=None: seen.update(status=status))
         assert seen["status"].startswith("200") and b"".join(answer)
         answer.close()  # no exception reaches the server
-    assert [e[0] for e in errors] == ["could not write the OCPI message log row of %s %s"] and errors[0][1] == "PATCH"
+    assert [e[0] for e in errors] == ["could not write the OCPI message log row of %s %s (request %s)"]
+    assert errors[0][1] == "PATCH" and errors[0][3]  # the request id, the context var being gone by then
     assert OcpiMessage.objects.count() == before + 1
