@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import NOT_PROVIDED, Field, Model
 from django.db.models.signals import post_save, pre_save
+
+M = TypeVar("M", bound=Model)
 
 
 def insert_if_absent(obj: Model, unique_fields: Sequence[str]) -> bool:
@@ -29,7 +31,7 @@ def insert_if_absent(obj: Model, unique_fields: Sequence[str]) -> bool:
     return True
 
 
-def insert(obj: Model) -> Model:
+def insert(obj: M) -> M:
     """`obj` INSERTed as `Model.objects.create()` would write it, in plain SQL: one statement per table (a
     multi-table child's parents first), each column prepared by its field (defaults, `auto_now`, encryption).
     No ORM compiler; a model with save signal listeners or database-filled columns is saved by the ORM instead.

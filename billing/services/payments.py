@@ -46,6 +46,7 @@ from billing.services.ledger import balance, from_minor, to_minor
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Driver
+from emsp.rows import first_where
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class PaymentRefused(Exception):
 
 def agreement_for(bap_id: str) -> BapAgreement:
     """The app's agreement, or the defaults (we collect, no finder fee, weekly settlement)."""
-    return BapAgreement.objects.filter(bap_id=bap_id).first() or BapAgreement(
+    return first_where(BapAgreement, "t.bap_id = %s", [bap_id]) or BapAgreement(
         bap_id=bap_id, collects=settings.PAYMENT_DEFAULT_BAP_COLLECTS
     )
 

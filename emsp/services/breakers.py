@@ -24,6 +24,7 @@ from emsp import metrics
 from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.models.breakers import BreakerChange, CircuitBreaker
+from emsp.rows import first_where
 
 log = logging.getLogger(__name__)
 State = CircuitBreaker.State
@@ -53,7 +54,9 @@ def refusing(partner: Partner, module: str, now: datetime | None = None) -> Circ
     """The breaker if requests to `module` would be refused now (open and not yet due for a probe, or a
     probe in flight); None when they would go through. Reads only."""
     now = now or timezone.now()
-    breaker = CircuitBreaker.objects.filter(partner=partner, module=module).exclude(state=State.CLOSED).first()
+    breaker = first_where(
+        CircuitBreaker, "t.partner_id = %s AND t.module = %s AND t.state <> %s", [partner.pk, module, str(State.CLOSED)]
+    )
     if breaker is None:
         return None
     if breaker.state == State.OPEN and breaker.retry_at is not None and breaker.retry_at <= now:

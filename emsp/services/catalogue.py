@@ -24,6 +24,7 @@ from emsp.datetimes import parse_utc
 from emsp.expressions import JsonMerge
 from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.ports import cpo_gateway
+from emsp.rows import first_where
 
 BATCH = 500
 
@@ -301,7 +302,11 @@ def evse_get(location: Location, evse_uid: str) -> Evse | None:
 
 
 def connector_get(evse: Evse, connector_id: str) -> Connector | None:
-    return evse.connectors.filter(id_key=ci_key(connector_id)).first()
+    """The EVSE's connector of this id (any case), with its EVSE set, as `evse.connectors.filter().first()`."""
+    connector = first_where(Connector, "t.evse_id = %s AND t.id_key = %s", [evse.pk, ci_key(connector_id)])
+    if connector is not None:
+        connector.evse = evse
+    return connector
 
 
 @dataclass

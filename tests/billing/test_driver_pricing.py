@@ -126,3 +126,34 @@ def test_a_tariff_is_still_valid_at_its_end_date_time_as_the_engine_reads_it(par
     assert parse_tariff({**ENERGY_TARIFF, "end_date_time": "2026-10-01T00:00:00Z"}).valid_at(end)
     assert [t.tariff_id for t in tariffs_for_connector(connector, end)] == ["T1"]
     assert tariffs_for_connector(connector, end + timedelta(seconds=1)) == []
+
+
+def test_a_connectors_tariffs_are_read_as_the_orm_reads_them(partner: Partner) -> None:
+    """The plain-SQL read of a connector's tariffs gives the same tariffs, every field equal, as the ORM query it
+    replaced (JSON, times, decimals included), in the same order: regular ones first, then the connector's."""
+    from billing.models import Quote, Tariff
+    from billing.services.driver_pricing import _tariffs_by_key, tariffs_for_connector
+    from emsp.models import ci_key
+
+    tariff_put(
+        partner, {**ENERGY_TARIFF, "id": "T2", "type": "AD_HOC_PAYMENT", "start_date_time": "2026-01-01T00:00:00Z"}
+    )
+    tariff_put(partner, {**ENERGY_TARIFF, "id": "t1", "max_price": {"excl_vat": 99.5, "incl_vat": 117.41}})
+    tariff_put(partner, {**ENERGY_TARIFF, "id": "T3", "end_date_time": "2026-02-01T00:00:00Z"})
+    keys = [ci_key("IN", "CPA", t) for t in ("T2", "T1", "T3", "NONE")]
+    by_orm = {t.pk: t for t in Tariff.objects.filter(ocpi_key__in=keys)}
+    plain = _tariffs_by_key(keys)
+    assert sorted(t.pk for t in plain) == sorted(by_orm) and len(plain) == 3
+    for tariff in plain:
+        for field in Tariff._meta.concrete_fields:
+            assert getattr(tariff, field.attname) == getattr(by_orm[tariff.pk], field.attname), field.name
+        assert not tariff._state.adding and tariff._state.db == "default"
+    connector = stored_location(partner).evses.order_by("uid").first().connectors.get()
+    connector.tariff_ids = ["T2", "T1", "T3"]
+    chosen = tariffs_for_connector(connector, datetime(2026, 3, 1, tzinfo=UTC))
+    assert [t.tariff_id for t in chosen] == ["t1", "T2"]  # regular first; T3 ended
+    quote = quote_charge(
+        evse=connector.evse, connector=connector, arrival=datetime(2026, 3, 1, tzinfo=UTC), energy_kwh=Decimal("12")
+    )
+    stored = Quote.objects.get(pk=quote.pk)
+    assert (stored.tariff_id, stored.total_incl_vat, stored.breakdown) == ("t1", quote.total_incl_vat, quote.breakdown)
