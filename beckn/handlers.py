@@ -83,6 +83,7 @@ from billing.services.driver_pricing import (
 )
 from emsp.inserts import insert, insert_if_absent
 from emsp.models import Booking, Command, Driver, Evse, Token
+from emsp.rows import first_where
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,11 @@ def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str
         created = insert_if_absent(txn, tuple(key))
         if not created:
             txn = BecknTransaction.objects.get(**key)
-    else:  # later actions usually find it
-        txn, created = BecknTransaction.objects.get_or_create(**key, defaults=defaults)
+    else:  # later actions usually find it: one plain SELECT (the ORM compiled one on every request)
+        found = first_where(BecknTransaction, "t.bap_id = %s AND t.transaction_id = %s", list(key.values()))
+        txn, created = (
+            (found, False) if found is not None else BecknTransaction.objects.get_or_create(**key, defaults=defaults)
+        )
     if via_gateway and envelope.action == "search":
         # A search forwarded by a gateway is answered back through it (beckn-notes §4.2).
         gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()

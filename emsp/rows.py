@@ -57,15 +57,17 @@ def _field_converters(model: type[Model]) -> list[tuple[int, list[Converter], An
     return found
 
 
-def first_where(model: type[M], where: str, params: Sequence[Any]) -> M | None:
-    """`model.objects.filter(…).first()` for a model without a default ordering, in plain SQL: the row of
-    lowest primary key where `where` (SQL over the table as `t`, parameters as %s) holds, built as the ORM builds
-    it. For the small lookups of a Beckn select (its connector, the CPO's breaker and terms, the app's
-    agreement), each of which the ORM compiled anew on every call: about 0.3 ms of CPU each in on_select's profile."""
+def first_where(model: type[M], where: str, params: Sequence[Any], order: str = "") -> M | None:
+    """`model.objects.filter(…).first()` for a model without a default ordering, in plain SQL: the first row by
+    `order` (SQL, e.g. "t.expiry_at"), then by primary key, where `where` (SQL over the table as `t`, parameters
+    as %s) holds, built as the ORM builds it. For the small lookups of a Beckn request (its journey, connector and
+    holds, the CPO's breaker and terms, the app's agreement), each of which the ORM compiled anew on every call:
+    about 0.3 ms of CPU each in on_select's profile."""
     if model._meta.ordering:
         raise TypeError(f"{model._meta.label} has a default ordering: first() would follow it")
     table, key = connection.ops.quote_name(model._meta.db_table), connection.ops.quote_name(model._meta.pk.column)
-    sql = f"SELECT {select_columns(model, 't')} FROM {table} t WHERE {where} ORDER BY t.{key} LIMIT 1"  # noqa: S608
+    ordering = f"{order}, t.{key}" if order else f"t.{key}"
+    sql = f"SELECT {select_columns(model, 't')} FROM {table} t WHERE {where} ORDER BY {ordering} LIMIT 1"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from emsp import events
 from emsp.models import Booking, ChargingSession, Command, Driver, Evse, Reservation, Token
+from emsp.rows import first_where
 from emsp.services import commands
 
 HOLD = timedelta(minutes=15)  # how long a booking "for now" holds the EVSE for the driver to arrive
@@ -71,14 +72,15 @@ def _new_order_id() -> str:
     return f"ORD-{timezone.now():%y%m%d}-{secrets.token_hex(5).upper()}"
 
 
+_ACTIVE = [str(s) for s in Reservation.ACTIVE_STATUSES]
+_OVERLAPPING = (
+    f"t.evse_id = %s AND t.status IN ({', '.join(['%s'] * len(_ACTIVE))}) AND t.start_at < %s AND t.expiry_at > %s"
+)
+
+
 def active_hold(evse: Evse, start: datetime, end: datetime) -> Reservation | None:
-    return (
-        Reservation.objects.filter(
-            evse=evse, status__in=Reservation.ACTIVE_STATUSES, start_at__lt=end, expiry_at__gt=start
-        )
-        .order_by("expiry_at")
-        .first()
-    )
+    """The hold on `evse` overlapping [start, end) that ends first, if any (plain SQL: on every select)."""
+    return first_where(Reservation, _OVERLAPPING, [evse.pk, *_ACTIVE, end, start], order="t.expiry_at")
 
 
 def booking_confirm(

@@ -48,3 +48,38 @@ def test_first_where_takes_the_lowest_key_of_several_and_refuses_an_ordered_mode
     assert DeliveryAttempt._meta.ordering
     with pytest.raises(TypeError):
         first_where(DeliveryAttempt, "t.id = %s", [1])
+
+
+def test_first_where_orders_by_the_columns_given_then_the_key(partner: Partner) -> None:
+    """active_hold's read: the overlapping hold that ends first, as `order_by("expiry_at").first()`."""
+    from emsp.models import Reservation
+    from emsp.services.bookings import active_hold
+    from tests.factories import TokenFactory, stored_location
+
+    evse = stored_location(partner).evses.order_by("uid").first()
+    token = TokenFactory()
+    start = datetime(2026, 5, 1, 10, tzinfo=UTC)
+    rng = random.Random(5)
+    begins = start - timedelta(minutes=150)
+    for i in range(14):  # one after another: active holds of one EVSE never overlap (PostgreSQL enforces it)
+        begins += timedelta(minutes=rng.randrange(0, 15))
+        ends = begins + timedelta(minutes=rng.randrange(5, 30))
+        Reservation.objects.create(
+            reservation_id=f"R{i}", evse=evse, connector_id="1", token=token, start_at=begins, expiry_at=ends,
+            status=rng.choice([*Reservation.ACTIVE_STATUSES, Reservation.Status.CANCELLED]),
+        )  # fmt: skip
+        begins = ends
+    found = 0
+    for offset in range(-150, 150, 7):
+        at = start + timedelta(minutes=offset)
+        window = (at, at + timedelta(minutes=20))
+        orm = (
+            Reservation.objects.filter(
+                evse=evse, status__in=Reservation.ACTIVE_STATUSES, start_at__lt=window[1], expiry_at__gt=window[0]
+            )
+            .order_by("expiry_at", "pk")
+            .first()
+        )
+        assert active_hold(evse, *window) == orm
+        found += orm is not None
+    assert found > 5  # the windows met holds
