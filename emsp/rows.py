@@ -65,10 +65,16 @@ def first_where(model: type[M], where: str, params: Sequence[Any], order: str = 
     about 0.3 ms of CPU each in on_select's profile."""
     if model._meta.ordering:
         raise TypeError(f"{model._meta.label} has a default ordering: first() would follow it")
-    table, key = connection.ops.quote_name(model._meta.db_table), connection.ops.quote_name(model._meta.pk.column)
-    ordering = f"{order}, t.{key}" if order else f"t.{key}"
-    sql = f"SELECT {select_columns(model, 't')} FROM {table} t WHERE {where} ORDER BY {ordering} LIMIT 1"  # noqa: S608
+    key = connection.ops.quote_name(model._meta.pk.column)
+    found = all_where(model, where, params, f"ORDER BY {order + ', ' if order else ''}t.{key} LIMIT 1")
+    return found[0] if found else None
+
+
+def all_where(model: type[M], where: str, params: Sequence[Any], tail: str = "") -> list[M]:
+    """`model.objects.filter(…)` in plain SQL (`where` over the table as `t`; `tail`: ORDER BY, LIMIT), each row
+    built as the ORM builds it."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    sql = f"SELECT {select_columns(model, 't')} FROM {table} t WHERE {where} {tail}"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else model_from_row(model, row)
+        return [model_from_row(model, row) for row in cursor.fetchall()]

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from billing import pricing
@@ -19,7 +18,7 @@ from billing.models import Cdr, DriverReceipt, PartnerTerms, Quote, Tariff
 from billing.money import round_money
 from emsp.inserts import insert, insert_if_absent
 from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token, ci_key
-from emsp.rows import first_where, model_from_row, select_columns
+from emsp.rows import all_where, first_where
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
@@ -93,11 +92,7 @@ def _tariffs_by_key(keys: list[str]) -> list[Tariff]:
     its quote), 10 % of on_select's CPU in its profile; the rows become tariffs as the ORM builds them."""
     if not keys:
         return []
-    listed = ", ".join(["%s"] * len(keys))
-    sql = f"SELECT {select_columns(Tariff, 't')} FROM {Tariff._meta.db_table} t WHERE t.ocpi_key IN ({listed})"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, keys)
-        return [model_from_row(Tariff, row) for row in cursor.fetchall()]
+    return all_where(Tariff, f"t.ocpi_key IN ({', '.join(['%s'] * len(keys))})", keys)
 
 
 def connector_power_kw(connector: Connector) -> Decimal:
