@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,14 @@ TOKEN_A = "browser-sim-token-a"
 def seed_a_month(partner: Partner) -> None:
     """Thirty days of sessions and receipts for the screenshot (a steady pattern, not a measurement)."""
     now = timezone.now()
+    midnight = datetime.combine(timezone.localdate(now), time.min, tzinfo=timezone.get_current_timezone())
+    elapsed = now - midnight  # each day's items fall in its first `elapsed`, so today's bar is drawn at any hour
     for days_ago in range(30):
-        start = now - timedelta(days=days_ago, hours=1)
-        for n in range(2 + (days_ago * 5) % 7):
-            charging_session(partner, start - timedelta(minutes=7 * n), f"{8 + (days_ago * 3 + n) % 11}.5")
+        day = midnight - timedelta(days=days_ago)
+        start = day + elapsed / 2
+        sessions = 2 + (days_ago * 5) % 7
+        for n in range(sessions):
+            charging_session(partner, day + elapsed * n / sessions, f"{8 + (days_ago * 3 + n) % 11}.5")
         for n in range(1 + days_ago % 3):
             cost = Decimal(180 + 15 * ((days_ago + n) % 6))
             cdr = CdrFactory(partner=partner, end_date_time=start, currency="INR", total_cost_excl_vat=cost)
