@@ -5,8 +5,8 @@ answer (0.45 ms of 1.29 ms in its profile, docs/benchmarks.md). The answer itsel
 no CSRF (the view is exempt), no login. Here the same answer (beckn/ack.py's `answer`, which the DRF view also
 gives) is wrapped in what those middlewares would add to it:
 
-- the host is checked against ALLOWED_HOSTS and the HTTPS redirect applies: either one not passing hands the
-  request to Django, which answers it as always;
+- the host is checked against ALLOWED_HOSTS and the HTTPS redirect applies (emsp/lanes.py): either one not
+  passing hands the request to Django, which answers it as always;
 - request and correlation ids are read or made, set for the logs and the queued task, and echoed
   (emsp/middleware.py);
 - the security headers come from Django's own middlewares (SecurityMiddleware, XFrameOptionsMiddleware), asked
@@ -22,22 +22,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from http import HTTPStatus
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.core import signals
-from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
-from django.http import HttpResponse
-from django.middleware.clickjacking import XFrameOptionsMiddleware
-from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
 
 from beckn import ack, metrics
 from beckn.parsing import ACTIONS
 from beckn.views import BecknActionView, http_response
+from emsp.lanes import STATUS_LINES, EnvironHeaders, FrontDoor
 from emsp.metrics import count_request
 from emsp.middleware import correlation_id_var, request_id_var, request_ids
 
@@ -46,37 +42,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/beckn/"
 ENDPOINT = "/beckn/<str:action>"  # the route label Django's path gives (emsp/metrics.py endpoint_label)
 ALLOW = ", ".join(BecknActionView().allowed_methods)  # the Allow header DRF's view answers with
-STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-
-
-def _unused(request: Any) -> None:  # the middlewares below are only asked for their request/response hooks
-    return None
-
-
-class EnvironHeaders(Mapping[str, str]):
-    """Request headers read straight from the WSGI environ by name (what Django's HttpHeaders gives, without
-    building a dictionary of every header for the two or three the answer reads)."""
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self.environ = environ
-
-    def __getitem__(self, name: str) -> str:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key == "HTTP_CONTENT_TYPE" or key == "HTTP_CONTENT_LENGTH":
-            key = key[5:]
-        return self.environ[key]
-
-    def __iter__(self) -> Iterator[str]:
-        for key in self.environ:
-            if key.startswith("HTTP_"):
-                yield key[5:].replace("_", "-").title()
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                yield key.replace("_", "-").title()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 class _Body(list[bytes]):
@@ -91,24 +56,15 @@ class AckLane:
 
     def __init__(self, django_app: Callable[..., Iterable[bytes]]) -> None:
         self.django_app = django_app
-        self._security: SecurityMiddleware | None = None
-        self._frame: XFrameOptionsMiddleware | None = None
-        self._static: dict[bool, list[tuple[str, str]]] = {}
+        self.front_door = FrontDoor()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX) or path[7:] not in ACTIONS:
             return self.django_app(environ, start_response)
-        if self._security is None:  # built on first use: settings are read when the middlewares are made
-            self._security = SecurityMiddleware(_unused)
-            self._frame = XFrameOptionsMiddleware(_unused)
         request = WSGIRequest(environ)
-        try:
-            request.get_host()  # CommonMiddleware's check: a host not in ALLOWED_HOSTS
-        except DisallowedHost:
-            return self.django_app(environ, start_response)  # Django answers it (400) and logs it, as always
-        if self._security.process_request(request) is not None:
-            return self.django_app(environ, start_response)  # the HTTPS redirect
+        if self.front_door.turns_away(request):  # a host not allowed, the HTTPS redirect: Django answers, as always
+            return self.django_app(environ, start_response)
         return self._answer(request, path[7:], environ, start_response)
 
     def _answer(
@@ -147,21 +103,7 @@ class AckLane:
             ("Content-Length", str(len(answer.body))),
             ("X-Request-ID", request_id),
             ("X-Correlation-ID", correlation_id),
-            *self._static_headers(request),
+            *self.front_door.static_headers(request, ALLOW),
         ]
         start_response(STATUS_LINES[answer.status], response_headers)
         return _Body([answer.body])
-
-    def _static_headers(self, request: WSGIRequest) -> list[tuple[str, str]]:
-        """What Django's view and middlewares add to every such answer (Allow, X-Frame-Options, the security
-        headers), got from those middlewares once per process, for plain HTTP and for HTTPS."""
-        secure = request.is_secure()
-        static = self._static.get(secure)
-        if static is None:
-            assert self._security is not None and self._frame is not None
-            response = HttpResponse(b"", content_type="application/json")
-            response["Allow"] = ALLOW
-            response = self._security.process_response(request, self._frame.process_response(request, response))
-            static = [(k, v) for k, v in response.items() if k not in ("Content-Type", "Content-Length")]
-            self._static[secure] = static
-        return static

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from beckn.parsing import ACTIONS
+from emsp.metrics import labelled
 
 BECKN_RESPONSES = Counter(
     "emsp_beckn_responses_total",
@@ -24,11 +25,12 @@ def action_label(action: str) -> str:
 
 
 def count_ack(action: str) -> None:
-    BECKN_RESPONSES.labels(action_label(action), "ACK", "ok").inc()
+    labelled(BECKN_RESPONSES, action_label(action), "ACK", "ok").inc()
 
 
 def count_nack(action: str, code: str) -> None:
-    BECKN_RESPONSES.labels(action_label(action), "NACK", code if code.isdigit() and len(code) <= 6 else "other").inc()
+    reason = code if code.isdigit() and len(code) <= 6 else "other"
+    labelled(BECKN_RESPONSES, action_label(action), "NACK", reason).inc()
 
 
 def count_signature_failure(header: str, reason: str) -> None:

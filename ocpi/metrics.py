@@ -11,7 +11,7 @@ from django.db.models import F, OuterRef, Subquery
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from emsp.metrics import scrape_collector
+from emsp.metrics import labelled, scrape_collector
 from emsp.models import Partner
 from ocpi.models import SyncRun
 
@@ -46,7 +46,8 @@ def party_label(partner: Partner | None) -> str:
 def count_request(
     *, direction: str, partner: Partner | None, module: str, http_status: int | None, ocpi_status: int | None
 ) -> None:
-    OCPI_REQUESTS.labels(
+    labelled(
+        OCPI_REQUESTS,
         direction,
         party_label(partner),
         module or "-",

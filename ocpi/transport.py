@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.base import ModelState
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from rest_framework import exceptions
@@ -142,10 +143,16 @@ def forget_cached_tokens() -> None:
 
 
 def _copy_of(partner: Partner) -> Partner:
-    """What copy.copy makes of a model instance (its __getstate__), without copy's generic path through
-    __reduce_ex__: a request changing its partner leaves the cached one as it was."""
+    """What copy.copy makes of a model instance (Model.__getstate__: its fields, and its state with the related
+    objects' cache copied), without copy's generic path through __reduce_ex__ (a Partner holds no memoryview for
+    __getstate__ to convert): a request changing its partner leaves the cached one as it was."""
     clone = Partner.__new__(Partner)
-    clone.__dict__.update(partner.__getstate__())
+    fields = partner.__dict__.copy()
+    state = ModelState()
+    state.__dict__.update(partner._state.__dict__)
+    state.fields_cache = partner._state.fields_cache.copy()
+    fields["_state"] = state
+    clone.__dict__.update(fields)
     return clone
 
 

@@ -9,17 +9,38 @@ Requests under /ocpi/ are handed to a second Django handler built with OCPI_MIDD
 same URLs, views, error handling, signals and database handling, the same middlewares that shape an answer (probes,
 metrics, security headers and the HTTPS redirect, request ids, CommonMiddleware, X-Frame-Options), so an answer
 is the same byte for byte (tests/ocpi/test_wsgi_lane.py).
+
+The EVSE status PATCH, a CPO's live availability and by far the busiest OCPI request, goes one step further: its
+view is called straight from here (`DirectRoute`), without Django's URL resolving and middleware chain, which were
+a third of its CPU. The route is Django's own (its pattern turned into a regular expression when the lane is
+made, its view function the one the URL patterns hold), and what the middlewares do around a view is done here
+with their own code (emsp/lanes.py): a request any of them would turn away goes to the OCPI handler instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.handlers.wsgi import WSGIHandler
+from django.core import signals
+from django.core.handlers.exception import response_for_exception
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest, get_script_name
+from django.http import HttpResponse
+from django.urls import is_valid_path, resolve, set_script_prefix
+from django.utils.log import log_response
+
+from emsp.lanes import EnvironHeaders, FrontDoor
+from emsp.metrics import count_request
+from emsp.middleware import correlation_id_var, request_id_var, request_ids
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/ocpi/"
 
@@ -51,14 +72,98 @@ class OcpiHandler(WSGIHandler):
             super().load_middleware(is_async)
 
 
+@dataclass(frozen=True)
+class DirectRoute:
+    """One URL pattern whose view the lane calls itself: Django's route, as a regular expression, and its view."""
+
+    method: str
+    pattern: re.Pattern[str]
+    view: Callable[..., HttpResponse]
+    label: str  # the route label /metrics counts it under (emsp/metrics.py endpoint_label)
+
+
+# Paths Django resolves to the views called directly, one sample each (any ids): the EVSE status PATCH.
+DIRECT_ROUTES = (("PATCH", "/ocpi/emsp/2.2.1/locations/XX/XXX/L/E"),)
+_CONVERTED = re.compile(r"<str:(\w+)>")
+
+
+def direct_route(method: str, sample: str) -> DirectRoute:
+    """The route Django resolves `sample` to. Only <str:…> parts (anything but a slash), as Django matches them;
+    a route that a trailing slash would turn into another (CommonMiddleware's redirect of a 404) is refused."""
+    match = resolve(sample)
+    route = match.route
+    parts = _CONVERTED.split(route)
+    if "<" in "".join(parts[::2]) or is_valid_path(sample + "/"):
+        raise ValueError(f"{route} can't be served directly")
+    expression = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+    return DirectRoute(method, re.compile("/" + expression), match.func, "/" + route)
+
+
 class OcpiLane:
-    """WSGI wrapper (settings.WSGI_WRAPPERS): /ocpi/... to the OCPI handler, everything else to `application`."""
+    """WSGI wrapper (settings.WSGI_WRAPPERS): /ocpi/... to the OCPI handler (the EVSE status PATCH straight to its
+    view), everything else to `application`."""
 
     def __init__(self, application: WsgiApp) -> None:
         self.application = application
         self.ocpi = OcpiHandler()
+        self.front_door = FrontDoor()
+        self.direct = [direct_route(method, sample) for method, sample in DIRECT_ROUTES]
+        self.direct_methods = {route.method for route in self.direct}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith(PREFIX):
-            return self.ocpi(environ, start_response)
-        return self.application(environ, start_response)
+        if not environ.get("PATH_INFO", "").startswith(PREFIX):
+            return self.application(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method in self.direct_methods:
+            request = WSGIRequest(environ)
+            for route in self.direct:
+                match = route.pattern.fullmatch(request.path_info) if route.method == method else None
+                if match is not None and not self.front_door.turns_away(request):
+                    return self._direct(route, match.groupdict(), request, environ, start_response)
+        return self.ocpi(environ, start_response)
+
+    def _direct(
+        self,
+        route: DirectRoute,
+        kwargs: dict[str, str],
+        request: WSGIRequest,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        """The view's answer, with what Django's handler and the OCPI middlewares would do around it."""
+        set_script_prefix(get_script_name(environ))  # as Django's WSGIHandler
+        signals.request_started.send(sender=OcpiHandler, environ=environ)
+        started = time.perf_counter()
+        # Headers read by name from the environ, where Django's HttpHeaders parses every one of them first.
+        request.headers = EnvironHeaders(environ)  # type: ignore[assignment]
+        request_id, correlation_id = request_ids(request.headers)  # RequestIdMiddleware
+        request.request_id = request_id  # type: ignore[attr-defined]
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        t1 = request_id_var.set(request_id)
+        t2 = correlation_id_var.set(correlation_id)
+        try:
+            try:
+                response = route.view(request, **kwargs)
+            except Exception as exc:  # what Django's handler makes of an exception that escapes a view
+                response = response_for_exception(request, exc)
+            if response.status_code >= 400:  # logged as Django's handler logs a 4xx or 5xx
+                log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        finally:
+            request_id_var.reset(t1)
+            correlation_id_var.reset(t2)
+        try:  # MetricsMiddleware
+            count_request(request, response.status_code, time.perf_counter() - started, route.label)
+        except Exception:  # counting must never cost the answer
+            log.exception("could not count a request")
+        response._handler_class = OcpiHandler  # closing the response sends request_finished, as Django's does
+        headers = list(response.items())
+        if not response.has_header("Content-Length"):  # CommonMiddleware
+            headers.append(("Content-Length", str(len(response.content))))
+        headers += [
+            ("X-Request-ID", request_id),
+            ("X-Correlation-ID", correlation_id),
+            *self.front_door.static_headers(request),
+            *(("Set-Cookie", c.output(header="")) for c in response.cookies.values()),
+        ]
+        start_response(f"{response.status_code} {response.reason_phrase}", headers)
+        return response

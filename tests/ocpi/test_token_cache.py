@@ -18,6 +18,7 @@ def test_each_cached_answer_is_a_copy(partner: Partner, django_assert_num_querie
         second, _, _ = partner_for_token([CPO_TOKEN], allow_token_a=False, cached=True)
         second.name = "changed by a request"
         second._state.fields_cache["x"] = object()
+        second._state.db = "elsewhere"
         third, _, _ = partner_for_token([CPO_TOKEN], allow_token_a=False, cached=True)
     assert second is not third
     assert second.pk == third.pk == partner.pk

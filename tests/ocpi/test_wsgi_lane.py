@@ -5,14 +5,16 @@ everything that is not OCPI still crosses every middleware."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import orjson
 import pytest
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import transaction
 
-from emsp.models import Partner
+from emsp.models import Partner, hash_token
 from ocpi.wsgi_lane import OcpiLane
 from tests.conftest import CPO_TOKEN
 from tests.factories import TokenFactory, stored_location
@@ -151,3 +153,201 @@ def test_the_message_log_row_is_written_after_the_answer_is_sent(partner: Partne
     assert [e[0] for e in errors] == ["could not write the OCPI message log row of %s %s (request %s)"]
     assert errors[0][1] == "PATCH" and errors[0][3]  # the request id, the context var being gone by then
     assert OcpiMessage.objects.count() == before + 1
+
+
+# --- the EVSE status PATCH, called straight from the lane ---------------------------------------------------------
+
+STATUS = b'{"status": "CHARGING", "last_updated": "2026-03-01T10:00:00Z"}'
+
+
+def watched(lane: OcpiLane) -> list[str]:
+    """The paths the lane hands to its OCPI handler (the others it answered through a direct route)."""
+    handler, handed = lane.ocpi, []
+
+    def observed(environ: dict[str, Any], start_response: Any) -> Any:
+        handed.append(environ["PATH_INFO"])
+        return handler(environ, start_response)
+
+    lane.ocpi = observed  # type: ignore[assignment]
+    return handed
+
+
+def made_ids(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers with ids we made (new UUIDs on each call) as one placeholder."""
+    ids = ("X-Request-ID", "X-Correlation-ID")
+    return [(k, "<made>" if k in ids and re.fullmatch(r"[0-9a-f-]{36}", v) else v) for k, v in headers]
+
+
+def both(whole: WSGIHandler, lane: OcpiLane, method: str, path: str, body: bytes, headers: dict) -> tuple:
+    """Django's whole stack, then the lane, each from the same database state (the first one's writes undone)."""
+    with transaction.atomic():
+        expected = call(whole, method, path, body, headers)
+        transaction.set_rollback(True)
+    return expected, call(lane, method, path, body, headers)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        (EVSE, STATUS, AUTH),
+        (EVSE, b'[{"status": "BLOCKED", "last_updated": "2026-03-01T10:00:00Z"}]', AUTH),  # wrapped in a list
+        (EVSE, b'{"status": "CHARGING", "last_updated": "2026-03-01T10:00:00+02:00"}', AUTH),  # an offset
+        (EVSE, b'{"status": "CHAR\\u0000GING", "last_updated": "2026-03-01T10:00:00Z"}', AUTH),  # a NUL
+        (EVSE, b'{"status": "CHARGING", "last_updated": "9999-12-31T23:59:59Z"}', AUTH),  # an absurd date
+        (EVSE, b'{"status": "CHARGING", "last_updated": 1e999}', AUTH),  # a huge number
+        (EVSE, b'{"status": "CHARGING", "floor_level": "' + b"9" * 5000 + b'"}', AUTH),
+        (EVSE, b'{"status": "NAPPING", "last_updated": "2026-03-01T10:00:00Z"}', AUTH),  # not a status
+        (EVSE, b'{"status": ', AUTH),  # not JSON
+        (EVSE, b"", AUTH),  # no body
+        (EVSE, b"[1, 2]", AUTH),  # not an object
+        (EVSE, STATUS, {}),  # no token
+        (EVSE, STATUS, {"Authorization": "Token bm9wZQ=="}),  # an unknown token
+        (EVSE, STATUS, {**AUTH, "OCPI-from-country-code": "NL", "OCPI-from-party-id": "XXX"}),  # a stray header
+        (EVSE, STATUS, {**AUTH, "X-Request-ID": "bad id\x01", "X-Correlation-ID": ""}),  # unusable ids: made
+        ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/NOPE", STATUS, AUTH),  # an EVSE we don't have
+        ("/ocpi/emsp/2.2.1/locations/NL/XXX/LOC1/LOC1-E1", STATUS, AUTH),  # another party's
+        ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/E\x01", STATUS, AUTH),  # a control character in the id
+        ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/" + "E" * 37, STATUS, AUTH),  # an id too long
+        ("/ocpi/emsp/2.2.1/locations/INDIA/CPA/LOC1/LOC1-E1", STATUS, AUTH),  # a country code too long
+    ],
+)
+def test_the_evse_patch_is_answered_directly_and_as_django_answers_it(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, path: str, body: bytes, headers: dict
+) -> None:
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    handed = watched(lane)
+    (status, head, content), (lane_status, lane_head, lane_content) = both(whole, lane, "PATCH", path, body, headers)
+    assert (lane_status, made_ids(lane_head), comparable(lane_content)) == (status, made_ids(head), comparable(content))
+    assert handed == []  # answered by the direct route
+    assert dict(lane_head)["Content-Length"] == str(len(lane_content))
+
+
+def test_the_direct_patch_does_the_work_and_logs_it_after_the_answer(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner
+) -> None:
+    from emsp.models import Evse
+    from ocpi.models import OcpiMessage
+
+    stored_location(partner, location_id="LOC1", evses=1)
+    _, lane = apps
+    status, head, content = call(lane, "PATCH", EVSE, STATUS, AUTH)
+    assert status == "200 OK" and orjson.loads(content)["status_code"] == 1000
+    assert Evse.objects.get(uid="LOC1-E1").status == "CHARGING"
+    row = OcpiMessage.objects.latest("id")
+    assert (row.method, row.module, row.http_status, row.ocpi_status) == ("PATCH", "locations", 200, 1000)
+    assert (row.request_id, row.correlation_id, row.partner_id) == ("req-ocpi-lane", "corr-ocpi-lane", partner.pk)
+    assert dict(head)["OCPI-to-party-id"] == "CPA"
+
+
+def test_a_rate_limited_partner_gets_the_same_429_directly(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, settings: Any
+) -> None:
+    from django.core.cache import cache
+
+    settings.OCPI_RATE_LIMIT_PER_MINUTE = 1
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    handed = watched(lane)
+    cache.clear()
+    call(whole, "PATCH", EVSE, STATUS, AUTH)  # the minute's one request
+    expected = call(whole, "PATCH", EVSE, STATUS, AUTH)
+    answered = call(lane, "PATCH", EVSE, STATUS, AUTH)
+    assert expected[0].startswith("429") and dict(expected[1])["Retry-After"]
+    assert (answered[0], answered[1], comparable(answered[2])) == (expected[0], expected[1], comparable(expected[2]))
+    assert handed == []
+
+
+def test_a_body_over_the_limit_is_the_same_413_directly(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    body = b'{"status": "CHARGING", "floor_level": "' + b"x" * 200 + b'"}'
+    (status, head, content), answered = both(whole, lane, "PATCH", EVSE, body, AUTH)
+    assert status.startswith("413")
+    assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+
+
+def test_a_failing_view_is_the_same_500_directly(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("emsp.services.catalogue.evse_patch_at", broken)
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    (status, head, content), answered = both(whole, lane, "PATCH", EVSE, STATUS, AUTH)
+    assert status.startswith("500") and orjson.loads(content)["status_code"] == 3000
+    assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+
+
+def test_a_hub_routes_a_patch_for_its_parties_only(apps: tuple[WSGIHandler, OcpiLane]) -> None:
+    from emsp.services.catalogue import locations_store
+    from emsp.services.partners import partner_party_grant
+    from tests.factories import PartnerFactory, ocpi_location
+
+    hub_token = "hub-token-for-the-lane"
+    hub = PartnerFactory(
+        country_code="NL", party_id="HUB", role=Partner.Role.HUB, incoming_token_hash=hash_token(hub_token)
+    )
+    partner_party_grant(partner=hub, country_code="IN", party_id="CPA", by="staff")
+    locations_store(Partner.objects.get(pk=hub.pk), [ocpi_location("IN", "CPA", "LOC1", evses=1)])
+    auth = {"Authorization": "Token " + base64.b64encode(hub_token.encode()).decode()}
+    whole, lane = apps
+    handed = watched(lane)
+    for party in (("IN", "CPA"), ("DE", "ABC")):
+        routed = {**auth, "OCPI-from-country-code": party[0], "OCPI-from-party-id": party[1]}
+        (status, head, content), answered = both(whole, lane, "PATCH", EVSE, STATUS, routed)
+        assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+        assert status.startswith("200" if party == ("IN", "CPA") else "404"), content
+    assert handed == []
+
+
+def test_requests_the_middlewares_turn_away_are_left_to_django(partner: Partner, settings: Any) -> None:
+    stored_location(partner, location_id="LOC1", evses=1)
+    settings.SECURE_SSL_REDIRECT = True  # read when the middlewares are made
+    whole = WSGIHandler()
+    lane = OcpiLane(whole)
+    handed = watched(lane)
+    redirect = call(lane, "PATCH", EVSE, STATUS, AUTH)
+    assert redirect[0].startswith("301") and redirect == call(whole, "PATCH", EVSE, STATUS, AUTH)
+    settings.SECURE_SSL_REDIRECT = False
+    settings.ALLOWED_HOSTS = ["testserver"]
+    lane = OcpiLane(WSGIHandler())
+    handed_too = watched(lane)
+    refused = call(lane, "PATCH", EVSE, STATUS, {**AUTH, "Host": "evil.example"})
+    assert refused[0].startswith("400")
+    assert handed == handed_too == [EVSE]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        EVSE,
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/LOC1-E1/",  # a trailing slash
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/LOC1-E1/1",  # a connector
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1",  # a location
+        "/ocpi/emsp/2.2.1/locations/IN/CPA//LOC1-E1",  # an empty id
+        "/ocpi/emsp/2.2.1/locationsIN/CPA/LOC1/LOC1-E1",  # extrawest-ocpi's glued form
+        "/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/LOC1-E1",  # another version
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LÖC 1/E.1%",  # odd characters
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/LOC1-E1\n",
+    ],
+)
+def test_the_direct_route_matches_what_django_resolves_to_the_evse_view(path: str) -> None:
+    from django.urls import Resolver404, resolve
+
+    from ocpi.wsgi_lane import DIRECT_ROUTES, direct_route
+
+    route = direct_route(*DIRECT_ROUTES[0])
+    try:
+        match = resolve(path)
+        resolved = (match.func, match.kwargs)
+    except Resolver404:
+        resolved = None
+    direct = route.pattern.fullmatch(path)
+    expected = resolved if resolved is not None and resolved[0] is route.view else None
+    assert (None if direct is None else (route.view, direct.groupdict())) == expected
