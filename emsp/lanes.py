@@ -83,12 +83,6 @@ class FrontDoor:
         except Exception:  # e.g. a refused user agent raises PermissionDenied: Django answers it
             return True
 
-    def finish(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        """CommonMiddleware's part of an answer: a 404 that a slash would resolve becomes its redirect, and
-        Content-Length is set (the security headers come from `static_headers`)."""
-        _, common, _ = self._built()
-        return common.process_response(request, response)
-
     def static_headers(self, request: HttpRequest, allow: str | None = None) -> list[tuple[str, str]]:
         """What SecurityMiddleware and XFrameOptionsMiddleware add to every answer (and the Allow header a view
         gives, when `allow`), for plain HTTP and for HTTPS."""

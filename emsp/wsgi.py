@@ -16,6 +16,13 @@ django_application = get_wsgi_application()
 application = django_application
 for _wrapper in settings.WSGI_WRAPPERS:
     application = import_string(_wrapper)(application)
+if settings.SENTRY_DSN:
+    # The lanes answer some requests without Django's handler, which Sentry's Django integration hooks to give
+    # each request its own scope (its breadcrumbs, the request's URL on a report). Sentry's WSGI middleware, around
+    # everything, does that for every request; under it the integration's own is not applied a second time.
+    from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
+
+    application = SentryWsgiMiddleware(application)
 
 # What loading made (modules, URL patterns, models: some 117,000 objects) lives as long as the process. Frozen,
 # the garbage collector stops walking it: a full collection, which the collector runs now and then in the

@@ -32,8 +32,9 @@ from django.conf import settings
 from django.core import signals
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest, get_script_name
+from django.db import connections
 from django.http import HttpResponse
-from django.urls import is_valid_path, resolve, set_script_prefix
+from django.urls import is_valid_path, resolve, set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 from emsp.lanes import EnvironHeaders, FrontDoor
@@ -87,16 +88,31 @@ DIRECT_ROUTES = (("PATCH", "/ocpi/emsp/2.2.1/locations/XX/XXX/L/E"),)
 _CONVERTED = re.compile(r"<str:(\w+)>")
 
 
+_ID_HEADERS = ("x-request-id", "x-correlation-id")
+
+
 def direct_route(method: str, sample: str) -> DirectRoute:
     """The route Django resolves `sample` to. Only <str:…> parts (anything but a slash), as Django matches them;
-    a route that a trailing slash would turn into another (CommonMiddleware's redirect of a 404) is refused."""
+    a route that a trailing slash would turn into another (CommonMiddleware's redirect of a 404) is refused, and
+    so is any route while a database wraps each request in a transaction (ATOMIC_REQUESTS: Django's handler
+    does that, this lane does not)."""
     match = resolve(sample)
     route = match.route
     parts = _CONVERTED.split(route)
-    if "<" in "".join(parts[::2]) or is_valid_path(sample + "/"):
+    atomic = any(connections[alias].settings_dict.get("ATOMIC_REQUESTS") for alias in connections)
+    if "<" in "".join(parts[::2]) or is_valid_path(sample + "/") or atomic:
         raise ValueError(f"{route} can't be served directly")
     expression = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
     return DirectRoute(method, re.compile("/" + expression), match.func, "/" + route)
+
+
+def _direct_routes() -> list[DirectRoute]:
+    """The routes served directly; none where one can't be (each request then goes to the OCPI handler)."""
+    try:
+        return [direct_route(method, sample) for method, sample in DIRECT_ROUTES]
+    except ValueError:
+        log.warning("OCPI requests all go through Django's handler: a direct route can't be served", exc_info=True)
+        return []
 
 
 class OcpiLane:
@@ -107,7 +123,7 @@ class OcpiLane:
         self.application = application
         self.ocpi = OcpiHandler()
         self.front_door = FrontDoor()
-        self.direct = [direct_route(method, sample) for method, sample in DIRECT_ROUTES]
+        self.direct = _direct_routes()
         self.direct_methods = {route.method for route in self.direct}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -141,29 +157,30 @@ class OcpiLane:
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         t1 = request_id_var.set(request_id)
         t2 = correlation_id_var.set(correlation_id)
+        set_urlconf(settings.ROOT_URLCONF)  # as Django's BaseHandler, from here on
         try:
             try:
                 response = route.view(request, **kwargs)
             except Exception as exc:  # what Django's handler makes of an exception that escapes a view
                 response = response_for_exception(request, exc)
-            if response.status_code >= 400:  # logged as Django's handler logs a 4xx or 5xx
-                log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         finally:
             request_id_var.reset(t1)
             correlation_id_var.reset(t2)
+        if response.status_code >= 400:  # logged as Django's handler logs a 4xx or 5xx (after the ids' middleware)
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         try:  # MetricsMiddleware
             count_request(request, response.status_code, time.perf_counter() - started, route.label)
         except Exception:  # counting must never cost the answer
             log.exception("could not count a request")
+        response._resource_closers.append(request.close)  # as Django's BaseHandler
         response._handler_class = OcpiHandler  # closing the response sends request_finished, as Django's does
-        headers = list(response.items())
-        if not response.has_header("Content-Length"):  # CommonMiddleware
+        # The middlewares' headers as they set them: the ids replace the view's, the others only where the view set
+        # none, Content-Length only on a response that is not streamed (CommonMiddleware).
+        headers = [(k, v) for k, v in response.items() if k.lower() not in _ID_HEADERS]
+        if not response.streaming and not response.has_header("Content-Length"):
             headers.append(("Content-Length", str(len(response.content))))
-        headers += [
-            ("X-Request-ID", request_id),
-            ("X-Correlation-ID", correlation_id),
-            *self.front_door.static_headers(request),
-            *(("Set-Cookie", c.output(header="")) for c in response.cookies.values()),
-        ]
+        headers += [("X-Request-ID", request_id), ("X-Correlation-ID", correlation_id)]
+        headers += [(k, v) for k, v in self.front_door.static_headers(request) if not response.has_header(k)]
+        headers += [("Set-Cookie", c.output(header="")) for c in response.cookies.values()]
         start_response(f"{response.status_code} {response.reason_phrase}", headers)
         return response

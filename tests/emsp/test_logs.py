@@ -387,37 +387,98 @@ sentry_sdk.flush(10)
 """
 
 
-def test_a_sentry_report_carries_the_ids_and_no_secrets() -> None:
-    received: list[bytes] = []
+class SentryCollector:
+    """A Sentry DSN on 127.0.0.1 that keeps what it is sent."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            received.append(body)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        received = self.received
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                received.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.dsn = f"http://public0key@127.0.0.1:{self.server.server_address[1]}/42"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(line)
+            for body in self.received
+            for line in io.BytesIO(body).read().splitlines()
+            if line.startswith(b"{") and b'"exception"' in line
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+LANE_SENTRY_SCRIPT = """
+import io, logging, django
+django.setup()
+import sentry_sdk
+from django.test import RequestFactory
+import ocpi.transport
+from emsp.wsgi import application
+assert type(application).__name__ == "SentryWsgiMiddleware", type(application)
+
+def broken(*args, **kwargs):
+    logging.getLogger("ocpi.test").warning("breadcrumb of request %s", calls)
+    raise RuntimeError("the token store went away")
+
+ocpi.transport.partner_for_token = broken
+for calls in (1, 2):
+    environ = RequestFactory().generic(
+        "PATCH", f"/ocpi/emsp/2.2.1/locations/IN/CPA/LOC{calls}/E1", data=b'{"status": "CHARGING"}',
+        content_type="application/json", headers={"Authorization": "Token dG9r", "X-Request-ID": f"req-{calls}"},
+    ).environ
+    answer = application(environ, lambda status, headers, exc_info=None: print(status))
+    b"".join(answer)  # not closed: the message log's row would need the database
+sentry_sdk.flush(10)
+"""
+
+
+def test_a_sentry_report_from_a_lane_is_of_its_own_request() -> None:
+    """A request the OCPI lane answers without Django's handler (the EVSE PATCH) still gets a scope of its own:
+    its report names its URL and carries its breadcrumbs, not an earlier request's."""
+    collector = SentryCollector()
     try:
-        dsn = f"http://public0key@127.0.0.1:{server.server_address[1]}/42"
-        result = run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": dsn}, SENTRY_SCRIPT)
+        result = run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": collector.dsn}, LANE_SENTRY_SCRIPT)
     finally:
-        server.shutdown()
-        server.server_close()
+        collector.close()
     assert result.returncode == 0, result.stderr
-    events = [
-        orjson.loads(line)
-        for body in received
-        for line in io.BytesIO(body).read().splitlines()
-        if line.startswith(b"{") and b'"exception"' in line
-    ]
+    assert result.stdout.split() == ["500", "Internal", "Server", "Error"] * 2
+    reports = {}
+    for event in collector.events():
+        crumbs = [c.get("message") or "" for c in event.get("breadcrumbs", {}).get("values", [])]
+        reports.setdefault(event["tags"]["request_id"], []).append((event.get("request", {}).get("url", ""), crumbs))
+    assert set(reports) == {"req-1", "req-2"}
+    for n in (1, 2):
+        for url, crumbs in reports[f"req-{n}"]:
+            assert url.endswith(f"/ocpi/emsp/2.2.1/locations/IN/CPA/LOC{n}/E1"), url
+            assert f"breadcrumb of request {n}" in crumbs
+            assert not any(f"breadcrumb of request {3 - n}" in c for c in crumbs), crumbs
+
+
+def test_a_sentry_report_carries_the_ids_and_no_secrets() -> None:
+    collector = SentryCollector()
+    try:
+        result = run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": collector.dsn}, SENTRY_SCRIPT)
+    finally:
+        collector.close()
+    assert result.returncode == 0, result.stderr
+    received, events = collector.received, collector.events()
     assert events, received
     (event,) = events
     assert event["tags"]["request_id"] == "req-sentry-6" and event["tags"]["correlation_id"] == "corr-sentry-6"

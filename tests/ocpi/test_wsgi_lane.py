@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -231,8 +232,9 @@ def test_the_direct_patch_does_the_work_and_logs_it_after_the_answer(
 
     stored_location(partner, location_id="LOC1", evses=1)
     _, lane = apps
+    handed = watched(lane)
     status, head, content = call(lane, "PATCH", EVSE, STATUS, AUTH)
-    assert status == "200 OK" and orjson.loads(content)["status_code"] == 1000
+    assert status == "200 OK" and orjson.loads(content)["status_code"] == 1000 and handed == []
     assert Evse.objects.get(uid="LOC1-E1").status == "CHARGING"
     row = OcpiMessage.objects.latest("id")
     assert (row.method, row.module, row.http_status, row.ocpi_status) == ("PATCH", "locations", 200, 1000)
@@ -264,10 +266,12 @@ def test_a_body_over_the_limit_is_the_same_413_directly(
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     stored_location(partner, location_id="LOC1", evses=1)
     whole, lane = apps
+    handed = watched(lane)
     body = b'{"status": "CHARGING", "floor_level": "' + b"x" * 200 + b'"}'
     (status, head, content), answered = both(whole, lane, "PATCH", EVSE, body, AUTH)
     assert status.startswith("413")
     assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+    assert handed == []
 
 
 def test_a_failing_view_is_the_same_500_directly(
@@ -279,9 +283,65 @@ def test_a_failing_view_is_the_same_500_directly(
     monkeypatch.setattr("emsp.services.catalogue.evse_patch_at", broken)
     stored_location(partner, location_id="LOC1", evses=1)
     whole, lane = apps
+    handed = watched(lane)
     (status, head, content), answered = both(whole, lane, "PATCH", EVSE, STATUS, AUTH)
     assert status.startswith("500") and orjson.loads(content)["status_code"] == 3000
     assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+    assert handed == []
+
+
+def test_an_exception_that_escapes_the_view_is_the_same_500_directly(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the view's own error handling (here: counting the answer fails), Django's handler answers."""
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("the metrics went away")
+
+    monkeypatch.setattr("ocpi.transport.metrics.count_request", broken)
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    handed = watched(lane)
+    (status, head, content), answered = both(whole, lane, "PATCH", EVSE, STATUS, AUTH)
+    assert status.startswith("500") and b"Server Error" in content
+    assert answered == (status, head, content) and handed == []
+
+
+def test_a_streamed_answer_and_the_views_own_headers_directly(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the view stream its answer or set a header a middleware sets, the middlewares' rules hold: no
+    Content-Length on a stream, the view's X-Frame-Options kept, the request id replaced."""
+    from django.core import signals
+    from django.http import StreamingHttpResponse
+
+    from ocpi.views.locations import EvseView
+
+    def streamed(self: Any, request: Any, *args: Any, **kwargs: Any) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(iter([b'{"status_code": 1000}']), content_type="application/json")
+        response["X-Frame-Options"] = "SAMEORIGIN"
+        response["X-Request-ID"] = "set-by-the-view"
+        return response
+
+    monkeypatch.setattr(EvseView, "patch", streamed)
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    handed = watched(lane)
+    finished: list[Any] = []
+
+    def count(**kwargs: Any) -> None:
+        finished.append(kwargs["sender"])
+
+    signals.request_finished.connect(count)
+    try:
+        expected, answered = both(whole, lane, "PATCH", EVSE, STATUS, AUTH)
+    finally:
+        signals.request_finished.disconnect(count)
+    assert answered == expected and handed == []
+    head = dict(answered[1])
+    assert "Content-Length" not in head and head["X-Frame-Options"] == "SAMEORIGIN"
+    assert head["X-Request-ID"] == "req-ocpi-lane"
+    assert len(finished) == 2  # each answer's close() ended its request
 
 
 def test_a_hub_routes_a_patch_for_its_parties_only(apps: tuple[WSGIHandler, OcpiLane]) -> None:
@@ -351,3 +411,54 @@ def test_the_direct_route_matches_what_django_resolves_to_the_evse_view(path: st
     direct = route.pattern.fullmatch(path)
     expected = resolved if resolved is not None and resolved[0] is route.view else None
     assert (None if direct is None else (route.view, direct.groupdict())) == expected
+
+
+def test_no_pattern_before_the_direct_route_can_take_its_paths() -> None:
+    """Django tries its URL patterns in order: a pattern listed before the EVSE's that could match some of its
+    paths would answer them through Django, and not through the direct route."""
+    from django.urls import URLResolver, get_resolver
+
+    from ocpi.wsgi_lane import DIRECT_ROUTES, direct_route
+
+    def flattened(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from flattened(pattern.url_patterns, prefix + str(pattern.pattern))
+            else:
+                yield prefix + str(pattern.pattern), pattern.callback
+
+    def segments(route: str) -> list[str | None]:  # None: any segment (a converter)
+        return [None if part.startswith("<") else part for part in route.split("/")]
+
+    for method, sample in DIRECT_ROUTES:
+        route = direct_route(method, sample)
+        target = segments(route.label.lstrip("/"))
+        earlier = []
+        for text, callback in flattened(get_resolver().url_patterns):
+            if callback is route.view:
+                break
+            earlier.append(text)
+        assert earlier, "the route is listed"
+        for text in earlier:
+            if text.startswith("^") or "(?P" in text:  # a regular expression: try it on the route's own sample
+                assert not re.search(text, sample.lstrip("/")), text
+                continue
+            other = segments(text)
+            overlaps = len(other) == len(target) and all(
+                a is None or b is None or a == b for a, b in zip(other, target, strict=True)
+            )
+            assert not overlaps, f"{text} is tried before {route.label}"
+
+
+def test_with_a_transaction_per_request_every_request_goes_through_django(
+    partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATOMIC_REQUESTS wraps each view in a transaction in Django's handler: the lane then serves nothing directly."""
+    from django.db import connection
+
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    lane = OcpiLane(WSGIHandler())
+    assert lane.direct == []
+    handed = watched(lane)
+    stored_location(partner, location_id="LOC1", evses=1)
+    assert call(lane, "PATCH", EVSE, STATUS, AUTH)[0] == "200 OK" and handed == [EVSE]
