@@ -10,11 +10,12 @@ same URLs, views, error handling, signals and database handling, the same middle
 metrics, security headers and the HTTPS redirect, request ids, CommonMiddleware, X-Frame-Options), so an answer
 is the same byte for byte (tests/ocpi/test_wsgi_lane.py).
 
-The EVSE status PATCH, a CPO's live availability and by far the busiest OCPI request, goes one step further: its
-view is called straight from here (`DirectRoute`), without Django's URL resolving and middleware chain, which were
-a third of its CPU. The route is Django's own (its pattern turned into a regular expression when the lane is
-made, its view function the one the URL patterns hold), and what the middlewares do around a view is done here
-with their own code (emsp/lanes.py): a request any of them would turn away goes to the OCPI handler instead.
+The EVSE status PATCH, a CPO's live availability and by far the busiest OCPI request, and the real-time
+authorization a charger waits on go one step further: their views are called straight from here (`DirectRoute`),
+without Django's URL resolving and middleware chain, which were a third of a PATCH's CPU. Each route is Django's
+own (its pattern turned into a regular expression when the lane is made, its view function the one the URL patterns
+hold), and what the middlewares do around a view is done here with their own code (emsp/lanes.py): a request any
+of them would turn away goes to the OCPI handler instead.
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ class DirectRoute:
     label: str  # the route label /metrics counts it under (emsp/metrics.py endpoint_label)
 
 
-# Paths Django resolves to the views called directly, one sample each (any ids): the EVSE status PATCH.
-DIRECT_ROUTES = (("PATCH", "/ocpi/emsp/2.2.1/locations/XX/XXX/L/E"),)
+# Paths Django resolves to the views called directly, one sample each (any ids): the EVSE status PATCH and the
+# real-time authorization, the two requests CPOs send most and wait on.
+DIRECT_ROUTES = (
+    ("PATCH", "/ocpi/emsp/2.2.1/locations/XX/XXX/L/E"),
+    ("POST", "/ocpi/emsp/2.2.1/tokens/T/authorize"),
+)
 _CONVERTED = re.compile(r"<str:(\w+)>")
 
 
@@ -116,8 +121,8 @@ def _direct_routes() -> list[DirectRoute]:
 
 
 class OcpiLane:
-    """WSGI wrapper (settings.WSGI_WRAPPERS): /ocpi/... to the OCPI handler (the EVSE status PATCH straight to its
-    view), everything else to `application`."""
+    """WSGI wrapper (settings.WSGI_WRAPPERS): /ocpi/... to the OCPI handler (the DIRECT_ROUTES straight to their
+    views), everything else to `application`."""
 
     def __init__(self, application: WsgiApp) -> None:
         self.application = application

@@ -395,22 +395,27 @@ def test_requests_the_middlewares_turn_away_are_left_to_django(partner: Partner,
         "/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/LOC1-E1",  # another version
         "/ocpi/emsp/2.2.1/locations/IN/CPA/LÖC 1/E.1%",  # odd characters
         "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/LOC1-E1\n",
+        "/ocpi/emsp/2.2.1/tokens/TOK-1/authorize",
+        "/ocpi/emsp/2.2.1/tokens/TOK-1/authorize/",
+        "/ocpi/emsp/2.2.1/tokens//authorize",
+        "/ocpi/emsp/2.2.1/tokens/a/b/authorize",
+        "/ocpi/emsp/2.1.1/tokens/TOK-1/authorize",
     ],
 )
-def test_the_direct_route_matches_what_django_resolves_to_the_evse_view(path: str) -> None:
+def test_each_direct_route_matches_what_django_resolves(path: str) -> None:
     from django.urls import Resolver404, resolve
 
     from ocpi.wsgi_lane import DIRECT_ROUTES, direct_route
 
-    route = direct_route(*DIRECT_ROUTES[0])
+    routes = [direct_route(*sample) for sample in DIRECT_ROUTES]
     try:
         match = resolve(path)
         resolved = (match.func, match.kwargs)
     except Resolver404:
         resolved = None
-    direct = route.pattern.fullmatch(path)
-    expected = resolved if resolved is not None and resolved[0] is route.view else None
-    assert (None if direct is None else (route.view, direct.groupdict())) == expected
+    direct = [(r.view, m.groupdict()) for r in routes if (m := r.pattern.fullmatch(path)) is not None]
+    served = [resolved] if resolved is not None and any(resolved[0] is r.view for r in routes) else []
+    assert direct == served
 
 
 def test_no_pattern_before_the_direct_route_can_take_its_paths() -> None:
@@ -462,3 +467,36 @@ def test_with_a_transaction_per_request_every_request_goes_through_django(
     handed = watched(lane)
     stored_location(partner, location_id="LOC1", evses=1)
     assert call(lane, "PATCH", EVSE, STATUS, AUTH)[0] == "200 OK" and handed == [EVSE]
+
+
+AUTHORIZE = "/ocpi/emsp/2.2.1/tokens/TOK-LANE/authorize"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        (AUTHORIZE, b'{"location_id": "LOC1", "evse_uids": ["LOC1-E1"]}', AUTH),
+        (AUTHORIZE, b"", AUTH),  # no LocationReferences
+        (AUTHORIZE + "?type=RFID", b'{"location_id": "LOC1"}', AUTH),
+        (AUTHORIZE + "?type=NOPE", b'{"location_id": "LOC1"}', AUTH),  # not a TokenType
+        (AUTHORIZE, b'{"location_id": "LOC\\u00001"}', AUTH),  # a NUL
+        (AUTHORIZE, b'{"location_id": 1e999}', AUTH),  # a huge number
+        (AUTHORIZE, b'{"location_id": "LOC1", "evse_uids": "LOC1-E1"}', AUTH),  # not a list
+        (AUTHORIZE, b"[", AUTH),  # not JSON
+        (AUTHORIZE, b'{"location_id": "LOC1"}', {}),  # no token
+        (AUTHORIZE, b'{"location_id": "LOC1"}', {**AUTH, "OCPI-from-country-code": "NL", "OCPI-from-party-id": "X"}),
+        ("/ocpi/emsp/2.2.1/tokens/UNKNOWN/authorize", b"", AUTH),  # 404 + 2004
+        ("/ocpi/emsp/2.2.1/tokens/TOK\x01/authorize", b"", AUTH),  # a control character in the uid
+        ("/ocpi/emsp/2.2.1/tokens/" + "T" * 37 + "/authorize", b"", AUTH),  # a uid too long
+    ],
+)
+def test_a_real_time_authorization_is_answered_directly_and_as_django_answers_it(
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, path: str, body: bytes, headers: dict
+) -> None:
+    stored_location(partner, location_id="LOC1", evses=1)
+    TokenFactory(uid="TOK-LANE")
+    whole, lane = apps
+    handed = watched(lane)
+    (status, head, content), answered = both(whole, lane, "POST", path, body, headers)
+    assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
+    assert handed == []
