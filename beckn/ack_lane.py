@@ -87,12 +87,12 @@ class AckLane:
                 metrics.count_ack(action)
             else:
                 metrics.count_nack(action, answer.nack_code)
-                if answer.status >= 400:  # logged as Django's handler logs a 4xx or 5xx
-                    response = http_response(answer)
-                    log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         finally:
             request_id_var.reset(t1)
             correlation_id_var.reset(t2)
+        if answer.status >= 400:  # logged as Django's handler logs a 4xx or 5xx (after the ids' middleware)
+            response = http_response(answer)
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         try:
             count_request(request, answer.status, time.perf_counter() - started, ENDPOINT)
         except Exception:  # counting must never cost the answer

@@ -500,3 +500,35 @@ def test_a_real_time_authorization_is_answered_directly_and_as_django_answers_it
     (status, head, content), answered = both(whole, lane, "POST", path, body, headers)
     assert (answered[0], answered[1], comparable(answered[2])) == (status, head, comparable(content))
     assert handed == []
+
+
+def test_djangos_4xx_log_line_is_the_same_directly(apps: tuple[WSGIHandler, OcpiLane], partner: Partner) -> None:
+    """Django's handler logs a 4xx after the middlewares have answered (the ids' context already reset): so does
+    the direct route."""
+    import logging
+
+    from emsp.logs import ContextFilter
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.addFilter(ContextFilter())
+            self.lines: list[tuple[str, str, str]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append((record.getMessage(), record.request_id, record.correlation_id))  # type: ignore[attr-defined]
+
+    stored_location(partner, location_id="LOC1", evses=1)
+    whole, lane = apps
+    handed = watched(lane)
+    kept = Kept()
+    logger = logging.getLogger("django.request")
+    logger.addHandler(kept)
+    try:
+        unknown = "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/NOPE"
+        both(whole, lane, "PATCH", unknown, STATUS, AUTH)
+    finally:
+        logger.removeHandler(kept)
+    assert handed == [] and len(kept.lines) == 2
+    assert kept.lines[0] == kept.lines[1]
+    assert kept.lines[0][0] == "Not Found: /ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/NOPE"
