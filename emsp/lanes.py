@@ -64,6 +64,7 @@ class FrontDoor:
         self._common: CommonMiddleware | None = None
         self._frame: XFrameOptionsMiddleware | None = None
         self._static: dict[tuple[bool, str | None], list[tuple[str, str]]] = {}
+        self._named: dict[bool, list[tuple[str, str, str]]] = {}
 
     def _built(self) -> tuple[SecurityMiddleware, CommonMiddleware, XFrameOptionsMiddleware]:
         if self._security is None or self._common is None or self._frame is None:
@@ -97,3 +98,11 @@ class FrontDoor:
             static = [(k, v) for k, v in response.items() if k not in ("Content-Type", "Content-Length")]
             self._static[(secure, allow)] = static
         return static
+
+    def static_names(self, request: HttpRequest) -> list[tuple[str, str, str]]:
+        """static_headers() with each header's name in lower case: (name, value, lower-case name)."""
+        secure = request.is_secure()
+        named = self._named.get(secure)
+        if named is None:
+            named = self._named[secure] = [(k, v, k.lower()) for k, v in self.static_headers(request)]
+        return named

@@ -181,11 +181,12 @@ class OcpiLane:
         response._handler_class = OcpiHandler  # closing the response sends request_finished, as Django's does
         # The middlewares' headers as they set them: the ids replace the view's, the others only where the view set
         # none, Content-Length only on a response that is not streamed (CommonMiddleware).
-        headers = [(k, v) for k, v in response.items() if k.lower() not in _ID_HEADERS]
-        if not response.streaming and not response.has_header("Content-Length"):
+        own = {k.lower(): (k, v) for k, v in response.items()}
+        headers = [header for name, header in own.items() if name not in _ID_HEADERS]
+        if not response.streaming and "content-length" not in own:
             headers.append(("Content-Length", str(len(response.content))))
         headers += [("X-Request-ID", request_id), ("X-Correlation-ID", correlation_id)]
-        headers += [(k, v) for k, v in self.front_door.static_headers(request) if not response.has_header(k)]
+        headers += [(k, v) for k, v, name in self.front_door.static_names(request) if name not in own]
         headers += [("Set-Cookie", c.output(header="")) for c in response.cookies.values()]
         start_response(f"{response.status_code} {response.reason_phrase}", headers)
         return response

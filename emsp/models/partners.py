@@ -122,18 +122,22 @@ class Partner(models.Model):
     def party_key(self) -> str:
         return ci_key(self.country_code, self.party_id)
 
-    def party_keys(self) -> set[str]:
-        """Every (country_code, party_id) this partner may act for: its own and those staff granted it."""
+    def _granted_party_keys(self) -> set[str]:
         keys = self.__dict__.get("_granted_keys")
         if keys is None:
             granted = self.parties.filter(status=PartnerParty.Status.GRANTED).values_list("country_code", "party_id")
             keys = {ci_key(cc, pid) for cc, pid in granted} if self.pk else set()
             self.__dict__["_granted_keys"] = keys
-        return {self.party_key, *keys}
+        return keys
+
+    def party_keys(self) -> set[str]:
+        """Every (country_code, party_id) this partner may act for: its own and those staff granted it."""
+        return {self.party_key, *self._granted_party_keys()}
 
     def owns(self, country_code: str, party_id: str) -> bool:
+        """Whether the party is one of party_keys() (asked on every OCPI push: without building that set)."""
         key = ci_key(country_code, party_id)
-        return key == self.party_key or key in self.party_keys()
+        return key == self.party_key or key in self._granted_party_keys()
 
     def endpoint_url(self, identifier: str, role: str | None = None) -> str | None:
         """The URL of one of the partner's modules (from its version details), exactly as the partner gave it
