@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
@@ -64,7 +63,6 @@ class FrontDoor:
         self._common: CommonMiddleware | None = None
         self._frame: XFrameOptionsMiddleware | None = None
         self._static: dict[tuple[bool, str | None], list[tuple[str, str]]] = {}
-        self._named: dict[bool, list[tuple[str, str, str]]] = {}
 
     def _built(self) -> tuple[SecurityMiddleware, CommonMiddleware, XFrameOptionsMiddleware]:
         if self._security is None or self._common is None or self._frame is None:
@@ -79,9 +77,7 @@ class FrontDoor:
         security, common, _ = self._built()
         try:
             return security.process_request(request) is not None or common.process_request(request) is not None
-        except DisallowedHost:
-            return True
-        except Exception:  # e.g. a refused user agent raises PermissionDenied: Django answers it
+        except Exception:  # DisallowedHost, or PermissionDenied for a refused user agent: Django answers them
             return True
 
     def static_headers(self, request: HttpRequest, allow: str | None = None) -> list[tuple[str, str]]:
@@ -98,11 +94,3 @@ class FrontDoor:
             static = [(k, v) for k, v in response.items() if k not in ("Content-Type", "Content-Length")]
             self._static[(secure, allow)] = static
         return static
-
-    def static_names(self, request: HttpRequest) -> list[tuple[str, str, str]]:
-        """static_headers() with each header's name in lower case: (name, value, lower-case name)."""
-        secure = request.is_secure()
-        named = self._named.get(secure)
-        if named is None:
-            named = self._named[secure] = [(k, v, k.lower()) for k, v in self.static_headers(request)]
-        return named

@@ -91,9 +91,7 @@ DIRECT_ROUTES = (
     ("POST", "/ocpi/emsp/2.2.1/tokens/T/authorize"),
 )
 _CONVERTED = re.compile(r"<str:(\w+)>")
-
-
-_ID_HEADERS = ("x-request-id", "x-correlation-id")
+_ID_HEADERS = ("x-request-id", "x-correlation-id")  # RequestIdMiddleware sets them over the view's
 
 
 def direct_route(method: str, sample: str) -> DirectRoute:
@@ -186,7 +184,7 @@ class OcpiLane:
         if not response.streaming and "content-length" not in own:
             headers.append(("Content-Length", str(len(response.content))))
         headers += [("X-Request-ID", request_id), ("X-Correlation-ID", correlation_id)]
-        headers += [(k, v) for k, v, name in self.front_door.static_names(request) if name not in own]
+        headers += [(k, v) for k, v in self.front_door.static_headers(request) if k.lower() not in own]
         headers += [("Set-Cookie", c.output(header="")) for c in response.cookies.values()]
         start_response(f"{response.status_code} {response.reason_phrase}", headers)
         return response

@@ -423,6 +423,13 @@ class SentryCollector:
         self.server.shutdown()
         self.server.server_close()
 
+    def run(self, script: str) -> subprocess.CompletedProcess[str]:
+        """`script` run with production-like test settings reporting to this collector, which is then closed."""
+        try:
+            return run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": self.dsn}, script)
+        finally:
+            self.close()
+
 
 LANE_SENTRY_SCRIPT = """
 import io, logging, django
@@ -453,10 +460,7 @@ def test_a_sentry_report_from_a_lane_is_of_its_own_request() -> None:
     """A request the OCPI lane answers without Django's handler (the EVSE PATCH) still gets a scope of its own:
     its report names its URL and carries its breadcrumbs, not an earlier request's."""
     collector = SentryCollector()
-    try:
-        result = run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": collector.dsn}, LANE_SENTRY_SCRIPT)
-    finally:
-        collector.close()
+    result = collector.run(LANE_SENTRY_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["500", "Internal", "Server", "Error"] * 2
     reports = {}
@@ -473,10 +477,7 @@ def test_a_sentry_report_from_a_lane_is_of_its_own_request() -> None:
 
 def test_a_sentry_report_carries_the_ids_and_no_secrets() -> None:
     collector = SentryCollector()
-    try:
-        result = run_settings({"DJANGO_ENV": "test", "SENTRY_DSN": collector.dsn}, SENTRY_SCRIPT)
-    finally:
-        collector.close()
+    result = collector.run(SENTRY_SCRIPT)
     assert result.returncode == 0, result.stderr
     received, events = collector.received, collector.events()
     assert events, received
