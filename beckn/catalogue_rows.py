@@ -21,6 +21,7 @@ from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
+from billing import tariff_cache
 from billing.models import Tariff
 from emsp import nearest
 from emsp.models import Connector, Evse, Location, Partner, Reservation
@@ -137,11 +138,11 @@ def nearest_candidates(
     connector_types: set[str],
     offset: int,
     count: int,
-) -> tuple[list[Evse], set[int], dict[int, list[Connector]], bool]:
+) -> tuple[list[Evse], set[int], dict[int, list[Connector]], bool, int | None]:
     """The nearest EVSEs within the radius that pass search's candidate filters (beckn/catalogue.py), `count`
     of them from the `offset`-th in (distance, id) order: the visible ones, each with its location and partner;
-    the ids of those held for a booking of ours (now, or in `window`); their connectors; and whether more lie
-    beyond them (visible or not)."""
+    the ids of those held for a booking of ours (now, or in `window`); their connectors; whether more lie
+    beyond them (visible or not); and the tariffs' generation (billing/tariff_cache.py) for valid_tariffs."""
     point = nearest.point_sql("e")
     start, end = window or (now, now + timedelta(seconds=1))
     params: dict[str, Any] = {
@@ -189,6 +190,7 @@ def nearest_candidates(
         SELECT {SHOWN_COLUMNS},
                EXISTS (SELECT 1 FROM emsp_reservation r WHERE r.evse_id = e.id AND r.status IN ({HOLDING_SQL})
                        AND r.start_at < %(end)s AND r.expiry_at > %(start)s),
+               {tariff_cache.GENERATION_SQL},
                ch.nearness, (SELECT count(*) FROM ranked), (SELECT max(nearness) FROM ranked)
         FROM chosen ch JOIN emsp_evse e ON e.id = ch.id
         JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id
@@ -206,6 +208,7 @@ def nearest_candidates(
                 break
             read *= 2  # more EVSEs as far as the chunk's last: read on to the end of the tie
     more = bool(rows) and rows[-1][-2] > offset + count
+    generation = rows[0][-4] if rows else None
     # One row per connector (an EVSE without one: a row of NULLs), an EVSE's rows together.
     ne, nl, np_, nc = len(EVSE_FIELDS), len(LOCATION_FIELDS), len(PARTNER_FIELDS), len(CONNECTOR_FIELDS)
     at_location, at_partner = ne + 1, ne + 1 + nl
@@ -246,24 +249,25 @@ def nearest_candidates(
             connector = build_connector(row[at_connector:at_held])
             evse_cache.set_cached_value(connector, evse)
             evse_connectors.append(connector)
-    return evses, held, connectors, more
+    return evses, held, connectors, more, generation
 
 
-def valid_tariffs(keys: set[str], now: datetime) -> dict[str, Tariff]:
-    """The tariffs with these keys that are valid at `now`, by key (catalogue._tariffs_for in plain SQL)."""
-    if not keys:
-        return {}
-    sql = f"SELECT {TARIFF_COLUMNS} FROM billing_tariff t WHERE t.ocpi_key = ANY(%s)"  # noqa: S608
+def valid_tariffs(keys: set[str], now: datetime, generation: int | None) -> dict[str, Tariff]:
+    """The tariffs with these keys that are valid at `now`, by key (catalogue._tariffs_for in plain SQL), kept
+    between searches under the tariffs' `generation` that nearest_candidates read (billing/tariff_cache.py)."""
+    return tariff_cache.valid_tariffs(keys, now, generation, _tariffs_with)
+
+
+TARIFFS_SQL = f"SELECT {TARIFF_COLUMNS} FROM billing_tariff t WHERE t.ocpi_key = ANY(%s)"  # noqa: S608
+
+
+def _tariffs_with(keys: list[str]) -> list[Tariff]:
+    """Every tariff with one of these keys, valid or not."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql + " AND (t.start_date_time IS NULL OR t.start_date_time <= %s)"
-            " AND (t.end_date_time IS NULL OR %s < t.end_date_time)",
-            [sorted(keys), now, now],
-        )
+        cursor.execute(TARIFFS_SQL, [keys])
         rows = cursor.fetchall()
     build = _maker(TARIFF_BUILD, connection.alias)
-    tariffs = [build(row) for row in rows]
-    return {t.ocpi_key: t for t in tariffs}
+    return [build(row) for row in rows]
 
 
 def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | None) -> Evse | None:

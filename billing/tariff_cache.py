@@ -1,0 +1,116 @@
+"""Tariffs kept in the process between searches, never stale: a generation number PostgreSQL moves on every
+write to the tariffs, read by the search's own statement, tells whether what was kept still holds.
+
+Why: a profile of catalogue search at 100 k EVSEs (docs/benchmarks.md, issue 15 point 1) showed the tariffs'
+statement, a second round trip after the candidates', costing a fifth of a search, for the same few tariffs
+every time. Tariffs change seldom (a CPO's PUT, a pull); searches read them hundreds of times a second.
+
+How it stays exact (PostgreSQL; elsewhere nothing is kept):
+- `billing_tariff_generation` holds one row. A statement trigger on `billing_tariff` (INSERT, UPDATE, DELETE,
+  TRUNCATE: the ORM, raw SQL, a partner's cascade and the console alike) sets it to the next value of a
+  sequence, BEFORE the statement touches a tariff. The row lock it takes is held to the end of the writing
+  transaction, so writers of tariffs take turns and a reader sees the generations in commit order; a sequence
+  never gives a number twice, so a generation rolled back is never seen again.
+- A search reads the generation in its candidates' statement (an init plan, once per statement). Kept tariffs
+  are used only under the generation they were kept at; tariffs missing from the keep are read then, in a
+  snapshot at least as new, and kept under that generation (at worst newer than it: the next search sees the
+  next generation and drops them).
+- Kept per database connection (so per thread and per database), what was read, including "no such tariff";
+  validity dates are checked on each use.
+- `tariff_put` moves the generation before it locks the tariff's row, so every writer takes the generation's
+  lock first: two transactions writing tariffs can't deadlock on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.db import connection
+
+if TYPE_CHECKING:  # the migration imports this module's SQL
+    from billing.models import Tariff
+
+TABLE = "billing_tariff_generation"
+SEQUENCE = "billing_tariff_generation_seq"
+# The generation, for a SELECT list: NULL where the row is missing (then nothing is kept).
+GENERATION_SQL = f"(SELECT n FROM {TABLE} WHERE id = 1)"  # noqa: S608 - constant names
+BUMP_SQL = (
+    f"INSERT INTO {TABLE} (id, n) VALUES (1, nextval('{SEQUENCE}')) "  # noqa: S608
+    "ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n"
+)
+CREATE_SQL = [
+    f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE}",
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (id smallint PRIMARY KEY CHECK (id = 1), n bigint NOT NULL)",
+    BUMP_SQL,
+    f"""CREATE OR REPLACE FUNCTION {TABLE}_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN {BUMP_SQL}; RETURN NULL; END $$""",
+    f"DROP TRIGGER IF EXISTS {TABLE}_bump ON billing_tariff",
+    f"""CREATE TRIGGER {TABLE}_bump BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing_tariff
+        FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_bump()""",
+]
+DROP_SQL = [
+    f"DROP TRIGGER IF EXISTS {TABLE}_bump ON billing_tariff",
+    f"DROP FUNCTION IF EXISTS {TABLE}_bump()",
+    f"DROP TABLE IF EXISTS {TABLE}",
+    f"DROP SEQUENCE IF EXISTS {SEQUENCE}",
+]
+# Beyond this many keys the keep starts again (a catalogue's tariffs number in the thousands).
+MAX_KEPT = 20_000
+
+
+def bump() -> None:
+    """Move the generation on now (and hold its lock to the end of the transaction): tariff_put calls this
+    before it locks a tariff's row, so the generation's lock is always taken first."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(BUMP_SQL)
+
+
+class Kept:
+    """The tariffs read on one connection, by key (None: no such tariff), under one generation."""
+
+    __slots__ = ("by_key", "generation")
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.by_key: dict[str, Tariff | None] = {}
+
+
+def _kept() -> Kept:
+    kept = getattr(connection, "_kept_tariffs", None)
+    if kept is None:
+        kept = Kept()
+        connection._kept_tariffs = kept  # type: ignore[attr-defined]
+    return kept
+
+
+def valid_tariffs(
+    keys: set[str], now: datetime, generation: int | None, read: Callable[[list[str]], Iterable[Tariff]]
+) -> dict[str, Tariff]:
+    """The tariffs with these keys valid at `now`, by key: from the keep when it was filled under `generation`
+    (read by the caller's statement), the rest by `read(keys) -> list[Tariff]` (every tariff with those keys,
+    valid or not), which are then kept. `generation` None: nothing kept, all read."""
+    if not keys:
+        return {}
+    if generation is None:
+        found = {t.ocpi_key: t for t in read(sorted(keys))}
+    else:
+        kept = _kept()
+        if kept.generation != generation or len(kept.by_key) > MAX_KEPT:
+            kept.generation, kept.by_key = generation, {}
+        by_key = kept.by_key
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            for key in missing:
+                by_key[key] = None
+            for tariff in read(missing):
+                by_key[tariff.ocpi_key] = tariff
+        found = {k: t for k in keys if (t := by_key[k]) is not None}
+    return {
+        key: t
+        for key, t in found.items()
+        if (t.start_date_time is None or t.start_date_time <= now)
+        and (t.end_date_time is None or now < t.end_date_time)
+    }

@@ -1,0 +1,176 @@
+"""Search keeps its tariffs between searches (billing/tariff_cache.py) and never shows one that has changed: a
+write of any kind to the tariffs (tariff_put, the ORM, raw SQL, a delete, a truncate) moves the generation the
+search's statement reads, and the next search reads them again. PostgreSQL only: elsewhere nothing is kept."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from beckn.catalogue import SearchFilters, search
+from billing import tariff_cache
+from billing.models import Tariff
+from billing.services import tariff_put
+from emsp.models import Partner
+from emsp.services.catalogue import locations_store
+from tests.beckn.bap import TARIFF
+from tests.factories import ocpi_location
+
+pytestmark = [
+    pytest.mark.django_db(transaction=False),
+    pytest.mark.skipif("connection.vendor != 'postgresql'", reason="the tariffs' generation is PostgreSQL's"),
+]
+HERE = SearchFilters(latitude=12.97, longitude=77.59, radius_m=5000)
+
+
+def price_of(energy: str, tariff_id: str = "T1", **extra: object) -> dict[str, object]:
+    component = {"type": "ENERGY", "price": energy, "vat": 18, "step_size": 1}
+    return {**TARIFF, "id": tariff_id, "elements": [{"price_components": [component]}], **extra}
+
+
+@pytest.fixture
+def cpo() -> Partner:
+    partner = Partner.objects.create(name="CPO A", country_code="IN", party_id="CPA", state="CONNECTED")
+    location = ocpi_location("IN", "CPA", "LOC1", evses=2, latitude=12.97, longitude=77.59)
+    for evse in location["evses"]:  # type: ignore[union-attr]
+        evse["connectors"][0]["tariff_ids"] = ["T1"]
+    locations_store(partner, [location])
+    return partner
+
+
+def prices() -> set[Decimal | None]:
+    return {hit.energy_price for hit in search(HERE)}
+
+
+def tariff_statements(run: object) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        run()  # type: ignore[operator]
+    return sum("FROM billing_tariff t" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_second_search_reads_no_tariffs(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert tariff_statements(prices) == 1
+    assert tariff_statements(prices) == 0
+    assert prices() == {Decimal("18")}
+
+
+def test_a_tariff_put_shows_in_the_next_search(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    tariff_put(cpo, price_of("21", last_updated="2026-02-01T00:00:00Z"))
+    assert prices() == {Decimal("21")}
+
+
+def test_writes_outside_tariff_put_show_too(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    Tariff.objects.update(data=price_of("19"))  # the ORM
+    assert prices() == {Decimal("19")}
+    with connection.cursor() as cursor:  # raw SQL
+        cursor.execute("UPDATE billing_tariff SET data = %s::jsonb", ['{"elements": []}'])
+    assert prices() == {None}
+    Tariff.objects.all().delete()
+    assert prices() == {None}
+
+
+def test_a_tariff_missing_when_kept_is_found_once_it_arrives(cpo: Partner) -> None:
+    assert prices() == {None}  # T1 kept as "no such tariff"
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+
+
+def test_a_truncate_moves_the_generation(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred key checks
+        cursor.execute("TRUNCATE billing_tariff")
+    assert prices() == {None}
+
+
+def test_validity_is_checked_on_every_use(cpo: Partner) -> None:
+    now = timezone.now()
+    end = now + timedelta(hours=1)
+    tariff_put(cpo, price_of("18", end_date_time=end.isoformat()))
+    assert {h.energy_price for h in search(HERE, now=now)} == {Decimal("18")}
+    with CaptureQueriesContext(connection) as queries:
+        later = {h.energy_price for h in search(HERE, now=end + timedelta(seconds=1))}
+    assert later == {None}
+    assert not any("FROM billing_tariff t" in q["sql"] for q in queries.captured_queries)  # from the keep
+
+
+def test_a_generation_rolled_back_is_never_seen_again(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tariff_put(cpo, price_of("99", last_updated="2026-03-01T00:00:00Z"))
+        assert prices() == {Decimal("99")}  # kept under the rolled-back generation
+        raise RuntimeError
+    assert prices() == {Decimal("18")}
+    tariff_put(cpo, price_of("21", last_updated="2026-02-01T00:00:00Z"))  # the next generation is new, not reused
+    assert prices() == {Decimal("21")}
+
+
+def test_without_the_generation_row_nothing_is_kept(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {tariff_cache.TABLE}")  # noqa: S608
+    assert tariff_statements(prices) == 1
+    assert tariff_statements(prices) == 1
+    tariff_put(cpo, price_of("21", last_updated="2026-02-01T00:00:00Z"))  # the row comes back with a write
+    assert prices() == {Decimal("21")}
+    assert tariff_statements(prices) == 0
+
+
+def test_tariff_put_takes_the_generation_lock_before_the_tariff_row(cpo: Partner) -> None:
+    """Writers take the generation's lock first (tariff_put bumps before its SELECT … FOR UPDATE), so a writer
+    holding a tariff's row never waits for the generation: what tariff_put runs, in order."""
+    with CaptureQueriesContext(connection) as queries:
+        tariff_put(cpo, price_of("18"))
+    statements = [q["sql"] for q in queries.captured_queries]
+    bump = next(i for i, s in enumerate(statements) if tariff_cache.TABLE in s)
+    lock = next(i for i, s in enumerate(statements) if "FOR UPDATE" in s)
+    assert bump < lock
+
+
+def test_kept_per_connection(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    prices()
+    kept = connection._kept_tariffs  # type: ignore[attr-defined]
+    other: list[object] = []
+
+    def in_a_thread() -> None:
+        from django.db import connection as theirs
+
+        other.append(getattr(theirs, "_kept_tariffs", None))
+        theirs.close()
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert other == [None] and kept.by_key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_committed_by_another_connection_shows(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    assert tariff_statements(prices) == 0  # kept
+
+    def elsewhere() -> None:
+        from django.db import connection as theirs
+
+        tariff_put(cpo, price_of("23", last_updated="2026-02-01T00:00:00Z"))
+        theirs.close()
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert prices() == {Decimal("23")}
