@@ -73,6 +73,7 @@ def _columns(alias: str, fields: list[Field]) -> str:
 
 
 # Built once: a profile showed the column lists rebuilt on every search.
+EVSE_COLUMNS = _columns("e", EVSE_FIELDS)
 SHOWN_COLUMNS = ", ".join(
     [_columns("e", EVSE_FIELDS), "(l.withdrawn_at IS NULL AND l.publish)", _columns("l", LOCATION_FIELDS),
      _columns("p", PARTNER_FIELDS), _columns("c", CONNECTOR_FIELDS)]
@@ -181,21 +182,21 @@ def nearest_candidates(
     # costs its EVSEs their place but gives no hit, as on the ORM path.
     sql = f"""
         WITH ranked AS (
-            SELECT e.id, {point} <-> cube(%(here)s::float8[]) AS nearness
+            SELECT {EVSE_COLUMNS}, {point} <-> cube(%(here)s::float8[]) AS nearness
             FROM emsp_evse e WHERE {" AND ".join(where)}
             ORDER BY {point} <-> cube(%(here)s::float8[]) LIMIT {{read}}
         ), chosen AS (
-            SELECT id, nearness FROM ranked ORDER BY nearness, id OFFSET {int(offset)} LIMIT {int(count)}
+            SELECT * FROM ranked ORDER BY nearness, id OFFSET {int(offset)} LIMIT {int(count)}
         )
         SELECT {SHOWN_COLUMNS},
                EXISTS (SELECT 1 FROM emsp_reservation r WHERE r.evse_id = e.id AND r.status IN ({HOLDING_SQL})
                        AND r.start_at < %(end)s AND r.expiry_at > %(start)s),
                {tariff_cache.GENERATION_SQL},
-               ch.nearness, (SELECT count(*) FROM ranked), (SELECT max(nearness) FROM ranked)
-        FROM chosen ch JOIN emsp_evse e ON e.id = ch.id
+               e.nearness, (SELECT count(*) FROM ranked), (SELECT max(nearness) FROM ranked)
+        FROM chosen e
         JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id
         LEFT JOIN emsp_connector c ON c.evse_id = e.id
-        ORDER BY ch.nearness, e.id, c.connector_id"""  # noqa: S608 - names from model metadata, values as parameters
+        ORDER BY e.nearness, e.id, c.connector_id"""  # noqa: S608 - names from model metadata, values as parameters
     read = offset + count + 1
     with connection.cursor() as cursor:
         while True:
