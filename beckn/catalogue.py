@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -134,6 +134,22 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def distances_from(lat1: float, lon1: float) -> Callable[[float, float], float]:
+    """haversine_m from one point, with the point's own terms worked out once: the same operations in the same
+    order, so the same floats (a test holds them equal)."""
+    p1 = math.radians(lat1)
+    cos_p1 = math.cos(p1)
+    radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+
+    def distance(lat2: float, lon2: float) -> float:
+        p2 = radians(lat2)
+        dp, dl = p2 - p1, radians(lon2 - lon1)
+        a = sin(dp / 2) ** 2 + cos_p1 * cos(p2) * sin(dl / 2) ** 2
+        return 2 * EARTH_RADIUS_M * asin(min(1.0, sqrt(a)))
+
+    return distance
 
 
 def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
@@ -302,13 +318,14 @@ def _hits_of(
     distance, holds, the location filters, then each connector's. `connectors`: loaded with the candidates by
     the plain-SQL path, or None (the ORM path loads them, and the tariffs, here)."""
     ranked: list[tuple[float | None, Evse]] = []
-    for evse in evses:
-        distance = None
-        if filters.latitude is not None and filters.longitude is not None:
-            distance = haversine_m(filters.latitude, filters.longitude, evse.latitude, evse.longitude)
-            if distance > filters.radius_m:
-                continue
-        ranked.append((distance, evse))
+    if filters.latitude is not None and filters.longitude is not None:
+        distance_to, radius_m = distances_from(filters.latitude, filters.longitude), filters.radius_m
+        for evse in evses:
+            distance = distance_to(evse.latitude, evse.longitude)
+            if distance <= radius_m:
+                ranked.append((distance, evse))
+    else:
+        ranked = [(None, evse) for evse in evses]
     _show_held([e for _, e in ranked], held, now, filters.window)
     if filters.available_only:
         # For a window ahead, what the charger does now does not matter: only whether it is booked then.
@@ -323,22 +340,23 @@ def _hits_of(
     else:  # the plain-SQL path (beckn/catalogue_rows.py)
         shown = {e.id: connectors.get(e.id, []) for _, e in ranked}
         tariffs = catalogue_rows.valid_tariffs(_tariff_keys(shown), now, generation)
+    types, speed_wanted, min_power_w = filters.connector_types, filters.charging_speed, filters.min_power_w
+    max_price, wanted_item, on_energy = filters.max_price, filters.item_id, filters.details.on_energy
     for distance, evse in ranked:
         for connector in connectors.get(evse.id, []):
-            if filters.connector_types and connector.standard not in filters.connector_types:
+            if types and connector.standard not in types:
                 continue
-            speed = charging_speed(connector.max_electric_power)
-            if filters.charging_speed and speed != filters.charging_speed:
+            if speed_wanted and charging_speed(connector.max_electric_power) != speed_wanted:
                 continue
-            if filters.min_power_w and (connector.max_electric_power or 0) < filters.min_power_w:
+            if min_power_w and (connector.max_electric_power or 0) < min_power_w:
                 continue
             tariff = _first_tariff(connector, tariffs)
             energy_price = energy_rate(tariff) if tariff else None
-            if filters.max_price is not None and (energy_price is None or energy_price > filters.max_price):
+            if max_price is not None and (energy_price is None or energy_price > max_price):
                 continue
-            if filters.item_id and filters.item_id != item_id(evse, connector):
+            if wanted_item and wanted_item != item_id(evse, connector):
                 continue
-            if not catalogue_details.energy_matches(filters.details, evse.location, tariff):
+            if on_energy and not catalogue_details.energy_matches(filters.details, evse.location, tariff):
                 continue
             yield Hit(evse, connector, distance, tariff, energy_price, placements.get(evse.id))
 

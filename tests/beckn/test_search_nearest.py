@@ -138,3 +138,16 @@ def test_evses_equally_far_come_by_id_across_chunks(monkeypatch: pytest.MonkeyPa
             answers.append([h.evse.pk for h in search(filters)])
         assert answers[0] == answers[1], limit
         assert len(answers[0]) == limit
+
+
+def test_distances_from_a_point_are_haversines_to_the_bit() -> None:
+    """Search measures its candidates with catalogue.distances_from (the point's terms worked out once): the
+    same floats as haversine_m, so the radius check keeps exactly the same EVSEs."""
+    rng = random.Random(20261205)
+    for _ in range(2000):
+        lat1, lon1 = rng.uniform(-90, 90), rng.uniform(-180, 180)
+        distance_to = catalogue.distances_from(lat1, lon1)
+        for _ in range(5):
+            lat2 = max(-90.0, min(90.0, lat1 + rng.gauss(0, 0.05)))
+            lon2 = wrap(lon1 + rng.gauss(0, 0.05)) if rng.random() < 0.9 else rng.uniform(-180, 180)
+            assert distance_to(lat2, lon2) == haversine_m(lat1, lon1, lat2, lon2)
