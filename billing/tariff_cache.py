@@ -16,7 +16,8 @@ How it stays exact (PostgreSQL; elsewhere nothing is kept):
   snapshot at least as new, and kept under that generation (at worst newer than it: the next search sees the
   next generation and drops them).
 - Kept per database connection (so per thread and per database), what was read, including "no such tariff";
-  validity dates are checked on each use.
+  validity dates are checked on each use. A new connection (a reconnect, a failover, a restored database)
+  starts with nothing kept: generations are only compared on the connection that read them.
 - `tariff_put` moves the generation before it locks the tariff's row, so every writer takes the generation's
   lock first: two transactions writing tariffs can't deadlock on it.
 """
@@ -71,11 +72,12 @@ def bump() -> None:
 class Kept:
     """The tariffs read on one connection, by key (None: no such tariff), under one generation."""
 
-    __slots__ = ("by_key", "generation")
+    __slots__ = ("by_key", "generation", "on")
 
     def __init__(self) -> None:
         self.generation: int | None = None
         self.by_key: dict[str, Tariff | None] = {}
+        self.on: object = None  # the driver's connection they were read on
 
 
 def _kept() -> Kept:
@@ -97,9 +99,9 @@ def valid_tariffs(
     if generation is None:
         found = {t.ocpi_key: t for t in read(sorted(keys))}
     else:
-        kept = _kept()
-        if kept.generation != generation or len(kept.by_key) > MAX_KEPT:
-            kept.generation, kept.by_key = generation, {}
+        kept, on = _kept(), connection.connection
+        if kept.generation != generation or kept.on is not on or len(kept.by_key) > MAX_KEPT:
+            kept.generation, kept.by_key, kept.on = generation, {}, on
         by_key = kept.by_key
         missing = [k for k in keys if k not in by_key]
         if missing:

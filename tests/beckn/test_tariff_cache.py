@@ -174,3 +174,12 @@ def test_a_write_committed_by_another_connection_shows(cpo: Partner) -> None:
     thread.start()
     thread.join()
     assert prices() == {Decimal("23")}
+
+
+def test_a_new_connection_starts_with_nothing_kept(cpo: Partner) -> None:
+    tariff_put(cpo, price_of("18"))
+    assert tariff_statements(prices) == 1
+    assert tariff_statements(prices) == 0
+    kept = connection._kept_tariffs  # type: ignore[attr-defined]
+    kept.on = object()  # as after a reconnect: another driver connection than the one they were read on
+    assert tariff_statements(prices) == 1
