@@ -57,8 +57,9 @@ DROP_SQL = [
     f"DROP TABLE IF EXISTS {TABLE}",
     f"DROP SEQUENCE IF EXISTS {SEQUENCE}",
 ]
-# Beyond this many keys the keep starts again (a catalogue's tariffs number in the thousands).
-MAX_KEPT = 20_000
+# Beyond this many keys the keep starts again: a tariff with its data is a few kB, and searches near one place
+# name a few tariffs; the whole keep stays within a few MB per connection.
+MAX_KEPT = 2_000
 
 
 def bump() -> None:
