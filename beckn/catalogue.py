@@ -458,12 +458,14 @@ def _party_keys(country_code: str, party_id: str, tariff_ids: tuple[str, ...]) -
 
 
 def _tariffs_for(connectors: dict[int, list[Connector]], now: datetime) -> dict[str, Tariff]:
-    """The valid tariffs of many connectors in one query (for one connector: hit_for)."""
+    """The valid tariffs of many connectors in one query (for one connector: hit_for): valid from
+    start_date_time up to and including end_date_time (OCPI: "the time after which this tariff is no longer
+    valid"), as tariffs_for_connector and the pricing engine read them."""
     return {
         t.ocpi_key: t
         for t in Tariff.objects.filter(ocpi_key__in=_tariff_keys(connectors))
         if (t.start_date_time is None or t.start_date_time <= now)
-        and (t.end_date_time is None or now < t.end_date_time)
+        and (t.end_date_time is None or now <= t.end_date_time)
     }
 
 

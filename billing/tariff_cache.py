@@ -115,5 +115,5 @@ def valid_tariffs(
         key: t
         for key, t in found.items()
         if (t.start_date_time is None or t.start_date_time <= now)
-        and (t.end_date_time is None or now < t.end_date_time)
+        and (t.end_date_time is None or now <= t.end_date_time)
     }
