@@ -296,19 +296,26 @@ def load_data(evses: list[Evse]) -> None:
 
 _EVSE_DATA, _LOCATION_DATA = Evse._meta.get_field("data"), Location._meta.get_field("data")
 _DATA_SQL = (
-    f'SELECT e."id", e."{_EVSE_DATA.column}", l."{_LOCATION_DATA.column}" FROM "{Evse._meta.db_table}" e '  # noqa: S608
+    f'SELECT e."id", e."{_EVSE_DATA.column}", l."id", l."{_LOCATION_DATA.column}" FROM "{Evse._meta.db_table}" e '  # noqa: S608
     f'JOIN "{Location._meta.db_table}" l ON l."id" = e."location_id" WHERE e."id" IN ({{ids}})'
 )
 
 
 def _data_rows(ids: list[int]) -> dict[int, tuple[Any, Any]]:
     """The EVSEs' and their locations' `data`, by EVSE id, decoded as the ORM decodes them (the fields'
-    from_db_value), in one plain statement."""
+    from_db_value), in one plain statement; a location's once, however many of its EVSEs are shown (a profile of
+    on_search at 1 M EVSEs: the same location's data decoded for each of its EVSEs)."""
     with connection.cursor() as cursor:
         cursor.execute(_DATA_SQL.format(ids=", ".join(["%s"] * len(ids))), ids)
         found = cursor.fetchall()
     evse_value, location_value = _EVSE_DATA.from_db_value, _LOCATION_DATA.from_db_value  # type: ignore[attr-defined]
-    return {pk: (evse_value(data, None, connection), location_value(at, None, connection)) for pk, data, at in found}
+    locations: dict[int, Any] = {}
+    out: dict[int, tuple[Any, Any]] = {}
+    for pk, data, location_pk, at in found:
+        if location_pk not in locations:
+            locations[location_pk] = location_value(at, None, connection)
+        out[pk] = (evse_value(data, None, connection), locations[location_pk])
+    return out
 
 
 def _data(obj: Location | Evse) -> dict[str, Any]:
