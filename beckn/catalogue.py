@@ -437,7 +437,8 @@ def _shown_tariff_keys(ranked: list[tuple[float | None, Evse]], connectors: dict
 def _keys_of(connector: Connector) -> list[str]:
     """The keys of a connector's tariffs (its location's party and each tariff id), in its order. Kept on the
     instance: search asks twice per connector (a profile: the EVSE and location lookups behind it were 7 % of a
-    search's CPU at 100 k EVSEs)."""
+    search's CPU at 100 k EVSEs); search builds its connectors afresh each time, so a connector whose tariffs
+    change is another instance."""
     keys = connector.__dict__.get("_tariff_keys")
     if keys is None:
         tariff_ids = connector.tariff_ids
@@ -491,13 +492,10 @@ def _component_price(tariff: Tariff, dimension: str) -> Decimal | None:
 def energy_rate(tariff: Tariff) -> Decimal | None:
     """The headline price per kWh, worked out once per tariff instance (search keeps its tariffs between
     searches, billing/tariff_cache.py, and asks for each connector)."""
-    found = tariff.__dict__.get("_energy_rate", _UNKNOWN)
-    if found is _UNKNOWN:
-        found = tariff.__dict__["_energy_rate"] = _component_price(tariff, "ENERGY")
-    return found  # type: ignore[return-value]
-
-
-_UNKNOWN = object()
+    memo = tariff.__dict__.get("_energy_rate")
+    if memo is None or memo[0] is not tariff.data:
+        memo = tariff.__dict__["_energy_rate"] = (tariff.data, _component_price(tariff, "ENERGY"))
+    return memo[1]
 
 
 def item_id(evse: Evse, connector: Connector) -> str:

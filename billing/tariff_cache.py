@@ -6,31 +6,40 @@ statement, a second round trip after the candidates', costing a fifth of a searc
 every time. Tariffs change seldom (a CPO's PUT, a pull); searches read them hundreds of times a second.
 
 How it stays exact (PostgreSQL; elsewhere nothing is kept):
-- `billing_tariff_generation` holds one row. A statement trigger on `billing_tariff` (INSERT, UPDATE, DELETE,
-  TRUNCATE: the ORM, raw SQL, a partner's cascade and the console alike) sets it to the next value of a
-  sequence, BEFORE the statement touches a tariff. The row lock it takes is held to the end of the writing
-  transaction, so writers of tariffs take turns and a reader sees the generations in commit order; a sequence
-  never gives a number twice, so a generation rolled back is never seen again.
+- `billing_tariff_generation` holds one row (migration billing/0010). A statement trigger on `billing_tariff`
+  (INSERT, UPDATE, DELETE, TRUNCATE: the ORM, raw SQL, a partner's cascade and the console alike) sets it to the
+  next value of a sequence, BEFORE the statement touches a tariff. The row lock it takes is held to the end of
+  the writing transaction, so a reader never sees a tariff written under a generation it has already seen; a
+  sequence never gives a number twice, so a generation rolled back is never seen again. Generations are only
+  ever compared for equality (two writers may commit their numbers out of order).
 - A search reads the generation in its candidates' statement (an init plan, once per statement). Kept tariffs
   are used only under the generation they were kept at; tariffs missing from the keep are read then, in a
   snapshot at least as new, and kept under that generation (at worst newer than it: the next search sees the
   next generation and drops them).
 - Kept per database connection (so per thread and per database), what was read, including "no such tariff";
   validity dates are checked on each use. A new connection (a reconnect, a failover, a restored database)
-  starts with nothing kept: generations are only compared on the connection that read them.
+  starts with nothing kept: generations are only compared on the connection that read them. And nothing is kept
+  longer than KEEP_SECONDS: where a generation number could come back on a live connection (a dump restored into
+  the running database behind a pooler that keeps client connections, an asynchronous failover that lost the
+  last commits, tariffs written with triggers disabled), a search is stale for at most that long.
 - `tariff_put` moves the generation before it locks the tariff's row, so every writer takes the generation's
-  lock first: two transactions writing tariffs can't deadlock on it.
+  lock first: two transactions writing tariffs can't deadlock on it. Code that locks tariff rows
+  (`select_for_update`) must call `bump()` first for the same reason.
+
+The price: writers of tariffs take turns, across CPOs, until each commits. tariff_put's transactions are short
+(one tariff); a partner's deletion cascades to its tariffs and holds the turn for its whole transaction.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import connection
 
-if TYPE_CHECKING:  # the migration imports this module's SQL
+if TYPE_CHECKING:
     from billing.models import Tariff
 
 TABLE = "billing_tariff_generation"
@@ -41,25 +50,11 @@ BUMP_SQL = (
     f"INSERT INTO {TABLE} (id, n) VALUES (1, nextval('{SEQUENCE}')) "  # noqa: S608
     "ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n"
 )
-CREATE_SQL = [
-    f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE}",
-    f"CREATE TABLE IF NOT EXISTS {TABLE} (id smallint PRIMARY KEY CHECK (id = 1), n bigint NOT NULL)",
-    BUMP_SQL,
-    f"""CREATE OR REPLACE FUNCTION {TABLE}_bump() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN {BUMP_SQL}; RETURN NULL; END $$""",
-    f"DROP TRIGGER IF EXISTS {TABLE}_bump ON billing_tariff",
-    f"""CREATE TRIGGER {TABLE}_bump BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing_tariff
-        FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_bump()""",
-]
-DROP_SQL = [
-    f"DROP TRIGGER IF EXISTS {TABLE}_bump ON billing_tariff",
-    f"DROP FUNCTION IF EXISTS {TABLE}_bump()",
-    f"DROP TABLE IF EXISTS {TABLE}",
-    f"DROP SEQUENCE IF EXISTS {SEQUENCE}",
-]
 # Beyond this many keys the keep starts again: a tariff with its data is a few kB, and searches near one place
 # name a few tariffs; the whole keep stays within a few MB per connection.
 MAX_KEPT = 2_000
+# The longest a keep is used (see above): a search's tariffs are read again at least this often.
+KEEP_SECONDS = 60.0
 
 
 def bump() -> None:
@@ -73,12 +68,13 @@ def bump() -> None:
 class Kept:
     """The tariffs read on one connection, by key (None: no such tariff), under one generation."""
 
-    __slots__ = ("by_key", "generation", "on")
+    __slots__ = ("by_key", "generation", "on", "until")
 
     def __init__(self) -> None:
         self.generation: int | None = None
         self.by_key: dict[str, Tariff | None] = {}
         self.on: object = None  # the driver's connection they were read on
+        self.until = 0.0  # monotonic time after which they are read again
 
 
 def _kept() -> Kept:
@@ -100,9 +96,9 @@ def valid_tariffs(
     if generation is None:
         found = {t.ocpi_key: t for t in read(sorted(keys))}
     else:
-        kept, on = _kept(), connection.connection
-        if kept.generation != generation or kept.on is not on or len(kept.by_key) > MAX_KEPT:
-            kept.generation, kept.by_key, kept.on = generation, {}, on
+        kept, on, clock = _kept(), connection.connection, time.monotonic()
+        if kept.generation != generation or kept.on is not on or clock > kept.until or len(kept.by_key) > MAX_KEPT:
+            kept.generation, kept.by_key, kept.on, kept.until = generation, {}, on, clock + KEEP_SECONDS
         by_key = kept.by_key
         missing = [k for k in keys if k not in by_key]
         if missing:

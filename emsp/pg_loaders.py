@@ -5,7 +5,8 @@ to set the connection's time zone on each value. A profile of catalogue search (
 point 1) showed that parse among the top costs of loading rows: 3.2 µs a value against 1.2 µs for the C loader
 of psycopg[binary] with the same time zone set (timeit, this machine). Every query of the platform reads
 timestamps; `connection_created` registers this loader on each new PostgreSQL connection, with Django's time
-zone, giving the same values (tests/emsp/test_pg_loaders.py). Without the C implementation nothing changes.
+zone, giving the same values (tests/emsp/test_pg_loaders.py). When psycopg runs without its C implementation
+(PSYCOPG_IMPL=python) nothing is registered and Django's loader stays.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from datetime import tzinfo
 from typing import Any
 
 import psycopg
+from psycopg import _cmodule  # noqa: F401 - loads psycopg._cmodule
 from psycopg.adapt import Loader
 
-try:
-    from psycopg_binary import _psycopg as _c  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - psycopg without its binary package
-    _c = None
+# The C loader of the implementation psycopg itself runs on: None under the pure-Python one (PSYCOPG_IMPL=python,
+# or no psycopg[binary]); a loader of another implementation than psycopg's can't read its connections.
+_c = psycopg._cmodule._psycopg  # type: ignore[attr-defined]
 
 
 class FastTzLoader(Loader):

@@ -4,6 +4,7 @@ search's statement reads, and the next search reads them again. PostgreSQL only:
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -183,3 +184,28 @@ def test_a_new_connection_starts_with_nothing_kept(cpo: Partner) -> None:
     kept = connection._kept_tariffs  # type: ignore[attr-defined]
     kept.on = object()  # as after a reconnect: another driver connection than the one they were read on
     assert tariff_statements(prices) == 1
+
+
+def test_nothing_is_kept_longer_than_keep_seconds(cpo: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the generation can't see (here: with the trigger disabled; in life a restore under a pooler or a
+    failover that lost commits) shows within KEEP_SECONDS."""
+    clock = [1000.0]
+    monkeypatch.setattr(tariff_cache.time, "monotonic", lambda: clock[0])
+    tariff_put(cpo, price_of("18"))
+    assert prices() == {Decimal("18")}
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred key checks
+        cursor.execute(f"ALTER TABLE billing_tariff DISABLE TRIGGER {tariff_cache.TABLE}_bump")
+        cursor.execute("UPDATE billing_tariff SET data = %s::jsonb", [json.dumps(price_of("99"))])
+        cursor.execute(f"ALTER TABLE billing_tariff ENABLE TRIGGER {tariff_cache.TABLE}_bump")
+    clock[0] += tariff_cache.KEEP_SECONDS - 1
+    assert prices() == {Decimal("18")}  # the generation did not move: kept
+    clock[0] += 2
+    assert prices() == {Decimal("99")}
+
+
+def test_the_trigger_finds_its_table_under_another_search_path(cpo: Partner) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL search_path TO pg_catalog")
+        cursor.execute("UPDATE public.billing_tariff SET tariff_id = tariff_id")
+        cursor.execute("RESET search_path")
