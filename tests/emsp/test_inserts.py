@@ -136,3 +136,21 @@ def test_a_model_with_save_listeners_is_saved_by_the_orm() -> None:
     finally:
         post_save.disconnect(listener, sender=BecknMessage)
     assert heard == [(message, True)] and BecknMessage.objects.filter(pk=message.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_child_of_one_parent_is_one_statement() -> None:
+    """Out of a transaction too: no BEGIN and COMMIT around two INSERTs, one INSERT with the parent's in a CTE."""
+    from django.test.utils import CaptureQueriesContext
+
+    from beckn.models import BecknCallback
+    from emsp.inserts import insert
+    from emsp.models import Delivery
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no INSERT in a WITH clause; there it is two statements in a transaction")
+    with CaptureQueriesContext(connection) as queries:
+        plain = insert(BecknCallback(channel=Delivery.Channel.BECKN_CALLBACK, target="t", action="on_search",
+                                     url="https://bap.example/on_search", message_id="m-one", body="{}"))  # fmt: skip
+    assert len(queries.captured_queries) == 1
+    assert BecknCallback.objects.get(pk=plain.pk).delivery_ptr_id == Delivery.objects.get().pk == plain.delivery_ptr_id
