@@ -25,7 +25,7 @@ from billing.services.estimates import ChargeEstimate
 from emsp import nearest
 from emsp.datetimes import format_datetime
 from emsp.geo import Placement, Route
-from emsp.models import Connector, Evse, Partner, Reservation, ci_key
+from emsp.models import Connector, Evse, Location, Partner, Reservation, ci_key
 from emsp.services.catalogue import connector_get
 from emsp.vehicles import Vehicle
 
@@ -427,10 +427,7 @@ def _shown_tariff_keys(ranked: list[tuple[float | None, Evse]], connectors: dict
     for _, evse in ranked:
         location = evse.location
         for connector in connectors.get(evse.id, ()):
-            tariff_ids = connector.tariff_ids
-            mine = _party_keys(location.country_code, location.party_id, tuple(tariff_ids)) if tariff_ids else []
-            connector.__dict__["_tariff_keys"] = mine
-            keys.update(mine)
+            keys.update(_remember_keys(connector, location))
     return keys
 
 
@@ -440,14 +437,14 @@ def _keys_of(connector: Connector) -> list[str]:
     search's CPU at 100 k EVSEs); search builds its connectors afresh each time, so a connector whose tariffs
     change is another instance."""
     keys = connector.__dict__.get("_tariff_keys")
-    if keys is None:
-        tariff_ids = connector.tariff_ids
-        if tariff_ids:
-            location = connector.evse.location
-            keys = _party_keys(location.country_code, location.party_id, tuple(tariff_ids))
-        else:
-            keys = []
-        connector.__dict__["_tariff_keys"] = keys
+    return keys if keys is not None else _remember_keys(connector, connector.evse.location)
+
+
+def _remember_keys(connector: Connector, location: Location) -> list[str]:
+    """The connector's tariff keys under its `location`'s party, kept on the connector for _keys_of."""
+    tariff_ids = connector.tariff_ids
+    keys = _party_keys(location.country_code, location.party_id, tuple(tariff_ids)) if tariff_ids else []
+    connector.__dict__["_tariff_keys"] = keys
     return keys
 
 

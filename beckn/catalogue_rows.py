@@ -75,7 +75,7 @@ def _columns(alias: str, fields: list[Field]) -> str:
 # Built once: a profile showed the column lists rebuilt on every search.
 EVSE_COLUMNS = _columns("e", EVSE_FIELDS)
 SHOWN_COLUMNS = ", ".join(
-    [_columns("e", EVSE_FIELDS), "(l.withdrawn_at IS NULL AND l.publish)", _columns("l", LOCATION_FIELDS),
+    [EVSE_COLUMNS, "(l.withdrawn_at IS NULL AND l.publish)", _columns("l", LOCATION_FIELDS),
      _columns("p", PARTNER_FIELDS), _columns("c", CONNECTOR_FIELDS)]
 )  # fmt: skip
 TARIFF_COLUMNS = _columns("t", TARIFF_FIELDS)

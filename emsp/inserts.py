@@ -86,10 +86,9 @@ def _insert_parent_and_child(obj: Model, model: type[Model]) -> None:
     assert link is not None
     quote = connection.ops.quote_name
     parent_meta, meta = parent._meta, model._meta
-    parent_fields = [f for f in parent_meta.concrete_fields if not f.primary_key or getattr(obj, f.attname) is not None]
+    parent_fields = _written(obj, parent_meta.concrete_fields)
     child_fields = [f for f in meta.local_concrete_fields if f is not link]
-    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in parent_fields]
-    values += [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in child_fields]
+    values = _prepared(obj, parent_fields) + _prepared(obj, child_fields)
     parent_key = quote(parent_meta.pk.column)
     from_parent = f"(SELECT {parent_key} FROM parent)"  # noqa: S608 - a column name from model metadata
     sql = (
@@ -109,8 +108,8 @@ def _insert_parent_and_child(obj: Model, model: type[Model]) -> None:
 
 def _insert_row(obj: Model, table: str, columns: Sequence[Field], key: str, tail: str = "") -> tuple[Any, ...] | None:
     """INSERT these columns of `obj` (an unset primary key left to the database) … `tail` RETURNING `key`."""
-    fields = [f for f in columns if not f.primary_key or getattr(obj, f.attname) is not None]
-    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+    fields = _written(obj, columns)
+    values = _prepared(obj, fields)
     quote = connection.ops.quote_name
     sql = (
         f"INSERT INTO {quote(table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
@@ -119,3 +118,13 @@ def _insert_row(obj: Model, table: str, columns: Sequence[Field], key: str, tail
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         return cursor.fetchone()
+
+
+def _written(obj: Model, columns: Sequence[Field]) -> list[Field]:
+    """The columns an INSERT of `obj` names: all but an unset primary key (the database gives that)."""
+    return [f for f in columns if not f.primary_key or getattr(obj, f.attname) is not None]
+
+
+def _prepared(obj: Model, fields: Sequence[Field]) -> list[Any]:
+    """Each field's value as save() writes it: pre_save (defaults, auto_now), then the field's own preparation."""
+    return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
