@@ -90,6 +90,7 @@ def enqueue(
         solicited=request is not None,
         body=orjson.dumps(body).decode(),
     )
+    outbox.claim_if_sent_here(callback)
     insert(callback)
     outbox.deliver_after_commit(callback)
     return callback

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -11,6 +12,17 @@ from django.utils import timezone
 
 from billing.money import DEFAULT_POLICY, ROUNDING_POLICIES
 from emsp.models import ChargingSession, Partner
+
+
+class TariffQuerySet(models.QuerySet):
+    def select_for_update(self, *args: Any, **kwargs: Any) -> TariffQuerySet:
+        """Tariff rows are locked only after the tariff generation's lock (billing/tariff_cache.py), taken here:
+        code that locks tariffs can't deadlock with tariff_put or with a statement on the table, whose trigger
+        takes the generation's lock first. Call it inside the transaction that locks the rows."""
+        from billing import tariff_cache
+
+        tariff_cache.bump()
+        return super().select_for_update(*args, **kwargs)
 
 
 class Tariff(models.Model):
@@ -35,6 +47,8 @@ class Tariff(models.Model):
     last_updated = models.DateTimeField(db_index=True)
     data = models.JSONField()
     received_at = models.DateTimeField(default=timezone.now)
+
+    objects = TariffQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"{self.tariff_id} ({self.country_code}*{self.party_id})"

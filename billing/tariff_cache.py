@@ -22,9 +22,9 @@ How it stays exact (PostgreSQL; elsewhere nothing is kept):
   longer than KEEP_SECONDS: where a generation number could come back on a live connection (a dump restored into
   the running database behind a pooler that keeps client connections, an asynchronous failover that lost the
   last commits, tariffs written with triggers disabled), a search is stale for at most that long.
-- `tariff_put` moves the generation before it locks the tariff's row, so every writer takes the generation's
-  lock first: two transactions writing tariffs can't deadlock on it. Code that locks tariff rows
-  (`select_for_update`) must call `bump()` first for the same reason.
+- Every writer takes the generation's lock first, so two transactions writing tariffs can't deadlock on it:
+  a statement through its trigger, and code that locks tariff rows through `Tariff.objects.select_for_update()`,
+  which moves the generation before it locks (billing/models.py; `tariff_put` locks its row that way).
 
 The price: writers of tariffs take turns, across CPOs, until each commits. tariff_put's transactions are short
 (one tariff); a partner's deletion cascades to its tariffs and holds the turn for its whole transaction.
@@ -58,8 +58,8 @@ KEEP_SECONDS = 60.0
 
 
 def bump() -> None:
-    """Move the generation on now (and hold its lock to the end of the transaction): tariff_put calls this
-    before it locks a tariff's row, so the generation's lock is always taken first."""
+    """Move the generation on now (and hold its lock to the end of the transaction): Tariff's select_for_update
+    calls this before it locks tariff rows, so the generation's lock is always taken first."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(BUMP_SQL)

@@ -82,18 +82,29 @@ def sent_here() -> Iterator[None]:
         _send_here.reset(token)
 
 
+def claim_if_sent_here(delivery: Delivery) -> None:
+    """Before a new row is inserted: under `sent_here` it is written already claimed (SENDING, its first try
+    counted), so the send right after the commit needs no claim of its own (an UPDATE and a commit on every
+    Beckn callback; a profile of on_search). Nobody else can send it meanwhile: the due sweep takes only PENDING
+    rows. A worker that dies between the commit and the send leaves the row SENDING, and the sweep hands it back
+    after OUTBOX_SENDING_LEASE_SECONDS, as it does for a worker that dies mid-send."""
+    if _send_here.get():
+        delivery.status, delivery.claimed_at, delivery.attempts = Delivery.Status.SENDING, timezone.now(), 1
+
+
 def deliver_after_commit(delivery: Delivery) -> None:
     """Send a new row as soon as the transaction that wrote it commits (the due sweep is the safety net)."""
     if not _send_here.get():
         run_after_commit("emsp.tasks.outbox_deliver", delivery.pk)
         return
     pk = delivery.pk
+    claimed = delivery.status == Delivery.Status.SENDING and delivery.claimed_at is not None
 
     def send() -> None:
         try:
             # The row as written, not read back: three SELECTs a Beckn callback (claim's read, the sender's,
             # the settled row's) were 9 % of a search's time in its profile.
-            deliver(pk, row=delivery, read_back=False)
+            deliver(pk, row=delivery, read_back=False, claimed=claimed)
         except Exception:  # the row stays PENDING (or SENDING, then handed back): the sweep sends it
             log.exception("sending delivery %s right after commit failed; the due sweep will", pk)
 
@@ -116,15 +127,24 @@ def is_permanent(http_status: int | None) -> bool:
 
 
 def deliver(
-    delivery_id: int, now: datetime | None = None, *, row: Delivery | None = None, read_back: bool = True
+    delivery_id: int,
+    now: datetime | None = None,
+    *,
+    row: Delivery | None = None,
+    read_back: bool = True,
+    claimed: bool = False,
 ) -> Delivery | None:
     """One try at one row, if it is due and nobody else holds it. Returns the row settled and read back (with
     `read_back` false: as claimed, not read again), or None when there was nothing to try. `row`: the row as its
-    writer holds it, sent as it is once claimed (the sender gets that instance, a channel's own subclass)."""
+    writer holds it, sent as it is once claimed (the sender gets that instance, a channel's own subclass);
+    `claimed`: that row was written already claimed (`claim_if_sent_here`), so it is sent without a claim."""
     now = now or timezone.now()
-    if not _claim(delivery_id, now):
+    if claimed:
+        assert row is not None and row.status == Delivery.Status.SENDING and row.claimed_at is not None
+        delivery = row
+    elif not _claim(delivery_id, now):
         return None
-    if row is None:
+    elif row is None:
         delivery = Delivery.objects.get(pk=delivery_id)
     else:  # what the claim just wrote (a row is claimed PENDING with its tries so far, as written)
         delivery = row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from emsp.celery import app as celery_app
 from emsp.models import Partner, hash_token
 from ocpi.wsgi_lane import ocpi_middleware
 from tests import factories
+from tests.redis_db import redis_database_shifted
 
 # Unit tests run Celery tasks inline; end-to-end tests run a real worker instead.
 celery_app.conf.task_always_eager = True
@@ -29,6 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # The test process caches in memory even when REDIS_URL is set: tests travel in time (time-machine),
     # which Redis TTLs don't follow. End-to-end tests run real processes with their own settings.
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Under pytest-xdist each worker takes a Redis database of its own (REDIS_URL's + the worker's number), as
+    # each gets a database of its own from pytest-django: one worker's clean-up (rate counters, message ids,
+    # the latency queue) must not empty what another's test is counting.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if settings.REDIS_URL and worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]):
+        shifted = redis_database_shifted(settings.REDIS_URL, int(worker[2:]))
+        if celery_app.conf.broker_url == settings.REDIS_URL:
+            celery_app.conf.broker_url = shifted
+        settings.REDIS_URL = shifted
 
 
 def shared_dir() -> Path:

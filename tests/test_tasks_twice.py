@@ -126,6 +126,39 @@ def test_handle_request_sends_its_callback_itself_without_queueing_a_second_task
     assert BecknCallback.objects.get().status == "DELIVERED"
 
 
+def savepoints(run: Any, *args: Any) -> int:
+    """How many savepoints a request's handling had open at once (a test runs in a transaction, so the request's
+    own block is one; the callback's settling after the commit, a block of its own on SQLite, is not counted)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as seen:
+        run(*args)
+    statements = [q["sql"] for q in seen.captured_queries]
+    handling = statements[: next(i for i, sql in enumerate(statements) if sql.startswith("RELEASE"))]
+    return sum(1 for sql in handling if sql.startswith("SAVEPOINT"))  # open before the first is released
+
+
+def test_a_search_answers_without_a_savepoint_of_its_own_its_errors_too(
+    run: Any, peer: FakePeer, search_body: tuple[FakeBap, str]
+) -> None:
+    """A search writes nothing an error must undo: no savepoint around its handler (two round trips a search),
+    and a search its checks refuse is still recorded and answered with the error. A select keeps its own."""
+    bap, body = search_body
+    assert savepoints(run, beckn_tasks.handle_request, "search", body) == 1
+    assert bap.callbacks("on_search")[0].get("message", {}).get("catalog")
+    refused = orjson.loads(body)
+    refused["context"]["message_id"] = "refused-search"
+    refused["message"]["intent"]["fulfillment"]["stops"][0]["location"]["circle"]["gps"] = "95.0, 77.0"
+    assert savepoints(run, beckn_tasks.handle_request, "search", orjson.dumps(refused).decode()) == 1
+    (answer,) = [c for c in bap.callbacks("on_search") if c["context"]["message_id"] == "refused-search"]
+    assert answer.get("error", {}).get("code") and "message" not in answer
+    assert BecknMessage.objects.filter(message_id="refused-search", status=BecknMessage.Status.PROCESSED).exists()
+    select = {"context": bap.context("select"), "message": {"order": {"items": [{"id": "NOPE/1/1"}]}}}
+    assert savepoints(run, beckn_tasks.handle_request, "select", orjson.dumps(select).decode()) == 2
+    assert bap.callbacks("on_select")[0].get("error")
+
+
 def test_a_pull_twice_stores_nothing_twice_and_a_pull_under_another_s_lease_calls_nobody(
     run: Any, peer: FakePeer, partner: Partner
 ) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing import tariff_cache
 from billing.models import Cdr, Tariff
 from emsp.celery import run_after_commit
 from emsp.datetimes import parse_utc
@@ -34,7 +33,7 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
     last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
     with transaction.atomic():
-        tariff_cache.bump()  # the generation's lock before the row's (billing/tariff_cache.py)
+        # select_for_update takes the generation's lock before the row's (billing/tariff_cache.py).
         tariff = Tariff.objects.select_for_update().filter(ocpi_key=key).first()
         if tariff is not None and last_updated < tariff.last_updated:
             return tariff, False, False

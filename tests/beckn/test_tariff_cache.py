@@ -132,13 +132,26 @@ def test_without_the_generation_row_nothing_is_kept(cpo: Partner) -> None:
 
 def test_tariff_put_takes_the_generation_lock_before_the_tariff_row(cpo: Partner) -> None:
     """Writers take the generation's lock first (tariff_put bumps before its SELECT … FOR UPDATE), so a writer
-    holding a tariff's row never waits for the generation: what tariff_put runs, in order."""
+    holding a tariff's row never waits for the generation: what tariff_put runs, in order, the bump once."""
     with CaptureQueriesContext(connection) as queries:
         tariff_put(cpo, price_of("18"))
     statements = [q["sql"] for q in queries.captured_queries]
-    bump = next(i for i, s in enumerate(statements) if tariff_cache.TABLE in s)
+    bumps = [i for i, s in enumerate(statements) if tariff_cache.TABLE in s]
     lock = next(i for i, s in enumerate(statements) if "FOR UPDATE" in s)
-    assert bump < lock
+    assert len(bumps) == 1 and bumps[0] < lock
+
+
+def test_any_code_locking_tariff_rows_takes_the_generation_lock_first(cpo: Partner) -> None:
+    """Not only tariff_put: every select_for_update on tariffs moves the generation first (and so holds its lock
+    before any tariff row's), whatever the filter."""
+    tariff_put(cpo, price_of("18"))
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        assert len(Tariff.objects.select_for_update().filter(partner=cpo)) == 1
+        list(Tariff.objects.filter(partner=cpo).select_for_update(of=("self",)))
+    statements = [q["sql"] for q in queries.captured_queries]
+    locks = [i for i, s in enumerate(statements) if "FOR UPDATE" in s]
+    bumps = [i for i, s in enumerate(statements) if tariff_cache.TABLE in s]
+    assert len(locks) == 2 and len(bumps) == 2 and all(b < lock for b, lock in zip(bumps, locks, strict=True))
 
 
 def test_kept_per_connection(cpo: Partner) -> None:

@@ -19,6 +19,7 @@ import requests
 from django.conf import settings
 
 from tests.cposim.conftest import SimProcess
+from tests.redis_db import redis_database_shifted
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -45,9 +46,7 @@ def database_url() -> str:
 def redis_url() -> str:
     """REDIS_URL's database + 8 (of Redis's 16): two runs given different databases (CI beside a developer's
     run) never share a queue, whose workers would take each other's tasks, nor flush each other's."""
-    url = settings.REDIS_URL
-    base, _, db = url.rpartition("/") if url.count("/") >= 3 else (url, "", "0")
-    return f"{base}/{(int(db.split('?')[0] or 0) + E2E_REDIS_DB_OFFSET) % 16}"
+    return redis_database_shifted(settings.REDIS_URL, E2E_REDIS_DB_OFFSET)
 
 
 def rabbitmq_unreachable(url: str = E2E_RABBITMQ_URL) -> str | None:

@@ -238,3 +238,52 @@ def test_a_try_the_breaker_refused_does_not_count_and_waits_for_it() -> None:
     assert (stored.status, stored.attempts, stored.claimed_at) == (Delivery.Status.PENDING, 3, None)
     assert stored.next_attempt_at == until and stored.last_error == "breaker open"
     assert DeliveryAttempt.objects.filter(delivery=row, http_status=None, error="breaker open").count() == 1
+
+
+def _callback_written_under_sent_here(peer: FakePeer, callbacks_: Any, *, run_hooks: bool) -> Any:
+    """A Beckn callback written as a request's task writes it (outbox.sent_here), its commit hooks run or not."""
+    from beckn import callbacks
+
+    url = "http://127.0.0.1:9/bap"
+    peer.route("POST", f"{url}/on_search", (200, {"message": {"ack": {"status": "ACK"}}}))
+    context = {"action": "on_search", "bap_uri": url, "message_id": "m-3", "transaction_id": "t-3"}
+    with outbox.sent_here(), callbacks_(execute=run_hooks) as hooks:
+        row = callbacks.enqueue(action="on_search", context=context, message={"catalog": {}}, url=url)
+    return row, hooks
+
+
+@pytest.mark.django_db
+def test_a_callback_written_under_sent_here_is_written_claimed_and_sent_without_a_claim(
+    peer: FakePeer, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Its row is inserted SENDING with its first try counted, so the send after the commit is the POST and one
+    settling statement: no claim UPDATE, no SELECT."""
+    from django.test.utils import CaptureQueriesContext
+
+    row, hooks = _callback_written_under_sent_here(peer, django_capture_on_commit_callbacks, run_hooks=False)
+    stored = Delivery.objects.get(pk=row.pk)
+    assert (stored.status, stored.attempts) == (Delivery.Status.SENDING, 1) and stored.claimed_at is not None
+    assert outbox.deliver_due() == 0  # the sweep leaves a claimed row alone
+    with CaptureQueriesContext(connection) as seen:
+        for hook in hooks:
+            hook()
+    statements = [q["sql"] for q in seen.captured_queries]
+    assert not [s for s in statements if "'SENDING', \"claimed_at\"" in s or s.lstrip().upper().startswith("SELECT")]
+    assert len(peer.requests_to("/bap/on_search")) == 1
+    stored = Delivery.objects.get(pk=row.pk)
+    assert (stored.status, stored.attempts, stored.claimed_at) == (Delivery.Status.DELIVERED, 1, None)
+    assert DeliveryAttempt.objects.filter(delivery=row, http_status=200).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_callback_whose_worker_died_between_commit_and_send_is_sent_after_its_lease(
+    peer: FakePeer, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    """The commit hook never ran (the worker was killed): the row waits SENDING for its lease, then the due
+    sweep hands it back and sends it, once."""
+    row, _ = _callback_written_under_sent_here(peer, django_capture_on_commit_callbacks, run_hooks=False)
+    lease = timedelta(seconds=settings.OUTBOX_SENDING_LEASE_SECONDS)
+    assert outbox.deliver_due(timezone.now() + lease - timedelta(seconds=5)) == 0
+    assert outbox.deliver_due(timezone.now() + lease + timedelta(seconds=1)) == 1
+    assert len(peer.requests_to("/bap/on_search")) == 1
+    assert Delivery.objects.get(pk=row.pk).status == Delivery.Status.DELIVERED
