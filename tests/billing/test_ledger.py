@@ -153,6 +153,33 @@ def test_postgresql_refuses_an_unbalanced_entry_and_any_change() -> None:
     assert ledger.balance(cpo_payable) == Decimal("-90")
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the database's own guards are PostgreSQL triggers")
+def test_the_balance_checks_find_their_tables_under_another_search_path() -> None:
+    """A session whose search_path holds none of our schema still posts a balanced entry, and is still refused
+    an unbalanced one, by the checks themselves (not by a 'relation does not exist' from inside them)."""
+    driver, cpo_payable, _, _ = accounts()
+    lines = (
+        "INSERT INTO public.billing_ledgerline (entry_id, account_id, amount_minor) VALUES (%s, %s, %s), (%s, %s, %s)"
+    )
+
+    def post(amounts: tuple[int, int]) -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL search_path TO pg_catalog")
+            cursor.execute("INSERT INTO public.billing_ledgerentry (posted_at, event, memo, reference) "
+                           "VALUES (now(), 'raw', '', '') RETURNING id")  # fmt: skip
+            entry = cursor.fetchone()[0]
+            cursor.execute(lines, [entry, driver.pk, amounts[0], entry, cpo_payable.pk, amounts[1]])
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the entry's own check, now
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # as Django's foreign keys and the check are made
+            cursor.execute("RESET search_path")
+
+    post((500, -500))
+    assert ledger.balance(cpo_payable) == Decimal("-5")
+    with pytest.raises(IntegrityError, match="does not balance"):
+        post((500, -400))
+    assert ledger.balance(cpo_payable) == Decimal("-5")
+
+
 def test_a_worker_process_remembers_accounts_once_committed(
     django_assert_num_queries: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
