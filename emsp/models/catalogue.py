@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from emsp.models.partners import Partner
@@ -39,6 +40,13 @@ class Location(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     objects = LocationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # A Beckn item names its location by id, in any case (catalogue.find_item, the select's first
+            # statement; OCPI 2.1.1/2.3.0 wire lookups): without it, a scan of every location (25 ms at 1 M EVSEs).
+            models.Index(Upper("location_id"), name="location_id_any_case"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name or self.location_id} ({self.country_code}*{self.party_id})"
