@@ -9,6 +9,8 @@ Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--du
   from --baps BAPs, each with its own key and callback URL; latency from each search's scheduled send to the
   signed callback's arrival. Defaults: a 100,000-EVSE catalogue, 20 searches/s, one BAP (target p95 < 150 ms).
   Issue 15 point 2: --search-evses 1000000 --rate 200 --baps 200 --reuse, target p95 < 50 ms.
+- select: a select answered in the worker (in this process, its on_select to a receiver here) at each of
+  --query-sizes: wall and CPU time a select, its statements, the slowest one (issue 15 point 7: how it grows).
 - query: the catalogue query itself (beckn.catalogue.search) against the baseline of issue 15 (one SQL statement
   on the same index, through psycopg), query for query, at each of --query-sizes (--reuse keeps the catalogues
   between runs). Target: p95 ≤ 3 ms at 1,000,000 EVSEs, within 2× the baseline.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -27,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import requests
@@ -440,9 +444,91 @@ def part_query(sizes: list[int], reuse: bool, queries: int = 300) -> None:
                 print(f"plans of {'ours' if ours_statement else 'the baseline'}: {generic} generic, {custom} custom")
 
 
+def part_select(sizes: list[int], reuse: bool, selects: int = 300) -> None:
+    """A select answered in the worker (beckn.tasks.handle_request, in this process, its on_select sent to a
+    receiver here), at each catalogue size of --part query: CPU and wall time a select, its statements, and
+    the slowest statement. Each select names an available EVSE of the catalogue and asks a quote for 1-30 kWh."""
+    for evses in sizes[1:]:  # Django is set up once per process: each further size in a process of its own
+        subprocess.run([sys.executable, __file__, "--part", "select", "--query-sizes", str(evses)]
+                       + (["--reuse"] if reuse else []), check=True)  # fmt: skip
+    select_at(sizes[0], reuse, selects)
+
+
+def select_at(evses: int, reuse: bool, selects: int) -> None:
+    """--part select at one catalogue size, in this process."""
+    import random
+
+    query_database(evses, reuse)
+    from django.db import connection
+
+    from beckn.bap_client import select_message
+    from beckn.tasks import handle_request
+
+    receiver = Receiver()
+    bap_id, _ = trusted_bap(f"{receiver.url}/0", "bap-select.bench")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT l.location_id, e.uid, p.country_code || '*' || p.party_id FROM emsp_evse e "
+            "JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id "
+            "WHERE e.status = 'AVAILABLE' AND e.id %% 97 = 0 ORDER BY e.id LIMIT %s",
+            [2 * selects],
+        )
+        items = cursor.fetchall()
+    rng = random.Random(7)
+
+    def body(n: int) -> str:
+        location_id, uid, party = items[n % len(items)]
+        context = {
+            "domain": "ev-charging:beckn", "action": "select", "version": "1.1.0", "bap_id": bap_id,
+            "bap_uri": f"{receiver.url}/0", "transaction_id": str(uuid.uuid4()),
+            "message_id": str(uuid.uuid4()), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }  # fmt: skip
+        message = select_message(party, f"{location_id}/{uid}/1", rng.randint(1, 30))
+        return orjson.dumps({"context": context, "message": message}).decode()
+
+    statements: list[tuple[float, str]] = []
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            statements.append(((time.perf_counter() - started) * 1000, sql))
+
+    for n in range(selects):  # warm: imports, prepared statements, caches
+        handle_request.run("select", body(selects + n))
+    receiver.arrived.clear()
+    walls, cpus = [], []
+    with connection.execute_wrapper(timed):
+        for n in range(selects):
+            wall, cpu = time.perf_counter(), time.process_time()
+            handle_request.run("select", body(n))
+            walls.append((time.perf_counter() - wall) * 1000)
+            cpus.append((time.process_time() - cpu) * 1000)
+    deadline = time.perf_counter() + 10
+    while len(receiver.arrived) < selects and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    errors = sum(1 for action, error in receiver.answered.values() if action == "on_select" and error)
+    by_statement: dict[str, list[float]] = {}
+    for ms, sql in statements:  # savepoint names and the like told apart by their digits only: one key
+        by_statement.setdefault(re.sub(r"\d+", "N", " ".join(sql.split()))[:90], []).append(ms)
+    slowest = sorted(by_statement.items(), key=lambda kv: -sum(kv[1]))[:3]
+    walls.sort()
+    print(f"== select answered in the worker at {evses:,} EVSEs, {selects} selects (on_select to a receiver here)")
+    print(f"wall ms p50 {percentile(walls, 50):.2f} p95 {percentile(walls, 95):.2f} p99 {percentile(walls, 99):.2f}; "
+          f"CPU ms a select {statistics.mean(cpus):.2f} (this process, receiver thread included); "
+          f"{len(statements) / selects:.1f} statements a select; on_select {len(receiver.arrived)}/{selects}, "
+          f"{errors} with an error")  # fmt: skip
+    for text, times in slowest:
+        print(
+            f"  {sum(times) / selects:.2f} ms a select ({len(times) / selects:.0f}x, mean {statistics.mean(times):.2f} ms): {text}"
+        )
+    receiver.server.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["ack", "search", "query", "all"], default="all")
+    parser.add_argument("--part", choices=["ack", "search", "query", "select", "all"], default="all")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="--part ack: platform and baseline alternated")
@@ -466,6 +552,8 @@ def main() -> None:
                     reuse=args.reuse)  # fmt: skip
     if args.part in ("query", "all"):
         part_query([int(n) for n in args.query_sizes.split(",")], args.reuse)
+    if args.part in ("select", "all"):
+        part_select([int(n) for n in args.query_sizes.split(",")], args.reuse)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
 
 
