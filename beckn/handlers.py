@@ -103,16 +103,17 @@ def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str
         "domain": context["domain"],
         "context_location": context.get("location") or {},
     }
-    if envelope.action == "search":  # a search usually opens the journey: insert first, one statement
+    where = "t.bap_id = %s AND t.transaction_id = %s"
+    # A search usually opens the journey (so: insert first); later actions usually find it (one plain SELECT).
+    found = None if envelope.action == "search" else first_where(BecknTransaction, where, list(key.values()))
+    created = False
+    if found is None:  # a journey opened here (a select from a charger's QR code opens one without a search)
         txn = BecknTransaction(**key, **defaults)
-        created = insert_if_absent(txn, tuple(key))
-        if not created:
-            txn = BecknTransaction.objects.get(**key)
-    else:  # later actions usually find it: one plain SELECT (the ORM compiled one on every request)
-        found = first_where(BecknTransaction, "t.bap_id = %s AND t.transaction_id = %s", list(key.values()))
-        txn, created = (
-            (found, False) if found is not None else BecknTransaction.objects.get_or_create(**key, defaults=defaults)
-        )
+        created = insert_if_absent(txn, tuple(key))  # one statement, where get_or_create took four
+        if not created:  # opened meanwhile by another request of the same journey
+            txn = first_where(BecknTransaction, where, list(key.values()))
+    else:
+        txn = found
     if via_gateway and envelope.action == "search":
         # A search forwarded by a gateway is answered back through it (beckn-notes §4.2).
         gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()

@@ -159,6 +159,32 @@ def test_a_search_answers_without_a_savepoint_of_its_own_its_errors_too(
     assert bap.callbacks("on_select")[0].get("error")
 
 
+def test_a_select_opening_its_journey_writes_it_with_one_insert(
+    run: Any, peer: FakePeer, search_body: tuple[FakeBap, str]
+) -> None:
+    """A select without a search before it (a charger's QR code) opens the journey with one INSERT … ON CONFLICT,
+    not get_or_create's SELECT, SAVEPOINT, INSERT and RELEASE; the next request of the journey finds it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from beckn.models import BecknTransaction
+
+    bap, _ = search_body
+    context = bap.context("select")
+    select = {"context": context, "message": {"order": {"items": [{"id": "NOPE/1/1"}]}}}
+    with CaptureQueriesContext(connection) as seen:
+        run(beckn_tasks.handle_request, "select", orjson.dumps(select).decode())
+    journey = [q["sql"] for q in seen.captured_queries if "beckn_beckntransaction" in q["sql"].split("(")[0]]
+    assert len(journey) == 2 and journey[0].startswith("SELECT") and "ON CONFLICT" in journey[1], journey
+    assert BecknTransaction.objects.filter(transaction_id=context["transaction_id"]).count() == 1
+    again = {**select, "context": {**context, "message_id": "select-again"}}
+    with CaptureQueriesContext(connection) as seen:
+        run(beckn_tasks.handle_request, "select", orjson.dumps(again).decode())
+    journey = [q["sql"] for q in seen.captured_queries if "beckn_beckntransaction" in q["sql"].split("(")[0]]
+    assert len(journey) == 1 and journey[0].startswith("SELECT"), journey
+    assert len(bap.callbacks("on_select")) == 2
+
+
 def test_a_pull_twice_stores_nothing_twice_and_a_pull_under_another_s_lease_calls_nobody(
     run: Any, peer: FakePeer, partner: Partner
 ) -> None:
