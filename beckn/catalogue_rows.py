@@ -283,8 +283,9 @@ def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | N
         where.append("p.country_code = %s AND p.party_id = %s")
         params += list(party)
     sql = (
-        f"SELECT {ITEM_COLUMNS} FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id "  # noqa: S608
-        f"JOIN emsp_partner p ON p.id = l.partner_id WHERE {' AND '.join(where)} ORDER BY e.id LIMIT 1"
+        f"SELECT {ITEM_COLUMNS}, {tariff_cache.GENERATION_SQL} FROM emsp_evse e "  # noqa: S608
+        f"JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id "
+        f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT 1"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -295,7 +296,9 @@ def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | N
     ne, nl = len(EVSE_FIELDS), len(LOCATION_FIELDS)
     evse = _maker(EVSE_BUILD, alias)(row[:ne])
     location = _maker(LOCATION_BUILD, alias)(row[ne : ne + nl])
-    partner = _maker(ITEM_PARTNER_BUILD, alias)(row[ne + nl :])
+    partner = _maker(ITEM_PARTNER_BUILD, alias)(row[ne + nl : -1])
+    # The tariffs' generation as of this statement: the item's tariffs (its hit, its quote) from the keep.
+    evse.__dict__[tariff_cache.GENERATION_ATTRIBUTE] = row[-1]
     Location.partner.field.set_cached_value(location, partner)  # type: ignore[attr-defined]
     Evse.location.field.set_cached_value(evse, location)  # type: ignore[attr-defined]
     return evse

@@ -12,7 +12,8 @@ How it stays exact (PostgreSQL; elsewhere nothing is kept):
   the writing transaction, so a reader never sees a tariff written under a generation it has already seen; a
   sequence never gives a number twice, so a generation rolled back is never seen again. Generations are only
   ever compared for equality (two writers may commit their numbers out of order).
-- A search reads the generation in its candidates' statement (an init plan, once per statement). Kept tariffs
+- A search reads the generation in its candidates' statement (an init plan, once per statement); a Beckn
+  item's statement (a select's, `item_evse`) reads it too, for the item's tariff and its quote's. Kept tariffs
   are used only under the generation they were kept at; tariffs missing from the keep are read then, in a
   snapshot at least as new, and kept under that generation (at worst newer than it: the next search sees the
   next generation and drops them).
@@ -46,6 +47,8 @@ TABLE = "billing_tariff_generation"
 SEQUENCE = "billing_tariff_generation_seq"
 # The generation, for a SELECT list: NULL where the row is missing (then nothing is kept).
 GENERATION_SQL = f"(SELECT n FROM {TABLE} WHERE id = 1)"  # noqa: S608 - constant names
+# Where an EVSE read with the generation carries it (its instance's __dict__), for tariffs_for_connector.
+GENERATION_ATTRIBUTE = "_tariff_generation"
 BUMP_SQL = (
     f"INSERT INTO {TABLE} (id, n) VALUES (1, nextval('{SEQUENCE}')) "  # noqa: S608
     "ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n"

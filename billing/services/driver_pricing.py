@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from billing import pricing
+from billing import pricing, tariff_cache
 from billing.models import Cdr, DriverReceipt, PartnerTerms, Quote, Tariff
 from billing.money import round_money
 from emsp.inserts import insert, insert_if_absent
@@ -79,11 +79,18 @@ def tariffs_for_connector(connector: Connector, at: datetime) -> list[Tariff]:
     after which this tariff is no longer valid")."""
     location = connector.evse.location
     keys = [ci_key(location.country_code, location.party_id, tariff_id) for tariff_id in connector.tariff_ids or []]
-    found = [
-        t
-        for t in _tariffs_by_key(keys)
-        if (t.start_date_time is None or t.start_date_time <= at) and (t.end_date_time is None or at <= t.end_date_time)
-    ]
+    # An EVSE read with the tariffs' generation (a Beckn item's, beckn/catalogue_rows.py::item_evse): its tariffs
+    # come from the keep search uses (billing/tariff_cache.py), read only when that generation has not seen them.
+    generation = connector.evse.__dict__.get(tariff_cache.GENERATION_ATTRIBUTE)
+    if generation is not None:
+        found = list(tariff_cache.valid_tariffs(set(keys), at, generation, _tariffs_by_key).values())
+    else:
+        found = [
+            t
+            for t in _tariffs_by_key(keys)
+            if (t.start_date_time is None or t.start_date_time <= at)
+            and (t.end_date_time is None or at <= t.end_date_time)
+        ]
     return sorted(found, key=lambda t: (t.type not in ("", "REGULAR"), keys.index(t.ocpi_key)))
 
 

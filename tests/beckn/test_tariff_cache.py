@@ -5,6 +5,7 @@ search's statement reads, and the next search reads them again. PostgreSQL only:
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -52,7 +53,8 @@ def prices() -> set[Decimal | None]:
 def tariff_statements(run: object) -> int:
     with CaptureQueriesContext(connection) as queries:
         run()  # type: ignore[operator]
-    return sum("FROM billing_tariff t" in q["sql"] for q in queries.captured_queries)
+    # search's own statement names the table bare, the plain-SQL reads (emsp/rows.py) quoted
+    return sum(re.search(r'FROM "?billing_tariff"? t\b', q["sql"]) is not None for q in queries.captured_queries)
 
 
 def test_a_second_search_reads_no_tariffs(cpo: Partner) -> None:
@@ -222,3 +224,37 @@ def test_the_trigger_finds_its_table_under_another_search_path(cpo: Partner) -> 
         cursor.execute("SET LOCAL search_path TO pg_catalog")
         cursor.execute("UPDATE public.billing_tariff SET tariff_id = tariff_id")
         cursor.execute("RESET search_path")
+
+
+def selected(cpo: Partner) -> tuple[Decimal | None, Decimal]:
+    """What a select works out for LOC1's first connector: its item's energy price and its quote's total."""
+    from beckn.catalogue import find_item
+    from billing.services.driver_pricing import quote_charge
+    from emsp.models import Connector
+
+    connector = Connector.objects.select_related("evse__location").order_by("pk").first()
+    hit = find_item("IN*CPA", f"LOC1/{connector.evse.uid}/{connector.connector_id}")
+    quote = quote_charge(evse=hit.evse, connector=hit.connector, arrival=timezone.now(), energy_kwh=Decimal("10"))
+    return hit.energy_price, quote.total_incl_vat
+
+
+def numeric(tariff: dict[str, object]) -> dict[str, object]:
+    """The tariff with its prices as JSON numbers (the quote's engine takes nothing else)."""
+    for element in tariff["elements"]:  # type: ignore[attr-defined]
+        for component in element["price_components"]:
+            component["price"] = int(component["price"])
+    return tariff
+
+
+def test_a_select_reads_its_tariff_from_the_keep_and_sees_a_new_one(cpo: Partner) -> None:
+    """A select's item and its quote: the tariff read once for both (the item's statement reads the generation),
+    none on the next select, read again after a tariff_put, whose price shows at once in the item and the quote."""
+    tariff_put(cpo, numeric(price_of("18")))
+    first: list[tuple[Decimal | None, Decimal]] = []
+    assert tariff_statements(lambda: first.append(selected(cpo))) == 1
+    assert tariff_statements(lambda: first.append(selected(cpo))) == 0
+    assert first[0] == first[1] and first[0][0] == Decimal("18")
+    tariff_put(cpo, numeric(price_of("21", last_updated="2026-02-01T00:00:00Z")))
+    after: list[tuple[Decimal | None, Decimal]] = []
+    assert tariff_statements(lambda: after.append(selected(cpo))) == 1
+    assert after[0][0] == Decimal("21") and after[0][1] > first[0][1]
