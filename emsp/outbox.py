@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from emsp.async_commit import async_commit_suffix, update_committing_async
@@ -74,7 +74,8 @@ def sent_here() -> Iterator[None]:
     """Rows written inside this block are sent by this process right after their transaction commits, not by a
     queued task. For latency-queue tasks that answer someone (a Beckn request's on_* callback): one task instead
     of two, and no second trip through the broker. Durability is unchanged: the row is committed before the
-    send, so a worker that dies in between leaves it PENDING for the due sweep, as a lost task would."""
+    send, so a worker that dies in between leaves it for the due sweep (written claimed, `claim_if_sent_here`:
+    handed back after its lease, then sent), as a lost task would."""
     token = _send_here.set(True)
     try:
         yield
@@ -87,7 +88,8 @@ def claim_if_sent_here(delivery: Delivery) -> None:
     counted), so the send right after the commit needs no claim of its own (an UPDATE and a commit on every
     Beckn callback; a profile of on_search). Nobody else can send it meanwhile: the due sweep takes only PENDING
     rows. A worker that dies between the commit and the send leaves the row SENDING, and the sweep hands it back
-    after OUTBOX_SENDING_LEASE_SECONDS, as it does for a worker that dies mid-send."""
+    after its lease, as it does for a worker that dies mid-send: a Beckn callback's is OUTBOX_CALLBACK_LEASE_SECONDS
+    (15 s), so that it is still sent within its 30 s ttl."""
     if _send_here.get():
         delivery.status, delivery.claimed_at, delivery.attempts = Delivery.Status.SENDING, timezone.now(), 1
 
@@ -252,10 +254,15 @@ def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back:
 
 
 def release_stale(now: datetime | None = None) -> int:
-    """Rows left SENDING by a worker that stopped mid-send go back to PENDING (sent again: at-least-once)."""
+    """Rows left SENDING by a worker that stopped mid-send go back to PENDING (sent again: at-least-once). A
+    Beckn callback's lease is shorter (OUTBOX_CALLBACK_LEASE_SECONDS: its send times out after 10 s, its body
+    after 30 s); every other row's is OUTBOX_SENDING_LEASE_SECONDS."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.OUTBOX_SENDING_LEASE_SECONDS)
-    return Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_at__lt=now - lease).update(
+    callback_lease = timedelta(seconds=settings.OUTBOX_CALLBACK_LEASE_SECONDS)
+    callback = Q(channel=Delivery.Channel.BECKN_CALLBACK, claimed_at__lt=now - callback_lease)
+    left = Q(claimed_at__lt=now - lease) | callback
+    return Delivery.objects.filter(left, status=Delivery.Status.SENDING).update(
         status=Delivery.Status.PENDING,
         next_attempt_at=now,
         claimed_at=None,

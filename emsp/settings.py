@@ -370,6 +370,10 @@ OUTBOUND_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOUND_CONNECT_TIMEOUT_SECONDS",
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # A row a worker has been sending for longer than this was left by a stopped worker: it is sent again.
 OUTBOX_SENDING_LEASE_SECONDS = env.int("OUTBOX_SENDING_LEASE_SECONDS", default=120)
+# The same for a Beckn callback, whose send times out after 10 s and whose body expires 30 s after it was written
+# (its context's ttl): handed back sooner, so that a worker stopped between its commit and its send still lets
+# the callback reach the app in time (emsp/outbox.py, claim_if_sent_here). Keep it above 10 and well under 30.
+OUTBOX_CALLBACK_LEASE_SECONDS = env.int("OUTBOX_CALLBACK_LEASE_SECONDS", default=15)
 # A CDR audit or a pull a worker holds longer than this was left by a stopped worker: another takes it over.
 WORK_LEASE_SECONDS = env.int("WORK_LEASE_SECONDS", default=120)
 SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=300)

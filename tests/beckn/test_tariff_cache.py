@@ -258,3 +258,22 @@ def test_a_select_reads_its_tariff_from_the_keep_and_sees_a_new_one(cpo: Partner
     after: list[tuple[Decimal | None, Decimal]] = []
     assert tariff_statements(lambda: after.append(selected(cpo))) == 1
     assert after[0][0] == Decimal("21") and after[0][1] > first[0][1]
+
+
+def test_the_trigger_moves_its_own_generation_not_one_in_a_schema_named_after_the_role(cpo: Partner) -> None:
+    """PostgreSQL's default search_path reads a schema named after the role first ("$user", public): a
+    generation table there must not take the bump (billing/0012 names the schema)."""
+    tariff_put(cpo, price_of("18"))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT quote_ident(current_user)")
+        role = cursor.fetchone()[0]
+        cursor.execute("SELECT n FROM public.billing_tariff_generation")
+        before = cursor.fetchone()[0]
+        cursor.execute(f"CREATE SCHEMA {role}")
+        decoy = f"{role}.billing_tariff_generation"
+        cursor.execute(f"CREATE TABLE {decoy} (LIKE public.billing_tariff_generation INCLUDING ALL)")
+        cursor.execute("UPDATE public.billing_tariff SET tariff_id = tariff_id")
+        cursor.execute("SELECT n FROM public.billing_tariff_generation")
+        after = cursor.fetchone()[0]
+        cursor.execute(f"DROP SCHEMA {role} CASCADE")
+    assert after != before

@@ -180,6 +180,29 @@ def test_the_balance_checks_find_their_tables_under_another_search_path() -> Non
     assert ledger.balance(cpo_payable) == Decimal("-5")
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the database's own guards are PostgreSQL triggers")
+def test_the_balance_checks_read_the_ledger_s_schema_not_one_named_after_the_role() -> None:
+    """PostgreSQL's default search_path reads a schema named after the connecting role first ("$user", public):
+    one holding an empty billing_ledgerline must not make the checks refuse a balanced entry of the ledger's."""
+    driver, cpo_payable, _, _ = accounts()
+    lines = (
+        "INSERT INTO public.billing_ledgerline (entry_id, account_id, amount_minor) VALUES (%s, %s, %s), (%s, %s, %s)"  # noqa: E501
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT quote_ident(current_user)")
+        role = cursor.fetchone()[0]
+        cursor.execute(f"CREATE SCHEMA {role}")
+        cursor.execute(f"CREATE TABLE {role}.billing_ledgerline (LIKE public.billing_ledgerline)")
+        cursor.execute("INSERT INTO public.billing_ledgerentry (posted_at, event, memo, reference) "
+                       "VALUES (now(), 'raw', '', '') RETURNING id")  # fmt: skip
+        entry = cursor.fetchone()[0]
+        cursor.execute(lines, [entry, driver.pk, 700, entry, cpo_payable.pk, -700])
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the entry's own check, now, with the decoy in place
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        cursor.execute(f"DROP SCHEMA {role} CASCADE")
+    assert ledger.balance(cpo_payable) == Decimal("-7")
+
+
 def test_a_worker_process_remembers_accounts_once_committed(
     django_assert_num_queries: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

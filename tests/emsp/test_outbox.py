@@ -279,11 +279,13 @@ def test_a_callback_written_under_sent_here_is_written_claimed_and_sent_without_
 def test_a_callback_whose_worker_died_between_commit_and_send_is_sent_after_its_lease(
     peer: FakePeer, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
-    """The commit hook never ran (the worker was killed): the row waits SENDING for its lease, then the due
-    sweep hands it back and sends it, once."""
+    """The commit hook never ran (the worker was killed): the row waits SENDING for a callback's lease (15 s,
+    above its send's 10 s timeout), then the next sweep (every 10 s) hands it back and sends it, once: within the
+    body's 30 s ttl. Other rows keep the longer lease."""
     row, _ = _callback_written_under_sent_here(peer, django_capture_on_commit_callbacks, run_hooks=False)
-    lease = timedelta(seconds=settings.OUTBOX_SENDING_LEASE_SECONDS)
-    assert outbox.deliver_due(timezone.now() + lease - timedelta(seconds=5)) == 0
+    lease = timedelta(seconds=settings.OUTBOX_CALLBACK_LEASE_SECONDS)
+    assert 10 < settings.OUTBOX_CALLBACK_LEASE_SECONDS <= 20 < settings.OUTBOX_SENDING_LEASE_SECONDS
+    assert outbox.deliver_due(timezone.now() + lease - timedelta(seconds=2)) == 0
     assert outbox.deliver_due(timezone.now() + lease + timedelta(seconds=1)) == 1
     assert len(peer.requests_to("/bap/on_search")) == 1
     assert Delivery.objects.get(pk=row.pk).status == Delivery.Status.DELIVERED
