@@ -186,7 +186,7 @@ def test_the_balance_checks_read_the_ledger_s_schema_not_one_named_after_the_rol
     one holding an empty billing_ledgerline must not make the checks refuse a balanced entry of the ledger's."""
     driver, cpo_payable, _, _ = accounts()
     lines = (
-        "INSERT INTO public.billing_ledgerline (entry_id, account_id, amount_minor) VALUES (%s, %s, %s), (%s, %s, %s)"  # noqa: E501
+        "INSERT INTO public.billing_ledgerline (entry_id, account_id, amount_minor) VALUES (%s, %s, %s), (%s, %s, %s)"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT quote_ident(current_user)")
