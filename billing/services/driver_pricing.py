@@ -80,17 +80,10 @@ def tariffs_for_connector(connector: Connector, at: datetime) -> list[Tariff]:
     location = connector.evse.location
     keys = [ci_key(location.country_code, location.party_id, tariff_id) for tariff_id in connector.tariff_ids or []]
     # An EVSE read with the tariffs' generation (a Beckn item's, beckn/catalogue_rows.py::item_evse): its tariffs
-    # come from the keep search uses (billing/tariff_cache.py), read only when that generation has not seen them.
+    # come from the keep search uses (billing/tariff_cache.py), read only when that generation has not seen them;
+    # without one (None) they are read. Either way valid_tariffs applies the one validity rule.
     generation = connector.evse.__dict__.get(tariff_cache.GENERATION_ATTRIBUTE)
-    if generation is not None:
-        found = list(tariff_cache.valid_tariffs(set(keys), at, generation, _tariffs_by_key).values())
-    else:
-        found = [
-            t
-            for t in _tariffs_by_key(keys)
-            if (t.start_date_time is None or t.start_date_time <= at)
-            and (t.end_date_time is None or at <= t.end_date_time)
-        ]
+    found = list(tariff_cache.valid_tariffs(set(keys), at, generation, _tariffs_by_key).values())
     return sorted(found, key=lambda t: (t.type not in ("", "REGULAR"), keys.index(t.ocpi_key)))
 
 
