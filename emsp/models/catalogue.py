@@ -21,7 +21,9 @@ class Location(models.Model):
     country_code = models.CharField(max_length=2)
     party_id = models.CharField(max_length=3)
     location_id = models.CharField(max_length=36)
-    ocpi_key = models.CharField(max_length=48, unique=True, help_text="CC*PID*ID upper-cased.")
+    # Unique by a constraint, not `unique=True`: on PostgreSQL that would add a second, `varchar_pattern_ops`
+    # index for LIKE queries, which nothing runs and every ingested location paid for.
+    ocpi_key = models.CharField(max_length=48, help_text="CC*PID*ID upper-cased.")
     name = models.CharField(max_length=255, blank=True)
     address = models.CharField(max_length=255, blank=True)
     city = models.CharField(max_length=45, blank=True)
@@ -42,6 +44,7 @@ class Location(models.Model):
     objects = LocationQuerySet.as_manager()
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["ocpi_key"], name="emsp_location_ocpi_key_key")]
         indexes = [
             # A Beckn item names its location by id, in any case (catalogue.find_item, the select's first
             # statement; OCPI 2.1.1/2.3.0 wire lookups): without it, a scan of every location (25 ms at 1 M EVSEs).
@@ -127,7 +130,9 @@ class Connector(models.Model):
     evse = models.ForeignKey(Evse, on_delete=models.CASCADE, related_name="connectors", db_index=False)
     connector_id = models.CharField(max_length=36)
     id_key = models.CharField(max_length=36)
-    standard = models.CharField(max_length=32, db_index=True)
+    # Not indexed: a connector filter is checked per EVSE (through connector_unique_id), never by a scan on
+    # the standard, and the two indexes it had cost every ingested connector.
+    standard = models.CharField(max_length=32)
     format = models.CharField(max_length=8)
     power_type = models.CharField(max_length=20)
     max_voltage = models.PositiveIntegerField(null=True, blank=True)
