@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -14,6 +16,7 @@ from django.conf import settings
 from django.test import Client
 from django.test.client import ClientHandler
 
+from emsp import ratelimit
 from emsp.celery import app as celery_app
 from emsp.models import Partner, hash_token
 from ocpi.wsgi_lane import ocpi_middleware
@@ -44,6 +47,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def shared_dir() -> Path:
     return Path(settings.SHARED_DIR)
+
+
+@pytest.fixture
+def rate_clock_held(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The rate limiter's clock (emsp/ratelimit.py) held mid-minute, for tests that compare two refusals:
+    Retry-After counts the seconds left in the window, and two calls a few milliseconds apart could straddle a
+    second or a minute and answer differently."""
+    held = (time.time() // 60) * 60 + 30.25
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: held))
+    return held
 
 
 @pytest.fixture

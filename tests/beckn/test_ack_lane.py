@@ -151,7 +151,7 @@ def test_each_nack_is_the_same(bap: Any, settings: Any, case: str, status: int) 
     assert BecknMessage.objects.count() == 0
 
 
-def test_the_rate_limit_nack_is_the_same(bap: Any, settings: Any) -> None:
+def test_the_rate_limit_nack_is_the_same(bap: Any, settings: Any, rate_clock_held: float) -> None:
     settings.BECKN_RATE_LIMIT_PER_MINUTE = 1
     answers = []
     for path in ("django", "lane"):

@@ -256,7 +256,7 @@ def test_the_direct_patch_does_the_work_and_logs_it_after_the_answer(
 
 
 def test_a_rate_limited_partner_gets_the_same_429_directly(
-    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, settings: Any
+    apps: tuple[WSGIHandler, OcpiLane], partner: Partner, settings: Any, rate_clock_held: float
 ) -> None:
     from django.core.cache import cache
 
