@@ -9,10 +9,13 @@ a failed request (`OcpiReplyError`), never an empty success."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import logging
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -125,6 +128,21 @@ class OcpiClient:
     ) -> OcpiReply:
         """One request. `guarded` (functional modules of a stored partner): it goes through the partner's
         circuit breaker for `module` — refused at once while open, its outcome counted."""
+        sent = self._start(method, url, module=module, json=json, params=params, timeout=timeout, guarded=guarded)
+        return self._finish(sent, sent.send())
+
+    def _start(
+        self,
+        method: str,
+        url: str,
+        *,
+        module: str,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        guarded: bool = True,
+    ) -> _Sending:
+        """A request up to the wire: through the breaker (which may refuse it), with its headers and id."""
         if params:
             url = with_params(url, params)
         partner = self.partner
@@ -138,21 +156,17 @@ class OcpiClient:
                 raise OcpiCircuitOpen(exc) from exc
         headers = {"Authorization": f"Token {encode_token(self.token, self.use_base64)}"}
         headers.update(routing_headers(self.partner, module, self.to_party))
-        request_id = str(uuid.uuid4())
-        try:
-            response = outbound.send(
-                method,
-                url,
-                json=json,
-                headers=headers,
-                timeout=timeout or self.timeout,
-                request_id=request_id,
-            )
-        except outbound.OutboundError as exc:
-            self._log(method, url, module, None, None, request_id, "", json, b"", str(exc), None)
+        return _Sending(method, url, module, json, headers, timeout or self.timeout, str(uuid.uuid4()), breaker)
+
+    def _finish(self, sent: _Sending, outcome: outbound.OutboundResponse | outbound.OutboundError) -> OcpiReply:
+        """What came back, logged and counted for the breaker (in the caller's thread: both write rows)."""
+        method, url, module, json, breaker = sent.method, sent.url, sent.module, sent.json, sent.breaker
+        if isinstance(outcome, outbound.OutboundError):
+            self._log(method, url, module, None, None, sent.request_id, "", json, b"", str(outcome), None)
             if breaker is not None:
-                breakers.failed(breaker, module, str(exc))
-            raise OcpiClientError(f"{method} {url}: {exc}") from exc
+                breakers.failed(breaker, module, str(outcome))
+            raise OcpiClientError(f"{method} {url}: {outcome}") from outcome
+        response = outcome
         reply = _parse_reply(response)
         failure = _failure(method, url, response, reply)
         self._log(
@@ -161,7 +175,7 @@ class OcpiClient:
             module,
             response.status,
             reply.status_code,
-            request_id,
+            sent.request_id,
             response.correlation_id,
             json,
             response.content,
@@ -216,37 +230,135 @@ class OcpiClient:
     # -- lists ---------------------------------------------------------------------------------
 
     def iter_pages(
-        self, url: str, *, module: str, params: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        url: str,
+        *,
+        module: str,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        ahead: bool = False,
     ) -> Iterator[Page]:
         """Walk a paginated list (transport §"Pagination"). Follows `Link: rel="next"` when it points at the
         same endpoint (scheme, host and path); otherwise — no Link while `X-Total-Count` says there is more, a
         garbage one, another host or path — continues by offset/limit on the endpoint's own URL. Stops on an
-        empty page or when the total is reached."""
+        empty page or when the total is reached.
+
+        `ahead`: the next page is asked for before this one is handed over, and awaited in a second thread
+        while the caller works on this one (a pull stores a page while the partner prepares the next: without
+        it, one waited for the other). The request is made and logged as any other, in order; only the wait
+        for its answer overlaps."""
         base_params = dict(params or {})
         offset = int(base_params.get("offset", 0))
-        next_url = with_params(url, base_params)
+        next_url: str | None = with_params(url, base_params)
         seen_urls: set[str] = set()
-        for _ in range(MAX_PAGES):
-            seen_urls.add(next_url)
-            reply = self.request("GET", next_url, module=module, timeout=timeout)
-            items = unwrap_list_payload(reply.data)
-            total = _int_header(reply, "X-Total-Count")
-            header = reply.header("Link")
-            link = _next_link(header, url)
-            yield Page(items=items, total=total, link_refused=bool(header and _LINK_NEXT.search(header) and not link))
-            if not items:
-                return
-            offset += len(items)
-            if link and link not in seen_urls:
-                next_url = link
-                continue
-            if total is None or offset >= total:
-                return
-            limit = _int_header(reply, "X-Limit") or len(items)
-            next_url = with_params(url, {**base_params, "offset": str(offset), "limit": str(limit)})
-            if next_url in seen_urls:
-                return
-        log.warning("stopped walking %s after %d pages", url, MAX_PAGES)
+        waiting: _Ahead | None = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocpi-page-ahead") if ahead else None
+        try:
+            for _ in range(MAX_PAGES):
+                if next_url is None:
+                    return
+                seen_urls.add(next_url)
+                if waiting is not None:
+                    reply, waiting = waiting.reply(), None
+                else:
+                    reply = self.request("GET", next_url, module=module, timeout=timeout)
+                items = unwrap_list_payload(reply.data)
+                total = _int_header(reply, "X-Total-Count")
+                header = reply.header("Link")
+                link = _next_link(header, url)
+                page = Page(
+                    items=items, total=total, link_refused=bool(header and _LINK_NEXT.search(header) and not link)
+                )
+                next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls)
+                offset += len(items)
+                if pool is not None and next_url is not None:
+                    waiting = _Ahead(self, pool, next_url, module, timeout)
+                yield page
+            log.warning("stopped walking %s after %d pages", url, MAX_PAGES)
+        finally:
+            if waiting is not None:  # the walk was left early: the request made is still logged and counted
+                waiting.settle()
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+
+def _following(
+    url: str,
+    base_params: dict[str, str],
+    reply: OcpiReply,
+    items: list[Any],
+    offset: int,
+    total: int | None,
+    link: str | None,
+    seen_urls: set[str],
+) -> str | None:
+    """The URL of the page after this one (`offset`: where this one starts), or None when the list ends."""
+    if not items:
+        return None
+    offset += len(items)
+    if link and link not in seen_urls:
+        return link
+    if total is None or offset >= total:
+        return None
+    limit = _int_header(reply, "X-Limit") or len(items)
+    following = with_params(url, {**base_params, "offset": str(offset), "limit": str(limit)})
+    return None if following in seen_urls else following
+
+
+@dataclass
+class _Sending:
+    """A request through the breaker with its headers, not yet answered (OcpiClient._start)."""
+
+    method: str
+    url: str
+    module: str
+    json: Any
+    headers: dict[str, str]
+    timeout: float
+    request_id: str
+    breaker: Partner | None
+
+    def send(self) -> outbound.OutboundResponse | outbound.OutboundError:
+        """The wire part alone (no database): what the partner answered, or why nothing came back."""
+        try:
+            return outbound.send(
+                self.method,
+                self.url,
+                json=self.json,
+                headers=self.headers,
+                timeout=self.timeout,
+                request_id=self.request_id,
+            )
+        except outbound.OutboundError as exc:
+            return exc
+
+
+class _Ahead:
+    """The next page's GET, admitted by the breaker and sent now, its answer awaited in `pool`'s thread (with
+    this thread's context: request and correlation ids); logged and counted here when asked for."""
+
+    def __init__(self, client: OcpiClient, pool: ThreadPoolExecutor, url: str, module: str, timeout: float | None):
+        self.client = client
+        self.refused: OcpiClientError | None = None
+        self.future: Future[outbound.OutboundResponse | outbound.OutboundError] | None = None
+        try:
+            self.sent = client._start("GET", url, module=module, timeout=timeout)
+        except OcpiClientError as exc:  # the breaker opened: said when this page is asked for, not before
+            self.refused = exc
+            return
+        self.future = pool.submit(contextvars.copy_context().run, self.sent.send)
+
+    def reply(self) -> OcpiReply:
+        if self.refused is not None:
+            raise self.refused
+        assert self.future is not None
+        return self.client._finish(self.sent, self.future.result())
+
+    def settle(self) -> None:
+        if self.future is None:
+            return
+        with contextlib.suppress(OcpiClientError):
+            self.reply()
 
 
 @dataclass

@@ -174,7 +174,7 @@ def sync_module(
 def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:
     client = OcpiClient(partner)
     link_refused = False
-    for page in client.iter_pages(url, module=module, params=params):
+    for page in client.iter_pages(url, module=module, params=params, ahead=True):  # the next page asked for now
         if run.pages == 0 and page.total is not None:
             run.announced = min(page.total, MAX_ANNOUNCED)
         link_refused = link_refused or page.link_refused
