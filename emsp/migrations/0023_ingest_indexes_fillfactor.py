@@ -1,6 +1,7 @@
-# The catalogue's tables made cheaper to write (issue 15, point 4; docs/benchmarks.md): two indexes nothing reads
-# dropped, and room left in each page so a re-pulled location or EVSE, and an EVSE's status PATCH, is
-# updated in place (a HOT update: no new entry in any index, the GiST point index included).
+# The catalogue's tables made cheaper to write (issue 15, point 4; docs/benchmarks.md): three indexes nothing reads
+# dropped, and room left in each page so a re-pulled location or EVSE is updated in place (a HOT update: no new
+# entry in any index, the GiST point index included). A pull rewrites a page's rows in one transaction and can't
+# count on pruning to make that room; a status PATCH, committed on its own, mostly could already.
 #
 # - The location's `ocpi_key` stays unique through the same PostgreSQL constraint, now declared as a
 #   UniqueConstraint; `unique=True` had also made Django add a `varchar_pattern_ops` index for LIKE queries.

@@ -48,7 +48,7 @@ def test_a_second_pull_updates_every_location_and_evse_in_place(postgresql: None
         assert updated >= rows and in_place == updated, (table, updated, in_place)
 
 
-def test_a_status_patch_after_a_pull_is_in_place(postgresql: None) -> None:
+def test_status_patches_in_the_pulls_transaction_are_in_place(postgresql: None) -> None:
     partner = PartnerFactory(country_code="IN", party_id="CPA")
     catalogue.locations_store(partner, [ocpi_location("IN", "CPA", f"L{i:04d}", evses=2) for i in range(200)])
     for i in range(0, 200, 7):
