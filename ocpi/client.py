@@ -259,7 +259,8 @@ class OcpiClient:
                     return
                 seen_urls.add(next_url)
                 if waiting is not None:
-                    reply, waiting = waiting.reply(), None
+                    answered, waiting = waiting, None  # taken first: a failed answer is logged once, not again below
+                    reply = answered.reply()
                 else:
                     reply = self.request("GET", next_url, module=module, timeout=timeout)
                 items = unwrap_list_payload(reply.data)
@@ -269,8 +270,8 @@ class OcpiClient:
                 page = Page(
                     items=items, total=total, link_refused=bool(header and _LINK_NEXT.search(header) and not link)
                 )
-                next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls)
                 offset += len(items)
+                next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls)
                 if pool is not None and next_url is not None:
                     waiting = _Ahead(self, pool, next_url, module, timeout)
                 yield page
@@ -292,10 +293,9 @@ def _following(
     link: str | None,
     seen_urls: set[str],
 ) -> str | None:
-    """The URL of the page after this one (`offset`: where this one starts), or None when the list ends."""
+    """The URL of the page after this one (`offset`: where the next one starts), or None when the list ends."""
     if not items:
         return None
-    offset += len(items)
     if link and link not in seen_urls:
         return link
     if total is None or offset >= total:

@@ -108,3 +108,20 @@ def test_a_pull_whose_second_page_fails_keeps_the_first(peer: FakePeer, partner:
     assert run is not None and run.outcome == SyncRun.Outcome.FAILED
     assert run.pages == 1 and Location.objects.count() == 10
     assert "503" in run.error
+
+
+def test_a_failed_page_asked_for_ahead_is_logged_and_counted_once(
+    peer: FakePeer, partner: Partner, settings: Any
+) -> None:
+    settings.OCPI_BREAKER_FAILURES = 2
+    items = [ocpi_location("IN", "CPA", f"LOC{i:03d}", evses=1) for i in range(10)]
+
+    def handler(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if "offset=10" in call["url"]:
+            return 503, envelope(status_code=3000), {}
+        return 200, envelope(items), {"X-Total-Count": "25", "X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/locations", handler)
+    sync.sync_module(partner, "locations", full=True)
+    assert OcpiMessage.objects.filter(http_status=503).count() == 1
+    assert breakers.refusing(partner, "locations") is None  # one failure of two: still closed
