@@ -1,12 +1,13 @@
 """Benchmark: the CPU one OCPI request costs the web process, in one process, without HTTP or a load generator.
 
-Usage: .venv/bin/python bench/bench_ocpi_calls.py [--requests 2000] [--kind patch|authorize|both]
+Usage: .venv/bin/python bench/bench_ocpi_calls.py [--requests 2000] [--kind patch|authorize|session|both]
        valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/bench_ocpi_calls.py --callgrind ...
 
 Each request is handed to the WSGI application gunicorn serves (emsp.wsgi: the OCPI lane in front of Django) as
-a WSGI environ, on PostgreSQL: EVSE status PATCHes, each newer than the last, and real-time authorizations with
-LocationReferences. Printed: CPU time per request (time.process_time: the client side of the database calls
-included, PostgreSQL's own work not).
+a WSGI environ, on PostgreSQL: EVSE status PATCHes, each newer than the last, real-time authorizations with
+LocationReferences, and (`--kind session`) Session PATCHes of 500 ongoing sessions (energy, cost and a charging
+period each, as a CPO sends every minute or so). Printed: CPU time per request (time.process_time: the client
+side of the database calls included) and, apart, the CPU of the PostgreSQL backend serving it (/proc).
 
 On a virtual machine whose neighbours take CPU (steal time), CPU time per request moves by tens of per cent
 from run to run. Under callgrind (--callgrind) instrumentation is switched on for the measured requests only
@@ -24,8 +25,10 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 from django_env import machine, setup
 
 TOKEN_HEADER = "Token YmVuY2gtY3BvLXRva2Vu"  # base64 of the bench CPO's token (bench_ocpi_http.seed)
@@ -59,9 +62,24 @@ def requester(kind: str) -> Callable[[int], None]:
         for loc, uid in Evse.objects.values_list("location__location_id", "uid")
     ]
     start = datetime.now(UTC) - timedelta(minutes=50)
+    run = f"{int(time.time()):x}"  # sessions of this run: those of an earlier one are newer than these PATCHes
+    if kind == "session":
+        for i in range(SESSIONS):  # not measured: the sessions the PATCHes go to
+            put = environ(
+                "PUT", f"/ocpi/emsp/2.2.1/sessions/IN/BEN/{run}-{i:05d}", session_body(f"{run}-{i:05d}", i, start)
+            )
+            b"".join(application(put, lambda status, headers, exc_info=None: None))
 
     def one(n: int) -> None:
-        if kind == "authorize":
+        if kind == "session":
+            stamp = start + timedelta(seconds=60 + n)
+            period = {"start_date_time": (stamp - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "dimensions": [{"type": "ENERGY", "volume": 0.2}]}  # fmt: skip
+            body = orjson.dumps({"kwh": round(0.2 * (n // SESSIONS + 1), 1), "charging_periods": [period],
+                                 "total_cost": {"excl_vat": 0.5, "incl_vat": 0.59},
+                                 "last_updated": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
+            request = environ("PATCH", f"/ocpi/emsp/2.2.1/sessions/IN/BEN/{run}-{n % SESSIONS:05d}", body)
+        elif kind == "authorize":
             body = b'{"location_id": "LOC00001", "evse_uids": ["LOC00001-E1"]}'
             request = environ("POST", f"/ocpi/emsp/2.2.1/tokens/RFID{n % 1000:06d}/authorize", body)
         else:  # a millisecond newer each time: never refused as older, never in the future
@@ -77,10 +95,35 @@ def requester(kind: str) -> Callable[[int], None]:
     return one
 
 
+SESSIONS = 500
+
+
+def session_body(session_id: str, i: int, start: datetime) -> bytes:
+    """An ongoing session of the bench CPO, as its first PUT."""
+    return orjson.dumps({
+        "country_code": "IN", "party_id": "BEN", "id": session_id, "start_date_time": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kwh": 0, "cdr_token": {"uid": f"RFID{i:06d}", "type": "RFID", "contract_id": f"IN-EMS-C{i:08d}",
+                                "country_code": "IN", "party_id": "EMS"},
+        "auth_method": "WHITELIST", "location_id": f"LOC{i:05d}", "evse_uid": f"LOC{i:05d}-E1", "connector_id": "1",
+        "currency": "INR", "status": "ACTIVE", "last_updated": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    })  # fmt: skip
+
+
+def backend_cpu() -> float:
+    """CPU seconds the PostgreSQL backend of Django's connection has used (it runs on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--kind", choices=("patch", "authorize", "both"), default="both")
+    parser.add_argument("--kind", choices=("patch", "authorize", "session", "both"), default="both")
     parser.add_argument("--fresh", action="store_true", help="recreate and seed the benchmark database")
     parser.add_argument(
         "--callgrind", action="store_true", help="switch callgrind's instrumentation on around the loop"
@@ -114,13 +157,14 @@ def main() -> None:
             one(n)
         if args.callgrind:
             subprocess.run(["callgrind_control", "--instr=on", str(os.getpid())], check=True, capture_output=True)
-        began = time.process_time()
+        began, began_backend = time.process_time(), backend_cpu()
         for n in range(50, 50 + args.requests):
             one(n)
-        spent = time.process_time() - began
+        spent, backend = time.process_time() - began, backend_cpu() - began_backend
         if args.callgrind:
             subprocess.run(["callgrind_control", "--instr=off", str(os.getpid())], check=True, capture_output=True)
-        print(f"{kind}: {spent / args.requests * 1000:.3f} ms CPU a request ({args.requests} requests)")
+        print(f"{kind}: {spent / args.requests * 1000:.3f} ms CPU a request ({args.requests} requests); PostgreSQL's "
+              f"backend {backend / args.requests * 1000:.3f} ms")  # fmt: skip
     planned_each_time()
 
 

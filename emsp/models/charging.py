@@ -82,8 +82,8 @@ class ChargingSession(models.Model):
     country_code = models.CharField(max_length=2)
     party_id = models.CharField(max_length=3)
     session_id = models.CharField(max_length=36)
-    ocpi_key = models.CharField(max_length=48, unique=True)
-    status = models.CharField(max_length=12, choices=Status.choices, db_index=True)
+    ocpi_key = models.CharField(max_length=48)  # unique: Meta
+    status = models.CharField(max_length=12, choices=Status.choices)  # indexed: Meta
     start_date_time = models.DateTimeField()
     end_date_time = models.DateTimeField(null=True, blank=True)
     kwh = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
@@ -98,7 +98,7 @@ class ChargingSession(models.Model):
     token_uid = models.CharField(max_length=36)
     token = models.ForeignKey(Token, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
     auth_method = models.CharField(max_length=16)
-    authorization_reference = models.CharField(max_length=36, blank=True, db_index=True)
+    authorization_reference = models.CharField(max_length=36, blank=True)  # indexed: Meta
     reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.SET_NULL)
     booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
     last_updated = models.DateTimeField(db_index=True)
@@ -106,7 +106,14 @@ class ChargingSession(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["partner", "last_updated"], name="session_partner_updated")]
+        # Each PATCH of a session writes an entry in every index (emsp/0024): these, the foreign keys' and the
+        # `last_updated` one (retention) are all a session has. Declared here rather than with unique=True and
+        # db_index=True, which on PostgreSQL add a LIKE index beside each that nothing reads.
+        constraints = [models.UniqueConstraint(fields=["ocpi_key"], name="emsp_chargingsession_ocpi_key_key")]
+        indexes = [
+            models.Index(fields=["status"], name="session_status"),
+            models.Index(fields=["authorization_reference"], name="session_authorization_ref"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.session_id} ({self.status})"

@@ -55,10 +55,10 @@ class SessionReceiverView(OcpiView):
 
     def patch(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()
-        session = self._session(country_code, party_id, session_id)
+        self.require_own_party(country_code, party_id)
         clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
-        if session is None:
+        # Found and changed under one lock (the session read once, not once here and again to change it).
+        if sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean) is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session: PUT it first", 404)
         record_issues(self.partner, self.module, [(session_id, i) for i in issues])
-        sessions.session_patch(session, clean)
         return ocpi_response()
