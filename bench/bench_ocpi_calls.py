@@ -1,12 +1,14 @@
 """Benchmark: the CPU one OCPI request costs the web process, in one process, without HTTP or a load generator.
 
-Usage: .venv/bin/python bench/bench_ocpi_calls.py [--requests 2000] [--kind patch|authorize|session|both]
+Usage: .venv/bin/python bench/bench_ocpi_calls.py [--requests 2000] [--kind patch|authorize|session|cdr|location|both]
        valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/bench_ocpi_calls.py --callgrind ...
 
 Each request is handed to the WSGI application gunicorn serves (emsp.wsgi: the OCPI lane in front of Django) as
 a WSGI environ, on PostgreSQL: EVSE status PATCHes, each newer than the last, real-time authorizations with
 LocationReferences, and (`--kind session`) Session PATCHes of 500 ongoing sessions (energy, cost and a charging
-period each, as a CPO sends every minute or so). Printed: CPU time per request (time.process_time: the client
+period each, as a CPO sends every minute or so) and (`--kind cdr`) new CDRs POSTed (stored, their processing
+queued: give REDIS_URL for the queue production uses) and (`--kind location`) whole locations PUT again, as a
+pushing CPO sends a changed one. Printed: CPU time per request (time.process_time: the client
 side of the database calls included) and, apart, the CPU of the PostgreSQL backend serving it (/proc).
 
 On a virtual machine whose neighbours take CPU (steal time), CPU time per request moves by tens of per cent
@@ -56,6 +58,7 @@ def environ(method: str, path: str, body: bytes) -> dict[str, Any]:
 def requester(kind: str) -> Callable[[int], None]:
     from emsp.models import Evse
     from emsp.wsgi import application
+    from tests.factories import ocpi_location
 
     paths = [
         f"/ocpi/emsp/2.2.1/locations/IN/BEN/{loc}/{uid}"
@@ -71,7 +74,13 @@ def requester(kind: str) -> Callable[[int], None]:
             b"".join(application(put, lambda status, headers, exc_info=None: None))
 
     def one(n: int) -> None:
-        if kind == "session":
+        if kind == "location":  # a whole location PUT again, a second newer each time
+            obj = ocpi_location("IN", "BEN", f"LOC{n % 1000:05d}", last_updated=stamp_at(start + timedelta(seconds=n)))
+            request = environ("PUT", f"/ocpi/emsp/2.2.1/locations/IN/BEN/LOC{n % 1000:05d}", orjson.dumps(obj))
+        elif kind == "cdr":  # a new CDR each time, for one of our tokens at one of the CPO's EVSEs
+            ended = start + timedelta(seconds=n)
+            request = environ("POST", "/ocpi/emsp/2.2.1/cdrs", cdr_body(f"{run}-{n:06d}", n % 1000, ended))
+        elif kind == "session":
             stamp = start + timedelta(seconds=60 + n)
             period = {"start_date_time": (stamp - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "dimensions": [{"type": "ENERGY", "volume": 0.2}]}  # fmt: skip
@@ -89,7 +98,7 @@ def requester(kind: str) -> Callable[[int], None]:
             request = environ("PATCH", paths[n % len(paths)], body)
         seen: dict[str, str] = {}
         answer = b"".join(application(request, lambda status, headers, exc_info=None: seen.update(status=status)))
-        if not seen["status"].startswith("200") or b'"status_code":1000' not in answer:
+        if not seen["status"].startswith(("200", "201")) or b'"status_code":1000' not in answer:
             raise SystemExit(f"unexpected answer: {seen['status']} {answer[:300]!r}")
 
     return one
@@ -109,6 +118,35 @@ def session_body(session_id: str, i: int, start: datetime) -> bytes:
     })  # fmt: skip
 
 
+def stamp_at(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cdr_body(cdr_id: str, i: int, ended: datetime) -> bytes:
+    """A final CDR of one hour and 10 kWh for token RFID{i} at LOC{i}, priced by the CPO."""
+    started, stamp = ended - timedelta(hours=1), lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps({
+        "country_code": "IN", "party_id": "BEN", "id": cdr_id, "start_date_time": stamp(started),
+        "end_date_time": stamp(ended), "session_id": f"S-{cdr_id}",
+        "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": f"RFID{i:06d}", "type": "RFID",
+                      "contract_id": f"IN-EMS-C{i:08d}"},
+        "auth_method": "AUTH_REQUEST",
+        "cdr_location": {"id": f"LOC{i:05d}", "address": "1 MG Road", "city": "Bengaluru", "country": "IND",
+                         "coordinates": {"latitude": "12.971599", "longitude": "77.594566"},
+                         "evse_uid": f"LOC{i:05d}-E1", "evse_id": f"IN*BEN*ELOC{i:05d}1", "connector_id": "1",
+                         "connector_standard": "IEC_62196_T2_COMBO", "connector_format": "CABLE",
+                         "connector_power_type": "DC"},
+        "currency": "INR",
+        "tariffs": [{"country_code": "IN", "party_id": "BEN", "id": "T1", "currency": "INR",
+                     "elements": [{"price_components": [{"type": "ENERGY", "price": 18.5, "vat": 18.0, "step_size": 1}]}],
+                     "last_updated": "2026-01-01T00:00:00Z"}],
+        "charging_periods": [{"start_date_time": stamp(started), "dimensions": [{"type": "ENERGY", "volume": 10}],
+                              "tariff_id": "T1"}],
+        "total_cost": {"excl_vat": 185.0, "incl_vat": 218.3}, "total_energy": 10, "total_time": 1,
+        "last_updated": stamp(ended + timedelta(minutes=5)),
+    })  # fmt: skip
+
+
 def backend_cpu() -> float:
     """CPU seconds the PostgreSQL backend of Django's connection has used (it runs on this machine)."""
     from django.db import connection
@@ -123,7 +161,7 @@ def backend_cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--kind", choices=("patch", "authorize", "session", "both"), default="both")
+    parser.add_argument("--kind", choices=("patch", "authorize", "session", "cdr", "location", "both"), default="both")
     parser.add_argument("--fresh", action="store_true", help="recreate and seed the benchmark database")
     parser.add_argument(
         "--callgrind", action="store_true", help="switch callgrind's instrumentation on around the loop"

@@ -773,6 +773,12 @@ PAGINATION_PARAMETERS = [
     OpenApiParameter("date_to", type=str, location=OpenApiParameter.QUERY, description="RFC 3339, exclusive"),
     OpenApiParameter("offset", type=int, location=OpenApiParameter.QUERY),
     OpenApiParameter("limit", type=int, location=OpenApiParameter.QUERY, description="capped by X-Limit"),
+    OpenApiParameter(
+        "after",
+        type=str,
+        location=OpenApiParameter.QUERY,
+        description="Set in our Link to the next page: where the last page ended. Follow the Link as it is.",
+    ),
 ]
 
 # The one OCPI operation whose body may be absent: real-time authorization without LocationReferences.

@@ -154,3 +154,16 @@ def test_on_postgresql_a_child_of_one_parent_is_one_statement() -> None:
                                      url="https://bap.example/on_search", message_id="m-one", body="{}"))  # fmt: skip
     assert len(queries.captured_queries) == 1
     assert BecknCallback.objects.get(pk=plain.pk).delivery_ptr_id == Delivery.objects.get().pk == plain.delivery_ptr_id
+
+
+def test_insert_of_a_taken_key_raises_django_s_integrity_error() -> None:
+    """What callers catch when a row of the same key is written at the same moment (billing's cdr_store: a hub
+    retrying a CDR)."""
+    from django.db import IntegrityError
+
+    from emsp.inserts import insert
+
+    insert(journey())
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert(journey())
+    assert BecknTransaction.objects.count() == 1

@@ -6,6 +6,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from emsp.models import Partner, Token
@@ -40,6 +42,64 @@ def test_the_token_list_is_paginated_with_link_total_and_limit(ocpi: OcpiTestCli
     assert pages == 3
     assert uids == sorted(uids)  # oldest first, every token once
     assert len(set(uids)) == 5
+
+
+def next_path(response: object) -> str:
+    link = response.get("Link")  # type: ignore[attr-defined]
+    return link[1 : link.index(">")].split("8000", 1)[1] if link else ""
+
+
+def test_a_token_changed_during_a_pull_is_not_skipped(ocpi: OcpiTestClient, settings: object) -> None:
+    """Following our Link, the next page starts after the last token served (not `offset` rows in): a token
+    changed meanwhile moves to the end of the list and is still served; with offsets the token after it was
+    skipped."""
+    settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
+    base = timezone.now() - timedelta(days=1)
+    tokens = [TokenFactory(last_updated=base + timedelta(minutes=i)) for i in range(5)]
+    first = ocpi.get(LIST)
+    uids = [t["uid"] for t in first.json()["data"]]
+    Token.objects.filter(pk=tokens[0].pk).update(last_updated=timezone.now())  # served, then changed
+    path = next_path(first)
+    while path:
+        response = ocpi.get(path)
+        uids += [t["uid"] for t in response.json()["data"]]
+        path = next_path(response)
+    assert uids == [t.uid for t in tokens[:2]] + [t.uid for t in tokens[2:]] + [tokens[0].uid]
+
+
+def test_following_the_link_neither_counts_nor_skips_rows(ocpi: OcpiTestClient, settings: object) -> None:
+    settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
+    for _ in range(5):
+        TokenFactory()
+    path = next_path(ocpi.get(LIST))
+    assert "after=" in path
+    with CaptureQueriesContext(connection) as seen:
+        response = ocpi.get(path)
+    assert response["X-Total-Count"] == "5" and len(response.json()["data"]) == 2
+    listing = [q["sql"] for q in seen.captured_queries if "emsp_token" in q["sql"]]
+    assert listing and not [q for q in listing if "COUNT(" in q.upper() or "OFFSET" in q.upper()], listing
+
+
+@pytest.mark.parametrize(
+    "after",
+    ["garbage", "", "3.1.1.5", "2.1.99999999999999999999.5", "2.1.9223372036854775808.5", "2.-99999999999999999.1.5",
+     "2.1\x00.1.5", "2.1.1.5.6"],
+)  # fmt: skip
+def test_an_after_that_is_not_ours_is_served_by_offset(ocpi: OcpiTestClient, settings: object, after: str) -> None:
+    settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
+    base = timezone.now() - timedelta(days=1)
+    tokens = [TokenFactory(last_updated=base + timedelta(minutes=i)) for i in range(5)]
+    response = ocpi.get(LIST, data={"offset": "2", "after": after})
+    assert response.status_code == 200 and response.json()["status_code"] == 1000
+    assert [t["uid"] for t in response.json()["data"]] == [tokens[2].uid, tokens[3].uid]
+    assert response["X-Total-Count"] == "5"
+
+
+def test_an_after_of_our_shape_but_made_up_is_a_page_not_an_error(ocpi: OcpiTestClient) -> None:
+    TokenFactory()
+    for after in ("2.99999999999999999.1.5", "2.0.9223372036854775807.999999999999"):  # the year 5138; the last key
+        response = ocpi.get(LIST, data={"offset": "2", "after": after})
+        assert response.status_code == 200 and response.json()["status_code"] == 1000
 
 
 def test_the_token_list_filters_by_date(ocpi: OcpiTestClient) -> None:
