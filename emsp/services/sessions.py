@@ -112,8 +112,8 @@ def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = F
 
 def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
     """What a session's change moves on: the START_SESSION it answers, the reservation it fulfils, its booking.
-    With `links_kept` (a change that kept the session's ids, `_apply`) the first two were done by an earlier
-    change when they could be, and are done again only when the status moves."""
+    With `links_kept` (a change that kept the session's ids and its reservation, `_apply`) the first two were
+    done by an earlier change when they could be, and are done again only when the status moves."""
     session = change.session
     same_status = links_kept and session.status == change.old_status
     if session.authorization_reference and not links_kept:
@@ -173,7 +173,8 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
             insert(session)
             kept = False
         else:
-            kept = _apply(session, obj)
+            reservation = session.reservation_id
+            kept = _apply(session, obj) and session.reservation_id == reservation
             update(session)
         change = SessionChange(session, created=created, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)
@@ -198,7 +199,8 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
                 obj["charging_periods"] = list(obj.get("charging_periods") or []) + list(value or [])
             elif name not in ("country_code", "party_id", "id"):
                 obj[name] = value
-        kept = _apply(session, obj)
+        reservation = session.reservation_id
+        kept = _apply(session, obj) and session.reservation_id == reservation
         update(session)
         change = SessionChange(session, created=False, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)

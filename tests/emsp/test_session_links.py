@@ -133,3 +133,32 @@ def test_the_session_table_has_no_index_nothing_reads_and_its_key_stays_unique()
             partner=partner, country_code="IN", party_id="CPA", session_id="s1", ocpi_key=held.ocpi_key,
             start_date_time=held.start_date_time, currency="INR", last_updated=held.last_updated, data={},
         )  # fmt: skip
+
+
+def test_a_reservation_found_on_a_later_patch_is_fulfilled_though_the_status_stays() -> None:
+    """A change that keeps the ids but links a reservation (its command found only now) fulfils it: the status
+    has not moved, the reservation has."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from emsp.models import Command, Reservation
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    stored_location(partner, location_id="LOC1")
+    token = TokenFactory()
+    obj = {**session_object("LOC1", "LOC1-E1", token.uid), "authorization_reference": "AUTH-1"}
+    sessions.session_put(partner, obj)  # ACTIVE; no command of that reference yet
+    assert ChargingSession.objects.get().reservation is None
+    now = timezone.now()
+    reservation = Reservation.objects.create(
+        evse=Evse.objects.get(uid="LOC1-E1"), token=token, status=Reservation.Status.RESERVED,
+        start_at=now - timedelta(minutes=5), expiry_at=now + timedelta(minutes=25),
+    )  # fmt: skip
+    Command.objects.create(partner=partner, type=Command.Type.RESERVE_NOW, authorization_reference="AUTH-1",
+                           token=token, reservation=reservation)  # fmt: skip
+
+    sessions.session_patch(ChargingSession.objects.get().ocpi_key, patch(5))
+    assert ChargingSession.objects.get().reservation == reservation
+    reservation.refresh_from_db()
+    assert reservation.status == Reservation.Status.FULFILLED
