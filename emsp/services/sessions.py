@@ -46,10 +46,11 @@ def _link_inputs(session: ChargingSession) -> tuple[Any, ...]:
 
 
 def _apply(session: ChargingSession, obj: dict[str, Any]) -> bool:
-    """Set the session's fields from the OCPI Session `obj`, and its links to our objects. Returns whether the
-    ids its links are worked out from are those it was stored with: then the links found before stand (only
-    those not found are looked for again)."""
+    """Set the session's fields from the OCPI Session `obj`, and its links to our objects. The links found
+    before stand when the ids they are worked out from are those it was stored with (only those not found are
+    looked for again). Returns whether they were and the reservation is still the stored one (`_after_save`)."""
     before = None if session._state.adding else _link_inputs(session)
+    reservation = session.reservation_id
     session.status = obj["status"]
     session.start_date_time = parse_utc(obj["start_date_time"])
     end = obj.get("end_date_time")
@@ -71,7 +72,7 @@ def _apply(session: ChargingSession, obj: dict[str, Any]) -> bool:
     session.received_at = timezone.now()
     kept = before is not None and _link_inputs(session) == before
     _link(session, cdr_token, kept=kept)
-    return kept
+    return kept and session.reservation_id == reservation
 
 
 def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = False) -> None:
@@ -173,8 +174,7 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
             insert(session)
             kept = False
         else:
-            reservation = session.reservation_id
-            kept = _apply(session, obj) and session.reservation_id == reservation
+            kept = _apply(session, obj)
             update(session)
         change = SessionChange(session, created=created, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)
@@ -199,8 +199,7 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
                 obj["charging_periods"] = list(obj.get("charging_periods") or []) + list(value or [])
             elif name not in ("country_code", "party_id", "id"):
                 obj[name] = value
-        reservation = session.reservation_id
-        kept = _apply(session, obj) and session.reservation_id == reservation
+        kept = _apply(session, obj)
         update(session)
         change = SessionChange(session, created=False, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)

@@ -5,6 +5,7 @@ other, in order."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -95,7 +96,8 @@ def test_a_pull_stores_every_page_and_counts_them(peer: FakePeer, partner: Partn
     assert Location.objects.count() == 25
 
 
-def test_a_pull_whose_second_page_fails_keeps_the_first(peer: FakePeer, partner: Partner) -> None:
+def second_page_fails() -> Callable[[dict[str, Any]], tuple[int, Any, dict[str, str]]]:
+    """A CPO announcing 25 locations in pages of 10 whose second page answers 503."""
     items = [ocpi_location("IN", "CPA", f"LOC{i:03d}", evses=1) for i in range(10)]
 
     def handler(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
@@ -103,7 +105,11 @@ def test_a_pull_whose_second_page_fails_keeps_the_first(peer: FakePeer, partner:
             return 503, envelope(status_code=3000), {}
         return 200, envelope(items), {"X-Total-Count": "25", "X-Limit": "10"}
 
-    peer.route("GET", f"{CPO}/locations", handler)
+    return handler
+
+
+def test_a_pull_whose_second_page_fails_keeps_the_first(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/locations", second_page_fails())
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and run.outcome == SyncRun.Outcome.FAILED
     assert run.pages == 1 and Location.objects.count() == 10
@@ -114,14 +120,7 @@ def test_a_failed_page_asked_for_ahead_is_logged_and_counted_once(
     peer: FakePeer, partner: Partner, settings: Any
 ) -> None:
     settings.OCPI_BREAKER_FAILURES = 2
-    items = [ocpi_location("IN", "CPA", f"LOC{i:03d}", evses=1) for i in range(10)]
-
-    def handler(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        if "offset=10" in call["url"]:
-            return 503, envelope(status_code=3000), {}
-        return 200, envelope(items), {"X-Total-Count": "25", "X-Limit": "10"}
-
-    peer.route("GET", f"{CPO}/locations", handler)
+    peer.route("GET", f"{CPO}/locations", second_page_fails())
     sync.sync_module(partner, "locations", full=True)
     assert OcpiMessage.objects.filter(http_status=503).count() == 1
     assert breakers.refusing(partner, "locations") is None  # one failure of two: still closed
