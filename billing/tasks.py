@@ -75,4 +75,7 @@ def issue_receipt(receipt_id: int) -> str:
     from billing.models import DriverReceipt
     from billing.services import documents
 
-    return documents.issue_receipt(DriverReceipt.objects.get(pk=receipt_id)).number
+    # What the receipt prints, read with it: a profile of this task showed the CDR, its CPO, its session and the
+    # driver each loaded lazily, a statement apiece (docs/benchmarks.md, issue 15 point 8).
+    receipt = DriverReceipt.objects.select_related("cdr__partner", "cdr__charging_session", "driver").get(pk=receipt_id)
+    return documents.issue_receipt(receipt).number
