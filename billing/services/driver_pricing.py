@@ -252,7 +252,7 @@ def session_estimate(session: ChargingSession, now: datetime | None = None) -> p
 def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | None:
     """The driver's receipt for a CDR of one of our tokens (a credit CDR gives a refund receipt). Safe to
     call twice: one receipt per CDR."""
-    existing = DriverReceipt.objects.filter(cdr=cdr).first()
+    existing = first_where(DriverReceipt, "t.cdr_id = %s", [cdr.pk])
     if existing is not None:
         return existing
     token_info = cdr.data.get("cdr_token") or {}

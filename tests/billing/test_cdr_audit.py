@@ -69,6 +69,7 @@ def test_a_cdr_that_matches_our_price_within_tolerance_is_matched(
     audit = cdr_audit(store(bec, cdr_obj))
     assert audit.status == CdrAudit.Status.MATCHED, audit.flags
     assert audit.difference_excl_vat == Decimal("0.005")
+    assert audit.time_zone == "Europe/Brussels"  # the stored location's zone (the CDR carries none)
 
 
 def test_an_overcharge_opens_a_dispute_with_both_breakdowns(bec: Partner, example_cdr: dict[str, Any]) -> None:
