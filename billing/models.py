@@ -283,6 +283,13 @@ class DriverReceipt(models.Model):
     quoted_total_incl_vat = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     breakdown = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set in the transaction that stores its numbered document (billing/services/documents.py). The beat's sweep
+    # issues what is still without one after a grace period: a task lost with a worker killed between the CDR's
+    # commit and the queue, or a queue that was down.
+    issued = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="driverreceipt_unissued", condition=models.Q(issued=False))]
 
     def __str__(self) -> str:
         return f"Receipt for {self.cdr} {self.total_incl_vat} {self.currency}"

@@ -69,6 +69,17 @@ def retry_stuck_payment_operations() -> int:
     return len(stuck)
 
 
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def issue_due_receipts() -> int:
+    """Beat: receipts left without their numbered document (their task lost) are queued again."""
+    from billing.services import documents
+
+    ids = documents.receipts_due()
+    for receipt_id in ids:
+        issue_receipt.delay(receipt_id)
+    return len(ids)
+
+
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def issue_receipt(receipt_id: int) -> str:
     """The driver's numbered receipt (or credit note) of a billed CDR, issued once."""

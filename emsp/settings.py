@@ -245,6 +245,7 @@ _TASK_QUEUES = {
         "billing.tasks.process_cdr",
         "billing.tasks.process_due_cdrs",
         "billing.tasks.issue_receipt",
+        "billing.tasks.issue_due_receipts",
         "billing.tasks.retry_stuck_payment_operations",
     ],
 }
@@ -501,6 +502,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(BOOKING_CHECK_INTERVAL_SECONDS),
     },
     "billing-process-due-cdrs": {"task": "billing.tasks.process_due_cdrs", "schedule": 15.0},
+    "billing-issue-due-receipts": {"task": "billing.tasks.issue_due_receipts", "schedule": 60.0},
     "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},

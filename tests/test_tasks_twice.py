@@ -16,7 +16,7 @@ from django.utils import timezone
 from beckn import tasks as beckn_tasks
 from beckn.models import BecknCallback, BecknMessage
 from billing import tasks as billing_tasks
-from billing.models import Cdr, CdrAudit, DriverReceipt, LedgerEntry
+from billing.models import Cdr, CdrAudit, DriverReceipt, IssuedDocument, LedgerEntry
 from emsp import tasks as emsp_tasks
 from emsp.models import Command, Delivery, DeliveryAttempt, Location, Partner
 from emsp.services import commands
@@ -219,4 +219,7 @@ def test_process_cdr_twice_audits_receipts_and_bills_once(
     Cdr.objects.filter(pk=cdr.pk).update(received_at=timezone.now() - timedelta(minutes=5))
     twice(run, billing_tasks.process_due_cdrs, (), *watched, peer=peer)  # nothing left to do: nothing done
     receipt = DriverReceipt.objects.get()
-    twice(run, billing_tasks.issue_receipt, (receipt.pk,), DriverReceipt, peer=peer)
+    twice(run, billing_tasks.issue_receipt, (receipt.pk,), DriverReceipt, IssuedDocument, peer=peer)
+    assert IssuedDocument.objects.count() == 1 and DriverReceipt.objects.get().issued
+    DriverReceipt.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    twice(run, billing_tasks.issue_due_receipts, (), DriverReceipt, IssuedDocument, peer=peer)  # none due

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -105,8 +105,10 @@ def _issue(
     currency: str,
     total: object,
     content: Callable[[str, datetime], Content],
+    stored: Callable[[], None] | None = None,
 ) -> IssuedDocument:
-    """Issue the document of `reference` once: number, render, store, in one transaction."""
+    """Issue the document of `reference` once: number, render, store, in one transaction (`stored` runs in it,
+    after the document's row)."""
     existing = _issued(kind, reference)
     if existing is not None:
         return existing
@@ -120,7 +122,7 @@ def _issue(
                 if cursor.fetchone() is not None:
                     raise _IssuedMeanwhile
             pdf = render(content(number, issued_at), issuer())
-            return insert(
+            document = insert(
                 IssuedDocument(
                     entity=entity,
                     kind=kind,
@@ -134,6 +136,9 @@ def _issue(
                     issued_at=issued_at,
                 )
             )
+            if stored is not None:
+                stored()
+            return document
     except (_IssuedMeanwhile, IntegrityError):
         # A twin stored it first (in the same sequence, or in another year's when issued across midnight of
         # 31 December); our transaction, number included, is rolled back.
@@ -151,7 +156,7 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
     if cdr.credit and cdr.credited_cdr_id:
         original = _issued(Kind.RECEIPT, f"cdr:{cdr.credited_cdr_id}")
         credited = original.number if original is not None else ""
-    return _issue(
+    document = _issue(
         kind=kind,
         reference=f"cdr:{cdr.pk}",
         party=f"driver:{receipt.driver_id}" if receipt.driver_id else "driver:unknown",
@@ -160,7 +165,33 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
         content=lambda number, issued_at: receipt_content(
             receipt, number=number, issued_at=issued_at, credited_number=credited
         ),
+        stored=lambda: _mark_issued(receipt),
     )
+    if not receipt.issued:  # issued before (a twin, an earlier try whose mark was lost): marked now
+        _mark_issued(receipt)
+    return document
+
+
+_MARK_ISSUED_SQL = f"UPDATE {DriverReceipt._meta.db_table} SET issued = TRUE WHERE id = %s AND NOT issued"  # noqa: S608
+
+
+def _mark_issued(receipt: DriverReceipt) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_ISSUED_SQL, [receipt.pk])
+    receipt.issued = True
+
+
+# A receipt's task may be lost (a worker killed between the CDR's commit and the queue); after this long without
+# its document, the sweep queues it again.
+RECEIPT_GRACE = timedelta(seconds=60)
+
+
+def receipts_due(now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Receipts still without their numbered document RECEIPT_GRACE after they were made, oldest first (the
+    partial index `driverreceipt_unissued` holds only these)."""
+    now = now or timezone.now()
+    due = DriverReceipt.objects.filter(issued=False, created_at__lt=now - RECEIPT_GRACE).order_by("created_at")
+    return list(due.values_list("pk", flat=True)[:limit])
 
 
 def bap_statement_reference(*, bap_id: str, currency: str, period_start: date, period_end: date) -> str:

@@ -140,3 +140,41 @@ def test_a_credit_cdrs_original_loads_when_read(cdr: Cdr) -> None:
     credit = CreditCdrFactory(credited_cdr=cdr, cdr_id=f"{cdr.cdr_id}-C", data=cdr.data)
     locked = _locked_cdr(credit.pk)
     assert locked is not None and locked.credited_cdr == cdr
+
+
+def test_a_receipt_whose_task_was_lost_is_issued_by_the_sweep(cdr: Cdr) -> None:
+    """cdr_process queues the receipt's task after its commit: a worker killed in between (here: the commit
+    hooks never run) leaves the receipt without its numbered document until the beat's sweep issues it, once."""
+    from billing.models import IssuedDocument
+    from billing.services.documents import RECEIPT_GRACE, receipts_due
+    from billing.tasks import issue_due_receipts
+
+    cdr_process(cdr.pk)
+    receipt = DriverReceipt.objects.get(cdr=cdr)
+    assert not receipt.issued and not IssuedDocument.objects.exists()
+    assert receipts_due() == []  # just made: its own task is on its way
+    DriverReceipt.objects.filter(pk=receipt.pk).update(created_at=timezone.now() - RECEIPT_GRACE * 2)
+    assert receipts_due() == [receipt.pk]
+
+    assert issue_due_receipts() == 1  # tasks run inline in unit tests
+    document = IssuedDocument.objects.get()
+    assert document.reference == f"cdr:{cdr.pk}" and DriverReceipt.objects.get(pk=receipt.pk).issued
+    assert receipts_due() == [] and issue_due_receipts() == 0
+    assert IssuedDocument.objects.count() == 1
+
+
+def test_a_receipt_issued_but_not_marked_is_marked_without_a_second_document(cdr: Cdr) -> None:
+    """The document committed and the mark lost (a migration's leftovers, a mark rolled back alone): the sweep
+    finds the document issued first and only marks the receipt."""
+    from billing.models import IssuedDocument
+    from billing.services.documents import RECEIPT_GRACE, issue_receipt, receipts_due
+    from billing.tasks import issue_due_receipts
+
+    cdr_process(cdr.pk)
+    receipt = DriverReceipt.objects.get(cdr=cdr)
+    number = issue_receipt(receipt).number
+    assert DriverReceipt.objects.get(pk=receipt.pk).issued  # marked in the document's transaction
+    DriverReceipt.objects.filter(pk=receipt.pk).update(issued=False, created_at=timezone.now() - RECEIPT_GRACE * 2)
+    assert issue_due_receipts() == 1
+    assert DriverReceipt.objects.get(pk=receipt.pk).issued and receipts_due() == []
+    assert list(IssuedDocument.objects.values_list("number", flat=True)) == [number]
