@@ -190,3 +190,29 @@ def test_redis_errors_reach_the_caller(live_queue: redis.Redis) -> None:
         assert not live_queue.exists("push-test:wrongtype")
     finally:
         live_queue.delete(QUEUE)
+
+
+@pytest.mark.django_db
+def test_tasks_queued_after_commit_go_the_same_way(
+    live_queue: redis.Redis, django_capture_on_commit_callbacks: Any
+) -> None:
+    """run_after_commit (a CDR's processing, its receipt, a command) queues through push_once: one script call
+    instead of delay()'s client and LPUSH, the same message on the task's own queue."""
+    from billing import tasks as billing_tasks
+    from emsp.celery import run_after_commit
+
+    bulk = settings.BULK_QUEUE
+    live_queue.delete(bulk)
+    try:
+        billing_tasks.process_cdr.delay(41)
+        scripts = live_queue.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        with django_capture_on_commit_callbacks(execute=True):
+            run_after_commit("billing.tasks.process_cdr", 42)
+        assert live_queue.info("commandstats")["cmdstat_evalsha"]["calls"] == scripts + 1
+        ours, celerys = (orjson.loads(raw) for raw in live_queue.lrange(bulk, 0, -1))
+        assert ours["headers"]["task"] == celerys["headers"]["task"] == "billing.tasks.process_cdr"
+        assert body_of(ours)[:2] == [[42], {}] and body_of(celerys)[:2] == [[41], {}]
+        assert ours["headers"]["argsrepr"] == "(42,)"
+        assert ours["properties"]["delivery_info"] == celerys["properties"]["delivery_info"]
+    finally:
+        live_queue.delete(bulk)
