@@ -18,17 +18,11 @@ import cProfile
 import io
 import os
 import pstats
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+from bench_ocpi_calls import backend_cpu, environ
 from django_env import machine, setup
-
-
-def backend_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a PostgreSQL backend so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -57,23 +51,15 @@ def main() -> None:
         return execute(sql, params, many, context)
 
     tokens = data["tokens"]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
 
     def post(n: int) -> int:
         cdr_id = f"BENCH-{n:07d}"
         body = bench_soak.cdr_body(cdr_id, tokens[n % len(tokens)], f"L{(n % 100) * 2 + 1:05d}", 1 + n % 30,
                                    datetime.now(UTC) - timedelta(minutes=10))  # fmt: skip
-        environ = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": "/ocpi/emsp/2.2.1/cdrs", "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1",
-            "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr, "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
-            "HTTP_AUTHORIZATION": bench_soak.OCPI_HEADERS["Authorization"],
-        }  # fmt: skip
+        request = environ("POST", "/ocpi/emsp/2.2.1/cdrs", body)
+        request["HTTP_AUTHORIZATION"] = bench_soak.OCPI_HEADERS["Authorization"]  # the soak CPO's token
         statuses: list[str] = []
-        answer = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        answer = application(request, lambda status, headers, exc_info=None: statuses.append(status))
         b"".join(answer)
         getattr(answer, "close", lambda: None)()
         if not statuses[0].startswith("201") and not statuses[0].startswith("200"):
@@ -96,9 +82,10 @@ def main() -> None:
                 if len(receipts) != len(ids):
                     raise SystemExit(f"{len(ids) - len(receipts)} CDRs have no driver's receipt")
             profile = cProfile.Profile(time.process_time) if args.profile == stage and round_ == args.rounds else None
+            pg = backend_cpu()  # its own query, outside the count and the clocks
             statements[0] = 0
             with connection.execute_wrapper(counted):
-                wall, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
+                wall, cpu = time.perf_counter(), time.process_time()
                 if profile:
                     profile.enable()
                 for pk in ids if stage == "process" else receipts:
@@ -109,7 +96,7 @@ def main() -> None:
                 if profile:
                     profile.disable()
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                pg = backend_cpu(backend) - pg
+            pg = backend_cpu() - pg
             figures[stage] = (cpu, wall, pg, statements[0])
             if profile:
                 out = io.StringIO()
