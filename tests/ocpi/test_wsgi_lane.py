@@ -48,7 +48,7 @@ def comparable(content: bytes) -> Any:
 
 def alike(answer: tuple, expected: tuple) -> bool:
     """Two (status, headers, body) answers the same but for what differs on every call (see comparable). The
-    envelope's time is 3 bytes shorter in a whole second (no `.mmm`), so each Content-Length is held to its own
+    envelope's time is 4 bytes shorter in a whole second (no `.mmm`), so each Content-Length is held to its own
     body rather than to the other's."""
 
     def seen(status: str, headers: list[tuple[str, str]], content: bytes) -> tuple:
@@ -232,7 +232,7 @@ def test_the_evse_patch_is_answered_directly_and_as_django_answers_it(
     whole, lane = apps
     handed = watched(lane)
     (status, head, content), (lane_status, lane_head, lane_content) = both(whole, lane, "PATCH", path, body, headers)
-    assert (lane_status, made_ids(lane_head), comparable(lane_content)) == (status, made_ids(head), comparable(content))
+    assert alike((lane_status, made_ids(lane_head), lane_content), (status, made_ids(head), content))
     assert handed == []  # answered by the direct route
     assert dict(lane_head)["Content-Length"] == str(len(lane_content))
 
