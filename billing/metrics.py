@@ -1,6 +1,6 @@
 """Billing's Prometheus figures (emsp/metrics.py serves them): CDR audits counted where they are made
 (billing/services/audit.py), and, read at scrape time, the CDRs waiting for their audit, audits and disputes
-needing people, and settlement periods per state."""
+needing people, receipts without their document, and settlement periods per state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.db.models import Count
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from billing.models import Cdr, CdrAudit, Dispute, Settlement
+from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Settlement
 from emsp.metrics import COUNT_CAP, capped_count, scrape_collector
 
 CDR_AUDITS = Counter(
@@ -44,6 +44,20 @@ def billing_figures(now: datetime) -> Iterator[Metric]:
     for status in CdrAudit.Status.values:
         audits.add_metric([status], capped_count(CdrAudit.objects.filter(status=status)))
     yield audits
+    # Receipts past their grace without a document: lost tasks the sweep is about to issue, or issues that keep
+    # failing (swept SWEEPS_TO_WARN times or more). Read from the driverreceipt_unissued partial index.
+    from billing.services.documents import RECEIPT_GRACE, SWEEPS_TO_WARN
+
+    unissued = DriverReceipt.objects.filter(issued=False, created_at__lt=now - RECEIPT_GRACE)
+    receipts = GaugeMetricFamily(
+        "emsp_receipts_unissued",
+        f"Driver receipts still without their numbered document a minute after they were made (saturates at "
+        f"{COUNT_CAP} each): `swept` the ones the sweep has tried at least {SWEEPS_TO_WARN} times.",
+        labels=["state"],
+    )
+    receipts.add_metric(["waiting"], capped_count(unissued.filter(sweeps__lt=SWEEPS_TO_WARN)))
+    receipts.add_metric(["swept"], capped_count(unissued.filter(sweeps__gte=SWEEPS_TO_WARN)))
+    yield receipts
     disputes = GaugeMetricFamily("emsp_disputes_open", "Disputes open or contested with the CPO.", labels=["state"])
     for state in Dispute.OPEN_STATES:
         disputes.add_metric([state], capped_count(Dispute.objects.filter(state=state)))

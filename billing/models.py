@@ -287,6 +287,12 @@ class DriverReceipt(models.Model):
     # issues what is still without one after a grace period: a task lost with a worker killed between the CDR's
     # commit and the queue, or a queue that was down.
     issued = models.BooleanField(default=False)
+    # The sweep's tries (billing/services/documents.py): each queues the receipt again and puts the next one off
+    # twice as long as the one before (a minute, two, four, up to a day), so a receipt whose issue keeps failing
+    # neither holds the others back nor comes round every minute. Database defaults: processes of the release
+    # before insert receipts without them during a rolling upgrade.
+    sweeps = models.PositiveSmallIntegerField(default=0, db_default=0)
+    next_sweep_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="driverreceipt_unissued", condition=models.Q(issued=False))]

@@ -71,10 +71,11 @@ def retry_stuck_payment_operations() -> int:
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def issue_due_receipts() -> int:
-    """Beat: receipts left without their numbered document (their task lost) are queued again."""
+    """Beat: receipts left without their numbered document (their task lost) are queued again, each next time
+    later (billing/services/documents.py, take_due_receipts)."""
     from billing.services import documents
 
-    ids = documents.receipts_due()
+    ids = documents.take_due_receipts()
     for receipt_id in ids:
         issue_receipt.delay(receipt_id)
     return len(ids)

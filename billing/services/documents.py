@@ -18,17 +18,22 @@ Numbering rules (docs/settlement.md):
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from billing.documents import Content, Issuer, bap_statement_content, cpo_statement_content, receipt_content, render
 from billing.models import DocumentSequence, DriverReceipt, IssuedDocument, Settlement
 from billing.services.bap_settlement import BapSettlementError, bap_settlement_compute
 from emsp.inserts import insert, insert_if_absent
+
+log = logging.getLogger(__name__)
 
 Kind = IssuedDocument.Kind
 
@@ -182,16 +187,51 @@ def _mark_issued(receipt: DriverReceipt) -> None:
 
 
 # A receipt's task may be lost (a worker killed between the CDR's commit and the queue); after this long without
-# its document, the sweep queues it again.
+# its document, the sweep queues it again. Each later sweep of the same receipt waits twice as long as the one
+# before, up to SWEEP_BACKOFF_MAX: a receipt whose issue keeps failing is tried daily, the others pass it by.
 RECEIPT_GRACE = timedelta(seconds=60)
+SWEEP_BACKOFF_MAX = timedelta(days=1)
+# From this many sweeps on, each one logs a warning naming the receipt (its issue has failed again and again).
+SWEEPS_TO_WARN = 5
 
 
 def receipts_due(now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Receipts still without their numbered document RECEIPT_GRACE after they were made, oldest first (the
-    partial index `driverreceipt_unissued` holds only these)."""
+    """Receipts still without their numbered document RECEIPT_GRACE after they were made and past their next
+    sweep, oldest first (the partial index `driverreceipt_unissued` holds only the unissued)."""
+    return list(_due(now or timezone.now()).values_list("pk", flat=True)[:limit])
+
+
+def _due(now: datetime) -> QuerySet[DriverReceipt]:
+    return (
+        DriverReceipt.objects.filter(issued=False, created_at__lt=now - RECEIPT_GRACE)
+        .filter(Q(next_sweep_at__isnull=True) | Q(next_sweep_at__lte=now))
+        .order_by("created_at")
+    )
+
+
+def sweep_backoff(sweeps: int) -> timedelta:
+    """How long after its `sweeps`-th sweep (counting from 1) a receipt waits for the next: RECEIPT_GRACE, then
+    doubling, up to SWEEP_BACKOFF_MAX."""
+    return min(RECEIPT_GRACE * 2 ** min(max(sweeps - 1, 0), 20), SWEEP_BACKOFF_MAX)
+
+
+def take_due_receipts(now: datetime | None = None, limit: int = 500) -> list[int]:
+    """receipts_due, each with this sweep counted and its next one put off (sweep_backoff), in one transaction:
+    the caller queues their tasks after it. Rows another sweep holds are passed over."""
     now = now or timezone.now()
-    due = DriverReceipt.objects.filter(issued=False, created_at__lt=now - RECEIPT_GRACE).order_by("created_at")
-    return list(due.values_list("pk", flat=True)[:limit])
+    with transaction.atomic():
+        rows = list(_due(now).select_for_update(skip_locked=True).values_list("pk", "sweeps")[:limit])
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for pk, sweeps in rows:
+            by_count[min(sweeps + 1, SWEEPS_MAX)].append(pk)
+        for sweeps, pks in by_count.items():
+            DriverReceipt.objects.filter(pk__in=pks).update(sweeps=sweeps, next_sweep_at=now + sweep_backoff(sweeps))
+            if sweeps >= SWEEPS_TO_WARN:
+                log.warning("receipts swept %d times and still not issued: %s", sweeps, pks[:20])
+    return [pk for pk, _ in rows]
+
+
+SWEEPS_MAX = 32767  # the column's ceiling (a receipt swept daily reaches it in ninety years)
 
 
 def bap_statement_reference(*, bap_id: str, currency: str, period_start: date, period_end: date) -> str:

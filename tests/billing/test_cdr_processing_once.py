@@ -178,3 +178,44 @@ def test_a_receipt_issued_but_not_marked_is_marked_without_a_second_document(cdr
     assert issue_due_receipts() == 1
     assert DriverReceipt.objects.get(pk=receipt.pk).issued and receipts_due() == []
     assert list(IssuedDocument.objects.values_list("number", flat=True)) == [number]
+
+
+def test_each_sweep_of_a_receipt_puts_the_next_off_twice_as_long() -> None:
+    """A receipt whose issue keeps failing is queued again a minute after its first sweep, then two, four, ...,
+    then daily; a receipt issued meanwhile is no longer due."""
+    from billing.services.documents import RECEIPT_GRACE, SWEEP_BACKOFF_MAX, receipts_due, take_due_receipts
+    from tests.billing.factories import DriverReceiptFactory
+
+    receipt = DriverReceiptFactory()
+    made = timezone.now() - RECEIPT_GRACE * 2
+    DriverReceipt.objects.filter(pk=receipt.pk).update(created_at=made)
+    now, waits = timezone.now(), []
+    for _ in range(14):
+        assert take_due_receipts(now) == [receipt.pk]
+        assert take_due_receipts(now) == [] and receipts_due(now) == []  # counted: not again until its time
+        row = DriverReceipt.objects.get(pk=receipt.pk)
+        waits.append(row.next_sweep_at - now)
+        assert receipts_due(row.next_sweep_at - timedelta(seconds=1)) == []
+        now = row.next_sweep_at
+    assert row.sweeps == 14
+    assert waits[:5] == [RECEIPT_GRACE * n for n in (1, 2, 4, 8, 16)]
+    assert waits[-1] == SWEEP_BACKOFF_MAX and max(waits) == SWEEP_BACKOFF_MAX
+    DriverReceipt.objects.filter(pk=receipt.pk).update(issued=True)
+    assert receipts_due(now + SWEEP_BACKOFF_MAX) == []
+
+
+def test_receipts_that_keep_failing_do_not_hold_back_a_newer_lost_one() -> None:
+    """A sweep takes `limit` receipts, oldest first: the ones swept before and still failing wait for their
+    next time, and a receipt lost later is taken meanwhile."""
+    from billing.services.documents import RECEIPT_GRACE, take_due_receipts
+    from tests.billing.factories import DriverReceiptFactory
+
+    now = timezone.now()
+    failing = [DriverReceiptFactory() for _ in range(3)]
+    DriverReceipt.objects.filter(pk__in=[r.pk for r in failing]).update(created_at=now - timedelta(hours=2))
+    assert sorted(take_due_receipts(now, limit=3)) == sorted(r.pk for r in failing)
+    lost = DriverReceiptFactory()
+    DriverReceipt.objects.filter(pk=lost.pk).update(created_at=now - RECEIPT_GRACE * 2)
+    later = now + timedelta(seconds=30)
+    assert take_due_receipts(later, limit=3) == [lost.pk]
+    assert sorted(take_due_receipts(now + RECEIPT_GRACE * 2, limit=10)) == sorted(r.pk for r in [*failing, lost])

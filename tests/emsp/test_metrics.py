@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from billing.models import Cdr
+from billing.models import Cdr, DriverReceipt
 from billing.services.audit import cdr_process
 from emsp import metrics
 from emsp.models import CircuitBreaker, Delivery, Evse, Partner
@@ -196,6 +196,20 @@ def test_cdr_audits_are_counted(bec: Any, example_cdr: dict[str, Any]) -> None: 
     assert value(after, "emsp_cdr_audits", **labels) == 1
     assert value(after, "emsp_cdrs_unprocessed") == 0
     assert not Cdr.objects.filter(processed_at__isnull=True).exists()
+
+
+def test_receipts_that_keep_failing_are_counted_apart_in_the_metrics() -> None:
+    from billing.services.documents import RECEIPT_GRACE, SWEEPS_TO_WARN
+    from tests.billing.factories import DriverReceiptFactory
+
+    old = timezone.now() - RECEIPT_GRACE * 2
+    waiting, failing, _fresh, issued = (DriverReceiptFactory() for _ in range(4))
+    DriverReceipt.objects.filter(pk__in=[waiting.pk, failing.pk, issued.pk]).update(created_at=old)
+    DriverReceipt.objects.filter(pk=failing.pk).update(sweeps=SWEEPS_TO_WARN)
+    DriverReceipt.objects.filter(pk=issued.pk).update(issued=True)
+    text = scrape()
+    unissued = [value(text, "emsp_receipts_unissued", state=state) for state in ("waiting", "swept")]
+    assert unissued == [1, 1]  # the fresh one is within its grace, the issued one done
 
 
 # --- read when scraped -------------------------------------------------------------------------------------------
