@@ -36,6 +36,14 @@ def unit_vector(latitude: float, longitude: float) -> list[float]:
     return [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
 
 
+def cube_text(latitude: float, longitude: float) -> str:
+    """unit_vector as the `cube` type's text, for a `%s::cube` parameter: a string is sent as it is, where psycopg
+    builds a `float8[]` list element by element (25 µs against 6 µs a search's parameters, timeit). `repr` gives
+    each float's shortest exact form, which PostgreSQL reads back to the same double."""
+    x, y, z = unit_vector(latitude, longitude)
+    return f"({x!r}, {y!r}, {z!r})"
+
+
 def chord(radius_m: float) -> float:
     """The straight-line distance, on the unit sphere, between two points `radius_m` apart on the surface."""
     return 2 * math.sin(min(math.pi, radius_m / EARTH_RADIUS_M) / 2)

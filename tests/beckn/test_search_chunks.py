@@ -108,3 +108,21 @@ def test_the_plain_sql_path_answers_as_the_orm_path(monkeypatch: pytest.MonkeyPa
         assert answers[0] == answers[1], filters
         compared += bool(answers[0])
     assert compared > 25
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
+def test_the_plain_sql_path_reads_json_decoded_and_leaves_the_connection_as_django_reads_it() -> None:
+    """catalogue_rows reads `jsonb` through its own loader on its own cursors; the connection's other cursors go
+    on reading it as text, which Django's JSONField decodes (a loader left on the connection would hand it dicts
+    and lists, which json.loads refuses)."""
+    rng = random.Random(7)
+    random_catalogue(rng, Partner.objects.create(name="Random CPO", country_code="IN", party_id="RND"))
+    hits = search(SearchFilters(latitude=12.97, longitude=77.59, radius_m=20000, limit=20))
+    assert hits and all(isinstance(h.connector.tariff_ids, list) for h in hits)
+    assert all(isinstance(h.evse.capabilities, list) for h in hits)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tariff_ids FROM emsp_connector LIMIT 1")
+        assert isinstance(cursor.fetchone()[0], str)
+    stored = Evse.objects.filter(pk=hits[0].evse.pk).values_list("capabilities", flat=True).get()
+    assert stored == hits[0].evse.capabilities
