@@ -42,6 +42,36 @@ def test_finance_issues_a_receipt_and_downloads_it_as_issued(finance: Client) ->
     assert 'name="_save"' not in page and "deletelink" not in page
 
 
+def test_the_receipt_list_shows_each_document_in_one_statement_and_filters_the_unissued(finance: Client) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.models import DriverReceipt
+    from billing.services import documents
+    from tests.billing.factories import DriverReceiptFactory
+
+    receipt = charge_receipt()
+    number = documents.issue_receipt(receipt).number
+    url = reverse("admin:billing_driverreceipt_changelist")
+    DriverReceiptFactory()
+    with CaptureQueriesContext(connection) as few:
+        page = finance.get(url).content.decode()
+    assert (
+        number in page
+        and reverse("admin:billing_issueddocument_change", args=[IssuedDocument.objects.get().pk]) in page
+    )
+    for _ in range(4):
+        DriverReceiptFactory()
+    with CaptureQueriesContext(connection) as more:
+        assert finance.get(url).status_code == 200
+    assert len(more) == len(few)  # not a query per row
+    unissued = finance.get(url, {"issued__exact": "0"}).content.decode()
+    assert (
+        number not in unissued
+        and unissued.count('name="_selected_action"') == DriverReceipt.objects.filter(issued=False).count() == 5
+    )
+
+
 def test_a_tampered_document_is_not_served(finance: Client) -> None:
     receipt = charge_receipt()
     act(finance, "driverreceipt", "issue", [receipt.pk])
