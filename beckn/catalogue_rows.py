@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import Field, JSONField, Model
+from django.db.models import Field, Model
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from psycopg.adapt import Loader
@@ -88,17 +88,17 @@ ITEM_COLUMNS = ", ".join(
 )
 
 
-def _builder(model: type[Model], fields: list[Field]) -> tuple[type[Model], list[str], list[int]]:
-    return model, [f.attname for f in fields], [i for i, f in enumerate(fields) if isinstance(f, JSONField)]
+def _builder(model: type[Model], fields: list[Field]) -> tuple[type[Model], list[str]]:
+    return model, [f.attname for f in fields]
 
 
-def _maker(spec: tuple[type[Model], list[str], list[int]], alias: str) -> Callable[[Any], Any]:
+def _maker(spec: tuple[type[Model], list[str]], alias: str) -> Callable[[Any], Any]:
     """What builds a model instance from its row, as `Model.from_db` builds it (the fields not in `names`
     deferred), without running `__init__` over every field: a profile of search showed instance building costing
     as much as the statement that read the rows. A model with init signal listeners is built by `from_db` itself.
     Made once per statement: the signal check and the connection's alias cost more than the building (profile).
     The row's JSON columns come decoded (rows are read through _cursor)."""
-    model, names, _ = spec
+    model, names = spec
     if pre_init.has_listeners(model) or post_init.has_listeners(model):
         return lambda values: model.from_db(alias, names, values)
     new = model.__new__

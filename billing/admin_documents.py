@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.admin_links import ReadOnlyAdmin, attachment
+from billing.admin_links import ReadOnlyAdmin, admin_link, attachment
 from billing.models import BapAgreement, DriverReceipt, IssuedDocument
 from billing.services import bap_settlement, documents
 from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month
@@ -64,10 +64,8 @@ class DriverReceiptAdmin(admin.ModelAdmin):
     @admin.display(description="Receipt")
     def document(self, receipt: DriverReceipt) -> str:
         pk = getattr(receipt, "document_pk", None)
-        if pk is None:
-            return "—"
-        url = reverse("admin:billing_issueddocument_change", args=[pk])
-        return format_html('<a href="{}">{}</a>', url, receipt.document_number)  # type: ignore[attr-defined]
+        number = getattr(receipt, "document_number", None)
+        return admin_link(IssuedDocument(pk=pk), number) if pk is not None else "—"  # linked by its pk, not loaded
 
     @admin.action(description="Issue the numbered receipt (or credit note) as PDF", permissions=["view"])
     def issue(self, request: HttpRequest, queryset: QuerySet[DriverReceipt]) -> None:

@@ -193,6 +193,7 @@ RECEIPT_GRACE = timedelta(seconds=60)
 SWEEP_BACKOFF_MAX = timedelta(days=1)
 # From this many sweeps on, each one logs a warning naming the receipt (its issue has failed again and again).
 SWEEPS_TO_WARN = 5
+SWEEPS_MAX = 32767  # the column's ceiling (a receipt swept daily reaches it in ninety years)
 
 
 def receipts_due(now: datetime | None = None, limit: int = 500) -> list[int]:
@@ -229,9 +230,6 @@ def take_due_receipts(now: datetime | None = None, limit: int = 500) -> list[int
             if sweeps >= SWEEPS_TO_WARN:
                 log.warning("receipts swept %d times and still not issued: %s", sweeps, pks[:20])
     return [pk for pk, _ in rows]
-
-
-SWEEPS_MAX = 32767  # the column's ceiling (a receipt swept daily reaches it in ninety years)
 
 
 def bap_statement_reference(*, bap_id: str, currency: str, period_start: date, period_end: date) -> str:
