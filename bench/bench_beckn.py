@@ -9,6 +9,7 @@ Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--du
   from --baps BAPs, each with its own key and callback URL; latency from each search's scheduled send to the
   signed callback's arrival. Defaults: a 100,000-EVSE catalogue, 20 searches/s, one BAP (target p95 < 150 ms).
   Issue 15 point 2: --search-evses 1000000 --rate 200 --baps 200 --reuse, target p95 < 50 ms.
+  --worker-concurrency sets the latency Celery worker's processes (default 2).
 - select: a select answered in the worker (in this process, its on_select to a receiver here) at each of
   --query-sizes: wall and CPU time a select, its statements, the slowest one (issue 15 point 7: how it grows).
 - query: the catalogue query itself (beckn.catalogue.search) against the baseline of issue 15 (one SQL statement
@@ -59,6 +60,10 @@ def env_for(port: int, database_url: str = BENCH_DATABASE_URL) -> dict[str, str]
     }
 
 
+# The latency worker's processes (--worker-concurrency): 2, one per core, unless asked otherwise.
+CELERY_CONCURRENCY = 2
+
+
 def start(
     port: int, workers: int, celery: bool, database_url: str = BENCH_DATABASE_URL
 ) -> list[subprocess.Popen[bytes]]:
@@ -73,7 +78,8 @@ def start(
     if celery:
         procs.append(
             subprocess.Popen(
-                [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "warning", "--concurrency", "2", "-Q", "latency"],
+                [str(bin_dir / "celery"), "-A", "emsp", "worker", "-l", "warning", "--concurrency", str(CELERY_CONCURRENCY), "-Q",
+                 "latency"],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         )  # fmt: skip
@@ -301,7 +307,7 @@ def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int
         errors = sum(1 for m in scheduled if receiver.answered.get(m, ("", False))[1])
         p = lambda q: percentile(latencies, q)  # noqa: E731
         print(f"== search → on_search delivered, {evses:,} EVSEs, {baps} BAPs, {rate} searches/s for {duration} s "
-              f"(open loop), gunicorn {workers} workers + Celery worker (2)")  # fmt: skip
+              f"(open loop), gunicorn {workers} workers + Celery worker ({CELERY_CONCURRENCY})")  # fmt: skip
         print(f"ACKs: {acks.summary()}")
         print(f"callbacks received {len(latencies)}/{total}, {errors} with an error; from the scheduled send, ms "
               f"p50 {p(50):.1f} p95 {p(95):.1f} p99 {p(99):.1f} max {latencies[-1] if latencies else float('nan'):.1f}")  # fmt: skip
@@ -539,7 +545,11 @@ def main() -> None:
     parser.add_argument("--search-evses", type=int, default=100_000, help="--part search: catalogue size")
     parser.add_argument("--rate", type=int, default=20, help="--part search: searches a second (open loop)")
     parser.add_argument("--baps", type=int, default=1, help="--part search: BAPs sending them")
+    parser.add_argument("--worker-concurrency", type=int, default=2,
+                        help="--part search: the latency Celery worker's processes")  # fmt: skip
     args = parser.parse_args()
+    global CELERY_CONCURRENCY
+    CELERY_CONCURRENCY = args.worker_concurrency
     sys.path.insert(0, str(REPO))
     os.environ["REDIS_URL"] = REDIS_URL
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
