@@ -5,11 +5,16 @@ the exact bytes stored (BECKN-006) and POSTs them. Retries, backoff and attempts
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from beckn.keys import sign_outgoing
@@ -96,9 +101,81 @@ def enqueue(
     return callback
 
 
+# --- BAPs that stopped answering --------------------------------------------------------------------------
+# A latency worker's process waits for the BAP's answer to each callback (up to BECKN_CALLBACK_TIMEOUT_SECONDS)
+# and does nothing else meanwhile, so one BAP that accepts connections and never answers would hold every
+# process in turn and stall every other app's callbacks (docs/benchmarks.md, "Latency worker processes"). A
+# process that gets no answer from a BAP's host counts it quiet for BECKN_CALLBACK_QUIET_SECONDS: its callbacks
+# then go one at a time across all processes (a lock in the cache), each with BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS;
+# one that finds the lock taken is not sent but put back for the outbox's sweep, its try not counted. The first
+# answer ends it. Known per process (no extra round trip on a healthy BAP's callbacks).
+_quiet_until: dict[str, float] = {}
+_quiet_lock = threading.Lock()
+QUIET_PUT_OFF = timedelta(seconds=5)  # a callback not sent because another to its quiet host is in flight
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:  # a URL urllib can't split (outbound.send refuses it too): counted as its own host
+        return url.lower()
+
+
+def is_quiet(host: str) -> bool:
+    """Has this process had no answer from `host` within the last BECKN_CALLBACK_QUIET_SECONDS?"""
+    until = _quiet_until.get(host)
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    with _quiet_lock:
+        _quiet_until.pop(host, None)
+    return False
+
+
+def forget_quiet_hosts() -> None:
+    """Tests: this process has heard from every host."""
+    with _quiet_lock:
+        _quiet_until.clear()
+
+
+def _heard_nothing_from(host: str) -> None:
+    if not is_quiet(host):
+        log.warning("BAP host %s gave no answer to a callback: its callbacks go one at a time with a %s s timeout "
+                    "for %s s", host, settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS,
+                    settings.BECKN_CALLBACK_QUIET_SECONDS)  # fmt: skip
+    with _quiet_lock:
+        _quiet_until[host] = time.monotonic() + settings.BECKN_CALLBACK_QUIET_SECONDS
+
+
+def _heard_from(host: str) -> None:
+    if host in _quiet_until:
+        with _quiet_lock:
+            if _quiet_until.pop(host, None) is not None:
+                log.info("BAP host %s answers callbacks again", host)
+
+
 def send_callback(delivery: Delivery) -> outbox.SendResult:
     """The outbox's sender for Beckn callbacks: the stored body, signed, POSTed to its URL."""
     callback = delivery if isinstance(delivery, BecknCallback) else BecknCallback.objects.get(pk=delivery.pk)
+    host = _host(callback.url)
+    if not is_quiet(host):
+        return _post(callback, host, settings.BECKN_CALLBACK_TIMEOUT_SECONDS)
+    timeout = settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS
+    in_flight = f"beckn:callback-in-flight:{host}"
+    if not cache.add(in_flight, 1, timeout=int(timeout * 2) + 1):  # expires should its holder die
+        return outbox.SendResult(
+            None,
+            f"{host} gave no answer to a recent callback and another callback to it is in flight: put off",
+            not_sent_until=timezone.now() + QUIET_PUT_OFF,
+        )
+    try:
+        return _post(callback, host, timeout)
+    finally:
+        cache.delete(in_flight)
+
+
+def _post(callback: BecknCallback, host: str, timeout: float) -> outbox.SendResult:
     body = callback.body.encode()
     try:
         response = outbound.send(
@@ -106,9 +183,13 @@ def send_callback(delivery: Delivery) -> outbox.SendResult:
             callback.url,
             body=body,
             headers={"Authorization": sign_outgoing(body), "Content-Type": "application/json"},
-            timeout=10,
+            timeout=timeout,
         )
-    except outbound.OutboundError as exc:
+    except outbound.ForbiddenTarget as exc:
         return outbox.SendResult(None, str(exc))
+    except outbound.OutboundError as exc:
+        _heard_nothing_from(host)
+        return outbox.SendResult(None, str(exc))
+    _heard_from(host)
     error = response.content[:500].decode("utf-8", "replace") if response.status >= 300 else ""
     return outbox.SendResult(response.status, error)

@@ -375,6 +375,12 @@ OUTBOX_SENDING_LEASE_SECONDS = env.int("OUTBOX_SENDING_LEASE_SECONDS", default=1
 # (its context's ttl): handed back sooner, so that a worker stopped between its commit and its send still lets
 # the callback reach the app in time (emsp/outbox.py, claim_if_sent_here). Keep it above 10 and well under 30.
 OUTBOX_CALLBACK_LEASE_SECONDS = env.int("OUTBOX_CALLBACK_LEASE_SECONDS", default=15)
+# How long a Beckn callback waits for the BAP's answer (keep it under OUTBOX_CALLBACK_LEASE_SECONDS); for a BAP
+# host that gave no answer within the last BECKN_CALLBACK_QUIET_SECONDS, its callbacks go one at a time and wait
+# BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS, so one silent app can't hold the latency worker (beckn/callbacks.py).
+BECKN_CALLBACK_TIMEOUT_SECONDS = env.float("BECKN_CALLBACK_TIMEOUT_SECONDS", default=10.0)
+BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS = env.float("BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS", default=2.0)
+BECKN_CALLBACK_QUIET_SECONDS = env.int("BECKN_CALLBACK_QUIET_SECONDS", default=60)
 # A CDR audit or a pull a worker holds longer than this was left by a stopped worker: another takes it over.
 WORK_LEASE_SECONDS = env.int("WORK_LEASE_SECONDS", default=120)
 SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=300)

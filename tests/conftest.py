@@ -171,7 +171,7 @@ def _fresh_token_cache() -> None:
     """Each test starts without cached lookups (rows from another test's database are gone)."""
     from django.core.cache import cache
 
-    from beckn import registry
+    from beckn import callbacks, registry
     from emsp.ratelimit import redis_client as _redis_client
     from emsp.services import freshness
     from ocpi.transport import forget_cached_tokens
@@ -179,6 +179,7 @@ def _fresh_token_cache() -> None:
     forget_cached_tokens()
     freshness._push_noted.clear()
     registry.forget_trusted()
+    callbacks.forget_quiet_hosts()
     cache.clear()
     client = _redis_client()
     if client is not None:  # message-id sightings and rate counters live in Redis when REDIS_URL is set
