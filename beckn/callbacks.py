@@ -106,12 +106,14 @@ def enqueue(
 # and does nothing else meanwhile, so one BAP that accepts connections and never answers would hold every
 # process in turn and stall every other app's callbacks (docs/benchmarks.md, "Latency worker processes"). A
 # process that gets no answer from a BAP's host counts it quiet for BECKN_CALLBACK_QUIET_SECONDS: its callbacks
-# then go one at a time across all processes (a lock in the cache), each with BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS;
-# one that finds the lock taken is not sent but put back for the outbox's sweep, its try not counted. The first
-# answer ends it. Known per process (no extra round trip on a healthy BAP's callbacks).
+# then go one at a time across all processes (a lock in the cache), each with BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS,
+# and one that again gets no answer keeps the lock QUIET_REST longer, so a silent host holds a process for 2 s
+# in every 7 at most; a callback that finds the lock taken is not sent but put back for the outbox's sweep, its
+# try not counted. The first answer ends it. Known per process (no extra round trip on a healthy BAP's callbacks).
 _quiet_until: dict[str, float] = {}
 _quiet_lock = threading.Lock()
 QUIET_PUT_OFF = timedelta(seconds=5)  # a callback not sent because another to its quiet host is in flight
+QUIET_REST = 5.0  # seconds the lock is kept after a quiet host's callback got no answer either
 
 
 def _host(url: str) -> str:
@@ -169,10 +171,15 @@ def send_callback(delivery: Delivery) -> outbox.SendResult:
             f"{host} gave no answer to a recent callback and another callback to it is in flight: put off",
             not_sent_until=timezone.now() + QUIET_PUT_OFF,
         )
+    result = outbox.SendResult(None, "not sent")
     try:
-        return _post(callback, host, timeout)
+        result = _post(callback, host, timeout)
     finally:
-        cache.delete(in_flight)
+        if result.http_status is None and is_quiet(host):  # no answer again: the next try waits
+            cache.set(in_flight, 1, timeout=QUIET_REST)
+        else:
+            cache.delete(in_flight)
+    return result
 
 
 def _post(callback: BecknCallback, host: str, timeout: float) -> outbox.SendResult:

@@ -21,7 +21,7 @@ from beckn.models import BecknCallback
 from emsp import outbox
 from emsp.models import Delivery
 
-FULL, QUIET = 1.0, 0.3  # the test's timeouts (production: 10 s and 2 s)
+FULL, QUIET, REST = 1.0, 0.3, 1  # the test's timeouts and rest (production: 10 s, 2 s and 5 s)
 
 
 class SilentBap:
@@ -85,7 +85,8 @@ class SilentBap:
 
 
 @pytest.fixture
-def silent_bap(settings: Any) -> Iterator[SilentBap]:
+def silent_bap(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentBap]:
+    monkeypatch.setattr(callbacks, "QUIET_REST", REST)
     settings.BECKN_CALLBACK_TIMEOUT_SECONDS = FULL
     settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS = QUIET
     bap = SilentBap()
@@ -114,7 +115,7 @@ def _timed_delivery(pk: int, now: Any = None) -> tuple[Delivery, float]:
 @pytest.mark.django_db(transaction=True)
 def test_a_silent_bap_holds_one_process_briefly_and_its_first_answer_ends_it(silent_bap: SilentBap) -> None:
     host = callbacks._host(silent_bap.url)
-    rows = [_callback(silent_bap, n) for n in range(5)]
+    rows = [_callback(silent_bap, n) for n in range(6)]
 
     # The first callback waits the full timeout and gets no answer: the host is now quiet.
     first, took = _timed_delivery(rows[0].pk)
@@ -122,36 +123,44 @@ def test_a_silent_bap_holds_one_process_briefly_and_its_first_answer_ends_it(sil
     assert (first.status, first.attempts, first.last_http_status) == (Delivery.Status.PENDING, 1, None)
     assert callbacks.is_quiet(host)
 
-    # The next waits only the short timeout.
+    # The next waits only the short timeout, and getting no answer again, the host rests: a callback right after
+    # it is not sent (put back for the sweep, its try not counted).
     second, took = _timed_delivery(rows[1].pk)
     assert QUIET * 0.8 <= took < FULL * 0.8
     assert second.status == Delivery.Status.PENDING
+    asked = silent_bap.requests
+    rested, took = _timed_delivery(rows[2].pk)
+    assert took < QUIET * 0.8 and silent_bap.requests == asked
+    assert (rested.status, rested.attempts, rested.last_http_status) == (Delivery.Status.PENDING, 0, None)
+    time.sleep(REST + 0.2)
 
     # While one callback to the quiet host is in flight (another thread, its own connection), a second is not sent:
     # put back 5 s for the sweep, its try not counted, and nothing reaches the BAP.
     silent_bap.reading.clear()
-    holder = threading.Thread(target=lambda: (outbox.deliver(rows[2].pk), connection.close()))
+    holder = threading.Thread(target=lambda: (outbox.deliver(rows[3].pk), connection.close()))
     holder.start()
     assert silent_bap.reading.wait(5)
     asked = silent_bap.requests
-    put_off, took = _timed_delivery(rows[3].pk)
+    put_off, took = _timed_delivery(rows[4].pk)
     holder.join(5)
     assert took < QUIET * 0.8
     assert silent_bap.requests == asked
     assert (put_off.status, put_off.attempts, put_off.last_http_status) == (Delivery.Status.PENDING, 0, None)
     assert "put off" in put_off.last_error
     assert timezone.now() + timedelta(seconds=3) < put_off.next_attempt_at <= timezone.now() + timedelta(seconds=6)
-    assert outbox.deliver(rows[3].pk) is None  # not due before then
+    assert outbox.deliver(rows[4].pk) is None  # not due before then
 
-    # The BAP answers again: the put-off callback is delivered when due, and the host is no longer quiet...
+    # The BAP answers again: once the in-flight callback's rest is over, the put-off callback is delivered when
+    # due, and the host is no longer quiet...
+    time.sleep(REST + 0.2)
     silent_bap.answering.set()
-    delivered, _ = _timed_delivery(rows[3].pk, timezone.now() + timedelta(seconds=6))
+    delivered, _ = _timed_delivery(rows[4].pk, timezone.now() + timedelta(seconds=6))
     assert delivered.status == Delivery.Status.DELIVERED and delivered.attempts == 1
     assert not callbacks.is_quiet(host)
 
     # ...so should it fall silent again, the next callback is given the full timeout once more.
     silent_bap.answering.clear()
-    again, took = _timed_delivery(rows[4].pk)
+    again, took = _timed_delivery(rows[5].pk)
     assert took >= FULL * 0.9 and again.status == Delivery.Status.PENDING
 
 
