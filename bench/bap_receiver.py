@@ -52,3 +52,37 @@ class Receiver:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/beckn"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class SilentReceiver:
+    """A BAP that accepts connections, reads what is sent and never answers (a hung app server): `heard` counts
+    the connections it took. Each connection is held until the sender gives up and closes it."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.heard = 0
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/beckn"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self.heard += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _hold(conn: object) -> None:
+        with conn:  # type: ignore[attr-defined]
+            try:
+                while conn.recv(65536):  # type: ignore[attr-defined]
+                    pass
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._socket.close()

@@ -9,7 +9,8 @@ Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--du
   from --baps BAPs, each with its own key and callback URL; latency from each search's scheduled send to the
   signed callback's arrival. Defaults: a 100,000-EVSE catalogue, 20 searches/s, one BAP (target p95 < 150 ms).
   Issue 15 point 2: --search-evses 1000000 --rate 200 --baps 200 --reuse, target p95 < 50 ms.
-  --worker-concurrency sets the latency Celery worker's processes (default 2).
+  --worker-concurrency sets the latency Celery worker's processes (default 2); --silent-baps N makes the first N
+  BAPs hung apps (their callbacks are never answered) and times the others' callbacks.
 - select: a select answered in the worker (in this process, its on_select to a receiver here) at each of
   --query-sizes: wall and CPU time a select, its statements, the slowest one (issue 15 point 7: how it grows).
 - query: the catalogue query itself (beckn.catalogue.search) against the baseline of issue 15 (one SQL statement
@@ -35,7 +36,7 @@ from typing import Any
 
 import orjson
 import requests
-from bap_receiver import Receiver
+from bap_receiver import Receiver, SilentReceiver
 from django_env import BENCH_DATABASE_URL, REPO, free_port, machine, setup
 from load import open_loop, percentile
 
@@ -257,11 +258,15 @@ def build_catalogue(evse_count: int) -> None:
     print(f"catalogue: {evse_count:,} EVSEs built in {time.perf_counter() - started:.0f} s")
 
 
-def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int, reuse: bool) -> None:
+SILENT_SETTLE = 30  # seconds: a hung app's first callbacks hold each worker process for the full 10 s timeout, then the backlog drains
+
+
+def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int, reuse: bool, silent: int = 0) -> None:
     """Search → signed on_search delivered (issue 15 point 2): `baps` BAPs, each with its own key and callback
     URL, send signed searches around the catalogue's cities at a fixed total `rate` (open loop: latency runs from
     each search's scheduled time, so queueing anywhere shows), and the receiver in this process records each
-    callback's arrival."""
+    callback's arrival. The first `silent` BAPs' callback URLs lead to a server that never answers (a hung
+    app); their searches are sent but only the others' callbacks are timed."""
     if evses == 100_000 and not reuse:
         setup(fresh=True)
         build_catalogue(evses)
@@ -269,8 +274,12 @@ def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int
     else:  # the catalogue of --part query (emsp_bench_query_<n>), reused when complete
         query_database(evses, reuse)
         database_url = os.environ["DATABASE_URL"]
-    receiver = Receiver()
-    senders = [trusted_bap(f"{receiver.url}/{i}", f"bap{i}.bench") for i in range(baps)]
+    receiver, quiet = Receiver(), SilentReceiver()
+
+    def bap_url(i: int) -> str:
+        return f"{quiet.url if i < silent else receiver.url}/{i}"
+
+    senders = [trusted_bap(bap_url(i), f"bap{i}.bench") for i in range(baps)]
     centres = cluster_centres()
     port = free_port()
     procs = start(port, workers, celery=True, database_url=database_url)
@@ -278,8 +287,8 @@ def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int
     try:
         now = int(time.time())
         # Warm up: each worker process imports, connects and prepares its statements on its first tasks.
-        warm = [signed_search(*senders[i % baps], f"{receiver.url}/{i % baps}", "12.9716,77.5946", now)
-                for i in range(40)]  # fmt: skip
+        warm = [signed_search(*senders[i], bap_url(i), "12.9716,77.5946", now)
+                for i in range(silent, min(baps, silent + 40))]  # fmt: skip
         for body, header, _ in warm:
             requests.post(f"{base}/beckn/search", data=body, timeout=5,
                           headers={"Authorization": header, "Content-Type": "application/json"})  # fmt: skip
@@ -292,28 +301,38 @@ def part_search(duration: int, workers: int, *, evses: int, rate: int, baps: int
         for i in range(total):
             lat, lon = centres[i % len(centres)]
             bap = i % baps
-            batch.append(signed_search(*senders[bap], f"{receiver.url}/{bap}", f"{lat:.4f},{lon:.4f}", now))
+            batch.append(signed_search(*senders[bap], bap_url(bap), f"{lat:.4f},{lon:.4f}", now))
 
         def make(n: int) -> tuple[str, str, bytes, dict[str, str]]:
             body, header, _ = batch[n]
             return "POST", "/beckn/search", body, {"Authorization": header, "Content-Type": "application/json"}
 
         acks = open_loop(base, make, rate=rate, duration=duration, workers=16)
+        answering = [n for n in range(total) if n % baps >= silent]
         deadline = time.perf_counter() + 30
-        while len(receiver.arrived) < total and time.perf_counter() < deadline:
+        while len(receiver.arrived) < len(answering) and time.perf_counter() < deadline:
             time.sleep(0.1)
-        scheduled = {batch[n][2]: acks.start + n / rate for n in range(total)}
+        scheduled = {batch[n][2]: acks.start + n / rate for n in answering}
         latencies = sorted((receiver.arrived[m] - at) * 1000 for m, at in scheduled.items() if m in receiver.arrived)
         errors = sum(1 for m in scheduled if receiver.answered.get(m, ("", False))[1])
         p = lambda q: percentile(latencies, q)  # noqa: E731
         print(f"== search → on_search delivered, {evses:,} EVSEs, {baps} BAPs, {rate} searches/s for {duration} s "
               f"(open loop), gunicorn {workers} workers + Celery worker ({CELERY_CONCURRENCY})")  # fmt: skip
         print(f"ACKs: {acks.summary()}")
-        print(f"callbacks received {len(latencies)}/{total}, {errors} with an error; from the scheduled send, ms "
+        if silent:
+            print(f"{silent} of the {baps} BAPs never answer: {total - len(answering)} of the searches were theirs, "
+                  f"{quiet.heard} connections made to them; timed below: the other BAPs' callbacks")  # fmt: skip
+        print(f"callbacks received {len(latencies)}/{len(answering)}, {errors} with an error; from the scheduled send, ms "
               f"p50 {p(50):.1f} p95 {p(95):.1f} p99 {p(99):.1f} max {latencies[-1] if latencies else float('nan'):.1f}")  # fmt: skip
+        if silent and duration > SILENT_SETTLE:  # once each worker process has found the hung apps out
+            later = sorted((receiver.arrived[m] - at) * 1000 for m, at in scheduled.items()
+                           if m in receiver.arrived and at >= acks.start + SILENT_SETTLE)  # fmt: skip
+            print(f"  of the searches sent after the first {SILENT_SETTLE} s: {len(later)} callbacks, ms p50 "
+                  f"{percentile(later, 50):.1f} p95 {percentile(later, 95):.1f} p99 {percentile(later, 99):.1f}")  # fmt: skip
     finally:
         stop(procs)
         receiver.server.shutdown()
+        quiet.close()
 
 
 BASELINE_SQL = """
@@ -547,6 +566,8 @@ def main() -> None:
     parser.add_argument("--baps", type=int, default=1, help="--part search: BAPs sending them")
     parser.add_argument("--worker-concurrency", type=int, default=2,
                         help="--part search: the latency Celery worker's processes")  # fmt: skip
+    parser.add_argument("--silent-baps", type=int, default=0,
+                        help="--part search: how many of the BAPs never answer their callbacks")  # fmt: skip
     args = parser.parse_args()
     global CELERY_CONCURRENCY
     CELERY_CONCURRENCY = args.worker_concurrency
@@ -559,7 +580,7 @@ def main() -> None:
         part_ack(args.duration, args.workers, rounds=args.rounds)
     if args.part in ("search", "all"):
         part_search(args.duration, args.workers, evses=args.search_evses, rate=args.rate, baps=args.baps,
-                    reuse=args.reuse)  # fmt: skip
+                    reuse=args.reuse, silent=args.silent_baps)  # fmt: skip
     if args.part in ("query", "all"):
         part_query([int(n) for n in args.query_sizes.split(",")], args.reuse)
     if args.part in ("select", "all"):
