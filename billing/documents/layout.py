@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -87,6 +88,113 @@ def fonts() -> tuple[str, str]:
     return _fonts
 
 
+# Scripts the embedded face has no glyphs for, each set in a Noto face of its own where the machine has one
+# (Debian's fonts-noto-core; `make install` and the Dockerfile install it) and shaped by HarfBuzz (uharfbuzz): in
+# these scripts letters join and reorder, and drawn one code point at a time they would be misspelt. Without the
+# font a run prints as the embedded face's boxes, as before. The Indian scripts first: names and addresses of
+# drivers and sites in India are written in them.
+SCRIPT_FONT_DIRS = ("/usr/share/fonts/truetype/noto", "/usr/share/fonts/noto")
+SCRIPTS = (  # (first, last code point, Noto face)
+    (0x0900, 0x097F, "NotoSansDevanagari"),  # Hindi, Marathi, Nepali
+    (0x0980, 0x09FF, "NotoSansBengali"),  # Bengali, Assamese
+    (0x0A00, 0x0A7F, "NotoSansGurmukhi"),  # Punjabi
+    (0x0A80, 0x0AFF, "NotoSansGujarati"),
+    (0x0B00, 0x0B7F, "NotoSansOriya"),
+    (0x0B80, 0x0BFF, "NotoSansTamil"),
+    (0x0C00, 0x0C7F, "NotoSansTelugu"),
+    (0x0C80, 0x0CFF, "NotoSansKannada"),
+    (0x0D00, 0x0D7F, "NotoSansMalayalam"),
+    (0x0D80, 0x0DFF, "NotoSansSinhala"),
+    (0x0E00, 0x0E7F, "NotoSansThai"),
+)
+_script_faces: dict[str, str | None] = {}  # Noto face -> the reportlab family registered for it (None: no font)
+_covers: dict[str, frozenset[int]] = {}  # family -> the code points its regular font has glyphs for
+
+
+def _script_of(char: str) -> str | None:
+    code = ord(char)
+    if code < 0x0900 or code > 0x0E7F:
+        return None
+    for first, last, face in SCRIPTS:
+        if first <= code <= last:
+            return face
+    return None
+
+
+def script_family(face: str) -> str | None:
+    """The reportlab font family for a Noto face (its regular and, where installed, bold), registered on first
+    use; None when the machine has no such font."""
+    if face not in _script_faces:
+        family = None
+        for folder in SCRIPT_FONT_DIRS:
+            regular = Path(folder) / f"{face}-Regular.ttf"
+            if regular.exists():
+                bold = Path(folder) / f"{face}-Bold.ttf"
+                family = f"Doc{face.removeprefix('NotoSans')}"
+                font = TTFont(family, str(regular))
+                pdfmetrics.registerFont(font)
+                pdfmetrics.registerFont(TTFont(f"{family}-Bold", str(bold if bold.exists() else regular)))
+                pdfmetrics.registerFontFamily(family, normal=family, bold=f"{family}-Bold")
+                _covers[family] = frozenset(font.face.charToGlyph)
+                break
+        _script_faces[face] = family
+    return _script_faces[face]
+
+
+def script_runs(text: str) -> list[tuple[str, str | None]]:
+    """The text cut into runs, each with the Noto face it is set in (None: the document's own face). A word
+    with letters of a script is set wholly in that script's face where the face has all of its characters
+    (Noto's script faces carry the digits and punctuation): drawn as two faces within one word, the
+    punctuation after a shaped run is displaced (reportlab 5.1). Spaces between two runs of one face join them."""
+    pieces: list[tuple[str, str | None]] = []
+    for token in re.split(r"( +)", text):
+        if not token:
+            continue
+        faces = {_script_of(c) for c in token} - {None}
+        face = faces.pop() if len(faces) == 1 else None
+        family = script_family(face) if face else None
+        if family and all(ord(c) in _covers[family] for c in token):
+            pieces.append((token, face))
+        else:  # character by character; punctuation stays with the script before it where its face has it
+            for c in token:
+                face = _script_of(c)
+                before = pieces[-1][1] if pieces else None
+                if (
+                    face is None
+                    and before
+                    and not (c.isalnum() or c.isspace())
+                    and ord(c) in _covers.get(f"{script_family(before)}", ())
+                ):
+                    face = before
+                pieces.append((c, face))
+    runs: list[tuple[str, str | None]] = []
+    for i, (piece, face) in enumerate(pieces):
+        between = piece.isspace() and 0 < i < len(pieces) - 1 and runs and runs[-1][1] is not None
+        if between and pieces[i + 1][1] == runs[-1][1]:
+            face = runs[-1][1]  # a space between two runs of one face
+        if runs and runs[-1][1] == face:
+            runs[-1] = (runs[-1][0] + piece, face)
+        else:
+            runs.append((piece, face))
+    return runs
+
+
+def needs_script_fonts(text: str) -> bool:
+    return any(_script_of(c) is not None and script_family(_script_of(c) or "") for c in text)
+
+
+def _marked(text: str, bold: bool = False) -> str:
+    """The text as Paragraph markup: escaped, each run of a script with a font of its own in that font (its
+    bold in a bold style)."""
+    parts = []
+    for run, face in script_runs(text):
+        family = script_family(face) if face else None
+        if family and bold:
+            family += "-Bold"
+        parts.append(f'<font face="{family}">{escape(run)}</font>' if family else escape(run))
+    return "".join(parts)
+
+
 def _standard_text(text: str) -> bool:
     """Can the standard fonts print this? Printable characters of Windows-1252 only (line breaks become <br/>);
     a control character or a script beyond it sends the document to the embedded face, which has a glyph or
@@ -98,16 +206,21 @@ def _standard_text(text: str) -> bool:
     return text.replace("\n", "").isprintable()
 
 
-def fonts_for(content: Content, issuer: Issuer) -> tuple[str, str]:
-    """The document's (regular, bold) fonts: the standard ones when all of its text fits them, else the
-    embedded ones; one pair for the whole document, so its pages look alike."""
+def _texts(content: Content, issuer: Issuer) -> list[str]:
+    """Every text the document prints."""
     texts = [issuer.name, issuer.address, issuer.tax_id, content.title, content.subtitle, content.number,
              content.recipient_label, *content.recipient, *content.notes]  # fmt: skip
     texts += [part for pair in (*content.facts, *content.totals) for part in pair]
     for section in content.sections:
         texts += [section.title, section.note, *(c.title for c in section.columns)]
         texts += [cell for row in (*section.rows, *section.total_rows) for cell in row]
-    return STANDARD_FONTS if all(_standard_text(t) for t in texts) else fonts()
+    return texts
+
+
+def fonts_for(content: Content, issuer: Issuer) -> tuple[str, str]:
+    """The document's (regular, bold) fonts: the standard ones when all of its text fits them, else the
+    embedded ones; one pair for the whole document, so its pages look alike."""
+    return STANDARD_FONTS if all(_standard_text(t) for t in _texts(content, issuer)) else fonts()
 
 
 # --- content ------------------------------------------------------------------------------------------------
@@ -210,8 +323,8 @@ def day(value: Any) -> str:
 # --- rendering ----------------------------------------------------------------------------------------------
 
 
-def _styles(regular: str, bold: str) -> dict[str, ParagraphStyle]:
-    base = ParagraphStyle("base", fontName=regular, fontSize=8.5, leading=11, textColor=INK)
+def _styles(regular: str, bold: str, shaping: bool = False) -> dict[str, ParagraphStyle]:
+    base = ParagraphStyle("base", fontName=regular, fontSize=8.5, leading=11, textColor=INK, shaping=int(shaping))
     return {
         "base": base,
         "right": ParagraphStyle("right", parent=base, alignment=TA_RIGHT),
@@ -238,14 +351,21 @@ def _styles(regular: str, bold: str) -> dict[str, ParagraphStyle]:
 
 def _p(text: str, style: ParagraphStyle) -> Paragraph:
     indent = len(text) - len(text.lstrip(" "))  # leading spaces indent a sub-item ("  of which …")
-    return Paragraph("&nbsp;" * 2 * indent + escape(text.lstrip(" ")).replace("\n", "<br/>"), style)
+    body = _marked(text.lstrip(" "), style.fontName.endswith("-Bold")) if style.shaping else escape(text.lstrip(" "))
+    return Paragraph("&nbsp;" * 2 * indent + body.replace("\n", "<br/>"), style)
 
 
 def _cell(text: str, style: ParagraphStyle, width: float) -> str | Paragraph:
     """A table cell: the text as a plain string when it fits on one line of `width` points (the table draws it
     with the font its style commands give: no markup parsed, no lines broken, about a third of a Paragraph's
-    cost), else a Paragraph in `style` that wraps. An indented sub-item ("  of which …") stays a Paragraph."""
-    if "\n" in text or text.startswith(" ") or stringWidth(text, style.fontName, style.fontSize) > width:
+    cost), else a Paragraph in `style` that wraps. An indented sub-item ("  of which …") stays a Paragraph, and
+    so does text in a script set in a font of its own."""
+    if (
+        "\n" in text
+        or text.startswith(" ")
+        or stringWidth(text, style.fontName, style.fontSize) > width
+        or (style.shaping and needs_script_fonts(text))
+    ):
         return _p(text, style)
     return text
 
@@ -450,7 +570,9 @@ class _NumberedCanvas(pdfcanvas.Canvas):
 def render(content: Content, issuer: Issuer) -> bytes:
     """The document as PDF bytes (A4)."""
     font_pair = fonts_for(content, issuer)
-    styles = _styles(*font_pair)
+    styles = _styles(
+        *font_pair, shaping=font_pair != STANDARD_FONTS and any(map(needs_script_fonts, _texts(content, issuer)))
+    )
     story: list[Flowable] = _header(issuer, content, styles)
     after = len(content.sections) if content.totals_after is None else content.totals_after
     for section in content.sections[:after]:

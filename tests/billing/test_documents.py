@@ -18,7 +18,9 @@ import time_machine
 from django.conf import settings
 from django.db import connection, transaction
 from pypdf import PdfReader
+from reportlab.pdfbase import ttfonts
 
+from billing.documents import layout
 from billing.documents.layout import STANDARD_FONTS, Column, Content, Issuer, Section, fonts, fonts_for, render
 from billing.models import (
     BapAgreement,
@@ -624,3 +626,52 @@ def test_a_long_bap_id_still_fits_the_reference() -> None:
         )
         == reference
     )
+
+
+# --- the Indian scripts: each in its Noto face, shaped --------------------------------------------------------
+
+
+def _needs_faces(*faces: str) -> None:
+    for face in faces:
+        if layout.script_family(face) is None:
+            pytest.skip(f"{face} is not installed here (Debian's fonts-noto-core; `make install` installs it)")
+
+
+def test_words_of_a_script_are_runs_of_its_face_with_their_punctuation() -> None:
+    _needs_faces("NotoSansDevanagari", "NotoSansTamil")
+    assert layout.script_runs("12, अन्ना सालै, சென்னை 600002") == [
+        ("12, ", None),
+        ("अन्ना सालै,", "NotoSansDevanagari"),  # the space between two words of one script, and the comma, join it
+        (" ", None),
+        ("சென்னை", "NotoSansTamil"),
+        (" 600002", None),
+    ]
+    # A word mixing a script with letters its face lacks is cut where the script ends.
+    assert layout.script_runs("ऊर्जा–kWh") == [("ऊर्जा–", "NotoSansDevanagari"), ("kWh", None)]
+    assert layout.script_runs("Asha Verma") == [("Asha Verma", None)]
+
+
+def test_names_in_indian_scripts_are_set_in_their_faces_and_shaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hindi name (bold, the recipient's first line) and a Tamil note: their faces are embedded, the bold one
+    for the bold line, and HarfBuzz reorders and joins the letters (drawn unshaped, the PDF's text would read back
+    code point for code point; shaped, the conjuncts प्र and र्म are single glyphs)."""
+    _needs_faces("NotoSansDevanagari", "NotoSansTamil")
+    content = _simple("प्रिया शर्मा", note="நன்றி, சென்னை")
+    pdf = render(content, Issuer("eMSP Ltd", "1 Road", "TAX1"))
+    names, _ = _fonts_of(pdf)
+    assert {n.split("+")[-1] for n in names} >= {"NotoSansDevanagari-Bold", "NotoSansTamil-Regular", "DejaVuSans"}
+    monkeypatch.setattr(ttfonts, "uharfbuzz", None)  # the same document without HarfBuzz
+    unshaped = render(content, Issuer("eMSP Ltd", "1 Road", "TAX1"))
+    assert "प्रिया शर्मा" in PdfReader(io.BytesIO(unshaped)).pages[0].extract_text()
+    assert "प्रिया शर्मा" not in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+
+
+def test_without_the_faces_the_scripts_print_in_the_embedded_face(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(layout, "SCRIPT_FONT_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(layout, "_script_faces", {})
+    pdf = render(_simple("प्रिया शर्मा"), Issuer("eMSP Ltd", "1 Road", "TAX1"))
+    names, embedded = _fonts_of(pdf)
+    assert embedded and not [n for n in names if "Noto" in n]
+    assert layout.script_runs("प्रिया") == [("प्रिया", "NotoSansDevanagari")]  # known as Devanagari, no face
