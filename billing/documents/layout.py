@@ -163,7 +163,7 @@ def script_runs(text: str) -> list[tuple[str, str | None]]:
                     face is None
                     and before
                     and not (c.isalnum() or c.isspace())
-                    and ord(c) in _covers.get(f"{script_family(before)}", ())
+                    and ord(c) in _covers.get(script_family(before) or "", ())
                 ):
                     face = before
                 pieces.append((c, face))
@@ -180,7 +180,8 @@ def script_runs(text: str) -> list[tuple[str, str | None]]:
 
 
 def needs_script_fonts(text: str) -> bool:
-    return any(_script_of(c) is not None and script_family(_script_of(c) or "") for c in text)
+    """Has the text a word to set in a script's own face (one installed here)?"""
+    return any(face and script_family(face) for face in map(_script_of, text))
 
 
 def _marked(text: str, bold: bool = False) -> str:
