@@ -171,14 +171,15 @@ def send_callback(delivery: Delivery) -> outbox.SendResult:
             f"{host} gave no answer to a recent callback and another callback to it is in flight: put off",
             not_sent_until=timezone.now() + QUIET_PUT_OFF,
         )
-    result = outbox.SendResult(None, "not sent")
     try:
         result = _post(callback, host, timeout)
-    finally:
-        if result.http_status is None and is_quiet(host):  # no answer again: the next try waits
-            cache.set(in_flight, 1, timeout=QUIET_REST)
-        else:
-            cache.delete(in_flight)
+    except Exception:  # a fault of ours (the outbox logs it): the lock is not this host's to keep
+        cache.delete(in_flight)
+        raise
+    if result.http_status is None:  # no answer again: the next try waits
+        cache.set(in_flight, 1, timeout=QUIET_REST)
+    else:
+        cache.delete(in_flight)
     return result
 
 

@@ -1,9 +1,10 @@
 """A BAP's callback endpoint for the benchmarks: it answers every on_* with an ACK and records when each arrived
 (`arrived`, by message_id) and what it was (`answered`: the action, and whether it carried an error; `bodies`: the
-whole callback, when asked to keep them)."""
+whole callback, when asked to keep them); and `SilentReceiver`, a BAP that never answers (a hung app)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,8 +60,6 @@ class SilentReceiver:
     the connections it took. Each connection is held until the sender gives up and closes it."""
 
     def __init__(self) -> None:
-        import socket
-
         self.heard = 0
         self._socket = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/beckn"
@@ -76,10 +75,10 @@ class SilentReceiver:
             threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
 
     @staticmethod
-    def _hold(conn: object) -> None:
-        with conn:  # type: ignore[attr-defined]
+    def _hold(conn: socket.socket) -> None:
+        with conn:
             try:
-                while conn.recv(65536):  # type: ignore[attr-defined]
+                while conn.recv(65536):
                     pass
             except OSError:
                 pass
