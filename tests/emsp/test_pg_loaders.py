@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta, timezone, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
 from django.db.backends.postgresql.psycopg_any import register_tzloader
+from psycopg.pq import Format
 
-from emsp.pg_loaders import FastTzLoader
+from emsp.pg_loaders import FastTzLoader, binary_loader_for, loader_for
 
 pytestmark = [
     pytest.mark.django_db,
@@ -67,3 +70,38 @@ def test_under_psycopgs_python_implementation_djangos_loader_stays() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2], check=False)  # fmt: skip
     assert done.stdout.strip().endswith("OK True False"), done.stderr[-2000:]
+
+
+def read(loader: type | None = None, *, djangos: tzinfo | None = None, binary: bool = False) -> tuple:
+    """SQL's row through the connection's loaders, or with `loader` on the cursor, or Django's own loader for
+    the zone `djangos`; in binary when asked."""
+    with connection.cursor() as cursor:
+        if loader is not None:
+            cursor.cursor.adapters.register_loader("timestamptz", loader)
+        if djangos is not None:
+            register_tzloader(djangos, cursor.cursor)
+        if binary:
+            cursor.cursor.format = Format.BINARY
+        cursor.execute(SQL)
+        return cursor.fetchone()
+
+
+def test_the_zone_is_set_only_where_it_is_another_object() -> None:
+    """psycopg's parser gives Django's own UTC object; a loader for another zone object (equal or not) still
+    sets it on every value, as Django's loader does."""
+    assert all(v.tzinfo is connection.timezone for v in read()[:-1])
+    for zone in (timezone(timedelta(0)), timezone(timedelta(hours=5, minutes=30)), ZoneInfo("Europe/Amsterdam")):
+        ours = read(loader_for(zone))
+        assert ours == read(djangos=zone)
+        assert all(v.tzinfo is zone for v in ours[:-1])
+
+
+def test_values_read_in_binary_are_the_same() -> None:
+    """The binary-format loader (beckn/catalogue_rows.py reads its rows so) gives Django's values too."""
+    text = read()
+    for zone in (connection.timezone, ZoneInfo("Europe/Amsterdam")):
+        binary = read(binary_loader_for(zone), binary=True)
+        assert binary == read(djangos=zone)
+        assert binary == text or zone is not connection.timezone  # another zone: Django's, the wall time kept
+        assert all(v.tzinfo is zone for v in binary[:-1])
+        assert binary[-1] is None
