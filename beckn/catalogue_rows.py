@@ -138,7 +138,8 @@ def _readying(cursor: Any) -> None:
     """A psycopg cursor set to read this module's rows: `jsonb` through orjson, and every column in PostgreSQL's
     binary format where psycopg's C loaders run (a number or a time is then copied, not parsed from its text:
     10 % fewer client instructions a catalogue search at 1 M EVSEs, 248 against 264 million for 100 searches under
-    callgrind, issue 15 point 1). Rows come out the same either way (tests/beckn/test_search_chunks.py)."""
+    callgrind, issue 15 point 1). The rows build the instances the ORM builds, field for field and type for type
+    (tests/beckn/test_catalogue_cursor.py)."""
     adapters = cursor.adapters
     adapters.register_loader("jsonb", _JsonLoader)
     timestamps = pg_loaders.binary_loader_for(connections[DEFAULT_DB_ALIAS].timezone)
