@@ -526,10 +526,9 @@ def energy_matches(details: LocationFilters, location: Location, tariff: Tariff 
 
 
 def _tag(code: str, value: Any, name: str | None = None) -> dict[str, Any]:
-    descriptor: dict[str, Any] = {"code": code}
     if name:
-        descriptor["name"] = name
-    return {"descriptor": descriptor, "value": str(value)}
+        return {"descriptor": {"code": code, "name": name}, "value": str(value)}
+    return {"descriptor": {"code": code}, "value": str(value)}
 
 
 def _group(code: str, name: str, tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -604,13 +603,39 @@ def detail_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
     """The item's tag groups about where it is: facilities, opening-hours, parking, accessibility, energy-mix,
     operator, help. What belongs to the location is worked out once per location object and moment."""
     location = hit.evse.location
-    memo = location.__dict__.get("_beckn_groups")
-    if memo is None or memo[0] != now or memo[1] is not _data(location):
-        memo = (now, _data(location), _location_groups(location, now))
-        location.__dict__["_beckn_groups"] = memo
+    memo = _location_memo(location, now)
     facilities, hours, operator, help_group = memo[2]
-    energy = _group("energy-mix", "Energy mix", energy_tags(location, hit.tariff))
+    energy, _ = _energy_of(location, hit.tariff, memo)
     return [*facilities, *hours, *_evse_groups(hit.evse), *energy, *operator, *help_group]
+
+
+def _location_memo(location: Location, now: datetime) -> tuple[Any, ...]:
+    """(now, data, the location's tag groups, open 24/7 now, its energy by tariff): kept on the location object
+    for one moment, as its items share it (a profile of render_catalog: the mix, hours and categories were
+    worked out again for each item)."""
+    data = _data(location)
+    memo = location.__dict__.get("_beckn_groups")
+    if memo is None or memo[0] != now or memo[1] is not data:
+        memo = (now, data, _location_groups(location, now), always_open(hours_of(location), now), {})
+        location.__dict__["_beckn_groups"] = memo
+    return memo
+
+
+def _energy_of(location: Location, tariff: Tariff | None, memo: tuple[Any, ...]) -> tuple[list[dict[str, Any]], bool]:
+    """The energy-mix group and whether it is green, for the location with this tariff (the tariff's mix counts
+    where the location states none), once per tariff and its data."""
+    key = None if tariff is None else (tariff.pk, id(tariff))
+    tariff_data = None if tariff is None else tariff.data
+    known = memo[4].get(key)
+    if known is None or known[0] is not tariff_data:
+        mix, _ = energy_mix_of(location, tariff)
+        known = memo[4][key] = (
+            tariff_data,
+            _group("energy-mix", "Energy mix", energy_tags(location, tariff)),
+            is_green(mix),
+            tariff,  # kept so that id(tariff) names no other object while the memo lives
+        )
+    return known[1], known[2]
 
 
 def _location_groups(location: Location, now: datetime) -> tuple[list[dict[str, Any]], ...]:
@@ -712,11 +737,12 @@ def help_tags(location: Location) -> list[dict[str, Any]]:
 
 
 def category_ids(hit: Hit, now: datetime) -> list[str]:
+    location = hit.evse.location
+    memo = _location_memo(location, now)
     out = []
-    mix, _ = energy_mix_of(hit.evse.location, hit.tariff)
-    if is_green(mix):
+    if _energy_of(location, hit.tariff, memo)[1]:
         out.append("green-energy")
-    if always_open(hours_of(hit.evse.location), now):
+    if memo[3]:
         out.append("open-24-7")
     if accessible_parking(hit.evse):
         out.append("accessible-parking")

@@ -1,6 +1,6 @@
 """Benchmark: the Beckn BPP on PostgreSQL and Redis, with gunicorn and a Celery worker as separate processes.
 
-Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--duration 15]
+Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|select|search-worker|all] [--duration 15]
 - ack: signed `POST /beckn/search` answered ACK (signature verified on every request, each a new message_id),
   by the platform and by the bare baseline app bench/ack_baseline.py under the same gunicorn: highest rate with
   wrk (closed loop), latency at a fixed 2,000 req/s (open loop), and their ratio. Targets (issue 15): ≥ 2,500
@@ -13,6 +13,8 @@ Usage: .venv/bin/python bench/bench_beckn.py [--part ack|search|query|all] [--du
   BAPs hung apps (their callbacks are never answered) and times the others' callbacks.
 - select: a select answered in the worker (in this process, its on_select to a receiver here) at each of
   --query-sizes: wall and CPU time a select, its statements, the slowest one (issue 15 point 7: how it grows).
+- search-worker: the same for a search (5 km around a cluster centre) and its on_search: the worker's CPU a
+  search (issue 15 point 2). --profile prints cProfile of either, the process's CPU as its clock.
 - query: the catalogue query itself (beckn.catalogue.search) against the baseline of issue 15 (one SQL statement
   on the same index, through psycopg), query for query, at each of --query-sizes (--reuse keeps the catalogues
   between runs). Target: p95 ≤ 3 ms at 1,000,000 EVSEs, within 2× the baseline.
@@ -469,18 +471,21 @@ def part_query(sizes: list[int], reuse: bool, queries: int = 300) -> None:
                 print(f"plans of {'ours' if ours_statement else 'the baseline'}: {generic} generic, {custom} custom")
 
 
-def part_select(sizes: list[int], reuse: bool, selects: int = 300) -> None:
-    """A select answered in the worker (beckn.tasks.handle_request, in this process, its on_select sent to a
-    receiver here), at each catalogue size of --part query: CPU and wall time a select, its statements, and
-    the slowest statement. Each select names an available EVSE of the catalogue and asks a quote for 1-30 kWh."""
+def part_select(
+    sizes: list[int], reuse: bool, selects: int = 300, action: str = "select", profile: bool = False
+) -> None:
+    """A select (or a search, `action`) answered in the worker (beckn.tasks.handle_request, in this process, its
+    callback sent to a receiver here), at each catalogue size of --part query: CPU and wall time a request, its
+    statements, and the slowest statement. Each select names an available EVSE of the catalogue and asks a
+    quote for 1-30 kWh; each search is a 5 km circle around one of the catalogue's cluster centres."""
     for evses in sizes[1:]:  # Django is set up once per process: each further size in a process of its own
-        subprocess.run([sys.executable, __file__, "--part", "select", "--query-sizes", str(evses)]
-                       + (["--reuse"] if reuse else []), check=True)  # fmt: skip
-    select_at(sizes[0], reuse, selects)
+        subprocess.run([sys.executable, __file__, "--part", action.replace("search", "search-worker"),
+                        "--query-sizes", str(evses)] + (["--reuse"] if reuse else []), check=True)  # fmt: skip
+    worker_at(action, sizes[0], reuse, selects, profile)
 
 
-def select_at(evses: int, reuse: bool, selects: int) -> None:
-    """--part select at one catalogue size, in this process."""
+def worker_at(action: str, evses: int, reuse: bool, count: int, profile: bool) -> None:
+    """--part select / search-worker at one catalogue size, in this process."""
     import random
 
     query_database(evses, reuse)
@@ -490,25 +495,31 @@ def select_at(evses: int, reuse: bool, selects: int) -> None:
     from beckn.tasks import handle_request
 
     receiver = Receiver()
-    bap_id, _ = trusted_bap(f"{receiver.url}/0", "bap-select.bench")
+    bap_id, _ = trusted_bap(f"{receiver.url}/0", f"bap-{action}.bench")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT l.location_id, e.uid, p.country_code || '*' || p.party_id FROM emsp_evse e "
             "JOIN emsp_location l ON l.id = e.location_id JOIN emsp_partner p ON p.id = l.partner_id "
             "WHERE e.status = 'AVAILABLE' AND e.id %% 97 = 0 ORDER BY e.id LIMIT %s",
-            [2 * selects],
+            [2 * count],
         )
         items = cursor.fetchall()
     rng = random.Random(7)
+    centres = cluster_centres()
 
     def body(n: int) -> str:
-        location_id, uid, party = items[n % len(items)]
         context = {
-            "domain": "ev-charging:beckn", "action": "select", "version": "1.1.0", "bap_id": bap_id,
+            "domain": "ev-charging:beckn", "action": action, "version": "1.1.0", "bap_id": bap_id,
             "bap_uri": f"{receiver.url}/0", "transaction_id": str(uuid.uuid4()),
             "message_id": str(uuid.uuid4()), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }  # fmt: skip
-        message = select_message(party, f"{location_id}/{uid}/1", rng.randint(1, 30))
+        if action == "search":
+            lat, lon = centres[n % len(centres)]
+            circle = {"gps": f"{lat:.4f},{lon:.4f}", "radius": {"value": "5", "unit": "km"}}
+            message = {"intent": {"fulfillment": {"stops": [{"location": {"circle": circle}}]}}}
+        else:
+            location_id, uid, party = items[n % len(items)]
+            message = select_message(party, f"{location_id}/{uid}/1", rng.randint(1, 30))
         return orjson.dumps({"context": context, "message": message}).decode()
 
     statements: list[tuple[float, str]] = []
@@ -520,40 +531,56 @@ def select_at(evses: int, reuse: bool, selects: int) -> None:
         finally:
             statements.append(((time.perf_counter() - started) * 1000, sql))
 
-    for n in range(selects):  # warm: imports, prepared statements, caches
-        handle_request.run("select", body(selects + n))
+    for n in range(count):  # warm: imports, prepared statements, caches
+        handle_request.run(action, body(count + n))
     receiver.arrived.clear()
     walls, cpus = [], []
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)
+    bodies = [body(n) for n in range(count)]
     with connection.execute_wrapper(timed):
-        for n in range(selects):
+        for n in range(count):
             wall, cpu = time.perf_counter(), time.process_time()
-            handle_request.run("select", body(n))
+            if profiler:
+                profiler.enable()
+            handle_request.run(action, bodies[n])
+            if profiler:
+                profiler.disable()
             walls.append((time.perf_counter() - wall) * 1000)
             cpus.append((time.process_time() - cpu) * 1000)
     deadline = time.perf_counter() + 10
-    while len(receiver.arrived) < selects and time.perf_counter() < deadline:
+    while len(receiver.arrived) < count and time.perf_counter() < deadline:
         time.sleep(0.05)
-    errors = sum(1 for action, error in receiver.answered.values() if action == "on_select" and error)
+    errors = sum(1 for action_, error in receiver.answered.values() if action_ == f"on_{action}" and error)
     by_statement: dict[str, list[float]] = {}
     for ms, sql in statements:  # savepoint names and the like told apart by their digits only: one key
         by_statement.setdefault(re.sub(r"\d+", "N", " ".join(sql.split()))[:90], []).append(ms)
     slowest = sorted(by_statement.items(), key=lambda kv: -sum(kv[1]))[:3]
     walls.sort()
-    print(f"== select answered in the worker at {evses:,} EVSEs, {selects} selects (on_select to a receiver here)")
+    print(f"== {action} answered in the worker at {evses:,} EVSEs, {count} {action}es "
+          f"(on_{action} to a receiver here)".replace("selectes", "selects"))  # fmt: skip
     print(f"wall ms p50 {percentile(walls, 50):.2f} p95 {percentile(walls, 95):.2f} p99 {percentile(walls, 99):.2f}; "
-          f"CPU ms a select {statistics.mean(cpus):.2f} (this process, receiver thread included); "
-          f"{len(statements) / selects:.1f} statements a select; on_select {len(receiver.arrived)}/{selects}, "
+          f"CPU ms a {action} {statistics.mean(cpus):.2f} (this process, receiver thread included); "
+          f"{len(statements) / count:.1f} statements a {action}; on_{action} {len(receiver.arrived)}/{count}, "
           f"{errors} with an error")  # fmt: skip
     for text, times in slowest:
         print(
-            f"  {sum(times) / selects:.2f} ms a select ({len(times) / selects:.0f}x, mean {statistics.mean(times):.2f} ms): {text}"
+            f"  {sum(times) / count:.2f} ms a {action} ({len(times) / count:.0f}x, mean {statistics.mean(times):.2f} ms): {text}"
         )
+    if profiler:
+        import pstats
+
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     receiver.server.shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["ack", "search", "query", "select", "all"], default="all")
+    parser.add_argument("--part", choices=["ack", "search", "query", "select", "search-worker", "all"], default="all")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="--part ack: platform and baseline alternated")
@@ -568,6 +595,8 @@ def main() -> None:
                         help="--part search: the latency Celery worker's processes")  # fmt: skip
     parser.add_argument("--silent-baps", type=int, default=0,
                         help="--part search: how many of the BAPs never answer their callbacks")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="--part select/search-worker: cProfile the worker, the process's CPU as its clock")  # fmt: skip
     args = parser.parse_args()
     global CELERY_CONCURRENCY
     CELERY_CONCURRENCY = args.worker_concurrency
@@ -584,7 +613,9 @@ def main() -> None:
     if args.part in ("query", "all"):
         part_query([int(n) for n in args.query_sizes.split(",")], args.reuse)
     if args.part in ("select", "all"):
-        part_select([int(n) for n in args.query_sizes.split(",")], args.reuse)
+        part_select([int(n) for n in args.query_sizes.split(",")], args.reuse, profile=args.profile)
+    if args.part in ("search-worker", "all"):
+        part_select([int(n) for n in args.query_sizes.split(",")], args.reuse, action="search", profile=args.profile)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True, check=False)
 
 
