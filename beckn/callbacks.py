@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,11 +110,22 @@ def enqueue(
 # then go one at a time across all processes (a lock in the cache), each with BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS,
 # and one that again gets no answer keeps the lock QUIET_REST longer, so a silent host holds a process for 2 s
 # in every 7 at most; a callback that finds the lock taken is not sent but put back for the outbox's sweep, its
-# try not counted. The first answer ends it. Known per process (no extra round trip on a healthy BAP's callbacks).
+# try not counted. The first answer ends it.
+#
+# What one process finds out, the others learn: a host that gave no answer goes into one shared cache entry,
+# which each process reads at most every SHARED_REFRESH seconds, and its first answer takes it out. And a host
+# this process has not heard from lately gets the full wait for one callback at a time across all processes (a
+# second lock); a callback to it while that one waits gets the short timeout. So the hung app's first callbacks
+# hold one process for the full wait and the others for the short one, not every process for the full wait,
+# and a healthy BAP's callbacks make no extra round trip once a process has heard from it.
 _quiet_until: dict[str, float] = {}
+_heard_at: dict[str, float] = {}  # when this process last had an answer from each host (time.monotonic)
 _quiet_lock = threading.Lock()
 QUIET_PUT_OFF = timedelta(seconds=5)  # a callback not sent because another to its quiet host is in flight
 QUIET_REST = 5.0  # seconds the lock is kept after a quiet host's callback got no answer either
+SHARED_KEY = "beckn:quiet-bap-hosts"  # {host: until, as a Unix time}
+SHARED_REFRESH = 0.5  # seconds between a process's reads of it
+_shared_read_at = 0.0
 
 
 def _host(url: str) -> str:
@@ -124,7 +136,8 @@ def _host(url: str) -> str:
 
 
 def is_quiet(host: str) -> bool:
-    """Has this process had no answer from `host` within the last BECKN_CALLBACK_QUIET_SECONDS?"""
+    """Has this process (or, since its last look, another) had no answer from `host` lately?"""
+    _learn_from_the_others()
     until = _quiet_until.get(host)
     if until is None:
         return False
@@ -136,9 +149,44 @@ def is_quiet(host: str) -> bool:
 
 
 def forget_quiet_hosts() -> None:
-    """Tests: this process has heard from every host."""
+    """Tests: every process has heard from every host, and none lately."""
+    global _shared_read_at
     with _quiet_lock:
         _quiet_until.clear()
+        _heard_at.clear()
+        _shared_read_at = 0.0
+    _shared_write(lambda hosts: hosts.clear())
+
+
+def _learn_from_the_others() -> None:
+    """The hosts other processes found quiet, read from the cache at most every SHARED_REFRESH seconds."""
+    global _shared_read_at
+    now = time.monotonic()
+    if now - _shared_read_at < SHARED_REFRESH:
+        return
+    _shared_read_at = now
+    try:
+        shared = cache.get(SHARED_KEY) or {}
+    except Exception:  # the cache down: each process finds its quiet hosts out by itself, as before
+        return
+    left = {host: until - time.time() for host, until in shared.items() if isinstance(until, float | int)}
+    with _quiet_lock:
+        for host, seconds in left.items():
+            if seconds > 0 and _quiet_until.get(host, 0.0) < now + seconds:
+                _quiet_until[host] = now + seconds
+
+
+def _shared_write(change: Callable[[dict[str, float]], object]) -> None:
+    """Read, change and write the shared entry (two processes writing at once may lose one's change: that
+    process's host is then found out again by the others, as it was before there was an entry)."""
+    try:
+        hosts = cache.get(SHARED_KEY) or {}
+        wall = time.time()
+        hosts = {host: until for host, until in hosts.items() if isinstance(until, float | int) and until > wall}
+        change(hosts)
+        cache.set(SHARED_KEY, hosts, timeout=settings.BECKN_CALLBACK_QUIET_SECONDS)
+    except Exception:  # the cache down: this process still knows
+        log.warning("could not share the quiet BAP hosts through the cache", exc_info=True)
 
 
 def _heard_nothing_from(host: str) -> None:
@@ -146,25 +194,59 @@ def _heard_nothing_from(host: str) -> None:
         log.warning("BAP host %s gave no answer to a callback: its callbacks go one at a time with a %s s timeout "
                     "for %s s", host, settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS,
                     settings.BECKN_CALLBACK_QUIET_SECONDS)  # fmt: skip
+    seconds = settings.BECKN_CALLBACK_QUIET_SECONDS
     with _quiet_lock:
-        _quiet_until[host] = time.monotonic() + settings.BECKN_CALLBACK_QUIET_SECONDS
+        _quiet_until[host] = time.monotonic() + seconds
+    _shared_write(lambda hosts: hosts.update({host: time.time() + seconds}))
 
 
 def _heard_from(host: str) -> None:
+    _heard_at[host] = time.monotonic()
     if host in _quiet_until:
         with _quiet_lock:
-            if _quiet_until.pop(host, None) is not None:
-                log.info("BAP host %s answers callbacks again", host)
+            was_quiet = _quiet_until.pop(host, None) is not None
+        if was_quiet:
+            log.info("BAP host %s answers callbacks again", host)
+            _shared_write(lambda hosts: hosts.pop(host, None))
 
 
 def send_callback(delivery: Delivery) -> outbox.SendResult:
     """The outbox's sender for Beckn callbacks: the stored body, signed, POSTed to its URL."""
     callback = delivery if isinstance(delivery, BecknCallback) else BecknCallback.objects.get(pk=delivery.pk)
     host = _host(callback.url)
-    if not is_quiet(host):
+    if is_quiet(host):
+        return _send_to_quiet(callback, host)
+    if _heard_lately(host):
         return _post(callback, host, settings.BECKN_CALLBACK_TIMEOUT_SECONDS)
+    full_wait = f"beckn:callback-full-wait:{host}"
+    try:
+        mine = cache.add(full_wait, 1, timeout=int(settings.BECKN_CALLBACK_TIMEOUT_SECONDS) + 2)
+    except Exception:  # the cache down: every callback gets the full wait, as before
+        log.warning("could not take the full-wait lock for %s", host, exc_info=True)
+        return _post(callback, host, settings.BECKN_CALLBACK_TIMEOUT_SECONDS)
+    if not mine:  # another process is waiting for this host's answer: this one waits the short time only
+        result = _post(callback, host, settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS)
+        if result.http_status is None:  # no answer either: the host is quiet, and its next try waits
+            cache.set(_in_flight_key(host), 1, timeout=QUIET_REST)
+        return result
+    try:
+        return _post(callback, host, settings.BECKN_CALLBACK_TIMEOUT_SECONDS)
+    finally:
+        cache.delete(full_wait)
+
+
+def _heard_lately(host: str) -> bool:
+    heard = _heard_at.get(host)
+    return heard is not None and time.monotonic() - heard < settings.BECKN_CALLBACK_QUIET_SECONDS
+
+
+def _in_flight_key(host: str) -> str:
+    return f"beckn:callback-in-flight:{host}"
+
+
+def _send_to_quiet(callback: BecknCallback, host: str) -> outbox.SendResult:
     timeout = settings.BECKN_CALLBACK_QUIET_TIMEOUT_SECONDS
-    in_flight = f"beckn:callback-in-flight:{host}"
+    in_flight = _in_flight_key(host)
     if not cache.add(in_flight, 1, timeout=int(timeout * 2) + 1):  # expires should its holder die
         return outbox.SendResult(
             None,
@@ -185,14 +267,9 @@ def send_callback(delivery: Delivery) -> outbox.SendResult:
 
 def _post(callback: BecknCallback, host: str, timeout: float) -> outbox.SendResult:
     body = callback.body.encode()
+    headers = {"Authorization": sign_outgoing(body), "Content-Type": "application/json"}
     try:
-        response = outbound.send(
-            "POST",
-            callback.url,
-            body=body,
-            headers={"Authorization": sign_outgoing(body), "Content-Type": "application/json"},
-            timeout=timeout,
-        )
+        response = outbound.send("POST", callback.url, body=body, headers=headers, timeout=timeout)
     except outbound.ForbiddenTarget as exc:
         return outbox.SendResult(None, str(exc))
     except outbound.OutboundError as exc:

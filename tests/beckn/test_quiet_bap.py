@@ -173,3 +173,86 @@ def test_an_answer_of_any_status_is_an_answer(settings: Any, silent_bap: SilentB
     tried = outbox.deliver(row.pk)
     assert (tried.status, tried.last_http_status) == (Delivery.Status.PENDING, 503)  # retried later, as before
     assert not callbacks.is_quiet(callbacks._host(silent_bap.url))
+
+
+def _as_another_process() -> None:
+    """What this process knows of quiet hosts forgotten, the shared entry kept: as a sibling worker process sees it."""
+    callbacks._quiet_until.clear()
+    callbacks._shared_read_at = 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_one_process_waits_out_a_silent_bap_the_others_wait_briefly_and_learn(silent_bap: SilentBap) -> None:
+    """A hung app's first callback waits the full timeout; a second process must not wait it out as well: while
+    the first waits, another callback to the host gets the short timeout, and once one got no answer, every
+    process knows the host is quiet."""
+    host = callbacks._host(silent_bap.url)
+    rows = [_callback(silent_bap, n) for n in range(5)]
+    holder = threading.Thread(target=lambda: (outbox.deliver(rows[0].pk), connection.close()))
+    holder.start()
+    assert silent_bap.reading.wait(5)
+
+    _as_another_process()  # a sibling process, which has heard nothing of the host either
+    second, took = _timed_delivery(rows[1].pk)
+    assert QUIET * 0.8 <= took < FULL * 0.5
+    assert holder.is_alive()  # the first still waits for its answer
+    assert (second.status, second.attempts, second.last_http_status) == (Delivery.Status.PENDING, 1, None)
+    asked = silent_bap.requests
+    rested, took = _timed_delivery(rows[2].pk)  # and rests the host: the next callback is put off at once
+    assert took < FULL * 0.5 and silent_bap.requests == asked and rested.attempts == 0
+    _as_another_process()
+    assert callbacks.is_quiet(host)  # what that process found out, a third learns from the cache
+    holder.join(FULL + 2)
+
+    # The host answers again: its first answer, in any process, takes it out of the shared entry, and a process
+    # that has heard from it lately sends without asking the cache.
+    time.sleep(REST + 0.2)
+    silent_bap.answering.set()
+    _as_another_process()
+    delivered, _ = _timed_delivery(rows[3].pk)
+    assert delivered.status == Delivery.Status.DELIVERED
+    _as_another_process()
+    assert not callbacks.is_quiet(host)
+    callbacks._heard_at[host] = time.monotonic()
+    with CaptureCacheCalls() as calls:
+        assert outbox.deliver(rows[4].pk).status == Delivery.Status.DELIVERED
+    assert [key for key in calls.keys if key != callbacks.SHARED_KEY] == []  # its twice-a-second read aside
+
+
+class CaptureCacheCalls:
+    """The cache keys a block reads or writes through beckn.callbacks' cache."""
+
+    def __enter__(self) -> CaptureCacheCalls:
+        self.keys: list[str] = []
+        self._patch = pytest.MonkeyPatch()
+        for name in ("add", "get", "set", "delete"):
+            real = getattr(callbacks.cache, name)
+            self._patch.setattr(callbacks.cache, name, self._recording(real))
+        return self
+
+    def _recording(self, real: Any) -> Any:
+        def call(key: str, *args: Any, **kwargs: Any) -> Any:
+            self.keys.append(key)
+            return real(key, *args, **kwargs)
+
+        return call
+
+    def __exit__(self, *_: object) -> None:
+        self._patch.undo()
+
+
+@pytest.mark.django_db
+def test_a_host_no_process_heard_from_is_shared_and_expires(settings: Any, silent_bap: SilentBap) -> None:
+    """A callback that got no answer shares its host for BECKN_CALLBACK_QUIET_SECONDS, no longer; an unreadable
+    shared entry is ignored."""
+    from django.core.cache import cache
+
+    host = callbacks._host(silent_bap.url)
+    callbacks._heard_nothing_from(host)
+    _as_another_process()
+    assert callbacks.is_quiet(host)
+    assert 0 < cache.get(callbacks.SHARED_KEY)[host] - time.time() <= settings.BECKN_CALLBACK_QUIET_SECONDS
+
+    cache.set(callbacks.SHARED_KEY, {host: time.time() - 1, "other:1": "garbage"})
+    _as_another_process()
+    assert not callbacks.is_quiet(host) and not callbacks.is_quiet("other:1")
