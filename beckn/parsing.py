@@ -33,6 +33,7 @@ from beckn.route_search import parse_journey
 from billing.services.payments import Reported
 from emsp.datetimes import DateTimeError, parse_utc
 from emsp.services.bookings import WindowRefused, window_check
+from emsp.vehicles import MAX_ENERGY_KWH
 
 ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
@@ -177,9 +178,13 @@ def _tags(tag_groups: Any, path: str) -> dict[str, str]:
     _need(isinstance(tag_groups, list), path, "tags must be a list of tag groups")
     for i, group in enumerate(tag_groups):
         _need(isinstance(group, dict), f"{path}[{i}]", "a tag group must be an object")
-        for j, tag in enumerate(group.get("list") or []):
+        tags = group.get("list") or []
+        _need(isinstance(tags, list), f"{path}[{i}].list", "a tag group's list must be a list of tags")
+        for j, tag in enumerate(tags):
             _need(isinstance(tag, dict), f"{path}[{i}].list[{j}]", "a tag must be an object")
-            code = str(((tag.get("descriptor") or {}).get("code")) or "").strip().lower().replace("_", "-")
+            descriptor = tag.get("descriptor") or {}
+            _need(isinstance(descriptor, dict), f"{path}[{i}].list[{j}].descriptor", "a descriptor must be an object")
+            code = str(descriptor.get("code") or "").strip().lower().replace("_", "-")
             if code and tag.get("value") is not None:
                 out[code] = str(tag["value"]).strip()
     return out
@@ -251,7 +256,10 @@ def fulfillment_window(fulfillments: Any, path: str) -> tuple[datetime, datetime
                 length = parse_duration(str(time.get("duration") or "PT15M")[:MAX_WINDOW_TEXT])
                 _need(length is not None, f"{where}.duration", "duration must be an ISO 8601 duration such as PT45M")
                 assert length is not None
-                window = (start, start + length)
+                try:
+                    window = (start, start + length)
+                except OverflowError as exc:  # a start near the year 9999 and a long duration
+                    raise BecknRequestError(INVALID_REQUEST, f"{where}.duration", "the window ends past 9999") from exc
             if window is not None:
                 try:
                     return window_check(*window)
@@ -348,6 +356,10 @@ class SelectedItem:
     window: tuple[datetime, datetime] | None = None
 
 
+# The longest charge a driver can ask a price for (a selected quantity in minutes or hours).
+MAX_QUOTE_HOURS = 24
+
+
 def selected_item(message: dict[str, Any]) -> SelectedItem:
     order = message.get("order")
     _need(isinstance(order, dict), "message.order", "order must be an object")
@@ -370,12 +382,16 @@ def selected_item(message: dict[str, Any]) -> SelectedItem:
             raise BecknRequestError(
                 INVALID_REQUEST, "message.order.items[0].quantity.selected.measure.value", "must be a number"
             ) from exc
-        _need(value > 0, "message.order.items[0].quantity.selected.measure.value", "must be positive")
+        path = "message.order.items[0].quantity.selected.measure.value"
+        _need(value.is_finite() and value > 0, path, "must be a positive number")
         if unit in ("kwh",):
+            _need(value <= MAX_ENERGY_KWH, path, f"at most {MAX_ENERGY_KWH} kWh")
             energy = value
         elif unit in ("min", "mins", "minute", "minutes"):
+            _need(value <= MAX_QUOTE_HOURS * 60, path, f"at most {MAX_QUOTE_HOURS * 60} minutes")
             duration = timedelta(minutes=float(value))
         elif unit in ("h", "hr", "hour", "hours"):
+            _need(value <= MAX_QUOTE_HOURS, path, f"at most {MAX_QUOTE_HOURS} hours")
             duration = timedelta(hours=float(value))
         else:
             raise BecknRequestError(

@@ -152,3 +152,54 @@ def test_ids_and_codes_with_control_characters_name_the_field(
     body = last(bap, f"on_{action}")
     assert body["error"]["paths"] == path
     assert not BecknMessage.objects.filter(status=BecknMessage.Status.FAILED).exists()
+
+
+def _refused(bap: Any, action: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The error the BAP hears, at the ACK (a NACK) or in the callback; never a failure we asked it to retry."""
+    response = bap(action, message)
+    error = (
+        orjson.loads(response.content).get("error")
+        if response.status_code != 200
+        else last(bap, f"on_{action}")["error"]
+    )
+    assert error and error["code"] != "40000"
+    assert not BecknMessage.objects.filter(status=BecknMessage.Status.FAILED).exists()
+    return error
+
+
+@pytest.mark.parametrize(
+    ("groups", "path"),
+    [
+        ([{"list": 5}], "message.intent.fulfillment.tags[0].list"),
+        ([{"list": {"descriptor": {"code": "connector-type"}}}], "message.intent.fulfillment.tags[0].list"),
+        ([{"list": [{"descriptor": "connector-type", "value": "CCS2"}]}],
+         "message.intent.fulfillment.tags[0].list[0].descriptor"),
+    ],
+)  # fmt: skip
+def test_tags_of_the_wrong_shape_name_the_field(bap: Any, groups: list[Any], path: str) -> None:
+    message = search_message()
+    message["intent"]["fulfillment"]["tags"] = groups
+    assert _refused(bap, "search", message)["paths"] == path
+
+
+@pytest.mark.parametrize(
+    ("value", "unit"),
+    [("NaN", "kWh"), ("Infinity", "kWh"), ("-Infinity", "minutes"), ("1e400", "kWh"), ("1e400", "minutes"),
+     ("100000", "kWh"), ("1441", "minutes"), ("25", "hours"), ("0", "kWh")],
+)  # fmt: skip
+def test_an_absurd_quantity_is_an_invalid_request_not_a_failure(bap: Any, value: str, unit: str) -> None:
+    item = item_of(bap)
+    measure = {"value": value, "unit": unit}
+    message = {
+        "order": {"provider": {"id": "IN*CPA"}, "items": [{"id": item, "quantity": {"selected": {"measure": measure}}}]}
+    }
+    error = _refused(bap, "select", message)
+    assert error["paths"] == "message.order.items[0].quantity.selected.measure.value"
+
+
+def test_a_window_that_ends_past_the_year_9999_is_an_invalid_request_not_a_failure(bap: Any) -> None:
+    item = item_of(bap)
+    stop = {"type": "start", "time": {"timestamp": "9999-12-31T23:00:00Z", "duration": "PT5H"}}
+    message = {"order": {"provider": {"id": "IN*CPA"}, "items": [{"id": item}], "fulfillments": [{"stops": [stop]}]}}
+    error = _refused(bap, "select", message)
+    assert error["paths"] == "message.order.fulfillments[0].stops[0].time.duration"
