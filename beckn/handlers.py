@@ -50,6 +50,7 @@ from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransa
 from beckn.parsing import (
     ACK,
     Envelope,
+    contact_details,
     fulfillment_window,
     order_id,
     parse_envelope,
@@ -336,14 +337,8 @@ def _driver_and_token(
 ) -> tuple[Driver, Token, dict[str, Any]]:
     """The driver from billing/customer details (found by email or phone, else a new account) and an
     APP_USER token for the charge, checked as real-time authorization would check it."""
-    billing = order.get("billing") if isinstance(order.get("billing"), dict) else {}
-    fulfillments = order.get("fulfillments") if isinstance(order.get("fulfillments"), list) else []
-    customer = fulfillments[0].get("customer") if fulfillments and isinstance(fulfillments[0], dict) else None
-    contact = (customer or {}).get("contact") or {}
-    person = (customer or {}).get("person") or {}
-    email = str(billing.get("email") or contact.get("email") or "")
-    phone = str(billing.get("phone") or contact.get("phone") or "")
-    name = str(billing.get("name") or person.get("name") or "")
+    details = contact_details(order)
+    email, phone, name, billing = details.email, details.phone, details.name, details.billing
     if not (email.strip() or phone.strip()):
         raise BecknRequestError(INVALID_REQUEST, "message.order.billing", "billing needs an email or a phone number")
     driver = drivers.driver_for_contact(app_id=txn.bap_id, email=email, phone=phone, name=name)
@@ -566,14 +561,14 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     for i, rating in enumerate(ratings):
         if not isinstance(rating, dict):
             raise BecknRequestError(INVALID_REQUEST, f"message.ratings[{i}]", "a rating must be an object")
-        category = plain_id(rating.get("rating_category") or "Order", f"message.ratings[{i}].rating_category")
+        category = plain_id(rating.get("rating_category") or "Order", f"message.ratings[{i}].rating_category", 20)
         ref_id = plain_id(rating.get("id") or "", f"message.ratings[{i}].id")
-        value = str(rating.get("value") or "")
+        value = str(rating.get("value") or "")[:21]  # longer than the column: refused below
         try:
             number = Decimal(value)
         except ArithmeticError:
             number = None
-        if number is None or not Decimal("0") <= number <= Decimal("5"):
+        if number is None or not Decimal("0") <= number <= Decimal("5") or len(value) > 20:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )
@@ -598,7 +593,8 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 def on_support(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     support = envelope.message.get("support") if isinstance(envelope.message.get("support"), dict) else {}
-    ref_id = str(support.get("ref_id") or support.get("order_id") or "")
+    key = "ref_id" if support.get("ref_id") else "order_id"
+    ref_id = plain_id(support.get(key) or "", f"message.support.{key}")
     booking = (
         Booking.objects.filter(order_id=ref_id, beckn_transaction__bap_id=txn.bap_id)
         .select_related("evse__location__partner")

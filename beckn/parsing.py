@@ -68,12 +68,13 @@ def _need(condition: bool, path: str, message: str, code: str = INVALID_REQUEST)
         raise BecknRequestError(code, path, message)
 
 
-def plain_id(value: Any, path: str) -> str:
+def plain_id(value: Any, path: str, max_length: int = 255) -> str:
     """An id or code from the message that we look up or store (item, provider, order, rating, cancellation
     reason): text without control characters (a NUL can't even reach PostgreSQL, which refused it with an error
-    the BAP only saw as "please retry")."""
+    the BAP only saw as "please retry"), no longer than the column it goes to."""
     text = str(value)
     _need(not _CONTROL.search(text), path, "contains control characters")
+    _need(len(text) <= max_length, path, f"at most {max_length} characters")
     return text
 
 
@@ -354,6 +355,70 @@ class SelectedItem:
     energy_kwh: Decimal | None
     duration: timedelta | None
     window: tuple[datetime, datetime] | None = None
+
+
+# --- init: who the driver is --------------------------------------------------------------------------
+
+# The Billing fields kept (and echoed): strings, each at most this long (the Driver's columns where it has them).
+BILLING_TEXT = {"name": 100, "email": 254, "phone": 32, "address": 255, "tax_id": 64}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()./-]{2,30}")
+
+
+@dataclass(frozen=True)
+class Contact:
+    billing: dict[str, str]  # the order's Billing as kept and echoed
+    email: str
+    phone: str
+    name: str
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    _need(value is None or isinstance(value, dict), path, "must be an object")
+    return value or {}
+
+
+def _contact_text(source: dict[str, Any], key: str, path: str, limit: int) -> str:
+    value = source.get(key)
+    if value is None:
+        return ""
+    _need(isinstance(value, str), path, "must be a string")
+    text = value.strip()
+    _need(len(text) <= limit, path, f"at most {limit} characters")
+    _need(not _CONTROL.search(text), path, "contains control characters")
+    return text
+
+
+def contact_details(order: dict[str, Any]) -> Contact:
+    """The driver's details of an init: the order's Billing, else its first fulfillment's customer (contact and
+    person). Each a string without control characters and of a length our records hold; an email and a phone
+    that look like one. Billing fields beyond BILLING_TEXT are not kept."""
+    billing = _object(order.get("billing"), "message.order.billing")
+    fulfillments = order.get("fulfillments")
+    first = fulfillments[0] if isinstance(fulfillments, list) and fulfillments else None
+    where = "message.order.fulfillments[0].customer"
+    customer = _object(first.get("customer") if isinstance(first, dict) else None, where)
+    contact = _object(customer.get("contact"), f"{where}.contact")
+    person = _object(customer.get("person"), f"{where}.person")
+    kept = {}
+    for key, limit in BILLING_TEXT.items():
+        text = _contact_text(billing, key, f"message.order.billing.{key}", limit)
+        if text:
+            kept[key] = text
+    found = {}
+    for key, source, path in (
+        ("email", contact, f"{where}.contact.email"),
+        ("phone", contact, f"{where}.contact.phone"),
+        ("name", person, f"{where}.person.name"),
+    ):
+        if key in kept:
+            found[key] = (kept[key], f"message.order.billing.{key}")
+        else:
+            found[key] = (_contact_text(source, key, path, BILLING_TEXT[key]), path)
+    (email, email_path), (phone, phone_path) = found["email"], found["phone"]
+    _need(not email or _EMAIL.fullmatch(email) is not None, email_path, "is not an email address")
+    _need(not phone or _PHONE.fullmatch(phone) is not None, phone_path, "is not a phone number")
+    return Contact(billing=kept, email=email, phone=phone, name=found["name"][0])
 
 
 # The longest charge a driver can ask a price for (a selected quantity in minutes or hours).

@@ -143,6 +143,13 @@ def test_an_item_id_with_control_characters_is_an_invalid_request_not_a_failure(
         ("rating", {"ratings": [{"rating_category": "Or\x00der", "id": "ORD", "value": "5"}]},
          "message.ratings[0].rating_category"),
         ("cancel", {"order_id": "ORD\x00"}, "message.order_id"),
+        ("cancel", {"order_id": "O" * 256}, "message.order_id"),
+        ("rating", {"ratings": [{"rating_category": "C" * 21, "id": "ORD", "value": "5"}]},
+         "message.ratings[0].rating_category"),
+        ("rating", {"ratings": [{"rating_category": "Order", "id": "ORD", "value": "4." + "9" * 20}]},
+         "message.ratings[0].value"),
+        ("support", {"support": {"ref_id": "ORD\x00"}}, "message.support.ref_id"),
+        ("support", {"support": {"order_id": "O" * 256}}, "message.support.order_id"),
     ],
 )  # fmt: skip
 def test_ids_and_codes_with_control_characters_name_the_field(
@@ -203,3 +210,43 @@ def test_a_window_that_ends_past_the_year_9999_is_an_invalid_request_not_a_failu
     message = {"order": {"provider": {"id": "IN*CPA"}, "items": [{"id": item}], "fulfillments": [{"stops": [stop]}]}}
     error = _refused(bap, "select", message)
     assert error["paths"] == "message.order.fulfillments[0].stops[0].time.duration"
+
+
+@pytest.mark.parametrize(
+    ("order", "path"),
+    [
+        ({"billing": "asha@example.com"}, "message.order.billing"),
+        ({"billing": {"email": ["asha@example.com"]}}, "message.order.billing.email"),
+        ({"billing": {"email": "asha\x00@example.com"}}, "message.order.billing.email"),
+        ({"billing": {"email": "a" * 250 + "@example.com"}}, "message.order.billing.email"),
+        ({"billing": {"email": "not an email"}}, "message.order.billing.email"),
+        ({"billing": {"phone": "9" * 40}}, "message.order.billing.phone"),
+        ({"billing": {"phone": "+91 98450 00000", "name": "A\x1bsha"}}, "message.order.billing.name"),
+        ({"billing": {"phone": "+91 98450 00000", "address": 12345}}, "message.order.billing.address"),
+        ({"fulfillments": [{"customer": "asha"}]}, "message.order.fulfillments[0].customer"),
+        ({"fulfillments": [{"customer": {"contact": ["x"]}}]}, "message.order.fulfillments[0].customer.contact"),
+        ({"fulfillments": [{"customer": {"person": "Asha", "contact": {"phone": "+91 98450 00000"}}}]},
+         "message.order.fulfillments[0].customer.person"),
+        ({"fulfillments": [{"customer": {"contact": {"email": "asha@exa\nmple.com"}}}]},
+         "message.order.fulfillments[0].customer.contact.email"),
+    ],
+)  # fmt: skip
+def test_driver_details_of_the_wrong_shape_name_the_field_and_create_no_driver(
+    bap: Any, order: dict[str, Any], path: str
+) -> None:
+    from emsp.models import Driver
+
+    select(bap, item_of(bap))
+    drivers = Driver.objects.count()
+    error = _refused(bap, "init", {"order": {"provider": {"id": "IN*CPA"}, **order}})
+    assert error["paths"] == path
+    assert Driver.objects.count() == drivers
+
+
+def test_only_the_billing_fields_we_keep_are_stored_and_echoed(bap: Any) -> None:
+    select(bap, item_of(bap))
+    billing = {"name": " Asha ", "email": "asha@example.com", "phone": "+91 98450 00000", "tax_id": "GST1",
+               "organization": {"name": "x" * 5000}, "time": {"label": "any"}}  # fmt: skip
+    bap("init", {"order": {"provider": {"id": "IN*CPA"}, "billing": billing}})
+    echoed = last(bap, "on_init")["message"]["order"]["billing"]
+    assert echoed == {"name": "Asha", "email": "asha@example.com", "phone": "+91 98450 00000", "tax_id": "GST1"}
