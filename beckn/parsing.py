@@ -103,6 +103,19 @@ def parse_duration(value: str) -> timedelta | None:
         return None  # "P99999999999D": not a duration anyone means
 
 
+MAX_CONTEXT_LOCATION = 4096  # bytes of JSON: a city and a country take a few dozen
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timestamp: bool = True) -> Envelope:
     """JSON, `{context, message}`, and the context fields we rely on (core 1.1.0 makes them all optional;
     a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too).
@@ -143,6 +156,12 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     bpp_id = _string(context, "bpp_id", required=False)
     if bpp_id is not None:
         _need(bpp_id == settings.BECKN_SUBSCRIBER_ID, "context.bpp_id", f"this BPP is {settings.BECKN_SUBSCRIBER_ID!r}")
+    location = context.get("location")
+    if location is not None:  # kept with the journey (jsonb, which refuses a NUL) and echoed in callbacks
+        _need(isinstance(location, dict), "context.location", "location must be an object")
+        text = orjson.dumps(location)
+        _need(len(text) <= MAX_CONTEXT_LOCATION, "context.location", f"location is over {MAX_CONTEXT_LOCATION} bytes")
+        _need(not _has_nul(location), "context.location", "location contains a NUL character")
     ttl = context.get("ttl")
     if ttl is not None:
         _need(

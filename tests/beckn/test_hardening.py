@@ -250,3 +250,16 @@ def test_only_the_billing_fields_we_keep_are_stored_and_echoed(bap: Any) -> None
     bap("init", {"order": {"provider": {"id": "IN*CPA"}, "billing": billing}})
     echoed = last(bap, "on_init")["message"]["order"]["billing"]
     assert echoed == {"name": "Asha", "email": "asha@example.com", "phone": "+91 98450 00000", "tax_id": "GST1"}
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["Bengaluru", "\x00", ["IND"], {"city": {"name": "Benga\x00luru"}}, {"country": {"code": "IND"}, "x": "y" * 5000}],
+    ids=["a string", "a NUL", "a list", "a NUL inside", "too large"],
+)
+def test_a_context_location_that_is_not_a_plain_object_is_a_nack(bap: Any, location: Any) -> None:
+    """The journey keeps the context's location (jsonb, which refuses a NUL) and callbacks echo it."""
+    response = bap("search", search_message(), location=location)
+    assert response.status_code == 400
+    assert response.json()["error"]["paths"] == "context.location"
+    assert not BecknMessage.objects.exists()
