@@ -568,7 +568,7 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             number = Decimal(value)
         except ArithmeticError:
             number = None
-        if number is None or not Decimal("0") <= number <= Decimal("5") or len(value) > 20:
+        if number is None or not number.is_finite() or not Decimal("0") <= number <= Decimal("5") or len(value) > 20:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )

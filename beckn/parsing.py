@@ -555,7 +555,8 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
     state = fulfillments[0].get("state")
     code = None
     if isinstance(state, dict):
-        code = (state.get("descriptor") or {}).get("code")
+        descriptor = state.get("descriptor")
+        code = descriptor.get("code") if isinstance(descriptor, dict) else None
     elif isinstance(state, str):
         code = state  # lenient: DEG00x sends a bare string
     _need(isinstance(code, str), "message.order.fulfillments[0].state.descriptor.code", "a state code is required")

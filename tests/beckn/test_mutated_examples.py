@@ -80,17 +80,27 @@ def test_no_mutated_example_fails_the_worker(bap: Any, vectors: Path, seed: int)
     examples = _examples(vectors)
     rng = random.Random(seed)
     item = item_of(bap)
-    # A journey for the order actions to find.
+    # A journey for the order actions to find, and to mutate the messages of.
     select(bap, item)
     init(bap)
-    confirm(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
     ours = {"search": search_message(),
             "select": {"order": {"provider": {"id": "IN*CPA"}, "items": [{"id": item, "quantity": {"selected": {
-                "measure": {"value": "5", "unit": "kWh"}}}}]}}}  # fmt: skip
+                "measure": {"value": "5", "unit": "kWh"}}}}]}},
+            "init": {"order": {"provider": {"id": "IN*CPA"}, "billing": {"name": "Asha", "email": "asha@example.com",
+                                                                          "phone": "+919845000000"}}},
+            "confirm": {"order": {"provider": {"id": "IN*CPA"}, "payments": [{"status": "NOT-PAID"}]}},
+            "status": {"order_id": order_id}, "track": {"order_id": order_id},
+            "cancel": {"order_id": order_id, "cancellation_reason_id": "changed-plans"},
+            "update": {"update_target": "order.fulfillments[0].state", "order": {
+                "id": order_id, "fulfillments": [{"state": {"descriptor": {"code": "start-charging"}}}]}},
+            "rating": {"ratings": [{"rating_category": "Order", "id": order_id, "value": "4"}]},
+            "support": {"support": {"ref_id": order_id}}}  # fmt: skip
     failed = []
     for _ in range(REQUESTS_PER_SEED):
         action = rng.choice(ACTIONS)
-        base = ours[action] if action in ours and rng.random() < 0.5 else rng.choice(examples.get(action) or [{}])
+        # Half our own journey's messages (they reach the order's handling), half the published examples.
+        base = ours[action] if rng.random() < 0.5 else rng.choice(examples.get(action) or [{}])
         message = _mutated(rng, base)
         body = json.dumps({"context": bap.bap.context(action), "message": message}).encode()
         response = bap(action, {}, raw=body)
