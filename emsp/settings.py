@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "emsp.middleware.ConsoleQueryMiddleware",  # a NUL in a console address: 400, not a database error
     # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -88,6 +89,7 @@ CONSOLE_ONLY_MIDDLEWARE = {
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "emsp.middleware.ConsoleQueryMiddleware",
     "axes.middleware.AxesMiddleware",
 }
 OCPI_MIDDLEWARE = [m for m in MIDDLEWARE if m not in CONSOLE_ONLY_MIDDLEWARE]
