@@ -604,36 +604,49 @@ def detail_tags(hit: Hit, now: datetime) -> list[dict[str, Any]]:
     operator, help. What belongs to the location is worked out once per location object and moment."""
     location = hit.evse.location
     memo = _location_memo(location, now)
-    facilities, hours, operator, help_group = memo[2]
+    facilities, hours, operator, help_group = memo.groups
     energy, _ = _energy_of(location, hit.tariff, memo)
     return [*facilities, *hours, *_evse_groups(hit.evse), *energy, *operator, *help_group]
 
 
-def _location_memo(location: Location, now: datetime) -> tuple[Any, ...]:
-    """(now, data, the location's tag groups, open 24/7 now, its energy by tariff): kept on the location object
-    for one moment, as its items share it (a profile of render_catalog: the mix, hours and categories were
-    worked out again for each item)."""
+@dataclass(slots=True)
+class _LocationMemo:
+    """What a location's items share in one render, kept on the location object for one moment (a profile of
+    render_catalog: the mix, hours and categories were worked out again for each item)."""
+
+    now: datetime
+    data: dict[str, Any]
+    groups: tuple[list[dict[str, Any]], ...]  # facilities, opening hours, operator, help
+    open_all_day: bool
+    # id(tariff) -> (the tariff's data, energy-mix group, green?, the tariff); the tariff object is kept so that
+    # its id names no other object while the memo lives.
+    energy_by_tariff: dict[int | None, tuple[Any, list[dict[str, Any]], bool, Tariff | None]] = field(
+        default_factory=dict
+    )
+
+
+def _location_memo(location: Location, now: datetime) -> _LocationMemo:
     data = _data(location)
     memo = location.__dict__.get("_beckn_groups")
-    if memo is None or memo[0] != now or memo[1] is not data:
-        memo = (now, data, _location_groups(location, now), always_open(hours_of(location), now), {})
+    if memo is None or memo.now != now or memo.data is not data:
+        memo = _LocationMemo(now, data, _location_groups(location, now), always_open(hours_of(location), now))
         location.__dict__["_beckn_groups"] = memo
     return memo
 
 
-def _energy_of(location: Location, tariff: Tariff | None, memo: tuple[Any, ...]) -> tuple[list[dict[str, Any]], bool]:
+def _energy_of(location: Location, tariff: Tariff | None, memo: _LocationMemo) -> tuple[list[dict[str, Any]], bool]:
     """The energy-mix group and whether it is green, for the location with this tariff (the tariff's mix counts
     where the location states none), once per tariff and its data."""
-    key = None if tariff is None else (tariff.pk, id(tariff))
+    key = None if tariff is None else id(tariff)
     tariff_data = None if tariff is None else tariff.data
-    known = memo[4].get(key)
+    known = memo.energy_by_tariff.get(key)
     if known is None or known[0] is not tariff_data:
         mix, _ = energy_mix_of(location, tariff)
-        known = memo[4][key] = (
+        known = memo.energy_by_tariff[key] = (
             tariff_data,
             _group("energy-mix", "Energy mix", energy_tags(location, tariff)),
             is_green(mix),
-            tariff,  # kept so that id(tariff) names no other object while the memo lives
+            tariff,
         )
     return known[1], known[2]
 
@@ -742,7 +755,7 @@ def category_ids(hit: Hit, now: datetime) -> list[str]:
     out = []
     if _energy_of(location, hit.tariff, memo)[1]:
         out.append("green-energy")
-    if memo[3]:
+    if memo.open_all_day:
         out.append("open-24-7")
     if accessible_parking(hit.evse):
         out.append("accessible-parking")

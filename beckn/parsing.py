@@ -69,9 +69,10 @@ def _need(condition: bool, path: str, message: str, code: str = INVALID_REQUEST)
 
 
 def plain_id(value: Any, path: str, max_length: int = 255) -> str:
-    """An id or code from the message that we look up or store (item, provider, order, rating, cancellation
-    reason): text without control characters (a NUL can't even reach PostgreSQL, which refused it with an error
-    the BAP only saw as "please retry"), no longer than the column it goes to."""
+    """An id, code or short text from the message that we look up or store (item, provider, order, rating,
+    cancellation reason, a driver's billing details): text without control characters (a NUL can't even reach
+    PostgreSQL, which refused it with an error the BAP only saw as "please retry"), no longer than the column it
+    goes to."""
     text = str(value)
     _need(not _CONTROL.search(text), path, "contains control characters")
     _need(len(text) <= max_length, path, f"at most {max_length} characters")
@@ -402,10 +403,7 @@ def _contact_text(source: dict[str, Any], key: str, path: str, limit: int) -> st
     if value is None:
         return ""
     _need(isinstance(value, str), path, "must be a string")
-    text = value.strip()
-    _need(len(text) <= limit, path, f"at most {limit} characters")
-    _need(not _CONTROL.search(text), path, "contains control characters")
-    return text
+    return plain_id(value.strip(), path, limit)
 
 
 def contact_details(order: dict[str, Any]) -> Contact:
