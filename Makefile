@@ -6,6 +6,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# Test processes (pytest-xdist): each takes a database and a Redis database of its own (tests/conftest.py) and
+# the end-to-end tests take turns at RabbitMQ (tests/e2e/platform.py); `worksteal`: an idle process takes tests
+# queued for a busy one (the slow end-to-end tests would otherwise end the run on one process); 1 runs the suite
+# in this process.
+TEST_PROCESSES ?= 2
+PYTEST_PROCESSES := $(if $(filter 1,$(TEST_PROCESSES)),-p no:xdist,-n $(TEST_PROCESSES) --dist worksteal)
 
 .PHONY: smoke-run install interop-venv run demo test smoke lint format bench clean
 
@@ -46,14 +52,14 @@ demo: install
 
 ## The whole test suite against DATABASE_URL (SQLite when unset) and REDIS_URL (end-to-end tests).
 test: install $(VENV)/.chromium interop-venv
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_PROCESSES)
 
 ## The embedded default must not rot: a fresh SQLite database, migrations, demo data, unit tests.
 smoke: install
 	rm -f var/smoke.sqlite3
 	DATABASE_URL=sqlite:///var/smoke.sqlite3 REDIS_URL= $(PY) manage.py migrate --noinput -v0
 	DATABASE_URL=sqlite:///var/smoke.sqlite3 REDIS_URL= $(PY) manage.py demo_setup
-	DATABASE_URL= REDIS_URL= $(VENV)/bin/pytest -q -m "not e2e" -p no:cacheprovider
+	DATABASE_URL= REDIS_URL= $(VENV)/bin/pytest -q -m "not e2e" -p no:cacheprovider $(PYTEST_PROCESSES)
 
 ## `make run` then `make demo` on embedded SQLite, as a newcomer would: the whole platform and the demo's journeys.
 SMOKE_RUN_ENV = DATABASE_URL=sqlite:///var/smoke-run.sqlite3 REDIS_URL=

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -46,20 +46,24 @@ def full_stack_available() -> str | None:
 @pytest.fixture
 def platform_factory(transactional_db: None, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Any]]:
     """Start the platform as real processes; stopped (before the test database is flushed) at teardown."""
-    from tests.e2e.platform import E2E_BROKER, Platform, rabbitmq_unreachable
+    from tests.e2e.platform import E2E_BROKER, Platform, rabbitmq_turn, rabbitmq_unreachable
 
     reason = full_stack_available()
     if reason:
         pytest.skip(reason)
     started: list[Platform] = []
+    turns: list[IO[str]] = []
 
     def make(
         web_processes: int = 1, workers: int = 1, env: dict[str, str] | None = None, broker: str | None = None
     ) -> Platform:
         """`workers` of each queue; `broker` "redis" or "rabbitmq" (E2E_BROKER, "redis" unless set)."""
         broker = broker or E2E_BROKER
-        if broker == "rabbitmq" and (unreachable := rabbitmq_unreachable()):
-            pytest.skip(unreachable)
+        if broker == "rabbitmq":
+            if unreachable := rabbitmq_unreachable():
+                pytest.skip(unreachable)
+            if not turns:
+                turns.append(rabbitmq_turn())
         platform = Platform(
             tmp_path / f"platform{len(started)}",
             web_processes=web_processes,
@@ -75,6 +79,10 @@ def platform_factory(transactional_db: None, tmp_path: Path, settings: Any) -> I
         settings.BECKN_SUBSCRIBER_URL = f"{platform.base}/beckn"
         return platform
 
-    yield make
-    for platform in started:
-        platform.stop()
+    try:
+        yield make
+    finally:
+        for platform in started:
+            platform.stop()
+        for turn in turns:  # after the stop: RabbitMQ is this test's until its processes are gone
+            turn.close()

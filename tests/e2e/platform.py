@@ -5,15 +5,18 @@ stopped when the test ends."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 from django.conf import settings
@@ -26,7 +29,8 @@ BIN = Path(sys.executable).parent
 E2E_REDIS_DB_OFFSET = 8  # a Redis database of its own (REDIS_URL's + 8), flushed before and after
 QUEUES = ("latency", "bulk")  # settings.LATENCY_QUEUE, settings.BULK_QUEUE
 # The broker of the platform's processes: "redis" (REDIS_URL's database + 8) or "rabbitmq" (E2E_RABBITMQ_URL,
-# whose latency and bulk queues are purged before and after: give each concurrent run a vhost of its own).
+# whose latency and bulk queues are purged before and after: the test processes on a machine take turns at it,
+# rabbitmq_turn).
 E2E_BROKER = os.environ.get("E2E_BROKER", "redis")
 E2E_RABBITMQ_URL = os.environ.get("E2E_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -59,6 +63,16 @@ def rabbitmq_unreachable(url: str = E2E_RABBITMQ_URL) -> str | None:
     except Exception as exc:  # any failure means the same thing: not here
         return f"RabbitMQ is not reachable at {url.rpartition('@')[2]} ({exc.__class__.__name__}); set E2E_RABBITMQ_URL"
     return None
+
+
+def rabbitmq_turn(url: str = E2E_RABBITMQ_URL) -> IO[str]:
+    """This process's turn on RabbitMQ, held until the returned file is closed. Its queues are shared by every
+    test process on the machine (one vhost, purged at each start): pytest-xdist's workers, and a run beside
+    this one, take turns at it, as Redis gives each its own database."""
+    name = hashlib.sha256(url.encode()).hexdigest()[:12]
+    handle = (Path(tempfile.gettempdir()) / f"emsp-e2e-rabbitmq-{name}.lock").open("w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 def purge_rabbitmq(url: str = E2E_RABBITMQ_URL) -> None:
