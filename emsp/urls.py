@@ -23,3 +23,7 @@ urlpatterns = [
     # Prometheus (emsp/metrics.py): a staff session here; a scraper's bearer token is answered by the middleware.
     path("metrics", metrics_view, name="metrics"),
 ]
+
+# Below /ocpi/ and /beckn/ a client gets its protocol's error, not an HTML page (emsp/error_views.py).
+handler404 = "emsp.error_views.not_found"
+handler500 = "emsp.error_views.server_error"

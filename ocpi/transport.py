@@ -610,6 +610,14 @@ class OcpiView(APIView):
         return self.accept(normalize, body, object_id, country_code=country_code, party_id=party_id)
 
 
+def patch_matches_url(body: dict[str, Any], **url_ids: str) -> None:
+    """A PATCH body that repeats its object's ids (some CPOs send the whole object) must name the object of the
+    URL, as a PUT must (transport_and_format: a differing id is 2001); a PATCH never moves an object to another
+    id or party. Fields left out are fine: a PATCH holds only what changed."""
+    for field, url_value in url_ids.items():
+        object_matches_url(body, field, url_value)
+
+
 def normalized(normalize: Normalizer, body: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Issue]]:
     """An ocpi.normalize function applied to a request body; an unusable object is OCPI 2001 naming the field."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import URLPattern, include, path
+from django.urls import URLPattern, include, path, register_converter
 
 from ocpi.hubclientinfo import VERSIONS as HUB_CLIENT_INFO_VERSIONS
 from ocpi.versions import CANONICAL, SUPPORTED
@@ -21,6 +21,22 @@ from ocpi.views.tokens import TokenAuthorizeView, TokenListView
 from ocpi.views.versions import VersionDetailsView, VersionsView
 
 app_name = "ocpi"
+
+
+class _Rest:
+    """The rest of the path, whatever it holds: `/` and line breaks too (Django's `path` stops at a line break, so
+    a hostile id would miss the view and its protocol error)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(_Rest, "rest")
 
 
 def _receiver_urls(version: str) -> list[URLPattern]:
@@ -44,7 +60,8 @@ def _receiver_urls(version: str) -> list[URLPattern]:
         path(f"sessions/{party}/<str:session_id>", view(SessionReceiverView), name=f"session{suffix}"),
         path(f"tariffs/{party}/<str:tariff_id>", view(TariffReceiverView), name=f"tariff{suffix}"),
         path("cdrs", view(CdrReceiverView), name=f"cdrs{suffix}"),
-        path(f"cdrs/{party}/<str:cdr_id>", view(CdrDetailView), name=f"cdr{suffix}"),
+        # A CDR id may hold a `/` (printable ASCII); our Location header percent-encodes it (cdr_url).
+        path(f"cdrs/{party}/<rest:cdr_id>", view(CdrDetailView), name=f"cdr{suffix}"),
         path("tokens", view(TokenListView), name=f"tokens{suffix}"),
         path("tokens/<str:token_uid>/authorize", view(TokenAuthorizeView), name=f"token-authorize{suffix}"),
         path("commands/<str:command>/<str:uid>", view(CommandResultView), name=f"command-result{suffix}"),
@@ -63,11 +80,21 @@ def _glued(patterns: list[URLPattern]) -> list[URLPattern]:
     for pattern in patterns:
         route = str(pattern.pattern)
         view = pattern.callback
-        for module in ("locations", "sessions", "tariffs"):
-            if route.startswith(f"{module}/<str:country_code>/"):
+        for module, start in GLUED.items():
+            if route.startswith(start):
                 unlisted = view.cls.as_view(**{**view.initkwargs, "schema": None})
                 glued.append(path(route.replace(f"{module}/", module, 1), unlisted))
     return glued
+
+
+# The routes answered glued too, by module. mod_tokens itself writes the authorize URL as
+# `{tokens_endpoint_url}{token_uid}/authorize`, without a slash: a CPO joining the strings as written gets there.
+GLUED = {
+    "locations": "locations/<str:country_code>/",
+    "sessions": "sessions/<str:country_code>/",
+    "tariffs": "tariffs/<str:country_code>/",
+    "tokens": "tokens/<str:token_uid>/",
+}
 
 
 # Each version's URLs sit behind its own prefix, so a request is matched against one version's patterns, not

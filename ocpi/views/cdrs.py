@@ -3,6 +3,8 @@ that points at our copy), GET that copy. CDRs are immutable: a repeated id chang
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -17,7 +19,11 @@ from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_r
 
 
 def cdr_url(cdr: Cdr, version: str = "2.2.1") -> str:
-    return absolute_url(f"/ocpi/emsp/{version}/cdrs/{cdr.country_code}/{cdr.party_id}/{cdr.cdr_id}")
+    """Where the CPO GETs the CDR back (mod_cdrs: the POST's Location header). A CiString id may hold any
+    printable ASCII: each segment is percent-encoded, so an id with `/`, `?`, `#` or a space leads back to
+    itself (the detail route takes the rest of the path as the id)."""
+    segments = "/".join(quote(str(part), safe="") for part in (cdr.country_code, cdr.party_id, cdr.cdr_id))
+    return absolute_url(f"/ocpi/emsp/{version}/cdrs/{segments}")
 
 
 class CdrReceiverView(OcpiView):

@@ -19,7 +19,7 @@ from ocpi.normalize import (
     normalize_location_patch,
 )
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
-from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response, patch_matches_url
 
 
 class LocationReceiverView(OcpiView):
@@ -106,6 +106,12 @@ class LocationReceiverView(OcpiView):
         body = self.json_object()
         self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
+        if connector_id:
+            patch_matches_url(body, id=connector_id)
+        elif evse_uid:
+            patch_matches_url(body, uid=evse_uid)
+        else:
+            patch_matches_url(body, id=location_id, country_code=country_code, party_id=party_id)
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         clean = self.accept(normalize_location_patch, body, object_id, level=level)
         # The hot path of live availability: one statement on PostgreSQL.

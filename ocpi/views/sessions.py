@@ -13,7 +13,7 @@ from ocpi import transport
 from ocpi.normalize import normalize_session, normalize_session_patch
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
 from ocpi.quality import record_issues
-from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response, patch_matches_url
 
 
 @extend_schema_view(
@@ -56,6 +56,7 @@ class SessionReceiverView(OcpiView):
     def patch(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()
         self.require_own_party(country_code, party_id)
+        patch_matches_url(body, id=session_id, country_code=country_code, party_id=party_id)
         clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
         # Found and changed under one lock (the session read once, not once here and again to change it).
         if sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean) is None:

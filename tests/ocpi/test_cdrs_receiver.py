@@ -84,3 +84,18 @@ def test_a_cdr_of_another_party_is_refused(client_for: Callable[..., OcpiTestCli
     response = client_for("NL", "XXX").post(BASE, cdr)
     assert response.status_code == 404
     assert not Cdr.objects.exists()
+
+
+@pytest.mark.parametrize("cdr_id", ["A/B", "A?B", "A#B", "A B", "50%", "A/"])
+def test_the_location_of_a_cdr_whose_id_holds_url_characters_leads_back_to_it(
+    bec: OcpiTestClient, cdr: dict[str, Any], cdr_id: str
+) -> None:
+    """A CiString id is any printable ASCII: the Location header percent-encodes it, so the CPO's GET on it
+    finds this CDR (an unencoded `?` or `#` had cut the id short and could read another CDR)."""
+    bec.post(BASE, {**cdr, "id": "A"})  # what a cut-short id would find
+    response = bec.post(BASE, {**cdr, "id": cdr_id})
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+    location = response["Location"]
+    assert " " not in location and "#" not in location and "?" not in location
+    got = bec.get(location.split("8000", 1)[1])
+    assert (got.status_code, got.json()["data"]["id"]) == (200, cdr_id)

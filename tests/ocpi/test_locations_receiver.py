@@ -258,3 +258,39 @@ def test_an_object_stamped_in_the_future_is_refused_and_cannot_freeze_the_evse(
     correct = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "CHARGING", "last_updated": "2026-06-01T00:00:00Z"})
     assert correct.json()["status_code"] == 1000
     assert Evse.objects.get(uid=uid).status == "CHARGING"
+
+
+@pytest.mark.parametrize(
+    ("level", "body_ids"),
+    [
+        ("location", {"id": "LOC2"}),
+        ("location", {"party_id": "XYZ"}),
+        ("location", {"country_code": "NL"}),
+        ("evse", {"uid": "ANOTHER-EVSE"}),
+        ("connector", {"id": "99"}),
+    ],
+)
+def test_a_patch_naming_another_object_is_2001_and_changes_nothing(
+    bec: OcpiTestClient, location: dict[str, Any], level: str, body_ids: dict[str, str]
+) -> None:
+    put_location(bec, location)
+    evse = location["evses"][0]
+    url = {
+        "location": f"{BASE}/BE/BEC/LOC1",
+        "evse": f"{BASE}/BE/BEC/LOC1/{evse['uid']}",
+        "connector": f"{BASE}/BE/BEC/LOC1/{evse['uid']}/{evse['connectors'][0]['id']}",
+    }[level]
+    before = (Location.objects.get().data, Evse.objects.get(uid=evse["uid"]).status)
+    change = {"status": "OUTOFORDER"} if level == "evse" else {"name": "Moved"} if level == "location" else {}
+    response = bec.patch(url, {**body_ids, **change, "last_updated": "2026-06-01T10:00:00Z"})
+    assert (response.status_code, response.json()["status_code"]) == (200, 2001)
+    assert (Location.objects.get().data, Evse.objects.get(uid=evse["uid"]).status) == before
+
+
+def test_an_evse_patch_repeating_its_own_uid_is_applied(bec: OcpiTestClient, location: dict[str, Any]) -> None:
+    put_location(bec, location)
+    uid = location["evses"][0]["uid"]
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"uid": uid.lower(), "status": "CHARGING",
+                                                       "last_updated": "2026-06-01T10:00:00Z"})  # fmt: skip
+    assert response.json()["status_code"] == 1000
+    assert Evse.objects.get(uid=uid).status == "CHARGING"

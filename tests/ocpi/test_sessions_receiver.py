@@ -88,3 +88,26 @@ def test_another_party_cannot_put_or_read_the_session(
     assert intruder.get(f"{BASE}/BE/BEC/{session['id']}").status_code == 404
     assert intruder.put(f"{BASE}/BE/BEC/{session['id']}", {**session, "kwh": 99}).status_code == 404
     assert ChargingSession.objects.get().kwh == Decimal(str(session["kwh"]))
+
+
+@pytest.mark.parametrize(("field", "value"), [("id", "ANOTHER-SESSION"), ("party_id", "XYZ"), ("country_code", "NL")])
+def test_a_patch_naming_another_session_is_2001_and_changes_nothing(
+    bec: OcpiTestClient, session: dict[str, Any], field: str, value: str
+) -> None:
+    bec.put(f"{BASE}/BE/BEC/{session['id']}", session)
+    before = ChargingSession.objects.get().data
+    patch = {field: value, "status": "INVALID", "last_updated": "2026-06-01T00:00:00Z"}
+    response = bec.patch(f"{BASE}/BE/BEC/{session['id']}", patch)
+    assert (response.status_code, response.json()["status_code"]) == (200, 2001)
+    assert field in response.json()["status_message"]
+    assert ChargingSession.objects.get().data == before
+
+
+def test_a_patch_repeating_its_own_ids_is_applied(bec: OcpiTestClient, session: dict[str, Any]) -> None:
+    """Some CPOs send the whole object as a PATCH: its ids, in any case, are the URL's."""
+    bec.put(f"{BASE}/BE/BEC/{session['id']}", session)
+    patch = {"id": session["id"].lower(), "country_code": "be", "party_id": "BEC", "kwh": 21,
+             "last_updated": "2026-06-01T00:00:00Z"}  # fmt: skip
+    response = bec.patch(f"{BASE}/BE/BEC/{session['id']}", patch)
+    assert response.json()["status_code"] == 1000
+    assert ChargingSession.objects.get().kwh == Decimal("21")

@@ -143,6 +143,16 @@ def test_it_allows_a_valid_token(ocpi: OcpiTestClient) -> None:
     assert body["data"]["authorization_reference"]
 
 
+@pytest.mark.parametrize("version", ["2.2.1", "2.1.1"])
+def test_the_authorize_url_as_mod_tokens_writes_it_without_a_slash_is_answered(
+    ocpi: OcpiTestClient, version: str
+) -> None:
+    """mod_tokens: `{tokens_endpoint_url}{token_uid}/authorize`; our endpoint URL ends without a slash."""
+    token = TokenFactory()
+    body = ocpi.post(f"/ocpi/emsp/{version}/tokens{token.uid}/authorize", None).json()
+    assert (body["status_code"], body["data"]["allowed"]) == (1000, "ALLOWED")
+
+
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
