@@ -152,8 +152,6 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     _string(context, "transaction_id")
     _string(context, "message_id")
     timestamp = _string(context, "timestamp", required=False)
-    if timestamp is not None and check_timestamp:
-        _check_timestamp(timestamp)
     bpp_id = _string(context, "bpp_id", required=False)
     if bpp_id is not None:
         _need(bpp_id == settings.BECKN_SUBSCRIBER_ID, "context.bpp_id", f"this BPP is {settings.BECKN_SUBSCRIBER_ID!r}")
@@ -163,17 +161,22 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
         text = orjson.dumps(location)
         _need(len(text) <= MAX_CONTEXT_LOCATION, "context.location", f"location is over {MAX_CONTEXT_LOCATION} bytes")
         _need(not _has_nul(location), "context.location", "location contains a NUL character")
-    ttl = context.get("ttl")
-    if ttl is not None:
-        _need(
-            isinstance(ttl, str) and parse_duration(ttl) is not None, "context.ttl", "ttl must be an ISO 8601 duration"
-        )
+    ttl_text = context.get("ttl")
+    ttl = None
+    if ttl_text is not None:
+        ttl = parse_duration(ttl_text) if isinstance(ttl_text, str) else None
+        _need(ttl is not None, "context.ttl", "ttl must be an ISO 8601 duration")
+    if timestamp is not None and check_timestamp:
+        _check_timestamp(timestamp, ttl)
     return Envelope(action=action, context=context, message=message)
 
 
-def _check_timestamp(text: str) -> None:
+def _check_timestamp(text: str, ttl: timedelta | None = None) -> None:
     """context.timestamp (RFC 3339) within the window a signature may be good for: a request from the far past
-    or the future is a replay or a broken clock, not a request (BECKN-006 §"created/expires")."""
+    or the future is a replay or a broken clock, not a request (BECKN-006 §"created/expires"). With a `ttl`, the
+    message holds valid for that long after its timestamp (core 1.1.0 Context.ttl): one received later is refused
+    at the ACK, give or take the clock skew we allow (a request the ACK took in time is acted on however long
+    the queue holds it)."""
     try:
         moment = parse_utc(text)
     except DateTimeError:
@@ -185,6 +188,11 @@ def _check_timestamp(text: str) -> None:
         raise BecknRequestError(INVALID_REQUEST, "context.timestamp", "timestamp is in the future")
     if moment < now - timedelta(seconds=settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS):
         raise BecknRequestError(INVALID_REQUEST, "context.timestamp", "timestamp is too old: send a new request")
+    # now − timestamp against the ttl, not timestamp + ttl: a ttl of a million years must not overflow a date.
+    if ttl is not None and now - moment - timedelta(seconds=settings.BECKN_SIGNATURE_SKEW_SECONDS) > ttl:
+        raise BecknRequestError(
+            INVALID_REQUEST, "context.ttl", "its ttl has passed since its timestamp: send a new request"
+        )
 
 
 # --- search -----------------------------------------------------------------------------------------

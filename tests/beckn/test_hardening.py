@@ -63,6 +63,22 @@ def test_a_context_timestamp_outside_the_window_is_a_nack(bap: Any, timestamp: s
     assert not BecknCallback.objects.exists()
 
 
+def test_a_request_received_after_its_ttl_is_a_nack(bap: Any) -> None:
+    """core 1.1.0 Context.ttl: the message holds valid for that long after its timestamp."""
+    a_minute_ago = format_datetime(datetime.now(UTC) - timedelta(seconds=60))
+    response = bap("search", search_message(), timestamp=a_minute_ago, ttl="PT30S")
+    assert response.status_code == 400
+    assert (response.json()["error"]["code"], response.json()["error"]["paths"]) == ("30000", "context.ttl")
+    assert not BecknCallback.objects.exists()
+
+
+@pytest.mark.parametrize("ttl", ["PT2M", "P999999999D"])  # the second: as long as a duration can be
+def test_a_request_within_its_ttl_is_acked(bap: Any, ttl: str) -> None:
+    a_minute_ago = format_datetime(datetime.now(UTC) - timedelta(seconds=60))
+    response = bap("search", search_message(), timestamp=a_minute_ago, ttl=ttl)
+    assert (response.status_code, response.json()["message"]["ack"]["status"]) == (200, "ACK")
+
+
 @pytest.mark.parametrize("field", ["message_id", "transaction_id", "bap_id"])
 @pytest.mark.parametrize("value", ["m\x00", "line\nbreak", "esc\x1b"])
 def test_ids_with_control_characters_are_a_nack_and_never_answered(bap: Any, field: str, value: str) -> None:
