@@ -265,8 +265,30 @@ def _send_to_quiet(callback: BecknCallback, host: str) -> outbox.SendResult:
     return result
 
 
+# A callback sent this long after it was made (a retry, a BAP that was down) goes with a new context.timestamp:
+# its CALLBACK_TTL counts from the timestamp, and a BAP may drop a message past it as stale. Within the 30 s
+# ttl, with room for the BAP's clock; the first send, moments after the callback was made, sends it as stored.
+RESTAMP_AFTER = timedelta(seconds=20)
+
+
+def _body_to_send(callback: BecknCallback) -> bytes:
+    """The callback's body as it goes now: as stored, or stamped anew when it has waited (RESTAMP_AFTER); the
+    stored body is then the one sent, for the log and the next try."""
+    if timezone.now() - callback.created_at < RESTAMP_AFTER:
+        return callback.body.encode()
+    document = orjson.loads(callback.body)
+    context = document.get("context") if isinstance(document, dict) else None
+    if not isinstance(context, dict):
+        return callback.body.encode()
+    context["timestamp"] = now_rfc3339()
+    body = orjson.dumps(document)
+    callback.body = body.decode()
+    BecknCallback.objects.filter(pk=callback.pk).update(body=callback.body)
+    return body
+
+
 def _post(callback: BecknCallback, host: str, timeout: float) -> outbox.SendResult:
-    body = callback.body.encode()
+    body = _body_to_send(callback)
     headers = {"Authorization": sign_outgoing(body), "Content-Type": "application/json"}
     try:
         response = outbound.send("POST", callback.url, body=body, headers=headers, timeout=timeout)
