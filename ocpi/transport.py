@@ -19,7 +19,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.base import ModelState
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -248,6 +248,19 @@ def check_url_ids(kwargs: dict[str, Any]) -> None:
             )
 
 
+def refuse_an_encoded_slash(request: Request | HttpRequest) -> None:
+    """An id holding `/` (printable ASCII, so allowed) sent percent-encoded, `…/locations/BE/BEC/A%2FB`, reaches
+    Django decoded (WSGI decodes the path before routing) and would be routed as two ids: a location PUT became
+    a PUT of EVSE `B` at location `A`, storing the location's body as an EVSE. The path as the server received it
+    (gunicorn's RAW_URI, uWSGI's REQUEST_URI) tells them apart: such a request is 2001, routed nowhere. Where
+    the server gives no raw path, nothing is checked."""
+    raw = request.META.get("RAW_URI") or request.META.get("REQUEST_URI")
+    if raw:
+        path = raw.partition("?")[0]
+        if "%2F" in path or "%2f" in path:
+            raise OcpiError(INVALID_PARAMETERS, "An id holding '/' (%2F in the URL) can't be addressed at this path")
+
+
 def is_printable_text(value: str) -> bool:
     """Printable ASCII, U+0020–U+007E (str methods, not a loop over the characters: every OCPI request checks its
     URL ids and token with it)."""
@@ -444,6 +457,7 @@ class OcpiView(APIView):
     used_token_a: bool
     presented_token: str
     from_party: tuple[str, str] | None = None  # who a functional request comes from (sender_party)
+    ids_may_hold_a_slash = False  # True where the route takes an id's `/` (refuse_an_encoded_slash)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -455,6 +469,8 @@ class OcpiView(APIView):
         self.partner, self.used_token_a, self.presented_token = found
         self.rate_limit()
         check_url_ids(kwargs)
+        if not self.ids_may_hold_a_slash:
+            refuse_an_encoded_slash(request)
         if self.functional:
             self.from_party = sender_party(request, self.partner)
 

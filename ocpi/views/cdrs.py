@@ -57,6 +57,7 @@ class CdrReceiverView(OcpiView):
 
 class CdrDetailView(OcpiView):
     module = "cdrs"
+    ids_may_hold_a_slash = True  # the rest of the path is the id (cdr_url percent-encodes it)
 
     @extend_schema(
         tags=["OCPI"],

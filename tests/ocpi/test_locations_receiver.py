@@ -294,3 +294,20 @@ def test_an_evse_patch_repeating_its_own_uid_is_applied(bec: OcpiTestClient, loc
                                                        "last_updated": "2026-06-01T10:00:00Z"})  # fmt: skip
     assert response.json()["status_code"] == 1000
     assert Evse.objects.get(uid=uid).status == "CHARGING"
+
+
+@pytest.mark.parametrize("encoded", ["A%2FB", "A%2fB"])
+def test_an_id_holding_an_encoded_slash_is_2001_not_another_object(
+    bec: OcpiTestClient, location: dict[str, Any], encoded: str
+) -> None:
+    """WSGI decodes `A%2FB` to `A/B` before routing: without the raw path (gunicorn's RAW_URI) the PUT of
+    location `A/B` was routed as a PUT of EVSE `B` at location `A`, and stored the location's body as an EVSE."""
+    put_location(bec, {**location, "id": "A"})
+    before = sorted(Evse.objects.values_list("uid", flat=True))
+    url = f"{BASE}/BE/BEC/{encoded}"
+    response = bec.put(url, {**location, "id": "A/B"}, RAW_URI=url)
+    assert (response.status_code, response.json()["status_code"]) == (200, 2001)
+    assert sorted(Evse.objects.values_list("uid", flat=True)) == before
+    assert Location.objects.count() == 1
+    # Without the raw path (a server that gives none) the request is routed as before.
+    assert bec.put(f"{BASE}/BE/BEC/LOC1", location, RAW_URI=f"{BASE}/BE/BEC/LOC1?x=%2F").json()["status_code"] == 1000
