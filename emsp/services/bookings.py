@@ -243,6 +243,13 @@ def _start_sent(booking: Booking) -> bool:
     return Command.objects.filter(booking=booking, type=Command.Type.START_SESSION).exists()
 
 
+def _charge_begun(booking: Booking) -> bool:
+    """Has charging been asked of the CPO: a session reported, or a START_SESSION sent?"""
+    if booking.state in (Booking.State.CHARGING, Booking.State.STOPPING):
+        return True
+    return booking.state == Booking.State.STARTING and (_start_sent(booking) or booking.sessions.exists())
+
+
 def current_session(booking: Booking) -> ChargingSession | None:
     return booking.sessions.order_by("-start_date_time").first()
 
@@ -268,12 +275,20 @@ def booking_stop(booking: Booking) -> Command | None:
 
 
 def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) -> Command | None:
-    """Cancel: before charging, release the hold (CANCEL_RESERVATION at the CPO if it was reserved there);
-    while charging, stop the session. Returns the command sent, if any."""
+    """Cancel: before charging, release the hold (CANCEL_RESERVATION at the CPO if it was reserved there) and
+    end the booking CANCELLED. Once a start has gone to the CPO, a driver's cancel is a stop (the RFC's flow:
+    cancel → STOP_SESSION, then the CDR bills what was charged): the booking stays active, STOPPING, until the
+    CPO ends the session, with STOP_SESSION sent now or when the session is reported, and retried by the
+    booking checks, as for an `update` stop; the reason is kept. Returns the command sent, if any."""
     with transaction.atomic():
         booking = Booking.objects.select_for_update().get(pk=booking.pk)
         if not booking.is_active:
             raise BookingStateError(f"booking {booking.order_id} is {booking.state}")
+        if not by_cpo and _charge_begun(booking):
+            Booking.objects.filter(pk=booking.pk).update(cancellation_reason=reason[:200])
+            if booking.state == Booking.State.STOPPING:
+                return None  # already being stopped
+            return booking_stop(booking)
         command = None
         started = booking.state in (Booking.State.CHARGING, Booking.State.STOPPING, Booking.State.STARTING)
         session = current_session(booking) if started else None

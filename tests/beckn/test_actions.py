@@ -297,6 +297,32 @@ def test_cancel_before_charging(bap: Any, peer: FakePeer) -> None:
     assert last(bap, "on_cancel")["error"]["code"] == "50001"
 
 
+def test_cancel_after_the_start_stops_the_charge_and_keeps_the_order_until_it_ends(
+    bap: Any, network: Partner, peer: FakePeer
+) -> None:
+    from emsp.models import Command
+    from emsp.services.commands import command_result_received
+
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    booking = Booking.objects.get(order_id=order_id)
+    command_result_received(Command.objects.get(booking=booking, type="RESERVE_NOW"), {"result": "ACCEPTED"})
+    start_charging = {"state": {"descriptor": {"code": "start-charging"}}}
+    bap(
+        "update",
+        {"update_target": "order.fulfillments[0].state", "order": {"id": order_id, "fulfillments": [start_charging]}},
+    )
+    bap("cancel", {"order_id": order_id, "cancellation_reason_id": "changed-plans"})
+    order = last(bap, "on_cancel")["message"]["order"]
+    # The RFC's flow: cancel → STOP_SESSION → the CDR bills what was charged; the order ends with the charge.
+    assert order["status"] == "ACTIVE"
+    assert order["fulfillments"][0]["state"]["descriptor"]["name"] == "Stopping"
+    assert order["cancellation"]["reason"] == {"id": "changed-plans"}
+    assert not peer.requests_to("CANCEL_RESERVATION")
+    assert Booking.objects.get(order_id=order_id).state == Booking.State.STOPPING
+
+
 def test_unknown_orders_are_30010(bap: Any) -> None:
     bap("status", {"order_id": "ORD-NOPE"})
     assert last(bap, "on_status")["error"]["code"] == "30010"

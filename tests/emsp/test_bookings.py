@@ -156,6 +156,66 @@ def test_cancel_before_charging_releases_the_hold(
     )
 
 
+def _session_pushed(partner: Partner, booking: Booking, start: Command, evse: Evse) -> ChargingSession:
+    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return session_put(
+        partner,
+        {
+            "country_code": "IN", "party_id": "CPA", "id": "S-C1", "start_date_time": now, "kwh": 0,
+            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID",
+                          "contract_id": "C"},
+            "auth_method": "COMMAND", "authorization_reference": start.authorization_reference,
+            "location_id": "LOC1", "evse_uid": evse.uid, "connector_id": "1", "currency": "INR",
+            "status": "ACTIVE", "last_updated": now,
+        },
+    ).session  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_cancel_after_the_start_went_out_stops_the_charge_when_it_is_reported(
+    peer: FakePeer, evse: Evse, partner: Partner, django_capture_on_commit_callbacks: Any
+) -> None:
+    accept_all(peer)
+    with django_capture_on_commit_callbacks(execute=True):
+        booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
+    commands.command_result_received(Command.objects.get(type=Command.Type.RESERVE_NOW), {"result": "ACCEPTED"})
+    with django_capture_on_commit_callbacks(execute=True):
+        bookings.booking_start(booking)
+    start = Command.objects.get(type=Command.Type.START_SESSION)
+    # The CPO accepted the start; the driver cancels before the session is reported.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bookings.booking_cancel(booking, reason="changed my mind") is None
+    booking.refresh_from_db()
+    assert (booking.state, booking.cancellation_reason) == (Booking.State.STOPPING, "changed my mind")
+    assert not peer.requests_to("CANCEL_RESERVATION")  # the reservation became the start
+    with django_capture_on_commit_callbacks(execute=True):
+        _session_pushed(partner, booking, start, evse)
+    assert peer.requests_to("STOP_SESSION")[0]["json"]["session_id"] == "S-C1"
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING  # still active: the stop is retried
+
+
+@pytest.mark.django_db
+def test_a_cancel_while_charging_is_a_stop_and_a_second_cancel_sends_nothing_more(
+    peer: FakePeer, evse: Evse, partner: Partner, django_capture_on_commit_callbacks: Any
+) -> None:
+    accept_all(peer)
+    with django_capture_on_commit_callbacks(execute=True):
+        booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
+    commands.command_result_received(Command.objects.get(type=Command.Type.RESERVE_NOW), {"result": "ACCEPTED"})
+    with django_capture_on_commit_callbacks(execute=True):
+        bookings.booking_start(booking)
+    with django_capture_on_commit_callbacks(execute=True):
+        _session_pushed(partner, booking, Command.objects.get(type=Command.Type.START_SESSION), evse)
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.CHARGING
+    with django_capture_on_commit_callbacks(execute=True):
+        command = bookings.booking_cancel(booking, reason="in a hurry")
+    assert command is not None and command.type == Command.Type.STOP_SESSION
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bookings.booking_cancel(booking, reason="again") is None
+    assert len(peer.requests_to("STOP_SESSION")) == 1
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
+
+
 @pytest.mark.django_db
 def test_a_cancelled_booking_cannot_start(evse: Evse) -> None:
     booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
