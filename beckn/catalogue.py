@@ -409,6 +409,16 @@ def _partners_for(provider: str) -> list[Partner]:
     return list(Partner.objects.filter(country_code=country_code, party_id=party_id))
 
 
+def provider_known(provider: str) -> bool:
+    """Is this Beckn provider id (CC*PID) one of our CPOs?"""
+    return bool(_partners_for(provider))
+
+
+def same_provider(a: str, b: str) -> bool:
+    """Two Beckn provider ids naming the same party (CC*PID and CC:PID, any case)."""
+    return _party_of(a) == _party_of(b)
+
+
 def _connectors_of(evses: list[Evse]) -> dict[int, list[Connector]]:
     by_evse: dict[int, list[Connector]] = defaultdict(list)
     for connector in Connector.objects.filter(evse__in=evses).order_by("evse_id", "connector_id"):

@@ -28,7 +28,9 @@ from beckn.catalogue import (
     alternatives_tags,
     find_item,
     provider_id,
+    provider_known,
     render_catalog,
+    same_provider,
     search,
 )
 from beckn.errors import (
@@ -41,8 +43,10 @@ from beckn.errors import (
     ITEM_NOT_FOUND,
     ORDER_NOT_FOUND,
     PAYMENT_NOT_SUPPORTED,
+    PROVIDER_NOT_FOUND,
     QUOTE_UNAVAILABLE,
     RATING_ENTITY_NOT_FOUND,
+    UNSUPPORTED_RATING_CATEGORY,
     UPDATE_NOT_POSSIBLE,
     BecknRequestError,
 )
@@ -232,8 +236,58 @@ def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 def _hit_for(provider: str | None, item: str) -> Hit:
     hit = find_item(provider, item)
     if hit is None:
+        if provider and not provider_known(provider):
+            raise BecknRequestError(PROVIDER_NOT_FOUND, "message.order.provider.id", f"provider {provider!r} not found")
         raise BecknRequestError(ITEM_NOT_FOUND, "message.order.items[0].id", f"item {item!r} not found")
     return hit
+
+
+# A transaction's order that ended without a charge: the app may select, init and confirm another in the same
+# transaction (the alternatives we offer come as an on_search in it).
+ENDED_UNUSED = (Booking.State.CANCELLED, Booking.State.EXPIRED, Booking.State.FAILED)
+
+
+def _not_after_confirm(txn: BecknTransaction) -> None:
+    """A transaction holds one order at a time: while its confirmed order stands, a select or init would quote
+    an order that could never be confirmed (a confirm repeats the confirmed one)."""
+    if txn.booking_id is None:
+        return
+    order, state = Booking.objects.filter(pk=txn.booking_id).values_list("order_id", "state").get()
+    if state not in ENDED_UNUSED:
+        raise BecknRequestError(
+            BUSINESS_ERROR,
+            "context.transaction_id",
+            f"order {order} is confirmed in this transaction: another order needs a new transaction_id",
+        )
+
+
+def _names_the_selection(order: dict[str, Any], txn: BecknTransaction) -> None:
+    """The provider and items an init or confirm names, where it names them, are the ones selected in this
+    transaction: the quote, the hold and the booking are for those (30001 / 30004 otherwise, select first)."""
+    provider = order.get("provider")
+    named = provider.get("id") if isinstance(provider, dict) else None
+    if named is not None and txn.provider_id:
+        named = plain_id(named if isinstance(named, str) else "", "message.order.provider.id")
+        if not same_provider(named, txn.provider_id):
+            raise BecknRequestError(
+                PROVIDER_NOT_FOUND,
+                "message.order.provider.id",
+                f"provider {named!r} is not the one selected in this transaction ({txn.provider_id}): select first",
+            )
+    items = order.get("items")
+    if isinstance(items, list) and txn.item_id:
+        for i, item in enumerate(items):
+            named = item.get("id") if isinstance(item, dict) else None
+            if named is None:
+                continue
+            path = f"message.order.items[{i}].id"
+            named = plain_id(named if isinstance(named, str) else "", path)
+            if named.casefold() != txn.item_id.casefold():
+                raise BecknRequestError(
+                    ITEM_NOT_FOUND,
+                    path,
+                    f"item {named!r} is not the one selected in this transaction ({txn.item_id}): select it first",
+                )
 
 
 def _unavailable(hit: Hit, fresh: bool, window: tuple[datetime, datetime] | None = None) -> BecknRequestError | None:
@@ -287,6 +341,7 @@ def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> Be
 
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
+    _not_after_confirm(txn)
     selected = selected_item(envelope.message)
     hit = _hit_for(selected.provider_id, selected.item_id)
     freshness.evses_watch([hit.evse.pk])
@@ -362,7 +417,9 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     order = envelope.message.get("order")
     if not isinstance(order, dict):
         raise BecknRequestError(INVALID_REQUEST, "message.order", "order must be an object")
+    _not_after_confirm(txn)
     quote = _valid_quote(txn)
+    _names_the_selection(order, txn)
     hit = _hit_for(txn.provider_id, txn.item_id)
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
     quote = quote_hold(quote, driver=driver)
@@ -415,16 +472,19 @@ def _reported(order: dict[str, Any]) -> payments.Reported | None:
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if txn.booking_id is not None:
         booking = Booking.objects.get(pk=txn.booking_id)
-        return {"order": order_block(booking, txn)}  # a confirm repeated under a new message_id
+        if booking.quote_id == txn.quote_id or booking.state not in ENDED_UNUSED:
+            return {"order": order_block(booking, txn)}  # a confirm repeated under a new message_id
+        # Else the order ended unused and another was selected since (an alternative): confirm that one.
     quote = _valid_quote(txn)
     if txn.token_id is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order", "init the order first (billing and driver)")
+    order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
+    _names_the_selection(order, txn)
     hit = _hit_for(txn.provider_id, txn.item_id)
     breaker = breakers.refusing(hit.evse.location.partner, "commands")
     if breaker is not None:  # the reservation would wait on a CPO that is not answering: say so now
         reason = breakers.describe(breaker) + "."
         raise _cpo_down_error(hit.evse, hit.connector.connector_id, "message.order.items[0].id", reason)
-    order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
     reported = _reported(order)
     payment = (
         Payment.objects.filter(journey=_journey(txn), driver_id=txn.driver_id, booking__isnull=True)
@@ -572,11 +632,7 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )
-        if (
-            category.lower() == "order"
-            and not Booking.objects.filter(order_id=ref_id, beckn_transaction__bap_id=txn.bap_id).exists()
-        ):
-            raise BecknRequestError(RATING_ENTITY_NOT_FOUND, f"message.ratings[{i}].id", f"order {ref_id!r} not found")
+        _rated_exists(category, ref_id, txn, i)
         stored.append(
             BecknRating(
                 transaction=txn if txn.pk else None, bap_id=txn.bap_id, category=category, ref_id=ref_id, value=value
@@ -589,6 +645,34 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "required": False,
         }
     }
+
+
+# Rating.rating_category of core 1.1.0 (schema/Rating.yaml); Agent is not rated here: no agent serves an order.
+RATED = {"order", "item", "fulfillment", "provider", "support"}
+
+
+def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> None:
+    """The category is one we rate (50003 otherwise) and the entity it names is ours (30014 otherwise)."""
+    kind = category.lower()
+    if kind not in RATED:
+        raise BecknRequestError(
+            UNSUPPORTED_RATING_CATEGORY,
+            f"message.ratings[{i}].rating_category",
+            f"rating category {category!r} is not supported: one of Order, Item, Fulfillment, Provider, Support",
+        )
+    if kind == "order":
+        found = Booking.objects.filter(order_id=ref_id, beckn_transaction__bap_id=txn.bap_id).exists()
+    elif kind == "item":
+        found = bool(ref_id) and find_item(None, ref_id) is not None
+    elif kind == "provider":
+        found = bool(ref_id) and provider_known(ref_id)
+    elif kind == "fulfillment":
+        location_id = ref_id.removeprefix("FUL-")  # our fulfillments' ids (rendering.fulfillment_block)
+        found = ref_id.startswith("FUL-") and catalogue.location_exists(location_id)
+    else:  # support: the order or transaction the app asked support about
+        found = bool(ref_id)
+    if not found:
+        raise BecknRequestError(RATING_ENTITY_NOT_FOUND, f"message.ratings[{i}].id", f"{kind} {ref_id!r} not found")
 
 
 def on_support(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:

@@ -393,9 +393,30 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ()./-]{2,30}")
 
 
+# Billing's places and organization (core 1.1.0 Billing: state for state-level tax, city, the organization
+# billed), kept and echoed as the BAP sent them, each text checked as the fields above.
+BILLING_PLACES = {"state": ("name", "code"), "city": ("name", "code")}
+PLACE_TEXT = 100
+
+
+def _billing_places(billing: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, fields in BILLING_PLACES.items():
+        place = _object(billing.get(key), f"message.order.billing.{key}")
+        texts = {f: _contact_text(place, f, f"message.order.billing.{key}.{f}", PLACE_TEXT) for f in fields}
+        if any(texts.values()):
+            kept[key] = {f: t for f, t in texts.items() if t}
+    organization = _object(billing.get("organization"), "message.order.billing.organization")
+    descriptor = _object(organization.get("descriptor"), "message.order.billing.organization.descriptor")
+    name = _contact_text(descriptor, "name", "message.order.billing.organization.descriptor.name", 200)
+    if name:
+        kept["organization"] = {"descriptor": {"name": name}}
+    return kept
+
+
 @dataclass(frozen=True)
 class Contact:
-    billing: dict[str, str]  # the order's Billing as kept and echoed
+    billing: dict[str, Any]  # the order's Billing as kept and echoed
     email: str
     phone: str
     name: str
@@ -417,7 +438,8 @@ def _contact_text(source: dict[str, Any], key: str, path: str, limit: int) -> st
 def contact_details(order: dict[str, Any]) -> Contact:
     """The driver's details of an init: the order's Billing, else its first fulfillment's customer (contact and
     person). Each a string without control characters and of a length our records hold; an email and a phone
-    that look like one. Billing fields beyond BILLING_TEXT are not kept."""
+    that look like one. Billing fields beyond BILLING_TEXT and _billing_places (the billing period, addresses
+    as objects) are not kept."""
     billing = _object(order.get("billing"), "message.order.billing")
     fulfillments = order.get("fulfillments")
     first = fulfillments[0] if isinstance(fulfillments, list) and fulfillments else None
@@ -425,11 +447,12 @@ def contact_details(order: dict[str, Any]) -> Contact:
     customer = _object(first.get("customer") if isinstance(first, dict) else None, where)
     contact = _object(customer.get("contact"), f"{where}.contact")
     person = _object(customer.get("person"), f"{where}.person")
-    kept = {}
+    kept: dict[str, Any] = {}
     for key, limit in BILLING_TEXT.items():
         text = _contact_text(billing, key, f"message.order.billing.{key}", limit)
         if text:
             kept[key] = text
+    kept.update(_billing_places(billing))
     found = {}
     for key, source, path in (
         ("email", contact, f"{where}.contact.email"),

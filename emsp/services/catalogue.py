@@ -293,6 +293,11 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
     return result
 
 
+def location_exists(location_id: str) -> bool:
+    """Is a location with this OCPI id in the catalogue (of any CPO, not withdrawn)?"""
+    return Location.objects.filter(location_id=location_id, withdrawn_at__isnull=True).exists()
+
+
 def location_get(country_code: str, party_id: str, location_id: str) -> Location | None:
     return Location.objects.filter(ocpi_key=location_key(country_code, party_id, location_id)).first()
 

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from beckn.keys import our_public_key_b64
-from beckn.models import BecknCallback, BecknMessage
+from beckn.models import BecknCallback, BecknMessage, BecknRating
 from beckn.signing import parse_signature_header, verify_signature
 from emsp.models import Booking, Driver, Evse, Partner
 from emsp.services import catalogue
@@ -235,6 +235,18 @@ def test_init_checks_the_driver_and_locks_the_quote(bap: Any) -> None:
     assert driver.tokens.filter(type="APP_USER").exists()
 
 
+def test_init_echoes_the_billing_state_city_and_organization(bap: Any) -> None:
+    select(bap, item_of(bap))
+    billing = {"name": "Asha", "email": "asha@example.com", "phone": "+919845000000",
+               "city": {"name": "Bengaluru", "code": "std:080"}, "state": {"name": "Karnataka"},
+               "organization": {"descriptor": {"name": "ACME Fleet"}}, "time": {"label": "ignored"}}  # fmt: skip
+    bap("init", {"order": {"provider": {"id": "IN*CPA"}, "billing": billing}})
+    echoed = last(bap, "on_init")["message"]["order"]["billing"]
+    assert echoed == {key: value for key, value in billing.items() if key != "time"}
+    bap("init", {"order": {"billing": {**billing, "city": {"name": "Benga\x00luru"}}}})
+    assert last(bap, "on_init")["error"]["paths"] == "message.order.billing.city.name"
+
+
 def test_init_without_contact_details_is_an_error(bap: Any) -> None:
     select(bap, item_of(bap))
     bap("init", {"order": {"billing": {"name": "Anonymous"}}})
@@ -340,6 +352,87 @@ def test_rating_and_support(bap: Any) -> None:
     support = last(bap, "on_support")["message"]["support"]
     assert support["url"].endswith(f"/beckn/support/{order_id}")
     assert Client().get(f"/beckn/support/{order_id}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("category", "ref", "code"),
+    [
+        ("Foo", "x", "50003"),  # not a core 1.1.0 Rating.rating_category
+        ("Agent", "x", "50003"),  # no agent serves our orders
+        ("Item", "bogus", "30014"),
+        ("Item", "NEAR/NOPE/1", "30014"),
+        ("Provider", "NOPE*XX", "30014"),
+        ("Fulfillment", "nope", "30014"),
+        ("Fulfillment", "FUL-NOWHERE", "30014"),
+    ],
+)
+def test_a_rating_of_an_unsupported_category_or_of_nothing_of_ours_is_an_error(
+    bap: Any, category: str, ref: str, code: str
+) -> None:
+    bap("rating", {"ratings": [{"rating_category": category, "id": ref, "value": "4"}]})
+    assert last(bap, "on_rating")["error"]["code"] == code
+    assert not BecknRating.objects.exists()
+
+
+def test_items_providers_and_fulfillments_we_show_can_be_rated(bap: Any) -> None:
+    item = item_of(bap)
+    fulfillment = last(bap, "on_search")["message"]["catalog"]["providers"][0]["fulfillments"][0]["id"]
+    for category, ref in (("Item", item), ("Provider", "IN*CPA"), ("Fulfillment", fulfillment)):
+        bap("rating", {"ratings": [{"rating_category": category, "id": ref, "value": "5"}]})
+        assert "error" not in last(bap, "on_rating"), (category, ref)
+    assert BecknRating.objects.count() == 3
+
+
+# --- one order a transaction, named as selected --------------------------------------------------------------
+
+
+def test_select_of_an_unknown_provider_is_30001(bap: Any) -> None:
+    item = item_of(bap)
+    bap("select", {"order": {"provider": {"id": "NOPE*XX"}, "items": [{"id": item}]}})
+    body = last(bap, "on_select")
+    assert (body["error"]["code"], body["error"]["paths"]) == ("30001", "message.order.provider.id")
+
+
+@pytest.mark.parametrize(
+    ("order", "code", "path"),
+    [
+        ({"provider": {"id": "NOPE*XX"}}, "30001", "message.order.provider.id"),
+        ({"items": [{"id": "NEAR/NEAR-E2/1"}]}, "30004", "message.order.items[0].id"),
+        ({"items": [{"id": "FAR/FAR-E1/1"}]}, "30004", "message.order.items[0].id"),
+    ],
+)
+def test_init_and_confirm_naming_other_than_the_selection_are_refused(
+    bap: Any, order: dict[str, Any], code: str, path: str
+) -> None:
+    select(bap, item_of(bap))
+    billing = {"name": "Asha", "email": "asha@example.com", "phone": "+919845000000"}
+    bap("init", {"order": {**order, "billing": billing}})
+    body = last(bap, "on_init")
+    assert (body["error"]["code"], body["error"]["paths"]) == (code, path)
+    init(bap)  # as selected: fine
+    bap("confirm", {"order": {**order, "payments": [{"status": "NOT-PAID"}]}})
+    body = last(bap, "on_confirm")
+    assert (body["error"]["code"], body["error"]["paths"]) == (code, path)
+    assert not Booking.objects.exists()
+    # The items as on_select gave them (same id, any case) are the selection.
+    selected = last(bap, "on_select")["message"]["order"]["items"][0]["id"].lower()
+    bap("confirm", {"order": {"provider": {"id": "in:cpa"}, "items": [{"id": selected}],
+                              "payments": [{"status": "NOT-PAID"}]}})  # fmt: skip
+    assert "error" not in last(bap, "on_confirm")
+
+
+def test_a_transaction_holds_one_order_while_it_stands(bap: Any) -> None:
+    item = item_of(bap)
+    select(bap, item)
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    body = select(bap, item)
+    assert body["error"]["code"] == "40000"
+    assert order_id in body["error"]["message"]
+    bap("init", {"order": {"billing": {"name": "Asha", "email": "asha@example.com"}}})
+    assert last(bap, "on_init")["error"]["code"] == "40000"
+    assert confirm(bap)["message"]["order"]["id"] == order_id
+    assert Booking.objects.count() == 1
 
 
 # --- unsolicited ------------------------------------------------------------------------------------------

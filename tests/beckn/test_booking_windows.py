@@ -311,6 +311,15 @@ def test_an_alternative_can_be_selected_as_it_is(bap: Any, peer: FakePeer, neigh
         {"order": {"provider": {"id": offered["id"]}, "items": [{"id": item["id"]}]}},
     )
     assert "error" not in last(bap, "on_select")
+    # ... and booked in the same transaction: a new order, the cancelled one left as it ended.
+    billing = {"name": "Asha", "email": "asha@example.com", "phone": "+919845000000"}
+    bap("init", {"order": {"provider": {"id": offered["id"]}, "items": [{"id": item["id"]}], "billing": billing}})
+    assert "error" not in last(bap, "on_init")
+    bap("confirm", {"order": {"provider": {"id": offered["id"]}, "payments": [{"status": "NOT-PAID"}]}})
+    order = last(bap, "on_confirm")["message"]["order"]
+    assert order["id"] != booking.order_id
+    assert order["items"][0]["id"] == item["id"]
+    assert Booking.objects.get(order_id=booking.order_id).state == Booking.State.CANCELLED
 
 
 def test_a_faulted_charger_offers_alternatives_as_a_catalogue(bap: Any, peer: FakePeer, neighbours: Partner) -> None:
