@@ -125,6 +125,9 @@ def decode_authorization(header: str | None) -> list[str]:
         decoded = base64.b64decode(value, validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
+    # Both Base64 examples of transport_and_format encode the token with a line break after it (`echo` output):
+    # a partner that encodes as they do sends one; the token is what comes before it.
+    decoded = decoded.removesuffix("\n").removesuffix("\r")
     # A Base64-decoded token must itself be a valid token.
     if decoded and is_printable_token(decoded):
         candidates.insert(0, decoded)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
@@ -114,6 +115,11 @@ class LocationReceiverView(OcpiView):
             patch_matches_url(body, id=location_id, country_code=country_code, party_id=party_id)
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         clean = self.accept(normalize_location_patch, body, object_id, level=level)
+        children = "evses" if level == "location" else "connectors" if level == "evse" else None
+        if children is not None and children in body:
+            with transaction.atomic():  # the object and the children it lists, or nothing
+                self._patch_with_children(body, clean, level, country_code, party_id, location_id, evse_uid)
+            return ocpi_response()
         # The hot path of live availability: one statement on PostgreSQL.
         at = (country_code, party_id, location_id, evse_uid)
         if level == "evse" and evse_uid and catalogue.evse_patch_at(*at, clean) is not None:
@@ -131,6 +137,75 @@ class LocationReceiverView(OcpiView):
         else:
             catalogue.location_patch(location, clean)
         return ocpi_response()
+
+    # --- a PATCH that lists children ---------------------------------------------------------------------
+    # mod_locations: a PATCH carries the fields to change, the others unchanged. A Location PATCH listing
+    # `evses` (a CPO marking an EVSE REMOVED by a PATCH of its location, as the lifecycle section allows) or an
+    # EVSE PATCH listing `connectors` changes each child it lists: one we hold is patched with the fields it
+    # names, a new one is PUT; children it does not list are unchanged. A child without `last_updated` takes
+    # its parent's.
+
+    def _patch_with_children(
+        self,
+        body: dict[str, Any],
+        clean: dict[str, Any],
+        level: str,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None,
+    ) -> None:
+        location = catalogue.location_get(country_code, party_id, location_id)
+        if location is None:
+            raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
+        if level == "location":
+            catalogue.location_patch(location, clean)
+            for raw in _listed(body["evses"], clean["last_updated"]):
+                self._patch_or_put_evse(location, raw, (country_code, party_id, location_id))
+            return
+        assert evse_uid is not None
+        if catalogue.evse_patch_at(country_code, party_id, location_id, evse_uid, clean) is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
+        evse = catalogue.evse_get(location, evse_uid)
+        assert evse is not None
+        self._patch_connectors(evse, body["connectors"], clean["last_updated"], f"{location_id}/{evse_uid}")
+
+    def _patch_or_put_evse(self, location: Location, raw: dict[str, Any], at: tuple[str, str, str]) -> None:
+        uid = raw.get("uid")
+        object_id = f"{at[2]}/{uid}"
+        evse = catalogue.evse_get(location, uid) if isinstance(uid, str) and uid else None
+        if evse is None:
+            catalogue.evse_put(location, self.accept(normalize_evse, raw, object_id))
+            return
+        clean = self.accept(normalize_location_patch, raw, object_id, level="evse")
+        catalogue.evse_patch_at(*at, evse.uid, clean)
+        if "connectors" in raw:
+            self._patch_connectors(evse, raw["connectors"], clean["last_updated"], object_id)
+
+    def _patch_connectors(self, evse: Evse, raw_connectors: Any, last_updated: str, evse_object_id: str) -> None:
+        evse.refresh_from_db()
+        for raw in _listed(raw_connectors, last_updated):
+            connector_id = raw.get("id")
+            object_id = f"{evse_object_id}/{connector_id}"
+            current = catalogue.connector_get(evse, connector_id) if isinstance(connector_id, str) else None
+            if current is None:
+                catalogue.connector_put(evse, self.accept(normalize_connector, raw, object_id))
+            else:
+                clean = self.accept(normalize_location_patch, raw, object_id, level="connector")
+                catalogue.connector_patch(evse, current, clean)
+
+
+def _listed(children: Any, last_updated: str) -> list[dict[str, Any]]:
+    """The child objects a PATCH lists (the normaliser has already dropped, with a finding, what is not an
+    object), each with its parent's last_updated where it names none."""
+    if not isinstance(children, list):
+        return []
+    listed = []
+    for raw in children:
+        if isinstance(raw, dict):
+            named = raw.get("last_updated") is not None or raw.get("lastUpdated") is not None
+            listed.append(raw if named else {**raw, "last_updated": last_updated})
+    return listed
 
 
 def _receiver_schema(level: str, name: str) -> Any:

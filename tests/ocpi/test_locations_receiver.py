@@ -311,3 +311,52 @@ def test_an_id_holding_an_encoded_slash_is_2001_not_another_object(
     assert Location.objects.count() == 1
     # Without the raw path (a server that gives none) the request is routed as before.
     assert bec.put(f"{BASE}/BE/BEC/LOC1", location, RAW_URI=f"{BASE}/BE/BEC/LOC1?x=%2F").json()["status_code"] == 1000
+
+
+# --- a PATCH that lists children (mod_locations: fields not named are unchanged) ---------------------------------
+
+
+def test_an_evse_patch_listing_connectors_patches_those_it_holds_and_adds_new_ones(
+    bec: OcpiTestClient, location: dict[str, Any]
+) -> None:
+    put_location(bec, location)
+    patch = {
+        "connectors": [
+            {"id": "1", "tariff_ids": ["NEW"]},  # a connector we hold: only its tariffs change
+            {"id": "3", "standard": "IEC_62196_T2_COMBO", "format": "CABLE", "power_type": "DC", "max_voltage": 400,
+             "max_amperage": 125, "max_electric_power": 50000, "last_updated": "2026-06-01T10:00:00Z"},
+        ],
+        "last_updated": "2026-06-01T10:00:00Z",
+    }  # fmt: skip
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1/3256", patch)
+    assert response.json()["status_code"] == 1000
+    connectors = {c["id"]: c for c in bec.get(f"{BASE}/BE/BEC/LOC1/3256").json()["data"]["connectors"]}
+    assert connectors["1"]["tariff_ids"] == ["NEW"]
+    assert connectors["1"]["standard"] == "IEC_62196_T2"  # unchanged
+    assert connectors["2"]["tariff_ids"] == ["13"]  # not listed: unchanged
+    assert connectors["3"]["standard"] == "IEC_62196_T2_COMBO"
+    assert Evse.objects.get(uid="3256").max_power_w == 50000
+
+
+def test_a_location_patch_listing_an_evse_removed_applies_it(bec: OcpiTestClient, location: dict[str, Any]) -> None:
+    put_location(bec, location)
+    patch = {"evses": [{"uid": "3256", "status": "REMOVED", "last_updated": "2026-06-01T10:00:00Z"}],
+             "last_updated": "2026-06-01T10:00:00Z"}  # fmt: skip
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1", patch)
+    assert response.json()["status_code"] == 1000
+    assert Evse.objects.get(uid="3256").status == "REMOVED"
+    assert Evse.objects.get(uid="3257").status == "RESERVED"  # not listed: unchanged
+    assert Connector.objects.filter(evse__uid="3256").count() == 2  # the EVSE patched, not replaced
+
+
+def test_a_patch_whose_listed_child_is_refused_changes_nothing(bec: OcpiTestClient, location: dict[str, Any]) -> None:
+    put_location(bec, location)
+    before = Location.objects.get().last_updated
+    patch = {"name": "Renamed", "evses": [{"uid": "3256", "status": "CHARGING", "last_updated": "not a date"}],
+             "last_updated": "2026-06-01T10:00:00Z"}  # fmt: skip
+    response = bec.patch(f"{BASE}/BE/BEC/LOC1", patch)
+    assert response.json()["status_code"] == 2001
+    stored = Location.objects.get()
+    assert stored.name != "Renamed"
+    assert stored.last_updated == before
+    assert Evse.objects.get(uid="3256").status == "AVAILABLE"

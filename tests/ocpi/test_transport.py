@@ -72,6 +72,18 @@ def test_it_accepts_a_raw_token_as_well_as_base64(partner: object) -> None:
     assert OcpiTestClient(CPO_TOKEN, encode=True).get("/ocpi/emsp/2.2.1/tokens").status_code == 200
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_it_accepts_a_token_base64_encoded_with_a_line_break_as_the_spec_examples_are(
+    partner: object, ending: str
+) -> None:
+    # transport_and_format: "ZXhhbXBsZS10b2tlbgo=" is "example-token" and the line break `echo` adds.
+    assert base64.b64decode("ZXhhbXBsZS10b2tlbgo=") == b"example-token\n"
+    encoded = base64.b64encode((CPO_TOKEN + ending).encode()).decode()
+    assert OcpiTestClient(encoded, encode=False).get("/ocpi/emsp/2.2.1/tokens").status_code == 200
+    encoded = base64.b64encode((CPO_TOKEN + "\n\n").encode()).decode()  # a token of its own, not ours
+    assert OcpiTestClient(encoded, encode=False).get("/ocpi/emsp/2.2.1/tokens").status_code == 401
+
+
 def test_token_a_only_opens_versions_and_credentials(db: None) -> None:
     partner = PartnerFactory(state="TOKEN_A_ISSUED")
     token_a = partner.issue_token_a()
