@@ -39,7 +39,8 @@ def price_block(value: Decimal | None, currency: str) -> dict[str, str]:
     return {"currency": currency, "value": format(round_money(value or Decimal("0"), currency), "f")}
 
 
-def quote_block(quote: Quote) -> dict[str, Any]:
+def quote_block(quote: Quote, *, accepted: bool = False) -> dict[str, Any]:
+    """A quotation (`accepted`: the one a confirmed order holds, whose ttl no longer counts: none is given)."""
     currency = quote.currency
     breakup = []
     for line in quote.breakdown.get("lines", []):
@@ -53,12 +54,10 @@ def quote_block(quote: Quote) -> dict[str, Any]:
         value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
         breakup.append({"title": title, "price": {"currency": currency, "value": value}})
     total = quote.price
-    return {
-        "id": f"Q-{quote.pk}",
-        "price": price_block(total, currency),
-        "breakup": breakup,
-        "ttl": f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S",
-    }
+    block = {"id": f"Q-{quote.pk}", "price": price_block(total, currency), "breakup": breakup}
+    if not accepted:
+        block["ttl"] = f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S"
+    return block
 
 
 def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = None) -> dict[str, Any]:
@@ -251,12 +250,17 @@ def cancellation_terms(currency: str) -> list[dict[str, Any]]:
             "reason_required": False,
             "cancellation_fee": {"amount": {"currency": currency, "value": "0"}},
         },
-        {
-            "fulfillment_state": {"descriptor": {"code": "ACTIVE"}},
-            "reason_required": False,
-            "cancellation_fee": {"percentage": "0"},
-            "external_ref": {"mimetype": "text/plain", "url": f"{settings.PUBLIC_BASE_URL}/beckn/terms"},
-        },
+        # Once a start went out (PENDING) or charging began (ACTIVE), a cancel stops the charge: no fee, the
+        # energy is billed by the CDR (emsp/services/bookings.py::booking_cancel).
+        *(
+            {
+                "fulfillment_state": {"descriptor": {"code": code}},
+                "reason_required": False,
+                "cancellation_fee": {"percentage": "0"},
+                "external_ref": {"mimetype": "text/plain", "url": f"{settings.PUBLIC_BASE_URL}/beckn/terms"},
+            }
+            for code in ("PENDING", "ACTIVE")
+        ),
     ]
 
 
@@ -299,7 +303,7 @@ def order_block(
         if receipt is not None:
             order["quote"] = final_quote_block(receipt)
         elif booking.quote is not None:
-            order["quote"] = quote_block(booking.quote)
+            order["quote"] = quote_block(booking.quote, accepted=True)
         order["payments"] = ours
     elif receipt is not None:
         order["quote"] = final_quote_block(receipt)
@@ -316,8 +320,10 @@ def order_block(
             }
         ]
     elif booking.quote is not None:
-        order["quote"] = quote_block(booking.quote)
+        order["quote"] = quote_block(booking.quote, accepted=True)
         order["payments"] = payments_block(booking.quote, payment_status)
+    if booking.is_active and booking.quote is not None:
+        order["cancellation_terms"] = cancellation_terms(booking.quote.currency)
     if txn is not None and txn.billing:
         order["billing"] = txn.billing
     if extra_tags:

@@ -247,6 +247,17 @@ def test_init_echoes_the_billing_state_city_and_organization(bap: Any) -> None:
     assert last(bap, "on_init")["error"]["paths"] == "message.order.billing.city.name"
 
 
+def test_a_confirmed_orders_quote_has_no_countdown_and_its_cancellation_terms_cover_every_state(bap: Any) -> None:
+    assert select(bap, item_of(bap))["message"]["order"]["quote"]["ttl"].startswith("PT")  # an offer: it expires
+    init(bap)
+    order = confirm(bap)["message"]["order"]
+    assert "ttl" not in order["quote"]  # accepted: nothing counts down
+    states = [term["fulfillment_state"]["descriptor"]["code"] for term in order["cancellation_terms"]]
+    assert states == ["RESERVATION", "PENDING", "ACTIVE"]
+    bap("status", {"order_id": order["id"]})
+    assert "ttl" not in last(bap, "on_status")["message"]["order"]["quote"]
+
+
 def test_init_without_contact_details_is_an_error(bap: Any) -> None:
     select(bap, item_of(bap))
     bap("init", {"order": {"billing": {"name": "Anonymous"}}})
