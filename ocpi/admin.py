@@ -307,11 +307,14 @@ class PartnerAdmin(admin.ModelAdmin):
     @admin.action(description="Unregister (stop all communication)", permissions=["change"])
     def unregister(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         for partner in queryset:
+            told = credentials.tell_partner_unregistered(partner)  # an HTTP call: outside the transaction
             with transaction.atomic():
                 was = partner.state
                 credentials.unregister(partner)
-                staff_action_record(user=request.user, verb="unregister", obj=partner, details={"was": was})
-            messages.info(request, f"{partner} unregistered.")
+                staff_action_record(
+                    user=request.user, verb="unregister", obj=partner, details={"was": was, "told": told}
+                )
+            messages.info(request, f"{partner} unregistered; {told}.")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -309,6 +309,29 @@ def _fetch_or_3001(partner: Partner, credentials: dict[str, Any], version: str) 
     return endpoints
 
 
+# How long the console waits for a partner to take our DELETE (a staff action, not a background job).
+TELL_TIMEOUT_SECONDS = 10.0
+
+
+def tell_partner_unregistered(partner: Partner) -> str:
+    """Ending a connection ourselves: DELETE at the partner's credentials endpoint with our token, before we
+    forget it (credentials.asciidoc, DELETE: "both parties must end any automated communication"; every
+    implementation must be able to call this module on the other). What the partner answered, in words: we
+    unregister on our side whatever it answers."""
+    if partner.state != Partner.State.CONNECTED or not partner.outgoing_token:
+        return "not connected: the partner holds no credentials of ours to delete"
+    url = partner.endpoint_url("credentials")
+    if url is None:
+        return "the partner lists no credentials endpoint: it was not told"
+    try:
+        reply = OcpiClient(partner, timeout=TELL_TIMEOUT_SECONDS).request(
+            "DELETE", url, module="credentials", guarded=False
+        )
+    except OcpiClientError as exc:
+        return f"the partner's credentials DELETE failed ({exc}): it may still call us, and is refused"
+    return f"the partner took our credentials DELETE (HTTP {reply.http_status}, OCPI {reply.status_code})"
+
+
 def unregister(partner: Partner) -> None:
     """DELETE credentials (or our own decision): stop all automated communication with the partner."""
     transport.forget_cached_tokens()

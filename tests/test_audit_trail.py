@@ -3,6 +3,7 @@ deliveries and Beckn subscribers leaves one row naming the staff member and the 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -23,6 +24,7 @@ from ocpi import tasks as ocpi_tasks
 from tests.billing.dispute_factories import QueueDisputeFactory
 from tests.billing.factories import settlement_scenario
 from tests.factories import PartnerFactory
+from tests.fakes import FakePeer, envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -118,15 +120,37 @@ def test_pulling_now_is_recorded(login: Callable[[str], Client], no_pulls: list[
     assert_by(the_record("pull"), client, partner)
 
 
-def test_unregistering_is_recorded(login: Callable[[str], Client]) -> None:
+def test_unregistering_tells_the_partner_and_is_recorded(login: Callable[[str], Client], peer: FakePeer) -> None:
     client = login("admin")
     partner = PartnerFactory()
+    token = partner.outgoing_token
+    credentials_url = partner.endpoint_url("credentials")
+    peer.route("DELETE", credentials_url, (200, envelope()))
     act(client, PARTNERS, "unregister", partner)
     partner.refresh_from_db()
     assert partner.state == Partner.State.UNREGISTERED
+    # credentials.asciidoc, DELETE: both parties end automated communication. It went with our token.
+    (call,) = peer.calls
+    assert (call["method"], call["url"]) == ("DELETE", credentials_url)
+    assert base64.b64decode(call["headers"]["Authorization"].removeprefix("Token ")).decode() == token
     record = the_record("unregister")
     assert_by(record, client, partner)
-    assert record.details == {"was": "CONNECTED"}
+    assert record.details == {
+        "was": "CONNECTED",
+        "told": "the partner took our credentials DELETE (HTTP 200, OCPI 1000)",
+    }
+
+
+def test_unregistering_a_partner_that_does_not_answer_still_unregisters(
+    login: Callable[[str], Client], peer: FakePeer
+) -> None:
+    client = login("admin")
+    partner = PartnerFactory()
+    peer.route("DELETE", partner.endpoint_url("credentials"), (500, b"down"))
+    act(client, PARTNERS, "unregister", partner)
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.UNREGISTERED
+    assert the_record("unregister").details["told"].startswith("the partner's credentials DELETE failed")
 
 
 def test_registering_with_a_cpo_is_recorded_without_its_token_a(
