@@ -83,8 +83,10 @@ def command_as_ocpi(command: Command) -> dict[str, Any]:
 
 
 def location_as_ocpi(location: Location) -> dict[str, Any]:
-    """The stored Location with its EVSEs and connectors."""
+    """The stored Location with its EVSEs and connectors. An EVSE kept without a valid connector (lenient in:
+    its status still shows in the catalogue) is left out: EVSE.connectors is 1..* (strict out)."""
     evses = [evse_as_ocpi(evse) for evse in location.evses.prefetch_related("connectors").order_by("pk")]
+    evses = [evse for evse in evses if evse["connectors"]]
     return {**location.data, "evses": evses, "last_updated": format_datetime(location.last_updated)}
 
 

@@ -59,7 +59,10 @@ class LocationReceiverView(OcpiView):
         if evse_uid:
             if evse is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
-            return ocpi_response(rendering.evse_as_ocpi(evse))
+            shown = rendering.evse_as_ocpi(evse)
+            if not shown["connectors"]:  # EVSE.connectors is 1..*: we hold none valid of it (lenient in)
+                raise OcpiError(transport.CLIENT_ERROR, "EVSE without a valid connector: PUT it again", 404)
+            return ocpi_response(shown)
         return ocpi_response(rendering.location_as_ocpi(location))
 
     def put(

@@ -360,3 +360,18 @@ def test_a_patch_whose_listed_child_is_refused_changes_nothing(bec: OcpiTestClie
     assert stored.name != "Renamed"
     assert stored.last_updated == before
     assert Evse.objects.get(uid="3256").status == "AVAILABLE"
+
+
+def test_an_evse_kept_without_a_valid_connector_is_not_answered_by_get(
+    bec: OcpiTestClient, location: dict[str, Any]
+) -> None:
+    broken = copy.deepcopy(location)
+    for connector in broken["evses"][1]["connectors"]:
+        connector["standard"] = "FOO_BAR"  # no such ConnectorType: each connector dropped with a finding
+    assert put_location(bec, broken).json()["status_code"] == 1000
+    assert Evse.objects.get(uid="3257").connectors.count() == 0  # kept: its status still counts
+    data = bec.get(f"{BASE}/BE/BEC/LOC1").json()["data"]
+    assert [e["uid"] for e in data["evses"]] == ["3256"]  # EVSE.connectors is 1..*
+    assert all(e["connectors"] for e in data["evses"])
+    response = bec.get(f"{BASE}/BE/BEC/LOC1/3257")
+    assert (response.status_code, response.json()["status_code"]) == (404, 2000)
