@@ -68,6 +68,21 @@ def callback_context(
     return context
 
 
+# The message of an error callback. Core 1.1.0's OpenAPI lets an on_* carry `context` and `error` alone, but the
+# core 1.1.0 JSON schemas a Beckn-ONIX adapter checks callbacks with require `message` on every on_*, and in it
+# the action's object for most: a BAP behind ONIX would refuse our errors without them. Each object's fields are
+# all optional there; the error says what went wrong (tests/beckn/conformance.py checks both schemas).
+ERROR_MESSAGE: dict[str, dict[str, Any]] = {
+    "on_search": {"catalog": {}},
+    "on_init": {"order": {}},
+    "on_confirm": {"order": {}},
+    "on_status": {"order": {}},
+    "on_update": {"order": {}},
+    "on_cancel": {"order": {}},
+    "on_track": {"tracking": {}},
+}
+
+
 def enqueue(
     *,
     action: str,
@@ -78,8 +93,11 @@ def enqueue(
     request: BecknMessage | None = None,
     url: str | None = None,
 ) -> BecknCallback:
-    """Store one callback and schedule its delivery after the surrounding transaction commits."""
+    """Store one callback and schedule its delivery after the surrounding transaction commits. An error
+    callback without a message carries the least one its action's schema asks (ERROR_MESSAGE)."""
     body: dict[str, Any] = {"context": context}
+    if message is None and error is not None:
+        message = ERROR_MESSAGE.get(action, {})
     if message is not None:
         body["message"] = message
     if error is not None:

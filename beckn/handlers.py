@@ -179,8 +179,6 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 callbacks.enqueue(
                     action=action,
                     context=context,
-                    # on_rating is the one callback whose schema requires `message` (core 1.1.0).
-                    message={} if action == "on_rating" else None,
                     error=exc.as_error(),
                     txn=target,
                     request=request,

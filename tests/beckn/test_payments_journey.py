@@ -119,7 +119,7 @@ def test_an_app_that_asks_to_collect_without_an_agreement_gets_our_terms_back(ba
         },
     )
     answer = last(bap, "on_init")
-    assert "message" in answer, answer.get("error")
+    assert "error" not in answer, answer["error"]
     payment = answer["message"]["order"]["payments"][0]
     assert payment["collected_by"] == "BPP"  # overwritten, as core 1.1.0 Payment lets the BPP do
     assert tag_values(payment, "PAYMENT_STATE")["METHOD"] == "wallet"

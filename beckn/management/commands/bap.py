@@ -105,7 +105,7 @@ class Command(BaseCommand):
             callback.signature_ok
         ]
         self.stdout.write(f"on_{action} after {seconds * 1000:.0f} ms ({signature}):")
-        self.stdout.write(json.dumps(callback.body.get("message") or callback.body.get("error"), indent=2)[:8000])
+        self.stdout.write(json.dumps(callback.body.get("error") or callback.body.get("message"), indent=2)[:8000])
         if "error" in callback.body:
             self.stdout.write(self.style.WARNING(f"error: {json.dumps(callback.body['error'])}"))
         self._remember(state, client, action, callback.body, options)
