@@ -275,3 +275,12 @@ def payment_of(body: dict[str, Any]) -> dict[str, Any]:
         if (group.get("descriptor") or {}).get("code") == "PAYMENT_STATE":
             payment.update({t["descriptor"]["code"].lower(): t.get("value") for t in group.get("list", [])})
     return payment
+
+
+def is_final_bill(body: dict[str, Any]) -> bool:
+    """Does this callback's order carry the final bill (its `bill` tag group says `kind` final)?"""
+    for group in ((body.get("message") or {}).get("order") or {}).get("tags") or []:
+        if (group.get("descriptor") or {}).get("code") == "bill":
+            return any((t.get("descriptor") or {}).get("code") == "kind" and t.get("value") == "final"
+                       for t in group.get("list") or [])  # fmt: skip
+    return False

@@ -3,6 +3,7 @@ charging state), quotes and the final bill, payments and cancellation terms, and
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -39,6 +40,20 @@ def price_block(value: Decimal | None, currency: str) -> dict[str, str]:
     return {"currency": currency, "value": format(round_money(value or Decimal("0"), currency), "f")}
 
 
+# Quotation.id is `format: uuid` in core 1.1.0 (schema/Quotation.yaml): each of our quotes and final bills gets
+# one derived from its row, stable across callbacks, distinct per BPP.
+QUOTE_NAMESPACE = uuid.UUID("3f0c8a52-8a7e-4f4b-9d43-1c6b2f7e5a10")
+
+
+def quotation_id(kind: str, pk: int) -> str:
+    """The Quotation.id of our quote (`kind` "quote") or final bill ("bill") with this primary key."""
+    return str(uuid.uuid5(QUOTE_NAMESPACE, f"{settings.BECKN_SUBSCRIBER_ID}/{kind}/{pk}"))
+
+
+# The order tag group that says its quote is the final bill (from the CDR), not the estimate.
+BILL_TAGS = "bill"
+
+
 def quote_block(quote: Quote, *, accepted: bool = False) -> dict[str, Any]:
     """A quotation (`accepted`: the one a confirmed order holds, whose ttl no longer counts: none is given)."""
     currency = quote.currency
@@ -54,7 +69,7 @@ def quote_block(quote: Quote, *, accepted: bool = False) -> dict[str, Any]:
         value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
         breakup.append({"title": title, "price": {"currency": currency, "value": value}})
     total = quote.price
-    block = {"id": f"Q-{quote.pk}", "price": price_block(total, currency), "breakup": breakup}
+    block = {"id": quotation_id("quote", quote.pk), "price": price_block(total, currency), "breakup": breakup}
     if not accepted:
         block["ttl"] = f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S"
     return block
@@ -326,8 +341,11 @@ def order_block(
         order["cancellation_terms"] = cancellation_terms(booking.quote.currency)
     if txn is not None and txn.billing:
         order["billing"] = txn.billing
-    if extra_tags:
-        order["tags"] = extra_tags
+    tags = list(extra_tags or [])
+    if receipt is not None:
+        tags.append({"descriptor": {"code": BILL_TAGS, "name": "Bill"}, "list": [_tag("kind", "final")]})
+    if tags:
+        order["tags"] = tags
     return order
 
 
@@ -355,7 +373,7 @@ def final_quote_block(receipt: DriverReceipt) -> dict[str, Any]:
     if shown != total:  # each line rounded to the minor unit: say where the cents went
         breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
     return {
-        "id": f"FINAL-{receipt.pk}",
+        "id": quotation_id("bill", receipt.pk),
         "price": price_block(total, currency),
         "breakup": breakup,
     }

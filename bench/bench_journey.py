@@ -44,6 +44,7 @@ def main() -> None:
         BapClient,
         confirm_message,
         init_message,
+        is_final_bill,
         search_message,
         select_message,
         update_message,
@@ -119,7 +120,7 @@ def main() -> None:
             while True:
                 callback = client.wait("on_update", timeout=60)
                 assert callback is not None, "no final on_update"
-                if callback.body["message"]["order"].get("quote", {}).get("id", "").startswith("FINAL"):
+                if is_final_bill(callback.body):
                     timings["final bill"].append((callback.received_at - stopped) * 1000)
                     break
             print(f"journey {n + 1}/{args.journeys}: order {order_id} settled", flush=True)

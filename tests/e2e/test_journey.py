@@ -16,6 +16,7 @@ from beckn.bap_client import (
     Callback,
     confirm_message,
     init_message,
+    is_final_bill,
     pay_on_hosted_page,
     payment_of,
     search_message,
@@ -141,9 +142,7 @@ def charge(client: BapClient, order_id: str) -> None:
     assert details["session-status"] == "ACTIVE"
     assert float(details["energy-delivered"].removesuffix("kWh")) > 0
     ask(client, "update", update_message(order_id, "stop-charging"))
-    final = wait_unsolicited(
-        client, "on_update", lambda b: b["message"]["order"].get("quote", {}).get("id", "").startswith("FINAL"), 60
-    )
+    final = wait_unsolicited(client, "on_update", is_final_bill, 60)
     bill = final.body["message"]["order"]["quote"]["price"]["value"]
     paid = final.body if payment_of(final.body)["status"] == "PAID" else None
     paid = paid or wait_unsolicited(client, "on_update", lambda b: payment_of(b)["status"] == "PAID", 60).body
@@ -338,9 +337,7 @@ def test_a_start_without_command_result_times_out_and_the_late_session_is_still_
             40,
         )
         ask(client, "update", update_message(order_id, "stop-charging"))
-        wait_unsolicited(
-            client, "on_update", lambda b: b["message"]["order"].get("quote", {}).get("id", "").startswith("FINAL"), 60
-        )
+        wait_unsolicited(client, "on_update", is_final_bill, 60)
     finally:
         client.close()
     assert Booking.objects.get(order_id=order_id).state == Booking.State.SETTLED

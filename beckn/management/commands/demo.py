@@ -28,6 +28,7 @@ from beckn.bap_client import (
     Callback,
     confirm_message,
     init_message,
+    is_final_bill,
     pay_on_hosted_page,
     payment_of,
     search_message,
@@ -248,7 +249,7 @@ class Command(BaseCommand):
         final = self.wait_for(
             client,
             "on_update",
-            lambda b: (b.get("message") or {}).get("order", {}).get("quote", {}).get("id", "").startswith("FINAL"),
+            is_final_bill,
             "9. CDR billed (final bill)",
             90,
         )
