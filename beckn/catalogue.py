@@ -25,7 +25,7 @@ from billing.services.estimates import ChargeEstimate
 from emsp import nearest
 from emsp.datetimes import format_datetime
 from emsp.geo import Placement, Route
-from emsp.models import Connector, Evse, Location, Partner, Reservation, ci_key
+from emsp.models import Connector, Evse, Location, Partner, PartnerParty, Reservation, ci_key
 from emsp.services.catalogue import connector_get
 from emsp.vehicles import Vehicle
 
@@ -176,7 +176,12 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     if filters.min_power_w:
         candidates = candidates.filter(max_power_w__gte=filters.min_power_w)
     if filters.provider:
-        candidates = candidates.filter(location__partner__in=_partners_for(filters.provider))
+        country_code, party_id = _party_of(filters.provider)
+        candidates = candidates.filter(
+            location__partner__in=_partners_for(filters.provider),
+            location__country_code__iexact=country_code,
+            location__party_id__iexact=party_id,
+        )
     if filters.connector_types:
         candidates = candidates.filter(
             Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
@@ -260,6 +265,7 @@ def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hi
     settled_in_sql = settled_in_sql and not (filters.details.on_location or filters.details.on_energy)
     chunk = max(filters.limit if settled_in_sql else 2 * filters.limit, SEARCH_CHUNK_MIN)
     partner_ids = [p.pk for p in _partners_for(filters.provider)] if filters.provider else None
+    party = _party_of(filters.provider) if filters.provider else None
     hits: list[Hit] = []
     for offset in range(0, cap, chunk):
         count = min(chunk, cap - offset)
@@ -272,6 +278,7 @@ def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hi
             available_now=filters.available_only and not ahead,
             min_power_w=filters.min_power_w,
             partner_ids=partner_ids,
+            party=party,
             connector_types=filters.connector_types,
             offset=offset,
             count=count,
@@ -405,12 +412,14 @@ def _party_of(provider: str) -> tuple[str, str]:
 
 
 def _partners_for(provider: str) -> list[Partner]:
+    """The partners that may bring this party's locations: the party's own, and those granted it (a hub)."""
     country_code, party_id = _party_of(provider)
-    return list(Partner.objects.filter(country_code=country_code, party_id=party_id))
+    granted = PartnerParty.objects.filter(country_code=country_code, party_id=party_id).values("partner_id")
+    return list(Partner.objects.filter(Q(country_code=country_code, party_id=party_id) | Q(pk__in=granted)))
 
 
 def provider_known(provider: str) -> bool:
-    """Is this Beckn provider id (CC*PID) one of our CPOs?"""
+    """Is this Beckn provider id (CC*PID) a CPO party of ours (a partner's own, or one behind a hub)?"""
     return bool(_partners_for(provider))
 
 
@@ -519,9 +528,18 @@ def item_id(evse: Evse, connector: Connector) -> str:
     return f"{evse.location.location_id}/{evse.uid}/{connector.connector_id}"
 
 
-def provider_id(partner: Partner) -> str:
-    """Beckn provider id of a CPO: its OCPI party, CC*PID."""
-    return partner.party_key
+def provider_id(location: Location) -> str:
+    """Beckn provider id of a location's CPO: the location's OCPI party, CC*PID. The party, not the partner it
+    came through: a hub (or a partner granted other parties) brings several parties' locations, and location ids
+    are unique within a party only (mod_locations), so items and locations keep unique ids per provider."""
+    return f"{location.country_code}*{location.party_id}".upper()
+
+
+def provider_name(location: Location) -> str:
+    """The provider's name: the partner's, and the party it came through a hub or another partner for."""
+    partner = location.partner
+    party = provider_id(location)
+    return partner.name if party == partner.party_key.upper() else f"{party} (via {partner.name})"
 
 
 def status_confidence(evse: Evse, now: datetime) -> str:
@@ -611,25 +629,24 @@ def render_catalog(
     now = now or timezone.now()
     stop_time = {"time": window_time(window)} if window else {}
     catalogue_details.load_data([hit.evse for hit in hits])
-    providers: dict[int, dict[str, Any]] = {}
-    seen_locations: dict[int, set[int]] = defaultdict(set)
+    providers: dict[str, dict[str, Any]] = {}
+    seen_locations: dict[str, set[int]] = defaultdict(set)
     for hit in hits:
         location = hit.evse.location
-        partner = location.partner
-        provider = providers.setdefault(
-            partner.pk,
-            {
-                "id": provider_id(partner),
-                "descriptor": {"name": partner.name},
+        party = provider_id(location)
+        provider = providers.get(party)
+        if provider is None:
+            provider = providers[party] = {
+                "id": party,
+                "descriptor": {"name": provider_name(location)},
                 "locations": [],
                 "fulfillments": [],
                 "items": [],
-            },
-        )
+            }
         location_ref = f"LOC-{location.location_id}"
         fulfillment_ref = f"FUL-{location.location_id}"
-        if location.pk not in seen_locations[partner.pk]:
-            seen_locations[partner.pk].add(location.pk)
+        if location.pk not in seen_locations[party]:
+            seen_locations[party].add(location.pk)
             address = ", ".join(p for p in (location.address, location.city, location.postal_code) if p)
             gps = f"{location.latitude:.6f},{location.longitude:.6f}"
             provider["locations"].append(
@@ -700,7 +717,8 @@ def find_item(provider: str | None, item: str) -> Hit | None:
             uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
         )
         if provider:
-            evses = evses.filter(location__partner__in=_partners_for(provider))
+            country_code, party_id = _party_of(provider)
+            evses = evses.filter(location__country_code__iexact=country_code, location__party_id__iexact=party_id)
         evse = evses.first()
     if evse is None:
         return None
@@ -764,7 +782,7 @@ def alternatives_tags(hits: list[Hit]) -> list[dict[str, Any]]:
     return [
         {
             "descriptor": {"code": "alternative", "name": hit.evse.location.name or hit.evse.location.location_id},
-            "value": f"{provider_id(hit.evse.location.partner)}:{item_id(hit.evse, hit.connector)}"
+            "value": f"{provider_id(hit.evse.location)}:{item_id(hit.evse, hit.connector)}"
             f" ({int(hit.distance_m or 0)} m)",
         }
         for hit in hits

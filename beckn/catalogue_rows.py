@@ -204,6 +204,7 @@ def nearest_candidates(
     available_now: bool,
     min_power_w: int | None,
     partner_ids: list[int] | None,
+    party: tuple[str, str] | None = None,
     connector_types: set[str],
     offset: int,
     count: int,
@@ -234,7 +235,11 @@ def nearest_candidates(
         params["min_power"] = min_power_w
     if partner_ids is not None:
         listed = _listed(params, "partner", partner_ids)
-        where.append(f"e.location_id IN (SELECT id FROM emsp_location WHERE partner_id IN ({listed}))")  # noqa: S608 - placeholders
+        of_party = ""
+        if party is not None:  # the provider is the location's party (catalogue.provider_id), not the partner
+            params["party_cc"], params["party_id"] = party
+            of_party = " AND UPPER(country_code) = %(party_cc)s AND UPPER(party_id) = %(party_id)s"
+        where.append(f"e.location_id IN (SELECT id FROM emsp_location WHERE partner_id IN ({listed}){of_party})")  # noqa: S608 - placeholders
     if connector_types:
         listed = _listed(params, "type", sorted(connector_types))
         where.append(f"EXISTS (SELECT 1 FROM emsp_connector x WHERE x.evse_id = e.id AND x.standard IN ({listed}))")  # noqa: S608
@@ -350,7 +355,7 @@ def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | N
     where = ["e.uid_key = %s", "UPPER(l.location_id) = UPPER(%s)"]
     params: list[Any] = [evse_uid_key, location_id]
     if party is not None:
-        where.append("p.country_code = %s AND p.party_id = %s")
+        where.append("UPPER(l.country_code) = %s AND UPPER(l.party_id) = %s")  # the location's party (provider_id)
         params += list(party)
     sql = (
         f"SELECT {ITEM_COLUMNS}, {tariff_cache.GENERATION_SQL} FROM emsp_evse e "  # noqa: S608

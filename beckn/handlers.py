@@ -29,6 +29,7 @@ from beckn.catalogue import (
     find_item,
     provider_id,
     provider_known,
+    provider_name,
     render_catalog,
     same_provider,
     search,
@@ -365,7 +366,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         ) from exc
     window_start, window_end = selected.window or (None, None)
     BecknTransaction.objects.filter(pk=txn.pk).update(
-        provider_id=provider_id(hit.evse.location.partner),
+        provider_id=provider_id(hit.evse.location),
         item_id=selected.item_id,
         quote=quote,
         window_start=window_start,
@@ -374,8 +375,8 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     return {
         "order": {
             "provider": {
-                "id": provider_id(hit.evse.location.partner),
-                "descriptor": {"name": hit.evse.location.partner.name},
+                "id": provider_id(hit.evse.location),
+                "descriptor": {"name": provider_name(hit.evse.location)},
             },
             "items": [item_block(hit, quote, status_note)],
             "fulfillments": [fulfillment_block(hit, window=selected.window)],

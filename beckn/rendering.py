@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from beckn.callbacks import now_rfc3339
-from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id, window_time
+from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id, provider_name, window_time
 from beckn.models import BecknTransaction
 from billing.models import BapAgreement, DriverReceipt, Payment, Quote
 from billing.money import round_money
@@ -301,8 +301,8 @@ def order_block(
         "id": booking.order_id,
         "status": status,
         "provider": {
-            "id": provider_id(booking.evse.location.partner),
-            "descriptor": {"name": booking.evse.location.partner.name},
+            "id": provider_id(booking.evse.location),
+            "descriptor": {"name": provider_name(booking.evse.location)},
         },
         "items": [item_block(hit, booking.quote)],
         "fulfillments": [
