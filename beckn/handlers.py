@@ -227,6 +227,12 @@ def send_alternatives(
 
 def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     filters: SearchFilters = search_filters(envelope.message)
+    if filters.provider and not provider_known(filters.provider):  # BECKN-005: not an empty catalogue
+        raise BecknRequestError(
+            PROVIDER_NOT_FOUND, "message.intent.provider.id", f"provider {filters.provider!r} not found"
+        )
+    if filters.item_id and find_item(filters.provider, filters.item_id) is None:
+        raise BecknRequestError(ITEM_NOT_FOUND, "message.intent.item.id", f"item {filters.item_id!r} not found")
     hits = search(filters)
     freshness.evses_watch(hit.evse.pk for hit in hits)  # shown to a driver: kept fresh for a while
     return {"catalog": render_catalog(hits, window=filters.window)}

@@ -24,6 +24,7 @@ from beckn.catalogue import (
 )
 from beckn.catalogue_details import parse_location_filters
 from beckn.errors import (
+    CATEGORY_NOT_FOUND,
     INVALID_REQUEST,
     INVALID_UPDATE_TARGET,
     ORDER_NOT_FOUND,
@@ -198,24 +199,60 @@ def _check_timestamp(text: str, ttl: timedelta | None = None) -> None:
 # --- search -----------------------------------------------------------------------------------------
 
 
+# Tag codes whose values add up when repeated (two connector-type tags: either type), where for other codes the
+# last one counts; and the group codes whose list names the values of one of them (UEI's `connector-types` group,
+# each entry a connector type).
+LISTED_CODES = {"connector-type", "connector-standard"}
+VALUE_GROUPS = {"connector-types": "connector-type", "connectors": "connector-type", "connector-type": "connector-type"}
+
+
+def _code(descriptor: Any) -> str:
+    return str(descriptor.get("code") or "").strip().lower().replace("_", "-") if isinstance(descriptor, dict) else ""
+
+
+def _put_tag(out: dict[str, str], code: str, value: str) -> None:
+    if code in LISTED_CODES and out.get(code):
+        out[code] = f"{out[code]},{value}"
+    else:
+        out[code] = value
+
+
 def _tags(tag_groups: Any, path: str) -> dict[str, str]:
-    """Flatten TagGroups to {code: value}, lower-case codes with '_' as '-' (UEI `connector-type`,
-    missions `Connector_Type`, UEI layer-2 `CONNECTOR-TYPE` are the same thing)."""
+    """Flatten tags to {code: value}, lower-case codes with '_' as '-' (UEI `connector-type`, missions
+    `Connector_Type`, UEI layer-2 `CONNECTOR-TYPE` are the same thing). Read as BAPs send them: TagGroups
+    (`{descriptor, list: [{descriptor, value}]}`), plain Tags in the list (the RFC's `intent.item.tags`), and a
+    group whose code names the filter and whose list its values (UEI: `connector-types` → CCS2, Type2).
+    Repeated connector types add up."""
     out: dict[str, str] = {}
     if tag_groups is None:
         return out
     _need(isinstance(tag_groups, list), path, "tags must be a list of tag groups")
     for i, group in enumerate(tag_groups):
         _need(isinstance(group, dict), f"{path}[{i}]", "a tag group must be an object")
+        _need(
+            group.get("descriptor") is None or isinstance(group.get("descriptor"), dict),
+            f"{path}[{i}].descriptor",
+            "a descriptor must be an object",
+        )
+        if group.get("list") is None and group.get("value") is not None:  # a plain Tag where a group goes
+            code = _code(group.get("descriptor"))
+            if code:
+                _put_tag(out, code, str(group["value"]).strip())
+            continue
         tags = group.get("list") or []
         _need(isinstance(tags, list), f"{path}[{i}].list", "a tag group's list must be a list of tags")
+        names = VALUE_GROUPS.get(_code(group.get("descriptor")))
         for j, tag in enumerate(tags):
             _need(isinstance(tag, dict), f"{path}[{i}].list[{j}]", "a tag must be an object")
             descriptor = tag.get("descriptor") or {}
             _need(isinstance(descriptor, dict), f"{path}[{i}].list[{j}].descriptor", "a descriptor must be an object")
-            code = str(descriptor.get("code") or "").strip().lower().replace("_", "-")
-            if code and tag.get("value") is not None:
-                out[code] = str(tag["value"]).strip()
+            code = _code(descriptor)
+            if names is not None and code not in (names, "connector-standard"):
+                value = tag.get("value") if tag.get("value") is not None else descriptor.get("code")
+                if value is not None and str(value).strip():
+                    _put_tag(out, names, str(value).strip())
+            elif code and tag.get("value") is not None:
+                _put_tag(out, code, str(tag["value"]).strip())
     return out
 
 
@@ -312,14 +349,16 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
         if not isinstance(location, dict):
             continue
         circle = location.get("circle")
-        if isinstance(circle, dict) and circle.get("gps"):
+        circle = circle if isinstance(circle, dict) else {}
+        if circle.get("gps"):
             filters.latitude, filters.longitude = _gps(circle["gps"], f"{path}.circle.gps")
-            if circle.get("radius") is not None:
-                filters.radius_m = _radius_m(circle["radius"], f"{path}.circle.radius")
-            break
-        if location.get("gps"):
+        elif location.get("gps"):
             filters.latitude, filters.longitude = _gps(location["gps"], f"{path}.gps")
-            break
+        else:
+            continue
+        if circle.get("radius") is not None:  # a circle's radius around its own gps, or the location's
+            filters.radius_m = _radius_m(circle["radius"], f"{path}.circle.radius")
+        break
     tags = {
         **_tags(intent.get("tags"), "message.intent.tags"),
         **_tags(fulfillment.get("tags"), "message.intent.fulfillment.tags"),
@@ -354,14 +393,65 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     item = intent.get("item")
     if isinstance(item, dict) and item.get("id"):
         filters.item_id = plain_id(item["id"], "message.intent.item.id")
+    if filters.max_price is None and isinstance(item, dict) and isinstance(item.get("price"), dict):
+        ceiling = item["price"].get("maximum_value")
+        if ceiling is not None:
+            try:
+                filters.max_price = Decimal(str(ceiling))
+            except InvalidOperation as exc:
+                raise BecknRequestError(
+                    INVALID_REQUEST, "message.intent.item.price.maximum_value", "must be a number"
+                ) from exc
+            _need(
+                filters.max_price.is_finite() and filters.max_price >= 0,
+                "message.intent.item.price.maximum_value",
+                "must be a number of 0 or more",
+            )
     if tags.get("limit"):
         filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
     filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
     filters.details = parse_location_filters(tags)  # opening hours, facilities, parking, energy mix
+    _category(intent.get("category"), filters)
     parse_journey(intent, fulfillment, tags, filters)  # route, vehicle, energy (beckn/route_search.py)
     if filters.latitude is None:
         filters.radius_m = DEFAULT_RADIUS_M
     return filters
+
+
+# The categories our items are listed under (catalogue_details.CATEGORIES), by the codes BAPs search them by:
+# DEG v1 and the UEI guide search `green-tariff`, the RFC's on_search lists `category-gt`.
+CATEGORY_FILTERS = {
+    "green-energy": "green_only",
+    "green-tariff": "green_only",
+    "category-gt": "green_only",
+    "green": "green_only",
+    "open-24-7": "twentyfourseven",
+    "24-7": "twentyfourseven",
+    "accessible-parking": "accessible",
+}
+
+
+def _category(category: Any, filters: SearchFilters) -> None:
+    """An intent's category (its id, or its descriptor's code) as the filter it stands for; one we don't list
+    items under is 30005 (BECKN-005: category not found)."""
+    if category is None:
+        return
+    _need(isinstance(category, dict), "message.intent.category", "category must be an object")
+    descriptor = category.get("descriptor")
+    _need(descriptor is None or isinstance(descriptor, dict), "message.intent.category.descriptor", "must be an object")
+    if category.get("id") is not None:
+        path, value = "message.intent.category.id", category["id"]
+    elif isinstance(descriptor, dict) and descriptor.get("code") is not None:
+        path, value = "message.intent.category.descriptor.code", descriptor["code"]
+    else:
+        return
+    code = plain_id(value if isinstance(value, str) else "", path).lower().replace("_", "-")
+    flag = CATEGORY_FILTERS.get(code)
+    if flag is None:
+        raise BecknRequestError(
+            CATEGORY_NOT_FOUND, path, f"category {code!r} not found: one of green-energy, open-24-7, accessible-parking"
+        )
+    setattr(filters.details, flag, True)
 
 
 def _power_w(text: str, path: str) -> int:
