@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Cdr, Tariff
+from billing.services import settlement
 from emsp.celery import run_after_commit
 from emsp.datetimes import parse_utc
 from emsp.inserts import insert
@@ -113,6 +114,8 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         cdr.charging_session = first_where(
             ChargingSession, "t.ocpi_key = %s", [ci_key(cdr.country_code, cdr.party_id, cdr.session_id)]
         )
+    # Ended in a period finance has closed: settled in the first open one after it.
+    cdr.carried_to = settlement.carried_past_closed(partner.pk, cdr.currency, cdr.end_date_time)
     if cdr.credit and cdr.credit_reference_id:
         # A credit CDR corrects an earlier one (mod_cdrs §"Credit CDRs").
         cdr.credited_cdr = first_where(

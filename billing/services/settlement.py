@@ -123,6 +123,21 @@ def in_period(period_start: date, period_end: date, prefix: str = "") -> Q:
     ) | Q(**{f"{prefix}carried_to__gte": period_start, f"{prefix}carried_to__lt": period_end})
 
 
+def carried_past_closed(partner_id: int, currency: str, end: datetime) -> date | None:
+    """Where a CDR arriving now is settled when the period it ended in is already closed: the first period
+    after it that is not (a late CDR, or a credit CDR, which repeats its original's end, for a month finance
+    closed). None when its own period is open. Without this it would be in no settlement at all."""
+    day = timezone.localtime(end, timezone.get_default_timezone()).date()
+    closed = Settlement.objects.filter(partner_id=partner_id, currency=currency, state=Settlement.State.CLOSED)
+    period = closed.filter(period_start__lte=day, period_end__gt=day).order_by("-period_end").first()
+    if period is None:
+        return None
+    target = period.period_end
+    while later := closed.filter(period_start__lte=target, period_end__gt=target).order_by("-period_end").first():
+        target = later.period_end
+    return target
+
+
 def period_cdrs(partner_id: int | None, period_start: date, period_end: date) -> QuerySet[Cdr]:
     """The period's CDRs, of one partner or (None) of all."""
     cdrs = Cdr.objects.filter(in_period(period_start, period_end))

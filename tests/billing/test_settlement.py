@@ -275,3 +275,30 @@ def test_it_refuses_malformed_periods(text: str) -> None:
 
 def test_next_month_wraps_the_year() -> None:
     assert next_month(date(2026, 12, 1)) == date(2027, 1, 1)
+
+
+# --- a CDR that arrives after its period was closed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("credit", [False, True])
+def test_a_cdr_arriving_for_a_closed_period_is_settled_in_the_first_open_one(spec_example: Any, credit: bool) -> None:
+    from billing.services.records import cdr_store
+
+    partner = PartnerFactory(country_code="BE", party_id="BEC")
+    original = {**spec_example("cdr_example.json"), "end_date_time": "2026-10-31T23:30:00Z"}
+    before = cdr_store(partner, original).cdr
+    assert before.carried_to is None  # October open: settled in October
+    for start, end in ((OCTOBER, date(2026, 11, 1)), (date(2026, 11, 1), date(2026, 12, 1))):
+        SettlementFactory(partner=partner, period_start=start, period_end=end, state=Settlement.State.CLOSED)
+    late = {**original, "id": "LATE-1"}
+    if credit:  # a credit CDR repeats its original's end: always in the closed month
+        total = original["total_cost"]
+        late.update(credit=True, credit_reference_id=original["id"],
+                    total_cost={"excl_vat": -total["excl_vat"], "incl_vat": -total["incl_vat"]})  # fmt: skip
+
+    stored = cdr_store(partner, late).cdr
+
+    assert stored.carried_to == date(2026, 12, 1)  # October and November are closed
+    (december,) = settlement_compute(partner=partner, period_start=date(2026, 12, 1))
+    assert december.cdr_count == 1
+    assert december.cpo_billed_excl_vat == Decimal(str(late["total_cost"]["excl_vat"]))
