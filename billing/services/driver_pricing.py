@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -62,10 +62,22 @@ class Fee:
     vat: Decimal
 
 
+# The precision receipts and quotes store amounts with (their DecimalFields' 4 places), quantized as Django
+# stores them (half-even). A fee is worked out at that precision, so the figures the ledger books from the
+# receipt in hand are the ones its stored row (and the PDF printed from it later) holds: 1.264968 of VAT had
+# been booked as 1.26 and printed, from the stored 1.2650, as 1.27.
+STORED = Decimal("0.0001")
+
+
+def stored(amount: Decimal) -> Decimal:
+    return amount.quantize(STORED, rounding=ROUND_HALF_EVEN)
+
+
 def emsp_fee(terms: PartnerTerms, cpo_cost_excl_vat: Decimal) -> Fee:
-    """Our fee on a charge: a flat part plus a markup on the CPO's price excl. VAT, then its VAT."""
-    excl = terms.fee_flat + max(cpo_cost_excl_vat, ZERO) * terms.fee_percent / HUNDRED
-    return Fee(excl_vat=excl, vat=excl * terms.fee_vat_percent / HUNDRED)
+    """Our fee on a charge: a flat part plus a markup on the CPO's price excl. VAT, then its VAT, each at the
+    precision they are stored with."""
+    excl = stored(terms.fee_flat + max(cpo_cost_excl_vat, ZERO) * terms.fee_percent / HUNDRED)
+    return Fee(excl_vat=excl, vat=stored(excl * terms.fee_vat_percent / HUNDRED))
 
 
 def driver_total(cpo_incl_vat: Decimal, fee: Fee, currency: str, rounding: str) -> Decimal:

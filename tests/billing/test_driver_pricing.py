@@ -157,3 +157,17 @@ def test_a_connectors_tariffs_are_read_as_the_orm_reads_them(partner: Partner) -
     )
     stored = Quote.objects.get(pk=quote.pk)
     assert (stored.tariff_id, stored.total_incl_vat, stored.breakdown) == ("t1", quote.total_incl_vat, quote.breakdown)
+
+
+@pytest.mark.django_db
+def test_our_fee_is_worked_out_at_the_precision_receipts_store() -> None:
+    """The ledger books the fee's VAT from the receipt in hand; the receipt's PDF is printed later from its stored
+    row (4 places). 7.0276 × 18 % = 1.264968 had been booked as 1.26 and printed, from the stored 1.2650, as 1.27."""
+    terms = PartnerTerms(fee_flat=Decimal("5"), fee_percent=Decimal("2"), fee_vat_percent=Decimal("18"))
+    fee = emsp_fee(terms, Decimal("101.38"))
+    assert (fee.excl_vat, fee.vat) == (Decimal("7.0276"), Decimal("1.2650"))
+    from tests.billing.factories import DriverReceiptFactory
+
+    receipt = DriverReceiptFactory(fee_excl_vat=fee.excl_vat, fee_vat=fee.vat)
+    receipt.refresh_from_db()
+    assert (receipt.fee_excl_vat, receipt.fee_vat) == (fee.excl_vat, fee.vat)  # stored as computed
