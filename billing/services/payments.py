@@ -37,7 +37,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import BapAgreement, DriverReceipt, LedgerAccount, Payment, PaymentOperation, ProviderWebhook, Quote
+from billing.models import (
+    BapAgreement,
+    Cdr,
+    DriverReceipt,
+    LedgerAccount,
+    LedgerLine,
+    Payment,
+    PaymentOperation,
+    ProviderWebhook,
+    Quote,
+)
 from billing.money import minor_units, round_money
 from billing.payments import gateway as gateways
 from billing.services import accounts, postings
@@ -51,6 +61,7 @@ from emsp.rows import first_where
 log = logging.getLogger(__name__)
 
 HUNDRED = Decimal("100")
+ZERO = Decimal("0")
 REFERENCE_PREFIX = "pay-"
 
 
@@ -429,28 +440,67 @@ def _charge_payment(booking: Booking | None) -> Payment | None:
 
 
 def _credit_cdr(receipt: DriverReceipt, bill_: postings.Bill, party: str, payment: Payment | None) -> None:
-    """A CPO's credit CDR: what it gives back (its total, negative) is owed to the driver, borne by the CPO."""
+    """A CPO's credit CDR: what it gives back (its total, negative) is owed to the driver, borne by the CPO;
+    with it, its share of what we took on the original (our fee and that fee's VAT, and the finder fee the app
+    earned on it): a voided charge carries no fee of ours (mod_cdrs: a credit CDR voids its original, and a
+    corrected CDR follows with its own bill and fee)."""
     amount = -bill_.cpo
     if amount <= 0:
         return
+    currency, reference = bill_.currency, f"cdr:{receipt.cdr_id}"
     postings.credit(
-        currency=bill_.currency,
+        currency=currency,
         amount=amount,
-        borne_by=accounts.cpo_payable(party, bill_.currency),
-        reference=f"cdr:{receipt.cdr_id}",
-        key=f"cdr:{receipt.cdr_id}:credit",
+        borne_by=accounts.cpo_payable(party, currency),
+        reference=reference,
+        key=f"{reference}:credit",
     )
     original = receipt.cdr.credited_cdr
     if payment is None and original is not None and original.charging_session_id:
         session = original.charging_session
         payment = _charge_payment(session.booking if session.booking_id else None)
-    refund_due(
-        payment=payment,
-        amount=amount,
-        reference=f"cdr:{receipt.cdr_id}",
-        driver_id=receipt.driver_id,
-        currency=bill_.currency,
+    given_back = amount + _our_part_given_back(receipt, original, bill_, reference)
+    refund_due(payment=payment, amount=given_back, reference=reference, driver_id=receipt.driver_id, currency=currency)
+
+
+def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: postings.Bill, reference: str) -> Decimal:
+    """Our fee and its VAT on the original, in the share of it the credit gives back (all of it for a credit
+    that voids the original), credited to the driver; the app's finder fee on it taken back likewise. What is
+    given back on top of the CPO's part."""
+    original_receipt = DriverReceipt.objects.filter(cdr=original).first() if original is not None else None
+    if original is None or original_receipt is None or original_receipt.driver_id != receipt.driver_id:
+        return ZERO
+    currency = bill_.currency
+    share = Decimal(1)
+    if original.total_cost_excl_vat > 0:
+        share = min(Decimal(1), -receipt.cdr.total_cost_excl_vat / original.total_cost_excl_vat)
+    terms = partner_terms(original.partner)
+    fee = round_money(original_receipt.fee_excl_vat * share, currency, terms.rounding)
+    fee_vat = round_money(original_receipt.fee_vat * share, currency, terms.rounding)
+    for value, account, part in (
+        (fee, accounts.revenue_fees(currency), "fee"),
+        (fee_vat, accounts.tax_payable(terms.fee_vat_percent, currency), "fee-vat"),
+    ):
+        if value > 0:
+            postings.credit(
+                currency=currency, amount=value, borne_by=account, reference=reference, key=f"{reference}:credit:{part}"
+            )
+    # The app's finder fee on the original (postings.finder_fee: finder fees expense, the app's account).
+    lines = list(
+        LedgerLine.objects.filter(entry__idempotency_key=f"cdr:{original.pk}:finder_fee").select_related("account")
     )
+    expense = next((line for line in lines if line.account.code == "expense:finder-fees"), None)
+    app = next((line for line in lines if line.account.code.startswith("bap:")), None)
+    if expense is not None and app is not None and expense.amount_minor > 0:
+        code = app.account.code
+        postings.finder_fee(
+            bap_id=code.removeprefix("bap:").rsplit(":", 1)[0],
+            currency=currency,
+            amount=-round_money(from_minor(expense.amount_minor, currency) * share, currency, terms.rounding),
+            bap_collected=code.endswith(":receivable"),
+            reference=reference,
+        )
+    return fee + fee_vat
 
 
 def _capture_wallet(payment: Payment, payer: LedgerAccount) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.models import BapAgreement, IssuedDocument, LedgerAccount, LedgerEntry, Payment
+from billing.models import BapAgreement, Cdr, IssuedDocument, LedgerAccount, LedgerEntry, Payment
 from billing.services import ledger, payments
 from billing.services.records import cdr_store
 from emsp.models import Booking, Command, Driver, Partner
@@ -161,6 +161,25 @@ def test_the_app_collects_the_bill_and_owes_it_less_its_finder_fee(bap: Any, net
     assert (reported["status"], reported["params"]["transaction_id"]) == ("PAID", "UPI-1")
     assert Payment.objects.get(booking=booking).status == Payment.Status.COLLECTED_BY_BAP
     assert balance(f"bap:{BAP_ID}:receivable") == BILL - finder_fee  # owed to us until the app settles
+
+
+def test_a_credit_cdr_voiding_the_charge_gives_back_our_fee_and_the_apps_finder_fee(bap: Any, network: Partner) -> None:
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True, finder_fee_percent=Decimal("2"))
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    start(bap, order_id)
+    charge_and_cdr(bap, network, order_id)
+    stamp = Cdr.objects.get(cdr_id="CDR-1").data["end_date_time"]
+    void = {**Cdr.objects.get(cdr_id="CDR-1").data, "id": "CDR-1-C", "credit": True, "credit_reference_id": "CDR-1",
+            "total_cost": {"excl_vat": -380, "incl_vat": -448.40}, "last_updated": stamp}  # fmt: skip
+    with bap.capture(execute=True):
+        cdr_store(network, void)
+    # mod_cdrs: the credit voids the charge; nothing of it stays anywhere (a corrected CDR would bring its own).
+    for code in ("revenue:fees", "tax:VAT-18:payable", "expense:finder-fees", "cpo:IN*CPA:payable",
+                 f"bap:{BAP_ID}:receivable", "refunds:pending"):  # fmt: skip
+        assert balance(code) == 0, code
+    assert_books_balance()
 
 
 def test_an_app_reporting_a_payment_with_control_characters_or_absurd_amounts_is_refused(bap: Any) -> None:

@@ -138,6 +138,35 @@ def test_a_cpo_credit_cdr_outside_a_booking_credits_the_drivers_account_borne_by
     assert balance("cpo:IN*CPA:payable") == Decimal("11.80")  # the CPO owes it back: its payable shrinks
     assert balance(f"driver:{driver.pk}:receivable") == Decimal("-11.80")  # credited to the driver's account
     assert balance("refunds:pending") == 0
+
+
+@pytest.mark.parametrize(("credited", "fee_back"), [("-380", Decimal("14.87")), ("-190", Decimal("7.43"))])
+def test_a_credit_cdr_gives_back_its_share_of_our_fee_and_its_vat(credited: str, fee_back: Decimal) -> None:
+    """mod_cdrs: a credit CDR voids its original (a corrected one follows with its own bill): our fee on the
+    voided charge goes back with the CPO's part, in the credit's share of the original."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    driver = DriverFactory(currency="INR")
+    original = CdrFactory(partner=partner, cdr_id="V-1", currency="INR", total_cost_excl_vat=Decimal("380"),
+                          total_cost_incl_vat=Decimal("448.40"))  # fmt: skip
+    charged = DriverReceiptFactory(cdr=original, driver=driver, currency="INR", cpo_vat=Decimal("68.40"),
+                                   fee_excl_vat=Decimal("12.60"), fee_vat=Decimal("2.268"))  # fmt: skip
+    payments.bill(charged)
+    excl = Decimal(credited)
+    credit = CdrFactory(partner=partner, cdr_id="V-1-C", currency="INR", credit=True, credited_cdr=original,
+                        total_cost_excl_vat=excl, total_cost_incl_vat=excl * Decimal("1.18"))  # fmt: skip
+    receipt = DriverReceiptFactory(cdr=credit, driver=driver, currency="INR", cpo_vat=excl * Decimal("0.18"))
+    payments.bill(receipt)
+    payments.bill(receipt)  # processed again: booked once
+
+    def balance(code: str) -> Decimal:
+        return ledger.balance(LedgerAccount.objects.get(code=code, currency="INR"))
+
+    share = -excl / Decimal("380")
+    assert balance("revenue:fees") == -(Decimal("12.60") - round(Decimal("12.60") * share, 2))  # revenue: credit
+    cpo_back = -excl * Decimal("1.18")
+    owed = Decimal("463.27") - cpo_back - fee_back  # the bill less what came back
+    assert balance(f"driver:{driver.pk}:receivable") == owed
+    assert balance("refunds:pending") == 0
     assert sum(ledger.trial_balance("INR").values()) == 0
 
 
