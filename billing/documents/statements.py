@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce
 from billing.documents.layout import Column, Content, Section, day, moment, money, quantity
 from billing.models import Dispute, PartnerTerms, Settlement
 from billing.money import DEFAULT_POLICY
+from billing.services import payments
 from billing.services.bap_settlement import BapSettlement
 from billing.services.settlement import period_cdrs
 
@@ -135,6 +136,20 @@ def bap_statement_content(settlement: BapSettlement, *, number: str, issued_at: 
 # --- CPO --------------------------------------------------------------------------------------------------
 
 
+def dispute_credits_borne(settlement: Settlement) -> Decimal:
+    """Credits agreed in disputes on the period's CDRs and borne by the CPO (taken off its payable when granted),
+    less what its credit CDRs for the same charges cover (those count as credit CDRs): what the net payable is
+    short of the CDRs' totals."""
+    cdrs = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end)
+    credited = cdrs.filter(currency=settlement.currency, credit=False, disputes__state=Dispute.State.CREDITED)
+    return sum((payments.dispute_credit_uncovered(cdr) for cdr in credited.distinct()), ZERO)
+
+
+def cpo_net_payable(settlement: Settlement) -> Decimal:
+    """What we pay the CPO for the period, as its statement states it."""
+    return settlement.cpo_billed_incl_vat - dispute_credits_borne(settlement)
+
+
 def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: datetime) -> Content:
     s = settlement
     currency = s.currency
@@ -154,6 +169,7 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
         ),
         credits=Count("pk", filter=Q(credit=True)),
     )
+    borne = dispute_credits_borne(s)
     disputes = (
         Dispute.objects.filter(cdr__in=cdrs.values("pk"))
         .values("state")
@@ -198,7 +214,8 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
                     Column("Credited (excl. VAT)", 0.24, "R"),
                 ],
                 rows=dispute_rows,
-                note="Credits agreed in a dispute reach this statement as credit CDRs.",
+                note="Credits agreed in a dispute and borne by you are taken off the net payable; a credit CDR you "
+                "send for the same charge is netted against them, not counted twice.",
             )
         )
     latest = Dispute.objects.filter(cdr=OuterRef("pk")).order_by("-opened_at", "-pk")
@@ -263,7 +280,8 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
         totals=[
             ("Billed incl. VAT", m(split["billed_incl"])),
             ("Credits incl. VAT", m(s.cpo_billed_incl_vat - split["billed_incl"])),
-            (f"Net payable to the CPO ({currency})", m(s.cpo_billed_incl_vat)),
+            *([("Dispute credits you bear, incl. VAT", m(-borne))] if borne else []),
+            (f"Net payable to the CPO ({currency})", m(s.cpo_billed_incl_vat - borne)),
         ],
         notes=[
             "Amounts are your CDRs' totals as you sent them, credit CDRs netted; a CDR without a VAT-inclusive "

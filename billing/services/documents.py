@@ -28,7 +28,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from billing.documents import Content, Issuer, bap_statement_content, cpo_statement_content, receipt_content, render
+from billing.documents import (
+    Content,
+    Issuer,
+    bap_statement_content,
+    cpo_net_payable,
+    cpo_statement_content,
+    receipt_content,
+    render,
+)
 from billing.models import DocumentSequence, DriverReceipt, IssuedDocument, Settlement
 from billing.services.bap_settlement import BapSettlementError, bap_settlement_compute
 from emsp.inserts import insert, insert_if_absent
@@ -283,7 +291,7 @@ def issue_cpo_statement(settlement: Settlement) -> IssuedDocument:
         reference=f"settlement:{settlement.pk}",
         party=f"cpo:{settlement.partner.party_key}",
         currency=settlement.currency,
-        total=settlement.cpo_billed_incl_vat,
+        total=cpo_net_payable(settlement),
         content=lambda number, issued_at: cpo_statement_content(settlement, number=number, issued_at=issued_at),
     )
 

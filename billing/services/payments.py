@@ -40,6 +40,7 @@ from django.utils import timezone
 from billing.models import (
     BapAgreement,
     Cdr,
+    Dispute,
     DriverReceipt,
     LedgerAccount,
     LedgerLine,
@@ -51,7 +52,7 @@ from billing.models import (
 from billing.money import minor_units, round_money
 from billing.payments import gateway as gateways
 from billing.services import accounts, postings
-from billing.services.driver_pricing import partner_terms
+from billing.services.driver_pricing import emsp_fee, partner_terms
 from billing.services.ledger import balance, from_minor, to_minor
 from emsp import events
 from emsp.celery import run_after_commit
@@ -448,14 +449,19 @@ def _credit_cdr(receipt: DriverReceipt, bill_: postings.Bill, party: str, paymen
     if amount <= 0:
         return
     currency, reference = bill_.currency, f"cdr:{receipt.cdr_id}"
-    postings.credit(
-        currency=currency,
-        amount=amount,
-        borne_by=accounts.cpo_payable(party, currency),
-        reference=reference,
-        key=f"{reference}:credit",
-    )
     original = receipt.cdr.credited_cdr
+    # A credit the CPO agreed to bear in a dispute has already been taken off its payable and refunded: its
+    # credit CDR for the same charge gives back only what goes beyond it.
+    covered = min(amount, dispute_credit_uncovered(original, exclude=receipt.cdr)) if original is not None else ZERO
+    if amount - covered > 0:
+        postings.credit(
+            currency=currency,
+            amount=amount - covered,
+            borne_by=accounts.cpo_payable(party, currency),
+            reference=reference,
+            key=f"{reference}:credit",
+        )
+    amount -= covered
     if payment is None and original is not None and original.charging_session_id:
         session = original.charging_session
         payment = _charge_payment(session.booking if session.booking_id else None)
@@ -463,20 +469,47 @@ def _credit_cdr(receipt: DriverReceipt, bill_: postings.Bill, party: str, paymen
     refund_due(payment=payment, amount=given_back, reference=reference, driver_id=receipt.driver_id, currency=currency)
 
 
+def dispute_credit_uncovered(original: Cdr, *, exclude: Cdr | None = None) -> Decimal:
+    """What the CPO has borne for this CDR in dispute credits (taken off its payable, refunded to the driver)
+    that none of its processed credit CDRs has covered yet: a later credit CDR for the same charge nets
+    against it."""
+    currency = original.currency
+    payable = accounts.cpo_payable(f"{original.country_code}*{original.party_id}", currency)
+    credited = Dispute.objects.filter(cdr=original, state=Dispute.State.CREDITED).values_list("pk", flat=True)
+    keys = [f"dispute:{pk}:credit" for pk in credited]
+    if not keys:
+        return ZERO
+
+    def on_payable(*idempotency_keys: str) -> int:
+        lines = LedgerLine.objects.filter(account=payable, entry__idempotency_key__in=idempotency_keys)
+        return sum(lines.values_list("amount_minor", flat=True))
+
+    borne, netted = on_payable(*keys), 0
+    credits = Cdr.objects.filter(credited_cdr=original, credit=True, processed_at__isnull=False)
+    for credit in credits.exclude(pk=exclude.pk if exclude is not None else None):
+        gives_back = round_money(-(credit.total_cost_incl_vat or credit.total_cost_excl_vat), currency)
+        netted += max(0, to_minor(gives_back, currency) - on_payable(f"cdr:{credit.pk}:credit"))
+    return from_minor(max(0, borne - netted), currency)
+
+
 def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: postings.Bill, reference: str) -> Decimal:
-    """Our fee and its VAT on the original, in the share of it the credit gives back (all of it for a credit
-    that voids the original), credited to the driver; the app's finder fee on it taken back likewise. What is
-    given back on top of the CPO's part."""
+    """Our fee and its VAT on the original that the credit takes away (all of it when the credit voids the
+    original; else the difference to our fee on the lowered price), credited to the driver; the app's finder fee
+    taken back in the share of the bill given back. What is given back on top of the CPO's part."""
     original_receipt = DriverReceipt.objects.filter(cdr=original).first() if original is not None else None
     if original is None or original_receipt is None or original_receipt.driver_id != receipt.driver_id:
         return ZERO
     currency = bill_.currency
-    share = Decimal(1)
-    if original.total_cost_excl_vat > 0:
-        share = min(Decimal(1), -receipt.cdr.total_cost_excl_vat / original.total_cost_excl_vat)
     terms = partner_terms(original.partner)
-    fee = round_money(original_receipt.fee_excl_vat * share, currency, terms.rounding)
-    fee_vat = round_money(original_receipt.fee_vat * share, currency, terms.rounding)
+    left = original.total_cost_excl_vat + receipt.cdr.total_cost_excl_vat  # the CPO's price after the credit
+    if left <= 0:  # voided: none of our fee stays
+        fee, fee_vat = original_receipt.fee_excl_vat, original_receipt.fee_vat
+    else:  # lowered: our fee as it would be on the lower price
+        lower = emsp_fee(terms, left)
+        fee, fee_vat = original_receipt.fee_excl_vat - lower.excl_vat, original_receipt.fee_vat - lower.vat
+    fee, fee_vat = (round_money(max(ZERO, x), currency, terms.rounding) for x in (fee, fee_vat))
+    back = -bill_.cpo + fee + fee_vat
+    share = min(Decimal(1), back / original_receipt.total_incl_vat) if original_receipt.total_incl_vat > 0 else ZERO
     for value, account, part in (
         (fee, accounts.revenue_fees(currency), "fee"),
         (fee_vat, accounts.tax_payable(terms.fee_vat_percent, currency), "fee-vat"),

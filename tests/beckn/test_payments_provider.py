@@ -17,6 +17,7 @@ from django.test import Client
 from billing.models import Cdr, Dispute, LedgerEntry, Payment, PaymentOperation, ProviderWebhook
 from billing.services import accounts, disputes, payments, postings
 from billing.services.reconciliation import reconcile_payout_file
+from billing.services.records import cdr_store
 from emsp.models import Booking
 from tests.beckn.test_actions import confirm, init, item_of, last, select
 from tests.beckn.test_payments_journey import BILL, CPO_INCL, assert_books_balance, balance, charge_and_cdr, start
@@ -257,6 +258,18 @@ def test_a_dispute_credit_is_refunded_through_the_provider_and_borne_by_the_cpo(
     assert balance("refunds:pending") == 0  # decided and paid back
     assert balance(f"clearing:{provider}") == BILL - refund
     assert balance("cpo:IN*CPA:payable") == -(CPO_INCL - refund)  # the CPO's settlement folds the credit in
+    assert_books_balance()
+
+    # The CPO then sends its credit CDR for the same 10: the driver was refunded already, the CPO's payable
+    # already lowered; only our fee's part (2 % of 10, with its VAT) goes back now.
+    void = {**cdr.data, "id": f"{cdr.cdr_id}-C", "credit": True, "credit_reference_id": cdr.cdr_id,
+            "total_cost": {"excl_vat": -10, "incl_vat": -11.80}}  # fmt: skip
+    with bap.capture(execute=True):
+        cdr_store(network, void)
+    payment.refresh_from_db()
+    assert payment.refunded_minor == 1180 + 24  # 0.20 + 0.04 of VAT
+    assert balance("cpo:IN*CPA:payable") == -(CPO_INCL - refund)
+    assert balance("refunds:pending") == 0
     assert_books_balance()
 
 

@@ -40,8 +40,10 @@ from tests.billing.factories import (
     CdrAuditFactory,
     CdrFactory,
     CreditCdrFactory,
+    DisputeFactory,
     DriverReceiptFactory,
     PartnerTermsFactory,
+    at,
     settlement_scenario,
 )
 from tests.factories import DriverFactory, PartnerFactory, stored_location
@@ -486,6 +488,58 @@ def test_the_cpo_statement_states_cdrs_credits_and_what_we_pay() -> None:
     ):
         assert expected in text, expected
     assert "EUR-1" not in text  # the other currency's settlement
+
+
+@pytest.mark.django_db
+def test_the_cpo_statement_takes_off_dispute_credits_the_cpo_bears_once() -> None:
+    from billing.models import CdrAudit, Dispute
+    from billing.services import disputes
+    from billing.services.audit import cdr_process
+    from billing.services.records import cdr_key, cdr_store
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    cdr = CdrFactory(partner=partner, cdr_id="D-1", ocpi_key=cdr_key("IN", "CPA", "D-1"), currency="INR",
+                     end_date_time=at(10), total_cost_excl_vat=Decimal("100"),
+                     total_cost_incl_vat=Decimal("118"))  # fmt: skip
+    CdrAuditFactory(cdr=cdr, status=CdrAudit.Status.MISMATCH, computed_excl_vat=Decimal("90"))
+    dispute = DisputeFactory(cdr=cdr, partner=partner, currency="INR", difference=Decimal("10"))
+    disputes.dispute_resolve_with_credit(dispute=dispute, user=None, amount=Decimal("10"))  # 11.80 with VAT
+    assert Dispute.objects.get(pk=dispute.pk).state == Dispute.State.CREDITED
+    # The CPO also sends its credit CDR for the same 10: counted as a credit CDR, not a second time.
+    credit = cdr_store(partner, {
+        "country_code": "IN", "party_id": "CPA", "id": "D-1-C", "credit": True, "credit_reference_id": "D-1",
+        "start_date_time": "2026-10-10T11:00:00Z", "end_date_time": "2026-10-10T12:00:00Z", "currency": "INR",
+        "total_cost": {"excl_vat": -10, "incl_vat": -11.80}, "total_energy": 0, "total_time": 0,
+        "last_updated": "2026-10-11T00:00:00Z",
+    }).cdr  # fmt: skip
+    cdr_process(credit.pk)
+    (october,) = settlement_compute(partner=partner, period_start=date(2026, 10, 1))
+    settlement = settlement_close(settlement=october, user=None)
+
+    with time_machine.travel(AFTER_OCTOBER, tick=False):
+        document = documents.issue_cpo_statement(settlement)
+    assert document.total == Decimal("106.20")  # 118 − 11.80 (credit CDR), the dispute credit netted against it
+    assert "Dispute credits you bear" not in pdf_text(bytes(document.pdf))
+
+
+@pytest.mark.django_db
+def test_the_cpo_statement_takes_off_a_dispute_credit_no_credit_cdr_covers() -> None:
+    from billing.models import CdrAudit
+    from billing.services import disputes
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    cdr = CdrFactory(partner=partner, cdr_id="D-2", currency="INR", end_date_time=at(10),
+                     total_cost_excl_vat=Decimal("100"), total_cost_incl_vat=Decimal("118"))  # fmt: skip
+    CdrAuditFactory(cdr=cdr, status=CdrAudit.Status.MISMATCH, computed_excl_vat=Decimal("90"))
+    dispute = DisputeFactory(cdr=cdr, partner=partner, currency="INR", difference=Decimal("10"))
+    disputes.dispute_resolve_with_credit(dispute=dispute, user=None, amount=Decimal("10"))
+    (october,) = settlement_compute(partner=partner, period_start=date(2026, 10, 1))
+    settlement = settlement_close(settlement=october, user=None)
+
+    with time_machine.travel(AFTER_OCTOBER, tick=False):
+        document = documents.issue_cpo_statement(settlement)
+    assert document.total == Decimal("106.20")  # what the ledger's payable holds: 118 − 11.80
+    assert "Dispute credits you bear" in pdf_text(bytes(document.pdf))
 
 
 @pytest.mark.django_db

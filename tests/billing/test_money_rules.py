@@ -17,7 +17,14 @@ from billing.models import CdrAudit, Dispute, LedgerAccount, Payment, PaymentOpe
 from billing.payments.gateway import GatewayError
 from billing.services import accounts, ledger, payments, postings
 from billing.services.settlement import SettlementError, settlement_close, settlement_compute
-from tests.billing.factories import CdrAuditFactory, CdrFactory, DisputeFactory, DriverReceiptFactory, at
+from tests.billing.factories import (
+    CdrAuditFactory,
+    CdrFactory,
+    DisputeFactory,
+    DriverReceiptFactory,
+    PartnerTermsFactory,
+    at,
+)
 from tests.billing.provider_standin import Fake, authorised, charge_booked
 from tests.billing.provider_standin import fake as fake
 from tests.factories import DriverFactory, PartnerFactory
@@ -140,11 +147,21 @@ def test_a_cpo_credit_cdr_outside_a_booking_credits_the_drivers_account_borne_by
     assert balance("refunds:pending") == 0
 
 
-@pytest.mark.parametrize(("credited", "fee_back"), [("-380", Decimal("14.87")), ("-190", Decimal("7.43"))])
-def test_a_credit_cdr_gives_back_its_share_of_our_fee_and_its_vat(credited: str, fee_back: Decimal) -> None:
-    """mod_cdrs: a credit CDR voids its original (a corrected one follows with its own bill): our fee on the
-    voided charge goes back with the CPO's part, in the credit's share of the original."""
+@pytest.mark.parametrize(
+    ("credited", "fee_back", "fee_kept"),
+    [
+        ("-380", Decimal("14.87"), Decimal("0")),  # voided: 12.60 + 2.27 back
+        ("-190", Decimal("4.48"), Decimal("8.80")),  # lowered to 190: our fee there 5 + 3.80; 3.80 + 0.68 back
+    ],
+)
+def test_a_credit_cdr_gives_back_what_it_takes_off_our_fee_and_its_vat(
+    credited: str, fee_back: Decimal, fee_kept: Decimal
+) -> None:
+    """mod_cdrs: a credit CDR voids (or lowers) its original; a corrected one follows with its own bill. Our fee
+    on what was voided goes back with the CPO's part: all of it, or the difference to our fee on the lower
+    price (the flat part stays with a charge that happened)."""
     partner = PartnerFactory(country_code="IN", party_id="CPA")
+    PartnerTermsFactory(partner=partner, fee_flat=Decimal("5"), fee_percent=Decimal("2"), fee_vat_percent=Decimal("18"))
     driver = DriverFactory(currency="INR")
     original = CdrFactory(partner=partner, cdr_id="V-1", currency="INR", total_cost_excl_vat=Decimal("380"),
                           total_cost_incl_vat=Decimal("448.40"))  # fmt: skip
@@ -161,8 +178,7 @@ def test_a_credit_cdr_gives_back_its_share_of_our_fee_and_its_vat(credited: str,
     def balance(code: str) -> Decimal:
         return ledger.balance(LedgerAccount.objects.get(code=code, currency="INR"))
 
-    share = -excl / Decimal("380")
-    assert balance("revenue:fees") == -(Decimal("12.60") - round(Decimal("12.60") * share, 2))  # revenue: credit
+    assert balance("revenue:fees") == -fee_kept  # revenue accounts have credit balances
     cpo_back = -excl * Decimal("1.18")
     owed = Decimal("463.27") - cpo_back - fee_back  # the bill less what came back
     assert balance(f"driver:{driver.pk}:receivable") == owed
