@@ -116,6 +116,8 @@ class SearchFilters:
     max_detour_m: float = DEFAULT_MAX_DETOUR_M
     vehicle: Vehicle | None = None
     energy_kwh: Decimal | None = None
+    # A fulfillment type asked for that is not charging (DEG's BATTERY-SWAP, MOBILE-BATTERY-SWAP): none of ours.
+    other_fulfillment: str | None = None
 
 
 @dataclass

@@ -233,6 +233,8 @@ def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         )
     if filters.item_id and find_item(filters.provider, filters.item_id) is None:
         raise BecknRequestError(ITEM_NOT_FOUND, "message.intent.item.id", f"item {filters.item_id!r} not found")
+    if filters.other_fulfillment:  # a battery swap, say: we offer charging only, so nothing matches
+        return {"catalog": render_catalog([])}
     hits = search(filters)
     freshness.evses_watch(hit.evse.pk for hit in hits)  # shown to a driver: kept fresh for a while
     return {"catalog": render_catalog(hits, window=filters.window)}

@@ -334,6 +334,10 @@ def fulfillment_window(fulfillments: Any, path: str) -> tuple[datetime, datetime
     return None
 
 
+# Fulfillment types our catalogue offers (every item is a charge; DEG names it CHARGING, others EV-CHARGING).
+CHARGING_TYPES = {"CHARGING", "EV-CHARGING", "EV_CHARGING", "CHARGE", ""}
+
+
 def search_filters(message: dict[str, Any]) -> SearchFilters:
     """Filters from an intent, liberal in the vocabularies it accepts (RFC, UEI, DEG v1, missions)."""
     filters = SearchFilters()
@@ -410,6 +414,11 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     if tags.get("limit"):
         filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
     filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
+    kind = fulfillment.get("type")
+    if kind is not None:
+        kind = plain_id(kind if isinstance(kind, str) else "", "message.intent.fulfillment.type").upper()
+        if kind not in CHARGING_TYPES:
+            filters.other_fulfillment = kind
     filters.details = parse_location_filters(tags)  # opening hours, facilities, parking, energy mix
     _category(intent.get("category"), filters)
     parse_journey(intent, fulfillment, tags, filters)  # route, vehicle, energy (beckn/route_search.py)

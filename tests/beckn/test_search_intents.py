@@ -106,3 +106,13 @@ def test_what_we_dont_have_is_a_beckn_error_not_an_empty_catalogue(
     message["intent"].update(intent)
     bap("search", message)
     assert _error(bap) == expected
+
+
+def test_a_fulfillment_type_other_than_charging_finds_nothing(bap: Any, mixed: Partner) -> None:
+    message = search_message()
+    message["intent"]["fulfillment"]["type"] = "BATTERY-SWAP"  # a DEG v1 type
+    bap("search", message)
+    assert _items(bap) == []
+    message["intent"]["fulfillment"]["type"] = "CHARGING"
+    bap("search", message)
+    assert _items(bap) == ["FAR", "MID", "NEAR", "NEAR"]
