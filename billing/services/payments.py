@@ -414,12 +414,51 @@ def bill(receipt: DriverReceipt) -> None:
     if payment is None:
         return  # a charge outside a Beckn order (an RFID card): the driver's account is invoiced
     billed = to_minor(bill_.total, bill_.currency)
+    if payment.billed_minor is not None and payment.collected_by == Payment.CollectedBy.BPP:
+        _bill_again(payment, receipt, payer, billed)
+        return
     Payment.objects.filter(pk=payment.pk).update(billed_minor=billed)
     payment.billed_minor = billed
     if payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
         _capture_wallet(payment, payer)
     elif payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.AUTHORISED:
         _queue_capture(payment)
+
+
+def _bill_again(charge: Payment, receipt: DriverReceipt, payer: LedgerAccount, billed: int) -> None:
+    """A further bill for a booking whose charge payment already carries one (the corrected CDR a CPO sends
+    after a credit CDR voided the first): its own `balance` payment, once per CDR. From a wallet, taken at once
+    as far as the wallet holds it; at a provider, a checkout the app gets with on_update, as for the rest of a
+    bill above its hold. What no payment takes stays on the driver's receivable."""
+    if billed <= 0:
+        return
+    payment, created = Payment.objects.get_or_create(
+        key=f"bill-{receipt.cdr_id}",
+        defaults={
+            "booking": charge.booking,
+            "driver": charge.driver,
+            "bap_id": charge.bap_id,
+            "provider": charge.provider,
+            "currency": charge.currency,
+            "type": Payment.Type.POST_FULFILLMENT,
+            "purpose": "balance",
+            "billed_minor": billed,
+        },
+    )
+    if not created:
+        return  # this CDR was billed already
+    if charge.provider != "wallet":
+        run_after_commit("billing.tasks.open_balance_checkout", payment.pk)
+        return
+    driver = Driver.objects.select_for_update().get(pk=charge.driver_id)
+    held = to_minor(max(ZERO, wallet_balance(driver.pk, payment.currency)), payment.currency)
+    take = min(billed, held)
+    if take > 0:
+        postings.capture(payment, payer=payer, amount_minor=take, held_minor=0)
+        payment.status, payment.captured_minor = Payment.Status.CAPTURED, take
+        payment.save()
+        _sync_wallet(driver)
+        _tell_app(payment)
 
 
 def _queue_capture(payment: Payment) -> None:

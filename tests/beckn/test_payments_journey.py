@@ -229,6 +229,39 @@ def test_a_prepaid_wallet_is_held_at_confirm_and_debited_by_the_bill(bap: Any, n
 
 
 @pytest.mark.we_collect
+def test_a_corrected_cdr_after_a_credit_cdr_is_taken_from_the_wallet(bap: Any, network: Partner) -> None:
+    """mod_cdrs: a CPO corrects a CDR by voiding it with a credit CDR and sending a new one. The charge payment has
+    done its work by then: the new bill gets its own payment, taken from the wallet."""
+    driver = Driver.objects.create(app_id=BAP_ID, name="Asha", email="asha@example.com", wallet_balance=Decimal("0"))
+    payments.wallet_top_up(driver=driver, amount=Decimal("1000"), key="top-up-1")
+    select(bap, item_of(bap))
+    init(bap)
+    order_id = confirm(bap)["message"]["order"]["id"]
+    start(bap, order_id)
+    charge_and_cdr(bap, network, order_id)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    stamp = first.data["end_date_time"]
+    void = {**first.data, "id": "CDR-1-C", "credit": True, "credit_reference_id": "CDR-1",
+            "total_cost": {"excl_vat": -380, "incl_vat": -448.40}, "last_updated": stamp}  # fmt: skip
+    corrected = {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 354}, "last_updated": stamp}
+    with bap.capture(execute=True):
+        cdr_store(network, void)
+    driver.refresh_from_db()
+    assert driver.wallet_balance == Decimal("1000")  # the voided bill came back whole, our fee with it
+    with bap.capture(execute=True):
+        cdr_store(network, corrected)
+    second = Decimal("366.98")  # 354 + our fee 5 + 6.00 and 18 % VAT on it (1.98)
+    driver.refresh_from_db()
+    assert driver.wallet_balance == Decimal("1000") - second
+    balance_payment = Payment.objects.get(booking__order_id=order_id, purpose="balance")
+    assert (balance_payment.status, balance_payment.captured_minor) == (Payment.Status.CAPTURED, 36698)
+    assert Payment.objects.get(booking__order_id=order_id, purpose="charge").billed_minor == 46327  # its own bill
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("revenue:fees") == Decimal("-11.00")  # one fee, the corrected charge's
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
 def test_a_wallet_that_cannot_cover_the_hold_is_refused_at_confirm(bap: Any) -> None:
     driver = Driver.objects.create(
         app_id=BAP_ID, name="Asha", email="asha@example.com", wallet_balance=Decimal("0"), wallet_limit=Decimal("-50")
