@@ -60,12 +60,12 @@ def first_sighting(key: str) -> bool:
     return cache.add(key, 1, timeout=DEDUPE_SECONDS)
 
 
-def forget_sighting(key: str) -> None:
+def sighted(key: str) -> bool:
+    """Was this key seen within DEDUPE_SECONDS?"""
     client = _redis_client()
     if client is not None:
-        client.delete(key)
-    else:
-        cache.delete(key)
+        return bool(client.exists(key))
+    return cache.get(key) is not None
 
 
 def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
@@ -124,13 +124,13 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
                 refused = rate_verdict(pushed.current, pushed.previous, limit, window.elapsed)
                 return _over_limit(action, sender.subscriber_id, refused)
             return ACKED  # queued now, or already queued for this message id: the same answer
-        if not first_sighting(dedupe_key):
+        if sighted(dedupe_key):
             return ACKED  # same answer, nothing else
-        try:
-            tasks.handle_request.delay(*args)
-        except Exception:
-            forget_sighting(dedupe_key)  # so the BAP's retry of this message id is not taken for a duplicate
-            raise
+        # Queued first, then marked seen: a process killed between the two leaves no mark, and the BAP's retry of
+        # this message id is queued again (the worker's unique row keeps it once). Marked first, a kill there
+        # had the retry ACKed as a duplicate with nothing queued, the request lost.
+        tasks.handle_request.delay(*args)
+        first_sighting(dedupe_key)
     except Exception:  # the queue is down: no ACK, so the BAP retries
         log.exception("could not queue beckn %s %s", action, envelope.message_id)
         return nack({"code": "50000", "paths": "", "message": "temporarily unable to accept requests"}, 503)

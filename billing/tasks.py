@@ -62,11 +62,14 @@ def open_balance_checkout(payment_id: int) -> str:
 @shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
 def retry_stuck_payment_operations() -> int:
     """Beat: provider operations still PENDING after their task was lost (a worker killed mid-call) are run
-    again with their own idempotency key."""
+    again with their own idempotency key; checkouts for the rest of a bill that were never opened are opened."""
     stuck = payments.operations_stuck()
     for operation in stuck:
         payments.operation_retry(operation=operation)
-    return len(stuck)
+    unopened = payments.balance_checkouts_due()
+    for payment_id in unopened:
+        open_balance_checkout.delay(payment_id)
+    return len(stuck) + len(unopened)
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)

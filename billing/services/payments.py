@@ -895,6 +895,15 @@ def operations_stuck(now: Any = None, limit: int = 200) -> list[PaymentOperation
     )
 
 
+def balance_checkouts_due(now: Any = None, limit: int = 200) -> list[int]:
+    """`balance` payments (the rest of a bill above its hold, a corrected CDR's bill) whose checkout was never
+    opened: their task was lost between the commit that made them and the queue (a worker killed), or gave up.
+    Nothing else would ever ask the driver for that money."""
+    since = (now or timezone.now()) - timedelta(seconds=STUCK_AFTER_SECONDS)
+    due = Payment.objects.filter(purpose="balance", status=Payment.Status.PENDING, checkout_id="", created_at__lt=since)
+    return list(due.exclude(provider="wallet").order_by("pk").values_list("pk", flat=True)[:limit])
+
+
 def operation_retry(*, operation: PaymentOperation, user: Any = None) -> PaymentOperation:
     """Staff retry a failed or stuck provider operation from the exceptions queue: the same idempotency key
     goes to the provider again, so a call that did go through is answered, not repeated."""

@@ -96,23 +96,27 @@ def command_send_after_commit(command: Command) -> None:
 
 def command_send(command: Command) -> Command:
     """Send the command to its CPO and store the CPO's synchronous answer."""
-    if not Command.objects.filter(pk=command.pk, status=Command.Status.QUEUED).update(status=Command.Status.SENT):
+    # SENT from now: `updated_at` says when (an update() leaves auto_now alone), for commands_expire_due, whose
+    # grace counts from here. A task redelivered long after it was queued (its worker killed) had kept the old
+    # stamp and was timed out by the sweep while its POST was still on the way.
+    sent = Command.objects.filter(pk=command.pk, status=Command.Status.QUEUED)
+    if not sent.update(status=Command.Status.SENT, updated_at=timezone.now()):
         command.refresh_from_db()
         return command  # already sent (a duplicate task run)
     command.refresh_from_db()
     now = timezone.now()
     if command.partner.state != Partner.State.CONNECTED:
-        return _finish(command, Command.Status.FAILED, error="The CPO has no Commands receiver or is not connected")
+        return _finish_sent(command, error="The CPO has no Commands receiver or is not connected")
     try:
         reply = cpo_gateway().send_command(command)
     except CpoUnreachable as exc:
         command.refresh_from_db(fields=["request"])
-        return _finish(command, Command.Status.FAILED, error=str(exc))
+        return _finish_sent(command, error=str(exc))
     command.refresh_from_db(fields=["request"])
     command.response = reply.response
     command.response_result = reply.result
     if not reply.accepted:
-        return _finish(command, Command.Status.FAILED, error=reply.message or f"CommandResponse {reply.result}")
+        return _finish_sent(command, error=reply.message or f"CommandResponse {reply.result}")
     timeout = reply.timeout_seconds or settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
     command.timeout_at = now + timedelta(seconds=timeout)
     Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
@@ -140,6 +144,18 @@ def result_messages(result: dict[str, Any]) -> str:
         if isinstance(message, dict) and message.get("text"):
             texts.append(str(message["text"]))
     return "; ".join(texts)
+
+
+def _finish_sent(command: Command, *, error: str) -> Command:
+    """FAILED, for a command this send still holds as SENT: one the sweep moved on meanwhile (its timeout) is
+    finished once, by whoever moved it, not a second time with another outcome."""
+    failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+        status=Command.Status.FAILED, updated_at=timezone.now()
+    )
+    if not failed:
+        command.refresh_from_db()
+        return command
+    return _finish(command, Command.Status.FAILED, error=error)
 
 
 def _finish(command: Command, status: str, *, error: str = "", result: dict[str, Any] | None = None) -> Command:

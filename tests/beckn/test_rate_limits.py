@@ -74,3 +74,26 @@ def test_unsigned_requests_do_not_spend_the_subscribers_allowance(bap: Any, sett
 def test_a_limit_of_zero_lets_a_subscriber_send_without_limit(bap: Any, settings: Any) -> None:
     settings.BECKN_RATE_LIMIT_PER_MINUTE = 0
     assert {bap("search", SEARCH).status_code for _ in range(5)} == {200}
+
+
+def test_a_process_killed_before_the_queue_has_the_request_leaves_the_bap_s_retry_to_be_queued(
+    bap: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path without queue_push (a RabbitMQ broker, or no Redis): the message id is marked seen only once the
+    queue has the request. A kill before (here: an exception no handler catches) leaves the retry to be queued."""
+    from beckn import ack
+
+    monkeypatch.setattr(ack.queue_push, "pushable", lambda task: False)
+    queued: list[Any] = []
+
+    def killed(*args: Any) -> None:
+        raise KeyboardInterrupt  # as far as this request goes, the process is gone
+
+    monkeypatch.setattr(tasks.handle_request, "delay", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bap("search", SEARCH, message_id="m-killed")
+    monkeypatch.setattr(tasks.handle_request, "delay", lambda *args: queued.append(args))
+    assert bap("search", SEARCH, message_id="m-killed").status_code == 200  # the BAP's retry
+    assert len(queued) == 1
+    assert bap("search", SEARCH, message_id="m-killed").status_code == 200  # a duplicate: ACKed, not queued
+    assert len(queued) == 1

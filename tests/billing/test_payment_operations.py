@@ -277,3 +277,27 @@ def test_a_payment_authorised_after_its_booking_was_cancelled_is_released(
     assert p.status == Payment.Status.RELEASED
     assert [c for c, _ in fake.calls] == ["release"]
     assert bal("holds:fake") == 0
+
+
+def test_a_balance_checkout_whose_task_was_lost_is_found_by_the_sweep() -> None:
+    """The checkout for the rest of a bill is queued after the capture commits: a worker killed in between, or a
+    task that gave up, leaves a `balance` payment nobody asks the driver to pay. The beat finds it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    driver = DriverFactory(currency="INR")
+    old = timezone.now() - timedelta(minutes=11)
+
+    def balance_payment(**kwargs: Any) -> Payment:
+        fields = {"driver": driver, "provider": "razorpay", "currency": "INR", "purpose": "balance",
+                  "billed_minor": 5000, "created_at": old, **kwargs}  # fmt: skip
+        return Payment.objects.create(**fields)
+
+    lost = balance_payment()
+    balance_payment(created_at=timezone.now())  # its task may still be on its way
+    balance_payment(checkout_id="order_1")  # opened
+    balance_payment(provider="wallet")  # taken from the wallet, no checkout
+    balance_payment(purpose="charge")
+    assert lost.status == Payment.Status.PENDING
+    assert payments.balance_checkouts_due() == [lost.pk]

@@ -220,3 +220,31 @@ def test_a_command_left_sent_by_a_dead_worker_times_out_and_is_not_resent(peer: 
     command.refresh_from_db()
     assert command.status == Command.Status.TIMEOUT
     assert not peer.requests_to("START_SESSION")
+
+
+def test_a_send_redelivered_long_after_it_was_queued_is_not_timed_out_on_its_way(peer: FakePeer, evse: Any) -> None:
+    """A worker killed holding the send task: the broker hands it out again a minute or more later. The sweep for
+    commands left SENT counts from the send, not from when the command was queued."""
+    command = commands.command_start_session(token=TokenFactory(), evse=evse)
+    Command.objects.filter(pk=command.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    swept: list[int] = []
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        swept.append(commands.commands_expire_due())  # the beat's sweep runs while the POST is on its way
+        return 200, envelope({"result": "ACCEPTED", "timeout": 30}), {}
+
+    peer.route("POST", f"{COMMANDS_URL}/START_SESSION", cpo)
+    sent = commands.command_send(command)
+    assert swept == [0]
+    assert (sent.status, sent.error) == (Command.Status.ACCEPTED, "")
+
+
+def test_a_refusal_after_the_sweep_timed_the_command_out_does_not_finish_it_twice(peer: FakePeer, evse: Any) -> None:
+    command = commands.command_start_session(token=TokenFactory(), evse=evse)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:  # the sweep got there first
+        Command.objects.filter(pk=command.pk).update(status=Command.Status.TIMEOUT)
+        return 200, envelope({"result": "REJECTED", "timeout": 30}), {}
+
+    peer.route("POST", f"{COMMANDS_URL}/START_SESSION", cpo)
+    assert commands.command_send(command).status == Command.Status.TIMEOUT
