@@ -78,6 +78,18 @@ def _parent_fields(push: PushDelivery) -> dict[str, Any]:
     return {f.attname: getattr(push, f.attname) for f in Delivery._meta.concrete_fields if not f.primary_key}
 
 
+def _as_it_is_now(push: PushDelivery) -> dict[str, Any]:
+    """The token as we hold it now, not as the row was written: a row handed back after its lease (its worker
+    killed) or retried after backoff can go after a newer row of the same token, and the older state would
+    then be the CPO's last word (a blocked token valid again). A PUT carries the whole object: the latest is
+    always right. A token no longer there goes as the row has it."""
+    payload = push.payload
+    if push.module != "tokens" or not isinstance(payload, dict) or not payload.get("uid"):
+        return payload
+    token = Token.objects.by_uid(str(payload["uid"]), str(payload.get("type") or "") or None).first()
+    return token_as_ocpi(token) if token is not None else payload
+
+
 def send_push(delivery: Delivery) -> outbox.SendResult:
     """The outbox's sender for OCPI pushes: one request to the partner's receiver as it is now."""
     push = PushDelivery.objects.select_related("partner").get(pk=delivery.pk)
@@ -87,8 +99,8 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
     if partner.state != Partner.State.CONNECTED or not base:
         return outbox.SendResult(None, "partner not connected or has no receiver", give_up=True)
     try:
-        # In the partner's version as it is now (the row holds our 2.2.1 Token).
-        path, payload = wire.push(partner, push.module, push.path, push.payload)
+        # In the partner's version as it is now (the row holds our 2.2.1 Token), of the token as it is now.
+        path, payload = wire.push(partner, push.module, push.path, _as_it_is_now(push))
         reply = OcpiClient(partner).request(push.method, url_under(base, path), module=push.module, json=payload)
     except OcpiCircuitOpen as exc:
         until = exc.breaker.retry_at or exc.breaker.probe_until or timezone.now()

@@ -289,3 +289,23 @@ def test_a_callback_whose_worker_died_between_commit_and_send_is_sent_after_its_
     assert outbox.deliver_due(timezone.now() + lease + timedelta(seconds=1)) == 1
     assert len(peer.requests_to("/bap/on_search")) == 1
     assert Delivery.objects.get(pk=row.pk).status == Delivery.Status.DELIVERED
+
+
+@pytest.mark.django_db
+def test_an_older_push_sent_after_a_newer_one_carries_the_token_as_it_is_now(peer: FakePeer, partner: Partner) -> None:
+    """A push row handed back after its lease (its worker killed) goes after a newer one: the CPO must not be left
+    with the older state (a blocked token valid again)."""
+    from emsp.models import Token
+    from ocpi import push as pushes
+
+    old = queued_push(peer, (200, envelope()))  # valid
+    Delivery.objects.filter(pk=old.pk).update(status=Delivery.Status.SENDING, claimed_at=timezone.now())
+    Token.objects.filter(uid=old.payload["uid"]).update(valid=False)  # then blocked: a newer push
+    newer = pushes.token_changed(Token.objects.get(uid=old.payload["uid"]))[0]
+    assert outbox.deliver(newer.pk).status == Delivery.Status.DELIVERED
+    Delivery.objects.filter(pk=old.pk).update(
+        status=Delivery.Status.PENDING, claimed_at=None, next_attempt_at=timezone.now()
+    )  # handed back by the sweep
+    assert outbox.deliver(old.pk).status == Delivery.Status.DELIVERED
+    sent = [call["json"]["valid"] for call in peer.requests_to("/tokens/")]
+    assert sent == [False, False]
