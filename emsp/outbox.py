@@ -103,6 +103,8 @@ def deliver_after_commit(delivery: Delivery) -> None:
     claimed = delivery.status == Delivery.Status.SENDING and delivery.claimed_at is not None
 
     def send() -> None:
+        if claimed and not _lease_still_ours(delivery):
+            return  # handed back meanwhile: the sweep sends it
         try:
             # The row as written, not read back: three SELECTs a Beckn callback (claim's read, the sender's,
             # the settled row's) were 9 % of a search's time in its profile.
@@ -111,6 +113,24 @@ def deliver_after_commit(delivery: Delivery) -> None:
             log.exception("sending delivery %s right after commit failed; the due sweep will", pk)
 
     transaction.on_commit(send)
+
+
+# A row written claimed is sent after its commit, behind the others of that commit: one of several (an error
+# callback and the alternatives after it) may wait up to a send's timeout for each before it. Past this, its
+# claim is renewed before the send, so the due sweep does not hand it back and send it a second time meanwhile.
+RENEW_CLAIM_AFTER = timedelta(seconds=5)
+
+
+def _lease_still_ours(delivery: Delivery) -> bool:
+    """True when the row's claim is fresh, or was renewed now; False when the sweep has handed it back."""
+    now = timezone.now()
+    if delivery.claimed_at is None or now - delivery.claimed_at < RENEW_CLAIM_AFTER:
+        return True
+    held = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, claimed_at=delivery.claimed_at)
+    if not held.update(claimed_at=now):
+        return False
+    delivery.claimed_at = now
+    return True
 
 
 def deliver_due_after_commit() -> None:

@@ -292,6 +292,36 @@ def test_a_callback_whose_worker_died_between_commit_and_send_is_sent_after_its_
 
 
 @pytest.mark.django_db
+def test_a_callback_that_waited_behind_another_send_renews_its_claim_and_is_sent_once(
+    peer: FakePeer, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    """Two callbacks of one commit go one after the other; the first may take a send's whole timeout. The second's
+    claim is renewed before its send, so the sweep meanwhile doesn't hand it back and send it a second time."""
+    row, hooks = _callback_written_under_sent_here(peer, django_capture_on_commit_callbacks, run_hooks=False)
+    waited = timezone.now() - timedelta(seconds=settings.OUTBOX_CALLBACK_LEASE_SECONDS - 2)
+    Delivery.objects.filter(pk=row.pk).update(claimed_at=waited)
+    row.claimed_at = waited
+    for hook in hooks:
+        hook()  # its send, once the first was done
+    assert outbox.deliver_due(timezone.now() + timedelta(seconds=3)) == 0  # nothing left for the sweep
+    assert len(peer.requests_to("/bap/on_search")) == 1
+
+
+@pytest.mark.django_db
+def test_a_callback_the_sweep_handed_back_while_it_waited_is_left_to_the_sweep(
+    peer: FakePeer, django_capture_on_commit_callbacks: Any
+) -> None:
+    row, hooks = _callback_written_under_sent_here(peer, django_capture_on_commit_callbacks, run_hooks=False)
+    waited = timezone.now() - timedelta(seconds=30)
+    Delivery.objects.filter(pk=row.pk).update(claimed_at=waited)
+    row.claimed_at = waited
+    assert outbox.deliver_due() == 1  # handed back and sent by the sweep
+    for hook in hooks:
+        hook()  # the late send after commit: not a second POST
+    assert len(peer.requests_to("/bap/on_search")) == 1
+
+
+@pytest.mark.django_db
 def test_an_older_push_sent_after_a_newer_one_carries_the_token_as_it_is_now(peer: FakePeer, partner: Partner) -> None:
     """A push row handed back after its lease (its worker killed) goes after a newer one: the CPO must not be left
     with the older state (a blocked token valid again)."""
