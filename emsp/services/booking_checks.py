@@ -412,9 +412,14 @@ def _requeued_key(command: Command) -> str:
 
 
 def _requeue(command_id: int) -> str | None:
+    """Queue a command left QUEUED once more (once a day at most). Marked once the repair commits: a mark set
+    before, with the transaction then rolled back or its process killed, kept the command from being queued
+    again for a day. Two checks queuing it at once send it once (command_send's compare-and-set)."""
     command = Command.objects.filter(pk=command_id, status=Command.Status.QUEUED).first()
-    if command is None or not cache.add(_requeued_key(command), 1, timeout=86400):
+    if command is None or cache.get(_requeued_key(command)) is not None:
         return None
+    key = _requeued_key(command)
+    transaction.on_commit(lambda: cache.add(key, 1, timeout=86400))
     commands.command_send_after_commit(command)
     return f"{command.type} {command.uid} queued for sending again"
 

@@ -256,6 +256,32 @@ def test_it_sends_a_command_whose_send_task_was_lost(peer: FakePeer, evse: Evse,
     assert (check.kind, check.repaired) == (Kind.COMMAND_STUCK, True)
 
 
+def test_a_requeue_whose_repair_did_not_commit_is_tried_again(evse: Evse, capture: Capture) -> None:
+    """The mark that keeps a command from being queued again for a day is set once the repair commits: a repair
+    rolled back (or its process killed) before that leaves the next check to queue it."""
+    from django.core.cache import cache
+    from django.db import transaction
+
+    from emsp.services.booking_checks import _requeue, _requeued_key
+
+    with capture():
+        booking = bookings.booking_confirm(evse=evse, connector_id="1", token=TokenFactory())
+    bookings.booking_start(booking)
+    command = Command.objects.get(type=Command.Type.START_SESSION)
+
+    class Killed(Exception):
+        pass
+
+    with pytest.raises(Killed), transaction.atomic():
+        assert _requeue(command.pk) is not None
+        raise Killed
+    assert cache.get(_requeued_key(command)) is None
+    with capture():
+        assert _requeue(command.pk) is not None  # the next check queues it
+    assert cache.get(_requeued_key(command)) is not None
+    assert _requeue(command.pk) is None  # and not again that day
+
+
 # --- charging and stopping -------------------------------------------------------------------------------------
 
 
