@@ -118,6 +118,9 @@ class SearchFilters:
     energy_kwh: Decimal | None = None
     # A fulfillment type asked for that is not charging (DEG's BATTERY-SWAP, MOBILE-BATTERY-SWAP): none of ours.
     other_fulfillment: str | None = None
+    # Without a position: the city the request's context names (Context.location.city.name), matched against
+    # our locations' city.
+    city: str | None = None
 
 
 @dataclass
@@ -198,6 +201,8 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
         else:
             candidates = _in_box_nearest_first(candidates, lat, lon, filters.radius_m)
     else:
+        if filters.city:
+            candidates = candidates.filter(location__city__iexact=filters.city)
         candidates = candidates.order_by("location__partner_id", "location__name", "uid")
     ids = (
         list(placements)

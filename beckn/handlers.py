@@ -56,6 +56,7 @@ from beckn.parsing import (
     ACK,
     Envelope,
     contact_details,
+    context_city,
     fulfillment_window,
     order_id,
     parse_envelope,
@@ -235,6 +236,8 @@ def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(ITEM_NOT_FOUND, "message.intent.item.id", f"item {filters.item_id!r} not found")
     if filters.other_fulfillment:  # a battery swap, say: we offer charging only, so nothing matches
         return {"catalog": render_catalog([])}
+    if filters.latitude is None and filters.route is None:
+        filters.city = context_city(envelope.context)
     hits = search(filters)
     freshness.evses_watch(hit.evse.pk for hit in hits)  # shown to a driver: kept fresh for a while
     return {"catalog": render_catalog(hits, window=filters.window)}

@@ -338,6 +338,17 @@ def fulfillment_window(fulfillments: Any, path: str) -> tuple[datetime, datetime
 CHARGING_TYPES = {"CHARGING", "EV-CHARGING", "EV_CHARGING", "CHARGE", ""}
 
 
+def context_city(context: dict[str, Any]) -> str | None:
+    """The city the request's context names (Context.location.city.name), for a search without a position; a
+    city given by code alone (`std:080`) names no city we can match and counts as none."""
+    location = context.get("location")
+    city = location.get("city") if isinstance(location, dict) else None
+    name = city.get("name") if isinstance(city, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return plain_id(name.strip(), "context.location.city.name", 100)
+
+
 def search_filters(message: dict[str, Any]) -> SearchFilters:
     """Filters from an intent, liberal in the vocabularies it accepts (RFC, UEI, DEG v1, missions)."""
     filters = SearchFilters()

@@ -116,3 +116,14 @@ def test_a_fulfillment_type_other_than_charging_finds_nothing(bap: Any, mixed: P
     message["intent"]["fulfillment"]["type"] = "CHARGING"
     bap("search", message)
     assert _items(bap) == ["FAR", "MID", "NEAR", "NEAR"]
+
+
+def test_a_search_without_a_position_keeps_to_the_city_the_context_names(bap: Any, mixed: Partner) -> None:
+    location = ocpi_location("IN", "CPA", "MYS", evses=1, latitude=12.2958, longitude=76.6394)
+    location["city"] = "Mysuru"
+    locations_store(mixed, [location])
+    intent = {"intent": {"item": {"descriptor": {"name": "EV Charging"}}}}  # no position, as the missions search
+    bap("search", intent, location={"country": {"code": "IND"}, "city": {"name": "mysuru"}})
+    assert _items(bap) == ["MYS"]
+    bap("search", intent)  # a city by code alone (std:080) names none we can match: every city
+    assert "MYS" in _items(bap) and "NEAR" in _items(bap)
