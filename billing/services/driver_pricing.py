@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -62,22 +62,16 @@ class Fee:
     vat: Decimal
 
 
-# The precision receipts and quotes store amounts with (their DecimalFields' 4 places), quantized as Django
-# stores them (half-even). A fee is worked out at that precision, so the figures the ledger books from the
-# receipt in hand are the ones its stored row (and the PDF printed from it later) holds: 1.264968 of VAT had
-# been booked as 1.26 and printed, from the stored 1.2650, as 1.27.
-STORED = Decimal("0.0001")
-
-
-def stored(amount: Decimal) -> Decimal:
-    return amount.quantize(STORED, rounding=ROUND_HALF_EVEN)
-
-
-def emsp_fee(terms: PartnerTerms, cpo_cost_excl_vat: Decimal) -> Fee:
-    """Our fee on a charge: a flat part plus a markup on the CPO's price excl. VAT, then its VAT, each at the
-    precision they are stored with."""
-    excl = stored(terms.fee_flat + max(cpo_cost_excl_vat, ZERO) * terms.fee_percent / HUNDRED)
-    return Fee(excl_vat=excl, vat=stored(excl * terms.fee_vat_percent / HUNDRED))
+def emsp_fee(terms: PartnerTerms, cpo_cost_excl_vat: Decimal, currency: str) -> Fee:
+    """Our fee on a charge: a flat part plus a markup on the CPO's price excl. VAT, rounded for the currency (the
+    partner's rounding), then its VAT on that, rounded too: an invoice line and its tax, as the ledger books them.
+    Worked out at full precision and rounded only when booked, 7.0276 and 1.264968 of VAT had been booked as
+    7.03 + 1.26, stored as 7.0276 + 1.2650 and printed on the receipt, from the stored row, as 7.03 + 1.27; and a
+    settlement's margin (the sum of the unrounded fees) drifted from the fees the ledger booked."""
+    excl = round_money(
+        terms.fee_flat + max(cpo_cost_excl_vat, ZERO) * terms.fee_percent / HUNDRED, currency, terms.rounding
+    )
+    return Fee(excl_vat=excl, vat=round_money(excl * terms.fee_vat_percent / HUNDRED, currency, terms.rounding))
 
 
 def driver_total(cpo_incl_vat: Decimal, fee: Fee, currency: str, rounding: str) -> Decimal:
@@ -143,7 +137,7 @@ def quote_charge(
         # 2.3.0 tax_included YES without `vat`: the price before taxes, on which our fee is set, is unknown.
         raise NoTariff(f"tariff {tariff.tariff_id} includes taxes at rates it does not state: no price before taxes")
     terms = partner_terms(location.partner)
-    fee = emsp_fee(terms, cpo_excl)
+    fee = emsp_fee(terms, cpo_excl, tariff.currency)
     cpo_incl = result.total_cost.incl_vat
     total = None if cpo_incl is None else driver_total(cpo_incl, fee, tariff.currency, terms.rounding)
     return insert(
@@ -274,7 +268,7 @@ def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | 
     terms = partner_terms(cdr.partner)
     cpo_excl = cdr.total_cost_excl_vat
     cpo_incl = cdr.total_cost_incl_vat if cdr.total_cost_incl_vat is not None else cpo_excl
-    fee = Fee(ZERO, ZERO) if cdr.credit else emsp_fee(terms, cpo_excl)
+    fee = Fee(ZERO, ZERO) if cdr.credit else emsp_fee(terms, cpo_excl, cdr.currency)
     total = driver_total(cpo_incl, fee, cdr.currency, terms.rounding)
     if quote is None and cdr.charging_session_id:
         booking = cdr.charging_session.booking

@@ -94,7 +94,7 @@ def charge_estimate(
     cpo_excl, cpo_incl = result.total_cost.excl_vat, result.total_cost.incl_vat
     if cpo_excl is None:
         return base  # taxes included at rates the tariff does not state: no price before taxes (as quotes)
-    fee = emsp_fee(terms, cpo_excl)
+    fee = emsp_fee(terms, cpo_excl, tariff.currency)
     return ChargeEstimate(
         energy_kwh=plan.energy_kwh,
         duration=plan.duration,

@@ -544,7 +544,7 @@ def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: po
     if left <= 0:  # voided: none of our fee stays
         fee, fee_vat = original_receipt.fee_excl_vat, original_receipt.fee_vat
     else:  # lowered: our fee as it would be on the lower price
-        lower = emsp_fee(terms, left)
+        lower = emsp_fee(terms, left, currency)
         fee, fee_vat = original_receipt.fee_excl_vat - lower.excl_vat, original_receipt.fee_vat - lower.vat
     fee, fee_vat = (round_money(max(ZERO, x), currency, terms.rounding) for x in (fee, fee_vat))
     back = -bill_.cpo + fee + fee_vat

@@ -341,7 +341,7 @@ def test_the_estimate_follows_the_cars_charge_curve_and_power(corridor: Partner)
         session_end=at + bulk + taper,
     )
     assert expected.total_cost.incl_vat is not None and expected.total_cost.excl_vat is not None
-    fee = emsp_fee(terms, expected.total_cost.excl_vat)
+    fee = emsp_fee(terms, expected.total_cost.excl_vat, "INR")
     assert on.estimate.total_incl_vat == driver_total(expected.total_cost.incl_vat, fee, "INR", terms.rounding)
     # AC: the car's 7 kW on-board charger, constant: the engine's quote at 7 kW
     ac = hits["AC"]
@@ -350,7 +350,7 @@ def test_the_estimate_follows_the_cars_charge_curve_and_power(corridor: Partner)
         FULL_TARIFF, start=ac.estimate.arrival, time_zone="Asia/Kolkata", power_kw=Decimal(7), energy_kwh=Decimal(24)
     )
     assert quoted.total_cost.incl_vat is not None and quoted.total_cost.excl_vat is not None
-    fee = emsp_fee(terms, quoted.total_cost.excl_vat)
+    fee = emsp_fee(terms, quoted.total_cost.excl_vat, "INR")
     assert ac.estimate.total_incl_vat == driver_total(quoted.total_cost.incl_vat, fee, "INR", terms.rounding)
     assert abs(ac.estimate.duration - timedelta(hours=float(Decimal(24) / 7))) <= timedelta(microseconds=1)
 

@@ -10,7 +10,7 @@ import pytest
 
 from billing.models import PartnerTerms
 from billing.services import tariff_put
-from billing.services.driver_pricing import NoTariff, emsp_fee, quote_charge, session_estimate
+from billing.services.driver_pricing import Fee, NoTariff, emsp_fee, quote_charge, session_estimate
 from emsp.models import ChargingSession, Partner
 from emsp.services.sessions import session_put
 from tests.factories import stored_location
@@ -84,7 +84,7 @@ def test_the_fee_is_never_negative_on_a_credit(partner: Partner) -> None:
     terms = PartnerTerms(
         partner=partner, fee_flat=Decimal("0"), fee_percent=Decimal("10"), fee_vat_percent=Decimal("18")
     )
-    assert emsp_fee(terms, Decimal("-50")).excl_vat == Decimal("0")
+    assert emsp_fee(terms, Decimal("-50"), "INR").excl_vat == Decimal("0")
 
 
 def test_a_running_session_is_estimated_from_its_periods(evse: Any, partner: Partner) -> None:
@@ -160,12 +160,14 @@ def test_a_connectors_tariffs_are_read_as_the_orm_reads_them(partner: Partner) -
 
 
 @pytest.mark.django_db
-def test_our_fee_is_worked_out_at_the_precision_receipts_store() -> None:
-    """The ledger books the fee's VAT from the receipt in hand; the receipt's PDF is printed later from its stored
-    row (4 places). 7.0276 × 18 % = 1.264968 had been booked as 1.26 and printed, from the stored 1.2650, as 1.27."""
+def test_our_fee_is_rounded_as_an_invoice_line_and_its_vat_on_it() -> None:
+    """The ledger books the fee and its VAT from the receipt in hand; the receipt's PDF is printed later from its
+    stored row; a settlement sums the stored fees. Rounded once, here, they are the same figures everywhere:
+    7.0276 and 1.264968 had been booked 7.03 + 1.26, printed 7.03 + 1.27, and summed unrounded."""
     terms = PartnerTerms(fee_flat=Decimal("5"), fee_percent=Decimal("2"), fee_vat_percent=Decimal("18"))
-    fee = emsp_fee(terms, Decimal("101.38"))
-    assert (fee.excl_vat, fee.vat) == (Decimal("7.0276"), Decimal("1.2650"))
+    fee = emsp_fee(terms, Decimal("101.38"), "INR")
+    assert (fee.excl_vat, fee.vat) == (Decimal("7.03"), Decimal("1.27"))  # VAT on the rounded line: 1.2654
+    assert emsp_fee(terms, Decimal("101.38"), "JPY") == Fee(Decimal("7"), Decimal("1"))  # no minor unit
     from tests.billing.factories import DriverReceiptFactory
 
     receipt = DriverReceiptFactory(fee_excl_vat=fee.excl_vat, fee_vat=fee.vat)
