@@ -280,3 +280,25 @@ def test_a_refund_decided_before_the_capture_runs_right_after_it(
     assert ledger.balance(accounts.refunds_pending("INR")) == 0
     assert ledger.balance(accounts.clearing("fake", "INR")) == Decimal("90")
     assert sum(ledger.trial_balance("INR").values()) == 0
+
+
+def test_a_settlements_margin_is_the_fees_the_ledger_booked() -> None:
+    """Two charges of 380.25 at 5 + 2 %: 12.605 each. Rounded once as invoice lines (12.61), the settlement's
+    margin and the ledger's fee revenue agree to the cent (summed unrounded, the margin was 25.21)."""
+    from billing.services.driver_pricing import emsp_fee
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    terms = PartnerTermsFactory(partner=partner, fee_flat=Decimal("5"), fee_percent=Decimal("2"),
+                                fee_vat_percent=Decimal("18"))  # fmt: skip
+    driver = DriverFactory(currency="INR")
+    for n in (1, 2):
+        cdr = CdrFactory(partner=partner, cdr_id=f"M-{n}", currency="INR", end_date_time=at(10 + n),
+                         total_cost_excl_vat=Decimal("380.25"), total_cost_incl_vat=Decimal("448.70"))  # fmt: skip
+        CdrAuditFactory(cdr=cdr)
+        fee = emsp_fee(terms, cdr.total_cost_excl_vat, "INR")
+        receipt = DriverReceiptFactory(cdr=cdr, driver=driver, currency="INR", cpo_vat=Decimal("68.45"),
+                                       fee_excl_vat=fee.excl_vat, fee_vat=fee.vat)  # fmt: skip
+        payments.bill(receipt)
+    (october,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    booked = -ledger.balance(LedgerAccount.objects.get(code="revenue:fees", currency="INR"))
+    assert october.margin_excl_vat == booked == Decimal("25.22")
