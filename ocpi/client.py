@@ -267,11 +267,10 @@ class OcpiClient:
                 total = _int_header(reply, "X-Total-Count")
                 header = reply.header("Link")
                 link = _next_link(header, url)
-                page = Page(
-                    items=items, total=total, link_refused=bool(header and _LINK_NEXT.search(header) and not link)
-                )
+                refused = bool(header and _LINK_NEXT.search(header) and not link)
+                page = Page(items=items, total=total, link_refused=refused)
                 offset += len(items)
-                next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls)
+                next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls, refused)
                 if pool is not None and next_url is not None:
                     waiting = _Ahead(self, pool, next_url, module, timeout)
                 yield page
@@ -292,13 +291,16 @@ def _following(
     total: int | None,
     link: str | None,
     seen_urls: set[str],
+    link_refused: bool = False,
 ) -> str | None:
-    """The URL of the page after this one (`offset`: where the next one starts), or None when the list ends."""
+    """The URL of the page after this one (`offset`: where the next one starts), or None when the list ends.
+    A next page the partner linked to elsewhere (refused) is asked for by offset here, with or without a total:
+    without one, until a page comes back empty."""
     if not items:
         return None
     if link and link not in seen_urls:
         return link
-    if total is None or offset >= total:
+    if (total is None and not link_refused) or (total is not None and offset >= total):
         return None
     limit = _int_header(reply, "X-Limit") or len(items)
     following = with_params(url, {**base_params, "offset": str(offset), "limit": str(limit)})

@@ -82,6 +82,7 @@ class SyncRun(models.Model):
     class Mode(models.TextChoices):
         FULL = "FULL"
         INCREMENTAL = "INCREMENTAL"
+        TARGETED = "TARGETED", "Targeted (since a given time, for a check)"
 
     class Outcome(models.TextChoices):
         RUNNING = "RUNNING"

@@ -21,7 +21,7 @@ from emsp.datetimes import format_datetime
 from emsp.models import Partner
 from emsp.services import breakers, catalogue, sessions
 from ocpi import hubclientinfo, metrics
-from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
+from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
     Issue,
@@ -122,8 +122,16 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
 
 
 def _incremental_from(partner: Partner, module: str) -> datetime | None:
+    """Where the next incremental pull starts: the last good full or incremental pull, less the overlap. A
+    targeted pull (a command's timeout reading the sessions since the command, a booking check) covered only its
+    own short range: counted, it had the next pull skip what changed before that range."""
     last_ok = (
-        SyncRun.objects.filter(partner=partner, module=module, outcome=SyncRun.Outcome.OK)
+        SyncRun.objects.filter(
+            partner=partner,
+            module=module,
+            outcome=SyncRun.Outcome.OK,
+            mode__in=(SyncRun.Mode.FULL, SyncRun.Mode.INCREMENTAL),
+        )
         .order_by("-started_at")
         .values_list("started_at", flat=True)
         .first()
@@ -134,15 +142,18 @@ def _incremental_from(partner: Partner, module: str) -> datetime | None:
 def sync_module(
     partner: Partner, module: str, *, full: bool = False, date_from: datetime | None = None
 ) -> SyncRun | None:
-    """Pull one module. Without `date_from`, an incremental pull starts where the last good one did."""
+    """Pull one module. Without `date_from`, an incremental pull starts where the last good one did; with one,
+    a targeted pull of what changed since then (it does not move where the next incremental pull starts)."""
     url = partner.endpoint_url(module, "SENDER")
     if not url:
         return None
+    targeted = date_from is not None and not full
     if date_from is None and not full:
         date_from = _incremental_from(partner, module)
     if date_from is None and module == "sessions":
         date_from = timezone.now() - SESSIONS_FULL_LOOKBACK
     mode = SyncRun.Mode.FULL if full or date_from is None else SyncRun.Mode.INCREMENTAL
+    mode = SyncRun.Mode.TARGETED if targeted else mode
     run = SyncRun.objects.create(partner=partner, module=module, mode=mode, date_from=date_from)
     params = {"date_from": format_datetime(date_from)} if date_from else {}
     totals = IngestCounts()
@@ -163,12 +174,22 @@ def sync_module(
         log.warning("pull of %s from %s failed: %s", module, partner, exc)
     else:
         run.outcome = SyncRun.Outcome.OK
-        if module == "locations" and mode == SyncRun.Mode.FULL:
+        if module == "locations" and mode == SyncRun.Mode.FULL and _walked_whole(run):
             catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
     run.finished_at = timezone.now()
     run.save()
     metrics.count_sync_run(run)
     return run
+
+
+def _walked_whole(run: SyncRun) -> bool:
+    """Did this pull see the partner's whole list? Only then are "all the pages together the new truth"
+    (mod_locations) and what it did not see withdrawn. Not when fewer objects came than `X-Total-Count`
+    announced (a list that shifted under the pages: the spec's advice is to page again, the next full pull
+    will), nor when the walk stopped at the page limit."""
+    if run.pages >= MAX_PAGES:
+        return False
+    return run.announced is None or run.received >= run.announced
 
 
 def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:

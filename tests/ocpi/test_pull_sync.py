@@ -88,6 +88,61 @@ def test_a_full_pull_withdraws_locations_the_partner_no_longer_lists(peer: FakeP
     assert Location.objects.filter(withdrawn_at__isnull=False).count() == 2
 
 
+def test_a_full_pull_whose_list_shifted_under_its_pages_withdraws_nothing(peer: FakePeer, partner: Partner) -> None:
+    """transport_and_format: a list changing between pages shows as fewer objects than X-Total-Count announced.
+    The pages together are then not the partner's list: nothing is withdrawn for not being in them."""
+    peer.route("GET", f"{CPO}/locations", paged(locations(25), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    listed = locations(25)
+    shifting = paged(listed, limit=10)
+
+    def cpo(call: dict[str, Any]) -> Any:
+        answer = shifting(call)
+        if "offset" not in call["url"]:
+            del listed[2]  # LOC002 goes while page 1 is read: LOC010 slides onto page 1 and is never seen
+            return 200, answer[1], {**answer[2], "X-Total-Count": "25"}
+        return answer
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK and run.received < run.announced
+    assert not Location.objects.filter(withdrawn_at__isnull=False).exists()
+
+
+def test_a_link_elsewhere_without_a_total_is_followed_by_offset_to_the_end(peer: FakePeer, partner: Partner) -> None:
+    """A next page linked on another host (a TLS proxy's https) and no X-Total-Count: paged on by offset until a
+    page comes back empty, not cut to the first page (and everything after it withdrawn)."""
+    listed = locations(25)
+
+    def cpo(call: dict[str, Any]) -> Any:
+        query = parse_qs(urlsplit(call["url"]).query)
+        offset, limit = int(query.get("offset", ["0"])[0]), int(query.get("limit", ["10"])[0])
+        page = listed[offset : offset + limit]
+        headers = {"Link": f'<https://proxy.example/ocpi/locations?offset={offset + 10}>; rel="next"'} if page else {}
+        return 200, envelope(page), headers
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    assert Location.objects.visible().count() == 25
+
+
+def test_a_targeted_pull_does_not_move_where_the_next_incremental_one_starts(peer: FakePeer, partner: Partner) -> None:
+    """A command's timeout reads the sessions since the command (gateway.pull): that short range must not become
+    the start of the next incremental pull, which would skip what changed before it."""
+    peer.route("GET", f"{CPO}/locations", paged(locations(3), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    regular = SyncRun.objects.get().started_at
+    later = timezone.now() + timedelta(minutes=30)
+    targeted = sync.sync_module(partner, "locations", date_from=later)
+    assert targeted is not None and targeted.mode == SyncRun.Mode.TARGETED
+    sync.sync_module(partner, "locations")
+    last = SyncRun.objects.order_by("-pk").first()
+    assert last.mode == SyncRun.Mode.INCREMENTAL
+    assert last.date_from == regular - sync.INCREMENTAL_OVERLAP
+
+
 def test_withdrawing_after_a_pull_of_more_keys_than_postgresql_takes_parameters(
     peer: FakePeer, partner: Partner
 ) -> None:
