@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,6 +83,7 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
     normalize = _NORMALIZERS[module]
     counts = IngestCounts(received=len(objects))
     clean_objects: list[dict[str, Any]] = []
+    unreadable: list[Any] = []  # listed, but refused: a full pull must not take them for gone
     found: list[tuple[str, Issue]] = []
     for raw in objects:
         object_id = _object_id(raw)
@@ -101,6 +103,7 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
                 )
             )
             found.extend((object_id, issue) for issue in exc.issues)
+            unreadable.append(raw)
             continue
         counts.accepted += 1
         if issues:
@@ -110,15 +113,30 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
     if module == "locations":
         result = catalogue.locations_store(partner, clean_objects)
         counts.stored = result.created + result.updated
-        counts.seen_keys = {catalogue.location_key(o["country_code"], o["party_id"], o["id"]) for o in clean_objects}
+        counts.seen_keys = _keys(catalogue.location_key, clean_objects + unreadable, partner)
     elif module == "tariffs":
         counts.stored = records.tariffs_store(partner, clean_objects)
+        counts.seen_keys = _keys(records.tariff_key, clean_objects + unreadable, partner)
     elif module == "sessions":
         counts.stored = sessions.sessions_store(partner, clean_objects)
     elif module == "cdrs":
         counts.stored = records.cdrs_store(partner, clean_objects)
     record_issues(partner, module, found)
     return counts
+
+
+def _keys(key: Callable[[str, str, str], str], objects: list[Any], partner: Partner) -> set[str]:
+    """The keys of the objects a page listed, the refused ones too where their ids can be read (what a full pull
+    saw: one we could not read this time is kept as we had it, not withdrawn)."""
+    keys = set()
+    for obj in objects:
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            continue
+        country_code, party_id = obj.get("country_code"), obj.get("party_id")
+        if not isinstance(country_code, str) or not isinstance(party_id, str):
+            country_code, party_id = partner.country_code, partner.party_id
+        keys.add(key(country_code.upper(), party_id.upper(), obj["id"]))
+    return keys
 
 
 def _incremental_from(partner: Partner, module: str) -> datetime | None:
@@ -174,8 +192,11 @@ def sync_module(
         log.warning("pull of %s from %s failed: %s", module, partner, exc)
     else:
         run.outcome = SyncRun.Outcome.OK
-        if module == "locations" and mode == SyncRun.Mode.FULL and _walked_whole(run):
-            catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
+        if mode == SyncRun.Mode.FULL and _walked_whole(run):
+            if module == "locations":
+                catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
+            elif module == "tariffs":
+                records.tariffs_delete_missing(partner, totals.seen_keys, run.started_at)
     run.finished_at = timezone.now()
     run.save()
     metrics.count_sync_run(run)

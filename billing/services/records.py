@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +64,22 @@ def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
 
 def tariff_delete(tariff: Tariff) -> None:
     tariff.delete()
+
+
+def tariffs_delete_missing(partner: Partner, seen_keys: set[str], since: datetime) -> int:
+    """After a full pull that saw the partner's whole tariff list: its tariffs it no longer lists are gone
+    (mod_tariffs: "Any older information that is not specified in the response is considered no longer
+    valid"). Tariffs pushed to us during the pull are kept. Compared here, not in SQL (a NOT IN of every key
+    seen can pass PostgreSQL's parameter limit). Returns how many went."""
+    stale = [
+        pk
+        for pk, key in Tariff.objects.filter(partner=partner, received_at__lt=since).values_list("pk", "ocpi_key")
+        if key not in seen_keys
+    ]
+    gone = 0
+    for start in range(0, len(stale), 5000):
+        gone += Tariff.objects.filter(pk__in=stale[start : start + 5000]).delete()[0]
+    return gone
 
 
 def cdr_key(country_code: str, party_id: str, cdr_id: str) -> str:

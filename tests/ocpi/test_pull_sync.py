@@ -234,3 +234,33 @@ def test_schedule_due_claims_each_partner_once(partner: Partner) -> None:
     second = sync.schedule_due()
     assert first == [(partner.pk, True)]
     assert second == []
+
+
+def test_a_full_tariff_pull_drops_the_tariffs_the_cpo_no_longer_lists(
+    peer: FakePeer, partner: Partner, spec_example: Any
+) -> None:
+    """mod_tariffs: "Any older information that is not specified in the response is considered no longer valid".
+    One listed but unreadable this time is kept as we had it."""
+    tariff = {**spec_example("tariff_14_step_size.json"), "country_code": "IN", "party_id": "CPA"}
+    three = [{**tariff, "id": f"T{n}"} for n in (1, 2, 3)]
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope(three)))
+    sync.sync_module(partner, "tariffs", full=True)
+    assert Tariff.objects.count() == 3
+    Tariff.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    unreadable = {**three[1], "currency": None, "elements": "not a list"}
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope([three[0], unreadable])))
+    run = sync.sync_module(partner, "tariffs", full=True)
+    assert run is not None and run.rejected == 1
+    assert sorted(Tariff.objects.values_list("tariff_id", flat=True)) == ["T1", "T2"]  # T3 gone, T2 kept
+
+
+def test_a_location_listed_but_unreadable_is_not_withdrawn_by_a_full_pull(peer: FakePeer, partner: Partner) -> None:
+    peer.route("GET", f"{CPO}/locations", paged(locations(3), limit=10))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    listed = locations(3)
+    listed[1]["coordinates"] = "nowhere"  # refused this time
+    peer.route("GET", f"{CPO}/locations", paged(listed, limit=10))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.rejected == 1
+    assert Location.objects.visible().count() == 3
