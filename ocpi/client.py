@@ -82,6 +82,7 @@ class OcpiReply:
     headers: dict[str, str] = field(default_factory=dict)
     message: str = ""
     problem: str = ""  # why the body is not an OCPI response envelope ("" when it is one)
+    timestamp: str = ""  # the envelope's `timestamp`: the partner's clock when it answered (as sent, unparsed)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -268,7 +269,7 @@ class OcpiClient:
                 header = reply.header("Link")
                 link = _next_link(header, url)
                 refused = bool(header and _LINK_NEXT.search(header) and not link)
-                page = Page(items=items, total=total, link_refused=refused)
+                page = Page(items=items, total=total, link_refused=refused, timestamp=reply.timestamp)
                 offset += len(items)
                 next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls, refused)
                 if pool is not None and next_url is not None:
@@ -371,6 +372,7 @@ class Page:
     items: list[dict[str, Any]]
     total: int | None = None
     link_refused: bool = False
+    timestamp: str = ""  # the envelope's, as the partner sent it
 
 
 def _parse_reply(response: outbound.OutboundResponse) -> OcpiReply:
@@ -387,8 +389,13 @@ def _parse_reply(response: outbound.OutboundResponse) -> OcpiReply:
         status_code = int(body["status_code"])
     except (TypeError, ValueError, OverflowError):
         return _reply(response, data=body, problem=f"status_code {_excerpt(str(body['status_code']).encode())!r}")
+    stamp = body.get("timestamp")
     return _reply(
-        response, status_code=status_code, data=body.get("data"), message=str(body.get("status_message") or "")
+        response,
+        status_code=status_code,
+        data=body.get("data"),
+        message=str(body.get("status_message") or ""),
+        timestamp=stamp[:64] if isinstance(stamp, str) else "",
     )
 
 
@@ -399,6 +406,7 @@ def _reply(
     data: Any = None,
     message: str = "",
     problem: str = "",
+    timestamp: str = "",
 ) -> OcpiReply:
     return OcpiReply(
         http_status=response.status,
@@ -407,6 +415,7 @@ def _reply(
         headers=response.headers,
         message=message,
         problem=problem,
+        timestamp=timestamp,
     )
 
 

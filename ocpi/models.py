@@ -94,6 +94,9 @@ class SyncRun(models.Model):
     mode = models.CharField(max_length=12, choices=Mode.choices)
     date_from = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
+    # The partner's clock when it answered the first page (its envelope's timestamp), where it said one we can
+    # believe: the next incremental pull counts from it, as the partner stamps its objects' last_updated.
+    partner_time = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.RUNNING)
     pages = models.PositiveIntegerField(default=0)

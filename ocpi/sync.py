@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.services import records
-from emsp.datetimes import format_datetime
+from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import Partner
 from emsp.services import breakers, catalogue, sessions
 from ocpi import hubclientinfo, metrics
@@ -151,10 +151,30 @@ def _incremental_from(partner: Partner, module: str) -> datetime | None:
             mode__in=(SyncRun.Mode.FULL, SyncRun.Mode.INCREMENTAL),
         )
         .order_by("-started_at")
-        .values_list("started_at", flat=True)
+        .values_list("started_at", "partner_time")
         .first()
     )
-    return last_ok - INCREMENTAL_OVERLAP if last_ok else None
+    if last_ok is None:
+        return None
+    started_at, partner_time = last_ok
+    # The partner's clock where it told us one (its objects' last_updated are on it), else ours.
+    return (partner_time or started_at) - INCREMENTAL_OVERLAP
+
+
+# A partner's clock believed within this much of ours (a timestamp further off is a broken clock or a made-up
+# value: our own clock serves then).
+PARTNER_CLOCK_TRUSTED = timedelta(hours=12)
+
+
+def _partner_time(stamp: str, ours: datetime) -> datetime | None:
+    """The partner's clock from an envelope's timestamp, when it can be read and is near ours."""
+    if not stamp:
+        return None
+    try:
+        moment = parse_utc(stamp)
+    except (DateTimeError, ValueError, OverflowError):
+        return None
+    return moment if abs(moment - ours) <= PARTNER_CLOCK_TRUSTED else None
 
 
 def sync_module(
@@ -217,8 +237,11 @@ def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: 
     client = OcpiClient(partner)
     link_refused = False
     for page in client.iter_pages(url, module=module, params=params, ahead=True):  # the next page asked for now
-        if run.pages == 0 and page.total is not None:
-            run.announced = min(page.total, MAX_ANNOUNCED)
+        if run.pages == 0:
+            if page.total is not None:
+                run.announced = min(page.total, MAX_ANNOUNCED)
+            # Less the time the request took: the partner's clock when it began answering, near enough.
+            run.partner_time = _partner_time(page.timestamp, run.started_at)
         link_refused = link_refused or page.link_refused
         counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
         totals.add(counts)

@@ -264,3 +264,23 @@ def test_a_location_listed_but_unreadable_is_not_withdrawn_by_a_full_pull(peer: 
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and run.rejected == 1
     assert Location.objects.visible().count() == 3
+
+
+@pytest.mark.parametrize(("skew", "believed"), [(timedelta(minutes=-10), True), (timedelta(days=400), False)])
+def test_the_next_incremental_pull_counts_from_the_partners_clock(
+    peer: FakePeer, partner: Partner, skew: timedelta, believed: bool
+) -> None:
+    """The partner stamps its objects' last_updated on its own clock: a CPO 10 minutes behind us would have its
+    changes of those minutes fall before our clock's date_from. Its envelope's timestamp says its time; one
+    far off ours (a broken clock) is not believed."""
+    from emsp.datetimes import format_datetime
+
+    partners_now = timezone.now() + skew
+    body = {**envelope(locations(2)), "timestamp": format_datetime(partners_now)}
+    peer.route("GET", f"{CPO}/locations", (200, body))
+    first = sync.sync_module(partner, "locations", full=True)
+    assert first is not None and (first.partner_time is not None) is believed
+    sync.sync_module(partner, "locations")
+    date_from = parse_qs(urlsplit(peer.requests_to("/locations")[-1]["url"]).query)["date_from"][0]
+    base = first.partner_time if believed else first.started_at
+    assert date_from == format_datetime(base - sync.INCREMENTAL_OVERLAP)
