@@ -31,6 +31,12 @@ def provider_webhook(request: HttpRequest, provider: str) -> HttpResponse:
     length = str(request.META.get("CONTENT_LENGTH") or "0")
     if not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES:
         return JsonResponse({"error": "a body of at most 1 MiB, with its Content-Length"}, status=413)
+    options = settings.PAYMENT_PROVIDERS[provider].get("options", {})
+    if settings.PRODUCTION and options.get("webhook_secret") in settings.PAYSIM_WEBHOOK_SECRETS:
+        # The sandbox's secret is in this repository: anyone could sign with it. Production takes no webhook
+        # signed with it; the operator sets the provider's own (README, configuration).
+        log.error("%s webhook refused: its webhook secret is the sandbox's public one; set the real one", provider)
+        return JsonResponse({"error": f"{provider} webhooks are not configured here"}, status=503)
     body = request.body
     headers = {key.lower(): value for key, value in request.headers.items()}
     try:

@@ -524,6 +524,8 @@ CELERY_BEAT_SCHEDULE = {
 # to it over HTTP exactly as they talk to the provider. Real keys come from the environment.
 PAYSIM_URL = env.str("PAYSIM_URL", default="http://127.0.0.1:8700").rstrip("/")
 PAYMENT_GATEWAYS = {"INR": "razorpay", "*": "stripe"} | env.dict("PAYMENT_GATEWAYS", default={})
+# The sandbox's webhook secrets, public in this repository: production takes no webhook signed with them.
+PAYSIM_WEBHOOK_SECRETS = frozenset({"whsec_paysim", "paysim_webhook_secret"})
 PAYMENT_PROVIDERS = {
     "stripe": {
         "adapter": "billing.payments.stripe_gateway.StripeGateway",

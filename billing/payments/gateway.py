@@ -38,6 +38,10 @@ class GatewayError(Exception):
         self.code = code
 
 
+# The largest amount an event may name (minor units): well within the BigInteger columns that hold it.
+MAX_AMOUNT_MINOR = 10**15
+
+
 class WebhookRejected(Exception):
     """A webhook that is not the provider's (bad or missing signature, too old, not JSON)."""
 
@@ -72,6 +76,16 @@ class WebhookEvent:
     amount_minor: int = 0
     currency: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A signed event is still the provider's JSON: each field of the type we read it as, an amount a whole
+        number of minor units our columns hold (else the webhook is refused with a 400, not a 500)."""
+        for name in ("event_id", "type", "provider_type", "reference", "checkout_id", "payment_id", "currency"):
+            if not isinstance(getattr(self, name), str):
+                raise WebhookRejected(f"{self.provider} webhook: {name} is not text")
+        amount = self.amount_minor
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT_MINOR:
+            raise WebhookRejected(f"{self.provider} webhook: the amount is not a whole number of minor units")
 
 
 class PaymentGateway(Protocol):

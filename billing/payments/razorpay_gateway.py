@@ -188,6 +188,8 @@ class RazorpayGateway:
         event_id = header(headers, "X-Razorpay-Event-Id")
         if not signature:
             raise WebhookRejected("razorpay webhook: no X-Razorpay-Signature")
+        if not signature.isascii():  # the SDK's compare_digest raises TypeError on other text: a 500
+            raise WebhookRejected("razorpay webhook: the signature is not hex")
         try:
             text = body.decode("utf-8")
             self.client.utility.verify_webhook_signature(text, signature, self.webhook_secret)

@@ -150,10 +150,11 @@ class StripeGateway:
         """Stripe's own check (stripe.Webhook.construct_event): HMAC-SHA256 of "<t>.<body>" with the endpoint secret
         in the Stripe-Signature header's v1, and t no older than 300 s, so a captured delivery cannot be replayed
         later. A replay inside the window carries the same event id, which the caller records once."""
+        signature = header(headers, "Stripe-Signature")
+        if signature and not signature.isascii():  # the SDK's compare_digest raises TypeError on other text
+            raise WebhookRejected("stripe signature: not ASCII")
         try:
-            self.client.construct_event(
-                body, header(headers, "Stripe-Signature"), self.webhook_secret, SIGNATURE_TOLERANCE_SECONDS
-            )
+            self.client.construct_event(body, signature, self.webhook_secret, SIGNATURE_TOLERANCE_SECONDS)
             payload = json.loads(body)
         except stripe.SignatureVerificationError as exc:
             raise WebhookRejected(f"stripe signature: {exc.user_message or exc}") from exc

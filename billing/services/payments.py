@@ -345,11 +345,20 @@ def _apply(event: gateways.WebhookEvent) -> str:
     payment = Payment.objects.select_for_update().get(pk=payment.pk)
     if event.currency and event.currency.upper() != payment.currency:
         return f"ignored: currency {event.currency} is not the payment's {payment.currency}"
+    other = payment.provider_payment_id and event.payment_id and event.payment_id != payment.provider_payment_id
+    if other and event.type in (gateways.RELEASED, gateways.FAILED):
+        # Another attempt at the same checkout (Razorpay refunds a late-authorised failed attempt on its own):
+        # not the payment we hold, which stays as it is.
+        return f"ignored: about {event.payment_id}, not the payment held ({payment.provider_payment_id})"
     if event.type == gateways.AUTHORISED:
         if payment.status not in (Payment.Status.PENDING, Payment.Status.FAILED):
             return f"already {payment.status}"
         if event.amount_minor <= 0:
             return "ignored: authorised nothing"
+        if payment.requested_minor and event.amount_minor != payment.requested_minor:
+            log.error("payment %s: %s authorised %s, we asked %s", payment.pk, event.provider,
+                      event.amount_minor, payment.requested_minor)  # fmt: skip
+            return f"ignored: authorised {event.amount_minor}, not the {payment.requested_minor} asked for"
         payment.status = Payment.Status.AUTHORISED
         payment.authorised_minor = event.amount_minor
         payment.provider_payment_id = event.payment_id[:100]

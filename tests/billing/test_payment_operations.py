@@ -301,3 +301,60 @@ def test_a_balance_checkout_whose_task_was_lost_is_found_by_the_sweep() -> None:
     balance_payment(purpose="charge")
     assert lost.status == Payment.Status.PENDING
     assert payments.balance_checkouts_due() == [lost.pk]
+
+
+def _held(**fields: Any) -> Payment:
+    values = {"driver": DriverFactory(currency="INR"), "provider": "razorpay", "currency": "INR",
+              "requested_minor": 55593, **fields}  # fmt: skip
+    return Payment.objects.create(**values)
+
+
+def _event(payment: Payment, kind: str, **fields: Any) -> WebhookEvent:
+    values = {"provider": "razorpay", "event_id": f"e-{kind}-{fields.get('payment_id', '')}", "type": kind,
+              "provider_type": kind.lower(), "reference": payments.reference_of(payment), "currency": "INR",
+              **fields}  # fmt: skip
+    return WebhookEvent(**values)
+
+
+def test_a_release_about_another_attempt_at_the_checkout_leaves_the_held_payment_alone() -> None:
+    """Razorpay refunds a late-authorised failed attempt on its own (refund.processed, not captured): that is
+    not the payment we hold, authorised as pay_1."""
+    from billing.payments import gateway as port
+
+    payment = _held()
+    assert payments.webhook_receive(_event(payment, port.AUTHORISED, payment_id="pay_1", amount_minor=55593)) == (
+        "authorised"
+    )
+    outcome = payments.webhook_receive(_event(payment, port.RELEASED, payment_id="pay_2", amount_minor=55593))
+    assert outcome.startswith("ignored: about pay_2")
+    payment.refresh_from_db()
+    assert (payment.status, payment.provider_payment_id) == (Payment.Status.AUTHORISED, "pay_1")
+
+
+def test_an_authorisation_of_another_amount_than_asked_is_not_taken() -> None:
+    from billing.payments import gateway as port
+
+    payment = _held()
+    outcome = payments.webhook_receive(_event(payment, port.AUTHORISED, payment_id="pay_1", amount_minor=1))
+    assert outcome == "ignored: authorised 1, not the 55593 asked for"
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
+    assert not LedgerEntry.objects.filter(event="authorisation").exists()
+
+
+def test_production_takes_no_webhook_signed_with_the_sandboxs_public_secret(settings: Any) -> None:
+    settings.PRODUCTION = True
+    assert settings.PAYMENT_PROVIDERS["razorpay"]["options"]["webhook_secret"] in settings.PAYSIM_WEBHOOK_SECRETS
+    response = Client().post("/payments/webhooks/razorpay", data=b"{}", content_type="application/json")
+    assert response.status_code == 503
+    assert not payments.ProviderWebhook.objects.exists()
+
+
+@pytest.mark.parametrize("header", ["X-Razorpay-Signature", "Stripe-Signature"])
+def test_a_webhook_with_a_signature_that_is_not_ascii_is_a_400(header: str) -> None:
+    provider = "razorpay" if header.startswith("X-Razorpay") else "stripe"
+    response = Client().post(
+        f"/payments/webhooks/{provider}", data=b"{}", content_type="application/json",
+        headers={header: "t=1,v1=\xe9" if provider == "stripe" else "\xe9\xe9", "X-Razorpay-Event-Id": "e"},
+    )  # fmt: skip
+    assert response.status_code == 400

@@ -332,3 +332,21 @@ def test_headers_are_found_in_django_meta_spelling() -> None:
     meta = {"HTTP_X_RAZORPAY_SIGNATURE": headers["X-Razorpay-Signature"], "HTTP_X_RAZORPAY_EVENT_ID": "evt-1"}
 
     assert at(name).verify_webhook(body=body, headers=meta).event_id == "evt-1"
+
+
+def test_a_signature_that_is_not_ascii_is_rejected_not_a_server_error() -> None:
+    """The SDK compares with hmac.compare_digest, which raises TypeError on non-ASCII text (a 500 at the view)."""
+    name = "razorpay/event_payment_captured"
+    body, headers = signed(name)
+    headers["X-Razorpay-Signature"] = "\xe9\xe9"
+    with pytest.raises(port.WebhookRejected, match="not hex"):
+        at(name).verify_webhook(body=body, headers=headers)
+
+
+@pytest.mark.parametrize(("field", "value"), [("reference", 7), ("amount_minor", "100"), ("amount_minor", 10**20),
+                                              ("amount_minor", True), ("payment_id", None)])  # fmt: skip
+def test_an_event_whose_fields_are_not_what_we_read_is_rejected(field: str, value: object) -> None:
+    fields = {"provider": "razorpay", "event_id": "e1", "type": port.AUTHORISED, "provider_type": "payment.authorized",
+              field: value}  # fmt: skip
+    with pytest.raises(port.WebhookRejected):
+        port.WebhookEvent(**fields)  # type: ignore[arg-type]

@@ -252,3 +252,9 @@ def test_a_signed_body_that_is_not_json_is_rejected(gateway: StripeGateway) -> N
 
     with pytest.raises(port.WebhookRejected):
         gateway.verify_webhook(body=body, headers=headers)
+
+
+def test_a_signature_that_is_not_ascii_is_rejected_not_a_server_error(gateway: StripeGateway) -> None:
+    body = as_body(recording("stripe/event_payment_intent_amount_capturable_updated"))
+    with pytest.raises(port.WebhookRejected, match="not ASCII"):
+        gateway.verify_webhook(body=body, headers={"Stripe-Signature": f"t={int(time.time())},v1=\xe9"})
