@@ -392,3 +392,14 @@ def test_registering_without_the_pull_permission_makes_no_first_pull(
     data = {"versions_url": "https://cpo.example.com/versions", "token_a": "token-a-1234", "pull_now": "on"}
     assert client.post(reverse("admin:emsp_partner_register"), data).status_code == 302
     assert pulls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_groups_come_back_after_a_transactional_tests_flush() -> None:
+    """A transactional test's teardown flushes every table; the tests after it on the same worker (xdist's work
+    stealing runs some there) log in as a group member (tests/conftest.py)."""
+    from django.core.management import call_command
+
+    call_command("flush", verbosity=0, interactive=False)
+    assert Group.objects.filter(name__in=["admin", "ops", "finance"]).count() == 3
+    assert perm_labels(Group.objects.get(name="ops")) == set(roles.ROLES["ops"])
