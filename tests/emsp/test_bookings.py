@@ -95,6 +95,24 @@ def test_concurrent_confirms_book_the_evse_once(partner: Partner) -> None:
     assert Booking.objects.count() == 1
 
 
+def _session_pushed(
+    partner: Partner, booking: Booking, start: Command, evse: Evse, session_id: str = "S-C1"
+) -> ChargingSession:
+    """The CPO reports the session its START_SESSION began (ACTIVE), as a session PUT."""
+    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return session_put(
+        partner,
+        {
+            "country_code": "IN", "party_id": "CPA", "id": session_id, "start_date_time": now, "kwh": 0,
+            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID",
+                          "contract_id": "C"},
+            "auth_method": "COMMAND", "authorization_reference": start.authorization_reference,
+            "location_id": "LOC1", "evse_uid": evse.uid, "connector_id": "1", "currency": "INR",
+            "status": "ACTIVE", "last_updated": now,
+        },
+    ).session  # fmt: skip
+
+
 @pytest.mark.django_db
 def test_start_then_session_then_stop_then_cdr(
     peer: FakePeer, evse: Evse, partner: Partner, django_capture_on_commit_callbacks: Any
@@ -116,18 +134,7 @@ def test_start_then_session_then_stop_then_cdr(
     assert start.status == Command.Status.ACCEPTED
     body = peer.requests_to("START_SESSION")[0]["json"]
     assert body["connector_id"] == "1" or "connector_id" not in body
-    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    session = session_put(
-        partner,
-        {
-            "country_code": "IN", "party_id": "CPA", "id": "S-B1", "start_date_time": now, "kwh": 0,
-            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID",
-                          "contract_id": "C"},
-            "auth_method": "COMMAND", "authorization_reference": start.authorization_reference,
-            "location_id": "LOC1", "evse_uid": evse.uid, "connector_id": "1", "currency": "INR",
-            "status": "ACTIVE", "last_updated": now,
-        },
-    ).session  # fmt: skip
+    session = _session_pushed(partner, booking, start, evse, session_id="S-B1")
     booking.refresh_from_db()
     assert booking.state == Booking.State.CHARGING
     assert ChargingSession.objects.get(pk=session.pk).booking == booking
@@ -154,21 +161,6 @@ def test_cancel_before_charging_releases_the_hold(
     bookings.booking_confirm(
         evse=evse, connector_id="1", token=TokenFactory(), now=timezone.now() + timedelta(seconds=1)
     )
-
-
-def _session_pushed(partner: Partner, booking: Booking, start: Command, evse: Evse) -> ChargingSession:
-    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    return session_put(
-        partner,
-        {
-            "country_code": "IN", "party_id": "CPA", "id": "S-C1", "start_date_time": now, "kwh": 0,
-            "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "RFID",
-                          "contract_id": "C"},
-            "auth_method": "COMMAND", "authorization_reference": start.authorization_reference,
-            "location_id": "LOC1", "evse_uid": evse.uid, "connector_id": "1", "currency": "INR",
-            "status": "ACTIVE", "last_updated": now,
-        },
-    ).session  # fmt: skip
 
 
 @pytest.mark.django_db
