@@ -119,6 +119,7 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
                 ttl=DEDUPE_SECONDS,
                 argsrepr=argsrepr,
                 rate=None if window is None else (window, limit),
+                journal=True,  # put back if a worker loses it (emsp/queue_journal.py, beckn/tasks.py)
             )
             if pushed.outcome == queue_push.OVER_LIMIT and window is not None:
                 refused = rate_verdict(pushed.current, pushed.previous, limit, window.elapsed)

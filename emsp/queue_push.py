@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -30,15 +31,17 @@ from celery.signals import after_task_publish, before_task_publish
 from celery.utils.nodenames import anon_nodename
 from django.conf import settings
 
+from emsp import queue_journal
 from emsp.ratelimit import WINDOW_SECONDS, Window
 
 # KEYS[1]: the key that must be new ("" for none); KEYS[2]: the queue's list; KEYS[3], KEYS[4]: a rate limit's
-# counters of this minute and the last ("" for no limit, emsp/ratelimit.py). ARGV[1]: the key's lifetime in
-# seconds; ARGV[2]: the message; ARGV[3]: the limit a minute; ARGV[4]: seconds into this minute; ARGV[5]: seconds
-# in a minute. Returns {1, current, previous} when queued, {0, ...} when the key was already there, {-1, ...}
-# when over the limit (nothing queued, no key set). The limit's arithmetic is emsp/ratelimit.py's `verdict`, in
-# the same double-precision operations. A script is not rolled back on error, so a failed LPUSH (a wrong type,
-# out of memory) deletes the key it set.
+# counters of this minute and the last ("" for no limit, emsp/ratelimit.py); KEYS[5], KEYS[6]: the queue's
+# journal and its index ("" for none, emsp/queue_journal.py). ARGV[1]: the key's lifetime in seconds; ARGV[2]:
+# the message; ARGV[3]: the limit a minute; ARGV[4]: seconds into this minute; ARGV[5]: seconds in a minute;
+# ARGV[6]: the task id; ARGV[7]: the time now, in seconds. Returns {1, current, previous} when queued, {0, ...}
+# when the key was already there, {-1, ...} when over the limit (nothing queued, no key set). The limit's
+# arithmetic is emsp/ratelimit.py's `verdict`, in the same double-precision operations. A script is not rolled
+# back on error, so a failed LPUSH (a wrong type, out of memory) deletes the key it set.
 _PUSH_ONCE = """
 local current, previous = 0, 0
 if KEYS[3] ~= '' then
@@ -57,6 +60,10 @@ local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[2])
 if type(pushed) == 'table' and pushed.err then
   if KEYS[1] ~= '' then redis.call('DEL', KEYS[1]) end
   return redis.error_reply(pushed.err)
+end
+if KEYS[5] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[6], ARGV[2])
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
 end
 return {1, current, previous}
 """
@@ -155,29 +162,41 @@ def push_once(
     ttl: int = 0,
     argsrepr: str = "",
     rate: tuple[Window, int] | None = None,
+    journal: bool = False,
 ) -> Pushed:
     """Queue `task(*args)` unless `once_key` is already set (DUPLICATE: nothing queued); the key is set for `ttl`
     seconds with the message, atomically. `rate` (a window of emsp/ratelimit.py and its limit a minute) counts
     this request first, and over the limit queues nothing (OVER_LIMIT). Redis errors propagate (nothing queued).
     `argsrepr` is what Flower and the worker's log show for the arguments (Celery writes saferepr(args) there,
-    which for a request body costs more than the rest of the message)."""
+    which for a request body costs more than the rest of the message). With `journal`, the message is also kept
+    in the queue's journal until the task says it is done (emsp/queue_journal.py), so one a worker loses is put
+    back."""
     queue = _queue_of(task)
-    message = build_message(task, args, queue=queue, argsrepr=argsrepr)
+    task_id = str(uuid.uuid4())
+    message = build_message(task, args, queue=queue, argsrepr=argsrepr, task_id=task_id)
     if rate is None:
         keys, limit_args = [once_key, queue, "", ""], [0, 0, WINDOW_SECONDS]
     else:
         window, limit = rate
         keys = [once_key, queue, window.current_key, window.previous_key]
         limit_args = [limit, repr(window.elapsed), WINDOW_SECONDS]
-    outcome, current, previous = _script()(keys=keys, args=[ttl, message, *limit_args])
+    if journal:
+        journal_keys = queue_journal.Keys(queue)
+        keys += [journal_keys.messages, journal_keys.index]
+    else:
+        keys += ["", ""]
+    call_args = [ttl, message, *limit_args, task_id, repr(time.time())]
+    outcome, current, previous = _script()(keys=keys, args=call_args)
     return Pushed(int(outcome), int(current), int(previous))
 
 
-def build_message(task: Task, args: tuple[Any, ...], *, queue: str, argsrepr: str = "") -> bytes:
+def build_message(
+    task: Task, args: tuple[Any, ...], *, queue: str, argsrepr: str = "", task_id: str | None = None
+) -> bytes:
     """The bytes kombu's Redis transport LPUSHes for `task.delay(*args)` routed to `queue`: Celery's protocol 2
     message (headers, properties, body) with the transport's envelope (base64 body, delivery tag and info)."""
     app = task.app
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     options = _task_options(task)
     headers, properties, body, _ = app.amqp.as_task_v2(
         task_id,

@@ -224,6 +224,7 @@ CELERY_TASK_QUEUES = [Queue(LATENCY_QUEUE), Queue(BULK_QUEUE)]  # a worker start
 _TASK_QUEUES = {
     LATENCY_QUEUE: [
         "beckn.tasks.handle_request",
+        "beckn.tasks.requeue_lost_requests",  # Beckn requests a killed worker lost (emsp/queue_journal.py)
         "emsp.tasks.outbox_deliver",  # Beckn callbacks and OCPI pushes (tokens, commands' results)
         "emsp.tasks.outbox_deliver_due",
         "emsp.tasks.command_send",
@@ -513,6 +514,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-issue-due-receipts": {"task": "billing.tasks.issue_due_receipts", "schedule": 60.0},
     "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
+    "beckn-requeue-lost-requests": {"task": "beckn.tasks.requeue_lost_requests", "schedule": 30.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
     "ocpi-probe-open-circuits": {"task": "ocpi.tasks.probe_open_circuits", "schedule": 10.0},
     "emsp-evses-refresh-due": {"task": "emsp.tasks.evses_refresh_due", "schedule": float(EVSE_REFRESH_TICK_SECONDS)},
