@@ -39,7 +39,12 @@ class OcpiGateway:
             reply = client.request("POST", object_url(base, command.type), module="commands", json=body)
         except OcpiClientError as exc:
             raise CpoUnreachable(str(exc)) from exc
-        response = wire.command_response(partner, unwrap_object_payload(reply.data))
+        try:
+            response = wire.command_response(partner, unwrap_object_payload(reply.data))
+        except Rejected as exc:
+            # No CommandResponse to read (no `data`, a list of several, a string): the command is not known to be
+            # with the charger, as when the CPO answers with an error.
+            raise CpoUnreachable(f"The CPO's CommandResponse could not be read: {exc}") from exc
         return CommandReply(
             result=str(response.get("result") or "").strip().upper(),
             timeout_seconds=_positive_int(response.get("timeout")),

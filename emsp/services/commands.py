@@ -90,6 +90,10 @@ def command_unlock_connector(*, evse: Evse, connector_id: str) -> Command:
     )
 
 
+# The longest we wait for a CommandResult, whatever `timeout` the CPO names (a late result still counts).
+MAX_COMMAND_TIMEOUT = timedelta(hours=24)
+
+
 def command_send_after_commit(command: Command) -> None:
     run_after_commit("emsp.tasks.command_send", command.pk)
 
@@ -105,6 +109,9 @@ def command_send(command: Command) -> Command:
         return command  # already sent (a duplicate task run)
     command.refresh_from_db()
     now = timezone.now()
+    refusal = _token_refusal(command, now)
+    if refusal:
+        return _finish_sent(command, error=refusal)
     if command.partner.state != Partner.State.CONNECTED:
         return _finish_sent(command, error="The CPO has no Commands receiver or is not connected")
     try:
@@ -118,23 +125,39 @@ def command_send(command: Command) -> Command:
     if not reply.accepted:
         return _finish_sent(command, error=reply.message or f"CommandResponse {reply.result}")
     timeout = reply.timeout_seconds or settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
-    command.timeout_at = now + timedelta(seconds=timeout)
-    Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
-        status=Command.Status.ACCEPTED,
-        response=command.response,
-        response_result=reply.result,
-        timeout_at=command.timeout_at,
-    )
-    command.refresh_from_db()
-    if command.status in Command.FINAL_STATUSES:
-        return command  # the CommandResult overtook the CommandResponse
-    if command.type == Command.Type.RESERVE_NOW and command.reservation_id:
-        Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
-            status=Reservation.Status.REQUESTED
+    # A CPO's absurd `timeout` (10^12 s) would overflow the date, and a long one leave the command waiting for ever.
+    command.timeout_at = now + timedelta(seconds=min(timeout, MAX_COMMAND_TIMEOUT.total_seconds()))
+    with transaction.atomic():
+        Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+            status=Command.Status.ACCEPTED,
+            response=command.response,
+            response_result=reply.result,
+            timeout_at=command.timeout_at,
         )
+        command.refresh_from_db()
+        if command.status in Command.FINAL_STATUSES:
+            return command  # the CommandResult overtook the CommandResponse
+        if command.type == Command.Type.RESERVE_NOW and command.reservation_id:
+            Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
+                status=Reservation.Status.REQUESTED
+            )
     # No timer task: the beat's sweep (commands_expire_due, every few seconds) times it out. A timer longer
     # than the broker's visibility timeout would be handed out again and again while it waits.
     return command
+
+
+def _token_refusal(command: Command, now: datetime) -> str:
+    """Why the command's token may not go to the CPO, or "". The eMSP SHALL authorize the token of a
+    StartSession or ReserveNow before sending it, and the CPO SHALL NOT check it (mod_commands §StartSession,
+    §ReserveNow): we answer as real-time authorization would (a driver blocked after booking, a token expired)."""
+    if command.type not in (Command.Type.START_SESSION, Command.Type.RESERVE_NOW):
+        return ""
+    if command.token is None:
+        return "Not sent to the CPO: the command has no token"
+    allowed = command.token.allowed_status(now, command.partner)
+    if allowed != Token.Allowed.ALLOWED:
+        return f"Not sent to the CPO: the token is {allowed} (the eMSP authorizes it before a {command.type})"
+    return ""
 
 
 def result_messages(result: dict[str, Any]) -> str:
@@ -148,14 +171,17 @@ def result_messages(result: dict[str, Any]) -> str:
 
 def _finish_sent(command: Command, *, error: str) -> Command:
     """FAILED, for a command this send still holds as SENT: one the sweep moved on meanwhile (its timeout) is
-    finished once, by whoever moved it, not a second time with another outcome."""
-    failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
-        status=Command.Status.FAILED, updated_at=timezone.now()
-    )
-    if not failed:
-        command.refresh_from_db()
-        return command
-    return _finish(command, Command.Status.FAILED, error=error)
+    finished once, by whoever moved it, not a second time with another outcome. The status, the command's
+    effects and what its subscribers do (a booking cancelled, its app told) commit together, as for a TIMEOUT:
+    the bookings' handler locks its booking, which PostgreSQL allows only in a transaction."""
+    with transaction.atomic():
+        failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+            status=Command.Status.FAILED, updated_at=timezone.now()
+        )
+        if not failed:
+            command.refresh_from_db()
+            return command
+        return _finish(command, Command.Status.FAILED, error=error)
 
 
 def _finish(command: Command, status: str, *, error: str = "", result: dict[str, Any] | None = None) -> Command:
@@ -173,8 +199,11 @@ def _finish(command: Command, status: str, *, error: str = "", result: dict[str,
 
 
 def command_result_received(command: Command, result: dict[str, Any]) -> Command:
-    """The CPO sent the result of a command (its type already checked by the adapter). A late result (after
-    TIMEOUT) still counts; a repeated one changes nothing."""
+    """The CPO sent the result of a command (its type already checked by the adapter). The CommandResult comes
+    once, for a command the CPO ACCEPTED (mod_commands §"Response Data"): it finishes a command still waiting
+    for it — and a late one after TIMEOUT still counts — but changes nothing of a command already SUCCEEDED or
+    FAILED (a repeat, or a result after the CPO's own refusal). One exception, for a RESERVE_NOW only: the CPO
+    may cancel a reservation it made (CANCELED_RESERVATION, CommandResultType)."""
     result_type = str(result.get("result") or "").strip().upper()
     result = {**result, "result": result_type}
     with transaction.atomic():
@@ -182,15 +211,9 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
         if command.result_type == result_type and command.result == result:
             return command  # a duplicate post
         if result_type == "CANCELED_RESERVATION":
-            # The CPO cancelled a reservation it had accepted (mod_commands §ReserveNow).
-            command.result = result
-            command.result_type = result_type
-            command.save()
-            if command.reservation_id:
-                Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
-                    status=Reservation.Status.CANCELLED
-                )
-                events.publish(events.ReservationCancelledByCpo(command.reservation))
+            return _reservation_cancelled_by_cpo(command, result)
+        if command.status not in (Command.Status.SENT, Command.Status.ACCEPTED, Command.Status.TIMEOUT):
+            log.info("%s: CommandResult %s ignored, the command is %s", command, result_type, command.status)
             return command
         status = Command.Status.SUCCEEDED if result_type == "ACCEPTED" else Command.Status.FAILED
         return _finish(
@@ -199,6 +222,23 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
             error="" if status == Command.Status.SUCCEEDED else (result_messages(result) or result_type),
             result=result,
         )
+
+
+def _reservation_cancelled_by_cpo(command: Command, result: dict[str, Any]) -> Command:
+    """The CPO cancelled a reservation it had accepted (mod_commands §ReserveNow, CANCELED_RESERVATION). Only
+    a RESERVE_NOW's response_url carries it, and only for a reservation the CPO did not refuse."""
+    if command.type != Command.Type.RESERVE_NOW or command.status in (Command.Status.QUEUED, Command.Status.FAILED):
+        log.info("%s: CommandResult CANCELED_RESERVATION ignored (%s)", command, command.status)
+        return command
+    command.result = result
+    command.result_type = result["result"]
+    command.save()
+    if command.reservation_id:
+        Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
+            status=Reservation.Status.CANCELLED
+        )
+        events.publish(events.ReservationCancelledByCpo(command.reservation))
+    return command
 
 
 def _apply_effects(command: Command) -> None:
@@ -245,8 +285,9 @@ def commands_expire_due(now: datetime | None = None) -> int:
     worker that died between posting and storing the CommandResponse: those become TIMEOUT too (never
     re-sent: the CPO may have acted on the first), and the CPO's sessions are checked."""
     now = now or timezone.now()
-    stuck = Command.objects.filter(status=Command.Status.SENT, updated_at__lte=now - SENT_GRACE)
-    Command.objects.filter(pk__in=list(stuck.values_list("pk", flat=True))).update(
+    # One statement, its condition checked on each row as it is written: a CommandResult (or the send's own
+    # answer) stored since the rows were picked is not overwritten.
+    Command.objects.filter(status=Command.Status.SENT, updated_at__lte=now - SENT_GRACE).update(
         status=Command.Status.ACCEPTED, timeout_at=now, error="no CommandResponse recorded (worker interrupted)"
     )
     ids = list(Command.objects.filter(status=Command.Status.ACCEPTED, timeout_at__lte=now).values_list("pk", flat=True))
