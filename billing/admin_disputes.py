@@ -309,9 +309,9 @@ class DisputeAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
         extra = [
-            path("<path:object_id>/accept/", view(self.accept_view), name="billing_dispute_accept"),
-            path("<path:object_id>/contest/", view(self.contest_view), name="billing_dispute_contest"),
-            path("<path:object_id>/credit/", view(self.credit_view), name="billing_dispute_credit"),
+            path("<int:object_id>/accept/", view(self.accept_view), name="billing_dispute_accept"),
+            path("<int:object_id>/contest/", view(self.contest_view), name="billing_dispute_contest"),
+            path("<int:object_id>/credit/", view(self.credit_view), name="billing_dispute_credit"),
         ]
         return extra + super().get_urls()
 
@@ -350,8 +350,8 @@ class DisputeAdmin(admin.ModelAdmin):
 
     # -- actions on one dispute ----------------------------------------------------------------
 
-    def _acting_on(self, request: HttpRequest, object_id: str) -> Dispute:
-        dispute = get_object_or_404(Dispute, pk=unquote(object_id))
+    def _acting_on(self, request: HttpRequest, object_id: int) -> Dispute:
+        dispute = get_object_or_404(Dispute, pk=object_id)
         if not self.has_change_permission(request, dispute):
             raise PermissionDenied
         return dispute
@@ -368,7 +368,7 @@ class DisputeAdmin(admin.ModelAdmin):
     def _act(
         self,
         request: HttpRequest,
-        object_id: str,
+        object_id: int,
         form_class: type[DisputeActionForm],
         prefix: str,
         success: str,
@@ -406,7 +406,7 @@ class DisputeAdmin(admin.ModelAdmin):
             messages.success(request, f"Dispute {moved.pk}: {done}.")
         return self._done(dispute)
 
-    def accept_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def accept_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         return self._act(
             request,
             object_id,
@@ -416,7 +416,7 @@ class DisputeAdmin(admin.ModelAdmin):
             dispute_services.dispute_accept_cpo_amount,
         )
 
-    def contest_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def contest_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         return self._act(
             request,
             object_id,
@@ -426,7 +426,7 @@ class DisputeAdmin(admin.ModelAdmin):
             dispute_services.dispute_contest,
         )
 
-    def credit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def credit_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         return self._act(
             request,
             object_id,

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -183,7 +182,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         extra = [
             path("exceptions/", view(self.exceptions_view), name="billing_payment_exceptions"),
             path(
-                "operations/<path:operation_id>/retry/",
+                "operations/<int:operation_id>/retry/",
                 view(self.retry_view),
                 name="billing_payment_retry_operation",
             ),
@@ -215,14 +214,14 @@ class PaymentAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/billing/payments/exceptions.html", context)
 
-    def retry_view(self, request: HttpRequest, operation_id: str) -> HttpResponse:
+    def retry_view(self, request: HttpRequest, operation_id: int) -> HttpResponse:
         """Retry one FAILED or stuck PENDING operation with its own idempotency key (the provider answers a key it
         has seen with its first result, so a retry never moves money twice)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not can_retry(request):
             raise PermissionDenied
-        operation = get_object_or_404(PaymentOperation.objects.select_related("payment"), pk=unquote(operation_id))
+        operation = get_object_or_404(PaymentOperation.objects.select_related("payment"), pk=operation_id)
         back = self._back(request)
         if not finance.needs_retry(operation):
             messages.warning(

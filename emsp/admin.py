@@ -105,10 +105,18 @@ class EvseAdmin(admin.ModelAdmin):
 
 
 class TokenInline(admin.TabularInline):
+    """The driver's tokens, read here and changed on their own page, whose save pushes them to every CPO: a
+    change made in this table would reach no CPO, and a whitelisting CPO would go on taking a blocked card."""
+
     model = Token
     fields = ("uid", "type", "contract_id", "valid", "is_blocked", "whitelist", "expires_at")
+    readonly_fields = fields
     extra = 0
+    can_delete = False
     show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Driver)
@@ -120,6 +128,13 @@ class DriverAdmin(admin.ModelAdmin):
     # The ledger holds a prepaid balance (driver:<id>:wallet); this column mirrors it. Money reaches a wallet
     # only as a posted top-up (manage.py wallet_top_up), never by editing a number.
     readonly_fields = ("wallet_balance",)
+
+    def save_model(self, request: HttpRequest, obj: Driver, form: Any, change: bool) -> None:
+        # Blocking a driver makes each of their tokens not valid as we send it: every CPO hears of it.
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and "is_blocked" in form.changed_data:
+                token_services.driver_tokens_changed(driver=obj)
 
 
 @admin.register(Token)
@@ -138,15 +153,27 @@ class TokenAdmin(admin.ModelAdmin):
     list_filter = ("type", "is_blocked", "valid", "whitelist")
     search_fields = ("uid", "contract_id", "visual_number", "driver__name", "driver__email")
     readonly_fields = ("last_updated",)
-    actions = ["block", "unblock"]
+    actions = ["block", "unblock", "invalidate"]
     list_select_related = ("driver",)
 
     def save_model(self, request: HttpRequest, obj: Token, form: Any, change: bool) -> None:
-        # Every change reaches the CPOs (mod_tokens "Push"): saved and pushed in one transaction.
-        with transaction.atomic():
-            obj.last_updated = timezone.now()
-            super().save_model(request, obj, form, change)
-            token_services.token_changed(token=obj)
+        obj.last_updated = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Every change reaches the CPOs (mod_tokens "Push"), once the partners it is restricted to are saved too;
+        # the console saves a form in one transaction, so the token and its pushes commit together.
+        super().save_related(request, form, formsets, change)
+        token_services.token_changed(token=form.instance)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A CPO keeps a token we delete as valid, and sessions and CDRs name it: it is made invalid instead.
+        return False
+
+    @admin.action(description="Invalidate (pushed to every CPO)", permissions=["change"])
+    def invalidate(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
+        for token in queryset:
+            token_services.token_update(token=token, valid=False)
 
     # They change the token (and push it to every CPO): the change permission, not merely view.
     @admin.action(description="Block (pushed to every CPO)", permissions=["change"])

@@ -232,6 +232,7 @@ _TASK_QUEUES = {
         "emsp.tasks.commands_expire_due",
         "emsp.tasks.reservations_send_due",  # RESERVE_NOW commands
         "emsp.tasks.bookings_expire_no_shows",  # frees the charger
+        "emsp.tasks.tokens_push_expired",  # a token past its expiry goes to every CPO as not valid
         "billing.tasks.capture_payment",
         "billing.tasks.release_payment",
         "billing.tasks.refund_payment",
@@ -515,6 +516,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "beckn-requeue-lost-requests": {"task": "beckn.tasks.requeue_lost_requests", "schedule": 30.0},
+    "emsp-tokens-push-expired": {"task": "emsp.tasks.tokens_push_expired", "schedule": 60.0},
     "emsp-purge-expired": {"task": "emsp.tasks.purge_expired", "schedule": 3600.0},
     "ocpi-probe-open-circuits": {"task": "ocpi.tasks.probe_open_circuits", "schedule": 10.0},
     "emsp-evses-refresh-due": {"task": "emsp.tasks.evses_refresh_due", "schedule": float(EVSE_REFRESH_TICK_SECONDS)},

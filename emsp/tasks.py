@@ -7,7 +7,7 @@ from celery import shared_task
 
 from emsp import outbox, privacy
 from emsp.models import Command, Partner
-from emsp.services import booking_checks, bookings, commands, freshness
+from emsp.services import booking_checks, bookings, commands, freshness, tokens
 
 
 @shared_task(acks_late=True)
@@ -57,6 +57,12 @@ def outbox_deliver(delivery_id: int) -> str | None:
 def outbox_deliver_due() -> int:
     """Beat: retries whose backoff has passed, first sends that were lost, rows a stopped worker left."""
     return outbox.deliver_due()
+
+
+@shared_task(acks_late=True)
+def tokens_push_expired() -> int:
+    """Beat: tokens that expired since they were last sent go to every CPO as not valid."""
+    return tokens.tokens_expired_push()
 
 
 @shared_task(acks_late=True, time_limit=1800, soft_time_limit=1740)

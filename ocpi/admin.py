@@ -116,6 +116,19 @@ class PartnerAdmin(admin.ModelAdmin):
         elif form.changed_data:
             staff_action_record(user=request.user, verb="change", obj=obj, details={"changed": form_changes(form)})
 
+    def has_delete_permission(self, request: HttpRequest, obj: Partner | None = None) -> bool:
+        """Deleting a partner deletes what came through it: its sessions, CDRs, disputes and settlements would go
+        with it. So only a partner that is not connected and has none of them (an onboarding abandoned, a
+        mistake) can be deleted; one we roamed with is unregistered and kept."""
+        if not super().has_delete_permission(request, obj):
+            return False
+        return obj is None or _deletable(obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, each checked (has_delete_permission above)
+        return actions
+
     def delete_model(self, request: HttpRequest, obj: Partner) -> None:
         staff_action_record(user=request.user, verb="delete", obj=obj, details={"party": obj.party_key})
         super().delete_model(request, obj)
@@ -317,11 +330,24 @@ class PartnerAdmin(admin.ModelAdmin):
             messages.info(request, f"{partner} unregistered; {told}.")
 
 
+def _deletable(partner: Partner) -> bool:
+    if partner.state == Partner.State.CONNECTED:
+        return False
+    records = (partner.sessions, partner.cdrs, partner.disputes, partner.settlements, partner.commands)
+    return not any(related.exists() for related in records)
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records of what happened (messages, pulls, findings, rotations, pushes): read, never edited or deleted
+    by hand; they go with their retention (manage.py prune)."""
+
     def has_add_permission(self, request: object) -> bool:
         return False
 
     def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
         return False
 
 
@@ -442,7 +468,7 @@ class CredentialsRotationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PushDelivery)
-class PushDeliveryAdmin(ReadOnlyAdmin):
+class PushDeliveryAdmin(LogAdminMixin, ReadOnlyAdmin):
     """The OCPI part of the outbox (all deliveries, with *retry now*: the domain console's Deliveries)."""
 
     list_display = (
@@ -456,5 +482,5 @@ class PushDeliveryAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "last_error",
     )
-    list_filter = ("status", "module", "partner")
+    list_filter = ("status", MessageModuleFilter, "partner")
     list_select_related = ("partner",)

@@ -18,9 +18,9 @@ from ocpi.rendering import token_as_ocpi
 from ocpi.versions import wire
 
 
-def _token_put(token: Token) -> tuple[str, dict[str, Any]]:
-    """(path under the Tokens receiver, body) of the PUT of one of our tokens."""
-    payload = token_as_ocpi(token)
+def _token_put(token: Token, partner: Partner) -> tuple[str, dict[str, Any]]:
+    """(path under the Tokens receiver, body) of the PUT of one of our tokens to `partner`."""
+    payload = token_as_ocpi(token, partner)
     uid = quote(token.uid, safe="")
     return f"/{payload['country_code']}/{payload['party_id']}/{uid}?type={token.type}", payload
 
@@ -39,12 +39,11 @@ def _push(partner: Partner, path: str, payload: dict[str, Any]) -> PushDelivery:
 
 def token_changed(token: Token) -> list[PushDelivery]:
     """Queue a PUT of the token to every connected partner with a Tokens receiver."""
-    path, payload = _token_put(token)
     deliveries = []
     for partner in Partner.objects.connected():
         if not partner.endpoint_url("tokens", "RECEIVER"):
             continue
-        delivery = _push(partner, path, payload)
+        delivery = _push(partner, *_token_put(token, partner))
         delivery.save()
         outbox.deliver_after_commit(delivery)
         deliveries.append(delivery)
@@ -58,9 +57,10 @@ def tokens_to_new_partner(partner: Partner) -> int:
         return 0
     count = 0
     with transaction.atomic():
-        all_tokens = Token.objects.all().iterator(chunk_size=1000)
+        listed = Token.objects.select_related("driver").prefetch_related("allowed_partners")
+        all_tokens = listed.iterator(chunk_size=1000)
         while tokens := list(islice(all_tokens, 1000)):
-            pushes = [_push(partner, *_token_put(token)) for token in tokens]
+            pushes = [_push(partner, *_token_put(token, partner)) for token in tokens]
             # Multi-table rows, which bulk_create refuses: the Delivery rows in bulk, then their PushDelivery part.
             parents = Delivery.objects.bulk_create([Delivery(**_parent_fields(p)) for p in pushes])
             bulk.insert(
@@ -78,7 +78,7 @@ def _parent_fields(push: PushDelivery) -> dict[str, Any]:
     return {f.attname: getattr(push, f.attname) for f in Delivery._meta.concrete_fields if not f.primary_key}
 
 
-def _as_it_is_now(push: PushDelivery) -> dict[str, Any]:
+def _as_it_is_now(push: PushDelivery, partner: Partner) -> dict[str, Any]:
     """The token as we hold it now, not as the row was written: a row handed back after its lease (its worker
     killed) or retried after backoff can go after a newer row of the same token, and the older state would
     then be the CPO's last word (a blocked token valid again). A PUT carries the whole object: the latest is
@@ -87,7 +87,7 @@ def _as_it_is_now(push: PushDelivery) -> dict[str, Any]:
     if push.module != "tokens" or not isinstance(payload, dict) or not payload.get("uid"):
         return payload
     token = Token.objects.by_uid(str(payload["uid"]), str(payload.get("type") or "") or None).first()
-    return token_as_ocpi(token) if token is not None else payload
+    return token_as_ocpi(token, partner) if token is not None else payload
 
 
 def send_push(delivery: Delivery) -> outbox.SendResult:
@@ -100,7 +100,7 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
         return outbox.SendResult(None, "partner not connected or has no receiver", give_up=True)
     try:
         # In the partner's version as it is now (the row holds our 2.2.1 Token), of the token as it is now.
-        path, payload = wire.push(partner, push.module, push.path, _as_it_is_now(push))
+        path, payload = wire.push(partner, push.module, push.path, _as_it_is_now(push, partner))
         reply = OcpiClient(partner).request(push.method, url_under(base, path), module=push.module, json=payload)
     except OcpiCircuitOpen as exc:
         until = exc.breaker.retry_at or exc.breaker.probe_until or timezone.now()

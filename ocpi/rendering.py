@@ -3,17 +3,23 @@ of mod_commands, and the catalogue as we hold it (GET on our Locations receiver)
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from emsp.datetimes import format_datetime
-from emsp.models import Command, Connector, Evse, Location, Token
+from emsp.models import Command, Connector, Evse, Location, Partner, Token
 from ocpi.transport import absolute_url
 
 
-def token_as_ocpi(token: Token) -> dict[str, Any]:
-    """mod_tokens §"Token object": only spec fields, spec types."""
+def token_as_ocpi(token: Token, partner: Partner | None = None) -> dict[str, Any]:
+    """mod_tokens §"Token object": only spec fields, spec types. `valid` says what real-time authorization would
+    (emsp/models/drivers.py `allowed_status`) for whatever needs no live check: a token blocked, its driver
+    blocked, expired, or — to `partner` — restricted to other partners is not valid. A CPO that whitelists
+    (ALLOWED, the default) never asks us, so this is the only word it gets. Credit is left out: it changes with
+    every charge and is asked in real time."""
     obj: dict[str, Any] = {
         "country_code": settings.OCPI_COUNTRY_CODE,
         "party_id": settings.OCPI_PARTY_ID,
@@ -21,7 +27,7 @@ def token_as_ocpi(token: Token) -> dict[str, Any]:
         "type": token.type,
         "contract_id": token.contract_id,
         "issuer": token.issuer,
-        "valid": token.valid and not token.is_blocked,
+        "valid": token_is_valid(token, partner),
         "whitelist": token.whitelist,
         "last_updated": format_datetime(token.last_updated),
     }
@@ -32,6 +38,22 @@ def token_as_ocpi(token: Token) -> dict[str, Any]:
     if token.language:
         obj["language"] = token.language
     return obj
+
+
+def token_is_valid(token: Token, partner: Partner | None = None, now: datetime | None = None) -> bool:
+    if not token.valid or token.is_blocked or token.driver.is_blocked:
+        return False
+    if token.expires_at is not None and token.expires_at <= (now or timezone.now()):
+        return False
+    if partner is not None:
+        if hasattr(token, "is_restricted"):  # read with the token by real-time authorization's query
+            restricted, allowed_here = token.is_restricted, token.allowed_here
+        else:
+            allowed = {p.pk for p in token.allowed_partners.all()}  # prefetched by lists
+            restricted, allowed_here = bool(allowed), partner.pk in allowed
+        if restricted and not allowed_here:
+            return False
+    return True
 
 
 # --- commands (mod_commands §"Object description") ---------------------------------------------------------
@@ -49,7 +71,7 @@ def command_as_ocpi(command: Command) -> dict[str, Any]:
     if command.type == Command.Type.START_SESSION:
         assert command.token is not None and evse is not None
         body.update(
-            token=token_as_ocpi(command.token),
+            token=token_as_ocpi(command.token, command.partner),
             location_id=evse.location.location_id,
             evse_uid=evse.uid,
             authorization_reference=command.authorization_reference,
@@ -63,7 +85,7 @@ def command_as_ocpi(command: Command) -> dict[str, Any]:
         reservation = command.reservation
         assert reservation is not None and command.token is not None and evse is not None
         body.update(
-            token=token_as_ocpi(command.token),
+            token=token_as_ocpi(command.token, command.partner),
             expiry_date=format_datetime(reservation.expiry_at),
             reservation_id=reservation.reservation_id,
             location_id=evse.location.location_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from emsp.models import Driver, Evse, Location, Partner, Token, ci_key
@@ -85,6 +86,43 @@ def token_set_blocked(*, token: Token, blocked: bool) -> Token:
 def token_changed(*, token: Token) -> None:
     """A token was saved by other means (the staff console's form): every CPO hears of it (mod_tokens Push)."""
     cpo_gateway().push_token(token)
+
+
+def driver_tokens_changed(*, driver: Driver) -> int:
+    """The driver's standing changed (blocked or unblocked in the console): what `valid` we send for each of
+    their tokens follows it (ocpi/rendering.py), so each token's last_updated moves (a CPO pulling with
+    date_from sees it) and every CPO is sent it. Returns how many tokens."""
+    with transaction.atomic():
+        tokens = list(Token.objects.select_for_update().filter(driver=driver))
+        now = timezone.now()
+        for token in tokens:
+            token.last_updated = now
+            token.save(update_fields=["last_updated"])
+            cpo_gateway().push_token(token)
+    return len(tokens)
+
+
+def tokens_expired_push(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Tokens whose expires_at has passed since they were last sent are now sent as not valid: OCPI's Token has no
+    expiry of its own, and a CPO that whitelists never asks us. A token last changed before it expired is one
+    not sent since; moving its last_updated marks it sent (and lets a CPO's date_from pull see it)."""
+    now = now or timezone.now()
+    due = list(
+        Token.objects.filter(expires_at__lte=now, last_updated__lt=F("expires_at"))
+        .order_by("expires_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    sent = 0
+    for pk in due:
+        with transaction.atomic():
+            token = Token.objects.select_for_update().filter(pk=pk, last_updated__lt=F("expires_at")).first()
+            if token is None:  # changed meanwhile, and sent then
+                continue
+            token.last_updated = now
+            token.save(update_fields=["last_updated"])
+            cpo_gateway().push_token(token)
+            sent += 1
+    return sent
 
 
 def token_update(*, token: Token, **fields: Any) -> Token:

@@ -31,7 +31,8 @@ class TokenListView(OcpiView):
         auth=TOKEN_AUTH,
     )
     def get(self, request: Request) -> HttpResponse:
-        return paginated_response(request, Token.objects.all(), token_as_ocpi)
+        tokens = Token.objects.select_related("driver").prefetch_related("allowed_partners")
+        return paginated_response(request, tokens, lambda token: token_as_ocpi(token, self.partner))
 
 
 class TokenAuthorizeView(OcpiView):
@@ -67,7 +68,7 @@ class TokenAuthorizeView(OcpiView):
             raise OcpiError(transport.UNKNOWN_TOKEN, "Unknown token", 404) from exc
         data = {
             "allowed": result.allowed,
-            "token": token_as_ocpi(result.token),
+            "token": token_as_ocpi(result.token, self.partner),
             "authorization_reference": result.authorization_reference,
         }
         if result.location is not None:
