@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.models import Cdr, DriverReceipt, ProviderWebhook, Quote
+from billing.models import Cdr, DriverReceipt, Payment, ProviderWebhook, Quote
 from emsp import privacy
 from emsp.models import Driver
 
@@ -34,6 +34,21 @@ def _export(driver: Driver) -> dict[str, Any]:
                 "accepted_at": privacy.when(q.accepted_at),
             }
             for q in Quote.objects.filter(driver=driver).order_by("created_at")
+        ],
+        "payments": [
+            {
+                "id": p.pk,
+                "purpose": p.purpose,
+                "provider": p.provider,
+                "currency": p.currency,
+                "status": p.status,
+                "requested_minor": p.requested_minor,
+                "authorised_minor": p.authorised_minor,
+                "captured_minor": p.captured_minor,
+                "refunded_minor": p.refunded_minor,
+                "created_at": privacy.when(p.created_at),
+            }
+            for p in Payment.objects.filter(driver=driver).order_by("created_at")
         ],
     }
 

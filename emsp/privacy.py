@@ -16,7 +16,16 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from emsp.datetimes import format_datetime
-from emsp.models import Booking, BookingCheck, ChargingSession, Delivery, DeliveryAttempt, Driver, Reservation
+from emsp.models import (
+    Booking,
+    BookingCheck,
+    ChargingSession,
+    Command,
+    Delivery,
+    DeliveryAttempt,
+    Driver,
+    Reservation,
+)
 from emsp.services.tokens import token_update
 
 Exporter = Callable[[Driver], dict[str, Any]]
@@ -201,14 +210,22 @@ def _export(driver: Driver) -> dict[str, Any]:
 
 
 def _erase(driver: Driver) -> dict[str, int]:
-    tokens = list(driver.tokens.filter(valid=True))
+    tokens = list(driver.tokens.all())
     for token in tokens:
-        # No longer usable, and every CPO is told (the push carries no personal data: uid and contract id).
+        # No longer usable and no visual number, already invalid ones too (a CPO keeps what we pushed before):
+        # every CPO is told, by a push that carries no personal data (uid and contract id).
         token_update(token=token, valid=False, visual_number="")
+    # The commands we sent carried the token as it was, visual number included.
+    scrubbed = 0
+    for command in Command.objects.filter(token__driver=driver).only("pk", "request"):
+        token = command.request.get("token") if isinstance(command.request, dict) else None
+        if isinstance(token, dict) and token.pop("visual_number", None) is not None:
+            Command.objects.filter(pk=command.pk).update(request=command.request)
+            scrubbed += 1
     Driver.objects.filter(pk=driver.pk).update(
         name=f"Erased driver {driver.pk}", email="", phone="", is_blocked=True, erased_at=timezone.now()
     )
-    return {"tokens_invalidated": len(tokens), "drivers": 1}
+    return {"tokens_invalidated": len(tokens), "commands_scrubbed": scrubbed, "drivers": 1}
 
 
 _SETTLED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED)
@@ -228,6 +245,8 @@ EXPIRING = (
         "charging_sessions",
         lambda since: ChargingSession.objects.filter(last_updated__lt=since),
     ),
+    # The commands of those charges (their requests name the token).
+    Expiry("charging_records", "commands", lambda since: Command.objects.filter(created_at__lt=since)),
 )
 
 register("domain", export=_export, erase=_erase, expiring=EXPIRING)

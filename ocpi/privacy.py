@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from emsp import privacy
 from emsp.models import Driver
-from ocpi.models import DataQualityIssue, OcpiMessage, SyncRun
+from ocpi.models import DataQualityIssue, OcpiMessage, PushDelivery, SyncRun
 
 
 def _erase(driver: Driver) -> dict[str, int]:
@@ -17,9 +17,15 @@ def _erase(driver: Driver) -> dict[str, int]:
     for uid in uids:
         mentions |= Q(request_body__contains=uid) | Q(response_body__contains=uid)
     if not uids:
-        return {"log_bodies_erased": 0}
+        return {"log_bodies_erased": 0, "pushes_scrubbed": 0}
     erased = OcpiMessage.objects.filter(mentions).update(request_body="[erased]", response_body="[erased]")
-    return {"log_bodies_erased": erased}
+    # The token pushes still kept hold the token as it was then, visual number included.
+    scrubbed = 0
+    for push in PushDelivery.objects.filter(module="tokens", payload__uid__in=uids).only("pk", "payload"):
+        if isinstance(push.payload, dict) and push.payload.pop("visual_number", None) is not None:
+            PushDelivery.objects.filter(pk=push.pk).update(payload=push.payload)
+            scrubbed += 1
+    return {"log_bodies_erased": erased, "pushes_scrubbed": scrubbed}
 
 
 EXPIRING = (

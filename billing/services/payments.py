@@ -26,6 +26,7 @@ goes to the provider: a crash or a retry repeats the same key and never moves mo
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -308,6 +309,24 @@ def _sync_wallet(driver: Driver) -> Decimal:
 # --- webhooks ------------------------------------------------------------------------------------------
 
 
+# Keys of a payment provider's event that say who paid (Razorpay's payment entity: email, contact, vpa; Stripe's
+# billing_details, customer_details, receipt_email, shipping): the event is kept as the replay guard and for the
+# console, without them.
+_PAYER_KEYS = re.compile(r"e[_-]?mail|contact|phone|vpa|name|address|shipping|billing_details|customer_details", re.I)
+
+
+def payer_details_removed(value: Any) -> Any:
+    """A provider's webhook event without the payer's personal data (the same shape, those values masked)."""
+    if isinstance(value, dict):
+        return {
+            k: "[redacted]" if isinstance(k, str) and _PAYER_KEYS.search(k) and v else payer_details_removed(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [payer_details_removed(v) for v in value]
+    return value
+
+
 class ReplayedWebhook(Exception):
     """An event id we have already received: not applied again."""
 
@@ -323,7 +342,7 @@ def webhook_receive(event: gateways.WebhookEvent) -> str:
                     provider=event.provider,
                     event_id=event.event_id[:100],
                     type=event.provider_type[:100],
-                    payload=dict(event.raw),
+                    payload=payer_details_removed(dict(event.raw)),
                 )
         except IntegrityError:
             raise ReplayedWebhook(f"{event.provider} event {event.event_id} was received before") from None
