@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def _txn(booking: Booking) -> BecknTransaction | None:
-    """The Beckn journey of a booking; None for a booking made outside Beckn (console, tests)."""
+    """The Beckn journey of a booking; None for a booking made outside Beckn (console, tests). By the app and
+    transaction the order was confirmed in: the journey's current booking is another order once the app confirmed
+    an alternative in the same transaction, and news of the first (its refund, its end) still goes to the app."""
+    if booking.app_id:
+        journey = BecknTransaction.objects.filter(bap_id=booking.app_id, transaction_id=booking.app_transaction_id)
+        if (found := journey.first()) is not None:
+            return found
     return BecknTransaction.objects.filter(booking=booking).first()
 
 

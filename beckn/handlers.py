@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import re
 import uuid
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -515,6 +517,8 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             quote_id=quote.pk,
             payment_reference=payment_reference,
             window=window,
+            app_id=txn.bap_id,
+            app_transaction_id=txn.transaction_id,
         )
     except bookings.WindowRefused as exc:
         raise BecknRequestError(INVALID_REQUEST, "message.order.fulfillments[0].stops[0].time", str(exc)) from exc
@@ -538,8 +542,10 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 
 def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:
+    """The app's order (30010 for another app's or an unknown one); every order it confirmed, also one a later
+    order of the same transaction followed (Booking.app_id, not the transaction's current booking)."""
     booking = (
-        Booking.objects.filter(order_id=identifier, beckn_transaction__bap_id=txn.bap_id)
+        Booking.objects.filter(order_id=identifier, app_id=txn.bap_id)
         .select_related("evse__location__partner", "quote")
         .first()
     )
@@ -548,9 +554,39 @@ def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:
     return booking
 
 
+# An app reports a payment for an order that will be (or was) charged; once it ended without a charge there is
+# nothing to pay for (its hold is released), and a start is refused before any payment check.
+PAYABLE = (*Booking.ACTIVE_STATES, Booking.State.COMPLETED, Booking.State.SETTLED)
+STARTABLE = (Booking.State.CONFIRMED,)
+
+
+def _updatable(booking: Booking, what: str) -> None:
+    """50002 for an update the order's state rules out, before anything of it is applied."""
+    if what == "payment" and booking.state not in PAYABLE:
+        raise BecknRequestError(
+            UPDATE_NOT_POSSIBLE,
+            "message.order.payments",
+            f"order {booking.order_id} is {booking.get_state_display().lower()}: there is nothing to pay",
+        )
+    if what == "start" and booking.state not in STARTABLE:
+        raise BecknRequestError(
+            UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", f"booking {booking.order_id} is {booking.state}"
+        )
+
+
 def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
-    identifier, what = update_request(envelope.message)
+    identifier, targets = update_request(envelope.message)
     booking = _booking_of(txn, identifier)
+    for what in targets:
+        _updatable(booking, what)
+    for what in targets:
+        _update(booking, what, envelope, txn)
+    booking.refresh_from_db()
+    return {"order": order_block(booking, txn)}
+
+
+def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransaction) -> None:
+    """Apply one update target: a payment the app reports, or a start or stop of the charge."""
     if what == "payment":
         reported = _reported(envelope.message["order"])
         if reported is None:
@@ -560,7 +596,7 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         except payments.PaymentRefused as exc:
             raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.payments", str(exc)) from exc
         booking.refresh_from_db()
-        return {"order": order_block(booking, txn)}
+        return
     if what == "start":
         try:
             payments.ready_to_charge(booking)
@@ -572,7 +608,7 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", str(exc)) from exc
     if command is None:  # sequenced: behind the reservation being made, or the session not yet reported
         booking.refresh_from_db()
-        return {"order": order_block(booking, txn)}
+        return
     # Send now rather than after commit: the BAP's answer carries the CPO's CommandResponse (the task
     # queued by the booking service then finds the command already sent and does nothing).
     command = commands.command_send(command)
@@ -587,7 +623,6 @@ def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "message.order.fulfillments[0].state",
             breakers.describe(breaker) if breaker is not None else charger_answer(command),
         )
-    return {"order": order_block(booking, txn)}
 
 
 def on_status(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
@@ -633,12 +668,8 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             raise BecknRequestError(INVALID_REQUEST, f"message.ratings[{i}]", "a rating must be an object")
         category = plain_id(rating.get("rating_category") or "Order", f"message.ratings[{i}].rating_category", 20)
         ref_id = plain_id(rating.get("id") or "", f"message.ratings[{i}].id")
-        value = str(rating.get("value") or "")[:21]  # longer than the column: refused below
-        try:
-            number = Decimal(value)
-        except ArithmeticError:
-            number = None
-        if number is None or not number.is_finite() or not Decimal("0") <= number <= Decimal("5") or len(value) > 20:
+        value = _rating_value(rating.get("value"))
+        if value is None:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )
@@ -657,6 +688,29 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     }
 
 
+# A rating's value as core 1.1.0 sends it (Rating.value, a string such as "4" or "4.5"), or a JSON number: plain
+# ASCII digits, no sign, exponent, spaces or underscores (which Decimal() would read, and other scripts' digits).
+RATING_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+RATING_RANGE = (Decimal("0"), Decimal("5"))
+RATING_LENGTH = 20  # BecknRating.value
+
+
+def _rating_value(raw: Any) -> str | None:
+    """The rating as we store it, normalised ("4.50" → "4.5", 0 → "0"), or None when it is no rating from 0 to 5."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        if not (math.isfinite(raw) and RATING_RANGE[0] <= raw <= RATING_RANGE[1]):
+            return None
+        raw = format(Decimal(repr(raw)), "f")  # 1e-07 → 0.0000001
+    if not isinstance(raw, str) or len(raw) > RATING_LENGTH or RATING_TEXT.fullmatch(raw) is None:
+        return None
+    number = Decimal(raw)
+    if not RATING_RANGE[0] <= number <= RATING_RANGE[1]:
+        return None
+    return format(number.normalize(), "f")
+
+
 # Rating.rating_category of core 1.1.0 (schema/Rating.yaml); Agent is not rated here: no agent serves an order.
 RATED = {"order", "item", "fulfillment", "provider", "support"}
 
@@ -671,7 +725,7 @@ def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> 
             f"rating category {category!r} is not supported: one of Order, Item, Fulfillment, Provider, Support",
         )
     if kind == "order":
-        found = Booking.objects.filter(order_id=ref_id, beckn_transaction__bap_id=txn.bap_id).exists()
+        found = Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).exists()
     elif kind == "item":
         found = bool(ref_id) and find_item(None, ref_id) is not None
     elif kind == "provider":
@@ -690,9 +744,7 @@ def on_support(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     key = "ref_id" if support.get("ref_id") else "order_id"
     ref_id = plain_id(support.get(key) or "", f"message.support.{key}")
     booking = (
-        Booking.objects.filter(order_id=ref_id, beckn_transaction__bap_id=txn.bap_id)
-        .select_related("evse__location__partner")
-        .first()
+        Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).select_related("evse__location__partner").first()
     )
     answer: dict[str, Any] = {
         "ref_id": ref_id or txn.transaction_id,

@@ -663,28 +663,57 @@ STOP_CODES = {
 }
 
 
-def update_request(message: dict[str, Any]) -> tuple[str, str]:
-    """(order id, 'start' | 'stop' | 'payment') from an update, accepting the synonyms of every EV vocabulary."""
-    target = message.get("update_target")
+# The order objects an update may name (core 1.1.0 update_target: "Comma separated values of order objects being
+# updated"), as a bare name or a path into the order (`order.payments`, `order.fulfillments[0].state`).
+UPDATE_TARGETS = {
+    "payment": "payment",
+    "payments": "payment",
+    "fulfillment": "fulfillment",
+    "fulfillments": "fulfillment",
+}
+
+
+def update_targets(target: Any) -> list[str]:
+    """The objects an update_target names, each checked ("payment", "fulfillment"; 30012 for any other, so no
+    part of an update is dropped unsaid)."""
     _need(
         isinstance(target, str) and target.strip() != "",
         "message.update_target",
         "update_target is required",
         INVALID_UPDATE_TARGET,
     )
+    found = []
+    for part in str(target).split(","):
+        name = part.strip().lower().removeprefix("order.")
+        kind = UPDATE_TARGETS.get(re.split(r"[.\[]", name, maxsplit=1)[0])
+        _need(
+            kind is not None,
+            "message.update_target",
+            f"update_target {part.strip()!r} is not supported: only fulfillment state and payments updates are",
+            INVALID_UPDATE_TARGET,
+        )
+        if kind not in found:
+            found.append(kind)
+    return found
+
+
+def update_request(message: dict[str, Any]) -> tuple[str, list[str]]:
+    """(order id, what to do) from an update: 'payment' (the app reports a payment it collected, order.payments)
+    first, then 'start' or 'stop' (the fulfillment state, in the synonyms of every EV vocabulary)."""
+    targets = update_targets(message.get("update_target"))
     order = message.get("order")
     _need(isinstance(order, dict), "message.order", "order must be an object")
     identifier = order.get("id")
     _need(isinstance(identifier, str) and identifier != "", "message.order.id", "order.id is required", ORDER_NOT_FOUND)
     identifier = plain_id(identifier, "message.order.id")
-    if "payment" in str(target):
-        return identifier, "payment"  # the app reports a payment it collected (order.payments)
-    _need(
-        "fulfillment" in str(target),
-        "message.update_target",
-        "only fulfillment state and payments updates are supported",
-        INVALID_UPDATE_TARGET,
-    )
+    actions = ["payment"] if "payment" in targets else []
+    if "fulfillment" in targets:
+        actions.append(_fulfillment_action(order))
+    return identifier, actions
+
+
+def _fulfillment_action(order: dict[str, Any]) -> str:
+    """'start' or 'stop' from the order's fulfillments[0].state."""
     fulfillments = order.get("fulfillments")
     _need(
         isinstance(fulfillments, list) and fulfillments and isinstance(fulfillments[0], dict),
@@ -701,9 +730,9 @@ def update_request(message: dict[str, Any]) -> tuple[str, str]:
     _need(isinstance(code, str), "message.order.fulfillments[0].state.descriptor.code", "a state code is required")
     normalised = str(code).strip().lower().replace(" ", "-")
     if normalised in START_CODES or normalised.replace("_", "-") in START_CODES:
-        return identifier, "start"
+        return "start"
     if normalised in STOP_CODES or normalised.replace("_", "-") in STOP_CODES:
-        return identifier, "stop"
+        return "stop"
     raise BecknRequestError(
         INVALID_UPDATE_TARGET,
         "message.order.fulfillments[0].state.descriptor.code",

@@ -10,7 +10,7 @@ import orjson
 
 from beckn.models import BecknCallback, BecknMessage, BecknRating, BecknTransaction
 from emsp import privacy
-from emsp.models import Delivery, Driver
+from emsp.models import Booking, Delivery, Driver
 
 # Beckn objects that carry who the driver is (core 1.1.0 Billing, Customer, Person, Contact).
 PERSONAL = frozenset({"billing", "customer", "person", "contact"})
@@ -34,20 +34,37 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def _orders_of(journey: BecknTransaction) -> list[str]:
+    """Every order confirmed in a journey, the first first (an order that ended unused may be followed by
+    another: Booking.app_transaction_id), and the journey's current one."""
+    orders = list(
+        Booking.objects.filter(app_id=journey.bap_id, app_transaction_id=journey.transaction_id)
+        .order_by("created_at", "pk")
+        .values_list("order_id", flat=True)
+    )
+    if journey.booking_id and journey.booking.order_id not in orders:
+        orders.append(journey.booking.order_id)
+    return orders
+
+
 def _export(driver: Driver) -> dict[str, Any]:
     journeys = BecknTransaction.objects.filter(driver=driver).order_by("created_at")
-    return {
-        "journeys": [
+    out = []
+    for t in journeys.select_related("booking"):
+        orders = _orders_of(t)
+        out.append(
             {
                 "app": t.bap_id,
                 "transaction_id": t.transaction_id,
                 "billing": t.billing,
                 "customer": t.customer,
-                "order_id": t.booking.order_id if t.booking_id else None,
+                "order_id": orders[-1] if orders else None,  # the journey's latest order
+                "order_ids": orders,
                 "created_at": privacy.when(t.created_at),
             }
-            for t in journeys.select_related("booking")
-        ],
+        )
+    return {
+        "journeys": out,
         "ratings": [
             {"category": r.category, "ref_id": r.ref_id, "value": r.value, "created_at": privacy.when(r.created_at)}
             for r in BecknRating.objects.filter(transaction__driver=driver).order_by("created_at")

@@ -21,7 +21,7 @@ from billing.services.driver_pricing import session_estimate
 from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
 from emsp.models import Booking, ChargingSession, Command
-from emsp.services import bookings, catalogue
+from emsp.services import bookings, catalogue, commands
 
 STATE_CODES = {
     Booking.State.CONFIRMED: ("RESERVATION", "Booked: the charger is held for you"),
@@ -233,13 +233,16 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
 
 def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None) -> Decimal:
     """What a payment is for, as the app is shown it: what it took once captured, else the bill once the CDR
-    is in, else what the driver authorises (the quote plus the margin) or, an app collecting, the quote."""
+    is in (`receipt`, the order's standing bill: final_receipt), else what the driver authorises (the quote plus
+    the margin) or, an app collecting, the quote."""
     if payment.status in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED, Payment.Status.REFUNDED):
         return from_minor(payment.captured_minor, payment.currency)
+    if receipt is not None and (payment.billed_minor is None or payment.collected_by == Payment.CollectedBy.BAP):
+        # What an app collects is the bill the order stands at: after a credit CDR voided it, nothing (the charge's
+        # billed figure changes with a new bill only, not with a credit).
+        return receipt.total_incl_vat
     if payment.billed_minor is not None:
         return from_minor(payment.billed_minor, payment.currency)
-    if receipt is not None:
-        return receipt.total_incl_vat
     if payment.provider == "bap":
         return quote.price if quote is not None else Decimal("0")
     return from_minor(payments.hold_minor(payment, quote), payment.currency)
@@ -312,7 +315,7 @@ def order_block(
         "updated_at": format_datetime(booking.updated_at, "seconds"),
     }
     payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
-    receipt = DriverReceipt.objects.filter(cdr__charging_session__booking=booking).first()
+    receipt = final_receipt(booking)
     ours = order_payments(booking, booking.quote, receipt)
     if ours is not None:
         if receipt is not None:
@@ -347,6 +350,49 @@ def order_block(
     if tags:
         order["tags"] = tags
     return order
+
+
+def final_receipt(booking: Booking) -> DriverReceipt | None:
+    """The bill the order stands at: the receipt of its latest CDR that no credit CDR voided (a CPO voids a
+    CDR with a credit CDR, then sends the corrected one: mod_cdrs). When credits voided every CDR, a bill of
+    zero (an unsaved receipt, numbered after the latest credit so its Quotation.id stays stable); None before
+    any CDR."""
+    if not booking.pk:
+        return None
+    receipts = list(
+        DriverReceipt.objects.filter(cdr__charging_session__booking=booking).select_related("cdr").order_by("-pk")
+    )
+    if not receipts:
+        return None
+    credited: dict[int, Decimal] = {}  # an original's CDR id → what its credits gave back (negative)
+    for receipt in receipts:
+        if receipt.cdr.credit and receipt.cdr.credited_cdr_id is not None:
+            credited[receipt.cdr.credited_cdr_id] = (
+                credited.get(receipt.cdr.credited_cdr_id, Decimal("0")) + receipt.cdr.total_cost_excl_vat
+            )
+    for receipt in receipts:
+        if receipt.cdr.credit:
+            continue
+        # Voided as the payments service reads it (billing/services/payments.py::_our_part_given_back): nothing
+        # of the CPO's price left; a credit that only lowers the price leaves this CDR the bill.
+        if receipt.cdr_id in credited and receipt.cdr.total_cost_excl_vat + credited[receipt.cdr_id] <= 0:
+            continue
+        return receipt
+    latest = receipts[0]
+    zero = Decimal("0")
+    return DriverReceipt(
+        pk=latest.pk,
+        cdr=latest.cdr,
+        driver_id=latest.driver_id,
+        currency=latest.currency,
+        energy_kwh=zero,
+        cpo_cost_excl_vat=zero,
+        cpo_vat=zero,
+        fee_excl_vat=zero,
+        fee_vat=zero,
+        total_incl_vat=zero,
+        breakdown={},
+    )
 
 
 FINAL_COMPONENTS = (
@@ -405,7 +451,7 @@ def charging_details(booking: Booking) -> list[dict[str, Any]] | None:
 
     tags = [
         tag("session-status", session.status),
-        tag("energy-delivered", f"{session.kwh.normalize()}kWh"),
+        tag("energy-delivered", f"{format(session.kwh.normalize(), 'f')}kWh"),  # 20, not 2E+1
         tag("start-time", format_datetime(session.start_date_time, "seconds")),
         tag("last-updated", format_datetime(session.last_updated, "seconds")),
     ]
@@ -437,6 +483,7 @@ def _last_power(session: ChargingSession) -> Decimal | None:
 
 # What a BAP may read about a refused or failed command: the CPO's answer in words, never our internal URLs,
 # HTTP statuses or exception texts (those stay in the command's record for staff).
+NOT_ALLOWED_TO_CHARGE = "the driver's token may not charge now (blocked, expired or out of credit)"
 _CHARGER_ANSWERS = {
     "REJECTED": "the charger refused",
     "NOT_SUPPORTED": "the charger cannot be started or stopped remotely",
@@ -452,5 +499,7 @@ _CHARGER_ANSWERS = {
 
 def charger_answer(command: Command) -> str:
     """A refused or failed command in words a driver's app can show."""
+    if commands.refused_by_us(command):
+        return NOT_ALLOWED_TO_CHARGE
     word = command.result_type or command.response_result
     return _CHARGER_ANSWERS.get(word, "the charger's operator could not be reached; please try again shortly")

@@ -197,8 +197,18 @@ class Booking(models.Model):
     payment_status = models.CharField(max_length=10, default="NOT-PAID")
     payment_reference = models.CharField(max_length=100, blank=True)
     cancellation_reason = models.CharField(max_length=200, blank=True)
+    # The consumer app that ordered it and its journey there (Beckn bap_id and context.transaction_id; empty
+    # for a booking made outside Beckn): the app finds its order here for good, also after it confirmed another
+    # order in the same journey (one journey may hold several orders, one after the other).
+    app_id = models.CharField(max_length=255, blank=True, help_text="The consumer app (Beckn bap_id) that ordered it.")
+    app_transaction_id = models.CharField(
+        max_length=255, blank=True, help_text="The app's journey it was ordered in (Beckn transaction_id)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["app_id", "app_transaction_id"], name="booking_app_journey")]
 
     def __str__(self) -> str:
         return f"{self.order_id} ({self.state})"

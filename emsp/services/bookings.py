@@ -94,10 +94,13 @@ def booking_confirm(
     hold: timedelta = HOLD,
     window: tuple[datetime, datetime] | None = None,
     now: datetime | None = None,
+    app_id: str = "",
+    app_transaction_id: str = "",
 ) -> Booking:
     """Book a connector for `window` (default: now for `hold`): hold the EVSE for it (double booking is
     impossible, also under concurrent confirms), then RESERVE_NOW at the CPO when the EVSE is RESERVABLE —
-    after commit when the window is near, else by the beat when it comes near (reservations_send_due)."""
+    after commit when the window is near, else by the beat when it comes near (reservations_send_due).
+    `app_id` and `app_transaction_id`: the consumer app and its journey ordering it (Booking.app_id)."""
     now = now or timezone.now()
     if evse.status in (Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.REMOVED, Evse.Status.PLANNED):
         raise EvseUnavailable(f"EVSE is {evse.status}")
@@ -133,6 +136,8 @@ def booking_confirm(
                 reservation=reservation,
                 payment_status="PAID" if payment_reference else "NOT-PAID",
                 payment_reference=payment_reference,
+                app_id=app_id,
+                app_transaction_id=app_transaction_id,
             )
             if reserve_now:
                 commands.command_send_after_commit(
@@ -224,6 +229,8 @@ def reservation_refusal(command: Command) -> str:
     """Why a RESERVE_NOW did not reserve, in words a driver can read."""
     if command.status == Command.Status.TIMEOUT:
         return "the operator did not confirm the reservation in time"
+    if commands.refused_by_us(command):
+        return "the driver's token may not charge now (blocked, expired or out of credit): nothing was reserved"
     answer = command.result_type or command.response_result or ""
     detail = {
         "REJECTED": "refused it",

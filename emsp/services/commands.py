@@ -146,6 +146,14 @@ def command_send(command: Command) -> Command:
     return command
 
 
+NOT_SENT = "Not sent to the CPO: "
+
+
+def refused_by_us(command: Command) -> bool:
+    """Did the command fail before it went out (its token not allowed), rather than at the CPO?"""
+    return command.error.startswith(NOT_SENT)
+
+
 def _token_refusal(command: Command, now: datetime) -> str:
     """Why the command's token may not go to the CPO, or "". The eMSP SHALL authorize the token of a
     StartSession or ReserveNow before sending it, and the CPO SHALL NOT check it (mod_commands §StartSession,
@@ -153,10 +161,10 @@ def _token_refusal(command: Command, now: datetime) -> str:
     if command.type not in (Command.Type.START_SESSION, Command.Type.RESERVE_NOW):
         return ""
     if command.token is None:
-        return "Not sent to the CPO: the command has no token"
+        return f"{NOT_SENT}the command has no token"
     allowed = command.token.allowed_status(now, command.partner)
     if allowed != Token.Allowed.ALLOWED:
-        return f"Not sent to the CPO: the token is {allowed} (the eMSP authorizes it before a {command.type})"
+        return f"{NOT_SENT}the token is {allowed} (the eMSP authorizes it before a {command.type})"
     return ""
 
 

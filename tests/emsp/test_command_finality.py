@@ -214,6 +214,9 @@ def test_a_booking_whose_driver_was_blocked_after_confirming_does_not_start(
     assert command.status == Command.Status.FAILED
     assert "BLOCKED" in command.error
     assert not peer.requests_to("START_SESSION")
+    from beckn.rendering import NOT_ALLOWED_TO_CHARGE, charger_answer
+
+    assert charger_answer(command) == NOT_ALLOWED_TO_CHARGE  # what the app hears: not "could not be reached"
 
 
 @pytest.mark.django_db
@@ -229,6 +232,7 @@ def test_a_reservation_for_a_blocked_driver_is_not_sent_and_ends_the_booking(
     assert Command.objects.get().status == Command.Status.FAILED
     booking.refresh_from_db()
     assert booking.state == Booking.State.CANCELLED
+    assert bookings.reservation_refusal(Command.objects.get()).startswith("the driver's token may not charge")
 
 
 @pytest.mark.django_db
