@@ -12,10 +12,12 @@ a line on one of the app's two accounts.
 - `collected_by_bap`: lines of `charge` and `credit`/`refund` entries on the app's receivable (a credit to a
   driver of a collecting app is a `credit` to refunds:pending, then a `refund` off the app's receivable:
   billing/services/postings.py).
-- `collected_by_us`: lines on `driver:*` accounts of the `charge` and `credit` entries with one of the app's
-  references (charges we collected from its drivers; a charge with no finder fee and not collected by the
-  app never touches the app's accounts, moves nothing between us and it, and is not counted). Refunds we
-  pay such drivers go through the provider, not the app, and are not netted here.
+- `collected_by_us`: lines on `driver:*` accounts of the `charge` entries with one of the app's references
+  (charges we collected from its drivers; a charge with no finder fee and not collected by the app never
+  touches the app's accounts, moves nothing between us and it, and is not counted), netted with the `credit`
+  entries' lines on `refunds:pending` (what a credit CDR gives back to such a driver: postings.credit) of a
+  reference the app did not collect. How we then pay the credit back (the provider, the wallet) goes
+  through neither the app nor these figures.
 - `credits`: the credit (and refund) part of both, negative; `charge_count`: references with a charge.
 - `finder_fees_retained`: finder fees the app keeps out of what it collected (`finder_fee` lines on the
   receivable); `finder_fees_owed`: finder fees we owe on what we collected (`finder_fee` lines on the payable).
@@ -58,6 +60,8 @@ CREDIT_EVENTS = ("credit", "refund")
 FINDER_FEE = "finder_fee"
 PAYMENT_EVENTS = ("remittance", "settlement_payout", "payout")
 DRIVER_EVENTS = (CHARGE, "credit")  # the events whose driver-account lines are bills (not captures or refunds)
+# Where a credit decided for a driver is booked (postings.credit): owed to the driver until it is paid back.
+REFUNDS_PENDING = "refunds:pending"
 REVERSAL = "reversal:"
 ACCOUNT_CODE = re.compile(r"^bap:(?P<bap_id>.+):(?P<side>receivable|payable)$")
 
@@ -141,19 +145,34 @@ _DURATION = re.compile(
 
 
 def add_duration(moment: datetime, duration: str) -> datetime:
-    """`moment` plus an ISO 8601 duration (`P7D`, `P2W`, `P1M`, `PT48H`, `P1M15D`). Years and months are
-    calendar ones (31 Jan + P1M = 28/29 Feb), as a contract means them. Raises BapSettlementError."""
+    """`moment` plus an ISO 8601 duration (`P7D`, `P2W`, `P1M`, `PT48H`, `P1M15D`), at most a year. Years and
+    months are calendar ones (31 Jan + P1M = 28/29 Feb), as a contract means them. Raises BapSettlementError."""
     match = _DURATION.match((duration or "").strip().upper())
     if match is None:
         raise BapSettlementError(f"settlement window {duration!r} is not an ISO 8601 duration such as P7D")
     n = {k: int(v or 0) for k, v in match.groupdict().items()}
     if max(n.values()) > 36500:
         raise BapSettlementError(f"settlement window {duration!r} is longer than anyone settles")
-    months = moment.month - 1 + n["M"] + 12 * n["Y"]
+    try:
+        later = _shifted(moment, n)
+        # At most a year (and the day a calendar year may fall short of 366): longer is no settlement term, and
+        # thousands of years ahead is past what a date can hold.
+        longest = _shifted(moment, {"Y": 1, "D": 1})
+    except (ValueError, OverflowError) as exc:  # beyond year 9999
+        raise BapSettlementError(f"settlement window {duration!r} is longer than anyone settles") from exc
+    if later > longest:
+        raise BapSettlementError(f"settlement window {duration!r} is longer than a year")
+    return later
+
+
+def _shifted(moment: datetime, n: dict[str, int]) -> datetime:
+    months = moment.month - 1 + n.get("M", 0) + 12 * n.get("Y", 0)
     year, month = moment.year + months // 12, months % 12 + 1
     last_day = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
     shifted = moment.replace(year=year, month=month, day=min(moment.day, last_day))
-    return shifted + timedelta(weeks=n["W"], days=n["D"], hours=n["h"], minutes=n["m"], seconds=n["s"])
+    return shifted + timedelta(
+        weeks=n.get("W", 0), days=n.get("D", 0), hours=n.get("h", 0), minutes=n.get("m", 0), seconds=n.get("s", 0)
+    )
 
 
 def due_date(agreement: BapAgreement, period_end: date) -> date:
@@ -206,9 +225,11 @@ def _period_rows(bap_id: str, currency: str, start: datetime, end: datetime) -> 
         .values("entry__reference")
     )
     driver_events = [*DRIVER_EVENTS, *(REVERSAL + e for e in DRIVER_EVENTS)]
+    credit_events = ["credit", REVERSAL + "credit"]
     role = Case(
         When(account__code=receivable, then=Value("receivable")),
         When(account__code=payable, then=Value("payable")),
+        When(account__code=REFUNDS_PENDING, then=Value("credited")),
         default=Value("driver"),
         output_field=CharField(),
     )
@@ -217,6 +238,7 @@ def _period_rows(bap_id: str, currency: str, start: datetime, end: datetime) -> 
         .filter(
             Q(account__code__in=(receivable, payable))
             | Q(account__code__startswith="driver:", entry__event__in=driver_events, entry__reference__in=refs)
+            | Q(account__code=REFUNDS_PENDING, entry__event__in=credit_events, entry__reference__in=refs)
         )
         .annotate(role=role)
         .order_by()
@@ -243,6 +265,7 @@ class _Fold:
     fee: int = 0
     net: int = 0
     paid: int = 0
+    credited: int = 0  # credits decided for the driver (refunds:pending), the app's part only if it collected
     charged: bool = False
 
 
@@ -268,6 +291,9 @@ def bap_settlement_compute(
             if event != CHARGE:
                 fold.credits += amount
             continue
+        if role == "credited":  # a credit to the driver; netted below when we collected the bill it gives back
+            fold.credited += amount
+            continue
         if event in PAYMENT_EVENTS:
             # The app paying us credits its receivable; our paying it debits its payable.
             fold.paid -= amount
@@ -287,6 +313,13 @@ def bap_settlement_compute(
         else:
             totals["other"] += amount
 
+    for fold in folds.values():
+        # A credit (a credit CDR voiding a charge, a dispute) is the driver's money back: on what the app
+        # collected, its refund comes off the app's receivable (counted above, bap_charge); on what we
+        # collected, it nets the bill we collected from the credit booked for the driver (postings.credit).
+        if fold.credited and not fold.bap_charge:
+            fold.driver_charge += fold.credited
+            fold.credits += fold.credited
     lines = []
     for reference, fold in sorted(folds.items(), key=lambda item: (item[1].first, item[0])):
         collected_by = "BAP" if fold.bap_charge else "BPP" if fold.driver_charge else ""
