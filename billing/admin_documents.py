@@ -1,6 +1,7 @@
 """Console pages for what we issue and what apps owe: drivers' receipts (issue a numbered receipt or credit
 note), the numbered PDFs issued (read-only, downloaded as issued, their SHA-256 checked), and the settlement of
-an app (BAP) over a period with its exports and statement (served from the settlement pages' URLs). CPO
+an app (BAP) over a period with its exports and statement (served from the settlement pages' URLs; issuing is a
+POST of the page's form, recorded as a staff action). CPO
 statements of closed periods are an action of the settlement list (admin_settlement.py)."""
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Cast, Concat
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from billing.admin_links import ReadOnlyAdmin, admin_link, attachment
 from billing.models import BapAgreement, DriverReceipt, IssuedDocument
 from billing.services import bap_settlement, documents
 from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month
+from emsp.services.staff import staff_action_record
 
 PDF_CONTENT_TYPE = "application/pdf"
 
@@ -135,9 +139,12 @@ class BapSettlementForm(forms.Form):
 
 
 def bap_settlement_view(request: HttpRequest) -> HttpResponse:
-    """Finance: an app's collections, finder fees and net due over a period, exported or issued as a PDF."""
+    """Finance: an app's collections, finder fees and net due over a period, shown and exported (GET), or its
+    statement issued as a numbered PDF (POST: bap_statement_issue)."""
     if not request.user.has_perm("billing.view_settlement"):
         raise PermissionDenied
+    if request.method == "POST":
+        return bap_statement_issue(request)
     today = timezone.localdate()
     first = today.replace(day=1)
     previous = (first - timedelta(days=1)).replace(day=1)
@@ -163,20 +170,6 @@ def bap_settlement_view(request: HttpRequest) -> HttpResponse:
                     bap_settlement.bap_settlement_xlsx(rows, include_lines=True), content_type=XLSX_CONTENT_TYPE
                 )
             return attachment(response, bap_settlement.bap_export_filename(rows, export))
-        if rows and request.GET.get("issue") and data["bap_id"]:
-            if not request.user.has_perm("billing.add_issueddocument"):
-                raise PermissionDenied
-            try:
-                for row in rows:
-                    issued = documents.issue_bap_statement(
-                        bap_id=data["bap_id"],
-                        currency=row.currency,
-                        period_start=data["period_start"],
-                        period_end=data["period_end"],
-                    )
-                    messages.success(request, f"{issued.number} issued")
-            except documents.DocumentError as exc:
-                messages.warning(request, str(exc))
     context = {
         **admin.site.each_context(request),
         "title": "App (BAP) settlement",
@@ -186,6 +179,63 @@ def bap_settlement_view(request: HttpRequest) -> HttpResponse:
         "months": [(previous, first), (first, next_month(first))],
     }
     return TemplateResponse(request, "admin/billing/settlement/apps.html", context)
+
+
+def bap_statement_issue(request: HttpRequest) -> HttpResponse:
+    """Issue the app's statements of a period, one per currency: numbers from a gapless sequence, so only from
+    the page's form (a POST with its CSRF token, never a link that a page could make a finance user follow), each
+    recorded as a staff action. Back to the page with what was issued."""
+    if not request.user.has_perm("billing.add_issueddocument"):
+        raise PermissionDenied
+    url = reverse("admin:billing_bap_settlement")
+    form = BapSettlementForm(request.POST)
+    if not form.is_valid() or not form.cleaned_data["bap_id"]:
+        messages.error(request, "A statement is issued for one app and a valid period.")
+        return HttpResponseRedirect(url)
+    data = form.cleaned_data
+    bap_id, start, end = data["bap_id"], data["period_start"], data["period_end"]
+    back = f"{url}?{urlencode({'bap_id': bap_id, 'period_start': start.isoformat(), 'period_end': end.isoformat()})}"
+    try:
+        rows = bap_settlement.bap_settlements_compute(period_start=start, period_end=end, bap_id=bap_id)
+    except bap_settlement.BapSettlementError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(back)
+    if not rows:
+        messages.warning(request, f"Nothing to state for {bap_id} in this period.")
+        return HttpResponseRedirect(back)
+    issued = []
+    try:
+        with transaction.atomic():  # every currency's statement, or none
+            for row in rows:
+                reference = documents.bap_statement_reference(
+                    bap_id=bap_id, currency=row.currency, period_start=start, period_end=end
+                )
+                before = IssuedDocument.objects.filter(kind=IssuedDocument.Kind.BAP_STATEMENT, reference=reference)
+                if before.exists():
+                    issued.append((before.get(), False))
+                    continue
+                document = documents.issue_bap_statement(
+                    bap_id=bap_id, currency=row.currency, period_start=start, period_end=end
+                )
+                staff_action_record(
+                    user=request.user,
+                    verb="issue",
+                    obj=document,
+                    details={
+                        "number": document.number,
+                        "bap_id": bap_id,
+                        "currency": row.currency,
+                        "period_start": start,
+                        "period_end": end,
+                    },
+                )
+                issued.append((document, True))
+    except documents.DocumentError as exc:
+        messages.warning(request, str(exc))
+        return HttpResponseRedirect(back)
+    for document, new in issued:
+        messages.success(request, f"{document.number} issued" if new else f"{document.number} was issued already")
+    return HttpResponseRedirect(back)
 
 
 @admin.register(BapAgreement)

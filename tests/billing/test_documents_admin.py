@@ -105,7 +105,7 @@ def test_the_apps_settlement_page_shows_exports_and_issues_the_statement(finance
     assert page.context["rows"] and page.context["rows"][0].bap_id == APP
     csv = finance.get(url, {**query, "export": "csv"})
     assert csv["Content-Disposition"].startswith("attachment") and APP in csv.content.decode()
-    finance.get(url, {**query, "issue": "1"})
+    finance.post(url, query)  # the page's Issue button
     statement = IssuedDocument.objects.get(kind=IssuedDocument.Kind.BAP_STATEMENT)
     assert statement.party == f"bap:{APP}"
 
