@@ -446,6 +446,9 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
     primary = roles[0]
     country_code, party_id = primary["country_code"], primary["party_id"]
     key = ci_key(country_code, party_id)
+    if key == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID):
+        # Taken, every request we sent through it would be addressed to ourselves (OCPI-to = OCPI-from).
+        raise RegistrationError(f"the partner answered as {key}, which is our own party")
     if expected_party and ci_key(*expected_party.replace(":", "*").partition("*")[::2]) != key:
         raise RegistrationError(f"the CPO answered as {key}, not as the expected {expected_party.upper()}")
     business_name = str((primary.get("business_details") or {}).get("name") or "").strip()

@@ -81,6 +81,8 @@ def hub_first(roles: list[dict[str, Any]], hub_party_id: Any = None, own_party: 
     come back as they are — also those of a platform that names, next to its own party (`own_party`, CC*PID,
     when we know it), another in `hub_party_id`: lenient in, that is read as the hub it is reached through."""
     match = _HUB_PARTY_ID.match(str(hub_party_id or "").strip())
+    if match and ci_key(match.group(1), match.group(2)) == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID):
+        match = None  # our own party is no hub's: read as if none were named (registration then refuses it)
     hub_role: dict[str, Any] | None
     if match:
         party = (match.group(1).upper(), match.group(2).upper())

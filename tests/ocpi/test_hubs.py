@@ -17,7 +17,7 @@ from emsp.services import commands
 from emsp.services.catalogue import locations_store
 from emsp.services.partners import partner_party_grant
 from emsp.services.tokens import token_issue
-from ocpi.credentials import register_with_partner
+from ocpi.credentials import RegistrationError, register_with_partner
 from ocpi.models import HubClientInfo, PushDelivery
 from ocpi.sync import sync_module, sync_partner
 from tests.conftest import OcpiTestClient
@@ -393,6 +393,27 @@ def test_a_2_3_0_hub_names_itself_in_hub_party_id_and_its_parties_wait_for_staff
     parties = PartnerParty.objects.filter(partner=partner, own=False).values_list("party_id", "status")
     assert sorted(parties) == [("ABC", "REQUESTED"), ("CPA", "REQUESTED")]
     assert partner.party_keys() == {"NL*HUB"}  # named, not granted
+
+
+@pytest.mark.parametrize("role", ["HUB", "CPO"])
+def test_a_partner_answering_as_our_own_party_is_refused(peer: FakePeer, db: None, role: str) -> None:
+    """Taken, every request through it would go to ourselves (OCPI-to = OCPI-from = us)."""
+    us = {"role": role, "country_code": settings.OCPI_COUNTRY_CODE, "party_id": settings.OCPI_PARTY_ID}
+    script_hub(peer, "2.2.1", {"token": "token-c", "url": f"{HUB}/versions", "roles": [{**us, "business_details": {}}]})
+
+    with pytest.raises(RegistrationError, match="our own party"):
+        register_with_partner(versions_url=f"{HUB}/versions", token_a="token-a")
+    assert not Partner.objects.filter(country_code=settings.OCPI_COUNTRY_CODE, party_id=settings.OCPI_PARTY_ID)
+
+
+def test_a_2_3_0_hub_party_id_naming_us_is_not_taken_for_the_hub(peer: FakePeer, db: None) -> None:
+    roles = [{"role": "CPO", "country_code": "IN", "party_id": "CPA", "business_details": {"name": "CPA"}}]
+    ours = f"{settings.OCPI_COUNTRY_CODE}{settings.OCPI_PARTY_ID}"
+    script_hub(peer, "2.3.0", {"token": "token-c", "url": f"{HUB}/versions", "hub_party_id": ours, "roles": roles})
+
+    partner = register_with_partner(versions_url=f"{HUB}/versions", token_a="token-a")
+
+    assert (partner.party_key, partner.role) == ("IN*CPA", Partner.Role.CPO)  # its own party, not ours
 
 
 # -- the console ------------------------------------------------------------------------------------------------
