@@ -343,7 +343,9 @@ def paginated_response(
         page = list(later[: limit + 1])
     more, page = len(page) > limit, page[:limit]
     all_headers = dict(headers or {})
-    all_headers["X-Total-Count"] = str(max(total, offset + len(page) + (1 if more else 0)))
+    # Offset mode counted just now: the total (transport: "excluding limit and offset"; an offset past the end
+    # is not a count). The cursor's total is the first page's: objects added since make the list longer.
+    all_headers["X-Total-Count"] = str(total if after is None else max(total, offset + len(page) + (1 if more else 0)))
     all_headers["X-Limit"] = str(server_limit)
     if more:
         last = page[-1]

@@ -1,7 +1,9 @@
 """CDR audit: every received CDR is repriced with our tariff engine from its own tariffs and charging
 periods, in the location's local time, and compared with the CPO's total and sub-totals. A difference beyond
 the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tariff or location is flagged for
-review, never dropped; a credit CDR nets against the CDR it corrects."""
+review, never dropped; a credit CDR nets against the CDR it corrects. A CDR of another eMSP's token, a bill whose
+amount with VAT is below the one without, and a credit beyond what its original billed are held for review: no
+driver is billed or refunded for them."""
 
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import metrics, pricing
-from billing.models import Cdr, CdrAudit, Dispute, Tariff
+from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Tariff
 from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr, terms_remembered
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Location, Partner, ci_key
-from emsp.rows import model_from_row, select_columns
+from emsp.rows import first_where, model_from_row, select_columns
 from emsp.services import bookings
+from emsp.services.sessions import token_is_ours
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,12 @@ SUBTOTALS = (
     "total_fixed_cost",
     "total_reservation_cost",
 )
+
+
+# Flags of an audit whose CDR no driver is billed or refunded for until staff have looked: another eMSP's token
+# (its uid collides with one of ours), a total with VAT below the total without, a credit of an original we
+# don't hold or beyond what the original billed.
+HELD = frozenset({"foreign_token", "incl_vat_below_excl_vat", "unknown_original", "over_credit"})
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -109,6 +118,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         return _audit_credit(cdr)
     if cdr.charging_session_id is None:
         flags.append("no_session")
+    _check_bill(cdr, flags)
     zone = _time_zone(cdr, flags)
     tariffs = _tariffs(cdr, flags)
     terms = partner_terms(cdr.partner)
@@ -138,7 +148,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         # only, and disputes are worked on the amount before them. A difference is for staff to look at.
         flags.append("tax_rate_unknown")
         values["status"] = CdrAudit.Status.REVIEW
-    elif mismatch:
+    elif mismatch and "foreign_token" not in flags:  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH
     elif flags:
         values["status"] = CdrAudit.Status.REVIEW
@@ -149,6 +159,17 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         if values["status"] == CdrAudit.Status.MISMATCH:
             disputes.dispute_open(cdr=cdr, audit=audit)
     return audit
+
+
+def _check_bill(cdr: Cdr, flags: list[str]) -> None:
+    """Flag what no driver may be billed for: another eMSP's token (CdrToken.party_id, "ID of the eMSP that
+    'owns' this Token": a CPO may send us CDRs that aren't ours), a total with VAT below the one without (the
+    receiver refuses those since; one stored before must still not reach a driver)."""
+    if not token_is_ours(cdr.data.get("cdr_token") or {}):
+        flags.append("foreign_token")
+    incl = cdr.total_cost_incl_vat
+    if not cdr.credit and incl is not None and incl < cdr.total_cost_excl_vat - Decimal("0.01"):
+        flags.append("incl_vat_below_excl_vat")
 
 
 def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
@@ -183,19 +204,25 @@ def _save(cdr: Cdr, values: dict[str, Any]) -> CdrAudit:
 
 
 def _audit_credit(cdr: Cdr) -> CdrAudit:
-    """A credit CDR: record it, and settle the original's open dispute when the net amount now agrees."""
-    flags = [] if cdr.credited_cdr_id else ["unknown_original"]
+    """A credit CDR: record it, and settle the original's open dispute when the net amount now agrees. A credit
+    of an original we don't hold (yet: `_credits_waiting_for`) or one that, with the credits before it, gives
+    back more than the original billed (mod_cdrs: "a Credit CDR for the first CDR", with its negative amounts)
+    is for review, its refund held."""
+    original = _credited(cdr)
+    flags = [] if original is not None else ["unknown_original"]
+    _check_bill(cdr, flags)
+    if original is not None and _over_credits(cdr, original):
+        flags.append("over_credit")
     audit = _save(
         cdr,
         {
-            "status": CdrAudit.Status.CREDIT if cdr.credited_cdr_id else CdrAudit.Status.REVIEW,
+            "status": CdrAudit.Status.REVIEW if flags else CdrAudit.Status.CREDIT,
             "currency": cdr.currency,
             "cpo_breakdown": _cpo_breakdown(cdr),
             "our_breakdown": {},
             "flags": flags,
         },
     )
-    original = cdr.credited_cdr
     if original is None:
         return audit
     dispute = Dispute.objects.filter(cdr=original, state__in=Dispute.OPEN_STATES).first()
@@ -207,6 +234,44 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
         if abs(net - original_audit.computed_excl_vat) <= partner_terms(original.partner).audit_tolerance:
             disputes.dispute_settled_by_credit_cdr(dispute=dispute, credit_cdr=cdr)
     return audit
+
+
+def _credited(cdr: Cdr) -> Cdr | None:
+    """The CDR a credit CDR corrects. Linked when the credit was stored if the original was there; one that
+    arrived in between (the credit stored, not yet processed) is linked now."""
+    if cdr.credited_cdr_id is not None:
+        return cdr.credited_cdr
+    if not cdr.credit_reference_id:
+        return None
+    key = ci_key(cdr.country_code, cdr.party_id, cdr.credit_reference_id)
+    original = first_where(Cdr, "t.ocpi_key = %s AND t.credit = %s", [key, False])
+    if original is not None:
+        Cdr.objects.filter(pk=cdr.pk).update(credited_cdr=original)
+        cdr.credited_cdr = original
+    return original
+
+
+def _over_credits(cdr: Cdr, original: Cdr) -> bool:
+    """Whether this credit, with the credits of the same original received before it (less those themselves
+    held as over-crediting), gives back more than the original billed, excl. or incl. VAT."""
+    earlier = list(Cdr.objects.filter(credited_cdr=original, pk__lt=cdr.pk))
+    held = (
+        {
+            cdr_id
+            for cdr_id, flags in CdrAudit.objects.filter(cdr__in=earlier).values_list("cdr_id", "flags")
+            if "over_credit" in (flags or [])
+        }
+        if earlier
+        else set()
+    )
+    counted = [c for c in earlier if c.pk not in held] + [cdr]
+
+    def incl(c: Cdr) -> Decimal:
+        return c.total_cost_incl_vat if c.total_cost_incl_vat is not None else c.total_cost_excl_vat
+
+    net_excl = original.total_cost_excl_vat + sum((c.total_cost_excl_vat for c in counted), Decimal("0"))
+    net_incl = incl(original) + sum((incl(c) for c in counted), Decimal("0"))
+    return net_excl < 0 or net_incl < 0
 
 
 def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
@@ -228,18 +293,51 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
         if cdr is None or cdr.processed_at is not None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)
         audit = cdr_audit(cdr)
-        receipt = receipt_for_cdr(cdr)
-        if receipt is not None:
-            payments.bill(receipt)  # the ledger entries and the collection, with the receipt
-            # The driver's numbered PDF, after commit: the number's row lock stays out of CDR processing.
-            run_after_commit("billing.tasks.issue_receipt", receipt.pk)
+        _bill(cdr, audit)
         if not cdr.credit:
+            for credit in _credits_waiting_for(cdr):
+                # Its credits that came first, audited before it was here: audited again, now against it.
+                _bill(credit, _audit_credit(credit))
             # The booking is settled; the driver's app gets the final bill.
             booking = bookings.on_cdr(cdr.charging_session)
             if booking is not None:
                 events.publish(events.BookingSettled(booking))
         Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
     return audit
+
+
+def _bill(cdr: Cdr, audit: CdrAudit) -> None:
+    """The driver's receipt for a CDR and its booking in the ledger, unless the audit holds it for review."""
+    if HELD.intersection(audit.flags):
+        return
+    receipt = receipt_for_cdr(cdr)
+    if receipt is not None:
+        payments.bill(receipt)  # the ledger entries and the collection, with the receipt
+        # The driver's numbered PDF, after commit: the number's row lock stays out of CDR processing.
+        run_after_commit("billing.tasks.issue_receipt", receipt.pk)
+
+
+def _credits_waiting_for(original: Cdr) -> list[Cdr]:
+    """Credit CDRs of this CDR that were processed before it arrived (audited "unknown_original", their refunds
+    held), linked to it now and locked. One indexed statement for a CDR without any: the audits for review."""
+    waiting = Cdr.objects.filter(
+        audit__status=CdrAudit.Status.REVIEW,
+        credit=True,
+        credited_cdr__isnull=True,
+        country_code=original.country_code,
+        party_id=original.party_id,
+    ).only("pk", "country_code", "party_id", "credit_reference_id")
+    found = []
+    for credit in waiting:
+        if ci_key(credit.country_code, credit.party_id, credit.credit_reference_id) != original.ocpi_key:
+            continue
+        locked = _locked_cdr(credit.pk)
+        if locked is None or locked.credited_cdr_id is not None or DriverReceipt.objects.filter(cdr=locked).exists():
+            continue
+        Cdr.objects.filter(pk=locked.pk).update(credited_cdr=original)
+        locked.credited_cdr = original
+        found.append(locked)
+    return found
 
 
 def _locked_cdr(cdr_id: int) -> Cdr | None:

@@ -19,6 +19,7 @@ from billing.money import round_money
 from emsp.inserts import insert, insert_if_absent
 from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token, ci_key
 from emsp.rows import all_where, first_where
+from emsp.services.sessions import token_is_ours
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
@@ -262,6 +263,9 @@ def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | 
     if existing is not None:
         return existing
     token_info = cdr.data.get("cdr_token") or {}
+    if not token_is_ours(token_info):
+        # Another eMSP's token whose uid one of ours shares (RFID uids collide): its driver is not ours.
+        return None
     token = Token.objects.by_uid(cdr.token_uid, token_info.get("type") or None).select_related("driver").first()
     if token is None:
         return None  # not a token of ours: nothing to charge a driver

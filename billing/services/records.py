@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -90,16 +90,37 @@ def cdr_key(country_code: str, party_id: str, cdr_id: str) -> str:
 class CdrStored:
     cdr: Cdr
     created: bool
+    # A repeated id whose content differs from the stored CDR: the fields that differ (nothing was changed;
+    # the receiver refuses it with OCPI 2001, mod_cdrs: a CDR "cannot be changed or replaced once sent").
+    changed_fields: list[str] = field(default_factory=list)
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    """A CDR as compared with a repeat of it: without the stamps (a missing one is our receive time, which
+    differs at each delivery; so is an embedded tariff's)."""
+    out = {k: v for k, v in obj.items() if k != "last_updated"}
+    if isinstance(out.get("tariffs"), list):
+        out["tariffs"] = [
+            {k: v for k, v in t.items() if k != "last_updated"} if isinstance(t, dict) else t for t in out["tariffs"]
+        ]
+    return out
+
+
+def _changed_fields(stored: dict[str, Any], repeat: dict[str, Any]) -> list[str]:
+    """The fields in which a repeat of a CDR differs from the stored one (a hub's retry differs in none)."""
+    old, new = _content(stored), _content(repeat)
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
-    """Store a CDR once. CDRs are immutable (mod_cdrs): a repeated id returns the stored one unchanged."""
+    """Store a CDR once. CDRs are immutable (mod_cdrs): a repeated id returns the stored one unchanged, and says
+    in which fields it differs (`CdrStored.changed_fields`: a correction must come as a credit CDR)."""
     key = cdr_key(obj["country_code"], obj["party_id"], obj["id"])
     # Lookups and the row in plain SQL (emsp/rows.py, emsp/inserts.py): cProfile of a CDR POST
     # (bench/bench_ocpi_calls.py --kind cdr) showed the ORM compiling its two lookups and INSERT as half its CPU.
     existing = first_where(Cdr, "t.ocpi_key = %s", [key])
     if existing is not None:
-        return CdrStored(existing, created=False)
+        return CdrStored(existing, created=False, changed_fields=_changed_fields(existing.data, obj))
     total_cost = obj.get("total_cost") or {}
     location = obj.get("cdr_location") or {}
     cdr_token = obj.get("cdr_token") or {}
@@ -145,7 +166,8 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
             run_after_commit("billing.tasks.process_cdr", cdr.pk)
     except IntegrityError:
         # The same CDR arrived twice at once (hubs retry): the first one stored wins.
-        return CdrStored(Cdr.objects.get(ocpi_key=key), created=False)
+        first = Cdr.objects.get(ocpi_key=key)
+        return CdrStored(first, created=False, changed_fields=_changed_fields(first.data, obj))
     return CdrStored(cdr, created=True)
 
 

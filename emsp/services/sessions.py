@@ -5,11 +5,12 @@ reservation that caused it (by `authorization_reference`) — also when that com
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from emsp import events
@@ -24,6 +25,18 @@ def session_key(country_code: str, party_id: str, session_id: str) -> str:
     return ci_key(country_code, party_id, session_id)
 
 
+def token_is_ours(cdr_token: dict[str, Any]) -> bool:
+    """Whether a CdrToken is one of ours: its party (CdrToken.party_id, "ID of the eMSP that 'owns' this
+    Token") is ours. A token without one counts as ours: the tag-2.2.1 examples omit it (added in [d2]), and
+    the normaliser reports it. RFID uids are not unique across eMSPs, and a CPO may send us sessions and CDRs
+    of other eMSPs' tokens (mod_cdrs: "not required to send all CDRs to all eMSPs")."""
+    party = ci_key(
+        str(cdr_token.get("country_code") or settings.OCPI_COUNTRY_CODE),
+        str(cdr_token.get("party_id") or settings.OCPI_PARTY_ID),
+    )
+    return party == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID)
+
+
 def _decimal(value: Any) -> Decimal | None:
     if value is None:
         return None
@@ -36,6 +49,8 @@ class SessionChange:
     created: bool
     applied: bool
     old_status: str | None
+    # Why the change was refused (the receiver answers OCPI 2001 with it); nothing was stored.
+    refused: str = ""
 
 
 def _link_inputs(session: ChargingSession) -> tuple[Any, ...]:
@@ -90,11 +105,7 @@ def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = F
             session.evse = Evse.objects.filter(
                 location_id=session.location_id, uid_key=ci_key(session.evse_uid)
             ).first()
-    ours = ci_key(
-        str(cdr_token.get("country_code") or settings.OCPI_COUNTRY_CODE),
-        str(cdr_token.get("party_id") or settings.OCPI_PARTY_ID),
-    )
-    our_token = session.token_uid and ours == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID)
+    our_token = session.token_uid and token_is_ours(cdr_token)
     if our_token and not (kept and session.token_id is not None):
         session.token = Token.objects.by_uid(session.token_uid, cdr_token.get("type") or None).first()
     if session.authorization_reference and not (kept and session.reservation_id is not None):
@@ -158,10 +169,6 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
     last_updated = parse_utc(obj["last_updated"])
     with transaction.atomic():
         session = _locked(key)
-        if session is not None and last_updated < session.last_updated:
-            return SessionChange(session, created=False, applied=False, old_status=session.status)
-        created = session is None
-        old_status = None if session is None else session.status
         if session is None:
             session = ChargingSession(
                 partner=partner,
@@ -171,34 +178,92 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
                 ocpi_key=key,
             )
             _apply(session, obj)
-            insert(session)
-            kept = False
-        else:
-            kept = _apply(session, obj)
-            update(session)
-        change = SessionChange(session, created=created, applied=True, old_status=old_status)
+            try:
+                with transaction.atomic():  # a savepoint: the losing INSERT must not undo the transaction
+                    insert(session)
+            except IntegrityError:
+                # Two PUTs of a new session raced (a hub retrying a slow one): the other one's row committed
+                # between our look and our INSERT. This PUT is an update of that row, under its lock.
+                session = _locked(key)
+                if session is None:
+                    raise
+            else:
+                change = SessionChange(session, created=True, applied=True, old_status=None)
+                _after_save(change)
+                return change
+        if last_updated < session.last_updated:
+            return SessionChange(session, created=False, applied=False, old_status=session.status)
+        old_status = session.status
+        kept = _apply(session, obj)
+        update(session)
+        change = SessionChange(session, created=False, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)
     return change
 
 
+# Periods may start this much before the session's start or after its end (the normaliser's PERIOD_TOLERANCE,
+# ocpi/normalize/sessions.py: back ends align periods to the hour).
+PERIOD_TOLERANCE = timedelta(hours=1)
+
+
+def _in_window(period: dict[str, Any], start: datetime, end: datetime | None) -> bool:
+    """Whether a charging period starts within the session (as a PUT's are checked by the normaliser)."""
+    moment = parse_utc(period["start_date_time"])
+    return start - PERIOD_TOLERANCE <= moment <= (end or timezone.now()) + PERIOD_TOLERANCE
+
+
+def _merged_periods(obj: dict[str, Any], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The session's charging periods with a PATCH's added (mod_sessions PATCH: "processed as a request to add
+    all the ChargingPeriod objects"): a period already held is not added again (a hub retrying the same PATCH
+    doubled them), the list stays in time order, and periods outside the session are dropped as a PUT's are."""
+    periods = list(obj.get("charging_periods") or [])
+    for period in added:
+        if period not in periods:
+            periods.append(period)
+    start = parse_utc(obj["start_date_time"])
+    end = parse_utc(obj["end_date_time"]) if obj.get("end_date_time") else None
+    return sorted((p for p in periods if _in_window(p, start, end)), key=lambda p: parse_utc(p["start_date_time"]))
+
+
+def _inconsistent(obj: dict[str, Any]) -> str:
+    """Why a session as a PATCH would leave it cannot be (the normaliser's checks of a PUT, on the merged
+    object: a PATCH alone may hold only one of the two times). Empty when it can be."""
+    end = obj.get("end_date_time")
+    if end and parse_utc(end) < parse_utc(obj["start_date_time"]):
+        return "end_date_time is before start_date_time"
+    return ""
+
+
 def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
     """PATCH of the session of this key (None: no such session): changed fields replace; `charging_periods` are
-    appended (mod_sessions §"PATCH"). A PATCH that leaves the session's ids as they were keeps its links to our
-    objects (`_link`): two statements where there were six (bench/bench_ocpi_calls.py --kind session)."""
+    added (mod_sessions §"PATCH"), also from a PATCH whose fields are older than the stored ones (delivered
+    late: its fields are stale, its periods are not). A PATCH that would leave the session inconsistent changes
+    nothing and says why (`SessionChange.refused`). A PATCH that leaves the session's ids as they were keeps its
+    links to our objects (`_link`): two statements where there were six (bench/bench_ocpi_calls.py --kind
+    session)."""
     last_updated = parse_utc(patch["last_updated"])
+    added = patch.get("charging_periods")
     with transaction.atomic():
         session = _locked(key)
         if session is None:
             return None
-        if last_updated < session.last_updated:
-            return SessionChange(session, created=False, applied=False, old_status=session.status)
         old_status = session.status
+        if last_updated < session.last_updated:
+            if added:
+                merged = _merged_periods(session.data, added)
+                if merged != session.data.get("charging_periods"):
+                    session.data = {**session.data, "charging_periods": merged}
+                    ChargingSession.objects.filter(pk=session.pk).update(data=session.data)
+            return SessionChange(session, created=False, applied=False, old_status=old_status)
         obj = dict(session.data)
         for name, value in patch.items():
-            if name == "charging_periods":
-                obj["charging_periods"] = list(obj.get("charging_periods") or []) + list(value or [])
-            elif name not in ("country_code", "party_id", "id"):
+            if name not in ("country_code", "party_id", "id", "charging_periods"):
                 obj[name] = value
+        refused = _inconsistent(obj)
+        if refused:
+            return SessionChange(session, created=False, applied=False, old_status=old_status, refused=refused)
+        if added is not None:
+            obj["charging_periods"] = _merged_periods(obj, added)
         kept = _apply(session, obj)
         update(session)
         change = SessionChange(session, created=False, applied=True, old_status=old_status)

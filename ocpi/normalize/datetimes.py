@@ -90,7 +90,13 @@ def read_datetime(value: object, path: str, ctx: Ctx, *, event: bool = False) ->
 
 
 def read_last_updated(
-    raw: dict[str, Any], prefix: str, ctx: Ctx, fallback: datetime | None, *, partial: bool
+    raw: dict[str, Any],
+    prefix: str,
+    ctx: Ctx,
+    fallback: datetime | None,
+    *,
+    partial: bool,
+    fallback_source: str = "its parent/children",
 ) -> tuple[datetime, str] | None:
     """``last_updated`` of a full object, or of a PATCH body (``partial``: required, garbage raises).
 
@@ -121,6 +127,6 @@ def read_last_updated(
     else:
         reason = "missing"
     dt = fallback or _utcnow()
-    source = "taken from its parent/children" if fallback else "set to the receive time"
+    source = f"taken from {fallback_source}" if fallback else "set to the receive time"
     ctx.fix(path, code, f"last_updated {reason}; {source}")
     return dt, format_datetime(dt)

@@ -101,6 +101,7 @@ ISSUE_CODES: dict[str, str] = {
     "missing_charging_periods": "F CDR kept without charging periods",
     "missing_evse_id": "D CDR location without evse_id",
     "missing_credit_reference": "F credit CDR kept without credit_reference_id",
+    "cdr_changed": "D a CDR id posted again with other content: refused, the first kept (send a credit CDR)",
     # plausibility (what no real charge can be: refused, or the value replaced)
     "implausible_datetime": "D DateTime before 2010, after 2100, or (events) in the future",
     "implausible_last_updated": "F placeholder last_updated (before 2010), or a child's in the future; replaced",

@@ -7,7 +7,7 @@ from typing import Any
 
 from emsp.datetimes import parse_text
 from ocpi import enums
-from ocpi.normalize.countries import country_alpha3, read_currency, read_party
+from ocpi.normalize.countries import country_alpha2, country_alpha3, read_currency, read_party
 from ocpi.normalize.datetimes import read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import geo, iana_zone
@@ -115,6 +115,8 @@ MAX_SPAN = timedelta(days=31)
 # Periods may start before the recorded start: some back ends align them to the hour (a real CDR in the
 # pricing vectors, codeberg issue 228, starts its first period 20 minutes early).
 PERIOD_TOLERANCE = timedelta(hours=1)
+# A price's incl_vat may fall this much below its excl_vat: one rounded to cents, the other to 4 decimals.
+VAT_ROUNDING = 0.01
 
 _CDR_PRICES = (
     "total_fixed_cost",
@@ -138,10 +140,7 @@ def _cdr_token(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
         raise Rejected(path, "cdr_token missing", code="missing_cdr_token")
     raw = canonical_fields(raw, CDR_TOKEN_FIELDS, "cdr_token", path, ctx)
     out: dict[str, Any] = {}
-    for key in ("country_code", "party_id"):
-        s = read_text(raw.get(key), json_path(path, key), ctx)
-        if s:
-            out[key] = s.upper()
+    _token_party(raw, path, ctx, out)
     if len(out) < 2:
         # Required in 2.2.1, yet the tag-2.2.1 examples omit them (added in [d2]): kept without, reported.
         ctx.fix(path, "missing_token_party", "cdr_token without country_code/party_id (our own party)")
@@ -156,6 +155,44 @@ def _cdr_token(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
         ctx.fix(json_path(path, "contract_id"), "missing_contract_id", "contract_id missing; uid used")
     out["contract_id"] = contract
     return out
+
+
+def _token_party(raw: dict[str, Any], path: str, ctx: Ctx, out: dict[str, Any]) -> None:
+    """CdrToken country_code/party_id: the eMSP that owns the token, which decides whether we bill one of our
+    drivers for it (emsp/services/sessions.py token_is_ours). Read as the object's own party is (read_party):
+    case and an alpha-3 country are normalised; a value that is no party ("1E+308", "ÉÉÉ") is Rejected: kept,
+    it would be stored as it came, and dropped, the token would count as ours."""
+    country = raw.get("country_code")
+    code = country.strip() if isinstance(country, str) else None
+    if code:
+        a2 = country_alpha2(code) or (code.upper() if len(code) == 2 and code.isascii() and code.isalpha() else None)
+        if a2 is None:
+            where = json_path(path, "country_code")
+            raise Rejected(
+                where, f"country_code {country[:20]!r} is not an ISO 3166 country", code="invalid_token_party"
+            )
+        if a2 != country:
+            ctx.fix(json_path(path, "country_code"), "enum_case", f"country_code {country!r} normalised to {a2!r}")
+        out["country_code"] = a2
+    elif country is not None and not isinstance(country, str):
+        raise Rejected(
+            json_path(path, "country_code"),
+            f"country_code {country!r:.20} is not a country",
+            code="invalid_token_party",
+        )
+    party = raw.get("party_id")
+    pid = party.strip() if isinstance(party, str) else None
+    if pid:
+        if not (len(pid) <= 3 and pid.isascii() and pid.isalnum()):
+            where = json_path(path, "party_id")
+            raise Rejected(where, f"party_id {party[:20]!r} is not a CiString(3) party id", code="invalid_token_party")
+        if pid.upper() != party:
+            ctx.fix(json_path(path, "party_id"), "enum_case", f"party_id {party!r} normalised to {pid.upper()!r}")
+        out["party_id"] = pid.upper()
+    elif party is not None and not isinstance(party, str):
+        raise Rejected(
+            json_path(path, "party_id"), f"party_id {party!r:.20} is not a party id", code="invalid_token_party"
+        )
 
 
 def _auth_method(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx) -> None:
@@ -223,8 +260,11 @@ def _quantity(raw: dict[str, Any], key: str, prefix: str, ctx: Ctx, high: float)
     return n
 
 
-def _amount(raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False) -> dict[str, Any] | None:
-    """A Price that can be true: not negative (a credit CDR's are not positive), not absurd."""
+def _amount(
+    raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False, bill: bool = False
+) -> dict[str, Any] | None:
+    """A Price that can be true: not negative (a credit CDR's are not positive), not absurd, its amount with VAT
+    not below the one without (`bill`: a CDR's total_cost, Rejected; any other is dropped)."""
     if raw.get(key) is None:
         return None
     given = raw[key]
@@ -241,6 +281,15 @@ def _amount(raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False) ->
             raise Rejected(
                 json_path(key, part), f"{key}.{part} {value!r} is negative or absurd", code="implausible_value"
             )
+    if not credit and price.get("incl_vat") is not None and price["incl_vat"] < price["excl_vat"] - VAT_ROUNDING:
+        # No tax makes a price smaller: one of the two is wrong, and the driver pays incl_vat. A CDR's total is
+        # its bill, and a CDR cannot be corrected once stored (mod_cdrs: only by a credit CDR), so it is refused
+        # for the CPO to send it right; a sub-total or a session's running total only explains, and goes.
+        message = f"{key}.incl_vat {price['incl_vat']!r} is below excl_vat {price['excl_vat']!r}"
+        if bill:
+            raise Rejected(json_path(key, "incl_vat"), message, code="incl_vat_below_excl_vat")
+        ctx.drop(key, "implausible_value", f"{message}; {key} dropped")
+        return None
     if taxes is not None:
         price["taxes"] = read_tax_amounts(taxes, json_path(key, "taxes"), ctx)
     return price
@@ -270,6 +319,16 @@ def _timed(out: dict[str, Any], ctx: Ctx, *, cdr: bool) -> None:
             raise Rejected(path, "charging period outside the CDR's start and end", code="period_outside_session")
         ctx.drop(path, "period_outside_session", "charging period outside the session's start and end dropped")
     out["charging_periods"] = kept
+
+
+def _latest_moment(out: dict[str, Any]) -> datetime | None:
+    """A Session without last_updated: the latest moment it tells of (its start, end, or a period's start; not
+    past now), a stamp the CPO's own is never before. Our receive time was one, and a CPO whose clock is a few
+    seconds behind ours then saw every PATCH of the session ignored as older."""
+    moments = [out.get("start_date_time"), out.get("end_date_time")]
+    moments += [p["start_date_time"] for p in out.get("charging_periods") or []]
+    known = [parse_text(m)[0] for m in moments if m]
+    return min(max(known), datetime.now(UTC)) if known else None
 
 
 def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool) -> dict[str, Any]:
@@ -328,7 +387,9 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
         if status is None:
             raise Rejected("status", f"status {get('status')!r} unknown", code="invalid_status")
         out["status"] = status
-    lu = read_last_updated(raw, "", ctx, None, partial=partial)
+    lu = read_last_updated(
+        raw, "", ctx, None if partial else _latest_moment(out), partial=partial, fallback_source="its latest moment"
+    )
     if lu is None:
         raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
     out["last_updated"] = lu[1]
@@ -453,7 +514,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         if credit is None:
             raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
         out["credit"] = credit
-    cost = _amount(raw, "total_cost", ctx, credit=bool(out.get("credit")))
+    cost = _amount(raw, "total_cost", ctx, credit=bool(out.get("credit")), bill=True)
     if cost is None:
         raise Rejected("total_cost", "total_cost missing", code="invalid_price")
     out["total_cost"] = cost

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from billing.models import Cdr
 from billing.services import records
 from ocpi import transport
-from ocpi.normalize import normalize_cdr
+from ocpi.normalize import Issue, normalize_cdr
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.quality import record_issues
 from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
@@ -51,6 +51,15 @@ class CdrReceiverView(OcpiView):
         clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
         stored = records.cdr_store(self.partner, clean)
+        if stored.changed_fields:
+            # mod_cdrs: "it cannot be changed or replaced once sent to the eMSP … Instead, a Credit CDR can be sent."
+            fields = ", ".join(stored.changed_fields)
+            message = (
+                f"CDR {stored.cdr.cdr_id} is stored with other {fields}: a CDR is never replaced; send a credit CDR"
+            )
+            issue = Issue(path=stored.changed_fields[0], code="cdr_changed", message=message[:500], fixed=False)
+            record_issues(self.partner, self.module, [(stored.cdr.cdr_id, issue)])
+            raise OcpiError(transport.INVALID_PARAMETERS, message)
         location = cdr_url(stored.cdr, self.ocpi_version)
         return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": location})
 

@@ -59,7 +59,10 @@ class SessionReceiverView(OcpiView):
         patch_matches_url(body, id=session_id, country_code=country_code, party_id=party_id)
         clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
         # Found and changed under one lock (the session read once, not once here and again to change it).
-        if sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean) is None:
+        change = sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean)
+        if change is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session: PUT it first", 404)
         record_issues(self.partner, self.module, [(session_id, i) for i in issues])
+        if change.refused:  # the session as patched would break PUT's checks (an end before its start): unchanged
+            raise OcpiError(transport.INVALID_PARAMETERS, change.refused)
         return ocpi_response()

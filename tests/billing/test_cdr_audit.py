@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms
 from billing.services import cdr_store
@@ -25,7 +26,11 @@ def bec(db: None) -> Partner:
 
 @pytest.fixture
 def example_cdr(spec_example: Callable[[str], Any]) -> dict[str, Any]:
-    return spec_example("cdr_example.json")
+    """The spec's example CDR, for a token of ours: its DE*TNM token is another eMSP's, whose CDRs bill no driver
+    of ours (tests/billing/test_foreign_tokens.py)."""
+    example = spec_example("cdr_example.json")
+    ours = {"country_code": settings.OCPI_COUNTRY_CODE, "party_id": settings.OCPI_PARTY_ID}
+    return {**example, "cdr_token": {**example["cdr_token"], **ours}}
 
 
 def store(partner: Partner, obj: dict[str, Any]) -> Cdr:

@@ -54,6 +54,9 @@ def test_patch_appends_charging_periods(
         **spec_example("session_patch_example_charging_period.json"),
         "last_updated": "2026-06-01T00:00:00Z",
     }
+    # The example's period (2019) lies outside the example session (2015), and is dropped as a PUT drops one:
+    # here it starts within the session.
+    patch["charging_periods"] = [{**p, "start_date_time": "2015-06-29T23:50:00Z"} for p in patch["charging_periods"]]
     response = bec.patch(f"{BASE}/BE/BEC/{session['id']}", patch)
     assert response.json()["status_code"] == 1000
     stored = ChargingSession.objects.get()
