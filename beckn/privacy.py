@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from beckn.models import BecknCallback, BecknMessage, BecknRating, BecknTransaction
+from beckn.models import BecknCallback, BecknMessage, BecknRating, BecknTransaction, DriverFeedback
 from emsp import privacy
 from emsp.models import Booking, Delivery, Driver
 
@@ -63,8 +63,13 @@ def _export(driver: Driver) -> dict[str, Any]:
                 "created_at": privacy.when(t.created_at),
             }
         )
+    order_ids = [order_id for journey in out for order_id in journey["order_ids"]]
     return {
         "journeys": out,
+        "feedback": [
+            {"order_id": f.order_id, "rating": f.rating, "comment": f.comment, "created_at": privacy.when(f.created_at)}
+            for f in DriverFeedback.objects.filter(order_id__in=order_ids).order_by("created_at")
+        ],
         "ratings": [
             {"category": r.category, "ref_id": r.ref_id, "value": r.value, "created_at": privacy.when(r.created_at)}
             for r in BecknRating.objects.filter(transaction__driver=driver).order_by("created_at")
@@ -79,12 +84,15 @@ def _erase(driver: Driver) -> dict[str, int]:
     callbacks = BecknCallback.objects.filter(
         transaction__in=journeys, status__in=(Delivery.Status.DELIVERED, Delivery.Status.FAILED)
     ).update(body="{}")
-    details = 0
-    for journey in journeys:
+    details, order_ids = 0, []
+    for journey in journeys.select_related("booking"):
+        order_ids += _orders_of(journey)
         journey.billing, journey.customer = {}, {}
         journey.save(update_fields=["billing", "customer"])
         details += 1
-    return {"journeys": details, "messages": messages, "callbacks": callbacks}
+    # What the driver wrote on the feedback form may name them: the comment goes, the score stays.
+    feedback = DriverFeedback.objects.filter(order_id__in=order_ids).exclude(comment="").update(comment="")
+    return {"journeys": details, "messages": messages, "callbacks": callbacks, "feedback_comments": feedback}
 
 
 # Callbacks are deliveries: they go with the domain's settled deliveries (emsp/privacy.py).
@@ -92,6 +100,8 @@ EXPIRING = (
     privacy.Expiry(
         "beckn_messages", "beckn_messages", lambda since: BecknMessage.objects.filter(received_at__lt=since)
     ),
+    # Free text a driver wrote: kept as long as the requests it answers.
+    privacy.Expiry("beckn_messages", "feedback", lambda since: DriverFeedback.objects.filter(created_at__lt=since)),
 )
 
 

@@ -93,6 +93,9 @@ class IssuedDocumentAdmin(ReadOnlyAdmin):  # as issued, for good
     exclude = ("pdf",)
     ordering = ("-issued_at",)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedDocument]:
+        return super().get_queryset(request).defer("pdf")  # a list of 100 rows read 100 PDFs
+
     def get_urls(self) -> list[Any]:
         extra = [
             path(

@@ -145,3 +145,14 @@ def test_the_big_lists_neither_count_nor_group_every_row(login: Callable[[str], 
     # Accounts are counted (one per driver wallet at most), their balances summed for the page's rows only.
     accounts = counts_and_groups(admin, reverse("admin:billing_ledgeraccount_changelist"))
     assert not [sql for sql in accounts if "ledgerline" in sql and "COUNT(" in sql]
+
+
+def test_the_documents_list_reads_no_pdf(login: Callable[[str], Client]) -> None:
+    from tests.billing.bap_ledger import october_of_app
+
+    october_of_app()
+    finance = login("finance")
+    with CaptureQueriesContext(connection) as queries:
+        assert finance.get(reverse("admin:billing_issueddocument_changelist")).status_code == 200
+    listing = [q["sql"] for q in queries.captured_queries if 'FROM "billing_issueddocument"' in q["sql"]]
+    assert listing and not [sql for sql in listing if '"billing_issueddocument"."pdf"' in sql]

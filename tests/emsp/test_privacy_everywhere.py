@@ -74,3 +74,23 @@ def test_the_export_lists_the_drivers_payments() -> None:
     Payment.objects.create(driver=driver, provider="wallet", currency="INR", requested_minor=50000)
     (payment,) = privacy.driver_export(driver)["billing"]["payments"]
     assert (payment["provider"], payment["currency"], payment["requested_minor"]) == ("wallet", "INR", 50000)
+
+
+def test_feedback_a_driver_wrote_is_exported_and_its_comment_erased() -> None:
+    from beckn.models import BecknTransaction, DriverFeedback
+    from emsp.models import Booking
+    from tests.factories import stored_location
+
+    driver = DriverFactory()
+    evse = stored_location(PartnerFactory()).evses.first()
+    booking = Booking.objects.create(
+        evse=evse, connector_id="1", order_id="ORD-1", app_id="bap.example", app_transaction_id="T-1"
+    )
+    BecknTransaction.objects.create(bap_id="bap.example", transaction_id="T-1", driver=driver, booking=booking)
+    DriverFeedback.objects.create(order_id="ORD-1", rating=2, comment="Asha here, call me on +91 98450 00000")
+    DriverFeedback.objects.create(order_id="ORD-OTHER", rating=5, comment="someone else")
+
+    (feedback,) = privacy.driver_export(driver)["beckn"]["feedback"]
+    assert (feedback["order_id"], feedback["rating"]) == ("ORD-1", 2)
+    privacy.driver_erase(driver)
+    assert dict(DriverFeedback.objects.values_list("order_id", "comment")) == {"ORD-1": "", "ORD-OTHER": "someone else"}
