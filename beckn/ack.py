@@ -107,7 +107,11 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
     # Duplicate check without touching the database: an atomic add (Redis SET NX in production). The worker
     # records each message once under a unique constraint, the second guard.
     dedupe_key = f"beckn:msg:{envelope.bap_id}:{action}:{envelope.message_id}"
-    args = (action, raw.decode("utf-8", "replace"), sender.gateway_id or "", callback_url)
+    args: tuple[str, ...] = (action, raw.decode("utf-8", "replace"), sender.gateway_id or "", callback_url)
+    if sender.gateway_url:
+        # The verified gateway key's URL, where the answer to a search it forwarded goes. Appended only then: a
+        # request from a BAP is journalled (emsp/queue_journal.py) in the four-argument shape it always had.
+        args += (sender.gateway_url,)
     try:
         if fast:
             window = window_of(rate_key) if limit > 0 else None
@@ -147,7 +151,10 @@ def _over_limit(action: str, subscriber_id: str, verdict: Verdict) -> Answer:
 
 
 def _same_url(a: str, b: str) -> bool:
-    left, right = urlsplit(a.strip()), urlsplit(b.strip())
+    try:
+        left, right = urlsplit(a.strip()), urlsplit(b.strip())
+    except ValueError:  # one of them is no URL at all (an unclosed "[" of an IPv6 host): not the same
+        return False
     return (left.scheme.lower(), left.netloc.lower(), left.path.rstrip("/")) == (
         right.scheme.lower(),
         right.netloc.lower(),

@@ -31,6 +31,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.utils.log import log_response
 
 from beckn import ack, metrics
+from beckn.error_answers import server_error_answer
 from beckn.parsing import ACTIONS
 from beckn.views import BecknActionView, http_response
 from emsp.lanes import STATUS_LINES, EnvironHeaders, FrontDoor
@@ -79,10 +80,11 @@ class AckLane:
         try:
             try:
                 answer = ack.answer(action, request.read(settings.BECKN_MAX_BODY_BYTES + 1), headers)
-            except Exception:  # what Django would answer with a 500 page: a NACK, logged with its traceback
+            except (
+                Exception
+            ):  # Django's answer to a view that raised (beckn/error_answers.py), logged with its traceback
                 log.exception("beckn %s failed before its answer", action)
-                error = {"code": "50000", "paths": "", "message": "internal error"}
-                answer = ack.nack(error, 500)
+                answer = server_error_answer()
             if answer.nack_code is None:
                 metrics.count_ack(action)
             else:

@@ -34,6 +34,10 @@ class VerifiedSender:
     unique_key_id: str
     gateway_id: str | None  # the BG that forwarded the request, when it carried X-Gateway-Authorization
     subscriber_url: str = ""  # the sender's registered URL: where its callbacks go
+    # The registered URL of the very gateway key that signed X-Gateway-Authorization ("" when none is registered,
+    # or no gateway): where the answer to a search it forwarded goes (beckn-notes §4.2). Taken from the key that
+    # verified, not looked up again by subscriber_id, which could pick a stale or unsubscribed row of the BG.
+    gateway_url: str = ""
 
 
 class BecknAuthError(Exception):
@@ -76,10 +80,11 @@ def verify_beckn_request(
             except BecknAuthError as gateway_exc:
                 exc.challenges.update(gateway_exc.challenges)
         raise
-    gateway_id = None
+    gateway_id, gateway_url = None, ""
     if gateway_value is not None:
-        gateway_id = _verify_one(body, gateway_value, now=now, skew=skew, gateway=True)[0].subscriber_id
-    return VerifiedSender(sender.subscriber_id, sender.unique_key_id, gateway_id, key.subscriber_url)
+        gateway_header, gateway_key = _verify_one(body, gateway_value, now=now, skew=skew, gateway=True)
+        gateway_id, gateway_url = gateway_header.subscriber_id, gateway_key.subscriber_url
+    return VerifiedSender(sender.subscriber_id, sender.unique_key_id, gateway_id, key.subscriber_url, gateway_url)
 
 
 def _verify_one(
@@ -117,6 +122,8 @@ def _verify_one(
             verify_signature(body, header, key.signing_public_key, now=now, skew=skew)
     except SignatureError as exc:
         raise _error(exc.reason, gateway, str(exc)) from exc
+    except registry.LookupBudgetSpent as exc:  # a key nobody knows, in a stream of them: the registry is spared
+        raise _error("lookup_budget_spent", gateway, str(exc)) from exc
     return header, key
 
 

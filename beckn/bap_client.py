@@ -27,6 +27,9 @@ from emsp import outbound
 from emsp.datetimes import format_datetime
 
 DEFAULT_DOMAIN = "ev-charging:beckn"
+# Each request's context.ttl, and how long its signature holds: BECKN-006 "The difference between the created
+# and the expires field should be equal to the TTL of the request".
+REQUEST_TTL_SECONDS = 30
 
 
 @dataclass
@@ -124,7 +127,7 @@ class BapClient:
             "transaction_id": self.transaction_id,
             "message_id": message_id or str(uuid.uuid4()),
             "timestamp": format_datetime(datetime.now(UTC), "millis"),
-            "ttl": "PT30S",
+            "ttl": f"PT{REQUEST_TTL_SECONDS}S",
         }
         if action != "search" and self.bpp_id:
             context["bpp_id"] = self.bpp_id
@@ -138,7 +141,7 @@ class BapClient:
         now = int(time.time())
         header = sign_request(
             body, subscriber_id=self.subscriber_id, unique_key_id=self.unique_key_id, private_key=self._key,
-            created=now, expires=now + 300,
+            created=now, expires=now + REQUEST_TTL_SECONDS,
         )  # fmt: skip
         started = time.perf_counter()
         response = outbound.send(

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from beckn.keys import sign_outgoing
 from beckn.models import BecknCallback, BecknMessage, BecknTransaction
+from beckn.parsing import parse_duration
 from emsp import outbound, outbox
 from emsp.datetimes import format_datetime
 from emsp.inserts import insert
@@ -27,7 +28,8 @@ from emsp.models import Delivery
 
 log = logging.getLogger(__name__)
 
-CALLBACK_TTL = "PT30S"  # ONDC's context.ttl; our callbacks are valid that long after their timestamp
+CALLBACK_TTL_SECONDS = 30  # ONDC's context.ttl; our callbacks are valid that long after their timestamp
+CALLBACK_TTL = f"PT{CALLBACK_TTL_SECONDS}S"
 
 
 def now_rfc3339() -> str:
@@ -305,9 +307,23 @@ def _body_to_send(callback: BecknCallback) -> bytes:
     return body
 
 
+def _ttl_seconds(body: bytes) -> int:
+    """The body's context.ttl in whole seconds, which the signature must last no longer than (BECKN-006:
+    expires - created "should be equal to the TTL of the request"); CALLBACK_TTL_SECONDS when the body has none
+    we can read (every callback we build has one). Between 1 s and the longest validity we accept ourselves."""
+    try:
+        document = orjson.loads(body)
+        ttl = parse_duration(document["context"]["ttl"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return CALLBACK_TTL_SECONDS
+    if ttl is None:
+        return CALLBACK_TTL_SECONDS
+    return min(max(1, int(ttl.total_seconds())), settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS)
+
+
 def _post(callback: BecknCallback, host: str, timeout: float) -> outbox.SendResult:
     body = _body_to_send(callback)
-    headers = {"Authorization": sign_outgoing(body), "Content-Type": "application/json"}
+    headers = {"Authorization": sign_outgoing(body, ttl_seconds=_ttl_seconds(body)), "Content-Type": "application/json"}
     try:
         response = outbound.send("POST", callback.url, body=body, headers=headers, timeout=timeout)
     except outbound.ForbiddenTarget as exc:

@@ -19,10 +19,16 @@ def not_found(request: HttpRequest) -> HttpResponse | None:
     return http_response(ack.nack({"code": ACTION_NOT_APPLICABLE, "message": message}, 404))
 
 
+def server_error_answer() -> ack.Answer:
+    """The NACK for a POST that failed in our code: Django's (through server_error below) and the WSGI fast
+    lane's (beckn/ack_lane.py) alike, so a BAP sees one answer whichever path took its request."""
+    return ack.nack({"code": BUSINESS_ERROR, "message": "Internal error: please retry"}, 500)
+
+
 def server_error(request: HttpRequest) -> HttpResponse | None:
     if request.method != "POST":
         return None
-    return http_response(ack.nack({"code": BUSINESS_ERROR, "message": "Internal error: please retry"}, 500))
+    return http_response(server_error_answer())
 
 
 ERRORS = ProtocolErrors("/beckn/", not_found, server_error)

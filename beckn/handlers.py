@@ -53,7 +53,7 @@ from beckn.errors import (
     UPDATE_NOT_POSSIBLE,
     BecknRequestError,
 )
-from beckn.models import BecknMessage, BecknRating, BecknSubscriber, BecknTransaction
+from beckn.models import BecknMessage, BecknRating, BecknTransaction
 from beckn.parsing import (
     ACK,
     Envelope,
@@ -101,8 +101,11 @@ log = logging.getLogger(__name__)
 DEFAULT_QUOTE_KWH = Decimal("10")
 
 
-def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str = "") -> BecknTransaction:
-    """The BAP's journey; its callbacks go to the BAP's registered URL (checked at the ACK: `callback_url`)."""
+def transaction_for(
+    envelope: Envelope, via_gateway: str = "", callback_url: str = "", gateway_url: str = ""
+) -> BecknTransaction:
+    """The BAP's journey; its callbacks go to the BAP's registered URL (checked at the ACK: `callback_url`),
+    but for a search a gateway forwarded, to the URL of the gateway key that signed it (`gateway_url`)."""
     context = envelope.context
     bap_uri = callback_url or context["bap_uri"]
     key = {"bap_id": envelope.bap_id, "transaction_id": envelope.transaction_id}
@@ -124,10 +127,11 @@ def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str
     else:
         txn = found
     if via_gateway and envelope.action == "search":
-        # A search forwarded by a gateway is answered back through it (beckn-notes §4.2).
-        gateway = BecknSubscriber.objects.filter(subscriber_id=via_gateway).exclude(subscriber_url="").first()
-        if gateway is not None:
-            txn.callback_uri = gateway.subscriber_url  # for this answer only; later actions go to the BAP
+        # A search forwarded by a gateway is answered back through it (beckn-notes §4.2), at the URL registered
+        # with the key that signed X-Gateway-Authorization, taken at the ACK: not any row of that subscriber_id,
+        # which may be an old key's or an unsubscribed one's. A gateway with no URL registered: to the BAP.
+        if gateway_url:
+            txn.callback_uri = gateway_url  # for this answer only; later actions go to the BAP
             return txn
     elif not created and txn.bap_uri != bap_uri:
         BecknTransaction.objects.filter(pk=txn.pk).update(bap_uri=bap_uri, callback_uri=bap_uri)
@@ -142,7 +146,7 @@ def transaction_for(envelope: Envelope, via_gateway: str = "", callback_url: str
 ANSWERED_WITHOUT_SAVEPOINT = frozenset({"search"})
 
 
-def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str = "") -> None:
+def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str = "", gateway_url: str = "") -> None:
     """Record an ACKed request and answer it, all in one transaction: a worker killed half-way leaves
     nothing behind and the redelivered task starts afresh; a duplicate delivery (or a repeat the ACK path
     let through) meets the unique (bap_id, action, message_id) row and changes nothing."""
@@ -154,7 +158,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
         with transaction.atomic():
             # The journey first, so the message row is written once with it (a duplicate message still fails
             # on its unique key below, and the whole transaction, journey included, rolls back).
-            txn = transaction_for(envelope, via_gateway, callback_url)
+            txn = transaction_for(envelope, via_gateway, callback_url, gateway_url)
             target = txn if txn.pk else None
             request = BecknMessage(
                 bap_id=envelope.bap_id,

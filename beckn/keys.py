@@ -83,11 +83,12 @@ def our_public_key_b64() -> str:
     return public_key_b64(our_private_key())
 
 
-def sign_outgoing(body: bytes, *, ttl_seconds: int = 300) -> str:
+def sign_outgoing(body: bytes, *, ttl_seconds: int) -> str:
     """The `Authorization` header value for a request or callback we send with exactly these bytes.
 
-    created = now, expires = now + ttl (BECKN-006: their difference should equal the message TTL; beckn-onix
-    signs with 300 s)."""
+    created = now, expires = now + ttl_seconds, where ttl_seconds is the message's own context.ttl: BECKN-006
+    "The difference between the created and the expires field should be equal to the TTL of the request". No
+    default on purpose: a fixed one (it was 300 s) outlived our 30 s callbacks' ttl tenfold."""
     created = int(time.time())
     return sign_request(
         body,

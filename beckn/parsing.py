@@ -148,8 +148,15 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
         )
     _string(context, "bap_id")
     bap_uri = _string(context, "bap_uri")
-    parts = urlsplit(str(bap_uri))
-    _need(parts.scheme in ("http", "https") and bool(parts.netloc), "context.bap_uri", "bap_uri must be an http(s) URL")
+    try:
+        parts = urlsplit(str(bap_uri))
+    except ValueError:  # "http://[bap…" (an unclosed IPv6 bracket): not a URL, an invalid request (not a 500)
+        parts = None
+    _need(
+        parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc),
+        "context.bap_uri",
+        "bap_uri must be an http(s) URL",
+    )
     _string(context, "transaction_id")
     _string(context, "message_id")
     timestamp = _string(context, "timestamp", required=False)

@@ -19,6 +19,7 @@ from beckn.models import BecknSubscriber
 from beckn.signing import KeyFormatError, load_public_key
 from emsp import outbound
 from emsp.datetimes import parse_utc
+from emsp.ratelimit import rate_limit_hit
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,14 @@ MISS_CACHE_SECONDS = 30  # "no usable key" answers, so unknown keyIds don't each
 REFRESH_MIN_INTERVAL_SECONDS = 10  # refresh=True within this long after a registry answer reuses that answer
 USABLE_STATUSES = {"", "SUBSCRIBED"}  # registry.yaml Subscription.status; absent = usable (many registries omit it)
 _MISS = "miss"
+# The counter of BECKN_REGISTRY_LOOKUPS_PER_MINUTE (emsp/ratelimit.py); no "beckn:" prefix, which the per-subscriber
+# counters use (a subscriber_id may be any string).
+LOOKUP_BUDGET_KEY = "beckn-registry-lookups"
+
+
+class LookupBudgetSpent(Exception):
+    """A key we know nothing of, and the registry was asked about too many such keys this minute: refuse it
+    without asking (BECKN_REGISTRY_LOOKUPS_PER_MINUTE)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,9 @@ class SubscriberKey:
     subscriber_url: str = ""  # where its callbacks go (its registered URL), "" when none is registered
 
 
-# Trusted rows per subscriber, per process, for a few seconds: the lookup runs on every signed request (the
-# ACK path). Console changes clear it in the process that made them (BecknSubscriberAdmin.save_model);
+# The rows of a subscriber, per process, for a few seconds: the lookup runs on every signed request (the
+# ACK path). The trusted ones decide; the others (what the registry said earlier) only tell a key we have seen
+# from a made-up one. Console changes clear it in the process that made them (BecknSubscriberAdmin.save_model);
 # other processes see a change at most TRUSTED_MEMO_SECONDS later.
 TRUSTED_MEMO_SECONDS = 5.0
 # A refresh (after a failed verification) re-reads only a memo older than this: a stream of bad signatures
@@ -71,14 +81,15 @@ def trust(
     forget_trusted()
 
 
-def _trusted_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]:
+def _subscriber_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]:
+    """Every row of this subscriber, trusted or recorded from the registry: one query (a subscriber has a few)."""
     now = time.monotonic()
     hit = _trusted_memo.get(subscriber_id)
     if hit is not None:
         read_at = hit[0] - TRUSTED_MEMO_SECONDS
         if now - read_at < (TRUSTED_REFRESH_MIN_SECONDS if refresh else TRUSTED_MEMO_SECONDS):
             return hit[1]
-    rows = list(BecknSubscriber.objects.filter(trusted=True, subscriber_id=subscriber_id))
+    rows = list(BecknSubscriber.objects.filter(subscriber_id=subscriber_id))
     if len(_trusted_memo) > 10_000:
         _trusted_memo.clear()
     _trusted_memo[subscriber_id] = (now + TRUSTED_MEMO_SECONDS, rows)
@@ -87,7 +98,10 @@ def _trusted_rows(subscriber_id: str, *, refresh: bool) -> list[BecknSubscriber]
 
 def public_key(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> str | None:
     """The usable base64 Ed25519 public key for keyId `subscriber_id|unique_key_id`, or None."""
-    key = lookup(subscriber_id, unique_key_id, refresh=refresh)
+    try:
+        key = lookup(subscriber_id, unique_key_id, refresh=refresh)
+    except LookupBudgetSpent:
+        return None
     return key.signing_public_key if key else None
 
 
@@ -97,11 +111,17 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
 
     `refresh=True` skips the cache so a rotated key is picked up after a failed verification ("looked up
     again on failure"), except within REFRESH_MIN_INTERVAL_SECONDS of the last registry answer for this key,
-    which is as fresh as a new one and keeps a stream of bad signatures from hammering the registry."""
+    which is as fresh as a new one and keeps a stream of bad signatures from hammering the registry.
+
+    Raises LookupBudgetSpent, without asking the registry, for a key we know nothing of (not cached, no row)
+    once BECKN_REGISTRY_LOOKUPS_PER_MINUTE such keys were asked about this minute."""
     now = timezone.now()
-    trusted = _trusted_rows(subscriber_id, refresh=refresh)
-    if unique_key_id:
-        trusted = [row for row in trusted if row.unique_key_id == unique_key_id]
+    rows = [
+        row
+        for row in _subscriber_rows(subscriber_id, refresh=refresh)
+        if not unique_key_id or row.unique_key_id == unique_key_id
+    ]
+    trusted = [row for row in rows if row.trusted]
     if trusted:
         usable = [row for row in trusted if row.is_usable(now)]
         if len(usable) != 1:  # none usable, or several keys for a keyId without unique_key_id
@@ -124,6 +144,8 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
     recently_asked = cache.get(f"{cache_key}:asked") is not None
     if cached is not None and (not refresh or recently_asked):
         return None if cached == _MISS else SubscriberKey(**cached)
+    if (cached is None or cached == _MISS) and not rows:
+        _spend_lookup_budget(subscriber_id, unique_key_id)
 
     entries = _ask_registry(registry_url, subscriber_id, unique_key_id)
     if entries is None:
@@ -149,6 +171,23 @@ def lookup(subscriber_id: str, unique_key_id: str, *, refresh: bool = False) -> 
     if seconds > 0:
         cache.set(cache_key, asdict(key), seconds)
     return key
+
+
+def _spend_lookup_budget(subscriber_id: str, unique_key_id: str) -> None:
+    """Count one registry lookup of a key we know nothing of, across every process (the counters of
+    emsp/ratelimit.py); raise LookupBudgetSpent over BECKN_REGISTRY_LOOKUPS_PER_MINUTE. The per-subscriber rate
+    limit counts only verified requests, and a miss is cached per keyId: without this, a stream of requests
+    under made-up keyIds made one registry call each. Keys of trusted rows, cached answers and subscribers the
+    registry told us of before are looked up as always, so a known partner is not locked out by such a stream.
+    Refused lookups count too (a stream that keeps coming stays refused); a counter store that is down lets the
+    lookup through (emsp/ratelimit.py fails open)."""
+    limit = settings.BECKN_REGISTRY_LOOKUPS_PER_MINUTE
+    verdict = rate_limit_hit(LOOKUP_BUDGET_KEY, limit)
+    if not verdict.allowed:
+        raise LookupBudgetSpent(
+            f"{subscriber_id}|{unique_key_id} is unknown and the registry was asked about {limit} unknown keys "
+            f"this minute (BECKN_REGISTRY_LOOKUPS_PER_MINUTE): not asked"
+        )
 
 
 def _ask_registry(registry_url: str, subscriber_id: str, unique_key_id: str) -> list[dict[str, Any]] | None:
@@ -181,8 +220,11 @@ def _normalise(entry: dict[str, Any]) -> dict[str, Any] | None:
     """Both shapes to one: core 1.1.0 (`url`, `key_id`, `domain`) and Succinct (`subscriber_url`, `ukId`,
     `unique_key_id`, `pub_key_id`). None when the validity dates cannot be read (we could not check them)."""
     key_id = next((str(entry[f]) for f in ("key_id", "ukId", "unique_key_id", "pub_key_id") if entry.get(f)), None)
-    domains = entry.get("domains") or (entry.get("extended_attributes") or {}).get("domains") or []
-    if not domains and entry.get("domain"):
+    # Registries fill what they like: extended_attributes may be a string, domains an object. Only the shapes
+    # we know are read; anything else counts as no domains.
+    extended = entry.get("extended_attributes")
+    domains = entry.get("domains") or (extended.get("domains") if isinstance(extended, dict) else None) or []
+    if not domains and isinstance(entry.get("domain"), str) and entry["domain"]:
         domains = [entry["domain"]]
     try:
         valid_from, valid_until = _when(entry.get("valid_from")), _when(entry.get("valid_until"))
@@ -215,7 +257,11 @@ def _choose(
     """(the entry to record, the usable entry or None)."""
     matching = []
     for raw in entries:
-        entry = _normalise(raw)
+        try:
+            entry = _normalise(raw)
+        except Exception:  # an entry of a shape we did not foresee: skipped, as one we cannot read (never a 500)
+            log.warning("registry entry for %s|%s unreadable; skipped", subscriber_id, unique_key_id, exc_info=True)
+            continue
         if entry is None or entry["subscriber_id"] != subscriber_id:
             continue
         if unique_key_id and entry["unique_key_id"] not in (None, unique_key_id):

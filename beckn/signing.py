@@ -26,6 +26,7 @@ REASONS = (
     "not_yet_valid",  # created in the future beyond the allowed skew
     "expired",  # expires in the past
     "unknown_key",  # no usable public key for keyId
+    "lookup_budget_spent",  # keyId unknown and too many unknown keys were looked up this minute (beckn.registry)
     "bad_key",  # the public key on record is not a 32-byte Ed25519 key
     "bad_signature",  # signature does not verify over the signing string of these exact bytes
     "subscriber_mismatch",  # keyId subscriber is not the context's bap_id (used by beckn.auth)
@@ -145,13 +146,19 @@ def sign_request(
 
 # One `name="value"` (or `name=value` for integers, as cavage-12 allows for created/expires) and its separator.
 _PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"([^"]*)"|([^",\s]*))\s*(,|$)')
+# BECKN-006: created and expires are "a Unix timestamp integer value": ASCII digits only. int() would also take
+# "1_796_550_275", " 17…", "+17…" and other scripts' digits, none of which a signer means. Twelve digits reach
+# the year 33658.
+_TIMESTAMP = re.compile(r"\d{1,12}", re.ASCII)
 
 
 def parse_signature_header(value: str | None) -> SignatureHeader:
     """Parse `Signature keyId="sub|ukid|alg",algorithm=...,created=...,expires=...,headers=...,signature=...`.
 
     Tolerates any parameter order, spaces around `=` and `,`, unquoted integers and a case-insensitive
-    scheme; refuses duplicates, junk between parameters and missing keyId/created/expires/signature."""
+    scheme; refuses duplicates, junk between parameters and missing keyId/created/expires/signature.
+    Parameter names are matched case-insensitively and each may occur once (RFC 7235 §2.1): `keyId` and
+    `keyid` are the same parameter, so both in one header is a duplicate, not a second key to choose from."""
     if value is None or not value.strip():
         raise SignatureError("missing", "no signature header")
     scheme, _, rest = value.strip().partition(" ")
@@ -163,18 +170,18 @@ def parse_signature_header(value: str | None) -> SignatureHeader:
         match = _PARAM.match(rest, pos)
         if match is None or match.end() == pos:
             raise SignatureError("malformed", f"cannot parse parameters at {rest[pos : pos + 20]!r}")
-        name = match.group(1)
+        name = match.group(1).lower()
         if name in params:
             raise SignatureError("malformed", f"duplicate parameter {name}")
         params[name] = match.group(2) if match.group(2) is not None else match.group(3)
         pos = match.end()
     for required in ("keyId", "created", "expires", "signature"):
-        if not params.get(required):
+        if not params.get(required.lower()):
             raise SignatureError("malformed", f"{required} is missing")
 
     # keyId = subscriber_id|unique_key_id|algorithm; BECKN-006 lets a network with one key per subscriber
     # omit unique_key_id, so `subscriber_id|algorithm` is read as an empty unique_key_id.
-    parts = params["keyId"].split("|")
+    parts = params["keyid"].split("|")
     if len(parts) == 3:
         subscriber_id, unique_key_id, key_algorithm = parts
     elif len(parts) == 2:
@@ -183,12 +190,11 @@ def parse_signature_header(value: str | None) -> SignatureHeader:
         raise SignatureError("malformed", "keyId must be subscriber_id|unique_key_id|algorithm")
     if not subscriber_id.strip() or not key_algorithm.strip():
         raise SignatureError("malformed", "keyId has an empty subscriber_id or algorithm")
-    try:
-        created, expires = int(params["created"]), int(params["expires"])
-    except ValueError as exc:
-        raise SignatureError("malformed", "created and expires must be Unix integer seconds") from exc
+    if not (_TIMESTAMP.fullmatch(params["created"]) and _TIMESTAMP.fullmatch(params["expires"])):
+        raise SignatureError("malformed", "created and expires must be Unix integer seconds")
+    created, expires = int(params["created"]), int(params["expires"])
     return SignatureHeader(
-        key_id=params["keyId"],
+        key_id=params["keyid"],
         subscriber_id=subscriber_id.strip(),
         unique_key_id=unique_key_id.strip(),
         key_algorithm=key_algorithm.strip().lower(),

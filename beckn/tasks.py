@@ -26,9 +26,12 @@ MOST_TRIES = 5
 
 
 @shared_task(acks_late=True, bind=True)
-def handle_request(self, action: str, body: str, via_gateway: str = "", callback_url: str = "") -> None:  # type: ignore[no-untyped-def]
+def handle_request(  # type: ignore[no-untyped-def]
+    self, action: str, body: str, via_gateway: str = "", callback_url: str = "", gateway_url: str = ""
+) -> None:
+    # New arguments go last with a default: a request journalled or queued by an older ACK still runs.
     with outbox.sent_here():
-        handlers.handle(action, body, via_gateway, callback_url)
+        handlers.handle(action, body, via_gateway, callback_url, gateway_url)
     if queue_push.pushable(self) and self.request.id:
         try:
             queue_journal.done(redis_client(), settings.LATENCY_QUEUE, self.request.id)

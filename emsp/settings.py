@@ -458,6 +458,10 @@ BECKN_MAX_BODY_BYTES = env.int("BECKN_MAX_BODY_BYTES", default=256 * 1024)
 # Verified requests per signing subscriber and minute (emsp/ratelimit.py): beyond it a NACK (50000) with
 # HTTP 429 and Retry-After. 0 = no limit.
 BECKN_RATE_LIMIT_PER_MINUTE = env.int("BECKN_RATE_LIMIT_PER_MINUTE", default=6000)
+# Registry lookups per minute for keys we know nothing of (not trusted, not cached, never recorded), across every
+# web process (beckn/registry.py): the rate limit above counts only verified requests, so without this anyone
+# could make us ask the registry once per made-up keyId. Beyond it such a key is refused (401) unasked. 0 = no limit.
+BECKN_REGISTRY_LOOKUPS_PER_MINUTE = env.int("BECKN_REGISTRY_LOOKUPS_PER_MINUTE", default=600)
 EMSP_SUPPORT_PHONE = env.str("EMSP_SUPPORT_PHONE", default="+91-80-4000-0000")
 EMSP_SUPPORT_EMAIL = env.str("EMSP_SUPPORT_EMAIL", default="support@emsp.example.com")
 
