@@ -221,6 +221,36 @@ def sender_party(request: Request, partner: Partner) -> tuple[str, str]:
     return partner.country_code, partner.party_id
 
 
+def refuse_a_message_for_another_party(request: Request, partner: Partner) -> None:
+    """A hub delivers to us what is addressed to us: `OCPI-to-*` names the receiving party (transport §"Party
+    to Party via Hub": "Direct request | Hub to receiving platform | TO = Receiving-party"; a Broadcast Push and
+    an Open Routing Request too). A hub naming another party misrouted the message: it is refused as for an
+    unknown receiver (HTTP 404, OCPI 2000), nothing stored, no token of ours answered for another eMSP's driver.
+    Without both headers (routing headers are not required in every request) the message is ours. A CPO's
+    stray header is logged, not refused (lenient in: its connection is with us, there is no one else)."""
+    country_code = (request.headers.get("OCPI-to-country-code") or "").strip()
+    party_id = (request.headers.get("OCPI-to-party-id") or "").strip()
+    if not country_code or not party_id:
+        return
+    named = ci_key(country_code, party_id)
+    if named == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID):
+        return
+    named = named if _PARTY_CODES.match(named) else "the OCPI-to-* party"
+    if partner.role == Partner.Role.HUB:
+        raise OcpiError(CLIENT_ERROR, f"Unknown receiver: {named} is not a party of this platform", 404)
+    # One line per partner, minute and process: a CPO that gets it wrong gets it wrong on every EVSE PATCH.
+    window = int(time.time() // 60)
+    if _misaddressed_logged.get(partner.pk) != window:
+        _misaddressed_logged[partner.pk] = window
+        log.info(
+            "OCPI requests of %s are addressed to %s, not to us: taken as ours (a direct connection)", partner, named
+        )
+
+
+# Partner pk → the minute this process last logged a direct partner's request addressed to another party.
+_misaddressed_logged: dict[int, int] = {}
+
+
 def parse_query_datetime(request: Request, name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -478,6 +508,7 @@ class OcpiView(APIView):
             refuse_an_encoded_slash(request)
         if self.functional:
             self.from_party = sender_party(request, self.partner)
+            refuse_a_message_for_another_party(request, self.partner)
 
     def rate_limit(self) -> None:
         """OCPI_RATE_LIMIT_PER_MINUTE requests per partner (all modules, all web processes): beyond it HTTP 429

@@ -82,6 +82,9 @@ CDR_FIELDS = frozenset(
     ]
 )
 CDR_TOKEN_FIELDS = frozenset({"country_code", "party_id", "uid", "type", "contract_id"})
+# Where ocpi/versions/v230.py leaves the value of 2.3.0's open TokenType that 2.2.1 has no value for (its `type`
+# is then OTHER): read here to report it, never stored. A 2.2.1 type outside the enum is still refused.
+OPEN_TYPE_FIELD = "_open_token_type"
 CDR_LOCATION_FIELDS = frozenset(
     [
         "id",
@@ -138,6 +141,12 @@ def _cdr_token(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     """CdrToken: uid/type identify our customer, so they are required; contract_id falls back to uid."""
     if not isinstance(raw, dict):
         raise Rejected(path, "cdr_token missing", code="missing_cdr_token")
+    sent_type = raw.get(OPEN_TYPE_FIELD)
+    if sent_type is not None:
+        raw = {k: v for k, v in raw.items() if k != OPEN_TYPE_FIELD}
+        # The value is gone (2.2.1 has no field for it), the token kept as OTHER: the partner is told.
+        message = f"OCPI 2.3.0 TokenType {str(sent_type)[:40]!r} has no 2.2.1 value: read as OTHER"
+        ctx.drop(json_path(path, "type"), "unknown_enum", message)
     raw = canonical_fields(raw, CDR_TOKEN_FIELDS, "cdr_token", path, ctx)
     out: dict[str, Any] = {}
     _token_party(raw, path, ctx, out)

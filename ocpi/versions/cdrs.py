@@ -6,7 +6,8 @@ CdrLocation lacks: we keep it) instead of a `cdr_location`, a `total_cost` numbe
 `session_id`/`authorization_reference`/`signed_data`/credit fields, no `tariff_id` on a charging period, and a
 FLAT CdrDimension 2.2 dropped. 2.3.0 (release-2.3.0-bugfixes) makes every cost a Price {before_taxes, taxes[]}:
 our Price keeps its `taxes` next to excl_vat/incl_vat, and the CDR's tariffs keep `tax_included`; its open
-TokenType adds EMAID. docs/ocpi-versions.md "Tariffs and CDRs" is the full account.
+TokenType adds EMAID (read as OTHER, as are values of a partner's own: v230.upgrade_cdr_token).
+docs/ocpi-versions.md "Tariffs and CDRs" is the full account.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from ocpi.versions.common import Context, decimal_or_none, json_number, renamed, without
 from ocpi.versions.tariffs import check_version, downgrade_tariff, upgrade_tariff
 from ocpi.versions.v211 import cdr_token, upgrade_charging_period
-from ocpi.versions.v230 import upgrade_connector, upgrade_price
+from ocpi.versions.v230 import upgrade_cdr_token, upgrade_connector, upgrade_price
 
 PRICE_FIELDS = (
     "total_cost",
@@ -27,8 +28,6 @@ PRICE_FIELDS = (
     "total_parking_cost",
     "total_reservation_cost",
 )
-# mod_tokens 2.3.0 TokenType is an open enum that gained EMAID (ISO 15118 Plug & Charge); 2.2.1 has no such type.
-_TOKEN_TYPES_230 = {"EMAID": "OTHER"}
 _V211_FIELDS = (
     "id", "start_date_time", "auth_method", "meter_id", "currency", "charging_periods", "total_energy",
     "total_time", "total_parking_time", "remark", "last_updated",
@@ -116,11 +115,8 @@ def _from_v230(raw: dict[str, Any], ctx: Context) -> dict[str, Any]:
         # As for a Location's connector: SAE_J3400 is 2.2.1's TESLA_S; MCS has no 2.2.1 value (finding, dropped).
         standard = upgrade_connector({"standard": location["connector_standard"]})["standard"]
         out["cdr_location"] = {**location, "connector_standard": standard}
-    token = out.get("cdr_token")
-    if isinstance(token, dict) and isinstance(token.get("type"), str):
-        value = token["type"].strip().upper()
-        if value in _TOKEN_TYPES_230:
-            out["cdr_token"] = {**token, "type": _TOKEN_TYPES_230[value]}
+    if "cdr_token" in out:
+        out["cdr_token"] = upgrade_cdr_token(out["cdr_token"])
     return out
 
 

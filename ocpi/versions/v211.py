@@ -9,6 +9,7 @@ Out: Tokens (`auth_id`, types RFID/OTHER, no party), AuthorizationInfo (no token
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -31,6 +32,9 @@ _CONNECTOR_NAMES = {"voltage": "max_voltage", "amperage": "max_amperage"}
 _DROPPED_DIMENSIONS = {"FLAT"}
 # mod_tokens 2.1.1 TokenType is RFID or OTHER: our app and ad-hoc tokens travel as OTHER.
 _TOKEN_TYPES = {"RFID": "RFID", "OTHER": "OTHER", "APP_USER": "OTHER", "AD_HOC_USER": "OTHER"}
+# The eMA-ID's prefix (ISO 15118 / eMI3): country code (2 letters) and provider id (3 alphanumerics), with or
+# without "-" after each, then the contract instance: "NL-TNM-C00000099", "NLTNMC00000099".
+_EMA_ID_PREFIX = re.compile(r"([A-Za-z]{2})-?([A-Za-z0-9]{3})-?[A-Za-z0-9]")
 # mod_commands 2.1.1 CommandResponseType, posted as the result; UNKNOWN_SESSION is no 2.2.1 CommandResultType.
 _RESULTS = {"ACCEPTED", "REJECTED", "TIMEOUT", "NOT_SUPPORTED"}
 
@@ -166,15 +170,33 @@ def upgrade_session(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 def cdr_token(auth_id: str, ctx: Context) -> dict[str, Any]:
-    """2.1.1 names the driver by `auth_id` (our contract id) only; the CdrToken's uid and type come from our
-    record of that contract, else the auth_id stands for the uid (type OTHER)."""
+    """2.1.1 names the driver by `auth_id` only ("Uniquely identifies the EV Driver contract token within the
+    eMSP's platform"); the CdrToken's uid and type come from our record of that contract, else the auth_id
+    stands for the uid (type OTHER).
+
+    Its party (2.2.1 CdrToken party_id: "ID of the eMSP that 'owns' this Token") decides whether we bill one
+    of our drivers for it (emsp/services/sessions.py token_is_ours), so it is ours only where the contract is:
+    - a contract we hold: our party;
+    - else the eMSP its eMA-ID prefix names (ISO 15118 / eMI3 `CC-PPP-…` or `CCPPP…`): a CPO may send us
+      other eMSPs' sessions and CDRs (mod_cdrs: "not required to send all CDRs to all eMSPs"). A prefix of
+      our own (a contract of ours we no longer hold) stays ours: the CDR is then a bill to us;
+    - else (no prefix to read) the party the object belongs to, the CPO's (`ctx.owner`): the only party the
+      object names, and not ours. Every contract we issue is in our records, so one we don't know is not ours;
+      left without a party it would count as ours and be billed, or its price disputed, as a bill to us.
+    """
     found = ctx.token_for(auth_id)
     uid, token_type = found if found is not None else (auth_id, "OTHER")
-    country_code, party_id = ctx.emsp
     token = {"uid": uid, "type": token_type, "contract_id": auth_id}
+    country_code, party_id = ctx.emsp if found is not None else _contract_party(auth_id) or ctx.owner
     if country_code and party_id:
         token.update(country_code=country_code, party_id=party_id)
     return token
+
+
+def _contract_party(contract_id: str) -> tuple[str, str] | None:
+    """The eMSP an eMA-ID names by its prefix (country code, provider id), upper-cased; None without one."""
+    prefix = _EMA_ID_PREFIX.match(contract_id)
+    return (prefix[1].upper(), prefix[2].upper()) if prefix else None
 
 
 def upgrade_session_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:

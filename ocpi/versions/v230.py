@@ -2,7 +2,8 @@
 
 In: Locations lose what 2.2.1 has no field for (Location `parking_places` and `help_phone`, EVSE `parking`
 and `accepted_service_providers`, Connector `capabilities`); the open ConnectorType value SAE_J3400 becomes
-TESLA_S; a Price (`before_taxes` + `taxes[]`) becomes `excl_vat`/`incl_vat`; Credentials keep `hub_party_id`.
+TESLA_S; a Price (`before_taxes` + `taxes[]`) becomes `excl_vat`/`incl_vat`; a TokenType 2.2.1 lacks (EMAID, a
+partner's own) becomes OTHER; Credentials keep `hub_party_id`.
 Out: the same objects as 2.2.1, with our response_url under 2.3.0.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ocpi.enums import TOKEN_TYPES
+from ocpi.normalize.sessions import OPEN_TYPE_FIELD
 from ocpi.versions.common import Context, decimal_or_none, each, json_number, without
 from ocpi.versions.v211 import versioned_response_url
 
@@ -18,6 +21,8 @@ VERSION = "2.3.0"
 # mod_locations 2.3.0: "TESLA_S … Mechanically compatible with SAE J3400". MCS has no 2.2.1 value at all:
 # it is left as it is, and the normalizer drops that connector with an unknown_connector_standard finding.
 _CONNECTOR_STANDARDS = {"SAE_J3400": "TESLA_S"}
+# mod_tokens 2.3.0 TokenType values 2.2.1 lacks, as 2.2.1 reads them (2.2.1 has no such type).
+_TOKEN_TYPES = {"EMAID": "OTHER"}
 
 
 def upgrade_connector(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
@@ -65,10 +70,30 @@ def upgrade_price(price: Any) -> Any:
     return out
 
 
+def upgrade_cdr_token(token: Any) -> Any:
+    """mod_tokens 2.3.0 TokenType is an OpenEnum: it gained EMAID (ISO 15118 Plug & Charge; we issue none), and
+    a CPO may send values of its own. 2.2.1 has neither, so both are read as OTHER: the session or CDR is kept
+    and billed by its token's party as any other. EMAID is a spec value (no finding); another value is left in
+    OPEN_TYPE_FIELD for the normalizer to report (finding `unknown_enum`). A type that is no string is left to
+    the normalizer to refuse."""
+    if not isinstance(token, dict) or not isinstance(token.get("type"), str):
+        return token
+    value = token["type"].strip().upper()
+    if value in TOKEN_TYPES:
+        return token  # the normalizer reads it (a case or whitespace slip is its finding)
+    if value in _TOKEN_TYPES:
+        return {**token, "type": _TOKEN_TYPES[value]}
+    return {**token, "type": "OTHER", OPEN_TYPE_FIELD: token["type"]}
+
+
 def upgrade_session(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
-    if "total_cost" not in obj:
-        return obj
-    return {**obj, "total_cost": upgrade_price(obj["total_cost"])}
+    """A Session, whole (PUT, a pulled page) or in part (PATCH): its Price and its CdrToken's type."""
+    out = dict(obj)
+    if "total_cost" in out:
+        out["total_cost"] = upgrade_price(out["total_cost"])
+    if "cdr_token" in out:
+        out["cdr_token"] = upgrade_cdr_token(out["cdr_token"])
+    return out
 
 
 def upgrade_credentials(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:

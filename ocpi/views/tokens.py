@@ -37,6 +37,7 @@ class TokenListView(OcpiView):
 
 class TokenAuthorizeView(OcpiView):
     module = "tokens"
+    ocpi_version = "2.2.1"  # served in 2.1.1 and 2.3.0 too (ocpi/versions/wire.py::versioned sets it)
 
     @extend_schema(
         tags=["OCPI"],
@@ -53,6 +54,11 @@ class TokenAuthorizeView(OcpiView):
     def post(self, request: Request, token_uid: str) -> HttpResponse:
         token_type = (request.query_params.get("type") or "").strip().upper() or None
         if token_type is not None and token_type not in TOKEN_TYPES:
+            if self.ocpi_version == "2.3.0":
+                # 2.3.0 TokenType is an OpenEnum: EMAID (Plug & Charge) or a value of the CPO's own is a valid
+                # request for a token we don't have (we issue no EMAID tokens, and a Plug & Charge contract we
+                # never provisioned is not one of ours to authorize by its contract id).
+                raise OcpiError(transport.UNKNOWN_TOKEN, "Unknown token", 404)
             raise OcpiError(transport.INVALID_PARAMETERS, f"type must be one of {sorted(TOKEN_TYPES)}")
         references = location_references(self.body())
         try:
