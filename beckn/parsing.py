@@ -118,6 +118,14 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _writable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
 def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timestamp: bool = True) -> Envelope:
     """JSON, `{context, message}`, and the context fields we rely on (core 1.1.0 makes them all optional;
     a BPP needs bap_id/bap_uri to answer and the ids to correlate — the UEI layer-2 requires them too).
@@ -133,6 +141,9 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     _need(isinstance(context, dict), "context", "context must be an object")
     message = body.get("message")
     _need(isinstance(message, dict), "message", "message must be an object")
+    # What we keep and echo is written by orjson, which writes at most 255 levels (it reads 1024): deeper is no
+    # request anyone means, and failed later as a 500 (the context's location) or a queue error (503, retried).
+    _need(_writable(message), "message", "nested too deep (at most 255 levels)")
     _need(context.get("action") == action, "context.action", f"context.action must be {action!r} on /{action}")
     domain = _string(context, "domain")
     accepted = [d.lower() for d in settings.BECKN_DOMAINS]
@@ -166,6 +177,7 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     location = context.get("location")
     if location is not None:  # kept with the journey (jsonb, which refuses a NUL) and echoed in callbacks
         _need(isinstance(location, dict), "context.location", "location must be an object")
+        _need(_writable(location), "context.location", "nested too deep (at most 255 levels)")
         text = orjson.dumps(location)
         _need(len(text) <= MAX_CONTEXT_LOCATION, "context.location", f"location is over {MAX_CONTEXT_LOCATION} bytes")
         _need(not _has_nul(location), "context.location", "location contains a NUL character")

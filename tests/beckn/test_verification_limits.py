@@ -5,6 +5,7 @@ outbound HTTP seam faked."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -261,3 +262,26 @@ def test_a_request_with_a_second_keyid_is_refused_401(bap: Any) -> None:
     answer = post_search(body, {"Authorization": header})
     assert answer.status_code == 401
     assert answer.json()["error"]["message"] == "Invalid signature: malformed"
+
+
+@pytest.mark.parametrize("where", ["context.location", "message"])
+def test_a_body_nested_deeper_than_we_write_is_a_400_nack_on_both_paths(bap: Any, where: str) -> None:
+    """orjson reads 1024 levels and writes 255: a location 300 deep was a 500, a message 300 deep a 503 (the queue
+    failed on it) that the app would retry for ever."""
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    context = bap.bap.context("search")
+    if where == "context.location":
+        context["location"] = deep
+        message: Any = {"intent": {}}
+    else:
+        message = {"intent": {"tags": [deep]}}
+    body = json.dumps({"context": context, "message": message}).encode()  # orjson won't write it either
+    headers = {"Authorization": bap.bap.sign(body)}
+    lane = through_lane("POST", "/beckn/search", body, headers)
+    django = Client().post("/beckn/search", body, content_type="application/json", headers=headers)
+    for response in (lane, django):
+        assert response.status_code == 400
+        error = orjson.loads(response.content)["error"]
+        assert (error["code"], error["paths"]) == ("30000", where)
