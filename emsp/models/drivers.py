@@ -102,6 +102,11 @@ class Token(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["uid_key", "type"], name="token_unique_uid_type")]
+        # The minute's sweep of tokens past their expiry (emsp/services/tokens.py::tokens_expired_push) reads only
+        # tokens that have one.
+        indexes = [
+            models.Index(fields=["expires_at"], name="token_expires_at", condition=models.Q(expires_at__isnull=False))
+        ]
 
     def __str__(self) -> str:
         return f"{self.uid} ({self.type})"
