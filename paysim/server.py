@@ -207,7 +207,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             status, payload = self._answer(route, method, path, body)
             with store.lock:
-                if status < 500:  # a server error is not an answer worth replaying
+                # Stripe keeps every answer for a key, "including 500 errors" (docs.stripe.com/api/idempotent_requests):
+                # a retry with the key gets the same 500 back, whatever became of the request (not so Razorpay's).
+                if status < 500 or provider == "stripe":
                     store.idempotency[slot] = (fingerprint, status, payload)
         finally:
             with store.lock:
@@ -215,10 +217,16 @@ class Handler(BaseHTTPRequestHandler):
         self._json(status, payload, {"Idempotency-Key": key})
 
     def _answer(self, route: Callable[..., Any], method: str, path: str, body: bytes) -> tuple[int, Any]:
+        with self.server.store.lock:
+            fault = self.server.store.faults.pop((method, path), None)
+        lost = (500, {"error": {"type": "api_error", "message": "paysim: an error occurred (a fault asked for)"}})
+        if fault == "before":
+            return lost
         try:
-            return 200, route(method, path, body)
+            answer = 200, route(method, path, body)
         except ApiError as exc:
-            return exc.status, exc.body
+            answer = exc.status, exc.body
+        return lost if fault == "after" else answer
 
     def _authorised(self, provider: str) -> bool:
         auth = self.headers.get("Authorization") or ""
@@ -249,6 +257,9 @@ class Handler(BaseHTTPRequestHandler):
                 return store.stripe_cancel(intent_id, params.get("cancellation_reason"))
             case "POST", ["refunds"]:
                 return store.stripe_refund(params)
+            case "GET", ["refunds"]:
+                query = dict(parse_qsl(urlsplit(self.path).query))
+                return store.stripe_refunds(query.get("payment_intent"))
             case "GET", ["refunds", refund_id]:
                 return store.stripe_get(refund_id, "refund")
         raise stripe_error(404, f"Unrecognized request URL ({method}: {path}).")
@@ -326,6 +337,13 @@ class Handler(BaseHTTPRequestHandler):
                     self._json(200, store.pay(checkout_id, outcome))
                 case "POST", ["paysim", "expire", object_id]:
                     self._json(200, store.expire(object_id))
+                case "POST", ["paysim", "fail-next"]:
+                    fault = json.loads(body) if body else {}
+                    if fault.get("when") not in ("before", "after") or not str(fault.get("path", "")).startswith("/"):
+                        raise ValueError('fail-next takes {"path": "/stripe/v1/...", "when": "before"|"after"}')
+                    with store.lock:
+                        store.faults[(str(fault.get("method", "POST")), fault["path"])] = fault["when"]
+                    self._json(200, {"fail-next": fault})
                 case "GET", ["paysim", "payouts", file_name] if file_name in ("stripe.csv", "razorpay.csv"):
                     text = payout_csv(store, file_name.removesuffix(".csv"))
                     self._send(200, text.encode(), "text/csv; charset=utf-8")

@@ -97,6 +97,9 @@ class Store:
         self.events: list[Event] = []
         self.idempotency: dict[tuple[str, str], tuple[str, int, Any]] = {}
         self.in_flight: set[tuple[str, str]] = set()
+        # Test hook (POST /paysim/fail-next): API paths whose next request answers a 500, after doing its work
+        # ("after": the answer is lost, the money moved) or instead of it ("before").
+        self.faults: dict[tuple[str, str], str] = {}
         self.auto_paid: set[str] = set()
 
     def page_url(self, checkout_id: str) -> str:
@@ -165,6 +168,17 @@ class Store:
             if obj is None or obj.get("object") != kind:
                 raise stripe_error(404, f"No such {kind}: '{object_id}'", code="resource_missing", param="id")
             return obj
+
+    def stripe_refunds(self, payment_intent: str | None) -> dict[str, Any]:
+        """GET /v1/refunds (?payment_intent=): newest first, as Stripe lists them."""
+        with self.lock:
+            found = [
+                _copy(o)
+                for o in self.stripe.values()
+                if o.get("object") == "refund" and (not payment_intent or o.get("payment_intent") == payment_intent)
+            ]
+        found.reverse()
+        return {"object": "list", "data": found, "has_more": False, "url": "/v1/refunds"}
 
     def _stripe_pay(self, checkout: Checkout, approve: bool) -> dict[str, Any]:
         session = self.stripe[checkout.id]

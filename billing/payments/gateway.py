@@ -105,15 +105,25 @@ class PaymentGateway(Protocol):
         comes back in every webhook of this payment."""
         ...
 
-    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
-        """Take `amount_minor` (≤ the authorised amount) of an authorised payment; the rest is released."""
+    # `repeated`: this operation was tried before and its answer was lost or an error. The adapter then looks at
+    # the provider's own records first (a refund with our key, a payment already captured or cancelled) and
+    # answers what it finds as done: a provider that replays a stored error for the key (Stripe keeps a 500 for
+    # 24 h) never tells otherwise, and once it forgets the key a repeat would move the money again.
+
+    def capture(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
+        """Take `amount_minor` (≤ the authorised amount) of an authorised payment; the rest is released. The
+        result's amount is what the provider took: more than asked if it could only take the whole hold."""
         ...
 
-    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
+    def release(self, *, payment_id: str, idempotency_key: str, repeated: bool = False) -> GatewayResult:
         """Cancel an authorisation: nothing is taken."""
         ...
 
-    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+    def refund(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
         """Give back `amount_minor` of a captured payment."""
         ...
 

@@ -131,10 +131,15 @@ class RazorpayGateway:
         )
         return Checkout(checkout_id=link["id"], url=link["short_url"])
 
-    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+    def capture(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
         """Razorpay captures only the whole authorised amount ("amount … should be equal to the authorized
-        amount"), so this captures it all and, in the same call, refunds what is above `amount_minor`. Each step
-        looks first: a captured payment is not captured again, a refund with our key is not made twice."""
+        amount"), so this captures it all and, in the same call, refunds what is above `amount_minor`, with the key
+        `<idempotency_key>:rest`. Each step looks first: a captured payment is not captured again, a refund with
+        our key is not made twice. Once Razorpay has captured, this answers: if the refund of the rest fails, the
+        result says what was taken (the whole authorisation), for the caller to book the capture and refund the
+        rest on its own with that key (refund() then finds a refund that did go through)."""
         _positive(amount_minor)
         payment = self._fetch(payment_id)
         if payment["currency"] != currency.upper():
@@ -151,10 +156,13 @@ class RazorpayGateway:
             raise GatewayError(f"razorpay capture: {payment_id} is {payment['status']}", code=payment["status"])
         rest = payment["amount"] - amount_minor
         if rest:
-            self._refund_once(payment_id, rest, f"{idempotency_key}:rest", purpose=CAPTURE_REST)
+            try:
+                self._refund_once(payment_id, rest, f"{idempotency_key}:rest", purpose=CAPTURE_REST)
+            except GatewayError:
+                return GatewayResult(reference=payment_id, amount_minor=payment["amount"], status="captured")
         return GatewayResult(reference=payment_id, amount_minor=amount_minor, status="captured")
 
-    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
+    def release(self, *, payment_id: str, idempotency_key: str, repeated: bool = False) -> GatewayResult:
         """Razorpay has no void: an authorised payment that is never captured is refunded to the driver by Razorpay
         itself when the account's manual-capture timeout passes (3 days by default), with a refund.processed
         webhook (which verify_webhook reports as RELEASED). So for an authorised payment this only reports
@@ -172,9 +180,14 @@ class RazorpayGateway:
                 return GatewayResult(reference=refund["id"], amount_minor=refund["amount"], status="refunded")
         return GatewayResult(reference=payment_id, amount_minor=0, status=status)
 
-    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+    def refund(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
+        # `repeated` changes nothing here: every call looks at Razorpay's records first.
         _positive(amount_minor)
-        refund = self._refund_once(payment_id, amount_minor, idempotency_key, purpose="refund")
+        # The rest of a capture that capture() could not refund comes back here with capture()'s key for it.
+        purpose = CAPTURE_REST if idempotency_key.endswith(":rest") else "refund"
+        refund = self._refund_once(payment_id, amount_minor, idempotency_key, purpose=purpose)
         if refund.get("currency", currency.upper()) != currency.upper():
             raise GatewayError(f"razorpay refund: {payment_id} is in {refund['currency']}, not {currency}")
         return GatewayResult(reference=refund["id"], amount_minor=refund["amount"], status=refund["status"])

@@ -9,6 +9,8 @@ from typing import Any
 
 import stripe
 
+from billing.money import MINOR_UNITS, minor_units
+
 from .gateway import (
     AUTHORISED,
     CAPTURED,
@@ -25,6 +27,68 @@ from .gateway import (
 
 # Stripe's own default (stripe.Webhook.DEFAULT_TOLERANCE): a signature older than this is a replay.
 SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+# Stripe's API amounts are not always ISO 4217 minor units (ours; billing/money.py), stripe.com/docs/currencies:
+# zero-decimal currencies are whole units (MGA too, which ISO gives two decimals); three-decimal ones keep three
+# decimals but "require the least-significant (last) digit to be 0"; ISK stays two-decimal in the API
+# ("an ISK amount of 100 … represents 1 króna") though only whole krónur are charged ("evenly divisible by 100").
+STRIPE_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+STRIPE_THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+STRIPE_TWO_DECIMAL_WHOLE_UNITS = frozenset({"ISK"})
+
+
+def _stripe_decimals(currency: str) -> int:
+    code = currency.upper()
+    return 0 if code in STRIPE_ZERO_DECIMAL else 3 if code in STRIPE_THREE_DECIMAL else 2
+
+
+def _stripe_step(currency: str) -> int:
+    """The smallest amount Stripe charges, in its API amounts (every amount a multiple of it)."""
+    code = currency.upper()
+    return 100 if code in STRIPE_TWO_DECIMAL_WHOLE_UNITS else 10 if code in STRIPE_THREE_DECIMAL else 1
+
+
+def to_stripe_amount(amount_minor: int, currency: str) -> int:
+    """Our ISO 4217 minor units as Stripe's API amount, exactly (ISK 5000 → 500000), or a non-retryable
+    GatewayError where Stripe can't carry this amount (MGA 1234.56; KWD 1.481): never rounded, which would take
+    or give back another amount than the bill's."""
+    try:
+        shift = _stripe_decimals(currency) - minor_units(currency)
+    except ValueError:
+        raise GatewayError(f"stripe: unknown currency {currency!r}", code="currency_unknown") from None
+    amount, left = (amount_minor * 10**shift, 0) if shift >= 0 else divmod(amount_minor, 10**-shift)
+    if left or amount % _stripe_step(currency):
+        raise GatewayError(
+            f"stripe: {amount_minor} minor units of {currency.upper()} is not an amount Stripe can charge exactly",
+            code="amount_not_exact",
+        )
+    return amount
+
+
+def from_stripe_amount(amount: int, currency: str) -> int:
+    """Stripe's API amount in our ISO 4217 minor units (ISK 500000 → 5000). ValueError if it isn't a whole number
+    of them, or the currency isn't one we know."""
+    shift = _stripe_decimals(currency) - minor_units(currency)
+    if shift <= 0:
+        return amount * 10**-shift
+    ours, left = divmod(amount, 10**shift)
+    if left:
+        raise ValueError(f"{amount} in Stripe's {currency.upper()} amounts is not a whole number of minor units")
+    return ours
+
+
+def exact_at_stripe(currency: str) -> bool:
+    """Every amount of `currency` in our minor units is one Stripe can charge, capture and refund exactly. Not
+    so for MGA (whole ariary at Stripe) and the three-decimal dinars (tens of fils): a bill or a credit of a
+    fraction of those can't be collected there as booked."""
+    try:
+        to_stripe_amount(1, currency)
+    except GatewayError:
+        return False
+    return True
 
 
 def header(headers: Mapping[str, str], name: str) -> str:
@@ -87,6 +151,14 @@ class StripeGateway:
         idempotency_key: str,
     ) -> Checkout:
         _positive(amount_minor)
+        if not exact_at_stripe(currency):
+            # Refused before the driver authorises anything: the capture of a bill, or a refund, in this currency
+            # could name an amount Stripe can't carry (docs/payments.md, currencies). Our minor units are ISO's.
+            raise GatewayError(
+                f"stripe checkout: {currency.upper()} is not collected through Stripe, which can't charge every "
+                f"{currency.upper()} amount exactly (stripe.com/docs/currencies)",
+                code="currency_not_exact",
+            )
         params = {
             "mode": "payment",
             "success_url": return_url,
@@ -97,7 +169,7 @@ class StripeGateway:
                     "quantity": 1,
                     "price_data": {
                         "currency": currency.lower(),
-                        "unit_amount": amount_minor,
+                        "unit_amount": to_stripe_amount(amount_minor, currency),
                         "product_data": {"name": description or reference},
                     },
                 }
@@ -114,37 +186,77 @@ class StripeGateway:
         )
         return Checkout(checkout_id=session.id, url=session.url)
 
-    def capture(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
-        # Stripe captures `amount_to_capture` and releases the rest of the authorisation itself.
+    def capture(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
+        # Stripe captures `amount_to_capture` and releases the rest of the authorisation itself. A repeat looks at
+        # the PaymentIntent first: captured is done (Stripe captures a PaymentIntent once), whatever Stripe
+        # replays for our key.
         _positive(amount_minor)
-        intent = self._call(
-            "capture",
-            self.client.v1.payment_intents.capture,
-            payment_id,
-            {"amount_to_capture": amount_minor},
-            {"idempotency_key": idempotency_key},
-        )
+        amount = to_stripe_amount(amount_minor, currency)
+        intent = self._intent_if(repeated, payment_id, "succeeded")
+        if intent is None:
+            intent = self._call(
+                "capture",
+                self.client.v1.payment_intents.capture,
+                payment_id,
+                {"amount_to_capture": amount},
+                {"idempotency_key": idempotency_key},
+            )
         if intent.currency.upper() != currency.upper():
             raise GatewayError(f"stripe capture: {payment_id} is in {intent.currency.upper()}, not {currency}")
-        return GatewayResult(reference=intent.id, amount_minor=intent.amount_received, status=intent.status)
-
-    def release(self, *, payment_id: str, idempotency_key: str) -> GatewayResult:
-        intent = self._call(
-            "release", self.client.v1.payment_intents.cancel, payment_id, {}, {"idempotency_key": idempotency_key}
+        return GatewayResult(
+            reference=intent.id, amount_minor=from_stripe_amount(intent.amount_received, currency), status=intent.status
         )
-        return GatewayResult(reference=intent.id, amount_minor=intent.amount, status=intent.status)
 
-    def refund(self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str) -> GatewayResult:
+    def release(self, *, payment_id: str, idempotency_key: str, repeated: bool = False) -> GatewayResult:
+        intent = self._intent_if(repeated, payment_id, "canceled")
+        if intent is None:
+            intent = self._call(
+                "release", self.client.v1.payment_intents.cancel, payment_id, {}, {"idempotency_key": idempotency_key}
+            )
+        # What the authorisation was (nothing is taken): in our minor units where we know the currency.
+        amount = from_stripe_amount(intent.amount, intent.currency) if intent.currency.upper() in MINOR_UNITS else 0
+        return GatewayResult(reference=intent.id, amount_minor=amount, status=intent.status)
+
+    def refund(
+        self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
+    ) -> GatewayResult:
+        # A repeat looks for the refund with our key in its metadata first: made is done, whatever Stripe replays for
+        # the key (a 500 for 24 h), and a repeat after Stripe forgot the key doesn't refund again.
         _positive(amount_minor)
-        refund = self._call(
-            "refund",
-            self.client.v1.refunds.create,
-            {"payment_intent": payment_id, "amount": amount_minor, "metadata": {"idempotency_key": idempotency_key}},
-            {"idempotency_key": idempotency_key},
-        )
+        amount = to_stripe_amount(amount_minor, currency)
+        refund = self._refund_made(payment_id, idempotency_key) if repeated else None
+        if refund is None:
+            refund = self._call(
+                "refund",
+                self.client.v1.refunds.create,
+                {"payment_intent": payment_id, "amount": amount, "metadata": {"idempotency_key": idempotency_key}},
+                {"idempotency_key": idempotency_key},
+            )
         if refund.currency.upper() != currency.upper():
             raise GatewayError(f"stripe refund: {payment_id} is in {refund.currency.upper()}, not {currency}")
-        return GatewayResult(reference=refund.id, amount_minor=refund.amount, status=refund.status)
+        return GatewayResult(
+            reference=refund.id, amount_minor=from_stripe_amount(refund.amount, currency), status=refund.status
+        )
+
+    def _intent_if(self, repeated: bool, payment_id: str, status: str) -> Any:
+        """On a repeat, the PaymentIntent if it is already `status` (what the earlier attempt asked for), else None."""
+        if not repeated:
+            return None
+        intent = self._call("look up the payment", self.client.v1.payment_intents.retrieve, payment_id)
+        return intent if intent.status == status else None
+
+    def _refund_made(self, payment_id: str, idempotency_key: str) -> Any:
+        """The refund of `payment_id` we made with this key (in its metadata), unless it failed or was canceled."""
+        refunds = self._call(
+            "look up refunds", self.client.v1.refunds.list, {"payment_intent": payment_id, "limit": 100}
+        )
+        for refund in refunds.data:
+            metadata = refund.metadata.to_dict() if refund.metadata else {}
+            if metadata.get("idempotency_key") == idempotency_key and refund.status not in ("failed", "canceled"):
+                return refund
+        return None
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         """Stripe's own check (stripe.Webhook.construct_event): HMAC-SHA256 of "<t>.<body>" with the endpoint secret
@@ -197,6 +309,12 @@ def normalise_event(payload: Mapping[str, Any]) -> WebhookEvent:
             kind = REFUNDED
     elif obj.get("object") == "charge":
         fields["payment_id"] = obj.get("payment_intent") or ""
+    amount = fields.get("amount_minor")
+    if isinstance(amount, int) and not isinstance(amount, bool) and fields["currency"] in MINOR_UNITS:
+        try:  # Stripe's API amount in our minor units (ISK: hundredths of a króna at Stripe, whole krónur here)
+            fields["amount_minor"] = from_stripe_amount(amount, fields["currency"])
+        except ValueError as exc:
+            raise WebhookRejected(f"stripe webhook: {exc}") from exc
     return WebhookEvent(
         provider="stripe", event_id=str(payload["id"]), type=kind, provider_type=provider_type, raw=payload, **fields
     )

@@ -677,7 +677,16 @@ def payment_capture(payment_id: int) -> Payment:
             finished_at=timezone.now(),
         )
         return payment
-    if payment.status != Payment.Status.AUTHORISED or payment.billed_minor is None:
+    if payment.status != Payment.Status.AUTHORISED:
+        # Settled meanwhile (captured, then maybe refunded): a capture still PENDING has nothing left to ask the
+        # provider; it is closed as done (through _execute, so a run in flight is waited for), else the sweep
+        # would find it again every beat.
+        for operation in payment.operations.filter(
+            kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.PENDING
+        ):
+            _execute(operation, lambda operation, payment: None, lambda operation, payment, result: None)
+        return payment
+    if payment.billed_minor is None:
         return payment
     amount = min(payment.billed_minor, payment.authorised_minor)
     if amount == 0:
@@ -692,6 +701,7 @@ def payment_capture(payment_id: int) -> Payment:
             amount_minor=operation.amount_minor,
             currency=payment.currency,
             idempotency_key=operation.idempotency_key,
+            repeated=operation.attempts > 1,
         )
 
     def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
@@ -707,6 +717,13 @@ def payment_capture(payment_id: int) -> Payment:
             kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
         ).values_list("idempotency_key", flat=True):
             run_after_commit("billing.tasks.refund_payment", key)
+        # A provider that captures only whole authorisations (Razorpay) may answer that it took more than the
+        # bill, when it could not refund the difference in the same call: the capture is booked all the same
+        # (the money is taken), and what is above the bill is owed back to the driver and refunded by an
+        # operation of its own, with the key the provider's adapter used, so a refund already made is found.
+        above = min(result.amount_minor, payment.authorised_minor) - operation.amount_minor if result.reference else 0
+        if above > 0:
+            _capture_rest_owed(payment, operation, above)
         if payment.purpose == "charge" and (payment.billed_minor or 0) > operation.amount_minor:
             rest = Payment.objects.create(
                 booking=payment.booking,
@@ -726,17 +743,50 @@ def payment_capture(payment_id: int) -> Payment:
     return payment
 
 
+CAPTURE_REST_SUFFIX = ":capture:rest"  # the key of the refund of what a capture took above the bill
+
+
+def _capture_rest_owed(payment: Payment, capture: PaymentOperation, above: int) -> None:
+    """What the provider took above the bill, in the capture's transaction: owed back to the driver (taken into
+    our clearing account, on refunds:pending until paid) and queued as its own refund operation."""
+    key = f"{capture.idempotency_key}:rest"
+    postings.credit(
+        currency=payment.currency,
+        amount=from_minor(above, payment.currency),
+        borne_by=accounts.clearing(payment.provider, payment.currency),
+        reference=f"payment:{payment.pk}",
+        key=f"{key}:owed",
+    )
+    _operation(payment, PaymentOperation.Kind.REFUND, above, key)
+    run_after_commit("billing.tasks.refund_payment", key)
+
+
 def balance_checkout(payment_id: int) -> Payment:
-    """The hosted page for the rest of a bill above its hold; the driver's app gets it with on_update."""
+    """The hosted page for the rest of a bill above its hold; the driver's app gets it with on_update. A provider
+    that can't be reached raises, for the task's retry; one that refuses the checkout (a non-retryable error:
+    the same request would be refused again) ends the payment FAILED with the refusal recorded: the amount stays
+    on the driver's receivable and the exceptions queue shows the payment, instead of a retry every beat."""
     payment = Payment.objects.get(pk=payment_id)
     if payment.checkout_id or payment.status != Payment.Status.PENDING:
         return payment
-    _checkout(
-        payment,
-        amount_minor=payment.billed_minor or 0,
-        return_url="",
-        description=f"Rest of the bill of order {payment.booking.order_id if payment.booking else ''}",
-    )
+    try:
+        _checkout(
+            payment,
+            amount_minor=payment.billed_minor or 0,
+            return_url="",
+            description=f"Rest of the bill of order {payment.booking.order_id if payment.booking else ''}",
+        )
+    except gateways.GatewayError as error:
+        if error.retryable:
+            raise
+        failed = Payment.objects.filter(pk=payment.pk, status=Payment.Status.PENDING, checkout_id="").update(
+            status=Payment.Status.FAILED, failure=f"checkout refused: {error}"[:300]
+        )
+        payment.refresh_from_db()
+        if failed:
+            log.warning("payment %s: %s refused the balance checkout: %s", payment.pk, payment.provider, error)
+            _tell_app(payment)
+        return payment
     _tell_app(payment)
     return payment
 
@@ -779,7 +829,9 @@ def payment_release(payment_id: int) -> Payment:
         if payment.status != Payment.Status.AUTHORISED:
             return None
         return gateways.gateway(payment.provider).release(
-            payment_id=payment.provider_payment_id, idempotency_key=operation.idempotency_key
+            payment_id=payment.provider_payment_id,
+            idempotency_key=operation.idempotency_key,
+            repeated=operation.attempts > 1,
         )
 
     def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
@@ -821,9 +873,9 @@ def refund_due(
         )
         for each in booking_payments:
             promised = (
-                each.operations.filter(
-                    kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
-                ).aggregate(total=Sum("amount_minor"))["total"]
+                each.operations.filter(kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING)
+                .exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)  # above the capture: not the bill's money
+                .aggregate(total=Sum("amount_minor"))["total"]
                 or 0
             )
             takes = (
@@ -865,6 +917,8 @@ def payment_refund(operation_key: str) -> PaymentOperation:
         return operation
     if operation.payment.status == Payment.Status.AUTHORISED:
         return operation
+    if operation.idempotency_key.endswith(CAPTURE_REST_SUFFIX):
+        return _refund_capture_rest(operation)
     reference = operation.idempotency_key.partition("|")[2].removesuffix(":refund")
 
     def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
@@ -876,6 +930,7 @@ def payment_refund(operation_key: str) -> PaymentOperation:
             amount_minor=amount,
             currency=payment.currency,
             idempotency_key=operation.idempotency_key,
+            repeated=operation.attempts > 1,
         )
 
     def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
@@ -909,6 +964,33 @@ def payment_refund(operation_key: str) -> PaymentOperation:
     return _execute(operation, call, book)
 
 
+def _refund_capture_rest(operation: PaymentOperation) -> PaymentOperation:
+    """Refund what a capture took above the bill (see _capture_rest_owed): all of it, whatever credits were
+    refunded since (they came out of the bill), paid from clearing. Not the bill's refund: the payment's
+    captured and refunded figures stay as they are. A refusal leaves it FAILED on the exceptions queue, the
+    amount still owed on refunds:pending."""
+
+    def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
+        return gateways.gateway(payment.provider).refund(
+            payment_id=payment.provider_payment_id,
+            amount_minor=operation.amount_minor,
+            currency=payment.currency,
+            idempotency_key=operation.idempotency_key,
+            repeated=operation.attempts > 1,
+        )
+
+    def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
+        postings.refund(
+            currency=payment.currency,
+            amount=from_minor(operation.amount_minor, payment.currency),
+            paid_from=accounts.clearing(payment.provider, payment.currency),
+            reference=f"payment:{payment.pk}",
+            key=f"{operation.idempotency_key}:paid",
+        )
+
+    return _execute(operation, call, book)
+
+
 STUCK_AFTER_SECONDS = 600
 
 
@@ -933,11 +1015,27 @@ def balance_checkouts_due(now: Any = None, limit: int = 200) -> list[int]:
 
 
 def operation_retry(*, operation: PaymentOperation, user: Any = None) -> PaymentOperation:
-    """Staff retry a failed or stuck provider operation from the exceptions queue: the same idempotency key
-    goes to the provider again, so a call that did go through is answered, not repeated."""
-    if operation.status == PaymentOperation.Status.SUCCEEDED:
+    """Staff retry a failed or stuck provider operation from the exceptions queue, or the beat's sweep one whose
+    task was lost: the same idempotency key goes to the provider again, so a call that did go through is
+    answered, not repeated.
+
+    `operation` may be stale (the sweep loads its batch, then retries one by one, each waiting on a provider):
+    what happened since is read again here. Only an operation the caller saw FAILED, and still FAILED, is
+    reopened, by a compare-and-set; a PENDING one is run as it is (_execute locks it and does nothing if its own
+    task finished it meanwhile); a SUCCEEDED one is never reopened: that would pay a refund twice or put a
+    capture back on a payment already captured."""
+    fresh = PaymentOperation.objects.get(pk=operation.pk)
+    if fresh.status == PaymentOperation.Status.FAILED and operation.status == PaymentOperation.Status.FAILED:
+        reopened = PaymentOperation.objects.filter(pk=fresh.pk, status=PaymentOperation.Status.FAILED).update(
+            status=PaymentOperation.Status.PENDING, finished_at=None
+        )
+        if not reopened:  # another retry took it first
+            operation.refresh_from_db()
+            return operation
+    elif fresh.status != PaymentOperation.Status.PENDING:
+        # Done since the caller looked (SUCCEEDED), or failed since (a refusal: the exceptions queue shows it).
+        operation.refresh_from_db()
         return operation
-    PaymentOperation.objects.filter(pk=operation.pk).update(status=PaymentOperation.Status.PENDING)
     log.info("payment operation %s retried by %s", operation.pk, getattr(user, "username", None))
     try:
         if operation.kind == PaymentOperation.Kind.CAPTURE:
