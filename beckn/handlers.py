@@ -450,9 +450,14 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             proposed_by_app=proposed.collected_by if proposed else "",
         )
     except GatewayError as exc:
-        raise BecknRequestError(
-            BUSINESS_ERROR, "message.order.payments", "the payment provider is not answering; please retry shortly"
-        ) from exc
+        # The provider's own words stay in our log: the app hears whether trying again may help.
+        why = (
+            "the payment provider is not answering; please retry shortly"
+            if exc.retryable
+            else f"this payment can't be taken by our payment provider ({exc.code or 'refused'}); "
+            "another payment method may be offered"
+        )
+        raise BecknRequestError(BUSINESS_ERROR, "message.order.payments", why) from exc
     agreement = payments.agreement_for(txn.bap_id)
     return {
         "order": {

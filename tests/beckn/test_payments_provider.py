@@ -290,3 +290,19 @@ def test_a_declined_payment_fails_and_the_order_cannot_start(
     assert start(bap, order_id)["error"]["code"] == "40004"
     assert Booking.objects.get(order_id=order_id).state == Booking.State.CONFIRMED
     assert not LedgerEntry.objects.exists()
+
+
+def test_a_provider_refusing_the_checkout_is_told_as_a_refusal_not_as_a_retry(
+    bap: Any, network: Any, paysim: str, provider: str, settings: Any
+) -> None:
+    """A refusal the same call won't get past (here a key the provider doesn't know; or a currency it can't
+    charge exactly) is no "please retry shortly": the app hears the provider can't take it."""
+    providers = copy.deepcopy(settings.PAYMENT_PROVIDERS)
+    key = "api_key" if provider == "stripe" else "key_id"
+    providers[provider]["options"][key] = "not-a-key-of-ours"
+    settings.PAYMENT_PROVIDERS = providers
+    select(bap, item_of(bap))
+    answer = init(bap)
+    assert answer["error"]["paths"] == "message.order.payments"
+    assert "can't be taken by our payment provider" in answer["error"]["message"]
+    assert not Payment.objects.exists()
