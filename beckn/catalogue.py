@@ -348,11 +348,14 @@ def _hits_of(
         # A window asked for: what is booked then is not offered (its items carry the window as if free).
         ranked = [(d, e) for d, e in ranked if e.id not in held]
     ranked = catalogue_details.keep_matching(filters.details, ranked, now, filters.window)
+    # The tariffs of the charge asked for: valid when its window opens (a select quotes the tariff valid at
+    # arrival, billing/services/driver_pricing.py), else now.
+    priced_at = filters.window[0] if filters.window is not None else now
     if connectors is None:  # the ORM path
         connectors = _connectors_of([e for _, e in ranked])
-        tariffs = _tariffs_for(connectors, now)
+        tariffs = _tariffs_for(connectors, priced_at)
     else:  # the plain-SQL path (beckn/catalogue_rows.py)
-        tariffs = catalogue_rows.valid_tariffs(_shown_tariff_keys(ranked, connectors), now, generation)
+        tariffs = catalogue_rows.valid_tariffs(_shown_tariff_keys(ranked, connectors), priced_at, generation)
     types, speed_wanted, min_power_w = filters.connector_types, filters.charging_speed, filters.min_power_w
     max_price, wanted_item, on_energy = filters.max_price, filters.item_id, filters.details.on_energy
     # Each connector's tariff and its headline rate, chosen once per list of tariff keys: connectors of one

@@ -19,7 +19,11 @@ from __future__ import annotations
 #   (tariff_16's 8.75 bills both the 2.00 reservation fee and the 0.50 start fee).
 # - VAT: a component without `vat` has no known amount incl. VAT ("not providing a VAT is different
 #   from 0% VAT"), so incl_vat totals it touches are None; missing_vat="exempt" treats it as 0 %.
-# - min_price/max_price clamp excl. and incl. VAT independently; dimension sub-totals stay raw.
+# - min_price/max_price clamp excl. and incl. VAT independently; dimension sub-totals stay raw. A limit without
+#   incl_vat moves the incl. total by the ratio its excl. side moved (unknown when the session was free).
+# - A CDR whose periods name several tariffs (ChargingPeriod.tariff_id) prices each period with its tariff, as one
+#   merged tariff (tariff.merge_tariffs); a CDR naming none is priced with the first regular (untyped) tariff valid
+#   at its start.
 # - tax_included (2.3.0 TaxIncluded): absent or NO, prices are before taxes and `vat` adds to them; YES, prices
 #   include the taxes and `vat` says how much of them (no `vat`: the amount excl. taxes is unknown); N/A, no
 #   taxes at all. The result's `taxes` lists the tax per rate, as a 2.3.0 Price's `taxes[]`.

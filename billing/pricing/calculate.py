@@ -24,7 +24,16 @@ from .periods import (
     periods_from_ocpi,
     records_from_periods,
 )
-from .tariff import US_PER_HOUR, ZERO, Tariff, parse_datetime, parse_nonnegative, parse_tariff, to_us
+from .tariff import (
+    US_PER_HOUR,
+    ZERO,
+    Tariff,
+    merge_tariffs,
+    parse_datetime,
+    parse_nonnegative,
+    parse_tariff,
+    to_us,
+)
 
 __all__ = ["estimate_session", "price_cdr", "price_periods", "quote", "resolve_zone"]
 
@@ -239,18 +248,51 @@ def _choose_tariff(tariffs: list[Tariff], periods: list[Record], start: datetime
     if named:
         wanted = named[0].casefold()  # Tariff.id is a CiString
         if len({n.casefold() for n in named}) > 1:
-            # One tariff per session here: a profile switch between tariffs mid-session is priced
-            # with the first one and flagged for review.
+            switched = _switched_tariffs(tariffs, periods, warnings)
+            if switched is not None:
+                return switched
+            # Tariffs that can't be priced as one (another currency, one the CDR does not carry): priced with
+            # the first one and flagged for review.
             warnings.append("multiple_tariffs_priced_with_first")
         for tariff in tariffs:
             if tariff.id is not None and tariff.id.casefold() == wanted:
                 return tariff
         index = next(i for i, p in enumerate(periods) if p[TARIFF_ID])
         raise CdrError(f"charging_periods[{index}].tariff_id", f"no tariff with id {named[0]!r}")
-    for tariff in tariffs:
-        if tariff.valid_at(start):
+    valid = [tariff for tariff in tariffs if tariff.valid_at(start)]
+    for tariff in valid:
+        # mod_tariffs TariffType: AD_HOC_PAYMENT and PROFILE_* tariffs apply to ad hoc payers or to a charging
+        # profile the driver chose; a CDR that names none of them in its periods was, as quotes assume
+        # (billing/services/driver_pricing.py), billed with the regular (untyped) one, whatever the list order.
+        if tariff.type in (None, "REGULAR"):
             return tariff
+    if valid:
+        return valid[0]
     return tariffs[0]  # price_core adds tariff_not_valid_at_session_start
+
+
+def _switched_tariffs(tariffs: list[Tariff], periods: list[Record], warnings: list[str]) -> Tariff | None:
+    """A session that switched tariffs (a profile change, mod_cdrs step_size NOTE), each period priced with the
+    tariff it names (tariff.merge_tariffs); None when a named tariff is missing or they can't be merged."""
+    by_key = {t.id.casefold(): t for t in reversed(tariffs) if t.id is not None}
+    order = list(dict.fromkeys(p[TARIFF_ID].casefold() for p in periods if p[TARIFF_ID]))
+    if any(key not in by_key for key in order):
+        return None
+    merged = merge_tariffs([by_key[key] for key in order])
+    if merged is None:
+        return None
+    # ChargingPeriod.tariff_id absent: "no Tariff is relevant during this period". Between periods that name
+    # tariffs that is more likely an omission than a free stretch: priced with the tariff named before it (the
+    # first one for leading periods), and flagged.
+    current = next(p[TARIFF_ID] for p in periods if p[TARIFF_ID])
+    for period in periods:
+        if period[TARIFF_ID]:
+            current = period[TARIFF_ID]
+        else:
+            period[TARIFF_ID] = current
+            if "period_without_tariff_id" not in warnings:
+                warnings.append("period_without_tariff_id")
+    return merged
 
 
 @_guarded

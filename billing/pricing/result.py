@@ -210,9 +210,12 @@ class PriceResult:
             for (a, b), costs in zip(self._segments, per_segment, strict=True)
         ]
 
-    def to_dict(self, rounding: str | None = None) -> dict[str, Any]:
-        """JSON-ready view. Money is exact unless a rounding policy is set (here or at pricing time)."""
+    def to_dict(self, rounding: str | None = None, *, max_periods: int | None = None) -> dict[str, Any]:
+        """JSON-ready view. Money is exact unless a rounding policy is set (here or at pricing time). With
+        `max_periods`, a result of more sub-periods lists none of them (`periods_omitted` counts them): the
+        totals and per-element breakdown still explain it, at a size that can be stored."""
         policy = rounding or self.rounding
+        omitted = max_periods is not None and len(self._segments) > max_periods
 
         def money(price: Price | None) -> dict[str, str | None] | None:
             if price is None:
@@ -246,7 +249,8 @@ class PriceResult:
             "min_price_applied": self.min_price_applied,
             "max_price_applied": self.max_price_applied,
             "breakdown": {k: [c.to_dict() for c in v] for k, v in self.breakdown.items()},
-            "periods": [p.to_dict() for p in self.periods],
+            "periods": [] if omitted else [p.to_dict() for p in self.periods],
+            **({"periods_omitted": len(self._segments)} if omitted else {}),
             "warnings": list(self.warnings),
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ __all__ = [
     "Restrictions",
     "Tariff",
     "TariffElement",
+    "merge_tariffs",
     "parse_tariff",
 ]
 
@@ -232,6 +233,8 @@ class Restrictions:
     needs_local: bool = False
     has_session_limits: bool = False
     has_instant_limits: bool = False
+    # Set only in merge_tariffs: the (casefolded) Tariff.id a charging period must name for the element to apply.
+    tariff_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -511,6 +514,47 @@ def parse_tariff(data: dict[str, Any], *, path: str = "") -> Tariff:
         end,
         data.get("country_code"),
         data.get("party_id"),
+        tuple(warnings),
+    )
+
+
+def merge_tariffs(tariffs: list[Tariff]) -> Tariff | None:
+    """Tariffs a session switched between (ChargingPeriod.tariff_id: "the Tariff that is relevant for this Charging
+    Period"), as one tariff whose elements apply only in the periods naming their tariff; None when they can't be
+    one (other currencies or tax modes, or a tariff without id).
+
+    Everything else is priced as for one tariff, as mod_cdrs asks: "The step_size is not taken into account when
+    switching between two Tariffs" (once per session, with the last component used, as between elements); FLAT
+    once per session. Element indexes are positions in the merged list. min_price/max_price apply when the
+    tariffs agree on them; else none applies, with a warning (the spec does not say which would).
+    """
+    first = tariffs[0]
+    if any(t.id is None or t.currency != first.currency or t.tax_included != first.tax_included for t in tariffs):
+        return None
+    elements: list[TariffElement] = []
+    for tariff in tariffs:
+        key = tariff.id.casefold() if tariff.id is not None else None
+        for element in tariff.elements:
+            r = element.restrictions
+            tagged = Restrictions(tariff_key=key) if r is None else replace(r, tariff_key=key)
+            elements.append(TariffElement(len(elements), element.price_components, tagged, element.by_type))
+    warnings = [w for t in tariffs for w in t.warnings]
+    min_price, max_price = first.min_price, first.max_price
+    if any(t.min_price != min_price or t.max_price != max_price for t in tariffs):
+        warnings.append("price_limits_of_switched_tariffs_ignored")
+        min_price = max_price = None
+    return _compile(
+        first.id,
+        first.currency,
+        first.type,
+        first.tax_included,
+        tuple(elements),
+        min_price,
+        max_price,
+        first.start_date_time,
+        first.end_date_time,
+        first.country_code,
+        first.party_id,
         tuple(warnings),
     )
 

@@ -111,6 +111,25 @@ def _tariffs(cdr: Cdr, flags: list[str]) -> list[dict[str, Any]]:
     return stored
 
 
+# Sub-periods kept in CdrAudit.our_breakdown: beyond, only the totals and per-element breakdown are (a CDR of
+# thousands of periods under a time-of-day tariff made a 15 MB row).
+STORED_PERIODS = 2_000
+
+# Engine warnings that say the repriced amount is not exact (billing/pricing: calculate.py, engine.py).
+INEXACT_WARNINGS = (
+    "multiple_tariffs_priced_with_first",
+    "period_without_tariff_id",
+    "price_limits_of_switched_tariffs_ignored",
+    "tariff_not_valid_at_session_start",
+    "time_zone_unknown_assumed_utc",
+    "unverifiable_restriction",
+)
+
+
+def _inexact(result: pricing.PriceResult) -> bool:
+    return any(warning.split(":", 1)[0] in INEXACT_WARNINGS for warning in result.warnings)
+
+
 def cdr_audit(cdr: Cdr) -> CdrAudit:
     """Reprice and compare one CDR (idempotent: the audit row is replaced, a dispute opened once)."""
     flags: list[str] = []
@@ -132,7 +151,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         flags.append("unpriceable")
         values.update(status=CdrAudit.Status.UNPRICEABLE, flags=flags, our_breakdown={}, error=f"{exc.path}: {exc}")
         return _save(cdr, values)
-    ours = result.to_dict()
+    ours = result.to_dict(max_periods=STORED_PERIODS)
     differences = _differences(cdr, result)
     mismatch = any(abs(d) > terms.audit_tolerance for d in differences.values())
     computed_excl = result.total_cost.excl_vat
@@ -147,6 +166,11 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         # A 2.3.0 tariff whose prices include taxes at rates it does not state: we know the amount after taxes
         # only, and disputes are worked on the amount before them. A difference is for staff to look at.
         flags.append("tax_rate_unknown")
+        values["status"] = CdrAudit.Status.REVIEW
+    elif mismatch and "foreign_token" not in flags and _inexact(result):
+        # Our price is an approximation here (a tariff switch priced with one tariff, a guessed time zone...): a
+        # difference is for staff to judge, not a claim on the CPO.
+        flags.append("inexact_reprice")
         values["status"] = CdrAudit.Status.REVIEW
     elif mismatch and "foreign_token" not in flags:  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH

@@ -19,6 +19,7 @@ from billing.money import round_money
 from emsp.inserts import insert, insert_if_absent
 from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token, ci_key
 from emsp.rows import all_where, first_where
+from emsp.services.bookings import reserve_lead
 from emsp.services.sessions import token_is_ours
 
 ZERO = Decimal("0")
@@ -108,6 +109,16 @@ def connector_power_kw(connector: Connector) -> Decimal:
     return DEFAULT_AC_POWER_KW
 
 
+def reservation_before(evse: Evse, arrival: datetime, now: datetime | None = None) -> timedelta | None:
+    """The reservation a booking for `arrival` makes at the CPO: RESERVE_NOW some lead before the window for a
+    RESERVABLE EVSE (emsp/services/bookings.py booking_confirm), held until the driver arrives. The tariff's
+    reservation elements (mod_tariffs TariffRestrictions.reservation) price it; None when there is none."""
+    if not evse.is_reservable:
+        return None
+    reserved = arrival - max(now or timezone.now(), arrival - reserve_lead())
+    return reserved if reserved > timedelta(0) else None
+
+
 def quote_charge(
     *,
     evse: Evse,
@@ -118,21 +129,28 @@ def quote_charge(
     parking: timedelta = timedelta(0),
     driver: Driver | None = None,
 ) -> Quote:
-    """Price a planned charge at a connector with the tariff engine and our fee; stored as a Quote."""
+    """Price a planned charge at a connector with the tariff engine and our fee; stored as a Quote. A booking's
+    reservation before `arrival` (reservation_before) is priced too, on its own lines of the breakdown."""
     tariffs = tariffs_for_connector(connector, arrival)
     if not tariffs:
         raise NoTariff(f"connector {connector.connector_id} of {evse} has no known tariff")
     tariff = tariffs[0]
     location = evse.location
-    result = pricing.quote(
-        tariff.data,
-        start=arrival,
-        time_zone=location.time_zone,
-        power_kw=connector_power_kw(connector),
-        energy_kwh=energy_kwh,
-        duration=duration,
-        parking=parking,
-    )
+    try:
+        result = pricing.quote(
+            tariff.data,
+            start=arrival,
+            time_zone=location.time_zone,
+            power_kw=connector_power_kw(connector),
+            energy_kwh=energy_kwh,
+            duration=duration,
+            parking=parking,
+            reservation=reservation_before(evse, arrival),
+        )
+    except pricing.PricingError as exc:
+        # A tariff stored before the normaliser refused what the engine refuses (ocpi/normalize/tariffs.py), or a
+        # charge beyond the engine's bounds: no price is known, which callers already answer (Beckn select too).
+        raise NoTariff(f"tariff {tariff.tariff_id} can't be priced: {exc}") from exc
     cpo_excl = result.total_cost.excl_vat
     if cpo_excl is None:
         # 2.3.0 tax_included YES without `vat`: the price before taxes, on which our fee is set, is unknown.

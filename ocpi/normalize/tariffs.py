@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from billing.pricing import TariffError, parse_tariff
 from ocpi import enums
 from ocpi.normalize.countries import read_currency, read_party
 from ocpi.normalize.datetimes import read_datetime, read_last_updated
@@ -54,6 +55,11 @@ MAX_TOTAL_PRICE = 10**8
 # kWh, A, W, s: a restriction bound beyond this is no restriction a charger can meet (and int64-safe).
 MAX_RESTRICTION = 10**12
 MAX_STEP_SIZE = 10**6  # Wh or seconds: a MWh or 11 days per step
+# Repricing costs about (sub-periods) x (elements), and every distinct start_time/end_time splits each day of a
+# session: 4,000 one-minute windows made one CDR take 31 s (billing/pricing/engine.py SEGMENT_BUDGET). A day of
+# five-minute prices (288 elements, 288 times of day) stays within both.
+MAX_ELEMENTS = 500
+MAX_TIMES_OF_DAY = 288
 RESTRICTION_FIELDS = frozenset(
     [
         "start_time",
@@ -207,6 +213,8 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
 def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise Rejected(path, "tariff without elements", code="missing_elements")
+    if len(raw) > MAX_ELEMENTS:
+        raise Rejected(path, f"{len(raw)} tariff elements; at most {MAX_ELEMENTS} are priced", code="too_many_elements")
     out = []
     for i, element in enumerate(raw):
         epath = f"{path}[{i}]"
@@ -227,6 +235,13 @@ def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
         out.append(entry)
     if not out:
         raise Rejected(path, "tariff without usable elements", code="missing_elements")
+    times = {r[key] for e in out if (r := e.get("restrictions")) for key in ("start_time", "end_time") if key in r}
+    if len(times) > MAX_TIMES_OF_DAY:
+        raise Rejected(
+            path,
+            f"{len(times)} distinct start_time/end_time values; at most {MAX_TIMES_OF_DAY} are priced",
+            code="too_many_elements",
+        )
     return out
 
 
@@ -299,5 +314,17 @@ def normalize_tariff(
     """A full Tariff (PUT body, GET page entry, CDR.tariffs[]) -> (2.2.1-shaped dict, issues) or Rejected.
 
     Prices, VAT and restriction bounds stay the JSON numbers received (see ``values.read_number``).
+    A tariff the pricing engine refuses (an end_date before its start_date, "2025-02-30", min_kwh above max_kwh,
+    min_price above max_price, a currency without minor units such as XTS) is rejected here, with the engine's
+    path: stored, it would be a connector that can't be quoted.
     """
-    return collect(lambda ctx: tariff(raw, "", ctx, country_code, party_id))
+    return collect(lambda ctx: _priceable(tariff(raw, "", ctx, country_code, party_id)))
+
+
+def _priceable(clean: dict[str, Any]) -> dict[str, Any]:
+    # Rejected, not dropped: every such field (a bound, a limit, the currency) changes where or what a price is.
+    try:
+        parse_tariff(clean)
+    except TariffError as exc:
+        raise Rejected(exc.path, f"the tariff can't be priced: {exc.message}", code="unpriceable_tariff") from None
+    return clean
