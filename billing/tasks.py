@@ -9,7 +9,7 @@ from celery.signals import worker_process_init
 
 from billing.payments.gateway import GatewayError
 from billing.services import ledger, payments
-from billing.services.audit import cdr_process, cdrs_process_due
+from billing.services.audit import cdr_process, cdrs_process_due, credits_waiting_resolve
 
 
 @worker_process_init.connect
@@ -25,10 +25,12 @@ def process_cdr(cdr_id: int) -> str | None:
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def process_due_cdrs() -> int:
-    """Beat: CDRs whose task was lost, or whose worker stopped half-way, are queued again."""
+    """Beat: CDRs whose task was lost, or whose worker stopped half-way, are queued again; credits held for an
+    original that has come since are settled against it."""
     ids = cdrs_process_due()
     for cdr_id in ids:
         process_cdr.delay(cdr_id)
+    credits_waiting_resolve()
     return len(ids)
 
 

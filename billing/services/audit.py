@@ -235,8 +235,12 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     original = _credited(cdr)
     flags = [] if original is not None else ["unknown_original"]
     _check_bill(cdr, flags)
-    if original is not None and _over_credits(cdr, original):
-        flags.append("over_credit")
+    if original is not None:
+        # The credits of one original are weighed one at a time: under its row lock (which its own processing
+        # holds while it audits the credits that waited for it), each sees what the others gave back.
+        _locked_cdr(original.pk)
+        if _over_credits(cdr, original):
+            flags.append("over_credit")
     audit = _save(
         cdr,
         {
@@ -276,19 +280,13 @@ def _credited(cdr: Cdr) -> Cdr | None:
 
 
 def _over_credits(cdr: Cdr, original: Cdr) -> bool:
-    """Whether this credit, with the credits of the same original received before it (less those themselves
-    held as over-crediting), gives back more than the original billed, excl. or incl. VAT."""
-    earlier = list(Cdr.objects.filter(credited_cdr=original, pk__lt=cdr.pk))
-    held = (
-        {
-            cdr_id
-            for cdr_id, flags in CdrAudit.objects.filter(cdr__in=earlier).values_list("cdr_id", "flags")
-            if "over_credit" in (flags or [])
-        }
-        if earlier
-        else set()
-    )
-    counted = [c for c in earlier if c.pk not in held] + [cdr]
+    """Whether this credit, with the other credits of the same original that have given money back (their
+    receipts: not those held, whichever came first), gives back more than the original billed, excl. or incl.
+    VAT. Counting by arrival order instead let a credit that waited for its original be refunded after a later
+    one already was: the driver got the bill back twice."""
+    given_back = set(DriverReceipt.objects.filter(cdr__credited_cdr=original).values_list("cdr_id", flat=True))
+    others = list(Cdr.objects.filter(credited_cdr=original, pk__in=given_back).exclude(pk=cdr.pk))
+    counted = [*others, cdr]
 
     def incl(c: Cdr) -> Decimal:
         return c.total_cost_incl_vat if c.total_cost_incl_vat is not None else c.total_cost_excl_vat
@@ -388,6 +386,31 @@ def _locked_cdr_sql(vendor: str) -> str:
         f"SELECT {select_columns(Cdr, 't')}, {select_columns(Partner, 'p')} FROM {Cdr._meta.db_table} t "  # noqa: S608
         f"JOIN {Partner._meta.db_table} p ON p.id = t.partner_id WHERE t.id = %s{lock}"
     )
+
+
+def credits_waiting_resolve(limit: int = 200) -> int:
+    """Credit CDRs held as `unknown_original` whose original has since been processed: audited and billed against
+    it now. The original's processing does this for the credits it sees; one audited while the original was
+    being stored and processed (neither saw the other uncommitted) was held for good. Returns how many."""
+    held = (
+        Cdr.objects.filter(credit=True, credited_cdr__isnull=True, audit__status=CdrAudit.Status.REVIEW)
+        .exclude(credit_reference_id="")
+        .only("pk", "country_code", "party_id", "credit_reference_id")[:limit]
+    )
+    resolved = 0
+    for credit in held:
+        key = ci_key(credit.country_code, credit.party_id, credit.credit_reference_id)
+        original = first_where(Cdr, "t.ocpi_key = %s AND t.credit = %s", [key, False])
+        if original is None or original.processed_at is None:
+            continue
+        with transaction.atomic(), terms_remembered():
+            locked = _locked_cdr(original.pk)  # as its processing does: the original first, then its credits
+            if locked is None:
+                continue
+            for waiting in _credits_waiting_for(locked):
+                _bill(waiting, _audit_credit(waiting))
+                resolved += 1
+    return resolved
 
 
 # A new CDR's task may be lost with the worker that held it; after this long, the sweep queues it again.

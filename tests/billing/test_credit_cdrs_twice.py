@@ -90,3 +90,44 @@ def test_a_credit_stored_before_its_original_but_processed_after_is_tied_to_it(
         cdr_process(Cdr.objects.get(cdr_id=cdr_id).pk)
     assert Cdr.objects.get(cdr_id="12345-C").credited_cdr_id == Cdr.objects.get(cdr_id="12345").pk
     assert sorted(_receipts()) == [("12345", Decimal("4.40")), ("12345-C", Decimal("-4.40"))]
+
+
+def _pk(cdr_id: str) -> int:
+    return Cdr.objects.get(cdr_id=cdr_id).pk
+
+
+def test_an_early_credit_and_a_later_one_are_not_both_refunded(bec: OcpiTestClient, original: dict[str, Any]) -> None:
+    """C comes before its original O and is held; O is stored; D, a second credit of O, is processed before O.
+    Counting by arrival order, D was refunded, then O's processing refunded C as well: 8.80 back on 4.40."""
+    bec.post(CDRS, _credit(original, "12345-C"))
+    cdr_process(_pk("12345-C"))  # held: its original isn't here
+    bec.post(CDRS, original)
+    bec.post(CDRS, _credit(original, "12345-D"))
+    cdr_process(_pk("12345-D"))  # the original's own task is still to run
+    cdr_process(_pk("12345"))  # links C and audits it again
+    assert sum(total for _, total in _receipts()) == Decimal("0.00")
+    assert [c for c, _ in _receipts()].count("12345") == 1
+    held = CdrAudit.objects.get(cdr__cdr_id="12345-C")
+    assert (held.status, held.flags) == (CdrAudit.Status.REVIEW, ["over_credit"])
+
+
+def test_a_credit_held_while_its_original_was_processed_is_settled_by_the_sweep(
+    bec: OcpiTestClient, original: dict[str, Any]
+) -> None:
+    """The credit's audit and the original's processing ran at once, neither seeing the other uncommitted: the
+    credit was held as unknown_original for good. Here: the original processed first, then the credit held as
+    if it had not seen it (its link removed)."""
+    from billing.services.audit import credits_waiting_resolve
+
+    bec.post(CDRS, _credit(original, "12345-C"))
+    cdr_process(_pk("12345-C"))
+    bec.post(CDRS, original)
+    Cdr.objects.filter(cdr_id="12345-C").update(credit_reference_id="later")  # not found by the original...
+    cdr_process(_pk("12345"))
+    Cdr.objects.filter(cdr_id="12345-C").update(credit_reference_id="12345")  # ...as if committed after it
+    assert CdrAudit.objects.get(cdr__cdr_id="12345-C").flags == ["unknown_original"]
+
+    assert credits_waiting_resolve() == 1
+    assert _receipts() == [("12345", Decimal("4.40")), ("12345-C", Decimal("-4.40"))]
+    assert CdrAudit.objects.get(cdr__cdr_id="12345-C").status == CdrAudit.Status.CREDIT
+    assert credits_waiting_resolve() == 0
