@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +100,7 @@ def unaccounted(client: redis.Redis, queue: str, *, older_than: float, limit: in
     keys = Keys(queue)
     empty = client.llen(queue) == 0  # read first: whatever was pushed before this is not waiting any more
     high = float(client.get(keys.high) or 0)
-    ceiling = time.time() - older_than
+    ceiling = _redis_now(client) - older_than
     if not empty:
         ceiling = min(ceiling, high)
     found: list[Entry] = []
@@ -116,6 +115,12 @@ def unaccounted(client: redis.Redis, queue: str, *, older_than: float, limit: in
             continue  # held by a live worker, or kombu gives it back to the queue after its visibility timeout
         found.append(entry)
     return found
+
+
+def _redis_now(client: redis.Redis) -> float:
+    """Redis's clock, which stamps the entries (emsp/queue_push.py): one clock for every host."""
+    seconds, microseconds = client.time()
+    return seconds + microseconds / 1_000_000
 
 
 def forget(client: redis.Redis, queue: str, task_id: str) -> None:
@@ -133,6 +138,6 @@ def again(client: redis.Redis, queue: str, entry: Entry, *, most: int) -> int | 
         return None
     pipe = client.pipeline(transaction=True)
     pipe.lpush(queue, entry.message)
-    pipe.zadd(keys.index, {entry.task_id: time.time()})
+    pipe.zadd(keys.index, {entry.task_id: _redis_now(client)})
     pipe.hincrby(keys.tries, entry.task_id, 1)
     return int(pipe.execute()[2])

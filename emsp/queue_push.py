@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import os
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -38,7 +37,8 @@ from emsp.ratelimit import WINDOW_SECONDS, Window
 # counters of this minute and the last ("" for no limit, emsp/ratelimit.py); KEYS[5], KEYS[6]: the queue's
 # journal and its index ("" for none, emsp/queue_journal.py). ARGV[1]: the key's lifetime in seconds; ARGV[2]:
 # the message; ARGV[3]: the limit a minute; ARGV[4]: seconds into this minute; ARGV[5]: seconds in a minute;
-# ARGV[6]: the task id; ARGV[7]: the time now, in seconds. Returns {1, current, previous} when queued, {0, ...}
+# ARGV[6]: the task id. The journal's times are Redis's clock (TIME), one clock for every web host, in the
+# order of the queue. Returns {1, current, previous} when queued, {0, ...}
 # when the key was already there, {-1, ...} when over the limit (nothing queued, no key set). The limit's
 # arithmetic is emsp/ratelimit.py's `verdict`, in the same double-precision operations. A script is not rolled
 # back on error, so a failed LPUSH (a wrong type, out of memory) deletes the key it set.
@@ -62,8 +62,9 @@ if type(pushed) == 'table' and pushed.err then
   return redis.error_reply(pushed.err)
 end
 if KEYS[5] ~= '' then
+  local now = redis.call('TIME')
   redis.call('HSET', KEYS[5], ARGV[6], ARGV[2])
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
+  redis.call('ZADD', KEYS[6], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[6])
 end
 return {1, current, previous}
 """
@@ -185,7 +186,7 @@ def push_once(
         keys += [journal_keys.messages, journal_keys.index]
     else:
         keys += ["", ""]
-    call_args = [ttl, message, *limit_args, task_id, repr(time.time())]
+    call_args = [ttl, message, *limit_args, task_id]
     outcome, current, previous = _script()(keys=keys, args=call_args)
     return Pushed(int(outcome), int(current), int(previous))
 
