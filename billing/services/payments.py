@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -633,12 +633,17 @@ def _execute(
     refusal marks it FAILED (the exceptions queue shows it); a retryable error is recorded and raised after the
     transaction, for the task's retry. `call` may answer None: nothing to ask the provider, book as done."""
     error: gateways.GatewayError | None = None
+    # The try is counted before the call, in its own commit: a worker killed during the call rolls its
+    # transaction back, and the next try must still know it repeats one (`repeated`: look at the provider's
+    # records first; Stripe replays a stored 500 for a key for 24 h).
+    PaymentOperation.objects.filter(pk=operation.pk, status=PaymentOperation.Status.PENDING).update(
+        attempts=F("attempts") + 1
+    )
     with transaction.atomic():
         operation = PaymentOperation.objects.select_for_update().get(pk=operation.pk)
         if operation.status != PaymentOperation.Status.PENDING:
             return operation
         payment = Payment.objects.select_for_update().get(pk=operation.payment_id)
-        operation.attempts += 1
         try:
             result = call(operation, payment)
         except gateways.GatewayError as exc:

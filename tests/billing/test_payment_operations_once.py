@@ -439,3 +439,24 @@ def test_a_refund_whose_answer_was_a_stripe_500_is_booked_once_on_its_retry(
     assert refund.status == PaymentOperation.Status.SUCCEEDED
     assert (payment.status, payment.refunded_minor) == (Payment.Status.PARTIALLY_REFUNDED, 1000)
     assert refunds_at_stripe(paysim, payment_id) == ["-10.00"]
+
+
+def test_a_try_killed_during_the_provider_call_still_counts_so_the_next_looks_first(fake: Fake) -> None:
+    """A worker killed while the provider answers rolls its transaction back; the try was counted before the call,
+    so the next one is sent as a repeat (the adapter then looks at the provider's records before asking again)."""
+    driver = DriverFactory(currency="INR")
+    payment = authorised(driver, billed=10000)
+    charge_booked(driver, Decimal("100"), "charge-killed")
+
+    def killed(**kw: Any) -> Any:
+        fake.calls.append(("capture", kw))
+        raise SystemExit("kill -9 while the provider answered")  # nothing of the transaction commits
+
+    fake.capture = killed  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        payments.payment_capture(payment.pk)
+    del fake.capture  # the provider answers again
+    payments.payment_capture(payment.pk)
+    assert [kw["repeated"] for _, kw in fake.calls] == [False, True]
+    operation = PaymentOperation.objects.get(payment=payment, kind=PaymentOperation.Kind.CAPTURE)
+    assert operation.status == PaymentOperation.Status.SUCCEEDED
