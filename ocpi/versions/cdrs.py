@@ -139,6 +139,15 @@ def downgrade_cdr(obj: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
+def downgrade_session_230(obj: dict[str, Any]) -> dict[str, Any]:
+    """One of our stored sessions as a 2.3.0 partner reads it (the GET of our Sessions receiver): its running
+    total_cost as 2.3.0's Price. The rest of a 2.2.1 Session is 2.3.0's."""
+    out = dict(obj)
+    if isinstance(out.get("total_cost"), dict) and "excl_vat" in out["total_cost"]:
+        out["total_cost"] = _price_230(out["total_cost"])
+    return out
+
+
 def _price_230(price: dict[str, Any]) -> dict[str, Any]:
     """A stored Price as 2.3.0's: the taxes the CPO listed, else the VAT that incl_vat implies."""
     out: dict[str, Any] = {"before_taxes": price["excl_vat"]}
@@ -198,5 +207,5 @@ def _upgrade_v230(obj: dict[str, Any], ctx: Context | None = None) -> Any:
 UPGRADES = {"2.1.1": {"cdr": _upgrade_v211}, "2.3.0": {"cdr": _upgrade_v230}}
 DOWNGRADES = {
     "2.1.1": {"cdr": lambda obj: downgrade_cdr(obj, "2.1.1")},
-    "2.3.0": {"cdr": lambda obj: downgrade_cdr(obj, "2.3.0")},
+    "2.3.0": {"cdr": lambda obj: downgrade_cdr(obj, "2.3.0"), "session": downgrade_session_230},
 }

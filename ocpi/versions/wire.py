@@ -241,8 +241,9 @@ class VersionedReceiver:
         if self.module == "tokens" and answered:
             kind = "authorization_info" if request.method == "POST" else "token"
             _downgrade_data(response, self.ocpi_version, kind)
-        elif self.module in ("cdrs", "tariffs") and request.method == "GET" and answered:
-            # Our copy of a partner's CDR or tariff, read back in the version it speaks.
+        elif self.module in ("cdrs", "tariffs", "sessions") and request.method == "GET" and answered:
+            # Our copy of a partner's CDR, tariff or session, read back in the version it speaks (a session has a
+            # mapping for 2.3.0 only: docs/ocpi-versions.md).
             _downgrade_data(response, self.ocpi_version, self.module[:-1])
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 

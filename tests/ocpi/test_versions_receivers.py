@@ -120,6 +120,18 @@ def test_a_2_3_0_session_with_taxes_is_stored_excl_and_incl_vat(
     assert (stored.total_cost_excl_vat, stored.total_cost_incl_vat) == (Decimal("8.5"), Decimal("9.35"))
 
 
+def test_a_2_3_0_cpo_reads_its_session_back_with_a_2_3_0_price(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    body = example(V230, "session_example_2_short_finished", country_code="IN", party_id="CPA")
+    ocpi.put("/ocpi/emsp/2.3.0/sessions/IN/CPA/101", body)
+    read = ocpi.get("/ocpi/emsp/2.3.0/sessions/IN/CPA/101").json()["data"]
+    assert set(read["total_cost"]) <= {"before_taxes", "taxes"}  # 2.3.0's Price, not 2.2.1's excl_vat/incl_vat
+    assert Decimal(str(read["total_cost"]["before_taxes"])) == Decimal("8.5")
+    taxes = sum(Decimal(str(t["amount"])) for t in read["total_cost"]["taxes"])
+    assert taxes == Decimal("0.85")
+
+
 # --- tokens and commands ---------------------------------------------------------------------------------------
 
 
