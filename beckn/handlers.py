@@ -711,7 +711,7 @@ def _rating_value(raw: Any) -> str | None:
     if isinstance(raw, int | float):
         if not (math.isfinite(raw) and RATING_RANGE[0] <= raw <= RATING_RANGE[1]):
             return None
-        raw = format(Decimal(repr(raw)), "f")  # 1e-07 → 0.0000001
+        raw = format(abs(Decimal(repr(raw))), "f")  # 1e-07 → 0.0000001; -0.0 (in range) → 0.0
     if not isinstance(raw, str) or len(raw) > RATING_LENGTH or RATING_TEXT.fullmatch(raw) is None:
         return None
     number = Decimal(raw)

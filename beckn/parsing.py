@@ -143,7 +143,10 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     _need(isinstance(message, dict), "message", "message must be an object")
     # What we keep and echo is written by orjson, which writes at most 255 levels (it reads 1024): deeper is no
     # request anyone means, and failed later as a 500 (the context's location) or a queue error (503, retried).
-    _need(_writable(message), "message", "nested too deep (at most 255 levels)")
+    if not _writable(body):  # written whole into the log (and context echoed): the part that is too deep
+        parts = (("context.location", context.get("location")), ("context", context), ("message", message))
+        deep = next((name for name, part in parts if not _writable(part)), "")
+        _need(False, deep, "nested too deep (at most 255 levels)")
     _need(context.get("action") == action, "context.action", f"context.action must be {action!r} on /{action}")
     domain = _string(context, "domain")
     accepted = [d.lower() for d in settings.BECKN_DOMAINS]
@@ -177,7 +180,6 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     location = context.get("location")
     if location is not None:  # kept with the journey (jsonb, which refuses a NUL) and echoed in callbacks
         _need(isinstance(location, dict), "context.location", "location must be an object")
-        _need(_writable(location), "context.location", "nested too deep (at most 255 levels)")
         text = orjson.dumps(location)
         _need(len(text) <= MAX_CONTEXT_LOCATION, "context.location", f"location is over {MAX_CONTEXT_LOCATION} bytes")
         _need(not _has_nul(location), "context.location", "location contains a NUL character")

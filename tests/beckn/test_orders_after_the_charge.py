@@ -205,7 +205,8 @@ def test_another_app_still_cannot_find_the_order(bap: Any, peer: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "stored"), [(0, "0"), ("0", "0"), (4, "4"), (4.5, "4.5"), ("4.50", "4.5"), ("5", "5"), (5.0, "5")]
+    ("value", "stored"),
+    [(0, "0"), ("0", "0"), (4, "4"), (4.5, "4.5"), ("4.50", "4.5"), ("5", "5"), (5.0, "5"), (-0.0, "0")],
 )
 def test_a_rating_is_stored_as_a_plain_number(bap: Any, value: Any, stored: str) -> None:
     order_id = order(bap)

@@ -264,7 +264,7 @@ def test_a_request_with_a_second_keyid_is_refused_401(bap: Any) -> None:
     assert answer.json()["error"]["message"] == "Invalid signature: malformed"
 
 
-@pytest.mark.parametrize("where", ["context.location", "message"])
+@pytest.mark.parametrize("where", ["context.location", "message", "context", ""])
 def test_a_body_nested_deeper_than_we_write_is_a_400_nack_on_both_paths(bap: Any, where: str) -> None:
     """orjson reads 1024 levels and writes 255: a location 300 deep was a 500, a message 300 deep a 503 (the queue
     failed on it) that the app would retry for ever."""
@@ -272,12 +272,17 @@ def test_a_body_nested_deeper_than_we_write_is_a_400_nack_on_both_paths(bap: Any
     for _ in range(300):
         deep = {"a": deep}
     context = bap.bap.context("search")
+    message: Any = {"intent": {}}
+    document: dict[str, Any] = {"context": context, "message": message}
     if where == "context.location":
         context["location"] = deep
-        message: Any = {"intent": {}}
+    elif where == "message":
+        message["intent"]["tags"] = [deep]
+    elif where == "context":
+        context["extra"] = deep  # echoed in the callback's context
     else:
-        message = {"intent": {"tags": [deep]}}
-    body = json.dumps({"context": context, "message": message}).encode()  # orjson won't write it either
+        document["elsewhere"] = deep  # kept in the request's log row
+    body = json.dumps(document).encode()  # orjson won't write it either
     headers = {"Authorization": bap.bap.sign(body)}
     lane = through_lane("POST", "/beckn/search", body, headers)
     django = Client().post("/beckn/search", body, content_type="application/json", headers=headers)
