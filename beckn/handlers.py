@@ -211,7 +211,7 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 context=context,
                 error={"code": "40000", "message": "The request could not be processed; please retry."},
                 request=request,
-                url=callback_url or None,
+                url=gateway_url or callback_url or None,  # where the answer would have gone (a gateway's search)
             )
 
 

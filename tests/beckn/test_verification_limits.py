@@ -184,6 +184,34 @@ def test_the_answer_to_a_forwarded_search_goes_to_the_url_of_the_gateway_key_tha
     assert [c["url"] for c in peer.calls if c["url"].endswith("/on_search")] == ["https://bg.example/beckn/on_search"]
 
 
+def test_a_forwarded_search_we_fail_to_answer_is_told_to_the_gateway_that_signed(
+    bap: Any, peer: FakePeer, settings: Any
+) -> None:
+    """The catch-all's error callback goes where the answer would have gone."""
+    private, public = generate_keypair()
+    BecknSubscriber.objects.create(
+        subscriber_id="bg.example", unique_key_id="k2", type="BG", signing_public_key=public,
+        subscriber_url="https://bg.example/beckn", trusted=True,
+    )  # fmt: skip
+    peer.route("POST", "https://bg.example/beckn/on_search", (200, ACKED))
+    from django.db import connection
+
+    from emsp.models import WatchedEvse
+
+    with connection.cursor() as cursor:  # a broken database: the search's watch on what it showed fails
+        cursor.execute(f"DROP TABLE {WatchedEvse._meta.db_table}")
+    test_bap = bap.bap
+    body = orjson.dumps({"context": test_bap.context("search"), "message": SEARCH})
+    with bap.capture(execute=True):
+        test_bap.post(
+            "search", {}, raw=body, headers={"X-Gateway-Authorization": signed_by(private, body, "bg.example", "k2")}
+        )
+
+    (answer,) = [c for c in peer.calls if c["url"].endswith("/on_search")]
+    assert answer["url"] == "https://bg.example/beckn/on_search"
+    assert answer["json"]["error"]["code"] == "40000"
+
+
 # --- 5. Our signatures last as long as the message's ttl ---------------------------------------------------
 
 
