@@ -29,6 +29,8 @@ FAULT_NAMES = (
     "reject_reservations",
     "reserve_ahead_limit",
     "no_reservation_result",
+    # what hubs do: deliver a push again when they lost its answer (cposim/emsp_client.py)
+    "repeat_pushes",
 )
 _NUMERIC_FAULTS = {"slow", "http500", "reserve_ahead_limit"}
 _NUMERIC_DEFAULTS = {"slow": 1.0, "http500": 0.5, "reserve_ahead_limit": 30.0}

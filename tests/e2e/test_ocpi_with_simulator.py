@@ -64,7 +64,7 @@ def test_the_simulator_registers_with_us(emsp_url: str, simulator: Callable[...,
 PEER_QUIRKS = "glued_push_urls,no_request_ids,null_optionals,cdr_without_evse_uid"
 
 
-@pytest.mark.parametrize("faults", ["", PEER_QUIRKS], ids=["spec", "peer_quirks"])
+@pytest.mark.parametrize("faults", ["", PEER_QUIRKS, "repeat_pushes"], ids=["spec", "peer_quirks", "hub_retries"])
 def test_a_charge_over_http_from_command_to_cdr(
     emsp_url: str, simulator: Callable[..., SimProcess], faults: str
 ) -> None:
@@ -99,8 +99,12 @@ def test_a_charge_over_http_from_command_to_cdr(
     assert cdr.charging_session == session
     assert cdr.total_cost_excl_vat > 0
     assert ChargingSession.objects.get(pk=session.pk).status == "COMPLETED"
-    if faults:  # the CDR without evse_uid is kept, and said so
+    if faults == PEER_QUIRKS:  # the CDR without evse_uid is kept, and said so
         assert DataQualityIssue.objects.filter(partner=partner, module="cdrs", code="missing_evse_uid").exists()
+    if faults == "repeat_pushes":  # every push came twice: each period and the CDR are kept once
+        starts = [p["start_date_time"] for p in ChargingSession.objects.get(pk=session.pk).data["charging_periods"]]
+        assert starts and len(starts) == len(set(starts))
+        assert Cdr.objects.filter(cdr_id=cdr.cdr_id).count() == 1
 
 
 def test_a_cpo_that_hides_its_commands_and_refuses_with_http_200(
