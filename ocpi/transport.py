@@ -235,6 +235,10 @@ def refuse_a_message_for_another_party(request: Request, partner: Partner) -> No
     named = ci_key(country_code, party_id)
     if named == ci_key(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID):
         return
+    if partner.role == Partner.Role.HUB and named == ci_key(partner.country_code, partner.party_id):
+        # A Broadcast Push as its sender addressed it ("the client uses the party-id and country-code of the Hub
+        # in the 'OCPI-to-' headers"), passed on unchanged: for every receiver, us included.
+        return
     named = named if _PARTY_CODES.match(named) else "the OCPI-to-* party"
     if partner.role == Partner.Role.HUB:
         raise OcpiError(CLIENT_ERROR, f"Unknown receiver: {named} is not a party of this platform", 404)

@@ -63,6 +63,9 @@ def _token_for(contract_id: str) -> tuple[str, str] | None:
     if not contract_id or _has_nul(contract_id):
         return None
     token = Token.objects.filter(contract_id__iexact=contract_id).order_by("-last_updated").first()
+    if token is None:
+        # A common 2.1.1 slip: auth_id carrying the card's uid instead of its contract (lenient in: still ours).
+        token = Token.objects.by_uid(contract_id).order_by("-last_updated").first()
     return (token.uid, token.type) if token is not None else None
 
 

@@ -103,6 +103,17 @@ def test_a_session_a_hub_addresses_to_us_or_to_no_one_is_ours(hub: Partner, to: 
     assert ChargingSession.objects.get().session_id == "S1"
 
 
+def test_a_broadcast_addressed_to_the_hub_itself_is_taken(hub: Partner) -> None:
+    """transport §"Broadcast Push": the sender "uses the party-id and country-code of the Hub in the 'OCPI-to-'
+    headers"; a hub passing that on unchanged has misrouted nothing."""
+    location = ocpi_location("IN", "CPA", "LOC-B")
+    response = OcpiTestClient(HUB_TOKEN).put(
+        "/ocpi/emsp/2.2.1/locations/IN/CPA/LOC-B", location, headers=routed(("NL", "HUB"))
+    )
+
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+
+
 def test_a_hub_naming_only_half_a_receiver_is_taken_as_ours(hub: Partner) -> None:
     headers = {**routed(None), "OCPI-to-party-id": "OTH"}
 

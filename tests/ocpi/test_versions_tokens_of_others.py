@@ -20,7 +20,7 @@ from emsp.models import ChargingSession, Partner
 from emsp.services.catalogue import locations_store
 from ocpi import versions
 from ocpi.models import DataQualityIssue
-from ocpi.versions import Context
+from ocpi.versions import Context, wire
 from tests.conftest import OcpiTestClient
 from tests.factories import TokenFactory, ocpi_location
 
@@ -111,6 +111,13 @@ def test_an_unknown_2_1_1_contract_belongs_to_the_emsp_its_prefix_names(auth_id:
     token = cdr_token_of(auth_id, Context(owner=CPO, emsp=US))
     assert (token["country_code"], token["party_id"]) == party
     assert (token["uid"], token["type"], token["contract_id"]) == (auth_id, "OTHER", auth_id)
+
+
+def test_a_2_1_1_auth_id_carrying_our_cards_uid_is_ours(partner: Partner) -> None:
+    """A common 2.1.1 slip: the card's uid in auth_id instead of its contract. Lenient in: it is our driver's."""
+    TokenFactory(uid="04A1B2C3D4E5F6")
+    token = cdr_token_of("04A1B2C3D4E5F6", wire.context(partner))
+    assert (token["country_code"], token["party_id"], token["uid"]) == ("IN", "EMS", "04A1B2C3D4E5F6")
 
 
 def test_a_2_1_1_contract_we_hold_is_ours_whatever_its_prefix() -> None:
