@@ -188,7 +188,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
 def _check_bill(cdr: Cdr, flags: list[str]) -> None:
     """Flag what no driver may be billed for: another eMSP's token (CdrToken.party_id, "ID of the eMSP that
     'owns' this Token": a CPO may send us CDRs that aren't ours), a total with VAT below the one without (the
-    receiver refuses those since; one stored before must still not reach a driver)."""
+    receiver stores such a CDR with a finding, lenient in; it reaches no driver until staff look)."""
     if not token_is_ours(cdr.data.get("cdr_token") or {}):
         flags.append("foreign_token")
     incl = cdr.total_cost_incl_vat

@@ -95,10 +95,23 @@ class CdrStored:
     changed_fields: list[str] = field(default_factory=list)
 
 
+def _position(value: Any) -> Any:
+    """A coordinate as a number: "3.729944" and "3.7299440" are one place (OCPI GeoLocation strings are kept as
+    the CPO renders them, and a retry may render them again differently)."""
+    try:
+        return Decimal(str(value).strip())
+    except ArithmeticError:
+        return value
+
+
 def _content(obj: dict[str, Any]) -> dict[str, Any]:
     """A CDR as compared with a repeat of it: without the stamps (a missing one is our receive time, which
-    differs at each delivery; so is an embedded tariff's)."""
+    differs at each delivery; so is an embedded tariff's), its coordinates as numbers."""
     out = {k: v for k, v in obj.items() if k != "last_updated"}
+    location = out.get("cdr_location")
+    if isinstance(location, dict) and isinstance(location.get("coordinates"), dict):
+        coordinates = {k: _position(v) for k, v in location["coordinates"].items()}
+        out["cdr_location"] = {**location, "coordinates": coordinates}
     if isinstance(out.get("tariffs"), list):
         out["tariffs"] = [
             {k: v for k, v in t.items() if k != "last_updated"} if isinstance(t, dict) else t for t in out["tariffs"]

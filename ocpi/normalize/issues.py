@@ -92,6 +92,7 @@ ISSUE_CODES: dict[str, str] = {
     "missing_step_size": "F step_size missing; 1 used",
     "step_size_zero": "F step_size 0; 1 used",
     "empty_tariff_element": "D tariff element without price components dropped",
+    "empty_restriction_window": "D tariff element whose restrictions never match (min above max, end before start)",
     "dropped_tariff": "D unusable tariff embedded in a CDR dropped",
     "missing_kwh": "F session kwh missing; 0 used",
     "missing_token_party": "F cdr_token without country_code/party_id kept",
@@ -101,6 +102,7 @@ ISSUE_CODES: dict[str, str] = {
     "missing_charging_periods": "F CDR kept without charging periods",
     "missing_evse_id": "D CDR location without evse_id",
     "missing_credit_reference": "F credit CDR kept without credit_reference_id",
+    "incl_vat_below_excl_vat": "F CDR total_cost.incl_vat below excl_vat kept; the audit holds the bill for review",
     "cdr_changed": "D a CDR id posted again with other content: refused, the first kept (send a credit CDR)",
     # plausibility (what no real charge can be: refused, or the value replaced)
     "implausible_datetime": "D DateTime before 2010, after 2100, or (events) in the future",

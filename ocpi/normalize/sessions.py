@@ -273,7 +273,7 @@ def _amount(
     raw: dict[str, Any], key: str, ctx: Ctx, *, credit: bool = False, bill: bool = False
 ) -> dict[str, Any] | None:
     """A Price that can be true: not negative (a credit CDR's are not positive), not absurd, its amount with VAT
-    not below the one without (`bill`: a CDR's total_cost, Rejected; any other is dropped)."""
+    not below the one without (`bill`: a CDR's total_cost, kept with a finding; any other is dropped)."""
     if raw.get(key) is None:
         return None
     given = raw[key]
@@ -292,13 +292,15 @@ def _amount(
             )
     if not credit and price.get("incl_vat") is not None and price["incl_vat"] < price["excl_vat"] - VAT_ROUNDING:
         # No tax makes a price smaller: one of the two is wrong, and the driver pays incl_vat. A CDR's total is
-        # its bill, and a CDR cannot be corrected once stored (mod_cdrs: only by a credit CDR), so it is refused
-        # for the CPO to send it right; a sub-total or a session's running total only explains, and goes.
+        # its bill and the CPO's claim, which refusing would lose (ocpi-notes "CDR intake": flag differences
+        # instead of rejecting). So it is kept with a finding and the audit holds it for review
+        # (billing/services/audit.py HELD "incl_vat_below_excl_vat": no driver is billed until staff look).
+        # A sub-total or a session's running total only explains, and goes.
         message = f"{key}.incl_vat {price['incl_vat']!r} is below excl_vat {price['excl_vat']!r}"
-        if bill:
-            raise Rejected(json_path(key, "incl_vat"), message, code="incl_vat_below_excl_vat")
-        ctx.drop(key, "implausible_value", f"{message}; {key} dropped")
-        return None
+        if not bill:
+            ctx.drop(key, "implausible_value", f"{message}; {key} dropped")
+            return None
+        ctx.fix(json_path(key, "incl_vat"), "incl_vat_below_excl_vat", f"{message}; kept, held for review")
     if taxes is not None:
         price["taxes"] = read_tax_amounts(taxes, json_path(key, "taxes"), ctx)
     return price

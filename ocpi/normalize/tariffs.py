@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from billing.pricing import TariffError, parse_tariff
@@ -79,6 +81,15 @@ RESTRICTION_FIELDS = frozenset(
     ]
 )
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T.*)?")
+# Restriction pairs whose window is [min, max) (mod_tariffs §11.4.6: start_date/min_* inclusive, end_date/max_*
+# exclusive): a min above its max is a window no session ever falls in.
+_WINDOW_PAIRS = (
+    ("start_date", "end_date"),
+    ("min_kwh", "max_kwh"),
+    ("min_current", "max_current"),
+    ("min_power", "max_power"),
+    ("min_duration", "max_duration"),
+)
 
 
 def _component(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
@@ -210,6 +221,24 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
     return out or None
 
 
+def _empty_window(restrictions: dict[str, Any]) -> tuple[str, str] | None:
+    """The first (min, max) restriction pair whose min is above its max, if any. Dates that are no calendar day
+    ("2025-02-30") are left to the pricing engine, which refuses them: only a readable window counts as empty."""
+    for low, high in _WINDOW_PAIRS:
+        if low not in restrictions or high not in restrictions:
+            continue
+        if low == "start_date":
+            try:
+                lo, hi = date.fromisoformat(restrictions[low]), date.fromisoformat(restrictions[high])
+            except ValueError:
+                continue
+            if lo > hi:
+                return low, high
+        elif Decimal(str(restrictions[low])) > Decimal(str(restrictions[high])):
+            return low, high
+    return None
+
+
 def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise Rejected(path, "tariff without elements", code="missing_elements")
@@ -229,7 +258,19 @@ def _elements(raw: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "price_components": [_component(c, f"{epath}.price_components[{j}]", ctx) for j, c in enumerate(comps)]
         }
-        restrictions = _restrictions(element.get("restrictions"), json_path(epath, "restrictions"), ctx)
+        rpath = json_path(epath, "restrictions")
+        restrictions = _restrictions(element.get("restrictions"), rpath, ctx)
+        empty = _empty_window(restrictions) if restrictions else None
+        if empty is not None:
+            # mod_tariffs: the first element whose restrictions all match prices a period; this one never matches,
+            # so dropping it changes no price (refusing the whole tariff left the connector unpriceable).
+            low, high = empty
+            ctx.drop(
+                json_path(rpath, high),
+                "empty_restriction_window",
+                f"{low} {restrictions[low]!r} is beyond {high} {restrictions[high]!r}: never applies, dropped",
+            )
+            continue
         if restrictions:
             entry["restrictions"] = restrictions
         out.append(entry)
@@ -314,9 +355,10 @@ def normalize_tariff(
     """A full Tariff (PUT body, GET page entry, CDR.tariffs[]) -> (2.2.1-shaped dict, issues) or Rejected.
 
     Prices, VAT and restriction bounds stay the JSON numbers received (see ``values.read_number``).
-    A tariff the pricing engine refuses (an end_date before its start_date, "2025-02-30", min_kwh above max_kwh,
-    min_price above max_price, a currency without minor units such as XTS) is rejected here, with the engine's
-    path: stored, it would be a connector that can't be quoted.
+    A tariff the pricing engine refuses ("2025-02-30", min_price above max_price, a currency without minor units
+    such as XTS) is rejected here, with the engine's path: stored, it would be a connector that can't be quoted.
+    An element whose restriction window is empty (an end_date before its start_date, min_kwh above max_kwh) can
+    never apply, so it is dropped with a finding instead; the tariff is refused only when no element is left.
     """
     return collect(lambda ctx: _priceable(tariff(raw, "", ctx, country_code, party_id)))
 

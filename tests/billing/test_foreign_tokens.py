@@ -1,6 +1,6 @@
 """A CDR bills one of our drivers only for a token of ours (CdrToken.party_id: "ID of the eMSP that 'owns' this
 Token"; RFID uids collide across eMSPs, and a CPO may send us CDRs that aren't ours), and never for an amount
-with VAT below the amount without."""
+with VAT below the amount without (such a CDR is stored and held for review)."""
 
 from __future__ import annotations
 
@@ -83,11 +83,15 @@ def test_an_alpha3_token_country_is_read_as_its_alpha2(bec: OcpiTestClient, cdr:
     assert Cdr.objects.get().data["cdr_token"]["country_code"] == "DE"
 
 
-def test_a_cdr_total_with_vat_below_without_is_refused(bec: OcpiTestClient, cdr: dict[str, Any]) -> None:
+def test_a_cdr_total_with_vat_below_without_is_stored_and_held(
+    bec: OcpiTestClient, cdr: dict[str, Any], our_card: Any
+) -> None:
+    """Not refused (a CDR is the CPO's bill: flagged, not rejected); the audit keeps it from the driver."""
     response = bec.post(CDRS, {**cdr, "cdr_token": OURS, "total_cost": {"excl_vat": 40.0, "incl_vat": 4.0}})
-    assert response.json()["status_code"] == 2001
-    assert "incl_vat" in response.json()["status_message"]
-    assert not Cdr.objects.exists()
+    assert response.json()["status_code"] == 1000
+    cdr_process(Cdr.objects.get().pk)
+    assert not DriverReceipt.objects.exists()
+    assert "incl_vat_below_excl_vat" in CdrAudit.objects.get().flags
 
 
 def test_a_sub_total_with_vat_below_without_is_dropped(bec: OcpiTestClient, cdr: dict[str, Any]) -> None:
@@ -99,7 +103,7 @@ def test_a_sub_total_with_vat_below_without_is_dropped(bec: OcpiTestClient, cdr:
 def test_a_stored_cdr_with_vat_below_without_is_held_for_review(
     bec: OcpiTestClient, cdr: dict[str, Any], our_card: Any
 ) -> None:
-    """One stored before the receiver refused them."""
+    """Whatever the receiver did with it: the stored amounts are what the audit reads."""
     bec.post(CDRS, {**cdr, "cdr_token": OURS})
     Cdr.objects.update(total_cost_excl_vat=40, total_cost_incl_vat=4)
     cdr_process(Cdr.objects.get().pk)
