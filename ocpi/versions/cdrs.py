@@ -17,7 +17,7 @@ from typing import Any
 
 from ocpi.versions.common import Context, decimal_or_none, json_number, renamed, without
 from ocpi.versions.tariffs import check_version, downgrade_tariff, upgrade_tariff
-from ocpi.versions.v211 import cdr_token, upgrade_charging_period
+from ocpi.versions.v211 import cdr_token, charging_periods_out, power_type_out, upgrade_charging_period
 from ocpi.versions.v230 import upgrade_cdr_token, upgrade_connector, upgrade_price
 
 PRICE_FIELDS = (
@@ -173,7 +173,7 @@ def _to_v211(obj: dict[str, Any]) -> dict[str, Any]:
         "id": location.get("connector_id"),
         "standard": location.get("connector_standard"),
         "format": location.get("connector_format"),
-        "power_type": location.get("connector_power_type"),
+        "power_type": power_type_out(location.get("connector_power_type")),
         "voltage": 0,
         "amperage": 0,
         "last_updated": stamp,
@@ -190,7 +190,7 @@ def _to_v211(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(obj.get("tariffs"), list):
         out["tariffs"] = [downgrade_tariff(t, "2.1.1") for t in obj["tariffs"]]
     if isinstance(out.get("charging_periods"), list):
-        out["charging_periods"] = [without(p, "tariff_id") for p in out["charging_periods"]]
+        out["charging_periods"] = charging_periods_out(out["charging_periods"])
     out["total_cost"] = (obj.get("total_cost") or {}).get("excl_vat")
     return out
 

@@ -4,13 +4,15 @@ In: Locations (LocationType `type`, connector `voltage`/`amperage`/`tariff_id`, 
 Sessions (`start_datetime`, `auth_id`, a whole `location`, `total_cost` a number excluding VAT), the
 CommandResponse a CPO posts as a command's result, and Credentials (one party at the top level).
 Out: Tokens (`auth_id`, types RFID/OTHER, no party), AuthorizationInfo (no token, no reference), commands
-(no CANCEL_RESERVATION, no authorization_reference or connector_id, an int reservation_id) and Credentials.
+(no CANCEL_RESERVATION, no authorization_reference or connector_id, an int reservation_id), Credentials, and
+our copies of a CPO's Locations, EVSEs, Connectors and Sessions read back (2.1.1's fields and enum values).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from ocpi.versions.common import (
@@ -282,6 +284,166 @@ def downgrade_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- out: our copies of a CPO's locations and sessions (the GET of our receivers) -----------------------------
+
+# mod_locations 2.1.1 enums. What 2.2.1 added has no 2.1.1 value: list entries without one are left out; a
+# connector whose standard 2.1.1 can't name is left out of its EVSE (and an EVSE left without one, of its
+# location), or, asked for alone, can't be carried.
+_V211_CONNECTOR_TYPES = frozenset(
+    {"CHADEMO", *(f"DOMESTIC_{c}" for c in "ABCDEFGHIJKL"), "IEC_62196_T1", "IEC_62196_T1_COMBO", "IEC_62196_T2",
+     "IEC_62196_T2_COMBO", "IEC_62196_T3A", "IEC_62196_T3C", "TESLA_R", "TESLA_S"}
+)  # fmt: skip
+_V211_CAPABILITIES = frozenset(
+    {"CHARGING_PROFILE_CAPABLE", "CREDIT_CARD_PAYABLE", "REMOTE_START_STOP_CAPABLE", "RESERVABLE", "RFID_READER",
+     "UNLOCK_CAPABLE"}
+)  # fmt: skip
+_V211_FACILITIES = frozenset(
+    {"HOTEL", "RESTAURANT", "CAFE", "MALL", "SUPERMARKET", "SPORT", "RECREATION_AREA", "NATURE", "MUSEUM",
+     "BUS_STOP", "TAXI_STAND", "TRAIN_STATION", "AIRPORT", "CARPOOL_PARKING", "FUEL_STATION", "WIFI"}
+)  # fmt: skip
+# 2.1.1 PowerType has no two-phase AC (2.2 added AC_2_PHASE and AC_2_PHASE_SPLIT): both read as one phase, the
+# lower figure (2.1.1 voltage is line to neutral).
+_V211_POWER_TYPES = {"AC_2_PHASE": "AC_1_PHASE", "AC_2_PHASE_SPLIT": "AC_1_PHASE"}
+# mod_cdrs 2.1.1 CdrDimensionType (2.2 added CURRENT, ENERGY_EXPORT/IMPORT, MAX/MIN_POWER, POWER,
+# RESERVATION_TIME and STATE_OF_CHARGE).
+_V211_DIMENSIONS = frozenset({"ENERGY", "FLAT", "MAX_CURRENT", "MIN_CURRENT", "PARKING_TIME", "TIME"})
+# mod_sessions 2.1.1 SessionStatus has no RESERVATION (a reserved session has not started: PENDING).
+_V211_SESSION_STATUSES = {"RESERVATION": "PENDING"}
+# Location fields 2.2 added (parking_type is 2.1.1's `type`).
+_V221_LOCATION_FIELDS = ("country_code", "party_id", "publish", "publish_allowed_to", "state", "parking_type")
+_V211_SESSION_FIELDS = (
+    "id", "start_date_time", "end_date_time", "kwh", "auth_method", "meter_id", "currency", "charging_periods",
+    "total_cost", "status", "last_updated",
+)  # fmt: skip
+_SIX = Decimal("0.000001")
+
+
+def _geo_out(value: Any) -> Any:
+    """A GeoLocation with 2.1.1's six decimals (regex `-?[0-9]{1,2}\\.[0-9]{6}`; 2.2.1 allows 5 to 7)."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key in ("latitude", "longitude"):
+        number = decimal_or_none(out.get(key))
+        if number is not None:
+            text = format(number.quantize(_SIX), "f")
+            out[key] = text[1:] if text.startswith("-") and not text.strip("-0.") else text
+    return out
+
+
+def _energy_mix_out(mix: Any) -> Any:
+    if isinstance(mix, dict) and "environ_impact" in mix:
+        return {**mix, "environ_impact": each(mix["environ_impact"], lambda i: renamed(i, {"category": "source"}))}
+    return mix
+
+
+def _known(values: Any, allowed: frozenset[str]) -> Any:
+    return [v for v in values if v in allowed] if isinstance(values, list) else values
+
+
+def power_type_out(power_type: Any) -> Any:
+    return _V211_POWER_TYPES.get(power_type, power_type) if isinstance(power_type, str) else power_type
+
+
+def connector_out(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """mod_locations 2.1.1 Connector (`voltage`, `amperage`, one `tariff_id`); None when 2.1.1 has no
+    ConnectorType for its standard."""
+    if obj.get("standard") not in _V211_CONNECTOR_TYPES:
+        return None
+    out: dict[str, Any] = {
+        "id": obj.get("id"),
+        "standard": obj["standard"],
+        "format": obj.get("format"),
+        "power_type": power_type_out(obj.get("power_type")),
+        "voltage": obj.get("max_voltage"),
+        "amperage": obj.get("max_amperage"),
+    }
+    tariff_ids = obj.get("tariff_ids")
+    if isinstance(tariff_ids, list) and tariff_ids:
+        out["tariff_id"] = tariff_ids[0]  # 2.1.1 has one tariff per connector: the first one applies
+    for key in ("terms_and_conditions", "last_updated"):
+        if key in obj:
+            out[key] = obj[key]
+    return out
+
+
+def evse_out(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """mod_locations 2.1.1 EVSE; None when none of its connectors can be said in 2.1.1 (`connectors` is 1..*)."""
+    connectors = [c for c in (connector_out(c) for c in obj.get("connectors") or [] if isinstance(c, dict)) if c]
+    if not connectors:
+        return None
+    out = {**obj, "connectors": connectors}
+    if "capabilities" in out:
+        out["capabilities"] = _known(out["capabilities"], _V211_CAPABILITIES)
+    if "coordinates" in out:
+        out["coordinates"] = _geo_out(out["coordinates"])
+    return out
+
+
+def location_out(obj: dict[str, Any]) -> dict[str, Any]:
+    """mod_locations 2.1.1 Location: `type` for parking_type (OTHER for a 2.2 value, UNKNOWN when none), no
+    party, publish or state; EVSEs 2.1.1 can't carry are left out."""
+    out = without(obj, *_V221_LOCATION_FIELDS)
+    parking_type = obj.get("parking_type")
+    location_type = parking_type if parking_type in _PARKING_TYPES else "OTHER" if parking_type else "UNKNOWN"
+    out = {"id": out.pop("id", None), "type": location_type, **out}
+    if "coordinates" in out:
+        out["coordinates"] = _geo_out(out["coordinates"])
+    if isinstance(out.get("related_locations"), list):
+        out["related_locations"] = [_geo_out(r) for r in out["related_locations"]]
+    if "facilities" in out:
+        out["facilities"] = _known(out["facilities"], _V211_FACILITIES)
+    # Hours pass as they are: the 2.1.1 example itself writes regular_hours with "twentyfourseven": false.
+    if "energy_mix" in out:
+        out["energy_mix"] = _energy_mix_out(out["energy_mix"])
+    if isinstance(out.get("evses"), list):
+        out["evses"] = [e for e in (evse_out(e) for e in out["evses"] if isinstance(e, dict)) if e]
+    return out
+
+
+def _carried(obj: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if obj is None:
+        raise CannotCarry(f"OCPI 2.1.1 has no connector type for {what}")
+    return obj
+
+
+def charging_periods_out(periods: Any) -> Any:
+    """2.1.1 ChargingPeriods: no tariff_id, only 2.1.1's dimension types; a period left without one (its
+    `dimensions` is 1..*) is left out."""
+    if not isinstance(periods, list):
+        return periods
+    out = []
+    for period in periods:
+        if not isinstance(period, dict):
+            continue
+        dimensions = [
+            d for d in period.get("dimensions") or [] if isinstance(d, dict) and d.get("type") in _V211_DIMENSIONS
+        ]
+        if dimensions:
+            out.append({**without(period, "tariff_id"), "dimensions": dimensions})
+    return out
+
+
+def session_out(obj: dict[str, Any], location: dict[str, Any]) -> dict[str, Any]:
+    """mod_sessions 2.1.1 Session: `start_datetime`, `auth_id`, the whole `location` "including only the relevant
+    EVSE and connector" (2.2.1-shaped, ours as `location_as_ocpi` renders it), `total_cost` a number excluding
+    VAT."""
+    fields = {k: obj[k] for k in _V211_SESSION_FIELDS if k in obj}
+    out: dict[str, Any] = renamed(fields, {"start_date_time": "start_datetime", "end_date_time": "end_datetime"})
+    out["auth_id"] = (obj.get("cdr_token") or {}).get("contract_id", "")
+    if out.get("auth_method") == "COMMAND":
+        out["auth_method"] = "AUTH_REQUEST"  # 2.1.1 AuthMethod has no COMMAND: the eMSP authorized it
+    out["status"] = _V211_SESSION_STATUSES.get(out.get("status", ""), out.get("status"))
+    out["location"] = location_out(location)
+    if not out["location"].get("evses"):
+        raise CannotCarry(f"OCPI 2.1.1 has no connector type for the session's connector {obj.get('connector_id')!r}")
+    if "charging_periods" in out:
+        out["charging_periods"] = charging_periods_out(out["charging_periods"])
+    if isinstance(out.get("total_cost"), dict):
+        out["total_cost"] = out["total_cost"].get("excl_vat")
+    return out
+
+
 def reservation_number(reservation_id: str) -> int:
     """2.1.1 ReserveNow.reservation_id is an int; ours are UUIDs. A stable 31-bit number from it (fits an
     OCPP reservationId); the CPO echoes it nowhere we read, it only replaces a reservation with the same one."""
@@ -329,6 +491,9 @@ UPGRADES = {
 }
 
 DOWNGRADES = {
+    "location": location_out,
+    "evse": lambda obj: _carried(evse_out(obj), "any of the EVSE's connectors"),
+    "connector": lambda obj: _carried(connector_out(obj), f"standard {obj.get('standard')!r}"),
     "token": downgrade_token,
     "authorization_info": downgrade_authorization_info,
     "credentials": downgrade_credentials,

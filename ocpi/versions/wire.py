@@ -18,8 +18,10 @@ from rest_framework.request import Request
 
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import ChargingSession, Command, Partner, Token, ci_key
-from ocpi.transport import CLIENT_ERROR, OcpiError
-from ocpi.versions import CANONICAL, Context, downgrade, upgrade
+from emsp.services import catalogue
+from ocpi.rendering import connector_as_ocpi, evse_as_ocpi
+from ocpi.transport import CLIENT_ERROR, SERVER_ERROR, UNKNOWN_LOCATION, OcpiError
+from ocpi.versions import CANONICAL, CannotCarry, Context, downgrade, upgrade, v211
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +246,41 @@ class VersionedReceiver:
         if self.module == "tokens" and answered:
             kind = "authorization_info" if request.method == "POST" else "token"
             _downgrade_data(response, self.ocpi_version, kind)
-        elif self.module in ("cdrs", "tariffs", "sessions") and request.method == "GET" and answered:
-            # Our copy of a partner's CDR, tariff or session, read back in the version it speaks (a session has a
-            # mapping for 2.3.0 only: docs/ocpi-versions.md).
-            _downgrade_data(response, self.ocpi_version, self.module[:-1])
+        elif self.module in ("cdrs", "tariffs", "sessions", "locations") and request.method == "GET" and answered:
+            # Our copy of a partner's object, read back in the version it speaks. What that version can't say
+            # (a 2.1.1 session's connector of a 2.2 standard) is an error naming it, never a 2.2.1 object.
+            try:
+                self._read_back(response)
+            except CannotCarry as exc:
+                response = self.handle_exception(OcpiError(SERVER_ERROR, str(exc)))  # type: ignore[attr-defined]
+            except OcpiError as exc:
+                response = self.handle_exception(exc)  # type: ignore[attr-defined]
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+    def _read_back(self, response: HttpResponse) -> None:
+        if self.module == "locations":
+            kind = "connector" if self.kwargs.get("connector_id") else "evse" if self.kwargs.get("evse_uid") else ""
+            _downgrade_data(response, self.ocpi_version, kind or "location")
+        elif self.module == "sessions" and self.ocpi_version == "2.1.1":
+            body = orjson.loads(response.content)
+            if isinstance(body.get("data"), dict):
+                body["data"] = v211.session_out(body["data"], _session_location(body["data"]))
+                response.content = orjson.dumps(body)
+        else:
+            _downgrade_data(response, self.ocpi_version, self.module[:-1])
+
+
+def _session_location(session: dict[str, Any]) -> dict[str, Any]:
+    """The location a session names, with only its EVSE and connector, as our Locations receiver holds it (a 2.1.1
+    Session carries it whole). One we don't hold is 2003: the session can't be read back without it."""
+    location = catalogue.location_get(session["country_code"], session["party_id"], session["location_id"])
+    evse = catalogue.evse_get(location, session["evse_uid"]) if location is not None else None
+    connector = catalogue.connector_get(evse, session["connector_id"]) if evse is not None else None
+    if location is None or evse is None or connector is None:
+        where = f"{session['location_id']}/{session['evse_uid']}/{session['connector_id']}"
+        raise OcpiError(UNKNOWN_LOCATION, f"The session's location {where} is unknown to us: PUT it first")
+    shown_evse = {**evse_as_ocpi(evse), "connectors": [connector_as_ocpi(connector)]}
+    return {**location.data, "evses": [shown_evse], "last_updated": format_datetime(location.last_updated)}
 
 
 def _untyped_other(request: Request) -> None:
