@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 # keep using a partner's old address after it moves (load balancers change addresses routinely).
 RESOLVE_TTL_SECONDS = 60
 
+# The most of an answer's body we hold, once decompressed (settings.OUTBOUND_MAX_BODY_BYTES overrides it): a
+# partner's reply is read in chunks up to this and refused past it. We ask for gzip/deflate, and a few hundred
+# KiB of gzip inflate to hundreds of MiB: without a cap one reply could take the worker's memory.
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+_READ_CHUNK_BYTES = 64 * 1024
+
 
 class OutboundError(Exception):
     """The request could not be made or got no HTTP answer (refused target, DNS, connect, timeout)."""
@@ -50,6 +56,10 @@ class OutboundError(Exception):
 
 class ForbiddenTarget(OutboundError):
     """A partner-supplied URL points at a private or loopback address and that is not allowed here."""
+
+
+class BodyTooLarge(OutboundError):
+    """The answer's body, decompressed, is larger than we hold (OUTBOUND_MAX_BODY_BYTES): not read further."""
 
 
 @dataclass
@@ -237,7 +247,13 @@ def send(
             ),
             redirect=False,
             retries=False,
+            preload_content=False,  # read below, in chunks and up to a cap
+            decode_content=True,
         )
+        content = _read_capped(response, max_body_bytes())
+    except BodyTooLarge as exc:
+        log.warning("%s %s failed: %s", method, url, exc)
+        raise
     except (HTTPError, OSError, ValueError, TypeError) as exc:  # http.client refusing a header, its value or a URL
         log.warning("%s %s failed: %s", method, url, exc)
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
@@ -249,9 +265,33 @@ def send(
     return OutboundResponse(
         status=response.status,
         headers=dict(response.headers),
-        content=response.data,
+        content=content,
         elapsed_ms=elapsed_ms,
         request_id=request_id,
         correlation_id=correlation_id,
         request_body=body or b"",
     )
+
+
+def max_body_bytes() -> int:
+    """The cap on an answer's decompressed body: settings.OUTBOUND_MAX_BODY_BYTES, else DEFAULT_MAX_BODY_BYTES."""
+    return int(getattr(settings, "OUTBOUND_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse, cap: int) -> bytes:
+    """The body, decompressed as it is read (urllib3 inflates no more than each read asks for), refused once
+    more than `cap` bytes came: the connection is closed then, not drained nor handed back with a body unread."""
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read(min(_READ_CHUNK_BYTES, cap + 1 - size)):
+            size += len(chunk)
+            if size > cap:
+                raise BodyTooLarge(f"answer larger than the {cap} bytes we read (decompressed), not read further")
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # a body left unread: this connection is not reused
+        response.release_conn()
+        raise
+    response.release_conn()
+    return b"".join(chunks)

@@ -31,13 +31,20 @@ from emsp.services import breakers
 from ocpi import metrics
 from ocpi.hub import CONFIGURATION_MODULES, Party, routing_headers
 from ocpi.models import OcpiMessage
-from ocpi.normalize import unwrap_list_payload
+from ocpi.normalize import Rejected, unwrap_list_payload
 from ocpi.redact import log_body, storable
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
+# A "token": "<value>" pair in text (ocpi/redact.py's pattern, which works on whole bodies in bytes): in JSON's
+# double quotes or a Python repr's single ones, escapes inside the value skipped over, and also a value the text
+# cuts off (an excerpt ends in the middle of it).
+_TOKEN_IN_TEXT = re.compile(
+    r"""(?P<head>(?P<q>["'])token(?P=q)\s*:\s*(?P<v>["']))(?:(?!(?P=v))[^\\]|\\.)*(?:(?P=v)|\\?$)""",
+    re.IGNORECASE,
+)
 
 
 class OcpiClientError(Exception):
@@ -168,8 +175,12 @@ class OcpiClient:
                 breakers.failed(breaker, module, str(outcome))
             raise OcpiClientError(f"{method} {url}: {outcome}") from outcome
         response = outcome
-        reply = _parse_reply(response)
+        # A credentials reply carries the partner's token: the excerpts an error quotes are taken with it redacted.
+        shown = redact_tokens(response.content.decode("utf-8", "replace")).encode() if module == "credentials" else None
+        reply = _parse_reply(response, shown=shown)
         failure = _failure(method, url, response, reply)
+        if failure is not None and module == "credentials":
+            failure = _tokens_redacted(failure)
         self._log(
             method,
             url,
@@ -225,7 +236,7 @@ class OcpiClient:
             duration_ms=duration_ms,
             request_body=log_body(body, module),
             response_body=log_body(response_body, module) if settings.OCPI_LOG_BODIES else "",
-            error=storable(error[:2000]),
+            error=storable((redact_tokens(error) if module == "credentials" else error)[:2000]),
         )
 
     # -- lists ---------------------------------------------------------------------------------
@@ -264,7 +275,14 @@ class OcpiClient:
                     reply = answered.reply()
                 else:
                     reply = self.request("GET", next_url, module=module, timeout=timeout)
-                items = unwrap_list_payload(reply.data)
+                try:
+                    items = unwrap_list_payload(reply.data)
+                except Rejected as exc:  # `data` neither a list nor an object: the pull fails, not the worker
+                    raise OcpiReplyError(
+                        f"GET {next_url}: HTTP {reply.http_status}, not a list of objects: {exc}",
+                        http_status=reply.http_status,
+                        ocpi_status=reply.status_code,
+                    ) from exc
                 total = _int_header(reply, "X-Total-Count")
                 header = reply.header("Link")
                 link = _next_link(header, url)
@@ -375,15 +393,17 @@ class Page:
     timestamp: str = ""  # the envelope's, as the partner sent it
 
 
-def _parse_reply(response: outbound.OutboundResponse) -> OcpiReply:
-    """The envelope's parts. `problem` says why the body is not an OCPI response envelope, if it isn't."""
+def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = None) -> OcpiReply:
+    """The envelope's parts. `problem` says why the body is not an OCPI response envelope, if it isn't, quoting
+    the body's first bytes (of `shown`, the body as it may be quoted, when given)."""
     status_code: int | None = None
+    quoted = response.content if shown is None else shown
     try:
         body = orjson.loads(response.content) if response.content.strip() else None
     except orjson.JSONDecodeError:
-        return _reply(response, problem=f"the body is not JSON: {_excerpt(response.content)!r}")
+        return _reply(response, problem=f"the body is not JSON: {_excerpt(quoted)!r}")
     if not isinstance(body, dict) or "status_code" not in body:
-        what = "empty" if body is None else f"JSON without an OCPI envelope: {_excerpt(response.content)!r}"
+        what = "empty" if body is None else f"JSON without an OCPI envelope: {_excerpt(quoted)!r}"
         return _reply(response, data=body, problem=f"the body is {what}")
     try:
         status_code = int(body["status_code"])
@@ -494,12 +514,30 @@ def _excerpt(content: bytes, length: int = 200) -> str:
     return content[:length].decode("utf-8", "replace")
 
 
+def redact_tokens(text: str) -> str:
+    """`text` with the value of every "token" pair replaced, as ocpi/redact.py does to the message log's bodies:
+    for the error texts and excerpts of credentials calls, which quote a reply (its token C) or a status."""
+    return _TOKEN_IN_TEXT.sub(lambda m: m.group("head") + "[redacted]" + m.group("v"), text)
+
+
+def _tokens_redacted(failure: OcpiClientError) -> OcpiClientError:
+    """The same failure, its message without tokens (it is logged, stored and quoted by the registration's
+    own errors)."""
+    text = str(failure)
+    clean = redact_tokens(text)
+    if clean == text:
+        return failure
+    return type(failure)(clean, http_status=failure.http_status, ocpi_status=failure.ocpi_status, data=failure.data)
+
+
 def _int_header(reply: OcpiReply, name: str) -> int | None:
+    """A count header (X-Total-Count, X-Limit): a whole number, not negative; None otherwise (as if absent)."""
     value = reply.header(name)
     try:
-        return int(value) if value is not None else None
+        number = int(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is None or number >= 0 else None
 
 
 def _next_link(header: str | None, endpoint_url: str) -> str | None:

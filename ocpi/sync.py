@@ -62,6 +62,10 @@ class IngestCounts:
     rejected: int = 0
     stored: int = 0
     seen_keys: set[str] = field(default_factory=set)
+    # Locations and tariffs: objects listed without a key we can read (one object each, which one unknown), and
+    # objects whose key came before in the same walk (a list that moved under its pages shows one twice).
+    unkeyed: int = 0
+    repeated: int = 0
 
     def add(self, other: IngestCounts) -> None:
         self.received += other.received
@@ -69,7 +73,14 @@ class IngestCounts:
         self.normalised += other.normalised
         self.rejected += other.rejected
         self.stored += other.stored
+        self.unkeyed += other.unkeyed
+        self.repeated += other.repeated + len(self.seen_keys & other.seen_keys)
         self.seen_keys |= other.seen_keys
+
+    @property
+    def distinct(self) -> int:
+        """The objects of a location or tariff list, each counted once."""
+        return len(self.seen_keys) + self.unkeyed
 
 
 def _object_id(raw: Any) -> str:
@@ -113,10 +124,10 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
     if module == "locations":
         result = catalogue.locations_store(partner, clean_objects)
         counts.stored = result.created + result.updated
-        counts.seen_keys = _keys(catalogue.location_key, clean_objects + unreadable, partner)
+        _count_keys(counts, catalogue.location_key, clean_objects + unreadable, partner)
     elif module == "tariffs":
         counts.stored = records.tariffs_store(partner, clean_objects)
-        counts.seen_keys = _keys(records.tariff_key, clean_objects + unreadable, partner)
+        _count_keys(counts, records.tariff_key, clean_objects + unreadable, partner)
     elif module == "sessions":
         counts.stored = sessions.sessions_store(partner, clean_objects)
     elif module == "cdrs":
@@ -125,18 +136,25 @@ def ingest_page(partner: Partner, module: str, objects: list[Any]) -> IngestCoun
     return counts
 
 
-def _keys(key: Callable[[str, str, str], str], objects: list[Any], partner: Partner) -> set[str]:
+def _count_keys(
+    counts: IngestCounts, key: Callable[[str, str, str], str], objects: list[Any], partner: Partner
+) -> None:
     """The keys of the objects a page listed, the refused ones too where their ids can be read (what a full pull
-    saw: one we could not read this time is kept as we had it, not withdrawn)."""
+    saw: one we could not read this time is kept as we had it, not withdrawn); those without a readable id, and
+    those the page lists twice, counted."""
     keys = set()
     for obj in objects:
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            counts.unkeyed += 1
             continue
         country_code, party_id = obj.get("country_code"), obj.get("party_id")
         if not isinstance(country_code, str) or not isinstance(party_id, str):
             country_code, party_id = partner.country_code, partner.party_id
-        keys.add(key(country_code.upper(), party_id.upper(), obj["id"]))
-    return keys
+        object_key = key(country_code.upper(), party_id.upper(), obj["id"])
+        if object_key in keys:
+            counts.repeated += 1
+        keys.add(object_key)
+    counts.seen_keys = keys
 
 
 def _incremental_from(partner: Partner, module: str) -> datetime | None:
@@ -157,24 +175,28 @@ def _incremental_from(partner: Partner, module: str) -> datetime | None:
     if last_ok is None:
         return None
     started_at, partner_time = last_ok
-    # The partner's clock where it told us one (its objects' last_updated are on it), else ours.
-    return (partner_time or started_at) - INCREMENTAL_OVERLAP
+    # The partner's clock where it told us one behind ours (its objects' last_updated are on it), else ours: the
+    # earlier of the two can only fetch more (runs stored before this rule kept one ahead of ours too).
+    return min(partner_time or started_at, started_at) - INCREMENTAL_OVERLAP
 
 
-# A partner's clock believed within this much of ours (a timestamp further off is a broken clock or a made-up
+# A partner's clock believed up to this much behind ours (a timestamp further off is a broken clock or a made-up
 # value: our own clock serves then).
 PARTNER_CLOCK_TRUSTED = timedelta(hours=12)
 
 
 def _partner_time(stamp: str, ours: datetime) -> datetime | None:
-    """The partner's clock from an envelope's timestamp, when it can be read and is near ours."""
+    """The partner's clock from an envelope's timestamp, when it can be read and is behind ours, by no more than
+    PARTNER_CLOCK_TRUSTED. Never one ahead of ours: the next incremental pull would start later than our own
+    clock says, and an envelope stamped on another clock than the objects' last_updated (a local time sent as
+    UTC) would have it skip what changed in between; our clock serves then (the earlier can only fetch more)."""
     if not stamp:
         return None
     try:
         moment = parse_utc(stamp)
     except (DateTimeError, ValueError, OverflowError):
         return None
-    return moment if abs(moment - ours) <= PARTNER_CLOCK_TRUSTED else None
+    return moment if timedelta(0) <= ours - moment <= PARTNER_CLOCK_TRUSTED else None
 
 
 def sync_module(
@@ -212,7 +234,7 @@ def sync_module(
         log.warning("pull of %s from %s failed: %s", module, partner, exc)
     else:
         run.outcome = SyncRun.Outcome.OK
-        if mode == SyncRun.Mode.FULL and _walked_whole(run):
+        if mode == SyncRun.Mode.FULL and _walked_whole(run, totals):
             if module == "locations":
                 catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
             elif module == "tariffs":
@@ -223,14 +245,16 @@ def sync_module(
     return run
 
 
-def _walked_whole(run: SyncRun) -> bool:
+def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
     """Did this pull see the partner's whole list? Only then are "all the pages together the new truth"
-    (mod_locations) and what it did not see withdrawn. Not when fewer objects came than `X-Total-Count`
-    announced (a list that shifted under the pages: the spec's advice is to page again, the next full pull
-    will), nor when the walk stopped at the page limit."""
-    if run.pages >= MAX_PAGES:
+    (mod_locations) and what it did not see withdrawn. Not when fewer distinct objects came than
+    `X-Total-Count` announced, nor when one came twice: a list that shifted under the pages (the spec's advice
+    is to page again, the next full pull will). Offset paging over a list sorted by last_updated shows an
+    object updated mid-pull twice (it moved to the end) and skips its neighbour: as many objects as announced,
+    one of them missing. Nor when the walk stopped at the page limit."""
+    if run.pages >= MAX_PAGES or totals.repeated:
         return False
-    return run.announced is None or run.received >= run.announced
+    return run.announced is None or totals.distinct >= run.announced
 
 
 def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:
@@ -251,15 +275,20 @@ def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: 
         run.normalised = totals.normalised
         run.rejected = totals.rejected
         _renew_lease(partner)
-    _record_paging_findings(partner, module, run, link_refused)
+    _record_paging_findings(partner, module, run, link_refused, totals)
 
 
-def _record_paging_findings(partner: Partner, module: str, run: SyncRun, link_refused: bool) -> None:
-    """What the paging itself showed: fewer objects than `X-Total-Count` announced, or a `Link` that pointed
-    away from the endpoint (paging went on by offset/limit)."""
+def _record_paging_findings(
+    partner: Partner, module: str, run: SyncRun, link_refused: bool, totals: IngestCounts
+) -> None:
+    """What the paging itself showed: fewer objects than `X-Total-Count` announced (or as many, some of them
+    twice: fewer distinct ones), or a `Link` that pointed away from the endpoint (paging went on by
+    offset/limit)."""
     found = []
-    if run.announced is not None and run.received < run.announced:
+    if run.announced is not None and (run.received < run.announced or totals.repeated):
         message = f"announced {run.announced} objects (X-Total-Count), sent {run.received}"
+        if totals.repeated:
+            message += f", {totals.repeated} of them again (the list moved under the pages): {totals.distinct} distinct"
         found.append((f"pull {run.pk}", Issue(path="X-Total-Count", code="short_list", message=message, fixed=False)))
     if link_refused:
         message = "Link rel=next pointed away from the endpoint (scheme, host or path); paged by offset/limit"
