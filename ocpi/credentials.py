@@ -11,6 +11,7 @@ Each version's Credentials and version details are mapped by ocpi.versions; the 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -22,9 +23,10 @@ from django.utils import timezone
 from emsp.models import Partner, ci_key, hash_token, new_credentials_token
 from emsp.services.partners import partner_parties_claimed, party_holder
 from ocpi import hub, push, transport, versions
-from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError
+from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError, OcpiReplyError, encode_token
 from ocpi.models import CredentialsRotation, PushDelivery
-from ocpi.normalize import unwrap_object_payload
+from ocpi.normalize import Rejected, unwrap_object_payload
+from ocpi.redact import log_body
 from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,27 @@ REQUIRED_PARTNER_MODULES = {"credentials", "locations"}
 
 
 class RegistrationError(Exception):
-    """Registering with a partner failed; the message says at which step."""
+    """Registering with a partner failed; the message says at which step. It is shown to staff and logged, so it
+    goes through token redaction (`_redacted`): `known` are the tokens of the exchange, never to appear in it."""
+
+    def __init__(self, message: str, *, known: tuple[str, ...] = ()) -> None:
+        super().__init__(_redacted(message, *known))
+
+
+# A token value cut off by the end of a reply excerpt (ocpi/client.py quotes the first 200 bytes of a reply that
+# is not an OCPI answer): the message log's pattern (ocpi/redact.py) needs the closing quote.
+_CUT_TOKEN = re.compile(r'("token"\s*:\s*")[^"]*$')
+
+
+def _redacted(text: str, *known: str) -> str:
+    """An error text for staff and logs without a credentials token: the tokens of the exchange we know (as sent
+    and Base64-encoded, as a partner quoting our Authorization header has them), any `"token": "…"` a quoted
+    reply carries (the message log's redaction), and a token value the quote cut off."""
+    for token in known:
+        for form in (encode_token(token, True), token) if token else ():
+            text = text.replace(form, "[redacted]")
+    text = log_body(text.encode(), "credentials")
+    return _CUT_TOKEN.sub(r"\1[redacted]", text)
 
 
 def versions_url() -> str:
@@ -135,9 +157,18 @@ def _fetch_endpoints(client: OcpiClient, url: str, version: str | None) -> Partn
         if chosen_version is None:
             wanted = version or " / ".join(versions.SUPPORTED)
             raise OcpiClientError(f"partner offers no OCPI {wanted} (offers {sorted(by_version)})", ocpi_status=3002)
-        details = unwrap_object_payload(client.get(by_version[chosen_version], module="versions").data)
+        details_url = by_version[chosen_version]
+        try:
+            details = unwrap_object_payload(client.get(details_url, module="versions").data)
+        except Rejected as exc:
+            # `data` not one object (a string, a number, a list of several): an answer, but no version details.
+            raise OcpiReplyError(f"GET {details_url}: not version details ({exc})") from exc
+    listed = details.get("endpoints") or []
+    if not isinstance(listed, list):
+        # version_information_endpoint, *VersionDetails*: endpoints is Endpoint * (a list); 5 or "x" says nothing.
+        raise OcpiReplyError(f"version details: endpoints is {type(listed).__name__}, not a list of Endpoint objects")
     endpoints = []
-    for endpoint in details.get("endpoints") or []:
+    for endpoint in listed:
         if not isinstance(endpoint, dict) or not endpoint.get("identifier") or not endpoint.get("url"):
             continue
         endpoints.append(
@@ -358,7 +389,11 @@ def register_with_partner(
     *, versions_url: str, token_a: str, partner: Partner | None = None, name: str = "", party: str = ""
 ) -> Partner:
     """Register with a CPO that gave us its versions URL and a Token A. Returns the connected partner.
-    `party` (CC*PID), when given, is the party we expect the CPO to answer as."""
+    `party` (CC*PID), when given, is the party we expect the CPO to answer as.
+
+    A failed attempt leaves nothing behind: a row made for it is deleted, and a partner we had keeps the state,
+    token and encoding it had (a connected one keeps working with its token: registering again with a CPO
+    that still holds us answers 405, credentials.asciidoc §"POST"). The error's text never carries a token."""
     try:
         endpoints = fetch_partner_endpoints(
             versions_url,
@@ -367,7 +402,7 @@ def register_with_partner(
             partner=partner,
         )
     except OcpiClientError as exc:
-        raise RegistrationError(f"cannot read the partner's versions with Token A: {exc}") from exc
+        raise RegistrationError(f"cannot read the partner's versions with Token A: {exc}", known=(token_a,)) from exc
     missing = _missing_modules(endpoints.endpoints)
     if missing:
         # credentials.asciidoc: the sender must not POST when the receiver lacks required endpoints.
@@ -378,7 +413,7 @@ def register_with_partner(
     token_b = new_credentials_token()
     if partner is None:
         partner = _provisional_partner(name)
-    state_before = partner.state
+    before = _Before(partner.state, partner.incoming_token_hash, partner.outgoing_token_base64)
     if partner.state == Partner.State.UNREGISTERED:
         partner.state = Partner.State.NEW  # registering again: Token B must authenticate while the CPO checks us
     partner.incoming_token_hash = hash_token(token_b)
@@ -390,9 +425,10 @@ def register_with_partner(
         body = our_credentials(token_b, endpoints.version)
         reply = client.request("POST", credentials_url, module="credentials", json=body)
         answer = _validate_credentials(unwrap_object_payload(reply.data), endpoints.version)
-    except (OcpiClientError, OcpiError) as exc:
-        _undo_registration(partner, state_before)
-        raise RegistrationError(f"credentials POST refused: {exc}") from exc
+    except (OcpiClientError, OcpiError, Rejected) as exc:
+        # Rejected: an OCPI answer whose data is no Credentials object at all (a number, a list of several).
+        _undo_registration(partner, before)
+        raise RegistrationError(f"credentials POST refused: {exc}", known=(token_a, token_b)) from exc
     own = (
         party.replace(":", "*").strip().upper()
         if party
@@ -403,7 +439,7 @@ def register_with_partner(
     try:
         partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
     except RegistrationError:
-        _undo_registration(partner, state_before)
+        _undo_registration(partner, before)
         raise
     partner.token_a_hash = ""
     _apply_connection(
@@ -429,14 +465,26 @@ def _provisional_partner(name: str) -> Partner:
             return Partner.objects.create(name=name or "Registering…", country_code="ZZ", party_id=party_id)
 
 
-def _undo_registration(partner: Partner, state_before: str) -> None:
-    """The CPO refused us or answered as a party we won't take: nothing of the attempt remains."""
+@dataclass(frozen=True)
+class _Before:
+    """What a registration attempt changes on a partner before the CPO answers, as it was."""
+
+    state: str
+    incoming_token_hash: str
+    outgoing_token_base64: bool
+
+
+def _undo_registration(partner: Partner, before: _Before) -> None:
+    """The CPO refused us or answered as a party we won't take: nothing of the attempt remains. Token B stops
+    working, and the token the partner had works again (a connected partner's calls go on as before)."""
     if partner.country_code == "ZZ":
         partner.delete()  # a provisional row made for this attempt
-        return
-    partner.incoming_token_hash = ""
-    partner.state = state_before
-    partner.save(update_fields=["state", "incoming_token_hash"])
+    else:
+        partner.state = before.state
+        partner.incoming_token_hash = before.incoming_token_hash
+        partner.outgoing_token_base64 = before.outgoing_token_base64
+        partner.save(update_fields=["state", "incoming_token_hash", "outgoing_token_base64"])
+    transport.forget_cached_tokens()  # Token B of a connected partner may have been cached meanwhile
 
 
 def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str, expected_party: str = "") -> Partner:
@@ -491,9 +539,11 @@ def rotate_credentials(partner: Partner, *, started_by: str = "") -> Credentials
 
     The swap is safe: the new token works (next to the old one) from before the PUT is sent, because the
     partner may check our versions with it before it answers; the old one is dropped only when the partner
-    answers with a valid Credentials object. A refused PUT leaves everything as it was. A PUT without a
-    usable answer (timeout, connection lost, garbage) leaves both tokens valid, since the partner may have
-    switched: the next rotation, ours or the partner's, settles it."""
+    answers with a valid Credentials object. A refused PUT (an HTTP 4xx, an OCPI error status) leaves everything
+    as it was. A PUT without a usable answer leaves both tokens valid, since the partner may have switched: no
+    answer (timeout, connection lost), an HTTP 5xx (a gateway's 502/504 says nothing of what the partner behind
+    it did), an answer that is not OCPI (an HTML page, even with HTTP 200), or an OCPI answer without valid
+    Credentials. The next rotation, ours or the partner's, settles it."""
     if partner.state != Partner.State.CONNECTED:
         raise RotationError(f"{partner} is not connected: nothing to rotate")
     credentials_url = partner.endpoint_url("credentials")
@@ -509,12 +559,19 @@ def rotate_credentials(partner: Partner, *, started_by: str = "") -> Credentials
             "PUT", credentials_url, module="credentials", json=our_credentials(new_token, version)
         )
         answer = _validate_credentials(unwrap_object_payload(reply.data), version)
+    except OcpiReplyError as exc:
+        _rotation_unsettled(rotation, f"answered, but not in OCPI: {_redacted(str(exc), new_token)}")
     except OcpiClientError as exc:
         if exc.http_status is None:
-            _rotation_unsettled(rotation, f"no answer: {exc}")
-        _rotation_refused(rotation, str(exc))
+            _rotation_unsettled(rotation, f"no answer: {_redacted(str(exc), new_token)}")
+        if exc.http_status >= 500:
+            _rotation_unsettled(rotation, f"a server error, not a refusal: {_redacted(str(exc), new_token)}")
+        _rotation_refused(rotation, _redacted(str(exc), new_token))
     except OcpiError as exc:
         _rotation_unsettled(rotation, f"answered without usable credentials: {exc.message}")
+    except Rejected as exc:
+        # An OCPI answer whose data is no Credentials object at all (a number, a list of several).
+        _rotation_unsettled(rotation, f"answered without usable credentials: {_redacted(str(exc), new_token)}")
     with transaction.atomic():
         partner = Partner.objects.select_for_update().get(pk=partner.pk)
         partner.outgoing_token = answer["token"]

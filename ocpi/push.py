@@ -78,16 +78,42 @@ def _parent_fields(push: PushDelivery) -> dict[str, Any]:
     return {f.attname: getattr(push, f.attname) for f in Delivery._meta.concrete_fields if not f.primary_key}
 
 
+def _token_of(payload: Any) -> Token | None:
+    """Our token a tokens push is about, as it is now (None: not a token's push, or the token is gone)."""
+    if not isinstance(payload, dict) or not payload.get("uid"):
+        return None
+    tokens = Token.objects.by_uid(str(payload["uid"]), str(payload.get("type") or "") or None)
+    return tokens.select_related("driver").first()
+
+
 def _as_it_is_now(push: PushDelivery, partner: Partner) -> dict[str, Any]:
     """The token as we hold it now, not as the row was written: a row handed back after its lease (its worker
     killed) or retried after backoff can go after a newer row of the same token, and the older state would
     then be the CPO's last word (a blocked token valid again). A PUT carries the whole object: the latest is
     always right. A token no longer there goes as the row has it."""
     payload = push.payload
-    if push.module != "tokens" or not isinstance(payload, dict) or not payload.get("uid"):
-        return payload
-    token = Token.objects.by_uid(str(payload["uid"]), str(payload.get("type") or "") or None).first()
+    token = _token_of(payload) if push.module == "tokens" else None
     return token_as_ocpi(token, partner) if token is not None else payload
+
+
+def _again_if_changed(push: PushDelivery, partner: Partner, sent: dict[str, Any]) -> PushDelivery | None:
+    """After a token's PUT was taken: if the token is no longer what it carried, push it again. Reading the
+    token just before sending is not enough: two pushes of one token can be under way at once (a change made
+    while one is out queues another), and the CPO keeps whichever lands last, though it may have been read
+    first (a blocked token valid again at the CPO). Whatever the interleaving, the PUT that lands last was
+    either read after every change, or finds the token changed here once it has landed and is followed by
+    one that carries it as it is then. Nothing is serialised: a push waits for no other, and this costs a
+    read of the token (with its driver and the partners it is restricted to) per delivered push."""
+    token = _token_of(sent) if push.module == "tokens" else None
+    if token is None:
+        return None
+    path, now = _token_put(token, partner)
+    if now == sent:
+        return None
+    again = _push(partner, path, now)
+    again.save()
+    outbox.deliver_after_commit(again)
+    return again
 
 
 def send_push(delivery: Delivery) -> outbox.SendResult:
@@ -100,7 +126,8 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
         return outbox.SendResult(None, "partner not connected or has no receiver", give_up=True)
     try:
         # In the partner's version as it is now (the row holds our 2.2.1 Token), of the token as it is now.
-        path, payload = wire.push(partner, push.module, push.path, _as_it_is_now(push, partner))
+        sent = _as_it_is_now(push, partner)
+        path, payload = wire.push(partner, push.module, push.path, sent)
         reply = OcpiClient(partner).request(push.method, url_under(base, path), module=push.module, json=payload)
     except OcpiCircuitOpen as exc:
         until = exc.breaker.retry_at or exc.breaker.probe_until or timezone.now()
@@ -108,4 +135,5 @@ def send_push(delivery: Delivery) -> outbox.SendResult:
     except (OcpiClientError, outbound.OutboundError) as exc:
         # An OCPI error status comes with HTTP 200: not delivered, and worth retrying.
         return outbox.SendResult(getattr(exc, "http_status", None), str(exc), delivered=False)
+    _again_if_changed(push, partner, sent)
     return outbox.SendResult(reply.http_status, delivered=True)

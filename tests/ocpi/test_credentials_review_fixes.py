@@ -1,0 +1,405 @@
+"""Review fixes in the credentials handshake and token pushes, against a scripted CPO behind the outbound seam:
+an odd answer to our registration POST leaves nothing behind; odd version details are 3001, never a 500; two
+pushes of one token in flight leave the CPO with the token as it is; a rotation answered by a gateway error or
+a page that is not OCPI keeps both tokens; a refused re-registration keeps a connected partner's token; no
+RegistrationError text carries a credentials token."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from emsp import outbox
+from emsp.models import Delivery, Partner, Token, hash_token
+from emsp.services import tokens as token_services
+from ocpi import push, transport
+from ocpi.client import OcpiClient, OcpiClientError, OcpiReplyError
+from ocpi.credentials import RegistrationError, RotationError, register_with_partner, rotate_credentials
+from ocpi.models import CredentialsRotation, PushDelivery
+from tests.conftest import OcpiTestClient
+from tests.factories import DriverFactory, PartnerFactory
+from tests.fakes import FakePeer, envelope
+
+pytestmark = pytest.mark.django_db
+
+CPO = "http://127.0.0.1:9999/ocpi"
+MODULES = ["credentials", "locations", "tariffs", "sessions", "cdrs", "tokens", "commands"]
+RECEIVERS = {"credentials", "tokens", "commands"}
+CPO_CREDENTIALS = {
+    "token": "token-b-from-cpo",
+    "url": f"{CPO}/versions",
+    "roles": [{"role": "CPO", "party_id": "CPA", "country_code": "IN", "business_details": {"name": "CPO A"}}],
+}
+OLD_IN = "old-token-the-cpo-uses"
+OLD_OUT = "old-token-we-use"
+
+
+def details(version: str = "2.2.1") -> dict[str, Any]:
+    endpoints = [
+        {"identifier": m, "role": "RECEIVER" if m in RECEIVERS else "SENDER", "url": f"{CPO}/{version}/{m}"}
+        for m in MODULES
+    ]
+    return {"version": version, "endpoints": endpoints}
+
+
+def script_cpo(peer: FakePeer, version_details: Any = None) -> None:
+    peer.route("GET", f"{CPO}/versions", (200, envelope([{"version": "2.2.1", "url": f"{CPO}/2.2.1"}])))
+    peer.route("GET", f"{CPO}/2.2.1", (200, envelope(details() if version_details is None else version_details)))
+
+
+def works(token: str) -> bool:
+    return OcpiTestClient(token).get("/ocpi/emsp/2.2.1/tokens").status_code == 200
+
+
+def b64(token: str) -> str:
+    return base64.b64encode(token.encode()).decode()
+
+
+# -- 1. a garbage answer to our registration POST ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [5, "not-an-object", [{"a": 1}, {"b": 2}]])
+def test_a_garbage_answer_to_our_post_leaves_no_partner_whose_token_b_works(peer: FakePeer, data: Any) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, envelope(data)))
+    with pytest.raises(RegistrationError, match="credentials POST refused"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a")
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert not Partner.objects.filter(incoming_token_hash=hash_token(token_b)).exists()
+    assert not Partner.objects.exists()  # the provisional row made for the attempt is gone
+    assert not works(token_b)
+
+
+def test_the_console_shows_a_garbage_answer_as_a_failed_registration(
+    peer: FakePeer, login: Callable[[str], Client]
+) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, envelope(5)))
+    response = login("admin").post(
+        reverse("admin:emsp_partner_register"), {"versions_url": f"{CPO}/versions", "token_a": "token-a"}
+    )
+    assert response.status_code == 200
+    assert "Registration failed: credentials POST refused" in response.content.decode()
+    assert not Partner.objects.exists()
+
+
+# -- 2. odd version details from a CPO registering with us ---------------------------------------------------------
+
+
+ODD_DETAILS = [
+    {"version": "2.2.1", "endpoints": 5},
+    {"version": "2.2.1", "endpoints": "credentials"},
+    "not-an-object",
+    7,
+]
+
+
+@pytest.fixture
+def waiting_partner(db: None) -> tuple[Partner, str]:
+    partner = PartnerFactory(
+        country_code="IN", party_id="CPA", state=Partner.State.NEW, outgoing_token="", endpoints=[]
+    )
+    token_a = partner.issue_token_a()
+    partner.save()
+    return partner, token_a
+
+
+@pytest.mark.parametrize("odd", ODD_DETAILS)
+def test_odd_version_details_on_post_are_3001_and_nothing_is_stored(
+    peer: FakePeer, waiting_partner: tuple[Partner, str], odd: Any
+) -> None:
+    partner, token_a = waiting_partner
+    state = partner.state
+    script_cpo(peer, odd)
+    response = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status_code"] == 3001
+    assert body["status_message"].startswith("Could not use your versions endpoint")
+    partner.refresh_from_db()
+    assert (partner.state, partner.outgoing_token, partner.incoming_token_hash) == (state, "", "")
+    assert partner.token_a_hash  # Token A not spent: the CPO may try again
+    assert OcpiTestClient(token_a).get("/ocpi/versions").status_code == 200
+
+
+@pytest.mark.parametrize("odd", ODD_DETAILS)
+def test_odd_version_details_on_put_are_3001_and_the_old_tokens_stay(peer: FakePeer, odd: Any) -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA", outgoing_token=OLD_OUT)
+    Partner.objects.filter(pk=partner.pk).update(incoming_token_hash=hash_token(OLD_IN))
+    script_cpo(peer, odd)
+    response = OcpiTestClient(OLD_IN).put("/ocpi/2.2.1/credentials", {**CPO_CREDENTIALS, "token": "new-b"})
+    assert response.status_code == 200
+    assert response.json()["status_code"] == 3001
+    partner.refresh_from_db()
+    assert (partner.outgoing_token, partner.incoming_token_hash) == (OLD_OUT, hash_token(OLD_IN))
+    assert works(OLD_IN)
+
+
+def test_odd_version_details_when_we_register_are_a_registration_error(peer: FakePeer) -> None:
+    script_cpo(peer, {"version": "2.2.1", "endpoints": 5})
+    with pytest.raises(RegistrationError, match="cannot read the partner's versions"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a")
+    assert not peer.requests_to("/credentials")
+    assert not Partner.objects.exists()
+
+
+# -- 3. two pushes of one token in flight ----------------------------------------------------------------------------
+
+
+TOKENS = "http://127.0.0.1:9/ocpi/cpo/2.2.1/tokens"  # tests/factories.py PartnerFactory
+
+
+def test_a_push_landing_after_a_newer_one_is_followed_by_the_token_as_it_is(peer: FakePeer, partner: Partner) -> None:
+    """A's PUT reads the token (valid) and is under way; meanwhile the token is blocked and B's PUT (blocked)
+    lands first; then A's lands: the CPO would keep valid=True. A push of the token as it is follows A."""
+    token = token_services.token_issue(driver=DriverFactory())
+    PushDelivery.objects.all().delete()
+    [row_a] = push.token_changed(token)
+    at_cpo: list[bool] = []
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if not at_cpo and len(peer.requests_to("/tokens/")) == 1:  # A is in flight: B happens and lands first
+            token_services.token_set_blocked(token=Token.objects.get(pk=token.pk), blocked=True)
+            row_b = PushDelivery.objects.exclude(pk=row_a.pk).get()
+            assert outbox.deliver(row_b.pk).status == Delivery.Status.DELIVERED
+        at_cpo.append(call["json"]["valid"])
+        return 200, envelope(), {}
+
+    peer.route("PUT", f"{TOKENS}/IN/EMS/{token.uid}", cpo)
+    assert outbox.deliver(row_a.pk).status == Delivery.Status.DELIVERED
+    assert at_cpo == [False, True]  # B landed, then A: the CPO holds the older state for now
+    [again] = PushDelivery.objects.filter(status=Delivery.Status.PENDING)
+    assert again.payload["valid"] is False
+    assert outbox.deliver(again.pk).status == Delivery.Status.DELIVERED
+    assert at_cpo[-1] is False  # the CPO's last word is ours: blocked
+    assert not PushDelivery.objects.filter(status=Delivery.Status.PENDING).exists()  # and it ends there
+
+
+def test_a_push_whose_token_did_not_change_is_not_followed(peer: FakePeer, partner: Partner) -> None:
+    token = token_services.token_issue(driver=DriverFactory())
+    [row] = PushDelivery.objects.all()
+    peer.route("PUT", f"{TOKENS}/IN/EMS/{token.uid}", (200, envelope()))
+    assert outbox.deliver(row.pk).status == Delivery.Status.DELIVERED
+    assert PushDelivery.objects.count() == 1
+
+
+# -- 4. our rotation answered by a gateway error or a page that is not OCPI ----------------------------------------
+
+
+def connected() -> Partner:
+    endpoints = [
+        {"identifier": m, "role": r, "url": f"{CPO}/2.2.1/{m}"}
+        for m, r in [("credentials", "RECEIVER"), ("locations", "SENDER"), ("tokens", "RECEIVER")]
+    ]
+    return PartnerFactory(
+        country_code="IN",
+        party_id="CPA",
+        versions_url=f"{CPO}/versions",
+        endpoints=endpoints,
+        outgoing_token=OLD_OUT,
+        incoming_token_hash=hash_token(OLD_IN),
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, b"<html>ok</html>"),
+        (502, b"<html>Bad gateway</html>"),
+        (504, b"<html>Gateway timeout</html>"),
+        (500, envelope(status_code=3000)),
+        (200, {"token": "new-token-we-use", "url": f"{CPO}/versions"}),  # JSON, but no envelope
+        (200, envelope(5)),
+        (200, envelope([{"a": 1}, {"b": 2}])),
+    ],
+)
+def test_a_rotation_without_a_usable_answer_keeps_both_tokens(peer: FakePeer, answer: tuple[int, Any]) -> None:
+    partner = connected()
+    peer.route("PUT", f"{CPO}/2.2.1/credentials", answer)
+    with pytest.raises(RotationError, match="both stay valid"):
+        rotate_credentials(partner)
+    new_in = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert works(OLD_IN) and works(new_in)  # the CPO may have switched to it
+    partner.refresh_from_db()
+    assert partner.outgoing_token == OLD_OUT
+    assert CredentialsRotation.objects.get().outcome == CredentialsRotation.Outcome.PENDING
+
+
+@pytest.mark.parametrize("answer", [(400, b"<html>Bad request</html>"), (200, envelope(None, status_code=2001))])
+def test_a_rotation_refused_in_so_many_words_keeps_only_the_old_token(peer: FakePeer, answer: tuple[int, Any]) -> None:
+    partner = connected()
+    peer.route("PUT", f"{CPO}/2.2.1/credentials", answer)
+    with pytest.raises(RotationError, match="old tokens stay"):
+        rotate_credentials(partner)
+    new_in = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert works(OLD_IN) and not works(new_in)
+
+
+def test_the_console_rotation_answered_with_odd_data_is_a_failure_not_a_500(
+    peer: FakePeer, login: Callable[[str], Client]
+) -> None:
+    partner = connected()
+    peer.route("PUT", f"{CPO}/2.2.1/credentials", (200, envelope(5)))
+    changelist = reverse("admin:emsp_partner_changelist")
+    response = login("admin").post(
+        changelist, {"action": "rotate_credentials", "_selected_action": [partner.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Rotation with" in response.content.decode()
+    assert works(OLD_IN)
+
+
+# -- 5. a refused re-registration of a connected partner -------------------------------------------------------------
+
+
+def test_a_refused_re_registration_keeps_the_connected_partners_token(peer: FakePeer) -> None:
+    partner = connected()
+    assert works(OLD_IN)
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (405, envelope(status_code=2000)))
+    with pytest.raises(CommandError, match="405"):
+        call_command(
+            "ocpi_register",
+            "--versions-url",
+            f"{CPO}/versions",
+            "--token-a",
+            "new-a",
+            "--partner",
+            "IN*CPA",
+            "--no-sync",
+        )
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.CONNECTED
+    assert partner.incoming_token_hash == hash_token(OLD_IN)
+    assert partner.outgoing_token == OLD_OUT
+    transport.forget_cached_tokens()  # as another process sees it, the cache aside
+    assert works(OLD_IN)
+    assert not works(token_b)
+
+
+def test_a_refused_re_registration_leaves_no_cached_token_b(peer: FakePeer) -> None:
+    """Token B of a connected partner is cached once used (the CPO reads our versions with it before answering,
+    then a functional call): the refusal must not leave it working from the cache."""
+    partner = connected()
+    script_cpo(peer)
+
+    def cpo_uses_token_b_then_refuses(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        assert works(call["json"]["token"])  # cached now, for a connected partner
+        return 405, envelope(status_code=2000), {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", cpo_uses_token_b_then_refuses)
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="new-a", partner=partner)
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert not works(token_b)  # at once, in this process too
+    assert works(OLD_IN)
+
+
+def test_a_refused_re_registration_keeps_the_token_encoding(peer: FakePeer) -> None:
+    partner = connected()
+    assert partner.outgoing_token_base64 is True
+    script_cpo(peer)
+    peer.only_encoding, peer.refusal_status = "raw", 401  # Token A only raw: the attempt switches to raw
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (405, envelope(status_code=2000)))
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="new-a", partner=partner)
+    partner.refresh_from_db()
+    assert partner.outgoing_token_base64 is True
+
+
+# -- 6. no token in a RegistrationError ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"token": "cpo-secret-token-c", "url": "x"}',  # JSON without an envelope
+        b'<html>{"token": "cpo-secret-token-c"}</html>',  # not JSON
+        b"<html>" + b"x" * 170 + b'{"token": "cpo-secret-token-c-goes-on-past-the-excerpt"}',  # cut off
+    ],
+)
+def test_a_registration_error_never_carries_a_token(peer: FakePeer, reply: bytes) -> None:
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, reply))
+    with pytest.raises(RegistrationError) as raised:
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-secret")
+    text = str(raised.value)
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert "cpo-secret" not in text
+    assert "token-a-secret" not in text and token_b not in text
+    assert "[redacted]" in text
+
+
+@pytest.mark.parametrize(
+    "excerpt",
+    [
+        b'{"token": "cpo-secret-token-c", "url": "x"}',
+        b"<html>" + b"x" * 170 + b'{"token": "cpo-secret-token-c-goes-on-past-the-excerpt"}',
+    ],
+)
+def test_a_registration_error_redacts_whatever_the_client_error_quotes(
+    peer: FakePeer, monkeypatch: pytest.MonkeyPatch, excerpt: bytes
+) -> None:
+    """Whatever the client's error text quotes of a reply (ocpi/client.py: its first 200 bytes), the
+    RegistrationError built from it carries no token."""
+    script_cpo(peer)
+    quoted = excerpt[:200].decode()
+
+    def post(self: OcpiClient, method: str, url: str, **kwargs: Any) -> Any:
+        if method != "POST":
+            return real(self, method, url, **kwargs)
+        raise OcpiReplyError(
+            f"POST {url}: HTTP 200, not an OCPI answer: the body is not JSON: {quoted!r}", http_status=200
+        )
+
+    real = OcpiClient.request
+    monkeypatch.setattr(OcpiClient, "request", post)
+    with pytest.raises(RegistrationError) as raised:
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-secret")
+    assert "cpo-secret" not in str(raised.value)
+    assert "[redacted]" in str(raised.value)
+
+
+def test_a_registration_error_never_carries_token_a_or_b(peer: FakePeer) -> None:
+    script_cpo(peer)
+
+    def echo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        # A CPO quoting what it got in its error (and the Authorization header it refused).
+        said = f"bad token {call['json']['token']} with {call['headers']['Authorization']}"
+        return 400, envelope(status_code=2001) | {"status_message": said}, {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", echo)
+    with pytest.raises(RegistrationError) as raised:
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-secret")
+    text = str(raised.value)
+    token_b = peer.requests_to("/credentials")[0]["json"]["token"]
+    assert "HTTP 400" in text
+    assert token_b not in text and "token-a-secret" not in text and b64("token-a-secret") not in text
+
+
+@pytest.mark.parametrize("status", [200, 400, 502])
+def test_a_rotation_error_never_carries_a_token(peer: FakePeer, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    """Neither the CPO's token a reply quotes nor our new one a CPO echoes: the error is shown to staff, kept
+    on the rotation and in the staff action."""
+    partner = connected()
+    sent: list[str] = []
+
+    def put(self: OcpiClient, method: str, url: str, **kwargs: Any) -> Any:
+        sent.append(kwargs["json"]["token"])
+        quoted = '{"token": "cpo-secret-new-token", "url": "x"}'
+        text = f"PUT {url}: HTTP {status} bad token {sent[0]}: {quoted!r}"
+        raise (OcpiReplyError if status == 200 else OcpiClientError)(text, http_status=status)
+
+    monkeypatch.setattr(OcpiClient, "request", put)
+    with pytest.raises(RotationError) as raised:
+        rotate_credentials(partner)
+    for text in (str(raised.value), CredentialsRotation.objects.get().error):
+        assert "cpo-secret" not in text and sent[0] not in text
+        assert "[redacted]" in text
