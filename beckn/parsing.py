@@ -3,6 +3,7 @@ each action's message we need, each failure naming its JSON path (BECKN-005 code
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,6 @@ import orjson
 from django.conf import settings
 
 from beckn.catalogue import (
-    DEFAULT_LIMIT,
     DEFAULT_RADIUS_M,
     MAX_LIMIT,
     MAX_RADIUS_M,
@@ -32,7 +32,7 @@ from beckn.errors import (
 )
 from beckn.route_search import parse_journey
 from billing.services.payments import Reported
-from emsp.datetimes import DateTimeError, parse_utc
+from emsp.datetimes import NOT_RFC3339, DateTimeError, parse_text, parse_utc
 from emsp.services.bookings import WindowRefused, window_check
 from emsp.vehicles import MAX_ENERGY_KWH
 
@@ -40,7 +40,7 @@ ACK = {"message": {"ack": {"status": "ACK"}}}
 ACTIONS = ("search", "select", "init", "confirm", "status", "track", "cancel", "update", "rating", "support")
 
 _GPS = re.compile(r"^\s*([-+]?\d{1,2}(?:\.\d+)?)\s*,\s*([-+]?\d{1,3}(?:\.\d+)?)\s*$")
-_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.ASCII)
 MAX_ID_LENGTH = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -101,8 +101,10 @@ def parse_duration(value: str) -> timedelta | None:
         return timedelta(
             days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0)
         )
-    except OverflowError:
-        return None  # "P99999999999D": not a duration anyone means
+    except (OverflowError, ValueError):
+        # "P99999999999D" overflows a timedelta; 4,301 digits or more are more than int() reads at all (a
+        # ValueError that had failed the ACK): neither is a duration anyone means.
+        return None
 
 
 MAX_CONTEXT_LOCATION = 4096  # bytes of JSON: a city and a country take a few dozen
@@ -293,6 +295,7 @@ def _radius_m(radius: Any, path: str) -> float:
         value = float(Decimal(str(radius.get("value"))))
     except (InvalidOperation, ValueError) as exc:
         raise BecknRequestError(INVALID_REQUEST, f"{path}.value", "radius value must be a number") from exc
+    _need(math.isfinite(value), f"{path}.value", "radius value must be a number")  # "NaN", "Infinity"
     unit = str(radius.get("unit") or "km").strip().lower()
     factor = {
         "km": 1000.0,
@@ -311,12 +314,25 @@ def _radius_m(radius: Any, path: str) -> float:
 MAX_WINDOW_TEXT = 64
 
 
+# The offset that ends an RFC 3339 date-time (§5.6 time-offset: "Z" or ±hh:mm; ±hhmm read too), after its date.
+_OFFSET = re.compile(r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$")
+
+
 def _instant(value: Any, path: str) -> datetime:
+    """A moment of a driver's booking window: an RFC 3339 date-time, with its offset. The lenient OCPI reading
+    (emsp/datetimes.py) takes a text without one, or a bare date, as UTC; a driver who writes "19:30" means
+    19:30 where they are, so a window that can't say where it is is refused, not booked hours off."""
     _need(isinstance(value, str) and len(value) <= MAX_WINDOW_TEXT, path, "must be an RFC 3339 date-time")
     try:
-        when = parse_utc(value)
+        when, deviation = parse_text(value)
     except DateTimeError as exc:
         raise BecknRequestError(INVALID_REQUEST, path, f"must be an RFC 3339 date-time: {exc}") from exc
+    _need(deviation != NOT_RFC3339, path, "must be an RFC 3339 date-time with a time of day, not a bare date")
+    _need(
+        _OFFSET.search(value.strip()[11:]) is not None,
+        path,
+        "must be an RFC 3339 date-time with its time zone offset (Z or ±hh:mm), such as 2026-12-10T19:30:00+05:30",
+    )
     return when
 
 
@@ -405,7 +421,7 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     }
     connector = tags.get("connector-type") or tags.get("connector-standard")
     if connector:
-        filters.connector_types = {connector_standard(c) for c in connector.split(",") if c.strip()}
+        filters.connector_types = _connector_types(connector)
     power = tags.get("power-rating") or tags.get("min-power") or tags.get("minimum-power")
     if power:
         filters.min_power_w = _power_w(power, "message.intent.tags(power-rating)")
@@ -417,12 +433,7 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     availability = (tags.get("availability") or tags.get("status") or "").strip().lower()
     filters.available_only = availability in ("available", "true", "yes", "online")
     if tags.get("max-price"):
-        try:
-            filters.max_price = Decimal(tags["max-price"].split()[0])
-        except InvalidOperation as exc:
-            raise BecknRequestError(
-                INVALID_REQUEST, "message.intent.tags(max-price)", "max-price must be a number"
-            ) from exc
+        filters.max_price = _price_ceiling(tags["max-price"].split()[0], "message.intent.tags(max-price)")
     provider = intent.get("provider")
     if isinstance(provider, dict) and provider.get("id"):
         filters.provider = plain_id(provider["id"], "message.intent.provider.id")
@@ -432,19 +443,9 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     if filters.max_price is None and isinstance(item, dict) and isinstance(item.get("price"), dict):
         ceiling = item["price"].get("maximum_value")
         if ceiling is not None:
-            try:
-                filters.max_price = Decimal(str(ceiling))
-            except InvalidOperation as exc:
-                raise BecknRequestError(
-                    INVALID_REQUEST, "message.intent.item.price.maximum_value", "must be a number"
-                ) from exc
-            _need(
-                filters.max_price.is_finite() and filters.max_price >= 0,
-                "message.intent.item.price.maximum_value",
-                "must be a number of 0 or more",
-            )
+            filters.max_price = _price_ceiling(ceiling, "message.intent.item.price.maximum_value")
     if tags.get("limit"):
-        filters.limit = max(1, min(MAX_LIMIT, int(tags["limit"]) if tags["limit"].isdigit() else DEFAULT_LIMIT))
+        filters.limit = _limit(tags["limit"], "message.intent.tags(limit)")
     filters.window = fulfillment_window(fulfillment, "message.intent.fulfillment")
     kind = fulfillment.get("type")
     if kind is not None:
@@ -457,6 +458,41 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     if filters.latitude is None:
         filters.radius_m = DEFAULT_RADIUS_M
     return filters
+
+
+# At most this many connector types in one search: OCPI 2.2.1 names 38 standards; thousands would be as many
+# query parameters (SQLite takes at most 32,766).
+MAX_CONNECTOR_TYPES = 64
+
+
+def _connector_types(text: str) -> set[str]:
+    """The connector types of a `connector-type` tag (comma-separated; repeated tags add up), each as the
+    standard it names. They are looked up in the database, which refuses a NUL (PostgreSQL: an error the BAP
+    only heard as "please retry"): each is a plain id."""
+    path = "message.intent.tags(connector-type)"
+    types = {connector_standard(plain_id(c, path)) for c in text.split(",") if c.strip()}
+    _need(len(types) <= MAX_CONNECTOR_TYPES, path, f"at most {MAX_CONNECTOR_TYPES} connector types")
+    return types
+
+
+def _price_ceiling(value: Any, path: str) -> Decimal:
+    """A price ceiling (the `max-price` tag, `item.price.maximum_value`): a finite decimal of 0 or more. "NaN"
+    and "sNaN" are Decimals too, and had failed the search where a price was compared with them."""
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise BecknRequestError(INVALID_REQUEST, path, "must be a number") from exc
+    _need(price.is_finite() and price >= 0, path, "must be a number of 0 or more")
+    return price
+
+
+def _limit(text: str, path: str) -> int:
+    """How many items a search returns, 1 to MAX_LIMIT (more is MAX_LIMIT). ASCII digits only: str.isdigit()
+    also takes "²", which int() refuses (the search had failed), and int() refuses over 4,300 digits."""
+    digits = text.strip()
+    _need(digits.isascii() and digits.isdigit(), path, "limit must be a whole number such as 20")
+    digits = digits.lstrip("0") or "0"
+    return max(1, min(MAX_LIMIT, int(digits) if len(digits) <= 9 else MAX_LIMIT))
 
 
 # The categories our items are listed under (catalogue_details.CATEGORIES), by the codes BAPs search them by:
@@ -495,13 +531,21 @@ def _category(category: Any, filters: SearchFilters) -> None:
     setattr(filters.details, flag, True)
 
 
+# The most power a search may ask a charger for: 10 MW, past any charger (megawatt truck charging is 3.75 MW).
+MAX_POWER_W = 10_000_000
+
+
 def _power_w(text: str, path: str) -> int:
-    """'30kW', '30 kW', '7400W', '50' (kW assumed) → watts."""
+    """'30kW', '30 kW', '7400W', '50' (kW assumed) → watts. Read as a Decimal: 400 nines were a float
+    infinity, which int() refuses (the search had failed); over MAX_POWER_W no charger has, and no database
+    column holds any number."""
     match = re.match(r"^\s*(?:>=?|greater than)?\s*([0-9]+(?:\.[0-9]+)?)\s*(kw|w)?\s*$", text.strip().lower())
     _need(match is not None, path, "power must look like '30kW'")
     assert match is not None
-    value = float(match.group(1))
-    return int(value if match.group(2) == "w" else value * 1000)
+    value = Decimal(match.group(1))
+    watts = value if match.group(2) == "w" else value * 1000
+    _need(watts <= MAX_POWER_W, path, f"power must be at most {MAX_POWER_W // 1_000_000} MW")
+    return int(watts)
 
 
 # --- order-related messages -------------------------------------------------------------------------

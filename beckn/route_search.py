@@ -312,6 +312,10 @@ def with_estimates(hits: list[Hit], filters: SearchFilters, now: datetime) -> li
             time_zone=location.time_zone,
             terms=terms[location.partner_id],
             parsed=parsed.get(hit.tariff.pk) if hit.tariff is not None else None,
+            # A booking window: its select quotes the reservation the booking makes, and so does this. Without
+            # one the driver walks up: no reservation.
+            evse=hit.evse if window else None,
+            now=now,
         )
     return hits
 

@@ -5,6 +5,11 @@ the route, its detour and where along the route it lies.
 Distances are metres on a sphere (haversine for lengths; near a point, an equirectangular projection at that
 point's latitude, exact to well under 1 % within the tens of kilometres a detour spans).
 
+Across the antimeridian (±180°), a route is unwrapped: each point's longitude is taken within 180° of the one
+before it (179.95 then -179.95 is 179.95 then 180.05: 0.1° east, not 359.9° west), so its geometry is the plane's.
+Its boxes are cut back into [-180, 180] for the database (a box over 180 becomes two ranges), and a point is
+placed against the route at its longitude and at the same longitude a turn (360°) on either side.
+
 The detour to a charger is road-agnostic: leave the route at its nearest point, drive straight to the
 charger and back, so detour = 2 × the distance off the route. Roads make real detours longer; the figure is
 for ranking and for the driver's first look, not for navigation.
@@ -218,6 +223,8 @@ class Route:
     _cell_lat: float = 0.0
     _cell_lon: float = 0.0
     _grid_width_m: float = -1.0
+    _lon_low: float = 0.0  # the longitudes the grid spans (unwrapped), widened by a cell
+    _lon_high: float = 0.0
 
     @classmethod
     def from_points(cls, points: Sequence[Point], *, tolerance_m: float = SIMPLIFY_TOLERANCE_M) -> Route:
@@ -226,7 +233,7 @@ class Route:
         for lat, lon in points:
             if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
                 raise RouteError("a route point is out of range")
-        simplified = simplify(points, tolerance_m)
+        simplified = simplify(unwrap(points), tolerance_m)
         if len(simplified) < 2:
             raise RouteError("a route needs at least two distinct points")
         cumulative = [0.0]
@@ -246,7 +253,8 @@ class Route:
         """Bounding boxes (min_lat, max_lat, min_lon, max_lon) that together cover every point within
         `width_m` of the route: the route cut into pieces of about `piece_m` (default: 2 × width, at least
         2 km), each piece's box widened by `width_m`. Consecutive boxes are merged while that adds little
-        area, so a straight stretch is one query range, a winding one several tight ones."""
+        area, so a straight stretch is one query range, a winding one several tight ones. Longitudes are within
+        [-180, 180]: a box across the antimeridian is cut into one range on each side of it."""
         piece_m = piece_m or max(2 * width_m, 2_000.0)
         boxes: list[tuple[float, float, float, float]] = []
         dlat = width_m / M_PER_DEG_LAT
@@ -264,7 +272,7 @@ class Route:
                     piece, walked = [piece[-1]], 0.0
         if len(piece) > 1:
             boxes.append(_box(piece, dlat, width_m))
-        return _merge_boxes(boxes)
+        return [cut for box in _merge_boxes(boxes) for cut in _wrap_box(box)]
 
     def _index(self, width_m: float) -> None:
         """A grid of the segments: each cell lists the segments that pass within `width_m` of it."""
@@ -292,32 +300,67 @@ class Route:
                         if not listed or listed[-1] != i:
                             listed.append(i)
         self._grid, self._cell_lat, self._cell_lon, self._grid_width_m = grid, cell_lat, cell_lon, width_m
+        lons = [p[1] for p in points]
+        self._lon_low, self._lon_high = min(lons) - dlon - cell_lon, max(lons) + dlon + cell_lon
 
     def place(self, lat: float, lon: float, within_m: float) -> Placement | None:
-        """Where (lat, lon) is relative to the route, or None when it is more than `within_m` off it."""
+        """Where (lat, lon) is relative to the route, or None when it is more than `within_m` off it. The
+        route's longitudes are unwrapped: the point is looked up at each of its longitudes (lon + k × 360)
+        that the route's grid spans: one, but near or across the antimeridian two (-179.99 is 180.01 too)."""
         self._index(within_m)
-        segments = self._grid.get((math.floor(lat / self._cell_lat), math.floor(lon / self._cell_lon)))
-        if not segments:
-            return None
+        row = math.floor(lat / self._cell_lat)
         # The distance to each segment near the point, in a plane at the point's latitude (inline: this runs
         # for every candidate of a search).
         kx = math.cos(math.radians(lat)) * M_PER_DEG_LAT
         points, cumulative = self.points, self.cumulative_m
         best_d2, best_along = within_m * within_m, -1.0
-        for i in segments:
-            a, b = points[i], points[i + 1]
-            ax, ay = (a[1] - lon) * kx, (a[0] - lat) * M_PER_DEG_LAT
-            dx, dy = (b[1] - a[1]) * kx, (b[0] - a[0]) * M_PER_DEG_LAT
-            length2 = dx * dx + dy * dy
-            t = 0.0 if length2 == 0 else -(ax * dx + ay * dy) / length2
-            t = 0.0 if t < 0 else 1.0 if t > 1 else t
-            x, y = ax + t * dx, ay + t * dy
-            d2 = x * x + y * y
-            if d2 <= best_d2:
-                best_d2, best_along = d2, cumulative[i] + t * (cumulative[i + 1] - cumulative[i])
+        low, high = self._lon_low, self._lon_high
+        if high - low < 360.0:  # the usual route: one of lon, lon + 360, lon - 360 at most is in its span
+            ats: Iterable[float] = (lon if lon >= low else lon + 360.0,) if lon <= high else (lon - 360.0,)
+        else:  # a route around a pole, more than a turn of longitude: each turn it spans
+            ats = (lon + 360.0 * k for k in range(math.ceil((low - lon) / 360.0), math.floor((high - lon) / 360.0) + 1))
+        for at in ats:
+            for i in self._grid.get((row, math.floor(at / self._cell_lon)), ()):
+                a, b = points[i], points[i + 1]
+                ax, ay = (a[1] - at) * kx, (a[0] - lat) * M_PER_DEG_LAT
+                dx, dy = (b[1] - a[1]) * kx, (b[0] - a[0]) * M_PER_DEG_LAT
+                length2 = dx * dx + dy * dy
+                t = 0.0 if length2 == 0 else -(ax * dx + ay * dy) / length2
+                t = 0.0 if t < 0 else 1.0 if t > 1 else t
+                x, y = ax + t * dx, ay + t * dy
+                d2 = x * x + y * y
+                if d2 <= best_d2:
+                    best_d2, best_along = d2, cumulative[i] + t * (cumulative[i + 1] - cumulative[i])
         if best_along < 0:
             return None
         return Placement(off_route_m=math.sqrt(best_d2), along_m=best_along)
+
+
+def unwrap(points: Sequence[Point]) -> list[Point]:
+    """The points with each longitude within 180° of the one before it (a step across the antimeridian taken
+    the short way: 179.95 then -179.95 becomes 179.95 then 180.05). Longitudes may leave [-180, 180] by as
+    much as the route goes past it; latitudes are unchanged."""
+    out: list[Point] = []
+    previous = None
+    for lat, lon in points:
+        if previous is not None:
+            lon += 360.0 * round((previous - lon) / 360.0)
+        out.append((lat, lon))
+        previous = lon
+    return out
+
+
+def _wrap_box(box: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+    """A box of unwrapped longitudes as boxes within [-180, 180]: moved by whole turns until its west edge is
+    in [-180, 180), then cut at 180 into the part east of it and the rest, from -180."""
+    min_lat, max_lat, west, east = box
+    if east - west >= 360.0:
+        return [(min_lat, max_lat, -180.0, 180.0)]
+    shift = 360.0 * math.floor((west + 180.0) / 360.0)
+    west, east = west - shift, east - shift
+    if east <= 180.0:
+        return [(min_lat, max_lat, west, east)]
+    return [(min_lat, max_lat, west, 180.0), (min_lat, max_lat, -180.0, east - 360.0)]
 
 
 def _box(points: Sequence[Point], dlat: float, width_m: float) -> tuple[float, float, float, float]:

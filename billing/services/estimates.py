@@ -1,7 +1,8 @@
 """Charge estimates for search results: what a planned charge would cost the driver, priced exactly as a
 quote is (billing/services/driver_pricing.py `quote_charge`: the tariff engine over every ENERGY, TIME,
-FLAT and PARKING_TIME component in the location's local time, VAT per component, then our fee and its VAT,
-rounded by the partner's terms) but without storing a Quote: a search shows dozens of them."""
+FLAT and PARKING_TIME component in the location's local time, the reservation a booking of the EVSE makes
+before the charge, VAT per component, then our fee and its VAT, rounded by the partner's terms) but without
+storing a Quote: a search shows dozens of them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from decimal import Decimal
 from billing import pricing
 from billing.models import PartnerTerms, Tariff
 from billing.money import round_money
-from billing.services.driver_pricing import driver_total, emsp_fee
-from emsp.models import Partner
+from billing.services.driver_pricing import driver_total, emsp_fee, reservation_before
+from emsp.models import Evse, Partner
 from emsp.vehicles import ChargePlan
 
 
@@ -58,19 +59,30 @@ def charge_estimate(
     time_zone: str,
     terms: PartnerTerms,
     parsed: pricing.Tariff | None = None,
+    evse: Evse | None = None,
+    now: datetime | None = None,
 ) -> ChargeEstimate:
     """The plan priced with the tariff at `arrival`. A constant-power plan is priced with pricing.quote,
     exactly as quote_charge prices the same energy at the same power; a plan with a DC taper is priced as its
-    charging periods (bulk, then taper with its falling power). No tariff, or one the engine can't price:
-    the energy and time are still estimated, the cost is left unknown."""
+    charging periods (bulk, then taper with its falling power). Either way, at `evse` the reservation a booking
+    for `arrival` makes (driver_pricing.reservation_before, as of `now`) is priced too, by the tariff's
+    RESERVATION elements, as the quote prices it: left out, a search showed a RESERVABLE EVSE's charge for
+    less than its select then quoted. No tariff, or one the engine can't price: the energy and time are still
+    estimated, the cost is left unknown."""
     base = ChargeEstimate(energy_kwh=plan.energy_kwh, duration=plan.duration, power_kw=plan.power_kw, arrival=arrival)
     if tariff is None or plan.energy_kwh <= 0:
         return base
+    reservation = reservation_before(evse, arrival, now) if evse is not None else None
     try:
         engine_tariff = parsed if parsed is not None else pricing.parse_tariff(tariff.data)
         if plan.constant:
             result = pricing.quote(
-                engine_tariff, start=arrival, time_zone=time_zone, power_kw=plan.power_kw, energy_kwh=plan.energy_kwh
+                engine_tariff,
+                start=arrival,
+                time_zone=time_zone,
+                power_kw=plan.power_kw,
+                energy_kwh=plan.energy_kwh,
+                reservation=reservation,
             )
         else:
             periods, at = [], arrival
@@ -87,7 +99,12 @@ def charge_estimate(
                 )
                 at += phase.duration
             result = pricing.price_periods(
-                engine_tariff, periods, time_zone=time_zone, session_start=arrival, session_end=at
+                engine_tariff,
+                periods,
+                time_zone=time_zone,
+                session_start=arrival,
+                session_end=at,
+                reservation_start=arrival - reservation if reservation else None,
             )
     except pricing.PricingError:
         return base
