@@ -29,6 +29,7 @@ from beckn.catalogue import (
     alternatives,
     alternatives_tags,
     find_item,
+    hit_for,
     provider_id,
     provider_known,
     provider_name,
@@ -356,6 +357,18 @@ def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> Be
     return BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, reason, alternatives=nearby)
 
 
+def _hit_refreshed(hit: Hit, item: str) -> Hit:
+    """The item as its CPO has just described it: storing the EVSE (evse_put) replaced its connectors, so the
+    connector is read again and the quote is for its tariffs as they are now, not as they were. 30004 when the
+    CPO no longer lists it."""
+    connector = catalogue.connector_get(hit.evse, hit.connector.connector_id)
+    if connector is None:
+        raise BecknRequestError(
+            ITEM_NOT_FOUND, "message.order.items[0].id", f"item {item!r} not found: its operator no longer lists it"
+        )
+    return hit_for(hit.evse, connector, timezone.now())
+
+
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     _not_after_confirm(txn)
     selected = selected_item(envelope.message)
@@ -364,6 +377,8 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age. While the CPO's
     # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)
+    if fresh:
+        hit = _hit_refreshed(hit, selected.item_id)
     status_note = None if fresh else _not_answering(hit, "locations")
     unavailable = _unavailable(hit, fresh, selected.window)
     if unavailable is not None:
@@ -491,6 +506,12 @@ def _reported(order: dict[str, Any]) -> payments.Reported | None:
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
+    if txn.pk is not None:
+        # One confirm of a journey at a time: a second one at the same moment (the app's retry under a new
+        # message_id) waits here for the first, then finds its order and repeats it — not a second booking, nor
+        # "EVSE already booked" for the app's own hold. NO KEY UPDATE: the message rows that refer to the journey
+        # hold KEY SHARE locks on it, which FOR UPDATE would wait for (two confirms would deadlock).
+        txn = BecknTransaction.objects.select_for_update(no_key=True).get(pk=txn.pk)
     if txn.booking_id is not None:
         booking = Booking.objects.get(pk=txn.booking_id)
         if booking.quote_id == txn.quote_id or booking.state not in ENDED_UNUSED:
@@ -516,7 +537,7 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     if payment is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order.payments", "init the order first (its payment terms)")
     payment_reference = reported.transaction_id if reported is not None and reported.status == "PAID" else ""
-    window = fulfillment_window(order.get("fulfillments"), "message.order.fulfillments") or _txn_window(txn)
+    window = _confirmed_window(order, txn)
     try:
         booking = bookings.booking_confirm(
             evse=hit.evse,
@@ -548,6 +569,31 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     BecknTransaction.objects.filter(pk=txn.pk).update(booking=booking)
     txn.booking = booking
     return {"order": order_block(booking, txn)}
+
+
+def _confirmed_window(order: dict[str, Any], txn: BecknTransaction) -> tuple[datetime, datetime] | None:
+    """The window the order books: the one selected in the transaction, whose availability `select` checked and
+    whose price the quote is. A confirm may repeat it (or leave it out); another window is refused (40000,
+    select it first): booked, it would hold the charger at a time never checked, at the price of another.
+    A window already open is held from now (window_check), at select as at confirm: those starts are the same."""
+    selected = _txn_window(txn)
+    asked = fulfillment_window(order.get("fulfillments"), "message.order.fulfillments")
+    if asked is None:
+        return selected
+    now = timezone.now()
+    if selected is None or asked[1] != selected[1] or max(asked[0], now) != max(selected[0], now):
+        was = (
+            f"{selected[0]:%Y-%m-%dT%H:%M:%SZ} to {selected[1]:%Y-%m-%dT%H:%M:%SZ}"
+            if selected is not None
+            else "none: charging now"
+        )
+        raise BecknRequestError(
+            BUSINESS_ERROR,
+            "message.order.fulfillments[0].stops[0].time",
+            f"the time range {asked[0]:%Y-%m-%dT%H:%M:%SZ} to {asked[1]:%Y-%m-%dT%H:%M:%SZ} is not the one selected "
+            f"in this transaction ({was}): select it first, for its availability and price",
+        )
+    return selected
 
 
 def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:

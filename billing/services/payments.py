@@ -177,9 +177,15 @@ class Reported:
 
 def payment_confirm(*, payment: Payment, booking: Booking, quote: Quote, reported: Reported | None) -> Payment:
     """Bind the payment to the confirmed booking, in the booking's transaction. We collect: the provider must
-    have authorised it, or the wallet must hold it. The app collects: what it reports paid must be the quote."""
+    have authorised it, or the wallet must hold it. The app collects: what it reports paid must be the quote.
+    A payment pays for one booking: one already bound to another (a second confirm of the journey at the same
+    moment, which found it unbound before the first committed) is refused, and that second booking with it."""
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.booking_id is not None and payment.booking_id != booking.pk:
+            raise PaymentRefused(
+                f"payment {reference_of(payment)} already pays for another order: init the order again for a new one"
+            )
         if payment.provider == "wallet":
             _wallet_hold(payment, authorisation_minor(quote.price, payment.currency))
         elif payment.collected_by == Payment.CollectedBy.BAP:

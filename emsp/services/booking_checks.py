@@ -376,8 +376,10 @@ def _reservation_release(booking: Booking, sent: list[Command], now: datetime) -
     reserve = next(
         (c for c in reversed(sent) if c.type == Command.Type.RESERVE_NOW and c.reservation_id == reservation.pk), None
     )
-    if reserve is None or reserve.status in (*IN_FLIGHT, Command.Status.FAILED):
+    if reserve is None or reserve.status in IN_FLIGHT:
         return []
+    if reserve.status == Command.Status.FAILED and reserve.result_type != "ACCEPTED":
+        return []  # refused, or never sent; an ACCEPTED result after the failure: the CPO reserved after all
     if reserve.result_type == "CANCELED_RESERVATION":
         return []
     cancels = [c for c in sent if c.type == Command.Type.CANCEL_RESERVATION and c.reservation_id == reservation.pk]

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from emsp import events
@@ -301,11 +301,7 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
         session = current_session(booking) if started else None
         if session is not None:
             command = commands.command_stop_session(session=session, booking=booking)
-        elif (
-            booking.reservation
-            and booking.reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED)
-            and not by_cpo
-        ):
+        elif booking.reservation and _reserved_at_cpo(booking.reservation) and not by_cpo:
             command = commands.command_cancel_reservation(reservation=booking.reservation, booking=booking)
         if booking.reservation:
             Reservation.objects.filter(pk=booking.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
@@ -319,6 +315,19 @@ def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) 
         booking.refresh_from_db()
         events.publish(events.BookingCancelled(booking))
     return command
+
+
+def _reserved_at_cpo(reservation: Reservation) -> bool:
+    """May the CPO hold this reservation: reserved or asked for there, or its RESERVE_NOW on the way (a cancel
+    then may come before the reservation is made: the CPO answers UNKNOWN_RESERVATION, and the booking checks
+    cancel again once it is). A RESERVE_NOW still QUEUED is not sent once its booking has ended (command_send)."""
+    if reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED):
+        return True
+    return Command.objects.filter(
+        reservation=reservation,
+        type=Command.Type.RESERVE_NOW,
+        status__in=(Command.Status.SENT, Command.Status.ACCEPTED),
+    ).exists()
 
 
 def cancellation_fee(booking: Booking, now: datetime | None = None) -> Decimal:
@@ -416,12 +425,17 @@ def on_reservation_cancelled_by_cpo(event: events.ReservationCancelledByCpo) -> 
 
 def reservations_send_due(now: datetime | None = None) -> int:
     """RESERVE_NOW for windows booked ahead that are now near enough for the CPO. Each reservation is
-    claimed once (its reserve_at cleared in the same statement), so a sweep run twice sends nothing twice."""
+    claimed once (its reserve_at cleared in the same statement), so a sweep run twice sends nothing twice.
+    Only while the driver may still come (before arrive_by): after a beat outage a window whose arrive-by time
+    has passed is not reserved at the CPO any more (a reservation made then would hold the charger for a
+    driver who is a no-show already, or be refused for an expiry in the past and told to the app as the
+    operator's refusal); the no-show sweep ends it as any other no-show (its reserve_at cleared with it)."""
     now = now or timezone.now()
     sent = 0
-    for reservation in Reservation.objects.filter(reserve_at__lte=now, status=Reservation.Status.HELD).select_related(
-        "evse__location__partner", "token"
-    )[:500]:
+    due = Reservation.objects.filter(reserve_at__lte=now, status=Reservation.Status.HELD).filter(
+        Q(arrive_by__gt=now) | Q(arrive_by__isnull=True, expiry_at__gt=now)
+    )
+    for reservation in due.select_related("evse__location__partner", "token")[:500]:
         with transaction.atomic():
             if not Reservation.objects.filter(pk=reservation.pk, reserve_at__isnull=False).update(reserve_at=None):
                 continue
@@ -433,23 +447,46 @@ def reservations_send_due(now: datetime | None = None) -> int:
     return sent
 
 
+# A booking whose driver has asked to start: its reservation is the one the start uses at the CPO.
+_STARTED = (Booking.State.STARTING, Booking.State.CHARGING, Booking.State.STOPPING)
+
+
+def _started_on() -> Q:
+    """Reservations a driver started on in time (before the session is reported, which marks them FULFILLED):
+    their booking has left CONFIRMED for a start, or a START_SESSION of a standing booking refers to them."""
+    # Correlated (EXISTS on the foreign keys' indexes): looked up for the few reservations due, not listed whole.
+    started = Booking.objects.filter(reservation=OuterRef("pk"), state__in=_STARTED)
+    referred = Command.objects.filter(
+        reservation=OuterRef("pk"), type=Command.Type.START_SESSION, booking__state__in=Booking.ACTIVE_STATES
+    )
+    return Q(Exists(started)) | Q(Exists(referred))
+
+
 def bookings_expire_no_shows(now: datetime | None = None) -> int:
     """Bookings whose driver did not start charging by the hold's arrive-by time: the booking ends EXPIRED,
     the hold is released (CANCEL_RESERVATION at the CPO when it was reserved there), the payment hold
-    released, and the driver's app told (on_cancel, reason no-show). Safe to run twice: compare-and-set."""
+    released, and the driver's app told (on_cancel, reason no-show). A driver who started in time is no
+    no-show, though the session is not reported yet: the reservation is what the start uses at the CPO, and
+    the hold stays until the session marks it FULFILLED (a start that never becomes a session ends the
+    booking, and the hold, through the booking checks). Safe to run twice: compare-and-set, with the booking
+    locked, so that a start at the same moment either comes first (and is seen) or finds the booking EXPIRED."""
     now = now or timezone.now()
-    due = Reservation.objects.filter(status__in=Reservation.ACTIVE_STATUSES).filter(
-        Q(arrive_by__lt=now) | Q(arrive_by__isnull=True, expiry_at__lt=now)
+    due = (
+        Reservation.objects.filter(status__in=Reservation.ACTIVE_STATUSES)
+        .filter(Q(arrive_by__lt=now) | Q(arrive_by__isnull=True, expiry_at__lt=now))
+        .exclude(_started_on())
     )
     expired = 0
     for reservation in due.select_related("evse__location__partner")[:500]:
         with transaction.atomic():
+            booking = reservation.bookings.select_for_update().order_by("pk").first()
+            if Reservation.objects.filter(pk=reservation.pk).filter(_started_on()).exists():
+                continue  # the driver started meanwhile
             at_cpo = reservation.status in (Reservation.Status.REQUESTED, Reservation.Status.RESERVED)
             if not Reservation.objects.filter(pk=reservation.pk, status=reservation.status).update(
                 status=Reservation.Status.EXPIRED, reserve_at=None
             ):
                 continue  # moved meanwhile (a start, a cancel)
-            booking = reservation.bookings.filter(state=Booking.State.CONFIRMED).first()
             if at_cpo:
                 commands.command_send_after_commit(
                     commands.command_cancel_reservation(reservation=reservation, booking=booking)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from urllib3.exceptions import ConnectTimeoutError
 
-from emsp import events, metrics
+from emsp import events, metrics, outbound
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
 from emsp.ports import CpoUnreachable, cpo_gateway
@@ -109,6 +111,9 @@ def command_send(command: Command) -> Command:
         return command  # already sent (a duplicate task run)
     command.refresh_from_db()
     now = timezone.now()
+    stale = _no_longer_wanted(command)
+    if stale:
+        return _finish_sent(command, error=stale, tell=False)
     refusal = _token_refusal(command, now)
     if refusal:
         return _finish_sent(command, error=refusal)
@@ -118,6 +123,8 @@ def command_send(command: Command) -> Command:
         reply = cpo_gateway().send_command(command)
     except CpoUnreachable as exc:
         command.refresh_from_db(fields=["request"])
+        if command.type == Command.Type.RESERVE_NOW and may_have_reached_cpo(exc):
+            return _finish_unanswered(command, error=f"No CommandResponse ({exc}): the CPO may have reserved")
         return _finish_sent(command, error=str(exc))
     command.refresh_from_db(fields=["request"])
     command.response = reply.response
@@ -154,6 +161,48 @@ def refused_by_us(command: Command) -> bool:
     return command.error.startswith(NOT_SENT)
 
 
+def _no_longer_wanted(command: Command) -> str:
+    """Why a start or reservation queued for a booking must not go out any more, or "": its booking has ended
+    (cancelled, a no-show) or its reservation is no longer active, while it waited for its send task. Sent
+    anyway, a RESERVE_NOW would hold the charger for a cancelled booking (nothing cancels a reservation we
+    don't know was made). The rule the booking checks use for commands left QUEUED (_stuck_commands)."""
+    if command.type not in (Command.Type.START_SESSION, Command.Type.RESERVE_NOW):
+        return ""
+    booking = command.booking
+    if booking is not None and not booking.is_active:
+        return f"{NOT_SENT}the booking is {booking.state}"
+    reservation = command.reservation
+    if reservation is not None and reservation.status not in Reservation.ACTIVE_STATUSES:
+        return f"{NOT_SENT}the reservation is {reservation.status}"
+    return ""
+
+
+# What shows that a request never left us: no connection was made (refused, connect timeout, the name not
+# resolved), or http.client refused a header or URL before writing anything.
+_NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (ConnectTimeoutError, socket.gaierror, ValueError, TypeError)
+
+
+def may_have_reached_cpo(exc: CpoUnreachable) -> bool:
+    """Could the CPO have received the command although no CommandResponse came back? Yes after a transport
+    error once the request may have gone out (a read timeout, a connection reset after sending) and after an
+    HTTP 5xx (the CPO, or a proxy or hub in front of it, failed: not a refusal of the command). No when nothing
+    was sent (not connected, no route through a hub, an open circuit breaker, a connection refused) and when
+    the CPO answered with a refusal (HTTP 4xx, an OCPI error status, a CommandResponse REJECTED)."""
+    cause: BaseException | None = exc.__cause__
+    for _ in range(10):  # the chain the adapter builds: CpoUnreachable ← client error ← OutboundError ← socket
+        if cause is None:
+            return False
+        http_status = getattr(cause, "http_status", None)
+        if isinstance(http_status, int):
+            return http_status >= 500
+        if isinstance(cause, outbound.OutboundError):
+            if isinstance(cause, outbound.ForbiddenTarget):
+                return False
+            return not isinstance(cause.__cause__, _NOT_SENT_ERRORS)
+        cause = cause.__cause__
+    return False
+
+
 def _token_refusal(command: Command, now: datetime) -> str:
     """Why the command's token may not go to the CPO, or "". The eMSP SHALL authorize the token of a
     StartSession or ReserveNow before sending it, and the CPO SHALL NOT check it (mod_commands §StartSession,
@@ -177,11 +226,12 @@ def result_messages(result: dict[str, Any]) -> str:
     return "; ".join(texts)
 
 
-def _finish_sent(command: Command, *, error: str) -> Command:
+def _finish_sent(command: Command, *, error: str, tell: bool = True) -> Command:
     """FAILED, for a command this send still holds as SENT: one the sweep moved on meanwhile (its timeout) is
     finished once, by whoever moved it, not a second time with another outcome. The status, the command's
     effects and what its subscribers do (a booking cancelled, its app told) commit together, as for a TIMEOUT:
-    the bookings' handler locks its booking, which PostgreSQL allows only in a transaction."""
+    the bookings' handler locks its booking, which PostgreSQL allows only in a transaction. `tell`: False for a
+    command its booking no longer wants (nothing to tell: the booking has moved on, its app heard of it)."""
     with transaction.atomic():
         failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
             status=Command.Status.FAILED, updated_at=timezone.now()
@@ -189,10 +239,31 @@ def _finish_sent(command: Command, *, error: str) -> Command:
         if not failed:
             command.refresh_from_db()
             return command
-        return _finish(command, Command.Status.FAILED, error=error)
+        return _finish(command, Command.Status.FAILED, error=error, tell=tell)
 
 
-def _finish(command: Command, status: str, *, error: str = "", result: dict[str, Any] | None = None) -> Command:
+def _finish_unanswered(command: Command, *, error: str) -> Command:
+    """A RESERVE_NOW that may have reached the CPO without its answer reaching us: an unknown outcome, as a
+    command left SENT without a CommandResponse (commands_expire_due) — TIMEOUT at once, not FAILED. Its
+    reservation counts as asked of the CPO (REQUESTED: a cancel of the booking cancels it there too), the
+    booking waiting for it is cancelled with a CANCEL_RESERVATION (on_reservation_finished), and a late
+    CommandResult still counts: a reservation the CPO made after all is then released by the booking checks."""
+    with transaction.atomic():
+        if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+            status=Command.Status.TIMEOUT, updated_at=timezone.now()
+        ):
+            command.refresh_from_db()
+            return command  # the sweep moved it on meanwhile
+        if command.reservation_id:
+            Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
+                status=Reservation.Status.REQUESTED
+            )
+        return _finish(command, Command.Status.TIMEOUT, error=error)
+
+
+def _finish(
+    command: Command, status: str, *, error: str = "", result: dict[str, Any] | None = None, tell: bool = True
+) -> Command:
     command.status = status
     command.error = error[:2000]
     if result is not None:
@@ -201,7 +272,7 @@ def _finish(command: Command, status: str, *, error: str = "", result: dict[str,
     command.save()
     metrics.COMMANDS_FINISHED.labels(command.type, status).inc()
     _apply_effects(command)
-    if command.booking_id is not None:
+    if command.booking_id is not None and tell:
         events.publish(events.CommandFinished(command))
     return command
 
@@ -221,6 +292,14 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
         if result_type == "CANCELED_RESERVATION":
             return _reservation_cancelled_by_cpo(command, result)
         if command.status not in (Command.Status.SENT, Command.Status.ACCEPTED, Command.Status.TIMEOUT):
+            if _reserved_after_all(command, result_type):
+                # Kept FAILED (its booking has been cancelled on it), with what the CPO says: the booking checks
+                # then release the reservation the CPO holds (booking_checks._reservation_release).
+                log.warning("%s: CommandResult ACCEPTED after the command FAILED: the CPO holds a reservation", command)
+                command.result = result
+                command.result_type = result_type
+                command.save(update_fields=["result", "result_type", "updated_at"])
+                return command
             log.info("%s: CommandResult %s ignored, the command is %s", command, result_type, command.status)
             return command
         status = Command.Status.SUCCEEDED if result_type == "ACCEPTED" else Command.Status.FAILED
@@ -230,6 +309,18 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
             error="" if status == Command.Status.SUCCEEDED else (result_messages(result) or result_type),
             result=result,
         )
+
+
+def _reserved_after_all(command: Command, result_type: str) -> bool:
+    """A CPO sends a CommandResult only for a command it took (mod_commands §"Response Data"): an ACCEPTED
+    result for a RESERVE_NOW we hold as FAILED at the CPO (its CommandResponse unreadable, say) means the CPO
+    reserved the charger after all. Not for one we never sent."""
+    return (
+        command.type == Command.Type.RESERVE_NOW
+        and command.status == Command.Status.FAILED
+        and result_type == "ACCEPTED"
+        and not refused_by_us(command)
+    )
 
 
 def _reservation_cancelled_by_cpo(command: Command, result: dict[str, Any]) -> Command:
