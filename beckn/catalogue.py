@@ -9,7 +9,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,8 +19,11 @@ from django.utils import timezone
 
 from beckn import catalogue_details, catalogue_rows
 from beckn.route_search import DEFAULT_MAX_DETOUR_M, estimate_group, route_candidates, route_want, with_estimates
+from billing import pricing
 from billing.models import Tariff
-from billing.services.driver_pricing import tariffs_for_connector
+from billing.pricing.engine import _matches as restrictions_hold
+from billing.pricing.tariff import DIMENSIONS
+from billing.services.driver_pricing import DEFAULT_AC_POWER_KW, tariffs_for_connector
 from billing.services.estimates import ChargeEstimate
 from emsp import nearest
 from emsp.datetimes import format_datetime
@@ -30,6 +33,7 @@ from emsp.services.catalogue import connector_get
 from emsp.vehicles import Vehicle
 
 EARTH_RADIUS_M = 6_371_000.0
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # the tariff engine's days count from 1970-01-01
 DEFAULT_RADIUS_M = 5_000.0
 MAX_RADIUS_M = 50_000.0
 DEFAULT_LIMIT = 20
@@ -132,6 +136,8 @@ class Hit:
     energy_price: Decimal | None
     placement: Placement | None = None  # where it lies relative to the route searched along
     estimate: ChargeEstimate | None = None
+    # The instant its tariff and rates are those of (a window's start, else when it was found); None: now.
+    priced_at: datetime | None = None
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -158,9 +164,37 @@ def distances_from(lat1: float, lon1: float) -> Callable[[float, float], float]:
 
 
 def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
-    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
-    dlon = math.degrees(radius_m / (EARTH_RADIUS_M * max(0.01, math.cos(math.radians(lat)))))
+    """The (latitude, longitude) box around the circle of `radius_m` about the point. Its half-width in longitude
+    is the circle's widest, asin(sin(r/R) / cos φ) (at a latitude poleward of the centre's), not (r/R) / cos φ,
+    which is narrower at high latitudes (at 85° a 50 km circle's eastern edge lay outside it). A circle reaching a
+    pole spans every longitude: a half-width of 180° (no range of longitude)."""
+    angle = radius_m / EARTH_RADIUS_M
+    dlat = math.degrees(angle)
+    cos_lat = math.cos(math.radians(lat))
+    spread = math.sin(min(angle, math.pi / 2)) / cos_lat if cos_lat > 0 else math.inf
+    dlon = 180.0 if angle >= math.pi / 2 or spread >= 1 else math.degrees(math.asin(spread))
     return lat - dlat, lat + dlat, lon - dlon, lon + dlon
+
+
+# The partners whose locations the catalogue hides (suspended, unregistered; why: beckn/catalogue_rows.py).
+UNLISTED_PARTNER_STATES = catalogue_rows.UNLISTED_PARTNER_STATES
+
+# listed_location as conditions on an EVSE query's joins (one that loads the location and partner anyway).
+LISTED = Q(location__withdrawn_at__isnull=True, location__publish=True) & ~Q(
+    location__partner__state__in=UNLISTED_PARTNER_STATES
+)
+
+
+def listed_location(evse: str = "location_id") -> Exists:
+    """The EVSE's location is one the catalogue shows: not withdrawn, to be published (OCPI `publish`), of a
+    partner not suspended or unregistered (UNLISTED_PARTNER_STATES). Search (its candidates, before they are
+    capped) and find_item (select) both ask it, so an item a search can't show can't be selected either. `evse`:
+    the outer query's location column."""
+    return Exists(
+        Location.objects.filter(pk=OuterRef(evse), withdrawn_at__isnull=True, publish=True).exclude(
+            partner__state__in=UNLISTED_PARTNER_STATES
+        )
+    )
 
 
 def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
@@ -171,9 +205,10 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
     if near_a_point and FAST_PATH and connection.vendor == "postgresql":
         # The same answer in two plain-SQL statements (beckn/catalogue_rows.py).
         return with_estimates(_nearest_hits(filters, ahead, now), filters, now)
-    # Step 1, on the EVSE table alone (its (latitude, longitude) index and its own columns): the nearest
-    # candidates. Joins to locations and partners come after, on a few dozen rows.
-    candidates = Evse.objects.filter(has_connectors=True).exclude(
+    # Step 1, on the EVSE table (its (latitude, longitude) index and its own columns): the nearest candidates,
+    # of locations the catalogue shows (checked per candidate, so hidden ones never take the candidates' places).
+    # Joins to load locations and partners come after, on a few dozen rows.
+    candidates = Evse.objects.filter(listed_location(), has_connectors=True).exclude(
         status__in=[Evse.Status.REMOVED, Evse.Status.OUTOFORDER, Evse.Status.INOPERATIVE, Evse.Status.PLANNED]
     )
     if filters.available_only and not ahead:
@@ -309,7 +344,7 @@ def _hits_among(
     """The hits among these candidates, in their order (search's step 2, through the ORM)."""
     loaded = {
         evse.pk: evse
-        for evse in Evse.objects.filter(pk__in=ids, location__withdrawn_at__isnull=True, location__publish=True)
+        for evse in Evse.objects.filter(LISTED, pk__in=ids)
         .select_related("location", "location__partner")
         .defer("data", "location__data", "location__partner__endpoints", "location__partner__credentials_roles")
     }
@@ -374,15 +409,18 @@ def _hits_of(
             chosen = choices.get(id(keys))
             if chosen is None:
                 tariff = _first_tariff(keys, tariffs)
-                chosen = choices[id(keys)] = (tariff, energy_rate(tariff) if tariff else None)
-            tariff, energy_price = chosen
+                fixed = tariff is None or _engine_reading(tariff) is None
+                chosen = choices[id(keys)] = (tariff, energy_rate(tariff) if tariff and fixed else None, fixed)
+            tariff, energy_price, fixed = chosen
+            if not fixed:  # restricted elements: the rate of the place's time and the connector's power
+                energy_price = energy_rate(tariff, priced_at, evse.location.time_zone, connector.max_electric_power)
             if max_price is not None and (energy_price is None or energy_price > max_price):
                 continue
             if wanted_item and wanted_item != item_id(evse, connector):
                 continue
             if on_energy and not catalogue_details.energy_matches(filters.details, evse.location, tariff):
                 continue
-            yield Hit(evse, connector, distance, tariff, energy_price, placements.get(evse.id))
+            yield Hit(evse, connector, distance, tariff, energy_price, placements.get(evse.id), priced_at=priced_at)
 
 
 def _ahead(window: tuple[datetime, datetime] | None, now: datetime) -> bool:
@@ -515,8 +553,8 @@ def _first_tariff(keys: list[str], tariffs: dict[str, Tariff]) -> Tariff | None:
 
 
 def _component_price(tariff: Tariff, dimension: str) -> Decimal | None:
-    """The price of the first element with this dimension (the catalogue shows the headline rate; quotes
-    use the full engine)."""
+    """The price of the first element with this dimension: the rate of a tariff without restrictions (the
+    catalogue shows the headline rate; quotes use the full engine)."""
     for element in tariff.data.get("elements") or []:
         for component in element.get("price_components") or []:
             if component.get("type") == dimension:
@@ -524,13 +562,107 @@ def _component_price(tariff: Tariff, dimension: str) -> Decimal | None:
     return None
 
 
-def energy_rate(tariff: Tariff) -> Decimal | None:
-    """The headline price per kWh, worked out once per tariff instance (search keeps its tariffs between
-    searches, billing/tariff_cache.py, and asks for each connector)."""
-    memo = tariff.__dict__.get("_energy_rate")
+def _engine_reading(tariff: Tariff) -> pricing.Tariff | None:
+    """The tariff engine's reading of a tariff with restricted elements, whose rates depend on when, where and
+    how the charge is made; None for one without (its rates are its first components, whenever) or one the engine
+    refuses (shown as before, by its first components: its quote has no price). Kept on the instance, for its
+    data."""
+    memo = tariff.__dict__.get("_engine_reading")
     if memo is None or memo[0] is not tariff.data:
-        memo = tariff.__dict__["_energy_rate"] = (tariff.data, _component_price(tariff, "ENERGY"))
+        try:
+            reading: pricing.Tariff | None = pricing.parse_tariff(tariff.data)
+        except pricing.PricingError:
+            reading = None
+        if reading is not None and all(element.restrictions is None for element in reading.elements):
+            reading = None
+        memo = tariff.__dict__["_engine_reading"] = (tariff.data, reading)
     return memo[1]
+
+
+# Rates of restricted tariffs kept per tariff instance, by (instant, time zone, power): a search prices all its
+# connectors at one instant. Beyond this many the keep starts again.
+RATES_KEPT = 64
+Rates = tuple[dict[str, Decimal], list[tuple[str, str, str]]]  # by dimension; and as an item's tags show them
+
+
+def headline_rates(
+    tariff: Tariff, at: datetime | None = None, time_zone: str = "UTC", power_w: int | None = None
+) -> dict[str, Decimal]:
+    """The price per dimension (ENERGY, TIME, PARKING_TIME, FLAT) the charge starting at `at` (default now) at a
+    location in `time_zone`, on a connector of `power_w`, would be billed at first: per dimension, the first
+    charging element whose restrictions all hold (mod_tariffs: "the first element ... used"), matched by the
+    tariff engine's own restriction check (billing/pricing/engine.py) in the location's local time, so the
+    catalogue shows what the engine then charges (RFC-ERRATA: `calculatePricing` takes the first component
+    whatever its restrictions). Restrictions that depend on the charge are read at its start, as the engine
+    reads them there: no kWh and no time charged yet (a min_kwh or min_duration element does not apply yet, a
+    max_ one does), the connector's power (as quote_charge prices it; unknown: DEFAULT_AC_POWER_KW), the current
+    unknown (an element restricted on current is not shown, as the engine does not apply it). A dimension no
+    element applies to at that instant has no rate."""
+    return _rates_of(tariff, at, time_zone, power_w)[0]
+
+
+def _rates_of(tariff: Tariff, at: datetime | None, time_zone: str, power_w: int | None) -> Rates:
+    """headline_rates with the tags' values, kept on the tariff instance for its data: a search's items mostly
+    share a few tariffs, and a profile of on_search showed each item working its rates out again."""
+    reading = _engine_reading(tariff)
+    if reading is None:
+        memo = tariff.__dict__.get("_headline_rates")
+        if memo is None or memo[0] is not tariff.data:
+            fixed = {d: p for d in DIMENSIONS if (p := _component_price(tariff, d)) is not None}
+            memo = tariff.__dict__["_headline_rates"] = (tariff.data, _with_tags(fixed))
+        return memo[1]
+    at = at or timezone.now()
+    memo = tariff.__dict__.get("_rates_at")
+    if memo is None or memo[0] is not tariff.data:
+        memo = tariff.__dict__["_rates_at"] = (tariff.data, {})
+    kept: dict[tuple[datetime, str, int | None], Rates] = memo[1]
+    key = (at, time_zone, power_w)
+    rates = kept.get(key)
+    if rates is None:
+        if len(kept) >= RATES_KEPT:
+            kept.clear()
+        rates = kept[key] = _with_tags(_rates_applying(reading, at, time_zone, power_w))
+    return rates
+
+
+def _with_tags(rates: dict[str, Decimal]) -> Rates:
+    shown = []
+    for dimension, code, unit in _RATES:
+        price = rates.get(dimension)
+        if price is not None:
+            shown.append((code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
+    return rates, shown
+
+
+def _rates_applying(reading: pricing.Tariff, at: datetime, time_zone: str, power_w: int | None) -> dict[str, Decimal]:
+    """headline_rates worked out: the engine's match context at the start of a charge (engine._price's `ctx`:
+    local time of day and day in microseconds and days since 1970, time and energy so far, power max/min, current
+    max/min, the tariff a period names)."""
+    try:
+        zone = pricing.resolve_zone(time_zone) or UTC
+    except pricing.PricingError:
+        zone = UTC  # as opening hours read an unusable zone (emsp/opening_hours.py zone_of)
+    local = at.astimezone(zone)
+    time_of_day = ((local.hour * 60 + local.minute) * 60 + local.second) * 1_000_000 + local.microsecond
+    day = local.date().toordinal() - EPOCH_ORDINAL
+    power = Decimal(power_w) / 1000 if power_w else DEFAULT_AC_POWER_KW
+    context = [time_of_day, day, 0, Decimal(0), power, power, None, None, None]
+    rates: dict[str, Decimal] = {}
+    for dimension in DIMENSIONS:
+        for element, component in reading.charging[dimension]:
+            if element.restrictions is None or restrictions_hold(element.restrictions, context, element, set()):
+                rates[dimension] = component.price
+                break
+    return rates
+
+
+def energy_rate(
+    tariff: Tariff, at: datetime | None = None, time_zone: str = "UTC", power_w: int | None = None
+) -> Decimal | None:
+    """The price per kWh a charge starting at `at` is billed at first (headline_rates): for a tariff without
+    restrictions its first ENERGY component, worked out once per tariff instance (search keeps its tariffs
+    between searches, billing/tariff_cache.py, and asks for each connector)."""
+    return headline_rates(tariff, at, time_zone, power_w).get("ENERGY")
 
 
 def item_id(evse: Evse, connector: Connector) -> str:
@@ -595,7 +727,8 @@ def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[d
     groups = [{"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}]
     if hit.tariff is not None:
         rates = [_tag("tariff-id", hit.tariff.tariff_id, "Tariff"), _tag("currency", hit.tariff.currency)]
-        rates += [_tag(code, value, name) for code, value, name in _rates(hit.tariff)]
+        shown = _rates_of(hit.tariff, hit.priced_at or now, evse.location.time_zone, connector.max_electric_power)[1]
+        rates += [_tag(code, value, name) for code, value, name in shown]
         groups.append({"descriptor": {"code": "tariff", "name": "Tariff"}, "list": rates})
     estimate = estimate_group(hit)  # detour and charge estimate (beckn/route_search.py)
     if estimate is not None:
@@ -609,20 +742,6 @@ _RATES = (
     ("PARKING_TIME", "parking-rate", "per hour"),
     ("FLAT", "flat-fee", "per session"),
 )
-
-
-def _rates(tariff: Tariff) -> list[tuple[str, str, str]]:
-    """The headline rates a tariff's items show (code, value, name), worked out once per tariff object and data:
-    a search's items mostly share a few tariffs, and a profile of on_search showed each item reading them again."""
-    memo = tariff.__dict__.get("_beckn_rates")
-    if memo is None or memo[0] is not tariff.data:
-        rates = []
-        for dimension, code, unit in _RATES:
-            price = _component_price(tariff, dimension)
-            if price is not None:
-                rates.append((code, _money(price), f"{dimension.replace('_', ' ').title()} {unit}, excl. VAT"))
-        memo = tariff.__dict__["_beckn_rates"] = (tariff.data, rates)
-    return memo[1]
 
 
 def window_time(window: tuple[datetime, datetime]) -> dict[str, Any]:
@@ -712,8 +831,11 @@ def _kilowatts(watts: int) -> str:
     return _money(Decimal(watts) / 1000)
 
 
-def find_item(provider: str | None, item: str) -> Hit | None:
-    """Resolve a Beckn item id (location/evse/connector) of a provider to the catalogue objects."""
+def find_item(provider: str | None, item: str, at: datetime | None = None) -> Hit | None:
+    """Resolve a Beckn item id (location/evse/connector) of a provider to the catalogue objects: only an item
+    search can show (listed_location: not withdrawn, published, of a partner not suspended or unregistered), else
+    None (a select answers 30004). Its tariff and price are those at `at` (a select's window start: the tariff
+    search showed for that window, and the one its quote prices), default now."""
     location_id, _, rest = item.partition("/")
     evse_uid, _, connector_id = rest.partition("/")
     if not (location_id and evse_uid and connector_id):
@@ -724,7 +846,7 @@ def find_item(provider: str | None, item: str) -> Hit | None:
         )
     else:
         evses = Evse.objects.select_related("location", "location__partner").filter(
-            uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
+            LISTED, uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
         )
         if provider:
             country_code, party_id = _party_of(provider)
@@ -735,16 +857,19 @@ def find_item(provider: str | None, item: str) -> Hit | None:
     connector = connector_get(evse, connector_id)
     if connector is None:
         return None
-    _mark_held([evse], timezone.now())
-    return hit_for(evse, connector, timezone.now())
+    now = timezone.now()
+    _mark_held([evse], now)
+    return hit_for(evse, connector, at or now)
 
 
 def hit_for(evse: Evse, connector: Connector, now: datetime) -> Hit:
-    """One connector of a loaded EVSE (with its location) as search shows it, without a distance."""
+    """One connector of a loaded EVSE (with its location) as search shows it, without a distance, with the tariff
+    valid and the rates that apply at `now`."""
     connector.evse = evse
     tariffs = tariffs_for_connector(connector, now)
     tariff = tariffs[0] if tariffs else None
-    return Hit(evse, connector, None, tariff, energy_rate(tariff) if tariff else None)
+    price = energy_rate(tariff, now, evse.location.time_zone, connector.max_electric_power) if tariff else None
+    return Hit(evse, connector, None, tariff, price, priced_at=now)
 
 
 ALTERNATIVES_RADIUS_M = 15_000.0

@@ -68,6 +68,14 @@ def _listed(params: dict[str, Any], name: str, values: list[Any]) -> str:
 
 
 HIDDEN_SQL = _literals(HIDDEN)
+# The partners whose locations the catalogue hides: a suspended partner's (staff stopped the connection) and an
+# unregistered one's (credentials deleted). Their chargers can't be booked or started through us, and their
+# statuses and tariffs are no longer kept up to date. Read by each statement, never kept: a change of state shows
+# at the next search. (Here, as this module's SQL needs it; catalogue.py imports this module.)
+UNLISTED_PARTNER_STATES = (Partner.State.SUSPENDED, Partner.State.UNREGISTERED)
+UNLISTED_STATES_SQL = _literals([str(s) for s in UNLISTED_PARTNER_STATES])
+# A location the catalogue shows (catalogue.listed_location), `l` and its partner `p`.
+LISTED_SQL = f"l.withdrawn_at IS NULL AND l.publish AND p.state NOT IN ({UNLISTED_STATES_SQL})"
 HOLDING_SQL = _literals([str(s) for s in Reservation.ACTIVE_STATUSES])
 
 
@@ -78,7 +86,7 @@ def _columns(alias: str, fields: list[Field]) -> str:
 # Built once: a profile showed the column lists rebuilt on every search.
 EVSE_COLUMNS = _columns("e", EVSE_FIELDS)
 SHOWN_COLUMNS = ", ".join(
-    [EVSE_COLUMNS, "(l.withdrawn_at IS NULL AND l.publish)", _columns("l", LOCATION_FIELDS),
+    [EVSE_COLUMNS, f"({LISTED_SQL})", _columns("l", LOCATION_FIELDS),
      _columns("p", PARTNER_FIELDS), _columns("c", CONNECTOR_FIELDS)]
 )  # fmt: skip
 TARIFF_COLUMNS = _columns("t", TARIFF_FIELDS)
@@ -226,6 +234,10 @@ def nearest_candidates(
         f"e.status NOT IN ({HIDDEN_SQL})",
         f"{point} <@ cube_enlarge(%(here)s::cube, %(reach)s, 3)",
         f"{point} <-> %(here)s::cube <= %(reach)s",
+        # Of a location the catalogue shows, checked as the KNN scan reads (a lookup by primary key per EVSE
+        # read), so hidden EVSEs never take the places of visible ones further out.
+        f"EXISTS (SELECT 1 FROM emsp_location l JOIN emsp_partner p ON p.id = l.partner_id "  # noqa: S608 - constants
+        f"WHERE l.id = e.location_id AND {LISTED_SQL})",
     ]
     if available_now:
         where.append("e.status = %(available)s")
@@ -251,8 +263,11 @@ def nearest_candidates(
     # ORDER BY with the id as well made PostgreSQL read and sort the whole box instead: 3.4 ms against 0.5 ms
     # at 10 M EVSEs, EXPLAIN ANALYZE). Ties (EVSEs of one location) are ordered by id in `chosen`, which is
     # exact when the tie at the chunk's end was read whole: checked below from `ranked`'s size and farthest.
-    # Then the chosen EVSEs' locations: a location not shown in the catalogue (withdrawn, or not to publish)
-    # costs its EVSEs their place but gives no hit, as on the ORM path.
+    # Only EVSEs of locations the catalogue shows (not withdrawn, to publish, of a listed partner) are ranked, as
+    # on the ORM path: hidden ones take no place among the candidates (a depot not to publish at the searched
+    # point once filled every place, and visible chargers a few hundred metres away were never shown). The
+    # KNN scan still drives the plan; each EVSE it reads is checked by its location's and partner's primary keys
+    # (tests/beckn/test_catalogue_review_fixes.py holds the plan to it).
     sql = f"""
         WITH ranked AS (
             SELECT {EVSE_COLUMNS}, {point} <-> %(here)s::cube AS nearness
@@ -306,7 +321,7 @@ def nearest_candidates(
     for row in rows:
         if row[0] != current:
             current, evse = row[0], None
-            if not row[ne]:  # its location is not shown
+            if not row[ne]:  # its location is not shown (checked in `ranked` already: kept as a guard)
                 continue
             evse = build_evse(row[:ne])
             location = locations.get(row[at_location])
@@ -349,10 +364,10 @@ def _tariffs_with(keys: list[str]) -> list[Tariff]:
 def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | None) -> Evse | None:
     """The EVSE a Beckn item names (catalogue.find_item's query in plain SQL), with its location and partner
     built as search builds them: the EVSE of that uid at the location of that id (any case), of that party when
-    given, the first by id. A profile of on_select showed the ORM query costing 3.5 ms of CPU to compile and
-    load (three models' every column), a sixth of a select; `tests/beckn/test_find_item.py` holds this to the
-    same answers."""
-    where = ["e.uid_key = %s", "UPPER(l.location_id) = UPPER(%s)"]
+    given, at a location the catalogue shows (LISTED_SQL), the first by id. A profile of on_select showed the ORM
+    query costing 3.5 ms of CPU to compile and load (three models' every column), a sixth of a select;
+    `tests/beckn/test_find_item.py` holds this to the same answers."""
+    where = ["e.uid_key = %s", "UPPER(l.location_id) = UPPER(%s)", LISTED_SQL]  # only what search can show
     params: list[Any] = [evse_uid_key, location_id]
     if party is not None:
         where.append("UPPER(l.country_code) = %s AND UPPER(l.party_id) = %s")  # the location's party (provider_id)

@@ -250,8 +250,10 @@ def on_search(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     return {"catalog": render_catalog(hits, window=filters.window)}
 
 
-def _hit_for(provider: str | None, item: str) -> Hit:
-    hit = find_item(provider, item)
+def _hit_for(provider: str | None, item: str, at: datetime | None = None) -> Hit:
+    """The item selected, with its tariff and price at `at` (a window's start: what search showed for that
+    window and what its quote prices), default now."""
+    hit = find_item(provider, item, at)
     if hit is None:
         if provider and not provider_known(provider):
             raise BecknRequestError(PROVIDER_NOT_FOUND, "message.order.provider.id", f"provider {provider!r} not found")
@@ -357,7 +359,7 @@ def _cpo_down_error(evse: Evse, connector_id: str, path: str, reason: str) -> Be
     return BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, reason, alternatives=nearby)
 
 
-def _hit_refreshed(hit: Hit, item: str) -> Hit:
+def _hit_refreshed(hit: Hit, item: str, at: datetime | None = None) -> Hit:
     """The item as its CPO has just described it: storing the EVSE (evse_put) replaced its connectors, so the
     connector is read again and the quote is for its tariffs as they are now, not as they were. 30004 when the
     CPO no longer lists it."""
@@ -366,19 +368,20 @@ def _hit_refreshed(hit: Hit, item: str) -> Hit:
         raise BecknRequestError(
             ITEM_NOT_FOUND, "message.order.items[0].id", f"item {item!r} not found: its operator no longer lists it"
         )
-    return hit_for(hit.evse, connector, timezone.now())
+    return hit_for(hit.evse, connector, at or timezone.now())
 
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     _not_after_confirm(txn)
     selected = selected_item(envelope.message)
-    hit = _hit_for(selected.provider_id, selected.item_id)
+    at = selected.window[0] if selected.window else None
+    hit = _hit_for(selected.provider_id, selected.item_id, at)
     freshness.evses_watch([hit.evse.pk])
     # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age. While the CPO's
     # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.
     fresh = catalogue.evse_refresh_from_cpo(hit.evse, timeout=2.0)
     if fresh:
-        hit = _hit_refreshed(hit, selected.item_id)
+        hit = _hit_refreshed(hit, selected.item_id, at)
     status_note = None if fresh else _not_answering(hit, "locations")
     unavailable = _unavailable(hit, fresh, selected.window)
     if unavailable is not None:
@@ -451,7 +454,7 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     _not_after_confirm(txn)
     quote = _valid_quote(txn)
     _names_the_selection(order, txn)
-    hit = _hit_for(txn.provider_id, txn.item_id)
+    hit = _hit_for(txn.provider_id, txn.item_id, txn.window_start)
     driver, token, billing = _driver_and_token(order, txn, hit.evse.location.partner)
     quote = quote_hold(quote, driver=driver)
     BecknTransaction.objects.filter(pk=txn.pk).update(driver=driver, token=token, billing=billing)
@@ -522,7 +525,7 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         raise BecknRequestError(INVALID_REQUEST, "message.order", "init the order first (billing and driver)")
     order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
     _names_the_selection(order, txn)
-    hit = _hit_for(txn.provider_id, txn.item_id)
+    hit = _hit_for(txn.provider_id, txn.item_id, txn.window_start)
     breaker = breakers.refusing(hit.evse.location.partner, "commands")
     if breaker is not None:  # the reservation would wait on a CPO that is not answering: say so now
         reason = breakers.describe(breaker) + "."

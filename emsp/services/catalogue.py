@@ -396,7 +396,25 @@ def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
         data.update({k: v for k, v in patch.items() if k != "evses"})
         row = Location(**_location_values(location.partner_id, {**data, "evses": []}, last_updated, timezone.now()))
         _save_over(row, location)
+        if (row.latitude, row.longitude) != (location.latitude, location.longitude):
+            _move_evses_with(row)
     return PatchResult(applied=True)
+
+
+def _move_evses_with(location: Location) -> None:
+    """A location moved (a PATCH of its coordinates): its EVSEs without coordinates of their own stand where it
+    stands, as when they were stored (_evse_values: the EVSE's own coordinates, else its location's). Search finds
+    EVSEs by their own latitude and longitude (the (latitude, longitude) index, and on PostgreSQL the GiST index on
+    their expression, emsp/nearest.py, which follows the columns), so without this they stayed at the old place:
+    not found at the new one, found at the old one and shown with the new gps. An EVSE with coordinates of its
+    own (an OCPI EVSE's `coordinates`) keeps them. In the PATCH's transaction."""
+    inherited = [
+        pk
+        for pk, data in Evse.objects.filter(location=location).values_list("pk", "data")
+        if not isinstance(data, dict) or _coordinates(data) is None
+    ]
+    if inherited:
+        Evse.objects.filter(pk__in=inherited).update(latitude=location.latitude, longitude=location.longitude)
 
 
 @dataclass(frozen=True)

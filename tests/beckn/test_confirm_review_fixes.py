@@ -19,7 +19,7 @@ from beckn import handlers
 from beckn.models import BecknCallback
 from billing.models import Payment, Quote
 from billing.services import payments, tariff_put
-from emsp.models import Booking, Evse, Partner
+from emsp.models import Booking, Connector, Evse, Partner
 from emsp.services import bookings
 from emsp.services import catalogue as svc
 from ocpi.normalize import format_ocpi_datetime
@@ -198,3 +198,26 @@ def test_select_of_a_connector_the_cpo_no_longer_lists_is_item_not_found(
     body = select(bap, NEAR_1, kwh="10")
     assert body["error"]["code"] == "30004"
     assert not Quote.objects.exists()
+
+
+def test_select_for_a_window_shows_the_item_at_the_tariff_its_quote_prices(bap: Any, network: Partner) -> None:
+    """The window's tariff (T2, from just before the window) in on_search, in on_select's item and tariff tag
+    and in its quote: the item had shown the tariff valid now (T1) beside a quote priced with T2."""
+    start = timezone.now().replace(microsecond=0) + timedelta(hours=2)
+    switch = format_ocpi_datetime(start - timedelta(seconds=1))
+    energy = [{"type": "ENERGY", "price": 18, "vat": 18, "step_size": 1}]
+    tariff_put(network, {**TARIFF, "id": "T1", "elements": [{"price_components": energy}], "end_date_time": switch})
+    later = [{**energy[0], "price": 30}]
+    tariff_put(network, {**TARIFF, "id": "T2", "elements": [{"price_components": later}], "start_date_time": switch})
+    Connector.objects.update(tariff_ids=["T1", "T2"])
+    span = time_range((start, start + timedelta(hours=1)))
+    item = {"id": NEAR_1, "quantity": {"selected": {"measure": {"value": "10", "unit": "kWh"}}}}
+    bap(
+        "select",
+        {"order": {"provider": {"id": "IN*CPA"}, "items": [item], "fulfillments": [{"stops": [{"time": span}]}]}},
+    )
+    order = last(bap, "on_select")["message"]["order"]
+    tags = {t["descriptor"]["code"]: t["value"] for g in order["items"][0]["tags"] for t in g.get("list", [])}
+    assert Quote.objects.latest("pk").tariff_id == "T2"
+    assert tags["tariff-id"] == "T2"
+    assert Decimal(order["items"][0]["price"]["value"]) == Decimal("30")
