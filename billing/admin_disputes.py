@@ -129,9 +129,9 @@ def dimension_lines(audit: CdrAudit) -> list[dict[str, Any]]:
 
 
 def credit_limit(dispute: Dispute) -> Decimal:
-    """The most a credit may be: what the CPO billed above our price. A dispute where the CPO billed no more
-    than we did (an undercharge, or a sub-total mismatch with equal totals) has nothing to credit."""
-    return max(dispute.difference, Decimal("0"))
+    """The most a credit may be: what the CPO billed above our price, less what its credit CDRs for the charge
+    already gave back (billing.services.disputes.dispute_credit_limit, which the service enforces too)."""
+    return dispute_services.dispute_credit_limit(dispute)
 
 
 class DisputeActionForm(forms.Form):
@@ -163,18 +163,26 @@ class DisputeCreditForm(DisputeActionForm):
         super().__init__(*args, dispute=dispute, **kwargs)
         self.fields[
             "amount"
-        ].help_text = f"At most {credit_limit(dispute)} {dispute.currency} (the CPO's amount minus ours)."
+        ].help_text = (
+            f"At most {credit_limit(dispute)} {dispute.currency} (the CPO's amount minus ours, less its credit CDRs)."
+        )
 
     def clean_amount(self) -> Decimal:
         amount: Decimal = self.cleaned_data["amount"]
         limit = credit_limit(self.dispute)
+        if limit <= 0 and self.dispute.difference > 0:
+            raise forms.ValidationError(
+                "The CPO's credit CDRs already gave back the disputed difference: there is nothing left to credit. "
+                "Accept instead."
+            )
         if limit <= 0:
             raise forms.ValidationError(
                 "The CPO billed no more than our price: there is nothing to credit. Accept or contest instead."
             )
         if amount > limit:
             raise forms.ValidationError(
-                f"A credit of {amount} is more than the disputed difference ({limit} {self.dispute.currency})."
+                f"A credit of {amount} is more than the disputed difference left to credit ({limit} "
+                f"{self.dispute.currency}, after the CPO's credit CDRs)."
             )
         return amount
 

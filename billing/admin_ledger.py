@@ -13,6 +13,7 @@ from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -81,9 +82,21 @@ def start_of_day(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
+# The days a range may name: its end is the start of the day after `until`, and the bounds are moments in the
+# current time zone, so neither may be the last (or the first) day there is (an OverflowError, a 500).
+FIRST_DAY, LAST_DAY = date(1, 1, 2), date(9998, 12, 31)
+DAY_VALIDATORS = [MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)]
+
+
+def day_field(label: str) -> forms.DateField:
+    return forms.DateField(
+        required=False, label=label, widget=forms.DateInput(attrs={"type": "date"}), validators=DAY_VALIDATORS
+    )
+
+
 class StatementRangeForm(forms.Form):
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    since = day_field("From")
+    until = day_field("To (inclusive)")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -239,7 +252,7 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
 
 
 class TrialBalanceForm(forms.Form):
-    until = forms.DateField(required=False, label="As of the end of", widget=forms.DateInput(attrs={"type": "date"}))
+    until = day_field("As of the end of")
 
 
 def receivables_payables_chart(history: finance.BalanceHistory) -> Any:

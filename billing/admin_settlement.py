@@ -29,9 +29,12 @@ class ComputePeriodForm(forms.Form):
 
     def clean_month(self) -> Any:
         try:
-            return datetime.strptime(self.cleaned_data["month"].strip(), "%Y-%m").date()  # noqa: DTZ007 - a month
+            month = datetime.strptime(self.cleaned_data["month"].strip(), "%Y-%m").date()  # noqa: DTZ007 - a month
         except ValueError:
             raise forms.ValidationError("Give the month as YYYY-MM, e.g. 2026-10.") from None
+        if month > service.LAST_MONTH:  # its period would end in the year 10000, past the last date there is
+            raise forms.ValidationError(f"Give a month up to {service.LAST_MONTH:%Y-%m}.")
+        return month
 
 
 class PeriodFilter(admin.SimpleListFilter):

@@ -4,19 +4,20 @@ pay it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, DecimalField, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, Count, DecimalField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Cast, Coalesce, Concat
 
 from billing.documents.layout import Column, Content, Section, day, moment, money, quantity
-from billing.models import Dispute, PartnerTerms, Settlement
-from billing.money import DEFAULT_POLICY
-from billing.services import payments
+from billing.models import Cdr, Dispute, LedgerLine, PartnerTerms, Settlement
+from billing.money import DEFAULT_POLICY, minor_units, round_money
 from billing.services.bap_settlement import BapSettlement
-from billing.services.settlement import period_cdrs
+from billing.services.ledger import from_minor, to_minor
+from billing.services.settlement import period_cdrs, rounding_adjustments
 
 # A statement lists at most this many lines; beyond, it says how many more there are and where to find them
 # (the CSV export), so a month of a large partner stays a document a person can file.
@@ -136,40 +137,187 @@ def bap_statement_content(settlement: BapSettlement, *, number: str, issued_at: 
 # --- CPO --------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CpoStatementFigures:
+    """A CPO statement's money, each CDR's total rounded on its own (the partner's policy), as the ledger books
+    it (postings.bill_of): the totals are the sums of the listed lines and match the CPO's payable account."""
+
+    policy: str
+    cdr_count: int
+    credit_count: int
+    billed_excl: Decimal  # the charge records (non-credit CDRs)
+    billed_incl: Decimal
+    credits_excl: Decimal  # the credit CDRs, negative
+    credits_incl: Decimal
+    computed_excl: Decimal  # our repricing (Settlement.computed_excl_vat)
+    dispute_credits: Decimal  # credits agreed in disputes on the period's CDRs, borne by the CPO (its payable)
+    netted: Decimal  # what the period's credit CDRs give back that such a credit had already taken off
+
+    @property
+    def net_billed_excl(self) -> Decimal:
+        return self.billed_excl + self.credits_excl
+
+    @property
+    def net_billed_incl(self) -> Decimal:
+        return self.billed_incl + self.credits_incl
+
+    @property
+    def dispute_credits_borne(self) -> Decimal:
+        """What the net payable is short of the CDRs' totals: the dispute credits less the credit CDRs netted
+        against them (negative when the period's credit CDRs net against an earlier period's dispute credits)."""
+        return self.dispute_credits - self.netted
+
+    @property
+    def net_payable(self) -> Decimal:
+        return self.net_billed_incl - self.dispute_credits_borne
+
+
+def _round(amount: Decimal, currency: str, policy: str) -> Decimal:
+    try:
+        return round_money(amount, currency, policy)
+    except ValueError:  # a currency outside ISO 4217: exact, as the exports show it
+        return amount
+
+
+def _dispute_credits(settlement: Settlement, policy: str) -> tuple[Decimal, Decimal]:
+    """(dispute credits, netted), as the ledger booked them to the CPO's payable, in a few queries whatever the
+    number of CDRs (they run before the statement's number is taken, not once per CDR under its lock).
+
+    A credit agreed in a dispute and borne by the CPO is taken off its payable when granted (`dispute:<pk>:credit`)
+    and counts in the period of the CDR it credits. A credit CDR the CPO sends for the same charge gives back
+    only what goes beyond it (payments._credit_cdr posts the rest, `cdr:<pk>:credit`): the part the ledger did
+    not post again is `netted`, in the credit CDR's period, which may be a later one (October closed with the
+    dispute credit taken off, the credit CDR carried into November): counted there in full, the credit would be
+    taken off twice across the two statements."""
+    currency = settlement.currency
+    try:
+        minor_units(currency)
+    except ValueError:  # a currency outside ISO 4217 has no ledger (ledger.to_minor refuses it): nothing booked
+        return ZERO, ZERO
+    cdrs = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end).filter(currency=currency)
+    payable = LedgerLine.objects.filter(
+        account__code__startswith="cpo:", account__code__endswith=":payable", account__currency=currency
+    )
+    credited = Dispute.objects.filter(state=Dispute.State.CREDITED)
+    keys = (
+        credited.filter(cdr__in=cdrs.filter(credit=False).values("pk"))
+        .annotate(key=Concat(Value("dispute:"), Cast("pk", CharField()), Value(":credit")))
+        .values("key")
+    )
+    granted = payable.filter(entry__idempotency_key__in=Subquery(keys)).aggregate(total=Sum("amount_minor"))["total"]
+    dispute_credits = from_minor(granted or 0, currency)
+
+    period_credits = set(
+        cdrs.filter(credit=True, processed_at__isnull=False, credited_cdr__disputes__state=Dispute.State.CREDITED)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    if not period_credits:
+        return dispute_credits, ZERO
+    originals = set(Cdr.objects.filter(pk__in=period_credits).values_list("credited_cdr_id", flat=True))
+    # Every processed credit CDR of those charges, whatever its period, in the order the ledger netted them.
+    credits = list(
+        Cdr.objects.filter(credited_cdr_id__in=originals, credit=True, processed_at__isnull=False)
+        .order_by("processed_at", "pk")
+        .values_list("pk", "credited_cdr_id", "total_cost_incl_vat", "total_cost_excl_vat")
+    )
+    dispute_of = {
+        f"dispute:{pk}:credit": cdr_id
+        for pk, cdr_id in credited.filter(cdr_id__in=originals).values_list("pk", "cdr_id")
+    }
+    booked = dict(
+        payable.filter(entry__idempotency_key__in=[*dispute_of, *(f"cdr:{pk}:credit" for pk, *_ in credits)])
+        .values("entry__idempotency_key")
+        .annotate(total=Sum("amount_minor"))
+        .values_list("entry__idempotency_key", "total")
+    )
+    left = dict.fromkeys(originals, 0)  # minor units of dispute credits not netted yet, per original
+    for key, cdr_id in dispute_of.items():
+        left[cdr_id] += booked.get(key, 0)
+    netted = 0
+    for pk, original, incl, excl in credits:
+        gives_back = to_minor(-_round(incl if incl is not None else excl, currency, policy), currency)
+        part = max(0, min(gives_back - booked.get(f"cdr:{pk}:credit", 0), left[original]))
+        left[original] -= part
+        if pk in period_credits:
+            netted += part
+    return dispute_credits, from_minor(netted, currency)
+
+
+_FIGURES = "_cpo_statement_figures"
+
+
+def cpo_statement_figures(settlement: Settlement) -> CpoStatementFigures:
+    """The statement's figures, in a fixed number of queries. Kept on a CLOSED settlement (its figures are
+    frozen): issue_cpo_statement asks for the total before it takes the statement's number, and the content,
+    rendered under the numbering lock, reuses them rather than querying again while other statements wait."""
+    mark = (settlement.pk, settlement.state, settlement.closed_at)
+    kept = getattr(settlement, _FIGURES, None)
+    if kept is not None and kept[0] == mark:
+        return kept[1]
+    s, currency = settlement, settlement.currency
+    policy = PartnerTerms.objects.filter(partner_id=s.partner_id).values_list("rounding", flat=True).first()
+    policy = policy or DEFAULT_POLICY
+    cdrs = period_cdrs(s.partner_id, s.period_start, s.period_end).filter(currency=currency)
+    billed = Coalesce("total_cost_incl_vat", "total_cost_excl_vat")
+    sums = cdrs.aggregate(
+        cdr_count=Count("pk"),
+        credit_count=Count("pk", filter=Q(credit=True)),
+        excl=Coalesce(Sum("total_cost_excl_vat"), ZERO, output_field=AMOUNT),
+        incl=Coalesce(Sum(billed), ZERO, output_field=AMOUNT),
+        credit_excl=Coalesce(Sum("total_cost_excl_vat", filter=Q(credit=True)), ZERO, output_field=AMOUNT),
+        credit_incl=Coalesce(Sum(billed, filter=Q(credit=True)), ZERO, output_field=AMOUNT),
+    )
+    add = rounding_adjustments([s], {s.partner_id: policy}).get(s.pk, {})
+
+    def rounded(exact: Decimal, figure: str) -> Decimal:
+        return _round(exact + add.get(figure, ZERO), currency, policy)
+
+    credits_excl, credits_incl = (
+        rounded(sums["credit_excl"], "credit_excl"),
+        rounded(sums["credit_incl"], "credit_incl"),
+    )
+    dispute_credits, netted = _dispute_credits(s, policy)
+    figures = CpoStatementFigures(
+        policy=policy,
+        cdr_count=sums["cdr_count"],
+        credit_count=sums["credit_count"],
+        billed_excl=rounded(sums["excl"], "excl") - credits_excl,
+        billed_incl=rounded(sums["incl"], "incl") - credits_incl,
+        credits_excl=credits_excl,
+        credits_incl=credits_incl,
+        computed_excl=rounded(s.computed_excl_vat, "computed"),
+        dispute_credits=dispute_credits,
+        netted=netted,
+    )
+    if s.state == Settlement.State.CLOSED:
+        setattr(settlement, _FIGURES, (mark, figures))
+    return figures
+
+
 def dispute_credits_borne(settlement: Settlement) -> Decimal:
     """Credits agreed in disputes on the period's CDRs and borne by the CPO (taken off its payable when granted),
-    less what its credit CDRs for the same charges cover (those count as credit CDRs): what the net payable is
-    short of the CDRs' totals."""
-    cdrs = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end)
-    credited = cdrs.filter(currency=settlement.currency, credit=False, disputes__state=Dispute.State.CREDITED)
-    return sum((payments.dispute_credit_uncovered(cdr) for cdr in credited.distinct()), ZERO)
+    less what its credit CDRs in the period gave back that those credits had already taken off (those count as
+    credit CDRs): what the net payable is short of the CDRs' totals."""
+    return cpo_statement_figures(settlement).dispute_credits_borne
 
 
 def cpo_net_payable(settlement: Settlement) -> Decimal:
-    """What we pay the CPO for the period, as its statement states it."""
-    return settlement.cpo_billed_incl_vat - dispute_credits_borne(settlement)
+    """What we pay the CPO for the period, as its statement states it: the sum of its CDRs' totals, each rounded
+    as the ledger books it, less the dispute credits it bears."""
+    return cpo_statement_figures(settlement).net_payable
 
 
 def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: datetime) -> Content:
     s = settlement
     currency = s.currency
-    policy = PartnerTerms.objects.filter(partner_id=s.partner_id).values_list("rounding", flat=True).first()
-    policy = policy or DEFAULT_POLICY
+    figures = cpo_statement_figures(s)
+    policy, borne = figures.policy, figures.dispute_credits_borne
 
     def m(amount: Decimal | None) -> str:
         return money(amount, currency, policy)
 
     cdrs = period_cdrs(s.partner_id, s.period_start, s.period_end).filter(currency=currency)
-    split = cdrs.aggregate(
-        billed_excl=Coalesce(Sum("total_cost_excl_vat", filter=Q(credit=False)), ZERO, output_field=AMOUNT),
-        billed_incl=Coalesce(
-            Sum(Coalesce("total_cost_incl_vat", "total_cost_excl_vat"), filter=Q(credit=False)),
-            ZERO,
-            output_field=AMOUNT,
-        ),
-        credits=Count("pk", filter=Q(credit=True)),
-    )
-    borne = dispute_credits_borne(s)
     disputes = (
         Dispute.objects.filter(cdr__in=cdrs.values("pk"))
         .values("state")
@@ -189,19 +337,15 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
         ],
         rows=[
             [
-                f"Charge records (CDRs): {s.cdr_count - split['credits']}",
-                m(split["billed_excl"]),
-                m(split["billed_incl"]),
+                f"Charge records (CDRs): {figures.cdr_count - figures.credit_count}",
+                m(figures.billed_excl),
+                m(figures.billed_incl),
             ],
-            [
-                f"Credit CDRs: {split['credits']}",
-                m(s.cpo_billed_excl_vat - split["billed_excl"]),
-                m(s.cpo_billed_incl_vat - split["billed_incl"]),
-            ],
+            [f"Credit CDRs: {figures.credit_count}", m(figures.credits_excl), m(figures.credits_incl)],
             [f"Energy: {quantity(s.energy_kwh)} kWh", "", ""],
-            ["Our repricing of the same CDRs", m(s.computed_excl_vat), ""],
+            ["Our repricing of the same CDRs", m(figures.computed_excl), ""],
         ],
-        total_rows=[["Net billed by you", m(s.cpo_billed_excl_vat), m(s.cpo_billed_incl_vat)]],
+        total_rows=[["Net billed by you", m(figures.net_billed_excl), m(figures.net_billed_incl)]],
     )
     sections = [summary]
     if dispute_rows:
@@ -215,7 +359,8 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
                 ],
                 rows=dispute_rows,
                 note="Credits agreed in a dispute and borne by you are taken off the net payable; a credit CDR you "
-                "send for the same charge is netted against them, not counted twice.",
+                "send for the same charge is netted against them, not counted twice, also when it comes in a later "
+                "period.",
             )
         )
     latest = Dispute.objects.filter(cdr=OuterRef("pk")).order_by("-opened_at", "-pk")
@@ -278,10 +423,11 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
         sections=sections,
         totals_after=len(sections) - 1,  # before the list of CDRs
         totals=[
-            ("Billed incl. VAT", m(split["billed_incl"])),
-            ("Credits incl. VAT", m(s.cpo_billed_incl_vat - split["billed_incl"])),
-            *([("Dispute credits you bear, incl. VAT", m(-borne))] if borne else []),
-            (f"Net payable to the CPO ({currency})", m(s.cpo_billed_incl_vat - borne)),
+            ("Billed incl. VAT", m(figures.billed_incl)),
+            ("Credits incl. VAT", m(figures.credits_incl)),
+            *([("Dispute credits you bear, incl. VAT", m(-borne))] if borne > 0 else []),
+            *([("Your credit CDRs for dispute credits taken off before, incl. VAT", m(-borne))] if borne < 0 else []),
+            (f"Net payable to the CPO ({currency})", m(figures.net_payable)),
         ],
         notes=[
             "Amounts are your CDRs' totals as you sent them, credit CDRs netted; a CDR without a VAT-inclusive "

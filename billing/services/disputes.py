@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, Dispute, DisputeEvent
@@ -15,6 +16,22 @@ from billing.services import payments
 
 class DisputeStateError(Exception):
     """The dispute is not in a state that allows this action (someone else moved it first)."""
+
+
+class DisputeCreditError(ValueError):
+    """A credit larger than what is left to credit on the dispute."""
+
+
+def dispute_credit_limit(dispute: Dispute) -> Decimal:
+    """The most a credit may be, excl. VAT: what the CPO billed above our price (`difference`, as the dispute
+    opened), less what the CPO's processed credit CDRs for the charge already gave back (each was refunded to
+    the driver; one that doesn't bring the amounts within tolerance leaves the dispute open). A dispute where
+    the CPO billed no more than we did (an undercharge, or a sub-total mismatch with equal totals) has nothing
+    to credit."""
+    given_back = Cdr.objects.filter(credited_cdr_id=dispute.cdr_id, credit=True, processed_at__isnull=False).aggregate(
+        total=Sum("total_cost_excl_vat")
+    )["total"]
+    return max(dispute.difference + (given_back or Decimal("0")), Decimal("0"))  # credit CDRs are negative
 
 
 def dispute_open(*, cdr: Cdr, audit: CdrAudit) -> Dispute | None:
@@ -90,6 +107,14 @@ def dispute_resolve_with_credit(
     if amount <= 0:
         raise ValueError("the credit must be a positive amount")
     with transaction.atomic():
+        limit = dispute_credit_limit(dispute)
+        if amount > limit:
+            # The console's form says so too; checked here for every caller: above it the driver would get back
+            # what a credit CDR already refunded.
+            raise DisputeCreditError(
+                f"a credit of {amount} {dispute.currency} is more than is left to credit on dispute {dispute.pk} "
+                f"({limit} {dispute.currency}: the CPO's amount minus ours, less its credit CDRs)"
+            )
         dispute = _move(
             dispute,
             to=Dispute.State.CREDITED,

@@ -165,8 +165,6 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         cdr.charging_session = first_where(
             ChargingSession, "t.ocpi_key = %s", [ci_key(cdr.country_code, cdr.party_id, cdr.session_id)]
         )
-    # Ended in a period finance has closed: settled in the first open one after it.
-    cdr.carried_to = settlement.carried_past_closed(partner.pk, cdr.currency, cdr.end_date_time)
     if cdr.credit and cdr.credit_reference_id:
         # A credit CDR corrects an earlier one (mod_cdrs §"Credit CDRs").
         cdr.credited_cdr = first_where(
@@ -174,6 +172,10 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         )
     try:
         with transaction.atomic():
+            # Ended in a period finance has closed: settled in the first open one after it. Read in the INSERT's
+            # transaction with the periods locked (settlement_close locks its period before recomputing it): a
+            # close can't commit between this read and the INSERT and leave the CDR in the closed period.
+            cdr.carried_to = settlement.carried_past_closed(partner.pk, cdr.currency, cdr.end_date_time, lock=True)
             insert(cdr)
             # Audited against our tariff engine and receipted for the driver, in the background.
             run_after_commit("billing.tasks.process_cdr", cdr.pk)

@@ -21,7 +21,8 @@ zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, su
 - `state`: RECONCILED when no dispute is open and every CDR has an audit MATCHED or CREDIT or a resolved
   (ACCEPTED/CREDITED) dispute; else OPEN. Finance closes a RECONCILED period (CLOSED), which freezes its row.
 
-Stored figures are exact (4 decimals); exports round them per currency with the partner's rounding policy.
+Stored figures are exact (4 decimals); exports round them per currency with the partner's rounding policy, each
+CDR's figure on its own (rounding_adjustments), as the ledger books them: a total is the sum of its CDR lines.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from decimal import Decimal
 from typing import Any
 
 import tablib
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
     Case,
     Count,
     DecimalField,
+    ExpressionWrapper,
     F,
     OuterRef,
     Q,
@@ -47,11 +49,12 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Abs, Coalesce
+from django.db.models.functions import Abs, Coalesce, Floor
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, Dispute, LedgerLine, PartnerTerms, Settlement
-from billing.money import DEFAULT_POLICY, round_money
+from billing.money import DEFAULT_POLICY, minor_units, round_money
 from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, PartnerParty
@@ -76,6 +79,11 @@ class SettlementError(Exception):
 # --- periods ---------------------------------------------------------------------------------------------
 
 
+# The last month a period may start in: a month's period ends (exclusive) on the first of the next one, and the
+# next one must still be a date (Python's dates end with 9999-12-31). Forms and commands refuse later months.
+LAST_MONTH = date(9998, 12, 1)
+
+
 def next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
@@ -90,6 +98,8 @@ def parse_period(text: str) -> list[tuple[date, date]]:
         raise ValueError(f"period {text!r} is not YYYY-MM or YYYY-MM..YYYY-MM") from None
     if end < start:
         raise ValueError(f"period {text!r} ends before it starts")
+    if end > LAST_MONTH:
+        raise ValueError(f"period {text!r} ends after {LAST_MONTH:%Y-%m}")
     months = []
     while start <= end:
         months.append((start, next_month(start)))
@@ -123,18 +133,40 @@ def in_period(period_start: date, period_end: date, prefix: str = "") -> Q:
     ) | Q(**{f"{prefix}carried_to__gte": period_start, f"{prefix}carried_to__lt": period_end})
 
 
-def carried_past_closed(partner_id: int, currency: str, end: datetime) -> date | None:
+# The periods a CDR's settlement depends on: the one it ended in and every later one (of its partner and currency).
+_PERIODS_SQL = (
+    "SELECT period_start, period_end, state FROM {table} WHERE partner_id = %s AND currency = %s AND period_end > %s "
+    "ORDER BY period_start, id"
+)
+
+
+def carried_past_closed(partner_id: int, currency: str, end: datetime, *, lock: bool = False) -> date | None:
     """Where a CDR arriving now is settled when the period it ended in is already closed: the first period
     after it that is not (a late CDR, or a credit CDR, which repeats its original's end, for a month finance
-    closed). None when its own period is open. Without this it would be in no settlement at all."""
+    closed). None when its own period is open. Without this it would be in no settlement at all.
+
+    With `lock` (records.cdr_store, in the transaction that stores the CDR) the periods read are locked FOR KEY
+    SHARE on PostgreSQL until it commits: settlement_close locks its period FOR UPDATE before recomputing it, so
+    either the close waits and counts the CDR, or the CDR waits and reads the period CLOSED (read before the
+    close committed, the CDR would be stored inside the frozen period, settled nowhere). Key-share locks don't
+    wait for each other, nor for a recomputation's UPDATE: storing CDRs stays concurrent. SQLite serialises
+    writers and has no row locks."""
     day = timezone.localtime(end, timezone.get_default_timezone()).date()
-    closed = Settlement.objects.filter(partner_id=partner_id, currency=currency, state=Settlement.State.CLOSED)
-    period = closed.filter(period_start__lte=day, period_end__gt=day).order_by("-period_end").first()
-    if period is None:
+    sql = _PERIODS_SQL.format(table=Settlement._meta.db_table)
+    if lock and connection.vendor == "postgresql":
+        sql += " FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [partner_id, currency, day])
+        closed = [(start, stop) for start, stop, state in cursor.fetchall() if state == Settlement.State.CLOSED]
+
+    def closed_period_end(day: date) -> date | None:  # the latest end of a closed period holding `day`
+        return max((stop for start, stop in closed if start <= day < stop), default=None)
+
+    target = closed_period_end(day)
+    if target is None:
         return None
-    target = period.period_end
-    while later := closed.filter(period_start__lte=target, period_end__gt=target).order_by("-period_end").first():
-        target = later.period_end
+    while (later := closed_period_end(target)) is not None:
+        target = later
     return target
 
 
@@ -397,7 +429,17 @@ def settlement_close(*, settlement: Settlement, user: Any, carry_over: bool = Fa
         settlement_carry_over(settlement=settlement, user=user)
         settlement.refresh_from_db()
     with transaction.atomic():
-        if settlement.state != Settlement.State.CLOSED:
+        # Locked before the recomputation, until the close commits: a CDR being stored for the period either
+        # committed first (the recomputation counts it) or waits and is carried past the closed period
+        # (carried_past_closed). Every currency's row of the period, in one order, as the recomputation rewrites
+        # them all: two closes of the same month queue instead of deadlocking.
+        locked = dict(
+            Settlement.objects.select_for_update()
+            .filter(partner_id=settlement.partner_id, period_start=settlement.period_start)
+            .order_by("currency", "pk")
+            .values_list("pk", "state")
+        )
+        if locked.get(settlement.pk, settlement.state) != Settlement.State.CLOSED:
             settlement_compute(
                 partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
             )
@@ -497,16 +539,121 @@ def _moment(value: datetime | None) -> str:
     return "" if value is None else format_datetime(value, "micros")
 
 
+# --- rounding: per CDR, as the ledger books it -----------------------------------------------------------
+
+# What each CDR adds to the figures that are rounded per CDR (rounding_adjustments).
+ROUNDED_FIGURES = ("excl", "incl", "credit_excl", "credit_incl", "computed", "paid", "fee", "vat")
+_ROUNDING_COLUMNS = (
+    "partner_id",
+    "currency",
+    "credit",
+    "total_cost_excl_vat",
+    "total_cost_incl_vat",
+    "audit__computed_excl_vat",
+    "credited_cdr__total_cost_excl_vat",
+    "credited_cdr__audit__computed_excl_vat",
+    "receipt__total_incl_vat",
+    "receipt__fee_excl_vat",
+    "receipt__cpo_vat",
+    "receipt__fee_vat",
+)
+
+
+def _off_grid(scale: int) -> Q:
+    """A CDR with a figure that is not a whole number of minor units (x·10^e ≠ ⌊x·10^e⌋, `scale` = 10^e). On
+    SQLite (floats) exact figures may look off it too: they are read, and round to themselves."""
+    figures = [
+        F("total_cost_excl_vat"),
+        F("total_cost_incl_vat"),
+        F("audit__computed_excl_vat"),
+        F("credited_cdr__audit__computed_excl_vat"),
+        F("receipt__total_incl_vat"),
+        F("receipt__fee_excl_vat"),
+        F("receipt__cpo_vat") + F("receipt__fee_vat"),
+    ]
+    off = Q()
+    for figure in figures:
+        scaled = ExpressionWrapper(figure * Value(scale), output_field=AMOUNT)
+        off |= ~Q(Exact(scaled, Floor(scaled)))
+    return off
+
+
+def rounding_adjustments(settlements: Sequence[Settlement], policies: dict[int, str]) -> dict[int, dict[str, Decimal]]:
+    """Per settlement (by pk), what rounding each CDR's figures on their own adds to their exact sums (the sum
+    of round(x) − x), so that a total rounded with it is the sum of its rounded per-CDR lines
+    (settlement_cdr_rows) and of what the ledger books, one rounded amount per CDR (postings.bill_of): three
+    CDRs of 10.125 are 30.39, not 30.38. Keys (ROUNDED_FIGURES): `excl`, `incl` (every CDR, `incl` falling back
+    to `excl`), `credit_excl`, `credit_incl` (the credit CDRs among them), `computed` (our repricing of the
+    non-credit CDRs, less the originals credits void), `paid`, `fee`, `vat` (the receipts). Only the CDRs with a
+    figure off the currency's minor unit are read, one query per period; a currency outside ISO 4217 is not
+    rounded (no adjustment)."""
+    out: dict[int, dict[str, Decimal]] = {}
+    periods: dict[tuple[date, date], dict[Key, Settlement]] = {}
+    for s in settlements:
+        try:
+            minor_units(s.currency)
+        except ValueError:
+            continue
+        periods.setdefault((s.period_start, s.period_end), {})[(s.partner_id, s.currency)] = s
+    for (period_start, period_end), keyed in periods.items():
+        by_scale: dict[int, set[str]] = {}
+        for _, currency in keyed:
+            by_scale.setdefault(10 ** minor_units(currency), set()).add(currency)
+        off = Q()
+        for scale, currencies in by_scale.items():
+            off |= Q(currency__in=currencies) & _off_grid(scale)
+        rows = (
+            period_cdrs(None, period_start, period_end)
+            .filter(partner_id__in={p for p, _ in keyed})
+            .filter(off)
+            .order_by()
+            .values_list(*_ROUNDING_COLUMNS)
+        )
+        for row in rows.iterator(chunk_size=CSV_CHUNK_ROWS):
+            (partner_id, currency, credit, excl, incl, computed, original_excl, original_computed) = row[:8]
+            (paid, fee, cpo_vat, fee_vat) = row[8:]
+            settlement = keyed.get((partner_id, currency))
+            if settlement is None:
+                continue
+            policy = policies.get(partner_id, DEFAULT_POLICY)
+
+            def adds(amount: Decimal | None, currency: str = currency, policy: str = policy) -> Decimal:
+                return ZERO if amount is None else round_money(amount, currency, policy) - amount
+
+            add = out.setdefault(settlement.pk, dict.fromkeys(ROUNDED_FIGURES, ZERO))
+            billed = incl if incl is not None else excl
+            add["excl"] += adds(excl)
+            add["incl"] += adds(billed)
+            if credit:
+                add["credit_excl"] += adds(excl)
+                add["credit_incl"] += adds(billed)
+                if original_excl is not None and original_excl == -excl:  # a voiding credit (_voided)
+                    add["computed"] -= adds(original_computed)
+            else:
+                add["computed"] += adds(computed)
+            add["paid"] += adds(paid)
+            add["fee"] += adds(fee)
+            if cpo_vat is not None:
+                add["vat"] += adds(cpo_vat + fee_vat)
+    return out
+
+
 def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]:
-    """The summary rows (SUMMARY_HEADERS order), money rounded per currency and the partner's policy."""
+    """The summary rows (SUMMARY_HEADERS order), money rounded per currency and the partner's policy, per CDR
+    (rounding_adjustments): each total is the sum of its rounded CDR lines, as the ledger books them."""
     policies = _policies(s.partner_id for s in settlements)
+    adjustments = rounding_adjustments(settlements, policies)
     rows = []
     for s in settlements:
         policy = policies.get(s.partner_id, DEFAULT_POLICY)
+        add = adjustments.get(s.pk, {})
 
-        def money(amount: Decimal, currency: str = s.currency, policy: str = policy) -> Decimal | None:
-            return _money(amount, currency, policy)
+        def money(
+            amount: Decimal, figure: str = "", currency: str = s.currency, policy: str = policy, add: Any = add
+        ) -> Decimal | None:
+            return _money(amount + add.get(figure, ZERO), currency, policy)
 
+        billed_excl, computed = money(s.cpo_billed_excl_vat, "excl"), money(s.computed_excl_vat, "computed")
         rows.append(
             [
                 spreadsheet_text(s.partner.name),
@@ -518,15 +665,15 @@ def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]
                 s.state,
                 s.cdr_count,
                 s.energy_kwh,
-                money(s.cpo_billed_excl_vat),
-                money(s.cpo_billed_incl_vat),
-                money(s.computed_excl_vat),
-                money(s.cpo_billed_excl_vat - s.computed_excl_vat),
+                billed_excl,
+                money(s.cpo_billed_incl_vat, "incl"),
+                computed,
+                billed_excl - computed,  # type: ignore[operator]  # the rounded figures' difference
                 money(s.disputed_excl_vat),
                 s.open_disputes,
-                money(s.charged_to_drivers),
-                money(s.margin_excl_vat),
-                money(s.vat_collected),
+                money(s.charged_to_drivers, "paid"),
+                money(s.margin_excl_vat, "fee"),
+                money(s.vat_collected, "vat"),
                 _moment(s.computed_at),
                 _moment(s.closed_at),
                 s.closed_by.get_username() if s.closed_by_id else "",

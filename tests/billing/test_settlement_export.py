@@ -59,7 +59,7 @@ def test_it_exports_the_summary_as_csv_rounded_per_currency(settlements: list[An
     assert eur["open_disputes"] == "2"
     assert eur["charged_to_drivers"] == "29.61"
     assert eur["margin_excl_vat"] == "2.90"
-    assert eur["vat_collected"] == "4.70"  # 4.702 rounded half-up to cents
+    assert eur["vat_collected"] == "4.71"  # each CDR's VAT rounded to cents, as the ledger books it (4.702 exact)
     assert eur["closed_at"] == ""
     assert rows[1]["state"] == "RECONCILED"
     assert rows[1]["vat_collected"] == "19.80"
@@ -105,7 +105,7 @@ def test_it_exports_the_summary_as_xlsx(settlements: list[Any]) -> None:
     assert eur["cdr_count"] == 7
     assert Decimal(str(eur["cpo_billed_excl_vat"])) == Decimal("35.00")
     assert Decimal(str(eur["charged_to_drivers"])) == Decimal("29.61")
-    assert Decimal(str(eur["vat_collected"])) == Decimal("4.70")
+    assert Decimal(str(eur["vat_collected"])) == Decimal("4.71")
     assert eur["state"] == "OPEN"
     assert sheet.max_row == 3
 
