@@ -4,9 +4,12 @@ CDRs and receipts with the tax-law period."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from billing.models import Cdr, DriverReceipt, Payment, ProviderWebhook, Quote
+from django.db.models import Exists, OuterRef, QuerySet
+
+from billing.models import Cdr, Dispute, DriverReceipt, Payment, ProviderWebhook, Quote
 from emsp import privacy
 from emsp.models import Driver
 
@@ -61,12 +64,28 @@ def _erase(driver: Driver) -> dict[str, int]:
     return {"quotes_deleted": count}
 
 
+def expired_cdrs(since: datetime) -> QuerySet[Cdr]:
+    """CDRs past the tax-law period, aged by when we stored them (`received_at`, our clock), never by the dates
+    the CPO wrote in them: a CDR's end_date_time can be years old when it reaches us (the normalizer accepts
+    event dates back to 2010; the spec's examples are from 2015), and deleting it on arrival would delete its
+    audit, dispute and receipt with it and let the CPO's retry be stored again as a new CDR. Kept however old:
+    a CDR with a dispute still open (OPEN or CONTESTED: staff are working it), one whose driver receipt was made
+    within the period (a tax document, kept its full term from its own date), and one a credit CDR still kept
+    corrects (the credit refers to it)."""
+    return (
+        Cdr.objects.filter(received_at__lt=since)
+        .exclude(Exists(Dispute.objects.filter(cdr=OuterRef("pk"), state__in=Dispute.OPEN_STATES)))
+        .exclude(Exists(DriverReceipt.objects.filter(cdr=OuterRef("pk"), created_at__gte=since)))
+        .exclude(Exists(Cdr.objects.filter(credited_cdr=OuterRef("pk"), received_at__gte=since)))
+    )
+
+
 EXPIRING = (
     privacy.Expiry(
         "quotes", "quotes", lambda since: Quote.objects.filter(accepted_at__isnull=True, created_at__lt=since)
     ),
-    # With their audits, disputes and receipts, after the tax-law period.
-    privacy.Expiry("charging_records", "cdrs", lambda since: Cdr.objects.filter(end_date_time__lt=since)),
+    # With their audits, disputes and receipts, after the tax-law period (`expired_cdrs`).
+    privacy.Expiry("charging_records", "cdrs", expired_cdrs),
     # The replay guard of payment webhooks: kept far longer than any provider redelivers an event.
     privacy.Expiry(
         "provider_webhooks",

@@ -19,6 +19,7 @@ from typing import Any
 from celery.beat import PersistentScheduler
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from emsp.beat_lock import BEAT_LOCK_EXIT_CODE, BeatLock, BeatLockRefused, beat_lock_for, other_beat_seen
@@ -33,10 +34,13 @@ def new_beat_id() -> str:
 
 
 def beat_heartbeat_write(*, beat_id: str, started_at: datetime, now: datetime | None = None) -> None:
-    """Record that the beat `beat_id` is alive now (its row is created at the first call)."""
+    """Record that the beat `beat_id` is alive now (its row is created at the first call). The moment is the
+    database's clock (Now()), which /readyz compares it with (emsp/probes.py), not this host's: a beat host whose
+    clock runs ahead would otherwise keep a heartbeat "fresh" for as long as it runs ahead after the beat died.
+    `now` sets the moment instead (tests)."""
     from emsp.models import BeatHeartbeat
 
-    now = now or timezone.now()
+    now = now or Now()
     if not BeatHeartbeat.objects.filter(beat_id=beat_id).update(seen_at=now):
         BeatHeartbeat.objects.update_or_create(
             beat_id=beat_id,
@@ -53,8 +57,8 @@ def beat_heartbeat_write(*, beat_id: str, started_at: datetime, now: datetime | 
 def beat_heartbeats_prune(*, now: datetime | None = None) -> int:
     from emsp.models import BeatHeartbeat
 
-    now = now or timezone.now()
-    deleted, _ = BeatHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_ROWS_KEPT).delete()
+    cutoff = now - HEARTBEAT_ROWS_KEPT if now is not None else Now() - HEARTBEAT_ROWS_KEPT  # the database's clock
+    deleted, _ = BeatHeartbeat.objects.filter(seen_at__lt=cutoff).delete()
     return deleted
 
 

@@ -31,35 +31,50 @@ task_var: ContextVar[tuple[str, str] | None] = ContextVar("celery_task", default
 
 # --- Redaction ------------------------------------------------------------------------------------------
 REDACTED = "[redacted]"
-# Keys whose values are secrets (headers, query parameters, JSON fields, log extras, Sentry event data).
+# Keys whose values are secrets (headers, query parameters, JSON fields, log extras, Sentry event data). Any name
+# ending in `token` or `secret` (`outgoing_token`, `incoming_token`, `csrftoken`, `key_secret`): `{P}` is the
+# prefix, `[\w-]*` for a key (header names have hyphens), `\w*` in text (after a word boundary: a hyphen is one,
+# and a prefix that can't cross one keeps the search linear). Names ending in `key` only after the words that make
+# it secret (`api_key`, `private_key`, `signing_key`, `secret_key`, `encryption_keys`): `party_key`, `ocpi_key`,
+# `uid_key` and cache keys are identifiers worth logging. A plural (`tokens`, `secrets`) is no value's name.
 _CREDENTIAL_NAMES = (
-    r"authorization|proxy[_-]?authorization|cookie|set[_-]?cookie|x[_-]?api[_-]?key|api[_-]?key|apikey"
-    r"|(?:access|refresh|auth|id|credentials?|bearer|csrf|session)?[_-]?token|password|passwd|pwd|passphrase"
-    r"|(?:client|key|webhook|shared|api)?[_-]?secret|private[_-]?key|signing[_-]?key|signature|sessionid|dsn"
+    r"authorization|proxy[_-]?authorization|cookie|set[_-]?cookie|apikey"
+    r"|{P}token|password|passwd|pwd|passphrase|{P}secret"
+    r"|{P}(?:api|private|signing|secret|access|encryption)[_-]?keys?|signature|sessionid|dsn"
 )
 # Keys whose values are personal data (contact details; Beckn's Billing, Customer, Person and Contact blocks).
 _PERSONAL_NAMES = r"e[_-]?mail|phone(?:[_-]?number)?|mobile|msisdn|contact|customer|billing|person"
-_KEY = re.compile(rf"(?:http[_-])?(?:{_CREDENTIAL_NAMES}|{_PERSONAL_NAMES})", re.IGNORECASE)  # HTTP_…: WSGI names
+_KEY_NAMES = _CREDENTIAL_NAMES.replace("{P}", r"[\w-]*")
+_TEXT_NAMES = _CREDENTIAL_NAMES.replace("{P}", r"\w*") + "|" + _PERSONAL_NAMES
+_KEY = re.compile(rf"(?:http[_-])?(?:{_KEY_NAMES}|{_PERSONAL_NAMES})", re.IGNORECASE)  # HTTP_…: WSGI names
+_SCHEMES = r"Token|Bearer|Basic"  # OCPI's "Token <credentials token>", OAuth bearers, basic auth
+_CREDENTIAL = r"[A-Za-z0-9._~+/=-]{6,}"
 
 _TEXT_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
-    # Authorization schemes: OCPI's "Token <credentials token>", OAuth bearers, basic auth.
-    (re.compile(r"\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {REDACTED}"),
-    # key=value, key: value, "key": "value" (headers, query strings, JSON, reprs of dicts).
+    # Authorization schemes, before the name rule below (so `authorization: token …` keeps its scheme word):
+    # as headers spell them, whatever follows; in any case (`authorization: token …`, `BEARER …`), unless what
+    # follows is a plain lower-case word (`token expired`, `basic charging`: prose, not a credential).
+    (re.compile(rf"\b({_SCHEMES})\s+{_CREDENTIAL}"), rf"\1 {REDACTED}"),
+    (re.compile(rf"\b((?i:{_SCHEMES}))\s+(?![a-z]+(?![\w.~+/=-])){_CREDENTIAL}"), rf"\1 {REDACTED}"),
+    # key=value, key: value, "key": "value" (headers, query strings, JSON, reprs of dicts); a value the rule
+    # above masked (`Token [redacted]`) is left as it is, one with a scheme word still in clear goes whole.
     (
         re.compile(
-            rf"""(?P<key>["']?\b(?:{_CREDENTIAL_NAMES}|{_PERSONAL_NAMES})\b["']?\s*[:=]\s*)"""
-            r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&{}\[\]()<>"']+)""",
+            rf"""(?P<key>["']?\b(?:{_TEXT_NAMES})\b["']?\s*[:=]\s*)(?!(?:{_SCHEMES})\s+\[redacted\])"""
+            rf"""(?P<value>"[^"]*"|'[^']*'|(?:(?:{_SCHEMES})\s+)?[^\s,;&{{}}\[\]()<>"']+)""",
             re.IGNORECASE,
         ),
         lambda m: m["key"] + (m["value"][0] + REDACTED + m["value"][0] if m["value"][0] in "\"'" else REDACTED),
     ),
-    # Credentials inside URLs (scheme://user:password@host).
-    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE), rf"\1{REDACTED}@"),
+    # Credentials inside URLs (scheme://user:password@host). This one and the e-mail one start only where a run of
+    # their first characters starts (the lookbehinds): tried at each character of a long run (`a-a-a-…`, 100 kB
+    # of it in an exception's text), each attempt reading to the run's end, they took minutes.
+    (re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE), rf"\1{REDACTED}@"),
     # Well-known key shapes: JWTs, Stripe keys and webhook secrets.
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), REDACTED),
     (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{6,}|\bwhsec_[A-Za-z0-9]{6,}"), REDACTED),
     # Personal data wherever it appears: e-mail addresses, international phone numbers (+CC …).
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
+    (re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
     (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,5}(?!\w)"), "[phone]"),
 ]
 

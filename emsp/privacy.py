@@ -239,11 +239,13 @@ EXPIRING = (
     Expiry("delivery_attempts", "delivery_attempts", lambda since: DeliveryAttempt.objects.filter(at__lt=since)),
     # Reconciliation's findings once resolved (repaired, gone or closed by staff); open ones wait for staff.
     Expiry("booking_checks", "booking_checks", lambda since: BookingCheck.objects.filter(resolved_at__lt=since)),
-    # Charging records past the tax-law period (their CDRs go with billing's part).
+    # Charging records past the tax-law period (their CDRs go with billing's part), aged by the last change we
+    # stored (`received_at`, our clock), not by the CPO's `last_updated`: a session can arrive, or be pulled,
+    # with dates years old (the spec's examples are from 2015) and would go within the hour it was stored.
     Expiry(
         "charging_records",
         "charging_sessions",
-        lambda since: ChargingSession.objects.filter(last_updated__lt=since),
+        lambda since: ChargingSession.objects.filter(received_at__lt=since),
     ),
     # The commands of those charges (their requests name the token).
     Expiry("charging_records", "commands", lambda since: Command.objects.filter(created_at__lt=since)),

@@ -20,8 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +65,43 @@ def check_broker() -> Check:
         return {"ok": True, "transport": conn.transport.driver_type}
 
 
+# How far a heartbeat may lie in the future of the database's clock and still count: the beat writes the
+# database's own time (emsp/beat.py), so anything beyond this was written by a clock that runs ahead (a beat of an
+# older release, a hand-made row) and would look fresh long after that beat stopped.
+HEARTBEAT_FUTURE_TOLERANCE_SECONDS = 5.0
+
+
 def check_beat() -> Check:
+    """The newest heartbeat's age, by the database's clock (Now()), the one the beat writes with: neither the beat
+    host's clock nor this one's can make a stopped beat look alive. A heartbeat from the future (beyond
+    HEARTBEAT_FUTURE_TOLERANCE_SECONDS) is not counted; when it is all there is, the check fails naming clock skew."""
     from emsp.models import BeatHeartbeat
 
     max_age = settings.BEAT_HEARTBEAT_MAX_AGE_SECONDS
-    now = timezone.now()
-    latest = BeatHeartbeat.objects.order_by("-seen_at").values_list("seen_at", flat=True).first()
-    if latest is None:
+    rows = BeatHeartbeat.objects.annotate(db_now=Now()).order_by("-seen_at").values_list("seen_at", "db_now")
+    newest = rows.first()
+    if newest is None:
         return {"ok": False, "error": "no beat heartbeat yet (is `celery -A emsp beat` running?)"}
-    age = (now - latest).total_seconds()
-    alive = BeatHeartbeat.objects.filter(seen_at__gte=now - timedelta(seconds=max_age)).count()
-    result: Check = {"ok": age <= max_age, "age_seconds": round(age, 1), "max_age_seconds": max_age}
-    result["beats_alive"] = alive
-    if not result["ok"]:
+    now = newest[1]
+    horizon = now + timedelta(seconds=HEARTBEAT_FUTURE_TOLERANCE_SECONDS)
+    ahead = (newest[0] - now).total_seconds() if newest[0] > horizon else None
+    counted = newest if ahead is None else rows.filter(seen_at__lte=horizon).first()
+    alive = BeatHeartbeat.objects.filter(seen_at__gte=now - timedelta(seconds=max_age), seen_at__lte=horizon).count()
+    age = (now - counted[0]).total_seconds() if counted is not None else None
+    result: Check = {
+        "ok": age is not None and age <= max_age,
+        "age_seconds": round(age, 1) if age is not None else None,
+        "max_age_seconds": max_age,
+        "beats_alive": alive,
+    }
+    if ahead is not None:
+        result["clock_skew_seconds"] = round(ahead, 1)
+    if age is None:
+        result["error"] = (
+            f"no beat heartbeat but from the future: the newest is {ahead:.0f} s ahead of the database's clock "
+            "(clock skew: a beat host's clock runs ahead), not counted"
+        )
+    elif not result["ok"]:
         result["error"] = f"last beat heartbeat {age:.0f} s ago (more than {max_age} s)"
     return result
 

@@ -20,8 +20,11 @@ def production_problems(
     broker_url: str,
     allowed_hosts: list[str],
     field_encryption_keys: list[str],
+    redis_url: str | None = None,
 ) -> list[str]:
-    """Each unsafe production setting, one line each, naming the environment variable to set."""
+    """Each unsafe production setting, one line each, naming the environment variable to set. `redis_url` is
+    REDIS_URL as set (emsp/settings.py passes it; None leaves it unchecked): the broker may be RabbitMQ, but the
+    cache, rate limits and Beckn message-id sightings are Redis's whatever the broker."""
     problems = []
     if debug:
         problems.append("DJANGO_DEBUG is on: never in production (error pages show settings and code to anyone).")
@@ -42,6 +45,12 @@ def production_problems(
         problems.append(
             "REDIS_URL is unset (and CELERY_BROKER_URL too): production needs a real Celery broker, Redis or "
             "RabbitMQ (the filesystem queue is for one development machine)."
+        )
+    elif redis_url is not None and not redis_url.strip():
+        problems.append(
+            "REDIS_URL is unset: production needs Redis also when CELERY_BROKER_URL names RabbitMQ. The cache, "
+            "rate limits and Beckn message-id sightings live there; without it each process would keep its own "
+            "in memory (limits per process, duplicate Beckn messages not seen)."
         )
     if not [host for host in allowed_hosts if host.strip()]:
         problems.append("DJANGO_ALLOWED_HOSTS is empty: every request would be refused (400). List our host names.")

@@ -328,13 +328,14 @@ else:
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
 # --- Safe defaults: production refuses to start with DEBUG, a development secret key, a non-https public URL,
-# no real broker, no host names or no encryption keys, naming each setting (emsp/safe_defaults.py).
+# no real broker, no Redis, no host names or no encryption keys, naming each setting (emsp/safe_defaults.py).
 if PRODUCTION:
     _problems = safe_defaults.production_problems(
         debug=DEBUG,
         secret_key=SECRET_KEY,
         public_base_url=PUBLIC_BASE_URL,
         broker_url=CELERY_BROKER_URL,
+        redis_url=REDIS_URL,  # required whatever the broker: the cache, rate limits, Beckn message ids
         allowed_hosts=ALLOWED_HOSTS,
         field_encryption_keys=FIELD_ENCRYPTION_KEYS,
     )
@@ -370,6 +371,8 @@ PRUNE_MAX_ROWS_PER_RUN = env.int("PRUNE_MAX_ROWS_PER_RUN", default=5_000_000)
 ALLOW_PRIVATE_NETWORKS = env.bool("ALLOW_PRIVATE_NETWORKS", default=not PRODUCTION)
 OUTBOUND_TIMEOUT_SECONDS = env.float("OUTBOUND_TIMEOUT_SECONDS", default=10.0)
 OUTBOUND_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOUND_CONNECT_TIMEOUT_SECONDS", default=3.0)
+# The most of a partner's answer we read, once decompressed (emsp/outbound.py): larger is a failed request.
+OUTBOUND_MAX_BODY_BYTES = env.int("OUTBOUND_MAX_BODY_BYTES", default=20 * 1024 * 1024)
 
 # --- The outbox (OCPI pushes and Beckn callbacks, emsp/outbox.py) ---------------------------------
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)

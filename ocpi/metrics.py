@@ -43,6 +43,35 @@ def party_label(partner: Partner | None) -> str:
     return partner.party_key
 
 
+# The status_codes OCPI 2.2.1 defines (status_codes.asciidoc; 2.1.1's and 2.3.0's are among them): each its own
+# label value. Any other a partner sends is counted under its class (`1xxx` … `4xxx`) or `other`: the label's
+# values stay bounded whatever partners answer (every value is a series, kept for the life of the process).
+OCPI_STATUS_CODES = frozenset({1000, 2000, 2001, 2002, 2003, 2004, 3000, 3001, 3002, 3003, 4000, 4001, 4002, 4003})
+# The HTTP statuses we answer with or an OCPI partner commonly does; others by class (`2xx` … `5xx`) or `other`.
+HTTP_STATUSES = frozenset(
+    {200, 201, 202, 204, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413, 414,
+     415, 422, 429, 431, 500, 501, 502, 503, 504}
+)  # fmt: skip
+
+
+def ocpi_status_label(code: int | None) -> str:
+    """An OCPI status_code as a label value, from a bounded set (`OCPI_STATUS_CODES`)."""
+    if code is None:
+        return "none"
+    if code in OCPI_STATUS_CODES:
+        return str(code)
+    return f"{code // 1000}xxx" if 1000 <= code <= 4999 else "other"
+
+
+def http_status_label(status: int | None) -> str:
+    """An HTTP status as a label value, from a bounded set (`HTTP_STATUSES`)."""
+    if status is None:
+        return "none"
+    if status in HTTP_STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
 def count_request(
     *, direction: str, partner: Partner | None, module: str, http_status: int | None, ocpi_status: int | None
 ) -> None:
@@ -51,8 +80,8 @@ def count_request(
         direction,
         party_label(partner),
         module or "-",
-        str(http_status) if http_status is not None else "none",
-        str(ocpi_status) if ocpi_status is not None else "none",
+        http_status_label(http_status),
+        ocpi_status_label(ocpi_status),
     ).inc()
 
 

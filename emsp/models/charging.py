@@ -101,18 +101,20 @@ class ChargingSession(models.Model):
     authorization_reference = models.CharField(max_length=36, blank=True)  # indexed: Meta
     reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.SET_NULL)
     booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
-    last_updated = models.DateTimeField(db_index=True)
+    last_updated = models.DateTimeField()  # the CPO's; retention ages a session by `received_at` (ours)
     data = models.JSONField(help_text="The OCPI Session, including its charging periods.")
-    received_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now)  # when we last stored a change of it (our clock)
 
     class Meta:
         # Each PATCH of a session writes an entry in every index (emsp/0024): these, the foreign keys' and the
-        # `last_updated` one (retention) are all a session has. Declared here rather than with unique=True and
-        # db_index=True, which on PostgreSQL add a LIKE index beside each that nothing reads.
+        # `received_at` one (retention, emsp/0027: it took the place of `last_updated`'s) are all a session has.
+        # Declared here rather than with unique=True and db_index=True, which on PostgreSQL add a LIKE index
+        # beside each that nothing reads.
         constraints = [models.UniqueConstraint(fields=["ocpi_key"], name="emsp_chargingsession_ocpi_key_key")]
         indexes = [
             models.Index(fields=["status"], name="session_status"),
             models.Index(fields=["authorization_reference"], name="session_authorization_ref"),
+            models.Index(fields=["received_at"], name="session_received"),
         ]
 
     def __str__(self) -> str:

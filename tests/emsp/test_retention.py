@@ -59,8 +59,8 @@ def test_it_prunes_each_kind_by_its_own_age(partner: Partner) -> None:
     booking = Booking.objects.create(order_id="O-1", evse=stored_location(partner).evses.first(), connector_id="1")
     resolved = BookingCheck.objects.create(booking=booking, kind="cdr_missing", detail="d", resolved_at=OLD)
     open_old = BookingCheck.objects.create(booking=booking, kind="start_failed", detail="d", last_seen=OLD)
-    taxed = CdrFactory(end_date_time=OLD)  # a charging record keeps its 8 years
-    expired_cdr = CdrFactory(end_date_time=NOW - timedelta(days=9 * 366))
+    taxed = CdrFactory(received_at=OLD)  # a charging record keeps its 8 years from when we stored it
+    expired_cdr = CdrFactory(received_at=NOW - timedelta(days=9 * 366))
 
     counts = privacy.purge_expired(NOW)
 
