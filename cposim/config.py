@@ -25,6 +25,7 @@ FAULT_NAMES = (
     "status_in_200",
     "null_optionals",
     "cdr_without_evse_uid",
+    "status_schedule_object",
     # what CPOs do with reservations (cposim/charging.py)
     "reject_reservations",
     "reserve_ahead_limit",

@@ -2,7 +2,9 @@
 
 - `lowercase`: enums and ids lower-cased, power in kW (feeds seen in the wild);
 - `null_optionals`: optional fields it has no value for sent as `null` (extrawest-ocpi, docs/interop.md #14);
-- `cdr_without_evse_uid`: CdrLocation without `evse_uid` (extrawest-ocpi's CdrLocation has none, #11).
+- `cdr_without_evse_uid`: CdrLocation without `evse_uid` (extrawest-ocpi's CdrLocation has none, #11);
+- `status_schedule_object`: an EVSE's `status_schedule` as one StatusSchedule object, not a list
+  (extrawest-ocpi's 2.1.1 EVSE model holds one; docs/interop.md, "Its 2.1.1 models").
 The quirks of paths and headers (`glued_push_urls`, `no_request_ids`, `no_commands_endpoint`,
 `status_in_200`) are applied where requests are made and answered (emsp_client.py, server.py)."""
 
@@ -95,8 +97,24 @@ def without_cdr_evse_uid(obj: Any) -> Any:
     return obj
 
 
+def status_schedule_object(obj: Any) -> Any:
+    """Locations or EVSEs (one or a list) whose EVSEs say, as one object, that their status holds from their
+    last change on: `"status_schedule": {"period_begin": …, "status": …}`."""
+    if isinstance(obj, list):
+        return [status_schedule_object(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if isinstance(obj.get("evses"), list):
+        return {**obj, "evses": status_schedule_object(obj["evses"])}
+    if "uid" in obj and "status" in obj and isinstance(obj.get("connectors"), list):
+        return {**obj, "status_schedule": {"period_begin": obj.get("last_updated"), "status": obj["status"]}}
+    return obj
+
+
 def render(obj: Any, faults: dict[str, Any]) -> Any:
     """Apply the active rendering faults to an outgoing object."""
+    if faults.get("status_schedule_object"):
+        obj = status_schedule_object(obj)
     if faults.get("cdr_without_evse_uid"):
         obj = without_cdr_evse_uid(obj)
     if faults.get("null_optionals"):

@@ -221,7 +221,13 @@ def read_connector(
 
 
 def _status_schedule(value: object, path: str, ctx: Ctx) -> list[dict[str, str]] | None:
+    if isinstance(value, dict):
+        # StatusSchedule is `*` (a list) in 2.1.1 and 2.2.1; extrawest-ocpi's 2.1.1 EVSE model has one object, so a
+        # CPO built on it sends one (docs/interop.md).
+        ctx.fix(path, "object_for_list", "status_schedule given as one object, read as a list of one")
+        value = [value]
     if not isinstance(value, list):
+        ctx.drop(path, "invalid_type", f"status_schedule is no list: {type(value).__name__} dropped")
         return None
     out = []
     for i, item in enumerate(value):

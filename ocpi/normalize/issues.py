@@ -24,6 +24,7 @@ ISSUE_CODES: dict[str, str] = {
     "unknown_field": "D field unknown to 2.2.1 dropped (reported once per object kind and name)",
     "type_coerced": "F number/string/boolean given as another JSON type",
     "invalid_type": "D value of the wrong JSON type dropped",
+    "object_for_list": "F a single object where OCPI has a list, read as a list of one",
     "rounded": "F non-integral number rounded where an int is due",
     "truncated": "F string longer than its OCPI maximum cut",
     "id_whitespace": "F whitespace around an identifier stripped (case kept)",

@@ -46,3 +46,20 @@ def test_the_modes_render_only_what_they_name() -> None:
     connector = {"id": "1", "max_electric_power": 22000}
     assert null_optionals(connector) == {**connector, "terms_and_conditions": None}
     assert null_optionals({"id": "T1", "elements": []}) == {"id": "T1", "elements": []}
+
+
+def test_a_status_schedule_sent_as_one_object_is_read_as_a_list_of_one() -> None:
+    """`status_schedule_object` (extrawest-ocpi's 2.1.1 EVSE model): our normalizer reads the object as a list
+    of one, with an `object_for_list` finding, where it had dropped it without a word."""
+    from ocpi.normalize.locations import normalize_location
+    from tests.factories import ocpi_location
+
+    location = ocpi_location("IN", "CPA", "L1", evses=2)
+    sent = render(location, {"status_schedule_object": True})
+    assert render(location, {}) is location
+    assert sent["evses"][0]["status_schedule"] == {"period_begin": "2026-01-01T00:00:00Z", "status": "AVAILABLE"}
+    clean, issues = normalize_location(sent)
+    assert clean["evses"][0]["status_schedule"] == [{"period_begin": "2026-01-01T00:00:00Z", "status": "AVAILABLE"}]
+    assert {(i.code, i.fixed) for i in issues} == {("object_for_list", True)}
+    _, issues = normalize_location({**location, "evses": [{**location["evses"][0], "status_schedule": "soon"}]})
+    assert [(i.code, i.fixed) for i in issues] == [("invalid_type", False)]
