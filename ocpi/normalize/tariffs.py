@@ -59,8 +59,9 @@ MAX_RESTRICTION = 10**12
 MAX_STEP_SIZE = 10**6  # Wh or seconds: a MWh or 11 days per step
 # Repricing costs about (sub-periods) x (elements), and every distinct start_time/end_time splits each day of a
 # session: 4,000 one-minute windows made one CDR take 31 s (billing/pricing/engine.py SEGMENT_BUDGET). A day of
-# five-minute prices (288 elements, 288 times of day) stays within both.
-MAX_ELEMENTS = 500
+# five-minute prices (288 elements, 288 times of day) stays within both, and so does a week of quarter-hour
+# prices (672 elements, one per day and quarter: 96 times of day), which dynamic-price CPOs publish.
+MAX_ELEMENTS = 1_000
 MAX_TIMES_OF_DAY = 288
 RESTRICTION_FIELDS = frozenset(
     [
