@@ -93,7 +93,7 @@ ISSUE_CODES: dict[str, str] = {
     "missing_step_size": "F step_size missing; 1 used",
     "step_size_zero": "F step_size 0; 1 used",
     "empty_tariff_element": "D tariff element without price components dropped",
-    "empty_restriction_window": "D tariff element whose restrictions never match (min above max, end before start)",
+    "empty_restriction_window": "D tariff element whose restrictions never match (min >= max, end <= start)",
     "dropped_tariff": "D unusable tariff embedded in a CDR dropped",
     "missing_kwh": "F session kwh missing; 0 used",
     "missing_token_party": "F cdr_token without country_code/party_id kept",

@@ -83,7 +83,7 @@ RESTRICTION_FIELDS = frozenset(
 )
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T.*)?")
 # Restriction pairs whose window is [min, max) (mod_tariffs §11.4.6: start_date/min_* inclusive, end_date/max_*
-# exclusive): a min above its max is a window no session ever falls in.
+# exclusive): a min at or above its max is a window no session ever falls in.
 _WINDOW_PAIRS = (
     ("start_date", "end_date"),
     ("min_kwh", "max_kwh"),
@@ -223,8 +223,9 @@ def _restrictions(raw: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
 
 
 def _empty_window(restrictions: dict[str, Any]) -> tuple[str, str] | None:
-    """The first (min, max) restriction pair whose min is above its max, if any. Dates that are no calendar day
-    ("2025-02-30") are left to the pricing engine, which refuses them: only a readable window counts as empty."""
+    """The first (min, max) restriction pair whose min is at or above its max (an empty [min, max)), if any.
+    Dates that are no calendar day ("2025-02-30") are left to the pricing engine, which refuses them: only a
+    readable window counts as empty."""
     for low, high in _WINDOW_PAIRS:
         if low not in restrictions or high not in restrictions:
             continue
@@ -233,9 +234,9 @@ def _empty_window(restrictions: dict[str, Any]) -> tuple[str, str] | None:
                 lo, hi = date.fromisoformat(restrictions[low]), date.fromisoformat(restrictions[high])
             except ValueError:
                 continue
-            if lo > hi:
+            if lo >= hi:
                 return low, high
-        elif Decimal(str(restrictions[low])) > Decimal(str(restrictions[high])):
+        elif Decimal(str(restrictions[low])) >= Decimal(str(restrictions[high])):
             return low, high
     return None
 

@@ -63,6 +63,12 @@ EMPTY_WINDOWS = [
     {"min_power": 22, "max_power": 11},
     {"min_current": 32, "max_current": 16},
     {"min_duration": 600, "max_duration": 60},
+    # [min, max) with min == max holds nothing either (the engine never applied such an element)
+    {"start_date": "2025-06-05", "end_date": "2025-06-05"},
+    {"min_kwh": 5, "max_kwh": 5},
+    {"min_power": 11, "max_power": 11},
+    {"min_current": 16, "max_current": 16},
+    {"min_duration": 600, "max_duration": 600},
 ]
 
 
