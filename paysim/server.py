@@ -104,6 +104,11 @@ def parse_stripe_form(body: str) -> dict[str, Any]:
     return root
 
 
+# Razorpay's X-Refund-Idempotency: "at least 10 character long and can contain alphabets, numbers, hyphens and
+# underscores only".
+_RAZORPAY_KEY = re.compile(r"[A-Za-z0-9_-]{10,}")
+
+
 class Handler(BaseHTTPRequestHandler):
     server: PaysimServer
     protocol_version = "HTTP/1.1"
@@ -160,8 +165,10 @@ class Handler(BaseHTTPRequestHandler):
     # --- provider APIs ----------------------------------------------------------------------------------------
 
     def _api(self, provider: str, method: str, path: str, body: bytes, route: Callable[..., Any]) -> None:
-        """Auth, then Idempotency-Key (same key and same request: the first answer again, marked
-        Idempotent-Replayed; same key, other request: Stripe's idempotency_error), then the route."""
+        """Auth, then the idempotency key (same key and same request: the first answer again, marked
+        Idempotent-Replayed; same key, other request: refused), then the route. Stripe's is `Idempotency-Key` on
+        every POST; Razorpay's is `X-Refund-Idempotency` on refunds only (docs: razorpay.com/docs/api/refunds/
+        normal-refunds-idempotent), at least 10 letters, digits, `-` or `_`."""
         if not self._authorised(provider):
             error = (
                 stripe_error(401, "Invalid API Key provided", kind="invalid_request_error")
@@ -170,7 +177,11 @@ class Handler(BaseHTTPRequestHandler):
             )
             self._json(error.status, error.body)
             return
-        key = self.headers.get("Idempotency-Key")
+        key = self.headers.get("Idempotency-Key" if provider == "stripe" else "X-Refund-Idempotency")
+        if key is not None and provider == "razorpay" and not _RAZORPAY_KEY.fullmatch(key):
+            error = razorpay_error("The idempotency key must be at least 10 characters of a-z, A-Z, 0-9, - and _")
+            self._json(error.status, error.body)
+            return
         if method != "POST" or not key:
             status, payload = self._answer(route, method, path, body)
             self._json(status, payload)
@@ -184,21 +195,30 @@ class Handler(BaseHTTPRequestHandler):
             if cached is None and not busy:
                 store.in_flight.add(slot)
         if busy:
-            error = stripe_error(
-                409,
-                "There is currently another in-progress request using this Idempotent Key (that probably means you "
-                "submitted twice, and the other request is still going through): " + key,
-                code="idempotency_key_in_use",
+            error = (
+                stripe_error(
+                    409,
+                    "There is currently another in-progress request using this Idempotent Key (that probably means "
+                    "you submitted twice, and the other request is still going through): " + key,
+                    code="idempotency_key_in_use",
+                )
+                if provider == "stripe"
+                else razorpay_error("A request with this idempotency key is still being processed", status=409)
             )
             self._json(error.status, error.body)
             return
         if cached is not None:
             seen, status, payload = cached
             if seen != fingerprint:
-                error = stripe_error(
-                    400,
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                    kind="idempotency_error",
+                error = (
+                    stripe_error(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters they were first used "
+                        "with.",
+                        kind="idempotency_error",
+                    )
+                    if provider == "stripe"
+                    else razorpay_error("Different request with the same idempotency key has already been processed.")
                 )
                 self._json(error.status, error.body)
             else:

@@ -4,6 +4,7 @@ HMAC check (docs/payments.md explains each Razorpay caveat)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -34,7 +35,8 @@ from .stripe_gateway import header
 # is a replay of a captured delivery, not a retry. A little clock skew is allowed the other way.
 MAX_EVENT_AGE_SECONDS = 24 * 3600
 MAX_CLOCK_SKEW_SECONDS = 300
-# Notes we put on refunds so a retry finds its refund again (Razorpay has no idempotency key on payments/refunds).
+# Notes we put on refunds so a retry finds its refund again (Razorpay has no idempotency key on payment links or
+# captures; a refund also carries X-Refund-Idempotency, refund_idempotency_key).
 KEY_NOTE = "idempotency_key"
 PURPOSE_NOTE = "purpose"
 CAPTURE_REST = "capture_rest"  # the part of an authorisation above the final bill, refunded by capture()
@@ -78,9 +80,9 @@ class RazorpayGateway:
         self.webhook_secret = webhook_secret
         self.clock = clock
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, headers: dict[str, str] | None = None) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, headers=headers) if headers else fn(*args)
         except BadRequestError as exc:
             # Razorpay answers every refusal (bad amount, wrong state, bad key) with code BAD_REQUEST_ERROR.
             raise GatewayError(f"razorpay {what}: {exc}", retryable=False, code="BAD_REQUEST_ERROR") from exc
@@ -257,6 +259,7 @@ class RazorpayGateway:
                 "receipt": key[:RECEIPT_MAX],
                 "notes": {KEY_NOTE: key, PURPOSE_NOTE: purpose},
             },
+            headers={"X-Refund-Idempotency": refund_idempotency_key(key)},
         )
 
 
@@ -306,3 +309,10 @@ def _notes(entity: Mapping[str, Any]) -> Mapping[str, Any]:
 def _positive(amount_minor: int) -> None:
     if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
         raise GatewayError(f"amount must be a positive whole number of minor units, not {amount_minor!r}")
+
+
+def refund_idempotency_key(key: str) -> str:
+    """Our key as Razorpay's `X-Refund-Idempotency` takes one (at least 10 characters of letters, digits, `-` and
+    `_`; ours hold `:`): a digest of it, the same for every retry of one refund. Razorpay then makes a refund
+    whose answer was lost at most once, even between two retries that both found no refund by our notes key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40]

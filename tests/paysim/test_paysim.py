@@ -11,9 +11,10 @@ import re
 
 import pytest
 import requests
+from razorpay import errors as razorpay_errors
 
 from billing.payments import gateway as port
-from billing.payments.razorpay_gateway import RazorpayGateway
+from billing.payments.razorpay_gateway import RazorpayGateway, refund_idempotency_key
 from billing.payments.stripe_gateway import StripeGateway
 from tests.paysim.conftest import DECLINE_OVER, Delivery, Receiver, pay
 
@@ -280,3 +281,25 @@ def test_the_apis_refuse_requests_without_credentials(paysim: str) -> None:
 
     assert stripe_answer.status_code == 401 and stripe_answer.json()["error"]["type"] == "invalid_request_error"
     assert razorpay_answer.status_code == 401 and razorpay_answer.json()["error"]["code"] == "BAD_REQUEST_ERROR"
+
+
+def test_a_razorpay_refund_sent_twice_with_its_idempotency_key_is_made_once(
+    paysim: str, razorpay: RazorpayGateway
+) -> None:
+    """Razorpay's X-Refund-Idempotency, as paysim keeps it: a refund whose answer was lost, sent again by a retry
+    that found no refund by our notes key yet, is the first refund again; another body under the key is
+    refused, as is a key Razorpay would not take."""
+    ref = reference()
+    payment_id = pay(paysim, checkout(razorpay, 50000, "INR", ref).checkout_id)["payment_id"]
+    razorpay.capture(payment_id=payment_id, amount_minor=50000, currency="INR", idempotency_key=f"cap:{ref}")
+    body = {"amount": 1000, "speed": "normal", "receipt": f"ref:{ref}", "notes": {"idempotency_key": f"ref:{ref}"}}
+    key = {"X-Refund-Idempotency": refund_idempotency_key(f"ref:{ref}")}
+    first = razorpay.client.payment.refund(payment_id, body, headers=key)
+    again = razorpay.client.payment.refund(payment_id, body, headers=key)
+    assert again["id"] == first["id"]
+    listed = razorpay.client.payment.fetch_multiple_refund(payment_id, {"count": 100})["items"]
+    assert [r["id"] for r in listed] == [first["id"]]
+    with pytest.raises(razorpay_errors.BadRequestError, match="Different request"):
+        razorpay.client.payment.refund(payment_id, {**body, "amount": 2000}, headers=key)
+    with pytest.raises(razorpay_errors.BadRequestError, match="idempotency key"):
+        razorpay.client.payment.refund(payment_id, body, headers={"X-Refund-Idempotency": "ref:1"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ import responses
 from responses import matchers
 
 from billing.payments import gateway as port
-from billing.payments.razorpay_gateway import RazorpayGateway
+from billing.payments.razorpay_gateway import RazorpayGateway, refund_idempotency_key
 from tests.billing.payments.recorded import as_body, razorpay_signature, recording
 
 API = "https://razorpay.test/razorpay/v1"  # written as Razorpay writes its base (…/v1); the SDK adds /v1 itself
@@ -102,6 +103,7 @@ def test_it_captures_in_full_and_refunds_what_is_above_the_bill(gateway: Razorpa
         "receipt": "capture:PAY-000124:rest",
         "notes": {"idempotency_key": "capture:PAY-000124:rest", "purpose": "capture_rest"},
     }
+    assert refund.request.headers["X-Refund-Idempotency"] == refund_idempotency_key("capture:PAY-000124:rest")
 
 
 @responses.activate
@@ -147,6 +149,10 @@ def test_a_refund_goes_out_once_per_key(gateway: RazorpayGateway) -> None:
     assert result == port.GatewayResult(reference=refund["id"], amount_minor=1000, status="processed")
     assert sent(responses.calls[1])["notes"] == {"idempotency_key": "refund:PAY-000124:1", "purpose": "refund"}
     assert sent(responses.calls[1])["receipt"] == "refund:PAY-000124:1"
+    # Razorpay's own idempotency for refunds: a key of 10+ letters, digits, - and _, the same on every retry.
+    header = responses.calls[1].request.headers["X-Refund-Idempotency"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{10,}", header)
+    assert header == refund_idempotency_key("refund:PAY-000124:1") != refund_idempotency_key("refund:PAY-000124:2")
 
 
 @responses.activate
