@@ -287,6 +287,17 @@ def booking_window(booking: Booking) -> tuple[datetime, datetime] | None:
     return (reservation.start_at, reservation.expiry_at) if reservation is not None else None
 
 
+def _billing_of(booking: Booking, txn: BecknTransaction | None) -> dict[str, Any]:
+    """The billing the order was confirmed with: its own transaction's. An app may ask for the status of (or
+    cancel, update) an order from another of its transactions, whose billing is another driver's, say."""
+    if txn is not None and txn.transaction_id == booking.app_transaction_id and txn.bap_id == booking.app_id:
+        return txn.billing or {}
+    if not booking.app_transaction_id:
+        return {}
+    own = BecknTransaction.objects.filter(bap_id=booking.app_id, transaction_id=booking.app_transaction_id)
+    return own.values_list("billing", flat=True).first() or {}
+
+
 def order_block(
     booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -342,8 +353,9 @@ def order_block(
         order["payments"] = payments_block(booking.quote, payment_status)
     if booking.is_active and booking.quote is not None:
         order["cancellation_terms"] = cancellation_terms(booking.quote.currency)
-    if txn is not None and txn.billing:
-        order["billing"] = txn.billing
+    billing = _billing_of(booking, txn)
+    if billing:
+        order["billing"] = billing
     tags = list(extra_tags or [])
     if receipt is not None:
         tags.append({"descriptor": {"code": BILL_TAGS, "name": "Bill"}, "list": [_tag("kind", "final")]})

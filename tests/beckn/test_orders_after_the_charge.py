@@ -287,3 +287,16 @@ def test_the_upgrade_gives_each_earlier_order_back_to_its_app_and_journey(bap: A
         (first, BAP_ID, journey.transaction_id),
         (second, BAP_ID, journey.transaction_id),
     }
+
+
+def test_an_order_asked_after_from_another_transaction_carries_its_own_billing(bap: Any) -> None:
+    """An app may ask after an order from another of its transactions (another driver's journey, say): the
+    order's billing is the one it was confirmed with, not that transaction's."""
+    first = order(bap)
+    bap.bap.transaction_id = "txn-of-another-driver"
+    item_of(bap)
+    select(bap, last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"][1]["id"])  # a free charger
+    bap("init", {"order": {"provider": {"id": "IN*CPA"}, "billing": {"name": "Ravi", "email": "ravi@example.com"}}})
+    assert last(bap, "on_init")["message"]["order"]["billing"]["name"] == "Ravi"
+    billing = status(bap, first)["message"]["order"]["billing"]
+    assert (billing["name"], billing["email"]) == ("Asha", "asha@example.com")
