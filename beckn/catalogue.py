@@ -831,22 +831,26 @@ def _kilowatts(watts: int) -> str:
     return _money(Decimal(watts) / 1000)
 
 
-def find_item(provider: str | None, item: str, at: datetime | None = None) -> Hit | None:
+def find_item(provider: str | None, item: str, at: datetime | None = None, *, listed: bool = True) -> Hit | None:
     """Resolve a Beckn item id (location/evse/connector) of a provider to the catalogue objects: only an item
     search can show (listed_location: not withdrawn, published, of a partner not suspended or unregistered), else
     None (a select answers 30004). Its tariff and price are those at `at` (a select's window start: the tariff
-    search showed for that window, and the one its quote prices), default now."""
+    search showed for that window, and the one its quote prices), default now. `listed=False`: any item we hold
+    (a rating of a charger a driver used, hidden since)."""
     location_id, _, rest = item.partition("/")
     evse_uid, _, connector_id = rest.partition("/")
     if not (location_id and evse_uid and connector_id):
         return None
     if FAST_PATH and connection.vendor == "postgresql":  # the same query in plain SQL (beckn/catalogue_rows.py)
         evse = catalogue_rows.item_evse(
-            location_id=location_id, evse_uid_key=ci_key(evse_uid), party=_party_of(provider) if provider else None
+            location_id=location_id,
+            evse_uid_key=ci_key(evse_uid),
+            party=_party_of(provider) if provider else None,
+            listed=listed,
         )
     else:
         evses = Evse.objects.select_related("location", "location__partner").filter(
-            LISTED, uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
+            LISTED if listed else Q(), uid_key=ci_key(evse_uid), location__location_id__iexact=location_id
         )
         if provider:
             country_code, party_id = _party_of(provider)

@@ -361,13 +361,17 @@ def _tariffs_with(keys: list[str]) -> list[Tariff]:
     return [build(row) for row in rows]
 
 
-def item_evse(*, location_id: str, evse_uid_key: str, party: tuple[str, str] | None) -> Evse | None:
+def item_evse(
+    *, location_id: str, evse_uid_key: str, party: tuple[str, str] | None, listed: bool = True
+) -> Evse | None:
     """The EVSE a Beckn item names (catalogue.find_item's query in plain SQL), with its location and partner
     built as search builds them: the EVSE of that uid at the location of that id (any case), of that party when
     given, at a location the catalogue shows (LISTED_SQL), the first by id. A profile of on_select showed the ORM
     query costing 3.5 ms of CPU to compile and load (three models' every column), a sixth of a select;
     `tests/beckn/test_find_item.py` holds this to the same answers."""
-    where = ["e.uid_key = %s", "UPPER(l.location_id) = UPPER(%s)", LISTED_SQL]  # only what search can show
+    where = ["e.uid_key = %s", "UPPER(l.location_id) = UPPER(%s)"]
+    if listed:
+        where.append(LISTED_SQL)  # only what search can show
     params: list[Any] = [evse_uid_key, location_id]
     if party is not None:
         where.append("UPPER(l.country_code) = %s AND UPPER(l.party_id) = %s")  # the location's party (provider_id)

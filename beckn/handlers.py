@@ -574,6 +574,10 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     return {"order": order_block(booking, txn)}
 
 
+def _second(instant: datetime) -> datetime:
+    return instant.replace(microsecond=0)
+
+
 def _confirmed_window(order: dict[str, Any], txn: BecknTransaction) -> tuple[datetime, datetime] | None:
     """The window the order books: the one selected in the transaction, whose availability `select` checked and
     whose price the quote is. A confirm may repeat it (or leave it out); another window is refused (40000,
@@ -584,7 +588,13 @@ def _confirmed_window(order: dict[str, Any], txn: BecknTransaction) -> tuple[dat
     if asked is None:
         return selected
     now = timezone.now()
-    if selected is None or asked[1] != selected[1] or max(asked[0], now) != max(selected[0], now):
+    # Compared to the second: on_select and on_init echo the window in whole seconds (window_time), and an app
+    # repeating their fulfillments confirms what it was shown, though it selected with milliseconds.
+    if (
+        selected is None
+        or _second(asked[1]) != _second(selected[1])
+        or (_second(max(asked[0], now)) != _second(max(selected[0], now)))
+    ):
         was = (
             f"{selected[0]:%Y-%m-%dT%H:%M:%SZ} to {selected[1]:%Y-%m-%dT%H:%M:%SZ}"
             if selected is not None
@@ -785,7 +795,8 @@ def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> 
     if kind == "order":
         found = Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).exists()
     elif kind == "item":
-        found = bool(ref_id) and find_item(None, ref_id) is not None
+        # A charger the driver used may be hidden since (its operator suspended): still ours to rate.
+        found = bool(ref_id) and find_item(None, ref_id, listed=False) is not None
     elif kind == "provider":
         found = bool(ref_id) and provider_known(ref_id)
     elif kind == "fulfillment":

@@ -19,6 +19,7 @@ from beckn import handlers
 from beckn.models import BecknCallback
 from billing.models import Payment, Quote
 from billing.services import payments, tariff_put
+from emsp.datetimes import format_datetime
 from emsp.models import Booking, Connector, Evse, Partner
 from emsp.services import bookings
 from emsp.services import catalogue as svc
@@ -61,6 +62,21 @@ def test_a_confirm_for_another_window_than_the_one_selected_is_refused(bap: Any)
     assert "error" not in booked, booked.get("error")
     reservation = Booking.objects.get().reservation
     assert (reservation.start_at, reservation.expiry_at) == span
+
+
+def test_a_confirm_repeating_on_inits_fulfillments_books_a_window_selected_in_milliseconds(bap: Any) -> None:
+    """JavaScript's toISOString() sends milliseconds; on_init echoes the window in whole seconds, and the app
+    confirms with what it was shown."""
+    start = timezone.now().replace(microsecond=250_000) + timedelta(hours=3)
+    end = start + timedelta(hours=1)
+    span = {"range": {"start": format_datetime(start, "millis"), "end": format_datetime(end, "millis")}}
+    assert "error" not in select_window(bap, NEAR_1, span)
+    fulfillments = init(bap)["message"]["order"]["fulfillments"]
+    order = {"provider": {"id": "IN*CPA"}, "payments": [{"status": "NOT-PAID"}], "fulfillments": fulfillments}
+    bap("confirm", {"order": order})
+    booked = last(bap, "on_confirm")
+    assert "error" not in booked, booked.get("error")
+    assert Booking.objects.get().reservation.start_at == start
 
 
 def test_a_confirm_without_a_window_books_the_one_selected(bap: Any) -> None:

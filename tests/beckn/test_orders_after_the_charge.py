@@ -16,7 +16,7 @@ from beckn.privacy import _export
 from billing.models import Cdr, Payment
 from billing.services import payments
 from billing.services.records import cdr_store
-from emsp.models import Booking, Command, Driver, Partner
+from emsp.models import Booking, Command, Driver, Location, Partner
 from emsp.services.sessions import session_put
 from tests.beckn.bap import BAP_ID
 from tests.beckn.conformance import assert_valid
@@ -300,3 +300,21 @@ def test_an_order_asked_after_from_another_transaction_carries_its_own_billing(b
     assert last(bap, "on_init")["message"]["order"]["billing"]["name"] == "Ravi"
     billing = status(bap, first)["message"]["order"]["billing"]
     assert (billing["name"], billing["email"]) == ("Asha", "asha@example.com")
+
+
+@pytest.mark.parametrize("hidden_by", ["suspended", "withdrawn"])
+def test_the_charger_of_an_order_can_be_rated_after_it_was_hidden(bap: Any, hidden_by: str) -> None:
+    """Search and select no longer show a suspended operator's or a withdrawn location's chargers; a driver who
+    charged there still rates the item."""
+    item = item_of(bap)
+    select(bap, item)
+    init(bap)
+    confirm(bap)
+    if hidden_by == "suspended":
+        Partner.objects.update(state=Partner.State.SUSPENDED)
+    else:
+        Location.objects.update(withdrawn_at=timezone.now())
+    bap("rating", {"ratings": [{"rating_category": "Item", "id": item, "value": "5"}]})
+    assert "error" not in last(bap, "on_rating")
+    bap("rating", {"ratings": [{"rating_category": "Item", "id": "NOPE/NOPE/1", "value": "5"}]})
+    assert last(bap, "on_rating")["error"]["code"] == "30014"
