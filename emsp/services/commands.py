@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import ssl
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, SSLError
 
 from emsp import events, metrics, outbound
 from emsp.celery import run_after_commit
@@ -178,20 +179,37 @@ def _no_longer_wanted(command: Command) -> str:
 
 
 # What shows that a request never left us: no connection was made (refused, connect timeout, the name not
-# resolved), or http.client refused a header or URL before writing anything.
-_NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (ConnectTimeoutError, socket.gaierror, ValueError, TypeError)
+# resolved), no TLS session (a failed handshake, a certificate we don't trust: before any HTTP byte is written),
+# or http.client refused a header or URL before writing anything.
+_NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectTimeoutError,
+    SSLError,
+    ssl.SSLError,
+    socket.gaierror,
+    ValueError,
+    TypeError,
+)
+# OCPI status codes of an answer that leave open whether the command reached the CPO: its own generic server
+# error, and a hub's generic error or its timeout on the forwarded request (status_codes.asciidoc 3000, 4000,
+# 4002). Every other code is a refusal or says it was not delivered (4001 unknown receiver, 4003 not connected).
+_OUTCOME_OPEN_STATUSES = frozenset({3000, 4000, 4002})
 
 
 def may_have_reached_cpo(exc: CpoUnreachable) -> bool:
     """Could the CPO have received the command although no CommandResponse came back? Yes after a transport
     error once the request may have gone out (a read timeout, a connection reset after sending) and after an
     HTTP 5xx (the CPO, or a proxy or hub in front of it, failed: not a refusal of the command). No when nothing
-    was sent (not connected, no route through a hub, an open circuit breaker, a connection refused) and when
-    the CPO answered with a refusal (HTTP 4xx, an OCPI error status, a CommandResponse REJECTED)."""
+    was sent (not connected, no route through a hub, an open circuit breaker, a connection refused, no TLS
+    session) and when the CPO answered with a refusal (HTTP 4xx, an OCPI error status whatever the HTTP status,
+    a CommandResponse REJECTED). An OCPI 3000 (the CPO's server error) or a hub's 4000 or 4002 (timeout on the
+    forwarded request) leaves the outcome open."""
     cause: BaseException | None = exc.__cause__
     for _ in range(10):  # the chain the adapter builds: CpoUnreachable ← client error ← OutboundError ← socket
         if cause is None:
             return False
+        ocpi_status = getattr(cause, "ocpi_status", None)
+        if isinstance(ocpi_status, int):  # an OCPI answer says more than its HTTP status (500 with 2001: a refusal)
+            return ocpi_status in _OUTCOME_OPEN_STATUSES
         http_status = getattr(cause, "http_status", None)
         if isinstance(http_status, int):
             return http_status >= 500

@@ -113,18 +113,56 @@ def test_a_server_error_from_the_cpo_is_an_unknown_outcome_too(peer: FakePeer, e
     assert len(peer.requests_to("CANCEL_RESERVATION")) == 1
 
 
+@pytest.mark.parametrize(
+    "answer", [(200, envelope(status_code=4002)), (200, envelope(status_code=3000)), (502, envelope(status_code=4000))]
+)
+def test_an_ocpi_answer_that_leaves_the_outcome_open_is_an_unknown_outcome(
+    peer: FakePeer, evse: Evse, capture: Capture, answer: tuple[int, Any]
+) -> None:
+    """A hub's timeout on the forwarded request (4002), its generic error (4000), the CPO's server error (3000):
+    the command may have reached the CPO."""
+    peer.route("POST", f"{CPO}/commands/RESERVE_NOW", answer)
+    booking = confirm(evse, capture)
+    assert reserve_of(booking).status == Command.Status.TIMEOUT
+    assert len(peer.requests_to("CANCEL_RESERVATION")) == 1
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("refusal", ["refused", "wrapped", "rejected", "http-400"])
+def _plain_http_server() -> tuple[socket.socket, int]:
+    """A server that answers plain HTTP where TLS is expected: the handshake fails before any request is sent."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def answer() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server, int(server.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "refusal", ["refused", "wrapped", "rejected", "http-400", "tls-handshake", "http-500-ocpi-2001", "hub-4003"]
+)
 def test_a_reservation_the_cpo_never_got_or_refused_is_failed_without_a_cancel(
     peer: FakePeer, evse: Evse, capture: Capture, settings: Any, refusal: str
 ) -> None:
     settings.ALLOW_PRIVATE_NETWORKS = True
     port = _closed_port()
+    tls_server, tls_port = _plain_http_server()
+
+    def tls_handshake(call: dict[str, Any]) -> Any:  # no TLS session, so no HTTP byte was written
+        return REAL_SEND("POST", f"https://127.0.0.1:{tls_port}/commands/RESERVE_NOW", json=call["json"], timeout=2)
 
     def refused(call: dict[str, Any]) -> Any:  # a real connection to a port nobody listens on
         return REAL_SEND("POST", f"http://127.0.0.1:{port}/commands/RESERVE_NOW", json=call["json"], timeout=2)
@@ -138,9 +176,15 @@ def test_a_reservation_the_cpo_never_got_or_refused_is_failed_without_a_cancel(
         "wrapped": wrapped,
         "rejected": (200, envelope({"result": "REJECTED", "timeout": 30})),
         "http-400": (400, envelope(status_code=2001)),
+        "tls-handshake": tls_handshake,
+        "http-500-ocpi-2001": (500, envelope(status_code=2001)),  # the OCPI status says more: a refusal
+        "hub-4003": (200, envelope(status_code=4003)),  # the hub: the CPO is not connected to it
     }
     peer.route("POST", f"{CPO}/commands/RESERVE_NOW", answers[refusal])
-    booking = confirm(evse, capture)
+    try:
+        booking = confirm(evse, capture)
+    finally:
+        tls_server.close()
     assert reserve_of(booking).status == Command.Status.FAILED
     assert booking.state == Booking.State.CANCELLED
     assert booking.reservation.status in (Reservation.Status.FAILED, Reservation.Status.CANCELLED)
