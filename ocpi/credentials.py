@@ -427,7 +427,7 @@ def register_with_partner(
         answer = _validate_credentials(unwrap_object_payload(reply.data), endpoints.version)
     except (OcpiClientError, OcpiError, Rejected) as exc:
         # Rejected: an OCPI answer whose data is no Credentials object at all (a number, a list of several).
-        _undo_registration(partner, before)
+        _undo_registration(partner, before, token_b)
         raise RegistrationError(f"credentials POST refused: {exc}", known=(token_a, token_b)) from exc
     own = (
         party.replace(":", "*").strip().upper()
@@ -439,7 +439,7 @@ def register_with_partner(
     try:
         partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
     except RegistrationError:
-        _undo_registration(partner, before)
+        _undo_registration(partner, before, token_b)
         raise
     partner.token_a_hash = ""
     _apply_connection(
@@ -474,16 +474,23 @@ class _Before:
     outgoing_token_base64: bool
 
 
-def _undo_registration(partner: Partner, before: _Before) -> None:
+def _undo_registration(partner: Partner, before: _Before, token_b: str) -> None:
     """The CPO refused us or answered as a party we won't take: nothing of the attempt remains. Token B stops
-    working, and the token the partner had works again (a connected partner's calls go on as before)."""
+    working, and the token the partner had works again (a connected partner's calls go on as before).
+
+    Only while the row still holds the attempt's Token B: the POST can take as long as our timeout, and whatever
+    changed the partner's token meanwhile stands — staff unregistering it (its tokens revoked) or the partner's
+    own credentials PUT with Token B (the Token C we gave it). Put back blindly, a revoked token would work again
+    and the token we just gave would not."""
+    ours = Partner.objects.filter(pk=partner.pk, incoming_token_hash=hash_token(token_b))
     if partner.country_code == "ZZ":
-        partner.delete()  # a provisional row made for this attempt
+        ours.delete()  # a provisional row made for this attempt
     else:
-        partner.state = before.state
-        partner.incoming_token_hash = before.incoming_token_hash
-        partner.outgoing_token_base64 = before.outgoing_token_base64
-        partner.save(update_fields=["state", "incoming_token_hash", "outgoing_token_base64"])
+        ours.update(
+            state=before.state,
+            incoming_token_hash=before.incoming_token_hash,
+            outgoing_token_base64=before.outgoing_token_base64,
+        )
     transport.forget_cached_tokens()  # Token B of a connected partner may have been cached meanwhile
 
 

@@ -20,7 +20,7 @@ from emsp.models import Delivery, Partner, Token, hash_token
 from emsp.services import tokens as token_services
 from ocpi import push, transport
 from ocpi.client import OcpiClient, OcpiClientError, OcpiReplyError
-from ocpi.credentials import RegistrationError, RotationError, register_with_partner, rotate_credentials
+from ocpi.credentials import RegistrationError, RotationError, register_with_partner, rotate_credentials, unregister
 from ocpi.models import CredentialsRotation, PushDelivery
 from tests.conftest import OcpiTestClient
 from tests.factories import DriverFactory, PartnerFactory
@@ -403,3 +403,44 @@ def test_a_rotation_error_never_carries_a_token(peer: FakePeer, monkeypatch: pyt
     for text in (str(raised.value), CredentialsRotation.objects.get().error):
         assert "cpo-secret" not in text and sent[0] not in text
         assert "[redacted]" in text
+
+
+def test_a_partner_unregistered_while_a_re_registration_is_refused_stays_unregistered(peer: FakePeer) -> None:
+    """Staff unregister the partner while our POST is out; the CPO then refuses it. The undo must not put back
+    the token unregistering revoked."""
+    partner = connected()
+    script_cpo(peer)
+
+    def staff_unregisters_meanwhile(call: dict[str, Any]) -> Any:
+        unregister(Partner.objects.get(pk=partner.pk))
+        return 405, envelope(status_code=2000), {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", staff_unregisters_meanwhile)
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="new-a", partner=partner)
+    partner.refresh_from_db()
+    transport.forget_cached_tokens()
+    assert partner.state == Partner.State.UNREGISTERED
+    assert not works(OLD_IN)
+
+
+def test_the_partners_put_during_a_failed_re_registration_stands(peer: FakePeer) -> None:
+    """The CPO PUTs its credentials with our Token B while our POST is out (then the POST fails at a gateway):
+    the Token C we gave in that PUT works, the older token does not come back."""
+    partner = connected()
+    script_cpo(peer)
+    given: list[str] = []
+
+    def cpo(call: dict[str, Any]) -> Any:
+        answer = OcpiTestClient(call["json"]["token"]).put(
+            "/ocpi/2.2.1/credentials", {**CPO_CREDENTIALS, "token": "cpo-new"}
+        )
+        given.append(answer.json()["data"]["token"])
+        return 504, b"<html>gateway timeout</html>", {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", cpo)
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="new-a", partner=partner)
+    transport.forget_cached_tokens()
+    assert works(given[0])
+    assert not works(OLD_IN)
