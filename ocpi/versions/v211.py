@@ -290,7 +290,8 @@ def downgrade_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
 # connector whose standard 2.1.1 can't name is left out of its EVSE (and an EVSE left without one, of its
 # location), or, asked for alone, can't be carried.
 _V211_CONNECTOR_TYPES = frozenset(
-    {"CHADEMO", *(f"DOMESTIC_{c}" for c in "ABCDEFGHIJKL"), "IEC_62196_T1", "IEC_62196_T1_COMBO", "IEC_62196_T2",
+    {"CHADEMO", *(f"DOMESTIC_{c}" for c in "ABCDEFGHIJKL"), "IEC_60309_2_single_16", "IEC_60309_2_three_16",
+     "IEC_60309_2_three_32", "IEC_60309_2_three_64", "IEC_62196_T1", "IEC_62196_T1_COMBO", "IEC_62196_T2",
      "IEC_62196_T2_COMBO", "IEC_62196_T3A", "IEC_62196_T3C", "TESLA_R", "TESLA_S"}
 )  # fmt: skip
 _V211_CAPABILITIES = frozenset(
@@ -381,12 +382,14 @@ def evse_out(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def location_out(obj: dict[str, Any]) -> dict[str, Any]:
-    """mod_locations 2.1.1 Location: `type` for parking_type (OTHER for a 2.2 value, UNKNOWN when none), no
-    party, publish or state; EVSEs 2.1.1 can't carry are left out."""
+    """mod_locations 2.1.1 Location: `type` for parking_type (OTHER for a 2.2 value, UNKNOWN when none: a 2.1.1
+    OTHER is not kept, so it reads back UNKNOWN), no party, publish or state, a postal_code (empty when we hold
+    none); EVSEs 2.1.1 can't carry are left out."""
     out = without(obj, *_V221_LOCATION_FIELDS)
     parking_type = obj.get("parking_type")
     location_type = parking_type if parking_type in _PARKING_TYPES else "OTHER" if parking_type else "UNKNOWN"
     out = {"id": out.pop("id", None), "type": location_type, **out}
+    out.setdefault("postal_code", "")  # required in 2.1.1, optional in 2.2.1: a location stored without one
     if "coordinates" in out:
         out["coordinates"] = _geo_out(out["coordinates"])
     if isinstance(out.get("related_locations"), list):

@@ -185,3 +185,24 @@ def test_a_2_1_1_cdr_keeps_only_2_1_1_dimensions() -> None:
     assert v211.charging_periods_out(periods) == [
         {"start_date_time": "2026-01-02T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 4.5}]}
     ]
+
+
+def test_a_2_1_1_location_of_iec_60309_sockets_comes_back_whole(ocpi: OcpiTestClient, partner: Partner) -> None:
+    """mod_locations 2.1.1 ConnectorType has the four IEC 60309 values, spelt as 2.2.1 spells them."""
+    sent = copy.deepcopy(V211["location"])
+    for evse in sent["evses"]:
+        for connector in evse["connectors"]:
+            connector["standard"] = "IEC_60309_2_three_32"
+    assert ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", sent).json()["status_code"] == 1000
+    read = ocpi.get("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1").json()["data"]
+    assert [c["standard"] for e in read["evses"] for c in e["connectors"]] == ["IEC_60309_2_three_32"] * 3
+    assert ocpi.get("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1/3257/1").json()["status_code"] == 1000
+
+
+def test_a_location_stored_without_a_postal_code_reads_back_with_an_empty_one(
+    ocpi: OcpiTestClient, partner: Partner
+) -> None:
+    body = ocpi_location("IN", "CPA", "LOC1", tariff_ids=["T1"])
+    del body["postal_code"]
+    locations_store(partner, [body])
+    assert ocpi.get("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1").json()["data"]["postal_code"] == ""
