@@ -61,11 +61,14 @@ class IngestCounts:
     normalised: int = 0
     rejected: int = 0
     stored: int = 0
-    seen_keys: set[str] = field(default_factory=set)
-    # Locations and tariffs: objects listed without a key we can read (one object each, which one unknown), and
-    # objects whose key came before in the same walk (a list that moved under its pages shows one twice).
+    # Locations and tariffs: the key of each object listed, with the last_updated it was listed with.
+    seen_keys: dict[str, str] = field(default_factory=dict)
+    # Objects listed without a key we can read (one object each, which one unknown); objects whose key came before
+    # in the same walk with another last_updated (a list that moved under its pages: one changed mid-pull shows
+    # twice and its neighbour not at all); and those listed again as they were (pages that overlap: harmless).
     unkeyed: int = 0
     repeated: int = 0
+    overlapped: int = 0
 
     def add(self, other: IngestCounts) -> None:
         self.received += other.received
@@ -74,8 +77,14 @@ class IngestCounts:
         self.rejected += other.rejected
         self.stored += other.stored
         self.unkeyed += other.unkeyed
-        self.repeated += other.repeated + len(self.seen_keys & other.seen_keys)
-        self.seen_keys |= other.seen_keys
+        self.repeated += other.repeated
+        self.overlapped += other.overlapped
+        for key in self.seen_keys.keys() & other.seen_keys.keys():
+            if self.seen_keys[key] == other.seen_keys[key]:
+                self.overlapped += 1
+            else:
+                self.repeated += 1
+        self.seen_keys.update(other.seen_keys)
 
     @property
     def distinct(self) -> int:
@@ -141,8 +150,8 @@ def _count_keys(
 ) -> None:
     """The keys of the objects a page listed, the refused ones too where their ids can be read (what a full pull
     saw: one we could not read this time is kept as we had it, not withdrawn); those without a readable id, and
-    those the page lists twice, counted."""
-    keys = set()
+    those the page lists twice, counted (moved if listed with another last_updated, else overlapped)."""
+    keys: dict[str, str] = {}
     for obj in objects:
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             counts.unkeyed += 1
@@ -151,9 +160,13 @@ def _count_keys(
         if not isinstance(country_code, str) or not isinstance(party_id, str):
             country_code, party_id = partner.country_code, partner.party_id
         object_key = key(country_code.upper(), party_id.upper(), obj["id"])
+        stamp = obj.get("last_updated") if isinstance(obj.get("last_updated"), str) else ""
         if object_key in keys:
-            counts.repeated += 1
-        keys.add(object_key)
+            if keys[object_key] == stamp:
+                counts.overlapped += 1
+            else:
+                counts.repeated += 1
+        keys[object_key] = stamp
     counts.seen_keys = keys
 
 
@@ -236,9 +249,9 @@ def sync_module(
         run.outcome = SyncRun.Outcome.OK
         if mode == SyncRun.Mode.FULL and _walked_whole(run, totals):
             if module == "locations":
-                catalogue.locations_withdraw_missing(partner, totals.seen_keys, run.started_at)
+                catalogue.locations_withdraw_missing(partner, set(totals.seen_keys), run.started_at)
             elif module == "tariffs":
-                records.tariffs_delete_missing(partner, totals.seen_keys, run.started_at)
+                records.tariffs_delete_missing(partner, set(totals.seen_keys), run.started_at)
     run.finished_at = timezone.now()
     run.save()
     metrics.count_sync_run(run)
@@ -248,10 +261,11 @@ def sync_module(
 def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
     """Did this pull see the partner's whole list? Only then are "all the pages together the new truth"
     (mod_locations) and what it did not see withdrawn. Not when fewer distinct objects came than
-    `X-Total-Count` announced, nor when one came twice: a list that shifted under the pages (the spec's advice
-    is to page again, the next full pull will). Offset paging over a list sorted by last_updated shows an
-    object updated mid-pull twice (it moved to the end) and skips its neighbour: as many objects as announced,
-    one of them missing. Nor when the walk stopped at the page limit."""
+    `X-Total-Count` announced, nor when one came twice changed: a list that shifted under the pages (the spec's
+    advice is to page again, the next full pull will). Offset paging over a list sorted by last_updated shows
+    an object updated mid-pull twice (it moved to the end) and skips its neighbour: as many objects as
+    announced, one of them missing. One listed twice as it was is an overlap of pages (an inclusive cursor):
+    the distinct count still tells. Nor when the walk stopped at the page limit."""
     if run.pages >= MAX_PAGES or totals.repeated:
         return False
     return run.announced is None or totals.distinct >= run.announced

@@ -108,6 +108,29 @@ def test_a_full_tariff_pull_listing_one_tariff_twice_deletes_none(
     assert sorted(Tariff.objects.values_list("tariff_id", flat=True)) == ["T1", "T2", "T3"]
 
 
+def test_overlapping_pages_still_withdraw_what_is_gone(peer: FakePeer, partner: Partner) -> None:
+    """A CPO whose next page starts at the last object of the page before (an inclusive cursor) lists that object
+    twice as it was: every object was seen, and what it no longer lists is withdrawn, with no finding."""
+    listed = locations(25)
+
+    def overlapping(call: dict[str, Any]) -> Any:
+        offset = int(parse_qs(urlsplit(call["url"]).query).get("offset", ["0"])[0])
+        headers = {"X-Total-Count": str(len(listed)), "X-Limit": "10"}
+        if offset + 10 < len(listed):
+            headers["Link"] = f'<{CPO}/locations?offset={offset + 9}&limit=10>; rel="next"'
+        return 200, envelope(listed[offset : offset + 10]), headers
+
+    peer.route("GET", f"{CPO}/locations", overlapping)
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    del listed[7]
+    run = sync.sync_module(partner, "locations", full=True)
+
+    assert run is not None and run.outcome == SyncRun.Outcome.OK and run.received > run.announced == 24
+    assert list(Location.objects.filter(withdrawn_at__isnull=False).values_list("location_id", flat=True)) == ["LOC007"]
+    assert not DataQualityIssue.objects.filter(partner=partner, code="short_list").exists()
+
+
 def test_a_full_pull_of_the_whole_list_still_withdraws_what_is_gone(peer: FakePeer, partner: Partner) -> None:
     listed = locations(25)
     peer.route("GET", f"{CPO}/locations", paged(listed))
