@@ -597,7 +597,8 @@ def headline_rates(
     reads them there: no kWh and no time charged yet (a min_kwh or min_duration element does not apply yet, a
     max_ one does), the connector's power (as quote_charge prices it; unknown: DEFAULT_AC_POWER_KW), the current
     unknown (an element restricted on current is not shown, as the engine does not apply it). A dimension no
-    element applies to at that instant has no rate."""
+    element applies to at that instant takes the first element that applies once the charge reaches its own
+    minimum time or energy (an idle fee after 2 hours); none: no rate."""
     return _rates_of(tariff, at, time_zone, power_w)[0]
 
 
@@ -653,6 +654,18 @@ def _rates_applying(reading: pricing.Tariff, at: datetime, time_zone: str, power
             if element.restrictions is None or restrictions_hold(element.restrictions, context, element, set()):
                 rates[dimension] = component.price
                 break
+        else:
+            # Nothing at the start, something later in the charge: a parking fee after 2 hours, energy after the
+            # first free kWh. The first element that holds once the charge has come as far as its own minimum is
+            # the rate the driver meets (shown, not hidden because it does not apply in the first second).
+            for element, component in reading.charging[dimension]:
+                r = element.restrictions
+                if r is None or not r.has_session_limits:
+                    continue
+                later = [*context[:2], r.min_duration_us or 0, r.min_kwh or Decimal(0), *context[4:]]
+                if restrictions_hold(r, later, element, set()):
+                    rates[dimension] = component.price
+                    break
     return rates
 
 

@@ -225,6 +225,49 @@ def test_restrictions_on_the_charge_are_read_at_its_start() -> None:
         assert quoted.total_cost.excl_vat == Decimal(rate)
 
 
+def test_a_fee_that_starts_later_in_the_charge_is_still_shown() -> None:
+    """Energy, and parking at 6 an hour after two hours (an idle fee), or energy after a first free kWh: the
+    catalogue shows the rate the driver meets, not nothing because it does not apply in the first second."""
+    tariff = Tariff(
+        data={
+            **TARIFF,
+            "elements": [
+                {"price_components": [{"type": "ENERGY", "price": 0.3, "step_size": 1}]},
+                {
+                    "price_components": [{"type": "PARKING_TIME", "price": 6, "step_size": 60}],
+                    "restrictions": {"min_duration": 7200},
+                },
+            ],
+        }
+    )
+    at = datetime(2026, 3, 2, 12, 0, tzinfo=KOLKATA)
+    rates = catalogue.headline_rates(tariff, at, "Asia/Kolkata", 22_000)
+    assert rates == {"ENERGY": Decimal("0.3"), "PARKING_TIME": Decimal("6")}
+    free_first = Tariff(
+        data={
+            **TARIFF,
+            "elements": [
+                {"price_components": [{"type": "ENERGY", "price": 0.4, "step_size": 1}], "restrictions": {"min_kwh": 1}}
+            ],
+        }
+    )
+    assert catalogue.energy_rate(free_first, at, "Asia/Kolkata", 22_000) == Decimal("0.4")
+    # A later element whose other restrictions don't hold at that instant is not shown.
+    night_only = Tariff(
+        data={
+            **TARIFF,
+            "elements": [
+                {"price_components": [{"type": "ENERGY", "price": 0.3, "step_size": 1}]},
+                {
+                    "price_components": [{"type": "PARKING_TIME", "price": 6, "step_size": 60}],
+                    "restrictions": {"min_duration": 7200, "start_time": "22:00", "end_time": "06:00"},
+                },
+            ],
+        }
+    )
+    assert "PARKING_TIME" not in catalogue.headline_rates(night_only, at, "Asia/Kolkata", 22_000)
+
+
 @pytest.mark.django_db
 @FAST_AND_ORM
 def test_find_item_prices_the_item_at_the_instant_asked(partner: Partner, path: bool) -> None:
