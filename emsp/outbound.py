@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -56,6 +57,12 @@ class OutboundError(Exception):
 
 class ForbiddenTarget(OutboundError):
     """A partner-supplied URL points at a private or loopback address and that is not allowed here."""
+
+
+class TlsHandshakeError(urllib3.exceptions.SSLError):
+    """No TLS session with the partner (a failed handshake, a certificate we don't trust): raised before any
+    HTTP byte of the request was written. urllib3 calls every TLS error SSLError, also one while the answer is
+    read after the request went out; this one tells them apart (emsp/services/commands.py: was it sent?)."""
 
 
 class BodyTooLarge(OutboundError):
@@ -140,10 +147,24 @@ class _PinnedConnectionMixin:
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error  # type: ignore[arg-type]
 
 
+class _HandshakeMarkedMixin:
+    """An HTTPS connection whose TLS failures while connecting are TlsHandshakeError."""
+
+    host: str
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        except (ssl.SSLError, urllib3.exceptions.SSLError) as exc:  # ssl.CertificateError is an ssl.SSLError
+            if isinstance(exc, TlsHandshakeError):
+                raise
+            raise TlsHandshakeError(f"TLS handshake with {self.host} failed: {exc}") from exc
+
+
 # Named like urllib3's own classes: their names appear in error texts (logged, and carried by OutboundError),
 # which read exactly as before.
 _PinnedHTTPConnection = type("HTTPConnection", (_PinnedConnectionMixin, HTTPConnection), {})
-_PinnedHTTPSConnection = type("HTTPSConnection", (_PinnedConnectionMixin, HTTPSConnection), {})
+_PinnedHTTPSConnection = type("HTTPSConnection", (_HandshakeMarkedMixin, _PinnedConnectionMixin, HTTPSConnection), {})
 _PinnedHTTPConnectionPool = type("HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": _PinnedHTTPConnection})
 _PinnedHTTPSConnectionPool = type(
     "HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": _PinnedHTTPSConnection}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,15 +45,20 @@ RECEIPT_MAX = 40  # Razorpay's limit on receipt / reference_id
 
 
 class _TimeoutSession(requests.Session):
-    """The SDK sets no timeout on its requests; this session gives every one of them ours."""
+    """The SDK sets no timeout on its requests; this session gives every one of them ours, and notes the HTTP
+    status of the last answer in this thread (the SDK's errors don't carry it)."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self.timeout = timeout
+        self.last = threading.local()
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, **kwargs)
+        self.last.status = None
+        response = super().request(method, url, **kwargs)
+        self.last.status = response.status_code
+        return response
 
 
 class RazorpayGateway:
@@ -84,7 +90,11 @@ class RazorpayGateway:
         try:
             return fn(*args, headers=headers) if headers else fn(*args)
         except BadRequestError as exc:
-            # Razorpay answers every refusal (bad amount, wrong state, bad key) with code BAD_REQUEST_ERROR.
+            # Razorpay answers every refusal (bad amount, wrong state, bad key) with code BAD_REQUEST_ERROR, and
+            # with the same code a 409 for a refund whose idempotency key is still being processed ("You may retry
+            # the request upon receiving this response"): that one is worth trying again.
+            if getattr(self.client.session.last, "status", None) == 409:
+                raise GatewayError(f"razorpay {what}: {exc}", retryable=True, code="CONFLICT") from exc
             raise GatewayError(f"razorpay {what}: {exc}", retryable=False, code="BAD_REQUEST_ERROR") from exc
         except (RazorpayGatewayError, RazorpayServerError) as exc:
             code = "GATEWAY_ERROR" if isinstance(exc, RazorpayGatewayError) else "SERVER_ERROR"

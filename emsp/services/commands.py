@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-import ssl
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from urllib3.exceptions import ConnectTimeoutError, SSLError
+from urllib3.exceptions import ConnectTimeoutError
 
 from emsp import events, metrics, outbound
 from emsp.celery import run_after_commit
@@ -183,8 +182,7 @@ def _no_longer_wanted(command: Command) -> str:
 # or http.client refused a header or URL before writing anything.
 _NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectTimeoutError,
-    SSLError,
-    ssl.SSLError,
+    outbound.TlsHandshakeError,  # not any SSLError: urllib3 raises one too for a TLS fault while reading the answer
     socket.gaierror,
     ValueError,
     TypeError,

@@ -364,3 +364,89 @@ def test_a_window_already_open_is_still_reserved_while_the_driver_may_come(
     with capture():
         assert bookings.reservations_send_due(now=reservation.arrive_by - timedelta(minutes=1)) == 1
     assert len(peer.requests_to("RESERVE_NOW")) == 1
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (the CPO's TLS server below)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cpo.pem", directory / "cpo.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_a_tls_fault_after_the_command_went_out_is_an_unknown_outcome(
+    peer: FakePeer, evse: Evse, capture: Capture, settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The handshake succeeds, the CPO reads the whole RESERVE_NOW, then the TLS stream breaks: urllib3 calls that
+    an SSLError too, but the command reached the CPO."""
+    import os
+    import ssl
+
+    settings.ALLOW_PRIVATE_NETWORKS = True
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setitem(outbound._pool.connection_pool_kw, "ca_certs", cert)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        try:
+            conn = context.wrap_socket(server.accept()[0], server_side=True)
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    v for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            received.append(body)
+            os.write(conn.fileno(), b"\x17\x03\x03\x00\x10garbage-garbage!")  # a record no TLS session decrypts
+
+    threading.Thread(target=serve, daemon=True).start()
+    peer.route(
+        "POST",
+        f"{CPO}/commands/RESERVE_NOW",
+        lambda call: REAL_SEND("POST", f"https://127.0.0.1:{port}/commands/RESERVE_NOW", json=call["json"], timeout=3),
+    )
+    try:
+        booking = confirm(evse, capture)
+    finally:
+        server.close()
+    assert received  # the CPO has the command
+    assert reserve_of(booking).status == Command.Status.TIMEOUT
+    assert len(peer.requests_to("CANCEL_RESERVATION")) == 1

@@ -356,3 +356,19 @@ def test_an_event_whose_fields_are_not_what_we_read_is_rejected(field: str, valu
               field: value}  # fmt: skip
     with pytest.raises(port.WebhookRejected):
         port.WebhookEvent(**fields)  # type: ignore[arg-type]
+
+
+@responses.activate
+def test_a_refund_still_being_processed_under_its_key_is_worth_retrying(gateway: RazorpayGateway) -> None:
+    """Razorpay's 409 for an idempotency key still in progress comes with code BAD_REQUEST_ERROR, like a refusal;
+    its documentation says to retry it. A 400 stays a refusal."""
+    responses.get(f"{API}/payments/{PAY}/refunds", json={"entity": "collection", "count": 0, "items": []})
+    busy = {"error": {"code": "BAD_REQUEST_ERROR", "description": "A request with this key is being processed"}}
+    responses.post(f"{API}/payments/{PAY}/refund", json=busy, status=409)
+    with pytest.raises(port.GatewayError) as caught:
+        gateway.refund(payment_id=PAY, amount_minor=1000, currency="INR", idempotency_key="refund:PAY-000124:1")
+    assert (caught.value.retryable, caught.value.code) == (True, "CONFLICT")
+    responses.replace(responses.POST, f"{API}/payments/{PAY}/refund", json=busy, status=400)
+    with pytest.raises(port.GatewayError) as caught:
+        gateway.refund(payment_id=PAY, amount_minor=1000, currency="INR", idempotency_key="refund:PAY-000124:1")
+    assert (caught.value.retryable, caught.value.code) == (False, "BAD_REQUEST_ERROR")
