@@ -64,11 +64,15 @@ class IngestCounts:
     # Locations and tariffs: the key of each object listed, with the last_updated it was listed with.
     seen_keys: dict[str, str] = field(default_factory=dict)
     # Objects listed without a key we can read (one object each, which one unknown); objects whose key came before
-    # in the same walk with another last_updated (a list that moved under its pages: one changed mid-pull shows
-    # twice and its neighbour not at all); and those listed again as they were (pages that overlap: harmless).
+    # in the same walk (a list that moved under its pages: one changed mid-pull shows twice and its neighbour not
+    # at all; one inserted before the cursor shifts the rest); and those listed again the way pages that overlap
+    # list them (an inclusive cursor: a page starting with the previous page's last object, as it was).
     unkeyed: int = 0
     repeated: int = 0
     overlapped: int = 0
+    # The first and last keyed objects of the page (in the walk: of the last page added).
+    first_key: str = ""
+    last_key: str = ""
 
     def add(self, other: IngestCounts) -> None:
         self.received += other.received
@@ -80,11 +84,13 @@ class IngestCounts:
         self.repeated += other.repeated
         self.overlapped += other.overlapped
         for key in self.seen_keys.keys() & other.seen_keys.keys():
-            if self.seen_keys[key] == other.seen_keys[key]:
+            overlap = key == self.last_key == other.first_key and self.seen_keys[key] == other.seen_keys[key]
+            if overlap:
                 self.overlapped += 1
             else:
                 self.repeated += 1
         self.seen_keys.update(other.seen_keys)
+        self.last_key = other.last_key or self.last_key
 
     @property
     def distinct(self) -> int:
@@ -150,7 +156,7 @@ def _count_keys(
 ) -> None:
     """The keys of the objects a page listed, the refused ones too where their ids can be read (what a full pull
     saw: one we could not read this time is kept as we had it, not withdrawn); those without a readable id, and
-    those the page lists twice, counted (moved if listed with another last_updated, else overlapped)."""
+    those the page lists twice, counted."""
     keys: dict[str, str] = {}
     for obj in objects:
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
@@ -162,11 +168,10 @@ def _count_keys(
         object_key = key(country_code.upper(), party_id.upper(), obj["id"])
         stamp = obj.get("last_updated") if isinstance(obj.get("last_updated"), str) else ""
         if object_key in keys:
-            if keys[object_key] == stamp:
-                counts.overlapped += 1
-            else:
-                counts.repeated += 1
+            counts.repeated += 1  # twice on one page: no overlap of pages does that
         keys[object_key] = stamp
+        counts.first_key = counts.first_key or object_key
+        counts.last_key = object_key
     counts.seen_keys = keys
 
 
@@ -264,9 +269,15 @@ def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
     `X-Total-Count` announced, nor when one came twice changed: a list that shifted under the pages (the spec's
     advice is to page again, the next full pull will). Offset paging over a list sorted by last_updated shows
     an object updated mid-pull twice (it moved to the end) and skips its neighbour: as many objects as
-    announced, one of them missing. One listed twice as it was is an overlap of pages (an inclusive cursor):
-    the distinct count still tells. Nor when the walk stopped at the page limit."""
+    announced, one of them missing; one inserted before the cursor shifts the rest, a later removal shifts them
+    back. Only pages each starting with the previous page's last object, as it was, at every boundary, are an
+    overlap of pages (an inclusive cursor): there the distinct count still tells. Nor when the walk stopped at
+    the page limit."""
     if run.pages >= MAX_PAGES or totals.repeated:
+        return False
+    if totals.overlapped and totals.overlapped != run.pages - 1:
+        # An inclusive cursor overlaps at every page boundary; an overlap at only some of them is a list that
+        # shifted (an object inserted before the cursor), and a later shift back skips one.
         return False
     return run.announced is None or totals.distinct >= run.announced
 

@@ -131,6 +131,38 @@ def test_overlapping_pages_still_withdraw_what_is_gone(peer: FakePeer, partner: 
     assert not DataQualityIssue.objects.filter(partner=partner, code="short_list").exists()
 
 
+def test_a_list_that_shifts_one_way_then_back_withdraws_none(peer: FakePeer, partner: Partner) -> None:
+    """An object inserted before the cursor shifts the rest right (one is listed again, unchanged, but not as an
+    overlap of pages: not the first of its page after being the last of the one before); a removal then shifts
+    them back and one is skipped; an object appended at the end brings the count up to what was announced.
+    Nothing the CPO still lists is withdrawn."""
+    listed = locations(25)
+    asked = {"pages": 0}
+
+    def shifting(call: dict[str, Any]) -> Any:
+        offset = int(parse_qs(urlsplit(call["url"]).query).get("offset", ["0"])[0])
+        asked["pages"] += 1
+        if asked["pages"] == 2:
+            listed.insert(0, ocpi_location("IN", "CPA", "NEW000", evses=1, last_updated="2025-12-31T00:00:00Z"))
+        if asked["pages"] == 3:
+            del listed[3]  # LOC002 is gone
+            listed.append(ocpi_location("IN", "CPA", "NEW999", evses=1, last_updated="2026-01-02T00:00:00Z"))
+        headers = {"X-Limit": "10", "X-Total-Count": str(len(listed))}
+        if offset + 10 < len(listed):
+            headers["Link"] = f'<{CPO}/locations?offset={offset + 10}&limit=10>; rel="next"'
+        return 200, envelope(listed[offset : offset + 10]), headers
+
+    peer.route("GET", f"{CPO}/locations", paged(locations(25)))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/locations", shifting)
+    sync.sync_module(partner, "locations", full=True)
+
+    still_listed = {location["id"] for location in listed}
+    withdrawn = set(Location.objects.filter(withdrawn_at__isnull=False).values_list("location_id", flat=True))
+    assert not withdrawn & still_listed
+
+
 def test_a_full_pull_of_the_whole_list_still_withdraws_what_is_gone(peer: FakePeer, partner: Partner) -> None:
     listed = locations(25)
     peer.route("GET", f"{CPO}/locations", paged(listed))
