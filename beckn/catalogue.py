@@ -656,17 +656,29 @@ def _rates_applying(reading: pricing.Tariff, at: datetime, time_zone: str, power
                 break
         else:
             # Nothing at the start, something later in the charge: a parking fee after 2 hours, energy after the
-            # first free kWh. The first element that holds once the charge has come as far as its own minimum is
-            # the rate the driver meets (shown, not hidden because it does not apply in the first second).
-            for element, component in reading.charging[dimension]:
-                r = element.restrictions
-                if r is None or not r.has_session_limits:
-                    continue
-                later = [*context[:2], r.min_duration_us or 0, r.min_kwh or Decimal(0), *context[4:]]
-                if restrictions_hold(r, later, element, set()):
-                    rates[dimension] = component.price
-                    break
+            # first free kWh. The rate the driver meets first: at each point where an element's minimum time or
+            # energy is reached, earliest first, the engine's first match over all elements (shown, not hidden
+            # because it does not apply in the first second).
+            rate = _first_rate_later(reading.charging[dimension], context)
+            if rate is not None:
+                rates[dimension] = rate
     return rates
+
+
+def _first_rate_later(candidates: list[tuple[Any, Any]], context: list[Any]) -> Decimal | None:
+    points = sorted(
+        {
+            (r.min_duration_us or 0, r.min_kwh or Decimal(0))
+            for element, _ in candidates
+            if (r := element.restrictions) is not None and r.has_session_limits
+        }
+    )
+    for duration_us, kwh in points:
+        later = [*context[:2], duration_us, kwh, *context[4:]]
+        for element, component in candidates:
+            if element.restrictions is None or restrictions_hold(element.restrictions, later, element, set()):
+                return component.price
+    return None
 
 
 def energy_rate(

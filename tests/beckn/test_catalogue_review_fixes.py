@@ -252,6 +252,24 @@ def test_a_fee_that_starts_later_in_the_charge_is_still_shown() -> None:
         }
     )
     assert catalogue.energy_rate(free_first, at, "Asia/Kolkata", 22_000) == Decimal("0.4")
+    # Two later fees: the one the driver meets first (after one hour), whatever their order in the list.
+    two_fees = Tariff(
+        data={
+            **TARIFF,
+            "elements": [
+                {"price_components": [{"type": "ENERGY", "price": 0.3, "step_size": 1}]},
+                {
+                    "price_components": [{"type": "TIME", "price": 1, "step_size": 60}],
+                    "restrictions": {"min_duration": 7200},
+                },
+                {
+                    "price_components": [{"type": "TIME", "price": 5, "step_size": 60}],
+                    "restrictions": {"min_duration": 3600},
+                },
+            ],
+        }
+    )
+    assert catalogue.headline_rates(two_fees, at, "Asia/Kolkata", 22_000)["TIME"] == Decimal("5")
     # A later element whose other restrictions don't hold at that instant is not shown.
     night_only = Tariff(
         data={
