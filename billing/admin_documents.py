@@ -78,8 +78,10 @@ class DriverReceiptAdmin(admin.ModelAdmin):
         for receipt in queryset[:200]:
             try:
                 issued = documents.issue_receipt(receipt)
-            except documents.DocumentError as exc:
+            except documents.DocumentError as exc:  # a document that can't be laid out is one too
                 messages.warning(request, f"{receipt}: {exc}")
+            except Exception as exc:
+                messages.error(request, f"{receipt}: not issued ({type(exc).__name__}: {exc})"[:500])
             else:
                 messages.success(request, f"{issued.number} issued for {receipt.cdr}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +38,7 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
+from reportlab.platypus.doctemplate import LayoutError
 
 from billing.money import DEFAULT_POLICY, minor_units, round_money
 
@@ -321,6 +322,44 @@ def day(value: Any) -> str:
     return f"{value:%Y-%m-%d}"
 
 
+# Text a partner sent (a CPO's location name and address, a partner's name from its credentials) is printed in
+# table cells, and a table row can't be split across pages: a name of eighty line breaks, or thousands of
+# characters, made a row taller than the page and the document impossible to render (reportlab's LayoutError).
+CELL_MAX = 300
+# The fallback when a document still doesn't fit: every table cell on at most about three lines.
+CELL_MAX_RETRY = 120
+
+
+def plain(text: object, cap: int = CELL_MAX) -> str:
+    """Text from outside as one line for a cell: runs of whitespace (line breaks, tabs) become one space, and
+    at most `cap` characters are kept, an ellipsis marking the cut."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= cap else line[: cap - 1].rstrip() + "…"
+
+
+def _shortened(content: Content) -> Content:
+    """The content with every table cell, fact and recipient line made plain and short (CELL_MAX_RETRY)."""
+
+    def short(text: str) -> str:
+        return plain(text, CELL_MAX_RETRY) if text else text
+
+    sections = [
+        replace(
+            section,
+            rows=[[short(cell) for cell in row] for row in section.rows],
+            total_rows=[[short(cell) for cell in row] for row in section.total_rows],
+        )
+        for section in content.sections
+    ]
+    return replace(
+        content,
+        recipient=[short(line) for line in content.recipient],
+        facts=[(short(label), short(value)) for label, value in content.facts],
+        totals=[(short(label), short(value)) for label, value in content.totals],
+        sections=sections,
+    )
+
+
 # --- rendering ----------------------------------------------------------------------------------------------
 
 
@@ -569,7 +608,16 @@ class _NumberedCanvas(pdfcanvas.Canvas):
 
 
 def render(content: Content, issuer: Issuer) -> bytes:
-    """The document as PDF bytes (A4)."""
+    """The document as PDF bytes (A4). A row taller than a page can't be drawn (reportlab's LayoutError): the
+    document is then rendered again with its cells shortened (_shortened), so it is issued all the same; should
+    that fail too, the LayoutError goes to the caller."""
+    try:
+        return _render(content, issuer)
+    except LayoutError:
+        return _render(_shortened(content), issuer)
+
+
+def _render(content: Content, issuer: Issuer) -> bytes:
     font_pair = fonts_for(content, issuer)
     styles = _styles(
         *font_pair, shaping=font_pair != STANDARD_FONTS and any(map(needs_script_fonts, _texts(content, issuer)))
@@ -609,4 +657,16 @@ def render(content: Content, issuer: Issuer) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["Column", "Content", "Issuer", "Section", "day", "moment", "money", "quantity", "render"]
+__all__ = [
+    "Column",
+    "Content",
+    "Issuer",
+    "LayoutError",
+    "Section",
+    "day",
+    "moment",
+    "money",
+    "plain",
+    "quantity",
+    "render",
+]

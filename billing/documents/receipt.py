@@ -8,9 +8,12 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from billing.documents.layout import Column, Content, Section, day, moment, money, quantity, rounded
+from billing.documents.layout import Column, Content, Section, day, moment, money, plain, quantity, rounded
 from billing.models import BapAgreement, DriverReceipt, PartnerTerms, Payment
-from billing.money import DEFAULT_POLICY
+from billing.money import DEFAULT_POLICY, minor_units
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
 
 PROVIDERS = {
     "razorpay": "Razorpay",
@@ -20,12 +23,24 @@ PROVIDERS = {
 }
 
 
-def _rate(vat: Decimal, net: Decimal) -> str:
-    """`19%` from the amounts (receipts keep amounts, not rates); blank when there is nothing to divide."""
+def _rate(vat: Decimal, net: Decimal, currency: str) -> str:
+    """`19%` from the amounts (receipts keep amounts, not rates); blank when there is nothing to divide. The
+    amounts are rounded to the currency's minor unit, so their quotient is not the rate (JPY 9 on 95 is 9.47 %):
+    a rate is printed only when exactly one whole or half percent gives the VAT on the net within half a minor
+    unit, else "–" rather than a rate nobody charged."""
     if net == 0 or vat == 0:
         return "0%" if net != 0 else ""
-    rate = (vat / net * 100).quantize(Decimal("0.01")).normalize()
-    return f"{rate:f}%"
+    try:
+        half_unit = Decimal(1).scaleb(-minor_units(currency)) / 2
+    except ValueError:  # outside ISO 4217: the amounts as given
+        half_unit = Decimal("0.005")
+    near = (vat / net * 200).to_integral_value()  # in half percents
+    fits = [
+        rate
+        for rate in (Decimal(h) / 2 for h in range(int(near) - 2, int(near) + 3) if h > 0)
+        if abs(net * rate / HUNDRED - vat) <= half_unit
+    ]
+    return f"{fits[0].normalize():f}%" if len(fits) == 1 else "–"
 
 
 def _payments(receipt: DriverReceipt) -> list[Payment]:
@@ -50,7 +65,7 @@ def _payment_facts(payments: list[Payment]) -> list[tuple[str, str]]:
     collectors = {p.bap_id for p in payments if p.collected_by == Payment.CollectedBy.BAP}
     for bap_id in sorted(collectors):
         agreement = BapAgreement.objects.filter(bap_id=bap_id).first()
-        facts.append(("Collected by", f"{agreement or bap_id} (on our behalf)"))
+        facts.append(("Collected by", f"{plain(agreement or bap_id)} (on our behalf)"))
     return facts
 
 
@@ -60,11 +75,23 @@ def _driver_lines(receipt: DriverReceipt) -> list[str]:
         return ["Driver (account closed)"]
     if driver.erased_at is not None or not driver.name:
         return [f"Driver account {driver.pk}", "Personal data erased on request" if driver.erased_at else ""]
-    return [driver.name, *(line for line in (driver.email, f"Account {driver.pk}") if line)]
+    # The name only, no e-mail: a tax receipt doesn't need it, and a receipt is kept (unchanged) after the
+    # driver's erasure (docs/privacy.md).
+    return [plain(driver.name), f"Account {driver.pk}"]
 
 
-def receipt_content(receipt: DriverReceipt, *, number: str, issued_at: datetime, credited_number: str = "") -> Content:
-    """The receipt (or, for a credit CDR, the credit note) as document content."""
+def receipt_content(
+    receipt: DriverReceipt,
+    *,
+    number: str,
+    issued_at: datetime,
+    credited_number: str = "",
+    fee_given_back: tuple[Decimal, Decimal] = (ZERO, ZERO),
+) -> Content:
+    """The receipt (or, for a credit CDR, the credit note) as document content. `fee_given_back` is, for a
+    credit note, our fee and its VAT given back with the CPO's part (payments.fee_given_back, what the ledger
+    refunds): printed as a line of its own and in the total. Text the CPO sent (the location's name and address)
+    and partners' names are printed plain and capped (layout.plain)."""
     cdr = receipt.cdr
     currency = receipt.currency
     policy = PartnerTerms.objects.filter(partner_id=cdr.partner_id).values_list("rounding", flat=True).first()
@@ -77,53 +104,48 @@ def receipt_content(receipt: DriverReceipt, *, number: str, issued_at: datetime,
     place = ", ".join(
         str(part) for part in (location.get("address"), location.get("postal_code"), location.get("city")) if part
     )
-    evse = location.get("evse_id") or cdr.evse_uid or "–"
-    connector = location.get("connector_id")
+    evse = plain(location.get("evse_id") or cdr.evse_uid or "–", 80)
+    connector = plain(location.get("connector_id") or "", 80)
+    partner = plain(cdr.partner.name, 120)
     minutes = int((cdr.end_date_time - cdr.start_date_time).total_seconds() // 60)
     charge = Section(
         title="The charge",
         columns=[Column("", 0.28), Column("", 0.72)],
         rows=[
-            ["Location", location.get("name") or cdr.location_id or "–"],
-            ["Address", place or "–"],
+            ["Location", plain(location.get("name") or cdr.location_id or "–")],
+            ["Address", plain(place or "–")],
             ["Charge point (EVSE)", f"{evse}, connector {connector}" if connector else evse],
-            ["Operator (CPO)", f"{cdr.partner.name} ({cdr.country_code}*{cdr.party_id})"],
+            ["Operator (CPO)", f"{partner} ({cdr.country_code}*{cdr.party_id})"],
             ["Started", moment(cdr.start_date_time)],
             ["Ended", f"{moment(cdr.end_date_time)} ({minutes // 60} h {minutes % 60:02d} min)"],
             ["Energy", f"{quantity(receipt.energy_kwh)} kWh"],
-            ["Charge record (CDR)", cdr.cdr_id + (f", session {cdr.session_id}" if cdr.session_id else "")],
+            ["Charge record (CDR)", plain(cdr.cdr_id + (f", session {cdr.session_id}" if cdr.session_id else ""))],
         ],
     )
 
+    def r(amount: Decimal) -> Decimal:
+        return rounded(amount, currency, policy)
+
+    def line(label: str, net: Decimal, vat: Decimal) -> list[str]:
+        # The net printed is the rounded total less the rounded VAT, so the row adds across.
+        return [label, m(r(net + vat) - r(vat)), _rate(vat, net, currency), m(vat), m(net + vat)]
+
+    fee_excl, fee_vat = receipt.fee_excl_vat, receipt.fee_vat
+    fee_label = f"Service fee, {settings.LEGAL_ENTITY_NAME}"
+    if cdr.credit and (fee_given_back[0] or fee_given_back[1]):
+        fee_excl, fee_vat = -fee_given_back[0], -fee_given_back[1]
+        fee_label = f"Service fee given back, {settings.LEGAL_ENTITY_NAME}"
+    total = receipt.total_incl_vat + fee_excl + fee_vat - receipt.fee_excl_vat - receipt.fee_vat
     cpo_total = receipt.cpo_cost_excl_vat + receipt.cpo_vat
-    fee_total = receipt.fee_excl_vat + receipt.fee_vat
-    rows = [
-        [
-            f"Charging, {cdr.partner.name}",
-            m(receipt.cpo_cost_excl_vat),
-            _rate(receipt.cpo_vat, receipt.cpo_cost_excl_vat),
-            m(receipt.cpo_vat),
-            m(cpo_total),
-        ]
-    ]
-    if receipt.fee_excl_vat or receipt.fee_vat:
-        rows.append(
-            [
-                f"Service fee, {settings.LEGAL_ENTITY_NAME}",
-                m(receipt.fee_excl_vat),
-                _rate(receipt.fee_vat, receipt.fee_excl_vat),
-                m(receipt.fee_vat),
-                m(fee_total),
-            ]
-        )
+    fee_total = fee_excl + fee_vat
+    rows = [line(f"Charging, {partner}", receipt.cpo_cost_excl_vat, receipt.cpo_vat)]
+    if fee_excl or fee_vat:
+        rows.append(line(fee_label, fee_excl, fee_vat))
     # Each line is rounded for display; the difference to the rounded total is shown, so the column adds up.
-    rounding = rounded(receipt.total_incl_vat, currency, policy) - sum(
-        (rounded(x, currency, policy) for x in (cpo_total, fee_total)), Decimal(0)
-    )
+    rounding = r(total) - sum((r(x) for x in (cpo_total, fee_total)), Decimal(0))
     if rounding:
         rows.append(["Rounding", "", "", "", m(rounding)])
-    net = receipt.cpo_cost_excl_vat + receipt.fee_excl_vat
-    vat = receipt.cpo_vat + receipt.fee_vat
+    vat = receipt.cpo_vat + fee_vat
     amounts = Section(
         title="Amounts" if not cdr.credit else "Amounts credited",
         columns=[
@@ -134,7 +156,7 @@ def receipt_content(receipt: DriverReceipt, *, number: str, issued_at: datetime,
             Column(f"Total ({currency})", 0.16, "R"),
         ],
         rows=rows,
-        total_rows=[["Total", m(net), "", m(vat), m(receipt.total_incl_vat)]],
+        total_rows=[["Total", m(r(total) - r(vat)), "", m(vat), m(total)]],
         note="VAT on the charging is the operator's, as stated in its charge record; VAT on the service fee is ours.",
     )
 
@@ -152,15 +174,15 @@ def receipt_content(receipt: DriverReceipt, *, number: str, issued_at: datetime,
         if credited_number:
             facts.append(("Credits receipt", credited_number))
         facts.append(("Corrects CDR", cdr.credit_reference_id or "–"))
-        totals.append(("Credited to you", f"{m(-receipt.total_incl_vat)} {currency}"))
-        totals.append((f"Total ({currency})", m(receipt.total_incl_vat)))
+        totals.append(("Credited to you", f"{m(-total)} {currency}"))
+        totals.append((f"Total ({currency})", m(total)))
         notes.insert(0, "The operator corrected this charge; the amount credited is returned to your payment method.")
         title, subtitle = "Credit note", "Correction of a charge"
     else:
         paid = bool(payments) and all(
             p.status in (Payment.Status.CAPTURED, Payment.Status.COLLECTED_BY_BAP) for p in payments
         )
-        totals.append((f"Total {'paid' if paid else 'due'} ({currency})", m(receipt.total_incl_vat)))
+        totals.append((f"Total {'paid' if paid else 'due'} ({currency})", m(total)))
         title, subtitle = "Receipt", "Electric vehicle charging"
     return Content(
         title=title,

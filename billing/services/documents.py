@@ -22,6 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -37,8 +38,10 @@ from billing.documents import (
     receipt_content,
     render,
 )
+from billing.documents.layout import LayoutError
 from billing.models import DocumentSequence, DriverReceipt, IssuedDocument, Settlement
 from billing.services.bap_settlement import BapSettlementError, bap_settlement_compute
+from billing.services.payments import fee_given_back
 from emsp.inserts import insert, insert_if_absent
 
 log = logging.getLogger(__name__)
@@ -134,7 +137,10 @@ def _issue(
                 cursor.execute(_ISSUED_SQL, [kind, reference])
                 if cursor.fetchone() is not None:
                     raise _IssuedMeanwhile
-            pdf = render(content(number, issued_at), issuer())
+            try:
+                pdf = render(content(number, issued_at), issuer())
+            except LayoutError as error:  # even shortened, something is taller than a page: the number goes back
+                raise DocumentError(f"{reference}: the document can't be laid out ({error})"[:500]) from error
             document = insert(
                 IssuedDocument(
                     entity=entity,
@@ -166,17 +172,35 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
     cdr = receipt.cdr
     kind = Kind.CREDIT_NOTE if cdr.credit else Kind.RECEIPT
     credited = ""
+    fee_back = (Decimal(0), Decimal(0))
     if cdr.credit and cdr.credited_cdr_id:
         original = _issued(Kind.RECEIPT, f"cdr:{cdr.credited_cdr_id}")
+        if original is None and _issued(kind, f"cdr:{cdr.pk}") is None:
+            # The original's receipt exists but its task hasn't issued it yet: issued first, so that the credit
+            # note (issued once, never rendered again) names the receipt it corrects.
+            original_receipt = (
+                DriverReceipt.objects.select_related("cdr__partner", "cdr__charging_session", "driver")
+                .filter(cdr_id=cdr.credited_cdr_id)
+                .first()
+            )
+            if original_receipt is not None and not original_receipt.cdr.credit:
+                try:
+                    original = issue_receipt(original_receipt)
+                except DocumentError:  # the note is still due: issued naming the CDR it corrects
+                    log.exception("receipt %s of credited CDR %s", original_receipt.pk, cdr.credited_cdr_id)
         credited = original.number if original is not None else ""
+        # What the ledger gives back on top of the CPO's part (our fee and its VAT: payments._our_part_given_back),
+        # so the note states, and totals, the refund.
+        fee_back = fee_given_back(receipt)
+    total = receipt.total_incl_vat - fee_back[0] - fee_back[1]
     document = _issue(
         kind=kind,
         reference=f"cdr:{cdr.pk}",
         party=f"driver:{receipt.driver_id}" if receipt.driver_id else "driver:unknown",
         currency=receipt.currency,
-        total=receipt.total_incl_vat,
+        total=total,
         content=lambda number, issued_at: receipt_content(
-            receipt, number=number, issued_at=issued_at, credited_number=credited
+            receipt, number=number, issued_at=issued_at, credited_number=credited, fee_given_back=fee_back
         ),
         stored=lambda: _mark_issued(receipt),
     )

@@ -306,7 +306,8 @@ def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | 
         fee_excl_vat=fee.excl_vat,
         fee_vat=fee.vat,
         total_incl_vat=total,
-        quoted_total_incl_vat=quote.total_incl_vat if quote is not None else None,
+        # A quote in another currency (an app's quote in INR for a CPO's charge in EUR) is no figure to compare.
+        quoted_total_incl_vat=quote.total_incl_vat if quote is not None and quote.currency == cdr.currency else None,
         breakdown={
             "cpo": {
                 "total_cost": {"excl_vat": str(cpo_excl), "incl_vat": str(cpo_incl)},

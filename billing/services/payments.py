@@ -45,6 +45,7 @@ from billing.models import (
     DriverReceipt,
     LedgerAccount,
     LedgerLine,
+    PartnerTerms,
     Payment,
     PaymentOperation,
     ProviderWebhook,
@@ -565,6 +566,31 @@ def dispute_credit_uncovered(original: Cdr, *, exclude: Cdr | None = None) -> De
     return from_minor(max(0, borne - netted), currency)
 
 
+def fee_given_back(receipt: DriverReceipt) -> tuple[Decimal, Decimal]:
+    """Our fee and its VAT (both >= 0) that a credit CDR's receipt gives back to the driver on top of the CPO's
+    part, as _our_part_given_back books them: the credit note prints this, so it states what the ledger refunds.
+    (0, 0) for a receipt that is no credit, or whose original has no receipt of the same driver."""
+    cdr = receipt.cdr
+    original = cdr.credited_cdr if cdr.credit and cdr.credited_cdr_id else None
+    original_receipt = DriverReceipt.objects.filter(cdr=original).first() if original is not None else None
+    if original is None or original_receipt is None or original_receipt.driver_id != receipt.driver_id:
+        return ZERO, ZERO
+    return _fee_given_back(receipt, original, original_receipt, cdr.currency, partner_terms(original.partner))
+
+
+def _fee_given_back(
+    receipt: DriverReceipt, original: Cdr, original_receipt: DriverReceipt, currency: str, terms: PartnerTerms
+) -> tuple[Decimal, Decimal]:
+    left = original.total_cost_excl_vat + receipt.cdr.total_cost_excl_vat  # the CPO's price after the credit
+    if left <= 0:  # voided: none of our fee stays
+        fee, fee_vat = original_receipt.fee_excl_vat, original_receipt.fee_vat
+    else:  # lowered: our fee as it would be on the lower price
+        lower = emsp_fee(terms, left, currency)
+        fee, fee_vat = original_receipt.fee_excl_vat - lower.excl_vat, original_receipt.fee_vat - lower.vat
+    fee, fee_vat = (round_money(max(ZERO, x), currency, terms.rounding) for x in (fee, fee_vat))
+    return fee, fee_vat
+
+
 def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: postings.Bill, reference: str) -> Decimal:
     """Our fee and its VAT on the original that the credit takes away (all of it when the credit voids the
     original; else the difference to our fee on the lowered price), credited to the driver; the app's finder fee
@@ -574,13 +600,7 @@ def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: po
         return ZERO
     currency = bill_.currency
     terms = partner_terms(original.partner)
-    left = original.total_cost_excl_vat + receipt.cdr.total_cost_excl_vat  # the CPO's price after the credit
-    if left <= 0:  # voided: none of our fee stays
-        fee, fee_vat = original_receipt.fee_excl_vat, original_receipt.fee_vat
-    else:  # lowered: our fee as it would be on the lower price
-        lower = emsp_fee(terms, left, currency)
-        fee, fee_vat = original_receipt.fee_excl_vat - lower.excl_vat, original_receipt.fee_vat - lower.vat
-    fee, fee_vat = (round_money(max(ZERO, x), currency, terms.rounding) for x in (fee, fee_vat))
+    fee, fee_vat = _fee_given_back(receipt, original, original_receipt, currency, terms)
     back = -bill_.cpo + fee + fee_vat
     share = min(Decimal(1), back / original_receipt.total_incl_vat) if original_receipt.total_incl_vat > 0 else ZERO
     for value, account, part in (

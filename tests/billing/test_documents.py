@@ -344,8 +344,8 @@ def test_a_credit_cdr_gets_a_credit_note_that_names_the_receipt() -> None:
 
     assert note.kind == Kind.CREDIT_NOTE
     assert note.number == f"{ENTITY}-CN-{original.issued_at:%Y}-000001"
-    assert note.total == -Decimal("236.00")
-    for expected in ("Credit note", note.number, original.number, "-236.00", "Asha Verma", "CDR-BLR-0042"):
+    assert note.total == -Decimal("259.60")  # the CPO's 236.00 and our fee 20.00 with its 3.60 VAT, given back
+    for expected in ("Credit note", note.number, original.number, "-236.00", "-259.60", "Asha Verma", "CDR-BLR-0042"):
         assert expected in text, expected
 
 
