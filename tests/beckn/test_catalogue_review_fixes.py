@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from beckn import catalogue
+from beckn import catalogue, catalogue_rows
 from beckn.catalogue import EARTH_RADIUS_M, SearchFilters, find_item, haversine_m, render_catalog, search
 from billing import pricing
 from billing.models import Tariff
@@ -129,6 +129,65 @@ def test_hidden_chargers_at_the_searched_point_leave_room_for_visible_ones(
     hits = search(SearchFilters(latitude=12.97, longitude=77.59, radius_m=5000))
     assert located(hits) == ["PUBLIC"]
     assert round(hits[0].distance_m or 0) == 560
+
+
+@pytest.mark.django_db
+def test_hidden_and_visible_chargers_interleaved_come_alike_in_every_chunk(
+    partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain-SQL path reads its first chunk without the visibility check and again with it when a hidden EVSE
+    took a place; later chunks always check. Chunk after chunk, it must answer what the ORM path answers."""
+    locations = [
+        ocpi_location(
+            "IN", "CPA", f"L{i:03d}", evses=1 + i % 3, latitude=12.97 + i * 0.0003, longitude=77.59,
+            tariff_ids=["CHEAP" if i % 3 else "DEAR"],
+        )
+        for i in range(60)
+    ]  # fmt: skip
+    for i, location in enumerate(locations):
+        location["publish"] = i % 4 != 1  # every fourth hidden, from the second on
+    locations_store(partner, locations)
+    for tariff_id, price in (("CHEAP", 10), ("DEAR", 40)):  # a price ceiling, applied in Python: more chunks
+        energy = {"type": "ENERGY", "price": price, "vat": 18, "step_size": 1}
+        tariff_put(partner, {**TARIFF, "id": tariff_id, "elements": [{"price_components": [energy]}]})
+    Location.objects.filter(location_id__in=["L010", "L011", "L030"]).update(withdrawn_at=timezone.now())
+    monkeypatch.setattr(catalogue, "SEARCH_CHUNK_MIN", 1)
+    for limit in (1, 2, 3, 5, 8, 13, 40):
+        for latitude in (12.97, 12.9745):  # at a visible location, and at a hidden one
+            filters = SearchFilters(
+                latitude=latitude, longitude=77.59, radius_m=3000, limit=limit, max_price=Decimal("20")
+            )
+            answers = []
+            for fast in (True, False):
+                monkeypatch.setattr(catalogue, "FAST_PATH", fast)
+                answers.append([h.evse.pk for h in search(filters)])
+            assert answers[0] == answers[1], (limit, latitude)
+            assert len(answers[0]) == limit
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
+def test_candidates_read_chunk_by_chunk_are_those_read_at_once(partner: Partner) -> None:
+    """nearest_candidates' first chunk is read without the visibility check (and again with it when a hidden EVSE
+    took a place), later ones with it: chunks of any size must add up to the visible candidates read at once."""
+    locations = [
+        ocpi_location("IN", "CPA", f"K{i:03d}", evses=1 + i % 3, latitude=12.97 + i * 0.0003, longitude=77.59)
+        for i in range(40)
+    ]
+    for i, location in enumerate(locations):
+        location["publish"] = i % 4 != 1
+    locations_store(partner, locations)
+    ask = {
+        "latitude": 12.97, "longitude": 77.59, "radius_m": 3000, "now": timezone.now(), "window": None,
+        "available_now": False, "min_power_w": None, "partner_ids": None, "connector_types": set(),
+    }  # fmt: skip
+    whole = [e.pk for e in catalogue_rows.nearest_candidates(**ask, offset=0, count=500)[0]]
+    assert len(whole) == sum(1 + i % 3 for i in range(40) if i % 4 != 1)
+    for size in (1, 2, 3, 7, 10):
+        chunked: list[int] = []
+        for offset in range(0, len(whole), size):
+            chunked += [e.pk for e in catalogue_rows.nearest_candidates(**ask, offset=offset, count=size)[0]]
+        assert chunked == whole, size
 
 
 @pytest.mark.django_db
