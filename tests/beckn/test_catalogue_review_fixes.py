@@ -192,6 +192,25 @@ def test_candidates_read_chunk_by_chunk_are_those_read_at_once(partner: Partner)
 
 @pytest.mark.django_db
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
+def test_a_hidden_depot_at_the_point_costs_two_statements_not_its_whole_tie(partner: Partner) -> None:
+    """The first chunk's fast read stops at the first hidden row, before reading on to the end of a tie (300
+    hidden EVSEs at one point), and the exact read follows."""
+    depot = ocpi_location("IN", "CPA", "DEPOT", evses=300, latitude=12.97, longitude=77.59)
+    depot["publish"] = False
+    north = 12.97 + math.degrees(560 / EARTH_RADIUS_M)
+    locations_store(partner, [depot, ocpi_location("IN", "CPA", "PUBLIC", evses=1, latitude=north, longitude=77.59)])
+    ask = {
+        "latitude": 12.97, "longitude": 77.59, "radius_m": 5000, "now": timezone.now(), "window": None,
+        "available_now": False, "min_power_w": None, "partner_ids": None, "connector_types": set(),
+    }  # fmt: skip
+    with CaptureQueriesContext(connection) as seen:
+        evses = catalogue_rows.nearest_candidates(**ask, offset=0, count=20)[0]
+    assert [e.location.location_id for e in evses] == ["PUBLIC"]
+    assert len([q for q in seen.captured_queries if "WITH ranked" in q["sql"]]) == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path is PostgreSQL's")
 def test_the_candidates_statement_still_reads_the_knn_index_nearest_first(partner: Partner) -> None:
     """Visibility is checked inside `ranked`; its plan must still be the GiST KNN scan (ordered by the index, no
     sort of the whole box), each EVSE read checked through its location's primary key."""
