@@ -125,7 +125,7 @@ def test_https_pins_the_address_but_verifies_the_certificate_for_the_hostname(
 
     monkeypatch.setattr(urllib3.connection, "_ssl_wrap_socket_and_match_hostname", wrap)
 
-    with pytest.raises(outbound.OutboundError, match="TlsHandshakeError: TLS handshake with rebind.example failed"):
+    with pytest.raises(outbound.OutboundError, match=r"TlsHandshakeError: TLS handshake with rebind\.example failed"):
         outbound.send("GET", f"https://{REBINDING}:8443/ocpi/versions", timeout=1)
 
     assert [address[:2] for address in attempts] == [(PUBLIC, 8443)]
