@@ -32,19 +32,12 @@ from ocpi import metrics
 from ocpi.hub import CONFIGURATION_MODULES, Party, routing_headers
 from ocpi.models import OcpiMessage
 from ocpi.normalize import Rejected, unwrap_list_payload
-from ocpi.redact import log_body, storable
+from ocpi.redact import log_body, redact_tokens, storable
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
-# A "token": "<value>" pair in text (ocpi/redact.py's pattern, which works on whole bodies in bytes): in JSON's
-# double quotes or a Python repr's single ones, escapes inside the value skipped over, and also a value the text
-# cuts off (an excerpt ends in the middle of it).
-_TOKEN_IN_TEXT = re.compile(
-    r"""(?P<head>(?P<q>["'])token(?P=q)\s*:\s*(?P<v>["']))(?:(?!(?P=v))[^\\]|\\.)*(?:(?P=v)|\\?$)""",
-    re.IGNORECASE,
-)
 
 
 class OcpiClientError(Exception):
@@ -512,12 +505,6 @@ def retry_after_seconds(value: str | None) -> int | None:
 
 def _excerpt(content: bytes, length: int = 200) -> str:
     return content[:length].decode("utf-8", "replace")
-
-
-def redact_tokens(text: str) -> str:
-    """`text` with the value of every "token" pair replaced, as ocpi/redact.py does to the message log's bodies:
-    for the error texts and excerpts of credentials calls, which quote a reply (its token C) or a status."""
-    return _TOKEN_IN_TEXT.sub(lambda m: m.group("head") + "[redacted]" + m.group("v"), text)
 
 
 def _tokens_redacted(failure: OcpiClientError) -> OcpiClientError:

@@ -11,7 +11,6 @@ Each version's Credentials and version details are mapped by ocpi.versions; the 
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -26,7 +25,7 @@ from ocpi import hub, push, transport, versions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError, OcpiReplyError, encode_token
 from ocpi.models import CredentialsRotation, PushDelivery
 from ocpi.normalize import Rejected, unwrap_object_payload
-from ocpi.redact import log_body
+from ocpi.redact import redact_tokens, storable
 from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
 log = logging.getLogger(__name__)
@@ -58,20 +57,14 @@ class RegistrationError(Exception):
         super().__init__(_redacted(message, *known))
 
 
-# A token value cut off by the end of a reply excerpt (ocpi/client.py quotes the first 200 bytes of a reply that
-# is not an OCPI answer): the message log's pattern (ocpi/redact.py) needs the closing quote.
-_CUT_TOKEN = re.compile(r'("token"\s*:\s*")[^"]*$')
-
-
 def _redacted(text: str, *known: str) -> str:
     """An error text for staff and logs without a credentials token: the tokens of the exchange we know (as sent
-    and Base64-encoded, as a partner quoting our Authorization header has them), any `"token": "…"` a quoted
-    reply carries (the message log's redaction), and a token value the quote cut off."""
+    and Base64-encoded, as a partner quoting our Authorization header has them), and any `"token": "…"` a quoted
+    reply carries, also one the quote cut off (ocpi/redact.py redact_tokens)."""
     for token in known:
         for form in (encode_token(token, True), token) if token else ():
             text = text.replace(form, "[redacted]")
-    text = log_body(text.encode(), "credentials")
-    return _CUT_TOKEN.sub(r"\1[redacted]", text)
+    return storable(redact_tokens(text))
 
 
 def versions_url() -> str:

@@ -22,3 +22,18 @@ def storable(text: str) -> str:
     """Text as a database column can hold it: PostgreSQL refuses NUL in text (a hostile body, URL or
     header must still leave its trace in the log)."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+# A "token": "<value>" pair in text (the pattern above works on whole bodies in bytes): in JSON's
+# double quotes or a Python repr's single ones, escapes inside the value skipped over, and also a value the text
+# cuts off (an excerpt ends in the middle of it).
+_TOKEN_IN_TEXT = re.compile(
+    r"""(?P<head>(?P<q>["'])token(?P=q)\s*:\s*(?P<v>["']))(?:(?!(?P=v))[^\\]|\\.)*(?:(?P=v)|\\?$)""",
+    re.IGNORECASE,
+)
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with the value of every "token" pair replaced, as log_body does to the message log's bodies:
+    for the error texts and excerpts of credentials calls, which quote a reply (its token C) or a status."""
+    return _TOKEN_IN_TEXT.sub(lambda m: m.group("head") + "[redacted]" + m.group("v"), text)
