@@ -102,6 +102,7 @@ class SearchFilters:
     longitude: float | None = None
     radius_m: float = DEFAULT_RADIUS_M
     connector_types: set[str] = field(default_factory=set)
+    power_types: set[str] = field(default_factory=set)  # OCPI PowerTypes (`power-type` tag: AC, DC)
     min_power_w: int | None = None
     charging_speed: str | None = None
     available_only: bool = False
@@ -176,23 +177,27 @@ def _bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float
     return lat - dlat, lat + dlat, lon - dlon, lon + dlon
 
 
-# The partners whose locations the catalogue hides (suspended, unregistered; why: beckn/catalogue_rows.py).
+# The partners whose locations the catalogue hides (suspended, unregistered, registering again after it was
+# connected once; why: beckn/catalogue_rows.py).
 UNLISTED_PARTNER_STATES = catalogue_rows.UNLISTED_PARTNER_STATES
+UNLISTED_PARTNER = Q(state__in=UNLISTED_PARTNER_STATES) | Q(
+    state__in=catalogue_rows.REREGISTERING_STATES, registered_at__isnull=False
+)
 
 # listed_location as conditions on an EVSE query's joins (one that loads the location and partner anyway).
 LISTED = Q(location__withdrawn_at__isnull=True, location__publish=True) & ~Q(
-    location__partner__state__in=UNLISTED_PARTNER_STATES
+    location__partner__in=Partner.objects.filter(UNLISTED_PARTNER)
 )
 
 
 def listed_location(evse: str = "location_id") -> Exists:
     """The EVSE's location is one the catalogue shows: not withdrawn, to be published (OCPI `publish`), of a
-    partner not suspended or unregistered (UNLISTED_PARTNER_STATES). Search (its candidates, before they are
-    capped) and find_item (select) both ask it, so an item a search can't show can't be selected either. `evse`:
-    the outer query's location column."""
+    partner not suspended, unregistered or registering again (UNLISTED_PARTNER). Search (its candidates, before
+    they are capped) and find_item (select) both ask it, so an item a search can't show can't be selected either.
+    `evse`: the outer query's location column."""
     return Exists(
         Location.objects.filter(pk=OuterRef(evse), withdrawn_at__isnull=True, publish=True).exclude(
-            partner__state__in=UNLISTED_PARTNER_STATES
+            partner__in=Partner.objects.filter(UNLISTED_PARTNER)
         )
     )
 
@@ -222,10 +227,13 @@ def search(filters: SearchFilters, now: datetime | None = None) -> list[Hit]:
             location__country_code__iexact=country_code,
             location__party_id__iexact=party_id,
         )
-    if filters.connector_types:
-        candidates = candidates.filter(
-            Exists(Connector.objects.filter(evse=OuterRef("pk"), standard__in=filters.connector_types))
-        )
+    if filters.connector_types or filters.power_types:  # one connector of the EVSE has both
+        wanted = Connector.objects.filter(evse=OuterRef("pk"))
+        if filters.connector_types:
+            wanted = wanted.filter(standard__in=filters.connector_types)
+        if filters.power_types:
+            wanted = wanted.filter(power_type__in=filters.power_types)
+        candidates = candidates.filter(Exists(wanted))
     placements: dict[int, Placement] = {}
     if filters.route is not None:  # along a route: the corridor's EVSEs by detour (beckn/route_search.py)
         placements = route_candidates(candidates, filters.route, filters.max_detour_m, route_want(filters))
@@ -322,6 +330,7 @@ def _nearest_hits(filters: SearchFilters, ahead: bool, now: datetime) -> list[Hi
             partner_ids=partner_ids,
             party=party,
             connector_types=filters.connector_types,
+            power_types=filters.power_types,
             offset=offset,
             count=count,
         )
@@ -392,6 +401,7 @@ def _hits_of(
     else:  # the plain-SQL path (beckn/catalogue_rows.py)
         tariffs = catalogue_rows.valid_tariffs(_shown_tariff_keys(ranked, connectors), priced_at, generation)
     types, speed_wanted, min_power_w = filters.connector_types, filters.charging_speed, filters.min_power_w
+    currents = filters.power_types
     max_price, wanted_item, on_energy = filters.max_price, filters.item_id, filters.details.on_energy
     # Each connector's tariff and its headline rate, chosen once per list of tariff keys: connectors of one
     # party with the same tariff ids share the list (_party_keys), and the lists live while the connectors
@@ -400,6 +410,8 @@ def _hits_of(
     for distance, evse in ranked:
         for connector in connectors.get(evse.id, []):
             if types and connector.standard not in types:
+                continue
+            if currents and connector.power_type not in currents:
                 continue
             if speed_wanted and charging_speed(connector.max_electric_power) != speed_wanted:
                 continue

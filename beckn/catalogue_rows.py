@@ -11,7 +11,7 @@ random catalogues and filters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,12 +74,21 @@ HIDDEN_SQL = _literals(HIDDEN)
 # at the next search. (Here, as this module's SQL needs it; catalogue.py imports this module.)
 UNLISTED_PARTNER_STATES = (Partner.State.SUSPENDED, Partner.State.UNREGISTERED)
 UNLISTED_STATES_SQL = _literals([str(s) for s in UNLISTED_PARTNER_STATES])
+# And a partner registering again (it was connected once: `registered_at` is kept; now NEW or TOKEN_A_ISSUED, as
+# credentials.py and issue_token_a leave an unregistered partner) until it is connected: what we hold of it is as
+# stale as while it was unregistered, and it had been listed again from the moment staff issued a new Token A.
+# A partner never connected (staff created it, its data imported) is listed as before.
+REREGISTERING_STATES = (Partner.State.NEW, Partner.State.TOKEN_A_ISSUED)
+_UNLISTED = (
+    f"{{0}}.state IN ({UNLISTED_STATES_SQL}) OR ({{0}}.state IN ({_literals([str(s) for s in REREGISTERING_STATES])})"
+    " AND {0}.registered_at IS NOT NULL)"
+)
 # A location the catalogue shows (catalogue.listed_location), `l` and its partner `p`.
-LISTED_SQL = f"l.withdrawn_at IS NULL AND l.publish AND p.state NOT IN ({UNLISTED_STATES_SQL})"
+LISTED_SQL = f"l.withdrawn_at IS NULL AND l.publish AND NOT ({_UNLISTED.format('p')})"
 # The same for a location `l` without its partner's row: the unlisted partners' ids are one uncorrelated sub-select,
 # which PostgreSQL runs once a statement and hashes (a hashed SubPlan), where a join to the partner cost a lookup by
 # primary key for every EVSE the KNN scan read (bench/bench_beckn.py --part query: +10 % a search).
-_UNLISTED_PARTNERS = f"SELECT u.id FROM emsp_partner u WHERE u.state IN ({UNLISTED_STATES_SQL})"  # noqa: S608
+_UNLISTED_PARTNERS = f"SELECT u.id FROM emsp_partner u WHERE {_UNLISTED.format('u')}"  # noqa: S608
 LISTED_LOCATION_SQL = f"l.withdrawn_at IS NULL AND l.publish AND l.partner_id NOT IN ({_UNLISTED_PARTNERS})"
 HOLDING_SQL = _literals([str(s) for s in Reservation.ACTIVE_STATUSES])
 
@@ -239,6 +248,7 @@ def nearest_candidates(
     partner_ids: list[int] | None,
     party: tuple[str, str] | None = None,
     connector_types: set[str],
+    power_types: Collection[str] = (),
     offset: int,
     count: int,
 ) -> tuple[list[Evse], set[int], dict[int, list[Connector]], bool, int | None]:
@@ -273,9 +283,13 @@ def nearest_candidates(
             params["party_cc"], params["party_id"] = party
             of_party = " AND UPPER(country_code) = %(party_cc)s AND UPPER(party_id) = %(party_id)s"
         where.append(f"e.location_id IN (SELECT id FROM emsp_location WHERE partner_id IN ({listed}){of_party})")  # noqa: S608 - placeholders
-    if connector_types:
-        listed = _listed(params, "type", sorted(connector_types))
-        where.append(f"EXISTS (SELECT 1 FROM emsp_connector x WHERE x.evse_id = e.id AND x.standard IN ({listed}))")  # noqa: S608
+    if connector_types or power_types:  # one connector of the EVSE has both
+        wanted = ["x.evse_id = e.id"]
+        if connector_types:
+            wanted.append(f"x.standard IN ({_listed(params, 'type', sorted(connector_types))})")
+        if power_types:
+            wanted.append(f"x.power_type IN ({_listed(params, 'current', sorted(power_types))})")
+        where.append(f"EXISTS (SELECT 1 FROM emsp_connector x WHERE {' AND '.join(wanted)})")  # noqa: S608
     # Constants are literals, lists IN lists and LIMIT/OFFSET numbers in the text: with arrays (`= ANY(%s)`) and
     # LIMIT as a parameter, PostgreSQL never took a generic plan for the prepared statement at 1 M EVSEs
     # (pg_prepared_statements: 0 generic, every call custom) and planned it on each search: 1.1 ms of planning

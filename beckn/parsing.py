@@ -225,7 +225,7 @@ def _check_timestamp(text: str, ttl: timedelta | None = None) -> None:
 # Tag codes whose values add up when repeated (two connector-type tags: either type), where for other codes the
 # last one counts; and the group codes whose list names the values of one of them (UEI's `connector-types` group,
 # each entry a connector type).
-LISTED_CODES = {"connector-type", "connector-standard"}
+LISTED_CODES = {"connector-type", "connector-standard", "power-type"}
 VALUE_GROUPS = {"connector-types": "connector-type", "connectors": "connector-type", "connector-type": "connector-type"}
 
 
@@ -422,6 +422,9 @@ def search_filters(message: dict[str, Any]) -> SearchFilters:
     connector = tags.get("connector-type") or tags.get("connector-standard")
     if connector:
         filters.connector_types = _connector_types(connector)
+    current = tags.get("power-type") or tags.get("current-type") or tags.get("current")
+    if current:
+        filters.power_types = _power_types(current)
     power = tags.get("power-rating") or tags.get("min-power") or tags.get("minimum-power")
     if power:
         filters.min_power_w = _power_w(power, "message.intent.tags(power-rating)")
@@ -473,6 +476,37 @@ def _connector_types(text: str) -> set[str]:
     types = {connector_standard(plain_id(c, path)) for c in text.split(",") if c.strip()}
     _need(len(types) <= MAX_CONNECTOR_TYPES, path, f"at most {MAX_CONNECTOR_TYPES} connector types")
     return types
+
+
+# What a `power-type` tag may name: AC or DC (as drivers and the DEG vocabulary say it), or an OCPI 2.2.1
+# PowerType (what our items' own `power-type` tag shows), in any case and with `-` or spaces for `_`.
+# (beckn may not import ocpi: the two are layers side by side, pyproject's import contracts.)
+CURRENT_KINDS = {
+    "AC": frozenset({"AC_1_PHASE", "AC_2_PHASE", "AC_2_PHASE_SPLIT", "AC_3_PHASE"}),
+    "DC": frozenset({"DC"}),
+    **{kind: frozenset({kind}) for kind in ("AC_1_PHASE", "AC_2_PHASE", "AC_2_PHASE_SPLIT", "AC_3_PHASE")},
+    "AC1": frozenset({"AC_1_PHASE"}),
+    "AC_SINGLE_PHASE": frozenset({"AC_1_PHASE"}),
+    "AC2": frozenset({"AC_2_PHASE"}),
+    "AC3": frozenset({"AC_3_PHASE"}),
+    "AC_THREE_PHASE": frozenset({"AC_3_PHASE"}),
+}
+
+
+def _power_types(text: str) -> set[str]:
+    """The OCPI PowerTypes a `power-type` tag keeps (comma-separated; repeated tags add up): `AC` is every AC
+    type, `DC` is DC, and an OCPI value (or a short name, `AC3`) is itself. One we can't read is 30000: ignoring
+    it would list DC chargers to a driver whose car only takes AC."""
+    path = "message.intent.tags(power-type)"
+    kept: set[str] = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        value = plain_id(part, path, max_length=32).strip()
+        kinds = CURRENT_KINDS.get(re.sub(r"[\s-]+", "_", value.upper()))
+        _need(kinds is not None, path, f"power-type {value!r} is none of AC, DC or an OCPI PowerType")
+        kept |= kinds  # type: ignore[arg-type]
+    return kept
 
 
 def _price_ceiling(value: Any, path: str) -> Decimal:

@@ -75,12 +75,17 @@ def test_a_location_moved_by_a_patch_takes_its_evses_without_coordinates_along(p
 
 @pytest.mark.django_db
 @FAST_AND_ORM
-@pytest.mark.parametrize("state", [Partner.State.SUSPENDED, Partner.State.UNREGISTERED])
-def test_a_suspended_or_unregistered_partners_chargers_are_neither_listed_nor_quoted(
+@pytest.mark.parametrize(
+    "state",
+    [Partner.State.SUSPENDED, Partner.State.UNREGISTERED, Partner.State.TOKEN_A_ISSUED, Partner.State.NEW],
+)
+def test_a_suspended_unregistered_or_reregistering_partners_chargers_are_neither_listed_nor_quoted(
     bap: Any, network: Partner, path: bool, state: str
 ) -> None:
+    """A partner registering again (connected once, then unregistered; staff issued a new Token A, or we
+    register with it again) is hidden as while it was unregistered, until it is connected."""
     item = item_of(bap)
-    Partner.objects.filter(pk=network.pk).update(state=state)
+    Partner.objects.filter(pk=network.pk).update(state=state, registered_at=timezone.now() - timedelta(days=30))
     bap("search", search_message())
     assert last(bap, "on_search")["message"]["catalog"]["providers"] == []
     assert select(bap, item)["error"]["code"] == "30004"
@@ -105,6 +110,14 @@ def test_an_item_of_a_withdrawn_or_unpublished_location_is_not_found(
     assert find_item("IN*CPA", item) is None
     assert find_item(None, item) is None
     assert select(bap, item)["error"]["code"] == "30004"
+
+
+@pytest.mark.django_db
+@FAST_AND_ORM
+def test_a_partner_never_connected_is_listed(bap: Any, network: Partner, path: bool) -> None:
+    """Staff created it and its data came by import: no earlier connection whose data went stale."""
+    Partner.objects.filter(pk=network.pk).update(state=Partner.State.TOKEN_A_ISSUED, registered_at=None)
+    assert item_of(bap).startswith("NEAR/")
 
 
 # --- 4. hidden chargers take no candidate places -------------------------------------------------------------------

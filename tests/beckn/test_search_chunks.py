@@ -20,6 +20,7 @@ from tests.beckn.bap import TARIFF
 from tests.factories import TokenFactory, ocpi_location
 
 STANDARDS = ["IEC_62196_T2_COMBO", "IEC_62196_T2", "CHADEMO"]
+POWER_TYPES = ["AC_1_PHASE", "AC_3_PHASE", "DC", "DC"]
 STATUSES = ["AVAILABLE", "AVAILABLE", "AVAILABLE", "CHARGING", "OUTOFORDER", "BLOCKED"]
 
 
@@ -35,6 +36,7 @@ def random_catalogue(rng: random.Random, partner: Partner) -> None:
             connector = evse["connectors"][0]
             connector["standard"] = rng.choice(STANDARDS)
             connector["max_electric_power"] = rng.choice([7400, 22000, 50000, 150000])
+            connector["power_type"] = rng.choice(POWER_TYPES)
             connector["tariff_ids"] = rng.choice([["T1"], ["T2"], ["T2", "T1"], [], ["NONE"]])
         objs.append(obj)
     locations_store(partner, objs)
@@ -56,6 +58,7 @@ def random_filters(rng: random.Random) -> SearchFilters:
         longitude=77.59 + rng.gauss(0, 0.02),
         radius_m=rng.choice([1000, 3000, 5000, 20000]),
         connector_types=set(rng.sample(STANDARDS, rng.randint(0, 1))),
+        power_types=rng.choice([set(), set(), {"DC"}, {"AC_1_PHASE", "AC_3_PHASE"}]),
         min_power_w=rng.choice([None, None, 22000, 50000]),
         available_only=rng.random() < 0.5,
         max_price=rng.choice([None, None, Decimal("0.1")]),

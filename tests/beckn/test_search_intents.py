@@ -127,3 +127,30 @@ def test_a_search_without_a_position_keeps_to_the_city_the_context_names(bap: An
     assert _items(bap) == ["MYS"]
     bap("search", intent)  # a city by code alone (std:080) names none we can match: every city
     assert "MYS" in _items(bap) and "NEAR" in _items(bap)
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ([("power-type", "DC")], ["FAR", "NEAR", "NEAR"]),
+        ([("power-type", "ac")], ["MID"]),
+        ([("Power_Type", "AC-3-phase")], ["MID"]),
+        ([("current-type", "AC1")], []),  # MID is three-phase
+        ([("power-type", "AC_1_PHASE, DC")], ["FAR", "NEAR", "NEAR"]),
+        ([("power-type", "AC"), ("power-type", "DC")], ["FAR", "MID", "NEAR", "NEAR"]),  # repeated tags add up
+        ([("power-type", "DC"), ("connector-type", "Type2")], []),  # one connector must have both
+    ],
+)
+def test_a_power_type_keeps_the_connectors_of_that_current(
+    bap: Any, mixed: Partner, tags: list[tuple[str, str]], expected: list[str]
+) -> None:
+    """`power-type` (AC, DC or an OCPI PowerType, as our items' own tag shows it) had been ignored: a driver
+    whose car takes only AC was shown DC chargers."""
+    bap("search", search_message(tags=[{"descriptor": {"code": code}, "value": value} for code, value in tags]))
+    assert _items(bap) == expected
+
+
+@pytest.mark.parametrize("value", ["AC_4_PHASE", "three phase", "AC\x00", "D" * 40])
+def test_a_power_type_we_cant_read_is_an_error_naming_the_tag(bap: Any, mixed: Partner, value: str) -> None:
+    bap("search", search_message(tags=[{"descriptor": {"code": "power-type"}, "value": value}]))
+    assert _error(bap) == ("30000", "message.intent.tags(power-type)")
