@@ -277,3 +277,24 @@ def test_the_trigger_moves_its_own_generation_not_one_in_a_schema_named_after_th
         after = cursor.fetchone()[0]
         cursor.execute(f"DROP SCHEMA {role} CASCADE")
     assert after != before
+
+
+def test_the_keep_is_bounded_by_the_tariffs_elements_not_only_their_number(
+    cpo: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tariff may have 1,000 elements (a week of quarter-hour prices measured 1.6 MB kept): 2,000 keys of
+    those had been kept per connection. Beyond MAX_KEPT_ELEMENTS the keep starts again."""
+    monkeypatch.setattr(tariff_cache, "MAX_KEPT_ELEMENTS", 3)
+    tariff_put(cpo, price_of("18"))  # one element: within the bound, kept
+    assert tariff_statements(prices) == 1
+    assert tariff_statements(prices) == 0
+    component = {"type": "ENERGY", "price": "18", "vat": 18, "step_size": 1}
+    hours = [
+        {"price_components": [component], "restrictions": {"start_time": f"{h:02d}:00", "end_time": f"{h + 1:02d}:00"}}
+        for h in range(5)
+    ]
+    tariff_put(cpo, {**price_of("18"), "elements": hours})
+    assert tariff_statements(prices) == 1
+    assert connection._kept_tariffs.elements == 5  # type: ignore[attr-defined]
+    assert tariff_statements(prices) == 1  # over the bound: read again, not kept on
+    assert prices() == {Decimal("18")}
