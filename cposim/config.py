@@ -13,6 +13,7 @@ FAULT_NAMES = (
     "no_command_result",
     "forbid_instead_of_401",
     "broken_link",
+    "no_link_header",  # pages capped at the limit, with neither Link nor X-Total-Count (X-Limit only)
     "lowercase",
     "wrap_single",
     "trailing_slash",

@@ -295,7 +295,9 @@ class App:
         if self.version != "2.2.1":
             page = [self.wire_out(module, item) for item in page]
         headers = {"X-Total-Count": str(len(rows)), "X-Limit": str(self.cfg.page_limit)}
-        if limit and offset + limit < len(rows):
+        if self.fault("no_link_header"):  # no next page named, nor the total: only X-Limit says pages are capped
+            del headers["X-Total-Count"]
+        elif limit and offset + limit < len(rows):
             params = {k: req.q(k) for k in ("date_from", "date_to") if req.q(k)}
             params.update(offset=str(offset + limit), limit=str(limit))
             url = f"{self.module_url(module)}?{urlencode(params)}"

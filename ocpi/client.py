@@ -280,7 +280,14 @@ class OcpiClient:
                 header = reply.header("Link")
                 link = _next_link(header, url)
                 refused = bool(header and _LINK_NEXT.search(header) and not link)
-                page = Page(items=items, total=total, link_refused=refused, timestamp=reply.timestamp)
+                page = Page(
+                    items=items,
+                    total=total,
+                    link_refused=refused,
+                    timestamp=reply.timestamp,
+                    limit=_int_header(reply, "X-Limit"),
+                    linked=bool(header and header.strip()),
+                )
                 offset += len(items)
                 next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls, refused)
                 if pool is not None and next_url is not None:
@@ -384,6 +391,8 @@ class Page:
     total: int | None = None
     link_refused: bool = False
     timestamp: str = ""  # the envelope's, as the partner sent it
+    limit: int | None = None  # its `X-Limit`, where the partner sent a usable one
+    linked: bool = False  # its `Link` named a next page (followed, or refused above)
 
 
 def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = None) -> OcpiReply:

@@ -22,7 +22,7 @@ from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import Partner
 from emsp.services import breakers, catalogue, sessions
 from ocpi import hubclientinfo, metrics
-from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError
+from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError, Page
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
     Issue,
@@ -235,15 +235,16 @@ def sync_module(
     run = SyncRun.objects.create(partner=partner, module=module, mode=mode, date_from=date_from)
     params = {"date_from": format_datetime(date_from)} if date_from else {}
     totals = IngestCounts()
+    paging = _Paging()
     try:
         try:
-            _walk(partner, module, url, params, run, totals)
+            paging = _walk(partner, module, url, params, run, totals)
         except OcpiAuthError:
             if run.pages:
                 raise
             # Lenient in: the partner may want the other token encoding ([d2] transport NOTE).
             partner.outgoing_token_base64 = not partner.outgoing_token_base64
-            _walk(partner, module, url, params, run, totals)
+            paging = _walk(partner, module, url, params, run, totals)
             Partner.objects.filter(pk=partner.pk).update(outgoing_token_base64=partner.outgoing_token_base64)
     except OcpiClientError as exc:
         partner.refresh_from_db(fields=["outgoing_token_base64"])
@@ -252,7 +253,7 @@ def sync_module(
         log.warning("pull of %s from %s failed: %s", module, partner, exc)
     else:
         run.outcome = SyncRun.Outcome.OK
-        if mode == SyncRun.Mode.FULL and _walked_whole(run, totals):
+        if mode == SyncRun.Mode.FULL and _walked_whole(run, totals, paging):
             if module == "locations":
                 catalogue.locations_withdraw_missing(partner, set(totals.seen_keys), run.started_at)
             elif module == "tariffs":
@@ -263,7 +264,35 @@ def sync_module(
     return run
 
 
-def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
+@dataclass
+class _Paging:
+    """What a walk's paging showed besides its objects: a `Link` that pointed away from the endpoint, and pages
+    that came full without `Link` or `X-Total-Count`. transport_and_format: no Link is the last page; but
+    partners that cap their pages at a limit leave it out with more to come, and a pull that took their first
+    page for the list withdrew the rest. After such a page the walk goes on by offset/limit, until a page
+    comes short or empty."""
+
+    link_refused: bool = False
+    # The first page that came full (as many objects as its limit) without Link or X-Total-Count: its size and
+    # limit (0 while none did); the pages asked for by offset/limit after it, and the objects they brought.
+    full_page: int = 0
+    limit: int = 0
+    continued_pages: int = 0
+    continued_objects: int = 0
+    # The walk stopped on such a page, not on a short or empty one: at the page cap, or the next offset was
+    # answered with the same objects again (an offset ignored). Its pages are not the whole list then.
+    open_end: bool = False
+    offset_ignored: bool = False
+
+
+def _page_limit(page: Page, asked: int | None) -> int | None:
+    """The most objects a page could hold: the partner's `X-Limit` where it sent a usable one, the limit we
+    asked for where we asked one, the smaller where both are known; None when neither is."""
+    limits = [limit for limit in (asked, page.limit) if limit]
+    return min(limits) if limits else None
+
+
+def _walked_whole(run: SyncRun, totals: IngestCounts, paging: _Paging) -> bool:
     """Did this pull see the partner's whole list? Only then are "all the pages together the new truth"
     (mod_locations) and what it did not see withdrawn. Not when fewer distinct objects came than
     `X-Total-Count` announced, nor when one came twice changed: a list that shifted under the pages (the spec's
@@ -272,8 +301,8 @@ def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
     announced, one of them missing; one inserted before the cursor shifts the rest, a later removal shifts them
     back. Only pages each starting with the previous page's last object, as it was, at every boundary, are an
     overlap of pages (an inclusive cursor): there the distinct count still tells. Nor when the walk stopped at
-    the page limit."""
-    if run.pages >= MAX_PAGES or totals.repeated:
+    the page limit, or on a page as full as its limit that named no next page and no total (`_Paging`)."""
+    if run.pages >= MAX_PAGES or totals.repeated or paging.open_end:
         return False
     if totals.overlapped and totals.overlapped != run.pages - 1:
         # An inclusive cursor overlaps at every page boundary; an overlap at only some of them is a list that
@@ -282,42 +311,91 @@ def _walked_whole(run: SyncRun, totals: IngestCounts) -> bool:
     return run.announced is None or totals.distinct >= run.announced
 
 
-def _walk(partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts) -> None:
+def _walk(
+    partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts
+) -> _Paging:
+    """Walk the partner's list as the client follows its pages; then, while the last page came full without
+    `Link` or `X-Total-Count`, on from the objects received by offset/limit (the limit that page had), each
+    time until a short or empty page, all within the page cap."""
     client = OcpiClient(partner)
-    link_refused = False
-    for page in client.iter_pages(url, module=module, params=params, ahead=True):  # the next page asked for now
-        if run.pages == 0:
-            if page.total is not None:
-                run.announced = min(page.total, MAX_ANNOUNCED)
-            # Less the time the request took: the partner's clock when it began answering, near enough.
-            run.partner_time = _partner_time(page.timestamp, run.started_at)
-        link_refused = link_refused or page.link_refused
-        counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
-        totals.add(counts)
-        run.pages += 1
-        run.received = totals.received
-        run.stored = totals.stored
-        run.normalised = totals.normalised
-        run.rejected = totals.rejected
-        _renew_lease(partner)
-    _record_paging_findings(partner, module, run, link_refused, totals)
+    paging = _Paging()
+    asked: int | None = None  # the limit we asked for: only on the pages we page on to ourselves
+    ask = params
+    previous: list[str] = []  # the ids of the page before
+    while True:
+        last: tuple[Page, int | None, bool] | None = None  # the walk's last page, its limit, and whether it linked
+        for page in client.iter_pages(url, module=module, params=ask, ahead=True):  # the next page asked for now
+            ids = [_object_id(raw) for raw in page.items]
+            if asked is not None and last is None and ids and ids == previous:
+                # The next offset answered with the page before: the partner ignores offset, and paging on
+                # would read that page up to the cap.
+                paging.open_end = paging.offset_ignored = True
+                break
+            previous = ids
+            last = (page, _page_limit(page, asked), page.linked)
+            if run.pages == 0:
+                if page.total is not None:
+                    run.announced = min(page.total, MAX_ANNOUNCED)
+                # Less the time the request took: the partner's clock when it began answering, near enough.
+                run.partner_time = _partner_time(page.timestamp, run.started_at)
+            paging.link_refused = paging.link_refused or page.link_refused
+            counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
+            totals.add(counts)
+            run.pages += 1
+            run.received = totals.received
+            run.stored = totals.stored
+            run.normalised = totals.normalised
+            run.rejected = totals.rejected
+            if asked is not None:
+                paging.continued_pages += 1
+                paging.continued_objects += len(page.items)
+            _renew_lease(partner)
+            if asked is not None and run.pages >= MAX_PAGES:
+                paging.open_end = True  # the cap holds for the pages we page on to as for the client's
+                break
+        if paging.open_end or last is None:
+            break
+        page, limit, linked = last
+        if linked or page.total is not None or page.link_refused or limit is None or len(page.items) < limit:
+            break  # the client's end (by Link or total), or a page short of its limit, or of no known limit
+        if run.pages >= MAX_PAGES:
+            paging.open_end = True
+            break
+        if not paging.full_page:
+            paging.full_page, paging.limit = len(page.items), limit
+        asked = limit
+        ask = {**params, "offset": str(run.received), "limit": str(limit)}
+    _record_paging_findings(partner, module, run, paging, totals)
+    return paging
 
 
-def _record_paging_findings(
-    partner: Partner, module: str, run: SyncRun, link_refused: bool, totals: IngestCounts
-) -> None:
+def _record_paging_findings(partner: Partner, module: str, run: SyncRun, paging: _Paging, totals: IngestCounts) -> None:
     """What the paging itself showed: fewer objects than `X-Total-Count` announced (or as many, some of them
-    twice: fewer distinct ones), or a `Link` that pointed away from the endpoint (paging went on by
-    offset/limit)."""
+    twice: fewer distinct ones), a `Link` that pointed away from the endpoint (paging went on by
+    offset/limit), or a page as full as its limit without `Link` or `X-Total-Count` that had more after it
+    (paged on by offset/limit too)."""
     found = []
     if run.announced is not None and (run.received < run.announced or totals.repeated):
         message = f"announced {run.announced} objects (X-Total-Count), sent {run.received}"
         if totals.repeated:
             message += f", {totals.repeated} of them again (the list moved under the pages): {totals.distinct} distinct"
         found.append((f"pull {run.pk}", Issue(path="X-Total-Count", code="short_list", message=message, fixed=False)))
-    if link_refused:
+    if paging.link_refused:
         message = "Link rel=next pointed away from the endpoint (scheme, host or path); paged by offset/limit"
         found.append((f"pull {run.pk}", Issue(path="Link", code="link_elsewhere", message=message, fixed=True)))
+    if paging.full_page and (paging.continued_objects or paging.open_end):
+        # Only once the page after it held objects, or was not read: a list exactly one limit long ends on a
+        # full page, and the empty page after it is the end.
+        message = (
+            f"a page of {paging.full_page} objects (its limit {paging.limit}) came without Link or X-Total-Count: "
+            f"paged on by offset/limit, {paging.continued_objects} more objects in {paging.continued_pages} pages"
+        )
+        if paging.offset_ignored:
+            message += "; the next offset was answered with the same objects again: the rest was not read"
+        elif paging.open_end:
+            message += f"; stopped at the page limit ({MAX_PAGES} pages)"
+        issue = Issue(path="Link", code="no_link_full_page", message=message, fixed=not paging.open_end)
+        found.append((f"pull {run.pk}", issue))
     if found:
         log.warning("pull %s of %s from %s: %s", run.pk, module, partner, "; ".join(i.message for _, i in found))
         record_issues(partner, module, found)
