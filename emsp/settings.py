@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -562,6 +563,17 @@ LEGAL_ENTITY_CODE = env.str("LEGAL_ENTITY_CODE", default="EMSP")
 LEGAL_ENTITY_NAME = env.str("LEGAL_ENTITY_NAME", default="Open eMSP Platform Pvt. Ltd.")
 LEGAL_ENTITY_ADDRESS = env.str("LEGAL_ENTITY_ADDRESS", default="12 Residency Road, Bengaluru 560025, India")
 LEGAL_ENTITY_TAX_ID = env.str("LEGAL_ENTITY_TAX_ID", default="29AAACO0000A1Z5")
+# The legal entity's time zone (an IANA name): the dates and times printed on receipts, credit notes and
+# statements, and the year a document's number counts in (a receipt issued at 20:00 UTC on 31 December is
+# dated 1 January in India, and numbered in the new year). TIME_ZONE stays UTC for everything else.
+DOCUMENTS_TIME_ZONE = env.str("DOCUMENTS_TIME_ZONE", default="Asia/Kolkata")
+try:
+    ZoneInfo(DOCUMENTS_TIME_ZONE)
+except (ZoneInfoNotFoundError, ValueError, OSError) as _error:
+    raise ImproperlyConfigured(
+        f"DOCUMENTS_TIME_ZONE must be a time zone of the IANA database such as Asia/Kolkata, not "
+        f"{DOCUMENTS_TIME_ZONE!r} ({_error})"
+    ) from None
 PAYMENT_AUTHORISATION_MARGIN_PERCENT = env.int("PAYMENT_AUTHORISATION_MARGIN_PERCENT", default=20)
 # Who collects for an app without a BapAgreement row: we (False) or the app itself (True).
 PAYMENT_DEFAULT_BAP_COLLECTS = env.bool("PAYMENT_DEFAULT_BAP_COLLECTS", default=False)

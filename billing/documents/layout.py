@@ -14,7 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.utils import timezone
 from reportlab import rl_config
 from reportlab.lib import colors
@@ -304,21 +306,28 @@ def quantity(value: Decimal | None, places: int = 3) -> str:
     return f"{value.quantize(Decimal(1).scaleb(-places)):,.{places}f}"
 
 
+def document_zone() -> ZoneInfo:
+    """The legal entity's time zone (settings.DOCUMENTS_TIME_ZONE, checked at startup): documents print their
+    dates and times in it, and are numbered in the year of issue in it (billing/services/documents.py), not in
+    the deployment's TIME_ZONE."""
+    return ZoneInfo(settings.DOCUMENTS_TIME_ZONE)
+
+
 def moment(value: datetime | None, *, zone: bool = True) -> str:
-    """Local time of the deployment (settings.TIME_ZONE), to the minute, with the zone's name (in a table
-    the column title names the zone instead)."""
+    """Local time of the legal entity (document_zone), to the minute, with the zone's name (in a table the
+    column title names the zone instead)."""
     if value is None:
         return "–"
-    local = timezone.localtime(value)
+    local = timezone.localtime(value, document_zone())
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}" if zone else f"{local:%Y-%m-%d %H:%M}"
 
 
 def day(value: Any) -> str:
-    """A date, or an aware datetime's local date."""
+    """A date, or an aware datetime's date in the legal entity's time zone (document_zone)."""
     if value is None:
         return "–"
     if isinstance(value, datetime):
-        value = timezone.localtime(value)
+        value = timezone.localtime(value, document_zone())
     return f"{value:%Y-%m-%d}"
 
 
@@ -664,6 +673,7 @@ __all__ = [
     "LayoutError",
     "Section",
     "day",
+    "document_zone",
     "moment",
     "money",
     "plain",

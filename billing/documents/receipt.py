@@ -87,11 +87,15 @@ def receipt_content(
     issued_at: datetime,
     credited_number: str = "",
     fee_given_back: tuple[Decimal, Decimal] = (ZERO, ZERO),
+    refunded_before: Decimal = ZERO,
 ) -> Content:
     """The receipt (or, for a credit CDR, the credit note) as document content. `fee_given_back` is, for a
     credit note, our fee and its VAT given back with the CPO's part (payments.fee_given_back, what the ledger
-    refunds): printed as a line of its own and in the total. Text the CPO sent (the location's name and address)
-    and partners' names are printed plain and capped (layout.plain)."""
+    refunds): printed as a line of its own and in the total. `refunded_before` is, for a credit note, the part
+    of the CPO's credit a dispute credit it bore had already refunded (payments.dispute_credit_netted): the note
+    totals the whole correction and states, of it, what was refunded before and what is returned now (what the
+    ledger refunds with it). Text the CPO sent (the location's name and address) and partners' names are
+    printed plain and capped (layout.plain)."""
     cdr = receipt.cdr
     currency = receipt.currency
     policy = PartnerTerms.objects.filter(partner_id=cdr.partner_id).values_list("rounding", flat=True).first()
@@ -166,7 +170,7 @@ def receipt_content(
     if receipt.quoted_total_incl_vat is not None and not cdr.credit:
         totals.append(("Quoted before the charge", f"{m(receipt.quoted_total_incl_vat)} {currency}"))
     notes = [
-        f"Times are in {settings.TIME_ZONE}. Amounts are rounded to the currency's minor unit "
+        f"Times are in {settings.DOCUMENTS_TIME_ZONE}. Amounts are rounded to the currency's minor unit "
         f"({policy.lower().replace('_', ' ')}).",
         "Issued electronically; valid without a signature. Please keep it for your records.",
     ]
@@ -175,8 +179,23 @@ def receipt_content(
             facts.append(("Credits receipt", credited_number))
         facts.append(("Corrects CDR", cdr.credit_reference_id or "–"))
         totals.append(("Credited to you", f"{m(-total)} {currency}"))
+        if refunded_before > 0:
+            now = -total - refunded_before
+            totals.append(
+                ("  of which refunded before, with a credit agreed in a dispute", f"{m(refunded_before)} {currency}")
+            )
+            totals.append(("  of which returned now", f"{m(now)} {currency}"))
+            notes.insert(
+                0,
+                f"The operator corrected this charge. {m(refunded_before)} {currency} of it was refunded to you "
+                "before, with a credit agreed in a dispute about this charge; the rest, "
+                f"{m(now)} {currency}, is returned to your payment method.",
+            )
+        else:
+            notes.insert(
+                0, "The operator corrected this charge; the amount credited is returned to your payment method."
+            )
         totals.append((f"Total ({currency})", m(total)))
-        notes.insert(0, "The operator corrected this charge; the amount credited is returned to your payment method.")
         title, subtitle = "Credit note", "Correction of a charge"
     else:
         paid = bool(payments) and all(

@@ -30,6 +30,16 @@ def _period_text(start: object, end_exclusive: object) -> str:
     return f"{day(start)} to {day(end_exclusive - timedelta(days=1))}"  # type: ignore[operator]
 
 
+def _times_note() -> str:
+    """The zone the statement's times are printed in (the legal entity's, layout.document_zone) and, where it is
+    not the deployment's, the zone whose midnights bound the period (settlement.period_bounds): with UTC and
+    Asia/Kolkata, a CDR that ended after 18:30 UTC on the period's last day is printed with the next day's date."""
+    note = f"Times are in {settings.DOCUMENTS_TIME_ZONE}."
+    if settings.DOCUMENTS_TIME_ZONE != settings.TIME_ZONE:
+        note += f" The period runs from midnight to midnight {settings.TIME_ZONE}."
+    return note
+
+
 def _truncation_note(shown: int, total: int, what: str, command: str) -> str:
     if total <= shown:
         return ""
@@ -127,7 +137,7 @@ def bap_statement_content(settlement: BapSettlement, *, number: str, issued_at: 
             (grand, m(abs(s.net_due))),
         ],
         notes=[
-            f"Please quote {number} with your payment. Times are in {settings.TIME_ZONE}.",
+            f"Please quote {number} with your payment. {_times_note()}",
             "The net due is settled per the agreed window; a balance carried from earlier periods is shown under "
             "Account.",
         ],
@@ -384,7 +394,7 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
             title="Charge records",
             columns=[
                 Column("CDR", 0.14),
-                Column(f"Ended ({settings.TIME_ZONE})", 0.19),
+                Column(f"Ended ({settings.DOCUMENTS_TIME_ZONE})", 0.19),
                 Column("Location / EVSE", 0.18),
                 Column("kWh", 0.08, "R"),
                 Column("Excl. VAT", 0.11, "R"),
@@ -431,7 +441,7 @@ def cpo_statement_content(settlement: Settlement, *, number: str, issued_at: dat
         ],
         notes=[
             "Amounts are your CDRs' totals as you sent them, credit CDRs netted; a CDR without a VAT-inclusive "
-            f"total counts with its total excl. VAT. Times are in {settings.TIME_ZONE}.",
+            f"total counts with its total excl. VAT. {_times_note()}",
             f"Please quote {number} on your invoice for this period.",
         ],
     )

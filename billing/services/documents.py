@@ -5,7 +5,8 @@ Numbering rules (docs/settlement.md):
 
 - A number is `<ENTITY>-<PREFIX>-<YEAR>-<NNNNNN>`, e.g. `EMSP-RC-2026-000001`: the legal entity's code
   (settings.LEGAL_ENTITY_CODE), the kind's prefix (RC receipt, CN credit note, BS BAP statement, CS CPO
-  statement), the year of issue in the default time zone, and the kind's next number that year.
+  statement), the year of issue in the legal entity's time zone (settings.DOCUMENTS_TIME_ZONE, the zone its
+  dates are printed in), and the kind's next number that year.
 - The last number of each (entity, kind, year) is a `DocumentSequence` row, incremented and locked by one
   `UPDATE … RETURNING` in the same transaction that stores the `IssuedDocument`: two issuers queue on the
   row, and a rollback returns the number with the document, so the numbers have no gaps and no repeats.
@@ -38,10 +39,10 @@ from billing.documents import (
     receipt_content,
     render,
 )
-from billing.documents.layout import LayoutError
+from billing.documents.layout import LayoutError, document_zone
 from billing.models import DocumentSequence, DriverReceipt, IssuedDocument, Settlement
 from billing.services.bap_settlement import BapSettlementError, bap_settlement_compute
-from billing.services.payments import fee_given_back
+from billing.services.payments import dispute_credit_netted, fee_given_back
 from emsp.inserts import insert, insert_if_absent
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def _issue(
     try:
         with transaction.atomic():
             issued_at = timezone.now()
-            number = next_number(entity=entity, kind=kind, year=timezone.localtime(issued_at).year)
+            # The year as printed on the document (its date is the legal entity's): issued at 20:00 UTC on
+            # 31 December, a receipt dated 1 January in India is the new year's.
+            number = next_number(entity=entity, kind=kind, year=timezone.localtime(issued_at, document_zone()).year)
             with connection.cursor() as cursor:  # issued by a twin while we waited for the sequence's lock?
                 cursor.execute(_ISSUED_SQL, [kind, reference])
                 if cursor.fetchone() is not None:
@@ -173,6 +176,7 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
     kind = Kind.CREDIT_NOTE if cdr.credit else Kind.RECEIPT
     credited = ""
     fee_back = (Decimal(0), Decimal(0))
+    netted = Decimal(0)
     if cdr.credit and cdr.credited_cdr_id:
         original = _issued(Kind.RECEIPT, f"cdr:{cdr.credited_cdr_id}")
         if original is None and _issued(kind, f"cdr:{cdr.pk}") is None:
@@ -192,6 +196,11 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
         # What the ledger gives back on top of the CPO's part (our fee and its VAT: payments._our_part_given_back),
         # so the note states, and totals, the refund.
         fee_back = fee_given_back(receipt)
+        # What a dispute credit the CPO bore had refunded before, so the ledger did not refund it again with this
+        # credit (payments._credit_cdr): the note states it apart from what it returns now. The total stays the
+        # whole correction: the dispute credit has no document of its own, and this note's total is what the
+        # driver got back for the charge, the dispute credit's refund and this one's together.
+        netted = dispute_credit_netted(receipt)
     total = receipt.total_incl_vat - fee_back[0] - fee_back[1]
     document = _issue(
         kind=kind,
@@ -200,7 +209,12 @@ def issue_receipt(receipt: DriverReceipt) -> IssuedDocument:
         currency=receipt.currency,
         total=total,
         content=lambda number, issued_at: receipt_content(
-            receipt, number=number, issued_at=issued_at, credited_number=credited, fee_given_back=fee_back
+            receipt,
+            number=number,
+            issued_at=issued_at,
+            credited_number=credited,
+            fee_given_back=fee_back,
+            refunded_before=netted,
         ),
         stored=lambda: _mark_issued(receipt),
     )

@@ -566,6 +566,36 @@ def dispute_credit_uncovered(original: Cdr, *, exclude: Cdr | None = None) -> De
     return from_minor(max(0, borne - netted), currency)
 
 
+def dispute_credit_netted(receipt: DriverReceipt) -> Decimal:
+    """What of a credit CDR's CPO part (>= 0) its receipt did not refund, because a dispute credit the CPO bore
+    for the same charge had refunded it to the driver before (_credit_cdr nets it against that credit): the
+    credit note states it as refunded before, and the rest as returned now. Read from what the ledger booked
+    to the CPO's payable (`cdr:<pk>:credit`, `dispute:<pk>:credit`), so it is what was netted when the credit
+    was processed, however much later the note is issued. 0 for a receipt that is no credit, or whose charge
+    had no dispute credit the CPO bore."""
+    cdr = receipt.cdr
+    original = cdr.credited_cdr if cdr.credit and cdr.credited_cdr_id else None
+    if original is None:
+        return ZERO
+    credited = Dispute.objects.filter(cdr=original, state=Dispute.State.CREDITED).values_list("pk", flat=True)
+    keys = [f"dispute:{pk}:credit" for pk in credited]
+    if not keys:
+        return ZERO
+    currency = receipt.currency
+    payable = LedgerLine.objects.filter(
+        account=accounts.cpo_payable(f"{original.country_code}*{original.party_id}", currency)
+    )
+    borne = sum(payable.filter(entry__idempotency_key__in=keys).values_list("amount_minor", flat=True))
+    if borne <= 0:
+        return ZERO
+    terms = partner_terms(cdr.partner)
+    amount = -postings.bill_of(receipt, fee_vat_rate=terms.fee_vat_percent, policy=terms.rounding).cpo
+    if amount <= 0:
+        return ZERO
+    posted = sum(payable.filter(entry__idempotency_key=f"cdr:{cdr.pk}:credit").values_list("amount_minor", flat=True))
+    return from_minor(min(max(0, to_minor(amount, currency) - posted), borne), currency)
+
+
 def fee_given_back(receipt: DriverReceipt) -> tuple[Decimal, Decimal]:
     """Our fee and its VAT (both >= 0) that a credit CDR's receipt gives back to the driver on top of the CPO's
     part, as _our_part_given_back books them: the credit note prints this, so it states what the ledger refunds.

@@ -317,8 +317,8 @@ def test_the_receipt_shows_who_what_and_how_much() -> None:
         "Koramangala Hub",
         "80 Feet Road 14, 560034, Bengaluru",
         "IN*CPA*E2",
-        "2026-10-15 18:10 UTC",  # started
-        "2026-10-15 19:45 UTC (1 h 35 min)",
+        "2026-10-15 23:40 IST",  # started (18:10 UTC, printed in DOCUMENTS_TIME_ZONE)
+        "2026-10-16 01:15 IST (1 h 35 min)",
         "24.517 kWh",
         "200.00",  # CPO cost excl. VAT
         "36.00",  # its VAT
