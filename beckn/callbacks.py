@@ -302,8 +302,10 @@ def _body_to_send(callback: BecknCallback) -> bytes:
         return callback.body.encode()
     context["timestamp"] = now_rfc3339()
     body = orjson.dumps(document)
-    callback.body = body.decode()
-    BecknCallback.objects.filter(pk=callback.pk).update(body=callback.body)
+    read, callback.body = callback.body, body.decode()
+    # Only over the body it was read from: a driver's erasure may have emptied it meanwhile (beckn/privacy.py),
+    # and writing the old body back would have kept the driver's billing for the delivery retention.
+    BecknCallback.objects.filter(pk=callback.pk, body=read).update(body=callback.body)
     return body
 
 

@@ -150,3 +150,24 @@ def test_the_export_lists_the_ratings_of_the_drivers_orders_sent_from_another_tr
     call_command("driver_export", "--driver", str(driver.pk), "--output", str(tmp_path / "asha.json"))
     ratings = orjson.loads((tmp_path / "asha.json").read_bytes())["beckn"]["ratings"]
     assert [(r["category"], r["ref_id"], r["value"]) for r in ratings] == [("Order", order_id, "4")]
+
+
+def test_a_restamp_does_not_write_back_a_body_erased_while_it_was_being_sent(
+    bap: Any, driver: Driver, peer: FakePeer
+) -> None:
+    """A callback that waited is stamped anew as it goes and the stamped body stored; read before an erasure
+    and stored after it, that had brought the driver's billing back for the delivery retention."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from beckn import callbacks
+
+    peer.route("POST", f"{BAP_URI}/on_status", (503, {"error": "busy"}))
+    bap("status", {"order_id": order_of(driver)})
+    BecknCallback.objects.filter(action="on_status").update(created_at=timezone.now() - timedelta(minutes=5))
+    sending = BecknCallback.objects.get(action="on_status")  # the sender's copy, read before the erasure
+    erase(driver)
+    body = callbacks._body_to_send(sending)
+    assert EMAIL in body.decode()  # this try goes as it was read
+    assert not BecknCallback.objects.filter(body__contains=EMAIL).exists()  # but the erased body stays erased
