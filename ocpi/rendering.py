@@ -15,11 +15,16 @@ from ocpi.transport import absolute_url
 
 
 def token_as_ocpi(token: Token, partner: Partner | None = None) -> dict[str, Any]:
-    """mod_tokens §"Token object": only spec fields, spec types. `valid` says what real-time authorization would
-    (emsp/models/drivers.py `allowed_status`) for whatever needs no live check: a token blocked, its driver
-    blocked, expired, or — to `partner` — restricted to other partners is not valid. A CPO that whitelists
-    (ALLOWED, the default) never asks us, so this is the only word it gets. Credit is left out: it changes with
-    every charge and is asked in real time."""
+    """mod_tokens §"Token object": only spec fields, spec types. `valid` ("Is this Token valid") is what the CPO
+    stores and whitelists by: a token blocked, its driver blocked, expired, or — to `partner`, in our list and
+    pushes — restricted to other partners is not valid. The copy `partner` stores serves only its own charge
+    points, and there such a token may charge nowhere; a CPO that whitelists (ALLOWED, the default) never asks
+    us, so this is the only word it gets. Credit is left out: it changes with every charge and is asked in real
+    time.
+
+    Without `partner`, `valid` is the token's own validity: the AuthorizationInfo's token (ocpi/views/tokens.py),
+    whose `allowed` says whether it may charge there; mod_tokens AllowedType NOT_ALLOWED is "Token is valid, but
+    is not allowed to charge at the given location", so NOT_ALLOWED comes with `valid: true`."""
     obj: dict[str, Any] = {
         "country_code": settings.OCPI_COUNTRY_CODE,
         "party_id": settings.OCPI_PARTY_ID,

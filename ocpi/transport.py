@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -337,6 +337,27 @@ def parse_query_int(request: Request, name: str, default: int) -> int:
     return value
 
 
+def parse_query_limit(request: Request, server_limit: int) -> int:
+    """`limit`, capped at our page size: transport §"Paginated Request" lets the server return fewer objects
+    than asked, and its example answers `?limit=2000` with pages of its own size and `X-Limit` saying so. Only
+    what is no count at all is refused (2001): not a number, or negative. 0 asks for nothing: the page size."""
+    raw = request.query_params.get("limit")
+    if raw in (None, ""):
+        return server_limit
+    digits = raw.strip().removeprefix("+")
+    if digits.isascii() and digits.isdigit():
+        # However many digits: int() refuses a string of more than sys.get_int_max_str_digits() (4,300).
+        value = int(digits) if len(digits) <= 12 else server_limit
+    else:
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise OcpiError(INVALID_PARAMETERS, "limit must be an integer") from exc
+        if value < 0:
+            raise OcpiError(INVALID_PARAMETERS, "limit must not be negative")
+    return min(value, server_limit) or server_limit
+
+
 def paginated_response(
     request: Request,
     queryset: QuerySet[Any],
@@ -345,73 +366,72 @@ def paginated_response(
     date_field: str = "last_updated",
     headers: dict[str, str] | None = None,
 ) -> HttpResponse:
-    """A paginated OCPI list (transport §"Pagination"): date_from (incl.), date_to (excl.), offset, limit;
-    `Link` to the next page with the same filters, `X-Total-Count`, `X-Limit`. Oldest first.
+    """A paginated OCPI list (transport §"Pagination"): date_from (incl.), date_to (excl.) on `date_field`,
+    offset, limit; `Link` to the next page with the same filters, `X-Total-Count`, `X-Limit`.
 
-    The `Link` also carries where the page ended (`after`: the offset it leads to, the last object's date and
-    key, and the total counted on the first page). A client following it is served the next page from that
-    point on the (date, key) index: skipping `offset` rows and counting them all again made each page cost in
-    proportion to the list (a million tokens: 31 ms for the first page, 447 ms for the last, a full pull of
-    10,000 pages about 40 minutes of the database's time; docs/benchmarks.md). An object changed during a pull
-    moves to the end of the list, where the pull still finds it, instead of shifting every later page by one
-    (with offsets, one object was then skipped). A request whose `offset` is not the one `after` leads to (a
-    client building its own URLs) is served by offset, as before."""
+    In the order the objects were created (the primary key), oldest first: transport §"Paginated Response",
+    "the sequence of objects mustn't change, or as little as possible … order the objects by creation date
+    ascending". An object changed during a pull keeps its place, so a client paging by `offset` on URLs of its
+    own misses nothing (in `last_updated` order it moved to the end and shifted every later object back by one:
+    the object after it was never served, and nothing told the client). Objects created during the pull come
+    last, where the last page serves them.
+
+    The `Link` also carries where the page ended (`after`: the offset it leads to, the last object's key, the
+    count and the table's highest key when the pull began). A client following it is served the objects after
+    that key from the primary key's index, not `offset` rows skipped again. Its `X-Total-Count` is the pull's
+    first count plus the objects now matching beyond that highest key: transport's "the X-Total-Count will be
+    higher on the next call" for objects created during the pull, without counting the whole list again on
+    every page (a million tokens: the count was three quarters of each page's time; docs/benchmarks.md). A
+    request without `after`, or whose `offset` is not the one `after` leads to (a client building its own URLs),
+    is served by offset and counted afresh."""
     date_from = parse_query_datetime(request, "date_from")
     date_to = parse_query_datetime(request, "date_to")
     offset = parse_query_int(request, "offset", 0)
     server_limit = settings.OCPI_PAGE_LIMIT
-    limit = min(parse_query_int(request, "limit", server_limit) or server_limit, server_limit)
+    limit = parse_query_limit(request, server_limit)
     if date_from is not None:
         queryset = queryset.filter(**{f"{date_field}__gte": date_from})
     if date_to is not None:
         queryset = queryset.filter(**{f"{date_field}__lt": date_to})
-    ordered = queryset.order_by(date_field, "pk")
+    ordered = queryset.order_by("pk")
     after = _page_after(request.query_params.get("after"), offset)
     if after is None:
-        total = queryset.count()
+        # The highest key read before the count: an object created in between is counted twice on the pages that
+        # follow (a count too high, never too low).
+        highest = queryset.model._base_manager.order_by("-pk").values_list("pk", flat=True).first() or 0
+        counted = total = queryset.count()
         page = list(ordered[offset : offset + limit + 1])
     else:
-        moment, key, total = after
-        # From the last object on: its date or later, less those of its date up to its key (ties are rare).
-        later = ordered.filter(**{f"{date_field}__gte": moment}).exclude(**{date_field: moment, "pk__lte": key})
-        page = list(later[: limit + 1])
+        key, counted, highest = after
+        total = counted + queryset.filter(pk__gt=highest).count()
+        page = list(ordered.filter(pk__gt=key)[: limit + 1])
     more, page = len(page) > limit, page[:limit]
     all_headers = dict(headers or {})
-    # Offset mode counted just now: the total (transport: "excluding limit and offset"; an offset past the end
-    # is not a count). The cursor's total is the first page's: objects added since make the list longer.
-    all_headers["X-Total-Count"] = str(total if after is None else max(total, offset + len(page) + (1 if more else 0)))
+    # transport: "excluding limit and offset" (an offset past the end is not a count).
+    all_headers["X-Total-Count"] = str(total)
     all_headers["X-Limit"] = str(server_limit)
     if more:
-        last = page[-1]
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit", "after")}
         following = offset + len(page)
         params.update({"offset": str(following), "limit": str(limit),
-                       "after": _page_end(following, getattr(last, date_field), last.pk, total)})  # fmt: skip
+                       "after": f"p.{following}.{page[-1].pk}.{counted}.{highest}"})  # fmt: skip
         all_headers["Link"] = f'<{absolute_url(request.path)}?{urlencode(params)}>; rel="next"'
     return ocpi_response([serialize(obj) for obj in page], headers=all_headers)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PAGE_END = re.compile(r"(\d{1,12})\.(-?\d{1,17})\.(\d{1,19})\.(\d{1,12})")
+_PAGE_END = re.compile(r"p\.(\d{1,12})\.(\d{1,19})\.(\d{1,12})\.(\d{1,19})")
 
 
-def _page_end(offset: int, moment: datetime, key: int, total: int) -> str:
-    """Where a page ended, for the Link to the next one: `offset.microseconds.key.total`."""
-    return f"{offset}.{(moment - _EPOCH) // timedelta(microseconds=1)}.{key}.{total}"
-
-
-def _page_after(raw: str | None, offset: int) -> tuple[datetime, int, int] | None:
-    """The (date, key, total) a Link's `after` names, when it leads to this `offset`; None otherwise (absent,
-    malformed, out of range, or for another offset: the page is then served by offset)."""
+def _page_after(raw: str | None, offset: int) -> tuple[int, int, int] | None:
+    """What a Link's `after` (`p.offset.key.count.highest`) names: the key after which the page starts, the
+    pull's first count and the highest key then, when it leads to this `offset`; None otherwise (absent,
+    malformed, out of range, for another offset, or of the earlier `offset.date.key.total` shape: the page is
+    then served by offset)."""
     found = _PAGE_END.fullmatch(raw or "")
     if found is None or int(found[1]) != offset:
         return None
-    key = int(found[3])
-    try:
-        moment = _EPOCH + timedelta(microseconds=int(found[2]))
-    except OverflowError:
-        return None
-    return (moment, key, int(found[4])) if key < 2**63 else None
+    key, counted, highest = int(found[2]), int(found[3]), int(found[4])
+    return (key, counted, highest) if key < 2**63 and highest < 2**63 else None
 
 
 _MESSAGE_COLUMNS = (

@@ -142,22 +142,25 @@ def token_update(*, token: Token, **fields: Any) -> Token:
 def token_authorize(
     *,
     uid: str,
-    token_type: str | None,
+    token_type: str | tuple[str, ...] | None,
     partner: Partner,
     location_references: dict[str, Any] | None = None,
     now: datetime | None = None,
     party: tuple[str, str] | None = None,
 ) -> Authorization:
-    """Answer a CPO's real-time authorization. Unknown token → UnknownToken (HTTP 404 + 2004). `party`: the
-    one party behind a hub the request comes from (its charge points only); by default every party of the
-    partner.
+    """Answer a CPO's real-time authorization. Unknown token → UnknownToken (HTTP 404 + 2004). `token_type`
+    None is RFID (mod_tokens: "Default if omitted: RFID", in 2.1.1 and 2.3.0 too): a token of another type with
+    that uid is not the one asked for. Several types: a token of any of them, the oldest (2.1.1's OTHER, which
+    stands for our app and ad-hoc tokens too). `party`: the one party behind a hub the request comes from (its
+    charge points only); by default every party of the partner.
 
     The eMSP SHALL NOT check opening hours or EVSE status here (mod_tokens); we check the token, the
     driver's account and where the token may be used.
     """
     now = now or timezone.now()
     wanted = _wanted_location(partner, location_references, party)
-    found = _token_for_authorization(uid, token_type, partner, wanted)
+    types = (token_type,) if isinstance(token_type, str) else token_type or (Token.Type.RFID,)
+    found = _token_for_authorization(uid, types, partner, wanted)
     if found is None:
         raise UnknownToken(uid)
     token, known_evse_keys = found
@@ -221,7 +224,7 @@ _KEY_SEPARATOR = "\t"
 
 
 @functools.lru_cache(maxsize=256)
-def _authorize_sql(*, vendor: str, of_type: bool, locations: int, evses: int) -> str:
+def _authorize_sql(*, vendor: str, types: int, locations: int, evses: int) -> str:
     """One statement, one row: the token, its driver's standing, whether the requesting partner may see it used
     and which of the requested EVSEs we know at the location (one to a few location keys, one per party).
 
@@ -241,25 +244,22 @@ def _authorize_sql(*, vendor: str, of_type: bool, locations: int, evses: int) ->
             f"WHERE l.ocpi_key IN ({', '.join(['%s'] * locations)}) AND e.uid_key IN ({', '.join(['%s'] * evses)}))"
         )
     sql += f" FROM {_TOKEN} t JOIN {_DRIVER} d ON d.id = t.driver_id WHERE t.uid_key = %s "
-    if of_type:
-        return sql + "AND t.type = %s LIMIT 1"
-    # `type` defaults to RFID (mod_tokens); lenient in: without a type, a token of another type still counts.
-    return sql + "ORDER BY CASE WHEN t.type = %s THEN 0 ELSE 1 END, t.id LIMIT 1"
+    if types == 1:
+        return sql + "AND t.type = %s LIMIT 1"  # one at most: token_unique_uid_type
+    return sql + f"AND t.type IN ({', '.join(['%s'] * types)}) ORDER BY t.id LIMIT 1"
 
 
 def _token_for_authorization(
-    uid: str, token_type: str | None, partner: Partner, wanted: _WantedLocation | None
+    uid: str, types: tuple[str, ...], partner: Partner, wanted: _WantedLocation | None
 ) -> tuple[Token, set[str]] | None:
-    """The token with what allowed_status reads of its driver and partners, and which EVSE keys of `wanted` we
-    know."""
+    """The token of this uid and one of these types with what allowed_status reads of its driver and partners,
+    and which EVSE keys of `wanted` we know."""
     location_keys, evse_keys = (wanted.location_keys, wanted.evse_keys) if wanted is not None else ([], [])
     params: list[Any] = [partner.pk]
     if evse_keys:
         params += [_KEY_SEPARATOR, *location_keys, *evse_keys]
-    params += [ci_key(uid), token_type or Token.Type.RFID]
-    sql = _authorize_sql(
-        vendor=connection.vendor, of_type=bool(token_type), locations=len(location_keys), evses=len(evse_keys)
-    )
+    params += [ci_key(uid), *types]
+    sql = _authorize_sql(vendor=connection.vendor, types=len(types), locations=len(location_keys), evses=len(evse_keys))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -28,7 +28,10 @@ ISSUE_CODES: dict[str, str] = {
     "rounded": "F non-integral number rounded where an int is due",
     "truncated": "F string longer than its OCPI maximum cut",
     "id_whitespace": "F whitespace around an identifier stripped (case kept)",
-    "id_too_long": "D identifier longer than its OCPI maximum dropped (treated as missing)",
+    "id_too_long": (
+        "D identifier longer than its OCPI maximum dropped (treated as missing); "
+        "a non-credit CDR id of 37-39 characters is kept and reported"
+    ),
     "invalid_identifier": "D identifier with characters outside printable ASCII dropped (treated as missing)",
     "control_characters": "F control characters (NUL, escape, ...) removed from text",
     "missing_required": "F required text missing; empty string used",

@@ -525,6 +525,11 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
         if credit is None:
             raise Rejected("credit", f"credit {get('credit')!r} is not a boolean", code="invalid_credit")
         out["credit"] = credit
+    if len(out["id"]) > 36 and not out.get("credit"):
+        # mod_cdrs: "Normal (non-credit) CDRs SHALL only have an ID with a maximum length of 36". Kept, not
+        # refused: the CDR is the bill, a CPO retries a refused one, and 39 characters fit our key whole (no two
+        # CDRs merged, unlike the ids read_identifier drops for being longer than we can store).
+        ctx.drop("id", "id_too_long", f"non-credit CDR id of {len(out['id'])} characters kept (OCPI maximum 36)")
     cost = _amount(raw, "total_cost", ctx, credit=bool(out.get("credit")), bill=True)
     if cost is None:
         raise Rejected("total_cost", "total_cost missing", code="invalid_price")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 
@@ -17,6 +17,8 @@ from ocpi.rendering import token_as_ocpi
 from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
 
 TOKEN_TYPES = {t.value for t in Token.Type}
+# 2.1.1 TokenType is RFID or OTHER, and our app and ad-hoc tokens travel there as OTHER (ocpi/versions/v211.py).
+V211_OTHER = tuple(sorted(TOKEN_TYPES - {Token.Type.RFID}))
 
 
 class TokenListView(OcpiView):
@@ -52,8 +54,10 @@ class TokenAuthorizeView(OcpiView):
         auth=TOKEN_AUTH,
     )
     def post(self, request: Request, token_uid: str) -> HttpResponse:
-        token_type = (request.query_params.get("type") or "").strip().upper() or None
-        if token_type is not None and token_type not in TOKEN_TYPES:
+        # mod_tokens: `type` "Default if omitted: RFID" (2.1.1 and 2.3.0 alike): an APP_USER token whose uid an RFID
+        # reader could read is not authorized by a request without a type.
+        token_type = _sent_type(request, self.ocpi_version) or Token.Type.RFID
+        if token_type not in TOKEN_TYPES:
             if self.ocpi_version == "2.3.0":
                 # 2.3.0 TokenType is an OpenEnum: EMAID (Plug & Charge) or a value of the CPO's own is a valid
                 # request for a token we don't have (we issue no EMAID tokens, and a Plug & Charge contract we
@@ -64,7 +68,7 @@ class TokenAuthorizeView(OcpiView):
         try:
             result = tokens.token_authorize(
                 uid=token_uid,
-                token_type=token_type,
+                token_type=V211_OTHER if (self.ocpi_version, token_type) == ("2.1.1", "OTHER") else token_type,
                 partner=self.partner,
                 location_references=references,
                 party=self.routed_party(),
@@ -74,12 +78,21 @@ class TokenAuthorizeView(OcpiView):
             raise OcpiError(transport.UNKNOWN_TOKEN, "Unknown token", 404) from exc
         data = {
             "allowed": result.allowed,
-            "token": token_as_ocpi(result.token, self.partner),
+            # Its own validity, not this partner's restriction: `allowed` (NOT_ALLOWED) says that one.
+            "token": token_as_ocpi(result.token),
             "authorization_reference": result.authorization_reference,
         }
         if result.location is not None:
             data["location"] = result.location
         return ocpi_response(data)
+
+
+def _sent_type(request: Request, version: str) -> str:
+    """The `type` of an authorization, upper-cased ("" when none). 2.1.1's parameter table names it `token_type`
+    (its URL example `type`): read too, or a 2.1.1 CPO following the table is answered for RFID. A 2.1.1 request is
+    read as it was sent: ocpi/versions/wire.py takes a `type=OTHER` out of its query."""
+    params = request.query_params if version != "2.1.1" else QueryDict(request.META.get("QUERY_STRING", ""))
+    return (params.get("type") or params.get("token_type") or "").strip().upper()
 
 
 def location_references(body: Any) -> dict[str, Any] | None:

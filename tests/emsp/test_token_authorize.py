@@ -23,10 +23,9 @@ def reference(
     uid: str, token_type: str | None, partner: Partner, refs: dict[str, Any] | None, now: Any
 ) -> tuple[dict[str, Any], str, dict[str, Any] | None] | None:
     """What the authorization should answer, read with the ORM one question at a time."""
-    found = Token.objects.filter(uid_key=ci_key(uid))
-    if token_type:
-        found = found.filter(type=token_type)
-    candidates = sorted(found, key=lambda t: (t.type != Token.Type.RFID, t.pk))
+    # mod_tokens: `type` "Default if omitted: RFID".
+    found = Token.objects.filter(uid_key=ci_key(uid), type=token_type or Token.Type.RFID)
+    candidates = sorted(found, key=lambda t: t.pk)
     if not candidates:
         return None
     token = candidates[0]
@@ -98,4 +97,4 @@ def test_the_single_statement_answers_as_the_orm_reading_does() -> None:
         got = tokens.token_authorize(uid=uid, token_type=token_type, partner=partner, location_references=refs, now=now)
         assert (model_to_dict(got.token), got.allowed, got.location) == expected
         checked += 1
-    assert checked > 150  # most draws name a token we hold
+    assert checked > 100  # a third of the draws name a token we hold (one without a type: an RFID token)

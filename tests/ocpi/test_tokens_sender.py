@@ -50,9 +50,9 @@ def next_path(response: object) -> str:
 
 
 def test_a_token_changed_during_a_pull_is_not_skipped(ocpi: OcpiTestClient, settings: object) -> None:
-    """Following our Link, the next page starts after the last token served (not `offset` rows in): a token
-    changed meanwhile moves to the end of the list and is still served; with offsets the token after it was
-    skipped."""
+    """Following our Link, the next page starts after the last token served (not `offset` rows in). The list is
+    in creation order: a token changed meanwhile keeps its place, every token is served once (transport: "the
+    sequence of objects mustn't change"; tests/ocpi/test_tokens_served_review_fixes.py pages by offset)."""
     settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
     base = timezone.now() - timedelta(days=1)
     tokens = [TokenFactory(last_updated=base + timedelta(minutes=i)) for i in range(5)]
@@ -64,10 +64,14 @@ def test_a_token_changed_during_a_pull_is_not_skipped(ocpi: OcpiTestClient, sett
         response = ocpi.get(path)
         uids += [t["uid"] for t in response.json()["data"]]
         path = next_path(response)
-    assert uids == [t.uid for t in tokens[:2]] + [t.uid for t in tokens[2:]] + [tokens[0].uid]
+    assert uids == [t.uid for t in tokens]
 
 
-def test_following_the_link_neither_counts_nor_skips_rows(ocpi: OcpiTestClient, settings: object) -> None:
+def test_following_the_link_neither_counts_the_list_again_nor_skips_rows(
+    ocpi: OcpiTestClient, settings: object
+) -> None:
+    """Read from the key the Link names, no OFFSET; only the tokens beyond the highest key of the first page are
+    counted (transport: new objects make "the X-Total-Count … higher on the next call")."""
     settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
     for _ in range(5):
         TokenFactory()
@@ -77,13 +81,15 @@ def test_following_the_link_neither_counts_nor_skips_rows(ocpi: OcpiTestClient, 
         response = ocpi.get(path)
     assert response["X-Total-Count"] == "5" and len(response.json()["data"]) == 2
     listing = [q["sql"] for q in seen.captured_queries if "emsp_token" in q["sql"]]
-    assert listing and not [q for q in listing if "COUNT(" in q.upper() or "OFFSET" in q.upper()], listing
+    assert listing and not [q for q in listing if "OFFSET" in q.upper()], listing
+    counts = [q for q in listing if "COUNT(" in q.upper()]
+    assert counts and all('"emsp_token"."id" >' in q for q in counts), counts
 
 
 @pytest.mark.parametrize(
     "after",
-    ["garbage", "", "3.1.1.5", "2.1.99999999999999999999.5", "2.1.9223372036854775808.5", "2.-99999999999999999.1.5",
-     "2.1\x00.1.5", "2.1.1.5.6"],
+    ["garbage", "", "p.3.1.5.9", "p.2.99999999999999999999.5.9", "p.2.9223372036854775808.5.9", "p.2.-1.5.9",
+     "p.2.1\x00.5.9", "p.2.1.5", "p.2.1.5.9223372036854775808", "2.1.1.5", "2.1"],
 )  # fmt: skip
 def test_an_after_that_is_not_ours_is_served_by_offset(ocpi: OcpiTestClient, settings: object, after: str) -> None:
     settings.OCPI_PAGE_LIMIT = 2  # type: ignore[attr-defined]
@@ -97,7 +103,7 @@ def test_an_after_that_is_not_ours_is_served_by_offset(ocpi: OcpiTestClient, set
 
 def test_an_after_of_our_shape_but_made_up_is_a_page_not_an_error(ocpi: OcpiTestClient) -> None:
     TokenFactory()
-    for after in ("2.99999999999999999.1.5", "2.0.9223372036854775807.999999999999"):  # the year 5138; the last key
+    for after in ("p.2.0.5.0", "p.2.9223372036854775807.999999999999.9223372036854775807"):  # first key; last
         response = ocpi.get(LIST, data={"offset": "2", "after": after})
         assert response.status_code == 200 and response.json()["status_code"] == 1000
 
@@ -197,11 +203,13 @@ def test_a_prepaid_driver_with_credit_is_allowed(ocpi: OcpiTestClient) -> None:
     assert authorize(ocpi, token.uid).json()["data"]["allowed"] == "ALLOWED"
 
 
-def test_without_a_type_a_token_of_another_type_is_found(ocpi: OcpiTestClient) -> None:
-    token = TokenFactory(uid="APPONLY", type=Token.Type.APP_USER)
-    body = authorize(ocpi, "apponly").json()
-    assert body["data"]["allowed"] == "ALLOWED"
-    assert body["data"]["token"]["type"] == "APP_USER" == token.type
+def test_without_a_type_a_token_of_another_type_is_not_found(ocpi: OcpiTestClient) -> None:
+    """mod_tokens: `type` "Default if omitted: RFID"."""
+    TokenFactory(uid="APPONLY", type=Token.Type.APP_USER)
+    response = authorize(ocpi, "apponly")
+    assert (response.status_code, response.json()["status_code"]) == (404, 2004)
+    assert "data" not in response.json()
+    assert authorize(ocpi, "apponly", query="?type=APP_USER").json()["data"]["allowed"] == "ALLOWED"
 
 
 def test_an_unknown_token_is_404_with_2004_and_no_data(ocpi: OcpiTestClient) -> None:
