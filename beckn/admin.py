@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from beckn import registry
 from beckn.models import BecknSubscriber, DriverFeedback
 from beckn.signing import KeyFormatError, load_public_key
+from emsp.admin_safety import JSON_FORM_FIELDS
 from emsp.services.staff import form_changes, staff_action_record
 
 
@@ -66,6 +67,7 @@ class BecknSubscriberForm(forms.ModelForm):
 @admin.register(BecknSubscriber)
 class BecknSubscriberAdmin(admin.ModelAdmin):
     form = BecknSubscriberForm
+    formfield_overrides = JSON_FORM_FIELDS  # domains: a NUL is a form error, not a database one
     list_display = ("subscriber_id", "unique_key_id", "type", "status", "trusted", "valid_until", "last_lookup_at")
     list_filter = ("trusted", "type", "status")
     search_fields = ("subscriber_id", "unique_key_id", "subscriber_url")

@@ -42,6 +42,10 @@ class CdrAdmin(admin.ModelAdmin):
     readonly_fields = [*(f.name for f in Cdr._meta.fields), "audit_link"]
     list_select_related = ("partner", "audit")
 
+    # CDRs come from CPOs only (OCPI): an add form of read-only fields saved an empty row (IntegrityError).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
     @admin.display(description="Audit", ordering="audit__status")
     def audit_status(self, cdr: Cdr) -> str:
         audit = audit_of(cdr)

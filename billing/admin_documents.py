@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from billing.admin_ledger import DAY_VALIDATORS
 from billing.admin_links import ReadOnlyAdmin, admin_link, attachment
 from billing.models import BapAgreement, DriverReceipt, IssuedDocument
 from billing.services import bap_settlement, documents
@@ -129,13 +130,15 @@ class IssuedDocumentAdmin(ReadOnlyAdmin):  # as issued, for good
 
 class BapSettlementForm(forms.Form):
     bap_id = forms.CharField(required=False, max_length=255, help_text="Empty: every app with money in the period")
-    period_start = forms.DateField(help_text="YYYY-MM-DD")
-    period_end = forms.DateField(help_text="YYYY-MM-DD, exclusive")
+    # Days a period's bounds may name (admin_ledger.DAY_VALIDATORS): 9999-12-01..9999-12-31 was a server error.
+    period_start = forms.DateField(help_text="YYYY-MM-DD", validators=DAY_VALIDATORS)
+    period_end = forms.DateField(help_text="YYYY-MM-DD, exclusive", validators=DAY_VALIDATORS)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         start, end = data.get("period_start"), data.get("period_end")
-        if start and end and not start < end <= start + timedelta(days=366):
+        # The length, not `start + 366 days`: that sum overflows past the last date there is (an OverflowError).
+        if start and end and not 0 < (end - start).days <= 366:
             raise forms.ValidationError("the period ends after it starts, within a year")
         bap_id = data.get("bap_id") or ""
         if not bap_id.isprintable():

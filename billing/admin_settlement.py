@@ -107,6 +107,10 @@ class SettlementAdmin(admin.ModelAdmin):
     def has_export_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.export_settlement")
 
+    def has_issue_permission(self, request: HttpRequest) -> bool:
+        # A statement takes the next number of a gapless sequence: issuing documents, as receipts need.
+        return request.user.has_perm("billing.add_issueddocument")
+
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {"can_compute": self.has_change_permission(request), **(extra_context or {})}
         return super().changelist_view(request, extra_context)
@@ -221,14 +225,19 @@ class SettlementAdmin(admin.ModelAdmin):
     @admin.action(description="Close the selected periods (reconciled only)", permissions=["change"])
     def close_period(self, request: HttpRequest, queryset: QuerySet[Settlement], carry_over: bool = False) -> None:
         for settlement in self._selected(queryset):
-            try:
-                # Not one transaction with the record: a refused close still keeps the recomputed figures.
-                service.settlement_close(settlement=settlement, user=request.user, carry_over=carry_over)
-            except service.SettlementError as error:
-                messages.warning(request, f"Not closed: {error}.")
-            else:
-                self._record(request, "close", [settlement])
-                messages.success(request, f"Closed {settlement}.")
+            # One transaction per period with its record; a refused close still keeps the recomputed figures,
+            # and the CDRs it carried over when every one was in review (nothing left to close).
+            with transaction.atomic():
+                try:
+                    service.settlement_close(settlement=settlement, user=request.user, carry_over=carry_over)
+                except service.SettlementError as error:
+                    if error.carried:
+                        self._record(request, "carry_over", [settlement], carried=error.carried)
+                    messages.warning(request, f"Not closed: {error}.")
+                else:
+                    details = {"carried_over": settlement.carried_over} if carry_over else {}
+                    self._record(request, "close", [settlement], **details)
+                    messages.success(request, f"Closed {settlement}.")
 
     @admin.action(
         description="Close, carrying CDRs still in review (open disputes, unmatched audits) to the next period",
@@ -237,7 +246,7 @@ class SettlementAdmin(admin.ModelAdmin):
     def close_period_carrying_over(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
         self.close_period(request, queryset, carry_over=True)
 
-    @admin.action(description="Issue the CPO statement (closed periods) as a numbered PDF", permissions=["export"])
+    @admin.action(description="Issue the CPO statement (closed periods) as a numbered PDF", permissions=["issue"])
     def issue_cpo_statement(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
         from billing.services import documents
 

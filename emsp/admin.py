@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from emsp import outbox
 from emsp.admin_logs import LogAdminMixin
+from emsp.admin_safety import JSON_FORM_FIELDS
 from emsp.models import (
     Booking,
     BookingCheck,
@@ -100,6 +101,7 @@ class EvseAdmin(admin.ModelAdmin):
     )
     search_fields = ("uid", "evse_id", "location__name", "location__location_id", "location__city")
     readonly_fields = ("location", "data", "status_updated_at")
+    formfield_overrides = JSON_FORM_FIELDS  # capabilities: a NUL is a form error, not a database one
     inlines = [ConnectorInline]
     list_select_related = ("location",)
 
@@ -212,6 +214,10 @@ class ChargingSessionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in ChargingSession._meta.fields]
     list_select_related = ("partner",)
 
+    # Sessions come from CPOs only (OCPI): an add form of read-only fields saved an empty row (IntegrityError).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
 
 @admin.register(Command)
 class CommandAdmin(admin.ModelAdmin):
@@ -220,6 +226,11 @@ class CommandAdmin(admin.ModelAdmin):
     search_fields = ("=uid", "authorization_reference")
     readonly_fields = [f.name for f in Command._meta.fields]
     list_select_related = ("partner",)
+
+    # Commands are made where they are sent (emsp/services/commands.py): an add form of read-only fields saved
+    # an empty row (IntegrityError).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 class OpenBookingCheckInline(admin.TabularInline):

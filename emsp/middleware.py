@@ -1,14 +1,19 @@
 """Request and correlation ids: generated when absent, echoed on the response; every log line carries them
 (emsp/logs.py), and so do the tasks queued and the outbound calls made meanwhile. And the console's refusal of
-a NUL in its addresses."""
+parameters it would answer with a server error (a NUL, a date past the last year, a selected row that is no
+key)."""
 
 from __future__ import annotations
 
 import contextvars
+import re
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.core.exceptions import ValidationError
+from django.db import connection, models
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
@@ -52,10 +57,44 @@ class RequestIdMiddleware:
         return response
 
 
+# C0 and C1 control characters but tab, line feed and carriage return (the set ocpi/normalize/values.py drops
+# from OCPI text): no console field means one, and PostgreSQL refuses a NUL in text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A date drill-down (a list's date_hierarchy, `<field>__year`/`__month`/`__day`): the admin computes the end of
+# the year, month or day asked for, which for the year 9999 is past the last date there is (a server error).
+_DRILL_DOWN = {"year": (1, 9998), "month": (1, 12), "day": (1, 31)}
+# The rows an admin action is posted for (django.contrib.admin.helpers.ACTION_CHECKBOX_NAME, not imported: the
+# OCPI and Beckn lanes import this module for the request ids and load no admin).
+ACTION_CHECKBOX_NAME = "_selected_action"
+
+
+def _console_refusal(parameters: QueryDict) -> str | None:
+    """Why these console parameters are refused, or None."""
+    for name, values in parameters.lists():
+        for text in (name, *values):
+            if (found := _CONTROL.search(text)) is not None:
+                what = "a NUL" if found.group() == "\x00" else f"the control character U+{ord(found.group()):04X}"
+                return f"The console parameter {name!r} can't contain {what}."
+        part = name.rpartition("__")[2] if "__" in name else ""
+        if part in _DRILL_DOWN:
+            low, high = _DRILL_DOWN[part]
+            for value in values:
+                if not (value.isascii() and value.isdigit() and len(value) <= 4 and low <= int(value) <= high):
+                    return f"The console filter {name!r} is a {part} from {low} to {high}."
+    return None
+
+
 class ConsoleQueryMiddleware:
-    """A console list filter (a `field__lookup` parameter) holding a NUL is refused (400). The admin passes
-    filter values straight to the database, and PostgreSQL refuses a NUL in text: `?status__exact=%00` on any
-    list with a status filter was a server error. Other parameters reach forms, which answer with a form error."""
+    """Console parameters the admin would pass on to a server error are refused (400):
+
+    - a NUL or another control character (but tab, line feed and carriage return) in any parameter's name or
+      value, query string or form alike. The admin passes list filter values straight to the database, and
+      PostgreSQL refuses a NUL in text: `?status__exact=%00`, and `?event=%00` on the ledger entries (a filter
+      named without a lookup), were server errors;
+    - a date drill-down outside the years 1 to 9998, months 1 to 12 or days 1 to 31, or no number
+      (`?end_date_time__year=9999` on the CDRs was a server error);
+    - an action posted on a list with a selected row that is not one of the list's keys (`_selected_action=abc`
+      was a ValueError in the admin's filter)."""
 
     PREFIX = "/admin/"
 
@@ -63,10 +102,48 @@ class ConsoleQueryMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(self.PREFIX) and "%00" in request.META.get("QUERY_STRING", ""):
-            for name, values in request.GET.lists():
-                if "__" in name and any("\x00" in value for value in values):
-                    return HttpResponseBadRequest(
-                        f"The console filter {name!r} can't contain a NUL character.", content_type="text/plain"
-                    )
+        if request.path_info.startswith(self.PREFIX):
+            refusal = _console_refusal(request.GET)
+            if refusal is None and request.method == "POST":
+                refusal = _console_refusal(request.POST)
+            if refusal is not None:
+                return HttpResponseBadRequest(refusal, content_type="text/plain")
         return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> HttpResponse | None:
+        model_admin = getattr(view, "model_admin", None)  # set on each ModelAdmin view (ModelAdmin.get_urls)
+        match = request.resolver_match
+        if (
+            model_admin is None
+            or request.method != "POST"
+            or "action" not in request.POST
+            or match is None
+            or not (match.url_name or "").endswith("_changelist")
+        ):
+            return None
+        key = model_admin.model._meta.pk
+        while key.is_relation:  # a key that is a one-to-one link: the key it points at
+            key = key.target_field
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            if not _is_key(key, value):
+                return HttpResponseBadRequest(
+                    f"A selected row ({value[:40]!r}) is not a key of this list.", content_type="text/plain"
+                )
+        return None
+
+
+def _is_key(field: Any, value: str) -> bool:
+    """Can `value`, as posted, be a value of the key `field`? An integer key: decimal digits, within the
+    column's range."""
+    if isinstance(field, models.IntegerField):
+        if not (value.isascii() and value.isdigit()) or len(value) > 20:
+            return False
+        low, high = connection.ops.integer_field_range(field.get_internal_type())
+        return (low is None or low <= int(value)) and (high is None or int(value) <= high)
+    try:
+        field.to_python(value)
+    except ValidationError:
+        return False
+    return True

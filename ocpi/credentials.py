@@ -25,6 +25,7 @@ from ocpi import hub, push, transport, versions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError, OcpiReplyError, encode_token
 from ocpi.models import CredentialsRotation, PushDelivery
 from ocpi.normalize import Rejected, unwrap_object_payload
+from ocpi.normalize.values import _CONTROL
 from ocpi.redact import redact_tokens, storable
 from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
@@ -183,6 +184,9 @@ def _validate_credentials(body: Any, version: str = VERSION) -> dict[str, Any]:
     (credentials.asciidoc; a 2.1.1 party at the top level counts as its one role)."""
     if not isinstance(body, dict):
         raise OcpiError(transport.INVALID_PARAMETERS, "Credentials object expected")
+    # What no column holds (a NUL, in a CPO's reply as in a request to us): refused, not a database error on
+    # PostgreSQL when the partner's roles are saved.
+    transport.check_json(body)
     body = versions.upgrade(version, "credentials", body)
     token = body.get("token")
     if not isinstance(token, str) or not 1 <= len(token.strip()) <= 64 or not is_printable_token(token.strip()):
@@ -499,7 +503,10 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
         raise RegistrationError(f"the partner answered as {key}, which is our own party")
     if expected_party and ci_key(*expected_party.replace(":", "*").partition("*")[::2]) != key:
         raise RegistrationError(f"the CPO answered as {key}, not as the expected {expected_party.upper()}")
-    business_name = str((primary.get("business_details") or {}).get("name") or "").strip()
+    # The CPO's own name for itself: shown in the console and printed in settlement exports and statements,
+    # where a control character ("Evil\x0bCPO") made the XLSX export fail. Cut to the column's length.
+    business_name = _CONTROL.sub("", str((primary.get("business_details") or {}).get("name") or "")).strip()
+    business_name = business_name[: Partner._meta.get_field("name").max_length].strip()
     if partner.country_code == "ZZ":
         existing = Partner.objects.filter(country_code=country_code, party_id=party_id).exclude(pk=partner.pk).first()
         holder = party_holder(country_code, party_id)

@@ -28,6 +28,7 @@ CDR's figure on its own (rounding_adjustments), as the ledger books them: a tota
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -73,7 +74,12 @@ XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml
 
 
 class SettlementError(Exception):
-    """A settlement cannot do what was asked (not reconciled, already closed, too large for the format)."""
+    """A settlement cannot do what was asked (not reconciled, already closed, too large for the format).
+    `carried`: CDRs in review a refused close carried to the next period all the same (settlement_close)."""
+
+    def __init__(self, message: str, *, carried: int = 0) -> None:
+        super().__init__(message)
+        self.carried = carried
 
 
 # --- periods ---------------------------------------------------------------------------------------------
@@ -424,15 +430,17 @@ def settlement_carry_over(*, settlement: Settlement, user: Any) -> int:
 def settlement_close(*, settlement: Settlement, user: Any, carry_over: bool = False) -> Settlement:
     """Close a reconciled period (compare-and-set RECONCILED → CLOSED), after recomputing it so that CDRs or
     disputes that arrived since the last computation are taken into account. With `carry_over`, CDRs still
-    in review are first carried to the next period (settlement_carry_over)."""
-    if carry_over:
-        settlement_carry_over(settlement=settlement, user=user)
-        settlement.refresh_from_db()
+    in review are first carried to the next period (settlement_carry_over), in the close's transaction. A period
+    whose every CDR was in review has nothing left to close: its row is gone, the carry-over stands, and the
+    SettlementError says how many CDRs moved (`carried`)."""
+    moved = 0
+    gone = False
     with transaction.atomic():
         # Locked before the recomputation, until the close commits: a CDR being stored for the period either
         # committed first (the recomputation counts it) or waits and is carried past the closed period
         # (carried_past_closed). Every currency's row of the period, in one order, as the recomputation rewrites
-        # them all: two closes of the same month queue instead of deadlocking.
+        # them all: two closes of the same month queue instead of deadlocking. The carry-over comes after the
+        # lock, so that it never moves CDRs out of a period a concurrent close has just closed.
         locked = dict(
             Settlement.objects.select_for_update()
             .filter(partner_id=settlement.partner_id, period_start=settlement.period_start)
@@ -440,9 +448,12 @@ def settlement_close(*, settlement: Settlement, user: Any, carry_over: bool = Fa
             .values_list("pk", "state")
         )
         if locked.get(settlement.pk, settlement.state) != Settlement.State.CLOSED:
-            settlement_compute(
-                partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
-            )
+            if carry_over:
+                moved = settlement_carry_over(settlement=settlement, user=user)  # recomputes the period
+            else:
+                settlement_compute(
+                    partner=settlement.partner, period_start=settlement.period_start, period_end=settlement.period_end
+                )
         changed = Settlement.objects.filter(pk=settlement.pk, state=Settlement.State.RECONCILED).update(
             state=Settlement.State.CLOSED,
             closed_at=timezone.now(),
@@ -450,8 +461,16 @@ def settlement_close(*, settlement: Settlement, user: Any, carry_over: bool = Fa
         )
         try:
             settlement.refresh_from_db()
-        except Settlement.DoesNotExist:
-            raise SettlementError(f"{settlement} no longer has CDRs; recompute the period") from None
+        except Settlement.DoesNotExist:  # the recomputation found no CDRs left and removed the row
+            gone = True
+    if gone:
+        if moved:
+            raise SettlementError(
+                f"{settlement} no longer has CDRs: its {moved} CDR(s) in review were carried to the next period, "
+                "nothing is left to close",
+                carried=moved,
+            )
+        raise SettlementError(f"{settlement} no longer has CDRs; recompute the period")
     if changed:
         return settlement
     if settlement.state == Settlement.State.CLOSED:
@@ -516,8 +535,16 @@ CDR_HEADERS = [
 ]
 
 
+# C0 and C1 control characters but tab, line feed and carriage return (the set ocpi/normalize/values.py drops
+# from OCPI text): openpyxl refuses the C0 ones in a cell (IllegalCharacterError, the export a server error),
+# and none of them is text anyone reads.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def spreadsheet_text(value: str) -> str:
-    """Partner- or app-supplied text must not turn into a spreadsheet formula (CSV/formula injection)."""
+    """Partner- or app-supplied text must not turn into a spreadsheet formula (CSV/formula injection), nor
+    carry control characters (a CPO's name adopted from its credentials, "Evil\\x0bCPO", failed the XLSX)."""
+    value = _CONTROL.sub("", value)
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 

@@ -115,7 +115,6 @@ def test_the_apps_settlement_page_shows_exports_and_issues_the_statement(finance
     [
         {"period_start": "2026-10-01", "period_end": "2026-09-01"},
         {"period_start": "2026-13-01", "period_end": "2026-11-01"},
-        {"bap_id": "app\x00", "period_start": "2026-10-01", "period_end": "2026-11-01"},
         {"period_start": "2026-10-01", "period_end": "9999-12-31"},
     ],
 )
@@ -123,6 +122,12 @@ def test_the_apps_settlement_page_answers_bad_input_with_a_form_error(finance: C
     page = finance.get(reverse("admin:billing_bap_settlement"), query)
     assert page.status_code == 200
     assert page.context["form"].errors
+
+
+def test_a_nul_in_the_apps_settlement_query_is_refused_by_the_console(finance: Client) -> None:
+    """The console refuses a control character in any parameter (emsp/middleware.py ConsoleQueryMiddleware)."""
+    query = {"bap_id": "app\x00", "period_start": "2026-10-01", "period_end": "2026-11-01"}
+    assert finance.get(reverse("admin:billing_bap_settlement"), query).status_code == 400
 
 
 def test_an_apps_terms_are_set_with_a_valid_window_and_fee(login: Callable[[str], Client]) -> None:
