@@ -704,7 +704,13 @@ def energy_rate(
 
 def item_id(evse: Evse, connector: Connector) -> str:
     """Beckn item id of a bookable connector: unique within its provider (the CPO's party)."""
-    return f"{evse.location.location_id}/{evse.uid}/{connector.connector_id}"
+    return item_ref(evse, connector.connector_id)
+
+
+def item_ref(evse: Evse, connector_id: str) -> str:
+    """The item id of `evse`'s connector `connector_id`, also when the CPO no longer lists that connector (a
+    booking's, after the CPO sent its EVSE again without a valid connector)."""
+    return f"{evse.location.location_id}/{evse.uid}/{connector_id}"
 
 
 def provider_id(location: Location) -> str:
@@ -753,15 +759,8 @@ def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[d
     if connector.max_electric_power:
         specs.append(_tag("power-rating", f"{_kilowatts(connector.max_electric_power)}kW", "Power rating"))
         specs.append(_tag("charging-speed", charging_speed(connector.max_electric_power), "Charging speed"))
-    specs += [
-        _tag("status", evse.status, "Status"),
-        _tag("status-updated-at", format_datetime(evse.status_updated_at), "Status last heard"),
-        _tag("status-confidence", "LOW" if status_note else status_confidence(evse, now), "Status confidence"),
-        *([_tag("status-note", status_note, "Why the status may be out of date")] if status_note else []),
-        _tag("evse-id", evse.evse_id or evse.uid, "EVSE id"),
-        _tag("reservable", "true" if evse.is_reservable else "false", "Can be reserved"),
-    ]
-    groups = [{"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}]
+    specs += _evse_specs(evse, now, status_note)
+    groups = [_specifications(specs)]
     if hit.tariff is not None:
         rates = [_tag("tariff-id", hit.tariff.tariff_id, "Tariff"), _tag("currency", hit.tariff.currency)]
         shown = _rates_of(hit.tariff, hit.priced_at or now, evse.location.time_zone, connector.max_electric_power)[1]
@@ -771,6 +770,28 @@ def item_tags(hit: Hit, now: datetime, status_note: str | None = None) -> list[d
     if estimate is not None:
         groups.append(estimate)
     return groups
+
+
+def connectorless_item_tags(evse: Evse, connector_id: str, now: datetime) -> list[dict[str, Any]]:
+    """The tags of a booked item whose connector the CPO no longer lists (it sent the EVSE again with none it
+    could read: ocpi/normalize/evses.py keeps such an EVSE, "evse_without_connectors"): the connector's id and
+    the EVSE's status, nothing of a connector or tariff we no longer know."""
+    return [_specifications([_tag("connector-id", connector_id, "Connector id"), *_evse_specs(evse, now, None)])]
+
+
+def _specifications(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}
+
+
+def _evse_specs(evse: Evse, now: datetime, status_note: str | None) -> list[dict[str, Any]]:
+    return [
+        _tag("status", evse.status, "Status"),
+        _tag("status-updated-at", format_datetime(evse.status_updated_at), "Status last heard"),
+        _tag("status-confidence", "LOW" if status_note else status_confidence(evse, now), "Status confidence"),
+        *([_tag("status-note", status_note, "Why the status may be out of date")] if status_note else []),
+        _tag("evse-id", evse.evse_id or evse.uid, "EVSE id"),
+        _tag("reservable", "true" if evse.is_reservable else "false", "Can be reserved"),
+    ]
 
 
 _RATES = (

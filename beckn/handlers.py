@@ -414,7 +414,7 @@ def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
                 "descriptor": {"name": provider_name(hit.evse.location)},
             },
             "items": [item_block(hit, quote, status_note)],
-            "fulfillments": [fulfillment_block(hit, window=selected.window)],
+            "fulfillments": [fulfillment_block(hit.evse, window=selected.window)],
             "quote": quote_block(quote),
             "payments": offered_payments(quote, payments.agreement_for(txn.bap_id)),
         }
@@ -481,7 +481,7 @@ def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         "order": {
             "provider": {"id": txn.provider_id},
             "items": [item_block(hit, quote, _not_answering(hit, "locations"))],
-            "fulfillments": [fulfillment_block(hit, window=_txn_window(txn))],
+            "fulfillments": [fulfillment_block(hit.evse, window=_txn_window(txn))],
             "billing": billing,
             "quote": quote_block(quote),
             "payments": [payment_block(payment, amount=payment_amount(payment, quote=quote), agreement=agreement)],
@@ -609,21 +609,23 @@ def _confirmed_window(order: dict[str, Any], txn: BecknTransaction) -> tuple[dat
     return selected
 
 
-def _booking_of(txn: BecknTransaction, identifier: str) -> Booking:
-    """The app's order (30010 for another app's or an unknown one); every order it confirmed, also one a later
-    order of the same transaction followed (Booking.app_id, not the transaction's current booking)."""
+def _booking_of(txn: BecknTransaction, identifier: str, path: str = "message.order_id") -> Booking:
+    """The app's order (30010 for another app's or an unknown one, at `path`: where the request named it, an
+    update in message.order.id); every order it confirmed, also one a later order of the same transaction
+    followed (Booking.app_id, not the transaction's current booking)."""
     booking = (
         Booking.objects.filter(order_id=identifier, app_id=txn.bap_id)
         .select_related("evse__location__partner", "quote")
         .first()
     )
     if booking is None:
-        raise BecknRequestError(ORDER_NOT_FOUND, "message.order_id", f"order {identifier!r} not found")
+        raise BecknRequestError(ORDER_NOT_FOUND, path, f"order {identifier!r} not found")
     return booking
 
 
 # An app reports a payment for an order that will be (or was) charged; once it ended without a charge there is
-# nothing to pay for (its hold is released), and a start is refused before any payment check.
+# nothing to pay for (its hold is released), and a start is refused before any payment check. A start is also
+# taken again while the order is STARTING on starts the CPO refused only (bookings.start_refused).
 PAYABLE = (*Booking.ACTIVE_STATES, Booking.State.COMPLETED, Booking.State.SETTLED)
 STARTABLE = (Booking.State.CONFIRMED,)
 
@@ -636,7 +638,7 @@ def _updatable(booking: Booking, what: str) -> None:
             "message.order.payments",
             f"order {booking.order_id} is {booking.get_state_display().lower()}: there is nothing to pay",
         )
-    if what == "start" and booking.state not in STARTABLE:
+    if what == "start" and booking.state not in STARTABLE and not bookings.start_refused(booking):
         raise BecknRequestError(
             UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", f"booking {booking.order_id} is {booking.state}"
         )
@@ -644,7 +646,7 @@ def _updatable(booking: Booking, what: str) -> None:
 
 def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     identifier, targets = update_request(envelope.message)
-    booking = _booking_of(txn, identifier)
+    booking = _booking_of(txn, identifier, "message.order.id")
     for what in targets:
         _updatable(booking, what)
     for what in targets:

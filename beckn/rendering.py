@@ -12,15 +12,25 @@ from django.conf import settings
 from django.utils import timezone
 
 from beckn.callbacks import now_rfc3339
-from beckn.catalogue import Hit, hit_for, item_id, item_tags, provider_id, provider_name, window_time
+from beckn.catalogue import (
+    Hit,
+    connectorless_item_tags,
+    hit_for,
+    item_id,
+    item_ref,
+    item_tags,
+    provider_id,
+    provider_name,
+    window_time,
+)
 from beckn.models import BecknTransaction
 from billing.models import BapAgreement, DriverReceipt, Payment, Quote
 from billing.money import round_money
 from billing.services import payments
-from billing.services.driver_pricing import session_estimate
+from billing.services.driver_pricing import driver_total, emsp_fee, partner_terms, session_estimate
 from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
-from emsp.models import Booking, ChargingSession, Command
+from emsp.models import Booking, ChargingSession, Command, Evse
 from emsp.services import bookings, catalogue, commands
 
 STATE_CODES = {
@@ -88,6 +98,25 @@ def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = N
     }
     if hit.tariff is not None and hit.energy_price is not None:
         item["price"] = {"currency": hit.tariff.currency, "value": format(hit.energy_price.normalize(), "f")}
+    return _with_quantity(item, quote)
+
+
+def booked_item_block(booking: Booking) -> dict[str, Any]:
+    """The item of a booking whose connector the CPO no longer lists (it sent the EVSE again without a connector
+    it could read): named by the booking's connector id at its EVSE, without a price (the connector's tariff is
+    not known any more); the quantity the quote was for."""
+    evse = booking.evse
+    item: dict[str, Any] = {
+        "id": item_ref(evse, booking.connector_id),
+        "descriptor": {"code": "energy", "name": f"Charging at {evse.location.name or evse.location.location_id}"},
+        "tags": connectorless_item_tags(evse, booking.connector_id, timezone.now()),
+        "fulfillment_ids": [f"FUL-{evse.location.location_id}"],
+        "location_ids": [f"LOC-{evse.location.location_id}"],
+    }
+    return _with_quantity(item, booking.quote)
+
+
+def _with_quantity(item: dict[str, Any], quote: Quote | None) -> dict[str, Any]:
     if quote is not None and quote.energy_kwh is not None:
         item["quantity"] = {
             "selected": {
@@ -98,13 +127,13 @@ def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = N
 
 
 def fulfillment_block(
-    hit: Hit,
+    evse: Evse,
     state: tuple[str, str] | None = None,
     extra_tags: list[dict[str, Any]] | None = None,
     *,
     window: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
-    location = hit.evse.location
+    location = evse.location
     gps = f"{location.latitude:.6f},{location.longitude:.6f}"
     fulfillment: dict[str, Any] = {
         "id": f"FUL-{location.location_id}",
@@ -115,7 +144,7 @@ def fulfillment_block(
                 "location": {"gps": gps, "address": ", ".join(p for p in (location.address, location.city) if p)},
                 "instructions": {
                     "name": "Plug in, then start charging from the app",
-                    "short_desc": hit.evse.evse_id or hit.evse.uid,
+                    "short_desc": evse.evse_id or evse.uid,
                 },
                 **({"time": window_time(window)} if window else {}),
             }
@@ -174,9 +203,12 @@ def offered_payments(quote: Quote, agreement: BapAgreement) -> list[dict[str, An
     ]
 
 
-def payment_block(payment: Payment, *, amount: Decimal, agreement: BapAgreement) -> dict[str, Any]:
-    """One payment of an order as the app sees it: the hosted page to authorise it (`url`) while we collect
-    and it is pending, the amount, PAID once captured (or the app reported it paid), its state as a tag."""
+def payment_block(
+    payment: Payment, *, amount: Decimal, agreement: BapAgreement, payable: bool = True
+) -> dict[str, Any]:
+    """One payment of an order as the app sees it: the hosted page to authorise it (`url`) while we collect,
+    it is pending and there is something to pay for (`payable`: not once the order ended without a charge), the
+    amount, PAID once captured (or the app reported it paid), its state as a tag."""
     paid = payment.status in (
         Payment.Status.CAPTURED,
         Payment.Status.PARTIALLY_REFUNDED,
@@ -207,7 +239,7 @@ def payment_block(payment: Payment, *, amount: Decimal, agreement: BapAgreement)
             },
         ],
     }
-    if payment.url and payment.status in (Payment.Status.PENDING, Payment.Status.FAILED):
+    if payable and payment.url and payment.status in (Payment.Status.PENDING, Payment.Status.FAILED):
         block["url"] = payment.url
     return block
 
@@ -255,8 +287,16 @@ def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt
     if not rows:
         return None
     agreement = payments.agreement_for(rows[0].bap_id)  # one app's order: its terms on every payment
+    # An order that ended without a charge (cancelled, a no-show, a start that failed) has nothing to authorise:
+    # a page shown then would take a hold that is only released again (payments._apply).
+    payable = booking.is_active or not payments.ended_without_charge(booking)
     return [
-        payment_block(payment, amount=payment_amount(payment, quote=quote, receipt=receipt), agreement=agreement)
+        payment_block(
+            payment,
+            amount=payment_amount(payment, quote=quote, receipt=receipt),
+            agreement=agreement,
+            payable=payable,
+        )
         for payment in rows
     ]
 
@@ -301,8 +341,14 @@ def _billing_of(booking: Booking, txn: BecknTransaction | None) -> dict[str, Any
 def order_block(
     booking: Booking, txn: BecknTransaction | None, *, extra_tags: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    connector = catalogue.connector_get(booking.evse, booking.connector_id) or booking.evse.connectors.first()
-    hit = hit_for(booking.evse, connector, timezone.now())
+    # The booked connector; gone when the CPO sent its EVSE again without a connector we could read (kept so its
+    # status shows: ocpi/normalize/evses.py "evse_without_connectors"): the order still renders, from the booking.
+    connector = catalogue.connector_get(booking.evse, booking.connector_id)
+    item = (
+        item_block(hit_for(booking.evse, connector, timezone.now()), booking.quote)
+        if connector is not None
+        else booked_item_block(booking)
+    )
     state = STATE_CODES[booking.state]
     status = (
         "ACTIVE"
@@ -318,9 +364,9 @@ def order_block(
             "id": provider_id(booking.evse.location),
             "descriptor": {"name": provider_name(booking.evse.location)},
         },
-        "items": [item_block(hit, booking.quote)],
+        "items": [item],
         "fulfillments": [
-            fulfillment_block(hit, state, extra_tags=charging_details(booking), window=booking_window(booking))
+            fulfillment_block(booking.evse, state, extra_tags=charging_details(booking), window=booking_window(booking))
         ],
         "created_at": format_datetime(booking.created_at, "seconds"),
         "updated_at": format_datetime(booking.updated_at, "seconds"),
@@ -472,16 +518,28 @@ def charging_details(booking: Booking) -> list[dict[str, Any]] | None:
     power = _last_power(session)
     if power is not None:
         tags.append(tag("power", f"{power}kW"))
+    cost = _cost_so_far(session)
+    if cost is not None:
+        tags.append(tag("cost-so-far", f"{cost} {session.currency}"))
+    return [{"descriptor": {"code": "charging-details", "name": "Charging details"}, "list": tags}]
+
+
+def _cost_so_far(session: ChargingSession) -> Decimal | None:
+    """What the driver would pay for the charge so far: the CPO's running price (its session's total_cost, else
+    our estimate from the charging periods) with our fee and its VAT, as the bill adds them to the CDR's price
+    (receipt_for_cdr: emsp_fee on the price excl. VAT, driver_total). None when no price is known, or its part
+    before taxes, on which our fee is set, is not."""
     if session.total_cost_excl_vat is not None:
-        cost = session.total_cost_incl_vat if session.total_cost_incl_vat is not None else session.total_cost_excl_vat
-        tags.append(tag("cost-so-far", f"{round_money(cost, session.currency)} {session.currency}"))
+        cpo_excl = session.total_cost_excl_vat
+        cpo_incl = session.total_cost_incl_vat if session.total_cost_incl_vat is not None else cpo_excl
     else:
         estimate = session_estimate(session)
-        if estimate is not None and estimate.total_cost.incl_vat is not None:
-            tags.append(
-                tag("cost-so-far", f"{round_money(estimate.total_cost.incl_vat, session.currency)} {session.currency}")
-            )
-    return [{"descriptor": {"code": "charging-details", "name": "Charging details"}, "list": tags}]
+        if estimate is None or estimate.total_cost.excl_vat is None or estimate.total_cost.incl_vat is None:
+            return None
+        cpo_excl, cpo_incl = estimate.total_cost.excl_vat, estimate.total_cost.incl_vat
+    terms = partner_terms(session.partner)
+    fee = emsp_fee(terms, cpo_excl, session.currency)
+    return driver_total(cpo_incl, fee, session.currency, terms.rounding)
 
 
 def _last_power(session: ChargingSession) -> Decimal | None:

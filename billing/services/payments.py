@@ -394,7 +394,9 @@ def _apply(event: gateways.WebhookEvent) -> str:
         _tell_app(payment)
         if payment.purpose == "balance":  # the rest of a bill: take it now
             _queue_capture(payment)
-        elif payment.booking_id and payment.booking.state == Booking.State.CANCELLED:  # paid after a cancel
+        elif payment.booking_id and ended_without_charge(payment.booking):
+            # Authorised after the booking ended (a cancel, a no-show, a start that failed): nothing will be billed
+            # on it, and booking_cancelled released only what was authorised by then.
             _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
             run_after_commit("billing.tasks.release_payment", payment.pk)
         return "authorised"
@@ -865,6 +867,12 @@ def _released(payment: Payment) -> None:
     if payment.provider == "wallet":
         _sync_wallet(Driver.objects.select_for_update().get(pk=payment.driver_id))
     _tell_app(payment)
+
+
+def ended_without_charge(booking: Booking) -> bool:
+    """Has the booking ended with nothing to bill: no longer active (cancelled, a no-show, a start that failed)
+    and no charging session? A completed charge, or a booking cancelled while charging, is billed by its CDR."""
+    return not booking.is_active and not ChargingSession.objects.filter(booking=booking).exists()
 
 
 def booking_cancelled(event: events.BookingCancelled) -> None:

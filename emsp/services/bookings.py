@@ -170,7 +170,8 @@ def booking_start(booking: Booking) -> Command | None:
     """START_SESSION for the booked connector (mod_commands §StartSession); the token goes with it. A driver
     at the charger before the CPO has answered our RESERVE_NOW (walk-up: the most common case) is not turned
     away: the start is recorded (STARTING, no command yet) and sent as soon as the reservation's result comes —
-    on the reservation when the CPO accepted it, without it otherwise (on_reservation_finished). Returns the
+    on the reservation when the CPO accepted it, without it otherwise (on_reservation_finished). A start is
+    taken again while the booking is STARTING on starts the CPO refused only (start_refused). Returns the
     command sent now, or None when it waits for the reservation."""
     reservation = booking.reservation
     opens = reservation.start_at - timedelta(minutes=settings.BOOKING_EARLY_START_MINUTES) if reservation else None
@@ -180,6 +181,12 @@ def booking_start(booking: Booking) -> Command | None:
             f"charging can start from {opens:%H:%M} UTC"
         )
     with transaction.atomic():
+        locked = Booking.objects.select_for_update().get(pk=booking.pk)
+        if start_refused(locked):
+            # Again after the CPO refused the start (or it never left us): still STARTING, nothing started at the
+            # charger. Locked: the booking checks end such a booking FAILED once it has waited (booking_checks.py
+            # _start_outcome), and either that comes first or they find this start on its way.
+            return _start_now(locked)
         booking = _move(booking, Booking.State.STARTING, (Booking.State.CONFIRMED,))
         if reservation_pending(booking):
             return None
@@ -250,11 +257,29 @@ def _start_sent(booking: Booking) -> bool:
     return Command.objects.filter(booking=booking, type=Command.Type.START_SESSION).exists()
 
 
+def _start_standing(booking: Booking) -> bool:
+    """Is a START_SESSION of the booking on its way, accepted or of unknown outcome (TIMEOUT: a session may still
+    come)? Not one that FAILED: the CPO refused it (REJECTED, EVSE_OCCUPIED, …) or it never left us."""
+    return (
+        Command.objects.filter(booking=booking, type=Command.Type.START_SESSION)
+        .exclude(status=Command.Status.FAILED)
+        .exists()
+    )
+
+
+def start_refused(booking: Booking) -> bool:
+    """Is the booking STARTING on refused starts only (each START_SESSION FAILED), with no session? Nothing was
+    started at the charger: the driver may start again, and a cancel ends the booking at once."""
+    if booking.state != Booking.State.STARTING:
+        return False
+    return _start_sent(booking) and not _start_standing(booking) and not booking.sessions.exists()
+
+
 def _charge_begun(booking: Booking) -> bool:
-    """Has charging been asked of the CPO: a session reported, or a START_SESSION sent?"""
+    """Has charging been asked of the CPO: a session reported, or a START_SESSION standing (not refused)?"""
     if booking.state in (Booking.State.CHARGING, Booking.State.STOPPING):
         return True
-    return booking.state == Booking.State.STARTING and (_start_sent(booking) or booking.sessions.exists())
+    return booking.state == Booking.State.STARTING and (_start_standing(booking) or booking.sessions.exists())
 
 
 def current_session(booking: Booking) -> ChargingSession | None:
@@ -265,11 +290,13 @@ def booking_stop(booking: Booking) -> Command | None:
     """STOP_SESSION of the booking's session. A stop asked for before the CPO has reported the session (the
     driver changed their mind at once) is recorded (STOPPING, no command yet) and sent when the session
     arrives (on_session_changed). A stop before any start went out (the start was waiting for the CPO's answer
-    to the reservation) cancels the booking: nothing was started. Returns the command sent now, or None."""
+    to the reservation), or after the CPO refused the start, cancels the booking: nothing was started. Returns the
+    command sent now, or None."""
     session = current_session(booking)
     with transaction.atomic():
-        if session is None and booking.state == Booking.State.STARTING and not _start_sent(booking):
-            # Still waiting for the CPO's answer to the reservation: nothing was started, so nothing to stop.
+        if session is None and booking.state == Booking.State.STARTING and not _start_standing(booking):
+            # Still waiting for the CPO's answer to the reservation, or the CPO refused the start: nothing was
+            # started, so nothing to stop.
             booking_cancel(booking, reason="stopped before charging started")
             return None
         if session is None:
@@ -283,10 +310,11 @@ def booking_stop(booking: Booking) -> Command | None:
 
 def booking_cancel(booking: Booking, *, reason: str = "", by_cpo: bool = False) -> Command | None:
     """Cancel: before charging, release the hold (CANCEL_RESERVATION at the CPO if it was reserved there) and
-    end the booking CANCELLED. Once a start has gone to the CPO, a driver's cancel is a stop (the RFC's flow:
-    cancel → STOP_SESSION, then the CDR bills what was charged): the booking stays active, STOPPING, until the
-    CPO ends the session, with STOP_SESSION sent now or when the session is reported, and retried by the
-    booking checks, as for an `update` stop; the reason is kept. Returns the command sent, if any."""
+    end the booking CANCELLED. Once a start has gone to the CPO (one it refused does not count: nothing started),
+    a driver's cancel is a stop (the RFC's flow: cancel → STOP_SESSION, then the CDR bills what was charged): the
+    booking stays active, STOPPING, until the CPO ends the session, with STOP_SESSION sent now or when the session
+    is reported, and retried by the booking checks, as for an `update` stop; the reason is kept. Returns the
+    command sent, if any."""
     with transaction.atomic():
         booking = Booking.objects.select_for_update().get(pk=booking.pk)
         if not booking.is_active:
