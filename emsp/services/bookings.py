@@ -259,18 +259,26 @@ def _start_sent(booking: Booking) -> bool:
 
 def _start_standing(booking: Booking) -> bool:
     """Is a START_SESSION of the booking on its way, accepted or of unknown outcome (TIMEOUT: a session may still
-    come)? Not one that FAILED: the CPO refused it (REJECTED, EVSE_OCCUPIED, …) or it never left us."""
+    come)? Not one that FAILED: the CPO refused it (REJECTED, EVSE_OCCUPIED, …) or it never left us. A CommandResult
+    TIMEOUT is recorded FAILED (commands.command_result_received) but is no refusal: the charge point did not answer
+    the CPO in time, and may still start (a cancel then taken for nothing started had left a late session running
+    with its hold released)."""
     return (
         Command.objects.filter(booking=booking, type=Command.Type.START_SESSION)
-        .exclude(status=Command.Status.FAILED)
+        .filter(~Q(status=Command.Status.FAILED) | Q(result_type="TIMEOUT"))
         .exists()
     )
 
 
-def start_refused(booking: Booking) -> bool:
-    """Is the booking STARTING on refused starts only (each START_SESSION FAILED), with no session? Nothing was
-    started at the charger: the driver may start again, and a cancel ends the booking at once."""
+def start_refused(booking: Booking, now: datetime | None = None) -> bool:
+    """Is the booking STARTING on refused starts only (each START_SESSION FAILED), with no session, and its hold
+    not yet over? Nothing was started at the charger: the driver may start again, and a cancel ends the booking at
+    once. Not once the reservation's window has ended: the EVSE may be another driver's booking by then (each
+    refused retry had also put off the booking checks' end of it)."""
     if booking.state != Booking.State.STARTING:
+        return False
+    reservation = booking.reservation
+    if reservation is not None and (now or timezone.now()) >= reservation.expiry_at:
         return False
     return _start_sent(booking) and not _start_standing(booking) and not booking.sessions.exists()
 

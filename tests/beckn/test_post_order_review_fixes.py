@@ -205,6 +205,42 @@ def test_a_start_may_be_asked_again_after_the_cpo_refused_one(bap: Any, peer: Fa
     assert len(peer.requests_to("START_SESSION")) == 2
 
 
+START_AGAIN = {"update_target": "order.fulfillments[0].state"}
+
+
+def start_again(bap: Any, order_id: str) -> dict[str, Any]:
+    again = {"id": order_id, "fulfillments": [{"state": {"descriptor": {"code": "start-charging"}}}]}
+    bap("update", {**START_AGAIN, "order": again})
+    return last(bap, "on_update")
+
+
+def test_a_start_the_charge_point_did_not_answer_in_time_is_no_refusal(bap: Any, peer: FakePeer) -> None:
+    """The CPO's CommandResult TIMEOUT is recorded FAILED, but the charger may still start: no second start, and
+    a cancel is a stop (it had ended the booking at once, its hold released, and a late session ran unstopped)."""
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(booking=booking, type="START_SESSION"), {"result": "TIMEOUT"})
+    assert start_again(bap, order_id)["error"]["code"] == "50002"
+    assert len(peer.requests_to("START_SESSION")) == 1
+    bap("cancel", {"order_id": order_id, "cancellation_reason_id": "changed-my-mind"})
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.STOPPING
+
+
+def test_no_start_again_once_the_bookings_window_has_ended(bap: Any, peer: FakePeer) -> None:
+    """After the hold's end the EVSE may be another driver's booking: a refused start is not asked again then."""
+    order_id = ordered(bap)
+    booking = refused_start(bap, order_id)
+    now = timezone.now()
+    Reservation.objects.filter(pk=booking.reservation_id).update(
+        start_at=now - timedelta(minutes=30), expiry_at=now - timedelta(seconds=1)
+    )
+    assert start_again(bap, order_id)["error"]["code"] == "50002"
+    assert len(peer.requests_to("START_SESSION")) == 1
+
+
 # --- 4. the running cost is what the driver pays -----------------------------------------------------------------
 
 
