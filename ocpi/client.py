@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
 _LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
+# The same without the angle brackets RFC 8288 puts around the URL: `https://…?offset=10&limit=10; rel="next"`.
+_BARE_LINK_NEXT = re.compile(r'(?:^|,)\s*([^\s<>;,"]+)\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
 
 
 class OcpiClientError(Exception):
@@ -278,15 +280,16 @@ class OcpiClient:
                     ) from exc
                 total = _int_header(reply, "X-Total-Count")
                 header = reply.header("Link")
+                named = _link_target(header)
                 link = _next_link(header, url)
-                refused = bool(header and _LINK_NEXT.search(header) and not link)
+                refused = bool(named and not link)
                 page = Page(
                     items=items,
                     total=total,
                     link_refused=refused,
                     timestamp=reply.timestamp,
                     limit=_int_header(reply, "X-Limit"),
-                    linked=bool(header and header.strip()),
+                    linked=named is not None,
                 )
                 offset += len(items)
                 next_url = _following(url, base_params, reply, items, offset, total, link, seen_urls, refused)
@@ -392,7 +395,9 @@ class Page:
     link_refused: bool = False
     timestamp: str = ""  # the envelope's, as the partner sent it
     limit: int | None = None  # its `X-Limit`, where the partner sent a usable one
-    linked: bool = False  # its `Link` named a next page (followed, or refused above)
+    # Its `Link` named a next page (followed, or refused above); not a Link without one (only `prev`, or no URL
+    # we can read), which ended the walk while the client had no next page to follow.
+    linked: bool = False
 
 
 def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = None) -> OcpiReply:
@@ -536,15 +541,20 @@ def _int_header(reply: OcpiReply, name: str) -> int | None:
     return number if number is None or number >= 0 else None
 
 
+def _link_target(header: str | None) -> str | None:
+    """The URL a `Link` header names as rel="next", in angle brackets or, failing that, bare; None without one."""
+    if not header:
+        return None
+    match = _LINK_NEXT.search(header) or _BARE_LINK_NEXT.search(header)
+    return match.group(1) if match else None
+
+
 def _next_link(header: str | None, endpoint_url: str) -> str | None:
     """The next-page URL from a `Link` header, if it points at the same endpoint: same scheme, host and path
     (its query may differ). Anything else is not followed."""
-    if not header:
+    link = _link_target(header)
+    if link is None:
         return None
-    match = _LINK_NEXT.search(header)
-    if not match:
-        return None
-    link = match.group(1)
     parts, endpoint = urlsplit(link), urlsplit(endpoint_url)
     same = (
         parts.scheme.lower() == endpoint.scheme.lower()

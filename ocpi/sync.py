@@ -17,12 +17,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing.models import Tariff
 from billing.services import records
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
-from emsp.models import Partner
+from emsp.models import Location, Partner
 from emsp.services import breakers, catalogue, sessions
-from ocpi import hubclientinfo, metrics
-from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError, Page
+from ocpi import hub, hubclientinfo, metrics
+from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError, Page, object_url
 from ocpi.models import SyncLease, SyncRun
 from ocpi.normalize import (
     Issue,
@@ -32,6 +33,7 @@ from ocpi.normalize import (
     normalize_location,
     normalize_session,
     normalize_tariff,
+    unwrap_object_payload,
 )
 from ocpi.quality import record_issues
 from ocpi.versions import wire
@@ -101,6 +103,13 @@ class IngestCounts:
 def _object_id(raw: Any) -> str:
     if isinstance(raw, dict):
         return str(raw.get("id") or raw.get("uid") or "?")[:120]
+    return "?"
+
+
+def _listed_id(raw: Any) -> str:
+    """An object of a pulled page by its party and id, as listed (a hub lists several parties' objects)."""
+    if isinstance(raw, dict):
+        return f"{raw.get('country_code')}*{raw.get('party_id')}*{_object_id(raw)}"
     return "?"
 
 
@@ -254,14 +263,123 @@ def sync_module(
     else:
         run.outcome = SyncRun.Outcome.OK
         if mode == SyncRun.Mode.FULL and _walked_whole(run, totals, paging):
+            seen = set(totals.seen_keys)
             if module == "locations":
-                catalogue.locations_withdraw_missing(partner, set(totals.seen_keys), run.started_at)
-            elif module == "tariffs":
-                records.tariffs_delete_missing(partner, set(totals.seen_keys), run.started_at)
+                if paging.continued_pages:
+                    seen |= _unlisted_locations_kept(partner, url, run, seen)
+                catalogue.locations_withdraw_missing(partner, seen, run.started_at)
+            elif module == "tariffs" and not (paging.continued_pages and _unlisted_tariffs_kept(partner, run, seen)):
+                records.tariffs_delete_missing(partner, seen, run.started_at)
     run.finished_at = timezone.now()
     run.save()
     metrics.count_sync_run(run)
     return run
+
+
+# After a walk paged on by offset without X-Total-Count, at most this many locations it did not list are asked
+# for one by one before they are withdrawn; more, and none is.
+MAX_UNLISTED_CHECKS = 100
+
+
+def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set[str]) -> set[str]:
+    """The keys of the locations a full pull did not list that are to be kept, where it paged on by offset
+    without X-Total-Count (`_Paging`): an object the CPO deleted from an earlier page between two requests
+    shifts the rest back by one, and the object then first on the next page is never sent, though the CPO still
+    lists it; no total tells. Each is asked for alone (mod_locations Sender interface: GET
+    {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or 2004,
+    or no data) is withdrawn; one it sends is stored and kept. First a location the pull listed is asked for: a
+    CPO without that GET answers 404 for every location, and its answers then tell nothing. More than
+    MAX_UNLISTED_CHECKS, or the control not sent: none is withdrawn. A finding says what became of them."""
+    unlisted = [
+        row
+        for row in Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=run.started_at)
+        .values_list("ocpi_key", "country_code", "party_id", "location_id")
+        .iterator(2000)
+        if row[0] not in seen
+    ]
+    if not unlisted:
+        return set()
+    every = {row[0] for row in unlisted}
+    what = f"{len(unlisted)} locations were not listed by a pull paged on by offset without X-Total-Count"
+    listed = (
+        Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__gte=run.started_at)
+        .values_list("country_code", "party_id", "location_id")
+        .first()
+    )
+    kept, fixed = every, False
+    if len(unlisted) > MAX_UNLISTED_CHECKS:
+        outcome = f"more than the {MAX_UNLISTED_CHECKS} asked for one by one: none was withdrawn"
+    elif listed is None or _location_asked_alone(partner, url, listed[:2], listed[2]) != "sent":
+        outcome = (
+            "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
+        )
+    else:
+        kept, answers = set(), {"sent": 0, "unknown": 0, "untold": 0}
+        for position, (key, country_code, party_id, location_id) in enumerate(unlisted):
+            answer = _location_asked_alone(partner, url, (country_code, party_id), location_id)
+            _renew_lease(partner)
+            if answer == "silent":  # no answer (or the breaker open): the rest is not asked for
+                kept |= {row[0] for row in unlisted[position:]}
+                answers["untold"] += len(unlisted) - position
+                break
+            answers[answer] += 1
+            if answer != "unknown":
+                kept.add(key)
+        outcome = (
+            f"asked for one by one: {answers['unknown']} unknown to the CPO (withdrawn), {answers['sent']} sent "
+            f"(kept), {answers['untold']} without an answer that tells (kept)"
+        )
+        fixed = not answers["untold"]
+    message = f"{what}: {outcome}"
+    log.warning("pull %s of locations from %s: %s", run.pk, partner, message)
+    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=fixed)
+    record_issues(partner, "locations", [(f"pull {run.pk}", issue)])
+    return kept
+
+
+def _location_asked_alone(partner: Partner, url: str, party: tuple[str, str], location_id: str) -> str:
+    """What the CPO says of one location asked for alone: "sent" (stored then), "unknown" (HTTP 404, OCPI 2003 or
+    2004, or no data), "untold" (another error, or a party behind a hub that can't be reached) or "silent" (no
+    answer, or not asked: the partner's breaker is open)."""
+    if hub.unreachable_reason(partner, party):
+        return "untold"
+    try:
+        reply = OcpiClient(partner, to_party=party).get(object_url(url, location_id), module="locations")
+    except OcpiClientError as exc:
+        if exc.http_status is None:
+            return "silent"
+        return "unknown" if exc.http_status == 404 or exc.ocpi_status in (2003, 2004) else "untold"
+    if reply.data in (None, "", {}, []):
+        return "unknown"
+    try:
+        found = unwrap_object_payload(reply.data)
+    except Rejected:
+        return "untold"
+    ingest_page(partner, "locations", wire.page(partner, "locations", [found]))
+    return "sent"
+
+
+def _unlisted_tariffs_kept(partner: Partner, run: SyncRun, seen: set[str]) -> bool:
+    """Are tariffs a full pull paged on by offset without X-Total-Count did not list kept? Any there are: they may
+    have been skipped as locations may (`_unlisted_locations_kept`), and the Tariffs Sender interface has no
+    GET of one tariff to ask. A finding says so."""
+    unlisted = sum(
+        1
+        for key in Tariff.objects.filter(partner=partner, received_at__lt=run.started_at)
+        .values_list("ocpi_key", flat=True)
+        .iterator(2000)
+        if key not in seen
+    )
+    if not unlisted:
+        return False
+    message = (
+        f"{unlisted} tariffs were not listed by a pull paged on by offset without X-Total-Count: kept (a tariff "
+        "can't be asked for alone)"
+    )
+    log.warning("pull %s of tariffs from %s: %s", run.pk, partner, message)
+    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=False)
+    record_issues(partner, "tariffs", [(f"pull {run.pk}", issue)])
+    return True
 
 
 @dataclass
@@ -279,10 +397,12 @@ class _Paging:
     limit: int = 0
     continued_pages: int = 0
     continued_objects: int = 0
-    # The walk stopped on such a page, not on a short or empty one: at the page cap, or the next offset was
-    # answered with the same objects again (an offset ignored). Its pages are not the whole list then.
+    # The walk stopped on such a page, not on a short or empty one: at the page cap, the next offset was
+    # answered with objects all listed before (an offset ignored), or with an error (`refused`: its HTTP and
+    # OCPI status). Its pages are not known to be the whole list then.
     open_end: bool = False
     offset_ignored: bool = False
+    refused: str = ""
 
 
 def _page_limit(page: Page, asked: int | None) -> int | None:
@@ -314,50 +434,66 @@ def _walked_whole(run: SyncRun, totals: IngestCounts, paging: _Paging) -> bool:
 def _walk(
     partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts
 ) -> _Paging:
-    """Walk the partner's list as the client follows its pages; then, while the last page came full without
-    `Link` or `X-Total-Count`, on from the objects received by offset/limit (the limit that page had), each
-    time until a short or empty page, all within the page cap."""
+    """Walk the partner's list as the client follows its pages; then, while the last page came exactly as full
+    as its limit without a next page in `Link` or `X-Total-Count`, on from the objects received by offset/limit
+    (the limit that page had), each time until a short or empty page, all within the page cap. A page we asked
+    for that the partner answers with an error, or with no object not listed before, ends it open."""
     client = OcpiClient(partner)
     paging = _Paging()
     asked: int | None = None  # the limit we asked for: only on the pages we page on to ourselves
     ask = params
-    previous: list[str] = []  # the ids of the page before
+    listed: set[str] = set()  # every object the walk was sent, by party and id
     while True:
         last: tuple[Page, int | None, bool] | None = None  # the walk's last page, its limit, and whether it linked
-        for page in client.iter_pages(url, module=module, params=ask, ahead=True):  # the next page asked for now
-            ids = [_object_id(raw) for raw in page.items]
-            if asked is not None and last is None and ids and ids == previous:
-                # The next offset answered with the page before: the partner ignores offset, and paging on
-                # would read that page up to the cap.
-                paging.open_end = paging.offset_ignored = True
-                break
-            previous = ids
-            last = (page, _page_limit(page, asked), page.linked)
-            if run.pages == 0:
-                if page.total is not None:
-                    run.announced = min(page.total, MAX_ANNOUNCED)
-                # Less the time the request took: the partner's clock when it began answering, near enough.
-                run.partner_time = _partner_time(page.timestamp, run.started_at)
-            paging.link_refused = paging.link_refused or page.link_refused
-            counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
-            totals.add(counts)
-            run.pages += 1
-            run.received = totals.received
-            run.stored = totals.stored
-            run.normalised = totals.normalised
-            run.rejected = totals.rejected
-            if asked is not None:
-                paging.continued_pages += 1
-                paging.continued_objects += len(page.items)
-            _renew_lease(partner)
-            if asked is not None and run.pages >= MAX_PAGES:
-                paging.open_end = True  # the cap holds for the pages we page on to as for the client's
-                break
+        try:
+            for page in client.iter_pages(url, module=module, params=ask, ahead=True):  # the next one asked now
+                ids = {_listed_id(raw) for raw in page.items}
+                if asked is not None and last is None and ids and ids <= listed:
+                    # The next offset answered with objects all listed before: the partner ignores offset (in
+                    # an order that may change between requests: by last_updated while statuses change), and
+                    # paging on would read such pages up to the cap.
+                    paging.open_end = paging.offset_ignored = True
+                    break
+                listed |= ids
+                last = (page, _page_limit(page, asked), page.linked)
+                if run.pages == 0:
+                    if page.total is not None:
+                        run.announced = min(page.total, MAX_ANNOUNCED)
+                    # Less the time the request took: the partner's clock when it began answering, near enough.
+                    run.partner_time = _partner_time(page.timestamp, run.started_at)
+                paging.link_refused = paging.link_refused or page.link_refused
+                counts = ingest_page(partner, module, wire.page(partner, module, page.items))  # in 2.2.1 shape
+                totals.add(counts)
+                run.pages += 1
+                run.received = totals.received
+                run.stored = totals.stored
+                run.normalised = totals.normalised
+                run.rejected = totals.rejected
+                if asked is not None:
+                    paging.continued_pages += 1
+                    paging.continued_objects += len(page.items)
+                _renew_lease(partner)
+                if asked is not None and run.pages >= MAX_PAGES:
+                    paging.open_end = True  # the cap holds for the pages we page on to as for the client's
+                    break
+        except OcpiClientError as exc:
+            if asked is None or last is not None or exc.http_status is None:
+                raise
+            # The partner answered the page we asked for by offset with an error: some answer an offset at or past
+            # the end of the list so (HTTP 400, OCPI 2001 "offset out of range") after a last page exactly as full
+            # as its limit. Whether more was left is unknown: the walk ends there, nothing is withdrawn.
+            paging.open_end = True
+            paging.refused = f"HTTP {exc.http_status}" + (
+                f", OCPI {exc.ocpi_status}" if exc.ocpi_status is not None else ""
+            )
         if paging.open_end or last is None:
             break
         page, limit, linked = last
-        if linked or page.total is not None or page.link_refused or limit is None or len(page.items) < limit:
-            break  # the client's end (by Link or total), or a page short of its limit, or of no known limit
+        if linked or page.total is not None or page.link_refused or limit is None or len(page.items) != limit:
+            # The client's end (by Link or total); a page short of its limit, or of no known limit; or a page
+            # holding more than its limit: not capped by it (a partner sending all of its list with an X-Limit
+            # of its own), as before paging on.
+            break
         if run.pages >= MAX_PAGES:
             paging.open_end = True
             break
@@ -391,7 +527,12 @@ def _record_paging_findings(partner: Partner, module: str, run: SyncRun, paging:
             f"paged on by offset/limit, {paging.continued_objects} more objects in {paging.continued_pages} pages"
         )
         if paging.offset_ignored:
-            message += "; the next offset was answered with the same objects again: the rest was not read"
+            message += "; the next offset was answered with objects all listed before: the rest was not read"
+        elif paging.refused:
+            message += (
+                f"; the next offset was answered with an error ({paging.refused}): the list may end there or not, "
+                "nothing was withdrawn"
+            )
         elif paging.open_end:
             message += f"; stopped at the page limit ({MAX_PAGES} pages)"
         issue = Issue(path="Link", code="no_link_full_page", message=message, fixed=not paging.open_end)

@@ -381,9 +381,11 @@ def paginated_response(
     that key from the primary key's index, not `offset` rows skipped again. Its `X-Total-Count` is the pull's
     first count plus the objects now matching beyond that highest key: transport's "the X-Total-Count will be
     higher on the next call" for objects created during the pull, without counting the whole list again on
-    every page (a million tokens: the count was three quarters of each page's time; docs/benchmarks.md). A
+    every page (a million tokens: the count was three quarters of each page's time; docs/benchmarks.md), and
+    never less than the objects served up to the end of the page (one more while there is a next page). A
     request without `after`, or whose `offset` is not the one `after` leads to (a client building its own URLs),
-    is served by offset and counted afresh."""
+    is served by offset and counted afresh. One following a Link of the earlier shape (`offset.date.key.total`,
+    pages in `last_updated` order) gets the list again from its first object (`_earlier_page_end`)."""
     date_from = parse_query_datetime(request, "date_from")
     date_to = parse_query_datetime(request, "date_to")
     offset = parse_query_int(request, "offset", 0)
@@ -394,18 +396,35 @@ def paginated_response(
     if date_to is not None:
         queryset = queryset.filter(**{f"{date_field}__lt": date_to})
     ordered = queryset.order_by("pk")
-    after = _page_after(request.query_params.get("after"), offset)
+    raw_after = request.query_params.get("after")
+    after = _page_after(raw_after, offset)
+    restarted = after is None and _earlier_page_end(raw_after, offset)
     if after is None:
         # The highest key read before the count: an object created in between is counted twice on the pages that
         # follow (a count too high, never too low).
         highest = queryset.model._base_manager.order_by("-pk").values_list("pk", flat=True).first() or 0
         counted = total = queryset.count()
-        page = list(ordered[offset : offset + limit + 1])
+        if restarted:
+            # A pull begun before the list was in creation order, following a Link of the earlier shape: its
+            # first pages came in `last_updated` order, and this offset in key order skips whatever of the rest
+            # sorted before it. The list starts again from its first object, placed after the `offset` objects
+            # the client has: it gets some twice and misses none. X-Total-Count counts those `offset` in: a client
+            # stopping where its own offset reaches the count would otherwise leave the last `offset` out.
+            counted = total = offset + total
+            page = list(ordered[: limit + 1])
+        else:
+            page = list(ordered[offset : offset + limit + 1])
     else:
         key, counted, highest = after
         total = counted + queryset.filter(pk__gt=highest).count()
         page = list(ordered.filter(pk__gt=key)[: limit + 1])
     more, page = len(page) > limit, page[:limit]
+    if after is not None or restarted:
+        # Never fewer than served so far and on this page, and one more while the Link says there is more. A
+        # token changed into the `date_from` window since the first count, its key below the highest then, is
+        # served by the pages after the cursor but counted by neither: without this the count said the list had
+        # ended while the Link named a next page.
+        total = max(total, offset + len(page) + (1 if more else 0))
     all_headers = dict(headers or {})
     # transport: "excluding limit and offset" (an offset past the end is not a count).
     all_headers["X-Total-Count"] = str(total)
@@ -426,12 +445,23 @@ def _page_after(raw: str | None, offset: int) -> tuple[int, int, int] | None:
     """What a Link's `after` (`p.offset.key.count.highest`) names: the key after which the page starts, the
     pull's first count and the highest key then, when it leads to this `offset`; None otherwise (absent,
     malformed, out of range, for another offset, or of the earlier `offset.date.key.total` shape: the page is
-    then served by offset)."""
+    then served by offset, the earlier shape from the list's start)."""
     found = _PAGE_END.fullmatch(raw or "")
     if found is None or int(found[1]) != offset:
         return None
     key, counted, highest = int(found[2]), int(found[3]), int(found[4])
     return (key, counted, highest) if key < 2**63 and highest < 2**63 else None
+
+
+# The `after` of our Links before the list was in creation order: `offset.microseconds.key.total`.
+_EARLIER_PAGE_END = re.compile(r"(\d{1,12})\.(-?\d{1,17})\.(\d{1,19})\.(\d{1,12})")
+
+
+def _earlier_page_end(raw: str | None, offset: int) -> bool:
+    """Does `after` have the earlier shape and lead to this `offset`: a pull begun before the list was in
+    creation order, following its Link?"""
+    found = _EARLIER_PAGE_END.fullmatch(raw or "")
+    return found is not None and int(found[1]) == offset
 
 
 _MESSAGE_COLUMNS = (

@@ -117,6 +117,11 @@ ISSUE_CODES: dict[str, str] = {
     # paging (one finding per pull, object id "pull N")
     "short_list": "D a pull received fewer objects than the partner's X-Total-Count announced",
     "link_elsewhere": "F Link rel=next pointing away from the endpoint ignored; paged by offset/limit",
+    "no_link_full_page": (
+        "F a page as full as its limit without Link or X-Total-Count; paged on by offset/limit (nothing withdrawn "
+        "where that stopped early)"
+    ),
+    "unlisted_checked": "D after paging on by offset, locations not listed asked for one by one before withdrawal",
 }
 
 

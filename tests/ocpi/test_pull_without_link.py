@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
+from billing.models import Tariff
 from emsp.models import Location, Partner
 from ocpi import sync
 from ocpi.credentials import register_with_partner
@@ -46,9 +47,23 @@ def capped(items: list[dict[str, Any]], *, limit: int | None, offset_kept: bool 
     return handler
 
 
+def one_of(listed: list[dict[str, Any]]) -> Any:
+    """The CPO's GET of one location (mod_locations Sender interface) from `listed`: HTTP 404, OCPI 2003 for one
+    it does not list."""
+
+    def handler(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        wanted = urlsplit(call["url"]).path.rsplit("/", 1)[1]
+        found = [loc for loc in listed if loc["id"] == wanted]
+        if not found:
+            return 404, {**envelope(status_code=2003), "status_message": "unknown location"}, {}
+        return 200, envelope(found[0]), {}
+
+    return handler
+
+
 def pull_again(peer: FakePeer, partner: Partner, listed: list[dict[str, Any]], **cpo: Any) -> SyncRun:
     """A first full pull of 25 locations from a compliant CPO, then a full pull (an hour later, as far as the
-    stored locations tell) from the capped one listing `listed`."""
+    stored locations tell) from the capped one listing `listed` (and answering GET of one of them)."""
     every = locations(25)
     peer.route("GET", f"{CPO}/locations", (200, envelope(every)))
     sync.sync_module(partner, "locations", full=True)
@@ -56,6 +71,8 @@ def pull_again(peer: FakePeer, partner: Partner, listed: list[dict[str, Any]], *
     Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
     peer.calls.clear()
     peer.route("GET", f"{CPO}/locations", capped(listed, **{"limit": 10, **cpo}))
+    for loc in every:
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(listed))
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
     return run
@@ -66,7 +83,8 @@ def withdrawn() -> list[str]:
 
 
 def asked(peer: FakePeer) -> list[str]:
-    return [urlsplit(c["url"]).query for c in peer.requests_to("/locations")]
+    """The queries of the list's pages asked for (not GETs of one location)."""
+    return [urlsplit(c["url"]).query for c in peer.calls if urlsplit(c["url"]).path.endswith("/locations")]
 
 
 def test_a_full_page_without_link_or_total_is_paged_on_and_nothing_is_withdrawn(
@@ -125,7 +143,7 @@ def test_a_partner_that_ignores_the_offset_withdraws_nothing(peer: FakePeer, par
     assert run.pages == 1
     assert withdrawn() == []
     finding = DataQualityIssue.objects.get(partner=partner, code="no_link_full_page")
-    assert finding.fixed is False and "answered with the same objects again" in finding.message
+    assert finding.fixed is False and "answered with objects all listed before" in finding.message
 
 
 def test_paging_on_stops_at_the_page_cap_and_withdraws_nothing(
@@ -154,6 +172,271 @@ def test_a_limit_we_asked_for_tells_a_full_page_without_x_limit(peer: FakePeer, 
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and (run.pages, run.received) == (3, 25)
     assert Location.objects.visible().count() == 25
+
+
+# --- review fixes: where paging on ends, and what a page's limit and Link say ---------------------------------
+
+
+def first_full_pull(peer: FakePeer, partner: Partner) -> None:
+    """25 locations from a compliant CPO, stored an hour ago as far as their received_at tells."""
+    peer.route("GET", f"{CPO}/locations", (200, envelope(locations(25))))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.calls.clear()
+
+
+def offset_of(call: dict[str, Any]) -> int:
+    return int(parse_qs(urlsplit(call["url"]).query).get("offset", ["0"])[0])
+
+
+def test_an_error_answer_to_our_next_offset_ends_the_walk_and_the_full_pull_counts(
+    peer: FakePeer, partner: Partner
+) -> None:
+    """A list exactly one limit long, and the CPO answers the offset after it with HTTP 400 / OCPI 2001 ("offset
+    out of range"): the pull had failed every time, and with last_full_sync_at never set a full pull was due at
+    every beat. The walk ends there: the pull is OK, nothing withdrawn (whether more was left is unknown)."""
+    first_full_pull(peer, partner)
+    listed = locations(10)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        if offset >= len(listed):
+            return 400, {**envelope(status_code=2001), "status_message": "offset out of range"}, {}
+        return 200, envelope(listed[offset : offset + 10]), {"X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    (run,) = sync.sync_partner(partner, full=True, modules=("locations",))
+    partner.refresh_from_db()
+    assert run.outcome == SyncRun.Outcome.OK, run.error
+    assert partner.last_full_sync_at is not None
+    assert asked(peer) == ["", "offset=10&limit=10"] and (run.pages, run.received) == (1, 10)
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=partner, code="no_link_full_page")
+    assert finding.fixed is False
+    assert "the next offset was answered with an error (HTTP 400, OCPI 2001)" in finding.message
+
+
+def test_an_error_answer_to_the_partners_own_next_page_still_fails_the_pull(peer: FakePeer, partner: Partner) -> None:
+    """Only a page we asked for by offset ourselves ends the walk on an error: one the CPO's X-Total-Count led
+    to fails the pull, as before."""
+    listed = locations(15)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if offset_of(call):
+            return 400, {**envelope(status_code=2001), "status_message": "offset out of range"}, {}
+        return 200, envelope(listed[:10]), {"X-Limit": "10", "X-Total-Count": "15"}
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.FAILED
+
+
+def test_a_partner_ignoring_the_offset_in_an_order_that_changes_is_stopped_on_the_first_page_of_nothing_new(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPO that ignores offset and lists by last_updated while statuses change sends its first ten in another
+    order each time: compared with the page just before, each page was new, and the pull read them up to the
+    page cap (10,000 requests). A page we asked for that brings no object not listed before ends the walk."""
+    monkeypatch.setattr(sync, "MAX_PAGES", 40)
+    first_full_pull(peer, partner)
+    first_ten = locations(25)[:10]
+    calls = {"n": 0}
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        calls["n"] += 1
+        turn = calls["n"] % len(first_ten)
+        return 200, envelope(first_ten[turn:] + first_ten[:turn]), {"X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    assert calls["n"] == 2 and run.pages == 1
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=partner, code="no_link_full_page")
+    assert finding.fixed is False and "answered with objects all listed before" in finding.message
+
+
+def test_a_page_holding_more_than_its_x_limit_is_not_capped_by_it(peer: FakePeer, partner: Partner) -> None:
+    """A CPO that does not paginate but sends a fixed X-Limit below its list's length: twenty objects under an
+    X-Limit of 10 are its whole list, not a full page. Paging on, the next offset brought the same twenty, the
+    walk counted an offset ignored and withdrew nothing. It ends there, as before paging on, without a finding."""
+    first_full_pull(peer, partner)
+    listed = locations(20)
+    peer.route("GET", f"{CPO}/locations", lambda call: (200, envelope(listed), {"X-Limit": "10"}))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    assert asked(peer) == [""]
+    assert withdrawn() == [f"LOC{i:03d}" for i in range(20, 25)]
+    assert not DataQualityIssue.objects.filter(code="no_link_full_page").exists()
+
+
+def test_a_link_that_names_no_next_page_does_not_end_the_walk(peer: FakePeer, partner: Partner) -> None:
+    """Any Link header ended the walk, though one naming only the previous page gives the client nothing to
+    follow: everything after the first page was withdrawn. Only a Link naming a next page ends it."""
+    first_full_pull(peer, partner)
+    listed = locations(25)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        headers = {"X-Limit": "10", "Link": f'<{CPO}/locations?offset={max(offset - 10, 0)}&limit=10>; rel="prev"'}
+        return 200, envelope(listed[offset : offset + 10]), headers
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and (run.pages, run.received) == (3, 25)
+    assert withdrawn() == []
+
+
+def test_a_next_link_without_angle_brackets_is_followed(peer: FakePeer, partner: Partner) -> None:
+    """`url; rel="next"` without RFC 8288's angle brackets: not followed, and yet it ended the walk (withdrawing
+    everything after page 1). It is followed, under the same check of scheme, host and path."""
+    first_full_pull(peer, partner)
+    listed = locations(25)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        headers = {"X-Limit": "10"}
+        if offset + 10 < len(listed):
+            headers["Link"] = f'{CPO}/locations?offset={offset + 10}&limit=10; rel="next"'
+        return 200, envelope(listed[offset : offset + 10]), headers
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and (run.pages, run.received) == (3, 25)
+    assert asked(peer) == ["", "offset=10&limit=10", "offset=20&limit=10"]
+    assert withdrawn() == []
+    assert not DataQualityIssue.objects.filter(code__in=("no_link_full_page", "link_elsewhere")).exists()
+
+
+def test_a_bare_next_link_elsewhere_is_refused_and_paged_by_offset(peer: FakePeer, partner: Partner) -> None:
+    first_full_pull(peer, partner)
+    listed = locations(25)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        headers = {"X-Limit": "10", "Link": f'http://elsewhere.example/list?offset={offset + 10}; rel="next"'}
+        return 200, envelope(listed[offset : offset + 10]), headers
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.received == 25
+    assert not [c for c in peer.calls if "elsewhere" in c["url"]]
+    assert withdrawn() == []
+    assert DataQualityIssue.objects.filter(partner=partner, code="link_elsewhere").exists()
+
+
+def shifting_cpo(peer: FakePeer) -> None:
+    """A capped CPO without Link or total that no longer lists LOC020, and deletes LOC003 (on its first page)
+    once that page is sent: the next offset then starts one object later, and LOC010 is never sent. It answers
+    GET of one location from what it lists."""
+    listed = [loc for loc in locations(25) if loc["id"] != "LOC020"]
+
+    def page(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        sent = listed[offset : offset + 10]
+        if offset == 0:
+            listed[:] = [loc for loc in listed if loc["id"] != "LOC003"]
+        return 200, envelope(sent), {"X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/locations", page)
+    for loc in locations(25):
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(listed))
+
+
+def single_gets(peer: FakePeer) -> list[str]:
+    return [urlsplit(c["url"]).path.rsplit("/", 1)[1] for c in peer.calls if "/locations/" in c["url"]]
+
+
+def test_a_location_skipped_by_a_shifted_offset_is_asked_for_before_it_is_withdrawn(
+    peer: FakePeer, partner: Partner
+) -> None:
+    """LOC003 deleted once the first page is sent: the offset 10 then starts at LOC011, and LOC010, still listed,
+    was never sent. Paged on by offset without X-Total-Count, nothing told: LOC010 was withdrawn. Each location
+    not listed is now asked for alone first (after one the pull listed, as a control): only the one the CPO does
+    not know (LOC020) is withdrawn; the one it sends is stored."""
+    first_full_pull(peer, partner)
+    shifting_cpo(peer)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK and run.received == 23
+    assert withdrawn() == ["LOC020"]
+    assert Location.objects.visible().get(location_id="LOC010").received_at >= run.started_at
+    assert single_gets(peer)[1:] == ["LOC010", "LOC020"] and len(single_gets(peer)) == 3
+    finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked")
+    assert finding.fixed is True
+    assert "1 unknown to the CPO (withdrawn), 1 sent (kept), 0 without an answer that tells" in finding.message
+
+
+def test_a_full_pull_that_listed_everything_asks_for_nothing_alone(peer: FakePeer, partner: Partner) -> None:
+    run = pull_again(peer, partner, locations(25))
+    assert run.pages == 3
+    assert single_gets(peer) == []
+    assert not DataQualityIssue.objects.filter(code="unlisted_checked").exists()
+
+
+def test_more_unlisted_locations_than_the_checks_allowed_withdraw_none(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 1)
+    first_full_pull(peer, partner)
+    shifting_cpo(peer)
+    sync.sync_module(partner, "locations", full=True)
+    assert single_gets(peer) == []
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked")
+    assert finding.fixed is False and "more than the 1 asked for one by one: none was withdrawn" in finding.message
+
+
+def test_a_cpo_that_does_not_send_a_listed_location_alone_has_none_withdrawn(peer: FakePeer, partner: Partner) -> None:
+    """A CPO without GET of one location answers 404 for any: the control (a location the pull listed) tells
+    its answers say nothing."""
+    first_full_pull(peer, partner)
+    shifting_cpo(peer)
+    for loc in locations(25):
+        peer.routes.pop(("GET", f"{CPO}/locations/{loc['id']}"))  # unrouted: HTTP 404, OCPI 2000
+    sync.sync_module(partner, "locations", full=True)
+    assert len(single_gets(peer)) == 1
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked")
+    assert finding.fixed is False and "the CPO's answers tell nothing" in finding.message
+
+
+def test_a_location_the_cpo_does_not_answer_for_is_kept(peer: FakePeer, partner: Partner) -> None:
+    first_full_pull(peer, partner)
+    shifting_cpo(peer)
+    peer.route("GET", f"{CPO}/locations/LOC020", (500, envelope(status_code=3000)))
+    sync.sync_module(partner, "locations", full=True)
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked")
+    assert finding.fixed is False and "1 without an answer that tells (kept)" in finding.message
+
+
+def test_tariffs_not_listed_by_a_pull_paged_on_are_kept(peer: FakePeer, partner: Partner, spec_example: Any) -> None:
+    """The Tariffs Sender interface has no GET of one tariff: after a walk paged on by offset without a total,
+    a tariff it did not list may have been skipped, and is kept."""
+    tariff = {**spec_example("tariff_14_step_size.json"), "country_code": "IN", "party_id": "CPA"}
+    every = [{**tariff, "id": f"T{n:02d}"} for n in range(12)]
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope(every)))
+    sync.sync_module(partner, "tariffs", full=True)
+    Tariff.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/tariffs", capped([t for t in every if t["id"] != "T11"], limit=5))
+    run = sync.sync_module(partner, "tariffs", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK and run.pages == 3
+    assert Tariff.objects.count() == 12
+    finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked", module="tariffs")
+    assert finding.fixed is False and finding.message.startswith("1 tariffs were not listed")
+
+
+def test_tariffs_not_listed_by_a_pull_that_did_not_page_on_are_deleted(
+    peer: FakePeer, partner: Partner, spec_example: Any
+) -> None:
+    tariff = {**spec_example("tariff_14_step_size.json"), "country_code": "IN", "party_id": "CPA"}
+    every = [{**tariff, "id": f"T{n:02d}"} for n in range(3)]
+    peer.route("GET", f"{CPO}/tariffs", (200, envelope(every)))
+    sync.sync_module(partner, "tariffs", full=True)
+    Tariff.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/tariffs", capped(every[:2], limit=5))
+    sync.sync_module(partner, "tariffs", full=True)
+    assert sorted(Tariff.objects.values_list("tariff_id", flat=True)) == ["T00", "T01"]
 
 
 # --- against the CPO simulator's `no_link_header` mode -------------------------------------------------------

@@ -6,7 +6,7 @@ reported."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -130,6 +130,57 @@ def test_a_token_leaving_the_date_to_window_during_a_pull(ocpi: OcpiTestClient, 
     assert by_offset["X-Total-Count"] == "4" and uids(by_offset) == [made[3].uid, made[4].uid]
     followed = ocpi.get(next_path(first))
     assert uids(followed) == [made[2].uid, made[3].uid]
+
+
+def test_a_followed_page_never_counts_fewer_than_served_while_its_link_says_more(
+    ocpi: OcpiTestClient, settings: Any
+) -> None:
+    """A token changed into the `date_from` window during a pull, its key below the highest of the first page, is
+    served by the pages after the cursor but counted neither by the first count nor beyond that key: X-Total-Count
+    said 4 with 4 served and a Link to more, and a client stopping at the count missed the rest."""
+    settings.OCPI_PAGE_LIMIT = 2
+    now = timezone.now()
+    TokenFactory(uid="A", last_updated=now - timedelta(minutes=30))
+    TokenFactory(uid="B", last_updated=now - timedelta(days=10))
+    TokenFactory(uid="C", last_updated=now - timedelta(minutes=20))
+    changed = TokenFactory(uid="D", last_updated=now - timedelta(days=10))
+    TokenFactory(uid="E", last_updated=now - timedelta(minutes=10))
+    TokenFactory(uid="F", last_updated=now - timedelta(minutes=5))
+    first = ocpi.get(LIST, data={"date_from": stamp(now - timedelta(hours=1))})
+    assert uids(first) == ["A", "C"] and first["X-Total-Count"] == "4"
+    Token.objects.filter(pk=changed.pk).update(last_updated=timezone.now())
+    second = ocpi.get(next_path(first))
+    assert uids(second) == ["D", "E"] and next_path(second)
+    assert second["X-Total-Count"] == "5"
+    third = ocpi.get(next_path(second))
+    assert uids(third) == ["F"] and third["X-Total-Count"] == "5" and not next_path(third)
+
+
+def test_a_pull_following_a_link_of_the_earlier_shape_starts_the_list_again(
+    ocpi: OcpiTestClient, settings: Any
+) -> None:
+    """A CPO mid-pull when the list changed to creation order follows a Link of the earlier shape
+    (`after=offset.micros.key.total`): its first page came in `last_updated` order, and serving it on by offset in
+    key order skipped tokens. It gets the list again from the first token, the count raised by its offset."""
+    settings.OCPI_PAGE_LIMIT = 2
+    now = timezone.now()
+    made = [TokenFactory(uid=f"T{i}", last_updated=now - timedelta(minutes=i)) for i in range(6)]
+    old_order = sorted(made, key=lambda t: (t.last_updated, t.pk))
+    last = old_order[1]
+    micros = (last.last_updated - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    served = [t.uid for t in old_order[:2]]
+    response = ocpi.get(f"{LIST}?offset=2&limit=2&after=2.{micros}.{last.pk}.6")
+    assert uids(response) == ["T0", "T1"] and response["X-Total-Count"] == "8"
+    served += uids(response)
+    offset = 2 + len(uids(response))
+    while path := next_path(response):
+        assert f"offset={offset}&" in path
+        response = ocpi.get(path)
+        assert response["X-Total-Count"] == "8"
+        served += uids(response)
+        offset += len(uids(response))
+    assert sorted(set(served)) == sorted(t.uid for t in made)
+    assert offset == 8
 
 
 # --- 3. limit ------------------------------------------------------------------------------------------------
