@@ -54,7 +54,12 @@ def callback_context(
             "bap_uri": txn.bap_uri,
             "transaction_id": txn.transaction_id,
         }
-    context = {k: v for k, v in base.items() if v is not None and k not in ("key",)}
+    # Core 1.1.0's Context fields only (the ONIX schemas refuse any other: a 0.9-style `city`/`country` the BAP
+    # sent had made our signed callback invalid), and of its location only the places (_callback_location).
+    context = {k: v for k, v in base.items() if v is not None and k in CONTEXT_FIELDS}
+    location = _callback_location(context.pop("location", None))
+    if location:
+        context["location"] = location
     context.update(
         {
             "action": action,
@@ -66,8 +71,34 @@ def callback_context(
             "ttl": CALLBACK_TTL,
         }
     )
-    context.pop("core_version", None)
     return context
+
+
+# Context's properties in core 1.1.0 (api/transaction, Context) but `key`, which is the sender's own.
+CONTEXT_FIELDS = frozenset(
+    {"domain", "location", "action", "version", "bap_id", "bap_uri", "bpp_id", "bpp_uri", "transaction_id",
+     "message_id", "timestamp", "ttl"}
+)  # fmt: skip
+# What of a context's Location a callback echoes: the places (City, State, Country: a name and a code) and the
+# plain texts. Not whatever else the BAP put there, which we would sign and send on.
+PLACE_FIELDS = ("city", "state", "country")
+LOCATION_TEXTS = ("area_code", "district", "address", "id")
+
+
+def _callback_location(location: Any) -> dict[str, Any] | None:
+    if not isinstance(location, dict):
+        return None
+    out: dict[str, Any] = {}
+    for field in PLACE_FIELDS:
+        place = location.get(field)
+        if isinstance(place, dict):
+            kept = {k: v for k in ("name", "code") if isinstance(v := place.get(k), str)}
+            if kept:
+                out[field] = kept
+    for field in LOCATION_TEXTS:
+        if isinstance(location.get(field), str):
+            out[field] = location[field]
+    return out or None
 
 
 # The message of an error callback. Core 1.1.0's OpenAPI lets an on_* carry `context` and `error` alone, but the

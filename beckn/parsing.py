@@ -160,7 +160,9 @@ def parse_envelope(raw: bytes, action: str, *, parsed: Any = None, check_timesta
     version = context.get("version", context.get("core_version"))
     if version is not None:
         _need(
-            isinstance(version, str) and version.startswith("1.1"), "context.version", "only Beckn core 1.1.x is served"
+            isinstance(version, str) and re.fullmatch(r"1\.1(\.\d{1,4})?", version) is not None,
+            "context.version",
+            "only Beckn core 1.1.x is served",
         )
     _string(context, "bap_id")
     bap_uri = _string(context, "bap_uri")

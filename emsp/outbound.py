@@ -182,8 +182,15 @@ _DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
 
 
 def _is_private(address: str) -> bool:
+    """Not a public unicast address. `is_global` as well as the named ranges: 100.64.0.0/10 (shared address space:
+    carrier-grade NAT, Tailscale, Alibaba Cloud's metadata service at 100.100.100.200) is neither private nor
+    reserved to Python, and signed callbacks had been sent there. An IPv4 address mapped into IPv6 is judged as
+    itself. Multicast is checked apart: 224.0.0.1 counts as global."""
     ip = ipaddress.ip_address(address)
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    named = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+    return named or not ip.is_global
 
 
 def _resolve(host: str) -> tuple[str, ...]:

@@ -97,6 +97,38 @@ def test_the_connection_goes_to_the_checked_address_not_a_rebound_one(
 
 
 @override_settings(ALLOW_PRIVATE_NETWORKS=False)
+@pytest.mark.parametrize(
+    "address",
+    [
+        "100.100.100.200",
+        "100.64.0.1",
+        "100.127.255.254",
+        "::ffff:10.0.0.5",
+        "::ffff:100.64.0.1",
+        "224.0.0.1",
+        "0.0.0.0",  # noqa: S104 - an address refused, not bound
+    ],
+)
+def test_shared_mapped_and_other_non_global_addresses_are_refused(
+    resolver: Callable[[str, list[str]], list[str]], connects: Callable[[bool], list[tuple[Any, ...]]], address: str
+) -> None:
+    """100.64.0.0/10 (carrier-grade NAT, Tailscale, Alibaba Cloud's metadata at 100.100.100.200) is neither private
+    nor reserved to Python's ipaddress: signed callbacks had gone there."""
+    resolver(REBINDING, [address])
+    attempts = connects(False)
+    with pytest.raises(outbound.ForbiddenTarget, match="private address"):
+        outbound.send("GET", f"http://{REBINDING}/latest/meta-data", timeout=1)
+    assert attempts == []
+
+
+@override_settings(ALLOW_PRIVATE_NETWORKS=False)
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
+def test_a_public_address_passes_the_check(resolver: Callable[[str, list[str]], list[str]], address: str) -> None:
+    resolver(REBINDING, [address])
+    assert outbound.check_target(f"http://{REBINDING}/x") == (address,)
+
+
+@override_settings(ALLOW_PRIVATE_NETWORKS=False)
 def test_a_name_that_resolves_to_a_private_address_is_refused_before_any_connect(
     resolver: Callable[[str, list[str]], list[str]], connects: Callable[[bool], list[tuple[Any, ...]]]
 ) -> None:
