@@ -181,14 +181,21 @@ _pool.pool_classes_by_scheme = {"http": _PinnedHTTPConnectionPool, "https": _Pin
 _DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _is_private(address: str) -> bool:
     """Not a public unicast address. `is_global` as well as the named ranges: 100.64.0.0/10 (shared address space:
     carrier-grade NAT, Tailscale, Alibaba Cloud's metadata service at 100.100.100.200) is neither private nor
-    reserved to Python, and signed callbacks had been sent there. An IPv4 address mapped into IPv6 is judged as
-    itself. Multicast is checked apart: 224.0.0.1 counts as global."""
+    reserved to Python, and signed callbacks had been sent there. An IPv4 address mapped into IPv6, or behind the
+    NAT64 prefix, is judged as itself. Multicast is checked apart: 224.0.0.1 counts as global."""
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    elif isinstance(ip, ipaddress.IPv6Address) and ip in NAT64:
+        # An IPv4 address behind the well-known NAT64 prefix (RFC 6052: what DNS64 gives an IPv6-only host for
+        # every IPv4-only peer), judged as that address: Python counts the whole prefix reserved.
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     named = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
     return named or not ip.is_global
 

@@ -295,7 +295,9 @@ def _start_outcome(booking: Booking, sent: list[Command], now: datetime, pulls: 
     if age < wait():
         return []
     answer = start.error or start.result_type or start.response_result
-    if start.status == Command.Status.FAILED:
+    # A CommandResult TIMEOUT (the charge point did not answer the CPO in time) is recorded FAILED but refuses
+    # nothing: the charger may have started, so it is looked after as a start of unknown outcome (below).
+    if start.status == Command.Status.FAILED and start.result_type != "TIMEOUT":
         reason = f"charging could not start: {answer or 'the charger refused'}"
         detail = f"START_SESSION {start.uid} FAILED {_ago(now, start.updated_at)} ({answer}); no session"
         return [Problem(Kind.START_FAILED, detail, repair=partial(_end_failed, booking.pk, booking.state, reason))]

@@ -105,6 +105,7 @@ def test_the_connection_goes_to_the_checked_address_not_a_rebound_one(
         "100.127.255.254",
         "::ffff:10.0.0.5",
         "::ffff:100.64.0.1",
+        "64:ff9b::a9fe:a9fe",
         "224.0.0.1",
         "0.0.0.0",  # noqa: S104 - an address refused, not bound
     ],
@@ -122,7 +123,7 @@ def test_shared_mapped_and_other_non_global_addresses_are_refused(
 
 
 @override_settings(ALLOW_PRIVATE_NETWORKS=False)
-@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "64:ff9b::5db8:d70e"])
 def test_a_public_address_passes_the_check(resolver: Callable[[str, list[str]], list[str]], address: str) -> None:
     resolver(REBINDING, [address])
     assert outbound.check_target(f"http://{REBINDING}/x") == (address,)
