@@ -241,6 +241,8 @@ def sync_module(
         date_from = timezone.now() - SESSIONS_FULL_LOOKBACK
     mode = SyncRun.Mode.FULL if full or date_from is None else SyncRun.Mode.INCREMENTAL
     mode = SyncRun.Mode.TARGETED if targeted else mode
+    # Where the next incremental pull would start without this run: kept there if this one ends open.
+    base = date_from if mode == SyncRun.Mode.INCREMENTAL else _incremental_from(partner, module)
     run = SyncRun.objects.create(partner=partner, module=module, mode=mode, date_from=date_from)
     params = {"date_from": format_datetime(date_from)} if date_from else {}
     totals = IngestCounts()
@@ -262,6 +264,13 @@ def sync_module(
         log.warning("pull of %s from %s failed: %s", module, partner, exc)
     else:
         run.outcome = SyncRun.Outcome.OK
+        if mode != SyncRun.Mode.TARGETED and (paging.open_end or run.pages >= MAX_PAGES):
+            # The walk ended before the end of the list (the page cap; an offset ignored): what it did not read
+            # is still to be pulled, and an OK run is where the next incremental pull starts. `_incremental_from`
+            # takes the earlier of a run's partner_time and its started_at: this run's partner_time is set to
+            # where the next incremental pull would have started without it (this one's own date_from; for a
+            # full pull, the last good pull's base, else its own date_from, else the epoch: everything).
+            run.partner_time = base or date_from or _EPOCH
         if mode == SyncRun.Mode.FULL and _walked_whole(run, totals, paging):
             seen = set(totals.seen_keys)
             if module == "locations":
@@ -287,9 +296,11 @@ def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set
     shifts the rest back by one, and the object then first on the next page is never sent, though the CPO still
     lists it; no total tells. Each is asked for alone (mod_locations Sender interface: GET
     {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or 2004,
-    or no data) is withdrawn; one it sends is stored and kept. First a location the pull listed is asked for: a
-    CPO without that GET answers 404 for every location, and its answers then tell nothing. More than
-    MAX_UNLISTED_CHECKS, or the control not sent: none is withdrawn. A finding says what became of them."""
+    or no data) is withdrawn; one it sends is stored and kept. First, for each party among them, a location of
+    that party the pull listed is asked for: a CPO without that GET answers 404 for every location, and its
+    answers then tell nothing. Behind a hub each party is its own platform, with or without that GET: a party's
+    locations are only withdrawn where its own control was sent. More than MAX_UNLISTED_CHECKS: none is
+    withdrawn. A finding says what became of them."""
     unlisted = [
         row
         for row in Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=run.started_at)
@@ -301,35 +312,55 @@ def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set
         return set()
     every = {row[0] for row in unlisted}
     what = f"{len(unlisted)} locations were not listed by a pull paged on by offset without X-Total-Count"
-    listed = (
-        Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__gte=run.started_at)
-        .values_list("country_code", "party_id", "location_id")
-        .first()
-    )
     kept, fixed = every, False
     if len(unlisted) > MAX_UNLISTED_CHECKS:
         outcome = f"more than the {MAX_UNLISTED_CHECKS} asked for one by one: none was withdrawn"
-    elif listed is None or _location_asked_alone(partner, url, listed[:2], listed[2]) != "sent":
-        outcome = (
-            "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
-        )
     else:
+        by_party: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for key, country_code, party_id, location_id in unlisted:
+            by_party.setdefault((country_code, party_id), []).append((key, location_id))
         kept, answers = set(), {"sent": 0, "unknown": 0, "untold": 0}
-        for position, (key, country_code, party_id, location_id) in enumerate(unlisted):
-            answer = _location_asked_alone(partner, url, (country_code, party_id), location_id)
-            _renew_lease(partner)
-            if answer == "silent":  # no answer (or the breaker open): the rest is not asked for
-                kept |= {row[0] for row in unlisted[position:]}
-                answers["untold"] += len(unlisted) - position
-                break
-            answers[answer] += 1
-            if answer != "unknown":
-                kept.add(key)
-        outcome = (
-            f"asked for one by one: {answers['unknown']} unknown to the CPO (withdrawn), {answers['sent']} sent "
-            f"(kept), {answers['untold']} without an answer that tells (kept)"
-        )
-        fixed = not answers["untold"]
+        untold_parties: list[str] = []
+        silent = False
+        for party, rows in by_party.items():
+            answer = "silent"
+            if not silent:
+                control = _listed_location(partner, run, party)
+                answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
+                silent = answer == "silent"
+            if answer != "sent":
+                # No answer (or the breaker open): the rest is not asked for. Another answer: this party's
+                # answers tell nothing.
+                kept |= {key for key, _ in rows}
+                untold_parties.append("*".join(party))
+                continue
+            for position, (key, location_id) in enumerate(rows):
+                answer = _location_asked_alone(partner, url, party, location_id)
+                _renew_lease(partner)
+                if answer == "silent":
+                    kept |= {row_key for row_key, _ in rows[position:]}
+                    answers["untold"] += len(rows) - position
+                    silent = True
+                    break
+                answers[answer] += 1
+                if answer != "unknown":
+                    kept.add(key)
+        if len(untold_parties) == len(by_party):
+            outcome = (
+                "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was "
+                "withdrawn"
+            )
+        else:
+            outcome = (
+                f"asked for one by one: {answers['unknown']} unknown to the CPO (withdrawn), {answers['sent']} sent "
+                f"(kept), {answers['untold']} without an answer that tells (kept)"
+            )
+            if untold_parties:
+                outcome += (
+                    f"; of {', '.join(untold_parties)} a location it listed, asked for alone, was not sent: none "
+                    "of theirs was withdrawn"
+                )
+            fixed = not answers["untold"] and not untold_parties
     message = f"{what}: {outcome}"
     log.warning("pull %s of locations from %s: %s", run.pk, partner, message)
     issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=fixed)
@@ -337,10 +368,26 @@ def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set
     return kept
 
 
+def _listed_location(partner: Partner, run: SyncRun, party: tuple[str, str]) -> str | None:
+    """The id of a location of `party` this pull listed (stored since it started), if any."""
+    return (
+        Location.objects.filter(
+            partner=partner,
+            withdrawn_at__isnull=True,
+            received_at__gte=run.started_at,
+            country_code=party[0],
+            party_id=party[1],
+        )
+        .values_list("location_id", flat=True)
+        .first()
+    )
+
+
 def _location_asked_alone(partner: Partner, url: str, party: tuple[str, str], location_id: str) -> str:
     """What the CPO says of one location asked for alone: "sent" (stored then), "unknown" (HTTP 404, OCPI 2003 or
-    2004, or no data), "untold" (another error, or a party behind a hub that can't be reached) or "silent" (no
-    answer, or not asked: the partner's breaker is open)."""
+    2004, or no data), "untold" (another error, a hub's error — OCPI 4xxx: unknown receiver, a forwarded request
+    timed out — whatever its HTTP status, or a party behind a hub that can't be reached) or "silent" (no answer,
+    or not asked: the partner's breaker is open)."""
     if hub.unreachable_reason(partner, party):
         return "untold"
     try:
@@ -348,6 +395,8 @@ def _location_asked_alone(partner: Partner, url: str, party: tuple[str, str], lo
     except OcpiClientError as exc:
         if exc.http_status is None:
             return "silent"
+        if exc.ocpi_status is not None and 4000 <= exc.ocpi_status < 5000:
+            return "untold"  # the hub's word, not the CPO's: a 404 with it says nothing of the location
         return "unknown" if exc.http_status == 404 or exc.ocpi_status in (2003, 2004) else "untold"
     if reply.data in (None, "", {}, []):
         return "unknown"
@@ -397,9 +446,10 @@ class _Paging:
     limit: int = 0
     continued_pages: int = 0
     continued_objects: int = 0
-    # The walk stopped on such a page, not on a short or empty one: at the page cap, the next offset was
-    # answered with objects all listed before (an offset ignored), or with an error (`refused`: its HTTP and
-    # OCPI status). Its pages are not known to be the whole list then.
+    # The walk stopped on such a page, not on a short or empty one: at the page cap, or the next offset was
+    # answered with objects all listed before (an offset ignored). Its pages are not known to be the whole list
+    # then. `refused`: the next offset was answered with an error saying it is past the end (its HTTP and OCPI
+    # status): the end of the list, as an empty page.
     open_end: bool = False
     offset_ignored: bool = False
     refused: str = ""
@@ -431,13 +481,32 @@ def _walked_whole(run: SyncRun, totals: IngestCounts, paging: _Paging) -> bool:
     return run.announced is None or totals.distinct >= run.announced
 
 
+# HTTP statuses that answer an offset past the end of a list: Bad Request, Not Found, Range Not Satisfiable.
+_PAST_THE_END_HTTP = (400, 404, 416)
+# 4xx statuses that say nothing of the offset: our token refused, a request timeout, throttling.
+_NOT_ABOUT_THE_OFFSET_HTTP = (401, 403, 408, 429)
+
+
+def _past_the_end(exc: OcpiClientError) -> bool:
+    """Does an error answer to a page we asked for by offset say the offset is past the end of the list? HTTP
+    400, 404 or 416, or an OCPI 2xxx (client error) status under another 4xx HTTP status."""
+    status = exc.http_status
+    if status is None or isinstance(exc, OcpiAuthError):
+        return False
+    if status in _PAST_THE_END_HTTP:
+        return True
+    client_error = exc.ocpi_status is not None and 2000 <= exc.ocpi_status < 3000
+    return 400 <= status < 500 and status not in _NOT_ABOUT_THE_OFFSET_HTTP and client_error
+
+
 def _walk(
     partner: Partner, module: str, url: str, params: dict[str, str], run: SyncRun, totals: IngestCounts
 ) -> _Paging:
     """Walk the partner's list as the client follows its pages; then, while the last page came exactly as full
     as its limit without a next page in `Link` or `X-Total-Count`, on from the objects received by offset/limit
     (the limit that page had), each time until a short or empty page, all within the page cap. A page we asked
-    for that the partner answers with an error, or with no object not listed before, ends it open."""
+    for that the partner answers with an error saying the offset is past the end (`_past_the_end`) ends it as an
+    empty page would; one answered with no object not listed before ends it open; any other error fails it."""
     client = OcpiClient(partner)
     paging = _Paging()
     asked: int | None = None  # the limit we asked for: only on the pages we page on to ourselves
@@ -477,12 +546,12 @@ def _walk(
                     paging.open_end = True  # the cap holds for the pages we page on to as for the client's
                     break
         except OcpiClientError as exc:
-            if asked is None or last is not None or exc.http_status is None:
+            if asked is None or last is not None or not _past_the_end(exc):
                 raise
-            # The partner answered the page we asked for by offset with an error: some answer an offset at or past
-            # the end of the list so (HTTP 400, OCPI 2001 "offset out of range") after a last page exactly as full
-            # as its limit. Whether more was left is unknown: the walk ends there, nothing is withdrawn.
-            paging.open_end = True
+            # The partner answered the page we asked for by offset with an error saying the offset is past the
+            # end: some answer an offset at the end of the list so (HTTP 400, OCPI 2001 "offset out of range")
+            # after a last page exactly as full as its limit. The end of the list, as an empty page would be.
+            # Any other error (a 5xx, 429, 401/403, an OCPI 3xxx) fails the pull: what lay after is unread.
             paging.refused = f"HTTP {exc.http_status}" + (
                 f", OCPI {exc.ocpi_status}" if exc.ocpi_status is not None else ""
             )
@@ -519,22 +588,22 @@ def _record_paging_findings(partner: Partner, module: str, run: SyncRun, paging:
     if paging.link_refused:
         message = "Link rel=next pointed away from the endpoint (scheme, host or path); paged by offset/limit"
         found.append((f"pull {run.pk}", Issue(path="Link", code="link_elsewhere", message=message, fixed=True)))
-    if paging.full_page and (paging.continued_objects or paging.open_end):
-        # Only once the page after it held objects, or was not read: a list exactly one limit long ends on a
-        # full page, and the empty page after it is the end.
+    if paging.full_page and (paging.continued_objects or paging.open_end or paging.refused):
+        # Only once the page after it held objects, was not read, or was refused: a list exactly one limit long
+        # ends on a full page, and the empty page after it is the end.
         message = (
             f"a page of {paging.full_page} objects (its limit {paging.limit}) came without Link or X-Total-Count: "
             f"paged on by offset/limit, {paging.continued_objects} more objects in {paging.continued_pages} pages"
         )
         if paging.offset_ignored:
             message += "; the next offset was answered with objects all listed before: the rest was not read"
-        elif paging.refused:
-            message += (
-                f"; the next offset was answered with an error ({paging.refused}): the list may end there or not, "
-                "nothing was withdrawn"
-            )
         elif paging.open_end:
             message += f"; stopped at the page limit ({MAX_PAGES} pages)"
+        if paging.refused:
+            message += (
+                f"; the CPO answered the offset past its last page with an error ({paging.refused}): taken for "
+                "the end of the list"
+            )
         issue = Issue(path="Link", code="no_link_full_page", message=message, fixed=not paging.open_end)
         found.append((f"pull {run.pk}", issue))
     if found:

@@ -14,13 +14,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
-from billing.models import Tariff
-from emsp.models import Location, Partner
+from billing.models import Cdr, Tariff
+from emsp.models import Location, Partner, hash_token
+from emsp.services.partners import partner_party_grant
 from ocpi import sync
 from ocpi.credentials import register_with_partner
 from ocpi.models import DataQualityIssue, SyncRun
 from tests.cposim.conftest import SimProcess
-from tests.factories import ocpi_location
+from tests.factories import PartnerFactory, ocpi_location
 from tests.fakes import FakePeer, envelope
 
 pytestmark = pytest.mark.django_db
@@ -189,12 +190,13 @@ def offset_of(call: dict[str, Any]) -> int:
     return int(parse_qs(urlsplit(call["url"]).query).get("offset", ["0"])[0])
 
 
-def test_an_error_answer_to_our_next_offset_ends_the_walk_and_the_full_pull_counts(
+def test_an_error_answer_to_our_next_offset_past_the_end_ends_the_list_and_the_full_pull_counts(
     peer: FakePeer, partner: Partner
 ) -> None:
     """A list exactly one limit long, and the CPO answers the offset after it with HTTP 400 / OCPI 2001 ("offset
     out of range"): the pull had failed every time, and with last_full_sync_at never set a full pull was due at
-    every beat. The walk ends there: the pull is OK, nothing withdrawn (whether more was left is unknown)."""
+    every beat. That answer is the end of the list, as an empty page would be: the pull is OK and withdraws what
+    it did not list."""
     first_full_pull(peer, partner)
     listed = locations(10)
 
@@ -210,10 +212,118 @@ def test_an_error_answer_to_our_next_offset_ends_the_walk_and_the_full_pull_coun
     assert run.outcome == SyncRun.Outcome.OK, run.error
     assert partner.last_full_sync_at is not None
     assert asked(peer) == ["", "offset=10&limit=10"] and (run.pages, run.received) == (1, 10)
-    assert withdrawn() == []
+    assert withdrawn() == [f"LOC{i:03d}" for i in range(10, 25)]
     finding = DataQualityIssue.objects.get(partner=partner, code="no_link_full_page")
-    assert finding.fixed is False
-    assert "the next offset was answered with an error (HTTP 400, OCPI 2001)" in finding.message
+    assert finding.fixed is True
+    assert (
+        "the CPO answered the offset past its last page with an error (HTTP 400, OCPI 2001): taken for the end "
+        "of the list" in finding.message
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (503, {**envelope(status_code=3000), "status_message": "busy"}),
+        (429, {**envelope(status_code=2000), "status_message": "slow down"}),
+        (200, {**envelope(status_code=3001), "status_message": "unable to use the client's API"}),
+    ],
+)
+def test_another_error_answer_to_our_next_offset_fails_the_pull(
+    peer: FakePeer, partner: Partner, answer: tuple[int, Any]
+) -> None:
+    """A 5xx, a 429 or an OCPI 3xxx on the page we asked for by offset says nothing of the end of the list: the
+    walk ended there, OK, withdrawing nothing, and the next incremental pull started after what it did not read.
+    The pull fails, as before paging on."""
+    first_full_pull(peer, partner)
+    listed = locations(25)
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        if offset:
+            return answer[0], answer[1], {}
+        return 200, envelope(listed[:10]), {"X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/locations", cpo)
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.FAILED
+    assert withdrawn() == []
+
+
+def cdr_list(spec_example: Any, n: int) -> list[dict[str, Any]]:
+    """`n` CDRs of IN*CPA, last updated half an hour ago."""
+    base = {**spec_example("cdr_example.json"), "country_code": "IN", "party_id": "CPA"}
+    stamp = (timezone.now() - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return [{**base, "id": f"CDR{i:02d}", "session_id": f"S{i}", "last_updated": stamp} for i in range(n)]
+
+
+def earlier_incremental_pull(partner: Partner, module: str) -> SyncRun:
+    return SyncRun.objects.create(
+        partner=partner,
+        module=module,
+        mode=SyncRun.Mode.INCREMENTAL,
+        outcome=SyncRun.Outcome.OK,
+        started_at=timezone.now() - timedelta(hours=2),
+    )
+
+
+def test_a_transient_error_on_our_next_offset_of_an_incremental_pull_loses_no_cdr(
+    peer: FakePeer, partner: Partner, spec_example: Any
+) -> None:
+    """The re-review's case: a 503 on the offset page of an incremental CDR pull ended it OK, and the next
+    incremental pull started after it: CDRs 10 to 14 were never pulled. The pull fails; the next one starts
+    where the last good one did and gets them."""
+    cdrs = cdr_list(spec_example, 15)
+    earlier_incremental_pull(partner, "cdrs")
+    flaky = {"down": True}
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        if offset and flaky["down"]:
+            return 503, {**envelope(status_code=3000), "status_message": "busy"}, {}
+        since = parse_qs(urlsplit(call["url"]).query).get("date_from", [""])[0]
+        matching = [c for c in cdrs if c["last_updated"] >= since]
+        return 200, envelope(matching[offset : offset + 10]), {"X-Limit": "10"}
+
+    peer.route("GET", f"{CPO}/cdrs", cpo)
+    first = sync.sync_module(partner, "cdrs")
+    assert first is not None and first.mode == SyncRun.Mode.INCREMENTAL
+    assert first.outcome == SyncRun.Outcome.FAILED
+    flaky["down"] = False
+    again = sync.sync_module(partner, "cdrs")
+    assert again is not None and again.outcome == SyncRun.Outcome.OK, again.error
+    assert Cdr.objects.count() == 15
+
+
+def test_an_incremental_pull_ending_open_does_not_move_the_next_ones_start(
+    peer: FakePeer, partner: Partner, spec_example: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paging on stopped at the page cap: the run is OK but did not read the rest. The next incremental pull
+    counted from it and skipped what it had not read; it asks from the earlier date_from again."""
+    cdrs = cdr_list(spec_example, 15)
+    earlier_incremental_pull(partner, "cdrs")
+    peer.route("GET", f"{CPO}/cdrs", capped(cdrs, limit=5))
+    monkeypatch.setattr(sync, "MAX_PAGES", 2)
+    first = sync.sync_module(partner, "cdrs")
+    assert first is not None and first.mode == SyncRun.Mode.INCREMENTAL and first.date_from is not None
+    assert first.outcome == SyncRun.Outcome.OK and first.received == 10
+    monkeypatch.setattr(sync, "MAX_PAGES", 10)
+    again = sync.sync_module(partner, "cdrs")
+    assert again is not None and again.date_from is not None and again.date_from <= first.date_from
+    assert Cdr.objects.count() == 15
+
+
+def test_a_first_full_pull_ending_open_leaves_the_next_incremental_pull_everything(
+    peer: FakePeer, partner: Partner
+) -> None:
+    """A full pull whose offset was ignored read only its first page; with no good pull before it, the next
+    incremental pull asks from the epoch (everything) rather than from this run."""
+    peer.route("GET", f"{CPO}/locations", capped(locations(25), limit=10, offset_kept=False))
+    run = sync.sync_module(partner, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK and run.received == 10
+    again = sync.sync_module(partner, "locations")
+    assert again is not None and again.mode == SyncRun.Mode.INCREMENTAL
+    assert again.date_from is not None and again.date_from.year < 1971
 
 
 def test_an_error_answer_to_the_partners_own_next_page_still_fails_the_pull(peer: FakePeer, partner: Partner) -> None:
@@ -408,6 +518,122 @@ def test_a_location_the_cpo_does_not_answer_for_is_kept(peer: FakePeer, partner:
     assert withdrawn() == []
     finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked")
     assert finding.fixed is False and "1 without an answer that tells (kept)" in finding.message
+
+
+HUB = "http://127.0.0.1:9998/ocpi/hub/2.2.1"
+
+
+@pytest.fixture
+def hub(db: None) -> Partner:
+    """A roaming hub listing the locations of two parties behind it, IN*CPA and IN*CPB."""
+    partner = PartnerFactory(
+        name="Roaming hub",
+        country_code="NL",
+        party_id="HUB",
+        role=Partner.Role.HUB,
+        incoming_token_hash=hash_token("hub-token"),
+        endpoints=[
+            {"identifier": m, "role": r, "url": f"{HUB}/{m}"}
+            for m, r in (("credentials", "RECEIVER"), ("locations", "SENDER"))
+        ],
+    )
+    for party_id in ("CPA", "CPB"):
+        partner_party_grant(partner=partner, country_code="IN", party_id=party_id, by="staff")
+    return Partner.objects.get(pk=partner.pk)
+
+
+def hub_locations() -> list[dict[str, Any]]:
+    """LOC000-LOC009 of IN*CPA, LOC010-LOC024 of IN*CPB."""
+    return [
+        ocpi_location("IN", "CPA" if i < 10 else "CPB", f"LOC{i:03d}", last_updated="2026-01-01T00:00:00Z")
+        for i in range(25)
+    ]
+
+
+def hub_pull_again(
+    peer: FakePeer, hub: Partner, cpb_answer: Callable[[str], tuple[int, Any]] | None, dropped: str = ""
+) -> SyncRun:
+    """A full pull of the hub's 25 locations, then one from the hub capped at 10 a page without Link or total,
+    where LOC003 is deleted once the first page is sent (the offset 10 then starts at LOC011: LOC010, of CPB, is
+    never sent); `dropped` is no longer listed at all. A location asked for alone is answered from the list,
+    those of CPB by `cpb_answer` if given."""
+    peer.route("GET", f"{HUB}/locations", (200, envelope(hub_locations())))
+    sync.sync_module(hub, "locations", full=True)
+    assert Location.objects.filter(partner=hub).visible().count() == 25
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.calls.clear()
+    listed = [loc for loc in hub_locations() if loc["id"] != dropped]
+
+    def page(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        sent = listed[offset : offset + 10]
+        if offset == 0:
+            listed[:] = [loc for loc in listed if loc["id"] != "LOC003"]
+        return 200, envelope(sent), {"X-Limit": "10"}
+
+    def one(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        wanted = urlsplit(call["url"]).path.rsplit("/", 1)[1]
+        if cpb_answer is not None and call["headers"].get("OCPI-to-party-id") == "CPB":
+            status, body = cpb_answer(wanted)
+            return status, body, {}
+        found = [loc for loc in listed if loc["id"] == wanted]
+        return (200, envelope(found[0]), {}) if found else (404, envelope(status_code=2003), {})
+
+    peer.route("GET", f"{HUB}/locations", page)
+    for loc in hub_locations():
+        peer.route("GET", f"{HUB}/locations/{loc['id']}", one)
+    run = sync.sync_module(hub, "locations", full=True)
+    assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
+    assert run.received == 24 - bool(dropped)
+    return run
+
+
+@pytest.mark.parametrize(
+    "cpb_answer",
+    [
+        (404, {**envelope(status_code=2000), "status_message": "no such route"}),
+        (404, {**envelope(status_code=4001), "status_message": "unknown receiver"}),
+    ],
+)
+def test_behind_a_hub_each_party_has_its_own_control(peer: FakePeer, hub: Partner, cpb_answer: Any) -> None:
+    """CPB's platform has no GET of one location; CPA's has. One control (a location of CPA) was sent, and
+    LOC010 of CPB, skipped by the shifted offset and still listed, was withdrawn on CPB's 404. Each party's
+    own control tells now: CPB's was not sent, and none of CPB's locations is withdrawn."""
+    hub_pull_again(peer, hub, lambda wanted: cpb_answer)
+    assert withdrawn() == []
+    gets = [(c["headers"].get("OCPI-to-party-id"), c["url"].rsplit("/", 1)[1]) for c in peer.calls]
+    alone = [(party, wanted) for party, wanted in gets if wanted.startswith("LOC")]
+    assert len(alone) == 1 and alone[0][0] == "CPB"  # only CPB's control: LOC010 not asked for
+    finding = DataQualityIssue.objects.get(partner=hub, code="unlisted_checked")
+    assert finding.fixed is False and "the CPO's answers tell nothing" in finding.message
+
+
+def test_a_hub_error_on_a_location_asked_alone_keeps_it(peer: FakePeer, hub: Partner) -> None:
+    """CPB's control is sent, but LOC010 is answered by the hub with HTTP 404 and OCPI 4002 (its request to CPB
+    timed out): the hub's word, not the CPO's. LOC010 is kept, not withdrawn."""
+
+    def cpb(wanted: str) -> tuple[int, Any]:
+        if wanted == "LOC010":
+            return 404, {**envelope(status_code=4002), "status_message": "timeout on forwarded request"}
+        found = [loc for loc in hub_locations() if loc["id"] == wanted]
+        return 200, envelope(found[0])
+
+    hub_pull_again(peer, hub, cpb)
+    assert withdrawn() == []
+    finding = DataQualityIssue.objects.get(partner=hub, code="unlisted_checked")
+    assert finding.fixed is False
+    assert "0 unknown to the CPO (withdrawn), 0 sent (kept), 1 without an answer that tells" in finding.message
+
+
+def test_behind_a_hub_a_party_whose_control_is_sent_has_its_gone_location_withdrawn(
+    peer: FakePeer, hub: Partner
+) -> None:
+    """Both parties answer GET of one location: LOC010 of CPB, skipped, is sent and kept; LOC020 of CPB, no
+    longer listed, is unknown to the CPO and withdrawn."""
+    hub_pull_again(peer, hub, None, dropped="LOC020")
+    assert withdrawn() == ["LOC020"]
+    finding = DataQualityIssue.objects.get(partner=hub, code="unlisted_checked")
+    assert finding.fixed is True and "1 unknown to the CPO (withdrawn), 1 sent (kept)" in finding.message
 
 
 def test_tariffs_not_listed_by_a_pull_paged_on_are_kept(peer: FakePeer, partner: Partner, spec_example: Any) -> None:
