@@ -62,6 +62,7 @@ from beckn.parsing import (
     context_city,
     fulfillment_window,
     order_id,
+    order_id_path,
     parse_envelope,
     parse_payments,
     plain_id,
@@ -696,12 +697,12 @@ def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransacti
 
 
 def on_status(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
-    booking = _booking_of(txn, order_id(envelope.message, "status"))
+    booking = _booking_of(txn, order_id(envelope.message, "status"), order_id_path(envelope.message))
     return {"order": order_block(booking, txn)}
 
 
 def on_track(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
-    booking = _booking_of(txn, order_id(envelope.message, "track"))
+    booking = _booking_of(txn, order_id(envelope.message, "track"), order_id_path(envelope.message))
     return {
         "tracking": {
             "id": f"TRACK-{booking.order_id}",
@@ -714,7 +715,7 @@ def on_track(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 
 def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
-    booking = _booking_of(txn, order_id(envelope.message, "cancel"))
+    booking = _booking_of(txn, order_id(envelope.message, "cancel"), order_id_path(envelope.message))
     reason = plain_id(envelope.message.get("cancellation_reason_id") or "", "message.cancellation_reason_id")
     try:
         bookings.booking_cancel(booking, reason=reason or "cancelled by the driver")

@@ -737,7 +737,13 @@ def order_id(message: dict[str, Any], action: str) -> str:
     if value is None and isinstance(message.get("order"), dict):
         value = message["order"].get("id")  # lenient: some BAPs send the order object
     _need(isinstance(value, str) and value.strip() != "", "message.order_id", f"{action} needs message.order_id")
-    return plain_id(str(value).strip(), "message.order_id")
+    return plain_id(str(value).strip(), order_id_path(message))
+
+
+def order_id_path(message: dict[str, Any]) -> str:
+    """Where the request named its order: `message.order_id`, or `message.order.id` for a BAP that sent the order
+    object (errors about the order point there)."""
+    return "message.order_id" if message.get("order_id") is not None else "message.order.id"
 
 
 # Fulfillment state codes meaning "start" / "stop" in the RFC, UEI, DEG v1, missions and DEG00x vocabularies.

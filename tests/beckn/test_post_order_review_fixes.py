@@ -278,3 +278,12 @@ def test_an_update_of_an_unknown_order_names_where_the_update_carries_its_id(bap
     assert (error["code"], error["paths"]) == ("30010", "message.order.id")
     bap("status", {"order_id": "ORD-NOPE"})
     assert last(bap, "on_status")["error"]["paths"] == "message.order_id"
+
+
+@pytest.mark.parametrize("action", ["status", "track", "cancel"])
+def test_an_unknown_order_sent_as_the_order_object_is_named_where_it_came(bap: Any, action: str) -> None:
+    """Status, track and cancel read the order's id from `message.order.id` too (a BAP sending the order object):
+    the 30010 then names that path, not `message.order_id`, which the request did not have."""
+    bap(action, {"order": {"id": "ORD-NOPE"}})
+    error = last(bap, f"on_{action}")["error"]
+    assert (error["code"], error["paths"]) == ("30010", "message.order.id")
