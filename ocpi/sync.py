@@ -269,8 +269,9 @@ def sync_module(
             # is still to be pulled, and an OK run is where the next incremental pull starts. `_incremental_from`
             # takes the earlier of a run's partner_time and its started_at: this run's partner_time is set to
             # where the next incremental pull would have started without it (this one's own date_from; for a
-            # full pull, the last good pull's base, else its own date_from, else the epoch: everything).
-            run.partner_time = base or date_from or _EPOCH
+            # full pull, the last good pull's base, else its own date_from, else the epoch: everything), plus the
+            # overlap `_incremental_from` takes off again, so the start stays put instead of moving back each time.
+            run.partner_time = (base or date_from or _EPOCH) + INCREMENTAL_OVERLAP
         if mode == SyncRun.Mode.FULL and _walked_whole(run, totals, paging):
             seen = set(totals.seen_keys)
             if module == "locations":
@@ -489,9 +490,15 @@ _NOT_ABOUT_THE_OFFSET_HTTP = (401, 403, 408, 429)
 
 def _past_the_end(exc: OcpiClientError) -> bool:
     """Does an error answer to a page we asked for by offset say the offset is past the end of the list? HTTP
-    400, 404 or 416, or an OCPI 2xxx (client error) status under another 4xx HTTP status."""
+    400, 404 or 416 without an OCPI status or with a 2xxx (client error) one, or an OCPI 2xxx status under
+    another 4xx HTTP status."""
     status = exc.http_status
     if status is None or isinstance(exc, OcpiAuthError):
+        return False
+    if exc.ocpi_status is not None and not 2000 <= exc.ocpi_status < 3000:
+        # An OCPI status other than a client error says something else went wrong: a hub's 4xxx (a forwarded
+        # request timed out, an unknown receiver), a server's 3xxx. It had been taken for the end of the list,
+        # whatever its HTTP status, and what lay beyond was withdrawn or never pulled.
         return False
     if status in _PAST_THE_END_HTTP:
         return True

@@ -125,10 +125,6 @@ def command_send(command: Command) -> Command:
         command.refresh_from_db(fields=["request"])
         if command.type == Command.Type.RESERVE_NOW and may_have_reached_cpo(exc):
             return _finish_unanswered(command, error=f"No CommandResponse ({exc}): the CPO may have reserved")
-        if command.type == Command.Type.START_SESSION and may_have_reached_cpo(exc):
-            # The charger may start all the same: as a start left unanswered (command_check_timeout), not a refused
-            # one, which the driver could send again and a cancel would take for nothing started.
-            return _finish_unanswered(command, error=f"No CommandResponse ({exc}): the charge may have started")
         return _finish_sent(command, error=str(exc))
     command.refresh_from_db(fields=["request"])
     command.response = reply.response
@@ -263,20 +259,18 @@ def _finish_sent(command: Command, *, error: str, tell: bool = True) -> Command:
 
 
 def _finish_unanswered(command: Command, *, error: str) -> Command:
-    """A RESERVE_NOW or START_SESSION that may have reached the CPO without its answer reaching us: an unknown
-    outcome, as a command left SENT without a CommandResponse (commands_expire_due) — TIMEOUT at once, not FAILED,
-    and a late CommandResult still counts. A RESERVE_NOW's reservation counts as asked of the CPO (REQUESTED: a
-    cancel of the booking cancels it there too), the booking waiting for it is cancelled with a
-    CANCEL_RESERVATION (on_reservation_finished), and a reservation the CPO made after all is then released by
-    the booking checks. A START_SESSION's booking is looked after as one whose result did not come: the booking
-    checks read the CPO's sessions for it."""
+    """A RESERVE_NOW that may have reached the CPO without its answer reaching us: an unknown outcome, as a
+    command left SENT without a CommandResponse (commands_expire_due) — TIMEOUT at once, not FAILED. Its
+    reservation counts as asked of the CPO (REQUESTED: a cancel of the booking cancels it there too), the
+    booking waiting for it is cancelled with a CANCEL_RESERVATION (on_reservation_finished), and a late
+    CommandResult still counts: a reservation the CPO made after all is then released by the booking checks."""
     with transaction.atomic():
         if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
             status=Command.Status.TIMEOUT, updated_at=timezone.now()
         ):
             command.refresh_from_db()
             return command  # the sweep moved it on meanwhile
-        if command.reservation_id and command.type == Command.Type.RESERVE_NOW:
+        if command.reservation_id:
             Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
                 status=Reservation.Status.REQUESTED
             )

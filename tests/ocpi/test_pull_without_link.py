@@ -6,7 +6,7 @@ offset/limit until a short or empty page; a short page without Link is still the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -703,3 +703,47 @@ def test_a_full_pull_from_the_simulator_without_link_headers_gets_every_location
     assert Location.objects.filter(partner=partner).visible().count() == 25
     assert not Location.objects.filter(partner=partner, withdrawn_at__isnull=False).exists()
     assert DataQualityIssue.objects.filter(partner=partner, code="no_link_full_page", fixed=True).exists()
+
+
+# --- a third review: a hub's error on our offset page, and open runs moving the next start back -------------------
+
+
+@pytest.mark.parametrize("status", [404, 400])
+def test_a_hubs_4xxx_on_our_offset_page_fails_the_pull_not_ends_the_list(
+    peer: FakePeer, hub: Partner, status: int
+) -> None:
+    """HTTP 404/400 with OCPI 4002 (a forwarded request timed out) had been taken for the end of the list: the rest
+    of the hub's locations were withdrawn."""
+    peer.route("GET", f"{HUB}/locations", (200, envelope(hub_locations())))
+    sync.sync_module(hub, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    listed = hub_locations()
+
+    def page(call: dict[str, Any]) -> Any:
+        if offset_of(call):
+            return status, {**envelope(status_code=4002), "status_message": "timeout on forwarded request"}, {}
+        return 200, envelope(listed[:10]), {"X-Limit": "10"}
+
+    peer.route("GET", f"{HUB}/locations", page)
+    run = sync.sync_module(hub, "locations", full=True)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert not Location.objects.filter(withdrawn_at__isnull=False).exists()
+
+
+def test_open_incremental_runs_keep_the_next_start_where_it_was(
+    peer: FakePeer, partner: Partner, spec_example: Any
+) -> None:
+    cdrs = cdr_list(spec_example, 15)
+    earlier_incremental_pull(partner, "cdrs")
+    peer.route("GET", f"{CPO}/cdrs", capped(cdrs, limit=10, offset_kept=False))  # offset ignored: each run ends open
+    starts = [sync.sync_module(partner, "cdrs").date_from for _ in range(4)]
+    assert len(set(starts)) == 1, starts  # had moved back by the overlap on every run
+
+
+def test_after_a_first_full_pull_ending_open_the_next_ones_start_at_the_epoch_not_before(
+    peer: FakePeer, partner: Partner
+) -> None:
+    peer.route("GET", f"{CPO}/locations", capped(locations(25), limit=10, offset_kept=False))
+    sync.sync_module(partner, "locations", full=True)
+    starts = [sync.sync_module(partner, "locations").date_from for _ in range(3)]
+    assert starts == [datetime(1970, 1, 1, tzinfo=UTC)] * 3, starts
