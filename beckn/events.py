@@ -49,7 +49,9 @@ def command_finished(event: events.CommandFinished) -> None:
     booking = command.booking
     if booking is None or command.type != Command.Type.START_SESSION:
         return
-    if command.status == Command.Status.TIMEOUT:
+    # A CommandResult TIMEOUT is recorded FAILED but refuses nothing (bookings._start_standing): told as a timeout,
+    # not "could not start", which had an app retry into a 50002.
+    if command.status == Command.Status.TIMEOUT or command.result_type == "TIMEOUT":
         error = {
             "code": "40006",
             "message": "TIMEOUT: the charger did not confirm the start in time; if charging begins we will tell you",

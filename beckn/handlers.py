@@ -720,7 +720,7 @@ def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     try:
         bookings.booking_cancel(booking, reason=reason or "cancelled by the driver")
     except bookings.BookingStateError as exc:
-        raise BecknRequestError(CANCELLATION_NOT_POSSIBLE, "message.order_id", str(exc)) from exc
+        raise BecknRequestError(CANCELLATION_NOT_POSSIBLE, order_id_path(envelope.message), str(exc)) from exc
     booking.refresh_from_db()
     order = order_block(booking, txn)
     order["cancellation"] = {"cancelled_by": "CONSUMER", "time": callbacks.now_rfc3339()}

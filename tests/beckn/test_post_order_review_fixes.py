@@ -287,3 +287,23 @@ def test_an_unknown_order_sent_as_the_order_object_is_named_where_it_came(bap: A
     bap(action, {"order": {"id": "ORD-NOPE"}})
     error = last(bap, f"on_{action}")["error"]
     assert (error["code"], error["paths"]) == ("30010", "message.order.id")
+
+
+def test_a_start_the_cpo_answered_timeout_is_told_as_a_timeout_not_a_refusal(bap: Any) -> None:
+    """The booking waits for a late session and a second start is refused (50002): "could not start" had told the
+    app to try again."""
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(booking=booking, type="START_SESSION"), {"result": "TIMEOUT"})
+    told = last(bap, "on_status")["error"]
+    assert told["code"] == "40006" and "could not start" not in told["message"]
+    assert "if charging begins we will tell you" in told["message"]
+
+
+def test_a_cancel_not_possible_names_the_path_the_request_used(bap: Any) -> None:
+    order_id = ordered(bap)
+    Booking.objects.filter(order_id=order_id).update(state=Booking.State.COMPLETED)
+    bap("cancel", {"order": {"id": order_id}})
+    assert last(bap, "on_cancel")["error"]["paths"] == "message.order.id"
