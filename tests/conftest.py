@@ -22,6 +22,7 @@ from emsp.celery import app as celery_app
 from emsp.models import Partner, hash_token
 from ocpi.wsgi_lane import ocpi_middleware
 from tests import factories
+from tests.cposim.conftest import SimProcess
 from tests.redis_db import redis_database_shifted
 
 # Unit tests run Celery tasks inline; end-to-end tests run a real worker instead.
@@ -248,3 +249,18 @@ def live_queue() -> Iterator[Any]:
         celery_app.conf.task_always_eager = True
         queue_push.pushable.cache_clear()
         client.delete(settings.LATENCY_QUEUE, "push-test:key")
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
+    """Start CPO simulator processes (`python -m cposim`); all are stopped at teardown."""
+    started: list[SimProcess] = []
+
+    def start(*args: str) -> SimProcess:
+        sim = SimProcess(list(args), tmp_path / f"sim{len(started)}.log")
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()

@@ -5,9 +5,8 @@ offset/limit until a short or empty page; a short page without Link is still the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,14 +14,15 @@ import pytest
 from django.utils import timezone
 
 from billing.models import Cdr, Tariff
-from emsp.models import Location, Partner, hash_token
-from emsp.services.partners import partner_party_grant
+from emsp.models import Location, Partner
 from ocpi import sync
 from ocpi.credentials import register_with_partner
 from ocpi.models import DataQualityIssue, SyncRun
 from tests.cposim.conftest import SimProcess
-from tests.factories import PartnerFactory, ocpi_location
+from tests.factories import ocpi_location
 from tests.fakes import FakePeer, envelope
+from tests.ocpi import test_hubs
+from tests.ocpi.test_hubs import HUB
 
 pytestmark = pytest.mark.django_db
 
@@ -380,18 +380,24 @@ def test_a_page_holding_more_than_its_x_limit_is_not_capped_by_it(peer: FakePeer
     assert not DataQualityIssue.objects.filter(code="no_link_full_page").exists()
 
 
-def test_a_link_that_names_no_next_page_does_not_end_the_walk(peer: FakePeer, partner: Partner) -> None:
-    """Any Link header ended the walk, though one naming only the previous page gives the client nothing to
-    follow: everything after the first page was withdrawn. Only a Link naming a next page ends it."""
-    first_full_pull(peer, partner)
+def linking_cpo(peer: FakePeer, link: Callable[[int], str]) -> None:
+    """The CPO's 25 locations, 10 a page (X-Limit 10, no total), each page with the `Link` header `link(offset)`
+    (none where it gives "")."""
     listed = locations(25)
 
     def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         offset = offset_of(call)
-        headers = {"X-Limit": "10", "Link": f'<{CPO}/locations?offset={max(offset - 10, 0)}&limit=10>; rel="prev"'}
+        headers = {"X-Limit": "10", **({"Link": value} if (value := link(offset)) else {})}
         return 200, envelope(listed[offset : offset + 10]), headers
 
     peer.route("GET", f"{CPO}/locations", cpo)
+
+
+def test_a_link_that_names_no_next_page_does_not_end_the_walk(peer: FakePeer, partner: Partner) -> None:
+    """Any Link header ended the walk, though one naming only the previous page gives the client nothing to
+    follow: everything after the first page was withdrawn. Only a Link naming a next page ends it."""
+    first_full_pull(peer, partner)
+    linking_cpo(peer, lambda offset: f'<{CPO}/locations?offset={max(offset - 10, 0)}&limit=10>; rel="prev"')
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and (run.pages, run.received) == (3, 25)
     assert withdrawn() == []
@@ -401,16 +407,9 @@ def test_a_next_link_without_angle_brackets_is_followed(peer: FakePeer, partner:
     """`url; rel="next"` without RFC 8288's angle brackets: not followed, and yet it ended the walk (withdrawing
     everything after page 1). It is followed, under the same check of scheme, host and path."""
     first_full_pull(peer, partner)
-    listed = locations(25)
-
-    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        offset = offset_of(call)
-        headers = {"X-Limit": "10"}
-        if offset + 10 < len(listed):
-            headers["Link"] = f'{CPO}/locations?offset={offset + 10}&limit=10; rel="next"'
-        return 200, envelope(listed[offset : offset + 10]), headers
-
-    peer.route("GET", f"{CPO}/locations", cpo)
+    linking_cpo(
+        peer, lambda offset: f'{CPO}/locations?offset={offset + 10}&limit=10; rel="next"' if offset < 15 else ""
+    )
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and (run.pages, run.received) == (3, 25)
     assert asked(peer) == ["", "offset=10&limit=10", "offset=20&limit=10"]
@@ -420,14 +419,7 @@ def test_a_next_link_without_angle_brackets_is_followed(peer: FakePeer, partner:
 
 def test_a_bare_next_link_elsewhere_is_refused_and_paged_by_offset(peer: FakePeer, partner: Partner) -> None:
     first_full_pull(peer, partner)
-    listed = locations(25)
-
-    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        offset = offset_of(call)
-        headers = {"X-Limit": "10", "Link": f'http://elsewhere.example/list?offset={offset + 10}; rel="next"'}
-        return 200, envelope(listed[offset : offset + 10]), headers
-
-    peer.route("GET", f"{CPO}/locations", cpo)
+    linking_cpo(peer, lambda offset: f'http://elsewhere.example/list?offset={offset + 10}; rel="next"')
     run = sync.sync_module(partner, "locations", full=True)
     assert run is not None and run.received == 25
     assert not [c for c in peer.calls if "elsewhere" in c["url"]]
@@ -520,26 +512,8 @@ def test_a_location_the_cpo_does_not_answer_for_is_kept(peer: FakePeer, partner:
     assert finding.fixed is False and "1 without an answer that tells (kept)" in finding.message
 
 
-HUB = "http://127.0.0.1:9998/ocpi/hub/2.2.1"
-
-
-@pytest.fixture
-def hub(db: None) -> Partner:
-    """A roaming hub listing the locations of two parties behind it, IN*CPA and IN*CPB."""
-    partner = PartnerFactory(
-        name="Roaming hub",
-        country_code="NL",
-        party_id="HUB",
-        role=Partner.Role.HUB,
-        incoming_token_hash=hash_token("hub-token"),
-        endpoints=[
-            {"identifier": m, "role": r, "url": f"{HUB}/{m}"}
-            for m, r in (("credentials", "RECEIVER"), ("locations", "SENDER"))
-        ],
-    )
-    for party_id in ("CPA", "CPB"):
-        partner_party_grant(partner=partner, country_code="IN", party_id=party_id, by="staff")
-    return Partner.objects.get(pk=partner.pk)
+# The roaming hub NL*HUB with IN*CPA and IN*CPB behind it (tests/ocpi/test_hubs.py).
+hub = test_hubs.hub
 
 
 def hub_locations() -> list[dict[str, Any]]:
@@ -666,20 +640,6 @@ def test_tariffs_not_listed_by_a_pull_that_did_not_page_on_are_deleted(
 
 
 # --- against the CPO simulator's `no_link_header` mode -------------------------------------------------------
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
-    started: list[SimProcess] = []
-
-    def start(*args: str) -> SimProcess:
-        sim = SimProcess(list(args), tmp_path / f"sim{len(started)}.log")
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
 
 
 @pytest.mark.e2e
