@@ -6,7 +6,6 @@ key)."""
 from __future__ import annotations
 
 import contextvars
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+
+from emsp.text import CONTROL_CHARACTERS
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
@@ -57,9 +58,6 @@ class RequestIdMiddleware:
         return response
 
 
-# C0 and C1 control characters but tab, line feed and carriage return (the set ocpi/normalize/values.py drops
-# from OCPI text): no console field means one, and PostgreSQL refuses a NUL in text.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A date drill-down (a list's date_hierarchy, `<field>__year`/`__month`/`__day`): the admin computes the end of
 # the year, month or day asked for, which for the year 9999 is past the last date there is (a server error).
 _DRILL_DOWN = {"year": (1, 9998), "month": (1, 12), "day": (1, 31)}
@@ -72,7 +70,7 @@ def _console_refusal(parameters: QueryDict) -> str | None:
     """Why these console parameters are refused, or None."""
     for name, values in parameters.lists():
         for text in (name, *values):
-            if (found := _CONTROL.search(text)) is not None:
+            if (found := CONTROL_CHARACTERS.search(text)) is not None:
                 what = "a NUL" if found.group() == "\x00" else f"the control character U+{ord(found.group()):04X}"
                 return f"The console parameter {name!r} can't contain {what}."
         part = name.rpartition("__")[2] if "__" in name else ""

@@ -21,11 +21,11 @@ from django.utils import timezone
 
 from emsp.models import Partner, ci_key, hash_token, new_credentials_token
 from emsp.services.partners import partner_parties_claimed, party_holder
+from emsp.text import CONTROL_CHARACTERS
 from ocpi import hub, push, transport, versions
 from ocpi.client import OcpiAuthError, OcpiClient, OcpiClientError, OcpiReplyError, encode_token
 from ocpi.models import CredentialsRotation, PushDelivery
 from ocpi.normalize import Rejected, unwrap_object_payload
-from ocpi.normalize.values import _CONTROL
 from ocpi.redact import redact_tokens, storable
 from ocpi.transport import OcpiError, absolute_url, is_printable_token
 
@@ -505,7 +505,7 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
         raise RegistrationError(f"the CPO answered as {key}, not as the expected {expected_party.upper()}")
     # The CPO's own name for itself: shown in the console and printed in settlement exports and statements,
     # where a control character ("Evil\x0bCPO") made the XLSX export fail. Cut to the column's length.
-    business_name = _CONTROL.sub("", str((primary.get("business_details") or {}).get("name") or "")).strip()
+    business_name = CONTROL_CHARACTERS.sub("", str((primary.get("business_details") or {}).get("name") or "")).strip()
     business_name = business_name[: Partner._meta.get_field("name").max_length].strip()
     if partner.country_code == "ZZ":
         existing = Partner.objects.filter(country_code=country_code, party_id=party_id).exclude(pk=partner.pk).first()

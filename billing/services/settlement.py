@@ -28,7 +28,6 @@ CDR's figure on its own (rounding_adjustments), as the ledger books them: a tota
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -59,6 +58,7 @@ from billing.money import DEFAULT_POLICY, minor_units, round_money
 from billing.services.ledger import from_minor
 from emsp.datetimes import format_datetime
 from emsp.models import Partner, PartnerParty
+from emsp.text import CONTROL_CHARACTERS
 
 log = logging.getLogger(__name__)
 
@@ -535,16 +535,10 @@ CDR_HEADERS = [
 ]
 
 
-# C0 and C1 control characters but tab, line feed and carriage return (the set ocpi/normalize/values.py drops
-# from OCPI text): openpyxl refuses the C0 ones in a cell (IllegalCharacterError, the export a server error),
-# and none of them is text anyone reads.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
 def spreadsheet_text(value: str) -> str:
     """Partner- or app-supplied text must not turn into a spreadsheet formula (CSV/formula injection), nor
     carry control characters (a CPO's name adopted from its credentials, "Evil\\x0bCPO", failed the XLSX)."""
-    value = _CONTROL.sub("", value)
+    value = CONTROL_CHARACTERS.sub("", value)
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 

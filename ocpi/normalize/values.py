@@ -7,6 +7,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from emsp.text import CONTROL_CHARACTERS
 from ocpi import enums
 from ocpi.normalize.issues import Ctx, json_path
 
@@ -76,9 +77,6 @@ def canonical_fields(
 
 # --- strings, numbers, booleans -----------------------------------------------------------------------------
 
-# C0 and C1 control characters but tab, line feed and carriage return: never meaningful in OCPI text, and a
-# NUL cannot even be stored (PostgreSQL text and jsonb refuse it).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # types.asciidoc §16.1/16.3: CiString and string ids are printable ASCII.
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
@@ -95,8 +93,8 @@ def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) ->
     else:
         ctx.drop(path, "invalid_type", f"expected a string, got {type(value).__name__}")
         return None
-    if _CONTROL.search(s):
-        s = _CONTROL.sub("", s).strip()
+    if CONTROL_CHARACTERS.search(s):
+        s = CONTROL_CHARACTERS.sub("", s).strip()
         ctx.fix(path, "control_characters", "control characters removed")
     if max_len is not None and len(s) > max_len:
         ctx.fix(path, "truncated", f"{len(s)} characters truncated to {max_len}")
