@@ -10,8 +10,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.conftest import simulator  # noqa: F401  (the CPO simulator processes, shared)
-
 CHROMIUM = Path("/usr/bin/chromium")
 # Never `playwright install`: Playwright drives the distribution's Chromium (docs recipes, "Real browser tests").
 LAUNCH_ARGS = [
