@@ -396,6 +396,21 @@ def in_review(settlement: Settlement) -> QuerySet[Cdr]:
     return cdrs.filter(open_dispute | bad_audit).distinct()
 
 
+def _closed_after(settlement: Settlement) -> set[date]:
+    """The starts of the closed periods after `settlement`'s (its partner and currency). On PostgreSQL the later
+    periods read are locked FOR KEY SHARE until the carry-over commits, as carried_past_closed does for a CDR
+    being stored: a close of the period the CDRs are about to be carried into (it locks that period FOR UPDATE)
+    either committed first, and the carry-over skips the period, or waits for the carry-over and counts the
+    CDRs. Read unlocked, a period closing meanwhile was taken for open and the CDRs carried into it after it
+    froze: settled nowhere."""
+    sql = _PERIODS_SQL.format(table=Settlement._meta.db_table)
+    if connection.vendor == "postgresql":
+        sql += " FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [settlement.partner_id, settlement.currency, settlement.period_end])
+        return {start for start, _end, state in cursor.fetchall() if state == Settlement.State.CLOSED}
+
+
 def settlement_carry_over(*, settlement: Settlement, user: Any) -> int:
     """The stated rule for a period that can't wait: its CDRs still in review move to the next period (their
     `carried_to`), the rest reconciles and can be closed. Returns how many CDRs moved. Never for a closed
@@ -409,11 +424,7 @@ def settlement_carry_over(*, settlement: Settlement, user: Any) -> int:
             settlement.period_end,
             (next_month(settlement.period_end) if monthly else settlement.period_end + length),
         )
-        closed = set(
-            Settlement.objects.filter(
-                partner=settlement.partner, currency=settlement.currency, state=Settlement.State.CLOSED
-            ).values_list("period_start", flat=True)
-        )
+        closed = _closed_after(settlement)
         while target in closed:  # never into a period finance already closed: the first one still open
             target, target_end = target_end, (next_month(target_end) if monthly else target_end + length)
         pending = list(in_review(settlement).values_list("pk", flat=True))

@@ -261,6 +261,51 @@ def test_a_close_waits_for_a_cdr_being_stored_in_its_period_and_counts_it(monkey
         assert isinstance(closing.get("error"), settlement_service.SettlementError)
 
 
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_carry_over_waits_for_a_close_of_the_period_it_carries_into(monkeypatch: pytest.MonkeyPatch) -> None:
+    """November is being closed (recomputed, not committed) when finance closes October carrying its disputed
+    CDR over: the carry-over waits for November's close and carries the CDR past it, into December. Before, it
+    read November open and carried the CDR into it as it froze: settled nowhere."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    CdrAuditFactory(cdr=CdrFactory(partner=partner, cdr_id="OK-OCT", currency="INR", end_date_time=at(10)))
+    disputed = CdrFactory(partner=partner, cdr_id="D-OCT", currency="INR", end_date_time=at(20))
+    CdrAuditFactory(cdr=disputed, status=CdrAudit.Status.MISMATCH, computed_excl_vat=Decimal("8"))
+    DisputeFactory(cdr=disputed, partner=partner, currency="INR")
+    CdrAuditFactory(cdr=CdrFactory(partner=partner, cdr_id="OK-NOV", currency="INR", end_date_time=at(5, month=11)))
+    (october,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    (november,) = settlement_compute(partner=partner, period_start=NOVEMBER)
+    assert november.state == Settlement.State.RECONCILED
+    recomputed, carried = threading.Event(), threading.Event()
+    real_compute = settlement_service.settlement_compute
+
+    def compute_then_hold(**kwargs: Any) -> Any:
+        result = real_compute(**kwargs)
+        if kwargs["period_start"] == NOVEMBER and not recomputed.is_set():  # November's close, not the carry-over
+            recomputed.set()
+            _until(carried)  # the carry-over runs meanwhile, or waits for this close
+        return result
+
+    monkeypatch.setattr(settlement_service, "settlement_compute", compute_then_hold)
+    november_closer, november_closing = _run(lambda: settlement_close(settlement=november, user=None))
+    assert recomputed.wait(10)
+
+    def carry_over() -> Settlement:
+        try:
+            return settlement_close(settlement=october, user=None, carry_over=True)
+        finally:
+            carried.set()
+
+    october_closer, october_closing = _run(carry_over)
+    for thread in (november_closer, october_closer):
+        thread.join(20)
+    assert "error" not in november_closing and "error" not in october_closing, (november_closing, october_closing)
+
+    assert Settlement.objects.get(pk=november.pk).state == Settlement.State.CLOSED
+    assert Settlement.objects.get(pk=november.pk).cdr_count == 1
+    assert Cdr.objects.get(pk=disputed.pk).carried_to == date(2026, 12, 1)
+
+
 # --- 3. a dispute is credited at most what the CPO's credit CDRs left --------------------------------------------
 
 
