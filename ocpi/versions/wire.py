@@ -211,11 +211,6 @@ class VersionedReceiver:
     kwargs: dict[str, Any]
     request: Request
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        if self.module == "tokens" and self.ocpi_version == "2.1.1":
-            _untyped_other(request)
-
     def json_object(self) -> dict[str, Any]:
         data: dict[str, Any] = super().json_object()  # type: ignore[misc]
         kind = self._body_kind()
@@ -281,15 +276,6 @@ def _session_location(session: dict[str, Any]) -> dict[str, Any]:
         raise OcpiError(UNKNOWN_LOCATION, f"The session's location {where} is unknown to us: PUT it first")
     shown_evse = {**evse_as_ocpi(evse), "connectors": [connector_as_ocpi(connector)]}
     return {**location.data, "evses": [shown_evse], "last_updated": format_datetime(location.last_updated)}
-
-
-def _untyped_other(request: Request) -> None:
-    """2.1.1 TokenType OTHER stands for our app and ad-hoc tokens too (v211 sends them as OTHER): such an
-    authorization looks the uid up in any type."""
-    if (request.query_params.get("type") or "").strip().upper() == "OTHER":
-        query = request._request.GET.copy()
-        del query["type"]
-        request._request.GET = query
 
 
 def _downgrade_data(response: HttpResponse, version: str, kind: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, QueryDict
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 
@@ -56,7 +56,7 @@ class TokenAuthorizeView(OcpiView):
     def post(self, request: Request, token_uid: str) -> HttpResponse:
         # mod_tokens: `type` "Default if omitted: RFID" (2.1.1 and 2.3.0 alike): an APP_USER token whose uid an RFID
         # reader could read is not authorized by a request without a type.
-        token_type = _sent_type(request, self.ocpi_version) or Token.Type.RFID
+        token_type = _sent_type(request) or Token.Type.RFID
         if token_type not in TOKEN_TYPES:
             if self.ocpi_version == "2.3.0":
                 # 2.3.0 TokenType is an OpenEnum: EMAID (Plug & Charge) or a value of the CPO's own is a valid
@@ -87,11 +87,10 @@ class TokenAuthorizeView(OcpiView):
         return ocpi_response(data)
 
 
-def _sent_type(request: Request, version: str) -> str:
+def _sent_type(request: Request) -> str:
     """The `type` of an authorization, upper-cased ("" when none). 2.1.1's parameter table names it `token_type`
-    (its URL example `type`): read too, or a 2.1.1 CPO following the table is answered for RFID. A 2.1.1 request is
-    read as it was sent: ocpi/versions/wire.py takes a `type=OTHER` out of its query."""
-    params = request.query_params if version != "2.1.1" else QueryDict(request.META.get("QUERY_STRING", ""))
+    (its URL example `type`): read too, or a 2.1.1 CPO following the table is answered for RFID."""
+    params = request.query_params
     return (params.get("type") or params.get("token_type") or "").strip().upper()
 
 
