@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from django.conf import settings
 
 from billing.payments.gateway import GatewayError
 from billing.services import ledger, payments
@@ -36,9 +37,18 @@ def process_due_cdrs() -> int:
 
 # --- payments: provider calls run here, never inside a request or a CDR's transaction --------------------
 # A retryable provider error (network, 5xx, rate limit) retries with backoff under the same idempotency key;
-# a refusal marks the operation FAILED for the exceptions queue.
+# a refusal marks the operation FAILED for the exceptions queue. A retry waits in its worker's memory, unacked:
+# on Redis, one waiting longer than the queue's visibility timeout is handed out again, each copy retrying on its
+# own (with 600 s of backoff and the timeout set to 3 s, one capture ran 231 times in 70 s). So a retry's wait
+# (at most 5 s by default) and its run together stay within the timeout; an outage longer than the retries is left
+# to the beat's sweep of operations still pending after 10 minutes (retry_stuck_payment_operations).
 
-PROVIDER_RETRY = {"autoretry_for": (GatewayError,), "retry_backoff": 5, "retry_backoff_max": 600, "max_retries": 8}
+PROVIDER_RETRY = {
+    "autoretry_for": (GatewayError,),
+    "retry_backoff": 5,
+    "retry_backoff_max": max(1, (settings.CELERY_VISIBILITY_TIMEOUT - settings.CELERY_TASK_TIME_LIMIT) // 2),
+    "max_retries": 8,
+}
 
 
 @shared_task(acks_late=True, **PROVIDER_RETRY)

@@ -65,6 +65,18 @@ def test_each_queue_s_visibility_timeout_is_longer_than_its_longest_task() -> No
     assert longest_bulk == 3600  # ocpi.tasks.sync_partner
 
 
+def test_no_task_retries_later_than_its_queue_s_visibility_timeout() -> None:
+    """A retry waits unacked in its worker: on Redis, one due after the visibility timeout is handed out again
+    and each copy retries on its own (billing's provider retries had a 600 s backoff over the 60 s timeout)."""
+    visibility = {"latency": settings.CELERY_VISIBILITY_TIMEOUT, "bulk": settings.CELERY_BULK_VISIBILITY_TIMEOUT}
+    retrying = {name: task for name, task in our_tasks().items() if getattr(task, "autoretry_for", ())}
+    assert "billing.tasks.capture_payment" in retrying
+    for name, task in retrying.items():
+        queue = settings.CELERY_TASK_ROUTES[name]["queue"]
+        longest = task.retry_backoff_max if task.retry_backoff else task.default_retry_delay
+        assert longest + (task.time_limit or app.conf.task_time_limit) < visibility[queue], name
+
+
 def test_a_redis_worker_of_the_bulk_queue_only_keeps_its_own_unacked_keys_and_timeout() -> None:
     redis = {"visibility_timeout": 60, "unacked_restore_interval": 5}
     bulk = bulk_transport_options(["bulk"], redis, 3900)
