@@ -231,8 +231,11 @@ def _apply_connection(
     roles: list[dict[str, Any]],
     their_token: str,
     our_token: str,
+    registering: bool,
 ) -> None:
-    """The handshake is done: the partner's token (for our calls) and ours (for its calls) are exchanged."""
+    """The handshake is done: the partner's token (for our calls) and ours (for its calls) are exchanged.
+    `registering` (a POST, ours or the partner's): the pulls start now. A PUT (a token rotation, a version
+    switch) leaves them as they are: it had switched a pull staff paused back on."""
     transport.forget_cached_tokens()  # the partner's token changes: no cached answer for the old one here
     partner.outgoing_token = their_token
     partner.incoming_token_hash = hash_token(our_token)
@@ -245,8 +248,28 @@ def _apply_connection(
         partner.role = Partner.Role.HUB
     partner.state = Partner.State.CONNECTED
     partner.registered_at = timezone.now()
-    partner.next_sync_at = timezone.now()
-    partner.sync_enabled = True
+    if registering:
+        partner.next_sync_at = timezone.now()
+        partner.sync_enabled = True
+
+
+# What a credentials POST or PUT to us changes on the partner (_apply_connection, Token A spent), saved as that
+# alone: a change staff made while the partner's endpoints were being read (a pull paused) stays.
+_CONNECTION_FIELDS = [
+    "outgoing_token",
+    "incoming_token_hash",
+    "versions_url",
+    "version",
+    "endpoints",
+    "outgoing_token_base64",
+    "credentials_roles",
+    "role",
+    "state",
+    "registered_at",
+    "token_a_hash",
+    "updated_at",
+]
+_PULL_START_FIELDS = ["next_sync_at", "sync_enabled"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,10 +283,21 @@ def accept_registration(partner: Partner, body: Any, *, used_token_a: bool, vers
     initiates the registration process for this endpoint's version")."""
     if partner.state == Partner.State.CONNECTED or not used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Already registered: use PUT to update", 405)
-    token_c = _take_credentials(partner, body, version)
+    token_a_hash = partner.token_a_hash  # the Token A this request was authenticated with
+    token_c = _take_credentials(partner, body, version, registering=True)
     partner.token_a_hash = ""  # Token A is single-use (credentials.asciidoc)
     with transaction.atomic():
-        partner.save()
+        # The partner's endpoints were read outside any lock, for as long as the partner took to answer: a
+        # second POST with the same Token A (sent twice, or at once) may have registered meanwhile. Token A "MAY
+        # no longer be used" after the exchange, and a POST once registered MUST answer 405: saved anyway, this
+        # one had answered 1000 with a Token C that the other's save had already replaced (401 on first use).
+        current = Partner.objects.select_for_update().get(pk=partner.pk)
+        if current.state == Partner.State.CONNECTED:
+            raise OcpiError(transport.CLIENT_ERROR, "Already registered: use PUT to update", 405)
+        if not token_a_hash or current.token_a_hash != token_a_hash:
+            # Staff issued another Token A or unregistered the partner meanwhile: this one matches no party now.
+            raise OcpiError(transport.CLIENT_ERROR, "Missing or unknown token", 401)
+        partner.save(update_fields=_CONNECTION_FIELDS + _PULL_START_FIELDS)
         push.tokens_to_new_partner(partner)
     log.info("%s registered with us in OCPI %s", partner, partner.version)
     return our_credentials(token_c, version)
@@ -275,15 +309,24 @@ def update_registration(partner: Partner, body: Any, *, used_token_a: bool, vers
     token; a new Token C for it. Its old token stops working with our answer."""
     if partner.state != Partner.State.CONNECTED or used_token_a:
         raise OcpiError(transport.CLIENT_ERROR, "Not registered: use POST first", 405)
-    token_c = _take_credentials(partner, body, version)
+    token_hash = partner.incoming_token_hash  # the connection's token when this request was authenticated
+    token_c = _take_credentials(partner, body, version, registering=False)
     with transaction.atomic():
-        partner.save()
+        # As for a POST: another PUT (or our own rotation, or an unregistration) may have changed the tokens
+        # while the partner's endpoints were being read. The token this PUT came with is then no longer valid
+        # (transport: a token that matches no party is 401), and the Token C it would answer with is dead.
+        current = Partner.objects.select_for_update().get(pk=partner.pk)
+        if current.incoming_token_hash != token_hash:
+            raise OcpiError(transport.CLIENT_ERROR, "Missing or unknown token", 401)
+        if current.state != Partner.State.CONNECTED:
+            raise OcpiError(transport.CLIENT_ERROR, "Not registered: use POST first", 405)
+        partner.save(update_fields=_CONNECTION_FIELDS)
         _close_pending(partner, CredentialsRotation.Outcome.REFUSED, "superseded by the partner's own PUT")
     log.info("%s updated its credentials (OCPI %s)", partner, partner.version)
     return our_credentials(token_c, version)
 
 
-def _take_credentials(partner: Partner, body: Any, version: str) -> str:
+def _take_credentials(partner: Partner, body: Any, version: str, *, registering: bool) -> str:
     """Validate the partner's Credentials, read its endpoints with its token, and connect (not saved yet).
     Returns our new Token C."""
     credentials = _validate_credentials(body, version)
@@ -298,6 +341,7 @@ def _take_credentials(partner: Partner, body: Any, version: str) -> str:
         roles=credentials["roles"],
         their_token=credentials["token"],
         our_token=token_c,
+        registering=registering,
     )
     return token_c
 
@@ -446,6 +490,7 @@ def register_with_partner(
         roles=answer["roles"],
         their_token=answer["token"],
         our_token=token_b,
+        registering=True,
     )
     with transaction.atomic():
         partner.save()

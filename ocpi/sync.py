@@ -230,7 +230,12 @@ def sync_module(
     partner: Partner, module: str, *, full: bool = False, date_from: datetime | None = None
 ) -> SyncRun | None:
     """Pull one module. Without `date_from`, an incremental pull starts where the last good one did; with one,
-    a targeted pull of what changed since then (it does not move where the next incremental pull starts)."""
+    a targeted pull of what changed since then (it does not move where the next incremental pull starts).
+    None, nothing asked, for a partner that is not connected: after its credentials DELETE "both parties must
+    end any automated communication", and we hold no token for it (a command's timeout had called it with an
+    empty `Authorization: Token `)."""
+    if partner.state != Partner.State.CONNECTED:
+        return None
     url = partner.endpoint_url(module, "SENDER")
     if not url:
         return None
@@ -619,6 +624,8 @@ def _record_paging_findings(partner: Partner, module: str, run: SyncRun, paging:
 
 
 def sync_partner(partner: Partner, *, full: bool = False, modules: tuple[str, ...] = MODULES) -> list[SyncRun]:
+    if partner.state != Partner.State.CONNECTED:
+        return []  # nothing to pull from a partner that is not connected (sync_module), nor its hub's parties
     if full:
         hubclientinfo.client_info_refresh(partner)  # a hub's parties, from its HubClientInfo sender
     runs = [run for module in modules if (run := sync_module(partner, module, full=full)) is not None]

@@ -234,9 +234,17 @@ def _token_refusal(command: Command, now: datetime) -> str:
 
 
 def result_messages(result: dict[str, Any]) -> str:
-    """The texts of a CommandResponse/CommandResult `message` (DisplayText list), joined."""
+    """The texts of a CommandResponse/CommandResult `message` (DisplayText list), joined. Lenient in: the message
+    is optional and only shown, so a CPO's odd one (a number, `true`: a TypeError here had left an ACCEPTED
+    command SENT, for the sweep to time out and its booking to be cancelled) reads as none, a lone DisplayText
+    as a list of one, and entries that are no DisplayText are skipped."""
+    messages = result.get("message")
+    if isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list):
+        return ""
     texts = []
-    for message in result.get("message") or []:
+    for message in messages:
         if isinstance(message, dict) and message.get("text"):
             texts.append(str(message["text"]))
     return "; ".join(texts)
@@ -383,8 +391,13 @@ def command_check_timeout(command_id: int, now: datetime | None = None) -> Comma
         if command is None:
             return None
         command = _finish(command, Command.Status.TIMEOUT, error="No CommandResult within the CPO's timeout")
-    if command.type in (Command.Type.START_SESSION, Command.Type.STOP_SESSION):
-        # The session may have started (or stopped) without the result reaching us (ocpi/ocpi#475).
+    # The session may have started (or stopped) without the result reaching us (ocpi/ocpi#475): read the CPO's
+    # sessions, unless it has unregistered meanwhile (credentials DELETE: "both parties must end any automated
+    # communication"; we hold no token for it then).
+    if (
+        command.type in (Command.Type.START_SESSION, Command.Type.STOP_SESSION)
+        and command.partner.state == Partner.State.CONNECTED
+    ):
         try:
             cpo_gateway().pull(command.partner, "sessions", since=command.created_at - timedelta(minutes=5))
         except Exception:

@@ -37,8 +37,15 @@ _TOKEN_TYPES = {"RFID": "RFID", "OTHER": "OTHER", "APP_USER": "OTHER", "AD_HOC_U
 # The eMA-ID's prefix (ISO 15118 / eMI3): country code (2 letters) and provider id (3 alphanumerics), with or
 # without "-" after each, then the contract instance: "NL-TNM-C00000099", "NLTNMC00000099".
 _EMA_ID_PREFIX = re.compile(r"([A-Za-z]{2})-?([A-Za-z0-9]{3})-?[A-Za-z0-9]")
-# mod_commands 2.1.1 CommandResponseType, posted as the result; UNKNOWN_SESSION is no 2.2.1 CommandResultType.
-_RESULTS = {"ACCEPTED", "REJECTED", "TIMEOUT", "NOT_SUPPORTED"}
+# mod_commands 2.1.1 CommandResponseType (§4.1), posted as the result, as the 2.2.1 CommandResultType it is:
+# UNKNOWN_SESSION is none, and fails the command.
+_RESULTS = {
+    "ACCEPTED": "ACCEPTED",
+    "REJECTED": "REJECTED",
+    "TIMEOUT": "TIMEOUT",
+    "NOT_SUPPORTED": "NOT_SUPPORTED",
+    "UNKNOWN_SESSION": "FAILED",
+}
 
 
 # --- in: locations -------------------------------------------------------------------------------------------
@@ -215,13 +222,18 @@ def _first(value: Any) -> dict[str, Any] | None:
 
 
 def upgrade_command_result(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
-    """The CommandResponse a 2.1.1 CPO posts to our response_url, as a 2.2.1 CommandResult."""
+    """The CommandResponse a 2.1.1 CPO posts to our response_url, as a 2.2.1 CommandResult. Only the five
+    CommandResponseType values are mapped; anything else goes on as sent, for the view to refuse what no version
+    knows (2001, the command unchanged, as on 2.2.1) and to take a 2.2.1 value a CPO sends on 2.1.1. Taken for
+    FAILED, a made-up value ("GARBAGE") had ended the command and been answered 1000."""
     result = obj.get("result")
-    value = result.strip().upper() if isinstance(result, str) else result
-    if value in _RESULTS or not isinstance(value, str):
+    value = result.strip().upper() if isinstance(result, str) else None
+    if value not in _RESULTS:
+        return obj
+    if _RESULTS[value] == value:
         return {**obj, "result": value}
     message = {"language": "en", "text": f"OCPI 2.1.1 result {value}"}
-    return {**obj, "result": "FAILED", "message": [message]}
+    return {**obj, "result": _RESULTS[value], "message": [message]}
 
 
 def upgrade_command_response(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
