@@ -37,7 +37,7 @@ PULL_OVERLAP = timedelta(minutes=5)  # the CPO's clock and commit times differ f
 ENDED_LOOKBACK = timedelta(days=1)  # ended bookings are looked at this long (a late session, a held charger)
 MAX_CANCELS = 2  # CANCEL_RESERVATION tries for a booking's reservation (the first, and one more by the check)
 MAX_STOPS = 2  # STOP_SESSION tries for a session the driver asked to stop
-ENDED_STATES = (Booking.State.CANCELLED, Booking.State.EXPIRED, Booking.State.FAILED)
+ENDED_STATES = bookings.ENDED_STATES
 LINKABLE = (ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE, ChargingSession.Status.COMPLETED)
 IN_FLIGHT = (Command.Status.QUEUED, Command.Status.SENT, Command.Status.ACCEPTED)
 RUN_LOCK = "booking-checks:running"
@@ -232,7 +232,7 @@ def _active(booking: Booking, sent: list[Command], now: datetime, pulls: Pulls) 
     if behind:
         return [Problem(Kind.BOOKING_BEHIND_SESSION, behind, repair=partial(_follow, booking.pk, session.pk))]
     if booking.state == Booking.State.STOPPING and session.status == ChargingSession.Status.ACTIVE:
-        return _stop_outcome(booking, session, sent, now)
+        return _stop_outcome(booking, session, [c for c in sent if c.type == Command.Type.STOP_SESSION], now)
     return []
 
 
@@ -315,9 +315,9 @@ def _start_outcome(booking: Booking, sent: list[Command], now: datetime, pulls: 
     return [Problem(Kind.SESSION_MISSING, detail, pull=("sessions", since))]
 
 
-def _stop_outcome(booking: Booking, session: ChargingSession, sent: list[Command], now: datetime) -> list[Problem]:
-    """A booking asked to stop whose session is still ACTIVE well after the CPO answered the stop."""
-    stops = [c for c in sent if c.type == Command.Type.STOP_SESSION]
+def _stop_outcome(booking: Booking, session: ChargingSession, stops: list[Command], now: datetime) -> list[Problem]:
+    """A session asked to stop (its booking STOPPING, or ended: a late session) still ACTIVE well after the CPO
+    answered the stop, the last of `stops`."""
     stop = stops[-1]
     if stop.status not in Command.FINAL_STATUSES or now - stop.updated_at < wait():
         return []
@@ -357,13 +357,20 @@ def _completed(booking: Booking, now: datetime) -> list[Problem]:
 
 
 def _ended(booking: Booking, sent: list[Command], now: datetime) -> list[Problem]:
+    """An ended booking had no charge: a driver's cancel once a start stands is a stop (the booking STOPPING until
+    the session ends), so a session on a CANCELLED booking is as late as one on an EXPIRED or FAILED one — a start
+    whose answer was lost (a 502) that the charger carried out after all. Nobody pays for it: listed for staff.
+    Its stop (bookings._late_session) is followed as a STOPPING booking's is."""
     problems = []
-    if booking.state in (Booking.State.EXPIRED, Booking.State.FAILED):
-        # A cancelled booking may have charged (cancelled while charging); an expired or failed one may not.
-        charged = list(booking.sessions.filter(status__in=LINKABLE)) or _unlinked_sessions(booking, now)
-        if charged:
-            names = ", ".join(f"{s.session_id} ({s.status})" for s in charged)
-            problems.append(Problem(Kind.SESSION_AFTER_END, f"the booking is {booking.state}, yet session {names}"))
+    linked = list(booking.sessions.filter(status__in=LINKABLE))
+    charged = linked or _unlinked_sessions(booking, now)
+    if charged:
+        names = ", ".join(f"{s.session_id} ({s.status})" for s in charged)
+        problems.append(Problem(Kind.SESSION_AFTER_END, f"the booking is {booking.state}, yet session {names}"))
+    for session in linked:
+        stops = [c for c in sent if c.type == Command.Type.STOP_SESSION and c.session_id == session.pk]
+        if session.status == ChargingSession.Status.ACTIVE and stops:
+            problems += _stop_outcome(booking, session, stops, now)
     problems += _reservation_release(booking, sent, now)
     return problems
 

@@ -22,6 +22,8 @@ from emsp.rows import first_where
 from emsp.services import commands
 
 HOLD = timedelta(minutes=15)  # how long a booking "for now" holds the EVSE for the driver to arrive
+# Bookings that ended without a charge: cancelled before charging began, failed to start, a no-show.
+ENDED_STATES = (Booking.State.CANCELLED, Booking.State.EXPIRED, Booking.State.FAILED)
 
 
 def no_show_grace() -> timedelta:
@@ -376,7 +378,8 @@ def cancellation_fee(booking: Booking, now: datetime | None = None) -> Decimal:
 
 
 def on_session_changed(session: ChargingSession) -> Booking | None:
-    """Attach a session to its booking (via its START command) and follow its status."""
+    """Attach a session to its booking (via its START command) and follow its status. A session charging on a
+    booking that had ended is stopped (_late_session)."""
     booking = session.booking
     if booking is None:
         command = (
@@ -405,7 +408,9 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
             Booking.objects.filter(pk=booking.pk, state=Booking.State.STOPPING).exists()
             and not Command.objects.filter(booking=booking, type=Command.Type.STOP_SESSION).exists()
         )
-        if stop_waiting:  # the driver asked to stop before the session was reported: stop it now
+        # The driver asked to stop before the session was reported, or it charges on a booking that had ended:
+        # stop it now.
+        if stop_waiting or _late_session(booking, session):
             commands.command_send_after_commit(commands.command_stop_session(session=session, booking=booking))
     elif session.status in (ChargingSession.Status.COMPLETED, ChargingSession.Status.INVALID):
         Booking.objects.filter(pk=booking.pk, state__in=Booking.ACTIVE_STATES).update(
@@ -415,13 +420,30 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
     return booking
 
 
+def _late_session(booking: Booking, session: ChargingSession) -> bool:
+    """Is `session` charging on a booking that had ended without a charge, and not yet asked to stop? A start
+    whose answer was lost (a 502: recorded FAILED) that the charger carried out after all, after the driver's
+    cancel, the booking checks' end (FAILED) or a no-show (EXPIRED): the hold and the payment hold are released
+    and the app heard the order end, so nobody would pay for it. Stopped once per session (the CPO PATCHes an
+    ACTIVE session every minute); a stop the CPO refused or left unanswered is sent once more by the booking
+    checks, as for a booking STOPPING, which list the session for staff (session_after_end)."""
+    if not Booking.objects.filter(pk=booking.pk, state__in=ENDED_STATES).exists():
+        return False
+    return not Command.objects.filter(session=session, type=Command.Type.STOP_SESSION).exists()
+
+
 def on_cdr(session: ChargingSession | None) -> Booking | None:
+    """The CDR settles the booking of the charge it bills, and returns it for the app to hear the final bill
+    (BookingSettled); also a booking settled already (a CDR that replaces a voided one is the new final bill).
+    A booking that had ended without a charge (CANCELLED, EXPIRED, FAILED) is left as it is, and None returned:
+    its late session's CDR is no bill for an app that heard on_cancel, and settling it had closed the staff
+    finding that lists the session (booking_checks session_after_end) as gone."""
     if session is None or session.booking_id is None:
         return None
-    Booking.objects.filter(pk=session.booking_id).exclude(state=Booking.State.CANCELLED).update(
+    Booking.objects.filter(pk=session.booking_id, state__in=(*Booking.ACTIVE_STATES, Booking.State.COMPLETED)).update(
         state=Booking.State.SETTLED, updated_at=timezone.now()
     )
-    return Booking.objects.get(pk=session.booking_id)
+    return Booking.objects.filter(pk=session.booking_id, state=Booking.State.SETTLED).first()
 
 
 def bookings_hit_by_evse_fault(evse_id: int) -> list[Booking]:
