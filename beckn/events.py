@@ -10,8 +10,8 @@ from typing import Any
 
 from beckn import callbacks
 from beckn.catalogue import alternatives, alternatives_tags
-from beckn.handlers import send_alternatives
-from beckn.models import BecknTransaction
+from beckn.handlers import START_TIMEOUT, send_alternatives, start_timed_out
+from beckn.models import BecknMessage, BecknTransaction
 from beckn.rendering import cancellation_terms, charger_answer, order_block
 from emsp import events
 from emsp.models import Booking, Command
@@ -44,24 +44,25 @@ def session_changed(event: events.BookingSessionChanged) -> None:
 
 
 def command_finished(event: events.CommandFinished) -> None:
-    """A start that failed or timed out reaches the BAP (OCPI TIMEOUT: we keep watching for a late session)."""
+    """A start that failed or timed out reaches the BAP (OCPI TIMEOUT: we keep watching for a late session). Not
+    while the update that sent it is unanswered (RECEIVED): its on_update carries the outcome (beckn/handlers.py
+    `_answer_sent`, which reads the command after this transaction commits)."""
     command = event.command
     booking = command.booking
     if booking is None or command.type != Command.Type.START_SESSION:
         return
     # A CommandResult TIMEOUT is recorded FAILED but refuses nothing (bookings._start_standing): told as a timeout,
     # not "could not start", which had an app retry into a 50002.
-    if command.status == Command.Status.TIMEOUT or command.result_type == "TIMEOUT":
-        error = {
-            "code": "40006",
-            "message": "TIMEOUT: the charger did not confirm the start in time; if charging begins we will tell you",
-        }
+    if start_timed_out(command):
+        error = {"code": "40006", "message": START_TIMEOUT}
     elif command.status == Command.Status.FAILED:
         error = {
             "code": "40006",
             "message": f"Charging could not start: {charger_answer(command)}",
         }
     else:
+        return
+    if BecknMessage.objects.filter(command=command, status=BecknMessage.Status.RECEIVED).exists():
         return
     txn = _txn(booking)
     if txn is not None:

@@ -14,6 +14,7 @@ import math
 import re
 import uuid
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -149,13 +150,21 @@ ANSWERED_WITHOUT_SAVEPOINT = frozenset({"search"})
 
 
 def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str = "", gateway_url: str = "") -> None:
-    """Record an ACKed request and answer it, all in one transaction: a worker killed half-way leaves
-    nothing behind and the redelivered task starts afresh; a duplicate delivery (or a repeat the ACK path
-    let through) meets the unique (bap_id, action, message_id) row and changes nothing."""
+    """Record an ACKed request and answer it, in one transaction: a worker killed half-way leaves nothing
+    behind and the redelivered task starts afresh; a duplicate delivery (or a repeat the ACK path let through)
+    meets the unique (bap_id, action, message_id) row and changes nothing.
+
+    But an update that starts or stops the charge is answered with what the CPO said to the command, and a POST
+    to the CPO can't be rolled back: that transaction records the request RECEIVED with its command (and the
+    booking's move) and commits, the command goes out after it, and a second transaction answers
+    (`_answer_sent`). A redelivery after a kill anywhere past that commit finds its row RECEIVED and resumes:
+    the command is sent once whatever happens (commands.command_send moves it QUEUED → SENT, committed, before
+    its POST), and the app is answered once (RECEIVED → PROCESSED)."""
     # Checked at the ACK; its timestamp may have aged in the queue since (a worker restarting, a backlog).
     envelope = parse_envelope(body.encode(), action_name, check_timestamp=False)
     action = f"on_{action_name}"
     context = callbacks.callback_context(envelope.context, action)
+    to_send: Command | None = None
     try:
         with transaction.atomic():
             # The journey first, so the message row is written once with it (a duplicate message still fails
@@ -177,14 +186,20 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
             try:
                 with transaction.atomic() if action_name not in ANSWERED_WITHOUT_SAVEPOINT else nullcontext():
                     message = HANDLERS[action_name](envelope, txn)
-                    callbacks.enqueue(
-                        action=action,
-                        context=context,
-                        message=message,
-                        txn=target,
-                        request=request,
-                        url=txn.callback_uri,
-                    )
+                    if isinstance(message, SendFirst):
+                        to_send = message.command
+                        BecknMessage.objects.filter(pk=request.pk).update(
+                            status=BecknMessage.Status.RECEIVED, processed_at=None, command=to_send
+                        )
+                    else:
+                        callbacks.enqueue(
+                            action=action,
+                            context=context,
+                            message=message,
+                            txn=target,
+                            request=request,
+                            url=txn.callback_uri,
+                        )
             except BecknRequestError as exc:
                 callbacks.enqueue(
                     action=action,
@@ -197,24 +212,124 @@ def handle(action_name: str, body: str, via_gateway: str = "", callback_url: str
                 if exc.alternatives:
                     send_alternatives(exc.alternatives, txn=target, request_context=envelope.context, window=exc.window)
     except IntegrityError:
-        return  # this message was handled already
+        # This message was handled already, or recorded by a run killed before it answered: that one resumes.
+        resumed = _recorded_unanswered(envelope)
+        if resumed is None:
+            return
+        request, to_send = resumed
+        try:
+            txn = transaction_for(envelope, via_gateway, callback_url, gateway_url)
+        except Exception as exc:
+            _failed(envelope, body, via_gateway, callback_url, gateway_url, context, exc)
+            return
     except Exception as exc:  # never leave a BAP without an answer
-        log.exception("beckn %s %s failed", action_name, envelope.message_id)
-        with transaction.atomic():
-            request, _ = BecknMessage.objects.get_or_create(
-                bap_id=envelope.bap_id,
-                action=action_name,
-                message_id=envelope.message_id,
-                defaults={"body": redacted(body), "via_gateway": via_gateway, "ack": ACK},
-            )
-            BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
+        _failed(envelope, body, via_gateway, callback_url, gateway_url, context, exc)
+        return
+    if to_send is None:
+        return
+    try:
+        _answer_sent(to_send, request, envelope, txn, context)
+    except Exception as exc:
+        _failed(envelope, body, via_gateway, callback_url, gateway_url, context, exc)
+
+
+def _failed(
+    envelope: Envelope,
+    body: str,
+    via_gateway: str,
+    callback_url: str,
+    gateway_url: str,
+    context: dict[str, Any],
+    exc: Exception,
+) -> None:
+    """The request failed unexpectedly: recorded FAILED, and the BAP told to retry (never left without an answer).
+    A start or stop already sent is not undone: a command that fails later is told (beckn/events.py), and a
+    retried start or stop meets the booking as it now stands."""
+    action_name = envelope.action
+    log.exception("beckn %s %s failed", action_name, envelope.message_id, exc_info=exc)
+    with transaction.atomic():
+        request, _ = BecknMessage.objects.get_or_create(
+            bap_id=envelope.bap_id,
+            action=action_name,
+            message_id=envelope.message_id,
+            defaults={"body": redacted(body), "via_gateway": via_gateway, "ack": ACK},
+        )
+        BecknMessage.objects.filter(pk=request.pk).update(status=BecknMessage.Status.FAILED, error=str(exc)[:2000])
+        callbacks.enqueue(
+            action=f"on_{action_name}",
+            context=context,
+            error={"code": "40000", "message": "The request could not be processed; please retry."},
+            request=request,
+            url=gateway_url or callback_url or None,  # where the answer would have gone (a gateway's search)
+        )
+
+
+@dataclass(frozen=True)
+class SendFirst:
+    """What a handler returns for a command it made that must reach the CPO before the request is answered (a
+    start or stop of the charge): sent once the request is recorded, and answered by `_answer_sent`."""
+
+    command: Command
+
+
+def _recorded_unanswered(envelope: Envelope) -> tuple[BecknMessage, Command] | None:
+    """The row of this request and its command, when a run recorded it and was killed before answering it."""
+    request = (
+        BecknMessage.objects.filter(
+            bap_id=envelope.bap_id,
+            action=envelope.action,
+            message_id=envelope.message_id,
+            status=BecknMessage.Status.RECEIVED,
+            command__isnull=False,
+        )
+        .select_related("command")
+        .first()
+    )
+    if request is None or request.command is None:
+        return None
+    return request, request.command
+
+
+def _answer_sent(
+    command: Command, request: BecknMessage, envelope: Envelope, txn: BecknTransaction, context: dict[str, Any]
+) -> None:
+    """Send the command the request made (nothing if a run before this one sent it, or its queued task did), then
+    answer the request once, with the order as it now stands or the CPO's refusal."""
+    commands.command_send(command)
+    with transaction.atomic():
+        # The command's row first: a send that finishes it elsewhere (its queued task, commands.command_send)
+        # then commits before this reads it, or finds this request answered, and a failure is told either here
+        # or by beckn/events.py command_finished (which stays silent while the request is RECEIVED), not both.
+        command = Command.objects.select_for_update().get(pk=command.pk)
+        answered = BecknMessage.objects.filter(pk=request.pk, status=BecknMessage.Status.RECEIVED).update(
+            status=BecknMessage.Status.PROCESSED, processed_at=timezone.now()
+        )
+        if not answered:
+            return  # by another run of this request
+        target = txn if txn.pk else None
+        action = f"on_{envelope.action}"
+        booking = Booking.objects.select_related("evse__location__partner", "quote").get(pk=command.booking_id)
+        try:
+            _command_outcome(command, booking)
+        except BecknRequestError as exc:
             callbacks.enqueue(
-                action=action,
-                context=context,
-                error={"code": "40000", "message": "The request could not be processed; please retry."},
-                request=request,
-                url=gateway_url or callback_url or None,  # where the answer would have gone (a gateway's search)
+                action=action, context=context, error=exc.as_error(), txn=target, request=request, url=txn.callback_uri
             )
+            if exc.alternatives:
+                send_alternatives(exc.alternatives, txn=target, request_context=envelope.context, window=exc.window)
+            return
+        error = None
+        if command.type == Command.Type.START_SESSION and start_timed_out(command):
+            error = {"code": FULFILMENT_AGENT_UNAVAILABLE, "message": START_TIMEOUT}
+        callbacks.enqueue(
+            action=action,
+            context=context,
+            message={"order": order_block(booking, txn)},
+            error=error,
+            txn=target,
+            request=request,
+            url=txn.callback_uri,
+        )
 
 
 def send_alternatives(
@@ -645,19 +760,22 @@ def _updatable(booking: Booking, what: str) -> None:
         )
 
 
-def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
+def on_update(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any] | SendFirst:
     identifier, targets = update_request(envelope.message)
     booking = _booking_of(txn, identifier, "message.order.id")
     for what in targets:
         _updatable(booking, what)
     for what in targets:
-        _update(booking, what, envelope, txn)
+        command = _update(booking, what, envelope, txn)
+        if command is not None:  # the last target (update_request): answered once the CPO has it
+            return SendFirst(command)
     booking.refresh_from_db()
     return {"order": order_block(booking, txn)}
 
 
-def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransaction) -> None:
-    """Apply one update target: a payment the app reports, or a start or stop of the charge."""
+def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransaction) -> Command | None:
+    """Apply one update target: a payment the app reports, or a start or stop of the charge. Returns the start or
+    stop command made now, to be sent after the request is recorded (handle)."""
     if what == "payment":
         reported = _reported(envelope.message["order"])
         if reported is None:
@@ -667,7 +785,7 @@ def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransacti
         except payments.PaymentRefused as exc:
             raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.payments", str(exc)) from exc
         booking.refresh_from_db()
-        return
+        return None
     if what == "start":
         try:
             payments.ready_to_charge(booking)
@@ -679,21 +797,38 @@ def _update(booking: Booking, what: str, envelope: Envelope, txn: BecknTransacti
         raise BecknRequestError(UPDATE_NOT_POSSIBLE, "message.order.fulfillments[0].state", str(exc)) from exc
     if command is None:  # sequenced: behind the reservation being made, or the session not yet reported
         booking.refresh_from_db()
+        return None
+    # Sent once this request is recorded, before it is answered (handle): the BAP's answer carries the CPO's
+    # CommandResponse. The task the booking service queued sends it too if this worker dies first; whichever
+    # comes second finds it sent and does nothing.
+    return command
+
+
+# Told for a start that the charge point did not confirm in time: it may still start (bookings._start_standing).
+START_TIMEOUT = "TIMEOUT: the charger did not confirm the start in time; if charging begins we will tell you"
+
+
+def start_timed_out(command: Command) -> bool:
+    """A start with no answer in time (TIMEOUT, or a CommandResult TIMEOUT recorded FAILED): no refusal."""
+    return command.status == Command.Status.TIMEOUT or command.result_type == "TIMEOUT"
+
+
+def _command_outcome(command: Command, booking: Booking) -> None:
+    """The BECKN-005 error for a start or stop the CPO refused or did not take (its circuit breaker open, for a
+    start with other operators' chargers nearby); nothing for one on its way or carried out. The booking stays
+    as the command left it: STARTING on a refused start (the app may start again, a cancel ends it at once:
+    bookings.start_refused), STOPPING on a stop the booking checks send again."""
+    if command.status != Command.Status.FAILED or start_timed_out(command):
         return
-    # Send now rather than after commit: the BAP's answer carries the CPO's CommandResponse (the task
-    # queued by the booking service then finds the command already sent and does nothing).
-    command = commands.command_send(command)
-    booking.refresh_from_db()
-    if command.status == Command.Status.FAILED:
-        breaker = breakers.refusing(booking.evse.location.partner, "commands")
-        if breaker is not None and what == "start":
-            reason = breakers.describe(breaker) + "."
-            raise _cpo_down_error(booking.evse, booking.connector_id, "message.order.fulfillments[0].state", reason)
-        raise BecknRequestError(
-            FULFILMENT_AGENT_UNAVAILABLE,
-            "message.order.fulfillments[0].state",
-            breakers.describe(breaker) if breaker is not None else charger_answer(command),
-        )
+    path = "message.order.fulfillments[0].state"
+    breaker = breakers.refusing(booking.evse.location.partner, "commands")
+    if breaker is not None and command.type == Command.Type.START_SESSION:
+        raise _cpo_down_error(booking.evse, booking.connector_id, path, breakers.describe(breaker) + ".")
+    raise BecknRequestError(
+        FULFILMENT_AGENT_UNAVAILABLE,
+        path,
+        breakers.describe(breaker) if breaker is not None else charger_answer(command),
+    )
 
 
 def on_status(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:

@@ -106,7 +106,8 @@ class BecknTransaction(models.Model):
 
 class BecknMessage(models.Model):
     """An inbound request, kept once per (bap_id, action, message_id): a repeat gets the same ACK and
-    causes nothing (beckn-notes §3.2 idempotency)."""
+    causes nothing (beckn-notes §3.2 idempotency). RECEIVED: recorded, with the start or stop `command` it made,
+    which goes to the CPO before the request is answered (beckn/handlers.py `handle`); PROCESSED once answered."""
 
     class Status(models.TextChoices):
         RECEIVED = "RECEIVED"
@@ -120,6 +121,14 @@ class BecknMessage(models.Model):
         BecknTransaction, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
     via_gateway = models.CharField(max_length=255, blank=True)
+    command = models.ForeignKey(
+        "emsp.Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The START_SESSION or STOP_SESSION this update made, sent after the request was recorded.",
+    )
     body = models.TextField()
     ack = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)

@@ -42,8 +42,8 @@ def handle_request(  # type: ignore[no-untyped-def]
 @shared_task
 def requeue_lost_requests() -> int:
     """Put back on the queue each Beckn request a worker took and lost (killed between taking it off the queue
-    and recording it, celery/celery#7950); forget those whose row says they were handled. Returns how many went
-    back."""
+    and recording it, celery/celery#7950, or between recording an update and answering it: its row RECEIVED,
+    beckn/handlers.py `handle`); forget those whose row says they were handled. Returns how many went back."""
     task = handle_request._get_current_object()
     if not queue_push.pushable(task):
         return 0
@@ -51,7 +51,8 @@ def requeue_lost_requests() -> int:
     put_back = 0
     for entry in queue_journal.unaccounted(client, queue, older_than=LOST_AFTER_SECONDS):
         action, bap_id, message_id = _request_of(entry)
-        if BecknMessage.objects.filter(bap_id=bap_id, action=action, message_id=message_id).exists():
+        recorded = BecknMessage.objects.filter(bap_id=bap_id, action=action, message_id=message_id)
+        if recorded.exclude(status=BecknMessage.Status.RECEIVED).exists():
             queue_journal.forget(client, queue, entry.task_id)  # handled; its worker died before saying so
             continue
         if queue_journal.again(client, queue, entry, most=MOST_TRIES) is None:
