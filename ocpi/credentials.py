@@ -291,7 +291,9 @@ def accept_registration(partner: Partner, body: Any, *, used_token_a: bool, vers
         # second POST with the same Token A (sent twice, or at once) may have registered meanwhile. Token A "MAY
         # no longer be used" after the exchange, and a POST once registered MUST answer 405: saved anyway, this
         # one had answered 1000 with a Token C that the other's save had already replaced (401 on first use).
-        current = Partner.objects.select_for_update().get(pk=partner.pk)
+        current = Partner.objects.select_for_update().filter(pk=partner.pk).first()
+        if current is None:  # staff deleted the partner meanwhile: its Token A matches no party now
+            raise OcpiError(transport.CLIENT_ERROR, "Missing or unknown token", 401)
         if current.state == Partner.State.CONNECTED:
             raise OcpiError(transport.CLIENT_ERROR, "Already registered: use PUT to update", 405)
         if not token_a_hash or current.token_a_hash != token_a_hash:
@@ -315,8 +317,8 @@ def update_registration(partner: Partner, body: Any, *, used_token_a: bool, vers
         # As for a POST: another PUT (or our own rotation, or an unregistration) may have changed the tokens
         # while the partner's endpoints were being read. The token this PUT came with is then no longer valid
         # (transport: a token that matches no party is 401), and the Token C it would answer with is dead.
-        current = Partner.objects.select_for_update().get(pk=partner.pk)
-        if current.incoming_token_hash != token_hash:
+        current = Partner.objects.select_for_update().filter(pk=partner.pk).first()
+        if current is None or current.incoming_token_hash != token_hash:
             raise OcpiError(transport.CLIENT_ERROR, "Missing or unknown token", 401)
         if current.state != Partner.State.CONNECTED:
             raise OcpiError(transport.CLIENT_ERROR, "Not registered: use POST first", 405)
@@ -626,6 +628,13 @@ def rotate_credentials(partner: Partner, *, started_by: str = "") -> Credentials
         _rotation_unsettled(rotation, f"answered without usable credentials: {_redacted(str(exc), new_token)}")
     with transaction.atomic():
         partner = Partner.objects.select_for_update().get(pk=partner.pk)
+        still_open = CredentialsRotation.objects.filter(pk=rotation.pk, outcome=CredentialsRotation.Outcome.PENDING)
+        if partner.state != Partner.State.CONNECTED or not still_open.exists():
+            # The partner's own PUT (which closes this rotation) or its DELETE came while our PUT was out: what it
+            # did stands. Applied anyway, the Token C its PUT was answered with stopped working, or an
+            # unregistered partner held tokens again (and this rotation's token worked once it had a Token A).
+            transport.forget_cached_tokens()
+            raise RotationError(f"{partner}: superseded while our PUT was out (its own PUT or DELETE); nothing changed")
         partner.outgoing_token = answer["token"]
         partner.incoming_token_hash = rotation.token_hash
         partner.credentials_roles = answer["roles"]
