@@ -49,7 +49,12 @@ def command_finished(event: events.CommandFinished) -> None:
     `_answer_sent`, which reads the command after this transaction commits)."""
     command = event.command
     booking = command.booking
-    if booking is None or command.type != Command.Type.START_SESSION:
+    if booking is None:
+        return
+    if command.type == Command.Type.STOP_SESSION:
+        _stop_finished(command, booking)
+        return
+    if command.type != Command.Type.START_SESSION:
         return
     # A CommandResult TIMEOUT is recorded FAILED but refuses nothing (bookings._start_standing): told as a timeout,
     # not "could not start", which had an app retry into a 50002.
@@ -67,6 +72,24 @@ def command_finished(event: events.CommandFinished) -> None:
     txn = _txn(booking)
     if txn is not None:
         booking.refresh_from_db()
+        _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
+
+
+def _stop_finished(command: Command, booking: Booking) -> None:
+    """A stop the app asked for by `update` that failed after its on_update had gone without the outcome: the
+    command's own queued task (emsp.tasks.command_send) had sent it first, and the CPO refused it or did not
+    answer. The booking stays STOPPING, and the booking checks send the stop once more; the app is told, or the
+    driver takes the charge for stopping while it goes on. While the update is unanswered (RECEIVED), its
+    on_update tells it; a stop no update sent (asked before the session was reported, or the booking checks'
+    second one) is not told, as before."""
+    if command.status not in (Command.Status.FAILED, Command.Status.TIMEOUT):
+        return
+    if not BecknMessage.objects.filter(command=command, status=BecknMessage.Status.PROCESSED).exists():
+        return
+    txn = _txn(booking)
+    if txn is not None:
+        booking.refresh_from_db()
+        error = {"code": "40006", "message": f"Charging could not be stopped yet: {charger_answer(command)}"}
         _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
 
 

@@ -429,6 +429,15 @@ def _late_session(booking: Booking, session: ChargingSession) -> bool:
     checks, as for a booking STOPPING, which list the session for staff (session_after_end)."""
     if not Booking.objects.filter(pk=booking.pk, state__in=ENDED_STATES).exists():
         return False
+    # Only a charge one of the booking's own starts began: a session linked to it otherwise (the driver's card
+    # at the booked EVSE, linked by the booking checks) is the driver's own charge, not ours to stop.
+    ours = Command.objects.filter(
+        booking=booking,
+        type=Command.Type.START_SESSION,
+        authorization_reference=session.authorization_reference,
+    )
+    if not session.authorization_reference or not ours.exists():
+        return False
     return not Command.objects.filter(session=session, type=Command.Type.STOP_SESSION).exists()
 
 
@@ -511,13 +520,20 @@ _STARTED = (Booking.State.STARTING, Booking.State.CHARGING, Booking.State.STOPPI
 
 def _started_on() -> Q:
     """Reservations a driver started on in time (before the session is reported, which marks them FULFILLED):
-    their booking has left CONFIRMED for a start, or a START_SESSION of a standing booking refers to them."""
+    their booking has left CONFIRMED for a start, or a START_SESSION of a standing booking refers to them, or a
+    session is linked to their booking that has not begun charging (the driver's card at the booked EVSE, the
+    car plugged in: PENDING), which an expiry would have ended and its charge then stopped as a late one."""
     # Correlated (EXISTS on the foreign keys' indexes): looked up for the few reservations due, not listed whole.
     started = Booking.objects.filter(reservation=OuterRef("pk"), state__in=_STARTED)
     referred = Command.objects.filter(
         reservation=OuterRef("pk"), type=Command.Type.START_SESSION, booking__state__in=Booking.ACTIVE_STATES
     )
-    return Q(Exists(started)) | Q(Exists(referred))
+    plugged_in = ChargingSession.objects.filter(
+        booking__reservation=OuterRef("pk"),
+        booking__state__in=Booking.ACTIVE_STATES,
+        status__in=(ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE),
+    )
+    return Q(Exists(started)) | Q(Exists(referred)) | Q(Exists(plugged_in))
 
 
 def bookings_expire_no_shows(now: datetime | None = None) -> int:

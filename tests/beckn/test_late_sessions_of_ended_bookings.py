@@ -248,3 +248,47 @@ def test_the_cdr_of_a_late_session_leaves_the_ended_order_and_its_finding_alone(
     assert findings(booking) == listed  # still listed for staff, not closed as gone
     check = BookingCheck.objects.get(booking=booking, kind=Kind.SESSION_AFTER_END)
     assert "yet session S-LATE (COMPLETED)" in check.detail
+
+
+# --- the driver's own card at the booked EVSE is no late session of ours -------------------------------------------
+
+
+def test_the_booked_driver_s_card_charge_plugged_in_before_arrive_by_is_neither_expired_nor_stopped(
+    bap: Any, peer: FakePeer, network: Partner
+) -> None:
+    """The driver taps their card at the booked EVSE before the arrive-by time; the CPO reports the session PENDING
+    (plugged in, not drawing yet) and the booking checks link it to the booking. The no-show sweep leaves the
+    booking standing, and the charge, once ACTIVE, is not stopped. Before, the sweep expired the booking and the
+    charge was then stopped as a late session of ours, though no START_SESSION of ours began it."""
+    from emsp.services import bookings
+
+    booking = Booking.objects.get(order_id=ordered(bap))
+    reservation = booking.reservation
+    arrive_by = reservation.arrive_by or reservation.expiry_at
+    tapped = arrive_by - timedelta(minutes=2)
+    with time_machine.travel(tapped, tick=False):
+        now = format_ocpi_datetime(timezone.now())
+        card = {
+            "country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "APP_USER",
+            "contract_id": booking.token.contract_id,
+        }  # fmt: skip
+        session = {
+            "country_code": "IN", "party_id": "CPA", "id": "S-CARD", "start_date_time": now, "kwh": 0,
+            "cdr_token": card, "auth_method": "WHITELIST", "location_id": booking.evse.location.location_id,
+            "evse_uid": booking.evse.uid, "connector_id": "1", "currency": "INR", "status": "PENDING",
+            "last_updated": now,
+        }  # fmt: skip
+        with bap.capture(execute=True):
+            session_put(network, session)
+    reconcile(bap, tapped + timedelta(minutes=1))
+    assert ChargingSession.objects.get(session_id="S-CARD").booking_id == booking.pk
+
+    with bap.capture(execute=True):
+        assert bookings.bookings_expire_no_shows(now=arrive_by + timedelta(minutes=1)) == 0
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.CONFIRMED
+
+    with time_machine.travel(arrive_by + timedelta(minutes=2), tick=False), bap.capture(execute=True):
+        patch = {"status": "ACTIVE", "kwh": 0.3, "last_updated": format_ocpi_datetime(timezone.now())}
+        session_patch(session_key("IN", "CPA", "S-CARD"), patch)
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.CHARGING
+    assert not peer.requests_to("STOP_SESSION")

@@ -263,6 +263,54 @@ def test_a_stop_the_cpo_refused_stays_stopping_for_the_booking_checks_to_send_ag
     assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
 
 
+def test_a_stop_sent_first_by_its_own_task_and_refused_after_the_answer_is_told(
+    bap: Any, peer: FakePeer, network: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop's queued task (another worker) claims it before the update's own send: the on_update goes out with
+    the stop on its way, and the CPO's refusal comes after it. It is told (on_status), or the driver takes the
+    charge for stopping while it goes on."""
+    booking = ordered(bap)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", update_body(bap, booking, START)))
+        charging(network, booking)
+    real_send, claimed = commands.command_send, []
+
+    def claimed_elsewhere_first(command: Command) -> Command:
+        if command.type == Command.Type.STOP_SESSION and not claimed:  # the other worker: SENT, its POST on its way
+            Command.objects.filter(pk=command.pk, status=Command.Status.QUEUED).update(status=Command.Status.SENT)
+            claimed.append(command.pk)
+        return real_send(command)
+
+    monkeypatch.setattr(commands, "command_send", claimed_elsewhere_first)
+    body = update_body(bap, booking, STOP)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", body))
+    monkeypatch.setattr(commands, "command_send", real_send)
+    (answer,) = answers(bap, body)
+    assert "error" not in answer
+    statuses = len(bap.bap.callbacks("on_status"))
+
+    with bap.capture(execute=True):  # the other worker's POST comes back refused
+        commands._finish_sent(Command.objects.get(pk=claimed[0]), error="CommandResponse REJECTED")
+    told = bap.bap.callbacks("on_status")[statuses:]
+    assert len(told) == 1
+    assert told[0]["error"]["code"] == "40006"
+    assert "could not be stopped" in told[0]["error"]["message"]
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
+
+
+def test_a_stop_refused_in_the_answer_is_not_told_again(bap: Any, peer: FakePeer, network: Partner) -> None:
+    booking = ordered(bap)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", update_body(bap, booking, START)))
+        charging(network, booking)
+    peer.route("POST", f"{CPO_BASE}/commands/STOP_SESSION", (200, envelope({"result": "REJECTED"})))
+    statuses = len(bap.bap.callbacks("on_status"))
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", update_body(bap, booking, STOP)))
+    assert len(bap.bap.callbacks("on_status")) == statuses
+
+
 # --- a request lost by its worker between recording it and answering it ------------------------------------------
 
 QUEUE = settings.LATENCY_QUEUE
