@@ -64,7 +64,15 @@ class CdrAdmin(admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------
 
 # The flags billing.services.audit sets on an audit.
-AUDIT_FLAGS = ("no_session", "no_tariff", "unknown_location", "unpriceable", "unknown_original")
+AUDIT_FLAGS = (
+    "no_session",
+    "no_tariff",
+    "unknown_location",
+    "unpriceable",
+    "unknown_original",
+    "duplicate_session_cdr",
+    "original_held",
+)
 
 
 class AuditFlagFilter(admin.SimpleListFilter):

@@ -2,8 +2,8 @@
 periods, in the location's local time, and compared with the CPO's total and sub-totals. A difference beyond
 the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tariff or location is flagged for
 review, never dropped; a credit CDR nets against the CDR it corrects. A CDR of another eMSP's token, a bill whose
-amount with VAT is below the one without, and a credit beyond what its original billed are held for review: no
-driver is billed or refunded for them."""
+amount with VAT is below the one without, a credit beyond what its original billed, and a second CDR of a charge
+whose first no credit CDR voided are held for review: no driver is billed or refunded for them."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr, terms_remembered
 from emsp import events
 from emsp.celery import run_after_commit
-from emsp.models import Location, Partner, ci_key
+from emsp.models import Booking, ChargingSession, Location, Partner, ci_key
 from emsp.rows import first_where, model_from_row, select_columns
 from emsp.services import bookings
-from emsp.services.sessions import token_is_ours
+from emsp.services.sessions import session_of_charge, start_command, token_is_ours
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,27 @@ SUBTOTALS = (
 
 # Flags of an audit whose CDR no driver is billed or refunded for until staff have looked: another eMSP's token
 # (its uid collides with one of ours), a total with VAT below the total without, a credit of an original we
-# don't hold or beyond what the original billed.
-HELD = frozenset({"foreign_token", "incl_vat_below_excl_vat", "unknown_original", "over_credit"})
+# don't hold or beyond what the original billed, a second CDR of one charge (its session or booking) whose first
+# no credit CDR voided, a credit of a CDR that is itself held (it billed nobody: there is nothing to give back).
+HELD = frozenset(
+    {
+        "foreign_token",
+        "incl_vat_below_excl_vat",
+        "unknown_original",
+        "over_credit",
+        "duplicate_session_cdr",
+        "original_held",
+    }
+)
+
+# Flags of a CDR that is no bill to us: a difference from our price is not disputed with the CPO.
+NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr"})
+
+# A CDR of one of our tokens whose authorization_reference names a booking's START_SESSION but whose session we
+# don't hold yet (it arrived before its session) is processed this long after it was received at the latest:
+# until then its processing is put off, so that the session, once here, ties it to its booking (the hold is
+# captured, not the driver's account invoiced). After it, it is billed without its session, as before.
+SESSION_GRACE = timedelta(minutes=10)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -138,6 +157,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
     if cdr.charging_session_id is None:
         flags.append("no_session")
     _check_bill(cdr, flags)
+    _check_second_bill(cdr, flags)
     zone = _time_zone(cdr, flags)
     tariffs = _tariffs(cdr, flags)
     terms = partner_terms(cdr.partner)
@@ -167,12 +187,12 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         # only, and disputes are worked on the amount before them. A difference is for staff to look at.
         flags.append("tax_rate_unknown")
         values["status"] = CdrAudit.Status.REVIEW
-    elif mismatch and "foreign_token" not in flags and _inexact(result):
+    elif mismatch and not NOT_DISPUTED.intersection(flags) and _inexact(result):
         # Our price is an approximation here (a tariff switch priced with one tariff, a guessed time zone...): a
         # difference is for staff to judge, not a claim on the CPO.
         flags.append("inexact_reprice")
         values["status"] = CdrAudit.Status.REVIEW
-    elif mismatch and "foreign_token" not in flags:  # not a bill to us: nothing to dispute
+    elif mismatch and not NOT_DISPUTED.intersection(flags):  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH
     elif flags:
         values["status"] = CdrAudit.Status.REVIEW
@@ -194,6 +214,49 @@ def _check_bill(cdr: Cdr, flags: list[str]) -> None:
     incl = cdr.total_cost_incl_vat
     if not cdr.credit and incl is not None and incl < cdr.total_cost_excl_vat - Decimal("0.01"):
         flags.append("incl_vat_below_excl_vat")
+
+
+def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
+    """Flag a second bill for one charge: another CDR of its session (or of its session's booking) was processed
+    before it and no credit CDR voided that one. mod_cdrs: "When a CPO wants to make changes to a CDR … the CPO
+    has to send a Credit CDR for the first CDR. After having sent the Credit CDR, the CPO can send a new CDR."
+    Billed, it had the driver pay twice (the wallet debited twice; an app owing two bills). A CDR held as such a
+    second bill itself does not count: the credit that voids the first bills it (`_bill_second_bills`). The
+    booking's row is locked (else the session's), so two CDRs of one charge processed at the same moment are
+    weighed one after the other: the second sees the first processed."""
+    session = cdr.charging_session if cdr.charging_session_id is not None else None
+    if session is None:
+        return
+    earlier = (
+        Cdr.objects.filter(_charge_locked(session), credit=False, processed_at__isnull=False)
+        .exclude(pk=cdr.pk)
+        .select_related("audit")
+    )
+    for other in earlier:
+        audit = getattr(other, "audit", None)
+        if audit is not None and "duplicate_session_cdr" in (audit.flags or []):
+            continue
+        if not _voided(other):
+            flags.append("duplicate_session_cdr")
+            return
+
+
+def _charge_locked(session: ChargingSession) -> Q:
+    """Lock the charge a session is of, its booking's row (else the session's), until the transaction ends, and
+    return the filter of its CDRs: the CDRs of one charge are weighed, and a credit lets them through, one
+    transaction at a time."""
+    if session.booking_id is not None:
+        list(Booking.objects.select_for_update().filter(pk=session.booking_id).values_list("pk", flat=True))
+        return Q(charging_session__booking_id=session.booking_id)
+    list(ChargingSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True))
+    return Q(charging_session_id=session.pk)
+
+
+def _voided(original: Cdr) -> bool:
+    """Whether the credit CDRs that gave its money back (audited CREDIT: not held) net the CDR to nothing."""
+    credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__status=CdrAudit.Status.CREDIT)
+    given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
+    return original.total_cost_excl_vat + given_back <= 0
 
 
 def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
@@ -241,6 +304,11 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
         _locked_cdr(original.pk)
         if _over_credits(cdr, original):
             flags.append("over_credit")
+        original_audit = CdrAudit.objects.filter(cdr=original).only("flags").first()
+        if original_audit is not None and HELD.intersection(original_audit.flags or []):
+            # Its original billed nobody (a second bill of a charge the CPO now withdraws, a total staff must
+            # look at): refunded, the driver would get back what was never taken.
+            flags.append("original_held")
     audit = _save(
         cdr,
         {
@@ -314,18 +382,98 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
         cdr = _locked_cdr(cdr_id)
         if cdr is None or cdr.processed_at is not None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)
+        if not cdr.credit and cdr.charging_session_id is None:
+            _link_session(cdr)
+            if cdr.charging_session_id is None and _session_awaited(cdr, now):
+                # Put off: the claim stays, and the sweep hands the CDR on once it expires (or at once when its
+                # session comes and clears it: emsp/services/sessions.py).
+                return None
         audit = cdr_audit(cdr)
         _bill(cdr, audit)
-        if not cdr.credit:
+        if cdr.credit:
+            _bill_second_bills(cdr, audit)
+        else:
             for credit in _credits_waiting_for(cdr):
                 # Its credits that came first, audited before it was here: audited again, now against it.
-                _bill(credit, _audit_credit(credit))
-            # The booking is settled; the driver's app gets the final bill.
-            booking = bookings.on_cdr(cdr.charging_session)
-            if booking is not None:
-                events.publish(events.BookingSettled(booking))
+                _bill_credit(credit, _audit_credit(credit))
+            _settle(cdr)
         Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
     return audit
+
+
+def _settle(cdr: Cdr) -> None:
+    """The booking is settled; the driver's app gets the final bill."""
+    booking = bookings.on_cdr(cdr.charging_session)
+    if booking is not None:
+        events.publish(events.BookingSettled(booking))
+
+
+def _link_session(cdr: Cdr) -> None:
+    """Tie a CDR stored before its session to the session, now here (records.cdr_store linked what it could)."""
+    session = session_of_charge(
+        cdr.partner_id,
+        cdr.country_code,
+        cdr.party_id,
+        cdr.session_id,
+        str(cdr.data.get("authorization_reference") or ""),
+    )
+    if session is not None:
+        Cdr.objects.filter(pk=cdr.pk).update(charging_session=session)
+        cdr.charging_session = session
+
+
+def _session_awaited(cdr: Cdr, now: datetime) -> bool:
+    """Is this CDR, without a session, the charge of one of our bookings whose session has not come yet: one of
+    our tokens, its authorization_reference that of a START_SESSION we sent this partner for a booking, received
+    less than SESSION_GRACE ago? Billed now, it would be an off-order charge on the driver's account while the
+    booking's hold stayed authorised. A CDR without such a reference (an RFID charge) is billed as it comes."""
+    if cdr.received_at < now - SESSION_GRACE or not cdr.token_uid:
+        return False
+    if not token_is_ours(cdr.data.get("cdr_token") or {}):
+        return False
+    command = start_command(cdr.partner_id, str(cdr.data.get("authorization_reference") or ""))
+    return command is not None and command.booking_id is not None
+
+
+def _bill_credit(credit: Cdr, audit: CdrAudit) -> None:
+    """A credit CDR's refund, and the second bills of its charge that it lets through."""
+    _bill(credit, audit)
+    _bill_second_bills(credit, audit)
+
+
+def _bill_second_bills(credit: Cdr, audit: CdrAudit) -> None:
+    """A credit CDR that voids its original lets the CDRs held as second bills of the same charge
+    (`duplicate_session_cdr`: the CPO's new CDR came before the credit for the first) be billed: each audited
+    again, oldest first (a third is still held as a second bill of the one billed now), and its booking settled
+    with the new bill. In the credit's transaction, under the original's lock (`_audit_credit`) and the charge's
+    (`_charge_locked`): a second CDR being processed at the same moment is either processed first, and found
+    here, or waits and sees the original voided. A held CDR whose row another transaction holds is being
+    withdrawn by a credit of its own (only credits lock a processed CDR): it is skipped, not waited for."""
+    original = credit.credited_cdr if credit.credited_cdr_id is not None else None
+    if audit.status != CdrAudit.Status.CREDIT or original is None or original.charging_session_id is None:
+        return
+    held = (
+        Cdr.objects.filter(
+            _charge_locked(original.charging_session),
+            credit=False,
+            processed_at__isnull=False,
+            audit__status=CdrAudit.Status.REVIEW,
+        )
+        .exclude(pk=original.pk)
+        .order_by("pk")
+        .values_list("pk", "audit__flags")
+    )
+    for pk, flags in list(held):
+        if "duplicate_session_cdr" not in (flags or []) or DriverReceipt.objects.filter(cdr_id=pk).exists():
+            continue
+        cdr = _locked_cdr(pk, skip_locked=True)
+        if cdr is None or Cdr.objects.filter(credited_cdr_id=pk).exists():
+            continue  # withdrawn by a credit of its own (held with it): nothing to bill
+        audit_again = cdr_audit(cdr)
+        if HELD.intersection(audit_again.flags):
+            continue
+        _bill(cdr, audit_again)
+        _settle(cdr)
 
 
 def _bill(cdr: Cdr, audit: CdrAudit) -> None:
@@ -362,12 +510,13 @@ def _credits_waiting_for(original: Cdr) -> list[Cdr]:
     return found
 
 
-def _locked_cdr(cdr_id: int) -> Cdr | None:
+def _locked_cdr(cdr_id: int, *, skip_locked: bool = False) -> Cdr | None:
     """The CDR with its CPO, its row locked until the transaction ends, in one plain statement (the ORM's
     select_for_update().select_related() get was a quarter of a CDR's processing CPU in a profile, compiling a
-    three-table join; the credited CDR, there only for credits, loads when read)."""
+    three-table join; the credited CDR, there only for credits, loads when read). With `skip_locked`, None for
+    a CDR another transaction holds, instead of waiting for it."""
     with connection.cursor() as cursor:
-        cursor.execute(_locked_cdr_sql(connection.vendor), [cdr_id])
+        cursor.execute(_locked_cdr_sql(connection.vendor, skip_locked), [cdr_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -379,9 +528,11 @@ def _locked_cdr(cdr_id: int) -> Cdr | None:
 
 
 @functools.cache
-def _locked_cdr_sql(vendor: str) -> str:
+def _locked_cdr_sql(vendor: str, skip_locked: bool = False) -> str:
     """_locked_cdr's statement, made once per database vendor (row locks where it has them)."""
     lock = " FOR UPDATE OF t" if connection.features.has_select_for_update_of else ""
+    if lock and skip_locked and connection.features.has_select_for_update_skip_locked:
+        lock += " SKIP LOCKED"
     return (
         f"SELECT {select_columns(Cdr, 't')}, {select_columns(Partner, 'p')} FROM {Cdr._meta.db_table} t "  # noqa: S608
         f"JOIN {Partner._meta.db_table} p ON p.id = t.partner_id WHERE t.id = %s{lock}"
@@ -408,7 +559,7 @@ def credits_waiting_resolve(limit: int = 200) -> int:
             if locked is None:
                 continue
             for waiting in _credits_waiting_for(locked):
-                _bill(waiting, _audit_credit(waiting))
+                _bill_credit(waiting, _audit_credit(waiting))
                 resolved += 1
     return resolved
 

@@ -452,19 +452,27 @@ def bill(receipt: DriverReceipt) -> None:
         return  # a charge outside a Beckn order (an RFID card): the driver's account is invoiced
     billed = to_minor(bill_.total, bill_.currency)
     if payment.billed_minor is not None and payment.collected_by == Payment.CollectedBy.BPP:
+        # Only a CDR whose charge's earlier CDRs were voided by credit CDRs reaches here: the audit holds any
+        # other second bill of a charge (audit.py, `duplicate_session_cdr`).
         _bill_again(payment, receipt, payer, billed)
         return
     Payment.objects.filter(pk=payment.pk).update(billed_minor=billed)
     payment.billed_minor = billed
-    if payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
+    if payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.RELEASED:
+        # The hold was released before the bill came (the booking ended, cancelled or failed, and a session the
+        # charger began all the same was billed): nothing is left to capture, so the bill is asked for as the rest
+        # of a bill above its hold is, with a payment of its own.
+        _bill_again(payment, receipt, payer, billed)
+    elif payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
         _capture_wallet(payment, payer)
     elif payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.AUTHORISED:
         _queue_capture(payment)
 
 
 def _bill_again(charge: Payment, receipt: DriverReceipt, payer: LedgerAccount, billed: int) -> None:
-    """A further bill for a booking whose charge payment already carries one (the corrected CDR a CPO sends
-    after a credit CDR voided the first): its own `balance` payment, once per CDR. From a wallet, taken at once
+    """A bill the booking's charge payment can't take: a further one (the corrected CDR a CPO sends after a
+    credit CDR voided the first: the audit holds a second CDR no credit voided), or one that came after the
+    charge payment's hold was released. Its own `balance` payment, once per CDR. From a wallet, taken at once
     as far as the wallet holds it; at a provider, a checkout the app gets with on_update, as for the rest of a
     bill above its hold. What no payment takes stays on the driver's receivable."""
     if billed <= 0:

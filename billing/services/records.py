@@ -15,8 +15,9 @@ from billing.services import settlement
 from emsp.celery import run_after_commit
 from emsp.datetimes import parse_utc
 from emsp.inserts import insert
-from emsp.models import ChargingSession, Partner, ci_key
+from emsp.models import Partner, ci_key
 from emsp.rows import first_where
+from emsp.services.sessions import session_of_charge
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -161,10 +162,12 @@ def cdr_store(partner: Partner, obj: dict[str, Any]) -> CdrStored:
         last_updated=parse_utc(obj["last_updated"]),
         data=obj,
     )
-    if cdr.session_id:
-        cdr.charging_session = first_where(
-            ChargingSession, "t.ocpi_key = %s", [ci_key(cdr.country_code, cdr.party_id, cdr.session_id)]
-        )
+    # The session it bills: the one its session_id names, or, without one, the session of the START_SESSION its
+    # authorization_reference repeats (this partner's only). A session that comes later is linked then
+    # (emsp/services/sessions.py), or by the CDR's processing (audit.cdr_process).
+    cdr.charging_session = session_of_charge(
+        partner.pk, cdr.country_code, cdr.party_id, cdr.session_id, str(obj.get("authorization_reference") or "")
+    )
     if cdr.credit and cdr.credit_reference_id:
         # A credit CDR corrects an earlier one (mod_cdrs §"Credit CDRs").
         cdr.credited_cdr = first_where(

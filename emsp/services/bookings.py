@@ -444,15 +444,16 @@ def _late_session(booking: Booking, session: ChargingSession) -> bool:
 def on_cdr(session: ChargingSession | None) -> Booking | None:
     """The CDR settles the booking of the charge it bills, and returns it for the app to hear the final bill
     (BookingSettled); also a booking settled already (a CDR that replaces a voided one is the new final bill).
-    A booking that had ended without a charge (CANCELLED, EXPIRED, FAILED) is left as it is, and None returned:
-    its late session's CDR is no bill for an app that heard on_cancel, and settling it had closed the staff
-    finding that lists the session (booking_checks session_after_end) as gone."""
+    A booking that had ended without a charge (CANCELLED, EXPIRED, FAILED) keeps its state: settling it had closed
+    the staff finding that lists its late session (booking_checks session_after_end) as gone. Its charge is still
+    the driver's, billed as any (billing/services/payments.py collects it with a payment of its own when the hold
+    was released), and the app hears that bill: an app that collects from its driver could not otherwise."""
     if session is None or session.booking_id is None:
         return None
     Booking.objects.filter(pk=session.booking_id, state__in=(*Booking.ACTIVE_STATES, Booking.State.COMPLETED)).update(
         state=Booking.State.SETTLED, updated_at=timezone.now()
     )
-    return Booking.objects.filter(pk=session.booking_id, state=Booking.State.SETTLED).first()
+    return Booking.objects.filter(pk=session.booking_id, state__in=(Booking.State.SETTLED, *ENDED_STATES)).first()
 
 
 def bookings_hit_by_evse_fault(evse_id: int) -> list[Booking]:

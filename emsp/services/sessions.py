@@ -17,7 +17,7 @@ from emsp import events
 from emsp.datetimes import parse_utc
 from emsp.inserts import insert, update
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, Reservation, Token, ci_key
-from emsp.rows import all_where
+from emsp.rows import all_where, first_where
 from emsp.services import bookings
 
 
@@ -41,6 +41,43 @@ def _decimal(value: Any) -> Decimal | None:
     if value is None:
         return None
     return Decimal(str(value))
+
+
+def start_command(partner_id: int, authorization_reference: str) -> Command | None:
+    """The START_SESSION we sent this partner with `authorization_reference`, which its Session and CDR repeat
+    (mod_cdrs: "When the eMSP provided an authorization_reference in either: real-time authorization,
+    StartSession or ReserveNow this field SHALL contain the same value"). Never another partner's command: a
+    reference is ours to make up, and another CPO may send one that equals it."""
+    if not authorization_reference:
+        return None
+    return (
+        Command.objects.filter(
+            partner_id=partner_id, type=Command.Type.START_SESSION, authorization_reference=authorization_reference
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def session_of_charge(
+    partner_id: int, country_code: str, party_id: str, session_id: str, authorization_reference: str
+) -> ChargingSession | None:
+    """The session a CDR bills, as far as we hold it: the one its `session_id` names; for a CDR without one
+    (mod_cdrs: optional, a CPO without the Sessions module leaves it out), the session of the START_SESSION its
+    `authorization_reference` repeats (that command's, else the only session of the command's booking), of the
+    same partner. A CDR naming a session we don't hold yet gets None: another session of the same start is not
+    the one it names."""
+    if session_id:
+        return first_where(ChargingSession, "t.ocpi_key = %s", [session_key(country_code, party_id, session_id)])
+    command = start_command(partner_id, authorization_reference)
+    if command is None:
+        return None
+    if command.session_id is not None:
+        return command.session
+    if command.booking_id is None:
+        return None
+    found = list(ChargingSession.objects.filter(partner_id=partner_id, booking_id=command.booking_id)[:2])
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass
@@ -155,6 +192,28 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
             events.publish(events.BookingSessionChanged(booking))
 
 
+def _cdrs_waiting_linked(session: ChargingSession) -> None:
+    """A new session ties to it the CDRs its CPO sent before it (their session_id named a session we did not
+    hold yet) that are still unprocessed: billing puts off the processing of such a CDR of a booking's charge
+    (billing/services/audit.py, SESSION_GRACE), so that it bills the booking, not the driver's account. Their
+    claim is cleared: the beat's sweep processes them at once, now with their session. A CDR already processed
+    keeps what it was billed on (see audit.py). In the session's transaction, before its booking is touched
+    (`_after_save`): the same order of locks as a CDR's processing, which locks its CDR before the booking. The
+    CDRs are reached through the session's reverse relation: billing sits above emsp and is not imported."""
+    cdr_model = ChargingSession._meta.get_field("cdrs").related_model
+    waiting = cdr_model.objects.filter(
+        partner_id=session.partner_id,
+        session_id=session.session_id,
+        charging_session__isnull=True,
+        processed_at__isnull=True,
+    ).values_list("pk", "country_code", "party_id")
+    ours = [pk for pk, country, party in waiting if session_key(country, party, session.session_id) == session.ocpi_key]
+    if ours:
+        cdr_model.objects.filter(pk__in=ours, processed_at__isnull=True).update(
+            charging_session=session, claimed_at=None
+        )
+
+
 def _locked(key: str) -> ChargingSession | None:
     """The stored session of this key, locked until the transaction ends (`select_for_update().first()` in plain
     SQL: the ORM compiled that query anew on every PATCH, a third of its CPU)."""
@@ -188,6 +247,7 @@ def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
                 if session is None:
                     raise
             else:
+                _cdrs_waiting_linked(session)
                 change = SessionChange(session, created=True, applied=True, old_status=None)
                 _after_save(change)
                 return change

@@ -242,8 +242,10 @@ def test_the_cdr_of_a_late_session_leaves_the_ended_order_and_its_finding_alone(
     late_cdr(bap, network, booking, session)
 
     booking.refresh_from_db()
-    assert booking.state == ended  # not SETTLED: the app that heard on_cancel gets no bill
-    assert len(bap.bap.callbacks("on_update")) == updates
+    assert booking.state == ended  # not SETTLED: the finding stays open
+    told = bap.bap.callbacks("on_update")[updates:]
+    assert told, "the app hears the bill of the charge its driver took"
+    assert told[-1]["message"]["order"]["quote"]["price"]["value"] == "51.64"
     reconcile(bap, at(8))
     assert findings(booking) == listed  # still listed for staff, not closed as gone
     check = BookingCheck.objects.get(booking=booking, kind=Kind.SESSION_AFTER_END)

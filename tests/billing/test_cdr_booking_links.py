@@ -1,0 +1,439 @@
+"""A CDR bills its booking once, whatever order the CPO's objects come in, through the Beckn journey: a second CDR
+of a charge that no credit CDR voided is held for review (mod_cdrs: a change is a credit CDR for the first, then
+a new CDR), and billed once the credit comes; a CDR that came before its session, or names none, is tied to its
+booking by its session or its authorization_reference (never another partner's); a CDR of a booking whose hold
+was released before it came is collected with a payment of its own."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from billing.models import BapAgreement, Cdr, CdrAudit, DriverReceipt, Payment
+from billing.payments.gateway import AUTHORISED, Checkout, WebhookEvent
+from billing.services import audit, payments
+from billing.services.audit import cdr_process, cdrs_process_due
+from billing.services.records import cdr_store
+from billing.services.settlement import in_review, settlement_compute
+from emsp.models import Booking, ChargingSession, Command, Driver, Partner
+from emsp.services.commands import command_result_received
+from emsp.services.sessions import session_put
+from tests.beckn.bap import BAP_ID, CPO_BASE
+from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F401 (the Beckn journey's fixtures)
+from tests.beckn.test_actions import confirm, init, item_of, last, select
+from tests.beckn.test_payments_journey import BILL, assert_books_balance, balance, charge_and_cdr, start
+from tests.billing.factories import CdrFactory, CreditCdrFactory
+from tests.billing.provider_standin import Fake
+from tests.billing.provider_standin import fake as fake
+from tests.billing.test_settlement_review_fixes import _run, _until, needs_postgres
+from tests.factories import PartnerFactory, TokenFactory
+from tests.fakes import FakePeer
+
+pytestmark = pytest.mark.django_db
+
+CORRECTED = Decimal("366.98")  # a CDR of 300 excl., 354 incl.: our fee 5 + 6.00 and its 18 % VAT (1.98)
+
+
+def wallet_driver() -> Driver:
+    driver = Driver.objects.create(app_id=BAP_ID, name="Asha", email="asha@example.com", wallet_balance=Decimal("0"))
+    payments.wallet_top_up(driver=driver, amount=Decimal("1000"), key="top-up-1")
+    return driver
+
+
+def ordered(bap: Any) -> str:  # noqa: F811
+    select(bap, item_of(bap))
+    init(bap)
+    return confirm(bap)["message"]["order"]["id"]
+
+
+def charged(bap: Any, network: Partner) -> Booking:  # noqa: F811
+    """An order charged through the journey: the session S-CDR-1 and its CDR-1 (463.27 INR for the driver)."""
+    order_id = ordered(bap)
+    start(bap, order_id)
+    return charge_and_cdr(bap, network, order_id)
+
+
+def stamp() -> str:
+    return timezone.now().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def session_of(booking: Booking, session_id: str) -> dict[str, Any]:
+    """The CPO's Session of the booking's start, COMPLETED, on the START_SESSION's authorization_reference."""
+    command = Command.objects.get(booking=booking, type="START_SESSION")
+    assert booking.token is not None
+    return {
+        "country_code": "IN", "party_id": "CPA", "id": session_id, "start_date_time": stamp(),
+        "end_date_time": stamp(), "kwh": 20,
+        "cdr_token": {"country_code": "IN", "party_id": "EMS", "uid": booking.token.uid, "type": "APP_USER",
+                      "contract_id": booking.token.contract_id},
+        "auth_method": "COMMAND", "authorization_reference": command.authorization_reference,
+        "location_id": booking.evse.location.location_id, "evse_uid": booking.evse.uid, "connector_id": "1",
+        "currency": "INR", "status": "COMPLETED", "last_updated": stamp(),
+    }  # fmt: skip
+
+
+def cdr_of(
+    booking: Booking, cdr_id: str, *, session_id: str = "", excl: Any = 380, incl: Any = 448.40
+) -> dict[str, Any]:
+    """The CPO's CDR of the booking's charge, repeating the start's authorization_reference (mod_cdrs: it SHALL),
+    naming `session_id` if given (mod_cdrs: optional)."""
+    session = session_of(booking, session_id or "unused")
+    cdr = {
+        "country_code": "IN", "party_id": "CPA", "id": cdr_id, "start_date_time": stamp(),
+        "end_date_time": stamp(), "currency": "INR", "cdr_token": session["cdr_token"], "auth_method": "COMMAND",
+        "authorization_reference": session["authorization_reference"],
+        "cdr_location": {"id": booking.evse.location.location_id, "evse_uid": booking.evse.uid,
+                         "connector_id": "1"},
+        "total_cost": {"excl_vat": excl, "incl_vat": incl}, "total_energy": 20, "total_time": 1,
+        "charging_periods": [], "last_updated": stamp(),
+    }  # fmt: skip
+    if session_id:
+        cdr["session_id"] = session_id
+    return cdr
+
+
+def store(bap: Any, partner: Partner, obj: dict[str, Any]) -> Cdr:  # noqa: F811
+    with bap.capture(execute=True):
+        cdr_store(partner, obj)
+    return Cdr.objects.get(cdr_id=obj["id"])
+
+
+def credit_for(cdr: Cdr, credit_id: str) -> dict[str, Any]:
+    excl, incl = -cdr.total_cost_excl_vat, -(cdr.total_cost_incl_vat or cdr.total_cost_excl_vat)
+    return {**cdr.data, "id": credit_id, "credit": True, "credit_reference_id": cdr.cdr_id,
+            "total_cost": {"excl_vat": float(excl), "incl_vat": float(incl)}}  # fmt: skip
+
+
+def audit_of(cdr_id: str) -> CdrAudit:
+    return CdrAudit.objects.get(cdr__cdr_id=cdr_id)
+
+
+def wallet(driver: Driver) -> Decimal:
+    driver.refresh_from_db()
+    assert driver.wallet_balance == -balance(f"driver:{driver.pk}:wallet")
+    return driver.wallet_balance
+
+
+# --- (1) a second CDR of one charge -----------------------------------------------------------------------------
+
+
+@pytest.mark.we_collect
+def test_a_second_cdr_of_a_session_no_credit_voided_is_held_and_the_driver_pays_once(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    driver = wallet_driver()
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    again = {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 354}}
+    second = store(bap, network, again)
+
+    assert wallet(driver) == Decimal("1000") - BILL  # not taken twice
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert not Payment.objects.filter(purpose="balance").exists()
+    held = audit_of("CDR-2")
+    assert held.status == CdrAudit.Status.REVIEW and "duplicate_session_cdr" in held.flags
+    assert second.processed_at is not None and not second.disputes.exists()
+    assert balance("cpo:IN*CPA:payable") == -Decimal("448.40")  # the CPO is owed one charge
+    # The CPO's settlement of the month holds it in review (it can't reconcile, or closes with it carried over).
+    (settlement,) = settlement_compute(partner=network, period_start=timezone.localdate().replace(day=1))
+    assert "CDR-2" in in_review(settlement).values_list("cdr_id", flat=True)
+    assert_books_balance()
+
+
+def test_a_second_cdr_leaves_the_collecting_app_owing_one_bill(bap: Any, network: Partner) -> None:  # noqa: F811
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True)
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    store(bap, network, {**first.data, "id": "CDR-2"})
+    assert balance(f"bap:{BAP_ID}:receivable") == BILL
+    assert Payment.objects.get(purpose="charge").billed_minor == 46327
+    assert "duplicate_session_cdr" in audit_of("CDR-2").flags
+
+
+@pytest.mark.we_collect
+def test_a_new_cdr_held_before_the_credit_of_the_first_is_billed_once_the_credit_comes(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    """The CPO's credit for the first CDR delivered after its new CDR (a hub's retry): the new one waits for it."""
+    driver = wallet_driver()
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    store(bap, network, {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 354}})
+    assert wallet(driver) == Decimal("1000") - BILL
+
+    store(bap, network, credit_for(first, "CDR-1-C"))
+
+    assert wallet(driver) == Decimal("1000") - CORRECTED  # the first given back, the new one taken
+    assert audit_of("CDR-2").flags == ["no_tariff"]  # no longer held (the journey's CDRs carry no tariff)
+    assert Payment.objects.get(purpose="balance").captured_minor == 36698
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("revenue:fees") == Decimal("-11.00")  # one fee, the new charge's
+    assert last(bap, "on_update")["message"]["order"]["quote"]["price"]["value"] == str(CORRECTED)
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_credit_withdrawing_the_held_second_cdr_gives_back_nothing(bap: Any, network: Partner) -> None:  # noqa: F811
+    driver = wallet_driver()
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    second = store(bap, network, {**first.data, "id": "CDR-2"})
+    store(bap, network, credit_for(second, "CDR-2-C"))
+    assert wallet(driver) == Decimal("1000") - BILL  # it never took anything: nothing to give back
+    assert "original_held" in audit_of("CDR-2-C").flags
+    assert balance("refunds:pending") == 0
+    # The first's own credit then voids the charge; the withdrawn second is not billed in its place.
+    store(bap, network, credit_for(first, "CDR-1-C"))
+    assert wallet(driver) == Decimal("1000")
+    assert not Payment.objects.filter(purpose="balance").exists()
+    assert_books_balance()
+
+
+# --- (2) a CDR before its session, or without one ---------------------------------------------------------------
+
+
+@pytest.mark.we_collect
+def test_a_cdr_without_a_session_id_bills_the_booking_its_authorization_reference_names(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    cdr = store(bap, network, cdr_of(booking, "CDR-1"))  # no session_id: a CPO without the Sessions module
+
+    assert cdr.charging_session is not None and cdr.charging_session.session_id == "S-1"
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.captured_minor) == (Payment.Status.CAPTURED, 46327)  # the hold, not the account
+    assert wallet(driver) == Decimal("1000") - BILL
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("holds:wallet") == 0
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_cdr_before_its_session_waits_for_it_and_then_bills_the_booking(bap: Any, network: Partner) -> None:  # noqa: F811
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
+    assert (cdr.charging_session_id, cdr.processed_at) == (None, None)  # put off: not billed to the account
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    cdr.refresh_from_db()
+    assert cdr.charging_session is not None and cdr.charging_session.session_id == "S-1"
+    due = cdrs_process_due(now=timezone.now() + timedelta(seconds=31))  # the sweep, its claim cleared
+    assert due == [cdr.pk]
+    with bap.capture(execute=True):
+        cdr_process(cdr.pk)
+
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.captured_minor) == (Payment.Status.CAPTURED, 46327)
+    assert wallet(driver) == Decimal("1000") - BILL
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("holds:wallet") == 0
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_cdr_whose_session_never_comes_is_billed_after_the_grace(bap: Any, network: Partner) -> None:  # noqa: F811
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
+    assert cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE / 2 + timedelta(minutes=3)) is None
+    assert Cdr.objects.get(pk=cdr.pk).processed_at is None  # its claim taken again, and put off again
+    with bap.capture(execute=True):
+        result = cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
+    assert result is not None and "no_session" in result.flags
+    assert balance(f"driver:{driver.pk}:receivable") == BILL  # as before: the driver's account is invoiced
+
+
+@pytest.mark.we_collect
+def test_another_partners_cdr_with_the_same_authorization_reference_is_not_tied_to_the_booking(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    other = PartnerFactory(country_code="IN", party_id="CPB")
+    obj = {**cdr_of(booking, "CDR-X"), "party_id": "CPB"}
+    cdr = store(bap, other, obj)
+    assert cdr.charging_session_id is None and cdr.processed_at is not None  # not put off either
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.billed_minor) == (Payment.Status.AUTHORISED, None)
+
+
+# --- (3) a CDR of a booking whose hold was released ---------------------------------------------------------------
+
+
+def lost_start_cancelled(bap: Any, peer: FakePeer, order_id: str) -> Booking:  # noqa: F811
+    """The order's START_SESSION got a 502 (its answer lost: recorded FAILED), and the driver cancelled: the hold
+    is released. The charger began the session all the same (as in test_late_sessions_of_ended_bookings.py)."""
+    order = {"id": order_id, "fulfillments": [{"state": {"descriptor": {"code": "start-charging"}}}]}
+    bap("update", {"update_target": "order.fulfillments[0].state", "order": order})
+    booking = Booking.objects.get(order_id=order_id)
+    peer.route("POST", f"{CPO_BASE}/commands/START_SESSION", (502, b"bad gateway"))
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(booking=booking, type="RESERVE_NOW"), {"result": "ACCEPTED"})
+    assert Command.objects.get(booking=booking, type="START_SESSION").status == Command.Status.FAILED
+    bap("cancel", {"order_id": order_id, "cancellation_reason_id": "changed-plans"})
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.CANCELLED
+    assert Payment.objects.get(booking=booking, purpose="charge").status == Payment.Status.RELEASED
+    return booking
+
+
+def late_charge(bap: Any, network: Partner, booking: Booking) -> None:  # noqa: F811
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-LATE"))
+    store(bap, network, cdr_of(booking, "CDR-LATE", session_id="S-LATE"))
+
+
+@pytest.mark.we_collect
+def test_a_late_charge_after_the_wallet_hold_was_released_is_taken_from_the_wallet(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+) -> None:
+    driver = wallet_driver()
+    booking = lost_start_cancelled(bap, peer, ordered(bap))
+    assert wallet(driver) == Decimal("1000") and balance("holds:wallet") == 0
+    late_charge(bap, network, booking)
+
+    collected = Payment.objects.get(booking=booking, purpose="balance")
+    assert (collected.status, collected.captured_minor) == (Payment.Status.CAPTURED, 46327)
+    assert wallet(driver) == Decimal("1000") - BILL
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_late_charge_after_the_providers_hold_was_released_gets_a_checkout(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+    fake: Fake,
+    settings: Any,
+) -> None:
+    settings.PAYMENT_GATEWAYS = {"*": "fake"}
+
+    def checkout(**kw: Any) -> Checkout:
+        fake.calls.append(("checkout", kw))
+        return Checkout(checkout_id=f"cs_{len(fake.calls)}", url=f"https://pay.example/cs_{len(fake.calls)}")
+
+    fake.checkout = checkout  # type: ignore[attr-defined]
+    select(bap, item_of(bap))
+    init(bap)
+    charge = Payment.objects.get(purpose="charge")
+    with bap.capture(execute=True):
+        payments.webhook_receive(
+            WebhookEvent(
+                provider="fake", event_id="evt_auth", type=AUTHORISED, provider_type="authorised",
+                reference=payments.reference_of(charge), payment_id="pi_1", amount_minor=charge.requested_minor,
+                currency="INR",
+            )
+        )  # fmt: skip
+    booking = lost_start_cancelled(bap, peer, confirm(bap)["message"]["order"]["id"])
+    assert [name for name, _ in fake.calls] == ["checkout", "release"]
+    late_charge(bap, network, booking)
+
+    collected = Payment.objects.get(booking=booking, purpose="balance")
+    assert (collected.status, collected.billed_minor, collected.provider) == (Payment.Status.PENDING, 46327, "fake")
+    assert collected.url and fake.calls[-1][0] == "checkout" and fake.calls[-1][1]["amount_minor"] == 46327
+    assert balance(f"driver:{collected.driver_id}:receivable") == BILL  # owed until the driver pays at the page
+    assert_books_balance()
+
+
+# --- (1) two CDRs of one charge processed at the same moment (PostgreSQL: two transactions at once) ---------------
+
+
+def one_session(partner: Partner) -> ChargingSession:
+    """A session of an RFID charge (no booking): its CDRs bill the token's driver's account."""
+    now = timezone.now()
+    return ChargingSession.objects.create(
+        partner=partner, country_code="IN", party_id="CPA", session_id="S-1", ocpi_key="IN*CPA*S-1",
+        status="COMPLETED", start_date_time=now, currency="INR", ocpi_location_id="LOC1", evse_uid="E1",
+        connector_id="1", token_uid="TOKEN000001", auth_method="WHITELIST", last_updated=now, data={},
+    )  # fmt: skip
+
+
+def held_until_the_other_waits(monkeypatch: pytest.MonkeyPatch, name: str, cdr: Cdr) -> threading.Event:
+    """audit.<name> for `cdr` holds its transaction open after it ran, until another transaction waits on a
+    row lock (or 5 s): the event says it got there."""
+    reached, real = threading.Event(), getattr(audit, name)
+
+    def then_hold(held: Cdr, *args: Any) -> None:
+        real(held, *args)
+        if held.pk == cdr.pk:
+            reached.set()
+            _until(threading.Event())
+
+    monkeypatch.setattr(audit, name, then_hold)
+    return reached
+
+
+def processed_at_once(first: Cdr, second: Cdr, reached: threading.Event) -> None:
+    """`first` processed up to its hold, then `second` processed meanwhile."""
+    one, one_out = _run(lambda: cdr_process(first.pk))
+    assert reached.wait(10)
+    other, other_out = _run(lambda: cdr_process(second.pk))
+    for thread in (one, other):
+        thread.join(20)
+    assert "error" not in one_out and "error" not in other_out, (one_out, other_out)
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_cdrs_of_one_session_processed_at_once_bill_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first CDR is audited and about to be billed, not committed, when the second is processed: the second
+    waits for it (the charge's row lock) and is held as a second bill. Before, each saw the other unprocessed and
+    both were billed."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    session = one_session(partner)
+    first, second = (
+        CdrFactory(partner=partner, cdr_id=cdr_id, currency="INR", session_id="S-1", charging_session=session)
+        for cdr_id in ("CDR-1", "CDR-2")
+    )
+    processed_at_once(first, second, held_until_the_other_waits(monkeypatch, "_bill", first))
+    assert "duplicate_session_cdr" not in audit_of("CDR-1").flags
+    assert "duplicate_session_cdr" in audit_of("CDR-2").flags
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_new_cdr_processed_while_the_credit_of_the_first_commits_is_billed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The credit for the first CDR has found no second bill to let through, not committed, when the CPO's new
+    CDR is processed: the new one waits for the credit (the charge's row lock) and finds the first voided.
+    Without the wait it was held as a second bill, and nothing would let it through any more."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    TokenFactory(uid="TOKEN000001")
+    session = one_session(partner)
+    first = CdrFactory(partner=partner, cdr_id="CDR-1", currency="INR", session_id="S-1", charging_session=session)
+    cdr_process(first.pk)
+    credit = CreditCdrFactory(credited_cdr=first, session_id="S-1", charging_session=session)
+    new = CdrFactory(partner=partner, cdr_id="CDR-2", currency="INR", session_id="S-1", charging_session=session)
+    processed_at_once(credit, new, held_until_the_other_waits(monkeypatch, "_bill_second_bills", credit))
+    assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
+    assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
+    assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-2").exists()  # billed
