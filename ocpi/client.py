@@ -148,6 +148,10 @@ class OcpiClient:
         """A request up to the wire: through the breaker (which may refuse it), with its headers and id."""
         if params:
             url = with_params(url, params)
+        if not self.token:
+            # No token, no call (a partner that unregistered: its token is gone). Sent as `Authorization: Token `,
+            # whatever came back would have been taken as the partner's.
+            raise OcpiClientError(f"{method} {url}: no token to send (the partner is not connected)")
         partner = self.partner
         breaker = (
             partner if guarded and partner is not None and partner.pk and module not in CONFIGURATION_MODULES else None

@@ -479,3 +479,15 @@ def test_a_registration_of_a_partner_staff_deleted_meanwhile_is_401(
     # The request's message-log row names the partner deleted under it: in production its insert fails and is
     # logged (transport._write_log_row); in this test's one transaction it would fail the teardown instead.
     OcpiMessage.objects.filter(partner_id=partner.pk).delete()
+
+
+@pytest.mark.django_db
+def test_no_request_goes_out_without_a_token(peer: FakePeer) -> None:
+    """A partner whose token is gone (unregistered) is not called with `Authorization: Token ` (empty): whatever
+    came back would have been taken as the partner's."""
+    from ocpi.client import OcpiClient, OcpiClientError
+
+    partner = PartnerFactory(country_code="IN", party_id="CPA", outgoing_token="")
+    with pytest.raises(OcpiClientError, match="no token to send"):
+        OcpiClient(partner).get(f"{CPO}/2.2.1/sessions", module="sessions")
+    assert peer.calls == []
