@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from emsp.models.catalogue import Evse, Location
@@ -153,7 +154,8 @@ class Command(models.Model):
     result_type = models.CharField(max_length=24, blank=True)
     error = models.TextField(blank=True)
     timeout_at = models.DateTimeField(null=True, blank=True)
-    authorization_reference = models.CharField(max_length=36, blank=True, db_index=True)
+    # Looked up case-insensitively (a CiString the CPO's Session and CDR repeat): indexed upper-cased, Meta.
+    authorization_reference = models.CharField(max_length=36, blank=True)
     token = models.ForeignKey(Token, null=True, blank=True, on_delete=models.SET_NULL)
     evse = models.ForeignKey(Evse, null=True, blank=True, on_delete=models.SET_NULL)
     reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.SET_NULL)
@@ -161,6 +163,9 @@ class Command(models.Model):
     booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.SET_NULL, related_name="commands")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(Upper("authorization_reference"), name="command_reference_ci")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.uid} ({self.status})"

@@ -382,14 +382,13 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
     booking that had ended is stopped (_late_session)."""
     booking = session.booking
     if booking is None:
-        command = (
-            Command.objects.filter(partner=session.partner, type=Command.Type.START_SESSION, booking__isnull=False)
-            .filter(authorization_reference=session.authorization_reference)
-            .select_related("booking")
-            .first()
-            if session.authorization_reference
-            else None
+        started = commands.commands_of_reference(
+            session.partner_id,
+            session.authorization_reference,
+            country_code=session.country_code,
+            party_id=session.party_id,
         )
+        command = next((c for c in started if c.booking_id is not None), None)
         if command is None:
             return None
         booking = command.booking
@@ -431,12 +430,13 @@ def _late_session(booking: Booking, session: ChargingSession) -> bool:
         return False
     # Only a charge one of the booking's own starts began: a session linked to it otherwise (the driver's card
     # at the booked EVSE, linked by the booking checks) is the driver's own charge, not ours to stop.
-    ours = Command.objects.filter(
-        booking=booking,
-        type=Command.Type.START_SESSION,
-        authorization_reference=session.authorization_reference,
+    ours = commands.commands_of_reference(
+        session.partner_id,
+        session.authorization_reference,
+        country_code=session.country_code,
+        party_id=session.party_id,
     )
-    if not session.authorization_reference or not ours.exists():
+    if not any(c.booking_id == booking.pk for c in ours):
         return False
     return not Command.objects.filter(session=session, type=Command.Type.STOP_SESSION).exists()
 

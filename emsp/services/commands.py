@@ -17,7 +17,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from emsp import events, metrics, outbound
 from emsp.celery import run_after_commit
-from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token
+from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation, Token, ci_key
 from emsp.ports import CpoUnreachable, cpo_gateway
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,36 @@ def command_start_session(
         authorization_reference=reference,
         booking=booking,
     )
+
+
+def commands_of_reference(
+    partner_id: int,
+    reference: str,
+    *,
+    country_code: str | None = None,
+    party_id: str | None = None,
+    types: tuple[str, ...] = (Command.Type.START_SESSION,),
+) -> list[Command]:
+    """Our commands to this partner whose authorization_reference a CPO's Session or CDR repeats (mod_cdrs: it
+    "SHALL contain the same value"), newest first. A CiString(36): compared case-insensitively (a CPO upper-casing
+    it had its CDR billed to the driver's account, the booking's hold left standing). With the party the Session
+    or CDR is of, only commands to an EVSE of that party: a hub carries several CPOs' objects on one connection,
+    and sees every reference it passes on (one party's CDR had billed another's charge)."""
+    reference = (reference or "").strip()
+    if not reference:
+        return []
+    rows = list(
+        Command.objects.filter(partner_id=partner_id, type__in=types, authorization_reference__iexact=reference)
+        .select_related("evse__location")
+        .order_by("-created_at")[:20]
+    )
+    if country_code is None:
+        return rows
+    party = ci_key(country_code, party_id or "")
+    # A command names its EVSE (kept unless the EVSE was deleted: then the partner's match is all there is).
+    return [
+        c for c in rows if c.evse is None or ci_key(c.evse.location.country_code, c.evse.location.party_id) == party
+    ]
 
 
 def command_stop_session(*, session: ChargingSession, booking: Booking | None = None) -> Command:

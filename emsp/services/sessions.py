@@ -18,7 +18,7 @@ from emsp.datetimes import parse_utc
 from emsp.inserts import insert, update
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, Reservation, Token, ci_key
 from emsp.rows import all_where, first_where
-from emsp.services import bookings
+from emsp.services import bookings, commands
 
 
 def session_key(country_code: str, party_id: str, session_id: str) -> str:
@@ -43,20 +43,16 @@ def _decimal(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-def start_command(partner_id: int, authorization_reference: str) -> Command | None:
-    """The START_SESSION we sent this partner with `authorization_reference`, which its Session and CDR repeat
-    (mod_cdrs: "When the eMSP provided an authorization_reference in either: real-time authorization,
-    StartSession or ReserveNow this field SHALL contain the same value"). Never another partner's command: a
-    reference is ours to make up, and another CPO may send one that equals it."""
-    if not authorization_reference:
-        return None
-    return (
-        Command.objects.filter(
-            partner_id=partner_id, type=Command.Type.START_SESSION, authorization_reference=authorization_reference
-        )
-        .order_by("-created_at")
-        .first()
+def start_command(
+    partner_id: int, authorization_reference: str, *, country_code: str | None = None, party_id: str | None = None
+) -> Command | None:
+    """The START_SESSION we sent this partner (and, given, this party of it) with `authorization_reference`,
+    which its Session and CDR repeat (commands.commands_of_reference). Never another partner's or party's command:
+    a reference is ours to make up, and another CPO may send one that equals it."""
+    found = commands.commands_of_reference(
+        partner_id, authorization_reference, country_code=country_code, party_id=party_id
     )
+    return found[0] if found else None
 
 
 def session_of_charge(
@@ -69,7 +65,7 @@ def session_of_charge(
     the one it names."""
     if session_id:
         return first_where(ChargingSession, "t.ocpi_key = %s", [session_key(country_code, party_id, session_id)])
-    command = start_command(partner_id, authorization_reference)
+    command = start_command(partner_id, authorization_reference, country_code=country_code, party_id=party_id)
     if command is None:
         return None
     if command.session_id is not None:
@@ -146,15 +142,14 @@ def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = F
     if our_token and not (kept and session.token_id is not None):
         session.token = Token.objects.by_uid(session.token_uid, cdr_token.get("type") or None).first()
     if session.authorization_reference and not (kept and session.reservation_id is not None):
-        command = (
-            Command.objects.filter(
-                partner_id=session.partner_id,
-                authorization_reference=session.authorization_reference,
-                type__in=[Command.Type.START_SESSION, Command.Type.RESERVE_NOW],
-            )
-            .order_by("-created_at")
-            .first()
+        found = commands.commands_of_reference(
+            session.partner_id,
+            session.authorization_reference,
+            country_code=session.country_code,
+            party_id=session.party_id,
+            types=(Command.Type.START_SESSION, Command.Type.RESERVE_NOW),
         )
+        command = found[0] if found else None
         if command is not None and command.reservation_id:
             session.reservation_id = command.reservation_id
 
@@ -167,12 +162,13 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
     same_status = links_kept and session.status == change.old_status
     if session.authorization_reference and not links_kept:
         # A session that arrives after its START_SESSION timed out is still ours (ocpi/ocpi#475).
-        Command.objects.filter(
-            partner_id=session.partner_id,
-            type=Command.Type.START_SESSION,
-            authorization_reference=session.authorization_reference,
-            session__isnull=True,
-        ).update(session=session)
+        started = commands.commands_of_reference(
+            session.partner_id,
+            session.authorization_reference,
+            country_code=session.country_code,
+            party_id=session.party_id,
+        )
+        Command.objects.filter(pk__in=[c.pk for c in started], session__isnull=True).update(session=session)
     if (
         session.reservation_id
         and not same_status
