@@ -264,10 +264,17 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
 
 
 def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None) -> Decimal:
-    """What a payment is for, as the app is shown it: what it took once captured, else the bill once the CDR
-    is in (`receipt`, the order's standing bill: final_receipt), else what the driver authorises (the quote plus
-    the margin) or, an app collecting, the quote."""
-    if payment.status in (Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED, Payment.Status.REFUNDED):
+    """What a payment is for, as the app is shown it: what it took once captured or released (a released hold
+    took nothing: a bill that came after the release is asked for with a balance payment of its own, which shows
+    it; shown on both, the app read the bill as owed twice), else the bill once the CDR is in (`receipt`, the
+    order's standing bill: final_receipt), else what the driver authorises (the quote plus the margin) or, an
+    app collecting, the quote."""
+    if payment.status in (
+        Payment.Status.CAPTURED,
+        Payment.Status.PARTIALLY_REFUNDED,
+        Payment.Status.REFUNDED,
+        Payment.Status.RELEASED,
+    ):
         return from_minor(payment.captured_minor, payment.currency)
     if receipt is not None and (payment.billed_minor is None or payment.collected_by == Payment.CollectedBy.BAP):
         # What an app collects is the bill the order stands at: after a credit CDR voided it, nothing (the charge's

@@ -218,10 +218,12 @@ def _check_bill(cdr: Cdr, flags: list[str]) -> None:
 
 def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
     """Flag a second bill for one charge: another CDR of its session (or of its session's booking) was processed
-    before it and no credit CDR voided that one. mod_cdrs: "When a CPO wants to make changes to a CDR … the CPO
-    has to send a Credit CDR for the first CDR. After having sent the Credit CDR, the CPO can send a new CDR."
-    Billed, it had the driver pay twice (the wallet debited twice; an app owing two bills). A CDR held as such a
-    second bill itself does not count: the credit that voids the first bills it (`_bill_second_bills`). The
+    before it and no credit CDR voided that one (nor withdrew it, held and billed nobody: `_withdrawn`). mod_cdrs:
+    "When a CPO wants to make changes to a CDR … the CPO has to send a Credit CDR for the first CDR. After having
+    sent the Credit CDR, the CPO can send a new CDR." Billed, it had the driver pay twice (the wallet debited
+    twice; an app owing two bills). A CDR held as such a second bill itself does not count: the credit that voids
+    the first bills it (`_bill_second_bills`). The CDRs of a charge are processed in the order they were stored
+    (`_earlier_awaited`), so the first is the one processed first, unless it was put off beyond SESSION_GRACE. The
     booking's row is locked (else the session's), so two CDRs of one charge processed at the same moment are
     weighed one after the other: the second sees the first processed."""
     session = cdr.charging_session if cdr.charging_session_id is not None else None
@@ -236,7 +238,7 @@ def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
         audit = getattr(other, "audit", None)
         if audit is not None and "duplicate_session_cdr" in (audit.flags or []):
             continue
-        if not _voided(other):
+        if not _voided(other) and not _withdrawn(other, audit):
             flags.append("duplicate_session_cdr")
             return
 
@@ -255,6 +257,20 @@ def _charge_locked(session: ChargingSession) -> Q:
 def _voided(original: Cdr) -> bool:
     """Whether the credit CDRs that gave its money back (audited CREDIT: not held) net the CDR to nothing."""
     credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__status=CdrAudit.Status.CREDIT)
+    given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
+    return original.total_cost_excl_vat + given_back <= 0
+
+
+def _withdrawn(original: Cdr, audit: CdrAudit | None) -> bool:
+    """Whether a CDR held for review, that billed nobody (no receipt), was withdrawn by the CPO: the credit CDRs
+    for it (held as original_held: there was nothing to give back) net it to nothing. It is no first bill: the
+    corrected CDR the CPO sends after the credit, as mod_cdrs has it, is the charge's bill. A held CDR no credit
+    withdrew still makes a later one a second bill, for staff to look at both."""
+    if audit is None or not HELD.intersection(audit.flags or []):
+        return False
+    if DriverReceipt.objects.filter(cdr=original).exists():
+        return False
+    credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__isnull=False)
     given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
     return original.total_cost_excl_vat + given_back <= 0
 
@@ -388,6 +404,8 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
                 # Put off: the claim stays, and the sweep hands the CDR on once it expires (or at once when its
                 # session comes and clears it: emsp/services/sessions.py).
                 return None
+        if _earlier_awaited(cdr, now):
+            return None  # put off likewise: the sweep hands it on again once its claim expires
         audit = cdr_audit(cdr)
         _bill(cdr, audit)
         if cdr.credit:
@@ -399,6 +417,32 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
             _settle(cdr)
         Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
     return audit
+
+
+def _earlier_awaited(cdr: Cdr, now: datetime) -> bool:
+    """Must this CDR wait for another one stored before it and not processed yet? A credit waits for the CDR
+    it corrects, a CDR for the earlier CDRs of its charge. Processed the other way round, a credit gave back what
+    its original had not taken yet (without our fee on it, which the original then took; all of it for nothing
+    when the original was then held), and a corrected CDR billed first made its original, processed after it, a
+    second bill: the driver got back 448.40 never taken. Both happen when the original is put off for its session
+    (`_session_awaited`) or its task runs late. The claim stays; the sweep hands the CDR on again once it expires
+    (WORK_LEASE_SECONDS).
+
+    A credit waits for its original's audit (written with its processing) as long as that takes: refunded
+    before it, the driver could get back what is never taken. A CDR waits for an earlier one of its charge for
+    SESSION_GRACE at most, then is billed as the charge's first (the earlier one, should it come after all, is
+    held as a second bill). The original's row, else the charge's (`_charge_locked`), is locked first: one being
+    processed at this moment is waited for, and found processed."""
+    if cdr.credit:
+        original = _credited(cdr)
+        if original is None:
+            return False  # not here yet: audited as unknown_original, and again once it comes
+        _locked_cdr(original.pk)
+        return not CdrAudit.objects.filter(cdr_id=original.pk).exists()
+    if cdr.charging_session_id is None or cdr.received_at < now - SESSION_GRACE:
+        return False
+    charge = _charge_locked(cdr.charging_session)
+    return Cdr.objects.filter(charge, credit=False, processed_at__isnull=True, pk__lt=cdr.pk).exists()
 
 
 def _settle(cdr: Cdr) -> None:
@@ -431,7 +475,12 @@ def _session_awaited(cdr: Cdr, now: datetime) -> bool:
         return False
     if not token_is_ours(cdr.data.get("cdr_token") or {}):
         return False
-    command = start_command(cdr.partner_id, str(cdr.data.get("authorization_reference") or ""))
+    command = start_command(
+        cdr.partner_id,
+        str(cdr.data.get("authorization_reference") or ""),
+        country_code=cdr.country_code,
+        party_id=cdr.party_id,
+    )
     return command is not None and command.booking_id is not None
 
 
@@ -442,23 +491,21 @@ def _bill_credit(credit: Cdr, audit: CdrAudit) -> None:
 
 
 def _bill_second_bills(credit: Cdr, audit: CdrAudit) -> None:
-    """A credit CDR that voids its original lets the CDRs held as second bills of the same charge
-    (`duplicate_session_cdr`: the CPO's new CDR came before the credit for the first) be billed: each audited
+    """A credit CDR that voids its original (or withdraws one held for review: `_withdrawn`) lets the CDRs held
+    as second bills of the same charge (`duplicate_session_cdr`: the CPO's new CDR came before the credit for the
+    first) be billed, whatever their audit's status (one we could not price is UNPRICEABLE): each audited
     again, oldest first (a third is still held as a second bill of the one billed now), and its booking settled
     with the new bill. In the credit's transaction, under the original's lock (`_audit_credit`) and the charge's
     (`_charge_locked`): a second CDR being processed at the same moment is either processed first, and found
     here, or waits and sees the original voided. A held CDR whose row another transaction holds is being
     withdrawn by a credit of its own (only credits lock a processed CDR): it is skipped, not waited for."""
     original = credit.credited_cdr if credit.credited_cdr_id is not None else None
-    if audit.status != CdrAudit.Status.CREDIT or original is None or original.charging_session_id is None:
+    if original is None or original.charging_session_id is None:
         return
+    if audit.status != CdrAudit.Status.CREDIT and "original_held" not in audit.flags:
+        return  # held for a reason of its own (another eMSP's token, beyond what the original billed)
     held = (
-        Cdr.objects.filter(
-            _charge_locked(original.charging_session),
-            credit=False,
-            processed_at__isnull=False,
-            audit__status=CdrAudit.Status.REVIEW,
-        )
+        Cdr.objects.filter(_charge_locked(original.charging_session), credit=False, processed_at__isnull=False)
         .exclude(pk=original.pk)
         .order_by("pk")
         .values_list("pk", "audit__flags")

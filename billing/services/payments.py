@@ -456,14 +456,17 @@ def bill(receipt: DriverReceipt) -> None:
         # other second bill of a charge (audit.py, `duplicate_session_cdr`).
         _bill_again(payment, receipt, payer, billed)
         return
-    Payment.objects.filter(pk=payment.pk).update(billed_minor=billed)
-    payment.billed_minor = billed
     if payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.RELEASED:
         # The hold was released before the bill came (the booking ended, cancelled or failed, and a session the
         # charger began all the same was billed): nothing is left to capture, so the bill is asked for as the rest
-        # of a bill above its hold is, with a payment of its own.
+        # of a bill above its hold is, with a payment of its own. The released charge payment is not billed: it
+        # took nothing, and the app, shown the bill on it too, read the driver as owing it twice. (A repeat of
+        # this bill comes here again, and finds the CDR's own payment made.)
         _bill_again(payment, receipt, payer, billed)
-    elif payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
+        return
+    Payment.objects.filter(pk=payment.pk).update(billed_minor=billed)
+    payment.billed_minor = billed
+    if payment.provider == "wallet" and payment.status == Payment.Status.AUTHORISED:
         _capture_wallet(payment, payer)
     elif payment.collected_by == Payment.CollectedBy.BPP and payment.status == Payment.Status.AUTHORISED:
         _queue_capture(payment)

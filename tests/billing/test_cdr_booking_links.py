@@ -437,3 +437,243 @@ def test_a_new_cdr_processed_while_the_credit_of_the_first_commits_is_billed(mon
     assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
     assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
     assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-2").exists()  # billed
+
+
+# --- (4) the CDRs of one charge processed in the order they came ------------------------------------------------
+
+
+def swept(bap: Any, after: timedelta) -> list[str]:  # noqa: F811
+    """The beat's sweep, `after` from now: every CDR due (never claimed, or its claim expired) processed; their
+    ids, in order."""
+    now = timezone.now() + after
+    due = cdrs_process_due(now=now)
+    for pk in due:
+        with bap.capture(execute=True):
+            cdr_process(pk, now=now)
+    return list(Cdr.objects.filter(pk__in=due).order_by("pk").values_list("cdr_id", flat=True))
+
+
+@pytest.mark.we_collect
+def test_a_credit_and_a_new_cdr_of_a_cdr_put_off_for_its_session_wait_for_it(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    settings: Any,
+) -> None:
+    """The first CDR waits for its session; its session comes, then the CPO's credit for it and the corrected CDR,
+    all before the sweep processed the first. They wait for it. Before, the credit gave back what the first had
+    not taken, and the first, processed last, was held as a second bill of the corrected one: the driver got back
+    448.40 never taken."""
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    first = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    credit = store(bap, network, credit_for(first, "CDR-1-C"))
+    new = store(bap, network, cdr_of(booking, "CDR-2", session_id="S-1", excl=300, incl=354))
+    assert (credit.processed_at, new.processed_at) == (None, None)  # put off: they wait for the first
+    assert not DriverReceipt.objects.exists()
+
+    assert swept(bap, timedelta(seconds=31)) == ["CDR-1"]  # its claim cleared by its session: billed
+    assert "duplicate_session_cdr" not in audit_of("CDR-1").flags  # the charge's first CDR
+    lease = timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)
+    assert swept(bap, lease) == ["CDR-1-C", "CDR-2"]  # their claims expired
+    assert swept(bap, lease) == []
+
+    assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
+    assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
+    assert wallet(driver) == Decimal("1000") - CORRECTED  # the first taken and given back, the new one taken
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.captured_minor) == (Payment.Status.CAPTURED, 46327)
+    assert Payment.objects.get(booking=booking, purpose="balance").captured_minor == 36698
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("holds:wallet") == 0
+    assert_books_balance()
+
+
+def test_a_cdr_waits_for_an_earlier_one_of_its_charge_only_for_the_grace(bap: Any, network: Partner) -> None:  # noqa: F811
+    """An earlier CDR of the charge that is not processed (its task lost, its processing failing) holds a later
+    one up for SESSION_GRACE at most: then the later one is billed as the charge's first."""
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    cdr_store(network, cdr_of(booking, "CDR-1", session_id="S-1"))  # its task lost (not run: not captured)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    second = store(bap, network, cdr_of(booking, "CDR-2", session_id="S-1"))
+    assert (first.processed_at, second.processed_at) == (None, None)
+    with bap.capture(execute=True):
+        result = cdr_process(second.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
+    assert result is not None and "duplicate_session_cdr" not in result.flags
+    with bap.capture(execute=True):
+        late = cdr_process(first.pk)  # should it come after all: a second bill, for staff
+    assert late is not None and "duplicate_session_cdr" in late.flags
+
+
+# --- (5) a held second CDR whose first was voided or withdrawn ----------------------------------------------------
+
+
+@pytest.mark.we_collect
+def test_an_unpriceable_new_cdr_held_before_the_credit_of_the_first_is_billed_once_the_credit_comes(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    """Its audit is UNPRICEABLE, not REVIEW: the credit's look for held second bills went by the status."""
+    driver = wallet_driver()
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    malformed = {
+        "country_code": "IN", "party_id": "CPA", "id": "T-BAD", "currency": "INR", "last_updated": stamp(),
+        "elements": [{"price_components": [{"type": "ENERGY", "price": "a lot", "vat": 18, "step_size": 1}]}],
+    }  # fmt: skip
+    again = {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 354}, "tariffs": [malformed]}
+    store(bap, network, again)
+    held = audit_of("CDR-2")
+    assert held.status == CdrAudit.Status.UNPRICEABLE and "duplicate_session_cdr" in held.flags
+
+    store(bap, network, credit_for(first, "CDR-1-C"))
+
+    assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
+    assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-2").exists()
+    assert wallet(driver) == Decimal("1000") - CORRECTED
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+@pytest.mark.parametrize("credit_first", [True, False], ids=["credit-then-new", "new-then-credit"])
+def test_the_corrected_cdr_of_a_held_first_its_credit_withdrew_is_billed(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    credit_first: bool,
+) -> None:
+    """The first CDR is held (its total with VAT below the one without) and billed nobody; the CPO follows the
+    spec: a credit CDR for it (held as original_held: nothing to give back), then the corrected CDR. The first,
+    withdrawn, is no first bill: the corrected CDR is billed, the hold captured. Before, it was held as a second
+    bill for good, and the hold stayed authorised on a settled booking."""
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    first = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
+    assert "incl_vat_below_excl_vat" in audit_of("CDR-1").flags
+    corrected = cdr_of(booking, "CDR-2", session_id="S-1", excl=300, incl=354)
+    if credit_first:
+        store(bap, network, credit_for(first, "CDR-1-C"))
+        store(bap, network, corrected)
+    else:
+        store(bap, network, corrected)
+        assert "duplicate_session_cdr" in audit_of("CDR-2").flags  # no credit yet: a second bill
+        store(bap, network, credit_for(first, "CDR-1-C"))
+
+    assert "original_held" in audit_of("CDR-1-C").flags
+    assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.captured_minor) == (Payment.Status.CAPTURED, 36698)
+    assert wallet(driver) == Decimal("1000") - CORRECTED
+    assert balance("holds:wallet") == 0 and balance("refunds:pending") == 0
+    assert_books_balance()
+
+
+def test_a_second_cdr_of_a_held_first_no_credit_withdrew_is_still_held(bap: Any, network: Partner) -> None:  # noqa: F811
+    """A held first that billed nobody still makes a later CDR a second bill, for staff to look at both."""
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
+    store(bap, network, cdr_of(booking, "CDR-2", session_id="S-1", excl=300, incl=354))
+    assert "duplicate_session_cdr" in audit_of("CDR-2").flags
+    assert not DriverReceipt.objects.exists()
+
+
+# --- (6) the order the app sees once a late bill is asked for -----------------------------------------------------
+
+
+def not_paid(order: dict[str, Any]) -> Decimal:
+    return sum((Decimal(p["params"]["amount"]) for p in order["payments"] if p["status"] == "NOT-PAID"), Decimal("0"))
+
+
+@pytest.mark.we_collect
+def test_a_late_bill_after_the_hold_was_released_is_shown_owed_once(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+    fake: Fake,
+    settings: Any,
+) -> None:
+    """The released charge payment took nothing: shown at what it captured (0), the bill on its balance payment
+    only. Before, both showed the whole bill NOT-PAID: the app read the driver as owing it twice."""
+    settings.PAYMENT_GATEWAYS = {"*": "fake"}
+
+    def checkout(**kw: Any) -> Checkout:
+        fake.calls.append(("checkout", kw))
+        return Checkout(checkout_id=f"cs_{len(fake.calls)}", url=f"https://pay.example/cs_{len(fake.calls)}")
+
+    fake.checkout = checkout  # type: ignore[attr-defined]
+    select(bap, item_of(bap))
+    init(bap)
+    charge = Payment.objects.get(purpose="charge")
+    with bap.capture(execute=True):
+        payments.webhook_receive(
+            WebhookEvent(
+                provider="fake", event_id="evt_auth", type=AUTHORISED, provider_type="authorised",
+                reference=payments.reference_of(charge), payment_id="pi_1", amount_minor=charge.requested_minor,
+                currency="INR",
+            )
+        )  # fmt: skip
+    booking = lost_start_cancelled(bap, peer, confirm(bap)["message"]["order"]["id"])
+    late_charge(bap, network, booking)
+
+    charge.refresh_from_db()
+    assert (charge.status, charge.billed_minor, charge.captured_minor) == (Payment.Status.RELEASED, None, 0)
+    order = last(bap, "on_update")["message"]["order"]
+    shown = {p["id"]: (p["status"], p["params"]["amount"]) for p in order["payments"]}
+    collected = Payment.objects.get(booking=booking, purpose="balance")
+    assert shown == {f"PAY-{charge.pk}": ("NOT-PAID", "0.00"), f"PAY-{collected.pk}": ("NOT-PAID", "463.27")}
+    assert not_paid(order) == BILL == balance(f"driver:{collected.driver_id}:receivable")
+
+    # The bill booked again (a repeat of the CDR's processing) asks for nothing more.
+    with bap.capture(execute=True):
+        payments.bill(DriverReceipt.objects.get(cdr__cdr_id="CDR-LATE"))
+    assert Payment.objects.filter(booking=booking, purpose="balance").count() == 1
+    charge.refresh_from_db()
+    assert charge.billed_minor is None
+
+
+@pytest.mark.we_collect
+def test_a_late_bill_taken_from_the_wallet_after_the_hold_was_released_is_shown_paid(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+) -> None:
+    wallet_driver()
+    booking = lost_start_cancelled(bap, peer, ordered(bap))
+    late_charge(bap, network, booking)
+    order = last(bap, "on_update")["message"]["order"]
+    assert sorted((p["status"], p["params"]["amount"]) for p in order["payments"]) == [
+        ("NOT-PAID", "0.00"),
+        ("PAID", "463.27"),
+    ]
+    assert not_paid(order) == 0
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_credit_processed_while_its_original_is_waits_for_it_and_is_refunded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original is audited and about to be billed, not committed, when its credit is processed: the credit
+    waits for it (the original's row lock) and finds it audited, instead of being put off until the sweep."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    TokenFactory(uid="TOKEN000001")
+    session = one_session(partner)
+    first = CdrFactory(partner=partner, cdr_id="CDR-1", currency="INR", session_id="S-1", charging_session=session)
+    credit = CreditCdrFactory(credited_cdr=first, session_id="S-1", charging_session=session)
+    processed_at_once(first, credit, held_until_the_other_waits(monkeypatch, "_bill", first))
+    assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
+    assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-1-C").exists()  # refunded

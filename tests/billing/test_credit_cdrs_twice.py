@@ -4,10 +4,13 @@ first CDR"), and one that arrives before its original is tied to it when the ori
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, DriverReceipt
 from billing.services.audit import cdr_process
@@ -97,17 +100,20 @@ def _pk(cdr_id: str) -> int:
 
 
 def test_an_early_credit_and_a_later_one_are_not_both_refunded(bec: OcpiTestClient, original: dict[str, Any]) -> None:
-    """C comes before its original O and is held; O is stored; D, a second credit of O, is processed before O.
-    Counting by arrival order, D was refunded, then O's processing refunded C as well: 8.80 back on 4.40."""
+    """C comes before its original O and is held; O is stored; D, a second credit of O, comes before O is
+    processed: it waits for O (refunded first, it could give back what O never takes). Counting by arrival order,
+    D was refunded, then O's processing refunded C as well: 8.80 back on 4.40."""
     bec.post(CDRS, _credit(original, "12345-C"))
     cdr_process(_pk("12345-C"))  # held: its original isn't here
     bec.post(CDRS, original)
     bec.post(CDRS, _credit(original, "12345-D"))
-    cdr_process(_pk("12345-D"))  # the original's own task is still to run
-    cdr_process(_pk("12345"))  # links C and audits it again
+    assert cdr_process(_pk("12345-D")) is None  # put off: the original's own task is still to run
+    cdr_process(_pk("12345"))  # links C and audits it again: C is refunded
+    later = timezone.now() + timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)
+    cdr_process(_pk("12345-D"), now=later)  # the sweep, once D's claim expired
     assert sum(total for _, total in _receipts()) == Decimal("0.00")
     assert [c for c, _ in _receipts()].count("12345") == 1
-    held = CdrAudit.objects.get(cdr__cdr_id="12345-C")
+    held = CdrAudit.objects.get(cdr__cdr_id="12345-D")
     assert (held.status, held.flags) == (CdrAudit.Status.REVIEW, ["over_credit"])
 
 
