@@ -264,16 +264,17 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
 
 
 def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None) -> Decimal:
-    """What a payment is for, as the app is shown it: what it took once captured or released (a released hold
-    took nothing: a bill that came after the release is asked for with a balance payment of its own, which shows
-    it; shown on both, the app read the bill as owed twice), else the bill once the CDR is in (`receipt`, the
-    order's standing bill: final_receipt), else what the driver authorises (the quote plus the margin) or, an
-    app collecting, the quote."""
-    if payment.status in (
+    """What a payment is for, as the app is shown it: what it took once captured, or released before it carried
+    a bill (a released hold took nothing: a bill that came after the release is asked for with a balance payment
+    of its own, which shows it; shown on both, the app read the bill as owed twice), else the bill once the CDR is
+    in (`receipt`, the order's standing bill: final_receipt; also a hold released after the bill, whose capture
+    failed: the bill is still owed), else what the driver authorises (the quote plus the margin) or, an app
+    collecting, the quote."""
+    released_unbilled = payment.status == Payment.Status.RELEASED and payment.billed_minor is None
+    if released_unbilled or payment.status in (
         Payment.Status.CAPTURED,
         Payment.Status.PARTIALLY_REFUNDED,
         Payment.Status.REFUNDED,
-        Payment.Status.RELEASED,
     ):
         return from_minor(payment.captured_minor, payment.currency)
     if receipt is not None and (payment.billed_minor is None or payment.collected_by == Payment.CollectedBy.BAP):

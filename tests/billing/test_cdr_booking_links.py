@@ -677,3 +677,50 @@ def test_a_credit_processed_while_its_original_is_waits_for_it_and_is_refunded(m
     processed_at_once(first, credit, held_until_the_other_waits(monkeypatch, "_bill", first))
     assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
     assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-1-C").exists()  # refunded
+
+
+@pytest.mark.we_collect
+def test_a_bill_whose_hold_lapsed_before_its_capture_is_still_shown_owed(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    fake: Fake,
+    settings: Any,
+) -> None:
+    """The CDR billed the charge payment; its authorisation lapsed at the provider before the capture ran (the
+    capture fails, the bill stays on the driver's account). The order shows the bill owed, not 0.00: a released
+    payment shows what it took only when it was released before it carried a bill."""
+    from billing.payments.gateway import RELEASED
+
+    settings.PAYMENT_GATEWAYS = {"*": "fake"}
+    fake.checkout = lambda **kw: Checkout(checkout_id="cs_1", url="https://pay.example/cs_1")  # type: ignore[method-assign]
+    select(bap, item_of(bap))
+    init(bap)
+    charge = Payment.objects.get(purpose="charge")
+    reference = payments.reference_of(charge)
+
+    def webhook(event_id: str, kind: str, provider_type: str) -> None:
+        with bap.capture(execute=True):
+            payments.webhook_receive(WebhookEvent(
+                provider="fake", event_id=event_id, type=kind, provider_type=provider_type, reference=reference,
+                payment_id="pi_1", amount_minor=charge.requested_minor, currency="INR",
+            ))  # fmt: skip
+
+    webhook("evt_auth", AUTHORISED, "authorised")
+    order_id = confirm(bap)["message"]["order"]["id"]
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    with bap.capture(execute=False):  # billed; its capture task not run yet
+        cdr_store(network, cdr_of(booking, "CDR-1", session_id="S-1"))
+        cdr_process(Cdr.objects.get(cdr_id="CDR-1").pk)
+    webhook("evt_rel", RELEASED, "canceled")
+    with bap.capture(execute=True):
+        payments.payment_capture(charge.pk)
+    charge.refresh_from_db()
+    assert (charge.status, charge.captured_minor) == (Payment.Status.RELEASED, 0)
+
+    bap("status", {"order_id": order_id})
+    order = last(bap, "on_status")["message"]["order"]
+    owed = [Decimal(p["params"]["amount"]) for p in order["payments"] if p["status"] == "NOT-PAID"]
+    assert sum(owed) == Decimal(order["quote"]["price"]["value"]) == BILL
