@@ -158,6 +158,12 @@ class TokenAdmin(admin.ModelAdmin):
     actions = ["block", "unblock", "invalidate"]
     list_select_related = ("driver",)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Token | None = None) -> tuple[str, ...]:
+        # A token's identity at the CPOs is its (uid, type): changed here, only the new one was pushed and the old
+        # stayed valid at every CPO (mod_tokens has no DELETE; a whitelisting CPO never asks us). A new identity
+        # is a new token; the old one is invalidated (pushed as not valid).
+        return ("last_updated", "uid", "type") if obj is not None else ("last_updated",)
+
     def save_model(self, request: HttpRequest, obj: Token, form: Any, change: bool) -> None:
         obj.last_updated = timezone.now()
         super().save_model(request, obj, form, change)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -56,6 +57,14 @@ class TokenQuerySet(models.QuerySet["Token"]):
         return qs.filter(type=token_type) if token_type else qs
 
 
+# mod_tokens: uid, contract_id and group_id are CiString(36), "only printable ASCII allowed" (types.asciidoc); no
+# space at either end (ids are compared stripped). A console edit had pushed a uid "Ä€ b/x" to every CPO.
+ocpi_ci_string = RegexValidator(
+    r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\Z",
+    "Only printable ASCII, with no space at either end (OCPI CiString).",
+)
+
+
 class Token(models.Model):
     """One of our OCPI Tokens (mod_tokens §"Token object"). Unique by (uid, type)."""
 
@@ -79,13 +88,13 @@ class Token(models.Model):
         NOT_ALLOWED = "NOT_ALLOWED"
 
     driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="tokens")
-    uid = models.CharField(max_length=36)
+    uid = models.CharField(max_length=36, validators=[ocpi_ci_string])
     uid_key = models.CharField(max_length=36, editable=False)
     type = models.CharField(max_length=12, choices=Type.choices, default=Type.RFID)
-    contract_id = models.CharField(max_length=36)
+    contract_id = models.CharField(max_length=36, validators=[ocpi_ci_string])
     visual_number = models.CharField(max_length=64, blank=True)
     issuer = models.CharField(max_length=64)
-    group_id = models.CharField(max_length=36, blank=True)
+    group_id = models.CharField(max_length=36, blank=True, validators=[ocpi_ci_string])
     valid = models.BooleanField(default=True)
     whitelist = models.CharField(max_length=16, choices=Whitelist.choices, default=Whitelist.ALLOWED)
     language = models.CharField(max_length=2, blank=True)

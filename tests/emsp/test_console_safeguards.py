@@ -89,6 +89,43 @@ def test_a_token_is_invalidated_not_deleted_and_every_cpo_hears_of_it(login: Cal
     assert push.payload["valid"] is False
 
 
+def token_form(client: Client, token: Token, **changes: str) -> dict[str, str]:
+    """The token's change form as the page sends it, with `changes`."""
+    form = client.get(reverse("admin:emsp_token_change", args=[token.pk])).context["adminform"].form
+    data = {k: str(v) for k, v in form.initial.items() if k in form.fields and v not in (None, False, [])}
+    return {**data, **changes, "_save": "Save"}
+
+
+def test_a_token_s_identity_at_the_cpos_is_not_changed_in_the_console(login: Callable[[str], Client]) -> None:
+    """uid and type are a token's identity at the CPOs: edited here, only the new one was pushed and the old one
+    stayed valid at every CPO (mod_tokens has no DELETE)."""
+    PartnerFactory()
+    admin = login("admin")
+    token = token_issue(driver=DriverFactory())
+    before = PushDelivery.objects.count()
+    data = token_form(admin, token, uid="NEWUID1", type="APP_USER", visual_number="card 7")
+    assert admin.post(reverse("admin:emsp_token_change", args=[token.pk]), data).status_code == 302
+    token.refresh_from_db()
+    assert (token.uid, token.type, token.visual_number) == (token.uid, Token.Type.RFID, "card 7")
+    assert {p.payload["uid"] for p in PushDelivery.objects.order_by("pk")[before:]} == {token.uid}
+
+
+@pytest.mark.parametrize("uid", ["Ä€ b", "TAB\tIN", "é"])
+def test_a_new_token_s_uid_is_printable_ascii(login: Callable[[str], Client], uid: str) -> None:
+    """mod_tokens: uid is a CiString(36), "only printable ASCII allowed": refused with a form error, never pushed."""
+    PartnerFactory()
+    admin = login("admin")
+    driver = DriverFactory()
+    page = admin.post(
+        reverse("admin:emsp_token_add"),
+        {"driver": driver.pk, "uid": uid, "type": "RFID", "contract_id": "IN-EMS-C1", "issuer": "Us",
+         "valid": "on", "whitelist": "ALLOWED", "_save": "Save"},
+    )  # fmt: skip
+    assert page.status_code == 200
+    assert "uid" in page.context["adminform"].form.errors
+    assert not Token.objects.filter(driver=driver).exists()
+
+
 def test_a_partner_we_roamed_with_is_not_deleted(login: Callable[[str], Client]) -> None:
     admin = login("admin")
     connected = PartnerFactory()
