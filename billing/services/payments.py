@@ -25,6 +25,7 @@ goes to the provider: a crash or a retry repeats the same key and never moves mo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -95,11 +96,24 @@ def reference_of(payment: Payment) -> str:
     return f"{REFERENCE_PREFIX}{payment.key}"
 
 
+# The keys of balance payments made before they were derived (`bill-<cdr pk>`): still found by their webhooks.
+_OLD_BILL_KEY = re.compile(r"bill-\d{1,27}")
+
+
 def _payment_of_reference(reference: str) -> Payment | None:
     key = reference.removeprefix(REFERENCE_PREFIX)
-    if not reference.startswith(REFERENCE_PREFIX) or len(key) != 32 or not key.isalnum():
+    if not reference.startswith(REFERENCE_PREFIX):
+        return None
+    if not (len(key) == 32 and key.isalnum()) and not _OLD_BILL_KEY.fullmatch(key):
         return None
     return Payment.objects.filter(key=key).first()
+
+
+def _derived_key(payment: Payment, what: str) -> str:
+    """A key of the same shape as a new payment's (32 hex), derived from another payment's random key and what the
+    new one is for: the same bill gets the same payment when billed again (get_or_create), and its webhooks find
+    it by reference (a `bill-<cdr>` key had matched none: the driver paid the page, the hold was never captured)."""
+    return hashlib.sha256(f"{payment.key}:{what}".encode()).hexdigest()[:32]
 
 
 # --- init and confirm ----------------------------------------------------------------------------------
@@ -481,7 +495,7 @@ def _bill_again(charge: Payment, receipt: DriverReceipt, payer: LedgerAccount, b
     if billed <= 0:
         return
     payment, created = Payment.objects.get_or_create(
-        key=f"bill-{receipt.cdr_id}",
+        key=_derived_key(charge, f"bill-{receipt.cdr_id}"),
         defaults={
             "booking": charge.booking,
             "driver": charge.driver,

@@ -364,6 +364,20 @@ def test_a_late_charge_after_the_providers_hold_was_released_gets_a_checkout(
     assert balance(f"driver:{collected.driver_id}:receivable") == BILL  # owed until the driver pays at the page
     assert_books_balance()
 
+    # The driver pays the page: the provider's authorisation names the payment by its reference (a `bill-<cdr>` key
+    # had matched no payment of ours: the hold was never captured).
+    with bap.capture(execute=True):
+        outcome = payments.webhook_receive(
+            WebhookEvent(
+                provider="fake", event_id="evt_balance", type=AUTHORISED, provider_type="authorised",
+                reference=payments.reference_of(collected), payment_id="pi_2", amount_minor=46327, currency="INR",
+            )
+        )  # fmt: skip
+    assert outcome != "no payment of ours"
+    collected.refresh_from_db()
+    assert (collected.status, collected.captured_minor) == (Payment.Status.CAPTURED, 46327)
+    assert balance(f"driver:{collected.driver_id}:receivable") == 0
+
 
 # --- (1) two CDRs of one charge processed at the same moment (PostgreSQL: two transactions at once) ---------------
 
