@@ -757,13 +757,19 @@ def payment_capture(payment_id: int) -> Payment:
     payment). Safe to run again and at once: see _execute."""
     payment = Payment.objects.get(pk=payment_id)
     if payment.status in (Payment.Status.RELEASED, Payment.Status.FAILED):
-        # The authorisation ended (expired, released by the provider) before the bill came: nothing to capture;
-        # the bill stays on the driver's receivable and the exceptions queue shows the failed capture.
-        payment.operations.filter(kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.PENDING).update(
-            status=PaymentOperation.Status.FAILED,
-            error=f"the authorisation was {payment.status.lower()} before the capture: the bill is uncollected",
-            finished_at=timezone.now(),
-        )
+        # The authorisation ended (expired, released by the provider) before the capture: nothing to capture. The
+        # exceptions queue shows the failed capture, and the bill is asked for again (_collect_after_lapse).
+        with transaction.atomic():
+            payment.operations.filter(
+                kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.PENDING
+            ).update(
+                status=PaymentOperation.Status.FAILED,
+                error=f"the authorisation was {payment.status.lower()} before the capture: the bill is asked for "
+                "with a balance payment",
+                finished_at=timezone.now(),
+            )
+            _collect_after_lapse(payment)
+        payment.refresh_from_db()
         return payment
     if payment.status != Payment.Status.AUTHORISED:
         # Settled meanwhile (captured, then maybe refunded): a capture still PENDING has nothing left to ask the
@@ -847,6 +853,41 @@ def _capture_rest_owed(payment: Payment, capture: PaymentOperation, above: int) 
     )
     _operation(payment, PaymentOperation.Kind.REFUND, above, key)
     run_after_commit("billing.tasks.refund_payment", key)
+
+
+def _collect_after_lapse(charge: Payment) -> None:
+    """A billed charge payment whose hold lapsed (or was released) before its capture: the bill is asked for with
+    a `balance` payment of its own and a hosted page the app gets with on_update, as a bill that came after the
+    release is (bill()). It had stayed on the driver's receivable with nothing asking for it, and a staff retry
+    of the failed capture could not collect it. Once per charge payment (its key derived from the charge's); the
+    charge payment then keeps no bill (it took nothing), so the order shows the bill owed once."""
+    locked = Payment.objects.select_for_update().get(pk=charge.pk)
+    if (
+        locked.purpose != "charge"
+        or locked.provider == "wallet"
+        or locked.collected_by != Payment.CollectedBy.BPP
+        or not locked.billed_minor
+    ):
+        return
+    owed = locked.billed_minor - locked.captured_minor
+    Payment.objects.filter(pk=locked.pk).update(billed_minor=None)
+    if owed <= 0:
+        return
+    payment, created = Payment.objects.get_or_create(
+        key=_derived_key(locked, "lapsed"),
+        defaults={
+            "booking": locked.booking,
+            "driver": locked.driver,
+            "bap_id": locked.bap_id,
+            "provider": locked.provider,
+            "currency": locked.currency,
+            "type": Payment.Type.POST_FULFILLMENT,
+            "purpose": "balance",
+            "billed_minor": owed,
+        },
+    )
+    if created:
+        run_after_commit("billing.tasks.open_balance_checkout", payment.pk)
 
 
 def balance_checkout(payment_id: int) -> Payment:

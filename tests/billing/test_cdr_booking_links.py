@@ -694,7 +694,7 @@ def test_a_credit_processed_while_its_original_is_waits_for_it_and_is_refunded(m
 
 
 @pytest.mark.we_collect
-def test_a_bill_whose_hold_lapsed_before_its_capture_is_still_shown_owed(
+def test_a_bill_whose_hold_lapsed_before_its_capture_is_asked_for_again_and_shown_owed_once(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
     fake: Fake,
@@ -733,6 +733,16 @@ def test_a_bill_whose_hold_lapsed_before_its_capture_is_still_shown_owed(
         payments.payment_capture(charge.pk)
     charge.refresh_from_db()
     assert (charge.status, charge.captured_minor) == (Payment.Status.RELEASED, 0)
+    # The bill is asked for again: a balance payment and its page (it had stayed on the driver's account with
+    # nothing asking for it). A staff retry of the failed capture asks nothing more.
+    (collected,) = Payment.objects.filter(booking=booking, purpose="balance")
+    assert (collected.billed_minor, collected.status) == (46327, Payment.Status.PENDING)
+    assert collected.checkout_id == "cs_1" and collected.url
+    capture = charge.operations.get(kind="capture")
+    assert capture.status == "FAILED"
+    with bap.capture(execute=True):
+        payments.operation_retry(operation=capture)
+    assert Payment.objects.filter(booking=booking, purpose="balance").count() == 1
 
     bap("status", {"order_id": order_id})
     order = last(bap, "on_status")["message"]["order"]
