@@ -12,6 +12,17 @@ UNSET_HINT = (
 )
 
 
+# Management commands that only write or compare schema files: they serve nothing, call no partner and read no
+# secret, so production's refusal doesn't stop them (`manage.py makemigrations --check` on a machine without
+# DJANGO_ENV, as CI's and an operator's checks run it).
+OFFLINE_COMMANDS = frozenset({"makemigrations"})
+
+
+def offline_command(argv: list[str]) -> bool:
+    """Is this process `manage.py <one of OFFLINE_COMMANDS>`?"""
+    return len(argv) > 1 and argv[0].endswith("manage.py") and argv[1] in OFFLINE_COMMANDS
+
+
 def production_problems(
     *,
     debug: bool,

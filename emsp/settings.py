@@ -7,6 +7,7 @@ a real broker are required, and it refuses to start without them (emsp/safe_defa
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -330,7 +331,7 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
 # --- Safe defaults: production refuses to start with DEBUG, a development secret key, a non-https public URL,
 # no real broker, no Redis, no host names or no encryption keys, naming each setting (emsp/safe_defaults.py).
-if PRODUCTION:
+if PRODUCTION and not safe_defaults.offline_command(sys.argv):
     _problems = safe_defaults.production_problems(
         debug=DEBUG,
         secret_key=SECRET_KEY,

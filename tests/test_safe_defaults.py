@@ -88,6 +88,27 @@ def test_it_starts_as_production_and_refuses_when_django_env_is_unset() -> None:
     assert "DJANGO_ENV is unset, so these are production settings" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "refused"), [(["makemigrations", "--check", "--dry-run"], False), (["check"], True)]
+)
+def test_only_schema_file_commands_run_on_unset_production_settings(command: list[str], refused: bool) -> None:
+    """`manage.py makemigrations --check` without DJANGO_ENV (an operator's or a check's) serves nothing and reads
+    no secret: it runs; anything else still refuses."""
+    env_file = REPO / ".env"
+    if env_file.exists() and "DJANGO_ENV" in env_file.read_text():
+        pytest.skip(".env sets DJANGO_ENV on this machine")
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=REPO,
+        env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": "", "DJANGO_SETTINGS_MODULE": "emsp.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode != 0) is refused, result.stderr[-2000:]
+    assert ("Refusing to start with unsafe production settings" in result.stderr) is refused
+
+
 def test_it_starts_as_production_with_safe_settings() -> None:
     env_file = REPO / ".env"
     if env_file.exists() and "DJANGO_ENV" in env_file.read_text():
