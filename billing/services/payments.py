@@ -116,6 +116,24 @@ def _derived_key(payment: Payment, what: str) -> str:
     return hashlib.sha256(f"{payment.key}:{what}".encode()).hexdigest()[:32]
 
 
+def _balance_payment(charge: Payment, what: str, billed: int) -> tuple[Payment, bool]:
+    """The `balance` payment for a bill the charge payment can't take (`what`: which one), made once: (it, made
+    now)."""
+    return Payment.objects.get_or_create(
+        key=_derived_key(charge, what),
+        defaults={
+            "booking": charge.booking,
+            "driver": charge.driver,
+            "bap_id": charge.bap_id,
+            "provider": charge.provider,
+            "currency": charge.currency,
+            "type": Payment.Type.POST_FULFILLMENT,
+            "purpose": "balance",
+            "billed_minor": billed,
+        },
+    )
+
+
 # --- init and confirm ----------------------------------------------------------------------------------
 
 
@@ -494,19 +512,7 @@ def _bill_again(charge: Payment, receipt: DriverReceipt, payer: LedgerAccount, b
     bill above its hold. What no payment takes stays on the driver's receivable."""
     if billed <= 0:
         return
-    payment, created = Payment.objects.get_or_create(
-        key=_derived_key(charge, f"bill-{receipt.cdr_id}"),
-        defaults={
-            "booking": charge.booking,
-            "driver": charge.driver,
-            "bap_id": charge.bap_id,
-            "provider": charge.provider,
-            "currency": charge.currency,
-            "type": Payment.Type.POST_FULFILLMENT,
-            "purpose": "balance",
-            "billed_minor": billed,
-        },
-    )
+    payment, created = _balance_payment(charge, f"bill-{receipt.cdr_id}", billed)
     if not created:
         return  # this CDR was billed already
     if charge.provider != "wallet":
@@ -819,17 +825,9 @@ def payment_capture(payment_id: int) -> Payment:
         if above > 0:
             _capture_rest_owed(payment, operation, above)
         if payment.purpose == "charge" and (payment.billed_minor or 0) > operation.amount_minor:
-            rest = Payment.objects.create(
-                booking=payment.booking,
-                driver=payment.driver,
-                bap_id=payment.bap_id,
-                provider=payment.provider,
-                currency=payment.currency,
-                type=Payment.Type.POST_FULFILLMENT,
-                purpose="balance",
-                billed_minor=(payment.billed_minor or 0) - operation.amount_minor,
-            )
-            run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
+            rest, made = _balance_payment(payment, "rest", (payment.billed_minor or 0) - operation.amount_minor)
+            if made:
+                run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
         _tell_app(payment)
 
     _execute(operation, call, book)
@@ -873,19 +871,7 @@ def _collect_after_lapse(charge: Payment) -> None:
     Payment.objects.filter(pk=locked.pk).update(billed_minor=None)
     if owed <= 0:
         return
-    payment, created = Payment.objects.get_or_create(
-        key=_derived_key(locked, "lapsed"),
-        defaults={
-            "booking": locked.booking,
-            "driver": locked.driver,
-            "bap_id": locked.bap_id,
-            "provider": locked.provider,
-            "currency": locked.currency,
-            "type": Payment.Type.POST_FULFILLMENT,
-            "purpose": "balance",
-            "billed_minor": owed,
-        },
-    )
+    payment, created = _balance_payment(locked, "lapsed", owed)
     if created:
         run_after_commit("billing.tasks.open_balance_checkout", payment.pk)
 
