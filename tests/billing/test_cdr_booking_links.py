@@ -328,6 +328,46 @@ def test_a_late_charge_after_the_wallet_hold_was_released_is_taken_from_the_wall
     assert_books_balance()
 
 
+def pages_at_the_provider(fake: Fake, settings: Any) -> None:
+    """Payments at the stand-in provider, each checkout a numbered page (its call recorded)."""
+    settings.PAYMENT_GATEWAYS = {"*": "fake"}
+
+    def checkout(**kw: Any) -> Checkout:
+        fake.calls.append(("checkout", kw))
+        return Checkout(checkout_id=f"cs_{len(fake.calls)}", url=f"https://pay.example/cs_{len(fake.calls)}")
+
+    fake.checkout = checkout  # type: ignore[attr-defined]
+
+
+def provider_says(
+    bap: Any,  # noqa: F811
+    payment: Payment,
+    event_id: str,
+    kind: str,
+    *,
+    payment_id: str = "pi_1",
+    amount_minor: int | None = None,
+) -> str:
+    """The provider's webhook `kind` (AUTHORISED, RELEASED…) for `payment`, named by its reference."""
+    with bap.capture(execute=True):
+        return payments.webhook_receive(
+            WebhookEvent(
+                provider="fake", event_id=event_id, type=kind, provider_type=kind.lower(),
+                reference=payments.reference_of(payment), payment_id=payment_id,
+                amount_minor=payment.requested_minor if amount_minor is None else amount_minor, currency="INR",
+            )
+        )  # fmt: skip
+
+
+def authorised_charge(bap: Any) -> Payment:  # noqa: F811
+    """An order selected and initialised, its charge payment authorised at the provider."""
+    select(bap, item_of(bap))
+    init(bap)
+    charge = Payment.objects.get(purpose="charge")
+    provider_says(bap, charge, "evt_auth", AUTHORISED)
+    return charge
+
+
 @pytest.mark.we_collect
 def test_a_late_charge_after_the_providers_hold_was_released_gets_a_checkout(
     bap: Any,  # noqa: F811
@@ -336,24 +376,8 @@ def test_a_late_charge_after_the_providers_hold_was_released_gets_a_checkout(
     fake: Fake,
     settings: Any,
 ) -> None:
-    settings.PAYMENT_GATEWAYS = {"*": "fake"}
-
-    def checkout(**kw: Any) -> Checkout:
-        fake.calls.append(("checkout", kw))
-        return Checkout(checkout_id=f"cs_{len(fake.calls)}", url=f"https://pay.example/cs_{len(fake.calls)}")
-
-    fake.checkout = checkout  # type: ignore[attr-defined]
-    select(bap, item_of(bap))
-    init(bap)
-    charge = Payment.objects.get(purpose="charge")
-    with bap.capture(execute=True):
-        payments.webhook_receive(
-            WebhookEvent(
-                provider="fake", event_id="evt_auth", type=AUTHORISED, provider_type="authorised",
-                reference=payments.reference_of(charge), payment_id="pi_1", amount_minor=charge.requested_minor,
-                currency="INR",
-            )
-        )  # fmt: skip
+    pages_at_the_provider(fake, settings)
+    authorised_charge(bap)
     booking = lost_start_cancelled(bap, peer, confirm(bap)["message"]["order"]["id"])
     assert [name for name, _ in fake.calls] == ["checkout", "release"]
     late_charge(bap, network, booking)
@@ -366,13 +390,7 @@ def test_a_late_charge_after_the_providers_hold_was_released_gets_a_checkout(
 
     # The driver pays the page: the provider's authorisation names the payment by its reference (a `bill-<cdr>` key
     # had matched no payment of ours: the hold was never captured).
-    with bap.capture(execute=True):
-        outcome = payments.webhook_receive(
-            WebhookEvent(
-                provider="fake", event_id="evt_balance", type=AUTHORISED, provider_type="authorised",
-                reference=payments.reference_of(collected), payment_id="pi_2", amount_minor=46327, currency="INR",
-            )
-        )  # fmt: skip
+    outcome = provider_says(bap, collected, "evt_balance", AUTHORISED, payment_id="pi_2", amount_minor=46327)
     assert outcome != "no payment of ours"
     collected.refresh_from_db()
     assert (collected.status, collected.captured_minor) == (Payment.Status.CAPTURED, 46327)
@@ -624,24 +642,8 @@ def test_a_late_bill_after_the_hold_was_released_is_shown_owed_once(
 ) -> None:
     """The released charge payment took nothing: shown at what it captured (0), the bill on its balance payment
     only. Before, both showed the whole bill NOT-PAID: the app read the driver as owing it twice."""
-    settings.PAYMENT_GATEWAYS = {"*": "fake"}
-
-    def checkout(**kw: Any) -> Checkout:
-        fake.calls.append(("checkout", kw))
-        return Checkout(checkout_id=f"cs_{len(fake.calls)}", url=f"https://pay.example/cs_{len(fake.calls)}")
-
-    fake.checkout = checkout  # type: ignore[attr-defined]
-    select(bap, item_of(bap))
-    init(bap)
-    charge = Payment.objects.get(purpose="charge")
-    with bap.capture(execute=True):
-        payments.webhook_receive(
-            WebhookEvent(
-                provider="fake", event_id="evt_auth", type=AUTHORISED, provider_type="authorised",
-                reference=payments.reference_of(charge), payment_id="pi_1", amount_minor=charge.requested_minor,
-                currency="INR",
-            )
-        )  # fmt: skip
+    pages_at_the_provider(fake, settings)
+    charge = authorised_charge(bap)
     booking = lost_start_cancelled(bap, peer, confirm(bap)["message"]["order"]["id"])
     late_charge(bap, network, booking)
 
@@ -701,25 +703,12 @@ def test_a_bill_whose_hold_lapsed_before_its_capture_is_asked_for_again_and_show
     settings: Any,
 ) -> None:
     """The CDR billed the charge payment; its authorisation lapsed at the provider before the capture ran (the
-    capture fails, the bill stays on the driver's account). The order shows the bill owed, not 0.00: a released
-    payment shows what it took only when it was released before it carried a bill."""
+    capture fails). The bill is asked for again with a balance payment, and the order shows it owed once."""
     from billing.payments.gateway import RELEASED
 
     settings.PAYMENT_GATEWAYS = {"*": "fake"}
     fake.checkout = lambda **kw: Checkout(checkout_id="cs_1", url="https://pay.example/cs_1")  # type: ignore[method-assign]
-    select(bap, item_of(bap))
-    init(bap)
-    charge = Payment.objects.get(purpose="charge")
-    reference = payments.reference_of(charge)
-
-    def webhook(event_id: str, kind: str, provider_type: str) -> None:
-        with bap.capture(execute=True):
-            payments.webhook_receive(WebhookEvent(
-                provider="fake", event_id=event_id, type=kind, provider_type=provider_type, reference=reference,
-                payment_id="pi_1", amount_minor=charge.requested_minor, currency="INR",
-            ))  # fmt: skip
-
-    webhook("evt_auth", AUTHORISED, "authorised")
+    charge = authorised_charge(bap)
     order_id = confirm(bap)["message"]["order"]["id"]
     start(bap, order_id)
     booking = Booking.objects.get(order_id=order_id)
@@ -728,7 +717,7 @@ def test_a_bill_whose_hold_lapsed_before_its_capture_is_asked_for_again_and_show
     with bap.capture(execute=False):  # billed; its capture task not run yet
         cdr_store(network, cdr_of(booking, "CDR-1", session_id="S-1"))
         cdr_process(Cdr.objects.get(cdr_id="CDR-1").pk)
-    webhook("evt_rel", RELEASED, "canceled")
+    provider_says(bap, charge, "evt_rel", RELEASED)
     with bap.capture(execute=True):
         payments.payment_capture(charge.pk)
     charge.refresh_from_db()
