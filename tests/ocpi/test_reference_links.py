@@ -33,6 +33,16 @@ def session(party_id: str, session_id: str, reference: str, evse: Any) -> dict[s
     }  # fmt: skip
 
 
+def put_session(client: OcpiTestClient, party_id: str, session_id: str, reference: str, evse: Any) -> int:
+    """A party behind the hub PUTs its session; the OCPI status code it is answered with."""
+    answer = client.put(
+        f"/ocpi/emsp/2.2.1/sessions/IN/{party_id}/{session_id}",
+        session(party_id, session_id, reference, evse),
+        headers=from_party("IN", party_id),
+    )
+    return int(answer.json()["status_code"])
+
+
 def started_at_cpb(peer: FakePeer, hub: Partner) -> tuple[Command, Any]:
     """A START_SESSION we sent to IN*CPB behind the hub (IN*CPA is behind it too)."""
     peer.route("POST", f"{HUB}/commands/START_SESSION", (200, envelope({"result": "ACCEPTED", "timeout": 30})))
@@ -48,12 +58,7 @@ def test_one_party_s_cdr_does_not_bill_another_party_s_charge_behind_the_same_hu
 ) -> None:
     start, evse_b = started_at_cpb(peer, hub)
     client = OcpiTestClient(HUB_TOKEN)
-    put = client.put(
-        "/ocpi/emsp/2.2.1/sessions/IN/CPB/S-B",
-        session("CPB", "S-B", start.authorization_reference, evse_b),
-        headers=from_party("IN", "CPB"),
-    )
-    assert put.json()["status_code"] == 1000
+    assert put_session(client, "CPB", "S-B", start.authorization_reference, evse_b) == 1000
     base = {k: v for k, v in spec_example("cdr_example.json").items() if k != "session_id"}
     claimed = {**base, "country_code": "IN", "party_id": "CPA", "id": "CDR-A", "cdr_token": OURS,
                "authorization_reference": start.authorization_reference}  # fmt: skip
@@ -65,13 +70,7 @@ def test_one_party_s_cdr_does_not_bill_another_party_s_charge_behind_the_same_hu
 def test_one_party_s_session_does_not_take_another_party_s_start(peer: FakePeer, hub: Partner) -> None:
     start, _ = started_at_cpb(peer, hub)
     evse_a = evse_of(hub, "IN", "CPA", "LOC-A")
-    client = OcpiTestClient(HUB_TOKEN)
-    put = client.put(
-        "/ocpi/emsp/2.2.1/sessions/IN/CPA/S-A",
-        session("CPA", "S-A", start.authorization_reference, evse_a),
-        headers=from_party("IN", "CPA"),
-    )
-    assert put.json()["status_code"] == 1000
+    assert put_session(OcpiTestClient(HUB_TOKEN), "CPA", "S-A", start.authorization_reference, evse_a) == 1000
     start.refresh_from_db()
     assert start.session_id is None
 
@@ -79,12 +78,7 @@ def test_one_party_s_session_does_not_take_another_party_s_start(peer: FakePeer,
 def test_the_start_s_own_party_still_finds_it(peer: FakePeer, hub: Partner) -> None:
     start, evse_b = started_at_cpb(peer, hub)
     client = OcpiTestClient(HUB_TOKEN)
-    put = client.put(
-        "/ocpi/emsp/2.2.1/sessions/IN/CPB/S-B",
-        session("CPB", "S-B", start.authorization_reference, evse_b),
-        headers=from_party("IN", "CPB"),
-    )
-    assert put.json()["status_code"] == 1000
+    assert put_session(client, "CPB", "S-B", start.authorization_reference, evse_b) == 1000
     start.refresh_from_db()
     assert start.session is not None and start.session.session_id == "S-B"
 
