@@ -14,7 +14,8 @@ When we collect through a provider:
    is captured up to the hold and the rest is asked for with a new checkout (a `balance` payment) — we never
    take more than the driver authorised;
 5. a cancel before charging releases the hold (our cancellation terms charge no fee); a credit (a CPO's credit
-   CDR, or one granted in a dispute) is refunded through the provider.
+   CDR, or one granted in a dispute) is taken off a balance still asked for (its page replaced by one for the
+   rest), else refunded through the provider.
 
 Prepaid wallet: confirm holds the quote plus margin on the wallet (refused if the balance less what is already
 held would go below the driver's `wallet_limit`); the bill is taken from the wallet in the CDR's transaction.
@@ -45,6 +46,7 @@ from billing.models import (
     Dispute,
     DriverReceipt,
     LedgerAccount,
+    LedgerEntry,
     LedgerLine,
     PartnerTerms,
     Payment,
@@ -117,8 +119,8 @@ def _derived_key(payment: Payment, what: str) -> str:
 
 
 def _balance_payment(charge: Payment, what: str, billed: int) -> tuple[Payment, bool]:
-    """The `balance` payment for a bill the charge payment can't take (`what`: which one), made once: (it, made
-    now)."""
+    """The `balance` payment for a bill the charge payment can't take (`what`: which one), or for what is left of
+    a balance payment a credit lowered (`charge` is then that one, `what` LOWERED), made once: (it, made now)."""
     return Payment.objects.get_or_create(
         key=_derived_key(charge, what),
         defaults={
@@ -132,6 +134,49 @@ def _balance_payment(charge: Payment, what: str, billed: int) -> tuple[Payment, 
             "billed_minor": billed,
         },
     )
+
+
+# A balance payment a credit lowered is replaced by one of this `what` (_balance_lowered): the payments that
+# replaced a page one after another are found from it by their keys (_last_lowered).
+LOWERED = "lowered"
+
+
+def _last_lowered(payment: Payment) -> Payment | None:
+    """The last of the balance payments that replaced `payment`'s page one after another (each a credit lowering
+    the one before), or None."""
+    last, current = None, payment
+    for _ in range(100):  # one a credit: far more than a charge ever has
+        following = Payment.objects.filter(key=_derived_key(current, LOWERED)).first()
+        if following is None:
+            break
+        last = current = following
+    return last
+
+
+def _still_asking(payment: Payment) -> bool:
+    """A balance payment whose page asks the driver for its bill and has taken nothing: pending, or failed at its
+    page (a declined card: the driver may still pay it)."""
+    return (
+        payment.status in (Payment.Status.PENDING, Payment.Status.FAILED)
+        and payment.authorised_minor == 0
+        and (payment.billed_minor or 0) > 0
+    )
+
+
+def _withdrawn_page(payment: Payment) -> bool:
+    """A balance payment a credit lowered or cancelled, or whose bill a page it replaced took (_withdraw): released
+    with nothing ever held. Its page can't be closed at the provider, so the driver may still pay it."""
+    return payment.purpose == "balance" and payment.status == Payment.Status.RELEASED and payment.authorised_minor == 0
+
+
+def _withdraw(payment: Payment, why: str) -> None:
+    """The payment asks for nothing any more: released with nothing taken, no bill and no page shown to the app
+    (the provider's page stays open until it expires: paid all the same, see _balance_taken_over)."""
+    Payment.objects.filter(pk=payment.pk).update(
+        status=Payment.Status.RELEASED, billed_minor=0, url="", failure=why[:300]
+    )
+    payment.status, payment.billed_minor, payment.url, payment.failure = Payment.Status.RELEASED, 0, "", why[:300]
+    _tell_app(payment)
 
 
 # --- init and confirm ----------------------------------------------------------------------------------
@@ -409,7 +454,8 @@ def _apply(event: gateways.WebhookEvent) -> str:
         # not the payment we hold, which stays as it is.
         return f"ignored: about {event.payment_id}, not the payment held ({payment.provider_payment_id})"
     if event.type == gateways.AUTHORISED:
-        if payment.status not in (Payment.Status.PENDING, Payment.Status.FAILED):
+        withdrawn = _withdrawn_page(payment)
+        if payment.status not in (Payment.Status.PENDING, Payment.Status.FAILED) and not withdrawn:
             return f"already {payment.status}"
         if event.amount_minor <= 0:
             return "ignored: authorised nothing"
@@ -423,8 +469,10 @@ def _apply(event: gateways.WebhookEvent) -> str:
         payment.failure = ""
         payment.save()
         postings.authorisation(payment, event.amount_minor)
+        if withdrawn:
+            _balance_taken_over(payment)
         _tell_app(payment)
-        if payment.purpose == "balance":  # the rest of a bill: take it now
+        if payment.purpose == "balance":  # the rest of a bill (of a withdrawn page: what it took over): take it now
             _queue_capture(payment)
         elif payment.booking_id and ended_without_charge(payment.booking):
             # Authorised after the booking ended (a cancel, a no-show, a start that failed): nothing will be billed
@@ -445,6 +493,28 @@ def _apply(event: gateways.WebhookEvent) -> str:
         return "released"
     # Captures and refunds are ours: their operations booked them when the provider answered.
     return f"noted ({event.type})"
+
+
+def _balance_taken_over(payment: Payment) -> None:
+    """A withdrawn balance page the driver paid all the same (a credit lowered it while the driver was paying, or
+    the driver paid the old link): it takes the bill its last replacement still asks for, and that one is
+    withdrawn in turn, so the driver pays once and what the page held above the bill is released at the capture
+    (or refunded, where the provider captures whole holds). A replacement already paid leaves it nothing: it is
+    released (_queue_capture of no bill). Locks only forward along the chain, as a replacement's own webhook never
+    looks back: the two can't wait on each other. A replacement a credit withdrew while this waited for its lock
+    has a replacement of its own, which is looked at next."""
+    current = payment
+    while (last := _last_lowered(current)) is not None:
+        last = Payment.objects.select_for_update().get(pk=last.pk)
+        if _still_asking(last):
+            if payment.authorised_minor >= (last.billed_minor or 0):
+                Payment.objects.filter(pk=payment.pk).update(billed_minor=last.billed_minor)
+                payment.billed_minor = last.billed_minor
+                _withdraw(last, f"paid at {reference_of(payment)}, a page this one replaced")
+            return
+        if not _withdrawn_page(last):
+            return  # paid (or being paid) at its own page
+        current = last
 
 
 def _tell_app(payment: Payment) -> None:
@@ -973,10 +1043,11 @@ def refund_due(
     *, payment: Payment | None, amount: Decimal, reference: str, driver_id: int | None, currency: str = ""
 ) -> None:
     """A credit the driver is owed (booked on refunds:pending, in `currency`) paid back the way the driver paid:
-    refunded at the provider over the booking's captured payments (the charge, then a balance), credited to the
-    wallet, or taken off what the collecting app owes us. What no payment can carry back — no payment of ours
-    (an RFID charge invoiced to the account), or more than was captured — is credited to the driver's
-    account (their receivable)."""
+    taken off what the booking's balance payments still ask at the provider (_balance_asks_lowered), refunded at
+    the provider over the booking's captured payments (the charge, then a balance), credited to the wallet, or
+    taken off what the collecting app owes us. What lowers a page, and what no payment can carry back — no
+    payment of ours (an RFID charge invoiced to the account), or more than was captured — is credited to the
+    driver's account (their receivable)."""
     currency = payment.currency if payment is not None else currency
     if payment is not None and payment.provider == "wallet":
         _refund_to(accounts.driver_wallet(payment.driver_id, currency), amount, reference)
@@ -986,6 +1057,8 @@ def refund_due(
         _refund_to(accounts.bap_receivable(payment.bap_id, currency), amount, reference)
         return
     rest = to_minor(amount, currency)
+    lowered = _balance_asks_lowered(payment, rest, reference) if payment is not None else 0
+    rest -= lowered
     if payment is not None:
         booking_payments = (
             Payment.objects.filter(booking=payment.booking, status__in=REFUNDABLE).order_by("pk")
@@ -1011,11 +1084,66 @@ def refund_due(
             _operation(each, PaymentOperation.Kind.REFUND, share, key)
             run_after_commit("billing.tasks.refund_payment", key)
             rest -= share
+    rest += lowered  # off the bill still asked for: off what the driver owes
     if rest > 0:
         owner = driver_id if driver_id is not None else (payment.driver_id if payment is not None else None)
         if owner is None:
             return  # stays on refunds:pending: the exceptions queue shows it
         _refund_to(accounts.driver_receivable(owner, currency), from_minor(rest, currency), reference, suffix="account")
+
+
+def _balance_asks_lowered(charge: Payment, credit_minor: int, reference: str) -> int:
+    """What of a credit (minor units) is taken off the bills the booking's unpaid balance payments still ask at
+    the provider, before any refund: the driver is never asked for what a credit already gave back (it had gone to
+    their account while the page asked the whole bill: paid, then owed back by hand). The first asks first; one
+    the credit covers asks nothing more, else it asks the rest on a new page (_balance_lowered). One that failed
+    at its page (a declined card, an expired page, a refused checkout) opens no new page: its bill is lowered
+    where it is, so a page the driver still pays (a declined card tried again) takes no more than is owed. Rows
+    locked and read again: a page whose authorisation committed first is refunded over instead (refund_due). A
+    credit processed again finds its share booked to the driver's account (the same transaction) and lowers
+    nothing."""
+    if not charge.booking_id or LedgerEntry.objects.filter(idempotency_key=f"{reference}:refund:account").exists():
+        return 0
+    asking = (
+        Payment.objects.select_for_update()
+        .filter(
+            booking_id=charge.booking_id,
+            purpose="balance",
+            status__in=(Payment.Status.PENDING, Payment.Status.FAILED),
+            authorised_minor=0,
+        )
+        .exclude(provider__in=("wallet", "bap"))
+        .order_by("pk")
+    )
+    lowered = 0
+    for payment in asking:
+        less = min(credit_minor - lowered, payment.billed_minor or 0)
+        if less <= 0:
+            continue
+        if payment.status == Payment.Status.FAILED:
+            Payment.objects.filter(pk=payment.pk).update(billed_minor=F("billed_minor") - less)
+            _tell_app(payment)
+        else:
+            _balance_lowered(payment, (payment.billed_minor or 0) - less, reference)
+        lowered += less
+        if lowered >= credit_minor:
+            break
+    return lowered
+
+
+def _balance_lowered(payment: Payment, owed: int, reference: str) -> None:
+    """An unpaid balance payment lowered by a credit to `owed`. Its page can't be changed or closed at the
+    provider (the port has no such call, and the driver may be paying it at this very moment), so the payment is
+    withdrawn (_withdraw) and the rest, if any, is asked with a payment of its own and a new page, its key derived
+    from this one's (made once; its webhooks find it by its own reference). The old page paid all the same takes
+    the bill over, or is released (_balance_taken_over): the driver pays once, no more than is owed."""
+    if owed <= 0:
+        _withdraw(payment, f"cancelled: the credit {reference} covers its bill")
+        return
+    replacement, made = _balance_payment(payment, LOWERED, owed)
+    _withdraw(payment, f"lowered by the credit {reference}: the rest is asked at {reference_of(replacement)}")
+    if made:
+        run_after_commit("billing.tasks.open_balance_checkout", replacement.pk)
 
 
 def _refund_to(account: LedgerAccount, amount: Decimal, reference: str, suffix: str = "") -> None:
