@@ -6,16 +6,20 @@ message_id. These are handlers of the domain's events (emsp/events.py), subscrib
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
+
+from django.conf import settings
 
 from beckn import callbacks
 from beckn.catalogue import alternatives, alternatives_tags
+from beckn.errors import FULFILMENT_AGENT_UNAVAILABLE
 from beckn.handlers import START_TIMEOUT, send_alternatives, start_timed_out
-from beckn.models import BecknMessage, BecknTransaction
-from beckn.rendering import cancellation_terms, charger_answer, order_block
+from beckn.models import BecknCallback, BecknMessage, BecknTransaction
+from beckn.rendering import cancellation_terms, charger_answer, order_block, stop_answer
 from emsp import events
-from emsp.models import Booking, Command
-from emsp.services import bookings
+from emsp.models import Booking, ChargingSession, Command
+from emsp.services import booking_checks, bookings
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,14 @@ def _txn(booking: Booking) -> BecknTransaction | None:
     return BecknTransaction.objects.filter(booking=booking).first()
 
 
-def _send(txn: BecknTransaction, action: str, message: dict[str, Any], error: dict[str, str] | None = None) -> None:
-    context = callbacks.callback_context(None, action, txn=txn)
+def _send(
+    txn: BecknTransaction,
+    action: str,
+    message: dict[str, Any],
+    error: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> None:
+    context = callbacks.callback_context(None, action, txn=txn, message_id=message_id)
     callbacks.enqueue(action=action, context=context, message=message, error=error, txn=txn)
 
 
@@ -76,21 +86,64 @@ def command_finished(event: events.CommandFinished) -> None:
 
 
 def _stop_finished(command: Command, booking: Booking) -> None:
-    """A stop the app asked for by `update` that failed after its on_update had gone without the outcome: the
-    command's own queued task (emsp.tasks.command_send) had sent it first, and the CPO refused it or did not
-    answer. The booking stays STOPPING, and the booking checks send the stop once more; the app is told, or the
-    driver takes the charge for stopping while it goes on. While the update is unanswered (RECEIVED), its
-    on_update tells it; a stop no update sent (asked before the session was reported, or the booking checks'
-    second one) is not told, as before."""
+    """A STOP_SESSION the CPO refused or did not answer, while the charge goes on: the app is told (on_status
+    with the error), or the driver takes the charge for stopping, or stopped, while it goes on and is billed.
+    Whoever sent it: an `update` answered before the outcome (the command's own queued task sent it first), a
+    stop asked for before the CPO reported the session (by `update` or `cancel`, sent when it is reported), the
+    booking checks' second one, or the stop of a late session on an order that had ended. While the update that
+    sent it is unanswered (RECEIVED), its on_update tells it. Once per command: a TIMEOUT is finished again by a
+    late CommandResult."""
     if command.status not in (Command.Status.FAILED, Command.Status.TIMEOUT):
         return
-    if not BecknMessage.objects.filter(command=command, status=BecknMessage.Status.PROCESSED).exists():
+    if BecknMessage.objects.filter(command=command, status=BecknMessage.Status.RECEIVED).exists():
         return
+    ended = (ChargingSession.Status.COMPLETED, ChargingSession.Status.INVALID)
+    if not ChargingSession.objects.filter(pk=command.session_id).exclude(status__in=ended).exists():
+        return  # the charge ended meanwhile (the charger stopped it, the driver unplugged): nothing goes on
     txn = _txn(booking)
-    if txn is not None:
-        booking.refresh_from_db()
-        error = {"code": "40006", "message": f"Charging could not be stopped yet: {charger_answer(command)}"}
-        _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error)
+    if txn is None:
+        return
+    told = _stop_told_id(command)
+    if BecknCallback.objects.filter(transaction=txn, action="on_status", message_id=told).exists():
+        return
+    booking.refresh_from_db()
+    message = _stop_not_done(command, booking)
+    if message:
+        error = {"code": FULFILMENT_AGENT_UNAVAILABLE, "message": message}
+        _send(txn, "on_status", {"order": order_block(booking, txn)}, error=error, message_id=told)
+
+
+def _stop_not_done(command: Command, booking: Booking) -> str:
+    """What the driver must hear of a stop not done, or "" (the booking has moved on). A STOPPING booking's stop
+    is sent once more by the booking checks, the last one not. A late session of an order that had ended
+    (bookings._late_session: its start's answer lost, then the driver cancelled) is said in words of its own, in
+    an on_status too: the app heard the order end, a second on_cancel would read as a second cancellation and an
+    unsolicited on_update carries the bill."""
+    answer = stop_answer(command)
+    if booking.state == Booking.State.STOPPING:
+        if booking_checks.stop_tried_again(booking):
+            return f"Charging could not be stopped yet: {answer}; we are asking the charger again"
+        return (
+            f"Charging could not be stopped yet: {answer}; please stop it at the charger or unplug the vehicle, "
+            "as what it charges until then is billed to you"
+        )
+    if booking.state in bookings.ENDED_STATES:
+        return (
+            f"The order had ended, but a charge began on it that could not be stopped ({answer}): please unplug "
+            "the vehicle, as what it charges is billed to you"
+        )
+    return ""
+
+
+# The on_status that tells of a failed stop has a message_id derived from the command: its outbox row is the
+# record that it was told, so a second CommandFinished for the command (a TIMEOUT, then the late CommandResult;
+# a handler run again) finds it and tells nothing more. Each is published with the command's row locked
+# (commands.py), so the second waits for the first to commit.
+STOP_TOLD_NAMESPACE = uuid.UUID("6b1d3c0e-5f7a-4c28-9e41-2a8d7f05b3c9")
+
+
+def _stop_told_id(command: Command) -> str:
+    return str(uuid.uuid5(STOP_TOLD_NAMESPACE, f"{settings.BECKN_SUBSCRIBER_ID}/stop-not-done/{command.uid}"))
 
 
 def _order_update(booking: Booking) -> None:

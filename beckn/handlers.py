@@ -82,6 +82,7 @@ from beckn.rendering import (
     payment_amount,
     payment_block,
     quote_block,
+    stop_answer,
 )
 from billing.models import Payment, Quote
 from billing.payments.gateway import GatewayError
@@ -818,17 +819,21 @@ def _command_outcome(command: Command, booking: Booking) -> None:
     start with other operators' chargers nearby); nothing for one on its way or carried out. The booking stays
     as the command left it: STARTING on a refused start (the app may start again, a cancel ends it at once:
     bookings.start_refused), STOPPING on a stop the booking checks send again."""
-    if command.status != Command.Status.FAILED or start_timed_out(command):
+    if command.type == Command.Type.START_SESSION and start_timed_out(command):
+        return  # no refusal: the answer carries the order, and START_TIMEOUT
+    # A stop is told whether refused or not answered (our sweep's TIMEOUT, the CPO's CommandResult TIMEOUT): the
+    # charge goes on either way (start_timed_out had read a stop's timeout as a start's, and the answer said nothing).
+    if command.status not in (Command.Status.FAILED, Command.Status.TIMEOUT):
         return
     path = "message.order.fulfillments[0].state"
     breaker = breakers.refusing(booking.evse.location.partner, "commands")
     if breaker is not None and command.type == Command.Type.START_SESSION:
         raise _cpo_down_error(booking.evse, booking.connector_id, path, breakers.describe(breaker) + ".")
-    raise BecknRequestError(
-        FULFILMENT_AGENT_UNAVAILABLE,
-        path,
-        breakers.describe(breaker) if breaker is not None else charger_answer(command),
-    )
+    if breaker is not None:
+        answer = breakers.describe(breaker)
+    else:
+        answer = charger_answer(command) if command.type == Command.Type.START_SESSION else stop_answer(command)
+    raise BecknRequestError(FULFILMENT_AGENT_UNAVAILABLE, path, answer)
 
 
 def on_status(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:

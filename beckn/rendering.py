@@ -581,3 +581,15 @@ def charger_answer(command: Command) -> str:
         return NOT_ALLOWED_TO_CHARGE
     word = command.result_type or command.response_result
     return _CHARGER_ANSWERS.get(word, "the charger's operator could not be reached; please try again shortly")
+
+
+_TRY_AGAIN = "; please try again shortly"  # how charger_answer ends for a CPO not reached
+
+
+def stop_answer(command: Command) -> str:
+    """What became of a stop not done, for the driver: a timeout as such, and not "please try again"
+    (charger_answer's word for a CPO not reached), which a stop under way can't be (a second one is refused:
+    50002)."""
+    if command.status == Command.Status.TIMEOUT or command.result_type == "TIMEOUT":
+        return "the charger did not confirm the stop in time"
+    return charger_answer(command).removesuffix(_TRY_AGAIN)

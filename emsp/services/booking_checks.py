@@ -334,6 +334,13 @@ def _stop_outcome(booking: Booking, session: ChargingSession, stops: list[Comman
     return [Problem(Kind.SESSION_NOT_STOPPED, detail, pull=pull)]
 
 
+def stop_tried_again(booking: Booking) -> bool:
+    """Will the checks send a STOP_SESSION of this STOPPING booking once more, should it be refused or go
+    unanswered (_stop_outcome: fewer than MAX_STOPS sent)? The driver's app is told which (beckn/events.py): a
+    last refusal leaves the charge to be stopped at the charger, and listed for staff."""
+    return Command.objects.filter(booking=booking, type=Command.Type.STOP_SESSION).count() < MAX_STOPS
+
+
 def _completed(booking: Booking, now: datetime) -> list[Problem]:
     """A finished charge waiting for its CDR."""
     session = bookings.current_session(booking)

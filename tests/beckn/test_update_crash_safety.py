@@ -149,6 +149,34 @@ def test_a_stop_killed_after_the_post_is_not_sent_twice(bap: Any, peer: FakePeer
     assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
 
 
+def test_a_stop_timed_out_before_its_redelivered_update_is_answered_is_told_in_the_answer(
+    bap: Any, peer: FakePeer, network: Partner
+) -> None:
+    """The worker died after the POST; our sweep timed the stop out (no CommandResponse) before the redelivery
+    answered: the answer tells it (on_status is silent while the update waits), not "stopping" alone."""
+    booking = ordered(bap)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", update_body(bap, booking, START)))
+    charging(network, booking)
+    peer.route("POST", f"{CPO_BASE}/commands/STOP_SESSION", killed_on_first(ACCEPTED))
+    body = update_body(bap, booking, STOP)
+    statuses = len(bap.bap.callbacks("on_status"))
+    with bap.capture(execute=True):
+        with pytest.raises(Killed):
+            tasks.handle_request.apply(("update", body))
+        stop = Command.objects.get(booking=booking, type=Command.Type.STOP_SESSION)
+        Command.objects.filter(pk=stop.pk).update(updated_at=timezone.now() - commands.SENT_GRACE * 2)
+        commands.commands_expire_due()
+        assert Command.objects.get(pk=stop.pk).status == Command.Status.TIMEOUT
+        tasks.handle_request.apply(("update", body))
+    (answer,) = answers(bap, body)
+    assert answer["error"]["code"] == "40006"
+    assert answer["error"]["message"] == "the charger did not confirm the stop in time"
+    assert len(bap.bap.callbacks("on_status")) == statuses  # told once, in the answer
+    assert len(peer.requests_to("STOP_SESSION")) == 1
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
+
+
 def charging(network: Partner, booking: Booking, session_id: str = "S-1") -> ChargingSession:
     """The CPO reports the session its START_SESSION began."""
     start = Command.objects.get(booking=booking, type=Command.Type.START_SESSION)
