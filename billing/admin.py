@@ -6,13 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils.html import format_html_join
 
 from billing.admin_links import admin_link, audit_of
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Tariff
+from billing.services import held_cdrs
+from billing.services.audit import RELEASED
 
 
 @admin.register(Tariff)
@@ -63,7 +67,8 @@ class CdrAdmin(admin.ModelAdmin):
 # CDR audits and partner terms
 # ---------------------------------------------------------------------------------------------
 
-# The flags billing.services.audit sets on an audit.
+# The flags billing.services.audit sets on an audit, and the one a staff member's release adds
+# (billing.services.held_cdrs).
 AUDIT_FLAGS = (
     "no_session",
     "no_tariff",
@@ -72,6 +77,12 @@ AUDIT_FLAGS = (
     "unknown_original",
     "duplicate_session_cdr",
     "original_held",
+    "foreign_token",
+    "incl_vat_below_excl_vat",
+    "over_credit",
+    "tax_rate_unknown",
+    "inexact_reprice",
+    RELEASED,
 )
 
 
@@ -112,8 +123,10 @@ class CdrAuditAdmin(admin.ModelAdmin):
         ("Totals", {"fields": ("currency", "computed_excl_vat", "computed_incl_vat", "difference_excl_vat")}),
         ("Breakdowns", {"fields": ("time_zone", "cpo_breakdown", "our_breakdown")}),
     )
+    actions = ["bill_held_cdr"]
 
-    # Audits are derived from CDRs by billing.services.audit; the console only reads them.
+    # Audits are derived from CDRs by billing.services.audit; the console only reads them (and bills a held CDR
+    # staff release, through billing.services.held_cdrs).
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -147,6 +160,49 @@ class CdrAuditAdmin(admin.ModelAdmin):
         if not disputes:
             return "-"
         return format_html_join(", ", "{}", ((admin_link(d, f"{d.pk} ({d.state})"),) for d in disputes))
+
+    @admin.action(description="Bill the driver for this held CDR", permissions=["change"])
+    def bill_held_cdr(self, request: HttpRequest, queryset: QuerySet[CdrAudit]) -> HttpResponse | None:
+        """A confirmation page first (the CDRs, what each driver would pay, or why one won't be billed), as
+        Django's delete does; its POST with `confirm` bills. Each CDR is billed or refused on its own, with a
+        message saying which and why."""
+        audits = list(queryset.select_related("cdr", "cdr__partner").order_by("pk"))
+        if request.POST.get("confirm") != "yes":
+            return self._confirm_billing(request, audits)
+        for audit in audits:
+            release = held_cdrs.bill_held_cdr(audit.cdr_id, request.user)
+            if release.receipt is not None:
+                total = held_cdrs.receipt_total(release.receipt)
+                messages.success(
+                    request, f"CDR {release.label}: billed the driver {total} (receipt {release.receipt.pk})."
+                )
+            else:
+                messages.warning(request, f"CDR {release.label}: not billed: {release.reason}.")
+        return None
+
+    def _confirm_billing(self, request: HttpRequest, audits: list[CdrAudit]) -> TemplateResponse:
+        rows = []
+        for audit in audits:
+            refusal = held_cdrs.release_refusal(audit.cdr, audit)
+            rows.append(
+                {
+                    "audit": audit,
+                    "cdr": audit.cdr,
+                    "held": ", ".join(sorted(held_cdrs.HELD.intersection(audit.flags or []))) or "-",
+                    "refusal": refusal,
+                    "driver_bill": None if refusal else held_cdrs.driver_bill(audit.cdr),
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Bill the driver for held CDRs?",
+            "opts": self.model._meta,
+            "rows": rows,
+            "billable": sum(1 for row in rows if not row["refusal"]),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "action": "bill_held_cdr",
+        }
+        return TemplateResponse(request, "admin/billing/cdraudit/bill_held_confirmation.html", context)
 
 
 class PartnerTermsForm(forms.ModelForm):

@@ -24,10 +24,10 @@ from billing.services import disputes, payments
 from billing.services.driver_pricing import partner_terms, receipt_for_cdr, terms_remembered
 from emsp import events
 from emsp.celery import run_after_commit
-from emsp.models import Booking, ChargingSession, Location, Partner, ci_key
+from emsp.models import Booking, ChargingSession, Command, Location, Partner, ci_key
 from emsp.rows import first_where, model_from_row, select_columns
 from emsp.services import bookings
-from emsp.services.sessions import session_of_charge, start_command, token_is_ours
+from emsp.services.sessions import session_from_cdr, session_of_charge, start_command, token_is_ours
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr"})
 # A CDR of one of our tokens whose authorization_reference names a booking's START_SESSION but whose session we
 # don't hold yet (it arrived before its session) is processed this long after it was received at the latest:
 # until then its processing is put off, so that the session, once here, ties it to its booking (the hold is
-# captured, not the driver's account invoiced). After it, it is billed without its session, as before.
+# captured, not the driver's account invoiced). After it, the CPO is taken to report no sessions (mod_sessions is
+# optional): a session is made of the CDR for the booking (`_session_made`).
 SESSION_GRACE = timedelta(minutes=10)
 
 
@@ -149,8 +150,15 @@ def _inexact(result: pricing.PriceResult) -> bool:
     return any(warning.split(":", 1)[0] in INEXACT_WARNINGS for warning in result.warnings)
 
 
-def cdr_audit(cdr: Cdr) -> CdrAudit:
-    """Reprice and compare one CDR (idempotent: the audit row is replaced, a dispute opened once)."""
+# A flag that records, and holds nothing: a hold staff overruled (billing/services/held_cdrs.py).
+RELEASED = "released_by_staff"
+
+
+def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
+    """Reprice and compare one CDR (idempotent: the audit row is replaced, a dispute opened once). `overruled`:
+    held flags staff decided do not hold this CDR (a second CDR of a charge that really had two sessions): left
+    out, so the CDR is audited as the bill it now is (a difference from our price disputed, the settlement
+    counting it), and RELEASED noted instead."""
     flags: list[str] = []
     if cdr.credit:
         return _audit_credit(cdr)
@@ -158,6 +166,8 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         flags.append("no_session")
     _check_bill(cdr, flags)
     _check_second_bill(cdr, flags)
+    if overruled.intersection(flags):
+        flags[:] = [*(flag for flag in flags if flag not in overruled), RELEASED]
     zone = _time_zone(cdr, flags)
     tariffs = _tariffs(cdr, flags)
     terms = partner_terms(cdr.partner)
@@ -194,7 +204,7 @@ def cdr_audit(cdr: Cdr) -> CdrAudit:
         values["status"] = CdrAudit.Status.REVIEW
     elif mismatch and not NOT_DISPUTED.intersection(flags):  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH
-    elif flags:
+    elif set(flags) - {RELEASED}:
         values["status"] = CdrAudit.Status.REVIEW
     else:
         values["status"] = CdrAudit.Status.MATCHED
@@ -321,7 +331,8 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
         if _over_credits(cdr, original):
             flags.append("over_credit")
         original_audit = CdrAudit.objects.filter(cdr=original).only("flags").first()
-        if original_audit is not None and HELD.intersection(original_audit.flags or []):
+        held = original_audit is not None and HELD.intersection(original_audit.flags or [])
+        if held and not DriverReceipt.objects.filter(cdr=original).exists():
             # Its original billed nobody (a second bill of a charge the CPO now withdraws, a total staff must
             # look at): refunded, the driver would get back what was never taken.
             flags.append("original_held")
@@ -400,10 +411,13 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)
         if not cdr.credit and cdr.charging_session_id is None:
             _link_session(cdr)
-            if cdr.charging_session_id is None and _session_awaited(cdr, now):
-                # Put off: the claim stays, and the sweep hands the CDR on once it expires (or at once when its
-                # session comes and clears it: emsp/services/sessions.py).
+            start = _booking_start(cdr) if cdr.charging_session_id is None else None
+            if start is not None and cdr.received_at >= now - SESSION_GRACE:
+                # Put off for its session: the claim stays, and the sweep hands the CDR on once it expires (or at
+                # once when its session comes and clears it: emsp/services/sessions.py).
                 return None
+            if start is not None:
+                _session_made(cdr, start)
         if _earlier_awaited(cdr, now):
             return None  # put off likewise: the sweep hands it on again once its claim expires
         audit = cdr_audit(cdr)
@@ -416,7 +430,22 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
                 _bill_credit(credit, _audit_credit(credit))
             _settle(cdr)
         Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
+    _waiting_handed_on(cdr)
     return audit
+
+
+def _waiting_handed_on(cdr: Cdr) -> None:
+    """The CDRs put off for this one (`_earlier_awaited`: a later CDR of its charge, a credit of it) have their
+    claim cleared: the beat's sweep takes them on its next run, not once their claim expires (two minutes on).
+    After the commit: a worker processing one of them holds its row while it waits for this one's locks, and an
+    UPDATE of that row inside this transaction had deadlocked the two."""
+    waiting = Q(credit=True, credited_cdr_id=cdr.pk)
+    session = cdr.charging_session if cdr.charging_session_id is not None and not cdr.credit else None
+    if session is not None and session.booking_id is not None:
+        waiting |= Q(charging_session__booking_id=session.booking_id, credit=False, pk__gt=cdr.pk)
+    elif session is not None:
+        waiting |= Q(charging_session_id=session.pk, credit=False, pk__gt=cdr.pk)
+    Cdr.objects.filter(waiting, processed_at__isnull=True, claimed_at__isnull=False).update(claimed_at=None)
 
 
 def _earlier_awaited(cdr: Cdr, now: datetime) -> bool:
@@ -425,7 +454,7 @@ def _earlier_awaited(cdr: Cdr, now: datetime) -> bool:
     its original had not taken yet (without our fee on it, which the original then took; all of it for nothing
     when the original was then held), and a corrected CDR billed first made its original, processed after it, a
     second bill: the driver got back 448.40 never taken. Both happen when the original is put off for its session
-    (`_session_awaited`) or its task runs late. The claim stays; the sweep hands the CDR on again once it expires
+    (`_booking_start`) or its task runs late. The claim stays; the sweep hands the CDR on again once it expires
     (WORK_LEASE_SECONDS).
 
     A credit waits for its original's audit (written with its processing) as long as that takes: refunded
@@ -466,22 +495,33 @@ def _link_session(cdr: Cdr) -> None:
         cdr.charging_session = session
 
 
-def _session_awaited(cdr: Cdr, now: datetime) -> bool:
-    """Is this CDR, without a session, the charge of one of our bookings whose session has not come yet: one of
-    our tokens, its authorization_reference that of a START_SESSION we sent this partner for a booking, received
-    less than SESSION_GRACE ago? Billed now, it would be an off-order charge on the driver's account while the
-    booking's hold stayed authorised. A CDR without such a reference (an RFID charge) is billed as it comes."""
-    if cdr.received_at < now - SESSION_GRACE or not cdr.token_uid:
-        return False
-    if not token_is_ours(cdr.data.get("cdr_token") or {}):
-        return False
+def _booking_start(cdr: Cdr) -> Command | None:
+    """The START_SESSION of one of our bookings whose charge this CDR bills, if its session is not here: one of
+    our tokens, its authorization_reference that of a START_SESSION we sent this partner for a booking. Billed
+    as it came, it would be an off-order charge on the driver's account while the booking's hold stayed authorised:
+    it is put off for SESSION_GRACE for its session, then bills the booking through a session made of it. A CDR
+    without such a reference (an RFID charge) is billed as it comes."""
+    if not cdr.token_uid or not token_is_ours(cdr.data.get("cdr_token") or {}):
+        return None
     command = start_command(
         cdr.partner_id,
         str(cdr.data.get("authorization_reference") or ""),
         country_code=cdr.country_code,
         party_id=cdr.party_id,
     )
-    return command is not None and command.booking_id is not None
+    return command if command is not None and command.booking_id is not None else None
+
+
+def _session_made(cdr: Cdr, start: Command) -> None:
+    """A CDR of a booking's charge whose session the CPO never reported (a CPO without the Sessions module:
+    mod_sessions is optional) bills the booking through a session made of it (sessions.session_from_cdr). Only
+    for a start of a booking that holds no session: a booking with one (or two) is not guessed at, nor a start
+    with a session that the CDR does not name."""
+    if start.session_id is not None or ChargingSession.objects.filter(booking_id=start.booking_id).exists():
+        return
+    session = session_from_cdr(cdr.partner, (cdr.country_code, cdr.party_id), cdr.pk, cdr.data)
+    Cdr.objects.filter(pk=cdr.pk).update(charging_session=session)
+    cdr.charging_session = session
 
 
 def _bill_credit(credit: Cdr, audit: CdrAudit) -> None:

@@ -76,6 +76,41 @@ def session_of_charge(
     return found[0] if len(found) == 1 else None
 
 
+def session_from_cdr(partner: Partner, party: tuple[str, str], cdr_pk: int, cdr: dict[str, Any]) -> ChargingSession:
+    """The session of a charge we hold only the CDR of: a START_SESSION of one of our bookings whose session the
+    CPO never reported (a CPO without the Sessions module: mod_sessions is optional, and its CDR's `session_id`
+    too), made of the CDR (billing/services/audit.py, `_session_made`), COMPLETED. It goes the way a reported one
+    does (`session_put`): the start command and the reservation are tied to it, the booking follows it, the app
+    hears it; and the CDR bills the booking. Named by the CDR's `session_id` when it has one (the session, should
+    the CPO report it after all, is this one); else by the CDR's row (`CDR*<pk>`: no CPO's key, whose first part
+    is a two-letter country code), shown with the CDR's id."""
+    location = cdr.get("cdr_location") or {}
+    session_id = str(cdr.get("session_id") or "")
+    obj = {
+        "country_code": party[0],
+        "party_id": party[1],
+        "id": session_id or str(cdr.get("id") or cdr_pk)[:36],
+        "status": ChargingSession.Status.COMPLETED,
+        "start_date_time": cdr["start_date_time"],
+        "end_date_time": cdr["end_date_time"],
+        "kwh": cdr.get("total_energy"),
+        "cdr_token": cdr.get("cdr_token") or {},
+        "auth_method": cdr.get("auth_method") or "",
+        "authorization_reference": cdr.get("authorization_reference") or "",
+        "location_id": location.get("id") or "",
+        "evse_uid": location.get("evse_uid") or "",
+        "connector_id": location.get("connector_id") or "",
+        "currency": cdr.get("currency") or "",
+        "charging_periods": cdr.get("charging_periods") or [],
+        "total_cost": cdr.get("total_cost"),
+        "last_updated": cdr["last_updated"],
+        "made_of_cdr": str(cdr.get("id") or ""),  # not the CPO's Session: ours, from its CDR
+    }
+    session = session_put(partner, obj, key="" if session_id else f"CDR*{cdr_pk}").session
+    session.refresh_from_db()  # its booking, tied by on_session_changed in the database only
+    return session
+
+
 @dataclass
 class SessionChange:
     session: ChargingSession
@@ -208,6 +243,20 @@ def _cdrs_waiting_linked(session: ChargingSession) -> None:
         cdr_model.objects.filter(pk__in=ours, processed_at__isnull=True).update(
             charging_session=session, claimed_at=None
         )
+    if session.authorization_reference:
+        # CDRs without a session_id, put off for the session of the start they repeat the reference of: the sweep
+        # takes them now (their processing ties them: audit.py, `_link_session`).
+        unnamed = cdr_model.objects.filter(
+            partner_id=session.partner_id,
+            session_id="",
+            charging_session__isnull=True,
+            processed_at__isnull=True,
+            claimed_at__isnull=False,
+        ).values_list("pk", "data__authorization_reference")
+        reference = ci_key(session.authorization_reference)
+        put_off = [pk for pk, ref in unnamed if isinstance(ref, str) and ci_key(ref) == reference]
+        if put_off:
+            cdr_model.objects.filter(pk__in=put_off, processed_at__isnull=True).update(claimed_at=None)
 
 
 def _locked(key: str) -> ChargingSession | None:
@@ -218,9 +267,10 @@ def _locked(key: str) -> ChargingSession | None:
     return found[0] if found else None
 
 
-def session_put(partner: Partner, obj: dict[str, Any]) -> SessionChange:
-    """PUT: the whole Session, charging periods included (omitted periods mean none)."""
-    key = session_key(obj["country_code"], obj["party_id"], obj["id"])
+def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "") -> SessionChange:
+    """PUT: the whole Session, charging periods included (omitted periods mean none). `key` is given only for a
+    session made of a CDR (`session_from_cdr`)."""
+    key = key or session_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     with transaction.atomic():
         session = _locked(key)

@@ -251,18 +251,71 @@ def test_a_cdr_before_its_session_waits_for_it_and_then_bills_the_booking(bap: A
 
 
 @pytest.mark.we_collect
-def test_a_cdr_whose_session_never_comes_is_billed_after_the_grace(bap: Any, network: Partner) -> None:  # noqa: F811
+@pytest.mark.parametrize("session_id", ["S-1", ""], ids=["named", "unnamed"])
+def test_a_cdr_whose_session_never_comes_bills_the_booking_through_a_session_made_of_it(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    session_id: str,
+) -> None:
+    """A CPO without the Sessions module: after the grace, the CDR makes the booking's session (COMPLETED) and
+    bills the booking's hold. It had been billed to the driver's account, the hold left authorised."""
     driver = wallet_driver()
     order_id = ordered(bap)
     start(bap, order_id)
     booking = Booking.objects.get(order_id=order_id)
-    cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
+    cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id=session_id))
     assert cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE / 2 + timedelta(minutes=3)) is None
     assert Cdr.objects.get(pk=cdr.pk).processed_at is None  # its claim taken again, and put off again
     with bap.capture(execute=True):
         result = cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
+    assert result is not None and "no_session" not in result.flags
+    session = ChargingSession.objects.get(booking=booking)
+    assert session.status == ChargingSession.Status.COMPLETED and session.kwh == Decimal("20")
+    assert session.ocpi_key == ("IN*CPA*S-1" if session_id else f"CDR*{cdr.pk}")
+    assert session.session_id == (session_id or "CDR-1")
+    assert Cdr.objects.get(pk=cdr.pk).charging_session_id == session.pk
+    assert Command.objects.get(booking=booking, type="START_SESSION").session_id == session.pk
+    charge = Payment.objects.get(booking=booking, purpose="charge")
+    assert (charge.status, charge.captured_minor) == (Payment.Status.CAPTURED, 46327)  # the hold, not the account
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert balance("holds:wallet") == 0
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_cdr_of_a_booking_that_has_a_session_makes_none(bap: Any, network: Partner) -> None:  # noqa: F811
+    """A CDR naming a session we don't hold, of a booking that has one: not guessed at (billed as before)."""
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, {**session_of(booking, "S-1"), "status": "ACTIVE"})
+    cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-OTHER"))
+    with bap.capture(execute=True):
+        result = cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
     assert result is not None and "no_session" in result.flags
-    assert balance(f"driver:{driver.pk}:receivable") == BILL  # as before: the driver's account is invoiced
+    assert list(ChargingSession.objects.values_list("session_id", flat=True)) == ["S-1"]
+    assert balance(f"driver:{driver.pk}:receivable") == BILL
+
+
+@pytest.mark.we_collect
+def test_a_cdr_without_session_id_put_off_is_handed_on_when_its_session_comes(bap: Any, network: Partner) -> None:  # noqa: F811
+    """Its claim is cleared by the session that repeats its authorization_reference: the next sweep bills it,
+    not the one after its claim expired."""
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    cdr = store(bap, network, cdr_of(booking, "CDR-1"))
+    assert Cdr.objects.get(pk=cdr.pk).processed_at is None
+    assert swept(bap, timedelta(seconds=31)) == []  # claimed, put off
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    assert swept(bap, timedelta(seconds=31)) == ["CDR-1"]
+    assert Cdr.objects.get(pk=cdr.pk).charging_session.session_id == "S-1"
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
 
 
 @pytest.mark.we_collect
@@ -325,6 +378,31 @@ def test_a_late_charge_after_the_wallet_hold_was_released_is_taken_from_the_wall
     assert (collected.status, collected.captured_minor) == (Payment.Status.CAPTURED, 46327)
     assert wallet(driver) == Decimal("1000") - BILL
     assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert_books_balance()
+
+
+@pytest.mark.we_collect
+def test_a_late_charge_never_reported_as_a_session_is_billed_to_its_ended_booking(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+) -> None:
+    """A CPO without the Sessions module: the late charge's CDR alone, after the grace, is the booking's, taken
+    with a payment of its own (the hold was released); the booking stays ended and the app hears the bill."""
+    driver = wallet_driver()
+    booking = lost_start_cancelled(bap, peer, ordered(bap))
+    cdr = store(bap, network, cdr_of(booking, "CDR-LATE"))
+    assert cdr.processed_at is None  # put off for its session
+    told = len(bap.bap.callbacks("on_update"))
+    with bap.capture(execute=True):
+        cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
+    collected = Payment.objects.get(booking=booking, purpose="balance")
+    assert (collected.status, collected.captured_minor) == (Payment.Status.CAPTURED, 46327)
+    assert wallet(driver) == Decimal("1000") - BILL
+    assert balance(f"driver:{driver.pk}:receivable") == 0
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.CANCELLED
+    assert len(bap.bap.callbacks("on_update")) > told
+    assert last(bap, "on_update")["message"]["order"]["quote"]["price"]["value"] == str(BILL)
     assert_books_balance()
 
 
@@ -509,9 +587,9 @@ def test_a_credit_and_a_new_cdr_of_a_cdr_put_off_for_its_session_wait_for_it(
 
     assert swept(bap, timedelta(seconds=31)) == ["CDR-1"]  # its claim cleared by its session: billed
     assert "duplicate_session_cdr" not in audit_of("CDR-1").flags  # the charge's first CDR
-    lease = timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)
-    assert swept(bap, lease) == ["CDR-1-C", "CDR-2"]  # their claims expired
-    assert swept(bap, lease) == []
+    # Their claims cleared by the first's processing: the next sweep takes them, not one after the claims expire.
+    assert swept(bap, timedelta(seconds=31)) == ["CDR-1-C", "CDR-2"]
+    assert swept(bap, timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)) == []
 
     assert audit_of("CDR-1-C").status == CdrAudit.Status.CREDIT
     assert "duplicate_session_cdr" not in audit_of("CDR-2").flags
