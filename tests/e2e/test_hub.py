@@ -53,6 +53,9 @@ def hub(hub_sim: SimProcess) -> Partner:
     partner = Partner.objects.get(pk=partner.pk)
     runs = {run.module: run for run in sync_partner(partner, full=True)}
     assert all(run.outcome == SyncRun.Outcome.OK for run in runs.values()), {m: r.error for m, r in runs.items()}
+    # The hub PUTs its parties' ClientInfo 1 s after our registration (cposim/server.py): waited for, or a test's
+    # change of a party's status made before it (without a push) was overwritten by that late announcement.
+    wait_until(lambda: hub_sim.log_tail(400).count(" client info -> ") >= 3, timeout=10)
     return partner
 
 
