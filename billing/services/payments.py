@@ -1101,8 +1101,20 @@ def _balance_asks_lowered(charge: Payment, credit_minor: int, reference: str) ->
     where it is, so a page the driver still pays (a declined card tried again) takes no more than is owed. Rows
     locked and read again: a page whose authorisation committed first is refunded over instead (refund_due). A
     credit processed again finds its share booked to the driver's account (the same transaction) and lowers
-    nothing."""
-    if not charge.booking_id or LedgerEntry.objects.filter(idempotency_key=f"{reference}:refund:account").exists():
+    nothing.
+
+    The booking's row, then the charge payment's, are locked first: two credits of one booking (a credit CDR and
+    a dispute's credit, credits of two of its CDRs) are weighed one after the other, the second seeing the page
+    the first opened (read committed: a page inserted after this statement began is no row it waits on, and had
+    been missed, its credit booked to the account while the new page asked it too); and a page being made for
+    the charge (_collect_after_lapse, the rest above a hold: both hold the charge payment's row) is made first."""
+    if not charge.booking_id:
+        return 0
+    # NO KEY UPDATE: a page being made for the booking (its INSERT checks its booking FOR KEY SHARE) is not held
+    # up by it, while it holds the charge payment's row this waits for (FOR UPDATE had deadlocked the two).
+    list(Booking.objects.select_for_update(no_key=True).filter(pk=charge.booking_id).values_list("pk", flat=True))
+    list(Payment.objects.select_for_update().filter(pk=charge.pk).values_list("pk", flat=True))
+    if LedgerEntry.objects.filter(idempotency_key=f"{reference}:refund:account").exists():
         return 0
     asking = (
         Payment.objects.select_for_update()
@@ -1120,7 +1132,10 @@ def _balance_asks_lowered(charge: Payment, credit_minor: int, reference: str) ->
         less = min(credit_minor - lowered, payment.billed_minor or 0)
         if less <= 0:
             continue
-        if payment.status == Payment.Status.FAILED:
+        if payment.status == Payment.Status.FAILED and less >= (payment.billed_minor or 0):
+            # Nothing left to ask: withdrawn (no url), or its page, still open, was shown to pay for nothing.
+            _withdraw(payment, f"cancelled: the credit {reference} covers its bill")
+        elif payment.status == Payment.Status.FAILED:
             Payment.objects.filter(pk=payment.pk).update(billed_minor=F("billed_minor") - less)
             _tell_app(payment)
         else:

@@ -426,3 +426,74 @@ def test_a_credit_while_the_old_page_is_being_authorised_is_refunded_over_it(
     assert PaymentOperation.objects.get(payment=asked, kind="refund").amount_minor == 4000
     assert balance(f"driver:{asked.driver_id}:receivable") == 0
     assert_books_balance()
+
+
+def credit_of(charge: Payment, amount: str, reference: str) -> None:
+    with transaction.atomic():
+        postings.credit(currency="INR", amount=Decimal(amount), borne_by=accounts.dispute_expense("INR"),
+                        reference=reference, key=f"{reference}:credit")  # fmt: skip
+        payments.refund_due(payment=charge, amount=Decimal(amount), reference=reference, driver_id=charge.driver_id)
+
+
+def still_asked() -> int:
+    return sum(p.billed_minor or 0 for p in Payment.objects.filter(purpose="balance", status=Payment.Status.PENDING))
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_credits_at_once_each_lower_the_page(monkeypatch: pytest.MonkeyPatch, fake: Fake, settings: Any) -> None:
+    """A credit CDR and a dispute's credit of one booking at the same moment: the second waits for the first and
+    lowers the page it opened (it had not seen it, and booked its credit to the account while the page asked it)."""
+    charge, _asked = asked_at_the_provider(fake, settings)
+    for account in (accounts.dispute_expense, accounts.refunds_pending):
+        account("INR")  # the ledger's accounts exist, as on a running platform
+    accounts.driver_receivable(charge.driver_id, "INR")
+    reached = held_after(monkeypatch, "_balance_lowered")
+
+    at_once(lambda: credit_of(charge, "40", "dispute:1"), lambda: credit_of(charge, "30", "dispute:2"), reached)
+
+    assert balance(f"driver:{charge.driver_id}:receivable") == Decimal("30.00")
+    assert still_asked() == 3000
+    assert_books_balance()
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_credit_while_a_lapsed_holds_bill_gets_its_page_lowers_that_page(
+    monkeypatch: pytest.MonkeyPatch, fake: Fake, settings: Any
+) -> None:
+    """The charge's hold lapsed before its capture, and its bill is being asked with a page of its own when the
+    credit comes: the credit waits for the page and lowers it (it had asked the whole bill)."""
+    charge, asked = asked_at_the_provider(fake, settings)
+    asked.delete()  # no page yet: the capture finds the hold lapsed and makes it
+    Payment.objects.filter(pk=charge.pk).update(billed_minor=10000, authorised_minor=10000)
+    PaymentOperation.objects.create(
+        payment=charge, kind=PaymentOperation.Kind.CAPTURE, amount_minor=10000, idempotency_key=f"{charge.key}:capture"
+    )
+    reached = held_after(monkeypatch, "_collect_after_lapse")
+
+    at_once(lambda: payments.payment_capture(charge.pk), lambda: credit_of(charge, "40", "dispute:1"), reached)
+
+    assert balance(f"driver:{charge.driver_id}:receivable") == Decimal("60.00")
+    assert still_asked() == 6000
+    assert_books_balance()
+
+
+def test_a_failed_page_a_credit_covers_is_withdrawn_not_shown_to_pay_for_nothing(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    peer: FakePeer,
+    fake: Fake,
+    settings: Any,
+) -> None:
+    asked = asked_after_release(bap, network, peer, fake, settings)
+    provider_says(bap, asked, "evt_declined", FAILED, payment_id="pi_2")
+
+    credited(bap, network)  # the whole late charge
+
+    asked.refresh_from_db()
+    assert (asked.status, asked.billed_minor, asked.url) == (Payment.Status.RELEASED, 0, "")
+    shown = [(p["status"], p["params"]["amount"], p.get("url")) for p in order_of(bap, asked.booking)["payments"]]
+    assert not [s for s in shown if s[2]], shown
+    assert balance(f"driver:{asked.driver_id}:receivable") == 0
+    assert_books_balance()
