@@ -106,6 +106,8 @@ def _stop_finished(command: Command, booking: Booking) -> None:
     told = _stop_told_id(command)
     if BecknCallback.objects.filter(transaction=txn, action="on_status", message_id=told).exists():
         return
+    if BecknCallback.objects.filter(request__command=command, body__contains='"error":').exists():
+        return  # its update's answer told it (beckn/handlers.py _command_outcome): a timeout, then a late refusal
     booking.refresh_from_db()
     message = _stop_not_done(command, booking)
     if message:

@@ -419,10 +419,10 @@ def order_block(
 
 
 def final_receipt(booking: Booking) -> DriverReceipt | None:
-    """The bill the order stands at: the receipt of its latest CDR that no credit CDR voided (a CPO voids a
-    CDR with a credit CDR, then sends the corrected one: mod_cdrs). When credits voided every CDR, a bill of
-    zero (an unsaved receipt, numbered after the latest credit so its Quotation.id stays stable); None before
-    any CDR."""
+    """The bill the order stands at: the receipt of its CDR that no credit CDR voided (a CPO voids a CDR with a
+    credit CDR, then sends the corrected one: mod_cdrs); the sum of several such (`_together`) when staff billed
+    a second charge of the order; when credits voided every CDR, a bill of zero (an unsaved receipt, numbered
+    after the latest credit so its Quotation.id stays stable); None before any CDR."""
     if not booking.pk:
         return None
     receipts = list(
@@ -436,27 +436,38 @@ def final_receipt(booking: Booking) -> DriverReceipt | None:
             credited[receipt.cdr.credited_cdr_id] = (
                 credited.get(receipt.cdr.credited_cdr_id, Decimal("0")) + receipt.cdr.total_cost_excl_vat
             )
-    for receipt in receipts:
-        if receipt.cdr.credit:
-            continue
-        # Voided as the payments service reads it (billing/services/payments.py::_our_part_given_back): nothing
-        # of the CPO's price left; a credit that only lowers the price leaves this CDR the bill.
-        if receipt.cdr_id in credited and receipt.cdr.total_cost_excl_vat + credited[receipt.cdr_id] <= 0:
-            continue
-        return receipt
-    latest = receipts[0]
-    zero = Decimal("0")
+    # Voided as the payments service reads it (billing/services/payments.py::_our_part_given_back): nothing of
+    # the CPO's price left; a credit that only lowers the price leaves this CDR the bill.
+    standing = [
+        receipt
+        for receipt in receipts
+        if not receipt.cdr.credit
+        and not (receipt.cdr_id in credited and receipt.cdr.total_cost_excl_vat + credited[receipt.cdr_id] <= 0)
+    ]
+    if len(standing) == 1 or (standing and len({r.currency for r in standing}) > 1):
+        return standing[0]
+    return _together(standing or [], receipts[0])
+
+
+def _together(standing: list[DriverReceipt], latest: DriverReceipt) -> DriverReceipt:
+    """One bill of several: the order's charges billed each by its own CDR (a second one staff billed from the
+    console: billing/services/held_cdrs.py), their sums as one unsaved receipt numbered after the latest, the
+    CPO's part as one line; or a bill of zero when credits voided every CDR."""
+
+    def total(field: str) -> Decimal:
+        return sum((getattr(receipt, field) for receipt in standing), Decimal("0"))
+
     return DriverReceipt(
         pk=latest.pk,
         cdr=latest.cdr,
         driver_id=latest.driver_id,
         currency=latest.currency,
-        energy_kwh=zero,
-        cpo_cost_excl_vat=zero,
-        cpo_vat=zero,
-        fee_excl_vat=zero,
-        fee_vat=zero,
-        total_incl_vat=zero,
+        energy_kwh=total("energy_kwh"),
+        cpo_cost_excl_vat=total("cpo_cost_excl_vat"),
+        cpo_vat=total("cpo_vat"),
+        fee_excl_vat=total("fee_excl_vat"),
+        fee_vat=total("fee_vat"),
+        total_incl_vat=total("total_incl_vat"),
         breakdown={},
     )
 

@@ -516,8 +516,16 @@ def _session_made(cdr: Cdr, start: Command) -> None:
     """A CDR of a booking's charge whose session the CPO never reported (a CPO without the Sessions module:
     mod_sessions is optional) bills the booking through a session made of it (sessions.session_from_cdr). Only
     for a start of a booking that holds no session: a booking with one (or two) is not guessed at, nor a start
-    with a session that the CDR does not name."""
-    if start.session_id is not None or ChargingSession.objects.filter(booking_id=start.booking_id).exists():
+    with a session that the CDR does not name. The booking's row is locked first: two CDRs of one start processed
+    at once are weighed one after the other, the second tied to the session the first made (`_link_session`), and
+    held as its second bill, not billed as the first of a session of its own."""
+    list(Booking.objects.select_for_update().filter(pk=start.booking_id).values_list("pk", flat=True))
+    _link_session(cdr)
+    if cdr.charging_session_id is not None:
+        return
+    if Command.objects.filter(pk=start.pk, session__isnull=False).exists():
+        return
+    if ChargingSession.objects.filter(booking_id=start.booking_id).exists():
         return
     session = session_from_cdr(cdr.partner, (cdr.country_code, cdr.party_id), cdr.pk, cdr.data)
     Cdr.objects.filter(pk=cdr.pk).update(charging_session=session)

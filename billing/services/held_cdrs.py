@@ -13,7 +13,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
 from django.db.models import Q
 
-from billing.models import Cdr, CdrAudit, DriverReceipt
+from billing.models import Cdr, CdrAudit, DriverReceipt, Payment
 from billing.money import round_money
 from billing.services import payments
 from billing.services.audit import HELD, _charge_locked, _locked_cdr, _settle, cdr_audit
@@ -68,7 +68,23 @@ def release_refusal(cdr: Cdr, audit: CdrAudit | None) -> str:
         return "the CPO sent a credit CDR for it"
     if not token_is_ours(cdr.data.get("cdr_token") or {}) or not _token(cdr).exists():
         return f"its token {cdr.token_uid or '(none)'} is not one of ours: no driver to bill"
+    if _app_collects_a_second_bill(cdr):
+        return "the app collects this order and was billed for it once: ask the app for a further bill by hand"
     return ""
+
+
+def _app_collects_a_second_bill(cdr: Cdr) -> bool:
+    """Would this be a further bill of an order whose app collects from its driver? The app's payment carries one
+    bill (payments.bill sets it, a corrected CDR's replacing a voided one's): a second one would replace the
+    first there while both stood on what the app owes us."""
+    session = cdr.charging_session if cdr.charging_session_id is not None else None
+    if session is None or session.booking_id is None:
+        return False
+    collects = Payment.objects.filter(
+        booking_id=session.booking_id, purpose="charge", collected_by=Payment.CollectedBy.BAP
+    ).exists()
+    billed = DriverReceipt.objects.filter(cdr__charging_session__booking_id=session.booking_id, cdr__credit=False)
+    return collects and billed.exclude(cdr_id=cdr.pk).exists()
 
 
 def _credit_cdr_for(cdr: Cdr) -> bool:
@@ -125,7 +141,9 @@ def bill_held_cdr(cdr_id: int, staff_user: Any) -> Release:
             return Release(cdr.pk, cdr.cdr_id, reason=reason or "it has no audit")
         held = sorted(HELD.intersection(audit.flags))
         # Audited again as the bill it now is: a difference from our price disputed, the settlement counting it.
-        audit = cdr_audit(cdr, overruled=RELEASABLE)
+        # Only the holds staff were shown: one the audit finds now (a second bill of a charge another release
+        # billed meanwhile) holds it still.
+        audit = cdr_audit(cdr, overruled=frozenset(held))
         still = HELD.intersection(audit.flags)
         if still:
             return Release(cdr.pk, cdr.cdr_id, reason=f"audited again, it is held as {', '.join(sorted(still))}")

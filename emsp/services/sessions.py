@@ -106,7 +106,7 @@ def session_from_cdr(partner: Partner, party: tuple[str, str], cdr_pk: int, cdr:
         "last_updated": cdr["last_updated"],
         "made_of_cdr": str(cdr.get("id") or ""),  # not the CPO's Session: ours, from its CDR
     }
-    session = session_put(partner, obj, key="" if session_id else f"CDR*{cdr_pk}").session
+    session = session_put(partner, obj, key="" if session_id else f"CDR*{cdr_pk}", of_cdr=True).session
     session.refresh_from_db()  # its booking, tied by on_session_changed in the database only
     return session
 
@@ -267,9 +267,10 @@ def _locked(key: str) -> ChargingSession | None:
     return found[0] if found else None
 
 
-def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "") -> SessionChange:
-    """PUT: the whole Session, charging periods included (omitted periods mean none). `key` is given only for a
-    session made of a CDR (`session_from_cdr`)."""
+def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr: bool = False) -> SessionChange:
+    """PUT: the whole Session, charging periods included (omitted periods mean none). `key` and `of_cdr` for a
+    session made of a CDR (`session_from_cdr`): the CDRs waiting for it are left to the CDR's processing, which
+    hands them on after its commit (each is locked by its own worker: an UPDATE of it here would deadlock)."""
     key = key or session_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     with transaction.atomic():
@@ -293,7 +294,8 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "") -> Sess
                 if session is None:
                     raise
             else:
-                _cdrs_waiting_linked(session)
+                if not of_cdr:
+                    _cdrs_waiting_linked(session)
                 change = SessionChange(session, created=True, applied=True, old_status=None)
                 _after_save(change)
                 return change

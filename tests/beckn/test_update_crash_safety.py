@@ -175,6 +175,10 @@ def test_a_stop_timed_out_before_its_redelivered_update_is_answered_is_told_in_t
     assert len(bap.bap.callbacks("on_status")) == statuses  # told once, in the answer
     assert len(peer.requests_to("STOP_SESSION")) == 1
     assert Booking.objects.get(pk=booking.pk).state == Booking.State.STOPPING
+    # The CPO's late refusal of it is not told again in an on_status.
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(pk=stop.pk), {"result": "REJECTED"})
+    assert len(bap.bap.callbacks("on_status")) == statuses
 
 
 def charging(network: Partner, booking: Booking, session_id: str = "S-1") -> ChargingSession:

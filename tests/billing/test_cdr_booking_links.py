@@ -815,3 +815,40 @@ def test_a_bill_whose_hold_lapsed_before_its_capture_is_asked_for_again_and_show
     order = last(bap, "on_status")["message"]["order"]
     owed = [Decimal(p["params"]["amount"]) for p in order["payments"] if p["status"] == "NOT-PAID"]
     assert sum(owed) == Decimal(order["quote"]["price"]["value"]) == BILL
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("session_id", ["S-1", ""], ids=["named", "unnamed"])
+def test_two_cdrs_of_a_start_without_session_processed_at_once_make_one_session(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    session_id: str,
+) -> None:
+    """Both past the grace, at the same moment: one makes the session and is the bill, the other is tied to it
+    and held as its second bill (they had deadlocked, and each could have made a session of its own)."""
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    one = store(bap, network, cdr_of(booking, "CDR-1", session_id=session_id))
+    two = store(bap, network, cdr_of(booking, "CDR-2", session_id=session_id, excl=300, incl=354))
+    barrier, real = threading.Barrier(2, timeout=10), audit._session_made
+
+    def together(cdr: Cdr, command: Command) -> None:
+        barrier.wait()
+        real(cdr, command)
+
+    monkeypatch.setattr(audit, "_session_made", together)
+    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
+    a, a_out = _run(lambda: cdr_process(one.pk, now=later))
+    b, b_out = _run(lambda: cdr_process(two.pk, now=later))
+    a.join(30)
+    b.join(30)
+
+    assert "error" not in a_out and "error" not in b_out, (a_out, b_out)
+    assert ChargingSession.objects.filter(booking=booking).count() == 1
+    flags = sorted("duplicate_session_cdr" in audit_of(cdr_id).flags for cdr_id in ("CDR-1", "CDR-2"))
+    assert flags == [False, True]
+    assert DriverReceipt.objects.count() == 1

@@ -17,19 +17,25 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import Cdr, CdrAudit, DriverReceipt, LedgerEntry, Payment
+from billing.models import BapAgreement, Cdr, CdrAudit, DriverReceipt, LedgerEntry, Payment
 from billing.services import held_cdrs
 from billing.services.audit import cdr_process
 from emsp.models import Booking, Driver, Partner, StaffAction
+from emsp.services.sessions import session_put
+from tests.beckn.bap import BAP_ID
 from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F401 (the Beckn journey's fixtures)
-from tests.beckn.test_payments_journey import BILL, assert_books_balance, balance
+from tests.beckn.test_actions import last
+from tests.beckn.test_payments_journey import BILL, assert_books_balance, balance, start
 from tests.billing.factories import CdrAuditFactory, CdrFactory, CreditCdrFactory
 from tests.billing.test_cdr_booking_links import (
     CORRECTED,
     audit_of,
+    cdr_of,
     charged,
     credit_for,
     one_session,
+    ordered,
+    session_of,
     store,
     wallet,
     wallet_driver,
@@ -107,6 +113,8 @@ def test_it_bills_a_held_second_cdr_of_a_booking_with_a_balance_payment_and_reco
     assert balance("cpo:IN*CPA:payable") == -(Decimal("448.40") + Decimal("354"))  # both charges owed the CPO
     assert Booking.objects.get().state == Booking.State.SETTLED
     assert_books_balance()
+    # The app is told the order's bill: both charges (it had been told the second alone).
+    assert Decimal(last(bap, "on_update")["message"]["order"]["quote"]["price"]["value"]) == BILL + CORRECTED
     # Audited again as the bill it now is (the journey's CDRs have no tariff of ours to price: REVIEW for that
     # alone); who released it, and what it had been held as, is recorded.
     assert audit_of("CDR-2").flags == ["released_by_staff", "no_tariff"]
@@ -326,3 +334,49 @@ def test_two_staff_billing_one_held_cdr_at_once_bill_it_once(monkeypatch: pytest
     receipt = DriverReceipt.objects.get(cdr__cdr_id="CDR-2")
     assert balance(f"driver:{token.driver_id}:receivable") == 2 * receipt.total_incl_vat  # two charges, each once
     assert StaffAction.objects.filter(verb="bill_held_cdr").count() == 1
+
+
+def test_a_second_bill_of_an_order_the_app_collects_is_refused(bap: Any, network: Partner) -> None:  # noqa: F811
+    """The app's payment carries one bill: a second one would replace the first there while both stood on what
+    the app owes us (it would collect 366.98 of 830.25)."""
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True)
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    store(bap, network, {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 354}})
+    before = books()
+
+    with bap.capture(execute=True):
+        response = bill(login(superuser=True), audit_of("CDR-2"))
+
+    assert texts(response) == [
+        "CDR CDR-2: not billed: the app collects this order and was billed for it once: ask the app for a further "
+        "bill by hand."
+    ]
+    assert books() == before
+
+
+@pytest.mark.we_collect
+def test_a_release_overrules_only_the_holds_staff_were_shown(bap: Any, network: Partner) -> None:  # noqa: F811
+    """CDR-1 held for its VAT, the CPO's CDR-2 held as its second bill; staff bill CDR-2, then CDR-1, shown only
+    its VAT hold: now a second bill of the charge, it stays held (it had been billed, the driver paying twice)."""
+    driver = wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    with bap.capture(execute=True):
+        session_put(network, session_of(booking, "S-1"))
+    store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
+    store(bap, network, cdr_of(booking, "CDR-2", session_id="S-1", excl=300, incl=354))
+    assert "incl_vat_below_excl_vat" in audit_of("CDR-1").flags
+    assert "duplicate_session_cdr" in audit_of("CDR-2").flags
+    boss = login(superuser=True)
+    with bap.capture(execute=True):
+        bill(boss, audit_of("CDR-2"))
+    paid = wallet(driver)
+
+    with bap.capture(execute=True):
+        response = bill(boss, audit_of("CDR-1"))
+
+    assert texts(response) == ["CDR CDR-1: not billed: audited again, it is held as duplicate_session_cdr."]
+    assert not DriverReceipt.objects.filter(cdr__cdr_id="CDR-1").exists()
+    assert wallet(driver) == paid
