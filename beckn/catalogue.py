@@ -74,6 +74,7 @@ CONNECTOR_LABELS = {
     "CHADEMO": "CHAdeMO",
     "GBT_DC": "GB/T DC",
     "GBT_AC": "GB/T AC",
+    "MCS": "MCS",
 }
 SPEEDS = ("SLOW", "NORMAL", "FAST", "ULTRAFAST")
 

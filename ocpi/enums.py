@@ -29,6 +29,7 @@ CONNECTOR_TYPES: frozenset[str] = frozenset(
         "IEC_62196_T2_COMBO",
         "IEC_62196_T3A",
         "IEC_62196_T3C",
+        "MCS",  # 2.3.0 (the MegaWatt Charging System): our model is 2.2.1's plus what 2.3.0 adds
         "NEMA_5_20",
         "NEMA_6_30",
         "NEMA_6_50",
@@ -325,6 +326,7 @@ DC_CONNECTOR_TYPES: frozenset[str] = frozenset(
         "GBT_DC",
         "IEC_62196_T1_COMBO",
         "IEC_62196_T2_COMBO",
+        "MCS",
         "PANTOGRAPH_BOTTOM_UP",
         "PANTOGRAPH_TOP_DOWN",
     }

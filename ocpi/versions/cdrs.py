@@ -112,7 +112,7 @@ def _from_v230(raw: dict[str, Any], ctx: Context) -> dict[str, Any]:
         out["tariffs"] = [upgrade_tariff(t, "2.3.0", ctx) for t in out["tariffs"]]
     location = out.get("cdr_location")
     if isinstance(location, dict) and "connector_standard" in location:
-        # As for a Location's connector: SAE_J3400 is 2.2.1's TESLA_S; MCS has no 2.2.1 value (finding, dropped).
+        # As for a Location's connector: SAE_J3400 is 2.2.1's TESLA_S; MCS is kept (the CDR reads back with it).
         standard = upgrade_connector({"standard": location["connector_standard"]})["standard"]
         out["cdr_location"] = {**location, "connector_standard": standard}
     if "cdr_token" in out:

@@ -498,6 +498,7 @@ UPGRADES = {
     "evse": upgrade_evse,
     "connector": upgrade_connector,
     "location_patch": upgrade_location_patch,
+    "connector_patch": upgrade_location_patch,  # the field names don't overlap between 2.1.1's levels
     "session": upgrade_session,
     "session_patch": upgrade_session_patch,
     "command_result": upgrade_command_result,

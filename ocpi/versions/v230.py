@@ -18,8 +18,9 @@ from ocpi.versions.v211 import versioned_response_url
 
 VERSION = "2.3.0"
 
-# mod_locations 2.3.0: "TESLA_S … Mechanically compatible with SAE J3400". MCS has no 2.2.1 value at all:
-# it is left as it is, and the normalizer drops that connector with an unknown_connector_standard finding.
+# mod_locations 2.3.0: "TESLA_S … Mechanically compatible with SAE J3400". MCS, which 2.2.1 lacks, is kept as
+# it is: our model holds it (ocpi/enums.py). It had been dropped, and a connector PATCHed to it kept its old
+# standard, offered to drivers as what it no longer was.
 _CONNECTOR_STANDARDS = {"SAE_J3400": "TESLA_S"}
 # mod_tokens 2.3.0 TokenType values 2.2.1 lacks, as 2.2.1 reads them (2.2.1 has no such type).
 _TOKEN_TYPES = {"EMAID": "OTHER"}
@@ -48,8 +49,11 @@ def upgrade_location(obj: dict[str, Any], ctx: Context | None = None) -> dict[st
 
 
 def upgrade_location_patch(obj: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
-    """A PATCH at any level: what 2.2.1 can't hold is left out, the rest applies."""
-    return upgrade_connector(upgrade_evse(upgrade_location(obj)))
+    """A PATCH of a Location or an EVSE: what 2.2.1 can't hold is left out, the rest applies. Not a connector's
+    (`connector_patch`): 2.3.0 gives the Connector a `capabilities` of its own, which 2.2.1 lacks, while an
+    EVSE's `capabilities` is 2.2.1's (stripped at every level, an EVSE's changed capabilities were answered 1000
+    and dropped: RESERVE_NOW kept going to a charger no longer RESERVABLE)."""
+    return upgrade_evse(upgrade_location(obj))
 
 
 def upgrade_price(price: Any) -> Any:
@@ -113,6 +117,7 @@ UPGRADES = {
     "evse": upgrade_evse,
     "connector": upgrade_connector,
     "location_patch": upgrade_location_patch,
+    "connector_patch": upgrade_connector,
     "session": upgrade_session,
     "session_patch": upgrade_session,
     "credentials": upgrade_credentials,

@@ -234,6 +234,8 @@ class VersionedReceiver:
                 if self.kwargs.get("evse_uid")
                 else "location"
             )
+        if self.module == "locations" and method == "PATCH" and self.kwargs.get("connector_id"):
+            return "connector_patch"
         return _BODY_KINDS.get((self.module, method))
 
     def finalize_response(self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any) -> HttpResponse:

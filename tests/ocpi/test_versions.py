@@ -286,12 +286,12 @@ def test_it_reads_a_2_3_0_sae_j3400_connector_as_tesla_s() -> None:
     assert "capabilities" not in clean["connectors"][0]
 
 
-def test_it_drops_a_2_3_0_mcs_connector_and_says_so() -> None:
+def test_it_keeps_a_2_3_0_mcs_connector() -> None:
     evse = json.loads(json.dumps(V230["location_example"]["evses"][0]))
     evse["connectors"][0]["standard"] = "MCS"
     clean, issues = normalize_evse(versions.upgrade("2.3.0", "evse", evse))
-    assert [c["id"] for c in clean["connectors"]] == ["2"]
-    assert "unknown_connector_standard" in codes(issues)
+    assert (clean["connectors"][0]["id"], clean["connectors"][0]["standard"]) == ("1", "MCS")
+    assert "unknown_connector_standard" not in codes(issues)
 
 
 def test_it_reads_the_2_3_0_price_with_taxes_as_excl_and_incl_vat() -> None:

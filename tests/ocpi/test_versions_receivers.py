@@ -72,6 +72,41 @@ def test_a_2_3_0_cpo_puts_its_location_example_with_parking(ocpi: OcpiTestClient
     assert "unknown_field" not in findings(partner)
 
 
+TS = "2026-08-02T00:00:00Z"
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.3.0"])
+def test_an_evse_patch_of_its_capabilities_applies_in_2_3_0_too(
+    ocpi: OcpiTestClient, partner: Partner, version: str
+) -> None:
+    """2.3.0 gives the Connector a `capabilities` of its own, which we leave out; an EVSE's is 2.2.1's and applies
+    (it had been stripped at every level: RESERVE_NOW kept going to a charger no longer RESERVABLE)."""
+    body = example(V230, "location_example", country_code="IN", party_id="CPA")
+    assert ocpi.put("/ocpi/emsp/2.3.0/locations/IN/CPA/LOC1", body).json()["status_code"] == 1000
+    uid = body["evses"][0]["uid"]
+    capabilities = ["REMOTE_START_STOP_CAPABLE", "START_SESSION_CONNECTOR_REQUIRED"]
+    patched = ocpi.patch(
+        f"/ocpi/emsp/{version}/locations/IN/CPA/LOC1/{uid}", {"capabilities": capabilities, "last_updated": TS}
+    )
+    assert patched.json()["status_code"] == 1000
+    evse = Evse.objects.get(location__location_id="LOC1", uid=uid)
+    assert (evse.is_reservable, evse.needs_connector_id) == (False, True)
+
+
+def test_a_2_3_0_connector_patched_to_mcs_is_mcs(ocpi: OcpiTestClient, partner: Partner) -> None:
+    """It had kept its old standard (offered to drivers as Type 2), the PATCH answered 1000."""
+    body = example(V230, "location_example", country_code="IN", party_id="CPA")
+    assert ocpi.put("/ocpi/emsp/2.3.0/locations/IN/CPA/LOC1", body).json()["status_code"] == 1000
+    evse = body["evses"][0]
+    path = f"/ocpi/emsp/2.3.0/locations/IN/CPA/LOC1/{evse['uid']}/{evse['connectors'][0]['id']}"
+    patched = ocpi.patch(path, {"standard": "MCS", "capabilities": ["ISO_15118_2_PLUG_AND_CHARGE"], "last_updated": TS})
+    assert patched.json()["status_code"] == 1000
+    connector = Evse.objects.get(location__location_id="LOC1", uid=evse["uid"]).connectors.get(
+        connector_id=evse["connectors"][0]["id"]
+    )
+    assert connector.data["standard"] == "MCS" and "capabilities" not in connector.data
+
+
 # --- sessions ------------------------------------------------------------------------------------------------
 
 

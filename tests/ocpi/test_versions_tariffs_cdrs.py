@@ -325,3 +325,15 @@ def test_a_cdr_priced_with_taxes_of_unstated_rates_is_reviewed_not_disputed(
     )
     assert "tax_rate_unknown" in audit.flags
     assert not Dispute.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_2_3_0_cdr_of_an_mcs_connector_reads_back_with_it(client_for: Callable[..., OcpiTestClient]) -> None:
+    """CdrLocation.connector_standard is required (mod_cdrs 2.3.0): it had been dropped from our copy, and the
+    CDR read back without it."""
+    bec = client_for("BE", "BEC")
+    cdr = example(V230, "cdr_example")
+    cdr["cdr_location"] = {**cdr["cdr_location"], "connector_standard": "MCS"}
+    assert bec.post("/ocpi/emsp/2.3.0/cdrs", cdr).json()["status_code"] == 1000
+    read = bec.get(f"/ocpi/emsp/2.3.0/cdrs/BE/BEC/{cdr['id']}").json()["data"]
+    assert read["cdr_location"]["connector_standard"] == "MCS"
