@@ -106,8 +106,15 @@ def _stop_finished(command: Command, booking: Booking) -> None:
     told = _stop_told_id(command)
     if BecknCallback.objects.filter(transaction=txn, action="on_status", message_id=told).exists():
         return
-    if BecknCallback.objects.filter(request__command=command, body__contains='"error":').exists():
-        return  # its update's answer told it (beckn/handlers.py _command_outcome): a timeout, then a late refusal
+    told_in_answer = BecknCallback.objects.filter(
+        request__command=command,
+        request__status=BecknMessage.Status.PROCESSED,
+        body__contains=f'"code":"{FULFILMENT_AGENT_UNAVAILABLE}"',
+    )
+    if told_in_answer.exists():
+        # Its update's answer told it (beckn/handlers.py _command_outcome): a timeout, then a late refusal. Not
+        # an answer that failed for a reason of its own (handlers._failed: 40000, the request FAILED).
+        return
     booking.refresh_from_db()
     message = _stop_not_done(command, booking)
     if message:

@@ -27,7 +27,14 @@ from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Location, Partner, ci_key
 from emsp.rows import first_where, model_from_row, select_columns
 from emsp.services import bookings
-from emsp.services.sessions import session_from_cdr, session_of_charge, start_command, token_is_ours
+from emsp.services.sessions import (
+    new_key_locked,
+    session_from_cdr,
+    session_key,
+    session_of_charge,
+    start_command,
+    token_is_ours,
+)
 
 log = logging.getLogger(__name__)
 
@@ -516,9 +523,15 @@ def _session_made(cdr: Cdr, start: Command) -> None:
     """A CDR of a booking's charge whose session the CPO never reported (a CPO without the Sessions module:
     mod_sessions is optional) bills the booking through a session made of it (sessions.session_from_cdr). Only
     for a start of a booking that holds no session: a booking with one (or two) is not guessed at, nor a start
-    with a session that the CDR does not name. The booking's row is locked first: two CDRs of one start processed
-    at once are weighed one after the other, the second tied to the session the first made (`_link_session`), and
-    held as its second bill, not billed as the first of a session of its own."""
+    with a session that the CDR does not name. The start's and the booking's rows are locked first: two CDRs of
+    one start processed at once are weighed one after the other, the second tied to the session the first made
+    (`_link_session`), and held as its second bill, not billed as the first of a session of its own."""
+    # The key of the session it names first (a CPO's PUT of that session takes it before its INSERT), then the
+    # start command's row before the booking's, as a CPO's Session PUT takes them (sessions._after_save ties the
+    # command, then on_session_changed the booking): either way round, the two had deadlocked.
+    if cdr.session_id:
+        new_key_locked(session_key(cdr.country_code, cdr.party_id, cdr.session_id))
+    list(Command.objects.select_for_update().filter(pk=start.pk).values_list("pk", flat=True))
     list(Booking.objects.select_for_update().filter(pk=start.booking_id).values_list("pk", flat=True))
     _link_session(cdr)
     if cdr.charging_session_id is not None:

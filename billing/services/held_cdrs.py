@@ -16,7 +16,7 @@ from django.db.models import Q
 from billing.models import Cdr, CdrAudit, DriverReceipt, Payment
 from billing.money import round_money
 from billing.services import payments
-from billing.services.audit import HELD, _charge_locked, _locked_cdr, _settle, cdr_audit
+from billing.services.audit import HELD, _charge_locked, _locked_cdr, _settle, _voided, cdr_audit
 from billing.services.driver_pricing import driver_total, emsp_fee, partner_terms, receipt_for_cdr, terms_remembered
 from emsp.celery import run_after_commit
 from emsp.models import Token
@@ -83,8 +83,11 @@ def _app_collects_a_second_bill(cdr: Cdr) -> bool:
     collects = Payment.objects.filter(
         booking_id=session.booking_id, purpose="charge", collected_by=Payment.CollectedBy.BAP
     ).exists()
+    if not collects:
+        return False
     billed = DriverReceipt.objects.filter(cdr__charging_session__booking_id=session.booking_id, cdr__credit=False)
-    return collects and billed.exclude(cdr_id=cdr.pk).exists()
+    # A CDR credits voided is no bill: the corrected one that replaces it is the app's one bill (payments.bill).
+    return any(not _voided(receipt.cdr) for receipt in billed.exclude(cdr_id=cdr.pk).select_related("cdr"))
 
 
 def _credit_cdr_for(cdr: Cdr) -> bool:

@@ -240,9 +240,8 @@ def _cdrs_waiting_linked(session: ChargingSession) -> None:
     ).values_list("pk", "country_code", "party_id")
     ours = [pk for pk, country, party in waiting if session_key(country, party, session.session_id) == session.ocpi_key]
     if ours:
-        cdr_model.objects.filter(pk__in=ours, processed_at__isnull=True).update(
-            charging_session=session, claimed_at=None
-        )
+        free = _not_held(cdr_model.objects.filter(pk__in=ours, processed_at__isnull=True))
+        cdr_model.objects.filter(pk__in=free).update(charging_session=session, claimed_at=None)
     if session.authorization_reference:
         # CDRs without a session_id, put off for the session of the start they repeat the reference of: the sweep
         # takes them now (their processing ties them: audit.py, `_link_session`).
@@ -256,7 +255,26 @@ def _cdrs_waiting_linked(session: ChargingSession) -> None:
         reference = ci_key(session.authorization_reference)
         put_off = [pk for pk, ref in unnamed if isinstance(ref, str) and ci_key(ref) == reference]
         if put_off:
-            cdr_model.objects.filter(pk__in=put_off, processed_at__isnull=True).update(claimed_at=None)
+            free = _not_held(cdr_model.objects.filter(pk__in=put_off, processed_at__isnull=True))
+            cdr_model.objects.filter(pk__in=free).update(claimed_at=None)
+
+
+def _not_held(rows: Any) -> list[int]:
+    """The ids of these CDR rows no transaction holds, locked (FOR UPDATE SKIP LOCKED). One its worker holds is
+    being processed now, and ties itself to its session (audit.py `_link_session`, `_session_made`): waited for,
+    the two had deadlocked, that worker inserting this very session."""
+    return list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True))
+
+
+def new_key_locked(key: str) -> None:
+    """Hold the key of a session about to be made until the transaction ends (PostgreSQL: a transaction advisory
+    lock on its hash; nothing elsewhere). A session made of a CDR (billing/services/audit.py `_session_made`)
+    takes it before it locks the start command and the booking; a CPO's PUT of that very session takes it before
+    its INSERT, which then ties the same command and booking. Without it each waited on the other: the PUT on the
+    command the CDR's worker held, that worker on the PUT's uncommitted key."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"session:{key}"])
 
 
 def _locked(key: str) -> ChargingSession | None:
@@ -275,6 +293,9 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
     last_updated = parse_utc(obj["last_updated"])
     with transaction.atomic():
         session = _locked(key)
+        if session is None:
+            new_key_locked(key)
+            session = _locked(key)  # made meanwhile by the holder of that lock
         if session is None:
             session = ChargingSession(
                 partner=partner,

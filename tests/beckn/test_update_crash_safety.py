@@ -15,7 +15,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from beckn import tasks
+from beckn import handlers, tasks
 from beckn.models import BecknMessage
 from emsp import queue_journal
 from emsp.models import Booking, ChargingSession, Command, Partner
@@ -179,6 +179,31 @@ def test_a_stop_timed_out_before_its_redelivered_update_is_answered_is_told_in_t
     with bap.capture(execute=True):
         command_result_received(Command.objects.get(pk=stop.pk), {"result": "REJECTED"})
     assert len(bap.bap.callbacks("on_status")) == statuses
+
+
+def test_a_stop_whose_update_answer_failed_for_its_own_reason_is_told_when_refused(
+    bap: Any, peer: FakePeer, network: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer failed (40000, the request FAILED: nothing said of the stop); the CPO's later refusal is told
+    (the app retrying as told gets 50002, and the charge goes on)."""
+    booking = ordered(bap)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", update_body(bap, booking, START)))
+    charging(network, booking)
+    body = update_body(bap, booking, STOP)
+    real = handlers.order_block
+    monkeypatch.setattr(handlers, "order_block", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", body))
+    monkeypatch.setattr(handlers, "order_block", real)
+    assert answers(bap, body)[0]["error"]["code"] == "40000"
+    statuses = len(bap.bap.callbacks("on_status"))
+
+    with bap.capture(execute=True):
+        command_result_received(Command.objects.get(booking=booking, type="STOP_SESSION"), {"result": "REJECTED"})
+
+    (told,) = bap.bap.callbacks("on_status")[statuses:]
+    assert told["error"]["code"] == "40006"
 
 
 def charging(network: Partner, booking: Booking, session_id: str = "S-1") -> ChargingSession:

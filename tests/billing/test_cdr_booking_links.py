@@ -852,3 +852,43 @@ def test_two_cdrs_of_a_start_without_session_processed_at_once_make_one_session(
     flags = sorted("duplicate_session_cdr" in audit_of(cdr_id).flags for cdr_id in ("CDR-1", "CDR-2"))
     assert flags == [False, True]
     assert DriverReceipt.objects.count() == 1
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("session_id", ["S-1", ""], ids=["named", "unnamed"])
+def test_a_cdr_making_its_session_while_the_cpo_puts_it_late_does_not_deadlock(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    session_id: str,
+) -> None:
+    """Named: the CPO's late PUT of the session the CDR names (the PUT had waited on the CDR's row to tie it, the
+    CDR's worker on the PUT's session key). Unnamed: the CPO's PUT giving its stored session the start's reference
+    (it ties the start, then the booking; the CDR's worker had locked the booking, then the start)."""
+    wallet_driver()
+    order_id = ordered(bap)
+    start(bap, order_id)
+    booking = Booking.objects.get(order_id=order_id)
+    put = session_of(booking, "S-1")
+    if not session_id:
+        with bap.capture(execute=True):
+            session_put(network, {**put, "authorization_reference": "", "status": "ACTIVE"})
+        put = {**put, "last_updated": "2099-01-01T00:00:00Z"}
+    one = store(bap, network, cdr_of(booking, "CDR-1", session_id=session_id))
+    reached, real = threading.Event(), audit.session_from_cdr
+
+    def slow(*args: Any) -> ChargingSession:  # the worker holds the CDR's row (and the start's, the booking's)
+        reached.set()
+        _until(threading.Event())
+        return real(*args)
+
+    monkeypatch.setattr(audit, "session_from_cdr", slow)
+    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
+    a, a_out = _run(lambda: cdr_process(one.pk, now=later))
+    assert reached.wait(10)
+    b, b_out = _run(lambda: session_put(network, put))
+    a.join(30)
+    b.join(30)
+
+    assert "error" not in a_out and "error" not in b_out, (a_out, b_out)

@@ -380,3 +380,21 @@ def test_a_release_overrules_only_the_holds_staff_were_shown(bap: Any, network: 
     assert texts(response) == ["CDR CDR-1: not billed: audited again, it is held as duplicate_session_cdr."]
     assert not DriverReceipt.objects.filter(cdr__cdr_id="CDR-1").exists()
     assert wallet(driver) == paid
+
+
+def test_a_corrected_cdr_of_an_order_the_app_collects_is_billed_once_its_first_was_voided(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+) -> None:
+    """The CPO voided CDR-1 with a credit CDR; its corrected CDR-2, held for its VAT, is the app's one bill."""
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True)
+    charged(bap, network)
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    store(bap, network, credit_for(first, "CDR-1-C"))
+    store(bap, network, {**first.data, "id": "CDR-2", "total_cost": {"excl_vat": 300, "incl_vat": 290}})
+    assert "incl_vat_below_excl_vat" in audit_of("CDR-2").flags
+
+    with bap.capture(execute=True):
+        response = bill(login(superuser=True), audit_of("CDR-2"))
+
+    assert DriverReceipt.objects.filter(cdr__cdr_id="CDR-2").exists(), texts(response)
