@@ -239,6 +239,7 @@ _TASK_QUEUES = {
         "billing.tasks.release_payment",
         "billing.tasks.refund_payment",
         "billing.tasks.open_balance_checkout",
+        "billing.tasks.expire_checkout",  # closes a withdrawn balance page at its provider
     ],
     BULK_QUEUE: [
         "ocpi.tasks.sync_due_partners",

@@ -269,6 +269,8 @@ class Handler(BaseHTTPRequestHandler):
                 return store.stripe_create_session(params)
             case "GET", ["checkout", "sessions", session_id]:
                 return store.stripe_get(session_id, "checkout.session")
+            case "POST", ["checkout", "sessions", session_id, "expire"]:
+                return store.stripe_expire_session(session_id)
             case "GET", ["payment_intents", intent_id]:
                 return store.stripe_get(intent_id, "payment_intent")
             case "POST", ["payment_intents", intent_id, "capture"]:
@@ -299,6 +301,8 @@ class Handler(BaseHTTPRequestHandler):
                 return store.razorpay_links(query.get("reference_id"))
             case "GET", ["payment_links", link_id]:
                 return store.razorpay_get(link_id, "plink_")
+            case "POST", ["payment_links", link_id, "cancel"]:
+                return store.razorpay_cancel_link(link_id)
             case "GET", ["payments", payment_id]:
                 return store.razorpay_get(payment_id, "pay_")
             case "POST", ["payments", payment_id, "capture"]:

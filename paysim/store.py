@@ -180,6 +180,25 @@ class Store:
         found.reverse()
         return {"object": "list", "data": found, "has_more": False, "url": "/v1/refunds"}
 
+    def stripe_expire_session(self, session_id: str) -> dict[str, Any]:
+        """POST /v1/checkout/sessions/{id}/expire: the merchant closes an open session at once (Stripe refuses any
+        other, in its words); the page then refuses payment and checkout.session.expired is sent, as on a timeout."""
+        with self.lock:
+            session = self.stripe_get(session_id, "checkout.session")
+            if session["status"] != "open":
+                raise stripe_error(
+                    400,
+                    'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has a '
+                    f"status of `{session['status']}`.",
+                )
+            self._stripe_expire(self.checkouts[session_id], session)
+            return session
+
+    def _stripe_expire(self, checkout: Checkout, session: dict[str, Any]) -> None:
+        checkout.closed = True
+        session["status"] = "expired"
+        self._stripe_event("checkout.session.expired", session)
+
     def _stripe_pay(self, checkout: Checkout, approve: bool) -> dict[str, Any]:
         session = self.stripe[checkout.id]
         intent_data = self.intent_data[checkout.id]
@@ -451,6 +470,21 @@ class Store:
                 raise razorpay_error("The id provided does not exist", field_name="id")
             return entity
 
+    def razorpay_cancel_link(self, link_id: str) -> dict[str, Any]:
+        """POST /v1/payment_links/{id}/cancel: Razorpay cancels only a link in the created state; one paid (or with
+        a payment authorised on it), cancelled or expired is refused. The page then refuses payment and
+        payment_link.cancelled is sent."""
+        with self.lock:
+            link, checkout = self.razorpay_get(link_id, "plink_"), self.checkouts[link_id]
+            if link["status"] != "created" or checkout.closed:
+                state = "paid" if checkout.paid_payment_id else link["status"]
+                raise razorpay_error(f"Payment Link cannot be cancelled as it is in {state} state", field_name="id")
+            checkout.closed = True
+            now = int(time.time())
+            link.update(status="cancelled", cancelled_at=now, updated_at=now)
+            self._razorpay_event("payment_link.cancelled", payment_link=link)
+            return link
+
     def _razorpay_pay(self, checkout: Checkout, approve: bool) -> dict[str, Any]:
         link = self.razorpay[checkout.id]
         order = self.razorpay[link["order_id"]]
@@ -634,9 +668,7 @@ class Store:
                 session, checkout = self.stripe[object_id], self.checkouts[object_id]
                 if checkout.closed:
                     raise ApiError(409, {"error": "this checkout is already closed"})
-                checkout.closed = True
-                session["status"] = "expired"
-                self._stripe_event("checkout.session.expired", session)
+                self._stripe_expire(checkout, session)
                 return session
             if object_id in self.checkouts and object_id.startswith("plink_"):
                 link, checkout = self.razorpay[object_id], self.checkouts[object_id]

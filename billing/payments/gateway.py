@@ -64,6 +64,23 @@ class GatewayResult:
     status: str
 
 
+# What expire_checkout found (CheckoutExpiry.outcome); in each case the page takes no payment any more.
+PAGE_CLOSED = "closed"  # it was open: closed now by this call (or by an earlier one with the same key)
+PAGE_ALREADY_CLOSED = "already_closed"  # expired or cancelled before: nothing to do
+PAGE_PAID = "paid"  # the driver paid it first: its webhook tells the rest
+
+
+@dataclass(frozen=True)
+class CheckoutExpiry:
+    """The provider's answer to expire_checkout: what became of the page (`outcome`, PAGE_*) and the provider's
+    own word for its state (a session's expired / complete, a link's cancelled / expired / paid). It moves no
+    money, so it is not a GatewayResult."""
+
+    checkout_id: str
+    outcome: str
+    status: str
+
+
 @dataclass(frozen=True)
 class WebhookEvent:
     provider: str
@@ -125,6 +142,12 @@ class PaymentGateway(Protocol):
         self, *, payment_id: str, amount_minor: int, currency: str, idempotency_key: str, repeated: bool = False
     ) -> GatewayResult:
         """Give back `amount_minor` of a captured payment."""
+        ...
+
+    def expire_checkout(self, *, checkout_id: str, idempotency_key: str) -> CheckoutExpiry:
+        """Close a hosted page (from `checkout`) so the driver can no longer pay it: one we withdrew, whose bill a
+        credit lowered or cancelled. A page already paid, expired or cancelled is no error: the result says so
+        (PAGE_PAID, PAGE_ALREADY_CLOSED), so a repeat of the call is none either."""
         ...
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:

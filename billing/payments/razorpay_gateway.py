@@ -22,9 +22,13 @@ from .gateway import (
     CAPTURED,
     FAILED,
     IGNORED,
+    PAGE_ALREADY_CLOSED,
+    PAGE_CLOSED,
+    PAGE_PAID,
     REFUNDED,
     RELEASED,
     Checkout,
+    CheckoutExpiry,
     GatewayError,
     GatewayResult,
     WebhookEvent,
@@ -204,6 +208,25 @@ class RazorpayGateway:
             raise GatewayError(f"razorpay refund: {payment_id} is in {refund['currency']}, not {currency}")
         return GatewayResult(reference=refund["id"], amount_minor=refund["amount"], status=refund["status"])
 
+    def expire_checkout(self, *, checkout_id: str, idempotency_key: str) -> CheckoutExpiry:
+        """Cancels the Payment Link (POST /v1/payment_links/{id}/cancel; Razorpay takes no idempotency key on it).
+        Razorpay cancels only a link in the created state, so a refusal is followed by a look at the link: one the
+        driver paid (or authorised, with manual capture), or already cancelled or expired (a repeat), is answered
+        as such; a link still open raises the refusal."""
+        try:
+            link = self._call("cancel the link", self.client.payment_link.cancel, checkout_id)
+        except GatewayError as refused:
+            try:
+                link = self._call("fetch the link", self.client.payment_link.fetch, checkout_id)
+            except GatewayError:
+                raise refused from refused.__cause__  # what the cancel met, not the look-up's trouble
+            expiry = _link_expiry(checkout_id, link, closed_now=False)
+            if expiry is None:
+                raise
+            return expiry
+        closed = CheckoutExpiry(checkout_id=checkout_id, outcome=PAGE_CLOSED, status=str(link.get("status", "")))
+        return _link_expiry(checkout_id, link, closed_now=True) or closed
+
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         """X-Razorpay-Signature must be the hex HMAC-SHA256 of the raw body with the webhook secret (checked by the
         SDK's Utility.verify_webhook_signature, in constant time). The signature covers no timestamp, so the event's
@@ -308,6 +331,21 @@ def normalise_event(payload: Mapping[str, Any], *, event_id: str) -> WebhookEven
     return WebhookEvent(
         provider="razorpay", event_id=event_id, type=kind, provider_type=provider_type, raw=payload, **fields
     )
+
+
+def _link_expiry(checkout_id: str, link: Mapping[str, Any], *, closed_now: bool) -> CheckoutExpiry | None:
+    """What a Payment Link's state says of it once it can't be paid: paid (in full, or a payment authorised on it,
+    which with manual capture leaves the link `created`), cancelled or expired; None while it is still open."""
+    status = str(link.get("status", ""))
+    payments = link.get("payments") or []
+    taken = any(isinstance(p, Mapping) and p.get("status") in ("authorized", "captured") for p in payments)
+    if status in ("paid", "partially_paid") or taken:
+        outcome = PAGE_PAID
+    elif status in ("cancelled", "expired"):
+        outcome = PAGE_CLOSED if closed_now else PAGE_ALREADY_CLOSED
+    else:
+        return None
+    return CheckoutExpiry(checkout_id=checkout_id, outcome=outcome, status=status)
 
 
 def _notes(entity: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -16,9 +16,13 @@ from .gateway import (
     CAPTURED,
     FAILED,
     IGNORED,
+    PAGE_ALREADY_CLOSED,
+    PAGE_CLOSED,
+    PAGE_PAID,
     REFUNDED,
     RELEASED,
     Checkout,
+    CheckoutExpiry,
     GatewayError,
     GatewayResult,
     WebhookEvent,
@@ -239,6 +243,30 @@ class StripeGateway:
         return GatewayResult(
             reference=refund.id, amount_minor=from_stripe_amount(refund.amount, currency), status=refund.status
         )
+
+    def expire_checkout(self, *, checkout_id: str, idempotency_key: str) -> CheckoutExpiry:
+        """POST /v1/checkout/sessions/{id}/expire with our key. Stripe expires only an `open` session ("Only
+        Checkout Sessions with a status in ["open"] can be expired"), so a refusal is followed by a look at the
+        session: one the driver completed, or already expired, is answered as such. So is an error Stripe replays
+        for our key (a 500 kept 24 h) once the session is no longer open; an open one raises the error."""
+        try:
+            session = self._call(
+                "expire checkout",
+                self.client.v1.checkout.sessions.expire,
+                checkout_id,
+                {},
+                {"idempotency_key": idempotency_key},
+            )
+        except GatewayError as refused:
+            try:
+                session = self._call("look up the checkout", self.client.v1.checkout.sessions.retrieve, checkout_id)
+            except GatewayError:
+                raise refused from refused.__cause__  # what the expiry met, not the look-up's trouble
+            if session.status == "open":
+                raise
+            outcome = PAGE_PAID if session.status == "complete" else PAGE_ALREADY_CLOSED
+            return CheckoutExpiry(checkout_id=session.id, outcome=outcome, status=session.status)
+        return CheckoutExpiry(checkout_id=session.id, outcome=PAGE_CLOSED, status=session.status)
 
     def _intent_if(self, repeated: bool, payment_id: str, status: str) -> Any:
         """On a repeat, the PaymentIntent if it is already `status` (what the earlier attempt asked for), else None."""

@@ -165,18 +165,21 @@ def _still_asking(payment: Payment) -> bool:
 
 def _withdrawn_page(payment: Payment) -> bool:
     """A balance payment a credit lowered or cancelled, or whose bill a page it replaced took (_withdraw): released
-    with nothing ever held. Its page can't be closed at the provider, so the driver may still pay it."""
+    with nothing ever held. Its page is closed at the provider after the commit, so the driver may still pay it
+    until then (or if the provider can't be reached)."""
     return payment.purpose == "balance" and payment.status == Payment.Status.RELEASED and payment.authorised_minor == 0
 
 
 def _withdraw(payment: Payment, why: str) -> None:
-    """The payment asks for nothing any more: released with nothing taken, no bill and no page shown to the app
-    (the provider's page stays open until it expires: paid all the same, see _balance_taken_over)."""
+    """The payment asks for nothing any more: released with nothing taken, no bill and no page shown to the app,
+    and its page closed at the provider after the commit (billing.tasks.expire_checkout: Stripe's session
+    expired, Razorpay's link cancelled). Paid before it closes, it is taken over (_balance_taken_over)."""
     Payment.objects.filter(pk=payment.pk).update(
         status=Payment.Status.RELEASED, billed_minor=0, url="", failure=why[:300]
     )
     payment.status, payment.billed_minor, payment.url, payment.failure = Payment.Status.RELEASED, 0, "", why[:300]
     _tell_app(payment)
+    run_after_commit("billing.tasks.expire_checkout", payment.pk)
 
 
 # --- init and confirm ----------------------------------------------------------------------------------
@@ -971,6 +974,13 @@ def balance_checkout(payment_id: int) -> Payment:
         if failed:
             log.warning("payment %s: %s refused the balance checkout: %s", payment.pk, payment.provider, error)
             _tell_app(payment)
+        return payment
+    if _withdrawn_page(Payment.objects.get(pk=payment.pk)):
+        # Withdrawn while its page was being opened (a credit covered or lowered its bill): the page just opened
+        # asks for nothing, and is closed at once; the app is shown no url.
+        Payment.objects.filter(pk=payment.pk).update(url="")
+        run_after_commit("billing.tasks.expire_checkout", payment.pk)
+        payment.refresh_from_db()
         return payment
     _tell_app(payment)
     return payment

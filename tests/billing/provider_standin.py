@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from billing.models import Payment
-from billing.payments.gateway import GatewayError, GatewayResult, WebhookEvent
+from billing.payments.gateway import PAGE_CLOSED, CheckoutExpiry, GatewayError, GatewayResult, WebhookEvent
 from billing.services import accounts, ledger, postings
 
 
@@ -24,6 +24,8 @@ class Fake:
         self.event: WebhookEvent | None = None
         self.fail_capture = False
         self.fail_release = False
+        self.expire_errors: list[GatewayError] = []  # raised by the next expire_checkout calls, one each
+        self.expired_as = PAGE_CLOSED  # what expire_checkout answers (PAGE_PAID: the driver paid first…)
 
     def capture(self, **kw: Any) -> GatewayResult:
         self.calls.append(("capture", kw))
@@ -40,6 +42,13 @@ class Fake:
     def refund(self, **kw: Any) -> GatewayResult:
         self.calls.append(("refund", kw))
         return GatewayResult(reference="rf", amount_minor=kw["amount_minor"], status="succeeded")
+
+    def expire_checkout(self, **kw: Any) -> CheckoutExpiry:
+        self.calls.append(("expire_checkout", kw))
+        if self.expire_errors:
+            raise self.expire_errors.pop(0)
+        status = {"closed": "expired", "already_closed": "expired", "paid": "complete"}[self.expired_as]
+        return CheckoutExpiry(checkout_id=kw["checkout_id"], outcome=self.expired_as, status=status)
 
     def verify_webhook(self, **kw: Any) -> WebhookEvent:
         assert self.event is not None
