@@ -15,9 +15,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ocpi.versions.common import Context, decimal_or_none, json_number, renamed, without
+from ocpi.versions.common import CannotCarry, Context, decimal_or_none, json_number, renamed, without
 from ocpi.versions.tariffs import check_version, downgrade_tariff, upgrade_tariff
-from ocpi.versions.v211 import cdr_token, charging_periods_out, power_type_out, upgrade_charging_period
+from ocpi.versions.v211 import (
+    V211_CONNECTOR_TYPES,
+    cdr_token,
+    charging_periods_out,
+    power_type_out,
+    upgrade_charging_period,
+)
 from ocpi.versions.v230 import upgrade_cdr_token, upgrade_connector, upgrade_price
 
 PRICE_FIELDS = (
@@ -168,6 +174,10 @@ def _to_v211(obj: dict[str, Any]) -> dict[str, Any]:
     if out.get("auth_method") == "COMMAND":
         out["auth_method"] = "AUTH_REQUEST"  # 2.1.1 AuthMethod has no COMMAND: the eMSP authorized it
     location = obj.get("cdr_location") or {}
+    standard = location.get("connector_standard")
+    if standard is not None and standard not in V211_CONNECTOR_TYPES:
+        # A whole 2.1.1 Location with a connector of a standard 2.1.1 has no value for is no valid CDR to send.
+        raise CannotCarry(f"OCPI 2.1.1 has no ConnectorType {standard!r}")
     stamp = obj.get("last_updated")
     connector = {
         "id": location.get("connector_id"),

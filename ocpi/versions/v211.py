@@ -301,7 +301,7 @@ def downgrade_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
 # mod_locations 2.1.1 enums. What 2.2.1 added has no 2.1.1 value: list entries without one are left out; a
 # connector whose standard 2.1.1 can't name is left out of its EVSE (and an EVSE left without one, of its
 # location), or, asked for alone, can't be carried.
-_V211_CONNECTOR_TYPES = frozenset(
+V211_CONNECTOR_TYPES = frozenset(
     {"CHADEMO", *(f"DOMESTIC_{c}" for c in "ABCDEFGHIJKL"), "IEC_60309_2_single_16", "IEC_60309_2_three_16",
      "IEC_60309_2_three_32", "IEC_60309_2_three_64", "IEC_62196_T1", "IEC_62196_T1_COMBO", "IEC_62196_T2",
      "IEC_62196_T2_COMBO", "IEC_62196_T3A", "IEC_62196_T3C", "TESLA_R", "TESLA_S"}
@@ -361,7 +361,7 @@ def power_type_out(power_type: Any) -> Any:
 def connector_out(obj: dict[str, Any]) -> dict[str, Any] | None:
     """mod_locations 2.1.1 Connector (`voltage`, `amperage`, one `tariff_id`); None when 2.1.1 has no
     ConnectorType for its standard."""
-    if obj.get("standard") not in _V211_CONNECTOR_TYPES:
+    if obj.get("standard") not in V211_CONNECTOR_TYPES:
         return None
     out: dict[str, Any] = {
         "id": obj.get("id"),

@@ -127,3 +127,28 @@ DOWNGRADES = {
     f"command:{t}": _command
     for t in ("START_SESSION", "STOP_SESSION", "RESERVE_NOW", "CANCEL_RESERVATION", "UNLOCK_CONNECTOR")
 }
+
+
+# --- our copy read back in 2.2.1: what 2.3.0 added to our model, left out ---------------------------------------
+
+# ConnectorType values our model holds from 2.3.0 that 2.2.1 lacks (ocpi/enums.py).
+V230_ONLY_STANDARDS = frozenset({"MCS"})
+
+
+def connectors_for_221(connectors: Any) -> Any:
+    """A list of Connectors without those whose standard 2.2.1 has no value for."""
+    if not isinstance(connectors, list):
+        return connectors
+    return [c for c in connectors if not (isinstance(c, dict) and c.get("standard") in V230_ONLY_STANDARDS)]
+
+
+def evse_for_221(evse: dict[str, Any]) -> dict[str, Any]:
+    return {**evse, "connectors": connectors_for_221(evse.get("connectors"))} if "connectors" in evse else evse
+
+
+def location_for_221(location: dict[str, Any]) -> dict[str, Any]:
+    """Its EVSEs without such connectors; an EVSE left with none is left out (EVSE.connectors is 1..*)."""
+    if not isinstance(location.get("evses"), list):
+        return location
+    evses = [evse_for_221(e) if isinstance(e, dict) else e for e in location["evses"]]
+    return {**location, "evses": [e for e in evses if not isinstance(e, dict) or e.get("connectors")]}

@@ -16,6 +16,7 @@ from ocpi.normalize import Issue, normalize_cdr
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
 from ocpi.quality import record_issues
 from ocpi.transport import OcpiError, OcpiView, absolute_url, normalized, ocpi_response
+from ocpi.versions import v230
 
 
 def cdr_url(cdr: Cdr, version: str = "2.2.1") -> str:
@@ -79,4 +80,8 @@ class CdrDetailView(OcpiView):
         cdr = Cdr.objects.filter(ocpi_key=records.cdr_key(country_code, party_id, cdr_id)).first()
         if cdr is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown CDR", 404)
+        standard = (cdr.data.get("cdr_location") or {}).get("connector_standard")
+        if getattr(self, "ocpi_version", "2.2.1") == "2.2.1" and standard in v230.V230_ONLY_STANDARDS:
+            # CdrLocation.connector_standard is required: a CDR of a connector 2.2.1 has no value for can't be said.
+            raise OcpiError(transport.SERVER_ERROR, f"OCPI 2.2.1 has no ConnectorType {standard!r}")
         return ocpi_response(cdr.data)

@@ -20,11 +20,18 @@ from ocpi.normalize import (
     normalize_location_patch,
 )
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
-from ocpi.transport import OcpiError, OcpiView, body_with_url_id, ocpi_response, patch_matches_url
+from ocpi.transport import SERVER_ERROR, OcpiError, OcpiView, body_with_url_id, ocpi_response, patch_matches_url
+from ocpi.versions import v230
 
 
 class LocationReceiverView(OcpiView):
     module = "locations"
+    ocpi_version = "2.2.1"  # served in 2.1.1 and 2.3.0 too (ocpi/versions/wire.py::versioned sets it)
+
+    def _in_221(self) -> bool:
+        """Read back in 2.2.1 itself: what our model holds from 2.3.0 (an MCS connector) is left out (the other
+        versions' read-backs are mapped by ocpi/versions/wire.py)."""
+        return self.ocpi_version == "2.2.1"
 
     def _objects(
         self,
@@ -55,15 +62,23 @@ class LocationReceiverView(OcpiView):
         if connector_id:
             if connector is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
-            return ocpi_response(rendering.connector_as_ocpi(connector))
+            shown = rendering.connector_as_ocpi(connector)
+            if self._in_221() and not v230.connectors_for_221([shown]):
+                raise OcpiError(SERVER_ERROR, f"OCPI 2.2.1 has no ConnectorType {shown.get('standard')!r}")
+            return ocpi_response(shown)
         if evse_uid:
             if evse is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
             shown = rendering.evse_as_ocpi(evse)
+            if self._in_221() and shown["connectors"]:
+                shown = v230.evse_for_221(shown)
+                if not shown["connectors"]:
+                    raise OcpiError(SERVER_ERROR, "OCPI 2.2.1 has no ConnectorType for any of the EVSE's connectors")
             if not shown["connectors"]:  # EVSE.connectors is 1..*: we hold none valid of it (lenient in)
                 raise OcpiError(transport.CLIENT_ERROR, "EVSE without a valid connector: PUT it again", 404)
             return ocpi_response(shown)
-        return ocpi_response(rendering.location_as_ocpi(location))
+        shown = rendering.location_as_ocpi(location)
+        return ocpi_response(v230.location_for_221(shown) if self._in_221() else shown)
 
     def put(
         self,

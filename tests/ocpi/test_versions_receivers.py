@@ -107,6 +107,26 @@ def test_a_2_3_0_connector_patched_to_mcs_is_mcs(ocpi: OcpiTestClient, partner: 
     assert connector.data["standard"] == "MCS" and "capabilities" not in connector.data
 
 
+def test_an_mcs_connector_is_not_read_back_in_a_version_that_lacks_it(ocpi: OcpiTestClient, partner: Partner) -> None:
+    """2.2.1 and 2.1.1 have no MCS: our copy read back there leaves it out (an EVSE of it alone is named)."""
+    body = example(V230, "location_example", country_code="IN", party_id="CPA")
+    body["evses"][0]["connectors"][0]["standard"] = "MCS"
+    body["evses"][1]["connectors"] = [{**body["evses"][0]["connectors"][0], "id": "9"}]
+    assert ocpi.put("/ocpi/emsp/2.3.0/locations/IN/CPA/LOC1", body).json()["status_code"] == 1000
+    mcs_only, mixed = body["evses"][1]["uid"], body["evses"][0]["uid"]
+
+    def standards(version: str) -> list[str]:
+        data = ocpi.get(f"/ocpi/emsp/{version}/locations/IN/CPA/LOC1").json()["data"]
+        return sorted(c["standard"] for e in data["evses"] for c in e["connectors"])
+
+    assert "MCS" in standards("2.3.0")
+    assert "MCS" not in standards("2.2.1") and "MCS" not in standards("2.1.1")
+    assert ocpi.get(f"/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/{mcs_only}").json()["status_code"] == 3000
+    evse = ocpi.get(f"/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/{mixed}").json()["data"]
+    assert evse["connectors"] and "MCS" not in [c["standard"] for c in evse["connectors"]]
+    assert ocpi.get(f"/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/{mcs_only}/9").json()["status_code"] == 3000
+
+
 # --- sessions ------------------------------------------------------------------------------------------------
 
 

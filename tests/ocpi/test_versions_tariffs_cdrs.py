@@ -337,3 +337,18 @@ def test_a_2_3_0_cdr_of_an_mcs_connector_reads_back_with_it(client_for: Callable
     assert bec.post("/ocpi/emsp/2.3.0/cdrs", cdr).json()["status_code"] == 1000
     read = bec.get(f"/ocpi/emsp/2.3.0/cdrs/BE/BEC/{cdr['id']}").json()["data"]
     assert read["cdr_location"]["connector_standard"] == "MCS"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version", ["2.2.1", "2.1.1"])
+def test_a_cdr_of_an_mcs_connector_is_not_read_back_in_a_version_that_lacks_it(
+    client_for: Callable[..., OcpiTestClient], version: str
+) -> None:
+    """CdrLocation.connector_standard (2.2.1) and the 2.1.1 Location's Connector.standard are required: a value
+    that version lacks is named in an error, not sent."""
+    bec = client_for("BE", "BEC")
+    cdr = example(V230, "cdr_example")
+    cdr["cdr_location"] = {**cdr["cdr_location"], "connector_standard": "MCS"}
+    assert bec.post("/ocpi/emsp/2.3.0/cdrs", cdr).json()["status_code"] == 1000
+    read = bec.get(f"/ocpi/emsp/{version}/cdrs/BE/BEC/{cdr['id']}").json()
+    assert read["status_code"] == 3000 and "MCS" in read["status_message"]
