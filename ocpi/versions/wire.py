@@ -7,11 +7,12 @@ mappings in v211/v230 stay pure."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.request import Request
@@ -92,14 +93,44 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     evse_uid = str(session.get("evse_uid") or "")
     if not contract_id or not location_id or _has_nul(contract_id, location_id, evse_uid, country_code, party_id):
         return None
+    where = (contract_id, location_id, evse_uid, country_code, party_id)
+    # Sent before the session began, or before it came (a 2.1.1 time without a zone read as UTC can be hours
+    # off: the window of its arrival is kept as well).
+    started, now = _started_at(session.get("start_date_time")), timezone.now()
+    return _start_matched(partner, where, (min(started, now), max(started, now)), taken=False)
+
+
+def _started_at(value: Any) -> datetime:
+    """When the charge began, as the partner says (a session's start, a CDR's): now when it can't be read (the
+    normalizer refuses it, naming the field)."""
+    try:
+        return parse_utc(value)
+    except (DateTimeError, OverflowError, TypeError, ValueError):
+        return timezone.now()
+
+
+def _start_matched(
+    partner: Partner, where: tuple[str, str, str, str, str], began: tuple[datetime, datetime], *, taken: bool
+) -> str | None:
+    """The authorization_reference of our newest START_SESSION to this partner for the same contract at the same
+    location (and EVSE, and party behind a hub, when named) sent within START_MATCH_WINDOW before the charge
+    began (`began`: the earliest and latest it may have; a session pushed only when it ended, or pulled after an
+    outage, is matched by when it began, not only by when it came: it had been left without its start three
+    hours on). `taken`: also one a session took."""
+    contract_id, location_id, evse_uid, country_code, party_id = where
+    try:
+        sent = (began[0] - START_MATCH_WINDOW, began[1] + CDR_SESSION_SLACK)
+    except OverflowError:
+        return None  # a date at the ends of time: the normalizer refuses it, naming the field
     commands = Command.objects.filter(
         partner=partner,
         type=Command.Type.START_SESSION,
-        session__isnull=True,
         token__contract_id__iexact=contract_id,
         evse__location__location_id__iexact=location_id,
-        created_at__gte=timezone.now() - START_MATCH_WINDOW,
+        created_at__range=sent,
     ).exclude(authorization_reference="")
+    if not taken:
+        commands = commands.filter(session__isnull=True)
     if country_code and party_id:  # behind a hub: a command sent to that party
         commands = commands.filter(
             evse__location__country_code__iexact=country_code, evse__location__party_id__iexact=party_id
@@ -135,21 +166,29 @@ def _upgraded_or_raw(partner: Partner, version: str, kind: str, obj: Any, ctx: C
 def upgraded(partner: Partner, version: str, kind: str, obj: Any, ctx: Context) -> Any:
     out = upgrade(version, kind, obj, ctx)
     if kind == "cdr" and isinstance(out, dict) and not out.get("session_id"):
-        session_id = _session_of_cdr(partner, out)
-        if session_id:
-            out["session_id"] = session_id
+        found = _session_of_cdr(partner, out)
+        if found:
+            out["session_id"], reference = found
+        else:
+            reference = _start_of_cdr(partner, out)
+        if reference and not out.get("authorization_reference"):
+            # 2.1.1 has none: the start's, so that billing ties the CDR to its booking as in 2.2.1 (through the
+            # start's session, or one made of the CDR when the CPO reports none: billing/services/audit.py).
+            out["authorization_reference"] = reference
     return out
 
 
-def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
-    """The session a CDR without `session_id` (2.1.1 has none) closes: the partner's session of the same
-    token at the same location and EVSE that started at the CDR's start (within CDR_SESSION_SLACK) and has no
-    CDR yet, so billing links the CDR to it (and the booking settles) as in 2.2.1."""
+def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> tuple[str, str] | None:
+    """The session a CDR without `session_id` (2.1.1 has none) closes, and its authorization_reference: the
+    partner's session of the same token at the same location and EVSE that was going on when the CDR's charge
+    began (it started no later than CDR_SESSION_SLACK after, and had not ended before: a session opened PENDING
+    at the start command, the driver plugging in minutes later, had been missed) and has no CDR yet, so billing
+    links the CDR to it (and the booking settles) as in 2.2.1."""
     token = cdr.get("cdr_token") if isinstance(cdr.get("cdr_token"), dict) else {}
     location = cdr.get("cdr_location") if isinstance(cdr.get("cdr_location"), dict) else {}
     try:
         start = parse_utc(cdr.get("start_date_time"))
-        window = (start - CDR_SESSION_SLACK, start + CDR_SESSION_SLACK)
+        window = (start - START_MATCH_WINDOW, start + CDR_SESSION_SLACK, start - CDR_SESSION_SLACK)
     except (DateTimeError, OverflowError):
         return None  # the normalizer refuses the CDR, naming the field
     uid, location_id = token.get("uid"), location.get("id")
@@ -159,14 +198,32 @@ def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
         partner=partner,
         token_uid=str(token["uid"]),
         ocpi_location_id__iexact=str(location["id"]),
-        start_date_time__range=window,
+        start_date_time__range=window[:2],
         cdrs__isnull=True,
-    )
+    ).filter(Q(end_date_time__isnull=True) | Q(end_date_time__gte=window[2]))
     if cdr.get("country_code") and cdr.get("party_id"):  # behind a hub: that party's sessions only
         sessions = sessions.filter(country_code__iexact=str(cdr["country_code"]), party_id__iexact=str(cdr["party_id"]))
     if location.get("evse_uid"):
         sessions = sessions.filter(evse_uid__iexact=str(location["evse_uid"]))
-    return sessions.order_by("-start_date_time").values_list("session_id", flat=True).first()
+    found = sessions.order_by("-start_date_time").values_list("session_id", "authorization_reference").first()
+    return (found[0], found[1]) if found else None
+
+
+def _start_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
+    """The authorization_reference of the START_SESSION a CDR without a session we hold answers (a 2.1.1 CPO
+    without the Sessions module, or its session not here yet): matched as a 2.1.1 session is (`_start_matched`),
+    by the CDR's contract, location, EVSE and start. Billed without it, the charge of a booking had gone to the
+    driver's account while the booking's hold stayed authorised."""
+    token = cdr.get("cdr_token") if isinstance(cdr.get("cdr_token"), dict) else {}
+    location = cdr.get("cdr_location") if isinstance(cdr.get("cdr_location"), dict) else {}
+    contract_id, location_id = str(token.get("contract_id") or ""), str(location.get("id") or "")
+    evse_uid = str(location.get("evse_uid") or "")
+    country_code, party_id = str(cdr.get("country_code") or ""), str(cdr.get("party_id") or "")
+    if not contract_id or not location_id or _has_nul(contract_id, location_id, evse_uid, country_code, party_id):
+        return None
+    where = (contract_id, location_id, evse_uid, country_code, party_id)
+    started = _started_at(cdr.get("start_date_time"))
+    return _start_matched(partner, where, (started, started), taken=True)
 
 
 def evse(partner: Partner, obj: Any) -> Any:

@@ -236,6 +236,92 @@ def test_a_2_1_1_cdr_closes_the_session_it_names_no_id_of(
     assert stored.charging_session == ChargingSession.objects.get(session_id="S-211")
 
 
+def stamp_211(at: Any) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def started_211(partner: Partner, bengaluru: Location, *, minutes_ago: int) -> tuple[Command, Any]:
+    """Our START_SESSION to the 2.1.1 CPO for the contract of the spec's CDR, sent `minutes_ago`."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    token = TokenFactory(uid="012345678", contract_id="DE8ACC12E46L89")
+    evse = bengaluru.evses.order_by("pk").first()
+    assert evse is not None
+    command = Command.objects.create(
+        partner=partner, type=Command.Type.START_SESSION, token=token, evse=evse, authorization_reference="AUTH-211"
+    )
+    sent = timezone.now() - timedelta(minutes=minutes_ago)
+    Command.objects.filter(pk=command.pk).update(created_at=sent)
+    return command, sent
+
+
+def cdr_211(evse_uid: str, started: Any) -> dict[str, Any]:
+    from datetime import timedelta
+
+    cdr = example(
+        V211, "cdr", start_date_time=stamp_211(started), stop_date_time=stamp_211(started + timedelta(hours=1))
+    )
+    cdr["location"] = {**cdr["location"], "id": "LOC1", "country": "IND"}
+    cdr["location"]["evses"][0]["uid"] = evse_uid
+    cdr["charging_periods"] = [{**p, "start_date_time": stamp_211(started)} for p in cdr["charging_periods"][:1]]
+    return cdr
+
+
+def test_a_2_1_1_cdr_of_our_start_without_a_session_carries_the_starts_reference(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """A 2.1.1 CPO without the Sessions module: the CDR is the start's (billing then bills its booking: through a
+    session made of it); it had been billed to the driver's account, the booking's hold left authorised."""
+    from datetime import timedelta
+
+    from billing.models import Cdr
+
+    command, sent = started_211(partner, bengaluru, minutes_ago=90)
+    posted = ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr_211(command.evse.uid, sent + timedelta(minutes=1))).json()
+    assert posted["status_code"] == 1000, posted
+    assert Cdr.objects.get(cdr_id="12345").data["authorization_reference"] == "AUTH-211"
+
+
+def test_a_2_1_1_cdr_is_tied_to_the_session_open_when_its_charge_began(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """The CPO opened the session PENDING at the start command; the driver plugged in 8 minutes later, where the
+    CDR begins: it had matched no session (±5 minutes of the session's start only)."""
+    from datetime import timedelta
+
+    from billing.models import Cdr
+
+    command, sent = started_211(partner, bengaluru, minutes_ago=120)
+    where = {"id": "LOC1", "evses": [{"uid": command.evse.uid, "connectors": [{"id": "1"}]}]}
+    session = example(V211, "session_start", id="S-211", auth_id="DE8ACC12E46L89", location=where,
+                      start_datetime=stamp_211(sent), last_updated=stamp_211(sent), status="PENDING")  # fmt: skip
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-211", session).json()["status_code"] == 1000
+    assert (
+        ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr_211(command.evse.uid, sent + timedelta(minutes=8))).json()["status_code"]
+        == 1000
+    )
+    stored = Cdr.objects.get(cdr_id="12345")
+    assert stored.charging_session == ChargingSession.objects.get(session_id="S-211")
+    assert stored.data["authorization_reference"] == "AUTH-211"
+
+
+def test_a_2_1_1_session_first_seen_hours_after_our_start_is_still_tied_to_it(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """Pushed only when it ended (or pulled after an outage), three hours on: matched by when it began."""
+    from datetime import timedelta
+
+    command, sent = started_211(partner, bengaluru, minutes_ago=180)
+    where = {"id": "LOC1", "evses": [{"uid": command.evse.uid, "connectors": [{"id": "1"}]}]}
+    session = example(V211, "session_finished", id="S-211", auth_id="DE8ACC12E46L89", location=where,
+                      start_datetime=stamp_211(sent + timedelta(minutes=2)),
+                      end_datetime=stamp_211(sent + timedelta(minutes=62)))  # fmt: skip
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-211", session).json()["status_code"] == 1000
+    assert ChargingSession.objects.get(session_id="S-211").authorization_reference == "AUTH-211"
+
+
 # --- hostile input in the other versions (review of issue 10) ---------------------------------------------------
 
 
