@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions
 from rest_framework.request import Request
 
 from billing.services import records
-from ocpi import transport
+from ocpi import transport, versions
 from ocpi.normalize import normalize_tariff
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
-from ocpi.transport import OcpiError, OcpiView, ocpi_response
+from ocpi.transport import OcpiError, OcpiView, ocpi_response, patch_matches_url
+from ocpi.versions import wire
 
 
 @extend_schema_view(
@@ -27,10 +29,12 @@ from ocpi.transport import OcpiError, OcpiView, ocpi_response
         operation_id="ocpi_tariff_delete",
         responses={200: response(description="Deleted"), 404: error_response("Unknown tariff")},
     ),
+    patch=extend_schema(exclude=True),  # 2.1.1 only: the schema describes 2.2.1
 )
 @extend_schema(tags=["OCPI"], auth=TOKEN_AUTH)
 class TariffReceiverView(OcpiView):
     module = "tariffs"
+    ocpi_version = "2.2.1"  # served in 2.1.1 and 2.3.0 too (ocpi/versions/wire.py::versioned sets it)
 
     def get(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)
@@ -44,6 +48,25 @@ class TariffReceiverView(OcpiView):
         clean = self.accept_party_object(normalize_tariff, body, country_code, party_id, tariff_id)
         _, created, _ = records.tariff_put(self.partner, clean)
         return ocpi_response(http_status=201 if created else 200)
+
+    def patch(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
+        """2.1.1 only (mod_tariffs 2.1.1: the eMSP's interface takes PUT and PATCH; 2.2.1 dropped the PATCH): the
+        fields sent replace the stored tariff's, and the whole is taken as a PUT of it would be. It had been
+        answered 405 and the price change lost, while quotes and CDR audits went on with the old one."""
+        if self.ocpi_version != "2.1.1":
+            raise exceptions.MethodNotAllowed("PATCH")
+        self.require_own_party(country_code, party_id)
+        tariff = records.tariff_get(country_code, party_id, tariff_id)
+        if tariff is None:
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
+        body = self.json_object()
+        patch_matches_url(body, id=tariff_id, country_code=country_code, party_id=party_id)
+        stored = versions.downgrade("2.1.1", "tariff", tariff.data)
+        owner = wire.context(self.partner, (country_code, party_id))
+        merged = versions.upgrade("2.1.1", "tariff", {**stored, **body}, owner)
+        clean = self.accept_party_object(normalize_tariff, merged, country_code, party_id, tariff_id)
+        records.tariff_put(self.partner, clean)
+        return ocpi_response()
 
     def delete(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         self.require_own_party(country_code, party_id)

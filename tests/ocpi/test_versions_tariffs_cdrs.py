@@ -352,3 +352,25 @@ def test_a_cdr_of_an_mcs_connector_is_not_read_back_in_a_version_that_lacks_it(
     assert bec.post("/ocpi/emsp/2.3.0/cdrs", cdr).json()["status_code"] == 1000
     read = bec.get(f"/ocpi/emsp/{version}/cdrs/BE/BEC/{cdr['id']}").json()
     assert read["status_code"] == 3000 and "MCS" in read["status_message"]
+
+
+@pytest.mark.django_db
+def test_a_2_1_1_tariff_patch_changes_its_price(client_for: Callable[..., OcpiTestClient]) -> None:
+    """mod_tariffs 2.1.1: the eMSP's interface takes PUT and PATCH. It had been answered 405, the price change
+    lost while quotes and CDR audits went on with the old price; 2.2.1 has no tariff PATCH."""
+    bec = client_for("BE", "BEC")
+    tariff = example(V211, "tariff_simple_2_euro_per_hour")
+    assert bec.put("/ocpi/emsp/2.1.1/tariffs/BE/BEC/12", tariff).json()["status_code"] == 1000
+    change = {
+        "elements": [{"price_components": [{"type": "TIME", "price": 3.0, "step_size": 300}]}],
+        "last_updated": "2015-06-30T20:39:09Z",
+    }
+
+    patched = bec.patch("/ocpi/emsp/2.1.1/tariffs/BE/BEC/12", change)
+
+    assert patched.json()["status_code"] == 1000, patched.json()
+    stored = Tariff.objects.get(tariff_id="12")
+    assert stored.data["elements"][0]["price_components"][0]["price"] == 3.0
+    assert stored.currency == "EUR" and stored.data["country_code"] == "BE"
+    assert bec.patch("/ocpi/emsp/2.2.1/tariffs/BE/BEC/12", change).status_code == 405
+    assert bec.patch("/ocpi/emsp/2.1.1/tariffs/BE/BEC/13", change).json()["status_code"] == 2000
