@@ -7,6 +7,7 @@ keyed by the case-insensitive OCPI ids; an object older than the one we hold is 
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -320,6 +321,15 @@ class PatchResult:
     status_change: tuple[int, str, str] | None = None
 
 
+def _stamp(patch: dict[str, Any]) -> datetime | None:
+    """A PATCH's last_updated; None when the CPO stamped none (OCPI 2.1.1: optional there, and the normalizer
+    lets one through only from 2.1.1). Only the CPO's clock orders its objects: such a PATCH is its newest word
+    when it comes, applied over whatever we hold, and leaves the stored stamps (and the parents') as they are. Our
+    clock's time, put on it, had made a CPO clock 90 s behind ours lose its next PUT, one ahead its PATCHes."""
+    stamp = patch.get("last_updated")
+    return parse_utc(stamp) if stamp else None
+
+
 def _bump_parents(location: Location, last_updated: datetime, evse: Evse | None = None) -> None:
     """mod_locations: a change to an EVSE/connector updates its parents' last_updated."""
     Location.objects.filter(pk=location.pk, last_updated__lt=last_updated).update(last_updated=last_updated)
@@ -387,18 +397,26 @@ def _refresh_evse_power(evse: Evse) -> None:
 
 
 def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
-    last_updated = parse_utc(patch["last_updated"])
+    stamp = _stamp(patch)
     with transaction.atomic():
         location = Location.objects.select_for_update().get(pk=location.pk)
-        if last_updated < location.last_updated:
+        if stamp is not None and stamp < location.last_updated:
             return PatchResult(applied=False)
-        data = dict(location.data)
-        data.update({k: v for k, v in patch.items() if k != "evses"})
+        last_updated = stamp or location.last_updated
+        data = _patched_location(location.data, patch)
         row = Location(**_location_values(location.partner_id, {**data, "evses": []}, last_updated, timezone.now()))
         _save_over(row, location)
         if (row.latitude, row.longitude) != (location.latitude, location.longitude):
             _move_evses_with(row)
     return PatchResult(applied=True)
+
+
+def _patched_location(stored: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """The stored Location with a PATCH's fields over it (its EVSEs are stored apart). A field the PATCH sets to
+    null is removed: a 2.1.1 `type` of OTHER or UNKNOWN, which no 2.2.1 ParkingType says, clears our parking_type
+    (ocpi/versions/v211.py), where leaving it out had kept the old one."""
+    cleared = {k for k, v in patch.items() if v is None}
+    return {k: v for k, v in {**stored, **patch}.items() if k != "evses" and k not in cleared}
 
 
 def _move_evses_with(location: Location) -> None:
@@ -448,12 +466,12 @@ def evse_ref(country_code: str, party_id: str, location_id: str, evse_uid: str) 
     return EvseRef(pk=row[0], status=row[1], location_pk=row[2], location_last_updated=last_updated)
 
 
-def _evse_patch_columns(patch: dict[str, Any], last_updated: datetime) -> dict[str, Any]:
-    """What a PATCH sets on the EVSE row (the object's fields merged into `data`, its columns replaced)."""
-    columns: dict[str, Any] = {
-        "data": JsonMerge("data", {k: v for k, v in patch.items() if k != "connectors"}),
-        "last_updated": last_updated,
-    }
+def _evse_patch_columns(patch: dict[str, Any], last_updated: datetime | None) -> dict[str, Any]:
+    """What a PATCH sets on the EVSE row (the object's fields merged into `data`, its columns replaced; the stored
+    last_updated kept by one the CPO stamped none on, `_stamp`)."""
+    columns: dict[str, Any] = {"data": JsonMerge("data", {k: v for k, v in patch.items() if k != "connectors"})}
+    if last_updated is not None:
+        columns["last_updated"] = last_updated
     if "status" in patch:
         columns["status"] = patch["status"]
         columns["status_updated_at"] = timezone.now()
@@ -475,13 +493,15 @@ def _status_change(evse_pk: int, old_status: str, patch: dict[str, Any]) -> tupl
 def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
     """PATCH an EVSE: the hot path of live availability. One conditional UPDATE (the database merges the
     fields into the stored object, and refuses a patch older than what we hold), then the location's
-    last_updated when it moves forward (mod_locations: parents' last_updated follow)."""
-    last_updated = parse_utc(patch["last_updated"])
+    last_updated when it moves forward (mod_locations: parents' last_updated follow). One without a stamp
+    applies whatever we hold and moves none (`_stamp`)."""
+    last_updated = _stamp(patch)
     columns = _evse_patch_columns(patch, last_updated)
+    rows = Evse.objects.filter(pk=evse.pk)
     with transaction.atomic():  # one commit for both rows
-        if not Evse.objects.filter(pk=evse.pk, last_updated__lte=last_updated).update(**columns):
+        if not (rows if last_updated is None else rows.filter(last_updated__lte=last_updated)).update(**columns):
             return PatchResult(applied=False)
-        if evse.location_last_updated < last_updated:
+        if last_updated is not None and evse.location_last_updated < last_updated:
             Location.objects.filter(pk=evse.location_pk, last_updated__lt=last_updated).update(
                 last_updated=last_updated
             )
@@ -503,6 +523,16 @@ WITH old AS (
 ), bumped AS (
     UPDATE emsp_location l SET last_updated = %s FROM old
     WHERE l.id = old.location_id AND l.last_updated < %s AND EXISTS (SELECT 1 FROM changed) RETURNING l.id
+)
+SELECT old.id, old.status, EXISTS (SELECT 1 FROM changed) FROM old
+"""
+# The same for a PATCH the CPO stamped none on (`_stamp`): applied whatever we hold, no stamp moved.
+_EVSE_PATCH_UNSTAMPED_SQL = """
+WITH old AS (
+    SELECT e.id, e.status FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
+    WHERE l.ocpi_key = %s AND e.uid_key = %s FOR UPDATE OF e
+), changed AS (
+    UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id RETURNING e.id
 )
 SELECT old.id, old.status, EXISTS (SELECT 1 FROM changed) FROM old
 """
@@ -539,14 +569,16 @@ def evse_patch_at(
     if connection.vendor != "postgresql":
         ref = evse_ref(country_code, party_id, location_id, evse_uid)
         return None if ref is None else evse_patch(ref, patch)
-    last_updated = parse_utc(patch["last_updated"])
+    last_updated = _stamp(patch)
     sets, set_params = _evse_patch_sql(_evse_patch_columns(patch, last_updated))
     params = [location_key(country_code, party_id, location_id), ci_key(evse_uid), *set_params]
-    params += [last_updated, last_updated, last_updated]
+    if last_updated is not None:
+        params += [last_updated, last_updated, last_updated]
+    sql = _EVSE_PATCH_UNSTAMPED_SQL if last_updated is None else _EVSE_PATCH_SQL
     consequential = patch.get("status") in _CONSEQUENTIAL_STATUSES
     with transaction.atomic() if consequential else nullcontext():
         with connection.cursor() as cursor:
-            cursor.execute(_EVSE_PATCH_SQL.format(sets=sets), params)
+            cursor.execute(sql.format(sets=sets), params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -560,17 +592,46 @@ def evse_patch_at(
 
 
 def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> PatchResult:
-    last_updated = parse_utc(patch["last_updated"])
+    stamp = _stamp(patch)
     with transaction.atomic():
         connector = Connector.objects.select_for_update().get(pk=connector.pk)
-        if last_updated < connector.last_updated:
+        if stamp is not None and stamp < connector.last_updated:
             return PatchResult(applied=False)
-        data = {**connector.data, **patch}
+        last_updated = stamp or connector.last_updated
+        data = _patched_connector(connector.data, patch)
         row = Connector(**_connector_values(evse.pk, data, last_updated))
         _save_over(row, connector)
         _refresh_evse_power(evse)
-        _bump_parents(evse.location, last_updated, evse)
+        if stamp is not None:
+            _bump_parents(evse.location, stamp, evse)
     return PatchResult(applied=True)
+
+
+def _derived_power_w(connector: dict[str, Any]) -> int | None:
+    """V x A x phases, as ocpi/normalize/evses.py derives a power no CPO sent (AC_3_PHASE above 250 V is read as
+    line-to-line: x sqrt 3). A copy of its rule, as emsp may not import ocpi (pyproject's layers);
+    tests/ocpi/test_v211_connector_power.py holds the two equal."""
+    voltage, amperage, power_type = (connector.get(k) for k in ("max_voltage", "max_amperage", "power_type"))
+    if not (isinstance(voltage, int) and isinstance(amperage, int) and voltage > 0 and amperage > 0 and power_type):
+        return None
+    if power_type == "AC_3_PHASE":
+        phases = 3.0 if voltage <= 250 else math.sqrt(3)
+    else:
+        phases = 2.0 if power_type in ("AC_2_PHASE", "AC_2_PHASE_SPLIT") else 1.0
+    return round(voltage * amperage * phases)
+
+
+def _patched_connector(stored: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """The stored connector with a PATCH's fields over it. One left without a power (none held, or the PATCH
+    cleared it, as a 2.1.1 PATCH of voltage, amperage or power_type does: ocpi/versions/v211.py) takes the one
+    they give, as a PUT of it would. A power the CPO sent is kept until it sends another: nothing records which
+    powers we derived, so a 2.2.1 PATCH naming none leaves the one we hold, as a PATCH leaves what it omits."""
+    merged = {**stored, **patch}
+    if connector_power_w(merged) is not None:
+        return merged
+    merged.pop("max_electric_power", None)
+    power = _derived_power_w(merged)
+    return merged if power is None else {**merged, "max_electric_power": power}
 
 
 _WITHDRAW_BATCH = 5000

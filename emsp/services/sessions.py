@@ -369,15 +369,19 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
     late: its fields are stale, its periods are not). A PATCH that would leave the session inconsistent changes
     nothing and says why (`SessionChange.refused`). A PATCH that leaves the session's ids as they were keeps its
     links to our objects (`_link`): two statements where there were six (bench/bench_ocpi_calls.py --kind
-    session)."""
-    last_updated = parse_utc(patch["last_updated"])
+    session). A PATCH without last_updated (OCPI 2.1.1, where it is optional; the normalizer lets one through
+    only from 2.1.1) is the CPO's newest word when it comes: applied whatever we hold, it keeps the stored stamp
+    (only the CPO's clock orders its sessions: ours, put on it, had made a CPO clock 90 s behind ours lose its
+    final COMPLETED PUT, one ahead its PATCHes)."""
+    stamp = patch.get("last_updated")
+    last_updated = parse_utc(stamp) if stamp else None
     added = patch.get("charging_periods")
     with transaction.atomic():
         session = _locked(key)
         if session is None:
             return None
         old_status = session.status
-        if last_updated < session.last_updated:
+        if last_updated is not None and last_updated < session.last_updated:
             if added:
                 merged = _merged_periods(session.data, added)
                 if merged != session.data.get("charging_periods"):

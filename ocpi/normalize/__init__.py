@@ -11,7 +11,8 @@ Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises 
 #   decoder; numeric strings converted only when lossless), never computed on: Decimal(str(x)) is exact.
 # - last_updated: full objects are never rejected for it (the official tariff PUT example has none): it comes
 #   from the newest child / the parent (mod_locations stamp rule) or the receive time, with an issue.
-#   PATCHes without it are Rejected with path "last_updated" (-> OCPI 2001).
+#   PATCHes without it are Rejected with path "last_updated" (-> OCPI 2001), except an ``Unstamped`` one (OCPI
+#   2.1.1, where it is optional): returned without it, for the store to apply and keep its stored stamp.
 # - Ids (CiString) are stripped but keep their case; country_code/party_id are upper-cased codes.
 # - Unknown connector standard / missing id -> that connector (or EVSE) is dropped, the rest kept; only a
 #   location without usable coordinates/id/country/party, or a tariff/session/CDR with unusable money or
@@ -20,7 +21,7 @@ Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises 
 
 from __future__ import annotations
 
-from ocpi.normalize.datetimes import format_ocpi_datetime, parse_ocpi_datetime
+from ocpi.normalize.datetimes import Unstamped, format_ocpi_datetime, parse_ocpi_datetime
 from ocpi.normalize.envelope import unwrap_list_payload, unwrap_object_payload
 from ocpi.normalize.evses import normalize_connector, normalize_evse
 from ocpi.normalize.issues import ISSUE_CODES, Issue, Normalizer, Rejected
@@ -33,6 +34,7 @@ __all__ = [
     "Issue",
     "Normalizer",
     "Rejected",
+    "Unstamped",
     "format_ocpi_datetime",
     "normalize_cdr",
     "normalize_connector",

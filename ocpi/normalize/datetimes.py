@@ -89,6 +89,15 @@ def read_datetime(value: object, path: str, ctx: Ctx, *, event: bool = False) ->
     return dt, text
 
 
+class Unstamped(dict[str, Any]):
+    """A PATCH body whose version lets it come without ``last_updated`` (OCPI 2.1.1; 2.2 made it required),
+    marked so by its version mapping (ocpi/versions/v211.py). Its normalizer lets it through without one, and
+    the store reads a PATCH without one as the CPO's newest word: applied over whatever we hold, the stored
+    stamp kept (emsp/services/catalogue.py, sessions.py). Only the CPO's clock orders its objects: ours, put on
+    such a PATCH, had lost the CPO's later PUT when its clock was behind ours, and its PATCHes when ahead.
+    A type, not a field: nothing parsed from a request body is one, so a 2.2.1 PATCH without it is refused."""
+
+
 def read_last_updated(
     raw: dict[str, Any],
     prefix: str,

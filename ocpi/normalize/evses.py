@@ -196,6 +196,10 @@ def read_connector(
         )
     if p is not None:
         out["max_electric_power"] = p
+    elif partial and "max_electric_power" in raw and raw_p is None:
+        # A PATCH clearing it (a 2.1.1 PATCH of voltage, amperage or power_type: ocpi/versions/v211.py): the store
+        # derives it again from the patched connector, as above for a whole one.
+        out["max_electric_power"] = None
 
     tids = get("tariff_ids")
     if tids is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha2, country_alpha3, read_party
-from ocpi.normalize.datetimes import read_datetime, read_last_updated
+from ocpi.normalize.datetimes import Unstamped, read_datetime, read_last_updated
 from ocpi.normalize.evses import read_connector, read_evse
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect
 from ocpi.normalize.parts import (
@@ -96,7 +96,9 @@ def _time_zone(
     out["time_zone"] = zone
 
 
-def _location(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool) -> dict[str, Any]:
+def _location(
+    raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool, stamped: bool = True
+) -> dict[str, Any]:
     raw = canonical_fields(raw, LOCATION_FIELDS, "location", "", ctx, LOCATION_ALIASES)
     out: dict[str, Any] = {}
     get = raw.get
@@ -161,6 +163,10 @@ def _location(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *,
             out["parking_type"] = ptype
         else:
             ctx.drop("parking_type", "unknown_enum", f"parking_type {get('parking_type')!r} dropped")
+    elif partial and "parking_type" in raw:
+        # A PATCH to null clears it (transport_and_format: a PATCH names the fields to update), as a 2.1.1 `type`
+        # of OTHER or UNKNOWN does (ocpi/versions/v211.py): no ParkingType says either.
+        out["parking_type"] = None
 
     own = None
     if get("last_updated") is not None:
@@ -238,10 +244,10 @@ def _location(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *,
         if mix is not None:
             out["energy_mix"] = mix
 
-    if own is None:
-        if partial:
-            raise ctx.reject("last_updated", "PATCH without last_updated", "missing_last_updated")
+    if own is None and not partial:
         own = read_last_updated(raw, "", ctx, newest, partial=False)
+    elif own is None and stamped:
+        raise ctx.reject("last_updated", "PATCH without last_updated", "missing_last_updated")
     if own is not None:
         out["last_updated"] = own[1]
     return out
@@ -266,21 +272,23 @@ def normalize_location_patch(raw: dict, level: str) -> tuple[dict, list[Issue]]:
     """A PATCH body for a Location/EVSE/Connector: only the fields present are normalised.
 
     ``last_updated`` is required (mod_locations PATCH; ocpi/ocpi#355): Rejected with path "last_updated",
-    which the receiver maps to OCPI 2001. Other unusable fields are dropped from the patch with an issue.
+    which the receiver maps to OCPI 2001; only an ``Unstamped`` body (OCPI 2.1.1) may come without it, and is
+    returned without it. Other unusable fields are dropped from the patch with an issue.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
     if not isinstance(raw, dict):
         raise Rejected("", "PATCH body is not an object", code="invalid_patch")
-    if raw.get("last_updated") is None and raw.get("lastUpdated") is None:
+    stamped = not isinstance(raw, Unstamped)
+    if stamped and raw.get("last_updated") is None and raw.get("lastUpdated") is None:
         raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
 
     def patch(ctx: Ctx) -> dict[str, Any]:
         if level == "location":
-            return _location(raw, ctx, None, None, partial=True)
+            return _location(raw, ctx, None, None, partial=True, stamped=stamped)
         fn = read_evse if level == "evse" else read_connector
         out, _dt = fn(raw, "", ctx, None, partial=True)
-        if "last_updated" not in out:
+        if stamped and "last_updated" not in out:
             raise Rejected("last_updated", "PATCH without a usable last_updated", code="missing_last_updated")
         return out
 

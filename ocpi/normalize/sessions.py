@@ -8,7 +8,7 @@ from typing import Any
 from emsp.datetimes import parse_text
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha2, country_alpha3, read_currency, read_party
-from ocpi.normalize.datetimes import read_datetime, read_last_updated
+from ocpi.normalize.datetimes import Unstamped, read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import geo, iana_zone
 from ocpi.normalize.tariffs import tariff
@@ -342,7 +342,9 @@ def _latest_moment(out: dict[str, Any]) -> datetime | None:
     return min(max(known), datetime.now(UTC)) if known else None
 
 
-def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool) -> dict[str, Any]:
+def _session(
+    raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool, stamped: bool = True
+) -> dict[str, Any]:
     raw = canonical_fields(raw, SESSION_FIELDS, "session", "", ctx)
     get = raw.get
     out: dict[str, Any] = {}
@@ -401,9 +403,10 @@ def _session(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, 
     lu = read_last_updated(
         raw, "", ctx, None if partial else _latest_moment(out), partial=partial, fallback_source="its latest moment"
     )
-    if lu is None:
+    if lu is not None:
+        out["last_updated"] = lu[1]
+    elif stamped:
         raise Rejected("last_updated", "PATCH without last_updated", code="missing_last_updated")
-    out["last_updated"] = lu[1]
     return out
 
 
@@ -584,8 +587,9 @@ def normalize_session(
 
 def normalize_session_patch(raw: dict) -> tuple[dict, list[Issue]]:
     """A Session PATCH: only present fields; ``charging_periods`` here are to be appended by the receiver
-    (mod_sessions PATCH). ``last_updated`` is required (Rejected, path "last_updated" -> OCPI 2001)."""
-    return _run(_session, raw, "session", None, None, partial=True)
+    (mod_sessions PATCH). ``last_updated`` is required (Rejected, path "last_updated" -> OCPI 2001); only an
+    ``Unstamped`` body (OCPI 2.1.1) may come without it, and is returned without it."""
+    return _run(_session, raw, "session", None, None, partial=True, stamped=not isinstance(raw, Unstamped))
 
 
 def normalize_cdr(

@@ -15,6 +15,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from ocpi.normalize import Unstamped
 from ocpi.versions.common import (
     CannotCarry,
     Context,
@@ -29,6 +30,9 @@ VERSION = "2.1.1"
 
 # mod_locations 2.1.1 LocationType; OTHER and UNKNOWN have no 2.2.1 ParkingType (parking_type is optional).
 _PARKING_TYPES = {"ON_STREET", "PARKING_GARAGE", "UNDERGROUND_GARAGE", "PARKING_LOT"}
+_NO_PARKING_TYPES = {"OTHER", "UNKNOWN"}
+# What our power of a 2.1.1 Connector (which has none) is derived from, by their 2.1.1 and 2.2.1 names.
+_POWER_SOURCES = ("power_type", "voltage", "amperage", "max_voltage", "max_amperage")
 _CONNECTOR_NAMES = {"voltage": "max_voltage", "amperage": "max_amperage"}
 # mod_cdrs 2.1.1 CdrDimensionType: FLAT was removed in 2.2 ("of no use on a CDR").
 _DROPPED_DIMENSIONS = {"FLAT"}
@@ -94,12 +98,15 @@ def upgrade_location(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return out
 
 
-def _location_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    out = dict(obj)
+def _location_fields(obj: dict[str, Any], *, patch: bool = False) -> dict[str, Any]:
+    """`patch`: the body of a PATCH, at any level (their field names don't overlap)."""
+    out = _powers_cleared(obj) if patch else dict(obj)
     if "type" in out:
         location_type = out.pop("type")
         if location_type in _PARKING_TYPES and "parking_type" not in out:
             out["parking_type"] = location_type
+        elif location_type in _NO_PARKING_TYPES and "parking_type" not in out and patch:
+            out["parking_type"] = None  # a PATCH to one clears ours (a PUT's object has none)
     if "opening_times" in out:
         out["opening_times"] = _hours(out["opening_times"])
     if "energy_mix" in out:
@@ -107,21 +114,38 @@ def _location_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stamped(patch: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """2.1.1 PATCHes need not carry last_updated (2.2 made it required): the time it arrived stands for it."""
-    if "last_updated" not in patch and ctx.now:
-        return {**patch, "last_updated": ctx.now}
-    return patch
+def _powers_cleared(obj: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH of a connector's power_type, voltage or amperage (itself, or listed in its EVSE's or location's
+    PATCH) clears the connector's power: 2.1.1 has no field for it, ours is derived from those three
+    (ocpi/normalize/evses.py), and the store derives it again from the patched connector, as for a PUT. The
+    power of `{"amperage": 32}` had stayed the 16 A one. A power sent anyway (no 2.1.1 field) is taken."""
+    out = dict(obj)
+    for children in ("evses", "connectors"):
+        if children in out:
+            out[children] = each(out[children], _powers_cleared)
+    if "max_electric_power" not in out and any(k in out for k in _POWER_SOURCES):
+        out["max_electric_power"] = None
+    return out
+
+
+def _unstamped(patch: dict[str, Any]) -> dict[str, Any]:
+    """2.1.1 PATCHes need not carry last_updated (2.2 made it required; the status PATCH, "the most common type
+    of update", has none): one without is marked `Unstamped`, for the normalizer to let it through without one
+    and the store to apply it whatever it holds, keeping the stored stamp. Only the CPO's clock orders its
+    objects: the time it arrived, by our clock, had stood for it, and a CPO clock 90 s behind ours then lost its
+    next PUT, one ahead its PATCHes. Children it lists without a stamp are unstamped too (ocpi/views/locations.py:
+    a child takes its parent's). The last step of a mapping: a copy of the dict is a plain one again."""
+    return Unstamped(patch) if patch.get("last_updated") is None else patch
 
 
 def upgrade_location_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """A PATCH at location, EVSE or connector level: the field names don't overlap between the levels."""
-    out = upgrade_connector(_stamped(_location_fields(obj), ctx))
+    out = upgrade_connector(_location_fields(obj, patch=True))
     if "evses" in out:
         out["evses"] = each(out["evses"], upgrade_evse)
     if "connectors" in out:
         out["connectors"] = each(out["connectors"], upgrade_connector)
-    return out
+    return _unstamped(out)
 
 
 # --- in: sessions ------------------------------------------------------------------------------------------
@@ -209,7 +233,7 @@ def _contract_party(contract_id: str) -> tuple[str, str] | None:
 
 
 def upgrade_session_patch(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    return _stamped(_session_fields(obj, ctx), ctx)
+    return _unstamped(_session_fields(obj, ctx))
 
 
 def _first(value: Any) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from emsp.models import Connector, Evse, Location
 from emsp.services import catalogue, freshness
 from ocpi import rendering, transport
 from ocpi.normalize import (
+    Unstamped,
     normalize_connector,
     normalize_evse,
     normalize_location,
@@ -161,7 +162,7 @@ class LocationReceiverView(OcpiView):
     # `evses` (a CPO marking an EVSE REMOVED by a PATCH of its location, as the lifecycle section allows) or an
     # EVSE PATCH listing `connectors` changes each child it lists: one we hold is patched with the fields it
     # names, a new one is PUT; children it does not list are unchanged. A child without `last_updated` takes
-    # its parent's.
+    # its parent's, or is unstamped as its parent is (OCPI 2.1.1: `Unstamped`).
 
     def _patch_with_children(
         self,
@@ -178,7 +179,7 @@ class LocationReceiverView(OcpiView):
             raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
         if level == "location":
             catalogue.location_patch(location, clean)
-            for raw in _listed(body["evses"], clean["last_updated"]):
+            for raw in _listed(body["evses"], clean.get("last_updated")):
                 self._patch_or_put_evse(location, raw, (country_code, party_id, location_id))
             return
         assert evse_uid is not None
@@ -186,7 +187,7 @@ class LocationReceiverView(OcpiView):
             raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
         evse = catalogue.evse_get(location, evse_uid)
         assert evse is not None
-        self._patch_connectors(evse, body["connectors"], clean["last_updated"], f"{location_id}/{evse_uid}")
+        self._patch_connectors(evse, body["connectors"], clean.get("last_updated"), f"{location_id}/{evse_uid}")
 
     def _patch_or_put_evse(self, location: Location, raw: dict[str, Any], at: tuple[str, str, str]) -> None:
         uid = raw.get("uid")
@@ -198,9 +199,9 @@ class LocationReceiverView(OcpiView):
         clean = self.accept(normalize_location_patch, raw, object_id, level="evse")
         catalogue.evse_patch_at(*at, evse.uid, clean)
         if "connectors" in raw:
-            self._patch_connectors(evse, raw["connectors"], clean["last_updated"], object_id)
+            self._patch_connectors(evse, raw["connectors"], clean.get("last_updated"), object_id)
 
-    def _patch_connectors(self, evse: Evse, raw_connectors: Any, last_updated: str, evse_object_id: str) -> None:
+    def _patch_connectors(self, evse: Evse, raw_connectors: Any, last_updated: str | None, evse_object_id: str) -> None:
         evse.refresh_from_db()
         for raw in _listed(raw_connectors, last_updated):
             connector_id = raw.get("id")
@@ -213,16 +214,20 @@ class LocationReceiverView(OcpiView):
                 catalogue.connector_patch(evse, current, clean)
 
 
-def _listed(children: Any, last_updated: str) -> list[dict[str, Any]]:
+def _listed(children: Any, last_updated: str | None) -> list[dict[str, Any]]:
     """The child objects a PATCH lists (the normaliser has already dropped, with a finding, what is not an
-    object), each with its parent's last_updated where it names none."""
+    object), each with its parent's last_updated where it names none; with none of the parent's either (an OCPI
+    2.1.1 PATCH without one, `Unstamped`), unstamped as the parent is: applied whatever we hold."""
     if not isinstance(children, list):
         return []
-    listed = []
+    listed: list[dict[str, Any]] = []
     for raw in children:
         if isinstance(raw, dict):
             named = raw.get("last_updated") is not None or raw.get("lastUpdated") is not None
-            listed.append(raw if named else {**raw, "last_updated": last_updated})
+            if named:
+                listed.append(raw)
+            else:
+                listed.append(Unstamped(raw) if last_updated is None else {**raw, "last_updated": last_updated})
     return listed
 
 
