@@ -44,6 +44,17 @@ CONNECTOR_ALIASES = {
 # --- connector ---------------------------------------------------------------------------------------------
 
 
+class _DerivePower:
+    """What the 2.1.1 mapping puts for a connector's power a PATCH changes what it is derived from: no parsed
+    body can carry it (a 2.2.1 PATCH's null power is refused as a null required field)."""
+
+    def __repr__(self) -> str:
+        return "DERIVE_POWER"
+
+
+DERIVE_POWER = _DerivePower()
+
+
 def _phase_factor(power_type: str, voltage: int) -> float:
     """P = V x A x factor. OCPI max_voltage is line-to-neutral for AC_3_PHASE, but many CPOs send 400 V
     (line-to-line): then P = sqrt(3) x V x A (PowerGo/Evio/EV24 22 kW = 400 V x 32 A x sqrt 3)."""
@@ -138,6 +149,12 @@ def read_connector(
     a, a_present = _positive(get("max_amperage"), pp + "max_amperage", ctx, _MAX_AMPERAGE)
     p = None
     raw_p = get("max_electric_power")
+    if raw_p is DERIVE_POWER:
+        raw_p = None  # the 2.1.1 mapping's: cleared below, for the store to derive it again
+    elif raw_p is None and partial and "max_electric_power" in raw:
+        # A 2.2.1 or 2.3.0 PATCH nulling a required field: left as we hold it (it had been cleared, and the
+        # connector read back without its max_electric_power).
+        ctx.drop(pp + "max_electric_power", "invalid_power", "max_electric_power null dropped")
     if raw_p is not None:
         path = pp + "max_electric_power"
         n = read_number(raw_p, path, ctx)
@@ -196,9 +213,9 @@ def read_connector(
         )
     if p is not None:
         out["max_electric_power"] = p
-    elif partial and "max_electric_power" in raw and raw_p is None:
-        # A PATCH clearing it (a 2.1.1 PATCH of voltage, amperage or power_type: ocpi/versions/v211.py): the store
-        # derives it again from the patched connector, as above for a whole one.
+    elif partial and get("max_electric_power") is DERIVE_POWER:
+        # A 2.1.1 PATCH of voltage, amperage or power_type (ocpi/versions/v211.py: 2.1.1 has no power field, ours
+        # is derived): cleared, and the store derives it again from the patched connector, as above for a whole one.
         out["max_electric_power"] = None
 
     tids = get("tariff_ids")

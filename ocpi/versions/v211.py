@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ocpi.normalize import Unstamped
+from ocpi.normalize.evses import DERIVE_POWER
 from ocpi.versions.common import (
     CannotCarry,
     Context,
@@ -124,7 +125,7 @@ def _powers_cleared(obj: dict[str, Any]) -> dict[str, Any]:
         if children in out:
             out[children] = each(out[children], _powers_cleared)
     if "max_electric_power" not in out and any(k in out for k in _POWER_SOURCES):
-        out["max_electric_power"] = None
+        out["max_electric_power"] = DERIVE_POWER
     return out
 
 

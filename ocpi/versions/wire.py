@@ -94,10 +94,12 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     if not contract_id or not location_id or _has_nul(contract_id, location_id, evse_uid, country_code, party_id):
         return None
     where = (contract_id, location_id, evse_uid, country_code, party_id)
-    # Sent before the session began, or before it came (a 2.1.1 time without a zone read as UTC can be hours
-    # off: the window of its arrival is kept as well).
-    started, now = _started_at(session.get("start_date_time")), timezone.now()
-    return _start_matched(partner, where, (min(started, now), max(started, now)), taken=False)
+    started = _started_at(session.get("start_date_time"))
+    # Matched by when it began (one pushed only at its end, hours on, had been left without its start), else by
+    # when it came (a 2.1.1 time without a zone, read as UTC, can be hours off).
+    return _start_matched(partner, where, started, taken=False) or _start_matched(
+        partner, where, timezone.now(), taken=False
+    )
 
 
 def _started_at(value: Any) -> datetime:
@@ -110,16 +112,16 @@ def _started_at(value: Any) -> datetime:
 
 
 def _start_matched(
-    partner: Partner, where: tuple[str, str, str, str, str], began: tuple[datetime, datetime], *, taken: bool
+    partner: Partner, where: tuple[str, str, str, str, str], began: datetime, *, taken: bool
 ) -> str | None:
-    """The authorization_reference of our newest START_SESSION to this partner for the same contract at the same
-    location (and EVSE, and party behind a hub, when named) sent within START_MATCH_WINDOW before the charge
-    began (`began`: the earliest and latest it may have; a session pushed only when it ended, or pulled after an
-    outage, is matched by when it began, not only by when it came: it had been left without its start three
-    hours on). `taken`: also one a session took."""
+    """The authorization_reference of the START_SESSION to this partner for the same contract at the same location
+    (and EVSE, and party behind a hub, when named) that began a charge at `began`: the newest sent within
+    START_MATCH_WINDOW before it, else the first sent up to CDR_SESSION_SLACK after it (clocks differ). Not the
+    newest of the window: a start sent after the charge began (the driver's next booking) is another charge's.
+    A start the session of which holds a CDR already is no other CDR's; `taken`: also one a session took."""
     contract_id, location_id, evse_uid, country_code, party_id = where
     try:
-        sent = (began[0] - START_MATCH_WINDOW, began[1] + CDR_SESSION_SLACK)
+        earliest, latest = began - START_MATCH_WINDOW, began + CDR_SESSION_SLACK
     except OverflowError:
         return None  # a date at the ends of time: the normalizer refuses it, naming the field
     commands = Command.objects.filter(
@@ -127,17 +129,25 @@ def _start_matched(
         type=Command.Type.START_SESSION,
         token__contract_id__iexact=contract_id,
         evse__location__location_id__iexact=location_id,
-        created_at__range=sent,
+        created_at__range=(earliest, latest),
     ).exclude(authorization_reference="")
-    if not taken:
-        commands = commands.filter(session__isnull=True)
+    commands = commands.exclude(session__cdrs__isnull=False) if taken else commands.filter(session__isnull=True)
     if country_code and party_id:  # behind a hub: a command sent to that party
         commands = commands.filter(
             evse__location__country_code__iexact=country_code, evse__location__party_id__iexact=party_id
         )
     if evse_uid:
         commands = commands.filter(evse__uid__iexact=evse_uid)
-    return commands.order_by("-created_at").values_list("authorization_reference", flat=True).first()
+    before = commands.filter(created_at__lte=began).order_by("-created_at")
+    found = before.values_list("authorization_reference", flat=True).first()
+    if found is None:
+        found = (
+            commands.filter(created_at__gt=began)
+            .order_by("created_at")
+            .values_list("authorization_reference", flat=True)
+            .first()
+        )
+    return found
 
 
 # --- what partners send us --------------------------------------------------------------------------------
@@ -165,7 +175,9 @@ def _upgraded_or_raw(partner: Partner, version: str, kind: str, obj: Any, ctx: C
 
 def upgraded(partner: Partner, version: str, kind: str, obj: Any, ctx: Context) -> Any:
     out = upgrade(version, kind, obj, ctx)
-    if kind == "cdr" and isinstance(out, dict) and not out.get("session_id"):
+    # 2.1.1 CDRs only: a 2.2.1 or 2.3.0 CDR says which start it answers (authorization_reference) when it names
+    # no session, and guessing one had tied such a CDR to an earlier session of the same token.
+    if version == "2.1.1" and kind == "cdr" and isinstance(out, dict) and not out.get("session_id"):
         found = _session_of_cdr(partner, out)
         if found:
             out["session_id"], reference = found
@@ -194,19 +206,28 @@ def _session_of_cdr(partner: Partner, cdr: dict[str, Any]) -> tuple[str, str] | 
     uid, location_id = token.get("uid"), location.get("id")
     if not uid or not location_id or _has_nul(uid, location_id, location.get("evse_uid")):
         return None
-    sessions = ChargingSession.objects.filter(
-        partner=partner,
-        token_uid=str(token["uid"]),
-        ocpi_location_id__iexact=str(location["id"]),
-        start_date_time__range=window[:2],
-        cdrs__isnull=True,
-    ).filter(Q(end_date_time__isnull=True) | Q(end_date_time__gte=window[2]))
+    going_on = (ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE)
+    sessions = (
+        ChargingSession.objects.filter(
+            partner=partner,
+            token_uid=str(token["uid"]),
+            ocpi_location_id__iexact=str(location["id"]),
+            start_date_time__range=window[:2],
+            cdrs__isnull=True,
+        )
+        .exclude(status=ChargingSession.Status.INVALID)  # no charge: an INVALID session has no CDR of its own
+        .filter(Q(end_date_time__gte=window[2]) | Q(end_date_time__isnull=True, status__in=going_on))
+    )
     if cdr.get("country_code") and cdr.get("party_id"):  # behind a hub: that party's sessions only
         sessions = sessions.filter(country_code__iexact=str(cdr["country_code"]), party_id__iexact=str(cdr["party_id"]))
     if location.get("evse_uid"):
         sessions = sessions.filter(evse_uid__iexact=str(location["evse_uid"]))
-    found = sessions.order_by("-start_date_time").values_list("session_id", "authorization_reference").first()
-    return (found[0], found[1]) if found else None
+    # The one whose start is nearest the CDR's (of a few): the newest had been a session begun after it.
+    found = sessions.order_by("-start_date_time").values_list(
+        "session_id", "authorization_reference", "start_date_time"
+    )
+    nearest = min(found[:5], key=lambda row: abs(row[2] - start), default=None)
+    return (nearest[0], nearest[1]) if nearest else None
 
 
 def _start_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
@@ -222,8 +243,7 @@ def _start_of_cdr(partner: Partner, cdr: dict[str, Any]) -> str | None:
     if not contract_id or not location_id or _has_nul(contract_id, location_id, evse_uid, country_code, party_id):
         return None
     where = (contract_id, location_id, evse_uid, country_code, party_id)
-    started = _started_at(cdr.get("start_date_time"))
-    return _start_matched(partner, where, (started, started), taken=True)
+    return _start_matched(partner, where, _started_at(cdr.get("start_date_time")), taken=True)
 
 
 def evse(partner: Partner, obj: Any) -> Any:

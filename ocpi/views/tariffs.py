@@ -61,9 +61,11 @@ class TariffReceiverView(OcpiView):
             raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
         body = self.json_object()
         patch_matches_url(body, id=tariff_id, country_code=country_code, party_id=party_id)
-        stored = versions.downgrade("2.1.1", "tariff", tariff.data)
         owner = wire.context(self.partner, (country_code, party_id))
-        merged = versions.upgrade("2.1.1", "tariff", {**stored, **body}, owner)
+        # The fields sent, in our shape, over the tariff as we hold it (not over its 2.1.1 read-back, which
+        # leaves out what 2.1.1 can't say: a PATCH of its alt URL had dropped an element and its min_price).
+        changed = versions.upgrade("2.1.1", "tariff", body, owner)
+        merged = {**tariff.data, **changed} if isinstance(changed, dict) else changed
         clean = self.accept_party_object(normalize_tariff, merged, country_code, party_id, tariff_id)
         records.tariff_put(self.partner, clean)
         return ocpi_response()

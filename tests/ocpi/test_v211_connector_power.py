@@ -125,12 +125,16 @@ def test_a_2_2_1_patch_naming_no_power_keeps_even_one_we_derived(ocpi: OcpiTestC
     assert stored("LOC1-E1", "1")[1].max_electric_power == 11_040
 
 
-def test_a_2_2_1_patch_clearing_the_power_derives_it(ocpi: OcpiTestClient, partner: Partner) -> None:
+def test_a_2_2_1_patch_nulling_the_power_leaves_it(ocpi: OcpiTestClient, partner: Partner) -> None:
+    """max_electric_power is required in 2.2.1: a null is dropped with a finding (it had cleared the power, and the
+    connector read back without it); only the 2.1.1 mapping has the power derived again."""
     put_221(ocpi, power_type="AC_3_PHASE", max_voltage=230, max_amperage=16, max_electric_power=None)
     patch = {"max_amperage": 32, "max_electric_power": None, "last_updated": TS}
     assert ocpi.patch(CONNECTOR_221, patch).json()["status_code"] == 1000
     evse, connector = stored("LOC1-E1", "1")
-    assert (connector.max_electric_power, evse.max_power_w) == (22_080, 22_080)
+    assert (connector.max_electric_power, evse.max_power_w) == (11_040, 11_040)
+    read = ocpi.get(CONNECTOR_221).json()["data"]
+    assert read["max_electric_power"] == 11_040
 
 
 def test_a_patch_giving_a_connector_without_power_its_voltage_derives_one(

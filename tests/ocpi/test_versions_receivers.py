@@ -261,7 +261,7 @@ def cdr_211(evse_uid: str, started: Any) -> dict[str, Any]:
     from datetime import timedelta
 
     cdr = example(
-        V211, "cdr", start_date_time=stamp_211(started), stop_date_time=stamp_211(started + timedelta(hours=1))
+        V211, "cdr", start_date_time=stamp_211(started), stop_date_time=stamp_211(started + timedelta(minutes=10))
     )
     cdr["location"] = {**cdr["location"], "id": "LOC1", "country": "IND"}
     cdr["location"]["evses"][0]["uid"] = evse_uid
@@ -320,6 +320,106 @@ def test_a_2_1_1_session_first_seen_hours_after_our_start_is_still_tied_to_it(
                       end_datetime=stamp_211(sent + timedelta(minutes=62)))  # fmt: skip
     assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-211", session).json()["status_code"] == 1000
     assert ChargingSession.objects.get(session_id="S-211").authorization_reference == "AUTH-211"
+
+
+def start_at(partner: Partner, evse: Any, reference: str, sent: Any) -> Command:
+    token = Token.objects.filter(contract_id="DE8ACC12E46L89").first() or TokenFactory(
+        uid="012345678", contract_id="DE8ACC12E46L89"
+    )
+    command = Command.objects.create(
+        partner=partner, type=Command.Type.START_SESSION, token=token, evse=evse, authorization_reference=reference
+    )
+    Command.objects.filter(pk=command.pk).update(created_at=sent)
+    return command
+
+
+def session_211(session_id: str, evse_uid: str, start: Any, status: str, end: Any = None) -> dict[str, Any]:
+    where = {"id": "LOC1", "evses": [{"uid": evse_uid, "connectors": [{"id": "1"}]}]}
+    body = example(V211, "session_start", id=session_id, auth_id="DE8ACC12E46L89", location=where,
+                   start_datetime=stamp_211(start), last_updated=stamp_211(start), status=status)  # fmt: skip
+    if end is not None:
+        body.update(end_datetime=stamp_211(end), last_updated=stamp_211(end))
+    return body
+
+
+def posted_cdr(ocpi: OcpiTestClient, cdr_id: str, evse_uid: str, start: Any) -> dict[str, Any]:
+    from billing.models import Cdr
+
+    body = {**cdr_211(evse_uid, start), "id": cdr_id}
+    assert ocpi.post("/ocpi/emsp/2.1.1/cdrs", body).json()["status_code"] == 1000
+    return Cdr.objects.get(cdr_id=cdr_id).data
+
+
+def test_a_2_1_1_cdr_takes_the_start_sent_before_its_charge_not_a_later_one(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """No sessions reported; a short charge, then the driver's next booking three minutes on: the first CDR is the
+    first start's (it had taken the newest start of the window, the next booking's)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    evse = bengaluru.evses.order_by("pk").first()
+    t0 = timezone.now() - timedelta(minutes=30)
+    start_at(partner, evse, "REF-1", t0)
+    start_at(partner, evse, "REF-2", t0 + timedelta(minutes=3))
+    assert posted_cdr(ocpi, "CDR-1", evse.uid, t0 + timedelta(seconds=30))["authorization_reference"] == "REF-1"
+
+
+def test_a_2_1_1_cdr_is_not_tied_to_an_earlier_invalid_session_of_the_token(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """The driver's first booking's session went INVALID (no charge, no CDR); an hour on, the next booking's CDR
+    comes before its session: it is the second start's, not the INVALID session's (the first booking's)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    evse = bengaluru.evses.order_by("pk").first()
+    t0 = timezone.now() - timedelta(minutes=5)
+    start_at(partner, evse, "REF-1", t0 - timedelta(minutes=61))
+    invalid = session_211("S1", evse.uid, t0 - timedelta(minutes=60), "INVALID")
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S1", invalid).json()["status_code"] == 1000
+    start_at(partner, evse, "REF-2", t0 - timedelta(minutes=1))
+    cdr = posted_cdr(ocpi, "CDR-2", evse.uid, t0)
+    assert (cdr.get("session_id"), cdr["authorization_reference"]) == (None, "REF-2")
+
+
+def test_another_2_1_1_charge_of_the_contract_does_not_take_a_start_whose_session_has_its_cdr(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """The start's session has its CDR already: a later charge of the same contract at that EVSE (an RFID card
+    sharing it) is no charge of that start (it had been tied to the booking and held as its second bill)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    evse = bengaluru.evses.order_by("pk").first()
+    t0 = timezone.now() - timedelta(minutes=90)
+    start_at(partner, evse, "REF-1", t0)
+    done = session_211("S1", evse.uid, t0 + timedelta(minutes=1), "COMPLETED", t0 + timedelta(minutes=30))
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S1", done).json()["status_code"] == 1000
+    assert posted_cdr(ocpi, "CDR-1", evse.uid, t0 + timedelta(minutes=1))["session_id"] == "S1"
+    later = posted_cdr(ocpi, "CDR-2", evse.uid, t0 + timedelta(minutes=60))
+    assert (later.get("session_id"), later.get("authorization_reference")) == (None, None)
+
+
+def test_a_2_1_1_session_seen_late_takes_the_start_sent_before_it_began(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """Seen 150 minutes on, after the driver's next booking's start: it is the first start's (the two bookings'
+    charges had been swapped)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    evse = bengaluru.evses.order_by("pk").first()
+    t0 = timezone.now() - timedelta(minutes=150)
+    start_at(partner, evse, "REF-1", t0)
+    start_at(partner, evse, "REF-2", t0 + timedelta(minutes=70))
+    done = session_211("S1", evse.uid, t0 + timedelta(minutes=1), "COMPLETED", t0 + timedelta(minutes=60))
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S1", done).json()["status_code"] == 1000
+    assert ChargingSession.objects.get(session_id="S1").authorization_reference == "REF-1"
 
 
 # --- hostile input in the other versions (review of issue 10) ---------------------------------------------------

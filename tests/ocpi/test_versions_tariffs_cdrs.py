@@ -374,3 +374,25 @@ def test_a_2_1_1_tariff_patch_changes_its_price(client_for: Callable[..., OcpiTe
     assert stored.currency == "EUR" and stored.data["country_code"] == "BE"
     assert bec.patch("/ocpi/emsp/2.2.1/tariffs/BE/BEC/12", change).status_code == 405
     assert bec.patch("/ocpi/emsp/2.1.1/tariffs/BE/BEC/13", change).json()["status_code"] == 2000
+
+
+@pytest.mark.django_db
+def test_a_2_1_1_tariff_patch_keeps_what_2_1_1_cannot_say(client_for: Callable[..., OcpiTestClient]) -> None:
+    """Merged over the tariff as we hold it, not over its 2.1.1 read-back: a PATCH of its alt URL had dropped the
+    element with a current restriction and the min_price."""
+    bec = client_for("BE", "BEC")
+    tariff = example(V211, "tariff_simple_2_euro_per_hour")
+    tariff["elements"] = [
+        {"price_components": [{"type": "ENERGY", "price": 0.50, "step_size": 1}], "restrictions": {"min_current": 32}},
+        {"price_components": [{"type": "ENERGY", "price": 0.25, "step_size": 1}]},
+    ]
+    tariff["min_price"] = {"excl_vat": 5}
+    assert bec.put("/ocpi/emsp/2.1.1/tariffs/BE/BEC/12", tariff).json()["status_code"] == 1000
+    before = Tariff.objects.get(tariff_id="12").data
+
+    patched = bec.patch("/ocpi/emsp/2.1.1/tariffs/BE/BEC/12", {"tariff_alt_url": "https://x.example/t"})
+
+    assert patched.json()["status_code"] == 1000, patched.json()
+    after = Tariff.objects.get(tariff_id="12").data
+    assert after["elements"] == before["elements"] and after.get("min_price") == before.get("min_price")
+    assert after["tariff_alt_url"] == "https://x.example/t"
