@@ -607,6 +607,13 @@ class OcpiView(APIView):
             raise OcpiError(INVALID_PARAMETERS, "Expected a JSON object")
         return data
 
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        """OPTIONS is no OCPI method: the methods this endpoint takes, in an envelope. DRF's own answer (a Response
+        not yet rendered when the message log read it) had been a 500."""
+        response = ocpi_response()
+        response["Allow"] = ", ".join(self.allowed_methods)
+        return response
+
     def handle_exception(self, exc: Exception) -> HttpResponse:
         if isinstance(exc, OcpiError):
             return ocpi_response(

@@ -346,3 +346,18 @@ def test_unauthenticated_hostile_requests_get_401_and_are_logged(token: str, db:
     response = client._call("put", f"{BASE}/locations/BE/BEC/A%00B", raw=b'{"id": "\\u0000"}', headers=headers)
     assert response.status_code == 401
     assert OcpiMessage.objects.count() == before + 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ocpi/emsp/2.2.1/tariffs/BE/BEC/T1", "/ocpi/emsp/2.1.1/sessions/BE/BEC/S1", "/ocpi/emsp/2.2.1/cdrs",
+     "/ocpi/versions", "/ocpi/emsp/2.3.0/locations/BE/BEC/L1"],
+)  # fmt: skip
+def test_an_options_request_is_answered_in_an_envelope_not_a_500(path: str, client_for: Any) -> None:
+    """OPTIONS is no OCPI method: DRF's own answer (a Response not rendered yet when the message log read it) had
+    been a 500 on every receiver."""
+    ocpi = client_for("BE", "BEC")
+    answer = ocpi._call("options", path)
+    assert answer.status_code == 200 and answer.json()["status_code"] == 1000
+    assert "GET" in answer["Allow"] or "POST" in answer["Allow"]
+    assert OcpiTestClient(None)._call("options", path).status_code == 401
