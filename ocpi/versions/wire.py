@@ -7,6 +7,7 @@ mappings in v211/v230 stay pure."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,10 +97,21 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
     where = (contract_id, location_id, evse_uid, country_code, party_id)
     started = _started_at(session.get("start_date_time"))
     # Matched by when it began (one pushed only at its end, hours on, had been left without its start), else by
-    # when it came (a 2.1.1 time without a zone, read as UTC, can be hours off).
-    return _start_matched(partner, where, started, taken=False) or _start_matched(
-        partner, where, timezone.now(), taken=False
-    )
+    # when it came, for a time without a zone only (read as UTC, it can be hours off): never a start sent after
+    # the session ended (a card charge seen late had taken the driver's next booking's start).
+    found = _start_matched(partner, where, started, taken=False)
+    if found or _zoned(session.get("start_date_time")):
+        return found
+    ended = session.get("end_date_time")
+    return _start_matched(partner, where, timezone.now(), taken=False, sent_by=_started_at(ended) if ended else None)
+
+
+_ZONED = re.compile(r"(?:[Zz]|[+-]\d{2}:?\d{2})$")
+
+
+def _zoned(value: Any) -> bool:
+    """Does this time say its zone (Z or an offset)? 2.1.1 times without one are read as UTC."""
+    return isinstance(value, str) and bool(_ZONED.search(value.strip()))
 
 
 def _started_at(value: Any) -> datetime:
@@ -112,7 +124,12 @@ def _started_at(value: Any) -> datetime:
 
 
 def _start_matched(
-    partner: Partner, where: tuple[str, str, str, str, str], began: datetime, *, taken: bool
+    partner: Partner,
+    where: tuple[str, str, str, str, str],
+    began: datetime,
+    *,
+    taken: bool,
+    sent_by: datetime | None = None,
 ) -> str | None:
     """The authorization_reference of the START_SESSION to this partner for the same contract at the same location
     (and EVSE, and party behind a hub, when named) that began a charge at `began`: the newest sent within
@@ -132,6 +149,8 @@ def _start_matched(
         created_at__range=(earliest, latest),
     ).exclude(authorization_reference="")
     commands = commands.exclude(session__cdrs__isnull=False) if taken else commands.filter(session__isnull=True)
+    if sent_by is not None:
+        commands = commands.filter(created_at__lte=sent_by)
     if country_code and party_id:  # behind a hub: a command sent to that party
         commands = commands.filter(
             evse__location__country_code__iexact=country_code, evse__location__party_id__iexact=party_id

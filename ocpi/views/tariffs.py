@@ -49,6 +49,12 @@ class TariffReceiverView(OcpiView):
         _, created, _ = records.tariff_put(self.partner, clean)
         return ocpi_response(http_status=201 if created else 200)
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """PATCH in 2.1.1 only (OPTIONS and a 405's Allow say so)."""
+        methods = super().allowed_methods
+        return methods if self.ocpi_version == "2.1.1" else [m for m in methods if m != "PATCH"]
+
     def patch(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         """2.1.1 only (mod_tariffs 2.1.1: the eMSP's interface takes PUT and PATCH; 2.2.1 dropped the PATCH): the
         fields sent replace the stored tariff's, and the whole is taken as a PUT of it would be. It had been

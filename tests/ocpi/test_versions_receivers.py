@@ -145,7 +145,8 @@ def test_a_2_1_1_session_is_linked_to_our_token_and_its_start_command(
     command = Command.objects.create(
         partner=partner, type=Command.Type.START_SESSION, token=token, evse=evse, authorization_reference="AUTH-211"
     )
-    session = example(V211, "session_start", auth_id="IN-EMS-C00000042")
+    # Begun as our start was sent (the spec example's 2015 date would be no charge of it).
+    session = example(V211, "session_start", auth_id="IN-EMS-C00000042", start_datetime=stamp_211(command.created_at))
     session["location"] = {
         **session["location"],
         "id": "LOC1",
@@ -484,3 +485,34 @@ def test_our_copy_of_a_cdr_is_read_back_in_the_version_it_came_in(
     read = ocpi.get("/ocpi/emsp/2.1.1/cdrs/IN/CPA/12345").json()["data"]
     assert "location" in read and "cdr_location" not in read
     assert not isinstance(read["total_cost"], dict)  # 2.1.1: a number, excluding VAT
+
+
+def test_a_card_session_seen_late_does_not_take_the_next_bookings_start(
+    ocpi: OcpiTestClient, partner: Partner, bengaluru: Location
+) -> None:
+    """No start of ours began it (a card charge), reported an hour after it ended; our START_SESSION of the
+    driver's next booking, sent since, is that booking's session's (it had been taken by the card session, and the
+    booking's own session left without it)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    evse = bengaluru.evses.order_by("pk").first()
+    now, t0 = timezone.now(), timezone.now() - timedelta(minutes=150)
+    start_at(partner, evse, "REF-2", now - timedelta(minutes=20))
+    card = session_211("S1", evse.uid, t0, "COMPLETED", t0 + timedelta(minutes=60))
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S1", card).json()["status_code"] == 1000
+    own = session_211("S2", evse.uid, now - timedelta(minutes=19), "ACTIVE")
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S2", own).json()["status_code"] == 1000
+    assert dict(ChargingSession.objects.values_list("session_id", "authorization_reference")) == {
+        "S1": "",
+        "S2": "REF-2",
+    }
+
+
+@pytest.mark.parametrize(("version", "allowed"), [("2.1.1", True), ("2.2.1", False), ("2.3.0", False)])
+def test_options_offers_a_tariff_patch_in_2_1_1_only(
+    ocpi: OcpiTestClient, partner: Partner, version: str, allowed: bool
+) -> None:
+    answer = ocpi._call("options", f"/ocpi/emsp/{version}/tariffs/IN/CPA/T1")
+    assert answer.status_code == 200 and ("PATCH" in answer["Allow"]) == allowed
