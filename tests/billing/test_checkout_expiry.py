@@ -24,9 +24,9 @@ from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F4
 from tests.billing.payments.recorded import recording
 from tests.billing.provider_standin import Fake
 from tests.billing.provider_standin import fake as fake
-from tests.billing.test_credit_while_balance_pending import asked_after_release, credited
+from tests.billing.test_credit_while_balance_pending import asked as asked
+from tests.billing.test_credit_while_balance_pending import credited
 from tests.factories import DriverFactory
-from tests.fakes import FakePeer
 from tests.paysim.conftest import RAZORPAY_SECRET, STRIPE_SECRET, Receiver
 from tests.paysim.conftest import paysim as paysim
 from tests.paysim.conftest import razorpay as razorpay
@@ -385,12 +385,10 @@ def test_the_task_runs_on_the_latency_queue_with_the_provider_tasks_retries() ->
 def test_a_page_a_credit_withdrew_is_closed_by_the_task(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
     """The page of a bill a credit covered, withdrawn by payments._withdraw itself: what the task takes for one."""
-    asked = asked_after_release(bap, network, peer, fake, settings)
     page = asked.checkout_id
     credited(bap, network)  # the whole bill: the page is withdrawn, no other asked
     asked.refresh_from_db()

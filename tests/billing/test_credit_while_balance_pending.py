@@ -52,15 +52,16 @@ GIVEN_BACK = Decimal("120.36")
 LEFT = BILL - GIVEN_BACK  # 342.91
 
 
-def asked_after_release(bap: Any, network: Partner, peer: FakePeer, fake: Fake, settings: Any) -> Payment:  # noqa: F811
+@pytest.fixture
+def asked(bap: Any, network: Partner, peer: FakePeer, fake: Fake, settings: Any) -> Payment:  # noqa: F811
     """A bill that came after the hold was released: a `balance` payment whose page asks for all of it."""
     pages_at_the_provider(fake, settings)
     authorised_charge(bap)
     booking = lost_start_cancelled(bap, peer, confirm(bap)["message"]["order"]["id"])
     late_charge(bap, network, booking)
-    asked = Payment.objects.get(booking=booking, purpose="balance")
-    assert (asked.status, asked.billed_minor, asked.requested_minor) == (Payment.Status.PENDING, 46327, 46327)
-    return asked
+    payment = Payment.objects.get(booking=booking, purpose="balance")
+    assert (payment.status, payment.billed_minor, payment.requested_minor) == (Payment.Status.PENDING, 46327, 46327)
+    return payment
 
 
 def credited(bap: Any, network: Partner, total: dict[str, Any] | None = None) -> None:  # noqa: F811
@@ -86,11 +87,9 @@ def pages(fake: Fake) -> list[int]:
 def test_a_credit_while_the_balance_page_is_open_asks_only_what_is_left_on_a_new_page(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     driver = f"driver:{asked.driver_id}:receivable"
 
     credited(bap, network, PART)
@@ -120,11 +119,9 @@ def test_a_credit_while_the_balance_page_is_open_asks_only_what_is_left_on_a_new
 def test_a_credit_covering_the_whole_balance_cancels_it_and_asks_nothing(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     calls = len(fake.calls)
 
     credited(bap, network)
@@ -142,13 +139,11 @@ def test_a_credit_covering_the_whole_balance_cancels_it_and_asks_nothing(
 def test_the_old_page_paid_after_the_credit_takes_only_what_is_left_and_the_new_page_then_nothing(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
     """The driver was paying the old page when the credit came: its webhook arrives after. It takes what is owed,
     the rest of its hold released at the capture; the new page, paid too, is released."""
-    asked = asked_after_release(bap, network, peer, fake, settings)
     driver = f"driver:{asked.driver_id}:receivable"
     credited(bap, network, PART)
     rest = replacement_of(asked)
@@ -175,11 +170,9 @@ def test_the_old_page_paid_after_the_credit_takes_only_what_is_left_and_the_new_
 def test_the_old_page_paid_after_the_new_one_is_released(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     credited(bap, network, PART)
     rest = replacement_of(asked)
     provider_says(bap, rest, "evt_new", AUTHORISED, payment_id="pi_3")
@@ -199,11 +192,9 @@ def test_the_old_page_paid_after_the_new_one_is_released(
 def test_the_old_page_paid_after_a_credit_covered_its_bill_is_released(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     credited(bap, network)
 
     provider_says(bap, asked, "evt_old", AUTHORISED, payment_id="pi_2", amount_minor=46327)
@@ -219,13 +210,11 @@ def test_the_old_page_paid_after_a_credit_covered_its_bill_is_released(
 def test_a_credit_after_the_balance_page_failed_lowers_its_bill_where_it_is(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
     fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
     """A declined card: the page failed, and the driver may still try it again. No new page is opened; the bill is
     lowered, so the page paid after takes only what is owed."""
-    asked = asked_after_release(bap, network, peer, fake, settings)
     provider_says(bap, asked, "evt_declined", FAILED, payment_id="pi_2")
     checkouts = len(pages(fake))
 
@@ -245,11 +234,8 @@ def test_a_credit_after_the_balance_page_failed_lowers_its_bill_where_it_is(
 def test_a_credit_processed_again_lowers_the_balance_once(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
-    fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     credited(bap, network, PART)
 
     with bap.capture(execute=True):
@@ -483,11 +469,8 @@ def test_a_credit_while_a_lapsed_holds_bill_gets_its_page_lowers_that_page(
 def test_a_failed_page_a_credit_covers_is_withdrawn_not_shown_to_pay_for_nothing(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
-    peer: FakePeer,
-    fake: Fake,
-    settings: Any,
+    asked: Payment,
 ) -> None:
-    asked = asked_after_release(bap, network, peer, fake, settings)
     provider_says(bap, asked, "evt_declined", FAILED, payment_id="pi_2")
 
     credited(bap, network)  # the whole late charge
