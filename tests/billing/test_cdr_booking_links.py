@@ -51,6 +51,13 @@ def ordered(bap: Any) -> str:  # noqa: F811
     return confirm(bap)["message"]["order"]["id"]
 
 
+def started(bap: Any) -> Booking:  # noqa: F811
+    """An order confirmed and its charge started through the journey: its booking."""
+    order_id = ordered(bap)
+    start(bap, order_id)
+    return Booking.objects.get(order_id=order_id)
+
+
 def charged(bap: Any, network: Partner) -> Booking:  # noqa: F811
     """An order charged through the journey: the session S-CDR-1 and its CDR-1 (463.27 INR for the driver)."""
     order_id = ordered(bap)
@@ -205,9 +212,7 @@ def test_a_cdr_without_a_session_id_bills_the_booking_its_authorization_referenc
     network: Partner,  # noqa: F811
 ) -> None:
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     cdr = store(bap, network, cdr_of(booking, "CDR-1"))  # no session_id: a CPO without the Sessions module
@@ -225,9 +230,7 @@ def test_a_cdr_without_a_session_id_bills_the_booking_its_authorization_referenc
 @pytest.mark.we_collect
 def test_a_cdr_before_its_session_waits_for_it_and_then_bills_the_booking(bap: Any, network: Partner) -> None:  # noqa: F811
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
     assert (cdr.charging_session_id, cdr.processed_at) == (None, None)  # put off: not billed to the account
     assert balance(f"driver:{driver.pk}:receivable") == 0
@@ -260,9 +263,7 @@ def test_a_cdr_whose_session_never_comes_bills_the_booking_through_a_session_mad
     """A CPO without the Sessions module: after the grace, the CDR makes the booking's session (COMPLETED) and
     bills the booking's hold. It had been billed to the driver's account, the hold left authorised."""
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id=session_id))
     assert cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE / 2 + timedelta(minutes=3)) is None
     assert Cdr.objects.get(pk=cdr.pk).processed_at is None  # its claim taken again, and put off again
@@ -287,9 +288,7 @@ def test_a_cdr_whose_session_never_comes_bills_the_booking_through_a_session_mad
 def test_a_cdr_of_a_booking_that_has_a_session_makes_none(bap: Any, network: Partner) -> None:  # noqa: F811
     """A CDR naming a session we don't hold, of a booking that has one: not guessed at (billed as before)."""
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, {**session_of(booking, "S-1"), "status": "ACTIVE"})
     cdr = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-OTHER"))
@@ -305,9 +304,7 @@ def test_a_cdr_without_session_id_put_off_is_handed_on_when_its_session_comes(ba
     """Its claim is cleared by the session that repeats its authorization_reference: the next sweep bills it,
     not the one after its claim expired."""
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     cdr = store(bap, network, cdr_of(booking, "CDR-1"))
     assert Cdr.objects.get(pk=cdr.pk).processed_at is None
     assert swept(bap, timedelta(seconds=31)) == []  # claimed, put off
@@ -324,9 +321,7 @@ def test_another_partners_cdr_with_the_same_authorization_reference_is_not_tied_
     network: Partner,  # noqa: F811
 ) -> None:
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     other = PartnerFactory(country_code="IN", party_id="CPB")
@@ -574,9 +569,7 @@ def test_a_credit_and_a_new_cdr_of_a_cdr_put_off_for_its_session_wait_for_it(
     not taken, and the first, processed last, was held as a second bill of the corrected one: the driver got back
     448.40 never taken."""
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     first = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1"))
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
@@ -606,9 +599,7 @@ def test_a_cdr_waits_for_an_earlier_one_of_its_charge_only_for_the_grace(bap: An
     """An earlier CDR of the charge that is not processed (its task lost, its processing failing) holds a later
     one up for SESSION_GRACE at most: then the later one is billed as the charge's first."""
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     cdr_store(network, cdr_of(booking, "CDR-1", session_id="S-1"))  # its task lost (not run: not captured)
@@ -664,9 +655,7 @@ def test_the_corrected_cdr_of_a_held_first_its_credit_withdrew_is_billed(
     withdrawn, is no first bill: the corrected CDR is billed, the hold captured. Before, it was held as a second
     bill for good, and the hold stayed authorised on a settled booking."""
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     first = store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
@@ -692,9 +681,7 @@ def test_the_corrected_cdr_of_a_held_first_its_credit_withdrew_is_billed(
 def test_a_second_cdr_of_a_held_first_no_credit_withdrew_is_still_held(bap: Any, network: Partner) -> None:  # noqa: F811
     """A held first that billed nobody still makes a later CDR a second bill, for staff to look at both."""
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
@@ -829,9 +816,7 @@ def test_two_cdrs_of_a_start_without_session_processed_at_once_make_one_session(
     """Both past the grace, at the same moment: one makes the session and is the bill, the other is tied to it
     and held as its second bill (they had deadlocked, and each could have made a session of its own)."""
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     one = store(bap, network, cdr_of(booking, "CDR-1", session_id=session_id))
     two = store(bap, network, cdr_of(booking, "CDR-2", session_id=session_id, excl=300, incl=354))
     barrier, real = threading.Barrier(2, timeout=10), audit._session_made
@@ -867,9 +852,7 @@ def test_a_cdr_making_its_session_while_the_cpo_puts_it_late_does_not_deadlock(
     CDR's worker on the PUT's session key). Unnamed: the CPO's PUT giving its stored session the start's reference
     (it ties the start, then the booking; the CDR's worker had locked the booking, then the start)."""
     wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     put = session_of(booking, "S-1")
     if not session_id:
         with bap.capture(execute=True):

@@ -25,7 +25,7 @@ from emsp.services.sessions import session_put
 from tests.beckn.bap import BAP_ID
 from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F401 (the Beckn journey's fixtures)
 from tests.beckn.test_actions import last
-from tests.beckn.test_payments_journey import BILL, assert_books_balance, balance, start
+from tests.beckn.test_payments_journey import BILL, assert_books_balance, balance
 from tests.billing.factories import CdrAuditFactory, CdrFactory, CreditCdrFactory
 from tests.billing.test_cdr_booking_links import (
     CORRECTED,
@@ -34,8 +34,8 @@ from tests.billing.test_cdr_booking_links import (
     charged,
     credit_for,
     one_session,
-    ordered,
     session_of,
+    started,
     store,
     wallet,
     wallet_driver,
@@ -360,9 +360,7 @@ def test_a_release_overrules_only_the_holds_staff_were_shown(bap: Any, network: 
     """CDR-1 held for its VAT, the CPO's CDR-2 held as its second bill; staff bill CDR-2, then CDR-1, shown only
     its VAT hold: now a second bill of the charge, it stays held (it had been billed, the driver paying twice)."""
     driver = wallet_driver()
-    order_id = ordered(bap)
-    start(bap, order_id)
-    booking = Booking.objects.get(order_id=order_id)
+    booking = started(bap)
     with bap.capture(execute=True):
         session_put(network, session_of(booking, "S-1"))
     store(bap, network, cdr_of(booking, "CDR-1", session_id="S-1", excl=380, incl=300))
