@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
-from billing.models import Payment
-from billing.payments import gateway as gateways
 from billing.payments.gateway import GatewayError
 from billing.services import ledger, payments
 from billing.services.audit import cdr_process, cdrs_process_due, credits_waiting_resolve
-
-log = logging.getLogger(__name__)
 
 
 @worker_process_init.connect
@@ -76,59 +71,14 @@ def open_balance_checkout(payment_id: int) -> str:
     return payments.balance_checkout(payment_id).status
 
 
-# A balance page withdrawn (payments._withdraw: a credit lowered or covered its bill, or a page it replaced took
-# it) asks for nothing, but the provider's page stayed open: the driver could still pay it (it then takes only
-# what is still owed, or is released) and was left wondering why. It is closed at the provider here. What the
-# provider said goes in front of the payment's `failure` (which says why the page was withdrawn) for staff in
-# the admin: no PaymentOperation (its kinds move money), no migration. A repeat finds the note and calls no one.
-PAGE_NOTE = "provider page "
-PAGE_WORDS = {
-    gateways.PAGE_CLOSED: "closed",
-    gateways.PAGE_ALREADY_CLOSED: "already closed",
-    gateways.PAGE_PAID: "paid before it could be closed",
-}
-
-
-def _withdrawn_pages() -> Any:
-    """Balance payments withdrawn with nothing ever held (payments._withdrawn_page) whose page was opened."""
-    withdrawn = Payment.objects.filter(purpose="balance", status=Payment.Status.RELEASED, authorised_minor=0)
-    return withdrawn.exclude(checkout_id="")
-
-
-def _page_noted(payment: Payment, note: str) -> None:
-    """`note` in front of the payment's failure text, unless it changed meanwhile (its page paid: the webhook
-    cleared the text; another run of this task noted it first)."""
-    text = "; ".join(filter(None, [PAGE_NOTE + note, payment.failure]))[:300]
-    _withdrawn_pages().filter(pk=payment.pk, failure=payment.failure).update(failure=text)
-
-
 # Two provider calls at most (the close, then a look at a page it refused), each within the adapters' 20 s.
 @shared_task(bind=True, acks_late=True, time_limit=45, soft_time_limit=42, **PROVIDER_RETRY)
 def expire_checkout(self: Any, payment_id: int) -> str:
-    """Close a withdrawn balance payment's page at its provider (queued by payments._withdraw after its commit).
-    A page the driver paid first is left to its webhook; a refusal (no such page) is noted, not retried. Each
-    retry sends a key of its own: closing moves no money and a closed page is answered as such, while Stripe
-    replays a 500 to every retry of the same key for 24 h (the page left open)."""
-    payment = _withdrawn_pages().filter(pk=payment_id).first()
-    if payment is None:
-        return "not a withdrawn page"
-    if payment.failure.startswith(PAGE_NOTE):
-        return "noted before"
-    try:
-        expiry = gateways.gateway(payment.provider).expire_checkout(
-            checkout_id=payment.checkout_id, idempotency_key=f"{payment.key}:expire:{self.request.retries}"
-        )
-    except GatewayError as error:
-        if error.retryable:
-            raise
-        log.warning("payment %s: %s refused to close page %s: %s", payment.pk, payment.provider,
-                    payment.checkout_id, error)  # fmt: skip
-        _page_noted(payment, f"not closed at {payment.provider}: {str(error)[:120]}")
-        return "refused"
-    log.info("payment %s: page %s %s at %s (%s)", payment.pk, payment.checkout_id, PAGE_WORDS[expiry.outcome],
-             payment.provider, expiry.status)  # fmt: skip
-    _page_noted(payment, f"{PAGE_WORDS[expiry.outcome]} at {payment.provider} ({expiry.status})")
-    return expiry.outcome
+    """Close a withdrawn balance payment's page at its provider (queued by payments._withdraw after its commit):
+    payments.checkout_expire. A retryable provider error retries, each retry with a key of its own: closing moves
+    no money and a closed page is answered as such, while Stripe replays a 500 to every retry of the same key for
+    24 h (the page left open)."""
+    return payments.checkout_expire(payment_id, attempt=self.request.retries)
 
 
 @shared_task(acks_late=True, time_limit=600, soft_time_limit=540)

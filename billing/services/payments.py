@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -180,6 +180,58 @@ def _withdraw(payment: Payment, why: str) -> None:
     payment.status, payment.billed_minor, payment.url, payment.failure = Payment.Status.RELEASED, 0, "", why[:300]
     _tell_app(payment)
     run_after_commit("billing.tasks.expire_checkout", payment.pk)
+
+
+# A withdrawn page (_withdraw) asks for nothing, but the provider's page stays open until it is closed there
+# (checkout_expire, run by billing.tasks.expire_checkout after the commit): the driver could still pay it (it then
+# takes only what is still owed, or is released: _balance_taken_over) and be left wondering why. What the provider
+# said goes in front of the payment's `failure` (which says why the page was withdrawn) for staff in the admin: no
+# PaymentOperation (its kinds move money), no migration. A repeat finds the note and calls no one.
+PAGE_NOTE = "provider page "
+PAGE_WORDS = {
+    gateways.PAGE_CLOSED: "closed",
+    gateways.PAGE_ALREADY_CLOSED: "already closed",
+    gateways.PAGE_PAID: "paid before it could be closed",
+}
+
+
+def _withdrawn_pages() -> QuerySet[Payment]:
+    """The rows of _withdrawn_page whose page was opened."""
+    withdrawn = Payment.objects.filter(purpose="balance", status=Payment.Status.RELEASED, authorised_minor=0)
+    return withdrawn.exclude(checkout_id="")
+
+
+def checkout_expire(payment_id: int, *, attempt: int = 0) -> str:
+    """Close a withdrawn balance payment's page at its provider. A page the driver paid first is left to its
+    webhook; a refusal (no such page) is noted, not raised; a retryable provider error is raised for the task's
+    retry, whose `attempt` makes the key its own."""
+    payment = _withdrawn_pages().filter(pk=payment_id).first()
+    if payment is None:
+        return "not a withdrawn page"
+    if payment.failure.startswith(PAGE_NOTE):
+        return "noted before"
+    try:
+        expiry = gateways.gateway(payment.provider).expire_checkout(
+            checkout_id=payment.checkout_id, idempotency_key=f"{payment.key}:expire:{attempt}"
+        )
+    except gateways.GatewayError as error:
+        if error.retryable:
+            raise
+        log.warning("payment %s: %s refused to close page %s: %s", payment.pk, payment.provider,
+                    payment.checkout_id, error)  # fmt: skip
+        _page_noted(payment, f"not closed at {payment.provider}: {str(error)[:120]}")
+        return "refused"
+    log.info("payment %s: page %s %s at %s (%s)", payment.pk, payment.checkout_id, PAGE_WORDS[expiry.outcome],
+             payment.provider, expiry.status)  # fmt: skip
+    _page_noted(payment, f"{PAGE_WORDS[expiry.outcome]} at {payment.provider} ({expiry.status})")
+    return expiry.outcome
+
+
+def _page_noted(payment: Payment, note: str) -> None:
+    """`note` in front of the payment's failure text, unless it changed meanwhile (its page paid: the webhook
+    cleared the text; another run noted it first)."""
+    text = "; ".join(filter(None, [PAGE_NOTE + note, payment.failure]))[:300]
+    _withdrawn_pages().filter(pk=payment.pk, failure=payment.failure).update(failure=text)
 
 
 # --- init and confirm ----------------------------------------------------------------------------------
