@@ -34,6 +34,7 @@ from emsp.ratelimit import WINDOW_SECONDS, rate_limit_hit
 from ocpi import metrics
 from ocpi.models import CredentialsRotation, OcpiMessage
 from ocpi.normalize import Issue, Normalizer, Rejected, parse_ocpi_datetime
+from ocpi.normalize.values import PLACE_ID_MAX
 from ocpi.quality import record_issues
 from ocpi.redact import log_body, storable
 
@@ -271,8 +272,9 @@ MAX_QUERY_INT = 10**9
 # attack on our recursion (and PostgreSQL's jsonb), not data.
 MAX_BODY_DEPTH = 32
 # URL path parts (transport §"Client Owned Object Push"): country_code string(2), party_id CiString(3), ids
-# CiString(36) (39 for CDR ids), all printable ASCII (types §16.3). Anything else names no object of ours.
-_URL_ID_LIMITS = {"country_code": 2, "party_id": 3, "cdr_id": 39}
+# CiString(36) (39 for CDR ids, and for location and EVSE ids: string(39) in 2.1.1), all printable ASCII
+# (types §16.3). Anything else names no object of ours.
+_URL_ID_LIMITS = {"country_code": 2, "party_id": 3, "cdr_id": 39, "location_id": PLACE_ID_MAX, "evse_uid": PLACE_ID_MAX}
 
 
 def check_url_ids(kwargs: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ class Location(models.Model):
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="locations")
     country_code = models.CharField(max_length=2)
     party_id = models.CharField(max_length=3)
-    location_id = models.CharField(max_length=36)
+    location_id = models.CharField(max_length=39)  # string(39) in OCPI 2.1.1, CiString(36) since
     # Unique by a constraint, not `unique=True`: on PostgreSQL that would add a second, `varchar_pattern_ops`
     # index for LIKE queries, which nothing runs and every ingested location paid for.
     ocpi_key = models.CharField(max_length=48, help_text="CC*PID*ID upper-cased.")
@@ -88,8 +88,8 @@ class Evse(models.Model):
 
     # Indexes are kept to what queries need: each one costs every bulk ingest and status PATCH.
     location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses", db_index=False)
-    uid = models.CharField(max_length=36)
-    uid_key = models.CharField(max_length=36)
+    uid = models.CharField(max_length=39)  # string(39) in OCPI 2.1.1, CiString(36) since
+    uid_key = models.CharField(max_length=39)
     evse_id = models.CharField(max_length=48, blank=True)
     # Not indexed on purpose: a status PATCH then changes no indexed column, so PostgreSQL can update the
     # row in place (a HOT update) on the hot path of live availability.

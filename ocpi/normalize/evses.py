@@ -11,6 +11,7 @@ from ocpi.normalize.datetimes import read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
 from ocpi.normalize.parts import geo, images
 from ocpi.normalize.values import (
+    PLACE_ID_MAX,
     canonical_fields,
     field_set,
     read_display_texts,
@@ -279,7 +280,7 @@ def read_evse(
     out: dict[str, Any] = {}
     get = raw.get
 
-    uid = read_identifier(get("uid"), pp + "uid", ctx)
+    uid = read_identifier(get("uid"), pp + "uid", ctx, PLACE_ID_MAX)
     if uid:
         out["uid"] = uid
     elif not partial:

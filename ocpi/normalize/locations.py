@@ -22,6 +22,7 @@ from ocpi.normalize.parts import (
     zone_from_coordinates,
 )
 from ocpi.normalize.values import (
+    PLACE_ID_MAX,
     canonical_fields,
     field_set,
     read_boolean,
@@ -111,7 +112,7 @@ def _location(
     else:
         read_party(raw, out, "", ctx, cc, pid)
 
-    loc_id = read_identifier(get("id"), "id", ctx)
+    loc_id = read_identifier(get("id"), "id", ctx, PLACE_ID_MAX)
     if loc_id:
         out["id"] = loc_id
     elif not partial:

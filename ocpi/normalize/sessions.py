@@ -14,6 +14,7 @@ from ocpi.normalize.parts import geo, iana_zone
 from ocpi.normalize.tariffs import tariff
 from ocpi.normalize.taxes import read_tax_amounts
 from ocpi.normalize.values import (
+    PLACE_ID_MAX,
     as_list,
     canonical_fields,
     read_boolean,
@@ -380,7 +381,7 @@ def _session(
         out["authorization_reference"] = ref
     for key in ("location_id", "evse_uid", "connector_id"):
         if present(key):
-            _required_id(raw, key, "", ctx, out)
+            _required_id(raw, key, "", ctx, out, 36 if key == "connector_id" else PLACE_ID_MAX)
     meter = read_text(get("meter_id"), "meter_id", ctx, 255)
     if meter:
         out["meter_id"] = meter
@@ -418,7 +419,7 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
     raw = canonical_fields(raw, CDR_LOCATION_FIELDS, "cdr_location", path, ctx)
     get = raw.get
     out: dict[str, Any] = {}
-    _required_id(raw, "id", path, ctx, out)
+    _required_id(raw, "id", path, ctx, out, PLACE_ID_MAX)
     for key, limit in (("name", 255), ("address", 255), ("city", 45), ("postal_code", 10), ("state", 45)):
         s = read_text(get(key), json_path(path, key), ctx, limit)
         if s is not None:
@@ -443,7 +444,7 @@ def _cdr_location(raw: object, path: str, ctx: Ctx) -> dict[str, Any]:
         # The CDR is still the bill: extrawest-ocpi's CdrLocation has no evse_uid at all (docs/interop.md).
         ctx.drop(json_path(path, "evse_uid"), "missing_evse_uid", "cdr_location.evse_uid missing")
     else:
-        _required_id(raw, "evse_uid", path, ctx, out)
+        _required_id(raw, "evse_uid", path, ctx, out, PLACE_ID_MAX)
     evse_id = read_identifier(get("evse_id"), json_path(path, "evse_id"), ctx, max_len=48)
     if evse_id:
         out["evse_id"] = evse_id

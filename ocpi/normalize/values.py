@@ -79,6 +79,9 @@ def canonical_fields(
 
 # types.asciidoc §16.1/16.3: CiString and string ids are printable ASCII.
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# Location.id and EVSE.uid are string(39) in OCPI 2.1.1 (2.2.1 made them CiString(36)). Taken from a CPO of any
+# version up to 39: refusing a 2.1.1 CPO's own id would lose the location and every session and CDR naming it.
+PLACE_ID_MAX = 39
 
 
 def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) -> str | None:
@@ -105,8 +108,8 @@ def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) ->
 def read_identifier(value: object, path: str, ctx: Ctx, max_len: int = 36) -> str | None:
     """CiString ids: stripped, but stored in the case received (compared case-insensitively elsewhere).
 
-    An id longer than its OCPI maximum (36; 39 for CDR ids, 48 for evse_id) is unusable — cutting it could
-    merge two objects — so it is dropped and the caller treats it as missing."""
+    An id longer than its OCPI maximum (36; 39 for CDR ids and for places, PLACE_ID_MAX; 48 for evse_id) is
+    unusable — cutting it could merge two objects — so it is dropped and the caller treats it as missing."""
     if value is None:
         return None
     if isinstance(value, str):

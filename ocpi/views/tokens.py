@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from emsp.models import Token
 from emsp.services import tokens
 from ocpi import transport
+from ocpi.normalize.values import PLACE_ID_MAX
 from ocpi.openapi import PAGINATION_PARAMETERS, TOKEN_AUTH, error_response, json_body, list_of, ref, response
 from ocpi.rendering import token_as_ocpi
 from ocpi.transport import OcpiError, OcpiView, ocpi_response, paginated_response
@@ -95,22 +96,28 @@ def _sent_type(request: Request) -> str:
 
 
 def location_references(body: Any) -> dict[str, Any] | None:
-    """mod_tokens LocationReferences {location_id CiString(36), evse_uids CiString(36)[]}: exactly that, or 2001."""
+    """mod_tokens LocationReferences {location_id CiString(36), evse_uids CiString(36)[]}: exactly that, or 2001.
+    Ids up to 39 characters are taken (string(39) in 2.1.1, and the places we store)."""
     if body is None or body == {}:
         return None
     if not isinstance(body, dict):
         raise OcpiError(transport.INVALID_PARAMETERS, "LocationReferences object expected")
     location_id = body.get("location_id")
-    if not isinstance(location_id, str) or not 1 <= len(location_id.strip()) <= 36:
-        raise OcpiError(transport.INVALID_PARAMETERS, "location_id: a string of at most 36 characters is required")
+    if not isinstance(location_id, str) or not 1 <= len(location_id.strip()) <= PLACE_ID_MAX:
+        raise OcpiError(
+            transport.INVALID_PARAMETERS, f"location_id: a string of at most {PLACE_ID_MAX} characters is required"
+        )
     evse_uids = body.get("evse_uids")
     if evse_uids is None:
         evse_uids = []
     if not isinstance(evse_uids, list) or len(evse_uids) > 1000:
         raise OcpiError(transport.INVALID_PARAMETERS, "evse_uids: a list of EVSE uids expected")
     for i, uid in enumerate(evse_uids):
-        if not isinstance(uid, str) or not 1 <= len(uid.strip()) <= 36 or not transport.is_printable_text(uid):
-            raise OcpiError(transport.INVALID_PARAMETERS, f"evse_uids[{i}]: an EVSE uid of at most 36 characters")
+        readable = isinstance(uid, str) and 1 <= len(uid.strip()) <= PLACE_ID_MAX and transport.is_printable_text(uid)
+        if not readable:
+            raise OcpiError(
+                transport.INVALID_PARAMETERS, f"evse_uids[{i}]: an EVSE uid of at most {PLACE_ID_MAX} characters"
+            )
     if not transport.is_printable_text(location_id):
         raise OcpiError(transport.INVALID_PARAMETERS, "location_id: printable characters only")
     return {"location_id": location_id.strip(), "evse_uids": [uid.strip() for uid in evse_uids]}

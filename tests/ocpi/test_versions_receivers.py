@@ -516,3 +516,42 @@ def test_options_offers_a_tariff_patch_in_2_1_1_only(
 ) -> None:
     answer = ocpi._call("options", f"/ocpi/emsp/{version}/tariffs/IN/CPA/T1")
     assert answer.status_code == 200 and ("PATCH" in answer["Allow"]) == allowed
+
+
+def test_a_2_1_1_location_and_evse_of_39_characters_are_kept_with_their_sessions_and_cdrs(
+    ocpi: OcpiTestClient, partner: Partner
+) -> None:
+    """Location.id and EVSE.uid are string(39) in 2.1.1 (CiString(36) from 2.2): such a CPO's own ids had been
+    refused (2001), and every session and CDR naming them lost with them."""
+    from billing.models import Cdr
+
+    location_id, evse_uid = "LOCATION-" + "1" * 30, "EVSE-" + "2" * 34
+    assert len(location_id) == len(evse_uid) == 39
+    body = copy.deepcopy(V211["location"])
+    body["id"] = location_id
+    body["evses"][0]["uid"] = evse_uid
+    assert ocpi.put(f"/ocpi/emsp/2.1.1/locations/IN/CPA/{location_id}", body).json()["status_code"] == 1000
+    evse = Evse.objects.get(location__location_id=location_id, uid=evse_uid)
+    patched = ocpi.patch(f"/ocpi/emsp/2.1.1/locations/IN/CPA/{location_id}/{evse_uid}", {"status": "CHARGING"})
+    assert patched.json()["status_code"] == 1000
+    evse.refresh_from_db()
+    assert evse.status == "CHARGING"
+
+    token = TokenFactory(uid="012345678", contract_id="DE8ACC12E46L89")
+    where = {"id": location_id, "evses": [{"uid": evse_uid, "connectors": [{"id": "1"}]}]}
+    session = example(V211, "session_finished", id="S-39", start_datetime="2015-06-29T21:39:09Z", location=where)
+    assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-39", session).json()["status_code"] == 1000
+    stored = ChargingSession.objects.get(session_id="S-39")
+    assert (stored.ocpi_location_id, stored.evse_uid, stored.evse) == (location_id, evse_uid, evse)
+
+    cdr = example(V211, "cdr")
+    cdr["location"] = {**cdr["location"], "id": location_id, "country": "IND"}
+    cdr["location"]["evses"][0]["uid"] = evse_uid
+    assert ocpi.post("/ocpi/emsp/2.1.1/cdrs", cdr).json()["status_code"] == 1000
+    bill = Cdr.objects.get(cdr_id="12345")
+    assert (bill.location_id, bill.evse_uid, bill.charging_session) == (location_id, evse_uid, stored)
+
+    asked = ocpi.post(
+        f"/ocpi/emsp/2.1.1/tokens/{token.uid}/authorize", {"location_id": location_id, "evse_uids": [evse_uid]}
+    )
+    assert asked.json()["status_code"] == 1000

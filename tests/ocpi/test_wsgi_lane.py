@@ -221,7 +221,7 @@ def both(whole: WSGIHandler, lane: OcpiLane, method: str, path: str, body: bytes
         ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/NOPE", STATUS, AUTH),  # an EVSE we don't have
         ("/ocpi/emsp/2.2.1/locations/NL/XXX/LOC1/LOC1-E1", STATUS, AUTH),  # another party's
         ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/E\x01", STATUS, AUTH),  # a control character in the id
-        ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/" + "E" * 37, STATUS, AUTH),  # an id too long
+        ("/ocpi/emsp/2.2.1/locations/IN/CPA/LOC1/" + "E" * 40, STATUS, AUTH),  # an id too long
         ("/ocpi/emsp/2.2.1/locations/INDIA/CPA/LOC1/LOC1-E1", STATUS, AUTH),  # a country code too long
     ],
 )
