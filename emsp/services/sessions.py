@@ -82,8 +82,8 @@ def session_from_cdr(partner: Partner, party: tuple[str, str], cdr_pk: int, cdr:
     too), made of the CDR (billing/services/audit.py, `_session_made`), COMPLETED. It goes the way a reported one
     does (`session_put`): the start command and the reservation are tied to it, the booking follows it, the app
     hears it; and the CDR bills the booking. Named by the CDR's `session_id` when it has one (the session, should
-    the CPO report it after all, is this one); else by the CDR's row (`CDR*<pk>`: no CPO's key, whose first part
-    is a two-letter country code), shown with the CDR's id."""
+    the CPO report it after all, is this one: its PUT takes the made one's place, `_taken_over`); else by the CDR's
+    row (`CDR*<pk>`: no CPO's key, whose first part is a two-letter country code), shown with the CDR's id."""
     location = cdr.get("cdr_location") or {}
     session_id = str(cdr.get("session_id") or "")
     obj = {
@@ -320,7 +320,13 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
                 change = SessionChange(session, created=True, applied=True, old_status=None)
                 _after_save(change)
                 return change
-        if last_updated < session.last_updated:
+        if not of_cdr and made_of_cdr(session):
+            # Ours, made of its CDR: its last_updated is the CDR's, which the session's own precedes (the CDR comes
+            # once the charge is over), and orders nothing here. What the CDR says does: the charge is over.
+            if obj["status"] != ChargingSession.Status.COMPLETED:
+                return SessionChange(session, created=False, applied=False, old_status=session.status)
+            obj = _taken_over(session.data, obj)
+        elif last_updated < session.last_updated:
             return SessionChange(session, created=False, applied=False, old_status=session.status)
         old_status = session.status
         kept = _apply(session, obj)
@@ -328,6 +334,31 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
         change = SessionChange(session, created=False, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)
     return change
+
+
+# What the CDR's bill said of the charge, kept when the CPO's own Session takes the made one's place.
+BILLED_FIGURES = ("kwh", "currency", "total_cost")
+
+
+def made_of_cdr(session: ChargingSession) -> bool:
+    """Whether the session is one we made of its CDR (`session_from_cdr`), not the CPO's own (yet)."""
+    return "made_of_cdr" in (session.data or {})
+
+
+def _taken_over(made: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """The CPO's own Session in the place of the one made of its CDR, whatever its last_updated: the CPO's object,
+    with what only it carries (its charging periods, start and end, authorization, meter). Only a COMPLETED one
+    (`session_put`): the CDR closed the charge, and an earlier state of it (ACTIVE, PENDING, RESERVATION) had
+    moved the booking's session back and told the app so; an INVALID one ("will not be billed", mod_sessions)
+    says the opposite of the CDR billed on it. The bill's figures stay (BILLED_FIGURES; the session's own kwh is
+    a running figure the CDR came after), and its end when the session has none. The booking, the start and the
+    CDR keep their ties to the session's row; its status stays COMPLETED, so the app hears nothing new. From
+    then on the session is the CPO's, ordered by its own last_updated."""
+    taken = {**obj, **{name: made[name] for name in BILLED_FIGURES if made.get(name) is not None}}
+    end = made.get("end_date_time")
+    if not taken.get("end_date_time") and end and parse_utc(end) >= parse_utc(taken["start_date_time"]):
+        taken["end_date_time"] = end
+    return taken
 
 
 # Periods may start this much before the session's start or after its end (the normaliser's PERIOD_TOLERANCE,
@@ -372,13 +403,16 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
     session). A PATCH without last_updated (OCPI 2.1.1, where it is optional; the normalizer lets one through
     only from 2.1.1) is the CPO's newest word when it comes: applied whatever we hold, it keeps the stored stamp
     (only the CPO's clock orders its sessions: ours, put on it, had made a CPO clock 90 s behind ours lose its
-    final COMPLETED PUT, one ahead its PATCHes)."""
+    final COMPLETED PUT, one ahead its PATCHes). A session made of a CDR (`session_from_cdr`) is not the CPO's
+    object the PATCH changes: None, as for one we don't hold (the CPO is told to PUT it, and that PUT takes the
+    made one's place); patched, its fields and the CDR's periods had mixed with the session's, its status gone
+    back to ACTIVE."""
     stamp = patch.get("last_updated")
     last_updated = parse_utc(stamp) if stamp else None
     added = patch.get("charging_periods")
     with transaction.atomic():
         session = _locked(key)
-        if session is None:
+        if session is None or made_of_cdr(session):
             return None
         old_status = session.status
         if last_updated is not None and last_updated < session.last_updated:

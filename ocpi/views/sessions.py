@@ -43,7 +43,8 @@ class SessionReceiverView(OcpiView):
 
     def get(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         session = self._session(country_code, party_id, session_id)
-        if session is None:
+        if session is None or sessions.made_of_cdr(session):
+            # One we made of its CDR is not the CPO's object (and carries our mark): unknown, as to a PATCH.
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session", 404)
         return ocpi_response(session.data)
 
