@@ -108,6 +108,10 @@ class SyncRun(models.Model):
         null=True, blank=True, help_text="The X-Total-Count the partner's first page announced, if any."
     )
     error = models.TextField(blank=True)
+    # A full pull of locations or tariffs paged on by offset without X-Total-Count (ocpi/sync.py): the objects it
+    # did not list and kept, by key, with the last_updated we held. The next full pull withdraws (deletes) one it
+    # does not list either, received nothing of since.
+    unlisted = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

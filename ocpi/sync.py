@@ -20,7 +20,7 @@ from django.utils import timezone
 from billing.models import Tariff
 from billing.services import records
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
-from emsp.models import Location, Partner
+from emsp.models import Evse, Location, Partner, ci_key
 from emsp.services import breakers, catalogue, sessions
 from ocpi import hub, hubclientinfo, metrics
 from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError, Page, object_url
@@ -283,7 +283,9 @@ def sync_module(
                 if paging.continued_pages:
                     seen |= _unlisted_locations_kept(partner, url, run, seen)
                 catalogue.locations_withdraw_missing(partner, seen, run.started_at)
-            elif module == "tariffs" and not (paging.continued_pages and _unlisted_tariffs_kept(partner, run, seen)):
+            elif module == "tariffs":
+                if paging.continued_pages:
+                    seen |= _unlisted_tariffs_kept(partner, run, seen)
                 records.tariffs_delete_missing(partner, seen, run.started_at)
     run.finished_at = timezone.now()
     run.save()
@@ -292,86 +294,194 @@ def sync_module(
 
 
 # After a walk paged on by offset without X-Total-Count, at most this many locations it did not list are asked
-# for one by one before they are withdrawn; more, and none is.
+# for one by one before they are withdrawn; more, and none is (until a second pull misses them too: _missed_twice).
 MAX_UNLISTED_CHECKS = 100
+_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class _Unlisted:
+    """A location (not withdrawn) or tariff we held from before a full pull that the pull did not list."""
+
+    pk: int
+    key: str
+    party: tuple[str, str]
+    object_id: str
+    stamp: str  # its last_updated as we hold it (format_datetime, to the microsecond)
+    received_at: datetime
+
+
+def _unlisted(partner: Partner, run: SyncRun, seen: set[str]) -> list[_Unlisted]:
+    """The partner's locations or tariffs (`run.module`) held from before the pull that it did not list."""
+    if run.module == "locations":
+        held = Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=run.started_at)
+        id_field = "location_id"
+    else:
+        held = Tariff.objects.filter(partner=partner, received_at__lt=run.started_at)
+        id_field = "tariff_id"
+    columns = ("pk", "ocpi_key", "country_code", "party_id", id_field, "last_updated", "received_at")
+    return [
+        _Unlisted(pk, key, (country_code, party_id), object_id, format_datetime(last_updated, "micros"), received_at)
+        for pk, key, country_code, party_id, object_id, last_updated, received_at in held.values_list(
+            *columns
+        ).iterator(2000)
+        if key not in seen
+    ]
+
+
+def _countable(partner: Partner, unlisted: list[_Unlisted], seen: set[str]) -> set[tuple[str, str]]:
+    """The parties whose unlisted objects may count as missed by a pull (`_missed_twice`): those it listed an
+    object of, that can be reached. A party none of whose objects came tells nothing of each (a hub that left out
+    a party it could not reach at that moment), nor does one the hub's ClientInfo says can't be reached now."""
+    listed = {"*".join(key.split("*", 2)[:2]) for key in seen}
+    parties = {u.party for u in unlisted}
+    return {p for p in parties if ci_key(*p) in listed and not hub.unreachable_reason(partner, p)}
+
+
+def _missed_twice(
+    partner: Partner, run: SyncRun, unlisted: list[_Unlisted], countable: set[tuple[str, str]]
+) -> tuple[int | None, set[str]]:
+    """The id of the previous full pull of the module that ended OK, and the keys of the objects this pull did not list
+    that it did not list either and kept (its `unlisted`), of which nothing was received since it began: gone
+    from the CPO. A skip by a shifted offset (`_unlisted_locations_kept`) falls on whichever object stood at a
+    page boundary when one before it was deleted mid-pull; the same object twice in a row would be an
+    extraordinary coincidence. Received: the object stored (pulled, asked for alone, pushed: its received_at);
+    a change to it or, for a location, to an EVSE or connector of it pushed with a stamp (its last_updated moves
+    on, as parents' do); an EVSE's status heard (Evse.status_updated_at). Only objects of `countable` parties."""
+    previous = (
+        SyncRun.objects.filter(partner=partner, module=run.module, mode=SyncRun.Mode.FULL, outcome=SyncRun.Outcome.OK)
+        .exclude(pk=run.pk)
+        .order_by("-started_at", "-pk")
+        .only("pk", "started_at", "unlisted")
+        .first()
+    )
+    if previous is None or not previous.unlisted:
+        return None, set()
+    missed = [
+        u
+        for u in unlisted
+        if u.party in countable and previous.unlisted.get(u.key) == u.stamp and u.received_at < previous.started_at
+    ]
+    if run.module == "locations" and missed:
+        pks = [u.pk for u in missed]
+        heard: set[int] = set()
+        for start in range(0, len(pks), _BATCH):
+            heard |= set(
+                Evse.objects.filter(
+                    location_id__in=pks[start : start + _BATCH], status_updated_at__gte=previous.started_at
+                ).values_list("location_id", flat=True)
+            )
+        missed = [u for u in missed if u.pk not in heard]
+    return previous.pk, {u.key for u in missed}
+
+
+def _missed_twice_text(count: int, previous: int | None, verb: str) -> str:
+    return f"{count} not listed by the previous full pull (pull {previous}) either, nothing received since: {verb}"
+
+
+@dataclass
+class _Checked:
+    """What asking for unlisted locations one by one came to: the keys to keep, those of them the CPO sent, and
+    what to say of it."""
+
+    kept: set[str] = field(default_factory=set)
+    sent: set[str] = field(default_factory=set)
+    outcome: str = ""
+    fixed: bool = False
 
 
 def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set[str]) -> set[str]:
     """The keys of the locations a full pull did not list that are to be kept, where it paged on by offset
     without X-Total-Count (`_Paging`): an object the CPO deleted from an earlier page between two requests
     shifts the rest back by one, and the object then first on the next page is never sent, though the CPO still
-    lists it; no total tells. Each is asked for alone (mod_locations Sender interface: GET
-    {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or 2004,
-    or no data) is withdrawn; one it sends is stored and kept. First, for each party among them, a location of
-    that party the pull listed is asked for: a CPO without that GET answers 404 for every location, and its
+    lists it; no total tells. One the previous full pull missed too, with nothing received of it since
+    (`_missed_twice`), is gone and withdrawn. Each other one is asked for alone (mod_locations Sender interface:
+    GET {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or
+    2004, or no data) is withdrawn; one it sends is stored and kept. First, for each party among them, a location
+    of that party the pull listed is asked for: a CPO without that GET answers 404 for every location, and its
     answers then tell nothing. Behind a hub each party is its own platform, with or without that GET: a party's
-    locations are only withdrawn where its own control was sent. More than MAX_UNLISTED_CHECKS: none is
-    withdrawn. A finding says what became of them."""
-    unlisted = [
-        row
-        for row in Location.objects.filter(partner=partner, withdrawn_at__isnull=True, received_at__lt=run.started_at)
-        .values_list("ocpi_key", "country_code", "party_id", "location_id")
-        .iterator(2000)
-        if row[0] not in seen
-    ]
+    locations are only withdrawn where its own control was sent. More than MAX_UNLISTED_CHECKS: none is asked
+    for. Those kept without being sent are noted on the run (`SyncRun.unlisted`) for the next full pull. A
+    finding says what became of them."""
+    unlisted = _unlisted(partner, run, seen)
     if not unlisted:
         return set()
-    every = {row[0] for row in unlisted}
-    what = f"{len(unlisted)} locations were not listed by a pull paged on by offset without X-Total-Count"
-    kept, fixed = every, False
+    countable = _countable(partner, unlisted, seen)
+    previous, twice = _missed_twice(partner, run, unlisted, countable)
+    once = [u for u in unlisted if u.key not in twice]
+    checked = _ask_alone(partner, url, run, once) if once else _Checked(fixed=True)
+    run.unlisted = {
+        u.key: u.stamp for u in once if u.key in checked.kept and u.key not in checked.sent and u.party in countable
+    }
+    parts = []
+    if twice:
+        parts.append(_missed_twice_text(len(twice), previous, "withdrawn"))
+    if once:
+        parts.append((f"the other {len(once)}: " if twice else "") + checked.outcome)
+    if run.unlisted:
+        parts.append(f"{len(run.unlisted)} of those kept are withdrawn if the next full pull does not list them either")
+    message = (
+        f"{len(unlisted)} locations were not listed by a pull paged on by offset without X-Total-Count: "
+        + "; ".join(parts)
+    )
+    log.warning("pull %s of locations from %s: %s", run.pk, partner, message)
+    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=checked.fixed)
+    record_issues(partner, "locations", [(f"pull {run.pk}", issue)])
+    return checked.kept
+
+
+def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unlisted]) -> _Checked:
+    """Ask the CPO for each unlisted location alone, after a control per party (`_unlisted_locations_kept`)."""
     if len(unlisted) > MAX_UNLISTED_CHECKS:
         outcome = f"more than the {MAX_UNLISTED_CHECKS} asked for one by one: none was withdrawn"
-    else:
-        by_party: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for key, country_code, party_id, location_id in unlisted:
-            by_party.setdefault((country_code, party_id), []).append((key, location_id))
-        kept, answers = set(), {"sent": 0, "unknown": 0, "untold": 0}
-        untold_parties: list[str] = []
-        silent = False
-        for party, rows in by_party.items():
-            answer = "silent"
-            if not silent:
-                control = _listed_location(partner, run, party)
-                answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
-                silent = answer == "silent"
-            if answer != "sent":
-                # No answer (or the breaker open): the rest is not asked for. Another answer: this party's
-                # answers tell nothing.
-                kept |= {key for key, _ in rows}
-                untold_parties.append("*".join(party))
-                continue
-            for position, (key, location_id) in enumerate(rows):
-                answer = _location_asked_alone(partner, url, party, location_id)
-                _renew_lease(partner)
-                if answer == "silent":
-                    kept |= {row_key for row_key, _ in rows[position:]}
-                    answers["untold"] += len(rows) - position
-                    silent = True
-                    break
-                answers[answer] += 1
-                if answer != "unknown":
-                    kept.add(key)
-        if len(untold_parties) == len(by_party):
-            outcome = (
-                "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was "
-                "withdrawn"
-            )
-        else:
-            outcome = (
-                f"asked for one by one: {answers['unknown']} unknown to the CPO (withdrawn), {answers['sent']} sent "
-                f"(kept), {answers['untold']} without an answer that tells (kept)"
-            )
-            if untold_parties:
-                outcome += (
-                    f"; of {', '.join(untold_parties)} a location it listed, asked for alone, was not sent: none "
-                    "of theirs was withdrawn"
-                )
-            fixed = not answers["untold"] and not untold_parties
-    message = f"{what}: {outcome}"
-    log.warning("pull %s of locations from %s: %s", run.pk, partner, message)
-    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=fixed)
-    record_issues(partner, "locations", [(f"pull {run.pk}", issue)])
-    return kept
+        return _Checked(kept={u.key for u in unlisted}, outcome=outcome)
+    by_party: dict[tuple[str, str], list[_Unlisted]] = {}
+    for u in unlisted:
+        by_party.setdefault(u.party, []).append(u)
+    checked, answers = _Checked(), {"sent": 0, "unknown": 0, "untold": 0}
+    untold_parties: list[str] = []
+    silent = False
+    for party, rows in by_party.items():
+        answer = "silent"
+        if not silent:
+            control = _listed_location(partner, run, party)
+            answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
+            silent = answer == "silent"
+        if answer != "sent":
+            # No answer (or the breaker open): the rest is not asked for. Another answer: this party's
+            # answers tell nothing.
+            checked.kept |= {u.key for u in rows}
+            untold_parties.append("*".join(party))
+            continue
+        for position, row in enumerate(rows):
+            answer = _location_asked_alone(partner, url, party, row.object_id)
+            _renew_lease(partner)
+            if answer == "silent":
+                checked.kept |= {u.key for u in rows[position:]}
+                answers["untold"] += len(rows) - position
+                silent = True
+                break
+            answers[answer] += 1
+            if answer != "unknown":
+                checked.kept.add(row.key)
+            if answer == "sent":
+                checked.sent.add(row.key)
+    if len(untold_parties) == len(by_party):
+        checked.outcome = (
+            "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
+        )
+        return checked
+    checked.outcome = (
+        f"asked for one by one: {answers['unknown']} unknown to the CPO (withdrawn), {answers['sent']} sent "
+        f"(kept), {answers['untold']} without an answer that tells (kept)"
+    )
+    if untold_parties:
+        checked.outcome += (
+            f"; of {', '.join(untold_parties)} a location it listed, asked for alone, was not sent: none of theirs "
+            "was withdrawn"
+        )
+    checked.fixed = not answers["untold"] and not untold_parties
+    return checked
 
 
 def _listed_location(partner: Partner, run: SyncRun, party: tuple[str, str]) -> str | None:
@@ -414,27 +524,33 @@ def _location_asked_alone(partner: Partner, url: str, party: tuple[str, str], lo
     return "sent"
 
 
-def _unlisted_tariffs_kept(partner: Partner, run: SyncRun, seen: set[str]) -> bool:
-    """Are tariffs a full pull paged on by offset without X-Total-Count did not list kept? Any there are: they may
-    have been skipped as locations may (`_unlisted_locations_kept`), and the Tariffs Sender interface has no
-    GET of one tariff to ask. A finding says so."""
-    unlisted = sum(
-        1
-        for key in Tariff.objects.filter(partner=partner, received_at__lt=run.started_at)
-        .values_list("ocpi_key", flat=True)
-        .iterator(2000)
-        if key not in seen
-    )
+def _unlisted_tariffs_kept(partner: Partner, run: SyncRun, seen: set[str]) -> set[str]:
+    """The keys of the tariffs a full pull paged on by offset without X-Total-Count did not list that are to be
+    kept: they may have been skipped as locations may (`_unlisted_locations_kept`), and the Tariffs Sender
+    interface has no GET of one tariff to ask. One the previous full pull missed too, with nothing received of
+    it since (`_missed_twice`), is gone and deleted; the others are kept and noted on the run
+    (`SyncRun.unlisted`) for the next full pull. A finding says so."""
+    unlisted = _unlisted(partner, run, seen)
     if not unlisted:
-        return False
-    message = (
-        f"{unlisted} tariffs were not listed by a pull paged on by offset without X-Total-Count: kept (a tariff "
-        "can't be asked for alone)"
+        return set()
+    countable = _countable(partner, unlisted, seen)
+    previous, twice = _missed_twice(partner, run, unlisted, countable)
+    kept = {u.key for u in unlisted if u.key not in twice}
+    run.unlisted = {u.key: u.stamp for u in unlisted if u.key in kept and u.party in countable}
+    parts = []
+    if twice:
+        parts.append(_missed_twice_text(len(twice), previous, "deleted"))
+    if kept:
+        parts.append(f"{len(kept)} kept (a tariff can't be asked for alone)")
+    if run.unlisted:
+        parts.append(f"{len(run.unlisted)} of those kept are deleted if the next full pull does not list them either")
+    message = f"{len(unlisted)} tariffs were not listed by a pull paged on by offset without X-Total-Count: " + (
+        "; ".join(parts)
     )
     log.warning("pull %s of tariffs from %s: %s", run.pk, partner, message)
-    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=False)
+    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=not kept)
     record_issues(partner, "tariffs", [(f"pull {run.pk}", issue)])
-    return True
+    return kept
 
 
 @dataclass
