@@ -247,7 +247,7 @@ def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
     if session is None:
         return
     earlier = (
-        Cdr.objects.filter(_charge_locked(session), credit=False, processed_at__isnull=False)
+        Cdr.objects.filter(charge_locked(session), credit=False, processed_at__isnull=False)
         .exclude(pk=cdr.pk)
         .select_related("audit")
     )
@@ -255,12 +255,12 @@ def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
         audit = getattr(other, "audit", None)
         if audit is not None and "duplicate_session_cdr" in (audit.flags or []):
             continue
-        if not _voided(other) and not _withdrawn(other, audit):
+        if not voided_by_credits(other) and not _withdrawn(other, audit):
             flags.append("duplicate_session_cdr")
             return
 
 
-def _charge_locked(session: ChargingSession) -> Q:
+def charge_locked(session: ChargingSession) -> Q:
     """Lock the charge a session is of, its booking's row (else the session's), until the transaction ends, and
     return the filter of its CDRs: the CDRs of one charge are weighed, and a credit lets them through, one
     transaction at a time."""
@@ -271,7 +271,7 @@ def _charge_locked(session: ChargingSession) -> Q:
     return Q(charging_session_id=session.pk)
 
 
-def _voided(original: Cdr) -> bool:
+def voided_by_credits(original: Cdr) -> bool:
     """Whether the credit CDRs that gave its money back (audited CREDIT: not held) net the CDR to nothing."""
     credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__status=CdrAudit.Status.CREDIT)
     given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
@@ -334,7 +334,7 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     if original is not None:
         # The credits of one original are weighed one at a time: under its row lock (which its own processing
         # holds while it audits the credits that waited for it), each sees what the others gave back.
-        _locked_cdr(original.pk)
+        locked_cdr(original.pk)
         if _over_credits(cdr, original):
             flags.append("over_credit")
         original_audit = CdrAudit.objects.filter(cdr=original).only("flags").first()
@@ -413,7 +413,7 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
     if not claimed:
         return None
     with transaction.atomic(), terms_remembered():
-        cdr = _locked_cdr(cdr_id)
+        cdr = locked_cdr(cdr_id)
         if cdr is None or cdr.processed_at is not None:
             return None  # finished by a worker whose claim had expired (slow, not stopped)
         if not cdr.credit and cdr.charging_session_id is None:
@@ -435,7 +435,7 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
             for credit in _credits_waiting_for(cdr):
                 # Its credits that came first, audited before it was here: audited again, now against it.
                 _bill_credit(credit, _audit_credit(credit))
-            _settle(cdr)
+            booking_settled(cdr)
         Cdr.objects.filter(pk=cdr.pk).update(processed_at=timezone.now())
     _waiting_handed_on(cdr)
     return audit
@@ -467,21 +467,21 @@ def _earlier_awaited(cdr: Cdr, now: datetime) -> bool:
     A credit waits for its original's audit (written with its processing) as long as that takes: refunded
     before it, the driver could get back what is never taken. A CDR waits for an earlier one of its charge for
     SESSION_GRACE at most, then is billed as the charge's first (the earlier one, should it come after all, is
-    held as a second bill). The original's row, else the charge's (`_charge_locked`), is locked first: one being
+    held as a second bill). The original's row, else the charge's (`charge_locked`), is locked first: one being
     processed at this moment is waited for, and found processed."""
     if cdr.credit:
         original = _credited(cdr)
         if original is None:
             return False  # not here yet: audited as unknown_original, and again once it comes
-        _locked_cdr(original.pk)
+        locked_cdr(original.pk)
         return not CdrAudit.objects.filter(cdr_id=original.pk).exists()
     if cdr.charging_session_id is None or cdr.received_at < now - SESSION_GRACE:
         return False
-    charge = _charge_locked(cdr.charging_session)
+    charge = charge_locked(cdr.charging_session)
     return Cdr.objects.filter(charge, credit=False, processed_at__isnull=True, pk__lt=cdr.pk).exists()
 
 
-def _settle(cdr: Cdr) -> None:
+def booking_settled(cdr: Cdr) -> None:
     """The booking is settled; the driver's app gets the final bill."""
     booking = bookings.on_cdr(cdr.charging_session)
     if booking is not None:
@@ -557,7 +557,7 @@ def _bill_second_bills(credit: Cdr, audit: CdrAudit) -> None:
     first) be billed, whatever their audit's status (one we could not price is UNPRICEABLE): each audited
     again, oldest first (a third is still held as a second bill of the one billed now), and its booking settled
     with the new bill. In the credit's transaction, under the original's lock (`_audit_credit`) and the charge's
-    (`_charge_locked`): a second CDR being processed at the same moment is either processed first, and found
+    (`charge_locked`): a second CDR being processed at the same moment is either processed first, and found
     here, or waits and sees the original voided. A held CDR whose row another transaction holds is being
     withdrawn by a credit of its own (only credits lock a processed CDR): it is skipped, not waited for."""
     original = credit.credited_cdr if credit.credited_cdr_id is not None else None
@@ -566,7 +566,7 @@ def _bill_second_bills(credit: Cdr, audit: CdrAudit) -> None:
     if audit.status != CdrAudit.Status.CREDIT and "original_held" not in audit.flags:
         return  # held for a reason of its own (another eMSP's token, beyond what the original billed)
     held = (
-        Cdr.objects.filter(_charge_locked(original.charging_session), credit=False, processed_at__isnull=False)
+        Cdr.objects.filter(charge_locked(original.charging_session), credit=False, processed_at__isnull=False)
         .exclude(pk=original.pk)
         .order_by("pk")
         .values_list("pk", "audit__flags")
@@ -574,14 +574,14 @@ def _bill_second_bills(credit: Cdr, audit: CdrAudit) -> None:
     for pk, flags in list(held):
         if "duplicate_session_cdr" not in (flags or []) or DriverReceipt.objects.filter(cdr_id=pk).exists():
             continue
-        cdr = _locked_cdr(pk, skip_locked=True)
+        cdr = locked_cdr(pk, skip_locked=True)
         if cdr is None or Cdr.objects.filter(credited_cdr_id=pk).exists():
             continue  # withdrawn by a credit of its own (held with it): nothing to bill
         audit_again = cdr_audit(cdr)
         if HELD.intersection(audit_again.flags):
             continue
         _bill(cdr, audit_again)
-        _settle(cdr)
+        booking_settled(cdr)
 
 
 def _bill(cdr: Cdr, audit: CdrAudit) -> None:
@@ -609,7 +609,7 @@ def _credits_waiting_for(original: Cdr) -> list[Cdr]:
     for credit in waiting:
         if ci_key(credit.country_code, credit.party_id, credit.credit_reference_id) != original.ocpi_key:
             continue
-        locked = _locked_cdr(credit.pk)
+        locked = locked_cdr(credit.pk)
         if locked is None or locked.credited_cdr_id is not None or DriverReceipt.objects.filter(cdr=locked).exists():
             continue
         Cdr.objects.filter(pk=locked.pk).update(credited_cdr=original)
@@ -618,7 +618,7 @@ def _credits_waiting_for(original: Cdr) -> list[Cdr]:
     return found
 
 
-def _locked_cdr(cdr_id: int, *, skip_locked: bool = False) -> Cdr | None:
+def locked_cdr(cdr_id: int, *, skip_locked: bool = False) -> Cdr | None:
     """The CDR with its CPO, its row locked until the transaction ends, in one plain statement (the ORM's
     select_for_update().select_related() get was a quarter of a CDR's processing CPU in a profile, compiling a
     three-table join; the credited CDR, there only for credits, loads when read). With `skip_locked`, None for
@@ -637,7 +637,7 @@ def _locked_cdr(cdr_id: int, *, skip_locked: bool = False) -> Cdr | None:
 
 @functools.cache
 def _locked_cdr_sql(vendor: str, skip_locked: bool = False) -> str:
-    """_locked_cdr's statement, made once per database vendor (row locks where it has them)."""
+    """locked_cdr's statement, made once per database vendor (row locks where it has them)."""
     lock = " FOR UPDATE OF t" if connection.features.has_select_for_update_of else ""
     if lock and skip_locked and connection.features.has_select_for_update_skip_locked:
         lock += " SKIP LOCKED"
@@ -663,7 +663,7 @@ def credits_waiting_resolve(limit: int = 200) -> int:
         if original is None or original.processed_at is None:
             continue
         with transaction.atomic(), terms_remembered():
-            locked = _locked_cdr(original.pk)  # as its processing does: the original first, then its credits
+            locked = locked_cdr(original.pk)  # as its processing does: the original first, then its credits
             if locked is None:
                 continue
             for waiting in _credits_waiting_for(locked):

@@ -16,7 +16,7 @@ from django.db.models import Q
 from billing.models import Cdr, CdrAudit, DriverReceipt, Payment
 from billing.money import round_money
 from billing.services import payments
-from billing.services.audit import HELD, _charge_locked, _locked_cdr, _settle, _voided, cdr_audit
+from billing.services.audit import HELD, booking_settled, cdr_audit, charge_locked, locked_cdr, voided_by_credits
 from billing.services.driver_pricing import driver_total, emsp_fee, partner_terms, receipt_for_cdr, terms_remembered
 from emsp.celery import run_after_commit
 from emsp.models import Token
@@ -87,7 +87,7 @@ def _app_collects_a_second_bill(cdr: Cdr) -> bool:
         return False
     billed = DriverReceipt.objects.filter(cdr__charging_session__booking_id=session.booking_id, cdr__credit=False)
     # A CDR credits voided is no bill: the corrected one that replaces it is the app's one bill (payments.bill).
-    return any(not _voided(receipt.cdr) for receipt in billed.exclude(cdr_id=cdr.pk).select_related("cdr"))
+    return any(not voided_by_credits(receipt.cdr) for receipt in billed.exclude(cdr_id=cdr.pk).select_related("cdr"))
 
 
 def _credit_cdr_for(cdr: Cdr) -> bool:
@@ -121,9 +121,9 @@ def driver_bill(cdr: Cdr) -> Decimal:
 
 
 def bill_held_cdr(cdr_id: int, staff_user: Any) -> Release:
-    """Bill the driver for a held CDR staff released, as audit.py's `_bill` and `_settle` do, without the hold.
+    """Bill the driver for a held CDR staff released, as audit.py's `_bill` and `booking_settled` do, without the hold.
 
-    Once: the CDR's row is locked, then its charge's (the booking's, else the session's: `_charge_locked`), and
+    Once: the CDR's row is locked, then its charge's (the booking's, else the session's: `charge_locked`), and
     the receipt is looked for under both. A second click, or two staff members at once, find the receipt (one
     waits for the other's commit); a credit CDR letting the charge's held second bills through
     (`_bill_second_bills`) takes the charge's lock first, and either billed it before (its receipt is found) or
@@ -131,11 +131,11 @@ def bill_held_cdr(cdr_id: int, staff_user: Any) -> Release:
     if getattr(staff_user, "pk", None) is None:
         return Release(cdr_id, str(cdr_id), reason="no staff member to record it against")
     with transaction.atomic(), terms_remembered():
-        cdr = _locked_cdr(cdr_id)
+        cdr = locked_cdr(cdr_id)
         if cdr is None:
             return Release(cdr_id, str(cdr_id), reason="no such CDR")
         if cdr.charging_session_id is not None and not cdr.credit:
-            _charge_locked(cdr.charging_session)
+            charge_locked(cdr.charging_session)
         audit = CdrAudit.objects.filter(cdr_id=cdr.pk).first()
         if audit is not None:
             audit.cdr = cdr
@@ -155,7 +155,7 @@ def bill_held_cdr(cdr_id: int, staff_user: Any) -> Release:
             return Release(cdr.pk, cdr.cdr_id, reason="its token is not one of ours: no driver to bill")
         payments.bill(receipt)  # the ledger entries and the collection, with the receipt
         run_after_commit("billing.tasks.issue_receipt", receipt.pk)
-        _settle(cdr)
+        booking_settled(cdr)
         _record_release(audit, held, receipt, staff_user)
     return Release(cdr.pk, cdr.cdr_id, receipt=receipt)
 

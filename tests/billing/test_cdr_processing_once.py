@@ -121,16 +121,16 @@ def test_a_receipt_written_by_a_twin_meanwhile_is_the_one_returned(cdr: Cdr) -> 
 
 
 def test_the_locked_cdr_is_the_row_the_orm_loads_with_its_cpo(cdr: Cdr) -> None:
-    """cdr_process reads its CDR in plain SQL (billing/services/audit.py::_locked_cdr): every column as the ORM
+    """cdr_process reads its CDR in plain SQL (billing/services/audit.py::locked_cdr): every column as the ORM
     builds it, the CPO with it, the row locked FOR UPDATE where the database has row locks."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from billing.services.audit import _locked_cdr
+    from billing.services.audit import locked_cdr
 
     expected = Cdr.objects.select_related("partner").get(pk=cdr.pk)
     with CaptureQueriesContext(connection) as queries:
-        locked = _locked_cdr(cdr.pk)
+        locked = locked_cdr(cdr.pk)
         assert locked is not None
         assert locked.partner == expected.partner and locked.partner.name == expected.partner.name
         assert locked.credited_cdr is None
@@ -138,15 +138,15 @@ def test_the_locked_cdr_is_the_row_the_orm_loads_with_its_cpo(cdr: Cdr) -> None:
     for field in Cdr._meta.concrete_fields:
         assert getattr(locked, field.attname) == getattr(expected, field.attname), field.name
     assert "FOR UPDATE OF" in queries[0]["sql"] or not connection.features.has_select_for_update_of
-    assert _locked_cdr(cdr.pk + 1000) is None
+    assert locked_cdr(cdr.pk + 1000) is None
 
 
 def test_a_credit_cdrs_original_loads_when_read(cdr: Cdr) -> None:
-    from billing.services.audit import _locked_cdr
+    from billing.services.audit import locked_cdr
     from tests.billing.factories import CreditCdrFactory
 
     credit = CreditCdrFactory(credited_cdr=cdr, cdr_id=f"{cdr.cdr_id}-C", data=cdr.data)
-    locked = _locked_cdr(credit.pk)
+    locked = locked_cdr(credit.pk)
     assert locked is not None and locked.credited_cdr == cdr
 
 
