@@ -30,7 +30,6 @@ class Context:
 
     owner: tuple[str, str] = ("", "")
     emsp: tuple[str, str] = ("", "")
-    now: str = ""  # RFC 3339: when the object arrived (2.1.1 PATCHes need not carry last_updated)
     token_for: Callable[[str], tuple[str, str] | None] = field(default=_no_token)
     authorization_reference_for: Callable[[dict[str, Any]], str | None] = field(default=_no_reference)
 

@@ -51,7 +51,6 @@ def context(partner: Partner, owner: tuple[str, str] | None = None) -> Context:
     return Context(
         owner=owner or (partner.country_code, partner.party_id),
         emsp=(settings.OCPI_COUNTRY_CODE, settings.OCPI_PARTY_ID),
-        now=format_datetime(timezone.now()),
         token_for=_token_for,
         authorization_reference_for=lambda session: _authorization_reference_for(partner, session),
     )
