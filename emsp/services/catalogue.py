@@ -607,10 +607,15 @@ def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> 
     return PatchResult(applied=True)
 
 
+# A derived power beyond this is a unit or typing error, not a charger: unknown (ocpi/normalize/evses.py's bound).
+_MAX_DERIVED_POWER_W = 10_000_000
+
+
 def _derived_power_w(connector: dict[str, Any]) -> int | None:
     """V x A x phases, as ocpi/normalize/evses.py derives a power no CPO sent (AC_3_PHASE above 250 V is read as
-    line-to-line: x sqrt 3). A copy of its rule, as emsp may not import ocpi (pyproject's layers);
-    tests/ocpi/test_v211_connector_power.py holds the two equal."""
+    line-to-line: x sqrt 3), None beyond its bound. A copy of its rule, as emsp may not import ocpi (pyproject's
+    layers); tests/ocpi/test_v211_connector_power.py and tests/ocpi/test_hostile_versions_fixes.py hold the two
+    equal."""
     voltage, amperage, power_type = (connector.get(k) for k in ("max_voltage", "max_amperage", "power_type"))
     if not (isinstance(voltage, int) and isinstance(amperage, int) and voltage > 0 and amperage > 0 and power_type):
         return None
@@ -618,7 +623,8 @@ def _derived_power_w(connector: dict[str, Any]) -> int | None:
         phases = 3.0 if voltage <= 250 else math.sqrt(3)
     else:
         phases = 2.0 if power_type in ("AC_2_PHASE", "AC_2_PHASE_SPLIT") else 1.0
-    return round(voltage * amperage * phases)
+    power = round(voltage * amperage * phases)
+    return power if 0 < power <= _MAX_DERIVED_POWER_W else None
 
 
 def _patched_connector(stored: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -99,6 +99,24 @@ def _positive(value: object, path: str, ctx: Ctx, limit: int) -> tuple[int | Non
     return n, True
 
 
+_DERIVED_FIELDS = {
+    "W": ("max_electric_power", "derived_power"),
+    "V": ("max_voltage", "derived_voltage"),
+    "A": ("max_amperage", "derived_amperage"),
+}
+
+
+def _derived(value: int, bound: int, unit: str, source: str, pp: str, ctx: Ctx) -> int | None:
+    """A connector figure worked out from the other two, if it is one a CPO could have sent (1 up to `bound`);
+    else None (unknown), with a finding."""
+    name, code = _DERIVED_FIELDS[unit]
+    if 0 < value <= bound:
+        ctx.fix(pp + name, code, f"{value} {unit} derived {source}")
+        return value
+    ctx.drop(pp + name, "implausible_value", f"{value} {unit} derived {source} is beyond 1-{bound}; treated as unknown")
+    return None
+
+
 def read_connector(
     raw: object,
     prefix: str,
@@ -184,19 +202,14 @@ def read_connector(
 
     if not partial and pt is not None:
         factor = _phase_factor(pt, v or 230)
+        # Figures each within their bounds need not give one within its own (2,000 V x 5,000 A x sqrt 3 = 17 MW;
+        # 10 MW at 1 A is 10 MV): such a figure is the error a sent one beyond it is, left unknown (_derived).
         if p is None and v and a:
-            p = round(v * a * factor)
-            ctx.fix(
-                pp + "max_electric_power",
-                "derived_power",
-                f"{p} W derived from {v} V x {a} A ({pt})",
-            )
+            p = _derived(round(v * a * factor), _MAX_POWER_W, "W", f"from {v} V x {a} A ({pt})", pp, ctx)
         if v is None and p and a:
-            v = round(p / (a * _phase_factor(pt, 230)))
-            ctx.fix(pp + "max_voltage", "derived_voltage", f"{v} V derived from {p} W / {a} A")
+            v = _derived(round(p / (a * _phase_factor(pt, 230))), _MAX_VOLTAGE, "V", f"from {p} W / {a} A", pp, ctx)
         if a is None and p and v:
-            a = round(p / (v * factor))
-            ctx.fix(pp + "max_amperage", "derived_amperage", f"{a} A derived from {p} W / {v} V")
+            a = _derived(round(p / (v * factor)), _MAX_AMPERAGE, "A", f"from {p} W / {v} V", pp, ctx)
     if v is not None:
         out["max_voltage"] = v
     elif not partial or v_present:

@@ -104,7 +104,11 @@ def _location_fields(obj: dict[str, Any], *, patch: bool = False) -> dict[str, A
     out = _powers_cleared(obj) if patch else dict(obj)
     if "type" in out:
         location_type = out.pop("type")
-        if location_type in _PARKING_TYPES and "parking_type" not in out:
+        if location_type is not None and not isinstance(location_type, str):
+            # No LocationType (a list, an object): judged as a 2.2.1 parking_type of it is, dropped with a finding.
+            # Looked up in the sets below, it had raised, and the whole location was refused.
+            out.setdefault("parking_type", location_type)
+        elif location_type in _PARKING_TYPES and "parking_type" not in out:
             out["parking_type"] = location_type
         elif location_type in _NO_PARKING_TYPES and "parking_type" not in out and patch:
             out["parking_type"] = None  # a PATCH to one clears ours (a PUT's object has none)
@@ -162,7 +166,13 @@ def upgrade_charging_period(period: dict[str, Any]) -> dict[str, Any]:
     dimensions = period.get("dimensions")
     if not isinstance(dimensions, list):
         return period
-    kept = [d for d in dimensions if not (isinstance(d, dict) and d.get("type") in _DROPPED_DIMENSIONS)]
+    # A type that is no string (a list, an object) is no FLAT: it goes on, for the normalizer to drop that dimension
+    # as in 2.2.1. Looked up in the set, it had raised, and the whole CDR (the bill) was refused.
+    kept = [
+        d
+        for d in dimensions
+        if not (isinstance(d, dict) and isinstance(d.get("type"), str) and d["type"] in _DROPPED_DIMENSIONS)
+    ]
     return {**period, "dimensions": kept}
 
 

@@ -90,12 +90,11 @@ class LocationReceiverView(OcpiView):
         evse_uid: str | None = None,
         connector_id: str | None = None,
     ) -> HttpResponse:
-        freshness.partner_pushed(self.partner)  # a pushing CPO: its EVSEs need no re-reading
         body = self.json_object()
         if not evse_uid:
             clean = self.accept_party_object(normalize_location, body, country_code, party_id, location_id)
             result = catalogue.locations_store(self.partner, [clean])
-            return ocpi_response(http_status=201 if result.created else 200)
+            return self._taken(http_status=201 if result.created else 200)
         # Only the parent is looked up: the EVSE or connector itself is replaced by the store.
         self.require_own_party(country_code, party_id)
         location = catalogue.location_get(country_code, party_id, location_id)
@@ -111,7 +110,7 @@ class LocationReceiverView(OcpiView):
                 raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location: PUT it first", 404)
             clean = self.accept(normalize_evse, body_with_url_id(body, "uid", evse_uid), object_id)
             _, created, _ = catalogue.evse_put(location, clean)
-        return ocpi_response(http_status=201 if created else 200)
+        return self._taken(http_status=201 if created else 200)
 
     def patch(
         self,
@@ -122,7 +121,6 @@ class LocationReceiverView(OcpiView):
         evse_uid: str | None = None,
         connector_id: str | None = None,
     ) -> HttpResponse:
-        freshness.partner_pushed(self.partner)
         body = self.json_object()
         self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
@@ -138,11 +136,11 @@ class LocationReceiverView(OcpiView):
         if children is not None and children in body:
             with transaction.atomic():  # the object and the children it lists, or nothing
                 self._patch_with_children(body, clean, level, country_code, party_id, location_id, evse_uid)
-            return ocpi_response()
+            return self._taken()
         # The hot path of live availability: one statement on PostgreSQL.
         at = (country_code, party_id, location_id, evse_uid)
         if level == "evse" and evse_uid and catalogue.evse_patch_at(*at, clean) is not None:
-            return ocpi_response()
+            return self._taken()
         location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
         # mod_locations: PATCH of an object we don't have is an error; the CPO then PUTs it.
         if location is None:
@@ -155,7 +153,15 @@ class LocationReceiverView(OcpiView):
             raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
         else:
             catalogue.location_patch(location, clean)
-        return ocpi_response()
+        return self._taken()
+
+    def _taken(self, http_status: int = 200) -> HttpResponse:
+        """The 1000 of a PUT or PATCH the store has taken: only then is the CPO a pushing one, whose EVSEs are not
+        re-read (emsp/services/freshness.py). A refused one (2001; 404 for another party's object) is no push:
+        noted too, each refusal had renewed PUSH_SILENCE, and a 2.3.0 CPO whose status PATCHes all lacked
+        last_updated had its booked EVSEs never re-read."""
+        freshness.partner_pushed(self.partner)
+        return ocpi_response(http_status=http_status)
 
     # --- a PATCH that lists children ---------------------------------------------------------------------
     # mod_locations: a PATCH carries the fields to change, the others unchanged. A Location PATCH listing

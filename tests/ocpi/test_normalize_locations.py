@@ -88,6 +88,24 @@ def test_it_derives_missing_power_from_voltage_amperage_and_phases() -> None:
     assert codes(issues) == {("derived_power", "max_electric_power")}
 
 
+@pytest.mark.parametrize(
+    ("fields", "name", "derived"),
+    [
+        ({"max_voltage": None, "max_amperage": 1, "max_electric_power": 10_000_000}, "max_voltage", "10000000 V"),
+        ({"max_voltage": 1, "max_amperage": None, "max_electric_power": 10_000_000}, "max_amperage", "10000000 A"),
+    ],
+)
+def test_a_voltage_or_amperage_derived_beyond_its_bound_is_left_unknown(
+    fields: dict[str, Any], name: str, derived: str
+) -> None:
+    """Each sent figure within its bound (10 MW, 1 A) need not give a derived one within its own (2,000 V,
+    5,000 A): 10 MV had been stored as the connector's voltage."""
+    conn, issues = normalize_connector(connector(power_type="DC", **fields))
+    assert conn[name] == 0  # unknown, as for one not sent
+    assert ("implausible_value", name) in codes(issues)
+    assert any(derived in i.message for i in issues if i.code == "implausible_value")
+
+
 def test_it_derives_three_phase_power_from_line_to_line_voltage() -> None:
     # EV24/Evio send 400 V (line-to-line) where OCPI wants line-to-neutral: 400 x 32 x sqrt(3) ~ 22 kW, not 38 kW.
     conn, _ = normalize_connector(connector(max_electric_power=None, max_voltage=400, max_amperage=32))
