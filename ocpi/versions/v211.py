@@ -104,14 +104,18 @@ def _location_fields(obj: dict[str, Any], *, patch: bool = False) -> dict[str, A
     out = _powers_cleared(obj) if patch else dict(obj)
     if "type" in out:
         location_type = out.pop("type")
-        if location_type is not None and not isinstance(location_type, str):
-            # No LocationType (a list, an object): judged as a 2.2.1 parking_type of it is, dropped with a finding.
-            # Looked up in the sets below, it had raised, and the whole location was refused.
-            out.setdefault("parking_type", location_type)
-        elif location_type in _PARKING_TYPES and "parking_type" not in out:
+        no_parking_type = isinstance(location_type, str) and location_type.strip().upper() in _NO_PARKING_TYPES
+        if location_type is None or "parking_type" in out:
+            pass
+        elif no_parking_type:
+            if patch:
+                out["parking_type"] = None  # a PATCH to one clears ours (a PUT's object has none)
+        else:
+            # A LocationType that is a ParkingType, or anything else, for the normalizer to judge as a 2.2.1
+            # parking_type: its case read (`on_street`), or dropped with a finding. Only exact values had been
+            # taken and the rest dropped unsaid; a list or an object, looked up in the sets, had raised, and the
+            # whole location was refused.
             out["parking_type"] = location_type
-        elif location_type in _NO_PARKING_TYPES and "parking_type" not in out and patch:
-            out["parking_type"] = None  # a PATCH to one clears ours (a PUT's object has none)
     if "opening_times" in out:
         out["opening_times"] = _hours(out["opening_times"])
     if "energy_mix" in out:

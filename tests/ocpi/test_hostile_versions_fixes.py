@@ -282,3 +282,25 @@ def test_the_catalogues_derivation_is_the_normalizers_up_to_and_beyond_the_bound
         derived = catalogue._derived_power_w(clean)
         assert derived == clean.get("max_electric_power"), (power_type, voltage, amperage)
         assert derived is None or 0 < derived <= _MAX_POWER_W
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored", "finding"),
+    [("on_street", "ON_STREET", "enum_case"), ("CAR_PARK", None, "unknown_enum"), ("PARKING_LOT", "PARKING_LOT", None)],
+)
+def test_a_2_1_1_location_type_is_judged_as_a_2_2_1_parking_type(
+    ocpi: OcpiTestClient, partner: Partner, sent: str, stored: str | None, finding: str | None
+) -> None:
+    """A LocationType in another case was dropped unsaid (the driver's filter then missed an on-street charger),
+    and a value of no LocationType with no finding: the normalizer reads its case, or drops it saying so."""
+    location = example(V211, "location", type=sent)
+    assert ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", location).json()["status_code"] == 1000
+    assert Location.objects.get(location_id="LOC1").data.get("parking_type") == stored
+    if finding:
+        assert finding in findings(partner)
+
+
+def test_a_2_1_1_patch_of_type_other_in_any_case_clears_the_parking_type(ocpi: OcpiTestClient) -> None:
+    assert ocpi.put("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", example(V211, "location")).json()["status_code"] == 1000
+    assert ocpi.patch("/ocpi/emsp/2.1.1/locations/IN/CPA/LOC1", {"type": "other"}).json()["status_code"] == 1000
+    assert "parking_type" not in Location.objects.get(location_id="LOC1").data
