@@ -20,7 +20,7 @@ from django.utils import timezone
 from billing.models import Tariff
 from billing.services import records
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
-from emsp.models import Evse, Location, Partner, ci_key
+from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.services import breakers, catalogue, sessions
 from ocpi import hub, hubclientinfo, metrics
 from ocpi.client import MAX_PAGES, OcpiAuthError, OcpiClient, OcpiClientError, Page, object_url
@@ -294,8 +294,11 @@ def sync_module(
 
 
 # After a walk paged on by offset without X-Total-Count, at most this many locations it did not list are asked
-# for one by one before they are withdrawn; more, and none is (until a second pull misses them too: _missed_twice).
+# for one by one before they are withdrawn; more, and none is asked for until a second pull misses them too
+# (`_missed_twice`): then all are asked for, up to this many, else TWICE_SAMPLE of each party. A second miss
+# deletes no more tariffs than this at once.
 MAX_UNLISTED_CHECKS = 100
+TWICE_SAMPLE = 10
 _BATCH = 5000
 
 
@@ -329,6 +332,18 @@ def _unlisted(partner: Partner, run: SyncRun, seen: set[str]) -> list[_Unlisted]
     ]
 
 
+def _by_party(rows: list[_Unlisted]) -> dict[tuple[str, str], list[_Unlisted]]:
+    by_party: dict[tuple[str, str], list[_Unlisted]] = {}
+    for row in rows:
+        by_party.setdefault(row.party, []).append(row)
+    return by_party
+
+
+def _not_listed(count: int, noun: str) -> str:
+    """A finding's subject, counted: 1 tariff was, 2 tariffs were."""
+    return f"{count} {noun} was" if count == 1 else f"{count} {noun}s were"
+
+
 def _countable(partner: Partner, unlisted: list[_Unlisted], seen: set[str]) -> set[tuple[str, str]]:
     """The parties whose unlisted objects may count as missed by a pull (`_missed_twice`): those it listed an
     object of, that can be reached. A party none of whose objects came tells nothing of each (a hub that left out
@@ -341,26 +356,37 @@ def _countable(partner: Partner, unlisted: list[_Unlisted], seen: set[str]) -> s
 def _missed_twice(
     partner: Partner, run: SyncRun, unlisted: list[_Unlisted], countable: set[tuple[str, str]]
 ) -> tuple[int | None, set[str]]:
-    """The id of the previous full pull of the module that ended OK, and the keys of the objects this pull did not list
-    that it did not list either and kept (its `unlisted`), of which nothing was received since it began: gone
-    from the CPO. A skip by a shifted offset (`_unlisted_locations_kept`) falls on whichever object stood at a
-    page boundary when one before it was deleted mid-pull; the same object twice in a row would be an
-    extraordinary coincidence. Received: the object stored (pulled, asked for alone, pushed: its received_at);
-    a change to it or, for a location, to an EVSE or connector of it pushed with a stamp (its last_updated moves
-    on, as parents' do); an EVSE's status heard (Evse.status_updated_at). Only objects of `countable` parties."""
+    """The id of the previous full pull of the module, and the keys of the objects this pull did not list that it
+    did not list either and kept (its `unlisted`), of which nothing was received since it began. A skip by a
+    shifted offset (`_unlisted_locations_kept`) falls on whichever object stood at a page boundary when one before
+    it was deleted mid-pull; the same object twice in a row would be an extraordinary coincidence. Received: the
+    object stored (pulled, asked for alone, pushed: its received_at); a change to it or, for a location, to an
+    EVSE or connector of it pushed with a stamp (its last_updated moves on, as parents' do); an EVSE's status
+    heard (Evse.status_updated_at). Only objects of `countable` parties.
+
+    The previous full pull is the last one that had ended when this one began: one still running then, or begun
+    since (pulls not under the partner's lease: `ocpi_register --partner`, the console's "pull now"), missed what
+    it missed at the same time, and two misses at once are one. One that failed, or noted nothing (it did not see
+    the whole list), starts the count again."""
     previous = (
-        SyncRun.objects.filter(partner=partner, module=run.module, mode=SyncRun.Mode.FULL, outcome=SyncRun.Outcome.OK)
+        SyncRun.objects.filter(
+            partner=partner, module=run.module, mode=SyncRun.Mode.FULL, finished_at__lte=run.started_at
+        )
+        .exclude(outcome=SyncRun.Outcome.RUNNING)
         .exclude(pk=run.pk)
-        .order_by("-started_at", "-pk")
-        .only("pk", "started_at", "unlisted")
+        .order_by("-finished_at", "-pk")
+        .values_list("pk", "outcome", "started_at")
         .first()
     )
-    if previous is None or not previous.unlisted:
+    if previous is None or previous[1] != SyncRun.Outcome.OK:
+        return None, set()
+    previous_pk, _, previous_start = previous
+    # Read apart from the choice of the run: a sort carrying every run's `unlisted` (up to one key per object).
+    noted = SyncRun.objects.filter(pk=previous_pk).values_list("unlisted", flat=True).first()
+    if not noted:
         return None, set()
     missed = [
-        u
-        for u in unlisted
-        if u.party in countable and previous.unlisted.get(u.key) == u.stamp and u.received_at < previous.started_at
+        u for u in unlisted if u.party in countable and noted.get(u.key) == u.stamp and u.received_at < previous_start
     ]
     if run.module == "locations" and missed:
         pks = [u.pk for u in missed]
@@ -368,15 +394,15 @@ def _missed_twice(
         for start in range(0, len(pks), _BATCH):
             heard |= set(
                 Evse.objects.filter(
-                    location_id__in=pks[start : start + _BATCH], status_updated_at__gte=previous.started_at
+                    location_id__in=pks[start : start + _BATCH], status_updated_at__gte=previous_start
                 ).values_list("location_id", flat=True)
             )
         missed = [u for u in missed if u.pk not in heard]
-    return previous.pk, {u.key for u in missed}
+    return previous_pk, {u.key for u in missed}
 
 
-def _missed_twice_text(count: int, previous: int | None, verb: str) -> str:
-    return f"{count} not listed by the previous full pull (pull {previous}) either, nothing received since: {verb}"
+def _missed_twice_text(count: int, previous: int | None) -> str:
+    return f"{count} not listed by the previous full pull (pull {previous}) either, nothing received since"
 
 
 @dataclass
@@ -390,82 +416,110 @@ class _Checked:
     fixed: bool = False
 
 
+@dataclass
+class _Asking:
+    """One pull's asking for locations alone: each party's control, asked once (`_control`), and whether the
+    partner stopped answering (then nothing more is asked)."""
+
+    controls: dict[tuple[str, str], str] = field(default_factory=dict)
+    silent: bool = False
+
+
 def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set[str]) -> set[str]:
     """The keys of the locations a full pull did not list that are to be kept, where it paged on by offset
     without X-Total-Count (`_Paging`): an object the CPO deleted from an earlier page between two requests
     shifts the rest back by one, and the object then first on the next page is never sent, though the CPO still
-    lists it; no total tells. One the previous full pull missed too, with nothing received of it since
-    (`_missed_twice`), is gone and withdrawn. Each other one is asked for alone (mod_locations Sender interface:
-    GET {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or
+    lists it; no total tells. Each is asked for alone (mod_locations Sender interface: GET
+    {locations endpoint}/{location_id}), and only one the CPO says it does not know (HTTP 404, OCPI 2003 or
     2004, or no data) is withdrawn; one it sends is stored and kept. First, for each party among them, a location
-    of that party the pull listed is asked for: a CPO without that GET answers 404 for every location, and its
-    answers then tell nothing. Behind a hub each party is its own platform, with or without that GET: a party's
-    locations are only withdrawn where its own control was sent. More than MAX_UNLISTED_CHECKS: none is asked
-    for. Those kept without being sent are noted on the run (`SyncRun.unlisted`) for the next full pull. A
-    finding says what became of them."""
+    of that party the pull listed is asked for (`_control`). More than MAX_UNLISTED_CHECKS: none is asked for.
+    One the previous full pull missed too, with nothing received of it since (`_missed_twice`), is gone, or the
+    CPO's list is cut short the same way each time: `_ask_missed_twice` tells which. Those kept without being sent
+    are noted on the run (`SyncRun.unlisted`) for the next full pull. A finding says what became of them."""
     unlisted = _unlisted(partner, run, seen)
     if not unlisted:
         return set()
     countable = _countable(partner, unlisted, seen)
     previous, twice = _missed_twice(partner, run, unlisted, countable)
+    asking = _Asking()
+    missed_twice = [u for u in unlisted if u.key in twice]
     once = [u for u in unlisted if u.key not in twice]
-    checked = _ask_alone(partner, url, run, once) if once else _Checked(fixed=True)
-    run.unlisted = {
-        u.key: u.stamp for u in once if u.key in checked.kept and u.key not in checked.sent and u.party in countable
-    }
+    rechecked = _ask_missed_twice(partner, url, run, missed_twice, asking) if missed_twice else _Checked(fixed=True)
+    checked = _ask_alone(partner, url, run, once, asking) if once else _Checked(fixed=True)
+    kept, sent = checked.kept | rechecked.kept, checked.sent | rechecked.sent
+    run.unlisted = {u.key: u.stamp for u in unlisted if u.key in kept and u.key not in sent and u.party in countable}
     parts = []
-    if twice:
-        parts.append(_missed_twice_text(len(twice), previous, "withdrawn"))
+    if missed_twice:
+        parts.append(f"{_missed_twice_text(len(missed_twice), previous)}: {rechecked.outcome}")
     if once:
-        parts.append((f"the other {len(once)}: " if twice else "") + checked.outcome)
+        parts.append((f"the other {len(once)}: " if missed_twice else "") + checked.outcome)
     if run.unlisted:
-        parts.append(f"{len(run.unlisted)} of those kept are withdrawn if the next full pull does not list them either")
+        parts.append(
+            f"{len(run.unlisted)} of those kept: asked for alone if the next full pull does not list them either"
+        )
     message = (
-        f"{len(unlisted)} locations were not listed by a pull paged on by offset without X-Total-Count: "
+        f"{_not_listed(len(unlisted), 'location')} not listed by a pull paged on by offset without X-Total-Count: "
         + "; ".join(parts)
     )
     log.warning("pull %s of locations from %s: %s", run.pk, partner, message)
-    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=checked.fixed)
+    issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=checked.fixed and rechecked.fixed)
     record_issues(partner, "locations", [(f"pull {run.pk}", issue)])
-    return checked.kept
+    return kept
 
 
-def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unlisted]) -> _Checked:
-    """Ask the CPO for each unlisted location alone, after a control per party (`_unlisted_locations_kept`)."""
+def _control(partner: Partner, url: str, run: SyncRun, party: tuple[str, str], asking: _Asking) -> str:
+    """What the CPO answers for a location of `party` this pull listed, asked for alone (once a pull): a CPO
+    without GET of one location answers 404 for every location, and its answers then tell nothing unless this
+    one is "sent". Behind a hub each party is its own platform, with or without that GET."""
+    if party not in asking.controls:
+        if asking.silent:
+            return "silent"
+        control = _listed_location(partner, run, party)
+        answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
+        asking.controls[party] = answer
+        asking.silent = answer == "silent"
+    return asking.controls[party]
+
+
+def _ask_each(
+    partner: Partner, url: str, party: tuple[str, str], rows: list[_Unlisted], asking: _Asking
+) -> dict[str, str]:
+    """The CPO's answer for each of `rows` asked for alone, by key (`_location_asked_alone`). Once it gives none
+    (or its breaker opens), the rest are "silent", not asked."""
+    answers: dict[str, str] = {}
+    for row in rows:
+        if asking.silent:
+            answers[row.key] = "silent"
+            continue
+        answers[row.key] = _location_asked_alone(partner, url, party, row.object_id)
+        _renew_lease(partner)
+        asking.silent = answers[row.key] == "silent"
+    return answers
+
+
+def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unlisted], asking: _Asking) -> _Checked:
+    """Ask the CPO for each location a pull missed once alone, after its party's control
+    (`_unlisted_locations_kept`)."""
     if len(unlisted) > MAX_UNLISTED_CHECKS:
         outcome = f"more than the {MAX_UNLISTED_CHECKS} asked for one by one: none was withdrawn"
         return _Checked(kept={u.key for u in unlisted}, outcome=outcome)
-    by_party: dict[tuple[str, str], list[_Unlisted]] = {}
-    for u in unlisted:
-        by_party.setdefault(u.party, []).append(u)
+    by_party = _by_party(unlisted)
     checked, answers = _Checked(), {"sent": 0, "unknown": 0, "untold": 0}
     untold_parties: list[str] = []
-    silent = False
     for party, rows in by_party.items():
-        answer = "silent"
-        if not silent:
-            control = _listed_location(partner, run, party)
-            answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
-            silent = answer == "silent"
-        if answer != "sent":
+        if _control(partner, url, run, party, asking) != "sent":
             # No answer (or the breaker open): the rest is not asked for. Another answer: this party's
             # answers tell nothing.
             checked.kept |= {u.key for u in rows}
             untold_parties.append("*".join(party))
             continue
-        for position, row in enumerate(rows):
-            answer = _location_asked_alone(partner, url, party, row.object_id)
-            _renew_lease(partner)
-            if answer == "silent":
-                checked.kept |= {u.key for u in rows[position:]}
-                answers["untold"] += len(rows) - position
-                silent = True
-                break
+        for key, answer in _ask_each(partner, url, party, rows, asking).items():
+            answer = "untold" if answer == "silent" else answer
             answers[answer] += 1
             if answer != "unknown":
-                checked.kept.add(row.key)
+                checked.kept.add(key)
             if answer == "sent":
-                checked.sent.add(row.key)
+                checked.sent.add(key)
     if len(untold_parties) == len(by_party):
         checked.outcome = (
             "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
@@ -481,6 +535,72 @@ def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unliste
             "was withdrawn"
         )
     checked.fixed = not answers["untold"] and not untold_parties
+    return checked
+
+
+def _spread(rows: list[_Unlisted], count: int) -> list[_Unlisted]:
+    """`count` of `rows` spread evenly over them in key order (the same ones each time), or all of them."""
+    ordered = sorted(rows, key=lambda u: u.key)
+    if len(ordered) <= count:
+        return ordered
+    return [ordered[i * len(ordered) // count] for i in range(count)]
+
+
+def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unlisted], asking: _Asking) -> _Checked:
+    """Locations two full pulls in a row did not list, nothing received of them in between (`_missed_twice`):
+    gone from the CPO, or beyond the end of a list cut short the same way each pull (pages of a limit without
+    Link, one short of it because the CPO drops an unpublished row after applying the limit: the walk takes it
+    for the end, and never reaches the rest). Only the CPO can say which: each is asked for alone after its
+    party's control (`_control`); more than MAX_UNLISTED_CHECKS, TWICE_SAMPLE of each party, spread over them.
+    A party one of whose locations is sent has none withdrawn, kept and noted again: its misses are systematic (the
+    one sent is stored). A party whose locations asked for are all unknown to the CPO has them all withdrawn
+    (sampled: the rest too). Any other answer (its control not sent, an answer that tells nothing) withdraws none
+    of its: nothing is withdrawn on a guess."""
+    sampled = len(rows) > MAX_UNLISTED_CHECKS
+    by_party = _by_party(rows)
+    checked, answers = _Checked(), {"sent": 0, "unknown": 0, "untold": 0}
+    withdrawn = 0
+    uncontrolled: list[str] = []
+    systematic: list[str] = []
+    untold: list[str] = []
+    for party, party_rows in by_party.items():
+        keys = {u.key for u in party_rows}
+        if _control(partner, url, run, party, asking) != "sent":
+            checked.kept |= keys
+            uncontrolled.append("*".join(party))
+            continue
+        asked = _ask_each(partner, url, party, _spread(party_rows, TWICE_SAMPLE) if sampled else party_rows, asking)
+        for answer in asked.values():
+            answers["untold" if answer == "silent" else answer] += 1
+        checked.sent |= {key for key, answer in asked.items() if answer == "sent"}
+        if all(answer == "unknown" for answer in asked.values()):
+            withdrawn += len(party_rows)
+            continue
+        checked.kept |= keys
+        (systematic if "sent" in asked.values() else untold).append("*".join(party))
+    checked.fixed = checked.kept <= checked.sent
+    if len(uncontrolled) == len(by_party):
+        checked.outcome = (
+            "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
+        )
+        return checked
+    how = f"{TWICE_SAMPLE} of each party" if sampled else "each"
+    checked.outcome = (
+        f"asked for alone ({how}): {answers['unknown']} unknown to the CPO, {answers['sent']} sent, "
+        f"{answers['untold']} without an answer that tells; {withdrawn} withdrawn"
+    )
+    if systematic:
+        checked.outcome += (
+            f"; of {', '.join(systematic)} one was sent: its list is cut short the same way each pull, none of "
+            "theirs was withdrawn"
+        )
+    if untold:
+        checked.outcome += f"; of {', '.join(untold)} an answer told nothing: none of theirs was withdrawn"
+    if uncontrolled:
+        checked.outcome += (
+            f"; of {', '.join(uncontrolled)} a location it listed, asked for alone, was not sent: none of theirs "
+            "was withdrawn"
+        )
     return checked
 
 
@@ -528,29 +648,64 @@ def _unlisted_tariffs_kept(partner: Partner, run: SyncRun, seen: set[str]) -> se
     """The keys of the tariffs a full pull paged on by offset without X-Total-Count did not list that are to be
     kept: they may have been skipped as locations may (`_unlisted_locations_kept`), and the Tariffs Sender
     interface has no GET of one tariff to ask. One the previous full pull missed too, with nothing received of
-    it since (`_missed_twice`), is gone and deleted; the others are kept and noted on the run
-    (`SyncRun.unlisted`) for the next full pull. A finding says so."""
+    it since (`_missed_twice`), is gone and deleted, unless a connector names it (`_tariffs_in_use`), or more than
+    MAX_UNLISTED_CHECKS would go at once (a list cut short the same way each pull, not so many gone). The others
+    are kept and noted on the run (`SyncRun.unlisted`) for the next full pull. A finding says so."""
     unlisted = _unlisted(partner, run, seen)
     if not unlisted:
         return set()
     countable = _countable(partner, unlisted, seen)
     previous, twice = _missed_twice(partner, run, unlisted, countable)
-    kept = {u.key for u in unlisted if u.key not in twice}
+    in_use = _tariffs_in_use(partner, twice) if twice else set()
+    gone = twice - in_use
+    too_many = len(gone) > MAX_UNLISTED_CHECKS
+    if too_many:
+        gone = set()
+    kept = {u.key for u in unlisted if u.key not in gone}
     run.unlisted = {u.key: u.stamp for u in unlisted if u.key in kept and u.party in countable}
     parts = []
     if twice:
-        parts.append(_missed_twice_text(len(twice), previous, "deleted"))
-    if kept:
-        parts.append(f"{len(kept)} kept (a tariff can't be asked for alone)")
+        if too_many:
+            outcome = f"none deleted, more than the {MAX_UNLISTED_CHECKS} at once (kept)"
+        else:
+            outcome = f"{len(gone)} deleted"
+        if in_use:
+            outcome += f", {len(in_use)} named by a connector of a location we hold (kept)"
+        parts.append(f"{_missed_twice_text(len(twice), previous)}: {outcome}")
+    if len(unlisted) > len(twice):
+        once = len(unlisted) - len(twice)
+        parts.append(f"{'the other ' if twice else ''}{once} kept (a tariff can't be asked for alone)")
     if run.unlisted:
-        parts.append(f"{len(run.unlisted)} of those kept are deleted if the next full pull does not list them either")
-    message = f"{len(unlisted)} tariffs were not listed by a pull paged on by offset without X-Total-Count: " + (
-        "; ".join(parts)
+        parts.append(
+            f"{len(run.unlisted)} of those kept: deleted if the next full pull does not list them either, unless a "
+            "connector names them"
+        )
+    message = (
+        f"{_not_listed(len(unlisted), 'tariff')} not listed by a pull paged on by offset without X-Total-Count: "
+        + "; ".join(parts)
     )
     log.warning("pull %s of tariffs from %s: %s", run.pk, partner, message)
     issue = Issue(path="Link", code="unlisted_checked", message=message, fixed=not kept)
     record_issues(partner, "tariffs", [(f"pull {run.pk}", issue)])
     return kept
+
+
+def _tariffs_in_use(partner: Partner, keys: set[str]) -> set[str]:
+    """Of `keys`, the tariffs a connector of the partner's locations (not withdrawn) names in its `tariff_ids`
+    (of its location's party): mod_tariffs removes a tariff when it is "not used any more", and a charger whose
+    tariff is gone can't be quoted or booked. One query: each distinct list of ids, with its party."""
+    in_use: set[str] = set()
+    named = (
+        Connector.objects.filter(evse__location__partner=partner, evse__location__withdrawn_at__isnull=True)
+        .order_by()
+        .values_list("evse__location__country_code", "evse__location__party_id", "tariff_ids")
+        .distinct()
+    )
+    for country_code, party_id, tariff_ids in named.iterator(2000):
+        for tariff_id in tariff_ids if isinstance(tariff_ids, list) else []:
+            if isinstance(tariff_id, str) and (key := ci_key(country_code, party_id, tariff_id)) in keys:
+                in_use.add(key)
+    return in_use
 
 
 @dataclass

@@ -224,12 +224,20 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
 
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
     result = StoreResult()
-    existing = dict(bulk.values_in(Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated")))
+    existing = {
+        key: (last_updated, withdrawn_at)
+        for key, last_updated, withdrawn_at in bulk.values_in(
+            Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated", "withdrawn_at")
+        )
+    }
     locations: list[dict[str, Any]] = []
+    restored: list[str] = []
     for key, (obj, last_updated) in batch.items():
         held = existing.get(key)
-        if held is not None and last_updated < held:
+        if held is not None and last_updated < held[0]:
             result.ignored_older += 1
+            if held[1] is not None:
+                restored.append(key)
             continue
         if held is None:
             result.created += 1
@@ -237,6 +245,14 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         else:
             result.updated += 1
         locations.append(_location_values(partner.pk, obj, last_updated, now))
+    if restored:
+        # Listed (or PUT) by its CPO again: not gone, whatever its stamp. One we withdrew whose last_updated an
+        # EVSE or connector push had moved past the CPO's own stayed withdrawn for good, every listing of it
+        # older than ours. Only the withdrawal is undone (the data we hold is newer); received now, as a stored
+        # one is, so a full pull under way keeps it (`locations_withdraw_missing`).
+        Location.objects.filter(ocpi_key__in=restored, withdrawn_at__isnull=False).update(
+            withdrawn_at=None, received_at=now
+        )
     if not locations:
         return result
     written = bulk.upsert(

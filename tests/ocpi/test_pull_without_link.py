@@ -623,7 +623,7 @@ def test_tariffs_not_listed_by_a_pull_paged_on_are_kept(peer: FakePeer, partner:
     assert run is not None and run.outcome == SyncRun.Outcome.OK and run.pages == 3
     assert Tariff.objects.count() == 12
     finding = DataQualityIssue.objects.get(partner=partner, code="unlisted_checked", module="tariffs")
-    assert finding.fixed is False and finding.message.startswith("1 tariffs were not listed")
+    assert finding.fixed is False and finding.message.startswith("1 tariff was not listed")
 
 
 def test_tariffs_not_listed_by_a_pull_that_did_not_page_on_are_deleted(

@@ -1,16 +1,21 @@
 """A full pull paged on by offset without `Link` or `X-Total-Count` can skip an object the CPO still has (one
 deleted from an earlier page between two requests shifts the rest back), so what one such pull did not list was
 kept: more than MAX_UNLISTED_CHECKS locations, and any tariff, for ever. What two consecutive full pulls ended OK
-both did not list, with nothing received of it in between, is gone: withdrawn (a location) or deleted (a tariff).
+both did not list, with nothing received of it in between, is gone, or beyond the end of a list the CPO cuts
+short the same way each pull: a location is asked for alone first (all, or a sample of each party) and withdrawn
+only where the CPO does not know it; a tariff (no GET of one) is deleted unless a connector names it.
 A skip by shifting falls on the same object twice in a row only by an extraordinary coincidence."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import Tariff
@@ -29,8 +34,10 @@ from tests.ocpi.test_pull_without_link import (
     first_full_pull,
     hub_locations,
     locations,
+    offset_of,
     one_of,
     shifting_cpo,
+    single_gets,
     withdrawn,
 )
 
@@ -60,29 +67,37 @@ def finding(run: SyncRun, module: str = "locations") -> DataQualityIssue:
 
 def test_more_than_the_checks_not_listed_by_two_pulls_are_withdrawn(peer: FakePeer, partner: Partner) -> None:
     """A CPO that drops 101 of its 120 locations: the first pull paged on keeps them all (more than the 100
-    asked for one by one), the second withdraws them."""
+    asked for one by one), the second asks for 10 of them alone, spread over them, all unknown to the CPO, and
+    withdraws the 101."""
     every = [ocpi_location("IN", "CPA", f"LOC{i:03d}", evses=1) for i in range(120)]
     peer.route("GET", f"{CPO}/locations", (200, envelope(every)))
     sync.sync_module(partner, "locations", full=True)
     Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
     listed = every[:10] + every[111:]  # a full page of 10, then a short one of 9
     peer.route("GET", f"{CPO}/locations", capped(listed, limit=10))
+    for loc in every:
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(listed))
 
     first = sync.sync_module(partner, "locations", full=True)
     assert first is not None and first.outcome == SyncRun.Outcome.OK and first.received == 19
     assert withdrawn() == [] and len(first.unlisted) == 101
     assert "more than the 100 asked for one by one: none was withdrawn" in finding(first).message
-    assert "101 of those kept are withdrawn if the next full pull does not list them either" in finding(first).message
+    assert (
+        "101 of those kept: asked for alone if the next full pull does not list them either" in finding(first).message
+    )
 
+    peer.calls.clear()
     second = sync.sync_module(partner, "locations", full=True)
     assert second is not None and second.outcome == SyncRun.Outcome.OK
     assert withdrawn() == [f"LOC{i:03d}" for i in range(10, 111)]
     assert Location.objects.visible().count() == 19
     assert second.unlisted == {}
     assert finding(second).fixed is True
+    assert single_gets(peer)[1:] == [f"LOC{i:03d}" for i in range(10, 101, 10)]
     assert finding(second).message == (
         "101 locations were not listed by a pull paged on by offset without X-Total-Count: 101 not listed by the "
-        f"previous full pull (pull {first.pk}) either, nothing received since: withdrawn"
+        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (10 of each party): "
+        "10 unknown to the CPO, 0 sent, 0 without an answer that tells; 101 withdrawn"
     )
 
 
@@ -101,10 +116,12 @@ def test_a_location_the_previous_pull_listed_is_kept_when_this_one_skips_it(
     assert second is not None and second.outcome == SyncRun.Outcome.OK
     assert withdrawn() == ["LOC020"]
     assert list(second.unlisted) == ["IN*CPA*LOC010"]
-    assert finding(second).message.endswith(
-        "1 not listed by the previous full pull "
-        f"(pull {first.pk}) either, nothing received since: withdrawn; the other 1: more than the 0 asked for one "
-        "by one: none was withdrawn; 1 of those kept are withdrawn if the next full pull does not list them either"
+    assert finding(second).message == (
+        "2 locations were not listed by a pull paged on by offset without X-Total-Count: 1 not listed by the "
+        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (10 of each party): "
+        "1 unknown to the CPO, 0 sent, 0 without an answer that tells; 1 withdrawn; the other 1: more than the 0 "
+        "asked for one by one: none was withdrawn; 1 of those kept: asked for alone if the next full pull does not "
+        "list them either"
     )
     assert finding(second).fixed is False
 
@@ -180,20 +197,28 @@ def test_a_location_the_cpo_sends_alone_is_not_counted_as_missed(peer: FakePeer,
     assert run.unlisted == {}
 
 
-def test_a_cpo_that_does_not_send_a_location_alone_has_it_withdrawn_by_the_second_pull_missing_it(
-    peer: FakePeer, partner: Partner
-) -> None:
+def test_a_cpo_that_does_not_send_a_location_alone_keeps_it_missed_twice(peer: FakePeer, partner: Partner) -> None:
     """The control (a listed location asked for alone) is not sent: the CPO's answers tell nothing, and the first
-    pull keeps LOC020; the second that does not list it withdraws it without asking."""
+    pull keeps LOC020. The second that does not list it asks again, and keeps it again: a CPO without GET of one
+    location has a location it no longer lists kept, as before pulls that missed one twice withdrew it (nothing is
+    withdrawn on a guess)."""
     first_full_pull(peer, partner)
     peer.route("GET", f"{CPO}/locations", capped(but("LOC020"), limit=10))  # GET of one: unrouted, HTTP 404
     first = sync.sync_module(partner, "locations", full=True)
     assert first is not None and withdrawn() == [] and list(first.unlisted) == ["IN*CPA*LOC020"]
     assert "the CPO's answers tell nothing, none was withdrawn" in finding(first).message
     peer.calls.clear()
-    sync.sync_module(partner, "locations", full=True)
-    assert withdrawn() == ["LOC020"]
-    assert not [c for c in peer.calls if "/locations/" in c["url"]]
+    second = sync.sync_module(partner, "locations", full=True)
+    assert second is not None and withdrawn() == []
+    assert list(second.unlisted) == ["IN*CPA*LOC020"]
+    assert len(single_gets(peer)) == 1  # the control only
+    assert finding(second).fixed is False
+    assert finding(second).message == (
+        "1 location was not listed by a pull paged on by offset without X-Total-Count: 1 not listed by the previous "
+        f"full pull (pull {first.pk}) either, nothing received since: a location it listed, asked for alone, was not "
+        "sent: the CPO's answers tell nothing, none was withdrawn; 1 of those kept: asked for alone if the next full "
+        "pull does not list them either"
+    )
 
 
 def test_a_full_pull_that_ended_open_in_between_starts_the_count_again(
@@ -213,8 +238,11 @@ def test_a_full_pull_that_ended_open_in_between_starts_the_count_again(
 
 
 def hub_pull(peer: FakePeer, hub: Partner, listed: list[dict[str, Any]]) -> SyncRun:
-    """A full pull from the hub capped at 10 a page without Link or total; it has no GET of one location."""
+    """A full pull from the hub capped at 10 a page without Link or total, answering GET of one location from
+    `listed` (404 for another)."""
     peer.route("GET", f"{HUB}/locations", capped(listed, limit=10))
+    for loc in hub_locations():
+        peer.route("GET", f"{HUB}/locations/{loc['id']}", one_of(listed))
     run = sync.sync_module(hub, "locations", full=True)
     assert run is not None and run.outcome == SyncRun.Outcome.OK, run.error
     return run
@@ -226,9 +254,12 @@ def first_hub_pull(peer: FakePeer, hub: Partner) -> None:
     Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
 
 
-def test_behind_a_hub_a_party_it_says_cant_be_reached_has_none_withdrawn(peer: FakePeer, hub: Partner) -> None:
+def test_behind_a_hub_a_party_it_says_cant_be_reached_has_none_withdrawn(
+    peer: FakePeer, hub: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """LOC005 of IN*CPA and LOC015 of IN*CPB not listed by two pulls: IN*CPB is OFFLINE at the hub
     (HubClientInfo), and a hub may leave out what it can't reach. LOC005 is withdrawn, LOC015 kept."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)  # none asked for alone the first time
     first_hub_pull(peer, hub)
     HubClientInfo.objects.create(
         partner=hub, country_code="IN", party_id="CPB", role="CPO", status="OFFLINE", last_updated=timezone.now()
@@ -240,9 +271,12 @@ def test_behind_a_hub_a_party_it_says_cant_be_reached_has_none_withdrawn(peer: F
     assert withdrawn() == ["LOC005"]
 
 
-def test_behind_a_hub_a_party_none_of_whose_locations_came_has_none_withdrawn(peer: FakePeer, hub: Partner) -> None:
+def test_behind_a_hub_a_party_none_of_whose_locations_came_has_none_withdrawn(
+    peer: FakePeer, hub: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hub's list leaves IN*CPB out altogether (and LOC005 of IN*CPA) twice: a party's absence tells nothing
     of each of its locations. LOC005 is withdrawn; IN*CPB's are kept."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)  # none asked for alone the first time
     first_hub_pull(peer, hub)
     cpa = [loc for loc in hub_locations() if loc["party_id"] == "CPA" and loc["id"] != "LOC005"]
     cpa_more = [ocpi_location("IN", "CPA", f"NEW{i}") for i in range(2)]  # a full first page, then a short one
@@ -281,12 +315,17 @@ def test_a_tariff_not_listed_by_two_pulls_paged_on_is_deleted(
     first = tariff_pull(peer, partner, every[:11])
     assert Tariff.objects.count() == 12 and list(first.unlisted) == ["IN*CPA*T11"]
     assert finding(first, "tariffs").fixed is False
+    assert finding(first, "tariffs").message == (
+        "1 tariff was not listed by a pull paged on by offset without X-Total-Count: 1 kept (a tariff can't be "
+        "asked for alone); 1 of those kept: deleted if the next full pull does not list them either, unless a "
+        "connector names them"
+    )
     second = tariff_pull(peer, partner, every[:11])
     assert sorted(Tariff.objects.values_list("tariff_id", flat=True)) == [t["id"] for t in every[:11]]
     assert finding(second, "tariffs").fixed is True
     assert finding(second, "tariffs").message == (
-        "1 tariffs were not listed by a pull paged on by offset without X-Total-Count: 1 not listed by the previous "
-        f"full pull (pull {first.pk}) either, nothing received since: deleted"
+        "1 tariff was not listed by a pull paged on by offset without X-Total-Count: 1 not listed by the previous "
+        f"full pull (pull {first.pk}) either, nothing received since: 1 deleted"
     )
 
 
@@ -301,3 +340,235 @@ def test_a_tariff_put_between_two_pulls_that_did_not_list_it_is_kept(
     assert Tariff.objects.count() == 12
     tariff_pull(peer, partner, every[:11])
     assert Tariff.objects.count() == 11
+
+
+# --- review fixes: a list cut short the same way each pull, tariffs in use, which pull is the previous one ------
+
+
+def cut_short_cpo(peer: FakePeer, every: list[dict[str, Any]]) -> None:
+    """A CPO paging 50 at a time without Link or total that drops an unpublished location (PRIVATE, 61st in its
+    list) after applying the limit: its second page comes one short, and the walk takes it for the end. It sends
+    each location alone."""
+    rows = [*every[:60], ocpi_location("IN", "CPA", "PRIVATE"), *every[60:]]
+
+    def page(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        sent = [row for row in rows[offset : offset + 50] if row["id"] != "PRIVATE"]
+        return 200, envelope(sent), {"X-Limit": "50"}
+
+    peer.route("GET", f"{CPO}/locations", page)
+    for loc in every:
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(every))
+
+
+def test_a_list_cut_short_the_same_way_each_pull_has_nothing_withdrawn_the_cpo_sends_alone(
+    peer: FakePeer, partner: Partner
+) -> None:
+    """The first pull lists 99 of 250 and keeps the 151 it never reached (more than the 100 asked for alone); the
+    second misses the same 151 and had them all withdrawn unasked. Now 10 of them are asked for alone: sent, so the
+    misses are systematic and none is withdrawn, pull after pull."""
+    every = [ocpi_location("IN", "CPA", f"L{i:03d}", evses=1) for i in range(250)]
+    peer.route("GET", f"{CPO}/locations", (200, envelope(every)))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    cut_short_cpo(peer, every)
+
+    runs = [sync.sync_module(partner, "locations", full=True) for _ in range(3)]
+
+    assert Location.objects.filter(withdrawn_at__isnull=False).count() == 0
+    assert [(run.outcome, run.received) for run in runs if run is not None] == [(SyncRun.Outcome.OK, 99)] * 3
+    assert len(runs[0].unlisted) == 151 and len(runs[1].unlisted) == 141  # the 10 sent are stored, not noted
+    second = finding(runs[1])
+    assert second.fixed is False
+    assert (
+        f"151 not listed by the previous full pull (pull {runs[0].pk}) either, nothing received since: asked for "
+        "alone (10 of each party): 0 unknown to the CPO, 10 sent, 0 without an answer that tells; 0 withdrawn; of "
+        "IN*CPA one was sent: its list is cut short the same way each pull, none of theirs was withdrawn"
+    ) in second.message
+
+
+def test_locations_missed_twice_are_asked_for_alone_and_only_those_the_cpo_does_not_know_go(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOC017 and LOC020 missed by two pulls (none asked for alone the first time): the second asks for both
+    (no more than MAX_UNLISTED_CHECKS) after a control; both unknown to the CPO, both withdrawn."""
+    first_full_pull(peer, partner)
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 1)
+    pull(peer, partner, but("LOC017", "LOC020"))
+    assert withdrawn() == []
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 2)
+    peer.calls.clear()
+    second = pull(peer, partner, but("LOC017", "LOC020"))
+    assert withdrawn() == ["LOC017", "LOC020"]
+    assert single_gets(peer)[1:] == ["LOC017", "LOC020"]
+    assert "asked for alone (each): 2 unknown to the CPO, 0 sent, 0 without an answer that tells; 2 withdrawn" in (
+        finding(second).message
+    )
+    assert finding(second).fixed is True
+
+
+def test_locations_missed_twice_are_all_kept_when_the_cpo_answers_one_with_an_error(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOC017 and LOC020 missed twice; asked for alone, LOC017 is unknown to the CPO but LOC020 answered with an
+    error (HTTP 500): nothing is withdrawn on a guess, both are kept and noted again."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    first_full_pull(peer, partner)
+    pull(peer, partner, but("LOC017", "LOC020"))
+    peer.route("GET", f"{CPO}/locations", capped(but("LOC017", "LOC020"), limit=10))
+    peer.route("GET", f"{CPO}/locations/LOC020", (500, envelope(status_code=3000)))
+    second = sync.sync_module(partner, "locations", full=True)
+    assert second is not None and second.outcome == SyncRun.Outcome.OK
+    assert withdrawn() == []
+    assert sorted(second.unlisted) == ["IN*CPA*LOC017", "IN*CPA*LOC020"]
+    assert "1 unknown to the CPO, 0 sent, 1 without an answer that tells; 0 withdrawn; of IN*CPA an answer told " in (
+        finding(second).message
+    )
+
+
+def test_a_withdrawn_location_listed_again_older_than_ours_is_restored(peer: FakePeer, partner: Partner) -> None:
+    """LOC017's stamp moved on with its EVSE's stamped PATCH (the CPO's location keeps its own), and LOC017 was
+    withdrawn (as two pulls missing it did, unasked). Listed again, older than ours, it stayed withdrawn for ever.
+    It is back, with the newer data we hold."""
+    first_full_pull(peer, partner)
+    patched = catalogue.evse_patch_at(
+        "IN", "CPA", "LOC017", "LOC017-E1", {"status": "CHARGING", "last_updated": "2026-01-02T00:00:00Z"}
+    )
+    assert patched is not None and patched.applied
+    catalogue.locations_withdraw_missing(
+        partner, {loc.ocpi_key for loc in Location.objects.exclude(location_id="LOC017")}, timezone.now()
+    )
+    assert withdrawn() == ["LOC017"]
+
+    peer.route("GET", f"{CPO}/locations", (200, envelope(locations(25))))
+    run = sync.sync_module(partner, "locations", full=True)
+
+    assert run is not None and run.outcome == SyncRun.Outcome.OK
+    assert withdrawn() == []
+    restored = Location.objects.get(location_id="LOC017")
+    assert restored.received_at >= run.started_at
+    assert restored.last_updated == datetime(2026, 1, 2, tzinfo=UTC)  # ours, newer, kept
+    assert Evse.objects.get(location=restored, uid="LOC017-E1").status == Evse.Status.CHARGING
+
+
+def test_a_withdrawn_location_put_again_older_than_ours_is_restored(partner: Partner) -> None:
+    """The Locations receiver's PUT stores through the same path: the withdrawal is undone, the data kept."""
+    catalogue.locations_store(partner, [ocpi_location("IN", "CPA", "LOC017", last_updated="2026-01-03T00:00:00Z")])
+    Location.objects.update(withdrawn_at=timezone.now())
+    stored = catalogue.locations_store(
+        partner, [ocpi_location("IN", "CPA", "LOC017", last_updated="2026-01-01T00:00:00Z")]
+    )
+    assert stored.ignored_older == 1
+    location = Location.objects.get(location_id="LOC017")
+    assert location.withdrawn_at is None and location.last_updated == datetime(2026, 1, 3, tzinfo=UTC)
+
+
+def test_a_location_listed_older_than_ours_and_not_withdrawn_costs_no_more_statements(partner: Partner) -> None:
+    """The common case of the ingest path: the lookup of what we hold is all it reads or writes of locations."""
+    catalogue.locations_store(
+        partner, [ocpi_location("IN", "CPA", f"L{i}", last_updated="2026-01-03T00:00:00Z") for i in range(3)]
+    )
+    older = [ocpi_location("IN", "CPA", f"L{i}", last_updated="2026-01-01T00:00:00Z") for i in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        assert catalogue.locations_store(partner, older).ignored_older == 3
+    assert len([q for q in queries if "emsp_location" in q["sql"]]) == 1
+
+
+def test_a_full_pull_that_began_after_this_one_is_not_its_previous_one(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull started outside the partner's lease (the console's "pull now", `ocpi_register --partner`) while
+    one runs, and ending before it: the two missed LOC020 at the same time, which is once. The running pull
+    keeps it unasked (none asked for alone the first time) and notes it, instead of asking and withdrawing it."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    first_full_pull(peer, partner)
+    listed = but("LOC020")
+    pages = capped(listed, limit=10)
+    overlapping: list[SyncRun | None] = []
+
+    def page(call: dict[str, Any]) -> Any:
+        if not overlapping:  # the running pull's first page: the other pull starts, and reads the list through here
+            overlapping.append(None)
+            overlapping[0] = sync.sync_module(partner, "locations", full=True)
+        return pages(call)
+
+    peer.route("GET", f"{CPO}/locations", page)
+    for loc in locations(25):
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(listed))
+    running = sync.sync_module(partner, "locations", full=True)
+
+    assert overlapping[0] is not None and list(overlapping[0].unlisted) == ["IN*CPA*LOC020"]
+    assert running is not None and running.started_at < overlapping[0].started_at
+    assert withdrawn() == []
+    assert list(running.unlisted) == ["IN*CPA*LOC020"]
+
+
+def test_a_failed_full_pull_in_between_starts_the_count_again(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOC017 missed, then a full pull that failed (HTTP 500 on its first page), then LOC017 missed again: not two
+    misses in a row. Kept and noted; the pull after withdraws it (asked for alone, unknown to the CPO)."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    first_full_pull(peer, partner)
+    pull(peer, partner, but("LOC017"))
+    peer.route("GET", f"{CPO}/locations", (500, envelope(status_code=3000)))
+    failed = sync.sync_module(partner, "locations", full=True)
+    assert failed is not None and failed.outcome == SyncRun.Outcome.FAILED
+    after = pull(peer, partner, but("LOC017"))
+    assert withdrawn() == []
+    assert list(after.unlisted) == ["IN*CPA*LOC017"]
+    pull(peer, partner, but("LOC017"))
+    assert withdrawn() == ["LOC017"]
+
+
+def test_a_tariff_a_connector_names_is_not_deleted_when_missed_twice(
+    peer: FakePeer, partner: Partner, spec_example: Any
+) -> None:
+    """T11 and T10 are missed by two pulls; a connector of LOC001 names T11: deleting it left that charger
+    without a price (Beckn QUOTE_UNAVAILABLE). T11 is kept and noted again; T10, which no connector names, goes. A
+    connector of a withdrawn location names T10: it does not count."""
+    catalogue.locations_store(partner, [ocpi_location("IN", "CPA", "LOC001", tariff_ids=["t11"])])
+    catalogue.locations_store(partner, [ocpi_location("IN", "CPA", "LOC002", tariff_ids=["T10"])])
+    Location.objects.filter(location_id="LOC002").update(withdrawn_at=timezone.now())
+    every = tariffs(spec_example, 12)
+    first_tariff_pull(peer, partner, every)
+    first = tariff_pull(peer, partner, every[:10])
+    second = tariff_pull(peer, partner, every[:10])
+    assert sorted(Tariff.objects.values_list("tariff_id", flat=True)) == [t["id"] for t in every[:10]] + ["T11"]
+    assert list(second.unlisted) == ["IN*CPA*T11"]
+    assert finding(second, "tariffs").fixed is False
+    assert finding(second, "tariffs").message == (
+        "2 tariffs were not listed by a pull paged on by offset without X-Total-Count: 2 not listed by the previous "
+        f"full pull (pull {first.pk}) either, nothing received since: 1 deleted, 1 named by a connector of a "
+        "location we hold (kept); 1 of those kept: deleted if the next full pull does not list them either, unless "
+        "a connector names them"
+    )
+
+
+def test_no_more_tariffs_than_the_checks_are_deleted_at_once_when_missed_twice(
+    peer: FakePeer, partner: Partner, spec_example: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tariff list cut short the same way each pull (2 of 12 never reached, 1 allowed): none is deleted."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 1)
+    every = tariffs(spec_example, 12)
+    first_tariff_pull(peer, partner, every)
+    tariff_pull(peer, partner, every[:10])
+    second = tariff_pull(peer, partner, every[:10])
+    assert Tariff.objects.count() == 12
+    assert sorted(second.unlisted) == ["IN*CPA*T10", "IN*CPA*T11"]
+    assert "nothing received since: none deleted, more than the 1 at once (kept)" in finding(second, "tariffs").message
+
+
+def test_the_pull_runs_list_does_not_read_what_they_did_not_list(admin_client: Any, partner: Partner) -> None:
+    """A run's `unlisted` holds a key per object (100k at a large CPO): the list of runs never reads it, and a
+    run's page shows how many it holds, not them."""
+    run = SyncRun.objects.create(
+        partner=partner, module="locations", mode=SyncRun.Mode.FULL, unlisted={"IN*CPA*LOC017": "x", "IN*CPA*L2": "y"}
+    )
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client.get(reverse("admin:ocpi_syncrun_changelist"))
+    assert listing.status_code == 200 and f"/{run.pk}/" in listing.content.decode()
+    assert not [q["sql"] for q in queries if "unlisted" in q["sql"]]
+    page = admin_client.get(reverse("admin:ocpi_syncrun_change", args=[run.pk])).content.decode()
+    assert "2 objects it did not list and kept" in page
+    assert "LOC017" not in page
