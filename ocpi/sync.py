@@ -295,10 +295,11 @@ def sync_module(
 
 # After a walk paged on by offset without X-Total-Count, at most this many locations it did not list are asked
 # for one by one before they are withdrawn; more, and none is asked for until a second pull misses them too
-# (`_missed_twice`): then all are asked for, up to this many, else TWICE_SAMPLE of each party. A second miss
-# deletes no more tariffs than this at once.
+# (`_missed_twice`). A second miss deletes no more tariffs than this at once.
 MAX_UNLISTED_CHECKS = 100
-TWICE_SAMPLE = 10
+# Of the locations a second pull missed too, at most this many are asked for alone in a pull, spread over them;
+# only those the CPO does not know are withdrawn, the rest wait for the next pulls.
+MAX_MISSED_TWICE_CHECKS = 100
 _BATCH = 5000
 
 
@@ -423,6 +424,7 @@ class _Asking:
 
     controls: dict[tuple[str, str], str] = field(default_factory=dict)
     silent: bool = False
+    seen: set[str] = field(default_factory=set)
 
 
 def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set[str]) -> set[str]:
@@ -441,7 +443,7 @@ def _unlisted_locations_kept(partner: Partner, url: str, run: SyncRun, seen: set
         return set()
     countable = _countable(partner, unlisted, seen)
     previous, twice = _missed_twice(partner, run, unlisted, countable)
-    asking = _Asking()
+    asking = _Asking(seen=seen)
     missed_twice = [u for u in unlisted if u.key in twice]
     once = [u for u in unlisted if u.key not in twice]
     rechecked = _ask_missed_twice(partner, url, run, missed_twice, asking) if missed_twice else _Checked(fixed=True)
@@ -474,8 +476,9 @@ def _control(partner: Partner, url: str, run: SyncRun, party: tuple[str, str], a
     if party not in asking.controls:
         if asking.silent:
             return "silent"
-        control = _listed_location(partner, run, party)
+        control = _listed_location(partner, party, asking.seen)
         answer = "untold" if control is None else _location_asked_alone(partner, url, party, control)
+        _renew_lease(partner)  # a hub timing out each party's control had outlived the lease
         asking.controls[party] = answer
         asking.silent = answer == "silent"
     return asking.controls[party]
@@ -551,14 +554,17 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     gone from the CPO, or beyond the end of a list cut short the same way each pull (pages of a limit without
     Link, one short of it because the CPO drops an unpublished row after applying the limit: the walk takes it
     for the end, and never reaches the rest). Only the CPO can say which: each is asked for alone after its
-    party's control (`_control`); more than MAX_UNLISTED_CHECKS, TWICE_SAMPLE of each party, spread over them.
-    A party one of whose locations is sent has none withdrawn, kept and noted again: its misses are systematic (the
-    one sent is stored). A party whose locations asked for are all unknown to the CPO has them all withdrawn
-    (sampled: the rest too). Any other answer (its control not sent, an answer that tells nothing) withdraws none
-    of its: nothing is withdrawn on a guess."""
-    sampled = len(rows) > MAX_UNLISTED_CHECKS
-    by_party = _by_party(rows)
-    checked, answers = _Checked(), {"sent": 0, "unknown": 0, "untold": 0}
+    party's control (`_control`); more than MAX_MISSED_TWICE_CHECKS, that many of them, spread over them. A party
+    one of whose locations is sent has none withdrawn, kept and noted again: its misses are systematic (the one
+    sent is stored). A party whose locations asked for are all unknown to the CPO has those withdrawn; the rest
+    of a sample stay noted for the next pulls to ask (a sample says nothing of them: a list cut short may still
+    hold them, its tail in the CPO's order, not in our keys'). Any other answer (its control not sent, an answer
+    that tells nothing) withdraws none of its: nothing is withdrawn on a guess."""
+    sampled = len(rows) > MAX_MISSED_TWICE_CHECKS
+    picked = {u.key for u in _spread(rows, MAX_MISSED_TWICE_CHECKS)}
+    by_party = _by_party([u for u in rows if u.key in picked])
+    checked = _Checked(kept={u.key for u in rows if u.key not in picked})
+    answers = {"sent": 0, "unknown": 0, "untold": 0}
     withdrawn = 0
     uncontrolled: list[str] = []
     systematic: list[str] = []
@@ -569,12 +575,12 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
             checked.kept |= keys
             uncontrolled.append("*".join(party))
             continue
-        asked = _ask_each(partner, url, party, _spread(party_rows, TWICE_SAMPLE) if sampled else party_rows, asking)
+        asked = _ask_each(partner, url, party, party_rows, asking)
         for answer in asked.values():
             answers["untold" if answer == "silent" else answer] += 1
         checked.sent |= {key for key, answer in asked.items() if answer == "sent"}
         if all(answer == "unknown" for answer in asked.values()):
-            withdrawn += len(party_rows)
+            withdrawn += len(asked)
             continue
         checked.kept |= keys
         (systematic if "sent" in asked.values() else untold).append("*".join(party))
@@ -584,7 +590,7 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
             "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
         )
         return checked
-    how = f"{TWICE_SAMPLE} of each party" if sampled else "each"
+    how = f"{MAX_MISSED_TWICE_CHECKS}, spread over them; the rest noted for the next pull" if sampled else "each"
     checked.outcome = (
         f"asked for alone ({how}): {answers['unknown']} unknown to the CPO, {answers['sent']} sent, "
         f"{answers['untold']} without an answer that tells; {withdrawn} withdrawn"
@@ -604,19 +610,16 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     return checked
 
 
-def _listed_location(partner: Partner, run: SyncRun, party: tuple[str, str]) -> str | None:
-    """The id of a location of `party` this pull listed (stored since it started), if any."""
-    return (
-        Location.objects.filter(
-            partner=partner,
-            withdrawn_at__isnull=True,
-            received_at__gte=run.started_at,
-            country_code=party[0],
-            party_id=party[1],
-        )
-        .values_list("location_id", flat=True)
-        .first()
-    )
+def _listed_location(partner: Partner, party: tuple[str, str], seen: set[str]) -> str | None:
+    """The id of a location of `party` this pull listed, if any: one of its keys (`seen`), not one stored since
+    the pull began. A location listed older than ours (an EVSE's stamped push moved ours past the CPO's own, its
+    parent not bumped) is not stored again; where every listed one was, no control was found and nothing was
+    ever asked."""
+    held = Location.objects.filter(partner=partner, country_code=party[0], party_id=party[1])
+    for key, location_id in held.values_list("ocpi_key", "location_id").iterator(2000):
+        if key in seen:
+            return location_id
+    return None
 
 
 def _location_asked_alone(partner: Partner, url: str, party: tuple[str, str], location_id: str) -> str:

@@ -67,8 +67,8 @@ def finding(run: SyncRun, module: str = "locations") -> DataQualityIssue:
 
 def test_more_than_the_checks_not_listed_by_two_pulls_are_withdrawn(peer: FakePeer, partner: Partner) -> None:
     """A CPO that drops 101 of its 120 locations: the first pull paged on keeps them all (more than the 100
-    asked for one by one), the second asks for 10 of them alone, spread over them, all unknown to the CPO, and
-    withdraws the 101."""
+    asked for one by one), the second asks for 100 of them alone, spread over them, all unknown to the CPO, and
+    withdraws those; the third asks for the last one and withdraws it. None is withdrawn unasked."""
     every = [ocpi_location("IN", "CPA", f"LOC{i:03d}", evses=1) for i in range(120)]
     peer.route("GET", f"{CPO}/locations", (200, envelope(every)))
     sync.sync_module(partner, "locations", full=True)
@@ -89,16 +89,22 @@ def test_more_than_the_checks_not_listed_by_two_pulls_are_withdrawn(peer: FakePe
     peer.calls.clear()
     second = sync.sync_module(partner, "locations", full=True)
     assert second is not None and second.outcome == SyncRun.Outcome.OK
-    assert withdrawn() == [f"LOC{i:03d}" for i in range(10, 111)]
-    assert Location.objects.visible().count() == 19
-    assert second.unlisted == {}
-    assert finding(second).fixed is True
-    assert single_gets(peer)[1:] == [f"LOC{i:03d}" for i in range(10, 101, 10)]
+    asked = single_gets(peer)[1:]
+    assert len(asked) == 100 and len(set(asked)) == 100
+    assert withdrawn() == sorted(asked)  # only those asked for, each unknown to the CPO
+    assert len(second.unlisted) == 1  # the one not asked for: noted, not withdrawn on a guess
+    assert finding(second).fixed is False
     assert finding(second).message == (
         "101 locations were not listed by a pull paged on by offset without X-Total-Count: 101 not listed by the "
-        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (10 of each party): "
-        "10 unknown to the CPO, 0 sent, 0 without an answer that tells; 101 withdrawn"
+        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (100, spread over "
+        "them; the rest noted for the next pull): 100 unknown to the CPO, 0 sent, 0 without an answer that tells; "
+        "100 withdrawn; 1 of those kept: asked for alone if the next full pull does not list them either"
     )
+
+    third = sync.sync_module(partner, "locations", full=True)
+    assert third is not None and third.unlisted == {}
+    assert withdrawn() == [f"LOC{i:03d}" for i in range(10, 111)]
+    assert Location.objects.visible().count() == 19
 
 
 def test_a_location_the_previous_pull_listed_is_kept_when_this_one_skips_it(
@@ -118,7 +124,7 @@ def test_a_location_the_previous_pull_listed_is_kept_when_this_one_skips_it(
     assert list(second.unlisted) == ["IN*CPA*LOC010"]
     assert finding(second).message == (
         "2 locations were not listed by a pull paged on by offset without X-Total-Count: 1 not listed by the "
-        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (10 of each party): "
+        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (each): "
         "1 unknown to the CPO, 0 sent, 0 without an answer that tells; 1 withdrawn; the other 1: more than the 0 "
         "asked for one by one: none was withdrawn; 1 of those kept: asked for alone if the next full pull does not "
         "list them either"
@@ -365,8 +371,8 @@ def test_a_list_cut_short_the_same_way_each_pull_has_nothing_withdrawn_the_cpo_s
     peer: FakePeer, partner: Partner
 ) -> None:
     """The first pull lists 99 of 250 and keeps the 151 it never reached (more than the 100 asked for alone); the
-    second misses the same 151 and had them all withdrawn unasked. Now 10 of them are asked for alone: sent, so the
-    misses are systematic and none is withdrawn, pull after pull."""
+    second misses the same 151 and had them all withdrawn unasked. Now 100 of them are asked for alone: sent, so
+    the misses are systematic and none is withdrawn, pull after pull."""
     every = [ocpi_location("IN", "CPA", f"L{i:03d}", evses=1) for i in range(250)]
     peer.route("GET", f"{CPO}/locations", (200, envelope(every)))
     sync.sync_module(partner, "locations", full=True)
@@ -377,12 +383,13 @@ def test_a_list_cut_short_the_same_way_each_pull_has_nothing_withdrawn_the_cpo_s
 
     assert Location.objects.filter(withdrawn_at__isnull=False).count() == 0
     assert [(run.outcome, run.received) for run in runs if run is not None] == [(SyncRun.Outcome.OK, 99)] * 3
-    assert len(runs[0].unlisted) == 151 and len(runs[1].unlisted) == 141  # the 10 sent are stored, not noted
+    assert len(runs[0].unlisted) == 151 and len(runs[1].unlisted) == 51  # the 100 sent are stored, not noted
     second = finding(runs[1])
     assert second.fixed is False
     assert (
         f"151 not listed by the previous full pull (pull {runs[0].pk}) either, nothing received since: asked for "
-        "alone (10 of each party): 0 unknown to the CPO, 10 sent, 0 without an answer that tells; 0 withdrawn; of "
+        "alone (100, spread over them; the rest noted for the next pull): 0 unknown to the CPO, 100 sent, 0 without "
+        "an answer that tells; 0 withdrawn; of "
         "IN*CPA one was sent: its list is cut short the same way each pull, none of theirs was withdrawn"
     ) in second.message
 
@@ -572,3 +579,55 @@ def test_the_pull_runs_list_does_not_read_what_they_did_not_list(admin_client: A
     page = admin_client.get(reverse("admin:ocpi_syncrun_change", args=[run.pk])).content.decode()
     assert "2 objects it did not list and kept" in page
     assert "LOC017" not in page
+
+
+def test_a_sample_of_the_missed_all_unknown_withdraws_only_those_asked(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150 locations the CPO deleted and 15 newer ones beyond the end of a list it cuts short: a sample of the 165
+    (spread in our key order, not the CPO's) can miss the 15; all unknown, it had withdrawn all 165, the 15 the
+    CPO still has hidden for good. Only the ones asked for and unknown go; the rest wait for the next pull."""
+    monkeypatch.setattr(sync, "MAX_MISSED_TWICE_CHECKS", 10)
+    reachable = [ocpi_location("IN", "CPA", f"A{i:03d}", evses=1) for i in range(99)]
+    deleted = [ocpi_location("IN", "CPA", f"D{i:03d}", evses=1) for i in range(150)]
+    tail = [ocpi_location("IN", "CPA", f"Z{i:03d}", evses=1) for i in range(15)]
+    peer.route("GET", f"{CPO}/locations", (200, envelope([*reachable, *deleted, *tail])))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    rows = [*reachable[:60], ocpi_location("IN", "CPA", "PRIVATE"), *reachable[60:], *tail]
+
+    def page(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        offset = offset_of(call)
+        return 200, envelope([r for r in rows[offset : offset + 50] if r["id"] != "PRIVATE"]), {"X-Limit": "50"}
+
+    peer.route("GET", f"{CPO}/locations", page)
+    for loc in [*reachable, *deleted, *tail]:
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of([*reachable, *tail]))
+
+    sync.sync_module(partner, "locations", full=True)
+    peer.calls.clear()
+    sync.sync_module(partner, "locations", full=True)
+
+    asked = single_gets(peer)[1:]
+    assert len(asked) == 10 and not any(name.startswith("Z") for name in asked)
+    assert withdrawn() == sorted(asked)
+    assert not Location.objects.filter(location_id__startswith="Z", withdrawn_at__isnull=False).exists()
+
+
+def test_a_control_is_found_when_every_listed_location_came_older_than_ours(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each location's EVSE pushed with a stamp moves ours past the CPO's own (its location not bumped): listed,
+    none is stored again, and the control had been chosen among those stored since the pull began: none found,
+    nothing ever asked, LOC020 (gone) never withdrawn."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    first_full_pull(peer, partner)
+    for loc in locations(25):
+        patched = catalogue.evse_patch_at(
+            "IN", "CPA", loc["id"], f"{loc['id']}-E1", {"status": "CHARGING", "last_updated": "2026-01-02T00:00:00Z"}
+        )
+        assert patched is not None and patched.applied
+    pull(peer, partner, but("LOC020"))
+    peer.calls.clear()
+    pull(peer, partner, but("LOC020"))
+    assert single_gets(peer) and withdrawn() == ["LOC020"]
