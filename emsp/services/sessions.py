@@ -83,7 +83,8 @@ def session_from_cdr(partner: Partner, party: tuple[str, str], cdr_pk: int, cdr:
     does (`session_put`): the start command and the reservation are tied to it, the booking follows it, the app
     hears it; and the CDR bills the booking. Named by the CDR's `session_id` when it has one (the session, should
     the CPO report it after all, is this one: its PUT takes the made one's place, `_taken_over`); else by the CDR's
-    row (`CDR*<pk>`: no CPO's key, whose first part is a two-letter country code), shown with the CDR's id."""
+    row (`CDR*<pk>`: no CPO's key, whose first part is a two-letter country code), shown with the CDR's id (the
+    CPO's own session of that start, should it come, takes the row and its key: `_made_of_unnamed_cdr`)."""
     location = cdr.get("cdr_location") or {}
     session_id = str(cdr.get("session_id") or "")
     obj = {
@@ -104,9 +105,9 @@ def session_from_cdr(partner: Partner, party: tuple[str, str], cdr_pk: int, cdr:
         "charging_periods": cdr.get("charging_periods") or [],
         "total_cost": cdr.get("total_cost"),
         "last_updated": cdr["last_updated"],
-        "made_of_cdr": str(cdr.get("id") or ""),  # not the CPO's Session: ours, from its CDR
+        MADE_OF_CDR: str(cdr.get("id") or ""),  # not the CPO's Session: ours, from its CDR
     }
-    session = session_put(partner, obj, key="" if session_id else f"CDR*{cdr_pk}", of_cdr=True).session
+    session = session_put(partner, obj, key="" if session_id else f"{CDR_ROW_KEY}{cdr_pk}", of_cdr=True).session
     session.refresh_from_db()  # its booking, tied by on_session_changed in the database only
     return session
 
@@ -296,6 +297,8 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
         if session is None:
             new_key_locked(key)
             session = _locked(key)  # made meanwhile by the holder of that lock
+        if session is None and not of_cdr:
+            session = _made_of_unnamed_cdr(partner, obj)
         if session is None:
             session = ChargingSession(
                 partner=partner,
@@ -328,33 +331,105 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
             obj = _taken_over(session.data, obj)
         elif last_updated < session.last_updated:
             return SessionChange(session, created=False, applied=False, old_status=session.status)
+        else:
+            obj = _billed_kept(session.data, obj)
+        rekeyed = session.ocpi_key != key
+        if rekeyed:  # made under its CDR's row (`_made_of_unnamed_cdr`): from now on under the CPO's key
+            session.country_code, session.party_id, session.session_id = obj["country_code"], obj["party_id"], obj["id"]
+            session.ocpi_key = key
         old_status = session.status
         kept = _apply(session, obj)
         update(session)
+        if rekeyed:
+            _cdrs_waiting_linked(session)  # as for a new session: those that named it, put off for it
         change = SessionChange(session, created=False, applied=True, old_status=old_status)
         _after_save(change, links_kept=kept)
     return change
 
 
-# What the CDR's bill said of the charge, kept when the CPO's own Session takes the made one's place.
+def _made_of_unnamed_cdr(partner: Partner, obj: dict[str, Any]) -> ChargingSession | None:
+    """The session made of a CDR that named none (`session_from_cdr`: under the CDR's row, `CDR*<pk>`) of the
+    booking's start this new session's authorization_reference names, locked: the CPO's own session of that charge,
+    come after all. It takes the made one's place (`_taken_over`) and its key, as one made under its own id does:
+    inserted as a second session of the booking, it had told the app of it once more and been counted twice.
+
+    Locks, in this order: this session's key (the caller's `new_key_locked`), the start's row, the made row. A
+    start without a session yet may have one being made by a CDR's worker, which holds the start's row until it
+    commits (billing/services/audit.py `_session_made`): waited for, and the made session found. That worker takes
+    a session's key, if at all, before the start (the key its CDR names), and any other PUT its own key first too;
+    this PUT's `_after_save` ties the start a moment later anyway, and meanwhile waits on nothing (the INSERT is of
+    a key it holds, the CDRs' rows are skipped when held). A made row is locked by its key, which no PUT names:
+    another PUT of this start waits for it, then finds it gone to this PUT's key, and inserts its own."""
+    found = commands.commands_of_reference(
+        partner.pk, obj.get("authorization_reference") or "", country_code=obj["country_code"], party_id=obj["party_id"]
+    )
+    start = found[0] if found else None
+    if start is None or start.booking_id is None:
+        return None  # sessions are made of CDRs for bookings' starts only
+    made_id = start.session_id
+    if made_id is None:
+        made_id = Command.objects.select_for_update().filter(pk=start.pk).values_list("session_id", flat=True).first()
+    made_key = ChargingSession.objects.filter(pk=made_id).values_list("ocpi_key", flat=True).first() if made_id else ""
+    if not made_key or not made_key.startswith(CDR_ROW_KEY):
+        return None
+    made = _locked(made_key)  # None once another PUT of this start took it (under its own key now)
+    return made if made is not None and made_of_cdr(made) else None
+
+
+# What the CDR's bill said of the charge, kept when the CPO's own Session takes the made one's place, and on
+# every later change of it (`_billed_kept`).
 BILLED_FIGURES = ("kwh", "currency", "total_cost")
+# What the made session's links to our objects were worked out from (`_link_inputs`), kept likewise: the start,
+# the reservation, the token and the EVSE the CDR billed. The CPO's naming another start (its
+# authorization_reference) had tied that start, and its reservation, to this session: the other booking's CDR then
+# followed its start here, was held as a second bill of this charge, and that booking was never billed.
+BILLED_IDENTITY = ("authorization_reference", "cdr_token", "location_id", "evse_uid", "connector_id")
+# Our marks in a session's data, never the CPO's (its PUT and PATCH are normalised to the Session's own fields):
+# made of its CDR (`session_from_cdr`); the CPO's own, in the place of one made of its CDR (`_taken_over`).
+MADE_OF_CDR = "made_of_cdr"
+BILLED_OF_CDR = "billed_of_cdr"
+OUR_MARKS = (MADE_OF_CDR, BILLED_OF_CDR)
+# The key of a session made of a CDR that names none: its row's (no CPO's key, whose first part is a country code).
+CDR_ROW_KEY = "CDR*"
 
 
 def made_of_cdr(session: ChargingSession) -> bool:
     """Whether the session is one we made of its CDR (`session_from_cdr`), not the CPO's own (yet)."""
-    return "made_of_cdr" in (session.data or {})
+    return MADE_OF_CDR in (session.data or {})
+
+
+def session_as_sent(session: ChargingSession) -> dict[str, Any]:
+    """The session as the CPO's Session object, to read back (GET): without our marks."""
+    return {name: value for name, value in (session.data or {}).items() if name not in OUR_MARKS}
+
+
+def _billed_kept(stored: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """A change of a session whose charge its CDR billed through the session made of it (`_taken_over`), with
+    what the bill said of the charge (BILLED_FIGURES) and the ids its links were worked out from (BILLED_IDENTITY),
+    where the made one had them, and our mark: a retried PUT of the CPO's session (the same last_updated is not
+    stale), or a PATCH of its kwh or cost, had brought back its running figures (the app shown 19.5 kWh beside the
+    bill of 20), and one naming another start had tied it here. Any other change, as it comes."""
+    if BILLED_OF_CDR not in stored:
+        return obj
+    kept = {
+        name: stored[name] for name in (*BILLED_FIGURES, *BILLED_IDENTITY) if stored.get(name) not in (None, "", {})
+    }
+    return {**obj, **kept, BILLED_OF_CDR: stored[BILLED_OF_CDR]}
 
 
 def _taken_over(made: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
     """The CPO's own Session in the place of the one made of its CDR, whatever its last_updated: the CPO's object,
-    with what only it carries (its charging periods, start and end, authorization, meter). Only a COMPLETED one
-    (`session_put`): the CDR closed the charge, and an earlier state of it (ACTIVE, PENDING, RESERVATION) had
+    with what only it carries (its charging periods, start and end, authorization method, meter). Only a COMPLETED
+    one (`session_put`): the CDR closed the charge, and an earlier state of it (ACTIVE, PENDING, RESERVATION) had
     moved the booking's session back and told the app so; an INVALID one ("will not be billed", mod_sessions)
     says the opposite of the CDR billed on it. The bill's figures stay (BILLED_FIGURES; the session's own kwh is
-    a running figure the CDR came after), and its end when the session has none. The booking, the start and the
-    CDR keep their ties to the session's row; its status stays COMPLETED, so the app hears nothing new. From
-    then on the session is the CPO's, ordered by its own last_updated."""
-    taken = {**obj, **{name: made[name] for name in BILLED_FIGURES if made.get(name) is not None}}
+    a running figure the CDR came after), and its end when the session has none. So do the made one's ids
+    (BILLED_IDENTITY): a PUT naming another start, token or EVSE contradicts the CDR that was billed, and with
+    them kept the session's links stand as they are (`_apply`: none is looked for again, no other start or
+    reservation is tied). The booking, the start and the CDR keep their ties to the session's row; its status
+    stays COMPLETED, so the app hears nothing new. From then on the session is the CPO's, ordered by its own
+    last_updated, marked as billed of its CDR (BILLED_OF_CDR): every later change keeps the same (`_billed_kept`)."""
+    taken = _billed_kept({**made, BILLED_OF_CDR: made[MADE_OF_CDR]}, obj)
     end = made.get("end_date_time")
     if not taken.get("end_date_time") and end and parse_utc(end) >= parse_utc(taken["start_date_time"]):
         taken["end_date_time"] = end
@@ -431,6 +506,7 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
             return SessionChange(session, created=False, applied=False, old_status=old_status, refused=refused)
         if added is not None:
             obj["charging_periods"] = _merged_periods(obj, added)
+        obj = _billed_kept(session.data, obj)
         kept = _apply(session, obj)
         update(session)
         change = SessionChange(session, created=False, applied=True, old_status=old_status)

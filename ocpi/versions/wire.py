@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from emsp.datetimes import DateTimeError, format_datetime, parse_utc
 from emsp.models import ChargingSession, Command, Partner, Token, ci_key
 from emsp.services import catalogue
+from emsp.services.sessions import CDR_ROW_KEY, MADE_OF_CDR
 from ocpi.rendering import connector_as_ocpi, evse_as_ocpi
 from ocpi.transport import CLIENT_ERROR, SERVER_ERROR, UNKNOWN_LOCATION, OcpiError
 from ocpi.versions import CANONICAL, CannotCarry, Context, downgrade, upgrade, v211
@@ -95,6 +96,9 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
         return None
     where = (contract_id, location_id, evse_uid, country_code, party_id)
     started = _started_at(session.get("start_date_time"))
+    made = _made_of_cdr_matched(partner, where, session)
+    if made:
+        return made
     # Matched by when it began (one pushed only at its end, hours on, had been left without its start), else by
     # when it came, for a time without a zone only (read as UTC, it can be hours off): never a start sent after
     # the session ended (a card charge seen late had taken the driver's next booking's start).
@@ -103,6 +107,50 @@ def _authorization_reference_for(partner: Partner, session: dict[str, Any]) -> s
         return found
     ended = session.get("end_date_time")
     return _start_matched(partner, where, timezone.now(), taken=False, sent_by=_started_at(ended) if ended else None)
+
+
+def _made_of_cdr_matched(
+    partner: Partner, where: tuple[str, str, str, str, str], session: dict[str, Any]
+) -> str | None:
+    """The authorization_reference of the session billing made of a CDR of this session's charge (a 2.1.1 CDR names
+    no session: made under the CDR's row, emsp/services/sessions.py `session_from_cdr`), so that the CPO's own
+    session takes its place and its start (`session_put`), not a second session of the booking (its start, taken
+    by the made one, is no other session's: `_start_matched`). Matched as a CDR is to its session
+    (`_session_of_cdr`): the same contract at the same location (and EVSE, and party behind a hub, when named),
+    the CDR's charge begun no earlier than CDR_SESSION_SLACK before the session began, no later than
+    START_MATCH_WINDOW after, nor after it ended; and not over when it began: one charge of a contract at an EVSE
+    at a time, so the driver's next charge there, begun moments after the made one ended, is not taken for it (its
+    session, late or ACTIVE, had been dropped in its place). Only for a start that says its zone: one read as UTC
+    can be hours off."""
+    start = session.get("start_date_time")
+    if not _zoned(start):
+        return None
+    began = _started_at(start)
+    contract_id, location_id, evse_uid, country_code, party_id = where
+    try:
+        window = (began - CDR_SESSION_SLACK, began + START_MATCH_WINDOW)
+        ended = session.get("end_date_time")
+        by = _started_at(ended) + CDR_SESSION_SLACK if ended else None
+    except OverflowError:
+        return None  # a date at the ends of time: the normalizer refuses it, naming the field
+    made = ChargingSession.objects.filter(
+        partner=partner,
+        ocpi_key__startswith=CDR_ROW_KEY,
+        data__has_key=MADE_OF_CDR,
+        token__contract_id__iexact=contract_id,
+        ocpi_location_id__iexact=location_id,
+        start_date_time__range=window,
+        end_date_time__gt=began,
+    ).exclude(authorization_reference="")
+    if by is not None:
+        made = made.filter(start_date_time__lte=by)
+    if country_code and party_id:  # behind a hub: that party's
+        made = made.filter(country_code__iexact=country_code, party_id__iexact=party_id)
+    if evse_uid:
+        made = made.filter(evse_uid__iexact=evse_uid)
+    found = made.order_by("start_date_time").values_list("authorization_reference", "start_date_time")[:5]
+    nearest = min(found, key=lambda row: abs(row[1] - began), default=None)
+    return nearest[0] if nearest else None
 
 
 _ZONED = re.compile(r"(?:[Zz]|[+-]\d{2}:?\d{2})$")

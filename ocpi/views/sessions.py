@@ -46,7 +46,9 @@ class SessionReceiverView(OcpiView):
         if session is None or sessions.made_of_cdr(session):
             # One we made of its CDR is not the CPO's object (and carries our mark): unknown, as to a PATCH.
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session", 404)
-        return ocpi_response(session.data)
+        # The CPO's object without our marks (one taken over keeps one: sessions.BILLED_OF_CDR), in every version:
+        # the 2.1.1 and 2.3.0 read-backs map this answer (ocpi/versions/wire.py).
+        return ocpi_response(sessions.session_as_sent(session))
 
     def put(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()

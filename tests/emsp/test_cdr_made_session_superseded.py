@@ -17,7 +17,8 @@ from django.utils import timezone
 from billing.models import Cdr, DriverReceipt, Payment
 from billing.services import audit
 from billing.services.audit import cdr_process
-from emsp.models import Booking, ChargingSession, Command
+from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reservation
+from emsp.services.sessions import session_of_charge
 from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F401 (the Beckn journey's fixtures)
 from tests.beckn.test_payments_journey import assert_books_balance, balance
 from tests.billing.test_cdr_booking_links import cdr_of, session_of, started, wallet_driver
@@ -52,19 +53,31 @@ def cpo_session(booking: Booking, *, status: str = "COMPLETED", last_updated: st
     return session
 
 
-def made_of_its_cdr(bap: Any, ocpi: OcpiTestClient) -> ChargingSession:  # noqa: F811
-    """A booking's charge whose CDR (naming S-1) came and whose session did not: after the grace, the CDR made the
-    session S-1 and billed the booking (463.27 INR from the wallet's hold)."""
+def made_of_its_cdr(
+    bap: Any,  # noqa: F811
+    ocpi: OcpiTestClient,
+    *,
+    session_id: str = "S-1",
+    began: int = 50,
+    ended: int = 6,
+) -> ChargingSession:
+    """A booking's charge (`began` to `ended` minutes ago) whose CDR (naming S-1, or `session_id`) came and whose
+    session did not: after the grace, the CDR made the session S-1 (one naming none: under the CDR's row) and
+    billed the booking (463.27 INR from the wallet's hold)."""
     wallet_driver()
     booking = started(bap)
-    cdr = {**cdr_of(booking, "CDR-1", session_id="S-1"), "start_date_time": ago(50), "end_date_time": ago(6)}
+    cdr = {
+        **cdr_of(booking, "CDR-1", session_id=session_id),
+        "start_date_time": ago(began),
+        "end_date_time": ago(ended),
+    }
     with bap.capture(execute=True):
         assert ocpi.post(CDRS, cdr).json()["status_code"] == 1000
     stored = Cdr.objects.get(cdr_id="CDR-1")
     assert stored.charging_session_id is None  # put off for its session
     with bap.capture(execute=True):
         cdr_process(stored.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
-    session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1")
+    session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1" if session_id else f"CDR*{stored.pk}")
     assert session.data.get("made_of_cdr") == "CDR-1"
     assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
     return session
@@ -227,6 +240,230 @@ def test_the_cpos_completed_session_without_an_end_takes_the_cdrs(
     assert session.end_date_time == made.end_date_time
 
 
+def other_booking_started(booking: Booking, network: Partner) -> tuple[Booking, Command]:  # noqa: F811
+    """Another booking of the driver's charging at the same EVSE, reserved, with a START_SESSION of its own
+    (REF-B) that no session has answered yet."""
+    assert booking.token is not None and booking.evse is not None
+    now = timezone.now()
+    held = Reservation.objects.create(
+        evse=booking.evse, token=booking.token, status=Reservation.Status.RESERVED, start_at=now,
+        expiry_at=now + timedelta(hours=1),
+    )  # fmt: skip
+    other = Booking.objects.create(
+        order_id="ORDER-B", driver=booking.driver, token=booking.token, evse=booking.evse, connector_id="1",
+        reservation=held, state=Booking.State.CHARGING,
+    )  # fmt: skip
+    start_b = Command.objects.create(
+        partner=network, type="START_SESSION", status="ACCEPTED", booking=other, token=booking.token,
+        evse=booking.evse, reservation=held, authorization_reference="REF-B",
+    )  # fmt: skip
+    return other, start_b
+
+
+def test_the_cpos_session_naming_another_bookings_start_takes_no_tie_to_it(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    """The takeover keeps the made session's authorization_reference (the start its CDR billed): the CPO's naming
+    booking B's start had tied that start, and its reservation, to this session; B's CDR without a session_id then
+    followed its start here, was held as a second bill of this charge, and B was never billed."""
+    made = made_of_its_cdr(bap, ocpi)
+    booking = Booking.objects.get(pk=made.booking_id)
+    other, start_b = other_booking_started(booking, network)
+
+    with bap.capture(execute=True):
+        response = ocpi.put(SESSION, {**cpo_session(booking), "authorization_reference": "REF-B"})
+
+    assert response.json()["status_code"] == 1000
+    start_b.refresh_from_db()
+    assert start_b.session_id is None
+    assert Reservation.objects.get(pk=other.reservation_id).status == Reservation.Status.RESERVED
+    session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1")
+    assert session.data["meter_id"] == "METER-7"  # taken, with the start the CDR billed
+    assert session.authorization_reference == made.authorization_reference
+    assert session.reservation_id == made.reservation_id
+    # B's CDR without a session_id finds no session of its start: put off for it, then billed on B.
+    assert session_of_charge(network.pk, "IN", "CPA", "", "REF-B") is None
+    assert_billed_once(made)
+
+
+def test_the_cpos_session_naming_another_evse_and_token_keeps_the_billed_ones(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    made = made_of_its_cdr(bap, ocpi)
+    booking = Booking.objects.get(pk=made.booking_id)
+    put = cpo_session(booking)
+    other_evse = Evse.objects.filter(location_id=booking.evse.location_id).exclude(pk=booking.evse_id).first()
+    assert other_evse is not None
+    put.update(evse_uid=other_evse.uid, connector_id="2", cdr_token={**put["cdr_token"], "uid": "OTHER-UID"})
+
+    with bap.capture(execute=True):
+        assert ocpi.put(SESSION, put).json()["status_code"] == 1000
+
+    session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1")
+    assert session.data["meter_id"] == "METER-7"
+    assert (session.evse_uid, session.connector_id, session.token_uid) == (
+        made.evse_uid,
+        made.connector_id,
+        made.token_uid,
+    )
+    assert (session.evse_id, session.token_id) == (made.evse_id, made.token_id)
+    assert_billed_once(made)
+
+
+def test_a_retried_takeover_or_a_patch_of_the_figures_keeps_the_bills(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    """The takeover's mark stays: the same PUT again (its last_updated is not stale), a PATCH of kwh and cost, or
+    a newer PUT naming another start had brought back the session's running figures (the app shown 19.5 kWh
+    beside the bill of 20) or tied that start here."""
+    made = made_of_its_cdr(bap, ocpi)
+    booking = Booking.objects.get(pk=made.booking_id)
+    put = cpo_session(booking)
+    with bap.capture(execute=True):
+        ocpi.put(SESSION, put)
+    heard = told_the_app(bap)
+    _, start_b = other_booking_started(booking, network)
+    running = {"kwh": 19.5, "total_cost": {"excl_vat": 370, "incl_vat": 436.60}, "last_updated": ago(4)}
+    newer = {**put, "authorization_reference": "REF-B", "last_updated": ago(3)}
+
+    answers: list[int] = []
+    figures: list[tuple[Decimal, Decimal | None, Decimal | None]] = []
+    with bap.capture(execute=True):
+        for send, body in ((ocpi.put, put), (ocpi.patch, running), (ocpi.put, newer)):
+            answers.append(send(SESSION, body).json()["status_code"])
+            session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1")
+            figures.append((session.kwh, session.total_cost_excl_vat, session.total_cost_incl_vat))
+
+    assert answers == [1000, 1000, 1000]
+    assert figures == [(Decimal("20"), Decimal("380"), Decimal("448.40"))] * 3
+    assert iso(session.last_updated) == newer["last_updated"]  # applied, not stale
+    assert session.authorization_reference == made.authorization_reference
+    start_b.refresh_from_db()
+    assert start_b.session_id is None
+    assert_billed_once(made)
+    assert told_the_app(bap) == heard
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.1.1", "2.3.0"])
+def test_a_taken_over_session_reads_back_without_our_mark(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+    version: str,
+) -> None:
+    made = made_of_its_cdr(bap, ocpi)
+    booking = Booking.objects.get(pk=made.booking_id)
+    with bap.capture(execute=True):
+        ocpi.put(SESSION, cpo_session(booking))
+    assert ChargingSession.objects.get(ocpi_key="IN*CPA*S-1").data.get("billed_of_cdr") == "CDR-1"
+
+    read = ocpi.get(SESSION.replace("2.2.1", version)).json()
+
+    assert read["status_code"] == 1000
+    assert read["data"]["meter_id"] == "METER-7"
+    assert not {"made_of_cdr", "billed_of_cdr"} & set(read["data"])
+
+
+def cpo_session_211(booking: Booking, *, status: str = "COMPLETED") -> dict[str, Any]:
+    """The CPO's own Session S-1 of the booking's charge in OCPI 2.1.1: no authorization_reference (its start is
+    found by our records), the driver's contract as `auth_id`, the location whole with its EVSE and connector."""
+    put = cpo_session(booking, status=status)
+    assert booking.evse is not None and booking.token is not None
+    session = {
+        "id": "S-1", "start_datetime": put["start_date_time"], "kwh": put["kwh"], "auth_id": booking.token.contract_id,
+        "auth_method": "AUTH_REQUEST", "meter_id": put["meter_id"], "currency": "INR", "total_cost": 370,
+        "location": {"id": booking.evse.location.location_id,
+                     "evses": [{"uid": booking.evse.uid, "connectors": [{"id": "1"}]}]},
+        "charging_periods": put["charging_periods"], "status": status, "last_updated": put["last_updated"],
+    }  # fmt: skip
+    if "end_date_time" in put:
+        session["end_datetime"] = put["end_date_time"]
+    return session
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.1.1"])
+def test_the_cpos_session_of_a_charge_whose_cdr_named_none_takes_the_made_ones_row_and_key(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+    version: str,
+) -> None:
+    """A CDR naming no session (optional in 2.2.1, never in 2.1.1) made the booking's session under its row
+    (`CDR*<pk>`). The CPO's own session of that charge, found by its start (2.2.1: its authorization_reference;
+    2.1.1: the made one's contract, EVSE and time), takes the made one's place and key: it had been stored as a
+    second session of the booking (2.1.1: of no booking), the app told of it once more."""
+    made = made_of_its_cdr(bap, ocpi, session_id="")
+    booking = Booking.objects.get(pk=made.booking_id)
+    heard = told_the_app(bap)
+    body = cpo_session(booking) if version == "2.2.1" else cpo_session_211(booking)
+
+    with bap.capture(execute=True):
+        response = ocpi.put(SESSION.replace("2.2.1", version), body)
+
+    assert (response.status_code, response.json()["status_code"]) == (200, 1000)
+    (session,) = ChargingSession.objects.all()
+    assert (session.pk, session.ocpi_key, session.session_id) == (made.pk, "IN*CPA*S-1", "S-1")
+    assert session.data["meter_id"] == "METER-7"
+    assert (session.kwh, session.total_cost_incl_vat) == (Decimal("20"), Decimal("448.40"))
+    assert session.authorization_reference == made.authorization_reference
+    assert Cdr.objects.get(cdr_id="CDR-1").charging_session_id == made.pk
+    assert Command.objects.get(booking=booking, type="START_SESSION").session_id == made.pk
+    assert Booking.objects.get(pk=booking.pk).state == Booking.State.SETTLED
+    assert DriverReceipt.objects.count() == 1
+    assert told_the_app(bap) == heard
+    read = ocpi.get(SESSION).json()
+    assert (read["status_code"], read["data"]["id"]) == (1000, "S-1")
+    assert not {"made_of_cdr", "billed_of_cdr"} & set(read["data"])
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.1.1"])
+def test_the_cpos_active_session_of_a_charge_whose_cdr_named_none_is_not_taken(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+    version: str,
+) -> None:
+    """The CDR closed the charge: an ACTIVE session of it, late, is answered 1000 and stored nowhere."""
+    made = made_of_its_cdr(bap, ocpi, session_id="")
+    booking = Booking.objects.get(pk=made.booking_id)
+    heard = told_the_app(bap)
+    body = cpo_session(booking, status="ACTIVE") if version == "2.2.1" else cpo_session_211(booking, status="ACTIVE")
+
+    with bap.capture(execute=True):
+        response = ocpi.put(SESSION.replace("2.2.1", version), body)
+
+    assert response.json()["status_code"] == 1000
+    (session,) = ChargingSession.objects.all()
+    assert (session.ocpi_key, session.data) == (made.ocpi_key, made.data)
+    assert told_the_app(bap) == heard
+
+
+def test_a_2_1_1_session_of_the_drivers_next_charge_is_not_taken_for_the_made_one(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    """A short charge (its CDR named no session: 2.1.1), then the driver's next one at the same EVSE begun a minute
+    after it ended, within 5 minutes of its start: that session is not the made one's (the two charges don't
+    overlap), and is stored as a session of its own, not dropped as a late ACTIVE state of the made one."""
+    made = made_of_its_cdr(bap, ocpi, session_id="", began=9, ended=7)
+    booking = Booking.objects.get(pk=made.booking_id)
+    body = {**cpo_session_211(booking, status="ACTIVE"), "id": "S-2", "start_datetime": ago(6)}
+
+    with bap.capture(execute=True):
+        response = ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-2", body)
+
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+    assert ChargingSession.objects.get(pk=made.pk).data == made.data
+    assert ChargingSession.objects.get(ocpi_key="IN*CPA*S-2").status == ChargingSession.Status.ACTIVE
+
+
 @needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_cpos_session_put_while_its_cdr_makes_it_takes_its_place(
@@ -266,5 +503,47 @@ def test_the_cpos_session_put_while_its_cdr_makes_it_takes_its_place(
     assert session.ocpi_key == "IN*CPA*S-1" and "made_of_cdr" not in session.data
     assert session.data["meter_id"] == "METER-7"
     assert session.kwh == Decimal("20")
+    assert Cdr.objects.get(pk=stored.pk).charging_session_id == session.pk
+    assert DriverReceipt.objects.count() == 1
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_cpos_session_put_while_a_cdr_naming_none_makes_it_takes_its_row(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PUT comes while the worker of a CDR naming no session is making it (it holds the start's and the
+    booking's rows): the PUT waits for the start's row, then finds the made session and takes its row and key.
+    No deadlock, one session, one bill."""
+    wallet_driver()
+    booking = started(bap)
+    cdr = {**cdr_of(booking, "CDR-1"), "start_date_time": ago(50), "end_date_time": ago(6)}
+    with bap.capture(execute=True):
+        ocpi.post(CDRS, cdr)
+    stored = Cdr.objects.get(cdr_id="CDR-1")
+    reached, real = threading.Event(), audit.session_from_cdr
+
+    def slow(*args: Any) -> ChargingSession:
+        reached.set()
+        _until(threading.Event())
+        return real(*args)
+
+    monkeypatch.setattr(audit, "session_from_cdr", slow)
+    put = cpo_session(booking)
+    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
+    a, a_out = _run(lambda: cdr_process(stored.pk, now=later))
+    assert reached.wait(10)
+    b, b_out = _run(lambda: OcpiTestClient(CPO_TOKEN).put(SESSION, put))
+    a.join(30)
+    b.join(30)
+
+    assert "error" not in a_out and "error" not in b_out, (a_out, b_out)
+    assert (b_out["result"].status_code, b_out["result"].json()["status_code"]) == (200, 1000)
+    (session,) = ChargingSession.objects.all()
+    assert (session.booking_id, session.ocpi_key) == (booking.pk, "IN*CPA*S-1")
+    assert session.data["meter_id"] == "METER-7" and session.kwh == Decimal("20")
     assert Cdr.objects.get(pk=stored.pk).charging_session_id == session.pk
     assert DriverReceipt.objects.count() == 1
