@@ -541,11 +541,15 @@ def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unliste
     return checked
 
 
-def _spread(rows: list[_Unlisted], count: int) -> list[_Unlisted]:
-    """`count` of `rows` spread evenly over them in key order (the same ones each time), or all of them."""
+def _spread(rows: list[_Unlisted], count: int, turn: int) -> list[_Unlisted]:
+    """`count` of `rows` spread evenly over them in key order, or all of them. Each `turn` (the pull) starts
+    elsewhere: the same sample each pull had left the rest never asked, and one location whose answer tells
+    nothing, always in it, had kept its whole party from ever being withdrawn."""
     ordered = sorted(rows, key=lambda u: u.key)
     if len(ordered) <= count:
         return ordered
+    start = turn * count % len(ordered)
+    ordered = ordered[start:] + ordered[:start]
     return [ordered[i * len(ordered) // count] for i in range(count)]
 
 
@@ -560,22 +564,31 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     of a sample stay noted for the next pulls to ask (a sample says nothing of them: a list cut short may still
     hold them, its tail in the CPO's order, not in our keys'). Any other answer (its control not sent, an answer
     that tells nothing) withdraws none of its: nothing is withdrawn on a guess."""
-    sampled = len(rows) > MAX_MISSED_TWICE_CHECKS
-    picked = {u.key for u in _spread(rows, MAX_MISSED_TWICE_CHECKS)}
-    by_party = _by_party([u for u in rows if u.key in picked])
-    checked = _Checked(kept={u.key for u in rows if u.key not in picked})
+    checked = _Checked()
+    # Controls first: only parties whose control was sent share the asking (a party without GET of one location
+    # had filled a sample with its rows, and a party behind the same hub that answers was never asked).
+    by_party: dict[tuple[str, str], list[_Unlisted]] = {}
+    uncontrolled: list[str] = []
+    for party, party_rows in _by_party(rows).items():
+        if _control(partner, url, run, party, asking) == "sent":
+            by_party[party] = party_rows
+        else:
+            checked.kept |= {u.key for u in party_rows}
+            uncontrolled.append("*".join(party))
+    pool = [u for party_rows in by_party.values() for u in party_rows]
+    sampled = len(pool) > MAX_MISSED_TWICE_CHECKS
+    picked = {u.key for u in _spread(pool, MAX_MISSED_TWICE_CHECKS, run.pk)}
+    for party_rows in by_party.values():  # each party asked at least once a pull
+        if not picked & {u.key for u in party_rows}:
+            picked.add(_spread(party_rows, 1, run.pk)[0].key)
+    checked.kept |= {u.key for u in pool if u.key not in picked}
     answers = {"sent": 0, "unknown": 0, "untold": 0}
     withdrawn = 0
-    uncontrolled: list[str] = []
     systematic: list[str] = []
     untold: list[str] = []
     for party, party_rows in by_party.items():
-        keys = {u.key for u in party_rows}
-        if _control(partner, url, run, party, asking) != "sent":
-            checked.kept |= keys
-            uncontrolled.append("*".join(party))
-            continue
-        asked = _ask_each(partner, url, party, party_rows, asking)
+        keys = {u.key for u in party_rows if u.key in picked}
+        asked = _ask_each(partner, url, party, [u for u in party_rows if u.key in picked], asking)
         for answer in asked.values():
             answers["untold" if answer == "silent" else answer] += 1
         checked.sent |= {key for key, answer in asked.items() if answer == "sent"}
@@ -585,7 +598,7 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
         checked.kept |= keys
         (systematic if "sent" in asked.values() else untold).append("*".join(party))
     checked.fixed = checked.kept <= checked.sent
-    if len(uncontrolled) == len(by_party):
+    if not by_party:
         checked.outcome = (
             "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
         )
