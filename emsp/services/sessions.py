@@ -403,17 +403,18 @@ def session_as_sent(session: ChargingSession) -> dict[str, Any]:
     return {name: value for name, value in (session.data or {}).items() if name not in OUR_MARKS}
 
 
-def _billed_kept(stored: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+def _billed_kept(stored: dict[str, Any], obj: dict[str, Any], *, figures: bool = False) -> dict[str, Any]:
     """A change of a session whose charge its CDR billed through the session made of it (`_taken_over`), with
-    what the bill said of the charge (BILLED_FIGURES) and the ids its links were worked out from (BILLED_IDENTITY),
-    where the made one had them, and our mark: a retried PUT of the CPO's session (the same last_updated is not
-    stale), or a PATCH of its kwh or cost, had brought back its running figures (the app shown 19.5 kWh beside the
-    bill of 20), and one naming another start had tied it here. Any other change, as it comes."""
+    the ids its links were worked out from (BILLED_IDENTITY), where the made one had them, and our mark: one
+    naming another start had tied it here, and that booking's charge went unbilled. With `figures` (the takeover
+    itself), what the bill said of the charge too (BILLED_FIGURES). Later figures are the CPO's word on its own
+    session, as for any session: kept for good, a credit and a corrected CDR had left the app shown the voided
+    bill's energy and cost, and a CPO validating its session by GET never saw what it sent. Any other change, as
+    it comes."""
     if BILLED_OF_CDR not in stored:
         return obj
-    kept = {
-        name: stored[name] for name in (*BILLED_FIGURES, *BILLED_IDENTITY) if stored.get(name) not in (None, "", {})
-    }
+    names = (*BILLED_FIGURES, *BILLED_IDENTITY) if figures else BILLED_IDENTITY
+    kept = {name: stored[name] for name in names if stored.get(name) not in (None, "", {})}
     return {**obj, **kept, BILLED_OF_CDR: stored[BILLED_OF_CDR]}
 
 
@@ -428,8 +429,8 @@ def _taken_over(made: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
     them kept the session's links stand as they are (`_apply`: none is looked for again, no other start or
     reservation is tied). The booking, the start and the CDR keep their ties to the session's row; its status
     stays COMPLETED, so the app hears nothing new. From then on the session is the CPO's, ordered by its own
-    last_updated, marked as billed of its CDR (BILLED_OF_CDR): every later change keeps the same (`_billed_kept`)."""
-    taken = _billed_kept({**made, BILLED_OF_CDR: made[MADE_OF_CDR]}, obj)
+    last_updated, marked as billed of its CDR (BILLED_OF_CDR): every later change keeps its ids (`_billed_kept`)."""
+    taken = _billed_kept({**made, BILLED_OF_CDR: made[MADE_OF_CDR]}, obj, figures=True)
     end = made.get("end_date_time")
     if not taken.get("end_date_time") and end and parse_utc(end) >= parse_utc(taken["start_date_time"]):
         taken["end_date_time"] = end

@@ -130,7 +130,7 @@ def _made_of_cdr_matched(
     try:
         window = (began - CDR_SESSION_SLACK, began + START_MATCH_WINDOW)
         ended = session.get("end_date_time")
-        by = _started_at(ended) + CDR_SESSION_SLACK if ended else None
+        by = _started_at(ended) if ended else None
     except OverflowError:
         return None  # a date at the ends of time: the normalizer refuses it, naming the field
     made = ChargingSession.objects.filter(
@@ -143,7 +143,7 @@ def _made_of_cdr_matched(
         end_date_time__gt=began,
     ).exclude(authorization_reference="")
     if by is not None:
-        made = made.filter(start_date_time__lte=by)
+        made = made.filter(start_date_time__lt=by)  # begun before it ended: the driver's charge before is not it
     if country_code and party_id:  # behind a hub: that party's
         made = made.filter(country_code__iexact=country_code, party_id__iexact=party_id)
     if evse_uid:

@@ -314,14 +314,14 @@ def test_the_cpos_session_naming_another_evse_and_token_keeps_the_billed_ones(
     assert_billed_once(made)
 
 
-def test_a_retried_takeover_or_a_patch_of_the_figures_keeps_the_bills(
+def test_a_retried_takeover_or_a_later_put_keeps_the_billed_start_and_takes_the_cpos_figures(
     bap: Any,  # noqa: F811
     network: Partner,  # noqa: F811
     ocpi: OcpiTestClient,
 ) -> None:
-    """The takeover's mark stays: the same PUT again (its last_updated is not stale), a PATCH of kwh and cost, or
-    a newer PUT naming another start had brought back the session's running figures (the app shown 19.5 kWh
-    beside the bill of 20) or tied that start here."""
+    """The takeover's mark stays: a newer PUT naming another start had tied that start here. Figures after the
+    takeover are the CPO's word on its session (kept for good, a corrected bill had left the app shown the voided
+    one's), so the same PUT again (its last_updated is not stale) or a PATCH sets them."""
     made = made_of_its_cdr(bap, ocpi)
     booking = Booking.objects.get(pk=made.booking_id)
     put = cpo_session(booking)
@@ -341,7 +341,7 @@ def test_a_retried_takeover_or_a_patch_of_the_figures_keeps_the_bills(
             figures.append((session.kwh, session.total_cost_excl_vat, session.total_cost_incl_vat))
 
     assert answers == [1000, 1000, 1000]
-    assert figures == [(Decimal("20"), Decimal("380"), Decimal("448.40"))] * 3
+    assert figures == [(Decimal("19.5"), Decimal("370"), Decimal("436.60"))] * 3
     assert iso(session.last_updated) == newer["last_updated"]  # applied, not stale
     assert session.authorization_reference == made.authorization_reference
     start_b.refresh_from_db()
@@ -547,3 +547,64 @@ def test_the_cpos_session_put_while_a_cdr_naming_none_makes_it_takes_its_row(
     assert session.data["meter_id"] == "METER-7" and session.kwh == Decimal("20")
     assert Cdr.objects.get(pk=stored.pk).charging_session_id == session.pk
     assert DriverReceipt.objects.count() == 1
+
+
+def test_after_a_takeover_a_corrected_bill_and_the_cpos_corrected_session_are_shown(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    """CDR-1 billed the charge through the made session, the CPO's session took its place, then a credit voided
+    CDR-1 and CDR-2 billed 15 kWh: the CPO's corrected session had been kept at CDR-1's 20 kWh and 448.40 for
+    good, the app shown the voided bill."""
+    from tests.billing.test_cdr_booking_links import credit_for
+
+    made = made_of_its_cdr(bap, ocpi)
+    booking = Booking.objects.get(pk=made.booking_id)
+    with bap.capture(execute=True):
+        ocpi.put(SESSION, cpo_session(booking))
+    first = Cdr.objects.get(cdr_id="CDR-1")
+    corrected = {
+        **cdr_of(booking, "CDR-2", session_id="S-1", excl=300, incl=354),
+        "total_energy": 15,
+        "start_date_time": ago(50),
+        "end_date_time": ago(6),
+    }
+    with bap.capture(execute=True):
+        ocpi.post(CDRS, credit_for(first, "CREDIT-1"))
+        ocpi.post(CDRS, corrected)
+        for cdr in Cdr.objects.filter(processed_at__isnull=True):
+            cdr_process(cdr.pk, now=timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3))
+    put = {**cpo_session(booking, last_updated=ago(1)), "kwh": 15, "total_cost": {"excl_vat": 300, "incl_vat": 354}}
+    with bap.capture(execute=True):
+        assert ocpi.put(SESSION, put).json()["status_code"] == 1000
+    session = ChargingSession.objects.get(ocpi_key="IN*CPA*S-1")
+    assert (session.kwh, session.total_cost_incl_vat) == (Decimal("15"), Decimal("354"))
+    assert session.authorization_reference == made.authorization_reference
+
+
+def test_a_2_1_1_session_of_the_drivers_previous_charge_is_not_taken_for_the_made_one(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    ocpi: OcpiTestClient,
+) -> None:
+    """The booked charge ran 9 to 2 minutes ago (its 2.1.1 CDR made CDR*<row>); the driver's charge before, S-0,
+    ended 12 minutes ago at the same EVSE: matched with 5 minutes' slack on the made one's start, it had taken the
+    made row (the booking shown S-0's times with the bill), and the real session was stored with no booking."""
+    made = made_of_its_cdr(bap, ocpi, session_id="", began=9, ended=2)
+    booking = Booking.objects.get(pk=made.booking_id)
+    earlier = {
+        **cpo_session_211(booking),
+        "id": "S-0",
+        "start_datetime": ago(14),
+        "end_datetime": ago(12),
+        "kwh": 0.4,
+        "meter_id": "EARLIER",
+    }
+    with bap.capture(execute=True):
+        assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-0", earlier).json()["status_code"] == 1000
+    assert ChargingSession.objects.get(pk=made.pk).ocpi_key == made.ocpi_key
+    own = {**cpo_session_211(booking), "id": "S-1", "start_datetime": ago(9), "end_datetime": ago(2)}
+    with bap.capture(execute=True):
+        assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-1", own).json()["status_code"] == 1000
+    assert ChargingSession.objects.get(pk=made.pk).ocpi_key == "IN*CPA*S-1"
