@@ -542,15 +542,24 @@ def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unliste
 
 
 def _spread(rows: list[_Unlisted], count: int, turn: int) -> list[_Unlisted]:
-    """`count` of `rows` spread evenly over them in key order, or all of them. Each `turn` (the pull) starts
-    elsewhere: the same sample each pull had left the rest never asked, and one location whose answer tells
-    nothing, always in it, had kept its whole party from ever being withdrawn."""
-    ordered = sorted(rows, key=lambda u: u.key)
+    """`count` of `rows` spread evenly over them in key order, or all of them. Each `turn` (the pull's number)
+    starts one row on, so every row is asked within as many pulls as rows per pick: the same sample each pull had
+    left the rest never asked, and one location whose answer tells nothing, always in it, had kept its whole party
+    from ever being withdrawn."""
+    if count <= 0:
+        return []
+    ordered = _turned(sorted(rows, key=lambda u: u.key), turn)
     if len(ordered) <= count:
         return ordered
-    start = turn * count % len(ordered)
-    ordered = ordered[start:] + ordered[:start]
     return [ordered[i * len(ordered) // count] for i in range(count)]
+
+
+def _turned(items: list[Any], turn: int) -> list[Any]:
+    """`items` begun at position `turn` (wrapping round)."""
+    if not items:
+        return items
+    start = turn % len(items)
+    return items[start:] + items[:start]
 
 
 def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unlisted], asking: _Asking) -> _Checked:
@@ -565,22 +574,30 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     hold them, its tail in the CPO's order, not in our keys'). Any other answer (its control not sent, an answer
     that tells nothing) withdraws none of its: nothing is withdrawn on a guess."""
     checked = _Checked()
+    # This pull's number among the module's full pulls: what is asked moves on by one each pull.
+    turn = SyncRun.objects.filter(partner=partner, module=run.module, mode=SyncRun.Mode.FULL).count()
+    grouped = _by_party(rows)
+    parties = _turned(sorted(grouped), turn)
+    # Behind a hub with more parties than the budget, the rest wait for the next pulls (each party's control is a
+    # request too).
+    for party in parties[MAX_MISSED_TWICE_CHECKS:]:
+        checked.kept |= {u.key for u in grouped[party]}
     # Controls first: only parties whose control was sent share the asking (a party without GET of one location
     # had filled a sample with its rows, and a party behind the same hub that answers was never asked).
     by_party: dict[tuple[str, str], list[_Unlisted]] = {}
     uncontrolled: list[str] = []
-    for party, party_rows in _by_party(rows).items():
+    for party in parties[:MAX_MISSED_TWICE_CHECKS]:
         if _control(partner, url, run, party, asking) == "sent":
-            by_party[party] = party_rows
+            by_party[party] = grouped[party]
         else:
-            checked.kept |= {u.key for u in party_rows}
+            checked.kept |= {u.key for u in grouped[party]}
             uncontrolled.append("*".join(party))
     pool = [u for party_rows in by_party.values() for u in party_rows]
-    sampled = len(pool) > MAX_MISSED_TWICE_CHECKS
-    picked = {u.key for u in _spread(pool, MAX_MISSED_TWICE_CHECKS, run.pk)}
-    for party_rows in by_party.values():  # each party asked at least once a pull
-        if not picked & {u.key for u in party_rows}:
-            picked.add(_spread(party_rows, 1, run.pk)[0].key)
+    # One of each party first (so each is asked every pull), then the rest of the budget spread over the others.
+    picked = {_spread(party_rows, 1, turn)[0].key for party_rows in by_party.values()}
+    rest = [u for u in pool if u.key not in picked]
+    picked |= {u.key for u in _spread(rest, MAX_MISSED_TWICE_CHECKS - len(picked), turn)}
+    sampled = len(picked) < len(rows)
     checked.kept |= {u.key for u in pool if u.key not in picked}
     answers = {"sent": 0, "unknown": 0, "untold": 0}
     withdrawn = 0
@@ -603,7 +620,7 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
             "a location it listed, asked for alone, was not sent: the CPO's answers tell nothing, none was withdrawn"
         )
         return checked
-    how = f"{MAX_MISSED_TWICE_CHECKS}, spread over them; the rest noted for the next pull" if sampled else "each"
+    how = f"{len(picked)} of {len(rows)}, spread over them; the rest noted for the next pull" if sampled else "each"
     checked.outcome = (
         f"asked for alone ({how}): {answers['unknown']} unknown to the CPO, {answers['sent']} sent, "
         f"{answers['untold']} without an answer that tells; {withdrawn} withdrawn"

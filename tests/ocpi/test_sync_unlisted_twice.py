@@ -22,6 +22,7 @@ from billing.models import Tariff
 from billing.services import records
 from emsp.models import Connector, Evse, Location, Partner
 from emsp.services import catalogue
+from emsp.services.partners import partner_party_grant
 from ocpi import sync
 from ocpi.models import DataQualityIssue, HubClientInfo, SyncRun
 from tests.factories import ocpi_location
@@ -96,8 +97,8 @@ def test_more_than_the_checks_not_listed_by_two_pulls_are_withdrawn(peer: FakePe
     assert finding(second).fixed is False
     assert finding(second).message == (
         "101 locations were not listed by a pull paged on by offset without X-Total-Count: 101 not listed by the "
-        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (100, spread over "
-        "them; the rest noted for the next pull): 100 unknown to the CPO, 0 sent, 0 without an answer that tells; "
+        f"previous full pull (pull {first.pk}) either, nothing received since: asked for alone (100 of 101, spread "
+        "over them; the rest noted for the next pull): 100 unknown to the CPO, 0 sent, 0 without an answer that tells; "
         "100 withdrawn; 1 of those kept: asked for alone if the next full pull does not list them either"
     )
 
@@ -388,7 +389,8 @@ def test_a_list_cut_short_the_same_way_each_pull_has_nothing_withdrawn_the_cpo_s
     assert second.fixed is False
     assert (
         f"151 not listed by the previous full pull (pull {runs[0].pk}) either, nothing received since: asked for "
-        "alone (100, spread over them; the rest noted for the next pull): 0 unknown to the CPO, 100 sent, 0 without "
+        "alone (100 of 151, spread over them; the rest noted for the next pull): 0 unknown to the CPO, 100 sent, 0 "
+        "without "
         "an answer that tells; 0 withdrawn; of "
         "IN*CPA one was sent: its list is cut short the same way each pull, none of theirs was withdrawn"
     ) in second.message
@@ -677,3 +679,40 @@ def test_a_control_is_found_when_every_listed_location_came_older_than_ours(
     peer.calls.clear()
     pull(peer, partner, but("LOC020"))
     assert single_gets(peer) and withdrawn() == ["LOC020"]
+
+
+@pytest.mark.parametrize("rows", [101, 150, 1000])
+def test_the_twice_missed_sample_covers_every_location_within_as_many_pulls_as_rows_per_pick(rows: int) -> None:
+    """The sample's start had moved by multiples of its size: with 1,000 rows the same 100 were asked every pull."""
+    now = timezone.now()
+    pool = [sync._Unlisted(i, f"IN*CPA*D{i:04d}", ("IN", "CPA"), f"D{i:04d}", "", now) for i in range(rows)]
+    asked: set[str] = set()
+    for turn in range(5, 5 + -(-rows // 100) * 2):
+        asked |= {u.key for u in sync._spread(pool, 100, turn)}
+    assert len(asked) == rows
+
+
+def test_behind_a_hub_the_twice_missed_asks_stay_within_the_budget(
+    peer: FakePeer, hub: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12 parties of 2 missed locations each, a budget of 5: a control and an ask of every party had gone past it;
+    5 parties' controls and 5 asks a pull, the other parties waiting their turn."""
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    monkeypatch.setattr(sync, "MAX_MISSED_TWICE_CHECKS", 5)
+    parties = [f"P{i:02d}" for i in range(12)]
+    for party in parties:
+        partner_party_grant(partner=hub, country_code="IN", party_id=party, by="staff")
+    listed = [ocpi_location("IN", p, f"{p}-OK", evses=1) for p in parties]
+    gone = [ocpi_location("IN", p, f"{p}-G{j}", evses=1) for p in parties for j in range(2)]
+    peer.route("GET", f"{HUB}/locations", (200, envelope([*listed, *gone])))
+    sync.sync_module(hub, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{HUB}/locations", capped(listed, limit=10))
+    for loc in [*listed, *gone]:
+        peer.route("GET", f"{HUB}/locations/{loc['id']}", one_of(listed))
+    sync.sync_module(hub, "locations", full=True)
+    for _ in range(6):
+        peer.calls.clear()
+        sync.sync_module(hub, "locations", full=True)
+        assert len(single_gets(peer)) <= 2 * 5
+    assert len(withdrawn()) == 24
