@@ -7,6 +7,7 @@ partner and the rest of the page is kept."""
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -542,10 +543,9 @@ def _ask_alone(partner: Partner, url: str, run: SyncRun, unlisted: list[_Unliste
 
 
 def _spread(rows: list[_Unlisted], count: int, turn: int) -> list[_Unlisted]:
-    """`count` of `rows` spread evenly over them in key order, or all of them. Each `turn` (the pull's number)
-    starts one row on, so every row is asked within as many pulls as rows per pick: the same sample each pull had
-    left the rest never asked, and one location whose answer tells nothing, always in it, had kept its whole party
-    from ever being withdrawn."""
+    """`count` of `rows` spread evenly over them in key order, or all of them, beginning at row `turn`: the same
+    sample each pull had left the rest never asked, and one location whose answer tells nothing, always in it,
+    had kept its whole party from ever being withdrawn."""
     if count <= 0:
         return []
     ordered = _turned(sorted(rows, key=lambda u: u.key), turn)
@@ -574,8 +574,10 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     hold them, its tail in the CPO's order, not in our keys'). Any other answer (its control not sent, an answer
     that tells nothing) withdraws none of its: nothing is withdrawn on a guess."""
     checked = _Checked()
-    # This pull's number among the module's full pulls: what is asked moves on by one each pull.
-    turn = SyncRun.objects.filter(partner=partner, module=run.module, mode=SyncRun.Mode.FULL).count()
+    # Where this pull begins, drawn anew each pull (seeded by the run, so a pull asked again asks the same): a
+    # count of the module's runs stood still once old runs were pruned, and a step of any fixed size skips the
+    # rows (and parties) it is a multiple away from; drawn, none is always left out.
+    turn = random.Random(run.pk).randrange(1 << 30)  # which to ask, not a secret
     grouped = _by_party(rows)
     parties = _turned(sorted(grouped), turn)
     # Behind a hub with more parties than the budget, the rest wait for the next pulls (each party's control is a
@@ -596,7 +598,7 @@ def _ask_missed_twice(partner: Partner, url: str, run: SyncRun, rows: list[_Unli
     # One of each party first (so each is asked every pull), then the rest of the budget spread over the others.
     picked = {_spread(party_rows, 1, turn)[0].key for party_rows in by_party.values()}
     rest = [u for u in pool if u.key not in picked]
-    picked |= {u.key for u in _spread(rest, MAX_MISSED_TWICE_CHECKS - len(picked), turn)}
+    picked |= {u.key for u in _spread(rest, MAX_MISSED_TWICE_CHECKS - len(picked), turn // 7)}
     sampled = len(picked) < len(rows)
     checked.kept |= {u.key for u in pool if u.key not in picked}
     answers = {"sent": 0, "unknown": 0, "untold": 0}

@@ -716,3 +716,36 @@ def test_behind_a_hub_the_twice_missed_asks_stay_within_the_budget(
         sync.sync_module(hub, "locations", full=True)
         assert len(single_gets(peer)) <= 2 * 5
     assert len(withdrawn()) == 24
+
+
+def test_the_twice_missed_sample_moves_on_after_old_pulls_are_pruned(
+    peer: FakePeer, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample's start had been the count of the module's full pulls: once runs past their retention were
+    pruned as new ones came, it stood still, the same ten asked every pull."""
+    from emsp import privacy
+
+    monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
+    monkeypatch.setattr(sync, "MAX_MISSED_TWICE_CHECKS", 10)
+    kept = [ocpi_location("IN", "CPA", f"A{i:03d}", evses=1) for i in range(10)]
+    gone = [ocpi_location("IN", "CPA", f"D{i:03d}", evses=1) for i in range(150)]
+    peer.route("GET", f"{CPO}/locations", (200, envelope([*kept, *gone])))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/locations", capped(kept, limit=10))
+    for loc in kept:
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(kept))
+    for loc in gone:  # an answer that tells nothing: nothing withdrawn, the same rows missed each pull
+        peer.route("GET", f"{CPO}/locations/{loc['id']}", (400, envelope(status_code=2001)))
+    sync.sync_module(partner, "locations", full=True)
+    samples = set()
+    for _ in range(4):
+        oldest = SyncRun.objects.filter(partner=partner, mode=SyncRun.Mode.FULL).order_by("started_at").first()
+        assert oldest is not None
+        SyncRun.objects.filter(pk=oldest.pk).update(started_at=timezone.now() - timedelta(days=181))
+        privacy.purge_expired(kinds=["sync_runs"])
+        peer.calls.clear()
+        run = sync.sync_module(partner, "locations", full=True)
+        assert run is not None and run.outcome == SyncRun.Outcome.OK
+        samples.add(tuple(sorted(single_gets(peer)[1:])))
+    assert len(samples) > 1
