@@ -475,27 +475,7 @@ def test_the_cpos_session_put_while_its_cdr_makes_it_takes_its_place(
     """The PUT comes while the CDR's worker is making the session (it holds the session key's advisory lock, the
     start's and the booking's rows): the PUT waits for the key, then finds the made session and takes its place.
     No deadlock, one session, one bill."""
-    wallet_driver()
-    booking = started(bap)
-    cdr = {**cdr_of(booking, "CDR-1", session_id="S-1"), "start_date_time": ago(50), "end_date_time": ago(6)}
-    with bap.capture(execute=True):
-        ocpi.post(CDRS, cdr)
-    stored = Cdr.objects.get(cdr_id="CDR-1")
-    reached, real = threading.Event(), audit.session_from_cdr
-
-    def slow(*args: Any) -> ChargingSession:
-        reached.set()
-        _until(threading.Event())
-        return real(*args)
-
-    monkeypatch.setattr(audit, "session_from_cdr", slow)
-    put = cpo_session(booking)
-    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
-    a, a_out = _run(lambda: cdr_process(stored.pk, now=later))
-    assert reached.wait(10)
-    b, b_out = _run(lambda: OcpiTestClient(CPO_TOKEN).put(SESSION, put))
-    a.join(30)
-    b.join(30)
+    booking, stored, a_out, b_out = put_while_its_cdr_makes_the_session(bap, ocpi, monkeypatch, session_id="S-1")
 
     assert "error" not in a_out and "error" not in b_out, (a_out, b_out)
     assert b_out["result"].json()["status_code"] == 1000
@@ -518,27 +498,7 @@ def test_the_cpos_session_put_while_a_cdr_naming_none_makes_it_takes_its_row(
     """The PUT comes while the worker of a CDR naming no session is making it (it holds the start's and the
     booking's rows): the PUT waits for the start's row, then finds the made session and takes its row and key.
     No deadlock, one session, one bill."""
-    wallet_driver()
-    booking = started(bap)
-    cdr = {**cdr_of(booking, "CDR-1"), "start_date_time": ago(50), "end_date_time": ago(6)}
-    with bap.capture(execute=True):
-        ocpi.post(CDRS, cdr)
-    stored = Cdr.objects.get(cdr_id="CDR-1")
-    reached, real = threading.Event(), audit.session_from_cdr
-
-    def slow(*args: Any) -> ChargingSession:
-        reached.set()
-        _until(threading.Event())
-        return real(*args)
-
-    monkeypatch.setattr(audit, "session_from_cdr", slow)
-    put = cpo_session(booking)
-    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
-    a, a_out = _run(lambda: cdr_process(stored.pk, now=later))
-    assert reached.wait(10)
-    b, b_out = _run(lambda: OcpiTestClient(CPO_TOKEN).put(SESSION, put))
-    a.join(30)
-    b.join(30)
+    booking, stored, a_out, b_out = put_while_its_cdr_makes_the_session(bap, ocpi, monkeypatch)
 
     assert "error" not in a_out and "error" not in b_out, (a_out, b_out)
     assert (b_out["result"].status_code, b_out["result"].json()["status_code"]) == (200, 1000)
@@ -608,3 +568,35 @@ def test_a_2_1_1_session_of_the_drivers_previous_charge_is_not_taken_for_the_mad
     with bap.capture(execute=True):
         assert ocpi.put("/ocpi/emsp/2.1.1/sessions/IN/CPA/S-1", own).json()["status_code"] == 1000
     assert ChargingSession.objects.get(pk=made.pk).ocpi_key == "IN*CPA*S-1"
+
+
+def put_while_its_cdr_makes_the_session(
+    bap: Any,  # noqa: F811
+    ocpi: OcpiTestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    **cdr_fields: Any,
+) -> tuple[Booking, Cdr, dict[str, Any], dict[str, Any]]:
+    """The CPO's session PUT sent while the worker of the booking's CDR (past its grace) is making a session of
+    it, held inside `session_from_cdr`; both run to their end. The booking, the CDR and each thread's outcome."""
+    wallet_driver()
+    booking = started(bap)
+    cdr = {**cdr_of(booking, "CDR-1", **cdr_fields), "start_date_time": ago(50), "end_date_time": ago(6)}
+    with bap.capture(execute=True):
+        ocpi.post(CDRS, cdr)
+    stored = Cdr.objects.get(cdr_id="CDR-1")
+    reached, real = threading.Event(), audit.session_from_cdr
+
+    def slow(*args: Any) -> ChargingSession:
+        reached.set()
+        _until(threading.Event())
+        return real(*args)
+
+    monkeypatch.setattr(audit, "session_from_cdr", slow)
+    put = cpo_session(booking)
+    later = timezone.now() + audit.SESSION_GRACE + timedelta(minutes=3)
+    a, a_out = _run(lambda: cdr_process(stored.pk, now=later))
+    assert reached.wait(10)
+    b, b_out = _run(lambda: OcpiTestClient(CPO_TOKEN).put(SESSION, put))
+    a.join(30)
+    b.join(30)
+    return booking, stored, a_out, b_out

@@ -643,12 +643,7 @@ def test_twice_missed_locations_are_not_asked_the_same_sample_each_pull(
     """150 locations gone, one of them (D001) answered with an error that tells nothing: the same sample each
     pull, D001 always in it, had kept the whole party from being withdrawn, and 50 were never asked."""
     monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
-    kept = [ocpi_location("IN", "CPA", f"A{i:03d}", evses=1) for i in range(10)]
-    gone = [ocpi_location("IN", "CPA", f"D{i:03d}", evses=1) for i in range(150)]
-    peer.route("GET", f"{CPO}/locations", (200, envelope([*kept, *gone])))
-    sync.sync_module(partner, "locations", full=True)
-    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
-    peer.route("GET", f"{CPO}/locations", capped(kept, limit=10))
+    kept, gone = ten_listed_of_160(peer, partner)
     for loc in [*kept, *gone]:
         peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(kept))
     peer.route("GET", f"{CPO}/locations/D001", (400, envelope(status_code=2001)))
@@ -727,12 +722,7 @@ def test_the_twice_missed_sample_moves_on_after_old_pulls_are_pruned(
 
     monkeypatch.setattr(sync, "MAX_UNLISTED_CHECKS", 0)
     monkeypatch.setattr(sync, "MAX_MISSED_TWICE_CHECKS", 10)
-    kept = [ocpi_location("IN", "CPA", f"A{i:03d}", evses=1) for i in range(10)]
-    gone = [ocpi_location("IN", "CPA", f"D{i:03d}", evses=1) for i in range(150)]
-    peer.route("GET", f"{CPO}/locations", (200, envelope([*kept, *gone])))
-    sync.sync_module(partner, "locations", full=True)
-    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
-    peer.route("GET", f"{CPO}/locations", capped(kept, limit=10))
+    kept, gone = ten_listed_of_160(peer, partner)
     for loc in kept:
         peer.route("GET", f"{CPO}/locations/{loc['id']}", one_of(kept))
     for loc in gone:  # an answer that tells nothing: nothing withdrawn, the same rows missed each pull
@@ -749,3 +739,15 @@ def test_the_twice_missed_sample_moves_on_after_old_pulls_are_pruned(
         assert run is not None and run.outcome == SyncRun.Outcome.OK
         samples.add(tuple(sorted(single_gets(peer)[1:])))
     assert len(samples) > 1
+
+
+def ten_listed_of_160(peer: FakePeer, partner: Partner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """160 locations pulled an hour ago; the CPO now lists the first 10 (A000-A009), 10 a page without Link or
+    total, and no longer the other 150 (D000-D149). Single GETs are left to the test."""
+    kept = [ocpi_location("IN", "CPA", f"A{i:03d}", evses=1) for i in range(10)]
+    gone = [ocpi_location("IN", "CPA", f"D{i:03d}", evses=1) for i in range(150)]
+    peer.route("GET", f"{CPO}/locations", (200, envelope([*kept, *gone])))
+    sync.sync_module(partner, "locations", full=True)
+    Location.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    peer.route("GET", f"{CPO}/locations", capped(kept, limit=10))
+    return kept, gone
