@@ -17,9 +17,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from emsp.admin_logs import LogAdminMixin
-from emsp.models import Partner, PartnerParty
+from emsp.models import Partner, PartnerParty, ci_key
 from emsp.roles import PULL_PARTNER, VIEW_PARTNER_CREDENTIALS
-from emsp.services.partners import party_holder
+from emsp.services.partners import party_holder, party_objects_moved
 from emsp.services.staff import form_changes, staff_action_record
 from ocpi import credentials, tasks
 from ocpi.forms import RegisterWithPartnerForm
@@ -141,17 +141,41 @@ class PartnerAdmin(admin.ModelAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         was = {f.instance.pk: f.initial.get("status") for f in formset.initial_forms}
+        was_party = {
+            f.instance.pk: ci_key(f.initial.get("country_code") or "", f.initial.get("party_id") or "")
+            for f in formset.initial_forms
+        }
         for party in formset.save(commit=False):
             if party.status == PartnerParty.Status.GRANTED and not party.granted_by:
                 party.granted_by = request.user.get_username()
             previous = was.get(party.pk) if party.pk else None
             party.save()
             granted = party.status == PartnerParty.Status.GRANTED and previous != PartnerParty.Status.GRANTED
+            # Newly held: granted now, or a granted row edited to name another party.
+            newly_held = party.status == PartnerParty.Status.GRANTED and (
+                granted or was_party.get(party.pk) != ci_key(party.country_code, party.party_id)
+            )
+            details: dict[str, Any] = {
+                "party": f"{party.country_code}*{party.party_id}",
+                "status": party.status,
+                "was": previous,
+            }
+            if newly_held:
+                # The party's locations and tariffs held under the connection it came from are this one's now
+                # (in the change form's transaction, with the grant).
+                moved = party_objects_moved(form.instance, party.country_code, party.party_id)
+                details["moved"] = moved
+                if any(moved.values()):
+                    messages.info(
+                        request,
+                        f"{party.country_code}*{party.party_id}: {moved['locations']} location(s) and "
+                        f"{moved['tariffs']} tariff(s) moved to {form.instance}.",
+                    )
             staff_action_record(
                 user=request.user,
                 verb="grant_party" if granted else "change_party",
                 obj=form.instance,
-                details={"party": f"{party.country_code}*{party.party_id}", "status": party.status, "was": previous},
+                details=details,
             )
         for party in formset.deleted_objects:
             party.delete()

@@ -17,6 +17,7 @@ from emsp.datetimes import parse_utc
 from emsp.inserts import insert
 from emsp.models import Partner, ci_key
 from emsp.rows import first_where
+from emsp.services.partners import party_holder
 from emsp.services.sessions import session_of_charge
 
 
@@ -40,10 +41,21 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
     with transaction.atomic():
         # select_for_update takes the generation's lock before the row's (billing/tariff_cache.py).
         tariff = Tariff.objects.select_for_update().filter(ocpi_key=key).first()
+        # The tariff is its writer's (a party moved from a hub to its own connection, or to another hub:
+        # emsp/services/partners.py::party_objects_moved), also when this version is older than ours; unless
+        # another connection holds it and the writer no longer holds the party, as the database says (it passed
+        # the party check against the parties its instance read: cached for seconds by ocpi/transport.py, or
+        # for a whole pull): then it stays where it is.
+        taken = tariff is not None and tariff.partner_id != partner.pk and _holds_party(partner, obj)
         if tariff is not None and last_updated < tariff.last_updated:
+            if taken:
+                tariff.partner = partner
+                tariff.save(update_fields=["partner"])
             return tariff, False, False
         created = tariff is None
         tariff = tariff or Tariff(partner=partner, ocpi_key=key)
+        if taken:
+            tariff.partner = partner
         tariff.country_code = obj["country_code"]
         tariff.party_id = obj["party_id"]
         tariff.tariff_id = obj["id"]
@@ -57,6 +69,11 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
         tariff.received_at = timezone.now()
         tariff.save()
     return tariff, created, True
+
+
+def _holds_party(partner: Partner, obj: dict[str, Any]) -> bool:
+    holder = party_holder(obj["country_code"], obj["party_id"])
+    return holder is not None and holder.pk == partner.pk
 
 
 def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:

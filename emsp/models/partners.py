@@ -106,16 +106,19 @@ class Partner(models.Model):
         if update_fields is not None and not {"country_code", "party_id"} & set(update_fields):  # type: ignore[call-overload]
             super().save(*args, **kwargs)  # type: ignore[arg-type]
             return
+        from emsp.services.partners import party_objects_moved
+
         with transaction.atomic():
             super().save(*args, **kwargs)  # type: ignore[arg-type]
+            party = {"country_code": self.country_code, "party_id": self.party_id}
+            held = self.parties.filter(**party, status=PartnerParty.Status.GRANTED).exists()
             # Its own party is one of its parties: held in PartnerParty too, so that one constraint there
             # keeps every party to one connection (also against another's grant).
-            self.parties.filter(own=True).exclude(country_code=self.country_code, party_id=self.party_id).delete()
-            self.parties.filter(own=False, country_code=self.country_code, party_id=self.party_id).delete()
-            self.parties.update_or_create(
-                own=True,
-                defaults={"country_code": self.country_code, "party_id": self.party_id, "status": "GRANTED"},
-            )
+            self.parties.filter(own=True).exclude(**party).delete()
+            self.parties.filter(own=False, **party).delete()
+            self.parties.update_or_create(own=True, defaults={**party, "status": "GRANTED"})
+            if not held:  # newly its party (a new partner, or its party changed): what we hold of it is its now
+                party_objects_moved(self, self.country_code, self.party_id)
         self.__dict__.pop("_granted_keys", None)
 
     @property

@@ -26,6 +26,7 @@ from emsp.expressions import JsonMerge
 from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.ports import cpo_gateway
 from emsp.rows import first_where
+from emsp.services.partners import party_holder
 
 BATCH = 500
 
@@ -225,26 +226,34 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
     result = StoreResult()
     existing = {
-        key: (last_updated, withdrawn_at)
-        for key, last_updated, withdrawn_at in bulk.values_in(
-            Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated", "withdrawn_at")
+        key: (last_updated, withdrawn_at, partner_id)
+        for key, last_updated, withdrawn_at, partner_id in bulk.values_in(
+            Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated", "withdrawn_at", "partner_id")
         )
     }
     locations: list[dict[str, Any]] = []
     restored: list[str] = []
+    taken: list[str] = []
+    holds = _HoldsParty(partner)
     for key, (obj, last_updated) in batch.items():
         held = existing.get(key)
+        # The location is its writer's (a party moved from a hub to its own connection, or to another hub:
+        # emsp/services/partners.py::party_objects_moved), unless another connection holds it and the writer no
+        # longer holds its party (_HoldsParty): then it stays where it is.
+        owner = partner.pk if held is None or held[2] == partner.pk or holds(obj) else held[2]
         if held is not None and last_updated < held[0]:
             result.ignored_older += 1
             if held[1] is not None:
                 restored.append(key)
+            if owner != held[2]:
+                taken.append(key)
             continue
         if held is None:
             result.created += 1
             result.created_keys.add(key)
         else:
             result.updated += 1
-        locations.append(_location_values(partner.pk, obj, last_updated, now))
+        locations.append(_location_values(owner, obj, last_updated, now))
     if restored:
         # Listed (or PUT) by its CPO again: not gone, whatever its stamp. One we withdrew whose last_updated an
         # EVSE or connector push had moved past the CPO's own stayed withdrawn for good, every listing of it
@@ -253,6 +262,9 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         Location.objects.filter(ocpi_key__in=restored, withdrawn_at__isnull=False).update(
             withdrawn_at=None, received_at=now
         )
+    if taken:
+        # Older than ours, so its data is not taken; its owner is, as for those written below.
+        Location.objects.filter(ocpi_key__in=taken).update(partner_id=partner.pk)
     if not locations:
         return result
     written = bulk.upsert(
@@ -260,7 +272,7 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         LOCATION_COLUMNS,
         [_row(v, LOCATION_COLUMNS) for v in locations],
         conflict=("ocpi_key",),
-        update=[c for c in LOCATION_COLUMNS if c not in ("partner_id", "ocpi_key")],
+        update=[c for c in LOCATION_COLUMNS if c != "ocpi_key"],  # partner_id too: the owner worked out above
         returning=("ocpi_key", "id"),
     )
     location_ids = dict(written)
@@ -308,6 +320,24 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
             )
     bulk.insert(Connector, CONNECTOR_COLUMNS, connectors)
     return result
+
+
+class _HoldsParty:
+    """Whether the writer holds an object's party now, as the database says (`party_holder`), asked once per party
+    and only of objects another connection holds. The writer passed the party check, but against the parties its
+    instance read: a hub's pull goes on for minutes with them, and OCPI requests are answered from a partner cached
+    for seconds (ocpi/transport.py, TOKEN_CACHE_SECONDS). A party moved off it meanwhile must not come back."""
+
+    def __init__(self, partner: Partner) -> None:
+        self.partner = partner
+        self.answers: dict[str, bool] = {}
+
+    def __call__(self, obj: dict[str, Any]) -> bool:
+        party = ci_key(obj["country_code"], obj["party_id"])
+        if party not in self.answers:
+            holder = party_holder(obj["country_code"], obj["party_id"])
+            self.answers[party] = holder is not None and holder.pk == self.partner.pk
+        return self.answers[party]
 
 
 def location_exists(location_id: str) -> bool:

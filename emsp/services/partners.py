@@ -7,7 +7,7 @@ import logging
 
 from django.db import IntegrityError, transaction
 
-from emsp.models import Partner, PartnerParty, ci_key
+from emsp.models import Location, Partner, PartnerParty, ci_key
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,38 @@ def partner_party_grant(*, partner: Partner, country_code: str, party_id: str, b
                 party_id=party_id,
                 defaults={"status": PartnerParty.Status.GRANTED, "granted_by": by[:150]},
             )
+            party_objects_moved(partner, country_code, party_id)
     except IntegrityError as exc:  # granted elsewhere meanwhile
         raise PartyTaken(f"{ci_key(country_code, party_id)} is granted to another connection") from exc
     partner.__dict__.pop("_granted_keys", None)
     return party
+
+
+def party_objects_moved(partner: Partner, country_code: str, party_id: str) -> dict[str, int]:
+    """The party is now held by `partner` (granted to it, or its own party): the party's locations (their EVSEs
+    and connectors with them) and tariffs we hold under another connection become this one's, so that commands
+    and EVSE reads go to it, the old connection's full pull no longer withdraws or deletes them, and its state no
+    longer hides them. Not its CDRs (settled with the connection that sent them) nor its sessions: a session is
+    tied to the commands sent through its connection (commands_of_reference is per connection: its booking, a
+    late session's stop) and priced on that connection's terms, so one under way stays where it started.
+    Call it in the transaction that grants the party. Returns how many rows moved, by kind."""
+    # Parties are compared case-insensitively (ci_key); the columns hold what the normaliser gave (upper case).
+    party = {"country_code__iexact": country_code.strip(), "party_id__iexact": party_id.strip()}
+    moved = {"locations": Location.objects.filter(**party).exclude(partner=partner).update(partner=partner)}
+    # Tariffs are billing's, which sits above emsp (pyproject's layers): reached through the partner's relation.
+    # Looked for first: every UPDATE of the table moves the tariff generation (billing/tariff_cache.py), which a
+    # grant that moves nothing has no reason to do.
+    tariffs = Partner._meta.get_field("tariffs").related_model.objects.filter(**party).exclude(partner=partner)
+    moved["tariffs"] = tariffs.update(partner=partner) if tariffs.exists() else 0
+    if any(moved.values()):
+        log.info(
+            "party %s now held by %s: moved %d location(s) and %d tariff(s) to it",
+            ci_key(country_code, party_id),
+            partner,
+            moved["locations"],
+            moved["tariffs"],
+        )
+    return moved
 
 
 def partner_parties_claimed(partner: Partner, parties: list[tuple[str, str]]) -> list[tuple[str, str]]:
