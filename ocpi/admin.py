@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Func, IntegerField, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -37,9 +37,61 @@ class PartnerPartyForm(forms.ModelForm):
         data = super().clean()
         if data.get("status") == PartnerParty.Status.GRANTED and data.get("country_code") and data.get("party_id"):
             holder = party_holder(data["country_code"], data["party_id"])
-            if holder is not None and holder.pk != self.instance.partner_id:
+            partner = data.get("partner")
+            partner_id = partner.pk if partner is not None else self.instance.partner_id
+            if holder is not None and holder.pk != partner_id:
                 raise forms.ValidationError(f"{data['country_code']}*{data['party_id']} is granted to {holder}.")
         return data
+
+
+class PartnerPartyListForm(PartnerPartyForm):
+    class Meta(PartnerPartyForm.Meta):
+        fields = ("partner", "country_code", "party_id", "status")
+
+
+# More further parties than this (a hub's CPOs, or claims waiting for staff) and the partner page lists none
+# inline: each row is several form fields, and a page of hundreds could no longer be saved at all (Django's
+# DATA_UPLOAD_MAX_NUMBER_FIELDS: a 400, even to suspend the partner). They are on their own list then
+# (PartnerPartyAdmin), searched, filtered and paged.
+INLINE_PARTIES_MAX = 50
+
+
+def party_saved(request: HttpRequest, partner: Partner, party: PartnerParty, *, was: str | None, was_key: str) -> None:
+    """Staff saved a further party of `partner` (the partner page's inline or the parties' list): who granted it,
+    the party's objects moved to it when it is newly held, the staff action recorded."""
+    if party.status == PartnerParty.Status.GRANTED and not party.granted_by:
+        party.granted_by = request.user.get_username()
+    party.save()
+    granted = party.status == PartnerParty.Status.GRANTED and was != PartnerParty.Status.GRANTED
+    # Newly held: granted now, or a granted row edited to name another party.
+    newly_held = party.status == PartnerParty.Status.GRANTED and (
+        granted or was_key != ci_key(party.country_code, party.party_id)
+    )
+    details: dict[str, Any] = {"party": f"{party.country_code}*{party.party_id}", "status": party.status, "was": was}
+    if newly_held:
+        # The party's locations and tariffs held under the connection it came from are this one's now (in the
+        # form's transaction, with the grant).
+        moved = party_objects_moved(partner, party.country_code, party.party_id)
+        details["moved"] = moved
+        if any(moved.values()):
+            messages.info(
+                request,
+                f"{party.country_code}*{party.party_id}: {moved['locations']} location(s) and "
+                f"{moved['tariffs']} tariff(s) moved to {partner}.",
+            )
+    staff_action_record(
+        user=request.user, verb="grant_party" if granted else "change_party", obj=partner, details=details
+    )
+
+
+def party_removed(request: HttpRequest, party: PartnerParty) -> None:
+    party.delete()
+    staff_action_record(
+        user=request.user,
+        verb="remove_party",
+        obj=party.partner,
+        details={"party": f"{party.country_code}*{party.party_id}", "was": party.status},
+    )
 
 
 class PartnerPartyInline(admin.TabularInline):
@@ -74,12 +126,13 @@ class PartnerAdmin(admin.ModelAdmin):
         "last_full_sync_at",
         "health_link",
         "credentials_state",
+        "further_parties",
     )
     inlines = [PartnerPartyInline]
     # Token values and hashes never reach a form or a page; see credentials_state for what may be shown.
     exclude = ("outgoing_token", "incoming_token_hash", "token_a_hash")
     fieldsets = (
-        (None, {"fields": ("name", "country_code", "party_id", "role", "state", "health_link")}),
+        (None, {"fields": ("name", "country_code", "party_id", "role", "state", "health_link", "further_parties")}),
         (
             "OCPI connection",
             {
@@ -141,50 +194,40 @@ class PartnerAdmin(admin.ModelAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         was = {f.instance.pk: f.initial.get("status") for f in formset.initial_forms}
-        was_party = {
+        was_key = {
             f.instance.pk: ci_key(f.initial.get("country_code") or "", f.initial.get("party_id") or "")
             for f in formset.initial_forms
         }
         for party in formset.save(commit=False):
-            if party.status == PartnerParty.Status.GRANTED and not party.granted_by:
-                party.granted_by = request.user.get_username()
-            previous = was.get(party.pk) if party.pk else None
-            party.save()
-            granted = party.status == PartnerParty.Status.GRANTED and previous != PartnerParty.Status.GRANTED
-            # Newly held: granted now, or a granted row edited to name another party.
-            newly_held = party.status == PartnerParty.Status.GRANTED and (
-                granted or was_party.get(party.pk) != ci_key(party.country_code, party.party_id)
-            )
-            details: dict[str, Any] = {
-                "party": f"{party.country_code}*{party.party_id}",
-                "status": party.status,
-                "was": previous,
-            }
-            if newly_held:
-                # The party's locations and tariffs held under the connection it came from are this one's now
-                # (in the change form's transaction, with the grant).
-                moved = party_objects_moved(form.instance, party.country_code, party.party_id)
-                details["moved"] = moved
-                if any(moved.values()):
-                    messages.info(
-                        request,
-                        f"{party.country_code}*{party.party_id}: {moved['locations']} location(s) and "
-                        f"{moved['tariffs']} tariff(s) moved to {form.instance}.",
-                    )
-            staff_action_record(
-                user=request.user,
-                verb="grant_party" if granted else "change_party",
-                obj=form.instance,
-                details=details,
+            party_saved(
+                request,
+                form.instance,
+                party,
+                was=was.get(party.pk) if party.pk else None,
+                was_key=was_key.get(party.pk, ""),
             )
         for party in formset.deleted_objects:
-            party.delete()
-            staff_action_record(
-                user=request.user,
-                verb="remove_party",
-                obj=form.instance,
-                details={"party": f"{party.country_code}*{party.party_id}", "was": party.status},
-            )
+            party_removed(request, party)
+
+    def get_inline_instances(self, request: HttpRequest, obj: Partner | None = None) -> list[Any]:
+        if obj is not None and obj.parties.filter(own=False).count() > INLINE_PARTIES_MAX:
+            return []  # on their own list (further_parties links to it)
+        return super().get_inline_instances(request, obj)
+
+    @admin.display(description="Further parties")
+    def further_parties(self, partner: Partner) -> str:
+        if partner.pk is None:
+            return "-"
+        counts = dict(
+            partner.parties.filter(own=False).values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        )
+        url = reverse("admin:emsp_partnerparty_changelist") + f"?partner__id__exact={partner.pk}&own__exact=0"
+        return format_html(
+            '<a href="{}">{} granted, {} claimed and waiting</a>',
+            url,
+            counts.get(PartnerParty.Status.GRANTED, 0),
+            counts.get(PartnerParty.Status.REQUESTED, 0),
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
         return super().get_queryset(request).annotate(location_count=Count("locations"))
@@ -532,3 +575,67 @@ class PushDeliveryAdmin(LogAdminMixin, ReadOnlyAdmin):
     )
     list_filter = ("status", MessageModuleFilter, "partner")
     list_select_related = ("partner",)
+
+
+@admin.register(PartnerParty)
+class PartnerPartyAdmin(admin.ModelAdmin):
+    """The parties of every connection: the further ones (a hub's CPOs, and the parties partners claimed, waiting
+    for staff) are granted and removed here too, where a partner page holds too many to list inline
+    (INLINE_PARTIES_MAX). A partner's own party is shown, and set on its page."""
+
+    form = PartnerPartyListForm
+    list_display = ("__str__", "partner", "status", "own", "granted_by", "created_at")
+    list_filter = ("status", "own")
+    search_fields = ("country_code", "party_id", "partner__name")
+    list_select_related = ("partner",)
+    raw_id_fields = ("partner",)
+    readonly_fields = ("granted_by", "created_at")
+    actions = ["grant_selected", "remove_selected"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PartnerParty | None = None) -> Any:
+        if obj is not None and obj.own:
+            return ("partner", "country_code", "party_id", "status", *self.readonly_fields)
+        # A party goes to another connection by a grant there (this one's removed), not by editing the row.
+        return (*self.readonly_fields, "partner") if obj is not None else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: PartnerParty | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.own)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # remove_selected records each removal
+        return actions
+
+    def save_model(self, request: HttpRequest, obj: PartnerParty, form: Any, change: bool) -> None:
+        was_key = ci_key(form.initial.get("country_code") or "", form.initial.get("party_id") or "") if change else ""
+        party_saved(request, obj.partner, obj, was=form.initial.get("status") if change else None, was_key=was_key)
+
+    def delete_model(self, request: HttpRequest, obj: PartnerParty) -> None:
+        party_removed(request, obj)
+
+    @admin.action(description="Grant the selected parties to their partners", permissions=["change"])
+    def grant_selected(self, request: HttpRequest, queryset: QuerySet[PartnerParty]) -> None:
+        granted, refused = 0, []
+        for party in queryset.select_related("partner").exclude(status=PartnerParty.Status.GRANTED):
+            was, was_key = party.status, ci_key(party.country_code, party.party_id)
+            party.status, party.granted_by = PartnerParty.Status.GRANTED, ""
+            try:
+                with transaction.atomic():
+                    party_saved(request, party.partner, party, was=was, was_key=was_key)
+            except IntegrityError:
+                refused.append(f"{party.country_code}*{party.party_id}")
+                continue
+            granted += 1
+        messages.info(request, f"{granted} part{'y' if granted == 1 else 'ies'} granted.")
+        if refused:
+            messages.error(request, f"Granted to another connection already, not granted: {', '.join(refused)}.")
+
+    @admin.action(
+        description="Remove the selected parties (their partners may not act for them)", permissions=["delete"]
+    )
+    def remove_selected(self, request: HttpRequest, queryset: QuerySet[PartnerParty]) -> None:
+        with transaction.atomic():
+            parties = list(queryset.filter(own=False).select_related("partner"))  # an own party is set on its page
+            for party in parties:
+                party_removed(request, party)
+        messages.info(request, f"{len(parties)} part{'y' if len(parties) == 1 else 'ies'} removed.")

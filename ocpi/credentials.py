@@ -179,6 +179,11 @@ def _missing_modules(endpoints: list[dict[str, str]]) -> set[str]:
     return REQUIRED_PARTNER_MODULES - {e["identifier"] for e in endpoints}
 
 
+# More roles than any platform serves (a hub's parties come through HubClientInfo): refused before any is looked
+# at or recorded as a claim.
+MAX_CREDENTIALS_ROLES = 1000
+
+
 def _validate_credentials(body: Any, version: str = VERSION) -> dict[str, Any]:
     """A Credentials object from a partner in `version`: token, url and roles are required
     (credentials.asciidoc; a 2.1.1 party at the top level counts as its one role)."""
@@ -201,6 +206,8 @@ def _validate_credentials(body: Any, version: str = VERSION) -> dict[str, Any]:
         roles = [roles]
     if not isinstance(roles, list) or not roles:
         raise OcpiError(transport.INVALID_PARAMETERS, "roles: at least one CredentialsRole is required")
+    if len(roles) > MAX_CREDENTIALS_ROLES:
+        raise OcpiError(transport.INVALID_PARAMETERS, f"roles: more than {MAX_CREDENTIALS_ROLES} CredentialsRoles")
     clean_roles = []
     for i, role in enumerate(roles):
         if not isinstance(role, dict) or not role.get("country_code") or not role.get("party_id"):

@@ -11,6 +11,10 @@ from emsp.models import Location, Partner, PartnerParty, ci_key
 
 log = logging.getLogger(__name__)
 
+# A partner's claims waiting for staff (REQUESTED) are recorded up to this many: a refused credentials request
+# spends no Token A, so a partner could otherwise fill the staff's queue (and the partner page) without end.
+MAX_PENDING_CLAIMS = 200
+
 
 class PartyTaken(Exception):
     """The party is already granted to another connection (a party belongs to one connection only)."""
@@ -79,18 +83,32 @@ def party_objects_moved(partner: Partner, country_code: str, party_id: str) -> d
 
 
 def partner_parties_claimed(partner: Partner, parties: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """A partner claims these parties (credentials roles): those it was not granted are recorded as
-    REQUESTED for staff and returned; it may not act for them."""
-    refused = []
-    for country_code, party_id in parties:
-        if partner.owns(country_code, party_id):
-            continue
-        refused.append((country_code, party_id))
-        PartnerParty.objects.get_or_create(
-            partner=partner,
-            country_code=country_code.strip().upper(),
-            party_id=party_id.strip().upper(),
-            defaults={"status": PartnerParty.Status.REQUESTED},
-        )
-        log.warning("%s claimed party %s*%s, which it was not granted", partner, country_code, party_id)
+    """A partner claims these parties (credentials roles, a hub's client info): those it was not granted are
+    returned, and recorded as REQUESTED for staff while fewer than MAX_PENDING_CLAIMS of its claims wait; it may
+    not act for them. One warning a call, however many it claims."""
+    refused = [(cc, pid) for cc, pid in parties if not partner.owns(cc, pid)]
+    if not refused:
+        return refused
+    claimed = list(dict.fromkeys((cc.strip().upper(), pid.strip().upper()) for cc, pid in refused))
+    known = set(PartnerParty.objects.filter(partner=partner).values_list("country_code", "party_id"))
+    fresh = [party for party in claimed if party not in known]
+    waiting = PartnerParty.objects.filter(partner=partner, status=PartnerParty.Status.REQUESTED).count()
+    recorded = fresh[: max(MAX_PENDING_CLAIMS - waiting, 0)]
+    PartnerParty.objects.bulk_create(
+        [
+            PartnerParty(partner=partner, country_code=cc, party_id=pid, status=PartnerParty.Status.REQUESTED)
+            for cc, pid in recorded
+        ],
+        ignore_conflicts=True,  # the same claim from a concurrent request: recorded once (party_once_per_partner)
+    )
+    named = ", ".join(ci_key(cc, pid) for cc, pid in claimed[:10]) + (" …" if len(claimed) > 10 else "")
+    unrecorded = len(fresh) - len(recorded)
+    log.warning(
+        "%s claimed %d part%s it was not granted (%s)%s",
+        partner,
+        len(claimed),
+        "y" if len(claimed) == 1 else "ies",
+        named,
+        f"; {unrecorded} not recorded: {MAX_PENDING_CLAIMS} of its claims already wait for staff" if unrecorded else "",
+    )
     return refused
