@@ -12,6 +12,7 @@ each adapter's credentials and API base (the sandbox `paysim` by default) are in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,8 +25,15 @@ AUTHORISED = "authorised"  # the driver paid on the hosted page: the amount is h
 CAPTURED = "captured"
 RELEASED = "released"  # an authorisation cancelled or expired: nothing taken
 REFUNDED = "refunded"
+REFUND_FAILED = "refund_failed"  # a refund we made failed (or was cancelled) at the provider later: the money is back
 FAILED = "failed"  # the payment attempt failed or the checkout expired unpaid
 IGNORED = "ignored"  # an event we don't act on (still verified and recorded once)
+
+
+# GatewayError.code of a capture the provider can no longer make because the authorisation lapsed there first
+# (Stripe cancelled the PaymentIntent after its 7 days, Razorpay refunded it after the manual-capture timeout):
+# nothing was taken, and the hold is gone.
+LAPSED = "lapsed"
 
 
 class GatewayError(Exception):
@@ -40,10 +48,53 @@ class GatewayError(Exception):
 
 # The largest amount an event may name (minor units): well within the BigInteger columns that hold it.
 MAX_AMOUNT_MINOR = 10**15
+# How deep a webhook's JSON may nest. The providers' events nest a few levels; a signed body nested near Python's
+# recursion limit had parsed, then broken the code that walks it (a RecursionError, a 500).
+MAX_WEBHOOK_NESTING = 64
 
 
 class WebhookRejected(Exception):
     """A webhook that is not the provider's (bad or missing signature, too old, not JSON)."""
+
+
+def webhook_json(text: str | bytes, provider: str) -> Any:
+    """A webhook body's JSON, or WebhookRejected: not JSON, or nested deeper than any event of the provider's
+    (MAX_WEBHOOK_NESTING; json.loads itself raises RecursionError, no ValueError, near Python's limit)."""
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WebhookRejected(f"{provider} webhook body: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if nesting_beyond(payload, MAX_WEBHOOK_NESTING):
+        raise WebhookRejected(f"{provider} webhook body: nested deeper than {MAX_WEBHOOK_NESTING} levels")
+    return payload
+
+
+def nesting_beyond(value: Any, limit: int) -> bool:
+    """Does `value` (parsed JSON) nest lists and objects more than `limit` deep? Walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def event_object(value: Any, what: str, provider: str) -> Mapping[str, Any]:
+    """A JSON object of a verified event, where one must be: absent (None) or empty ([], Razorpay's way of
+    sending an empty object) is an empty one; anything else (a string, a number, a list) is not the provider's
+    event shape and is refused (a 400), where reading it had raised AttributeError (a 500)."""
+    if isinstance(value, Mapping):
+        return value
+    if value is None or value == []:
+        return {}
+    raise WebhookRejected(f"{provider} webhook: {what} is not an object")
 
 
 @dataclass(frozen=True)
@@ -81,11 +132,16 @@ class CheckoutExpiry:
     status: str
 
 
+TEXT_FIELDS = (
+    "event_id", "type", "provider_type", "reference", "checkout_id", "payment_id", "currency", "refund_id", "refund_key"
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class WebhookEvent:
     provider: str
     event_id: str  # the provider's event id: a replay carries the same one
-    type: str  # AUTHORISED, CAPTURED, RELEASED, REFUNDED, FAILED or IGNORED
+    type: str  # AUTHORISED, CAPTURED, RELEASED, REFUNDED, REFUND_FAILED, FAILED or IGNORED
     provider_type: str  # the provider's own event name, e.g. payment_intent.amount_capturable_updated
     reference: str = ""  # our payment reference, as we gave it at checkout (metadata / notes / receipt)
     checkout_id: str = ""
@@ -93,13 +149,19 @@ class WebhookEvent:
     amount_minor: int = 0
     currency: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    refund_id: str = ""  # a refund event's refund (re_… / rfnd_…): the PaymentOperation's provider_reference
+    refund_key: str = ""  # the idempotency key we gave that refund (its metadata / notes), if it carries one
 
     def __post_init__(self) -> None:
-        """A signed event is still the provider's JSON: each field of the type we read it as, an amount a whole
-        number of minor units our columns hold (else the webhook is refused with a 400, not a 500)."""
-        for name in ("event_id", "type", "provider_type", "reference", "checkout_id", "payment_id", "currency"):
-            if not isinstance(getattr(self, name), str):
+        """A signed event is still the provider's JSON: each field of the type we read it as, text without NUL
+        (PostgreSQL's text holds none), an amount a whole number of minor units our columns hold (else the
+        webhook is refused with a 400, not a 500)."""
+        for name in TEXT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, str):
                 raise WebhookRejected(f"{self.provider} webhook: {name} is not text")
+            if "\x00" in value:
+                raise WebhookRejected(f"{self.provider} webhook: {name} holds a NUL character")
         amount = self.amount_minor
         if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT_MINOR:
             raise WebhookRejected(f"{self.provider} webhook: the amount is not a whole number of minor units")

@@ -5,7 +5,6 @@ HMAC check (docs/payments.md explains each Razorpay caveat)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,9 +21,11 @@ from .gateway import (
     CAPTURED,
     FAILED,
     IGNORED,
+    LAPSED,
     PAGE_ALREADY_CLOSED,
     PAGE_CLOSED,
     PAGE_PAID,
+    REFUND_FAILED,
     REFUNDED,
     RELEASED,
     Checkout,
@@ -33,6 +34,8 @@ from .gateway import (
     GatewayResult,
     WebhookEvent,
     WebhookRejected,
+    event_object,
+    webhook_json,
 )
 from .stripe_gateway import header
 
@@ -168,7 +171,14 @@ class RazorpayGateway:
             payment = self._call(
                 "capture", self.client.payment.capture, payment_id, payment["amount"], {"currency": payment["currency"]}
             )
-        elif payment["status"] not in ("captured", "refunded"):
+        elif not _taken(payment):
+            if payment["status"] == "refunded":
+                # Razorpay refunded the authorisation itself when the account's manual-capture timeout passed:
+                # nothing was ever taken (captured: false), and nothing can be now.
+                raise GatewayError(
+                    f"razorpay capture: {payment_id} was refunded by Razorpay uncaptured: its authorisation lapsed",
+                    code=LAPSED,
+                )
             raise GatewayError(f"razorpay capture: {payment_id} is {payment['status']}", code=payment["status"])
         rest = payment["amount"] - amount_minor
         if rest:
@@ -187,7 +197,7 @@ class RazorpayGateway:
         status = payment["status"]
         if status == "authorized":
             return GatewayResult(reference=payment_id, amount_minor=payment["amount"], status="release_pending")
-        if status in ("captured", "refunded"):
+        if _taken(payment):
             refund = self._find_refund(payment_id, idempotency_key)
             left = payment["amount"] - payment.get("amount_refunded", 0)
             if refund is None and left > 0:
@@ -241,11 +251,11 @@ class RazorpayGateway:
         try:
             text = body.decode("utf-8")
             self.client.utility.verify_webhook_signature(text, signature, self.webhook_secret)
-            payload = json.loads(text)
         except SignatureVerificationError as exc:
             raise WebhookRejected("razorpay webhook: signature does not match") from exc
         except ValueError as exc:
             raise WebhookRejected(f"razorpay webhook body: {exc}") from exc
+        payload = webhook_json(text, "razorpay")
         if not event_id:
             raise WebhookRejected("razorpay webhook: no X-Razorpay-Event-Id")
         if not isinstance(payload, dict) or payload.get("entity") != "event":
@@ -300,10 +310,13 @@ def normalise_event(payload: Mapping[str, Any], *, event_id: str) -> WebhookEven
     """A verified Razorpay event in the port's words. Our reference is in the notes we gave the link (Razorpay
     carries them to the link's order and payments) or the link's reference_id."""
     provider_type = str(payload.get("event", ""))
-    body = payload.get("payload") or {}
-    payment = (body.get("payment") or {}).get("entity") or {}
-    refund = (body.get("refund") or {}).get("entity") or {}
-    link = (body.get("payment_link") or {}).get("entity") or {}
+    body = event_object(payload.get("payload"), "payload", "razorpay")
+
+    def entity(name: str) -> Mapping[str, Any]:
+        wrapper = event_object(body.get(name), f"payload.{name}", "razorpay")
+        return event_object(wrapper.get("entity"), f"payload.{name}.entity", "razorpay")
+
+    payment, refund, link = entity("payment"), entity("refund"), entity("payment_link")
     notes = _notes(payment) or _notes(link)
     fields: dict[str, Any] = {
         "reference": notes.get("reference") or link.get("reference_id") or "",
@@ -319,10 +332,19 @@ def normalise_event(payload: Mapping[str, Any], *, event_id: str) -> WebhookEven
         kind = CAPTURED  # the whole authorised amount: Razorpay captures no less (see capture())
     elif provider_type == "payment.failed":
         kind = FAILED
-    elif provider_type == "refund.processed" and refund:
-        fields.update(payment_id=refund.get("payment_id", fields["payment_id"]), amount_minor=refund.get("amount", 0))
+    elif provider_type in ("refund.processed", "refund.failed") and refund:
+        fields.update(
+            payment_id=refund.get("payment_id", fields["payment_id"]),
+            amount_minor=refund.get("amount", 0),
+            refund_id=refund.get("id") or "",
+            refund_key=_notes(refund).get(KEY_NOTE) or "",
+        )
         purpose = _notes(refund).get(PURPOSE_NOTE)
-        if (payment and payment.get("captured") is False) or purpose == "release":
+        if provider_type == "refund.failed":
+            # The refund did not reach the driver: Razorpay puts the amount back in our balance. Whichever refund
+            # it was (a credit's, the rest of a capture, a release), the caller finds it by its id and key.
+            kind = REFUND_FAILED
+        elif (payment and payment.get("captured") is False) or purpose == "release":
             kind = RELEASED  # Razorpay's auto-refund of an authorisation never captured, or release() of a capture
         elif purpose != CAPTURE_REST:
             kind = REFUNDED  # the rest of a capture is part of capture(), not a refund to report
@@ -346,6 +368,12 @@ def _link_expiry(checkout_id: str, link: Mapping[str, Any], *, closed_now: bool)
     else:
         return None
     return CheckoutExpiry(checkout_id=checkout_id, outcome=outcome, status=status)
+
+
+def _taken(payment: Mapping[str, Any]) -> bool:
+    """Was the payment captured (then maybe refunded since)? A `refunded` payment with `captured: false` is an
+    authorisation Razorpay refunded itself at its manual-capture timeout: nothing was taken."""
+    return payment["status"] == "captured" or (payment["status"] == "refunded" and payment.get("captured") is True)
 
 
 def _notes(entity: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -3,7 +3,6 @@ capture/cancel, Refunds, and webhooks verified by the SDK (docs/payments.md)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,9 +15,11 @@ from .gateway import (
     CAPTURED,
     FAILED,
     IGNORED,
+    LAPSED,
     PAGE_ALREADY_CLOSED,
     PAGE_CLOSED,
     PAGE_PAID,
+    REFUND_FAILED,
     REFUNDED,
     RELEASED,
     Checkout,
@@ -27,10 +28,14 @@ from .gateway import (
     GatewayResult,
     WebhookEvent,
     WebhookRejected,
+    event_object,
+    webhook_json,
 )
 
 # Stripe's own default (stripe.Webhook.DEFAULT_TOLERANCE): a signature older than this is a replay.
 SIGNATURE_TOLERANCE_SECONDS = 300
+# The events that carry a refund whose status changed (charge.refund.updated: the older name, some methods).
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 
 
 # Stripe's API amounts are not always ISO 4217 minor units (ours; billing/money.py), stripe.com/docs/currencies:
@@ -195,18 +200,25 @@ class StripeGateway:
     ) -> GatewayResult:
         # Stripe captures `amount_to_capture` and releases the rest of the authorisation itself. A repeat looks at
         # the PaymentIntent first: captured is done (Stripe captures a PaymentIntent once), whatever Stripe
-        # replays for our key.
+        # replays for our key. One Stripe cancelled meanwhile (an authorisation not captured within its 7 days is
+        # cancelled by Stripe, status canceled) can never be captured: the hold lapsed (GatewayError LAPSED).
         _positive(amount_minor)
         amount = to_stripe_amount(amount_minor, currency)
         intent = self._intent_if(repeated, payment_id, "succeeded")
         if intent is None:
-            intent = self._call(
-                "capture",
-                self.client.v1.payment_intents.capture,
-                payment_id,
-                {"amount_to_capture": amount},
-                {"idempotency_key": idempotency_key},
-            )
+            try:
+                intent = self._call(
+                    "capture",
+                    self.client.v1.payment_intents.capture,
+                    payment_id,
+                    {"amount_to_capture": amount},
+                    {"idempotency_key": idempotency_key},
+                )
+            except GatewayError as refused:
+                if refused.retryable or refused.code != "payment_intent_unexpected_state":
+                    raise
+                self._raise_if_lapsed(payment_id, refused)
+                raise
         if intent.currency.upper() != currency.upper():
             raise GatewayError(f"stripe capture: {payment_id} is in {intent.currency.upper()}, not {currency}")
         return GatewayResult(
@@ -268,6 +280,20 @@ class StripeGateway:
             return CheckoutExpiry(checkout_id=session.id, outcome=outcome, status=session.status)
         return CheckoutExpiry(checkout_id=session.id, outcome=PAGE_CLOSED, status=session.status)
 
+    def _raise_if_lapsed(self, payment_id: str, refused: GatewayError) -> None:
+        """After a capture refused for the PaymentIntent's state: LAPSED if Stripe cancelled it (its authorisation
+        expired, or it was cancelled elsewhere), so the caller knows nothing was taken and nothing will be."""
+        try:
+            intent = self._call("look up the payment", self.client.v1.payment_intents.retrieve, payment_id)
+        except GatewayError:
+            return  # the capture's refusal stands
+        if intent.status == "canceled":
+            raise GatewayError(
+                f"stripe capture: {payment_id} was canceled ({intent.cancellation_reason or 'no reason given'}) "
+                "before the capture: its authorisation lapsed",
+                code=LAPSED,
+            ) from refused
+
     def _intent_if(self, repeated: bool, payment_id: str, status: str) -> Any:
         """On a repeat, the PaymentIntent if it is already `status` (what the earlier attempt asked for), else None."""
         if not repeated:
@@ -287,20 +313,23 @@ class StripeGateway:
         return None
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """Stripe's own check (stripe.Webhook.construct_event): HMAC-SHA256 of "<t>.<body>" with the endpoint secret
-        in the Stripe-Signature header's v1, and t no older than 300 s, so a captured delivery cannot be replayed
-        later. A replay inside the window carries the same event id, which the caller records once."""
+        """Stripe's own check (stripe.WebhookSignature.verify_header, as construct_event makes it): HMAC-SHA256 of
+        "<t>.<body>" with the endpoint secret in the Stripe-Signature header's v1, and t no older than 300 s, so a
+        captured delivery cannot be replayed later. A replay inside the window carries the same event id, which the
+        caller records once."""
         signature = header(headers, "Stripe-Signature")
         if signature and not signature.isascii():  # the SDK's compare_digest raises TypeError on other text
             raise WebhookRejected("stripe signature: not ASCII")
         try:
-            self.client.construct_event(body, signature, self.webhook_secret, SIGNATURE_TOLERANCE_SECONDS)
-            payload = json.loads(body)
+            # The SDK's check, the first step of its construct_event; the event it would then build from the body
+            # (a StripeObject, recursively) we don't use, and it broke on a signed body that is no JSON object (an
+            # AttributeError) or nests deep (a RecursionError): the body is read by webhook_json instead.
+            stripe.WebhookSignature.verify_header(body, signature, self.webhook_secret, SIGNATURE_TOLERANCE_SECONDS)
         except stripe.SignatureVerificationError as exc:
             raise WebhookRejected(f"stripe signature: {exc.user_message or exc}") from exc
-        except ValueError as exc:  # not UTF-8, not JSON, or not an event
+        except ValueError as exc:  # not UTF-8
             raise WebhookRejected(f"stripe webhook body: {exc}") from exc
-        return normalise_event(payload)
+        return normalise_event(webhook_json(body, "stripe"))
 
 
 def normalise_event(payload: Mapping[str, Any]) -> WebhookEvent:
@@ -309,8 +338,8 @@ def normalise_event(payload: Mapping[str, Any]) -> WebhookEvent:
     if not isinstance(payload, Mapping) or payload.get("object") != "event" or not payload.get("id"):
         raise WebhookRejected("stripe webhook: not an event")
     provider_type = str(payload.get("type", ""))
-    obj = (payload.get("data") or {}).get("object") or {}
-    metadata = obj.get("metadata") or {}
+    obj = event_object(event_object(payload.get("data"), "data", "stripe").get("object"), "data.object", "stripe")
+    metadata = event_object(obj.get("metadata"), "data.object.metadata", "stripe")
     reference = metadata.get("reference") or obj.get("client_reference_id") or ""
     fields: dict[str, Any] = {"reference": reference, "currency": str(obj.get("currency") or "").upper()}
     kind = IGNORED
@@ -331,9 +360,19 @@ def normalise_event(payload: Mapping[str, Any]) -> WebhookEvent:
             kind = FAILED
     elif obj.get("object") == "refund":
         # refund.created / refund.updated: the refund is money back once its status is succeeded (card refunds
-        # usually are at once; others go pending first and succeed later, in a refund.updated).
-        fields.update(payment_id=obj.get("payment_intent") or "", amount_minor=obj.get("amount", 0))
-        if provider_type in ("refund.created", "refund.updated") and obj.get("status") == "succeeded":
+        # usually are at once; others go pending first and succeed later, in a refund.updated). One that fails
+        # (refund.failed, or refund.updated to failed; canceled: one awaiting action cancelled) gives the money
+        # back to our Stripe balance, even after it showed succeeded: the driver got nothing.
+        fields.update(
+            payment_id=obj.get("payment_intent") or "",
+            amount_minor=obj.get("amount", 0),
+            refund_id=obj.get("id") or "",
+            refund_key=metadata.get("idempotency_key") or "",
+        )
+        status = obj.get("status")
+        if provider_type == "refund.failed" or (provider_type in REFUND_EVENTS and status in ("failed", "canceled")):
+            kind = REFUND_FAILED
+        elif provider_type in ("refund.created", "refund.updated") and status == "succeeded":
             kind = REFUNDED
     elif obj.get("object") == "charge":
         fields["payment_id"] = obj.get("payment_intent") or ""

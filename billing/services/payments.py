@@ -56,7 +56,7 @@ from billing.models import (
 )
 from billing.money import minor_units, round_money
 from billing.payments import gateway as gateways
-from billing.services import accounts, postings
+from billing.services import accounts, ledger, postings
 from billing.services.driver_pricing import emsp_fee, partner_terms
 from billing.services.ledger import balance, from_minor, to_minor
 from emsp import events
@@ -466,6 +466,19 @@ def payer_details_removed(value: Any) -> Any:
     return value
 
 
+def storable(value: Any) -> Any:
+    """A verified event as a JSON column holds it: a NUL character (JSON's \\u0000, which PostgreSQL's jsonb
+    refuses: a DataError on every delivery of a signed event, in a field we don't even read) written as the six
+    characters `\\u0000`, in keys and values."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 class ReplayedWebhook(Exception):
     """An event id we have already received: not applied again."""
 
@@ -481,7 +494,7 @@ def webhook_receive(event: gateways.WebhookEvent) -> str:
                     provider=event.provider,
                     event_id=event.event_id[:100],
                     type=event.provider_type[:100],
-                    payload=payer_details_removed(dict(event.raw)),
+                    payload=storable(payer_details_removed(dict(event.raw))),
                 )
         except IntegrityError:
             raise ReplayedWebhook(f"{event.provider} event {event.event_id} was received before") from None
@@ -504,7 +517,7 @@ def _apply(event: gateways.WebhookEvent) -> str:
     if event.currency and event.currency.upper() != payment.currency:
         return f"ignored: currency {event.currency} is not the payment's {payment.currency}"
     other = payment.provider_payment_id and event.payment_id and event.payment_id != payment.provider_payment_id
-    if other and event.type in (gateways.RELEASED, gateways.FAILED):
+    if other and event.type in (gateways.RELEASED, gateways.FAILED, gateways.REFUND_FAILED):
         # Another attempt at the same checkout (Razorpay refunds a late-authorised failed attempt on its own):
         # not the payment we hold, which stays as it is.
         return f"ignored: about {event.payment_id}, not the payment held ({payment.provider_payment_id})"
@@ -546,8 +559,90 @@ def _apply(event: gateways.WebhookEvent) -> str:
     if event.type == gateways.RELEASED and payment.status == Payment.Status.AUTHORISED:
         _released(payment)
         return "released"
+    if event.type == gateways.REFUND_FAILED:
+        return _refund_failed(payment, event)
     # Captures and refunds are ours: their operations booked them when the provider answered.
     return f"noted ({event.type})"
+
+
+def _refund_failed(payment: Payment, event: gateways.WebhookEvent) -> str:
+    """A refund we booked as paid failed at the provider later (Stripe's refund.failed, Razorpay's refund.failed):
+    the money is back in our balance there and the driver got nothing. Its posting is reversed (clearing takes
+    the amount back, refunds:pending owes it again) and the amount credited to the driver's account, as a refund
+    the provider can't make is (payment_refund); the payment's refunded amount is lowered (not for the rest of a
+    capture, which never counted in it). The refund's operation stays SUCCEEDED (a retry under its key would get
+    the failed refund back as if made), with the failure in its error and the payment's failure text, and logged.
+    Once per refund: the reversal is posted once, and a second event about it (refund.updated and refund.failed
+    both come) finds it. The payment's row is locked (_apply)."""
+    refunds = payment.operations.filter(kind=PaymentOperation.Kind.REFUND)
+    operation = refunds.filter(provider_reference=event.refund_id).first() if event.refund_id else None
+    if operation is None and event.refund_key:
+        operation = refunds.filter(idempotency_key=event.refund_key).first()
+    what = f"refund {event.refund_id or event.refund_key or '?'} of {reference_of(payment)} failed at {event.provider}"
+    if operation is None:
+        capture = payment.operations.filter(
+            kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.SUCCEEDED
+        )
+        if event.refund_key and capture.filter(idempotency_key=event.refund_key.removesuffix(":rest")).exists():
+            return _capture_rest_failed(payment, event, what)
+        log.error("%s: no refund of ours booked it; nothing changed", what)
+        return "refund failed: no refund of ours booked it"
+    paid = LedgerEntry.objects.filter(idempotency_key=f"{operation.idempotency_key}:paid").first()
+    if operation.status != PaymentOperation.Status.SUCCEEDED or paid is None:
+        log.error("%s: its operation %s booked no refund paid (%s); nothing changed", what, operation.pk,
+                  operation.status)  # fmt: skip
+        return f"refund failed: operation {operation.pk} booked no refund paid"
+    if LedgerEntry.objects.filter(reverses=paid).exists():
+        return "refund failed: booked before"
+    clearing = accounts.clearing(payment.provider, payment.currency)
+    amount_minor = -sum(paid.lines.filter(account=clearing).values_list("amount_minor", flat=True))
+    ledger.reverse(paid, memo=f"{what}: the money came back")
+    _refund_to(
+        accounts.driver_receivable(payment.driver_id or 0, payment.currency),
+        from_minor(amount_minor, payment.currency),
+        paid.reference,
+        suffix=f"failed:{operation.pk}:account",
+    )
+    note = f"{what}: {from_minor(amount_minor, payment.currency)} {payment.currency} credited to the driver's account"
+    PaymentOperation.objects.filter(pk=operation.pk).update(error=note[:500])
+    if not operation.idempotency_key.endswith(CAPTURE_REST_SUFFIX):
+        payment.refunded_minor = max(0, payment.refunded_minor - amount_minor)
+        if payment.status in (Payment.Status.REFUNDED, Payment.Status.PARTIALLY_REFUNDED):
+            payment.status = Payment.Status.PARTIALLY_REFUNDED if payment.refunded_minor else Payment.Status.CAPTURED
+    payment.failure = note[:300]
+    payment.save()
+    _tell_app(payment)
+    log.error("%s", note)
+    return f"refund failed: {from_minor(amount_minor, payment.currency)} credited to the driver's account"
+
+
+def _capture_rest_failed(payment: Payment, event: gateways.WebhookEvent, what: str) -> str:
+    """The refund of what a capture took above the bill, made by the adapter within the capture (Razorpay captures
+    whole holds), failed: the capture booked only the bill, so that money is in our clearing balance, unbooked.
+    It is owed to the driver (as _capture_rest_owed books it) and credited to their account. Once per refund."""
+    key = f"{event.refund_key}:failed"
+    if LedgerEntry.objects.filter(idempotency_key=f"{key}:owed").exists():
+        return "refund failed: booked before"
+    amount = from_minor(event.amount_minor, payment.currency)
+    reference = f"payment:{payment.pk}"
+    postings.credit(
+        currency=payment.currency,
+        amount=amount,
+        borne_by=accounts.clearing(payment.provider, payment.currency),
+        reference=reference,
+        key=f"{key}:owed",
+    )
+    postings.refund(
+        currency=payment.currency,
+        amount=amount,
+        paid_from=accounts.driver_receivable(payment.driver_id or 0, payment.currency),
+        reference=reference,
+        key=f"{key}:account",
+    )
+    note = f"{what} (the rest above the bill): {amount} {payment.currency} credited to the driver's account"
+    Payment.objects.filter(pk=payment.pk).update(failure=note[:300])
+    log.error("%s", note)
+    return f"refund failed: {amount} credited to the driver's account"
 
 
 def _balance_taken_over(payment: Payment) -> None:
@@ -840,11 +935,13 @@ def _execute(
     operation: PaymentOperation,
     call: Callable[[PaymentOperation, Payment], gateways.GatewayResult | None],
     book: Callable[[PaymentOperation, Payment, gateways.GatewayResult], None],
+    refused: Callable[[PaymentOperation, Payment, gateways.GatewayError], None] | None = None,
 ) -> PaymentOperation:
     """Run one PENDING provider operation exactly once, however many workers try it at once: its row is locked
     across the provider call (another runner waits, then finds it done), the call carries the operation's
     idempotency key, and its result is booked (`book`) in the same transaction that marks it SUCCEEDED. A
-    refusal marks it FAILED (the exceptions queue shows it); a retryable error is recorded and raised after the
+    refusal marks it FAILED (the exceptions queue shows it), after `refused` booked what the refusal says (in the
+    same transaction; it may reword the operation's error); a retryable error is recorded and raised after the
     transaction, for the task's retry. `call` may answer None: nothing to ask the provider, book as done."""
     error: gateways.GatewayError | None = None
     # The try is counted before the call, in its own commit: a worker killed during the call rolls its
@@ -866,6 +963,8 @@ def _execute(
             operation.error = str(error)[:500]
             if not error.retryable:
                 operation.status, operation.finished_at = PaymentOperation.Status.FAILED, timezone.now()
+                if refused is not None:
+                    refused(operation, payment, error)
             operation.save()
         else:
             book(operation, payment, result or gateways.GatewayResult(reference="", amount_minor=0, status="none"))
@@ -955,7 +1054,20 @@ def payment_capture(payment_id: int) -> Payment:
                 run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
         _tell_app(payment)
 
-    _execute(operation, call, book)
+    def refused(operation: PaymentOperation, payment: Payment, error: gateways.GatewayError) -> None:
+        # The hold lapsed at the provider before this capture (Stripe cancelled the PaymentIntent, Razorpay refunded
+        # the authorisation uncaptured): nothing was taken, and nothing can be. Booked as a release, as a capture
+        # that finds the payment RELEASED is (its RELEASED webhook may come later, or never be read as one), and the
+        # bill asked for again with a balance payment; the capture stays FAILED on the exceptions queue.
+        if error.code != gateways.LAPSED or payment.status != Payment.Status.AUTHORISED:
+            return
+        _released(payment)
+        operation.error = (
+            f"the authorisation lapsed before the capture: the bill is asked for with a balance payment ({error})"[:500]
+        )
+        _collect_after_lapse(payment)
+
+    _execute(operation, call, book, refused)
     payment.refresh_from_db()
     return payment
 
@@ -1064,9 +1176,15 @@ def booking_cancelled(event: events.BookingCancelled) -> None:
     booking = event.booking
     if ChargingSession.objects.filter(booking=booking).exists():
         return
-    for payment in Payment.objects.filter(booking=booking, status=Payment.Status.AUTHORISED):
+    # Every payment of the booking locked before its status is read (the booking's row is the caller's, locked or
+    # updated: booking → payment, the order everywhere). An authorisation whose webhook holds its row, not
+    # committed, is waited for and seen AUTHORISED; one whose webhook comes after this commits finds the booking
+    # ended and releases itself (_apply). Read without the lock, the first had been missed: the booking CANCELLED,
+    # its payment AUTHORISED, and no release.
+    locked = Payment.objects.select_for_update().filter(booking=booking).order_by("pk")
+    for payment in [p for p in locked if p.status == Payment.Status.AUTHORISED]:
         if payment.provider == "wallet":
-            _released(Payment.objects.select_for_update().get(pk=payment.pk))
+            _released(payment)
         else:
             _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
             run_after_commit("billing.tasks.release_payment", payment.pk)
