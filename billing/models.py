@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from billing.money import DEFAULT_POLICY, ROUNDING_POLICIES
@@ -49,6 +50,13 @@ class Tariff(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     objects = TariffQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # A party's tariffs, in any case: moved with it when it changes connection
+            # (emsp/services/partners.py::party_objects_moved).
+            models.Index(Upper("country_code"), Upper("party_id"), name="tariff_party_any_case"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.tariff_id} ({self.country_code}*{self.party_id})"

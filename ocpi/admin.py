@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Func, IntegerField, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -37,11 +38,25 @@ class PartnerPartyForm(forms.ModelForm):
         data = super().clean()
         if data.get("status") == PartnerParty.Status.GRANTED and data.get("country_code") and data.get("party_id"):
             holder = party_holder(data["country_code"], data["party_id"])
-            partner = data.get("partner")
-            partner_id = partner.pk if partner is not None else self.instance.partner_id
-            if holder is not None and holder.pk != partner_id:
+            if holder is not None and holder.pk != self._partner_id(data):
                 raise forms.ValidationError(f"{data['country_code']}*{data['party_id']} is granted to {holder}.")
+        if data.get("country_code") and data.get("party_id") and self._partner_id(data) is not None:
+            # One row a party for each partner (party_once_per_partner), which Django's own check skips where the
+            # partner is not a field of the form (the inline, a row's change page): a form error, not a 500.
+            others = PartnerParty.objects.filter(
+                partner_id=self._partner_id(data),
+                country_code=data["country_code"].strip().upper(),
+                party_id=data["party_id"].strip().upper(),
+            ).exclude(pk=self.instance.pk)
+            if others.exists():
+                raise forms.ValidationError(
+                    f"{data['country_code']}*{data['party_id']} is already a party of this partner: change that row."
+                )
         return data
+
+    def _partner_id(self, data: dict[str, Any]) -> int | None:
+        partner = data.get("partner")
+        return partner.pk if partner is not None else self.instance.partner_id
 
 
 class PartnerPartyListForm(PartnerPartyForm):
@@ -598,8 +613,12 @@ class PartnerPartyAdmin(admin.ModelAdmin):
         # A party goes to another connection by a grant there (this one's removed), not by editing the row.
         return (*self.readonly_fields, "partner") if obj is not None else self.readonly_fields
 
-    def has_delete_permission(self, request: HttpRequest, obj: PartnerParty | None = None) -> bool:
-        return super().has_delete_permission(request, obj) and not (obj is not None and obj.own)
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        # An own party goes only with its partner (whose deletion cascades to it, so the permission itself stays).
+        party = self.get_object(request, object_id)
+        if party is not None and party.own:
+            raise PermissionDenied("A partner's own party is set on its page.")
+        return super().delete_view(request, object_id, extra_context)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -607,6 +626,8 @@ class PartnerPartyAdmin(admin.ModelAdmin):
         return actions
 
     def save_model(self, request: HttpRequest, obj: PartnerParty, form: Any, change: bool) -> None:
+        if change and (obj.own or not form.changed_data):
+            return  # nothing changed (an own party's page is read-only): no grant to record
         was_key = ci_key(form.initial.get("country_code") or "", form.initial.get("party_id") or "") if change else ""
         party_saved(request, obj.partner, obj, was=form.initial.get("status") if change else None, was_key=was_key)
 

@@ -33,7 +33,7 @@ def tariff_get(country_code: str, party_id: str, tariff_id: str) -> Tariff | Non
     return Tariff.objects.filter(ocpi_key=tariff_key(country_code, party_id, tariff_id)).first()
 
 
-def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, bool]:
+def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff | None, bool, bool]:
     """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
@@ -41,12 +41,17 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
     with transaction.atomic():
         # select_for_update takes the generation's lock before the row's (billing/tariff_cache.py).
         tariff = Tariff.objects.select_for_update().filter(ocpi_key=key).first()
-        # The tariff is its writer's (a party moved from a hub to its own connection, or to another hub:
-        # emsp/services/partners.py::party_objects_moved), also when this version is older than ours; unless
-        # another connection holds it and the writer no longer holds the party, as the database says (it passed
-        # the party check against the parties its instance read: cached for seconds by ocpi/transport.py, or
-        # for a whole pull): then it stays where it is.
-        taken = tariff is not None and tariff.partner_id != partner.pk and _holds_party(partner, obj)
+        # Whose party is it now, as the database says, where the tariff is new here or held under another
+        # connection? The writer passed the party check against the parties its instance read (cached for
+        # seconds by ocpi/transport.py, or for a whole pull): a party moved off it since is not written. A party
+        # it holds takes the tariff over (moved to it: emsp/services/partners.py::party_objects_moved), also
+        # when this version is older than ours.
+        taken = False
+        if tariff is None or tariff.partner_id != partner.pk:
+            holder = party_holder(obj["country_code"], obj["party_id"])
+            if holder is not None and holder.pk != partner.pk:
+                return tariff, False, False
+            taken = tariff is not None and holder is not None
         if tariff is not None and last_updated < tariff.last_updated:
             if taken:
                 tariff.partner = partner
@@ -69,11 +74,6 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff, bool, boo
         tariff.received_at = timezone.now()
         tariff.save()
     return tariff, created, True
-
-
-def _holds_party(partner: Partner, obj: dict[str, Any]) -> bool:
-    holder = party_holder(obj["country_code"], obj["party_id"])
-    return holder is not None and holder.pk == partner.pk
 
 
 def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:

@@ -88,6 +88,7 @@ class StoreResult:
     created: int = 0
     updated: int = 0
     ignored_older: int = 0
+    not_held: int = 0  # of a party granted to another connection since the writer read its parties: not written
     created_keys: set[str] = field(default_factory=set)
     status_changes: list[tuple[int, str, str]] = field(default_factory=list)  # (evse pk, old, new)
 
@@ -95,6 +96,7 @@ class StoreResult:
         self.created += other.created
         self.updated += other.updated
         self.ignored_older += other.ignored_older
+        self.not_held += other.not_held
         self.created_keys |= other.created_keys
         self.status_changes += other.status_changes
         return self
@@ -233,27 +235,33 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
     }
     locations: list[dict[str, Any]] = []
     restored: list[str] = []
-    taken: list[str] = []
-    holds = _HoldsParty(partner)
+    taken: dict[int, list[str]] = {}  # keys whose owner becomes the writer, by the owner they were read with
+    holder = _PartyHolder()
     for key, (obj, last_updated) in batch.items():
         held = existing.get(key)
-        # The location is its writer's (a party moved from a hub to its own connection, or to another hub:
-        # emsp/services/partners.py::party_objects_moved), unless another connection holds it and the writer no
-        # longer holds its party (_HoldsParty): then it stays where it is.
-        owner = partner.pk if held is None or held[2] == partner.pk or holds(obj) else held[2]
+        if held is None or held[2] != partner.pk:
+            # New here, or held under another connection: whose party is it now, as the database says? The writer
+            # passed the party check against the parties its instance read (a pull goes on for minutes with them;
+            # OCPI requests are answered from a partner cached for seconds, ocpi/transport.py): a party moved off
+            # it since is not written, neither a new object nor data over its holder's. A party it holds takes
+            # the object over (moved to it: emsp/services/partners.py::party_objects_moved).
+            holder_pk = holder(obj)
+            if holder_pk is not None and holder_pk != partner.pk:
+                result.not_held += 1
+                continue
+            if held is not None and holder_pk == partner.pk:
+                taken.setdefault(held[2], []).append(key)
         if held is not None and last_updated < held[0]:
             result.ignored_older += 1
             if held[1] is not None:
                 restored.append(key)
-            if owner != held[2]:
-                taken.append(key)
             continue
         if held is None:
             result.created += 1
             result.created_keys.add(key)
         else:
             result.updated += 1
-        locations.append(_location_values(owner, obj, last_updated, now))
+        locations.append(_location_values(partner.pk, obj, last_updated, now))
     if restored:
         # Listed (or PUT) by its CPO again: not gone, whatever its stamp. One we withdrew whose last_updated an
         # EVSE or connector push had moved past the CPO's own stayed withdrawn for good, every listing of it
@@ -262,9 +270,11 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         Location.objects.filter(ocpi_key__in=restored, withdrawn_at__isnull=False).update(
             withdrawn_at=None, received_at=now
         )
-    if taken:
-        # Older than ours, so its data is not taken; its owner is, as for those written below.
-        Location.objects.filter(ocpi_key__in=taken).update(partner_id=partner.pk)
+    for owner, keys in taken.items():
+        # Only from the owner read above: a move committed since (a grant to another connection) stands. The
+        # upsert below leaves partner_id alone for the same reason: set from a read made before it, it had put a
+        # location moved meanwhile back under its old connection.
+        Location.objects.filter(ocpi_key__in=keys, partner_id=owner).update(partner_id=partner.pk)
     if not locations:
         return result
     written = bulk.upsert(
@@ -272,7 +282,7 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         LOCATION_COLUMNS,
         [_row(v, LOCATION_COLUMNS) for v in locations],
         conflict=("ocpi_key",),
-        update=[c for c in LOCATION_COLUMNS if c != "ocpi_key"],  # partner_id too: the owner worked out above
+        update=[c for c in LOCATION_COLUMNS if c not in ("partner_id", "ocpi_key")],
         returning=("ocpi_key", "id"),
     )
     location_ids = dict(written)
@@ -322,21 +332,19 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
     return result
 
 
-class _HoldsParty:
-    """Whether the writer holds an object's party now, as the database says (`party_holder`), asked once per party
-    and only of objects another connection holds. The writer passed the party check, but against the parties its
-    instance read: a hub's pull goes on for minutes with them, and OCPI requests are answered from a partner cached
-    for seconds (ocpi/transport.py, TOKEN_CACHE_SECONDS). A party moved off it meanwhile must not come back."""
+class _PartyHolder:
+    """The pk of the connection an object's party is granted to now, as the database says (`party_holder`), or
+    None where no connection holds it; asked once per party in a batch, and only of objects new here or held
+    under another connection (the common write, an object of the writer's own, asks nothing)."""
 
-    def __init__(self, partner: Partner) -> None:
-        self.partner = partner
-        self.answers: dict[str, bool] = {}
+    def __init__(self) -> None:
+        self.answers: dict[str, int | None] = {}
 
-    def __call__(self, obj: dict[str, Any]) -> bool:
+    def __call__(self, obj: dict[str, Any]) -> int | None:
         party = ci_key(obj["country_code"], obj["party_id"])
         if party not in self.answers:
             holder = party_holder(obj["country_code"], obj["party_id"])
-            self.answers[party] = holder is not None and holder.pk == self.partner.pk
+            self.answers[party] = holder.pk if holder is not None else None
         return self.answers[party]
 
 

@@ -172,3 +172,32 @@ def test_staff_remove_parties_from_the_list_and_each_removal_is_recorded(
     assert not PartnerParty.objects.filter(pk__in=pks).exists()
     assert StaffAction.objects.filter(verb="remove_party").count() == 3
     assert PartnerParty.objects.filter(pk=own).exists()  # its own party is set on its page, never removed here
+
+
+def test_a_party_row_edited_to_a_party_its_partner_already_has_is_a_form_error(staff: Client) -> None:
+    hub = PartnerFactory(country_code="NL", party_id="HUB", role=Partner.Role.HUB)
+    typo = PartnerParty.objects.create(partner=hub, country_code="IN", party_id="CPX", status="GRANTED")
+    PartnerParty.objects.create(partner=hub, country_code="IN", party_id="CPC", status="REQUESTED")
+    response = staff.post(
+        reverse("admin:emsp_partnerparty_change", args=[typo.pk]),
+        {"country_code": "IN", "party_id": "cpc", "status": "GRANTED"},
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "already a party of this partner" in response.content.decode()
+    assert PartnerParty.objects.get(pk=typo.pk).party_id == "CPX"
+
+
+def test_saving_an_own_partys_read_only_page_records_no_grant(staff: Client, claimant: tuple[Partner, str]) -> None:
+    partner, _ = claimant
+    own = PartnerParty.objects.get(partner=partner, own=True)
+    response = staff.post(reverse("admin:emsp_partnerparty_change", args=[own.pk]), {})
+    assert response.status_code == 302
+    assert not StaffAction.objects.filter(verb__in=("grant_party", "change_party")).exists()
+
+
+def test_an_own_party_is_not_deleted_on_its_own(staff: Client, claimant: tuple[Partner, str]) -> None:
+    partner, _ = claimant
+    own = PartnerParty.objects.get(partner=partner, own=True)
+    response = staff.post(reverse("admin:emsp_partnerparty_delete", args=[own.pk]), {"post": "yes"})
+    assert response.status_code == 403
+    assert PartnerParty.objects.filter(pk=own.pk).exists()

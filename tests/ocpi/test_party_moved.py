@@ -341,3 +341,86 @@ def test_a_grant_that_moves_nothing_writes_no_tariff(hub: Partner) -> None:
 
     assert not [q["sql"] for q in queries if q["sql"].startswith('UPDATE "billing_tariff"')]
     assert owners() == (hub.pk, hub.pk)
+
+
+def test_the_old_hubs_stale_write_changes_nothing_of_the_new_holders(hub: Partner) -> None:
+    """The hub's instance read its parties before the move, so its write passes the party check; the database
+    says the party is another connection's now: neither its data nor an EVSE it left out is written over the new
+    holder's (a renamed station, a tariff at 99 instead of 25, the holder's extra EVSE REMOVED)."""
+    hub_pushes_both_parties()
+    assert hub.owns("IN", "CPB")
+    staff_remove_the_grant(hub)
+    direct = PartnerFactory(country_code="IN", party_id="CPB")
+    fresh = location("CPB", "LOC-B", "2026-03-01T00:00:00Z", "Direct's")
+    fresh["evses"].append({**fresh["evses"][0], "uid": "LOC-B-E9", "evse_id": "IN*CPB*ELOCB9"})
+    locations_store(direct, [fresh])
+    tariffs_store(direct, [tariff("CPB", "T-B", "2026-03-01T00:00:00Z", price=25)])
+
+    result = locations_store(hub, [location("CPB", "LOC-B", "2026-04-01T00:00:00Z", "Hub's")])
+    assert tariffs_store(hub, [tariff("CPB", "T-B", "2026-04-01T00:00:00Z", price=99)]) == 0
+
+    assert result.not_held == 1
+    stored = Location.objects.get(location_id="LOC-B")
+    assert stored.name == "Direct's"
+    assert Evse.objects.get(location=stored, uid="LOC-B-E9").status != Evse.Status.REMOVED
+    assert Tariff.objects.get(tariff_id="T-B").data["elements"][0]["price_components"][0]["price"] == 25
+    assert owners() == (direct.pk, direct.pk)
+
+
+def test_the_old_hubs_stale_write_of_a_new_location_is_not_stored_under_it(hub: Partner) -> None:
+    hub_pushes_both_parties()
+    assert hub.owns("IN", "CPB")
+    staff_remove_the_grant(hub)
+    PartnerFactory(country_code="IN", party_id="CPB")
+
+    locations_store(hub, [location("CPB", "LOC-B2", NEW)])
+    tariffs_store(hub, [tariff("CPB", "T-B2", NEW)])
+
+    assert not Location.objects.filter(location_id="LOC-B2").exists()
+    assert not Tariff.objects.filter(tariff_id="T-B2").exists()
+
+
+def test_an_ordinary_write_asks_nothing_of_the_parties() -> None:
+    """The common write, an object already the writer's, costs no query for the party's holder."""
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    locations_store(partner, [location("CPA", "LOC-A")])
+    with CaptureQueriesContext(connection) as queries:
+        locations_store(partner, [location("CPA", "LOC-A", NEW, "Again")])
+    assert not [q for q in queries.captured_queries if "emsp_partnerparty" in q["sql"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_grant_committed_during_the_hubs_write_is_not_undone(hub: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staff move the party to another hub while the old hub's write is between its read of the owners and its
+    upsert: the upsert does not put the location back under the old hub (it set partner_id from that read)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("two connections at once need PostgreSQL; SQLite has one writer")
+    import threading
+
+    from emsp import bulk
+
+    hub_pushes_both_parties()
+    other = PartnerFactory(country_code="DE", party_id="HB2", role=Partner.Role.HUB)
+    original, done = bulk.values_in, []
+
+    def staff_move_the_party() -> None:
+        try:
+            PartnerParty.objects.filter(partner=hub, country_code="IN", party_id="CPB").delete()
+            partner_party_grant(partner=other, country_code="IN", party_id="CPB", by="staff")
+            done.append(True)
+        finally:
+            connection.close()
+
+    def values_in(model: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = original(model, *args, **kwargs)
+        if model is Location and not done:
+            thread = threading.Thread(target=staff_move_the_party)
+            thread.start()
+            thread.join()
+        return rows
+
+    monkeypatch.setattr(bulk, "values_in", values_in)
+    locations_store(hub, [location("CPB", "LOC-B", NEW, "Hub's")])
+
+    assert done
+    assert Location.objects.get(location_id="LOC-B").partner_id == other.pk
