@@ -95,6 +95,14 @@ def retry_stuck_payment_operations() -> int:
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def release_unbooked_holds() -> int:
+    """Beat: holds a driver authorised at init's page that no order was confirmed with, and none can be any more
+    (the quote expired: a confirm refused, or never sent), are released (payments.unbooked_holds_release); the
+    provider calls run in release_payment after the commit."""
+    return len(payments.unbooked_holds_release())
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def issue_due_receipts() -> int:
     """Beat: receipts left without their numbered document (their task lost) are queued again, each next time
     later (billing/services/documents.py, take_due_receipts)."""

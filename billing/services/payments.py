@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import Exists, F, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -258,9 +258,12 @@ def payment_open(
         kind = {"provider": "wallet", "type": Payment.Type.PRE_ORDER}
     else:
         kind = {"provider": gateways.provider_for(currency), "type": Payment.Type.PRE_ORDER}
+    # One released, or whose release is decided (no order was confirmed with it while its quote held:
+    # unbooked_holds_release), is not offered again: its page is paid, its hold going, and a confirm refuses it.
     earlier = (
         Payment.objects.filter(journey=journey, driver=driver, currency=currency, booking__isnull=True, **kind)
-        .exclude(status=Payment.Status.FAILED)
+        .exclude(status__in=(Payment.Status.FAILED, Payment.Status.RELEASED))
+        .exclude(operations__kind=PaymentOperation.Kind.RELEASE)
         .order_by("-pk")
         .first()
     )
@@ -329,6 +332,13 @@ def payment_confirm(*, payment: Payment, booking: Booking, quote: Quote, reporte
         elif payment.status not in (Payment.Status.PENDING, Payment.Status.AUTHORISED):
             raise PaymentRefused(
                 f"payment {reference_of(payment)} is {payment.status.lower()}: init the order again for a new one"
+            )
+        elif payment.operations.filter(kind=PaymentOperation.Kind.RELEASE).exists():
+            # Its release is decided (unbooked_holds_release, or its authorisation came after its quote expired)
+            # and runs after that commit: the hold is going, so no booking may count on it.
+            raise PaymentRefused(
+                f"payment {reference_of(payment)} is being released (no order was confirmed with it in time): "
+                "init the order again for a new one"
             )
         payment.booking = booking
         payment.save()
@@ -547,6 +557,11 @@ def _apply(event: gateways.WebhookEvent) -> str:
             # on it, and booking_cancelled released only what was authorised by then.
             _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
             run_after_commit("billing.tasks.release_payment", payment.pk)
+        elif payment.booking_id is None and payment.purpose == "charge" and _quote_expired(payment):
+            # Paid at init's page after the order's quote expired, no order confirmed with it: a confirm is
+            # refused now (the quote), and the next init opens a payment of its own. Released at once.
+            _unbooked_hold_release(payment, "its authorisation came after its quote expired")
+            return "authorised; released: no order can be confirmed with it any more"
         return "authorised"
     if event.type == gateways.FAILED:
         if payment.status != Payment.Status.PENDING:
@@ -851,20 +866,73 @@ def dispute_credit_netted(receipt: DriverReceipt) -> Decimal:
 
 def fee_given_back(receipt: DriverReceipt) -> tuple[Decimal, Decimal]:
     """Our fee and its VAT (both >= 0) that a credit CDR's receipt gives back to the driver on top of the CPO's
-    part, as _our_part_given_back books them: the credit note prints this, so it states what the ledger refunds.
-    (0, 0) for a receipt that is no credit, or whose original has no receipt of the same driver."""
+    part, as _our_part_given_back booked them: the credit note prints this, so it states what the ledger refunds
+    (read from the credit's own entries once it was billed, however many credits of the same charge came since;
+    worked out as its processing would before). (0, 0) for a receipt that is no credit, or whose original has no
+    receipt of the same driver."""
     cdr = receipt.cdr
     original = cdr.credited_cdr if cdr.credit and cdr.credited_cdr_id else None
     original_receipt = DriverReceipt.objects.filter(cdr=original).first() if original is not None else None
     if original is None or original_receipt is None or original_receipt.driver_id != receipt.driver_id:
         return ZERO, ZERO
-    return _fee_given_back(receipt, original, original_receipt, cdr.currency, partner_terms(original.partner))
+    currency = cdr.currency
+    reference = f"cdr:{cdr.pk}"
+    if LedgerEntry.objects.filter(reference=reference).exists():  # billed: what its entries gave back
+        fee, fee_vat = (_booked_minor(f"{reference}:credit:{part}") for part in ("fee", "fee-vat"))
+        return from_minor(fee, currency), from_minor(fee_vat, currency)
+    return _fee_given_back(receipt, original, original_receipt, currency, partner_terms(original.partner))
+
+
+def _booked_minor(*keys: str) -> int:
+    """What the entries of these keys took from the account that bore them (their debit lines: a credit's
+    borne_by), in minor units; 0 for keys never posted."""
+    lines = LedgerLine.objects.filter(entry__idempotency_key__in=keys, amount_minor__gt=0)
+    return sum(lines.values_list("amount_minor", flat=True))
+
+
+def _other_credits(receipt: DriverReceipt, original: Cdr) -> list[DriverReceipt]:
+    """The receipts of the original's other credit CDRs billed so far (a credit held for review has none; a
+    receipt is made and billed in one transaction, and the credits of one charge are weighed one at a time)."""
+    others = DriverReceipt.objects.filter(cdr__credited_cdr=original, cdr__credit=True).exclude(cdr_id=receipt.cdr_id)
+    return list(others.select_related("cdr").order_by("pk"))
 
 
 def _fee_given_back(
-    receipt: DriverReceipt, original: Cdr, original_receipt: DriverReceipt, currency: str, terms: PartnerTerms
+    receipt: DriverReceipt,
+    original: Cdr,
+    original_receipt: DriverReceipt,
+    currency: str,
+    terms: PartnerTerms,
+    others: list[DriverReceipt] | None = None,
 ) -> tuple[Decimal, Decimal]:
-    left = original.total_cost_excl_vat + receipt.cdr.total_cost_excl_vat  # the CPO's price after the credit
+    """What this credit gives back of our fee and its VAT: what the original's credits billed so far, this one
+    with them, give back in all (all of it once their net voids the original: a voided charge leaves none of our
+    fee; else the difference to our fee on the lowered price), less what the others gave back (their entries).
+    Each credit had weighed only itself against the original, so partial credits that together voided a charge
+    never gave back the flat part (-300 and -80 of 380: 5.00 of fee and 0.90 of VAT kept). A single credit gives
+    back what it always did."""
+    others = _other_credits(receipt, original) if others is None else others
+    fee, fee_vat = _fee_given_back_in_all(receipt, original, original_receipt, currency, terms, others)
+    keys = [f"cdr:{other.cdr_id}:credit" for other in others]
+    before = (_booked_minor(*[f"{key}:{part}" for key in keys]) for part in ("fee", "fee-vat"))
+    fee, fee_vat = (max(ZERO, x - from_minor(b, currency)) for x, b in zip((fee, fee_vat), before, strict=True))
+    return fee, fee_vat
+
+
+def _fee_given_back_in_all(
+    receipt: DriverReceipt,
+    original: Cdr,
+    original_receipt: DriverReceipt,
+    currency: str,
+    terms: PartnerTerms,
+    others: list[DriverReceipt],
+) -> tuple[Decimal, Decimal]:
+    """Our fee and its VAT on the original that this credit and the `others` give back together."""
+    left = (  # the CPO's price after the credits
+        original.total_cost_excl_vat
+        + receipt.cdr.total_cost_excl_vat
+        + sum((other.cdr.total_cost_excl_vat for other in others), ZERO)
+    )
     if left <= 0:  # voided: none of our fee stays
         fee, fee_vat = original_receipt.fee_excl_vat, original_receipt.fee_vat
     else:  # lowered: our fee as it would be on the lower price
@@ -875,17 +943,17 @@ def _fee_given_back(
 
 
 def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: postings.Bill, reference: str) -> Decimal:
-    """Our fee and its VAT on the original that the credit takes away (all of it when the credit voids the
-    original; else the difference to our fee on the lowered price), credited to the driver; the app's finder fee
-    taken back in the share of the bill given back. What is given back on top of the CPO's part."""
+    """Our fee and its VAT on the original that the credit takes away (all of it once the original's credits
+    together void it; else the difference to our fee on the lowered price, less what earlier credits gave back),
+    credited to the driver; the app's finder fee taken back in the share of the bill the credits give back, less
+    what earlier credits took back. What is given back on top of the CPO's part."""
     original_receipt = DriverReceipt.objects.filter(cdr=original).first() if original is not None else None
     if original is None or original_receipt is None or original_receipt.driver_id != receipt.driver_id:
         return ZERO
     currency = bill_.currency
     terms = partner_terms(original.partner)
-    fee, fee_vat = _fee_given_back(receipt, original, original_receipt, currency, terms)
-    back = -bill_.cpo + fee + fee_vat
-    share = min(Decimal(1), back / original_receipt.total_incl_vat) if original_receipt.total_incl_vat > 0 else ZERO
+    others = _other_credits(receipt, original)
+    fee, fee_vat = _fee_given_back(receipt, original, original_receipt, currency, terms, others)
     for value, account, part in (
         (fee, accounts.revenue_fees(currency), "fee"),
         (fee_vat, accounts.tax_payable(terms.fee_vat_percent, currency), "fee-vat"),
@@ -894,21 +962,36 @@ def _our_part_given_back(receipt: DriverReceipt, original: Cdr | None, bill_: po
             postings.credit(
                 currency=currency, amount=value, borne_by=account, reference=reference, key=f"{reference}:credit:{part}"
             )
-    # The app's finder fee on the original (postings.finder_fee: finder fees expense, the app's account).
+    # The app's finder fee on the original (postings.finder_fee: finder fees expense, the app's account), taken
+    # back in the share of the bill the credits give back in all, less what the others took back: the whole fee
+    # once they void the charge (each had taken back its own share, rounded: a cent could stay).
     lines = list(
         LedgerLine.objects.filter(entry__idempotency_key=f"cdr:{original.pk}:finder_fee").select_related("account")
     )
     expense = next((line for line in lines if line.account.code == "expense:finder-fees"), None)
     app = next((line for line in lines if line.account.code.startswith("bap:")), None)
     if expense is not None and app is not None and expense.amount_minor > 0:
-        code = app.account.code
-        postings.finder_fee(
-            bap_id=code.removeprefix("bap:").rsplit(":", 1)[0],
-            currency=currency,
-            amount=-round_money(from_minor(expense.amount_minor, currency) * share, currency, terms.rounding),
-            bap_collected=code.endswith(":receivable"),
-            reference=reference,
+        in_all = _fee_given_back_in_all(receipt, original, original_receipt, currency, terms, others)
+        cpo_back = -bill_.cpo + sum(
+            (-postings.bill_of(o, fee_vat_rate=terms.fee_vat_percent, policy=terms.rounding).cpo for o in others), ZERO
         )
+        back = cpo_back + sum(in_all, ZERO)
+        total = original_receipt.total_incl_vat
+        share = min(Decimal(1), back / total) if total > 0 else ZERO
+        taken = round_money(from_minor(expense.amount_minor, currency) * share, currency, terms.rounding)
+        before = LedgerLine.objects.filter(
+            entry__idempotency_key__in=[f"cdr:{o.cdr_id}:finder_fee" for o in others], account=expense.account
+        )
+        taken -= from_minor(-sum(before.values_list("amount_minor", flat=True)), currency)
+        code = app.account.code
+        if taken > 0:
+            postings.finder_fee(
+                bap_id=code.removeprefix("bap:").rsplit(":", 1)[0],
+                currency=currency,
+                amount=-taken,
+                bap_collected=code.endswith(":receivable"),
+                reference=reference,
+            )
     return fee + fee_vat
 
 
@@ -1212,6 +1295,93 @@ def payment_release(payment_id: int) -> Payment:
     _execute(operation, call, book)
     payment.refresh_from_db()
     return payment
+
+
+# --- holds no order was confirmed with ------------------------------------------------------------------
+
+# on_init gives the app the hosted page, so a driver may pay before confirming. A confirm refused (the charger
+# went out of order, the quote expired) or never sent leaves the payment AUTHORISED with no booking: no cancel,
+# bill or sweep of operations would ever release it, and the driver's money stayed held until the provider let
+# it lapse (7 days at Stripe). A confirm needs its journey's quote valid (driver_pricing.quote_usable), and every
+# init holds that quote for the driver, QUOTE_TTL (15 minutes) from then (quote_hold): so the hold is released
+# once no quote held by the payment's driver and not booked is valid any more, this long after (a confirm that
+# checked its quote just before it expired, still under way).
+UNBOOKED_HOLD_MARGIN = timedelta(seconds=60)
+
+
+def _quotes_held(driver_id: Any, now: Any) -> QuerySet[Quote]:
+    """Quotes held for the driver (an init's), not booked, valid or expired less than the margin ago."""
+    return Quote.objects.filter(
+        driver_id=driver_id, accepted_at__isnull=True, valid_until__gte=now - UNBOOKED_HOLD_MARGIN
+    )
+
+
+def _confirm_possible(payment: Payment, now: Any = None) -> bool:
+    """Could a confirm still bind this unbooked payment to an order? While its driver holds a quote still valid
+    (see UNBOOKED_HOLD_MARGIN). Erring on the side of waiting: a quote of another journey of the same driver keeps
+    the hold until it expires too."""
+    if payment.driver_id is None:
+        return False
+    return _quotes_held(payment.driver_id, now or timezone.now()).exists()
+
+
+def _quote_expired(payment: Payment, now: Any = None) -> bool:
+    """Did the quote an init held with this payment expire (more than the margin ago), no other being valid? The
+    init holds it from before the payment is made (quote_hold, then payment_open) to QUOTE_TTL after; a payment
+    with no such quote to judge by is left to the beat's sweep (unbooked_holds_release)."""
+    now = now or timezone.now()
+    if payment.driver_id is None or _confirm_possible(payment, now):
+        return False
+    held = Quote.objects.filter(driver_id=payment.driver_id, accepted_at__isnull=True)
+    return held.filter(valid_until__gte=payment.created_at, valid_until__lt=now - UNBOOKED_HOLD_MARGIN).exists()
+
+
+def _unbooked_holds() -> QuerySet[Payment]:
+    """Charge payments we collect, held (AUTHORISED) with no booking, whose release is not decided yet."""
+    return (
+        Payment.objects.filter(
+            purpose="charge",
+            booking__isnull=True,
+            status=Payment.Status.AUTHORISED,
+            collected_by=Payment.CollectedBy.BPP,
+        )
+        .exclude(provider="bap")
+        .exclude(operations__kind=PaymentOperation.Kind.RELEASE)
+    )
+
+
+def _unbooked_hold_release(payment: Payment, why: str) -> None:
+    """Release a hold no order was confirmed with (the payment's row locked by the caller): a wallet's at once, a
+    provider's by its RELEASE operation (the same key a cancel's would have: one release whoever decides it),
+    run after the commit (billing.tasks.release_payment; the stuck-operations sweep if that task is lost). A
+    confirm that comes after is refused (payment_confirm), and the next init opens a payment of its own."""
+    note = f"released: no order was confirmed with it ({why})"[:300]
+    Payment.objects.filter(pk=payment.pk).update(failure=note)
+    payment.failure = note
+    log.warning("payment %s: %s", payment.pk, note)
+    if payment.provider == "wallet":
+        _released(payment)
+        return
+    _operation(payment, PaymentOperation.Kind.RELEASE, payment.authorised_minor, f"{payment.key}:release")
+    run_after_commit("billing.tasks.release_payment", payment.pk)
+
+
+def unbooked_holds_release(now: Any = None, limit: int = 200) -> list[int]:
+    """Beat (billing.tasks.release_unbooked_holds): release the holds that no order was confirmed with and none
+    can be any more (_confirm_possible), oldest first; the ids released. Each in its own transaction, its row
+    locked and read again (skipping one another run holds): run twice, or twice at once, a hold is released
+    once, and one bound by a confirm meanwhile is left to its booking."""
+    now = now or timezone.now()
+    due = _unbooked_holds().exclude(Exists(_quotes_held(OuterRef("driver_id"), now)))
+    released = []
+    for pk in list(due.order_by("pk").values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            payment = _unbooked_holds().select_for_update(skip_locked=True).filter(pk=pk).first()
+            if payment is None or _confirm_possible(payment, now):
+                continue
+            _unbooked_hold_release(payment, "its quote expired")
+            released.append(pk)
+    return released
 
 
 # --- refunds -------------------------------------------------------------------------------------------
