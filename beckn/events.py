@@ -19,7 +19,7 @@ from beckn.models import BecknCallback, BecknMessage, BecknTransaction
 from beckn.rendering import cancellation_terms, charger_answer, order_block, stop_answer
 from emsp import events
 from emsp.models import Booking, ChargingSession, Command
-from emsp.services import booking_checks, bookings
+from emsp.services import booking_checks, bookings, commands
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def session_changed(event: events.BookingSessionChanged) -> None:
 def command_finished(event: events.CommandFinished) -> None:
     """A start that failed or timed out reaches the BAP (OCPI TIMEOUT: we keep watching for a late session). Not
     while the update that sent it is unanswered (RECEIVED): its on_update carries the outcome (beckn/handlers.py
-    `_answer_sent`, which reads the command after this transaction commits)."""
+    `_answer_sent`, which reads the command after this transaction commits). Nor once its charge has begun
+    (commands.charging_began: the CPO pushed the session before the CommandResult, or without one)."""
     command = event.command
     booking = command.booking
     if booking is None:
@@ -65,6 +66,11 @@ def command_finished(event: events.CommandFinished) -> None:
         _stop_finished(command, booking)
         return
     if command.type != Command.Type.START_SESSION:
+        return
+    if commands.charging_began(command):
+        # The CPO reported the session before (or without) the start's outcome: the app heard it charging
+        # (session_changed). A TIMEOUT or a late FAILED result says nothing it must hear, where "could not start"
+        # had come with an order saying Charging.
         return
     # A CommandResult TIMEOUT is recorded FAILED but refuses nothing (bookings._start_standing): told as a timeout,
     # not "could not start", which had an app retry into a 50002.

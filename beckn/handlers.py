@@ -320,7 +320,8 @@ def _answer_sent(
                 send_alternatives(exc.alternatives, txn=target, request_context=envelope.context, window=exc.window)
             return
         error = None
-        if command.type == Command.Type.START_SESSION and start_timed_out(command):
+        start = command.type == Command.Type.START_SESSION
+        if start and start_timed_out(command) and not commands.charging_began(command):  # else the order says Charging
             error = {"code": FULFILMENT_AGENT_UNAVAILABLE, "message": START_TIMEOUT}
         callbacks.enqueue(
             action=action,
@@ -821,6 +822,8 @@ def _command_outcome(command: Command, booking: Booking) -> None:
     bookings.start_refused), STOPPING on a stop the booking checks send again."""
     if command.type == Command.Type.START_SESSION and start_timed_out(command):
         return  # no refusal: the answer carries the order, and START_TIMEOUT
+    if command.type == Command.Type.START_SESSION and commands.charging_began(command):
+        return  # a late FAILED result of a start whose session the CPO reported charging: the order says it
     # A stop is told whether refused or not answered (our sweep's TIMEOUT, the CPO's CommandResult TIMEOUT): the
     # charge goes on either way (start_timed_out had read a stop's timeout as a start's, and the answer said nothing).
     if command.status not in (Command.Status.FAILED, Command.Status.TIMEOUT):

@@ -234,10 +234,19 @@ def _settle_sql(delivery: Delivery, fields: dict[str, object]) -> tuple[str, lis
     return f'UPDATE {_TABLE} SET {_set_clause(names)} WHERE "id" = %s AND "status" = \'SENDING\' AND {held}', params  # noqa: S608
 
 
+def _storable_error(error: str) -> str:
+    """A try's error as its columns hold it: clipped, and a NUL made U+FFFD (PostgreSQL refuses it in text). A
+    partner's refusal quoting one had failed the settlement itself, every time: the row stayed SENDING, was handed
+    back after its lease and sent again for ever, OUTBOX_MAX_ATTEMPTS never reached."""
+    error = error[:2000]
+    return error.replace("\x00", "\ufffd") if "\x00" in error else error
+
+
 def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back: bool = True) -> Delivery:
     now = timezone.now()
     status = result.http_status
-    fields: dict[str, object] = {"last_http_status": status, "last_error": result.error[:2000], "claimed_at": None}
+    error = _storable_error(result.error)
+    fields: dict[str, object] = {"last_http_status": status, "last_error": error, "claimed_at": None}
     if result.ok:
         fields.update(status=Delivery.Status.DELIVERED, delivered_at=now, last_error="")
     elif result.not_sent_until is not None:
@@ -249,7 +258,7 @@ def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back:
     else:
         fields.update(status=Delivery.Status.PENDING, next_attempt_at=now + backoff(delivery.attempts))
     # Only the claim we hold is settled: a row the sweep handed back meanwhile belongs to its new try.
-    attempt = {"delivery_id": delivery.pk, "at": now, "http_status": status, "error": result.error[:2000]}
+    attempt = {"delivery_id": delivery.pk, "at": now, "http_status": status, "error": error}
     attempt["duration_ms"] = duration_ms
     if connection.vendor == "postgresql":
         # One statement, committed asynchronously when alone (a settlement lost in a PostgreSQL crash leaves the

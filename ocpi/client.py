@@ -425,9 +425,44 @@ def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = N
         response,
         status_code=status_code,
         data=body.get("data"),
-        message=str(body.get("status_message") or ""),
+        # Kept as a command's or a push's error: without NUL, which PostgreSQL's text refuses (a refusal quoting one
+        # had left its command SENT, its transaction rolled back, and a push sent again for ever). `data` is left
+        # as the partner sent it: pulled objects go through the normalizers, and what is stored of an answer
+        # otherwise is made storable where it is kept (`storable_answer`).
+        message=storable(str(body.get("status_message") or "")),
         timestamp=stamp[:64] if isinstance(stamp, str) else "",
     )
+
+
+def storable_answer(data: Any) -> Any:
+    """A decoded answer kept as it came (a CommandResponse on its command) with every NUL, in any string at any
+    depth (keys too), made U+FFFD (`redact.storable`): PostgreSQL refuses it in text and jsonb, and unstorable, a
+    command the CPO had answered stayed SENT (its transaction rolled back) for the sweep to time out. In place,
+    without recursion (orjson reads 1024 levels, deeper than Python's stack)."""
+    if isinstance(data, str):
+        return storable(data)
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any("\x00" in key for key in node if isinstance(key, str)):
+                items = list(node.items())
+                node.clear()
+                node.update((storable(key) if isinstance(key, str) else key, value) for key, value in items)
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if "\x00" in value:
+                        node[key] = storable(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                if isinstance(value, str):
+                    if "\x00" in value:
+                        node[index] = storable(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+    return data
 
 
 def _reply(

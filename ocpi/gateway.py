@@ -11,11 +11,14 @@ from emsp.models import Command, Evse, Partner, Token
 from emsp.ports import CommandReply, CpoUnreachable
 from emsp.services.commands import result_messages
 from ocpi import hub, push, sync
-from ocpi.client import OcpiClient, OcpiClientError, object_url
+from ocpi.client import OcpiClient, OcpiClientError, object_url, storable_answer
 from ocpi.models import SyncRun
 from ocpi.normalize import Rejected, normalize_evse, unwrap_object_payload
 from ocpi.rendering import command_as_ocpi
 from ocpi.versions import CannotCarry, wire
+
+# mod_commands §"CommandResponseType" (2.2.1; a 2.1.1 TIMEOUT is read as REJECTED by ocpi/versions/v211.py).
+COMMAND_RESPONSE_TYPES = frozenset({"ACCEPTED", "NOT_SUPPORTED", "REJECTED", "UNKNOWN_SESSION"})
 
 
 class OcpiGateway:
@@ -45,8 +48,18 @@ class OcpiGateway:
             # No CommandResponse to read (no `data`, a list of several, a string): the command is not known to be
             # with the charger, as when the CPO answers with an error.
             raise CpoUnreachable(f"The CPO's CommandResponse could not be read: {exc}") from exc
+        response = storable_answer(response)  # kept on the command: without NUL (PostgreSQL refuses it)
+        said = response.get("result")
+        result = said.strip().upper() if isinstance(said, str) else ""
+        if result not in COMMAND_RESPONSE_TYPES:
+            # A word of its own (longer than the column that keeps it, or none at all): the answer is not a
+            # CommandResponse, and the command is not known to be with the charger.
+            word = "none" if said is None else repr((said if isinstance(said, str) else str(said))[:40])
+            raise CpoUnreachable(
+                f"The CPO's CommandResponse could not be read: its result {word} is no CommandResponseType"
+            )
         return CommandReply(
-            result=str(response.get("result") or "").strip().upper(),
+            result=result,
             timeout_seconds=_positive_int(response.get("timeout")),
             message=result_messages(response),
             response=response,

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from urllib3.exceptions import ConnectTimeoutError
 
@@ -363,6 +364,27 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
             error="" if status == Command.Status.SUCCEEDED else (result_messages(result) or result_type),
             result=result,
         )
+
+
+def charging_began(command: Command) -> bool:
+    """Has the charge this START_SESSION asked for begun, whatever became of the command: the CPO reported a
+    session of it charging or charged (ACTIVE or COMPLETED), linked to the command (sessions._after_save, by its
+    authorization_reference) or to its booking, or the booking is CHARGING. A TIMEOUT after that (our sweep's,
+    the CPO's CommandResult) or a late FAILED result is no news for the driver: the app is told nothing negative
+    of it (beckn/events.py, beckn/handlers.py), where "could not start" had come beside an order saying Charging.
+    Not a PENDING session (the charge point may still fail to start it) nor an INVALID one."""
+    if command.type != Command.Type.START_SESSION:
+        return False
+    if (
+        command.booking_id is not None
+        and Booking.objects.filter(pk=command.booking_id, state=Booking.State.CHARGING).exists()
+    ):
+        return True
+    ours = Q(booking_id=command.booking_id) if command.booking_id is not None else Q(pk__in=[])
+    if command.session_id is not None:
+        ours |= Q(pk=command.session_id)
+    began = (ChargingSession.Status.ACTIVE, ChargingSession.Status.COMPLETED)
+    return ChargingSession.objects.filter(ours, status__in=began).exists()
 
 
 def _reserved_after_all(command: Command, result_type: str) -> bool:
