@@ -16,7 +16,7 @@ from django.utils.html import format_html_join
 from billing.admin_links import admin_link, audit_of
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Tariff
 from billing.services import held_cdrs
-from billing.services.audit import RELEASED
+from billing.services.audit import ACCEPTED, RELEASED, accept_as_billed
 
 
 @admin.register(Tariff)
@@ -82,7 +82,10 @@ AUDIT_FLAGS = (
     "over_credit",
     "tax_rate_unknown",
     "inexact_reprice",
+    "unknown_token",
+    "currency_differs",
     RELEASED,
+    ACCEPTED,
 )
 
 
@@ -123,10 +126,10 @@ class CdrAuditAdmin(admin.ModelAdmin):
         ("Totals", {"fields": ("currency", "computed_excl_vat", "computed_incl_vat", "difference_excl_vat")}),
         ("Breakdowns", {"fields": ("time_zone", "cpo_breakdown", "our_breakdown")}),
     )
-    actions = ["bill_held_cdr"]
+    actions = ["bill_held_cdr", "accept_as_billed"]
 
     # Audits are derived from CDRs by billing.services.audit; the console only reads them (and bills a held CDR
-    # staff release, through billing.services.held_cdrs).
+    # staff release, through billing.services.held_cdrs, or notes a CDR in review accepted as billed).
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -179,6 +182,18 @@ class CdrAuditAdmin(admin.ModelAdmin):
             else:
                 messages.warning(request, f"CDR {release.label}: not billed: {release.reason}.")
         return None
+
+    @admin.action(description="Accept the CPO's bill of these CDRs in review as billed", permissions=["change"])
+    def accept_as_billed(self, request: HttpRequest, queryset: QuerySet[CdrAudit]) -> None:
+        """A CDR in review or unpriceable, not held, that its driver paid (no_session, no_tariff, inexact_reprice,
+        tax_rate_unknown…): staff who judged the CPO's bill right accept it, and its settlement counts it as
+        matching. Each CDR accepted or refused on its own, with a message; each acceptance recorded."""
+        for cdr_id in queryset.order_by("pk").values_list("cdr_id", flat=True)[:200]:
+            outcome = accept_as_billed(cdr_id, request.user)
+            if outcome.accepted:
+                messages.success(request, f"CDR {outcome.label}: accepted as billed.")
+            else:
+                messages.warning(request, f"CDR {outcome.label}: not accepted: {outcome.reason}.")
 
     def _confirm_billing(self, request: HttpRequest, audits: list[CdrAudit]) -> TemplateResponse:
         rows = []

@@ -1,27 +1,31 @@
 """CDR audit: every received CDR is repriced with our tariff engine from its own tariffs and charging
 periods, in the location's local time, and compared with the CPO's total and sub-totals. A difference beyond
 the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tariff or location is flagged for
-review, never dropped; a credit CDR nets against the CDR it corrects. A CDR of another eMSP's token, a bill whose
-amount with VAT is below the one without, a credit beyond what its original billed, and a second CDR of a charge
-whose first no credit CDR voided are held for review: no driver is billed or refunded for them."""
+review, never dropped; a credit CDR nets against the CDR it corrects. A CDR of another eMSP's token or of a token of
+ours we don't hold, a bill whose amount with VAT is below the one without, a CDR in another currency than its
+charge's payment, session or original, a credit beyond what its original billed, and a second CDR of a charge
+whose first no credit CDR voided are held for review: no driver is billed or refunded for them, and no dispute is
+opened."""
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from billing import metrics, pricing
-from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Tariff
+from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Payment, Tariff
 from billing.services import disputes, payments
-from billing.services.driver_pricing import partner_terms, receipt_for_cdr, terms_remembered
+from billing.services.driver_pricing import cdr_token_of_ours, partner_terms, receipt_for_cdr, terms_remembered
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Location, Partner, ci_key
@@ -35,6 +39,7 @@ from emsp.services.sessions import (
     start_command,
     token_is_ours,
 )
+from emsp.services.staff import staff_action_record
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +55,18 @@ SUBTOTALS = (
 
 
 # Flags of an audit whose CDR no driver is billed or refunded for until staff have looked: another eMSP's token
-# (its uid collides with one of ours), a total with VAT below the total without, a credit of an original we
-# don't hold or beyond what the original billed, a second CDR of one charge (its session or booking) whose first
-# no credit CDR voided, a credit of a CDR that is itself held (it billed nobody: there is nothing to give back).
+# (its uid collides with one of ours), a token of our party we hold no token for (no driver to bill), a total
+# with VAT below the total without, a currency other than its booking's payment's, its session's or its
+# original's (billed, an EUR figure was captured as INR), a credit of an original we don't hold or beyond what
+# the original billed, a second CDR of one charge (its session or booking) whose first no credit CDR voided, a
+# credit of a CDR that is itself held (it billed nobody: there is nothing to give back). A held CDR is audited
+# REVIEW whatever its price: no dispute is opened for it, and no dispute excuses it in a settlement.
 HELD = frozenset(
     {
         "foreign_token",
+        "unknown_token",
         "incl_vat_below_excl_vat",
+        "currency_differs",
         "unknown_original",
         "over_credit",
         "duplicate_session_cdr",
@@ -64,8 +74,9 @@ HELD = frozenset(
     }
 )
 
-# Flags of a CDR that is no bill to us: a difference from our price is not disputed with the CPO.
-NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr"})
+# Flags of a CDR that is no bill to us (or not one we can weigh in its currency): a difference from our price is
+# not disputed with the CPO.
+NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr", "currency_differs"})
 
 # A CDR of one of our tokens whose authorization_reference names a booking's START_SESSION but whose session we
 # don't hold yet (it arrived before its session) is processed this long after it was received at the latest:
@@ -159,6 +170,9 @@ def _inexact(result: pricing.PriceResult) -> bool:
 
 # A flag that records, and holds nothing: a hold staff overruled (billing/services/held_cdrs.py).
 RELEASED = "released_by_staff"
+# A flag that records, and holds nothing: staff accepted the CPO's bill of a CDR in review or unpriceable, and
+# not held, as billed (`accept_as_billed`); its settlement counts it as matching.
+ACCEPTED = "accepted_as_billed"
 
 
 def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
@@ -172,6 +186,11 @@ def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
     if cdr.charging_session_id is None:
         flags.append("no_session")
     _check_bill(cdr, flags)
+    if "foreign_token" not in flags and cdr_token_of_ours(cdr) is None:
+        # Our party's token, but no token of ours has its uid (receipt_for_cdr's lookup): no driver to bill. Not
+        # held, it was audited MATCHED and the CPO's statement paid what the ledger never booked.
+        flags.append("unknown_token")
+    _check_currency(cdr, flags)
     _check_second_bill(cdr, flags)
     if overruled.intersection(flags):
         flags[:] = [*(flag for flag in flags if flag not in overruled), RELEASED]
@@ -204,6 +223,10 @@ def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
         # only, and disputes are worked on the amount before them. A difference is for staff to look at.
         flags.append("tax_rate_unknown")
         values["status"] = CdrAudit.Status.REVIEW
+    elif HELD.intersection(flags):
+        # Held for staff (billed to nobody yet): never a dispute, whatever the difference. Disputed, accepting
+        # the dispute had excused it, and the period closed paying the CPO what no driver was billed.
+        values["status"] = CdrAudit.Status.REVIEW
     elif mismatch and not NOT_DISPUTED.intersection(flags) and _inexact(result):
         # Our price is an approximation here (a tariff switch priced with one tariff, a guessed time zone...): a
         # difference is for staff to judge, not a claim on the CPO.
@@ -231,6 +254,27 @@ def _check_bill(cdr: Cdr, flags: list[str]) -> None:
     incl = cdr.total_cost_incl_vat
     if not cdr.credit and incl is not None and incl < cdr.total_cost_excl_vat - Decimal("0.01"):
         flags.append("incl_vat_below_excl_vat")
+
+
+def _check_currency(cdr: Cdr, flags: list[str], original: Cdr | None = None) -> None:
+    """Flag a CDR in another currency than the money of its charge: its booking's payments, its session, or (a
+    credit CDR) the CDR it corrects. Billed, its figure was taken as the other currency's (an EUR CDR captured
+    463.27 INR from an INR hold, and the books split across currencies; against a wallet hold every processing
+    run failed as unbalanced). Held for staff: nothing is billed or refunded, the hold stays."""
+    currency = (cdr.currency or "").upper()
+    if original is not None and (original.currency or "").upper() != currency:
+        flags.append("currency_differs")
+        return
+    session = cdr.charging_session if cdr.charging_session_id is not None else None
+    if session is None:
+        return
+    if session.currency and session.currency.upper() != currency:
+        flags.append("currency_differs")
+        return
+    if session.booking_id is not None:
+        others = Payment.objects.filter(booking_id=session.booking_id).exclude(currency__iexact=currency)
+        if others.exists():
+            flags.append("currency_differs")
 
 
 def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
@@ -331,12 +375,21 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     original = _credited(cdr)
     flags = [] if original is not None else ["unknown_original"]
     _check_bill(cdr, flags)
+    _check_currency(cdr, flags, original)
     if original is not None:
         # The credits of one original are weighed one at a time: under its row lock (which its own processing
         # holds while it audits the credits that waited for it), each sees what the others gave back.
         locked_cdr(original.pk)
         if _over_credits(cdr, original):
             flags.append("over_credit")
+        if (
+            "foreign_token" not in flags
+            and cdr_token_of_ours(cdr) is None
+            and DriverReceipt.objects.filter(cdr=original).exists()
+        ):
+            # Its original billed a driver, but no token of ours has its uid: its refund would reach nobody (no
+            # receipt), while the CPO's statement took the credit off.
+            flags.append("unknown_token")
         original_audit = CdrAudit.objects.filter(cdr=original).only("flags").first()
         held = original_audit is not None and HELD.intersection(original_audit.flags or [])
         if held and not DriverReceipt.objects.filter(cdr=original).exists():
@@ -685,3 +738,79 @@ def cdrs_process_due(now: datetime | None = None, limit: int = 500) -> list[int]
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - lease)
     )
     return list(due.order_by("received_at").values_list("pk", flat=True)[:limit])
+
+
+# --- a CDR in review accepted as billed ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What became of one CDR staff asked to accept as billed: accepted now, else why not."""
+
+    cdr_id: int
+    label: str  # the CPO's id of the CDR, for the message
+    accepted: bool = False
+    reason: str = ""
+
+
+def acceptance_refusal(cdr: Cdr, audit: CdrAudit | None) -> str:
+    """Why staff may not accept this CDR as billed, "" when they may: only a processed CDR whose audit is in
+    REVIEW or UNPRICEABLE without a held flag (no_session, no_tariff, unknown_location, inexact_reprice,
+    tax_rate_unknown, unpriceable), whose driver was billed (its receipt) and which no open dispute is about. A
+    held CDR billed nobody: accepted, its settlement would pay the CPO what the ledger never booked."""
+    if cdr.processed_at is None:
+        return "it is not processed yet: its audit decides first"
+    if audit is None:
+        return "it has no audit"
+    if ACCEPTED in (audit.flags or []):
+        return "it was accepted as billed already"
+    if audit.status not in (CdrAudit.Status.REVIEW, CdrAudit.Status.UNPRICEABLE):
+        return f"its audit is {audit.status}: only a CDR in review or unpriceable is accepted as billed"
+    held = HELD.intersection(audit.flags or [])
+    if held:
+        return f"it is held as {', '.join(sorted(held))}: no driver was billed for it"
+    if not DriverReceipt.objects.filter(cdr_id=cdr.pk).exists():
+        return "no driver was billed for it (no receipt): nothing of it is booked to the CPO"
+    if Dispute.objects.filter(cdr_id=cdr.pk, state__in=Dispute.OPEN_STATES).exists():
+        return "it has an open dispute: the dispute decides"
+    return ""
+
+
+def accept_as_billed(cdr_id: int, staff_user: Any) -> Acceptance:
+    """Staff accept the CPO's bill of a CDR in review as billed (the driver paid it, the ledger owes it to the
+    CPO): its audit notes ACCEPTED, and the settlement counts it as matching, so its period can close (it had
+    been carried over month after month, with no dispute or action to settle it). Under the CDR's row lock, as
+    its processing and a release take it; recorded in the audit's admin history and the staff audit trail, in
+    the same transaction."""
+    if getattr(staff_user, "pk", None) is None:
+        return Acceptance(cdr_id, str(cdr_id), reason="no staff member to record it against")
+    with transaction.atomic():
+        cdr = locked_cdr(cdr_id)
+        if cdr is None:
+            return Acceptance(cdr_id, str(cdr_id), reason="no such CDR")
+        audit = CdrAudit.objects.filter(cdr_id=cdr.pk).first()
+        reason = acceptance_refusal(cdr, audit)
+        if reason or audit is None:
+            return Acceptance(cdr.pk, cdr.cdr_id, reason=reason or "it has no audit")
+        before = list(audit.flags or [])
+        audit.flags = [*before, ACCEPTED]
+        CdrAudit.objects.filter(pk=audit.pk).update(flags=audit.flags)
+        audit.cdr = cdr
+        note = f"Accepted CDR {cdr.cdr_id} as billed (audit {audit.status}, flags {', '.join(before) or '-'})"
+        LogEntry.objects.log_actions(
+            user_id=staff_user.pk, queryset=[audit], action_flag=CHANGE, change_message=note, single_object=True
+        )
+        staff_action_record(
+            user=staff_user,
+            verb="accept_cdr_as_billed",
+            obj=audit,
+            details={
+                "cdr": cdr.cdr_id,
+                "status": audit.status,
+                "flags": before,
+                "cpo_total_excl_vat": str(cdr.total_cost_excl_vat),
+                "computed_excl_vat": None if audit.computed_excl_vat is None else str(audit.computed_excl_vat),
+                "currency": cdr.currency,
+            },
+        )
+    return Acceptance(cdr.pk, cdr.cdr_id, accepted=True)

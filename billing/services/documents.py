@@ -123,9 +123,11 @@ def _issue(
     total: object,
     content: Callable[[str, datetime], Content],
     stored: Callable[[], None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> IssuedDocument:
     """Issue the document of `reference` once: number, render, store, in one transaction (`stored` runs in it,
-    after the document's row)."""
+    after the document's row). `check` runs in it once the number is taken (its kind's issuers queue on the
+    sequence's row until the commit, so it sees what they issued) and refuses with DocumentError."""
     existing = _issued(kind, reference)
     if existing is not None:
         return existing
@@ -140,6 +142,8 @@ def _issue(
                 cursor.execute(_ISSUED_SQL, [kind, reference])
                 if cursor.fetchone() is not None:
                     raise _IssuedMeanwhile
+            if check is not None:
+                check()  # a DocumentError rolls the number back
             try:
                 pdf = render(content(number, issued_at), issuer())
             except LayoutError as error:  # even shortened, something is taller than a page: the number goes back
@@ -287,9 +291,52 @@ def bap_statement_reference(*, bap_id: str, currency: str, period_start: date, p
     return reference
 
 
+def _bap_statement_period(reference: str) -> tuple[date, date] | None:
+    """The [start, end) a BAP statement's reference names (its tail `:<start>..<end>`)."""
+    try:
+        start, end = reference.rsplit(":", 1)[1].split("..")
+        return date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError:
+        return None
+
+
+def overlapping_bap_statement(
+    *, bap_id: str, currency: str, period_start: date, period_end: date
+) -> IssuedDocument | None:
+    """An issued statement of the same app and currency whose period shares a day with [period_start,
+    period_end) (not the same period: that one is the statement itself). Two such statements both demanded
+    the charges they share: 2026-10-01..11-01 and 2026-10-02..11-02 each asked for October's."""
+    reference = bap_statement_reference(
+        bap_id=bap_id, currency=currency, period_start=period_start, period_end=period_end
+    )
+    prefix = reference[: reference.rindex(":") + 1]  # `bap:<bap_id>:<CUR>:`, the same app's and currency's
+    issued = IssuedDocument.objects.filter(kind=Kind.BAP_STATEMENT, reference__startswith=prefix).exclude(
+        reference=reference
+    )
+    for document in issued.defer("pdf").order_by("pk"):
+        period = _bap_statement_period(document.reference)
+        if period is not None and period[0] < period_end and period_start < period[1]:
+            return document
+    return None
+
+
+def _refuse_overlap(*, bap_id: str, currency: str, period_start: date, period_end: date) -> None:
+    other = overlapping_bap_statement(
+        bap_id=bap_id, currency=currency, period_start=period_start, period_end=period_end
+    )
+    if other is not None:
+        shown = _bap_statement_period(other.reference)
+        assert shown is not None
+        raise DocumentError(
+            f"{bap_id}'s {currency} statement {other.number} already covers {shown[0]:%Y-%m-%d} to "
+            f"{shown[1] - timedelta(days=1):%Y-%m-%d}: a statement's period may not overlap another's"
+        )
+
+
 def issue_bap_statement(*, bap_id: str, currency: str, period_start: date, period_end: date) -> IssuedDocument:
     """The app's statement for a period that has ended ([period_start, period_end), end exclusive), from the
-    ledger; once per app, currency and period."""
+    ledger; once per app, currency and period, and never for a period that overlaps one already stated (its
+    charges would be demanded twice)."""
     currency = currency.strip().upper()
     reference = bap_statement_reference(
         bap_id=bap_id, currency=currency, period_start=period_start, period_end=period_end
@@ -297,6 +344,8 @@ def issue_bap_statement(*, bap_id: str, currency: str, period_start: date, perio
     existing = _issued(Kind.BAP_STATEMENT, reference)
     if existing is not None:
         return existing
+    period = {"bap_id": bap_id, "currency": currency, "period_start": period_start, "period_end": period_end}
+    _refuse_overlap(**period)
     if period_end > timezone.localdate():
         raise DocumentError(f"the period ends on {period_end:%Y-%m-%d}: a statement is issued once it has ended")
     try:
@@ -314,6 +363,7 @@ def issue_bap_statement(*, bap_id: str, currency: str, period_start: date, perio
         currency=currency,
         total=settlement.net_due,
         content=lambda number, issued_at: bap_statement_content(settlement, number=number, issued_at=issued_at),
+        check=lambda: _refuse_overlap(**period),  # again under the sequence's lock: one issued meanwhile
     )
 
 

@@ -274,19 +274,36 @@ def session_estimate(session: ChargingSession, now: datetime | None = None) -> p
         return None  # a session we can't estimate (beyond the engine's bounds): the live figure is left out
 
 
+# Where cdr_token_of_ours keeps its answer on the CDR instance.
+_TOKEN_OF_OURS = "_token_of_ours"  # noqa: S105 - an attribute name
+
+
+def cdr_token_of_ours(cdr: Cdr) -> Token | None:
+    """The token of ours (with its driver) whose driver a CDR bills: None for another eMSP's token (its uid may
+    collide with one of ours: RFID uids do) and for a uid of our party we hold no token for. Looked up once per
+    CDR instance: the audit holds a CDR of an unknown token (audit.py, `unknown_token`), then the receipt bills
+    the token's driver."""
+    if _TOKEN_OF_OURS in cdr.__dict__:
+        return cdr.__dict__[_TOKEN_OF_OURS]
+    token_info = cdr.data.get("cdr_token") or {}
+    token = None
+    if token_is_ours(token_info):
+        token = Token.objects.by_uid(cdr.token_uid, token_info.get("type") or None).select_related("driver").first()
+    cdr.__dict__[_TOKEN_OF_OURS] = token
+    return token
+
+
 def receipt_for_cdr(cdr: Cdr, *, quote: Quote | None = None) -> DriverReceipt | None:
     """The driver's receipt for a CDR of one of our tokens (a credit CDR gives a refund receipt). Safe to
     call twice: one receipt per CDR."""
     existing = first_where(DriverReceipt, "t.cdr_id = %s", [cdr.pk])
     if existing is not None:
         return existing
-    token_info = cdr.data.get("cdr_token") or {}
-    if not token_is_ours(token_info):
-        # Another eMSP's token whose uid one of ours shares (RFID uids collide): its driver is not ours.
-        return None
-    token = Token.objects.by_uid(cdr.token_uid, token_info.get("type") or None).select_related("driver").first()
+    token = cdr_token_of_ours(cdr)
     if token is None:
-        return None  # not a token of ours: nothing to charge a driver
+        # Another eMSP's token whose uid one of ours shares (RFID uids collide), or no token of ours: nothing to
+        # charge a driver. The audit holds such a CDR for review (foreign_token, unknown_token).
+        return None
     terms = partner_terms(cdr.partner)
     cpo_excl = cdr.total_cost_excl_vat
     cpo_incl = cdr.total_cost_incl_vat if cdr.total_cost_incl_vat is not None else cpo_excl

@@ -18,8 +18,11 @@ zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, su
 - `charged_to_drivers`: the drivers' receipts (total incl. VAT) for the period's CDRs, refunds negative.
 - `margin_excl_vat`: our fee on those receipts (fee_excl_vat), which is what we keep of what drivers pay.
 - `vat_collected`: the VAT on those receipts, the CPO's part (cpo_vat) plus ours (fee_vat).
-- `state`: RECONCILED when no dispute is open and every CDR has an audit MATCHED or CREDIT or a resolved
-  (ACCEPTED/CREDITED) dispute; else OPEN. Finance closes a RECONCILED period (CLOSED), which freezes its row.
+- `state`: RECONCILED when no dispute is open and every CDR has an audit MATCHED or CREDIT, or one in review
+  (or unpriceable) that staff accepted as billed (audit.accept_as_billed), or a resolved (ACCEPTED/CREDITED)
+  dispute; else OPEN. A CDR held for review (a HELD flag of billing/services/audit.py: no
+  driver was billed for it) is never excused by a dispute: it stays in review until staff release it or the
+  period is closed with it carried over. Finance closes a RECONCILED period (CLOSED), which freezes its row.
 
 Stored figures are exact (4 decimals); exports round them per currency with the partner's rounding policy, each
 CDR's figure on its own (rounding_adjustments), as the ledger books them: a total is the sum of its CDR lines.
@@ -206,8 +209,15 @@ def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
             charged_to_drivers=Sum("receipt__total_incl_vat", output_field=AMOUNT),
             margin_excl_vat=Sum("receipt__fee_excl_vat", output_field=AMOUNT),
             vat_collected=Sum(F("receipt__cpo_vat") + F("receipt__fee_vat"), output_field=AMOUNT),
-            # CDRs without a MATCHED/CREDIT audit (unaudited ones included); a resolved dispute may excuse them.
-            not_ok=Sum(Case(When(audit__status__in=OK_AUDITS, then=Value(0)), default=Value(1))),
+            # CDRs without a MATCHED/CREDIT audit (unaudited ones included) that staff did not accept as billed;
+            # a resolved dispute may excuse them.
+            not_ok=Sum(
+                Case(
+                    When(audit__status__in=OK_AUDITS, then=Value(0)),
+                    When(accepted_audit(), then=Value(0)),
+                    default=Value(1),
+                )
+            ),
         )
     )
     return _keyed(rows, "partner_id", "currency")
@@ -227,9 +237,34 @@ def _voided(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
     return _keyed(rows, "partner_id", "currency")
 
 
+def held_audit(prefix: str = "") -> Q:
+    """CDRs whose audit holds them for review (audit.HELD: no driver billed, nothing owed to the CPO yet). The
+    JSON list's text holds the quoted flag: portable across SQLite and PostgreSQL, as the console's flag filter."""
+    from billing.services.audit import HELD  # audit imports the services this module is imported by
+
+    held = Q()
+    for flag in sorted(HELD):
+        held |= Q(**{f"{prefix}audit__flags__icontains": f'"{flag}"'})
+    return held
+
+
+def accepted_audit(prefix: str = "") -> Q:
+    """CDRs in review (or unpriceable), not held, whose bill staff accepted as billed (audit.ACCEPTED,
+    `accept_as_billed`): counted as matching."""
+    from billing.services.audit import ACCEPTED
+
+    return Q(
+        **{
+            f"{prefix}audit__status__in": (CdrAudit.Status.REVIEW, CdrAudit.Status.UNPRICEABLE),
+            f"{prefix}audit__flags__icontains": f'"{ACCEPTED}"',
+        }
+    ) & ~held_audit(prefix)
+
+
 def _disputes(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
-    """Open disputes on the period's CDRs, and the CDRs whose bad audit a resolved dispute excuses. Driven from
-    the (small) dispute table; a CDR can have several disputes, hence a query of its own."""
+    """Open disputes on the period's CDRs, and the CDRs whose bad audit a resolved dispute excuses (never one
+    held for review: accepting its dispute had closed the period, the CPO paid what no driver was billed).
+    Driven from the (small) dispute table; a CDR can have several disputes, hence a query of its own."""
     disputes = Dispute.objects.filter(in_period(period_start, period_end, prefix="cdr__"))
     if partner_id is not None:
         disputes = disputes.filter(cdr__partner_id=partner_id)
@@ -243,7 +278,10 @@ def _disputes(partner_id: int | None, period_start: date, period_end: date) -> d
             excused=Count(
                 "cdr",
                 distinct=True,
-                filter=Q(state__in=RESOLVED_DISPUTES) & ~Q(cdr__audit__status__in=OK_AUDITS),
+                filter=Q(state__in=RESOLVED_DISPUTES)
+                & ~Q(cdr__audit__status__in=OK_AUDITS)
+                & ~held_audit("cdr__")
+                & ~accepted_audit("cdr__"),
             ),
         )
     )
@@ -387,12 +425,15 @@ def settlements_compute(
 
 def in_review(settlement: Settlement) -> QuerySet[Cdr]:
     """The period's CDRs that keep it from reconciling: an open dispute, or an audit that isn't MATCHED/CREDIT
-    without a resolved dispute to excuse it."""
+    nor accepted as billed by staff, without a resolved dispute to excuse it (a CDR held for review is never
+    excused)."""
     cdrs = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end).filter(
         currency=settlement.currency
     )
     open_dispute = Q(disputes__state__in=Dispute.OPEN_STATES)
-    bad_audit = ~Q(audit__status__in=OK_AUDITS) & ~Q(disputes__state__in=RESOLVED_DISPUTES)
+    bad_audit = (
+        ~Q(audit__status__in=OK_AUDITS) & ~accepted_audit() & (~Q(disputes__state__in=RESOLVED_DISPUTES) | held_audit())
+    )
     return cdrs.filter(open_dispute | bad_audit).distinct()
 
 

@@ -10,10 +10,11 @@ import factory
 from django.utils import timezone
 
 from billing.models import Cdr, Dispute
-from emsp.models import Partner
-from tests.factories import PartnerFactory, stored_location
+from emsp.models import Partner, Token
+from tests.factories import PartnerFactory, TokenFactory, stored_location
 
 LOCATION_ID = "LOC-DISPUTE"
+TOKEN_UID = "TOKEN-DISPUTE-1"
 
 
 def ocpi_cdr(
@@ -35,7 +36,7 @@ def ocpi_cdr(
         "cdr_token": {
             "country_code": "IN",
             "party_id": "EMS",
-            "uid": "TOKEN-DISPUTE-1",
+            "uid": TOKEN_UID,
             "type": "RFID",
             "contract_id": "IN-EMS-C00000001",
         },
@@ -92,6 +93,8 @@ def audited_dispute(partner: Partner | None = None, cdr_id: str = "CDR-DISPUTE-1
     partner = partner or PartnerFactory(country_code="IN", party_id="DSP", name="Disputed CPO")
     if not partner.locations.filter(location_id=LOCATION_ID).exists():
         stored_location(partner, location_id=LOCATION_ID)
+    if not Token.objects.by_uid(TOKEN_UID, "RFID").exists():
+        TokenFactory(uid=TOKEN_UID)  # a token of ours: a CDR of one we don't hold is held (unknown_token)
     clean, _ = normalize_cdr(
         ocpi_cdr(partner, cdr_id, **cdr_fields), country_code=partner.country_code, party_id=partner.party_id
     )

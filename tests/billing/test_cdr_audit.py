@@ -13,8 +13,8 @@ from django.conf import settings
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms
 from billing.services import cdr_store
 from billing.services.audit import cdr_audit, cdr_process
-from emsp.models import Partner
-from tests.factories import PartnerFactory, stored_location
+from emsp.models import Partner, Token
+from tests.factories import PartnerFactory, TokenFactory, stored_location
 
 pytestmark = pytest.mark.django_db
 
@@ -22,6 +22,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def bec(db: None) -> Partner:
     return PartnerFactory(country_code="BE", party_id="BEC")
+
+
+@pytest.fixture(autouse=True)
+def _the_examples_token_is_ours(db: None) -> None:
+    """The example's token uid is one we hold (this module's tests only): a CDR of our party's token we don't
+    hold is held for review (unknown_token)."""
+    TokenFactory(uid="012345678")
 
 
 @pytest.fixture
@@ -151,9 +158,7 @@ def test_a_credit_cdr_that_brings_the_net_in_line_settles_the_dispute(
 
 
 def test_processing_a_cdr_of_our_token_makes_a_receipt_with_our_fee(bec: Partner, example_cdr: dict[str, Any]) -> None:
-    from tests.factories import TokenFactory
-
-    token = TokenFactory(uid="012345678")
+    token = Token.objects.get(uid="012345678")  # _the_examples_token_is_ours
     PartnerTerms.objects.create(
         partner=bec, fee_flat=Decimal("1.00"), fee_percent=Decimal("10"), fee_vat_percent=Decimal("20")
     )

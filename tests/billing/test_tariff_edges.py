@@ -19,7 +19,7 @@ from billing.services import cdr_store, tariff_put
 from billing.services.audit import cdr_audit
 from billing.services.driver_pricing import NoTariff, quote_charge
 from emsp.models import Partner
-from tests.factories import PartnerFactory, stored_location
+from tests.factories import PartnerFactory, TokenFactory, stored_location
 
 ARRIVAL = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
 
@@ -144,6 +144,7 @@ def _audit(partner: Partner, spec_example: Callable[[str], Any], **fields: Any) 
     cdr = copy.deepcopy(spec_example("cdr_example.json"))
     ours = {"country_code": settings.OCPI_COUNTRY_CODE, "party_id": settings.OCPI_PARTY_ID}
     cdr["cdr_token"] = {**cdr["cdr_token"], **ours}
+    TokenFactory(uid=cdr["cdr_token"]["uid"])  # one we hold: a CDR of one we don't is held (unknown_token)
     cdr["cdr_location"]["id"] = "LOC-AUDIT"
     cdr.pop("total_time_cost")
     cdr.update(fields)
