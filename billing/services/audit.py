@@ -173,6 +173,10 @@ RELEASED = "released_by_staff"
 # A flag that records, and holds nothing: staff accepted the CPO's bill of a CDR in review or unpriceable, and
 # not held, as billed (`accept_as_billed`); its settlement counts it as matching.
 ACCEPTED = "accepted_as_billed"
+# A flag that records, and holds nothing more: a held CDR that billed nobody, withdrawn by the CPO with credit CDRs
+# of its currency that net it to nothing (`_withdrawn`), and those credits; the pair moved no money either way, so
+# its settlement counts it as matching (it had stayed in review, carried over every month, for ever).
+WITHDRAWN = "withdrawn_by_credit"
 
 
 def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
@@ -336,6 +340,19 @@ def _withdrawn(original: Cdr, audit: CdrAudit | None) -> bool:
     return original.total_cost_excl_vat + given_back <= 0
 
 
+def _mark_withdrawn(original: Cdr) -> None:
+    """The held original and its credits of its currency (held as original_held) are noted WITHDRAWN: settled
+    between the CPO and us, nothing owed either way (`settlement.withdrawn_audit`)."""
+    audits = CdrAudit.objects.filter(
+        Q(cdr=original) | Q(cdr__credited_cdr=original, cdr__credit=True, cdr__currency=original.currency)
+    )
+    for row in audits.select_for_update():
+        if row.cdr_id != original.pk and "original_held" not in (row.flags or []):
+            continue
+        if WITHDRAWN not in (row.flags or []):
+            CdrAudit.objects.filter(pk=row.pk).update(flags=[*(row.flags or []), WITHDRAWN])
+
+
 def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
     """CPO minus ours, excl. and incl. VAT, for every (sub-)total the CPO stated."""
     out: dict[str, Decimal] = {}
@@ -408,6 +425,10 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     )
     if original is None:
         return audit
+    withdrawing = "original_held" in flags and cdr.currency == original.currency and "over_credit" not in flags
+    if withdrawing and _withdrawn(original, CdrAudit.objects.filter(cdr=original).first()):
+        _mark_withdrawn(original)
+        audit.flags = CdrAudit.objects.get(cdr=cdr).flags
     dispute = Dispute.objects.filter(cdr=original, state__in=Dispute.OPEN_STATES).first()
     original_audit = CdrAudit.objects.filter(cdr=original).first()
     if dispute is not None and original_audit is not None and original_audit.computed_excl_vat is not None:

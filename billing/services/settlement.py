@@ -215,6 +215,7 @@ def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
                 Case(
                     When(audit__status__in=OK_AUDITS, then=Value(0)),
                     When(accepted_audit(), then=Value(0)),
+                    When(withdrawn_audit(), then=Value(0)),
                     default=Value(1),
                 )
             ),
@@ -259,6 +260,14 @@ def accepted_audit(prefix: str = "") -> Q:
             f"{prefix}audit__flags__icontains": f'"{ACCEPTED}"',
         }
     ) & ~held_audit(prefix)
+
+
+def withdrawn_audit(prefix: str = "") -> Q:
+    """A held CDR that billed nobody and the CPO's credit CDRs that withdrew it (audit.WITHDRAWN): nothing owed
+    either way, counted as matching."""
+    from billing.services.audit import WITHDRAWN
+
+    return Q(**{f"{prefix}audit__flags__icontains": f'"{WITHDRAWN}"'})
 
 
 def _disputes(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
@@ -432,7 +441,10 @@ def in_review(settlement: Settlement) -> QuerySet[Cdr]:
     )
     open_dispute = Q(disputes__state__in=Dispute.OPEN_STATES)
     bad_audit = (
-        ~Q(audit__status__in=OK_AUDITS) & ~accepted_audit() & (~Q(disputes__state__in=RESOLVED_DISPUTES) | held_audit())
+        ~Q(audit__status__in=OK_AUDITS)
+        & ~accepted_audit()
+        & ~withdrawn_audit()
+        & (~Q(disputes__state__in=RESOLVED_DISPUTES) | held_audit())
     )
     return cdrs.filter(open_dispute | bad_audit).distinct()
 

@@ -425,3 +425,39 @@ def test_staff_without_the_change_permission_cannot_accept_a_cdr_as_billed(login
     accept(login("finance"), cdr.audit)  # finance reads audits (billing.view_cdraudit), changes none
     assert CdrAudit.objects.get(cdr=cdr).flags == ["no_session"]
     assert not StaffAction.objects.exists()
+
+
+def test_a_held_cdr_the_cpo_withdrew_settles_with_its_credit(user: User) -> None:
+    """A CDR held as currency_differs (its session in EUR, the CDR in INR) and withdrawn by the CPO's credit CDR,
+    as docs/payments.md says the CPO does: the pair billed nobody and owes nothing, so its period reconciles (it
+    had stayed in review, carried over every month, with no action to clear it)."""
+    partner = dsp()
+    TokenFactory(uid="TOKEN-DISPUTE-1")
+    obj = {**ocpi_cdr(partner, "CDR-X", total=(5.0, 5.5), energy_cost=(5.0, 5.5)), "currency": "INR"}
+    wrong = processed_with_session(partner, obj)
+    assert "currency_differs" in wrong.audit.flags
+
+    credit = processed(partner, credit_for(Cdr.objects.get(pk=wrong.pk), "CDR-X-C"))
+
+    assert "withdrawn_by_credit" in credit.audit.flags
+    assert "withdrawn_by_credit" in CdrAudit.objects.get(cdr=wrong).flags
+    assert not DriverReceipt.objects.exists() and ledger_payable("IN*DSP", "INR") == 0
+    (settlement,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    assert list(in_review(settlement)) == []
+    assert settlement.state == Settlement.State.RECONCILED
+    closed = settlement_close(settlement=settlement, user=user)
+    assert cpo_net_payable(closed) == ledger_payable("IN*DSP", "INR") == 0
+
+
+def test_a_held_cdr_credited_only_in_part_stays_in_review(user: User) -> None:
+    partner = dsp()
+    TokenFactory(uid="TOKEN-DISPUTE-1")
+    obj = {**ocpi_cdr(partner, "CDR-X", total=(5.0, 5.5), energy_cost=(5.0, 5.5)), "currency": "INR"}
+    wrong = processed_with_session(partner, obj)
+    part = {**credit_for(Cdr.objects.get(pk=wrong.pk), "CDR-X-C"), "total_cost": {"excl_vat": -2.0, "incl_vat": -2.2}}
+
+    credit = processed(partner, part)
+
+    assert "withdrawn_by_credit" not in credit.audit.flags
+    (settlement,) = settlement_compute(partner=partner, period_start=OCTOBER)
+    assert sorted(c.cdr_id for c in in_review(settlement)) == ["CDR-X", "CDR-X-C"]
