@@ -50,6 +50,10 @@ def provider_webhook(request: HttpRequest, provider: str) -> HttpResponse:
         outcome = payments.webhook_receive(event)
     except payments.ReplayedWebhook as exc:
         return JsonResponse({"status": "duplicate", "detail": str(exc)}, status=200)
+    except payments.OperationUnsettled as exc:
+        # Not yet: the provider sends it again (both retry any answer but 2xx), and it applies once booked.
+        log.warning("%s webhook %s put off: %s", provider, event.event_id, exc)
+        return JsonResponse({"error": f"not yet: {exc}"}, status=409)
     except (DatabaseError, ValueError) as exc:
         log.exception("%s webhook %s could not be applied", provider, event.event_id)
         return JsonResponse({"error": f"could not apply the event: {type(exc).__name__}"}, status=422)

@@ -30,6 +30,13 @@ FAILED = "failed"  # the payment attempt failed or the checkout expired unpaid
 IGNORED = "ignored"  # an event we don't act on (still verified and recorded once)
 
 
+# A refund's status (GatewayResult.status of refund(); Stripe's and Razorpay's own words) that says it was not made:
+# it failed at the provider, or was cancelled there. The money is still ours, and the driver got nothing: the
+# caller credits the driver's account, as for a refund the provider can't make. A retry of a refund whose answer
+# was lost gets such a refund back (the adapters find the refund made with our key, whatever its status).
+REFUND_NOT_MADE = frozenset({"failed", "canceled", "cancelled"})
+
+
 # GatewayError.code of a capture the provider can no longer make because the authorisation lapsed there first
 # (Stripe cancelled the PaymentIntent after its 7 days, Razorpay refunded it after the manual-capture timeout):
 # nothing was taken, and the hold is gone.
@@ -154,14 +161,19 @@ class WebhookEvent:
 
     def __post_init__(self) -> None:
         """A signed event is still the provider's JSON: each field of the type we read it as, text without NUL
-        (PostgreSQL's text holds none), an amount a whole number of minor units our columns hold (else the
-        webhook is refused with a 400, not a 500)."""
+        (PostgreSQL's text holds none) and without a lone surrogate (JSON's `\\ud800` unpaired: no UTF-8 text, so
+        neither PostgreSQL nor SQLite takes it as a query's parameter), an amount a whole number of minor units our
+        columns hold (else the webhook is refused with a 400, not a 422 or a 500)."""
         for name in TEXT_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise WebhookRejected(f"{self.provider} webhook: {name} is not text")
             if "\x00" in value:
                 raise WebhookRejected(f"{self.provider} webhook: {name} holds a NUL character")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WebhookRejected(f"{self.provider} webhook: {name} holds a lone surrogate, no text") from None
         amount = self.amount_minor
         if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT_MINOR:
             raise WebhookRejected(f"{self.provider} webhook: the amount is not a whole number of minor units")

@@ -20,6 +20,7 @@ from .gateway import (
     PAGE_CLOSED,
     PAGE_PAID,
     REFUND_FAILED,
+    REFUND_NOT_MADE,
     REFUNDED,
     RELEASED,
     Checkout,
@@ -302,15 +303,23 @@ class StripeGateway:
         return intent if intent.status == status else None
 
     def _refund_made(self, payment_id: str, idempotency_key: str) -> Any:
-        """The refund of `payment_id` we made with this key (in its metadata), unless it failed or was canceled."""
+        """The refund of `payment_id` we made with this key (in its metadata), whatever became of it: one that
+        failed or was canceled is answered with its status (REFUND_NOT_MADE: the caller credits the driver's
+        account), unless another with the key went through. Passed over, the refund was asked again under the same
+        key, and Stripe replayed its first answer (the refund as made, `succeeded` or `pending`): booked as paid
+        while the driver got nothing; after Stripe forgot the key, a second refund was made."""
         refunds = self._call(
             "look up refunds", self.client.v1.refunds.list, {"payment_intent": payment_id, "limit": 100}
         )
+        failed = None
         for refund in refunds.data:
             metadata = refund.metadata.to_dict() if refund.metadata else {}
-            if metadata.get("idempotency_key") == idempotency_key and refund.status not in ("failed", "canceled"):
+            if metadata.get("idempotency_key") != idempotency_key:
+                continue
+            if refund.status not in REFUND_NOT_MADE:
                 return refund
-        return None
+            failed = failed or refund
+        return failed
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         """Stripe's own check (stripe.WebhookSignature.verify_header, as construct_event makes it): HMAC-SHA256 of

@@ -260,13 +260,21 @@ def payment_open(
         kind = {"provider": gateways.provider_for(currency), "type": Payment.Type.PRE_ORDER}
     # One released, or whose release is decided (no order was confirmed with it while its quote held:
     # unbooked_holds_release), is not offered again: its page is paid, its hold going, and a confirm refuses it.
-    earlier = (
+    offered = (
         Payment.objects.filter(journey=journey, driver=driver, currency=currency, booking__isnull=True, **kind)
         .exclude(status__in=(Payment.Status.FAILED, Payment.Status.RELEASED))
         .exclude(operations__kind=PaymentOperation.Kind.RELEASE)
-        .order_by("-pk")
-        .first()
     )
+    earlier = offered.order_by("-pk").first()
+    if earlier is not None:
+        # Locked until the init commits (and read again, with its operations, once had): the beat's sweep
+        # (unbooked_holds_release, skip_locked) passes over a hold an init is handing the app, and an init that
+        # waited for a sweep deciding its release sees that release. Read unlocked, the sweep could decide it
+        # between this read and the init's commit: the app was given a hold being released, its confirm refused.
+        with transaction.atomic():
+            earlier = offered.select_for_update().filter(pk=earlier.pk).first()
+            if earlier is not None and earlier.operations.filter(kind=PaymentOperation.Kind.RELEASE).exists():
+                earlier = None
     if earlier is not None and (earlier.provider in ("bap", "wallet") or earlier.requested_minor == amount):
         if earlier.status == Payment.Status.PENDING and earlier.provider not in ("bap", "wallet") and not earlier.url:
             _checkout(earlier, amount_minor=amount, return_url=return_url, description=f"EV charge, quote {quote.pk}")
@@ -479,8 +487,13 @@ def payer_details_removed(value: Any) -> Any:
 def storable(value: Any) -> Any:
     """A verified event as a JSON column holds it: a NUL character (JSON's \\u0000, which PostgreSQL's jsonb
     refuses: a DataError on every delivery of a signed event, in a field we don't even read) written as the six
-    characters `\\u0000`, in keys and values."""
+    characters `\\u0000`, and a lone surrogate (JSON's `\\ud800` unpaired, which jsonb refuses too, and no UTF-8
+    text) made U+FFFD, in keys and values."""
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate; a pair Python kept apart is joined
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         return value.replace("\x00", "\\u0000")
     if isinstance(value, dict):
         return {storable(k): storable(v) for k, v in value.items()}
@@ -580,29 +593,44 @@ def _apply(event: gateways.WebhookEvent) -> str:
     return f"noted ({event.type})"
 
 
+class OperationUnsettled(Exception):
+    """An event about a provider operation whose outcome is not booked yet (its call under way, or to be retried):
+    it can't be applied now. webhook_receive's transaction rolls back with it (no ProviderWebhook row is kept),
+    the endpoint answers 409 (billing/views.py), and the provider's redelivery applies it once the operation is
+    booked."""
+
+
 def _refund_failed(payment: Payment, event: gateways.WebhookEvent) -> str:
-    """A refund we booked as paid failed at the provider later (Stripe's refund.failed, Razorpay's refund.failed):
-    the money is back in our balance there and the driver got nothing. Its posting is reversed (clearing takes
+    """A refund we made failed at the provider (Stripe's refund.failed, Razorpay's refund.failed): the money is
+    back in our balance there and the driver got nothing. Booked paid, its posting is reversed (clearing takes
     the amount back, refunds:pending owes it again) and the amount credited to the driver's account, as a refund
     the provider can't make is (payment_refund); the payment's refunded amount is lowered (not for the rest of a
     capture, which never counted in it). The refund's operation stays SUCCEEDED (a retry under its key would get
-    the failed refund back as if made), with the failure in its error and the payment's failure text, and logged.
-    Once per refund: the reversal is posted once, and a second event about it (refund.updated and refund.failed
-    both come) finds it. The payment's row is locked (_apply)."""
+    the failed refund back), with the failure in its error and the payment's failure text, and logged. Once per
+    refund: the reversal is posted once, and a second event about it (refund.updated and refund.failed both
+    come) finds it. The payment's row is locked (_apply).
+
+    Not booked yet (the operation PENDING: its call's answer was lost, a retry to come), the operation is closed
+    here with the amount credited to the driver's account (the event had been stored and never applied again,
+    and the retry, finding the failed refund by its key, booked it paid); one whose call is running right now
+    is left to it and the event refused for the provider's redelivery (OperationUnsettled). A refund made by a
+    release (Razorpay refunds a payment its account captured itself) or within a capture (the rest above the
+    bill) is booked nowhere as paid: its failure leaves the money with us, owed to the driver
+    (_unbooked_refund_failed)."""
     refunds = payment.operations.filter(kind=PaymentOperation.Kind.REFUND)
     operation = refunds.filter(provider_reference=event.refund_id).first() if event.refund_id else None
     if operation is None and event.refund_key:
         operation = refunds.filter(idempotency_key=event.refund_key).first()
     what = f"refund {event.refund_id or event.refund_key or '?'} of {reference_of(payment)} failed at {event.provider}"
     if operation is None:
-        capture = payment.operations.filter(
-            kind=PaymentOperation.Kind.CAPTURE, status=PaymentOperation.Status.SUCCEEDED
-        )
-        if event.refund_key and capture.filter(idempotency_key=event.refund_key.removesuffix(":rest")).exists():
-            return _capture_rest_failed(payment, event, what)
-        log.error("%s: no refund of ours booked it; nothing changed", what)
-        return "refund failed: no refund of ours booked it"
+        return _refund_failed_elsewhere(payment, event, what)
+    if operation.status == PaymentOperation.Status.PENDING:
+        return _refund_failed_unbooked(payment, operation, event, what)
     paid = LedgerEntry.objects.filter(idempotency_key=f"{operation.idempotency_key}:paid").first()
+    credited = LedgerEntry.objects.filter(idempotency_key=f"{operation.idempotency_key}:account").exists()
+    if operation.status == PaymentOperation.Status.SUCCEEDED and paid is None and credited:
+        # Its operation found the refund failed (or could not make it) and credited the driver's account.
+        return "refund failed: booked before"
     if operation.status != PaymentOperation.Status.SUCCEEDED or paid is None:
         log.error("%s: its operation %s booked no refund paid (%s); nothing changed", what, operation.pk,
                   operation.status)  # fmt: skip
@@ -631,14 +659,109 @@ def _refund_failed(payment: Payment, event: gateways.WebhookEvent) -> str:
     return f"refund failed: {from_minor(amount_minor, payment.currency)} credited to the driver's account"
 
 
-def _capture_rest_failed(payment: Payment, event: gateways.WebhookEvent, what: str) -> str:
-    """The refund of what a capture took above the bill, made by the adapter within the capture (Razorpay captures
-    whole holds), failed: the capture booked only the bill, so that money is in our clearing balance, unbooked.
-    It is owed to the driver (as _capture_rest_owed books it) and credited to their account. Once per refund."""
-    key = f"{event.refund_key}:failed"
+def _refund_reference(operation: PaymentOperation) -> str:
+    """The reference a refund operation books under: its credit's (`<payment key>|<credit>:refund`), or the
+    payment's for the rest of a capture (_capture_rest_owed)."""
+    if operation.idempotency_key.endswith(CAPTURE_REST_SUFFIX):
+        return f"payment:{operation.payment_id}"
+    return operation.idempotency_key.partition("|")[2].removesuffix(":refund")
+
+
+def _refund_failed_unbooked(
+    payment: Payment, operation: PaymentOperation, event: gateways.WebhookEvent, what: str
+) -> str:
+    """A refund reported failed while its operation is PENDING: the call that made it lost its answer (a timeout
+    the provider went through with), its retry not run yet. Nothing was booked paid: what it owes (still on
+    refunds:pending) is credited to the driver's account now, under the key its own run would credit it with
+    (`<key>:account`, so the two can't both post), and the operation closed SUCCEEDED with the failure noted,
+    never asked again (the provider holds the key's refund as failed). Its row is taken only if no run holds it
+    (skip_locked: the run holds it, then waits for the payment's row this webhook holds); else the event is
+    refused for the provider's redelivery, which finds the run's booking."""
+    locked = (
+        PaymentOperation.objects.select_for_update(skip_locked=True)
+        .filter(pk=operation.pk, status=PaymentOperation.Status.PENDING)
+        .first()
+    )
+    if locked is None:
+        raise OperationUnsettled(f"{what}: its operation {operation.pk} is being run; to be applied once booked")
+    amount = from_minor(locked.amount_minor, payment.currency)
+    _refund_to_account(payment, locked, amount)
+    note = f"{what} before its answer was booked: {amount} {payment.currency} credited to the driver's account"
+    PaymentOperation.objects.filter(pk=locked.pk).update(
+        status=PaymentOperation.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        provider_reference=event.refund_id[:100],
+        error=note[:500],
+    )
+    payment.failure = note[:300]
+    payment.save()
+    _tell_app(payment)
+    log.error("%s", note)
+    return f"refund failed: {amount} credited to the driver's account"
+
+
+def _refund_to_account(payment: Payment, operation: PaymentOperation, amount: Decimal) -> None:
+    """What a refund operation could not give back at the provider, credited to the driver's account (their
+    receivable) instead; once per operation (`<key>:account`)."""
+    postings.refund(
+        currency=payment.currency,
+        amount=amount,
+        paid_from=accounts.driver_receivable(payment.driver_id or 0, payment.currency),
+        reference=_refund_reference(operation),
+        key=f"{operation.idempotency_key}:account",
+    )
+
+
+def _refund_failed_elsewhere(payment: Payment, event: gateways.WebhookEvent, what: str) -> str:
+    """A failed refund no refund operation made: one made by a capture (the rest above the bill, Razorpay) or by
+    a release (Razorpay refunds in full a payment its account captured itself), found by our key in its notes or
+    (a release) by its id. Neither booked any money paid out: the failure leaves it in our provider balance,
+    owed to the driver. An operation not booked yet refuses the event for the provider's redelivery."""
+    if event.refund_key:
+        captures = payment.operations.filter(
+            kind=PaymentOperation.Kind.CAPTURE, idempotency_key=event.refund_key.removesuffix(":rest")
+        )
+        capture = captures.first() if event.refund_key.endswith(":rest") else None
+        if capture is not None and capture.status == PaymentOperation.Status.SUCCEEDED:
+            return _unbooked_refund_failed(payment, event, f"{event.refund_key}:failed",
+                                           f"{what} (the rest above the bill)")  # fmt: skip
+        if capture is not None and capture.status == PaymentOperation.Status.PENDING:
+            raise OperationUnsettled(f"{what}: its capture {capture.pk} is not booked yet")
+    releases = payment.operations.filter(kind=PaymentOperation.Kind.RELEASE)
+    release = releases.filter(provider_reference=event.refund_id).first() if event.refund_id else None
+    if release is None and event.refund_key:
+        release = releases.filter(idempotency_key=event.refund_key).first()
+    if release is not None and release.status == PaymentOperation.Status.PENDING:
+        raise OperationUnsettled(f"{what}: its release {release.pk} is not booked yet")
+    if release is not None and release.status == PaymentOperation.Status.SUCCEEDED:
+        # The release of a payment ours still held AUTHORISED (release() refunds only a captured one): it booked
+        # the hold released, nothing taken or paid out, so the money the failure leaves is booked nowhere.
+        return _unbooked_refund_failed(
+            payment,
+            event,
+            f"{release.idempotency_key}:failed",
+            f"{what} (the release of a payment {event.provider} had captured)",
+            most=release.amount_minor,
+        )
+    log.error("%s: no refund of ours booked it; nothing changed", what)
+    return "refund failed: no refund of ours booked it"
+
+
+def _unbooked_refund_failed(
+    payment: Payment, event: gateways.WebhookEvent, key: str, what: str, most: int | None = None
+) -> str:
+    """A refund booked nowhere as paid failed (the rest above the bill a capture refunded, a release's refund of a
+    payment the provider had captured): that money is in our clearing balance, unbooked. It is owed to the
+    driver (as _capture_rest_owed books it: taken into clearing, owed on refunds:pending) and credited to their
+    account; the ledger stays balanced per currency. Once per refund (`key`). `most`: what the refund can have
+    given back at most (the release's hold)."""
     if LedgerEntry.objects.filter(idempotency_key=f"{key}:owed").exists():
         return "refund failed: booked before"
-    amount = from_minor(event.amount_minor, payment.currency)
+    amount_minor = event.amount_minor if most is None else min(event.amount_minor, most)
+    if amount_minor <= 0:
+        log.error("%s: of no amount; nothing changed", what)
+        return "refund failed: of no amount"
+    amount = from_minor(amount_minor, payment.currency)
     reference = f"payment:{payment.pk}"
     postings.credit(
         currency=payment.currency,
@@ -654,8 +777,9 @@ def _capture_rest_failed(payment: Payment, event: gateways.WebhookEvent, what: s
         reference=reference,
         key=f"{key}:account",
     )
-    note = f"{what} (the rest above the bill): {amount} {payment.currency} credited to the driver's account"
+    note = f"{what}: {amount} {payment.currency} credited to the driver's account"
     Payment.objects.filter(pk=payment.pk).update(failure=note[:300])
+    payment.failure = note[:300]
     log.error("%s", note)
     return f"refund failed: {amount} credited to the driver's account"
 
@@ -1050,12 +1174,9 @@ def _execute(
                     refused(operation, payment, error)
             operation.save()
         else:
+            operation.error = ""  # an earlier try's error; `book` may note what it found instead
             book(operation, payment, result or gateways.GatewayResult(reference="", amount_minor=0, status="none"))
-            operation.status, operation.finished_at, operation.error = (
-                PaymentOperation.Status.SUCCEEDED,
-                timezone.now(),
-                "",
-            )
+            operation.status, operation.finished_at = PaymentOperation.Status.SUCCEEDED, timezone.now()
             if result is not None:
                 operation.provider_reference = result.reference[:100]
             operation.save()
@@ -1189,11 +1310,35 @@ def _collect_after_lapse(charge: Payment) -> None:
         return
     owed = locked.billed_minor - locked.captured_minor
     Payment.objects.filter(pk=locked.pk).update(billed_minor=None)
+    owed -= _refunds_taken_off_the_bill(locked)
     if owed <= 0:
         return
     payment, created = _balance_payment(locked, "lapsed", owed)
     if created:
         run_after_commit("billing.tasks.open_balance_checkout", payment.pk)
+
+
+def _refunds_taken_off_the_bill(charge: Payment) -> int:
+    """The credits decided before a capture that found the hold gone (refunds waiting for it: PENDING REFUND
+    operations of the charge payment, the bill's, not the rest above a capture), taken off the bill asked again:
+    the driver is never asked for what a credit already gave back (the page had asked the whole bill, and the
+    waiting refund then went to the driver's account: 463.27 paid for 363.27 owed). Each is booked as a credit
+    that lowers a page is, refunds:pending to the driver's account, under the key its own run books what the
+    provider can't take back with (`<key>:account`), so the two never both post; the run, queued after the
+    commit, finds the payment not captured and closes the operation with nothing more. Its row is not locked
+    here: a run holds it and waits for the charge payment's row, which the caller holds. What they take off (minor
+    units)."""
+    waiting = charge.operations.filter(
+        kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
+    ).exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)
+    taken = 0
+    for operation in waiting.order_by("pk"):
+        _refund_to_account(charge, operation, from_minor(operation.amount_minor, charge.currency))
+        taken += operation.amount_minor
+        log.info("payment %s: the credit of refund %s is taken off the bill asked again", charge.pk,
+                 operation.idempotency_key)  # fmt: skip
+        run_after_commit("billing.tasks.refund_payment", operation.idempotency_key)
+    return taken
 
 
 def balance_checkout(payment_id: int) -> Payment:
@@ -1548,10 +1693,17 @@ def payment_refund(operation_key: str) -> PaymentOperation:
         )
 
     def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
-        # What `call` asked the provider for (the payment row is locked: the same figures), or 0 if it didn't.
+        # What `call` asked the provider for (the payment row is locked: the same figures), or 0 if it didn't, or
+        # if the refund it got back failed or was cancelled at the provider (a retry finds the refund made with
+        # our key whatever its status): no refund made, all of it goes to the driver's account.
+        not_made = bool(result.reference) and result.status in gateways.REFUND_NOT_MADE
         refunded = (
-            min(operation.amount_minor, payment.captured_minor - payment.refunded_minor) if result.reference else 0
+            min(operation.amount_minor, payment.captured_minor - payment.refunded_minor)
+            if result.reference and not not_made
+            else 0
         )
+        if not_made:
+            _refund_not_made(operation, payment, result)
         if refunded:
             postings.refund(
                 currency=payment.currency,
@@ -1567,22 +1719,32 @@ def payment_refund(operation_key: str) -> PaymentOperation:
             _tell_app(payment)
         rest = operation.amount_minor - refunded
         if rest > 0:  # what the provider can't give back goes to the driver's account
-            postings.refund(
-                currency=payment.currency,
-                amount=from_minor(rest, payment.currency),
-                paid_from=accounts.driver_receivable(payment.driver_id or 0, payment.currency),
-                reference=reference,
-                key=f"{operation.idempotency_key}:account",
-            )
+            _refund_to_account(payment, operation, from_minor(rest, payment.currency))
 
     return _execute(operation, call, book)
+
+
+def _refund_not_made(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
+    """The refund a refund operation got back failed or was cancelled at the provider: noted on the operation
+    (which _execute closes SUCCEEDED: asked again under its key, the provider answers the same failed refund),
+    on the payment, and logged. The caller credits the amount to the driver's account."""
+    amount = from_minor(operation.amount_minor, payment.currency)
+    note = (
+        f"refund {result.reference} of {reference_of(payment)} {result.status} at {payment.provider}: {amount} "
+        f"{payment.currency} credited to the driver's account"
+    )
+    operation.error = note[:500]
+    payment.failure = note[:300]
+    payment.save()
+    log.error("%s", note)
 
 
 def _refund_capture_rest(operation: PaymentOperation) -> PaymentOperation:
     """Refund what a capture took above the bill (see _capture_rest_owed): all of it, whatever credits were
     refunded since (they came out of the bill), paid from clearing. Not the bill's refund: the payment's
     captured and refunded figures stay as they are. A refusal leaves it FAILED on the exceptions queue, the
-    amount still owed on refunds:pending."""
+    amount still owed on refunds:pending; a refund found failed at the provider (the adapter's own try within
+    the capture, or this one's lost answer) credits it to the driver's account."""
 
     def call(operation: PaymentOperation, payment: Payment) -> gateways.GatewayResult | None:
         return gateways.gateway(payment.provider).refund(
@@ -1594,6 +1756,10 @@ def _refund_capture_rest(operation: PaymentOperation) -> PaymentOperation:
         )
 
     def book(operation: PaymentOperation, payment: Payment, result: gateways.GatewayResult) -> None:
+        if result.status in gateways.REFUND_NOT_MADE:  # found failed (a retry): still owed, to the account
+            _refund_not_made(operation, payment, result)
+            _refund_to_account(payment, operation, from_minor(operation.amount_minor, payment.currency))
+            return
         postings.refund(
             currency=payment.currency,
             amount=from_minor(operation.amount_minor, payment.currency),
