@@ -34,6 +34,14 @@ class PartnerPartyForm(forms.ModelForm):
         model = PartnerParty
         fields = ("country_code", "party_id", "status")
 
+    # Upper-cased as the row is saved, so that the formset's own check sees two rows of one party as one (IN*CPX
+    # and in*cpx had passed it and hit the database's constraint: a 500).
+    def clean_country_code(self) -> str:
+        return str(self.cleaned_data.get("country_code") or "").strip().upper()
+
+    def clean_party_id(self) -> str:
+        return str(self.cleaned_data.get("party_id") or "").strip().upper()
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("status") == PartnerParty.Status.GRANTED and data.get("country_code") and data.get("party_id"):

@@ -17,7 +17,7 @@ from emsp.datetimes import parse_utc
 from emsp.inserts import insert
 from emsp.models import Partner, ci_key
 from emsp.rows import first_where
-from emsp.services.partners import party_holder
+from emsp.services.partners import party_holders
 from emsp.services.sessions import session_of_charge
 
 
@@ -33,8 +33,17 @@ def tariff_get(country_code: str, party_id: str, tariff_id: str) -> Tariff | Non
     return Tariff.objects.filter(ocpi_key=tariff_key(country_code, party_id, tariff_id)).first()
 
 
-def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff | None, bool, bool]:
-    """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored."""
+class PartyNotHeld(Exception):
+    """The object's party is granted to another connection than its writer's (moved off it since the writer's
+    instance read its parties): nothing of it is written."""
+
+
+def tariff_put(
+    partner: Partner, obj: dict[str, Any], *, holders: dict[str, int] | None = None
+) -> tuple[Tariff, bool, bool]:
+    """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored. Raises
+    PartyNotHeld where the database grants its party to another connection. `holders`: the parties' holders
+    already read (`party_holders`, a page's in one query)."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
@@ -48,9 +57,14 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff | None, bo
         # when this version is older than ours.
         taken = False
         if tariff is None or tariff.partner_id != partner.pk:
-            holder = party_holder(obj["country_code"], obj["party_id"])
-            if holder is not None and holder.pk != partner.pk:
-                return tariff, False, False
+            party = ci_key(obj["country_code"], obj["party_id"])
+            if holders is None or tariff is not None:
+                # Read under the row's lock where the tariff is another connection's: a grant that moved it
+                # meanwhile is seen (the page's read, made before, would take it back).
+                holders = party_holders({(obj["country_code"], obj["party_id"])})
+            holder = holders.get(party)
+            if holder is not None and holder != partner.pk:
+                raise PartyNotHeld(f"{party} is granted to another connection")
             taken = tariff is not None and holder is not None
         if tariff is not None and last_updated < tariff.last_updated:
             if taken:
@@ -77,7 +91,14 @@ def tariff_put(partner: Partner, obj: dict[str, Any]) -> tuple[Tariff | None, bo
 
 
 def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
-    return sum(1 for obj in tariffs if tariff_put(partner, obj)[2])
+    holders = party_holders({(obj["country_code"], obj["party_id"]) for obj in tariffs})
+    stored = 0
+    for obj in tariffs:
+        try:
+            stored += tariff_put(partner, obj, holders=holders)[2]
+        except PartyNotHeld:
+            continue  # moved off the writer since its pull began: the holder's to write
+    return stored
 
 
 def tariff_delete(tariff: Tariff) -> None:

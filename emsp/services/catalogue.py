@@ -26,7 +26,7 @@ from emsp.expressions import JsonMerge
 from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.ports import cpo_gateway
 from emsp.rows import first_where
-from emsp.services.partners import party_holder
+from emsp.services.partners import party_holders
 
 BATCH = 500
 
@@ -236,7 +236,15 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
     locations: list[dict[str, Any]] = []
     restored: list[str] = []
     taken: dict[int, list[str]] = {}  # keys whose owner becomes the writer, by the owner they were read with
-    holder = _PartyHolder()
+    # The holders of the parties of objects new here or held under another connection, in one query a batch (the
+    # common write, an object of the writer's own, asks nothing).
+    holders = party_holders(
+        {
+            (obj["country_code"], obj["party_id"])
+            for key, (obj, _) in batch.items()
+            if existing.get(key) is None or existing[key][2] != partner.pk
+        }
+    )
     for key, (obj, last_updated) in batch.items():
         held = existing.get(key)
         if held is None or held[2] != partner.pk:
@@ -245,7 +253,7 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
             # OCPI requests are answered from a partner cached for seconds, ocpi/transport.py): a party moved off
             # it since is not written, neither a new object nor data over its holder's. A party it holds takes
             # the object over (moved to it: emsp/services/partners.py::party_objects_moved).
-            holder_pk = holder(obj)
+            holder_pk = holders.get(ci_key(obj["country_code"], obj["party_id"]))
             if holder_pk is not None and holder_pk != partner.pk:
                 result.not_held += 1
                 continue
@@ -330,22 +338,6 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
             )
     bulk.insert(Connector, CONNECTOR_COLUMNS, connectors)
     return result
-
-
-class _PartyHolder:
-    """The pk of the connection an object's party is granted to now, as the database says (`party_holder`), or
-    None where no connection holds it; asked once per party in a batch, and only of objects new here or held
-    under another connection (the common write, an object of the writer's own, asks nothing)."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, int | None] = {}
-
-    def __call__(self, obj: dict[str, Any]) -> int | None:
-        party = ci_key(obj["country_code"], obj["party_id"])
-        if party not in self.answers:
-            holder = party_holder(obj["country_code"], obj["party_id"])
-            self.answers[party] = holder.pk if holder is not None else None
-        return self.answers[party]
 
 
 def location_exists(location_id: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from emsp.models import Location, Partner, PartnerParty, ci_key
 
@@ -32,6 +33,21 @@ def party_holder(country_code: str, party_id: str) -> Partner | None:
         .first()
     )
     return row.partner if row is not None else None
+
+
+def party_holders(parties: set[tuple[str, str]]) -> dict[str, int]:
+    """The connection (pk) each of `parties` is granted to, by ci_key, in one query; a party no connection holds
+    is absent. PartnerParty holds its parties upper-cased (its save, the claims' bulk insert)."""
+    wanted = {(cc.strip().upper(), pid.strip().upper()) for cc, pid in parties}
+    if not wanted:
+        return {}
+    match = Q()
+    for cc, pid in wanted:
+        match |= Q(country_code=cc, party_id=pid)
+    rows = PartnerParty.objects.filter(match, status=PartnerParty.Status.GRANTED).values_list(
+        "country_code", "party_id", "partner"
+    )
+    return {ci_key(cc, pid): partner_id for cc, pid, partner_id in rows}
 
 
 def partner_party_grant(*, partner: Partner, country_code: str, party_id: str, by: str) -> PartnerParty:

@@ -94,6 +94,10 @@ class LocationReceiverView(OcpiView):
         if not evse_uid:
             clean = self.accept_party_object(normalize_location, body, country_code, party_id, location_id)
             result = catalogue.locations_store(self.partner, [clean])
+            if result.not_held:
+                # Its party was granted to another connection since this partner's parties were read (cached for
+                # seconds): nothing was written, and the answer is the one a fresh read gives.
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown party for this token", 404)
             return self._taken(http_status=201 if result.created else 200)
         # Only the parent is looked up: the EVSE or connector itself is replaced by the store.
         self.require_own_party(country_code, party_id)

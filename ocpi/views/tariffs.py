@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions
@@ -46,8 +48,16 @@ class TariffReceiverView(OcpiView):
     def put(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
         body = self.json_object()
         clean = self.accept_party_object(normalize_tariff, body, country_code, party_id, tariff_id)
-        _, created, _ = records.tariff_put(self.partner, clean)
+        _, created, _ = self._put(clean)
         return ocpi_response(http_status=201 if created else 200)
+
+    def _put(self, clean: dict[str, Any]) -> tuple[Any, bool, bool]:
+        try:
+            return records.tariff_put(self.partner, clean)
+        except records.PartyNotHeld:
+            # Granted to another connection since this partner's parties were read (cached for seconds): nothing
+            # was written, and the answer is the one a fresh read gives.
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown party for this token", 404) from None
 
     @property
     def allowed_methods(self) -> list[str]:
@@ -73,7 +83,7 @@ class TariffReceiverView(OcpiView):
         changed = versions.upgrade("2.1.1", "tariff", body, owner)
         merged = {**tariff.data, **changed} if isinstance(changed, dict) else changed
         clean = self.accept_party_object(normalize_tariff, merged, country_code, party_id, tariff_id)
-        records.tariff_put(self.partner, clean)
+        self._put(clean)
         return ocpi_response()
 
     def delete(self, request: Request, country_code: str, party_id: str, tariff_id: str) -> HttpResponse:
