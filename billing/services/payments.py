@@ -1338,6 +1338,22 @@ def _refunds_taken_off_the_bill(charge: Payment) -> int:
         log.info("payment %s: the credit of refund %s is taken off the bill asked again", charge.pk,
                  operation.idempotency_key)  # fmt: skip
         run_after_commit("billing.tasks.refund_payment", operation.idempotency_key)
+    if charge.captured_minor == 0:
+        # Those whose run came first (the beat's sweep, after the hold was reported gone): nothing captured to
+        # give back, their run credited the driver's account already (`<key>:account`, no `:paid`). The page
+        # asks what is left the same (it had asked the whole bill when the refund ran before the capture).
+        done = charge.operations.filter(
+            kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.SUCCEEDED
+        ).exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)
+        receivable = accounts.driver_receivable(charge.driver_id or 0, charge.currency)
+        for operation in done.order_by("pk"):
+            key = operation.idempotency_key
+            if LedgerEntry.objects.filter(idempotency_key=f"{key}:paid").exists():
+                continue
+            credited = LedgerLine.objects.filter(entry__idempotency_key=f"{key}:account", account=receivable).aggregate(
+                total=Sum("amount_minor")
+            )["total"]
+            taken += -(credited or 0)
     return taken
 
 

@@ -35,19 +35,25 @@ def party_holder(country_code: str, party_id: str) -> Partner | None:
     return row.partner if row is not None else None
 
 
+PARTIES_PER_QUERY = 300
+
+
 def party_holders(parties: set[tuple[str, str]]) -> dict[str, int]:
     """The connection (pk) each of `parties` is granted to, by ci_key, in one query; a party no connection holds
     is absent. PartnerParty holds its parties upper-cased (its save, the claims' bulk insert)."""
-    wanted = {(cc.strip().upper(), pid.strip().upper()) for cc, pid in parties}
-    if not wanted:
-        return {}
-    match = Q()
-    for cc, pid in wanted:
-        match |= Q(country_code=cc, party_id=pid)
-    rows = PartnerParty.objects.filter(match, status=PartnerParty.Status.GRANTED).values_list(
-        "country_code", "party_id", "partner"
-    )
-    return {ci_key(cc, pid): partner_id for cc, pid, partner_id in rows}
+    wanted = sorted({(cc.strip().upper(), pid.strip().upper()) for cc, pid in parties})
+    holders: dict[str, int] = {}
+    # A few hundred parties a statement: SQLite refuses an expression deeper than 1,000 (a hub's page of tariffs
+    # of 1,000 parties had failed whole).
+    for start in range(0, len(wanted), PARTIES_PER_QUERY):
+        match = Q()
+        for cc, pid in wanted[start : start + PARTIES_PER_QUERY]:
+            match |= Q(country_code=cc, party_id=pid)
+        rows = PartnerParty.objects.filter(match, status=PartnerParty.Status.GRANTED).values_list(
+            "country_code", "party_id", "partner"
+        )
+        holders.update((ci_key(cc, pid), partner_id) for cc, pid, partner_id in rows)
+    return holders
 
 
 def partner_party_grant(*, partner: Partner, country_code: str, party_id: str, by: str) -> PartnerParty:

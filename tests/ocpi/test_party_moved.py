@@ -491,3 +491,19 @@ def test_two_console_rows_of_one_party_in_another_case_are_a_form_error(hub: Par
 
     assert response.status_code == 200  # the form again, with the error
     assert not PartnerParty.objects.filter(party_id="CPX").exists()
+
+
+def test_a_page_of_tariffs_of_more_parties_than_one_statement_holds_is_stored() -> None:
+    """SQLite refuses an expression deeper than 1,000: the holders of a hub's 1,100 parties are read a few hundred
+    a statement (one statement had failed the whole page)."""
+    import itertools
+    import string
+
+    hub = PartnerFactory(country_code="NL", party_id="HBX", role=Partner.Role.HUB)
+    ids = ["".join(t) for t in itertools.islice(itertools.product(string.ascii_uppercase, repeat=3), 1100)]
+    PartnerParty.objects.bulk_create(
+        [PartnerParty(partner=hub, country_code="IN", party_id=p, status="GRANTED") for p in ids]
+    )
+    hub = Partner.objects.get(pk=hub.pk)
+
+    assert tariffs_store(hub, [tariff(p, f"T{p}") for p in ids]) == 1100

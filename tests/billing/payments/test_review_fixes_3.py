@@ -573,6 +573,31 @@ def test_a_credit_decided_before_a_capture_that_finds_the_hold_lapsed_is_not_ask
     assert [name for name, _ in fake.calls] == ["capture"]  # nothing refunded at the provider
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(("credit", "asked"), [(Decimal("100.00"), 36327), (Decimal("463.27"), None)])
+def test_a_credit_whose_refund_ran_after_the_hold_was_reported_gone_is_not_asked_again(
+    fake: Fake, credit: Decimal, asked: int | None
+) -> None:
+    """The other order (a re-review's): the provider reports the hold gone, the beat's sweep runs the waiting
+    refund first (the payment RELEASED: it credits the driver's account), then the capture task finds the payment
+    released and asks the bill again: less the credit, as in the order above (it had asked the whole bill)."""
+    driver = DriverFactory(currency="INR")
+    charge = authorised(driver, auth=55593, billed=46327)
+    charge_booked(driver, Decimal("463.27"), "cdr:1")
+    key = credit_decided(charge, credit, "cdr:2")
+    payments.payment_refund(key)  # waits for the capture
+    payments.webhook_receive(event(port.RELEASED, charge, event_id="evt_rel", amount=55593))
+    payments.payment_refund(key)  # the sweep: the payment released, the credit goes to the driver's account
+    assert PaymentOperation.objects.get(idempotency_key=key).status == PaymentOperation.Status.SUCCEEDED
+
+    payments.payment_capture(charge.pk)
+
+    pages = Payment.objects.filter(purpose="balance")
+    assert [p.billed_minor for p in pages] == ([asked] if asked else [])
+    assert receivable(driver.pk) == Decimal("463.27") - credit
+    assert_books_balance()
+
+
 # --- 4. an init handing the app an earlier hold, and the sweep (PostgreSQL: two transactions at once) --------------
 
 
