@@ -857,9 +857,28 @@ def on_track(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     }
 
 
+CANCELLATION_REASON_LENGTH = 200  # Booking.cancellation_reason keeps this much
+
+
+def _text(value: Any, path: str) -> str:
+    """An optional string field of the message (core 1.1.0 `type: string`): absent or empty is "", any other JSON
+    type a 30000 at its path."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise BecknRequestError(INVALID_REQUEST, path, "must be a string")
+    return value
+
+
 def on_cancel(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     booking = _booking_of(txn, order_id(envelope.message, "cancel"), order_id_path(envelope.message))
-    reason = plain_id(envelope.message.get("cancellation_reason_id") or "", "message.cancellation_reason_id")
+    # Option.id, a string (core 1.1.0), of the column's length: an object or a number had been stored and echoed as
+    # Python's text of it ("{'x': 1}"), and a longer one echoed whole but stored cut.
+    reason = plain_id(
+        _text(envelope.message.get("cancellation_reason_id"), "message.cancellation_reason_id"),
+        "message.cancellation_reason_id",
+        CANCELLATION_REASON_LENGTH,
+    )
     try:
         bookings.booking_cancel(booking, reason=reason or "cancelled by the driver")
     except bookings.BookingStateError as exc:
@@ -876,7 +895,10 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     ratings = envelope.message.get("ratings")
     if not isinstance(ratings, list) or not ratings:
         raise BecknRequestError(INVALID_REQUEST, "message.ratings", "ratings must list at least one rating")
-    stored = []
+    if len(ratings) > MAX_RATINGS:
+        # One request of thousands had held a worker for seconds (three lookups a rating) and stuffed a score.
+        raise BecknRequestError(INVALID_REQUEST, "message.ratings", f"at most {MAX_RATINGS} ratings a request")
+    stored: dict[tuple[str, str], BecknRating] = {}
     for i, rating in enumerate(ratings):
         if not isinstance(rating, dict):
             raise BecknRequestError(INVALID_REQUEST, f"message.ratings[{i}]", "a rating must be an object")
@@ -887,13 +909,15 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )
-        _rated_exists(category, ref_id, txn, i)
-        stored.append(
-            BecknRating(
-                transaction=txn if txn.pk else None, bap_id=txn.bap_id, category=category, ref_id=ref_id, value=value
-            )
+        category = _rated_exists(category, ref_id, txn, i)
+        # One rating of an entity by an app (core 1.1.0 Rating: the rating of it): a later one replaces it, also
+        # within a request (one order rated five times had counted five times).
+        stored[(category, ref_id)] = BecknRating(
+            transaction=txn if txn.pk else None, bap_id=txn.bap_id, category=category, ref_id=ref_id, value=value
         )
-    BecknRating.objects.bulk_create(stored)
+    for category, ref_id in stored:
+        BecknRating.objects.filter(bap_id=txn.bap_id, category__iexact=category, ref_id=ref_id).delete()
+    BecknRating.objects.bulk_create(stored.values())
     return {
         "feedback_form": {
             "form": {"url": f"{settings.PUBLIC_BASE_URL}/beckn/feedback", "mime_type": "text/html"},
@@ -925,12 +949,15 @@ def _rating_value(raw: Any) -> str | None:
     return format(number.normalize(), "f")
 
 
-# Rating.rating_category of core 1.1.0 (schema/Rating.yaml); Agent is not rated here: no agent serves an order.
-RATED = {"order", "item", "fulfillment", "provider", "support"}
+# Rating.rating_category of core 1.1.0 (schema/Rating.yaml), as the enum spells it; Agent is not rated here: no
+# agent serves an order.
+RATED = {"order": "Order", "item": "Item", "fulfillment": "Fulfillment", "provider": "Provider", "support": "Support"}
+MAX_RATINGS = 20  # a request's: an app rates an order, its charger, site and operator, its support
 
 
-def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> None:
-    """The category is one we rate (50003 otherwise) and the entity it names is ours (30014 otherwise)."""
+def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> str:
+    """The category is one we rate (50003 otherwise) and the entity it names is ours (30014 otherwise): the category
+    as the enum spells it (stored so, whatever case the app sent)."""
     kind = category.lower()
     if kind not in RATED:
         raise BecknRequestError(
@@ -948,16 +975,21 @@ def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> 
     elif kind == "fulfillment":
         location_id = ref_id.removeprefix("FUL-")  # our fulfillments' ids (rendering.fulfillment_block)
         found = ref_id.startswith("FUL-") and catalogue.location_exists(location_id)
-    else:  # support: the order or transaction the app asked support about
-        found = bool(ref_id)
+    else:  # support: the order or transaction the app asked support about, the app's own (any id had been taken,
+        # another app's order too, and shown in that order's driver's data export)
+        found = bool(ref_id) and (
+            Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).exists()
+            or BecknTransaction.objects.filter(transaction_id=ref_id, bap_id=txn.bap_id).exists()
+        )
     if not found:
         raise BecknRequestError(RATING_ENTITY_NOT_FOUND, f"message.ratings[{i}].id", f"{kind} {ref_id!r} not found")
+    return RATED[kind]
 
 
 def on_support(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     support = envelope.message.get("support") if isinstance(envelope.message.get("support"), dict) else {}
     key = "ref_id" if support.get("ref_id") else "order_id"
-    ref_id = plain_id(support.get(key) or "", f"message.support.{key}")
+    ref_id = plain_id(_text(support.get(key), f"message.support.{key}"), f"message.support.{key}")
     booking = (
         Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).select_related("evse__location__partner").first()
     )

@@ -147,9 +147,12 @@ def _export(driver: Driver) -> dict[str, Any]:
     order_ids = _order_ids(driver, journeys)
     # A rating of the driver's order (or of the support asked about it) may come from another transaction of
     # the app: found by the order it names.
+    # Only by the apps that hold the driver's orders: another app's rating naming one (which support ratings had
+    # been let do) is not the driver's.
+    apps = set(Booking.objects.filter(order_id__in=order_ids).values_list("app_id", flat=True))
     ratings = BecknRating.objects.filter(
         Q(transaction__driver=driver)
-        | Q(ref_id__in=order_ids) & (Q(category__iexact="order") | Q(category__iexact="support"))
+        | Q(ref_id__in=order_ids, bap_id__in=apps) & (Q(category__iexact="order") | Q(category__iexact="support"))
     )
     return {
         "journeys": out,
