@@ -863,8 +863,8 @@ CANCELLATION_REASON_LENGTH = 200  # Booking.cancellation_reason keeps this much
 def _text(value: Any, path: str) -> str:
     """An optional string field of the message (core 1.1.0 `type: string`): absent or empty is "", any other JSON
     type a 30000 at its path."""
-    if value is None or value == "":
-        return ""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""  # absent, as blank (a reason of spaces had taken the default's place)
     if not isinstance(value, str):
         raise BecknRequestError(INVALID_REQUEST, path, "must be a string")
     return value
@@ -916,7 +916,18 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             transaction=txn if txn.pk else None, bap_id=txn.bap_id, category=category, ref_id=ref_id, value=value
         )
     for category, ref_id in stored:
-        BecknRating.objects.filter(bap_id=txn.bap_id, category__iexact=category, ref_id=ref_id).delete()
+        earlier = BecknRating.objects.filter(bap_id=txn.bap_id, category__iexact=category, ref_id=ref_id)
+        if category not in ONE_DRIVERS:
+            # A charger, site or operator every driver of the app may rate: only this driver's earlier rating is
+            # replaced (keyed by the app alone, one driver's rating had deleted another's).
+            earlier = (
+                earlier.filter(transaction__driver_id=txn.driver_id)
+                if txn.driver_id
+                else earlier.filter(transaction=txn)
+                if txn.pk
+                else earlier.none()
+            )
+        earlier.delete()
     BecknRating.objects.bulk_create(stored.values())
     return {
         "feedback_form": {
@@ -952,6 +963,8 @@ def _rating_value(raw: Any) -> str | None:
 # Rating.rating_category of core 1.1.0 (schema/Rating.yaml), as the enum spells it; Agent is not rated here: no
 # agent serves an order.
 RATED = {"order": "Order", "item": "Item", "fulfillment": "Fulfillment", "provider": "Provider", "support": "Support"}
+# What one driver's journey names (an order; the support of an order or journey): rated once by its app.
+ONE_DRIVERS = {"Order", "Support"}
 MAX_RATINGS = 20  # a request's: an app rates an order, its charger, site and operator, its support
 
 

@@ -150,9 +150,12 @@ def _export(driver: Driver) -> dict[str, Any]:
     # Only by the apps that hold the driver's orders: another app's rating naming one (which support ratings had
     # been let do) is not the driver's.
     apps = set(Booking.objects.filter(order_id__in=order_ids).values_list("app_id", flat=True))
+    journey_apps = {t.bap_id for t in journeys}
     ratings = BecknRating.objects.filter(
         Q(transaction__driver=driver)
         | Q(ref_id__in=order_ids, bap_id__in=apps) & (Q(category__iexact="order") | Q(category__iexact="support"))
+        # the support of one of the driver's journeys, rated by its app from another transaction
+        | Q(category__iexact="support", ref_id__in=[t.transaction_id for t in journeys], bap_id__in=journey_apps)
     )
     return {
         "journeys": out,

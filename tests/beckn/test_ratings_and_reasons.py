@@ -4,6 +4,7 @@ journeys, categories stored as core 1.1.0 spells them, and string fields that ar
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -91,3 +92,50 @@ def test_a_support_ref_id_that_is_no_string_is_refused(bap: Any, ref_id: Any) ->
     body = last(bap, "on_support")
     assert body["error"]["code"] == "30000"
     assert not errors("on_support", body) and not onix_errors("on_support", body)
+
+
+def journey_of_another_driver(bap: Any, item: str) -> str:
+    bap.bap.transaction_id = str(uuid.uuid4())
+    select(bap, item)
+    billing = {"name": "Ravi", "email": "ravi@example.com", "phone": "+919845000001"}
+    bap("init", {"order": {"provider": {"id": "IN*CPA"}, "billing": billing}})
+    return confirm(bap)["message"]["order"]["id"]
+
+
+@pytest.mark.parametrize("category", ["Item", "Provider"])
+def test_one_drivers_rating_of_a_charger_leaves_another_drivers(bap: Any, category: str) -> None:
+    item = item_of(bap)
+    ref = item if category == "Item" else "IN*CPA"
+    order_a = ordered(bap)
+    driver_a = Booking.objects.get(order_id=order_a).driver
+    bap("rating", {"ratings": [{"rating_category": category, "id": ref, "value": "5"}]})
+    bap("cancel", {"order_id": order_a})
+    order_b = journey_of_another_driver(bap, item)
+    assert Booking.objects.get(order_id=order_b).driver_id != driver_a.pk
+
+    bap("rating", {"ratings": [{"rating_category": category, "id": ref, "value": "1"}]})
+    bap("rating", {"ratings": [{"rating_category": category, "id": ref, "value": "2"}]})  # the same driver again
+
+    assert sorted(BecknRating.objects.filter(ref_id=ref).values_list("value", flat=True)) == ["2", "5"]
+    assert [r["value"] for r in _export(driver_a)["ratings"]] == ["5"]
+
+
+def test_a_support_rating_of_a_drivers_journey_from_another_transaction_is_in_their_export(bap: Any) -> None:
+    order_id = ordered(bap)
+    driver = Booking.objects.get(order_id=order_id).driver
+    journey = bap.bap.transaction_id
+    bap.bap.transaction_id = str(uuid.uuid4())
+
+    bap("rating", {"ratings": [{"rating_category": "Support", "id": journey, "value": "2"}]})
+
+    assert [r["value"] for r in _export(driver)["ratings"]] == ["2"]
+
+
+@pytest.mark.parametrize("reason", ["   ", "\u00a0"])
+def test_a_blank_cancellation_reason_is_no_reason(bap: Any, reason: str) -> None:
+    order_id = ordered(bap)
+    bap("cancel", {"order_id": order_id, "cancellation_reason_id": reason})
+
+    body = last(bap, "on_cancel")
+    assert "reason" not in body["message"]["order"]["cancellation"]
+    assert Booking.objects.get(order_id=order_id).cancellation_reason == "cancelled by the driver"
