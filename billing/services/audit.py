@@ -335,7 +335,8 @@ def _withdrawn(original: Cdr, audit: CdrAudit | None) -> bool:
         return False
     if DriverReceipt.objects.filter(cdr=original).exists():
         return False
-    credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__isnull=False)
+    # Only credits of its currency net it (−3 EUR and −2 INR are no 5 INR given back).
+    credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__isnull=False, currency=original.currency)
     given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
     return original.total_cost_excl_vat + given_back <= 0
 

@@ -461,3 +461,22 @@ def test_a_held_cdr_credited_only_in_part_stays_in_review(user: User) -> None:
     assert "withdrawn_by_credit" not in credit.audit.flags
     (settlement,) = settlement_compute(partner=partner, period_start=OCTOBER)
     assert sorted(c.cdr_id for c in in_review(settlement)) == ["CDR-X", "CDR-X-C"]
+
+
+def test_a_credit_in_another_currency_does_not_count_towards_a_withdrawal(user: User) -> None:
+    """−3 EUR and −2 INR credited on a held 5 INR CDR: only 2 INR given back in its currency, so the pair stays in
+    review (the EUR credit had been counted, and the INR settlement reconciled)."""
+    partner = dsp()
+    TokenFactory(uid="TOKEN-DISPUTE-1")
+    obj = {**ocpi_cdr(partner, "CDR-X", total=(5.0, 5.5), energy_cost=(5.0, 5.5)), "currency": "INR"}
+    wrong = processed_with_session(partner, obj)
+    base = credit_for(Cdr.objects.get(pk=wrong.pk), "CDR-X-E")
+    processed(partner, {**base, "currency": "EUR", "total_cost": {"excl_vat": -3.0, "incl_vat": -3.3}})
+    inr = {**credit_for(Cdr.objects.get(pk=wrong.pk), "CDR-X-C"), "total_cost": {"excl_vat": -2.0, "incl_vat": -2.2}}
+
+    credit = processed(partner, inr)
+
+    assert "withdrawn_by_credit" not in credit.audit.flags
+    assert "withdrawn_by_credit" not in CdrAudit.objects.get(cdr=wrong).flags
+    (settlement,) = [s for s in settlement_compute(partner=partner, period_start=OCTOBER) if s.currency == "INR"]
+    assert sorted(c.cdr_id for c in in_review(settlement)) == ["CDR-X", "CDR-X-C"]
