@@ -30,6 +30,7 @@ from django.utils import timezone
 from emsp.async_commit import async_commit_suffix, update_committing_async
 from emsp.celery import run_after_commit
 from emsp.models import Delivery, DeliveryAttempt
+from emsp.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,7 @@ def _storable_error(error: str) -> str:
     """A try's error as its columns hold it: clipped, and a NUL made U+FFFD (PostgreSQL refuses it in text). A
     partner's refusal quoting one had failed the settlement itself, every time: the row stayed SENDING, was handed
     back after its lease and sent again for ever, OUTBOX_MAX_ATTEMPTS never reached."""
-    error = error[:2000]
-    return error.replace("\x00", "\ufffd") if "\x00" in error else error
+    return storable(error[:2000])
 
 
 def _settle(delivery: Delivery, result: SendResult, duration_ms: int, read_back: bool = True) -> Delivery:

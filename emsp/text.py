@@ -9,3 +9,9 @@ import re
 # Dropped from OCPI text (ocpi/normalize/values.py), from adopted partner names and spreadsheet cells, refused
 # in the console's parameters.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def storable(text: str) -> str:
+    """Text as a database column can hold it: PostgreSQL refuses NUL in text, so a NUL becomes U+FFFD (a hostile
+    body, URL, header or partner's refusal must still leave its trace)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from emsp.text import storable
+
 # "token": "<value>" anywhere in a credentials body (request or response, envelope or not).
 _TOKEN = re.compile(rb'("token"\s*:\s*")([^"]*)(")')
 
@@ -16,12 +18,6 @@ def log_body(body: bytes, module: str) -> str:
     if module == "credentials":
         body = _TOKEN.sub(lambda m: m.group(1) + b"[redacted]" + m.group(3), body)
     return storable(body[:LOG_BODY_LIMIT].decode("utf-8", "replace"))
-
-
-def storable(text: str) -> str:
-    """Text as a database column can hold it: PostgreSQL refuses NUL in text (a hostile body, URL or
-    header must still leave its trace in the log)."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 # A "token": "<value>" pair in text (the pattern above works on whole bodies in bytes): in JSON's
