@@ -208,6 +208,10 @@ class PaymentAdmin(ReadOnlyAdmin):
             "refund_totals": [
                 (currency, money_text(amount)) for currency, amount in found.refunds_pending_by_currency.items()
             ],
+            "driver_credits": [(credit, money_text(credit.amount)) for credit in found.driver_credits],
+            "driver_credit_totals": [
+                (currency, money_text(amount)) for currency, amount in found.driver_credits_by_currency.items()
+            ],
             "stuck_minutes": int(finance.OPERATION_STUCK_AFTER.total_seconds() // 60),
             "capture_hours": int(finance.CAPTURE_DUE_AFTER.total_seconds() // 3600),
             "shown": finance.EXCEPTIONS_SHOWN,

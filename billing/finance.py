@@ -17,6 +17,7 @@ from django.db.models import (
     CharField,
     Exists,
     F,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -315,6 +316,17 @@ class PendingRefund:
 
 
 @dataclass(frozen=True)
+class DriverCredit:
+    """A driver's receivable in credit: money we owe the driver and hold on their account, mostly refunds the
+    provider could not make (failed later, or the payment could no longer take one) credited there instead."""
+
+    driver_id: int
+    currency: str
+    amount: Decimal  # owed to the driver: positive
+    since: datetime  # the account's last posting
+
+
+@dataclass(frozen=True)
 class UnmatchedPayouts:
     reconciliation: PayoutReconciliation
     columns: list[str]
@@ -332,6 +344,9 @@ class Exceptions:
     capture_missing: list[Payment]
     capture_missing_count: int
     payouts: list[UnmatchedPayouts]
+    driver_credits: list[DriverCredit] = field(default_factory=list)
+    driver_credit_count: int = 0
+    driver_credits_by_currency: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -340,6 +355,7 @@ class Exceptions:
             + self.operation_count
             + len(self.pending_refunds)
             + self.capture_missing_count
+            + self.driver_credit_count
             + sum(p.reconciliation.mismatch_count for p in self.payouts)
         )
 
@@ -406,6 +422,29 @@ def pending_refunds() -> list[PendingRefund]:
     ]
 
 
+def driver_credits() -> list[DriverCredit]:
+    """Drivers' receivables in credit, largest first: nothing pays them back by itself (a card refund failed, a
+    payment that could take no refund), so finance pays the driver another way. One grouped statement over the
+    drivers' receivable lines."""
+    rows = (
+        LedgerLine.objects.filter(account__code__startswith="driver:", account__code__endswith=":receivable")
+        .values("account__code", "account__currency")
+        .annotate(total=Sum("amount_minor"), since=Max("entry__posted_at"))
+        .filter(total__lt=0)
+        .order_by("total", "account__code", "account__currency")
+    )
+    credits = []
+    for row in rows:
+        driver = row["account__code"].removeprefix("driver:").removesuffix(":receivable")
+        currency = row["account__currency"]
+        credits.append(
+            DriverCredit(
+                int(driver) if driver.isdigit() else 0, currency, -from_minor(row["total"], currency), row["since"]
+            )
+        )
+    return credits
+
+
 def latest_reconciliations() -> list[PayoutReconciliation]:
     """The latest payout reconciliation of each provider (an older run's mismatches are superseded)."""
     latest = PayoutReconciliation.objects.filter(provider=OuterRef("provider")).order_by("-ran_at", "-pk")
@@ -443,6 +482,10 @@ def exceptions(*, now: datetime | None = None, shown: int = EXCEPTIONS_SHOWN) ->
     by_currency: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for refund in refunds:
         by_currency[refund.currency] += refund.amount
+    owed = driver_credits()
+    owed_by_currency: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for credit in owed:
+        owed_by_currency[credit.currency] += credit.amount
     payouts = []
     for reconciliation in latest_reconciliations():
         if not reconciliation.mismatch_count and not reconciliation.mismatches:
@@ -459,4 +502,7 @@ def exceptions(*, now: datetime | None = None, shown: int = EXCEPTIONS_SHOWN) ->
         capture_missing=list(missing[:shown]),
         capture_missing_count=missing.count(),
         payouts=payouts,
+        driver_credits=owed[:shown],
+        driver_credit_count=len(owed),
+        driver_credits_by_currency=dict(sorted(owed_by_currency.items())),
     )
