@@ -101,8 +101,22 @@ def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
     return stored
 
 
-def tariff_delete(tariff: Tariff) -> None:
-    tariff.delete()
+def tariff_delete(tariff: Tariff, *, writer: Partner | None = None) -> None:
+    """Delete a tariff (mod_tariffs DELETE). With a `writer` (a CPO's DELETE), the statement deletes it only under
+    the writer's connection, so that a tariff whose party was moved to another connection since the writer's
+    instance read its parties (cached for seconds by ocpi/transport.py) is not deleted: PartyNotHeld, as a PUT
+    of it is refused. One left under another connection is deleted where the database grants its party to the
+    writer (as a PUT of it takes it over: `tariff_put`)."""
+    if writer is None:
+        tariff.delete()
+        return
+    if Tariff.objects.filter(pk=tariff.pk, partner_id=writer.pk).delete()[0]:
+        return
+    party = ci_key(tariff.country_code, tariff.party_id)
+    if party_holders({(tariff.country_code, tariff.party_id)}).get(party) != writer.pk:
+        raise PartyNotHeld(f"{party} is not granted to {writer}")
+    # Under the owner read, or the writer's by now; not where a grant since has moved it to a third connection.
+    Tariff.objects.filter(pk=tariff.pk, partner_id__in=(tariff.partner_id, writer.pk)).delete()
 
 
 def tariffs_delete_missing(partner: Partner, seen_keys: set[str], since: datetime) -> int:

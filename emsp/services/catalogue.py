@@ -83,6 +83,11 @@ CONNECTOR_COLUMNS = (
 )
 
 
+class LocationNotHeld(Exception):
+    """The location is under another connection than its writer's: its party moved off the writer since the
+    writer's instance read its parties (ocpi/transport.py caches them for seconds). Nothing was written."""
+
+
 @dataclass
 class StoreResult:
     created: int = 0
@@ -353,6 +358,29 @@ def evse_get(location: Location, evse_uid: str) -> Evse | None:
     return location.evses.filter(uid_key=ci_key(evse_uid)).first()
 
 
+def location_held(location: Location, writer: Partner) -> bool:
+    """May `writer` write the location (an EVSE or connector PUT, a PATCH)? Where it is under the writer's
+    connection, yes, and nothing is asked. Else only where the database grants its party to the writer: one left
+    under another connection (moved before party_objects_moved existed) becomes the writer's, as a PUT of it
+    makes it (`_store_batch`), by a compare-and-set of the owner read. One whose party was moved off the writer
+    since its instance read its parties is not: the writes below then match nothing (their `writer`)."""
+    if location.partner_id == writer.pk:
+        return True
+    party = (location.country_code, location.party_id)
+    if party_holders({party}).get(ci_key(*party)) != writer.pk:
+        return False
+    Location.objects.filter(pk=location.pk, partner_id=location.partner_id).update(partner_id=writer.pk)
+    location.partner_id = Location.objects.filter(pk=location.pk).values_list("partner_id", flat=True).first()
+    return location.partner_id == writer.pk
+
+
+def _require_held(location_pk: int, writer: Partner | None) -> None:
+    """In the write's transaction: the location is still the writer's (a grant committed since the caller's
+    read moved it to another connection). The EVSE or connector written is then another's: nothing is."""
+    if writer is not None and not Location.objects.filter(pk=location_pk, partner_id=writer.pk).exists():
+        raise LocationNotHeld(f"location {location_pk} is not held by {writer}")
+
+
 def connector_get(evse: Evse, connector_id: str) -> Connector | None:
     """The EVSE's connector of this id (any case), with its EVSE set, as `evse.connectors.filter().first()`."""
     connector = first_where(Connector, "t.evse_id = %s AND t.id_key = %s", [evse.pk, ci_key(connector_id)])
@@ -392,12 +420,16 @@ def _save_over(row: Model, current: Model | None) -> None:
         row.save(force_update=True)
 
 
-def evse_put(location: Location, evse_obj: dict[str, Any]) -> tuple[Evse, bool, PatchResult]:
-    """PUT one EVSE (with its connectors) under a known Location."""
+def evse_put(
+    location: Location, evse_obj: dict[str, Any], *, writer: Partner | None = None
+) -> tuple[Evse, bool, PatchResult]:
+    """PUT one EVSE (with its connectors) under a known Location. With a `writer` (a CPO's PUT), only under a
+    location of the writer's connection: else LocationNotHeld, nothing written."""
     now = timezone.now()
     last_updated = parse_utc(evse_obj["last_updated"])
     with transaction.atomic():
         current = Evse.objects.select_for_update().filter(location=location, uid_key=ci_key(evse_obj["uid"])).first()
+        _require_held(location.pk, writer)
         if current is not None and last_updated < current.last_updated:
             return current, False, PatchResult(applied=False)
         row = Evse(**_evse_values(location.pk, evse_obj, (location.latitude, location.longitude), now))
@@ -421,11 +453,15 @@ def _unique_connectors(evse_obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def connector_put(evse: Evse, connector_obj: dict[str, Any]) -> tuple[Connector, bool, bool]:
-    """PUT one connector. Returns (connector, created, applied)."""
+def connector_put(
+    evse: Evse, connector_obj: dict[str, Any], *, writer: Partner | None = None
+) -> tuple[Connector, bool, bool]:
+    """PUT one connector. Returns (connector, created, applied). With a `writer` (a CPO's PUT), only under a
+    location of the writer's connection: else LocationNotHeld, nothing written."""
     last_updated = parse_utc(connector_obj["last_updated"])
     with transaction.atomic():
         current = Connector.objects.select_for_update().filter(evse=evse, id_key=ci_key(connector_obj["id"])).first()
+        _require_held(evse.location_id, writer)
         if current is not None and last_updated < current.last_updated:
             return current, False, False
         row = Connector(**_connector_values(evse.pk, connector_obj, last_updated))
@@ -442,10 +478,16 @@ def _refresh_evse_power(evse: Evse) -> None:
     )
 
 
-def location_patch(location: Location, patch: dict[str, Any]) -> PatchResult:
+def location_patch(location: Location, patch: dict[str, Any], *, writer: Partner | None = None) -> PatchResult:
+    """PATCH a location. With a `writer` (a CPO's PATCH), the row is locked only where it is under the writer's
+    connection (no query more): else LocationNotHeld, nothing written."""
     stamp = _stamp(patch)
     with transaction.atomic():
-        location = Location.objects.select_for_update().get(pk=location.pk)
+        rows = Location.objects.select_for_update().filter(pk=location.pk)
+        held = (rows if writer is None else rows.filter(partner_id=writer.pk)).first()
+        if held is None:
+            raise LocationNotHeld(f"location {location.pk} is not held by {writer}")
+        location = held
         if stamp is not None and stamp < location.last_updated:
             return PatchResult(applied=False)
         last_updated = stamp or location.last_updated
@@ -495,12 +537,21 @@ _EVSE_REF_SQL = (
     "SELECT e.id, e.status, l.id, l.last_updated FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id "
     "WHERE l.ocpi_key = %s AND e.uid_key = %s"
 )
+# A writer's PATCH finds only an EVSE under its own connection (`evse_patch_at`).
+_WRITER_SQL = " AND l.partner_id = %s"
 
 
-def evse_ref(country_code: str, party_id: str, location_id: str, evse_uid: str) -> EvseRef | None:
-    """The PATCH hot path's one lookup (plain SQL: building the ORM query cost more than running it)."""
+def evse_ref(
+    country_code: str, party_id: str, location_id: str, evse_uid: str, *, writer: Partner | None = None
+) -> EvseRef | None:
+    """The PATCH hot path's one lookup (plain SQL: building the ORM query cost more than running it); with a
+    `writer`, of an EVSE under a location of the writer's connection only."""
+    params: list[Any] = [location_key(country_code, party_id, location_id), ci_key(evse_uid)]
+    sql = _EVSE_REF_SQL if writer is None else _EVSE_REF_SQL + _WRITER_SQL
+    if writer is not None:
+        params.append(writer.pk)
     with connection.cursor() as cursor:
-        cursor.execute(_EVSE_REF_SQL, [location_key(country_code, party_id, location_id), ci_key(evse_uid)])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -559,11 +610,12 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
 
 # The EVSE PATCH in one statement (PostgreSQL): the EVSE found by its path and locked, updated unless the patch
 # is older than what we hold, its location's last_updated moved forward; the status before, and whether it
-# applied, come back. {sets} are the EVSE's columns (_evse_patch_sql).
+# applied, come back. {sets} are the EVSE's columns (_evse_patch_sql); {writer} is empty or _WRITER_SQL (a CPO's
+# PATCH: an EVSE under another connection's location is not found).
 _EVSE_PATCH_SQL = """
 WITH old AS (
     SELECT e.id, e.status, e.location_id FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
-    WHERE l.ocpi_key = %s AND e.uid_key = %s FOR UPDATE OF e
+    WHERE l.ocpi_key = %s AND e.uid_key = %s{writer} FOR UPDATE OF e
 ), changed AS (
     UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id AND e.last_updated <= %s RETURNING e.id
 ), bumped AS (
@@ -576,7 +628,7 @@ SELECT old.id, old.status, EXISTS (SELECT 1 FROM changed) FROM old
 _EVSE_PATCH_UNSTAMPED_SQL = """
 WITH old AS (
     SELECT e.id, e.status FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
-    WHERE l.ocpi_key = %s AND e.uid_key = %s FOR UPDATE OF e
+    WHERE l.ocpi_key = %s AND e.uid_key = %s{writer} FOR UPDATE OF e
 ), changed AS (
     UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id RETURNING e.id
 )
@@ -607,24 +659,36 @@ _CONSEQUENTIAL_STATUSES = frozenset(Evse.FAULT_STATUSES)
 
 
 def evse_patch_at(
-    country_code: str, party_id: str, location_id: str, evse_uid: str, patch: dict[str, Any]
+    country_code: str,
+    party_id: str,
+    location_id: str,
+    evse_uid: str,
+    patch: dict[str, Any],
+    *,
+    writer: Partner | None = None,
 ) -> PatchResult | None:
-    """PATCH the EVSE at a receiver path; None when we hold no such EVSE. On PostgreSQL one statement and one
-    round trip (the lookup, both updates and the commit were five: 1.2 ms of a 3 ms PATCH in its profile);
-    elsewhere evse_ref then evse_patch, which give the same rows (tests/emsp/test_evse_patch.py)."""
+    """PATCH the EVSE at a receiver path; None when we hold no such EVSE (with a `writer`, a CPO's PATCH: under a
+    location of the writer's connection; the statement itself says so, so that one whose party was moved to
+    another connection since the writer's parties were read is not touched, at no cost of a round trip). On
+    PostgreSQL one statement and one round trip (the lookup, both updates and the commit were five: 1.2 ms of a
+    3 ms PATCH in its profile); elsewhere evse_ref then evse_patch, which give the same rows
+    (tests/emsp/test_evse_patch.py)."""
     if connection.vendor != "postgresql":
-        ref = evse_ref(country_code, party_id, location_id, evse_uid)
+        ref = evse_ref(country_code, party_id, location_id, evse_uid, writer=writer)
         return None if ref is None else evse_patch(ref, patch)
     last_updated = _stamp(patch)
     sets, set_params = _evse_patch_sql(_evse_patch_columns(patch, last_updated))
-    params = [location_key(country_code, party_id, location_id), ci_key(evse_uid), *set_params]
+    params = [location_key(country_code, party_id, location_id), ci_key(evse_uid)]
+    if writer is not None:
+        params.append(writer.pk)
+    params += set_params
     if last_updated is not None:
         params += [last_updated, last_updated, last_updated]
     sql = _EVSE_PATCH_UNSTAMPED_SQL if last_updated is None else _EVSE_PATCH_SQL
     consequential = patch.get("status") in _CONSEQUENTIAL_STATUSES
     with transaction.atomic() if consequential else nullcontext():
         with connection.cursor() as cursor:
-            cursor.execute(sql.format(sets=sets), params)
+            cursor.execute(sql.format(sets=sets, writer="" if writer is None else _WRITER_SQL), params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -637,10 +701,20 @@ def evse_patch_at(
     return PatchResult(applied=True, status_change=change)
 
 
-def connector_patch(evse: Evse, connector: Connector, patch: dict[str, Any]) -> PatchResult:
+def connector_patch(
+    evse: Evse, connector: Connector, patch: dict[str, Any], *, writer: Partner | None = None
+) -> PatchResult:
+    """PATCH a connector. With a `writer` (a CPO's PATCH), the row is locked only where its location is under the
+    writer's connection (no query more): else LocationNotHeld, nothing written."""
     stamp = _stamp(patch)
     with transaction.atomic():
-        connector = Connector.objects.select_for_update().get(pk=connector.pk)
+        # Only the connector's row is locked (its EVSE's and location's are updated later, in the order the other
+        # writes take them).
+        rows = Connector.objects.select_for_update(of=("self",)).filter(pk=connector.pk)
+        held = (rows if writer is None else rows.filter(evse__location__partner_id=writer.pk)).first()
+        if held is None:
+            raise LocationNotHeld(f"connector {connector.pk} is not under a location held by {writer}")
+        connector = held
         if stamp is not None and stamp < connector.last_updated:
             return PatchResult(applied=False)
         last_updated = stamp or connector.last_updated

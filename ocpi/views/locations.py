@@ -101,19 +101,23 @@ class LocationReceiverView(OcpiView):
             return self._taken(http_status=201 if result.created else 200)
         # Only the parent is looked up: the EVSE or connector itself is replaced by the store.
         self.require_own_party(country_code, party_id)
-        location = catalogue.location_get(country_code, party_id, location_id)
+        location = self._held(catalogue.location_get(country_code, party_id, location_id))
         object_id = f"{location_id}/{evse_uid}/{connector_id or ''}".rstrip("/")
-        if connector_id:
-            evse = catalogue.evse_get(location, evse_uid) if location is not None else None
-            if evse is None:
-                raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location or EVSE: PUT it first", 404)
-            clean = self.accept(normalize_connector, body_with_url_id(body, "id", connector_id), object_id)
-            _, created, _ = catalogue.connector_put(evse, clean)
-        else:
-            if location is None:
-                raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location: PUT it first", 404)
-            clean = self.accept(normalize_evse, body_with_url_id(body, "uid", evse_uid), object_id)
-            _, created, _ = catalogue.evse_put(location, clean)
+        unknown = "Unknown location or EVSE: PUT it first" if connector_id else "Unknown location: PUT it first"
+        try:
+            if connector_id:
+                evse = catalogue.evse_get(location, evse_uid) if location is not None else None
+                if evse is None:
+                    raise OcpiError(transport.UNKNOWN_LOCATION, unknown, 404)
+                clean = self.accept(normalize_connector, body_with_url_id(body, "id", connector_id), object_id)
+                _, created, _ = catalogue.connector_put(evse, clean, writer=self.partner)
+            else:
+                if location is None:
+                    raise OcpiError(transport.UNKNOWN_LOCATION, unknown, 404)
+                clean = self.accept(normalize_evse, body_with_url_id(body, "uid", evse_uid), object_id)
+                _, created, _ = catalogue.evse_put(location, clean, writer=self.partner)
+        except catalogue.LocationNotHeld:  # moved to another connection since `_held`
+            raise OcpiError(transport.UNKNOWN_LOCATION, unknown, 404) from None
         return self._taken(http_status=201 if created else 200)
 
     def patch(
@@ -137,27 +141,53 @@ class LocationReceiverView(OcpiView):
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         clean = self.accept(normalize_location_patch, body, object_id, level=level)
         children = "evses" if level == "location" else "connectors" if level == "evse" else None
-        if children is not None and children in body:
-            with transaction.atomic():  # the object and the children it lists, or nothing
-                self._patch_with_children(body, clean, level, country_code, party_id, location_id, evse_uid)
-            return self._taken()
-        # The hot path of live availability: one statement on PostgreSQL.
+        try:
+            if children is not None and children in body:
+                with transaction.atomic():  # the object and the children it lists, or nothing
+                    self._patch_with_children(body, clean, level, country_code, party_id, location_id, evse_uid)
+                return self._taken()
+            self._patch_one(clean, level, country_code, party_id, location_id, evse_uid, connector_id)
+        except catalogue.LocationNotHeld:  # moved to another connection since `_held`: nothing was written
+            raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404) from None
+        return self._taken()
+
+    def _patch_one(
+        self,
+        clean: dict[str, Any],
+        level: str,
+        country_code: str,
+        party_id: str,
+        location_id: str,
+        evse_uid: str | None,
+        connector_id: str | None,
+    ) -> None:
+        # The hot path of live availability: one statement on PostgreSQL, which finds the EVSE only under a location
+        # of this partner's connection (its party may have moved to another since its parties were read).
         at = (country_code, party_id, location_id, evse_uid)
-        if level == "evse" and evse_uid and catalogue.evse_patch_at(*at, clean) is not None:
-            return self._taken()
-        location, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        if level == "evse" and evse_uid and catalogue.evse_patch_at(*at, clean, writer=self.partner) is not None:
+            return
+        found, evse, connector = self._objects(country_code, party_id, location_id, evse_uid, connector_id)
+        location = self._held(found)
         # mod_locations: PATCH of an object we don't have is an error; the CPO then PUTs it.
         if location is None:
             raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
         if level == "connector":
             if evse is None or connector is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
-            catalogue.connector_patch(evse, connector, clean)
+            catalogue.connector_patch(evse, connector, clean, writer=self.partner)
         elif level == "evse":
-            raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
+            # Found here but not above: its location has just become this connection's (`_held`: one left under
+            # another connection, whose party the database grants to this one).
+            if evse is None or catalogue.evse_patch_at(*at, clean, writer=self.partner) is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
         else:
-            catalogue.location_patch(location, clean)
-        return self._taken()
+            catalogue.location_patch(location, clean, writer=self.partner)
+
+    def _held(self, location: Location | None) -> Location | None:
+        """The location where this partner may write it (`catalogue.location_held`); None, answered as a location
+        we don't know and nothing written, where its party was granted to another connection since this partner's
+        parties were read (cached for seconds, ocpi/transport.py)."""
+        return location if location is not None and catalogue.location_held(location, self.partner) else None
 
     def _taken(self, http_status: int = 200) -> HttpResponse:
         """The 1000 of a PUT or PATCH the store has taken: only then is the CPO a pushing one, whose EVSEs are not
@@ -184,16 +214,16 @@ class LocationReceiverView(OcpiView):
         location_id: str,
         evse_uid: str | None,
     ) -> None:
-        location = catalogue.location_get(country_code, party_id, location_id)
+        location = self._held(catalogue.location_get(country_code, party_id, location_id))
         if location is None:
             raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404)
         if level == "location":
-            catalogue.location_patch(location, clean)
+            catalogue.location_patch(location, clean, writer=self.partner)
             for raw in _listed(body["evses"], clean.get("last_updated")):
                 self._patch_or_put_evse(location, raw, (country_code, party_id, location_id))
             return
         assert evse_uid is not None
-        if catalogue.evse_patch_at(country_code, party_id, location_id, evse_uid, clean) is None:
+        if catalogue.evse_patch_at(country_code, party_id, location_id, evse_uid, clean, writer=self.partner) is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown EVSE", 404)
         evse = catalogue.evse_get(location, evse_uid)
         assert evse is not None
@@ -204,10 +234,10 @@ class LocationReceiverView(OcpiView):
         object_id = f"{at[2]}/{uid}"
         evse = catalogue.evse_get(location, uid) if isinstance(uid, str) and uid else None
         if evse is None:
-            catalogue.evse_put(location, self.accept(normalize_evse, raw, object_id))
+            catalogue.evse_put(location, self.accept(normalize_evse, raw, object_id), writer=self.partner)
             return
         clean = self.accept(normalize_location_patch, raw, object_id, level="evse")
-        catalogue.evse_patch_at(*at, evse.uid, clean)
+        catalogue.evse_patch_at(*at, evse.uid, clean, writer=self.partner)
         if "connectors" in raw:
             self._patch_connectors(evse, raw["connectors"], clean.get("last_updated"), object_id)
 
@@ -218,10 +248,10 @@ class LocationReceiverView(OcpiView):
             object_id = f"{evse_object_id}/{connector_id}"
             current = catalogue.connector_get(evse, connector_id) if isinstance(connector_id, str) else None
             if current is None:
-                catalogue.connector_put(evse, self.accept(normalize_connector, raw, object_id))
+                catalogue.connector_put(evse, self.accept(normalize_connector, raw, object_id), writer=self.partner)
             else:
                 clean = self.accept(normalize_location_patch, raw, object_id, level="connector")
-                catalogue.connector_patch(evse, current, clean)
+                catalogue.connector_patch(evse, current, clean, writer=self.partner)
 
 
 def _listed(children: Any, last_updated: str | None) -> list[dict[str, Any]]:

@@ -91,5 +91,9 @@ class TariffReceiverView(OcpiView):
         tariff = records.tariff_get(country_code, party_id, tariff_id)
         if tariff is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown tariff", 404)
-        records.tariff_delete(tariff)
+        try:
+            records.tariff_delete(tariff, writer=self.partner)
+        except records.PartyNotHeld:
+            # As a PUT's (`_put`): granted to another connection since this partner's parties were read.
+            raise OcpiError(transport.CLIENT_ERROR, "Unknown party for this token", 404) from None
         return ocpi_response()
