@@ -174,11 +174,15 @@ def _fresh_token_cache() -> None:
     from django.core.cache import cache
 
     from beckn import callbacks, registry
+    from billing.services import ledger
     from emsp.ratelimit import redis_client as _redis_client
     from emsp.services import freshness
     from ocpi.transport import forget_cached_tokens
 
     forget_cached_tokens()
+    # A test sending worker_process_init (tests/test_queues.py) turns on the worker's process-wide account cache
+    # in this test process; an account cached there names a row a later test's database no longer has.
+    ledger._account_cache.set(None)
     freshness._push_noted.clear()
     registry.forget_trusted()
     callbacks.forget_quiet_hosts()
