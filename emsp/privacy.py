@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -222,10 +224,17 @@ def _erase(driver: Driver) -> dict[str, int]:
         if isinstance(token, dict) and token.pop("visual_number", None) is not None:
             Command.objects.filter(pk=command.pk).update(request=command.request)
             scrubbed += 1
+    erased_name = f"Erased driver {driver.pk}"
     Driver.objects.filter(pk=driver.pk).update(
-        name=f"Erased driver {driver.pk}", email="", phone="", is_blocked=True, erased_at=timezone.now()
+        name=erased_name, email="", phone="", is_blocked=True, erased_at=timezone.now()
     )
-    return {"tokens_invalidated": len(tokens), "commands_scrubbed": scrubbed, "drivers": 1}
+    # The console's history of the account (django_admin_log) names it as it was at each save (str(driver), the
+    # name), and its change messages name the tokens added or changed with it: as the account now. A token's own
+    # entries name its uid and type (Token.__str__), the pseudonymous id its CDRs keep: they stay.
+    history = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Driver, for_concrete_model=False), object_id=str(driver.pk)
+    ).update(object_repr=erased_name, change_message="")
+    return {"tokens_invalidated": len(tokens), "commands_scrubbed": scrubbed, "drivers": 1, "admin_history": history}
 
 
 _SETTLED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED)

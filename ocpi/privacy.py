@@ -10,15 +10,68 @@ from emsp import privacy
 from emsp.models import Driver
 from ocpi.models import DataQualityIssue, OcpiMessage, PushDelivery, SyncRun
 
+# How a JSON text may write a character of a string besides itself (RFC 8259 §7): '"' and '\\' only escaped,
+# '/' and the control characters also so; any character also as \uXXXX (UTF-16 code units).
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _literal(text: str) -> str:
+    """`text` as a regular expression that PostgreSQL (`~*`, an ARE) and SQLite (Django's REGEXP, Python's re)
+    both read as that very text: ASCII letters and digits as they are, other ASCII characters after a backslash
+    (a literal in both), the rest as they are (special in neither)."""
+    return "".join(c if c.isalnum() or not c.isascii() else "\\" + c for c in text)
+
+
+def _either(forms: set[str]) -> str:
+    return "(?:" + "|".join(sorted(forms)) + ")"
+
+
+def _in_json(uid: str) -> str:
+    """The uid as a JSON text may write it in a string, ignoring case."""
+    pattern = ""
+    for c in uid:
+        forms = set()
+        for variant in {c, c.lower(), c.upper()}:
+            if c == "/" or variant not in _JSON_ESCAPES:
+                forms.add(_literal(variant))
+            if variant in _JSON_ESCAPES:
+                forms.add(_literal(_JSON_ESCAPES[variant]))
+            units = variant.encode("utf-16-be")
+            forms.add("".join(_literal("\\u") + units[i : i + 2].hex() for i in range(0, len(units), 2)))
+        pattern += _either(forms)
+    return pattern
+
+
+def _in_url(uid: str) -> str:
+    """The uid as a URL's path may write it, ignoring case: each character as it is or percent-encoded (we
+    push to {tokens}/{country}/{party}/{uid} quoted; a request's path is logged as Django escapes it)."""
+    pattern = ""
+    for c in uid:
+        forms = set()
+        for variant in {c, c.lower(), c.upper()}:
+            forms.add(_literal(variant))
+            forms.add("".join(_literal("%") + f"{byte:02x}" for byte in variant.encode()))
+        pattern += _either(forms)
+    return pattern
+
+
+def _naming(uids: list[str]) -> Q:
+    """Log rows that name one of the token uids: as a whole JSON string in a body (an OCPI Token's, CdrToken's
+    or AuthorizationInfo's uid; not a uid that merely holds it, as 04A1B2C3D4 holds 04A1B2C3), or as a whole
+    segment of the URL (POST {tokens}/{uid}/authorize, PUT {tokens}/{country}/{party}/{uid}). Ignoring case:
+    uids are CiStrings (OCPI 2.2.1 types §CiString), and a CPO may send one back in another case (CDRs are
+    matched to tokens so: Token.uid_key, Token.objects.by_uid). `__iregex`: a regular expression PostgreSQL and
+    SQLite both run."""
+    in_json = '"' + _either({_in_json(uid) for uid in uids}) + '"'
+    in_url = "/" + _either({_in_url(uid) for uid in uids}) + "(?:[/?#]|$)"
+    return Q(request_body__iregex=in_json) | Q(response_body__iregex=in_json) | Q(url__iregex=in_url)
+
 
 def _erase(driver: Driver) -> dict[str, int]:
     uids = [uid for uid in driver.tokens.values_list("uid", flat=True) if uid]
-    mentions = Q()
-    for uid in uids:
-        mentions |= Q(request_body__contains=uid) | Q(response_body__contains=uid)
     if not uids:
         return {"log_bodies_erased": 0, "pushes_scrubbed": 0}
-    erased = OcpiMessage.objects.filter(mentions).update(request_body="[erased]", response_body="[erased]")
+    erased = OcpiMessage.objects.filter(_naming(uids)).update(request_body="[erased]", response_body="[erased]")
     # The token pushes still kept hold the token as it was then, visual number included.
     scrubbed = 0
     for push in PushDelivery.objects.filter(module="tokens", payload__uid__in=uids).only("pk", "payload"):
