@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet, Sum
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -1253,9 +1253,12 @@ def payment_capture(payment_id: int) -> Payment:
         if above > 0:
             _capture_rest_owed(payment, operation, above)
         if payment.purpose == "charge" and (payment.billed_minor or 0) > operation.amount_minor:
-            rest, made = _balance_payment(payment, "rest", (payment.billed_minor or 0) - operation.amount_minor)
-            if made:
-                run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
+            # The rest of a bill above the hold, less what credits decided before the capture give back beyond it.
+            owed = (payment.billed_minor or 0) - operation.amount_minor - _refunds_above_the_capture(payment)
+            if owed > 0:
+                rest, made = _balance_payment(payment, "rest", owed)
+                if made:
+                    run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
         _tell_app(payment)
 
     def refused(operation: PaymentOperation, payment: Payment, error: gateways.GatewayError) -> None:
@@ -1294,6 +1297,18 @@ def _capture_rest_owed(payment: Payment, capture: PaymentOperation, above: int) 
     run_after_commit("billing.tasks.refund_payment", key)
 
 
+def _refunds_above_the_capture(charge: Payment) -> int:
+    """What the refunds waiting for a charge payment's capture give back beyond what it took (minor units): a
+    credit decided before the capture carries up to the whole bill (_credit_room), the capture takes it up to the
+    hold. Their runs refund what it took and credit the rest to the driver's account (payment_refund), so the
+    rest of the bill is asked that much less (a credit voiding a bill of 100.00 on a hold of 80.00 had left the
+    rest page asking 20.00). Read under the payment's row lock, which a credit of its booking holds while it is
+    weighed (_balance_asks_lowered): one decided meanwhile is seen here, or sees the payment captured."""
+    waiting = _bill_refunds(charge).filter(status=PaymentOperation.Status.PENDING)
+    total = waiting.aggregate(total=Sum("amount_minor"))["total"] or 0
+    return max(0, total - (charge.captured_minor - charge.refunded_minor))
+
+
 def _collect_after_lapse(charge: Payment) -> None:
     """A billed charge payment whose hold lapsed (or was released) before its capture: the bill is asked for with
     a `balance` payment of its own and a hosted page the app gets with on_update, as a bill that came after the
@@ -1328,9 +1343,7 @@ def _refunds_taken_off_the_bill(charge: Payment) -> int:
     commit, finds the payment not captured and closes the operation with nothing more. Its row is not locked
     here: a run holds it and waits for the charge payment's row, which the caller holds. What they take off (minor
     units)."""
-    waiting = charge.operations.filter(
-        kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
-    ).exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)
+    waiting = _bill_refunds(charge).filter(status=PaymentOperation.Status.PENDING)
     taken = 0
     for operation in waiting.order_by("pk"):
         _refund_to_account(charge, operation, from_minor(operation.amount_minor, charge.currency))
@@ -1339,12 +1352,11 @@ def _refunds_taken_off_the_bill(charge: Payment) -> int:
                  operation.idempotency_key)  # fmt: skip
         run_after_commit("billing.tasks.refund_payment", operation.idempotency_key)
     if charge.captured_minor == 0:
-        # Those whose run came first (the beat's sweep, after the hold was reported gone): nothing captured to
-        # give back, their run credited the driver's account already (`<key>:account`, no `:paid`). The page
-        # asks what is left the same (it had asked the whole bill when the refund ran before the capture).
-        done = charge.operations.filter(
-            kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.SUCCEEDED
-        ).exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)
+        # Those whose run came first (the beat's sweep, after the hold was reported gone), and those of credits
+        # decided after that report (_credited_off_a_released_bill): nothing captured to give back, the driver's
+        # account credited already (`<key>:account`, no `:paid`). The page asks what is left the same (it had
+        # asked the whole bill when the refund ran before the capture).
+        done = _bill_refunds(charge).filter(status=PaymentOperation.Status.SUCCEEDED)
         receivable = accounts.driver_receivable(charge.driver_id or 0, charge.currency)
         for operation in done.order_by("pk"):
             key = operation.idempotency_key
@@ -1548,6 +1560,58 @@ def unbooked_holds_release(now: Any = None, limit: int = 200) -> list[int]:
 # --- refunds -------------------------------------------------------------------------------------------
 
 REFUNDABLE = (Payment.Status.AUTHORISED, Payment.Status.CAPTURED, Payment.Status.PARTIALLY_REFUNDED)
+# A charge payment billed whose hold was released before its capture (the provider reported it gone): the capture
+# still to run asks the bill with a balance page (_collect_after_lapse, which then sets its bill to None). A credit
+# is taken off that bill through the payment's refund operations, as one decided before the release is.
+_BILL_RELEASED_UNCAPTURED = (
+    Q(purpose="charge", status=Payment.Status.RELEASED, captured_minor=0, billed_minor__gt=0)
+    & Q(collected_by=Payment.CollectedBy.BPP)
+    & ~Q(provider="wallet")
+)
+
+
+def _bill_refunds(payment: Payment) -> QuerySet[PaymentOperation]:
+    """A payment's refund operations of credits (not the refund of what a capture took above the bill)."""
+    return payment.operations.filter(kind=PaymentOperation.Kind.REFUND).exclude(
+        idempotency_key__endswith=CAPTURE_REST_SUFFIX
+    )
+
+
+def _credit_room(payment: Payment) -> int:
+    """What more of a booking's credits a payment's refunds may carry (minor units). Once captured: what it took,
+    less what was refunded and what waiting refunds promise. A charge payment billed and not captured yet: its whole
+    bill, less what its refunds carry already. Authorised, the capture takes the bill up to the hold, its refunds
+    then give that back and the rest of the bill, asked on a page of its own, is asked less what they carry beyond
+    it (_refunds_above_the_capture); released, the capture asks the bill less all they carry (_collect_after_lapse).
+    (Capped at the hold, the part of a credit above it had gone to the driver's account while the rest page asked
+    it all the same: a bill of 100.00 on a hold of 80.00, voided before the capture, still asked 20.00.) A balance
+    payment authorised: its bill, up to its hold."""
+    refunds = _bill_refunds(payment)
+    held_or_released = payment.status in (Payment.Status.AUTHORISED, Payment.Status.RELEASED)
+    if payment.purpose == "charge" and payment.captured_minor == 0 and held_or_released:
+        return (payment.billed_minor or 0) - (refunds.aggregate(total=Sum("amount_minor"))["total"] or 0)
+    promised = refunds.filter(status=PaymentOperation.Status.PENDING).aggregate(total=Sum("amount_minor"))["total"]
+    takes = (
+        payment.captured_minor
+        if payment.status != Payment.Status.AUTHORISED
+        else min(payment.billed_minor or 0, payment.authorised_minor)
+    )
+    return takes - payment.refunded_minor - (promised or 0)
+
+
+def _credited_off_a_released_bill(charge: Payment, operation: PaymentOperation) -> None:
+    """A credit of a charge payment whose hold was released before its capture (_BILL_RELEASED_UNCAPTURED): nothing
+    to refund at the provider, so it is done at once as its own run would do it (payment_refund: what the provider
+    can't take back, credited to the driver's account under `<key>:account`), and the operation closed. The capture,
+    asking the bill again, takes it off the page (_refunds_taken_off_the_bill counts such refunds): found released,
+    the payment had been passed over and the credit booked to the account apart, and the page asked the whole bill
+    (463.27 for 363.27 owed). A credit processed again finds its operation closed."""
+    if operation.status != PaymentOperation.Status.PENDING:
+        return
+    _refund_to_account(charge, operation, from_minor(operation.amount_minor, charge.currency))
+    PaymentOperation.objects.filter(pk=operation.pk, status=PaymentOperation.Status.PENDING).update(
+        status=PaymentOperation.Status.SUCCEEDED, finished_at=timezone.now()
+    )
 
 
 def refund_due(
@@ -1558,7 +1622,10 @@ def refund_due(
     the provider over the booking's captured payments (the charge, then a balance), credited to the wallet, or
     taken off what the collecting app owes us. What lowers a page, and what no payment can carry back — no
     payment of ours (an RFID charge invoiced to the account), or more than was captured — is credited to the
-    driver's account (their receivable)."""
+    driver's account (their receivable). A charge payment billed and not captured yet carries a credit up to its
+    bill (_credit_room): its refund gives back what the capture takes, and the rest is taken off the bill the
+    capture still asks with a balance page (the rest above the hold, or all of a hold that lapsed), never asked
+    and then credited to the account."""
     currency = payment.currency if payment is not None else currency
     if payment is not None and payment.provider == "wallet":
         _refund_to(accounts.driver_wallet(payment.driver_id, currency), amount, reference)
@@ -1571,29 +1638,22 @@ def refund_due(
     lowered = _balance_asks_lowered(payment, rest, reference) if payment is not None else 0
     rest -= lowered
     if payment is not None:
+        carrying = Q(status__in=REFUNDABLE) | _BILL_RELEASED_UNCAPTURED
         booking_payments = (
-            Payment.objects.filter(booking=payment.booking, status__in=REFUNDABLE).order_by("pk")
+            Payment.objects.filter(carrying, booking=payment.booking).order_by("pk")
             if payment.booking_id
-            else Payment.objects.filter(pk=payment.pk, status__in=REFUNDABLE)
+            else Payment.objects.filter(carrying, pk=payment.pk)
         )
         for each in booking_payments:
-            promised = (
-                each.operations.filter(kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING)
-                .exclude(idempotency_key__endswith=CAPTURE_REST_SUFFIX)  # above the capture: not the bill's money
-                .aggregate(total=Sum("amount_minor"))["total"]
-                or 0
-            )
-            takes = (
-                each.captured_minor
-                if each.status != Payment.Status.AUTHORISED
-                else min(each.billed_minor or 0, each.authorised_minor)
-            )
-            share = min(rest, takes - each.refunded_minor - promised)
+            share = min(rest, _credit_room(each))
             if share <= 0:
                 continue
             key = f"{each.key}|{reference}:refund"
-            _operation(each, PaymentOperation.Kind.REFUND, share, key)
-            run_after_commit("billing.tasks.refund_payment", key)
+            operation = _operation(each, PaymentOperation.Kind.REFUND, share, key)
+            if each.status == Payment.Status.RELEASED:
+                _credited_off_a_released_bill(each, operation)
+            else:
+                run_after_commit("billing.tasks.refund_payment", key)
             rest -= share
     rest += lowered  # off the bill still asked for: off what the driver owes
     if rest > 0:
