@@ -10,7 +10,7 @@ from django.conf import settings
 
 from billing.payments.gateway import GatewayError
 from billing.services import ledger, payments
-from billing.services.audit import cdr_process, cdrs_process_due, credits_waiting_resolve
+from billing.services.audit import cdr_process, cdrs_audit_late_tariffs, cdrs_process_due, credits_waiting_resolve
 
 
 @worker_process_init.connect
@@ -33,6 +33,21 @@ def process_due_cdrs() -> int:
         process_cdr.delay(cdr_id)
     credits_waiting_resolve()
     return len(ids)
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def audit_cdrs_for_tariffs(tariff_ids: list[int]) -> int:
+    """CDRs audited in review for want of a tariff, of these stored tariffs' parties, audited again with the
+    tariffs held now (queued after a tariff's commit: records.tariff_put, tariffs_store). Bounded; the beat's
+    audit_cdrs_awaiting_tariffs takes the rest, and those of a task that was lost."""
+    return cdrs_audit_late_tariffs(tariff_ids=tariff_ids)
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def audit_cdrs_awaiting_tariffs() -> int:
+    """Beat: CDRs audited in review for want of a tariff whose party has had a tariff stored since are audited
+    again (billing/services/audit.py, cdrs_awaiting_tariffs)."""
+    return cdrs_audit_late_tariffs()
 
 
 # --- payments: provider calls run here, never inside a request or a CDR's transaction --------------------

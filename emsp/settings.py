@@ -255,6 +255,8 @@ _TASK_QUEUES = {
         "billing.tasks.issue_due_receipts",
         "billing.tasks.retry_stuck_payment_operations",
         "billing.tasks.release_unbooked_holds",  # holds no order was confirmed with; the release calls: latency
+        "billing.tasks.audit_cdrs_for_tariffs",  # CDRs audited without a tariff, once it comes
+        "billing.tasks.audit_cdrs_awaiting_tariffs",
     ],
 }
 CELERY_TASK_ROUTES = {name: {"queue": queue} for queue, names in _TASK_QUEUES.items() for name in names}
@@ -526,6 +528,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-issue-due-receipts": {"task": "billing.tasks.issue_due_receipts", "schedule": 60.0},
     "billing-retry-stuck-payments": {"task": "billing.tasks.retry_stuck_payment_operations", "schedule": 60.0},
     "billing-release-unbooked-holds": {"task": "billing.tasks.release_unbooked_holds", "schedule": 60.0},
+    "billing-audit-cdrs-awaiting-tariffs": {"task": "billing.tasks.audit_cdrs_awaiting_tariffs", "schedule": 300.0},
     "emsp-outbox-deliver-due": {"task": "emsp.tasks.outbox_deliver_due", "schedule": 10.0},
     "beckn-requeue-lost-requests": {"task": "beckn.tasks.requeue_lost_requests", "schedule": 30.0},
     "emsp-tokens-push-expired": {"task": "emsp.tasks.tokens_push_expired", "schedule": 60.0},

@@ -1,16 +1,17 @@
 """CDR audit: every received CDR is repriced with our tariff engine from its own tariffs and charging
 periods, in the location's local time, and compared with the CPO's total and sub-totals. A difference beyond
 the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tariff or location is flagged for
-review, never dropped; a credit CDR nets against the CDR it corrects. A CDR of another eMSP's token or of a token of
-ours we don't hold, a bill whose amount with VAT is below the one without, a CDR in another currency than its
-charge's payment, session or original, a credit beyond what its original billed, and a second CDR of a charge
-whose first no credit CDR voided are held for review: no driver is billed or refunded for them, and no dispute is
-opened."""
+review, never dropped (one without a tariff is audited again once its tariff comes); a credit CDR nets against
+the CDR it corrects. A CDR of another eMSP's token or of a token of ours we don't hold, a bill whose amount with
+VAT is below the one without, a CDR in another currency than its charge's payment, session or original, a credit
+beyond what its original billed, and a second CDR of a charge whose first no credit CDR voided are held for
+review: no driver is billed or refunded for them, and no dispute is opened."""
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,7 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from billing import metrics, pricing
@@ -77,6 +79,13 @@ HELD = frozenset(
 # Flags of a CDR that is no bill to us (or not one we can weigh in its currency): a difference from our price is
 # not disputed with the CPO.
 NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr", "currency_differs"})
+
+# A CDR without tariffs of its own whose periods name none we hold: for review, billed as the CPO priced it. Audited
+# again once its tariff comes (`cdr_audit_late_tariff`).
+NO_TARIFF = "no_tariff"
+# A flag of such an audit again whose tariff, as we hold it, was updated after the charge began (its last_updated
+# later than the CDR's start): a difference from our price is recorded for staff, not disputed.
+TARIFF_NEWER = "tariff_newer_than_charge"
 
 # A CDR of one of our tokens whose authorization_reference names a booking's START_SESSION but whose session we
 # don't hold yet (it arrived before its session) is processed this long after it was received at the latest:
@@ -140,13 +149,16 @@ def _tariffs(cdr: Cdr, flags: list[str]) -> list[dict[str, Any]]:
     own = cdr.data.get("tariffs") or []
     if own:
         return own
-    ids = {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
-    stored = [
-        t.data for t in Tariff.objects.filter(ocpi_key__in=[ci_key(cdr.country_code, cdr.party_id, i) for i in ids])
-    ]
+    stored = [t.data for t in _stored_tariffs(cdr)]
     if not stored:
-        flags.append("no_tariff")
+        flags.append(NO_TARIFF)
     return stored
+
+
+def _stored_tariffs(cdr: Cdr) -> list[Tariff]:
+    """The tariffs the CDR's periods name (its party's, ids compared as CiString), as we hold them now."""
+    ids = {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
+    return list(Tariff.objects.filter(ocpi_key__in=[ci_key(cdr.country_code, cdr.party_id, i) for i in ids]))
 
 
 # Sub-periods kept in CdrAudit.our_breakdown: beyond, only the totals and per-element breakdown are (a CDR of
@@ -199,7 +211,15 @@ def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
     if overruled.intersection(flags):
         flags[:] = [*(flag for flag in flags if flag not in overruled), RELEASED]
     zone = _time_zone(cdr, flags)
-    tariffs = _tariffs(cdr, flags)
+    return _audit_priced(cdr, flags, zone, _tariffs(cdr, flags))
+
+
+def _audit_priced(
+    cdr: Cdr, flags: list[str], zone: str | None, tariffs: list[dict[str, Any]], *, tariffs_newer: bool = False
+) -> CdrAudit:
+    """The audit of a CDR priced with `tariffs`, its flags gathered: stored, and a difference disputed.
+    `tariffs_newer`: the tariffs we hold were updated after the charge began (a late tariff's audit,
+    `cdr_audit_late_tariff`), so a difference may be the CPO's later price, not an overcharge."""
     terms = partner_terms(cdr.partner)
     values: dict[str, Any] = {"currency": cdr.currency, "cpo_breakdown": _cpo_breakdown(cdr), "time_zone": zone or ""}
     if not tariffs:
@@ -235,6 +255,11 @@ def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
         # Our price is an approximation here (a tariff switch priced with one tariff, a guessed time zone...): a
         # difference is for staff to judge, not a claim on the CPO.
         flags.append("inexact_reprice")
+        values["status"] = CdrAudit.Status.REVIEW
+    elif mismatch and not NOT_DISPUTED.intersection(flags) and tariffs_newer:
+        # The tariff as we hold it is a version later than the charge's: a difference may be a price the CPO
+        # changed since. Recorded for staff, not a claim on the CPO.
+        flags.append(TARIFF_NEWER)
         values["status"] = CdrAudit.Status.REVIEW
     elif mismatch and not NOT_DISPUTED.intersection(flags):  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH
@@ -430,6 +455,13 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     if withdrawing and _withdrawn(original, CdrAudit.objects.filter(cdr=original).first()):
         _mark_withdrawn(original)
         audit.flags = CdrAudit.objects.get(cdr=cdr).flags
+    _dispute_settled_by_credits(original, cdr)
+    return audit
+
+
+def _dispute_settled_by_credits(original: Cdr, credit: Cdr) -> None:
+    """The original's open dispute is settled by `credit` when the original and its credit CDRs now net to our
+    price (within the partner's tolerance)."""
     dispute = Dispute.objects.filter(cdr=original, state__in=Dispute.OPEN_STATES).first()
     original_audit = CdrAudit.objects.filter(cdr=original).first()
     if dispute is not None and original_audit is not None and original_audit.computed_excl_vat is not None:
@@ -437,8 +469,7 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
             (c.total_cost_excl_vat for c in Cdr.objects.filter(credited_cdr=original)), Decimal("0")
         )
         if abs(net - original_audit.computed_excl_vat) <= partner_terms(original.partner).audit_tolerance:
-            disputes.dispute_settled_by_credit_cdr(dispute=dispute, credit_cdr=cdr)
-    return audit
+            disputes.dispute_settled_by_credit_cdr(dispute=dispute, credit_cdr=credit)
 
 
 def _credited(cdr: Cdr) -> Cdr | None:
@@ -760,6 +791,126 @@ def cdrs_process_due(now: datetime | None = None, limit: int = 500) -> list[int]
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - lease)
     )
     return list(due.order_by("received_at").values_list("pk", flat=True)[:limit])
+
+
+# --- a CDR audited before its tariff came ----------------------------------------------------------------------
+
+# The flags a late tariff's audit looks up afresh, as a first audit does. Every other flag of the first audit stands
+# as it was (a hold, a staff member's release): the bill was decided by them, and a tariff changes none of it.
+LOOKED_UP = frozenset({"no_session", "unknown_location", NO_TARIFF})
+
+# How much later than a tariff's arrival (its received_at) a CDR's audit may be timed and still have missed it: a
+# CDR processed while the tariff was being stored read the tariffs before the tariff's commit, but is timed after
+# its received_at, set before that commit; and the hosts' clocks differ a little.
+LATE_TARIFF_MARGIN = timedelta(minutes=5)
+
+# The most CDRs one run of the task or the beat's sweep audits again; the sweep takes the rest on its next runs.
+LATE_TARIFF_BATCH = 200
+# A tariff's task looks at this many waiting CDRs of its party at most, and of them audits those whose periods name
+# it (up to this many tariffs stored at once: a PUT's one, a pull's page; beyond, every one it looks at).
+LATE_TARIFF_LOOKED_AT = 2_000
+NAMED_TARIFFS_SIEVED = 50
+
+
+def _awaits_tariff(audit: CdrAudit | None) -> bool:
+    """In review for want of a tariff, and a tariff may still decide it: not accepted as billed by staff (their
+    decision stands), nor withdrawn by credit CDRs (settled, nothing owed either way)."""
+    if audit is None or audit.status != CdrAudit.Status.REVIEW:
+        return False
+    flags = audit.flags or []
+    return NO_TARIFF in flags and ACCEPTED not in flags and WITHDRAWN not in flags
+
+
+def cdrs_awaiting_tariffs(*, tariff_ids: Iterable[int] | None = None, limit: int = LATE_TARIFF_BATCH) -> list[int]:
+    """CDRs in review for want of a tariff (`_awaits_tariff`) whose party has had a tariff stored since they were
+    audited (or up to LATE_TARIFF_MARGIN before): their ids, the oldest audit first, `limit` at most. Each is for
+    `cdr_audit_late_tariff` to look at, which audits it again or, no tariff it names being here, times it anew:
+    it then leaves this list until another tariff of its party comes (a CPO that names tariffs it never sends has
+    its CDRs looked at once after each tariff it does send, not at every run).
+
+    With `tariff_ids` (a tariff stored, a pull's page), those of these tariffs' parties (case-insensitive, as
+    ci_key) whose periods name one of them: the beat's sweep looks at the others. Only the CDRs the cheap columns
+    chose have their periods read, as JSON text, by primary key: a filter on every CDR's `data` could have the
+    database read the whole table."""
+    waiting = (
+        Cdr.objects.filter(
+            credit=False,
+            processed_at__isnull=False,
+            audit__status=CdrAudit.Status.REVIEW,
+            # The quoted flag, as the admin's filter: portable JSON text (SQLite has no JSON containment lookup).
+            audit__flags__icontains=f'"{NO_TARIFF}"',
+        )
+        .exclude(audit__flags__icontains=f'"{ACCEPTED}"')
+        .exclude(audit__flags__icontains=f'"{WITHDRAWN}"')
+    )
+    party_tariffs = Tariff.objects.annotate(cc=Upper("country_code"), pid=Upper("party_id"))
+    since = party_tariffs.filter(
+        cc=Upper(OuterRef("country_code")),
+        pid=Upper(OuterRef("party_id")),
+        received_at__gte=OuterRef("audit__audited_at") - LATE_TARIFF_MARGIN,
+    )
+    due = waiting.filter(Exists(since)).order_by("audit__audited_at", "pk").values_list("pk", flat=True)
+    if tariff_ids is None:
+        return list(due[:limit])
+    stored = list(party_tariffs.filter(pk__in=list(tariff_ids)).values_list("cc", "pid", "tariff_id"))
+    if not stored:
+        return []
+    of_parties = Q()
+    for country_code, party_id in {(cc, pid) for cc, pid, _ in stored}:
+        of_parties |= Q(country_code__iexact=country_code, party_id__iexact=party_id)
+    looked_at = list(due.filter(of_parties)[:LATE_TARIFF_LOOKED_AT])
+    if len(stored) > NAMED_TARIFFS_SIEVED:
+        return looked_at[:limit]
+    naming = Q()
+    for tariff_id in {tariff_id for _, _, tariff_id in stored}:
+        naming |= Q(data__charging_periods__icontains=f'"{tariff_id}"')  # a sieve: the lock's look decides
+    found: set[int] = set()
+    for start in range(0, len(looked_at), 500):
+        found.update(Cdr.objects.filter(naming, pk__in=looked_at[start : start + 500]).values_list("pk", flat=True))
+        if len(found) >= limit:
+            break
+    return [pk for pk in looked_at if pk in found][:limit]
+
+
+def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
+    """Audit again, with the tariffs we hold now, a CDR audited in review for want of one (`_awaits_tariff`): priced
+    as a first audit prices it, its flags those of its first audit but the ones looked up afresh (LOOKED_UP), a
+    difference disputed with the CPO as a new CDR's is (a dispute moves no money when it opens) unless the tariff is
+    a version later than the charge (TARIFF_NEWER). Nothing is billed, refunded or booked: the receipt, the payments
+    and the ledger stay as the CDR's processing left them (billed as the CPO priced it, or held). A CDR whose credit
+    CDRs already net it to our price has its new dispute settled by them, as the credit's processing would have.
+    Under the CDR's row lock, as its processing, a credit of it, a release and an acceptance take it: None when it
+    is no longer waiting (audited again, accepted), or no tariff it names has come (then timed anew)."""
+    with transaction.atomic(), terms_remembered():
+        cdr = locked_cdr(cdr_id)
+        if cdr is None or cdr.credit or cdr.processed_at is None:
+            return None
+        audit = CdrAudit.objects.filter(cdr_id=cdr.pk).first()
+        if audit is None or not _awaits_tariff(audit):
+            return None
+        tariffs = _stored_tariffs(cdr)
+        if not tariffs:
+            CdrAudit.objects.filter(pk=audit.pk).update(audited_at=timezone.now())
+            return None
+        flags = ["no_session"] if cdr.charging_session_id is None else []
+        flags += [flag for flag in audit.flags if flag not in LOOKED_UP]
+        zone = _time_zone(cdr, flags)
+        newer = any(tariff.last_updated > cdr.start_date_time for tariff in tariffs)
+        audit = _audit_priced(cdr, flags, zone, [tariff.data for tariff in tariffs], tariffs_newer=newer)
+        if audit.status == CdrAudit.Status.MISMATCH:
+            credit = Cdr.objects.filter(credited_cdr=cdr, credit=True, processed_at__isnull=False).order_by("pk").last()
+            if credit is not None:
+                _dispute_settled_by_credits(cdr, credit)
+    return audit
+
+
+def cdrs_audit_late_tariffs(*, tariff_ids: Iterable[int] | None = None, limit: int = LATE_TARIFF_BATCH) -> int:
+    """Audit again the CDRs waiting for a tariff that may have come (`cdrs_awaiting_tariffs`), each in a
+    transaction of its own. Returns how many were audited again."""
+    audited = 0
+    for cdr_id in cdrs_awaiting_tariffs(tariff_ids=tariff_ids, limit=limit):
+        audited += cdr_audit_late_tariff(cdr_id) is not None
+    return audited
 
 
 # --- a CDR in review accepted as billed ------------------------------------------------------------------------

@@ -39,11 +39,13 @@ class PartyNotHeld(Exception):
 
 
 def tariff_put(
-    partner: Partner, obj: dict[str, Any], *, holders: dict[str, int] | None = None
+    partner: Partner, obj: dict[str, Any], *, holders: dict[str, int] | None = None, audit_waiting: bool = True
 ) -> tuple[Tariff, bool, bool]:
     """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored. Raises
     PartyNotHeld where the database grants its party to another connection. `holders`: the parties' holders
-    already read (`party_holders`, a page's in one query)."""
+    already read (`party_holders`, a page's in one query). A tariff stored has the CDRs of its party audited
+    without a tariff audited again, by a task after the commit (`audit_waiting`; tariffs_store queues one for
+    its page)."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
@@ -87,18 +89,25 @@ def tariff_put(
         tariff.data = obj
         tariff.received_at = timezone.now()
         tariff.save()
+        if audit_waiting:
+            run_after_commit("billing.tasks.audit_cdrs_for_tariffs", [tariff.pk])
     return tariff, created, True
 
 
 def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
     holders = party_holders({(obj["country_code"], obj["party_id"]) for obj in tariffs})
-    stored = 0
+    stored: list[int] = []
     for obj in tariffs:
         try:
-            stored += tariff_put(partner, obj, holders=holders)[2]
+            tariff, _, applied = tariff_put(partner, obj, holders=holders, audit_waiting=False)
         except PartyNotHeld:
             continue  # moved off the writer since its pull began: the holder's to write
-    return stored
+        if applied:
+            stored.append(tariff.pk)
+    if stored:
+        # One task for the page's tariffs (tariff_put's own would be one per tariff).
+        run_after_commit("billing.tasks.audit_cdrs_for_tariffs", stored)
+    return len(stored)
 
 
 def tariff_delete(tariff: Tariff, *, writer: Partner | None = None) -> None:

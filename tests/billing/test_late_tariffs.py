@@ -1,0 +1,307 @@
+"""A CDR audited in review for want of a tariff (no_tariff) is audited again once the CPO's tariff comes (a PUT or a
+pull), by a task after the tariff's commit and, should that task be lost, by the beat's sweep: matched, or a
+difference disputed as a new CDR's is; never billed again, nothing booked."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import models
+from django.utils import timezone
+
+from billing.models import (
+    Cdr,
+    CdrAudit,
+    Dispute,
+    DisputeEvent,
+    DriverReceipt,
+    LedgerEntry,
+    LedgerLine,
+    Payment,
+    PaymentOperation,
+)
+from billing.services import records
+from billing.services.audit import accept_as_billed, cdr_process
+from emsp.models import Partner
+from emsp.services.sessions import session_put
+from ocpi.normalize import normalize_session
+from tests.billing.test_cdr_audit import bec, example_cdr, store, with_known_location  # noqa: F401 - fixtures
+from tests.factories import TokenFactory
+
+pytestmark = pytest.mark.django_db
+
+TARIFFS = "/ocpi/emsp/2.2.1/tariffs"
+MONEY = (DriverReceipt, LedgerEntry, LedgerLine, Payment, PaymentOperation)
+
+
+def rows(*model_classes: type[models.Model]) -> dict[str, list[str]]:
+    return {m.__name__: sorted(repr(row) for row in m.objects.order_by("pk").values()) for m in model_classes}
+
+
+@pytest.fixture
+def tariff(example_cdr: dict[str, Any]) -> dict[str, Any]:  # noqa: F811
+    """The CPO's tariff "12" the spec's example CDR was priced with (2.00/h of TIME), last updated before it."""
+    return copy.deepcopy(example_cdr["tariffs"][0])
+
+
+@pytest.fixture
+def cpo(client_for: Callable[..., Any], bec: Partner) -> Any:  # noqa: F811
+    return client_for("BE", "BEC")
+
+
+@pytest.fixture
+def put(cpo: Any, django_capture_on_commit_callbacks: Callable[..., Any]) -> Callable[..., Any]:
+    """PUT a tariff as the CPO, what it queues after its commit run as a worker runs it (tasks run inline)."""
+
+    def call(body: dict[str, Any], client: Any = None) -> None:
+        client = client or cpo
+        path = f"{TARIFFS}/{body['country_code']}/{body['party_id']}/{body['id']}"
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client.put(path, body).json()["status_code"] == 1000
+
+    return call
+
+
+@pytest.fixture
+def billed(bec: Partner, example_cdr: dict[str, Any], spec_example: Any) -> Callable[..., Cdr]:  # noqa: F811
+    """A CDR of our driver's token, at a location and of a session we hold, without tariffs of its own and naming
+    tariff "12" we don't hold: processed, it is audited REVIEW no_tariff and billed as the CPO priced it."""
+    TokenFactory(uid="012345678")
+    session = spec_example("session_example_2_short_finished.json")
+    session_put(bec, normalize_session(session, country_code="BE", party_id="BEC")[0])
+
+    def make(**changes: Any) -> Cdr:
+        obj = with_known_location(bec, example_cdr)
+        obj.pop("tariffs")
+        obj["session_id"] = session["id"]
+        obj.update(changes)
+        cdr = store(bec, obj)
+        audit = cdr_process(cdr.pk)
+        assert audit is not None and audit.status == CdrAudit.Status.REVIEW
+        assert audit.flags == ["no_tariff"]
+        assert DriverReceipt.objects.filter(cdr=cdr).exists()
+        return cdr
+
+    return make
+
+
+def audit_of(cdr: Cdr) -> CdrAudit:
+    return CdrAudit.objects.get(cdr=cdr)
+
+
+def test_a_cdr_is_matched_when_its_tariff_is_put(billed: Callable[..., Cdr], put: Any, tariff: dict) -> None:
+    cdr = billed()
+    before = rows(*MONEY)
+    put(tariff)
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.MATCHED, [])
+    assert (audit.computed_excl_vat, audit.difference_excl_vat) == (Decimal("4.00"), Decimal("0"))
+    assert audit.time_zone == "Europe/Brussels"
+    assert not Dispute.objects.exists()
+    assert rows(*MONEY) == before  # billed once, as the CPO priced it: nothing more is booked
+
+
+def test_a_difference_found_with_a_late_tariff_opens_a_dispute_and_moves_no_money(
+    billed: Callable[..., Cdr], put: Any, tariff: dict
+) -> None:
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    receipt = DriverReceipt.objects.get(cdr=cdr)
+    before = rows(*MONEY)
+    put(tariff)
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.MISMATCH, [])
+    assert (audit.computed_excl_vat, audit.difference_excl_vat) == (Decimal("4.00"), Decimal("1.00"))
+    dispute = Dispute.objects.get(cdr=cdr)
+    assert (dispute.state, dispute.cpo_amount, dispute.our_amount) == (Dispute.State.OPEN, Decimal("5"), Decimal("4"))
+    assert dispute.events.get().action == "opened"
+    assert rows(*MONEY) == before
+    assert DriverReceipt.objects.get(cdr=cdr).total_incl_vat == receipt.total_incl_vat
+
+
+def test_a_late_tariff_updated_after_the_charge_records_the_difference_for_review(
+    billed: Callable[..., Cdr], put: Any, tariff: dict
+) -> None:
+    """The tariff as we hold it may be a price the CPO set after the charge: no claim on the CPO."""
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    before = rows(*MONEY)
+    put({**tariff, "last_updated": "2015-07-01T00:00:00Z"})  # the charge began 2015-06-29
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.REVIEW, ["tariff_newer_than_charge"])
+    assert (audit.computed_excl_vat, audit.difference_excl_vat) == (Decimal("4.00"), Decimal("1.00"))
+    assert not Dispute.objects.exists()
+    assert rows(*MONEY) == before
+
+
+def test_a_tariff_of_another_party_or_another_id_audits_nothing_again(
+    billed: Callable[..., Cdr], put: Any, tariff: dict, client_for: Callable[..., Any]
+) -> None:
+    cdr = billed()
+    first = rows(CdrAudit)
+    put({**tariff, "party_id": "BED"}, client_for("BE", "BED"))  # the same id, another CPO's party
+    put({**tariff, "id": "13"})  # the same party, another id
+    put({**tariff, "id": "120"})  # an id the CDR's "12" is a prefix of
+    assert rows(CdrAudit) == first  # not even looked at
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags, audit.computed_excl_vat) == (CdrAudit.Status.REVIEW, ["no_tariff"], None)
+
+
+def test_tariff_ids_and_parties_are_compared_case_insensitively(
+    billed: Callable[..., Cdr],
+    put: Any,
+    tariff: dict,
+    example_cdr: dict,  # noqa: F811
+) -> None:
+    periods = [{**example_cdr["charging_periods"][0], "tariff_id": "t-Twelve"}]
+    cdr = billed(charging_periods=periods)
+    put({**tariff, "id": "T-TWELVE"})
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+
+
+def test_a_tariff_pulled_audits_the_cdrs_waiting_for_it(
+    billed: Callable[..., Cdr],
+    bec: Partner,  # noqa: F811
+    tariff: dict,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    cdr = billed()
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        assert records.tariffs_store(bec, [tariff, {**tariff, "id": "13"}]) == 2
+    assert len(queued) == 1  # one task for the page
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+
+
+def test_the_task_run_twice_changes_nothing_the_second_time(
+    billed: Callable[..., Cdr],
+    bec: Partner,  # noqa: F811
+    tariff: dict,
+) -> None:
+    from billing.tasks import audit_cdrs_for_tariffs
+
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    stored, _, _ = records.tariff_put(bec, tariff)  # its task is not run here (the test's transaction never commits)
+    before = rows(*MONEY)
+    assert audit_cdrs_for_tariffs.apply(([stored.pk],)).get() == 1
+    first = rows(CdrAudit, Dispute, DisputeEvent, *MONEY)
+    assert audit_cdrs_for_tariffs.apply(([stored.pk],)).get() == 0  # acks_late: a redelivered task
+    assert rows(CdrAudit, Dispute, DisputeEvent, *MONEY) == first
+    assert audit_of(cdr).status == CdrAudit.Status.MISMATCH
+    assert Dispute.objects.count() == 1
+    assert rows(*MONEY) == before
+
+
+def test_the_beat_sweep_audits_a_cdr_whose_task_was_lost(billed: Callable[..., Cdr], cpo: Any, tariff: dict) -> None:
+    from billing.tasks import audit_cdrs_awaiting_tariffs
+
+    cdr = billed()
+    before = rows(*MONEY)
+    assert cpo.put(f"{TARIFFS}/BE/BEC/12", tariff).json()["status_code"] == 1000  # its task lost: never run
+    assert audit_of(cdr).status == CdrAudit.Status.REVIEW
+    assert audit_cdrs_awaiting_tariffs.apply().get() == 1
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+    assert audit_cdrs_awaiting_tariffs.apply().get() == 0
+    assert rows(*MONEY) == before
+
+
+def test_the_sweep_finds_a_cdr_audited_while_its_tariff_was_being_stored(
+    billed: Callable[..., Cdr],
+    bec: Partner,  # noqa: F811
+    tariff: dict,
+) -> None:
+    """Its processing read the tariffs before the tariff's commit, and timed its audit after the tariff's
+    received_at: the tariff's task, run before the CDR's commit, did not see it either."""
+    from billing.services.audit import LATE_TARIFF_MARGIN, cdrs_awaiting_tariffs
+
+    cdr = billed()
+    stored, _, _ = records.tariff_put(bec, tariff)
+    CdrAudit.objects.filter(cdr=cdr).update(audited_at=stored.received_at + LATE_TARIFF_MARGIN - timedelta(seconds=1))
+    assert cdrs_awaiting_tariffs() == [cdr.pk]
+    CdrAudit.objects.filter(cdr=cdr).update(audited_at=stored.received_at + LATE_TARIFF_MARGIN + timedelta(seconds=1))
+    assert cdrs_awaiting_tariffs() == []  # audited well after the tariff was here: it had it
+
+
+def test_a_cdr_still_without_its_tariff_is_passed_over_until_another_tariff_comes(
+    billed: Callable[..., Cdr],
+    bec: Partner,  # noqa: F811
+    tariff: dict,
+) -> None:
+    from billing.services.audit import cdrs_audit_late_tariffs, cdrs_awaiting_tariffs
+
+    cdr = billed()
+    other, _, _ = records.tariff_put(bec, {**tariff, "id": "13"})
+    assert cdrs_awaiting_tariffs() == [cdr.pk]
+    with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+        assert cdrs_audit_late_tariffs() == 0  # looked at: "13" does not price it
+        assert cdrs_awaiting_tariffs() == []
+        assert audit_of(cdr).flags == ["no_tariff"]
+    with time_machine.travel(timezone.now() + timedelta(minutes=20)):
+        records.tariff_put(bec, tariff)
+        assert cdrs_awaiting_tariffs(tariff_ids=[other.pk]) == []  # the page of "13" alone: not named by the CDR
+        assert cdrs_awaiting_tariffs() == [cdr.pk]
+        assert cdrs_audit_late_tariffs() == 1
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+
+
+def test_a_held_cdr_keeps_its_hold_and_bills_nobody(
+    bec: Partner,  # noqa: F811
+    example_cdr: dict[str, Any],  # noqa: F811
+    put: Any,
+    tariff: dict,
+) -> None:
+    """Another eMSP's token: held for review, billed to nobody. The late tariff prices it; it stays held."""
+    TokenFactory(uid="012345678")
+    obj = {k: v for k, v in with_known_location(bec, example_cdr).items() if k != "tariffs"}
+    obj["cdr_token"] = {**obj["cdr_token"], "country_code": "DE", "party_id": "TNM"}
+    obj["total_cost"] = {"excl_vat": 5.0, "incl_vat": 5.5}
+    cdr = store(bec, obj)
+    cdr_process(cdr.pk)
+    assert set(audit_of(cdr).flags) == {"foreign_token", "no_session", "no_tariff"}
+    put(tariff)
+    audit = audit_of(cdr)
+    assert audit.status == CdrAudit.Status.REVIEW
+    assert set(audit.flags) == {"foreign_token", "no_session"}
+    assert audit.computed_excl_vat == Decimal("4.00")
+    assert not Dispute.objects.exists()
+    assert not DriverReceipt.objects.exists()
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_cdr_staff_accepted_as_billed_is_left_as_it_is(
+    billed: Callable[..., Cdr], put: Any, tariff: dict, login: Callable[[str], Any]
+) -> None:
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    staff = login("finance").user
+    assert accept_as_billed(cdr.pk, staff).accepted
+    put(tariff)
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.REVIEW, ["no_tariff", "accepted_as_billed"])
+    assert not Dispute.objects.exists()
+
+
+def test_a_cdr_its_credit_cdr_already_corrected_has_the_dispute_settled(
+    billed: Callable[..., Cdr],
+    bec: Partner,  # noqa: F811
+    put: Any,
+    tariff: dict,
+    example_cdr: dict,  # noqa: F811
+) -> None:
+    """As the credit's processing settles an open dispute when the net agrees with our price."""
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    credit = {k: v for k, v in with_known_location(bec, example_cdr).items() if k not in ("tariffs", "total_time_cost")}
+    credit.update(
+        id="12345-C", credit=True, credit_reference_id="12345", total_cost={"excl_vat": -1.0, "incl_vat": -1.1}
+    )
+    credit_cdr = store(bec, credit)
+    cdr_process(credit_cdr.pk)
+    before = rows(*MONEY)
+    put(tariff)
+    assert audit_of(cdr).status == CdrAudit.Status.MISMATCH
+    dispute = Dispute.objects.get(cdr=cdr)
+    assert (dispute.state, dispute.credit_amount) == (Dispute.State.CREDITED, Decimal("1"))
+    assert rows(*MONEY) == before
+    assert Cdr.objects.filter(pk=cdr.pk, processed_at__isnull=False).exists()
