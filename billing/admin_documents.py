@@ -26,8 +26,8 @@ from django.utils.http import urlencode
 from billing.admin_ledger import DAY_VALIDATORS
 from billing.admin_links import ReadOnlyAdmin, admin_link, attachment
 from billing.models import BapAgreement, DriverReceipt, IssuedDocument
-from billing.services import bap_settlement, documents
-from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month
+from billing.services import bap_settlement, documents, settlement
+from billing.services.settlement import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, next_month, period_label
 from emsp.services.staff import staff_action_record
 
 PDF_CONTENT_TYPE = "application/pdf"
@@ -170,14 +170,20 @@ def bap_settlement_view(request: HttpRequest) -> HttpResponse:
         if rows and export in ("csv", "xlsx"):
             if not request.user.has_perm("billing.export_settlement"):
                 raise PermissionDenied
-            if export == "csv":
-                body: Any = bap_settlement.bap_settlement_csv(rows)
-                response = HttpResponse(body, content_type=CSV_CONTENT_TYPE)
+            lines = sum(len(row.lines) for row in rows)
+            if export == "xlsx" and lines > settlement.XLSX_CONSOLE_MAX_ROWS:
+                # Built in memory before the first byte is sent: the page with the message, and no file.
+                messages.error(request, _too_many_lines(lines, data))
             else:
-                response = HttpResponse(
-                    bap_settlement.bap_settlement_xlsx(rows, include_lines=True), content_type=XLSX_CONTENT_TYPE
-                )
-            return attachment(response, bap_settlement.bap_export_filename(rows, export))
+                if export == "csv":
+                    body: Any = bap_settlement.bap_settlement_csv(rows)
+                    response = HttpResponse(body, content_type=CSV_CONTENT_TYPE)
+                else:
+                    response = HttpResponse(
+                        bap_settlement.bap_settlement_xlsx(rows, include_lines=True), content_type=XLSX_CONTENT_TYPE
+                    )
+                _record_export(request, rows, "csv" if export == "csv" else "xlsx with lines")
+                return attachment(response, bap_settlement.bap_export_filename(rows, export))
     context = {
         **admin.site.each_context(request),
         "title": "App (BAP) settlement",
@@ -187,6 +193,37 @@ def bap_settlement_view(request: HttpRequest) -> HttpResponse:
         "months": [(previous, first), (first, next_month(first))],
     }
     return TemplateResponse(request, "admin/billing/settlement/apps.html", context)
+
+
+def _too_many_lines(lines: int, data: dict[str, Any]) -> str:
+    """Where an app's lines beyond settlement.XLSX_CONSOLE_MAX_ROWS are exported: the report command."""
+    start, end = data["period_start"], data["period_end"]
+    months = start.day == 1 and end.day == 1
+    last = (end - timedelta(days=1)).replace(day=1)
+    period = (f"{start:%Y-%m}" if last == start else f"{start:%Y-%m}..{last:%Y-%m}") if months else "YYYY-MM"
+    return (
+        f"{lines:,} lines are too many for an XLSX built here (at most {settlement.XLSX_CONSOLE_MAX_ROWS:,}). "
+        "Export the CSV here (the summary) and the lines with `manage.py settlement_report "
+        f"--party bap:{data['bap_id'] or '*'} --period {period} --output FILE.csv --details` on a server."
+    )
+
+
+def _record_export(request: HttpRequest, rows: list[bap_settlement.BapSettlement], fmt: str) -> None:
+    """One audit record (emsp.StaffAction) per app and currency exported, as the CPO exports record one per
+    settlement row; on the app's agreement (its defaults, unsaved, when it has none: object id "None")."""
+    agreements = {a.bap_id: a for a in BapAgreement.objects.filter(bap_id__in={row.bap_id for row in rows})}
+    for row in rows:
+        staff_action_record(
+            user=request.user,
+            verb="export",
+            obj=agreements.get(row.bap_id) or BapAgreement(bap_id=row.bap_id),
+            details={
+                "bap_id": row.bap_id,
+                "period": period_label(row.period_start, row.period_end),
+                "currency": row.currency,
+                "format": fmt,
+            },
+        )
 
 
 def bap_statement_issue(request: HttpRequest) -> HttpResponse:

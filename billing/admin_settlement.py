@@ -55,6 +55,17 @@ class PeriodFilter(admin.SimpleListFilter):
         return queryset.filter(period_start=start)
 
 
+def _report_command(settlements: list[Settlement]) -> str:
+    """The `settlement_report` that writes the selected rows' workbook outside a request."""
+    parties = {s.partner.party_key for s in settlements}
+    months = sorted({service.period_label(s.period_start, s.period_end) for s in settlements})
+    partner = next(iter(parties)) if len(parties) == 1 else "CC*PID"
+    period = "YYYY-MM"
+    if all(len(month) == len("2026-10") for month in months):
+        period = months[0] if len(months) == 1 else f"{months[0]}..{months[-1]}"
+    return f"manage.py settlement_report --partner {partner} --period {period} --output FILE.xlsx --details"
+
+
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
     change_list_template = "admin/billing/settlement/change_list.html"
@@ -201,6 +212,15 @@ class SettlementAdmin(admin.ModelAdmin):
         if self._refuse_export(request):
             return None
         settlements = self._selected(queryset)
+        if include_cdrs and (total := service.settlement_cdr_total(settlements)) > service.XLSX_CONSOLE_MAX_ROWS:
+            # Built in memory before the first byte is sent: a big CPO's month ran past the request timeout.
+            messages.error(
+                request,
+                f"{total:,} CDRs are too many for an XLSX built here (at most {service.XLSX_CONSOLE_MAX_ROWS:,}). "
+                "Export the summary as XLSX and the CDRs with “Export the CDRs as CSV (one row per CDR)”, which "
+                f"streams any number, or run `{_report_command(settlements)}` on a server.",
+            )
+            return None
         try:
             content = service.settlement_xlsx(settlements, include_cdrs=include_cdrs)
         except service.SettlementError as error:
