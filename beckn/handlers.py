@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from beckn import callbacks
@@ -899,6 +900,7 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
         # One request of thousands had held a worker for seconds (three lookups a rating) and stuffed a score.
         raise BecknRequestError(INVALID_REQUEST, "message.ratings", f"at most {MAX_RATINGS} ratings a request")
     stored: dict[tuple[str, str], BecknRating] = {}
+    of_orders: dict[tuple[str, str], bool] = {}
     for i, rating in enumerate(ratings):
         if not isinstance(rating, dict):
             raise BecknRequestError(INVALID_REQUEST, f"message.ratings[{i}]", "a rating must be an object")
@@ -909,19 +911,28 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             raise BecknRequestError(
                 INVALID_RATING, f"message.ratings[{i}].value", "rating value must be a number from 0 to 5"
             )
-        category = _rated_exists(category, ref_id, txn, i)
+        category, of_an_order = _rated_exists(category, ref_id, txn, i)
         # One rating of an entity by an app (core 1.1.0 Rating: the rating of it): a later one replaces it, also
-        # within a request (one order rated five times had counted five times).
+        # within a request (one order rated five times had counted five times). An order is one driver's: its
+        # rating is the app's one rating of it.
         stored[(category, ref_id)] = BecknRating(
-            transaction=txn if txn.pk else None, bap_id=txn.bap_id, category=category, ref_id=ref_id, value=value
+            transaction=txn if txn.pk else None,
+            driver_id=txn.driver_id,
+            bap_id=txn.bap_id,
+            category=category,
+            ref_id=ref_id,
+            value=value,
         )
+        of_orders[(category, ref_id)] = of_an_order
     for category, ref_id in stored:
         earlier = BecknRating.objects.filter(bap_id=txn.bap_id, category__iexact=category, ref_id=ref_id)
-        if category not in ONE_DRIVERS:
-            # A charger, site or operator every driver of the app may rate: only this driver's earlier rating is
-            # replaced (keyed by the app alone, one driver's rating had deleted another's).
+        if not of_orders[(category, ref_id)]:
+            # A charger, site or operator every driver of the app may rate, and the support of a journey the app
+            # may have gone on with for another driver: only this driver's earlier rating is replaced, by the
+            # driver it was sent for (keyed by the app alone, one driver's rating had deleted another's; keyed by
+            # the journey's driver, by the driver the app went on with the journey for).
             earlier = (
-                earlier.filter(transaction__driver_id=txn.driver_id)
+                earlier.filter(driver_id=txn.driver_id)
                 if txn.driver_id
                 else earlier.filter(transaction=txn)
                 if txn.pk
@@ -963,14 +974,13 @@ def _rating_value(raw: Any) -> str | None:
 # Rating.rating_category of core 1.1.0 (schema/Rating.yaml), as the enum spells it; Agent is not rated here: no
 # agent serves an order.
 RATED = {"order": "Order", "item": "Item", "fulfillment": "Fulfillment", "provider": "Provider", "support": "Support"}
-# What one driver's journey names (an order; the support of an order or journey): rated once by its app.
-ONE_DRIVERS = {"Order", "Support"}
 MAX_RATINGS = 20  # a request's: an app rates an order, its charger, site and operator, its support
 
 
-def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> str:
+def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> tuple[str, bool]:
     """The category is one we rate (50003 otherwise) and the entity it names is ours (30014 otherwise): the category
-    as the enum spells it (stored so, whatever case the app sent)."""
+    as the enum spells it (stored so, whatever case the app sent), and whether the rating names an order (an Order
+    rating, or a Support rating of an order)."""
     kind = category.lower()
     if kind not in RATED:
         raise BecknRequestError(
@@ -978,8 +988,9 @@ def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> 
             f"message.ratings[{i}].rating_category",
             f"rating category {category!r} is not supported: one of Order, Item, Fulfillment, Provider, Support",
         )
+    of_an_order = False
     if kind == "order":
-        found = Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).exists()
+        found = of_an_order = _orders_rated_in(txn).filter(order_id=ref_id).exists()
     elif kind == "item":
         # A charger the driver used may be hidden since (its operator suspended): still ours to rate.
         found = bool(ref_id) and find_item(None, ref_id, listed=False) is not None
@@ -989,14 +1000,46 @@ def _rated_exists(category: str, ref_id: str, txn: BecknTransaction, i: int) -> 
         location_id = ref_id.removeprefix("FUL-")  # our fulfillments' ids (rendering.fulfillment_block)
         found = ref_id.startswith("FUL-") and catalogue.location_exists(location_id)
     else:  # support: the order or transaction the app asked support about, the app's own (any id had been taken,
-        # another app's order too, and shown in that order's driver's data export)
-        found = bool(ref_id) and (
-            Booking.objects.filter(order_id=ref_id, app_id=txn.bap_id).exists()
-            or BecknTransaction.objects.filter(transaction_id=ref_id, bap_id=txn.bap_id).exists()
-        )
+        # another app's order too, and shown in that order's driver's data export), of the journey's driver
+        of_an_order = bool(ref_id) and _orders_rated_in(txn).filter(order_id=ref_id).exists()
+        found = of_an_order or (bool(ref_id) and _journeys_rated_in(txn).filter(transaction_id=ref_id).exists())
     if not found:
-        raise BecknRequestError(RATING_ENTITY_NOT_FOUND, f"message.ratings[{i}].id", f"{kind} {ref_id!r} not found")
-    return RATED[kind]
+        whose = " of this journey's driver" if kind in ("order", "support") and txn.driver_id else ""
+        raise BecknRequestError(
+            RATING_ENTITY_NOT_FOUND, f"message.ratings[{i}].id", f"{kind} {ref_id!r} not found{whose}"
+        )
+    return RATED[kind], of_an_order
+
+
+# An order is one driver's (Booking.driver), though an app may go on with a journey after its order ended and
+# init it with another driver's billing (on_init then makes that driver the journey's). A rating of an order, or
+# of the support of an order or journey, sent in a journey of a driver names something of that driver: in the
+# second driver's journey, the app had rated the first driver's order, and replaced that driver's own rating of it.
+# From a journey without a driver, any of the app's.
+
+
+def _orders_rated_in(txn: BecknTransaction) -> QuerySet[Booking]:
+    orders = Booking.objects.filter(app_id=txn.bap_id)
+    if txn.driver_id is None:
+        return orders
+    # A booking without a driver (its driver deleted) is its journey's driver's, as beckn/privacy.py counts it.
+    journey_of_the_driver = BecknTransaction.objects.filter(
+        bap_id=OuterRef("app_id"), transaction_id=OuterRef("app_transaction_id"), driver_id=txn.driver_id
+    )
+    return orders.filter(Q(driver_id=txn.driver_id) | Q(driver__isnull=True) & Exists(journey_of_the_driver))
+
+
+def _journeys_rated_in(txn: BecknTransaction) -> QuerySet[BecknTransaction]:
+    journeys = BecknTransaction.objects.filter(bap_id=txn.bap_id)
+    if txn.driver_id is None:
+        return journeys
+    # The driver's journey, or one the app went on with for another driver after an order of this one's.
+    an_order_of_the_driver = Booking.objects.filter(
+        app_id=OuterRef("bap_id"), app_transaction_id=OuterRef("transaction_id"), driver_id=txn.driver_id
+    )
+    return journeys.filter(
+        Q(driver_id=txn.driver_id) | Q(booking__driver_id=txn.driver_id) | Exists(an_order_of_the_driver)
+    )
 
 
 def on_support(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:

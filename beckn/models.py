@@ -167,6 +167,12 @@ class BecknCallback(Delivery):
 
 class BecknRating(models.Model):
     transaction = models.ForeignKey(BecknTransaction, null=True, blank=True, on_delete=models.SET_NULL)
+    # The journey's driver when the rating came (its later init may name another driver): whose rating a new one
+    # of theirs replaces. None for a journey without a driver, and for a rating from before this was kept in a
+    # journey two drivers went on.
+    driver = models.ForeignKey(
+        "emsp.Driver", null=True, blank=True, on_delete=models.SET_NULL, related_name="beckn_ratings"
+    )
     bap_id = models.CharField(max_length=255)
     category = models.CharField(max_length=20)
     ref_id = models.CharField(max_length=255)
