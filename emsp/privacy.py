@@ -5,16 +5,18 @@ part in its AppConfig.ready(), so the domain needs to import none of them. docs/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import connections, transaction
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from emsp.datetimes import format_datetime
@@ -30,8 +32,19 @@ from emsp.models import (
 )
 from emsp.services.tokens import token_update
 
+log = logging.getLogger(__name__)
+
 Exporter = Callable[[Driver], dict[str, Any]]
 Eraser = Callable[[Driver], dict[str, int]]
+
+# Charging records (sessions, CDRs with their audits, disputes and receipts) are tax records: India's GST rules
+# keep accounts 72 months after the annual return, most EU states 6-10 years (docs/privacy.md). A shorter
+# RETENTION_DAYS["charging_records"] is refused: by the system check at start-up, and by pruning itself.
+CHARGING_RECORDS_MIN_DAYS = 8 * 366
+MIN_RETENTION_DAYS = {"charging_records": CHARGING_RECORDS_MIN_DAYS}
+# What pruning goes by when PRUNE_BATCH_SIZE or PRUNE_MAX_ROWS_PER_RUN is unusable (emsp/settings.py's defaults):
+# how it deletes, not what, so it goes on, and says so.
+PRUNE_DEFAULTS = {"PRUNE_BATCH_SIZE": 5000, "PRUNE_MAX_ROWS_PER_RUN": 5_000_000}
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,52 @@ def retention_kinds() -> list[str]:
 
 
 def kept_since(data_class: str, now: datetime) -> datetime:
-    """The oldest moment data of `data_class` may be from (settings.RETENTION_DAYS)."""
-    return now - timedelta(days=settings.RETENTION_DAYS[data_class])
+    """The oldest moment data of `data_class` may be from (settings.RETENTION_DAYS; `retention_problem` says
+    whether the figure may be used)."""
+    try:
+        return now - timedelta(days=settings.RETENTION_DAYS[data_class])
+    except OverflowError:  # longer than the calendar counts back (99999999 meaning "for ever"): nothing is older
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def retention_problem(kind: str) -> str | None:
+    """Why settings.RETENTION_DAYS[kind] can't be pruned by, or None. 0 or less would delete rows the moment
+    they are stored (every CDR, session, dispute and receipt within the hour); charging records are kept at
+    least their tax-law period (CHARGING_RECORDS_MIN_DAYS)."""
+    setting = f'RETENTION_DAYS["{kind}"] (env RETENTION_{kind.upper()}_DAYS)'
+    table = settings.RETENTION_DAYS if isinstance(settings.RETENTION_DAYS, Mapping) else {}
+    if kind not in table:
+        return f"{setting} is not set"
+    days = table[kind]
+    if not _whole(days) or days < 1:
+        return f"{setting} is {days!r}: it must be a whole number of days, at least 1"
+    floor = MIN_RETENTION_DAYS.get(kind)
+    if floor is not None and days < floor:
+        return (
+            f"{setting} is {days}: charging records are tax records, kept at least {floor} days (8 × 366: India's "
+            "GST rules keep accounts 72 months after the annual return, most EU states 6-10 years)"
+        )
+    return None
+
+
+def prune_setting_problem(name: str) -> str | None:
+    """Why settings.<name> (PRUNE_BATCH_SIZE, PRUNE_MAX_ROWS_PER_RUN) can't be used, or None."""
+    value = getattr(settings, name, None)
+    if _whole(value) and value >= 1:
+        return None
+    return f"{name} is {value!r}: it must be a whole number, at least 1"
+
+
+def _prune_setting(name: str) -> int:
+    problem = prune_setting_problem(name)
+    if problem is None:
+        return int(getattr(settings, name))
+    log.error("retention: %s; pruning goes by %s instead", problem, PRUNE_DEFAULTS[name])
+    return PRUNE_DEFAULTS[name]
 
 
 def when(moment: datetime | None) -> str | None:
@@ -110,14 +167,27 @@ def purge_expired(
     """Delete what is past its retention, kind by kind (all kinds, or those named), and say how many rows of
     each went ("<app>.<label>": count). Each kind goes in batches of `batch_size` rows, at most `max_rows` per
     run (settings.PRUNE_BATCH_SIZE, PRUNE_MAX_ROWS_PER_RUN): what is left goes on the next run. `dry_run`
-    deletes nothing and counts what would go (all of it, whatever the cap)."""
+    deletes nothing and counts what would go (all of it, whatever the cap). A kind whose RETENTION_DAYS can't be
+    used (`retention_problem`: unset, below 1, charging records below their tax-law period) is not pruned, and
+    logged as an error; the others are. An unusable PRUNE_BATCH_SIZE or PRUNE_MAX_ROWS_PER_RUN is logged and
+    its default used (the system check refuses all of these at start-up: emsp/checks.py)."""
+    for name, value in (("batch_size", batch_size), ("max_rows", max_rows)):
+        if value is not None and (not _whole(value) or value < 1):
+            raise ValueError(f"{name} must be a whole number, at least 1 (got {value!r})")
     now = now or timezone.now()
-    batch = batch_size or settings.PRUNE_BATCH_SIZE
-    cap = max_rows or settings.PRUNE_MAX_ROWS_PER_RUN
+    batch = batch_size if batch_size is not None else _prune_setting("PRUNE_BATCH_SIZE")
+    cap = max_rows if max_rows is not None else _prune_setting("PRUNE_MAX_ROWS_PER_RUN")
+    problems: dict[str, str | None] = {}
     counts: dict[str, int] = {}
     for part in _parts.values():
         for expiry in part.expiring:
             if kinds is not None and expiry.kind not in kinds:
+                continue
+            if expiry.kind not in problems:
+                problems[expiry.kind] = retention_problem(expiry.kind)
+                if problems[expiry.kind] is not None:
+                    log.error("retention: not pruning %s: %s", expiry.kind, problems[expiry.kind])
+            if problems[expiry.kind] is not None:
                 continue
             rows = expiry.expired(kept_since(expiry.kind, now))
             key = f"{part.name}.{expiry.label}"
@@ -128,18 +198,34 @@ def purge_expired(
 def delete_in_batches(rows: QuerySet[Any], *, batch_size: int, max_rows: int) -> int:
     """Delete `rows` a batch at a time, oldest primary keys first, each batch its own short transaction (no
     single DELETE that holds locks on millions of rows, and autovacuum can follow), stopping after `max_rows`.
-    Returns how many rows of the queryset's own table went (cascaded rows go along uncounted)."""
+    Returns how many rows of the queryset's own table went (cascaded rows go along uncounted).
+
+    A batch is deleted by `rows` itself narrowed to the batch's keys, so the condition is checked again at delete
+    time: a row that stopped qualifying after its key was read stays (a dispute opened on an old CDR, a failed
+    delivery staff sent again). On PostgreSQL the batch's rows are first locked (FOR UPDATE SKIP LOCKED) and only
+    then checked: what would make a locked row stay waits for this transaction (a dispute's foreign-key check
+    takes KEY SHARE on its CDR, a retry UPDATEs the delivery) and then finds it gone, and a row another
+    transaction holds is skipped, left for the next run."""
     model = rows.model
+    db = rows.db
+    lock = connections[db].features.has_select_for_update_skip_locked
     deleted = 0
+    after: Any = None
     while deleted < max_rows:
         size = min(batch_size, max_rows - deleted)
-        pks = list(rows.order_by("pk").values_list("pk", flat=True)[:size])
-        if not pks:
+        unread = rows if after is None else rows.filter(pk__gt=after)
+        read = list(unread.order_by("pk").values_list("pk", flat=True)[:size])
+        if not read:
             break
-        with transaction.atomic():
-            _, per_model = model._base_manager.filter(pk__in=pks).delete()
+        after = read[-1]  # onwards from here: a row skipped (locked, or no longer due) isn't read again this run
+        with transaction.atomic(using=db):
+            pks = read
+            if lock:
+                locking = rows.filter(pk__in=read).select_for_update(skip_locked=True, of=("self",))
+                pks = list(locking.values_list("pk", flat=True))
+            _, per_model = rows.filter(pk__in=pks).delete()
         deleted += per_model.get(model._meta.label, 0)
-        if len(pks) < size:
+        if len(read) < size:
             break
     return deleted
 
@@ -238,12 +324,24 @@ def _erase(driver: Driver) -> dict[str, int]:
 
 
 _SETTLED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED)
+
+
+def expired_deliveries(since: datetime) -> QuerySet[Delivery]:
+    """Deliveries settled before `since`: aged by when they settled (delivered, or the last try of a failed
+    one), not by when they were made: a push that waited weeks and was then delivered is kept its full term. A
+    row settles after it is made, so `created_at` bounds the candidates too (the status/time index's range)."""
+    last_try = DeliveryAttempt.objects.filter(delivery=OuterRef("pk")).order_by("-at").values("at")[:1]
+    return (
+        Delivery.objects.filter(status__in=_SETTLED, created_at__lt=since)
+        .alias(settled_at=Coalesce("delivered_at", Subquery(last_try), "created_at"))
+        .filter(settled_at__lt=since)
+    )
+
+
 EXPIRING = (
     # Messages we owe partners carry their bodies (Beckn orders echo billing details): once settled, kept for
     # the console a while, then gone — OCPI pushes and Beckn callbacks alike (their rows and attempts cascade).
-    Expiry(
-        "deliveries", "deliveries", lambda since: Delivery.objects.filter(status__in=_SETTLED, created_at__lt=since)
-    ),
+    Expiry("deliveries", "deliveries", expired_deliveries),
     # Attempts of a delivery still kept (one retrying for long): the old tries go, the delivery stays.
     Expiry("delivery_attempts", "delivery_attempts", lambda since: DeliveryAttempt.objects.filter(at__lt=since)),
     # Reconciliation's findings once resolved (repaired, gone or closed by staff); open ones wait for staff.

@@ -83,7 +83,7 @@ def test_each_class_of_data_goes_after_its_retention(driver: Driver, settings: A
         OcpiMessage.objects.create(direction="IN", method="GET", url="x", created_at=at)
     BecknMessage.objects.update(received_at=old)
     Quote.objects.filter(accepted_at__isnull=True).update(created_at=old)
-    Delivery.objects.update(status=Delivery.Status.DELIVERED, created_at=old)
+    Delivery.objects.update(status=Delivery.Status.DELIVERED, created_at=old, delivered_at=old)  # settled as long ago
     counts = privacy.purge_expired(now)
     assert counts["ocpi.ocpi_messages"] == 1
     assert not OcpiMessage.objects.filter(created_at__lt=now - timedelta(days=30)).exists()
