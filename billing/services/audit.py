@@ -186,8 +186,9 @@ RELEASED = "released_by_staff"
 # not held, as billed (`accept_as_billed`); its settlement counts it as matching.
 ACCEPTED = "accepted_as_billed"
 # A flag that records, and holds nothing more: a held CDR that billed nobody, withdrawn by the CPO with credit CDRs
-# of its currency that net it to nothing (`_withdrawn`), and those credits; the pair moved no money either way, so
-# its settlement counts it as matching (it had stayed in review, carried over every month, for ever).
+# of its currency that net it to nothing exactly, excl. and incl. VAT (`_withdrawn`), and those credits; the pair
+# moved no money either way, so its settlement counts it as matching (it had stayed in review, carried over every
+# month, for ever).
 WITHDRAWN = "withdrawn_by_credit"
 
 
@@ -360,10 +361,13 @@ def _withdrawn(original: Cdr, audit: CdrAudit | None) -> bool:
         return False
     if DriverReceipt.objects.filter(cdr=original).exists():
         return False
-    # Only credits of its currency net it (−3 EUR and −2 INR are no 5 INR given back).
+    # Only credits of its currency net it (−3 EUR and −2 INR are no 5 INR given back), and only to nothing exactly,
+    # with and without VAT: every one of them is counted as matching (`_mark_withdrawn`), so credits that gave back
+    # more (−4 and −4 on 5: the statement paid the CPO −3.30 the ledger never booked) or less with VAT (−5.00 /
+    # −5.00 on 5.00 / 5.50) are for staff, held with it.
     credited = Cdr.objects.filter(credited_cdr=original, credit=True, audit__isnull=False, currency=original.currency)
-    given_back = sum(credited.values_list("total_cost_excl_vat", flat=True), Decimal("0"))
-    return original.total_cost_excl_vat + given_back <= 0
+    net_excl, net_incl = _net(original, list(credited))
+    return net_excl == 0 and net_incl == 0
 
 
 def _mark_withdrawn(original: Cdr) -> None:
@@ -491,17 +495,33 @@ def _over_credits(cdr: Cdr, original: Cdr) -> bool:
     """Whether this credit, with the other credits of the same original that have given money back (their
     receipts: not those held, whichever came first), gives back more than the original billed, excl. or incl.
     VAT. Counting by arrival order instead let a credit that waited for its original be refunded after a later
-    one already was: the driver got the bill back twice."""
-    given_back = set(DriverReceipt.objects.filter(cdr__credited_cdr=original).values_list("cdr_id", flat=True))
-    others = list(Cdr.objects.filter(credited_cdr=original, pk__in=given_back).exclude(pk=cdr.pk))
-    counted = [*others, cdr]
+    one already was: the driver got the bill back twice.
+
+    An original that billed nobody (no receipt: held) has credits that give nothing back (original_held): each
+    of them audited before, of its currency, counts (they withdraw it together, `_withdrawn`). Counting only
+    those with receipts counted none: −4 and −4 on 5 were taken for a withdrawal, and the statement paid the
+    CPO −3.30 the ledger never booked."""
+    if DriverReceipt.objects.filter(cdr=original).exists():
+        given_back = set(DriverReceipt.objects.filter(cdr__credited_cdr=original).values_list("cdr_id", flat=True))
+        others = Cdr.objects.filter(credited_cdr=original, pk__in=given_back)
+    else:
+        others = Cdr.objects.filter(credited_cdr=original, credit=True, audit__isnull=False, currency=original.currency)
+    net_excl, net_incl = _net(original, [*others.exclude(pk=cdr.pk), cdr])
+    return net_excl < 0 or net_incl < 0
+
+
+def _net(original: Cdr, credits: Iterable[Cdr]) -> tuple[Decimal, Decimal]:
+    """What the original and these credit CDRs of it come to, excl. and incl. VAT (a total without its amount
+    incl. VAT counted at the one excl.)."""
 
     def incl(c: Cdr) -> Decimal:
         return c.total_cost_incl_vat if c.total_cost_incl_vat is not None else c.total_cost_excl_vat
 
-    net_excl = original.total_cost_excl_vat + sum((c.total_cost_excl_vat for c in counted), Decimal("0"))
-    net_incl = incl(original) + sum((incl(c) for c in counted), Decimal("0"))
-    return net_excl < 0 or net_incl < 0
+    net_excl, net_incl = original.total_cost_excl_vat, incl(original)
+    for credit in credits:
+        net_excl += credit.total_cost_excl_vat
+        net_incl += incl(credit)
+    return net_excl, net_incl
 
 
 def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
