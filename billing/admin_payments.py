@@ -38,6 +38,18 @@ def minor_text(amount_minor: int | None, currency: str) -> str:
     return "" if amount_minor is None else f"{money_text(from_minor(amount_minor, currency))} {currency}"
 
 
+def driver_payment_command(credit: finance.DriverCredit) -> str:
+    """The command that books paying the driver what their account holds (billing/management/commands/
+    settlement_payment.py), the amount as the command reads it (no thousands separators); the bank's reference
+    is finance's to fill in."""
+    if not credit.driver_id:
+        return ""
+    return (
+        f"manage.py settlement_payment --party driver:{credit.driver_id} --paid {credit.amount:f} "
+        f"--currency {credit.currency} --reference …"
+    )
+
+
 class PaymentOperationInline(ReadOnly, admin.TabularInline):
     model = PaymentOperation
     fields = (
@@ -208,7 +220,9 @@ class PaymentAdmin(ReadOnlyAdmin):
             "refund_totals": [
                 (currency, money_text(amount)) for currency, amount in found.refunds_pending_by_currency.items()
             ],
-            "driver_credits": [(credit, money_text(credit.amount)) for credit in found.driver_credits],
+            "driver_credits": [
+                (credit, money_text(credit.amount), driver_payment_command(credit)) for credit in found.driver_credits
+            ],
             "driver_credit_totals": [
                 (currency, money_text(amount)) for currency, amount in found.driver_credits_by_currency.items()
             ],

@@ -12,6 +12,10 @@ The events of one charge we collect:
     credit         cpo payable (or expense:disputes) / refunds:pending      a credit decided for the driver
     refund         refunds:pending / clearing:<p> (wallet, bap receivable)  the credit paid back
 
+Settlement payments (`manage.py settlement_payment`, event `settlement_payout` or `remittance`): `payout` (we
+paid a CPO or an app its payable), `driver_payout` (we paid a driver what their receivable holds in credit, a
+refund their provider could not make), `remittance` (an app paid us).
+
 `legs_*` functions build the legs without posting them, for batch posting with `ledger.post_many`
 (bench/bench_ledger.py); they look accounts up by code (opened on first use), from memory inside
 `ledger.cached_accounts()`.
@@ -22,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import Sum
+
 from billing.models import DriverReceipt, LedgerAccount, LedgerEntry, Payment
 from billing.money import round_money
 from billing.services import accounts
-from billing.services.ledger import Leg, from_minor, post
+from billing.services.ledger import Leg, balance, from_minor, post, to_minor
 
 ZERO = Decimal("0")
 
@@ -220,6 +226,38 @@ def payout(*, payable: LedgerAccount, amount: Decimal, reference: str, key: str)
         event="settlement_payout",
         legs=_legs((payable, amount), (accounts.bank(payable.currency), -amount)),
         memo=f"paid {payable.code}",
+        reference=reference,
+        idempotency_key=key,
+    )
+
+
+def driver_payout(*, receivable: LedgerAccount, amount: Decimal, reference: str, key: str) -> LedgerEntry:
+    """We paid a driver (a bank transfer, UPI) what their receivable holds in credit, or part of it: a refund the
+    provider could not make was credited there (billing/finance.py `driver_credits`). The receivable is debited
+    back towards zero, the bank credited. The account is locked first, so two payments never both take the same
+    credit; more than the credit is refused (ValueError). The key already posted returns its entry if it paid
+    the same amount, and is refused for another amount (the bank reference was used for a different payment)."""
+    currency = receivable.currency
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise ValueError("a payment to a driver is a positive amount")
+    receivable = LedgerAccount.objects.select_for_update().get(pk=receivable.pk)
+    done = LedgerEntry.objects.filter(idempotency_key=key).first()
+    if done is not None:
+        paid_minor = done.lines.filter(account=receivable).aggregate(total=Sum("amount_minor"))["total"] or 0
+        paid = from_minor(paid_minor, currency)
+        if paid != amount:
+            raise ValueError(f"this reference was booked before for {paid} {currency}, not {amount} {currency}")
+        return done
+    to_minor(amount, currency)  # more decimals than the currency has are refused before any comparison
+    owed = -balance(receivable)
+    if owed <= 0:
+        raise ValueError(f"{receivable.code} is not in credit: nothing is owed to the driver in {currency}")
+    if amount > owed:
+        raise ValueError(f"the driver is owed {owed} {currency} ({receivable.code}): {amount} {currency} is more")
+    return post(
+        event="settlement_payout",
+        legs=_legs((receivable, amount), (accounts.bank(receivable.currency), -amount)),
+        memo=f"paid {receivable.code}",
         reference=reference,
         idempotency_key=key,
     )

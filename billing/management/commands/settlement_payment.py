@@ -3,7 +3,11 @@ settlement payment that left or reached our bank, posted to the ledger once per 
 
 - `--party cpo:<CC*PID> --paid X`: we paid a CPO (its payable shrinks);
 - `--party bap:<bap_id> --received X`: a collecting app paid us what it owed (its receivable shrinks);
-- `--party bap:<bap_id> --paid X`: we paid an app its finder fees (its payable shrinks).
+- `--party bap:<bap_id> --paid X`: we paid an app its finder fees (its payable shrinks);
+- `--party driver:<id> --paid X`: we paid a driver (a bank transfer, UPI) what their account holds in credit,
+  a refund their provider could not make (the exceptions queue's "Owed on drivers' accounts"): their receivable
+  goes back towards zero. Refused above what the account holds, for a driver owed nothing in the currency, and
+  for a reference booked before for another amount (the same amount again is told it was booked before).
 """
 
 from __future__ import annotations
@@ -14,17 +18,29 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from billing.models import LedgerAccount, LedgerEntry
 from billing.services import accounts, postings
 from billing.services.ledger import UnbalancedEntry, balance
+from emsp.models import Driver
+
+# Digits of a driver's id: the idempotency key (120 characters) holds it with an 80-character reference.
+DRIVER_ID_DIGITS = 13
 
 
 class Command(BaseCommand):
-    help = "Post a settlement payment to or from a CPO or an app, once per --reference."
+    help = (
+        "Post a settlement payment to or from a CPO or an app, or to a driver whose account is in credit, once per "
+        "--reference."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--party", required=True, help="cpo:<CC*PID> or bap:<bap_id>")
+        parser.add_argument(
+            "--party",
+            required=True,
+            help="cpo:<CC*PID>, bap:<bap_id> or driver:<id> (a driver owed what their account holds in credit)",
+        )
         direction = parser.add_mutually_exclusive_group(required=True)
-        direction.add_argument("--paid", help="what we paid the party")
+        direction.add_argument("--paid", help="what we paid the party (a driver: at most what they are owed)")
         direction.add_argument("--received", help="what the party paid us (apps only)")
         parser.add_argument("--currency", required=True)
         parser.add_argument("--reference", required=True, help="the bank's reference (UTR, SEPA id): booked once")
@@ -32,8 +48,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         kind, _, who = options["party"].partition(":")
         reference = options["reference"].strip()
-        if not who or not who.isprintable() or kind not in ("cpo", "bap"):
-            raise CommandError("--party is cpo:<CC*PID> or bap:<bap_id>")
+        if not who or not who.isprintable() or kind not in ("cpo", "bap", "driver"):
+            raise CommandError("--party is cpo:<CC*PID>, bap:<bap_id> or driver:<id>")
         if not reference.isprintable() or not 0 < len(reference) <= 80:
             raise CommandError("--reference is printable text of 1 to 80 characters")
         text = options["paid"] or options["received"]
@@ -44,6 +60,9 @@ class Command(BaseCommand):
         if not amount.is_finite() or amount <= 0:
             raise CommandError("the amount is positive")
         currency = options["currency"].strip().upper()
+        if kind == "driver":
+            self.pay_driver(who, amount=amount, currency=currency, reference=reference, received=options["received"])
+            return
         key = f"settlement-payment:{options['party']}:{reference}"
         try:
             with transaction.atomic():
@@ -61,3 +80,32 @@ class Command(BaseCommand):
         except (UnbalancedEntry, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{account.code} {currency}: balance now {balance(account)}")
+
+    def pay_driver(self, who: str, *, amount: Decimal, currency: str, reference: str, received: str | None) -> None:
+        """We paid a driver what their receivable holds in credit (or part of it): postings.driver_payout."""
+        if received:
+            raise CommandError("a driver is paid (--paid) here, what they pay us is a charge or a wallet top-up")
+        if not (who.isascii() and who.isdigit() and len(who) <= DRIVER_ID_DIGITS):
+            raise CommandError(f"no driver {who!r}: driver:<id> names a driver by their id")
+        driver_id = int(who)
+        if not Driver.objects.filter(pk=driver_id).exists():
+            raise CommandError(f"no driver {driver_id}")
+        code = f"driver:{driver_id}:receivable"
+        receivable = LedgerAccount.objects.filter(code=code, currency=currency).first()
+        if receivable is None:
+            held = sorted(LedgerAccount.objects.filter(code=code).values_list("currency", flat=True))
+            raise CommandError(
+                f"driver {driver_id} has no account in {currency}"
+                + (f": theirs is in {', '.join(held)}" if held else ": nothing is owed to them")
+            )
+        key = f"settlement-payment:driver:{driver_id}:{reference}"
+        try:
+            with transaction.atomic():
+                before = LedgerEntry.objects.filter(idempotency_key=key).exists()
+                postings.driver_payout(receivable=receivable, amount=amount, reference=f"driver:{driver_id}", key=key)
+        except (UnbalancedEntry, ValueError) as exc:
+            raise CommandError(f"driver {driver_id}: {exc}") from exc
+        owed = -balance(receivable)
+        if before:
+            self.stdout.write(f"{reference}: booked before, nothing posted now")
+        self.stdout.write(f"driver {driver_id} {currency}: owed {owed} on their account ({code})")
