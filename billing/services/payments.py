@@ -866,26 +866,70 @@ def bill(receipt: DriverReceipt) -> None:
 def _bill_again(charge: Payment, receipt: DriverReceipt, payer: LedgerAccount, billed: int) -> None:
     """A bill the booking's charge payment can't take: a further one (the corrected CDR a CPO sends after a
     credit CDR voided the first: the audit holds a second CDR no credit voided), or one that came after the
-    charge payment's hold was released. Its own `balance` payment, once per CDR. From a wallet, taken at once
-    as far as the wallet holds it; at a provider, a checkout the app gets with on_update, as for the rest of a
-    bill above its hold. What no payment takes stays on the driver's receivable."""
+    charge payment's hold was released. Its own `balance` payment, once per CDR. Taken first out of what the
+    driver's account holds in credit (_beyond_the_account_credit: a refund the provider could not make, credited
+    there); then, from a wallet, taken at once as far as the wallet holds it; at a provider, a checkout the app
+    gets with on_update for the rest, as for the rest of a bill above its hold. A bill the credit covers asks
+    nothing: its payment is released with no bill and no page. What no payment takes stays on the driver's
+    receivable.
+
+    The driver's row is locked before the credit is read, and held to the commit: two bills of one driver (two
+    bookings' corrected CDRs at once) are weighed one after the other, the second seeing the first's page, so the
+    credit is taken once."""
     if billed <= 0:
         return
-    payment, created = _balance_payment(charge, f"bill-{receipt.cdr_id}", billed)
-    if not created:
+    driver = Driver.objects.select_for_update().get(pk=charge.driver_id) if charge.driver_id else None
+    if Payment.objects.filter(key=_derived_key(charge, f"bill-{receipt.cdr_id}")).exists():
         return  # this CDR was billed already
-    if charge.provider != "wallet":
+    asked = _beyond_the_account_credit(charge, payer, billed) if driver is not None else billed
+    payment, created = _balance_payment(charge, f"bill-{receipt.cdr_id}", asked)
+    if not created:
+        return
+    if asked <= 0:
+        note = f"not asked: the driver's account credit covers the bill of {from_minor(billed, charge.currency)}"
+        Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.RELEASED, failure=note)
+        payment.status, payment.failure = Payment.Status.RELEASED, note
+        log.info("payment %s: %s", payment.pk, note)
+        _tell_app(payment)
+        return
+    if charge.provider != "wallet" or driver is None:
         run_after_commit("billing.tasks.open_balance_checkout", payment.pk)
         return
-    driver = Driver.objects.select_for_update().get(pk=charge.driver_id)
     held = to_minor(max(ZERO, wallet_balance(driver.pk, payment.currency)), payment.currency)
-    take = min(billed, held)
+    take = min(asked, held)
     if take > 0:
         postings.capture(payment, payer=payer, amount_minor=take, held_minor=0)
         payment.status, payment.captured_minor = Payment.Status.CAPTURED, take
         payment.save()
         _sync_wallet(driver)
         _tell_app(payment)
+
+
+def _beyond_the_account_credit(charge: Payment, receivable: LedgerAccount, billed: int) -> int:
+    """What of a new bill (minor units, already booked on the driver's `receivable`) the driver's account does not
+    hold in credit: what the receivable says they owe, less what their other payments still collect of it (pages
+    still asking, holds billed and not captured yet, a bill whose hold lapsed before its capture), at most the
+    bill. The account in credit (a refund the provider could not make: 463.27 credited there) had been left so
+    while a new page asked the driver the whole corrected bill. The other payments are read before the balance:
+    one that collects meanwhile (a capture booked between the two reads) makes the page ask less, never more,
+    than is owed; the rest stays on the receivable. The caller holds the driver's row."""
+    others = Payment.objects.filter(
+        driver_id=charge.driver_id, currency=charge.currency, collected_by=Payment.CollectedBy.BPP
+    ).exclude(provider__in=("wallet", "bap"))
+    pages = others.filter(
+        purpose="balance",
+        status__in=(Payment.Status.PENDING, Payment.Status.FAILED, Payment.Status.AUTHORISED),
+        captured_minor=0,
+        billed_minor__gt=0,
+    )
+    collecting = pages.aggregate(total=Sum("billed_minor"))["total"] or 0
+    held = others.filter(purpose="charge", status=Payment.Status.AUTHORISED, billed_minor__gt=0)
+    collecting += held.aggregate(total=Sum("billed_minor"))["total"] or 0
+    for lapsed in others.filter(_BILL_RELEASED_UNCAPTURED):  # credits already credited to the account come off
+        credited = _bill_refunds(lapsed).filter(status=PaymentOperation.Status.SUCCEEDED)
+        collecting += (lapsed.billed_minor or 0) - (credited.aggregate(total=Sum("amount_minor"))["total"] or 0)
+    owed = to_minor(balance(receivable), charge.currency) - collecting
+    return min(billed, max(0, owed))
 
 
 def _queue_capture(payment: Payment) -> None:
@@ -1240,11 +1284,6 @@ def payment_capture(payment_id: int) -> Payment:
         )
         payment.status, payment.captured_minor = Payment.Status.CAPTURED, operation.amount_minor
         payment.save()
-        # A refund decided before the capture (a credit that came first) can run now.
-        for key in payment.operations.filter(
-            kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
-        ).values_list("idempotency_key", flat=True):
-            run_after_commit("billing.tasks.refund_payment", key)
         # A provider that captures only whole authorisations (Razorpay) may answer that it took more than the
         # bill, when it could not refund the difference in the same call: the capture is booked all the same
         # (the money is taken), and what is above the bill is owed back to the driver and refunded by an
@@ -1253,12 +1292,18 @@ def payment_capture(payment_id: int) -> Payment:
         if above > 0:
             _capture_rest_owed(payment, operation, above)
         if payment.purpose == "charge" and (payment.billed_minor or 0) > operation.amount_minor:
-            # The rest of a bill above the hold, less what credits decided before the capture give back beyond it.
-            owed = (payment.billed_minor or 0) - operation.amount_minor - _refunds_above_the_capture(payment)
+            # The rest of a bill above the hold, less the credits decided before the capture: they cover it first.
+            owed = (payment.billed_minor or 0) - operation.amount_minor
+            owed -= _credits_cover_the_rest(payment, owed)
             if owed > 0:
                 rest, made = _balance_payment(payment, "rest", owed)
                 if made:
                     run_after_commit("billing.tasks.open_balance_checkout", rest.pk)
+        # A refund decided before the capture (a credit that came first) can run now, for what the rest left it.
+        for key in payment.operations.filter(
+            kind=PaymentOperation.Kind.REFUND, status=PaymentOperation.Status.PENDING
+        ).values_list("idempotency_key", flat=True):
+            run_after_commit("billing.tasks.refund_payment", key)
         _tell_app(payment)
 
     def refused(operation: PaymentOperation, payment: Payment, error: gateways.GatewayError) -> None:
@@ -1297,16 +1342,44 @@ def _capture_rest_owed(payment: Payment, capture: PaymentOperation, above: int) 
     run_after_commit("billing.tasks.refund_payment", key)
 
 
-def _refunds_above_the_capture(charge: Payment) -> int:
-    """What the refunds waiting for a charge payment's capture give back beyond what it took (minor units): a
-    credit decided before the capture carries up to the whole bill (_credit_room), the capture takes it up to the
-    hold. Their runs refund what it took and credit the rest to the driver's account (payment_refund), so the
-    rest of the bill is asked that much less (a credit voiding a bill of 100.00 on a hold of 80.00 had left the
-    rest page asking 20.00). Read under the payment's row lock, which a credit of its booking holds while it is
-    weighed (_balance_asks_lowered): one decided meanwhile is seen here, or sees the payment captured."""
-    waiting = _bill_refunds(charge).filter(status=PaymentOperation.Status.PENDING)
-    total = waiting.aggregate(total=Sum("amount_minor"))["total"] or 0
-    return max(0, total - (charge.captured_minor - charge.refunded_minor))
+# The key suffix of what a credit decided before a capture gave to the rest of the bill above the hold (below).
+REST_COVERED_SUFFIX = ":rest-covered"
+
+
+def _credits_cover_the_rest(charge: Payment, rest: int) -> int:
+    """What of the rest of a bill above its hold (minor units) the credits decided before the capture cover, in
+    the capture's transaction: their refunds waiting for it (PENDING, the bill's, oldest first) go to the rest
+    first, as a credit after the capture lowers the rest page first (_balance_asks_lowered), and only what is left
+    of them is refunded at the provider. Each part so used is credited to the driver's account (refunds:pending to
+    their receivable, once per operation: `<key>:rest-covered`), and its operation lowered by it, or closed with
+    nothing more to give back. (Their runs had refunded the credit out of what the capture took while the rest page
+    still asked the same money: on a bill of 100.00 and a hold of 80.00, a credit of 30.00 refunded 30.00 and left
+    20.00 asked, where after the capture it cancels the 20.00 and refunds 10.00.) Read under the payment's row
+    lock, which a credit of its booking holds while it is weighed (_balance_asks_lowered): one decided meanwhile is
+    seen here, or sees the payment captured and lowers the rest page. A refund run waits for the capture (the
+    payment AUTHORISED): none holds these rows."""
+    covered = 0
+    receivable = accounts.driver_receivable(charge.driver_id or 0, charge.currency)
+    for operation in _bill_refunds(charge).filter(status=PaymentOperation.Status.PENDING).order_by("pk"):
+        used = min(rest - covered, operation.amount_minor)
+        if used <= 0:
+            break
+        amount = from_minor(used, charge.currency)
+        postings.refund(
+            currency=charge.currency,
+            amount=amount,
+            paid_from=receivable,
+            reference=_refund_reference(operation),
+            key=f"{operation.idempotency_key}{REST_COVERED_SUFFIX}",
+        )
+        left = operation.amount_minor - used
+        note = f"{amount} {charge.currency} taken off the rest of the bill above the hold (the driver's account)"
+        closed = {"status": PaymentOperation.Status.SUCCEEDED, "finished_at": timezone.now()} if left == 0 else {}
+        PaymentOperation.objects.filter(pk=operation.pk).update(amount_minor=left, error=note[:500], **closed)
+        covered += used
+        log.info("payment %s: refund %s covers %s of the rest above the hold", charge.pk, operation.idempotency_key,
+                 amount)  # fmt: skip
+    return covered
 
 
 def _collect_after_lapse(charge: Payment) -> None:
@@ -1581,8 +1654,8 @@ def _credit_room(payment: Payment) -> int:
     """What more of a booking's credits a payment's refunds may carry (minor units). Once captured: what it took,
     less what was refunded and what waiting refunds promise. A charge payment billed and not captured yet: its whole
     bill, less what its refunds carry already. Authorised, the capture takes the bill up to the hold, its refunds
-    then give that back and the rest of the bill, asked on a page of its own, is asked less what they carry beyond
-    it (_refunds_above_the_capture); released, the capture asks the bill less all they carry (_collect_after_lapse).
+    then give back what the rest of the bill above the hold left of them (they cover that rest first:
+    _credits_cover_the_rest); released, the capture asks the bill less all they carry (_collect_after_lapse).
     (Capped at the hold, the part of a credit above it had gone to the driver's account while the rest page asked
     it all the same: a bill of 100.00 on a hold of 80.00, voided before the capture, still asked 20.00.) A balance
     payment authorised: its bill, up to its hold."""

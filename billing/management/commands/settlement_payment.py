@@ -101,6 +101,9 @@ class Command(BaseCommand):
         key = f"settlement-payment:driver:{driver_id}:{reference}"
         try:
             with transaction.atomic():
+                # The driver's row, as a new bill takes the account's credit under it (payments._bill_again): the
+                # credit is paid out or billed against, never both.
+                list(Driver.objects.select_for_update().filter(pk=driver_id).values_list("pk", flat=True))
                 before = LedgerEntry.objects.filter(idempotency_key=key).exists()
                 postings.driver_payout(receivable=receivable, amount=amount, reference=f"driver:{driver_id}", key=key)
         except (UnbalancedEntry, ValueError) as exc:

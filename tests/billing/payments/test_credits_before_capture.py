@@ -3,7 +3,9 @@ billing/services/payments.py): (1) one that comes after the provider reported th
 the capture task found it so is taken off the `balance` page the capture opens (the payment, not refundable, had
 been passed over and the credit booked to the account apart: the page asked 463.27 for 363.27 owed); (2) the part
 of a credit above the hold of a bill above it is taken off the rest the capture asks, captured or lapsed (capped at
-the hold, it had gone to the account while the rest page asked the whole 20.00). Whatever the order and however
+the hold, it had gone to the account while the rest page asked the whole 20.00); (3) captured, the credit covers the
+rest above the hold first and only what is left of it is refunded, as a credit after the capture does (the capture
+had refunded 30.00 out of what it took and still asked the 20.00 on a rest page). Whatever the order and however
 often the tasks run, the pages ask what the driver's receivable says they owe, and the books balance."""
 
 from __future__ import annotations
@@ -114,12 +116,12 @@ def test_a_credit_voiding_a_bill_above_its_hold_asks_no_rest_when_captured(fake:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("credit", "asked"),
-    [(Decimal("30.00"), [2000]), (Decimal("90.00"), [1000]), (Decimal("100.00"), [])],
-    ids=["within-the-hold", "beyond-the-hold", "all"],
+    ("credit", "refunded"),
+    [(Decimal("20.00"), []), (Decimal("30.00"), [1000]), (Decimal("90.00"), [7000]), (Decimal("100.00"), [8000])],
+    ids=["the-rest", "within-the-hold", "beyond-the-hold", "all"],
 )
-def test_a_credit_before_the_capture_of_a_bill_above_its_hold_leaves_the_rest_asked_as_owed(
-    fake: Fake, credit: Decimal, asked: list[int]
+def test_a_credit_before_the_capture_of_a_bill_above_its_hold_covers_the_rest_first(
+    fake: Fake, credit: Decimal, refunded: list[int]
 ) -> None:
     charge = above_its_hold()
     key = credit_decided(charge, credit, "cdr:2")
@@ -127,7 +129,8 @@ def test_a_credit_before_the_capture_of_a_bill_above_its_hold_leaves_the_rest_as
     payments.payment_capture(charge.pk)
     payments.payment_refund(key)  # its run, queued by the capture
 
-    assert pages() == asked
+    assert pages() == []  # the credit cancels the 20.00 above the hold first, as it does after the capture
+    assert [kw["amount_minor"] for name, kw in fake.calls if name == "refund"] == refunded
     assert_asked_what_is_owed(charge, credit)
 
 
@@ -203,10 +206,12 @@ def test_the_capture_and_refund_run_again_change_nothing(
         payments.operation_retry(operation=operation)  # staff retry the capture that found the hold lapsed
     payments.payment_capture(charge.pk)
 
-    assert pages() == [1000]
-    assert Payment.objects.filter(purpose="balance").count() == 1
+    # Captured, the credit covers the 20.00 above the hold and 70.00 is refunded; gone, the bill is asked less it.
+    assert pages() == ([] if hold == "captured" else [1000])
+    assert Payment.objects.filter(purpose="balance").count() == (0 if hold == "captured" else 1)
     assert_asked_what_is_owed(charge, Decimal("90.00"))
-    assert len([name for name, _ in fake.calls if name == "refund"]) == (1 if hold == "captured" else 0)
+    refunds = [kw["amount_minor"] for name, kw in fake.calls if name == "refund"]
+    assert refunds == ([7000] if hold == "captured" else [])
 
 
 # --- the other order: captured (or found lapsed) first, then the credit --------------------------------------------
@@ -228,4 +233,28 @@ def test_a_credit_after_the_capture_of_a_bill_above_its_hold_leaves_what_is_owed
     if PaymentOperation.objects.filter(idempotency_key=key).exists():  # what the rest page could not take
         payments.payment_refund(key)
 
+    assert_asked_what_is_owed(charge, credit)
+
+
+# --- the same credit before or after the capture -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("credit", [Decimal("20.00"), Decimal("30.00"), Decimal("90.00")])
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_a_credit_before_or_after_the_capture_asks_and_refunds_the_same(fake: Fake, credit: Decimal, when: str) -> None:
+    charge = above_its_hold()
+    if when == "after":
+        payments.payment_capture(charge.pk)
+    key = credit_decided(charge, credit, "cdr:2")
+    if when == "before":
+        payments.payment_capture(charge.pk)
+    for _ in range(2):  # the tasks run twice (acks_late, the beat's sweep): nothing changes
+        if PaymentOperation.objects.filter(idempotency_key=key).exists():
+            payments.payment_refund(key)
+        payments.payment_capture(charge.pk)
+
+    refunded = [kw["amount_minor"] for name, kw in fake.calls if name == "refund"]
+    assert pages() == [p for p in [2000 - int(credit * 100)] if p > 0]
+    assert refunded == ([int(credit * 100) - 2000] if credit > Decimal("20.00") else [])
     assert_asked_what_is_owed(charge, credit)
