@@ -16,7 +16,7 @@ from django.utils.html import format_html_join
 from billing.admin_links import admin_link, audit_of
 from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Tariff
 from billing.services import held_cdrs
-from billing.services.audit import ACCEPTED, RELEASED, TARIFF_NEWER, WITHDRAWN, accept_as_billed
+from billing.services.audit import ACCEPTED, RELEASED, TARIFF_NEWER, VOIDED, WITHDRAWN, accept_as_billed
 
 
 @admin.register(Tariff)
@@ -85,6 +85,7 @@ AUDIT_FLAGS = (
     "unknown_token",
     "currency_differs",
     TARIFF_NEWER,
+    VOIDED,
     RELEASED,
     ACCEPTED,
     WITHDRAWN,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import reprlib
 from typing import Any
@@ -15,6 +16,8 @@ from django.utils.module_loading import import_string
 from emsp import logs  # noqa: F401 - its Celery signals carry the request ids into tasks and keep Django's logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emsp.settings")
+
+log = logging.getLogger(__name__)
 
 app = Celery("emsp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -94,9 +97,11 @@ def _connections_as_for_a_request(task: Any = None, **_: Any) -> None:
         close_old_connections()
 
 
-def run_after_commit(task_path: str, *args: Any, countdown: float | None = None) -> None:
+def run_after_commit(task_path: str, *args: Any, countdown: float | None = None, best_effort: bool = False) -> None:
     """Queue the task at `task_path` (e.g. "emsp.tasks.command_send") once the current transaction commits.
-    Services name their tasks rather than import the tasks modules, which import the services."""
+    Services name their tasks rather than import the tasks modules, which import the services. `best_effort`: for
+    a task a beat sweep also does, a broker that fails (Redis down) is logged as a warning and the task is not
+    queued, rather than the error reaching the caller after its commit (a request answered 500 for what it stored)."""
 
     def queue() -> None:
         from emsp import queue_push
@@ -111,4 +116,10 @@ def run_after_commit(task_path: str, *args: Any, countdown: float | None = None)
         else:
             task.delay(*args)
 
-    transaction.on_commit(queue)
+    def queue_or_warn() -> None:
+        try:
+            queue()
+        except Exception:  # the broker's errors are many (redis, kombu, socket): none may fail the caller
+            log.warning("%s not queued (its broker failed?): its beat sweep does it", task_path, exc_info=True)
+
+    transaction.on_commit(queue_or_warn if best_effort else queue)

@@ -86,6 +86,10 @@ NO_TARIFF = "no_tariff"
 # A flag of such an audit again whose tariff, as we hold it, was updated after the charge began (its last_updated
 # later than the CDR's start): a difference from our price is recorded for staff, not disputed.
 TARIFF_NEWER = "tariff_newer_than_charge"
+# A flag of such an audit again of a CDR the CPO had already voided with credit CDRs (`voided_by_credits`) whose price
+# differs from ours: recorded for staff, not disputed (nothing is owed on it either way; a dispute could be neither
+# credited nor settled).
+VOIDED = "voided_by_credit"
 
 # A CDR of one of our tokens whose authorization_reference names a booking's START_SESSION but whose session we
 # don't hold yet (it arrived before its session) is processed this long after it was received at the latest:
@@ -155,9 +159,14 @@ def _tariffs(cdr: Cdr, flags: list[str]) -> list[dict[str, Any]]:
     return stored
 
 
+def _named_tariff_ids(cdr: Cdr) -> set[str]:
+    """The tariff ids the CDR's periods name."""
+    return {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
+
+
 def _stored_tariffs(cdr: Cdr) -> list[Tariff]:
     """The tariffs the CDR's periods name (its party's, ids compared as CiString), as we hold them now."""
-    ids = {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
+    ids = _named_tariff_ids(cdr)
     return list(Tariff.objects.filter(ocpi_key__in=[ci_key(cdr.country_code, cdr.party_id, i) for i in ids]))
 
 
@@ -216,11 +225,18 @@ def cdr_audit(cdr: Cdr, *, overruled: frozenset[str] = frozenset()) -> CdrAudit:
 
 
 def _audit_priced(
-    cdr: Cdr, flags: list[str], zone: str | None, tariffs: list[dict[str, Any]], *, tariffs_newer: bool = False
+    cdr: Cdr,
+    flags: list[str],
+    zone: str | None,
+    tariffs: list[dict[str, Any]],
+    *,
+    tariffs_newer: bool = False,
+    voided: bool = False,
 ) -> CdrAudit:
     """The audit of a CDR priced with `tariffs`, its flags gathered: stored, and a difference disputed.
     `tariffs_newer`: the tariffs we hold were updated after the charge began (a late tariff's audit,
-    `cdr_audit_late_tariff`), so a difference may be the CPO's later price, not an overcharge."""
+    `cdr_audit_late_tariff`), so a difference may be the CPO's later price, not an overcharge. `voided`: credit
+    CDRs already voided the CDR (a late tariff's audit): a difference is recorded (VOIDED), not disputed."""
     terms = partner_terms(cdr.partner)
     values: dict[str, Any] = {"currency": cdr.currency, "cpo_breakdown": _cpo_breakdown(cdr), "time_zone": zone or ""}
     if not tariffs:
@@ -261,6 +277,11 @@ def _audit_priced(
         # The tariff as we hold it is a version later than the charge's: a difference may be a price the CPO
         # changed since. Recorded for staff, not a claim on the CPO.
         flags.append(TARIFF_NEWER)
+        values["status"] = CdrAudit.Status.REVIEW
+    elif mismatch and not NOT_DISPUTED.intersection(flags) and voided:
+        # The CPO voided the bill with credit CDRs before we could price it: nothing is owed on it either way,
+        # and a dispute (credit limit 0) could be neither credited nor settled. Recorded for staff.
+        flags.append(VOIDED)
         values["status"] = CdrAudit.Status.REVIEW
     elif mismatch and not NOT_DISPUTED.intersection(flags):  # not a bill to us: nothing to dispute
         values["status"] = CdrAudit.Status.MISMATCH
@@ -826,10 +847,16 @@ LATE_TARIFF_MARGIN = timedelta(minutes=5)
 
 # The most CDRs one run of the task or the beat's sweep audits again; the sweep takes the rest on its next runs.
 LATE_TARIFF_BATCH = 200
-# A tariff's task looks at this many waiting CDRs of its party at most, and of them audits those whose periods name
-# it (up to this many tariffs stored at once: a PUT's one, a pull's page; beyond, every one it looks at).
-LATE_TARIFF_LOOKED_AT = 2_000
+# A tariff's task audits the waiting CDRs of its party whose periods name it (up to this many tariffs stored at
+# once: a PUT's one, a pull's page; beyond, the oldest waiting CDRs of their parties). Their periods are read by
+# primary key, this many CDRs a query, over every waiting CDR of the party: no limit before that sieve (one taken
+# before it, the 2,000 oldest, had a party's CDRs naming tariffs that never came hide the ones naming this one).
 NAMED_TARIFFS_SIEVED = 50
+SIEVED_AT_ONCE = 500
+# The beat's sweep reads the periods of this many waiting CDRs a run at most: those a tariff they name is still
+# missing for are timed anew at once (they leave the sweep until another tariff of their party comes), and of the
+# others LATE_TARIFF_BATCH are audited again.
+LATE_TARIFF_LOOKED_AT = 2_000
 
 
 def _awaits_tariff(audit: CdrAudit | None) -> bool:
@@ -846,7 +873,8 @@ def cdrs_awaiting_tariffs(*, tariff_ids: Iterable[int] | None = None, limit: int
     audited (or up to LATE_TARIFF_MARGIN before): their ids, the oldest audit first, `limit` at most. Each is for
     `cdr_audit_late_tariff` to look at, which audits it again or, no tariff it names being here, times it anew:
     it then leaves this list until another tariff of its party comes (a CPO that names tariffs it never sends has
-    its CDRs looked at once after each tariff it does send, not at every run).
+    its CDRs looked at once after each tariff it does send, not at every run). A CDR whose periods name several
+    tariffs is audited again once every one of them is here, and waits until then.
 
     With `tariff_ids` (a tariff stored, a pull's page), those of these tariffs' parties (case-insensitive, as
     ci_key) whose periods name one of them: the beat's sweep looks at the others. Only the CDRs the cheap columns
@@ -878,18 +906,20 @@ def cdrs_awaiting_tariffs(*, tariff_ids: Iterable[int] | None = None, limit: int
     of_parties = Q()
     for country_code, party_id in {(cc, pid) for cc, pid, _ in stored}:
         of_parties |= Q(country_code__iexact=country_code, party_id__iexact=party_id)
-    looked_at = list(due.filter(of_parties)[:LATE_TARIFF_LOOKED_AT])
     if len(stored) > NAMED_TARIFFS_SIEVED:
-        return looked_at[:limit]
+        return list(due.filter(of_parties)[:limit])
+    waiting_of_parties = list(due.filter(of_parties))  # ids only, every one: the sieve comes before the limit
     naming = Q()
     for tariff_id in {tariff_id for _, _, tariff_id in stored}:
         naming |= Q(data__charging_periods__icontains=f'"{tariff_id}"')  # a sieve: the lock's look decides
-    found: set[int] = set()
-    for start in range(0, len(looked_at), 500):
-        found.update(Cdr.objects.filter(naming, pk__in=looked_at[start : start + 500]).values_list("pk", flat=True))
+    found: list[int] = []
+    for start in range(0, len(waiting_of_parties), SIEVED_AT_ONCE):
+        chunk = waiting_of_parties[start : start + SIEVED_AT_ONCE]
+        named = set(Cdr.objects.filter(naming, pk__in=chunk).values_list("pk", flat=True))
+        found += [pk for pk in chunk if pk in named]
         if len(found) >= limit:
             break
-    return [pk for pk in looked_at if pk in found][:limit]
+    return found[:limit]
 
 
 def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
@@ -898,9 +928,12 @@ def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
     difference disputed with the CPO as a new CDR's is (a dispute moves no money when it opens) unless the tariff is
     a version later than the charge (TARIFF_NEWER). Nothing is billed, refunded or booked: the receipt, the payments
     and the ledger stay as the CDR's processing left them (billed as the CPO priced it, or held). A CDR whose credit
-    CDRs already net it to our price has its new dispute settled by them, as the credit's processing would have.
-    Under the CDR's row lock, as its processing, a credit of it, a release and an acceptance take it: None when it
-    is no longer waiting (audited again, accepted), or no tariff it names has come (then timed anew)."""
+    CDRs already net it to our price has its new dispute settled by them, as the credit's processing would have; one
+    they voided (`voided_by_credits`) has a difference recorded (VOIDED), not disputed. Under the CDR's row lock,
+    as its processing, a credit of it, a release and an acceptance take it: None when it is no longer waiting
+    (audited again, accepted), or a tariff it names has not come (then timed anew, no_tariff kept, the ids still
+    missing noted: priced with some of its tariffs only, it had been audited once, inexactly, and never again when
+    the others came)."""
     with transaction.atomic(), terms_remembered():
         cdr = locked_cdr(cdr_id)
         if cdr is None or cdr.credit or cdr.processed_at is None:
@@ -909,14 +942,20 @@ def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
         if audit is None or not _awaits_tariff(audit):
             return None
         tariffs = _stored_tariffs(cdr)
-        if not tariffs:
-            CdrAudit.objects.filter(pk=audit.pk).update(audited_at=timezone.now())
+        held = {tariff.ocpi_key for tariff in tariffs}
+        missing = sorted(i for i in _named_tariff_ids(cdr) if ci_key(cdr.country_code, cdr.party_id, i) not in held)
+        if not tariffs or missing:
+            CdrAudit.objects.filter(pk=audit.pk).update(
+                audited_at=timezone.now(), error=_waiting_note(missing, bool(tariffs))
+            )
             return None
         flags = ["no_session"] if cdr.charging_session_id is None else []
         flags += [flag for flag in audit.flags if flag not in LOOKED_UP]
         zone = _time_zone(cdr, flags)
         newer = any(tariff.last_updated > cdr.start_date_time for tariff in tariffs)
-        audit = _audit_priced(cdr, flags, zone, [tariff.data for tariff in tariffs], tariffs_newer=newer)
+        audit = _audit_priced(
+            cdr, flags, zone, [t.data for t in tariffs], tariffs_newer=newer, voided=voided_by_credits(cdr)
+        )
         if audit.status == CdrAudit.Status.MISMATCH:
             credit = Cdr.objects.filter(credited_cdr=cdr, credit=True, processed_at__isnull=False).order_by("pk").last()
             if credit is not None:
@@ -924,12 +963,66 @@ def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
     return audit
 
 
+def _waiting_note(missing: list[str], some_held: bool) -> str:
+    """The audit's error while the CDR waits: the tariff ids it names that are not here yet, when some are."""
+    return f"no tariff to price with: waiting for {', '.join(missing)}" if some_held else "no tariff to price with"
+
+
+def _still_waiting(cdr_ids: list[int]) -> set[int]:
+    """Of these waiting CDRs, those a tariff their periods name is still missing for: timed anew, as
+    `cdr_audit_late_tariff` times them, in one update per note (their periods read SIEVED_AT_ONCE at a time, the
+    tariffs looked up by key), without locking each. An audit done since (no longer REVIEW no_tariff) is left."""
+    waiting: dict[str, list[int]] = {}
+    for start in range(0, len(cdr_ids), SIEVED_AT_ONCE):
+        chunk = Cdr.objects.filter(pk__in=cdr_ids[start : start + SIEVED_AT_ONCE]).values_list(
+            "pk", "country_code", "party_id", "data__charging_periods"
+        )
+        named = {
+            pk: {
+                ci_key(cc, pid, p["tariff_id"]): p["tariff_id"]
+                for p in (periods if isinstance(periods, list) else [])
+                if isinstance(p, dict) and isinstance(p.get("tariff_id"), str) and p["tariff_id"]
+            }
+            for pk, cc, pid, periods in chunk
+        }
+        keys = {key for ids in named.values() for key in ids}
+        held = set(Tariff.objects.filter(ocpi_key__in=list(keys)).values_list("ocpi_key", flat=True))
+        for pk, ids in named.items():
+            missing = sorted(tariff_id for key, tariff_id in ids.items() if key not in held)
+            if missing or not ids:
+                waiting.setdefault(_waiting_note(missing, len(missing) < len(ids)), []).append(pk)
+    now = timezone.now()
+    for note, pks in waiting.items():
+        CdrAudit.objects.filter(
+            cdr_id__in=pks, status=CdrAudit.Status.REVIEW, flags__icontains=f'"{NO_TARIFF}"'
+        ).update(audited_at=now, error=note)
+    return {pk for pks in waiting.values() for pk in pks}
+
+
 def cdrs_audit_late_tariffs(*, tariff_ids: Iterable[int] | None = None, limit: int = LATE_TARIFF_BATCH) -> int:
     """Audit again the CDRs waiting for a tariff that may have come (`cdrs_awaiting_tariffs`), each in a
-    transaction of its own. Returns how many were audited again."""
+    transaction of its own. Returns how many were audited again. The beat's sweep (no `tariff_ids`) looks at
+    LATE_TARIFF_LOOKED_AT of them, and times anew at once those a tariff they name is still missing for
+    (`_still_waiting`): its batch is spent on CDRs it can price (2,001 CDRs naming a tariff that never came had it
+    look at 200 a run, 11 runs, before one whose tariff had come). A CDR whose audit fails is logged and timed
+    anew, its audit as it was: the others go on (one that failed, never timed anew, stayed the oldest and stopped
+    every later run, of every party, on itself), and it is looked at again when another tariff of its party
+    comes."""
     audited = 0
-    for cdr_id in cdrs_awaiting_tariffs(tariff_ids=tariff_ids, limit=limit):
-        audited += cdr_audit_late_tariff(cdr_id) is not None
+    if tariff_ids is None:
+        looked_at = cdrs_awaiting_tariffs(limit=LATE_TARIFF_LOOKED_AT)
+        still_waiting = _still_waiting(looked_at)
+        cdr_ids = [pk for pk in looked_at if pk not in still_waiting][:limit]
+    else:
+        cdr_ids = cdrs_awaiting_tariffs(tariff_ids=tariff_ids, limit=limit)
+    for cdr_id in cdr_ids:
+        try:
+            audited += cdr_audit_late_tariff(cdr_id) is not None  # its transaction (a savepoint in one) undone
+        except Exception as exc:
+            log.exception("CDR %s: its audit with a late tariff failed; timed anew", cdr_id)
+            CdrAudit.objects.filter(cdr_id=cdr_id).update(
+                audited_at=timezone.now(), error=f"audit with a late tariff failed: {type(exc).__name__}"
+            )
     return audited
 
 

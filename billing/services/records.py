@@ -45,7 +45,8 @@ def tariff_put(
     PartyNotHeld where the database grants its party to another connection. `holders`: the parties' holders
     already read (`party_holders`, a page's in one query). A tariff stored has the CDRs of its party audited
     without a tariff audited again, by a task after the commit (`audit_waiting`; tariffs_store queues one for
-    its page)."""
+    its page). Queued best effort: a broker that is down loses the task (a warning) and fails no PUT, which
+    stored the tariff; the beat's audit_cdrs_awaiting_tariffs finds those CDRs."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
@@ -90,7 +91,7 @@ def tariff_put(
         tariff.received_at = timezone.now()
         tariff.save()
         if audit_waiting:
-            run_after_commit("billing.tasks.audit_cdrs_for_tariffs", [tariff.pk])
+            run_after_commit("billing.tasks.audit_cdrs_for_tariffs", [tariff.pk], best_effort=True)
     return tariff, created, True
 
 
@@ -105,8 +106,9 @@ def tariffs_store(partner: Partner, tariffs: list[dict[str, Any]]) -> int:
         if applied:
             stored.append(tariff.pk)
     if stored:
-        # One task for the page's tariffs (tariff_put's own would be one per tariff).
-        run_after_commit("billing.tasks.audit_cdrs_for_tariffs", stored)
+        # One task for the page's tariffs (tariff_put's own would be one per tariff). Best effort, as tariff_put's:
+        # the tariffs are stored, and the beat's audit_cdrs_awaiting_tariffs finds their CDRs without the task.
+        run_after_commit("billing.tasks.audit_cdrs_for_tariffs", stored, best_effort=True)
     return len(stored)
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
+from billing import pricing
 from billing.models import (
     Cdr,
     CdrAudit,
@@ -25,10 +26,12 @@ from billing.models import (
     LedgerLine,
     Payment,
     PaymentOperation,
+    Tariff,
 )
 from billing.services import records
 from billing.services.audit import accept_as_billed, cdr_process
 from emsp.models import Partner
+from emsp.models.keys import ci_key
 from emsp.services.sessions import session_put
 from ocpi.normalize import normalize_session
 from tests.billing.test_cdr_audit import bec, example_cdr, store, with_known_location  # noqa: F401 - fixtures
@@ -305,3 +308,196 @@ def test_a_cdr_its_credit_cdr_already_corrected_has_the_dispute_settled(
     assert (dispute.state, dispute.credit_amount) == (Dispute.State.CREDITED, Decimal("1"))
     assert rows(*MONEY) == before
     assert Cdr.objects.filter(pk=cdr.pk, processed_at__isnull=False).exists()
+
+
+# --- found by the review of the late tariff's audit -----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tariff_put_while_the_task_queue_is_down_is_stored_and_answered(
+    cpo: Any, tariff: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its task, queued after the commit, is best effort: the beat's sweep does what it would have. A tariff PUT
+    had never touched Redis before; with the task it answered 500 for a tariff it had stored."""
+    import redis
+
+    from emsp import queue_push
+
+    def down() -> Any:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(queue_push, "pushable", lambda task: True)
+    monkeypatch.setattr(queue_push, "_script", down)
+    response = cpo.put(f"{TARIFFS}/BE/BEC/12", tariff)
+    assert Tariff.objects.filter(tariff_id="12").exists()
+    assert (response.status_code, response.json()["status_code"]) == (201, 1000)
+
+
+def test_a_cdr_whose_audit_again_fails_does_not_stop_the_others(
+    billed: Callable[..., Cdr],
+    cpo: Any,
+    tariff: dict,
+    bec: Partner,  # noqa: F811
+    example_cdr: dict,  # noqa: F811
+) -> None:
+    """1,000,000 a kWh on 20,000 kWh is beyond what an audit stores (numeric(14,4) on PostgreSQL): the oldest
+    waiting CDR failed its audit at every run, never timed anew, and every later one of every party waited behind
+    it for ever."""
+    from billing.services.audit import cdrs_audit_late_tariffs
+
+    poison = with_known_location(bec, example_cdr)
+    poison.pop("tariffs")
+    poison.pop("total_time_cost")
+    poison.update(id="POISON", session_id="NO-SUCH-SESSION", total_energy=20000)
+    poison["charging_periods"] = [
+        {
+            "start_date_time": "2015-06-29T21:39:09Z",
+            "dimensions": [{"type": "ENERGY", "volume": 20000}],
+            "tariff_id": "P",
+        }
+    ]
+    poison_cdr = store(bec, poison)
+    assert "no_tariff" in cdr_process(poison_cdr.pk).flags
+    CdrAudit.objects.filter(cdr=poison_cdr).update(audited_at=timezone.now() - timedelta(hours=1))
+    good = billed()
+    price_p = {**copy.deepcopy(tariff), "id": "P"}
+    price_p["elements"] = [{"price_components": [{"type": "ENERGY", "price": 1000000, "step_size": 1}]}]
+    for body in (price_p, tariff):  # their tasks not run (the test's transaction never commits)
+        assert cpo.put(f"{TARIFFS}/BE/BEC/{body['id']}", body).json()["status_code"] == 1000
+    for _ in range(3):
+        cdrs_audit_late_tariffs()
+    assert audit_of(good).status == CdrAudit.Status.MATCHED
+    if connection.vendor == "postgresql":  # SQLite stores the amount
+        poison_audit = audit_of(poison_cdr)
+        assert (poison_audit.status, poison_audit.error) == (
+            CdrAudit.Status.REVIEW,
+            "audit with a late tariff failed: DataError",
+        )
+        assert "no_tariff" in poison_audit.flags  # as it was, looked at again when another tariff comes
+
+
+def test_a_cdr_naming_two_tariffs_is_audited_once_both_are_here(
+    billed: Callable[..., Cdr],
+    put: Any,
+    tariff: dict,
+    example_cdr: dict,  # noqa: F811
+) -> None:
+    """Audited when "12" came, priced all with "12" (inexact: REVIEW), no_tariff gone: "13" was never looked at."""
+    t13 = {**copy.deepcopy(tariff), "id": "13"}
+    t13["elements"][0]["price_components"][0]["price"] = 4.00
+    first = example_cdr["charging_periods"][0]
+    periods = [
+        {**first, "dimensions": [{"type": "TIME", "volume": 1.0}], "tariff_id": "12"},
+        {
+            "start_date_time": "2015-06-29T22:39:09Z",
+            "dimensions": [{"type": "TIME", "volume": 0.973}],
+            "tariff_id": "13",
+        },
+    ]
+    obj = copy.deepcopy(example_cdr)
+    obj.pop("tariffs")
+    obj["charging_periods"] = periods
+    ours = pricing.price_cdr(obj, tariffs=[tariff, t13], time_zone="Europe/Brussels")
+    total = {"excl_vat": float(ours.total_cost.excl_vat), "incl_vat": float(ours.total_cost.incl_vat)}
+    time_cost = {"excl_vat": float(ours.total_time_cost.excl_vat), "incl_vat": float(ours.total_time_cost.incl_vat)}
+    cdr = billed(charging_periods=periods, total_cost=total, total_time_cost=time_cost)
+    put(tariff)
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.REVIEW, ["no_tariff"])  # waits for "13"
+    assert audit.error == "no tariff to price with: waiting for 13"
+    put(t13)
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+
+
+def test_a_cdr_the_cpo_already_voided_gets_no_dispute(
+    billed: Callable[..., Cdr],
+    put: Any,
+    tariff: dict,
+    bec: Partner,  # noqa: F811
+    example_cdr: dict,  # noqa: F811
+) -> None:
+    """Voided by a credit CDR before its tariff came: nothing is owed either way, and a dispute on it (credit limit
+    0) could be neither credited nor settled, and kept the period from reconciling. The price is recorded."""
+    cdr = billed(total_cost={"excl_vat": 5.0, "incl_vat": 5.5}, total_time_cost={"excl_vat": 5.0, "incl_vat": 5.5})
+    credit = {k: v for k, v in with_known_location(bec, example_cdr).items() if k not in ("tariffs", "total_time_cost")}
+    credit.update(
+        id="12345-C", credit=True, credit_reference_id="12345", total_cost={"excl_vat": -5.0, "incl_vat": -5.5}
+    )
+    credit_cdr = store(bec, credit)
+    assert cdr_process(credit_cdr.pk).status == CdrAudit.Status.CREDIT
+    before = rows(*MONEY)
+    put(tariff)
+    assert not Dispute.objects.filter(cdr=cdr, state__in=Dispute.OPEN_STATES).exists()
+    audit = audit_of(cdr)
+    assert (audit.status, audit.flags) == (CdrAudit.Status.REVIEW, ["voided_by_credit"])
+    assert (audit.computed_excl_vat, audit.difference_excl_vat) == (Decimal("4.00"), Decimal("1.00"))
+    assert rows(*MONEY) == before
+
+
+def _clone_waiting(base: Cdr, n: int, *, tariff_id: str, audited_at: Any) -> None:
+    """`n` CDRs of `base`'s party in review as no_tariff, naming `tariff_id`, audited at `audited_at`."""
+    cdrs = []
+    for i in range(n):
+        data = copy.deepcopy(base.data)
+        data["id"] = f"OLD{i}"
+        data["charging_periods"][0]["tariff_id"] = tariff_id
+        cdrs.append(
+            Cdr(
+                partner=base.partner,
+                country_code=base.country_code,
+                party_id=base.party_id,
+                cdr_id=f"OLD{i}",
+                ocpi_key=ci_key(base.country_code, base.party_id, f"OLD{i}"),
+                start_date_time=base.start_date_time,
+                end_date_time=base.end_date_time,
+                currency=base.currency,
+                total_cost_excl_vat=base.total_cost_excl_vat,
+                total_cost_incl_vat=base.total_cost_incl_vat,
+                last_updated=base.last_updated,
+                data=data,
+                processed_at=timezone.now(),
+                token_uid=base.token_uid,
+            )
+        )
+    Cdr.objects.bulk_create(cdrs, batch_size=1000)
+    CdrAudit.objects.bulk_create(
+        [
+            CdrAudit(
+                cdr=c, status=CdrAudit.Status.REVIEW, currency=c.currency, flags=["no_tariff"], audited_at=audited_at
+            )
+            for c in Cdr.objects.filter(cdr_id__startswith="OLD")
+        ],
+        batch_size=1000,
+    )
+
+
+def test_a_tariffs_task_finds_the_cdr_naming_it_behind_2000_older_waiting_cdrs(
+    billed: Callable[..., Cdr], put: Any, tariff: dict
+) -> None:
+    """The task looked at the 2,000 oldest waiting CDRs of the party, then for those naming the tariff: 2,001
+    older ones naming a tariff that never came hid it."""
+    cdr = billed()
+    _clone_waiting(cdr, 2001, tariff_id="X", audited_at=timezone.now() - timedelta(days=1))
+    put(tariff)
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+    assert CdrAudit.objects.filter(cdr__cdr_id__startswith="OLD", flags__icontains='"no_tariff"').count() == 2001
+
+
+def test_the_sweep_audits_a_cdr_whose_tariff_came_behind_2000_older_ones_still_waiting(
+    billed: Callable[..., Cdr], cpo: Any, tariff: dict
+) -> None:
+    """It took 200 a run, oldest first, each locked and timed anew: 11 runs before the one its tariff priced. Now
+    the 2,000 it looks at in a run whose tariff is still missing are timed anew at once: the second run prices it."""
+    from billing.services.audit import cdrs_audit_late_tariffs, cdrs_awaiting_tariffs
+
+    cdr = billed()
+    _clone_waiting(cdr, 2001, tariff_id="X", audited_at=timezone.now() - timedelta(days=1))
+    assert cpo.put(f"{TARIFFS}/BE/BEC/12", tariff).json()["status_code"] == 1000  # its task lost: never run
+    with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+        assert cdrs_audit_late_tariffs() == 0
+        assert cdrs_audit_late_tariffs() == 1
+        assert cdrs_awaiting_tariffs() == []  # timed anew: until another tariff of the party comes
+    assert audit_of(cdr).status == CdrAudit.Status.MATCHED
+    waiting = CdrAudit.objects.filter(cdr__cdr_id__startswith="OLD")
+    assert waiting.filter(status=CdrAudit.Status.REVIEW, flags__icontains='"no_tariff"').count() == 2001
+    assert not waiting.exclude(error="no tariff to price with").exists()
