@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
 from operator import or_
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -66,23 +66,91 @@ def _without_personal_blocks(value: Any) -> Any:
     return value
 
 
+class _Cut(NamedTuple):
+    """Where a journey changes hands: just before `at` (an init: the request and what answers it are the new
+    driver's) or just after it (`after`: a booking, which is its own driver's)."""
+
+    at: datetime
+    after: bool
+
+
+_Span = tuple[_Cut | None, _Cut | None]  # from, until: a stretch of a journey (None: its start, its end)
+
+
 @dataclass(frozen=True)
 class _Share:
     """A driver's part of one journey. An app may go on with a journey after its order ended (cancelled, say)
-    and init it again with another driver's billing (handlers.on_init makes that driver the journey's): each
-    order is its driver's (Booking.driver), and so is what the journey received and sent up to it; what came
-    after the last order is the journey's driver's (theirs is the billing it holds now)."""
+    and init it again with another driver's billing: handlers.on_init makes that driver the journey's, and what
+    the journey receives and sends from that init on is theirs, until an init for another driver. Each order is
+    its driver's (Booking.driver): the init before it was theirs (on_confirm books for the journey's driver)."""
 
     journey: BecknTransaction
     orders: list[str]  # the driver's orders confirmed in the journey, the first first
-    spans: list[tuple[datetime | None, datetime | None]]  # (after, until]: the stretches of it that are theirs
+    spans: list[_Span]  # the stretches of it that are theirs
 
     @property
     def whole(self) -> bool:
         return self.spans == [(None, None)]
 
 
-def _share_of(journey: BecknTransaction, driver: Driver) -> _Share:
+class _Accounts:
+    """Whose billing an init carried: the app's account handlers.on_init finds for it
+    (emsp/services/drivers.py::driver_for_contact: by email ignoring case, else by phone, among the app's
+    accounts not erased), looked up once per billing."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str, str], int | None] = {}
+
+    def of(self, app_id: str, billing: dict[str, Any]) -> int | None:
+        email, phone = billing.get("email"), billing.get("phone")
+        email = email.strip().lower() if isinstance(email, str) else ""
+        phone = phone.strip() if isinstance(phone, str) else ""
+        key = (app_id, email, phone)
+        if key not in self._found:
+            accounts = Driver.objects.filter(app_id=app_id, erased_at__isnull=True).order_by("pk")
+            found = accounts.filter(email__iexact=email).values_list("pk", flat=True).first() if email else None
+            if found is None and phone:
+                found = accounts.filter(phone=phone).values_list("pk", flat=True).first()
+            self._found[key] = found
+        return self._found[key]
+
+
+def _billing_answered(body: str) -> dict[str, Any] | None:
+    """The billing an on_init echoes (handlers.on_init: the init's, as kept), or None for an error answer (the
+    init's savepoint was rolled back: the journey did not change hands) or one whose body is erased."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or document.get("error"):
+        return None
+    message = document.get("message")
+    order = message.get("order") if isinstance(message, dict) else None
+    if not isinstance(order, dict):
+        return None
+    billing = order.get("billing")
+    return billing if isinstance(billing, dict) else {}
+
+
+def _inits_of(journey: BecknTransaction, accounts: _Accounts) -> list[tuple[datetime, int | None]]:
+    """The journey's inits that were answered with an order (each set the journey's driver), from when their
+    request came, and whose billing each carried (None: no account of the app has it now, or none was echoed).
+    The init requests are stored redacted (`redacted`): their on_init answers carry the billing."""
+    rows = (
+        BecknCallback.objects.filter(transaction=journey, action="on_init")
+        .order_by("created_at", "pk")
+        .values_list("created_at", "request__received_at", "body")
+    )
+    inits = []
+    for created_at, received_at, body in rows.iterator():
+        billing = _billing_answered(body)
+        if billing is not None:
+            inits.append((received_at or created_at, accounts.of(journey.bap_id, billing)))
+    inits.sort(key=lambda row: row[0])
+    return inits
+
+
+def _share_of(journey: BecknTransaction, driver: Driver, accounts: _Accounts) -> _Share:
     rows = list(
         Booking.objects.filter(app_id=journey.bap_id, app_transaction_id=journey.transaction_id)
         .order_by("created_at", "pk")
@@ -92,49 +160,94 @@ def _share_of(journey: BecknTransaction, driver: Driver) -> _Share:
     if booking is not None and booking.order_id not in [order_id for order_id, _, _ in rows]:
         rows.append((booking.order_id, booking.driver_id, booking.created_at))  # from before Booking.app_id
         rows.sort(key=lambda row: row[2])
-    orders: list[str] = []
-    spans: list[tuple[datetime | None, datetime | None]] = []
-    # (after, until, whose): up to each order, its driver's; after the last, the journey's driver's.
-    stretches: list[tuple[datetime | None, datetime | None, int | None]] = []
-    after: datetime | None = None
-    for order_id, driver_id, at in rows:
-        # A booking always records its driver (the token's, which cannot be deleted); one that did not would be
-        # the journey's.
-        whose = driver_id if driver_id is not None else journey.driver_id
-        if whose == driver.pk:
-            orders.append(order_id)
-        stretches.append((after, at, whose))
-        after = at
-    stretches.append((after, None, journey.driver_id))
-    for start, until, whose in stretches:
+    # A booking always records its driver (the token's, which cannot be deleted); one that did not would be the
+    # journey's.
+    orders = [order_id for order_id, driver_id, _ in rows if (driver_id or journey.driver_id) == driver.pk]
+    # Each booking ends a part of the journey, and so does the journey's end; each part is handed on at its inits.
+    # The last init of a part was its booking's driver's (after the last booking: the journey's driver's),
+    # whatever account its billing names now; an earlier one, that account's. Before a part's first init, the
+    # journey is still the driver's of the part before (the first part's, the first init's driver's). A part with
+    # no init kept (callbacks go with their retention before requests do) is its booking's driver's.
+    inits = _inits_of(journey, accounts)
+    ends: list[tuple[datetime | None, int | None]] = [(at, driver_id or journey.driver_id) for _, driver_id, at in rows]
+    ends.append((None, journey.driver_id))
+    changes: list[tuple[_Cut | None, int | None]] = []  # from this cut on (None: from the start), whose
+    since: _Cut | None = None
+    i = 0
+    for until, owner in ends:
+        part = []
+        while i < len(inits) and (until is None or inits[i][0] < until):
+            part.append(inits[i])
+            i += 1
+        if part:
+            whose = [init_whose for _, init_whose in part]
+            if owner is not None:
+                whose[-1] = owner
+            if not changes:
+                changes.append((None, whose[0]))
+            changes += [(_Cut(at, after=False), init_whose) for (at, _), init_whose in zip(part, whose, strict=True)]
+        else:
+            changes.append((since, owner))
+        since = _Cut(until, after=True) if until is not None else None
+    spans: list[_Span] = []
+    for j, (start, whose) in enumerate(changes):
         if whose != driver.pk:
             continue
+        end = changes[j + 1][0] if j + 1 < len(changes) else None
         if spans and spans[-1][1] == start:  # one stretch of theirs after another: one span
-            spans[-1] = (spans[-1][0], until)
+            spans[-1] = (spans[-1][0], end)
         else:
-            spans.append((start, until))
+            spans.append((start, end))
     return _Share(journey, orders, spans)
+
+
+def _initialised_by(driver: Driver, accounts: _Accounts) -> set[int]:
+    """The journeys of the driver's app with an init answered for them: found by their email or phone in the
+    on_init answers (the billing those echo; the init requests are stored without it), then by the account the
+    billing leads to. The app's on_init callbacks are read in full (one scan of them, as kept for their retention):
+    an erasure or export is rare."""
+    named = [orjson.dumps(value).decode() for value in (driver.email, driver.phone) if value]  # a whole JSON string
+    if not driver.app_id or not named:
+        return set()
+    rows = (
+        BecknCallback.objects.filter(action="on_init", transaction__bap_id=driver.app_id)
+        .filter(reduce(or_, (Q(body__icontains=text) for text in named)))
+        .values_list("transaction_id", "body")
+    )
+    journeys = set()
+    for journey, body in rows.iterator():
+        billing = _billing_answered(body)
+        if billing is not None and accounts.of(driver.app_id, billing) == driver.pk:
+            journeys.add(journey)
+    return journeys
 
 
 def _shares(driver: Driver) -> list[_Share]:
     """The journeys the driver went on, each with the part of it that is theirs: those they are the driver of,
-    and those another driver went on with after an order of theirs."""
+    those another driver went on with after an order or an init of theirs."""
+    accounts = _Accounts()
     bookings = Booking.objects.filter(driver=driver).exclude(app_transaction_id="")
     confirmed_in = set(bookings.values_list("app_id", "app_transaction_id"))
+    initialised = _initialised_by(driver, accounts)
     journeys = (
         BecknTransaction.objects.filter(
-            Q(driver=driver) | Q(booking__driver=driver) | Q(transaction_id__in=bookings.values("app_transaction_id"))
+            Q(driver=driver)
+            | Q(booking__driver=driver)
+            | Q(transaction_id__in=bookings.values("app_transaction_id"))
+            | Q(pk__in=initialised)
         )
         .select_related("booking")
         .order_by("created_at", "pk")
     )
-    return [
-        _share_of(journey, driver)
+    shares = [
+        _share_of(journey, driver, accounts)
         for journey in journeys
         if journey.driver_id == driver.pk
         or (journey.booking_id and journey.booking.driver_id == driver.pk)
         or (journey.bap_id, journey.transaction_id) in confirmed_in
+        or journey.pk in initialised
     ]
+    return [share for share in shares if share.spans or share.orders]
 
 
 def _order_ids(driver: Driver, shares: list[_Share]) -> list[str]:
@@ -144,14 +257,14 @@ def _order_ids(driver: Driver, shares: list[_Share]) -> list[str]:
     return list(dict.fromkeys(orders))
 
 
-def _during(spans: list[tuple[datetime | None, datetime | None]], at: str) -> Q:
+def _during(spans: list[_Span], at: str) -> Q:
     found = Q(pk__in=[])
-    for after, until in spans:
+    for start, until in spans:
         span = Q(pk__isnull=False)
-        if after is not None:
-            span &= Q(**{f"{at}__gt": after})
+        if start is not None:
+            span &= Q(**{f"{at}__{'gt' if start.after else 'gte'}": start.at})
         if until is not None:
-            span &= Q(**{f"{at}__lte": until})
+            span &= Q(**{f"{at}__{'lte' if until.after else 'lt'}": until.at})
         found |= span
     return found
 

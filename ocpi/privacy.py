@@ -4,7 +4,9 @@ as do pull runs and data-quality findings."""
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import BooleanField, Case, ExpressionWrapper, Q, Value, When
+from django.db.models.expressions import RawSQL
 
 from emsp import privacy
 from emsp.models import Driver
@@ -67,11 +69,64 @@ def _naming(uids: list[str]) -> Q:
     return Q(request_body__iregex=in_json) | Q(response_body__iregex=in_json) | Q(url__iregex=in_url)
 
 
+# The characters a token's uid is made of (OCPI 2.2.1 types §CiString: printable ASCII): each one a JSON writer
+# writes as itself, or escaped as \u (any of them), \/ ('/'), \" or \\ (those two always: our writers, orjson and
+# json, write no other escape of a printable ASCII character).
+_PRINTABLE = frozenset(chr(code) for code in range(0x20, 0x7F))
+
+
+def _as_written(uid: str) -> str:
+    """The uid as a JSON string holds it when nothing in it is escaped that need not be."""
+    return uid.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# A log row holds one of the uids (the parameters: each as a body and as a URL would hold it, lowered), in any case.
+_HOLDS_A_UID = (
+    "EXISTS (SELECT 1 FROM unnest(%s::text[], %s::text[]) AS uid(in_body, in_url) WHERE "
+    'strpos(LOWER("ocpi_ocpimessage"."request_body" COLLATE "C"), uid.in_body) > 0 '
+    'OR strpos(LOWER("ocpi_ocpimessage"."response_body" COLLATE "C"), uid.in_body) > 0 '
+    'OR strpos(LOWER("ocpi_ocpimessage"."url" COLLATE "C"), uid.in_url) > 0)'
+)
+
+
+def _may_name(uids: list[str]) -> Q | None:
+    r"""A cheap first search (substrings, no regular expression) for the rows `_naming` may find: a body that holds
+    one of the uids as written in JSON or an escape that may write it otherwise (\u; \/ for a uid with '/'), a URL
+    that holds one or a percent-encoding; in any case. None for a uid with other characters: no such search then.
+    On PostgreSQL each uid is looked for with strpos() in the lowered texts (lower() under "C": ASCII only).
+    Django's icontains (UPPER() LIKE UPPER() per uid) took longer than the regular expression, LIKE ANY of the
+    lowered texts half as long again as strpos."""
+    if not all(set(uid) <= _PRINTABLE for uid in uids):
+        return None
+    forms = sorted({(_as_written(uid).lower(), uid.lower()) for uid in uids})
+    escapes = ["\\u", "\\/"] if any("/" in uid for uid in uids) else ["\\u"]
+    found = Q(url__contains="%")
+    for field in ("request_body", "response_body"):
+        for escape in escapes:
+            found |= Q(**{f"{field}__contains": escape})
+    if connection.vendor == "postgresql":
+        in_body, in_url = [body for body, _ in forms], [url for _, url in forms]
+        return found | Q(RawSQL(_HOLDS_A_UID, (in_body, in_url), output_field=BooleanField()))  # noqa: S611
+    for in_body, in_url in forms:
+        found |= Q(request_body__icontains=in_body) | Q(response_body__icontains=in_body) | Q(url__icontains=in_url)
+    return found
+
+
+def _named(uids: list[str]) -> Case | Q:
+    """`_naming`, its regular expression run only on the rows the cheap search found (CASE: PostgreSQL orders the
+    conditions of an AND by their estimated cost, and would run the pattern first)."""
+    maybe = _may_name(uids)
+    if maybe is None:
+        return _naming(uids)
+    exact = ExpressionWrapper(_naming(uids), output_field=BooleanField())
+    return Case(When(maybe, then=exact), default=Value(False), output_field=BooleanField())
+
+
 def _erase(driver: Driver) -> dict[str, int]:
     uids = [uid for uid in driver.tokens.values_list("uid", flat=True) if uid]
     if not uids:
         return {"log_bodies_erased": 0, "pushes_scrubbed": 0}
-    erased = OcpiMessage.objects.filter(_naming(uids)).update(request_body="[erased]", response_body="[erased]")
+    erased = OcpiMessage.objects.filter(_named(uids)).update(request_body="[erased]", response_body="[erased]")
     # The token pushes still kept hold the token as it was then, visual number included.
     scrubbed = 0
     for push in PushDelivery.objects.filter(module="tokens", payload__uid__in=uids).only("pk", "payload"):
