@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -302,3 +303,21 @@ def test_a_settlements_margin_is_the_fees_the_ledger_booked() -> None:
     (october,) = settlement_compute(partner=partner, period_start=OCTOBER)
     booked = -ledger.balance(LedgerAccount.objects.get(code="revenue:fees", currency="INR"))
     assert october.margin_excl_vat == booked == Decimal("25.22")
+
+
+def test_a_settlement_payment_reference_booked_before_is_refused_for_another_amount() -> None:
+    """A bank reference names one payment: the same again books nothing and says so; another amount under it is
+    refused (it had been answered with the first payment's entry, silently, and the second never booked)."""
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("settlement_payment", party="cpo:IN*CPA", paid="100", currency="INR", reference="UTR-1")
+    call_command("settlement_payment", party="cpo:IN*CPA", paid="100.00", currency="INR", reference="UTR-1", stdout=out)
+    assert "UTR-1: booked before, nothing posted now" in out.getvalue()
+    with pytest.raises(CommandError, match=r"booked before for 100\.00, not 250 "):
+        call_command("settlement_payment", party="cpo:IN*CPA", paid="250", currency="INR", reference="UTR-1")
+    with pytest.raises(CommandError, match=r"booked before for 118\.00, not 11\.8 "):
+        call_command("settlement_payment", party="bap:app.example", received="118", currency="INR", reference="U2")
+        call_command("settlement_payment", party="bap:app.example", received="11.8", currency="INR", reference="U2")
+    assert ledger.balance(accounts.cpo_payable("IN*CPA", "INR")) == Decimal("100")
+    assert ledger.balance(accounts.bank("INR")) == Decimal("18")

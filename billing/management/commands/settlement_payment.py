@@ -4,6 +4,7 @@ settlement payment that left or reached our bank, posted to the ledger once per 
 - `--party cpo:<CC*PID> --paid X`: we paid a CPO (its payable shrinks);
 - `--party bap:<bap_id> --received X`: a collecting app paid us what it owed (its receivable shrinks);
 - `--party bap:<bap_id> --paid X`: we paid an app its finder fees (its payable shrinks);
+- a reference booked before is told so for the same amount and refused for another (it names one payment);
 - `--party driver:<id> --paid X`: we paid a driver (a bank transfer, UPI) what their account holds in credit,
   a refund their provider could not make (the exceptions queue's "Owed on drivers' accounts"): their receivable
   goes back towards zero. Refused above what the account holds, for a driver owed nothing in the currency, and
@@ -20,7 +21,7 @@ from django.db import transaction
 
 from billing.models import LedgerAccount, LedgerEntry
 from billing.services import accounts, postings
-from billing.services.ledger import UnbalancedEntry, balance
+from billing.services.ledger import UnbalancedEntry, balance, from_minor
 from emsp.models import Driver
 
 # Digits of a driver's id: the idempotency key (120 characters) holds it with an 80-character reference.
@@ -64,6 +65,15 @@ class Command(BaseCommand):
             self.pay_driver(who, amount=amount, currency=currency, reference=reference, received=options["received"])
             return
         key = f"settlement-payment:{options['party']}:{reference}"
+        booked = LedgerEntry.objects.filter(idempotency_key=key).first()
+        if booked is not None:
+            # The bank's reference names one payment: the same again is told so, another amount is refused (it had
+            # been answered with the first payment's entry, silently, and the second payment never booked).
+            moved = max((abs(line.amount_minor) for line in booked.lines.all()), default=0)
+            first = from_minor(moved, booked.lines.first().account.currency) if moved else Decimal(0)
+            if first != amount:
+                raise CommandError(f"{reference}: booked before for {first}, not {amount} (one payment a reference)")
+            self.stdout.write(f"{reference}: booked before, nothing posted now")
         try:
             with transaction.atomic():
                 if kind == "cpo":
