@@ -161,7 +161,16 @@ def _tariffs(cdr: Cdr, flags: list[str]) -> list[dict[str, Any]]:
 
 def _named_tariff_ids(cdr: Cdr) -> set[str]:
     """The tariff ids the CDR's periods name."""
-    return {p.get("tariff_id") for p in cdr.data.get("charging_periods") or [] if p.get("tariff_id")}
+    return _tariff_ids_of(cdr.data.get("charging_periods"))
+
+
+def _tariff_ids_of(periods: Any) -> set[str]:
+    """The tariff ids charging periods name (a CDR's `charging_periods`, as stored)."""
+    return {
+        p["tariff_id"]
+        for p in (periods if isinstance(periods, list) else [])
+        if isinstance(p, dict) and isinstance(p.get("tariff_id"), str) and p["tariff_id"]
+    }
 
 
 def _stored_tariffs(cdr: Cdr) -> list[Tariff]:
@@ -978,11 +987,7 @@ def _still_waiting(cdr_ids: list[int]) -> set[int]:
             "pk", "country_code", "party_id", "data__charging_periods"
         )
         named = {
-            pk: {
-                ci_key(cc, pid, p["tariff_id"]): p["tariff_id"]
-                for p in (periods if isinstance(periods, list) else [])
-                if isinstance(p, dict) and isinstance(p.get("tariff_id"), str) and p["tariff_id"]
-            }
+            pk: {ci_key(cc, pid, tariff_id): tariff_id for tariff_id in _tariff_ids_of(periods)}
             for pk, cc, pid, periods in chunk
         }
         keys = {key for ids in named.values() for key in ids}
