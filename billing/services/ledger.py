@@ -13,6 +13,7 @@ posted from our own transactions, with the database itself refusing an unbalance
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +35,37 @@ MAX_MINOR = 10**15
 
 class UnbalancedEntry(ValueError):
     """An entry that can't be posted as given (doesn't balance, mixes currencies, inexact amounts…)."""
+
+
+class LedgerKeyReused(UnbalancedEntry):
+    """An idempotency key posted before, asked again for another entry: other lines (accounts, amounts) or another
+    event. Answered with the entry posted then, the second posting had silently booked nothing (a settlement
+    payment given a bank reference used before, with another amount). `entry` is the one posted under `key`;
+    `posted` and `requested` are the two sets of lines, (account, amount in minor units)."""
+
+    def __init__(
+        self,
+        key: str,
+        entry: LedgerEntry,
+        posted: list[tuple[LedgerAccount, int]],
+        event: str,
+        requested: list[tuple[LedgerAccount, int]],
+    ) -> None:
+        self.key, self.entry, self.posted, self.requested = key, entry, posted, requested
+        # An entry not written yet: the first of two under one key in the same post_many.
+        before = f"posted before as #{entry.pk}" if entry.pk is not None else "asked for earlier in the same batch as"
+        super().__init__(
+            f"idempotency key {key!r} was {before} {_described(entry.event, posted)}, "
+            f"not {_described(event, requested)}"
+        )
+
+
+def _described(event: str, lines: Sequence[tuple[LedgerAccount, int]]) -> str:
+    parts = ", ".join(
+        f"{account_.code} {from_minor(amount, account_.currency):+} {account_.currency}"
+        for account_, amount in sorted(lines, key=lambda line: (line[0].code, line[1]))
+    )
+    return f"{event} ({parts})"
 
 
 @dataclass(frozen=True)
@@ -138,7 +170,8 @@ def post(
 ) -> LedgerEntry:
     """Post one balanced entry, in the caller's transaction (so it commits with the state change that caused
     it, or not at all). With an `idempotency_key` already used, the entry posted then is returned and
-    nothing is posted again."""
+    nothing is posted again, if it is the same entry (the same event, the same lines: a retry); another entry
+    under a key used before is refused (LedgerKeyReused), not answered as if it had been booked."""
     legs = list(legs)
     lines = _lines(legs)
     # No savepoint inside the caller's transaction: a failure here rolls all of it back, never half an entry.
@@ -147,13 +180,18 @@ def post(
             event=event, memo=memo[:200], reference=reference[:120], idempotency_key=idempotency_key, reverses=reverses
         )
         # One statement whether the key is new or not; a concurrent twin with the same key is waited for, and its
-        # entry returned (a NULL key never conflicts).
-        if not insert_if_absent(entry, ["idempotency_key"]):
-            return LedgerEntry.objects.get(idempotency_key=idempotency_key)
-        LedgerLine.objects.bulk_create(
-            [LedgerLine(entry=entry, account=account, amount_minor=amount) for account, amount in lines]
-        )
-    return entry
+        # entry returned if it is this one (a NULL key never conflicts).
+        new = insert_if_absent(entry, ["idempotency_key"])
+        if new:
+            LedgerLine.objects.bulk_create(
+                [LedgerLine(entry=entry, account=account, amount_minor=amount) for account, amount in lines]
+            )
+    if new:
+        return entry
+    # Refused outside the block: nothing was written, and a caller that catches it may go on in its transaction.
+    posted = LedgerEntry.objects.get(idempotency_key=idempotency_key)
+    _same_entry(posted, _lines_of([posted])[posted.pk], event, lines)
+    return posted
 
 
 def post_many(entries: Sequence[EntrySpec]) -> list[LedgerEntry]:
@@ -161,7 +199,8 @@ def post_many(entries: Sequence[EntrySpec]) -> list[LedgerEntry]:
     lines in another (per few thousand), instead of two statements per entry. Every entry is checked as
     `post` checks it before anything is written, so one bad entry posts none. Returns the entries in the
     order given; an entry whose idempotency key was used before (or earlier in `entries`) is the entry posted
-    then, and nothing is posted again for it."""
+    then, and nothing is posted again for it; if it is another entry (another event or other lines) all are
+    refused (LedgerKeyReused), as `post` refuses it."""
     checked = [(spec, _lines(list(spec.legs))) for spec in entries]
     out: list[LedgerEntry | None] = [None] * len(checked)
     with transaction.atomic():
@@ -170,17 +209,22 @@ def post_many(entries: Sequence[EntrySpec]) -> list[LedgerEntry]:
         new: list[LedgerEntry] = []
         new_lines: list[list[tuple[LedgerAccount, int]]] = []
         twins: list[tuple[int, str]] = []  # (position, key) of a key repeated within `entries`
-        seen: set[str] = set()
+        posted_lines = _lines_of(list(posted.values()))
+        seen: dict[str, tuple[str, list[tuple[LedgerAccount, int]]]] = {}  # the first entry asked for under a key
         for position, (spec, lines) in enumerate(checked):
             key = spec.idempotency_key
             if key is not None:
                 if key in posted:
+                    _same_entry(posted[key], posted_lines[posted[key].pk], spec.event, lines)
                     out[position] = posted[key]
                     continue
                 if key in seen:
+                    first_event, first_lines = seen[key]
+                    if first_event != spec.event or _multiset(first_lines) != _multiset(lines):
+                        raise LedgerKeyReused(key, LedgerEntry(event=first_event), first_lines, spec.event, lines)
                     twins.append((position, key))
                     continue
-                seen.add(key)
+                seen[key] = (spec.event, lines)
             entry = LedgerEntry(
                 event=spec.event,
                 memo=spec.memo[:200],
@@ -224,6 +268,43 @@ def _posted(keys: list[str]) -> dict[str, LedgerEntry]:
         else:
             found += LedgerEntry.objects.filter(idempotency_key__in=chunk)
     return {entry.idempotency_key: entry for entry in found}  # type: ignore[misc]
+
+
+def _lines_of(entries: list[LedgerEntry]) -> dict[int, list[tuple[LedgerAccount, int]]]:
+    """The lines of posted entries, by entry id, their accounts read once each."""
+    rows: list[tuple[int, int, int]] = []
+    ids = [entry.pk for entry in entries]
+    for start in range(0, len(ids), ENTRIES_PER_INSERT):
+        chunk = ids[start : start + ENTRIES_PER_INSERT]
+        if connection.vendor == "postgresql":  # one array, as _posted sends the keys
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    # Names from the model, values as parameters.
+                    f"SELECT entry_id, account_id, amount_minor FROM {LedgerLine._meta.db_table} "  # noqa: S608
+                    "WHERE entry_id = ANY(%s::bigint[])",
+                    [chunk],
+                )
+                rows += cursor.fetchall()
+        else:
+            rows += LedgerLine.objects.filter(entry_id__in=chunk).values_list("entry_id", "account_id", "amount_minor")
+    accounts = LedgerAccount.objects.in_bulk({account_id for _, account_id, _ in rows})
+    out: dict[int, list[tuple[LedgerAccount, int]]] = {pk: [] for pk in ids}
+    for entry_id, account_id, amount in rows:
+        out[entry_id].append((accounts[account_id], amount))
+    return out
+
+
+def _multiset(lines: Sequence[tuple[LedgerAccount, int]]) -> Counter[tuple[int, int]]:
+    return Counter((account_.pk, amount) for account_, amount in lines)
+
+
+def _same_entry(
+    entry: LedgerEntry, posted: list[tuple[LedgerAccount, int]], event: str, requested: list[tuple[LedgerAccount, int]]
+) -> None:
+    """A key posted before may be asked again only for the same entry (a retry): the same event, the same lines
+    (account and amount, in any order). Memo and reference are words about it, not what it books."""
+    if entry.event != event or _multiset(posted) != _multiset(requested):
+        raise LedgerKeyReused(entry.idempotency_key or "", entry, posted, event, requested)
 
 
 def _insert_entries(new: list[LedgerEntry]) -> None:

@@ -26,12 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Sum
-
 from billing.models import DriverReceipt, LedgerAccount, LedgerEntry, Payment
 from billing.money import round_money
 from billing.services import accounts
-from billing.services.ledger import Leg, balance, from_minor, post, to_minor
+from billing.services.ledger import LedgerKeyReused, Leg, balance, from_minor, post, to_minor
 
 ZERO = Decimal("0")
 
@@ -236,31 +234,31 @@ def driver_payout(*, receivable: LedgerAccount, amount: Decimal, reference: str,
     provider could not make was credited there (billing/finance.py `driver_credits`). The receivable is debited
     back towards zero, the bank credited. The account is locked first, so two payments never both take the same
     credit; more than the credit is refused (ValueError). The key already posted returns its entry if it paid
-    the same amount, and is refused for another amount (the bank reference was used for a different payment)."""
+    the same amount, and is refused for another amount (the bank reference was used for a different payment):
+    the ledger compares them (ledger.LedgerKeyReused), the credit is not weighed again for a key posted before."""
     currency = receivable.currency
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
         raise ValueError("a payment to a driver is a positive amount")
     receivable = LedgerAccount.objects.select_for_update().get(pk=receivable.pk)
-    done = LedgerEntry.objects.filter(idempotency_key=key).first()
-    if done is not None:
-        paid_minor = done.lines.filter(account=receivable).aggregate(total=Sum("amount_minor"))["total"] or 0
-        paid = from_minor(paid_minor, currency)
-        if paid != amount:
-            raise ValueError(f"this reference was booked before for {paid} {currency}, not {amount} {currency}")
-        return done
     to_minor(amount, currency)  # more decimals than the currency has are refused before any comparison
-    owed = -balance(receivable)
-    if owed <= 0:
-        raise ValueError(f"{receivable.code} is not in credit: nothing is owed to the driver in {currency}")
-    if amount > owed:
-        raise ValueError(f"the driver is owed {owed} {currency} ({receivable.code}): {amount} {currency} is more")
-    return post(
-        event="settlement_payout",
-        legs=_legs((receivable, amount), (accounts.bank(receivable.currency), -amount)),
-        memo=f"paid {receivable.code}",
-        reference=reference,
-        idempotency_key=key,
-    )
+    if not LedgerEntry.objects.filter(idempotency_key=key).exists():
+        owed = -balance(receivable)
+        if owed <= 0:
+            raise ValueError(f"{receivable.code} is not in credit: nothing is owed to the driver in {currency}")
+        if amount > owed:
+            raise ValueError(f"the driver is owed {owed} {currency} ({receivable.code}): {amount} {currency} is more")
+    try:
+        return post(
+            event="settlement_payout",
+            legs=_legs((receivable, amount), (accounts.bank(receivable.currency), -amount)),
+            memo=f"paid {receivable.code}",
+            reference=reference,
+            idempotency_key=key,
+        )
+    except LedgerKeyReused as reused:
+        paid = [minor for account, minor in reused.posted if account.pk == receivable.pk]
+        what = f"{from_minor(sum(paid), currency)} {currency}" if paid else f"another payment ({reused.entry.memo})"
+        raise ValueError(f"this reference was booked before for {what}, not {amount} {currency}") from reused
 
 
 def remittance(*, receivable: LedgerAccount, amount: Decimal, reference: str, key: str) -> LedgerEntry:

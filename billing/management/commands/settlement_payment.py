@@ -4,7 +4,8 @@ settlement payment that left or reached our bank, posted to the ledger once per 
 - `--party cpo:<CC*PID> --paid X`: we paid a CPO (its payable shrinks);
 - `--party bap:<bap_id> --received X`: a collecting app paid us what it owed (its receivable shrinks);
 - `--party bap:<bap_id> --paid X`: we paid an app its finder fees (its payable shrinks);
-- a reference booked before is told so for the same amount and refused for another (it names one payment);
+- a reference booked before is told so for the same payment and refused for another amount or account (it
+  names one payment; the ledger refuses a key posted before for another entry: ledger.LedgerKeyReused);
 - `--party driver:<id> --paid X`: we paid a driver (a bank transfer, UPI) what their account holds in credit,
   a refund their provider could not make (the exceptions queue's "Owed on drivers' accounts"): their receivable
   goes back towards zero. Refused above what the account holds, for a driver owed nothing in the currency, and
@@ -21,7 +22,7 @@ from django.db import transaction
 
 from billing.models import LedgerAccount, LedgerEntry
 from billing.services import accounts, postings
-from billing.services.ledger import UnbalancedEntry, balance, from_minor
+from billing.services.ledger import LedgerKeyReused, UnbalancedEntry, balance, from_minor
 from emsp.models import Driver
 
 # Digits of a driver's id: the idempotency key (120 characters) holds it with an 80-character reference.
@@ -65,15 +66,9 @@ class Command(BaseCommand):
             self.pay_driver(who, amount=amount, currency=currency, reference=reference, received=options["received"])
             return
         key = f"settlement-payment:{options['party']}:{reference}"
-        booked = LedgerEntry.objects.filter(idempotency_key=key).first()
-        if booked is not None:
-            # The bank's reference names one payment: the same again is told so, another amount is refused (it had
-            # been answered with the first payment's entry, silently, and the second payment never booked).
-            moved = max((abs(line.amount_minor) for line in booked.lines.all()), default=0)
-            first = from_minor(moved, booked.lines.first().account.currency) if moved else Decimal(0)
-            if first != amount:
-                raise CommandError(f"{reference}: booked before for {first}, not {amount} (one payment a reference)")
-            self.stdout.write(f"{reference}: booked before, nothing posted now")
+        # The bank's reference names one payment: the same again is told so, another is refused by the ledger (it
+        # had been answered with the first payment's entry, silently, and the second payment never booked).
+        before = LedgerEntry.objects.filter(idempotency_key=key).exists()
         try:
             with transaction.atomic():
                 if kind == "cpo":
@@ -87,8 +82,12 @@ class Command(BaseCommand):
                 else:
                     account = accounts.bap_payable(who, currency)
                     postings.payout(payable=account, amount=amount, reference=options["party"], key=key)
+        except LedgerKeyReused as reused:
+            raise CommandError(booked_before(reference, reused, amount)) from reused
         except (UnbalancedEntry, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if before:
+            self.stdout.write(f"{reference}: booked before, nothing posted now")
         self.stdout.write(f"{account.code} {currency}: balance now {balance(account)}")
 
     def pay_driver(self, who: str, *, amount: Decimal, currency: str, reference: str, received: str | None) -> None:
@@ -122,3 +121,14 @@ class Command(BaseCommand):
         if before:
             self.stdout.write(f"{reference}: booked before, nothing posted now")
         self.stdout.write(f"driver {driver_id} {currency}: owed {owed} on their account ({code})")
+
+
+def booked_before(reference: str, reused: LedgerKeyReused, amount: Decimal) -> str:
+    """Why a payment under a reference booked before is refused: another amount, or the same amount to or from
+    another account (an app's remittance under the reference of a payout to it)."""
+    moved = max((abs(minor) for _, minor in reused.posted), default=0)
+    first = from_minor(moved, reused.posted[0][0].currency) if moved else Decimal(0)
+    if first != amount:
+        return f"{reference}: booked before for {first}, not {amount} (one payment a reference)"
+    what = reused.entry.memo or reused.entry.event
+    return f"{reference}: booked before for another payment ({what}), not this one (one payment a reference)"
