@@ -9,7 +9,7 @@ from typing import Any
 
 from emsp.models import Command, Evse, Partner, Token
 from emsp.ports import CommandReply, CpoUnreachable
-from emsp.services.commands import result_messages
+from emsp.services.commands import display_texts, result_messages
 from ocpi import hub, push, sync
 from ocpi.client import OcpiClient, OcpiClientError, object_url, storable_answer
 from ocpi.models import SyncRun
@@ -48,7 +48,9 @@ class OcpiGateway:
             # No CommandResponse to read (no `data`, a list of several, a string): the command is not known to be
             # with the charger, as when the CPO answers with an error.
             raise CpoUnreachable(f"The CPO's CommandResponse could not be read: {exc}") from exc
-        response = storable_answer(response)  # kept on the command: without NUL (PostgreSQL refuses it)
+        # Kept on the command: its spec fields only, the message capped as a CommandResult's (it had been stored
+        # whole, extra fields and all, up to the 20 MB an answer may be), without NUL (PostgreSQL refuses it).
+        response = storable_answer(_command_response_fields(response))
         said = response.get("result")
         result = said.strip().upper() if isinstance(said, str) else ""
         if result not in COMMAND_RESPONSE_TYPES:
@@ -58,6 +60,7 @@ class OcpiGateway:
             raise CpoUnreachable(
                 f"The CPO's CommandResponse could not be read: its result {word} is no CommandResponseType"
             )
+        response["result"] = result
         return CommandReply(
             result=result,
             timeout_seconds=_positive_int(response.get("timeout")),
@@ -90,9 +93,32 @@ class OcpiGateway:
         return run is not None and run.outcome == SyncRun.Outcome.OK
 
 
+def _command_response_fields(response: dict[str, Any]) -> dict[str, Any]:
+    """mod_commands CommandResponse {result, timeout, message?: DisplayText[]}: those fields only. The result as
+    sent (read next: a command with no CommandResponseType fails, nothing of its answer kept), the timeout when it
+    is a number or a short text (read as seconds when it is a positive number), the message as a CommandResult's
+    is kept (commands.display_texts)."""
+    kept: dict[str, Any] = {}
+    if "result" in response:
+        kept["result"] = response["result"]
+    timeout = response.get("timeout")
+    if isinstance(timeout, (bool, int, float)):
+        kept["timeout"] = timeout
+    elif isinstance(timeout, str):
+        kept["timeout"] = timeout[:40]
+    texts = display_texts(response.get("message"))
+    if texts:
+        kept["message"] = texts
+    return kept
+
+
 def _positive_int(value: Any) -> int | None:
+    """The CommandResponse's `timeout` in seconds, or None (our default applies) when it is no positive number:
+    `true` had been read as 1 s (int(True))."""
+    if isinstance(value, bool):
+        return None
     try:
         seconds = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return seconds if seconds > 0 else None

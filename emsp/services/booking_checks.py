@@ -394,8 +394,11 @@ def _reservation_release(booking: Booking, sent: list[Command], now: datetime) -
     )
     if reserve is None or reserve.status in IN_FLIGHT:
         return []
-    if reserve.status == Command.Status.FAILED and reserve.result_type != "ACCEPTED":
-        return []  # refused, or never sent; an ACCEPTED result after the failure: the CPO reserved after all
+    if reserve.status == Command.Status.FAILED and reserve.result_type not in ("ACCEPTED", "TIMEOUT"):
+        # Refused, or never sent. An ACCEPTED result after the failure: the CPO reserved after all; a CommandResult
+        # TIMEOUT: the charge point did not answer the CPO, and may have reserved
+        # (commands.reservation_outcome_unknown).
+        return []
     if reserve.result_type == "CANCELED_RESERVATION":
         return []
     cancels = [c for c in sent if c.type == Command.Type.CANCEL_RESERVATION and c.reservation_id == reservation.pk]

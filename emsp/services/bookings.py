@@ -217,8 +217,9 @@ def on_reservation_finished(event: events.CommandFinished) -> None:
     """The CPO answered a booking's RESERVE_NOW (accepted, refused, or no answer in time). A start the driver
     asked for meanwhile goes out now (on the reservation, or straight to the EVSE). A booking still waiting
     for its driver whose reservation the CPO refused, failed or left unanswered can't go ahead as booked: it
-    is cancelled and the driver told why, with alternatives (a TIMEOUT's reservation is cancelled at the CPO
-    too, in case it was made)."""
+    is cancelled and the driver told why, with alternatives (a reservation of unknown outcome — our TIMEOUT, or
+    the CPO's CommandResult TIMEOUT: the charge point did not answer it — is cancelled at the CPO too, in case it
+    was made)."""
     command = event.command
     if command.type != Command.Type.RESERVE_NOW or command.booking_id is None:
         return
@@ -227,7 +228,7 @@ def on_reservation_finished(event: events.CommandFinished) -> None:
     if waiting and not reservation_pending(booking):
         _start_now(booking)
     elif booking.state == Booking.State.CONFIRMED and command.status != Command.Status.SUCCEEDED:
-        if command.status == Command.Status.TIMEOUT and command.reservation is not None:
+        if commands.reservation_outcome_unknown(command) and command.reservation is not None:
             commands.command_send_after_commit(
                 commands.command_cancel_reservation(reservation=command.reservation, booking=booking)
             )
@@ -483,9 +484,22 @@ def on_evse_status_changed(event: events.EvseStatusChanged) -> None:
 
 
 def on_reservation_cancelled_by_cpo(event: events.ReservationCancelledByCpo) -> None:
-    """The CPO cancelled a reservation it had accepted: its booking is cancelled, the driver told why."""
-    for booking in Booking.objects.filter(reservation=event.reservation, state=Booking.State.CONFIRMED):
-        cancel_by_provider(booking, "the operator cancelled the reservation", code=OPERATOR_CANCELLED)
+    """The CPO cancelled a reservation it had accepted: a booking still waiting for its driver is cancelled, the
+    driver told why (once: a repeated CANCELED_RESERVATION finds it cancelled). A driver who asked to start while
+    the reservation's result was awaited (walk-up) is not left waiting: the start goes straight to the EVSE (sent by
+    on_reservation_finished when the cancel finished the RESERVE_NOW; here if it has not gone yet). Locked, as a
+    start locks the booking: a start at the same moment either comes first (and is seen STARTING) or finds the
+    booking cancelled."""
+    waiting = (
+        Booking.objects.select_for_update()
+        .filter(reservation=event.reservation, state__in=(Booking.State.CONFIRMED, Booking.State.STARTING))
+        .order_by("pk")
+    )
+    for booking in waiting:
+        if booking.state == Booking.State.CONFIRMED:
+            cancel_by_provider(booking, "the operator cancelled the reservation", code=OPERATOR_CANCELLED)
+        elif not _start_sent(booking) and not reservation_pending(booking):
+            _start_now(booking)
 
 
 # --- the clock moves bookings on (beat sweeps) ------------------------------------------------------------

@@ -264,6 +264,29 @@ def _token_refusal(command: Command, now: datetime) -> str:
     return ""
 
 
+# What we keep of a CommandResponse's or CommandResult's `message` (DisplayText[]): a CPO's answer is stored on its
+# command, and only shown.
+MAX_MESSAGES = 10
+MAX_MESSAGE_CHARS = 512
+
+
+def display_texts(messages: Any) -> list[dict[str, str]]:
+    """A CommandResponse's or CommandResult's `message` as we keep it: of its first MAX_MESSAGES entries, the
+    DisplayTexts with a text, each text stripped and cut to MAX_MESSAGE_CHARS and its language to 2 letters; a lone
+    DisplayText is read as a list of one, anything else as none. The CommandResponse's had been stored whole (up to
+    the 20 MB an answer may be), where the CommandResult's was capped (ocpi/views/commands.py)."""
+    if isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list):
+        return []
+    texts = []
+    for item in messages[:MAX_MESSAGES]:
+        if isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"].strip():
+            language = item.get("language") if isinstance(item.get("language"), str) else ""
+            texts.append({"language": language.strip()[:2], "text": item["text"].strip()[:MAX_MESSAGE_CHARS]})
+    return texts
+
+
 def result_messages(result: dict[str, Any]) -> str:
     """The texts of a CommandResponse/CommandResult `message` (DisplayText list), joined. Lenient in: the message
     is optional and only shown, so a CPO's odd one (a number, `true`: a TypeError here had left an ACCEPTED
@@ -401,17 +424,26 @@ def _reserved_after_all(command: Command, result_type: str) -> bool:
 
 def _reservation_cancelled_by_cpo(command: Command, result: dict[str, Any]) -> Command:
     """The CPO cancelled a reservation it had accepted (mod_commands §ReserveNow, CANCELED_RESERVATION). Only
-    a RESERVE_NOW's response_url carries it, and only for a reservation the CPO did not refuse."""
+    a RESERVE_NOW's response_url carries it, and only for a reservation the CPO did not refuse. One still waiting
+    for its result (its ACCEPTED result lost, or still to come after the cancel) is finished as one accepted and
+    then cancelled: SUCCEEDED, with the cancel as its result. Left waiting, a start the driver had asked for
+    meanwhile (walk-up) waited for our sweep to time the RESERVE_NOW out, up to the CPO's whole timeout; now it
+    goes straight to the EVSE (bookings.on_reservation_finished), and a late ACCEPTED result changes nothing."""
     if command.type != Command.Type.RESERVE_NOW or command.status in (Command.Status.QUEUED, Command.Status.FAILED):
         log.info("%s: CommandResult CANCELED_RESERVATION ignored (%s)", command, command.status)
         return command
-    command.result = result
-    command.result_type = result["result"]
-    command.save()
     if command.reservation_id:
+        # Before the command is finished: its effects would otherwise mark the reservation RESERVED.
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
             status=Reservation.Status.CANCELLED
         )
+    if command.status in (Command.Status.SENT, Command.Status.ACCEPTED):
+        _finish(command, Command.Status.SUCCEEDED, result=result)
+    else:
+        command.result = result
+        command.result_type = result["result"]
+        command.save()
+    if command.reservation_id:
         events.publish(events.ReservationCancelledByCpo(command.reservation))
     return command
 
@@ -422,13 +454,25 @@ def _apply_effects(command: Command) -> None:
     succeeded = command.status == Command.Status.SUCCEEDED
     if command.type == Command.Type.RESERVE_NOW:
         new = Reservation.Status.RESERVED if succeeded else Reservation.Status.FAILED
-        if command.status == Command.Status.TIMEOUT:
+        if reservation_outcome_unknown(command):
             return  # unknown outcome: keep holding the EVSE until the reservation expires
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(status=new)
     elif command.type == Command.Type.CANCEL_RESERVATION and succeeded:
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
             status=Reservation.Status.CANCELLED
         )
+
+
+def reservation_outcome_unknown(command: Command) -> bool:
+    """Is this RESERVE_NOW of unknown outcome, so that the charger may hold the reservation: our TIMEOUT (no
+    result in time, or no CommandResponse once it may have reached the CPO), or the CPO's CommandResult TIMEOUT
+    ("no response received from the Charge Point in a reasonable time", recorded FAILED). Both are cancelled at the
+    CPO when their booking can't go ahead (bookings.on_reservation_finished), where the CPO's TIMEOUT had been
+    taken for a refusal and the reservation left for the charger to hold until it expired."""
+    return command.type == Command.Type.RESERVE_NOW and (
+        command.status == Command.Status.TIMEOUT
+        or (command.status == Command.Status.FAILED and command.result_type == "TIMEOUT")
+    )
 
 
 def command_check_timeout(command_id: int, now: datetime | None = None) -> Command | None:

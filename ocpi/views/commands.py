@@ -54,16 +54,9 @@ def command_result(body: dict[str, Any]) -> dict[str, Any]:
         raise OcpiError(transport.INVALID_PARAMETERS, f"result: unknown CommandResultType {str(result)[:40]!r}")
     clean: dict[str, Any] = {"result": result_type}
     messages = body.get("message")
-    if messages is not None:
-        if isinstance(messages, dict):
-            messages = [messages]
-        if not isinstance(messages, list):
-            raise OcpiError(transport.INVALID_PARAMETERS, "message: a list of DisplayText expected")
-        texts = []
-        for item in messages[:10]:
-            if isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"].strip():
-                language = item.get("language") if isinstance(item.get("language"), str) else ""
-                texts.append({"language": language.strip()[:2], "text": item["text"].strip()[:512]})
-        if texts:
-            clean["message"] = texts
+    if messages is not None and not isinstance(messages, (dict, list)):
+        raise OcpiError(transport.INVALID_PARAMETERS, "message: a list of DisplayText expected")
+    texts = commands.display_texts(messages)  # capped as the synchronous CommandResponse's is (ocpi/gateway.py)
+    if texts:
+        clean["message"] = texts
     return clean
