@@ -63,6 +63,13 @@ class BecknSubscriberForm(forms.ModelForm):
             raise forms.ValidationError("A unique key id cannot contain '|' (it separates the parts of keyId).")
         return value
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        valid_from, valid_until = cleaned.get("valid_from"), cleaned.get("valid_until")
+        if valid_from is not None and valid_until is not None and valid_from > valid_until:
+            self.add_error("valid_until", "A key is valid until a time after it is valid from.")
+        return cleaned
+
 
 @admin.register(BecknSubscriber)
 class BecknSubscriberAdmin(admin.ModelAdmin):

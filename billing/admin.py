@@ -1,5 +1,6 @@
-"""Console pages for billing: tariffs, CDRs with their audit, and partner terms. The disputes queue
-(admin_disputes.py) and settlement (admin_settlement.py) have their own modules, registered from here."""
+"""Console pages for billing: tariffs, CDRs with their audit, partner terms, and the driver page with billing's
+rules on a driver's currency. The disputes queue (admin_disputes.py) and settlement (admin_settlement.py) have
+their own modules, registered from here."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html_join
 
 from billing.admin_links import admin_link, audit_of
-from billing.models import Cdr, CdrAudit, Dispute, PartnerTerms, Tariff
+from billing.models import Cdr, CdrAudit, Dispute, LedgerAccount, PartnerTerms, Tariff
+from billing.money import MINOR_UNITS
 from billing.services import held_cdrs
 from billing.services.audit import ACCEPTED, RELEASED, TARIFF_NEWER, VOIDED, WITHDRAWN, accept_as_billed
+from emsp.admin import DriverAdmin
+from emsp.models import Driver
 
 
 @admin.register(Tariff)
@@ -247,6 +251,42 @@ class PartnerTermsAdmin(admin.ModelAdmin):
     list_filter = ("rounding",)
     search_fields = ("partner__name", "partner__party_id")
     list_select_related = ("partner",)
+
+
+class DriverForm(forms.ModelForm):
+    class Meta:
+        model = Driver
+        fields = ("app_id", "name", "email", "phone", "is_blocked", "wallet_limit", "currency")
+
+    def clean_currency(self) -> str:
+        # An ISO 4217 code money is kept in (billing.money): "ZZZ" or a zero-width space was saved, and the
+        # driver's next wallet top-up failed (unknown ISO 4217 currency code).
+        code = self.cleaned_data["currency"].strip().upper()
+        if code not in MINOR_UNITS:
+            raise forms.ValidationError("Enter an ISO 4217 currency code, such as INR or EUR.")
+        return code
+
+
+class BillingDriverAdmin(DriverAdmin):
+    """emsp's driver page (emsp/admin.py), with billing's rules on the currency: an ISO 4217 code, fixed once
+    the ledger holds an account of the driver's (their wallet or receivable, kept in that currency: in another,
+    the balance would be read from an empty account)."""
+
+    form = DriverForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Driver | None = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and LedgerAccount.objects.filter(code__in=_driver_accounts(obj.pk)).exists():
+            fields += ("currency",)
+        return fields
+
+
+def _driver_accounts(driver_id: int) -> list[str]:
+    return [f"driver:{driver_id}:wallet", f"driver:{driver_id}:receivable"]  # billing.services.accounts
+
+
+admin.site.unregister(Driver)
+admin.site.register(Driver, BillingDriverAdmin)
 
 
 # Admin autodiscovery imports only this module: the other console pages register when imported here.

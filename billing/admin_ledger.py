@@ -121,6 +121,8 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
     change_list_template = "admin/billing/ledger/account_change_list.html"
     list_display = ("code", "name", "currency", "kind", "balance")
     list_filter = ("currency", "kind")
+    # A trial balance row's accounts (_rows_url); emsp/admin_lookups.py
+    list_lookups = ("currency__exact", "code__startswith", "code__endswith")
     search_fields = ("code",)
     ordering = ("currency", "code")
 
@@ -345,6 +347,7 @@ class LedgerEntryAdmin(LogAdminMixin, ReadOnlyAdmin):
 
     list_display = ("id", "posted_at", "event", "memo", "reference_link", "amount", "reverses_link")
     list_filter = (LedgerEventFilter, ("posted_at", admin.DateFieldListFilter))
+    list_lookups = ("reference__exact",)  # a payment's entries (PaymentAdmin.ledger_entries); emsp/admin_lookups.py
     search_fields = ("^reference", "=idempotency_key")
     search_help_text = "A reference (cdr:12, payment:7 …) or its beginning, or an idempotency key."
     log_time_field = "posted_at"

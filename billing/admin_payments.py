@@ -114,6 +114,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "failure",
     )
     list_filter = ("status", "provider", "collected_by", "purpose", "currency", "type")
+    list_lookups = ("booking__id__exact",)  # a booking's payments (admin_ledger.reference_url); emsp/admin_lookups.py
     search_fields = (
         "=key",
         "=booking__order_id",

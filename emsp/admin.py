@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, QuerySet
@@ -47,14 +50,55 @@ class EvseInline(admin.TabularInline):
     show_change_link = True
 
 
+class LocationForm(forms.ModelForm):
+    # On the globe (OCPI GeoLocation: latitude -90 to 90, longitude -180 to 180); the model's plain FloatFields
+    # took 999 and 1e308.
+    latitude = forms.FloatField(min_value=-90, max_value=90)
+    longitude = forms.FloatField(min_value=-180, max_value=180)
+
+    class Meta:
+        model = Location
+        fields = (
+            "name",
+            "address",
+            "city",
+            "postal_code",
+            "state",
+            "country",
+            "latitude",
+            "longitude",
+            "time_zone",
+            "publish",
+            "withdrawn_at",
+        )
+
+
 @admin.register(Location)
 class LocationAdmin(admin.ModelAdmin):
     list_display = ("location_id", "name", "city", "country", "partner", "evse_count", "last_updated", "withdrawn_at")
     list_filter = ("partner", "country", "publish", ("withdrawn_at", admin.EmptyFieldListFilter), "time_zone")
     search_fields = ("location_id", "name", "city", "address", "postal_code")
-    readonly_fields = ("partner", "ocpi_key", "data", "received_at")
+    form = LocationForm
+    # What the CPO's updates are matched and ordered by is theirs (as a token's uid and type are ours): a
+    # location edited to another id or party is a new one at the next pull (ocpi_key derives from them), and
+    # one stamped in the future skips every update older than that stamp. Staff publish or withdraw it here.
+    readonly_fields = (
+        "partner",
+        "country_code",
+        "party_id",
+        "location_id",
+        "ocpi_key",
+        "last_updated",
+        "data",
+        "received_at",
+    )
     inlines = [EvseInline]
     list_select_related = ("partner",)
+
+    # Locations come from CPOs only (OCPI): an add form without a partner and a CPO's ids saved no row
+    # (IntegrityError).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Location]:
         return super().get_queryset(request).annotate(n_evses=Count("evses"))
@@ -100,10 +144,26 @@ class EvseAdmin(admin.ModelAdmin):
         "connectors__power_type",
     )
     search_fields = ("uid", "evse_id", "location__name", "location__location_id", "location__city")
-    readonly_fields = ("location", "data", "status_updated_at")
+    # The CPO's: its uid (uid_key matches a CPO's update to it; edited, the next pull made a second EVSE), the
+    # last_updated its updates are ordered by (a stamp in the year 9999 skipped every update after it), and its
+    # coordinates (its own or its location's, as the CPO sent them; the catalogue's radius search reads them).
+    readonly_fields = (
+        "location",
+        "uid",
+        "uid_key",
+        "latitude",
+        "longitude",
+        "last_updated",
+        "data",
+        "status_updated_at",
+    )
     formfield_overrides = JSON_FORM_FIELDS  # capabilities: a NUL is a form error, not a database one
     inlines = [ConnectorInline]
     list_select_related = ("location",)
+
+    # EVSEs come from CPOs only, within their locations (an add form without a location saved no row).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 class TokenInline(admin.TabularInline):
@@ -128,8 +188,10 @@ class DriverAdmin(admin.ModelAdmin):
     list_filter = ("is_blocked",)
     inlines = [TokenInline]
     # The ledger holds a prepaid balance (driver:<id>:wallet); this column mirrors it. Money reaches a wallet
-    # only as a posted top-up (manage.py wallet_top_up), never by editing a number.
-    readonly_fields = ("wallet_balance",)
+    # only as a posted top-up (manage.py wallet_top_up), never by editing a number. A driver's personal data is
+    # erased by manage.py driver_erase, which sets erased_at. The currency is checked on billing's page of this
+    # admin (billing/admin.py), which knows the currencies money is kept in.
+    readonly_fields = ("wallet_balance", "erased_at")
 
     def save_model(self, request: HttpRequest, obj: Driver, form: Any, change: bool) -> None:
         # Blocking a driver makes each of their tokens not valid as we send it: every CPO hears of it.
@@ -417,3 +479,19 @@ class StaffActionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: StaffAction | None = None) -> bool:
         return False
+
+
+class LoginAttemptAdmin(AccessAttemptAdmin):
+    """django-axes' list of failed logins, with its clean-up action working: axes (8.3) reads the time of the
+    attempt being handled from the request, which only its login handlers set (AttributeError here)."""
+
+    @admin.action(description="Clean up expired attempts")
+    def cleanup_expired_attempts(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
+        request.axes_attempt_time = timezone.now()  # type: ignore[attr-defined]
+        count = self.handler.clean_expired_user_attempts(request=request)
+        self.message_user(request, f"Cleaned up {count} expired access attempts.")
+
+
+if admin.site.is_registered(AccessAttempt):  # axes registers its pages unless AXES_ENABLE_ADMIN is off
+    admin.site.unregister(AccessAttempt)
+    admin.site.register(AccessAttempt, LoginAttemptAdmin)

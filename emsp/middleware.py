@@ -1,20 +1,23 @@
 """Request and correlation ids: generated when absent, echoed on the response; every log line carries them
 (emsp/logs.py), and so do the tasks queued and the outbound calls made meanwhile. And the console's refusal of
 parameters it would answer with a server error (a NUL, a date past the last year, a selected row that is no
-key)."""
+key, a lookup a list has no filter for)."""
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, models
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.db import DataError, connection, models
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, QueryDict
 
 from emsp.text import CONTROL_CHARACTERS
+
+logger = logging.getLogger(__name__)
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
@@ -92,7 +95,13 @@ class ConsoleQueryMiddleware:
     - a date drill-down outside the years 1 to 9998, months 1 to 12 or days 1 to 31, or no number
       (`?end_date_time__year=9999` on the CDRs was a server error);
     - an action posted on a list with a selected row that is not one of the list's keys (`_selected_action=abc`
-      was a ValueError in the admin's filter)."""
+      was a ValueError in the admin's filter);
+    - a list's parameter that is none of its own, its filters', its date drill-down's or its links'
+      (emsp/admin_lookups.py): Django's admin passes any lookup on the model's fields to the database, where
+      `?name__regex=(` or `?max_power_w__in=<a 23-digit number>` was a server error.
+
+    And a list whose filters' values the database refused after all (a number past its column, a date past its
+    calendar) goes back to the whole list, as Django's admin does with values it finds wrong itself (`?e=1`)."""
 
     PREFIX = "/admin/"
 
@@ -112,14 +121,19 @@ class ConsoleQueryMiddleware:
         self, request: HttpRequest, view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> HttpResponse | None:
         model_admin = getattr(view, "model_admin", None)  # set on each ModelAdmin view (ModelAdmin.get_urls)
-        match = request.resolver_match
-        if (
-            model_admin is None
-            or request.method != "POST"
-            or "action" not in request.POST
-            or match is None
-            or not (match.url_name or "").endswith("_changelist")
-        ):
+        if model_admin is None or not _is_changelist(request):
+            return None
+        from emsp.admin_lookups import list_parameters  # the admin's (not loaded by the OCPI and Beckn lanes)
+
+        taken = list_parameters(model_admin, request)
+        for name in request.GET:
+            if name not in taken:
+                return HttpResponseBadRequest(
+                    f"The list of {model_admin.model._meta.verbose_name_plural} can't be filtered by {name[:60]!r}: "
+                    "only by the filters it shows.",
+                    content_type="text/plain",
+                )
+        if request.method != "POST" or "action" not in request.POST:
             return None
         key = model_admin.model._meta.pk
         while key.is_relation:  # a key that is a one-to-one link: the key it points at
@@ -130,6 +144,31 @@ class ConsoleQueryMiddleware:
                     f"A selected row ({value[:40]!r}) is not a key of this list.", content_type="text/plain"
                 )
         return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        # A list, filtered, that the database refused to count or read: a filter's value past what its column
+        # or calendar holds, which Django's admin passes on unchecked (a numeric overflow, a date out of range).
+        # A list without filters that fails is a fault of ours, and stays one.
+        if (
+            not isinstance(exception, (DataError, ArithmeticError, ValueError))
+            or request.method not in ("GET", "HEAD")
+            or not request.path_info.startswith(self.PREFIX)
+            or not _is_changelist(request)
+        ):
+            return None
+        from emsp.admin_lookups import ERROR_FLAG, LIST_PARAMETERS
+
+        if all(name in LIST_PARAMETERS for name in request.GET):  # not filtered
+            return None
+        logger.warning("console list %s refused its filters: %r", request.path_info, exception)
+        if ERROR_FLAG in request.GET:
+            return HttpResponseBadRequest("The database refused these filters' values.", content_type="text/plain")
+        return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+
+
+def _is_changelist(request: HttpRequest) -> bool:
+    match = request.resolver_match
+    return match is not None and (match.url_name or "").endswith("_changelist")
 
 
 def _is_key(field: Any, value: str) -> bool:

@@ -609,6 +609,7 @@ class PartnerPartyAdmin(admin.ModelAdmin):
     form = PartnerPartyListForm
     list_display = ("__str__", "partner", "status", "own", "granted_by", "created_at")
     list_filter = ("status", "own")
+    list_lookups = ("partner__id__exact",)  # a partner's further parties (PartnerAdmin.further_parties)
     search_fields = ("country_code", "party_id", "partner__name")
     list_select_related = ("partner",)
     raw_id_fields = ("partner",)
