@@ -8,10 +8,17 @@ connection is made to those checked addresses only ("pinned"): urllib3 does not 
 Otherwise a partner-controlled DNS name could answer a public address to the check and 127.0.0.1 or
 169.254.169.254 to the connection (DNS rebinding, OWASP API7). The URL, the Host header, TLS SNI and
 certificate verification all keep the hostname; only the socket's peer address is pinned.
+
+A request's timeout is one deadline for all of it: connecting, TLS, sending, the answer's headers and its body.
+urllib3's own timeouts apply to each socket operation, so a peer sending a header line or a chunk every little
+while could hold a request (and the worker making it) for as long as it liked: each socket operation here waits
+no longer than the time left (see _DeadlineReader).
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import ipaddress
 import logging
 import socket
@@ -49,6 +56,10 @@ RESOLVE_TTL_SECONDS = 60
 # KiB of gzip inflate to hundreds of MiB: without a cap one reply could take the worker's memory.
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 _READ_CHUNK_BYTES = 64 * 1024
+
+# The shortest wait given to a socket operation once the deadline is (nearly) reached: a timeout of 0 would turn
+# the socket non-blocking (BlockingIOError, not a timeout).
+_LEAST_WAIT_SECONDS = 0.001
 
 
 class OutboundError(Exception):
@@ -103,6 +114,61 @@ class _Pin:
 # steer another thread's connection.
 _pin: ContextVar[_Pin | None] = ContextVar("outbound_pin", default=None)
 
+# When the request this thread (or task) is making must be done, on the time.monotonic() clock; None outside send().
+_deadline: ContextVar[float | None] = ContextVar("outbound_deadline", default=None)
+
+
+def _capped(timeout: Any) -> Any:
+    """`timeout` (a socket timeout: seconds, or None for none), no longer than the time left before this
+    request's deadline. Unchanged outside send()."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), _LEAST_WAIT_SECONDS)
+    return left if not isinstance(timeout, int | float) else min(timeout, left)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket reader under an answer's buffered file: each read from the socket waits only for the time left
+    before the request's deadline, and none starts once it has passed. http.client reads the status line, the
+    headers, chunk sizes and the body through this file, so a peer dripping any of them is cut off at the
+    deadline: the socket's timeout (urllib3's read timeout) bounds each recv, not all of them together."""
+
+    def __init__(self, raw: socket.SocketIO, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+        self._deadline = deadline
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's deadline passed")  # urllib3 makes it a ReadTimeoutError
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._raw.close()  # lets the socket close once its connection has closed it too (socket.makefile)
+
+
+class _DeadlineHTTPResponse(http.client.HTTPResponse):
+    """http.client's answer, read through a _DeadlineReader when made inside send()."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
+        deadline = _deadline.get()
+        if deadline is not None:
+            # Nothing has been read yet: the file's buffer is empty, and detach() hands over its reader unclosed.
+            self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))  # type: ignore[arg-type]
+
 
 def _host_key(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()
@@ -114,11 +180,28 @@ class _PinnedConnectionMixin:
 
     host: str
     port: int
-    timeout: Any
     source_address: tuple[str, int] | None
     socket_options: Any
+    response_class = _DeadlineHTTPResponse
+
+    # The connection's timeout, as urllib3 sets it (connect, then read), is read no longer than the time left
+    # before the deadline: when it connects (to each address), and when it sets the socket's timeout to send
+    # the request (a connection reused) and to wait for the answer.
+    @property
+    def timeout(self) -> Any:
+        return _capped(self._timeout_set)
+
+    @timeout.setter
+    def timeout(self, value: Any) -> None:
+        self._timeout_set = value
 
     def _new_conn(self) -> socket.socket:
+        sock = self._new_socket()
+        # The TLS handshake and the request's sending (on a new connection) wait for the time left after connecting.
+        sock.settimeout(self.timeout)
+        return sock
+
+    def _new_socket(self) -> socket.socket:
         pin = _pin.get()
         if pin is None:  # private networks allowed: resolve and connect as usual
             return super()._new_conn()  # type: ignore[misc]
@@ -266,33 +349,38 @@ def send(
         all_headers["Content-Type"] = "application/json"
     for name, value in (headers or {}).items():
         all_headers[name] = value
-    read_timeout = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
+    # The whole request's time (connect, TLS, send, the answer's headers and body), not each socket read's.
+    seconds = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
     started = time.monotonic()
-    token = None
+    deadline = started + seconds
+    token = deadline_token = None
     try:
         # Set even when None, so that no pin from an enclosing context applies to this request.
         token = _pin.set(_pin_for(url, checked) if checked is not None else None)
+        deadline_token = _deadline.set(deadline)
         response = _pool.request(
             method,
             url,
             body=body,
             headers=all_headers,
-            timeout=urllib3.Timeout(
-                connect=min(settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read_timeout), read=read_timeout
-            ),
+            timeout=urllib3.Timeout(connect=min(settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, seconds), read=seconds),
             redirect=False,
             retries=False,
             preload_content=False,  # read below, in chunks and up to a cap
             decode_content=True,
         )
-        content = _read_capped(response, max_body_bytes())
-    except BodyTooLarge as exc:
+        content = _read_capped(response, max_body_bytes(), deadline)
+    except OutboundError as exc:  # the body too large, or the deadline passed while it came
         log.warning("%s %s failed: %s", method, url, exc)
         raise
     except (HTTPError, OSError, ValueError, TypeError) as exc:  # http.client refusing a header, its value or a URL
         log.warning("%s %s failed: %s", method, url, exc)
+        if time.monotonic() >= deadline:
+            raise OutboundError(f"deadline: no full answer within {seconds:g} s ({type(exc).__name__}: {exc})") from exc
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
     finally:
+        if deadline_token is not None:
+            _deadline.reset(deadline_token)
         if token is not None:
             _pin.reset(token)
     elapsed_ms = int((time.monotonic() - started) * 1000)
@@ -313,9 +401,10 @@ def max_body_bytes() -> int:
     return int(getattr(settings, "OUTBOUND_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
 
 
-def _read_capped(response: urllib3.BaseHTTPResponse, cap: int) -> bytes:
+def _read_capped(response: urllib3.BaseHTTPResponse, cap: int, deadline: float) -> bytes:
     """The body, decompressed as it is read (urllib3 inflates no more than each read asks for), refused once
-    more than `cap` bytes came: the connection is closed then, not drained nor handed back with a body unread."""
+    more than `cap` bytes came or once the deadline (time.monotonic()) passed before it ended: the connection
+    is closed then, not drained nor handed back with a body unread."""
     try:
         chunks: list[bytes] = []
         size = 0
@@ -323,6 +412,8 @@ def _read_capped(response: urllib3.BaseHTTPResponse, cap: int) -> bytes:
             size += len(chunk)
             if size > cap:
                 raise BodyTooLarge(f"answer larger than the {cap} bytes we read (decompressed), not read further")
+            if time.monotonic() >= deadline:
+                raise OutboundError("deadline: the answer's body had not ended when the request's time was up")
             chunks.append(chunk)
     except BaseException:
         response.close()  # a body left unread: this connection is not reused
