@@ -12,7 +12,6 @@ import base64
 import contextlib
 import contextvars
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,13 +32,15 @@ from ocpi.hub import CONFIGURATION_MODULES, Party, routing_headers
 from ocpi.models import OcpiMessage
 from ocpi.normalize import Rejected, unwrap_list_payload
 from ocpi.redact import log_body, redact_tokens, storable
+from ocpi.transport import MAX_BODY_DEPTH, nested_deeper_than
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
-_LINK_NEXT = re.compile(r'<\s*([^>]+?)\s*>\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
-# The same without the angle brackets RFC 8288 puts around the URL: `https://…?offset=10&limit=10; rel="next"`.
-_BARE_LINK_NEXT = re.compile(r'(?:^|,)\s*([^\s<>;,"]+)\s*;[^,]*rel\s*=\s*"?next"?', re.IGNORECASE)
+# A `Link` header longer than this is not read (as if absent): a page names a next and perhaps a previous page,
+# a few hundred characters. A regular expression over a hostile one (`<` and 2,000 spaces) took 12 s of CPU,
+# holding the GIL so that no time limit could stop it.
+MAX_LINK_HEADER = 8192
 
 
 class OcpiClientError(Exception):
@@ -257,11 +258,15 @@ class OcpiClient:
         `ahead`: the next page is asked for before this one is handed over, and awaited in a second thread
         while the caller works on this one (a pull stores a page while the partner prepares the next: without
         it, one waited for the other). The request is made and logged as any other, in order; only the wait
-        for its answer overlaps."""
+        for its answer overlaps.
+
+        A `Link` header longer than MAX_LINK_HEADER is not read (a warning, once a walk): paging goes on as for
+        a page without one."""
         base_params = dict(params or {})
         offset = int(base_params.get("offset", 0))
         next_url: str | None = with_params(url, base_params)
         seen_urls: set[str] = set()
+        oversized_link = False
         waiting: _Ahead | None = None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocpi-page-ahead") if ahead else None
         try:
@@ -284,6 +289,14 @@ class OcpiClient:
                     ) from exc
                 total = _int_header(reply, "X-Total-Count")
                 header = reply.header("Link")
+                if header and len(header) > MAX_LINK_HEADER and not oversized_link:
+                    oversized_link = True  # said once a walk: every page of such a partner may carry one
+                    log.warning(
+                        "GET %s: a Link header of %d characters (more than %d) is not read: paging on as without one",
+                        next_url[:500],
+                        len(header),
+                        MAX_LINK_HEADER,
+                    )
                 named = _link_target(header)
                 link = _next_link(header, url)
                 refused = bool(named and not link)
@@ -413,14 +426,19 @@ def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = N
         body = orjson.loads(response.content) if response.content.strip() else None
     except orjson.JSONDecodeError:
         return _reply(response, problem=f"the body is not JSON: {_excerpt(quoted)!r}")
+    if nested_deeper_than(body, MAX_BODY_DEPTH):
+        # orjson reads 1024 levels; no OCPI object nests more than a few, and str() of such a value (a status_message,
+        # a role) raised RecursionError out of the client: a 500 on our credentials endpoint, a pull left RUNNING.
+        return _reply(response, problem=f"JSON nested deeper than {MAX_BODY_DEPTH} levels: {_excerpt(quoted)!r}")
     if not isinstance(body, dict) or "status_code" not in body:
         what = "empty" if body is None else f"JSON without an OCPI envelope: {_excerpt(quoted)!r}"
         return _reply(response, data=body, problem=f"the body is {what}")
     try:
         status_code = int(body["status_code"])
     except (TypeError, ValueError, OverflowError):
-        return _reply(response, data=body, problem=f"status_code {_excerpt(str(body['status_code']).encode())!r}")
+        return _reply(response, data=body, problem=f"status_code {_excerpt(orjson.dumps(body['status_code']))!r}")
     stamp = body.get("timestamp")
+    message = body.get("status_message")
     return _reply(
         response,
         status_code=status_code,
@@ -429,7 +447,7 @@ def _parse_reply(response: outbound.OutboundResponse, *, shown: bytes | None = N
         # had left its command SENT, its transaction rolled back, and a push sent again for ever). `data` is left
         # as the partner sent it: pulled objects go through the normalizers, and what is stored of an answer
         # otherwise is made storable where it is kept (`storable_answer`).
-        message=storable(str(body.get("status_message") or "")),
+        message=storable(message if isinstance(message, str) else ""),
         timestamp=stamp[:64] if isinstance(stamp, str) else "",
     )
 
@@ -581,11 +599,73 @@ def _int_header(reply: OcpiReply, name: str) -> int | None:
 
 
 def _link_target(header: str | None) -> str | None:
-    """The URL a `Link` header names as rel="next", in angle brackets or, failing that, bare; None without one."""
-    if not header:
+    """The URL a `Link` header (RFC 8288) names as rel="next", in angle brackets or bare (`https://…; rel="next"`,
+    as some partners send it; one in brackets first); None without one, or when the header is longer than
+    MAX_LINK_HEADER. Read in one pass, without regular expressions: each link-value's URL, then its
+    `;`-separated parameters up to the next `,` outside a quoted string; its first `rel` (quoted or not, any
+    case) names a next page when `next` is one of its space-separated relation types."""
+    if not header or len(header) > MAX_LINK_HEADER:
         return None
-    match = _LINK_NEXT.search(header) or _BARE_LINK_NEXT.search(header)
-    return match.group(1) if match else None
+    bare = None
+    for target, params, bracketed in _link_values(header):
+        if target and _rel_names_next(params):
+            if bracketed:
+                return target
+            bare = bare or target
+    return bare
+
+
+def _link_values(header: str) -> Iterator[tuple[str, str, bool]]:
+    """(URL, parameters, whether the URL was in angle brackets) of each link-value of a `Link` header; the URL is
+    "" where none can be read (a bare one holding a space or a quote). Junk before a `<` is skipped; an unclosed
+    `<` ends the header. Each character is looked at once or twice: the time is linear in the header's length."""
+    pos, size = 0, len(header)
+    while pos < size:
+        while pos < size and header[pos] in " \t,":
+            pos += 1
+        start = pos
+        while pos < size and header[pos] not in "<;,":
+            pos += 1
+        if pos < size and header[pos] == "<":
+            closing = header.find(">", pos + 1)
+            if closing == -1:
+                return
+            target, pos, bracketed = header[pos + 1 : closing].strip(), closing + 1, True
+        else:
+            bracketed = False
+            target = header[start:pos].strip()
+            if any(c in target for c in ' \t"'):
+                target = ""
+        end = _param_end(header, pos)
+        if target or end > pos:
+            yield target, header[pos:end], bracketed
+        pos = end + 1
+
+
+def _param_end(header: str, pos: int) -> int:
+    """Where the link-value's parameters starting at `pos` end: the next `,` outside a quoted string (or the end)."""
+    quoted = False
+    size = len(header)
+    while pos < size:
+        char = header[pos]
+        if char == '"':
+            quoted = not quoted
+        elif char == "\\" and quoted:
+            pos += 1
+        elif char == "," and not quoted:
+            return pos
+        pos += 1
+    return size
+
+
+def _rel_names_next(params: str) -> bool:
+    """Whether a link-value's parameters (`; rel="prev next"; title=…`) name the `next` relation: RFC 8288 §3.3,
+    only the first `rel` counts, its value case-insensitive and perhaps several space-separated types."""
+    for param in params.split(";"):
+        name, equals, value = param.partition("=")
+        if equals and name.strip().lower() == "rel":
+            return "next" in value.strip().strip('"').lower().split()
+    return False
 
 
 def _next_link(header: str | None, endpoint_url: str) -> str | None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from emsp.models import Partner, ci_key, hash_token, new_credentials_token
@@ -114,6 +114,17 @@ class PartnerEndpoints:
     version: str
     endpoints: list[dict[str, str]]
     use_base64: bool
+    # Endpoints of the partner's version details that were not kept (_endpoints_kept), in words.
+    dropped: list[str] = field(default_factory=list)
+
+
+# More endpoints than any version details need (a dozen modules, each in two roles at most): the rest is not kept.
+# partner.endpoints is read on every request the partner makes to us.
+MAX_PARTNER_ENDPOINTS = 100
+# An endpoint URL as the Credentials `url`: string(255) (credentials.asciidoc), printable ASCII.
+MAX_ENDPOINT_URL = 255
+# A module identifier or a role: a word (ModuleID, InterfaceRole); anything longer is no endpoint of ours to call.
+MAX_ENDPOINT_WORD = 64
 
 
 def fetch_partner_endpoints(
@@ -132,51 +143,136 @@ def fetch_partner_endpoints(
 
 
 def _fetch_endpoints(client: OcpiClient, url: str, version: str | None) -> PartnerEndpoints:
+    """The partner's version details of `version` (or of the best version both offer), its endpoints as kept
+    (`_endpoints_kept`). Only strings are taken of what it sends (a version, a URL): str() of a deeply nested
+    value had exhausted Python's stack."""
     reply = client.get(url, module="versions")
     data = reply.data
     if isinstance(data, dict) and "endpoints" in data:
         # A partner that hands out its version-details URL as the "versions" URL.
         details = data
-        chosen_version = str(data.get("version") or "").strip()
+        chosen_version = _text(data.get("version"), number=True)
         if chosen_version not in versions.SUPPORTED or (version and chosen_version != version):
             raise OcpiClientError(f"partner's version details are for OCPI {chosen_version!r}", ocpi_status=3002)
     else:
         offered = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
         by_version = {
-            str(v.get("version", "")).strip(): str(v.get("url") or "").strip()
+            _text(v.get("version"), number=True): _text(v.get("url"))
             for v in offered
-            if isinstance(v, dict) and v.get("url")
+            if isinstance(v, dict) and _text(v.get("url"))
         }
         chosen_version = version if version in by_version else None if version else versions.negotiate(by_version)
         if chosen_version is None:
             wanted = version or " / ".join(versions.SUPPORTED)
-            raise OcpiClientError(f"partner offers no OCPI {wanted} (offers {sorted(by_version)})", ocpi_status=3002)
+            offers = sorted(v[:20] for v in by_version)[:20]
+            raise OcpiClientError(f"partner offers no OCPI {wanted} (offers {offers})", ocpi_status=3002)
         details_url = by_version[chosen_version]
         try:
             details = unwrap_object_payload(client.get(details_url, module="versions").data)
         except Rejected as exc:
             # `data` not one object (a string, a number, a list of several): an answer, but no version details.
             raise OcpiReplyError(f"GET {details_url}: not version details ({exc})") from exc
+        stated = details.get("version")
+        if stated not in (None, "") and _text(stated, number=True) != chosen_version:
+            # The details at the URL its versions list gives for one version are of another (2.1.1 endpoints,
+            # without roles, taken as 2.2.1 ones): refused as the same mismatch is above.
+            shown = _text(stated, number=True)[:20] or type(stated).__name__
+            raise OcpiClientError(
+                f"partner's version details at {details_url[:200]} are for OCPI {shown!r}, not {chosen_version}",
+                ocpi_status=3002,
+            )
     listed = details.get("endpoints") or []
     if not isinstance(listed, list):
         # version_information_endpoint, *VersionDetails*: endpoints is Endpoint * (a list); 5 or "x" says nothing.
         raise OcpiReplyError(f"version details: endpoints is {type(listed).__name__}, not a list of Endpoint objects")
-    endpoints = []
-    for endpoint in listed:
-        if not isinstance(endpoint, dict) or not endpoint.get("identifier") or not endpoint.get("url"):
+    endpoints, dropped = _endpoints_kept(listed)
+    if dropped:
+        log.warning("version details of %s: endpoints not kept: %s", url[:200], "; ".join(dropped))
+    return PartnerEndpoints(version=chosen_version, endpoints=endpoints, use_base64=client.use_base64, dropped=dropped)
+
+
+def _text(value: Any, *, number: bool = False) -> str:
+    """A partner's string, stripped; "" for anything else (a list, an object), or also for a number unless
+    `number` (a version some partners send as 2.2)."""
+    if isinstance(value, str):
+        return value.strip()
+    if number and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def _endpoints_kept(listed: list[Any]) -> tuple[list[dict[str, str]], list[str]]:
+    """The Endpoint objects we keep of version details, and what was left out, in words (the first few, and
+    how many more). Kept: a string identifier and role (a word each; no role in 2.1.1) and an http(s) URL of at
+    most MAX_ENDPOINT_URL printable characters; the first of each identifier and role (Partner.endpoint_url
+    reads the first too); at most MAX_PARTNER_ENDPOINTS. A NUL in what we would keep refuses the details
+    (OcpiReplyError): no column holds one, and PostgreSQL refused the partner's save with a 500."""
+    kept: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    notes: list[str] = []
+    unnoted = repeated = beyond = 0
+
+    def drop(note: str) -> None:
+        nonlocal unnoted
+        if len(notes) < 10:
+            notes.append(note)
+        else:
+            unnoted += 1
+
+    for index, endpoint in enumerate(listed):
+        if not isinstance(endpoint, dict):
+            drop(f"endpoints[{index}] is not an Endpoint object")
             continue
-        endpoints.append(
-            {
-                "identifier": str(endpoint["identifier"]).strip().lower(),
-                "role": str(endpoint.get("role") or "").strip().upper(),
-                "url": str(endpoint["url"]).strip(),
-            }
-        )
-    return PartnerEndpoints(version=chosen_version, endpoints=endpoints, use_base64=client.use_base64)
+        identifier = _text(endpoint.get("identifier")).lower()
+        role = _text(endpoint.get("role")).upper()
+        url = _text(endpoint.get("url"))
+        if any("\x00" in text for text in (identifier, role, url)):
+            raise OcpiReplyError(f"version details: endpoints[{index}] holds a NUL character")
+        if not identifier or not url:
+            drop(f"endpoints[{index}] has no identifier or url string")
+        elif len(identifier) > MAX_ENDPOINT_WORD or not transport.is_printable_text(identifier):
+            drop(f"endpoints[{index}].identifier is no module name")
+        elif len(role) > MAX_ENDPOINT_WORD or not transport.is_printable_text(role):
+            drop(f"endpoints[{index}].role ({identifier}) is no role")
+        elif not _callable_url(url):
+            drop(
+                f"endpoints[{index}].url ({identifier}) is not an http(s) URL of at most {MAX_ENDPOINT_URL} printable "
+                f"characters: {url[:60]!r}"
+            )
+        elif (identifier, role) in seen:
+            repeated += 1
+        elif len(kept) >= MAX_PARTNER_ENDPOINTS:
+            beyond += 1
+        else:
+            seen.add((identifier, role))
+            kept.append({"identifier": identifier, "role": role, "url": url})
+    if unnoted:
+        notes.append(f"{unnoted} more not usable")
+    if repeated:
+        notes.append(f"{repeated} repeating an identifier and role listed before (the first is kept)")
+    if beyond:
+        notes.append(f"{beyond} beyond the first {MAX_PARTNER_ENDPOINTS}")
+    return kept, notes
+
+
+def _callable_url(url: str) -> bool:
+    """An endpoint URL we may call: http or https with a host, at most MAX_ENDPOINT_URL printable ASCII characters
+    (a gopher: or file: URL had been stored, to be refused only when called)."""
+    if len(url) > MAX_ENDPOINT_URL or not transport.is_printable_text(url):
+        return False
+    scheme, separator, rest = url.partition("://")
+    return bool(separator) and scheme.lower() in ("http", "https") and bool(rest.split("/", 1)[0].strip())
 
 
 def _missing_modules(endpoints: list[dict[str, str]]) -> set[str]:
     return REQUIRED_PARTNER_MODULES - {e["identifier"] for e in endpoints}
+
+
+def _missing_said(missing: set[str], endpoints: PartnerEndpoints) -> str:
+    """The required modules missing from the partner's version details, and the endpoints left out of them (one
+    with a URL we would not call may be why)."""
+    said = f"{sorted(missing)}"
+    return f"{said} (not kept of its version details: {'; '.join(endpoints.dropped)})" if endpoints.dropped else said
 
 
 # More roles than any platform serves (a hub's parties come through HubClientInfo): refused before any is looked
@@ -386,7 +482,9 @@ def _fetch_or_3001(partner: Partner, credentials: dict[str, Any], version: str) 
         raise OcpiError(transport.UNABLE_TO_USE_CLIENT_API, f"Could not use your versions endpoint: {exc}") from exc
     missing = _missing_modules(endpoints.endpoints)
     if missing:
-        raise OcpiError(transport.NO_MATCHING_ENDPOINTS, f"Missing required modules: {sorted(missing)}")
+        raise OcpiError(
+            transport.NO_MATCHING_ENDPOINTS, f"Missing required modules: {_missing_said(missing, endpoints)}"
+        )
     return endpoints
 
 
@@ -456,14 +554,20 @@ def register_with_partner(
     missing = _missing_modules(endpoints.endpoints)
     if missing:
         # credentials.asciidoc: the sender must not POST when the receiver lacks required endpoints.
-        raise RegistrationError(f"the partner lacks required modules: {sorted(missing)}")
+        raise RegistrationError(f"the partner lacks required modules: {_missing_said(missing, endpoints)}")
     credentials_url = next(e["url"] for e in endpoints.endpoints if e["identifier"] == "credentials")
 
     # The CPO will call our versions endpoint with Token B before answering, so B must work first.
     token_b = new_credentials_token()
     if partner is None:
         partner = _provisional_partner(name)
-    before = _Before(partner.state, partner.incoming_token_hash, partner.outgoing_token_base64)
+    before = _Before(
+        partner.pk,
+        partner.country_code == "ZZ",
+        partner.state,
+        partner.incoming_token_hash,
+        partner.outgoing_token_base64,
+    )
     if partner.state == Partner.State.UNREGISTERED:
         partner.state = Partner.State.NEW  # registering again: Token B must authenticate while the CPO checks us
     partner.incoming_token_hash = hash_token(token_b)
@@ -477,7 +581,7 @@ def register_with_partner(
         answer = _validate_credentials(unwrap_object_payload(reply.data), endpoints.version)
     except (OcpiClientError, OcpiError, Rejected) as exc:
         # Rejected: an OCPI answer whose data is no Credentials object at all (a number, a list of several).
-        _undo_registration(partner, before, token_b)
+        _undo_registration(before, token_b)
         raise RegistrationError(f"credentials POST refused: {exc}", known=(token_a, token_b)) from exc
     own = (
         party.replace(":", "*").strip().upper()
@@ -487,23 +591,37 @@ def register_with_partner(
     answer["roles"] = hub.hub_first(answer["roles"], answer["hub_party_id"], own)
 
     try:
-        partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
+        # One transaction: a save that fails (a value the database refuses) rolls back the party adopted and
+        # a merge into the partner staff set up, and the attempt is undone as for a refusal. Saved one by one,
+        # the provisional row had stayed renamed to the CPO's party, in state NEW, Token B working.
+        with transaction.atomic():
+            partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
+            partner.token_a_hash = ""
+            _apply_connection(
+                partner,
+                endpoints=endpoints,
+                versions_url=versions_url,
+                roles=answer["roles"],
+                their_token=answer["token"],
+                our_token=token_b,
+                registering=True,
+            )
+            partner.save()
+            push.tokens_to_new_partner(partner)
     except RegistrationError:
-        _undo_registration(partner, before, token_b)
+        _undo_registration(before, token_b)
         raise
-    partner.token_a_hash = ""
-    _apply_connection(
-        partner,
-        endpoints=endpoints,
-        versions_url=versions_url,
-        roles=answer["roles"],
-        their_token=answer["token"],
-        our_token=token_b,
-        registering=True,
-    )
-    with transaction.atomic():
-        partner.save()
-        push.tokens_to_new_partner(partner)
+    except DatabaseError as exc:
+        _undo_registration(before, token_b)
+        log.exception("registering with %s: the CPO's answer could not be stored", versions_url[:200])
+        raise RegistrationError(
+            f"the CPO took our credentials, but its answer could not be stored ({type(exc).__name__}); nothing "
+            "was kept: register again once it is fixed",
+            known=(token_a, token_b, answer["token"]),
+        ) from exc
+    except Exception:  # whatever else failed before the partner was saved connected: nothing of it stays either
+        _undo_registration(before, token_b)
+        raise
     log.info("registered with %s", partner)
     return partner
 
@@ -518,14 +636,17 @@ def _provisional_partner(name: str) -> Partner:
 
 @dataclass(frozen=True)
 class _Before:
-    """What a registration attempt changes on a partner before the CPO answers, as it was."""
+    """What a registration attempt changes on a partner before the CPO answers, as it was: `pk` the row the
+    attempt holds Token B on, `provisional` when it was made for the attempt (ZZ*…)."""
 
+    pk: int
+    provisional: bool
     state: str
     incoming_token_hash: str
     outgoing_token_base64: bool
 
 
-def _undo_registration(partner: Partner, before: _Before, token_b: str) -> None:
+def _undo_registration(before: _Before, token_b: str) -> None:
     """The CPO refused us or answered as a party we won't take: nothing of the attempt remains. Token B stops
     working, and the token the partner had works again (a connected partner's calls go on as before).
 
@@ -533,8 +654,8 @@ def _undo_registration(partner: Partner, before: _Before, token_b: str) -> None:
     changed the partner's token meanwhile stands — staff unregistering it (its tokens revoked) or the partner's
     own credentials PUT with Token B (the Token C we gave it). Put back blindly, a revoked token would work again
     and the token we just gave would not."""
-    ours = Partner.objects.filter(pk=partner.pk, incoming_token_hash=hash_token(token_b))
-    if partner.country_code == "ZZ":
+    ours = Partner.objects.filter(pk=before.pk, incoming_token_hash=hash_token(token_b))
+    if before.provisional:
         ours.delete()  # a provisional row made for this attempt
     else:
         ours.update(

@@ -326,6 +326,19 @@ def check_json(value: Any) -> None:
             stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
 
 
+def nested_deeper_than(value: Any, limit: int = MAX_BODY_DEPTH) -> bool:
+    """Whether decoded JSON nests deeper than `limit` levels (counted as check_json counts them). Iterative:
+    orjson reads 1024 levels, and str() or a recursive walk of such a value exhausts Python's stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit or (depth == limit and item):  # its members are a level deeper
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse_query_int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):

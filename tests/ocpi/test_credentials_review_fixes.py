@@ -2,26 +2,34 @@
 an odd answer to our registration POST leaves nothing behind; odd version details are 3001, never a 500; two
 pushes of one token in flight leave the CPO with the token as it is; a rotation answered by a gateway error or
 a page that is not OCPI keeps both tokens; a refused re-registration keeps a connected partner's token; no
-RegistrationError text carries a credentials token."""
+RegistrationError text carries a credentials token. Hostile answers: a Link header costs no more than its
+length, deeply nested JSON and a NUL in version details are refused (3001, a RegistrationError, a failed pull),
+never a 500; version details of another version are 3002; endpoint URLs we would not call, repeats and more than
+a hundred endpoints are not stored; a registration whose save fails leaves nothing behind."""
 
 from __future__ import annotations
 
 import base64
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import DataError
 from django.test import Client
 from django.urls import reverse
 
 from emsp import outbox
 from emsp.models import Delivery, Partner, Token, hash_token
+from emsp.models.breakers import CircuitBreaker
 from emsp.services import tokens as token_services
-from ocpi import push, transport
+from ocpi import push, sync, transport
 from ocpi.client import OcpiClient, OcpiClientError, OcpiReplyError
 from ocpi.credentials import RegistrationError, RotationError, register_with_partner, rotate_credentials, unregister
-from ocpi.models import CredentialsRotation, PushDelivery
+from ocpi.models import CredentialsRotation, OcpiMessage, PushDelivery, SyncRun
 from tests.conftest import OcpiTestClient
 from tests.factories import DriverFactory, PartnerFactory
 from tests.fakes import FakePeer, envelope
@@ -444,3 +452,346 @@ def test_the_partners_put_during_a_failed_re_registration_stands(peer: FakePeer)
     transport.forget_cached_tokens()
     assert works(given[0])
     assert not works(OLD_IN)
+
+
+# -- 5. hostile answers: a Link header, deeply nested JSON, a NUL, details of another version, odd endpoints ----------
+
+DEEP = b"[" * 1000 + b"]" * 1000  # orjson reads it (1024 levels at most); str() of it recurses past Python's limit
+ENDPOINT = "http://127.0.0.1:9/ocpi/cpo/2.2.1"  # tests/factories.py PartnerFactory
+
+
+def registered_cpo(peer: FakePeer, *, versions_body: Any = None, details_body: Any = None) -> None:
+    """script_cpo with either answer given as it is (raw bytes: JSON that no dict can hold for the test)."""
+    script_cpo(peer)
+    if versions_body is not None:
+        peer.route("GET", f"{CPO}/versions", (200, versions_body))
+    if details_body is not None:
+        peer.route("GET", f"{CPO}/2.2.1", (200, details_body))
+
+
+def cpo_takes_our_post(peer: FakePeer) -> None:
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, envelope({**CPO_CREDENTIALS, "token": "token-c-from-cpo"})))
+
+
+def endpoints_with(index: int, **changed: Any) -> list[dict[str, Any]]:
+    endpoints: list[dict[str, Any]] = details()["endpoints"]
+    endpoints[index] = {**endpoints[index], **changed}
+    return endpoints
+
+
+def post_credentials(token_a: str) -> dict[str, Any]:
+    response = OcpiTestClient(token_a).post("/ocpi/2.2.1/credentials", CPO_CREDENTIALS)
+    assert response.status_code == 200, response.content[:300]
+    return response.json()
+
+
+def assert_nothing_stored(partner: Partner) -> None:
+    """A CPO's POST refused: the partner waits as it did, its Token A still good for another try."""
+    partner.refresh_from_db()
+    assert (partner.state, partner.outgoing_token, partner.incoming_token_hash, partner.endpoints) == (
+        Partner.State.TOKEN_A_ISSUED,
+        "",
+        "",
+        [],
+    )
+    assert partner.token_a_hash
+
+
+def assert_registration_left_nothing(peer: FakePeer) -> None:
+    """Our registration failed: no partner row (the provisional one gone), Token B works nowhere."""
+    assert not Partner.objects.exists()
+    for call in peer.requests_to("/credentials"):
+        assert not works(call["json"]["token"])
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "<" + " " * 2000,  # 11.7 s with the regular expression
+        "<" * 60_000,  # 40 s
+        "<https://127.0.0.1:9/ocpi/cpo/2.2.1/tariffs?offset=0&limit=10>; rel=prev, " * 1000,  # 75 KB
+        "<" + "a " * 3000 + ";rel=next",
+    ],
+    ids=["open-bracket-and-spaces", "brackets", "long-list", "unclosed-under-the-limit"],
+)
+def test_a_pull_whose_link_header_is_hostile_ends_in_well_under_a_second(peer: FakePeer, link: str) -> None:
+    partner = PartnerFactory()
+    peer.route("GET", f"{ENDPOINT}/tariffs", lambda call: (200, envelope([]), {"Link": link}))
+    started = time.monotonic()
+    run = sync.sync_module(partner, "tariffs", full=True)
+    elapsed = time.monotonic() - started
+    assert run is not None and run.outcome == SyncRun.Outcome.OK, run and run.error
+    assert elapsed < 1.0, f"one page with a {len(link)}-character Link header took {elapsed:.1f} s"
+
+
+def walked(peer: FakePeer, link: str) -> list[str]:
+    """The URLs a walk asks for when the first page (one object, no total) carries `link`."""
+    url = f"{ENDPOINT}/locations"
+
+    def cpo(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        first = call["url"] == url
+        return 200, envelope([{"id": "L1"}] if first else []), {"Link": link} if first else {}
+
+    peer.route("GET", url, cpo)
+    for _ in OcpiClient(PartnerFactory()).iter_pages(url, module="locations"):
+        pass
+    return [call["url"].removeprefix(url) for call in peer.calls]
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f'<{ENDPOINT}/locations?offset=1>; rel="next"',
+        f"<{ENDPOINT}/locations?offset=1>;rel=next",
+        f'<{ENDPOINT}/locations?offset=1>; REL="Next"',
+        f'<{ENDPOINT}/locations?offset=1>; rel="prev next"',
+        f'< {ENDPOINT}/locations?offset=1 >; rel="next"',
+        f'<{ENDPOINT}/locations?offset=0>; rel="prev", <{ENDPOINT}/locations?offset=1>; rel="next"',
+        f'<{ENDPOINT}/locations?offset=1>; title="first, then"; rel="next"',
+        f'{ENDPOINT}/locations?offset=1; rel="next"',  # without the angle brackets
+    ],
+)
+def test_a_next_link_is_read_as_rfc_8288_writes_it(peer: FakePeer, link: str) -> None:
+    assert walked(peer, link) == ["", "?offset=1"]
+
+
+def test_a_link_with_a_comma_in_its_url_is_followed_whole(peer: FakePeer) -> None:
+    assert walked(peer, f'<{ENDPOINT}/locations?ids=a,b>; rel="next"') == ["", "?ids=a,b"]
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f'<{ENDPOINT}/locations?offset=1>; rel="prev"',
+        f'<{ENDPOINT}/locations?offset=1>; rel="nextpage"',
+        f"<{ENDPOINT}/locations?offset=1",  # no closing bracket
+    ],
+)
+def test_a_link_naming_no_next_page_is_the_end(peer: FakePeer, link: str) -> None:
+    assert walked(peer, link) == [""]
+
+
+def test_a_link_header_longer_than_a_few_kilobytes_is_not_read(
+    peer: FakePeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = f'<{ENDPOINT}/locations?offset=1>; rel="next", ' + f'<{ENDPOINT}/locations>; rel="first", ' * 200
+    with caplog.at_level(logging.WARNING, logger="ocpi.client"):
+        assert walked(peer, link) == [""]  # as without one: no total, so that page was the list
+    assert f"a Link header of {len(link)} characters" in caplog.text
+
+
+def test_a_deeply_nested_status_message_in_the_versions_answer_is_3001_not_a_500(
+    peer: FakePeer, waiting_partner: tuple[Partner, str]
+) -> None:
+    partner, token_a = waiting_partner
+    registered_cpo(peer, versions_body=b'{"status_code": 1000, "status_message": ' + DEEP + b', "data": []}')
+    body = post_credentials(token_a)
+    assert body["status_code"] == 3001
+    assert "nested deeper than" in body["status_message"]
+    assert_nothing_stored(partner)
+
+
+def test_a_deeply_nested_role_in_the_version_details_is_3001_not_a_500(
+    peer: FakePeer, waiting_partner: tuple[Partner, str]
+) -> None:
+    partner, token_a = waiting_partner
+    first = f'{{"identifier": "locations", "url": "{CPO}/2.2.1/locations", "role": '.encode() + DEEP + b"}"
+    rest = b",".join(orjson.dumps(e) for e in details()["endpoints"])
+    registered_cpo(
+        peer,
+        details_body=b'{"status_code": 1000, "data": {"version": "2.2.1", "endpoints": ['
+        + first
+        + b","
+        + rest
+        + b"]}}",
+    )
+    assert post_credentials(token_a)["status_code"] == 3001
+    assert_nothing_stored(partner)
+
+
+def test_deeply_nested_versions_when_we_register_are_a_registration_error(peer: FakePeer) -> None:
+    registered_cpo(peer, versions_body=b'{"status_code": 1000, "data": [{"version": ' + DEEP + b', "url": "x"}]}')
+    with pytest.raises(RegistrationError, match="cannot read the partner's versions"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", name="X")
+    assert_registration_left_nothing(peer)
+
+
+def test_a_deeply_nested_status_code_is_a_failed_request_counted_and_logged(peer: FakePeer) -> None:
+    partner = PartnerFactory()
+    peer.route("GET", f"{ENDPOINT}/locations", (200, b'{"status_code": ' + DEEP + b"}"))
+    with pytest.raises(OcpiReplyError, match="nested deeper than"):
+        OcpiClient(partner).get(f"{ENDPOINT}/locations", module="locations")
+    assert OcpiMessage.objects.filter(partner=partner, module="locations").exclude(error="").exists()
+    assert CircuitBreaker.objects.get(partner=partner, module="locations").failures == 1
+
+
+def test_a_pull_answered_with_a_deeply_nested_status_message_fails_and_the_others_go_on(peer: FakePeer) -> None:
+    partner = PartnerFactory()
+    peer.route("GET", f"{ENDPOINT}/locations", (200, b'{"status_code": 1000, "status_message": ' + DEEP + b"}"))
+    for module in ("tariffs", "sessions", "cdrs"):
+        peer.route("GET", f"{ENDPOINT}/{module}", (200, envelope([])))
+    runs = sync.sync_partner(partner, full=True)
+    assert [(r.module, r.outcome) for r in runs] == [
+        ("locations", SyncRun.Outcome.FAILED),
+        ("tariffs", SyncRun.Outcome.OK),
+        ("sessions", SyncRun.Outcome.OK),
+        ("cdrs", SyncRun.Outcome.OK),
+    ]
+    assert "nested deeper than" in runs[0].error
+    assert not SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING).exists()
+
+
+@pytest.mark.parametrize("field", ["url", "identifier", "role"])
+def test_a_nul_in_the_version_details_is_3001_not_a_500(
+    peer: FakePeer, waiting_partner: tuple[Partner, str], field: str
+) -> None:
+    partner, token_a = waiting_partner
+    value = {"url": f"{CPO}/2.2.1/loc\x00ations", "identifier": "loc\x00ations", "role": "SEN\x00DER"}[field]
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints_with(1, **{field: value})})
+    body = post_credentials(token_a)
+    assert body["status_code"] == 3001
+    assert "NUL" in body["status_message"]
+    assert_nothing_stored(partner)
+
+
+def test_a_nul_in_the_version_details_on_put_is_3001_and_the_old_tokens_stay(peer: FakePeer) -> None:
+    partner = connected()
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints_with(2, url=f"{CPO}/2.2.1/ta\x00riffs")})
+    response = OcpiTestClient(OLD_IN).put("/ocpi/2.2.1/credentials", {**CPO_CREDENTIALS, "token": "new-b"})
+    assert response.json()["status_code"] == 3001
+    partner.refresh_from_db()
+    assert (partner.outgoing_token, partner.incoming_token_hash) == (OLD_OUT, hash_token(OLD_IN))
+
+
+def test_a_nul_in_the_version_details_when_we_register_is_a_registration_error(peer: FakePeer) -> None:
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints_with(2, url=f"{CPO}/2.2.1/ta\x00riffs")})
+    cpo_takes_our_post(peer)
+    with pytest.raises(RegistrationError, match="NUL"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", name="X")
+    assert not peer.requests_to("/credentials")  # refused before the CPO gave us a token
+    assert_registration_left_nothing(peer)
+
+
+def test_a_registration_whose_save_fails_leaves_nothing_behind(peer: FakePeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPO took our POST and answered with Token C, then storing the partner failed: the provisional row had
+    stayed, renamed to the CPO's party, in state NEW, with Token B working."""
+    script_cpo(peer)
+    cpo_takes_our_post(peer)
+
+    def fails(partner: Partner) -> None:
+        raise DataError("unsupported Unicode escape sequence")
+
+    monkeypatch.setattr(push, "tokens_to_new_partner", fails)
+    with pytest.raises(RegistrationError, match="could not be stored") as raised:
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", name="X")
+    assert "token-c-from-cpo" not in str(raised.value)
+    assert_registration_left_nothing(peer)
+
+
+def test_a_failed_save_leaves_the_partner_staff_set_up_as_it_was(
+    peer: FakePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPO answered as the party of a partner staff set up (not connected): the provisional row merges into
+    it. A save failing then leaves that partner as it was and no provisional row."""
+    staff_made = PartnerFactory(
+        country_code="IN", party_id="CPA", state=Partner.State.NEW, outgoing_token="", endpoints=[]
+    )
+    script_cpo(peer)
+    cpo_takes_our_post(peer)
+
+    def fails(partner: Partner) -> None:
+        raise DataError("unsupported Unicode escape sequence")
+
+    monkeypatch.setattr(push, "tokens_to_new_partner", fails)
+    with pytest.raises(RegistrationError):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", name="X")
+    assert list(Partner.objects.values_list("pk", "state", "incoming_token_hash", "outgoing_token")) == [
+        (staff_made.pk, Partner.State.NEW, "", "")
+    ]
+    assert not works(peer.requests_to("/credentials")[0]["json"]["token"])
+
+
+def details_of_211() -> dict[str, Any]:
+    return {"version": "2.1.1", "endpoints": [{"identifier": m, "url": f"{CPO}/2.1.1/{m}"} for m in MODULES]}
+
+
+def test_details_of_another_version_than_the_one_registered_in_are_3002(
+    peer: FakePeer, waiting_partner: tuple[Partner, str]
+) -> None:
+    """The versions list says 2.2.1 is at {CPO}/2.2.1, but what is there are 2.1.1 details (no roles): they had
+    been taken, the partner CONNECTED in 2.2.1 with 2.1.1 endpoints."""
+    partner, token_a = waiting_partner
+    script_cpo(peer, details_of_211())
+    body = post_credentials(token_a)
+    assert body["status_code"] == 3002
+    assert "'2.1.1'" in body["status_message"]
+    assert_nothing_stored(partner)
+
+
+def test_details_of_another_version_when_we_register_are_a_registration_error(peer: FakePeer) -> None:
+    script_cpo(peer, details_of_211())
+    cpo_takes_our_post(peer)
+    with pytest.raises(RegistrationError, match=r"are for OCPI '2\.1\.1', not 2\.2\.1"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", name="X")
+    assert_registration_left_nothing(peer)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "gopher://127.0.0.1:6379/_FLUSHALL",
+        "file:///etc/passwd",
+        "/ocpi/2.2.1/tariffs",
+        "http://",
+        f"{CPO}/2.2.1/tariffs?pad=" + "x" * 300,
+        f"{CPO}/2.2.1/ta\triffs",
+        ["http://127.0.0.1:9999/ocpi/2.2.1/tariffs"],
+    ],
+    ids=["gopher", "file", "relative", "no-host", "too-long", "control-character", "not-a-string"],
+)
+def test_an_endpoint_url_we_would_not_call_is_not_stored(
+    peer: FakePeer, waiting_partner: tuple[Partner, str], url: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    partner, token_a = waiting_partner
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints_with(2, url=url)})  # tariffs
+    with caplog.at_level(logging.WARNING, logger="ocpi.credentials"):
+        assert post_credentials(token_a)["status_code"] == 1000
+    partner.refresh_from_db()
+    assert partner.state == Partner.State.CONNECTED
+    assert partner.endpoint_url("tariffs", "SENDER") is None
+    assert [e["identifier"] for e in partner.endpoints] == [m for m in MODULES if m != "tariffs"]
+    assert "endpoints[2].url (tariffs)" in caplog.text or "endpoints[2] has no identifier or url" in caplog.text
+
+
+def test_a_required_endpoint_whose_url_we_would_not_call_is_3003_saying_why(
+    peer: FakePeer, waiting_partner: tuple[Partner, str]
+) -> None:
+    partner, token_a = waiting_partner
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints_with(1, url="gopher://127.0.0.1:6379/_FLUSHALL")})
+    body = post_credentials(token_a)
+    assert body["status_code"] == 3003
+    assert "['locations']" in body["status_message"] and "gopher://" in body["status_message"]
+    assert_nothing_stored(partner)
+
+
+def test_a_huge_list_of_repeated_endpoints_is_stored_once_each(
+    peer: FakePeer, waiting_partner: tuple[Partner, str]
+) -> None:
+    partner, token_a = waiting_partner
+    repeated = details()["endpoints"] * 20_000  # 140,000 Endpoint objects
+    repeated[7] = {**repeated[7], "url": f"{CPO}/2.2.1/credentials-again"}  # a repeat of the first: not taken
+    script_cpo(peer, {"version": "2.2.1", "endpoints": repeated})
+    assert post_credentials(token_a)["status_code"] == 1000
+    partner.refresh_from_db()
+    assert partner.endpoints == details()["endpoints"]
+
+
+def test_at_most_a_hundred_endpoints_are_stored(peer: FakePeer, waiting_partner: tuple[Partner, str]) -> None:
+    partner, token_a = waiting_partner
+    many = details()["endpoints"] + [
+        {"identifier": f"module{i}", "role": "SENDER", "url": f"{CPO}/2.2.1/module{i}"} for i in range(500)
+    ]
+    script_cpo(peer, {"version": "2.2.1", "endpoints": many})
+    assert post_credentials(token_a)["status_code"] == 1000
+    partner.refresh_from_db()
+    assert partner.endpoints == many[:100]
