@@ -660,12 +660,29 @@ def _param_end(header: str, pos: int) -> int:
 
 def _rel_names_next(params: str) -> bool:
     """Whether a link-value's parameters (`; rel="prev next"; title=…`) name the `next` relation: RFC 8288 §3.3,
-    only the first `rel` counts, its value case-insensitive and perhaps several space-separated types."""
-    for param in params.split(";"):
+    only the first `rel` counts, its value case-insensitive and perhaps several space-separated types. A `;`
+    inside a quoted value (`title="see also; rel=prev"`) separates nothing."""
+    for param in _params_of(params):
         name, equals, value = param.partition("=")
         if equals and name.strip().lower() == "rel":
             return "next" in value.strip().strip('"').lower().split()
     return False
+
+
+def _params_of(params: str) -> Iterator[str]:
+    """A link-value's `;`-separated parameters, a `;` inside a quoted string (with its `\\` escapes) kept in it."""
+    start, pos, size, quoted = 0, 0, len(params), False
+    while pos < size:
+        char = params[pos]
+        if char == '"':
+            quoted = not quoted
+        elif char == "\\" and quoted:
+            pos += 1
+        elif char == ";" and not quoted:
+            yield params[start:pos]
+            start = pos + 1
+        pos += 1
+    yield params[start:]
 
 
 def _next_link(header: str | None, endpoint_url: str) -> str | None:

@@ -256,9 +256,11 @@ def _endpoints_kept(listed: list[Any]) -> tuple[list[dict[str, str]], list[str]]
 
 
 def _callable_url(url: str) -> bool:
-    """An endpoint URL we may call: http or https with a host, at most MAX_ENDPOINT_URL printable ASCII characters
-    (a gopher: or file: URL had been stored, to be refused only when called)."""
-    if len(url) > MAX_ENDPOINT_URL or not transport.is_printable_text(url):
+    """An endpoint URL we may call: http or https with a host, at most MAX_ENDPOINT_URL printable characters and no
+    white space (a gopher: or file: URL had been stored, to be refused only when called). Not ASCII only: a 2.2.1
+    URL is a string(255), printable UTF-8, and a host may be an international name (outbound.py sends it as IDNA)
+    or a path hold a city's name."""
+    if len(url) > MAX_ENDPOINT_URL or not url.isprintable() or any(char.isspace() for char in url):
         return False
     scheme, separator, rest = url.partition("://")
     return bool(separator) and scheme.lower() in ("http", "https") and bool(rest.split("/", 1)[0].strip())

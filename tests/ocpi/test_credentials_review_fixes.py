@@ -548,6 +548,7 @@ def walked(peer: FakePeer, link: str) -> list[str]:
         f'< {ENDPOINT}/locations?offset=1 >; rel="next"',
         f'<{ENDPOINT}/locations?offset=0>; rel="prev", <{ENDPOINT}/locations?offset=1>; rel="next"',
         f'<{ENDPOINT}/locations?offset=1>; title="first, then"; rel="next"',
+        f'<{ENDPOINT}/locations?offset=1>; title="see also; rel=prev"; rel="next"',  # a quoted `;` separates nothing
         f'{ENDPOINT}/locations?offset=1; rel="next"',  # without the angle brackets
     ],
 )
@@ -745,9 +746,10 @@ def test_details_of_another_version_when_we_register_are_a_registration_error(pe
         "http://",
         f"{CPO}/2.2.1/tariffs?pad=" + "x" * 300,
         f"{CPO}/2.2.1/ta\triffs",
+        f"{CPO}/2.2.1/ta riffs",
         ["http://127.0.0.1:9999/ocpi/2.2.1/tariffs"],
     ],
-    ids=["gopher", "file", "relative", "no-host", "too-long", "control-character", "not-a-string"],
+    ids=["gopher", "file", "relative", "no-host", "too-long", "control-character", "space", "not-a-string"],
 )
 def test_an_endpoint_url_we_would_not_call_is_not_stored(
     peer: FakePeer, waiting_partner: tuple[Partner, str], url: Any, caplog: pytest.LogCaptureFixture
@@ -761,6 +763,26 @@ def test_an_endpoint_url_we_would_not_call_is_not_stored(
     assert partner.endpoint_url("tariffs", "SENDER") is None
     assert [e["identifier"] for e in partner.endpoints] == [m for m in MODULES if m != "tariffs"]
     assert "endpoints[2].url (tariffs)" in caplog.text or "endpoints[2] has no identifier or url" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["https://ocpi.stadtwerke-müllheim.de/cpo", "https://ocpi.example.com/cpo/München"],
+    ids=["international-host", "utf8-path"],
+)
+def test_a_cpo_whose_endpoint_urls_are_not_ascii_registers(
+    peer: FakePeer, waiting_partner: tuple[Partner, str], base: str
+) -> None:
+    """2.2.1 types: a URL is a string(255), printable UTF-8 (outbound.py sends an international host as IDNA)."""
+    partner, token_a = waiting_partner
+    endpoints = [
+        {"identifier": m, "role": "RECEIVER" if m in RECEIVERS else "SENDER", "url": f"{base}/2.2.1/{m}"}
+        for m in MODULES
+    ]
+    script_cpo(peer, {"version": "2.2.1", "endpoints": endpoints})
+    assert post_credentials(token_a)["status_code"] == 1000
+    partner.refresh_from_db()
+    assert partner.endpoint_url("locations", "SENDER") == f"{base}/2.2.1/locations"
 
 
 def test_a_required_endpoint_whose_url_we_would_not_call_is_3003_saying_why(
