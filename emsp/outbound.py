@@ -185,8 +185,8 @@ class _PinnedConnectionMixin:
     response_class = _DeadlineHTTPResponse
 
     # The connection's timeout, as urllib3 sets it (connect, then read), is read no longer than the time left
-    # before the deadline: when it connects (to each address), and when it sets the socket's timeout to send
-    # the request (a connection reused) and to wait for the answer.
+    # before the deadline: when it connects (to each address), and when it sets the socket's timeout to wait for
+    # the answer. While the request is sent, the socket waits for the time left (send below).
     @property
     def timeout(self) -> Any:
         return _capped(self._timeout_set)
@@ -197,9 +197,20 @@ class _PinnedConnectionMixin:
 
     def _new_conn(self) -> socket.socket:
         sock = self._new_socket()
-        # The TLS handshake and the request's sending (on a new connection) wait for the time left after connecting.
+        # The TLS handshake waits no longer than the connect timeout, nor than the time left after connecting.
         sock.settimeout(self.timeout)
         return sock
+
+    def send(self, data: Any) -> None:
+        """http.client's send of the request's headers and of each piece of its body, waiting for the time left
+        before the deadline: the socket's timeout bounds a whole sendall, and urllib3 leaves it at the connect
+        timeout while the request is sent, which cut a large body flowing steadily to a slow reader (a big
+        on_search to a slow BAP) after 3 s (2 s for a quiet BAP), on every retry alike."""
+        if self.sock is None and self.auto_open:  # type: ignore[attr-defined]
+            self.connect()  # type: ignore[attr-defined]  # a new plain connection, at its first send
+        if self.sock is not None and _deadline.get() is not None:
+            self.sock.settimeout(_capped(None))
+        super().send(data)  # type: ignore[misc]
 
     def _new_socket(self) -> socket.socket:
         pin = _pin.get()
@@ -231,17 +242,36 @@ class _PinnedConnectionMixin:
 
 
 class _HandshakeMarkedMixin:
-    """An HTTPS connection whose TLS failures while connecting are TlsHandshakeError."""
+    """An HTTPS connection whose TLS failures while connecting are TlsHandshakeError, a handshake that does not
+    finish in time too: Python raises that as a socket timeout (TimeoutError "The handshake operation timed out"),
+    not an SSLError, which urllib3 made a ReadTimeoutError, as if the request might have gone out."""
 
     host: str
+    _tcp_connected = False  # within connect(): the TCP connection is made, the TLS handshake under way
+    _handshake_wait: float | None = None  # how long the handshake may take (the socket's timeout then)
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        self._tcp_connected, self._handshake_wait = True, sock.gettimeout()
+        return sock
 
     def connect(self) -> None:
+        self._tcp_connected = False
         try:
             super().connect()  # type: ignore[misc]
         except (ssl.SSLError, urllib3.exceptions.SSLError) as exc:  # ssl.CertificateError is an ssl.SSLError
             if isinstance(exc, TlsHandshakeError):
                 raise
             raise TlsHandshakeError(f"TLS handshake with {self.host} failed: {exc}") from exc
+        except TimeoutError as exc:
+            # Only once connected: a TCP connect that times out is urllib3's ConnectTimeoutError (not a TimeoutError).
+            if not self._tcp_connected:
+                raise
+            wait = f" within {self._handshake_wait:.3g} s" if self._handshake_wait is not None else ""
+            raise TlsHandshakeError(
+                f"TLS handshake with {self.host} did not finish{wait} (the connect timeout, or the time left before"
+                f" the request's deadline if less; {exc}): no request was sent"
+            ) from exc
 
 
 # Named like urllib3's own classes: their names appear in error texts (logged, and carried by OutboundError),

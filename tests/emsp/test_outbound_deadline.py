@@ -23,6 +23,8 @@ import pytest
 from django.test import override_settings
 
 from emsp import outbound
+from emsp.ports import CpoUnreachable
+from emsp.services.commands import may_have_reached_cpo
 
 DRIP_SECONDS = 4.0  # how long a dripping peer keeps sending before it finishes its answer
 OK_BODY = b'{"status_code":1000}'
@@ -249,6 +251,122 @@ def test_connecting_to_one_checked_address_after_another_stays_within_the_deadli
     assert waits[1] == pytest.approx(0.5, abs=0.1)
     # Still told apart as never sent (emsp/services/commands.py reads the cause).
     assert "ConnectTimeoutError" in str(failed.value)
+
+
+def _counts_as_not_sent(error: BaseException) -> bool:
+    """Would a command whose request failed with `error` be taken as never having reached the CPO?"""
+    try:
+        raise CpoUnreachable("no CommandResponse") from error
+    except CpoUnreachable as wrapped:
+        return not may_have_reached_cpo(wrapped)
+
+
+@pytest.mark.parametrize(
+    ("connect_timeout", "timeout"), [(3.0, 1.0), (0.5, 3.0)], ids=["the-deadline", "the-connect-timeout"]
+)
+@override_settings(ALLOW_PRIVATE_NETWORKS=True)
+def test_a_tls_handshake_that_never_completes_counts_as_not_sent(connect_timeout: float, timeout: float) -> None:
+    """A peer that takes the connection and never answers the ClientHello: Python raises a socket timeout
+    (TimeoutError "The handshake operation timed out"), not an SSLError. urllib3 had made it a ReadTimeoutError
+    ("Read timed out. (read timeout=0.001)"), taken as a request that may have reached the CPO: a RESERVE_NOW
+    became TIMEOUT, not FAILED, and a needless CANCEL_RESERVATION was sent."""
+    port, thread = _server(lambda conn: time.sleep(1.5))
+    started = time.monotonic()
+    with (
+        override_settings(OUTBOUND_CONNECT_TIMEOUT_SECONDS=connect_timeout),
+        pytest.raises(outbound.OutboundError, match=r"TLS handshake with 127\.0\.0\.1 did not finish") as failed,
+    ):
+        url = f"https://127.0.0.1:{port}/ocpi/2.2.1/commands/RESERVE_NOW"
+        outbound.send("POST", url, json={"a": 1}, timeout=timeout)
+    elapsed = time.monotonic() - started
+    thread.join(10)
+    # Bounded as before: by the connect timeout, or the request's time if that is shorter.
+    limit = min(connect_timeout, timeout)
+    assert limit - 0.1 < elapsed < limit + 0.4, f"the handshake was waited for {elapsed:.1f} s (limit {limit} s)"
+    assert isinstance(failed.value.__cause__, outbound.TlsHandshakeError)
+    assert "Read timed out" not in str(failed.value)
+    assert _counts_as_not_sent(failed.value), repr(failed.value)
+
+
+@override_settings(ALLOW_PRIVATE_NETWORKS=False, OUTBOUND_CONNECT_TIMEOUT_SECONDS=0.3)
+def test_a_tcp_connect_timeout_to_an_https_peer_is_still_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a timeout once connected is a handshake that did not finish: one while connecting stays urllib3's
+    ConnectTimeoutError (also not sent), never reaching the handshake."""
+    monkeypatch.setattr(outbound, "_resolve", lambda host: ("93.184.215.14",))
+
+    def create_connection(address: tuple[str, int], timeout: float, **kwargs: Any) -> socket.socket:
+        time.sleep(timeout)  # a connect that never completes: nothing leaves this machine
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(outbound.urllib3_connection, "create_connection", create_connection)
+    with pytest.raises(outbound.OutboundError, match="ConnectTimeoutError") as failed:
+        outbound.send("POST", "https://cpo.example/ocpi/2.2.1/commands/RESERVE_NOW", json={"a": 1}, timeout=1.0)
+    assert not isinstance(failed.value.__cause__, outbound.TlsHandshakeError)
+    assert isinstance(failed.value.__cause__, outbound.ConnectTimeoutError)
+    assert _counts_as_not_sent(failed.value)
+
+
+# Larger than what the kernel buffers between the two sockets hold (about 3.9 MB on loopback here): sendall waits
+# for the peer to read. (Shrinking the peer's receive buffer once connected stalls loopback TCP in retransmits.)
+LARGE_BODY = b"{" + b'"a":1,' * (8 * 1024 * 1024 // 6) + b'"z":0}'
+
+
+def _slow_reader(got: list[int], *, wait: float, answer: bool = True) -> Serve:
+    """A peer (a busy BAP) that reads nothing for `wait` seconds, then reads the body and answers."""
+
+    def serve(conn: socket.socket) -> None:
+        time.sleep(wait)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        received = len(head.split(b"\r\n\r\n", 1)[1])
+        while received < length:
+            part = conn.recv(min(65536, length - received))
+            if not part:
+                break
+            received += len(part)
+        got.append(received)
+        if answer:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + OK_BODY)
+
+    return serve
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@override_settings(ALLOW_PRIVATE_NETWORKS=True, OUTBOUND_CONNECT_TIMEOUT_SECONDS=0.5)
+def test_a_large_body_sent_within_the_deadline_is_not_cut(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending had been bounded by the connect timeout (urllib3 leaves the socket's timeout at it while the request
+    goes out, and it bounds a whole sendall): a body larger than the kernel's buffers, to a peer that reads it more
+    slowly, was cut after the connect timeout (ProtocolError 'Connection aborted.', TimeoutError) however much of
+    the request's time was left: a large on_search to a slow BAP failed the same way on every retry."""
+    tls = _self_signed_tls(tmp_path, monkeypatch) if scheme == "https" else None
+    got: list[int] = []
+    port, thread = _server(_slow_reader(got, wait=0.8), tls=tls)
+    started = time.monotonic()
+    response = outbound.send("POST", f"{scheme}://127.0.0.1:{port}/on_search", body=LARGE_BODY, timeout=4.0)
+    elapsed = time.monotonic() - started
+    thread.join(10)
+    assert response.status == 200
+    assert got == [len(LARGE_BODY)]
+    assert elapsed > 0.8  # sending really took longer than the connect timeout (0.5 s)
+
+
+@override_settings(ALLOW_PRIVATE_NETWORKS=True, OUTBOUND_CONNECT_TIMEOUT_SECONDS=0.5)
+def test_a_body_the_peer_does_not_read_is_cut_at_the_deadline() -> None:
+    """Sending is still bounded, by the request's time: a peer that reads none of a large body holds the request
+    no longer than its timeout."""
+    got: list[int] = []
+    port, thread = _server(_slow_reader(got, wait=2.5, answer=False))
+    started = time.monotonic()
+    with pytest.raises(outbound.OutboundError, match="deadline"):
+        outbound.send("POST", f"http://127.0.0.1:{port}/on_search", body=LARGE_BODY, timeout=1.5)
+    elapsed = time.monotonic() - started
+    thread.join(10)
+    assert 1.4 < elapsed < 2.0, f"sending took {elapsed:.1f} s with a 1.5 s timeout"
+    assert got and got[0] < len(LARGE_BODY)  # the connection was closed before the whole body went out
 
 
 def _self_signed_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
