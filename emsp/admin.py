@@ -201,8 +201,35 @@ class DriverAdmin(admin.ModelAdmin):
                 token_services.driver_tokens_changed(driver=obj)
 
 
+class TokenForm(forms.ModelForm):
+    class Meta:
+        model = Token
+        fields = (
+            "driver",
+            "uid",
+            "type",
+            "contract_id",
+            "visual_number",
+            "issuer",
+            "group_id",
+            "valid",
+            "whitelist",
+            "language",
+            "is_blocked",
+            "expires_at",
+            "allowed_partners",
+        )
+
+    def clean_language(self) -> str:
+        # "EN" is taken as "en" (the model takes ISO 639-1 as written: lower-case). Only ASCII is lowered: the
+        # Kelvin sign (U+212A) lowers to an ASCII "k" and would pass.
+        language = str(self.cleaned_data.get("language") or "")
+        return language.lower() if language.isascii() else language
+
+
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
+    form = TokenForm
     list_display = (
         "uid",
         "type",

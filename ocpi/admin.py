@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from emsp.admin_logs import LogAdminMixin
-from emsp.models import Partner, PartnerParty, ci_key
+from emsp.models import Partner, PartnerParty, Token, ci_key
 from emsp.roles import PULL_PARTNER, VIEW_PARTNER_CREDENTIALS
 from emsp.services.partners import party_holder, party_objects_moved
 from emsp.services.staff import form_changes, staff_action_record
@@ -204,6 +204,21 @@ class PartnerAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # one at a time, each checked (has_delete_permission above)
         return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        # Tokens restricted to the partner stop it being deleted (_deletable): say why, not a bare 403.
+        partner = self.get_object(request, object_id)
+        if partner is not None and super().has_delete_permission(request, partner):
+            restricted = list(_tokens_restricted_to(partner).values_list("uid", flat=True)[:6])
+            if restricted:
+                named = ", ".join(restricted[:5]) + (", …" if len(restricted) > 5 else "")
+                messages.error(
+                    request,
+                    f"{partner} can't be deleted: tokens are restricted to it ({named}). A token left with no "
+                    "partner may charge at every CPO; change their partners first (each change is pushed).",
+                )
+                return HttpResponseRedirect(reverse("admin:emsp_partner_change", args=[partner.pk]))
+        return super().delete_view(request, object_id, extra_context)
 
     def delete_model(self, request: HttpRequest, obj: Partner) -> None:
         staff_action_record(user=request.user, verb="delete", obj=obj, details={"party": obj.party_key})
@@ -424,7 +439,14 @@ def _deletable(partner: Partner) -> bool:
     if partner.state == Partner.State.CONNECTED:
         return False
     records = (partner.sessions, partner.cdrs, partner.disputes, partner.settlements, partner.commands)
-    return not any(related.exists() for related in records)
+    return not any(related.exists() for related in records) and not _tokens_restricted_to(partner).exists()
+
+
+def _tokens_restricted_to(partner: Partner) -> QuerySet[Token]:
+    """Our tokens restricted to this partner (alone or among others). The restriction rows go with a deleted
+    partner, and a token left with none may charge anywhere (Token.allowed_status): one restricted to it alone
+    was opened to every CPO, unpushed, while the CPOs holding it still had it as not valid."""
+    return Token.objects.filter(allowed_partners=partner).order_by("uid")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -3,6 +3,7 @@ of mod_commands, and the catalogue as we hold it (GET on our Locations receiver)
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -31,18 +32,38 @@ def token_as_ocpi(token: Token, partner: Partner | None = None) -> dict[str, Any
         "uid": token.uid,
         "type": token.type,
         "contract_id": token.contract_id,
-        "issuer": token.issuer,
+        # Required (mod_tokens): made printable, never left out.
+        "issuer": _printable(token.issuer) or settings.OCPI_BUSINESS_NAME[:64],
         "valid": token_is_valid(token, partner),
         "whitelist": token.whitelist,
         "last_updated": format_datetime(token.last_updated),
     }
-    if token.visual_number:
-        obj["visual_number"] = token.visual_number
+    if visual_number := _printable(token.visual_number):
+        obj["visual_number"] = visual_number
     if token.group_id:
         obj["group_id"] = token.group_id
-    if token.language:
-        obj["language"] = token.language
+    if language := _language(token.language):
+        obj["language"] = language
     return obj
+
+
+# The model checks these (emsp/models/drivers.py); rows stored before it did are sent as the spec has them: a
+# CPO that refuses the PUT refuses every later one of the token too (a block, an invalidation), all full PUTs.
+_ISO_639_1 = re.compile(r"[a-z]{2}")
+
+
+def _printable(value: str) -> str:
+    """OCPI string is printable UTF-8: each tab, line break or other non-printable character becomes a space,
+    and the spaces are collapsed into one (a "CARD\r\n7" is sent as "CARD 7")."""
+    if value.isprintable():
+        return value
+    return " ".join("".join(c if c.isprintable() else " " for c in value).split())
+
+
+def _language(value: str) -> str:
+    """ISO 639-1 (string(2)), lower-case; anything else is left out (the field is optional)."""
+    language = value.lower() if value.isascii() else value
+    return language if _ISO_639_1.fullmatch(language) else ""
 
 
 def token_is_valid(token: Token, partner: Partner | None = None, now: datetime | None = None) -> bool:

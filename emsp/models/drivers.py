@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -63,6 +64,19 @@ ocpi_ci_string = RegexValidator(
     r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\Z",
     "Only printable ASCII, with no space at either end (OCPI CiString).",
 )
+# A uid is a segment of the URLs a CPO calls us on (…/tokens/{token_uid}/authorize): a `/` in it, sent encoded
+# (%2F), finds no route and is refused (ocpi/transport.py), so a token issued with one could never be authorized.
+token_uid_without_slash = RegexValidator(
+    r"/", "No '/': a CPO could not ask us to authorize the token (its uid is part of the URL).", inverse_match=True
+)
+# mod_tokens: language is string(2), "Language Code ISO 639-1" (lower-case, as the spec's own examples).
+iso_639_1_code = RegexValidator(r"^[a-z]{2}\Z", "Two lower-case letters: an ISO 639-1 language code (en, hi).")
+
+
+def ocpi_string(value: str) -> None:
+    """OCPI `string`: "printable UTF-8 characters" (types.asciidoc) — a tab or a line break is not one."""
+    if not value.isprintable():
+        raise ValidationError("Printable characters only: no tab, line break or other control character.")
 
 
 class Token(models.Model):
@@ -88,16 +102,16 @@ class Token(models.Model):
         NOT_ALLOWED = "NOT_ALLOWED"
 
     driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="tokens")
-    uid = models.CharField(max_length=36, validators=[ocpi_ci_string])
+    uid = models.CharField(max_length=36, validators=[ocpi_ci_string, token_uid_without_slash])
     uid_key = models.CharField(max_length=36, editable=False)
     type = models.CharField(max_length=12, choices=Type.choices, default=Type.RFID)
     contract_id = models.CharField(max_length=36, validators=[ocpi_ci_string])
-    visual_number = models.CharField(max_length=64, blank=True)
-    issuer = models.CharField(max_length=64)
+    visual_number = models.CharField(max_length=64, blank=True, validators=[ocpi_string])
+    issuer = models.CharField(max_length=64, validators=[ocpi_string])
     group_id = models.CharField(max_length=36, blank=True, validators=[ocpi_ci_string])
     valid = models.BooleanField(default=True)
     whitelist = models.CharField(max_length=16, choices=Whitelist.choices, default=Whitelist.ALLOWED)
-    language = models.CharField(max_length=2, blank=True)
+    language = models.CharField(max_length=2, blank=True, validators=[iso_639_1_code])
     is_blocked = models.BooleanField(default=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     allowed_partners = models.ManyToManyField(
@@ -123,6 +137,12 @@ class Token(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         self.uid_key = ci_key(self.uid)
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def clean(self) -> None:
+        # The database's token_unique_uid_type is on uid_key, which no form holds, so a form's own unique checks
+        # skip it: a uid taken (in any case) was an IntegrityError, a 500.
+        if self.uid and self.type and Token.objects.by_uid(self.uid, self.type).exclude(pk=self.pk).exists():
+            raise ValidationError({"uid": f"A {self.type} token with this uid (in any case) exists already."})
 
     def allowed_status(self, now: datetime, partner: Partner | None = None) -> str:
         """The AllowedType real-time authorization answers for this token (mod_tokens §AllowedType)."""
