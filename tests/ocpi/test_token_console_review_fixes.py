@@ -181,6 +181,45 @@ def test_a_token_keeps_its_own_uid_when_edited(admin: Client, driver: Driver) ->
     assert Token.objects.get(pk=token.pk).visual_number == "CARD 1"
 
 
+def as_posted(page: Any, **changed: str) -> dict[str, Any]:
+    """A token's change form posted back as a browser would, every field as shown, with `changed`."""
+    form = page.context["adminform"].form
+    data: dict[str, Any] = {}
+    for name in form.fields:
+        value = form[name].value()
+        if isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        elif isinstance(value, (list, tuple)):
+            data[name] = [str(v) for v in value]
+        else:
+            data[name] = "" if value is None else str(value)
+    data.pop("expires_at", None)
+    return {**data, "expires_at_0": "", "expires_at_1": "", "_save": "Save", **changed}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [{"visual_number": "CARD\t7"}, {"issuer": "Open\teMSP"}, {"language": "1"}, {"language": "ÄÖ"}],
+    ids=["visual_number-tab", "issuer-tab", "language-1", "language-AeOe"],
+)
+def test_a_token_stored_before_the_checks_can_be_blocked_on_its_page(admin: Client, stored: dict[str, str]) -> None:
+    """Blocking a stolen card on its page had been refused for a value staff did not touch."""
+    token = TokenFactory(**stored)  # as stored before emsp 0032
+    url = reverse("admin:emsp_token_change", args=[token.pk])
+    page = admin.post(url, as_posted(admin.get(url), is_blocked="on"))
+    assert page.status_code == 302, page.context["adminform"].form.errors if page.status_code == 200 else page
+    assert Token.objects.get(pk=token.pk).is_blocked
+
+
+def test_a_value_changed_on_an_older_tokens_page_is_checked(admin: Client) -> None:
+    token = TokenFactory(visual_number="CARD\t7")
+    url = reverse("admin:emsp_token_change", args=[token.pk])
+    page = admin.post(url, as_posted(admin.get(url), language="1"))
+    assert page.status_code == 200 and "language" in page.context["adminform"].form.errors
+    assert Token.objects.get(pk=token.pk).language != "1"
+
+
 def test_the_model_refuses_a_uid_taken_in_another_case(driver: Driver) -> None:
     token_issue(driver=driver, uid="CARD1")
     with pytest.raises(ValidationError) as refused:
