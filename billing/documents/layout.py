@@ -189,14 +189,26 @@ def needs_script_fonts(text: str) -> bool:
 
 def _marked(text: str, bold: bool = False) -> str:
     """The text as Paragraph markup: escaped, each run of a script with a font of its own in that font (its
-    bold in a bold style)."""
+    bold in a bold style). Two fonts never meet inside a word: reportlab 5.1 shapes a word with the font of its
+    first run and looks the glyphs up in the font of each run, so a word of two fonts ("चेन्नई-சென்னை", "aकb")
+    failed the document (AttributeError hbAddPrivate) or printed boxes in it. Where runs of two fonts touch with
+    no space between them, a space is put between them."""
     parts = []
+    before: tuple[str | None, str] | None = None  # the font of the run before and its last character
     for run, face in script_runs(text):
         family = script_family(face) if face else None
+        if before and before[0] != family and not (_word_break(before[1]) or _word_break(run[0])):
+            parts.append(" ")
+        before = (family, run[-1])
         if family and bold:
             family += "-Bold"
         parts.append(f'<font face="{family}">{escape(run)}</font>' if family else escape(run))
     return "".join(parts)
+
+
+def _word_break(char: str) -> bool:
+    """Does reportlab end a word at this character? At whitespace but the no-break space."""
+    return char.isspace() and char != "\xa0"
 
 
 def _standard_text(text: str) -> bool:

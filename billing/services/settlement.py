@@ -607,8 +607,12 @@ CDR_HEADERS = [
 
 def spreadsheet_text(value: str) -> str:
     """Partner- or app-supplied text must not turn into a spreadsheet formula (CSV/formula injection), nor
-    carry control characters (a CPO's name adopted from its credentials, "Evil\\x0bCPO", failed the XLSX)."""
+    carry control characters (a CPO's name adopted from its credentials, "Evil\\x0bCPO", failed the XLSX) or
+    any other character XML 1.0 has no place for (a CPO named "Evil\\uffffCPO" made the workbook unopenable:
+    openpyxl lets U+FFFE, U+FFFF and surrogates through into its XML)."""
     value = CONTROL_CHARACTERS.sub("", value)
+    if not value.isascii():  # XML 1.0's Char: tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF
+        value = "".join(c for c in value if c <= "\ud7ff" or "\ue000" <= c <= "\ufffd" or c >= "\U00010000")
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 

@@ -1,20 +1,24 @@
 """Review fixes of drivers' receipts and credit notes: text a CPO sent can't stop a receipt from being issued
 (nor the console's action), a credit note states what the ledger gives back and names the receipt it corrects,
-a quote in another currency isn't printed as ours, no e-mail on a receipt, and rates and nets that add up."""
+a quote in another currency isn't printed as ours, no e-mail on a receipt, and rates and nets that add up.
+Reviewed again: a word joining two scripts with no space (a receipt or statement failed or printed boxes), and
+a CPO's name with a character XML 1.0 has no place for (an XLSX export that didn't open)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import openpyxl
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from pypdf import PdfReader
+from reportlab.pdfbase import ttfonts
 
 from billing.documents import layout
 from billing.documents.layout import Column, Content, Issuer, Section
@@ -23,7 +27,11 @@ from billing.models import Cdr, DriverReceipt, IssuedDocument, LedgerLine, Quote
 from billing.services import documents
 from billing.services.audit import cdr_process
 from billing.services.driver_pricing import receipt_for_cdr
-from tests.billing.factories import PartnerTermsFactory
+from billing.services.settlement import settlement_compute, spreadsheet_text
+from emsp.models import Partner
+from tests.billing import test_documents as td
+from tests.billing.factories import CdrAuditFactory, CdrFactory, PartnerTermsFactory
+from tests.billing.test_console_hardening import register_with_cpo_named, staff_with
 from tests.billing.test_documents import charge_receipt
 from tests.conftest import OcpiTestClient
 from tests.factories import TokenFactory, stored_location
@@ -228,3 +236,111 @@ def test_the_total_row_adds_across() -> None:
                 row[4].replace(",", "")
             )
     assert amounts.rows[0][2] == "19%"
+
+
+# --- 7. a word of two scripts ----------------------------------------------------------------------------------
+
+ISSUER = Issuer("eMSP Ltd", "1 Road", "TAX1")
+
+
+@pytest.fixture
+def fresh_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script faces registered anew, as in a worker process that has rendered nothing yet."""
+    monkeypatch.setattr(layout, "_script_faces", {})
+    td._needs_faces("NotoSansDevanagari", "NotoSansTamil")
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def prints(body: str, letters: str) -> bool:
+    """Are these letters in the PDF's text, and no glyph read back as U+FFFF (a glyph looked up in the wrong
+    font)? Shaped, a conjunct or ligature reads back as a private-use code point, so only letters that stay
+    letters are asked for."""
+    return "\uffff" not in body and all(letter in body for letter in letters)
+
+
+@pytest.mark.parametrize(
+    ("name", "letters"),
+    [("चेन्नई-சென்னை", "चईசன"), ("कம", "कம"), ("Hub (मुंबई/மும்பை)", "Hubमबப")],
+)
+def test_a_receipt_whose_location_name_mixes_two_scripts_in_one_word_is_issued(
+    fresh_worker: None, monkeypatch: pytest.MonkeyPatch, name: str, letters: str
+) -> None:
+    monkeypatch.setattr(td, "CDR_LOCATION", {**td.CDR_LOCATION, "name": name})
+    document = documents.issue_receipt(charge_receipt())
+    assert prints(pdf_text(documents.document_pdf(document)), letters)
+
+
+def test_the_layout_renders_a_word_of_two_scripts(fresh_worker: None) -> None:
+    assert prints(pdf_text(layout.render(td._simple("कம"), ISSUER)), "क ம")
+
+
+def test_issuing_the_statement_of_a_cpo_named_in_two_scripts_is_no_server_error(fresh_worker: None) -> None:
+    closed = td.closed_october()
+    closed.partner.name = "चेन्नई-சென்னை Charging"
+    closed.partner.save()
+    issuer = staff_with("view_settlement", "add_issueddocument", username="issuer")
+    issuer.raise_request_exception = False
+    response = issuer.post(
+        reverse("admin:billing_settlement_changelist"),
+        {"action": "issue_cpo_statement", "_selected_action": [closed.pk]},
+    )
+    assert response.status_code in (200, 302)
+    statement = IssuedDocument.objects.get(kind=IssuedDocument.Kind.CPO_STATEMENT)
+    assert prints(text(statement), "चईசன")
+
+
+def test_a_word_joining_latin_and_an_indian_script_prints_every_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawn by a worker that had shaped Devanagari before, such a word was issued with boxes for some of its
+    letters; each script is now a word in its own font, a space between them."""
+    td._needs_faces("NotoSansDevanagari")
+    layout.render(td._simple("मुंबई"), ISSUER)  # the worker has drawn the script before
+    words = "ऊर्जा–kWh Straße(मुंबई) aकb"
+    body = pdf_text(layout.render(td._simple(words), ISSUER))
+    assert prints(body, "ऊजा") and "– kWh Straße( मुंबई) a क b" in body
+    monkeypatch.setattr(ttfonts, "uharfbuzz", None)  # unshaped, the text reads back as it was, spaces added
+    unshaped = pdf_text(layout.render(td._simple(words), ISSUER))
+    assert "ऊर्जा– kWh Straße( मुंबई) a क b" in unshaped
+
+
+def test_runs_of_two_fonts_in_one_word_are_set_apart_by_a_space() -> None:
+    td._needs_faces("NotoSansDevanagari", "NotoSansTamil")
+    assert layout._marked("aकb") == 'a <font face="DocDevanagari">क</font> b'
+    assert layout._marked("चेन्नई-சென்னை", bold=True) == (
+        '<font face="DocDevanagari-Bold">चेन्नई-</font> <font face="DocTamil-Bold">சென்னை</font>'
+    )
+    # Where a space is there already, nothing is added.
+    assert layout._marked("Asha शर्मा") == 'Asha <font face="DocDevanagari">शर्मा</font>'
+    assert layout._marked("12, अन्ना सालै") == '12, <font face="DocDevanagari">अन्ना सालै</font>'
+    assert layout._marked("Asha Verma & Co") == "Asha Verma &amp; Co"
+    # A no-break space doesn't end a word for reportlab: the fonts are set apart all the same.
+    assert layout._marked("a\xa0क") == 'a\xa0 <font face="DocDevanagari">क</font>'
+
+
+# --- 8. a CPO's name with a character XML 1.0 has no place for ------------------------------------------------
+
+
+def test_spreadsheet_text_drops_what_xml_has_no_place_for() -> None:
+    assert spreadsheet_text("Evil\uffff\ufffe\ud800\udfffCPO") == "EvilCPO"
+    assert spreadsheet_text("A\tB\nC\x0bD\x85E") == "A\tB\nCDE"
+    kept = "Straße चेन्नई \ue000\ufffd \U0001f50c \U0010ffff"  # private use, U+FFFD, beyond the BMP: all XML
+    assert spreadsheet_text(kept) == kept
+    assert spreadsheet_text("\uffff=1+1") == "'=1+1"  # what is left can't be a formula either
+
+
+@pytest.mark.parametrize("name", ["Evil\uffffCPO", "Evil\ufffeCPO"])
+def test_a_cpo_name_with_an_xml_illegal_character_still_gives_an_xlsx_that_opens(peer: Any, name: str) -> None:
+    partner = Partner.objects.get(pk=register_with_cpo_named(peer, name).pk)
+    assert partner.name == name
+    CdrAuditFactory(cdr=CdrFactory(partner=partner))
+    (row,) = settlement_compute(partner=partner, period_start=date(2026, 10, 1))
+    finance = staff_with("view_settlement", "change_settlement", "export_settlement")
+    for action in ("export_xlsx", "export_xlsx_with_cdrs"):
+        response = finance.post(
+            reverse("admin:billing_settlement_changelist"), {"action": action, "_selected_action": [row.pk]}
+        )
+        assert response.status_code == 200, action
+        sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
+        assert sheet["A2"].value == "EvilCPO", action
