@@ -20,7 +20,7 @@ from django.core.cache import cache
 from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
-from beckn.parsing import ACK, ACTIONS, parse_envelope
+from beckn.parsing import ACK, ACTIONS, MAX_ID_LENGTH, parse_envelope
 from emsp import queue_push
 from emsp.ratelimit import Verdict, rate_limit_hit, window_of
 from emsp.ratelimit import redis_client as _redis_client
@@ -85,7 +85,9 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
     try:
         sender = verify_beckn_request(raw, headers, bap_id=bap_id)
     except BecknAuthError as exc:
-        log.info("beckn %s from %s refused: %s", action, bap_id, exc)
+        # The bap_id as sent, up to an id's length: the whole of it (256 kB, say) cost the log's masking seconds.
+        shown = bap_id if bap_id is None or len(bap_id) <= MAX_ID_LENGTH else f"{bap_id[:MAX_ID_LENGTH]}…"
+        log.info("beckn %s from %s refused: %s", action, shown, exc)
         error = {"code": "10001", "paths": "", "message": f"Invalid signature: {exc.reason}"}
         return nack(error, 401, exc.challenges)
     # Counted only once the signature holds, so nobody can spend a subscriber's allowance for it. On Redis the

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from beckn import metrics, registry
 from beckn.models import BecknSubscriber
+from beckn.parsing import MAX_ID_LENGTH
 from beckn.signing import (
     SIGNED_HEADERS,
     SignatureError,
@@ -103,7 +104,9 @@ def _verify_one(
                 f"{settings.BECKN_SIGNATURE_MAX_VALIDITY_SECONDS} s",
             )
         if bap_id is not None and header.subscriber_id != bap_id:
-            raise SignatureError("subscriber_mismatch", f"keyId subscriber {header.subscriber_id} is not {bap_id}")
+            # The bap_id cut to an id's length: the detail is logged, and masking 256 kB of it cost seconds.
+            shown = bap_id if len(bap_id) <= MAX_ID_LENGTH else f"{bap_id[:MAX_ID_LENGTH]}…"
+            raise SignatureError("subscriber_mismatch", f"keyId subscriber {header.subscriber_id} is not {shown}")
         found = registry.lookup(header.subscriber_id, header.unique_key_id)
         if found is None:
             # Looked up again on failure: the key may have been registered since the last (cached) answer.
