@@ -30,7 +30,7 @@ from beckn.errors import (
     ORDER_NOT_FOUND,
     BecknRequestError,
 )
-from beckn.route_search import POLYLINE_CODES, parse_journey
+from beckn.route_search import parse_journey
 from billing.services.payments import Reported
 from emsp.datetimes import NOT_RFC3339, DateTimeError, parse_text, parse_utc
 from emsp.services.bookings import WindowRefused, window_check
@@ -235,18 +235,7 @@ def _code(descriptor: Any) -> str:
     return str(descriptor.get("code") or "").strip().lower().replace("_", "-") if isinstance(descriptor, dict) else ""
 
 
-# The longest tag value read: a list of every facility is a few hundred characters, and a limit of 5,000 nines
-# is still read as the most we give. An encoded polyline has its own limit (emsp/geo.py MAX_POLYLINE_CHARS).
-# Longer is INVALID_REQUEST, before any pattern reads it.
-MAX_TAG_VALUE = 5000
-
-
-def _put_tag(out: dict[str, str], code: str, value: str, path: str) -> None:
-    _need(
-        len(value) <= MAX_TAG_VALUE or code in POLYLINE_CODES,
-        f"{path}({code[:MAX_ID_LENGTH]})",
-        f"a tag value is at most {MAX_TAG_VALUE} characters",
-    )
+def _put_tag(out: dict[str, str], code: str, value: str) -> None:
     if code in LISTED_CODES and out.get(code):
         out[code] = f"{out[code]},{value}"
     else:
@@ -273,7 +262,7 @@ def _tags(tag_groups: Any, path: str) -> dict[str, str]:
         if group.get("list") is None and group.get("value") is not None:  # a plain Tag where a group goes
             code = _code(group.get("descriptor"))
             if code:
-                _put_tag(out, code, str(group["value"]).strip(), path)
+                _put_tag(out, code, str(group["value"]).strip())
             continue
         tags = group.get("list") or []
         _need(isinstance(tags, list), f"{path}[{i}].list", "a tag group's list must be a list of tags")
@@ -286,9 +275,9 @@ def _tags(tag_groups: Any, path: str) -> dict[str, str]:
             if names is not None and code not in (names, "connector-standard"):
                 value = tag.get("value") if tag.get("value") is not None else descriptor.get("code")
                 if value is not None and str(value).strip():
-                    _put_tag(out, names, str(value).strip(), path)
+                    _put_tag(out, names, str(value).strip())
             elif code and tag.get("value") is not None:
-                _put_tag(out, code, str(tag["value"]).strip(), path)
+                _put_tag(out, code, str(tag["value"]).strip())
     return out
 
 

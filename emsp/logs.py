@@ -71,25 +71,44 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # of it in an exception's text), each attempt reading to the run's end, they took minutes.
     (re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE), rf"\1{REDACTED}@"),
     # Well-known key shapes: JWTs, Stripe keys and webhook secrets. A JWT starts only where a run of its
-    # characters starts: after `\b` every `eyJ` behind a hyphen started a scan to the run's end (`eyJ-` 62,000
-    # times, in a Beckn request's bap_id, took 15 s).
-    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), REDACTED),
+    # characters starts, or after a hyphen (`magic-link-eyJ…`) with no hyphen in its header: after `\b` every
+    # `eyJ` behind a hyphen started a scan to the run's end (`eyJ-` 62,000 times, in a Beckn request's bap_id,
+    # took 15 s).
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9_])(?:(?<=-)eyJ[A-Za-z0-9_]{5,}|(?<!-)eyJ[A-Za-z0-9_-]{5,})"
+            r"\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"
+        ),
+        REDACTED,
+    ),
     (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{6,}|\bwhsec_[A-Za-z0-9]{6,}"), REDACTED),
     # Personal data wherever it appears: e-mail addresses, international phone numbers (+CC …).
     (re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
-    # The number's digits in an atomic group: once read, a number followed by a word character is no phone
-    # number, without trying every other way of splitting its digits into groups (` +` and 30 ones, 7,800
-    # times, took 4 s).
-    (re.compile(r"(?<![\w+])\+(?>\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,5})(?!\w)"), "[phone]"),
+    # Each group's digits possessive: only the number of groups can step back (a number followed by " 2nd" ends
+    # before it), not every way of splitting a run of digits into groups (` +` and 30 ones, 7,800 times, took
+    # 4 s).
+    (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}+\)?){2,5}(?!\w)"), "[phone]"),
 ]
 # Text past this many characters is not masked but cut: no log line needs more, and the cost of masking stays
-# bounded whatever a caller passes in (an outside party's 256 kB id, a huge exception text).
+# bounded whatever a caller passes in (an outside party's 256 kB id, a huge exception text). Its first and last
+# halves are kept (a traceback's last line says what failed), each without the word the cut went through: the
+# head of a password or of a JWT cut in two matches no rule and would be logged in clear.
 MAX_REDACTED_CHARS = 64 * 1024
+_WHITE_SPACE = (" ", "\t", "\n", "\r")
+
+
+def _cut(text: str) -> str:
+    half = MAX_REDACTED_CHARS // 2
+    head, tail = text[:half], text[-half:]
+    head = head[: max(head.rfind(space) for space in _WHITE_SPACE) + 1]
+    starts = [found for found in (tail.find(space) for space in _WHITE_SPACE) if found != -1]
+    tail = tail[min(starts) :] if starts else ""
+    return f"{head}…[{len(text) - len(head) - len(tail)} characters]…{tail}"
 
 
 def redact_text(text: str) -> str:
     if len(text) > MAX_REDACTED_CHARS:
-        text = f"{text[:MAX_REDACTED_CHARS]}…[{len(text) - MAX_REDACTED_CHARS} more characters]"
+        text = _cut(text)
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -18,7 +18,7 @@ from django.utils.module_loading import import_string
 from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.catalogue_details import _percent
 from beckn.errors import BecknRequestError
-from beckn.parsing import MAX_ID_LENGTH, MAX_TAG_VALUE, _power_w
+from beckn.parsing import MAX_ID_LENGTH, _power_w
 from beckn.route_search import _decimal
 from emsp.logs import MAX_REDACTED_CHARS, redact_text
 from tests.beckn.test_actions import last, search_message
@@ -88,16 +88,88 @@ def test_masking_costs_linear_time(text: str) -> None:
     spent, masked = _cpu(lambda: redact_text(text))
 
     assert spent < LIMIT
-    assert masked.startswith(text[:100])  # nothing in these is a secret or a phone number
+    if len(text) <= MAX_REDACTED_CHARS:
+        assert masked.startswith(text[:100])  # nothing in these is a secret or a phone number
+    else:  # cut: a word the cut goes through is dropped, and these are one or a few long words
+        assert len(masked) <= MAX_REDACTED_CHARS + 40
 
 
-def test_masking_text_over_its_cap_cuts_it() -> None:
-    text = "x" * MAX_REDACTED_CHARS + "+91 98765 43210"
+def test_masking_text_over_its_cap_keeps_its_ends_and_drops_the_words_cut() -> None:
+    words = "word " * (MAX_REDACTED_CHARS // 5)
+    text = "Traceback start " + words + "ValueError: the last line"
 
     masked = redact_text(text)
 
-    assert masked == "x" * MAX_REDACTED_CHARS + "…[15 more characters]"
+    assert len(masked) <= MAX_REDACTED_CHARS + 40
+    assert masked.startswith("Traceback start word ") and masked.endswith("ValueError: the last line")
+    assert "characters]…" in masked
     assert redact_text("x" * MAX_REDACTED_CHARS) == "x" * MAX_REDACTED_CHARS  # up to the cap, all of it
+
+
+# A secret the cut goes through is not kept in part: its head would match no rule and be logged in clear.
+@pytest.mark.parametrize(
+    ("secret", "leak"),
+    [
+        ("postgres://emsp:S3cretPassw0rd@db.internal/emsp", "S3cretPassw0rd"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhc2hhQGV4YW1wbGUuY29tIn0.c2ln", "eyJzdWIiOiJhc2hh"),
+        ("asha.rao@example.com", "asha.rao"),
+        ("{'user': 'ops', 'password': 'S3cretPassw0rd'}", "S3cretPassw0rd"),
+    ],
+)
+@pytest.mark.parametrize("end", ["at-the-cap", "head", "tail"])
+def test_a_secret_the_cap_cuts_through_is_not_logged_in_part(secret: str, leak: str, end: str) -> None:
+    half = MAX_REDACTED_CHARS // 2
+    if end == "at-the-cap":  # a text the first 64 KB of which end inside the secret (a cut there had leaked it)
+        cut_at = secret.index(leak) + len(leak)
+        text = "x" * (MAX_REDACTED_CHARS - cut_at - 1) + " " + secret
+        assert text[:MAX_REDACTED_CHARS].endswith(secret[:cut_at])
+    elif end == "head":  # the cut at the head's end goes through the secret, after its leak
+        cut_at = secret.index(leak) + len(leak)
+        text = "x " * ((half - cut_at - 1) // 2) + "x" * ((half - cut_at - 1) % 2) + " " + secret + " y" * half
+        assert text[:half].endswith(secret[:cut_at])
+    else:  # the tail's cut goes through it, before its leak ends
+        cut_at = secret.index(leak) + 1
+        text = "y " * half + secret + " x" * ((half - (len(secret) - cut_at)) // 2)
+        text += " " * ((half - (len(secret) - cut_at)) % 2)
+        assert text[-half:].startswith(secret[cut_at:])
+    assert leak not in redact_text(text)
+    assert leak[1:] not in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "OTP to +91 98450 12345 2nd attempt",
+        "SMS to +91-98450-12345 30s timeout",
+        "call +919845012345 1st try",
+        "+91 80 4567 8901 5min",
+        "driver +91 98450 12345 (2x)",
+    ],
+)
+def test_a_phone_number_before_a_word_starting_with_a_digit_is_masked(line: str) -> None:
+    assert "98450" not in redact_text(line) and "4567" not in redact_text(line)
+
+
+@pytest.mark.parametrize("before", ["GET /auth/magic-link-", "tok=-", "x "])
+def test_a_jwt_after_a_hyphen_is_masked(before: str) -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"
+    assert "c2lnbmF0dXJl" not in redact_text(f"{before}{jwt} 302")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-eyJaaaaa" * 8_000,
+        "eyJ" + "a" * 65_000,
+        " +1" * 21_000,
+        ("+1" + "1" * 30 + "x") * 2_000,
+        " +1 1 1 1 1 1 1 1x" * 3_600,
+    ],
+    ids=["hyphen-eyJ", "one-long-eyJ", "plus-ones", "ones-then-letter", "spaced-ones-then-letter"],
+)
+def test_the_masking_rules_cost_linear_time_on_other_shapes(text: str) -> None:
+    spent, _ = _cpu(lambda: redact_text(text))
+    assert spent < LIMIT
 
 
 @pytest.mark.parametrize(
@@ -144,7 +216,7 @@ def test_a_search_tag_value_costs_linear_time(bap: Any, code: str) -> None:
     assert response.status_code == 200
     error = last(bap, "on_search")["error"]
     assert error["code"] == "30000"
-    assert error["paths"] == f"message.intent.item.tags({code})"
+    assert error["paths"].endswith(f"tags({code})")
     assert spent < LIMIT
 
 
@@ -158,10 +230,16 @@ def test_a_route_search_vehicle_value_costs_linear_time(bap: Any) -> None:
     assert spent < LIMIT
 
 
-def test_a_tag_value_up_to_the_limit_is_read(bap: Any) -> None:
+def test_a_long_tag_the_bpp_does_not_read_fails_no_search(bap: Any) -> None:
+    """A BAP's own tag (a list of 500 EVSE ids, 7,499 characters) is ignored, as unknown tags are."""
     message = search_message()
-    value = "30 kW".ljust(MAX_TAG_VALUE)  # stripped before it is read
-    message["intent"]["item"] = {"tags": [{"descriptor": {"code": "power-rating"}, "value": value}]}
+    evse_ids = ",".join(f"IN*ABC*E{i:06d}" for i in range(500))
+    message["intent"]["item"] = {
+        "tags": [
+            {"descriptor": {"code": "power-rating"}, "value": "30 kW"},
+            {"descriptor": {"code": "x-bap-visited-evse-ids"}, "value": evse_ids},
+        ]
+    }
 
     bap("search", message)
 
@@ -184,9 +262,9 @@ def _kwh(text: str) -> Any:
 READERS = {"power": _power, "percent": _share, "decimal": _kwh}
 
 
-# The tag readers themselves, past the tag value limit too: the limit is one guard, the patterns the other.
+# The tag readers themselves: a value of any length (the body's cap, 256 kB, is the only one) costs linear time.
 @pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
-@pytest.mark.parametrize("length", [MAX_TAG_VALUE - 2, 30_000, 250_000], ids=["under-cap", "30k", "250k"])
+@pytest.mark.parametrize("length", [5_000, 30_000, 250_000], ids=["5k", "30k", "250k"])
 @pytest.mark.parametrize("shape", ["1{}!", " {}1!", "1{}kw!"], ids=["after", "before", "unit"])
 def test_a_tag_reader_costs_linear_time(reader: Callable[[str], Any], length: int, shape: str) -> None:
     text = shape.format(" " * length)
