@@ -89,11 +89,15 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # 4 s).
     (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}+\)?){2,5}(?!\w)"), "[phone]"),
 ]
-# Text past this many characters is not masked but cut: no log line needs more, and the cost of masking stays
-# bounded whatever a caller passes in (an outside party's 256 kB id, a huge exception text). Its first and last
-# halves are kept (a traceback's last line says what failed), each without the word the cut went through: the
-# head of a password or of a JWT cut in two matches no rule and would be logged in clear.
+# A masked text longer than this keeps its first and last halves (a traceback's last line says what failed), each
+# without the word the cut goes through, the middle replaced by `…[N characters]…`. Masked first, then cut: a cut
+# made before masking had left a key or scheme word on one side and its value on the other (`Token` | `4f1c…`,
+# `'password':` | `'hunter2'`, `+91` | `98450 12345`), the value matching no rule and logged in clear.
 MAX_REDACTED_CHARS = 64 * 1024
+# Masking reads at most this much of a text (its two ends): the rules are linear, and this bounds their cost
+# whatever a caller passes in (an outside party's 256 kB id, a 20 MB body in an exception's text). Where this cut
+# goes through is far from the ends the masked text keeps.
+MAX_MASKED_CHARS = 4 * MAX_REDACTED_CHARS
 _WHITE_SPACE = (" ", "\t", "\n", "\r")
 
 
@@ -107,11 +111,11 @@ def _cut(text: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    if len(text) > MAX_REDACTED_CHARS:
-        text = _cut(text)
+    if len(text) > MAX_MASKED_CHARS:
+        text = f"{text[: MAX_MASKED_CHARS // 2]} {text[-MAX_MASKED_CHARS // 2 :]}"
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return _cut(text) if len(text) > MAX_REDACTED_CHARS else text
 
 
 def redact(value: Any, key: str | None = None) -> Any:

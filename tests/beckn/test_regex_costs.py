@@ -316,3 +316,46 @@ def test_decimal_reads_what_it_read(text: str, kwh: float | None) -> None:
             _kwh(text)
     else:
         assert float(_kwh(text)) == kwh
+
+
+# --- masked first, then cut ---------------------------------------------------------------------------------
+
+HALF = MAX_REDACTED_CHARS // 2
+
+
+def tail_cut_inside(word: str, after: str) -> str:
+    """A text over 64 KB whose last-32 KB cut falls one character into `word`."""
+    return "lorem ipsum " * 3000 + word[0] + (word[1:] + after + "x " * HALF)[:HALF]
+
+
+# A cut made before masking left the key or scheme word on one side and its value on the other, in clear.
+@pytest.mark.parametrize(
+    ("word", "after", "secret"),
+    [
+        ("Bearer", " 9f8e7d6c5b4a39281706.abc ", "9f8e7d6c5b4a39281706"),
+        ("Token", " 4f1c9a7e2b6d8e0f13579bdf ", "4f1c9a7e2b6d8e0f13579bdf"),  # OCPI Authorization
+        ("{'password':", " 'hunter2hunter2', ", "hunter2hunter2"),  # a dict's repr
+        ('{"password":', ' "hunter2hunter2", ', "hunter2hunter2"),  # JSON
+        ("+91", " 98450 12345 called ", "98450 12345"),  # a driver's phone
+        ('password="correct', ' horse battery staple" ', "horse battery staple"),
+    ],
+)
+def test_a_cut_through_a_key_or_scheme_word_leaves_no_secret(word: str, after: str, secret: str) -> None:
+    text = tail_cut_inside(word, after)
+    assert len(text) > MAX_REDACTED_CHARS and text[-HALF:].startswith(word[1:])
+
+    assert secret not in redact_text(text)
+
+
+def test_a_cut_through_a_quoted_password_with_spaces_leaves_none_of_it() -> None:
+    text = "x " * ((HALF - 30) // 2) + ' password="correct horse battery staple" ' + "y " * HALF
+    assert text[:HALF].endswith("batte")
+
+    assert "correct horse" not in redact_text(text)
+
+
+def test_masking_a_huge_text_costs_bounded_time() -> None:
+    for text in ("a" * 5_000_000, "a b " * 1_250_000, "Token abc " * 500_000, "+91 98450 12345 " * 300_000):
+        spent, masked = _cpu(lambda text=text: redact_text(text))  # type: ignore[misc]
+        assert spent < 2 * LIMIT
+        assert len(masked) <= MAX_REDACTED_CHARS + 40
