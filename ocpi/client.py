@@ -636,23 +636,24 @@ def _link_values(header: str) -> Iterator[tuple[str, str, bool]]:
             target = header[start:pos].strip()
             if any(c in target for c in ' \t"'):
                 target = ""
-        end = _param_end(header, pos)
+        end = _unquoted(header, ",", pos)
         if target or end > pos:
             yield target, header[pos:end], bracketed
         pos = end + 1
 
 
-def _param_end(header: str, pos: int) -> int:
-    """Where the link-value's parameters starting at `pos` end: the next `,` outside a quoted string (or the end)."""
+def _unquoted(text: str, separator: str, pos: int = 0) -> int:
+    """Where the next `separator` outside a quoted string (with its `\\` escapes) is in `text` from `pos`, or the
+    end: a link-value's parameters end at such a `,`, and are separated by such `;`s."""
     quoted = False
-    size = len(header)
+    size = len(text)
     while pos < size:
-        char = header[pos]
+        char = text[pos]
         if char == '"':
             quoted = not quoted
         elif char == "\\" and quoted:
             pos += 1
-        elif char == "," and not quoted:
+        elif char == separator and not quoted:
             return pos
         pos += 1
     return size
@@ -670,19 +671,12 @@ def _rel_names_next(params: str) -> bool:
 
 
 def _params_of(params: str) -> Iterator[str]:
-    """A link-value's `;`-separated parameters, a `;` inside a quoted string (with its `\\` escapes) kept in it."""
-    start, pos, size, quoted = 0, 0, len(params), False
-    while pos < size:
-        char = params[pos]
-        if char == '"':
-            quoted = not quoted
-        elif char == "\\" and quoted:
-            pos += 1
-        elif char == ";" and not quoted:
-            yield params[start:pos]
-            start = pos + 1
-        pos += 1
-    yield params[start:]
+    """A link-value's `;`-separated parameters, a `;` inside a quoted string kept in it."""
+    start, size = 0, len(params)
+    while start <= size:
+        end = _unquoted(params, ";", start)
+        yield params[start:end]
+        start = end + 1
 
 
 def _next_link(header: str | None, endpoint_url: str) -> str | None:
