@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import DataError, connection, models
+from django.db import DataError, IntegrityError, connection, models
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, QueryDict
 
 from emsp.text import CONTROL_CHARACTERS
@@ -146,6 +146,8 @@ class ConsoleQueryMiddleware:
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, IntegrityError) and request.path_info.startswith(self.PREFIX):
+            return _conflicting_save(request, exception)
         # A list, filtered, that the database refused to count or read: a filter's value past what its column
         # or calendar holds, which Django's admin passes on unchecked (a numeric overflow, a date out of range).
         # A list without filters that fails is a fault of ours, and stays one.
@@ -164,6 +166,24 @@ class ConsoleQueryMiddleware:
         if ERROR_FLAG in request.GET:
             return HttpResponseBadRequest("The database refused these filters' values.", content_type="text/plain")
         return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+
+
+def _conflicting_save(request: HttpRequest, exception: IntegrityError) -> HttpResponse | None:
+    """An add or edit page's save that the database refused after the form had passed: another save made in the
+    same instant took the unique value (two staff adding the same token uid). The admin saves in one transaction,
+    rolled back by now: the page comes back with what happened instead of a server error."""
+    match = request.resolver_match
+    if request.method != "POST" or match is None or not (match.url_name or "").endswith(("_add", "_change")):
+        return None
+    from django.contrib import messages
+
+    logger.warning("console save on %s refused by the database: %r", request.path_info, exception)
+    messages.error(
+        request,
+        "Nothing was saved: another change saved at the same moment holds a value this one must not share "
+        "(a uid or a key, say). Check the page as it is now and save again if still needed.",
+    )
+    return HttpResponseRedirect(request.get_full_path())
 
 
 def _is_changelist(request: HttpRequest) -> bool:

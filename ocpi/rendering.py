@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from emsp.datetimes import format_datetime
 from emsp.models import Command, Connector, Evse, Location, Partner, Token
+from emsp.models.drivers import iso_639_1_codes
 from ocpi.transport import absolute_url
 
 
@@ -61,9 +62,9 @@ def _printable(value: str) -> str:
 
 
 def _language(value: str) -> str:
-    """ISO 639-1 (string(2)), lower-case; anything else is left out (the field is optional)."""
+    """ISO 639-1 (string(2)), lower-case, one of its codes; anything else is left out (the field is optional)."""
     language = value.lower() if value.isascii() else value
-    return language if _ISO_639_1.fullmatch(language) else ""
+    return language if _ISO_639_1.fullmatch(language) and language in iso_639_1_codes() else ""
 
 
 def token_is_valid(token: Token, partner: Partner | None = None, now: datetime | None = None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 
@@ -73,6 +74,20 @@ token_uid_without_slash = RegexValidator(
 iso_639_1_code = RegexValidator(r"^[a-z]{2}\Z", "Two lower-case letters: an ISO 639-1 language code (en, hi).")
 
 
+@functools.cache
+def iso_639_1_codes() -> frozenset[str]:
+    """The 184 two-letter codes of ISO 639-1 (pycountry's table): "zz" has the shape and is no language."""
+    import pycountry  # imported when first asked: only token edits and token pushes read it
+
+    return frozenset(language.alpha_2 for language in pycountry.languages if hasattr(language, "alpha_2"))
+
+
+def known_iso_639_1_code(value: str) -> None:
+    """A language a CPO's app can show texts in: one of ISO 639-1's codes, not only two letters."""
+    if value and value not in iso_639_1_codes():
+        raise ValidationError(f"{value!r} is not an ISO 639-1 language code (en, hi, ta…).")
+
+
 def ocpi_string(value: str) -> None:
     """OCPI `string`: "printable UTF-8 characters" (types.asciidoc) — a tab or a line break is not one."""
     if not value.isprintable():
@@ -111,7 +126,7 @@ class Token(models.Model):
     group_id = models.CharField(max_length=36, blank=True, validators=[ocpi_ci_string])
     valid = models.BooleanField(default=True)
     whitelist = models.CharField(max_length=16, choices=Whitelist.choices, default=Whitelist.ALLOWED)
-    language = models.CharField(max_length=2, blank=True, validators=[iso_639_1_code])
+    language = models.CharField(max_length=2, blank=True, validators=[iso_639_1_code, known_iso_639_1_code])
     is_blocked = models.BooleanField(default=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     allowed_partners = models.ManyToManyField(

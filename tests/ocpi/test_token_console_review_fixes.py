@@ -1,6 +1,7 @@
 """Tokens as the staff console issues and edits them, pushed to every CPO as they are: language an ISO 639-1 code,
-visual_number and issuer printable (OCPI string), a uid a CPO can authorize (no '/') and not one taken; a partner
-that tokens are restricted to is not deleted (an empty restriction list means "anywhere")."""
+visual_number and issuer printable (OCPI string), a uid a CPO can authorize (no '/') and not one taken (by a save
+in the same instant either); a partner that tokens are restricted to is not deleted (an empty restriction list
+means "anywhere")."""
 
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ def pushed() -> list[dict[str, Any]]:
 # 1. language: string(2), "Language Code ISO 639-1" (mod_tokens).
 
 
-@pytest.mark.parametrize("language", ["1", "e", "ÄÖ", "E ", "e1", "\u212aa", "\u0131t"])
+@pytest.mark.parametrize("language", ["1", "e", "ÄÖ", "E ", "e1", "\u212aa", "\u0131t", "zz", "QQ", "xx"])
 def test_a_language_that_is_no_iso_639_1_code_is_a_form_error(admin: Client, driver: Driver, language: str) -> None:
-    # "\u212a" (Kelvin sign) and "\u0131" (dotless i) lower- or upper-case to ASCII letters.
+    # "\u212a" (Kelvin sign) and "\u0131" (dotless i) lower- or upper-case to ASCII letters; "zz", "qq" and "xx"
+    # have the shape of a code and are none of ISO 639-1's 184.
     assert refused_on(token_added(admin, driver, language=language), "language", driver)
 
 
@@ -75,7 +77,9 @@ def test_a_language_is_stored_and_pushed_in_lower_case(admin: Client, driver: Dr
     assert [p["language"] for p in pushed()] == [sent]
 
 
-@pytest.mark.parametrize(("stored", "sent"), [("e1", None), ("E", None), ("ÄÖ", None), ("EN", "en"), ("", None)])
+@pytest.mark.parametrize(
+    ("stored", "sent"), [("e1", None), ("E", None), ("ÄÖ", None), ("EN", "en"), ("", None), ("zz", None), ("TA", "ta")]
+)
 def test_a_language_stored_before_it_was_checked_is_sent_only_as_an_iso_639_1_code(
     partner: Partner, stored: str, sent: str | None
 ) -> None:
@@ -244,3 +248,24 @@ def test_a_token_the_console_issues_can_be_authorized_by_a_cpo(
     response = ocpi.post(AUTHORIZE.format(uid=quote(push.payload["uid"], safe="")))
     assert response.status_code == 200, response.json()
     assert response.json()["data"]["allowed"] == "ALLOWED"
+
+
+# 7. Two staff adding the same uid in the same instant: both forms pass, the second save meets the constraint.
+
+
+def test_a_uid_taken_by_a_save_in_the_same_instant_is_a_message_not_a_500(admin: Client, driver: Driver) -> None:
+    from django.db.models.signals import pre_save
+
+    def another_staff_saves_first(sender: type[Token], instance: Token, **kwargs: Any) -> None:
+        pre_save.disconnect(another_staff_saves_first, sender=Token)
+        token_issue(driver=DriverFactory(), uid="newcard1")  # committed between our form's check and its save
+
+    pre_save.connect(another_staff_saves_first, sender=Token)
+    try:
+        page = token_added(admin, driver)
+    finally:
+        pre_save.disconnect(another_staff_saves_first, sender=Token)
+    assert page.status_code == 302 and page["Location"] == reverse("admin:emsp_token_add")
+    assert not Token.objects.filter(driver=driver).exists()
+    shown = admin.get(page["Location"])
+    assert "Nothing was saved" in shown.content.decode()
