@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -566,10 +567,23 @@ def _valid_quote(txn: BecknTransaction) -> Quote:
         raise BecknRequestError(QUOTE_UNAVAILABLE, path, str(exc)) from exc
 
 
+def _journey_locked(txn: BecknTransaction) -> BecknTransaction:
+    """The journey's row, locked until the request's transaction ends, and read again under the lock: one init or
+    confirm of a journey at a time. A second one at the same moment (the app's retry under a new message_id) waits
+    for the first, then sees what it did: the driver, token and payment an init made (not a second driver, payment
+    and page for the same order), the order a confirm booked (an init overtaken by it is refused, where it had
+    opened a new payment with no order and answered a new page after on_confirm). NO KEY UPDATE: the message rows
+    that refer to the journey hold KEY SHARE locks on it, which FOR UPDATE would wait for (two would deadlock)."""
+    if txn.pk is None:
+        return txn
+    return BecknTransaction.objects.select_for_update(no_key=True).get(pk=txn.pk)
+
+
 def on_init(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     order = envelope.message.get("order")
     if not isinstance(order, dict):
         raise BecknRequestError(INVALID_REQUEST, "message.order", "order must be an object")
+    txn = _journey_locked(txn)
     _not_after_confirm(txn)
     quote = _valid_quote(txn)
     _names_the_selection(order, txn)
@@ -628,12 +642,9 @@ def _reported(order: dict[str, Any]) -> payments.Reported | None:
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
-    if txn.pk is not None:
-        # One confirm of a journey at a time: a second one at the same moment (the app's retry under a new
-        # message_id) waits here for the first, then finds its order and repeats it — not a second booking, nor
-        # "EVSE already booked" for the app's own hold. NO KEY UPDATE: the message rows that refer to the journey
-        # hold KEY SHARE locks on it, which FOR UPDATE would wait for (two confirms would deadlock).
-        txn = BecknTransaction.objects.select_for_update(no_key=True).get(pk=txn.pk)
+    # One confirm (or init) of a journey at a time: a second confirm at the same moment waits here for the first,
+    # then finds its order and repeats it — not a second booking, nor "EVSE already booked" for the app's own hold.
+    txn = _journey_locked(txn)
     if txn.booking_id is not None:
         booking = Booking.objects.get(pk=txn.booking_id)
         if booking.quote_id == txn.quote_id or booking.state not in ENDED_UNUSED:
@@ -924,6 +935,7 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             value=value,
         )
         of_orders[(category, ref_id)] = of_an_order
+    _ratings_locked(txn.bap_id, stored)
     for category, ref_id in stored:
         earlier = BecknRating.objects.filter(bap_id=txn.bap_id, category__iexact=category, ref_id=ref_id)
         if not of_orders[(category, ref_id)]:
@@ -946,6 +958,20 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
             "required": False,
         }
     }
+
+
+def _ratings_locked(bap_id: str, rated: Iterable[tuple[str, str]]) -> None:
+    """Hold the app's ratings of these entities until the request's transaction ends (PostgreSQL: a transaction
+    advisory lock on each app, category and id, taken in one order, in one statement; nothing elsewhere, where the
+    database's one writer serialises the transactions). Two ratings of one entity at the same moment (the app's
+    retry under a new message_id) had each deleted the earlier ones, found none, and both been kept: the second
+    now waits for the first, then replaces it."""
+    keys = sorted(f"rating:{bap_id}|{category}|{ref_id}" for category, ref_id in rated)
+    if not keys or connection.vendor != "postgresql":
+        return
+    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))  # evaluated left to right
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {locks}", keys)
 
 
 # A rating's value as core 1.1.0 sends it (Rating.value, a string such as "4" or "4.5"), or a JSON number: plain

@@ -396,10 +396,7 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
         ChargingSession.objects.filter(pk=session.pk).update(booking=booking)
     assert booking is not None
     if session.status in (ChargingSession.Status.ACTIVE, ChargingSession.Status.COMPLETED) and booking.reservation_id:
-        # The driver is charging: the hold has done its job and must not block the EVSE any longer.
-        Reservation.objects.filter(pk=booking.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
-            status=Reservation.Status.FULFILLED
-        )
+        reservation_fulfilled(booking.reservation_id, booking_id=booking.pk)
     if session.status == ChargingSession.Status.ACTIVE:
         Booking.objects.filter(pk=booking.pk, state__in=(Booking.State.CONFIRMED, Booking.State.STARTING)).update(
             state=Booking.State.CHARGING, updated_at=timezone.now()
@@ -418,6 +415,28 @@ def on_session_changed(session: ChargingSession) -> Booking | None:
         )
     booking.refresh_from_db()
     return booking
+
+
+def reservation_fulfilled(reservation_id: int, *, booking_id: int | None = None) -> None:
+    """The driver is charging on the reservation (a session ACTIVE or COMPLETED): the hold has done its job and must
+    not block the EVSE any longer (FULFILLED). Its booking is locked first (and `booking_id`'s, the session's, where
+    another): one lock order, the booking before its reservation, as a cancel, a start and the no-show sweep take
+    them, and a CDR's session made of it (billing/services/audit.py `_session_made`). The reservation first had
+    deadlocked a driver's cancel with the CPO's PUT of the session. One read (and no lock) for a reservation
+    fulfilled already: the CPO PATCHes an ACTIVE session every minute or so."""
+    active = Reservation.objects.filter(pk=reservation_id, status__in=Reservation.ACTIVE_STATUSES)
+    if not active.exists():
+        return
+    ours = Q(reservation_id=reservation_id) | (Q(pk=booking_id) if booking_id is not None else Q(pk__in=[]))
+    _bookings_locked(ours)
+    active.update(status=Reservation.Status.FULFILLED)
+
+
+def _bookings_locked(which: Q) -> None:
+    """Lock these bookings (by id, one order) until the transaction ends, as an UPDATE of them would (NO KEY
+    UPDATE: the rows that refer to a booking, a command or payment inserted, hold KEY SHARE locks on it, which FOR
+    UPDATE would wait for). Before their reservation is touched: see `reservation_fulfilled`."""
+    list(Booking.objects.select_for_update(no_key=True).filter(which).order_by("pk").values_list("pk", flat=True))
 
 
 def _late_session(booking: Booking, session: ChargingSession) -> bool:
@@ -519,9 +538,16 @@ def reservations_send_due(now: datetime | None = None) -> int:
     )
     for reservation in due.select_related("evse__location__partner", "token")[:500]:
         with transaction.atomic():
+            # The booking before its reservation (`reservation_fulfilled`): claimed first, the reservation had
+            # deadlocked a cancel of the booking, which waits for it while this waits to refer to the booking.
+            booking = (
+                reservation.bookings.select_for_update(no_key=True)
+                .filter(state=Booking.State.CONFIRMED)
+                .order_by("pk")
+                .first()
+            )
             if not Reservation.objects.filter(pk=reservation.pk, reserve_at__isnull=False).update(reserve_at=None):
                 continue
-            booking = reservation.bookings.filter(state=Booking.State.CONFIRMED).first()
             if booking is None or not reservation.evse.is_reservable:
                 continue  # cancelled, started, or no longer reservable at the CPO: our own hold stays
             commands.command_send_after_commit(commands.command_reserve_now(reservation=reservation, booking=booking))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from emsp.models import Driver, Partner, Token
@@ -27,12 +29,35 @@ def driver_for_contact(*, app_id: str, email: str = "", phone: str = "", name: s
     if not (email or phone):
         raise ValueError("a driver needs an email or a phone number")
     accounts = Driver.objects.filter(app_id=app_id, erased_at__isnull=True)
-    driver = accounts.filter(email__iexact=email).first() if email else None
-    if driver is None and phone:
-        driver = accounts.filter(phone=phone).first()
+    driver = _account_of(accounts, email, phone)
+    if driver is None:
+        _contact_locked(app_id, email, phone)
+        driver = _account_of(accounts, email, phone)  # opened meanwhile by the holder of that lock
     if driver is None:
         driver = Driver.objects.create(app_id=app_id, name=name.strip() or email or phone, email=email, phone=phone)
     return driver
+
+
+def _account_of(accounts: QuerySet[Driver], email: str, phone: str) -> Driver | None:
+    driver = accounts.filter(email__iexact=email).first() if email else None
+    if driver is None and phone:
+        driver = accounts.filter(phone=phone).first()
+    return driver
+
+
+def _contact_locked(app_id: str, email: str, phone: str) -> None:
+    """Hold the app's contact details about to open an account until the transaction ends (PostgreSQL: transaction
+    advisory locks on the email, then the phone; nothing elsewhere, where the database's one writer serialises the
+    transactions). Two inits of a new driver at the same moment (two journeys of the app's) had each found no
+    account and each opened one: the second now waits for the first and finds its account. Taken only when no
+    account was found, so a known driver's init costs nothing more."""
+    if connection.vendor != "postgresql":
+        return
+    keys = [f"driver:{app_id}|email:{email}"] if email else []
+    keys += [f"driver:{app_id}|phone:{phone}"] if phone else []
+    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))  # evaluated left to right
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {locks}", keys)
 
 
 def driver_app_token(driver: Driver, *, partner: Partner, now: datetime | None = None) -> Token:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from emsp import events
 from emsp.datetimes import parse_utc
 from emsp.inserts import insert, update
-from emsp.models import ChargingSession, Command, Evse, Location, Partner, Reservation, Token, ci_key
+from emsp.models import ChargingSession, Command, Evse, Location, Partner, Token, ci_key
 from emsp.rows import all_where, first_where
 from emsp.services import bookings, commands
 
@@ -214,9 +214,8 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
             ChargingSession.Status.COMPLETED,
         )
     ):
-        Reservation.objects.filter(pk=session.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
-            status=Reservation.Status.FULFILLED
-        )
+        # Its booking locked first, then the reservation: the order a driver's cancel takes them.
+        bookings.reservation_fulfilled(session.reservation_id, booking_id=session.booking_id)
     if change.applied:
         # The session moves its booking on; the driver's app hears of each new status.
         booking = bookings.on_session_changed(session)
@@ -279,9 +278,14 @@ def new_key_locked(key: str) -> None:
 
 
 def _locked(key: str) -> ChargingSession | None:
-    """The stored session of this key, locked until the transaction ends (`select_for_update().first()` in plain
-    SQL: the ORM compiled that query anew on every PATCH, a third of its CPU)."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    """The stored session of this key, locked until the transaction ends (`select_for_update(no_key=True).first()`
+    in plain SQL: the ORM compiled that query anew on every PATCH, a third of its CPU). NO KEY UPDATE, as the
+    UPDATE of it takes: a PUT or PATCH of the session waits for another, but a row that refers to it (a driver's
+    cancel inserting the STOP_SESSION of it, under its booking's lock) does not wait for the session's change,
+    which locks that booking next (`_after_save`): FOR UPDATE, the two had deadlocked."""
+    features = connection.features
+    lock = " FOR NO KEY UPDATE" if features.has_select_for_no_key_update else ""
+    lock = lock or (" FOR UPDATE" if features.has_select_for_update else "")
     found = all_where(ChargingSession, "t.ocpi_key = %s", [key], f"ORDER BY t.id LIMIT 1{lock}")
     return found[0] if found else None
 
