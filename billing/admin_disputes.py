@@ -396,9 +396,8 @@ class DisputeAdmin(admin.ModelAdmin):
         try:
             # The DisputeEvent (the dispute's own history) and the staff audit record commit together.
             with transaction.atomic():
-                state_before = dispute.state
                 moved = move(dispute=dispute, user=request.user, **data)
-                self._record(request, prefix, moved, state_before, **data)
+                self._record(request, prefix, moved, **data)
         except dispute_services.DisputeStateError:
             dispute.refresh_from_db()
             messages.error(
@@ -445,12 +444,20 @@ class DisputeAdmin(admin.ModelAdmin):
         )
 
     @staticmethod
-    def _record(request: HttpRequest, verb: str, dispute: Dispute, state_before: str, **data: Any) -> None:
+    def _record(request: HttpRequest, verb: str, dispute: Dispute, **data: Any) -> None:
+        """The staff audit record of a move, in its transaction. The state it moved from is the one the move
+        read under the row's lock (its DisputeEvent), not the one this request loaded: another member of staff
+        may have moved the dispute in between."""
         staff_action_record(
             user=request.user,
             verb=verb,
             obj=dispute,
-            details={"from_state": state_before, "to_state": dispute.state, "currency": dispute.currency, **data},
+            details={
+                "from_state": dispute_services.dispute_moved_from(dispute),
+                "to_state": dispute.state,
+                "currency": dispute.currency,
+                **data,
+            },
         )
 
     # -- bulk actions on the queue -------------------------------------------------------------
@@ -461,9 +468,8 @@ class DisputeAdmin(admin.ModelAdmin):
         for dispute in queryset.order_by("pk"):
             try:
                 with transaction.atomic():
-                    state_before = dispute.state
                     call(dispute)
-                    self._record(request, record, dispute, state_before, note="from the queue")
+                    self._record(request, record, dispute, note="from the queue")
             except dispute_services.DisputeStateError:
                 refused.append(dispute)
             else:

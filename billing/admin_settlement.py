@@ -9,13 +9,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
 from billing.admin_links import attachment
-from billing.models import Settlement
+from billing.models import IssuedDocument, Settlement
 from billing.services import settlement as service
 from emsp.models import Partner
 from emsp.services.staff import staff_action_record
@@ -121,6 +127,17 @@ class SettlementAdmin(admin.ModelAdmin):
     def has_issue_permission(self, request: HttpRequest) -> bool:
         # A statement takes the next number of a gapless sequence: issuing documents, as receipts need.
         return request.user.has_perm("billing.add_issueddocument")
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Every field is read-only: a POST here could only write the row back as this request loaded it, and
+        # one racing a close had reopened the period (CLOSED back to RECONCILED, closed_by cleared). The row
+        # changes only through the actions and settlement_compute; the page has no Save buttons.
+        if request.method == "POST":
+            return HttpResponseNotAllowed(["GET"])
+        no_save = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, extra_context={**no_save, **(extra_context or {})})
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {"can_compute": self.has_change_permission(request), **(extra_context or {})}
@@ -272,9 +289,26 @@ class SettlementAdmin(admin.ModelAdmin):
 
         for settlement in self._selected(queryset):
             try:
-                issued = documents.issue_cpo_statement(settlement)
+                issued, new = self._statement_issued(request, settlement)
             except documents.DocumentError as error:
                 messages.warning(request, f"{settlement}: {error}")
             else:
-                self._record(request, "statement", [settlement])
-                messages.success(request, f"{issued.number} issued for {settlement}")
+                done = "issued" if new else "was issued already"
+                messages.success(request, f"{issued.number} {done} for {settlement}")
+
+    def _statement_issued(self, request: HttpRequest, settlement: Settlement) -> tuple[IssuedDocument, bool]:
+        """The settlement's CPO statement, and whether this request issued it (then recorded as a staff action
+        in its transaction). A second click, the back button and the same POST again, or two at once, get the
+        statement issued before, said so, and recorded once: the settlement's row is locked first, so a twin
+        waits for the first to commit and finds its statement (as bap_statement_issue tells them apart)."""
+        from billing.services import documents
+
+        with transaction.atomic():
+            list(Settlement.objects.select_for_update().filter(pk=settlement.pk).values_list("pk", flat=True))
+            reference = f"settlement:{settlement.pk}"  # documents.issue_cpo_statement's
+            before = IssuedDocument.objects.filter(kind=IssuedDocument.Kind.CPO_STATEMENT, reference=reference)
+            if (existing := before.first()) is not None:
+                return existing, False
+            issued = documents.issue_cpo_statement(settlement)
+            self._record(request, "statement", [settlement])
+        return issued, True

@@ -117,6 +117,18 @@ def party_removed(request: HttpRequest, party: PartnerParty) -> None:
     )
 
 
+def _changed_fields_saved(partner: Partner, form: Any) -> None:
+    """Write the fields staff changed on the partner's page, and only those. The object is the one loaded when the
+    request began: saved whole, it wrote back the state, the token hash and the token we send as they were then,
+    and an unregister or a credentials rotation that committed meanwhile was undone (the old tokens accepted
+    again). A changed party goes through Partner.save's own handling of it (its PartnerParty row, the party's
+    objects moved to it), which update_fields naming it keeps."""
+    columns = {field.name for field in Partner._meta.concrete_fields}
+    changed = [name for name in form.changed_data if name in columns]
+    if changed:
+        partner.save(update_fields=[*changed, "updated_at"])
+
+
 class PartnerPartyInline(admin.TabularInline):
     """The further parties this connection may act for (a hub's CPOs; its own party is set above). Ours to
     grant: parties a partner claims in its credentials arrive as REQUESTED and count only once GRANTED."""
@@ -186,10 +198,12 @@ class PartnerAdmin(admin.ModelAdmin):
     # Staff changes to partners are recorded (emsp.StaffAction); the admin's change form runs in one transaction,
     # so the records commit with the change.
     def save_model(self, request: HttpRequest, obj: Partner, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
         if not change:
+            super().save_model(request, obj, form, change)
             staff_action_record(user=request.user, verb="add", obj=obj, details={"party": obj.party_key})
-        elif form.changed_data:
+            return
+        _changed_fields_saved(obj, form)
+        if form.changed_data:
             staff_action_record(user=request.user, verb="change", obj=obj, details={"changed": form_changes(form)})
 
     def has_delete_permission(self, request: HttpRequest, obj: Partner | None = None) -> bool:

@@ -58,9 +58,18 @@ def dispute_open(*, cdr: Cdr, audit: CdrAudit) -> Dispute | None:
 def _move(
     dispute: Dispute, *, to: str, allowed_from: tuple[str, ...], user: Any, action: str, note: str, **fields: Any
 ) -> Dispute:
+    """Compare-and-set the dispute's state to `to` from one of `allowed_from`, with a DisputeEvent of the move.
+    The state it moves from is the row's, read under its lock, not the caller's object's: that was loaded when
+    the request began, and another member of staff may have moved the dispute since (an accept after a contest
+    had been recorded as from OPEN). The caller's own records read it from the event (`dispute_moved_from`)."""
     with transaction.atomic():
+        # NO KEY UPDATE: the lock the UPDATE below takes anyway, taken before the state is read.
+        locked = Dispute.objects.select_for_update(no_key=True).filter(pk=dispute.pk)
+        was = locked.values_list("state", flat=True).first()
         resolved = {"resolved_at": timezone.now()} if to in (Dispute.State.ACCEPTED, Dispute.State.CREDITED) else {}
-        changed = Dispute.objects.filter(pk=dispute.pk, state__in=allowed_from).update(state=to, **resolved, **fields)
+        changed = 0
+        if was in allowed_from:  # still a compare-and-set on the state read: SQLite has no row locks
+            changed = Dispute.objects.filter(pk=dispute.pk, state=was).update(state=to, **resolved, **fields)
         if not changed:
             dispute.refresh_from_db()
             raise DisputeStateError(f"dispute {dispute.pk} is {dispute.state}; cannot {action}")
@@ -68,12 +77,19 @@ def _move(
             dispute=dispute,
             user=user if getattr(user, "is_authenticated", False) else None,
             action=action,
-            from_state=dispute.state,
+            from_state=was,
             to_state=to,
             note=note,
         )
     dispute.refresh_from_db()
     return dispute
+
+
+def dispute_moved_from(dispute: Dispute) -> str:
+    """The state the dispute's last move started from, as its history recorded it under the row's lock. Read in
+    the move's transaction (the row stays locked until it commits: no other move comes in between), for the
+    staff audit record written with it."""
+    return dispute.events.order_by("-pk").values_list("from_state", flat=True).first() or ""
 
 
 def dispute_accept_cpo_amount(*, dispute: Dispute, user: Any, note: str = "") -> Dispute:
@@ -107,6 +123,7 @@ def dispute_resolve_with_credit(
     if amount <= 0:
         raise ValueError("the credit must be a positive amount")
     with transaction.atomic():
+        _disputed_cdr_locked(dispute)
         limit = dispute_credit_limit(dispute)
         if amount > limit:
             # The console's form says so too; checked here for every caller: above it the driver would get back
@@ -136,6 +153,17 @@ def dispute_resolve_with_credit(
             borne_by_cpo=borne_by_cpo,
         )
     return dispute
+
+
+def _disputed_cdr_locked(dispute: Dispute) -> None:
+    """Lock the disputed CDR's row until the transaction ends, before the credit limit is read: the lock its
+    credit CDRs' processing takes while it weighs and refunds each of them (billing/services/audit.py
+    `_audit_credit`: locked_cdr(original.pk)). Read unlocked, the limit missed a credit CDR being processed at that
+    moment: both refunded the same difference, the driver got it back twice. The CDR's row first, then the
+    dispute's (`_move`), then the booking's and its payments' (payments.dispute_credit), as that processing takes
+    them: the two queue, never deadlock. A plain FOR UPDATE of the row (locked_cdr's lock: audit imports this
+    module)."""
+    list(Cdr.objects.select_for_update().filter(pk=dispute.cdr_id).values_list("pk", flat=True))
 
 
 def dispute_settled_by_credit_cdr(*, dispute: Dispute, credit_cdr: Cdr) -> Dispute:
