@@ -61,7 +61,12 @@ def upsert(
     returning: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """Insert rows; on a conflict on `conflict` columns overwrite the `update` columns. Returns the
-    `returning` columns of every written row (in no particular order)."""
+    `returning` columns of every written row (in no particular order).
+
+    On PostgreSQL the rows are written in the order of their `conflict` key, whatever order they came in: each
+    locks its row (or, new, its key in the unique index) until the commit, so two upserts of the same keys
+    listed in other orders (two pulled pages, a page and a PUT) had each held a row the other waited for, a
+    deadlock; in one order the second waits for the first."""
     if not rows:
         return []
     if connection.vendor != "postgresql":
@@ -76,7 +81,7 @@ def upsert(
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {temp} "  # noqa: S608 - names come from model metadata
-            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+            f"ORDER BY {', '.join(conflict)} ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
         )
         if returning:
             sql += f" RETURNING {', '.join(returning)}"

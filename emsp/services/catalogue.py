@@ -2,22 +2,31 @@
 
 Input is already normalised by the adapter: OCPI-shaped dicts, kept whole in `data`. Writes are bulk upserts
 keyed by the case-insensitive OCPI ids; an object older than the one we hold is ignored (out-of-order pushes).
+
+Lock order: every write locks its rows parent first, the Location, then the EVSE, then the connector (a batch its
+locations in the order of their keys), so a pulled page, a location PUT and the pushes of its EVSEs and
+connectors queue behind each other instead of deadlocking. The Location's lock also makes the writes of a
+location's children one at a time: two PUTs of one new EVSE or connector queue on it, and the second finds the
+first's row. A write that is PostgreSQL's deadlock victim all the same (a lock another module takes first) is run
+again (`retried_on_deadlock`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import operator
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
-from django.db import connection, transaction
-from django.db.models import Model
+from django.db import OperationalError, connection, transaction
+from django.db.models import Exists, F, Model, OuterRef, Subquery
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from emsp import bulk, events
@@ -27,6 +36,8 @@ from emsp.models import Connector, Evse, Location, Partner, ci_key
 from emsp.ports import cpo_gateway
 from emsp.rows import first_where
 from emsp.services.partners import party_holders
+
+log = logging.getLogger(__name__)
 
 BATCH = 500
 
@@ -86,6 +97,36 @@ CONNECTOR_COLUMNS = (
 class LocationNotHeld(Exception):
     """The location is under another connection than its writer's: its party moved off the writer since the
     writer's instance read its parties (ocpi/transport.py caches them for seconds). Nothing was written."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DEADLOCK_RETRIES = 2
+_DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for the transaction it rolled back to end a deadlock
+
+
+def retried_on_deadlock(write: Callable[P, R]) -> Callable[P, R]:
+    """`write`, run again (up to DEADLOCK_RETRIES times) when PostgreSQL ends a deadlock by rolling it back. Only
+    where it is a transaction of its own: rolled back whole, with the subscribers' writes of the events it
+    published and their on_commit work, running it again is the request coming again a moment later (a stamp
+    already applied applies again, the same). Inside an outer transaction the deadlock is the outer one's: it
+    propagates. The lock order (module docstring) leaves the catalogue's writes none among themselves; this is
+    the net for a lock another module takes first, where the CPO had had a 3000 and a pull a batch lost."""
+
+    @functools.wraps(write)
+    def retrying(*args: P.args, **kwargs: P.kwargs) -> R:
+        if connection.in_atomic_block:
+            return write(*args, **kwargs)
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _DEADLOCK_DETECTED:
+                    raise
+                log.warning("%s: deadlock victim, run again (%d)", write.__qualname__, attempt + 1)
+        return write(*args, **kwargs)
+
+    return retrying
 
 
 @dataclass
@@ -221,13 +262,22 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
     result = StoreResult()
     keys = list(incoming)
     for start in range(0, len(keys), BATCH):
-        with transaction.atomic():
-            bulk.relax_durability()
-            batch_result = _store_batch(partner, {k: incoming[k] for k in keys[start : start + BATCH]}, now)
-            for change in batch_result.status_changes:
-                events.publish(events.EvseStatusChanged(*change))
-        result += batch_result
+        result += _store_in_transaction(partner, {k: incoming[k] for k in keys[start : start + BATCH]}, now)
     return result
+
+
+@retried_on_deadlock
+def _store_in_transaction(
+    partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime
+) -> StoreResult:
+    """One batch in a transaction of its own (a pull's page is stored batch by batch): run again whole when it is
+    a deadlock's victim."""
+    with transaction.atomic():
+        bulk.relax_durability()
+        batch_result = _store_batch(partner, batch, now)
+        for change in batch_result.status_changes:
+            events.publish(events.EvseStatusChanged(*change))
+    return batch_result
 
 
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
@@ -275,6 +325,18 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         else:
             result.updated += 1
         locations.append(_location_values(partner.pk, obj, last_updated, now))
+    # The batch's first lock: its locations, in the order of their keys (bulk.upsert), so another batch or a PUT
+    # of some of them queues behind it rather than deadlocking; a write of one of their EVSEs or connectors waits
+    # for it too (it locks the location first). The updates below come after it: before, a few of its rows
+    # locked first, out of that order, had deadlocked with another batch.
+    written = bulk.upsert(
+        Location,
+        LOCATION_COLUMNS,
+        [_row(v, LOCATION_COLUMNS) for v in locations],
+        conflict=("ocpi_key",),
+        update=[c for c in LOCATION_COLUMNS if c not in ("partner_id", "ocpi_key")],
+        returning=("ocpi_key", "id"),
+    )
     if restored:
         # Listed (or PUT) by its CPO again: not gone, whatever its stamp. One we withdrew whose last_updated an
         # EVSE or connector push had moved past the CPO's own stayed withdrawn for good, every listing of it
@@ -285,19 +347,11 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         )
     for owner, keys in taken.items():
         # Only from the owner read above: a move committed since (a grant to another connection) stands. The
-        # upsert below leaves partner_id alone for the same reason: set from a read made before it, it had put a
+        # upsert above leaves partner_id alone for the same reason: set from a read made before it, it had put a
         # location moved meanwhile back under its old connection.
         Location.objects.filter(ocpi_key__in=keys, partner_id=owner).update(partner_id=partner.pk)
     if not locations:
         return result
-    written = bulk.upsert(
-        Location,
-        LOCATION_COLUMNS,
-        [_row(v, LOCATION_COLUMNS) for v in locations],
-        conflict=("ocpi_key",),
-        update=[c for c in LOCATION_COLUMNS if c not in ("partner_id", "ocpi_key")],
-        returning=("ocpi_key", "id"),
-    )
     location_ids = dict(written)
 
     old_evses: dict[tuple[int, str], tuple[int, str]] = {
@@ -328,10 +382,8 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         before = old_evses.get(key)
         if before is not None and before[1] != values["status"]:
             result.status_changes.append((before[0], before[1], values["status"]))
-    gone = {pk: status for key, (pk, status) in old_evses.items() if key not in evses and status != Evse.Status.REMOVED}
-    if gone:
-        Evse.objects.filter(pk__in=list(gone)).update(status=Evse.Status.REMOVED, status_updated_at=now)
-        result.status_changes += [(pk, status, Evse.Status.REMOVED) for pk, status in gone.items()]
+    left_out = {pk: status for key, (pk, status) in old_evses.items() if key not in evses}
+    result.status_changes += _mark_removed(left_out, now)
 
     bulk.delete_in(Connector, "evse_id", [evse_ids[key] for key in evses])
     connectors = []
@@ -343,6 +395,28 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
             )
     bulk.insert(Connector, CONNECTOR_COLUMNS, connectors)
     return result
+
+
+def _mark_removed(left_out: dict[int, str], now: datetime) -> list[tuple[int, str, str]]:
+    """The EVSEs (pk: status) a listing of their location leaves out are REMOVED as of the listing: their
+    last_updated moves up to the location's, so a PATCH or PUT of one the CPO stamped before the listing, arriving
+    after it, is older than what we hold and ignored (it had put a removed EVSE back AVAILABLE, and bookable).
+    One already REMOVED has its stamp moved too where a later listing still leaves it out. The status changes."""
+    if not left_out:
+        return []
+    as_of_listing = Greatest(
+        F("last_updated"), Subquery(Location.objects.filter(pk=OuterRef("location_id")).values("last_updated")[:1])
+    )
+    gone = {pk: status for pk, status in left_out.items() if status != Evse.Status.REMOVED}
+    if gone:
+        Evse.objects.filter(pk__in=list(gone)).update(
+            status=Evse.Status.REMOVED, status_updated_at=now, last_updated=as_of_listing
+        )
+    if len(gone) < len(left_out):
+        stale = [pk for pk in left_out if pk not in gone]
+        listed = Location.objects.filter(pk=OuterRef("location_id"), last_updated__gt=OuterRef("last_updated"))
+        Evse.objects.filter(pk__in=stale).filter(Exists(listed)).update(last_updated=as_of_listing)
+    return [(pk, status, Evse.Status.REMOVED) for pk, status in gone.items()]
 
 
 def location_exists(location_id: str) -> bool:
@@ -375,10 +449,22 @@ def location_held(location: Location, writer: Partner) -> bool:
 
 
 def _require_held(location_pk: int, writer: Partner | None) -> None:
-    """In the write's transaction: the location is still the writer's (a grant committed since the caller's
-    read moved it to another connection). The EVSE or connector written is then another's: nothing is."""
-    if writer is not None and not Location.objects.filter(pk=location_pk, partner_id=writer.pk).exists():
+    """First in the write of an EVSE or connector, in its transaction: lock the location's row (parent first,
+    the module's lock order; FOR NO KEY UPDATE, as an update takes it, so an insert referring to the location goes
+    on), and check it is still the writer's (a grant committed since the caller's read moved it to another
+    connection: the EVSE or connector written is then another's, and nothing is). What the write reads after it
+    is what the writes of the location before it left: a PUT of a new EVSE or connector finds the one a PUT of it
+    just before made, rather than inserting it again (a unique constraint's 500)."""
+    rows = Location.objects.select_for_update(no_key=True).filter(pk=location_pk)
+    if writer is not None:
+        rows = rows.filter(partner_id=writer.pk)
+    if not list(rows.values_list("pk", flat=True)) and writer is not None:
         raise LocationNotHeld(f"location {location_pk} is not held by {writer}")
+
+
+def _lock_evse(evse_pk: int) -> None:
+    """The EVSE's row locked, after its location's and before its connectors' (the module's lock order)."""
+    list(Evse.objects.select_for_update(no_key=True).filter(pk=evse_pk).values_list("pk", flat=True))
 
 
 def connector_get(evse: Evse, connector_id: str) -> Connector | None:
@@ -420,6 +506,7 @@ def _save_over(row: Model, current: Model | None) -> None:
         row.save(force_update=True)
 
 
+@retried_on_deadlock
 def evse_put(
     location: Location, evse_obj: dict[str, Any], *, writer: Partner | None = None
 ) -> tuple[Evse, bool, PatchResult]:
@@ -428,8 +515,9 @@ def evse_put(
     now = timezone.now()
     last_updated = parse_utc(evse_obj["last_updated"])
     with transaction.atomic():
-        current = Evse.objects.select_for_update().filter(location=location, uid_key=ci_key(evse_obj["uid"])).first()
-        _require_held(location.pk, writer)
+        _require_held(location.pk, writer)  # the location first, then the EVSE, read after it
+        rows = Evse.objects.select_for_update(no_key=True).filter(location=location, uid_key=ci_key(evse_obj["uid"]))
+        current = rows.first()
         if current is not None and last_updated < current.last_updated:
             return current, False, PatchResult(applied=False)
         row = Evse(**_evse_values(location.pk, evse_obj, (location.latitude, location.longitude), now))
@@ -453,6 +541,7 @@ def _unique_connectors(evse_obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+@retried_on_deadlock
 def connector_put(
     evse: Evse, connector_obj: dict[str, Any], *, writer: Partner | None = None
 ) -> tuple[Connector, bool, bool]:
@@ -460,8 +549,10 @@ def connector_put(
     location of the writer's connection: else LocationNotHeld, nothing written."""
     last_updated = parse_utc(connector_obj["last_updated"])
     with transaction.atomic():
-        current = Connector.objects.select_for_update().filter(evse=evse, id_key=ci_key(connector_obj["id"])).first()
-        _require_held(evse.location_id, writer)
+        _require_held(evse.location_id, writer)  # the location first, then the EVSE, then the connector
+        _lock_evse(evse.pk)
+        rows = Connector.objects.select_for_update(no_key=True).filter(evse=evse, id_key=ci_key(connector_obj["id"]))
+        current = rows.first()
         if current is not None and last_updated < current.last_updated:
             return current, False, False
         row = Connector(**_connector_values(evse.pk, connector_obj, last_updated))
@@ -478,6 +569,7 @@ def _refresh_evse_power(evse: Evse) -> None:
     )
 
 
+@retried_on_deadlock
 def location_patch(location: Location, patch: dict[str, Any], *, writer: Partner | None = None) -> PatchResult:
     """PATCH a location. With a `writer` (a CPO's PATCH), the row is locked only where it is under the writer's
     connection (no query more): else LocationNotHeld, nothing written."""
@@ -596,6 +688,8 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
     columns = _evse_patch_columns(patch, last_updated)
     rows = Evse.objects.filter(pk=evse.pk)
     with transaction.atomic():  # one commit for both rows
+        if connection.features.has_select_for_update:  # the location first (the module's lock order)
+            list(Location.objects.select_for_update(no_key=True).filter(pk=evse.location_pk).values_list("pk"))
         if not (rows if last_updated is None else rows.filter(last_updated__lte=last_updated)).update(**columns):
             return PatchResult(applied=False)
         if last_updated is not None and evse.location_last_updated < last_updated:
@@ -608,14 +702,20 @@ def evse_patch(evse: EvseRef, patch: dict[str, Any]) -> PatchResult:
     return PatchResult(applied=True, status_change=change)
 
 
-# The EVSE PATCH in one statement (PostgreSQL): the EVSE found by its path and locked, updated unless the patch
-# is older than what we hold, its location's last_updated moved forward; the status before, and whether it
-# applied, come back. {sets} are the EVSE's columns (_evse_patch_sql); {writer} is empty or _WRITER_SQL (a CPO's
-# PATCH: an EVSE under another connection's location is not found).
+# The EVSE PATCH in one statement (PostgreSQL): the location found by its path and locked, then its EVSE (the
+# module's lock order: the EVSE first, then the location's stamp, had deadlocked with a location PUT or pulled
+# page, which lock the location, then its EVSEs), the EVSE updated unless the patch is older than what we hold, its
+# location's last_updated moved forward; the status before, and whether it applied, come back. The EVSE is
+# locked by `old` above the join with `loc`, whose row is locked when `loc` gives it: always after it. {sets} are
+# the EVSE's columns (_evse_patch_sql); {writer} is empty or _WRITER_SQL (a CPO's PATCH: an EVSE under another
+# connection's location is not found). FOR NO KEY UPDATE, as the updates take them: an insert referring to
+# either row (a reservation, a session) goes on.
 _EVSE_PATCH_SQL = """
-WITH old AS (
-    SELECT e.id, e.status, e.location_id FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
-    WHERE l.ocpi_key = %s AND e.uid_key = %s{writer} FOR UPDATE OF e
+WITH loc AS (
+    SELECT l.id FROM emsp_location l WHERE l.ocpi_key = %s{writer} FOR NO KEY UPDATE
+), old AS (
+    SELECT e.id, e.status, e.location_id FROM emsp_evse e JOIN loc ON loc.id = e.location_id
+    WHERE e.uid_key = %s FOR NO KEY UPDATE OF e
 ), changed AS (
     UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id AND e.last_updated <= %s RETURNING e.id
 ), bumped AS (
@@ -626,9 +726,11 @@ SELECT old.id, old.status, EXISTS (SELECT 1 FROM changed) FROM old
 """
 # The same for a PATCH the CPO stamped none on (`_stamp`): applied whatever we hold, no stamp moved.
 _EVSE_PATCH_UNSTAMPED_SQL = """
-WITH old AS (
-    SELECT e.id, e.status FROM emsp_evse e JOIN emsp_location l ON l.id = e.location_id
-    WHERE l.ocpi_key = %s AND e.uid_key = %s{writer} FOR UPDATE OF e
+WITH loc AS (
+    SELECT l.id FROM emsp_location l WHERE l.ocpi_key = %s{writer} FOR NO KEY UPDATE
+), old AS (
+    SELECT e.id, e.status FROM emsp_evse e JOIN loc ON loc.id = e.location_id
+    WHERE e.uid_key = %s FOR NO KEY UPDATE OF e
 ), changed AS (
     UPDATE emsp_evse e SET {sets} FROM old WHERE e.id = old.id RETURNING e.id
 )
@@ -658,6 +760,7 @@ def _evse_patch_sql(columns: dict[str, Any]) -> tuple[str, list[Any]]:
 _CONSEQUENTIAL_STATUSES = frozenset(Evse.FAULT_STATUSES)
 
 
+@retried_on_deadlock
 def evse_patch_at(
     country_code: str,
     party_id: str,
@@ -678,9 +781,10 @@ def evse_patch_at(
         return None if ref is None else evse_patch(ref, patch)
     last_updated = _stamp(patch)
     sets, set_params = _evse_patch_sql(_evse_patch_columns(patch, last_updated))
-    params = [location_key(country_code, party_id, location_id), ci_key(evse_uid)]
+    params: list[Any] = [location_key(country_code, party_id, location_id)]
     if writer is not None:
         params.append(writer.pk)
+    params.append(ci_key(evse_uid))
     params += set_params
     if last_updated is not None:
         params += [last_updated, last_updated, last_updated]
@@ -701,19 +805,24 @@ def evse_patch_at(
     return PatchResult(applied=True, status_change=change)
 
 
+@retried_on_deadlock
 def connector_patch(
     evse: Evse, connector: Connector, patch: dict[str, Any], *, writer: Partner | None = None
-) -> PatchResult:
-    """PATCH a connector. With a `writer` (a CPO's PATCH), the row is locked only where its location is under the
-    writer's connection (no query more): else LocationNotHeld, nothing written."""
+) -> PatchResult | None:
+    """PATCH a connector. With a `writer` (a CPO's PATCH), only under a location of the writer's connection: else
+    LocationNotHeld, nothing written. None when the connector is no longer there (a location or EVSE PUT that
+    left it out, committed while this one waited for the location)."""
     stamp = _stamp(patch)
     with transaction.atomic():
-        # Only the connector's row is locked (its EVSE's and location's are updated later, in the order the other
-        # writes take them).
-        rows = Connector.objects.select_for_update(of=("self",)).filter(pk=connector.pk)
-        held = (rows if writer is None else rows.filter(evse__location__partner_id=writer.pk)).first()
+        # The location first, then the EVSE, then the connector (the module's lock order: the connector first had
+        # deadlocked with a location PUT). Found again by its id: a PUT of its location or EVSE writes its
+        # connectors anew (other rows).
+        _require_held(evse.location_id, writer)
+        _lock_evse(evse.pk)
+        rows = Connector.objects.select_for_update(no_key=True).filter(evse_id=evse.pk, id_key=connector.id_key)
+        held = rows.first()
         if held is None:
-            raise LocationNotHeld(f"connector {connector.pk} is not under a location held by {writer}")
+            return None
         connector = held
         if stamp is not None and stamp < connector.last_updated:
             return PatchResult(applied=False)

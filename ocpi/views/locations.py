@@ -143,8 +143,7 @@ class LocationReceiverView(OcpiView):
         children = "evses" if level == "location" else "connectors" if level == "evse" else None
         try:
             if children is not None and children in body:
-                with transaction.atomic():  # the object and the children it lists, or nothing
-                    self._patch_with_children(body, clean, level, country_code, party_id, location_id, evse_uid)
+                self._patch_with_children_at_once(body, clean, level, country_code, party_id, location_id, evse_uid)
                 return self._taken()
             self._patch_one(clean, level, country_code, party_id, location_id, evse_uid, connector_id)
         except catalogue.LocationNotHeld:  # moved to another connection since `_held`: nothing was written
@@ -174,7 +173,8 @@ class LocationReceiverView(OcpiView):
         if level == "connector":
             if evse is None or connector is None:
                 raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)
-            catalogue.connector_patch(evse, connector, clean, writer=self.partner)
+            if catalogue.connector_patch(evse, connector, clean, writer=self.partner) is None:
+                raise OcpiError(transport.CLIENT_ERROR, "Unknown connector", 404)  # left out by a PUT meanwhile
         elif level == "evse":
             # Found here but not above: its location has just become this connection's (`_held`: one left under
             # another connection, whose party the database grants to this one).
@@ -203,6 +203,13 @@ class LocationReceiverView(OcpiView):
     # EVSE PATCH listing `connectors` changes each child it lists: one we hold is patched with the fields it
     # names, a new one is PUT; children it does not list are unchanged. A child without `last_updated` takes
     # its parent's, or is unstamped as its parent is (OCPI 2.1.1: `Unstamped`).
+
+    @catalogue.retried_on_deadlock
+    def _patch_with_children_at_once(self, *args: Any) -> None:
+        """The object and the children it lists, or nothing: one transaction, its first write locking the location
+        (the catalogue's lock order), run again whole if it is a deadlock's victim all the same."""
+        with transaction.atomic():
+            self._patch_with_children(*args)
 
     def _patch_with_children(
         self,
