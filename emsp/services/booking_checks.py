@@ -462,7 +462,13 @@ def _follow(booking_id: int, session_id: int) -> str | None:
 
 
 def _link(booking_id: int, session_id: int) -> str | None:
-    if not ChargingSession.objects.filter(pk=session_id, booking__isnull=True).update(booking_id=booking_id):
+    """Tie a session no booking holds to this one, unless the CPO's change of it is going on: its row locked by a
+    PUT or PATCH (FOR NO KEY UPDATE SKIP LOCKED), it is left to the next check. That change locks the session, then
+    its booking (sessions._after_save: the reservation it fulfils); waited for here, under the booking's lock, the
+    two had deadlocked."""
+    unlinked = ChargingSession.objects.filter(pk=session_id, booking__isnull=True)
+    free = unlinked.select_for_update(no_key=True, skip_locked=True).values_list("pk", flat=True)
+    if not list(free) or not unlinked.update(booking_id=booking_id):
         return None
     session = ChargingSession.objects.get(pk=session_id)
     followed = _follow(booking_id, session_id)

@@ -317,6 +317,7 @@ def _finish_sent(command: Command, *, error: str, tell: bool = True) -> Command:
         if not failed:
             command.refresh_from_db()
             return command
+        _bookings_first(command)
         return _finish(command, Command.Status.FAILED, error=error, tell=tell)
 
 
@@ -332,6 +333,7 @@ def _finish_unanswered(command: Command, *, error: str) -> Command:
         ):
             command.refresh_from_db()
             return command  # the sweep moved it on meanwhile
+        _bookings_first(command)
         if command.reservation_id:
             Reservation.objects.filter(pk=command.reservation_id, status=Reservation.Status.HELD).update(
                 status=Reservation.Status.REQUESTED
@@ -367,6 +369,7 @@ def command_result_received(command: Command, result: dict[str, Any]) -> Command
         command = Command.objects.select_for_update().get(pk=command.pk)
         if command.result_type == result_type and command.result == result:
             return command  # a duplicate post
+        _bookings_first(command)
         if result_type == "CANCELED_RESERVATION":
             return _reservation_cancelled_by_cpo(command, result)
         if command.status not in (Command.Status.SENT, Command.Status.ACCEPTED, Command.Status.TIMEOUT):
@@ -446,6 +449,24 @@ def _reservation_cancelled_by_cpo(command: Command, result: dict[str, Any]) -> C
     if command.reservation_id:
         events.publish(events.ReservationCancelledByCpo(command.reservation))
     return command
+
+
+def _bookings_first(command: Command) -> None:
+    """Lock the bookings of a RESERVE_NOW's or CANCEL_RESERVATION's reservation (and the command's own booking)
+    until the transaction ends, right after the command and before its reservation is touched: one lock order, the
+    booking before its reservation, as a driver's cancel, a start, the no-show sweep and a session's PUT take them
+    (bookings.reservation_fulfilled). Its outcome (`_apply_effects`, or the CPO's cancel of the reservation) had
+    updated the reservation first and then locked the booking (bookings.on_reservation_finished,
+    on_reservation_cancelled_by_cpo): a RESERVE_NOW refused as the driver cancelled deadlocked the two, the cancel
+    holding the booking and waiting for the reservation. FOR UPDATE, as those handlers lock it next: NO KEY UPDATE
+    first would have them take the stronger lock later, waiting then (the reservation held) for a row that refers to
+    the booking inserted meanwhile, whose transaction may go on to lock the booking."""
+    if not command.reservation_id or command.type not in (Command.Type.RESERVE_NOW, Command.Type.CANCEL_RESERVATION):
+        return
+    ours = Q(reservation_id=command.reservation_id)
+    if command.booking_id is not None:
+        ours |= Q(pk=command.booking_id)
+    list(Booking.objects.select_for_update().filter(ours).order_by("pk").values_list("pk", flat=True))
 
 
 def _apply_effects(command: Command) -> None:
