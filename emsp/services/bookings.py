@@ -574,7 +574,16 @@ def _started_on() -> Q:
         booking__state__in=Booking.ACTIVE_STATES,
         status__in=(ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE),
     )
-    return Q(Exists(started)) | Q(Exists(referred)) | Q(Exists(plugged_in))
+    # The same, not yet tied to the booking: the session names the reservation (the RESERVE_NOW's
+    # authorization_reference) and the booking checks link it on their next run (sooner skipped while the CPO's
+    # change of it holds its row). Expired meanwhile, the driver plugged in had been told "no-show" and their hold
+    # cancelled at the CPO.
+    plugged_in_unlinked = ChargingSession.objects.filter(
+        reservation=OuterRef("pk"),
+        booking__isnull=True,
+        status__in=(ChargingSession.Status.PENDING, ChargingSession.Status.ACTIVE),
+    )
+    return Q(Exists(started)) | Q(Exists(referred)) | Q(Exists(plugged_in)) | Q(Exists(plugged_in_unlinked))
 
 
 def bookings_expire_no_shows(now: datetime | None = None) -> int:
