@@ -72,6 +72,34 @@ class PartnerPartyListForm(PartnerPartyForm):
         fields = ("partner", "country_code", "party_id", "status")
 
 
+class PartnerForm(forms.ModelForm):
+    """The partner's page. Its party is checked here, as the inline's further parties are: one granted to another
+    connection (a hub's further party) or another partner's typed in another case (cpz for CPZ) had passed the
+    form and been refused by the database, which the console then reported as a save made at the same moment."""
+
+    class Meta:
+        model = Partner
+        fields = ("name", "country_code", "party_id")  # the admin's fieldsets decide the page's fields
+
+    # Upper-cased as Partner.save stores them, so that Django's own check of partner_unique_party sees CPZ in cpz.
+    def clean_country_code(self) -> str:
+        return str(self.cleaned_data.get("country_code") or "").strip().upper()
+
+    def clean_party_id(self) -> str:
+        return str(self.cleaned_data.get("party_id") or "").strip().upper()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        country_code, party_id = data.get("country_code"), data.get("party_id")
+        if country_code and party_id:
+            # Every partner's own party is a granted row too (Partner.save): one question covers both.
+            holder = party_holder(country_code, party_id)
+            if holder is not None and holder.pk != self.instance.pk:
+                # On the field: Django's constraint check then skips it rather than say it again.
+                self.add_error("party_id", f"{country_code}*{party_id} is granted to {holder}.")
+        return data
+
+
 # More further parties than this (a hub's CPOs, or claims waiting for staff) and the partner page lists none
 # inline: each row is several form fields, and a page of hundreds could no longer be saved at all (Django's
 # DATA_UPLOAD_MAX_NUMBER_FIELDS: a 400, even to suspend the partner). They are on their own list then
@@ -147,6 +175,7 @@ class PartnerPartyInline(admin.TabularInline):
 
 @admin.register(Partner)
 class PartnerAdmin(admin.ModelAdmin):
+    form = PartnerForm
     list_display = ("name", "party", "role", "state", "version", "locations", "health_link")
     list_filter = ("state", "role")
     search_fields = ("name", "country_code", "party_id")
@@ -386,10 +415,16 @@ class PartnerAdmin(admin.ModelAdmin):
     # Actions that change credentials need the change permission (a view-only role may not post them).
     @admin.action(description="Issue a new Token A (for a CPO that registers with us)", permissions=["change"])
     def issue_token_a(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
-        for partner in queryset:
+        for listed in queryset:
             with transaction.atomic():
+                # The row as it is now, locked: the list was loaded before, and a registration or an unregister
+                # may have committed since. Saved whole, the listed object wrote back the state and tokens it was
+                # loaded with (a connection just made lost its tokens), and a party changed meanwhile moved back.
+                partner = Partner.objects.select_for_update().filter(pk=listed.pk).first()
+                if partner is None:
+                    continue
                 token = partner.issue_token_a()
-                partner.save()
+                partner.save(update_fields=["token_a_hash", "state", "updated_at"])
                 # Never the token itself: the record says one was issued.
                 staff_action_record(
                     user=request.user, verb="issue_token_a", obj=partner, details={"state": partner.state}
@@ -441,8 +476,7 @@ class PartnerAdmin(admin.ModelAdmin):
         for partner in queryset:
             told = credentials.tell_partner_unregistered(partner)  # an HTTP call: outside the transaction
             with transaction.atomic():
-                was = partner.state
-                credentials.unregister(partner)
+                was = credentials.unregister(partner)  # as it was under the lock: the listed object is older
                 staff_action_record(
                     user=request.user, verb="unregister", obj=partner, details={"was": was, "told": told}
                 )

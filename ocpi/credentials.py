@@ -513,21 +513,46 @@ def tell_partner_unregistered(partner: Partner) -> str:
     return f"the partner took our credentials DELETE (HTTP {reply.http_status}, OCPI {reply.status_code})"
 
 
-def unregister(partner: Partner) -> None:
-    """DELETE credentials (or our own decision): stop all automated communication with the partner."""
+# What an unregistration changes on the partner, saved as that alone (as a rotation saves its tokens).
+_UNREGISTER_FIELDS = [
+    "state",
+    "incoming_token_hash",
+    "outgoing_token",
+    "token_a_hash",
+    "sync_enabled",
+    "next_sync_at",
+    "updated_at",
+]
+
+
+def unregister(partner: Partner) -> str:
+    """DELETE credentials (or our own decision): stop all automated communication with the partner. Returns the
+    state it was in, read under the row's lock.
+
+    `partner` may be seconds old: the console's action loads it, then tells the partner over HTTP (up to
+    TELL_TIMEOUT_SECONDS), and the partner's own DELETE carries the row its token was checked against. Saved
+    whole, it wrote back a party, a name or a pull setting staff saved meanwhile on the partner's page, and
+    Partner.save moved the partner's own party back (its objects with it). So the row is locked and re-read, and
+    only what unregistering sets is written; `partner` is then the row as it now is."""
     transport.forget_cached_tokens()
     with transaction.atomic():
-        partner.state = Partner.State.UNREGISTERED
-        partner.incoming_token_hash = ""
-        partner.outgoing_token = ""
-        partner.token_a_hash = ""
-        partner.sync_enabled = False
-        partner.next_sync_at = None
-        partner.save()
-        PushDelivery.objects.filter(partner=partner, status=PushDelivery.Status.PENDING).update(
+        current = Partner.objects.select_for_update().filter(pk=partner.pk).first()
+        if current is None:  # deleted meanwhile: nothing left to talk to, nothing to write back
+            return partner.state
+        was = current.state
+        current.state = Partner.State.UNREGISTERED
+        current.incoming_token_hash = ""
+        current.outgoing_token = ""
+        current.token_a_hash = ""
+        current.sync_enabled = False
+        current.next_sync_at = None
+        current.save(update_fields=_UNREGISTER_FIELDS)
+        PushDelivery.objects.filter(partner=current, status=PushDelivery.Status.PENDING).update(
             status=PushDelivery.Status.FAILED, last_error="partner unregistered"
         )
-        _close_pending(partner, CredentialsRotation.Outcome.REFUSED, "partner unregistered")
+        _close_pending(current, CredentialsRotation.Outcome.REFUSED, "partner unregistered")
+    partner.refresh_from_db()
+    return was
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,18 +588,21 @@ def register_with_partner(
     token_b = new_credentials_token()
     if partner is None:
         partner = _provisional_partner(name)
-    before = _Before(
-        partner.pk,
-        partner.country_code == "ZZ",
-        partner.state,
-        partner.incoming_token_hash,
-        partner.outgoing_token_base64,
-    )
-    if partner.state == Partner.State.UNREGISTERED:
-        partner.state = Partner.State.NEW  # registering again: Token B must authenticate while the CPO checks us
-    partner.incoming_token_hash = hash_token(token_b)
-    partner.outgoing_token_base64 = endpoints.use_base64
-    partner.save()
+    with transaction.atomic():
+        # The caller's partner was loaded before its versions were read (HTTP): the row as it is now.
+        partner = _locked(partner)
+        before = _Before(
+            partner.pk,
+            partner.country_code == "ZZ",
+            partner.state,
+            partner.incoming_token_hash,
+            partner.outgoing_token_base64,
+        )
+        if partner.state == Partner.State.UNREGISTERED:
+            partner.state = Partner.State.NEW  # registering again: Token B must authenticate while the CPO checks us
+        partner.incoming_token_hash = hash_token(token_b)
+        partner.outgoing_token_base64 = endpoints.use_base64
+        partner.save(update_fields=["state", "incoming_token_hash", "outgoing_token_base64", "updated_at"])
 
     client = OcpiClient(partner, token=token_a, use_base64=endpoints.use_base64)
     try:
@@ -608,7 +636,7 @@ def register_with_partner(
                 our_token=token_b,
                 registering=True,
             )
-            partner.save()
+            partner.save(update_fields=_CONNECTION_FIELDS + _PULL_START_FIELDS)
             push.tokens_to_new_partner(partner)
     except RegistrationError:
         _undo_registration(before, token_b)
@@ -626,6 +654,16 @@ def register_with_partner(
         raise
     log.info("registered with %s", partner)
     return partner
+
+
+def _locked(partner: Partner) -> Partner:
+    """`partner` as its row is now, locked to the end of the transaction. A registration reads the CPO's versions
+    and POSTs to it (seconds) with the partner loaded before: saved whole, it wrote back a party, name or pull
+    setting staff had saved meanwhile on the partner's page (and Partner.save moved its own party back)."""
+    current = Partner.objects.select_for_update().filter(pk=partner.pk).first()
+    if current is None:
+        raise RegistrationError(f"{partner} was deleted while we registered with it")
+    return current
 
 
 def _provisional_partner(name: str) -> Partner:
@@ -684,8 +722,14 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
     # where a control character ("Evil\x0bCPO") made the XLSX export fail. Cut to the column's length.
     business_name = CONTROL_CHARACTERS.sub("", str((primary.get("business_details") or {}).get("name") or "")).strip()
     business_name = business_name[: Partner._meta.get_field("name").max_length].strip()
+    partner = _locked(partner)  # its party and name as they are now, not as they were before our POST
     if partner.country_code == "ZZ":
-        existing = Partner.objects.filter(country_code=country_code, party_id=party_id).exclude(pk=partner.pk).first()
+        existing = (
+            Partner.objects.select_for_update()
+            .filter(country_code=country_code, party_id=party_id)
+            .exclude(pk=partner.pk)
+            .first()
+        )
         holder = party_holder(country_code, party_id)
         if existing is not None and existing.state == Partner.State.CONNECTED:
             raise RegistrationError(f"{key} is the party of {existing}, which is connected: unregister it first")
@@ -697,12 +741,14 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
             partner = existing
         else:
             partner.country_code, partner.party_id = country_code, party_id
+        # Through Partner.save's handling of a party: its own party row, the party's objects moved to it.
+        partner.save(update_fields=["country_code", "party_id", "incoming_token_hash", "updated_at"])
     elif not partner.owns(country_code, party_id):
         raise RegistrationError(f"the CPO answered as {key}, which is not {partner}'s party")
-    partner.save()
     partner_parties_claimed(partner, hub.announced_parties(roles))  # a hub's CPOs, never eMSPs or us
     if not partner.name or partner.name == "Registering…":
         partner.name = name or business_name or key
+        partner.save(update_fields=["name", "updated_at"])
     return partner
 
 

@@ -4,7 +4,12 @@
   hash and the token we send are not written back as the request loaded them (PostgreSQL, and the same
   interleaving in one connection on both databases);
 - the fields staff changed are saved, a changed party still moves the partner's own party row (Partner.save's
-  handling of it), and adding a partner on the add page still makes it with its own party.
+  handling of it), and adding a partner on the add page still makes it with its own party;
+- the other way round, what an unregister (the console's action, which tells the partner over HTTP first, or the
+  partner's own DELETE), a Token A issued from the list, or a registration we start writes is only what it sets:
+  a party move, a rename or a contact saved on the page meanwhile stands;
+- a party the page may not take (granted to another connection, another partner's in another case) is a form
+  error, not the database's refusal reported as a save made at the same moment.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
@@ -21,7 +27,10 @@ from emsp.models import Partner, PartnerParty, StaffAction, hash_token
 from ocpi import credentials
 from ocpi.admin import PartnerAdmin
 from tests.billing.test_settlement_review_fixes import _run, needs_postgres
+from tests.conftest import OcpiTestClient
 from tests.factories import PartnerFactory
+from tests.fakes import FakePeer, envelope
+from tests.ocpi.test_credentials import CPO, CPO_CREDENTIALS, script_cpo
 
 
 @pytest.fixture
@@ -213,3 +222,204 @@ def test_a_partner_added_on_the_add_page_is_made_with_its_own_party(admin_a: Cli
     own = PartnerParty.objects.get(partner=partner, own=True)
     assert (own.country_code, own.party_id, own.status) == ("IN", "CPN", PartnerParty.Status.GRANTED)
     assert StaffAction.objects.get(verb="add").details == {"party": "IN*CPN"}
+
+
+# -- what the partner's credentials actions write: only what they set ----------------------------------------------
+
+
+@pytest.fixture
+def admin_b(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin-b", "b@example.com", "pw-123456-x"))
+    return client
+
+
+def _moved_to_cpz_on_the_page(admin: Client, pk: int) -> None:
+    """Another admin saves the partner's page: its party CPA -> CPZ, renamed."""
+    url = reverse("admin:emsp_partner_change", args=[pk])
+    response = admin.post(url, _page(Partner.objects.get(pk=pk), party_id="CPZ", name="CPO Z"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+
+
+def _assert_unregistered_as_cpz(partner: Partner) -> None:
+    partner.refresh_from_db()
+    own = PartnerParty.objects.get(partner=partner, own=True)
+    assert (partner.state, partner.incoming_token_hash, partner.outgoing_token) == (Partner.State.UNREGISTERED, "", "")
+    assert (partner.party_id, own.party_id, partner.name) == ("CPZ", "CPZ", "CPO Z")
+
+
+@pytest.mark.django_db
+def test_the_unregister_action_keeps_a_party_move_saved_while_it_told_the_partner(
+    admin_a: Client, admin_b: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The action loads the partner, then tells it over HTTP outside any transaction. Before, unregister then saved
+    that object whole: the party moved back to CPA (its own party row with it) and the old name came back."""
+    partner = _connected()
+    monkeypatch.setattr(credentials.transport, "forget_cached_tokens", lambda: None)
+
+    def b_saves_while_a_tells(p: Partner) -> str:
+        _moved_to_cpz_on_the_page(admin_b, p.pk)
+        return "told"
+
+    monkeypatch.setattr(credentials, "tell_partner_unregistered", b_saves_while_a_tells)
+    response = admin_a.post(
+        reverse("admin:emsp_partner_changelist"), {"action": "unregister", "_selected_action": [partner.pk]}
+    )
+    assert response.status_code == 302
+
+    _assert_unregistered_as_cpz(partner)
+    record = StaffAction.objects.get(verb="unregister")
+    assert record.details["was"] == Partner.State.CONNECTED
+    assert "IN*CPZ" in record.object_repr  # the partner as it is, not as the list loaded it
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_unregister_action_keeps_a_party_move_committed_in_another_connection(
+    admin_a: Client, admin_b: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partner = _connected()
+    monkeypatch.setattr(credentials.transport, "forget_cached_tokens", lambda: None)
+
+    def b_saves_while_a_tells(p: Partner) -> str:
+        thread, out = _run(lambda: _moved_to_cpz_on_the_page(admin_b, p.pk))
+        thread.join(20)
+        assert "error" not in out, out
+        return "told"
+
+    monkeypatch.setattr(credentials, "tell_partner_unregistered", b_saves_while_a_tells)
+    response = admin_a.post(
+        reverse("admin:emsp_partner_changelist"), {"action": "unregister", "_selected_action": [partner.pk]}
+    )
+    assert response.status_code == 302
+
+    _assert_unregistered_as_cpz(partner)
+
+
+@pytest.mark.django_db
+def test_the_partners_own_delete_keeps_a_party_move_saved_after_its_token_was_checked(
+    admin_b: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DELETE's partner is the row its token was checked against: a page saved after that stands."""
+    partner = _connected()
+    real_forget = credentials.transport.forget_cached_tokens
+    saved = []
+
+    def page_saved_first() -> None:  # unregister's first step, before it writes
+        if not saved:
+            saved.append(True)
+            _moved_to_cpz_on_the_page(admin_b, partner.pk)
+        real_forget()
+
+    monkeypatch.setattr(credentials.transport, "forget_cached_tokens", page_saved_first)
+    response = OcpiTestClient("token-the-cpo-uses").delete("/ocpi/2.2.1/credentials")
+    assert response.json()["status_code"] == 1000
+    assert saved
+
+    _assert_unregistered_as_cpz(partner)
+
+
+@pytest.mark.django_db
+def test_a_token_a_issued_from_the_list_keeps_a_registration_made_since_the_list_was_loaded(
+    admin_a: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the listed object was saved whole: the partner that had just registered was written back NEW, then
+    TOKEN_A_ISSUED, without the tokens of its connection (its calls refused, ours sent with no token)."""
+    partner = PartnerFactory(name="CPO A", country_code="IN", party_id="CPA", state=Partner.State.NEW)
+    real_action = PartnerAdmin.issue_token_a
+
+    @admin.action(description="Issue a new Token A", permissions=["change"])
+    def registered_after_listing(self: Any, request: Any, queryset: Any) -> None:
+        listed = list(queryset)
+        Partner.objects.filter(pk=partner.pk).update(
+            state=Partner.State.CONNECTED,
+            incoming_token_hash=hash_token("token-c"),
+            outgoing_token="token-b-from-cpo",
+            name="CPO A (registered)",
+        )
+        real_action(self, request, listed)
+
+    monkeypatch.setattr(PartnerAdmin, "issue_token_a", registered_after_listing)
+    response = admin_a.post(
+        reverse("admin:emsp_partner_changelist"), {"action": "issue_token_a", "_selected_action": [partner.pk]}
+    )
+    assert response.status_code == 302
+
+    partner.refresh_from_db()
+    assert (partner.state, partner.incoming_token_hash, partner.outgoing_token, partner.name) == (
+        Partner.State.CONNECTED,
+        hash_token("token-c"),
+        "token-b-from-cpo",
+        "CPO A (registered)",
+    )
+    assert partner.token_a_hash  # the Token A was issued
+    assert StaffAction.objects.get(verb="issue_token_a").details == {"state": Partner.State.CONNECTED}
+
+
+@pytest.mark.django_db
+def test_a_registration_we_start_keeps_a_page_saved_while_the_cpo_answered(admin_b: Client, peer: FakePeer) -> None:
+    """register_with_partner with a partner staff set up: its row was loaded before the CPO's versions were read
+    and our POST answered. Before, it was saved whole after the POST: the rename and contact saved meanwhile went."""
+    partner = PartnerFactory(name="CPO A", country_code="IN", party_id="CPA", state=Partner.State.UNREGISTERED)
+    script_cpo(peer)
+
+    def page_saved_while_the_cpo_answers(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        url = reverse("admin:emsp_partner_change", args=[partner.pk])
+        page = _page(Partner.objects.get(pk=partner.pk), name="CPO A (north)", support_email="ops@cpo.example")
+        response = admin_b.post(url, page)
+        assert response.status_code == 302, response.content.decode()[:3000]
+        return 200, envelope({**CPO_CREDENTIALS, "token": "token-c-from-cpo"}), {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", page_saved_while_the_cpo_answers)
+    registered = credentials.register_with_partner(versions_url=f"{CPO}/versions", token_a="new-a", partner=partner)
+
+    partner.refresh_from_db()
+    assert registered.pk == partner.pk
+    assert (partner.state, partner.outgoing_token) == (Partner.State.CONNECTED, "token-c-from-cpo")
+    assert (partner.name, partner.support_email) == ("CPO A (north)", "ops@cpo.example")
+
+
+# -- a party the page may not take ---------------------------------------------------------------------------------
+
+
+def _refused_on_the_page(admin: Client, partner: Partner, party_id: str) -> str:
+    url = reverse("admin:emsp_partner_change", args=[partner.pk])
+    response = admin.post(url, _page(partner, party_id=party_id))
+    # The form again, with the error on the field: not the database's refusal (a redirect saying another save
+    # was made at the same moment).
+    assert response.status_code == 200, response.status_code
+    errors = response.context["adminform"].form.errors
+    partner.refresh_from_db()
+    assert (partner.party_id, PartnerParty.objects.get(partner=partner, own=True).party_id) == ("CPA", "CPA")
+    assert not StaffAction.objects.filter(verb="change").exists()
+    return " ".join(errors.get("party_id", []))
+
+
+@pytest.mark.django_db
+def test_a_party_granted_to_another_connection_is_refused_on_the_page(admin_a: Client) -> None:
+    partner = _connected()
+    hub = PartnerFactory(name="Hub", country_code="IN", party_id="HUB", role=Partner.Role.HUB)
+    PartnerParty.objects.create(partner=hub, country_code="IN", party_id="CPZ", status=PartnerParty.Status.GRANTED)
+
+    assert "IN*CPZ is granted to Hub (IN*HUB)" in _refused_on_the_page(admin_a, partner, "cpz")
+
+
+@pytest.mark.django_db
+def test_another_partners_party_typed_in_another_case_is_refused_on_the_page(admin_a: Client) -> None:
+    partner = _connected()
+    PartnerFactory(name="Other", country_code="IN", party_id="CPZ")
+
+    assert "IN*CPZ is granted to Other (IN*CPZ)" in _refused_on_the_page(admin_a, partner, "cpz")
+
+
+@pytest.mark.django_db
+def test_a_party_the_partner_holds_as_a_further_party_may_become_its_own(admin_a: Client) -> None:
+    partner = _connected()
+    PartnerParty.objects.create(partner=partner, country_code="IN", party_id="CPZ", status=PartnerParty.Status.GRANTED)
+    url = reverse("admin:emsp_partner_change", args=[partner.pk])
+    response = admin_a.post(url, _page(partner, party_id="cpz"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+
+    partner.refresh_from_db()
+    assert partner.party_id == "CPZ"
+    assert list(PartnerParty.objects.filter(partner=partner).values_list("party_id", "own")) == [("CPZ", True)]
