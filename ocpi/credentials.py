@@ -533,7 +533,8 @@ def unregister(partner: Partner) -> str:
     TELL_TIMEOUT_SECONDS), and the partner's own DELETE carries the row its token was checked against. Saved
     whole, it wrote back a party, a name or a pull setting staff saved meanwhile on the partner's page, and
     Partner.save moved the partner's own party back (its objects with it). So the row is locked and re-read, and
-    only what unregistering sets is written; `partner` is then the row as it now is."""
+    only what unregistering sets is written; `partner` is then the row as saved (copied from it: re-read after
+    the commit, a partner deleted in between raised DoesNotExist)."""
     transport.forget_cached_tokens()
     with transaction.atomic():
         current = Partner.objects.select_for_update().filter(pk=partner.pk).first()
@@ -551,7 +552,9 @@ def unregister(partner: Partner) -> str:
             status=PushDelivery.Status.FAILED, last_error="partner unregistered"
         )
         _close_pending(current, CredentialsRotation.Outcome.REFUSED, "partner unregistered")
-    partner.refresh_from_db()
+    for column in Partner._meta.concrete_fields:
+        setattr(partner, column.attname, getattr(current, column.attname))
+    partner.__dict__.pop("_granted_keys", None)  # its parties as cached on the object loaded before
     return was
 
 
@@ -586,6 +589,9 @@ def register_with_partner(
 
     # The CPO will call our versions endpoint with Token B before answering, so B must work first.
     token_b = new_credentials_token()
+    # Only a row made here is the attempt's own, to delete or merge: a partner passed in may be ZZ*… too (one
+    # `ocpi_import` made for a feed), with its locations, tariffs and sessions hanging on it.
+    provisional = partner is None
     if partner is None:
         partner = _provisional_partner(name)
     with transaction.atomic():
@@ -593,7 +599,7 @@ def register_with_partner(
         partner = _locked(partner)
         before = _Before(
             partner.pk,
-            partner.country_code == "ZZ",
+            provisional,
             partner.state,
             partner.incoming_token_hash,
             partner.outgoing_token_base64,
@@ -625,7 +631,14 @@ def register_with_partner(
         # a merge into the partner staff set up, and the attempt is undone as for a refusal. Saved one by one,
         # the provisional row had stayed renamed to the CPO's party, in state NEW, Token B working.
         with transaction.atomic():
-            partner = _adopt_identity(partner, answer["roles"], name=name, expected_party=party)
+            partner = _adopt_identity(
+                partner,
+                answer["roles"],
+                name=name,
+                expected_party=party,
+                token_b=token_b,
+                provisional=before.provisional,
+            )
             partner.token_a_hash = ""
             _apply_connection(
                 partner,
@@ -677,7 +690,8 @@ def _provisional_partner(name: str) -> Partner:
 @dataclass(frozen=True)
 class _Before:
     """What a registration attempt changes on a partner before the CPO answers, as it was: `pk` the row the
-    attempt holds Token B on, `provisional` when it was made for the attempt (ZZ*…)."""
+    attempt holds Token B on, `provisional` when the attempt made it (ZZ*…), not when a partner passed in has
+    a ZZ party (a feed's)."""
 
     pk: int
     provisional: bool
@@ -706,10 +720,19 @@ def _undo_registration(before: _Before, token_b: str) -> None:
     transport.forget_cached_tokens()  # Token B of a connected partner may have been cached meanwhile
 
 
-def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str, expected_party: str = "") -> Partner:
+def _adopt_identity(
+    partner: Partner,
+    roles: list[dict[str, Any]],
+    *,
+    name: str,
+    token_b: str,
+    provisional: bool,
+    expected_party: str = "",
+) -> Partner:
     """The party the CPO answered as becomes the partner's, if it may: the one staff expected, not a party
     another connection holds. A provisional row merges into a partner staff set up for that party but not
-    yet connected. Further parties it names are recorded for staff, not granted."""
+    yet connected; a ZZ partner passed in (a feed's, with its objects) is never merged away, so that answer is
+    refused. Further parties it names are recorded for staff, not granted."""
     primary = roles[0]
     country_code, party_id = primary["country_code"], primary["party_id"]
     key = ci_key(country_code, party_id)
@@ -723,6 +746,11 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
     business_name = CONTROL_CHARACTERS.sub("", str((primary.get("business_details") or {}).get("name") or "")).strip()
     business_name = business_name[: Partner._meta.get_field("name").max_length].strip()
     partner = _locked(partner)  # its party and name as they are now, not as they were before our POST
+    if partner.incoming_token_hash != hash_token(token_b):
+        # Staff unregistered it, or the partner's own credentials PUT gave it a Token C, while our POST was out:
+        # what they did stands (the undo leaves a row without our Token B alone). Connected anyway, an
+        # unregistered partner worked again, and the Token C stopped working.
+        raise RegistrationError(f"{partner}: superseded while our POST was out (an unregister or its own PUT)")
     if partner.country_code == "ZZ":
         existing = (
             Partner.objects.select_for_update()
@@ -735,6 +763,12 @@ def _adopt_identity(partner: Partner, roles: list[dict[str, Any]], *, name: str,
             raise RegistrationError(f"{key} is the party of {existing}, which is connected: unregister it first")
         if holder is not None and holder != existing:
             raise RegistrationError(f"{key} is granted to {holder}")
+        if existing is not None and not provisional:
+            # Merged, the row was deleted and its locations, tariffs, sessions and CDRs with it.
+            raise RegistrationError(
+                f"the CPO answered as {key}, the party of {existing}; {partner} is a partner of its own (its "
+                f"objects with it), not merged into it: register {existing} instead"
+            )
         if existing is not None:
             existing.incoming_token_hash = partner.incoming_token_hash
             partner.delete()

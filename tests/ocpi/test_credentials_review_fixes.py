@@ -10,28 +10,31 @@ a hundred endpoints are not stored; a registration whose save fails leaves nothi
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DataError
+from django.db import transaction as django_transaction
 from django.test import Client
 from django.urls import reverse
 
 from emsp import outbox
-from emsp.models import Delivery, Partner, Token, hash_token
+from emsp.models import Delivery, Location, Partner, Token, hash_token
 from emsp.models.breakers import CircuitBreaker
 from emsp.services import tokens as token_services
-from ocpi import push, sync, transport
+from ocpi import credentials, push, sync, transport
 from ocpi.client import OcpiClient, OcpiClientError, OcpiReplyError
 from ocpi.credentials import RegistrationError, RotationError, register_with_partner, rotate_credentials, unregister
 from ocpi.models import CredentialsRotation, OcpiMessage, PushDelivery, SyncRun
 from tests.conftest import OcpiTestClient
-from tests.factories import DriverFactory, PartnerFactory
+from tests.factories import DriverFactory, PartnerFactory, stored_location
 from tests.fakes import FakePeer, envelope
 
 pytestmark = pytest.mark.django_db
@@ -817,3 +820,86 @@ def test_at_most_a_hundred_endpoints_are_stored(peer: FakePeer, waiting_partner:
     assert post_credentials(token_a)["status_code"] == 1000
     partner.refresh_from_db()
     assert partner.endpoints == many[:100]
+
+
+# -- a feed's ZZ partner registered, and an unregister while our registration POST is out ------------------------
+
+
+def feed_partner_with_a_location() -> Partner:
+    """A partner `ocpi_import --partner ZZ*EZV` made: a ZZ party like a registration's placeholder, but real."""
+    feed = PartnerFactory(name="EZV (imported)", country_code="ZZ", party_id="EZV", state=Partner.State.NEW)
+    stored_location(feed)
+    assert Location.objects.filter(partner=feed).count() == 1
+    return feed
+
+
+def register_feed_partner() -> None:
+    call_command(
+        "ocpi_register",
+        "--versions-url",
+        f"{CPO}/versions",
+        "--token-a",
+        "token-a-from-cpo",
+        "--partner",
+        "ZZ*EZV",
+        "--no-sync",
+    )
+
+
+def test_a_failed_registration_of_a_feed_partner_keeps_it_and_its_locations(peer: FakePeer) -> None:
+    feed = feed_partner_with_a_location()
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (401, envelope(None, status_code=2001)))
+    with pytest.raises(CommandError, match="credentials POST refused"):
+        register_feed_partner()
+    feed.refresh_from_db()  # not deleted as if the attempt had made it
+    assert (feed.state, feed.party_key, feed.incoming_token_hash) == (Partner.State.NEW, "ZZ*EZV", "")
+    assert Location.objects.filter(partner=feed).count() == 1
+
+
+def test_a_feed_partner_the_cpo_answers_for_as_another_partner_is_refused_not_merged_away(peer: FakePeer) -> None:
+    feed = feed_partner_with_a_location()
+    staff_set_up = PartnerFactory(name="CPO A", country_code="IN", party_id="CPA", state=Partner.State.NEW)
+    script_cpo(peer)
+    peer.route("POST", f"{CPO}/2.2.1/credentials", (200, envelope({**CPO_CREDENTIALS, "token": "c"})))
+    with pytest.raises(CommandError, match=r"IN\*CPA, the party of CPO A \(IN\*CPA\); EZV \(imported\) \(ZZ\*EZV\)"):
+        register_feed_partner()
+    feed.refresh_from_db()
+    staff_set_up.refresh_from_db()
+    assert (feed.state, feed.party_key, feed.incoming_token_hash) == (Partner.State.NEW, "ZZ*EZV", "")
+    assert Location.objects.filter(partner=feed).count() == 1
+    assert (staff_set_up.state, staff_set_up.incoming_token_hash) == (Partner.State.NEW, "")
+
+
+def test_a_registration_racing_an_unregister_leaves_the_partner_unregistered(peer: FakePeer) -> None:
+    partner = PartnerFactory(name="CPO A", country_code="IN", party_id="CPA", state=Partner.State.UNREGISTERED)
+    script_cpo(peer)
+
+    def unregistered_while_the_cpo_answers(call: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        unregister(Partner.objects.get(pk=partner.pk))
+        return 200, envelope({**CPO_CREDENTIALS, "token": "token-c-from-cpo"}), {}
+
+    peer.route("POST", f"{CPO}/2.2.1/credentials", unregistered_while_the_cpo_answers)
+    with pytest.raises(RegistrationError, match="superseded while our POST was out"):
+        register_with_partner(versions_url=f"{CPO}/versions", token_a="token-a-from-cpo", partner=partner)
+    partner.refresh_from_db()
+    assert (partner.state, partner.incoming_token_hash, partner.outgoing_token) == (Partner.State.UNREGISTERED, "", "")
+    assert not works("token-c-from-cpo")
+
+
+def test_unregister_of_a_partner_deleted_right_after_its_commit_returns_what_it_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    partner = PartnerFactory(state=Partner.State.CONNECTED, outgoing_token="ours")
+    stale = Partner.objects.get(pk=partner.pk)
+    Partner.objects.filter(pk=partner.pk).update(name="Renamed meanwhile")
+
+    @contextlib.contextmanager
+    def atomic_then_deleted() -> Iterator[None]:
+        with django_transaction.atomic():
+            yield
+        Partner.objects.filter(pk=partner.pk).delete()  # staff deleting it once the unregister committed
+
+    monkeypatch.setattr(credentials, "transaction", types.SimpleNamespace(atomic=atomic_then_deleted))
+    assert unregister(stale) == Partner.State.CONNECTED
+    assert (stale.state, stale.outgoing_token, stale.name) == (Partner.State.UNREGISTERED, "", "Renamed meanwhile")
