@@ -492,10 +492,18 @@ def _hit_refreshed(hit: Hit, item: str, at: datetime | None = None) -> Hit:
 
 
 def on_select(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
+    """The quote for the item selected, after a live status check with the CPO. The journey's row is taken before
+    anything touches the EVSE, as init and confirm take it first: the EVSE's watch (a key share on it) and the live
+    check (evse_put locks the location and the EVSE) came before the journey's update, while a confirm locks the
+    journey then the EVSE FOR UPDATE, so a re-select deadlocked with the confirm of the same journey. Under the
+    lock the select waits for that confirm and then meets the order it booked (`_not_after_confirm` again, on the
+    row as locked). A select refused before (its item unknown) costs no lock."""
     _not_after_confirm(txn)
     selected = selected_item(envelope.message)
     at = selected.window[0] if selected.window else None
     hit = _hit_for(selected.provider_id, selected.item_id, at)
+    txn = _journey_locked(txn)
+    _not_after_confirm(txn)
     freshness.evses_watch([hit.evse.pk])
     # A fresh status check with the CPO, short timeout; otherwise the catalogue and its age. While the CPO's
     # breaker is open the check is refused at once: the quote comes from the catalogue, saying why.

@@ -161,7 +161,8 @@ def command_send(command: Command) -> Command:
     command.response = reply.response
     command.response_result = reply.result
     if not reply.accepted:
-        return _finish_sent(command, error=reply.message or f"CommandResponse {reply.result}")
+        error = reply.message or f"CommandResponse {reply.result}"
+        return _finish_sent(command, error=error, also=("response", "response_result"))
     timeout = reply.timeout_seconds or settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
     # A CPO's absurd `timeout` (10^12 s) would overflow the date, and a long one leave the command waiting for ever.
     command.timeout_at = now + timedelta(seconds=min(timeout, MAX_COMMAND_TIMEOUT.total_seconds()))
@@ -304,12 +305,13 @@ def result_messages(result: dict[str, Any]) -> str:
     return "; ".join(texts)
 
 
-def _finish_sent(command: Command, *, error: str, tell: bool = True) -> Command:
+def _finish_sent(command: Command, *, error: str, tell: bool = True, also: tuple[str, ...] = ()) -> Command:
     """FAILED, for a command this send still holds as SENT: one the sweep moved on meanwhile (its timeout) is
     finished once, by whoever moved it, not a second time with another outcome. The status, the command's
     effects and what its subscribers do (a booking cancelled, its app told) commit together, as for a TIMEOUT:
     the bookings' handler locks its booking, which PostgreSQL allows only in a transaction. `tell`: False for a
-    command its booking no longer wants (nothing to tell: the booking has moved on, its app heard of it)."""
+    command its booking no longer wants (nothing to tell: the booking has moved on, its app heard of it). `also`:
+    the fields the send set on the command besides (the CPO's refusal), saved with it (`_finish`)."""
     with transaction.atomic():
         failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
             status=Command.Status.FAILED, updated_at=timezone.now()
@@ -318,7 +320,7 @@ def _finish_sent(command: Command, *, error: str, tell: bool = True) -> Command:
             command.refresh_from_db()
             return command
         _bookings_first(command)
-        return _finish(command, Command.Status.FAILED, error=error, tell=tell)
+        return _finish(command, Command.Status.FAILED, error=error, tell=tell, also=also)
 
 
 def _finish_unanswered(command: Command, *, error: str) -> Command:
@@ -342,14 +344,25 @@ def _finish_unanswered(command: Command, *, error: str) -> Command:
 
 
 def _finish(
-    command: Command, status: str, *, error: str = "", result: dict[str, Any] | None = None, tell: bool = True
+    command: Command,
+    status: str,
+    *,
+    error: str = "",
+    result: dict[str, Any] | None = None,
+    tell: bool = True,
+    also: tuple[str, ...] = (),
 ) -> Command:
+    """The command's outcome, saved: only the fields set here (and `also`, those its caller set). A send holds
+    the command as read before its POST, while the CPO's session PUT may link the session to it meanwhile
+    (sessions._after_save): a whole-row save wrote that session_id back as it was, None."""
     command.status = status
     command.error = error[:2000]
+    fields = ["status", "error", "updated_at", *also]
     if result is not None:
         command.result = result
         command.result_type = str(result.get("result") or "")
-    command.save()
+        fields += ["result", "result_type"]
+    command.save(update_fields=fields)
     metrics.COMMANDS_FINISHED.labels(command.type, status).inc()
     _apply_effects(command)
     if command.booking_id is not None and tell:
