@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -32,6 +31,7 @@ from tests.beckn.test_update_crash_safety import START, charging, ordered, updat
 from tests.billing import provider_standin as standin
 from tests.factories import TokenFactory
 from tests.fakes import FakePeer
+from tests.races import Holds, at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -66,32 +66,6 @@ def gateway(settings: Any) -> CheckoutStandin:
 
 # Another connection to this test database waiting for a lock (a row's, an advisory one). The statistics snapshot is
 # cleared first: read in a transaction, pg_stat_activity is otherwise the one of its first reading.
-WAITING = (
-    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-    " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock')"
-)
-
-
-class Holds:
-    """Where a thread stops, in its transaction, until the other one has got somewhere: to a signal it sets (its
-    arrival here too, or its end), or to a lock this one holds, which it waits for. A hold that had to give up
-    (nothing happened in 10 s) is counted: the interleaving was not the one the test forces."""
-
-    def __init__(self) -> None:
-        self.given_up = 0
-
-    def until_the_other_moves(self, *signals: threading.Event, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        with connection.cursor() as cursor:
-            while not any(signal.is_set() for signal in signals):
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute(WAITING)
-                if cursor.fetchone()[0]:
-                    return
-                if time.monotonic() > deadline:
-                    self.given_up += 1
-                    return
-                time.sleep(0.01)
 
 
 class Meeting(Holds):
@@ -109,28 +83,6 @@ class Meeting(Holds):
             if self.arrived >= 2:
                 self.both.set()
         self.until_the_other_moves(self.both)
-
-
-def at_once(*calls: Callable[[], None]) -> list[BaseException]:
-    """Each call in its own thread (its own connection), released together."""
-    barrier = threading.Barrier(len(calls))
-    failures: list[BaseException] = []
-
-    def run(call: Callable[[], None]) -> None:
-        try:
-            barrier.wait(5)
-            call()
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return failures
 
 
 def body(bap: Any, action: str, message: dict[str, Any], **context: Any) -> str:

@@ -19,10 +19,11 @@ from ocpi.normalize.evses import normalize_evse
 from tests.beckn.bap import CPO_BASE
 from tests.beckn.test_actions import init, select
 from tests.beckn.test_booking_windows import NEAR_1
-from tests.beckn.test_order_races import CONFIRM, Holds, at_once, body, failed_requests, handle
+from tests.beckn.test_order_races import CONFIRM, body, failed_requests, handle
 from tests.beckn.test_update_crash_safety import START, charging, ordered, update_body
 from tests.factories import ocpi_location
 from tests.fakes import FakePeer, envelope
+from tests.races import Holds, at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

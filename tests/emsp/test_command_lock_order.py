@@ -8,14 +8,13 @@ waited for the booking. PostgreSQL broke each deadlock by failing one of the two
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -23,6 +22,7 @@ from emsp.models import Booking, ChargingSession, Command, Evse, Partner, Reserv
 from emsp.services import booking_checks, bookings, commands, sessions
 from tests.factories import TokenFactory, stored_location
 from tests.fakes import FakePeer, envelope
+from tests.races import Holds, at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -38,54 +38,6 @@ REJECTED = (200, envelope({"result": "REJECTED", "timeout": 30}))
 
 # Another connection to this test database waiting for a lock. The statistics snapshot is cleared first: read in a
 # transaction, pg_stat_activity is otherwise the one of its first reading.
-WAITING = (
-    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-    " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock')"
-)
-
-
-class Holds:
-    """Where a thread stops, in its transaction, until the other one has ended (its signal) or waits for a lock
-    (this one's). A hold that had to give up (nothing happened in 10 s) is counted: the interleaving was not the one
-    the test forces."""
-
-    def __init__(self) -> None:
-        self.given_up = 0
-
-    def until_the_other_moves(self, done: threading.Event, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        with connection.cursor() as cursor:
-            while not done.is_set():
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute(WAITING)
-                if cursor.fetchone()[0]:
-                    return
-                if time.monotonic() > deadline:
-                    self.given_up += 1
-                    return
-                time.sleep(0.01)
-
-
-def at_once(*calls: Callable[[], None]) -> list[BaseException]:
-    """Each call in its own thread (its own connection), released together; what they raised."""
-    barrier = threading.Barrier(len(calls))
-    failures: list[BaseException] = []
-
-    def run(call: Callable[[], None]) -> None:
-        try:
-            barrier.wait(5)
-            call()
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return failures
 
 
 def held_after_the_reservation(
