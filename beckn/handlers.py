@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -98,6 +98,7 @@ from billing.services.driver_pricing import (
     quote_usable,
 )
 from emsp.inserts import insert, insert_if_absent
+from emsp.key_locks import keys_locked
 from emsp.models import Booking, Command, Driver, Evse, Token
 from emsp.rows import first_where
 from emsp.services import bookings, breakers, catalogue, commands, drivers, freshness
@@ -969,17 +970,10 @@ def on_rating(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
 
 
 def _ratings_locked(bap_id: str, rated: Iterable[tuple[str, str]]) -> None:
-    """Hold the app's ratings of these entities until the request's transaction ends (PostgreSQL: a transaction
-    advisory lock on each app, category and id, taken in one order, in one statement; nothing elsewhere, where the
-    database's one writer serialises the transactions). Two ratings of one entity at the same moment (the app's
-    retry under a new message_id) had each deleted the earlier ones, found none, and both been kept: the second
-    now waits for the first, then replaces it."""
-    keys = sorted(f"rating:{bap_id}|{category}|{ref_id}" for category, ref_id in rated)
-    if not keys or connection.vendor != "postgresql":
-        return
-    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))  # evaluated left to right
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {locks}", keys)
+    """Hold the app's ratings of these entities until the request's transaction ends (emsp/key_locks.py). Two
+    ratings of one entity at the same moment (the app's retry under a new message_id) had each deleted the earlier
+    ones, found none, and both been kept: the second now waits for the first, then replaces it."""
+    keys_locked(*(f"rating:{bap_id}|{category}|{ref_id}" for category, ref_id in rated))
 
 
 # A rating's value as core 1.1.0 sends it (Rating.value, a string such as "4" or "4.5"), or a JSON number: plain

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from emsp.key_locks import keys_locked
 from emsp.models import Driver, Partner, Token
 from emsp.services.tokens import token_issue
 
@@ -46,18 +46,13 @@ def _account_of(accounts: QuerySet[Driver], email: str, phone: str) -> Driver | 
 
 
 def _contact_locked(app_id: str, email: str, phone: str) -> None:
-    """Hold the app's contact details about to open an account until the transaction ends (PostgreSQL: transaction
-    advisory locks on the email, then the phone; nothing elsewhere, where the database's one writer serialises the
-    transactions). Two inits of a new driver at the same moment (two journeys of the app's) had each found no
-    account and each opened one: the second now waits for the first and finds its account. Taken only when no
-    account was found, so a known driver's init costs nothing more."""
-    if connection.vendor != "postgresql":
-        return
+    """Hold the app's contact details about to open an account until the transaction ends (emsp/key_locks.py).
+    Two inits of a new driver at the same moment (two journeys of the app's) had each found no account and each
+    opened one: the second now waits for the first and finds its account. Taken only when no account was found,
+    so a known driver's init costs nothing more."""
     keys = [f"driver:{app_id}|email:{email}"] if email else []
     keys += [f"driver:{app_id}|phone:{phone}"] if phone else []
-    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))  # evaluated left to right
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {locks}", keys)
+    keys_locked(*keys)
 
 
 def driver_app_token(driver: Driver, *, partner: Partner, now: datetime | None = None) -> Token:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from emsp import events
 from emsp.datetimes import parse_utc
 from emsp.inserts import insert, update
+from emsp.key_locks import keys_locked
 from emsp.models import ChargingSession, Command, Evse, Location, Partner, Token, ci_key
 from emsp.rows import all_where, first_where
 from emsp.services import bookings, commands
@@ -267,14 +268,12 @@ def _not_held(rows: Any) -> list[int]:
 
 
 def new_key_locked(key: str) -> None:
-    """Hold the key of a session about to be made until the transaction ends (PostgreSQL: a transaction advisory
-    lock on its hash; nothing elsewhere). A session made of a CDR (billing/services/audit.py `_session_made`)
-    takes it before it locks the start command and the booking; a CPO's PUT of that very session takes it before
-    its INSERT, which then ties the same command and booking. Without it each waited on the other: the PUT on the
-    command the CDR's worker held, that worker on the PUT's uncommitted key."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"session:{key}"])
+    """Hold the key of a session about to be made until the transaction ends (emsp/key_locks.py). A session made
+    of a CDR (billing/services/audit.py `_session_made`) takes it before it locks the start command and the
+    booking; a CPO's PUT of that very session takes it before its INSERT, which then ties the same command and
+    booking. Without it each waited on the other: the PUT on the command the CDR's worker held, that worker on the
+    PUT's uncommitted key."""
+    keys_locked(f"session:{key}")
 
 
 def _locked(key: str) -> ChargingSession | None:
