@@ -22,6 +22,8 @@ from django.http import HttpRequest
 LIST_PARAMETERS = frozenset(
     {ALL_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR, ERROR_FLAG, IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR}
 )
+# The parameters that make a list a lookup popup and name the field it chooses for.
+POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
 DRILL_DOWN_PARTS = ("year", "month", "day")
 
 

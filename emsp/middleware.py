@@ -158,14 +158,20 @@ class ConsoleQueryMiddleware:
             or not _is_changelist(request)
         ):
             return None
-        from emsp.admin_lookups import ERROR_FLAG, LIST_PARAMETERS
+        from emsp.admin_lookups import ERROR_FLAG, LIST_PARAMETERS, POPUP_PARAMETERS
 
         if all(name in LIST_PARAMETERS for name in request.GET):  # not filtered
             return None
         logger.warning("console list %s refused its filters: %r", request.path_info, exception)
         if ERROR_FLAG in request.GET:
             return HttpResponseBadRequest("The database refused these filters' values.", content_type="text/plain")
-        return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        # A lookup popup (a raw-id field's magnifier) stays a popup, choosing for the same field.
+        kept = QueryDict(mutable=True)
+        kept[ERROR_FLAG] = "1"
+        for name in POPUP_PARAMETERS:
+            if name in request.GET:
+                kept[name] = request.GET[name]
+        return HttpResponseRedirect(f"{request.path}?{kept.urlencode()}")
 
 
 def _conflicting_save(request: HttpRequest, exception: IntegrityError) -> HttpResponse | None:

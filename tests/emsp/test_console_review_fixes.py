@@ -208,6 +208,26 @@ def test_a_filter_value_the_database_refuses_lists_all_rows_again(
     assert unfiltered.status_code == 500  # a list that fails without filters is a fault of ours, and says so
 
 
+def test_a_refused_filter_in_a_lookup_popup_goes_back_to_the_popup(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raw-id field's lookup popup whose filter the database refuses lands on the whole list still as the popup,
+    choosing for the same field (Django's own `?e=1` drops both, and the popup then opens rows as pages)."""
+    stored_location(PartnerFactory())
+    url = reverse("admin:emsp_location_changelist")
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise DataError("numeric field overflow")
+
+    monkeypatch.setattr(admin.ModelAdmin, "get_paginator", refused)
+    admin_client.raise_request_exception = False
+
+    response = admin_client.get(url, {"publish__exact": "1", "_popup": "1", "_to_field": "id"})
+
+    assert response.status_code == 302
+    assert QueryDict(response["Location"].partition("?")[2]) == QueryDict("e=1&_popup=1&_to_field=id")
+
+
 # -- 2. an EVSE's and a location's OCPI bookkeeping ----------------------------------------------------------
 
 
