@@ -114,9 +114,16 @@ _script_faces: dict[str, str | None] = {}  # Noto face -> the reportlab family r
 _covers: dict[str, frozenset[int]] = {}  # family -> the code points its regular font has glyphs for
 
 
+# The danda and double danda: coded in the Devanagari block, written by most Indian scripts (Unicode gives them
+# to the Common script, extended to these). They take the face of the script they follow, so a Bengali sentence's
+# full stop is not set in Devanagari (two faces meeting put a space before it).
+DANDAS = frozenset("\u0964\u0965")
+DANDA_FACE = "NotoSansDevanagari"  # a danda with no script before it
+
+
 def _script_of(char: str) -> str | None:
     code = ord(char)
-    if code < 0x0900 or code > 0x0E7F:
+    if code < 0x0900 or code > 0x0E7F or char in DANDAS:
         return None
     for first, last, face in SCRIPTS:
         if first <= code <= last:
@@ -161,6 +168,9 @@ def script_runs(text: str) -> list[tuple[str, str | None]]:
         else:  # character by character; punctuation stays with the script before it where its face has it
             for c in token:
                 face = _script_of(c)
+                if c in DANDAS:
+                    pieces.append((c, _danda_face(pieces)))
+                    continue
                 before = pieces[-1][1] if pieces else None
                 if (
                     face is None
@@ -182,8 +192,21 @@ def script_runs(text: str) -> list[tuple[str, str | None]]:
     return runs
 
 
+def _danda_face(pieces: list[tuple[str, str | None]]) -> str | None:
+    """The face for a danda: the last script's before it (across spaces: "है ।"), where it has the glyph."""
+    for _piece, face in reversed(pieces):
+        if face is not None:
+            family = script_family(face)
+            if family and all(ord(d) in _covers[family] for d in DANDAS):
+                return face
+            break
+    return DANDA_FACE
+
+
 def needs_script_fonts(text: str) -> bool:
     """Has the text a word to set in a script's own face (one installed here)?"""
+    if not DANDAS.isdisjoint(text) and script_family(DANDA_FACE):
+        return True
     return any(face and script_family(face) for face in map(_script_of, text))
 
 

@@ -319,6 +319,16 @@ def test_runs_of_two_fonts_in_one_word_are_set_apart_by_a_space() -> None:
     assert layout._marked("a\xa0क") == 'a\xa0 <font face="DocDevanagari">क</font>'
 
 
+def test_a_danda_is_set_in_the_face_of_the_script_it_ends() -> None:
+    """The danda is coded in the Devanagari block but ends sentences in Bengali, Odia, Gurmukhi…: set in
+    Devanagari after a Bengali word, the two faces met and a space was put before it."""
+    td._needs_faces("NotoSansDevanagari", "NotoSansBengali")
+    assert layout._marked("কলকাতা। ঢাকা॥") == '<font face="DocBengali">কলকাতা। ঢাকা॥</font>'
+    assert layout._marked("है ।") == '<font face="DocDevanagari">है ।</font>'  # across a space
+    assert layout._marked("Kolkata।") == 'Kolkata <font face="DocDevanagari">।</font>'  # no script before it
+    assert layout.needs_script_fonts("।")
+
+
 # --- 8. a CPO's name with a character XML 1.0 has no place for ------------------------------------------------
 
 
