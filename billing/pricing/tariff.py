@@ -595,8 +595,15 @@ def _compile(
             for value in (r.start_us, r.end_us):
                 if value is not None:
                     boundaries.add(value % DAY_US)
-            if r.start_day is not None or r.end_day is not None or r.weekdays is not None:
-                boundaries.add(0)  # dates and weekdays change at local midnight
+            if (
+                r.start_day is not None
+                or r.end_day is not None
+                or r.weekdays is not None
+                or (r.start_us is None) != (r.end_us is None)
+            ):
+                # Dates and weekdays change at local midnight, and a lone start_time holds until the end of the
+                # day (a lone end_time from its start): a period over midnight is cut there as well.
+                boundaries.add(0)
         for value in (r.min_duration_us, r.max_duration_us):
             if value is not None:
                 durations.add(value)

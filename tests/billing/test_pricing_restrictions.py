@@ -69,6 +69,22 @@ def test_it_lets_a_lone_end_time_run_from_midnight() -> None:
     assert excl(one_period(early, datetime(2024, 5, 6, 7, 0, tzinfo=AMS), 2 * H)) == Decimal(5)
 
 
+def test_a_lone_start_time_ends_at_local_midnight_inside_a_period() -> None:
+    """A lone start_time holds until the end of its day: a period from 21:00 to 02:00 is cut at 22:00 and at
+    midnight (it had been cut at 22:00 only, the hours after midnight priced at the evening rate: 0.70, not
+    1.10, and the same charge split by its CPO at midnight priced otherwise)."""
+    evening = tariff(el("ENERGY", "0.10", {"start_time": "22:00"}), el("ENERGY", "0.30"))
+    result = one_period(evening, datetime(2024, 5, 6, 21, 0, tzinfo=AMS), 5 * H, energy="5")
+    assert excl(result) == Decimal("1.10")  # 1 kWh at 0.30, 2 at 0.10 until midnight, 2 at 0.30
+    assert [p.costs[0].element_index for p in result.periods] == [1, 0, 1]
+
+
+def test_a_lone_end_time_begins_at_local_midnight_inside_a_period() -> None:
+    early = tariff(el("ENERGY", "0.10", {"end_time": "06:00"}), el("ENERGY", "0.30"))
+    result = one_period(early, datetime(2024, 5, 6, 23, 0, tzinfo=AMS), 4 * H, energy="4")
+    assert excl(result) == Decimal("0.60")  # 1 kWh at 0.30 before midnight, 3 at 0.10 after it
+
+
 def test_dst_spring_forward_window_counts_real_hours() -> None:
     # 2024-03-31 Amsterdam: 02:00 CET -> 03:00 CEST. 00:00-05:00 local is 4 real hours; the
     # 01:00-04:00 window covers 01:00-02:00 CET and 03:00-04:00 CEST = 2 real hours.
