@@ -180,6 +180,26 @@ def _local(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     )
 
 
+def _boundary(day: date, minutes: int, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the local wall time `minutes` after `day`'s midnight begins. A wall time the clocks
+    skip (a DST gap: America/Santiago goes from 00:00 to 01:00) begins when they jump: read with the offset
+    before the change it would fall after it, and a period ending at 00:30 would close half an hour late."""
+    local = _local(day, minutes, zone)
+    instant = local.astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return instant
+    low = int(local.replace(fold=1).astimezone(UTC).timestamp())  # before the jump
+    high = int(instant.timestamp())  # after it
+    before = datetime.fromtimestamp(low, UTC).astimezone(zone).utcoffset()
+    while high - low > 1:  # the second the offset changes
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
 def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelta(days=8)) -> datetime | None:
     """When `is_open` next changes after `moment` (within `horizon`), as an aware UTC datetime; None if never
     (24/7 without exceptions) or unknown. Day by day: the regular hours usually settle it within two days."""
@@ -203,7 +223,7 @@ def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelt
             for period in hours.regular:
                 if period.weekday == day.isoweekday():
                     for minutes in (period.begin, period.end):
-                        candidate = _local(day, minutes, hours.zone).astimezone(UTC)
+                        candidate = _boundary(day, minutes, hours.zone)
                         if moment < candidate <= limit:
                             pending.add(candidate)
             # Boundaries of this day and later ones all fall at or after its start: those before it are complete.

@@ -103,6 +103,29 @@ def test_it_closes_for_an_exceptional_closing_and_opens_for_an_exceptional_openi
     assert opening_hours.is_open(both, datetime(2026, 1, 5, 3, tzinfo=UTC)) is False
 
 
+def test_the_next_change_on_a_day_the_clocks_jump_at_midnight_is_when_they_jump() -> None:
+    """America/Santiago skipped from 00:00 to 01:00 on 2024-09-08 (04:00 UTC): a Saturday period ending at 00:30
+    closes at the jump. The change was computed from 00:30 read with the old offset, 04:30 UTC (01:30 local),
+    half an hour after the site had closed by `is_open`'s own reckoning."""
+    santiago = hours(
+        {
+            "twentyfourseven": False,
+            "regular_hours": [
+                {"weekday": 6, "period_begin": "00:00", "period_end": "22:30"},
+                {"weekday": 6, "period_begin": "22:00", "period_end": "00:30"},
+            ],
+        },
+        "America/Santiago",
+    )
+    now = datetime(2024, 9, 7, 8, 30, tzinfo=UTC)
+    jump = datetime(2024, 9, 8, 4, 0, tzinfo=UTC)
+    assert opening_hours.is_open(santiago, jump - timedelta(seconds=1)) is True
+    assert opening_hours.is_open(santiago, jump) is False
+    assert opening_hours.next_change(santiago, now) == jump
+    # A boundary on an ordinary day is the wall time read with its offset.
+    assert opening_hours.next_change(santiago, jump) == datetime(2024, 9, 14, 3, 0, tzinfo=UTC)  # Sat 00:00 -03
+
+
 def test_it_evaluates_the_hours_in_the_location_time_zone() -> None:
     moment = datetime(2026, 1, 5, 2, 45, tzinfo=UTC)  # Monday 08:15 in Kolkata, 02:45 in UTC, Sunday in New York
     assert opening_hours.is_open(hours(WEEKDAYS_8_TO_20, KOLKATA), moment) is True
