@@ -7,6 +7,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as admin_delete_selected
+from django.contrib.admin.options import TO_FIELD_VAR
+from django.contrib.admin.utils import unquote
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import (
@@ -97,6 +100,7 @@ class SettlementAdmin(admin.ModelAdmin):
     list_select_related = ("partner", "closed_by")
     ordering = ("-period_start", "partner__name", "currency")
     actions = [
+        "delete_selected",
         "recompute",
         "export_csv",
         "export_xlsx",
@@ -120,6 +124,45 @@ class SettlementAdmin(admin.ModelAdmin):
         if obj is not None and obj.state == Settlement.State.CLOSED:
             return False
         return super().has_delete_permission(request, obj)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The state the request loaded says nothing of a close running or committed since: the row is locked (a
+        # close holds it until it commits, then this reads it CLOSED) and its state read again before the admin's
+        # delete, in the same transaction. Before, a close in progress was waited for by the DELETE itself, which
+        # then removed the period just closed.
+        if request.method != "POST" or not self.has_delete_permission(request):
+            return super().delete_view(request, object_id, extra_context)
+        to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
+        with transaction.atomic():
+            loaded = self.get_object(request, unquote(object_id), to_field)
+            if loaded is not None and (closed := self._closed_locked([loaded.pk])):
+                messages.error(request, f"Not deleted: {closed[0]} is closed.")
+                return HttpResponseRedirect(reverse("admin:billing_settlement_change", args=[loaded.pk]))
+            return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected settlements", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> HttpResponse | None:
+        """Django's action, its confirmed POST under the rows' locks with their states read again: none is deleted
+        when one of them is closed (or was closed by a close that held it meanwhile)."""
+        if not request.POST.get("post"):
+            return admin_delete_selected(self, request, queryset)  # the confirmation page
+        with transaction.atomic():
+            if closed := self._closed_locked(list(queryset.values_list("pk", flat=True))):
+                names = ", ".join(str(s) for s in closed)
+                messages.error(request, f"Nothing deleted: {names} {'is' if len(closed) == 1 else 'are'} closed.")
+                return None
+            return admin_delete_selected(self, request, queryset)
+
+    @staticmethod
+    def _closed_locked(pks: list[int]) -> list[Settlement]:
+        """Lock these rows until the transaction ends and return those that are closed. In the order a close takes
+        the rows of a period (currency, pk), the periods one after another: a delete and a close don't deadlock."""
+        rows = Settlement.objects.select_for_update().filter(pk__in=pks)
+        states = rows.order_by("period_start", "partner_id", "currency", "pk").values_list("pk", "state")
+        closed = [pk for pk, state in states if state == Settlement.State.CLOSED]
+        return list(Settlement.objects.filter(pk__in=closed).select_related("partner").order_by("period_start"))
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.export_settlement")

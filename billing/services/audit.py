@@ -367,9 +367,11 @@ def _check_second_bill(cdr: Cdr, flags: list[str]) -> None:
 def charge_locked(session: ChargingSession) -> Q:
     """Lock the charge a session is of, its booking's row (else the session's), until the transaction ends, and
     return the filter of its CDRs: the CDRs of one charge are weighed, and a credit lets them through, one
-    transaction at a time."""
+    transaction at a time. The booking FOR NO KEY UPDATE, as an update of it takes it: a row inserted that refers to
+    it (a capture's page for the rest of a bill, a command) checks it FOR KEY SHARE, which FOR UPDATE had held up,
+    while that insert's transaction held the charge payment's row this one then waits for (a deadlock)."""
     if session.booking_id is not None:
-        list(Booking.objects.select_for_update().filter(pk=session.booking_id).values_list("pk", flat=True))
+        list(Booking.objects.select_for_update(no_key=True).filter(pk=session.booking_id).values_list("pk", flat=True))
         return Q(charging_session__booking_id=session.booking_id)
     list(ChargingSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True))
     return Q(charging_session_id=session.pk)
@@ -688,7 +690,8 @@ def _session_made(cdr: Cdr, start: Command) -> None:
     if cdr.session_id:
         new_key_locked(session_key(cdr.country_code, cdr.party_id, cdr.session_id))
     list(Command.objects.select_for_update().filter(pk=start.pk).values_list("pk", flat=True))
-    list(Booking.objects.select_for_update().filter(pk=start.booking_id).values_list("pk", flat=True))
+    # The booking FOR NO KEY UPDATE, as `charge_locked` takes it (a row inserted that refers to it is not held up).
+    list(Booking.objects.select_for_update(no_key=True).filter(pk=start.booking_id).values_list("pk", flat=True))
     _link_session(cdr)
     if cdr.charging_session_id is not None:
         return
