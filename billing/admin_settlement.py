@@ -135,6 +135,8 @@ class SettlementAdmin(admin.ModelAdmin):
         if request.method != "POST" or not self.has_delete_permission(request):
             return super().delete_view(request, object_id, extra_context)
         to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
+        if to_field and not self.to_field_allowed(request, to_field):
+            return super().delete_view(request, object_id, extra_context)  # Django's 400, before any read
         with transaction.atomic():
             loaded = self.get_object(request, unquote(object_id), to_field)
             if loaded is not None and (closed := self._closed_locked([loaded.pk])):

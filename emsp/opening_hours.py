@@ -180,24 +180,27 @@ def _local(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     )
 
 
-def _boundary(day: date, minutes: int, zone: ZoneInfo) -> datetime:
-    """The instant (UTC) the local wall time `minutes` after `day`'s midnight begins. A wall time the clocks
-    skip (a DST gap: America/Santiago goes from 00:00 to 01:00) begins when they jump: read with the offset
-    before the change it would fall after it, and a period ending at 00:30 would close half an hour late."""
-    local = _local(day, minutes, zone)
-    instant = local.astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
-        return instant
-    low = int(local.replace(fold=1).astimezone(UTC).timestamp())  # before the jump
-    high = int(instant.timestamp())  # after it
-    before = datetime.fromtimestamp(low, UTC).astimezone(zone).utcoffset()
-    while high - low > 1:  # the second the offset changes
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == before:
-            low = middle
-        else:
-            high = middle
-    return datetime.fromtimestamp(high, UTC)
+def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """The instants (UTC, to the second) between `start` and `end` at which the zone's offset changes: read at
+    every day's start, each change found by bisection. None in most zones and weeks, so one reading a day."""
+    found: list[datetime] = []
+    low = int(start.timestamp())
+    offset = start.astimezone(zone).utcoffset()
+    while low < end.timestamp():
+        high = low + 86_400
+        if datetime.fromtimestamp(high, UTC).astimezone(zone).utcoffset() != offset:
+            left, right = low, high
+            while right - left > 1:  # the second the offset changes
+                middle = (left + right) // 2
+                if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == offset:
+                    left = middle
+                else:
+                    right = middle
+            found.append(datetime.fromtimestamp(right, UTC))
+            offset = datetime.fromtimestamp(right, UTC).astimezone(zone).utcoffset()
+            high = right
+        low = high
+    return found
 
 
 def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelta(days=8)) -> datetime | None:
@@ -209,6 +212,11 @@ def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelt
     moment = moment.astimezone(UTC)
     limit = moment + horizon
     pending = {b for period in hours.openings + hours.closings for b in period if moment < b <= limit}
+    # Where the clocks change within the horizon, a wall time may be skipped (the change happens when they jump)
+    # or come twice (the state changes again at its second reading and when they go back): both readings of
+    # every boundary and the changes' own instants are candidates then; `first_change` keeps the real ones.
+    changes = _transitions(hours.zone, moment - timedelta(days=2), limit + timedelta(days=2))
+    pending.update(c for c in changes if moment < c <= limit)
 
     def first_change(candidates: set[datetime]) -> datetime | None:
         for candidate in sorted(candidates):
@@ -223,9 +231,12 @@ def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelt
             for period in hours.regular:
                 if period.weekday == day.isoweekday():
                     for minutes in (period.begin, period.end):
-                        candidate = _boundary(day, minutes, hours.zone)
-                        if moment < candidate <= limit:
-                            pending.add(candidate)
+                        local = _local(day, minutes, hours.zone)
+                        readings = (local, local.replace(fold=1)) if changes else (local,)
+                        for reading in readings:
+                            candidate = reading.astimezone(UTC)
+                            if moment < candidate <= limit:
+                                pending.add(candidate)
             # Boundaries of this day and later ones all fall at or after its start: those before it are complete.
             settled = {c for c in pending if c < _local(day, 0, hours.zone)}
             found = first_change(settled)

@@ -126,6 +126,29 @@ def test_the_next_change_on_a_day_the_clocks_jump_at_midnight_is_when_they_jump(
     assert opening_hours.next_change(santiago, jump) == datetime(2024, 9, 14, 3, 0, tzinfo=UTC)  # Sat 00:00 -03
 
 
+@pytest.mark.parametrize(
+    ("zone", "weekday", "begin", "end", "moment", "change"),
+    [
+        # Amsterdam went back from 03:00 to 02:00 on Sunday 2024-10-27 (01:00 UTC): 02:00-02:30 came twice.
+        ("Europe/Amsterdam", 6, "22:00", "02:30", datetime(2024, 10, 27, 0, 40, tzinfo=UTC), "2024-10-27T01:00"),
+        ("Europe/Amsterdam", 7, "02:30", "05:00", datetime(2024, 10, 27, 0, 40, tzinfo=UTC), "2024-10-27T01:00"),
+        ("Europe/Amsterdam", 7, "02:30", "05:00", datetime(2024, 10, 27, 1, 0, tzinfo=UTC), "2024-10-27T01:30"),
+        # Santiago went back from 24:00 to 23:00 on Saturday 2024-04-06 (03:00 UTC).
+        ("America/Santiago", 6, "20:00", "23:30", datetime(2024, 4, 7, 2, 40, tzinfo=UTC), "2024-04-07T03:00"),
+    ],
+)
+def test_the_next_change_in_an_hour_that_comes_twice(
+    zone: str, weekday: int, begin: str, end: str, moment: datetime, change: str
+) -> None:
+    """The state changes again when the clocks go back and at the second reading of a boundary in the repeated
+    hour: both were missed (the next change was reported a week or hours later than `is_open` has it)."""
+    period = {"weekday": weekday, "period_begin": begin, "period_end": end}
+    week = hours({"twentyfourseven": False, "regular_hours": [period]}, zone)
+    expected = datetime.fromisoformat(change).replace(tzinfo=UTC)
+    assert opening_hours.is_open(week, expected) != opening_hours.is_open(week, moment)
+    assert opening_hours.next_change(week, moment) == expected
+
+
 def test_it_evaluates_the_hours_in_the_location_time_zone() -> None:
     moment = datetime(2026, 1, 5, 2, 45, tzinfo=UTC)  # Monday 08:15 in Kolkata, 02:45 in UTC, Sunday in New York
     assert opening_hours.is_open(hours(WEEKDAYS_8_TO_20, KOLKATA), moment) is True

@@ -91,6 +91,20 @@ def test_a_delete_of_a_closed_settlement_is_refused_with_a_message(how: str) -> 
     assert not LogEntry.objects.filter(action_flag=DELETION).exists()
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("to_field", ["no_such_field", "partner"])
+def test_a_delete_naming_a_field_that_is_not_a_key_is_refused_before_any_read(to_field: str) -> None:
+    """`?_to_field=` of a field that does not exist or is not unique: Django's 400, where the state's re-read
+    looked the settlement up by it first (FieldDoesNotExist, MultipleObjectsReturned: a 500)."""
+    inr = _reconciled_inr()
+    client = Client(raise_request_exception=False)
+    client.force_login(_finance())
+    key = inr.partner_id if to_field == "partner" else inr.pk
+    url = reverse("admin:billing_settlement_delete", args=[key]) + f"?_to_field={to_field}"
+    assert client.post(url, {"post": "yes"}).status_code == 400
+    assert Settlement.objects.filter(pk=inr.pk).exists()
+
+
 @needs_postgres
 @pytest.mark.django_db(transaction=True)
 @HOW
