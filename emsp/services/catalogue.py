@@ -250,7 +250,8 @@ def locations_store(partner: Partner, locations: Iterable[dict[str, Any]]) -> St
     """Create or replace whole Locations with their EVSEs and connectors, in bulk.
 
     EVSEs missing from a replaced Location are marked REMOVED rather than deleted (OCPI never deletes an
-    EVSE, and reservations and sessions keep pointing at it). Connectors are replaced wholesale.
+    EVSE, and reservations and sessions keep pointing at it). Connectors are replaced wholesale: one left out is
+    deleted, and its EVSE's last_updated is what keeps a late PUT of it out (`connector_put`).
     """
     now = timezone.now()
     incoming: dict[str, tuple[dict[str, Any], datetime]] = {}
@@ -282,11 +283,12 @@ def _store_in_transaction(
 
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
     result = StoreResult()
+    # The batch's first lock: the locations we hold of it, in the order of their keys, read as they stand under
+    # it (`_locked_locations`). A PUT of one of them committed while the batch had already read it had been
+    # written over by the batch's older copy.
     existing = {
         key: (last_updated, withdrawn_at, partner_id)
-        for key, last_updated, withdrawn_at, partner_id in bulk.values_in(
-            Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated", "withdrawn_at", "partner_id")
-        )
+        for key, last_updated, withdrawn_at, partner_id in _locked_locations(list(batch))
     }
     locations: list[dict[str, Any]] = []
     restored: list[str] = []
@@ -325,10 +327,10 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
         else:
             result.updated += 1
         locations.append(_location_values(partner.pk, obj, last_updated, now))
-    # The batch's first lock: its locations, in the order of their keys (bulk.upsert), so another batch or a PUT
-    # of some of them queues behind it rather than deadlocking; a write of one of their EVSEs or connectors waits
-    # for it too (it locks the location first). The updates below come after it: before, a few of its rows
-    # locked first, out of that order, had deadlocked with another batch.
+    # Its locations written in the order of their keys (bulk.upsert): those we held are locked already, in that
+    # order, and new ones are inserted in it, so another batch or a PUT of some of them queues behind this one
+    # rather than deadlocking; a write of one of their EVSEs or connectors waits for it too (it locks the
+    # location first). The updates below touch rows locked above.
     written = bulk.upsert(
         Location,
         LOCATION_COLUMNS,
@@ -397,6 +399,27 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
     return result
 
 
+# The batch's locations we hold, locked in the order of their keys (bulk.upsert writes them, and inserts new ones,
+# in that order), with what _store_batch compares. FOR NO KEY UPDATE, as the upsert's updates take them: an
+# insert referring to one (a session, an EVSE) goes on.
+_LOCKED_LOCATIONS_SQL = (
+    "SELECT ocpi_key, last_updated, withdrawn_at, partner_id FROM emsp_location WHERE ocpi_key = ANY(%s) "
+    "ORDER BY ocpi_key FOR NO KEY UPDATE"
+)
+
+
+def _locked_locations(keys: list[str]) -> list[tuple[Any, ...]]:
+    """(ocpi_key, last_updated, withdrawn_at, partner_id) of the locations of `keys` we hold, read under their
+    locks, in one statement (it takes the place of the read the batch made before: no round trip more). Read
+    before locking, a location PUT committed in between was written over by an older pulled copy of it: the
+    batch compared its stamp with the one read. Elsewhere (SQLite) a plain read: its writers take turns."""
+    if connection.vendor != "postgresql":
+        return bulk.values_in(Location, "ocpi_key", keys, ("ocpi_key", "last_updated", "withdrawn_at", "partner_id"))
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCKED_LOCATIONS_SQL, [keys])
+        return cursor.fetchall()
+
+
 def _mark_removed(left_out: dict[int, str], now: datetime) -> list[tuple[int, str, str]]:
     """The EVSEs (pk: status) a listing of their location leaves out are REMOVED as of the listing: their
     last_updated moves up to the location's, so a PATCH or PUT of one the CPO stamped before the listing, arriving
@@ -462,9 +485,10 @@ def _require_held(location_pk: int, writer: Partner | None) -> None:
         raise LocationNotHeld(f"location {location_pk} is not held by {writer}")
 
 
-def _lock_evse(evse_pk: int) -> None:
-    """The EVSE's row locked, after its location's and before its connectors' (the module's lock order)."""
-    list(Evse.objects.select_for_update(no_key=True).filter(pk=evse_pk).values_list("pk", flat=True))
+def _lock_evse(evse_pk: int) -> datetime | None:
+    """The EVSE's row locked, after its location's and before its connectors' (the module's lock order); its
+    last_updated as it stands under the lock (None: no such EVSE)."""
+    return Evse.objects.select_for_update(no_key=True).filter(pk=evse_pk).values_list("last_updated", flat=True).first()
 
 
 def connector_get(evse: Evse, connector_id: str) -> Connector | None:
@@ -543,18 +567,39 @@ def _unique_connectors(evse_obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 @retried_on_deadlock
 def connector_put(
-    evse: Evse, connector_obj: dict[str, Any], *, writer: Partner | None = None
-) -> tuple[Connector, bool, bool]:
-    """PUT one connector. Returns (connector, created, applied). With a `writer` (a CPO's PUT), only under a
-    location of the writer's connection: else LocationNotHeld, nothing written."""
+    evse: Evse,
+    connector_obj: dict[str, Any],
+    *,
+    writer: Partner | None = None,
+    listed_as_of: datetime | None = None,
+) -> tuple[Connector | None, bool, bool]:
+    """PUT one connector. Returns (connector, created, applied); the connector is None where a new one is not
+    stored, said to be there before its EVSE's last_updated (below). With a `writer` (a CPO's PUT), only under a
+    location of the writer's connection: else LocationNotHeld, nothing written.
+
+    A connector a listing of its location left out is deleted (`_store_batch` writes an EVSE's connectors anew),
+    so none holds the time it went; its EVSE's last_updated does (mod_locations: it moves up with any change of a
+    connector, and the listing stored it). A PUT of a connector we don't hold stamped before that is older than
+    what we hold, as one of a connector we hold stamped before the connector's: ignored, answered as that one is
+    (it had brought back a connector the CPO had listed the EVSE without, arriving after the listing). The EVSE's
+    stamp moves with a PATCH of it too: a new connector's PUT that arrives after a later PATCH of its EVSE is
+    ignored as well, until the CPO sends it again or the next pull lists it.
+
+    `listed_as_of`: the stamp of a PATCH of the EVSE (or of its location) that lists the connector, which says it
+    is there as of that stamp, whatever the connector's own (older, as a child's is): compared in its place
+    where later. Without it, a new connector such a PATCH lists with a stamp of its own is older than the stamp
+    the PATCH has just put on its EVSE, and ignored."""
     last_updated = parse_utc(connector_obj["last_updated"])
+    said_at = last_updated if listed_as_of is None else max(last_updated, listed_as_of)
     with transaction.atomic():
         _require_held(evse.location_id, writer)  # the location first, then the EVSE, then the connector
-        _lock_evse(evse.pk)
+        evse_updated = _lock_evse(evse.pk)
         rows = Connector.objects.select_for_update(no_key=True).filter(evse=evse, id_key=ci_key(connector_obj["id"]))
         current = rows.first()
         if current is not None and last_updated < current.last_updated:
             return current, False, False
+        if current is None and evse_updated is not None and said_at < evse_updated:
+            return None, False, False
         row = Connector(**_connector_values(evse.pk, connector_obj, last_updated))
         _save_over(row, current)
         _refresh_evse_power(evse)
@@ -575,7 +620,10 @@ def location_patch(location: Location, patch: dict[str, Any], *, writer: Partner
     connection (no query more): else LocationNotHeld, nothing written."""
     stamp = _stamp(patch)
     with transaction.atomic():
-        rows = Location.objects.select_for_update().filter(pk=location.pk)
+        # FOR NO KEY UPDATE, as the rest of the module locks it: an insert referring to the location (a session,
+        # an EVSE) goes on while the PATCH runs. A PATCH keeps the key: its ids must be the URL's (any case,
+        # ocpi/transport.py::patch_matches_url), and the key is case-insensitive (`location_key`).
+        rows = Location.objects.select_for_update(no_key=True).filter(pk=location.pk)
         held = (rows if writer is None else rows.filter(partner_id=writer.pk)).first()
         if held is None:
             raise LocationNotHeld(f"location {location.pk} is not held by {writer}")

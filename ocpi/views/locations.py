@@ -10,6 +10,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
+from emsp.datetimes import parse_utc
 from emsp.models import Connector, Evse, Location
 from emsp.services import catalogue, freshness
 from ocpi import rendering, transport
@@ -250,12 +251,14 @@ class LocationReceiverView(OcpiView):
 
     def _patch_connectors(self, evse: Evse, raw_connectors: Any, last_updated: str | None, evse_object_id: str) -> None:
         evse.refresh_from_db()
+        listed_as_of = parse_utc(last_updated) if last_updated else None  # a new connector listed is not stale
         for raw in _listed(raw_connectors, last_updated):
             connector_id = raw.get("id")
             object_id = f"{evse_object_id}/{connector_id}"
             current = catalogue.connector_get(evse, connector_id) if isinstance(connector_id, str) else None
             if current is None:
-                catalogue.connector_put(evse, self.accept(normalize_connector, raw, object_id), writer=self.partner)
+                connector = self.accept(normalize_connector, raw, object_id)
+                catalogue.connector_put(evse, connector, writer=self.partner, listed_as_of=listed_as_of)
             else:
                 clean = self.accept(normalize_location_patch, raw, object_id, level="connector")
                 catalogue.connector_patch(evse, current, clean, writer=self.partner)
