@@ -12,7 +12,9 @@ certificate verification all keep the hostname; only the socket's peer address i
 A request's timeout is one deadline for all of it: connecting, TLS, sending, the answer's headers and its body.
 urllib3's own timeouts apply to each socket operation, so a peer sending a header line or a chunk every little
 while could hold a request (and the worker making it) for as long as it liked: each socket operation here waits
-no longer than the time left (see _DeadlineReader).
+no longer than the time left (see _DeadlineReader). Resolving the host's name counts against it too: the lookup
+runs in a thread of its own, waited for no longer than the time left (_getaddrinfo), so a resolver that hangs
+fails the request at its deadline instead of holding the worker until the resolver gives up, if it ever does.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import http.client
 import io
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import sys
+import threading
 import time
 import uuid
+from concurrent import futures
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,7 +44,7 @@ from django.conf import settings
 from urllib3 import HTTPHeaderDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 from urllib3.util import parse_url
 
@@ -61,6 +66,11 @@ _READ_CHUNK_BYTES = 64 * 1024
 # the socket non-blocking (BlockingIOError, not a timeout).
 _LEAST_WAIT_SECONDS = 0.001
 
+# The most name lookups under way at once in this process (_getaddrinfo): a resolver that hangs holds one thread
+# per lookup until it answers, and past this many a new request waits for a free one (within its deadline)
+# instead of starting yet another thread.
+MAX_RESOLVING = 16
+
 
 class OutboundError(Exception):
     """The request could not be made or got no HTTP answer (refused target, DNS, connect, timeout)."""
@@ -74,6 +84,11 @@ class TlsHandshakeError(urllib3.exceptions.SSLError):
     """No TLS session with the partner (a failed handshake, a certificate we don't trust): raised before any
     HTTP byte of the request was written. urllib3 calls every TLS error SSLError, also one while the answer is
     read after the request went out; this one tells them apart (emsp/services/commands.py: was it sent?)."""
+
+
+class ResolveTimeout(socket.gaierror):
+    """The host's name was not resolved before the request's deadline: a failed lookup, as the resolver's own
+    timeout is (EAI_AGAIN), so a request that failed so is told apart as never sent (emsp/services/commands.py)."""
 
 
 class BodyTooLarge(OutboundError):
@@ -214,13 +229,15 @@ class _PinnedConnectionMixin:
 
     def _new_socket(self) -> socket.socket:
         pin = _pin.get()
-        if pin is None:  # private networks allowed: resolve and connect as usual
-            return super()._new_conn()  # type: ignore[misc]
-        if _host_key(self.host) != pin.host:
+        if pin is None:  # private networks allowed: resolved here (within the deadline), as urllib3 would
+            addresses = self._resolved()
+        elif _host_key(self.host) != pin.host:
             # Only the checked host may use its pin; anything else (a proxy, a redirect) fails closed.
             raise NewConnectionError(self, f"refusing to connect to {self.host}: the checked host is {pin.host}")  # type: ignore[arg-type]
+        else:
+            addresses = pin.addresses
         error: OSError | None = None
-        for address in pin.addresses:  # like urllib3: try each address in turn, report the last failure
+        for address in addresses:  # like urllib3: try each address in turn, report the last failure
             try:
                 # An IP literal: urllib3's getaddrinfo call on it parses, it does not query DNS.
                 sock = urllib3_connection.create_connection(
@@ -239,6 +256,18 @@ class _PinnedConnectionMixin:
                 self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
             ) from error
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error  # type: ignore[arg-type]
+
+    def _resolved(self) -> tuple[str, ...]:
+        """The host's addresses as urllib3 looks them up (its address family setting, stream sockets), the lookup
+        waited for no longer than the time left before the deadline; its errors as urllib3 raises them."""
+        family = urllib3_connection.allowed_gai_family()
+        try:
+            infos = _getaddrinfo(self.host.strip("[]"), self.port, family, socket.SOCK_STREAM)
+        except socket.gaierror as exc:  # a ResolveTimeout too: send() then says the deadline passed
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        if not infos:
+            raise NewConnectionError(self, "Failed to establish a new connection: getaddrinfo returns an empty list")  # type: ignore[arg-type]
+        return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 
 class _HandshakeMarkedMixin:
@@ -321,17 +350,73 @@ def _resolve(host: str) -> tuple[str, ...]:
 @lru_cache(maxsize=1024)
 def _resolve_cached(host: str, _period: int) -> tuple[str, ...]:
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = _getaddrinfo(host, None)
+    except ResolveTimeout as exc:  # not cached: the next request looks the name up again
+        raise OutboundError(f"deadline: {exc.strerror}") from exc
     except socket.gaierror as exc:
         raise OutboundError(f"cannot resolve {host}: {exc}") from exc
     return tuple(dict.fromkeys(info[4][0] for info in infos))
+
+
+# A slot for each lookup under way (MAX_RESOLVING): taken before its thread starts, given back when it ends.
+_resolving = threading.BoundedSemaphore(MAX_RESOLVING)
+
+
+def _renew_resolving() -> None:
+    """In a child process just forked: none of the parent's lookups is under way here (its threads were not
+    copied), nor will give its slot back."""
+    global _resolving
+    _resolving = threading.BoundedSemaphore(MAX_RESOLVING)
+
+
+os.register_at_fork(after_in_child=_renew_resolving)
+
+
+def _getaddrinfo(host: str, port: Any, *args: Any) -> list[tuple[Any, ...]]:
+    """socket.getaddrinfo, waited for no longer than the time left before this request's deadline, then
+    ResolveTimeout: the C library's lookup can't be interrupted, so it runs in a thread of its own, which goes on
+    until the resolver answers (its answer unused). Called as is outside send(), and for an IP address (parsed,
+    not looked up)."""
+    deadline = _deadline.get()
+    if deadline is None or _is_address(host):
+        return socket.getaddrinfo(host, port, *args)
+    slots = _resolving
+    if not slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+        raise ResolveTimeout(
+            socket.EAI_AGAIN, f"resolving {host}: {MAX_RESOLVING} lookups still under way at the request's deadline"
+        )
+    answer: futures.Future[list[tuple[Any, ...]]] = futures.Future()
+
+    def look_up() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, *args))
+        except BaseException as exc:  # handed to the caller, if it still waits
+            answer.set_exception(exc)
+        finally:
+            slots.release()
+
+    threading.Thread(target=look_up, name="outbound-resolve", daemon=True).start()
+    futures.wait([answer], timeout=max(deadline - time.monotonic(), 0))
+    if not answer.done():
+        raise ResolveTimeout(
+            socket.EAI_AGAIN, f"resolving {host} took longer than the time left before the request's deadline"
+        )
+    return answer.result()
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_target(url: str) -> tuple[str, ...] | None:
     """Refuse URLs that are not http(s) or that resolve to a private address (SSRF, OWASP API7).
 
     Returns the checked addresses, which `send()` connects to, or None when private networks are allowed
-    (then nothing is resolved here and the connection resolves as usual)."""
+    (then nothing is resolved here: the connection resolves the name, within the request's deadline too)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ForbiddenTarget(f"not an http(s) URL: {url!r}")
@@ -361,7 +446,16 @@ def send(
     correlation_id: str | None = None,
 ) -> OutboundResponse:
     """Make one HTTP request. Raises OutboundError when no HTTP answer came back; any status is returned."""
-    checked = check_target(url)
+    # The whole request's time (resolving the name, connect, TLS, send, the answer's headers and body), not each
+    # socket read's.
+    seconds = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
+    started = time.monotonic()
+    deadline = started + seconds
+    deadline_token = _deadline.set(deadline)
+    try:
+        checked = check_target(url)
+    finally:
+        _deadline.reset(deadline_token)
     request_id = request_id or str(uuid.uuid4())
     inherited = correlation_id_var.get()
     correlation_id = correlation_id or (inherited if inherited != "-" else request_id)
@@ -379,10 +473,6 @@ def send(
         all_headers["Content-Type"] = "application/json"
     for name, value in (headers or {}).items():
         all_headers[name] = value
-    # The whole request's time (connect, TLS, send, the answer's headers and body), not each socket read's.
-    seconds = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT_SECONDS
-    started = time.monotonic()
-    deadline = started + seconds
     token = deadline_token = None
     try:
         # Set even when None, so that no pin from an enclosing context applies to this request.

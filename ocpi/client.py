@@ -602,8 +602,8 @@ def _link_target(header: str | None) -> str | None:
     """The URL a `Link` header (RFC 8288) names as rel="next", in angle brackets or bare (`https://…; rel="next"`,
     as some partners send it; one in brackets first); None without one, or when the header is longer than
     MAX_LINK_HEADER. Read in one pass, without regular expressions: each link-value's URL, then its
-    `;`-separated parameters up to the next `,` outside a quoted string; its first `rel` (quoted or not, any
-    case) names a next page when `next` is one of its space-separated relation types."""
+    `;`-separated parameters up to the next `,` outside a quoted string; its first `rel` (quoted or not, in
+    single quotes too; any case) names a next page when `next` is one of its space-separated relation types."""
     if not header or len(header) > MAX_LINK_HEADER:
         return None
     bare = None
@@ -662,11 +662,16 @@ def _unquoted(text: str, separator: str, pos: int = 0) -> int:
 def _rel_names_next(params: str) -> bool:
     """Whether a link-value's parameters (`; rel="prev next"; title=…`) name the `next` relation: RFC 8288 §3.3,
     only the first `rel` counts, its value case-insensitive and perhaps several space-separated types. A `;`
-    inside a quoted value (`title="see also; rel=prev"`) separates nothing."""
+    inside a quoted value (`title="see also; rel=prev"`) separates nothing. Lenient in: a value in single quotes
+    (`rel='next'`, which some CPOs send) is read as if in double quotes; only the rel value's own quotes, so a `'`
+    elsewhere (`title=it's`) still quotes nothing."""
     for param in _params_of(params):
         name, equals, value = param.partition("=")
         if equals and name.strip().lower() == "rel":
-            return "next" in value.strip().strip('"').lower().split()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                value = value[1:-1]
+            return "next" in value.strip('"').lower().split()
     return False
 
 

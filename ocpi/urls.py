@@ -44,8 +44,8 @@ def _receiver_urls(version: str) -> list[URLPattern]:
     receiver takes {country_code}/{party_id} in its path since 2.1.1). 2.2.1 keeps the plain names, the others a
     suffix."""
 
-    def view(cls: type) -> Any:
-        return versioned(cls, version).as_view()
+    def view(cls: type, **initkwargs: Any) -> Any:
+        return versioned(cls, version).as_view(**initkwargs)
 
     suffix = "" if version == CANONICAL else f"-{version}"
     party = "<str:country_code>/<str:party_id>"
@@ -64,6 +64,14 @@ def _receiver_urls(version: str) -> list[URLPattern]:
         path(f"cdrs/{party}/<rest:cdr_id>", view(CdrDetailView), name=f"cdr{suffix}"),
         path("tokens", view(TokenListView), name=f"tokens{suffix}"),
         path("tokens/<str:token_uid>/authorize", view(TokenAuthorizeView), name=f"token-authorize{suffix}"),
+        # A legacy token's uid may hold a `/` (new ones are refused, emsp/models/drivers.py), sent as %2F, which
+        # WSGI decodes before routing: the uid is then the path up to its last /authorize. Tried only where the
+        # route above matched nothing (so it shadows no route), and left out of the schema: the same operation.
+        path(
+            "tokens/<rest:token_uid>/authorize",
+            view(TokenAuthorizeView, ids_may_hold_a_slash=True, schema=None),
+            name=f"token-authorize{suffix}",
+        ),
         path("commands/<str:command>/<str:uid>", view(CommandResultView), name=f"command-result{suffix}"),
     ]
     if version in HUB_CLIENT_INFO_VERSIONS:

@@ -39,8 +39,16 @@ class TokenListView(OcpiView):
 
 
 class TokenAuthorizeView(OcpiView):
+    """Real-time authorization. A legacy token's uid may hold a `/` (sent as %2F): its own route (ocpi/urls.py)
+    serves it with ids_may_hold_a_slash set."""
+
     module = "tokens"
     ocpi_version = "2.2.1"  # served in 2.1.1 and 2.3.0 too (ocpi/versions/wire.py::versioned sets it)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.ids_may_hold_a_slash:
+            _refuse_an_encoded_authorize(request)
 
     @extend_schema(
         tags=["OCPI"],
@@ -86,6 +94,16 @@ class TokenAuthorizeView(OcpiView):
         if result.location is not None:
             data["location"] = result.location
         return ocpi_response(data)
+
+
+def _refuse_an_encoded_authorize(request: Request) -> None:
+    """On the route of a uid holding `/`: every %2F of the path as the server received it (gunicorn's RAW_URI,
+    uWSGI's REQUEST_URI) is in the uid, the path ending with a real `/authorize`. `tokens/A%2FB%2Fauthorize` is
+    no authorization of a token `A/B`, but a path naming no action (2001, as transport.refuse_an_encoded_slash
+    answers it). Where the server gives no raw path, nothing is checked."""
+    raw = request.META.get("RAW_URI") or request.META.get("REQUEST_URI")
+    if raw and not raw.partition("?")[0].endswith("/authorize"):
+        raise OcpiError(transport.INVALID_PARAMETERS, "A token uid holding '/' (%2F) must be followed by /authorize")
 
 
 def _sent_type(request: Request) -> str:
