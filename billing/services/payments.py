@@ -293,7 +293,18 @@ def hold_minor(payment: Payment, quote: Quote | None) -> int:
 
 
 def _checkout(payment: Payment, *, amount_minor: int, return_url: str, description: str) -> None:
-    checkout = gateways.gateway(payment.provider).checkout(
+    checkout = _open_page(payment, amount_minor=amount_minor, return_url=return_url, description=description)
+    Payment.objects.filter(pk=payment.pk).update(
+        checkout_id=checkout.checkout_id, url=checkout.url, requested_minor=amount_minor
+    )
+    payment.checkout_id, payment.url, payment.requested_minor = checkout.checkout_id, checkout.url, amount_minor
+
+
+def _open_page(payment: Payment, *, amount_minor: int, return_url: str, description: str) -> gateways.Checkout:
+    """The provider's hosted page for `amount_minor`. Asked again with the same key (a run killed before it saved
+    the page), the provider answers the page it made: Stripe replays the session for the key, Razorpay's adapter
+    finds its link by our reference and the key in its notes."""
+    return gateways.gateway(payment.provider).checkout(
         amount_minor=amount_minor,
         currency=payment.currency,
         reference=reference_of(payment),
@@ -301,10 +312,6 @@ def _checkout(payment: Payment, *, amount_minor: int, return_url: str, descripti
         return_url=return_url or f"{settings.PUBLIC_BASE_URL}/payments/return",
         idempotency_key=f"{payment.key}:checkout:{amount_minor}",
     )
-    Payment.objects.filter(pk=payment.pk).update(
-        checkout_id=checkout.checkout_id, url=checkout.url, requested_minor=amount_minor
-    )
-    payment.checkout_id, payment.url, payment.requested_minor = checkout.checkout_id, checkout.url, amount_minor
 
 
 @dataclass(frozen=True)
@@ -1450,10 +1457,11 @@ def balance_checkout(payment_id: int) -> Payment:
     payment = Payment.objects.get(pk=payment_id)
     if payment.checkout_id or payment.status != Payment.Status.PENDING:
         return payment
+    amount = payment.billed_minor or 0
     try:
-        _checkout(
+        checkout = _open_page(
             payment,
-            amount_minor=payment.billed_minor or 0,
+            amount_minor=amount,
             return_url="",
             description=f"Rest of the bill of order {payment.booking.order_id if payment.booking else ''}",
         )
@@ -1468,14 +1476,26 @@ def balance_checkout(payment_id: int) -> Payment:
             log.warning("payment %s: %s refused the balance checkout: %s", payment.pk, payment.provider, error)
             _tell_app(payment)
         return payment
-    if _withdrawn_page(Payment.objects.get(pk=payment.pk)):
+    # The page and the on_update that shows it to the app commit together: a run killed in between had saved
+    # the page and told nobody, and its redelivery (and the beat's sweep) saw a page opened and asked no one to
+    # pay it. Killed before the commit, the run saved nothing: the redelivery opens the page again under the same
+    # key, and the provider answers the same page. Only this row is locked (a credit's lowering holds the
+    # booking's and the charge payment's rows, then waits for this one): nothing here waits the other way.
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if payment.checkout_id:
+            return payment  # a second delivery of the task, run at the same time, saved it and told the app
+        withdrawn = _withdrawn_page(payment)
         # Withdrawn while its page was being opened (a credit covered or lowered its bill): the page just opened
-        # asks for nothing, and is closed at once; the app is shown no url.
-        Payment.objects.filter(pk=payment.pk).update(url="")
-        run_after_commit("billing.tasks.expire_checkout", payment.pk)
-        payment.refresh_from_db()
-        return payment
-    _tell_app(payment)
+        # asks for nothing, and is closed after the commit (its checkout_id kept for that); the app is shown no
+        # url, and was told of the withdrawal by it.
+        url = "" if withdrawn else checkout.url
+        Payment.objects.filter(pk=payment.pk).update(checkout_id=checkout.checkout_id, url=url, requested_minor=amount)
+        payment.checkout_id, payment.url, payment.requested_minor = checkout.checkout_id, url, amount
+        if withdrawn:
+            run_after_commit("billing.tasks.expire_checkout", payment.pk)
+        else:
+            _tell_app(payment)
     return payment
 
 

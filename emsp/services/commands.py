@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from urllib3.exceptions import ConnectTimeoutError
 
@@ -137,10 +137,11 @@ def command_send(command: Command) -> Command:
     # grace counts from here. A task redelivered long after it was queued (its worker killed) had kept the old
     # stamp and was timed out by the sweep while its POST was still on the way.
     sent = Command.objects.filter(pk=command.pk, status=Command.Status.QUEUED)
-    if not sent.update(status=Command.Status.SENT, updated_at=timezone.now()):
+    if not sent.update(status=Command.Status.SENT, updated_at=timezone.now()) and not _take_back_unsent(command.pk):
         command.refresh_from_db()
-        return command  # already sent (a duplicate task run)
+        return command  # already sent (a duplicate task run), or being sent
     command.refresh_from_db()
+    claimed = command.updated_at
     now = timezone.now()
     stale = _no_longer_wanted(command)
     if stale:
@@ -150,6 +151,14 @@ def command_send(command: Command) -> Command:
         return _finish_sent(command, error=refusal)
     if command.partner.state != Partner.State.CONNECTED:
         return _finish_sent(command, error="The CPO has no Commands receiver or is not connected")
+    # Still ours, stamped afresh, as the gateway writes the request and POSTs (compare-and-set on the stamp the
+    # claim wrote): a send held up past SENT_GRACE before this point may have been taken back as never sent
+    # (_unsent) and sent by another run meanwhile; it then goes no further, where both had POSTed.
+    if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT, updated_at=claimed).update(
+        updated_at=timezone.now()
+    ):
+        command.refresh_from_db()
+        return command
     try:
         reply = cpo_gateway().send_command(command)
     except CpoUnreachable as exc:
@@ -183,6 +192,24 @@ def command_send(command: Command) -> Command:
     # No timer task: the beat's sweep (commands_expire_due, every few seconds) times it out. A timer longer
     # than the broker's visibility timeout would be handed out again and again while it waits.
     return command
+
+
+def _unsent(now: datetime) -> QuerySet[Command]:
+    """Commands SENT for longer than SENT_GRACE whose request was never written: the CPO gateway writes it just
+    before its POST (ocpi/gateway.py), so these certainly never left us (a worker killed between the claim and
+    the POST). A send on its way has written it within the grace (command_send stamps the row just before
+    calling the gateway)."""
+    return Command.objects.filter(status=Command.Status.SENT, request={}, updated_at__lte=now - SENT_GRACE)
+
+
+def _take_back_unsent(command_id: int) -> bool:
+    """A redelivered send finding its command SENT with no request written (_unsent): claimed again, by a
+    compare-and-set, and sent. False for any other (sent, or a send still within its grace)."""
+    now = timezone.now()
+    if not _unsent(now).filter(pk=command_id).update(updated_at=now):
+        return False
+    log.warning("command %s: left SENT without its request by a send that never posted it: sent again", command_id)
+    return True
 
 
 NOT_SENT = "Not sent to the CPO: "
@@ -520,7 +547,10 @@ def command_check_timeout(command_id: int, now: datetime | None = None) -> Comma
         )
         if command is None:
             return None
-        command = _finish(command, Command.Status.TIMEOUT, error="No CommandResult within the CPO's timeout")
+        # The sweep's note for a command left SENT (INTERRUPTED) says more than the timeout: it is kept.
+        command = _finish(
+            command, Command.Status.TIMEOUT, error=command.error or "No CommandResult within the CPO's timeout"
+        )
     # The session may have started (or stopped) without the result reaching us (ocpi/ocpi#475): read the CPO's
     # sessions, unless it has unregistered meanwhile (credentials DELETE: "both parties must end any automated
     # communication"; we hold no token for it then).
@@ -538,15 +568,24 @@ def command_check_timeout(command_id: int, now: datetime | None = None) -> Comma
 SENT_GRACE = timedelta(seconds=60)
 
 
+INTERRUPTED = "no CommandResponse recorded (worker interrupted)"
+
+
 def commands_expire_due(now: datetime | None = None) -> int:
     """Sweep for commands whose timeout task was lost (worker restarts), and for commands left SENT by a
-    worker that died between posting and storing the CommandResponse: those become TIMEOUT too (never
-    re-sent: the CPO may have acted on the first), and the CPO's sessions are checked."""
+    worker that died: one whose request was never written never left us (_unsent), and is queued and sent
+    again; one that died between posting and storing the CommandResponse becomes TIMEOUT too (never re-sent:
+    the CPO may have acted on the first), and the CPO's sessions are checked."""
     now = now or timezone.now()
+    for pk in _unsent(now).order_by("pk").values_list("pk", flat=True)[:200]:
+        # Compare-and-set: still SENT without its request (a redelivered send may have taken it back meanwhile).
+        if _unsent(now).filter(pk=pk).update(status=Command.Status.QUEUED, updated_at=timezone.now()):
+            log.warning("command %s: left SENT without its request by a send that never posted it: queued again", pk)
+            run_after_commit("emsp.tasks.command_send", pk)
     # One statement, its condition checked on each row as it is written: a CommandResult (or the send's own
     # answer) stored since the rows were picked is not overwritten.
-    Command.objects.filter(status=Command.Status.SENT, updated_at__lte=now - SENT_GRACE).update(
-        status=Command.Status.ACCEPTED, timeout_at=now, error="no CommandResponse recorded (worker interrupted)"
+    Command.objects.filter(status=Command.Status.SENT, updated_at__lte=now - SENT_GRACE).exclude(request={}).update(
+        status=Command.Status.ACCEPTED, timeout_at=now, error=INTERRUPTED
     )
     ids = list(Command.objects.filter(status=Command.Status.ACCEPTED, timeout_at__lte=now).values_list("pk", flat=True))
     return sum(1 for pk in ids if command_check_timeout(pk, now) is not None)

@@ -286,8 +286,10 @@ def test_the_sweep_keeps_a_result_stored_while_it_runs(peer: FakePeer, evse: Evs
     (simulated at the database driver: the concurrent write runs as the sweep's statement is about to run)."""
     peer.route("GET", SESSIONS_URL, (200, envelope([])))
     command = commands.command_start_session(token=TokenFactory(), evse=evse)
-    Command.objects.filter(pk=command.pk).update(
-        status=Command.Status.SENT, updated_at=timezone.now() - timedelta(minutes=5)
+    Command.objects.filter(pk=command.pk).update(  # killed after the POST: its request written, as the gateway does
+        status=Command.Status.SENT,
+        request={"authorization_reference": command.authorization_reference},
+        updated_at=timezone.now() - timedelta(minutes=5),
     )
     raced: list[str] = []
 

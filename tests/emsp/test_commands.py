@@ -213,8 +213,10 @@ def test_sending_twice_posts_once(peer: FakePeer, evse: Any) -> None:
 def test_a_command_left_sent_by_a_dead_worker_times_out_and_is_not_resent(peer: FakePeer, evse: Any) -> None:
     peer.route("GET", "http://127.0.0.1:9/ocpi/cpo/2.2.1/sessions", (200, envelope([])))
     command = commands.command_start_session(token=TokenFactory(), evse=evse)
-    Command.objects.filter(pk=command.pk).update(
-        status=Command.Status.SENT, updated_at=timezone.now() - timedelta(minutes=5)
+    Command.objects.filter(pk=command.pk).update(  # killed after the POST: its request written, as the gateway does
+        status=Command.Status.SENT,
+        request={"authorization_reference": command.authorization_reference},
+        updated_at=timezone.now() - timedelta(minutes=5),
     )
     assert commands.commands_expire_due() == 1
     command.refresh_from_db()
