@@ -143,35 +143,41 @@ def command_send(command: Command) -> Command:
     command.refresh_from_db()
     claimed = command.updated_at
     now = timezone.now()
+    # Every outcome this run writes is compare-and-set on its claim's stamp (`claimed`): a send held up past
+    # SENT_GRACE may have been taken back as never sent (_unsent) and sent by another run meanwhile, whose
+    # command it is then; a refusal found late must not fail it as "Not sent" while the CPO charges.
     stale = _no_longer_wanted(command)
     if stale:
-        return _finish_sent(command, error=stale, tell=False)
+        return _finish_sent(command, error=stale, tell=False, claimed=claimed)
     refusal = _token_refusal(command, now)
     if refusal:
-        return _finish_sent(command, error=refusal)
+        return _finish_sent(command, error=refusal, claimed=claimed)
     if command.partner.state != Partner.State.CONNECTED:
-        return _finish_sent(command, error="The CPO has no Commands receiver or is not connected")
-    # Still ours, stamped afresh, as the gateway writes the request and POSTs (compare-and-set on the stamp the
-    # claim wrote): a send held up past SENT_GRACE before this point may have been taken back as never sent
-    # (_unsent) and sent by another run meanwhile; it then goes no further, where both had POSTed.
+        return _finish_sent(command, error="The CPO has no Commands receiver or is not connected", claimed=claimed)
+    # Still ours, stamped afresh, as the gateway writes the request and POSTs: otherwise it goes no further,
+    # where both runs had POSTed.
+    stamp = timezone.now()
     if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT, updated_at=claimed).update(
-        updated_at=timezone.now()
+        updated_at=stamp
     ):
         command.refresh_from_db()
         return command
+    claimed = stamp
     try:
         reply = cpo_gateway().send_command(command)
     except CpoUnreachable as exc:
         command.refresh_from_db(fields=["request"])
         if command.type == Command.Type.RESERVE_NOW and may_have_reached_cpo(exc):
-            return _finish_unanswered(command, error=f"No CommandResponse ({exc}): the CPO may have reserved")
-        return _finish_sent(command, error=str(exc))
+            return _finish_unanswered(
+                command, error=f"No CommandResponse ({exc}): the CPO may have reserved", claimed=claimed
+            )
+        return _finish_sent(command, error=str(exc), claimed=claimed)
     command.refresh_from_db(fields=["request"])
     command.response = reply.response
     command.response_result = reply.result
     if not reply.accepted:
         error = reply.message or f"CommandResponse {reply.result}"
-        return _finish_sent(command, error=error, also=("response", "response_result"))
+        return _finish_sent(command, error=error, also=("response", "response_result"), claimed=claimed)
     timeout = reply.timeout_seconds or settings.OCPI_COMMAND_DEFAULT_TIMEOUT_SECONDS
     # A CPO's absurd `timeout` (10^12 s) would overflow the date, and a long one leave the command waiting for ever.
     command.timeout_at = now + timedelta(seconds=min(timeout, MAX_COMMAND_TIMEOUT.total_seconds()))
@@ -332,15 +338,19 @@ def result_messages(result: dict[str, Any]) -> str:
     return "; ".join(texts)
 
 
-def _finish_sent(command: Command, *, error: str, tell: bool = True, also: tuple[str, ...] = ()) -> Command:
+def _finish_sent(
+    command: Command, *, error: str, tell: bool = True, also: tuple[str, ...] = (), claimed: datetime | None = None
+) -> Command:
     """FAILED, for a command this send still holds as SENT: one the sweep moved on meanwhile (its timeout) is
     finished once, by whoever moved it, not a second time with another outcome. The status, the command's
     effects and what its subscribers do (a booking cancelled, its app told) commit together, as for a TIMEOUT:
     the bookings' handler locks its booking, which PostgreSQL allows only in a transaction. `tell`: False for a
     command its booking no longer wants (nothing to tell: the booking has moved on, its app heard of it). `also`:
-    the fields the send set on the command besides (the CPO's refusal), saved with it (`_finish`)."""
+    the fields the send set on the command besides (the CPO's refusal), saved with it (`_finish`). `claimed`:
+    the stamp of the send's claim, which it must still hold (command_send)."""
+    held = {} if claimed is None else {"updated_at": claimed}
     with transaction.atomic():
-        failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+        failed = Command.objects.filter(pk=command.pk, status=Command.Status.SENT, **held).update(
             status=Command.Status.FAILED, updated_at=timezone.now()
         )
         if not failed:
@@ -350,14 +360,15 @@ def _finish_sent(command: Command, *, error: str, tell: bool = True, also: tuple
         return _finish(command, Command.Status.FAILED, error=error, tell=tell, also=also)
 
 
-def _finish_unanswered(command: Command, *, error: str) -> Command:
+def _finish_unanswered(command: Command, *, error: str, claimed: datetime | None = None) -> Command:
     """A RESERVE_NOW that may have reached the CPO without its answer reaching us: an unknown outcome, as a
     command left SENT without a CommandResponse (commands_expire_due) — TIMEOUT at once, not FAILED. Its
     reservation counts as asked of the CPO (REQUESTED: a cancel of the booking cancels it there too), the
     booking waiting for it is cancelled with a CANCEL_RESERVATION (on_reservation_finished), and a late
     CommandResult still counts: a reservation the CPO made after all is then released by the booking checks."""
+    held = {} if claimed is None else {"updated_at": claimed}
     with transaction.atomic():
-        if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+        if not Command.objects.filter(pk=command.pk, status=Command.Status.SENT, **held).update(
             status=Command.Status.TIMEOUT, updated_at=timezone.now()
         ):
             command.refresh_from_db()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from emsp import ports
 from emsp import tasks as emsp_tasks
 from emsp.models import Command, Partner
 from emsp.services import commands
@@ -130,3 +131,41 @@ def test_a_send_held_up_past_the_grace_before_its_post_does_not_post_after_the_s
     assert stalled and len(cpo.requests_to("START_SESSION")) == 1
     command.refresh_from_db()
     assert command.status == Command.Status.ACCEPTED
+
+
+class DiesAfterPost:
+    """The gateway of the run the sweep queued: it POSTs (the CPO starts charging), then its worker dies before
+    the CommandResponse is stored: the command stays SENT, its request written."""
+
+    def send_command(self, command: Command) -> Any:
+        ports.cpo_gateway().send_command(command)
+        raise Killed
+
+
+def test_a_send_held_up_past_the_grace_does_not_fail_a_command_another_run_posted(
+    cpo: FakePeer, evse: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The stalled send's late refusal (the token blocked meanwhile) had failed the command "Not sent to the
+    CPO", cancelling the booking, while the other run's START_SESSION had reached the CPO: every outcome the
+    stalled run writes is compare-and-set on its own claim now."""
+    token = TokenFactory()
+    command = commands.command_start_session(token=token, evse=evse)
+    real_refusal, stalled = commands._token_refusal, []
+
+    def stalls(held: Command, now: Any) -> str:
+        if not stalled:
+            stalled.append(held.pk)
+            monkeypatch.setattr(commands, "cpo_gateway", DiesAfterPost)
+            with pytest.raises(Killed), django_capture_on_commit_callbacks(execute=True):
+                commands.commands_expire_due(now=timezone.now() + timedelta(seconds=61))
+            type(token).objects.filter(pk=token.pk).update(valid=False)
+            held.token.refresh_from_db()
+        return real_refusal(held, now)
+
+    monkeypatch.setattr(commands, "_token_refusal", stalls)
+    commands.command_send(command)
+
+    command.refresh_from_db()
+    assert stalled and len(cpo.requests_to("START_SESSION")) == 1
+    assert command.status == Command.Status.SENT and command.request  # posted, its answer to come (or the sweep)
+    assert command.error == ""
