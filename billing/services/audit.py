@@ -27,7 +27,13 @@ from django.utils import timezone
 from billing import metrics, pricing
 from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Payment, Tariff
 from billing.services import disputes, payments
-from billing.services.driver_pricing import cdr_token_of_ours, partner_terms, receipt_for_cdr, terms_remembered
+from billing.services.driver_pricing import (
+    cdr_token_of_ours,
+    implausible_amount,
+    partner_terms,
+    receipt_for_cdr,
+    terms_remembered,
+)
 from emsp import events
 from emsp.celery import run_after_commit
 from emsp.models import Booking, ChargingSession, Command, Location, Partner, ci_key
@@ -258,6 +264,19 @@ def _audit_priced(
         values.update(status=CdrAudit.Status.UNPRICEABLE, flags=flags, our_breakdown={}, error=f"{exc.path}: {exc}")
         return _save(cdr, values)
     ours = result.to_dict(max_periods=STORED_PERIODS)
+    beyond = implausible_amount(result.total_cost.excl_vat, result.total_cost.incl_vat)
+    if beyond is not None:
+        # A tariff the normaliser accepts priced over a charge it accepts comes to what no charge costs (and what
+        # the audit's columns can't hold: saving it failed, every run, and the CDR was never billed). No price:
+        # the CDR is billed as the CPO priced it, for staff to look at, as one the engine can't price.
+        flags.append("unpriceable")
+        values.update(
+            status=CdrAudit.Status.UNPRICEABLE,
+            flags=flags,
+            our_breakdown=ours,
+            error=f"our price {beyond} is beyond what one charge can cost: the tariff is implausible",
+        )
+        return _save(cdr, values)
     differences = _differences(cdr, result)
     mismatch = any(abs(d) > terms.audit_tolerance for d in differences.values())
     computed_excl = result.total_cost.excl_vat

@@ -21,6 +21,7 @@ from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token
 from emsp.rows import all_where, first_where
 from emsp.services.bookings import reserve_lead
 from emsp.services.sessions import token_is_ours
+from ocpi.normalize.sessions import MAX_AMOUNT
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
@@ -30,6 +31,15 @@ DEFAULT_AC_POWER_KW = Decimal("7.4")
 
 class NoTariff(Exception):
     """The connector has no tariff we know: the price is unknown (never guessed)."""
+
+
+def implausible_amount(*amounts: Decimal | None) -> Decimal | None:
+    """The first amount beyond what one charge can cost (MAX_AMOUNT, what the OCPI receiver accepts of a CDR's
+    totals), None when there is none. A price we work out is checked before it is stored: a tariff the normaliser
+    accepts (a unit price up to 10**6) priced over a charge it accepts (up to 10**5 kWh; a quote's energy, a
+    10 MW connector's over a day) comes to far more, beyond the money columns (numeric(14, 4): below 10**10). Such
+    a price is no price: stored, it failed its INSERT (numeric field overflow) on every try."""
+    return next((amount for amount in amounts if amount is not None and abs(amount) > MAX_AMOUNT), None)
 
 
 # A CPO's terms, read once per `terms_remembered()` block (processing one CDR asks for them three times: the
@@ -159,6 +169,11 @@ def quote_charge(
     fee = emsp_fee(terms, cpo_excl, tariff.currency)
     cpo_incl = result.total_cost.incl_vat
     total = None if cpo_incl is None else driver_total(cpo_incl, fee, tariff.currency, terms.rounding)
+    beyond = implausible_amount(cpo_excl, cpo_incl, fee.excl_vat, fee.vat, total)
+    if beyond is not None:
+        # No price (answered as an unknown one: Beckn select's QUOTE_UNAVAILABLE), never a Quote row that can't
+        # be stored.
+        raise NoTariff(f"tariff {tariff.tariff_id} prices this charge at {beyond}: beyond {MAX_AMOUNT}, no price")
     return insert(
         Quote(
             driver=driver,

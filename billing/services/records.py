@@ -19,10 +19,13 @@ from emsp.models import Partner, ci_key
 from emsp.rows import first_where
 from emsp.services.partners import party_holders
 from emsp.services.sessions import session_of_charge
+from ocpi.normalize.sessions import stored_amount
 
 
 def _decimal(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
+    """A CDR's number as its column holds it (4 decimals), rounded here, where the normaliser reported it
+    (ocpi/normalize/sessions.py `_amount`, issue "rounded"), not silently by the column."""
+    return None if value is None else stored_amount(value)
 
 
 def tariff_key(country_code: str, party_id: str, tariff_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from emsp.datetimes import parse_text
@@ -111,7 +112,10 @@ PERIOD_FIELDS = frozenset({"start_date_time", "dimensions", "tariff_id"})
 SIGNED_DATA_FIELDS = frozenset({"encoding_method", "encoding_method_version", "public_key", "signed_values", "url"})
 
 # What one charge can plausibly be (and our columns hold): amounts in the currency's units, energy in kWh,
-# times in hours. A CDR spans at most MAX_SPAN: it bounds the work of repricing it (billing/pricing).
+# times in hours. A CDR spans at most MAX_SPAN: it bounds the work of repricing it (billing/pricing). MAX_AMOUNT
+# is also the most a price we work out may be (billing/services/driver_pricing.py `implausible_amount`): a tariff's
+# unit price (up to 10**6, normalize/tariffs.py) times a charge's energy (up to MAX_KWH) goes far beyond it, and
+# beyond the money columns (numeric(14, 4): below 10**10).
 MAX_AMOUNT = 10**8
 MAX_KWH = 10**5
 MAX_HOURS = 24 * 31
@@ -121,6 +125,15 @@ MAX_SPAN = timedelta(days=31)
 PERIOD_TOLERANCE = timedelta(hours=1)
 # A price's incl_vat may fall this much below its excl_vat: one rounded to cents, the other to 4 decimals.
 VAT_ROUNDING = 0.01
+# The decimals our money columns keep (billing.models: numeric(14, 4)).
+AMOUNT_QUANTUM = Decimal("0.0001")
+
+
+def stored_amount(value: float | Decimal) -> Decimal:
+    """An amount as our money columns hold it: rounded to 4 decimals, half away from zero (as PostgreSQL rounds a
+    numeric). Rounded here, and by the CDR's store (billing/services/records.py), not silently by the column."""
+    return Decimal(str(value)).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
+
 
 _CDR_PRICES = (
     "total_fixed_cost",
@@ -287,9 +300,18 @@ def _amount(
     # mod_cdrs: a credit CDR carries negative amounts (partners negate only some of them); no other may.
     low = -MAX_AMOUNT if credit else 0
     for part, value in price.items():
-        if not within(value, low, MAX_AMOUNT):
+        # The bound holds for the amount as given and as stored (rounded to the columns' 4 decimals; rounded
+        # only once within it: 1e24 has more digits than a Decimal's context rounds).
+        if not within(value, low, MAX_AMOUNT) or not within(stored := stored_amount(value), low, MAX_AMOUNT):
             raise Rejected(
                 json_path(key, part), f"{key}.{part} {value!r} is negative or absurd", code="implausible_value"
+            )
+        if bill and stored != Decimal(str(value)):
+            # The bill's columns keep 4 decimals (what the driver pays is rounded to the currency anyway): stored
+            # rounded, said so, and kept as given in the CDR's data (lenient in). The column had rounded it
+            # silently (0.00001 stored 0.0000).
+            ctx.fix(
+                json_path(key, part), "rounded", f"{key}.{part} {value!r} has more than 4 decimals: stored as {stored}"
             )
     if not credit and price.get("incl_vat") is not None and price["incl_vat"] < price["excl_vat"] - VAT_ROUNDING:
         # No tax makes a price smaller: one of the two is wrong, and the driver pays incl_vat. A CDR's total is
@@ -305,6 +327,22 @@ def _amount(
     if taxes is not None:
         price["taxes"] = read_tax_amounts(taxes, json_path(key, "taxes"), ctx)
     return price
+
+
+def _credit_total(cost: dict[str, Any]) -> None:
+    """mod_cdrs "Credit CDRs": "Only the values in the total_cost field SHALL contain the negative amounts of the
+    original CDR". A credit CDR whose total_cost is positive (its amounts not negated) is refused: stored, it was
+    audited a credit, refunded the driver a positive "refund" and was added to the CPO's statement as billed (its
+    sub-totals, which the spec leaves as the original's, may be of either sign)."""
+    for part in ("excl_vat", "incl_vat"):
+        value = cost.get(part)
+        if value is not None and value > 0:
+            raise Rejected(
+                json_path("total_cost", part),
+                f"a credit CDR's total_cost holds the negative amounts of the CDR it credits (mod_cdrs); "
+                f"total_cost.{part} {value!r} is positive",
+                code="implausible_value",
+            )
 
 
 def _timed(out: dict[str, Any], ctx: Ctx, *, cdr: bool) -> None:
@@ -537,6 +575,8 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     cost = _amount(raw, "total_cost", ctx, credit=bool(out.get("credit")), bill=True)
     if cost is None:
         raise Rejected("total_cost", "total_cost missing", code="invalid_price")
+    if out.get("credit"):
+        _credit_total(cost)
     out["total_cost"] = cost
     for key, high in (("total_energy", MAX_KWH), ("total_time", MAX_HOURS)):
         n = _quantity(raw, key, "", ctx, high)

@@ -266,7 +266,7 @@ def test_it_keeps_credit_cdr_fields_and_negative_amounts() -> None:
 
 
 def test_it_flags_a_credit_cdr_without_reference() -> None:
-    out, issues = normalize_cdr(cdr(credit=True))
+    out, issues = normalize_cdr(cdr(credit=True, total_cost={"excl_vat": -4.0, "incl_vat": -4.4}))
     assert out["credit"] is True
     assert codes(issues) == {("missing_credit_reference", "credit_reference_id")}
 

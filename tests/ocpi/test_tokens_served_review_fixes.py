@@ -322,10 +322,11 @@ def test_a_non_credit_cdr_id_of_37_to_39_characters_is_kept_and_reported(
 
 
 def test_an_id_the_spec_allows_is_no_finding(cdr: dict[str, Any]) -> None:
+    credited = {"excl_vat": -4.0, "incl_vat": -4.4}  # mod_cdrs: a credit CDR's total_cost is negative
     for body in (
         {**cdr, "id": "C" * 36},
-        {**cdr, "id": "C" * 39, "credit": True, "credit_reference_id": "12345"},
-        {**cdr, "id": "C" * 37, "credit": "true", "credit_reference_id": "12345"},  # read as a boolean
+        {**cdr, "id": "C" * 39, "credit": True, "credit_reference_id": "12345", "total_cost": credited},
+        {**cdr, "id": "C" * 37, "credit": "true", "credit_reference_id": "12345", "total_cost": credited},  # a boolean
     ):
         _, issues = normalize_cdr(body, country_code="BE", party_id="BEC")
         assert [i for i in issues if i.code == "id_too_long"] == [], body["id"]
