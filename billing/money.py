@@ -17,7 +17,32 @@ from decimal import (
     Decimal,
 )
 
-__all__ = ["DEFAULT_POLICY", "MINOR_UNITS", "ROUNDING_POLICIES", "minor_units", "round_money"]
+__all__ = [
+    "AMOUNT_QUANTUM",
+    "DEFAULT_POLICY",
+    "MAX_AMOUNT",
+    "MINOR_UNITS",
+    "ROUNDING_POLICIES",
+    "minor_units",
+    "round_money",
+    "stored_amount",
+]
+
+# The most one charge can plausibly cost, in the currency's units: the cap on a CDR's amounts
+# (ocpi/normalize/sessions.py) and on a price we work out (billing/services/driver_pricing.py
+# `implausible_amount`). A tariff's unit price (up to 10**6, ocpi/normalize/tariffs.py) times a charge's energy
+# (up to 10**5 kWh) goes far beyond it, and beyond the money columns (numeric(14, 4): below 10**10).
+MAX_AMOUNT = 10**8
+# The decimals our money columns keep (billing.models: numeric(14, 4)).
+AMOUNT_QUANTUM = Decimal("0.0001")
+
+
+def stored_amount(value: float | Decimal) -> Decimal:
+    """An amount as our money columns hold it: rounded to 4 decimals, half away from zero (as PostgreSQL rounds a
+    numeric). Rounded by the CDR's normaliser and store (billing/services/records.py), not silently by the
+    column."""
+    return Decimal(str(value)).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
+
 
 DEFAULT_POLICY = "HALF_UP"
 

@@ -15,13 +15,12 @@ from django.utils import timezone
 
 from billing import pricing, tariff_cache
 from billing.models import Cdr, DriverReceipt, PartnerTerms, Quote, Tariff
-from billing.money import round_money
+from billing.money import MAX_AMOUNT, round_money
 from emsp.inserts import insert, insert_if_absent
 from emsp.models import ChargingSession, Connector, Driver, Evse, Partner, Token, ci_key
 from emsp.rows import all_where, first_where
 from emsp.services.bookings import reserve_lead
 from emsp.services.sessions import token_is_ours
-from ocpi.normalize.sessions import MAX_AMOUNT
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Cdr, Tariff
+from billing.money import stored_amount
 from billing.services import settlement
 from emsp.celery import run_after_commit
 from emsp.datetimes import parse_utc
@@ -19,7 +20,6 @@ from emsp.models import Partner, ci_key
 from emsp.rows import first_where
 from emsp.services.partners import party_holders
 from emsp.services.sessions import session_of_charge
-from ocpi.normalize.sessions import stored_amount
 
 
 def _decimal(value: Any) -> Decimal | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
+from billing.money import MAX_AMOUNT, stored_amount
 from emsp.datetimes import parse_text
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha2, country_alpha3, read_currency, read_party
@@ -111,12 +112,9 @@ CDR_LOCATION_FIELDS = frozenset(
 PERIOD_FIELDS = frozenset({"start_date_time", "dimensions", "tariff_id"})
 SIGNED_DATA_FIELDS = frozenset({"encoding_method", "encoding_method_version", "public_key", "signed_values", "url"})
 
-# What one charge can plausibly be (and our columns hold): amounts in the currency's units, energy in kWh,
-# times in hours. A CDR spans at most MAX_SPAN: it bounds the work of repricing it (billing/pricing). MAX_AMOUNT
-# is also the most a price we work out may be (billing/services/driver_pricing.py `implausible_amount`): a tariff's
-# unit price (up to 10**6, normalize/tariffs.py) times a charge's energy (up to MAX_KWH) goes far beyond it, and
-# beyond the money columns (numeric(14, 4): below 10**10).
-MAX_AMOUNT = 10**8
+# What one charge can plausibly be (and our columns hold): amounts in the currency's units (MAX_AMOUNT, kept with
+# the money rules in billing/money.py, where the price checks read it too), energy in kWh, times in hours. A CDR
+# spans at most MAX_SPAN: it bounds the work of repricing it (billing/pricing).
 MAX_KWH = 10**5
 MAX_HOURS = 24 * 31
 MAX_SPAN = timedelta(days=31)
@@ -125,16 +123,6 @@ MAX_SPAN = timedelta(days=31)
 PERIOD_TOLERANCE = timedelta(hours=1)
 # A price's incl_vat may fall this much below its excl_vat: one rounded to cents, the other to 4 decimals.
 VAT_ROUNDING = 0.01
-# The decimals our money columns keep (billing.models: numeric(14, 4)).
-AMOUNT_QUANTUM = Decimal("0.0001")
-
-
-def stored_amount(value: float | Decimal) -> Decimal:
-    """An amount as our money columns hold it: rounded to 4 decimals, half away from zero (as PostgreSQL rounds a
-    numeric). Rounded here, and by the CDR's store (billing/services/records.py), not silently by the column."""
-    return Decimal(str(value)).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
-
-
 _CDR_PRICES = (
     "total_fixed_cost",
     "total_energy_cost",
