@@ -181,17 +181,20 @@ def _bulk_create(
 
 
 def values_in(
-    model: type[models.Model], column: str, values: Sequence[Any], fields: Sequence[str]
+    model: type[models.Model], column: str, values: Sequence[Any], fields: Sequence[str], *, locked: bool = False
 ) -> list[tuple[Any, ...]]:
     """`SELECT fields WHERE column IN values` for long lists: one array parameter on PostgreSQL instead of
-    thousands of placeholders (Django's `__in` spent longer building them than the query took)."""
+    thousands of placeholders (Django's `__in` spent longer building them than the query took). `locked`: the
+    rows locked FOR NO KEY UPDATE until the transaction ends, in the order of `column` (the order `upsert`
+    writes them in, so two batches queue rather than deadlock); SQLite's writers take turns, a plain read there."""
     if not values:
         return []
     if connection.vendor != "postgresql":
         return list(model.objects.filter(**{f"{column}__in": values}).values_list(*fields))
+    lock = f" ORDER BY {column} FOR NO KEY UPDATE" if locked else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {', '.join(fields)} FROM {model._meta.db_table} WHERE {column} = ANY(%s)",  # noqa: S608 - names from model metadata
+            f"SELECT {', '.join(fields)} FROM {model._meta.db_table} WHERE {column} = ANY(%s){lock}",  # noqa: S608 - names from model metadata
             [list(values)],
         )
         return cursor.fetchall()

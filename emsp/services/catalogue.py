@@ -284,11 +284,13 @@ def _store_in_transaction(
 def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], datetime]], now: datetime) -> StoreResult:
     result = StoreResult()
     # The batch's first lock: the locations we hold of it, in the order of their keys, read as they stand under
-    # it (`_locked_locations`). A PUT of one of them committed while the batch had already read it had been
-    # written over by the batch's older copy.
+    # it (one statement, as the unlocked read was). A PUT of one of them committed while the batch had already
+    # read it had been written over by the batch's older copy.
     existing = {
         key: (last_updated, withdrawn_at, partner_id)
-        for key, last_updated, withdrawn_at, partner_id in _locked_locations(list(batch))
+        for key, last_updated, withdrawn_at, partner_id in bulk.values_in(
+            Location, "ocpi_key", list(batch), ("ocpi_key", "last_updated", "withdrawn_at", "partner_id"), locked=True
+        )
     }
     locations: list[dict[str, Any]] = []
     restored: list[str] = []
@@ -402,24 +404,6 @@ def _store_batch(partner: Partner, batch: dict[str, tuple[dict[str, Any], dateti
 # The batch's locations we hold, locked in the order of their keys (bulk.upsert writes them, and inserts new ones,
 # in that order), with what _store_batch compares. FOR NO KEY UPDATE, as the upsert's updates take them: an
 # insert referring to one (a session, an EVSE) goes on.
-_LOCKED_LOCATIONS_SQL = (
-    "SELECT ocpi_key, last_updated, withdrawn_at, partner_id FROM emsp_location WHERE ocpi_key = ANY(%s) "
-    "ORDER BY ocpi_key FOR NO KEY UPDATE"
-)
-
-
-def _locked_locations(keys: list[str]) -> list[tuple[Any, ...]]:
-    """(ocpi_key, last_updated, withdrawn_at, partner_id) of the locations of `keys` we hold, read under their
-    locks, in one statement (it takes the place of the read the batch made before: no round trip more). Read
-    before locking, a location PUT committed in between was written over by an older pulled copy of it: the
-    batch compared its stamp with the one read. Elsewhere (SQLite) a plain read: its writers take turns."""
-    if connection.vendor != "postgresql":
-        return bulk.values_in(Location, "ocpi_key", keys, ("ocpi_key", "last_updated", "withdrawn_at", "partner_id"))
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCKED_LOCATIONS_SQL, [keys])
-        return cursor.fetchall()
-
-
 def _mark_removed(left_out: dict[int, str], now: datetime) -> list[tuple[int, str, str]]:
     """The EVSEs (pk: status) a listing of their location leaves out are REMOVED as of the listing: their
     last_updated moves up to the location's, so a PATCH or PUT of one the CPO stamped before the listing, arriving
