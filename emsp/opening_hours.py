@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -180,13 +181,16 @@ def _local(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     )
 
 
-def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
-    """The instants (UTC, to the second) between `start` and `end` at which the zone's offset changes: read at
-    every day's start, each change found by bisection. None in most zones and weeks, so one reading a day."""
+@lru_cache(maxsize=4096)
+def _transitions(zone: ZoneInfo, first: date, days: int) -> tuple[datetime, ...]:
+    """The instants (UTC, to the second) within `days` from `first` (UTC midnight) at which the zone's offset
+    changes: read at every day's start, each change found by bisection. None in most zones and weeks, so one
+    reading a day; kept by zone and day, as every search renders the next change of each site it lists."""
     found: list[datetime] = []
-    low = int(start.timestamp())
-    offset = start.astimezone(zone).utcoffset()
-    while low < end.timestamp():
+    low = int(datetime.combine(first, time(0), tzinfo=UTC).timestamp())
+    end = low + days * 86_400
+    offset = datetime.fromtimestamp(low, UTC).astimezone(zone).utcoffset()
+    while low < end:
         high = low + 86_400
         if datetime.fromtimestamp(high, UTC).astimezone(zone).utcoffset() != offset:
             left, right = low, high
@@ -200,7 +204,7 @@ def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetim
             offset = datetime.fromtimestamp(right, UTC).astimezone(zone).utcoffset()
             high = right
         low = high
-    return found
+    return tuple(found)
 
 
 def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelta(days=8)) -> datetime | None:
@@ -215,7 +219,7 @@ def next_change(hours: Hours, moment: datetime, *, horizon: timedelta = timedelt
     # Where the clocks change within the horizon, a wall time may be skipped (the change happens when they jump)
     # or come twice (the state changes again at its second reading and when they go back): both readings of
     # every boundary and the changes' own instants are candidates then; `first_change` keeps the real ones.
-    changes = _transitions(hours.zone, moment - timedelta(days=2), limit + timedelta(days=2))
+    changes = _transitions(hours.zone, moment.date() - timedelta(days=2), horizon.days + 5)
     pending.update(c for c in changes if moment < c <= limit)
 
     def first_change(candidates: set[datetime]) -> datetime | None:
