@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connection, connections
 
@@ -58,3 +59,26 @@ def at_once(*calls: Callable[[], None]) -> list[BaseException]:
     for t in threads:
         t.join(60)
     return failures
+
+
+def by_name(named: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Each call in its own thread, named after it (hooks can tell them apart), and its own connection; what each
+    returned, by name (a call that raised is missing)."""
+    answers: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        try:
+            answers[name] = named[name]()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,), name=n) for n in named]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return answers
+
+
+class Killed(BaseException):
+    """kill -9 of the worker, for the crash tests: nothing after it runs, no `except Exception` sees it."""

@@ -25,15 +25,12 @@ from emsp.services.sessions import session_put
 from tests.beckn.bap import CPO_BASE
 from tests.beckn.test_actions import confirm, init, item_of, last, select
 from tests.fakes import FakePeer, envelope
+from tests.races import Killed
 
 pytestmark = pytest.mark.django_db
 
 START = "start-charging"
 STOP = "stop-charging"
-
-
-class Killed(BaseException):
-    """kill -9 of the worker: nothing after it runs, no `except Exception` sees it."""
 
 
 def ordered(bap: Any) -> Booking:

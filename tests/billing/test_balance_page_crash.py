@@ -25,12 +25,9 @@ from tests.beckn.test_payments_provider import book_and_authorise
 from tests.beckn.test_payments_provider import provider as provider
 from tests.paysim.conftest import paysim as paysim
 from tests.paysim.conftest import receiver as receiver
+from tests.races import Killed
 
 pytestmark = [pytest.mark.django_db, pytest.mark.we_collect]
-
-
-class Killed(BaseException):
-    """kill -9 of the worker: nothing after it runs, no `except Exception` sees it."""
 
 
 def test_a_worker_killed_after_the_balance_page_was_opened_still_tells_the_app(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import DELETION, LogEntry
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.db import connection
 from django.test import Client
@@ -20,8 +20,8 @@ from django.urls import reverse
 from billing.admin_settlement import SettlementAdmin
 from billing.models import Settlement
 from billing.services import settlement as service
-from billing.services.settlement import settlement_close, settlement_compute
-from tests.billing.factories import settlement_scenario
+from billing.services.settlement import settlement_close
+from tests.billing import test_console_races as console_races
 from tests.races import Holds, at_once
 
 OCTOBER = date(2026, 10, 1)
@@ -29,18 +29,10 @@ needs_postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="r
 
 
 def _finance(name: str = "finance") -> User:
-    user = User.objects.create_user(name, password="pw-123456-x", is_staff=True)
-    for codename in ("view_settlement", "change_settlement", "delete_settlement"):
-        user.user_permissions.add(Permission.objects.get(content_type__app_label="billing", codename=codename))
-    return user
+    return console_races._finance(name, "view_settlement", "change_settlement", "delete_settlement")
 
 
-def _reconciled_inr() -> Settlement:
-    """October of the settlement scenario's CPO, INR: reconciled, ready to close (and to delete)."""
-    scenario = settlement_scenario()
-    rows = {s.currency: s for s in settlement_compute(partner=scenario["partner"], period_start=OCTOBER)}
-    assert rows["INR"].state == Settlement.State.RECONCILED
-    return rows["INR"]
+_reconciled_inr = console_races._reconciled_inr  # October of the scenario's CPO, INR: ready to close (and delete)
 
 
 def _delete(user: User, settlement: Settlement, how: str) -> tuple[int, list[tuple[str, str]]]:

@@ -18,15 +18,12 @@ from emsp.models import Command, Partner
 from emsp.services import commands
 from tests.factories import TokenFactory, stored_location
 from tests.fakes import FakePeer, envelope
+from tests.races import Killed
 
 pytestmark = pytest.mark.django_db
 
 COMMANDS_URL = "http://127.0.0.1:9/ocpi/cpo/2.2.1/commands"
 SESSIONS_URL = "http://127.0.0.1:9/ocpi/cpo/2.2.1/sessions"
-
-
-class Killed(BaseException):
-    """kill -9 of the worker: nothing after it runs, no `except Exception` sees it."""
 
 
 class DyingGateway:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from django.test import override_settings
 from emsp import outbound
 from emsp.ports import CpoUnreachable
 from emsp.services.commands import may_have_reached_cpo
+from tests.emsp import test_outbound_pinning as outbound_pinning
 
 HANGING = "hanging-dns.example"
 HANG_SECONDS = 3.0
@@ -28,11 +28,7 @@ TIMEOUT = 0.5
 _real_getaddrinfo = socket.getaddrinfo
 
 
-@pytest.fixture(autouse=True)
-def fresh_resolutions() -> Iterator[None]:
-    outbound._resolve_cached.cache_clear()
-    yield
-    outbound._resolve_cached.cache_clear()
+fresh_resolutions = outbound_pinning.fresh_resolutions  # every test starts with no name remembered
 
 
 @pytest.fixture

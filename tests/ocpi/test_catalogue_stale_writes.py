@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from emsp.models import ChargingSession, Connector, Evse, Location, Partner, PartnerParty
 from emsp.services import catalogue
 from emsp.services.partners import partner_party_grant
-from tests.conftest import OcpiTestClient
 from tests.factories import PartnerFactory
+from tests.ocpi import test_location_races as location_races
 from tests.ocpi import test_party_moved as party_moved
-from tests.races import Holds
+from tests.races import Holds, by_name
 
 BASE = "/ocpi/emsp/2.2.1/locations"
 postgresql_only = pytest.mark.skipif(
@@ -34,22 +33,8 @@ postgresql_only = pytest.mark.skipif(
 
 
 hub = party_moved.hub  # the hub NL*HUB with IN*CPA and IN*CPB granted behind it
-
-
-@pytest.fixture
-def bec(client_for: Callable[..., OcpiTestClient]) -> OcpiTestClient:
-    return client_for("BE", "BEC")
-
-
-@pytest.fixture
-def location(spec_example: Callable[[str], Any]) -> dict[str, Any]:
-    return spec_example("location_example.json")  # EVSE 3256: connectors 1 and 2, stamped in 2015
-
-
-@pytest.fixture
-def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The locks alone are under test: a deadlock is not run again (`catalogue.retried_on_deadlock`)."""
-    monkeypatch.setattr(catalogue, "DEADLOCK_RETRIES", 0, raising=False)
+# The CPO BE*BEC, the spec's example location (EVSE 3256: connectors 1 and 2, stamped in 2015), no deadlock retries.
+bec, location, no_retries = location_races.bec, location_races.location, location_races.no_retries
 
 
 def _connectors_of_3256() -> list[str]:
@@ -62,24 +47,6 @@ def _answer(response: Any) -> tuple[int, int]:
 
 def _at(hour: int, minute: int = 0) -> str:
     return f"2026-12-01T{hour:02}:{minute:02}:00Z"
-
-
-def _run(named: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Each call in its own thread (named after it) and database connection; their results by name."""
-    answers: dict[str, Any] = {}
-
-    def run(name: str) -> None:
-        try:
-            answers[name] = named[name]()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(n,), name=n) for n in named]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return answers
 
 
 # --- a connector left out by a listing stays out (both databases) ------------------------------------------
@@ -193,7 +160,7 @@ def test_a_location_put_committed_while_a_pulled_batch_is_stored_is_not_overwrit
         finally:
             put_done.set()
 
-    answers = _run({"pull": lambda: catalogue.locations_store(bec.partner, [pulled]), "put": put})
+    answers = by_name({"pull": lambda: catalogue.locations_store(bec.partner, [pulled]), "put": put})
     assert holds.given_up == 0
     assert _answer(answers["put"]) == (200, 1000)
     stored = Location.objects.get(location_id="LOC1")
@@ -235,7 +202,7 @@ def test_a_session_referring_to_a_location_is_stored_while_a_patch_of_it_holds_i
         inserted.set()
 
     patch = {"name": "patched", "last_updated": _at(12)}
-    answers = _run({"patch": lambda: bec.patch(f"{BASE}/BE/BEC/LOC1", patch), "insert": insert_a_session})
+    answers = by_name({"patch": lambda: bec.patch(f"{BASE}/BE/BEC/LOC1", patch), "insert": insert_a_session})
     assert holds.given_up == 0
     assert inserted_under_the_lock == [True]  # not waiting for the PATCH's commit
     assert _answer(answers["patch"]) == (200, 1000)
@@ -278,7 +245,7 @@ def test_a_grant_made_while_the_hubs_batch_holds_the_location_moves_it_after_the
     def hub_writes() -> Any:
         return catalogue.locations_store(hub, [party_moved.location("CPB", "LOC-B", party_moved.NEW, "Hub's")])
 
-    answers = _run({"hub": hub_writes, "staff": staff_move_the_party})
+    answers = by_name({"hub": hub_writes, "staff": staff_move_the_party})
     assert holds.given_up == 0
     assert answers["hub"].updated == 1
     stored = Location.objects.get(location_id="LOC-B")

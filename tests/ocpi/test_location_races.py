@@ -27,6 +27,7 @@ from emsp.models import Connector, Evse, Location
 from emsp.services import catalogue
 from tests.conftest import OcpiTestClient
 from tests.factories import ocpi_location
+from tests.races import by_name
 
 BASE = "/ocpi/emsp/2.2.1/locations"
 postgresql_only = pytest.mark.skipif(
@@ -48,24 +49,6 @@ def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def location(spec_example: Callable[[str], Any]) -> dict[str, Any]:
     return spec_example("location_example.json")  # EVSE 3256 last_updated 2015-06-28T08:12:01Z
-
-
-def _run(named: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Each request in its own thread and database connection; their answers by name."""
-    answers: dict[str, Any] = {}
-
-    def run(name: str) -> None:
-        try:
-            answers[name] = named[name]()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(n,), name=n) for n in named]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return answers
 
 
 def _meet_inside(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
@@ -164,7 +147,7 @@ def test_two_puts_of_one_new_evse_at_once(bec, location, monkeypatch) -> None:
     bec.put(f"{BASE}/BE/BEC/LOC1", location)
     evse = {**location["evses"][0], "uid": "NEW-EVSE", "evse_id": "BE*BEC*E999", "last_updated": "2026-12-01T00:00:00Z"}
     _meet_inside(monkeypatch, "_require_held")  # both have looked for the EVSE and found none
-    answers = _run({f"put{i}": lambda: bec.put(f"{BASE}/BE/BEC/LOC1/NEW-EVSE", evse) for i in range(2)})
+    answers = by_name({f"put{i}": lambda: bec.put(f"{BASE}/BE/BEC/LOC1/NEW-EVSE", evse) for i in range(2)})
     assert sorted(a.status_code for a in answers.values()) == [200, 201], [a.content for a in answers.values()]
     assert Evse.objects.filter(uid="NEW-EVSE").count() == 1
 
@@ -176,7 +159,7 @@ def test_two_puts_of_one_new_connector_at_once(bec, location, monkeypatch) -> No
     bec.put(f"{BASE}/BE/BEC/LOC1", location)
     connector = {**location["evses"][0]["connectors"][0], "id": "9", "last_updated": "2026-12-01T00:00:00Z"}
     _meet_inside(monkeypatch, "_require_held")
-    answers = _run({f"put{i}": lambda: bec.put(f"{BASE}/BE/BEC/LOC1/3256/9", connector) for i in range(2)})
+    answers = by_name({f"put{i}": lambda: bec.put(f"{BASE}/BE/BEC/LOC1/3256/9", connector) for i in range(2)})
     assert sorted(a.status_code for a in answers.values()) == [200, 201], [a.content for a in answers.values()]
     assert Connector.objects.filter(connector_id="9").count() == 1
 
@@ -189,7 +172,7 @@ def test_a_location_patch_listing_a_new_evse_while_it_is_put(bec, location, monk
     evse = {**location["evses"][0], "uid": "NEW-EVSE", "evse_id": "BE*BEC*E999", "last_updated": "2026-12-01T00:00:00Z"}
     patch = {"evses": [evse], "last_updated": "2026-12-01T00:00:00Z"}
     _meet_inside(monkeypatch, "_require_held")
-    answers = _run(
+    answers = by_name(
         {
             "patch": lambda: bec.patch(f"{BASE}/BE/BEC/LOC1", patch),
             "put": lambda: bec.put(f"{BASE}/BE/BEC/LOC1/NEW-EVSE", evse),
@@ -227,7 +210,7 @@ def _during_a_location_put(bec, location, monkeypatch, name: str, write: Callabl
         time.sleep(0.1)
         return write()
 
-    return _run({"location-put": lambda: bec.put(f"{BASE}/BE/BEC/LOC1", newer), name: child_write})
+    return by_name({"location-put": lambda: bec.put(f"{BASE}/BE/BEC/LOC1", newer), name: child_write})
 
 
 @pytest.mark.django_db(transaction=True)
