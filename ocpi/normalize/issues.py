@@ -25,7 +25,7 @@ ISSUE_CODES: dict[str, str] = {
     "type_coerced": "F number/string/boolean given as another JSON type",
     "invalid_type": "D value of the wrong JSON type dropped",
     "object_for_list": "F a single object where OCPI has a list, read as a list of one",
-    "rounded": "F non-integral number rounded where an int is due",
+    "rounded": "F number rounded: a non-integral one where an int is due, an amount past the 4 decimals we keep",
     "truncated": "F string longer than its OCPI maximum cut",
     "id_whitespace": "F whitespace around an identifier stripped (case kept)",
     "id_too_long": (
