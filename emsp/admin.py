@@ -39,6 +39,7 @@ from emsp.models import (
 from emsp.services import booking_checks
 from emsp.services import tokens as token_services
 from emsp.services.staff import staff_action_record
+from emsp.time_zones import iana_zone
 
 
 class EvseInline(admin.TabularInline):
@@ -71,6 +72,15 @@ class LocationForm(forms.ModelForm):
             "publish",
             "withdrawn_at",
         )
+
+    def clean_time_zone(self) -> str:
+        """An IANA zone, spelled as the database spells it ("europe/berlin" is repaired). A typo had been stored:
+        the catalogue then showed hours and prices in UTC while a quote refused to price the site."""
+        value = self.cleaned_data["time_zone"].strip()
+        zone = iana_zone(value)
+        if zone is None:
+            raise forms.ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Amsterdam).")
+        return zone
 
 
 @admin.register(Location)

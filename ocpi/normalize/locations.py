@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from emsp.time_zones import iana_zone
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha2, country_alpha3, read_party
 from ocpi.normalize.datetimes import Unstamped, read_datetime, read_last_updated
@@ -14,7 +15,6 @@ from ocpi.normalize.parts import (
     business_details,
     energy_mix,
     geo,
-    iana_zone,
     images,
     opening_times,
     publish_tokens,

@@ -6,7 +6,6 @@ import functools
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ocpi import enums
 from ocpi.normalize.datetimes import read_datetime
@@ -80,35 +79,6 @@ def _tz_finder() -> Any:
     from timezonefinder import TimezoneFinder  # ~0.2 s to build: once per process, only when needed
 
     return TimezoneFinder()
-
-
-def _is_zone(name: str) -> bool:
-    if not name or name.startswith(("/", ".")) or ".." in name:
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
-
-
-@functools.cache
-def _zones_by_lower() -> dict[str, str]:
-    from zoneinfo import available_timezones
-
-    return {z.lower(): z for z in available_timezones()}
-
-
-@functools.lru_cache(maxsize=1024)
-def iana_zone(name: str) -> str | None:
-    """Valid IANA name for what the partner sent ("Asia/Kuala Lumpur" -> "Asia/Kuala_Lumpur"), else None."""
-    s = name.strip()
-    if _is_zone(s):
-        return s
-    candidate = s.replace(" ", "_")
-    if _is_zone(candidate):
-        return candidate
-    return _zones_by_lower().get(candidate.lower())
 
 
 def zone_from_coordinates(lat: float, lon: float) -> str | None:

@@ -8,11 +8,12 @@ from typing import Any
 
 from billing.money import MAX_AMOUNT, stored_amount
 from emsp.datetimes import parse_text
+from emsp.time_zones import iana_zone
 from ocpi import enums
 from ocpi.normalize.countries import country_alpha2, country_alpha3, read_currency, read_party
 from ocpi.normalize.datetimes import Unstamped, read_datetime, read_last_updated
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect, json_path
-from ocpi.normalize.parts import geo, iana_zone
+from ocpi.normalize.parts import geo
 from ocpi.normalize.tariffs import tariff
 from ocpi.normalize.taxes import read_tax_amounts
 from ocpi.normalize.values import (

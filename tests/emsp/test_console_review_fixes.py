@@ -424,6 +424,29 @@ def test_a_location_moved_on_the_globe_in_the_console_is_saved(admin_client: Cli
     assert Location.objects.values_list("latitude", "longitude").get(pk=location.pk) == (-90, 180)
 
 
+def test_a_locations_time_zone_in_the_console_must_be_an_iana_zone(admin_client: Client) -> None:
+    location = stored_location(PartnerFactory())
+    zone_before = location.time_zone
+    url = reverse("admin:emsp_location_change", args=[location.pk])
+
+    response = admin_client.post(url, change_form(admin_client, url, location.pk, time_zone="Europe/Amsterdm"))
+
+    assert response.status_code == 200
+    assert "time_zone" in response.context["adminform"].form.errors
+    location.refresh_from_db()
+    assert location.time_zone == zone_before
+
+
+def test_a_locations_time_zone_in_the_console_is_spelled_as_the_zone_database_does(admin_client: Client) -> None:
+    location = stored_location(PartnerFactory())
+    url = reverse("admin:emsp_location_change", args=[location.pk])
+
+    admin_client.post(url, change_form(admin_client, url, location.pk, time_zone=" europe/berlin "))
+
+    location.refresh_from_db()
+    assert location.time_zone == "Europe/Berlin"
+
+
 def test_an_evses_coordinates_are_not_changed_in_the_console(admin_client: Client) -> None:
     evse = Evse.objects.filter(location=stored_location(PartnerFactory())).order_by("pk").first()
     url = reverse("admin:emsp_evse_change", args=[evse.pk])
