@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
+from django.utils import timezone
 
 from billing.payments.gateway import GatewayError
 from billing.services import ledger, payments
@@ -88,25 +89,31 @@ def open_balance_checkout(payment_id: int) -> str:
 
 # Two provider calls at most (the close, then a look at a page it refused), each within the adapters' 20 s.
 @shared_task(bind=True, acks_late=True, time_limit=45, soft_time_limit=42, **PROVIDER_RETRY)
-def expire_checkout(self: Any, payment_id: int) -> str:
-    """Close a withdrawn balance payment's page at its provider (queued by payments._withdraw after its commit):
-    payments.checkout_expire. A retryable provider error retries, each retry with a key of its own: closing moves
-    no money and a closed page is answered as such, while Stripe replays a 500 to every retry of the same key for
-    24 h (the page left open)."""
-    return payments.checkout_expire(payment_id, attempt=self.request.retries)
+def expire_checkout(self: Any, payment_id: int, sweep: str = "") -> str:
+    """Close a withdrawn balance payment's page at its provider (queued by payments._withdraw after its commit, or
+    by the beat's sweep, `sweep` naming its run): payments.checkout_expire. A retryable provider error retries, each
+    retry with a key of its own: closing moves no money and a closed page is answered as such, while Stripe replays
+    a 500 to every retry of the same key for 24 h (the page left open)."""
+    attempt = f"{sweep}-{self.request.retries}" if sweep else self.request.retries
+    return payments.checkout_expire(payment_id, attempt=attempt)
 
 
 @shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
 def retry_stuck_payment_operations() -> int:
     """Beat: provider operations still PENDING after their task was lost (a worker killed mid-call) are run
-    again with their own idempotency key; checkouts for the rest of a bill that were never opened are opened."""
+    again with their own idempotency key; checkouts for the rest of a bill that were never opened are opened; pages
+    withdrawn and never closed at their provider are closed."""
     stuck = payments.operations_stuck()
     for operation in stuck:
         payments.operation_retry(operation=operation)
     unopened = payments.balance_checkouts_due()
     for payment_id in unopened:
         open_balance_checkout.delay(payment_id)
-    return len(stuck) + len(unopened)
+    now = timezone.now()
+    unclosed = payments.withdrawn_pages_unclosed(now)
+    for payment_id in unclosed:
+        expire_checkout.delay(payment_id, f"sweep{int(now.timestamp())}")
+    return len(stuck) + len(unopened) + len(unclosed)
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)

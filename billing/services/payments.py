@@ -175,7 +175,7 @@ def _withdraw(payment: Payment, why: str) -> None:
     and its page closed at the provider after the commit (billing.tasks.expire_checkout: Stripe's session
     expired, Razorpay's link cancelled). Paid before it closes, it is taken over (_balance_taken_over)."""
     Payment.objects.filter(pk=payment.pk).update(
-        status=Payment.Status.RELEASED, billed_minor=0, url="", failure=why[:300]
+        status=Payment.Status.RELEASED, billed_minor=0, url="", failure=why[:300], updated_at=timezone.now()
     )
     payment.status, payment.billed_minor, payment.url, payment.failure = Payment.Status.RELEASED, 0, "", why[:300]
     _tell_app(payment)
@@ -201,10 +201,10 @@ def _withdrawn_pages() -> QuerySet[Payment]:
     return withdrawn.exclude(checkout_id="")
 
 
-def checkout_expire(payment_id: int, *, attempt: int = 0) -> str:
+def checkout_expire(payment_id: int, *, attempt: int | str = 0) -> str:
     """Close a withdrawn balance payment's page at its provider. A page the driver paid first is left to its
     webhook; a refusal (no such page) is noted, not raised; a retryable provider error is raised for the task's
-    retry, whose `attempt` makes the key its own."""
+    retry, whose `attempt` makes the key its own (the sweep's runs have keys of their own too)."""
     payment = _withdrawn_pages().filter(pk=payment_id).first()
     if payment is None:
         return "not a withdrawn page"
@@ -225,6 +225,25 @@ def checkout_expire(payment_id: int, *, attempt: int = 0) -> str:
              payment.provider, expiry.status)  # fmt: skip
     _page_noted(payment, f"{PAGE_WORDS[expiry.outcome]} at {payment.provider} ({expiry.status})")
     return expiry.outcome
+
+
+# A withdrawn page not yet closed ten minutes on lost its task (a worker killed after the commit, the broker down)
+# or the task gave up on a provider error: the beat's sweep hands it out again, each page at most every ten minutes,
+# and for a week (a Stripe session lapses within a day; a Razorpay link we open has no end, and paid after a week it
+# is still taken over, nothing doubled).
+PAGE_SWEEP_EVERY = timedelta(minutes=10)
+PAGE_SWEEP_FOR = timedelta(days=7)
+
+
+def withdrawn_pages_unclosed(now: Any = None, limit: int = 200) -> list[int]:
+    """Withdrawn pages (_withdrawn_pages) whose provider was not told to close them: no note from checkout_expire
+    PAGE_SWEEP_EVERY after the last change. Each is stamped as it is handed out (its next turn waits as long)."""
+    now = now or timezone.now()
+    unclosed = _withdrawn_pages().exclude(failure__startswith=PAGE_NOTE)
+    due = unclosed.filter(updated_at__lt=now - PAGE_SWEEP_EVERY, updated_at__gte=now - PAGE_SWEEP_FOR)
+    ids = list(due.order_by("updated_at", "pk").values_list("pk", flat=True)[:limit])
+    # A sweep run at the same time takes none of them twice: the compare-and-set on the stamp each one read.
+    return [pk for pk in ids if due.filter(pk=pk).update(updated_at=now)]
 
 
 def _page_noted(payment: Payment, note: str) -> None:
@@ -1490,7 +1509,9 @@ def balance_checkout(payment_id: int) -> Payment:
         # asks for nothing, and is closed after the commit (its checkout_id kept for that); the app is shown no
         # url, and was told of the withdrawal by it.
         url = "" if withdrawn else checkout.url
-        Payment.objects.filter(pk=payment.pk).update(checkout_id=checkout.checkout_id, url=url, requested_minor=amount)
+        Payment.objects.filter(pk=payment.pk).update(
+            checkout_id=checkout.checkout_id, url=url, requested_minor=amount, updated_at=timezone.now()
+        )
         payment.checkout_id, payment.url, payment.requested_minor = checkout.checkout_id, url, amount
         if withdrawn:
             run_after_commit("billing.tasks.expire_checkout", payment.pk)

@@ -6,12 +6,14 @@ no error: the result says so. Before, the port had no way to close a page and it
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 import responses
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from billing import tasks
 from billing.models import Payment
@@ -369,6 +371,58 @@ def test_a_page_paid_while_it_was_being_closed_keeps_what_its_webhook_wrote(fake
 
     payment.refresh_from_db()
     assert (payment.status, payment.failure) == (Payment.Status.AUTHORISED, "")
+
+
+# --- the beat's sweep: a withdrawn page whose task was lost -----------------------------------------------------
+
+
+def withdrawn_ago(payment: Payment, ago: timedelta) -> Payment:
+    Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now() - ago)
+    return payment
+
+
+@pytest.mark.django_db
+def test_a_page_whose_closing_task_was_lost_is_closed_by_the_beats_sweep(fake: Fake) -> None:
+    payment = withdrawn_ago(withdrawn_page(), timedelta(minutes=11))  # _withdraw committed, its task never ran
+    fresh = withdrawn_page(checkout_id="cs_2")  # withdrawn a moment ago: its own task is on its way
+
+    tasks.retry_stuck_payment_operations.delay().get()
+    tasks.retry_stuck_payment_operations.delay().get()  # the next minute's run: noted, nothing asked again
+
+    assert [kw["checkout_id"] for kw in expiries(fake)] == ["cs_1"]
+    assert expiries(fake)[0]["idempotency_key"].startswith(f"{payment.key}:expire:sweep")  # not the lost task's
+    payment.refresh_from_db()
+    assert payment.failure == f"provider page closed at fake (expired); {WHY}"
+    fresh.refresh_from_db()
+    assert fresh.failure == WHY
+
+
+@pytest.mark.django_db
+def test_a_page_the_provider_keeps_failing_to_close_is_tried_every_ten_minutes_for_a_week(fake: Fake) -> None:
+    payment = withdrawn_ago(withdrawn_page(), timedelta(minutes=11))
+    lapsed = withdrawn_ago(withdrawn_page(checkout_id="cs_2"), timedelta(days=8))
+    now = timezone.now()
+
+    assert payments.withdrawn_pages_unclosed(now) == [payment.pk]
+    assert payments.withdrawn_pages_unclosed(now + timedelta(minutes=9)) == []  # handed out: its turn waits
+    assert payments.withdrawn_pages_unclosed(now + timedelta(minutes=11)) == [payment.pk]
+    assert lapsed.pk not in payments.withdrawn_pages_unclosed(now + timedelta(minutes=30))
+
+
+@pytest.mark.django_db
+@pytest.mark.we_collect
+def test_a_credit_stamps_the_page_it_withdraws_so_the_sweep_waits_for_its_task(
+    bap: Any,  # noqa: F811
+    network: Partner,  # noqa: F811
+    asked: Payment,
+) -> None:
+    withdrawn_ago(asked, timedelta(hours=1))  # the page was opened an hour ago
+
+    credited(bap, network)
+
+    asked.refresh_from_db()
+    assert asked.status == Payment.Status.RELEASED
+    assert asked.updated_at > timezone.now() - timedelta(minutes=1)
 
 
 def test_the_task_runs_on_the_latency_queue_with_the_provider_tasks_retries() -> None:
