@@ -239,7 +239,9 @@ def _active(booking: Booking, sent: list[Command], now: datetime, pulls: Pulls) 
 def _unlinked_sessions(booking: Booking, now: datetime) -> list[ChargingSession]:
     """Sessions no booking holds that are this booking's by their facts, whatever authorization_reference the
     CPO used: on its reservation, or of its token at its EVSE within its window (a start at the charger with
-    the driver's card, a CPO that made up its own reference)."""
+    the driver's card, a CPO that made up its own reference). Not the CPO's Session of the reservation while it
+    has only held it (bookings.only_held_reservation: COMPLETED once the reservation ends unused): no charge, and
+    on an ended booking none after its end."""
     reservation = booking.reservation
     start = reservation.start_at if reservation else booking.created_at
     end = reservation.expiry_at if reservation else now
@@ -256,6 +258,7 @@ def _unlinked_sessions(booking: Booking, now: datetime) -> list[ChargingSession]
     return list(
         ChargingSession.objects.filter(booking__isnull=True, partner=booking.evse.location.partner, status__in=LINKABLE)
         .filter(query)
+        .exclude(bookings.holding_reservation_only())
         .order_by("start_date_time")[:5]
     )
 
@@ -346,7 +349,8 @@ def _completed(booking: Booking, now: datetime) -> list[Problem]:
     session = bookings.current_session(booking)
     if session is None:
         return []
-    if session.status == ChargingSession.Status.INVALID and not booking.sessions.exclude(status="INVALID").exists():
+    charged = bookings.charges(booking).exclude(status=ChargingSession.Status.INVALID)
+    if session.status == ChargingSession.Status.INVALID and not charged.exists():
         return [Problem(Kind.SESSION_INVALID, f"session {session.session_id} is INVALID: the CPO will not bill it")]
     # The CDRs are billing's (billing.Cdr, related_name "cdrs"); the domain only asks whether one arrived.
     received = [
@@ -369,7 +373,7 @@ def _ended(booking: Booking, sent: list[Command], now: datetime) -> list[Problem
     whose answer was lost (a 502) that the charger carried out after all. Nobody pays for it: listed for staff.
     Its stop (bookings._late_session) is followed as a STOPPING booking's is."""
     problems = []
-    linked = list(booking.sessions.filter(status__in=LINKABLE))
+    linked = list(bookings.charges(booking).filter(status__in=LINKABLE))
     charged = linked or _unlinked_sessions(booking, now)
     if charged:
         names = ", ".join(f"{s.session_id} ({s.status})" for s in charged)

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from emsp import events
@@ -283,18 +283,49 @@ def start_refused(booking: Booking, now: datetime | None = None) -> bool:
     reservation = booking.reservation
     if reservation is not None and (now or timezone.now()) >= reservation.expiry_at:
         return False
-    return _start_sent(booking) and not _start_standing(booking) and not booking.sessions.exists()
+    return _start_sent(booking) and not _start_standing(booking) and not charges(booking).exists()
 
 
 def _charge_begun(booking: Booking) -> bool:
     """Has charging been asked of the CPO: a session reported, or a START_SESSION standing (not refused)?"""
     if booking.state in (Booking.State.CHARGING, Booking.State.STOPPING):
         return True
-    return booking.state == Booking.State.STARTING and (_start_standing(booking) or booking.sessions.exists())
+    return booking.state == Booking.State.STARTING and (_start_standing(booking) or charges(booking).exists())
 
 
 def current_session(booking: Booking) -> ChargingSession | None:
-    return booking.sessions.order_by("-start_date_time").first()
+    return charges(booking).order_by("-start_date_time").first()
+
+
+# --- the CPO's Session of a reservation ---------------------------------------------------------------------
+
+# Our mark in a session's data (sessions.OUR_MARKS, set by sessions._apply): the session has only held a
+# reservation. The session's status says so only while it is RESERVATION; COMPLETED, it may have charged.
+HELD_ONLY = "held_reservation_only"
+
+
+def only_held_reservation(session: ChargingSession) -> bool:
+    """Has this session only held a reservation, no charge? A successful RESERVE_NOW makes the CPO create a Session
+    (mod_commands §ReserveNow), status RESERVATION, carrying the RESERVE_NOW's authorization_reference, which a
+    START_SESSION on the reservation repeats; "when a reservation does not result in a charging session" it is set
+    COMPLETED (mod_sessions). Tied to the booking as its charge, it had kept a driver whose start was refused from
+    starting again or cancelling (a STOP_SESSION of the reservation went instead), and its completion completed the
+    booking unused. Marked (HELD_ONLY) while it is RESERVATION and then as long as it is COMPLETED or INVALID without
+    having been PENDING or ACTIVE or drawn energy (sessions._apply); the same Session going on to charge (the
+    spec's path when the driver starts on the reservation) is the charge from then on. Status RESERVATION also for
+    a session stored before the mark was."""
+    return session.status == ChargingSession.Status.RESERVATION or HELD_ONLY in (session.data or {})
+
+
+def holding_reservation_only() -> Q:
+    """The sessions `only_held_reservation` tells, as a query."""
+    return Q(status=ChargingSession.Status.RESERVATION) | Q(data__has_key=HELD_ONLY)
+
+
+def charges(booking: Booking) -> QuerySet[ChargingSession]:
+    """The booking's sessions that are its charge: not one that only held its reservation (none is tied to it, see
+    on_session_changed; one tied before that was is left out here)."""
+    return booking.sessions.exclude(holding_reservation_only())
 
 
 def booking_stop(booking: Booking) -> Command | None:
@@ -380,7 +411,11 @@ def cancellation_fee(booking: Booking, now: datetime | None = None) -> Decimal:
 
 def on_session_changed(session: ChargingSession) -> Booking | None:
     """Attach a session to its booking (via its START command) and follow its status. A session charging on a
-    booking that had ended is stopped (_late_session)."""
+    booking that had ended is stopped (_late_session). One that has only held the booking's reservation is not its
+    charge (`only_held_reservation`): neither tied to it nor followed (the CPO ending it unused completes nothing,
+    fulfils no reservation); it is once it goes on to charge."""
+    if only_held_reservation(session):
+        return None
     booking = session.booking
     if booking is None:
         started = commands.commands_of_reference(

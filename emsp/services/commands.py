@@ -488,8 +488,9 @@ def _reservation_cancelled_by_cpo(command: Command, result: dict[str, Any]) -> C
         return command
     if command.reservation_id:
         # Before the command is finished: its effects would otherwise mark the reservation RESERVED.
+        # A driver starting on it keeps the EVSE, held by us only, as after a refusal (_refused_reservation_status).
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
-            status=Reservation.Status.CANCELLED
+            status=_refused_reservation_status(command, otherwise=Reservation.Status.CANCELLED)
         )
     if command.status in (Command.Status.SENT, Command.Status.ACCEPTED):
         _finish(command, Command.Status.SUCCEEDED, result=result)
@@ -520,19 +521,41 @@ def _bookings_first(command: Command) -> None:
     list(Booking.objects.select_for_update().filter(ours).order_by("pk").values_list("pk", flat=True))
 
 
+# A booking whose driver has asked to start: its hold is what keeps the EVSE theirs while the start goes out.
+_STARTED = (Booking.State.STARTING, Booking.State.CHARGING, Booking.State.STOPPING)
+
+
 def _apply_effects(command: Command) -> None:
     if not command.reservation_id:
         return
     succeeded = command.status == Command.Status.SUCCEEDED
     if command.type == Command.Type.RESERVE_NOW:
-        new = Reservation.Status.RESERVED if succeeded else Reservation.Status.FAILED
         if reservation_outcome_unknown(command):
             return  # unknown outcome: keep holding the EVSE until the reservation expires
+        if command.result_type == "CANCELED_RESERVATION":
+            return  # finished by the CPO's cancel, which has set the reservation (_reservation_cancelled_by_cpo)
+        new = Reservation.Status.RESERVED if succeeded else _refused_reservation_status(command)
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(status=new)
     elif command.type == Command.Type.CANCEL_RESERVATION and succeeded:
         Reservation.objects.filter(pk=command.reservation_id, status__in=Reservation.ACTIVE_STATUSES).update(
             status=Reservation.Status.CANCELLED
         )
+
+
+def _refused_reservation_status(command: Command, otherwise: str = Reservation.Status.FAILED) -> str:
+    """What a RESERVE_NOW that did not reserve (or whose reservation the CPO cancelled) leaves of its reservation:
+    FAILED (CANCELLED), the EVSE free, unless the driver
+    has asked to start on it (walk-up: the start goes straight to the EVSE, bookings.on_reservation_finished). The
+    EVSE then stays held for them, by us only (HELD: nothing to cancel at the CPO), and the hold ends with the
+    booking as any does (the session fulfils it, a failed start or a cancel releases it). A refusal that came late,
+    after our TIMEOUT had sent the start on, had freed the EVSE under it: another driver could book it. The
+    bookings are locked already (`_bookings_first`)."""
+    ours = Q(reservation_id=command.reservation_id)
+    if command.booking_id is not None:
+        ours |= Q(pk=command.booking_id)
+    if Booking.objects.filter(ours, state__in=_STARTED).exists():
+        return Reservation.Status.HELD
+    return otherwise
 
 
 def reservation_outcome_unknown(command: Command) -> bool:

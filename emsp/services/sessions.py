@@ -136,6 +136,7 @@ def _apply(session: ChargingSession, obj: dict[str, Any]) -> bool:
     looked for again). Returns whether they were and the reservation is still the stored one (`_after_save`)."""
     before = None if session._state.adding else _link_inputs(session)
     reservation = session.reservation_id
+    obj = _held_marked(session, obj)
     session.status = obj["status"]
     session.start_date_time = parse_utc(obj["start_date_time"])
     end = obj.get("end_date_time")
@@ -158,6 +159,21 @@ def _apply(session: ChargingSession, obj: dict[str, Any]) -> bool:
     kept = before is not None and _link_inputs(session) == before
     _link(session, cdr_token, kept=kept)
     return kept and session.reservation_id == reservation
+
+
+def _held_marked(session: ChargingSession, obj: dict[str, Any]) -> dict[str, Any]:
+    """The Session `obj` to store over `session` (as stored until now), marked as one that has only held a
+    reservation (bookings.HELD_ONLY) when it is RESERVATION, or COMPLETED or INVALID, with no energy, after it only
+    held one: no status on its own tells an unused reservation's end (COMPLETED) from a charge's. Unmarked
+    otherwise, for good: once PENDING, ACTIVE or with energy, it is a charge. Whatever mark the CPO's object holds
+    is not ours: dropped."""
+    status = obj.get("status")
+    ended = status in (ChargingSession.Status.COMPLETED, ChargingSession.Status.INVALID)
+    held = status == ChargingSession.Status.RESERVATION or (
+        ended and bookings.only_held_reservation(session) and not _decimal(obj.get("kwh"))
+    )
+    unmarked = {name: value for name, value in obj.items() if name != bookings.HELD_ONLY}
+    return {**unmarked, bookings.HELD_ONLY: True} if held else unmarked
 
 
 def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = False) -> None:
@@ -197,7 +213,11 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
     done by an earlier change when they could be, and are done again only when the status moves."""
     session = change.session
     same_status = links_kept and session.status == change.old_status
-    if session.authorization_reference and not links_kept:
+    # A session that only held a reservation answers no start and fulfils nothing (bookings.only_held_reservation);
+    # going on from RESERVATION to charge, it answers the start on the reservation, which repeats its reference.
+    held = bookings.only_held_reservation(session)
+    reserved_before = change.old_status == ChargingSession.Status.RESERVATION
+    if session.authorization_reference and not held and (not links_kept or reserved_before):
         # A session that arrives after its START_SESSION timed out is still ours (ocpi/ocpi#475).
         started = commands.commands_of_reference(
             session.partner_id,
@@ -209,6 +229,7 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
     if (
         session.reservation_id
         and not same_status
+        and not held
         and session.status
         in (
             ChargingSession.Status.ACTIVE,
@@ -388,10 +409,11 @@ BILLED_FIGURES = ("kwh", "currency", "total_cost")
 # followed its start here, was held as a second bill of this charge, and that booking was never billed.
 BILLED_IDENTITY = ("authorization_reference", "cdr_token", "location_id", "evse_uid", "connector_id")
 # Our marks in a session's data, never the CPO's (its PUT and PATCH are normalised to the Session's own fields):
-# made of its CDR (`session_from_cdr`); the CPO's own, in the place of one made of its CDR (`_taken_over`).
+# made of its CDR (`session_from_cdr`); the CPO's own, in the place of one made of its CDR (`_taken_over`); one that
+# has only held a reservation (`_held_marked`).
 MADE_OF_CDR = "made_of_cdr"
 BILLED_OF_CDR = "billed_of_cdr"
-OUR_MARKS = (MADE_OF_CDR, BILLED_OF_CDR)
+OUR_MARKS = (MADE_OF_CDR, BILLED_OF_CDR, bookings.HELD_ONLY)
 # The key of a session made of a CDR that names none: its row's (no CPO's key, whose first part is a country code).
 CDR_ROW_KEY = "CDR*"
 

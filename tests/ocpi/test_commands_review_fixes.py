@@ -72,10 +72,12 @@ def test_a_reservation_the_cpo_cancels_before_its_result_releases_the_waiting_st
 
     post_result(ocpi, reserve, {"result": "CANCELED_RESERVATION"}, django_capture_on_commit_callbacks)
 
-    assert Reservation.objects.get().status == Reservation.Status.CANCELLED
+    # Gone at the CPO, the EVSE stays held for the driver by us only, until the booking ends (it had been freed
+    # under the start: another driver could book it).
+    assert Reservation.objects.get().status == Reservation.Status.HELD
     booking.refresh_from_db()
     assert booking.state == Booking.State.STARTING
-    assert bookings.active_hold(evse, timezone.now(), timezone.now() + timedelta(minutes=15)) is None  # freed
+    assert bookings.active_hold(evse, timezone.now(), timezone.now() + timedelta(minutes=15)) is not None
     # The start goes out at once, straight to the EVSE (the reservation is gone), and only once.
     start = Command.objects.get(type=Command.Type.START_SESSION)
     assert (start.booking_id, start.reservation_id, start.status) == (booking.pk, None, Command.Status.ACCEPTED)
@@ -92,7 +94,7 @@ def test_a_reservation_the_cpo_cancels_before_its_result_releases_the_waiting_st
     assert len(peer.requests_to("START_SESSION")) == 1
     # A late ACCEPTED result of the RESERVE_NOW changes nothing: the CPO's cancel came after it.
     post_result(ocpi, reserve, {"result": "ACCEPTED"}, django_capture_on_commit_callbacks)
-    assert Reservation.objects.get().status == Reservation.Status.CANCELLED
+    assert Reservation.objects.get().status != Reservation.Status.RESERVED
     assert Command.objects.filter(type=Command.Type.START_SESSION).count() == 1
 
 
