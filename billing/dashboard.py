@@ -18,7 +18,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from billing.charts import Bar, Series, bar_chart, column_chart
-from billing.models import Dispute, DriverReceipt
+from billing.models import Cdr, Dispute, DriverReceipt
+from billing.services.ledger import from_minor
+from billing.services.settlement import fee_given_back_booked
 from emsp.models import ChargingSession, CircuitBreaker, Evse, Partner
 from emsp.services import breakers
 
@@ -110,7 +112,9 @@ class Revenue:
 
 def revenue_per_day(win: Window) -> list[Revenue]:
     """Driver receipts by the day their CDR ended (as settlement periods count them), one series per currency.
-    Refund receipts of credit CDRs are negative and net out on their day."""
+    Refund receipts of credit CDRs are negative and net out on their day, less the fee and VAT the ledger gave
+    back with them (a credit's receipt carries no fee: settlement.fee_given_back_booked), as the settlement's
+    margin does: a voided charge leaves nothing."""
     rows = (
         DriverReceipt.objects.filter(cdr__end_date_time__gte=win.start, cdr__end_date_time__lt=win.end)
         .annotate(day=TruncDate("cdr__end_date_time"))
@@ -121,6 +125,14 @@ def revenue_per_day(win: Window) -> list[Revenue]:
     per_currency: dict[str, dict[date, dict[str, Any]]] = {}
     for row in rows:
         per_currency.setdefault(row["currency"], {})[row["day"]] = row
+    credits = Cdr.objects.filter(end_date_time__gte=win.start, end_date_time__lt=win.end, receipt__isnull=False)
+    given_back = fee_given_back_booked(credits).annotate(day=TruncDate("end_date_time")).order_by()
+    for currency, day, fee, fee_vat in given_back.values_list("currency", "day", "fee_back", "fee_vat_back"):
+        row = per_currency.get(currency, {}).get(day)
+        if row is not None:  # its receipt is counted on that day
+            fee, fee_vat = from_minor(fee, currency), from_minor(fee_vat, currency)
+            row["revenue"] = (row["revenue"] or ZERO) - fee - fee_vat
+            row["margin"] = (row["margin"] or ZERO) - fee
     return [
         Revenue(
             currency=currency,

@@ -336,7 +336,10 @@ class Settlement(models.Model):
         max_digits=16,
         decimal_places=4,
         default=Decimal("0"),
-        help_text="Booked to the CPO's payable accounts in the period (ledger): CDR totals less credits",
+        help_text=(
+            "Booked to the CPO's payable for the period's CDRs and their disputes (ledger), whenever posted: CDR "
+            "totals less credits"
+        ),
     )
     carried_over = models.PositiveIntegerField(default=0, help_text="CDRs still in review moved to the next period")
     computed_at = models.DateTimeField(null=True, blank=True)

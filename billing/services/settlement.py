@@ -6,8 +6,9 @@ zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, su
 
 - `cdr_count`: CDRs received, credit CDRs included.
 - `energy_kwh`: energy of the non-credit CDRs. A credit CDR repeats its original's energy (mod_cdrs "Credit
-  CDRs"), so a credit that voids its original (its total is exactly minus the original's) takes the original's
-  energy off, and one that only corrects the price takes none off.
+  CDRs"), so the credit that voids its original (voiding_credits: with the original's credits before it, it
+  brings the original's total to 0 or below, as the ledger takes a charge for voided) takes the original's
+  energy off, once, in its own period; one that only corrects the price takes none off.
 - `cpo_billed_excl_vat` / `cpo_billed_incl_vat`: the CDRs' `total_cost`, credit CDRs with their negative amounts,
   so they net against their originals; a CDR without `incl_vat` counts with its `excl_vat` (no VAT stated).
 - `computed_excl_vat`: our repricing (CdrAudit.computed_excl_vat) of every non-credit CDR; unpriced CDRs add 0.
@@ -15,9 +16,16 @@ zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, su
   price-correcting credit adds 0, because our price for the session has not changed.
 - `disputed_excl_vat` / `open_disputes`: the sum of |difference| and the number of disputes still OPEN or
   CONTESTED on the period's CDRs. Credits agreed in a dispute outside a credit CDR are not in these figures.
-- `charged_to_drivers`: the drivers' receipts (total incl. VAT) for the period's CDRs, refunds negative.
-- `margin_excl_vat`: our fee on those receipts (fee_excl_vat), which is what we keep of what drivers pay.
-- `vat_collected`: the VAT on those receipts, the CPO's part (cpo_vat) plus ours (fee_vat).
+- `charged_to_drivers`: the drivers' receipts (total incl. VAT) for the period's CDRs, refunds negative, less
+  what the ledger gave back of our fee and its VAT with a credit CDR (fee_given_back_booked: a credit's receipt
+  carries no fee; the credit note states what was given back, payments.fee_given_back).
+- `margin_excl_vat`: our fee on those receipts (fee_excl_vat) less the fee given back with credit CDRs, which
+  is what we keep of what drivers pay: the ledger's fee revenue for the period's CDRs.
+- `vat_collected`: the VAT on those receipts, the CPO's part (cpo_vat) plus ours (fee_vat), less the fee's VAT
+  given back with credit CDRs.
+- `ledger_payable`: what the ledger booked to the CPO's payable for the period's CDRs (their charges and credit
+  CDRs, `cdr:<pk>`, and the dispute credits it bore on them, `dispute:<pk>`), whenever it was posted, payouts
+  left out: the net payable the CPO statement states, checked against the books.
 - `state`: RECONCILED when no dispute is open and every CDR has an audit MATCHED or CREDIT, or one in review
   (or unpriceable) that staff accepted as billed (audit.accept_as_billed), or a resolved (ACCEPTED/CREDITED)
   dispute; else OPEN. A CDR held for review (a HELD flag of billing/services/audit.py: no
@@ -40,6 +48,7 @@ import tablib
 from django.db import connection, transaction
 from django.db.models import (
     Case,
+    CharField,
     Count,
     DecimalField,
     ExpressionWrapper,
@@ -52,7 +61,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Abs, Coalesce, Floor
+from django.db.models.functions import Abs, Cast, Coalesce, Concat, Floor, Round
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
@@ -230,10 +239,39 @@ def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
     return _keyed(rows, "partner_id", "currency")
 
 
+def _credited_before() -> Coalesce:
+    """What the original's credit CDRs that came before this one (by arrival) took off its total, excl. VAT."""
+    earlier = (
+        Cdr.objects.filter(credited_cdr=OuterRef("credited_cdr"), credit=True, pk__lt=OuterRef("pk"))
+        .order_by()
+        .values("credited_cdr")
+        .annotate(total=Sum("total_cost_excl_vat"))
+        .values("total")
+    )
+    return Coalesce(Subquery(earlier, output_field=AMOUNT), Value(ZERO), output_field=AMOUNT)
+
+
+def voiding_credits(cdrs: QuerySet[Cdr]) -> QuerySet[Cdr]:
+    """The credit CDRs among `cdrs` that void their original: with the original's credits before them they bring
+    its total (excl. VAT) to 0 or below, as payments._fee_given_back_in_all takes a charge for voided. One credit
+    of minus the original's total, or the last of partial ones (-300, then -80 of 380); never a credit after the
+    void, so the original's energy and our repricing come off once, in the period of the credit that completes
+    the void. Rounded to the 4 decimals stored (SQLite sums floats)."""
+    left = F("credited_cdr__total_cost_excl_vat") + _credited_before()
+    return (
+        cdrs.filter(credit=True)
+        .alias(
+            left_before=Round(ExpressionWrapper(left, output_field=AMOUNT), 4),
+            left_after=Round(ExpressionWrapper(left + F("total_cost_excl_vat"), output_field=AMOUNT), 4),
+        )
+        .filter(left_before__gt=0, left_after__lte=0)
+    )
+
+
 def _voided(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
     """The energy and our price of the originals that credit CDRs void (few rows)."""
     rows = (
-        cdrs.filter(credit=True, credited_cdr__total_cost_excl_vat=-F("total_cost_excl_vat"))
+        voiding_credits(cdrs)
         .order_by()
         .values("partner_id", "currency")
         .annotate(
@@ -242,6 +280,43 @@ def _voided(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
         )
     )
     return _keyed(rows, "partner_id", "currency")
+
+
+def _booked_back(part: str) -> Coalesce:
+    """What the ledger gave back with this credit CDR of our fee (`fee`) or of its VAT (`fee-vat`), in minor
+    units: its entry's debit line, as payments.fee_given_back reads it for the credit note."""
+    key = Concat(Value("cdr:"), Cast(OuterRef("pk"), CharField()), Value(f":credit:{part}"))
+    lines = (
+        LedgerLine.objects.filter(entry__idempotency_key=key, amount_minor__gt=0)
+        .order_by()
+        .values("entry_id")
+        .annotate(total=Sum("amount_minor"))
+        .values("total")
+    )
+    return Coalesce(Subquery(lines[:1]), Value(0))
+
+
+def fee_given_back_booked(cdrs: QuerySet[Cdr]) -> QuerySet[Cdr]:
+    """The credit CDRs among `cdrs` with which the ledger gave back some of our fee or its VAT, annotated
+    `fee_back` and `fee_vat_back` (minor units; payments._our_part_given_back). A credit's receipt carries no fee
+    (driver_pricing.receipt_for_cdr), and its credit note adds these to its total: the settlement and the
+    console's margin take them off as the ledger does."""
+    return (
+        cdrs.filter(credit=True)
+        .annotate(fee_back=_booked_back("fee"), fee_vat_back=_booked_back("fee-vat"))
+        .filter(Q(fee_back__gt=0) | Q(fee_vat_back__gt=0))
+    )
+
+
+def _given_back(cdrs: QuerySet[Cdr]) -> dict[int, tuple[Key, Decimal, Decimal]]:
+    """Per credit CDR (pk): its key and what the ledger gave back with it of our fee and its VAT (few rows)."""
+    rows = (
+        fee_given_back_booked(cdrs).order_by().values_list("pk", "partner_id", "currency", "fee_back", "fee_vat_back")
+    )
+    return {
+        pk: ((partner_id, currency), from_minor(fee, currency), from_minor(fee_vat, currency))
+        for pk, partner_id, currency, fee, fee_vat in rows
+    }
 
 
 def held_audit(prefix: str = "") -> Q:
@@ -304,10 +379,11 @@ def _disputes(partner_id: int | None, period_start: date, period_end: date) -> d
 
 
 def _ledger_payable(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, Decimal]:
-    """What the ledger booked to each CPO's payable accounts (one per party it settles for) in the period:
-    its CDR totals less credits (CPO credit CDRs, dispute credits it bears); payouts are not counted. By posting
-    date, as books are kept."""
-    start, end = period_bounds(period_start, period_end)
+    """What the ledger booked to each CPO's payable accounts (one per party it settles for) for the period's
+    CDRs: their totals less credits (entries referenced `cdr:<pk>`: the charge, a credit CDR's credit) and the
+    dispute credits it bears on them (`dispute:<pk>`); payouts are not counted. By the CDRs the period settles
+    (in_period), as the statement counts them, not by posting date: a CDR that ended at 23:50 on 31 October
+    and was booked at 00:05 on 1 November is October's on both."""
     parties = PartnerParty.objects.all() if partner_id is None else PartnerParty.objects.filter(partner_id=partner_id)
     partner_of = {
         f"cpo:{cc.upper()}*{pid.upper()}:payable": p
@@ -316,13 +392,16 @@ def _ledger_payable(partner_id: int | None, period_start: date, period_end: date
     own = Partner.objects.all() if partner_id is None else Partner.objects.filter(pk=partner_id)
     for p, cc, pid in own.values_list("pk", "country_code", "party_id"):
         partner_of.setdefault(f"cpo:{cc.upper()}*{pid.upper()}:payable", p)
+    cdrs = period_cdrs(partner_id, period_start, period_end)
+    references = cdrs.annotate(ref=Concat(Value("cdr:"), Cast("pk", CharField()))).values("ref")
+    disputes = Dispute.objects.filter(cdr__in=cdrs.values("pk")).annotate(
+        ref=Concat(Value("dispute:"), Cast("pk", CharField()))
+    )
     rows = (
-        LedgerLine.objects.filter(
-            account__code__in=list(partner_of),
-            entry__posted_at__gte=start,
-            entry__posted_at__lt=end,
-        )
+        LedgerLine.objects.filter(account__code__in=list(partner_of))
+        .filter(Q(entry__reference__in=Subquery(references)) | Q(entry__reference__in=Subquery(disputes.values("ref"))))
         .exclude(entry__event__in=("settlement_payout", "reversal:settlement_payout"))
+        .order_by()
         .values("account__code", "account__currency")
         .annotate(total=Sum("amount_minor"))
     )
@@ -344,9 +423,14 @@ def _carried_out(partner_id: int | None, period_start: date, period_end: date) -
 
 
 def _compute(partner_id: int | None, period_start: date, period_end: date) -> dict[Key, dict[str, Any]]:
-    """The Settlement values of the period, per (partner, currency): three aggregate queries, no CDR loop."""
+    """The Settlement values of the period, per (partner, currency): aggregate queries, no loop over the CDRs
+    (only over the few credit CDRs)."""
     cdrs = period_cdrs(partner_id, period_start, period_end)
     voided = _voided(cdrs)
+    given_back: dict[Key, tuple[Decimal, Decimal]] = {}
+    for key, fee, fee_vat in _given_back(cdrs).values():
+        before = given_back.get(key, (ZERO, ZERO))
+        given_back[key] = (before[0] + fee, before[1] + fee_vat)
     disputes = _disputes(partner_id, period_start, period_end)
     booked = _ledger_payable(partner_id, period_start, period_end)
     carried = _carried_out(partner_id, period_start, period_end)
@@ -354,6 +438,7 @@ def _compute(partner_id: int | None, period_start: date, period_end: date) -> di
     out = {}
     for key, row in _figures(cdrs).items():
         void = voided.get(key, {})
+        fee_back, fee_vat_back = given_back.get(key, (ZERO, ZERO))
         dispute = disputes.get(key, {})
         open_disputes = dispute.get("open", 0)
         reconciled = open_disputes == 0 and row["not_ok"] - dispute.get("excused", 0) == 0
@@ -366,9 +451,9 @@ def _compute(partner_id: int | None, period_start: date, period_end: date) -> di
             "computed_excl_vat": (row["computed_excl_vat"] or ZERO) - (void.get("computed_excl_vat") or ZERO),
             "disputed_excl_vat": dispute.get("disputed") or ZERO,
             "open_disputes": open_disputes,
-            "charged_to_drivers": row["charged_to_drivers"] or ZERO,
-            "margin_excl_vat": row["margin_excl_vat"] or ZERO,
-            "vat_collected": row["vat_collected"] or ZERO,
+            "charged_to_drivers": (row["charged_to_drivers"] or ZERO) - fee_back - fee_vat_back,
+            "margin_excl_vat": (row["margin_excl_vat"] or ZERO) - fee_back,
+            "vat_collected": (row["vat_collected"] or ZERO) - fee_vat_back,
             "state": Settlement.State.RECONCILED if reconciled else Settlement.State.OPEN,
             "ledger_payable": booked.get(key, ZERO),
             "carried_over": carried.get(key, 0),
@@ -639,13 +724,13 @@ def _moment(value: datetime | None) -> str:
 # What each CDR adds to the figures that are rounded per CDR (rounding_adjustments).
 ROUNDED_FIGURES = ("excl", "incl", "credit_excl", "credit_incl", "computed", "paid", "fee", "vat")
 _ROUNDING_COLUMNS = (
+    "pk",
     "partner_id",
     "currency",
     "credit",
     "total_cost_excl_vat",
     "total_cost_incl_vat",
     "audit__computed_excl_vat",
-    "credited_cdr__total_cost_excl_vat",
     "credited_cdr__audit__computed_excl_vat",
     "receipt__total_incl_vat",
     "receipt__fee_excl_vat",
@@ -697,15 +782,11 @@ def rounding_adjustments(settlements: Sequence[Settlement], policies: dict[int, 
         off = Q()
         for scale, currencies in by_scale.items():
             off |= Q(currency__in=currencies) & _off_grid(scale)
-        rows = (
-            period_cdrs(None, period_start, period_end)
-            .filter(partner_id__in={p for p, _ in keyed})
-            .filter(off)
-            .order_by()
-            .values_list(*_ROUNDING_COLUMNS)
-        )
+        cdrs = period_cdrs(None, period_start, period_end).filter(partner_id__in={p for p, _ in keyed}).filter(off)
+        voiding = set(voiding_credits(cdrs).values_list("pk", flat=True))
+        rows = cdrs.order_by().values_list(*_ROUNDING_COLUMNS)
         for row in rows.iterator(chunk_size=CSV_CHUNK_ROWS):
-            (partner_id, currency, credit, excl, incl, computed, original_excl, original_computed) = row[:8]
+            (pk, partner_id, currency, credit, excl, incl, computed, original_computed) = row[:8]
             (paid, fee, cpo_vat, fee_vat) = row[8:]
             settlement = keyed.get((partner_id, currency))
             if settlement is None:
@@ -722,7 +803,7 @@ def rounding_adjustments(settlements: Sequence[Settlement], policies: dict[int, 
             if credit:
                 add["credit_excl"] += adds(excl)
                 add["credit_incl"] += adds(billed)
-                if original_excl is not None and original_excl == -excl:  # a voiding credit (_voided)
+                if pk in voiding:  # its line takes its original's repricing off (_voided)
                     add["computed"] -= adds(original_computed)
             else:
                 add["computed"] += adds(computed)
@@ -778,15 +859,27 @@ def settlement_report_rows(settlements: Sequence[Settlement]) -> list[list[Any]]
 
 
 def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_ROWS) -> Iterator[list[Any]]:
-    """The settlement's CDRs one row each (CDR_HEADERS order), streamed from the database in chunks."""
+    """The settlement's CDRs one row each (CDR_HEADERS order), streamed from the database in chunks. Each line
+    holds what its CDR adds to the summary, so the summary's totals are the sums of the lines: a credit CDR's
+    energy and repricing are minus its original's when it voids it (voiding_credits), else none (it repeats its
+    original's energy, which the summary counts once); its driver figures take off the fee and VAT the ledger
+    gave back with it (fee_given_back_booked)."""
     policy = _policies([settlement.partner_id]).get(settlement.partner_id, DEFAULT_POLICY)
     party = settlement.partner.party_key
     label = period_label(settlement.period_start, settlement.period_end)
     latest = Dispute.objects.filter(cdr=OuterRef("pk")).order_by("-opened_at", "-pk")
+    period = period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end).filter(
+        currency=settlement.currency
+    )
+    voided = {
+        pk: (energy, computed)
+        for pk, energy, computed in voiding_credits(period).values_list(
+            "pk", "credited_cdr__total_energy", "credited_cdr__audit__computed_excl_vat"
+        )
+    }
+    given_back = {pk: (fee, fee_vat) for pk, (_, fee, fee_vat) in _given_back(period).items()}
     cdrs = (
-        period_cdrs(settlement.partner_id, settlement.period_start, settlement.period_end)
-        .filter(currency=settlement.currency)
-        .annotate(
+        period.annotate(
             dispute_state=Subquery(latest.values("state")[:1]),
             dispute_difference=Subquery(latest.values("difference")[:1]),
         )
@@ -812,12 +905,21 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
             "receipt__fee_excl_vat",
             "receipt__cpo_vat",
             "receipt__fee_vat",
+            "pk",
         )
     )
     currency = settlement.currency
     for row in cdrs.iterator(chunk_size=chunk_size):
         (cdr_id, credit, credit_ref, session_id, start, end, location_id, evse_uid, energy, excl, incl) = row[:11]
-        (status, computed, difference, dispute_state, dispute_difference, paid, fee, cpo_vat, fee_vat) = row[11:]
+        (status, computed, difference, dispute_state, dispute_difference, paid, fee, cpo_vat, fee_vat) = row[11:20]
+        pk = row[20]
+        if credit:
+            energy, computed = _voided_line(voided.get(pk), currency, policy)
+        else:
+            computed = _money(computed, currency, policy)
+        if pk in given_back:
+            fee_back, fee_vat_back = given_back[pk]
+            paid, fee, fee_vat = paid - fee_back - fee_vat_back, fee - fee_back, fee_vat - fee_vat_back
         yield [
             party,
             label,
@@ -834,7 +936,7 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
             _money(excl, currency, policy),
             _money(incl, currency, policy),
             status or "",
-            _money(computed, currency, policy),
+            computed,
             _money(difference, currency, policy),
             dispute_state or "",
             _money(dispute_difference, currency, policy),
@@ -842,6 +944,16 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
             _money(fee, currency, policy),
             _money(None if cpo_vat is None else cpo_vat + fee_vat, currency, policy),
         ]
+
+
+def _voided_line(original: tuple[Decimal, Decimal | None] | None, currency: str, policy: str) -> tuple[Any, Any]:
+    """A credit CDR's energy and repricing on the CDR sheet: minus its original's when it voids it (the repricing
+    rounded as the original's line, rounding_adjustments), else 0 and blank."""
+    if original is None:
+        return ZERO, None
+    energy, computed = original
+    rounded = _money(computed, currency, policy)
+    return -energy, None if rounded is None else -rounded
 
 
 def settlement_cdr_total(settlements: Sequence[Settlement]) -> int:

@@ -97,11 +97,14 @@ def test_a_cdr_carried_twice_moves_on_again_and_a_closed_period_is_not_carried()
 def test_the_cpo_settlement_reads_what_the_ledger_booked_to_it_credits_folded_in() -> None:
     partner = PartnerFactory(country_code="IN", party_id="CPA")
     this_month = timezone.now().date().replace(day=1)
-    CdrAuditFactory(cdr=CdrFactory(partner=partner, currency="INR", end_date_time=timezone.now()))
+    cdr = CdrFactory(partner=partner, currency="INR", end_date_time=timezone.now())
+    CdrAuditFactory(cdr=cdr)
     payable = accounts.cpo_payable("IN*CPA", "INR")
     driver = accounts.driver_receivable(1, "INR")
+    # Booked for the period's CDR (its reference), whenever posted: settlement._ledger_payable.
     for amount, event in ((Decimal("118.00"), "charge"), (Decimal("-11.80"), "credit")):
-        ledger.post(event=event, legs=[ledger.Leg(driver, amount), ledger.Leg(payable, -amount)], idempotency_key=event)
+        legs = [ledger.Leg(driver, amount), ledger.Leg(payable, -amount)]
+        ledger.post(event=event, legs=legs, reference=f"cdr:{cdr.pk}", idempotency_key=event)
     ledger.post(
         event="settlement_payout",
         legs=[ledger.Leg(payable, Decimal("50")), ledger.Leg(accounts.bank("INR"), Decimal("-50"))],
