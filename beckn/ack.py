@@ -1,5 +1,6 @@
 """The synchronous answer to POST /beckn/{action}: verify the signature on the raw bytes, count the sender's
-rate, check the envelope, drop a repeated message id, queue the work, and say ACK or NACK.
+rate, check the envelope (and that the message holds what its action requires), drop a repeated message id,
+queue the work, and say ACK or NACK.
 
 Framework-free on purpose: the DRF view (beckn/views.py) and the WSGI fast lane in front of Django
 (beckn/ack_lane.py) both answer with `answer()`, so the two cannot drift apart. Nothing here touches the
@@ -20,7 +21,7 @@ from django.core.cache import cache
 from beckn import tasks
 from beckn.auth import BecknAuthError, verify_beckn_request
 from beckn.errors import INVALID_REQUEST, POLICY_ERROR, BecknRequestError
-from beckn.parsing import ACK, ACTIONS, MAX_ID_LENGTH, parse_envelope
+from beckn.parsing import ACK, ACTIONS, MAX_ID_LENGTH, check_required, parse_envelope
 from emsp import queue_push
 from emsp.ratelimit import Verdict, rate_limit_hit, window_of
 from emsp.ratelimit import redis_client as _redis_client
@@ -102,6 +103,7 @@ def answer(action: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
     try:
         envelope = parse_envelope(raw, action, parsed=body)
         callback_url = registered_callback_url(envelope.context["bap_uri"], sender.subscriber_url)
+        check_required(envelope)  # the context first: its errors say who may be answered at all
     except BecknRequestError as exc:
         if fast and not (verdict := rate_limit_hit(rate_key, limit)).allowed:
             return _over_limit(action, sender.subscriber_id, verdict)

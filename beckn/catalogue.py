@@ -784,9 +784,22 @@ def _specifications(specs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"descriptor": {"code": "connector-specifications", "name": "Connector Specifications"}, "list": specs}
 
 
+# The RFC's mapStatus (BECKN-EV-001 §5.3.2): the words a driver reads in `status`; any other OCPI status is
+# "Unknown" there, and every one is in `ocpi-status` as the CPO sent it, for machines (as connector-type and
+# connector-standard).
+STATUS_WORDS = {
+    "AVAILABLE": "Available",
+    "CHARGING": "In Use",
+    "BLOCKED": "Blocked",
+    "OUTOFORDER": "Out of Order",
+    "RESERVED": "Reserved",
+}
+
+
 def _evse_specs(evse: Evse, now: datetime, status_note: str | None) -> list[dict[str, Any]]:
     return [
-        _tag("status", evse.status, "Status"),
+        _tag("status", STATUS_WORDS.get(evse.status, "Unknown"), "Status"),
+        _tag("ocpi-status", evse.status, "OCPI EVSE status"),
         _tag("status-updated-at", format_datetime(evse.status_updated_at), "Status last heard"),
         _tag("status-confidence", "LOW" if status_note else status_confidence(evse, now), "Status confidence"),
         *([_tag("status-note", status_note, "Why the status may be out of date")] if status_note else []),
@@ -837,16 +850,16 @@ def render_catalog(
             seen_locations[party].add(location.pk)
             address = ", ".join(p for p in (location.address, location.city, location.postal_code) if p)
             gps = f"{location.latitude:.6f},{location.longitude:.6f}"
-            provider["locations"].append(
-                {
-                    "id": location_ref,
-                    "descriptor": {"name": location.name or location.location_id},
-                    "gps": gps,
-                    "address": address,
-                    "city": {"name": location.city},
-                    "country": {"code": location.country},
-                }
-            )
+            place: dict[str, Any] = {
+                "id": location_ref,
+                "descriptor": {"name": location.name or location.location_id},
+                "gps": gps,
+                "address": address,
+            }
+            if location.city:  # required in OCPI, yet real feeds leave it out (kept as ""): no city, not ""
+                place["city"] = {"name": location.city}
+            place["country"] = {"code": location.country}
+            provider["locations"].append(place)
             catalogue_details.decorate_location(provider["locations"][-1], location)
             provider["fulfillments"].append(
                 {

@@ -651,6 +651,9 @@ def _reported(order: dict[str, Any]) -> payments.Reported | None:
 
 
 def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
+    order = envelope.message.get("order")
+    if not isinstance(order, dict):  # as init: not "select this item first" for a request that isn't one
+        raise BecknRequestError(INVALID_REQUEST, "message.order", "order must be an object")
     # One confirm (or init) of a journey at a time: a second confirm at the same moment waits here for the first,
     # then finds its order and repeats it — not a second booking, nor "EVSE already booked" for the app's own hold.
     txn = _journey_locked(txn)
@@ -662,7 +665,6 @@ def on_confirm(envelope: Envelope, txn: BecknTransaction) -> dict[str, Any]:
     quote = _valid_quote(txn)
     if txn.token_id is None:
         raise BecknRequestError(INVALID_REQUEST, "message.order", "init the order first (billing and driver)")
-    order = envelope.message.get("order") if isinstance(envelope.message.get("order"), dict) else {}
     _names_the_selection(order, txn)
     hit = _hit_for(txn.provider_id, txn.item_id, txn.window_start)
     breaker = breakers.refusing(hit.evse.location.partner, "commands")

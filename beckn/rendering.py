@@ -25,7 +25,7 @@ from beckn.catalogue import (
 )
 from beckn.models import BecknTransaction
 from billing.models import BapAgreement, DriverReceipt, Payment, Quote
-from billing.money import round_money
+from billing.money import minor_units, round_money
 from billing.services import payments
 from billing.services.driver_pricing import driver_total, emsp_fee, partner_terms, session_estimate
 from billing.services.ledger import from_minor
@@ -64,25 +64,53 @@ def quotation_id(kind: str, pk: int) -> str:
 BILL_TAGS = "bill"
 
 
+QUOTE_TITLES = {
+    "ENERGY": "energy-cost",
+    "TIME": "time-cost",
+    "PARKING_TIME": "parking-fee",
+    "FLAT": "session-fee",
+    "EMSP_FEE": "service-charge",
+}
+
+
 def quote_block(quote: Quote, *, accepted: bool = False) -> dict[str, Any]:
-    """A quotation (`accepted`: the one a confirmed order holds, whose ttl no longer counts: none is given)."""
+    """A quotation (`accepted`: the one a confirmed order holds, whose ttl no longer counts: none is given);
+    its lines add up to the price, as the final bill's do."""
     currency = quote.currency
     breakup = []
     for line in quote.breakdown.get("lines", []):
-        title = {
-            "ENERGY": "energy-cost",
-            "TIME": "time-cost",
-            "PARKING_TIME": "parking-fee",
-            "FLAT": "session-fee",
-            "EMSP_FEE": "service-charge",
-        }.get(line["type"], line["type"].lower())
+        title = QUOTE_TITLES.get(line["type"], line["type"].lower())
         value = line.get("price_incl_vat") or line.get("price_excl_vat") or "0"
         breakup.append({"title": title, "price": {"currency": currency, "value": value}})
-    total = quote.price
-    block = {"id": quotation_id("quote", quote.pk), "price": price_block(total, currency), "breakup": breakup}
+    price = price_block(quote.price, currency)
+    if breakup:
+        breakup = _cpo_lines_or_one(breakup, quote)
+        _add_rounding(breakup, Decimal(price["value"]), currency)
+    block = {"id": quotation_id("quote", quote.pk), "price": price, "breakup": breakup}
     if not accepted:
         block["ttl"] = f"PT{max(1, int((quote.valid_until - timezone.now()).total_seconds()))}S"
     return block
+
+
+def _cpo_lines_or_one(breakup: list[dict[str, Any]], quote: Quote) -> list[dict[str, Any]]:
+    """The quote's CPO lines when rounding alone explains how far they are from its CPO part (each line and the
+    part rounded once: under a minor unit each), else one `charging-cost` line, as on the final bill: the
+    tariff's min_price / max_price moved the CPO part, and a `rounding` line must not hide that."""
+    cpo_part = quote.cpo_cost_excl_vat if quote.cpo_cost_incl_vat is None else quote.cpo_cost_incl_vat
+    cpo_lines = [line for line in breakup if line["title"] != "service-charge"]
+    shown = sum((Decimal(line["price"]["value"]) for line in cpo_lines), Decimal("0"))
+    if abs(shown - cpo_part) < Decimal(1).scaleb(-minor_units(quote.currency)) * (len(cpo_lines) + 1):
+        return breakup
+    fee = [line for line in breakup if line["title"] == "service-charge"]
+    return [{"title": "charging-cost", "price": price_block(cpo_part, quote.currency)}, *fee]
+
+
+def _add_rounding(breakup: list[dict[str, Any]], total: Decimal, currency: str) -> None:
+    """Each line is rounded to the minor unit on its own while the price is the exact sum rounded once: a
+    `rounding` line says where the cents went, so the breakup adds up to the price (a BAP checks it does)."""
+    shown = sum((Decimal(line["price"]["value"]) for line in breakup), Decimal("0"))
+    if shown != total:
+        breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
 
 
 def item_block(hit: Hit, quote: Quote | None = None, status_note: str | None = None) -> dict[str, Any]:
@@ -491,10 +519,8 @@ def final_quote_block(receipt: DriverReceipt) -> dict[str, Any]:
         lines = [("charging-cost", cpo_incl)]
     lines.append(("service-charge", receipt.fee_excl_vat + receipt.fee_vat))
     breakup = [{"title": title, "price": price_block(amount, currency)} for title, amount in lines]
-    shown = sum(Decimal(line["price"]["value"]) for line in breakup)
     total = round_money(receipt.total_incl_vat, currency)
-    if shown != total:  # each line rounded to the minor unit: say where the cents went
-        breakup.append({"title": "rounding", "price": {"currency": currency, "value": format(total - shown, "f")}})
+    _add_rounding(breakup, total, currency)
     return {
         "id": quotation_id("bill", receipt.pk),
         "price": price_block(total, currency),

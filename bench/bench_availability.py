@@ -32,14 +32,14 @@ AUTH = {"Authorization": "Token " + base64.b64encode(TOKEN.encode()).decode(), "
 
 
 def item_status(callback: dict, item_id: str) -> str | None:
-    """The status an on_search shows for one item (its `status` tag), or None when the item is not in it."""
+    """The status an on_search shows for one item (its `ocpi-status` tag), or None when the item is not in it."""
     for provider in (callback.get("message") or {}).get("catalog", {}).get("providers", []):
         for item in provider.get("items", []):
             if item.get("id") != item_id:
                 continue
             for group in item.get("tags", []):
                 for tag in group.get("list", []):
-                    if (tag.get("descriptor") or {}).get("code") == "status":
+                    if (tag.get("descriptor") or {}).get("code") == "ocpi-status":
                         return tag.get("value")
     return None
 

@@ -89,7 +89,7 @@ def main() -> None:
                     t["value"] == "AVAILABLE"
                     for g in i["tags"]
                     for t in g["list"]
-                    if t["descriptor"]["code"] == "status"
+                    if t["descriptor"]["code"] == "ocpi-status"
                 )
             )
             timed("select", "select", select_message(provider, item["id"], 2))

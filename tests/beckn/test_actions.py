@@ -62,7 +62,7 @@ def test_search_is_acked_and_answered_with_a_valid_catalogue(bap: Any) -> None:
     specs = {t["descriptor"]["code"]: t["value"] for t in items[0]["tags"][0]["list"]}
     assert specs["connector-type"] == "CCS2"
     assert specs["power-rating"] == "60kW"
-    assert specs["status"] == "AVAILABLE"
+    assert specs["status"] == "Available"
     assert specs["status-confidence"] == "HIGH"
     assert provider["fulfillments"][0]["type"] == "CHARGING"
 
@@ -506,7 +506,7 @@ def test_a_charger_booked_by_someone_shows_as_reserved_and_cannot_be_selected(ba
     bap("search", search_message())
     statuses = {i["id"]: {t["descriptor"]["code"]: t["value"] for t in i["tags"][0]["list"]}["status"]
                 for i in last(bap, "on_search")["message"]["catalog"]["providers"][0]["items"]}  # fmt: skip
-    assert statuses[item] == "RESERVED"
+    assert statuses[item] == "Reserved"
     body = select(bap, item)
     assert body["error"]["code"] == "30008"
     assert "expected to be available from" in body["error"]["message"]

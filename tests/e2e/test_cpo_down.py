@@ -30,7 +30,7 @@ def test_select_stops_waiting_for_a_cpo_that_went_silent(platform_factory: Calla
     platform = platform_factory(env=BREAKER_ENV).start_cpos()
     client = bap_for(platform)
     found = ask(client, "search", search_message(*BENGALURU, radius_km=20))
-    provider, item = next((p, i) for p, i in items(found) if p == "IN*CPA" and specs(i)["status"] == "AVAILABLE")
+    provider, item = next((p, i) for p, i in items(found) if p == "IN*CPA" and specs(i)["ocpi-status"] == "AVAILABLE")
     cpo = Partner.objects.get(party_id="CPA")
 
     took, tags = timed_select(client, provider, item["id"])  # the CPO answers: a live status

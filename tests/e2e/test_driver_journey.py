@@ -44,7 +44,7 @@ def book(
         i
         for p, i in items(found)
         if p == "IN*CPA"
-        and specs(i)["status"] == "AVAILABLE"
+        and specs(i)["ocpi-status"] == "AVAILABLE"
         and specs(i)["reservable"] == ("true" if reservable else "false")
         and "price" in i
     )

@@ -79,7 +79,7 @@ def book(client: BapClient, provider: str | None = None, walk_up: bool = False) 
     provider_id, item = next(
         (p, i)
         for p, i in items(found)
-        if (provider is None or p == provider) and specs(i)["status"] == "AVAILABLE" and "price" in i
+        if (provider is None or p == provider) and specs(i)["ocpi-status"] == "AVAILABLE" and "price" in i
     )
     quote = ask(client, "select", select_message(provider_id, item["id"], 3)).body["message"]["order"]["quote"]
     assert float(quote["price"]["value"]) > 0
@@ -256,7 +256,7 @@ def test_an_evse_status_push_is_in_the_next_search_within_a_second(platform_fact
     client = bap_for(platform)
     try:
         found = ask(client, "search", search_message(*BENGALURU, radius_km=20))
-        item = next(i for p, i in items(found) if p == "IN*CPA" and specs(i)["status"] == "AVAILABLE")
+        item = next(i for p, i in items(found) if p == "IN*CPA" and specs(i)["ocpi-status"] == "AVAILABLE")
         location_id, evse_uid, _ = item["id"].split("/")
         pushed_at = time.perf_counter()
         answer = platform.sims["A"].ctl(
@@ -266,7 +266,7 @@ def test_an_evse_status_push_is_in_the_next_search_within_a_second(platform_fact
 
         def visible() -> float | None:
             seen = ask(client, "search", search_message(*BENGALURU, radius_km=20))
-            status = next((specs(i)["status"] for p, i in items(seen) if i["id"] == item["id"]), "GONE")
+            status = next((specs(i)["ocpi-status"] for p, i in items(seen) if i["id"] == item["id"]), "GONE")
             return (time.perf_counter() - pushed_at) if status != "AVAILABLE" else None
 
         elapsed = until(visible, 5, "the new status in on_search")

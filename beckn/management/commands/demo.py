@@ -561,7 +561,7 @@ class Command(BaseCommand):
     @staticmethod
     def available(item: dict[str, Any]) -> bool:
         specs = {t["descriptor"]["code"]: t["value"] for g in item.get("tags", []) for t in g.get("list", [])}
-        return specs.get("status") == "AVAILABLE"
+        return specs.get("ocpi-status") == "AVAILABLE"
 
     def pick(
         self, body: dict[str, Any], *, exclude: set[str], prefer: Any = None
