@@ -311,6 +311,21 @@ class ReservationAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("reservation_id", "evse__uid", "token__uid")
     list_select_related = ("evse", "token")
+    # Bookings make reservations and the CPO's answers move them on (emsp/services/bookings.py): each field is what
+    # the CPO was told (its RESERVE_NOW: reservation_id, EVSE, token, expiry) or the bookkeeping of that exchange
+    # (status, when the command is due, the no-show deadline). An edited reservation_id had gone out unchecked in
+    # RESERVE_NOW and as authorization_reference, and on a RESERVED one made CANCEL_RESERVATION name a
+    # reservation the CPO never had. Nothing here is staff's to set: a reservation ends with its booking's
+    # cancellation, its no-show deadline or the CPO's word.
+    readonly_fields = [f.name for f in Reservation._meta.fields]
+
+    # An add form of read-only fields saved no row, and a reservation made here would be no booking's.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    # Deleted, a reservation the CPO holds would be one we can no longer cancel (its booking loses it).
+    def has_delete_permission(self, request: HttpRequest, obj: Reservation | None = None) -> bool:
+        return False
 
 
 @admin.register(ChargingSession)

@@ -78,9 +78,26 @@ def envelope(data: Any = None, status_code: int = SUCCESS, message: str | None =
         body["data"] = data
     body["status_code"] = status_code
     if message:
-        body["status_message"] = message
+        body["status_message"] = status_message(message)
     body["timestamp"] = format_datetime(timezone.now())
     return body
+
+
+# The most of a status_message we send: it often echoes what the partner sent (an id, a path, a field name, its
+# own server's answer), which has no bound of its own.
+STATUS_MESSAGE_MAX = 255
+
+
+def status_message(message: str) -> str:
+    """`status_message` is an OCPI string, "only printable UTF-8 (no carriage returns, tabs, line breaks)": each
+    non-printable character is written as its escape (a line break as the two characters \\n, an ESC as \\x1b), so
+    the partner still reads what it sent, and the whole is cut to STATUS_MESSAGE_MAX characters with an ellipsis.
+    Every envelope's message passes here: the error answers quote URLs, bodies and partners' answers."""
+    if not message.isprintable():
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    if len(message) > STATUS_MESSAGE_MAX:
+        message = message[: STATUS_MESSAGE_MAX - 1] + "…"
+    return message
 
 
 class OcpiResponse(HttpResponse):

@@ -11,6 +11,7 @@ our copies of a CPO's Locations, EVSEs, Connectors and Sessions read back (2.1.1
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -305,16 +306,33 @@ def upgrade_credentials(obj: dict[str, Any], ctx: Context | None = None) -> dict
 
 def downgrade_token(token: dict[str, Any]) -> dict[str, Any]:
     """mod_tokens 2.1.1 Token: auth_id for contract_id, no party, no group_id/default_profile_type/
-    energy_contract."""
+    energy_contract. 2.1.1 `string` is printable ASCII (2.2.1's is UTF-8): visual_number and issuer go out
+    transliterated (_ascii); a visual_number with nothing left is left out (it is optional), an issuer with
+    nothing left (it is required) is our party, "IN EMS"."""
     out: dict[str, Any] = {
         "uid": token["uid"],
         "type": _TOKEN_TYPES.get(token.get("type", ""), "OTHER"),
         "auth_id": token["contract_id"],
     }
-    for key in ("visual_number", "issuer", "valid", "whitelist", "language", "last_updated"):
+    for key in ("valid", "whitelist", "language", "last_updated"):
         if key in token:
             out[key] = token[key]
+    if visual_number := _ascii(token.get("visual_number", ""), 64):
+        out["visual_number"] = visual_number
+    if "issuer" in token:
+        party = f"{token.get('country_code', '')} {token.get('party_id', '')}"
+        out["issuer"] = _ascii(token["issuer"], 64) or _ascii(party, 64) or "eMSP"
     return out
+
+
+def _ascii(value: str, max_length: int) -> str:
+    """A 2.2.1 string as a 2.1.1 one, "only printable ASCII" of at most `max_length` characters: NFKD takes the
+    accents off letters ("Électricité" → "Electricite") and spells out compatibility forms ("ﬁ" → "fi"); what is
+    still not printable ASCII (an emoji, a CJK name) is dropped, and the spaces left are collapsed."""
+    if value.isascii() and value.isprintable() and len(value) <= max_length:
+        return value
+    kept = "".join(c for c in unicodedata.normalize("NFKD", value) if " " <= c <= "~")
+    return " ".join(kept.split())[:max_length].rstrip()
 
 
 def downgrade_authorization_info(info: dict[str, Any]) -> dict[str, Any]:
