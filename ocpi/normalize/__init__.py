@@ -9,8 +9,10 @@ Each ``normalize_*`` returns ``(strictly 2.2.1-shaped dict, issues)`` or raises 
 #   (even "+00:00") are converted to UTC with a "datetime_offset" issue; garbage -> Rejected.
 # - Numbers (prices, VAT, kWh, volumes) are returned as the JSON numbers received (int/float from the JSON
 #   decoder; numeric strings converted only when lossless), never computed on: Decimal(str(x)) is exact.
-# - last_updated: full objects are never rejected for it (the official tariff PUT example has none): it comes
-#   from the newest child / the parent (mod_locations stamp rule) or the receive time, with an issue.
+# - last_updated: full objects are never rejected for a missing one (the official tariff PUT example has none): it
+#   comes from the newest child / the parent (mod_locations stamp rule) or the receive time, with an issue. One in
+#   the future is never kept: a location's, EVSE's or connector's becomes the receive time (a child's its parent's);
+#   a tariff, session or CDR carrying one is refused.
 #   PATCHes without it are Rejected with path "last_updated" (-> OCPI 2001), except an ``Unstamped`` one (OCPI
 #   2.1.1, where it is optional): returned without it, for the store to apply and keep its stored stamp.
 # - Ids (CiString) are stripped but keep their case; country_code/party_id are upper-cased codes.

@@ -106,13 +106,15 @@ def read_last_updated(
     *,
     partial: bool,
     fallback_source: str = "its parent/children",
+    clamp_future: bool = False,
 ) -> tuple[datetime, str] | None:
     """``last_updated`` of a full object, or of a PATCH body (``partial``: required, garbage raises).
 
     Decision: a full object is not rejected for a missing or unreadable ``last_updated`` (the official tariff
     PUT example has none). The stamp then comes from ``fallback`` (parent/children: mod_locations keeps the
     newest child stamp on the parent) or the receive time, with an issue. PATCHes are rejected, because there
-    the stamp orders partial updates (ocpi/ocpi#355 -> OCPI 2001), and so is an object stamped in the future.
+    the stamp orders partial updates (ocpi/ocpi#355 -> OCPI 2001), and so is an object stamped in the future,
+    unless ``clamp_future`` (locations, EVSEs, connectors): it is then stamped with the receive time.
     Returns None for a PATCH without it.
     """
     path = json_path(prefix, "last_updated")
@@ -122,15 +124,19 @@ def read_last_updated(
         try:
             return read_datetime(value, path, ctx, event=True)
         except Rejected as exc:
-            # A stamp in the future would freeze the object against every later, correct update: an object
-            # carrying one is refused (a child takes its parent's stamp). One before 2010 is a placeholder
-            # (.NET's 0001-01-01 in real feeds): read as missing.
+            # A stamp in the future would freeze the object against every later, correct update, so it is never
+            # kept: a child takes its parent's stamp, a location (EVSE, connector) the receive time, which every
+            # later update passes; a CPO clock an hour ahead (or local time sent as UTC) had lost whole
+            # locations. Other objects carrying one are refused. One before 2010 is a placeholder (.NET's
+            # 0001-01-01 in real feeds): read as missing.
             future = exc.code == "implausible_datetime" and "future" in exc.reason
-            if partial or (future and not prefix):
+            if partial or (future and not prefix and not clamp_future):
                 raise ctx.reject(path, exc.reason, exc.code) from None
             reason = exc.reason
             if exc.code == "implausible_datetime":
                 code = "implausible_last_updated"
+            if future and not prefix:
+                fallback = None
     elif partial:
         return None
     else:

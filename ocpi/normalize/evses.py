@@ -82,6 +82,12 @@ def _infer_power_type(standard: str, v: int | None, a: int | None, p: int | None
 
 # Beyond these a value is a unit or typing error, not a charger (MCS: 1,250 V / 3,000 A / 3.75 MW).
 _MAX_VOLTAGE = 2_000
+# Nor does any EV connector run below 100 V (the lowest mains is 100 V; DC chargers start near 150 V): a lower
+# max_voltage is another figure in the wrong field, Toger's kW ("voltage": 22) or a bad division.
+_MIN_VOLTAGE = 100
+# The AC powers a charger is sold with (kW): one of them sent as the voltage, with no amperage beside it, is the
+# power (Toger 2.1.1: "voltage": 22, "amperage": 0 on its 22 kW Type 2).
+_STANDARD_AC_KW = frozenset({3.7, 7, 7.4, 11, 22, 43})
 _MAX_AMPERAGE = 5_000
 _MAX_POWER_W = 10_000_000
 
@@ -106,15 +112,29 @@ _DERIVED_FIELDS = {
 }
 
 
-def _derived(value: int, bound: int, unit: str, source: str, pp: str, ctx: Ctx) -> int | None:
-    """A connector figure worked out from the other two, if it is one a CPO could have sent (1 up to `bound`);
+def _derived(value: int, bound: int, unit: str, source: str, pp: str, ctx: Ctx, low: int = 1) -> int | None:
+    """A connector figure worked out from the other two, if it is one a CPO could have sent (`low` up to `bound`);
     else None (unknown), with a finding."""
     name, code = _DERIVED_FIELDS[unit]
-    if 0 < value <= bound:
+    if low <= value <= bound:
         ctx.fix(pp + name, code, f"{value} {unit} derived {source}")
         return value
-    ctx.drop(pp + name, "implausible_value", f"{value} {unit} derived {source} is beyond 1-{bound}; treated as unknown")
+    message = f"{value} {unit} derived {source} is beyond {low}-{bound}; treated as unknown"
+    ctx.drop(pp + name, "implausible_value", message)
     return None
+
+
+def _low_voltage(
+    raw_v: object, v: int, power_type: str | None, amperes: int | None, power: int | None, pp: str, ctx: Ctx
+) -> int | None:
+    """A max_voltage below 100 V is no EV connector's: it is dropped (0 = unknown is stored), or, a standard AC kW
+    figure with neither amperage nor power beside it, read as the power. Returns the connector's power (W)."""
+    kw = raw_v if isinstance(raw_v, (int, float)) and not isinstance(raw_v, bool) else v
+    if power is None and not amperes and power_type and power_type.startswith("AC") and kw in _STANDARD_AC_KW:
+        ctx.fix(pp + "max_electric_power", "power_as_voltage", f"max_voltage {raw_v!r} read as {kw} kW")
+        return round(kw * 1000)
+    ctx.drop(pp + "max_voltage", "implausible_value", f"{raw_v!r} V is below {_MIN_VOLTAGE}; treated as unknown")
+    return power
 
 
 def read_connector(
@@ -164,7 +184,9 @@ def read_connector(
             ctx.fix(path, "inferred_format", f"format {get('format')!r} unusable; {fmt} inferred from {standard}")
             out["format"] = fmt
 
-    v, v_present = _positive(get("max_voltage"), pp + "max_voltage", ctx, _MAX_VOLTAGE)
+    raw_v = get("max_voltage")
+    v, v_present = _positive(raw_v, pp + "max_voltage", ctx, _MAX_VOLTAGE)
+    low_v, v = (v, None) if v is not None and v < _MIN_VOLTAGE else (None, v)
     a, a_present = _positive(get("max_amperage"), pp + "max_amperage", ctx, _MAX_AMPERAGE)
     p = None
     raw_p = get("max_electric_power")
@@ -200,6 +222,9 @@ def read_connector(
             ctx.fix(path, "inferred_power_type", f"power_type {get('power_type')!r} unusable; {pt} inferred")
             out["power_type"] = pt
 
+    if low_v is not None:
+        # A PATCH's voltage is dropped only: the power it may stand for is the stored connector's to decide.
+        p = _low_voltage(raw_v, low_v, None if partial else pt, a, p, pp, ctx)
     if not partial and pt is not None:
         factor = _phase_factor(pt, v or 230)
         # Figures each within their bounds need not give one within its own (2,000 V x 5,000 A x sqrt 3 = 17 MW;
@@ -207,7 +232,8 @@ def read_connector(
         if p is None and v and a:
             p = _derived(round(v * a * factor), _MAX_POWER_W, "W", f"from {v} V x {a} A ({pt})", pp, ctx)
         if v is None and p and a:
-            v = _derived(round(p / (a * _phase_factor(pt, 230))), _MAX_VOLTAGE, "V", f"from {p} W / {a} A", pp, ctx)
+            source = f"from {p} W / {a} A"
+            v = _derived(round(p / (a * _phase_factor(pt, 230))), _MAX_VOLTAGE, "V", source, pp, ctx, _MIN_VOLTAGE)
         if a is None and p and v:
             a = _derived(round(p / (v * factor)), _MAX_AMPERAGE, "A", f"from {p} W / {v} V", pp, ctx)
     if v is not None:
@@ -246,7 +272,7 @@ def read_connector(
     if terms:
         out["terms_and_conditions"] = terms
 
-    lu = read_last_updated(raw, prefix, ctx, parent_lu, partial=partial)
+    lu = read_last_updated(raw, prefix, ctx, parent_lu, partial=partial, clamp_future=True)
     if lu is not None:
         out["last_updated"] = lu[1]
     return out, (lu[0] if lu else None)
@@ -388,7 +414,7 @@ def read_evse(
             out["images"] = imgs
 
     if own is None and not partial:
-        own = read_last_updated(raw, prefix, ctx, newest or parent_lu, partial=False)
+        own = read_last_updated(raw, prefix, ctx, newest or parent_lu, partial=False, clamp_future=True)
     if own is not None:
         out["last_updated"] = own[1]
     return out, (own[0] if own else None)

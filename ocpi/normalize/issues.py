@@ -33,7 +33,10 @@ ISSUE_CODES: dict[str, str] = {
         "a non-credit CDR id of 37-39 characters is kept and reported"
     ),
     "invalid_identifier": "D identifier with characters outside printable ASCII dropped (treated as missing)",
-    "control_characters": "F control characters (NUL, escape, ...) removed from text",
+    "control_characters": (
+        "F control characters (NUL, escape, ...), bidi overrides/isolates and zero-width spaces removed from text; "
+        "tabs and line breaks in a one-line field made spaces"
+    ),
     "missing_required": "F required text missing; empty string used",
     # enums
     "enum_case": "F enum/code value with wrong case or surrounding whitespace",
@@ -51,8 +54,10 @@ ISSUE_CODES: dict[str, str] = {
     "coordinates_format": "F coordinates re-rendered as OCPI strings (numbers, >7 decimals, ...)",
     "coordinates_from_evse": "F location latitude == longitude; an EVSE position used",
     "invalid_coordinates": "D unusable coordinates of an EVSE / related location dropped",
+    "coordinates_at_sea": "D location coordinates in open sea (0,-1): the location refused, a PATCH's dropped",
     "missing_time_zone": "F time_zone derived from the coordinates",
     "invalid_time_zone": "F unknown time_zone replaced from the coordinates",
+    "time_zone_elsewhere": "F time_zone whose clock is not the one at the coordinates replaced by the zone there",
     "time_zone_format": "F misspelled IANA zone repaired ('Asia/Kuala Lumpur')",
     # time
     "missing_last_updated": "F last_updated taken from parent/children or the receive time",
@@ -61,10 +66,12 @@ ISSUE_CODES: dict[str, str] = {
     "time_format": "F hour given as 'H:MM'/'HH:MM:SS' rendered as HH:MM",
     "date_format": "F restriction date given with a time reduced to YYYY-MM-DD",
     "invalid_regular_hours": "D unreadable regular_hours entry dropped",
+    "weekday_0_sunday": "F regular_hours weekday 0 read as 7 (Sunday) in a list without 7 (ITCharge counts 0-6)",
     "invalid_period": "D unreadable exceptional opening/closing dropped",
     "invalid_status_schedule": "D unreadable status_schedule entry dropped",
     # connectors and EVSEs
     "power_in_kw": "F max_electric_power < 1000 read as kW",
+    "power_as_voltage": "F a standard AC kW figure (3.7-43) sent as max_voltage without amperage read as power",
     "derived_power": "F max_electric_power derived from voltage x amperage x phases",
     "derived_voltage": "F max_voltage derived from power / amperage",
     "derived_amperage": "F max_amperage derived from power / voltage",
@@ -110,8 +117,13 @@ ISSUE_CODES: dict[str, str] = {
     "cdr_changed": "D a CDR id posted again with other content: refused, the first kept (send a credit CDR)",
     # plausibility (what no real charge can be: refused, or the value replaced)
     "implausible_datetime": "D DateTime before 2010, after 2100, or (events) in the future",
-    "implausible_last_updated": "F placeholder last_updated (before 2010), or a child's in the future; replaced",
-    "implausible_value": "D number outside what the field can hold (voltage beyond any charger, negative energy)",
+    "implausible_last_updated": (
+        "F placeholder last_updated (before 2010), or one in the future: a child's takes its parent's, a location's "
+        "(EVSE's, connector's) the receive time"
+    ),
+    "implausible_value": (
+        "D number outside what the field can hold (voltage beyond any charger or below 100 V, negative energy)"
+    ),
     "end_before_start": "D end_date_time before start_date_time",
     "period_outside_session": "D charging period outside the session's own start and end",
     # paging (one finding per pull, object id "pull N")

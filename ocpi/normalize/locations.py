@@ -12,6 +12,7 @@ from ocpi.normalize.datetimes import Unstamped, read_datetime, read_last_updated
 from ocpi.normalize.evses import read_connector, read_evse
 from ocpi.normalize.issues import Ctx, Issue, Rejected, collect
 from ocpi.normalize.parts import (
+    at_sea,
     business_details,
     energy_mix,
     geo,
@@ -19,6 +20,7 @@ from ocpi.normalize.parts import (
     opening_times,
     publish_tokens,
     related_locations,
+    same_clock,
     zone_from_coordinates,
 )
 from ocpi.normalize.values import (
@@ -73,21 +75,41 @@ def _country(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx, cc: str | None,
     raise ctx.reject("country", f"country {value!r} is not an ISO 3166 country", "invalid_country")
 
 
-def _time_zone(
-    raw: dict[str, Any], out: dict[str, Any], ctx: Ctx, latlon: tuple[float, float] | None, *, partial: bool
-) -> None:
+def _at_sea(out: dict[str, Any], ctx: Ctx, latlon: tuple[float, float] | None, *, partial: bool) -> str | None:
+    """The zone at the location's coordinates; coordinates in open sea (ITC's 0,-1 for an unknown Russian site)
+    reject a whole location (its position is all a search has of it) and are dropped from a PATCH."""
+    here = zone_from_coordinates(*latlon) if latlon else None
+    if not at_sea(here):
+        return here
+    coords = out.pop("coordinates")
+    reason = f"coordinates {coords['latitude']}, {coords['longitude']} are in open sea ({here})"
+    if not partial:
+        raise ctx.reject("coordinates", reason, "coordinates_at_sea")
+    ctx.drop("coordinates", "coordinates_at_sea", f"{reason}; dropped")
+    return None
+
+
+def _time_zone(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx, here: str | None, *, partial: bool) -> None:
+    """time_zone as sent, if it is an IANA zone whose clock is the one at the coordinates (``here``); else the zone
+    there. A CPO's default zone for all its sites (Europe/Moscow in Yekaterinburg), a POSIX-signed "Etc/GMT+5"
+    (UTC-5) for UTC+5 or another country's zone would show the site's hours and price its tariff windows hours
+    off. A name with the same clock is kept (no churn between synonyms)."""
     value = raw.get("time_zone")
     if isinstance(value, str) and value.strip():
         zone = iana_zone(value)
         if zone is not None:
-            if zone != value:
+            if here is not None and not same_clock(zone, here):
+                message = f"time_zone {value!r} is not the clock at the coordinates; {here} used"
+                ctx.fix("time_zone", "time_zone_elsewhere", message)
+                zone = here
+            elif zone != value:
                 ctx.fix("time_zone", "time_zone_format", f"time_zone {value!r} normalised to {zone!r}")
             out["time_zone"] = zone
             return
     if partial and value is None:
         return
     code = "missing_time_zone" if value in (None, "") else "invalid_time_zone"
-    zone = zone_from_coordinates(*latlon) if latlon else None
+    zone = here
     if zone is None:
         if partial:
             ctx.drop("time_zone", code, f"time_zone {value!r} dropped")
@@ -226,8 +248,9 @@ def _location(
         fac = read_enum_list(get("facilities"), enums.FACILITY, "facilities", ctx)
         if fac is not None:
             out["facilities"] = fac
+    here = _at_sea(out, ctx, latlon, partial=partial)
     if not partial or "time_zone" in raw:
-        _time_zone(raw, out, ctx, latlon, partial=partial)
+        _time_zone(raw, out, ctx, here, partial=partial)
     if get("opening_times") is not None:
         hours = opening_times(get("opening_times"), "opening_times", ctx)
         if hours is not None:
@@ -246,7 +269,7 @@ def _location(
             out["energy_mix"] = mix
 
     if own is None and not partial:
-        own = read_last_updated(raw, "", ctx, newest, partial=False)
+        own = read_last_updated(raw, "", ctx, newest, partial=False, clamp_future=True)
     elif own is None and stamped:
         raise ctx.reject("last_updated", "PATCH without last_updated", "missing_last_updated")
     if own is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ocpi import enums
 from ocpi.normalize.datetimes import read_datetime
@@ -81,8 +83,35 @@ def _tz_finder() -> Any:
     return TimezoneFinder()
 
 
+@functools.lru_cache(maxsize=32768)
 def zone_from_coordinates(lat: float, lon: float) -> str | None:
+    """The IANA zone at a point (timezonefinder, ~6 µs), kept by point: every pull sends the same positions again."""
     return _tz_finder().timezone_at(lng=lon, lat=lat)
+
+
+def at_sea(zone: str | None) -> bool:
+    """Is a zone timezonefinder's for open sea? Its land zones take in the territorial waters (12 nautical miles
+    off the coast), so a point in an "Etc/GMT±N" zone is past them: no charger stands there."""
+    return zone is not None and zone.startswith("Etc/")
+
+
+def _offsets(zone: str, year: int) -> tuple[timedelta | None, ...]:
+    tz = ZoneInfo(zone)
+    return tuple(datetime(year, month, 15, 12, tzinfo=UTC).astimezone(tz).utcoffset() for month in (1, 7))
+
+
+@functools.lru_cache(maxsize=4096)
+def _same_offsets(zone: str, other: str) -> bool:
+    # Kept for the process's life: a zone's rules change only with a tzdata upgrade, which restarts it.
+    year = datetime.now(UTC).year
+    return _offsets(zone, year) == _offsets(other, year)
+
+
+def same_clock(zone: str, other: str) -> bool:
+    """Do two zones show the same time this winter and this summer (mid-January, mid-July)? Then either name
+    serves a location: hours and tariff windows read alike ("Europe/Kiev" for "Europe/Kyiv", "Europe/Paris" for
+    "Europe/Berlin")."""
+    return zone == other or _same_offsets(zone, other)
 
 
 # --- small objects ------------------------------------------------------------------------------------------
@@ -187,22 +216,39 @@ def _periods(value: object, path: str, ctx: Ctx) -> list[dict[str, str]]:
     return out
 
 
-def opening_times(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
-    """Hours: regular hours validated ("HH:MM", weekday 1-7); invalid entries dropped."""
-    if not isinstance(value, dict):
-        return None
-    regular = []
-    for i, item in enumerate(as_list(value.get("regular_hours"))):
-        p = f"{path}.regular_hours[{i}]"
+def _regular_hours(value: object, path: str, ctx: Ctx) -> list[dict[str, Any]]:
+    """Regular hours validated ("HH:MM", weekday 1-7); invalid entries dropped.
+
+    ITCharge numbers the days 0-6 from Sunday (JavaScript's getDay, cron): a list using 0 and no 7 has its 0 read
+    as 7, Sunday, not dropped (its sites had shown "Sun closed"). A list with both keeps dropping the 0."""
+    entries = []
+    for i, item in enumerate(as_list(value)):
+        p = f"{path}[{i}]"
         wd = read_integer(item.get("weekday"), json_path(p, "weekday"), ctx) if isinstance(item, dict) else None
+        entries.append((p, item, wd))
+    weekdays = {wd for _p, _item, wd in entries}
+    sunday_is_0 = 0 in weekdays and 7 not in weekdays
+    regular = []
+    for p, item, wd in entries:
         begin, b_changed = hhmm(item.get("period_begin")) if isinstance(item, dict) else (None, False)
         end, e_changed = hhmm(item.get("period_end")) if isinstance(item, dict) else (None, False)
+        if wd == 0 and sunday_is_0 and begin is not None and end is not None:
+            ctx.fix(json_path(p, "weekday"), "weekday_0_sunday", "weekday 0 read as 7 (Sunday): the list has no 7")
+            wd = 7
         if wd is None or not 1 <= wd <= 7 or begin is None or end is None:
             ctx.drop(p, "invalid_regular_hours", f"regular hours entry {item!r:.80} dropped")
             continue
         if b_changed or e_changed:
             ctx.fix(p, "time_format", "period times rendered as HH:MM")
         regular.append({"weekday": wd, "period_begin": begin, "period_end": end})
+    return regular
+
+
+def opening_times(value: object, path: str, ctx: Ctx) -> dict[str, Any] | None:
+    """Hours: regular hours validated (``_regular_hours``), twentyfourseven made consistent with them."""
+    if not isinstance(value, dict):
+        return None
+    regular = _regular_hours(value.get("regular_hours"), f"{path}.regular_hours", ctx)
     tfs = read_boolean(value.get("twentyfourseven"), json_path(path, "twentyfourseven"), ctx)
     if tfs is None:
         tfs = not regular

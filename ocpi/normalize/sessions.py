@@ -579,7 +579,7 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     parking = _quantity(raw, "total_parking_time", "", ctx, MAX_HOURS)
     if parking is not None:
         out["total_parking_time"] = parking
-    remark = read_text(get("remark"), "remark", ctx, 255)
+    remark = read_text(get("remark"), "remark", ctx, 255, multiline=True)
     if remark:
         out["remark"] = remark
     inv = read_identifier(get("invoice_reference_id"), "invoice_reference_id", ctx, max_len=39)

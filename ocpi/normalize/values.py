@@ -84,8 +84,32 @@ _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 PLACE_ID_MAX = 39
 
 
-def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) -> str | None:
-    """Free text (string): stripped; numbers accepted; over-long values truncated with an issue."""
+# Invisible characters that only hide or disguise text: bidi embeddings/overrides (U+202A-U+202E: a U+202E makes
+# "xyz.exe" read "exe.zyx") and isolates (U+2066-U+2069), zero-width spaces (U+200B, U+FEFF; real addresses carry
+# them). The zero-width (non-)joiners U+200C/U+200D stay: Indic and Persian spelling and emoji need them.
+_INVISIBLE = r"\u200b\u202a-\u202e\u2066-\u2069\ufeff"
+_LINE_BREAKS = r"\t\n\r\u2028\u2029"
+# What text loses: control characters (emsp/text.py) and the invisible ones; a one-line field (a name, an address)
+# also its tabs and line breaks, each run made one space (an address "No:1<TAB>Siirt" was served with the TAB).
+# Multi-line text (DisplayText, a CDR remark) keeps them.
+_NOT_IN_TEXT = re.compile(f"{CONTROL_CHARACTERS.pattern}|[{_INVISIBLE}]")
+_NOT_ON_ONE_LINE = re.compile(rf"[\x00-\x1f\x7f-\x9f{_INVISIBLE}\u2028\u2029]")
+_BREAKS = re.compile(f"[ {_LINE_BREAKS}]*[{_LINE_BREAKS}][ {_LINE_BREAKS}]*")
+
+
+def _clean_text(s: str, path: str, ctx: Ctx, *, multiline: bool) -> str:
+    """Text without control or invisible characters (and, on one line, with spaces for its breaks), reported."""
+    if not multiline:
+        s = _BREAKS.sub(" ", s)
+    s = _NOT_IN_TEXT.sub("", s).strip()
+    ctx.fix(path, "control_characters", "control or invisible characters removed")
+    return s
+
+
+def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None, *, multiline: bool = False) -> str | None:
+    """Free text (string): stripped; numbers accepted; over-long values truncated with an issue; control and
+    invisible characters removed, tabs and line breaks made spaces unless ``multiline``. Text left empty is
+    returned empty, for the caller to treat as it treats an empty one."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -96,9 +120,8 @@ def read_text(value: object, path: str, ctx: Ctx, max_len: int | None = None) ->
     else:
         ctx.drop(path, "invalid_type", f"expected a string, got {type(value).__name__}")
         return None
-    if CONTROL_CHARACTERS.search(s):
-        s = CONTROL_CHARACTERS.sub("", s).strip()
-        ctx.fix(path, "control_characters", "control characters removed")
+    if (_NOT_IN_TEXT if multiline else _NOT_ON_ONE_LINE).search(s):
+        s = _clean_text(s, path, ctx, multiline=multiline)
     if max_len is not None and len(s) > max_len:
         ctx.fix(path, "truncated", f"{len(s)} characters truncated to {max_len}")
         s = s[:max_len].rstrip()
@@ -288,7 +311,7 @@ def read_display_texts(value: object, path: str, ctx: Ctx) -> list[dict[str, str
         if not isinstance(item, dict):
             ctx.drop(p, "invalid_display_text", "DisplayText is not an object")
             continue
-        txt = read_text(item.get("text"), json_path(p, "text"), ctx, 512)
+        txt = read_text(item.get("text"), json_path(p, "text"), ctx, 512, multiline=True)
         lang = read_text(item.get("language"), json_path(p, "language"), ctx)
         if not txt:
             ctx.drop(p, "invalid_display_text", "DisplayText without text dropped")

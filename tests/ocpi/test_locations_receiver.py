@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from emsp.models import Connector, Evse, Location
 from ocpi.models import DataQualityIssue
@@ -245,14 +247,17 @@ def test_an_overlong_evse_uid_drops_that_evse_only(bec: OcpiTestClient, location
     assert Evse.objects.count() == len(location["evses"]) - 1
 
 
-def test_an_object_stamped_in_the_future_is_refused_and_cannot_freeze_the_evse(
+def test_an_object_stamped_in_the_future_is_taken_at_its_receive_time_and_cannot_freeze_the_evse(
     bec: OcpiTestClient, location: dict[str, Any]
 ) -> None:
     put_location(bec, location)
     uid = location["evses"][0]["uid"]
     frozen = copy.deepcopy(location)
     frozen["last_updated"] = "9999-12-31T23:59:59Z"
-    assert put_location(bec, frozen).json()["status_code"] == 2001
+    before = timezone.now()
+    assert put_location(bec, frozen).json()["status_code"] == 1000  # kept, stamped when received
+    assert Location.objects.get(location_id="LOC1").last_updated <= timezone.now()
+    assert Location.objects.get(location_id="LOC1").last_updated >= before - timedelta(seconds=1)
     future = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": "9999-01-01T00:00:00Z"})
     assert (future.json()["status_code"], "future" in future.json()["status_message"]) == (2001, True)
     correct = bec.patch(f"{BASE}/BE/BEC/LOC1/{uid}", {"status": "CHARGING", "last_updated": "2026-06-01T00:00:00Z"})

@@ -92,13 +92,13 @@ def test_it_derives_missing_power_from_voltage_amperage_and_phases() -> None:
     ("fields", "name", "derived"),
     [
         ({"max_voltage": None, "max_amperage": 1, "max_electric_power": 10_000_000}, "max_voltage", "10000000 V"),
-        ({"max_voltage": 1, "max_amperage": None, "max_electric_power": 10_000_000}, "max_amperage", "10000000 A"),
+        ({"max_voltage": 100, "max_amperage": None, "max_electric_power": 10_000_000}, "max_amperage", "100000 A"),
     ],
 )
 def test_a_voltage_or_amperage_derived_beyond_its_bound_is_left_unknown(
     fields: dict[str, Any], name: str, derived: str
 ) -> None:
-    """Each sent figure within its bound (10 MW, 1 A) need not give a derived one within its own (2,000 V,
+    """Each sent figure within its bound (10 MW, 1 A, 100 V) need not give a derived one within its own (2,000 V,
     5,000 A): 10 MV had been stored as the connector's voltage."""
     conn, issues = normalize_connector(connector(power_type="DC", **fields))
     assert conn[name] == 0  # unknown, as for one not sent
@@ -217,7 +217,12 @@ def test_it_derives_a_missing_time_zone_from_the_coordinates() -> None:
     ("sent", "expected"), [("Asia/Kuala Lumpur", "Asia/Kuala_Lumpur"), ("europe/berlin", "Europe/Berlin")]
 )
 def test_it_repairs_a_misspelled_time_zone(sent: str, expected: str) -> None:
-    out, issues = normalize_location(location(time_zone=sent))
+    # Where the zone's clock is the one at the coordinates (a zone elsewhere is replaced by the one there).
+    places = {"Asia/Kuala_Lumpur": ("3.139003", "101.686855"), "Europe/Berlin": ("52.520008", "13.404954")}
+    latitude, longitude = places[expected]
+    out, issues = normalize_location(
+        location(time_zone=sent, coordinates={"latitude": latitude, "longitude": longitude})
+    )
     assert out["time_zone"] == expected
     assert codes(issues) == {("time_zone_format", "time_zone")}
 
