@@ -41,6 +41,7 @@ from emsp.rows import first_where, model_from_row, select_columns
 from emsp.services import bookings
 from emsp.services.sessions import (
     new_key_locked,
+    session_billed_energy,
     session_from_cdr,
     session_key,
     session_of_charge,
@@ -602,6 +603,8 @@ def cdr_process(cdr_id: int, now: datetime | None = None) -> CdrAudit | None:
                 return None
             if start is not None:
                 _session_made(cdr, start)
+        if not cdr.credit and cdr.charging_session_id is not None and (cdr.total_energy or 0) > 0:
+            session_billed_energy(cdr.charging_session)  # a reservation's session that charged after all
         if _earlier_awaited(cdr, now):
             return None  # put off likewise: the sweep hands it on again once its claim expires
         audit = cdr_audit(cdr)

@@ -176,6 +176,22 @@ def _held_marked(session: ChargingSession, obj: dict[str, Any]) -> dict[str, Any
     return {**unmarked, bookings.HELD_ONLY: True} if held else unmarked
 
 
+def session_billed_energy(session: ChargingSession) -> None:
+    """A CDR with energy bills this session (billing/services/audit.py, before it bills): the CPO says it charged.
+    One still marked as having only held a reservation (bookings.HELD_ONLY: COMPLETED before its energy came, or
+    its PATCHes lost) is the charge after all: unmarked, and moved on as a session going on from RESERVATION to
+    charge is (the start it answers, the reservation it fulfils, its booking), so the CDR bills the booking. It
+    had left the booking STARTING for ever and billed the driver's account."""
+    if not (bookings.HELD_ONLY in (session.data or {}) and session.status != ChargingSession.Status.RESERVATION):
+        return
+    session.data = {name: value for name, value in session.data.items() if name != bookings.HELD_ONLY}
+    ChargingSession.objects.filter(pk=session.pk).update(data=session.data)
+    _after_save(
+        SessionChange(session=session, created=False, applied=True, old_status=ChargingSession.Status.RESERVATION)
+    )
+    session.refresh_from_db(fields=["booking"])  # linked to its booking by the move (bookings.on_session_changed)
+
+
 def _link(session: ChargingSession, cdr_token: dict[str, Any], *, kept: bool = False) -> None:
     """Tie the session to our objects. Ids that don't resolve (home chargers, unpublished locations) stay as
     strings on the session; nothing is rejected for it, and they are looked for again on its next change. With

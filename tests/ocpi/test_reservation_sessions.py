@@ -295,3 +295,51 @@ def test_a_refusal_of_the_reservation_of_a_booking_waiting_for_its_driver_still_
     assert Reservation.objects.get().status == Reservation.Status.FAILED
     now = timezone.now()
     assert bookings.active_hold(evse, now, now + timedelta(minutes=10)) is None
+
+
+# --- a re-review: the CDR of a reservation's session that charged --------------------------------------------------
+
+
+def started_on_reservation(peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, capture: Any) -> Booking:
+    accepts(peer, "RESERVE_NOW", "START_SESSION", timeout=3600)
+    booking, reserve = book(evse, capture)
+    post_result(ocpi, reserve, {"result": "ACCEPTED"}, capture)
+    with capture(execute=True):
+        sessions.session_put(partner, reservation_session(booking))
+        bookings.booking_start(booking)
+    post_result(ocpi, Command.objects.get(type=Command.Type.START_SESSION), {"result": "ACCEPTED"}, capture)
+    return booking
+
+
+def cdr_of(booking: Booking) -> dict[str, Any]:
+    """The CPO's CDR of the reservation's session: it charged 7.25 kWh."""
+    s = reservation_session(booking, 600)
+    return {
+        "country_code": "IN", "party_id": "CPA", "id": "CDR-R1", "start_date_time": s["start_date_time"],
+        "end_date_time": s["last_updated"], "currency": "INR", "cdr_token": s["cdr_token"], "auth_method": "COMMAND",
+        "authorization_reference": s["authorization_reference"], "session_id": "RES-S1",
+        "cdr_location": {"id": s["location_id"], "evse_uid": s["evse_uid"], "connector_id": "1"},
+        "total_cost": {"excl_vat": 100, "incl_vat": 118}, "total_energy": 7.25, "total_time": 0.2,
+        "charging_periods": [], "last_updated": s["last_updated"],
+    }  # fmt: skip
+
+
+def test_a_cdr_with_energy_for_a_reservation_session_ended_without_it_settles_the_booking(
+    peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, django_capture_on_commit_callbacks: Any
+) -> None:
+    from billing.services.records import cdr_store
+
+    capture = django_capture_on_commit_callbacks
+    booking = started_on_reservation(peer, evse, ocpi, partner, capture)
+    ended = reservation_session(booking, 600)["last_updated"]
+    patch(booking, 600, capture, status="COMPLETED", end_date_time=ended)  # its energy never reported
+    assert bookings.only_held_reservation(the_session())
+
+    with capture(execute=True):
+        cdr_store(partner, cdr_of(booking))
+
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.SETTLED  # had stayed STARTING for ever, the driver's account billed
+    assert not bookings.only_held_reservation(the_session())
+    assert the_session().booking_id == booking.pk
+    assert Reservation.objects.get().status == Reservation.Status.FULFILLED
