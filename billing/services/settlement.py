@@ -51,6 +51,7 @@ from django.db.models import (
     CharField,
     Count,
     DecimalField,
+    Exists,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -256,15 +257,17 @@ def voiding_credits(cdrs: QuerySet[Cdr]) -> QuerySet[Cdr]:
     its total (excl. VAT) to 0 or below, as payments._fee_given_back_in_all takes a charge for voided. One credit
     of minus the original's total, or the last of partial ones (-300, then -80 of 380); never a credit after the
     void, so the original's energy and our repricing come off once, in the period of the credit that completes
-    the void. Rounded to the 4 decimals stored (SQLite sums floats)."""
+    the void. A free charge (0.00) is voided by its first credit. Rounded to the 4 decimals stored (SQLite sums
+    floats)."""
     left = F("credited_cdr__total_cost_excl_vat") + _credited_before()
+    earlier = Cdr.objects.filter(credited_cdr=OuterRef("credited_cdr"), credit=True, pk__lt=OuterRef("pk"))
     return (
         cdrs.filter(credit=True)
         .alias(
             left_before=Round(ExpressionWrapper(left, output_field=AMOUNT), 4),
             left_after=Round(ExpressionWrapper(left + F("total_cost_excl_vat"), output_field=AMOUNT), 4),
         )
-        .filter(left_before__gt=0, left_after__lte=0)
+        .filter(Q(left_before__gt=0) | ~Exists(earlier), left_after__lte=0)
     )
 
 

@@ -27,6 +27,7 @@ from billing.services.settlement import (
     settlement_csv,
     settlement_dataset,
     settlement_report_rows,
+    voiding_credits,
 )
 from emsp.models import Partner
 from tests.beckn.conftest import _fresh_registry_cache, bap, network  # noqa: F401 (the Beckn journey's fixtures)
@@ -165,6 +166,26 @@ def test_two_partial_credits_that_void_a_charge_settle_as_one_voiding_credit() -
     # 380 of our price and 20 kWh had stayed for a charge that no longer exists: a difference of -380.00
     assert (by_two.cpo_billed_excl_vat, by_two.computed_excl_vat, by_two.energy_kwh, two_row[12]) == (0, 0, 0, 0)
     assert_sheet_adds_up(by_two)
+
+
+def test_a_free_charge_voided_by_its_credit_cdr_takes_its_energy_off() -> None:
+    partner = PartnerFactory(country_code="IN", party_id="CPA")
+    PartnerTermsFactory(partner=partner)
+    original = CdrFactory(partner=partner, currency="INR", total_cost_excl_vat=Decimal("0"),
+                          total_cost_incl_vat=Decimal("0"), total_energy=Decimal("20"))  # fmt: skip
+    CdrAuditFactory(cdr=original, computed_excl_vat=Decimal("0"))
+    credit = CreditCdrFactory(credited_cdr=original, cdr_id="FREE-C", total_cost_excl_vat=Decimal("0"),
+                              total_cost_incl_vat=Decimal("0"))  # fmt: skip
+    CdrAuditFactory(cdr=credit, status=CdrAudit.Status.CREDIT)
+    again = CreditCdrFactory(credited_cdr=original, cdr_id="FREE-C2", total_cost_excl_vat=Decimal("0"),
+                             total_cost_incl_vat=Decimal("0"))  # fmt: skip
+    CdrAuditFactory(cdr=again, status=CdrAudit.Status.CREDIT)
+
+    # As the ledger takes it (payments._fee_given_back_in_all: left <= 0), voided by the first credit, once.
+    assert list(voiding_credits(Cdr.objects.all())) == [credit]
+    (s, _) = settled(partner)
+    assert s.energy_kwh == 0
+    assert_sheet_adds_up(s)
 
 
 def test_a_void_is_taken_off_once_in_the_period_of_the_credit_that_completes_it() -> None:
