@@ -215,11 +215,16 @@ REQUIRED_IN_MESSAGE = {
 def check_required(envelope: Envelope) -> None:
     """The message has the properties its action requires (REQUIRED_IN_MESSAGE), else 30000 naming the first
     missing one. An order named by `message.order` instead of `message.order_id` is read as its id (`order_id`,
-    lenient for BAPs that send the order object), so it counts as one."""
+    lenient for BAPs that send the order object), so an order object with an `id` counts as one (an empty one
+    names nothing)."""
     message = envelope.message
     for key in REQUIRED_IN_MESSAGE.get(envelope.action, ()):
-        if message.get(key) is None and not (key == "order_id" and isinstance(message.get("order"), dict)):
+        if message.get(key) is None and not (key == "order_id" and _names_an_order(message.get("order"))):
             raise BecknRequestError(INVALID_REQUEST, f"message.{key}", f"message.{key} is required")
+
+
+def _names_an_order(order: Any) -> bool:
+    return isinstance(order, dict) and order.get("id") is not None
 
 
 def _check_timestamp(text: str, ttl: timedelta | None = None) -> None:

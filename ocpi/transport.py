@@ -93,11 +93,17 @@ def status_message(message: str) -> str:
     non-printable character is written as its escape (a line break as the two characters \\n, an ESC as \\x1b), so
     the partner still reads what it sent, and the whole is cut to STATUS_MESSAGE_MAX characters with an ellipsis.
     Every envelope's message passes here: the error answers quote URLs, bodies and partners' answers."""
-    if not message.isprintable():
-        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-    if len(message) > STATUS_MESSAGE_MAX:
-        message = message[: STATUS_MESSAGE_MAX - 1] + "…"
-    return message
+    if message.isprintable():
+        return message if len(message) <= STATUS_MESSAGE_MAX else message[: STATUS_MESSAGE_MAX - 1] + "…"
+    out, length = [], 0
+    for c in message:
+        written = c if c.isprintable() else repr(c)[1:-1]
+        if length + len(written) > STATUS_MESSAGE_MAX - 1:  # cut between escapes, never inside one
+            out.append("…")
+            break
+        out.append(written)
+        length += len(written)
+    return "".join(out)
 
 
 class OcpiResponse(HttpResponse):

@@ -325,13 +325,21 @@ def downgrade_token(token: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Latin letters NFKD leaves whole (no base letter to keep): their usual ASCII spelling ("Ørsted", not "rsted").
+_LATIN_WITHOUT_DECOMPOSITION = str.maketrans(
+    dict(zip("ØøŁłĐđÐðıĦħ", "OoLlDdDdiHh", strict=True))
+    | {"ß": "ss", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "Th", "þ": "th"}
+)
+
+
 def _ascii(value: str, max_length: int) -> str:
     """A 2.2.1 string as a 2.1.1 one, "only printable ASCII" of at most `max_length` characters: NFKD takes the
     accents off letters ("Électricité" → "Electricite") and spells out compatibility forms ("ﬁ" → "fi"); what is
     still not printable ASCII (an emoji, a CJK name) is dropped, and the spaces left are collapsed."""
     if value.isascii() and value.isprintable() and len(value) <= max_length:
         return value
-    kept = "".join(c for c in unicodedata.normalize("NFKD", value) if " " <= c <= "~")
+    spelled = value.translate(_LATIN_WITHOUT_DECOMPOSITION)
+    kept = "".join(c for c in unicodedata.normalize("NFKD", spelled) if " " <= c <= "~")
     return " ".join(kept.split())[:max_length].rstrip()
 
 
@@ -347,7 +355,8 @@ def downgrade_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
     return {
         "token": credentials["token"],
         "url": credentials["url"],
-        "business_details": role["business_details"],
+        # Our name is a 2.2.1 string (printable UTF-8, emsp.E010); 2.1.1's is printable ASCII.
+        "business_details": {**role["business_details"], "name": _ascii(role["business_details"]["name"], 100)},
         "party_id": role["party_id"],
         "country_code": role["country_code"],
     }

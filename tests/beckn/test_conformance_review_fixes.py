@@ -97,6 +97,7 @@ def test_a_min_price_is_one_charging_line_not_a_rounding_line(bap: Any, network:
         ("update", {"order": {"id": "ORD-X"}}, "message.update_target"),
         ("update", {"update_target": "fulfillment"}, "message.order"),
         ("confirm", {"order": None}, "message.order"),
+        ("cancel", {"order": {}}, "message.order_id"),  # an order object naming no id names no order
     ],
 )
 def test_a_message_without_what_its_action_requires_is_nacked(

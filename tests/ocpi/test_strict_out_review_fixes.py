@@ -12,7 +12,7 @@ import orjson
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
-from django.test import Client, RequestFactory
+from django.test import Client, RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -108,6 +108,7 @@ def test_the_reservation_admins_form_has_nothing_to_edit(rf: RequestFactory) -> 
         ("x" * 255, "x" * 255),
         ("x" * 256, "x" * 254 + "…"),
         ("\n" * 200, "\\n" * 127 + "…"),  # cut after escaping
+        ("a" * 251 + "\x1b" + "b" * 10, "a" * 251 + "…"),  # between escapes, never inside one ("\x1…")
     ],
 )
 def test_the_envelopes_status_message_is_printable_and_at_most_255_characters(message: str, sent: str) -> None:
@@ -183,6 +184,19 @@ def test_a_211_cpo_is_served_visual_number_and_issuer_in_ascii(ocpi: OcpiTestCli
     assert sent["UTF0001"]["issuer"] == "Electricite fine"
     assert "visual_number" not in sent["UTF0002"]
     assert sent["UTF0002"]["issuer"] == "IN EMS"  # our party: the issuer is required
+
+
+def test_211_ascii_spells_latin_letters_nfkd_leaves_whole() -> None:
+    token = TokenFactory(uid="UTF0004", visual_number="Łódź 7", issuer="Ørsted Straße")
+    wire = downgrade_token(token_as_ocpi(token))
+    assert (wire["visual_number"], wire["issuer"]) == ("Lodz 7", "Orsted Strasse")  # not "odz 7", "rsted Strae"
+
+
+@override_settings(OCPI_BUSINESS_NAME="Énergie Ouverte ⚡")  # a 2.2.1 string (emsp.E010 takes it)
+def test_our_name_in_211_credentials_is_printable_ascii() -> None:
+    from ocpi.credentials import our_credentials
+
+    assert our_credentials("t" * 64, "2.1.1")["business_details"]["name"] == "Energie Ouverte"
 
 
 def test_the_211_token_of_a_command_carries_ascii_too(partner: Partner) -> None:
