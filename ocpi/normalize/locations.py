@@ -120,7 +120,14 @@ def _time_zone(raw: dict[str, Any], out: dict[str, Any], ctx: Ctx, here: str | N
 
 
 def _location(
-    raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None, *, partial: bool, stamped: bool = True
+    raw: dict[str, Any],
+    ctx: Ctx,
+    cc: str | None,
+    pid: str | None,
+    *,
+    partial: bool,
+    stamped: bool = True,
+    stored_at: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     raw = canonical_fields(raw, LOCATION_FIELDS, "location", "", ctx, LOCATION_ALIASES)
     out: dict[str, Any] = {}
@@ -249,6 +256,8 @@ def _location(
         if fac is not None:
             out["facilities"] = fac
     here = _at_sea(out, ctx, latlon, partial=partial)
+    if here is None and latlon is None and stored_at is not None:
+        here = zone_from_coordinates(*stored_at)  # a PATCH of the zone alone: the clock where the site stands
     if not partial or "time_zone" in raw:
         _time_zone(raw, out, ctx, here, partial=partial)
     if get("opening_times") is not None:
@@ -292,8 +301,11 @@ def normalize_location(
     return collect(lambda ctx: _location(raw, ctx, country_code, party_id, partial=False))
 
 
-def normalize_location_patch(raw: dict, level: str) -> tuple[dict, list[Issue]]:
-    """A PATCH body for a Location/EVSE/Connector: only the fields present are normalised.
+def normalize_location_patch(
+    raw: dict, level: str, stored_at: tuple[float, float] | None = None
+) -> tuple[dict, list[Issue]]:
+    """A PATCH body for a Location/EVSE/Connector: only the fields present are normalised. `stored_at`: the stored
+    location's coordinates, against which a location PATCH's `time_zone` without coordinates is read.
 
     ``last_updated`` is required (mod_locations PATCH; ocpi/ocpi#355): Rejected with path "last_updated",
     which the receiver maps to OCPI 2001; only an ``Unstamped`` body (OCPI 2.1.1) may come without it, and is
@@ -309,7 +321,7 @@ def normalize_location_patch(raw: dict, level: str) -> tuple[dict, list[Issue]]:
 
     def patch(ctx: Ctx) -> dict[str, Any]:
         if level == "location":
-            return _location(raw, ctx, None, None, partial=True, stamped=stamped)
+            return _location(raw, ctx, None, None, partial=True, stamped=stamped, stored_at=stored_at)
         fn = read_evse if level == "evse" else read_connector
         out, _dt = fn(raw, "", ctx, None, partial=True)
         if stamped and "last_updated" not in out:

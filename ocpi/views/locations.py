@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 
 from emsp.datetimes import parse_utc
-from emsp.models import Connector, Evse, Location
+from emsp.models import Connector, Evse, Location, ci_key
 from emsp.services import catalogue, freshness
 from ocpi import rendering, transport
 from ocpi.normalize import (
@@ -140,7 +140,8 @@ class LocationReceiverView(OcpiView):
         else:
             patch_matches_url(body, id=location_id, country_code=country_code, party_id=party_id)
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
-        clean = self.accept(normalize_location_patch, body, object_id, level=level)
+        stored_at = self._stored_at(country_code, party_id, location_id, body) if level == "location" else None
+        clean = self.accept(normalize_location_patch, body, object_id, level=level, stored_at=stored_at)
         children = "evses" if level == "location" else "connectors" if level == "evse" else None
         try:
             if children is not None and children in body:
@@ -150,6 +151,16 @@ class LocationReceiverView(OcpiView):
         except catalogue.LocationNotHeld:  # moved to another connection since `_held`: nothing was written
             raise OcpiError(transport.UNKNOWN_LOCATION, "Unknown location", 404) from None
         return self._taken()
+
+    def _stored_at(
+        self, country_code: str, party_id: str, location_id: str, body: dict[str, Any]
+    ) -> tuple[float, float] | None:
+        """Where the stored location stands, for a PATCH of its time_zone without coordinates (the zone is read
+        against the clock there, as a PUT's is against its own coordinates). One lookup, only for such a PATCH."""
+        if "time_zone" not in body or "coordinates" in body:
+            return None
+        key = ci_key(country_code, party_id, location_id)
+        return Location.objects.filter(ocpi_key=key).values_list("latitude", "longitude").first()
 
     def _patch_one(
         self,

@@ -145,6 +145,24 @@ def test_a_patch_with_coordinates_and_a_zone_of_another_clock_is_corrected() -> 
     assert out["time_zone"] == "Asia/Yekaterinburg" and "time_zone_elsewhere" in codes(issues)
 
 
+@pytest.mark.django_db
+def test_a_patch_of_the_zone_alone_is_read_against_the_stored_coordinates(client_for: Any) -> None:
+    """A re-review: the rule held for a PUT and a PATCH with coordinates, not for a PATCH of the zone alone."""
+    cpo = client_for("BE", "BEC")
+    site = {**location(), "id": "LOC-TZ", "country_code": "BE", "party_id": "BEC", "time_zone": "Europe/Brussels"}
+    site["coordinates"] = {"latitude": "50.850346", "longitude": "4.351721"}  # Brussels
+    assert cpo.put("/ocpi/emsp/2.2.1/locations/BE/BEC/LOC-TZ", site).json()["status_code"] == 1000
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    answer = cpo.patch("/ocpi/emsp/2.2.1/locations/BE/BEC/LOC-TZ", {"time_zone": "America/Lima", "last_updated": stamp})
+
+    assert answer.json()["status_code"] == 1000
+    assert Location.objects.get(location_id="LOC-TZ").time_zone == "Europe/Brussels"
+    kept = cpo.patch("/ocpi/emsp/2.2.1/locations/BE/BEC/LOC-TZ", {"time_zone": "Europe/Paris", "last_updated": stamp})
+    assert kept.json()["status_code"] == 1000
+    assert Location.objects.get(location_id="LOC-TZ").time_zone == "Europe/Paris"  # the same clock: kept as named
+
+
 # --- 3. coordinates in open sea -------------------------------------------------------------------------------
 
 
