@@ -121,6 +121,8 @@ class SessionChange:
     old_status: str | None
     # Why the change was refused (the receiver answers OCPI 2001 with it); nothing was stored.
     refused: str = ""
+    # The session had only held a reservation before the change (bookings.only_held_reservation).
+    held_before: bool = False
 
 
 def _link_inputs(session: ChargingSession) -> tuple[Any, ...]:
@@ -232,7 +234,8 @@ def _after_save(change: SessionChange, *, links_kept: bool = False) -> None:
     # A session that only held a reservation answers no start and fulfils nothing (bookings.only_held_reservation);
     # going on from RESERVATION to charge, it answers the start on the reservation, which repeats its reference.
     held = bookings.only_held_reservation(session)
-    reserved_before = change.old_status == ChargingSession.Status.RESERVATION
+    # Held the reservation until now (RESERVATION, or ended unused until its energy came): the start is tied now.
+    reserved_before = change.old_status == ChargingSession.Status.RESERVATION or (change.held_before and not held)
     if session.authorization_reference and not held and (not links_kept or reserved_before):
         # A session that arrives after its START_SESSION timed out is still ours (ocpi/ocpi#475).
         started = commands.commands_of_reference(
@@ -377,12 +380,12 @@ def session_put(partner: Partner, obj: dict[str, Any], *, key: str = "", of_cdr:
         if rekeyed:  # made under its CDR's row (`_made_of_unnamed_cdr`): from now on under the CPO's key
             session.country_code, session.party_id, session.session_id = obj["country_code"], obj["party_id"], obj["id"]
             session.ocpi_key = key
-        old_status = session.status
+        old_status, held_before = session.status, bookings.only_held_reservation(session)
         kept = _apply(session, obj)
         update(session)
         if rekeyed:
             _cdrs_waiting_linked(session)  # as for a new session: those that named it, put off for it
-        change = SessionChange(session, created=False, applied=True, old_status=old_status)
+        change = SessionChange(session, created=False, applied=True, old_status=old_status, held_before=held_before)
         _after_save(change, links_kept=kept)
     return change
 
@@ -549,9 +552,10 @@ def session_patch(key: str, patch: dict[str, Any]) -> SessionChange | None:
         if added is not None:
             obj["charging_periods"] = _merged_periods(obj, added)
         obj = _billed_kept(session.data, obj)
+        held_before = bookings.only_held_reservation(session)
         kept = _apply(session, obj)
         update(session)
-        change = SessionChange(session, created=False, applied=True, old_status=old_status)
+        change = SessionChange(session, created=False, applied=True, old_status=old_status, held_before=held_before)
         _after_save(change, links_kept=kept)
     return change
 

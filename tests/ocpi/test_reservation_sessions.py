@@ -343,3 +343,18 @@ def test_a_cdr_with_energy_for_a_reservation_session_ended_without_it_settles_th
     assert not bookings.only_held_reservation(the_session())
     assert the_session().booking_id == booking.pk
     assert Reservation.objects.get().status == Reservation.Status.FULFILLED
+
+
+def test_energy_reported_after_the_completed_ties_the_start_as_one_patch_would(
+    peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, django_capture_on_commit_callbacks: Any
+) -> None:
+    capture = django_capture_on_commit_callbacks
+    booking = started_on_reservation(peer, evse, ocpi, partner, capture)
+    start = Command.objects.get(type=Command.Type.START_SESSION)
+    ended = reservation_session(booking, 600)["last_updated"]
+    patch(booking, 600, capture, status="COMPLETED", end_date_time=ended)  # COMPLETED first, its energy after
+    patch(booking, 610, capture, kwh=7.25)
+
+    booking.refresh_from_db()
+    assert (booking.state, the_session().booking_id) == (Booking.State.COMPLETED, booking.pk)
+    assert Command.objects.get(pk=start.pk).session_id == the_session().pk  # had stayed None
