@@ -646,8 +646,9 @@ def _listed_location(partner: Partner, party: tuple[str, str], seen: set[str]) -
     """The id of a location of `party` this pull listed, if any: one of its keys (`seen`), not one stored since
     the pull began. A location listed older than ours (an EVSE's stamped push moved ours past the CPO's own, its
     parent not bumped) is not stored again; where every listed one was, no control was found and nothing was
-    ever asked."""
-    held = Location.objects.filter(partner=partner, country_code=party[0], party_id=party[1])
+    ever asked. The oldest held first, the same every pull: in the table's order (PostgreSQL's moves as rows are
+    rewritten) the control was now and then one the CPO deleted after listing it, its 404 telling nothing."""
+    held = Location.objects.filter(partner=partner, country_code=party[0], party_id=party[1]).order_by("pk")
     for key, location_id in held.values_list("ocpi_key", "location_id").iterator(2000):
         if key in seen:
             return location_id
