@@ -47,6 +47,18 @@ def reservation_session(booking: Booking, seconds: int = 0, **fields: Any) -> di
     }  # fmt: skip
 
 
+def started_on_reservation(peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, capture: Any) -> Booking:
+    """Booked, reserved at the CPO (its Session of the reservation stored) and started on it, the start accepted."""
+    accepts(peer, "RESERVE_NOW", "START_SESSION", timeout=3600)
+    booking, reserve = book(evse, capture)
+    post_result(ocpi, reserve, {"result": "ACCEPTED"}, capture)
+    with capture(execute=True):
+        sessions.session_put(partner, reservation_session(booking))
+        bookings.booking_start(booking)
+    post_result(ocpi, Command.objects.get(type=Command.Type.START_SESSION), {"result": "ACCEPTED"}, capture)
+    return booking
+
+
 def the_session() -> ChargingSession:
     return ChargingSession.objects.get()
 
@@ -184,14 +196,8 @@ def test_a_no_show_whose_unused_reservation_session_completes_is_no_session_afte
 def test_the_reservations_session_going_active_is_the_charge(
     peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, django_capture_on_commit_callbacks: Any
 ) -> None:
-    accepts(peer, "RESERVE_NOW", "START_SESSION", timeout=3600)
-    booking, reserve = book(evse, django_capture_on_commit_callbacks)
-    post_result(ocpi, reserve, {"result": "ACCEPTED"}, django_capture_on_commit_callbacks)
-    with django_capture_on_commit_callbacks(execute=True):
-        sessions.session_put(partner, reservation_session(booking))
-        bookings.booking_start(booking)
+    booking = started_on_reservation(peer, evse, ocpi, partner, django_capture_on_commit_callbacks)
     start = Command.objects.get(type=Command.Type.START_SESSION)
-    post_result(ocpi, start, {"result": "ACCEPTED"}, django_capture_on_commit_callbacks)
 
     patch(booking, 30, django_capture_on_commit_callbacks, status="ACTIVE", kwh=0.5)
     booking.refresh_from_db()
@@ -298,17 +304,6 @@ def test_a_refusal_of_the_reservation_of_a_booking_waiting_for_its_driver_still_
 
 
 # --- a re-review: the CDR of a reservation's session that charged --------------------------------------------------
-
-
-def started_on_reservation(peer: FakePeer, evse: Evse, ocpi: OcpiTestClient, partner: Partner, capture: Any) -> Booking:
-    accepts(peer, "RESERVE_NOW", "START_SESSION", timeout=3600)
-    booking, reserve = book(evse, capture)
-    post_result(ocpi, reserve, {"result": "ACCEPTED"}, capture)
-    with capture(execute=True):
-        sessions.session_put(partner, reservation_session(booking))
-        bookings.booking_start(booking)
-    post_result(ocpi, Command.objects.get(type=Command.Type.START_SESSION), {"result": "ACCEPTED"}, capture)
-    return booking
 
 
 def cdr_of(booking: Booking) -> dict[str, Any]:
