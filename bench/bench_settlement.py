@@ -3,9 +3,10 @@
 Usage: .venv/bin/python bench/bench_settlement.py [--cdrs 1000000] [--keep]
 Fills a fresh database `emsp_bench_settlement` with CDRs of 4 CPOs over 3 months (one CPO half of them, in
 two currencies), each with its audit (2 % mismatches with a dispute, some needing review, 0.5 % voiding credit
-CDRs) and a driver receipt for 90 %, generated in SQL. Then times `settlement_compute` for one month of the big
-CPO, the whole report (`manage.py settlement_report --all-partners` over the 3 months, computed and written as
-CSV), and the big CPO's per-CDR CSV for its month.
+CDRs), a driver receipt for 90 % and the ledger billing posts for them (charges, captures, credits: about 5.4 M
+lines), generated in SQL. Then times the ledger's side of the settlement (`_ledger_payable`) and
+`settlement_compute` for one month of the big CPO, the whole report (`manage.py settlement_report
+--all-partners` over the 3 months, computed and written as CSV), and the big CPO's per-CDR CSV for its month.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django_env import machine, setup
 
@@ -50,11 +51,11 @@ def fill(total: int) -> None:
             INSERT INTO billing_cdr (partner_id, country_code, party_id, cdr_id, ocpi_key, session_id,
                 start_date_time, end_date_time, currency, total_cost_excl_vat, total_cost_incl_vat, total_energy,
                 total_time, location_id, evse_uid, token_uid, credit, credit_reference_id, last_updated, data,
-                received_at)
+                received_at, total_cost_taxes)
             SELECT p.id, 'IN', p.party_id, 'B' || g, 'in*' || lower(p.party_id) || '*b' || g, 'S' || g,
                 ts - interval '1 hour', ts, CASE WHEN g %% 10 = 0 THEN 'INR' ELSE 'EUR' END,
                 amount, round(amount * 1.19, 4), round((g %% 600) / 10.0 + 1, 4), 1,
-                'LOC' || g %% 1000, 'LOC' || g %% 1000 || '-E1', 'TOK' || g %% 50000, false, '', ts, '{}', ts
+                'LOC' || g %% 1000, 'LOC' || g %% 1000 || '-E1', 'TOK' || g %% 50000, false, '', ts, '{}', ts, '[]'
             FROM generate_series(1, %(n)s) g
             JOIN emsp_partner p ON p.id = (%(slots)s::bigint[])[1 + g %% 20]
             CROSS JOIN LATERAL (
@@ -71,11 +72,11 @@ def fill(total: int) -> None:
             INSERT INTO billing_cdr (partner_id, country_code, party_id, cdr_id, ocpi_key, session_id,
                 start_date_time, end_date_time, currency, total_cost_excl_vat, total_cost_incl_vat, total_energy,
                 total_time, location_id, evse_uid, token_uid, credit, credit_reference_id, credited_cdr_id,
-                last_updated, data, received_at)
+                last_updated, data, received_at, total_cost_taxes)
             SELECT partner_id, country_code, party_id, cdr_id || '-C', ocpi_key || '-c', session_id,
                 start_date_time, end_date_time, currency, -total_cost_excl_vat, -total_cost_incl_vat,
                 total_energy, total_time, location_id, evse_uid, token_uid, true, cdr_id, id, last_updated, data,
-                received_at
+                received_at, total_cost_taxes
             FROM billing_cdr WHERE id %% 199 = 7 ORDER BY id LIMIT %(n)s
             """,
             {"n": credits},
@@ -126,9 +127,139 @@ def fill(total: int) -> None:
             """,
             {},
         )
+    ledger(connection)
     with connection.cursor() as cursor:
-        for table in ("billing_cdr", "billing_cdraudit", "billing_dispute", "billing_driverreceipt"):
+        for table in (
+            "billing_cdr",
+            "billing_cdraudit",
+            "billing_dispute",
+            "billing_driverreceipt",
+            "billing_ledgerentry",
+            "billing_ledgerline",
+        ):
             cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+def ledger(connection: Any) -> None:
+    """What billing posts for these CDRs, in the ledger's shape (billing/services/postings.py): a `charge` entry
+    per receipted CDR (the driver's receivable debited, the CPO party's payable credited with its cost, the fee and
+    its VAT to revenue and tax) and a `capture` (clearing debited, the receivable credited), a `credit` entry per
+    credit CDR (its payable debited back), and a `credit` per credited dispute (`dispute:<pk>`). Seeded with the
+    triggers off, as bench_reconciliation does; the trial balance is checked after. settlement's
+    `ledger_payable` reads this."""
+    from billing.models import LedgerAccount
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT p.party_id, c.currency FROM billing_cdr c JOIN emsp_partner p ON p.id = c.partner_id"
+        )
+        pairs = cursor.fetchall()
+        for party, currency in pairs:
+            for code, kind in (
+                (f"cpo:IN*{party}:payable", "LIABILITY"),
+                ("driver:bench:receivable", "ASSET"),
+                ("clearing:razorpay", "ASSET"),
+                ("revenue:fees", "REVENUE"),
+                ("tax:VAT-18", "LIABILITY"),
+            ):
+                LedgerAccount.objects.get_or_create(code=code, currency=currency, defaults={"kind": kind})
+        cursor.execute("SET session_replication_role = replica")  # seeding only: the triggers and FK checks off
+        cursor.execute(
+            """
+            CREATE TEMP TABLE bench_acct (party text, currency text, payable bigint, receivable bigint,
+                clearing bigint, fees bigint, tax bigint)
+            """
+        )
+        for party, currency in pairs:
+            cursor.execute(
+                "INSERT INTO bench_acct SELECT %s, %s, "
+                "(SELECT id FROM billing_ledgeraccount WHERE code = %s AND currency = %s), "
+                "(SELECT id FROM billing_ledgeraccount WHERE code = 'driver:bench:receivable' AND currency = %s), "
+                "(SELECT id FROM billing_ledgeraccount WHERE code = 'clearing:razorpay' AND currency = %s), "
+                "(SELECT id FROM billing_ledgeraccount WHERE code = 'revenue:fees' AND currency = %s), "
+                "(SELECT id FROM billing_ledgeraccount WHERE code = 'tax:VAT-18' AND currency = %s)",
+                [party, currency, f"cpo:IN*{party}:payable", currency, currency, currency, currency, currency],
+            )
+        # Minor units: both currencies have 2 decimals.
+        cursor.execute(
+            """
+            WITH e AS (
+                INSERT INTO billing_ledgerentry (posted_at, event, memo, reference, idempotency_key)
+                SELECT r.created_at, 'charge', '', 'cdr:' || r.cdr_id, 'cdr:' || r.cdr_id || ':charge'
+                FROM billing_driverreceipt r JOIN billing_cdr c ON c.id = r.cdr_id WHERE NOT c.credit ORDER BY r.cdr_id
+                RETURNING id, reference)
+            INSERT INTO billing_ledgerline (entry_id, account_id, amount_minor)
+            SELECT e.id, x.account, x.amount FROM e
+            JOIN billing_driverreceipt r ON 'cdr:' || r.cdr_id = e.reference
+            JOIN billing_cdr c ON c.id = r.cdr_id
+            JOIN emsp_partner p ON p.id = c.partner_id
+            JOIN bench_acct a ON a.party = p.party_id AND a.currency = c.currency
+            CROSS JOIN LATERAL (SELECT round(c.total_cost_incl_vat * 100)::bigint AS cost,
+                round(r.fee_excl_vat * 100)::bigint AS fee, round(r.fee_vat * 100)::bigint AS vat) m
+            CROSS JOIN LATERAL (VALUES (a.receivable, m.cost + m.fee + m.vat), (a.payable, -m.cost),
+                (a.fees, -m.fee), (a.tax, -m.vat)) x(account, amount)
+            WHERE x.amount <> 0
+            """
+        )
+        cursor.execute(
+            """
+            WITH e AS (
+                INSERT INTO billing_ledgerentry (posted_at, event, memo, reference, idempotency_key)
+                SELECT r.created_at, 'capture', '', 'payment:' || r.cdr_id, 'payment:' || r.cdr_id || ':capture'
+                FROM billing_driverreceipt r JOIN billing_cdr c ON c.id = r.cdr_id WHERE NOT c.credit ORDER BY r.cdr_id
+                RETURNING id, reference)
+            INSERT INTO billing_ledgerline (entry_id, account_id, amount_minor)
+            SELECT e.id, x.account, x.amount FROM e
+            JOIN billing_driverreceipt r ON 'payment:' || r.cdr_id = e.reference
+            JOIN billing_cdr c ON c.id = r.cdr_id
+            JOIN emsp_partner p ON p.id = c.partner_id
+            JOIN bench_acct a ON a.party = p.party_id AND a.currency = c.currency
+            CROSS JOIN LATERAL (SELECT round(c.total_cost_incl_vat * 100)::bigint + round(r.fee_excl_vat * 100)::bigint
+                + round(r.fee_vat * 100)::bigint AS total) m
+            CROSS JOIN LATERAL (VALUES (a.clearing, m.total), (a.receivable, -m.total)) x(account, amount)
+            WHERE m.total <> 0
+            """
+        )
+        # Credit CDRs give the CPO's payable back; credited disputes likewise (dispute:<pk>).
+        cursor.execute(
+            """
+            WITH e AS (
+                INSERT INTO billing_ledgerentry (posted_at, event, memo, reference, idempotency_key)
+                SELECT c.received_at, 'credit', '', 'cdr:' || c.id, 'cdr:' || c.id || ':credit'
+                FROM billing_cdr c WHERE c.credit ORDER BY c.id
+                RETURNING id, reference)
+            INSERT INTO billing_ledgerline (entry_id, account_id, amount_minor)
+            SELECT e.id, x.account, x.amount FROM e
+            JOIN billing_cdr c ON 'cdr:' || c.id = e.reference
+            JOIN emsp_partner p ON p.id = c.partner_id
+            JOIN bench_acct a ON a.party = p.party_id AND a.currency = c.currency
+            CROSS JOIN LATERAL (SELECT round(-c.total_cost_incl_vat * 100)::bigint AS back) m
+            CROSS JOIN LATERAL (VALUES (a.payable, m.back), (a.receivable, -m.back)) x(account, amount)
+            WHERE m.back <> 0
+            """
+        )
+        cursor.execute(
+            """
+            WITH e AS (
+                INSERT INTO billing_ledgerentry (posted_at, event, memo, reference, idempotency_key)
+                SELECT d.resolved_at, 'credit', '', 'dispute:' || d.id, 'dispute:' || d.id || ':credit'
+                FROM billing_dispute d WHERE d.state = 'CREDITED' ORDER BY d.id
+                RETURNING id, reference)
+            INSERT INTO billing_ledgerline (entry_id, account_id, amount_minor)
+            SELECT e.id, x.account, x.amount FROM e
+            JOIN billing_dispute d ON 'dispute:' || d.id = e.reference
+            JOIN emsp_partner p ON p.id = d.partner_id
+            JOIN bench_acct a ON a.party = p.party_id AND a.currency = d.currency
+            CROSS JOIN LATERAL (SELECT round(d.difference * 100)::bigint AS back) m
+            CROSS JOIN LATERAL (VALUES (a.payable, m.back), (a.receivable, -m.back)) x(account, amount)
+            WHERE m.back <> 0
+            """
+        )
+        cursor.execute("SET session_replication_role = DEFAULT")
+        cursor.execute("SELECT COALESCE(SUM(amount_minor), 0), COUNT(*) FROM billing_ledgerline")
+        balance, lines = cursor.fetchone()
+        assert balance == 0, f"the seeded ledger does not balance: {balance}"
+        print(f"   ledger: {lines:,} lines, trial balance 0")
 
 
 def timed(label: str, func: Callable[[], T]) -> tuple[float, T]:
@@ -151,6 +282,7 @@ def main() -> None:
 
     from billing.models import Cdr, Settlement
     from billing.services.settlement import (
+        _ledger_payable,
         next_month,
         period_cdrs,
         settlement_cdrs_csv,
@@ -168,6 +300,10 @@ def main() -> None:
 
     for attempt in (1, 2):
         print(f"-- run {attempt}")
+        timed(
+            "ledger_payable alone, one month of the big CPO (the ledger's side of the settlement)",
+            lambda: _ledger_payable(big.pk, october, next_month(october)),
+        )
         _, rows = timed(
             "settlement_compute, one month of the big CPO",
             lambda: settlement_compute(partner=big, period_start=october),

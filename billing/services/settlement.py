@@ -400,9 +400,12 @@ def _ledger_payable(partner_id: int | None, period_start: date, period_end: date
     disputes = Dispute.objects.filter(cdr__in=cdrs.values("pk")).annotate(
         ref=Concat(Value("dispute:"), Cast("pk", CharField()))
     )
+    # One IN over both lists, not an OR of two: PostgreSQL can't make `IN (a) OR IN (b)` a join and tests each
+    # line against the lists instead, and a list past work_mem is searched line by line (a big CPO's month at
+    # 1 M CDRs: 170,000 references against 460,000 payable lines, minutes); one IN is a hashed semi-join.
     rows = (
         LedgerLine.objects.filter(account__code__in=list(partner_of))
-        .filter(Q(entry__reference__in=Subquery(references)) | Q(entry__reference__in=Subquery(disputes.values("ref"))))
+        .filter(entry__reference__in=references.union(disputes.values("ref"), all=True))
         .exclude(entry__event__in=("settlement_payout", "reversal:settlement_payout"))
         .order_by()
         .values("account__code", "account__currency")
