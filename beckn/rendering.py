@@ -276,9 +276,10 @@ def _minor_text(amount_minor: int, currency: str) -> str:
     return format(from_minor(amount_minor, currency), "f")
 
 
-def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any]]:
-    """A quote's payment before any Payment exists (orders booked outside Beckn, older journeys)."""
-    amount = quote.price
+def payments_block(quote: Quote, status: str = "NOT-PAID", *, owed: Decimal | None = None) -> list[dict[str, Any]]:
+    """A quote's payment before any Payment exists (orders booked outside Beckn, older journeys): the quote's price,
+    or `owed` once the order ended without a charge (`ended_quote_block`)."""
+    amount = quote.price if owed is None else owed
     return [
         {
             "id": f"PAY-{quote.pk}",
@@ -291,12 +292,15 @@ def payments_block(quote: Quote, status: str = "NOT-PAID") -> list[dict[str, Any
     ]
 
 
-def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None) -> Decimal:
+def payment_amount(
+    payment: Payment, *, quote: Quote | None, receipt: DriverReceipt | None = None, owed: Decimal | None = None
+) -> Decimal:
     """What a payment is for, as the app is shown it: what it took once captured, or released before it carried
     a bill (a released hold took nothing: a bill that came after the release is asked for with a balance payment
     of its own, which shows it; shown on both, the app read the bill as owed twice), else the bill once the CDR is
     in (`receipt`, the order's standing bill: final_receipt; also a hold released after the bill, whose capture
-    failed: the bill is still owed), else what the driver authorises (the quote plus the margin) or, an app
+    failed: the bill is still owed), else, the order having ended without a charge, what it owes (`owed`: the
+    cancellation fee, `ended_quote_block`), else what the driver authorises (the quote plus the margin) or, an app
     collecting, the quote."""
     released_unbilled = payment.status == Payment.Status.RELEASED and payment.billed_minor is None
     if released_unbilled or payment.status in (
@@ -305,6 +309,10 @@ def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverRece
         Payment.Status.REFUNDED,
     ):
         return from_minor(payment.captured_minor, payment.currency)
+    if owed is not None and receipt is None and payment.billed_minor is None:
+        # Nothing was charged: the quote is not owed. An app that collects (the quote, before the bill) had read the
+        # whole price as due, its prepayment as kept, where an order we collect for showed its released hold as 0.
+        return owed
     if receipt is not None and (payment.billed_minor is None or payment.collected_by == Payment.CollectedBy.BAP):
         # What an app collects is the bill the order stands at: after a credit CDR voided it, nothing (the charge's
         # billed figure changes with a new bill only, not with a credit).
@@ -316,9 +324,12 @@ def payment_amount(payment: Payment, *, quote: Quote | None, receipt: DriverRece
     return from_minor(payments.hold_minor(payment, quote), payment.currency)
 
 
-def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt | None) -> list[dict[str, Any]] | None:
+def order_payments(
+    booking: Booking, quote: Quote | None, receipt: DriverReceipt | None, *, owed: Decimal | None = None
+) -> list[dict[str, Any]] | None:
     """The order's payments: each Payment of the booking (the charge, and a balance asked for after a bill
-    above its hold), with the bill as the charge's amount once the CDR is in."""
+    above its hold), with the bill as the charge's amount once the CDR is in; `owed` for an order that ended
+    without a charge (`ended_without_charge_owes`)."""
     rows = list(booking.payments.order_by("pk")) if booking.pk else []
     if not rows:
         return None
@@ -329,12 +340,37 @@ def order_payments(booking: Booking, quote: Quote | None, receipt: DriverReceipt
     return [
         payment_block(
             payment,
-            amount=payment_amount(payment, quote=quote, receipt=receipt),
+            amount=payment_amount(payment, quote=quote, receipt=receipt, owed=owed),
             agreement=agreement,
             payable=payable,
         )
         for payment in rows
     ]
+
+
+def ended_without_charge_owes(booking: Booking, receipt: DriverReceipt | None) -> Decimal | None:
+    """What an order that ended without a charge (cancelled before charging, a no-show, a start that failed: no
+    session, no bill) owes: the cancellation fee our terms set (bookings.cancellation_fee, the `cancellation_terms`
+    told: none before charging); None for any other order, which owes its quote or its bill."""
+    if receipt is not None or booking.is_active or not payments.ended_without_charge(booking):
+        return None
+    return bookings.cancellation_fee(booking)
+
+
+# The one line of an ended order's quotation (`ended_quote_block`), in the quote's kebab-case titles.
+CANCELLATION_FEE_TITLE = "cancellation-fee"
+
+
+def ended_quote_block(booking: Booking, quote: Quote, owed: Decimal) -> dict[str, Any]:
+    """The quotation of an order that ended without a charge: its price is what it owes (`owed`, the cancellation
+    fee), that fee its one line. The accepted quote, shown unchanged, had told an app collecting from its driver the
+    whole price was still due after a free cancel. A quotation of its own (its id), not the accepted one changed."""
+    price = price_block(owed, quote.currency)
+    return {
+        "id": quotation_id("ended", booking.pk),
+        "price": price,
+        "breakup": [{"title": CANCELLATION_FEE_TITLE, "price": dict(price)}],
+    }
 
 
 def cancellation_terms(currency: str) -> list[dict[str, Any]]:
@@ -409,10 +445,13 @@ def order_block(
     }
     payment_status = booking.payment_status if booking.payment_status in ("PAID", "NOT-PAID") else "NOT-PAID"
     receipt = final_receipt(booking)
-    ours = order_payments(booking, booking.quote, receipt)
+    owed = ended_without_charge_owes(booking, receipt)
+    ours = order_payments(booking, booking.quote, receipt, owed=owed)
     if ours is not None:
         if receipt is not None:
             order["quote"] = final_quote_block(receipt)
+        elif booking.quote is not None and owed is not None:
+            order["quote"] = ended_quote_block(booking, booking.quote, owed)
         elif booking.quote is not None:
             order["quote"] = quote_block(booking.quote, accepted=True)
         order["payments"] = ours
@@ -431,8 +470,12 @@ def order_block(
             }
         ]
     elif booking.quote is not None:
-        order["quote"] = quote_block(booking.quote, accepted=True)
-        order["payments"] = payments_block(booking.quote, payment_status)
+        order["quote"] = (
+            quote_block(booking.quote, accepted=True)
+            if owed is None
+            else ended_quote_block(booking, booking.quote, owed)
+        )
+        order["payments"] = payments_block(booking.quote, payment_status, owed=owed)
     if booking.is_active and booking.quote is not None:
         order["cancellation_terms"] = cancellation_terms(booking.quote.currency)
     billing = _billing_of(booking, txn)

@@ -333,9 +333,15 @@ def booking_stop(booking: Booking) -> Command | None:
     driver changed their mind at once) is recorded (STOPPING, no command yet) and sent when the session
     arrives (on_session_changed). A stop before any start went out (the start was waiting for the CPO's answer
     to the reservation), or after the CPO refused the start, cancels the booking: nothing was started. Returns the
-    command sent now, or None."""
-    session = current_session(booking)
+    command sent now, or None.
+
+    The booking is locked before its session and state are read, as booking_cancel (and a start) lock it: a CPO's PUT
+    of the session ACTIVE holds the booking's row (on_session_changed) until it commits, and a stop at that moment
+    waits for it, then finds the session and the booking CHARGING. Read before the lock, the session was not there
+    yet, the stop waited to move a STARTING booking that was CHARGING by then, and was refused: the charge went on."""
     with transaction.atomic():
+        booking = Booking.objects.select_for_update().get(pk=booking.pk)
+        session = current_session(booking)
         if session is None and booking.state == Booking.State.STARTING and not _start_standing(booking):
             # Still waiting for the CPO's answer to the reservation, or the CPO refused the start: nothing was
             # started, so nothing to stop.

@@ -1,28 +1,36 @@
 """A booking's order after it was confirmed, as a review found it: a charger the CPO sends again without a
 valid connector, a payment authorised after a no-show, a cancel after the CPO refused the start, the running
-cost the driver is shown, and an update of an order we don't know."""
+cost the driver is shown, an update of an order we don't know, a stop sent as the CPO reports the session ACTIVE,
+an order id ending in a control character, and what an order that ended without a charge owes."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from billing.models import Payment
+from beckn import tasks
+from billing.models import BapAgreement, Payment
 from billing.payments.gateway import AUTHORISED, Checkout, WebhookEvent
 from billing.services import payments
 from emsp.models import Booking, ChargingSession, Command, Connector, Driver, Evse, Partner, Reservation
 from emsp.services import booking_checks, bookings
 from emsp.services.commands import command_result_received
 from emsp.services.sessions import session_put
+from tests.beckn import test_order_races as races
+from tests.beckn import test_update_crash_safety as crash_safety
 from tests.beckn.bap import BAP_ID
 from tests.beckn.test_actions import confirm, init, item_of, last, select
 from tests.beckn.test_payments_journey import BILL, CPO_INCL, start
 from tests.billing import provider_standin as standin
 from tests.fakes import FakePeer
+from tests.races import Holds, at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -307,3 +315,124 @@ def test_a_cancel_not_possible_names_the_path_the_request_used(bap: Any) -> None
     Booking.objects.filter(order_id=order_id).update(state=Booking.State.COMPLETED)
     bap("cancel", {"order": {"id": order_id}})
     assert last(bap, "on_cancel")["error"]["paths"] == "message.order.id"
+
+
+# --- 6. a stop sent just as the CPO reports the session ACTIVE ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_a_stop_as_the_cpo_reports_the_session_active_stops_the_charge(
+    bap: Any, network: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop read the session before it locked the booking: the PUT's session, not committed yet, was not there,
+    so the stop waited to move a STARTING booking, found it CHARGING and was refused (50002); the charge went on."""
+    booking = crash_safety.ordered(bap)
+    with bap.capture(execute=True):
+        tasks.handle_request.apply(("update", crash_safety.update_body(bap, booking, crash_safety.START)))
+    start_command = Command.objects.get(booking=booking, type=Command.Type.START_SESSION)
+    holds, moved, stopped = Holds(), threading.Event(), threading.Event()
+    on_session_changed = bookings.on_session_changed
+
+    def held_after_the_move(session: ChargingSession) -> Booking | None:
+        moved_on = on_session_changed(session)  # the booking CHARGING, its row locked until the PUT commits
+        moved.set()
+        holds.until_the_other_moves(stopped)
+        return moved_on
+
+    monkeypatch.setattr(bookings, "on_session_changed", held_after_the_move)
+    message = orjson.loads(crash_safety.update_body(bap, booking, crash_safety.STOP))["message"]
+    stop = races.body(bap, "update", message)
+
+    def stop_then() -> None:
+        assert moved.wait(20)
+        races.handle("update", stop, done=stopped)()
+
+    failures = at_once(
+        stop_then, lambda: races.reported(network, booking, start_command, ChargingSession.Status.ACTIVE)
+    )
+
+    assert not failures and not races.failed_requests(), (failures, races.failed_requests())
+    assert holds.given_up == 0
+    booking.refresh_from_db()
+    assert booking.state == Booking.State.STOPPING
+    assert Command.objects.filter(booking=booking, type=Command.Type.STOP_SESSION).count() == 1
+    answer = races.answers("on_update")[-1]
+    assert "error" not in answer, answer["error"]
+
+
+# --- 7. an order id ending in a control character ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["\x1f", "\x1c", "\x85", "\x0b"])
+def test_a_cancel_of_an_order_id_ending_in_a_control_character_cancels_nothing(bap: Any, suffix: str) -> None:
+    """str.strip() drops these (\\x1c-\\x1f, \\x0b, \\x85) before the control-character check: the id was read as
+    the order it ends, which was cancelled, and on_cancel named another id than the one asked for."""
+    order_id = ordered(bap)
+    bap("cancel", {"order_id": order_id + suffix})
+    error = last(bap, "on_cancel")["error"]
+    assert (error["code"], error["paths"]) == ("30000", "message.order_id")
+    assert Booking.objects.get(order_id=order_id).state == Booking.State.CONFIRMED
+
+
+@pytest.mark.parametrize("action", ["status", "track"])
+def test_status_and_track_of_an_order_id_ending_in_a_control_character_are_refused(bap: Any, action: str) -> None:
+    order_id = ordered(bap)
+    bap(action, {"order_id": order_id + "\x1f"})
+    assert last(bap, f"on_{action}")["error"]["code"] == "30000"
+
+
+def test_an_order_id_with_spaces_around_it_is_still_the_order(bap: Any) -> None:
+    order_id = ordered(bap)
+    bap("status", {"order_id": f" {order_id} "})
+    shown = last(bap, "on_status")
+    assert "error" not in shown, shown["error"]
+    assert shown["message"]["order"]["id"] == order_id
+
+
+# --- 8. an order that ended without a charge owes nothing ----------------------------------------------------------
+
+
+def cancelled_free(order: dict[str, Any]) -> None:
+    """The order as an app must read it once it ended without a charge: nothing to pay, and the lines say why."""
+    quote = order["quote"]
+    assert quote["price"] == {"currency": "INR", "value": "0.00"}
+    assert [line["title"] for line in quote["breakup"]] == ["cancellation-fee"]
+    assert sum(Decimal(line["price"]["value"]) for line in quote["breakup"]) == Decimal(quote["price"]["value"])
+    assert [payment["params"]["amount"] for payment in order["payments"]] == ["0.00"]
+
+
+def test_an_order_the_app_prepaid_then_cancelled_owes_nothing(bap: Any) -> None:
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True, finder_fee_percent=Decimal("2"))
+    select(bap, item_of(bap))
+    init(bap)
+    order = confirm(bap)["message"]["order"]
+    order_id, price = order["id"], order["quote"]["price"]["value"]
+    params = {"amount": price, "currency": "INR", "transaction_id": "UPI-1"}
+    paid = {"id": order_id, "payments": [{"status": "PAID", "params": params}]}
+    bap("update", {"update_target": "order.payments", "order": paid})
+    assert "error" not in last(bap, "on_update")
+    bap("cancel", {"order_id": order_id})
+    cancelled = last(bap, "on_cancel")["message"]["order"]  # valid core 1.1.0 (`last`)
+    assert cancelled["status"] == "CANCELLED"
+    cancelled_free(cancelled)
+    bap("status", {"order_id": order_id})
+    cancelled_free(last(bap, "on_status")["message"]["order"])
+
+
+def test_an_order_the_app_collects_after_the_charge_cancelled_owes_nothing(bap: Any) -> None:
+    BapAgreement.objects.create(bap_id=BAP_ID, collects=True, finder_fee_percent=Decimal("2"))
+    order_id = ordered(bap)
+    bap("cancel", {"order_id": order_id})
+    cancelled = last(bap, "on_cancel")["message"]["order"]
+    cancelled_free(cancelled)
+    assert (cancelled["payments"][0]["type"], cancelled["payments"][0]["status"]) == ("POST-FULFILLMENT", "NOT-PAID")
+
+
+@pytest.mark.we_collect
+def test_an_order_we_collect_for_cancelled_owes_nothing_either(bap: Any, gateway: CheckoutStandin) -> None:
+    order_id = ordered(bap)
+    bap("cancel", {"order_id": order_id})
+    cancelled = last(bap, "on_cancel")["message"]["order"]
+    cancelled_free(cancelled)
+    assert "url" not in cancelled["payments"][0]
