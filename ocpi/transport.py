@@ -753,18 +753,26 @@ class OcpiView(APIView):
         self, normalize: Normalizer, body: dict[str, Any], country_code: str, party_id: str, object_id: str
     ) -> dict[str, Any]:
         """A whole CPO-owned object PUT at /{country_code}/{party_id}/{object_id}: the party must be the
-        caller's, and the body's id and party those of the URL (a missing id is taken from it)."""
+        caller's, and the body's id and party those of the URL (a missing id is taken from it).
+
+        The party is compared as the normaliser reads it, not as the body spells it: it takes camelCase
+        `countryCode`/`partyId` (canonical_fields) and an alpha-3 country for the party too, and the stores key the
+        object on what it read. Checked on the raw snake_case keys only, a camelCase party had put a session over
+        another partner's and stored a tariff under a party nobody holds (as ocpi/sync.py::ingest_page checks)."""
         self.require_own_party(country_code, party_id)
         body = body_with_url_id(body, "id", object_id)
-        object_matches_url(body, "country_code", country_code)
-        object_matches_url(body, "party_id", party_id)
-        return self.accept(normalize, body, object_id, country_code=country_code, party_id=party_id)
+        clean, issues = normalized(normalize, body, country_code=country_code, party_id=party_id)
+        patch_matches_url(clean, id=object_id, country_code=country_code, party_id=party_id)
+        if issues:  # only for an object taken: a refused one is the 2001, not a finding
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        return clean
 
 
 def patch_matches_url(body: dict[str, Any], **url_ids: str) -> None:
     """A PATCH body that repeats its object's ids (some CPOs send the whole object) must name the object of the
     URL, as a PUT must (transport_and_format: a differing id is 2001); a PATCH never moves an object to another
-    id or party. Fields left out are fine: a PATCH holds only what changed."""
+    id or party. Fields left out are fine: a PATCH holds only what changed. Asked of the normalised object too
+    (`accept_party_object`), where a camelCase `countryCode` has become `country_code`."""
     for field, url_value in url_ids.items():
         object_matches_url(body, field, url_value)
 

@@ -45,11 +45,11 @@ def tariff_put(
     partner: Partner, obj: dict[str, Any], *, holders: dict[str, int] | None = None, audit_waiting: bool = True
 ) -> tuple[Tariff, bool, bool]:
     """Create or replace a tariff. Returns (tariff, created, applied); an older version is ignored. Raises
-    PartyNotHeld where the database grants its party to another connection. `holders`: the parties' holders
-    already read (`party_holders`, a page's in one query). A tariff stored has the CDRs of its party audited
-    without a tariff audited again, by a task after the commit (`audit_waiting`; tariffs_store queues one for
-    its page). Queued best effort: a broker that is down loses the task (a warning) and fails no PUT, which
-    stored the tariff; the beat's audit_cdrs_awaiting_tariffs finds those CDRs."""
+    PartyNotHeld where the database grants its party to another connection than the writer's, or to none.
+    `holders`: the parties' holders already read (`party_holders`, a page's in one query). A tariff stored has
+    the CDRs of its party audited without a tariff audited again, by a task after the commit (`audit_waiting`;
+    tariffs_store queues one for its page). Queued best effort: a broker that is down loses the task (a warning)
+    and fails no PUT, which stored the tariff; the beat's audit_cdrs_awaiting_tariffs finds those CDRs."""
     key = tariff_key(obj["country_code"], obj["party_id"], obj["id"])
     last_updated = parse_utc(obj["last_updated"])
     start, end = obj.get("start_date_time"), obj.get("end_date_time")
@@ -69,9 +69,12 @@ def tariff_put(
                 # meanwhile is seen (the page's read, made before, would take it back).
                 holders = party_holders({(obj["country_code"], obj["party_id"])})
             holder = holders.get(party)
-            if holder is not None and holder != partner.pk:
-                raise PartyNotHeld(f"{party} is granted to another connection")
-            taken = tariff is not None and holder is not None
+            if holder != partner.pk:
+                # Also a party no connection holds: a partner's own party is held as its PartnerParty too
+                # (Partner.save), so none of its parties is missing here. Stored all the same, a tariff of a party
+                # nobody holds had been kept under the writer (a camelCase party past the receiver's check).
+                raise PartyNotHeld(f"{party} is not granted to this connection")
+            taken = tariff is not None
         if tariff is not None and last_updated < tariff.last_updated:
             if taken:
                 tariff.partner = partner

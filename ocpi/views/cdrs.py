@@ -46,10 +46,11 @@ class CdrReceiverView(OcpiView):
         body = self.json_object()
         # A CDR without its party is the sender's: the party behind a hub that routed it, else the partner's.
         sender = self.from_party or (self.partner.country_code, self.partner.party_id)
-        country_code = str(body.get("country_code") or sender[0])
-        party_id = str(body.get("party_id") or sender[1])
-        self.require_own_party(country_code, party_id)
-        clean, issues = normalized(normalize_cdr, body, country_code=country_code, party_id=party_id)
+        clean, issues = normalized(normalize_cdr, body, country_code=sender[0], party_id=sender[1])
+        # The party as read, which the CDR is stored under: a camelCase `countryCode`/`partyId` (checked on the raw
+        # snake_case keys, another party's CDR id had been taken first, and its own refused) or an alpha-3 country
+        # (refused as unknown, though it is the caller's party) is the normalised `country_code`/`party_id`.
+        self.require_own_party(clean["country_code"], clean["party_id"])
         record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
         stored = records.cdr_store(self.partner, clean)
         if stored.changed_fields:

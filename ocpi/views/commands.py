@@ -14,7 +14,9 @@ from emsp.models import Command
 from emsp.services import commands
 from ocpi import hub, transport
 from ocpi.enums import COMMAND_RESULT_TYPES
+from ocpi.normalize import Issue
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
+from ocpi.quality import record_issues
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
@@ -35,7 +37,10 @@ class CommandResultView(OcpiView):
         party = hub.command_party(row) if row is not None else None
         if row is None or (party is not None and not self.routed_for(*party)):  # through a hub: from its party
             raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
-        commands.command_result_received(row, command_result(body))
+        result, issues = command_result(body)
+        if issues:
+            record_issues(self.partner, self.module, [(str(row.uid), i) for i in issues])
+        commands.command_result_received(row, result)
         return ocpi_response()
 
 
@@ -46,17 +51,22 @@ def _uuid_or_none(value: str) -> str | None:
         return None
 
 
-def command_result(body: dict[str, Any]) -> dict[str, Any]:
-    """mod_commands CommandResult {result, message?: DisplayText[]}: exactly that is kept, or 2001."""
+def command_result(body: dict[str, Any]) -> tuple[dict[str, Any], list[Issue]]:
+    """mod_commands CommandResult {result, message?: DisplayText[]}: exactly that is kept, with the findings;
+    an unknown result is 2001. The message is optional and only shown: one that is no DisplayText (a plain
+    string, a number) reads as none (commands.result_messages), with a finding. Refused with 2001, the result
+    itself had been lost: the command stayed ACCEPTED."""
     result = body.get("result")
     result_type = result.strip().upper() if isinstance(result, str) else ""
     if result_type not in COMMAND_RESULT_TYPES:
         raise OcpiError(transport.INVALID_PARAMETERS, f"result: unknown CommandResultType {str(result)[:40]!r}")
     clean: dict[str, Any] = {"result": result_type}
+    issues: list[Issue] = []
     messages = body.get("message")
     if messages is not None and not isinstance(messages, (dict, list)):
-        raise OcpiError(transport.INVALID_PARAMETERS, "message: a list of DisplayText expected")
+        found = f"message: a list of DisplayText expected, got {type(messages).__name__}; dropped"
+        issues.append(Issue(path="message", code="invalid_type", message=found, fixed=False))
     texts = commands.display_texts(messages)  # capped as the synchronous CommandResponse's is (ocpi/gateway.py)
     if texts:
         clean["message"] = texts
-    return clean
+    return clean, issues

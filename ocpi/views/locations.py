@@ -22,7 +22,16 @@ from ocpi.normalize import (
     normalize_location_patch,
 )
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
-from ocpi.transport import SERVER_ERROR, OcpiError, OcpiView, body_with_url_id, ocpi_response, patch_matches_url
+from ocpi.quality import record_issues
+from ocpi.transport import (
+    SERVER_ERROR,
+    OcpiError,
+    OcpiView,
+    body_with_url_id,
+    normalized,
+    ocpi_response,
+    patch_matches_url,
+)
 from ocpi.versions import v230
 
 
@@ -141,7 +150,17 @@ class LocationReceiverView(OcpiView):
             patch_matches_url(body, id=location_id, country_code=country_code, party_id=party_id)
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         stored_at = self._stored_at(country_code, party_id, location_id, body) if level == "location" else None
-        clean = self.accept(normalize_location_patch, body, object_id, level=level, stored_at=stored_at)
+        clean, issues = normalized(normalize_location_patch, body, level=level, stored_at=stored_at)
+        # Again as read (a camelCase `countryCode` is the normalised `country_code`): location_patch stores the
+        # fields over the location's, and a PATCH never moves it to another party.
+        if connector_id:
+            patch_matches_url(clean, id=connector_id)
+        elif evse_uid:
+            patch_matches_url(clean, uid=evse_uid)
+        else:
+            patch_matches_url(clean, id=location_id, country_code=country_code, party_id=party_id)
+        if issues:
+            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
         children = "evses" if level == "location" else "connectors" if level == "evse" else None
         try:
             if children is not None and children in body:

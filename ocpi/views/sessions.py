@@ -61,6 +61,8 @@ class SessionReceiverView(OcpiView):
         self.require_own_party(country_code, party_id)
         patch_matches_url(body, id=session_id, country_code=country_code, party_id=party_id)
         clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
+        # Again as read: a camelCase `countryCode` naming another party is the normalised `country_code`.
+        patch_matches_url(clean, id=session_id, country_code=country_code, party_id=party_id)
         # Found and changed under one lock (the session read once, not once here and again to change it).
         change = sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean)
         if change is None:

@@ -55,8 +55,8 @@ class TariffReceiverView(OcpiView):
         try:
             return records.tariff_put(self.partner, clean)
         except records.PartyNotHeld:
-            # Granted to another connection since this partner's parties were read (cached for seconds): nothing
-            # was written, and the answer is the one a fresh read gives.
+            # Granted to another connection (or taken back) since this partner's parties were read (cached for
+            # seconds): nothing was written, and the answer is the one a fresh read gives.
             raise OcpiError(transport.CLIENT_ERROR, "Unknown party for this token", 404) from None
 
     @property
