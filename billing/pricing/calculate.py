@@ -20,7 +20,6 @@ from .periods import (
     TARIFF_ID,
     ChargingPeriod,
     Record,
-    is_reservation_only,
     parse_period_records,
     periods_from_ocpi,
     records_from_periods,
@@ -231,14 +230,6 @@ def price_cdr(
         # started after energy flowed, so durations count from the first period.
         warnings.append("periods_outside_start_end_date_time")
         session_start = periods[0][START]
-    if is_reservation_only(periods[0]):
-        # mod_cdrs: a CDR's start_date_time is "the start of the reservation" when there was one, which "ends
-        # when the driver starts charging" (mod_tariffs); min/max_duration are what "the Charging Session MUST
-        # last". So durations count from the first period that is not the reservation's, as quote() and
-        # price_periods(reservation_start=...) count them. An expired reservation (no such period) keeps the start.
-        charging = next((p for p in periods if not is_reservation_only(p)), None)
-        if charging is not None:
-            session_start = charging[START]
     return price_core(
         tariff,
         periods,

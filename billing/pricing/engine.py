@@ -28,7 +28,6 @@ from .periods import (
     TARIFF_ID,
     TIME_US,
     Record,
-    is_reservation_only,
 )
 from .result import (
     CONTEXT,
@@ -278,6 +277,9 @@ def _price(
 
     # A reservation-only period belongs to the reservation, not the charging session. When nothing
     # but reservation time exists, the reservation expired (ReservationRestrictionType).
+    def is_reservation_only(r: Record) -> bool:
+        return bool(r[RESERVATION_US]) and not (r[ENERGY_KWH] or r[TIME_US] or r[PARKING_US])
+
     has_charging = any(not is_reservation_only(p) for p in periods)
     reservation = tariff.reserved if has_charging else tariff.expired
     r_time, r_flat = reservation[TIME], reservation[FLAT]
@@ -569,31 +571,25 @@ def _apply_step_sizes(lines: list[_Line]) -> None:
     """step_size per mod_cdrs [bf]: once per session on totals, extra added to the last period.
 
     - ENERGY: total billed energy rounded up to the step of the last ENERGY component used.
-    - TIME and PARKING_TIME together: only the dimension of the last time-based line is rounded, with that
-      line's step, and the extra goes to that line (tariff_14 #3 [bf]: the step of the last time-based
-      component, the extra on the last period with a time-based dimension; ocpi/ocpi#289: "The step_size
-      rounds only the last time based TariffDimension"). A session that parks last rounds parking and leaves
-      charging time as it is (tariff_14 example #1: 0.55, #3: 0.73 per ocpi/ocpi#546); one that charges last,
-      after parking, rounds charging time and not parking; one without parking rounds TIME (tariff_14
-      example #2: 35 -> 45 min). Lines are in session order (periods in order, and within one period TIME
-      before PARKING_TIME), so the last such line is the last in time.
+    - TIME and PARKING_TIME together: when a PARKING_TIME component was used, the parking total is
+      rounded with the last parking component's step and charging time is not rounded at all
+      (tariff_14 example #1: 0.55, #3: 0.73 per ocpi/ocpi#546); otherwise the TIME total is rounded
+      with the last TIME component's step (tariff_14 example #2: 35 -> 45 min).
     - Reservation TIME is its own quantity (tariff_16: 13 -> 15 min with the reservation step).
     Switching elements of one dimension never rounds in between (CDRtext: 4.3 + 1.1 -> 5.5 kWh).
     """
     last: dict[str, _Line] = {}
     totals: dict[str, Decimal] = {}
-    time_based = TIME
     for line in lines:
         category = line.category
         if category in (FLAT, RESERVATION_FLAT):
             continue
         last[category] = line
         totals[category] = totals.get(category, ZERO) + line.volume
-        if category in (TIME, PARKING_TIME):
-            time_based = category
     if not last:
         return
-    for category in (ENERGY, RESERVATION_TIME, time_based):
+    targets = [ENERGY, RESERVATION_TIME, PARKING_TIME if PARKING_TIME in last else TIME]
+    for category in targets:
         line = last.get(category)
         if line is None:
             continue
