@@ -88,6 +88,8 @@ AUDIT_FLAGS = (
     "inexact_reprice",
     "unknown_token",
     "currency_differs",
+    "token_differs",
+    "tariff_currency_differs",
     TARIFF_NEWER,
     VOIDED,
     RELEASED,

@@ -4,8 +4,10 @@ the partner's tolerance opens a dispute; a CDR we cannot tie to a session, tarif
 review, never dropped (one without a tariff is audited again once its tariff comes); a credit CDR nets against
 the CDR it corrects. A CDR of another eMSP's token or of a token of ours we don't hold, a bill whose amount with
 VAT is below the one without, a CDR in another currency than its charge's payment, session or original, a credit
-beyond what its original billed, and a second CDR of a charge whose first no credit CDR voided are held for
-review: no driver is billed or refunded for them, and no dispute is opened."""
+beyond what its original billed or naming another driver's token than its original billed, and a second CDR of a
+charge whose first no credit CDR voided are held for review: no driver is billed or refunded for them, and no
+dispute is opened. A CDR in another currency than the tariff it is priced with is for review, not disputed: our
+price is no figure in its currency."""
 
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Upper
 from django.utils import timezone
 
 from billing import metrics, pricing
 from billing.models import Cdr, CdrAudit, Dispute, DriverReceipt, Payment, Tariff
+from billing.money import minor_units
 from billing.services import disputes, payments
 from billing.services.driver_pricing import (
     cdr_token_of_ours,
@@ -68,8 +71,10 @@ SUBTOTALS = (
 # with VAT below the total without, a currency other than its booking's payment's, its session's or its
 # original's (billed, an EUR figure was captured as INR), a credit of an original we don't hold or beyond what
 # the original billed, a second CDR of one charge (its session or booking) whose first no credit CDR voided, a
-# credit of a CDR that is itself held (it billed nobody: there is nothing to give back). A held CDR is audited
-# REVIEW whatever its price: no dispute is opened for it, and no dispute excuses it in a settlement.
+# credit of a CDR that is itself held (it billed nobody: there is nothing to give back), a credit naming a token of
+# ours of another driver than the one its original billed (refunded, that driver got the money back while the one
+# who paid still owed the voided charge). A held CDR is audited REVIEW whatever its price: no dispute is opened for
+# it, and no dispute excuses it in a settlement.
 HELD = frozenset(
     {
         "foreign_token",
@@ -80,12 +85,20 @@ HELD = frozenset(
         "over_credit",
         "duplicate_session_cdr",
         "original_held",
+        "token_differs",
     }
 )
 
+# A CDR in another currency than the tariff the engine priced it with (its `currency_mismatch` warning): our price
+# is in the tariff's currency, no figure to weigh the CPO's against (500 INR against 5.00 EUR had opened a dispute
+# of 495 INR). Not held: its currency is checked against its charge's money (`_check_currency`, which holds a CDR
+# in another one), so the driver is billed as the CPO priced it, as for a CDR we can't price, and the audit is
+# for staff to look at (and accept as billed).
+TARIFF_CURRENCY = "tariff_currency_differs"
+
 # Flags of a CDR that is no bill to us (or not one we can weigh in its currency): a difference from our price is
 # not disputed with the CPO.
-NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr", "currency_differs"})
+NOT_DISPUTED = frozenset({"foreign_token", "duplicate_session_cdr", "currency_differs", TARIFF_CURRENCY})
 
 # A CDR without tariffs of its own whose periods name none we hold: for review, billed as the CPO priced it. Audited
 # again once its tariff comes (`cdr_audit_late_tariff`).
@@ -205,6 +218,32 @@ def _inexact(result: pricing.PriceResult) -> bool:
     return any(warning.split(":", 1)[0] in INEXACT_WARNINGS for warning in result.warnings)
 
 
+def _priced_in_another_currency(result: pricing.PriceResult) -> bool:
+    """Whether the engine priced the CDR with a tariff in another currency than the CDR's (calculate.py)."""
+    return any(warning.split(":", 1)[0] == "currency_mismatch" for warning in result.warnings)
+
+
+def agrees(theirs: Decimal, ours: Decimal, currency: str, tolerance: Decimal) -> bool:
+    """Whether the CPO's amount agrees with our price: within the partner's tolerance (`audit_tolerance`, in the
+    CDR's currency), or our exact price rounded to the currency's minor unit, up or down.
+
+    Our price is exact; the CPO states amounts rounded to the currency's minor unit, each (sub-)total on its own,
+    by a rule we are not told (OCPI leaves rounding to law, contract and currency: half up, up, down). A figure
+    that is a whole number of minor units less than one unit from ours is such a rounding, a correct bill. For a
+    currency without decimals (JPY, KRW, CLP) the error is up to a whole unit, and a fixed 0.01 had disputed
+    nearly every correct bill (306 JPY against our 305.8236). Rounded ours up or down, not a tolerance of one
+    unit: for a two-decimal currency whatever this adds lies within the default 0.01 already (EUR is weighed as
+    before), and a partner's tolerance set below a cent still disputes 4.005 against our 4.00."""
+    difference = abs(theirs - ours)
+    if difference <= tolerance:
+        return True
+    try:
+        unit = Decimal(1).scaleb(-minor_units(currency))
+    except ValueError:  # not an ISO 4217 code we know: the tolerance alone
+        return False
+    return difference < unit and theirs % unit == 0
+
+
 # A flag that records, and holds nothing: a hold staff overruled (billing/services/held_cdrs.py).
 RELEASED = "released_by_staff"
 # A flag that records, and holds nothing: staff accepted the CPO's bill of a CDR in review or unpriceable, and
@@ -253,7 +292,6 @@ def _audit_priced(
     `tariffs_newer`: the tariffs we hold were updated after the charge began (a late tariff's audit,
     `cdr_audit_late_tariff`), so a difference may be the CPO's later price, not an overcharge. `voided`: credit
     CDRs already voided the CDR (a late tariff's audit): a difference is recorded (VOIDED), not disputed."""
-    terms = partner_terms(cdr.partner)
     values: dict[str, Any] = {"currency": cdr.currency, "cpo_breakdown": _cpo_breakdown(cdr), "time_zone": zone or ""}
     if not tariffs:
         values.update(status=CdrAudit.Status.REVIEW, flags=flags, our_breakdown={}, error="no tariff to price with")
@@ -264,6 +302,8 @@ def _audit_priced(
         flags.append("unpriceable")
         values.update(status=CdrAudit.Status.UNPRICEABLE, flags=flags, our_breakdown={}, error=f"{exc.path}: {exc}")
         return _save(cdr, values)
+    if _priced_in_another_currency(result) and TARIFF_CURRENCY not in flags:
+        flags.append(TARIFF_CURRENCY)
     ours = result.to_dict(max_periods=STORED_PERIODS)
     beyond = implausible_amount(result.total_cost.excl_vat, result.total_cost.incl_vat)
     if beyond is not None:
@@ -278,8 +318,10 @@ def _audit_priced(
             error=f"our price {beyond} is beyond what one charge can cost: the tariff is implausible",
         )
         return _save(cdr, values)
-    differences = _differences(cdr, result)
-    mismatch = any(abs(d) > terms.audit_tolerance for d in differences.values())
+    compared = _compared(cdr, result)
+    differences = {key: theirs - mine for key, (theirs, mine) in compared.items()}
+    tolerance = partner_terms(cdr.partner).audit_tolerance
+    mismatch = any(not agrees(theirs, mine, cdr.currency, tolerance) for theirs, mine in compared.values())
     computed_excl = result.total_cost.excl_vat
     values.update(
         computed_excl_vat=computed_excl,
@@ -435,9 +477,9 @@ def _mark_withdrawn(original: Cdr) -> None:
             CdrAudit.objects.filter(pk=row.pk).update(flags=[*(row.flags or []), WITHDRAWN])
 
 
-def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
-    """CPO minus ours, excl. and incl. VAT, for every (sub-)total the CPO stated."""
-    out: dict[str, Decimal] = {}
+def _compared(cdr: Cdr, result: pricing.PriceResult) -> dict[str, tuple[Decimal, Decimal]]:
+    """The CPO's amount and ours, excl. and incl. VAT, for every (sub-)total the CPO stated."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
     for field in SUBTOTALS:
         stated = cdr.data.get(field)
         if not isinstance(stated, dict):
@@ -448,7 +490,7 @@ def _differences(cdr: Cdr, result: pricing.PriceResult) -> dict[str, Decimal]:
             mine = getattr(ours, part) if ours is not None else Decimal("0")
             if theirs is None or mine is None:
                 continue
-            out[f"{field}.{part}"] = theirs - mine
+            out[f"{field}.{part}"] = (theirs, mine)
     return out
 
 
@@ -489,6 +531,8 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
             # Its original billed a driver, but no token of ours has its uid: its refund would reach nobody (no
             # receipt), while the CPO's statement took the credit off.
             flags.append("unknown_token")
+        elif "foreign_token" not in flags and _token_differs(cdr, original):
+            flags.append("token_differs")
         original_audit = CdrAudit.objects.filter(cdr=original).only("flags").first()
         held = original_audit is not None and HELD.intersection(original_audit.flags or [])
         if held and not DriverReceipt.objects.filter(cdr=original).exists():
@@ -511,21 +555,45 @@ def _audit_credit(cdr: Cdr) -> CdrAudit:
     if withdrawing and _withdrawn(original, CdrAudit.objects.filter(cdr=original).first()):
         _mark_withdrawn(original)
         audit.flags = CdrAudit.objects.get(cdr=cdr).flags
-    _dispute_settled_by_credits(original, cdr)
+    if audit.status == CdrAudit.Status.CREDIT:
+        # A held credit refunded nobody: it settles no dispute (one had moved to CREDITED, and nobody got the
+        # difference back).
+        _dispute_settled_by_credits(original, cdr)
     return audit
 
 
+def _refunding_credits(original: Cdr) -> QuerySet[Cdr]:
+    """The original's credit CDRs that gave money back: audited CREDIT (not held), in the original's currency."""
+    return Cdr.objects.filter(
+        credited_cdr=original, credit=True, audit__status=CdrAudit.Status.CREDIT, currency__iexact=original.currency
+    )
+
+
 def _dispute_settled_by_credits(original: Cdr, credit: Cdr) -> None:
-    """The original's open dispute is settled by `credit` when the original and its credit CDRs now net to our
-    price (within the partner's tolerance)."""
+    """The original's open dispute is settled by `credit` when the original and the credit CDRs that gave money
+    back (`_refunding_credits`) now net to our price (as `agrees` weighs a CDR's amounts). A held credit, or
+    one in another currency, refunded nobody: counted, a held −1.00 INR credit had closed a 1.00 EUR dispute as
+    CREDITED, its credit limit 0, and nobody got the difference back."""
     dispute = Dispute.objects.filter(cdr=original, state__in=Dispute.OPEN_STATES).first()
     original_audit = CdrAudit.objects.filter(cdr=original).first()
     if dispute is not None and original_audit is not None and original_audit.computed_excl_vat is not None:
-        net = original.total_cost_excl_vat + sum(
-            (c.total_cost_excl_vat for c in Cdr.objects.filter(credited_cdr=original)), Decimal("0")
-        )
-        if abs(net - original_audit.computed_excl_vat) <= partner_terms(original.partner).audit_tolerance:
+        given_back = _refunding_credits(original).values_list("total_cost_excl_vat", flat=True)
+        net = original.total_cost_excl_vat + sum(given_back, Decimal("0"))
+        tolerance = partner_terms(original.partner).audit_tolerance
+        if agrees(net, original_audit.computed_excl_vat, original.currency, tolerance):
             disputes.dispute_settled_by_credit_cdr(dispute=dispute, credit_cdr=credit)
+
+
+def _token_differs(credit: Cdr, original: Cdr) -> bool:
+    """Whether a credit CDR names a token of ours of another driver than the one its original's receipt billed
+    (mod_cdrs: the credit is "for the first CDR", of the same charge). Refunded, the credit went to that other
+    driver's account while the one who paid still owed the charge the CPO voided. An original without a receipt
+    billed nobody (`original_held`); one whose driver is gone has no driver to compare with: held too."""
+    token = cdr_token_of_ours(credit)
+    if token is None:
+        return False
+    payers = list(DriverReceipt.objects.filter(cdr=original).values_list("driver_id", flat=True))
+    return bool(payers) and payers[0] != token.driver_id
 
 
 def _credited(cdr: Cdr) -> Cdr | None:
@@ -872,7 +940,7 @@ def cdrs_process_due(now: datetime | None = None, limit: int = 500) -> list[int]
 
 # The flags a late tariff's audit looks up afresh, as a first audit does. Every other flag of the first audit stands
 # as it was (a hold, a staff member's release): the bill was decided by them, and a tariff changes none of it.
-LOOKED_UP = frozenset({"no_session", "unknown_location", NO_TARIFF})
+LOOKED_UP = frozenset({"no_session", "unknown_location", NO_TARIFF, TARIFF_CURRENCY})
 
 # How much later than a tariff's arrival (its received_at) a CDR's audit may be timed and still have missed it: a
 # CDR processed while the tariff was being stored read the tariffs before the tariff's commit, but is timed after
@@ -991,7 +1059,7 @@ def cdr_audit_late_tariff(cdr_id: int) -> CdrAudit | None:
             cdr, flags, zone, [t.data for t in tariffs], tariffs_newer=newer, voided=voided_by_credits(cdr)
         )
         if audit.status == CdrAudit.Status.MISMATCH:
-            credit = Cdr.objects.filter(credited_cdr=cdr, credit=True, processed_at__isnull=False).order_by("pk").last()
+            credit = _refunding_credits(cdr).filter(processed_at__isnull=False).order_by("pk").last()
             if credit is not None:
                 _dispute_settled_by_credits(cdr, credit)
     return audit
@@ -1072,8 +1140,9 @@ class Acceptance:
 def acceptance_refusal(cdr: Cdr, audit: CdrAudit | None) -> str:
     """Why staff may not accept this CDR as billed, "" when they may: only a processed CDR whose audit is in
     REVIEW or UNPRICEABLE without a held flag (no_session, no_tariff, unknown_location, inexact_reprice,
-    tax_rate_unknown, unpriceable), whose driver was billed (its receipt) and which no open dispute is about. A
-    held CDR billed nobody: accepted, its settlement would pay the CPO what the ledger never booked."""
+    tax_rate_unknown, tariff_currency_differs, unpriceable), whose driver was billed (its receipt) and which no
+    open dispute is about. A held CDR billed nobody: accepted, its settlement would pay the CPO what the ledger never
+    booked."""
     if cdr.processed_at is None:
         return "it is not processed yet: its audit decides first"
     if audit is None:

@@ -7,10 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import Cdr, CdrAudit, Dispute, DisputeEvent
+from billing.money import round_money
 from billing.services import payments
 
 
@@ -19,7 +20,7 @@ class DisputeStateError(Exception):
 
 
 class DisputeCreditError(ValueError):
-    """A credit larger than what is left to credit on the dispute."""
+    """A credit larger than what is left to credit on the dispute, or smaller than the currency's smallest unit."""
 
 
 def dispute_credit_limit(dispute: Dispute) -> Decimal:
@@ -27,10 +28,20 @@ def dispute_credit_limit(dispute: Dispute) -> Decimal:
     opened), less what the CPO's processed credit CDRs for the charge already gave back (each was refunded to
     the driver; one that doesn't bring the amounts within tolerance leaves the dispute open). A dispute where
     the CPO billed no more than we did (an undercharge, or a sub-total mismatch with equal totals) has nothing
-    to credit."""
-    given_back = Cdr.objects.filter(credited_cdr_id=dispute.cdr_id, credit=True, processed_at__isnull=False).aggregate(
-        total=Sum("total_cost_excl_vat")
-    )["total"]
+    to credit. Only credits that gave money back count: not held by their audit (REVIEW: it refunded nobody) and
+    in the dispute's currency (−1.00 INR is no 1.00 EUR given back). Counted, a held credit had left nothing to
+    credit while nobody got the difference back. (A processed credit has its audit, written in the same
+    transaction as its processed_at: CREDIT when it gave money back.)"""
+    given_back = (
+        Cdr.objects.filter(
+            credited_cdr_id=dispute.cdr_id,
+            credit=True,
+            processed_at__isnull=False,
+            currency__iexact=dispute.currency,
+        )
+        .filter(Q(audit__isnull=True) | Q(audit__status=CdrAudit.Status.CREDIT))
+        .aggregate(total=Sum("total_cost_excl_vat"))["total"]
+    )
     return max(dispute.difference + (given_back or Decimal("0")), Decimal("0"))  # credit CDRs are negative
 
 
@@ -122,6 +133,17 @@ def dispute_resolve_with_credit(
     the way the driver paid (billing/services/payments.py::dispute_credit) — in the same transaction."""
     if amount <= 0:
         raise ValueError("the credit must be a positive amount")
+    cdr = dispute.cdr
+    with_vat = amount
+    if cdr.total_cost_incl_vat is not None and cdr.total_cost_excl_vat > 0:
+        with_vat = amount * cdr.total_cost_incl_vat / cdr.total_cost_excl_vat
+    if _below_smallest_unit(amount, dispute.currency) or _below_smallest_unit(with_vat, dispute.currency):
+        # payments.dispute_credit rounds the refund to the currency's minor unit and posts nothing below it: the
+        # dispute had moved to CREDITED, nobody was refunded, and the rest could never be credited.
+        raise DisputeCreditError(
+            f"a credit of {amount} {dispute.currency} is less than the currency's smallest unit once rounded: "
+            "nothing would be refunded"
+        )
     with transaction.atomic():
         _disputed_cdr_locked(dispute)
         limit = dispute_credit_limit(dispute)
@@ -141,10 +163,6 @@ def dispute_resolve_with_credit(
             note=note or f"credit {amount} {dispute.currency}",
             credit_amount=amount,
         )
-        cdr = dispute.cdr
-        with_vat = amount
-        if cdr.total_cost_incl_vat is not None and cdr.total_cost_excl_vat > 0:
-            with_vat = amount * cdr.total_cost_incl_vat / cdr.total_cost_excl_vat
         payments.dispute_credit(
             cdr_id=cdr.pk,
             amount=with_vat,
@@ -153,6 +171,15 @@ def dispute_resolve_with_credit(
             borne_by_cpo=borne_by_cpo,
         )
     return dispute
+
+
+def _below_smallest_unit(amount: Decimal, currency: str) -> bool:
+    """Whether an amount rounds to nothing in the currency's minor unit, as payments.dispute_credit rounds it (a
+    currency we don't know the minor unit of is left to it)."""
+    try:
+        return round_money(amount, currency) <= 0
+    except ValueError:
+        return False
 
 
 def _disputed_cdr_locked(dispute: Dispute) -> None:
