@@ -24,6 +24,7 @@ from django.utils import timezone
 from billing.admin_links import ReadOnly, admin_link, audit_of
 from billing.models import CdrAudit, Dispute, DisputeEvent, PartnerTerms
 from billing.services import disputes as dispute_services
+from billing.services.audit import agrees
 from emsp.services.staff import staff_action_record
 
 # (key in the CDR / in our PriceResult.to_dict(), label) — the rows of the side-by-side table.
@@ -79,6 +80,22 @@ class BreakdownRow:
         ]
 
 
+def _beyond(
+    values: tuple[Decimal | None, Decimal | None, Decimal | None],
+    diff: Decimal | None,
+    currency: str,
+    tolerance: Decimal,
+) -> bool:
+    """Is this part of the bill a difference, as the audit weighs one (audit.agrees: within the tolerance, or our
+    price rounded to the currency's minor unit)? A bill in whole yen that the audit accepted had been highlighted."""
+    if diff is None:
+        return False
+    theirs, mine = values[0], values[1]
+    if theirs is not None and mine is not None:
+        return not agrees(theirs, mine, currency, tolerance)
+    return abs(diff) > tolerance
+
+
 def breakdown_rows(audit: CdrAudit, tolerance: Decimal) -> list[BreakdownRow]:
     """The CPO's (sub-)totals next to ours. Differences are the audit's own (CPO minus ours) where it stated
     them; a dimension we did not bill counts as 0 when the CPO billed it, as in the audit."""
@@ -110,7 +127,7 @@ def breakdown_rows(audit: CdrAudit, tolerance: Decimal) -> list[BreakdownRow]:
                 ours_incl=values["incl_vat"][1],
                 diff_excl=diffs["excl_vat"],
                 diff_incl=diffs["incl_vat"],
-                beyond_tolerance=any(d is not None and abs(d) > tolerance for d in diffs.values()),
+                beyond_tolerance=any(_beyond(values[part], d, audit.currency, tolerance) for part, d in diffs.items()),
             )
         )
     return rows

@@ -43,6 +43,7 @@ from django.utils import timezone
 from billing.models import (
     BapAgreement,
     Cdr,
+    CdrAudit,
     Dispute,
     DriverReceipt,
     LedgerAccount,
@@ -1021,7 +1022,11 @@ def dispute_credit_uncovered(original: Cdr, *, exclude: Cdr | None = None) -> De
         return sum(lines.values_list("amount_minor", flat=True))
 
     borne, netted = on_payable(*keys), 0
-    credits = Cdr.objects.filter(credited_cdr=original, credit=True, processed_at__isnull=False)
+    # Credits that refunded: one held for review (token_differs, over_credit, …) posted nothing and covers nothing;
+    # counted, it had let the CPO's next credit CDR of the same overcharge refund the driver a second time.
+    credits = Cdr.objects.filter(credited_cdr=original, credit=True, processed_at__isnull=False).filter(
+        Q(audit__status=CdrAudit.Status.CREDIT) | Q(audit__isnull=True)
+    )
     for credit in credits.exclude(pk=exclude.pk if exclude is not None else None):
         gives_back = round_money(-(credit.total_cost_incl_vat or credit.total_cost_excl_vat), currency)
         netted += max(0, to_minor(gives_back, currency) - on_payable(f"cdr:{credit.pk}:credit"))

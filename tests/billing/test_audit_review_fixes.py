@@ -235,3 +235,48 @@ def test_the_spec_example_billed_in_whole_yen_is_not_disputed(spec_example: Call
     assert audit.computed_excl_vat is not None and abs(audit.computed_excl_vat - Decimal("306")) < 1
     assert audit.status != CdrAudit.Status.MISMATCH
     assert not Dispute.objects.exists()
+
+
+# -- A re-review of these fixes --------------------------------------------------------------------------------
+
+
+def _after_a_dispute_credit(partner: Partner, *, held_first: bool) -> tuple[Decimal, Decimal]:
+    """The driver's and the CPO's balances after a dispute credit of 1.00, then the CPO's credit CDR of the same
+    overcharge, with or without a first credit CDR held (token_differs) in between."""
+    original = processed_original(partner)  # billed 6.00 / 6.60, we price it 5.00: disputed 1.00
+    payer = DriverReceipt.objects.get(cdr=original).driver
+    disputes.dispute_resolve_with_credit(dispute=Dispute.objects.get(cdr=original), user=None, amount=Decimal("1.00"))
+    if held_first:
+        other = TokenFactory(uid="TOKEN-OTHER-DRIVER")
+        body = credit_body(partner, "ORIG", "ORIG-C1", 1.0, 1.1)
+        body["cdr_token"] = {**body["cdr_token"], "uid": other.uid}
+        held = store(partner, body)
+        cdr_process(held.pk)
+        assert "token_differs" in CdrAudit.objects.get(cdr=held).flags
+    credit = store(partner, credit_body(partner, "ORIG", "ORIG-C2", 1.0, 1.1))
+    cdr_process(credit.pk)
+    assert CdrAudit.objects.get(cdr=credit).status == CdrAudit.Status.CREDIT
+    return (
+        balance(accounts.driver_receivable(payer.pk, "EUR")),
+        balance(accounts.cpo_payable(f"{partner.country_code}*{partner.party_id}", "EUR")),
+    )
+
+
+def test_a_held_credit_cdr_does_not_cover_a_dispute_credit_so_the_next_refunds_once(cpo: Partner) -> None:
+    # A held credit posted nothing, but had counted as netting the dispute credit: the CPO's real credit CDR then
+    # refunded the driver the overcharge a second time (2.20 for 1.10), at the CPO's cost both times.
+    # Billed 6.60; the dispute credit gave 1.10 back; the credit CDR of the same 1.10 nets against it (nothing more
+    # refunded): the driver owes 5.50 and the CPO is owed 5.50, as without the held credit (4.40 each before).
+    assert _after_a_dispute_credit(cpo, held_first=True) == (Decimal("5.50"), Decimal("-5.50"))
+
+
+def test_without_a_held_credit_the_credit_cdr_nets_against_the_dispute_credit_as_before(cpo: Partner) -> None:
+    assert _after_a_dispute_credit(cpo, held_first=False) == (Decimal("5.50"), Decimal("-5.50"))
+
+
+def test_the_dispute_page_marks_no_part_of_a_bill_in_whole_yen_beyond_the_tolerance(cpo: Partner) -> None:
+    from billing.admin_disputes import breakdown_rows
+
+    audit = cdr_audit(store(cpo, yen_cdr(cpo, "CDR-JPY", (306.0, 336.0))))
+    assert audit.status != CdrAudit.Status.MISMATCH
+    assert not any(row.beyond_tolerance for row in breakdown_rows(audit, Decimal("0.01")))
