@@ -38,6 +38,9 @@ ISSUE_CODES: dict[str, str] = {
         "tabs and line breaks in a one-line field made spaces"
     ),
     "missing_required": "F required text missing; empty string used",
+    "null_string": (
+        "D text 'null' or 'undefined' (any case) read as JSON null: an optional field absent, a required one missing"
+    ),
     # enums
     "enum_case": "F enum/code value with wrong case or surrounding whitespace",
     "enum_synonym": "F vendor spelling mapped to the OCPI enum (e.g. 'GB/T (DC)' -> GBT_DC)",

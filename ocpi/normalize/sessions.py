@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.money import MAX_AMOUNT, stored_amount
+from billing.pricing.calculate import MAX_PERIODS
 from emsp.datetimes import parse_text
 from emsp.time_zones import iana_zone
 from ocpi import enums
@@ -124,6 +125,9 @@ MAX_SPAN = timedelta(days=31)
 PERIOD_TOLERANCE = timedelta(hours=1)
 # A price's incl_vat may fall this much below its excl_vat: one rounded to cents, the other to 4 decimals.
 VAT_ROUNDING = 0.01
+# mod_sessions §"Session": RESERVATION is the enum value; the module's own prose says "status = RESERVED"
+# (../shared/docs/ocpi-notes.md §5), and a CPO that wrote what it read had its reservation sessions refused.
+_SESSION_STATUS = enums.EnumTable(enums.SESSION_STATUSES, {**enums.SESSION_STATUS_SYNONYMS, "RESERVED": "RESERVATION"})
 _CDR_PRICES = (
     "total_fixed_cost",
     "total_energy_cost",
@@ -417,14 +421,22 @@ def _session(
         if cur is None:
             raise Rejected("currency", f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency")
         out["currency"] = cur
-    if get("charging_periods") is not None:
-        out["charging_periods"] = _charging_periods(get("charging_periods"), "charging_periods", ctx)
+    periods = get("charging_periods")
+    if isinstance(periods, list) and len(periods) > MAX_PERIODS:
+        # Refused before any is read (the work of one body stays bounded): a session holds at most what the
+        # pricing engine estimates (billing/pricing MAX_PERIODS; emsp/services/sessions.py keeps the same bound
+        # on the periods its PATCHes add up to).
+        raise Rejected(
+            "charging_periods", f"{len(periods)} charging periods; at most {MAX_PERIODS}", code="too_many_periods"
+        )
+    if periods is not None:
+        out["charging_periods"] = _charging_periods(periods, "charging_periods", ctx)
     cost = _amount(raw, "total_cost", ctx)
     if cost is not None:
         out["total_cost"] = cost
     _timed(out, ctx, cdr=False)
     if present("status"):
-        status = read_enum(get("status"), enums.SESSION_STATUS, "status", ctx)
+        status = read_enum(get("status"), _SESSION_STATUS, "status", ctx)
         if status is None:
             raise Rejected("status", f"status {get('status')!r} unknown", code="invalid_status")
         out["status"] = status
@@ -514,6 +526,9 @@ def _cdr(raw: dict[str, Any], ctx: Ctx, cc: str | None, pid: str | None) -> dict
     read_party(raw, out, "", ctx, cc, pid)
     _required_id(raw, "id", "", ctx, out, max_len=39)  # mod_cdrs: CiString(39), room for a credit suffix
     for key in ("start_date_time", "end_date_time"):
+        if get(key) is None:
+            # Required (mod_cdrs): said so, for null and its text ("null", values.canonical_fields) alike.
+            raise Rejected(key, f"{key} missing", code="invalid_datetime")
         out[key] = read_datetime(get(key), key, ctx, event=True)[1]
     sid = read_identifier(get("session_id"), "session_id", ctx)
     if sid:

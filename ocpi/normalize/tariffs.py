@@ -81,6 +81,9 @@ RESTRICTION_FIELDS = frozenset(
         "reservation",
     ]
 )
+# TariffType, with "AD HOC" in any case and punctuation ("AD-HOC", "Ad_Hoc", "adhoc") read as AD_HOC_PAYMENT, the
+# one ad hoc type there is (the table squashes what it is given: "AD-HOC-PAYMENT" and "Profile Green" read too).
+_TARIFF_TYPE = enums.EnumTable(enums.TARIFF_TYPES, {"AD HOC": "AD_HOC_PAYMENT"})
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T.*)?")
 # Restriction pairs whose window is [min, max) (mod_tariffs §11.4.6: start_date/min_* inclusive, end_date/max_*
 # exclusive): a min at or above its max is a window no session ever falls in.
@@ -306,11 +309,13 @@ def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) 
         )
     out["currency"] = cur
     if get("type") is not None:
-        ttype = read_enum(get("type"), enums.TARIFF_TYPE, json_path(prefix, "type"), ctx)
+        ttype = read_enum(get("type"), _TARIFF_TYPE, json_path(prefix, "type"), ctx)
         if ttype is None:
-            ctx.drop(json_path(prefix, "type"), "unknown_enum", f"type {get('type')!r} dropped")
-        else:
-            out["type"] = ttype
+            # Refused, as an unknown restriction is (`_restrictions`): dropped, an ad hoc or profile tariff read
+            # as untyped, and an untyped tariff is the regular one we quote drivers (beckn/catalogue.py).
+            shown = get("type")[:40] if isinstance(get("type"), str) else get("type")
+            raise Rejected(json_path(prefix, "type"), f"tariff type {shown!r:.60} unknown", code="invalid_tariff_type")
+        out["type"] = ttype
     if get("tariff_alt_text") is not None:
         alt = read_display_texts(get("tariff_alt_text"), json_path(prefix, "tariff_alt_text"), ctx)
         if alt:

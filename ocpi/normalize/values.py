@@ -45,13 +45,15 @@ def canonical_fields(
 ) -> dict[str, Any]:
     """Map camelCase / OCPI 2.1.1 field names onto the 2.2.1 names and drop (and report) the rest.
 
-    Returns ``raw`` itself when every key is already known, a cleaned copy otherwise. Strict out: no unknown
+    A value that is the text of a null ("null", "undefined", any case) is read as None, with a finding
+    (``null_string``): the field is then absent, as a JSON null makes it. Returns ``raw`` itself when every key is
+    already known and no value is such text, a cleaned copy otherwise. Strict out: no unknown
     field survives, but each name is reported once per object kind, so a 500-connector feed stays readable.
     ``kind`` must always come with the same ``known``/``aliases`` (it keys the cached renaming plan).
     """
     extra = raw.keys() - known
     if not extra:
-        return raw
+        return _null_texts_read(raw, kind, prefix, ctx)
     plan_key = (kind, frozenset(extra))
     plan = _PLANS.get(plan_key)
     if plan is None:
@@ -72,6 +74,31 @@ def canonical_fields(
         elif value is not None and (kind, key, "unknown_field") not in reported:
             message = f"unknown field '{key}' dropped"
             ctx.once(kind, key, json_path(prefix, key), "unknown_field", message, fixed=False)
+    return _null_texts_read(out, kind, prefix, ctx)
+
+
+# The text of a null: what a back end's serialiser writes for a missing value (JavaScript's String(null) and
+# String(undefined), a template filling in a None). Read as it was meant, JSON null: an optional field absent, a
+# required one refused as missing. Kept as text, a session's end_date_time "null" was refused as "not a DateTime",
+# a tariff's vat "null" as no number, and a CDR's meter_id and remark "null" stored and shown as written.
+_NULL_TEXTS = frozenset({"null", "undefined"})
+_NULL_TEXT_MAX = len(" undefined ")  # longer text is no null (and is not lower-cased to find out)
+
+
+def _null_texts_read(fields: dict[str, Any], kind: str, prefix: str, ctx: Ctx) -> dict[str, Any]:
+    """``fields`` with each value that is the text of a null ("null", "NULL", "undefined") read as None, and
+    reported; ``fields`` itself when there is none (the common case: no copy)."""
+    nulls = [
+        key
+        for key, value in fields.items()
+        if value.__class__ is str and len(value) <= _NULL_TEXT_MAX and value.strip().lower() in _NULL_TEXTS
+    ]
+    if not nulls:
+        return fields
+    out = dict(fields)
+    for key in nulls:
+        ctx.drop(json_path(prefix, key), "null_string", f"{kind} {key} {out[key]!r} read as null (absent)")
+        out[key] = None
     return out
 
 
