@@ -370,10 +370,8 @@ def estimate_session(
     """Running cost of an OCPI Session: its charging_periods, the last one running until `now`.
 
     For an ACTIVE session the time after the last reported volume is extrapolated into the last
-    period (as PARKING_TIME when that period is a parking period, as RESERVATION_TIME when it is a
-    reservation-only one, else TIME); energy is not extrapolated. Warned as `estimate_extrapolated_time`.
-    A session whose periods open with the reservation counts min/max_duration of charging from the
-    first other period, as price_cdr does (engine: two origins).
+    period (as PARKING_TIME when that period is a parking period, else TIME); energy is not
+    extrapolated. Warned as `estimate_extrapolated_time`.
     """
     if not isinstance(session, dict):
         raise CdrError("$", "Session must be a JSON object")
@@ -405,16 +403,10 @@ def estimate_session(
     elif ongoing:
         last = periods[-1]
         elapsed = (last.end_date_time or end) - last.start_date_time
-        # A reservation-only last period (mod_tariffs: the reservation "ends when the driver starts charging") is
-        # a reservation still running: its time so far is reservation time, priced by the RESERVATION elements,
-        # not charging TIME - and its reported reservation time is not a gap to fill again.
-        reserving = bool(last.reservation_time) and not (last.time or last.parking_time or last.energy)
-        reported = last.reservation_time if reserving else last.time + last.parking_time
+        reported = last.time + last.parking_time
         if elapsed > reported:
             gap = elapsed - reported
-            if reserving:
-                last.reservation_time += gap
-            elif last.parking_time and not last.time and not last.energy:
+            if last.parking_time and not last.time and not last.energy:
                 last.parking_time += gap
             else:
                 last.time += gap

@@ -28,8 +28,6 @@ from .periods import (
     TARIFF_ID,
     TIME_US,
     Record,
-    charging_origin_us,
-    is_reservation_only,
 )
 from .result import (
     CONTEXT,
@@ -279,9 +277,9 @@ def _price(
 
     # A reservation-only period belongs to the reservation, not the charging session. When nothing
     # but reservation time exists, the reservation expired (ReservationRestrictionType).
-    # Two origins for min/max_duration: the reservation's periods count from the session start (a CDR's
-    # start_date_time is the reservation's start, mod_cdrs), the charging session's from where charging began.
-    cs = charging_origin_us(periods, ss)
+    def is_reservation_only(r: Record) -> bool:
+        return bool(r[RESERVATION_US]) and not (r[ENERGY_KWH] or r[TIME_US] or r[PARKING_US])
+
     has_charging = any(not is_reservation_only(p) for p in periods)
     reservation = tariff.reserved if has_charging else tariff.expired
     r_time, r_flat = reservation[TIME], reservation[FLAT]
@@ -317,7 +315,6 @@ def _price(
         total_reservation_us += r_us
         span = b - a
         reservation_only = is_reservation_only(period)
-        origin = ss if reservation_only else cs
         named = period[TARIFF_ID]
         tariff_key = named.casefold() if named else None
 
@@ -337,7 +334,7 @@ def _price(
                             if lp < c < lq:
                                 times.append(c - off)
             for d in durations:
-                c = origin + d
+                c = ss + d
                 if a < c < b:
                     times.append(c)
         cuts: list[tuple[Decimal, int]] | None = None
@@ -422,7 +419,7 @@ def _price(
             else:
                 day = sod = 0
             e_before = cum_energy + e_cum[i]
-            ctx = [sod, day, start - origin, e_before, p_max, p_min, c_max, c_min, tariff_key]
+            ctx = [sod, day, start - ss, e_before, p_max, p_min, c_max, c_min, tariff_key]
 
             if not reservation_only:
                 seg_energy = e_cum[i + 1] - e_cum[i]

@@ -13,7 +13,7 @@ from emsp.datetimes import DateTimeError, parse_text
 from .errors import CdrError
 from .tariff import EPOCH, US_PER_HOUR, ZERO, parse_datetime, parse_number, td_us, to_us
 
-__all__ = ["ChargingPeriod", "charging_origin_us", "hours_to_timedelta", "is_reservation_only", "periods_from_ocpi"]
+__all__ = ["ChargingPeriod", "hours_to_timedelta", "periods_from_ocpi"]
 
 _TD0 = timedelta(0)
 
@@ -51,33 +51,6 @@ class ChargingPeriod:
 START, A_US, B_US, ENERGY_KWH, TIME_US, PARKING_US, RESERVATION_US = 0, 1, 2, 3, 4, 5, 6
 MAX_POWER, MIN_POWER, POWER, MAX_CURRENT, MIN_CURRENT, CURRENT, TARIFF_ID = 7, 8, 9, 10, 11, 12, 13
 Record = list[Any]
-
-
-def is_reservation_only(record: Record) -> bool:
-    """A period of the reservation, not of the charging session: reserved time and nothing charged or parked.
-
-    mod_cdrs CdrDimensionType RESERVATION_TIME is how a CDR marks it; mod_tariffs ReservationRestrictionType: the
-    reservation "ends when the driver starts charging", so such periods open a CDR that had one.
-    """
-    return bool(record[RESERVATION_US]) and not (record[ENERGY_KWH] or record[TIME_US] or record[PARKING_US])
-
-
-def charging_origin_us(records: list[Record], session_start_us: int) -> int:
-    """Where the charging session's min/max_duration count from (microseconds since EPOCH).
-
-    mod_cdrs: a CDR's start_date_time is "the start of the reservation" when there was one; min/max_duration
-    restrict what "the Charging Session MUST last". So when the periods open with reservation-only ones, charging
-    durations count from the first period that is not reservation-only; the reservation's own periods keep counting
-    from `session_start_us`. Anything else (no reservation, an expired one, a reservation-only period between
-    charging periods) keeps the one origin, as before.
-    """
-    if not records or not is_reservation_only(records[0]):
-        return session_start_us
-    for record in records:
-        if not is_reservation_only(record):
-            return max(session_start_us, record[A_US])
-    return session_start_us
-
 
 # CdrDimensionType -> (record slot, volume is hours). Other valid types are accepted and unused.
 _FIELDS: dict[str, tuple[int, bool] | None] = dict.fromkeys(_DIMENSION_TYPES)
