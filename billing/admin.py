@@ -28,7 +28,14 @@ class TariffAdmin(admin.ModelAdmin):
     list_display = ("tariff_id", "partner", "currency", "type", "start_date_time", "end_date_time", "last_updated")
     list_filter = ("partner", "currency", "type")
     search_fields = ("tariff_id",)
-    readonly_fields = ("partner", "ocpi_key", "data", "received_at")
+    # A tariff is the CPO's object, changed only by its OCPI pushes and pulls (billing/services/records.py fills
+    # every column from `data`). An editable country_code/party_id moved it to a party nobody holds while
+    # ocpi_key and data kept the old one; an edited last_updated or currency would drift from `data` the same way.
+    readonly_fields = [f.name for f in Tariff._meta.fields]
+
+    # No add form either, as for CDRs: a tariff staff typed in would be no CPO's object (and, read-only, an empty row).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(Cdr)

@@ -11,10 +11,12 @@ from tqdm import tqdm
 
 from emsp.models import Partner
 from emsp.services.partners import PartyTaken, partner_party_grant
-from ocpi.normalize import unwrap_list_payload
+from ocpi.normalize import Normalizer, Rejected, normalize_location, normalize_tariff, unwrap_list_payload
 from ocpi.sync import IngestCounts, ingest_page
 
 PAGE = 500
+# The normalisers ocpi.sync.ingest_page runs for each module: the parties granted are the ones it will store under.
+NORMALIZERS: dict[str, Normalizer] = {"locations": normalize_location, "tariffs": normalize_tariff}
 
 
 class Command(BaseCommand):
@@ -41,20 +43,14 @@ class Command(BaseCommand):
             defaults={"name": options["name"] or f"{country_code.upper()}*{party_id.upper()} (imported)"},
         )
         # A file from a hub mixes parties: whoever runs this command grants the partner every party found in
-        # it (a missing country_code or party_id is filled from the partner, as the normaliser does) —
-        # unless another connection holds one.
-        parties = {
-            (
-                str(o.get("country_code") or partner.country_code).strip().upper(),
-                str(o.get("party_id") or partner.party_id).strip().upper(),
-            )
-            for o in objects
-            if isinstance(o, dict)
-        }
-        for cc, pid in sorted(parties):
-            if cc and pid and not partner.owns(cc, pid):
+        # it — unless another connection holds one. The party is the one the normaliser reads (alpha-3 "AUT" is
+        # AT, camelCase countryCode/partyId are read, a missing one is the partner's), so what is granted is what
+        # ingest_page stores under; an object the normaliser refuses (a 4-character party id among them) grants
+        # nothing and is rejected, counted, by ingest_page below.
+        for cc, pid in sorted(_parties(objects, options["module"], partner)):
+            if not partner.owns(cc, pid):
                 try:
-                    partner_party_grant(partner=partner, country_code=cc[:2], party_id=pid[:3], by="ocpi_import")
+                    partner_party_grant(partner=partner, country_code=cc, party_id=pid, by="ocpi_import")
                 except PartyTaken as exc:
                     raise CommandError(f"{exc}: import it as that partner") from exc
         totals = IngestCounts()
@@ -67,3 +63,18 @@ class Command(BaseCommand):
             f"{options['file'].name}: received={totals.received} accepted={totals.accepted} "
             f"normalised={totals.normalised} rejected={totals.rejected} stored={totals.stored}"
         )
+
+
+def _parties(objects: list[Any], module: str, partner: Partner) -> set[tuple[str, str]]:
+    """The (country_code, party_id) of each object the module's normaliser accepts, as it cleans them."""
+    normalize = NORMALIZERS[module]
+    parties: set[tuple[str, str]] = set()
+    for raw in objects:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            clean, _ = normalize(raw, country_code=partner.country_code, party_id=partner.party_id)
+        except Rejected:
+            continue  # refused whole: ingest_page records why; its party is not one to grant
+        parties.add((clean["country_code"], clean["party_id"]))
+    return parties
