@@ -8,9 +8,12 @@ zone (settings.TIME_ZONE). The figures, all excl. VAT unless named otherwise, su
 - `energy_kwh`: energy of the non-credit CDRs. A credit CDR repeats its original's energy (mod_cdrs "Credit
   CDRs"), so the credit that voids its original (voiding_credits: with the original's credits before it, it
   brings the original's total to 0 or below, as the ledger takes a charge for voided) takes the original's
-  energy off, once, in its own period; one that only corrects the price takes none off.
+  energy off, once, in its own period; one that only corrects the price takes none off. A credit CDR held for review
+  (a HELD flag of billing/services/audit.py, unless it withdrew a held original: counted_credit) gave nothing back
+  and voids nothing: its original's energy and repricing stay.
 - `cpo_billed_excl_vat` / `cpo_billed_incl_vat`: the CDRs' `total_cost`, credit CDRs with their negative amounts,
-  so they net against their originals; a CDR without `incl_vat` counts with its `excl_vat` (no VAT stated).
+  so they net against their originals; a CDR without `incl_vat` counts with its `excl_vat` (no VAT stated). A held
+  credit CDR is not netted (the ledger took nothing off the CPO's payable for it); its CDR line adds 0.
 - `computed_excl_vat`: our repricing (CdrAudit.computed_excl_vat) of every non-credit CDR; unpriced CDRs add 0.
   A voiding credit takes its original's repricing off (the corrected CDR that follows is repriced itself); a
   price-correcting credit adds 0, because our price for the session has not changed.
@@ -47,6 +50,7 @@ from typing import Any
 import tablib
 from django.db import connection, transaction
 from django.db.models import (
+    BooleanField,
     Case,
     CharField,
     Count,
@@ -219,8 +223,11 @@ def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
         .annotate(
             cdr_count=Count("pk"),
             energy_kwh=Sum("total_energy", filter=Q(credit=False), output_field=AMOUNT),
-            cpo_billed_excl_vat=Sum("total_cost_excl_vat", output_field=AMOUNT),
-            cpo_billed_incl_vat=Sum(Coalesce("total_cost_incl_vat", "total_cost_excl_vat"), output_field=AMOUNT),
+            # A held credit CDR gave nothing back: its negative amount is not netted (counted_credit).
+            cpo_billed_excl_vat=Sum("total_cost_excl_vat", filter=_counted(), output_field=AMOUNT),
+            cpo_billed_incl_vat=Sum(
+                Coalesce("total_cost_incl_vat", "total_cost_excl_vat"), filter=_counted(), output_field=AMOUNT
+            ),
             computed_excl_vat=Sum("audit__computed_excl_vat", filter=Q(credit=False), output_field=AMOUNT),
             charged_to_drivers=Sum("receipt__total_incl_vat", output_field=AMOUNT),
             margin_excl_vat=Sum("receipt__fee_excl_vat", output_field=AMOUNT),
@@ -240,14 +247,34 @@ def _figures(cdrs: QuerySet[Cdr]) -> dict[Key, dict[str, Any]]:
     return _keyed(rows, "partner_id", "currency")
 
 
+def counted_credit(prefix: str = "") -> Q:
+    """Credit CDRs that take their amounts off their originals in the settlement: those not held for review (an
+    audit CREDIT, or one not audited yet), and those withdrawing a held original that billed nobody
+    (withdrawn_audit: the pair nets to nothing, nothing owed either way). A held credit (audit.HELD:
+    `token_differs`, `over_credit`, `unknown_original`, `original_held`, `currency_differs`...) gave nothing back
+    (audit 3c0bd4e, 85486e0): counted, it voided its original in the statement (0 kWh, CPO billed 0) while the
+    ledger still owed the CPO the charge and the driver still owed it to us."""
+    return ~held_audit(prefix) | withdrawn_audit(prefix)
+
+
+def _counted() -> Q:
+    """The CDRs whose amounts the settlement's cpo_billed sums count: every non-credit CDR, the credits
+    counted_credit."""
+    return Q(credit=False) | counted_credit()
+
+
+def _earlier_credits() -> QuerySet[Cdr]:
+    """The original's counted credit CDRs (counted_credit) that came before this one, by arrival."""
+    return Cdr.objects.filter(credited_cdr=OuterRef("credited_cdr"), credit=True, pk__lt=OuterRef("pk")).filter(
+        counted_credit()
+    )
+
+
 def _credited_before() -> Coalesce:
-    """What the original's credit CDRs that came before this one (by arrival) took off its total, excl. VAT."""
+    """What the original's counted credit CDRs that came before this one (by arrival) took off its total, excl.
+    VAT. A held one took nothing off."""
     earlier = (
-        Cdr.objects.filter(credited_cdr=OuterRef("credited_cdr"), credit=True, pk__lt=OuterRef("pk"))
-        .order_by()
-        .values("credited_cdr")
-        .annotate(total=Sum("total_cost_excl_vat"))
-        .values("total")
+        _earlier_credits().order_by().values("credited_cdr").annotate(total=Sum("total_cost_excl_vat")).values("total")
     )
     return Coalesce(Subquery(earlier, output_field=AMOUNT), Value(ZERO), output_field=AMOUNT)
 
@@ -258,11 +285,13 @@ def voiding_credits(cdrs: QuerySet[Cdr]) -> QuerySet[Cdr]:
     of minus the original's total, or the last of partial ones (-300, then -80 of 380); never a credit after the
     void, so the original's energy and our repricing come off once, in the period of the credit that completes
     the void. A free charge (0.00) is voided by its first credit. Rounded to the 4 decimals stored (SQLite sums
-    floats)."""
+    floats). Only counted credits (counted_credit), before it and itself: a held credit voids nothing, and the
+    CPO's corrected credit after it still voids the original."""
     left = F("credited_cdr__total_cost_excl_vat") + _credited_before()
-    earlier = Cdr.objects.filter(credited_cdr=OuterRef("credited_cdr"), credit=True, pk__lt=OuterRef("pk"))
+    earlier = _earlier_credits()
     return (
         cdrs.filter(credit=True)
+        .filter(counted_credit())
         .alias(
             left_before=Round(ExpressionWrapper(left, output_field=AMOUNT), 4),
             left_after=Round(ExpressionWrapper(left + F("total_cost_excl_vat"), output_field=AMOUNT), 4),
@@ -742,7 +771,15 @@ _ROUNDING_COLUMNS = (
     "receipt__fee_excl_vat",
     "receipt__cpo_vat",
     "receipt__fee_vat",
+    "held_credit",
 )
+
+
+def _held_credit() -> Case:
+    """True for a credit CDR not counted (counted_credit): held, it adds nothing to the CPO's billed figures."""
+    return Case(
+        When(Q(credit=True) & ~counted_credit(), then=Value(True)), default=Value(False), output_field=BooleanField()
+    )
 
 
 def _off_grid(scale: int) -> Q:
@@ -790,10 +827,10 @@ def rounding_adjustments(settlements: Sequence[Settlement], policies: dict[int, 
             off |= Q(currency__in=currencies) & _off_grid(scale)
         cdrs = period_cdrs(None, period_start, period_end).filter(partner_id__in={p for p, _ in keyed}).filter(off)
         voiding = set(voiding_credits(cdrs).values_list("pk", flat=True))
-        rows = cdrs.order_by().values_list(*_ROUNDING_COLUMNS)
+        rows = cdrs.order_by().annotate(held_credit=_held_credit()).values_list(*_ROUNDING_COLUMNS)
         for row in rows.iterator(chunk_size=CSV_CHUNK_ROWS):
             (pk, partner_id, currency, credit, excl, incl, computed, original_computed) = row[:8]
-            (paid, fee, cpo_vat, fee_vat) = row[8:]
+            (paid, fee, cpo_vat, fee_vat, held_credit) = row[8:]
             settlement = keyed.get((partner_id, currency))
             if settlement is None:
                 continue
@@ -804,9 +841,10 @@ def rounding_adjustments(settlements: Sequence[Settlement], policies: dict[int, 
 
             add = out.setdefault(settlement.pk, dict.fromkeys(ROUNDED_FIGURES, ZERO))
             billed = incl if incl is not None else excl
-            add["excl"] += adds(excl)
-            add["incl"] += adds(billed)
-            if credit:
+            if not held_credit:  # a held credit is not in the cpo_billed sums (_figures)
+                add["excl"] += adds(excl)
+                add["incl"] += adds(billed)
+            if credit and not held_credit:
                 add["credit_excl"] += adds(excl)
                 add["credit_incl"] += adds(billed)
                 if pk in voiding:  # its line takes its original's repricing off (_voided)
@@ -869,7 +907,8 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
     holds what its CDR adds to the summary, so the summary's totals are the sums of the lines: a credit CDR's
     energy and repricing are minus its original's when it voids it (voiding_credits), else none (it repeats its
     original's energy, which the summary counts once); its driver figures take off the fee and VAT the ledger
-    gave back with it (fee_given_back_booked)."""
+    gave back with it (fee_given_back_booked). A held credit CDR's billed amounts are 0 on its line, as the
+    summary leaves them out (counted_credit); its audit status says it is in review."""
     policy = _policies([settlement.partner_id]).get(settlement.partner_id, DEFAULT_POLICY)
     party = settlement.partner.party_key
     label = period_label(settlement.period_start, settlement.period_end)
@@ -888,6 +927,7 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
         period.annotate(
             dispute_state=Subquery(latest.values("state")[:1]),
             dispute_difference=Subquery(latest.values("difference")[:1]),
+            held_credit=_held_credit(),
         )
         .order_by("end_date_time", "pk")
         .values_list(
@@ -912,13 +952,17 @@ def settlement_cdr_rows(settlement: Settlement, *, chunk_size: int = CSV_CHUNK_R
             "receipt__cpo_vat",
             "receipt__fee_vat",
             "pk",
+            "held_credit",
         )
     )
     currency = settlement.currency
     for row in cdrs.iterator(chunk_size=chunk_size):
         (cdr_id, credit, credit_ref, session_id, start, end, location_id, evse_uid, energy, excl, incl) = row[:11]
         (status, computed, difference, dispute_state, dispute_difference, paid, fee, cpo_vat, fee_vat) = row[11:20]
-        pk = row[20]
+        (pk, held_credit) = row[20:]
+        if held_credit:
+            # Held, it gave nothing back: the summary does not net its amounts (counted_credit), nor does its line.
+            excl, incl = ZERO, ZERO
         if credit:
             energy, computed = _voided_line(voided.get(pk), currency, policy)
         else:
