@@ -499,8 +499,20 @@ def _in_window(period: dict[str, Any], start: datetime, end: datetime | None) ->
 
 
 def _period_key(period: dict[str, Any]) -> bytes:
-    """A charging period as one value, whatever the order of its fields: equal for the same period sent again."""
-    return orjson.dumps(period, option=orjson.OPT_SORT_KEYS)
+    """A charging period as one value, whatever the order of its fields and however its numbers are written:
+    equal for the same period sent again, as Python's == found it (a volume 1 and 1.0 are one period; as JSON text
+    they had been two, the period held twice and the running estimate doubled)."""
+    return orjson.dumps(_numbers_as_floats(period), option=orjson.OPT_SORT_KEYS)
+
+
+def _numbers_as_floats(value: Any) -> Any:
+    if value.__class__ is int:
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _numbers_as_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_floats(item) for item in value]
+    return value
 
 
 def _merged_periods(obj: dict[str, Any], added: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -308,7 +308,10 @@ def tariff(raw: object, prefix: str, ctx: Ctx, cc: str | None, pid: str | None) 
             json_path(prefix, "currency"), f"currency {get('currency')!r} is not ISO 4217", code="invalid_currency"
         )
     out["currency"] = cur
-    if get("type") is not None:
+    if isinstance(get("type"), str) and not get("type").strip():
+        # Blank: how many serialisers write no value; an untyped tariff, as an absent type is.
+        ctx.drop(json_path(prefix, "type"), "unknown_enum", "type '' read as absent")
+    elif get("type") is not None:
         ttype = read_enum(get("type"), _TARIFF_TYPE, json_path(prefix, "type"), ctx)
         if ttype is None:
             # Refused, as an unknown restriction is (`_restrictions`): dropped, an ad hoc or profile tariff read

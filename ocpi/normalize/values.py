@@ -85,13 +85,26 @@ _NULL_TEXTS = frozenset({"null", "undefined"})
 _NULL_TEXT_MAX = len(" undefined ")  # longer text is no null (and is not lower-cased to find out)
 
 
+def _names_something(key: str) -> bool:
+    """An id, a uid or a party: "null" there is a CiString like any other, never read as null. Read as null, an
+    id "null" had made its location, tariff or session refused as without id (an EVSE "NULL" dropped), and a token's
+    party "null" had made another eMSP's token read as ours: its CDR billed our driver of the same RFID uid."""
+    return key in _NAMING or key.endswith(("_id", "_uid"))
+
+
+_NAMING = frozenset({"id", "uid", "country_code", "party_id", "authorization_reference", "visual_number"})
+
+
 def _null_texts_read(fields: dict[str, Any], kind: str, prefix: str, ctx: Ctx) -> dict[str, Any]:
     """``fields`` with each value that is the text of a null ("null", "NULL", "undefined") read as None, and
     reported; ``fields`` itself when there is none (the common case: no copy)."""
     nulls = [
         key
         for key, value in fields.items()
-        if value.__class__ is str and len(value) <= _NULL_TEXT_MAX and value.strip().lower() in _NULL_TEXTS
+        if value.__class__ is str
+        and len(value) <= _NULL_TEXT_MAX
+        and value.strip().lower() in _NULL_TEXTS
+        and not _names_something(key)
     ]
     if not nulls:
         return fields

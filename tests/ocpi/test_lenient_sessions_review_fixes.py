@@ -138,9 +138,10 @@ def test_a_session_end_date_time_null_as_text_is_absent(bec: OcpiTestClient, ses
     assert "null_string" in _codes()
 
 
-def test_a_session_meter_id_null_as_text_is_not_stored(bec: OcpiTestClient, session: dict[str, Any]) -> None:
+def test_an_id_null_as_text_is_an_id_like_any_other(bec: OcpiTestClient, session: dict[str, Any]) -> None:
+    # A CiString "null" names something (a meter, a session): read as null, ids "null" had been refused or dropped.
     assert bec.put(SESSION, {**session, "meter_id": "NULL"}).json()["status_code"] == 1000
-    assert ChargingSession.objects.get().data.get("meter_id") is None
+    assert ChargingSession.objects.get().data.get("meter_id") == "NULL"
 
 
 def test_a_session_total_cost_undefined_as_text_is_absent(bec: OcpiTestClient, session: dict[str, Any]) -> None:
@@ -155,12 +156,33 @@ def test_a_cdr_without_its_end_as_text_null_is_refused_as_missing(bec: OcpiTestC
     assert not Cdr.objects.exists()
 
 
-def test_a_cdrs_optional_texts_null_are_not_stored(bec: OcpiTestClient, cdr: dict[str, Any]) -> None:
-    body = {**cdr, "session_id": "null", "meter_id": "null", "remark": "Null"}
-    assert bec.post(CDRS, body).json()["status_code"] == 1000
-    stored = Cdr.objects.get()
-    assert stored.session_id == ""
-    assert not {"session_id", "meter_id", "remark"} & stored.data.keys()
+def test_a_cdrs_optional_text_null_is_not_stored(bec: OcpiTestClient, cdr: dict[str, Any]) -> None:
+    assert bec.post(CDRS, {**cdr, "remark": "Null"}).json()["status_code"] == 1000
+    assert "remark" not in Cdr.objects.get().data
+
+
+def test_another_emsps_cdr_whose_token_party_is_null_text_is_not_read_as_ours(
+    bec: OcpiTestClient, cdr: dict[str, Any]
+) -> None:
+    # Read as null, the token's party went missing and a token without a party counts as ours: the CDR of another
+    # eMSP's RFID card was billed to our driver holding the same uid.
+    other = {**cdr["cdr_token"], "country_code": "null", "party_id": "null", "uid": "012345678"}
+    answer = bec.post(CDRS, {**cdr, "cdr_token": other}).json()
+    assert answer["status_code"] == 2001
+    assert not Cdr.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["null", "NULL"])
+def test_a_location_evse_and_connector_named_null_are_kept(bec: OcpiTestClient, text: str) -> None:
+    from emsp.models import Connector, Evse
+    from tests.factories import ocpi_location
+
+    location = ocpi_location("BE", "BEC", text)
+    location["evses"][0]["uid"] = text
+    location["evses"][0]["connectors"][0]["id"] = text
+    assert bec.put(f"/ocpi/emsp/2.2.1/locations/BE/BEC/{text}", location).json()["status_code"] == 1000
+    assert Evse.objects.filter(uid=text).exists()
+    assert Connector.objects.filter(connector_id=text).exists()
 
 
 def test_a_tariff_vat_null_as_text_is_read_as_no_vat(bec: OcpiTestClient, tariff: dict[str, Any]) -> None:
@@ -198,3 +220,19 @@ def test_a_session_status_reserved_is_read_as_reservation(bec: OcpiTestClient, s
     assert answer["status_code"] == 1000, answer
     assert ChargingSession.objects.get().status == "RESERVATION"
     assert "enum_synonym" in _codes()
+
+
+def test_a_period_sent_again_with_its_volume_written_otherwise_is_held_once(
+    bec: OcpiTestClient, session: dict[str, Any]
+) -> None:
+    period = {"start_date_time": session["start_date_time"], "dimensions": [{"type": "ENERGY", "volume": 1.0}]}
+    assert bec.put(SESSION, {**session, "charging_periods": [period]}).json()["status_code"] == 1000
+    again = {**period, "dimensions": [{"type": "ENERGY", "volume": 1}]}
+    patch = {"charging_periods": [again], "last_updated": "2015-06-29T23:55:00Z"}
+    assert bec.patch(SESSION, patch).json()["status_code"] == 1000
+    assert len(ChargingSession.objects.get().data["charging_periods"]) == 1
+
+
+def test_a_blank_tariff_type_is_an_untyped_tariff(bec: OcpiTestClient, tariff: dict[str, Any]) -> None:
+    assert bec.put(f"{TARIFF}/{tariff['id']}", {**tariff, "type": " "}).json()["status_code"] == 1000
+    assert "type" not in Tariff.objects.get().data
