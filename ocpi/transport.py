@@ -8,7 +8,7 @@ import binascii
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -329,24 +329,37 @@ def is_printable_text(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-def check_json(value: Any) -> None:
+def check_json(value: Any, *, droppable: Collection[str] = ()) -> set[str]:
     """Refuse what no OCPI object holds: nesting beyond MAX_BODY_DEPTH, a NUL in any string (no database column
-    can hold one). Iterative, so a deep document can't exhaust our stack either."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    can hold one). Iterative, so a deep document can't exhaust our stack either.
+
+    `droppable` names optional fields of the body's object (a one-object list read as its object, as json_object
+    reads it) that are only shown, never acted on: a NUL in one of them, anywhere below it, does not refuse the
+    body; the fields found are returned for the caller to drop with a finding. Depth is refused everywhere."""
+    obj = value[0] if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) else value
+    with_nul: set[str] = set()
+    stack: list[tuple[Any, int, str, str | None]] = [(value, 0, "", None)]
     while stack:
-        item, depth, path = stack.pop()
+        item, depth, path, field = stack.pop()
         if depth > MAX_BODY_DEPTH:
             raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: nested deeper than {MAX_BODY_DEPTH} levels")
         if isinstance(item, str):
             if "\x00" in item:
-                raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a string")
+                if field is None or field not in droppable:
+                    raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a string")
+                with_nul.add(field)
         elif isinstance(item, dict):
             for key, child in item.items():
+                # A member of the object itself starts a field; below it, everything belongs to that field.
+                under = key if item is obj else field
                 if "\x00" in key:
-                    raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a field name")
-                stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+                    if under is None or under not in droppable:
+                        raise OcpiError(INVALID_PARAMETERS, f"{path or 'body'}: a NUL character in a field name")
+                    with_nul.add(under)
+                stack.append((child, depth + 1, f"{path}.{key}" if path else key, under))
         elif isinstance(item, list):
-            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+            stack.extend((child, depth + 1, f"{path}[{i}]", field) for i, child in enumerate(item))
+    return with_nul
 
 
 def nested_deeper_than(value: Any, limit: int = MAX_BODY_DEPTH) -> bool:
@@ -585,8 +598,14 @@ class OcpiView(APIView):
     presented_token: str
     from_party: tuple[str, str] | None = None  # who a functional request comes from (sender_party)
     ids_may_hold_a_slash = False  # True where the route takes an id's `/` (refuse_an_encoded_slash)
+    # Optional, only-shown fields of the body's object dropped where they hold a NUL, the rest taken (check_json);
+    # `nul_dropped` says which were, for the view's finding.
+    nul_droppable: frozenset[str] = frozenset()
+    nul_dropped: frozenset[str] = frozenset()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # The findings of the objects this request takes, recorded once the store has taken them (record_findings).
+        self._findings: list[tuple[str, Issue]] = []
         super().initial(request, *args, **kwargs)
         self._started = time.monotonic()
         candidates = decode_authorization(request.headers.get("Authorization"))
@@ -633,7 +652,12 @@ class OcpiView(APIView):
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise OcpiError(CLIENT_ERROR, f"Invalid JSON: {exc}", 400) from exc
-        check_json(data)
+        dropped = check_json(data, droppable=self.nul_droppable)
+        if dropped:
+            obj = data[0] if isinstance(data, list) else data  # the object check_json read the fields of
+            for field in dropped:
+                del obj[field]
+            self.nul_dropped = frozenset(dropped)
         return data
 
     def json_object(self) -> dict[str, Any]:
@@ -743,10 +767,9 @@ class OcpiView(APIView):
         return sender is None or ci_key(*sender) == ci_key(country_code, party_id)
 
     def accept(self, normalize: Normalizer, body: dict[str, Any], object_id: str, **kwargs: Any) -> dict[str, Any]:
-        """`normalized`, with the data-quality findings recorded against `object_id`."""
+        """`normalized`, with its data-quality findings kept against `object_id` (`note_findings`)."""
         clean, issues = normalized(normalize, body, **kwargs)
-        if issues:
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        self.note_findings(object_id, issues)
         return clean
 
     def accept_party_object(
@@ -763,9 +786,27 @@ class OcpiView(APIView):
         body = body_with_url_id(body, "id", object_id)
         clean, issues = normalized(normalize, body, country_code=country_code, party_id=party_id)
         patch_matches_url(clean, id=object_id, country_code=country_code, party_id=party_id)
-        if issues:  # only for an object taken: a refused one is the 2001, not a finding
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
+        self.note_findings(object_id, issues)
         return clean
+
+    def note_findings(self, object_id: str, issues: Iterable[Issue]) -> None:
+        """Keep the findings of an object this request is taking; `record_findings` records them once the store has
+        taken it. A refused object (2001; 404 for one we don't hold, or whose party has moved) is the answer, not a
+        finding: recorded at once, a PATCH of a location we don't hold, a tariff of a party no longer held, a
+        session PATCH refused as inconsistent and an EVSE PATCH rolled back for its listed connector had each left
+        findings of objects we never took."""
+        self._findings.extend((object_id, i) for i in issues)
+
+    def record_findings(self) -> None:
+        """The findings noted (`note_findings`), recorded: called once the store has taken the object(s)."""
+        if self._findings:
+            record_issues(self.partner, self.module, self._findings)
+            self._findings = []
+
+    def forget_findings_since(self, mark: int) -> None:
+        """Drop the findings noted after the first `mark` (`len(self._findings)` then): the objects they were
+        noted for were rolled back (a transaction run again after a deadlock notes them again)."""
+        del self._findings[mark:]
 
 
 def patch_matches_url(body: dict[str, Any], **url_ids: str) -> None:

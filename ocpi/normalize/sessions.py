@@ -390,7 +390,10 @@ def _session(
     else:
         for key in ("country_code", "party_id", "id"):
             s = read_identifier(get(key), key, ctx)
-            if s:
+            if s and key == "country_code":
+                # As a PUT reads it (read_party), and the location PATCH: an alpha-3 "IND" is "IN", as the URL says.
+                out[key] = country_alpha2(s) or s.upper()
+            elif s:
                 out[key] = s.upper() if key != "id" else s
     if present("start_date_time"):
         out["start_date_time"] = read_datetime(get("start_date_time"), "start_date_time", ctx, event=True)[1]

@@ -51,9 +51,10 @@ class CdrReceiverView(OcpiView):
         # snake_case keys, another party's CDR id had been taken first, and its own refused) or an alpha-3 country
         # (refused as unknown, though it is the caller's party) is the normalised `country_code`/`party_id`.
         self.require_own_party(clean["country_code"], clean["party_id"])
-        record_issues(self.partner, self.module, [(str(clean.get("id")), i) for i in issues])
+        self.note_findings(str(clean.get("id")), issues)
         stored = records.cdr_store(self.partner, clean)
         if stored.changed_fields:
+            # The refusal is the finding: what the normaliser found in the CDR refused is of no CDR we hold.
             # mod_cdrs: "it cannot be changed or replaced once sent to the eMSP … Instead, a Credit CDR can be sent."
             fields = ", ".join(stored.changed_fields)
             message = (
@@ -62,6 +63,7 @@ class CdrReceiverView(OcpiView):
             issue = Issue(path=stored.changed_fields[0], code="cdr_changed", message=message[:500], fixed=False)
             record_issues(self.partner, self.module, [(stored.cdr.cdr_id, issue)])
             raise OcpiError(transport.INVALID_PARAMETERS, message)
+        self.record_findings()
         location = cdr_url(stored.cdr, self.ocpi_version)
         return ocpi_response(http_status=201 if stored.created else 200, headers={"Location": location})
 

@@ -16,12 +16,15 @@ from ocpi import hub, transport
 from ocpi.enums import COMMAND_RESULT_TYPES
 from ocpi.normalize import Issue
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, ref, response
-from ocpi.quality import record_issues
 from ocpi.transport import OcpiError, OcpiView, ocpi_response
 
 
 class CommandResultView(OcpiView):
     module = "commands"
+    # The message is optional and only shown: a NUL in it (refused anywhere else, transport.check_json) drops it,
+    # with a finding, and the result is applied. Refused with 2001, the result had been lost: the command stayed
+    # ACCEPTED until it timed out.
+    nul_droppable = frozenset({"message"})
 
     @extend_schema(
         tags=["OCPI"],
@@ -38,9 +41,12 @@ class CommandResultView(OcpiView):
         if row is None or (party is not None and not self.routed_for(*party)):  # through a hub: from its party
             raise OcpiError(transport.CLIENT_ERROR, "Unknown command", 404)
         result, issues = command_result(body)
-        if issues:
-            record_issues(self.partner, self.module, [(str(row.uid), i) for i in issues])
+        if "message" in self.nul_dropped:
+            found = "message: a NUL character in it (no column holds one); dropped, the result applied"
+            issues.append(Issue(path="message", code="control_characters", message=found, fixed=False))
+        self.note_findings(str(row.uid), issues)
         commands.command_result_received(row, result)
+        self.record_findings()
         return ocpi_response()
 
 

@@ -22,13 +22,11 @@ from ocpi.normalize import (
     normalize_location_patch,
 )
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
-from ocpi.quality import record_issues
 from ocpi.transport import (
     SERVER_ERROR,
     OcpiError,
     OcpiView,
     body_with_url_id,
-    normalized,
     ocpi_response,
     patch_matches_url,
 )
@@ -142,15 +140,17 @@ class LocationReceiverView(OcpiView):
         body = self.json_object()
         self.require_own_party(country_code, party_id)
         level = "connector" if connector_id else "evse" if evse_uid else "location"
+        # The id as sent (the normaliser drops one it can't read, with a finding); the party only as read below: an
+        # alpha-3 `country_code` the PUT takes (and a camelCase `countryCode` "IND") is the URL's "IN".
         if connector_id:
             patch_matches_url(body, id=connector_id)
         elif evse_uid:
             patch_matches_url(body, uid=evse_uid)
         else:
-            patch_matches_url(body, id=location_id, country_code=country_code, party_id=party_id)
+            patch_matches_url(body, id=location_id)
         object_id = f"{location_id}/{evse_uid or ''}/{connector_id or ''}".rstrip("/")
         stored_at = self._stored_at(country_code, party_id, location_id, body) if level == "location" else None
-        clean, issues = normalized(normalize_location_patch, body, level=level, stored_at=stored_at)
+        clean = self.accept(normalize_location_patch, body, object_id, level=level, stored_at=stored_at)
         # Again as read (a camelCase `countryCode` is the normalised `country_code`): location_patch stores the
         # fields over the location's, and a PATCH never moves it to another party.
         if connector_id:
@@ -159,8 +159,6 @@ class LocationReceiverView(OcpiView):
             patch_matches_url(clean, uid=evse_uid)
         else:
             patch_matches_url(clean, id=location_id, country_code=country_code, party_id=party_id)
-        if issues:
-            record_issues(self.partner, self.module, [(object_id, i) for i in issues])
         children = "evses" if level == "location" else "connectors" if level == "evse" else None
         try:
             if children is not None and children in body:
@@ -224,7 +222,9 @@ class LocationReceiverView(OcpiView):
         """The 1000 of a PUT or PATCH the store has taken: only then is the CPO a pushing one, whose EVSEs are not
         re-read (emsp/services/freshness.py). A refused one (2001; 404 for another party's object) is no push:
         noted too, each refusal had renewed PUSH_SILENCE, and a 2.3.0 CPO whose status PATCHes all lacked
-        last_updated had its booked EVSEs never re-read."""
+        last_updated had its booked EVSEs never re-read. The findings of what was taken are recorded here too, as
+        only then is there an object they are of."""
+        self.record_findings()
         freshness.partner_pushed(self.partner)
         return ocpi_response(http_status=http_status)
 
@@ -238,9 +238,15 @@ class LocationReceiverView(OcpiView):
     @catalogue.retried_on_deadlock
     def _patch_with_children_at_once(self, *args: Any) -> None:
         """The object and the children it lists, or nothing: one transaction, its first write locking the location
-        (the catalogue's lock order), run again whole if it is a deadlock's victim all the same."""
-        with transaction.atomic():
-            self._patch_with_children(*args)
+        (the catalogue's lock order), run again whole if it is a deadlock's victim all the same. The children's
+        findings go with a rollback: none is of an object taken, and a run again notes them again."""
+        mark = len(self._findings)
+        try:
+            with transaction.atomic():
+                self._patch_with_children(*args)
+        except BaseException:
+            self.forget_findings_since(mark)
+            raise
 
     def _patch_with_children(
         self,

@@ -12,8 +12,7 @@ from emsp.services import sessions
 from ocpi import transport
 from ocpi.normalize import normalize_session, normalize_session_patch
 from ocpi.openapi import TOKEN_AUTH, error_response, json_body, patch_ref, ref, response
-from ocpi.quality import record_issues
-from ocpi.transport import OcpiError, OcpiView, normalized, ocpi_response, patch_matches_url
+from ocpi.transport import OcpiError, OcpiView, ocpi_response, patch_matches_url
 
 
 @extend_schema_view(
@@ -54,20 +53,23 @@ class SessionReceiverView(OcpiView):
         body = self.json_object()
         clean = self.accept_party_object(normalize_session, body, country_code, party_id, session_id)
         change = sessions.session_put(self.partner, clean)
+        self.record_findings()
         return ocpi_response(http_status=201 if change.created else 200)
 
     def patch(self, request: Request, country_code: str, party_id: str, session_id: str) -> HttpResponse:
         body = self.json_object()
         self.require_own_party(country_code, party_id)
-        patch_matches_url(body, id=session_id, country_code=country_code, party_id=party_id)
-        clean, issues = normalized(normalize_session_patch, body)  # an unusable body is 2001 even if unknown
-        # Again as read: a camelCase `countryCode` naming another party is the normalised `country_code`.
+        # The id as sent; the party only as read: an alpha-3 `country_code` (which the PUT takes) is the URL's.
+        patch_matches_url(body, id=session_id)
+        # An unusable body is 2001 even if unknown.
+        clean = self.accept(normalize_session_patch, body, session_id)
+        # As read: a camelCase `countryCode` naming another party is the normalised `country_code`.
         patch_matches_url(clean, id=session_id, country_code=country_code, party_id=party_id)
         # Found and changed under one lock (the session read once, not once here and again to change it).
         change = sessions.session_patch(sessions.session_key(country_code, party_id, session_id), clean)
         if change is None:
             raise OcpiError(transport.CLIENT_ERROR, "Unknown session: PUT it first", 404)
-        record_issues(self.partner, self.module, [(session_id, i) for i in issues])
         if change.refused:  # the session as patched would break PUT's checks (an end before its start): unchanged
             raise OcpiError(transport.INVALID_PARAMETERS, change.refused)
+        self.record_findings()  # only of a change taken: a refused one is the 2001
         return ocpi_response()

@@ -52,12 +52,15 @@ class TariffReceiverView(OcpiView):
         return ocpi_response(http_status=201 if created else 200)
 
     def _put(self, clean: dict[str, Any]) -> tuple[Any, bool, bool]:
+        """The tariff stored, and then its findings recorded (a refused one's are none: the 404 is the answer)."""
         try:
-            return records.tariff_put(self.partner, clean)
+            stored = records.tariff_put(self.partner, clean)
         except records.PartyNotHeld:
             # Granted to another connection (or taken back) since this partner's parties were read (cached for
             # seconds): nothing was written, and the answer is the one a fresh read gives.
             raise OcpiError(transport.CLIENT_ERROR, "Unknown party for this token", 404) from None
+        self.record_findings()
+        return stored
 
     @property
     def allowed_methods(self) -> list[str]:
